@@ -1,0 +1,141 @@
+"""``MultimodalBatch``: zero-filled tensors plus a boolean presence mask, and how to make them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mlmm.data.dataset import MultimodalDataset
+
+
+@dataclass
+class MultimodalBatch:
+    """A mini-batch: every modality has a tensor (zero where absent) so shapes are static.
+
+    Attributes
+    ----------
+    inputs : dict of str to Tensor
+        ``inputs[name]`` is ``[B, *shape]``; rows where the modality is absent are zero.
+    present : Tensor of bool, shape [B, M]
+        True = observed; columns follow ``modalities``. The only truth about presence.
+    modalities : tuple of str
+        The fixed modality order.
+    target : Tensor or None
+        ``[B]`` int64 class labels or float32 values; None at prediction time.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    present: torch.Tensor
+    modalities: tuple[str, ...]
+    target: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+    @property
+    def batch_size(self) -> int:
+        return len(self)
+
+    def to(self, device: torch.device | str) -> MultimodalBatch:
+        """Move every tensor to ``device``."""
+        return MultimodalBatch(
+            inputs={k: v.to(device) for k, v in self.inputs.items()},
+            present=self.present.to(device),
+            modalities=self.modalities,
+            target=None if self.target is None else self.target.to(device),
+        )
+
+    def with_present(self, present: torch.Tensor) -> MultimodalBatch:
+        """Same batch with a narrower presence mask; newly absent rows are zeroed."""
+        inputs = {}
+        for j, name in enumerate(self.modalities):
+            keep = present[:, j].reshape(-1, *([1] * (self.inputs[name].dim() - 1)))
+            inputs[name] = self.inputs[name] * keep.to(self.inputs[name].dtype)
+        return MultimodalBatch(inputs, present, self.modalities, self.target)
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: MultimodalDataset,
+        indices: Sequence[int] | np.ndarray | None = None,
+        with_target: bool = True,
+    ) -> MultimodalBatch:
+        """Build one batch from rows of a dataset (all rows by default)."""
+        idx = slice(None) if indices is None else np.asarray(indices)
+        return cls(
+            inputs={k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in dataset.inputs.items()},
+            present=torch.from_numpy(np.ascontiguousarray(dataset.observed[idx])),
+            modalities=dataset.modality_names,
+            target=_target_tensor(dataset.targets[idx]) if with_target else None,
+        )
+
+
+def _target_tensor(targets: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(targets))
+
+
+class TorchMultimodalDataset(Dataset):
+    """A ``torch.utils.data.Dataset`` over a :class:`MultimodalDataset`; use with :func:`collate`.
+
+    Each item is ``(inputs: dict[name, Tensor], present: Tensor[M], target: Tensor)``.
+
+    Examples
+    --------
+    >>> from torch.utils.data import DataLoader
+    >>> loader = DataLoader(TorchMultimodalDataset(ds), batch_size=32, collate_fn=collate)  # doctest: +SKIP
+    """
+
+    def __init__(self, dataset: MultimodalDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return self.dataset.n_samples
+
+    def __getitem__(self, i: int):
+        ds = self.dataset
+        inputs = {k: torch.from_numpy(v[i]) for k, v in ds.inputs.items()}
+        return inputs, torch.from_numpy(ds.observed[i]), torch.as_tensor(ds.targets[i])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.dataset.modality_names
+
+
+def collate(items: Sequence[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]) -> MultimodalBatch:
+    """Stack items of :class:`TorchMultimodalDataset` into a :class:`MultimodalBatch`.
+
+    Modality order is the key order of the first item's inputs (the dataset's order).
+    """
+    names = tuple(items[0][0].keys())
+    return MultimodalBatch(
+        inputs={k: torch.stack([it[0][k] for it in items]) for k in names},
+        present=torch.stack([it[1] for it in items]),
+        modalities=names,
+        target=torch.stack([it[2] for it in items]),
+    )
+
+
+def iterate_batches(
+    batch: MultimodalBatch,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+) -> Iterator[MultimodalBatch]:
+    """Slice a whole-dataset batch into mini-batches (fast path used by the trainer).
+
+    Tabular datasets fit in memory; slicing pre-built tensors avoids a per-item collate.
+    """
+    n = len(batch)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        yield MultimodalBatch(
+            inputs={k: v[idx] for k, v in batch.inputs.items()},
+            present=batch.present[idx],
+            modalities=batch.modalities,
+            target=None if batch.target is None else batch.target[idx],
+        )

@@ -1,0 +1,232 @@
+"""``MultimodalDataset``: per-modality arrays, an ``observed`` mask, targets and specs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError, unknown_name_error
+
+
+@dataclass(frozen=True, eq=False)
+class MultimodalDataset:
+    """A multimodal dataset in memory, validated on construction.
+
+    Absent entries are stored as zeros and ``observed`` is the only truth about presence:
+    no code may read an absent row as data. Construction zero-fills absent rows (so NaN is
+    a fine way to hand them in) and rejects NaN or inf inside a row marked present.
+
+    Parameters
+    ----------
+    specs : sequence of ModalitySpec
+        The modalities, in the fixed order used by ``observed`` columns and batches.
+    task : TaskSpec
+        Classification (integer targets ``0..K-1``) or regression (float targets).
+    inputs : dict of str to ndarray
+        ``inputs[name]`` has shape ``(N, *spec.shape)``; converted to float32.
+    observed : ndarray of bool, shape (N, M), optional
+        True where the modality was recorded. Default: everything observed.
+    targets : ndarray, shape (N,)
+    name : str
+        Dataset name shown in reports.
+    allow_empty : bool
+        Accept samples with no modality observed. Off by default: such samples carry no
+        information and most methods cannot score them.
+    meta : dict
+        Free-form extras (provenance, the synthetic generator, official splits...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ds = MultimodalDataset(
+    ...     specs=[ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (3,))],
+    ...     task=TaskSpec("classification", 2),
+    ...     inputs={"a": np.ones((4, 2)), "b": np.zeros((4, 3))},
+    ...     targets=np.array([0, 1, 0, 1]),
+    ... )
+    >>> ds.n_samples, ds.modality_names
+    (4, ('a', 'b'))
+    """
+
+    specs: tuple[ModalitySpec, ...]
+    task: TaskSpec
+    inputs: dict[str, np.ndarray]
+    targets: np.ndarray
+    observed: np.ndarray | None = None
+    name: str = "custom"
+    allow_empty: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        specs = tuple(self.specs)
+        if not specs:
+            raise MlmmError("a dataset needs at least one modality spec")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise MlmmError(f"modality names must be unique, got {names}")
+        object.__setattr__(self, "specs", specs)
+        if not isinstance(self.inputs, dict):
+            raise MlmmError(
+                f"inputs must be a dict of modality name -> array, got {type(self.inputs).__name__}"
+            )
+        for key in self.inputs:
+            if key not in names:
+                raise unknown_name_error("modality", key, names)
+        for name in names:
+            if name not in self.inputs:
+                raise MlmmError(f"inputs has no array for modality {name!r}; add inputs[{name!r}]")
+
+        targets = np.asarray(self.targets)
+        n = len(targets) if targets.ndim > 0 else 0
+        if n == 0:
+            raise MlmmError("the dataset is empty (0 samples); pass at least one sample")
+        if targets.ndim != 1:
+            raise MlmmError(f"targets must be 1-D with one value per sample, got shape {targets.shape}")
+
+        observed = (
+            np.ones((n, len(specs)), dtype=bool)
+            if self.observed is None
+            else np.asarray(self.observed)
+        )
+        if observed.shape != (n, len(specs)):
+            raise MlmmError(
+                f"observed must have shape (n_samples, n_modalities) = {(n, len(specs))}, "
+                f"got {observed.shape}"
+            )
+        if observed.dtype != bool:
+            if not np.isin(observed, (0, 1)).all():
+                raise MlmmError("observed must be boolean (True = present)")
+            observed = observed.astype(bool)
+
+        inputs: dict[str, np.ndarray] = {}
+        for j, spec in enumerate(specs):
+            arr = np.asarray(self.inputs[spec.name])
+            if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+                raise MlmmError(f"modality {spec.name!r} must be numeric, got dtype {arr.dtype}")
+            if arr.shape != (n, *spec.shape):
+                raise MlmmError(
+                    f"modality {spec.name!r} has shape {arr.shape}, expected {(n, *spec.shape)} "
+                    f"(n_samples, *spec.shape); fix the array or the ModalitySpec"
+                )
+            arr = arr.astype(np.float32, copy=True)
+            present = observed[:, j]
+            flat = arr.reshape(n, -1)
+            bad = ~np.isfinite(flat[present]).all(axis=1)
+            if bad.any():
+                rows = np.flatnonzero(present)[bad]
+                raise MlmmError(
+                    f"modality {spec.name!r} has NaN or inf in {len(rows)} sample(s) marked present "
+                    f"(first: {rows[:5].tolist()}); clean them or mark them absent in observed"
+                )
+            arr[~present] = 0.0
+            inputs[spec.name] = arr
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "observed", observed.copy())
+
+        if self.task.is_classification:
+            if not (np.issubdtype(targets.dtype, np.integer) or _is_integral(targets)):
+                raise MlmmError(
+                    "classification targets must be integers 0..n_classes-1; "
+                    "encode string labels first (e.g. sklearn LabelEncoder)"
+                )
+            targets = targets.astype(np.int64)
+            bad = (targets < 0) | (targets >= self.task.n_classes)
+            if bad.any():
+                raise MlmmError(
+                    f"labels must be in 0..{self.task.n_classes - 1}, got "
+                    f"{np.unique(targets[bad])[:5].tolist()}; fix the labels or TaskSpec.n_classes"
+                )
+        else:
+            targets = targets.astype(np.float32)
+            if not np.isfinite(targets).all():
+                raise MlmmError("regression targets contain NaN or inf; drop those samples")
+        object.__setattr__(self, "targets", targets)
+
+        empty = ~observed.any(axis=1)
+        if empty.any() and not self.allow_empty:
+            raise MlmmError(
+                f"{int(empty.sum())} sample(s) have no modality present (first: "
+                f"{np.flatnonzero(empty)[:5].tolist()}); drop them or pass allow_empty=True"
+            )
+
+    # ------------------------------------------------------------------ views
+    @property
+    def n_samples(self) -> int:
+        return len(self.targets)
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
+
+    @property
+    def n_modalities(self) -> int:
+        return len(self.specs)
+
+    def spec(self, name: str) -> ModalitySpec:
+        """The spec of modality ``name`` (unknown names raise with suggestions)."""
+        for s in self.specs:
+            if s.name == name:
+                return s
+        raise unknown_name_error("modality", name, self.modality_names)
+
+    def modality_index(self, name: str) -> int:
+        """Column of ``name`` in ``observed``."""
+        return self.modality_names.index(self.spec(name).name)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> MultimodalDataset:
+        """A new dataset holding the rows ``indices`` (in that order)."""
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        return replace(
+            self,
+            inputs={k: v[idx] for k, v in self.inputs.items()},
+            observed=self.observed[idx],
+            targets=self.targets[idx],
+        )
+
+    def with_presence(self, present: np.ndarray, allow_empty: bool | None = None) -> MultimodalDataset:
+        """A new dataset whose ``observed`` is ``present`` (which must not add modalities)."""
+        present = np.asarray(present, dtype=bool)
+        if present.shape != self.observed.shape:
+            raise MlmmError(f"presence mask shape {present.shape} != {self.observed.shape}")
+        if (present & ~self.observed).any():
+            raise MlmmError("a presence mask cannot mark present a modality that was never observed")
+        return replace(
+            self,
+            observed=present,
+            allow_empty=self.allow_empty if allow_empty is None else allow_empty,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Counts and rates, for listings and reports."""
+        return {
+            "name": self.name,
+            "n_samples": self.n_samples,
+            "modalities": {s.name: f"{s.kind}{list(s.shape)}" for s in self.specs},
+            "task": self.task.kind,
+            "n_classes": self.task.n_classes,
+            "observed_rate": {
+                s.name: float(self.observed[:, j].mean()) for j, s in enumerate(self.specs)
+            },
+        }
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def __repr__(self) -> str:
+        mods = ", ".join(f"{s.name}:{s.kind}{list(s.shape)}" for s in self.specs)
+        return (
+            f"MultimodalDataset(name={self.name!r}, n={self.n_samples}, modalities=[{mods}], "
+            f"task={self.task.kind}{'/' + str(self.task.n_classes) if self.task.n_classes else ''})"
+        )
+
+
+def _is_integral(values: np.ndarray) -> bool:
+    if not np.issubdtype(values.dtype, np.floating):
+        return False
+    return bool(np.isfinite(values).all() and (values == np.round(values)).all())

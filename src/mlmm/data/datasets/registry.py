@@ -1,0 +1,42 @@
+"""The dataset registry: ``register_dataset``, ``load_dataset``, ``list_datasets``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from mlmm.data.dataset import MultimodalDataset
+from mlmm.errors import MlmmError
+from mlmm.registry import Registry
+
+DATASETS: Registry[Callable[..., MultimodalDataset]] = Registry("dataset")
+
+
+def register_dataset(name: str, *, description: str, source: str, license: str = "", **info: Any):
+    """Register a loader ``f(**params) -> MultimodalDataset`` under ``name``.
+
+    ``description`` is one line for ``mlmm datasets``; ``source`` names where the data comes
+    from (citation or "generated"); ``license`` its licence.
+    """
+    return DATASETS.register(name, description=description, source=source, license=license, **info)
+
+
+def load_dataset(name: str, **params: Any) -> MultimodalDataset:
+    """Load a registered dataset by name, e.g. ``load_dataset("handwritten")``.
+
+    Keyword arguments go to the loader; unknown ones raise with the accepted names.
+    """
+    loader = DATASETS.get(name).obj
+    accepted = inspect.signature(loader).parameters
+    for key in params:
+        if key not in accepted:
+            raise MlmmError(
+                f"dataset {name!r} has no parameter {key!r}; accepted: {', '.join(accepted) or 'none'}"
+            )
+    return loader(**params)
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Names of the registered datasets matching a shell-style ``pattern``."""
+    return DATASETS.names(pattern)

@@ -1,0 +1,109 @@
+"""Standardisation fitted on the training split only, and only on entries that are present."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from mlmm.data.dataset import MultimodalDataset
+from mlmm.errors import MlmmError
+
+_MIN_STD = 1e-6
+
+
+def _feature_axes(kind: str, rank: int) -> tuple[int, ...]:
+    """Axes (of a ``[N, *shape]`` array) averaged over: all but the feature/channel axis."""
+    if kind == "vector":
+        return (0,)
+    if kind == "sequence":  # [N, T, C]: per channel
+        return (0, 1)
+    return (0, *range(2, rank))  # image [N, C, H, W]: per channel
+
+
+@dataclass
+class Standardizer:
+    """Per-feature (vectors) or per-channel (sequences, images) z-scoring.
+
+    Statistics come from the rows where a modality is present, in the data passed to
+    :meth:`fit` (the training split); absent rows stay exactly zero after :meth:`transform`,
+    which is also the mean of the standardised modality. Features with (near) zero spread
+    are centred and left unscaled. For regression the target is standardised too, and
+    :meth:`inverse_target` maps predictions back.
+
+    Attributes
+    ----------
+    mean_, std_ : dict of str to ndarray
+        Fitted statistics, broadcastable to one sample of each modality.
+    target_mean_, target_std_ : float
+        Regression target statistics (0 and 1 for classification).
+    """
+
+    mean_: dict[str, np.ndarray] = field(default_factory=dict)
+    std_: dict[str, np.ndarray] = field(default_factory=dict)
+    target_mean_: float = 0.0
+    target_std_: float = 1.0
+
+    def fit(self, dataset: MultimodalDataset) -> Standardizer:
+        """Fit statistics on the present entries of ``dataset``; returns ``self``."""
+        for j, spec in enumerate(dataset.specs):
+            present = dataset.observed[:, j]
+            x = dataset.inputs[spec.name][present].astype(np.float64)
+            if len(x) == 0:
+                raise MlmmError(
+                    f"modality {spec.name!r} is absent from every training sample, so it cannot "
+                    f"be standardised or learned; drop it or use a training missingness that keeps it"
+                )
+            axes = _feature_axes(spec.kind, x.ndim)
+            mean = x.mean(axis=axes, keepdims=True)[0]
+            std = x.std(axis=axes, keepdims=True)[0]
+            std = np.where(std < _MIN_STD, 1.0, std)
+            self.mean_[spec.name] = mean.astype(np.float32)
+            self.std_[spec.name] = std.astype(np.float32)
+        if not dataset.task.is_classification:
+            self.target_mean_ = float(dataset.targets.mean())
+            std = float(dataset.targets.std())
+            self.target_std_ = std if std > _MIN_STD else 1.0
+        return self
+
+    def transform(self, dataset: MultimodalDataset) -> MultimodalDataset:
+        """Standardise present rows (absent rows stay zero); returns a new dataset."""
+        if not self.mean_:
+            raise MlmmError("Standardizer is not fitted; call fit(train_dataset) first")
+        inputs = {}
+        for j, spec in enumerate(dataset.specs):
+            if spec.name not in self.mean_:
+                raise MlmmError(f"Standardizer was fitted without modality {spec.name!r}")
+            x = (dataset.inputs[spec.name] - self.mean_[spec.name]) / self.std_[spec.name]
+            x[~dataset.observed[:, j]] = 0.0
+            inputs[spec.name] = x.astype(np.float32)
+        targets = dataset.targets
+        if not dataset.task.is_classification:
+            targets = (targets - self.target_mean_) / self.target_std_
+        return replace(dataset, inputs=inputs, targets=targets)
+
+    def fit_transform(self, dataset: MultimodalDataset) -> MultimodalDataset:
+        return self.fit(dataset).transform(dataset)
+
+    def inverse_target(self, values: np.ndarray) -> np.ndarray:
+        """Map standardised regression predictions back to target units."""
+        return values * self.target_std_ + self.target_mean_
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready statistics (stored in a model artifact's config)."""
+        return {
+            "mean": {k: v.tolist() for k, v in self.mean_.items()},
+            "std": {k: v.tolist() for k, v in self.std_.items()},
+            "target_mean": self.target_mean_,
+            "target_std": self.target_std_,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Standardizer:
+        return cls(
+            {k: np.asarray(v, dtype=np.float32) for k, v in d["mean"].items()},
+            {k: np.asarray(v, dtype=np.float32) for k, v in d["std"].items()},
+            float(d["target_mean"]),
+            float(d["target_std"]),
+        )

@@ -1,0 +1,36 @@
+"""User-facing errors: one clear line that names the problem and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MlmmError(ValueError):
+    """A problem with what the user asked for (bad input, unknown name, corrupt file).
+
+    The CLI prints these as one line without a traceback (``--debug`` shows it). It derives
+    from :class:`ValueError` so that callers catching ``ValueError`` keep working.
+    """
+
+
+class NotFittedError(MlmmError, AttributeError):
+    """Raised when ``predict`` is called on an estimator before ``fit``."""
+
+
+class ArtifactError(MlmmError):
+    """A saved model directory is missing, corrupt, truncated or incompatible."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest match, or a list of the choices."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    if close:
+        return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return " Choose from: " + ", ".join(choices) + "."
+
+
+def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> MlmmError:
+    """Build the error for an unknown dataset, method, modality, metric..."""
+    return MlmmError(f"unknown {kind} {name!r}.{did_you_mean(name, choices)}")
