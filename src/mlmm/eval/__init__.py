@@ -1,0 +1,36 @@
+"""Evaluation: metrics, per-subset protocol, summaries from the tidy table."""
+
+from mlmm.eval.metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    classification_metrics,
+    expected_calibration_error,
+    regression_metrics,
+)
+from mlmm.eval.protocol import evaluate, modality_subsets, score, subset_name
+from mlmm.eval.summaries import (
+    full_modality_score,
+    mean_over_conditions,
+    ratio_to_full,
+    robustness_auc,
+    summarize,
+    worst_subset,
+)
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "REGRESSION_METRICS",
+    "classification_metrics",
+    "evaluate",
+    "expected_calibration_error",
+    "full_modality_score",
+    "mean_over_conditions",
+    "modality_subsets",
+    "ratio_to_full",
+    "regression_metrics",
+    "robustness_auc",
+    "score",
+    "subset_name",
+    "summarize",
+    "worst_subset",
+]

@@ -1,0 +1,158 @@
+"""The method contract: an ``nn.Module`` built from ``(specs, task, **hyperparameters)``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
+
+if TYPE_CHECKING:
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.train.trainer import Trainer, TrainHistory
+
+
+@dataclass
+class MethodOutput:
+    """What ``forward(batch)`` returns.
+
+    Attributes
+    ----------
+    prediction : Tensor
+        ``[B, K]`` class logits (or log-probabilities) for classification, ``[B]`` for regression.
+    loss : Tensor or None
+        Task loss plus every auxiliary loss; set only when the batch carries a target.
+    aux_losses : dict of str to Tensor
+        Auxiliary terms (reconstruction, alignment, distillation...), already included in ``loss``.
+    embedding : Tensor or None
+        The fused representation ``[B, D]`` where the method has one.
+    extras : dict of str to Tensor
+        Anything else (imputations, per-modality predictions, uncertainty).
+    """
+
+    prediction: torch.Tensor
+    loss: torch.Tensor | None = None
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    embedding: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class MissingModalityModel(nn.Module):
+    """Base class of every method.
+
+    Subclasses take ``(specs, task, **hyperparameters)``, store each hyperparameter unchanged
+    as an attribute of the same name (the scikit-learn convention, so
+    :meth:`get_hyperparameters` reads them back from the signature), validate them at
+    construction, and implement :meth:`forward`. Methods that train in stages override
+    :meth:`fit`; all others use the shared loop of :class:`mlmm.Trainer`.
+
+    Registration (:func:`mlmm.methods.register_method`) sets the class attributes
+    ``method_name``, ``family``, ``subtype`` and ``paper``.
+    """
+
+    method_name: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    subtype: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+
+    def __init__(self, specs: Sequence[ModalitySpec], task: TaskSpec) -> None:
+        super().__init__()
+        specs = tuple(specs)
+        if not specs:
+            raise MlmmError("a method needs at least one modality spec")
+        self.specs = specs
+        self.task = task
+        self.modalities = tuple(s.name for s in specs)
+
+    # ----------------------------------------------------------------- contract
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(batch)")
+
+    def fit(
+        self,
+        trainer: Trainer,
+        train: MultimodalDataset,
+        val: MultimodalDataset | None,
+    ) -> TrainHistory:
+        """Train on standardised data. The default runs the shared loop once; staged methods
+        (teacher then student, one model per subset) override this and call
+        ``trainer.fit_module`` once per stage."""
+        return trainer.fit_module(self, train, val)
+
+    # ----------------------------------------------------------------- helpers
+    def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on logits (classification) or mean squared error (regression)."""
+        if self.task.is_classification:
+            return F.cross_entropy(prediction, target)
+        return F.mse_loss(prediction.reshape(-1), target.reshape(-1).to(prediction.dtype))
+
+    def output(
+        self,
+        batch: MultimodalBatch,
+        prediction: torch.Tensor,
+        aux_losses: dict[str, torch.Tensor] | None = None,
+        task_loss: torch.Tensor | None = None,
+        **extras: Any,
+    ) -> MethodOutput:
+        """Assemble a :class:`MethodOutput`; adds the loss when the batch has a target.
+
+        ``task_loss`` overrides the default loss on ``prediction`` (late fusion trains each
+        head on its own); auxiliary losses are always added to it.
+        """
+        if not self.task.is_classification:
+            prediction = prediction.reshape(-1)
+        aux = aux_losses or {}
+        loss = None
+        if batch.target is not None:
+            loss = self.task_loss(prediction, batch.target) if task_loss is None else task_loss
+            for value in aux.values():
+                loss = loss + value
+        embedding = extras.pop("embedding", None)
+        return MethodOutput(prediction, loss, aux, embedding, extras)
+
+    def get_hyperparameters(self) -> dict[str, Any]:
+        """The constructor's hyperparameters, read back from attributes of the same name."""
+        params = {}
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name in ("self", "specs", "task") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            params[name] = getattr(self, name)
+        return params
+
+    def present_mask(self, batch: MultimodalBatch) -> torch.Tensor:
+        """``batch.present`` after checking the batch matches this model's modalities."""
+        if tuple(batch.modalities) != self.modalities:
+            raise MlmmError(
+                f"batch modalities {list(batch.modalities)} do not match the model's "
+                f"{list(self.modalities)}; build the batch from a dataset with the same specs"
+            )
+        return batch.present
+
+
+def check_range(name: str, value: Any, low: float | None = None, high: float | None = None,
+                *, integer: bool = False, low_inclusive: bool = True, high_inclusive: bool = True) -> None:
+    """Raise a clear :class:`MlmmError` when a hyperparameter is out of range."""
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        raise MlmmError(f"{name} must be an integer, got {value!r}")
+    if not integer and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise MlmmError(f"{name} must be a number, got {value!r}")
+    below = low is not None and (value < low if low_inclusive else value <= low)
+    above = high is not None and (value > high if high_inclusive else value >= high)
+    if below or above:
+        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low}"
+        hi = "inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")")
+        raise MlmmError(f"{name} must be in {lo}, {hi}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """Raise a clear :class:`MlmmError` when a hyperparameter is not one of ``choices``."""
+    if value not in choices:
+        raise MlmmError(f"{name} must be one of {list(choices)}, got {value!r}")

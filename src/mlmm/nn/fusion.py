@@ -1,0 +1,70 @@
+"""Fusion blocks: every one takes ``(embeddings [B, M, D], present [B, M])``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlmm.errors import MlmmError
+
+
+def masked_mean(embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean over the present modalities: ``[B, M, D], [B, M] -> [B, D]``.
+
+    Absent modalities never contribute; a row with nothing present gives zeros.
+    """
+    w = present.to(embeddings.dtype).unsqueeze(-1)  # [B, M, 1]
+    return (embeddings * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+
+
+class MeanVarianceFusion(nn.Module):
+    """HeMIS abstraction layer: element-wise mean and variance over the present modalities.
+
+    Returns ``[B, 2D]`` = concat(mean, variance). The variance is the population variance over
+    present modalities, so it is 0 when only one is present (as in Havaei et al., 2016). A row
+    with nothing present gives zeros for both.
+    """
+
+    def forward(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        mean = masked_mean(embeddings, present)  # [B, D]
+        sq = masked_mean((embeddings - mean.unsqueeze(1)) ** 2, present)  # [B, D]
+        return torch.cat([mean, sq], dim=1)  # [B, 2D]
+
+
+class ConcatFusion(nn.Module):
+    """Concatenate embeddings with absent ones set to zero: ``[B, M, D] -> [B, M*D]``.
+
+    Absent modalities read as zero vectors (what zero-imputation feeds a classifier);
+    rows with nothing present give all zeros.
+    """
+
+    def forward(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        w = present.to(embeddings.dtype).unsqueeze(-1)  # [B, M, 1]
+        return (embeddings * w).flatten(1)  # [B, M*D]
+
+
+def combine_predictions(logits: torch.Tensor, present: torch.Tensor, rule: str = "mean_prob") -> torch.Tensor:
+    """Combine per-modality class logits over the present modalities: ``[B, M, K] -> [B, K]``.
+
+    Parameters
+    ----------
+    rule : {"mean_prob", "sum_logprob"}
+        ``mean_prob`` averages the present modalities' probabilities (returned as their log);
+        ``sum_logprob`` sums their log-probabilities (a product of experts, the Bayes rule for
+        conditionally independent modalities), returned renormalised as log-probabilities.
+        Absent modalities never contribute; a row with nothing present gets a uniform output.
+    """
+    logp = F.log_softmax(logits, dim=-1)  # [B, M, K]
+    mask = present.unsqueeze(-1)  # [B, M, 1]
+    n_present = present.sum(dim=1, keepdim=True).clamp_min(1)  # [B, 1]
+    if rule == "mean_prob":
+        fused = torch.logsumexp(logp.masked_fill(~mask, -math.inf), dim=1) - n_present.log()
+        fused = torch.where(present.any(dim=1, keepdim=True), fused, torch.zeros_like(fused))
+    elif rule == "sum_logprob":
+        fused = (logp * mask).sum(dim=1)
+    else:
+        raise MlmmError(f"combination rule must be 'mean_prob' or 'sum_logprob', got {rule!r}")
+    return F.log_softmax(fused, dim=-1)  # [B, K]

@@ -1,0 +1,227 @@
+"""The method contract suite: every registered method is tested for free.
+
+Like scikit-learn's ``parametrize_with_checks`` and timm's registry-driven model tests::
+
+    import pytest
+    from mlmm.testing import method_checks
+
+    @pytest.mark.parametrize("name, check", method_checks(), ids=...)
+    def test_contract(name, check):
+        check(name)
+
+or, for one method of your own, ``check_method("my-method")`` runs every check and raises
+``AssertionError`` naming the first that fails.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.data.split import train_val_test_split
+from mlmm.eval.protocol import evaluate
+from mlmm.methods.registry import METHODS, create_method, list_methods
+from mlmm.train.trained import TrainedModel
+from mlmm.train.trainer import Trainer
+
+N_CLASSES = 3
+
+
+@lru_cache(maxsize=4)
+def contract_dataset(n_samples: int = 360, seed: int = 0, task: str = "classification") -> MultimodalDataset:
+    """A tiny seeded dataset with two vector modalities and one sequence modality, each of
+    which carries class signal on its own (so every single modality beats chance)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n_samples) % N_CLASSES
+    means_a = rng.normal(0, 1.6, (N_CLASSES, 6))
+    means_b = rng.normal(0, 1.6, (N_CLASSES, 4))
+    a = means_a[y] + rng.normal(size=(n_samples, 6))
+    b = means_b[y] + rng.normal(size=(n_samples, 4))
+    t = np.linspace(0, 2 * np.pi, 12)
+    freq = 1.0 + y[:, None]  # class sets the frequency of a sine wave
+    s = np.stack([np.sin(freq * t), np.cos(freq * t)], axis=-1) + 0.5 * rng.normal(size=(n_samples, 12, 2))
+    specs = [ModalitySpec("a", "vector", (6,)), ModalitySpec("b", "vector", (4,)),
+             ModalitySpec("s", "sequence", (12, 2))]
+    if task == "classification":
+        return MultimodalDataset(specs, TaskSpec("classification", N_CLASSES), {"a": a, "b": b, "s": s},
+                                 y, name="contract")
+    target = y.astype(float) + 0.1 * rng.normal(size=n_samples)
+    return MultimodalDataset(specs, TaskSpec("regression"), {"a": a, "b": b, "s": s}, target, name="contract")
+
+
+def _train(name: str, epochs: int = 4, seed: int = 0, dataset: MultimodalDataset | None = None) -> tuple[TrainedModel, object]:
+    data = dataset or contract_dataset()
+    split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+    model = create_method(name, data.specs, data.task)
+    trained = Trainer(max_epochs=epochs, batch_size=32, seed=seed, progress=False).fit(model, split.train, split.val)
+    return trained, split
+
+
+def _presence(n: int, rows: list[list[bool]]) -> np.ndarray:
+    return np.array([rows[i % len(rows)] for i in range(n)], dtype=bool)
+
+
+def _forward_ok(model, batch: MultimodalBatch, what: str) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+    k = model.task.output_dim
+    expected = (len(batch), k) if model.task.is_classification else (len(batch),)
+    assert tuple(out.prediction.shape) == expected, (
+        f"{what}: prediction shape {tuple(out.prediction.shape)} != {expected}")
+    assert torch.isfinite(out.prediction).all(), f"{what}: non-finite predictions"
+    return out.prediction
+
+
+# ---------------------------------------------------------------------- checks
+def check_registration(name: str) -> None:
+    """Registered with family, subtype, a paper, and a class docstring citing it."""
+    entry = METHODS.get(name)
+    cls = entry.obj
+    assert cls.family and cls.subtype and cls.paper, "family, subtype and paper must be set"
+    assert cls.__doc__ and "References" in cls.__doc__, "class docstring needs a References section"
+
+
+def check_hyperparameters_roundtrip(name: str) -> None:
+    """``get_hyperparameters`` returns the constructor's values; rebuilding from them works."""
+    data = contract_dataset()
+    model = create_method(name, data.specs, data.task)
+    params = model.get_hyperparameters()
+    again = create_method(name, data.specs, data.task, **params)
+    assert again.get_hyperparameters() == params
+
+
+def check_state_dict_covers_parameters(name: str) -> None:
+    """Every learnable tensor is registered, so checkpoints hold all of them."""
+    data = contract_dataset()
+    model = create_method(name, data.specs, data.task)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_state = sum(v.numel() for k, v in model.state_dict().items() if v.is_floating_point()
+                  and "running_" not in k)
+    assert n_params > 0, "the method has no parameters"
+    assert n_state >= n_params, "state_dict() misses learnable parameters"
+
+
+def check_presence_patterns(name: str) -> None:
+    """All present; one modality missing everywhere; a different one missing per row; each
+    single modality alone; batch size 1: right shapes, finite outputs."""
+    data = contract_dataset()
+    model = create_method(name, data.specs, data.task)
+    m = data.n_modalities
+    cases = {"all present": [[True] * m]}
+    for j in range(m):
+        cases[f"{data.modality_names[j]} missing everywhere"] = [[i != j for i in range(m)]]
+        cases[f"only {data.modality_names[j]}"] = [[i == j for i in range(m)]]
+    cases["a different modality missing per row"] = [[i != j for i in range(m)] for j in range(m)]
+    for what, rows in cases.items():
+        ds = data.with_presence(_presence(data.n_samples, rows))
+        _forward_ok(model, MultimodalBatch.from_dataset(ds), what)
+    _forward_ok(model, MultimodalBatch.from_dataset(data, [0]), "batch size 1")
+    # a training step on batch size 2 with a single modality must not fail either
+    model.train()
+    ds = data.with_presence(_presence(data.n_samples, [[True] + [False] * (m - 1)]))
+    out = model(MultimodalBatch.from_dataset(ds, [0, 1]))
+    assert out.loss is not None and torch.isfinite(out.loss), "training loss on a single modality"
+
+
+def check_absent_rows_are_not_read(name: str) -> None:
+    """Garbage in absent rows must not change any output: ``present`` is the only truth."""
+    data = contract_dataset()
+    model = create_method(name, data.specs, data.task).eval()
+    present = _presence(data.n_samples, [[True, False, True], [False, True, False], [True, True, False]])
+    clean = MultimodalBatch.from_dataset(data.with_presence(present))
+    noisy_inputs = {}
+    for j, k in enumerate(data.modality_names):
+        x = clean.inputs[k].clone()
+        absent = torch.from_numpy(~present[:, j])
+        x[absent] = torch.randn_like(x[absent]) * 100
+        noisy_inputs[k] = x
+    noisy = MultimodalBatch(noisy_inputs, clean.present, clean.modalities, clean.target)
+    with torch.no_grad():
+        a, b = model(clean).prediction, model(noisy).prediction
+    assert torch.allclose(a, b, atol=1e-5), "outputs changed when absent rows held other values"
+
+
+def check_same_seed_same_result(name: str) -> None:
+    """Two trainings with the same seed give identical predictions; another seed differs."""
+    t1, split = _train(name, epochs=2, seed=3)
+    t2, _ = _train(name, epochs=2, seed=3)
+    t3, _ = _train(name, epochs=2, seed=4)
+    p1, p2, p3 = (t.predict_raw(split.test) for t in (t1, t2, t3))
+    np.testing.assert_array_equal(p1, p2, err_msg="same seed gave different predictions")
+    assert not np.array_equal(p1, p3), "a different seed gave exactly the same predictions"
+
+
+def check_save_load_roundtrip(name: str) -> None:
+    """Saving and loading the artifact gives the same predictions."""
+    trained, split = _train(name, epochs=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        trained.save(f"{tmp}/model")
+        loaded = TrainedModel.load(f"{tmp}/model")
+    np.testing.assert_allclose(trained.predict_raw(split.test), loaded.predict_raw(split.test), atol=1e-6)
+    assert loaded.model.get_hyperparameters() == trained.model.get_hyperparameters()
+
+
+def check_learns_every_subset(name: str) -> None:
+    """On small data the method clearly beats chance, for every non-empty modality subset."""
+    from mlmm.data.missingness import simulate
+    from mlmm.utils import rng_for
+
+    data = contract_dataset()
+    split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+    train, _ = simulate(split.train, "mcar:0.4", rng_for(0, "train-mask"))
+    val, _ = simulate(split.val, "mcar:0.4", rng_for(0, "val-mask"))
+    model = create_method(name, data.specs, data.task)
+    trained = Trainer(max_epochs=40, batch_size=32, patience=8, seed=0, progress=False).fit(model, train, val)
+    table = evaluate(trained, split.test, "none", patterns=False)
+    acc = table[(table.scope == "subset") & (table.metric == "accuracy")]
+    chance = 1.0 / N_CLASSES
+    weak = acc[acc.value < chance + 0.25]
+    assert weak.empty, f"accuracy near chance ({chance:.2f}) for subsets: " + ", ".join(
+        f"{r.subset}={r.value:.2f}" for r in weak.itertuples())
+
+
+def check_regression(name: str) -> None:
+    """Regression tasks train and predict values in target units better than the mean."""
+    data = contract_dataset(task="regression")
+    trained, split = _train(name, epochs=25, dataset=data)
+    pred = trained.predict(split.test)
+    assert pred.shape == (split.test.n_samples,)
+    rmse = np.sqrt(np.mean((pred - split.test.targets) ** 2))
+    assert rmse < 0.8 * split.test.targets.std(), f"regression RMSE {rmse:.3f} not below the spread"
+
+
+CHECKS: tuple[Callable[[str], None], ...] = (
+    check_registration,
+    check_hyperparameters_roundtrip,
+    check_state_dict_covers_parameters,
+    check_presence_patterns,
+    check_absent_rows_are_not_read,
+    check_same_seed_same_result,
+    check_save_load_roundtrip,
+    check_learns_every_subset,
+    check_regression,
+)
+
+
+def method_checks(names: list[str] | None = None) -> Iterator[tuple[str, Callable[[str], None]]]:
+    """``(method name, check)`` pairs for ``pytest.mark.parametrize`` over the registry."""
+    for name in names or list_methods():
+        for check in CHECKS:
+            yield name, check
+
+
+def check_method(name: str) -> None:
+    """Run every contract check on one registered method; raises ``AssertionError``."""
+    for _, check in method_checks([name]):
+        try:
+            check(name)
+        except AssertionError as err:
+            raise AssertionError(f"{name}: {check.__name__} failed: {err}") from err

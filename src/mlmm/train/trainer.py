@@ -1,0 +1,309 @@
+"""The shared trainer: mini-batches, AdamW, early stopping on validation data, seeded."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlmm.data.batch import MultimodalBatch, iterate_batches
+from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.preprocessing import Standardizer
+from mlmm.errors import MlmmError
+from mlmm.methods.base import MissingModalityModel, check_range
+from mlmm.utils import resolve_device, torch_seed_for
+
+
+@dataclass
+class TrainHistory:
+    """What one call of :meth:`Trainer.fit_module` did.
+
+    Attributes
+    ----------
+    epochs : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``val_loss`` (task loss on validation data, the
+        early-stopping criterion), ``val_accuracy`` (classification), ``seconds``.
+    best_epoch : int
+        The epoch whose weights were kept (the lowest validation loss; the last epoch when
+        there is no validation data).
+    stopped_early : bool
+    seconds : float
+    """
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = float("nan")
+    stopped_early: bool = False
+    seconds: float = 0.0
+    stage: str = "main"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Trainer:
+    """Trains any registered method on a :class:`MultimodalDataset`.
+
+    Fits a :class:`~mlmm.data.preprocessing.Standardizer` on the training split (present
+    entries only), runs the method's :meth:`~mlmm.methods.MissingModalityModel.fit` (the
+    shared loop below unless the method trains in stages), and returns a
+    :class:`~mlmm.train.TrainedModel`.
+
+    Parameters
+    ----------
+    max_epochs : int, default 200
+    batch_size : int, default 64
+    lr : float, default 1e-3
+        AdamW learning rate.
+    weight_decay : float, default 1e-4
+        AdamW weight decay.
+    patience : int, default 20
+        Stop after this many epochs without a lower validation loss; the best weights are
+        restored. Without validation data all ``max_epochs`` run and the last weights stay.
+    device : str, default "cpu"
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    seed : int, default 0
+        Seeds weights, shuffling and dropout: same seed, same model (on CPU).
+    progress : bool, default True
+        Show a Rich progress bar.
+    grad_clip : float or None, default 5.0
+        Clip the gradient norm.
+    num_threads : int or None
+        ``torch.set_num_threads`` for this process (None leaves it).
+
+    Examples
+    --------
+    >>> import mlmm
+    >>> ds = mlmm.load_dataset("synthetic", n_samples=300)
+    >>> split = mlmm.train_val_test_split(ds, seed=0)
+    >>> model = mlmm.create_method("hemis", ds.specs, ds.task)
+    >>> trained = mlmm.Trainer(max_epochs=3, progress=False).fit(model, split.train, split.val)
+    >>> trained.predict(split.test).shape
+    (60,)
+    """
+
+    def __init__(
+        self,
+        max_epochs: int = 200,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        patience: int = 20,
+        device: str = "cpu",
+        seed: int = 0,
+        progress: bool = True,
+        grad_clip: float | None = 5.0,
+        num_threads: int | None = None,
+    ) -> None:
+        check_range("max_epochs", max_epochs, 1, integer=True)
+        check_range("batch_size", batch_size, 1, integer=True)
+        check_range("lr", lr, 0, low_inclusive=False)
+        check_range("weight_decay", weight_decay, 0)
+        check_range("patience", patience, 1, integer=True)
+        check_range("seed", seed, 0, integer=True)
+        if grad_clip is not None:
+            check_range("grad_clip", grad_clip, 0, low_inclusive=False)
+        if num_threads is not None:
+            check_range("num_threads", num_threads, 1, integer=True)
+        self.max_epochs, self.batch_size, self.lr = max_epochs, batch_size, lr
+        self.weight_decay, self.patience, self.device = weight_decay, patience, device
+        self.seed, self.progress, self.grad_clip, self.num_threads = seed, progress, grad_clip, num_threads
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (stored in artifacts and results)."""
+        return {
+            "max_epochs": self.max_epochs, "batch_size": self.batch_size, "lr": self.lr,
+            "weight_decay": self.weight_decay, "patience": self.patience, "device": str(self.device),
+            "seed": self.seed, "grad_clip": self.grad_clip, "num_threads": self.num_threads,
+        }
+
+    # ------------------------------------------------------------------ public
+    def fit(
+        self,
+        model: MissingModalityModel,
+        train: MultimodalDataset,
+        val: MultimodalDataset | None = None,
+        info: dict[str, Any] | None = None,
+    ):
+        """Standardise, train ``model`` and return a :class:`~mlmm.train.TrainedModel`.
+
+        ``info`` (dataset name, missingness, split seed...) is stored with the model.
+        """
+        from mlmm.train.trained import TrainedModel  # import here: trained imports trainer
+
+        if not isinstance(model, MissingModalityModel):
+            raise MlmmError(
+                f"Trainer.fit needs a model from mlmm.create_method, got {type(model).__name__}"
+            )
+        _check_matches(model, train, "training")
+        if val is not None:
+            _check_matches(model, val, "validation")
+        if train.observed.any(axis=1).sum() == 0:
+            raise MlmmError("every training sample is empty; no modality is present anywhere")
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        torch.manual_seed(torch_seed_for(self.seed, "weights"))
+        standardizer = Standardizer().fit(_nonempty(train))
+        train_s = standardizer.transform(_nonempty(train))
+        val_s = None if val is None else standardizer.transform(_nonempty(val))
+        device = resolve_device(self.device)
+        model.to(device)
+        start = time.perf_counter()
+        result = model.fit(self, train_s, val_s)
+        histories = result if isinstance(result, list) else [result]
+        model.eval().cpu()
+        prior = _prior(train)
+        return TrainedModel(
+            model=model,
+            standardizer=standardizer,
+            histories=histories,
+            trainer_config=self.config(),
+            info=dict(info or {}),
+            prior=prior,
+            train_seconds=time.perf_counter() - start,
+        )
+
+    def fit_module(
+        self,
+        module: MissingModalityModel,
+        train: MultimodalDataset,
+        val: MultimodalDataset | None,
+        stage: str = "main",
+        max_epochs: int | None = None,
+    ) -> TrainHistory:
+        """The shared training loop on already standardised data (used by ``model.fit``).
+
+        Optimises every parameter with ``requires_grad`` (freeze parameters to train a part).
+        """
+        device = resolve_device(self.device)
+        module.to(device)
+        train_batch = MultimodalBatch.from_dataset(train).to(device)
+        val_batch = None if val is None else MultimodalBatch.from_dataset(val).to(device)
+        params = [p for p in module.parameters() if p.requires_grad]
+        if not params:
+            raise MlmmError(f"{type(module).__name__} has no trainable parameters in stage {stage!r}")
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        generator = torch.Generator().manual_seed(torch_seed_for(self.seed, "shuffle", stage))
+        epochs = max_epochs or self.max_epochs
+        history = TrainHistory(stage=stage)
+        best_state, best_loss, since_best = None, float("inf"), 0
+        start = time.perf_counter()
+        with _progress(self.progress, epochs, f"{module.method_name or type(module).__name__} [{stage}]") as bar:
+            for epoch in range(1, epochs + 1):
+                t0 = time.perf_counter()
+                module.train()
+                total, count = 0.0, 0
+                for mb in iterate_batches(train_batch, self.batch_size, shuffle=True, generator=generator):
+                    if len(mb) < 2 and len(train_batch) >= 2:
+                        continue  # a lone trailing row breaks batch norm and adds noise
+                    out = module(mb)
+                    if out.loss is None or not torch.isfinite(out.loss):
+                        raise MlmmError(
+                            f"training loss became {None if out.loss is None else out.loss.item()} "
+                            f"at epoch {epoch}; lower the learning rate (--lr) or check the inputs"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    out.loss.backward()
+                    if self.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                    optimizer.step()
+                    total += out.loss.item() * len(mb)
+                    count += len(mb)
+                row = {"epoch": epoch, "train_loss": total / max(count, 1)}
+                if val_batch is not None:
+                    row.update(self._validate(module, val_batch))
+                    if row["val_loss"] < best_loss - 1e-5:
+                        best_loss, since_best = row["val_loss"], 0
+                        best_state = copy.deepcopy(module.state_dict())
+                        history.best_epoch = epoch
+                    else:
+                        since_best += 1
+                row["seconds"] = time.perf_counter() - t0
+                history.epochs.append(row)
+                bar(epoch, row)
+                if val_batch is not None and since_best >= self.patience:
+                    history.stopped_early = True
+                    break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+            history.best_val_loss = best_loss
+        else:
+            history.best_epoch = len(history.epochs)
+        history.seconds = time.perf_counter() - start
+        module.eval()
+        return history
+
+    @torch.no_grad()
+    def _validate(self, module: MissingModalityModel, batch: MultimodalBatch) -> dict[str, float]:
+        module.eval()
+        preds = predict_batches(module, batch, max(self.batch_size, 512))
+        target = batch.target
+        loss = module.task_loss(preds, target).item()
+        row = {"val_loss": loss}
+        if module.task.is_classification:
+            row["val_accuracy"] = (preds.argmax(1) == target).float().mean().item()
+        return row
+
+
+@torch.no_grad()
+def predict_batches(module: MissingModalityModel, batch: MultimodalBatch, batch_size: int = 1024) -> torch.Tensor:
+    """Run ``module`` in eval mode over a big batch in chunks; returns the stacked predictions."""
+    module.eval()
+    no_target = MultimodalBatch(batch.inputs, batch.present, batch.modalities, None)
+    outs = [module(mb).prediction for mb in iterate_batches(no_target, batch_size)]
+    return torch.cat(outs, dim=0)
+
+
+def _check_matches(model: MissingModalityModel, dataset: MultimodalDataset, what: str) -> None:
+    if tuple(dataset.specs) != tuple(model.specs):
+        raise MlmmError(
+            f"the {what} data's modalities {[f'{s.name}{list(s.shape)}' for s in dataset.specs]} do not "
+            f"match the model's {[f'{s.name}{list(s.shape)}' for s in model.specs]}; build the model "
+            f"from this dataset's specs"
+        )
+    if dataset.task != model.task:
+        raise MlmmError(f"the {what} data's task {dataset.task} does not match the model's {model.task}")
+
+
+def _nonempty(dataset: MultimodalDataset) -> MultimodalDataset:
+    """Training rows with nothing present teach nothing: drop them (explicitly, documented)."""
+    keep = dataset.observed.any(axis=1)
+    return dataset if keep.all() else dataset.subset(np.flatnonzero(keep))
+
+
+def _prior(dataset: MultimodalDataset) -> list[float]:
+    if dataset.task.is_classification:
+        counts = np.bincount(dataset.targets, minlength=dataset.task.n_classes).astype(float)
+        return (counts / counts.sum()).tolist()
+    return [float(dataset.targets.mean())]
+
+
+class _progress:
+    """A Rich progress bar over epochs, or nothing when disabled."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled, self.total, self.label = enabled, total, label
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda epoch, row: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=True)
+        self._bar.__enter__()
+        task = self._bar.add_task(self.label, total=self.total, status="")
+
+        def update(epoch: int, row: dict[str, float]) -> None:
+            status = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+            self._bar.update(task, completed=epoch, status=status)
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._bar.__exit__(*exc)
