@@ -17,6 +17,7 @@ from mlmm.data.missingness import (
     NoMissingness,
     parse_condition,
     parse_missingness,
+    split_specs,
 )
 from mlmm.errors import MlmmError
 
@@ -169,3 +170,15 @@ def test_registry_lists_every_kind_with_a_working_example(full_data):
         result = model.apply(full_data, seed=0)
         assert not (result.present & ~full_data.observed).any()
         assert np.array_equal(result.present, model.apply(full_data, seed=0).present)
+
+
+def test_split_specs_keeps_per_modality_rates_whole():
+    text = "mcar:0, mcar:pix=0.8,fou=0.2,none,burst:0.3:len=20,mcar:0.5:allow_empty"
+    assert split_specs(text) == [
+        "mcar:0",
+        "mcar:pix=0.8,fou=0.2",
+        "none",
+        "burst:0.3:len=20",
+        "mcar:0.5:allow_empty",
+    ]
+    assert split_specs("") == [] and split_specs("mnar:0.3") == ["mnar:0.3"]

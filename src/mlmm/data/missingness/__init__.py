@@ -20,7 +20,13 @@ from mlmm.data.missingness.base import (
 )
 from mlmm.data.missingness.burst import Burst, gilbert_elliott
 from mlmm.data.missingness.fixed import Fixed
-from mlmm.data.missingness.grammar import Condition, parse_condition, parse_missingness, simulate
+from mlmm.data.missingness.grammar import (
+    Condition,
+    parse_condition,
+    parse_missingness,
+    simulate,
+    split_specs,
+)
 from mlmm.data.missingness.mar import MAR
 from mlmm.data.missingness.mcar import MCAR
 from mlmm.data.missingness.mnar import MNAR
@@ -43,4 +49,5 @@ __all__ = [
     "parse_missingness",
     "register_missingness",
     "simulate",
+    "split_specs",
 ]

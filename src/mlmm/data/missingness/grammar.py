@@ -81,6 +81,28 @@ def parse_missingness(text: str | MissingnessModel) -> MissingnessModel:
     return model.from_parts(argument, options, text)
 
 
+def split_specs(text: str) -> list[str]:
+    """Split a comma-separated list of specs, keeping per-modality rates whole.
+
+    A comma starts a new spec only when what follows begins with a registered kind, so
+    ``"mcar:0,mcar:pix=0.8,fou=0.2,none"`` gives ``["mcar:0", "mcar:pix=0.8,fou=0.2", "none"]``.
+    Use it instead of ``text.split(",")`` for lists of specs (robustness curves).
+
+    Examples
+    --------
+    >>> split_specs("none, mcar:0.3, mcar:pix=0.8,fou=0.2")
+    ['none', 'mcar:0.3', 'mcar:pix=0.8,fou=0.2']
+    """
+    specs: list[str] = []
+    for piece in text.split(","):
+        starts_spec = piece.split(":")[0].strip().lower() in MISSINGNESS
+        if specs and not starts_spec:
+            specs[-1] += "," + piece.strip()
+        else:
+            specs.append(piece.strip())
+    return [s for s in specs if s]
+
+
 @dataclass(frozen=True)
 class Condition:
     """A train/test missingness condition (the two may differ: train/test mismatch).
