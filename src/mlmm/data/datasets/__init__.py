@@ -1,5 +1,30 @@
-"""Built-in datasets (registered by name) and bring-your-own-data constructors."""
+"""Built-in datasets (registered by name) and bring-your-own-data constructors.
 
+Importing this package imports every loader module, which registers its dataset.
+"""
+
+from mlmm.data.datasets.basicmotions import BASICMOTIONS_CLASSES, load_basicmotions
+from mlmm.data.datasets.frames import from_arrays, from_dataframe
+from mlmm.data.datasets.handwritten import HANDWRITTEN_VIEWS, load_handwritten
 from mlmm.data.datasets.registry import DATASETS, list_datasets, load_dataset, register_dataset
+from mlmm.data.datasets.synthetic import (
+    SyntheticGenerator,
+    bayes_accuracy_under_mask,
+    load_synthetic,
+)
 
-__all__ = ["DATASETS", "list_datasets", "load_dataset", "register_dataset"]
+__all__ = [
+    "BASICMOTIONS_CLASSES",
+    "DATASETS",
+    "HANDWRITTEN_VIEWS",
+    "SyntheticGenerator",
+    "bayes_accuracy_under_mask",
+    "from_arrays",
+    "from_dataframe",
+    "list_datasets",
+    "load_basicmotions",
+    "load_dataset",
+    "load_handwritten",
+    "load_synthetic",
+    "register_dataset",
+]
