@@ -34,7 +34,9 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise MlmmError(f"parameters are written key=value, got {item!r} (e.g. --param hidden=128)")
+            raise MlmmError(
+                f"parameters are written key=value, got {item!r} (e.g. --param hidden=128)"
+            )
         key, value = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(value)
     return out
@@ -52,19 +54,28 @@ def _table(df, title: str | None = None, max_rows: int = 200):
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+) -> None:
     _state["debug"] = debug
 
 
 @app.command()
 def datasets() -> None:
     """List the built-in datasets."""
-    from mlmm.data.datasets import DATASETS
-
     import pandas as pd
 
-    rows = [{"name": e.name, "description": e.info["description"], "source": e.info["source"],
-             "license": e.info.get("license", "")} for e in DATASETS]
+    from mlmm.data.datasets import DATASETS
+
+    rows = [
+        {
+            "name": e.name,
+            "description": e.info["description"],
+            "source": e.info["source"],
+            "license": e.info.get("license", ""),
+        }
+        for e in DATASETS
+    ]
     _console().print(_table(pd.DataFrame(rows), "datasets"))
 
 
@@ -79,8 +90,16 @@ def methods(family: Annotated[str | None, typer.Option(help="Only this family.")
         from mlmm.errors import unknown_name_error
 
         raise unknown_name_error("family", family, TAXONOMY)
-    rows = [{"name": e.name, "family": e.info["family"], "subtype": e.info["subtype"],
-             "paper": e.info["paper"]} for e in METHODS if family in (None, e.info["family"])]
+    rows = [
+        {
+            "name": e.name,
+            "family": e.info["family"],
+            "subtype": e.info["subtype"],
+            "paper": e.info["paper"],
+        }
+        for e in METHODS
+        if family in (None, e.info["family"])
+    ]
     _console().print(_table(pd.DataFrame(rows), "methods"))
 
 
@@ -89,11 +108,19 @@ def train(
     dataset: Annotated[str, typer.Option(help="A built-in dataset (see `mlmm datasets`).")],
     method: Annotated[str, typer.Option(help="A registered method (see `mlmm methods`).")],
     out: Annotated[Path, typer.Option(help="Directory for the trained model artifact.")],
-    missing: Annotated[str, typer.Option(help="Training missingness, e.g. mcar:0.5, or TRAIN=>TEST.")] = "none",
+    missing: Annotated[
+        str, typer.Option(help="Training missingness, e.g. mcar:0.5, or TRAIN=>TEST.")
+    ] = "none",
     seed: Annotated[int, typer.Option(help="Seeds the split, masks and training.")] = 0,
-    param: Annotated[list[str] | None, typer.Option(help="Method hyperparameter key=value (repeatable).")] = None,
-    dataset_param: Annotated[list[str] | None, typer.Option(help="Dataset option key=value (repeatable).")] = None,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation data).")] = 200,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Method hyperparameter key=value (repeatable).")
+    ] = None,
+    dataset_param: Annotated[
+        list[str] | None, typer.Option(help="Dataset option key=value (repeatable).")
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Maximum epochs (early stopping on validation data).")
+    ] = 200,
     batch_size: Annotated[int, typer.Option()] = 64,
     lr: Annotated[float, typer.Option()] = 1e-3,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
@@ -103,17 +130,28 @@ def train(
     from mlmm.experiment import run_experiment
 
     res = run_experiment(
-        dataset, method, method_params=_parse_params(param), dataset_params=_parse_params(dataset_param),
-        missing=missing, seed=seed,
-        trainer={"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device,
-                 "progress": not quiet},
+        dataset,
+        method,
+        method_params=_parse_params(param),
+        dataset_params=_parse_params(dataset_param),
+        missing=missing,
+        seed=seed,
+        trainer={
+            "max_epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "device": device,
+            "progress": not quiet,
+        },
     )
     path = res.trained.save(out)
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
     _print_tables(console, res.table)
-    console.print(f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
-                  f"{res.trained.train_seconds:.1f}s)")
+    console.print(
+        f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
+        f"{res.trained.train_seconds:.1f}s)"
+    )
 
 
 def _mask_line(result) -> str:
@@ -121,13 +159,23 @@ def _mask_line(result) -> str:
 
 
 def _print_tables(console, table) -> None:
-    overall = table[table.scope == "overall"].pivot_table(
-        index=["condition", "rate_unit", "slot_rate", "sample_rate"], columns="metric", values="value"
-    ).reset_index()
-    console.print(_table(overall, "test conditions (rates realised; rate_unit = what the spec's rate counts)"))
+    overall = (
+        table[table.scope == "overall"]
+        .pivot_table(
+            index=["condition", "rate_unit", "slot_rate", "sample_rate"],
+            columns="metric",
+            values="value",
+        )
+        .reset_index()
+    )
+    console.print(
+        _table(overall, "test conditions (rates realised; rate_unit = what the spec's rate counts)")
+    )
     subsets = table[table.scope == "subset"]
     if not subsets.empty:
-        per = subsets.pivot_table(index=["subset", "n"], columns="metric", values="value").reset_index()
+        per = subsets.pivot_table(
+            index=["subset", "n"], columns="metric", values="value"
+        ).reset_index()
         per = per.sort_values("accuracy" if "accuracy" in per else per.columns[-1])
         console.print(_table(per, "every modality subset (forced on all test samples)"))
 
@@ -135,8 +183,12 @@ def _print_tables(console, table) -> None:
 @app.command()
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="A model directory written by `mlmm train`.")],
-    missing: Annotated[str, typer.Option(help="Comma-separated test specs, e.g. mcar:0,mcar:0.3,mcar:0.5.")] = "none",
-    seed: Annotated[int | None, typer.Option(help="Mask seed (default: the training seed).")] = None,
+    missing: Annotated[
+        str, typer.Option(help="Comma-separated test specs, e.g. mcar:0,mcar:0.3,mcar:0.5.")
+    ] = "none",
+    seed: Annotated[
+        int | None, typer.Option(help="Mask seed (default: the training seed).")
+    ] = None,
     subsets: Annotated[bool, typer.Option(help="Score every modality subset.")] = True,
     out: Annotated[Path | None, typer.Option(help="Write the tidy table as CSV.")] = None,
 ) -> None:
@@ -151,11 +203,15 @@ def evaluate(
     trained = TrainedModel.load(model_dir)
     info = trained.info
     if "dataset" not in info:
-        raise MlmmError(f"{model_dir} does not record its dataset; evaluate it from Python with mlmm.evaluate")
+        raise MlmmError(
+            f"{model_dir} does not record its dataset; evaluate it from Python with mlmm.evaluate"
+        )
     data = load_dataset(info["dataset"], **info.get("dataset_params", {}))
     sp = info["split"]
     test = train_val_test_split(data, sp["test_size"], sp["val_size"], sp["seed"]).test
-    table = _evaluate(trained, test, missing, seed=sp["seed"] if seed is None else seed, subsets=subsets)
+    table = _evaluate(
+        trained, test, missing, seed=sp["seed"] if seed is None else seed, subsets=subsets
+    )
     console = _console()
     console.print(f"{trained.method} trained under {info.get('missing')} on {info['dataset']}")
     _print_tables(console, table)
@@ -167,17 +223,24 @@ def evaluate(
 
 @app.command()
 def bench(
-    dataset: Annotated[list[str] | None, typer.Option(help="Datasets (repeatable); default: the quick suite.")] = None,
+    dataset: Annotated[
+        list[str] | None, typer.Option(help="Datasets (repeatable); default: the quick suite.")
+    ] = None,
     method: Annotated[list[str] | None, typer.Option(help="Methods (repeatable).")] = None,
-    missing: Annotated[str | None, typer.Option(help="Comma-separated conditions, e.g. mcar:0.5,none=>mcar:0.5.")] = None,
+    missing: Annotated[
+        str | None, typer.Option(help="Comma-separated conditions, e.g. mcar:0.5,none=>mcar:0.5.")
+    ] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per run.")] = None,
-    out: Annotated[Path, typer.Option(help="Results folder (reruns skip finished runs).")] = Path("mlmm-results/quick"),
+    out: Annotated[Path, typer.Option(help="Results folder (reruns skip finished runs).")] = Path(
+        "mlmm-results/quick"
+    ),
 ) -> None:
     """Benchmark methods × missingness × seeds; with no options runs the quick suite."""
     from rich.progress import Progress
 
     from mlmm.bench.runner import QUICK, BenchConfig, comparison_table, run_bench
+    from mlmm.data.missingness import split_specs
     from mlmm.errors import MlmmError
 
     try:
@@ -185,9 +248,11 @@ def bench(
     except ValueError:
         raise MlmmError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
     config = BenchConfig(
-        datasets={d: QUICK["datasets"].get(d, {}) for d in dataset} if dataset else dict(QUICK["datasets"]),
+        datasets={d: QUICK["datasets"].get(d, {}) for d in dataset}
+        if dataset
+        else dict(QUICK["datasets"]),
         methods={m: {} for m in method} if method else dict(QUICK["methods"]),
-        missing=[s.strip() for s in missing.split(",")] if missing else list(QUICK["missing"]),
+        missing=split_specs(missing) if missing else list(QUICK["missing"]),
         seeds=seed_list,
         trainer={} if epochs is None else {"max_epochs": epochs},
     )
@@ -201,13 +266,20 @@ def bench(
         def report(done, total, run, status):
             progress.update(task, completed=done)
             tag = "[red]" if status.startswith("failed") else ""
-            progress.console.print(f"{tag}{done}/{total} {run['dataset']} {run['method']} {run['missing']} "
-                                   f"seed={run['seed']}: {status}")
+            progress.console.print(
+                f"{tag}{done}/{total} {run['dataset']} {run['method']} {run['missing']} "
+                f"seed={run['seed']}: {status}"
+            )
 
         results = run_bench(config, out, report)
     summary = comparison_table(results)
-    console.print(_table(summary, "comparison (accuracy %, mean ± std over seeds; rates = fraction of "
-                                  "missing (sample, modality) slots unless the spec says unit=samples)"))
+    console.print(
+        _table(
+            summary,
+            "comparison (accuracy %, mean ± std over seeds; rates = fraction of "
+            "missing (sample, modality) slots unless the spec says unit=samples)",
+        )
+    )
     console.print(f"results: {Path(out) / 'results.csv'}")
 
 

@@ -14,10 +14,6 @@ class MlmmError(ValueError):
     """
 
 
-class NotFittedError(MlmmError, AttributeError):
-    """Raised when ``predict`` is called on an estimator before ``fit``."""
-
-
 class ArtifactError(MlmmError):
     """A saved model directory is missing, corrupt, truncated or incompatible."""
 

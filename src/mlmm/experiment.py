@@ -106,7 +106,9 @@ def run_experiment(
             raise MlmmError("dataset_params only apply to a dataset given by name")
         name, data = dataset.name, dataset
     else:
-        raise MlmmError(f"dataset must be a name or a MultimodalDataset, got {type(dataset).__name__}")
+        raise MlmmError(
+            f"dataset must be a name or a MultimodalDataset, got {type(dataset).__name__}"
+        )
     condition = parse_condition(missing)
     if isinstance(trainer, Trainer):
         trainer.seed = seed
@@ -135,10 +137,17 @@ def run_experiment(
         }
     tests = test_missing if test_missing is not None else condition.test.to_string()
     table = evaluate(trained, split.test, tests, seed=seed, subsets=subsets)
-    ids = {"dataset": name, "method": method, "train_condition": condition.to_string(), "seed": seed}
+    ids = {
+        "dataset": name,
+        "method": method,
+        "train_condition": condition.to_string(),
+        "seed": seed,
+    }
     reference = None
     generator = data.meta.get("generator")
     if generator is not None and data.task.is_classification:
-        reference = evaluate(BayesOracle(generator, data.task), split.test, tests, seed=seed, subsets=subsets)
+        reference = evaluate(
+            BayesOracle(generator, data.task), split.test, tests, seed=seed, subsets=subsets
+        )
         reference = reference.assign(**{**ids, "method": "bayes-optimal"})
     return ExperimentResult(trained, table.assign(**ids), train_mask, split.indices, reference)

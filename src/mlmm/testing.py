@@ -35,7 +35,9 @@ N_CLASSES = 3
 
 
 @lru_cache(maxsize=4)
-def contract_dataset(n_samples: int = 360, seed: int = 0, task: str = "classification") -> MultimodalDataset:
+def contract_dataset(
+    n_samples: int = 360, seed: int = 0, task: str = "classification"
+) -> MultimodalDataset:
     """A tiny seeded dataset with two vector modalities and one sequence modality, each of
     which carries class signal on its own (so every single modality beats chance)."""
     rng = np.random.default_rng(seed)
@@ -46,21 +48,37 @@ def contract_dataset(n_samples: int = 360, seed: int = 0, task: str = "classific
     b = means_b[y] + rng.normal(size=(n_samples, 4))
     t = np.linspace(0, 2 * np.pi, 12)
     freq = 1.0 + y[:, None]  # class sets the frequency of a sine wave
-    s = np.stack([np.sin(freq * t), np.cos(freq * t)], axis=-1) + 0.5 * rng.normal(size=(n_samples, 12, 2))
-    specs = [ModalitySpec("a", "vector", (6,)), ModalitySpec("b", "vector", (4,)),
-             ModalitySpec("s", "sequence", (12, 2))]
+    s = np.stack([np.sin(freq * t), np.cos(freq * t)], axis=-1) + 0.5 * rng.normal(
+        size=(n_samples, 12, 2)
+    )
+    specs = [
+        ModalitySpec("a", "vector", (6,)),
+        ModalitySpec("b", "vector", (4,)),
+        ModalitySpec("s", "sequence", (12, 2)),
+    ]
     if task == "classification":
-        return MultimodalDataset(specs, TaskSpec("classification", N_CLASSES), {"a": a, "b": b, "s": s},
-                                 y, name="contract")
+        return MultimodalDataset(
+            specs,
+            TaskSpec("classification", N_CLASSES),
+            {"a": a, "b": b, "s": s},
+            y,
+            name="contract",
+        )
     target = y.astype(float) + 0.1 * rng.normal(size=n_samples)
-    return MultimodalDataset(specs, TaskSpec("regression"), {"a": a, "b": b, "s": s}, target, name="contract")
+    return MultimodalDataset(
+        specs, TaskSpec("regression"), {"a": a, "b": b, "s": s}, target, name="contract"
+    )
 
 
-def _train(name: str, epochs: int = 4, seed: int = 0, dataset: MultimodalDataset | None = None) -> tuple[TrainedModel, object]:
+def _train(
+    name: str, epochs: int = 4, seed: int = 0, dataset: MultimodalDataset | None = None
+) -> tuple[TrainedModel, object]:
     data = dataset or contract_dataset()
     split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
     model = create_method(name, data.specs, data.task)
-    trained = Trainer(max_epochs=epochs, batch_size=32, seed=seed, progress=False).fit(model, split.train, split.val)
+    trained = Trainer(max_epochs=epochs, batch_size=32, seed=seed, progress=False).fit(
+        model, split.train, split.val
+    )
     return trained, split
 
 
@@ -75,7 +93,8 @@ def _forward_ok(model, batch: MultimodalBatch, what: str) -> torch.Tensor:
     k = model.task.output_dim
     expected = (len(batch), k) if model.task.is_classification else (len(batch),)
     assert tuple(out.prediction.shape) == expected, (
-        f"{what}: prediction shape {tuple(out.prediction.shape)} != {expected}")
+        f"{what}: prediction shape {tuple(out.prediction.shape)} != {expected}"
+    )
     assert torch.isfinite(out.prediction).all(), f"{what}: non-finite predictions"
     return out.prediction
 
@@ -103,8 +122,11 @@ def check_state_dict_covers_parameters(name: str) -> None:
     data = contract_dataset()
     model = create_method(name, data.specs, data.task)
     n_params = sum(p.numel() for p in model.parameters())
-    n_state = sum(v.numel() for k, v in model.state_dict().items() if v.is_floating_point()
-                  and "running_" not in k)
+    n_state = sum(
+        v.numel()
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and "running_" not in k
+    )
     assert n_params > 0, "the method has no parameters"
     assert n_state >= n_params, "state_dict() misses learnable parameters"
 
@@ -135,7 +157,9 @@ def check_absent_rows_are_not_read(name: str) -> None:
     """Garbage in absent rows must not change any output: ``present`` is the only truth."""
     data = contract_dataset()
     model = create_method(name, data.specs, data.task).eval()
-    present = _presence(data.n_samples, [[True, False, True], [False, True, False], [True, True, False]])
+    present = _presence(
+        data.n_samples, [[True, False, True], [False, True, False], [True, True, False]]
+    )
     clean = MultimodalBatch.from_dataset(data.with_presence(present))
     noisy_inputs = {}
     for j, k in enumerate(data.modality_names):
@@ -165,7 +189,9 @@ def check_save_load_roundtrip(name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trained.save(f"{tmp}/model")
         loaded = TrainedModel.load(f"{tmp}/model")
-    np.testing.assert_allclose(trained.predict_raw(split.test), loaded.predict_raw(split.test), atol=1e-6)
+    np.testing.assert_allclose(
+        trained.predict_raw(split.test), loaded.predict_raw(split.test), atol=1e-6
+    )
     assert loaded.model.get_hyperparameters() == trained.model.get_hyperparameters()
 
 
@@ -179,13 +205,16 @@ def check_learns_every_subset(name: str) -> None:
     train, _ = simulate(split.train, "mcar:0.4", rng_for(0, "train-mask"))
     val, _ = simulate(split.val, "mcar:0.4", rng_for(0, "val-mask"))
     model = create_method(name, data.specs, data.task)
-    trained = Trainer(max_epochs=40, batch_size=32, patience=8, seed=0, progress=False).fit(model, train, val)
+    trained = Trainer(max_epochs=40, batch_size=32, patience=8, seed=0, progress=False).fit(
+        model, train, val
+    )
     table = evaluate(trained, split.test, "none", patterns=False)
     acc = table[(table.scope == "subset") & (table.metric == "accuracy")]
     chance = 1.0 / N_CLASSES
     weak = acc[acc.value < chance + 0.25]
     assert weak.empty, f"accuracy near chance ({chance:.2f}) for subsets: " + ", ".join(
-        f"{r.subset}={r.value:.2f}" for r in weak.itertuples())
+        f"{r.subset}={r.value:.2f}" for r in weak.itertuples()
+    )
 
 
 def check_regression(name: str) -> None:

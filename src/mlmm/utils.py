@@ -45,9 +45,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise MlmmError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+        raise MlmmError(
+            f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MlmmError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+        raise MlmmError(
+            "device 'cuda' was asked for but no CUDA GPU is available; use --device cpu"
+        )
     return dev
 
 

@@ -72,21 +72,34 @@ class BenchConfig:
             accepted = method_hyperparameters(name)
             for key in params:
                 if key not in accepted:
-                    raise MlmmError(f"method {name!r} has no hyperparameter {key!r}; accepted: {', '.join(accepted)}")
+                    raise MlmmError(
+                        f"method {name!r} has no hyperparameter {key!r}; accepted: {', '.join(accepted)}"
+                    )
         for spec in self.missing:
             parse_condition(spec)
         for seed in self.seeds:
             if not isinstance(seed, int) or seed < 0:
                 raise MlmmError(f"seeds must be non-negative integers, got {seed!r}")
         if not (self.datasets and self.methods and self.missing and self.seeds):
-            raise MlmmError("a benchmark needs at least one dataset, method, missingness spec and seed")
+            raise MlmmError(
+                "a benchmark needs at least one dataset, method, missingness spec and seed"
+            )
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run's full configuration, in a stable order."""
         return [
-            {"dataset": d, "dataset_params": dp, "method": m, "method_params": mp,
-             "missing": parse_condition(miss).to_string(), "seed": s, "trainer": self.trainer,
-             "test_size": self.test_size, "val_size": self.val_size, "version": mlmm.__version__}
+            {
+                "dataset": d,
+                "dataset_params": dp,
+                "method": m,
+                "method_params": mp,
+                "missing": parse_condition(miss).to_string(),
+                "seed": s,
+                "trainer": self.trainer,
+                "test_size": self.test_size,
+                "val_size": self.val_size,
+                "version": mlmm.__version__,
+            }
             for d, dp in self.datasets.items()
             for miss in self.missing
             for m, mp in self.methods.items()
@@ -104,19 +117,31 @@ def _one_run(run: dict[str, Any]) -> pd.DataFrame:
 
     t0 = time.perf_counter()
     res = run_experiment(
-        run["dataset"], run["method"], method_params=run["method_params"],
-        dataset_params=run["dataset_params"], missing=run["missing"], seed=run["seed"],
-        test_size=run["test_size"], val_size=run["val_size"],
+        run["dataset"],
+        run["method"],
+        method_params=run["method_params"],
+        dataset_params=run["dataset_params"],
+        missing=run["missing"],
+        seed=run["seed"],
+        test_size=run["test_size"],
+        val_size=run["val_size"],
         trainer={"progress": False, **run["trainer"]},
     )
     seconds = time.perf_counter() - t0
     table = res.table.assign(
-        n_parameters=res.trained.n_parameters(), train_seconds=res.trained.train_seconds,
-        run_seconds=seconds, epochs=sum(len(h.epochs) for h in res.trained.histories),
+        n_parameters=res.trained.n_parameters(),
+        train_seconds=res.trained.train_seconds,
+        run_seconds=seconds,
+        epochs=sum(len(h.epochs) for h in res.trained.histories),
     )
     if res.reference is not None:
-        table = pd.concat([table, res.reference.assign(n_parameters=0, train_seconds=0.0,
-                                                       run_seconds=0.0, epochs=0)], ignore_index=True)
+        table = pd.concat(
+            [
+                table,
+                res.reference.assign(n_parameters=0, train_seconds=0.0, run_seconds=0.0, epochs=0),
+            ],
+            ignore_index=True,
+        )
     return table.assign(run_key=run_key(run), machine=platform.node(), threads=_threads())
 
 
@@ -190,18 +215,30 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
     for key, g in overall.groupby(ids, sort=False):
         acc = g[g.metric == "accuracy"].set_index("seed")["value"]
         f1 = g[g.metric == "macro_f1"]["value"]
-        runs = results[(results.dataset == key[0]) & (results.train_condition == key[1]) & (results.method == key[3])]
+        runs = results[
+            (results.dataset == key[0])
+            & (results.train_condition == key[1])
+            & (results.method == key[3])
+        ]
         worst = worst_subset(runs, "accuracy") if (runs.scope == "subset").any() else None
         row = dict(zip(ids, key))
         row["accuracy"] = _mean_std(acc)
         row["macro_f1"] = _mean_std(f1)
-        row["worst_subset"] = "-" if worst is None else (
-            f"{_mean_std(worst['value'].astype(float))} ({worst['subset'].mode().iloc[0]})")
-        bayes = overall[(overall.dataset == key[0]) & (overall.train_condition == key[1])
-                        & (overall.condition == key[2]) & (overall.method == "bayes-optimal")
-                        & (overall.metric == "accuracy")].set_index("seed")["value"]
+        row["worst_subset"] = (
+            "-"
+            if worst is None
+            else (f"{_mean_std(worst['value'].astype(float))} ({worst['subset'].mode().iloc[0]})")
+        )
+        bayes = overall[
+            (overall.dataset == key[0])
+            & (overall.train_condition == key[1])
+            & (overall.condition == key[2])
+            & (overall.method == "bayes-optimal")
+            & (overall.metric == "accuracy")
+        ].set_index("seed")["value"]
         row["gap_to_bayes"] = (
-            "-" if bayes.empty or key[3] == "bayes-optimal" else _mean_std((bayes - acc).dropna()))
+            "-" if bayes.empty or key[3] == "bayes-optimal" else _mean_std((bayes - acc).dropna())
+        )
         row["n_parameters"] = int(g["n_parameters"].iloc[0])
         row["train_seconds"] = float(np.mean(g.groupby("seed")["train_seconds"].first()))
         row["seeds"] = int(g["seed"].nunique())

@@ -67,7 +67,9 @@ class MultimodalBatch:
         """Build one batch from rows of a dataset (all rows by default)."""
         idx = slice(None) if indices is None else np.asarray(indices)
         return cls(
-            inputs={k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in dataset.inputs.items()},
+            inputs={
+                k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in dataset.inputs.items()
+            },
             present=torch.from_numpy(np.ascontiguousarray(dataset.observed[idx])),
             modalities=dataset.modality_names,
             target=_target_tensor(dataset.targets[idx]) if with_target else None,
@@ -105,7 +107,9 @@ class TorchMultimodalDataset(Dataset):
         return self.dataset.modality_names
 
 
-def collate(items: Sequence[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]) -> MultimodalBatch:
+def collate(
+    items: Sequence[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]],
+) -> MultimodalBatch:
     """Stack items of :class:`TorchMultimodalDataset` into a :class:`MultimodalBatch`.
 
     Modality order is the key order of the first item's inputs (the dataset's order).

@@ -85,7 +85,9 @@ class MultimodalDataset:
         if n == 0:
             raise MlmmError("the dataset is empty (0 samples); pass at least one sample")
         if targets.ndim != 1:
-            raise MlmmError(f"targets must be 1-D with one value per sample, got shape {targets.shape}")
+            raise MlmmError(
+                f"targets must be 1-D with one value per sample, got shape {targets.shape}"
+            )
 
         observed = (
             np.ones((n, len(specs)), dtype=bool)
@@ -189,13 +191,17 @@ class MultimodalDataset:
             targets=self.targets[idx],
         )
 
-    def with_presence(self, present: np.ndarray, allow_empty: bool | None = None) -> MultimodalDataset:
+    def with_presence(
+        self, present: np.ndarray, allow_empty: bool | None = None
+    ) -> MultimodalDataset:
         """A new dataset whose ``observed`` is ``present`` (which must not add modalities)."""
         present = np.asarray(present, dtype=bool)
         if present.shape != self.observed.shape:
             raise MlmmError(f"presence mask shape {present.shape} != {self.observed.shape}")
         if (present & ~self.observed).any():
-            raise MlmmError("a presence mask cannot mark present a modality that was never observed")
+            raise MlmmError(
+                "a presence mask cannot mark present a modality that was never observed"
+            )
         return replace(
             self,
             observed=present,

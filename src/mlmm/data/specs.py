@@ -108,7 +108,11 @@ class TaskSpec:
         return self.n_classes if self.is_classification else 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "n_classes": self.n_classes, "class_names": list(self.class_names)}
+        return {
+            "kind": self.kind,
+            "n_classes": self.n_classes,
+            "class_names": list(self.class_names),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskSpec:

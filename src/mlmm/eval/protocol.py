@@ -17,14 +17,22 @@ import numpy as np
 import pandas as pd
 
 from mlmm.data.dataset import MultimodalDataset
-from mlmm.data.missingness import MaskResult, parse_missingness, simulate
+from mlmm.data.missingness import MaskResult, parse_missingness, simulate, split_specs
 from mlmm.errors import MlmmError
 from mlmm.eval.metrics import classification_metrics, regression_metrics
 from mlmm.train.trained import TrainedModel
 from mlmm.utils import rng_for
 
 COLUMNS = [
-    "scope", "condition", "rate_unit", "slot_rate", "sample_rate", "subset", "n", "metric", "value",
+    "scope",
+    "condition",
+    "rate_unit",
+    "slot_rate",
+    "sample_rate",
+    "subset",
+    "n",
+    "metric",
+    "value",
 ]
 #: Above this many modalities, forced subsets are limited to singletons, leave-one-out and full.
 MAX_FULL_SUBSET_MODALITIES = 10
@@ -45,7 +53,9 @@ def modality_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return singles + leave_one + [tuple(modalities)]
 
 
-def score(trained: TrainedModel, dataset: MultimodalDataset, on_empty: str = "error") -> dict[str, float]:
+def score(
+    trained: TrainedModel, dataset: MultimodalDataset, on_empty: str = "error"
+) -> dict[str, float]:
     """All metrics of ``trained`` on ``dataset`` as it is (its own presence mask)."""
     out = trained.predict_raw(dataset, on_empty=on_empty)
     if trained.task.is_classification:
@@ -55,8 +65,17 @@ def score(trained: TrainedModel, dataset: MultimodalDataset, on_empty: str = "er
 
 def _rows(scope, condition, unit, slot, sample, subset, n, metrics):
     return [
-        {"scope": scope, "condition": condition, "rate_unit": unit, "slot_rate": slot,
-         "sample_rate": sample, "subset": subset, "n": n, "metric": k, "value": v}
+        {
+            "scope": scope,
+            "condition": condition,
+            "rate_unit": unit,
+            "slot_rate": slot,
+            "sample_rate": sample,
+            "subset": subset,
+            "n": n,
+            "metric": k,
+            "value": v,
+        }
         for k, v in metrics.items()
     ]
 
@@ -92,9 +111,11 @@ def evaluate(
         Samples left with no modality count as answered by the training prior when the spec
         allows empty samples, and are refused otherwise.
     """
-    specs = [s.strip() for s in missing.split(",")] if isinstance(missing, str) else list(missing)
+    specs = split_specs(missing) if isinstance(missing, str) else list(missing)
     if not specs:
-        raise MlmmError("evaluate needs at least one test missingness spec, e.g. 'none' or 'mcar:0.5'")
+        raise MlmmError(
+            "evaluate needs at least one test missingness spec, e.g. 'none' or 'mcar:0.5'"
+        )
     rows: list[dict] = []
     names = dataset.modality_names
     for spec in specs:
@@ -108,24 +129,50 @@ def evaluate(
             rows_ok = present.any(axis=1)
             if not rows_ok.any():
                 continue
-            forced = dataset.with_presence(present, allow_empty=True).subset(np.flatnonzero(rows_ok))
+            forced = dataset.with_presence(present, allow_empty=True).subset(
+                np.flatnonzero(rows_ok)
+            )
             metrics = score(trained, forced)
             name = subset_name(subset)
-            rows += _rows("subset", f"subset:{name}", "slots", float(1 - forced.observed.mean()),
-                          float((~forced.observed.all(axis=1)).mean()), name, forced.n_samples, metrics)
+            rows += _rows(
+                "subset",
+                f"subset:{name}",
+                "slots",
+                float(1 - forced.observed.mean()),
+                float((~forced.observed.all(axis=1)).mean()),
+                name,
+                forced.n_samples,
+                metrics,
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _condition_rows(trained, masked, result: MaskResult, names, patterns: bool) -> list[dict]:
     cond, unit = result.spec, result.unit
     slot, sample = float(result.slot_rate), float(result.sample_rate)
-    out = _rows("overall", cond, unit, slot, sample, "all", masked.n_samples,
-                score(trained, masked, on_empty="prior"))
+    out = _rows(
+        "overall",
+        cond,
+        unit,
+        slot,
+        sample,
+        "all",
+        masked.n_samples,
+        score(trained, masked, on_empty="prior"),
+    )
     if patterns:
         obs = masked.observed
         for pattern in np.unique(obs, axis=0):
             sel = (obs == pattern).all(axis=1)
             name = subset_name([n for n, p in zip(names, pattern) if p]) or "(none)"
-            out += _rows("pattern", cond, unit, slot, sample, name, int(sel.sum()),
-                         score(trained, masked.subset(np.flatnonzero(sel)), on_empty="prior"))
+            out += _rows(
+                "pattern",
+                cond,
+                unit,
+                slot,
+                sample,
+                name,
+                int(sel.sum()),
+                score(trained, masked.subset(np.flatnonzero(sel)), on_empty="prior"),
+            )
     return out

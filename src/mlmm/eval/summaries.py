@@ -51,11 +51,17 @@ def robustness_auc(table: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
     return sub.groupby(ids)[["slot_rate", "value"]].apply(area)
 
 
-def worst_subset(table: pd.DataFrame, metric: str = "accuracy", higher_is_better: bool = True) -> pd.DataFrame:
+def worst_subset(
+    table: pd.DataFrame, metric: str = "accuracy", higher_is_better: bool = True
+) -> pd.DataFrame:
     """The worst forced modality subset per group: its name and value."""
     sub = _metric(table, metric, "subset")
     ids = _ids(sub)
-    pick = (lambda g: g.loc[g["value"].idxmin()]) if higher_is_better else (lambda g: g.loc[g["value"].idxmax()])
+    pick = (
+        (lambda g: g.loc[g["value"].idxmin()])
+        if higher_is_better
+        else (lambda g: g.loc[g["value"].idxmax()])
+    )
     if not ids:
         return pick(sub)[["subset", "value"]].to_frame().T
     return sub.groupby(ids)[["subset", "value"]].apply(pick)
@@ -91,11 +97,15 @@ def summarize(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
         "full": full_modality_score(table, metric),
         "mean_over_conditions": mean_over_conditions(table, metric),
         "robustness_auc": robustness_auc(table, metric),
-        "ratio_to_full": ratio_to_full(table, metric).groupby(_ids(table) or (lambda _: "all"))["ratio"].mean(),
+        "ratio_to_full": ratio_to_full(table, metric)
+        .groupby(_ids(table) or (lambda _: "all"))["ratio"]
+        .mean(),
     }
     out = pd.DataFrame(parts)
     worst = worst_subset(table, metric, higher)
     out["worst_subset"] = worst["subset"].to_numpy() if len(worst) == len(out) else None
-    out["worst_subset_value"] = worst["value"].to_numpy().astype(float) if len(worst) == len(out) else np.nan
+    out["worst_subset_value"] = (
+        worst["value"].to_numpy().astype(float) if len(worst) == len(out) else np.nan
+    )
     out.insert(0, "metric", metric)
     return out

@@ -137,8 +137,16 @@ class MissingModalityModel(nn.Module):
         return batch.present
 
 
-def check_range(name: str, value: Any, low: float | None = None, high: float | None = None,
-                *, integer: bool = False, low_inclusive: bool = True, high_inclusive: bool = True) -> None:
+def check_range(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    integer: bool = False,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
     """Raise a clear :class:`MlmmError` when a hyperparameter is out of range."""
     if integer and (isinstance(value, bool) or not isinstance(value, int)):
         raise MlmmError(f"{name} must be an integer, got {value!r}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def modality_dropout(present: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def modality_dropout(
+    present: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Drop each present modality with probability ``p``, keeping at least one per row.
 
     A row whose present modalities were all dropped keeps one of them chosen uniformly at

@@ -26,12 +26,19 @@ class MLPEncoder(nn.Module):
         Dropout after each hidden block.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 1, dropout: float = 0.1):
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 1, dropout: float = 0.1
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_dim
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout)]
+            layers += [
+                nn.Linear(width, hidden),
+                nn.LayerNorm(hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+            ]
             width = hidden
         layers.append(nn.Linear(width, out_dim))
         self.net = nn.Sequential(*layers)
@@ -66,13 +73,18 @@ class SequenceEncoder(nn.Module):
             blocks: list[nn.Module] = []
             width = channels
             for _ in range(depth):
-                blocks += [nn.Conv1d(width, hidden, 5, padding=2), nn.GroupNorm(1, hidden), nn.GELU()]
+                blocks += [
+                    nn.Conv1d(width, hidden, 5, padding=2),
+                    nn.GroupNorm(1, hidden),
+                    nn.GELU(),
+                ]
                 width = hidden
             self.body = nn.Sequential(*blocks)
             self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, out_dim))
         else:
-            self.body = nn.GRU(channels, hidden, num_layers=max(depth - 1, 1), batch_first=True,
-                               bidirectional=True)
+            self.body = nn.GRU(
+                channels, hidden, num_layers=max(depth - 1, 1), batch_first=True, bidirectional=True
+            )
             self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, C] -> [B, out_dim]
@@ -89,13 +101,20 @@ class ImageEncoder(nn.Module):
     """Small CNN for ``[B, C, H, W]``: ``depth`` (Conv3x3 → GroupNorm → GELU → MaxPool) blocks,
     global average pooling, then Linear."""
 
-    def __init__(self, channels: int, out_dim: int, hidden: int = 32, depth: int = 2, dropout: float = 0.1):
+    def __init__(
+        self, channels: int, out_dim: int, hidden: int = 32, depth: int = 2, dropout: float = 0.1
+    ):
         super().__init__()
         blocks: list[nn.Module] = []
         width = channels
         for i in range(depth):
             nxt = hidden * 2**i
-            blocks += [nn.Conv2d(width, nxt, 3, padding=1), nn.GroupNorm(1, nxt), nn.GELU(), nn.MaxPool2d(2, ceil_mode=True)]
+            blocks += [
+                nn.Conv2d(width, nxt, 3, padding=1),
+                nn.GroupNorm(1, nxt),
+                nn.GELU(),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
             width = nxt
         self.body = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, out_dim))
@@ -120,6 +139,12 @@ def build_encoder(
     if spec.kind == "vector":
         return MLPEncoder(math.prod(spec.shape), out_dim, hidden, depth, dropout)
     if spec.kind == "sequence":
-        return SequenceEncoder(spec.shape[1], out_dim, max(hidden // 4, 16), max(depth, 1) + 1,
-                               dropout, sequence_architecture)
+        return SequenceEncoder(
+            spec.shape[1],
+            out_dim,
+            max(hidden // 4, 16),
+            max(depth, 1) + 1,
+            dropout,
+            sequence_architecture,
+        )
     return ImageEncoder(spec.shape[0], out_dim, max(hidden // 8, 16), max(depth, 1) + 1, dropout)

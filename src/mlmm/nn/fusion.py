@@ -46,7 +46,9 @@ class ConcatFusion(nn.Module):
         return (embeddings * w).flatten(1)  # [B, M*D]
 
 
-def combine_predictions(logits: torch.Tensor, present: torch.Tensor, rule: str = "mean_prob") -> torch.Tensor:
+def combine_predictions(
+    logits: torch.Tensor, present: torch.Tensor, rule: str = "mean_prob"
+) -> torch.Tensor:
     """Combine per-modality class logits over the present modalities: ``[B, M, K] -> [B, K]``.
 
     Parameters

@@ -44,7 +44,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_artifact(path: str | Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
+def save_artifact(
+    path: str | Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any]
+) -> Path:
     """Write ``state_dict`` and ``config`` as an artifact directory at ``path``, atomically.
 
     An existing artifact at ``path`` is replaced only once the new one is complete.
@@ -58,8 +60,12 @@ def save_artifact(path: str | Path, state_dict: dict[str, torch.Tensor], config:
     try:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE))
-        full = {"format": FORMAT, "format_version": FORMAT_VERSION, **config,
-                "weights_sha256": _sha256(tmp / WEIGHTS_FILE)}
+        full = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **config,
+            "weights_sha256": _sha256(tmp / WEIGHTS_FILE),
+        }
         with open(tmp / CONFIG_FILE, "w") as fh:
             json.dump(full, fh, indent=2, sort_keys=False)
             fh.flush()
@@ -95,7 +101,9 @@ def load_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
     path = Path(path)
     _recover(path)
     if not path.is_dir():
-        raise ArtifactError(f"no model artifact at {path}; train one first (mlmm train ... --out {path})")
+        raise ArtifactError(
+            f"no model artifact at {path}; train one first (mlmm train ... --out {path})"
+        )
     cfg_path, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not cfg_path.exists():
         raise ArtifactError(f"{path} has no {CONFIG_FILE}; it is not an mlmm model directory")
@@ -123,5 +131,7 @@ def load_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ArtifactError(f"{weights} cannot be read ({err}); retrain or restore the model") from None
+        raise ArtifactError(
+            f"{weights} cannot be read ({err}); retrain or restore the model"
+        ) from None
     return config, state

@@ -150,13 +150,17 @@ class TrainedModel:
             model = create_method(method, specs, task, **config["hyperparameters"])
             standardizer = Standardizer.from_dict(config["preprocessing"])
         except (KeyError, TypeError) as err:
-            raise ArtifactError(f"{path}/config.json lacks or garbles {err}; retrain the model") from None
+            raise ArtifactError(
+                f"{path}/config.json lacks or garbles {err}; retrain the model"
+            ) from None
         except MlmmError as err:
             if isinstance(err, ArtifactError):
                 raise
             raise ArtifactError(f"{path}/config.json is incompatible: {err}") from None
         expected = model.state_dict()
-        if set(expected) != set(state) or any(expected[k].shape != state[k].shape for k in expected):
+        if set(expected) != set(state) or any(
+            expected[k].shape != state[k].shape for k in expected
+        ):
             missing = sorted(set(expected) - set(state))[:3]
             extra = sorted(set(state) - set(expected))[:3]
             raise ArtifactError(
@@ -166,5 +170,13 @@ class TrainedModel:
         model.load_state_dict(state)
         model.eval()
         histories = [TrainHistory(**h) for h in config.get("histories", [])]
-        return cls(model, standardizer, histories, config.get("trainer", {}), config.get("info", {}),
-                   config.get("prior", []), config.get("train_seconds", 0.0), config.get("validation", {}))
+        return cls(
+            model,
+            standardizer,
+            histories,
+            config.get("trainer", {}),
+            config.get("info", {}),
+            config.get("prior", []),
+            config.get("train_seconds", 0.0),
+            config.get("validation", {}),
+        )

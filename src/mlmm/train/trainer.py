@@ -74,6 +74,10 @@ class Trainer:
         Clip the gradient norm.
     num_threads : int or None
         ``torch.set_num_threads`` for this process (None leaves it).
+    reinitialize : bool, default True
+        Re-draw the model's initial weights from ``seed`` before training (every submodule's
+        ``reset_parameters``), so the result does not depend on the global random state at
+        model creation. Pass False to continue training weights you already have.
 
     Examples
     --------
@@ -98,6 +102,7 @@ class Trainer:
         progress: bool = True,
         grad_clip: float | None = 5.0,
         num_threads: int | None = None,
+        reinitialize: bool = True,
     ) -> None:
         check_range("max_epochs", max_epochs, 1, integer=True)
         check_range("batch_size", batch_size, 1, integer=True)
@@ -111,14 +116,27 @@ class Trainer:
             check_range("num_threads", num_threads, 1, integer=True)
         self.max_epochs, self.batch_size, self.lr = max_epochs, batch_size, lr
         self.weight_decay, self.patience, self.device = weight_decay, patience, device
-        self.seed, self.progress, self.grad_clip, self.num_threads = seed, progress, grad_clip, num_threads
+        self.seed, self.progress, self.grad_clip, self.num_threads = (
+            seed,
+            progress,
+            grad_clip,
+            num_threads,
+        )
+        self.reinitialize = reinitialize
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (stored in artifacts and results)."""
         return {
-            "max_epochs": self.max_epochs, "batch_size": self.batch_size, "lr": self.lr,
-            "weight_decay": self.weight_decay, "patience": self.patience, "device": str(self.device),
-            "seed": self.seed, "grad_clip": self.grad_clip, "num_threads": self.num_threads,
+            "max_epochs": self.max_epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "patience": self.patience,
+            "device": str(self.device),
+            "seed": self.seed,
+            "grad_clip": self.grad_clip,
+            "num_threads": self.num_threads,
+            "reinitialize": self.reinitialize,
         }
 
     # ------------------------------------------------------------------ public
@@ -147,6 +165,8 @@ class Trainer:
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
         torch.manual_seed(torch_seed_for(self.seed, "weights"))
+        if self.reinitialize:
+            reset_parameters(model)
         standardizer = Standardizer().fit(_nonempty(train))
         train_s = standardizer.transform(_nonempty(train))
         val_s = None if val is None else standardizer.transform(_nonempty(val))
@@ -185,19 +205,25 @@ class Trainer:
         val_batch = None if val is None else MultimodalBatch.from_dataset(val).to(device)
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
-            raise MlmmError(f"{type(module).__name__} has no trainable parameters in stage {stage!r}")
+            raise MlmmError(
+                f"{type(module).__name__} has no trainable parameters in stage {stage!r}"
+            )
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         generator = torch.Generator().manual_seed(torch_seed_for(self.seed, "shuffle", stage))
         epochs = max_epochs or self.max_epochs
         history = TrainHistory(stage=stage)
         best_state, best_loss, since_best = None, float("inf"), 0
         start = time.perf_counter()
-        with _progress(self.progress, epochs, f"{module.method_name or type(module).__name__} [{stage}]") as bar:
+        with _progress(
+            self.progress, epochs, f"{module.method_name or type(module).__name__} [{stage}]"
+        ) as bar:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
                 module.train()
                 total, count = 0.0, 0
-                for mb in iterate_batches(train_batch, self.batch_size, shuffle=True, generator=generator):
+                for mb in iterate_batches(
+                    train_batch, self.batch_size, shuffle=True, generator=generator
+                ):
                     if len(mb) < 2 and len(train_batch) >= 2:
                         continue  # a lone trailing row breaks batch norm and adds noise
                     out = module(mb)
@@ -250,12 +276,27 @@ class Trainer:
 
 
 @torch.no_grad()
-def predict_batches(module: MissingModalityModel, batch: MultimodalBatch, batch_size: int = 1024) -> torch.Tensor:
+def predict_batches(
+    module: MissingModalityModel, batch: MultimodalBatch, batch_size: int = 1024
+) -> torch.Tensor:
     """Run ``module`` in eval mode over a big batch in chunks; returns the stacked predictions."""
     module.eval()
     no_target = MultimodalBatch(batch.inputs, batch.present, batch.modalities, None)
     outs = [module(mb).prediction for mb in iterate_batches(no_target, batch_size)]
     return torch.cat(outs, dim=0)
+
+
+def reset_parameters(module: torch.nn.Module) -> None:
+    """Re-initialise every submodule that defines ``reset_parameters`` (from the global
+    torch seed). Methods owning raw ``nn.Parameter`` tensors define their own
+    ``reset_parameters`` so they are re-drawn too."""
+    for sub in module.modules():
+        fn = getattr(sub, "reset_parameters", None)
+        if callable(fn) and sub is not module:
+            fn()
+    own = getattr(type(module), "reset_parameters", None)
+    if callable(own):
+        own(module)
 
 
 def _check_matches(model: MissingModalityModel, dataset: MultimodalDataset, what: str) -> None:
@@ -266,7 +307,9 @@ def _check_matches(model: MissingModalityModel, dataset: MultimodalDataset, what
             f"from this dataset's specs"
         )
     if dataset.task != model.task:
-        raise MlmmError(f"the {what} data's task {dataset.task} does not match the model's {model.task}")
+        raise MlmmError(
+            f"the {what} data's task {dataset.task} does not match the model's {model.task}"
+        )
 
 
 def _nonempty(dataset: MultimodalDataset) -> MultimodalDataset:
@@ -291,15 +334,29 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda epoch, row: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=True)
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            transient=True,
+        )
         self._bar.__enter__()
         task = self._bar.add_task(self.label, total=self.total, status="")
 
         def update(epoch: int, row: dict[str, float]) -> None:
-            status = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+            status = " ".join(
+                f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")
+            )
             self._bar.update(task, completed=epoch, status=status)
 
         return update

@@ -92,10 +92,12 @@ def split_specs(text: str) -> list[str]:
     --------
     >>> split_specs("none, mcar:0.3, mcar:pix=0.8,fou=0.2")
     ['none', 'mcar:0.3', 'mcar:pix=0.8,fou=0.2']
+    >>> split_specs("mcar:0.5,none=>mcar:a=0.5,b=0.1")
+    ['mcar:0.5', 'none=>mcar:a=0.5,b=0.1']
     """
     specs: list[str] = []
     for piece in text.split(","):
-        starts_spec = piece.split(":")[0].strip().lower() in MISSINGNESS
+        starts_spec = piece.split("=>")[0].split(":")[0].strip().lower() in MISSINGNESS
         if specs and not starts_spec:
             specs[-1] += "," + piece.strip()
         else:

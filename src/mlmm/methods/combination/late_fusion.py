@@ -18,7 +18,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_choice, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, combine_predictions, masked_mean
+from mlmm.nn import build_encoder, combine_predictions, masked_mean
 
 
 @register_method(
@@ -80,14 +80,22 @@ class LateFusion(MissingModalityModel):
         check_range("depth", depth, 0, integer=True)
         check_range("dropout", dropout, 0, 1, high_inclusive=False)
         self.rule, self.embed_dim, self.hidden, self.depth, self.dropout = (
-            rule, embed_dim, hidden, depth, dropout,
+            rule,
+            embed_dim,
+            hidden,
+            depth,
+            dropout,
         )
         self.encoders = nn.ModuleDict(
             {s.name: build_encoder(s, embed_dim, hidden, depth, dropout) for s in self.specs}
         )
         self.heads = nn.ModuleDict(
-            {s.name: nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(embed_dim, task.output_dim))
-             for s in self.specs}
+            {
+                s.name: nn.Sequential(
+                    nn.GELU(), nn.Dropout(dropout), nn.Linear(embed_dim, task.output_dim)
+                )
+                for s in self.specs
+            }
         )
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
@@ -104,7 +112,9 @@ class LateFusion(MissingModalityModel):
             task_loss = self._per_head_loss(outs, present, batch.target)
         return self.output(batch, prediction, task_loss=task_loss, per_modality=outs)
 
-    def _per_head_loss(self, outs: torch.Tensor, present: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _per_head_loss(
+        self, outs: torch.Tensor, present: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         """Each head learns from the rows where its modality is present (mean over them)."""
         B, M = present.shape
         flat = outs.reshape(B * M, -1)  # [B*M, K]

@@ -92,6 +92,8 @@ class HeMIS(MissingModalityModel):
         present = self.present_mask(batch)  # [B, M]
         if self.training and self.modality_dropout > 0:
             present = modality_dropout(present, self.modality_dropout)
-        emb = torch.stack([self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1)  # [B, M, D]
+        emb = torch.stack(
+            [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+        )  # [B, M, D]
         fused = self.fusion(emb, present)  # [B, 2D]
         return self.output(batch, self.head(fused), embedding=fused)
