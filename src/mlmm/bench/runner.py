@@ -221,7 +221,7 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
             & (results.method == key[3])
         ]
         worst = worst_subset(runs, "accuracy") if (runs.scope == "subset").any() else None
-        row = dict(zip(ids, key))
+        row = dict(zip(ids, key, strict=True))
         row["accuracy"] = _mean_std(acc)
         row["macro_f1"] = _mean_std(f1)
         row["worst_subset"] = (

@@ -164,7 +164,7 @@ def _condition_rows(trained, masked, result: MaskResult, names, patterns: bool) 
         obs = masked.observed
         for pattern in np.unique(obs, axis=0):
             sel = (obs == pattern).all(axis=1)
-            name = subset_name([n for n, p in zip(names, pattern) if p]) or "(none)"
+            name = subset_name([n for n, p in zip(names, pattern, strict=True) if p]) or "(none)"
             out += _rows(
                 "pattern",
                 cond,
