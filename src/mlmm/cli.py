@@ -22,7 +22,8 @@ _state = {"debug": False}
 def _console():
     from rich.console import Console
 
-    return Console()
+    # Wide tables stay readable in logs and pipes, where Rich would otherwise assume 80 columns.
+    return Console() if sys.stdout.isatty() else Console(width=180)
 
 
 def _parse_params(items: list[str] | None) -> dict[str, Any]:
@@ -155,7 +156,9 @@ def train(
 
 
 def _mask_line(result) -> str:
-    return result.summary()
+    from rich.markup import escape
+
+    return escape(result.summary())
 
 
 def _print_tables(console, table) -> None:

@@ -245,6 +245,7 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (values of ``classes_``)."""
+        self._check_fitted()
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 

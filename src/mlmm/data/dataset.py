@@ -143,7 +143,15 @@ class MultimodalDataset:
                     f"{np.unique(targets[bad])[:5].tolist()}; fix the labels or TaskSpec.n_classes"
                 )
         else:
-            targets = targets.astype(np.float32)
+            try:
+                if targets.dtype.kind in "USV":  # strings, even "1.5", are not numbers
+                    raise TypeError
+                targets = targets.astype(np.float32)
+            except (TypeError, ValueError):
+                raise MlmmError(
+                    f"regression targets must be numeric, got dtype {targets.dtype}; "
+                    f"convert them to float first"
+                ) from None
             if not np.isfinite(targets).all():
                 raise MlmmError("regression targets contain NaN or inf; drop those samples")
         object.__setattr__(self, "targets", targets)

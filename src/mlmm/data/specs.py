@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from mlmm.errors import MlmmError
 
 ModalityKind = Literal["vector", "sequence", "image"]
 _RANK = {"vector": 1, "sequence": 2, "image": 3}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,17 @@ class ModalitySpec:
             raise MlmmError(
                 f"modality kind must be one of {sorted(_RANK)}, got {self.kind!r} for {self.name!r}"
             )
-        shape = tuple(int(s) for s in self.shape)
+        try:
+            sizes = tuple(self.shape)
+        except TypeError:
+            sizes = None
+        # a float size such as 2.5 must not be truncated silently to 2
+        if sizes is None or not all(_is_int(s) for s in sizes):
+            raise MlmmError(
+                f"modality shape must be a tuple of integer sizes, got {self.shape!r} for "
+                f"{self.name!r}"
+            )
+        shape = tuple(int(s) for s in sizes)
         object.__setattr__(self, "shape", shape)
         if len(shape) != _RANK[self.kind] or any(s <= 0 for s in shape):
             raise MlmmError(

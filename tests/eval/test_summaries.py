@@ -1,0 +1,130 @@
+"""Summaries of the tidy table, on a small table written by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mlmm.errors import MlmmError
+from mlmm.eval.summaries import (
+    full_modality_score,
+    mean_over_conditions,
+    ratio_to_full,
+    robustness_auc,
+    summarize,
+    worst_subset,
+)
+
+# (slot rate, accuracy, ece) per overall condition, and (accuracy, ece) per forced subset.
+OVERALL = {
+    "m1": {"none": (0.0, 0.9, 0.02), "mcar:0.2": (0.2, 0.8, 0.05), "mcar:0.6": (0.6, 0.5, 0.09)},
+    "m2": {"none": (0.0, 0.8, 0.04), "mcar:0.2": (0.2, 0.8, 0.04), "mcar:0.6": (0.6, 0.8, 0.01)},
+}
+SUBSETS = {
+    "m1": {"a": (0.7, 0.1), "b": (0.6, 0.3), "a+b": (0.9, 0.05)},
+    "m2": {"a": (0.5, 0.2), "b": (0.75, 0.1), "a+b": (0.8, 0.15)},
+}
+
+
+def table(methods=("m1", "m2"), with_method_column: bool = True) -> pd.DataFrame:
+    rows = []
+    for method in methods:
+        for cond, (slot, acc, ece) in OVERALL[method].items():
+            for metric, value in (("accuracy", acc), ("ece", ece)):
+                rows.append(("overall", cond, slot, "all", metric, value, method))
+                rows.append(("pattern", cond, slot, "a", metric, 0.0, method))  # ignored
+        for subset, (acc, ece) in SUBSETS[method].items():
+            slot = 0.0 if subset == "a+b" else 0.5
+            for metric, value in (("accuracy", acc), ("ece", ece)):
+                rows.append(("subset", f"subset:{subset}", slot, subset, metric, value, method))
+    out = pd.DataFrame(
+        rows, columns=["scope", "condition", "slot_rate", "subset", "metric", "value", "method"]
+    )
+    return out if with_method_column else out.drop(columns="method")
+
+
+def test_mean_over_conditions():
+    out = mean_over_conditions(table())
+    assert out["m1"] == pytest.approx((0.9 + 0.8 + 0.5) / 3)
+    assert out["m2"] == pytest.approx(0.8)
+    assert mean_over_conditions(table(), "ece")["m2"] == pytest.approx(0.03)
+
+
+def test_robustness_auc_is_the_trapezoid_over_unequal_rate_steps():
+    out = robustness_auc(table())
+    # m1: (0.2 * (0.9 + 0.8) / 2 + 0.4 * (0.8 + 0.5) / 2) / 0.6, not the plain mean 0.733
+    assert out["m1"] == pytest.approx((0.17 + 0.26) / 0.6)
+    assert out["m2"] == pytest.approx(0.8)
+
+
+def test_robustness_auc_averages_repeated_rates_and_needs_two_rates():
+    t = table(("m1",), with_method_column=False)
+    extra = t[(t.scope == "overall") & (t.condition == "none")].assign(value=[0.7, 0.0])
+    t = pd.concat([t, extra.assign(condition="fixed:")])  # a second condition at rate 0: 0.8
+    assert robustness_auc(t)["all"] == pytest.approx((0.2 * 1.6 / 2 + 0.4 * 1.3 / 2) / 0.6)
+    one_rate = t[(t.scope != "overall") | (t.slot_rate == 0.0)]
+    assert math.isnan(robustness_auc(one_rate)["all"])
+
+
+def test_worst_subset():
+    out = worst_subset(table())
+    assert out.loc["m1"].tolist() == ["b", 0.6]
+    assert out.loc["m2"].tolist() == ["a", 0.5]
+    lower_is_better = worst_subset(table(), "ece", higher_is_better=False)
+    assert lower_is_better.loc["m1"].tolist() == ["b", 0.3]
+    assert lower_is_better.loc["m2"].tolist() == ["a", 0.2]
+
+
+def test_full_modality_score_is_the_largest_subset():
+    out = full_modality_score(table())
+    assert out["m1"] == pytest.approx(0.9) and out["m2"] == pytest.approx(0.8)
+
+
+def test_ratio_to_full():
+    out = ratio_to_full(table())
+    assert list(out.columns) == ["method", "condition", "slot_rate", "value", "full", "ratio"]
+    m1 = out[out.method == "m1"].set_index("condition")
+    assert m1.ratio.to_dict() == pytest.approx({"none": 1.0, "mcar:0.2": 8 / 9, "mcar:0.6": 5 / 9})
+    assert out[out.method == "m2"].ratio.tolist() == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_summarize_one_row_per_group():
+    out = summarize(table())
+    assert list(out.index) == ["m1", "m2"]
+    assert list(out.columns) == [
+        "metric", "full", "mean_over_conditions", "robustness_auc", "ratio_to_full",
+        "worst_subset", "worst_subset_value",
+    ]  # fmt: skip
+    m1 = out.loc["m1"]
+    assert m1.metric == "accuracy"
+    assert m1.full == pytest.approx(0.9)
+    assert m1.mean_over_conditions == pytest.approx(2.2 / 3)
+    assert m1.robustness_auc == pytest.approx(0.43 / 0.6)
+    assert m1.ratio_to_full == pytest.approx((1 + 8 / 9 + 5 / 9) / 3)
+    assert (m1.worst_subset, m1.worst_subset_value) == ("b", pytest.approx(0.6))
+    assert (out.loc["m2"].worst_subset, out.loc["m2"].worst_subset_value) == ("a", 0.5)
+
+
+def test_summarize_lower_is_better_metric_picks_the_highest_as_worst():
+    out = summarize(table(), "ece")
+    assert out.loc["m1"].worst_subset == "b" and out.loc["m2"].worst_subset == "a"
+
+
+def test_summarize_without_id_columns():
+    out = summarize(table(("m1",), with_method_column=False))
+    assert list(out.index) == ["all"]
+    row = out.loc["all"]
+    assert row.full == pytest.approx(0.9)
+    assert row.mean_over_conditions == pytest.approx(2.2 / 3)
+    assert row.ratio_to_full == pytest.approx((1 + 8 / 9 + 5 / 9) / 3)
+    assert row.worst_subset == "b"
+
+
+def test_missing_metric_or_scope_is_an_error():
+    with pytest.raises(MlmmError, match="no 'overall' rows for metric 'f1'"):
+        mean_over_conditions(table(), "f1")
+    t = table()
+    with pytest.raises(MlmmError, match="no 'subset' rows for metric 'accuracy'"):
+        worst_subset(t[t.scope != "subset"])

@@ -1,0 +1,91 @@
+"""Encoders and heads: output shapes per kind, and no statistics shared across samples."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlmm.data.specs import ModalitySpec
+from mlmm.errors import MlmmError
+from mlmm.nn import ImageEncoder, MLPEncoder, MLPHead, SequenceEncoder, build_encoder
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+CASES = [
+    ("vector", (7,), MLPEncoder, "conv"),
+    ("sequence", (9, 3), SequenceEncoder, "conv"),
+    ("sequence", (9, 3), SequenceEncoder, "gru"),
+    ("image", (2, 5, 7), ImageEncoder, "conv"),  # odd sizes: ceil-mode pooling
+]
+
+
+@pytest.mark.parametrize("kind, shape, cls, arch", CASES, ids=lambda v: str(v))
+def test_build_encoder_output_shape(kind, shape, cls, arch):
+    encoder = build_encoder(
+        ModalitySpec("m", kind, shape), 11, hidden=32, depth=1, sequence_architecture=arch
+    )
+    assert isinstance(encoder, cls)
+    if kind == "sequence":
+        assert encoder.architecture == arch
+    out = encoder(torch.randn(4, *shape))
+    assert out.shape == (4, 11)
+    assert encoder(torch.randn(1, *shape)).shape == (1, 11)  # batch size 1
+
+
+def test_vector_encoder_flattens_and_depth_zero_is_linear():
+    encoder = MLPEncoder(6, 3, depth=0)
+    assert len(encoder.net) == 1 and isinstance(encoder.net[0], torch.nn.Linear)
+    assert encoder(torch.randn(5, 6)).shape == (5, 3)
+
+
+@pytest.mark.parametrize(
+    "encoder, shape",
+    [
+        (MLPEncoder(6, 4, hidden=8, dropout=0.0), (6,)),
+        (SequenceEncoder(3, 4, hidden=8, dropout=0.0), (10, 3)),
+        (SequenceEncoder(3, 4, hidden=8, dropout=0.0, architecture="gru"), (10, 3)),
+        (ImageEncoder(2, 4, hidden=4, dropout=0.0), (2, 6, 6)),
+    ],
+    ids=["mlp", "conv", "gru", "image"],
+)
+def test_a_samples_output_does_not_depend_on_the_other_rows(encoder, shape):
+    """Training mode included: GroupNorm/LayerNorm, never BatchNorm, so absent (zero) rows
+    in a batch cannot change the embedding of a present row."""
+    encoder.train()
+    x = torch.randn(1, *shape)
+    alone = encoder(x)
+    with_zeros = encoder(torch.cat([x, torch.zeros(5, *shape)]))[:1]
+    with_others = encoder(torch.cat([x, 50 * torch.randn(5, *shape)]))[:1]
+    assert torch.allclose(alone, with_zeros, atol=1e-5)
+    assert torch.allclose(alone, with_others, atol=1e-5)
+
+
+def test_no_batch_norm_anywhere():
+    for kind, shape, _, arch in CASES:
+        encoder = build_encoder(ModalitySpec("m", kind, shape), 4, sequence_architecture=arch)
+        assert not any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in encoder.modules()
+        )
+
+
+def test_build_encoder_scales_channel_width_from_hidden():
+    seq = build_encoder(ModalitySpec("s", "sequence", (8, 2)), 5, hidden=256, depth=1)
+    assert seq.body[0].out_channels == 64  # hidden // 4
+    assert len([m for m in seq.body if isinstance(m, torch.nn.Conv1d)]) == 2  # depth + 1
+    img = build_encoder(ModalitySpec("i", "image", (1, 8, 8)), 5, hidden=32, depth=1)
+    assert img.body[0].out_channels == 16  # max(32 // 8, 16)
+
+
+def test_unknown_sequence_architecture():
+    with pytest.raises(MlmmError, match="'conv' or 'gru', got 'lstm'"):
+        SequenceEncoder(3, 4, architecture="lstm")
+
+
+def test_mlp_head_shape():
+    head = MLPHead(10, 3, hidden=8, depth=2)
+    assert head(torch.randn(4, 10)).shape == (4, 3)
+    assert sum(isinstance(m, torch.nn.Linear) for m in head.modules()) == 3

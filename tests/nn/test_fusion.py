@@ -1,0 +1,121 @@
+"""Fusion blocks and prediction combination on small hand-written tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mlmm.errors import MlmmError
+from mlmm.nn import ConcatFusion, MeanVarianceFusion, combine_predictions, masked_mean
+
+G = 100.0  # garbage in absent slots: it must never reach an output
+EMB = torch.tensor(
+    [
+        [[1.0, 2.0], [3.0, 4.0], [G, G]],  # a, b present
+        [[G, G], [G, G], [5.0, 6.0]],  # only c
+        [[G, G], [G, G], [G, G]],  # nothing present
+        [[1.0, 2.0], [3.0, 4.0], [8.0, 0.0]],  # all present
+    ]
+)  # [B=4, M=3, D=2]
+PRESENT = torch.tensor(
+    [[True, True, False], [False, False, True], [False, False, False], [True, True, True]]
+)
+
+
+def test_masked_mean_by_hand():
+    out = masked_mean(EMB, PRESENT)
+    expected = torch.tensor([[2.0, 3.0], [5.0, 6.0], [0.0, 0.0], [4.0, 2.0]])
+    assert torch.allclose(out, expected)
+
+
+def test_mean_variance_fusion_by_hand():
+    out = MeanVarianceFusion()(EMB, PRESENT)
+    assert out.shape == (4, 4)
+    expected = torch.tensor(
+        [
+            [2.0, 3.0, 1.0, 1.0],  # population variance of (1, 3) and (2, 4)
+            [5.0, 6.0, 0.0, 0.0],  # one present: variance 0
+            [0.0, 0.0, 0.0, 0.0],  # none present: zeros
+            [4.0, 2.0, 26 / 3, 8 / 3],
+        ]
+    )
+    assert torch.allclose(out, expected)
+
+
+def test_concat_fusion_zeroes_absent_modalities():
+    out = ConcatFusion()(EMB, PRESENT)
+    assert out.shape == (4, 6)
+    assert out[0].tolist() == [1.0, 2.0, 3.0, 4.0, 0.0, 0.0]
+    assert out[1].tolist() == [0.0, 0.0, 0.0, 0.0, 5.0, 6.0]
+    assert out[2].tolist() == [0.0] * 6
+    assert out[3].tolist() == [1.0, 2.0, 3.0, 4.0, 8.0, 0.0]
+
+
+def _logits(*probs: list[float]) -> torch.Tensor:
+    return torch.tensor(probs, dtype=torch.float64).log()
+
+
+# per-modality probabilities: a = [0.8, 0.2], b = [0.4, 0.6], c absent but extreme
+LOGITS = torch.stack(
+    [
+        torch.cat([_logits([0.8, 0.2], [0.4, 0.6]), torch.tensor([[50.0, -50.0]])]),
+        torch.cat([_logits([0.8, 0.2], [0.4, 0.6]), torch.tensor([[50.0, -50.0]])]),
+        torch.cat([_logits([0.8, 0.2], [0.4, 0.6]), torch.tensor([[50.0, -50.0]])]),
+    ]
+)  # [B=3, M=3, K=2]
+PRESENT_K = torch.tensor([[True, True, False], [False, True, False], [False, False, False]])
+
+
+@pytest.mark.parametrize(
+    "rule, first_row",
+    [
+        ("mean_prob", [0.6, 0.4]),  # (0.8 + 0.4) / 2, (0.2 + 0.6) / 2
+        ("sum_logprob", [8 / 11, 3 / 11]),  # 0.8 * 0.4 = 0.32, 0.2 * 0.6 = 0.12, renormalised
+    ],
+)
+def test_combine_predictions_by_hand(rule, first_row):
+    out = combine_predictions(LOGITS, PRESENT_K, rule)  # log-probabilities
+    assert out.shape == (3, 2)
+    probs = out.exp()
+    assert torch.allclose(probs[0], torch.tensor(first_row, dtype=probs.dtype))
+    assert torch.allclose(probs[1], torch.tensor([0.4, 0.6], dtype=probs.dtype))  # only b
+    assert torch.allclose(probs[2], torch.tensor([0.5, 0.5], dtype=probs.dtype))  # uniform
+    assert torch.allclose(out.exp().sum(1), torch.ones(3, dtype=probs.dtype))
+
+
+def test_the_two_rules_differ_and_ignore_unnormalised_logit_offsets():
+    shifted = LOGITS + torch.tensor([3.0, -7.0, 0.0])[None, :, None]  # same probabilities
+    for rule in ("mean_prob", "sum_logprob"):
+        assert torch.allclose(
+            combine_predictions(shifted, PRESENT_K, rule),
+            combine_predictions(LOGITS, PRESENT_K, rule),
+        )
+    a = combine_predictions(LOGITS, PRESENT_K, "mean_prob")[0].exp()
+    b = combine_predictions(LOGITS, PRESENT_K, "sum_logprob")[0].exp()
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("rule", ["mean_prob", "sum_logprob"])
+def test_absent_rows_give_finite_zero_gradients(rule):
+    logits = LOGITS.clone().float().requires_grad_(True)
+    combine_predictions(logits, PRESENT_K, rule)[:, 0].sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    assert (logits.grad[~PRESENT_K] == 0).all()
+    assert (logits.grad[0, 0] != 0).all()
+
+
+def test_unknown_rule():
+    with pytest.raises(MlmmError, match="'mean_prob' or 'sum_logprob', got 'vote'"):
+        combine_predictions(LOGITS, PRESENT_K, "vote")
+
+
+def test_mean_prob_of_three_modalities_by_hand():
+    logits = torch.tensor([[[0.0, 0.0, math.log(2.0)], [0.0, 0.0, 0.0], [math.log(3.0), 0.0, 0.0]]])
+    # probabilities: [1/4, 1/4, 1/2], [1/3, 1/3, 1/3], [3/5, 1/5, 1/5]
+    out = combine_predictions(logits, torch.ones(1, 3, dtype=torch.bool), "mean_prob").exp()
+    expected = (
+        torch.tensor([1 / 4 + 1 / 3 + 3 / 5, 1 / 4 + 1 / 3 + 1 / 5, 1 / 2 + 1 / 3 + 1 / 5]) / 3
+    )
+    assert torch.allclose(out[0], expected)

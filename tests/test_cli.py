@@ -1,0 +1,210 @@
+"""The command line, as a user runs it: exit codes, one-line errors, artifacts on disk."""
+
+import sys
+
+import pytest
+
+from mlmm import cli
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["mlmm", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_lists_datasets_and_methods_with_their_family(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "datasets")
+    assert code == 0
+    for name in ("handwritten", "synthetic", "basicmotions"):
+        assert name in out
+    code, out, _ = run(monkeypatch, capsys, "methods")
+    assert code == 0
+    for name, family in (
+        ("hemis", "representation"),
+        ("late-fusion", "combination"),
+        ("zero-impute", "imputation"),
+    ):
+        assert name in out and family in out
+
+
+def test_train_then_evaluate_writes_and_reads_an_artifact(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, err = run(
+        monkeypatch,
+        capsys,
+        "train",
+        "--dataset",
+        "synthetic",
+        "--dataset-param",
+        "n_samples=400",
+        "--method",
+        "hemis",
+        "--missing",
+        "mcar:0.5",
+        "--epochs",
+        "2",
+        "--out",
+        str(out_dir),
+        "--quiet",
+    )
+    assert code == 0, err
+    assert (out_dir / "config.json").exists() and (out_dir / "model.safetensors").exists()
+    flat = " ".join(out.split())  # the console wraps long lines
+    assert "saved model" in flat and "fraction of observed (sample, modality) slots" in flat
+    csv = tmp_path / "table.csv"
+    code, out, err = run(
+        monkeypatch,
+        capsys,
+        "evaluate",
+        str(out_dir),
+        "--missing",
+        "mcar:0,mcar:0.5",
+        "--out",
+        str(csv),
+    )
+    assert code == 0, err
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert set(table[table.scope == "overall"].condition) == {"mcar:0", "mcar:0.5"}
+    assert (table.scope == "subset").sum() > 0
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (
+            ["train", "--dataset", "handwriten", "--method", "hemis", "--out", "x"],
+            "Did you mean 'handwritten'",
+        ),
+        (
+            ["train", "--dataset", "synthetic", "--method", "hemsi", "--out", "x"],
+            "Did you mean 'hemis'",
+        ),
+        (
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--method",
+                "hemis",
+                "--missing",
+                "mcar:1.5",
+                "--out",
+                "x",
+            ],
+            "[0, 1)",
+        ),
+        (
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--method",
+                "hemis",
+                "--missing",
+                "burst:0.3",
+                "--out",
+                "x",
+            ],
+            "len=",
+        ),
+        (
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--method",
+                "hemis",
+                "--param",
+                "hidden=-3",
+                "--out",
+                "x",
+            ],
+            "hidden",
+        ),
+        (
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--method",
+                "hemis",
+                "--param",
+                "colour=3",
+                "--out",
+                "x",
+            ],
+            "no hyperparameter 'colour'",
+        ),
+        (["evaluate", "no/such/dir"], "no model artifact"),
+        (["bench", "--seeds", "-1"], "non-negative"),
+    ],
+)
+def test_bad_input_is_one_clear_line_without_traceback(monkeypatch, capsys, tmp_path, args, phrase):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert phrase in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_artifact_is_refused_clearly(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    run(
+        monkeypatch,
+        capsys,
+        "train",
+        "--dataset",
+        "synthetic",
+        "--dataset-param",
+        "n_samples=300",
+        "--method",
+        "late-fusion",
+        "--epochs",
+        "1",
+        "--out",
+        str(out_dir),
+        "--quiet",
+    )
+    weights = out_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    code, _, err = run(monkeypatch, capsys, "evaluate", str(out_dir))
+    assert code == 2 and "corrupt or truncated" in err
+
+
+def test_debug_shows_the_traceback(monkeypatch, capsys):
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["mlmm", "--debug", "train", "--dataset", "nope", "--method", "hemis", "--out", "x"],
+    )
+    from mlmm.errors import MlmmError
+
+    with pytest.raises(MlmmError):
+        cli.main()
+
+
+def test_bench_runs_a_grid_and_resumes(monkeypatch, capsys, tmp_path):
+    args = [
+        "bench",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "late-fusion",
+        "--method",
+        "zero-impute",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path / "b"),
+    ]
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "late-fusion" in out and "zero-impute" in out and "bayes-optimal" in out
+    assert (tmp_path / "b" / "results.csv").exists()
+    code, out, _ = run(monkeypatch, capsys, *args)
+    assert code == 0 and out.count("skipped") == 2

@@ -1,0 +1,72 @@
+"""run_experiment: determinism, train/test mismatch, the Bayes reference on synthetic."""
+
+import pandas as pd
+
+import mlmm
+
+TINY = {"max_epochs": 3, "progress": False}
+
+
+def test_same_seed_same_masks_split_and_metrics():
+    a = mlmm.run_experiment(
+        "synthetic",
+        "late-fusion",
+        dataset_params={"n_samples": 400},
+        missing="mcar:0.5",
+        seed=1,
+        trainer=TINY,
+    )
+    b = mlmm.run_experiment(
+        "synthetic",
+        "late-fusion",
+        dataset_params={"n_samples": 400},
+        missing="mcar:0.5",
+        seed=1,
+        trainer=TINY,
+    )
+    pd.testing.assert_frame_equal(a.table, b.table)
+    assert (a.split["test"] == b.split["test"]).all()
+    c = mlmm.run_experiment(
+        "synthetic",
+        "late-fusion",
+        dataset_params={"n_samples": 400},
+        missing="mcar:0.5",
+        seed=2,
+        trainer=TINY,
+    )
+    assert not (a.split["test"] == c.split["test"]).all()
+
+
+def test_train_full_test_missing_mismatch():
+    res = mlmm.run_experiment(
+        "synthetic",
+        "hemis",
+        dataset_params={"n_samples": 400},
+        missing="none=>mcar:0.5",
+        trainer=TINY,
+    )
+    assert res.train_mask.slot_rate == 0.0
+    overall = res.table[res.table.scope == "overall"]
+    assert set(overall.condition) == {"mcar:0.5"}
+    assert 0.4 < overall.slot_rate.iloc[0] < 0.6
+    assert set(res.table.train_condition) == {"none=>mcar:0.5"}
+
+
+def test_robustness_curve_and_bayes_reference_under_the_same_masks():
+    res = mlmm.run_experiment(
+        "synthetic",
+        "late-fusion",
+        dataset_params={"n_samples": 600},
+        missing="mcar:0.3",
+        test_missing=["mcar:0", "mcar:0.3", "mcar:0.6"],
+        trainer=TINY,
+    )
+    ref = res.reference
+    assert set(ref.method) == {"bayes-optimal"}
+    rates = res.table[res.table.scope == "overall"].groupby("condition").slot_rate.first()
+    ref_rates = ref[ref.scope == "overall"].groupby("condition").slot_rate.first()
+    pd.testing.assert_series_equal(rates, ref_rates)  # identical masks
+    acc = ref[(ref.scope == "overall") & (ref.metric == "accuracy")].set_index("condition").value
+    assert acc["mcar:0"] > acc["mcar:0.6"]  # less information, lower Bayes accuracy
+    summary = mlmm.summarize(res.table)
+    assert {"full", "robustness_auc", "worst_subset"} <= set(summary.columns)
