@@ -227,6 +227,29 @@ def check_regression(name: str) -> None:
     assert rmse < 0.8 * split.test.targets.std(), f"regression RMSE {rmse:.3f} not below the spread"
 
 
+def check_estimator_contract(name: str) -> None:
+    """Through the scikit-learn estimator: predict before fit raises a not-fitted error, and
+    ``clone`` of a fitted estimator gives an unfitted copy with the same parameters."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    from mlmm.estimator import MissingModalityClassifier
+
+    data = contract_dataset()
+    X, y = dict(data.inputs), data.targets
+    est = MissingModalityClassifier(method=name, max_epochs=1)
+    try:
+        est.predict(X)
+    except NotFittedError:
+        pass
+    else:
+        raise AssertionError("predict before fit did not raise NotFittedError")
+    fitted = est.fit(X, y)
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params(), "clone changed the parameters"
+    assert not hasattr(copy, "trained_"), "clone kept the fitted state"
+
+
 CHECKS: tuple[Callable[[str], None], ...] = (
     check_registration,
     check_hyperparameters_roundtrip,
@@ -237,6 +260,7 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_save_load_roundtrip,
     check_learns_every_subset,
     check_regression,
+    check_estimator_contract,
 )
 
 

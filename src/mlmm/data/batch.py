@@ -54,7 +54,7 @@ class MultimodalBatch:
         inputs = {}
         for j, name in enumerate(self.modalities):
             keep = present[:, j].reshape(-1, *([1] * (self.inputs[name].dim() - 1)))
-            inputs[name] = self.inputs[name] * keep.to(self.inputs[name].dtype)
+            inputs[name] = torch.where(keep, self.inputs[name], torch.zeros_like(self.inputs[name]))
         return MultimodalBatch(inputs, present, self.modalities, self.target)
 
     @classmethod

@@ -16,8 +16,10 @@ def masked_mean(embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor
 
     Absent modalities never contribute; a row with nothing present gives zeros.
     """
-    w = present.to(embeddings.dtype).unsqueeze(-1)  # [B, M, 1]
-    return (embeddings * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+    mask = present.unsqueeze(-1)  # [B, M, 1]
+    # where, not multiply: an absent row is ignored even if it holds NaN or inf
+    total = torch.where(mask, embeddings, torch.zeros_like(embeddings)).sum(dim=1)  # [B, D]
+    return total / mask.sum(dim=1).clamp_min(1).to(embeddings.dtype)
 
 
 class MeanVarianceFusion(nn.Module):
@@ -42,8 +44,8 @@ class ConcatFusion(nn.Module):
     """
 
     def forward(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        w = present.to(embeddings.dtype).unsqueeze(-1)  # [B, M, 1]
-        return (embeddings * w).flatten(1)  # [B, M*D]
+        mask = present.unsqueeze(-1)  # [B, M, 1]
+        return torch.where(mask, embeddings, torch.zeros_like(embeddings)).flatten(1)  # [B, M*D]
 
 
 def combine_predictions(
@@ -66,7 +68,7 @@ def combine_predictions(
         fused = torch.logsumexp(logp.masked_fill(~mask, -math.inf), dim=1) - n_present.log()
         fused = torch.where(present.any(dim=1, keepdim=True), fused, torch.zeros_like(fused))
     elif rule == "sum_logprob":
-        fused = (logp * mask).sum(dim=1)
+        fused = torch.where(mask, logp, torch.zeros_like(logp)).sum(dim=1)
     else:
         raise MlmmError(f"combination rule must be 'mean_prob' or 'sum_logprob', got {rule!r}")
     return F.log_softmax(fused, dim=-1)  # [B, K]

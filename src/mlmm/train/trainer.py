@@ -225,7 +225,7 @@ class Trainer:
                     train_batch, self.batch_size, shuffle=True, generator=generator
                 ):
                     if len(mb) < 2 and len(train_batch) >= 2:
-                        continue  # a lone trailing row breaks batch norm and adds noise
+                        continue  # a lone trailing row gives a noisy step; its samples come back next epoch
                     out = module(mb)
                     if out.loss is None or not torch.isfinite(out.loss):
                         raise MlmmError(
