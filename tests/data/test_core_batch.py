@@ -11,10 +11,11 @@ from mlmm.data.batch import MultimodalBatch, TorchMultimodalDataset, collate, it
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.specs import ModalitySpec, TaskSpec
 
+CLF = TaskSpec("classification", 2)
 OBSERVED = np.array([[1, 1], [0, 1], [1, 0], [1, 1], [1, 1], [0, 1], [1, 1]], dtype=bool)
 
 
-def dataset(task: TaskSpec = TaskSpec("classification", 2)) -> MultimodalDataset:
+def dataset(task: TaskSpec = CLF) -> MultimodalDataset:
     n = len(OBSERVED)
     targets = np.arange(n) % 2 if task.is_classification else np.linspace(-1.0, 1.0, n)
     return MultimodalDataset(

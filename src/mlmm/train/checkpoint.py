@@ -8,6 +8,7 @@ one-line :class:`~mlmm.errors.ArtifactError` that says what is wrong and what to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -54,9 +55,16 @@ def save_artifact(
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise MlmmError(f"{path} exists and is not a directory; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).exists():
+        # replacing it would delete whatever the user keeps there
+        raise MlmmError(
+            f"{path} exists and is not an mlmm model directory; choose another --out "
+            f"or an empty directory"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    old = None
     try:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE))
@@ -73,7 +81,6 @@ def save_artifact(
         with open(tmp / WEIGHTS_FILE, "rb+") as fh:
             os.fsync(fh.fileno())
         _fsync_dir(tmp)
-        old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(path, old)
@@ -83,6 +90,10 @@ def save_artifact(
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            # died between the renames: put the previous artifact back now, not at next load
+            with contextlib.suppress(OSError):
+                os.rename(old, path)
         raise
     return path
 

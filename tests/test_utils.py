@@ -1,0 +1,89 @@
+"""Seeds, devices and atomic writes."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from mlmm.errors import MlmmError
+from mlmm.utils import atomic_write, derive_seed, resolve_device, rng_for, torch_seed_for
+
+
+def test_derive_seed_is_the_seed_followed_by_crc32_of_each_key():
+    """crc32, not the per-process salted ``hash()``: the same streams in every run."""
+    expected = np.random.SeedSequence([7, zlib.crc32(b"test-mask"), zlib.crc32(b"3")])
+    assert derive_seed(7, "test-mask", 3).entropy == expected.entropy
+    assert (derive_seed(7, "test-mask", 3).generate_state(4) == expected.generate_state(4)).all()
+
+
+def test_keys_and_seeds_give_different_streams():
+    draws = {
+        (seed, keys): rng_for(seed, *keys).integers(0, 2**62)
+        for seed in (0, 1)
+        for keys in (("train-mask",), ("test-mask",), ("test-mask", "mcar:0.5"), ())
+    }
+    assert len(set(draws.values())) == len(draws)
+    assert rng_for(0, "a").integers(0, 2**62) == rng_for(0, "a").integers(0, 2**62)
+    assert derive_seed(0, "a", "b").entropy != derive_seed(0, "ab").entropy
+
+
+def test_torch_seed_is_a_non_negative_63_bit_integer():
+    seeds = [torch_seed_for(s, "weights") for s in range(20)]
+    assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds)
+    assert len(set(seeds)) == 20
+    torch.manual_seed(seeds[0])  # accepted by torch
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0", None])
+def test_bad_seed(seed):
+    with pytest.raises(MlmmError, match="seed must be a non-negative integer"):
+        derive_seed(seed, "x")
+
+
+def test_numpy_integer_seed_is_accepted():
+    assert derive_seed(np.int64(4), "x").entropy == derive_seed(4, "x").entropy
+
+
+def test_resolve_device(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(MlmmError, match="no CUDA GPU is available; use --device cpu"):
+            resolve_device(name)
+    with pytest.raises(MlmmError, match="unknown device 'gpu0'; use 'cpu', 'cuda'"):
+        resolve_device("gpu0")
+
+
+def test_auto_picks_cuda_when_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+
+
+def test_atomic_write_writes_text_and_bytes(tmp_path):
+    with atomic_write(tmp_path / "sub" / "a.txt") as fh:
+        fh.write("hello")
+    assert (tmp_path / "sub" / "a.txt").read_text() == "hello"
+    with atomic_write(tmp_path / "b.bin", "wb") as fh:
+        fh.write(b"\x00\x01")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "sub"]
+
+
+def test_atomic_write_leaves_no_partial_file_when_the_body_raises(tmp_path):
+    target = tmp_path / "table.csv"
+    with pytest.raises(RuntimeError, match="boom"), atomic_write(target) as fh:
+        fh.write("partial")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    target.write_text("previous")
+    with pytest.raises(KeyboardInterrupt), atomic_write(target) as fh:
+        fh.write("partial")
+        raise KeyboardInterrupt
+    assert target.read_text() == "previous"
+    assert list(tmp_path.iterdir()) == [target]

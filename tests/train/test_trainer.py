@@ -1,0 +1,181 @@
+"""The shared trainer: early stopping, seeding, argument checks, prediction of empty samples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mlmm
+from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
+from mlmm.train.trainer import Trainer
+
+SPECS = (ModalitySpec("a", "vector", (3,)), ModalitySpec("b", "vector", (2,)))
+BINARY = TaskSpec("classification", 2)
+
+
+def data(n: int = 40, seed: int = 0, flip: bool = False, **kw) -> MultimodalDataset:
+    """Two classes separated along every feature of 'a'; 'b' is noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    inputs = {"a": rng.normal(size=(n, 3)) + 2.0 * y[:, None], "b": rng.normal(size=(n, 2))}
+    return MultimodalDataset(
+        SPECS, TaskSpec("classification", 2), inputs, 1 - y if flip else y, **kw
+    )
+
+
+def model(specs=SPECS, task=BINARY):
+    return mlmm.create_method("late-fusion", specs, task, embed_dim=4, hidden=8, dropout=0.0)
+
+
+def trainer(**kw) -> Trainer:
+    args = {"max_epochs": 3, "batch_size": 20, "lr": 1e-2, "progress": False}
+    args.update(kw)
+    return Trainer(**args)
+
+
+def test_early_stopping_restores_the_best_epoch():
+    # the validation labels are flipped, so the validation loss rises as training fits 'a'
+    train, val = data(), data(20, seed=1, flip=True)
+    trained = trainer(max_epochs=60, patience=3).fit(model(), train, val)
+    (history,) = trained.histories
+    losses = [row["val_loss"] for row in history.epochs]
+    assert history.stopped_early and len(losses) < 60
+    best = int(np.argmin(losses))
+    assert history.best_epoch == best + 1
+    assert history.best_val_loss == losses[best]
+    assert len(losses) == history.best_epoch + 3  # patience epochs without improvement
+    assert losses[-1] > history.best_val_loss + 1e-3
+    assert [row["epoch"] for row in history.epochs] == list(range(1, len(losses) + 1))
+    assert all(
+        {"train_loss", "val_loss", "val_accuracy", "seconds"} <= set(r) for r in history.epochs
+    )
+    # the kept weights are those of the best epoch: their validation loss is the best one
+    proba = trained.predict_raw(val)
+    loss = -np.mean(np.log(proba[np.arange(val.n_samples), val.targets]))
+    assert loss == pytest.approx(history.best_val_loss, rel=1e-4)
+
+
+def test_without_validation_every_epoch_runs_and_the_last_weights_stay():
+    trained = trainer(max_epochs=4).fit(model(), data())
+    (history,) = trained.histories
+    assert len(history.epochs) == 4 and history.best_epoch == 4
+    assert not history.stopped_early and math.isnan(history.best_val_loss)
+    assert "val_loss" not in history.epochs[0]
+    assert trained.trainer_config["max_epochs"] == 4
+
+
+def test_training_learns_the_signal():
+    trained = trainer(max_epochs=10).fit(model(), data())
+    test = data(40, seed=5)
+    assert (trained.predict(test) == test.targets).mean() >= 0.85
+    history = trained.histories[0]
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+
+
+def test_same_seed_same_model_whatever_the_global_random_state():
+    train, val, test = data(), data(20, seed=1), data(20, seed=2)
+    torch.manual_seed(1)
+    a = trainer(seed=3).fit(model(), train, val)
+    torch.manual_seed(2)
+    b = trainer(seed=3).fit(model(), train, val)
+    c = trainer(seed=4).fit(model(), train, val)
+    np.testing.assert_array_equal(a.predict_raw(test), b.predict_raw(test))
+    assert [r["train_loss"] for r in a.histories[0].epochs] == [
+        r["train_loss"] for r in b.histories[0].epochs
+    ]
+    assert not np.array_equal(a.predict_raw(test), c.predict_raw(test))
+
+
+@pytest.mark.parametrize(
+    "kw, phrase",
+    [
+        ({"batch_size": 0}, r"batch_size must be in \[1, inf\), got 0"),
+        ({"lr": 0.0}, r"lr must be in \(0, inf\), got 0.0"),
+        ({"lr": -1e-3}, "lr must be in"),
+        ({"patience": 0}, "patience must be in"),
+        ({"seed": -1}, "seed must be in"),
+        ({"max_epochs": 2.5}, "max_epochs must be an integer"),
+        ({"weight_decay": -1.0}, "weight_decay must be in"),
+        ({"grad_clip": 0.0}, "grad_clip must be in"),
+    ],
+)
+def test_bad_arguments_are_rejected(kw, phrase):
+    with pytest.raises(MlmmError, match=phrase):
+        Trainer(**kw)
+
+
+def test_non_finite_loss_raises():
+    with pytest.raises(MlmmError, match="training loss became .* lower the learning rate"):
+        trainer(lr=1e30, max_epochs=5).fit(model(), data())
+
+
+def test_data_that_does_not_match_the_model():
+    other = (ModalitySpec("a", "vector", (4,)), SPECS[1])
+    with pytest.raises(MlmmError, match="training data's modalities .* do not match"):
+        trainer().fit(model(other), data())
+    val = MultimodalDataset(
+        other,
+        TaskSpec("classification", 2),
+        {"a": np.zeros((2, 4)), "b": np.zeros((2, 2))},
+        np.array([0, 1]),
+    )
+    with pytest.raises(MlmmError, match="validation data's modalities"):
+        trainer().fit(model(), data(), val)
+    with pytest.raises(MlmmError, match="input data's modalities"):
+        trainer(max_epochs=1).fit(model(), data()).predict_raw(val)
+    with pytest.raises(MlmmError, match="task .* does not match"):
+        trainer().fit(model(task=TaskSpec("classification", 3)), data())
+    with pytest.raises(MlmmError, match="needs a model from mlmm.create_method"):
+        trainer().fit(torch.nn.Linear(2, 2), data())
+
+
+def test_all_empty_training_data():
+    empty = data(4, observed=np.zeros((4, 2), bool), allow_empty=True)
+    with pytest.raises(MlmmError, match="every training sample is empty"):
+        trainer().fit(model(), empty)
+
+
+def test_empty_training_rows_are_dropped_but_count_in_the_prior():
+    observed = np.ones((40, 2), bool)
+    observed[:4] = False  # rows 0..3 (labels 0, 1, 0, 1) carry nothing
+    trained = trainer(max_epochs=1).fit(model(), data(observed=observed, allow_empty=True))
+    assert trained.prior == [0.5, 0.5]
+
+
+def test_predicting_an_empty_sample():
+    train = data(30).subset(np.r_[np.arange(30), [0, 2, 4]])  # 18 zeros, 15 ones
+    trained = trainer(max_epochs=1).fit(model(), train)
+    assert trained.prior == pytest.approx([18 / 33, 15 / 33])
+    test = data(6, seed=3)
+    present = np.ones((6, 2), bool)
+    present[2] = False
+    gappy = test.with_presence(present, allow_empty=True)
+    with pytest.raises(
+        MlmmError, match=r"1 sample\(s\) have no modality present .* on_empty='prior'"
+    ):
+        trained.predict_raw(gappy)
+    with pytest.raises(MlmmError, match="on_empty must be 'error' or 'prior'"):
+        trained.predict_raw(gappy, on_empty="zero")
+    proba = trained.predict_raw(gappy, on_empty="prior")
+    np.testing.assert_allclose(proba[2], [18 / 33, 15 / 33])
+    np.testing.assert_allclose(proba[[0, 1, 3, 4, 5]], trained.predict_raw(test)[[0, 1, 3, 4, 5]])
+    assert trained.predict(gappy, on_empty="prior")[2] == 0
+
+
+def test_regression_prior_and_units():
+    reg = TaskSpec("regression")
+    base = data()
+    train = MultimodalDataset(SPECS, reg, base.inputs, 100.0 + 10.0 * base.targets)
+    trained = trainer(max_epochs=1).fit(model(task=reg), train)
+    assert trained.prior == pytest.approx([105.0])
+    test = train.subset([0, 1]).with_presence(np.array([[1, 1], [0, 0]], bool), allow_empty=True)
+    out = trained.predict(test, on_empty="prior")
+    assert out.shape == (2,) and out[1] == pytest.approx(105.0)
+    assert 50.0 < out[0] < 160.0  # in target units, not standardised ones
+    with pytest.raises(MlmmError, match="predict_proba is for classification"):
+        trained.predict_proba(test, on_empty="prior")
