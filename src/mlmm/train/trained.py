@@ -66,6 +66,13 @@ class TrainedModel:
     def method(self) -> str:
         return self.model.method_name
 
+    def to(self, device: str | torch.device) -> TrainedModel:
+        """Move the model to ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``); returns ``self``."""
+        from mlmm.utils import resolve_device
+
+        self.model.to(resolve_device(device))
+        return self
+
     def n_parameters(self) -> int:
         """Number of learnable parameters."""
         return sum(p.numel() for p in self.model.parameters())

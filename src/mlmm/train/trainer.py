@@ -175,7 +175,7 @@ class Trainer:
         start = time.perf_counter()
         result = model.fit(self, train_s, val_s)
         histories = result if isinstance(result, list) else [result]
-        model.eval().cpu()
+        model.eval()  # stays on the training device; TrainedModel.to moves it
         prior = _prior(train)
         return TrainedModel(
             model=model,
