@@ -89,20 +89,7 @@ class MultimodalDataset:
                 f"targets must be 1-D with one value per sample, got shape {targets.shape}"
             )
 
-        observed = (
-            np.ones((n, len(specs)), dtype=bool)
-            if self.observed is None
-            else np.asarray(self.observed)
-        )
-        if observed.shape != (n, len(specs)):
-            raise MlmmError(
-                f"observed must have shape (n_samples, n_modalities) = {(n, len(specs))}, "
-                f"got {observed.shape}"
-            )
-        if observed.dtype != bool:
-            if not np.isin(observed, (0, 1)).all():
-                raise MlmmError("observed must be boolean (True = present)")
-            observed = observed.astype(bool)
+        observed = as_observed(self.observed, n, names)
 
         inputs: dict[str, np.ndarray] = {}
         for j, spec in enumerate(specs):
@@ -238,6 +225,22 @@ class MultimodalDataset:
             f"MultimodalDataset(name={self.name!r}, n={self.n_samples}, modalities=[{mods}], "
             f"task={self.task.kind}{'/' + str(self.task.n_classes) if self.task.n_classes else ''})"
         )
+
+
+def as_observed(observed: object, n: int, names: Sequence[str]) -> np.ndarray:
+    """Validate an observed mask (None = all observed) into a fresh ``[n, M]`` bool array."""
+    if observed is None:
+        return np.ones((n, len(names)), dtype=bool)
+    mask = np.asarray(observed)
+    if mask.shape != (n, len(names)):
+        raise MlmmError(
+            f"observed must have shape (n_samples, n_modalities) = {(n, len(names))} with "
+            f"columns {list(names)}, got {mask.shape}"
+        )
+    if mask.dtype != bool:
+        if not np.isin(mask, (0, 1)).all():
+            raise MlmmError("observed must be boolean (True = present)")
+    return mask.astype(bool, copy=True)
 
 
 def _is_integral(values: np.ndarray) -> bool:

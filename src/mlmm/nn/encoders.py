@@ -9,9 +9,10 @@ from torch import nn
 
 from mlmm.data.specs import ModalitySpec
 from mlmm.errors import MlmmError
+from mlmm.nn.heads import MLPHead
 
 
-class MLPEncoder(nn.Module):
+class MLPEncoder(MLPHead):
     """Flatten, then ``depth`` blocks of Linear → LayerNorm → GELU → Dropout, then Linear.
 
     Parameters
@@ -25,23 +26,6 @@ class MLPEncoder(nn.Module):
     dropout : float
         Dropout after each hidden block.
     """
-
-    def __init__(
-        self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 1, dropout: float = 0.1
-    ):
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = in_dim
-        for _ in range(depth):
-            layers += [
-                nn.Linear(width, hidden),
-                nn.LayerNorm(hidden),
-                nn.GELU(),
-                nn.Dropout(dropout),
-            ]
-            width = hidden
-        layers.append(nn.Linear(width, out_dim))
-        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, *shape] -> [B, out_dim]
         return self.net(x.flatten(1))

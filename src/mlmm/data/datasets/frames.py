@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.dataset import MultimodalDataset, as_observed
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
 
@@ -285,20 +285,7 @@ def _build(
         raise MlmmError(f"targets has {len(encoded)} values but the inputs have {n} rows")
 
     names = list(arrays)
-    if observed is None:
-        present = np.ones((n, len(names)), dtype=bool)
-    else:
-        present = np.asarray(observed)
-        if present.shape != (n, len(names)):
-            raise MlmmError(
-                f"observed must have shape (n_samples, n_modalities) = {(n, len(names))} with "
-                f"columns {names}, got {present.shape}"
-            )
-        if present.dtype != bool:
-            if not np.isin(present, (0, 1)).all():
-                raise MlmmError("observed must be boolean (True = present)")
-            present = present.astype(bool)
-        present = present.copy()
+    present = as_observed(observed, n, names)
 
     def label(rows: np.ndarray) -> list[Any]:
         first = rows[:5]
