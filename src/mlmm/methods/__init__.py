@@ -1,10 +1,9 @@
 """Methods: the base contract, the registry, and every registered method (one file each)."""
 
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_choice, check_range
-from mlmm.methods.combination import late_fusion  # noqa: F401, E402
+import importlib
+import pkgutil
 
-# Importing the method modules registers them.
-from mlmm.methods.imputation import zero_impute  # noqa: F401, E402
+from mlmm.methods.base import MethodOutput, MissingModalityModel, check_choice, check_range
 from mlmm.methods.registry import (
     METHODS,
     TAXONOMY,
@@ -13,7 +12,25 @@ from mlmm.methods.registry import (
     method_hyperparameters,
     register_method,
 )
-from mlmm.methods.representation import hemis  # noqa: F401, E402
+
+
+def _import_all_methods() -> None:
+    """Import every module under the family subpackages, which registers its method.
+
+    Modules whose name starts with ``_`` (the template) are skipped. A new method needs no
+    edit here: put its file in ``methods/<family>/``.
+    """
+    for family in ("imputation", "representation", "architecture", "combination", "reference"):
+        try:
+            package = importlib.import_module(f"{__name__}.{family}")
+        except ModuleNotFoundError:
+            continue
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+_import_all_methods()
 
 __all__ = [
     "METHODS",

@@ -62,6 +62,9 @@ class MissingModalityModel(nn.Module):
     family: ClassVar[str] = ""
     subtype: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    #: True for methods that fill in absent *inputs* (imputation family); they implement
+    #: :meth:`impute`, which the imputation score (:func:`mlmm.eval.imputation_scores`) uses.
+    imputes: ClassVar[bool] = False
 
     def __init__(self, specs: Sequence[ModalitySpec], task: TaskSpec) -> None:
         super().__init__()
@@ -126,6 +129,13 @@ class MissingModalityModel(nn.Module):
                 continue
             params[name] = getattr(self, name)
         return params
+
+    def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
+        """Inputs with every absent modality filled in (standardised units), ``name -> [B, *shape]``.
+
+        Present rows are returned unchanged. Only methods with ``imputes = True`` implement it.
+        """
+        raise MlmmError(f"method {self.method_name!r} does not impute inputs (imputes = False)")
 
     def present_mask(self, batch: MultimodalBatch) -> torch.Tensor:
         """``batch.present`` after checking the batch matches this model's modalities."""

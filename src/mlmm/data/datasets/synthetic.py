@@ -432,7 +432,7 @@ def load_synthetic(
     snr : float or sequence of float, optional
         Per-modality signal-to-noise: root-mean-square distance of the class means from their
         centre in units of the noise standard deviation. Default (None): ``n_modalities``
-        values evenly spaced over ``DEFAULT_SNR_RANGE = (1.15, 1.65)``, i.e. ``(1.6, 1.9, 2.2)``
+        values evenly spaced over ``DEFAULT_SNR_RANGE = (1.15, 1.65)``, i.e. ``(1.15, 1.4, 1.65)``
         for three modalities, so the modalities differ in quality. With ``n_classes=4`` and
         seed 0 this gives a full-modality Bayes accuracy near 0.90 and single modalities of
         about 0.6-0.7; the defaults were calibrated for four classes.
