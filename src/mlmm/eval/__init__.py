@@ -1,5 +1,6 @@
 """Evaluation: metrics, per-subset protocol, summaries from the tidy table."""
 
+from mlmm.eval.imputation import imputation_scores
 from mlmm.eval.metrics import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
@@ -24,6 +25,7 @@ __all__ = [
     "evaluate",
     "expected_calibration_error",
     "full_modality_score",
+    "imputation_scores",
     "mean_over_conditions",
     "modality_subsets",
     "ratio_to_full",
