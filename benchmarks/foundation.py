@@ -18,75 +18,24 @@ Results are resumable (one CSV per finished run under <out>/foundation-runs/) an
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-import mlmm
-from mlmm.bench.runner import BenchConfig, comparison_table, run_bench
-from mlmm.data.missingness import simulate
-from mlmm.utils import atomic_write, rng_for
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, markdown_table, per_view_logistic  # noqa: E402
+
+from mlmm.bench.runner import BenchConfig, comparison_table, run_bench  # noqa: E402
+from mlmm.utils import atomic_write  # noqa: E402
 
 # 13,890 samples: 20% test (2,778), then 10% of the rest for early stopping (1,112),
 # leaving exactly 10,000 samples to fit on.
 SYNTHETIC = {"n_samples": 13890}
 METHODS = {"zero-impute": {}, "late-fusion": {}, "hemis": {}}
-
-
-def machine() -> dict:
-    return {
-        "node": platform.node(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "mlmm": mlmm.__version__,
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def per_view_logistic(dataset_name: str, params: dict, seed: int) -> dict:
-    """Late fusion of per-view logistic regressions, under the same split and masks as mlmm."""
-    data = mlmm.load_dataset(dataset_name, **params)
-    split = mlmm.train_val_test_split(data, test_size=0.2, val_size=0.1, seed=seed)
-    train, _ = simulate(split.train, "mcar:0.5", rng_for(seed, "train-mask"))
-    test, _ = simulate(split.test, "mcar:0.5", rng_for(seed, "test-mask", "mcar:0.5"))
-    t0 = time.perf_counter()
-    proba = np.zeros((test.n_samples, data.task.n_classes))
-    for j, name in enumerate(data.modality_names):
-        rows = train.observed[:, j]
-        scaler = StandardScaler().fit(train.inputs[name][rows])
-        clf = LogisticRegression(C=1.0, max_iter=2000).fit(
-            scaler.transform(train.inputs[name][rows]), train.targets[rows]
-        )
-        present = test.observed[:, j]
-        proba[present] += clf.predict_proba(scaler.transform(test.inputs[name][present]))
-    acc = float((proba.argmax(1) == test.targets).mean())
-    return {
-        "dataset": dataset_name,
-        "seed": seed,
-        "accuracy": acc,
-        "train_seconds": time.perf_counter() - t0,
-    }
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    rows = [list(map(str, frame.columns))] + [
-        [str(v) for v in r] for r in frame.itertuples(index=False)
-    ]
-    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0])
-    return head + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows[1:])
 
 
 def main() -> None:

@@ -1,0 +1,72 @@
+"""Shared pieces of the benchmark scripts: machine record, classical reference, tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+import mlmm
+from mlmm.data.missingness import simulate
+from mlmm.utils import rng_for
+
+
+def machine() -> dict:
+    """Where and with what a benchmark ran (stored beside its figures)."""
+    return {
+        "node": platform.node(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_1m_at_end": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "mlmm": mlmm.__version__,
+        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def per_view_logistic(
+    dataset_name: str, params: dict, seed: int, missing: str = "mcar:0.5"
+) -> dict:
+    """Late fusion of per-view logistic regressions (scikit-learn), under the same split and
+    masks as mlmm's runner: what a practitioner would pick instead of a deep model."""
+    data = mlmm.load_dataset(dataset_name, **params)
+    split = mlmm.train_val_test_split(data, test_size=0.2, val_size=0.1, seed=seed)
+    condition = mlmm.parse_condition(missing)
+    train, _ = simulate(split.train, condition.train, rng_for(seed, "train-mask"))
+    test_spec = condition.test.to_string()
+    test, _ = simulate(split.test, test_spec, rng_for(seed, "test-mask", test_spec))
+    t0 = time.perf_counter()
+    proba = np.zeros((test.n_samples, data.task.n_classes))
+    for j, name in enumerate(data.modality_names):
+        rows = train.observed[:, j]
+        scaler = StandardScaler().fit(train.inputs[name][rows])
+        clf = LogisticRegression(C=1.0, max_iter=2000)
+        clf.fit(scaler.transform(train.inputs[name][rows]), train.targets[rows])
+        present = test.observed[:, j]
+        proba[present] += clf.predict_proba(scaler.transform(test.inputs[name][present]))
+    acc = float((proba.argmax(1) == test.targets).mean())
+    return {
+        "dataset": dataset_name,
+        "missing": missing,
+        "seed": seed,
+        "accuracy": acc,
+        "train_seconds": time.perf_counter() - t0,
+    }
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub markdown table of a data frame (no extra dependency)."""
+    rows = [list(map(str, frame.columns))] + [
+        [str(v) for v in r] for r in frame.itertuples(index=False)
+    ]
+    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0])
+    return head + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows[1:])
