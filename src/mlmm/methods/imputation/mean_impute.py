@@ -1,0 +1,175 @@
+"""Mean imputation: fill each absent modality with its training mean, then classify.
+
+Unconditional mean imputation, the textbook baseline for missing data (R. J. A. Little and
+D. B. Rubin, "Statistical Analysis with Missing Data", 3rd ed., Wiley, 2019,
+doi:10.1002/9781119482260, sections 3.4 and 4.2), applied to whole modalities, with the
+missing-indicator method (Little & Rubin, same book; M. P. Jones, "Indicator and
+stratification methods for missing explanatory variables in multiple linear regression",
+JASA 91(433):222-230, 1996, doi:10.1080/01621459.1996.10476680): the classifier also sees
+which modalities were observed. The classifier is that of ``zero-impute`` (input-level fusion
+of the filled modalities, an MLP head).
+
+What "mean" means here, honestly: the trainer standardises every input on the present
+entries of the training split, so in the model's input space the training mean of each
+vector feature is 0 (up to float rounding) and filling it with the mean *is* zero filling.
+For sequences and images the standardiser works per channel, so the per-position training
+mean (the mean sequence or image) is not zero, and this method fills with it. With
+``indicators=False`` and vector modalities only, ``mean-impute`` is ``zero-impute``; its
+default, ``indicators=True``, is what sets it apart. Its imputations are the reference of
+the imputation score (:func:`mlmm.eval.imputation_scores`): a normalised RMSE of about 1 by
+construction, which any imputer worth its cost should beat.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
+from mlmm.methods.base import MethodOutput
+from mlmm.methods.imputation.zero_impute import ZeroImpute
+from mlmm.methods.registry import register_method
+from mlmm.nn import MLPHead, modality_dropout
+
+if TYPE_CHECKING:
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.train.trainer import Trainer, TrainHistory
+
+
+@register_method(
+    "mean-impute",
+    family="imputation",
+    subtype="composition",
+    paper="mean imputation + missing indicators (Little & Rubin, 2019)",
+)
+class MeanImpute(ZeroImpute):
+    """Fill absent modalities with their training mean, add missingness indicators, classify.
+
+    Before the classifier trains, :meth:`fit_imputer` stores the mean of every input position
+    over the training samples where its modality is present (0 for vector features, which
+    the trainer standardises). :meth:`impute` fills absent rows with it; the classifier
+    (``zero-impute``'s: vectors as they are, sequences and images through their kind's
+    encoder, an MLP head) reads the filled modalities and, with ``indicators=True``, the
+    ``[B, M]`` presence mask as M extra 0/1 inputs.
+
+    Parameters
+    ----------
+    specs : sequence of ModalitySpec
+    task : TaskSpec
+    hidden : int, default 256
+        Width of the classifier's hidden layers (and of the sequence/image encoders).
+    depth : int, default 2
+        Hidden layers of the classifier.
+    dropout : float, default 0.2
+    embed_dim : int, default 64
+        Embedding size for sequence and image modalities (vectors are not encoded).
+    modality_dropout : float, default 0.0
+        Probability of hiding each present modality during training (keeps at least one).
+    indicators : bool, default True
+        Feed the presence mask to the classifier (the missing-indicator method). False gives
+        plain mean imputation, identical to ``zero-impute`` on vector modalities.
+
+    Attributes
+    ----------
+    train_mean : nn.Module
+        One buffer per modality, ``train_mean.<name>`` of the modality's shape: the training
+        mean in standardised units (zeros until :meth:`fit_imputer` runs).
+    encoders : nn.ModuleDict
+        Encoders of the sequence and image modalities.
+    head : MLPHead
+        The classifier on the concatenated filled inputs (and indicators).
+
+    References
+    ----------
+    R. J. A. Little, D. B. Rubin. "Statistical Analysis with Missing Data." 3rd ed., Wiley,
+    2019. doi:10.1002/9781119482260.
+
+    M. P. Jones. "Indicator and stratification methods for missing explanatory variables in
+    multiple linear regression." Journal of the American Statistical Association 91(433),
+    222-230, 1996. doi:10.1080/01621459.1996.10476680.
+
+    Examples
+    --------
+    >>> import mlmm
+    >>> ds = mlmm.load_dataset("synthetic", n_samples=200)
+    >>> split = mlmm.train_val_test_split(ds, seed=0)
+    >>> model = mlmm.create_method("mean-impute", ds.specs, ds.task)
+    >>> trained = mlmm.Trainer(max_epochs=2, progress=False).fit(model, split.train, split.val)
+    >>> trained.predict_proba(split.test).shape
+    (40, 4)
+    """
+
+    imputes = True
+
+    def __init__(
+        self,
+        specs: list[ModalitySpec],
+        task: TaskSpec,
+        hidden: int = 256,
+        depth: int = 2,
+        dropout: float = 0.2,
+        embed_dim: int = 64,
+        modality_dropout: float = 0.0,
+        indicators: bool = True,
+    ) -> None:
+        super().__init__(specs, task, hidden, depth, dropout, embed_dim, modality_dropout)
+        if not isinstance(indicators, bool):
+            raise MlmmError(f"indicators must be True or False, got {indicators!r}")
+        self.indicators = indicators
+        if indicators:  # M more inputs than zero-impute's head reads
+            width = self.head.net[0].in_features
+            self.head = MLPHead(
+                width + len(self.modalities), task.output_dim, hidden, depth, dropout
+            )
+        self.train_mean = nn.Module()
+        for s in self.specs:
+            self.train_mean.register_buffer(s.name, torch.zeros(s.shape))
+
+    # ------------------------------------------------------------------ imputer
+    @torch.no_grad()
+    def fit_imputer(self, train: MultimodalDataset) -> None:
+        """Learn what fills absent rows from standardised training data (here: the means)."""
+        for j, name in enumerate(self.modalities):
+            rows = train.inputs[name][train.observed[:, j]]  # [N_present, *shape]
+            if len(rows) == 0:  # the trainer refuses such data; keep the standardised mean 0
+                continue
+            mean = torch.from_numpy(rows.mean(axis=0, dtype="float64"))
+            buffer = self.train_mean.get_buffer(name)
+            buffer.copy_(mean.to(device=buffer.device, dtype=buffer.dtype))
+
+    def fit(
+        self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
+    ) -> TrainHistory:
+        """Fit the imputer on the training data, then train the classifier (shared loop)."""
+        self.fit_imputer(train)
+        return trainer.fit_module(self, train, val)
+
+    def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
+        """Every modality with absent rows set to the training mean; present rows unchanged."""
+        present = self.present_mask(batch)
+        filled = {}
+        for j, name in enumerate(self.modalities):
+            x = batch.inputs[name]  # [B, *shape]
+            keep = present[:, j].reshape(-1, *([1] * (x.dim() - 1)))
+            filled[name] = torch.where(keep, x, self.train_mean.get_buffer(name).to(x.dtype))
+        return filled
+
+    # ------------------------------------------------------------------ model
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        present = self.present_mask(batch)
+        if self.training and self.modality_dropout > 0:
+            present = modality_dropout(present, self.modality_dropout)
+        batch = batch.with_present(present)
+        filled = self.impute(batch)
+        parts = [
+            self.encoders[name](filled[name]) if name in self.encoders else filled[name].flatten(1)
+            for name in self.modalities
+        ]
+        if self.indicators:
+            parts.append(present.to(parts[0].dtype))  # [B, M]
+        fused = torch.cat(parts, dim=1)  # [B, sum of widths (+ M)]
+        return self.output(batch, self.head(fused), embedding=fused)

@@ -1,0 +1,150 @@
+"""knn-impute: hand-computed neighbour averages, self-exclusion, fallback, the bank on disk."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import mlmm
+from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.preprocessing import Standardizer
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
+from mlmm.testing import contract_dataset
+
+SPECS = [ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (1,))]
+TASK = TaskSpec("classification", 2)
+
+
+def four_samples() -> MultimodalDataset:
+    """Treated as standardised training data; sample 1 lacks b."""
+    a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [3.0, 3.0]])
+    b = np.array([[10.0], [0.0], [30.0], [40.0]])
+    observed = np.array([[True, True], [True, False], [True, True], [True, True]])
+    return MultimodalDataset(SPECS, TASK, {"a": a, "b": b}, np.array([0, 1, 0, 1]), observed)
+
+
+def fitted(data=None, **params):
+    model = mlmm.create_method("knn-impute", SPECS, TASK, **params)
+    model.fit_imputer(data or four_samples())
+    return model.eval()
+
+
+def batch_of(a, b, present):
+    return mlmm.MultimodalBatch(
+        {"a": torch.tensor(a), "b": torch.tensor(b)}, torch.tensor(present), ("a", "b")
+    )
+
+
+def test_b_is_the_distance_weighted_average_of_the_k_nearest_samples_that_have_it():
+    batch = batch_of([[1.0, 1.0]], [[0.0]], [[True, False]])
+    # distances on a (RMS per feature): sample 0: sqrt(2/2) = 1; sample 1 lacks b;
+    # sample 2: sqrt((1 + 4)/2) = sqrt(2.5); sample 3: sqrt((4 + 4)/2) = 2
+    w0, w2, w3 = 1.0, 1 / math.sqrt(2.5), 0.5
+    cases = {
+        (2, "distance"): (10 * w0 + 30 * w2) / (w0 + w2),
+        (2, "uniform"): 20.0,
+        (1, "distance"): 10.0,
+        (10, "distance"): (10 * w0 + 30 * w2 + 40 * w3) / (w0 + w2 + w3),
+    }
+    for (k, weighting), expected in cases.items():
+        out = fitted(k=k, weighting=weighting).impute(batch)
+        assert out["b"].item() == pytest.approx(expected), (k, weighting)
+        assert torch.equal(out["a"], batch.inputs["a"])
+
+
+def test_a_sample_sharing_no_present_modality_is_not_a_neighbour():
+    batch = batch_of([[0.0, 0.0]], [[26.0]], [[False, True]])
+    # on b: sample 0 at 16, sample 2 at 4, sample 3 at 14; sample 1 has a but no b: excluded
+    w = {0: 1 / 16, 2: 1 / 4, 3: 1 / 14}
+    a = {0: np.array([0.0, 0.0]), 2: np.array([0.0, 3.0]), 3: np.array([3.0, 3.0])}
+    expected = sum(w[i] * a[i] for i in w) / sum(w.values())
+    out = fitted(k=4).impute(batch)
+    np.testing.assert_allclose(out["a"][0].numpy(), expected, rtol=1e-6)
+    assert torch.equal(out["b"], batch.inputs["b"])
+
+
+def test_with_no_qualifying_sample_the_training_mean_fills_in():
+    a = np.array([[2.0, 4.0], [4.0, 0.0], [0.0, 0.0]])
+    b = np.array([[0.0], [0.0], [5.0]])
+    observed = np.array([[True, False], [True, False], [False, True]])  # a and b never together
+    model = fitted(MultimodalDataset(SPECS, TASK, {"a": a, "b": b}, np.array([0, 1, 0]), observed))
+    out = model.impute(batch_of([[0.0, 0.0]], [[1.0]], [[False, True]]))
+    np.testing.assert_allclose(out["a"].numpy(), [[3.0, 2.0]])
+
+
+def test_during_training_a_sample_is_not_its_own_neighbour():
+    model = fitted(k=2)
+    # sample 0 with b hidden (as modality dropout would do): it is at distance 0 from itself
+    batch = batch_of([[0.0, 0.0]], [[123.0]], [[True, False]])
+    assert model.impute(batch)["b"].item() == pytest.approx(10.0)  # prediction: exact match
+    model.train()
+    d2, d3 = math.sqrt(9 / 2), 3.0  # samples 2 and 3 (sample 1 lacks b)
+    expected = (30 / d2 + 40 / d3) / (1 / d2 + 1 / d3)
+    assert model.impute(batch)["b"].item() == pytest.approx(expected)
+
+
+def test_present_rows_are_unchanged_and_absent_rows_are_not_read():
+    model = fitted(k=3)
+    present = [[True, False], [False, True], [True, True]]
+    a = [[0.5, 2.0], [0.0, 0.0], [1.5, -1.0]]
+    b = [[0.0], [12.0], [33.0]]
+    out = model.impute(batch_of(a, b, present))
+    noisy = model.impute(batch_of([a[0], [1e6, -1e6], a[2]], [[-1e6], b[1], b[2]], present))
+    for j, name in enumerate(("a", "b")):
+        rows = torch.tensor(present)[:, j]
+        assert torch.equal(out[name][rows], torch.tensor((a, b)[j])[rows])
+        assert torch.equal(noisy[name], out[name])
+
+
+def test_the_bank_is_saved_with_the_weights_and_a_new_model_predicts_the_same(tmp_path):
+    data = contract_dataset()
+    split = mlmm.train_val_test_split(data, seed=0)
+    train, _ = mlmm.simulate(split.train, "mcar:0.4", seed=0)
+    test, _ = mlmm.simulate(split.test, "mcar:0.4", seed=1)
+    trained = mlmm.Trainer(max_epochs=1, progress=False).fit(
+        mlmm.create_method("knn-impute", data.specs, data.task, k=3), train, split.val
+    )
+    assert len(trained.model.bank) == train.observed.any(axis=1).sum()
+    save_file(trained.model.state_dict(), tmp_path / "weights.safetensors")
+    fresh = mlmm.create_method("knn-impute", data.specs, data.task, k=3)
+    fresh.load_state_dict(load_file(tmp_path / "weights.safetensors"))
+    batch = mlmm.MultimodalBatch.from_dataset(trained.standardizer.transform(test))
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(batch).prediction, trained.model(batch).prediction)
+
+
+def test_knn_imputes_handwritten_better_than_the_training_mean():
+    """NRMSE (RMSE of imputed vs true standardised values over hidden rows) per modality."""
+    ds = mlmm.load_dataset("handwritten")
+    split = mlmm.train_val_test_split(ds, seed=0)
+    train, _ = mlmm.simulate(split.train, "mcar:0.5", seed=0)
+    standardizer = Standardizer().fit(train)
+    masked, result = mlmm.simulate(split.test, "mcar:0.5", seed=0)
+    batch = mlmm.MultimodalBatch.from_dataset(standardizer.transform(masked))
+    truth = standardizer.transform(split.test).inputs
+    nrmse = {}
+    for method in ("mean-impute", "knn-impute"):
+        model = mlmm.create_method(method, ds.specs, ds.task)
+        model.fit_imputer(standardizer.transform(train))
+        filled = model.eval().impute(batch)
+        nrmse[method] = np.array(
+            [
+                np.sqrt(np.mean((filled[k].numpy()[hide] - truth[k][hide]) ** 2))
+                for k, hide in zip(ds.modality_names, result.removed.T, strict=True)
+            ]
+        )
+    assert np.all(np.abs(nrmse["mean-impute"] - 1) < 0.1)  # about 1 by construction
+    assert np.all(nrmse["knn-impute"] < nrmse["mean-impute"]), nrmse
+    assert nrmse["knn-impute"].mean() < 0.8, nrmse
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"k": 0}, {"k": -3}, {"k": 2.5}, {"weighting": "cosine"}, {"indicators": "no"}],
+)
+def test_bad_hyperparameters_are_refused(bad):
+    with pytest.raises(MlmmError, match=next(iter(bad))):
+        mlmm.create_method("knn-impute", SPECS, TASK, **bad)
