@@ -30,16 +30,25 @@ def main() -> None:
     args = parser.parse_args()
     record = {
         "command": f"python benchmarks/gpu_check.py --devices {args.devices} --dataset {args.dataset}",
-        "machine": {"node": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": {
+            "node": platform.node(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
         "runs": [],
     }
     for method in mlmm.list_methods():
         preds = {}
         for device in args.devices.split(","):
             t0 = time.perf_counter()
-            res = mlmm.run_experiment(args.dataset, method, missing="mcar:0.5", seed=0,
-                                      trainer={"device": device, "progress": False})
+            res = mlmm.run_experiment(
+                args.dataset,
+                method,
+                missing="mcar:0.5",
+                seed=0,
+                trainer={"device": device, "progress": False},
+            )
             wall = time.perf_counter() - t0
             tb = res.table
             acc = float(tb[(tb.scope == "overall") & (tb.metric == "accuracy")].value.iloc[0])
@@ -49,10 +58,15 @@ def main() -> None:
             test = mlmm.train_val_test_split(mlmm.load_dataset(args.dataset), seed=0).test
             same = bool(np.array_equal(loaded.predict(test), res.trained.predict(test)))
             preds[device] = loaded.predict(test)
-            row = {"method": method, "device": device, "accuracy": acc,
-                   "train_seconds": res.trained.train_seconds, "wall_seconds": wall,
-                   "epochs": sum(len(h.epochs) for h in res.trained.histories),
-                   "reloaded_on_cpu_predicts_the_same": same}
+            row = {
+                "method": method,
+                "device": device,
+                "accuracy": acc,
+                "train_seconds": res.trained.train_seconds,
+                "wall_seconds": wall,
+                "epochs": sum(len(h.epochs) for h in res.trained.histories),
+                "reloaded_on_cpu_predicts_the_same": same,
+            }
             record["runs"].append(row)
             print(json.dumps(row), flush=True)
         if len(preds) == 2:

@@ -164,17 +164,21 @@ class TrainedModel:
             if isinstance(err, ArtifactError):
                 raise
             raise ArtifactError(f"{path}/config.json is incompatible: {err}") from None
-        expected = model.state_dict()
-        if set(expected) != set(state) or any(
-            expected[k].shape != state[k].shape for k in expected
-        ):
-            missing = sorted(set(expected) - set(state))[:3]
-            extra = sorted(set(state) - set(expected))[:3]
+        # torch checks names and shapes; a module whose buffers hold data (a k-NN bank of
+        # training samples) sizes them from the stored tensors in its _load_from_state_dict
+        expected = set(model.state_dict())
+        try:
+            model.load_state_dict(state)
+            shapes_fit = True
+        except RuntimeError:
+            shapes_fit = False
+        if not shapes_fit or expected != set(state):
+            missing = sorted(expected - set(state))[:3]
+            extra = sorted(set(state) - expected)[:3]
             raise ArtifactError(
                 f"{path}: weights do not fit the {method!r} model (missing {missing}, unexpected "
                 f"{extra}, or shapes differ); it was written by an incompatible version, retrain it"
             )
-        model.load_state_dict(state)
         model.eval()
         histories = [TrainHistory(**h) for h in config.get("histories", [])]
         return cls(
