@@ -1,0 +1,82 @@
+"""The body ``mvae`` and ``mopoe`` share: a multimodal VAE that fills absent inputs, then a
+classifier on the completed inputs. Not a method (the leading ``_`` keeps it out of method
+discovery); each method subclasses it and defines its own ELBO in ``elbo_losses``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.methods.base import MethodOutput, MissingModalityModel, check_range
+from mlmm.nn import modality_dropout
+from mlmm.nn.multimodal_vae import InputLevelHead, MultimodalVAE
+
+
+class MultimodalVAEImputer(MissingModalityModel):
+    """A :class:`~mlmm.nn.multimodal_vae.MultimodalVAE` generates absent inputs; an
+    :class:`~mlmm.nn.multimodal_vae.InputLevelHead` classifies the completed inputs.
+
+    Training adds the subclass's ELBO terms (computed on every present modality) to the task
+    loss, and hides random present modalities from the classifier (``modality_dropout``) so it
+    learns on generated inputs. The generated inputs are computed without gradient: the task
+    loss trains the classifier, and the VAE stays a generator of inputs. Subclasses validate
+    and store their own extra hyperparameters and implement :meth:`elbo_losses`.
+    """
+
+    imputes = True
+
+    def __init__(
+        self,
+        specs: Sequence[ModalitySpec],
+        task: TaskSpec,
+        latent_dim: int,
+        hidden: int,
+        depth: int,
+        dropout: float,
+        beta: float,
+        elbo_weight: float,
+        modality_dropout: float,
+    ) -> None:
+        super().__init__(specs, task)
+        check_range("latent_dim", latent_dim, 1, integer=True)
+        check_range("hidden", hidden, 1, integer=True)
+        check_range("depth", depth, 0, integer=True)
+        check_range("dropout", dropout, 0, 1, high_inclusive=False)
+        check_range("beta", beta, 0)
+        check_range("elbo_weight", elbo_weight, 0, low_inclusive=False)
+        check_range("modality_dropout", modality_dropout, 0, 1, high_inclusive=False)
+        self.latent_dim, self.hidden, self.depth, self.dropout = latent_dim, hidden, depth, dropout
+        self.beta, self.elbo_weight, self.modality_dropout = beta, elbo_weight, modality_dropout
+        self.vae = MultimodalVAE(self.specs, latent_dim, hidden, depth)
+        self.classifier = InputLevelHead(
+            self.specs, task.output_dim, hidden, depth, dropout, latent_dim
+        )
+
+    def elbo_losses(
+        self, inputs: dict[str, torch.Tensor], present: torch.Tensor
+    ) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        """``{"reconstruction": ..., "kl": ...}``: the negative ELBO per input feature."""
+        raise NotImplementedError(f"{type(self).__name__} must implement elbo_losses")
+
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        present = self.present_mask(batch)  # [B, M]
+        # the ELBO needs random draws: training only, so prediction stays deterministic
+        aux = self.elbo_losses(batch.inputs, present) if self.training else {}
+        seen = present
+        if self.training and self.modality_dropout > 0:
+            seen = modality_dropout(present, self.modality_dropout)  # [B, M]
+        with torch.no_grad():  # the task loss trains the classifier, not the generator
+            completed, joint_mu = self.vae.complete(batch.inputs, seen)
+        prediction = self.classifier(completed, seen)  # [B, K]
+        return self.output(batch, prediction, aux_losses=aux, embedding=joint_mu)
+
+    @torch.no_grad()
+    def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
+        """Present rows unchanged; absent rows decoded from the mean of the product of the
+        present modalities' experts and the prior."""
+        completed, _ = self.vae.complete(batch.inputs, self.present_mask(batch))
+        return completed
