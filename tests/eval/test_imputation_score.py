@@ -18,8 +18,12 @@ class MeanFill(ZeroImpute):
     imputes = True
 
     def impute(self, batch):
-        return {k: torch.where(batch.present[:, j].reshape(-1, *[1] * (v.dim() - 1)), v, torch.zeros_like(v))
-                for j, (k, v) in enumerate(batch.inputs.items())}
+        return {
+            k: torch.where(
+                batch.present[:, j].reshape(-1, *[1] * (v.dim() - 1)), v, torch.zeros_like(v)
+            )
+            for j, (k, v) in enumerate(batch.inputs.items())
+        }
 
 
 def trained_pair():
