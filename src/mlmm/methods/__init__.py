@@ -3,7 +3,13 @@
 import importlib
 import pkgutil
 
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_choice, check_range
+from mlmm.methods.base import (
+    MethodOutput,
+    MissingModalityModel,
+    check_choice,
+    check_common,
+    check_range,
+)
 from mlmm.methods.registry import (
     METHODS,
     TAXONOMY,
@@ -38,6 +44,7 @@ __all__ = [
     "MethodOutput",
     "MissingModalityModel",
     "check_choice",
+    "check_common",
     "check_range",
     "create_method",
     "list_methods",

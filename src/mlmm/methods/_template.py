@@ -29,7 +29,7 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_range
+from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common
 
 # In your copy, also import the decorator:
 # from mlmm.methods.registry import register_method
@@ -107,11 +107,13 @@ class MaskedMeanTemplate(MissingModalityModel):
         modality_dropout: float = 0.3,
     ) -> None:
         super().__init__(specs, task)  # sets self.specs, self.task, self.modalities
-        check_range("embed_dim", embed_dim, 1, integer=True)
-        check_range("hidden", hidden, 1, integer=True)
-        check_range("depth", depth, 0, integer=True)
-        check_range("dropout", dropout, 0, 1, high_inclusive=False)
-        check_range("modality_dropout", modality_dropout, 0, 1, high_inclusive=False)
+        check_common(
+            embed_dim=embed_dim,
+            hidden=hidden,
+            depth=depth,
+            dropout=dropout,
+            modality_dropout=modality_dropout,
+        )
         self.embed_dim = embed_dim
         self.hidden = hidden
         self.depth = depth

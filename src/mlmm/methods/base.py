@@ -170,6 +170,24 @@ def check_range(
         raise MlmmError(f"{name} must be in {lo}, {hi}, got {value!r}")
 
 
+#: Ranges of the hyperparameters that many methods share (keyword arguments of check_range).
+COMMON_RANGES: dict[str, dict[str, Any]] = {
+    "embed_dim": {"low": 1, "integer": True},
+    "latent_dim": {"low": 1, "integer": True},
+    "hidden": {"low": 1, "integer": True},
+    "depth": {"low": 0, "integer": True},
+    "dropout": {"low": 0, "high": 1, "high_inclusive": False},
+    "modality_dropout": {"low": 0, "high": 1, "high_inclusive": False},
+}
+
+
+def check_common(**values: Any) -> None:
+    """Validate shared hyperparameters by name (``check_common(hidden=hidden, dropout=dropout)``)
+    against :data:`COMMON_RANGES`, with the same clear errors as :func:`check_range`."""
+    for name, value in values.items():
+        check_range(name, value, **COMMON_RANGES[name])
+
+
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
     """Raise a clear :class:`MlmmError` when a hyperparameter is not one of ``choices``."""
     if value not in choices:

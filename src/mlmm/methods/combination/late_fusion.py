@@ -16,7 +16,12 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_choice, check_range
+from mlmm.methods.base import (
+    MethodOutput,
+    MissingModalityModel,
+    check_choice,
+    check_common,
+)
 from mlmm.methods.registry import register_method
 from mlmm.nn import build_encoder, combine_predictions, masked_mean
 
@@ -75,10 +80,7 @@ class LateFusion(MissingModalityModel):
     ) -> None:
         super().__init__(specs, task)
         check_choice("rule", rule, ("mean_prob", "sum_logprob"))
-        check_range("embed_dim", embed_dim, 1, integer=True)
-        check_range("hidden", hidden, 1, integer=True)
-        check_range("depth", depth, 0, integer=True)
-        check_range("dropout", dropout, 0, 1, high_inclusive=False)
+        check_common(embed_dim=embed_dim, hidden=hidden, depth=depth, dropout=dropout)
         self.rule, self.embed_dim, self.hidden, self.depth, self.dropout = (
             rule,
             embed_dim,

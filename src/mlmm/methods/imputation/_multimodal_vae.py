@@ -11,7 +11,7 @@ import torch
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_range
+from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.nn import modality_dropout
 from mlmm.nn.multimodal_vae import InputLevelHead, MultimodalVAE
 
@@ -42,13 +42,10 @@ class MultimodalVAEImputer(MissingModalityModel):
         modality_dropout: float,
     ) -> None:
         super().__init__(specs, task)
-        check_range("latent_dim", latent_dim, 1, integer=True)
-        check_range("hidden", hidden, 1, integer=True)
-        check_range("depth", depth, 0, integer=True)
-        check_range("dropout", dropout, 0, 1, high_inclusive=False)
+        check_common(latent_dim=latent_dim, hidden=hidden, depth=depth, dropout=dropout)
         check_range("beta", beta, 0)
         check_range("elbo_weight", elbo_weight, 0, low_inclusive=False)
-        check_range("modality_dropout", modality_dropout, 0, 1, high_inclusive=False)
+        check_common(modality_dropout=modality_dropout)
         self.latent_dim, self.hidden, self.depth, self.dropout = latent_dim, hidden, depth, dropout
         self.beta, self.elbo_weight, self.modality_dropout = beta, elbo_weight, modality_dropout
         self.vae = MultimodalVAE(self.specs, latent_dim, hidden, depth)

@@ -17,7 +17,7 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_range
+from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, modality_dropout
 
@@ -71,11 +71,13 @@ class ZeroImpute(MissingModalityModel):
         modality_dropout: float = 0.0,
     ) -> None:
         super().__init__(specs, task)
-        check_range("hidden", hidden, 1, integer=True)
-        check_range("depth", depth, 0, integer=True)
-        check_range("dropout", dropout, 0, 1, high_inclusive=False)
-        check_range("embed_dim", embed_dim, 1, integer=True)
-        check_range("modality_dropout", modality_dropout, 0, 1, high_inclusive=False)
+        check_common(
+            hidden=hidden,
+            depth=depth,
+            dropout=dropout,
+            embed_dim=embed_dim,
+            modality_dropout=modality_dropout,
+        )
         self.hidden, self.depth, self.dropout = hidden, depth, dropout
         self.embed_dim, self.modality_dropout = embed_dim, modality_dropout
         self.encoders = nn.ModuleDict(

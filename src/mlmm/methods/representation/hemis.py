@@ -21,7 +21,7 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_range
+from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common
 from mlmm.methods.registry import register_method
 from mlmm.nn import MeanVarianceFusion, MLPHead, build_encoder, modality_dropout
 
@@ -77,11 +77,13 @@ class HeMIS(MissingModalityModel):
         modality_dropout: float = 0.3,
     ) -> None:
         super().__init__(specs, task)
-        check_range("embed_dim", embed_dim, 1, integer=True)
-        check_range("hidden", hidden, 1, integer=True)
-        check_range("depth", depth, 0, integer=True)
-        check_range("dropout", dropout, 0, 1, high_inclusive=False)
-        check_range("modality_dropout", modality_dropout, 0, 1, high_inclusive=False)
+        check_common(
+            embed_dim=embed_dim,
+            hidden=hidden,
+            depth=depth,
+            dropout=dropout,
+            modality_dropout=modality_dropout,
+        )
         self.embed_dim, self.hidden, self.depth = embed_dim, hidden, depth
         self.dropout, self.modality_dropout = dropout, modality_dropout
         self.encoders = nn.ModuleDict(

@@ -31,7 +31,13 @@ from torch import nn
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_choice, check_range
+from mlmm.methods.base import (
+    MethodOutput,
+    MissingModalityModel,
+    check_choice,
+    check_common,
+    check_range,
+)
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, modality_dropout
 from mlmm.nn.embedding_completion import masked_mse
@@ -124,10 +130,7 @@ class MaskedReconstruction(MissingModalityModel):
         pooling: str = "mean",
     ) -> None:
         super().__init__(specs, task)
-        check_range("embed_dim", embed_dim, 1, integer=True)
-        check_range("hidden", hidden, 1, integer=True)
-        check_range("depth", depth, 0, integer=True)
-        check_range("dropout", dropout, 0, 1, high_inclusive=False)
+        check_common(embed_dim=embed_dim, hidden=hidden, depth=depth, dropout=dropout)
         check_range("n_layers", n_layers, 1, integer=True)
         check_range("n_heads", n_heads, 1, integer=True)
         if embed_dim % n_heads:

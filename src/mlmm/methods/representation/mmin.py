@@ -46,7 +46,13 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_choice, check_range
+from mlmm.methods.base import (
+    MethodOutput,
+    MissingModalityModel,
+    check_choice,
+    check_common,
+    check_range,
+)
 from mlmm.methods.registry import register_method
 from mlmm.nn import ConcatFusion, MLPHead, build_encoder
 from mlmm.nn.embedding_completion import CascadeResidualAutoencoder, masked_mse
@@ -211,10 +217,7 @@ class MMIN(MissingModalityModel):
         encoder_training: str = "pretrained-frozen",
     ) -> None:
         super().__init__(specs, task)
-        check_range("embed_dim", embed_dim, 1, integer=True)
-        check_range("hidden", hidden, 1, integer=True)
-        check_range("depth", depth, 0, integer=True)
-        check_range("dropout", dropout, 0, 1, high_inclusive=False)
+        check_common(embed_dim=embed_dim, hidden=hidden, depth=depth, dropout=dropout)
         check_range("n_blocks", n_blocks, 1, integer=True)
         check_range("bottleneck", bottleneck, 1, integer=True)
         check_range("forward_weight", forward_weight, 0)

@@ -28,7 +28,12 @@ from torch import nn
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_choice, check_range
+from mlmm.methods.base import (
+    MethodOutput,
+    MissingModalityModel,
+    check_choice,
+    check_common,
+)
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, modality_dropout
 from mlmm.nn.gaussian_fusion import ProductOfExperts
@@ -107,14 +112,11 @@ class PoEFusion(MissingModalityModel):
         modality_dropout: float = 0.3,
     ) -> None:
         super().__init__(specs, task)
-        check_range("embed_dim", embed_dim, 1, integer=True)
-        check_range("hidden", hidden, 1, integer=True)
-        check_range("depth", depth, 0, integer=True)
-        check_range("dropout", dropout, 0, 1, high_inclusive=False)
+        check_common(embed_dim=embed_dim, hidden=hidden, depth=depth, dropout=dropout)
         if not isinstance(prior_expert, bool):
             raise MlmmError(f"prior_expert must be True or False, got {prior_expert!r}")
         check_choice("head_input", head_input, HEAD_INPUTS)
-        check_range("modality_dropout", modality_dropout, 0, 1, high_inclusive=False)
+        check_common(modality_dropout=modality_dropout)
         self.embed_dim, self.hidden, self.depth, self.dropout = embed_dim, hidden, depth, dropout
         self.prior_expert, self.head_input = prior_expert, head_input
         self.modality_dropout = modality_dropout

@@ -46,7 +46,7 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.methods.base import MethodOutput, MissingModalityModel, check_range
+from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
 from mlmm.nn.alignment import modality_classification_loss, pairwise_l1_alignment
@@ -154,11 +154,13 @@ class ShaSpec(MissingModalityModel):
         domain_weight: float = 0.02,
     ) -> None:
         super().__init__(specs, task)
-        check_range("embed_dim", embed_dim, 1, integer=True)
-        check_range("hidden", hidden, 1, integer=True)
-        check_range("depth", depth, 0, integer=True)
-        check_range("dropout", dropout, 0, 1, high_inclusive=False)
-        check_range("modality_dropout", modality_dropout, 0, 1, high_inclusive=False)
+        check_common(
+            embed_dim=embed_dim,
+            hidden=hidden,
+            depth=depth,
+            dropout=dropout,
+            modality_dropout=modality_dropout,
+        )
         check_range("align_weight", align_weight, 0)
         check_range("domain_weight", domain_weight, 0)
         self.embed_dim, self.hidden, self.depth = embed_dim, hidden, depth
