@@ -138,11 +138,10 @@ def main() -> None:
         ],
         "handwritten mcar:0.5: best method and accuracy": list(best[("handwritten", "mcar:0.5")]),
         "handwritten mcar:0.7: best method and accuracy": list(best[("handwritten", "mcar:0.7")]),
-        "classical per-view logistic late fusion (mean accuracy)": classical.groupby(
-            ["dataset", "missing"]
-        )
-        .accuracy.mean()
-        .to_dict(),
+        "classical per-view logistic late fusion (mean accuracy)": {
+            f"{d}/{m}": v
+            for (d, m), v in classical.groupby(["dataset", "missing"]).accuracy.mean().items()
+        },
         "handwritten imputation NRMSE (mean over modalities and seeds)": nrmse_mean.to_dict(),
     }
     record = {
