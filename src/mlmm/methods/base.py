@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ class MethodOutput:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class MissingModalityModel(nn.Module):
+class MissingModalityModel(nn.Module, abc.ABC):
     """Base class of every method.
 
     Subclasses take ``(specs, task, **hyperparameters)``, store each hyperparameter unchanged
@@ -76,8 +77,9 @@ class MissingModalityModel(nn.Module):
         self.modalities = tuple(s.name for s in specs)
 
     # ----------------------------------------------------------------- contract
-    def forward(self, batch: MultimodalBatch) -> MethodOutput:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(batch)")
+    @abc.abstractmethod
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        """Predict from a batch (absent rows are zeros; ``batch.present`` says which)."""
 
     def fit(
         self,

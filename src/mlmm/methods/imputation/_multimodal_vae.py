@@ -5,6 +5,7 @@ discovery); each method subclasses it and defines its own ELBO in ``elbo_losses`
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -53,11 +54,11 @@ class MultimodalVAEImputer(MissingModalityModel):
             self.specs, task.output_dim, hidden, depth, dropout, latent_dim
         )
 
+    @abc.abstractmethod
     def elbo_losses(
         self, inputs: dict[str, torch.Tensor], present: torch.Tensor
-    ) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+    ) -> dict[str, torch.Tensor]:
         """``{"reconstruction": ..., "kl": ...}``: the negative ELBO per input feature."""
-        raise NotImplementedError(f"{type(self).__name__} must implement elbo_losses")
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
