@@ -208,3 +208,33 @@ def test_bench_runs_a_grid_and_resumes(monkeypatch, capsys, tmp_path):
     assert (tmp_path / "b" / "results.csv").exists()
     code, out, _ = run(monkeypatch, capsys, *args)
     assert code == 0 and out.count("skipped") == 2
+
+
+def test_evaluate_shows_imputation_scores_for_imputing_methods(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "mean"
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "train",
+        "--dataset",
+        "synthetic",
+        "--dataset-param",
+        "n_samples=300",
+        "--method",
+        "mean-impute",
+        "--epochs",
+        "1",
+        "--out",
+        str(out_dir),
+        "--quiet",
+    )
+    assert code == 0, err
+    csv = tmp_path / "t.csv"
+    code, out, err = run(monkeypatch, capsys, "evaluate", str(out_dir), "--out", str(csv))
+    assert code == 0, err
+    assert "imputation" in out and "NRMSE" in out
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    nrmse = table[(table.scope == "imputation") & (table.metric == "nrmse")]
+    assert set(nrmse.subset) == {"m0", "m1", "m2"} and nrmse.value.between(0.5, 1.5).all()

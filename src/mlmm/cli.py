@@ -212,12 +212,22 @@ def evaluate(
     data = load_dataset(info["dataset"], **info.get("dataset_params", {}))
     sp = info["split"]
     test = train_val_test_split(data, sp["test_size"], sp["val_size"], sp["seed"]).test
-    table = _evaluate(
-        trained, test, missing, seed=sp["seed"] if seed is None else seed, subsets=subsets
-    )
+    mask_seed = sp["seed"] if seed is None else seed
+    table = _evaluate(trained, test, missing, seed=mask_seed, subsets=subsets)
     console = _console()
     console.print(f"{trained.method} trained under {info.get('missing')} on {info['dataset']}")
     _print_tables(console, table)
+    if getattr(type(trained.model), "imputes", False):
+        import pandas as pd
+
+        from mlmm.eval import imputation_scores
+
+        scores = imputation_scores(trained, test, "mcar:0.5", seed=mask_seed)
+        title = (
+            "imputation: 50% of present slots hidden, NRMSE in training-std units (mean fill ~ 1)"
+        )
+        console.print(_table(scores, title))
+        table = pd.concat([table, scores], ignore_index=True)
     if out is not None:
         with atomic_write(out) as fh:
             table.to_csv(fh, index=False)
