@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import time
@@ -15,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 import mlmm
 from mlmm.data.missingness import simulate
-from mlmm.utils import rng_for
+from mlmm.utils import atomic_write, rng_for
 
 
 def machine() -> dict:
@@ -70,3 +71,30 @@ def markdown_table(frame: pd.DataFrame) -> str:
     ]
     head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0])
     return head + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows[1:])
+
+
+def write_report(
+    out, name: str, title: str, note: str, record: dict, table: pd.DataFrame, checks: dict
+) -> None:
+    """Write ``<out>/<name>.json`` (the record) and ``<out>/<name>.md`` (table and checks)
+    atomically, and print both."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / f"{name}.json") as fh:
+        json.dump(record, fh, indent=2, default=str)
+
+    def fmt(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = [
+        f"# {title}\n",
+        f"`{record['command']}` on {record['machine']}\n",
+        f"{note}\n",
+        markdown_table(table),
+        "\n## Checks\n",
+    ]
+    lines += [f"- {k}: {fmt(v)}" for k, v in checks.items()]
+    with atomic_write(out / f"{name}.md") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print(table.to_string(index=False))
+    for k, v in checks.items():
+        print(f"{k}: {fmt(v)}")

@@ -18,7 +18,6 @@ Results are resumable (one CSV per finished run under <out>/foundation-runs/) an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,10 +26,9 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, markdown_table, per_view_logistic  # noqa: E402
+from _common import machine, per_view_logistic, write_report  # noqa: E402
 
 from mlmm.bench.runner import BenchConfig, comparison_table, run_bench  # noqa: E402
-from mlmm.utils import atomic_write  # noqa: E402
 
 # 13,890 samples: 20% test (2,778), then 10% of the rest for early stopping (1,112),
 # leaving exactly 10,000 samples to fit on.
@@ -97,22 +95,15 @@ def main() -> None:
         },
         "classical_per_view_logistic": classical.to_dict(orient="records"),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "foundation.json") as fh:
-        json.dump(record, fh, indent=2, default=float)
-    lines = [
-        "# Foundation benchmark\n",
-        f"`{record['command']}` on {record['machine']}\n",
-        "MCAR 0.5 on train and test; rate = fraction of (sample, modality) slots removed.\n",
-        markdown_table(table),
-        "\n## Checks\n",
-    ]
-    lines += [f"- {k}: {v:.4f}" for k, v in checks.items()]
-    with atomic_write(out / "foundation.md") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print(table.to_string(index=False))
-    for k, v in checks.items():
-        print(f"{k}: {v:.4f}")
+    write_report(
+        out,
+        "foundation",
+        "Foundation benchmark",
+        "MCAR 0.5 on train and test; rate = fraction of (sample, modality) slots removed.",
+        record,
+        table,
+        checks,
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Runs are resumable (one CSV per finished run); shards (--only) can run side by s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,11 +29,10 @@ import torch
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, markdown_table, per_view_logistic  # noqa: E402
+from _common import machine, per_view_logistic, write_report  # noqa: E402
 
 from mlmm.bench.runner import BenchConfig, comparison_table, run_bench  # noqa: E402
 from mlmm.methods import list_methods  # noqa: E402
-from mlmm.utils import atomic_write  # noqa: E402
 
 SYNTHETIC = {"n_samples": 13890}  # 20% test, 10% of the rest for validation: 10,000 to fit
 
@@ -156,22 +154,15 @@ def main() -> None:
         "mean_accuracy": {"/".join(k): v for k, v in mean_acc.items()},
         "classical_per_view_logistic": classical.to_dict(orient="records"),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "zoo_one.json") as fh:
-        json.dump(record, fh, indent=2, default=str)
-    lines = [
-        "# Method zoo I benchmark\n",
-        f"`{record['command']}` on {record['machine']}\n",
-        "Rates = fraction of (sample, modality) slots removed, on train and test.\n",
-        markdown_table(table),
-        "\n## Checks\n",
-    ]
-    lines += [f"- {k}: {v}" for k, v in checks.items()]
-    with atomic_write(out / "zoo_one.md") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print(table.to_string(index=False))
-    for k, v in checks.items():
-        print(f"{k}: {v}")
+    write_report(
+        out,
+        "zoo_one",
+        "Method zoo I benchmark",
+        "Rates = fraction of (sample, modality) slots removed, on train and test.",
+        record,
+        table,
+        checks,
+    )
 
 
 if __name__ == "__main__":
