@@ -316,3 +316,35 @@ def first_pc_score(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return score
     score[rows] = (s - s.mean()) / spread
     return score
+
+
+# --------------------------------------------------------------- logistic models (mar, mnar)
+def check_logistic(model: Any) -> None:
+    """Validate the fields MAR and MNAR share (rate, strength, unit), normalising numbers."""
+    object.__setattr__(model, "rate", check_rate(float(model.rate), model.to_string()))
+    object.__setattr__(model, "strength", float(model.strength))
+    if not np.isfinite(model.strength):
+        raise MlmmError(f"strength must be finite, got {model.strength} in {model.to_string()!r}")
+    check_unit(model.unit, model.to_string())
+
+
+def logistic_options(model: Any) -> list[tuple[str, Any]]:
+    """The shared options of a logistic model, defaults left out, in canonical order."""
+    return [
+        ("strength", format_number(model.strength) if model.strength != 2.0 else None),
+        ("unit", model.unit if model.unit != "slots" else None),
+        ("allow_empty", True if model.allow_empty else None),
+    ]
+
+
+def parse_logistic(
+    argument: str | None, options: dict[str, str | None], text: str
+) -> dict[str, Any]:
+    """Keyword arguments shared by MAR and MNAR, parsed from a spec's argument and options."""
+    strength = option_value(options, "strength", text)
+    return {
+        "rate": check_rate(parse_number(argument, "missing rate", text), text),
+        "strength": 2.0 if strength is None else parse_number(strength, "strength", text),
+        "unit": check_unit(option_value(options, "unit", text) or "slots", text),
+        "allow_empty": option_flag(options, "allow_empty", text),
+    }

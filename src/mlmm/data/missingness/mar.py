@@ -15,15 +15,14 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.missingness.base import (
     MissingnessModel,
-    check_rate,
-    check_unit,
+    check_logistic,
     column,
     first_pc_score,
     format_number,
     join_spec,
-    option_flag,
+    logistic_options,
     option_value,
-    parse_number,
+    parse_logistic,
     register_missingness,
 )
 from mlmm.data.missingness.calibration import calibrated_removal
@@ -71,13 +70,9 @@ class MAR(MissingnessModel):
     allow_empty: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", check_rate(float(self.rate), self.to_string()))
-        object.__setattr__(self, "strength", float(self.strength))
-        if not np.isfinite(self.strength):
-            raise MlmmError(f"strength must be finite, got {self.strength} in {self.to_string()!r}")
+        check_logistic(self)
         if self.driver is not None and not str(self.driver).isidentifier():
             raise MlmmError(f"driver must be a modality name, got {self.driver!r}")
-        check_unit(self.unit, self.to_string())
 
     def removal(self, dataset: MultimodalDataset, rng: np.random.Generator) -> np.ndarray:
         if dataset.n_modalities < 2:
@@ -102,25 +97,13 @@ class MAR(MissingnessModel):
         )
 
     def to_string(self) -> str:
-        options = [
-            ("driver", self.driver),
-            ("strength", format_number(self.strength) if self.strength != 2.0 else None),
-            ("unit", self.unit if self.unit != "slots" else None),
-            ("allow_empty", True if self.allow_empty else None),
-        ]
+        options = [("driver", self.driver), *logistic_options(self)]
         argument = format_number(self.rate)
         return join_spec("mar", argument, [(k, v) for k, v in options if v is not None])
 
     @classmethod
     def from_parts(cls, argument, options, text) -> MAR:
-        strength = option_value(options, "strength", text)
         driver = option_value(options, "driver", text)
         if driver is not None and not driver.isidentifier():
             raise MlmmError(f"driver must be a modality name, got {driver!r} in {text!r}")
-        return cls(
-            check_rate(parse_number(argument, "missing rate", text), text),
-            driver=driver,
-            strength=2.0 if strength is None else parse_number(strength, "strength", text),
-            unit=check_unit(option_value(options, "unit", text) or "slots", text),
-            allow_empty=option_flag(options, "allow_empty", text),
-        )
+        return cls(driver=driver, **parse_logistic(argument, options, text))

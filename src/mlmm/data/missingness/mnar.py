@@ -17,14 +17,13 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.missingness.base import (
     MissingnessModel,
-    check_rate,
-    check_unit,
+    check_logistic,
     first_pc_score,
     format_number,
     join_spec,
-    option_flag,
+    logistic_options,
     option_value,
-    parse_number,
+    parse_logistic,
     register_missingness,
 )
 from mlmm.data.missingness.calibration import calibrated_removal
@@ -71,15 +70,11 @@ class MNAR(MissingnessModel):
     allow_empty: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", check_rate(float(self.rate), self.to_string()))
-        object.__setattr__(self, "strength", float(self.strength))
-        if not np.isfinite(self.strength):
-            raise MlmmError(f"strength must be finite, got {self.strength} in {self.to_string()!r}")
+        check_logistic(self)
         if self.mode not in MODES:
             raise MlmmError(
                 f"mode must be one of {', '.join(MODES)}, got {self.mode!r} in {self.to_string()!r}"
             )
-        check_unit(self.unit, self.to_string())
 
     def removal(self, dataset: MultimodalDataset, rng: np.random.Generator) -> np.ndarray:
         offsets = np.zeros(dataset.observed.shape)  # [N, M]
@@ -96,28 +91,16 @@ class MNAR(MissingnessModel):
         )
 
     def to_string(self) -> str:
-        options = [
-            ("mode", self.mode if self.mode != "extreme" else None),
-            ("strength", format_number(self.strength) if self.strength != 2.0 else None),
-            ("unit", self.unit if self.unit != "slots" else None),
-            ("allow_empty", True if self.allow_empty else None),
-        ]
+        options = [("mode", self.mode if self.mode != "extreme" else None), *logistic_options(self)]
         argument = format_number(self.rate)
         return join_spec("mnar", argument, [(k, v) for k, v in options if v is not None])
 
     @classmethod
     def from_parts(cls, argument, options, text) -> MNAR:
-        strength = option_value(options, "strength", text)
         mode = option_value(options, "mode", text) or "extreme"
         if mode not in MODES:
             raise MlmmError(f"mode must be one of {', '.join(MODES)}, got {mode!r} in {text!r}")
-        return cls(
-            check_rate(parse_number(argument, "missing rate", text), text),
-            mode=mode,
-            strength=2.0 if strength is None else parse_number(strength, "strength", text),
-            unit=check_unit(option_value(options, "unit", text) or "slots", text),
-            allow_empty=option_flag(options, "allow_empty", text),
-        )
+        return cls(mode=mode, **parse_logistic(argument, options, text))
 
 
 def _standardise(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
