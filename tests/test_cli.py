@@ -142,6 +142,10 @@ def test_train_then_evaluate_writes_and_reads_an_artifact(monkeypatch, capsys, t
         ),
         (["evaluate", "no/such/dir"], "no model artifact"),
         (["bench", "--seeds", "-1"], "non-negative"),
+        (["bench", "--method", "hemsi"], "Did you mean 'hemis'"),
+        (["bench", "no-such-suite"], "unknown benchmark suite"),
+        (["bench", "--jobs", "64"], "exceeds the"),
+        (["report", "nothing.db"], "no results store"),
     ],
 )
 def test_bad_input_is_one_clear_line_without_traceback(monkeypatch, capsys, tmp_path, args, phrase):
@@ -188,26 +192,25 @@ def test_debug_shows_the_traceback(monkeypatch, capsys):
         cli.main()
 
 
-def test_bench_runs_a_grid_and_resumes(monkeypatch, capsys, tmp_path):
-    args = [
-        "bench",
-        "--dataset",
-        "synthetic",
-        "--method",
-        "late-fusion",
-        "--method",
-        "zero-impute",
-        "--epochs",
-        "2",
-        "--out",
-        str(tmp_path / "b"),
-    ]
+def test_bench_runs_a_spec_and_resumes(monkeypatch, capsys, tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(
+        "name: tiny\ndatasets: {synthetic: {n_samples: 240}}\n"
+        "methods: {late-fusion: {}, zero-impute: {}, hemis: {}}\n"
+        "missing: [mcar:0.5]\nseeds: [0]\nbudget: {max_epochs: 2}\n"
+    )
+    store = tmp_path / "b.db"
+    args = ["bench", str(spec), "--store", str(store), "--method", "late-fusion"]
+    args += ["--method", "zero-impute", "--threads", "1", "--no-report"]
     code, out, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     assert "late-fusion" in out and "zero-impute" in out and "bayes-optimal" in out
-    assert (tmp_path / "b" / "results.csv").exists()
+    assert "hemis" not in out  # narrowed by --method
+    assert "2 run(s) ran" in out and f"results: {store}" in out
     code, out, _ = run(monkeypatch, capsys, *args)
-    assert code == 0 and out.count("skipped") == 2
+    assert code == 0 and "0 run(s) ran, 2 already in the store" in out
+    code, out, _ = run(monkeypatch, capsys, "export", str(store), str(tmp_path / "t.csv"))
+    assert code == 0 and (tmp_path / "t.csv").exists()
 
 
 def test_evaluate_shows_imputation_scores_for_imputing_methods(monkeypatch, capsys, tmp_path):

@@ -236,64 +236,186 @@ def evaluate(
 
 @app.command()
 def bench(
+    spec: Annotated[
+        str,
+        typer.Argument(help="A built-in suite (quick, standard) or a YAML spec file."),
+    ] = "quick",
+    store: Annotated[
+        Path | None,
+        typer.Option(help="Results store (SQLite); default mlmm-results/<spec name>.db."),
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Runs in parallel (worker processes).")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(help="Threads per worker; default cores // jobs.")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray).")
+    ] = None,
     dataset: Annotated[
-        list[str] | None, typer.Option(help="Datasets (repeatable); default: the quick suite.")
+        list[str] | None, typer.Option(help="Only these datasets (repeatable).")
     ] = None,
-    method: Annotated[list[str] | None, typer.Option(help="Methods (repeatable).")] = None,
+    method: Annotated[
+        list[str] | None, typer.Option(help="Only these methods (repeatable).")
+    ] = None,
     missing: Annotated[
-        str | None, typer.Option(help="Comma-separated conditions, e.g. mcar:0.5,none=>mcar:0.5.")
+        str | None, typer.Option(help="Replace the missingness, e.g. mcar:0.5,none=>mcar:0.5.")
     ] = None,
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per run.")] = None,
-    out: Annotated[Path, typer.Option(help="Results folder (reruns skip finished runs).")] = Path(
-        "mlmm-results/quick"
-    ),
+    seeds: Annotated[str | None, typer.Option(help="Replace the seeds, e.g. 0,1,2.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Replace the maximum epochs.")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Rerun runs that failed before.")] = True,
+    report: Annotated[bool, typer.Option(help="Write the HTML report at the end.")] = True,
 ) -> None:
-    """Benchmark methods × missingness × seeds; with no options runs the quick suite."""
-    from rich.progress import Progress
+    """Run a benchmark (default: the quick suite); reruns skip finished runs."""
+    from mlmm.bench.spec import load_suite, parse_spec
 
-    from mlmm.bench.runner import QUICK, BenchConfig, comparison_table, run_bench
+    suite = load_suite(spec)
+    data = suite.model_dump()
+    data = _bench_overrides(data, dataset, method, missing, seeds, epochs)
+    suite = parse_spec(data, f"{spec} with the command-line options")
+    path = store or Path("mlmm-results") / f"{suite.name}.db"
+    _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, report)
+
+
+def _bench_overrides(data, dataset, method, missing, seeds, epochs) -> dict:
+    """Apply ``mlmm bench``'s narrowing options to a spec (as data, validated afterwards)."""
+    from mlmm.data.datasets import DATASETS
     from mlmm.data.missingness import split_specs
     from mlmm.errors import MlmmError
+    from mlmm.methods import METHODS
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",")] if seeds else list(QUICK["seeds"])
-    except ValueError:
-        raise MlmmError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
-    config = BenchConfig(
-        datasets={d: QUICK["datasets"].get(d, {}) for d in dataset}
-        if dataset
-        else dict(QUICK["datasets"]),
-        methods={m: {} for m in method} if method else dict(QUICK["methods"]),
-        missing=split_specs(missing) if missing else list(QUICK["missing"]),
-        seeds=seed_list,
-        trainer={} if epochs is None else {"max_epochs": epochs},
-    )
-    config.validate()
+    for names, key, registry in ((dataset, "datasets", DATASETS), (method, "methods", METHODS)):
+        for name in names or []:
+            if name not in data[key]:
+                registry.get(name)  # unknown anywhere: the registry's error with suggestions
+                data[key][name] = {}  # known but not in the spec: run it with its defaults
+        if names:
+            data[key] = {n: p for n, p in data[key].items() if n in names}
+    if missing:
+        data["missing"] = split_specs(missing)
+    if seeds:
+        try:
+            data["seeds"] = [int(s) for s in seeds.split(",")]
+        except ValueError:
+            raise MlmmError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
+    if epochs is not None:
+        data["budget"]["max_epochs"] = epochs
+    return data
+
+
+def _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, report) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mlmm.bench.execute import plan_threads, run_benchmark
+    from mlmm.bench.store import ResultsStore
+    from mlmm.bench.tables import comparison_table
+
     console = _console()
-    n = len(config.runs())
-    console.print(f"benchmark: {n} runs → {out}")
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("runs", total=n)
-
-        def report(done, total, run, status):
-            progress.update(task, completed=done)
-            tag = "[red]" if status.startswith("failed") else ""
-            progress.console.print(
-                f"{tag}{done}/{total} {run['dataset']} {run['method']} {run['missing']} "
-                f"seed={run['seed']}: {status}"
-            )
-
-        results = run_bench(config, out, report)
-    summary = comparison_table(results)
+    runs = suite.runs()
+    threads = plan_threads(jobs, threads)
     console.print(
-        _table(
-            summary,
-            "comparison (accuracy %, mean ± std over seeds; rates = fraction of "
-            "missing (sample, modality) slots unless the spec says unit=samples)",
-        )
+        f"benchmark {suite.name!r}: {len(runs)} runs, {jobs} job(s) × {threads} thread(s), "
+        f"executor {executor} → {path}"
     )
-    console.print(f"results: {Path(out) / 'results.csv'}")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("runs", total=len(runs), status="")
+
+        def on_event(kind, run, progress) -> None:
+            eta = progress.eta_seconds()
+            status = (
+                f"running {progress.running} · failed {progress.failed} · "
+                + (
+                    f"held elsewhere {progress.held_elsewhere} · "
+                    if progress.held_elsewhere
+                    else ""
+                )
+                + ("time left ?" if eta is None else f"time left ~{_duration(eta)}")
+            )
+            finished = progress.done + progress.failed + progress.skipped
+            bar.update(task, completed=finished, status=status)
+            if kind in ("done", "failed"):
+                tag = "[red]failed[/red]" if kind == "failed" else "done"
+                bar.console.print(f"{finished}/{progress.total} {run.label()}: {tag}")
+
+        outcome = run_benchmark(
+            suite,
+            path,
+            jobs=jobs,
+            threads=threads,
+            executor=executor,
+            ray_address=ray_address,
+            retry_failed=retry_failed,
+            on_event=on_event,
+        )
+    keys = [r.key for r in runs]
+    with ResultsStore(path) as db:
+        table, run_rows = db.table(keys), db.runs(keys)
+    console.print(
+        f"{outcome.ran} run(s) ran, {outcome.skipped} already in the store, "
+        f"{outcome.failed} failed, in {_duration(outcome.seconds)}"
+    )
+    if not table.empty:
+        console.print(
+            _table(
+                comparison_table(table),
+                "comparison (accuracy %, mean ± std over seeds; rates = fraction of missing "
+                "(sample, modality) slots unless the spec says unit=samples)",
+            )
+        )
+    for row in run_rows[run_rows.status == "failed"].itertuples():
+        console.print(f"[red]failed[/red] {row.dataset} {row.method} seed={row.seed}: {row.error}")
+    console.print(f"results: {path}")
+    if report:
+        from mlmm.bench.report import write_report
+
+        html = write_report(run_rows, table, Path(path).with_suffix(".html"), title=suite.name)
+        console.print(f"report: {html}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+@app.command("report")
+def report_command(
+    store: Annotated[Path, typer.Argument(help="A results store written by mlmm bench.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file; default beside the store.")] = None,
+) -> None:
+    """Write the self-contained HTML report of a results store."""
+    from mlmm.bench.report import write_report
+    from mlmm.bench.store import ResultsStore
+    from mlmm.errors import MlmmError
+
+    if not store.exists():
+        raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
+    with ResultsStore(store) as db:
+        runs, table = db.runs(), db.table()
+    html = write_report(runs, table, out or store.with_suffix(".html"), title=store.stem)
+    _console().print(f"report: {html}")
+
+
+@app.command("export")
+def export_command(
+    store: Annotated[Path, typer.Argument(help="A results store written by mlmm bench.")],
+    out: Annotated[Path, typer.Argument(help="A .csv or .parquet file.")],
+) -> None:
+    """Export a results store's tidy table (with each run's costs) to CSV or Parquet."""
+    from mlmm.bench.store import ResultsStore
+    from mlmm.errors import MlmmError
+
+    if not store.exists():
+        raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
+    with ResultsStore(store) as db:
+        path = db.export(out)
+    _console().print(f"wrote {path}")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ class ExperimentResult:
     reference : pandas.DataFrame or None
         The same table for the Bayes-optimal classifier, on datasets that expose one
         (``synthetic``), scored under exactly the same test masks.
+    latency_ms_per_sample : float
+        Wall time of one prediction pass over the full-modality test part, per sample.
     """
 
     trained: TrainedModel
@@ -46,6 +49,7 @@ class ExperimentResult:
     train_mask: MaskResult
     split: dict[str, np.ndarray]
     reference: pd.DataFrame | None = None
+    latency_ms_per_sample: float = float("nan")
 
 
 class BayesOracle:
@@ -138,6 +142,9 @@ def run_experiment(
         trained.validation = {
             f"{r.subset}/{r.metric}": r.value for r in val_table.itertuples() if r.scope == "subset"
         }
+    t0 = time.perf_counter()
+    trained.predict_raw(split.test)
+    latency = 1000 * (time.perf_counter() - t0) / len(split.test)
     tests = test_missing if test_missing is not None else condition.test.to_string()
     table = evaluate(trained, split.test, tests, seed=seed, subsets=subsets)
     if getattr(type(model), "imputes", False):
@@ -159,4 +166,6 @@ def run_experiment(
             BayesOracle(generator, data.task), split.test, tests, seed=seed, subsets=subsets
         )
         reference = reference.assign(**{**ids, "method": "bayes-optimal"})
-    return ExperimentResult(trained, table.assign(**ids), train_mask, split.indices, reference)
+    return ExperimentResult(
+        trained, table.assign(**ids), train_mask, split.indices, reference, latency
+    )

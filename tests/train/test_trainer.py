@@ -179,3 +179,20 @@ def test_regression_prior_and_units():
     assert 50.0 < out[0] < 160.0  # in target units, not standardised ones
     with pytest.raises(MlmmError, match="predict_proba is for classification"):
         trained.predict_proba(test, on_empty="prior")
+
+
+def test_time_limit_stops_training_and_keeps_a_complete_model():
+    ds = mlmm.load_dataset("synthetic", n_samples=400)
+    split = mlmm.train_val_test_split(ds, seed=0)
+    model = mlmm.create_method("hemis", ds.specs, ds.task)
+    trainer = mlmm.Trainer(max_epochs=10_000, patience=10_000, progress=False, time_limit=0.5)
+    trained = trainer.fit(model, split.train, split.val)
+    history = trained.histories[0]
+    assert history.time_limited and 1 <= len(history.epochs) < 10_000
+    assert trained.predict(split.test).shape == (len(split.test),)
+    assert trained.trainer_config["time_limit"] == 0.5
+
+
+def test_time_limit_must_be_positive():
+    with pytest.raises(MlmmError, match="time_limit"):
+        mlmm.Trainer(time_limit=0)

@@ -66,6 +66,9 @@ class MissingModalityModel(nn.Module, abc.ABC):
     #: True for methods that fill in absent *inputs* (imputation family); they implement
     #: :meth:`impute`, which the imputation score (:func:`mlmm.eval.imputation_scores`) uses.
     imputes: ClassVar[bool] = False
+    #: How many separately trained models the method holds, reported as a cost (one per subset
+    #: for dedicated training, one per expert for a scheduler); override where it is not 1.
+    n_models: int = 1
 
     def __init__(self, specs: Sequence[ModalitySpec], task: TaskSpec) -> None:
         super().__init__()

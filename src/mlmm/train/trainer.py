@@ -31,6 +31,8 @@ class TrainHistory:
         The epoch whose weights were kept (the lowest validation loss; the last epoch when
         there is no validation data).
     stopped_early : bool
+    time_limited : bool
+        True when the trainer's ``time_limit`` ended this stage (the best weights so far are kept).
     seconds : float
     """
 
@@ -38,6 +40,7 @@ class TrainHistory:
     best_epoch: int = 0
     best_val_loss: float = float("nan")
     stopped_early: bool = False
+    time_limited: bool = False
     seconds: float = 0.0
     stage: str = "main"
 
@@ -74,6 +77,10 @@ class Trainer:
         Clip the gradient norm.
     num_threads : int or None
         ``torch.set_num_threads`` for this process (None leaves it).
+    time_limit : float or None
+        Seconds of training allowed for one :meth:`fit` (all stages together). Checked after
+        every epoch: once it is spent the stage stops and keeps its best weights, and any
+        later stage runs a single epoch, so the model is always complete. None: no limit.
     reinitialize : bool, default True
         Re-draw the model's initial weights from ``seed`` before training (every submodule's
         ``reset_parameters``), so the result does not depend on the global random state at
@@ -103,6 +110,7 @@ class Trainer:
         grad_clip: float | None = 5.0,
         num_threads: int | None = None,
         reinitialize: bool = True,
+        time_limit: float | None = None,
     ) -> None:
         check_range("max_epochs", max_epochs, 1, integer=True)
         check_range("batch_size", batch_size, 1, integer=True)
@@ -114,6 +122,8 @@ class Trainer:
             check_range("grad_clip", grad_clip, 0, low_inclusive=False)
         if num_threads is not None:
             check_range("num_threads", num_threads, 1, integer=True)
+        if time_limit is not None:
+            check_range("time_limit", time_limit, 0, low_inclusive=False)
         self.max_epochs, self.batch_size, self.lr = max_epochs, batch_size, lr
         self.weight_decay, self.patience, self.device = weight_decay, patience, device
         self.seed, self.progress, self.grad_clip, self.num_threads = (
@@ -122,7 +132,8 @@ class Trainer:
             grad_clip,
             num_threads,
         )
-        self.reinitialize = reinitialize
+        self.reinitialize, self.time_limit = reinitialize, time_limit
+        self._deadline: float | None = None
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (stored in artifacts and results)."""
@@ -137,6 +148,7 @@ class Trainer:
             "grad_clip": self.grad_clip,
             "num_threads": self.num_threads,
             "reinitialize": self.reinitialize,
+            "time_limit": self.time_limit,
         }
 
     # ------------------------------------------------------------------ public
@@ -173,7 +185,11 @@ class Trainer:
         device = resolve_device(self.device)
         model.to(device)
         start = time.perf_counter()
-        result = model.fit(self, train_s, val_s)
+        self._deadline = None if self.time_limit is None else start + self.time_limit
+        try:
+            result = model.fit(self, train_s, val_s)
+        finally:
+            self._deadline = None
         histories = result if isinstance(result, list) else [result]
         model.eval()  # stays on the training device; TrainedModel.to moves it
         prior = _prior(train)
@@ -210,8 +226,10 @@ class Trainer:
             )
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         generator = torch.Generator().manual_seed(torch_seed_for(self.seed, "shuffle", stage))
-        epochs = max_epochs or self.max_epochs
-        history = TrainHistory(stage=stage)
+        spent = self._deadline is not None and time.perf_counter() >= self._deadline
+        # once the time limit is spent a stage runs one epoch, so it is never left untrained
+        epochs = 1 if spent else (max_epochs or self.max_epochs)
+        history = TrainHistory(stage=stage, time_limited=spent)
         best_state, best_loss, since_best = None, float("inf"), 0
         start = time.perf_counter()
         with _progress(
@@ -253,6 +271,13 @@ class Trainer:
                 bar(epoch, row)
                 if val_batch is not None and since_best >= self.patience:
                     history.stopped_early = True
+                    break
+                if (
+                    self._deadline is not None
+                    and epoch < epochs
+                    and time.perf_counter() >= self._deadline
+                ):
+                    history.time_limited = True
                     break
         if best_state is not None:
             module.load_state_dict(best_state)

@@ -1,0 +1,353 @@
+"""Benchmark specs: YAML files validated with pydantic, expanded into runs.
+
+A spec names datasets (with loader parameters), methods (with hyperparameters), missingness
+(each entry trains under one condition and tests under a list), seeds, metrics and a budget::
+
+    name: my-bench
+    datasets:
+      handwritten: {}
+      synthetic: {n_samples: 3000}
+    methods:
+      hemis: {hidden: 128}
+      late-fusion: {}
+    missing:
+      - mcar:0.5                      # train and test under MCAR 0.5
+      - none=>mcar:0.5                # train on full data, test under MCAR 0.5
+      - train: mcar:0.5               # one training condition, a robustness curve at test
+        test: [none, mcar:0.3, mcar:0.5, mcar:0.7]
+    seeds: [0, 1, 2]
+    metrics: [accuracy, macro_f1]
+    budget: {max_epochs: 50, time_limit: 120}
+
+Every name, hyperparameter and missingness string is checked before any run starts; an error
+names the field and, for a file, its line. A run is one (dataset, method, training condition,
+seed); it is keyed by a hash of its whole configuration (:func:`run_key`), so rerunning a spec
+skips the runs a results store already holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
+
+#: Metrics the evaluation computes (classification, then regression).
+METRICS = ("accuracy", "macro_f1", "auroc", "ece", "mae", "rmse")
+
+
+class Budget(BaseModel):
+    """What one run may spend: epochs, seconds of training, and the trainer's batch settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_epochs: int = Field(100, ge=1, description="Maximum epochs per training stage.")
+    time_limit: float | None = Field(
+        None, gt=0, description="Seconds of training per run (all stages); None: no limit."
+    )
+    patience: int = Field(20, ge=1, description="Early-stopping patience in epochs.")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`mlmm.Trainer`."""
+        return self.model_dump()
+
+
+class MissingEntry(BaseModel):
+    """One training condition and the test conditions its model is scored under; ``datasets``
+    limits it to some datasets (a fixed pattern names one dataset's modalities)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: str
+    test: list[str] = Field(min_length=1)
+    datasets: list[str] | None = None
+
+    @field_validator("train")
+    @classmethod
+    def _train_spec(cls, value: str) -> str:
+        from mlmm.data.missingness import parse_condition
+
+        condition = parse_condition(value)
+        if condition.train.to_string() != condition.test.to_string():
+            raise ValueError(f"'train' takes one condition, not a TRAIN=>TEST pair: {value!r}")
+        return condition.train.to_string()
+
+    @field_validator("test")
+    @classmethod
+    def _test_specs(cls, values: list[str]) -> list[str]:
+        from mlmm.data.missingness import parse_missingness
+
+        return [parse_missingness(v).to_string() for v in values]
+
+
+class BenchSpec(BaseModel):
+    """A benchmark: datasets × methods × missingness × seeds, with metrics and a budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("custom", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    datasets: dict[str, dict[str, Any] | None] | Literal["all"] = Field(min_length=1)
+    methods: dict[str, dict[str, Any] | None] | Literal["all"] = Field(min_length=1)
+    missing: list[str | MissingEntry] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "macro_f1", "auroc", "ece"])
+    budget: Budget = Field(default_factory=Budget)
+    test_size: float = Field(0.2, gt=0, lt=1)
+    val_size: float = Field(0.1, ge=0, lt=1)
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, value: dict[str, Any] | str) -> dict[str, dict[str, Any]]:
+        from mlmm.data.datasets import DATASETS
+
+        if value == "all":  # every built-in dataset with its default parameters
+            return {name: {} for name in DATASETS.names()}
+        for name in value:
+            DATASETS.get(name)  # unknown name: MlmmError with the closest matches
+        return {name: dict(params or {}) for name, params in value.items()}
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: dict[str, Any] | str) -> dict[str, dict[str, Any]]:
+        from mlmm.methods import METHODS, method_hyperparameters
+
+        if value == "all":  # every registered method with its defaults
+            return {name: {} for name in METHODS.names()}
+        for name, params in value.items():
+            METHODS.get(name)
+            accepted = method_hyperparameters(name)
+            for key in params or {}:
+                if key not in accepted:
+                    raise MlmmError(
+                        f"method {name!r} has no hyperparameter {key!r}.{did_you_mean(key, accepted)}"
+                    )
+        return {name: dict(params or {}) for name, params in value.items()}
+
+    @field_validator("missing")
+    @classmethod
+    def _missing(cls, value: list[str | MissingEntry]) -> list[str | MissingEntry]:
+        from mlmm.data.missingness import parse_condition
+
+        for entry in value:
+            if isinstance(entry, str):
+                parse_condition(entry)
+        return value
+
+    @model_validator(mode="after")
+    def _entry_datasets(self) -> BenchSpec:
+        for i, entry in enumerate(self.missing):
+            for name in entry.datasets or [] if isinstance(entry, MissingEntry) else []:
+                if name not in self.datasets:
+                    raise ValueError(
+                        f"missing[{i}] is limited to dataset {name!r}, which the spec does not "
+                        f"run; add it to datasets or remove it from the entry"
+                    )
+        return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        for seed in value:
+            if seed < 0:
+                raise ValueError(f"seeds must be non-negative integers, got {seed}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds are listed twice: {value}")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, value: list[str]) -> list[str]:
+        for metric in value:
+            if metric not in METRICS:
+                raise unknown_name_error("metric", metric, METRICS)
+        return value
+
+    # ------------------------------------------------------------------ expansion
+    def conditions(self, dataset: str) -> list[tuple[str, list[str]]]:
+        """The missingness entries that apply to ``dataset``, each as ``(training condition,
+        [test conditions])``."""
+        from mlmm.data.missingness import parse_condition
+
+        out = []
+        for entry in self.missing:
+            if isinstance(entry, MissingEntry):
+                if entry.datasets is None or dataset in entry.datasets:
+                    out.append((entry.train, list(entry.test)))
+            else:
+                condition = parse_condition(entry)
+                out.append((condition.train.to_string(), [condition.test.to_string()]))
+        return out
+
+    def runs(self) -> list[RunConfig]:
+        """Every run, in a stable order (dataset, missingness, method, seed)."""
+        return [
+            RunConfig(
+                dataset=dataset,
+                dataset_params=dataset_params,
+                method=method,
+                method_params=method_params,
+                train_missing=train,
+                test_missing=tuple(tests),
+                seed=seed,
+                budget=self.budget.trainer_kwargs(),
+                test_size=self.test_size,
+                val_size=self.val_size,
+            )
+            for dataset, dataset_params in self.datasets.items()
+            for train, tests in self.conditions(dataset)
+            for method, method_params in self.methods.items()
+            for seed in self.seeds
+        ]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run's results (its hash is the run's key)."""
+
+    dataset: str
+    dataset_params: dict[str, Any]
+    method: str
+    method_params: dict[str, Any]
+    train_missing: str
+    test_missing: tuple[str, ...]
+    seed: int
+    budget: dict[str, Any]
+    test_size: float
+    val_size: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the test conditions as a list."""
+        return {
+            "dataset": self.dataset,
+            "dataset_params": self.dataset_params,
+            "method": self.method,
+            "method_params": self.method_params,
+            "train_missing": self.train_missing,
+            "test_missing": list(self.test_missing),
+            "seed": self.seed,
+            "budget": self.budget,
+            "test_size": self.test_size,
+            "val_size": self.val_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return cls(**{**data, "test_missing": tuple(data["test_missing"])})
+
+    @property
+    def key(self) -> str:
+        """A stable hash of the whole configuration (16 hex digits)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        """A short human-readable name: ``handwritten hemis mcar:0.5 seed=0``."""
+        return f"{self.dataset} {self.method} {self.train_missing} seed={self.seed}"
+
+
+# ---------------------------------------------------------------------- loading
+def parse_spec(data: Any, source: str = "spec", lines: dict[tuple, int] | None = None) -> BenchSpec:
+    """Validate a spec given as a mapping; errors name the field (and its line, when known)."""
+    if not isinstance(data, dict):
+        raise MlmmError(
+            f"{source}: a benchmark spec is a mapping with keys datasets, methods, missing, "
+            f"seeds..., got {type(data).__name__}"
+        )
+    try:
+        return BenchSpec.model_validate(data)
+    except MlmmError as err:  # raised by a registry lookup inside a validator
+        raise MlmmError(f"{source}: {err}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        # pydantic adds the union member's name to the location of a failed union entry
+        loc = tuple(p for p in loc if p not in ("str", "MissingEntry"))
+        field = ".".join(str(p) for p in loc) or "spec"
+        line = _line_for(lines or {}, loc)
+        where = f"{source}, line {line}" if line else source
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field; remove it or check its spelling"
+        elif first["type"] == "missing":
+            message = "required field is missing"
+        raise MlmmError(f"{where}: {field}: {message}") from None
+
+
+def load_spec(path: str | Path) -> BenchSpec:
+    """Read and validate a YAML spec file (never executed: plain YAML only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MlmmError(
+            f"no benchmark spec at {str(path)!r}; give a YAML file or a built-in suite "
+            f"({', '.join(builtin_suites())})"
+        )
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise MlmmError(f"{path}{where}: not valid YAML: {problem}") from None
+    return parse_spec(data, str(path), lines)
+
+
+def builtin_suites() -> list[str]:
+    """Names of the suites shipped in the package (``quick``, ``standard``...)."""
+    folder = resources.files("mlmm.bench") / "suites"
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_suite(name_or_path: str | Path) -> BenchSpec:
+    """A built-in suite by name, or a spec file by path."""
+    name = str(name_or_path)
+    if name in builtin_suites():
+        with resources.as_file(resources.files("mlmm.bench") / "suites" / f"{name}.yaml") as p:
+            return load_spec(p)
+    if not name.endswith((".yaml", ".yml")) and not Path(name).exists():
+        raise unknown_name_error("benchmark suite", name, builtin_suites())
+    return load_spec(name)
+
+
+def _key_lines(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
+    """1-based line of every key and list item in a composed YAML document, by path."""
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = (*path, key.value)
+            lines[sub] = key.start_mark.line + 1
+            lines.update(_key_lines(value, sub))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = (*path, i)
+            lines[sub] = item.start_mark.line + 1
+            lines.update(_key_lines(item, sub))
+    return lines
+
+
+def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
+    """The line of the deepest known prefix of a pydantic error location."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None

@@ -1,0 +1,145 @@
+"""Running benchmarks: resume, failures, kill -9, two processes on one store, executors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from mlmm.bench import execute
+from mlmm.bench.execute import plan_threads, run_benchmark
+from mlmm.bench.spec import load_spec, parse_spec
+from mlmm.bench.store import ResultsStore
+from mlmm.errors import MlmmError
+
+KEY = ["run_key", "method", "condition", "scope", "subset", "metric"]
+
+
+def rows(path) -> pd.DataFrame:
+    with ResultsStore(path) as db:
+        table = db.results()
+    return table.sort_values(KEY).reset_index(drop=True)
+
+
+def bench_process(spec, store) -> subprocess.Popen:
+    """``mlmm bench`` in its own process (one job, one thread: same results as in-process)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlmm.cli", "bench", str(spec), "--store", str(store)]
+        + ["--jobs", "1", "--threads", "1", "--no-report"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    "jobs, threads, cores, expected",
+    [(1, None, 2, 2), (2, None, 2, 1), (1, 1, 2, 1), (3, None, 8, 2)],
+)
+def test_threads_per_worker_never_oversubscribe(jobs, threads, cores, expected):
+    assert plan_threads(jobs, threads, cores) == expected
+
+
+@pytest.mark.parametrize(
+    "jobs, threads, phrase",
+    [(3, None, "--jobs 3 exceeds the 2 cores"), (2, 2, "use --threads 1"), (0, None, "positive")],
+)
+def test_oversubscription_is_refused_with_the_fix(jobs, threads, phrase):
+    with pytest.raises(MlmmError, match=phrase):
+        plan_threads(jobs, threads, cores=2)
+
+
+def test_rerun_skips_finished_runs_and_a_failure_does_not_stop_the_rest(
+    tmp_path, tiny_spec_file, monkeypatch
+):
+    spec = load_spec(tiny_spec_file)
+    data = spec.model_dump()
+    data["methods"]["hemis"] = {"hidden": 0}  # fails at construction, in its run
+    spec = parse_spec(data)
+    first = run_benchmark(spec, tmp_path / "r.db", threads=1)
+    assert (first.ran, first.failed) == (6, 2)
+    with ResultsStore(tmp_path / "r.db") as db:
+        runs = db.runs()
+    failed = runs[runs.status == "failed"]
+    assert set(failed.method) == {"hemis"} and failed.error.str.contains("hidden").all()
+    assert set(rows(tmp_path / "r.db").method) == {"late-fusion", "zero-impute", "bayes-optimal"}
+
+    calls = []
+    real = execute.execute_run
+    monkeypatch.setattr(execute, "execute_run", lambda c, t: calls.append(c) or real(c, t))
+    second = run_benchmark(spec, tmp_path / "r.db", threads=1)
+    assert second.skipped == 4 and {c["method"] for c in calls} == {"hemis"}  # failed: rerun
+    calls.clear()
+    third = run_benchmark(spec, tmp_path / "r.db", threads=1, retry_failed=False)
+    assert third.skipped == 6 and calls == []
+
+
+def test_kill_9_mid_benchmark_then_rerun_gives_the_same_rows(tmp_path, tiny_spec_file):
+    reference = tmp_path / "reference.db"
+    assert bench_process(tiny_spec_file, reference).wait(timeout=600) == 0
+
+    store = tmp_path / "killed.db"
+    proc = bench_process(tiny_spec_file, store)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill it once a run is done and the next one has started
+        if store.exists():
+            with ResultsStore(store) as db:
+                status = db.runs().status.tolist()
+            if "done" in status and "running" in status:
+                break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with ResultsStore(store) as db:
+        assert "done" in db.runs().status.tolist()
+    assert bench_process(tiny_spec_file, store).wait(timeout=600) == 0
+
+    killed, uninterrupted = rows(store), rows(reference)
+    assert len(killed) == len(uninterrupted)
+    pd.testing.assert_frame_equal(killed, uninterrupted)
+    with ResultsStore(store) as db:
+        assert set(db.runs().status) == {"done"}
+
+
+def test_two_processes_on_one_store_stay_consistent(tmp_path, tiny_spec_file):
+    store = tmp_path / "shared.db"
+    first, second = bench_process(tiny_spec_file, store), bench_process(tiny_spec_file, store)
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    assert second.wait(timeout=600) == 0, second.stderr.read()
+    with ResultsStore(store) as db:
+        runs = db.runs()
+    assert set(runs.status) == {"done"} and len(runs) == 4
+    assert (runs.attempts == 1).all(), "a run was trained twice"
+    table = rows(store)
+    assert not table.duplicated(KEY).any()
+    assert set(table.run_key) == set(runs.run_key)
+
+
+def test_a_process_pool_gives_the_same_results_as_one_process(tmp_path, tiny_spec_file):
+    spec = load_spec(tiny_spec_file)
+    run_benchmark(spec, tmp_path / "inline.db", jobs=1, threads=1)
+    outcome = run_benchmark(spec, tmp_path / "pool.db", jobs=2, threads=1)
+    assert outcome.ran == 4 and outcome.failed == 0
+    pd.testing.assert_frame_equal(rows(tmp_path / "pool.db"), rows(tmp_path / "inline.db"))
+    with ResultsStore(tmp_path / "pool.db") as db:
+        assert set(db.runs().threads) == {1}
+
+
+def test_ray_executor_writes_the_same_results(tmp_path, tiny_spec_file):
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'mlmm[ray]'")
+    spec = load_spec(tiny_spec_file)
+    run_benchmark(spec, tmp_path / "inline.db", jobs=1, threads=1)
+    try:
+        outcome = run_benchmark(spec, tmp_path / "ray.db", jobs=2, threads=1, executor="ray")
+    finally:
+        ray.shutdown()
+    assert outcome.ran == 4 and outcome.failed == 0
+    pd.testing.assert_frame_equal(rows(tmp_path / "ray.db"), rows(tmp_path / "inline.db"))
+
+
+def test_unknown_executor_is_refused(tmp_path, tiny_spec_file):
+    with pytest.raises(MlmmError, match="'local' or 'ray'"):
+        run_benchmark(load_spec(tiny_spec_file), tmp_path / "r.db", executor="slurm")
