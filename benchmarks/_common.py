@@ -64,6 +64,28 @@ def per_view_logistic(
     }
 
 
+def run_grid(spec: dict, store, jobs: int = 1, threads: int | None = None) -> pd.DataFrame:
+    """Run a benchmark spec (a mapping, as in a YAML file) into ``store`` with mlmm's runner
+    (resumable: finished runs are skipped) and return the tidy table of its runs with costs."""
+    from mlmm.bench import ResultsStore, parse_spec, run_benchmark
+
+    bench = parse_spec(spec, "benchmark grid")
+
+    def show(kind, run, progress) -> None:
+        if kind in ("done", "failed", "skipped"):
+            n = progress.done + progress.failed + progress.skipped
+            print(f"{n}/{progress.total} {run.label()}: {kind}", flush=True)
+
+    outcome = run_benchmark(bench, store, jobs=jobs, threads=threads, on_event=show)
+    with ResultsStore(store) as db:
+        table = db.table([r.key for r in bench.runs()])
+        failed = db.runs([r.key for r in bench.runs()]).query("status == 'failed'")
+    for row in failed.itertuples():
+        print(f"FAILED {row.dataset} {row.method} seed={row.seed}: {row.error}", flush=True)
+    print(f"{outcome.ran} runs ran, {outcome.skipped} from the store ({store})", flush=True)
+    return table
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub markdown table of a data frame (no extra dependency)."""
     rows = [list(map(str, frame.columns))] + [

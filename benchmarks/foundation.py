@@ -11,7 +11,7 @@ Also runs a classical reference the way a practitioner would: per-view logistic 
 same masked training data, combined by averaging the probabilities of the present views.
 
 Run:  python benchmarks/foundation.py [--seeds 0,1,2] [--out benchmarks/results]
-Results are resumable (one CSV per finished run under <out>/foundation-runs/) and written to
+Results are resumable (mlmm's results store <out>/foundation-runs/results.db) and written to
 <out>/foundation.json and <out>/foundation.md with the machine they ran on.
 """
 
@@ -26,9 +26,9 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, per_view_logistic, write_report  # noqa: E402
+from _common import machine, per_view_logistic, run_grid, write_report  # noqa: E402
 
-from mlmm.bench.runner import BenchConfig, comparison_table, run_bench  # noqa: E402
+from mlmm.bench import comparison_table  # noqa: E402
 
 # 13,890 samples: 20% test (2,778), then 10% of the rest for early stopping (1,112),
 # leaving exactly 10,000 samples to fit on.
@@ -43,24 +43,14 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    config = BenchConfig(
-        datasets={"synthetic": SYNTHETIC, "handwritten": {}},
-        methods=METHODS,
-        missing=["mcar:0.5"],
-        seeds=seeds,
-    )
+    datasets = {"synthetic": SYNTHETIC, "handwritten": {}}
+    spec = {"datasets": datasets, "methods": METHODS, "missing": ["mcar:0.5"], "seeds": seeds}
     t0 = time.perf_counter()
-    results = run_bench(
-        config,
-        out / "foundation-runs",
-        lambda i, n, run, status: print(
-            f"{i}/{n} {run['dataset']} {run['method']} seed={run['seed']}: {status}", flush=True
-        ),
-    )
+    results = run_grid(spec, out / "foundation-runs" / "results.db")
     table = comparison_table(results)
     with threadpool_limits(1):
         classical = pd.DataFrame(
-            [per_view_logistic(d, p, s) for d, p in config.datasets.items() for s in seeds]
+            [per_view_logistic(d, p, s) for d, p in datasets.items() for s in seeds]
         )
     acc = results[(results.scope == "overall") & (results.metric == "accuracy")]
     per_seed = acc.pivot_table(

@@ -29,9 +29,9 @@ import torch
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, per_view_logistic, write_report  # noqa: E402
+from _common import machine, per_view_logistic, run_grid, write_report  # noqa: E402
 
-from mlmm.bench.runner import BenchConfig, comparison_table, run_bench  # noqa: E402
+from mlmm.bench import comparison_table  # noqa: E402
 from mlmm.methods import list_methods  # noqa: E402
 
 SYNTHETIC = {"n_samples": 13890}  # 20% test, 10% of the rest for validation: 10,000 to fit
@@ -44,25 +44,25 @@ def methods() -> dict[str, dict]:
     return {name: {} for name in sorted(set(names))}
 
 
-def grids(seeds: list[int], skip: set[str]) -> dict[str, list[BenchConfig]]:
+def grids(seeds: list[int], skip: set[str]) -> dict[str, dict]:
     """The runs per dataset; ``skip`` holds ``dataset:method`` pairs left out."""
 
     def chosen(dataset: str) -> dict[str, dict]:
         return {m: p for m, p in methods().items() if f"{dataset}:{m}" not in skip}
 
-    synthetic = BenchConfig(
-        datasets={"synthetic": SYNTHETIC},
-        methods=chosen("synthetic"),
-        missing=["mcar:0.5"],
-        seeds=seeds,
-    )
-    handwritten = BenchConfig(
-        datasets={"handwritten": {}},
-        methods=chosen("handwritten"),
-        missing=["mcar:0.5", "mcar:0.7"],
-        seeds=seeds,
-    )
-    return {"synthetic": [synthetic], "handwritten": [handwritten]}
+    synthetic = {
+        "datasets": {"synthetic": SYNTHETIC},
+        "methods": chosen("synthetic"),
+        "missing": ["mcar:0.5"],
+        "seeds": seeds,
+    }
+    handwritten = {
+        "datasets": {"handwritten": {}},
+        "methods": chosen("handwritten"),
+        "missing": ["mcar:0.5", "mcar:0.7"],
+        "seeds": seeds,
+    }
+    return {"synthetic": synthetic, "handwritten": handwritten}
 
 
 def main() -> None:
@@ -83,20 +83,10 @@ def main() -> None:
     t0 = time.perf_counter()
     parts = []
     skip = {s for s in args.skip.split(",") if s}
-    for name, configs in grids(seeds, skip).items():
+    for name, spec in grids(seeds, skip).items():
         if args.only and name != args.only:
             continue
-        for config in configs:
-            parts.append(
-                run_bench(
-                    config,
-                    runs_dir / name,
-                    lambda i, n, run, status: print(
-                        f"{i}/{n} {run['dataset']} {run['method']} {run['missing']} seed={run['seed']}: {status}",
-                        flush=True,
-                    ),
-                )
-            )
+        parts.append(run_grid(spec, runs_dir / f"{name}.db", threads=args.threads))
     if args.only:
         return
     results = pd.concat(parts, ignore_index=True)

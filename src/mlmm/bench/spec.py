@@ -55,7 +55,7 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_epochs: int = Field(100, ge=1, description="Maximum epochs per training stage.")
+    max_epochs: int = Field(200, ge=1, description="Maximum epochs per training stage.")
     time_limit: float | None = Field(
         None, gt=0, description="Seconds of training per run (all stages); None: no limit."
     )
