@@ -50,7 +50,10 @@ def test_entries_train_once_and_test_under_a_list():
     spec = parse_spec(
         {**BASE, "missing": ["none=>mcar:0.5", {"train": "mcar:0.5", "test": ["none", "mcar:0.7"]}]}
     )
-    assert spec.conditions("synthetic") == [("none", ["mcar:0.5"]), ("mcar:0.5", ["none", "mcar:0.7"])]
+    assert spec.conditions("synthetic") == [
+        ("none", ["mcar:0.5"]),
+        ("mcar:0.5", ["none", "mcar:0.7"]),
+    ]
 
 
 def test_an_entry_limited_to_a_dataset_applies_only_there():
@@ -122,3 +125,15 @@ def test_a_spec_is_a_mapping():
     with pytest.raises(MlmmError, match="is a mapping"):
         parse_spec(["hemis"])
     assert isinstance(parse_spec(BASE), BenchSpec)
+
+
+def test_the_documented_spec_is_valid():
+    from pathlib import Path
+
+    import yaml
+
+    page = (Path(__file__).parents[2] / "docs" / "benchmarks.md").read_text()
+    block = re.search(r"^```yaml\n(.*?)^```", page, flags=re.DOTALL | re.MULTILINE).group(1)
+    spec = parse_spec(yaml.safe_load(block))
+    assert len(spec.conditions("handwritten")) == 4 and len(spec.conditions("synthetic")) == 3
+    assert spec.budget.time_limit == 600
