@@ -1,0 +1,291 @@
+"""The HTML benchmark report: every section, self-contained, numbers right, renders in Chromium."""
+
+import base64
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+
+from mlmm.bench.report import write_report
+from mlmm.errors import MlmmError
+from mlmm.methods import TAXONOMY
+
+SECTIONS = (
+    "leaderboard",
+    "robustness",
+    "subsets",
+    "bayes-gap",
+    "efficiency",
+    "taxonomy",
+    "failures",
+)
+FAMILIES = {"late-fusion": ("combination", "ensemble"), "hemis": ("representation", "composition")}
+# accuracy under no missingness per (method, seed); MCAR 0.5 costs 10 points
+ACCURACY = {
+    ("late-fusion", 0): 0.80,
+    ("late-fusion", 1): 0.90,
+    ("hemis", 0): 0.70,
+    ("hemis", 1): 0.72,
+}
+BAYES_ACCURACY = {0: 0.95, 1: 0.93}  # per seed
+ERROR = "shapes [4, 3] and <5> & 'x' do not match"
+
+
+def _run(key, dataset, method, seed, status="done", error=None):
+    family, subtype = FAMILIES[method]
+    return dict(
+        run_key=key, dataset=dataset, method=method, family=family, subtype=subtype, seed=seed,
+        train_condition="none", status=status, error=error, n_parameters=1000, n_models=1,
+        train_seconds=2.0 + seed, run_seconds=3.0, latency_ms_per_sample=0.05, threads=1,
+        machine="box-1", version="0.1.0",
+    )  # fmt: skip
+
+
+def _result(key, dataset, method, seed, condition, rate, scope, subset, metric, value):
+    return dict(
+        run_key=key, dataset=dataset, method=method, seed=seed, train_condition="none",
+        condition=condition, slot_rate=rate, scope=scope, subset=subset, n=100, metric=metric,
+        value=value,
+    )  # fmt: skip
+
+
+def fake_tables():
+    """Two seeds of two methods on synthetic (tested under none and MCAR 0.5, with the Bayes
+    rows) and on a regression dataset (one test condition), plus one failed run."""
+    runs, results = [], []
+    for (method, seed), acc in ACCURACY.items():
+        key = f"{method}-{seed}"
+        runs.append(_run(key, "synthetic", method, seed))
+        for condition, rate, drop in [("none", 0.0, 0.0), ("mcar:0.5", 0.5, 0.1)]:
+            for name, value in [
+                (method, acc - drop),
+                ("bayes-optimal", BAYES_ACCURACY[seed] - drop),
+            ]:
+                results.append(
+                    _result(key, "synthetic", name, seed, condition, rate, "overall", "all", "accuracy", value)
+                )  # fmt: skip
+        for subset, value in [("m0", acc - 0.2), ("m1", acc - 0.1), ("m0+m1", acc)]:
+            results.append(
+                _result(key, "synthetic", method, seed, f"subset:{subset}", 0.3, "subset", subset, "accuracy", value)
+            )  # fmt: skip
+        runs.append(_run(key + "-reg", "toy-regression", method, seed))
+        results.append(
+            _result(key + "-reg", "toy-regression", method, seed, "none", 0.0, "overall", "all", "rmse", acc)
+        )  # fmt: skip
+    runs.append(_run("hemis-2", "synthetic", "hemis", 2, status="failed", error=ERROR))
+    return pd.DataFrame(runs), pd.DataFrame(results)
+
+
+class Page(HTMLParser):
+    """Section ids with their text, and every src/href the page would load."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.sections, self.links, self.current = {}, [], None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.current = attrs["id"]
+            self.sections[self.current] = ""
+        self.links += [(tag, attrs[a]) for a in ("src", "href") if a in attrs]
+
+    def handle_endtag(self, tag):
+        if tag == "section":
+            self.current = None
+
+    def handle_data(self, data):
+        if self.current:
+            self.sections[self.current] += " " + data
+
+
+def squash(text):
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def fake_report(tmp_path_factory):
+    runs, results = fake_tables()
+    path = write_report(runs, results, tmp_path_factory.mktemp("report") / "out" / "report.html")
+    return path, Page(path.read_text(encoding="utf-8"))
+
+
+def test_every_section_is_there_and_the_page_loads_nothing_from_outside(fake_report):
+    path, page = fake_report
+    assert path.name == "report.html" and path.exists()
+    assert tuple(page.sections) == SECTIONS
+    text = path.read_text(encoding="utf-8")
+    assert "http://" not in text and "https://" not in text
+    images = [value for tag, value in page.links if tag == "img"]
+    assert images, "the report has no figure"
+    for tag, value in page.links:
+        assert value.startswith(("#", "data:image/png;base64,")), (tag, value)
+    for src in images:
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert not list(path.parent.glob(".*.tmp")), "the atomic write left a temporary file"
+
+
+def test_leaderboard_ranks_by_mean_and_std_over_seeds(fake_report):
+    text = squash(fake_report[1].sections["leaderboard"])
+    # late-fusion 0.80/0.90 → 85.0 ± 7.1; hemis 0.70/0.72 → 71.0 ± 1.4; rank 1 comes first
+    assert "late-fusion combination 85.0 ± 7.1 #1 75.0 ± 7.1 #1 1.0" in text
+    assert "hemis representation 71.0 ± 1.4 #2 61.0 ± 1.4 #2 2.0" in text
+    # regression is ranked by RMSE, lower first: hemis (0.71) before late-fusion (0.85)
+    regression = text[text.index("toy-regression") :]
+    assert "rmse" in regression
+    assert regression.index("hemis") < regression.index("late-fusion")
+
+
+def test_bayes_gap_is_paired_by_seed(fake_report):
+    text = squash(fake_report[1].sections["bayes-gap"])
+    # under none: (0.95, 0.93) − (0.80, 0.90) = (15, 3) points; − (0.70, 0.72) = (25, 21)
+    assert "late-fusion combination 85.0 ± 7.1 94.0 ± 1.4 9.0 ± 8.5" in text
+    assert "hemis representation 71.0 ± 1.4 94.0 ± 1.4 23.0 ± 2.8" in text
+
+
+def test_robustness_plots_only_datasets_with_several_test_rates(fake_report):
+    section = fake_report[1].sections["robustness"]
+    assert "synthetic" in section
+    assert "toy-regression: a single test missing rate, so no curve" in squash(section)
+
+
+def test_efficiency_taxonomy_and_failures(fake_report):
+    sections = {k: squash(v) for k, v in fake_report[1].sections.items()}
+    # seeds 0 and 1 trained in 2 s and 3 s
+    assert "synthetic late-fusion combination 2 1,000 1 2.5 ± 0.707 0.05" in sections["efficiency"]
+    for family, subtypes in TAXONOMY.items():
+        for subtype in subtypes:
+            assert f"{family} {subtype}" in sections["taxonomy"]
+    assert "combination ensemble late-fusion" in sections["taxonomy"]
+    assert "cover 2 of" in sections["taxonomy"]
+    # a subtype no finished run covered is a highlighted cell
+    assert '<td class="empty">—</td>' in fake_report[0].read_text(encoding="utf-8")
+    assert ERROR in sections["failures"]
+    assert "hemis-2" in sections["failures"]
+
+
+def test_text_is_escaped(fake_report):
+    text = fake_report[0].read_text(encoding="utf-8")
+    assert "&lt;5&gt; &amp; &#x27;x&#x27;" in text and "<5>" not in text
+
+
+def test_a_benchmark_with_no_finished_run_still_gets_a_report(tmp_path):
+    runs, results = fake_tables()
+    runs = runs.assign(status="failed", error="boom")
+    page = Page(
+        write_report(runs, results.iloc[:0], tmp_path / "r.html").read_text(encoding="utf-8")
+    )
+    assert tuple(page.sections) == SECTIONS
+    assert "synthetic dataset" in page.sections["bayes-gap"]
+    assert "boom" in page.sections["failures"]
+    assert "late-fusion (failed)" in page.sections["taxonomy"]
+
+
+def test_nothing_failed_says_none(tmp_path):
+    runs, results = fake_tables()
+    runs = runs[runs.status == "done"]
+    page = Page(write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert squash(page.sections["failures"]) == "Failures none"
+
+
+def test_missing_columns_are_named(tmp_path):
+    runs, results = fake_tables()
+    with pytest.raises(MlmmError, match="the results table lacks the column.*slot_rate"):
+        write_report(runs, results.drop(columns="slot_rate"), tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory):
+    """A report from two real (tiny) experiments on synthetic, tested at two missing rates."""
+    import platform
+
+    from mlmm.experiment import run_experiment
+
+    runs, tables = [], []
+    for method in ("late-fusion", "mean-impute"):
+        res = run_experiment(
+            "synthetic", method, dataset_params={"n_samples": 300}, missing="mcar:0.5",
+            test_missing=["none", "mcar:0.5"], trainer={"max_epochs": 2, "progress": False},
+        )  # fmt: skip
+        key = f"{method}-0"
+        tables += [res.table.assign(run_key=key), res.reference.assign(run_key=key)]
+        family, subtype = (type(res.trained.model).family, type(res.trained.model).subtype)
+        runs.append(
+            dict(
+                run_key=key, dataset="synthetic", method=method, family=family, subtype=subtype,
+                seed=0, train_condition="mcar:0.5", status="done", error=None,
+                n_parameters=res.trained.n_parameters(), n_models=1,
+                train_seconds=res.trained.train_seconds, run_seconds=1.0,
+                latency_ms_per_sample=0.01, threads=1, machine=platform.node(), version="dev",
+            )
+        )  # fmt: skip
+    path = tmp_path_factory.mktemp("real") / "report.html"
+    return write_report(pd.DataFrame(runs), pd.concat(tables, ignore_index=True), path)
+
+
+def test_report_of_a_real_experiment(real_report):
+    page = Page(real_report.read_text(encoding="utf-8"))
+    assert tuple(page.sections) == SECTIONS
+    assert "single test missing rate" not in page.sections["robustness"]
+    assert sum(tag == "img" for tag, _ in page.links) == 2  # robustness curves, subset heatmap
+    gap = squash(page.sections["bayes-gap"])
+    assert "late-fusion" in gap and "mean-impute" in gap
+
+
+# ---------------------------------------------------------------- headless browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render(path, tmp_path):
+    """The DOM headless Chromium built from ``path`` after load, and its log."""
+    if CHROMIUM is None:
+        pytest.skip(
+            "no chromium binary found: install Debian's chromium (apt-get install -y chromium)"
+        )
+    done = subprocess.run(
+        [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--enable-logging=stderr", "--v=0", "--dump-dom", path.resolve().as_uri(),
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, done.stderr
+
+
+def render_status(dom):
+    match = re.search(r'<body[^>]*data-render="([^"]*)"', dom)
+    assert match, "the page's load handler never ran"
+    return match.group(1)
+
+
+def test_report_renders_in_headless_chromium(real_report, tmp_path):
+    dom, log = render(real_report, tmp_path)
+    assert render_status(dom) == "ok"
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in dom
+    console = [line for line in log.splitlines() if "CONSOLE" in line]
+    assert not console, console
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda t: t.replace("base64,iVBOR", "base64,AAAA", 1), "image not decoded"),
+        (lambda t: t.replace("</nav>", '<img src="https://example.invalid/x.png" alt="x"></nav>'), "blocked"),
+    ],
+    ids=["corrupt-image", "external-image"],
+)  # fmt: skip
+def test_the_browser_check_catches_a_broken_page(fake_report, tmp_path, change, problem):
+    broken = tmp_path / "broken.html"
+    broken.write_text(change(fake_report[0].read_text(encoding="utf-8")), encoding="utf-8")
+    status = render_status(render(broken, tmp_path)[0])
+    assert problem in status
