@@ -87,3 +87,17 @@ def test_atomic_write_leaves_no_partial_file_when_the_body_raises(tmp_path):
         raise KeyboardInterrupt
     assert target.read_text() == "previous"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
+    import os
+    import stat
+
+    from mlmm.utils import atomic_write
+
+    with open(tmp_path / "plain.txt", "w") as fh:
+        fh.write("x")
+    with atomic_write(tmp_path / "atomic.txt") as fh:
+        fh.write("x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "atomic.txt").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
