@@ -66,6 +66,9 @@ class MissingModalityModel(nn.Module, abc.ABC):
     #: True for methods that fill in absent *inputs* (imputation family); they implement
     #: :meth:`impute`, which the imputation score (:func:`mlmm.eval.imputation_scores`) uses.
     imputes: ClassVar[bool] = False
+    #: False for methods whose fit has no randomness (a convex solver, deterministic tree
+    #: growing): the contract suite then checks that another seed gives the *same* result.
+    uses_seed: ClassVar[bool] = True
     #: How many separately trained models the method holds, reported as a cost (one per subset
     #: for dedicated training, one per expert for a scheduler); override where it is not 1.
     n_models: int = 1

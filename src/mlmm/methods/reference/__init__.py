@@ -1,0 +1,1 @@
+"""Reference baselines: classical scikit-learn models, fitted without gradients, predicting in torch."""

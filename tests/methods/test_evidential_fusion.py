@@ -1,0 +1,87 @@
+"""evidential-fusion: the Dempster–Shafer rule by hand, absent opinions skipped, uncertainty."""
+
+import numpy as np
+import pytest
+import torch
+
+import mlmm
+from mlmm.data.batch import MultimodalBatch
+from mlmm.errors import MlmmError
+from mlmm.methods import create_method
+from mlmm.methods.combination.evidential_fusion import ds_combine, nig_combine
+from mlmm.testing import contract_dataset
+
+
+def test_ds_rule_on_numbers_computed_by_hand():
+    b1, u1 = torch.tensor([[0.6, 0.2]]), torch.tensor([0.2])
+    b2, u2 = torch.tensor([[0.3, 0.5]]), torch.tensor([0.2])
+    belief, u = ds_combine(b1, u1, b2, u2)
+    # conflict C = 0.6*0.5 + 0.2*0.3 = 0.36; b0 = (0.18 + 0.12 + 0.06) / 0.64
+    assert torch.allclose(belief, torch.tensor([[0.5625, 0.375]]))
+    assert torch.allclose(u, torch.tensor([0.0625]))  # 0.04 / 0.64
+    assert torch.allclose(belief.sum(-1) + u, torch.ones(1))
+
+
+def test_vacuous_opinion_is_the_identity_and_the_rule_is_associative():
+    b1, u1 = torch.tensor([[0.6, 0.2]]), torch.tensor([0.2])
+    b2, u2 = torch.tensor([[0.3, 0.5]]), torch.tensor([0.2])
+    b3, u3 = torch.tensor([[0.1, 0.1]]), torch.tensor([0.8])
+    belief, u = ds_combine(b1, u1, torch.zeros(1, 2), torch.ones(1))
+    assert torch.allclose(belief, b1) and torch.allclose(u, u1)
+    left = ds_combine(*ds_combine(b1, u1, b2, u2), b3, u3)
+    right = ds_combine(b1, u1, *ds_combine(b2, u2, b3, u3))
+    assert torch.allclose(left[0], right[0]) and torch.allclose(left[1], right[1])
+
+
+def test_nig_summation_by_hand():
+    one = (torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([1.0]))
+    two = (torch.tensor([3.0]), torch.tensor([3.0]), torch.tensor([2.0]), torch.tensor([1.0]))
+    mu, nu, alpha, beta = nig_combine(one, two)
+    # mu = (1 + 9) / 4; beta = 2 + 0.5*1*1.5^2 + 0.5*3*0.5^2
+    assert torch.allclose(torch.stack([mu, nu, alpha, beta]).flatten(),
+                          torch.tensor([2.5, 4.0, 4.5, 3.5]))  # fmt: skip
+
+
+def test_fused_opinion_is_the_rule_over_present_modalities_only():
+    data = contract_dataset()
+    rows = np.array([[True, False, True], [False, True, False], [True, True, True]])
+    part = data.subset(np.arange(3)).with_presence(rows)
+    model = create_method("evidential-fusion", data.specs, data.task).eval()
+    with torch.no_grad():
+        out = model(MultimodalBatch.from_dataset(part))
+    evidence = out.extras["evidence"]  # [B, M, K]
+    k = evidence.shape[-1]
+    strength = evidence.sum(-1) + k
+    belief, u = evidence / strength.unsqueeze(-1), k / strength
+    for row, present in enumerate(rows):
+        idx = np.flatnonzero(present)
+        fb, fu = belief[row : row + 1, idx[0]], u[row : row + 1, idx[0]]
+        for j in idx[1:]:
+            fb, fu = ds_combine(fb, fu, belief[row : row + 1, j], u[row : row + 1, j])
+        assert torch.allclose(out.extras["uncertainty"][row], fu[0], atol=1e-6)
+        alpha = fb[0] * (k / fu[0]) + 1
+        assert torch.allclose(out.prediction[row], (alpha / alpha.sum()).log(), atol=1e-5)
+
+
+def test_uncertainty_rises_as_modalities_go_missing_on_synthetic():
+    ds = mlmm.load_dataset("synthetic", n_samples=800, seed=0)
+    split = mlmm.train_val_test_split(ds, seed=0)
+    train, _ = mlmm.simulate(split.train, "mcar:0.3", seed=0)
+    model = create_method("evidential-fusion", ds.specs, ds.task)
+    trained = mlmm.Trainer(max_epochs=8, seed=0, progress=False).fit(model, train, split.val)
+    test = trained.standardizer.transform(split.test)
+    m = ds.n_modalities
+    mean_u = {}
+    for n_present in range(1, m + 1):
+        present = np.zeros((test.n_samples, m), dtype=bool)
+        present[:, :n_present] = True
+        with torch.no_grad():
+            out = trained.model(MultimodalBatch.from_dataset(test.with_presence(present)))
+        mean_u[n_present] = out.extras["uncertainty"].mean().item()
+    assert mean_u[1] > mean_u[2] > mean_u[3], mean_u
+
+
+def test_hyperparameters_are_checked():
+    data = contract_dataset()
+    with pytest.raises(MlmmError, match="annealing_epochs"):
+        create_method("evidential-fusion", data.specs, data.task, annealing_epochs=0)
