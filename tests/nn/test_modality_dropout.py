@@ -67,3 +67,29 @@ def test_rows_with_one_modality_keep_it():
     present[torch.arange(500), torch.arange(500) % 3] = True
     kept = modality_dropout(present, 0.9, gen())
     assert torch.equal(kept, present)
+
+
+def test_each_modality_is_dropped_at_its_own_rate_and_one_is_always_kept():
+    torch.manual_seed(0)
+    present = torch.ones(20000, 3, dtype=torch.bool)
+    present[::2, 2] = False  # half the rows lack the third modality
+    kept = modality_dropout(present, torch.tensor([0.5, 0.0, 0.2]))
+    assert not (kept & ~present).any()  # never adds a modality
+    assert kept.any(dim=1).all()
+    assert kept[:, 1].all()  # probability 0: never dropped
+    # modality 0 is dropped at 0.5, except where it is the last survivor of its row
+    rows_with_two = present[:, 2]
+    rate_0 = 1 - kept[~rows_with_two, 0].float().mean().item()
+    assert abs(rate_0 - 0.5) < 0.02
+    rate_2 = 1 - kept[rows_with_two, 2].float().mean().item()
+    assert abs(rate_2 - 0.2) < 0.02
+
+
+def test_a_row_left_empty_gets_one_present_modality_back():
+    torch.manual_seed(0)
+    present = torch.tensor([[True, False, True]] * 2000)
+    kept = modality_dropout(present, torch.tensor([0.9, 0.9, 0.9]))
+    assert (kept.sum(1) >= 1).all() and not kept[:, 1].any()
+    lone = kept.sum(1) == 1
+    share = kept[lone, 0].float().mean().item()  # survivors split between the two
+    assert 0.4 < share < 0.6

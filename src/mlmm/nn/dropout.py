@@ -6,7 +6,7 @@ import torch
 
 
 def modality_dropout(
-    present: torch.Tensor, p: float, generator: torch.Generator | None = None
+    present: torch.Tensor, p: float | torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Drop each present modality with probability ``p``, keeping at least one per row.
 
@@ -16,13 +16,14 @@ def modality_dropout(
     Parameters
     ----------
     present : Tensor of bool, shape [B, M]
-    p : float in [0, 1)
+    p : float in [0, 1), or Tensor of shape [M]
+        One probability for every modality, or one per modality (ModDrop's per-channel rates).
 
     Returns
     -------
     Tensor of bool, shape [B, M], a subset of ``present``.
     """
-    if p <= 0:
+    if not torch.is_tensor(p) and p <= 0:
         return present
     u = torch.rand(present.shape, generator=generator, device=present.device)  # [B, M]
     kept = present & (u >= p)

@@ -51,23 +51,6 @@ class _MeanFusion(nn.Module):
         return masked_mean(embeddings, present)  # [B, D]
 
 
-def drop_modalities(present: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """Drop modality ``j`` of each row with probability ``probs[j]``, keeping at least one.
-
-    A row whose present modalities were all dropped gets back one of them chosen uniformly
-    (as :func:`mlmm.nn.modality_dropout` does with one shared probability).
-    """
-    kept = present & (torch.rand(present.shape, device=present.device) >= probs)  # [B, M]
-    emptied = present.any(dim=1) & ~kept.any(dim=1)  # [B]
-    if emptied.any():
-        # with a drop probability of (float32) 1 every row empties, and modality_dropout
-        # then keeps one present modality per row, chosen uniformly
-        rescue = modality_dropout(present[emptied], 1.0 - 1e-12)  # [E, M]
-        kept = kept.clone()
-        kept[emptied] = rescue
-    return kept
-
-
 @register_method(
     "moddrop",
     family="combination",
@@ -165,7 +148,7 @@ class ModDrop(MissingModalityModel):
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
         if self.training:
-            present = drop_modalities(present, self.drop_probs)  # [B, M]
+            present = modality_dropout(present, self.drop_probs)  # [B, M]
         embeddings = torch.stack(
             [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
         )  # [B, M, D]
