@@ -1,0 +1,81 @@
+"""Token transformer with input-level prompts, missing-aware prompt selection, frozen external
+backbones kept out of the module tree, the backbone registry."""
+
+import pytest
+import torch
+from torch import nn
+
+from mlmm.data.specs import ModalitySpec
+from mlmm.errors import MlmmError
+from mlmm.nn.backbones import (
+    BACKBONES,
+    ExternalBackbone,
+    MissingAwarePrompts,
+    TokenTransformer,
+    register_backbone,
+)
+from mlmm.train.trainer import reset_parameters
+
+
+def test_prompts_join_at_their_layer_and_stay_in_the_sequence():
+    torch.manual_seed(0)
+    net = TokenTransformer(8, n_layers=2, n_heads=2, hidden=16, dropout=0.0).eval()
+    tokens, prompts = torch.randn(3, 4, 8), torch.randn(3, 2, 5, 8)  # [B, T, D], [B, L, P, D]
+    out, weights = net(tokens, prompts=prompts, need_weights=True)
+    assert out.shape == (3, 4, 8)  # prompt positions are dropped
+    assert [w.shape for w in weights] == [(3, 9, 9), (3, 14, 14)]  # 5 more tokens per layer
+    with torch.no_grad():
+        second = net(tokens, prompts=prompts.clone().index_fill_(1, torch.tensor([1]), 0.0))[0]
+    assert not torch.allclose(out, second)  # the second layer's prompts are read
+
+
+def test_ignored_tokens_do_not_change_the_others():
+    torch.manual_seed(0)
+    net = TokenTransformer(8, n_layers=2, n_heads=2, hidden=16, dropout=0.0).eval()
+    tokens = torch.randn(2, 3, 8)
+    ignore = torch.tensor([[False, True, False], [False, False, False]])
+    noisy = tokens.clone()
+    noisy[0, 1] = 100 * torch.randn(8)
+    a, _ = net(tokens, ignore)
+    b, _ = net(noisy, ignore)
+    assert torch.allclose(a[0, [0, 2]], b[0, [0, 2]], atol=1e-5)
+
+
+def test_reset_parameters_redraws_the_attention_projections():
+    net = TokenTransformer(8, n_layers=1, n_heads=2, hidden=16, dropout=0.0)
+    torch.manual_seed(3)
+    reset_parameters(net)
+    first = net.blocks[0].attention.in_proj_weight.clone()
+    torch.manual_seed(3)
+    reset_parameters(net)
+    assert torch.equal(first, net.blocks[0].attention.in_proj_weight)
+
+
+def test_pattern_index_is_the_bit_field_of_present_modalities_minus_one():
+    prompts = MissingAwarePrompts(n_modalities=3, n_layers=1, length=2, dim=4)
+    present = torch.tensor([[1, 0, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 0, 0]], dtype=bool)
+    assert prompts.pattern(present).tolist() == [0, 3, 4, 6, 0]
+    assert prompts(present).shape == (5, 1, 2, 4)
+    assert torch.equal(prompts(present)[2], prompts.prompts[4])
+
+
+def test_external_backbone_is_outside_the_module_tree():
+    inner = nn.Linear(3, 5)
+    weight = inner.weight.clone()
+    backbone = ExternalBackbone("x", inner, ModalitySpec("v", "vector", (3,)))
+    assert backbone.embed_dim == 5
+    assert list(backbone.parameters()) == [] and backbone.state_dict() == {}
+    assert not inner.weight.requires_grad and not inner.training
+    reset_parameters(backbone)  # what the trainer does before training
+    assert torch.equal(inner.weight, weight)
+    backbone.to(torch.float64)  # .to() still reaches it
+    assert inner.weight.dtype == torch.float64
+
+
+def test_backbone_registry_refuses_duplicates_and_suggests_names():
+    if "test-registry-twice" not in BACKBONES:
+        register_backbone("test-registry-twice", lambda spec: nn.Identity())
+    with pytest.raises(MlmmError, match="already registered"):
+        register_backbone("test-registry-twice", lambda spec: nn.Identity())
+    with pytest.raises(MlmmError, match="all-minilm-l6-v2"):
+        BACKBONES.get("all-minilm-l6")
