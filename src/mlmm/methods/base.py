@@ -98,6 +98,29 @@ class MissingModalityModel(nn.Module, abc.ABC):
         ``trainer.fit_module`` once per stage."""
         return trainer.fit_module(self, train, val)
 
+    def set_frozen(self, frozen: bool, *names: str) -> None:
+        """Freeze (or unfreeze) parts of the model by attribute name: no gradients, and the
+        frozen submodules stay in eval mode (no dropout) while the rest trains. Staged methods
+        freeze a pretrained part for a later stage (``self.set_frozen(True, "encoders")``)."""
+        parts = self.__dict__.setdefault("_frozen_parts", set())
+        for name in names:
+            getattr(self, name).requires_grad_(not frozen)
+            (parts.add if frozen else parts.discard)(name)
+        self.train(self.training)
+
+    def is_frozen(self, name: str) -> bool:
+        """Whether :meth:`set_frozen` froze the part ``name``."""
+        return name in self.__dict__.get("_frozen_parts", ())
+
+    def train(self, mode: bool = True) -> MissingModalityModel:
+        """``nn.Module.train``, keeping the frozen parts in eval mode."""
+        super().train(mode)
+        for name in self.__dict__.get("_frozen_parts", ()):
+            part = getattr(self, name)
+            if isinstance(part, nn.Module):
+                part.eval()
+        return self
+
     # ----------------------------------------------------------------- helpers
     def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy on logits (classification) or mean squared error (regression)."""

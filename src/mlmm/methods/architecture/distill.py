@@ -218,7 +218,6 @@ class Distill(MissingModalityModel):
         branch = (self.specs, task.output_dim, embed_dim, hidden, depth, dropout)
         self.teacher = _Branch(*branch)
         self.student = _Branch(*branch)
-        self._teacher_frozen = False
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -226,7 +225,7 @@ class Distill(MissingModalityModel):
     ) -> list[TrainHistory]:
         """Stage ``"teacher"`` on the samples ``teacher_samples`` selects, then stage
         ``"student"`` (teacher frozen) on every training sample."""
-        self._freeze_teacher(False)  # a second fit trains the teacher again
+        self.set_frozen(False, "teacher")  # a second fit trains the teacher again
         rows = teacher_rows(train.observed, self.teacher_samples)
         if len(rows) == 0:
             raise MlmmError(
@@ -241,21 +240,9 @@ class Distill(MissingModalityModel):
         teacher = trainer.fit_module(
             _TeacherStage(self), train.subset(rows), teacher_val, stage="teacher"
         )
-        self._freeze_teacher(True)
+        self.set_frozen(True, "teacher")
         student = trainer.fit_module(self, train, val, stage="student")
         return [teacher, student]
-
-    def _freeze_teacher(self, frozen: bool) -> None:
-        self._teacher_frozen = frozen
-        self.teacher.requires_grad_(not frozen)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> Distill:
-        # a frozen teacher gives its deterministic outputs, without dropout
-        super().train(mode)
-        if getattr(self, "_teacher_frozen", False):
-            self.teacher.eval()
-        return self
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
@@ -265,7 +252,7 @@ class Distill(MissingModalityModel):
             visible = modality_dropout(present, self.simulate_missing)  # [B, M]
         prediction, embeddings, fused = self.student(batch.inputs, visible)
         aux: dict[str, torch.Tensor] = {}
-        if self.training and batch.target is not None and self._teacher_frozen:
+        if self.training and batch.target is not None and self.is_frozen("teacher"):
             with torch.no_grad():
                 teacher_prediction, teacher_embeddings, _ = self.teacher(batch.inputs, present)
             if self.kd_weight > 0:

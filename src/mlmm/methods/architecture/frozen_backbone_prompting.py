@@ -186,7 +186,6 @@ class FrozenBackbonePrompting(MissingModalityModel):
         self.fusion = TokenTransformer(embed_dim, fusion_layers, n_heads, hidden, dropout)
         self.head = MLPHead(embed_dim, task.output_dim, hidden, depth, dropout)
         self._pretraining = False
-        self._encoders_frozen = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -206,23 +205,12 @@ class FrozenBackbonePrompting(MissingModalityModel):
                 histories.append(trainer.fit_module(self, train, val, stage="pretrain"))
             finally:
                 self._pretraining = False
-        self._freeze_encoders(True)
+        self.set_frozen(True, "encoders")
         try:
             histories.append(trainer.fit_module(self, train, val, stage="prompts"))
         finally:
-            self._freeze_encoders(False)
+            self.set_frozen(False, "encoders")
         return histories
-
-    def _freeze_encoders(self, frozen: bool) -> None:
-        self._encoders_frozen = frozen
-        self.encoders.requires_grad_(not frozen)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> FrozenBackbonePrompting:
-        super().train(mode)
-        if getattr(self, "_encoders_frozen", False):
-            self.encoders.eval()  # frozen encoders run without dropout
-        return self
 
     # ------------------------------------------------------------------ forward
     def embed(self, batch: MultimodalBatch, present: torch.Tensor) -> dict[str, torch.Tensor]:

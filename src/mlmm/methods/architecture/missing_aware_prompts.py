@@ -159,16 +159,14 @@ class MissingAwarePromptsModel(MaskedAttention):
         self.prompts = MissingAwarePrompts(m, prompt_depth, prompt_length, embed_dim)
         self.placeholder = nn.Parameter(torch.empty(m, embed_dim))
         self._pretraining = False
-        self._backbone_frozen = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
         nn.init.normal_(self.placeholder, std=0.02)
 
-    def backbone(self) -> list[nn.Module | nn.Parameter]:
-        """The parts frozen in stage 2."""
-        return [self.encoders, self.transformer, self.modality_embedding, self.class_token]
+    #: The parts frozen in stage 2 (attribute names).
+    BACKBONE = ("encoders", "transformer", "modality_embedding", "class_token")
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -189,26 +187,12 @@ class MissingAwarePromptsModel(MaskedAttention):
             pretrain = trainer.fit_module(self, pre_train, pre_val, stage="pretrain")
         finally:
             self._pretraining = False
-        self._freeze_backbone(True)
+        self.set_frozen(True, *self.BACKBONE)
         try:
             prompts = trainer.fit_module(self, train, val, stage="prompts")
         finally:
-            self._freeze_backbone(False)
+            self.set_frozen(False, *self.BACKBONE)
         return [pretrain, prompts]
-
-    def _freeze_backbone(self, frozen: bool) -> None:
-        self._backbone_frozen = frozen
-        for part in self.backbone():
-            part.requires_grad_(not frozen)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> MissingAwarePromptsModel:
-        # the frozen backbone gives its deterministic outputs, without dropout
-        super().train(mode)
-        if getattr(self, "_backbone_frozen", False):
-            self.encoders.eval()
-            self.transformer.eval()
-        return self
 
     # ------------------------------------------------------------------ forward
     def sequence(

@@ -246,7 +246,6 @@ class MMIN(MissingModalityModel):
             if encoder_training == "joint"
             else MLPHead(joint_dim, task.output_dim, hidden, depth, dropout)
         )
-        self._encoders_frozen = False
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -258,24 +257,12 @@ class MMIN(MissingModalityModel):
             return [trainer.fit_module(self, train, val, stage="imagination")]
         pretrain = trainer.fit_module(_EncoderPretraining(self), train, val, stage="pretrain")
         frozen = self.encoder_training == "pretrained-frozen"
-        self._freeze_encoders(frozen)
+        self.set_frozen(frozen, "encoders")
         try:
             imagination = trainer.fit_module(self, train, val, stage="imagination")
         finally:
-            self._freeze_encoders(False)
+            self.set_frozen(False, "encoders")
         return [pretrain, imagination]
-
-    def _freeze_encoders(self, frozen: bool) -> None:
-        self._encoders_frozen = frozen
-        self.encoders.requires_grad_(not frozen)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> MMIN:
-        # frozen (pretrained) encoders give their deterministic embeddings, without dropout
-        super().train(mode)
-        if getattr(self, "_encoders_frozen", False):
-            self.encoders.eval()
-        return self
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
