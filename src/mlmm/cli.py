@@ -312,7 +312,7 @@ def _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, 
 
     console = _console()
     runs = suite.runs()
-    threads = plan_threads(jobs, threads)
+    threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
     console.print(
         f"benchmark {suite.name!r}: {len(runs)} runs, {jobs} job(s) × {threads} thread(s), "
         f"executor {executor} → {path}"

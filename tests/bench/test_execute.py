@@ -52,6 +52,13 @@ def test_oversubscription_is_refused_with_the_fix(jobs, threads, phrase):
         plan_threads(jobs, threads, cores=2)
 
 
+def test_on_a_cluster_the_local_cores_do_not_bound_the_jobs():
+    assert plan_threads(64, None, cores=2, cluster=True) == 1
+    assert plan_threads(8, 4, cores=2, cluster=True) == 4
+    with pytest.raises(MlmmError, match="positive"):
+        plan_threads(8, 0, cores=2, cluster=True)
+
+
 def test_rerun_skips_finished_runs_and_a_failure_does_not_stop_the_rest(
     tmp_path, tiny_spec_file, monkeypatch
 ):

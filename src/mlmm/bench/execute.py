@@ -35,11 +35,23 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def plan_threads(jobs: int, threads: int | None = None, cores: int | None = None) -> int:
-    """Threads per worker so that ``jobs × threads ≤ cores``; errors name the fix."""
-    cores = cores or available_cores()
+def plan_threads(
+    jobs: int, threads: int | None = None, cores: int | None = None, cluster: bool = False
+) -> int:
+    """Threads per worker so that ``jobs × threads ≤ cores``; errors name the fix.
+
+    On a cluster (``cluster=True``: Ray at a given address) the local cores do not bound the
+    jobs — Ray places each task on a node with ``threads`` free CPUs — and threads default to 1.
+    """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise MlmmError(f"--jobs must be a positive integer, got {jobs!r}")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise MlmmError(f"--threads must be a positive integer, got {threads!r}")
+    if cluster:
+        return threads or 1
+    cores = cores or available_cores()
     if jobs > cores:
         raise MlmmError(
             f"--jobs {jobs} exceeds the {cores} cores of this machine; use --jobs {cores} or "
@@ -47,8 +59,6 @@ def plan_threads(jobs: int, threads: int | None = None, cores: int | None = None
         )
     if threads is None:
         return max(1, cores // jobs)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise MlmmError(f"--threads must be a positive integer, got {threads!r}")
     if jobs * threads > cores:
         raise MlmmError(
             f"--jobs {jobs} × --threads {threads} exceeds the {cores} cores of this machine; "
@@ -294,7 +304,7 @@ def run_benchmark(
     process holds are waited for. ``on_event(kind, run, progress)`` is called with kind
     ``"start"``, ``"done"``, ``"failed"``, ``"skipped"`` or ``"waiting"``.
     """
-    threads = plan_threads(jobs, threads)
+    threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
     runs = spec.runs()
     by_key = {r.key: r for r in runs}
     if len(by_key) != len(runs):
