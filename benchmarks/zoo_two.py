@@ -72,7 +72,7 @@ def main() -> None:
     results = run_grid(spec, out / "zoo-two-runs" / "results.db", args.jobs, args.threads)
     subsets = subset_table(results)
     cost = costs(results)
-    rows, checks = [], {}
+    rows, checks, record_versus = [], {}, {}
     for dataset in DATASETS:
         c = cost.loc[dataset]
         if "per-subset" not in c.index:
@@ -93,6 +93,25 @@ def main() -> None:
         checks[f"{dataset}: target met (gap <= 1 point everywhere, time <= 1/5)"] = bool(
             gap.max() <= 0.01 and time_ratio <= 0.2
         )
+        # the same test for every single model, not only the most accurate one
+        versus = {}
+        for method in single.index:
+            g = (subsets.loc[(dataset, "per-subset")] - subsets.loc[(dataset, method)]).dropna()
+            ratio = c.loc[method, "train_seconds"] / c.loc["per-subset", "train_seconds"]
+            versus[method] = {
+                "largest gap (points)": round(100 * g.max(), 2),
+                "subsets > 1 point below": int((g > 0.01).sum()),
+                "time ratio": round(float(ratio), 3),
+            }
+        checks[f"{dataset}: single models within 1 point on every subset"] = sorted(
+            m for m, v in versus.items() if v["subsets > 1 point below"] == 0
+        )
+        checks[f"{dataset}: single models meeting both conditions"] = sorted(
+            m
+            for m, v in versus.items()
+            if v["subsets > 1 point below"] == 0 and v["time ratio"] <= 0.2
+        )
+        record_versus[dataset] = versus
         for method, r in c.sort_values("accuracy", ascending=False).iterrows():
             s = subsets.loc[(dataset, method)].dropna()
             rows.append(
@@ -115,6 +134,7 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - t0,
         "checks": checks,
         "summary": rows,
+        "single_models_versus_per_subset": record_versus,
         "subset_accuracy": {
             f"{d}/{m}": row.dropna().round(4).to_dict() for (d, m), row in subsets.iterrows()
         },

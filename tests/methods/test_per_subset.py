@@ -56,3 +56,8 @@ def test_each_model_trains_on_the_samples_having_its_subset():
     assert len(trained.histories) == 5  # one stage per trained subset
     assert {h.stage for h in trained.histories} >= {"subset a", "subset a+s"}
     assert model.cost()["n_trained"] == 5
+
+
+def test_the_number_of_models_is_reported_as_a_cost():
+    data = contract_dataset()
+    assert create_method("per-subset", data.specs, data.task).n_models == 7

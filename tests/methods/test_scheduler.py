@@ -109,3 +109,9 @@ def test_bad_pools_are_refused():
         create_method("scheduler", data.specs, data.task, experts="no-such-method")
     model = create_method("scheduler", data.specs, data.task, experts=["hemis"])
     assert model.get_hyperparameters() == {"experts": ["hemis"], "expert_params": None}
+
+
+def test_every_expert_counts_as_a_model():
+    data = contract_dataset()
+    model = create_method("scheduler", data.specs, data.task, experts="late-fusion,per-subset")
+    assert model.n_models == 1 + 7

@@ -151,6 +151,9 @@ class Scheduler(MissingModalityModel):
         self.pool = nn.ModuleDict(
             {n: create_method(n, specs, task, **(expert_params or {}).get(n, {})) for n in names}
         )
+        # every expert is a separately trained model, reported as a cost (an expert that holds
+        # several models itself, such as per-subset, counts with all of them)
+        self.n_models = sum(expert.n_models for expert in self.pool.values())
         n_patterns, n_experts = 2 ** len(self.modalities) - 1, len(names)
         self.register_buffer("scores", torch.full((n_patterns, n_experts), float("nan")))
         self.register_buffer("losses", torch.full((n_patterns, n_experts), float("nan")))
