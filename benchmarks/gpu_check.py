@@ -27,9 +27,13 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--devices", default="cpu,cuda")
     parser.add_argument("--dataset", default="handwritten")
+    parser.add_argument("--methods", default="", help="comma-separated; default: every method")
+    parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--name", default="gpu_check", help="results file <out>/<name>.json")
     args = parser.parse_args()
     record = {
-        "command": f"python benchmarks/gpu_check.py --devices {args.devices} --dataset {args.dataset}",
+        "command": f"python benchmarks/gpu_check.py --devices {args.devices} --dataset "
+        f"{args.dataset} --methods '{args.methods}' --max-epochs {args.max_epochs}",
         "machine": {
             "node": platform.node(),
             "torch": torch.__version__,
@@ -38,7 +42,7 @@ def main() -> None:
         },
         "runs": [],
     }
-    for method in mlmm.list_methods():
+    for method in [m for m in args.methods.split(",") if m] or mlmm.list_methods():
         preds = {}
         for device in args.devices.split(","):
             t0 = time.perf_counter()
@@ -47,7 +51,7 @@ def main() -> None:
                 method,
                 missing="mcar:0.5",
                 seed=0,
-                trainer={"device": device, "progress": False},
+                trainer={"device": device, "progress": False, "max_epochs": args.max_epochs},
             )
             wall = time.perf_counter() - t0
             tb = res.table
@@ -74,7 +78,7 @@ def main() -> None:
             record["runs"][-1]["label_agreement_cpu_vs_cuda"] = float((a == b).mean())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(record, indent=2))
+    (out / f"{args.name}.json").write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
