@@ -114,7 +114,7 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
             "error": f"{type(err).__name__}: {err}",
             "traceback": traceback.format_exc(),
         }
-    table = res.table.assign(method=res.table["method"])
+    table = res.table
     if res.reference is not None:
         table = pd.concat([table, res.reference], ignore_index=True)
     trained = res.trained

@@ -272,9 +272,7 @@ def parse_spec(data: Any, source: str = "spec", lines: dict[tuple, int] | None =
         )
     try:
         return BenchSpec.model_validate(data)
-    except MlmmError as err:  # raised by a registry lookup inside a validator
-        raise MlmmError(f"{source}: {err}") from None
-    except ValidationError as err:
+    except ValidationError as err:  # the validators' MlmmErrors arrive wrapped in it
         first = err.errors()[0]
         loc = tuple(first["loc"])
         # pydantic adds the union member's name to the location of a failed union entry
