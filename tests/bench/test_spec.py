@@ -46,6 +46,19 @@ def test_runs_expand_the_grid_with_stable_distinct_keys():
     assert changed.runs()[0].key != parse_spec(BASE).runs()[0].key
 
 
+def test_run_keys_cover_the_resolved_defaults(monkeypatch):
+    from mlmm.methods import registry
+
+    spec = parse_spec(BASE)
+    assert spec.methods["hemis"]["hidden"] == registry.method_hyperparameters("hemis")["hidden"]
+    real = registry.method_hyperparameters
+    monkeypatch.setattr(
+        registry, "method_hyperparameters", lambda name: {**real(name), "hidden": 7}
+    )
+    changed = parse_spec(BASE)  # the same spec after a default changed
+    assert changed.runs()[0].key != spec.runs()[0].key
+
+
 def test_entries_train_once_and_test_under_a_list():
     spec = parse_spec(
         {**BASE, "missing": ["none=>mcar:0.5", {"train": "mcar:0.5", "test": ["none", "mcar:0.7"]}]}

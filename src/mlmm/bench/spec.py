@@ -126,19 +126,24 @@ class BenchSpec(BaseModel):
     @field_validator("methods")
     @classmethod
     def _methods(cls, value: dict[str, Any] | str) -> dict[str, dict[str, Any]]:
-        from mlmm.methods import METHODS, method_hyperparameters
+        from mlmm.methods import METHODS, registry
 
         if value == "all":  # every registered method with its defaults
-            return {name: {} for name in METHODS.names()}
+            value = {name: {} for name in METHODS.names()}
         for name, params in value.items():
             METHODS.get(name)
-            accepted = method_hyperparameters(name)
+            accepted = registry.method_hyperparameters(name)
             for key in params or {}:
                 if key not in accepted:
                     raise MlmmError(
                         f"method {name!r} has no hyperparameter {key!r}.{did_you_mean(key, accepted)}"
                     )
-        return {name: dict(params or {}) for name, params in value.items()}
+        # resolved against the defaults, so a run's key (and its stored configuration) changes
+        # when a default does: a store never serves results of an older default as current
+        return {
+            name: {**registry.method_hyperparameters(name), **(params or {})}
+            for name, params in value.items()
+        }
 
     @field_validator("missing")
     @classmethod
