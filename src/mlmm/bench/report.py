@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlmm.bench.tables import one_reference_copy
 from mlmm.errors import MlmmError
 from mlmm.utils import atomic_write
 
@@ -114,10 +115,7 @@ def write_report(
     """
     _require(runs, RUN_COLUMNS, "runs")
     _require(results, RESULT_COLUMNS, "results")
-    # every run of a grid cell carries the same Bayes rows: keep one copy
-    ref = results.method == BAYES
-    key = ["dataset", "train_condition", "seed", "scope", "condition", "subset", "metric"]
-    results = pd.concat([results[~ref], results[ref].drop_duplicates(key)], ignore_index=True)
+    results = one_reference_copy(results)
     families = dict(zip(runs.method, runs.family, strict=True)) | {BAYES: "Bayes-optimal"}
     colors = _colors(sorted(set(results.method) | set(runs.method)))
     sections = [

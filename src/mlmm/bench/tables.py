@@ -17,15 +17,20 @@ def _mean_std(values: pd.Series) -> str:
     return f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}"
 
 
+def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
+    """The results with one copy of the Bayes-optimal rows per (dataset, training condition,
+    seed): every run of a grid cell carries the same rows, scored under the same masks."""
+    ref = results.method == "bayes-optimal"
+    key = ["dataset", "train_condition", "seed", "scope", "condition", "subset", "metric"]
+    return pd.concat([results[~ref], results[ref].drop_duplicates(key)], ignore_index=True)
+
+
 def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds per (dataset, train condition, test condition, method):
     accuracy, macro-F1, worst forced subset, gap to the Bayes-optimal accuracy where known,
     parameters and training time. Computed only from the tidy results table."""
     ids = ["dataset", "train_condition", "condition", "method"]
-    # every run of a grid cell carries the same Bayes reference rows: keep one copy
-    ref = results.method == "bayes-optimal"
-    key = ["dataset", "train_condition", "seed", "scope", "condition", "subset", "metric"]
-    results = pd.concat([results[~ref], results[ref].drop_duplicates(key)], ignore_index=True)
+    results = one_reference_copy(results)
     overall = results[results.scope == "overall"]
     rows = []
     for key, g in overall.groupby(ids, sort=False):
