@@ -12,6 +12,7 @@ import mlmm
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
+from mlmm.methods.base import MissingModalityModel
 from mlmm.train.trainer import Trainer
 
 SPECS = (ModalitySpec("a", "vector", (3,)), ModalitySpec("b", "vector", (2,)))
@@ -29,7 +30,10 @@ def data(n: int = 40, seed: int = 0, flip: bool = False, **kw) -> MultimodalData
 
 
 def model(specs=SPECS, task=BINARY):
-    return mlmm.create_method("late-fusion", specs, task, embed_dim=4, hidden=8, dropout=0.0)
+    # joint selection: one early-stopping criterion (per-part selection is tested below)
+    return mlmm.create_method(
+        "late-fusion", specs, task, embed_dim=4, hidden=8, dropout=0.0, selection="joint"
+    )
 
 
 def trainer(**kw) -> Trainer:
@@ -196,3 +200,71 @@ def test_time_limit_stops_training_and_keeps_a_complete_model():
 def test_time_limit_must_be_positive():
     with pytest.raises(MlmmError, match="time_limit"):
         mlmm.Trainer(time_limit=0)
+
+
+class TwoParts(MissingModalityModel):
+    """Two linear parts whose validation losses are scripted per epoch; every validation
+    records the weights it saw, so a test knows what each epoch's weights were."""
+
+    def __init__(self, specs, task, schedule: dict[str, list[float]]) -> None:
+        super().__init__(specs, task)
+        self.a = torch.nn.Linear(3, task.output_dim)
+        self.b = torch.nn.Linear(2, task.output_dim)
+        self.schedule, self.seen = schedule, []
+
+    def forward(self, batch):
+        return self.output(batch, self.a(batch.inputs["a"]) + self.b(batch.inputs["b"]))
+
+    def selection_parts(self):
+        return {"a": ("a.",), "b": ("b.",)}
+
+    def part_losses(self, output, batch):
+        epoch = len(self.seen)
+        self.seen.append({k: v.clone() for k, v in self.state_dict().items()})
+        rows = torch.ones(len(batch), dtype=torch.bool)
+        return {p: (torch.full((len(batch),), self.schedule[p][epoch]), rows) for p in "ab"}
+
+
+def fit_two_parts(schedule, **kw):
+    module = TwoParts(SPECS, BINARY, schedule)
+    train, val = data(), data(20, seed=1, flip=True)  # the whole's val loss rises: best early
+    trained = trainer(**kw).fit(module, train, val)
+    return module, trained.histories[0], trained, val
+
+
+def test_each_selection_part_keeps_the_weights_of_its_own_best_epoch():
+    schedule = {"a": [5, 1, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4], "b": [5, 4, 3, 2, 0.5] + [3.0] * 20}
+    module, history, trained, val = fit_two_parts(schedule, max_epochs=25, patience=3)
+    assert history.part_best_epochs == {"a": 2, "b": 5}
+    state = module.state_dict()
+    for key in ("a.weight", "a.bias"):
+        torch.testing.assert_close(state[key], module.seen[1][key])
+    for key in ("b.weight", "b.bias"):
+        torch.testing.assert_close(state[key], module.seen[4][key])
+    # the epochs differ, so the assembled weights are no single epoch's
+    assert not torch.equal(module.seen[1]["b.weight"], module.seen[4]["b.weight"])
+    # training stops only once every part and the whole went `patience` epochs without gain
+    assert history.stopped_early and len(history.epochs) >= 5 + 3
+    assert [row["val_loss[a]"] for row in history.epochs] == schedule["a"][: len(history.epochs)]
+    # the reported loss is the assembled model's
+    proba = trained.predict_raw(val)
+    loss = -np.mean(np.log(proba[np.arange(val.n_samples), val.targets]))
+    assert loss == pytest.approx(history.best_val_loss, rel=1e-4)
+
+
+def test_a_part_without_validation_rows_follows_the_whole_model():
+    nan = float("nan")
+    schedule = {"a": [nan] * 30, "b": [5, 4, 3, 2, 0.5] + [3.0] * 25}
+    module, history, _, _ = fit_two_parts(schedule, max_epochs=30, patience=3)
+    assert history.part_best_epochs == {"b": 5}
+    whole = history.best_epoch
+    torch.testing.assert_close(module.state_dict()["a.weight"], module.seen[whole - 1]["a.weight"])
+    assert history.stopped_early
+
+
+def test_a_model_naming_parts_must_define_their_losses():
+    class NoLosses(TwoParts):
+        part_losses = MissingModalityModel.part_losses
+
+    with pytest.raises(MlmmError, match="does not define part_losses"):
+        trainer().fit(NoLosses(SPECS, BINARY, {}), data(), data(20, seed=1))

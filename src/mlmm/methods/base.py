@@ -121,6 +121,27 @@ class MissingModalityModel(nn.Module, abc.ABC):
                 part.eval()
         return self
 
+    def selection_parts(self) -> dict[str, tuple[str, ...]]:
+        """Parts of the model that are early-stopped each on its own validation loss.
+
+        A method whose parts are trained independently of each other (late fusion's
+        per-modality classifiers) maps each part's name to the ``state_dict`` key prefixes it
+        owns, and implements :meth:`part_losses`. The trainer then keeps every part's weights
+        from the epoch where *its* validation loss was lowest, and stops once no part (and not
+        the whole) has improved for ``patience`` epochs. The default, no parts, selects the
+        whole model on its validation loss.
+        """
+        return {}
+
+    def part_losses(
+        self, output: MethodOutput, batch: MultimodalBatch
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per part of :meth:`selection_parts`: the validation loss of each row ``[B]`` and the
+        rows that count for it ``[B]`` (bool), from ``output`` on ``batch`` (with its target)."""
+        raise MlmmError(
+            f"{type(self).__name__} names selection parts but does not define part_losses"
+        )
+
     # ----------------------------------------------------------------- helpers
     def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy on logits (classification) or mean squared error (regression)."""

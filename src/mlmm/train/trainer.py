@@ -30,6 +30,10 @@ class TrainHistory:
     best_epoch : int
         The epoch whose weights were kept (the lowest validation loss; the last epoch when
         there is no validation data).
+    part_best_epochs : dict of str to int
+        For a model with :meth:`~mlmm.methods.MissingModalityModel.selection_parts`: the epoch
+        whose weights each part kept (its own lowest validation loss, ``val_loss[part]`` in
+        ``epochs``); ``best_val_loss`` is then the loss of the assembled model.
     stopped_early : bool
     time_limited : bool
         True when the trainer's ``time_limit`` ended this stage (the best weights so far are kept).
@@ -39,6 +43,7 @@ class TrainHistory:
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_val_loss: float = float("nan")
+    part_best_epochs: dict[str, int] = field(default_factory=dict)
     stopped_early: bool = False
     time_limited: bool = False
     seconds: float = 0.0
@@ -231,6 +236,8 @@ class Trainer:
         epochs = 1 if spent else (max_epochs or self.max_epochs)
         history = TrainHistory(stage=stage, time_limited=spent)
         best_state, best_loss, since_best = None, float("inf"), 0
+        parts = module.selection_parts()
+        part_best = {name: _PartSelection(prefixes) for name, prefixes in parts.items()}
         start = time.perf_counter()
         with _progress(
             self.progress, epochs, f"{module.method_name or type(module).__name__} [{stage}]"
@@ -259,17 +266,22 @@ class Trainer:
                     count += len(mb)
                 row = {"epoch": epoch, "train_loss": total / max(count, 1)}
                 if val_batch is not None:
-                    row.update(self._validate(module, val_batch))
+                    row.update(self._validate(module, val_batch, parts))
                     if row["val_loss"] < best_loss - 1e-5:
                         best_loss, since_best = row["val_loss"], 0
                         best_state = copy.deepcopy(module.state_dict())
                         history.best_epoch = epoch
                     else:
                         since_best += 1
+                    for name, selection in part_best.items():
+                        selection.update(row[f"val_loss[{name}]"], epoch, module)
                 row["seconds"] = time.perf_counter() - t0
                 history.epochs.append(row)
                 bar(epoch, row)
-                if val_batch is not None and since_best >= self.patience:
+                stalled = since_best >= self.patience and all(
+                    selection.since_best >= self.patience for selection in part_best.values()
+                )
+                if val_batch is not None and stalled:
                     history.stopped_early = True
                     break
                 if (
@@ -281,6 +293,12 @@ class Trainer:
                     break
         if best_state is not None:
             module.load_state_dict(best_state)
+            for name, selection in part_best.items():
+                if selection.state is not None:  # a part never validated follows the whole
+                    module.load_state_dict(selection.state, strict=False)
+                    history.part_best_epochs[name] = selection.best_epoch
+            if history.part_best_epochs:  # the assembled model's loss, not any epoch's
+                best_loss = self._validate(module, val_batch, {})["val_loss"]
             history.best_val_loss = best_loss
         else:
             history.best_epoch = len(history.epochs)
@@ -289,15 +307,53 @@ class Trainer:
         return history
 
     @torch.no_grad()
-    def _validate(self, module: MissingModalityModel, batch: MultimodalBatch) -> dict[str, float]:
+    def _validate(
+        self,
+        module: MissingModalityModel,
+        batch: MultimodalBatch,
+        parts: dict[str, tuple[str, ...]],
+    ) -> dict[str, float]:
+        """Validation task loss (and accuracy); with ``parts``, each part's own loss too
+        (``val_loss[part]``, NaN when no validation row counts for it)."""
         module.eval()
-        preds = predict_batches(module, batch, max(self.batch_size, 512))
+        preds, sums, counts = [], dict.fromkeys(parts, 0.0), dict.fromkeys(parts, 0)
+        for mb in iterate_batches(batch, max(self.batch_size, 512)):
+            out = module(MultimodalBatch(mb.inputs, mb.present, mb.modalities, None))
+            preds.append(out.prediction)
+            if parts:
+                for name, (loss, rows) in module.part_losses(out, mb).items():
+                    sums[name] += loss[rows].sum().item()
+                    counts[name] += int(rows.sum())
+        preds = torch.cat(preds, dim=0)
         target = batch.target
         loss = module.task_loss(preds, target).item()
         row = {"val_loss": loss}
+        for name in parts:
+            row[f"val_loss[{name}]"] = sums[name] / counts[name] if counts[name] else float("nan")
         if module.task.is_classification:
             row["val_accuracy"] = (preds.argmax(1) == target).float().mean().item()
         return row
+
+
+class _PartSelection:
+    """Early-stopping state of one selection part: its best loss, epoch and weights."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        self.prefixes = tuple(prefixes)
+        self.best_loss, self.best_epoch, self.since_best = float("inf"), 0, 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, loss: float, epoch: int, module: torch.nn.Module) -> None:
+        """Keep the part's weights when ``loss`` is its lowest so far (NaN never is)."""
+        if loss < self.best_loss - 1e-5:  # False for NaN: no validation row for this part
+            self.best_loss, self.best_epoch, self.since_best = loss, epoch, 0
+            self.state = {
+                key: value.detach().clone()
+                for key, value in module.state_dict().items()
+                if key.startswith(self.prefixes)
+            }
+        else:
+            self.since_best += 1
 
 
 @torch.no_grad()

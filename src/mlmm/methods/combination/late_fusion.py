@@ -2,8 +2,9 @@
 
 The classical ensemble answer to missing modalities (a classifier-combination scheme in the
 sense of Kittler et al., "On combining classifiers", IEEE TPAMI 1998): each modality has its
-own encoder and head, trained only on the rows where that modality is present; at prediction
-time the outputs of the present modalities are combined by the mean of probabilities (the
+own encoder and head, trained only on the rows where that modality is present and
+early-stopped on its own validation loss (independent classifiers, as the scheme assumes: a
+head's weights are those of the epoch where it alone did best); at prediction time the outputs of the present modalities are combined by the mean of probabilities (the
 sum rule) or the sum of log-probabilities (the product rule, Bayes-optimal for conditionally
 independent modalities). Regression averages the present heads.
 """
@@ -47,6 +48,10 @@ class LateFusion(MissingModalityModel):
     depth : int, default 1
         Hidden layers of each modality's encoder.
     dropout : float, default 0.2
+    selection : {"per_head", "joint"}, default "per_head"
+        Model selection under early stopping: each modality's encoder and head kept at the
+        epoch of its own lowest validation loss (on the validation rows that have the
+        modality), or the whole model at the epoch of the lowest combined validation loss.
 
     Attributes
     ----------
@@ -77,9 +82,12 @@ class LateFusion(MissingModalityModel):
         hidden: int = 256,
         depth: int = 1,
         dropout: float = 0.2,
+        selection: str = "per_head",
     ) -> None:
         super().__init__(specs, task)
         check_choice("rule", rule, ("mean_prob", "sum_logprob"))
+        check_choice("selection", selection, ("per_head", "joint"))
+        self.selection = selection
         check_common(embed_dim=embed_dim, hidden=hidden, depth=depth, dropout=dropout)
         self.rule, self.embed_dim, self.hidden, self.depth, self.dropout = (
             rule,
@@ -114,18 +122,37 @@ class LateFusion(MissingModalityModel):
             task_loss = self._per_head_loss(outs, present, batch.target)
         return self.output(batch, prediction, task_loss=task_loss, per_modality=outs)
 
-    def _per_head_loss(
-        self, outs: torch.Tensor, present: torch.Tensor, target: torch.Tensor
-    ) -> torch.Tensor:
-        """Each head learns from the rows where its modality is present (mean over them)."""
-        B, M = present.shape
+    def selection_parts(self) -> dict[str, tuple[str, ...]]:
+        """With ``selection="per_head"``: each modality's encoder and head, one part."""
+        if self.selection == "joint":
+            return {}
+        return {m: (f"encoders.{m}.", f"heads.{m}.") for m in self.modalities}
+
+    def part_losses(
+        self, output: MethodOutput, batch: MultimodalBatch
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each head's loss on every row, counted where its modality is present."""
+        per = self._head_losses(output.extras["per_modality"], batch.target)  # [B, M]
+        present = self.present_mask(batch)  # [B, M]
+        return {m: (per[:, j], present[:, j]) for j, m in enumerate(self.modalities)}
+
+    def _head_losses(self, outs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss of every head on every row, ``[B, M]``, from the head outputs ``[B, M, K]``."""
+        B, M = outs.shape[:2]
         flat = outs.reshape(B * M, -1)  # [B*M, K]
         tgt = target.repeat_interleave(M)  # [B*M]
         if self.task.is_classification:
             per = F.cross_entropy(flat, tgt, reduction="none")
         else:
             per = F.mse_loss(flat.squeeze(-1), tgt.to(flat.dtype), reduction="none")
-        w = present.reshape(-1).to(per.dtype)
+        return per.reshape(B, M)
+
+    def _per_head_loss(
+        self, outs: torch.Tensor, present: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """Each head learns from the rows where its modality is present (mean over them)."""
+        per = self._head_losses(outs, target)  # [B, M]
+        w = present.to(per.dtype)  # [B, M]
         # average per modality over its present rows, then over modalities that appear
-        per_mod = (per * w).reshape(B, M).sum(0) / w.reshape(B, M).sum(0).clamp_min(1.0)
+        per_mod = (per * w).sum(0) / w.sum(0).clamp_min(1.0)  # [M]
         return per_mod.sum() / present.any(0).sum().clamp_min(1)

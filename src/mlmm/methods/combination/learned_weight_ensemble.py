@@ -97,8 +97,9 @@ class LearnedWeightEnsemble(LateFusion):
         dropout: float = 0.2,
         gate_hidden: int = 32,
     ) -> None:
-        # the mixture is a weighted sum rule; ``rule`` is late-fusion's, not ours
-        super().__init__(specs, task, "mean_prob", embed_dim, hidden, depth, dropout)
+        # the mixture is a weighted sum rule; ``rule`` is late-fusion's, not ours. The heads
+        # learn through the mixture too, so they are selected together, not one by one
+        super().__init__(specs, task, "mean_prob", embed_dim, hidden, depth, dropout, "joint")
         check_range("gate_hidden", gate_hidden, 1, integer=True)
         self.gate_hidden = gate_hidden
         m = len(self.modalities)

@@ -1,0 +1,68 @@
+"""late-fusion: independent heads, each early-stopped on its own validation loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mlmm
+from mlmm.errors import MlmmError
+from mlmm.testing import contract_dataset
+
+
+def head_validation_losses(trained, val) -> dict[str, float]:
+    """Each head's mean loss on the validation rows that have its modality."""
+    module = trained.model
+    batch = mlmm.MultimodalBatch.from_dataset(trained.standardizer.transform(val))
+    with torch.no_grad():
+        out = module(mlmm.MultimodalBatch(batch.inputs, batch.present, batch.modalities, None))
+        losses = module.part_losses(out, batch)
+    return {m: loss[rows].mean().item() for m, (loss, rows) in losses.items()}
+
+
+def fit(selection: str, data, seed: int = 0):
+    split = mlmm.train_val_test_split(data, seed=seed)
+    train, _ = mlmm.simulate(split.train, "mcar:0.5", seed=seed)
+    val, _ = mlmm.simulate(split.val, "mcar:0.5", seed=seed + 1)
+    model = mlmm.create_method("late-fusion", data.specs, data.task, selection=selection)
+    trainer = mlmm.Trainer(max_epochs=40, patience=5, lr=3e-3, seed=seed, progress=False)
+    return trainer.fit(model, train, val), val
+
+
+def test_per_head_selection_gives_every_head_its_lowest_validation_loss():
+    # one training trajectory (same seed) and two ways of choosing its weights: every head's
+    # own validation loss is at least as low when each head is chosen on it
+    data = contract_dataset(240)
+    per_head, val = fit("per_head", data)
+    joint, _ = fit("joint", data)
+    assert set(per_head.histories[0].part_best_epochs) == {"a", "b", "s"}
+    assert joint.histories[0].part_best_epochs == {}
+    own, shared = head_validation_losses(per_head, val), head_validation_losses(joint, val)
+    assert all(own[m] <= shared[m] + 1e-6 for m in own)
+    # the heads did pick different epochs from the joint choice: the test can tell them apart
+    assert own != pytest.approx(shared)
+
+
+def test_selection_parts_cover_each_modality_encoder_and_head():
+    data = contract_dataset(40)
+    model = mlmm.create_method("late-fusion", data.specs, data.task)
+    parts = model.selection_parts()
+    assert parts == {m: (f"encoders.{m}.", f"heads.{m}.") for m in ("a", "b", "s")}
+    owned = [
+        k for k in model.state_dict() if any(k.startswith(p) for ps in parts.values() for p in ps)
+    ]
+    assert sorted(owned) == sorted(model.state_dict())  # nothing is left to the joint choice
+
+
+def test_learned_weight_ensemble_selects_its_heads_jointly():
+    # its heads also learn through the gated mixture, so they are not independent
+    data = contract_dataset(40)
+    assert (
+        mlmm.create_method("learned-weight-ensemble", data.specs, data.task).selection_parts() == {}
+    )
+
+
+def test_unknown_selection_is_refused():
+    data = contract_dataset(40)
+    with pytest.raises(MlmmError, match="selection"):
+        mlmm.create_method("late-fusion", data.specs, data.task, selection="best")
