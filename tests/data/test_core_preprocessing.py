@@ -146,3 +146,20 @@ def test_modality_absent_from_every_training_row():
     ds = dataset().with_presence(observed)
     with pytest.raises(MlmmError, match="'img' is absent from every training sample"):
         Standardizer().fit(ds)
+
+
+def test_a_modality_marked_unstandardised_keeps_its_values_and_zero_absent_rows():
+    ids = np.array([[101.0, 2023.0, 0.0], [0.0, 0.0, 0.0], [101.0, 7592.0, 102.0]])
+    data = MultimodalDataset(
+        [
+            ModalitySpec("text", "vector", (3,), standardize=False),
+            ModalitySpec("a", "vector", (1,)),
+        ],
+        TaskSpec("classification", 2),
+        {"text": ids, "a": np.array([[1.0], [2.0], [3.0]])},
+        np.array([0, 1, 0]),
+        observed=np.array([[1, 1], [0, 1], [1, 1]], dtype=bool),
+    )
+    out = Standardizer().fit_transform(data)
+    np.testing.assert_array_equal(out.inputs["text"], ids)  # ids exactly, absent row zero
+    np.testing.assert_allclose(out.inputs["a"].ravel(), [-1.2247449, 0.0, 1.2247449], rtol=1e-6)

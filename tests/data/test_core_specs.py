@@ -87,3 +87,16 @@ def test_task_spec_class_names_become_strings_and_round_trip():
     d = json.loads(json.dumps(task.to_dict()))
     assert TaskSpec.from_dict(d) == task
     assert TaskSpec.from_dict({"kind": "regression"}) == TaskSpec("regression")
+
+
+def test_unstandardised_modality_round_trips_and_old_dicts_read_as_standardised():
+    spec = ModalitySpec("text", "vector", (8,), standardize=False)
+    d = json.loads(json.dumps(spec.to_dict()))
+    assert d["standardize"] is False and ModalitySpec.from_dict(d) == spec
+    assert ModalitySpec.from_dict({"name": "a", "kind": "vector", "shape": [2]}).standardize
+    assert spec != ModalitySpec("text", "vector", (8,))
+
+
+def test_standardize_must_be_a_bool():
+    with pytest.raises(MlmmError, match="standardize must be True or False, got 'no'"):
+        ModalitySpec("text", "vector", (8,), standardize="no")

