@@ -64,12 +64,19 @@ def per_view_logistic(
     }
 
 
-def run_grid(spec: dict, store, jobs: int = 1, threads: int | None = None) -> pd.DataFrame:
+def run_grid(
+    spec: dict, store, jobs: int = 1, threads: int | None = None, rerun: list[str] = ()
+) -> pd.DataFrame:
     """Run a benchmark spec (a mapping, as in a YAML file) into ``store`` with mlmm's runner
-    (resumable: finished runs are skipped) and return the tidy table of its runs with costs."""
+    (resumable: finished runs are skipped, except those of the methods in ``rerun``) and
+    return the tidy table of its runs with costs."""
     from mlmm.bench import ResultsStore, parse_spec, run_benchmark
 
     bench = parse_spec(spec, "benchmark grid")
+    if rerun:
+        with ResultsStore(store) as db:
+            n = db.reset(r.key for r in bench.runs() if r.method in rerun)
+        print(f"{n} stored runs of {', '.join(rerun)} will run again", flush=True)
 
     def show(kind, run, progress) -> None:
         if kind in ("done", "failed", "skipped"):

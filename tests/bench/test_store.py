@@ -133,3 +133,28 @@ def test_a_store_from_a_newer_schema_is_refused(tmp_path):
 def test_a_folder_is_not_a_store(tmp_path):
     with pytest.raises(MlmmError, match="is a folder"):
         ResultsStore(tmp_path)
+
+
+def test_reset_makes_finished_and_failed_runs_pending_without_their_results(store):
+    done, failed = (r.key for r in SPEC.runs())
+    store.claim(done)
+    store.finish(done, fake_results(0.5), {"threads": 1})
+    store.claim(failed)
+    store.fail(failed, {"error": "MlmmError: boom"})
+    assert store.reset([done, failed, "not-a-key"]) == 2
+    assert store.status() == {done: "pending", failed: "pending"}
+    assert store.results().empty
+    assert store.runs().error.isna().all()
+    assert store.claim(done)  # runs again
+
+
+def test_reset_leaves_a_run_held_by_a_live_process(store):
+    key = SPEC.runs()[0].key
+    store.claim(key)
+    other = sqlite3.connect(store.path)
+    other.execute(
+        "UPDATE runs SET owner = ? WHERE run_key = ?", (f"{this_process().split(':')[0]}:1", key)
+    )
+    other.commit()
+    assert store.reset([key]) == 0
+    assert store.status()[key] == "running"

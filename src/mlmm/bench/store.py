@@ -295,6 +295,31 @@ class ResultsStore:
                 (key, this_process()),
             )
 
+    def reset(self, keys: Iterable[str]) -> int:
+        """Make finished or failed runs ``pending`` again, their results removed, so the next
+        benchmark runs them anew (a method changed in a way its key cannot see, timings to
+        retake on an idle machine). Runs held by a live process are left alone. Returns how
+        many runs were reset."""
+        keys = list(keys)
+        marks = ", ".join("?" * len(keys))
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT run_key, status, owner FROM runs WHERE run_key IN ({marks})", keys
+            ).fetchall()
+            chosen = [
+                key
+                for key, status, owner in rows
+                if status != "running" or owner == this_process() or not _owner_alive(owner)
+            ]
+            marks = ", ".join("?" * len(chosen))
+            db.execute(f"DELETE FROM results WHERE run_key IN ({marks})", chosen)
+            db.execute(
+                f"UPDATE runs SET status = 'pending', owner = NULL, error = NULL, "
+                f"traceback = NULL WHERE run_key IN ({marks})",
+                chosen,
+            )
+        return len(chosen)
+
     # ------------------------------------------------------------------ reading
     def status(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         """``run_key -> status`` (of the given runs, or all)."""
