@@ -1,0 +1,195 @@
+"""lda-em: on complete data EM gives the class means and the pooled covariance; on incomplete
+data it recovers what available-case estimates get wrong; prediction is the exact Gaussian
+posterior (or conditional mean) given the present modalities, absent rows never read."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import log_softmax
+from scipy.stats import multivariate_normal
+
+import mlmm
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
+from mlmm.methods import create_method
+from mlmm.testing import contract_dataset
+
+SPECS = [ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (2,))]
+# a shared covariance with strong correlations between the two modalities
+CHOLESKY = np.array([[1, 0, 0, 0], [0.5, 1, 0, 0], [0.8, 0.3, 0.6, 0], [0.2, 0.9, 0.1, 0.5]])
+COVARIANCE = CHOLESKY @ CHOLESKY.T  # [4, 4], cross block [[0.8, 0.2], [0.7, 1.0]]
+MEANS = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.5, 1.5]])  # [K=2, 4]
+
+
+def _gaussian_classes(n: int, seed: int = 0) -> MultimodalDataset:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = MEANS[y] + rng.normal(size=(n, 4)) @ CHOLESKY.T  # [N, 4]
+    return MultimodalDataset(
+        SPECS, TaskSpec("classification", 2), {"a": x[:, :2], "b": x[:, 2:]}, y
+    )
+
+
+def _mixed_presence(data: MultimodalDataset, seed: int = 0) -> MultimodalDataset:
+    rng = np.random.default_rng(seed)
+    present = rng.random(data.observed.shape) > 0.4
+    present[np.arange(data.n_samples), rng.integers(0, data.n_modalities, data.n_samples)] = True
+    return data.with_presence(present)
+
+
+def _fit(data: MultimodalDataset, **params):
+    model = create_method("lda-em", data.specs, data.task, **params)
+    model.fit_classical(MultimodalBatch.from_dataset(data), None, 0)
+    return model.eval()
+
+
+def _flat(data: MultimodalDataset) -> np.ndarray:
+    return np.concatenate(
+        [data.inputs[k].reshape(data.n_samples, -1) for k in data.modality_names], axis=1
+    ).astype(np.float64)
+
+
+def test_complete_data_gives_class_means_and_pooled_covariance_in_two_iterations():
+    data = contract_dataset()
+    model = _fit(data, shrinkage=0.0)
+    x, y, k = _flat(data), data.targets, data.task.n_classes
+    means = np.stack([x[y == c].mean(0) for c in range(k)])  # [K, D]
+    residual = x - means[y]
+    np.testing.assert_allclose(model.mean.numpy(), means, atol=1e-5)
+    np.testing.assert_allclose(model.covariance.numpy(), residual.T @ residual / len(x), atol=1e-5)
+    np.testing.assert_allclose(model.log_prior.numpy(), np.log(np.full(k, 1 / k)), atol=1e-6)
+    # nothing is hidden, so the second iteration changes nothing and EM stops there
+    from mlmm.methods.reference.lda_em import gaussian_em
+
+    xt = torch.from_numpy(x)
+    columns = torch.ones(1, x.shape[1], dtype=torch.bool)
+    _, _, iterations = gaussian_em(
+        xt, columns, torch.zeros(len(x), dtype=torch.long), torch.from_numpy(y), k, 0.0, 20, 1e-4
+    )
+    assert iterations == 2
+
+
+def test_shrinkage_mixes_in_the_average_variance():
+    data = contract_dataset()
+    plain, shrunk = _fit(data, shrinkage=0.0), _fit(data, shrinkage=0.3)
+    cov = plain.covariance.numpy().astype(np.float64)
+    expected = 0.7 * cov + 0.3 * np.trace(cov) / len(cov) * np.eye(len(cov))
+    np.testing.assert_allclose(shrunk.covariance.numpy(), expected, atol=1e-5)
+
+
+def test_logits_are_the_gaussian_posterior_of_the_present_features():
+    data = _mixed_presence(_gaussian_classes(600))
+    model = _fit(data)
+    rows = np.flatnonzero(data.observed[:, 0] & ~data.observed[:, 1])[:20]  # b absent
+    with torch.no_grad():
+        logits = model(MultimodalBatch.from_dataset(data, rows)).prediction.numpy()
+    x = data.inputs["a"][rows].astype(np.float64)
+    mean, cov = model.mean.numpy().astype(np.float64), model.covariance.numpy().astype(np.float64)
+    by_hand = np.stack([multivariate_normal(mu[:2], cov[:2, :2]).logpdf(x) for mu in mean], 1)
+    by_hand += model.log_prior.numpy()
+    assert np.median(np.exp(log_softmax(by_hand, 1)).min(1)) > 0.1  # unsaturated: can fail
+    np.testing.assert_allclose(log_softmax(logits, 1), log_softmax(by_hand, 1), atol=1e-5)
+
+
+def test_absent_rows_are_never_read():
+    data = _mixed_presence(contract_dataset())
+    model = _fit(data)
+    batch = MultimodalBatch.from_dataset(data)
+    noisy = {}
+    for j, name in enumerate(data.modality_names):
+        x = batch.inputs[name].clone()
+        x[~batch.present[:, j]] = float("nan")
+        noisy[name] = x
+    with torch.no_grad():
+        clean = model(batch).prediction
+        garbage = model(MultimodalBatch(noisy, batch.present, batch.modalities)).prediction
+    torch.testing.assert_close(clean, garbage, rtol=0, atol=0)
+
+
+def test_em_recovers_what_available_cases_get_wrong_under_mar():
+    data = _gaussian_classes(4000)
+    a0 = data.inputs["a"][:, 0]
+    rng = np.random.default_rng(1)
+    hide_b = rng.random(data.n_samples) < np.where(a0 > 0.5, 0.85, 0.15)  # MAR, about half
+    present = np.stack([np.ones(data.n_samples, bool), ~hide_b], axis=1)
+    model = _fit(data.with_presence(present), shrinkage=0.0, n_iter=200, tol=1e-8)
+    cross = model.covariance.numpy()[:2, 2:]
+    assert np.abs(cross - COVARIANCE[:2, 2:]).max() < 0.1  # the start (identity) is 1.0 off
+    assert np.abs(model.covariance.numpy() - COVARIANCE).max() < 0.1
+    b, y = data.inputs["b"][~hide_b], data.targets[~hide_b]
+    available = np.stack([b[y == k].mean(0) for k in range(2)])  # class means of b where seen
+    em_error = np.abs(model.mean.numpy()[:, 2:] - MEANS[:, 2:]).max()
+    available_error = np.abs(available - MEANS[:, 2:]).max()
+    assert available_error > 0.4 and em_error < 0.1
+
+
+def test_close_to_bayes_optimal_on_synthetic_under_mcar():
+    res = mlmm.run_experiment(
+        "synthetic", "lda-em", dataset_params={"n_samples": 3000}, missing="mcar:0.5", seed=0
+    )
+    table, bayes = res.table, res.reference
+    accuracy = table[table.metric == "accuracy"].set_index(["scope", "subset"]).value
+    optimal = bayes[bayes.metric == "accuracy"].set_index(["scope", "subset"]).value
+    assert accuracy["overall"].iloc[0] > optimal["overall"].iloc[0] - 0.03
+    subsets = accuracy["subset"]
+    assert len(subsets) == 7 and (subsets > optimal["subset"][subsets.index] - 0.05).all()
+    assert (subsets > 0.25 + 0.25).all()  # four classes: chance is 0.25
+
+
+def test_regression_is_the_conditional_mean_of_the_target():
+    rng = np.random.default_rng(0)
+    n, w = 20000, np.array([1.0, -0.5, 2.0, 0.5])
+    x = rng.normal(size=(n, 4)) @ CHOLESKY.T  # [N, 4]
+    y = x @ w + 0.1 * rng.normal(size=n)
+    data = MultimodalDataset(SPECS, TaskSpec("regression"), {"a": x[:, :2], "b": x[:, 2:]}, y)
+    model = _fit(_mixed_presence(data), shrinkage=0.0, n_iter=100, tol=1e-8)
+    assert model.mean.shape == (1, 5) and not hasattr(model, "log_prior")
+    test = np.array([[1.0, 1.0], [0.5, 2.0], [-1.5, 0.0]])  # values of a; b absent
+    present = torch.tensor([[True, False]] * 3)
+    batch = MultimodalBatch(
+        {"a": torch.tensor(test, dtype=torch.float32), "b": torch.zeros(3, 2)},
+        present,
+        ("a", "b"),
+    )
+    with torch.no_grad():
+        prediction = model(batch).prediction.numpy()
+    # E[y | a] = w_a a + w_b E[b | a], with E[b | a] = S_ba S_aa^-1 a (everything centred)
+    expected_b = test @ np.linalg.solve(COVARIANCE[:2, :2], COVARIANCE[:2, 2:])
+    expected = test @ w[:2] + expected_b @ w[2:]
+    np.testing.assert_allclose(prediction, expected, atol=0.06)
+    assert np.abs(expected - test @ w[:2]).min() > 0.5  # ignoring b's correlation is far off
+
+
+def test_too_many_features_raise_a_clear_error():
+    specs = [ModalitySpec("image", "image", (1, 40, 40))]
+    with pytest.raises(MlmmError, match=r"1600 x 1600 .*max_features=1000.*late-fusion"):
+        create_method("lda-em", specs, TaskSpec("classification", 2), max_features=1000)
+    create_method("lda-em", specs, TaskSpec("classification", 2), max_features=1600)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"shrinkage": 1.5}, "shrinkage must"),
+        ({"shrinkage": -0.1}, "shrinkage must"),
+        ({"n_iter": 0}, "n_iter must"),
+        ({"n_iter": 2.0}, "n_iter must be an integer"),
+        ({"tol": 0.0}, "tol must"),
+        ({"max_features": 0}, "max_features must"),
+    ],
+)
+def test_bad_hyperparameters_raise_clear_errors(params, message):
+    with pytest.raises(MlmmError, match=message):
+        create_method("lda-em", SPECS, TaskSpec("classification", 2), **params)
+
+
+def test_a_class_missing_from_training_gets_a_finite_floor():
+    data = _gaussian_classes(200)
+    three = MultimodalDataset(SPECS, TaskSpec("classification", 3), data.inputs, data.targets * 2)
+    model = _fit(three)  # classes 0 and 2 only
+    assert model.log_prior[1].item() == -30.0 and not model.mean[1].any()
+    with torch.no_grad():
+        logits = model(MultimodalBatch.from_dataset(three)).prediction
+    assert torch.isfinite(logits).all() and (logits.argmax(1) != 1).all()
