@@ -62,26 +62,48 @@ def test_on_a_cluster_the_local_cores_do_not_bound_the_jobs():
 def test_rerun_skips_finished_runs_and_a_failure_does_not_stop_the_rest(
     tmp_path, tiny_spec_file, monkeypatch
 ):
-    spec = load_spec(tiny_spec_file)
-    data = spec.model_dump()
-    data["methods"]["hemis"] = {"hidden": 0}  # fails at construction, in its run
+    data = load_spec(tiny_spec_file).model_dump()
+    data["methods"]["hemis"] = {}
     spec = parse_spec(data)
+    real = execute.execute_run
+
+    def hemis_breaks(config, threads):  # a failure inside training, where runs do fail
+        if config["method"] == "hemis":
+            config = {**config, "method_params": {**config["method_params"], "depth": -1}}
+        return real(config, threads)
+
+    monkeypatch.setattr(execute, "execute_run", hemis_breaks)
     first = run_benchmark(spec, tmp_path / "r.db", threads=1)
     assert (first.ran, first.failed) == (6, 2)
     with ResultsStore(tmp_path / "r.db") as db:
         runs = db.runs()
     failed = runs[runs.status == "failed"]
-    assert set(failed.method) == {"hemis"} and failed.error.str.contains("hidden").all()
+    assert set(failed.method) == {"hemis"} and failed.error.str.contains("depth").all()
     assert set(rows(tmp_path / "r.db").method) == {"late-fusion", "zero-impute", "bayes-optimal"}
 
     calls = []
-    real = execute.execute_run
     monkeypatch.setattr(execute, "execute_run", lambda c, t: calls.append(c) or real(c, t))
     second = run_benchmark(spec, tmp_path / "r.db", threads=1)
     assert second.skipped == 4 and {c["method"] for c in calls} == {"hemis"}  # failed: rerun
     calls.clear()
     third = run_benchmark(spec, tmp_path / "r.db", threads=1, retry_failed=False)
     assert third.skipped == 6 and calls == []
+
+
+def test_a_hyperparameter_out_of_range_stops_the_benchmark_before_any_run(
+    tmp_path, tiny_spec_file, monkeypatch
+):
+    data = load_spec(tiny_spec_file).model_dump()
+    data["methods"]["hemis"] = {"hidden": 0}
+    calls = []
+    monkeypatch.setattr(execute, "execute_run", lambda c, t: calls.append(c))
+    with pytest.raises(MlmmError) as err:
+        run_benchmark(parse_spec(data), tmp_path / "r.db", threads=1)
+    message = str(err.value)
+    assert "'hemis'" in message and "hidden" in message and "\n" not in message
+    assert calls == []  # nothing trained, nothing recorded as failed
+    with ResultsStore(tmp_path / "r.db") as db:
+        assert set(db.status().values()) == {"pending"}
 
 
 def test_kill_9_mid_benchmark_then_rerun_gives_the_same_rows(tmp_path, tiny_spec_file):

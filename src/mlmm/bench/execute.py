@@ -9,11 +9,12 @@ every run.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,35 @@ def pin_threads(threads: int) -> None:
 
     torch.set_num_threads(threads)
     threadpool_limits(threads)
+
+
+def check_models(runs: Sequence[RunConfig]) -> None:
+    """Build every model of ``runs`` once, on its dataset's modalities, before any run starts.
+
+    An out-of-range hyperparameter (``hidden: 0``), or a method that cannot take a dataset
+    (too many features, too many subsets), then stops the benchmark with one line naming the
+    method, the dataset and the fix, instead of failing each of its runs one by one.
+    """
+    from mlmm.data.datasets import load_dataset
+    from mlmm.methods import create_method
+
+    datasets: dict[str, Any] = {}
+    built: set[str] = set()
+    for run in runs:
+        data_key = json.dumps([run.dataset, run.dataset_params], sort_keys=True, default=str)
+        model_key = json.dumps([data_key, run.method, run.method_params], default=str)
+        if model_key in built:
+            continue
+        built.add(model_key)
+        if data_key not in datasets:
+            datasets[data_key] = load_dataset(run.dataset, **run.dataset_params)
+        data = datasets[data_key]
+        try:
+            create_method(run.method, data.specs, data.task, **run.method_params)
+        except MlmmError as err:
+            raise MlmmError(
+                f"method {run.method!r} cannot be built for dataset {run.dataset!r}: {err}"
+            ) from None
 
 
 def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
@@ -322,6 +352,7 @@ def run_benchmark(
             event("skipped", run, progress)
         else:
             todo.append(run)
+    check_models(todo)  # a hyperparameter out of range stops everything here, in one line
     ran = 0
     pool = make_executor(executor, jobs, threads, ray_address) if todo else None
     in_flight: dict[Any, tuple[RunConfig, float]] = {}
