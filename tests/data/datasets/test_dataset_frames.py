@@ -35,6 +35,14 @@ def test_explicit_kinds_are_used_and_checked_against_the_shape():
         from_arrays({"s": np.ones((3, 7, 2))}, [0, 1, 0], kinds={"s": "image"})
 
 
+def test_modalities_can_be_marked_to_keep_their_values():
+    ids = np.array([[101.0, 2023.0], [101.0, 7592.0], [101.0, 102.0]])
+    ds = from_arrays({"text": ids, "v": _vectors(3)}, [0, 1, 0], standardize={"text": False})
+    assert not ds.spec("text").standardize and ds.spec("v").standardize
+    with pytest.raises(MlmmError, match="unknown modality in standardize 'txt'"):
+        from_arrays({"text": ids}, [0, 1, 0], standardize={"txt": False})
+
+
 def test_all_nan_rows_are_absent_and_zero_filled():
     a = np.array([[1.0, 2.0], [NAN, NAN], [3.0, 4.0]])
     b = np.array([[NAN], [5.0], [6.0]])

@@ -36,6 +36,7 @@ def from_arrays(
     name: str = "custom",
     allow_empty: bool = False,
     partial: PartialPolicy = "error",
+    standardize: Mapping[str, bool] | None = None,
 ) -> MultimodalDataset:
     """Build a dataset from one array per modality.
 
@@ -70,6 +71,10 @@ def from_arrays(
         where it is not NaN. The mean is computed on the data passed here, so imputing a
         whole dataset before splitting leaks test statistics into training: prefer
         ``"missing"``, or impute the training split only.
+    standardize : dict of str to bool, optional
+        False for the modalities whose values the trainer must keep as they are (token ids
+        for a pretrained text backbone, codes); every other modality is z-scored on the
+        training split (``ModalitySpec.standardize``).
 
     Returns
     -------
@@ -85,7 +90,9 @@ def from_arrays(
     >>> ds.observed[:, 0].tolist(), ds.spec("b").kind, ds.task.class_names
     ([True, False, True], 'sequence', ('cat', 'dog'))
     """
-    return _build(inputs, targets, observed, task, kinds, name, allow_empty, partial, None, {})
+    return _build(
+        inputs, targets, observed, task, kinds, name, allow_empty, partial, None, {}, standardize
+    )
 
 
 def from_dataframe(
@@ -248,6 +255,7 @@ def _build(
     partial: str,
     row_labels: np.ndarray | None,
     meta: dict[str, Any],
+    standardize: Mapping[str, bool] | None = None,
 ) -> MultimodalDataset:
     if partial not in _PARTIAL_POLICIES:
         raise MlmmError(f"partial must be one of {list(_PARTIAL_POLICIES)}, got {partial!r}")
@@ -262,10 +270,13 @@ def _build(
         raise MlmmError(f"every modality needs the same number of rows (samples), got {sizes}")
     n = next(iter(sizes.values()))
 
-    kinds = dict(kinds or {})
+    kinds, standardize = dict(kinds or {}), dict(standardize or {})
     for key in kinds:
         if key not in arrays:
             raise unknown_name_error("modality in kinds", key, arrays)
+    for key in standardize:
+        if key not in arrays:
+            raise unknown_name_error("modality in standardize", key, arrays)
     specs = []
     for modality, arr in arrays.items():
         if modality in kinds:
@@ -278,7 +289,7 @@ def _build(
                 "(N, T, C) for a sequence or (N, C, H, W) for an image"
                 + (" (reshape a 1-D array to (N, 1))" if arr.ndim == 1 else "")
             )
-        specs.append(ModalitySpec(modality, kind, arr.shape[1:]))
+        specs.append(ModalitySpec(modality, kind, arr.shape[1:], standardize.get(modality, True)))
 
     encoded, task_spec = _encode_targets(targets, task)
     if len(encoded) != n:
