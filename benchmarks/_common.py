@@ -73,17 +73,13 @@ def run_grid(
     from mlmm.bench import ResultsStore, parse_spec, run_benchmark
 
     bench = parse_spec(spec, "benchmark grid")
-    if rerun:
-        with ResultsStore(store) as db:
-            n = db.reset(r.key for r in bench.runs() if r.method in rerun)
-        print(f"{n} stored runs of {', '.join(rerun)} will run again", flush=True)
 
     def show(kind, run, progress) -> None:
         if kind in ("done", "failed", "skipped"):
             n = progress.done + progress.failed + progress.skipped
             print(f"{n}/{progress.total} {run.label()}: {kind}", flush=True)
 
-    outcome = run_benchmark(bench, store, jobs=jobs, threads=threads, on_event=show)
+    outcome = run_benchmark(bench, store, jobs=jobs, threads=threads, rerun=rerun, on_event=show)
     with ResultsStore(store) as db:
         table = db.table([r.key for r in bench.runs()])
         failed = db.runs([r.key for r in bench.runs()]).query("status == 'failed'")

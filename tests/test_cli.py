@@ -209,6 +209,10 @@ def test_bench_runs_a_spec_and_resumes(monkeypatch, capsys, tmp_path):
     assert "2 run(s) ran" in out and f"results: {store}" in out
     code, out, _ = run(monkeypatch, capsys, *args)
     assert code == 0 and "0 run(s) ran, 2 already in the store" in out
+    code, out, _ = run(monkeypatch, capsys, *args, "--rerun", "zero-impute")
+    assert code == 0 and "1 run(s) ran, 1 already in the store" in out
+    code, _, err = run(monkeypatch, capsys, *args, "--rerun", "hemis")
+    assert code == 2 and "cannot rerun ['hemis']" in err
     code, out, _ = run(monkeypatch, capsys, "export", str(store), str(tmp_path / "t.csv"))
     assert code == 0 and (tmp_path / "t.csv").exists()
 

@@ -264,6 +264,10 @@ def bench(
     seeds: Annotated[str | None, typer.Option(help="Replace the seeds, e.g. 0,1,2.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Replace the maximum epochs.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Rerun runs that failed before.")] = True,
+    rerun: Annotated[
+        list[str] | None,
+        typer.Option(help="Run this method's stored runs again (repeatable)."),
+    ] = None,
     report: Annotated[bool, typer.Option(help="Write the HTML report at the end.")] = True,
 ) -> None:
     """Run a benchmark (default: the quick suite); reruns skip finished runs."""
@@ -274,7 +278,7 @@ def bench(
     data = _bench_overrides(data, dataset, method, missing, seeds, epochs)
     suite = parse_spec(data, f"{spec} with the command-line options")
     path = store or Path("mlmm-results") / f"{suite.name}.db"
-    _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, report)
+    _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, report, rerun)
 
 
 def _bench_overrides(data, dataset, method, missing, seeds, epochs) -> dict:
@@ -303,7 +307,9 @@ def _bench_overrides(data, dataset, method, missing, seeds, epochs) -> dict:
     return data
 
 
-def _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, report) -> None:
+def _run_bench(
+    suite, path, jobs, threads, executor, ray_address, retry_failed, report, rerun=None
+) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mlmm.bench.execute import plan_threads, run_benchmark
@@ -352,6 +358,7 @@ def _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, 
             executor=executor,
             ray_address=ray_address,
             retry_failed=retry_failed,
+            rerun=rerun or (),
             on_event=on_event,
         )
     keys = [r.key for r in runs]

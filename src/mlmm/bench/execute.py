@@ -326,12 +326,15 @@ def run_benchmark(
     executor: str = "local",
     ray_address: str | None = None,
     retry_failed: bool = True,
+    rerun: Sequence[str] = (),
     on_event: Callable[[str, RunConfig | None, Progress], None] | None = None,
 ) -> BenchOutcome:
     """Run every run of ``spec`` that ``store`` does not hold finished.
 
     Finished runs are skipped, failed ones rerun (``retry_failed``), and runs another live
-    process holds are waited for. ``on_event(kind, run, progress)`` is called with kind
+    process holds are waited for. The stored runs of the methods in ``rerun`` are reset first
+    (:meth:`~mlmm.bench.ResultsStore.reset`) and run again: a method changed in a way its key
+    cannot see, or timings to retake beside another method's. ``on_event(kind, run, progress)`` is called with kind
     ``"start"``, ``"done"``, ``"failed"``, ``"skipped"`` or ``"waiting"``.
     """
     threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
@@ -343,6 +346,14 @@ def run_benchmark(
     start = time.perf_counter()
     db = ResultsStore(store)
     db.add_runs(spec.name, runs)
+    if rerun:
+        unknown = sorted(set(rerun) - {r.method for r in runs})
+        if unknown:
+            raise MlmmError(
+                f"cannot rerun {unknown}: the benchmark has no such method; it runs "
+                f"{sorted({r.method for r in runs})}"
+            )
+        db.reset(r.key for r in runs if r.method in rerun)
     status = db.status(by_key)
     progress = Progress(total=len(runs), jobs=jobs)
     todo = []
