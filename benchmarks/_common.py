@@ -89,6 +89,26 @@ def run_grid(
     return table
 
 
+def grid_provenance(spec: dict, store) -> dict:
+    """When, where and with how many threads the runs of ``spec`` in ``store`` were made (a
+    rerun of a script reads finished runs from its store: their timings are from then)."""
+    from mlmm.bench import ResultsStore, parse_spec
+
+    keys = [r.key for r in parse_spec(spec, "benchmark grid").runs()]
+    with ResultsStore(store) as db:
+        runs = db.runs(keys)
+
+    def utc(stamp: float) -> str:
+        return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+    return {
+        "runs": len(runs),
+        "threads_per_run": sorted(int(t) for t in runs.threads.dropna().unique()),
+        "machines": sorted(runs.machine.dropna().unique()),
+        "finished_utc": [utc(runs.finished_at.min()), utc(runs.finished_at.max())],
+    }
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub markdown table of a data frame (no extra dependency)."""
     rows = [list(map(str, frame.columns))] + [

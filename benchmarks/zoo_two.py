@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, run_grid, write_report  # noqa: E402
+from _common import grid_provenance, machine, run_grid, write_report  # noqa: E402
 
 from mlmm.methods import list_methods  # noqa: E402
 
@@ -118,6 +118,16 @@ def main() -> None:
             if v["subsets > 1 point below"] == 0 and v["time ratio"] <= 0.2
         )
         record_versus[dataset] = versus
+        # the same question for the learned (non-reference) models alone
+        reference = set(list_methods(family="reference"))
+        deep = single[~single.index.isin(reference)]
+        if len(deep):
+            best_deep = deep.accuracy.idxmax()
+            checks[f"{dataset}: best single model outside the reference family"] = best_deep
+            checks[f"{dataset}: ... its largest gap (points), time ratio"] = [
+                float(versus[best_deep]["largest gap (points)"]),
+                float(versus[best_deep]["time ratio"]),
+            ]
         for method, r in c.sort_values("accuracy", ascending=False).iterrows():
             s = subsets.loc[(dataset, method)].dropna()
             rows.append(
@@ -133,12 +143,14 @@ def main() -> None:
                 }
             )
     table = pd.DataFrame(rows)
+    runs = grid_provenance(spec, out / "zoo-two-runs" / "results.db")
     record = {
         "command": f"python benchmarks/zoo_two.py --seeds {args.seeds} --jobs {args.jobs}"
         + (f" --methods {args.methods}" if args.methods else "")
         + (f" --rerun {args.rerun}" if args.rerun else ""),
         "machine": machine(),
         "wall_seconds": time.perf_counter() - t0,
+        "runs": runs,
         "checks": checks,
         "summary": rows,
         "single_models_versus_per_subset": record_versus,
@@ -151,7 +163,10 @@ def main() -> None:
         "zoo_two",
         "Method zoo II benchmark: per-subset against single models",
         "MCAR 0.5 on train and test (fraction of slots), mean of seeds; `worst subset` and "
-        "`mean over subsets` are over every forced non-empty modality subset.",
+        "`mean over subsets` are over every forced non-empty modality subset. The "
+        f"{runs['runs']} runs finished between {runs['finished_utc'][0]} and "
+        f"{runs['finished_utc'][1]} (UTC) with {runs['threads_per_run']} thread(s) each; a "
+        "rerun of this script reads finished runs, and their timings, from its store.",
         record,
         table,
         checks,
