@@ -4,6 +4,42 @@ One intra-op thread: the test models are tiny, and on small shared machines seve
 per process oversubscribe the cores (tens of times slower), see docs/developer.md.
 """
 
+import itertools
+import sys
+import textwrap
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+_plugin_ids = itertools.count()
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    """The name of an importable module (in ``tmp_path``) that registers the method
+    ``plugin-fusion`` (late-fusion under another name); the registration is undone after the
+    test, so the registry-driven tests never see it."""
+    from mlmm.methods import METHODS
+
+    name = f"mlmm_test_plugin_{next(_plugin_ids)}"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(
+            """
+            from mlmm.methods.combination.late_fusion import LateFusion
+            from mlmm.methods.registry import register_method
+
+
+            @register_method(
+                "plugin-fusion", family="combination", subtype="ensemble", paper="a test plugin"
+            )
+            class PluginFusion(LateFusion):
+                \"\"\"late-fusion under another name.\"\"\"
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    yield name
+    sys.modules.pop(name, None)

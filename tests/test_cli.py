@@ -245,3 +245,11 @@ def test_evaluate_shows_imputation_scores_for_imputing_methods(monkeypatch, caps
     table = pd.read_csv(csv)
     nrmse = table[(table.scope == "imputation") & (table.metric == "nrmse")]
     assert set(nrmse.subset) == {"m0", "m1", "m2"} and nrmse.value.between(0.5, 1.5).all()
+
+
+def test_a_plugin_option_registers_methods_for_every_command(monkeypatch, capsys, plugin_module):
+    code, out, err = run(monkeypatch, capsys, "--plugin", plugin_module, "methods")
+    assert code == 0, err
+    assert "plugin-fusion" in out
+    code, _, err = run(monkeypatch, capsys, "--plugin", "no_such_plugin_module", "methods")
+    assert code == 2 and "plugin 'no_such_plugin_module' could not be imported" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import mlmm
 from mlmm.errors import ArtifactError, MlmmError, did_you_mean, unknown_name_error
 from mlmm.registry import Entry, Registry
 
@@ -45,7 +46,7 @@ def test_unknown_name_suggests_the_closest():
 
 def test_unknown_name_without_close_matches_lists_the_choices():
     with pytest.raises(
-        MlmmError, match=r"Choose from: hemis, late-concat, late-fusion, zero-impute\.$"
+        MlmmError, match=r"Choose from: hemis, late-concat, late-fusion, zero-impute\. A method"
     ):
         registry().get("transformer")
 
@@ -75,3 +76,37 @@ def test_did_you_mean_and_unknown_name_error():
 
 def test_error_hierarchy_lets_callers_catch_value_error():
     assert issubclass(ArtifactError, MlmmError) and issubclass(MlmmError, ValueError)
+
+
+def test_a_plugin_module_registers_its_methods(plugin_module):
+    from mlmm.registry import load_plugins
+
+    assert "plugin-fusion" not in mlmm.list_methods()
+    load_plugins([plugin_module])
+    assert "plugin-fusion" in mlmm.list_methods(family="combination")
+    load_plugins([plugin_module])  # imported once: no "already registered" on a second load
+
+
+@pytest.mark.parametrize(
+    "module, message",
+    [
+        ("no_such_plugin_module", "plugin 'no_such_plugin_module' could not be imported"),
+        ("", "a plugin is a module name"),
+    ],
+)
+def test_a_plugin_that_cannot_be_imported_is_one_line(module, message):
+    from mlmm.registry import load_plugins
+
+    with pytest.raises(MlmmError, match=message) as err:
+        load_plugins([module])
+    assert "\n" not in str(err.value)
+
+
+def test_an_unknown_name_far_from_every_known_one_mentions_plugins():
+    registry = Registry("method")
+    registry.register("hemis")(object)
+    with pytest.raises(MlmmError, match="Did you mean 'hemis'") as typo:
+        registry.get("hemsi")
+    assert "plugin" not in str(typo.value)  # a typo gets the suggestion alone
+    with pytest.raises(MlmmError, match="Choose from: hemis. .*mlmm --plugin MODULE"):
+        registry.get("my-lab-method")

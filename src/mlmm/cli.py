@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,8 +58,22 @@ def _table(df, title: str | None = None, max_rows: int = 200):
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Import this module first: it registers your methods, datasets or backbones "
+            "(repeatable; benchmark workers import it too)."
+        ),
+    ] = None,
 ) -> None:
     _state["debug"] = debug
+    _state["plugins"] = list(plugin or [])
+    if plugin:
+        from mlmm.registry import load_plugins
+
+        if os.getcwd() not in sys.path:  # as `python -m` would: a module beside you imports
+            sys.path.insert(0, os.getcwd())
+        load_plugins(plugin)
 
 
 @app.command()
@@ -275,6 +290,7 @@ def bench(
 
     suite = load_suite(spec)
     data = suite.model_dump()
+    data["plugins"] += [p for p in _state.get("plugins", []) if p not in data["plugins"]]
     data = _bench_overrides(data, dataset, method, missing, seeds, epochs)
     suite = parse_spec(data, f"{spec} with the command-line options")
     path = store or Path("mlmm-results") / f"{suite.name}.db"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator
+import importlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -48,7 +49,13 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Entry[T]:
         """Return the entry for ``name`` or raise with the closest names."""
         if name not in self._entries:
-            raise unknown_name_error(self.kind, name, self._entries)
+            err = unknown_name_error(self.kind, name, self._entries)
+            if "Did you mean" not in str(err):  # no typo in sight: maybe one of the user's own
+                err = MlmmError(
+                    f"{err} A {self.kind} of your own registers when its module is imported: "
+                    "import it first, or name it with mlmm --plugin MODULE"
+                )
+            raise err
         return self._entries[name]
 
     def names(self, pattern: str = "*", **filters: Any) -> list[str]:
@@ -70,3 +77,33 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def load_plugins(modules: Iterable[str]) -> None:
+    """Import modules that register methods, datasets, missingness models or backbones.
+
+    Registration happens when a module is imported (``@register_method`` and its kin), so a
+    plugin is any importable module doing that at import time: ``mlmm --plugin my_lab.methods
+    train --method my-method ...``, or ``plugins: [my_lab.methods]`` in a benchmark spec (then
+    every benchmark worker imports it too). A module is imported once per process.
+
+    Examples
+    --------
+    >>> load_plugins(["json"])  # any importable module; this one registers nothing
+    >>> load_plugins(["no_such_module"])
+    Traceback (most recent call last):
+    ...
+    mlmm.errors.MlmmError: plugin 'no_such_module' could not be imported (ModuleNotFoundError: No module named 'no_such_module'); install it, or put its folder on PYTHONPATH
+    """
+    for module in modules:
+        if not isinstance(module, str) or not module:
+            raise MlmmError(f"a plugin is a module name such as 'my_lab.methods', got {module!r}")
+        try:
+            importlib.import_module(module)
+        except MlmmError:
+            raise
+        except Exception as err:  # a plugin's own bug surfaces as one line naming the plugin
+            raise MlmmError(
+                f"plugin {module!r} could not be imported ({type(err).__name__}: {err}); "
+                "install it, or put its folder on PYTHONPATH"
+            ) from None

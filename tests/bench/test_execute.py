@@ -172,3 +172,27 @@ def test_ray_executor_writes_the_same_results(tmp_path, tiny_spec_file):
 def test_unknown_executor_is_refused(tmp_path, tiny_spec_file):
     with pytest.raises(MlmmError, match="'local' or 'ray'"):
         run_benchmark(load_spec(tiny_spec_file), tmp_path / "r.db", executor="slurm")
+
+
+def test_a_spec_plugin_is_imported_by_every_worker(tmp_path, plugin_module):
+    spec = parse_spec(
+        {
+            "plugins": [plugin_module],
+            "datasets": {"synthetic": {"n_samples": 240}},
+            "methods": {"plugin-fusion": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0, 1],
+            "budget": {"max_epochs": 2},
+        }
+    )
+    assert {r.plugins for r in spec.runs()} == {(plugin_module,)}
+    # spawned workers start without the plugin: they import it from the run's configuration
+    outcome = run_benchmark(spec, tmp_path / "r.db", jobs=2, threads=1)
+    assert (outcome.ran, outcome.failed) == (2, 0)
+    assert set(rows(tmp_path / "r.db").method) == {"plugin-fusion", "bayes-optimal"}
+
+
+def test_runs_without_plugins_keep_their_keys(tiny_spec_file):
+    # keys of stores written before plugins existed stay valid
+    run = load_spec(tiny_spec_file).runs()[0]
+    assert "plugins" not in run.to_dict()

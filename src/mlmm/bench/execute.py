@@ -119,12 +119,14 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
 
     import mlmm
     from mlmm.experiment import run_experiment
+    from mlmm.registry import load_plugins
 
     pin_threads(threads)
     run = RunConfig.from_dict(config)
     base = {"threads": threads, "machine": platform.node(), "version": mlmm.__version__}
     start = time.perf_counter()
     try:
+        load_plugins(run.plugins)  # a worker process registers the spec's plugins itself
         res = run_experiment(
             run.dataset,
             run.method,

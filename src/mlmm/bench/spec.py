@@ -103,6 +103,8 @@ class BenchSpec(BaseModel):
 
     name: str = Field("custom", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
+    # before datasets and methods: fields validate in this order, and a plugin registers names
+    plugins: list[str] = Field(default_factory=list)
     datasets: dict[str, dict[str, Any] | None] | Literal["all"] = Field(min_length=1)
     methods: dict[str, dict[str, Any] | None] | Literal["all"] = Field(min_length=1)
     missing: list[str | MissingEntry] = Field(min_length=1)
@@ -111,6 +113,14 @@ class BenchSpec(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     test_size: float = Field(0.2, gt=0, lt=1)
     val_size: float = Field(0.1, ge=0, lt=1)
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugins(cls, value: list[str]) -> list[str]:
+        from mlmm.registry import load_plugins
+
+        load_plugins(value)  # their methods and datasets are then known to the checks below
+        return value
 
     @field_validator("datasets")
     @classmethod
@@ -214,6 +224,7 @@ class BenchSpec(BaseModel):
                 budget=self.budget.trainer_kwargs(),
                 test_size=self.test_size,
                 val_size=self.val_size,
+                plugins=tuple(self.plugins),
             )
             for dataset, dataset_params in self.datasets.items()
             for train, tests in self.conditions(dataset)
@@ -236,10 +247,12 @@ class RunConfig:
     budget: dict[str, Any]
     test_size: float
     val_size: float
+    plugins: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, with the test conditions as a list."""
-        return {
+        """JSON-ready, with the test conditions as a list (``plugins`` only when there are
+        some, so the keys of runs without plugins stay what they were)."""
+        out = {
             "dataset": self.dataset,
             "dataset_params": self.dataset_params,
             "method": self.method,
@@ -251,10 +264,19 @@ class RunConfig:
             "test_size": self.test_size,
             "val_size": self.val_size,
         }
+        if self.plugins:
+            out["plugins"] = list(self.plugins)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return cls(**{**data, "test_missing": tuple(data["test_missing"])})
+        return cls(
+            **{
+                **data,
+                "test_missing": tuple(data["test_missing"]),
+                "plugins": tuple(data.get("plugins", ())),
+            }
+        )
 
     @property
     def key(self) -> str:
