@@ -336,8 +336,9 @@ def run_benchmark(
     Finished runs are skipped, failed ones rerun (``retry_failed``), and runs another live
     process holds are waited for. The stored runs of the methods in ``rerun`` are reset first
     (:meth:`~mlmm.bench.ResultsStore.reset`) and run again: a method changed in a way its key
-    cannot see, or timings to retake beside another method's. ``on_event(kind, run, progress)`` is called with kind
-    ``"start"``, ``"done"``, ``"failed"``, ``"skipped"`` or ``"waiting"``.
+    cannot see, or timings to retake beside another method's. ``on_event(kind, run,
+    progress)`` is called with kind ``"start"``, ``"done"``, ``"failed"``, ``"skipped"`` or
+    ``"waiting"``.
     """
     threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
     runs = spec.runs()

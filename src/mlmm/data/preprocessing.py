@@ -30,8 +30,9 @@ class Standardizer:
     :meth:`fit` (the training split); absent rows stay exactly zero after :meth:`transform`,
     which is also the mean of the standardised modality. Features with (near) zero spread
     are centred and left unscaled. A modality whose spec says ``standardize=False`` (token
-    ids, codes) keeps its values (mean 0, scale 1); its absent rows are zero too. For regression the target is standardised too, and
-    :meth:`inverse_target` maps predictions back.
+    ids, codes) keeps its values (mean 0, scale 1); its absent rows are zero too. For
+    regression the target is standardised too, and :meth:`inverse_target` maps predictions
+    back.
 
     Attributes
     ----------

@@ -4,9 +4,10 @@ The classical ensemble answer to missing modalities (a classifier-combination sc
 sense of Kittler et al., "On combining classifiers", IEEE TPAMI 1998): each modality has its
 own encoder and head, trained only on the rows where that modality is present and
 early-stopped on its own validation loss (independent classifiers, as the scheme assumes: a
-head's weights are those of the epoch where it alone did best); at prediction time the outputs of the present modalities are combined by the mean of probabilities (the
-sum rule) or the sum of log-probabilities (the product rule, Bayes-optimal for conditionally
-independent modalities). Regression averages the present heads.
+head's weights are those of the epoch where it alone did best); at prediction time the
+outputs of the present modalities are combined by the mean of probabilities (the sum rule) or
+the sum of log-probabilities (the product rule, Bayes-optimal for conditionally independent
+modalities). Regression averages the present heads.
 """
 
 from __future__ import annotations

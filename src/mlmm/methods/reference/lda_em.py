@@ -1,4 +1,4 @@
-"""Gaussian discriminant analysis fitted by EM on incomplete data; absent modalities are marginalised out exactly.
+"""Gaussian discriminant analysis fitted by EM on incomplete data, absent modalities marginalised.
 
 Z. Ghahramani and M. I. Jordan, "Supervised learning from incomplete data via an EM
 approach", Advances in Neural Information Processing Systems 6 (NIPS 1993), 1994, pp. 120-127:
