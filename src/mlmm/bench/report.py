@@ -207,6 +207,13 @@ def _note(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
 
 
+def _sorted_rows(rows: list[dict], *order: str) -> list[dict]:
+    """``rows`` sorted by the fields ``order``, without the helper fields (``_name``) that are
+    kept for sorting only."""
+    rows = sorted(rows, key=lambda r: tuple(r[k] for k in order))
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+
+
 def _primary(frame: pd.DataFrame) -> str:
     """The headline metric: accuracy for classification, else RMSE."""
     return "accuracy" if (frame.metric == "accuracy").any() else "rmse"
@@ -479,8 +486,7 @@ def _bayes_gap(results: pd.DataFrame, families: dict[str, str]) -> str:
     ]
     if not rows:
         return _note("No method was scored alongside the Bayes-optimal reference.")
-    rows.sort(key=lambda r: (r["dataset"], r["train"], r["test"], r["_gap"]))
-    rows = [{k: v for k, v in r.items() if k != "_gap"} for r in rows]
+    rows = _sorted_rows(rows, "dataset", "train", "test", "_gap")
     numeric = ("accuracy (%)", "Bayes-optimal (%)", "gap (points)")
     return (
         _note(
@@ -511,8 +517,7 @@ def _efficiency(runs: pd.DataFrame) -> str:
                 "_time": g.train_seconds.astype(float).mean(),
             }
         )
-    rows.sort(key=lambda r: (r["dataset"], r["_time"]))
-    rows = [{k: v for k, v in r.items() if k != "_time"} for r in rows]
+    rows = _sorted_rows(rows, "dataset", "_time")
     numeric = ("runs", "parameters", "models", "training time (s)", "latency (ms / sample)")
     return (
         _note(
