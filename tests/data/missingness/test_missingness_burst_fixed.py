@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -38,7 +41,13 @@ def test_gilbert_elliott_is_bursty_seeded_and_edge_cases():
         gilbert_elliott(10, 0.3, 0.5, 0)
 
 
+def in_time_order(data):
+    """The same data, declaring its rows consecutive time steps."""
+    return replace(data, meta={**data.meta, "time_ordered": True})
+
+
 def test_burst_model_rate_and_outage_length(full_data):
+    full_data = in_time_order(full_data)
     result = parse_missingness("burst:0.3:len=20").apply(full_data, seed=0)
     # keeping one modality where all three are out lowers the rate by about 0.3**3 / 3
     assert abs(result.realised_rate - (0.3 - 0.3**3 / 3)) < 0.03
@@ -58,6 +67,40 @@ def test_burst_keeps_one_modality_even_at_high_rates(full_data, gappy_data):
     kept = Burst(0.8, 5).apply(full_data, seed=0).present
     assert (kept.sum(axis=1) == 1).mean() > 0.3
     assert min(kept[:, j].mean() for j in range(3)) > 0.15  # the one kept is not always the same
+
+
+def test_gilbert_elliott_memory_is_bounded_by_the_rows_not_by_len():
+    tracemalloc.start()
+    outage = gilbert_elliott(1000, 0.3, 1e6, 0)  # used to allocate about 3.3 GB
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert outage.shape == (1000,) and peak < 1_000_000
+    # a tiny P(good -> bad) saturates numpy's geometric draws at 2**63 - 1: no overflow
+    assert not gilbert_elliott(500, 1e-12, 1e9, 0).any()
+    assert gilbert_elliott(500, 0.999, 1e9, 3).shape == (500,)
+
+
+@pytest.mark.parametrize("spec", ["burst:0.3:len=1e308", "burst:0.3:len=2e9"])
+def test_burst_length_is_bounded_in_the_grammar(spec):
+    with pytest.raises(MlmmError, match=r"len must be at most 1000000000 steps, got"):
+        parse_missingness(spec)
+
+
+def test_burst_on_data_without_time_order_does_not_cluster_by_class(make_data):
+    data = make_data(6000)
+    order = np.argsort(data.targets, kind="stable")
+    by_class = data.subset(order)  # rows sorted by class, as the built-in datasets are
+    classes = by_class.targets
+    result = Burst(0.3, 500, allow_empty=True).apply(by_class, seed=0)
+    per_class = [result.removed[classes == c].mean() for c in (0, 1)]
+    assert abs(per_class[0] - per_class[1]) < 0.03 and abs(np.mean(per_class) - 0.3) < 0.03
+    # in time order the chains follow the rows: a few outages of ~500 rows each, one class
+    # gets far more than the other for this seed (that was the bug on non-temporal data)
+    ordered = Burst(0.3, 500, allow_empty=True).apply(in_time_order(by_class), seed=0)
+    per_class = [ordered.removed[classes == c].mean() for c in (0, 1)]
+    assert abs(per_class[0] - per_class[1]) > 0.05
+    runs = run_lengths(ordered.removed[:, 0])
+    assert runs.mean() > 100  # bursts along the rows
 
 
 def test_burst_is_reproducible(full_data):

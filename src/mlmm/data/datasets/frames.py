@@ -8,6 +8,7 @@ so it needs an explicit ``partial`` policy: ``"error"`` (default), ``"missing"``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,6 +38,7 @@ def from_arrays(
     allow_empty: bool = False,
     partial: PartialPolicy = "error",
     standardize: Mapping[str, bool] | None = None,
+    time_ordered: bool = False,
 ) -> MultimodalDataset:
     """Build a dataset from one array per modality.
 
@@ -75,6 +77,9 @@ def from_arrays(
         False for the modalities whose values the trainer must keep as they are (token ids
         for a pretrained text backbone, codes); every other modality is z-scored on the
         training split (``ModalitySpec.standardize``).
+    time_ordered : bool
+        True when the rows are consecutive readings of one stream (``meta["time_ordered"]``):
+        ``burst`` missingness then runs along the row order instead of a seeded permutation.
 
     Returns
     -------
@@ -90,8 +95,9 @@ def from_arrays(
     >>> ds.observed[:, 0].tolist(), ds.spec("b").kind, ds.task.class_names
     ([True, False, True], 'sequence', ('cat', 'dog'))
     """
+    meta = {"time_ordered": _check_flag(time_ordered, "time_ordered")}
     return _build(
-        inputs, targets, observed, task, kinds, name, allow_empty, partial, None, {}, standardize
+        inputs, targets, observed, task, kinds, name, allow_empty, partial, None, meta, standardize
     )
 
 
@@ -103,6 +109,7 @@ def from_dataframe(
     partial: PartialPolicy = "error",
     name: str = "custom",
     allow_empty: bool = False,
+    time_ordered: bool = False,
 ) -> MultimodalDataset:
     """Build a dataset of vector modalities from the columns of a DataFrame.
 
@@ -131,11 +138,13 @@ def from_dataframe(
         Dataset name shown in reports.
     allow_empty : bool
         Accept rows in which every modality is missing.
+    time_ordered : bool
+        True when the rows are consecutive readings in time, as in :func:`from_arrays`.
 
     Returns
     -------
     MultimodalDataset
-        ``meta`` holds ``columns`` (the ``modalities`` mapping), ``target_column``,
+        ``meta`` holds ``time_ordered``, ``columns`` (the ``modalities`` mapping), ``target_column``,
         ``row_index`` (the frame's index, to map rows back) and ``partial_rows``.
 
     Examples
@@ -161,6 +170,11 @@ def from_dataframe(
     if target not in df.columns:
         raise MlmmError(
             f"unknown target column {target!r}.{did_you_mean(str(target), column_names)}"
+        )
+    if target in duplicated:
+        raise MlmmError(
+            f"target column {target!r} appears {int((df.columns == target).sum())} times in the "
+            "DataFrame; rename or drop the duplicates so the target is one column"
         )
     owner: dict[Any, str] = {}
     for modality, columns in modalities.items():
@@ -237,6 +251,7 @@ def from_dataframe(
         "columns": {str(m): list(c) for m, c in modalities.items()},
         "target_column": target,
         "row_index": df.index.to_numpy(),
+        "time_ordered": _check_flag(time_ordered, "time_ordered"),
     }
     return _build(
         arrays, values, None, task, None, name, allow_empty, partial, df.index.to_numpy(), meta
@@ -269,6 +284,11 @@ def _build(
     if len(set(sizes.values())) != 1:
         raise MlmmError(f"every modality needs the same number of rows (samples), got {sizes}")
     n = next(iter(sizes.values()))
+    if n == 0:
+        raise MlmmError(
+            f"the inputs have 0 rows (shapes {({k: v.shape for k, v in arrays.items()})}); "
+            "pass at least one sample"
+        )
 
     kinds, standardize = dict(kinds or {}), dict(standardize or {})
     for key in kinds:
@@ -347,19 +367,40 @@ def _build(
     )
 
 
+def _check_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise MlmmError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _as_numeric(modality: str, value: Any) -> np.ndarray:
     arr = np.asarray(value)
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise MlmmError(
+            f"modality {modality!r} holds complex numbers (dtype {arr.dtype}), which would lose "
+            "their imaginary part; pass real features, e.g. np.stack([x.real, x.imag], -1)"
+        )
     if arr.dtype == bool:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating):
         return arr
-    try:
-        return arr.astype(np.float64)
-    except (TypeError, ValueError):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", np.exceptions.ComplexWarning)
+        try:
+            return arr.astype(np.float64)
+        except np.exceptions.ComplexWarning:
+            complex_objects = True
+        except (TypeError, ValueError):
+            complex_objects = arr.dtype == object and any(isinstance(v, complex) for v in arr.flat)
+    if complex_objects:
         raise MlmmError(
-            f"modality {modality!r} must hold numbers (NaN for missing), got dtype {arr.dtype}; "
-            "encode non-numeric features first"
-        ) from None
+            f"modality {modality!r} holds complex numbers, which would lose their imaginary "
+            "part; pass real features, e.g. np.stack([x.real, x.imag], -1)"
+        )
+    raise MlmmError(
+        f"modality {modality!r} must hold numbers (NaN for missing), got dtype {arr.dtype}; "
+        "encode non-numeric features first"
+    )
 
 
 def _impute(modality: str, arr: np.ndarray, present: np.ndarray) -> np.ndarray:

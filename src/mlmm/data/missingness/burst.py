@@ -4,6 +4,11 @@ Each modality has its own two-state Markov chain (Gilbert-Elliott: every reading
 the bad state, none in the good one) with stationary outage fraction ``rate`` and mean outage
 length ``len``: ``P(bad -> good) = 1 / len`` and ``P(good -> bad) = rate / (len * (1 - rate))``.
 Chains start from the stationary distribution.
+
+Rows are read as time steps only when the dataset says they are one
+(``dataset.meta["time_ordered"]``, e.g. ``from_arrays(..., time_ordered=True)``). Otherwise
+(every built-in dataset: rows sorted by class or by source file) the chains run along a
+permutation of the rows drawn from the seed, so an outage never clusters within a class.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from mlmm.data.missingness.base import (
 )
 from mlmm.errors import MlmmError
 
+MAX_LENGTH = 1e9  # mean outage length cap: longer than any sample order mlmm is given
+_CHUNK = 1024  # runs drawn per step; memory is bounded by the number of rows, not by ``len``
+
 
 def gilbert_elliott(
     n_steps: int, rate: float, mean_length: float, rng: int | np.random.Generator
@@ -40,7 +48,8 @@ def gilbert_elliott(
     rate : float
         Stationary fraction of steps in outage, in [0, 1).
     mean_length : float
-        Mean outage length in steps (at least 1, and at least ``rate / (1 - rate)``).
+        Mean outage length in steps (at least 1, at least ``rate / (1 - rate)``, and at
+        most ``MAX_LENGTH``).
     rng : int or numpy.random.Generator
 
     Returns
@@ -63,13 +72,20 @@ def gilbert_elliott(
     start_bad = rng.random() < rate
     runs, total = [], 0
     while total < n_steps:
-        bad, good = rng.geometric(1.0 / mean_length, 1024), rng.geometric(to_bad, 1024)
+        bad, good = rng.geometric(1.0 / mean_length, _CHUNK), rng.geometric(to_bad, _CHUNK)
         pair = np.stack([bad, good] if start_bad else [good, bad], axis=1).ravel()
+        # a run longer than the sequence ends with it; clipping keeps the sums exact in int64
+        # (geometric draws saturate at 2**63 - 1 for tiny probabilities)
+        pair = np.minimum(pair, n_steps)
         runs.append(pair)
         total += int(pair.sum())
-    lengths = np.concatenate(runs)
+    lengths = np.concatenate(runs)  # at most n_steps + 2 * _CHUNK runs: each run is >= 1 step
     is_bad = np.arange(len(lengths)) % 2 == (0 if start_bad else 1)
-    return np.repeat(is_bad, lengths)[:n_steps]
+    ends = np.cumsum(lengths)
+    last = int(np.searchsorted(ends, n_steps))  # the run that reaches step n_steps
+    lengths = lengths[: last + 1].copy()
+    lengths[last] -= ends[last] - n_steps
+    return np.repeat(is_bad[: last + 1], lengths)
 
 
 def _check_length(rate: float, mean_length: float, where: str) -> float:
@@ -78,6 +94,11 @@ def _check_length(rate: float, mean_length: float, where: str) -> float:
         raise MlmmError(
             f"mean outage length len must be at least 1 step, got {format_number(mean_length)} "
             f"in {where!r}"
+        )
+    if mean_length > MAX_LENGTH:
+        raise MlmmError(
+            f"mean outage length len must be at most {format_number(MAX_LENGTH)} steps, got "
+            f"{format_number(mean_length)} in {where!r}; use a length shorter than the data"
         )
     to_bad = rate / (mean_length * (1.0 - rate))
     if to_bad > 1.0:
@@ -94,7 +115,9 @@ def _check_length(rate: float, mean_length: float, where: str) -> float:
 class Burst(MissingnessModel):
     """Bursty outages over the sample order, one independent Gilbert-Elliott chain per modality.
 
-    Rows are treated as consecutive time steps, so apply it before shuffling. Unless
+    Rows are consecutive time steps when ``dataset.meta["time_ordered"]`` is True (apply it
+    before shuffling); otherwise the chains run along a seeded permutation of the rows, since
+    the row order of such data (sorted by class, by file) is not a time. Unless
     ``allow_empty``, at a step where every observed modality is in an outage, one observed
     modality chosen at random stays present; the realised rate is then a little below
     ``rate`` (by about ``rate ** M / M`` with ``M`` modalities all observed) and is reported
@@ -133,6 +156,9 @@ class Burst(MissingnessModel):
         observed = dataset.observed
         n, m = observed.shape
         outage = np.stack([gilbert_elliott(n, self.rate, self.length, rng) for _ in range(m)], 1)
+        if not dataset.meta.get("time_ordered", False):  # rows are not a time: no class clusters
+            order = rng.permutation(n)
+            outage[order] = outage.copy()  # step t of the chains is row order[t]
         removed = outage & observed
         if not self.allow_empty:
             emptied = observed.any(axis=1) & ~(observed & ~removed).any(axis=1)
