@@ -208,6 +208,33 @@ def test_error_mixed_label_types():
         from_arrays({"a": _vectors(2)}, np.array(["a", {"b"}], dtype=object))
 
 
+def test_error_zero_rows():
+    with pytest.raises(MlmmError, match="the inputs have 0 rows"):
+        from_arrays({"a": np.zeros((0, 2))}, [])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [np.array([[1.0, 2.0 + 1j], [3.0, 4.0]]), np.array([[1, 2 + 1j], [3, 4]], dtype=object)],
+)
+def test_error_complex_features_are_not_cut_to_their_real_part(values):
+    with pytest.raises(MlmmError, match="complex numbers, which would lose their imaginary part"):
+        from_arrays({"a": values}, [0, 1])
+
+
+def test_error_integer_labels_far_beyond_the_classes_seen():
+    with pytest.raises(MlmmError, match=r"implies 100000001 classes but only 2 are seen"):
+        from_arrays({"a": _vectors(2)}, [0, 100_000_000])
+    assert from_arrays({"a": _vectors(2)}, [0, 5]).task.n_classes == 6  # small gaps still work
+
+
+def test_time_ordered_is_recorded_for_burst():
+    assert from_arrays({"a": _vectors(2)}, [0, 1], time_ordered=True).meta["time_ordered"]
+    assert not from_arrays({"a": _vectors(2)}, [0, 1]).meta["time_ordered"]
+    with pytest.raises(MlmmError, match="time_ordered must be True or False"):
+        from_arrays({"a": _vectors(2)}, [0, 1], time_ordered="yes")
+
+
 def test_error_negative_integer_labels():
     with pytest.raises(MlmmError, match="must be >= 0, got -1"):
         from_arrays({"a": _vectors(2)}, [-1, 1])
@@ -360,6 +387,12 @@ def test_dataframe_error_non_numeric_column(frame):
 def test_dataframe_error_duplicated_column_names(frame):
     frame.columns = ["hr", "hr", "hb", "name", "y"]
     with pytest.raises(MlmmError, match="appears more than once"):
+        from_dataframe(frame, {"vitals": ["hr"]}, target="y")
+
+
+def test_dataframe_error_duplicated_target_column(frame):
+    frame.columns = ["hr", "bp", "y", "name", "y"]
+    with pytest.raises(MlmmError, match="target column 'y' appears 2 times"):
         from_dataframe(frame, {"vitals": ["hr"]}, target="y")
 
 

@@ -25,6 +25,7 @@ __all__ = ["from_arrays", "from_dataframe"]
 
 PartialPolicy = Literal["error", "missing", "impute"]
 _PARTIAL_POLICIES = ("error", "missing", "impute")
+_MAX_UNSEEN_CLASSES = 10  # integer labels beyond this, and > 2x the labels seen, are not indices
 _KIND_BY_RANK = {1: "vector", 2: "sequence", 3: "image"}  # per-sample rank -> kind
 
 
@@ -286,7 +287,7 @@ def _build(
     n = next(iter(sizes.values()))
     if n == 0:
         raise MlmmError(
-            f"the inputs have 0 rows (shapes {({k: v.shape for k, v in arrays.items()})}); "
+            f"the inputs have 0 rows (shapes { ({k: v.shape for k, v in arrays.items()}) }); "
             "pass at least one sample"
         )
 
@@ -377,8 +378,8 @@ def _as_numeric(modality: str, value: Any) -> np.ndarray:
     arr = np.asarray(value)
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise MlmmError(
-            f"modality {modality!r} holds complex numbers (dtype {arr.dtype}), which would lose "
-            "their imaginary part; pass real features, e.g. np.stack([x.real, x.imag], -1)"
+            f"modality {modality!r} holds complex numbers, which would lose their imaginary part (dtype "
+            f"{arr.dtype}); pass real features, e.g. np.stack([x.real, x.imag], -1)"
         )
     if arr.dtype == bool:
         return arr.astype(np.float32)
@@ -482,6 +483,13 @@ def _encode_targets(targets: Any, task: TaskSpec | str | None) -> tuple[np.ndarr
             "as strings to have them encoded"
         )
     n_classes = int(labels.max()) + 1
+    n_seen = len(np.unique(labels))
+    if n_classes > max(2 * n_seen, _MAX_UNSEEN_CLASSES):  # labels used as indices: allocation
+        raise MlmmError(
+            f"integer labels are class indices 0..K-1, so the largest label {labels.max()} "
+            f"implies {n_classes} classes but only {n_seen} are seen; remap them with "
+            "np.unique(y, return_inverse=True) or pass them as strings"
+        )
     if n_classes < 2:
         raise MlmmError(
             "every target is 0, so there is only one class; classification needs at least 2 "
