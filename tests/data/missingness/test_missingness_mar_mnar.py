@@ -7,6 +7,7 @@ import pytest
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.missingness import MAR, MNAR, first_pc_score, parse_missingness
+from mlmm.data.missingness.calibration import calibrated_removal
 from mlmm.errors import MlmmError
 
 TOL = 0.02
@@ -125,3 +126,36 @@ def test_mnar_allow_empty_and_infeasible(full_data):
     assert abs(free.realised_rate - 0.6) < TOL
     with pytest.raises(MlmmError, match=r"the maximum is 0.6667 .*add ':allow_empty'"):
         MNAR(0.7).apply(full_data, seed=0)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "mar:0.5:strength=200",  # realised 0.399 when theta's search stopped at +-60
+        "mar:0.5:strength=-200",
+        "mnar:0.3:strength=1e4",  # realised 0.318
+        "mnar:0.3:strength=1e4:unit=samples",
+        "mar:0.6:strength=1e4:unit=samples",
+    ],
+)
+def test_strong_dependence_still_meets_the_rate(full_data, spec):
+    model = parse_missingness(spec)
+    result = model.apply(full_data, seed=0)
+    assert abs(result.realised_rate - model.rate) < 0.005  # near-deterministic drops
+    assert result.present.any(axis=1).all()
+
+
+@pytest.mark.parametrize("strength", ["1e5", "-2e4", "1e308"])
+def test_strength_is_bounded(strength):
+    with pytest.raises(MlmmError, match=r"strength must be a number in \[-10000, 10000\]"):
+        parse_missingness(f"mnar:0.3:strength={strength}")
+
+
+def test_a_rate_that_cannot_be_calibrated_is_refused():
+    # offsets so large that float64 cannot place theta between them: the expected rate jumps
+    offsets = np.array([[1e17, -np.inf], [-1e17, -np.inf]] * 50)  # [100, 2]
+    observed = np.ones((100, 2), dtype=bool)
+    with pytest.raises(MlmmError, match=r"cannot be met: .*\(closest [0-9.]+\) .*smaller strength"):
+        calibrated_removal(
+            offsets, observed, 0.2, "slots", True, np.random.default_rng(0), "mar:0.2"
+        )

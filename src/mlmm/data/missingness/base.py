@@ -24,6 +24,7 @@ UNIT_MEANING = {
     "samples": "fraction of samples made incomplete",
 }
 _REALISED = {"slots": "of observed slots removed", "samples": "of samples made incomplete"}
+MAX_STRENGTH = 1e4  # logit slope per standard deviation; beyond it the odds are a hard threshold
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 MISSINGNESS: Registry[type[MissingnessModel]] = Registry("missingness model")
@@ -323,8 +324,11 @@ def check_logistic(model: Any) -> None:
     """Validate the fields MAR and MNAR share (rate, strength, unit), normalising numbers."""
     object.__setattr__(model, "rate", check_rate(float(model.rate), model.to_string()))
     object.__setattr__(model, "strength", float(model.strength))
-    if not np.isfinite(model.strength):
-        raise MlmmError(f"strength must be finite, got {model.strength} in {model.to_string()!r}")
+    if not abs(model.strength) <= MAX_STRENGTH:  # also refuses NaN
+        raise MlmmError(
+            f"strength must be a number in [-{format_number(MAX_STRENGTH)}, "
+            f"{format_number(MAX_STRENGTH)}], got {model.strength} in {model.to_string()!r}"
+        )
     check_unit(model.unit, model.to_string())
 
 

@@ -24,6 +24,7 @@ from mlmm.errors import MlmmError
 
 MAX_P = 1.0 - 1e-9  # keeps 1 - Q_i > 0, so the conditional law is always defined
 _REJECTION_ROUNDS = 100
+RATE_TOLERANCE = 1e-4  # calibrated expected rate vs the request
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray:
@@ -196,7 +197,18 @@ def calibrated_removal(
         drop, incomplete = conditional_rates(sigmoid(theta + offsets), observed, allow_empty)
         return rate_in_unit(drop, incomplete, observed, unit, weights)
 
-    theta = solve_increasing(expected, rate)
+    # the bracket must reach past every offset, or strong dependence (offsets of +-600 for
+    # strength=200) saturates the search at its edge and the rate is silently missed
+    finite = np.abs(offsets[droppable & observed])
+    reach = 60.0 + (float(finite.max()) if finite.size else 0.0)
+    theta = solve_increasing(expected, rate, -reach, reach)
+    met = expected(theta)
+    if abs(met - rate) > RATE_TOLERANCE:
+        raise MlmmError(
+            f"missing rate {format_number(rate)} in {spec!r} cannot be met: with this strength "
+            f"the expected rate jumps past it (closest {met:.4g}) because the score takes few "
+            "distinct values on this dataset; use a smaller strength"
+        )
     return draw_removal(sigmoid(theta + offsets), observed, allow_empty, rng)
 
 
