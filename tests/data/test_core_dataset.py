@@ -133,6 +133,15 @@ def test_integral_float_labels_are_accepted_as_int64():
     np.testing.assert_array_equal(ds.targets, [0, 1, 2, 0])
 
 
+def test_finite_values_beyond_float32_are_named_as_too_large_not_nan():
+    raw = inputs()
+    raw["a"][1, 0] = 1e39  # finite in float64, inf in float32
+    with pytest.raises(MlmmError, match=r"'a' has values too large for float32 .*first: \[1\]"):
+        make(inputs=raw)
+    with pytest.raises(MlmmError, match="regression targets are too large for float32"):
+        make(task=TaskSpec("regression"), targets=np.array([0.5, 1e39, 2.0, 3.0]))
+
+
 def test_regression_targets_must_be_finite():
     ds = make(task=TaskSpec("regression"), targets=np.array([0.5, -1.0, 2.0, 3.0]))
     assert ds.targets.dtype == np.float32

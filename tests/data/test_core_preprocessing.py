@@ -163,3 +163,37 @@ def test_a_modality_marked_unstandardised_keeps_its_values_and_zero_absent_rows(
     out = Standardizer().fit_transform(data)
     np.testing.assert_array_equal(out.inputs["text"], ids)  # ids exactly, absent row zero
     np.testing.assert_allclose(out.inputs["a"].ravel(), [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
+
+
+def test_inputs_near_float32_max_are_standardised_in_float64():
+    ds = dataset()
+    a = np.where(np.arange(8).reshape(4, 2) % 3 == 0, 3e38, -3e38)  # mean -1e38: x - mean > max
+    ds = MultimodalDataset(ds.specs, ds.task, {**ds.inputs, "a": a}, ds.targets, OBSERVED)
+    out = Standardizer().fit_transform(ds).inputs["a"]
+    assert np.isfinite(out).all() and out.dtype == np.float32
+    present = out[OBSERVED[:, 0]]
+    np.testing.assert_allclose(present.mean(0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(present.std(0), 1.0, rtol=1e-5)
+
+
+def test_values_too_large_after_standardisation_are_named():
+    train = dataset()
+    scaler = Standardizer().fit(train)
+    far = np.array(A)
+    far[0, 0] = 3e38  # std of feature 0 is 1.6: 2e38 standard deviations out
+    scaler.std_["a"] = np.array([1e-3, 1.0], dtype=np.float32)
+    test = MultimodalDataset(
+        train.specs, train.task, {**train.inputs, "a": far}, train.targets, OBSERVED
+    )
+    with pytest.raises(MlmmError, match="'a' has values too large for float32 after standard"):
+        scaler.transform(test)
+
+
+def test_regression_target_near_1e20_keeps_its_scale():
+    # the std used to be computed in float32: the squares overflow and predictions were -inf
+    targets = np.array([1.0, 3.0, 2.0, 5.0]) * 1e20
+    scaler = Standardizer().fit(dataset("regression", targets))
+    assert scaler.target_mean_ == pytest.approx(2.75e20, rel=1e-6)
+    assert scaler.target_std_ == pytest.approx(np.std(targets), rel=1e-6)
+    z = scaler.transform(dataset("regression", targets)).targets
+    np.testing.assert_allclose(scaler.inverse_target(z), targets, rtol=1e-6)

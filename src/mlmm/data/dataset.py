@@ -101,10 +101,18 @@ class MultimodalDataset:
                     f"modality {spec.name!r} has shape {arr.shape}, expected {(n, *spec.shape)} "
                     f"(n_samples, *spec.shape); fix the array or the ModalitySpec"
                 )
-            arr = arr.astype(np.float32, copy=True)
             present = observed[:, j]
+            source_finite = np.isfinite(arr.reshape(n, -1)[present]).all(axis=1)
+            with np.errstate(over="ignore"):
+                arr = arr.astype(np.float32, copy=True)
             flat = arr.reshape(n, -1)
             bad = ~np.isfinite(flat[present]).all(axis=1)
+            if (bad & source_finite).any():
+                rows = np.flatnonzero(present)[bad & source_finite]
+                raise MlmmError(
+                    f"modality {spec.name!r} has values too large for float32 (beyond +-3.4e38) "
+                    f"in {len(rows)} sample(s) (first: {rows[:5].tolist()}); rescale the feature"
+                )
             if bad.any():
                 rows = np.flatnonzero(present)[bad]
                 raise MlmmError(
@@ -133,12 +141,19 @@ class MultimodalDataset:
             try:
                 if targets.dtype.kind in "USV":  # strings, even "1.5", are not numbers
                     raise TypeError
-                targets = targets.astype(np.float32)
+                with np.errstate(over="ignore"):
+                    wide = targets.astype(np.float64)
+                    targets = wide.astype(np.float32)
             except (TypeError, ValueError):
                 raise MlmmError(
                     f"regression targets must be numeric, got dtype {targets.dtype}; "
                     f"convert them to float first"
                 ) from None
+            if np.isfinite(wide).all() and not np.isfinite(targets).all():
+                raise MlmmError(
+                    "regression targets are too large for float32 (beyond +-3.4e38); rescale "
+                    "them, e.g. fit on y / 1e30 and multiply the predictions back"
+                )
             if not np.isfinite(targets).all():
                 raise MlmmError("regression targets contain NaN or inf; drop those samples")
         object.__setattr__(self, "targets", targets)

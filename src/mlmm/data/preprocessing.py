@@ -13,6 +13,28 @@ from mlmm.errors import MlmmError
 _MIN_STD = 1e-6
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32(mean: np.ndarray | float, std: np.ndarray | float, what: str) -> None:
+    """Statistics are kept in float32 (artifacts, tensors): refuse what does not fit."""
+    if not (np.all(np.abs(mean) <= _FLOAT32_MAX) and np.all(np.abs(std) <= _FLOAT32_MAX)):
+        raise MlmmError(
+            f"the values of {what} are too large for float32 (mean or spread beyond +-3.4e38); "
+            "rescale them before training"
+        )
+
+
+def _check_standardised(x: np.ndarray, name: str) -> None:
+    """Standardised values must fit the float32 tensors the model reads."""
+    if not np.all(np.abs(x) <= _FLOAT32_MAX):
+        raise MlmmError(
+            f"modality {name!r} has values too large for float32 after standardisation "
+            "(more than 3.4e38 training standard deviations from the training mean); rescale "
+            "the inputs or check for corrupt values"
+        )
+
+
 def _feature_axes(kind: str, rank: int) -> tuple[int, ...]:
     """Axes (of a ``[N, *shape]`` array) averaged over: all but the feature/channel axis."""
     if kind == "vector":
@@ -63,12 +85,15 @@ class Standardizer:
             std = np.where(std < _MIN_STD, 1.0, std)
             if not spec.standardize:  # codes, not measurements: kept as they are
                 mean, std = np.zeros_like(mean), np.ones_like(std)
+            _check_float32(mean, std, f"modality {spec.name!r}")
             self.mean_[spec.name] = mean.astype(np.float32)
             self.std_[spec.name] = std.astype(np.float32)
         if not dataset.task.is_classification:
-            self.target_mean_ = float(dataset.targets.mean())
-            std = float(dataset.targets.std())
+            targets = dataset.targets.astype(np.float64)  # float32 squares overflow near 1e20
+            self.target_mean_ = float(targets.mean())
+            std = float(targets.std())
             self.target_std_ = std if std > _MIN_STD else 1.0
+            _check_float32(self.target_mean_, self.target_std_, "the regression target")
         return self
 
     def transform(self, dataset: MultimodalDataset) -> MultimodalDataset:
@@ -79,20 +104,27 @@ class Standardizer:
         for j, spec in enumerate(dataset.specs):
             if spec.name not in self.mean_:
                 raise MlmmError(f"Standardizer was fitted without modality {spec.name!r}")
-            x = (dataset.inputs[spec.name] - self.mean_[spec.name]) / self.std_[spec.name]
+            raw, mean, std = dataset.inputs[spec.name], self.mean_[spec.name], self.std_[spec.name]
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = (raw - mean) / std
             x[~dataset.observed[:, j]] = 0.0
+            if not np.isfinite(x).all():  # x - mean overflows float32 for inputs near +-3e38
+                x = (raw.astype(np.float64) - mean) / std
+                x[~dataset.observed[:, j]] = 0.0
+                _check_standardised(x, spec.name)
             inputs[spec.name] = x.astype(np.float32)
         targets = dataset.targets
         if not dataset.task.is_classification:
-            targets = (targets - self.target_mean_) / self.target_std_
+            scaled = (targets.astype(np.float64) - self.target_mean_) / self.target_std_
+            targets = scaled.astype(np.float32)
         return replace(dataset, inputs=inputs, targets=targets)
 
     def fit_transform(self, dataset: MultimodalDataset) -> MultimodalDataset:
         return self.fit(dataset).transform(dataset)
 
     def inverse_target(self, values: np.ndarray) -> np.ndarray:
-        """Map standardised regression predictions back to target units."""
-        return values * self.target_std_ + self.target_mean_
+        """Map standardised regression predictions back to target units (computed in float64)."""
+        return np.asarray(values, dtype=np.float64) * self.target_std_ + self.target_mean_
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready statistics (stored in a model artifact's config)."""

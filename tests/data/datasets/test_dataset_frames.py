@@ -411,3 +411,8 @@ def test_dataframe_error_missing_categorical_target(frame):
 def test_dataframe_error_invalid_modality_name(frame):
     with pytest.raises(MlmmError, match="modality name must be a non-empty identifier"):
         from_dataframe(frame, {"vital signs": ["hr", "bp"]}, target="y")
+
+
+def test_error_regression_targets_too_large_for_float32():
+    with pytest.raises(MlmmError, match="regression targets reach 1e\\+39, too large for float32"):
+        from_arrays({"a": _vectors(2)}, [0.5, 1e39])

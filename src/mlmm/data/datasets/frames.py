@@ -25,6 +25,7 @@ __all__ = ["from_arrays", "from_dataframe"]
 
 PartialPolicy = Literal["error", "missing", "impute"]
 _PARTIAL_POLICIES = ("error", "missing", "impute")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # regression targets are float32 tensors
 _MAX_UNSEEN_CLASSES = 10  # integer labels beyond this, and > 2x the labels seen, are not indices
 _KIND_BY_RANK = {1: "vector", 2: "sequence", 3: "image"}  # per-sample rank -> kind
 
@@ -465,6 +466,12 @@ def _encode_targets(targets: Any, task: TaskSpec | str | None) -> tuple[np.ndarr
             f"{bad[:5].tolist()}); drop those samples"
         )
     integral = bool((values == np.round(values)).all())
+    regression = kind == "regression" or (kind is None and not integral)
+    if regression and np.abs(values).max() > _FLOAT32_MAX:
+        raise MlmmError(
+            f"regression targets reach {np.abs(values).max():.3g}, too large for float32 "
+            "(+-3.4e38); rescale them, e.g. fit on y / 1e30 and multiply the predictions back"
+        )
     if kind == "regression":
         return values.astype(np.float32), TaskSpec("regression")
     if kind is None and not integral:
