@@ -9,12 +9,18 @@ use a DataFrame, so scikit-learn can index samples).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import DataConversionWarning
 from sklearn.exceptions import NotFittedError as _SkNotFitted
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import type_of_target
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.frames import from_arrays
@@ -73,6 +79,310 @@ class MultimodalArray:
         return f"MultimodalArray({', '.join(f'{k}{list(v.shape)}' for k, v in self.data.items())})"
 
 
+_ON_EMPTY = ("error", "prior")
+_PARTIAL = ("error", "missing")
+_PLAIN_MODALITY = "x"  # the one modality of a plain 2-D array or DataFrame without ``modalities``
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How ``X`` was given: a dict of modalities, or a table cut into modalities."""
+
+    kind: str  # "dict" or "table"
+    n_features: int
+    feature_names: np.ndarray | None = None
+
+
+def _as_sample_arrays(X: Any, modalities: Mapping[str, Any] | None) -> tuple[dict, _Layout]:
+    """Per-modality numeric arrays from any accepted form of ``X``, and how it was given."""
+    arrays, layout = _split_modalities(X, modalities)
+    arrays = _as_numbers(arrays)
+    _check_features(arrays)
+    return arrays, layout
+
+
+def _split_modalities(X: Any, modalities: Mapping[str, Any] | None) -> tuple[dict, _Layout]:
+    """Per-modality arrays (dtype untouched) from any accepted form of ``X``."""
+    if X is None:
+        raise MlmmError("X is None; pass a dict of per-modality arrays, a DataFrame or a 2-D array")
+    if sparse.issparse(X):
+        raise MlmmError(
+            f"X is a sparse {type(X).__name__}: sparse input is not supported; pass X.toarray()"
+        )
+    if isinstance(X, (MultimodalArray, Mapping)):
+        data = X.data if isinstance(X, MultimodalArray) else X
+        if not data:
+            raise MlmmError("X is an empty dict; give one array per modality")
+        arrays = {str(k): np.asarray(v) for k, v in data.items()}
+        n_features = sum(int(np.prod(v.shape[1:], dtype=np.int64)) for v in arrays.values())
+        return arrays, _Layout("dict", n_features)
+    if hasattr(X, "iloc") and hasattr(X, "columns"):  # a pandas DataFrame
+        columns = list(X.columns)
+        names = (
+            np.asarray(columns, dtype=object) if all(isinstance(c, str) for c in columns) else None
+        )
+        if modalities is None:
+            return {_PLAIN_MODALITY: X.to_numpy()}, _Layout("table", len(columns), names)
+        arrays = {}
+        for name, cols in _check_mapping(modalities).items():
+            unknown = [c for c in cols if c not in X.columns]
+            if unknown:
+                raise unknown_name_error(
+                    f"column (in modalities[{name!r}])", str(unknown[0]), [str(c) for c in columns]
+                )
+            arrays[name] = X[list(cols)].to_numpy()
+        return arrays, _Layout("table", len(columns), names)
+    table = np.asarray(X)
+    if table.ndim != 2:
+        raise MlmmError(
+            f"a plain array X must be 2-D (samples, features), got shape {table.shape}"
+            + (
+                "; Reshape your data with X.reshape(-1, 1) for one feature"
+                if table.ndim == 1
+                else ""
+            )
+            + "; or pass a dict of per-modality arrays"
+        )
+    if modalities is None:
+        return {_PLAIN_MODALITY: table}, _Layout("table", table.shape[1])
+    arrays = {}
+    for name, cols in _check_mapping(modalities).items():
+        positions = _column_positions(name, cols, table.shape[1])
+        arrays[name] = table[:, positions]
+    return arrays, _Layout("table", table.shape[1])
+
+
+def _check_features(arrays: dict[str, np.ndarray]) -> None:
+    """Every modality has at least one feature (scikit-learn's wording)."""
+    for name, arr in arrays.items():
+        if arr.ndim >= 2 and int(np.prod(arr.shape[1:])) == 0:
+            raise MlmmError(
+                f"modality {name!r} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
+                "is required; give every modality at least one column"
+            )
+
+
+def _check_mapping(modalities: Any) -> dict[str, list[Any]]:
+    """``modalities``: a non-empty dict of modality name -> list of columns."""
+    if not isinstance(modalities, Mapping) or not modalities:
+        raise MlmmError(
+            "modalities must be a dict of modality name -> list of columns, e.g. "
+            f"{{'a': [0, 1], 'b': [2]}}, got {modalities!r}"
+        )
+    out = {}
+    for name, cols in modalities.items():
+        if isinstance(cols, (str, int, np.integer)) or not isinstance(
+            cols, (list, tuple, range, np.ndarray)
+        ):
+            raise MlmmError(
+                f"modalities[{name!r}] must be a list of columns, got {cols!r}; write [{cols!r}]"
+            )
+        if len(cols) == 0:
+            raise MlmmError(f"modalities[{name!r}] has no columns; give it at least one")
+        out[str(name)] = list(cols)
+    return out
+
+
+def _column_positions(name: str, cols: list[Any], n_columns: int) -> list[int]:
+    """Integer column positions of a plain array; names or out-of-range positions raise."""
+    if any(not isinstance(c, (int, np.integer)) or isinstance(c, bool) for c in cols):
+        raise MlmmError(
+            f"modalities[{name!r}] names columns {cols[:3]!r}, but X is a plain array without "
+            "column names (a StandardScaler or other transformer in a Pipeline returns one); "
+            "give column positions instead (e.g. {'a': [0, 1, 2]}), or keep the names with "
+            "pipeline.set_output(transform='pandas')"
+        )
+    outside = [int(c) for c in cols if not -n_columns <= int(c) < n_columns]
+    if outside:
+        raise MlmmError(
+            f"modalities[{name!r}] uses column {outside[0]}, but X has {n_columns} columns "
+            f"(positions 0..{n_columns - 1}); fix the mapping or pass all the columns"
+        )
+    return [int(c) for c in cols]
+
+
+def _nan_rows(arrays: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per modality: rows that are entirely NaN (absent) and rows that are partly NaN."""
+    out = {}
+    for name, arr in arrays.items():
+        if not np.issubdtype(arr.dtype, np.floating) or arr.ndim < 2:
+            continue
+        nan = np.isnan(arr.reshape(len(arr), -1))  # [N, F]
+        all_nan = nan.all(axis=1)
+        out[name] = (all_nan, nan.any(axis=1) & ~all_nan)
+    return out
+
+
+def _check_rows(
+    arrays: dict[str, np.ndarray], partial: str, on_empty: str, single: bool, stage: str
+) -> None:
+    """Partly NaN rows and rows with nothing present: estimator-worded errors."""
+    n = len(next(iter(arrays.values())))
+    if n == 0:
+        raise MlmmError(f"X has 0 samples; {stage} needs at least one")
+    present = np.ones((n, len(arrays)), dtype=bool)
+    rows = _nan_rows(arrays)
+    for j, name in enumerate(arrays):
+        if name not in rows:
+            continue
+        all_nan, part_nan = rows[name]
+        present[:, j] = ~all_nan
+        if part_nan.any() and partial == "error":
+            hint = (
+                "; if X holds several modalities, set modalities={name: columns} so that a "
+                "modality missing in a sample is a whole NaN row"
+                if single
+                else ""
+            )
+            raise MlmmError(
+                f"modality {name!r} has {int(part_nan.sum())} row(s) that are partly NaN (first: "
+                f"{np.flatnonzero(part_nan)[:5].tolist()}); set partial='missing' to treat the "
+                f"modality as absent in those rows, or impute them first{hint}"
+            )
+        if partial == "missing":
+            present[:, j] &= ~part_nan
+    empty = np.flatnonzero(~present.any(axis=1))
+    if len(empty) and on_empty == "error":
+        answer = "left out of training" if stage == "fit" else "answered with the training prior"
+        raise MlmmError(
+            f"{len(empty)} sample(s) have no modality present (first: {empty[:5].tolist()}); "
+            f"drop them, or set on_empty='prior' to have them {answer}"
+        )
+
+
+def _check_options(estimator: Any) -> None:
+    """Validate the options the estimator itself interprets (the trainer checks the rest)."""
+    for name, choices in (("on_empty", _ON_EMPTY), ("partial", _PARTIAL)):
+        value = getattr(estimator, name)
+        if value not in choices:
+            raise MlmmError(
+                f"{name} must be one of {list(choices)}, got {value!r}"
+                + (" (impute before calling fit)" if value == "impute" else "")
+            )
+
+
+def _resolve_seed(random_state: Any, seed: int | None) -> int:
+    """One int seed from ``random_state`` (int, None or a RandomState) or the old ``seed``."""
+    if seed is not None:
+        warnings.warn(
+            "seed is deprecated and will be removed; use random_state (scikit-learn's name)",
+            FutureWarning,
+            stacklevel=4,  # fit -> _fit -> here: point at the caller of fit
+        )
+        random_state = seed
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if not 0 <= int(random_state) < 2**63:
+            raise MlmmError(f"random_state must be in [0, 2**63), got {random_state}")
+        return int(random_state)
+    if random_state is None or isinstance(random_state, np.random.RandomState):
+        return int(check_random_state(random_state).randint(2**31 - 1))
+    raise MlmmError(
+        f"random_state must be an int, None or a numpy RandomState, got {random_state!r}"
+    )
+
+
+def _as_1d_target(y: Any, what: str, name: str) -> np.ndarray:
+    """``y`` as a 1-D array (a column vector is ravelled with scikit-learn's warning)."""
+    if y is None:
+        raise MlmmError(f"{name} requires y to be passed, but the target y is None; pass {what}")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected; it is ravelled",
+            DataConversionWarning,
+            stacklevel=3,
+        )
+        y = y.ravel()
+    if y.ndim != 1:
+        raise MlmmError(f"y must be 1-D with one value per sample, got shape {y.shape}")
+    return y
+
+
+def _check_n_samples(n: int) -> None:
+    if n == 0:
+        raise MlmmError("y has 0 samples; fit needs at least 2")
+    if n < 2:
+        raise MlmmError(f"fit needs at least 2 samples, got n_samples = {n}")
+
+
+def _encode_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``classes_`` (sorted unique labels) and each label's index in it; bad labels raise."""
+    if y.dtype.kind == "O":
+        missing = np.array([v is None or (isinstance(v, float) and v != v) for v in y])
+        if missing.any():
+            raise MlmmError(
+                f"y has {int(missing.sum())} missing label(s) (None or NaN; first rows: "
+                f"{np.flatnonzero(missing)[:5].tolist()}); drop those samples"
+            )
+        if len({isinstance(v, str) for v in y}) > 1:
+            raise MlmmError(
+                "y mixes strings and other labels; pass all labels as strings or all as numbers"
+            )
+    elif y.dtype.kind == "c":
+        raise MlmmError(
+            "Complex data not supported: y holds complex numbers; class labels must be "
+            "strings or real numbers"
+        )
+    elif y.dtype.kind == "f" and not np.isfinite(y).all():
+        bad = np.flatnonzero(~np.isfinite(y))
+        raise MlmmError(
+            f"y has {len(bad)} NaN or infinite label(s) (first rows: {bad[:5].tolist()}); "
+            "drop those samples"
+        )
+    target_type = type_of_target(y, input_name="y")
+    if target_type == "continuous":
+        raise MlmmError(
+            f"y holds continuous values (e.g. {y[y != np.round(y)][0]!r}), not class labels; use "
+            "MissingModalityRegressor, or bin y into classes"
+        )
+    if target_type == "unknown":
+        raise MlmmError(
+            f"Unknown label type: y has dtype {y.dtype} holding {type(y[0]).__name__} values; "
+            "pass labels as strings or as numbers in a numeric array"
+        )
+    if target_type not in ("binary", "multiclass"):
+        raise MlmmError(f"y must hold one class label per sample, got a {target_type!r} target")
+    classes, encoded = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise MlmmError(f"y has a single class {classes.tolist()}; a classifier needs two or more")
+    return classes, encoded
+
+
+def _validation_split(data: MultimodalDataset, val_size: float, seed: int) -> dict:
+    """``{"train": ..., "test": ...}`` indices; no validation part when it cannot hold every
+    class (or, for regression, fewer than 2 rows), so tiny data trains for ``max_epochs``."""
+    if not (isinstance(val_size, (int, float)) and 0.0 <= val_size < 1.0):
+        raise MlmmError(f"val_size must be in [0, 1), got {val_size!r}")
+    n = data.n_samples
+    n_val = int(np.ceil(val_size * n))
+    needed = data.task.n_classes if data.task.is_classification else 2
+    if val_size > 0 and (n_val < needed or n - n_val < needed):
+        return {"train": np.arange(n), "test": np.arange(0)}
+    return split_indices(data, test_size=val_size, val_size=0.0, seed=seed)
+
+
+def _as_numbers(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Object arrays of numbers become float; anything else that is not a number raises."""
+    out = {}
+    for name, arr in arrays.items():
+        if arr.dtype == object:
+            try:
+                arr = arr.astype(np.float64)
+            except TypeError as err:  # a TypeError, as scikit-learn's check_array raises
+                raise _InputTypeError(
+                    f"modality {name!r} must hold numbers ({err}); encode non-numeric features "
+                    "first"
+                ) from None
+            except ValueError:
+                pass  # strings that are not numbers: from_arrays names them
+        out[name] = arr
+    return out
+
+
+class _InputTypeError(MlmmError, TypeError):
+    """A feature of the wrong type (also a ``TypeError``, as in scikit-learn)."""
+
+
 class _MissingModalityEstimator(BaseEstimator):
     _task_kind = ""
 
@@ -88,9 +398,12 @@ class _MissingModalityEstimator(BaseEstimator):
         weight_decay: float = 1e-4,
         patience: int = 20,
         val_size: float = 0.1,
-        seed: int = 0,
+        random_state: int | np.random.RandomState | None = 0,
         device: str = "cpu",
         verbose: bool = False,
+        on_empty: str = "error",
+        partial: str = "error",
+        seed: int | None = None,
     ) -> None:
         self.method = method
         self.method_params = method_params
@@ -102,39 +415,70 @@ class _MissingModalityEstimator(BaseEstimator):
         self.weight_decay = weight_decay
         self.patience = patience
         self.val_size = val_size
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.on_empty = on_empty
+        self.partial = partial
+        self.seed = seed
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # a NaN row is a missing modality, but a NaN cell is refused (partial="error"), so
+        # scikit-learn's NaN-accepting checks do not apply
+        tags.input_tags.allow_nan = False
+        tags.input_tags.dict = True
+        tags.non_deterministic = self.random_state is None and self.seed is None
+        return tags
 
     # ---------------------------------------------------------------- input
-    def _inputs(self, X: Any) -> dict[str, np.ndarray]:
-        """Per-modality float arrays from any accepted form of ``X``."""
-        if isinstance(X, MultimodalArray):
-            return {k: np.asarray(v, dtype=float) for k, v in X.data.items()}
-        if isinstance(X, Mapping):
-            return {k: np.asarray(v, dtype=float) for k, v in X.items()}
-        if self.modalities is None:
-            raise MlmmError(
-                f"X is a {type(X).__name__}: pass a dict of arrays per modality, or set "
-                f"modalities={{name: columns}} to cut a table into modalities"
-            )
-        if hasattr(X, "iloc"):
-            out = {}
-            for name, cols in self.modalities.items():
-                unknown = [c for c in cols if c not in X.columns]
-                if unknown:
-                    raise unknown_name_error("column", str(unknown[0]), [str(c) for c in X.columns])
-                out[name] = X[list(cols)].to_numpy(dtype=float)
-            return out
-        arr = np.asarray(X, dtype=float)
-        if arr.ndim != 2:
-            raise MlmmError(
-                f"a plain array X must be 2-D (samples, features), got shape {arr.shape}"
-            )
-        return {name: arr[:, cols] for name, cols in self.modalities.items()}
+    def _fit_inputs(self, X: Any) -> dict[str, np.ndarray]:
+        """Per-modality arrays for ``fit``; records the layout checked at prediction."""
+        arrays, layout = _as_sample_arrays(X, self.modalities)
+        single = layout.kind == "table" and self.modalities is None
+        _check_rows(arrays, self.partial, self.on_empty, single, "fit")
+        self.n_features_in_ = layout.n_features
+        if layout.feature_names is not None:
+            self.feature_names_in_ = layout.feature_names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.input_kind_ = layout.kind
+        self.modality_shapes_ = {k: tuple(v.shape[1:]) for k, v in arrays.items()}
+        return arrays
 
-    def _dataset(self, X: Any, targets: np.ndarray, task: TaskSpec) -> MultimodalDataset:
-        return from_arrays(self._inputs(X), targets, task=task, name="estimator")
+    def _predict_inputs(self, X: Any) -> dict[str, np.ndarray]:
+        """Per-modality arrays for prediction, checked against what ``fit`` saw."""
+        arrays, layout = _as_sample_arrays(X, self.modalities)
+        name = type(self).__name__
+        if layout.kind == "table" and layout.n_features != self.n_features_in_:
+            raise MlmmError(
+                f"X has {layout.n_features} features, but {name} is expecting "
+                f"{self.n_features_in_} features as input; pass the columns used in fit"
+            )
+        if layout.kind != self.input_kind_:
+            given = "a dict of modalities" if layout.kind == "dict" else "a table"
+            raise MlmmError(
+                f"X is {given}, but {name} was fitted on "
+                f"{'a dict of modalities' if self.input_kind_ == 'dict' else 'a table'}; "
+                "predict with X in the form used in fit"
+            )
+        unknown = [k for k in arrays if k not in self.modality_shapes_]
+        if unknown:
+            raise unknown_name_error("modality", unknown[0], list(self.modality_shapes_))
+        n = len(next(iter(arrays.values())))
+        out = {}
+        for key, shape in self.modality_shapes_.items():  # fit's order; omitted = absent
+            arr = arrays.get(key)
+            if arr is None:
+                arr = np.full((n, *shape), np.nan)
+            elif tuple(arr.shape[1:]) != shape or len(arr) != n:
+                raise MlmmError(
+                    f"modality {key!r} has shape {arr.shape}, expected ({n}, "
+                    f"{', '.join(map(str, shape))}) as in fit"
+                )
+            out[key] = arr
+        _check_rows(out, self.partial, self.on_empty, self.modalities is None, "predict")
+        return out
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "trained_"):
@@ -142,19 +486,28 @@ class _MissingModalityEstimator(BaseEstimator):
                 f"this {type(self).__name__} is not fitted yet; call fit(X, y) before predicting"
             )
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "trained_")
+
     # ---------------------------------------------------------------- fit
     def _fit(self, X: Any, targets: np.ndarray, task: TaskSpec):
-        data = self._dataset(X, targets, task)
-        condition = parse_condition(self.train_missing)
-        idx = split_indices(data, test_size=self.val_size, val_size=0.0, seed=self.seed)
-        train, _ = simulate(
-            data.subset(idx["train"]), condition.train, rng_for(self.seed, "train-mask")
+        _check_options(self)
+        seed = _resolve_seed(self.random_state, self.seed)
+        inputs = self._fit_inputs(X)
+        data = from_arrays(
+            inputs,
+            targets,
+            task=task,
+            name="estimator",
+            partial=self.partial,
+            allow_empty=self.on_empty == "prior",
         )
+        condition = parse_condition(self.train_missing)
+        idx = _validation_split(data, self.val_size, seed)
+        train, _ = simulate(data.subset(idx["train"]), condition.train, rng_for(seed, "train-mask"))
         val = None
         if len(idx["test"]):
-            val, _ = simulate(
-                data.subset(idx["test"]), condition.train, rng_for(self.seed, "val-mask")
-            )
+            val, _ = simulate(data.subset(idx["test"]), condition.train, rng_for(seed, "val-mask"))
         model = create_method(self.method, data.specs, data.task, **(self.method_params or {}))
         trainer = Trainer(
             max_epochs=self.max_epochs,
@@ -163,7 +516,7 @@ class _MissingModalityEstimator(BaseEstimator):
             weight_decay=self.weight_decay,
             patience=self.patience,
             device=self.device,
-            seed=self.seed,
+            seed=seed,
             progress=self.verbose,
         )
         self.trained_ = trainer.fit(model, train, val, info={"estimator": type(self).__name__})
@@ -173,15 +526,14 @@ class _MissingModalityEstimator(BaseEstimator):
 
     def _predict_raw(self, X: Any) -> np.ndarray:
         self._check_fitted()
-        inputs = self._inputs(X)
-        if tuple(inputs) != self.modality_names_:
-            raise MlmmError(
-                f"X has modalities {list(inputs)}, the model was fitted on {list(self.modality_names_)}"
-            )
+        inputs = self._predict_inputs(X)
         n = len(next(iter(inputs.values())))
         task = self.trained_.task
         dummy = np.zeros(n, dtype=np.int64 if task.is_classification else float)
-        return self.trained_.predict_raw(self._dataset(inputs, dummy, task))
+        data = from_arrays(
+            inputs, dummy, task=task, name="estimator", partial=self.partial, allow_empty=True
+        )
+        return self.trained_.predict_raw(data, on_empty=self.on_empty)
 
 
 class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
@@ -228,16 +580,11 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
 
     def fit(self, X: Any, y: Any) -> MissingModalityClassifier:
         """Fit on ``X`` (per-modality arrays, NaN rows = missing) and labels ``y``."""
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise MlmmError(f"y must be 1-D with one label per sample, got shape {y.shape}")
-        self.classes_, encoded = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise MlmmError(
-                f"y has a single class {self.classes_.tolist()}; a classifier needs two or more"
-            )
-        task = TaskSpec("classification", len(self.classes_), tuple(str(c) for c in self.classes_))
-        return self._fit(X, encoded, task)
+        y = _as_1d_target(y, "one class label per sample", type(self).__name__)
+        _check_n_samples(len(y))
+        self.classes_, encoded = _encode_classes(y)
+        names = tuple(str(c) for c in self.classes_)
+        return self._fit(X, encoded, TaskSpec("classification", len(self.classes_), names))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``[N, n_classes]`` in the order of ``classes_``."""
@@ -266,9 +613,14 @@ class MissingModalityRegressor(RegressorMixin, _MissingModalityEstimator):
 
     def fit(self, X: Any, y: Any) -> MissingModalityRegressor:
         """Fit on ``X`` (per-modality arrays, NaN rows = missing) and real targets ``y``."""
-        y = np.asarray(y, dtype=float)
-        if y.ndim != 1:
-            raise MlmmError(f"y must be 1-D with one value per sample, got shape {y.shape}")
+        y = _as_1d_target(y, "one value per sample", type(self).__name__)
+        if y.dtype.kind == "c":
+            raise MlmmError("Complex data not supported: y holds complex numbers; pass real ones")
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise MlmmError(f"y must hold real numbers, got dtype {y.dtype}") from None
+        _check_n_samples(len(y))
         return self._fit(X, y, TaskSpec("regression"))
 
     def predict(self, X: Any) -> np.ndarray:
