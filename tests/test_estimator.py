@@ -5,10 +5,14 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError as SkNotFitted
-from sklearn.model_selection import cross_val_score
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import mlmm
 from mlmm.errors import MlmmError
+from mlmm.estimator import expected_failed_checks
 
 
 def make_data(n=240, seed=0):
@@ -24,7 +28,9 @@ def make_data(n=240, seed=0):
 
 def test_fits_and_predicts_string_labels_with_missing_rows():
     X, y = make_data()
-    clf = mlmm.MissingModalityClassifier(method="late-fusion", max_epochs=30, seed=0).fit(X, y)
+    clf = mlmm.MissingModalityClassifier(method="late-fusion", max_epochs=30, random_state=0).fit(
+        X, y
+    )
     assert list(clf.classes_) == ["cat", "dog", "eel"]
     proba = clf.predict_proba(X)
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
@@ -38,12 +44,12 @@ def test_fits_and_predicts_string_labels_with_missing_rows():
 def test_same_seed_same_predictions():
     X, y = make_data()
     p1 = (
-        mlmm.MissingModalityClassifier(method="hemis", max_epochs=3, seed=1)
+        mlmm.MissingModalityClassifier(method="hemis", max_epochs=3, random_state=1)
         .fit(X, y)
         .predict_proba(X)
     )
     p2 = (
-        mlmm.MissingModalityClassifier(method="hemis", max_epochs=3, seed=1)
+        mlmm.MissingModalityClassifier(method="hemis", max_epochs=3, random_state=1)
         .fit(X, y)
         .predict_proba(X)
     )
@@ -92,5 +98,158 @@ def test_bad_inputs_are_rejected_clearly():
     with pytest.raises(MlmmError, match="single class"):
         mlmm.MissingModalityClassifier().fit(X, np.zeros(len(y)))
     clf = mlmm.MissingModalityClassifier(method="late-fusion", max_epochs=1).fit(X, y)
-    with pytest.raises(MlmmError, match="fitted on"):
-        clf.predict({"b": X["b"], "a": X["a"]})
+    with pytest.raises(MlmmError, match=r"unknown modality 'c'\. Choose from: a, b"):
+        clf.predict({"a": X["a"], "c": X["b"]})
+
+
+# ------------------------------------------------------------ scikit-learn conventions
+@parametrize_with_checks(
+    [
+        mlmm.MissingModalityClassifier(method="logistic-mean-impute", max_epochs=2),
+        mlmm.MissingModalityRegressor(method="logistic-mean-impute", max_epochs=2),
+        mlmm.MissingModalityRegressor(method="hemis", max_epochs=2),
+    ],
+    expected_failed_checks=expected_failed_checks,
+)
+def test_scikit_learn_check_estimator(estimator, check):
+    check(estimator)
+
+
+def tiny(n=60, seed=0):
+    """Two informative modalities of a binary label, no NaN."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    a = y[:, None] * 2.0 + rng.normal(size=(n, 3))
+    b = y[:, None] * 2.0 + rng.normal(size=(n, 2))
+    return {"a": a, "b": b}, y
+
+
+def fast(**kw):
+    return mlmm.MissingModalityClassifier(method="logistic-mean-impute", max_epochs=2, **kw)
+
+
+def test_random_state_names_the_seed_and_seed_is_a_deprecated_alias():
+    X, y = tiny()
+    a = mlmm.MissingModalityClassifier(max_epochs=2, random_state=3).fit(X, y).predict_proba(X)
+    with pytest.warns(FutureWarning, match="seed is deprecated.*use random_state"):
+        b = mlmm.MissingModalityClassifier(max_epochs=2, seed=3).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    c = mlmm.MissingModalityClassifier(max_epochs=2, random_state=4).fit(X, y).predict_proba(X)
+    assert not np.array_equal(a, c)
+
+
+def test_dict_keys_in_any_order_and_an_omitted_key_is_an_absent_modality():
+    X, y = tiny()
+    clf = fast().fit(X, y)
+    np.testing.assert_array_equal(
+        clf.predict_proba({"b": X["b"], "a": X["a"]}), clf.predict_proba(X)
+    )
+    only_a = {"a": X["a"], "b": np.full_like(X["b"], np.nan)}
+    np.testing.assert_array_equal(clf.predict_proba({"a": X["a"]}), clf.predict_proba(only_a))
+    with pytest.raises(MlmmError, match=r"modality 'b' has shape \(60, 3\), expected \(60, 2\)"):
+        clf.predict({"a": X["a"], "b": X["a"]})
+
+
+def test_on_empty_prior_answers_rows_with_nothing_present():
+    X, y = tiny()
+    X["a"][0] = X["b"][0] = np.nan
+    with pytest.raises(MlmmError, match=r"1 sample\(s\) have no modality .*on_empty='prior'"):
+        fast().fit(X, y)
+    clf = fast(on_empty="prior").fit(X, y)
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba[0], [0.5, 0.5], atol=0.02)  # training frequencies
+    with pytest.raises(MlmmError, match="no modality present .*on_empty='prior'"):
+        fast().fit(tiny()[0], y).predict({k: v[:1] for k, v in X.items()})
+    with pytest.raises(MlmmError, match=r"on_empty must be one of \['error', 'prior'\]"):
+        fast(on_empty="skip").fit(X, y)
+
+
+def test_partial_nan_rows_name_the_estimator_options():
+    X, y = tiny()
+    X["a"][3, 0] = np.nan
+    with pytest.raises(MlmmError, match="set partial='missing'") as err:
+        fast().fit(X, y)
+    assert "allow_empty" not in str(err.value) and "impute'" not in str(err.value)
+    clf = fast(partial="missing").fit(X, y)
+    assert clf.predict({k: v[3:4] for k, v in X.items()}).shape == (1,)
+    with pytest.raises(MlmmError, match=r"partial must be one of .*impute before calling fit"):
+        fast(partial="impute").fit(X, y)
+
+
+def test_a_plain_table_is_one_modality_and_a_mapping_cuts_it():
+    X, y = tiny()
+    table = np.hstack([X["a"], X["b"]])
+    assert fast().fit(table, y).modality_names_ == ("x",)
+    mapped = fast(modalities={"a": [0, 1, 2], "b": [3, 4]}).fit(table, y)
+    assert mapped.modality_names_ == ("a", "b") and mapped.n_features_in_ == 5
+    with pytest.raises(MlmmError, match=r"X has 6 features, but MissingModalityClassifier is "):
+        mapped.predict(np.hstack([table, table[:, :1]]))  # an extra column is refused
+    with pytest.raises(MlmmError, match=r"uses column 7, but X has 5 columns"):
+        fast(modalities={"a": [0, 7]}).fit(table, y)
+    with pytest.raises(MlmmError, match="X has 0 samples"):
+        mapped.predict(table[:0])
+
+
+def test_pipeline_with_a_scaler_needs_positions_and_says_so():
+    X, y = tiny()
+    frame = pd.DataFrame(np.hstack([X["a"], X["b"]]), columns=list("abcde"))
+    names = fast(modalities={"a": ["a", "b", "c"], "b": ["d", "e"]})
+    with pytest.raises(MlmmError, match=r"X is a plain array .*StandardScaler.*positions"):
+        make_pipeline(StandardScaler(), names).fit(frame, y)
+    pipe = make_pipeline(StandardScaler(), fast(modalities={"a": [0, 1, 2], "b": [3, 4]}))
+    assert pipe.fit(frame, y).score(frame, y) > 0.8
+    pipe.set_output(transform="pandas")
+    assert (
+        make_pipeline(StandardScaler(), names)
+        .set_output(transform="pandas")
+        .fit(frame, y)
+        .score(frame, y)
+        > 0.8
+    )
+
+
+def test_grid_search_over_the_estimator():
+    X, y = tiny(80)
+    search = GridSearchCV(fast(), {"method_params": [{"C": 0.01}, {"C": 1.0}]}, cv=2)
+    search.fit(mlmm.MultimodalArray(X), y)
+    assert search.best_params_["method_params"]["C"] in (0.01, 1.0)
+    assert search.best_estimator_.n_features_in_ == 5
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.where(np.arange(60) % 2, 1.0, np.nan), r"y has 30 NaN or infinite label\(s\)"),
+        (np.linspace(0, 1, 60), "y holds continuous values .*MissingModalityRegressor"),
+        (np.ones(60), r"single class \[1.0\]"),
+        (np.array([None, "a"] * 30, dtype=object), r"y has 30 missing label\(s\) \(None"),
+        (np.array(["a", 1] * 30, dtype=object), "y mixes strings and other labels"),
+    ],
+)
+def test_classifier_refuses_labels_that_are_not_classes(labels, message):
+    X, _ = tiny()
+    with pytest.raises(MlmmError, match=message):
+        fast().fit(X, labels)
+
+
+def test_large_label_values_are_classes_not_indices():
+    X, y = tiny()
+    labels = np.where(y == 1, 1e8, 0.0)
+    clf = fast().fit(X, labels)
+    assert clf.classes_.tolist() == [0.0, 1e8] and clf.predict_proba(X).shape == (60, 2)
+    assert set(clf.predict(X)) <= {0.0, 1e8}
+
+
+def test_complex_features_are_refused():
+    X, y = tiny()
+    with pytest.raises(MlmmError, match="Complex data not supported"):
+        fast().fit({"a": X["a"] + 1j, "b": X["b"]}, y)
+
+
+def test_regressor_with_targets_near_1e20_predicts_finite_values():
+    rng = np.random.default_rng(0)
+    X = {"a": rng.normal(size=(120, 3)), "b": rng.normal(size=(120, 2))}
+    y = (X["a"].sum(1) + 10.0) * 1e20
+    reg = mlmm.MissingModalityRegressor(method="logistic-mean-impute", max_epochs=2).fit(X, y)
+    pred = reg.predict(X)
+    assert np.isfinite(pred).all() and reg.score(X, y) > 0.9

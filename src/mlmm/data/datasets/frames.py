@@ -379,8 +379,9 @@ def _as_numeric(modality: str, value: Any) -> np.ndarray:
     arr = np.asarray(value)
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise MlmmError(
-            f"modality {modality!r} holds complex numbers, which would lose their imaginary part (dtype "
-            f"{arr.dtype}); pass real features, e.g. np.stack([x.real, x.imag], -1)"
+            f"Complex data not supported: modality {modality!r} holds complex numbers, which "
+            f"would lose their imaginary part (dtype {arr.dtype}); pass real features, e.g. "
+            "np.stack([x.real, x.imag], -1)"
         )
     if arr.dtype == bool:
         return arr.astype(np.float32)
@@ -396,8 +397,9 @@ def _as_numeric(modality: str, value: Any) -> np.ndarray:
             complex_objects = arr.dtype == object and any(isinstance(v, complex) for v in arr.flat)
     if complex_objects:
         raise MlmmError(
-            f"modality {modality!r} holds complex numbers, which would lose their imaginary "
-            "part; pass real features, e.g. np.stack([x.real, x.imag], -1)"
+            f"Complex data not supported: modality {modality!r} holds complex numbers, which "
+            "would lose their imaginary part; pass real features, e.g. "
+            "np.stack([x.real, x.imag], -1)"
         )
     raise MlmmError(
         f"modality {modality!r} must hold numbers (NaN for missing), got dtype {arr.dtype}; "
