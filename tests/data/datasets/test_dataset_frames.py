@@ -243,6 +243,8 @@ def test_error_negative_integer_labels():
 def test_error_single_class():
     with pytest.raises(MlmmError, match="only one class"):
         from_arrays({"a": _vectors(2)}, [0, 0])
+    with pytest.raises(MlmmError, match="every target is 1, so there is only one class"):
+        from_arrays({"a": _vectors(2)}, [1, 1])  # was a 2-class task reporting accuracy 1.0
     with pytest.raises(MlmmError, match="single label"):
         from_arrays({"a": _vectors(2)}, ["x", "x"])
 

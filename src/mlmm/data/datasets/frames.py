@@ -499,10 +499,10 @@ def _encode_targets(targets: Any, task: TaskSpec | str | None) -> tuple[np.ndarr
             f"implies {n_classes} classes but only {n_seen} are seen; remap them with "
             "np.unique(y, return_inverse=True) or pass them as strings"
         )
-    if n_classes < 2:
+    if n_seen < 2:  # labels all 1 are one class, not a 2-class task with class 0 unseen
         raise MlmmError(
-            "every target is 0, so there is only one class; classification needs at least 2 "
-            "(pass task='regression' for a numeric target)"
+            f"every target is {labels[0]}, so there is only one class; classification needs at "
+            "least 2 (pass task='regression' for a numeric target)"
         )
     return labels, TaskSpec("classification", n_classes)
 
