@@ -190,6 +190,15 @@ def test_a_plain_table_is_one_modality_and_a_mapping_cuts_it():
         mapped.predict(table[:0])
 
 
+def test_a_frame_with_other_column_names_at_predict_is_refused():
+    X, y = tiny()
+    frame = pd.DataFrame(np.hstack([X["a"], X["b"]]), columns=list("abcde"))
+    clf = fast().fit(frame, y)
+    assert clf.feature_names_in_.tolist() == list("abcde")
+    with pytest.raises(MlmmError, match="feature names should match those .* during fit"):
+        clf.predict(frame[list("edcba")])
+
+
 def test_pipeline_with_a_scaler_needs_positions_and_says_so():
     X, y = tiny()
     frame = pd.DataFrame(np.hstack([X["a"], X["b"]]), columns=list("abcde"))

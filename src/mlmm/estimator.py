@@ -489,6 +489,17 @@ class _MissingModalityEstimator(BaseEstimator):
                 f"X has {layout.n_features} features, but {name} is expecting "
                 f"{self.n_features_in_} features as input; pass the columns used in fit"
             )
+        fitted_names = getattr(self, "feature_names_in_", None)
+        if (
+            fitted_names is not None
+            and layout.feature_names is not None
+            and not np.array_equal(layout.feature_names, fitted_names)
+        ):
+            raise MlmmError(
+                f"The feature names should match those that were passed during fit: X has "
+                f"columns {layout.feature_names[:5].tolist()}..., fit saw "
+                f"{fitted_names[:5].tolist()}...; pass the columns of fit, in their order"
+            )
         if layout.kind != self.input_kind_:
             given = "a dict of modalities" if layout.kind == "dict" else "a table"
             raise MlmmError(
