@@ -207,7 +207,6 @@ def test_pipeline_with_a_scaler_needs_positions_and_says_so():
         make_pipeline(StandardScaler(), names).fit(frame, y)
     pipe = make_pipeline(StandardScaler(), fast(modalities={"a": [0, 1, 2], "b": [3, 4]}))
     assert pipe.fit(frame, y).score(frame, y) > 0.8
-    pipe.set_output(transform="pandas")
     assert (
         make_pipeline(StandardScaler(), names)
         .set_output(transform="pandas")

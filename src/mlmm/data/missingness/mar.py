@@ -46,8 +46,8 @@ class MAR(MissingnessModel):
     driver : str, optional
         The driver modality; default the first one of the dataset.
     strength : float
-        Logit slope on the driver score (default 2; 0 gives MCAR on the other modalities,
-        negative values reverse the dependence).
+        Logit slope on the driver score, in [-1e4, 1e4] (default 2; 0 gives MCAR on the other
+        modalities, negative values reverse the dependence).
     unit : {"slots", "samples"}
     allow_empty : bool
 

@@ -47,7 +47,7 @@ class MNAR(MissingnessModel):
     mode : {"extreme", "high", "low"}
         Which readings fail more: far from the mean, high scores, or low scores.
     strength : float
-        Logit slope on the standardised score (default 2).
+        Logit slope on the standardised score, in [-1e4, 1e4] (default 2).
     unit : {"slots", "samples"}
     allow_empty : bool
 
