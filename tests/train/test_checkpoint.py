@@ -7,6 +7,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +239,64 @@ def test_a_save_dying_after_its_commit_is_completed_by_the_next_load(tmp_path, m
     config, state = load_artifact(tmp_path / "model")  # rolls the committed save forward
     assert config["scale"] == 5.0 and torch.equal(state["w"], STATE["w"] * 5)
     assert leftovers(tmp_path / "model") == []
+
+
+KILLED_SAVE = r"""
+import os, signal, sys
+from pathlib import Path
+import torch
+from mlmm.train import checkpoint
+
+where, path = sys.argv[1], Path(sys.argv[2])
+write_file, replace = checkpoint._write_file, os.replace
+
+def half_then_kill(file, data):
+    if where in file.name:
+        with open(file, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    write_file(file, data)
+
+def kill_at_rename(src, dst):
+    if where == "rename":
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(src, dst)
+
+checkpoint._write_file, os.replace = half_then_kill, kill_at_rename
+state = {"w": torch.full((1000,), 5.0)}
+checkpoint.save_artifact(path, state, {"method": "toy", "scale": 5.0}, overwrite=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "where, survivor",
+    [
+        (CONFIG_FILE, None),  # a new artifact: killed while writing it
+        (MANIFEST_FILE, 1.0),  # an overwrite killed before its commit: the old one stays
+        ("rename", 5.0),  # an overwrite killed after its commit: the new one is completed
+    ],
+)
+def test_kill_9_during_a_save_leaves_a_whole_artifact_and_no_leftovers(tmp_path, where, survivor):
+    """Issue 11 item 16, with a real SIGKILL at each stage of a save."""
+    path = tmp_path / "model"
+    if survivor is not None:
+        save(path, 1.0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_SAVE, where, str(path)], env=env, timeout=300
+    )
+    assert proc.returncode == -signal.SIGKILL
+    if survivor is None:
+        assert not path.exists() and [n[:11] for n in leftovers(tmp_path)] == [".model.tmp-"]
+        save(path, 2.0)  # the next save removes the killed one's directory
+        assert leftovers(tmp_path) == [] and load_artifact(path)[0]["scale"] == 2.0
+        return
+    assert leftovers(path) != []  # staged files of the killed save
+    config, state = load_artifact(path)
+    expected = STATE["w"] if survivor == 1.0 else torch.full((1000,), 5.0)
+    assert config["scale"] == survivor and torch.equal(state["w"], expected)
+    assert leftovers(path) == [] and leftovers(tmp_path) == []
 
 
 def test_stale_leftovers_of_killed_saves_are_removed_by_the_next_save(tmp_path):

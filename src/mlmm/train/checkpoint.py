@@ -160,25 +160,31 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def _flock(fd: int, exclusive: bool, path: Path) -> None:
+    """Lock ``fd`` (shared or exclusive), waiting at most :data:`LOCK_TIMEOUT` seconds."""
+    if fcntl is None:  # pragma: no cover
+        return
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    while True:
+        try:
+            fcntl.flock(fd, mode)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise ArtifactError(
+                    f"{path} is being written by another process for over "
+                    f"{LOCK_TIMEOUT:.0f}s; wait for it to finish and try again"
+                ) from None
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def _locked(path: Path, exclusive: bool) -> Iterator[int]:
     """Hold a lock on directory ``path`` (shared to read, exclusive to write)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        if fcntl is not None:
-            mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(fd, mode)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise ArtifactError(
-                            f"{path} is being written by another process for over "
-                            f"{LOCK_TIMEOUT:.0f}s; wait for it to finish and try again"
-                        ) from None
-                    time.sleep(0.05)
+        _flock(fd, exclusive, path)
         yield fd
     finally:
         os.close(fd)  # releases the lock
@@ -325,6 +331,15 @@ def check_artifact_path(path: str | Path, overwrite: bool = False) -> Path:
         When the artifact cannot or must not be written there.
     """
     given = Path(path).expanduser()
+    try:
+        return _check_artifact_path(given, overwrite)
+    except OSError as err:
+        raise MlmmError(
+            f"cannot use {given} for the model ({err.strerror or err}); choose another --out"
+        ) from None
+
+
+def _check_artifact_path(given: Path, overwrite: bool) -> Path:
     if given.is_symlink() and not given.exists():
         raise MlmmError(
             f"{given} is a symlink to {os.readlink(given)!r}, which does not exist; create "
@@ -526,18 +541,20 @@ def load_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
         raise ArtifactError(
             f"no model artifact at {path}; train one first (mlmm train ... --out {path})"
         )
-    with _locked(path, exclusive=False) as fd:
-        if _staged_files(path):  # a save died here: complete or undo it first
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                _finish_interrupted(path)
-            except OSError as err:
-                raise ArtifactError(
-                    f"{path} holds an unfinished save that cannot be completed "
-                    f"({err.strerror}); load it from a writable copy"
-                ) from None
-        return _load_locked(path)
+    try:
+        with _locked(path, exclusive=False) as fd:
+            if _staged_files(path):  # a save died here: complete or undo it first
+                _flock(fd, True, path)
+                try:
+                    _finish_interrupted(path)
+                except OSError as err:
+                    raise ArtifactError(
+                        f"{path} holds an unfinished save that cannot be completed "
+                        f"({err.strerror}); load it from a writable copy"
+                    ) from None
+            return _load_locked(path)
+    except OSError as err:
+        raise ArtifactError(f"cannot read the model at {path} ({err.strerror}); check it") from None
 
 
 def _load_locked(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
