@@ -334,6 +334,18 @@ def test_retraining_needs_overwrite_and_keeps_the_users_files(monkeypatch, capsy
     assert (out_dir / "notes.md").read_text() == "trained for the thesis"
     code, _, err = run(monkeypatch, capsys, "evaluate", str(out_dir))
     assert code == 0, err
+    import errno
+
+    import mlmm.utils
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mlmm.utils, "atomic_write", full)
+    csv = out_dir / "eval2.csv"
+    code, _, err = run(monkeypatch, capsys, "evaluate", str(out_dir), "--out", str(csv))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "No space left" in err
+    assert not csv.exists()
 
 
 def test_train_with_a_full_disk_is_one_line_and_leaves_nothing(monkeypatch, capsys, tmp_path):

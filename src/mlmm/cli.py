@@ -253,8 +253,14 @@ def evaluate(
         console.print(_table(scores, title))
         table = pd.concat([table, scores], ignore_index=True)
     if out is not None:
-        with atomic_write(out) as fh:
-            table.to_csv(fh, index=False)
+        try:
+            with atomic_write(out) as fh:
+                table.to_csv(fh, index=False)
+        except OSError as err:  # disk full, or the location changed since the check
+            raise MlmmError(
+                f"cannot write {out} ({err.strerror or err}); free some disk space or choose "
+                f"another --out, nothing was half-written"
+            ) from None
         console.print(f"wrote {out}")
 
 

@@ -170,7 +170,9 @@ def _flock(fd: int, exclusive: bool, path: Path) -> None:
         try:
             fcntl.flock(fd, mode)
             return
-        except BlockingIOError:
+        except OSError as err:
+            if not isinstance(err, BlockingIOError):  # a filesystem without locks: go on
+                return
             if time.monotonic() > deadline:
                 raise ArtifactError(
                     f"{path} is being written by another process for over "
