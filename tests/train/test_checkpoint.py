@@ -655,3 +655,12 @@ def test_weights_file_that_is_a_directory_is_one_line(artifact):
     with pytest.raises(ArtifactError) as err:
         TrainedModel.load(artifact)
     assert_one_line_error(err, "is a directory")
+
+
+def test_a_hyperparameter_of_the_wrong_type_is_one_line(artifact):
+    config = json.loads((artifact / CONFIG_FILE).read_text())
+    config["hyperparameters"]["rule"] = {"not": "a rule"}
+    write_config(artifact, config)
+    with pytest.raises(ArtifactError) as err:
+        TrainedModel.load(artifact)
+    assert_one_line_error(err, "config.json is incompatible")

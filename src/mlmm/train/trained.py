@@ -186,6 +186,11 @@ class TrainedModel:
             if isinstance(err, ArtifactError):
                 raise
             raise ArtifactError(f"{path}/config.json is incompatible: {err}") from None
+        except (KeyError, TypeError, ValueError) as err:  # a value the method cannot take
+            raise ArtifactError(
+                f"{path}/config.json is incompatible with the {method!r} method "
+                f"({type(err).__name__}: {err}); retrain the model"
+            ) from None
         # torch checks names and shapes; a module whose buffers hold data (a k-NN bank of
         # training samples) sizes them from the stored tensors in its _load_from_state_dict
         expected = set(model.state_dict())
