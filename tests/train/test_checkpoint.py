@@ -664,3 +664,27 @@ def test_a_hyperparameter_of_the_wrong_type_is_one_line(artifact):
     with pytest.raises(ArtifactError) as err:
         TrainedModel.load(artifact)
     assert_one_line_error(err, "config.json is incompatible")
+
+
+def test_a_regression_artifact_round_trips_through_the_schema(tmp_path):
+    """Statistics of every modality kind have the shapes the schema expects."""
+    rng = np.random.default_rng(0)
+    ds = MultimodalDataset(
+        [
+            ModalitySpec("a", "vector", (3,)),
+            ModalitySpec("s", "sequence", (4, 2)),
+            ModalitySpec("i", "image", (2, 4, 4)),
+        ],
+        TaskSpec("regression"),
+        {
+            "a": rng.normal(size=(24, 3)),
+            "s": rng.normal(size=(24, 4, 2)),
+            "i": rng.normal(size=(24, 2, 4, 4)),
+        },
+        rng.normal(size=24) * 5 + 100,
+    )
+    model = mlmm.create_method("zero-impute", ds.specs, ds.task, hidden=8)
+    trained = mlmm.Trainer(max_epochs=1, batch_size=8, progress=False).fit(model, ds)
+    loaded = TrainedModel.load(trained.save(tmp_path / "model"))
+    np.testing.assert_allclose(loaded.predict(ds), trained.predict(ds), rtol=1e-6)
+    assert len(loaded.prior) == 1
