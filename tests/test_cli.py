@@ -253,3 +253,127 @@ def test_a_plugin_option_registers_methods_for_every_command(monkeypatch, capsys
     assert "plugin-fusion" in out
     code, _, err = run(monkeypatch, capsys, "--plugin", "no_such_plugin_module", "methods")
     assert code == 2 and "plugin 'no_such_plugin_module' could not be imported" in err
+
+
+# ------------------------------------------------------------- --out and --overwrite
+TRAIN = [
+    "train",
+    "--dataset",
+    "synthetic",
+    "--dataset-param",
+    "n_samples=200",
+    "--method",
+    "late-fusion",
+    "--epochs",
+    "1",
+    "--quiet",
+]
+
+
+def no_training(monkeypatch):
+    """Make any training fail loudly: the --out checks must come before it."""
+    import mlmm.experiment
+
+    def trained(*args, **kwargs):
+        raise AssertionError("training started before --out was checked")
+
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", trained)
+
+
+def test_train_refuses_a_project_directory_before_training(monkeypatch, capsys, tmp_path):
+    """Issue 11 items 1 and 12: --out myproject kept only config.json and model.safetensors."""
+    project = tmp_path / "myproject"
+    (project / "src").mkdir(parents=True)
+    (project / "config.json").write_text('{"lr": 0.1}')
+    (project / "thesis.tex").write_text("\\documentclass{article}")
+    (project / "src" / "main.py").write_text("print(1)")
+    before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    no_training(monkeypatch)
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(project), *extra)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert "is not an mlmm model directory" in err and "thesis.tex" in err
+    assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["myproject"]
+
+
+@pytest.mark.parametrize("make", ["file", "under-a-file", "dangling-link"])
+def test_train_refuses_a_bad_out_before_training(monkeypatch, capsys, tmp_path, make):
+    """Issue 11 items 12 and 13: --out that is a file, or cannot be created."""
+    target = tmp_path / "out"
+    if make == "file":
+        target.write_text("keep me")
+    elif make == "under-a-file":
+        (tmp_path / "afile").write_text("keep me")
+        target = tmp_path / "afile" / "model"
+    else:
+        target.symlink_to(tmp_path / "nowhere")
+    no_training(monkeypatch)
+    code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(target))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "choose another --out" in err or "create the target" in err
+
+
+def test_retraining_needs_overwrite_and_keeps_the_users_files(monkeypatch, capsys, tmp_path):
+    """Issue 11 item 1: retraining into an artifact deleted the user's evaluation CSV."""
+    out_dir = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(out_dir))
+    assert code == 0, err
+    first = (out_dir / "model.safetensors").read_bytes()
+    (out_dir / "eval.csv").write_text("metric,value\naccuracy,0.9\n")
+    (out_dir / "notes.md").write_text("trained for the thesis")
+    code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(out_dir), "--seed", "1")
+    assert code == 2 and "already holds an mlmm model" in err and "--overwrite" in err
+    assert (out_dir / "model.safetensors").read_bytes() == first
+    code, out, err = run(
+        monkeypatch, capsys, *TRAIN, "--out", str(out_dir), "--seed", "1", "--overwrite"
+    )
+    assert code == 0, err
+    assert (out_dir / "model.safetensors").read_bytes() != first
+    assert (out_dir / "eval.csv").read_text() == "metric,value\naccuracy,0.9\n"
+    assert (out_dir / "notes.md").read_text() == "trained for the thesis"
+    code, _, err = run(monkeypatch, capsys, "evaluate", str(out_dir))
+    assert code == 0, err
+    import errno
+
+    import mlmm.utils
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mlmm.utils, "atomic_write", full)
+    csv = out_dir / "eval2.csv"
+    code, _, err = run(monkeypatch, capsys, "evaluate", str(out_dir), "--out", str(csv))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "No space left" in err
+    assert not csv.exists()
+
+
+def test_train_with_a_full_disk_is_one_line_and_leaves_nothing(monkeypatch, capsys, tmp_path):
+    """Issue 11 item 13: ENOSPC while saving gave a traceback."""
+    import errno
+
+    from mlmm.train import checkpoint
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_file", full)
+    code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(tmp_path / "run"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "No space left on device" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_refuses_a_directory_as_out_before_evaluating(monkeypatch, capsys, tmp_path):
+    """Issue 11 item 13: evaluate --out DIR gave a traceback after the whole evaluation."""
+    import mlmm.train
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(mlmm.train.TrainedModel, "load", loaded)
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path, tmp_path / "afile" / "t.csv"):
+        code, _, err = run(monkeypatch, capsys, "evaluate", str(tmp_path), "--out", str(out))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert "choose another --out" in err or "is a directory" in err

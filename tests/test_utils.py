@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
@@ -9,7 +10,14 @@ import pytest
 import torch
 
 from mlmm.errors import MlmmError
-from mlmm.utils import atomic_write, derive_seed, resolve_device, rng_for, torch_seed_for
+from mlmm.utils import (
+    atomic_write,
+    check_output_file,
+    derive_seed,
+    resolve_device,
+    rng_for,
+    torch_seed_for,
+)
 
 
 def test_derive_seed_is_the_seed_followed_by_crc32_of_each_key():
@@ -101,3 +109,18 @@ def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
         fh.write("x")
     mode = stat.S_IMODE(os.stat(tmp_path / "atomic.txt").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
+
+
+def test_check_output_file_refuses_what_cannot_be_written(tmp_path):
+    assert check_output_file(tmp_path / "new" / "table.csv") == tmp_path / "new" / "table.csv"
+    (tmp_path / "old.csv").write_text("a\n")
+    check_output_file(tmp_path / "old.csv")  # an existing file is replaced atomically
+    (tmp_path / "afile").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    for path, phrase in (
+        (tmp_path, "is a directory"),
+        (tmp_path / "afile" / "t.csv", "afile is a file"),
+        (tmp_path / "fifo", "is not a regular file"),
+    ):
+        with pytest.raises(MlmmError, match=phrase):
+            check_output_file(path)

@@ -141,9 +141,16 @@ def train(
     lr: Annotated[float, typer.Option()] = 1e-3,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace the model in --out if it holds one (your other files stay)."),
+    ] = False,
 ) -> None:
     """Train a method on a dataset and save the model artifact."""
     from mlmm.experiment import run_experiment
+    from mlmm.train.checkpoint import check_artifact_path
+
+    check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
 
     res = run_experiment(
         dataset,
@@ -160,7 +167,7 @@ def train(
             "progress": not quiet,
         },
     )
-    path = res.trained.save(out)
+    path = res.trained.save(out, overwrite=overwrite)
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
     _print_tables(console, res.table)
@@ -216,8 +223,10 @@ def evaluate(
     from mlmm.errors import MlmmError
     from mlmm.eval import evaluate as _evaluate
     from mlmm.train import TrainedModel
-    from mlmm.utils import atomic_write
+    from mlmm.utils import atomic_write, check_output_file
 
+    if out is not None:
+        check_output_file(out)  # before the evaluation, so a bad --out costs nothing
     trained = TrainedModel.load(model_dir)
     info = trained.info
     if "dataset" not in info:
@@ -244,8 +253,14 @@ def evaluate(
         console.print(_table(scores, title))
         table = pd.concat([table, scores], ignore_index=True)
     if out is not None:
-        with atomic_write(out) as fh:
-            table.to_csv(fh, index=False)
+        try:
+            with atomic_write(out) as fh:
+                table.to_csv(fh, index=False)
+        except OSError as err:  # disk full, or the location changed since the check
+            raise MlmmError(
+                f"cannot write {out} ({err.strerror or err}); free some disk space or choose "
+                f"another --out, nothing was half-written"
+            ) from None
         console.print(f"wrote {out}")
 
 

@@ -78,3 +78,42 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Check, before any work, that a result file can be written at ``path``.
+
+    Refused in one line: an existing directory, something that is not a regular file
+    (a device, a FIFO), a location under a file, or one that is not writable.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file a command will write (``mlmm evaluate --out``).
+
+    Returns
+    -------
+    Path
+        ``path`` unchanged.
+
+    Raises
+    ------
+    MlmmError
+        Saying what is wrong and what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise MlmmError(f"{path} is a directory; give --out a file path such as {path}/table.csv")
+    if path.exists() and not path.is_file():
+        raise MlmmError(f"{path} exists and is not a regular file; choose another --out")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MlmmError(f"cannot create {path}: {parent} is a file; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):  # the file is written beside it, then renamed
+        raise MlmmError(
+            f"cannot write {path}: {parent} is not writable; choose another --out or fix its "
+            f"permissions"
+        )
+    return path

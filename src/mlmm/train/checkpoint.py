@@ -1,40 +1,85 @@
-"""Model artifacts: a directory with ``config.json`` and ``model.safetensors``, written atomically.
+"""Model artifacts: a directory with ``config.json``, ``model.safetensors`` and a manifest.
 
-A killed process never leaves a half-written artifact: everything is written into a hidden
-temporary directory beside the target, flushed to disk, and swapped in by renames. Loading
-checks the format, version, method, weights hash and tensor names/shapes, and fails with a
-one-line :class:`~mlmm.errors.ArtifactError` that says what is wrong and what to do.
+Layout. An artifact directory holds three files written by mlmm and nothing else of
+mlmm's: ``model.safetensors`` (the weights), ``config.json`` (everything else, with the
+weights' SHA-256) and ``mlmm-artifact.json``, the manifest: the marker that says "this
+directory is an mlmm artifact" and the SHA-256 of the other two, so that an edited or
+corrupt ``config.json`` is refused as surely as corrupt weights. Artifacts written before
+the manifest existed (``config.json`` with ``"format": "mlmm-artifact"`` and
+``model.safetensors``) still load, with only the weights hashed. Any other file in the
+directory (notes, evaluation tables) belongs to the user and is never touched.
+
+Saving. A new directory is written in full into a hidden ``.NAME.tmp-*`` directory beside
+it and renamed into place. An existing artifact (only with ``overwrite=True``) or an
+existing empty directory is written in place: the three files are staged under hidden
+``.FILE.new-TOKEN`` names, the staged manifest's rename is the commit point, and then each
+file is renamed over its old version. A save killed before the commit point leaves the old
+artifact; one killed after it is completed by the next load or save. Every file is written
+with the user's umask, as ``open()`` would. Saves and loads of one directory lock it, and
+the next save removes what killed saves left behind (stale ``.NAME.tmp-*`` and
+``.NAME.old-*`` directories that hold only mlmm's files).
+
+Symlinks. An ``--out`` that is a symlink to a directory is followed: the artifact is
+written in the link's target and the link stays as it is. A dangling link is refused.
+
+Loading reads only regular files, each with a size bound, checks the manifest, the format,
+the version, both hashes and the safetensors header, and fails with a one-line
+:class:`~mlmm.errors.ArtifactError` that says what is wrong and what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from mlmm.errors import ArtifactError, MlmmError
+
+try:  # POSIX; elsewhere saves and loads of one directory are not serialised
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "mlmm-artifact"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "mlmm-artifact.json"
+#: mlmm's own files in an artifact, in the order a save renames them (the manifest last).
+OWN_FILES = (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE)
+
+#: Largest files a load reads; anything bigger is refused before it is read.
+MAX_CONFIG_BYTES = 64 << 20
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 16 << 30
+#: Seconds a load or save waits for another process saving the same directory.
+LOCK_TIMEOUT = 60.0
+
+_STAGED = re.compile(
+    r"^\.(" + "|".join(re.escape(n) for n in OWN_FILES) + r")\.(new|part)-([0-9a-f]+)$"
+)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+# ---------------------------------------------------------------------- small helpers
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 of a regular file (bounded by :data:`MAX_WEIGHTS_BYTES`)."""
+    return hashlib.sha256(_read_regular(path, MAX_WEIGHTS_BYTES)).hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -45,103 +90,504 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_artifact(
-    path: str | Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any]
-) -> Path:
-    """Write ``state_dict`` and ``config`` as an artifact directory at ``path``, atomically.
+def _read_regular(path: Path, limit: int) -> bytes:
+    """Read a regular file of at most ``limit`` bytes; anything else is an ``ArtifactError``.
 
-    An existing artifact at ``path`` is replaced only once the new one is complete.
+    Opened non-blocking, so a FIFO cannot hang the read, and checked with ``fstat`` on the
+    open descriptor, so a device (``/dev/zero``), a directory or a file that is too large is
+    refused before a byte is read.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise MlmmError(f"{path} exists and is not a directory; choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).exists():
-        # replacing it would delete whatever the user keeps there
-        raise MlmmError(
-            f"{path} exists and is not an mlmm model directory; choose another --out "
-            f"or an empty directory"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    old = None
     try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-        save_file(tensors, str(tmp / WEIGHTS_FILE))
-        full = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            **config,
-            "weights_sha256": _sha256(tmp / WEIGHTS_FILE),
-        }
-        with open(tmp / CONFIG_FILE, "w") as fh:
-            json.dump(full, fh, indent=2, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with open(tmp / WEIGHTS_FILE, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-        os.rename(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not path.exists():
-            # died between the renames: put the previous artifact back now, not at next load
-            with contextlib.suppress(OSError):
-                os.rename(old, path)
-        raise
-    return path
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} does not exist; the artifact is incomplete") from None
+    except OSError as err:
+        raise ArtifactError(f"{path} cannot be opened ({err.strerror}); check it") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise ArtifactError(
+                f"{path} is {kind}; an artifact holds regular files only, retrain or restore it"
+            )
+        if info.st_size > limit:
+            raise ArtifactError(
+                f"{path} is {info.st_size:,} bytes, more than the {limit:,} an artifact file "
+                f"may have; it is not an mlmm artifact file"
+            )
+        chunks, left = [], info.st_size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError as err:
+        raise ArtifactError(f"{path} cannot be read ({err.strerror}); check it") from None
+    finally:
+        os.close(fd)
+
+
+def _parse_json(data: bytes, path: Path) -> Any:
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ArtifactError(
+            f"{path} is not valid JSON (corrupt or truncated); retrain or restore the model"
+        ) from None
+
+
+def _check_version(version: Any, where: Path) -> None:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ArtifactError(
+            f"{where} is not a valid mlmm artifact: format_version must be a positive integer, "
+            f"got {version!r}; retrain or restore the model"
+        )
+    if version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{where} uses artifact format {version!r}, newer than this mlmm reads "
+            f"({FORMAT_VERSION}); upgrade mlmm (pip install -U mlmm)"
+        )
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) with the user's umask, write, flush to disk."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(os.open(path, flags, 0o666), "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _flock(fd: int, exclusive: bool, path: Path) -> None:
+    """Lock ``fd`` (shared or exclusive), waiting at most :data:`LOCK_TIMEOUT` seconds."""
+    if fcntl is None:  # pragma: no cover
+        return
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    while True:
+        try:
+            fcntl.flock(fd, mode)
+            return
+        except OSError as err:
+            if not isinstance(err, BlockingIOError):  # a filesystem without locks: go on
+                return
+            if time.monotonic() > deadline:
+                raise ArtifactError(
+                    f"{path} is being written by another process for over "
+                    f"{LOCK_TIMEOUT:.0f}s; wait for it to finish and try again"
+                ) from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, exclusive: bool) -> Iterator[int]:
+    """Hold a lock on directory ``path`` (shared to read, exclusive to write)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        _flock(fd, exclusive, path)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _locked_elsewhere(path: Path) -> bool:
+    """True when another live process holds a lock on directory ``path``."""
+    if fcntl is None:  # pragma: no cover
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return True  # cannot tell: leave it alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _staged_files(path: Path) -> dict[str, dict[str, Path]]:
+    """Files an unfinished save staged in ``path``: token -> {"new:NAME"/"part:NAME": path}."""
+    found: dict[str, dict[str, Path]] = {}
+    for entry in path.iterdir():
+        match = _STAGED.match(entry.name)
+        if match:
+            name, kind, token = match.groups()
+            found.setdefault(token, {})[f"{kind}:{name}"] = entry
+    return found
+
+
+def _finish_interrupted(path: Path) -> bool:
+    """Complete or undo the in-place saves that died in ``path`` (under its exclusive lock).
+
+    A save whose manifest was staged (``.mlmm-artifact.json.new-TOKEN``) had all its files
+    complete on disk: roll it forward. Anything else it staged is incomplete: delete it.
+    Returns True when something was done.
+    """
+    staged = _staged_files(path)
+    for files in staged.values():
+        manifest = files.get(f"new:{MANIFEST_FILE}")
+        if manifest is None:
+            for entry in files.values():
+                entry.unlink()
+            continue
+        for name in OWN_FILES[:-1]:
+            entry = files.get(f"new:{name}")
+            if entry is not None:
+                os.replace(entry, path / name)
+        os.replace(manifest, path / MANIFEST_FILE)
+        for key, entry in files.items():
+            if key.startswith("part:"):
+                entry.unlink()
+    if staged:
+        _fsync_dir(path)
+    return bool(staged)
 
 
 def _recover(path: Path) -> None:
-    """If a save died between its two renames, put the previous artifact back."""
-    if path.exists():
+    """If a save by an older mlmm died between its two renames, put the previous artifact back."""
+    if path.exists() or path.is_symlink():
         return
-    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.lstat().st_mtime)
     if olds:
         os.rename(olds[-1], path)
 
 
+def _only_mlmm_files(path: Path) -> bool:
+    return all(e.name in OWN_FILES or _STAGED.match(e.name) for e in path.iterdir())
+
+
+def _clean_leftovers(path: Path) -> None:
+    """Remove what killed saves left beside ``path``: stale ``.NAME.tmp-*`` / ``.NAME.old-*``.
+
+    Only directories that hold nothing but mlmm's own files are removed, and none that a
+    running save holds locked; a leftover symlink (``.link.old-*``) is unlinked, never followed.
+    """
+    if not path.parent.is_dir():
+        return
+    for pattern in (f".{path.name}.tmp-*", f".{path.name}.old-*"):
+        for entry in path.parent.glob(pattern):
+            if entry.is_symlink():
+                entry.unlink()
+            elif entry.is_dir() and not _locked_elsewhere(entry) and _only_mlmm_files(entry):
+                shutil.rmtree(entry)
+
+
+# ---------------------------------------------------------------------- what a path is
+def is_artifact(path: str | Path) -> bool:
+    """True when ``path`` is a directory that mlmm wrote as a model artifact.
+
+    That is: it holds mlmm's manifest (``mlmm-artifact.json``), or, for artifacts written
+    before the manifest, a ``config.json`` declaring ``"format": "mlmm-artifact"`` next to a
+    ``model.safetensors``. A directory that merely holds some ``config.json`` is not one.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    try:
+        manifest = path / MANIFEST_FILE
+        if manifest.exists():
+            data = _parse_json(_read_regular(manifest, MAX_MANIFEST_BYTES), manifest)
+            return isinstance(data, dict) and data.get("format") == FORMAT
+        config = _parse_json(_read_regular(path / CONFIG_FILE, MAX_CONFIG_BYTES), path)
+        return (
+            isinstance(config, dict)
+            and config.get("format") == FORMAT
+            and "weights_sha256" in config
+            and (path / WEIGHTS_FILE).is_file()
+        )
+    except ArtifactError:
+        return False
+
+
+def _user_entries(path: Path) -> list[str]:
+    return sorted(e.name for e in path.iterdir() if not _STAGED.match(e.name))
+
+
+def check_artifact_path(path: str | Path, overwrite: bool = False) -> Path:
+    """Check that a model artifact may be written at ``path``, before any work is done.
+
+    Accepted: a path that does not exist (its nearest existing parent must be a writable
+    directory), an empty directory, or an existing mlmm artifact when ``overwrite`` is true.
+    Refused, with one line saying why and what to do: a file, a directory holding anything
+    else, an artifact without ``overwrite``, a dangling symlink, a read-only location.
+
+    Parameters
+    ----------
+    path : str or Path
+        Where the artifact directory goes (``mlmm train --out``).
+    overwrite : bool, default False
+        Allow replacing an existing artifact (its own files only; other files stay).
+
+    Returns
+    -------
+    Path
+        The directory the artifact will be written to: ``path`` with symlinks resolved.
+
+    Raises
+    ------
+    MlmmError
+        When the artifact cannot or must not be written there.
+    """
+    given = Path(path).expanduser()
+    try:
+        return _check_artifact_path(given, overwrite)
+    except OSError as err:
+        raise MlmmError(
+            f"cannot use {given} for the model ({err.strerror or err}); choose another --out"
+        ) from None
+
+
+def _check_artifact_path(given: Path, overwrite: bool) -> Path:
+    if given.is_symlink() and not given.exists():
+        raise MlmmError(
+            f"{given} is a symlink to {os.readlink(given)!r}, which does not exist; create "
+            f"the target directory or choose another --out"
+        )
+    target = given.resolve()
+    _recover(target)
+    if target.exists():
+        if not target.is_dir():
+            raise MlmmError(
+                f"{given} exists and is a file, not a model directory; choose another --out"
+            )
+        entries = _user_entries(target)
+        if entries and not is_artifact(target):
+            shown = ", ".join(repr(e) for e in entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise MlmmError(
+                f"{given} exists and is not an mlmm model directory (it holds {shown}); "
+                f"choose another --out or an empty directory, nothing was changed"
+            )
+        if entries and not overwrite:
+            raise MlmmError(
+                f"{given} already holds an mlmm model; pass --overwrite (overwrite=True in "
+                f"Python) to replace it (only its model files; your other files stay)"
+            )
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise MlmmError(f"{given} is not writable; choose another --out or fix its permissions")
+        return target
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MlmmError(f"cannot create {given}: {parent} is a file; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MlmmError(
+            f"cannot create {given}: {parent} is not writable; choose another --out or fix "
+            f"its permissions"
+        )
+    return target
+
+
+# ---------------------------------------------------------------------- save
+def _save_new(target: Path, files: dict[str, bytes]) -> None:
+    """Write a new artifact directory into ``.NAME.tmp-*`` and rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        with _locked(tmp, exclusive=True):  # a concurrent save's cleanup leaves it alone
+            for name in OWN_FILES:
+                _write_file(tmp / name, files[name])
+            _fsync_dir(tmp)
+            os.rename(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _save_in_place(target: Path, files: dict[str, bytes], overwrite: bool) -> None:
+    """Replace mlmm's files in an existing directory; the staged manifest is the commit point."""
+    with _locked(target, exclusive=True):
+        _finish_interrupted(target)
+        check_artifact_path(target, overwrite)  # again, now that the directory is ours
+        token = uuid.uuid4().hex[:8]
+        staged = {name: target / f".{name}.new-{token}" for name in OWN_FILES}
+        part = target / f".{MANIFEST_FILE}.part-{token}"
+        committed = False
+        try:
+            for name in OWN_FILES[:-1]:
+                _write_file(staged[name], files[name])
+            _write_file(part, files[MANIFEST_FILE])
+            _fsync_dir(target)
+            os.rename(part, staged[MANIFEST_FILE])
+            committed = True
+            _fsync_dir(target)
+            _finish_interrupted(target)
+        except BaseException:
+            if not committed:
+                for entry in (*staged.values(), part):
+                    with contextlib.suppress(FileNotFoundError):
+                        entry.unlink()
+            else:  # the new artifact is complete on disk: finish it now, or at the next load
+                with contextlib.suppress(OSError):
+                    _finish_interrupted(target)
+            raise
+
+
+def save_artifact(
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write ``state_dict`` and ``config`` as an artifact directory at ``path``, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        A new path, an empty directory, or (with ``overwrite=True``) an existing artifact,
+        checked by :func:`check_artifact_path` before anything is written. A symlink to a
+        directory is followed: the artifact goes into its target and the link stays.
+    state_dict : dict of str to Tensor
+        The weights, written as ``model.safetensors``.
+    config : dict
+        JSON-ready data, written as ``config.json`` after the format, version and weights hash.
+    overwrite : bool, default False
+        Replace an existing artifact. Only mlmm's files are replaced; files a user added to
+        the directory stay. The old artifact stays whole until the new one is complete.
+
+    Returns
+    -------
+    Path
+        ``path`` as given.
+
+    Raises
+    ------
+    MlmmError
+        When ``path`` is refused, or writing fails (disk full, read-only): one line, and
+        nothing half-written is left behind.
+    """
+    given = Path(path)
+    target = check_artifact_path(given, overwrite)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    weights = save_safetensors(tensors)
+    full = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **config,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+    }
+    config_bytes = json.dumps(full, indent=2, sort_keys=False).encode()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sha256": {
+            WEIGHTS_FILE: hashlib.sha256(weights).hexdigest(),
+            CONFIG_FILE: hashlib.sha256(config_bytes).hexdigest(),
+        },
+    }
+    files = {
+        WEIGHTS_FILE: weights,
+        CONFIG_FILE: config_bytes,
+        MANIFEST_FILE: json.dumps(manifest, indent=2).encode(),
+    }
+    try:
+        _clean_leftovers(target)
+        if target.is_dir():
+            _save_in_place(target, files, overwrite)
+        else:
+            _save_new(target, files)
+    except OSError as err:
+        hint = (
+            "free some disk space"
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            else "check the location"
+        )
+        raise MlmmError(
+            f"cannot write the model to {given} ({err.strerror or err}); {hint} or choose "
+            f"another --out, nothing was half-written"
+        ) from err
+    return given
+
+
+# ---------------------------------------------------------------------- load
+def _read_manifest(path: Path) -> dict[str, str] | None:
+    """The hashes in ``path``'s manifest, or None for an artifact older than manifests."""
+    file = path / MANIFEST_FILE
+    if not file.exists() and not file.is_symlink():
+        return None
+    data = _parse_json(_read_regular(file, MAX_MANIFEST_BYTES), file)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ArtifactError(f"{file} is not an mlmm artifact manifest (no format {FORMAT!r})")
+    _check_version(data.get("format_version"), file)
+    hashes = data.get("sha256")
+    if (
+        not isinstance(hashes, dict)
+        or set(hashes) != {CONFIG_FILE, WEIGHTS_FILE}
+        or not all(isinstance(h, str) and _SHA256.match(h) for h in hashes.values())
+    ):
+        raise ArtifactError(
+            f"{file} is not a valid mlmm artifact manifest (sha256 must give a hash for "
+            f"{CONFIG_FILE} and {WEIGHTS_FILE}); retrain or restore the model"
+        )
+    return hashes
+
+
 def load_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read and check an artifact directory; returns ``(config, state_dict)``."""
+    """Read and check an artifact directory; returns ``(config, state_dict)``.
+
+    Raises
+    ------
+    ArtifactError
+        One line naming what is wrong (missing, not a regular file, too large, not JSON,
+        another format, a newer version, a hash that does not match, unreadable weights).
+    """
     path = Path(path)
     _recover(path)
     if not path.is_dir():
         raise ArtifactError(
             f"no model artifact at {path}; train one first (mlmm train ... --out {path})"
         )
-    cfg_path, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
-    if not cfg_path.exists():
-        raise ArtifactError(f"{path} has no {CONFIG_FILE}; it is not an mlmm model directory")
     try:
-        config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        with _locked(path, exclusive=False) as fd:
+            if _staged_files(path):  # a save died here: complete or undo it first
+                _flock(fd, True, path)
+                try:
+                    _finish_interrupted(path)
+                except OSError as err:
+                    raise ArtifactError(
+                        f"{path} holds an unfinished save that cannot be completed "
+                        f"({err.strerror}); load it from a writable copy"
+                    ) from None
+            return _load_locked(path)
+    except OSError as err:
+        raise ArtifactError(f"cannot read the model at {path} ({err.strerror}); check it") from None
+
+
+def _load_locked(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    cfg_path, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+    if not cfg_path.exists() and not cfg_path.is_symlink():
+        raise ArtifactError(f"{path} has no {CONFIG_FILE}; it is not an mlmm model directory")
+    hashes = _read_manifest(path)
+    config_bytes = _read_regular(cfg_path, MAX_CONFIG_BYTES)
+    if hashes is not None and hashlib.sha256(config_bytes).hexdigest() != hashes[CONFIG_FILE]:
         raise ArtifactError(
-            f"{cfg_path} is not valid JSON (corrupt or truncated); retrain or restore the model"
-        ) from None
+            f"{cfg_path} does not match the hash in {MANIFEST_FILE} (edited or corrupt); "
+            f"retrain or restore the model"
+        )
+    config = _parse_json(config_bytes, cfg_path)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ArtifactError(f"{cfg_path} is not an mlmm artifact config (no format {FORMAT!r})")
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path} uses artifact format {version!r}, newer than this mlmm reads "
-            f"({FORMAT_VERSION}); upgrade mlmm (pip install -U mlmm)"
-        )
-    if not weights.exists():
+    _check_version(config.get("format_version"), path)
+    if not weights.exists() and not weights.is_symlink():
         raise ArtifactError(f"{path} has no {WEIGHTS_FILE}; the artifact is incomplete, retrain it")
-    if _sha256(weights) != config.get("weights_sha256"):
+    data = _read_regular(weights, MAX_WEIGHTS_BYTES)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != config.get("weights_sha256") or (
+        hashes is not None and digest != hashes[WEIGHTS_FILE]
+    ):
         raise ArtifactError(
             f"{weights} does not match the hash in {CONFIG_FILE} (corrupt or truncated); "
             f"retrain or restore the model"
         )
     try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as err:
+        state = load_safetensors(data)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ArtifactError(
             f"{weights} cannot be read ({err}); retrain or restore the model"
         ) from None

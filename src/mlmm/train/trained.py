@@ -18,7 +18,8 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import ArtifactError, MlmmError
 from mlmm.methods.base import MissingModalityModel
 from mlmm.methods.registry import METHODS, create_method
-from mlmm.train.checkpoint import load_artifact, save_artifact
+from mlmm.train.artifact_schema import validate_config
+from mlmm.train.checkpoint import WEIGHTS_FILE, load_artifact, save_artifact
 from mlmm.train.trainer import TrainHistory, _check_matches, predict_batches
 
 
@@ -137,33 +138,59 @@ class TrainedModel:
             "validation": self.validation,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Save as an artifact directory (atomic; an existing one is replaced when complete)."""
-        return save_artifact(path, self.model.state_dict(), self.config())
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Save as an artifact directory (see :mod:`mlmm.train.checkpoint`).
+
+        Parameters
+        ----------
+        path : str or Path
+            A new path or an empty directory; an existing artifact only with ``overwrite``.
+            Anything else (a file, a directory of other files) is refused before writing.
+        overwrite : bool, default False
+            Replace an existing artifact's own files; other files in it stay. The old
+            artifact stays whole until the new one is complete.
+        """
+        return save_artifact(path, self.model.state_dict(), self.config(), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedModel:
-        """Load and check an artifact directory written by :meth:`save`."""
+        """Load and check an artifact directory written by :meth:`save`.
+
+        The whole ``config.json`` is validated (:mod:`mlmm.train.artifact_schema`) and the
+        model's size is checked against the stored weights on the ``meta`` device (nothing
+        allocated) before the model is built, so a corrupt or edited config cannot make it
+        allocate more than the weights file holds.
+        """
         config, state = load_artifact(path)
-        try:
-            method = config["method"]
-            if method not in METHODS:
-                raise ArtifactError(
-                    f"{path} holds a {method!r} model, a method this mlmm does not have; "
-                    f"upgrade mlmm or install the plugin that provides it"
-                )
-            specs = [ModalitySpec.from_dict(d) for d in config["modalities"]]
-            task = TaskSpec.from_dict(config["task"])
-            model = create_method(method, specs, task, **config["hyperparameters"])
-            standardizer = Standardizer.from_dict(config["preprocessing"])
-        except (KeyError, TypeError) as err:
+        stored = sum(t.numel() for t in state.values())
+        cfg = validate_config(config, path, stored)
+        method = cfg.method
+        if method not in METHODS:
             raise ArtifactError(
-                f"{path}/config.json lacks or garbles {err}; retrain the model"
-            ) from None
+                f"{path} holds a {method!r} model, a method this mlmm does not have; "
+                f"upgrade mlmm or install the plugin that provides it"
+            )
+        try:
+            specs = [ModalitySpec.from_dict(m.model_dump()) for m in cfg.modalities]
+            task = TaskSpec.from_dict(cfg.task.model_dump())
+            needed = _values_needed(method, specs, task, cfg.hyperparameters)
+            if needed is not None and needed > stored:
+                raise ArtifactError(
+                    f"{path}: config.json describes a {method!r} model of {needed:,} values but "
+                    f"{WEIGHTS_FILE} holds {stored:,}; the config was edited or is corrupt, "
+                    f"retrain or restore the model"
+                )
+            model = create_method(method, specs, task, **cfg.hyperparameters)
+            standardizer = Standardizer.from_dict(cfg.preprocessing.model_dump())
         except MlmmError as err:
             if isinstance(err, ArtifactError):
                 raise
             raise ArtifactError(f"{path}/config.json is incompatible: {err}") from None
+        except (KeyError, TypeError, ValueError) as err:  # a value the method cannot take
+            raise ArtifactError(
+                f"{path}/config.json is incompatible with the {method!r} method "
+                f"({type(err).__name__}: {err}); retrain the model"
+            ) from None
         # torch checks names and shapes; a module whose buffers hold data (a k-NN bank of
         # training samples) sizes them from the stored tensors in its _load_from_state_dict
         expected = set(model.state_dict())
@@ -180,14 +207,33 @@ class TrainedModel:
                 f"{extra}, or shapes differ); it was written by an incompatible version, retrain it"
             )
         model.eval()
-        histories = [TrainHistory(**h) for h in config.get("histories", [])]
+        histories = [TrainHistory(**h.model_dump()) for h in cfg.histories]
         return cls(
             model,
             standardizer,
             histories,
-            config.get("trainer", {}),
-            config.get("info", {}),
-            config.get("prior", []),
-            config.get("train_seconds", 0.0),
-            config.get("validation", {}),
+            cfg.trainer,
+            cfg.info,
+            cfg.prior,
+            cfg.train_seconds,
+            cfg.validation,
         )
+
+
+def _values_needed(
+    method: str, specs: list[ModalitySpec], task: TaskSpec, hyperparameters: dict[str, Any]
+) -> int | None:
+    """Values in the state of ``method`` built from a config, counted without allocating.
+
+    Built on PyTorch's ``meta`` device, where tensors have shapes but no storage. None when
+    the method cannot be built there (a plugin doing arithmetic on tensors in ``__init__``);
+    the real build then runs unchecked, bounded only by the config schema.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = create_method(method, specs, task, **hyperparameters)
+    except MlmmError:
+        raise
+    except Exception:  # noqa: BLE001 - a method that cannot be built on meta: skip the pre-check
+        return None
+    return sum(t.numel() for t in skeleton.state_dict().values())
