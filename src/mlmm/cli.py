@@ -125,7 +125,8 @@ def train(
     method: Annotated[str, typer.Option(help="A registered method (see `mlmm methods`).")],
     out: Annotated[Path, typer.Option(help="Directory for the trained model artifact.")],
     missing: Annotated[
-        str, typer.Option(help="Training missingness, e.g. mcar:0.5, or TRAIN=>TEST.")
+        str,
+        typer.Option(help="Training missingness, e.g. mcar:0.5, or 'TRAIN=>TEST' (quoted)."),
     ] = "none",
     seed: Annotated[int, typer.Option(help="Seeds the split, masks and training.")] = 0,
     param: Annotated[
@@ -274,7 +275,8 @@ def bench(
         list[str] | None, typer.Option(help="Only these methods (repeatable).")
     ] = None,
     missing: Annotated[
-        str | None, typer.Option(help="Replace the missingness, e.g. mcar:0.5,none=>mcar:0.5.")
+        str | None,
+        typer.Option(help="Replace the missingness, e.g. 'mcar:0.5,none=>mcar:0.5' (quoted)."),
     ] = None,
     seeds: Annotated[str | None, typer.Option(help="Replace the seeds, e.g. 0,1,2.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Replace the maximum epochs.")] = None,
