@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -378,10 +379,11 @@ def _run_bench(
             retry_failed=retry_failed,
             rerun=rerun or (),
             on_event=on_event,
+            command=shlex.join(["mlmm", *sys.argv[1:]]),
         )
     keys = [r.key for r in runs]
     with ResultsStore(path) as db:
-        table, run_rows = db.table(keys), db.runs(keys)
+        table, run_rows, specs = db.table(keys), db.runs(keys), db.specs()
     console.print(
         f"{outcome.ran} run(s) ran, {outcome.skipped} already in the store, "
         f"{outcome.failed} failed, in {_duration(outcome.seconds)}"
@@ -389,9 +391,9 @@ def _run_bench(
     if not table.empty:
         console.print(
             _table(
-                comparison_table(table),
-                "comparison (accuracy %, mean ± std over seeds; rates = fraction of missing "
-                "(sample, modality) slots unless the spec says unit=samples)",
+                comparison_table(table, suite.metrics),
+                "comparison (mean ± std over seeds, accuracy-type metrics in %; rates = fraction "
+                "of missing (sample, modality) slots unless the spec says unit=samples)",
             )
         )
     for row in run_rows[run_rows.status == "failed"].itertuples():
@@ -400,7 +402,14 @@ def _run_bench(
     if report:
         from mlmm.bench.report import write_report
 
-        html = write_report(run_rows, table, Path(path).with_suffix(".html"), title=suite.name)
+        html = write_report(
+            run_rows,
+            table,
+            Path(path).with_suffix(".html"),
+            title=suite.name,
+            metrics=suite.metrics,
+            specs=specs[specs.name == suite.name],
+        )
         console.print(f"report: {html}")
 
 
@@ -422,8 +431,10 @@ def report_command(
     if not store.exists():
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
     with ResultsStore(store) as db:
-        runs, table = db.runs(), db.table()
-    html = write_report(runs, table, out or store.with_suffix(".html"), title=store.stem)
+        runs, table, specs = db.runs(), db.table(), db.specs()
+    html = write_report(
+        runs, table, out or store.with_suffix(".html"), title=store.stem, specs=specs
+    )
     _console().print(f"report: {html}")
 
 

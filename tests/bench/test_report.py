@@ -21,6 +21,7 @@ SECTIONS = (
     "efficiency",
     "taxonomy",
     "failures",
+    "reproduce",
 )
 FAMILIES = {"late-fusion": ("combination", "ensemble"), "hemis": ("representation", "composition")}
 # accuracy under no missingness per (method, seed); MCAR 0.5 costs 10 points
@@ -129,15 +130,19 @@ def test_every_section_is_there_and_the_page_loads_nothing_from_outside(fake_rep
     assert not list(path.parent.glob(".*.tmp")), "the atomic write left a temporary file"
 
 
-def test_leaderboard_ranks_by_mean_and_std_over_seeds(fake_report):
+def test_leaderboard_ranks_with_confidence_intervals_over_seeds(fake_report):
     text = squash(fake_report[1].sections["leaderboard"])
-    # late-fusion 0.80/0.90 → 85.0 ± 7.1; hemis 0.70/0.72 → 71.0 ± 1.4; rank 1 comes first
-    assert "late-fusion combination 85.0 ± 7.1 #1 75.0 ± 7.1 #1 1.0" in text
-    assert "hemis representation 71.0 ± 1.4 #2 61.0 ± 1.4 #2 2.0" in text
+    # late-fusion 0.80/0.90: mean 85.0, t(0.975, 1) × 7.07 / √2 = 63.5 → [21.5, 100 (clipped)];
+    # hemis 0.70/0.72: 71.0 ± 12.7; the intervals overlap: hemis is within noise (≈)
+    assert "synthetic — accuracy (%), higher is better; 2 seed(s)" in text
+    assert "late-fusion combination 85.0 [21.5, 100.0] #1 75.0 [11.5, 100.0] #1 1.0" in text
+    # hemis's third seed failed: its cells say so
+    assert "hemis representation 71.0 [58.3, 83.7] #2 ≈ 1 run(s) failed 61.0" in text
     # regression is ranked by RMSE, lower first: hemis (0.71) before late-fusion (0.85)
     regression = text[text.index("toy-regression") :]
-    assert "rmse" in regression
+    assert "toy-regression — RMSE, lower is better" in regression
     assert regression.index("hemis") < regression.index("late-fusion")
+    assert "accuracy" not in regression
 
 
 def test_bayes_gap_is_paired_by_seed(fake_report):
@@ -156,7 +161,7 @@ def test_robustness_plots_only_datasets_with_several_test_rates(fake_report):
 def test_efficiency_taxonomy_and_failures(fake_report):
     sections = {k: squash(v) for k, v in fake_report[1].sections.items()}
     # seeds 0 and 1 trained in 2 s and 3 s
-    assert "synthetic late-fusion combination 2 1,000 1 2.5 ± 0.707 0.05" in sections["efficiency"]
+    assert "synthetic late-fusion combination 2 1,000 1.0 2.5 ± 0.7 0.050" in sections["efficiency"]
     for family, subtypes in TAXONOMY.items():
         for subtype in subtypes:
             assert f"{family} {subtype}" in sections["taxonomy"]
