@@ -253,3 +253,81 @@ def test_a_plugin_option_registers_methods_for_every_command(monkeypatch, capsys
     assert "plugin-fusion" in out
     code, _, err = run(monkeypatch, capsys, "--plugin", "no_such_plugin_module", "methods")
     assert code == 2 and "plugin 'no_such_plugin_module' could not be imported" in err
+
+
+REGRESSION_PLUGIN = '''
+import numpy as np
+
+import mlmm
+from mlmm.data.datasets.registry import register_dataset
+
+
+@register_dataset("toy-regression", description="a test plugin", source="generated")
+def load_toy_regression(n_samples: int = 160):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(n_samples, 3)), rng.normal(size=(n_samples, 2))
+    y = a[:, 0] + b[:, 1] + 0.1 * rng.normal(size=n_samples)
+    return mlmm.from_arrays({"a": a, "b": b}, y, task="regression", name="toy-regression")
+'''
+
+
+@pytest.fixture
+def regression_plugin(tmp_path, monkeypatch):
+    """A module registering the regression dataset ``toy-regression`` (undone afterwards)."""
+    from mlmm.data.datasets import DATASETS
+
+    name = "mlmm_test_regression_plugin"
+    (tmp_path / f"{name}.py").write_text(REGRESSION_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))
+    yield name
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("metrics", [None, ["mae", "rmse"]], ids=["default", "spec-metrics"])
+def test_a_regression_benchmark_ends_with_its_table_and_report(
+    monkeypatch, capsys, tmp_path, regression_plugin, metrics
+):
+    """It used to finish its runs, then stop on "no 'subset' rows for metric 'accuracy'"."""
+    from html.parser import HTMLParser
+
+    spec = tmp_path / "reg.yaml"
+    text = (
+        "name: reg\ndatasets: {toy-regression: {}}\nmethods: {zero-impute: {}}\n"
+        "missing: [mcar:0.3]\nseeds: [0]\nbudget: {max_epochs: 2}\n"
+    )
+    spec.write_text(text + (f"metrics: {metrics}\n" if metrics else ""))
+    store = tmp_path / "reg.db"
+    args = ["--plugin", regression_plugin, "bench", str(spec), "--store", str(store)]
+    code, out, err = run(monkeypatch, capsys, *args, "--threads", "1")
+    assert code == 0, err
+    flat = " ".join(out.split())
+    shown = metrics or ["rmse", "mae", "r2"]
+    header = flat[flat.index("dataset") :]
+    positions = [header.index(f" {m} ") for m in shown]
+    assert positions == sorted(positions), "the table shows the metrics in the spec's order"
+    assert "accuracy" not in header.split("results:")[0]
+    html = store.with_suffix(".html").read_text(encoding="utf-8")
+
+    class Headings(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.h3, self.inside = [], False
+            self.feed(html)
+
+        def handle_starttag(self, tag, attrs):
+            self.inside = tag == "h3"
+
+        def handle_data(self, data):
+            if self.inside:
+                self.h3.append(data)
+                self.inside = False
+
+    primary = {"rmse": "RMSE", "mae": "MAE"}[shown[0]]
+    headings = Headings().h3
+    assert f"toy-regression — {primary}, lower is better; 1 seed(s)" in headings
+    assert f"toy-regression — {primary}, lower is better" in headings  # the subset heatmap
+    assert "accuracy" not in " ".join(headings).lower()
+    # the reproduce section holds the spec and the command
+    assert "zero-impute" in html[html.index('id="reproduce"') :]
+    assert f"mlmm --plugin {regression_plugin} bench" in html
