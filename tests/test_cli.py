@@ -255,7 +255,7 @@ def test_a_plugin_option_registers_methods_for_every_command(monkeypatch, capsys
     assert code == 2 and "plugin 'no_such_plugin_module' could not be imported" in err
 
 
-REGRESSION_PLUGIN = '''
+REGRESSION_PLUGIN = """
 import numpy as np
 
 import mlmm
@@ -268,7 +268,7 @@ def load_toy_regression(n_samples: int = 160):
     a, b = rng.normal(size=(n_samples, 3)), rng.normal(size=(n_samples, 2))
     y = a[:, 0] + b[:, 1] + 0.1 * rng.normal(size=n_samples)
     return mlmm.from_arrays({"a": a, "b": b}, y, task="regression", name="toy-regression")
-'''
+"""
 
 
 @pytest.fixture
