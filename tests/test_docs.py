@@ -96,6 +96,21 @@ def test_python_snippets_run(page, tmp_path):
     assert done.returncode == 0, f"a snippet of docs/{page} failed:\n{done.stderr[-3000:]}"
 
 
+def test_the_readme_validates_on_masked_data_as_run_experiment_does():
+    """The README's step-by-step snippet once validated on an unmasked ``split.val`` while
+    ``run_experiment`` masks it (docs/developer.md's snippet asserts both give one model)."""
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    code = "\n".join(re.findall(r"^```python\n(.*?)^```", readme, flags=re.DOTALL | re.M))
+    fits = re.findall(r"Trainer\(.*?\)\.fit\(model, (\w+), ([\w.]+)\)", code)
+    assert fits, "the README has no step-by-step Trainer(...).fit(model, train, val)"
+    for train, val in fits:
+        assert not val.startswith("split."), f"validates on unmasked {val}"
+        assert re.search(
+            rf"{val}, _ = mlmm\.simulate\(split\.val, .*rng_for\(0, \"val-mask\"\)", code
+        )
+        assert re.search(rf"{train}, \w+ = mlmm\.simulate\(split\.train, .*\"train-mask\"", code)
+
+
 # ---------------------------------------------------------------------- shell commands
 def _shell_lines() -> list[tuple[str, str]]:
     """``(page, line)`` for every line of the ```bash blocks of README.md and docs/*.md."""
