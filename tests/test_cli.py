@@ -1,5 +1,6 @@
 """The command line, as a user runs it: exit codes, one-line errors, artifacts on disk."""
 
+import re
 import sys
 
 import pytest
@@ -331,3 +332,47 @@ def test_a_regression_benchmark_ends_with_its_table_and_report(
     # the reproduce section holds the spec and the command
     assert "zero-impute" in html[html.index('id="reproduce"') :]
     assert f"mlmm --plugin {regression_plugin} bench" in html
+
+
+def test_train_says_how_training_went_and_summarises_many_subsets(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "five"
+    args = ["train", "--dataset", "synthetic", "--method", "zero-impute", "--epochs", "2"]
+    args += ["--dataset-param", "n_samples=300", "--dataset-param", "n_modalities=5"]
+    code, out, err = run(monkeypatch, capsys, *args, "--out", str(out_dir), "--quiet")
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert re.search(
+        r"training: 2 epoch\(s\), best epoch [12] \(validation loss \d+\.\d{4}\)", flat
+    )
+    assert "reached the maximum epochs (2)" in flat
+    # 31 subsets: by size, the 3 worst and 3 best, not 31 rows
+    assert "31 subsets summarised; --all-subsets prints every one" in flat
+    assert "modality subsets by size" in flat and "the 3 worst and 3 best" in flat
+    assert sum(" m0+m1+m2 " in line for line in out.splitlines()) <= 1
+    code, out, err = run(monkeypatch, capsys, "evaluate", str(out_dir), "--all-subsets")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if re.search(r"\bm\d(\+m\d)*\b", line)]
+    assert len(rows) >= 31 and "summarised" not in out
+
+
+def test_training_lines_name_why_training_stopped():
+    from types import SimpleNamespace
+
+    from mlmm.train.trainer import TrainHistory
+
+    def trained(**history):
+        return SimpleNamespace(
+            histories=[TrainHistory(**history)], trainer_config={"patience": 5, "time_limit": 9}
+        )
+
+    epochs = [{"epoch": e} for e in range(1, 8)]
+    early = cli._training_lines(
+        trained(epochs=epochs, best_epoch=2, best_val_loss=0.5, stopped_early=True)
+    )
+    assert early == [
+        "training: 7 epoch(s), best epoch 2 (validation loss 0.5000), stopped early (no better "
+        "validation loss for 5 epochs) (0.0s)"
+    ]
+    timed = cli._training_lines(trained(epochs=epochs, best_epoch=7, time_limited=True))
+    assert "no validation data: kept epoch 7, stopped by the time limit (9s)" in timed[0]
+    assert cli._training_lines(trained()) == ["training: fitted without epochs (0.0s)"]
