@@ -161,7 +161,7 @@ def test_robustness_plots_only_datasets_with_several_test_rates(fake_report):
 def test_efficiency_taxonomy_and_failures(fake_report):
     sections = {k: squash(v) for k, v in fake_report[1].sections.items()}
     # seeds 0 and 1 trained in 2 s and 3 s
-    assert "synthetic late-fusion combination 2 1,000 1.0 2.5 ± 0.7 0.050" in sections["efficiency"]
+    assert "synthetic late-fusion combination 2 1,000 1 2.5 ± 0.7 0.050" in sections["efficiency"]
     for family, subtypes in TAXONOMY.items():
         for subtype in subtypes:
             assert f"{family} {subtype}" in sections["taxonomy"]

@@ -754,6 +754,7 @@ def _efficiency(runs: pd.DataFrame) -> str:
         return _note("No finished run.")
     rows = []
     for (dataset, method), g in done.groupby(["dataset", "method"], sort=True):
+        models = g.n_models.astype(float).mean()  # a count: no decimals unless runs differ
         rows.append(
             {
                 "dataset": dataset,
@@ -761,7 +762,7 @@ def _efficiency(runs: pd.DataFrame) -> str:
                 "family": g.family.iloc[0],
                 "runs": len(g),
                 "parameters": _number(g.n_parameters.astype(float).mean()),
-                "models": _number(g.n_models.astype(float).mean(), ",.1f"),
+                "models": _number(models, ",.0f" if float(models).is_integer() else ",.1f"),
                 "training time (s)": _fmt(g.train_seconds, "seconds"),
                 "latency (ms / sample)": _fmt(g.latency_ms_per_sample, "milliseconds"),
                 "_time": g.train_seconds.astype(float).mean(),
