@@ -1,5 +1,6 @@
 """The command line, as a user runs it: exit codes, one-line errors, artifacts on disk."""
 
+import re
 import sys
 
 import pytest
@@ -377,3 +378,125 @@ def test_evaluate_refuses_a_directory_as_out_before_evaluating(monkeypatch, caps
         code, _, err = run(monkeypatch, capsys, "evaluate", str(tmp_path), "--out", str(out))
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert "choose another --out" in err or "is a directory" in err
+
+
+REGRESSION_PLUGIN = """
+import numpy as np
+
+import mlmm
+from mlmm.data.datasets.registry import register_dataset
+
+
+@register_dataset("toy-regression", description="a test plugin", source="generated")
+def load_toy_regression(n_samples: int = 160):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(n_samples, 3)), rng.normal(size=(n_samples, 2))
+    y = a[:, 0] + b[:, 1] + 0.1 * rng.normal(size=n_samples)
+    return mlmm.from_arrays({"a": a, "b": b}, y, task="regression", name="toy-regression")
+"""
+
+
+@pytest.fixture
+def regression_plugin(tmp_path, monkeypatch):
+    """A module registering the regression dataset ``toy-regression`` (undone afterwards)."""
+    from mlmm.data.datasets import DATASETS
+
+    name = "mlmm_test_regression_plugin"
+    (tmp_path / f"{name}.py").write_text(REGRESSION_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))
+    yield name
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("metrics", [None, ["mae", "rmse"]], ids=["default", "spec-metrics"])
+def test_a_regression_benchmark_ends_with_its_table_and_report(
+    monkeypatch, capsys, tmp_path, regression_plugin, metrics
+):
+    """It used to finish its runs, then stop on "no 'subset' rows for metric 'accuracy'"."""
+    from html.parser import HTMLParser
+
+    spec = tmp_path / "reg.yaml"
+    text = (
+        "name: reg\ndatasets: {toy-regression: {}}\nmethods: {zero-impute: {}}\n"
+        "missing: [mcar:0.3]\nseeds: [0]\nbudget: {max_epochs: 2}\n"
+    )
+    spec.write_text(text + (f"metrics: {metrics}\n" if metrics else ""))
+    store = tmp_path / "reg.db"
+    args = ["--plugin", regression_plugin, "bench", str(spec), "--store", str(store)]
+    code, out, err = run(monkeypatch, capsys, *args, "--threads", "1")
+    assert code == 0, err
+    flat = " ".join(out.split())
+    shown = metrics or ["rmse", "mae", "r2"]
+    header = flat[flat.index("dataset") :]
+    positions = [header.index(f" {m} ") for m in shown]
+    assert positions == sorted(positions), "the table shows the metrics in the spec's order"
+    assert "accuracy" not in header.split("results:")[0]
+    html = store.with_suffix(".html").read_text(encoding="utf-8")
+
+    class Headings(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.h3, self.inside = [], False
+            self.feed(html)
+
+        def handle_starttag(self, tag, attrs):
+            self.inside = tag == "h3"
+
+        def handle_data(self, data):
+            if self.inside:
+                self.h3.append(data)
+                self.inside = False
+
+    primary = {"rmse": "RMSE", "mae": "MAE"}[shown[0]]
+    headings = Headings().h3
+    assert f"toy-regression — {primary}, lower is better; 1 seed(s)" in headings
+    assert f"toy-regression — {primary}, lower is better" in headings  # the subset heatmap
+    assert "accuracy" not in " ".join(headings).lower()
+    # the reproduce section holds the spec and the command
+    assert "zero-impute" in html[html.index('id="reproduce"') :]
+    assert f"mlmm --plugin {regression_plugin} bench" in html
+
+
+def test_train_says_how_training_went_and_summarises_many_subsets(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "five"
+    args = ["train", "--dataset", "synthetic", "--method", "zero-impute", "--epochs", "2"]
+    args += ["--dataset-param", "n_samples=300", "--dataset-param", "n_modalities=5"]
+    code, out, err = run(monkeypatch, capsys, *args, "--out", str(out_dir), "--quiet")
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert re.search(
+        r"training: 2 epoch\(s\), best epoch [12] \(validation loss \d+\.\d{4}\)", flat
+    )
+    assert "reached the maximum epochs (2)" in flat
+    # 31 subsets: by size, the 3 worst and 3 best, not 31 rows
+    assert "31 subsets summarised; --all-subsets prints every one" in flat
+    assert "modality subsets by size" in flat and "the 3 worst and 3 best" in flat
+    assert sum(" m0+m1+m2 " in line for line in out.splitlines()) <= 1
+    code, out, err = run(monkeypatch, capsys, "evaluate", str(out_dir), "--all-subsets")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if re.search(r"\bm\d(\+m\d)*\b", line)]
+    assert len(rows) >= 31 and "summarised" not in out
+
+
+def test_training_lines_name_why_training_stopped():
+    from types import SimpleNamespace
+
+    from mlmm.train.trainer import TrainHistory
+
+    def trained(**history):
+        return SimpleNamespace(
+            histories=[TrainHistory(**history)], trainer_config={"patience": 5, "time_limit": 9}
+        )
+
+    epochs = [{"epoch": e} for e in range(1, 8)]
+    early = cli._training_lines(
+        trained(epochs=epochs, best_epoch=2, best_val_loss=0.5, stopped_early=True)
+    )
+    assert early == [
+        "training: 7 epoch(s), best epoch 2 (validation loss 0.5000), stopped early (no better "
+        "validation loss for 5 epochs) (0.0s)"
+    ]
+    timed = cli._training_lines(trained(epochs=epochs, best_epoch=7, time_limited=True))
+    assert "no validation data: kept epoch 7, stopped by the time limit (9s)" in timed[0]
+    assert cli._training_lines(trained()) == ["training: fitted without epochs (0.0s)"]

@@ -96,6 +96,60 @@ def test_python_snippets_run(page, tmp_path):
     assert done.returncode == 0, f"a snippet of docs/{page} failed:\n{done.stderr[-3000:]}"
 
 
+def test_the_readme_validates_on_masked_data_as_run_experiment_does():
+    """The README's step-by-step snippet once validated on an unmasked ``split.val`` while
+    ``run_experiment`` masks it (docs/developer.md's snippet asserts both give one model)."""
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    code = "\n".join(re.findall(r"^```python\n(.*?)^```", readme, flags=re.DOTALL | re.M))
+    fits = re.findall(r"Trainer\(.*?\)\.fit\(model, (\w+), ([\w.]+)\)", code)
+    assert fits, "the README has no step-by-step Trainer(...).fit(model, train, val)"
+    for train, val in fits:
+        assert not val.startswith("split."), f"validates on unmasked {val}"
+        assert re.search(
+            rf"{val}, _ = mlmm\.simulate\(split\.val, .*rng_for\(0, \"val-mask\"\)", code
+        )
+        assert re.search(rf"{train}, \w+ = mlmm\.simulate\(split\.train, .*\"train-mask\"", code)
+
+
+# ---------------------------------------------------------------------- shell commands
+def _shell_lines() -> list[tuple[str, str]]:
+    """``(page, line)`` for every line of the ```bash blocks of README.md and docs/*.md."""
+    pages = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]
+    out = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for block in re.findall(r"^```(?:bash|sh|console)\n(.*?)^```", text, re.DOTALL | re.M):
+            out += [(page.name, line) for line in block.splitlines() if line.strip()]
+    return out
+
+
+def test_shell_commands_are_not_cut_by_a_redirect():
+    """``--missing mcar:0.5,none=>mcar:0.5`` unquoted writes a file named ``mcar:0.5``: a
+    documented command has no ``>`` outside quotes (the shell's own redirects aside)."""
+    import shlex
+
+    assert any("=>" in line for _, line in _shell_lines()), "no documented TRAIN=>TEST command"
+    for page, line in _shell_lines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.commenters = "#"
+        tokens = list(lexer)
+        for i, token in enumerate(tokens):
+            if ">" in token:
+                assert not tokens[i - 1].endswith("="), f"{page}: {line!r} is cut at '>'"
+
+
+def test_help_texts_quote_train_test_conditions(monkeypatch, capsys):
+    from mlmm import cli
+
+    monkeypatch.setenv("COLUMNS", "240")  # no help line cut short
+    for command in ("train", "bench"):
+        monkeypatch.setattr(sys, "argv", ["mlmm", command, "--help"])
+        with pytest.raises(SystemExit):
+            cli.main()
+        words = [w.strip("(),.") for w in capsys.readouterr().out.split() if "=>" in w]
+        assert words and all(w[0] == w[-1] == "'" for w in words), words
+
+
 # ---------------------------------------------------------------------- the template
 def test_template_is_not_registered():
     assert MaskedMeanTemplate not in [entry.obj for entry in METHODS]

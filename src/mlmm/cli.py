@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,7 +126,8 @@ def train(
     method: Annotated[str, typer.Option(help="A registered method (see `mlmm methods`).")],
     out: Annotated[Path, typer.Option(help="Directory for the trained model artifact.")],
     missing: Annotated[
-        str, typer.Option(help="Training missingness, e.g. mcar:0.5, or TRAIN=>TEST.")
+        str,
+        typer.Option(help="Training missingness, e.g. mcar:0.5, or 'TRAIN=>TEST' (quoted)."),
     ] = "none",
     seed: Annotated[int, typer.Option(help="Seeds the split, masks and training.")] = 0,
     param: Annotated[
@@ -144,6 +146,9 @@ def train(
     overwrite: Annotated[
         bool,
         typer.Option(help="Replace the model in --out if it holds one (your other files stay)."),
+    ] = False,
+    all_subsets: Annotated[
+        bool, typer.Option(help="Print every modality subset, not a summary of many.")
     ] = False,
 ) -> None:
     """Train a method on a dataset and save the model artifact."""
@@ -170,11 +175,18 @@ def train(
     path = res.trained.save(out, overwrite=overwrite)
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
-    _print_tables(console, res.table)
+    for line in _training_lines(res.trained):
+        console.print(line)
+    _print_tables(console, res.table, all_subsets)
     console.print(
         f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
         f"{res.trained.train_seconds:.1f}s)"
     )
+
+
+#: Above this many modality subsets, train and evaluate print a summary (by size, worst, best).
+MAX_PRINTED_SUBSETS = 15
+EXTREME_PRINTED_SUBSETS = 3
 
 
 def _mask_line(result) -> str:
@@ -183,7 +195,34 @@ def _mask_line(result) -> str:
     return escape(result.summary())
 
 
-def _print_tables(console, table) -> None:
+def _training_lines(trained) -> list[str]:
+    """How each training stage went: epochs run, the best epoch and its validation loss, and
+    why it stopped (early stopping, the maximum epochs or the time limit)."""
+    import math
+
+    config = trained.trainer_config
+    lines = []
+    for history in trained.histories:
+        stage = "" if len(trained.histories) == 1 else f" [{history.stage}]"
+        n = len(history.epochs)
+        if n == 0:
+            lines.append(f"training{stage}: fitted without epochs ({history.seconds:.1f}s)")
+            continue
+        if history.time_limited:
+            why = f"stopped by the time limit ({config.get('time_limit')}s)"
+        elif history.stopped_early:
+            why = f"stopped early (no better validation loss for {config.get('patience')} epochs)"
+        else:
+            why = f"reached the maximum epochs ({n})"
+        if math.isfinite(history.best_val_loss):
+            best = f"best epoch {history.best_epoch} (validation loss {history.best_val_loss:.4f})"
+        else:
+            best = f"no validation data: kept epoch {history.best_epoch}"
+        lines.append(f"training{stage}: {n} epoch(s), {best}, {why} ({history.seconds:.1f}s)")
+    return lines
+
+
+def _print_tables(console, table, all_subsets: bool = False) -> None:
     overall = (
         table[table.scope == "overall"]
         .pivot_table(
@@ -197,12 +236,31 @@ def _print_tables(console, table) -> None:
         _table(overall, "test conditions (rates realised; rate_unit = what the spec's rate counts)")
     )
     subsets = table[table.scope == "subset"]
-    if not subsets.empty:
-        per = subsets.pivot_table(
-            index=["subset", "n"], columns="metric", values="value"
-        ).reset_index()
-        per = per.sort_values("accuracy" if "accuracy" in per else per.columns[-1])
-        console.print(_table(per, "every modality subset (forced on all test samples)"))
+    if subsets.empty:
+        return
+    import pandas as pd
+
+    from mlmm.eval.metrics import LOWER_IS_BETTER, primary_metric
+
+    per = subsets.pivot_table(index=["subset", "n"], columns="metric", values="value")
+    per = per.reset_index()
+    metric = primary_metric(set(subsets.metric))
+    # worst first: the lowest score, or the highest error
+    per = per.sort_values(metric, ascending=metric not in LOWER_IS_BETTER, kind="stable")
+    if all_subsets or len(per) <= MAX_PRINTED_SUBSETS:
+        console.print(
+            _table(per, "every modality subset (forced on all test samples), worst first")
+        )
+        return
+    size = per.subset.str.count(r"\+") + 1
+    by_size = per.drop(columns=["subset", "n"]).groupby(size.rename("modalities")).mean()
+    by_size.insert(0, "subsets", size.value_counts().sort_index())
+    console.print(_table(by_size.reset_index(), "modality subsets by size (mean over subsets)"))
+    k = EXTREME_PRINTED_SUBSETS
+    extremes = pd.concat([per.head(k).assign(rank="worst"), per.tail(k).assign(rank="best")])
+    extremes = extremes[["rank", *per.columns]]
+    console.print(_table(extremes, f"the {k} worst and {k} best modality subsets by {metric}"))
+    console.print(f"{len(per)} subsets summarised; --all-subsets prints every one")
 
 
 @app.command()
@@ -216,6 +274,9 @@ def evaluate(
     ] = None,
     subsets: Annotated[bool, typer.Option(help="Score every modality subset.")] = True,
     out: Annotated[Path | None, typer.Option(help="Write the tidy table as CSV.")] = None,
+    all_subsets: Annotated[
+        bool, typer.Option(help="Print every modality subset, not a summary of many.")
+    ] = False,
 ) -> None:
     """Evaluate a saved model on its test split under test missingness specs."""
     from mlmm.data.datasets import load_dataset
@@ -240,7 +301,7 @@ def evaluate(
     table = _evaluate(trained, test, missing, seed=mask_seed, subsets=subsets)
     console = _console()
     console.print(f"{trained.method} trained under {info.get('missing')} on {info['dataset']}")
-    _print_tables(console, table)
+    _print_tables(console, table, all_subsets)
     if getattr(type(trained.model), "imputes", False):
         import pandas as pd
 
@@ -289,7 +350,8 @@ def bench(
         list[str] | None, typer.Option(help="Only these methods (repeatable).")
     ] = None,
     missing: Annotated[
-        str | None, typer.Option(help="Replace the missingness, e.g. mcar:0.5,none=>mcar:0.5.")
+        str | None,
+        typer.Option(help="Replace the missingness, e.g. 'mcar:0.5,none=>mcar:0.5' (quoted)."),
     ] = None,
     seeds: Annotated[str | None, typer.Option(help="Replace the seeds, e.g. 0,1,2.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Replace the maximum epochs.")] = None,
@@ -391,10 +453,11 @@ def _run_bench(
             retry_failed=retry_failed,
             rerun=rerun or (),
             on_event=on_event,
+            command=shlex.join(["mlmm", *sys.argv[1:]]),
         )
     keys = [r.key for r in runs]
     with ResultsStore(path) as db:
-        table, run_rows = db.table(keys), db.runs(keys)
+        table, run_rows, specs = db.table(keys), db.runs(keys), db.specs()
     console.print(
         f"{outcome.ran} run(s) ran, {outcome.skipped} already in the store, "
         f"{outcome.failed} failed, in {_duration(outcome.seconds)}"
@@ -402,9 +465,9 @@ def _run_bench(
     if not table.empty:
         console.print(
             _table(
-                comparison_table(table),
-                "comparison (accuracy %, mean ± std over seeds; rates = fraction of missing "
-                "(sample, modality) slots unless the spec says unit=samples)",
+                comparison_table(table, suite.metrics),
+                "comparison (mean ± std over seeds, accuracy-type metrics in %; rates = fraction "
+                "of missing (sample, modality) slots unless the spec says unit=samples)",
             )
         )
     for row in run_rows[run_rows.status == "failed"].itertuples():
@@ -413,7 +476,14 @@ def _run_bench(
     if report:
         from mlmm.bench.report import write_report
 
-        html = write_report(run_rows, table, Path(path).with_suffix(".html"), title=suite.name)
+        html = write_report(
+            run_rows,
+            table,
+            Path(path).with_suffix(".html"),
+            title=suite.name,
+            metrics=suite.metrics,
+            specs=specs[specs.name == suite.name],
+        )
         console.print(f"report: {html}")
 
 
@@ -435,8 +505,10 @@ def report_command(
     if not store.exists():
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
     with ResultsStore(store) as db:
-        runs, table = db.runs(), db.table()
-    html = write_report(runs, table, out or store.with_suffix(".html"), title=store.stem)
+        runs, table, specs = db.runs(), db.table(), db.specs()
+    html = write_report(
+        runs, table, out or store.with_suffix(".html"), title=store.stem, specs=specs
+    )
     _console().print(f"report: {html}")
 
 

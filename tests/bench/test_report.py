@@ -21,6 +21,7 @@ SECTIONS = (
     "efficiency",
     "taxonomy",
     "failures",
+    "reproduce",
 )
 FAMILIES = {"late-fusion": ("combination", "ensemble"), "hemis": ("representation", "composition")}
 # accuracy under no missingness per (method, seed); MCAR 0.5 costs 10 points
@@ -129,15 +130,19 @@ def test_every_section_is_there_and_the_page_loads_nothing_from_outside(fake_rep
     assert not list(path.parent.glob(".*.tmp")), "the atomic write left a temporary file"
 
 
-def test_leaderboard_ranks_by_mean_and_std_over_seeds(fake_report):
+def test_leaderboard_ranks_with_confidence_intervals_over_seeds(fake_report):
     text = squash(fake_report[1].sections["leaderboard"])
-    # late-fusion 0.80/0.90 → 85.0 ± 7.1; hemis 0.70/0.72 → 71.0 ± 1.4; rank 1 comes first
-    assert "late-fusion combination 85.0 ± 7.1 #1 75.0 ± 7.1 #1 1.0" in text
-    assert "hemis representation 71.0 ± 1.4 #2 61.0 ± 1.4 #2 2.0" in text
+    # late-fusion 0.80/0.90: mean 85.0, t(0.975, 1) × 7.07 / √2 = 63.5 → [21.5, 100 (clipped)];
+    # hemis 0.70/0.72: 71.0 ± 12.7; the intervals overlap: hemis is within noise (≈)
+    assert "synthetic — accuracy (%), higher is better; 2 seed(s)" in text
+    assert "late-fusion combination 85.0 [21.5, 100.0] #1 75.0 [11.5, 100.0] #1 1.0" in text
+    # hemis's third seed failed: its cells say so
+    assert "hemis representation 71.0 [58.3, 83.7] #2 ≈ 1 run(s) failed 61.0" in text
     # regression is ranked by RMSE, lower first: hemis (0.71) before late-fusion (0.85)
     regression = text[text.index("toy-regression") :]
-    assert "rmse" in regression
+    assert "toy-regression — RMSE, lower is better" in regression
     assert regression.index("hemis") < regression.index("late-fusion")
+    assert "accuracy" not in regression
 
 
 def test_bayes_gap_is_paired_by_seed(fake_report):
@@ -156,7 +161,7 @@ def test_robustness_plots_only_datasets_with_several_test_rates(fake_report):
 def test_efficiency_taxonomy_and_failures(fake_report):
     sections = {k: squash(v) for k, v in fake_report[1].sections.items()}
     # seeds 0 and 1 trained in 2 s and 3 s
-    assert "synthetic late-fusion combination 2 1,000 1 2.5 ± 0.707 0.05" in sections["efficiency"]
+    assert "synthetic late-fusion combination 2 1,000 1 2.5 ± 0.7 0.050" in sections["efficiency"]
     for family, subtypes in TAXONOMY.items():
         for subtype in subtypes:
             assert f"{family} {subtype}" in sections["taxonomy"]
@@ -197,6 +202,126 @@ def test_missing_columns_are_named(tmp_path):
     with pytest.raises(MlmmError, match="the results table lacks the column.*slot_rate"):
         write_report(runs, results.drop(columns="slot_rate"), tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_one_seed_gets_a_wilson_interval_for_accuracy_and_says_when_there_is_none(tmp_path):
+    runs, results = fake_tables()
+    one = results[results.seed == 0]
+    page = Page(write_report(runs, one, tmp_path / "r.html").read_text(encoding="utf-8"))
+    text = squash(page.sections["leaderboard"])
+    # late-fusion 0.80 on n = 100: Wilson 95% interval [71.1, 86.7]; hemis 0.70: [60.4, 78.1]
+    assert "late-fusion combination 80.0 [71.1, 86.7] #1" in text
+    assert "hemis representation 70.0 [60.4, 78.1] #2 ≈" in text  # the intervals overlap
+    assert "one seed: no interval for RMSE" in text
+    assert "0.700 #1" in text  # RMSE of hemis, without brackets
+
+
+def test_a_training_condition_whose_runs_all_failed_is_a_failed_column(tmp_path):
+    runs, results = fake_tables()
+    failed = _run("lf-mar", "synthetic", "late-fusion", 0, status="failed", error="boom")
+    runs = pd.concat([runs, pd.DataFrame([failed | {"train_condition": "mar:0.5"}])])
+    page = Page(write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8"))
+    text = squash(page.sections["leaderboard"])
+    assert "train mar:0.5 → (every run failed)" in text
+    assert "2 run(s) on synthetic failed" in text
+    late_fusion = text[text.index("late-fusion combination") :]
+    assert late_fusion.split(" 1.0 ")[0].endswith("failed")  # its cell in the new column
+
+
+def test_robustness_panels_are_per_training_condition_and_test_mechanism():
+    from mlmm.bench.report import _robustness_panels
+
+    rows = [
+        ("mcar:0.5", "none", 0.0), ("mcar:0.5", "mcar:0.3", 0.3), ("mcar:0.5", "mcar:0.5", 0.5),
+        ("mcar:0.5", "fixed:-a", 0.5), ("mcar:0.5", "fixed:-a-b", 0.67),
+    ]  # fmt: skip
+    d = pd.DataFrame(
+        [
+            dict(method="hemis", train_condition=t, condition=c, slot_rate=r, value=0.8, seed=0)
+            for t, c, r in rows
+        ]
+    )
+    panels = _robustness_panels(d)
+    assert set(panels) == {"trained on mcar:0.5, tested mcar", "trained on mcar:0.5, tested fixed"}
+    assert set(panels["trained on mcar:0.5, tested mcar"].condition) == {
+        "none", "mcar:0.3", "mcar:0.5"
+    }  # fmt: skip
+    assert set(panels["trained on mcar:0.5, tested fixed"].condition) == {
+        "none", "fixed:-a", "fixed:-a-b"
+    }  # fmt: skip
+
+
+def test_many_subsets_are_summarised_with_the_full_table_folded_away(tmp_path):
+    from itertools import combinations
+
+    names = [f"m{i}" for i in range(6)]
+    subsets = ["+".join(c) for k in range(1, 7) for c in combinations(names, k)]  # 63
+    runs, results = fake_tables()
+    rows = [
+        _result(f"{m}-0", "synthetic", m, 0, f"subset:{s}", 0.5, "subset", s, "accuracy",
+                0.5 + 0.05 * s.count("+") + (0.01 if m == "hemis" else 0))
+        for m in ("late-fusion", "hemis") for s in subsets
+    ]  # fmt: skip
+    results = pd.concat([results[results.scope != "subset"], pd.DataFrame(rows)])
+    html = write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8")
+    section = html[html.index('id="subsets"') : html.index('id="bayes-gap"')]
+    assert "<details><summary>Every subset (63) × method: accuracy (%)</summary>" in section
+    table = section[section.index("<details>") :]
+    assert all(f"<td>{s}</td>" in table for s in subsets)
+    # by size: every singleton before every pair
+    assert table.index("<td>m5</td>") < table.index("<td>m0+m1</td>")
+    assert "synthetic — accuracy (%), higher is better" in section
+
+
+def test_the_reproduce_section_shows_the_stored_spec_and_command(tmp_path, tiny_spec_file):
+    from mlmm.bench.execute import spec_yaml
+    from mlmm.bench.spec import load_spec
+    from mlmm.bench.store import ResultsStore
+
+    spec = load_spec(tiny_spec_file)
+    text = spec_yaml(spec)
+    again = tmp_path / "again.yaml"
+    again.write_text(text)
+    assert [r.key for r in load_spec(again).runs()] == [r.key for r in spec.runs()]
+    with ResultsStore(tmp_path / "s.db") as db:
+        assert db.specs().empty  # a store without the table reads as holding no spec
+        db.save_spec("tiny", "old text", None)
+        db.save_spec("tiny", text, "mlmm bench tiny.yaml --seeds 0,1")  # replaces
+        specs = db.specs()
+    assert specs[["name", "command"]].values.tolist() == [
+        ["tiny", "mlmm bench tiny.yaml --seeds 0,1"]
+    ]
+    runs, results = fake_tables()
+    page = Page(
+        write_report(runs, results, tmp_path / "r.html", specs=specs).read_text(encoding="utf-8")
+    )
+    section = squash(page.sections["reproduce"])
+    assert "Ran as: mlmm bench tiny.yaml --seeds 0,1" in section
+    assert "late-fusion:" in section and "max_epochs: 2" in section
+    assert "no spec" in squash(fake_report_page_without_specs(tmp_path).sections["reproduce"])
+
+
+def test_spec_metrics_choose_the_primary_metric(tmp_path):
+    runs, results = fake_tables()
+    f1 = results[results.metric == "accuracy"].assign(
+        metric="macro_f1", value=lambda x: 1 - x.value
+    )
+    results = pd.concat([results, f1])
+    page = Page(
+        write_report(runs, results, tmp_path / "r.html", metrics=["macro_f1", "rmse"]).read_text(
+            encoding="utf-8"
+        )
+    )
+    text = squash(page.sections["leaderboard"])
+    assert "synthetic — macro-F1 (%), higher is better" in text
+    # ranked by macro-F1 (1 - accuracy here): hemis first
+    synthetic = text[text.index("synthetic —") : text.index("toy-regression")]
+    assert synthetic.index("hemis") < synthetic.index("late-fusion")
+
+
+def fake_report_page_without_specs(tmp_path):
+    runs, results = fake_tables()
+    return Page(write_report(runs, results, tmp_path / "plain.html").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

@@ -113,4 +113,7 @@ def test_regression_metrics_by_hand():
     # errors 0, -2, 1, -3
     assert out["mae"] == pytest.approx(6 / 4)
     assert out["rmse"] == pytest.approx(math.sqrt(14 / 4))
-    assert set(out) == {"mae", "rmse"}
+    # targets' mean 3, SST = 4 + 1 + 1 + 0 = 6; SSE = 14
+    assert out["r2"] == pytest.approx(1 - 14 / 6)
+    assert set(out) == {"mae", "rmse", "r2"}
+    assert math.isnan(regression_metrics(np.array([1.0, 2.0]), np.array([3.0, 3.0]))["r2"])

@@ -95,7 +95,7 @@ def test_summarize_one_row_per_group():
     assert list(out.index) == ["m1", "m2"]
     assert list(out.columns) == [
         "metric", "full", "mean_over_conditions", "robustness_auc", "ratio_to_full",
-        "worst_subset", "worst_subset_value",
+        "worst_subset", "worst_subset_value", "note",
     ]  # fmt: skip
     m1 = out.loc["m1"]
     assert m1.metric == "accuracy"
@@ -105,6 +105,7 @@ def test_summarize_one_row_per_group():
     assert m1.ratio_to_full == pytest.approx((1 + 8 / 9 + 5 / 9) / 3)
     assert (m1.worst_subset, m1.worst_subset_value) == ("b", pytest.approx(0.6))
     assert (out.loc["m2"].worst_subset, out.loc["m2"].worst_subset_value) == ("a", 0.5)
+    assert (out.note == "").all()
 
 
 def test_summarize_lower_is_better_metric_picks_the_highest_as_worst():
@@ -128,3 +129,50 @@ def test_missing_metric_or_scope_is_an_error():
     t = table()
     with pytest.raises(MlmmError, match="no 'subset' rows for metric 'accuracy'"):
         worst_subset(t[t.scope != "subset"])
+
+
+def test_summarize_without_subset_rows_gives_nan_and_says_why():
+    t = table()
+    out = summarize(t[t.scope != "subset"])
+    assert list(out.index) == ["m1", "m2"]
+    assert out.mean_over_conditions.tolist() == pytest.approx([2.2 / 3, 0.8])
+    assert out.robustness_auc["m1"] == pytest.approx(0.43 / 0.6)
+    assert out.full.isna().all() and out.ratio_to_full.isna().all()
+    assert out.worst_subset.isna().all() and out.worst_subset_value.isna().all()
+    assert out.note.str.contains("subsets=True").all()
+
+
+def test_summarize_on_one_test_condition_says_why_auc_is_nan():
+    t = table()
+    out = summarize(t[(t.scope != "overall") | (t.condition == "mcar:0.2")])
+    assert out.robustness_auc.isna().all()
+    assert out.note.str.contains("two or more missing rates").all()
+    assert out.loc["m1"].full == pytest.approx(0.9)  # the rest is still there
+
+
+def test_summarize_picks_the_task_metric():
+    regression = table().replace({"metric": {"accuracy": "rmse", "ece": "mae"}})
+    out = summarize(regression)
+    assert (out.metric == "rmse").all()
+    # an error metric: the worst subset is the highest (m1: a+b at 0.9, m2: a+b at 0.8)
+    assert out.worst_subset.tolist() == ["a+b", "a+b"]
+    assert out.mean_over_conditions["m1"] == pytest.approx(2.2 / 3)
+
+
+def test_summarize_a_real_regression_evaluation_without_subsets():
+    import numpy as np
+
+    import mlmm
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(120, 3)), rng.normal(size=(120, 2))
+    y = a[:, 0] + b[:, 1] + 0.1 * rng.normal(size=120)
+    data = mlmm.from_arrays({"a": a, "b": b}, y, task="regression")
+    res = mlmm.run_experiment(
+        data, "zero-impute", missing="mcar:0.3", trainer={"max_epochs": 2, "progress": False},
+        subsets=False,
+    )  # fmt: skip
+    assert set(res.table.metric) == {"rmse", "mae", "r2"}
+    out = summarize(res.table)
+    assert (out.metric == "rmse").all() and np.isfinite(out.mean_over_conditions).all()
+    assert out.full.isna().all() and "subsets=True" in out.note.iloc[0]

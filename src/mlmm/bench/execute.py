@@ -282,6 +282,13 @@ def make_executor(kind: str, jobs: int, threads: int, ray_address: str | None = 
     raise MlmmError(f"--executor must be 'local' or 'ray', got {kind!r}")
 
 
+def spec_yaml(spec: BenchSpec) -> str:
+    """The spec as YAML, resolved (defaults filled in): ``mlmm bench`` on it reruns the same runs."""
+    import yaml
+
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
 # ---------------------------------------------------------------------- the loop
 @dataclass
 class Progress:
@@ -330,6 +337,7 @@ def run_benchmark(
     retry_failed: bool = True,
     rerun: Sequence[str] = (),
     on_event: Callable[[str, RunConfig | None, Progress], None] | None = None,
+    command: str | None = None,
 ) -> BenchOutcome:
     """Run every run of ``spec`` that ``store`` does not hold finished.
 
@@ -349,6 +357,7 @@ def run_benchmark(
     start = time.perf_counter()
     db = ResultsStore(store)
     db.add_runs(spec.name, runs)
+    db.save_spec(spec.name, spec_yaml(spec), command)
     if rerun:
         unknown = sorted(set(rerun) - {r.method for r in runs})
         if unknown:

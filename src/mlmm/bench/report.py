@@ -1,7 +1,9 @@
 """The benchmark report: one self-contained HTML page built only from the runs and results tables.
 
 Sections (stable ids): ``leaderboard``, ``robustness``, ``subsets``, ``bayes-gap``, ``efficiency``,
-``taxonomy``, ``failures``. CSS is inline and plots are PNG data URIs drawn with matplotlib's Agg
+``taxonomy``, ``failures``, ``reproduce``. Headings name the metric shown and its direction; the
+first metric of the spec's ``metrics:`` that the results hold is the primary one (else accuracy
+for classification, RMSE for regression). CSS is inline and plots are PNG data URIs drawn with matplotlib's Agg
 canvas, so the file opens offline; a Content-Security-Policy forbids the page any other resource.
 """
 
@@ -11,13 +13,15 @@ import base64
 import datetime as dt
 import html
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mlmm.bench.tables import one_reference_copy
+from mlmm.bench.tables import format_value, one_reference_copy, table_metrics
 from mlmm.errors import MlmmError
+from mlmm.eval.metrics import LOWER_IS_BETTER, PERCENT_METRICS
 from mlmm.utils import atomic_write
 
 RUN_COLUMNS = (
@@ -30,9 +34,23 @@ RESULT_COLUMNS = (
     "scope", "subset", "metric", "value",
 )  # fmt: skip
 BAYES = "bayes-optimal"
-#: Metrics shown as percentages; the others are printed with three significant digits.
-PERCENT = {"accuracy", "macro_f1", "auroc"}
-LOWER_IS_BETTER = {"ece", "mae", "rmse"}
+#: Metrics shown as percentages (one decimal); the others are printed with three decimals.
+PERCENT = PERCENT_METRICS
+#: How headings name each metric.
+METRIC_NAMES = {
+    "accuracy": "accuracy (%)",
+    "macro_f1": "macro-F1 (%)",
+    "auroc": "AUROC (%)",
+    "ece": "ECE",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R²",
+}
+#: Above this many modality subsets, the heatmap shows means by subset size and the worst and
+#: best subsets; the full table is in a collapsible block below it.
+MAX_HEATMAP_SUBSETS = 12
+#: Worst and best subsets shown when the heatmap is reduced.
+EXTREME_SUBSETS = 3
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 1em 2em;
@@ -46,6 +64,9 @@ table { border-collapse: collapse; margin: .5em 0 1em; font-variant-numeric: tab
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; white-space: nowrap; }
 td.empty { background: #fbeaea; color: #a33; text-align: center; }
+.failed { color: #a33; font-weight: 600; } .tie { color: #a60; }
+details { margin: .3em 0 1em; } summary { cursor: pointer; color: #335; }
+pre.spec { background: #f7f7f7; padding: .6em; overflow-x: auto; max-width: 60em; }
 .best { font-weight: 700; } .rank { color: #888; font-size: 85%; } .muted { color: #999; }
 pre.error { white-space: pre-wrap; margin: 0; max-width: 60em; font-size: 90%; }
 figure { margin: .5em 0 1.5em; } figure img { max-width: 100%; height: auto; }
@@ -91,7 +112,13 @@ def _e(value: object) -> str:
 
 
 def write_report(
-    runs: pd.DataFrame, results: pd.DataFrame, path: str | Path, *, title: str = "mlmm benchmark"
+    runs: pd.DataFrame,
+    results: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str = "mlmm benchmark",
+    metrics: Sequence[str] | None = None,
+    specs: pd.DataFrame | None = None,
 ) -> Path:
     """Write the benchmark report as one self-contained HTML file and return its path.
 
@@ -108,6 +135,13 @@ def write_report(
     path : str or Path
         The HTML file to write (atomically: a killed process leaves the previous file).
     title : str
+    metrics : list of str, optional
+        The metrics to show (a spec's ``metrics:``), the first the primary one that ranks the
+        methods and draws the curves and heatmaps; metrics the results do not hold are skipped.
+        Default: those of the latest spec in ``specs``, else the task's own.
+    specs : pandas.DataFrame, optional
+        :meth:`mlmm.bench.ResultsStore.specs` (``name, spec, command``): the "reproduce"
+        section shows each spec and the command that ran it.
 
     Returns
     -------
@@ -115,17 +149,21 @@ def write_report(
     """
     _require(runs, RUN_COLUMNS, "runs")
     _require(results, RESULT_COLUMNS, "results")
+    specs = specs if specs is not None else pd.DataFrame(columns=["name", "spec", "command"])
+    if metrics is None:
+        metrics = _spec_metrics(specs)
     results = one_reference_copy(results)
     families = dict(zip(runs.method, runs.family, strict=True)) | {BAYES: "Bayes-optimal"}
     colors = _colors(sorted(set(results.method) | set(runs.method)))
     sections = [
-        ("leaderboard", "Leaderboard", _leaderboard(results, families)),
-        ("robustness", "Robustness to test missingness", _robustness(results, colors)),
-        ("subsets", "Accuracy per modality subset", _subsets(results)),
+        ("leaderboard", "Leaderboard", _leaderboard(results, families, runs, metrics)),
+        ("robustness", "Robustness to test missingness", _robustness(results, colors, metrics)),
+        ("subsets", "Scores per modality subset", _subsets(results, metrics)),
         ("bayes-gap", "Gap to the Bayes-optimal accuracy", _bayes_gap(results, families)),
         ("efficiency", "Efficiency", _efficiency(runs)),
         ("taxonomy", "Taxonomy coverage", _taxonomy(runs)),
         ("failures", "Failures", _failures(runs)),
+        ("reproduce", "Reproduce", _reproduce(specs)),
     ]
     nav = " ".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
     body = "\n".join(
@@ -170,13 +208,69 @@ def _require(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
 
 
 def _fmt(values: pd.Series, metric: str) -> str:
-    """Mean ± std (ddof 1) over seeds or runs: rates in percent, anything else to 3 digits."""
+    """Mean ± std (ddof 1) over seeds or runs, in the one format of each kind of number:
+    accuracy-type metrics in percent with one decimal, other metrics with three decimals,
+    seconds with one, milliseconds with three."""
     values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
         return "–"
-    scale, spec = (100.0, ".1f") if metric in PERCENT else (1.0, ".3g")
-    text = format(scale * values.mean(), spec)
-    return text if len(values) == 1 else f"{text} ± {format(scale * values.std(ddof=1), spec)}"
+
+    def one(value: float) -> str:
+        if metric == "seconds":
+            return f"{value:,.1f}"
+        if metric == "milliseconds":
+            return f"{value:,.3f}"
+        return format_value(value, metric)
+
+    text = one(values.mean())
+    return text if len(values) == 1 else f"{text} ± {one(values.std(ddof=1))}"
+
+
+def _label(metric: str) -> str:
+    """The metric's name in headings and axes: ``accuracy (%)``, ``RMSE``..."""
+    return METRIC_NAMES.get(metric, metric)
+
+
+def _direction(metric: str) -> str:
+    return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+
+
+def _spec_metrics(specs: pd.DataFrame) -> list[str] | None:
+    """The ``metrics:`` of the latest stored spec (None without one)."""
+    import yaml
+
+    if specs.empty:
+        return None
+    try:
+        data = yaml.safe_load(specs.iloc[0]["spec"])
+    except yaml.YAMLError:
+        return None
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    return [str(m) for m in metrics] if isinstance(metrics, list) else None
+
+
+def _interval(values: pd.Series, metric: str, n: float | None) -> tuple[float, float] | None:
+    """A 95% confidence interval of the mean over seeds: Student's t with two or more seeds;
+    with one seed, Wilson's binomial interval over the ``n`` test samples for accuracy (a
+    proportion of samples); None when neither applies."""
+    from scipy import stats
+
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if len(values) >= 2:
+        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+        low, high = values.mean() - half, values.mean() + half
+        # within the metric's range: proportions in [0, 1], errors non-negative, R² at most 1
+        if metric in PERCENT or metric == "ece":
+            return max(low, 0.0), min(high, 1.0)
+        if metric in LOWER_IS_BETTER:
+            return max(low, 0.0), high
+        return (low, min(high, 1.0)) if metric == "r2" else (low, high)
+    if len(values) == 1 and metric == "accuracy" and n is not None and n > 0:
+        z, p = 1.959964, float(values.iloc[0])
+        center = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return center - half, center + half
+    return None
 
 
 def _number(value: float, spec: str = ",.0f") -> str:
@@ -212,11 +306,6 @@ def _sorted_rows(rows: list[dict], *order: str) -> list[dict]:
     kept for sorting only."""
     rows = sorted(rows, key=lambda r: tuple(r[k] for k in order))
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-
-
-def _primary(frame: pd.DataFrame) -> str:
-    """The headline metric: accuracy for classification, else RMSE."""
-    return "accuracy" if (frame.metric == "accuracy").any() else "rmse"
 
 
 def _trained_on(train_condition: pd.Series) -> pd.Series:
@@ -270,63 +359,152 @@ def _overall(results: pd.DataFrame) -> pd.DataFrame:
     return results[results.scope == "overall"]
 
 
-def _leaderboard(results: pd.DataFrame, families: dict[str, str]) -> str:
+def _leaderboard(
+    results: pd.DataFrame,
+    families: dict[str, str],
+    runs: pd.DataFrame,
+    metrics: Sequence[str] | None = None,
+) -> str:
     overall = _overall(results)
     overall = overall[overall.method != BAYES]
-    if overall.empty:
+    failed = runs[runs.status == "failed"]
+    if overall.empty and failed.empty:
         return _note("No finished run: nothing to rank.")
     parts = [
         _note(
-            "Overall test score (accuracy for classification, RMSE for regression), mean ± std "
-            "over seeds, for each training condition → test condition. #k: rank in that column; "
-            "the best of each column in bold; methods sorted by their mean rank."
+            "Overall test score on the primary metric (the spec's first metric; accuracy for "
+            "classification, RMSE for regression), mean over seeds with its 95% confidence "
+            "interval in brackets: Student's t over seeds when there are two or more; with one "
+            "seed, Wilson's binomial interval over the test samples for accuracy, and no "
+            "interval for other metrics. #k: rank in that column; the best of each column in "
+            "bold; ≈: the interval overlaps the best's, a difference within noise. Methods "
+            "sorted by their mean rank. Failed runs are shown as failed cells."
         )
     ]
-    for dataset, d in overall.groupby("dataset", sort=True):
-        metric = _primary(d)
+    datasets = sorted(set(overall.dataset) | set(failed.dataset))
+    for dataset in datasets:
+        d = overall[overall.dataset == dataset]
+        shown = table_metrics(d, metrics) if not d.empty else []
+        metric = shown[0] if shown else "accuracy"
         d = d[d.metric == metric].assign(
             setting=lambda x: "train " + x.train_condition.astype(str) + " → test " + x.condition
         )
-        stats = d.groupby(["setting", "method"]).value.mean().unstack("setting")
-        # columns: training conditions in the order they came, then by test missing rate
-        trains = {t: i for i, t in enumerate(pd.unique(d.train_condition))}
-        columns = d.groupby("setting").agg(
-            train=("train_condition", "first"), rate=("slot_rate", "mean")
-        )
-        columns = columns.assign(train=columns.train.map(trains)).sort_values(["train", "rate"])
-        stats = stats[columns.index]
-        ranks = stats.rank(ascending=metric in LOWER_IS_BETTER, method="min")
-        order = ranks.mean(axis=1).sort_values().index
-        table = []
-        for method in order:
-            row: dict[str, object] = {"method": method, "family": families.get(method, "–")}
-            for setting in stats.columns:
-                if pd.isna(ranks.loc[method, setting]):
-                    row[setting] = "–"
-                    continue
-                cell = d[(d.setting == setting) & (d.method == method)]
-                rank = int(ranks.loc[method, setting])
-                text = f'{_e(_fmt(cell.value, metric))} <span class="rank">#{rank}</span>'
-                row[setting] = _Html(f'<span class="best">{text}</span>' if rank == 1 else text)
-            row["mean rank"] = f"{ranks.loc[method].mean():.1f}"
-            table.append(row)
-        seeds = d.groupby(["setting", "method"]).seed.nunique()
-        n_seeds = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
-        name = "accuracy (%)" if metric == "accuracy" else metric
-        parts.append(f"<h3>{_e(dataset)} — {_e(name)}, {n_seeds} seed(s)</h3>")
-        parts.append(_table(table, numeric=(*stats.columns, "mean rank")))
+        dataset_failed = failed[failed.dataset == dataset]
+        parts.append(_ranking(d, metric, dataset, families, dataset_failed))
     return "\n".join(parts)
 
 
+def _ranking(
+    d: pd.DataFrame,
+    metric: str,
+    dataset: str,
+    families: dict[str, str],
+    failed: pd.DataFrame,
+) -> str:
+    """One dataset's leaderboard on ``metric``: one column per (training, test) condition."""
+    lower = metric in LOWER_IS_BETTER
+    stats = (
+        d.groupby(["setting", "method"]).value.mean().unstack("setting")
+        if not d.empty
+        else pd.DataFrame(dtype=float)
+    )  # [methods, settings]
+    # columns: training conditions in the order they came, then by test missing rate
+    trains = {t: i for i, t in enumerate(pd.unique(d.train_condition))}
+    columns = d.groupby("setting").agg(
+        train=("train_condition", "first"), rate=("slot_rate", "mean")
+    )
+    columns = columns.assign(train=columns.train.map(trains)).sort_values(["train", "rate"])
+    stats = stats[columns.index] if not stats.empty else stats
+    setting_train = d.groupby("setting").train_condition.first().to_dict()
+    # training conditions whose every run failed have no column: one says so
+    for train in pd.unique(failed.train_condition):
+        if train not in set(d.train_condition):
+            setting = f"train {train} → (every run failed)"
+            stats[setting] = np.nan
+            setting_train[setting] = train
+    for method in pd.unique(failed.method):
+        if method not in stats.index:
+            stats.loc[method] = np.nan
+    ranks = stats.rank(ascending=lower, method="min")
+    order = ranks.mean(axis=1).fillna(np.inf).sort_values(kind="stable").index
+    has_n = "n" in d.columns
+    intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
+    for (setting, method), cell in d.groupby(["setting", "method"]):
+        n = float(pd.to_numeric(cell.n, errors="coerce").mean()) if has_n else None
+        intervals[setting, method] = _interval(cell.value, metric, n)
+    one_seed_no_interval = False
+    table = []
+    for method in order:
+        row: dict[str, object] = {"method": method, "family": families.get(method, "–")}
+        for setting in stats.columns:
+            train = setting_train[setting]
+            n_failed = int(((failed.method == method) & (failed.train_condition == train)).sum())
+            failed_mark = (
+                f' <span class="failed">{n_failed} run(s) failed</span>' if n_failed else ""
+            )
+            if pd.isna(ranks.loc[method, setting]):
+                row[setting] = _html('<span class="failed">failed</span>') if n_failed else "–"
+                continue
+            cell = d[(d.setting == setting) & (d.method == method)]
+            rank = int(ranks.loc[method, setting])
+            interval = intervals.get((setting, method))
+            text = _e(format_value(cell.value.mean(), metric))
+            if interval is None:
+                one_seed_no_interval = True
+            else:
+                text += f" [{_e(format_value(interval[0], metric))}, {_e(format_value(interval[1], metric))}]"
+            best = stats[setting].idxmin() if lower else stats[setting].idxmax()
+            best_interval = intervals.get((setting, best))
+            tie = (
+                rank > 1
+                and interval is not None
+                and best_interval is not None
+                and interval[0] <= best_interval[1]
+                and best_interval[0] <= interval[1]
+            )
+            mark = ' <span class="tie" title="within noise of the best">≈</span>' if tie else ""
+            text = f'{text} <span class="rank">#{rank}</span>{mark}{failed_mark}'
+            row[setting] = _Html(f'<span class="best">{text}</span>' if rank == 1 else text)
+        mean_rank = ranks.loc[method].mean()
+        row["mean rank"] = "–" if pd.isna(mean_rank) else f"{mean_rank:.1f}"
+        table.append(row)
+    seeds = d.groupby(["setting", "method"]).seed.nunique()
+    if seeds.empty:
+        n_seeds = "0"
+    else:
+        n_seeds = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+    heading = f"{dataset} — {_label(metric)}, {_direction(metric)}; {n_seeds} seed(s)"
+    parts = [f"<h3>{_e(heading)}</h3>"]
+    if one_seed_no_interval:
+        parts.append(_note(f"one seed: no interval for {_label(metric)}."))
+    if not failed.empty:
+        parts.append(
+            _note(f"{len(failed)} run(s) on {dataset} failed: their cells say so (see Failures).")
+        )
+    parts.append(_table(table, numeric=(*stats.columns, "mean rank")))
+    return "\n".join(parts)
+
+
+def _mechanism(condition: pd.Series) -> pd.Series:
+    """The missingness mechanism of test conditions: ``mcar``, ``mar``, ``fixed``..."""
+    return condition.astype(str).str.split(":").str[0]
+
+
 def _robustness_panels(d: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Panels with at least two distinct test rates: one per training condition tested under
-    several conditions, and per mechanism one of models trained under their test condition."""
-    d = d.assign(trained_on=_trained_on(d.train_condition))
-    candidates = {f"trained on {t}": g for t, g in d.groupby("trained_on", sort=False)}
+    """Panels with at least two distinct test rates: one per (training condition, test
+    mechanism), the full-data test (``none``, rate 0) joining each mechanism's curve, and per
+    mechanism one of models trained under their test condition. A fixed pattern therefore
+    never lands on an MCAR curve."""
+    d = d.assign(trained_on=_trained_on(d.train_condition), mechanism=_mechanism(d.condition))
+    candidates = {}
+    for trained_on, g in d.groupby("trained_on", sort=False):
+        for mech in sorted(set(g.mechanism) - {"none"}) or ["none"]:
+            candidates[f"trained on {trained_on}, tested {mech}"] = g[
+                g.mechanism.isin([mech, "none"])
+            ]
     matched = d[(d.trained_on == d.condition) | (d.method == BAYES)]
-    mechanism = matched.condition.str.split(":").str[0]
-    for mech in sorted(set(mechanism) - {"none"}):
-        candidates[f"trained as tested ({mech})"] = matched[mechanism.isin([mech, "none"])]
+    for mech in sorted(set(matched.mechanism) - {"none"}):
+        candidates[f"trained as tested ({mech})"] = matched[matched.mechanism.isin([mech, "none"])]
     return {
         name: g
         for name, g in candidates.items()
@@ -334,20 +512,24 @@ def _robustness_panels(d: pd.DataFrame) -> dict[str, pd.DataFrame]:
     }
 
 
-def _robustness(results: pd.DataFrame, colors: dict[str, tuple]) -> str:
+def _robustness(
+    results: pd.DataFrame, colors: dict[str, tuple], metrics: Sequence[str] | None = None
+) -> str:
     overall = _overall(results)
     if overall.empty:
         return _note("No finished run: no curve.")
     parts = [
         _note(
-            "Overall test score against the measured fraction of missing (sample, modality) "
-            "slots at test time, mean over seeds (bars: std). 'trained on X': the models trained "
-            "under X, tested under several conditions; 'trained as tested': each point is a model "
-            "trained and tested under the same condition."
+            "Overall test score (the primary metric) against the measured fraction of missing "
+            "(sample, modality) slots at test time, mean over seeds (bars: std). One panel per "
+            "training condition and test mechanism ('trained on X, tested mcar'); the full-data "
+            "test joins every mechanism at rate 0, and fixed patterns are points, not a curve. "
+            "'trained as tested': each point is a model trained and tested under the same "
+            "condition."
         )
     ]
     for dataset, d in overall.groupby("dataset", sort=True):
-        metric = _primary(d)
+        metric = table_metrics(d, metrics)[0]
         panels = _robustness_panels(d[d.metric == metric])
         if not panels:
             parts.append(
@@ -363,6 +545,7 @@ def _robustness(results: pd.DataFrame, colors: dict[str, tuple]) -> str:
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         scale = 100.0 if metric in PERCENT else 1.0
         for ax, (name, g) in zip(axes, panels.items(), strict=False):
+            points_only = name.endswith("tested fixed") or name.endswith("(fixed)")
             for method, m in g.groupby("method", sort=True):
                 per_condition = m.groupby("condition").agg(
                     rate=("slot_rate", "mean"), mean=("value", "mean"), std=("value", "std")
@@ -374,13 +557,14 @@ def _robustness(results: pd.DataFrame, colors: dict[str, tuple]) -> str:
                     yerr=scale * curve["std"].fillna(0),
                     label=method,
                     color=colors.get(method),
-                    linestyle="--" if method == BAYES else "-",
+                    linestyle="none" if points_only else "--" if method == BAYES else "-",
                     marker="o",
                     markersize=4,
                     capsize=2,
                 )
             ax.set(title=name, xlabel="test missing rate (slots)")
-            ax.set_ylabel("accuracy (%)" if metric == "accuracy" else metric)
+            ax.title.set_fontsize(9)
+            ax.set_ylabel(f"{_label(metric)}, {_direction(metric)}")
             ax.grid(alpha=0.3)
         for ax in axes[len(panels) :]:
             ax.set_visible(False)
@@ -391,67 +575,133 @@ def _robustness(results: pd.DataFrame, colors: dict[str, tuple]) -> str:
                     handles.append(h)
                     labels.append(lab)
         fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)))
-        parts.append(f"<h3>{_e(dataset)}</h3>")
+        parts.append(f"<h3>{_e(f'{dataset} — {_label(metric)}, {_direction(metric)}')}</h3>")
         parts.append(_img(fig, f"robustness curves on {dataset}"))
+        parts.append(_note(f"{len(panels)} panel(s): {', '.join(panels)}."))
     return "\n".join(parts)
 
 
-def _subsets(results: pd.DataFrame) -> str:
+def _subset_size(subset: str) -> int:
+    return subset.count("+") + 1
+
+
+def _heatmap_rows(grid: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[int]]:
+    """The rows a heatmap shows, and where its row groups end.
+
+    Up to :data:`MAX_HEATMAP_SUBSETS` subsets: all, by size, the best first within a size.
+    More: the mean per subset size, then the worst and best :data:`EXTREME_SUBSETS` subsets
+    (by their mean over methods); the full grid goes in a collapsible table.
+    """
+    lower = metric in LOWER_IS_BETTER
+    goodness = grid.mean(axis=1) * (-1 if lower else 1)  # larger is better
+    sizes = pd.Series([_subset_size(s) for s in grid.index], index=grid.index)
+    if len(grid) <= MAX_HEATMAP_SUBSETS:
+        order = sorted(grid.index, key=lambda s: (sizes[s], -goodness[s]))
+        ends = [i for i in range(1, len(order)) if sizes[order[i - 1]] != sizes[order[i]]]
+        return grid.loc[order], ends
+    by_size = grid.groupby(sizes).mean()
+    by_size.index = [
+        f"mean, {k} modalit{'y' if k == 1 else 'ies'} ({(sizes == k).sum()})" for k in by_size.index
+    ]
+    ranked = goodness.sort_values().index  # worst first
+    k = EXTREME_SUBSETS
+    worst = grid.loc[ranked[:k]].rename(index=lambda s: f"worst: {s}")
+    best = grid.loc[ranked[::-1][:k]].rename(index=lambda s: f"best: {s}")
+    rows = pd.concat([by_size, worst, best])
+    return rows, [len(by_size), len(by_size) + len(worst)]
+
+
+def _subsets(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:
     scoped = results[results.scope == "subset"]
     if scoped.empty:
         return _note("No per-subset scores in these results.")
     parts = [
         _note(
             "Every non-empty modality subset forced on every test sample (the others hidden), "
-            "mean over seeds; one panel per training missingness, methods best first."
+            "the primary metric, mean over seeds; one panel per training missingness, methods "
+            "best first, subsets grouped by size. With more than "
+            f"{MAX_HEATMAP_SUBSETS} subsets the heatmap shows the mean per subset size and the "
+            f"{EXTREME_SUBSETS} worst and best subsets; every subset is in the table below it."
         )
     ]
     for dataset, d in scoped.groupby("dataset", sort=True):
-        metric = _primary(d)
+        metric = table_metrics(results[results.dataset == dataset], metrics)[0]
         d = d[d.metric == metric].assign(trained_on=_trained_on(d.train_condition))
+        if d.empty:
+            continue
         # the Bayes classifier is not trained: one copy of its scores goes in every panel
         bayes, d = d[d.method == BAYES], d[d.method != BAYES]
         means = pd.concat([d, bayes]).groupby("method").value.mean()
         best_first = means.sort_values(ascending=metric in LOWER_IS_BETTER).index
-        grids = {}
+        grids, full = {}, []
         for trained_on, g in d.groupby("trained_on", sort=False):
             grid = pd.concat([g, bayes]).pivot_table(
                 index="subset", columns="method", values="value"
             )  # [subsets, methods]
             columns = [m for m in best_first if m in grid.columns]
-            grids[f"trained on {trained_on}"] = grid.loc[list(pd.unique(g.subset)), columns]
-        parts.append(f"<h3>{_e(dataset)}</h3>")
+            grid = grid.loc[list(pd.unique(g.subset)), columns]
+            grids[f"trained on {trained_on}"] = _heatmap_rows(grid, metric)
+            full.append((trained_on, grid))
+        heading = f"{dataset} — {_label(metric)}, {_direction(metric)}"
+        parts.append(f"<h3>{_e(heading)}</h3>")
         parts.append(_img(_heatmaps(grids, metric), f"{metric} per modality subset on {dataset}"))
+        if any(len(grid) > MAX_HEATMAP_SUBSETS for _, grid in full):
+            parts.append(_subset_details(full, metric))
     return "\n".join(parts)
 
 
-def _heatmaps(grids: dict[str, pd.DataFrame], metric: str):
-    """Side-by-side heatmaps (subsets × methods) on one colour scale, annotated."""
+def _subset_details(full: list[tuple[str, pd.DataFrame]], metric: str) -> str:
+    """Every subset × method, by subset size, in a collapsed ``<details>`` block."""
+    blocks = []
+    for trained_on, grid in full:
+        order = sorted(grid.index, key=lambda s: (_subset_size(s), s))
+        rows = [
+            {
+                "subset": subset,
+                "modalities": _subset_size(subset),
+                **{m: format_value(grid.loc[subset, m], metric) for m in grid.columns},
+            }
+            for subset in order
+        ]
+        blocks.append(f"<p>trained on {_e(trained_on)}</p>" + _table(rows, tuple(grid.columns)))
+    n = max(len(grid) for _, grid in full)
+    return (
+        f"<details><summary>Every subset ({n}) × method: {_e(_label(metric))}</summary>"
+        + "".join(blocks)
+        + "</details>"
+    )
+
+
+def _heatmaps(grids: dict[str, tuple[pd.DataFrame, list[int]]], metric: str):
+    """Side-by-side heatmaps (rows × methods) on one colour scale, annotated in the tables'
+    number format, with lines between row groups."""
     scale = 100.0 if metric in PERCENT else 1.0
-    values = {name: scale * g.to_numpy(dtype=float) for name, g in grids.items()}
+    values = {name: scale * g.to_numpy(dtype=float) for name, (g, _) in grids.items()}
     finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
     low, high = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-    first = next(iter(grids.values()))
+    first = next(iter(grids.values()))[0]
     label_width = 0.075 * max(map(len, first.index))
-    method_height = 0.075 * max(len(m) for g in grids.values() for m in g.columns)
-    widths = [max(1.0, 0.55 * g.shape[1]) for g in grids.values()]
+    method_height = 0.075 * max(len(m) for g, _ in grids.values() for m in g.columns)
+    widths = [max(1.0, 0.6 * g.shape[1]) for g, _ in grids.values()]
     fig = _figure(label_width + sum(widths) + 1.6, 0.26 * len(first) + method_height + 1.0)
     axes = fig.subplots(1, len(grids), sharey=True, squeeze=False, width_ratios=widths)[0]
     cmap = "viridis_r" if metric in LOWER_IS_BETTER else "viridis"
-    for ax, (name, grid) in zip(axes, grids.items(), strict=True):
+    for ax, (name, (grid, ends)) in zip(axes, grids.items(), strict=True):
         image = ax.imshow(values[name], aspect="auto", cmap=cmap, vmin=low, vmax=high)
         ax.set_title(name, fontsize=9)
         ax.xaxis.tick_top()
         ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="left", fontsize=8)
         ax.set_yticks(range(len(grid)), grid.index, fontsize=8)
+        for end in ends:
+            ax.axhline(end - 0.5, color="white", linewidth=2)
         for (i, j), v in np.ndenumerate(values[name]):
             if np.isfinite(v):
                 # viridis is dark at its low end
                 dark = (v < (low + high) / 2) != (metric in LOWER_IS_BETTER)
-                text = f"{v:.0f}" if metric in PERCENT else f"{v:.2g}"
+                text = format_value(v / scale, metric)
                 color = "white" if dark else "black"
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
-    label = "accuracy (%)" if metric == "accuracy" else metric
+    label = f"{_label(metric)}, {_direction(metric)}"
     fig.colorbar(image, ax=list(axes), label=label, shrink=min(1.0, 10 / len(first)), aspect=15)
     return fig
 
@@ -504,6 +754,7 @@ def _efficiency(runs: pd.DataFrame) -> str:
         return _note("No finished run.")
     rows = []
     for (dataset, method), g in done.groupby(["dataset", "method"], sort=True):
+        models = g.n_models.astype(float).mean()  # a count: no decimals unless runs differ
         rows.append(
             {
                 "dataset": dataset,
@@ -511,9 +762,9 @@ def _efficiency(runs: pd.DataFrame) -> str:
                 "family": g.family.iloc[0],
                 "runs": len(g),
                 "parameters": _number(g.n_parameters.astype(float).mean()),
-                "models": _number(g.n_models.astype(float).mean(), ",.3g"),
+                "models": _number(models, ",.0f" if float(models).is_integer() else ",.1f"),
                 "training time (s)": _fmt(g.train_seconds, "seconds"),
-                "latency (ms / sample)": _fmt(g.latency_ms_per_sample, "latency"),
+                "latency (ms / sample)": _fmt(g.latency_ms_per_sample, "milliseconds"),
                 "_time": g.train_seconds.astype(float).mean(),
             }
         )
@@ -592,4 +843,28 @@ def _failures(runs: pd.DataFrame) -> str:
         parts.append(_table(rows))
     if unfinished:
         parts.append(_note(f"{unfinished} run(s) had not finished when this report was written."))
+    return "\n".join(parts)
+
+
+def _reproduce(specs: pd.DataFrame) -> str:
+    """Each stored spec (resolved YAML) with the command that ran it and the one that reruns it."""
+    if specs.empty:
+        return _note(
+            "This store holds no spec (written from Python without one, or by an older mlmm): "
+            "rerun it with mlmm bench SPEC --store STORE to record it."
+        )
+    parts = [
+        _note(
+            "The spec as the benchmark resolved it (every default filled in): save it as a "
+            "file and run mlmm bench on it to get the same runs; finished runs in the same "
+            "store are skipped."
+        )
+    ]
+    for row in specs.itertuples(index=False):
+        command = getattr(row, "command", None)
+        parts.append(f"<h3>{_e(row.name)}</h3>")
+        if isinstance(command, str) and command:
+            parts.append(f"<p>Ran as: <code>{_e(command)}</code></p>")
+        parts.append(f"<p>Rerun: <code>mlmm bench {_e(row.name)}.yaml</code> with</p>")
+        parts.append(f'<pre class="spec">{_e(row.spec)}</pre>')
     return "\n".join(parts)

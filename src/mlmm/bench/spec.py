@@ -47,7 +47,7 @@ from pydantic import (
 from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
 
 #: Metrics the evaluation computes (classification, then regression).
-METRICS = ("accuracy", "macro_f1", "auroc", "ece", "mae", "rmse")
+METRICS = ("accuracy", "macro_f1", "auroc", "ece", "rmse", "mae", "r2")
 
 
 class Budget(BaseModel):

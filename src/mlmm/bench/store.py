@@ -320,6 +320,23 @@ class ResultsStore:
             )
         return len(chosen)
 
+    def save_spec(self, name: str, text: str, command: str | None = None) -> None:
+        """Keep the spec a benchmark ran (its resolved YAML) and the command that ran it, so a
+        report can show how to reproduce it. One row per spec name, replaced by a later run.
+
+        The ``specs`` table is created here when missing: stores written before it existed
+        gain it on their next benchmark, and read as having no spec until then.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS specs (name TEXT PRIMARY KEY, spec TEXT NOT NULL, "
+                "command TEXT, saved_at REAL NOT NULL)"
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO specs (name, spec, command, saved_at) VALUES (?, ?, ?, ?)",
+                (name, text, command, time.time()),
+            )
+
     # ------------------------------------------------------------------ reading
     def status(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         """``run_key -> status`` (of the given runs, or all)."""
@@ -362,6 +379,18 @@ class ResultsStore:
         if keys is not None:
             results = results[results.run_key.isin(set(keys))].reset_index(drop=True)
         return results
+
+    def specs(self) -> pd.DataFrame:
+        """The specs benchmarks ran on this store (``name, spec, command, saved_at``), the
+        latest first; empty for a store that holds none."""
+        columns = ["name", "spec", "command", "saved_at"]
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'specs'"
+        ).fetchone()
+        if not exists:
+            return pd.DataFrame(columns=columns)
+        query = f"SELECT {', '.join(columns)} FROM specs ORDER BY saved_at DESC"
+        return pd.read_sql_query(query, self._db)
 
     def table(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """:meth:`results` with each run's costs (parameters, times, threads, machine...)."""

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
+from mlmm.eval.metrics import PERCENT_METRICS, primary_metric, task_metrics
 from mlmm.eval.summaries import worst_subset
 
 
-def _mean_std(values: pd.Series) -> str:
-    values = values.dropna()
+def format_value(value: float, metric: str) -> str:
+    """One number as every table shows it: accuracy-type metrics in percent with one decimal,
+    the others (RMSE, MAE, R², ECE) with three decimals; ``-`` for NaN."""
+    if pd.isna(value):
+        return "-"
+    return f"{100 * value:.1f}" if metric in PERCENT_METRICS else f"{value:.3f}"
+
+
+def _mean_std(values: pd.Series, metric: str = "accuracy") -> str:
+    values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
         return "-"
     if len(values) == 1:
-        return f"{100 * values.iloc[0]:.1f}"
-    return f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}"
+        return format_value(values.iloc[0], metric)
+    std = values.std(ddof=1)
+    return f"{format_value(values.mean(), metric)} ± {format_value(std, metric)}"
+
+
+def table_metrics(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> list[str]:
+    """The metrics to show for ``results`` (one task): those of ``metrics`` that the table
+    holds, in that order, or the task's default list (accuracy, macro-F1, AUROC, ECE; RMSE,
+    MAE, R²) when none of them is there. The first is the primary metric."""
+    available = set(results.loc[results.scope == "overall", "metric"])
+    chosen = [m for m in metrics or () if m in available]
+    return chosen or [m for m in task_metrics(available) if m in available]
 
 
 def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
@@ -25,43 +46,75 @@ def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([results[~ref], results[ref].drop_duplicates(key)], ignore_index=True)
 
 
-def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per (dataset, train condition, test condition, method):
-    accuracy, macro-F1, worst forced subset, gap to the Bayes-optimal accuracy where known,
-    parameters and training time. Computed only from the tidy results table."""
+def comparison_table(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean ± std over seeds per (dataset, train condition, test condition, method).
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        The tidy results of a benchmark (with each run's costs), e.g.
+        :meth:`mlmm.bench.ResultsStore.table`.
+    metrics : list of str, optional
+        The metrics to show, in order (a spec's ``metrics:``); the first is the primary one.
+        Metrics of another task are skipped; default (or when none applies): the task's own
+        (accuracy, macro-F1, AUROC, ECE for classification; RMSE, MAE, R² for regression).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One column per metric (accuracy-type metrics in percent), the worst forced subset and
+        the gap to the Bayes-optimal accuracy (where known) on the primary metric, parameters,
+        training time and the number of seeds. Computed only from the tidy results table.
+    """
     ids = ["dataset", "train_condition", "condition", "method"]
     results = one_reference_copy(results)
     overall = results[results.scope == "overall"]
+    shown = {d: table_metrics(g, metrics) for d, g in results.groupby("dataset", sort=False)}
     rows = []
     for key, g in overall.groupby(ids, sort=False):
-        acc = g[g.metric == "accuracy"].set_index("seed")["value"]
-        f1 = g[g.metric == "macro_f1"]["value"]
+        dataset_metrics = shown[key[0]]
+        primary = primary_metric(set(dataset_metrics), dataset_metrics)
+        row = dict(zip(ids, key, strict=True))
+        for metric in dataset_metrics:
+            row[metric] = _mean_std(g[g.metric == metric]["value"], metric)
         runs = results[
             (results.dataset == key[0])
             & (results.train_condition == key[1])
             & (results.method == key[3])
         ]
-        worst = worst_subset(runs, "accuracy") if (runs.scope == "subset").any() else None
-        row = dict(zip(ids, key, strict=True))
-        row["accuracy"] = _mean_std(acc)
-        row["macro_f1"] = _mean_std(f1)
+        has_subsets = ((runs.scope == "subset") & (runs.metric == primary)).any()
+        worst = worst_subset(runs, primary) if has_subsets else None
         row["worst_subset"] = (
             "-"
             if worst is None
-            else (f"{_mean_std(worst['value'].astype(float))} ({worst['subset'].mode().iloc[0]})")
+            else (
+                f"{_mean_std(worst['value'].astype(float), primary)} "
+                f"({worst['subset'].mode().iloc[0]})"
+            )
         )
-        bayes = overall[
-            (overall.dataset == key[0])
-            & (overall.train_condition == key[1])
-            & (overall.condition == key[2])
-            & (overall.method == "bayes-optimal")
-            & (overall.metric == "accuracy")
-        ].set_index("seed")["value"]
-        row["gap_to_bayes"] = (
-            "-" if bayes.empty or key[3] == "bayes-optimal" else _mean_std((bayes - acc).dropna())
-        )
+        if primary == "accuracy":
+            acc = g[g.metric == "accuracy"].set_index("seed")["value"]
+            bayes = overall[
+                (overall.dataset == key[0])
+                & (overall.train_condition == key[1])
+                & (overall.condition == key[2])
+                & (overall.method == "bayes-optimal")
+                & (overall.metric == "accuracy")
+            ].set_index("seed")["value"]
+            row["gap_to_bayes"] = (
+                "-"
+                if bayes.empty or key[3] == "bayes-optimal"
+                else _mean_std((bayes - acc).dropna())
+            )
         row["n_parameters"] = int(g["n_parameters"].iloc[0])
         row["train_seconds"] = float(np.mean(g.groupby("seed")["train_seconds"].first()))
         row["seeds"] = int(g["seed"].nunique())
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    # the metric columns first; datasets of different tasks share one table, and a metric of
+    # the other task has no value ("-")
+    metric_columns = list(dict.fromkeys(m for ms in shown.values() for m in ms))
+    others = [c for c in table.columns if c not in ids and c not in metric_columns]
+    return table[[*ids, *metric_columns, *others]].fillna("-")

@@ -1,4 +1,4 @@
-"""Metrics: accuracy, macro-F1, AUROC and expected calibration error; MAE and RMSE."""
+"""Metrics: accuracy, macro-F1, AUROC and expected calibration error; RMSE, MAE and R²."""
 
 from __future__ import annotations
 
@@ -6,7 +6,35 @@ import numpy as np
 from scipy.stats import rankdata
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "auroc", "ece")
-REGRESSION_METRICS = ("mae", "rmse")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+#: Metrics where a smaller value is better (errors); the others are better when higher.
+LOWER_IS_BETTER = frozenset({"ece", "mae", "rmse"})
+#: Metrics that are a proportion of the test samples (shown in percent).
+PERCENT_METRICS = frozenset({"accuracy", "macro_f1", "auroc"})
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better (``False`` for errors and ECE)."""
+    return metric not in LOWER_IS_BETTER
+
+
+def task_metrics(metrics: set[str] | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The default metric list of the task whose metrics appear in ``metrics``: the
+    classification metrics when accuracy is there, else the regression metrics; the first is
+    the primary metric (accuracy, or RMSE)."""
+    return CLASSIFICATION_METRICS if "accuracy" in set(metrics) else REGRESSION_METRICS
+
+
+def primary_metric(
+    available: set[str] | list[str] | tuple[str, ...], wanted: list[str] | tuple[str, ...] = ()
+) -> str:
+    """The metric to rank by: the first of ``wanted`` present in ``available``, else the task's
+    default (accuracy for classification, RMSE for regression)."""
+    available = set(available)
+    for metric in (*wanted, *task_metrics(available)):
+        if metric in available:
+            return metric
+    return sorted(available)[0] if available else "accuracy"
 
 
 def expected_calibration_error(proba: np.ndarray, target: np.ndarray, n_bins: int = 15) -> float:
@@ -77,6 +105,14 @@ def classification_metrics(proba: np.ndarray, target: np.ndarray) -> dict[str, f
 
 
 def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """Mean absolute error and root mean squared error, in target units."""
-    err = np.asarray(pred, dtype=float) - np.asarray(target, dtype=float)
-    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
+    """Root mean squared error and mean absolute error (target units), and the coefficient of
+    determination R² = 1 - SSE / SST (NaN when the targets do not vary)."""
+    target = np.asarray(target, dtype=float)
+    err = np.asarray(pred, dtype=float) - target
+    sst = float(((target - target.mean()) ** 2).sum())
+    sse = float((err**2).sum())
+    return {
+        "rmse": float(np.sqrt((err**2).mean())),
+        "mae": float(np.abs(err).mean()),
+        "r2": 1.0 - sse / sst if sst > 0 else float("nan"),
+    }

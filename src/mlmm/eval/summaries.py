@@ -2,6 +2,8 @@
 
 Every function takes the table returned by :func:`mlmm.evaluate` (optionally with extra id
 columns such as ``method``, ``dataset``, ``seed``) and groups by whichever id columns exist.
+``metric=None`` picks the task's primary metric from the table: accuracy for classification,
+RMSE for regression.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from mlmm.errors import MlmmError
+from mlmm.eval.metrics import higher_is_better as _higher_is_better
+from mlmm.eval.metrics import primary_metric
 
 ID_COLUMNS = ("dataset", "method", "train_condition", "seed")
 
@@ -18,24 +22,32 @@ def _ids(table: pd.DataFrame) -> list[str]:
     return [c for c in ID_COLUMNS if c in table.columns]
 
 
-def _metric(table: pd.DataFrame, metric: str, scope: str) -> pd.DataFrame:
+def _resolve(table: pd.DataFrame, metric: str | None) -> str:
+    return primary_metric(set(table["metric"])) if metric is None else metric
+
+
+def _metric(table: pd.DataFrame, metric: str | None, scope: str) -> pd.DataFrame:
+    metric = _resolve(table, metric)
     sub = table[(table["metric"] == metric) & (table["scope"] == scope)]
     if sub.empty:
         raise MlmmError(f"the table has no {scope!r} rows for metric {metric!r}")
     return sub
 
 
-def mean_over_conditions(table: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
+def mean_over_conditions(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
     """Mean of the overall metric over the test conditions (e.g. over missing rates)."""
     sub = _metric(table, metric, "overall")
     ids = _ids(sub)
     return sub.groupby(ids)["value"].mean() if ids else pd.Series({"all": sub["value"].mean()})
 
 
-def robustness_auc(table: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
+def robustness_auc(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
     """Area under the metric-vs-realised-slot-missing-rate curve (trapezoid), divided by the
-    rate span so it reads in metric units (MultiBench's relative robustness). Needs at least
-    two distinct rates per group."""
+    rate span so it reads in metric units (MultiBench's relative robustness).
+
+    A curve needs test conditions at two or more distinct missing rates per group; a group
+    tested at one rate (a single test condition) gets NaN, which :func:`summarize` explains in
+    its ``note`` column."""
     sub = _metric(table, metric, "overall")
     ids = _ids(sub)
 
@@ -52,22 +64,23 @@ def robustness_auc(table: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
 
 
 def worst_subset(
-    table: pd.DataFrame, metric: str = "accuracy", higher_is_better: bool = True
+    table: pd.DataFrame, metric: str | None = None, higher_is_better: bool | None = None
 ) -> pd.DataFrame:
-    """The worst forced modality subset per group: its name and value."""
+    """The worst forced modality subset per group: its name and value (the lowest, or the
+    highest for an error metric unless ``higher_is_better`` says otherwise)."""
+    metric = _resolve(table, metric)
     sub = _metric(table, metric, "subset")
     ids = _ids(sub)
+    higher = _higher_is_better(metric) if higher_is_better is None else higher_is_better
     pick = (
-        (lambda g: g.loc[g["value"].idxmin()])
-        if higher_is_better
-        else (lambda g: g.loc[g["value"].idxmax()])
+        (lambda g: g.loc[g["value"].idxmin()]) if higher else (lambda g: g.loc[g["value"].idxmax()])
     )
     if not ids:
         return pick(sub)[["subset", "value"]].to_frame().T
     return sub.groupby(ids)[["subset", "value"]].apply(pick)
 
 
-def full_modality_score(table: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
+def full_modality_score(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
     """The metric with every modality present (the largest forced subset)."""
     sub = _metric(table, metric, "subset")
     n_mod = sub["subset"].str.count(r"\+") + 1
@@ -76,8 +89,9 @@ def full_modality_score(table: pd.DataFrame, metric: str = "accuracy") -> pd.Ser
     return full.groupby(ids)["value"].mean() if ids else pd.Series({"all": full["value"].mean()})
 
 
-def ratio_to_full(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+def ratio_to_full(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Each overall condition's metric divided by the full-modality score of its group."""
+    metric = _resolve(table, metric)
     sub = _metric(table, metric, "overall").copy()
     full = full_modality_score(table, metric)
     ids = _ids(sub)
@@ -89,23 +103,65 @@ def ratio_to_full(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame
     return sub[[*ids, "condition", "slot_rate", "value", "full", "ratio"]]
 
 
-def summarize(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """One row per group: full-modality score, mean over conditions, robustness AUC, worst
-    subset (name and value) and the mean ratio of condition scores to the full score."""
-    higher = metric not in ("ece", "mae", "rmse")
-    parts = {
-        "full": full_modality_score(table, metric),
-        "mean_over_conditions": mean_over_conditions(table, metric),
-        "robustness_auc": robustness_auc(table, metric),
-        "ratio_to_full": ratio_to_full(table, metric)
-        .groupby(_ids(table) or (lambda _: "all"))["ratio"]
-        .mean(),
-    }
-    out = pd.DataFrame(parts)
-    worst = worst_subset(table, metric, higher)
-    out["worst_subset"] = worst["subset"].to_numpy() if len(worst) == len(out) else None
-    out["worst_subset_value"] = (
-        worst["value"].to_numpy().astype(float) if len(worst) == len(out) else np.nan
+    subset (name and value), the mean ratio of condition scores to the full score, and a note.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`mlmm.evaluate`'s table, optionally with id columns (``method``, ``seed``...).
+    metric : str, optional
+        Default: accuracy for classification, RMSE for regression.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``metric, full, mean_over_conditions, robustness_auc, ratio_to_full,
+        worst_subset, worst_subset_value, note``. A field that the table cannot give is NaN
+        (``worst_subset`` None) and ``note`` says why: ``robustness_auc`` needs test conditions
+        at two or more missing rates (one test condition gives no curve), and ``full``,
+        ``ratio_to_full`` and the worst subset need the forced-subset rows
+        (``evaluate(..., subsets=True)``). ``note`` is empty when every field is there.
+    """
+    metric = _resolve(table, metric)
+    out = pd.DataFrame({"mean_over_conditions": mean_over_conditions(table, metric)})
+    out["robustness_auc"] = robustness_auc(table, metric)
+    overall = _metric(table, metric, "overall")
+    ids = _ids(overall)
+    rates = (
+        overall.groupby(ids)["slot_rate"].nunique()
+        if ids
+        else pd.Series({"all": overall["slot_rate"].nunique()})
     )
+    notes = {key: [] for key in out.index}
+    for key in out.index:
+        if rates.get(key, 0) < 2:
+            notes[key].append(
+                "robustness_auc needs test conditions at two or more missing rates "
+                f"(this group has {rates.get(key, 0)})"
+            )
+    has_subsets = ((table["metric"] == metric) & (table["scope"] == "subset")).any()
+    if has_subsets:
+        out["full"] = full_modality_score(table, metric)
+        ratio = ratio_to_full(table, metric)
+        out["ratio_to_full"] = (
+            ratio.groupby(ids)["ratio"].mean() if ids else pd.Series({"all": ratio.ratio.mean()})
+        )
+        worst = worst_subset(table, metric)
+        if not ids:
+            worst.index = ["all"]
+        out["worst_subset"] = worst["subset"].reindex(out.index)
+        out["worst_subset_value"] = worst["value"].reindex(out.index).astype(float)
+    else:
+        out["full"] = out["ratio_to_full"] = out["worst_subset_value"] = np.nan
+        out["worst_subset"] = None
+        for key in out.index:
+            notes[key].append(
+                "full, ratio_to_full and worst_subset need forced-subset rows "
+                "(evaluate with subsets=True)"
+            )
+    out["note"] = ["; ".join(notes[key]) for key in out.index]
     out.insert(0, "metric", metric)
-    return out
+    columns = ["metric", "full", "mean_over_conditions", "robustness_auc", "ratio_to_full"]
+    return out[[*columns, "worst_subset", "worst_subset_value", "note"]]

@@ -1,0 +1,50 @@
+"""The terminal comparison table: metrics follow the task and the spec, from the tidy table."""
+
+import pandas as pd
+
+from mlmm.bench.tables import comparison_table, format_value, table_metrics
+
+
+def _rows(dataset, method, seed, metrics, scope="overall", subset="all"):
+    return [
+        dict(
+            dataset=dataset, method=method, seed=seed, train_condition="mcar:0.5",
+            condition="mcar:0.5", slot_rate=0.5, scope=scope, subset=subset, metric=m, value=v,
+            n_parameters=10, train_seconds=1.0,
+        )
+        for m, v in metrics.items()
+    ]  # fmt: skip
+
+
+def test_a_regression_table_without_subset_rows():
+    rows = []
+    for seed, rmse in [(0, 0.5), (1, 0.7)]:
+        rows += _rows("toy", "hemis", seed, {"rmse": rmse, "mae": 0.4, "r2": 0.81234})
+    table = comparison_table(pd.DataFrame(rows))
+    assert list(table.columns[4:7]) == ["rmse", "mae", "r2"]
+    row = table.iloc[0]
+    assert (row.rmse, row.mae, row.r2) == ("0.600 ± 0.141", "0.400 ± 0.000", "0.812 ± 0.000")
+    assert row.worst_subset == "-" and "gap_to_bayes" not in table.columns
+
+
+def test_spec_metrics_choose_and_order_the_columns_and_mixed_tasks_share_a_table():
+    rows = _rows("toy", "hemis", 0, {"rmse": 0.5, "mae": 0.4, "r2": 0.8})
+    rows += _rows("syn", "hemis", 0, {"accuracy": 0.9, "macro_f1": 0.85, "ece": 0.1})
+    rows += _rows("syn", "hemis", 0, {"accuracy": 0.7}, scope="subset", subset="a")
+    results = pd.DataFrame(rows)
+    table = comparison_table(results, ["mae", "macro_f1", "accuracy"])
+    assert list(table.columns[4:7]) == ["mae", "macro_f1", "accuracy"]
+    toy, syn = table.set_index("dataset").loc["toy"], table.set_index("dataset").loc["syn"]
+    assert (toy.mae, toy.macro_f1) == ("0.400", "-")
+    assert (syn.macro_f1, syn.accuracy) == ("85.0", "90.0")
+    # the worst subset on the dataset's primary metric: macro-F1 has no subset rows here
+    assert syn.worst_subset == "-"
+    assert table_metrics(results[results.dataset == "syn"], ["rmse"]) == [
+        "accuracy", "macro_f1", "ece"
+    ]  # fmt: skip
+
+
+def test_number_formats():
+    assert format_value(0.8567, "accuracy") == "85.7"
+    assert format_value(0.12345, "rmse") == "0.123"
+    assert format_value(float("nan"), "rmse") == "-"
