@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -40,6 +41,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -48,12 +50,23 @@ from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
 
 #: Metrics the evaluation computes (classification, then regression).
 METRICS = ("accuracy", "macro_f1", "auroc", "ece", "mae", "rmse")
+#: The task each metric scores.
+METRIC_TASKS = {
+    "accuracy": "classification",
+    "macro_f1": "classification",
+    "auroc": "classification",
+    "ece": "classification",
+    "mae": "regression",
+    "rmse": "regression",
+}
+#: Seeds are stored as 64-bit integers.
+MAX_SEED = 2**63 - 1
 
 
 class Budget(BaseModel):
     """What one run may spend: epochs, seconds of training, and the trainer's batch settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_epochs: int = Field(200, ge=1, description="Maximum epochs per training stage.")
     time_limit: float | None = Field(
@@ -99,7 +112,7 @@ class MissingEntry(BaseModel):
 class BenchSpec(BaseModel):
     """A benchmark: datasets × methods × missingness × seeds, with metrics and a budget."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field("custom", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -129,8 +142,9 @@ class BenchSpec(BaseModel):
 
         if value == "all":  # every built-in dataset with its default parameters
             return {name: {} for name in DATASETS.names()}
-        for name in value:
+        for name, params in value.items():
             DATASETS.get(name)  # unknown name: MlmmError with the closest matches
+            _check_finite(params, "parameter", f"dataset {name!r}")
         return {name: dict(params or {}) for name, params in value.items()}
 
     @field_validator("methods")
@@ -148,6 +162,7 @@ class BenchSpec(BaseModel):
                     raise MlmmError(
                         f"method {name!r} has no hyperparameter {key!r}.{did_you_mean(key, accepted)}"
                     )
+            _check_finite(params, "hyperparameter", f"method {name!r}")
         # resolved against the defaults, so a run's key (and its stored configuration) changes
         # when a default does: a store never serves results of an older default as current
         return {
@@ -176,22 +191,49 @@ class BenchSpec(BaseModel):
                     )
         return self
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_types(cls, value: Any) -> Any:
+        for seed in value if isinstance(value, list) else []:
+            if isinstance(seed, bool) or not isinstance(seed, int):  # pydantic reads True as 1
+                raise ValueError(f"seeds are non-negative integers, got {seed!r}")
+        return value
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: list[int]) -> list[int]:
         for seed in value:
-            if seed < 0:
-                raise ValueError(f"seeds must be non-negative integers, got {seed}")
+            if not 0 <= seed <= MAX_SEED:
+                raise ValueError(
+                    f"seeds must be non-negative integers below 2**63 (they are stored as "
+                    f"64-bit integers), got {seed}"
+                )
         if len(set(value)) != len(value):
             raise ValueError(f"seeds are listed twice: {value}")
         return value
 
     @field_validator("metrics")
     @classmethod
-    def _metrics(cls, value: list[str]) -> list[str]:
+    def _metrics(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # runs only for metrics the spec lists: the default list is not validated
+        from mlmm.data.datasets import DATASETS
+
         for metric in value:
             if metric not in METRICS:
                 raise unknown_name_error("metric", metric, METRICS)
+        tasks = {  # datasets of plugins may not declare their task: those are not checked
+            name: DATASETS.get(name).info.get("task")
+            for name in info.data.get("datasets", {})
+        }
+        tasks = {name: task for name, task in tasks.items() if task in METRIC_TASKS.values()}
+        for metric in value:
+            if tasks and METRIC_TASKS[metric] not in tasks.values():
+                fitting = [m for m, t in METRIC_TASKS.items() if t in tasks.values()]
+                raise ValueError(
+                    f"metric {metric!r} scores {METRIC_TASKS[metric]} tasks, but the spec's "
+                    f"datasets are {', '.join(f'{n} ({t})' for n, t in tasks.items())}; use "
+                    f"{', '.join(fitting)}"
+                )
         return value
 
     # ------------------------------------------------------------------ expansion
@@ -289,6 +331,24 @@ class RunConfig:
         return f"{self.dataset} {self.method} {self.train_missing} seed={self.seed}"
 
 
+def _check_finite(params: dict[str, Any] | None, label: str, owner: str) -> None:
+    """Refuse NaN and infinities anywhere in the parameters of ``owner`` (a method, a
+    dataset): they pass every range check, since NaN compares False with any bound."""
+
+    def finite(value: Any) -> bool:
+        if isinstance(value, float):
+            return math.isfinite(value)
+        if isinstance(value, (list, tuple)):
+            return all(finite(v) for v in value)
+        if isinstance(value, dict):
+            return all(finite(v) for v in value.values())
+        return True
+
+    for key, value in (params or {}).items():
+        if not finite(value):
+            raise MlmmError(f"{label} {key!r} of {owner} must be finite, got {value!r}")
+
+
 # ---------------------------------------------------------------------- loading
 def parse_spec(data: Any, source: str = "spec", lines: dict[tuple, int] | None = None) -> BenchSpec:
     """Validate a spec given as a mapping; errors name the field (and its line, when known)."""
@@ -317,22 +377,16 @@ def parse_spec(data: Any, source: str = "spec", lines: dict[tuple, int] | None =
 
 def load_spec(path: str | Path) -> BenchSpec:
     """Read and validate a YAML spec file (never executed: plain YAML only)."""
+    from mlmm.plain_yaml import compose_yaml, read_yaml_text
+
     path = Path(path)
     if not path.is_file():
         raise MlmmError(
             f"no benchmark spec at {str(path)!r}; give a YAML file or a built-in suite "
             f"({', '.join(builtin_suites())})"
         )
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise MlmmError(f"{path}{where}: not valid YAML: {problem}") from None
-    return parse_spec(data, str(path), lines)
+    data, node = compose_yaml(read_yaml_text(path, "benchmark spec"), str(path))
+    return parse_spec(data, str(path), _key_lines(node))
 
 
 def builtin_suites() -> list[str]:
