@@ -222,8 +222,7 @@ class BenchSpec(BaseModel):
             if metric not in METRICS:
                 raise unknown_name_error("metric", metric, METRICS)
         tasks = {  # datasets of plugins may not declare their task: those are not checked
-            name: DATASETS.get(name).info.get("task")
-            for name in info.data.get("datasets", {})
+            name: DATASETS.get(name).info.get("task") for name in info.data.get("datasets", {})
         }
         tasks = {name: task for name, task in tasks.items() if task in METRIC_TASKS.values()}
         for metric in value:
