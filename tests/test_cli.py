@@ -192,6 +192,48 @@ def test_debug_shows_the_traceback(monkeypatch, capsys):
         cli.main()
 
 
+TRAIN = ["train", "--dataset", "synthetic", "--method", "hemis", "--out", "x"]
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--param", "x=[1,"], "--param 'x=[1,', line 1: not valid YAML"),
+        (["--param", "a=&x 1"], "anchors (&name) and aliases (*name) are not allowed"),
+        (["--param", "hidden=1", "--param", "hidden=2"], "--param hidden is given twice"),
+        (["--param", "hiden=12"], "no hyperparameter 'hiden'. Did you mean 'hidden'?"),
+        (["--param", "dropout=.nan"], "dropout must be a finite number, got nan"),
+        (["--param", "dropout=-.inf"], "dropout must be a finite number, got -inf"),
+        (["--lr", "nan"], "lr must be a finite number, got nan"),
+        (["--dataset-param", "n_samples=1e11"], "n_samples must be a positive integer"),
+        (["--dataset-param", "n_samples=100000000000"], "n_samples asks for 1e+11 values"),
+        (["--dataset-param", "n_samples=[1,"], "--dataset-param 'n_samples=[1,', line 1"),
+    ],
+)
+def test_bad_parameters_are_one_line_before_training(monkeypatch, capsys, tmp_path, args, phrase):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, *TRAIN, "--dataset-param", "seed=0", *args)
+    assert code == 2, err
+    assert phrase in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_param_values_are_plain_yaml_with_exponent_numbers():
+    assert cli._parse_params(["lr=1e-3", "dims=[3, 4]", "rule=mean_prob"]) == {
+        "lr": 0.001,
+        "dims": [3, 4],
+        "rule": "mean_prob",
+    }
+
+
+def test_version(monkeypatch, capsys):
+    import mlmm
+
+    code, out, _ = run(monkeypatch, capsys, "--version")
+    assert code == 0 and out.strip() == f"mlmm {mlmm.__version__}"
+
+
 def test_bench_runs_a_spec_and_resumes(monkeypatch, capsys, tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(

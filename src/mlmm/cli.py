@@ -27,11 +27,11 @@ def _console():
     return Console() if sys.stdout.isatty() else Console(width=180)
 
 
-def _parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``["hidden=128", "rule=mean_prob"]`` → dict, values parsed as YAML scalars."""
-    import yaml
-
+def _parse_params(items: list[str] | None, option: str = "--param") -> dict[str, Any]:
+    """``["hidden=128", "rule=mean_prob"]`` → dict, values read as plain YAML (``1e-3`` is a
+    number); a malformed value or a key given twice is one clear error."""
     from mlmm.errors import MlmmError
+    from mlmm.plain_yaml import load_yaml
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -40,7 +40,10 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
                 f"parameters are written key=value, got {item!r} (e.g. --param hidden=128)"
             )
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        key = key.strip()
+        if key in out:
+            raise MlmmError(f"{option} {key} is given twice; give each parameter once")
+        out[key] = load_yaml(value, f"{option} {item!r}")
     return out
 
 
@@ -55,9 +58,23 @@ def _table(df, title: str | None = None, max_rows: int = 200):
     return table
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mlmm import __version__
+
+        typer.echo(f"mlmm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
     plugin: Annotated[
         list[str] | None,
         typer.Option(
@@ -149,7 +166,7 @@ def train(
         dataset,
         method,
         method_params=_parse_params(param),
-        dataset_params=_parse_params(dataset_param),
+        dataset_params=_parse_params(dataset_param, "--dataset-param"),
         missing=missing,
         seed=seed,
         trainer={
