@@ -234,6 +234,44 @@ def test_version(monkeypatch, capsys):
     assert code == 0 and out.strip() == f"mlmm {mlmm.__version__}"
 
 
+@pytest.fixture
+def store_file(tmp_path):
+    from mlmm.bench.store import ResultsStore
+
+    with ResultsStore(tmp_path / "same.db"):
+        pass
+    return tmp_path / "same.db"
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["report", "same.db", "--out", "same.db"], "is the file it is made from"),
+        (["report", "same.db", "--out", "./same.db"], "is the file it is made from"),
+        (["report", "same.db", "--out", "other.db"], "is an SQLite database"),
+        (["report", "same.db", "--out", "thesis.tex"], "is not a HTML file"),
+        (["report", "same.db", "--out", "."], "is a directory"),
+        (["export", "same.db", "same.db"], "is the file it is made from"),
+        (["export", "same.db", "thesis.tex.csv"], "is not a CSV file"),
+        (["bench", "--store", "same.html"], "is the file it is made from"),
+    ],
+)
+def test_report_and_export_never_overwrite_an_input_or_another_file(
+    monkeypatch, capsys, tmp_path, store_file, args, phrase
+):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(store_file, tmp_path / "other.db")
+    (tmp_path / "thesis.tex").write_text("\\documentclass{article}")
+    (tmp_path / "thesis.tex.csv").write_bytes(b"\x00binary")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and phrase in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
 def test_bench_runs_a_spec_and_resumes(monkeypatch, capsys, tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(

@@ -350,6 +350,10 @@ def _run_bench(
     from mlmm.bench.tables import comparison_table
 
     console = _console()
+    if report:  # checked before any run: the report must not replace the store or a user file
+        from mlmm.utils import check_output_file
+
+        check_output_file(Path(path).with_suffix(".html"), "HTML", inputs=[path], what="report")
     runs = suite.runs()
     threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
     console.print(
@@ -433,12 +437,16 @@ def report_command(
     from mlmm.bench.report import write_report
     from mlmm.bench.store import ResultsStore
     from mlmm.errors import MlmmError
+    from mlmm.utils import check_output_file
 
     if not store.exists():
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
+    out = check_output_file(
+        out or store.with_suffix(".html"), "HTML", inputs=[store], what="report"
+    )
     with ResultsStore(store) as db:
         runs, table = db.runs(), db.table()
-    html = write_report(runs, table, out or store.with_suffix(".html"), title=store.stem)
+    html = write_report(runs, table, out, title=store.stem)
     _console().print(f"report: {html}")
 
 
@@ -450,9 +458,12 @@ def export_command(
     """Export a results store's tidy table (with each run's costs) to CSV or Parquet."""
     from mlmm.bench.store import ResultsStore
     from mlmm.errors import MlmmError
+    from mlmm.utils import check_output_file
 
     if not store.exists():
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
+    kind = {".csv": "CSV", ".parquet": "Parquet"}.get(out.suffix)
+    check_output_file(out, kind, inputs=[store], what="export")
     with ResultsStore(store) as db:
         path = db.export(out)
     _console().print(f"wrote {path}")
