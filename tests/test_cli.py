@@ -333,3 +333,45 @@ def test_a_plugin_option_registers_methods_for_every_command(monkeypatch, capsys
     assert "plugin-fusion" in out
     code, _, err = run(monkeypatch, capsys, "--plugin", "no_such_plugin_module", "methods")
     assert code == 2 and "plugin 'no_such_plugin_module' could not be imported" in err
+
+
+def test_a_spec_plugin_beside_you_never_runs_without_permission(monkeypatch, capsys, tmp_path):
+    from mlmm.registry import PLUGIN_FOLDERS_ENV
+
+    monkeypatch.delenv(PLUGIN_FOLDERS_ENV, raising=False)
+    work, specs = tmp_path / "work", tmp_path / "specs"
+    work.mkdir(), specs.mkdir()
+    marker = tmp_path / "evil-ran"
+    for name in ("evil_plugin_cli", "harmless_plugin_cli"):
+        (work / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    body = (
+        "plugins: [evil_plugin_cli]\ndatasets: {synthetic: {}}\nmethods: {hemis: {}}\n"
+        "missing: [none]\nseeds: [0]\n"
+    )
+    (work / "spec.yaml").write_text(body)
+    (specs / "spec.yaml").write_text(body)
+    monkeypatch.chdir(work)
+    try:
+        code, _, err = run(monkeypatch, capsys, "bench", "spec.yaml", "--no-report")
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert "the spec lists plugins ['evil_plugin_cli']" in err
+        assert "--allow-spec-plugins" in err and "--plugin evil_plugin_cli" in err
+        # --plugin searches the current folder for the modules it names, not for the spec's
+        args = ["--plugin", "harmless_plugin_cli", "bench", "spec.yaml", "--no-report"]
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and "--allow-spec-plugins" in err
+        assert marker.read_text() == "harmless_plugin_cli"
+        # allowed, a spec's plugins resolve from the spec's folder and sys.path, not from here
+        args = ["bench", str(specs / "spec.yaml"), "--allow-spec-plugins", "--no-report"]
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and "plugin 'evil_plugin_cli' could not be imported" in err
+        assert marker.read_text() == "harmless_plugin_cli"
+        assert not (work / "mlmm-results").exists()
+        # named on the command line, the same plugin is allowed (and found beside you)
+        args = ["--plugin", "evil_plugin_cli", "bench", "spec.yaml", "--method", "hemsi"]
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and "Did you mean 'hemis'" in err
+        assert marker.read_text() == "harmless_plugin_clievil_plugin_cli"
+    finally:
+        sys.modules.pop("harmless_plugin_cli", None)
+        sys.modules.pop("evil_plugin_cli", None)

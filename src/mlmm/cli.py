@@ -79,7 +79,8 @@ def _main(
         list[str] | None,
         typer.Option(
             help="Import this module first: it registers your methods, datasets or backbones "
-            "(repeatable; benchmark workers import it too)."
+            "(repeatable; looked for in the current folder, then on sys.path; benchmark "
+            "workers import it too)."
         ),
     ] = None,
 ) -> None:
@@ -88,9 +89,9 @@ def _main(
     if plugin:
         from mlmm.registry import load_plugins
 
-        if os.getcwd() not in sys.path:  # as `python -m` would: a module beside you imports
-            sys.path.insert(0, os.getcwd())
-        load_plugins(plugin)
+        # as `python -m` would, a module beside you imports; but only the modules named here:
+        # the folder is not added to sys.path, where a spec's plugins would find it too
+        load_plugins(plugin, folders=[os.getcwd()])
 
 
 @app.command()
@@ -301,15 +302,25 @@ def bench(
         typer.Option(help="Run this method's stored runs again (repeatable)."),
     ] = None,
     report: Annotated[bool, typer.Option(help="Write the HTML report at the end.")] = True,
+    allow_spec_plugins: Annotated[
+        bool,
+        typer.Option(
+            help="Import the plugins the spec lists (code: a spec is data, so by default only "
+            "plugins also named with mlmm --plugin run)."
+        ),
+    ] = False,
 ) -> None:
     """Run a benchmark (default: the quick suite); reruns skip finished runs."""
     from mlmm.bench.spec import load_suite, parse_spec
 
-    suite = load_suite(spec)
+    allowed = True if allow_spec_plugins else _state.get("plugins", [])
+    suite = load_suite(spec, allow_plugins=allowed)
     data = suite.model_dump()
+    if "metrics" not in suite.model_fields_set:  # the defaults are not checked against tasks
+        del data["metrics"]
     data["plugins"] += [p for p in _state.get("plugins", []) if p not in data["plugins"]]
     data = _bench_overrides(data, dataset, method, missing, seeds, epochs)
-    suite = parse_spec(data, f"{spec} with the command-line options")
+    suite = parse_spec(data, f"{spec} with the command-line options", allow_plugins=allowed)
     path = store or Path("mlmm-results") / f"{suite.name}.db"
     _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, report, rerun)
 

@@ -1,6 +1,11 @@
 """Benchmark specs: YAML validated before any run, with the field and line of every error."""
 
+import itertools
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -227,3 +232,63 @@ def test_metrics_must_score_the_datasets_task():
     assert parse_spec({**BASE, "metrics": ["accuracy", "ece"]}).metrics == ["accuracy", "ece"]
     with pytest.raises(MlmmError, match="'rmse' scores regression tasks.*use accuracy, macro_f1"):
         parse_spec({**BASE, "metrics": ["accuracy", "rmse"]})
+
+
+_side_ids = itertools.count()
+
+
+@pytest.fixture
+def plugin_beside_spec(tmp_path, monkeypatch):
+    """A spec folder holding ``side_plugin_N.py``, which registers the method ``side-fusion``
+    and writes ``imported.txt`` when imported; the registration is undone after the test."""
+    from mlmm.methods import METHODS
+    from mlmm.registry import PLUGIN_FOLDERS_ENV
+
+    name = f"side_plugin_{next(_side_ids)}"
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(
+        "import pathlib\n"
+        "from mlmm.methods.combination.late_fusion import LateFusion\n"
+        "from mlmm.methods.registry import register_method\n"
+        "pathlib.Path(__file__).with_name('imported.txt').write_text('ran')\n"
+        "@register_method('side-fusion', family='combination', subtype='ensemble', paper='-')\n"
+        "class SideFusion(LateFusion):\n"
+        "    '''late-fusion under another name.'''\n"
+    )
+    (folder / "spec.yaml").write_text(
+        f"plugins: [{name}]\ndatasets: {{synthetic: {{}}}}\nmethods: {{side-fusion: {{}}}}\n"
+        "missing: [none]\nseeds: [0]\n"
+    )
+    monkeypatch.delenv(PLUGIN_FOLDERS_ENV, raising=False)
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    yield name, folder
+    sys.modules.pop(name, None)
+
+
+def test_spec_plugins_are_refused_unless_allowed(plugin_beside_spec):
+    name, folder = plugin_beside_spec
+    with pytest.raises(MlmmError, match=rf"line 1: plugins: the spec lists plugins \['{name}'\]"):
+        load_spec(folder / "spec.yaml")
+    with pytest.raises(MlmmError, match="--allow-spec-plugins"):
+        load_spec(folder / "spec.yaml", allow_plugins=["other_module"])
+    with pytest.raises(MlmmError, match="--allow-spec-plugins"):
+        load_spec(folder / "spec.yaml", allow_plugins=name + "x")  # a string is one name
+    assert not (folder / "imported.txt").exists()
+
+
+def test_allowed_spec_plugins_resolve_from_the_spec_folder_in_workers_too(plugin_beside_spec):
+    name, folder = plugin_beside_spec
+    spec = load_spec(folder / "spec.yaml", allow_plugins=[name])
+    assert (folder / "imported.txt").read_text() == "ran"
+    assert spec.plugins == [name] and "side-fusion" in spec.methods
+    assert not any(Path(p or ".").resolve() == folder for p in sys.path)  # not on sys.path
+    # a spawned benchmark worker inherits the environment and imports the same file
+    code = (
+        f"from mlmm.registry import load_plugins; load_plugins([{name!r}]); "
+        "from mlmm.methods import METHODS; print('side-fusion' in METHODS)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "True", out.stderr

@@ -30,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -129,10 +131,25 @@ class BenchSpec(BaseModel):
 
     @field_validator("plugins")
     @classmethod
-    def _plugins(cls, value: list[str]) -> list[str]:
+    def _plugins(cls, value: list[str], info: ValidationInfo) -> list[str]:
         from mlmm.registry import load_plugins
 
-        load_plugins(value)  # their methods and datasets are then known to the checks below
+        context = info.context or {}
+        allowed = context.get("allow_plugins", False)
+        # a module this process has imported already runs nothing new when imported again
+        refused = [
+            m for m in value if not (allowed is True or m in (allowed or ()) or m in sys.modules)
+        ]
+        if refused:
+            raise MlmmError(
+                f"the spec lists plugins {refused}, which run code when imported, and a spec is "
+                f"data; to run them, allow them on the command line: mlmm bench SPEC "
+                f"--allow-spec-plugins, or mlmm --plugin {refused[0]} bench SPEC "
+                f"(in Python: load_spec(path, allow_plugins=True))"
+            )
+        folder = context.get("plugin_folder")
+        # their methods and datasets are then known to the checks below
+        load_plugins(value, folders=[folder] if folder else [])
         return value
 
     @field_validator("datasets")
@@ -349,15 +366,42 @@ def _check_finite(params: dict[str, Any] | None, label: str, owner: str) -> None
 
 
 # ---------------------------------------------------------------------- loading
-def parse_spec(data: Any, source: str = "spec", lines: dict[tuple, int] | None = None) -> BenchSpec:
-    """Validate a spec given as a mapping; errors name the field (and its line, when known)."""
+def parse_spec(
+    data: Any,
+    source: str = "spec",
+    lines: dict[tuple, int] | None = None,
+    *,
+    allow_plugins: bool | Collection[str] = False,
+    plugin_folder: str | Path | None = None,
+) -> BenchSpec:
+    """Validate a spec given as a mapping; errors name the field (and its line, when known).
+
+    Parameters
+    ----------
+    data : mapping
+        The spec as plain data.
+    source : str
+        What the errors call it (the file name).
+    lines : dict, optional
+        Line of each key path, for the errors (:func:`load_spec` fills it).
+    allow_plugins : bool or collection of str
+        Which of the spec's ``plugins`` may be imported: True for all, or these names. A spec
+        is data, and a plugin is code, so by default (False) a spec listing a plugin is refused
+        unless this process has imported that module already.
+    plugin_folder : str or Path, optional
+        A folder searched for the plugins before ``sys.path`` (:func:`load_spec` passes the
+        spec file's folder).
+    """
     if not isinstance(data, dict):
         raise MlmmError(
             f"{source}: a benchmark spec is a mapping with keys datasets, methods, missing, "
             f"seeds..., got {type(data).__name__}"
         )
+    if not isinstance(allow_plugins, bool):  # names: a bare string is one name, not letters
+        allow_plugins = {allow_plugins} if isinstance(allow_plugins, str) else set(allow_plugins)
+    context = {"allow_plugins": allow_plugins, "plugin_folder": plugin_folder}
     try:
-        return BenchSpec.model_validate(data)
+        return BenchSpec.model_validate(data, context=context)
     except ValidationError as err:  # the validators' MlmmErrors arrive wrapped in it
         first = err.errors()[0]
         loc = tuple(first["loc"])
@@ -374,8 +418,13 @@ def parse_spec(data: Any, source: str = "spec", lines: dict[tuple, int] | None =
         raise MlmmError(f"{where}: {field}: {message}") from None
 
 
-def load_spec(path: str | Path) -> BenchSpec:
-    """Read and validate a YAML spec file (never executed: plain YAML only)."""
+def load_spec(path: str | Path, *, allow_plugins: bool | Collection[str] = False) -> BenchSpec:
+    """Read and validate a YAML spec file (never executed: plain YAML only).
+
+    The file is read as plain data (:mod:`mlmm.plain_yaml`: at most 1 MB of UTF-8, no anchors
+    or aliases, no repeated keys). Its ``plugins`` are imported only when ``allow_plugins``
+    allows them (see :func:`parse_spec`); they are looked for in the spec's folder first.
+    """
     from mlmm.plain_yaml import compose_yaml, read_yaml_text
 
     path = Path(path)
@@ -385,7 +434,13 @@ def load_spec(path: str | Path) -> BenchSpec:
             f"({', '.join(builtin_suites())})"
         )
     data, node = compose_yaml(read_yaml_text(path, "benchmark spec"), str(path))
-    return parse_spec(data, str(path), _key_lines(node))
+    return parse_spec(
+        data,
+        str(path),
+        _key_lines(node),
+        allow_plugins=allow_plugins,
+        plugin_folder=path.resolve().parent,
+    )
 
 
 def builtin_suites() -> list[str]:
@@ -396,15 +451,18 @@ def builtin_suites() -> list[str]:
     )
 
 
-def load_suite(name_or_path: str | Path) -> BenchSpec:
-    """A built-in suite by name, or a spec file by path."""
+def load_suite(
+    name_or_path: str | Path, *, allow_plugins: bool | Collection[str] = False
+) -> BenchSpec:
+    """A built-in suite by name, or a spec file by path (``allow_plugins``: see
+    :func:`parse_spec`)."""
     name = str(name_or_path)
     if name in builtin_suites():
         with resources.as_file(resources.files("mlmm.bench") / "suites" / f"{name}.yaml") as p:
-            return load_spec(p)
+            return load_spec(p, allow_plugins=allow_plugins)
     if not name.endswith((".yaml", ".yml")) and not Path(name).exists():
         raise unknown_name_error("benchmark suite", name, builtin_suites())
-    return load_spec(name)
+    return load_spec(name, allow_plugins=allow_plugins)
 
 
 def _key_lines(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
