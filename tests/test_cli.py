@@ -375,3 +375,27 @@ def test_a_spec_plugin_beside_you_never_runs_without_permission(monkeypatch, cap
     finally:
         sys.modules.pop("harmless_plugin_cli", None)
         sys.modules.pop("evil_plugin_cli", None)
+
+
+@pytest.mark.parametrize(
+    "tail, phrase",
+    [
+        (b"seeds: &a [0]\ndescription: *a\n", "anchors (&name) and aliases (*name)"),
+        (b"seeds: [0]\nname: caf\xe9\n", "not UTF-8 text"),
+        (b"seeds: [0]\nseeds: [1]\n", "key 'seeds' is given twice (lines 4 and 5)"),
+        (b"seeds: [true]\n", "seeds are non-negative integers, got True"),
+        (b"seeds: [100000000000000000000000000000]\n", "below 2**63"),
+        (b"seeds: [0]\nmetrics: [mae]\n", "'mae' scores regression tasks"),
+        (b"seeds: [0]\nbudget: {lr: .nan}\n", "budget.lr: Input should be a finite number"),
+    ],
+)
+def test_a_bad_spec_is_one_line_before_the_store_exists(
+    monkeypatch, capsys, tmp_path, tail, phrase
+):
+    base = b"datasets: {synthetic: {}}\nmethods: {hemis: {}}\nmissing: [none]\n"
+    (tmp_path / "spec.yaml").write_bytes(base + tail)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, "bench", "spec.yaml", "--store", "s.db")
+    assert code == 2 and phrase in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.db").exists()
