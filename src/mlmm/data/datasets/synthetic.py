@@ -146,8 +146,10 @@ class SyntheticGenerator:
         if n_modalities > MAX_MODALITIES:
             raise MlmmError(f"n_modalities must be at most {MAX_MODALITIES}, got {n_modalities}")
         n_classes = _positive_int("n_classes", n_classes)
-        if not 2 <= n_classes <= MAX_CLASSES:
-            raise MlmmError(f"n_classes must be in [2, {MAX_CLASSES}], got {n_classes}")
+        if n_classes < 2:
+            raise MlmmError(f"n_classes must be at least 2, got {n_classes}")
+        if n_classes > MAX_CLASSES:
+            raise MlmmError(f"n_classes must be at most {MAX_CLASSES}, got {n_classes}")
         dims_list = _per_modality("dims", dims, n_modalities, integer=True)
         _check_size(
             "sum(dims) × 2 × n_classes (the class means' projections)",
