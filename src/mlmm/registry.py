@@ -144,12 +144,13 @@ def _import_plugin(module: str, folders: list[Path]) -> None:
         candidates = [*folders, *([Path(recorded[top])] if top in recorded else [])]
         for folder in candidates:
             spec = importlib.machinery.PathFinder.find_spec(top, [str(folder)])
-            if spec is None or spec.loader is None:
-                continue
+            if spec is None or (spec.loader is None and _regular_on_sys_path(top)):
+                continue  # as Python does, a plain folder yields to a real package anywhere
             package = importlib.util.module_from_spec(spec)
             sys.modules[top] = package
             try:
-                spec.loader.exec_module(package)
+                if spec.loader is not None:  # None: a namespace package (a folder, no code)
+                    spec.loader.exec_module(package)
             except BaseException:
                 sys.modules.pop(top, None)
                 raise
@@ -157,3 +158,9 @@ def _import_plugin(module: str, folders: list[Path]) -> None:
             os.environ[PLUGIN_FOLDERS_ENV] = json.dumps(recorded)
             break
     importlib.import_module(module)
+
+
+def _regular_on_sys_path(name: str) -> bool:
+    """Whether ``sys.path`` holds a module or package ``name`` with code (not a bare folder)."""
+    spec = importlib.machinery.PathFinder.find_spec(name)
+    return spec is not None and spec.loader is not None
