@@ -208,7 +208,7 @@ TRAIN = ["train", "--dataset", "synthetic", "--method", "hemis", "--out", "x"]
         (["--dataset-param", "n_samples=1e11"], "n_samples must be a positive integer"),
         (["--dataset-param", "n_samples=100000000000"], "n_samples asks for 1e+11 values"),
         (["--dataset-param", "n_samples=[1,"], "--dataset-param 'n_samples=[1,', line 1"),
-        (["--dataset-param", "n_sample=300"], "no parameter 'n_sample'. Did you mean 'n_samples'?"),
+        (["--dataset-param", "n_sample=300"], "no parameter 'n_sample'. Did you mean 'n_samples'"),
     ],
 )
 def test_bad_parameters_are_one_line_before_training(monkeypatch, capsys, tmp_path, args, phrase):
