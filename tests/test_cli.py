@@ -193,6 +193,87 @@ def test_debug_shows_the_traceback(monkeypatch, capsys):
         cli.main()
 
 
+TRAIN = ["train", "--dataset", "synthetic", "--method", "hemis", "--out", "x"]
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--param", "x=[1,"], "--param 'x=[1,', line 1: not valid YAML"),
+        (["--param", "a=&x 1"], "anchors (&name) and aliases (*name) are not allowed"),
+        (["--param", "hidden=1", "--param", "hidden=2"], "--param hidden is given twice"),
+        (["--param", "hiden=12"], "no hyperparameter 'hiden'. Did you mean 'hidden'?"),
+        (["--param", "dropout=.nan"], "dropout must be a finite number, got nan"),
+        (["--param", "dropout=-.inf"], "dropout must be a finite number, got -inf"),
+        (["--lr", "nan"], "lr must be a finite number, got nan"),
+        (["--dataset-param", "n_samples=1e11"], "n_samples must be a positive integer"),
+        (["--dataset-param", "n_samples=100000000000"], "n_samples asks for 1e+11 values"),
+        (["--dataset-param", "n_samples=[1,"], "--dataset-param 'n_samples=[1,', line 1"),
+        (["--dataset-param", "n_sample=300"], "no parameter 'n_sample'. Did you mean 'n_samples'"),
+    ],
+)
+def test_bad_parameters_are_one_line_before_training(monkeypatch, capsys, tmp_path, args, phrase):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, *TRAIN, "--dataset-param", "seed=0", *args)
+    assert code == 2, err
+    assert phrase in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_param_values_are_plain_yaml_with_exponent_numbers():
+    assert cli._parse_params(["lr=1e-3", "dims=[3, 4]", "rule=mean_prob"]) == {
+        "lr": 0.001,
+        "dims": [3, 4],
+        "rule": "mean_prob",
+    }
+
+
+def test_version(monkeypatch, capsys):
+    import mlmm
+
+    code, out, _ = run(monkeypatch, capsys, "--version")
+    assert code == 0 and out.strip() == f"mlmm {mlmm.__version__}"
+
+
+@pytest.fixture
+def store_file(tmp_path):
+    from mlmm.bench.store import ResultsStore
+
+    with ResultsStore(tmp_path / "same.db"):
+        pass
+    return tmp_path / "same.db"
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["report", "same.db", "--out", "same.db"], "is the file it is made from"),
+        (["report", "same.db", "--out", "./same.db"], "is the file it is made from"),
+        (["report", "same.db", "--out", "other.db"], "is an SQLite database"),
+        (["report", "same.db", "--out", "thesis.tex"], "is not a HTML file"),
+        (["report", "same.db", "--out", "."], "is a directory"),
+        (["export", "same.db", "same.db"], "is the file it is made from"),
+        (["export", "same.db", "thesis.tex.csv"], "is not a CSV file"),
+        (["bench", "--store", "same.html"], "is the file it is made from"),
+    ],
+)
+def test_report_and_export_never_overwrite_an_input_or_another_file(
+    monkeypatch, capsys, tmp_path, store_file, args, phrase
+):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(store_file, tmp_path / "other.db")
+    (tmp_path / "thesis.tex").write_text("\\documentclass{article}")
+    (tmp_path / "thesis.tex.csv").write_bytes(b"\x00binary")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and phrase in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
 def test_bench_runs_a_spec_and_resumes(monkeypatch, capsys, tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(
@@ -257,7 +338,7 @@ def test_a_plugin_option_registers_methods_for_every_command(monkeypatch, capsys
 
 
 # ------------------------------------------------------------- --out and --overwrite
-TRAIN = [
+TRAIN_QUICK = [
     "train",
     "--dataset",
     "synthetic",
@@ -291,7 +372,7 @@ def test_train_refuses_a_project_directory_before_training(monkeypatch, capsys, 
     before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
     no_training(monkeypatch)
     for extra in ([], ["--overwrite"]):
-        code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(project), *extra)
+        code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(project), *extra)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert "is not an mlmm model directory" in err and "thesis.tex" in err
     assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
@@ -310,7 +391,7 @@ def test_train_refuses_a_bad_out_before_training(monkeypatch, capsys, tmp_path, 
     else:
         target.symlink_to(tmp_path / "nowhere")
     no_training(monkeypatch)
-    code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(target))
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(target))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "choose another --out" in err or "create the target" in err
 
@@ -318,16 +399,16 @@ def test_train_refuses_a_bad_out_before_training(monkeypatch, capsys, tmp_path, 
 def test_retraining_needs_overwrite_and_keeps_the_users_files(monkeypatch, capsys, tmp_path):
     """Issue 11 item 1: retraining into an artifact deleted the user's evaluation CSV."""
     out_dir = tmp_path / "run"
-    code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(out_dir))
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out_dir))
     assert code == 0, err
     first = (out_dir / "model.safetensors").read_bytes()
     (out_dir / "eval.csv").write_text("metric,value\naccuracy,0.9\n")
     (out_dir / "notes.md").write_text("trained for the thesis")
-    code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(out_dir), "--seed", "1")
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out_dir), "--seed", "1")
     assert code == 2 and "already holds an mlmm model" in err and "--overwrite" in err
     assert (out_dir / "model.safetensors").read_bytes() == first
     code, out, err = run(
-        monkeypatch, capsys, *TRAIN, "--out", str(out_dir), "--seed", "1", "--overwrite"
+        monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out_dir), "--seed", "1", "--overwrite"
     )
     assert code == 0, err
     assert (out_dir / "model.safetensors").read_bytes() != first
@@ -359,7 +440,7 @@ def test_train_with_a_full_disk_is_one_line_and_leaves_nothing(monkeypatch, caps
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint, "_write_file", full)
-    code, _, err = run(monkeypatch, capsys, *TRAIN, "--out", str(tmp_path / "run"))
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(tmp_path / "run"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "No space left on device" in err
     assert list(tmp_path.iterdir()) == []
@@ -500,3 +581,69 @@ def test_training_lines_name_why_training_stopped():
     timed = cli._training_lines(trained(epochs=epochs, best_epoch=7, time_limited=True))
     assert "no validation data: kept epoch 7, stopped by the time limit (9s)" in timed[0]
     assert cli._training_lines(trained()) == ["training: fitted without epochs (0.0s)"]
+
+
+def test_a_spec_plugin_beside_you_never_runs_without_permission(monkeypatch, capsys, tmp_path):
+    from mlmm.registry import PLUGIN_FOLDERS_ENV
+
+    monkeypatch.delenv(PLUGIN_FOLDERS_ENV, raising=False)
+    work, specs = tmp_path / "work", tmp_path / "specs"
+    work.mkdir(), specs.mkdir()
+    marker = tmp_path / "evil-ran"
+    for name in ("evil_plugin_cli", "harmless_plugin_cli"):
+        (work / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    body = (
+        "plugins: [evil_plugin_cli]\ndatasets: {synthetic: {}}\nmethods: {hemis: {}}\n"
+        "missing: [none]\nseeds: [0]\n"
+    )
+    (work / "spec.yaml").write_text(body)
+    (specs / "spec.yaml").write_text(body)
+    monkeypatch.chdir(work)
+    try:
+        code, _, err = run(monkeypatch, capsys, "bench", "spec.yaml", "--no-report")
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert "the spec lists plugins ['evil_plugin_cli']" in err
+        assert "--allow-spec-plugins" in err and "--plugin evil_plugin_cli" in err
+        # --plugin searches the current folder for the modules it names, not for the spec's
+        args = ["--plugin", "harmless_plugin_cli", "bench", "spec.yaml", "--no-report"]
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and "--allow-spec-plugins" in err
+        assert marker.read_text() == "harmless_plugin_cli"
+        # allowed, a spec's plugins resolve from the spec's folder and sys.path, not from here
+        args = ["bench", str(specs / "spec.yaml"), "--allow-spec-plugins", "--no-report"]
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and "plugin 'evil_plugin_cli' could not be imported" in err
+        assert marker.read_text() == "harmless_plugin_cli"
+        assert not (work / "mlmm-results").exists()
+        # named on the command line, the same plugin is allowed (and found beside you)
+        args = ["--plugin", "evil_plugin_cli", "bench", "spec.yaml", "--method", "hemsi"]
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and "Did you mean 'hemis'" in err
+        assert marker.read_text() == "harmless_plugin_clievil_plugin_cli"
+    finally:
+        sys.modules.pop("harmless_plugin_cli", None)
+        sys.modules.pop("evil_plugin_cli", None)
+
+
+@pytest.mark.parametrize(
+    "tail, phrase",
+    [
+        (b"seeds: &a [0]\ndescription: *a\n", "anchors (&name) and aliases (*name)"),
+        (b"seeds: [0]\nname: caf\xe9\n", "not UTF-8 text"),
+        (b"seeds: [0]\nseeds: [1]\n", "key 'seeds' is given twice (lines 4 and 5)"),
+        (b"seeds: [true]\n", "seeds are non-negative integers, got True"),
+        (b"seeds: [100000000000000000000000000000]\n", "below 2**63"),
+        (b"seeds: [0]\nmetrics: [mae]\n", "'mae' scores regression tasks"),
+        (b"seeds: [0]\nbudget: {lr: .nan}\n", "budget.lr: Input should be a finite number"),
+    ],
+)
+def test_a_bad_spec_is_one_line_before_the_store_exists(
+    monkeypatch, capsys, tmp_path, tail, phrase
+):
+    base = b"datasets: {synthetic: {}}\nmethods: {hemis: {}}\nmissing: [none]\n"
+    (tmp_path / "spec.yaml").write_bytes(base + tail)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, "bench", "spec.yaml", "--store", "s.db")
+    assert code == 2 and phrase in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.db").exists()

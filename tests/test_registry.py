@@ -92,6 +92,8 @@ def test_a_plugin_module_registers_its_methods(plugin_module):
     [
         ("no_such_plugin_module", "plugin 'no_such_plugin_module' could not be imported"),
         ("", "a plugin is a module name"),
+        ("../evil", "a plugin is a module name such as 'my_lab.methods', got '../evil'"),
+        ("my_lab/methods.py", "a plugin is a module name"),
     ],
 )
 def test_a_plugin_that_cannot_be_imported_is_one_line(module, message):
@@ -110,3 +112,49 @@ def test_an_unknown_name_far_from_every_known_one_mentions_plugins():
     assert "plugin" not in str(typo.value)  # a typo gets the suggestion alone
     with pytest.raises(MlmmError, match="Choose from: hemis. .*mlmm --plugin MODULE"):
         registry.get("my-lab-method")
+
+
+def test_plugins_in_a_folder_import_without_joining_sys_path(tmp_path, monkeypatch):
+    import json
+    import os
+    import sys
+
+    from mlmm.registry import PLUGIN_FOLDERS_ENV, load_plugins
+
+    monkeypatch.delenv(PLUGIN_FOLDERS_ENV, raising=False)
+    (tmp_path / "folder_plugin_a.py").write_text("VALUE = 'a'\n")
+    (tmp_path / "folder_plugin_b.py").write_text("VALUE = 'b'\n")
+    (tmp_path / "folder_ns_lab").mkdir()  # a namespace package: a folder without __init__.py
+    (tmp_path / "folder_ns_lab" / "methods.py").write_text("VALUE = 'ns'\n")
+    names = ("folder_plugin_a", "folder_plugin_b", "folder_ns_lab", "folder_ns_lab.methods")
+    try:
+        load_plugins(["folder_plugin_a", "folder_ns_lab.methods"], folders=[tmp_path])
+        assert sys.modules["folder_plugin_a"].VALUE == "a"
+        assert sys.modules["folder_ns_lab.methods"].VALUE == "ns"
+        assert str(tmp_path) not in sys.path
+        # the folder served the modules named with it, nothing else
+        with pytest.raises(MlmmError, match="'folder_plugin_b' could not be imported"):
+            load_plugins(["folder_plugin_b"])
+        recorded = json.loads(os.environ[PLUGIN_FOLDERS_ENV])
+        assert recorded == {"folder_plugin_a": str(tmp_path), "folder_ns_lab": str(tmp_path)}
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+
+
+def test_a_bare_folder_yields_to_an_installed_package(tmp_path, monkeypatch):
+    import sys
+
+    from mlmm.registry import PLUGIN_FOLDERS_ENV, load_plugins
+
+    monkeypatch.delenv(PLUGIN_FOLDERS_ENV, raising=False)
+    (tmp_path / "mlmm_doc_pkg_test").mkdir()
+    installed = tmp_path / "site"
+    (installed / "mlmm_doc_pkg_test").mkdir(parents=True)
+    (installed / "mlmm_doc_pkg_test" / "__init__.py").write_text("VALUE = 'installed'\n")
+    monkeypatch.syspath_prepend(str(installed))
+    try:
+        load_plugins(["mlmm_doc_pkg_test"], folders=[tmp_path])
+        assert sys.modules["mlmm_doc_pkg_test"].VALUE == "installed"
+    finally:
+        sys.modules.pop("mlmm_doc_pkg_test", None)

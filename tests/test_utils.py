@@ -1,4 +1,4 @@
-"""Seeds, devices and atomic writes."""
+"""Seeds, devices, atomic writes and output-path checks."""
 
 from __future__ import annotations
 
@@ -124,3 +124,61 @@ def test_check_output_file_refuses_what_cannot_be_written(tmp_path):
     ):
         with pytest.raises(MlmmError, match=phrase):
             check_output_file(path)
+
+
+def test_an_output_that_is_an_input_is_refused_by_any_name(tmp_path, monkeypatch):
+    store = tmp_path / "same.db"
+    store.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    (tmp_path / "link.db").symlink_to(store)
+    monkeypatch.chdir(tmp_path)
+    for out in (store, "same.db", "./sub/../same.db", tmp_path / "link.db"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        with pytest.raises(MlmmError, match="is the file it is made from"):
+            check_output_file(out, "HTML", inputs=["same.db"], what="report")
+    # a store that does not exist yet is compared by its resolved path
+    with pytest.raises(MlmmError, match="is the file it is made from"):
+        check_output_file("new.html", "HTML", inputs=[tmp_path / "new.html"])
+
+
+@pytest.mark.parametrize(
+    "content, kind, phrase",
+    [
+        (b"SQLite format 3\x00" + bytes(100), "HTML", "is an SQLite database"),
+        (b"SQLite format 3\x00" + bytes(100), None, "is an SQLite database"),
+        (b"\\documentclass{article}", "HTML", "is not a HTML file"),
+        (b"PAR1\x00\x01", "CSV", "is not a CSV file"),
+        (b"a,b\n1,2\n", "Parquet", "is not a Parquet file"),
+    ],
+)
+def test_an_existing_file_of_another_kind_is_refused(tmp_path, content, kind, phrase):
+    path = tmp_path / "out.file"
+    path.write_bytes(content)
+    with pytest.raises(MlmmError, match=phrase):
+        check_output_file(path, kind)
+    assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    "content, kind",
+    [
+        (b"", "HTML"),
+        (b"\n<!DOCTYPE html>\n<html>", "HTML"),
+        (b"<HTML><body>", "HTML"),
+        (b"a,b\n1,2\n", "CSV"),
+        (b"PAR1\x00", "Parquet"),
+    ],
+)
+def test_an_earlier_output_of_the_same_kind_may_be_replaced(tmp_path, content, kind):
+    path = tmp_path / "out.file"
+    path.write_bytes(content)
+    assert check_output_file(path, kind) == path
+    assert check_output_file(tmp_path / "new.html", "HTML") == tmp_path / "new.html"
+
+
+def test_a_directory_or_a_fifo_is_not_an_output_file(tmp_path):
+    with pytest.raises(MlmmError, match="is a directory; give a file path"):
+        check_output_file(tmp_path, "HTML")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(MlmmError, match="is not a regular file"):
+        check_output_file(fifo, "HTML")  # refused without opening it (which would hang)

@@ -28,11 +28,11 @@ def _console():
     return Console() if sys.stdout.isatty() else Console(width=180)
 
 
-def _parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``["hidden=128", "rule=mean_prob"]`` → dict, values parsed as YAML scalars."""
-    import yaml
-
+def _parse_params(items: list[str] | None, option: str = "--param") -> dict[str, Any]:
+    """``["hidden=128", "rule=mean_prob"]`` → dict, values read as plain YAML (``1e-3`` is a
+    number); a malformed value or a key given twice is one clear error."""
     from mlmm.errors import MlmmError
+    from mlmm.plain_yaml import load_yaml
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -41,7 +41,10 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
                 f"parameters are written key=value, got {item!r} (e.g. --param hidden=128)"
             )
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        key = key.strip()
+        if key in out:
+            raise MlmmError(f"{option} {key} is given twice; give each parameter once")
+        out[key] = load_yaml(value, f"{option} {item!r}")
     return out
 
 
@@ -56,14 +59,29 @@ def _table(df, title: str | None = None, max_rows: int = 200):
     return table
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mlmm import __version__
+
+        typer.echo(f"mlmm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
     plugin: Annotated[
         list[str] | None,
         typer.Option(
             help="Import this module first: it registers your methods, datasets or backbones "
-            "(repeatable; benchmark workers import it too)."
+            "(repeatable; looked for in the current folder, then on sys.path; benchmark "
+            "workers import it too)."
         ),
     ] = None,
 ) -> None:
@@ -72,9 +90,9 @@ def _main(
     if plugin:
         from mlmm.registry import load_plugins
 
-        if os.getcwd() not in sys.path:  # as `python -m` would: a module beside you imports
-            sys.path.insert(0, os.getcwd())
-        load_plugins(plugin)
+        # as `python -m` would, a module beside you imports; but only the modules named here:
+        # the folder is not added to sys.path, where a spec's plugins would find it too
+        load_plugins(plugin, folders=[os.getcwd()])
 
 
 @app.command()
@@ -161,7 +179,7 @@ def train(
         dataset,
         method,
         method_params=_parse_params(param),
-        dataset_params=_parse_params(dataset_param),
+        dataset_params=_parse_params(dataset_param, "--dataset-param"),
         missing=missing,
         seed=seed,
         trainer={
@@ -287,7 +305,9 @@ def evaluate(
     from mlmm.utils import atomic_write, check_output_file
 
     if out is not None:
-        check_output_file(out)  # before the evaluation, so a bad --out costs nothing
+        check_output_file(
+            out, "CSV", what="--out"
+        )  # before the evaluation, so a bad --out costs nothing
     trained = TrainedModel.load(model_dir)
     info = trained.info
     if "dataset" not in info:
@@ -361,15 +381,25 @@ def bench(
         typer.Option(help="Run this method's stored runs again (repeatable)."),
     ] = None,
     report: Annotated[bool, typer.Option(help="Write the HTML report at the end.")] = True,
+    allow_spec_plugins: Annotated[
+        bool,
+        typer.Option(
+            help="Import the plugins the spec lists (code: a spec is data, so by default only "
+            "plugins also named with mlmm --plugin run)."
+        ),
+    ] = False,
 ) -> None:
     """Run a benchmark (default: the quick suite); reruns skip finished runs."""
     from mlmm.bench.spec import load_suite, parse_spec
 
-    suite = load_suite(spec)
+    allowed = True if allow_spec_plugins else _state.get("plugins", [])
+    suite = load_suite(spec, allow_plugins=allowed)
     data = suite.model_dump()
+    if "metrics" not in suite.model_fields_set:  # the defaults are not checked against tasks
+        del data["metrics"]
     data["plugins"] += [p for p in _state.get("plugins", []) if p not in data["plugins"]]
     data = _bench_overrides(data, dataset, method, missing, seeds, epochs)
-    suite = parse_spec(data, f"{spec} with the command-line options")
+    suite = parse_spec(data, f"{spec} with the command-line options", allow_plugins=allowed)
     path = store or Path("mlmm-results") / f"{suite.name}.db"
     _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, report, rerun)
 
@@ -410,6 +440,10 @@ def _run_bench(
     from mlmm.bench.tables import comparison_table
 
     console = _console()
+    if report:  # checked before any run: the report must not replace the store or a user file
+        from mlmm.utils import check_output_file
+
+        check_output_file(Path(path).with_suffix(".html"), "HTML", inputs=[path], what="report")
     runs = suite.runs()
     threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
     console.print(
@@ -501,14 +535,16 @@ def report_command(
     from mlmm.bench.report import write_report
     from mlmm.bench.store import ResultsStore
     from mlmm.errors import MlmmError
+    from mlmm.utils import check_output_file
 
     if not store.exists():
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
+    out = check_output_file(
+        out or store.with_suffix(".html"), "HTML", inputs=[store], what="report"
+    )
     with ResultsStore(store) as db:
         runs, table, specs = db.runs(), db.table(), db.specs()
-    html = write_report(
-        runs, table, out or store.with_suffix(".html"), title=store.stem, specs=specs
-    )
+    html = write_report(runs, table, out, title=store.stem, specs=specs)
     _console().print(f"report: {html}")
 
 
@@ -520,9 +556,12 @@ def export_command(
     """Export a results store's tidy table (with each run's costs) to CSV or Parquet."""
     from mlmm.bench.store import ResultsStore
     from mlmm.errors import MlmmError
+    from mlmm.utils import check_output_file
 
     if not store.exists():
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
+    kind = {".csv": "CSV", ".parquet": "Parquet"}.get(out.suffix)
+    check_output_file(out, kind, inputs=[store], what="export")
     with ResultsStore(store) as db:
         path = db.export(out)
     _console().print(f"wrote {path}")

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from mlmm.errors import MlmmError, unknown_name_error
@@ -79,13 +86,32 @@ class Registry(Generic[T]):
         return len(self._entries)
 
 
-def load_plugins(modules: Iterable[str]) -> None:
+#: Environment variable mapping plugin packages imported from a folder (not from sys.path) to
+#: that folder, as JSON; benchmark workers, which inherit the environment, import them from
+#: the same place.
+PLUGIN_FOLDERS_ENV = "MLMM_PLUGIN_FOLDERS"
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def load_plugins(modules: Iterable[str], folders: Iterable[str | Path] = ()) -> None:
     """Import modules that register methods, datasets, missingness models or backbones.
 
     Registration happens when a module is imported (``@register_method`` and its kin), so a
     plugin is any importable module doing that at import time: ``mlmm --plugin my_lab.methods
     train --method my-method ...``, or ``plugins: [my_lab.methods]`` in a benchmark spec (then
     every benchmark worker imports it too). A module is imported once per process.
+
+    Parameters
+    ----------
+    modules : iterable of str
+        Module names (``my_lab.methods``), never paths.
+    folders : iterable of str or Path
+        Folders searched for these modules (their top-level package) before ``sys.path``,
+        without adding the folders to ``sys.path``: only the modules named here are looked
+        for there. The CLI passes the current folder for ``--plugin``, and a spec's folder for
+        its ``plugins``. Workers of a benchmark import the same files (through the
+        environment variable ``MLMM_PLUGIN_FOLDERS``).
 
     Examples
     --------
@@ -95,11 +121,12 @@ def load_plugins(modules: Iterable[str]) -> None:
     ...
     mlmm.errors.MlmmError: plugin 'no_such_module' could not be imported (ModuleNotFoundError: No module named 'no_such_module'); install it, or put its folder on PYTHONPATH
     """
+    folders = [Path(f) for f in folders]
     for module in modules:
-        if not isinstance(module, str) or not module:
+        if not isinstance(module, str) or not _MODULE_NAME.fullmatch(module):
             raise MlmmError(f"a plugin is a module name such as 'my_lab.methods', got {module!r}")
         try:
-            importlib.import_module(module)
+            _import_plugin(module, folders)
         except MlmmError:
             raise
         except Exception as err:  # a plugin's own bug surfaces as one line naming the plugin
@@ -107,3 +134,33 @@ def load_plugins(modules: Iterable[str]) -> None:
                 f"plugin {module!r} could not be imported ({type(err).__name__}: {err}); "
                 "install it, or put its folder on PYTHONPATH"
             ) from None
+
+
+def _import_plugin(module: str, folders: list[Path]) -> None:
+    """Import ``module``, its top-level package first from ``folders`` or the recorded ones."""
+    top = module.partition(".")[0]
+    if top not in sys.modules:
+        recorded = json.loads(os.environ.get(PLUGIN_FOLDERS_ENV) or "{}")
+        candidates = [*folders, *([Path(recorded[top])] if top in recorded else [])]
+        for folder in candidates:
+            spec = importlib.machinery.PathFinder.find_spec(top, [str(folder)])
+            if spec is None or (spec.loader is None and _regular_on_sys_path(top)):
+                continue  # as Python does, a plain folder yields to a real package anywhere
+            package = importlib.util.module_from_spec(spec)
+            sys.modules[top] = package
+            try:
+                if spec.loader is not None:  # None: a namespace package (a folder, no code)
+                    spec.loader.exec_module(package)
+            except BaseException:
+                sys.modules.pop(top, None)
+                raise
+            recorded[top] = str(folder.resolve())
+            os.environ[PLUGIN_FOLDERS_ENV] = json.dumps(recorded)
+            break
+    importlib.import_module(module)
+
+
+def _regular_on_sys_path(name: str) -> bool:
+    """Whether ``sys.path`` holds a module or package ``name`` with code (not a bare folder)."""
+    spec = importlib.machinery.PathFinder.find_spec(name)
+    return spec is not None and spec.loader is not None

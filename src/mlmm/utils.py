@@ -1,4 +1,4 @@
-"""Small shared helpers: seeds, devices, atomic writes."""
+"""Small shared helpers: seeds, devices, atomic writes, output-path checks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -80,40 +80,91 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator:
         raise
 
 
-def check_output_file(path: str | Path) -> Path:
-    """Check, before any work, that a result file can be written at ``path``.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
-    Refused in one line: an existing directory, something that is not a regular file
-    (a device, a FIFO), a location under a file, or one that is not writable.
+#: How the first bytes of an existing file of each kind look (empty files pass: nothing is lost).
+_FILE_KINDS: dict[str, Callable[[bytes], bool]] = {
+    "HTML": lambda head: (
+        head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith((b"<!doctype html", b"<html"))
+    ),
+    "CSV": lambda head: b"\x00" not in head,
+    "Parquet": lambda head: head.startswith(b"PAR1"),
+}
 
-    Parameters
-    ----------
-    path : str or Path
-        The file a command will write (``mlmm evaluate --out``).
+
+def check_output_file(
+    path: str | Path,
+    kind: str | None = None,
+    *,
+    inputs: Iterable[str | Path] = (),
+    what: str = "output",
+) -> Path:
+    """Refuse, before any work, an output file whose writing would destroy something.
+
+    Refused: a path that is one of ``inputs`` (the same file by any name: symlinks and hard
+    links are followed), a directory or other non-regular file, an SQLite database, and an
+    existing non-empty file that does not look like ``kind`` (``"HTML"``, ``"CSV"`` or
+    ``"Parquet"``; ``None`` checks only the rest). An existing file of the same kind is
+    replaced, as an earlier run's output is meant to be.
 
     Returns
     -------
-    Path
-        ``path`` unchanged.
+    pathlib.Path
+        ``path`` as a Path.
 
     Raises
     ------
     MlmmError
-        Saying what is wrong and what to do.
+        One line naming the path, what it is, and the fix.
     """
     path = Path(path)
+    for source in inputs:
+        if _same_file(path, Path(source)):
+            raise MlmmError(
+                f"the {what} {str(path)!r} is the file it is made from ({str(source)!r}); "
+                f"writing it would destroy that file; choose another {what} path"
+            )
+    if not path.exists():
+        _check_writable_location(path, what)
+        return path
     if path.is_dir():
-        raise MlmmError(f"{path} is a directory; give --out a file path such as {path}/table.csv")
-    if path.exists() and not path.is_file():
-        raise MlmmError(f"{path} exists and is not a regular file; choose another --out")
+        raise MlmmError(f"the {what} {str(path)!r} is a directory; give a file path")
+    if not path.is_file():
+        raise MlmmError(f"the {what} {str(path)!r} exists and is not a regular file")
+    _check_writable_location(path, what)
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        return path
+    if head.startswith(_SQLITE_MAGIC):
+        raise MlmmError(
+            f"the {what} {str(path)!r} is an SQLite database (a results store?) and would be "
+            f"overwritten; choose another {what} path"
+        )
+    if kind is not None and not _FILE_KINDS[kind](head):
+        raise MlmmError(
+            f"the {what} {str(path)!r} exists and is not a {kind} file, so it is not replaced; "
+            f"remove it or choose another {what} path"
+        )
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (existing or not), by any path."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _check_writable_location(path: Path, what: str) -> None:
+    """Refuse a path under a file, or in a folder this process cannot write (checked up front)."""
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise MlmmError(f"cannot create {path}: {parent} is a file; choose another --out")
+        raise MlmmError(f"cannot create {path}: {parent} is a file; choose another {what} path")
     if not os.access(parent, os.W_OK | os.X_OK):  # the file is written beside it, then renamed
         raise MlmmError(
-            f"cannot write {path}: {parent} is not writable; choose another --out or fix its "
-            f"permissions"
+            f"cannot write {path}: {parent} is not writable; choose another {what} path or fix "
+            f"its permissions"
         )
-    return path

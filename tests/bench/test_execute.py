@@ -183,7 +183,8 @@ def test_a_spec_plugin_is_imported_by_every_worker(tmp_path, plugin_module):
             "missing": ["mcar:0.5"],
             "seeds": [0, 1],
             "budget": {"max_epochs": 2},
-        }
+        },
+        allow_plugins=[plugin_module],
     )
     assert {r.plugins for r in spec.runs()} == {(plugin_module,)}
     # spawned workers start without the plugin: they import it from the run's configuration

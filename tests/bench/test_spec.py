@@ -1,6 +1,11 @@
 """Benchmark specs: YAML validated before any run, with the field and line of every error."""
 
+import itertools
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,6 +102,16 @@ BAD = [
     ("budget:\n  max_epochs: 0\n", 8, "budget.max_epochs"),
     ("colour: red\n", 7, "colour: unknown field"),
     ("metrics: [acuracy]\n", 7, "Did you mean 'accuracy'"),
+    ("seeds: [true]\n", 6, "seeds are non-negative integers, got True"),
+    ("seeds: [100000000000000000000000000000]\n", 6, "non-negative integers below 2**63"),
+    ("metrics: [mae]\n", 7, "'mae' scores regression tasks, but the spec's datasets are synthetic"),
+    ("methods:\n  hemis: {dropout: .nan}\n", 4, "hyperparameter 'dropout' of method 'hemis'"),
+    ("datasets:\n  synthetic: {snr: [.inf]}\n", 1, "must be finite, got [inf]"),
+    ("budget:\n  lr: .nan\n", 8, "budget.lr: Input should be a finite number"),
+    ("budget:\n  time_limit: .inf\n", 8, "budget.time_limit: Input should be a finite number"),
+    ("test_size: .nan\n", 7, "test_size: Input should be a finite number"),
+    ("seeds: [0]\nseeds: [1]\n", 7, "key 'seeds' is given twice (lines 6 and 7); keep one"),
+    ("methods:\n  hemis: {hidden: 8, hidden: 9}\n", 5, "key 'hidden' is given twice"),
 ]
 
 
@@ -150,3 +165,130 @@ def test_the_documented_spec_is_valid():
     spec = parse_spec(yaml.safe_load(block))
     assert len(spec.conditions("handwritten")) == 4 and len(spec.conditions("synthetic")) == 3
     assert spec.budget.time_limit == 600
+
+
+def write(tmp_path, content: str | bytes):
+    path = tmp_path / "spec.yaml"
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+    return path
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(c + 1)}: &{chr(c + 1)} [{', '.join([f'*{chr(c)}'] * 10)}]\n"
+    for c in range(ord("a"), ord("i"))
+)
+
+
+def test_an_alias_bomb_is_refused_before_anything_is_expanded(tmp_path):
+    # 10**9 leaves once expanded; refused while composing, at its first anchor
+    path = write(tmp_path, BILLION_LAUGHS)
+    assert path.stat().st_size < 1000
+    with pytest.raises(MlmmError, match=r"line 1: not valid YAML: anchors \(&name\) and aliases"):
+        load_spec(path)
+
+
+def test_an_alias_alone_is_refused_too(tmp_path):
+    body = "datasets:\n  synthetic: &p {n_samples: 300}\n  handwritten: *p\n"
+    with pytest.raises(MlmmError, match="line 2: not valid YAML: anchors"):
+        load_spec(write(tmp_path, body))
+
+
+def test_a_spec_larger_than_the_cap_is_refused_unread(tmp_path):
+    from mlmm.plain_yaml import MAX_BYTES
+
+    path = write(tmp_path, "# padding\n" * (MAX_BYTES // 10 + 1))
+    with pytest.raises(MlmmError, match="at most 1,000,000 bytes"):
+        load_spec(path)
+
+
+def test_deep_nesting_is_refused_in_one_line(tmp_path):
+    path = write(tmp_path, "seeds: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(MlmmError, match="nested more than 64 levels deep") as err:
+        load_spec(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_spec_that_is_not_utf8_is_one_line(tmp_path):
+    path = write(tmp_path, "name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(MlmmError, match=r"not UTF-8 text \(byte 0xe9 at offset 9\)"):
+        load_spec(path)
+
+
+def test_a_utf8_bom_is_accepted(tmp_path):
+    body = "datasets: {synthetic: {}}\nmethods: {hemis: {}}\nmissing: [none]\nseeds: [0]\n"
+    assert load_spec(write(tmp_path, "\ufeff" + body)).seeds == [0]
+
+
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    body = (
+        "datasets: {synthetic: {}}\nmethods: {hemis: {dropout: 1e-1}}\nmissing: [none]\n"
+        "seeds: [0]\nbudget: {lr: 1E-3}\n"
+    )
+    spec = load_spec(write(tmp_path, body))
+    assert spec.methods["hemis"]["dropout"] == 0.1 and spec.budget.lr == 0.001
+
+
+def test_metrics_must_score_the_datasets_task():
+    assert parse_spec({**BASE, "metrics": ["accuracy", "ece"]}).metrics == ["accuracy", "ece"]
+    with pytest.raises(MlmmError, match="'rmse' scores regression tasks.*use accuracy, macro_f1"):
+        parse_spec({**BASE, "metrics": ["accuracy", "rmse"]})
+
+
+_side_ids = itertools.count()
+
+
+@pytest.fixture
+def plugin_beside_spec(tmp_path, monkeypatch):
+    """A spec folder holding ``side_plugin_N.py``, which registers the method ``side-fusion``
+    and writes ``imported.txt`` when imported; the registration is undone after the test."""
+    from mlmm.methods import METHODS
+    from mlmm.registry import PLUGIN_FOLDERS_ENV
+
+    name = f"side_plugin_{next(_side_ids)}"
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(
+        "import pathlib\n"
+        "from mlmm.methods.combination.late_fusion import LateFusion\n"
+        "from mlmm.methods.registry import register_method\n"
+        "pathlib.Path(__file__).with_name('imported.txt').write_text('ran')\n"
+        "@register_method('side-fusion', family='combination', subtype='ensemble', paper='-')\n"
+        "class SideFusion(LateFusion):\n"
+        "    '''late-fusion under another name.'''\n"
+    )
+    (folder / "spec.yaml").write_text(
+        f"plugins: [{name}]\ndatasets: {{synthetic: {{}}}}\nmethods: {{side-fusion: {{}}}}\n"
+        "missing: [none]\nseeds: [0]\n"
+    )
+    monkeypatch.delenv(PLUGIN_FOLDERS_ENV, raising=False)
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    yield name, folder
+    sys.modules.pop(name, None)
+
+
+def test_spec_plugins_are_refused_unless_allowed(plugin_beside_spec):
+    name, folder = plugin_beside_spec
+    with pytest.raises(MlmmError, match=rf"line 1: plugins: the spec lists plugins \['{name}'\]"):
+        load_spec(folder / "spec.yaml")
+    with pytest.raises(MlmmError, match="--allow-spec-plugins"):
+        load_spec(folder / "spec.yaml", allow_plugins=["other_module"])
+    with pytest.raises(MlmmError, match="--allow-spec-plugins"):
+        load_spec(folder / "spec.yaml", allow_plugins=name + "x")  # a string is one name
+    assert not (folder / "imported.txt").exists()
+
+
+def test_allowed_spec_plugins_resolve_from_the_spec_folder_in_workers_too(plugin_beside_spec):
+    name, folder = plugin_beside_spec
+    spec = load_spec(folder / "spec.yaml", allow_plugins=[name])
+    assert (folder / "imported.txt").read_text() == "ran"
+    assert spec.plugins == [name] and "side-fusion" in spec.methods
+    assert not any(Path(p or ".").resolve() == folder for p in sys.path)  # not on sys.path
+    # a spawned benchmark worker inherits the environment and imports the same file
+    code = (
+        f"from mlmm.registry import load_plugins; load_plugins([{name!r}]); "
+        "from mlmm.methods import METHODS; print('side-fusion' in METHODS)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "True", out.stderr

@@ -106,6 +106,11 @@ def test_same_seed_same_model_whatever_the_global_random_state():
         ({"max_epochs": 2.5}, "max_epochs must be an integer"),
         ({"weight_decay": -1.0}, "weight_decay must be in"),
         ({"grad_clip": 0.0}, "grad_clip must be in"),
+        ({"lr": float("nan")}, "lr must be a finite number, got nan"),
+        ({"lr": float("inf")}, "lr must be a finite number, got inf"),
+        ({"weight_decay": float("nan")}, "weight_decay must be a finite number"),
+        ({"grad_clip": float("nan")}, "grad_clip must be a finite number"),
+        ({"time_limit": float("inf")}, "time_limit must be a finite number"),
     ],
 )
 def test_bad_arguments_are_rejected(kw, phrase):

@@ -29,6 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -40,6 +43,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -48,12 +52,24 @@ from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
 
 #: Metrics the evaluation computes (classification, then regression).
 METRICS = ("accuracy", "macro_f1", "auroc", "ece", "rmse", "mae", "r2")
+#: The task each metric scores.
+METRIC_TASKS = {
+    "accuracy": "classification",
+    "macro_f1": "classification",
+    "auroc": "classification",
+    "ece": "classification",
+    "mae": "regression",
+    "rmse": "regression",
+    "r2": "regression",
+}
+#: Seeds are stored as 64-bit integers.
+MAX_SEED = 2**63 - 1
 
 
 class Budget(BaseModel):
     """What one run may spend: epochs, seconds of training, and the trainer's batch settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_epochs: int = Field(200, ge=1, description="Maximum epochs per training stage.")
     time_limit: float | None = Field(
@@ -99,7 +115,7 @@ class MissingEntry(BaseModel):
 class BenchSpec(BaseModel):
     """A benchmark: datasets × methods × missingness × seeds, with metrics and a budget."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field("custom", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -116,10 +132,25 @@ class BenchSpec(BaseModel):
 
     @field_validator("plugins")
     @classmethod
-    def _plugins(cls, value: list[str]) -> list[str]:
+    def _plugins(cls, value: list[str], info: ValidationInfo) -> list[str]:
         from mlmm.registry import load_plugins
 
-        load_plugins(value)  # their methods and datasets are then known to the checks below
+        context = info.context or {}
+        allowed = context.get("allow_plugins", False)
+        # a module this process has imported already runs nothing new when imported again
+        refused = [
+            m for m in value if not (allowed is True or m in (allowed or ()) or m in sys.modules)
+        ]
+        if refused:
+            raise MlmmError(
+                f"the spec lists plugins {refused}, which run code when imported, and a spec is "
+                f"data; to run them, allow them on the command line: mlmm bench SPEC "
+                f"--allow-spec-plugins, or mlmm --plugin {refused[0]} bench SPEC "
+                f"(in Python: load_spec(path, allow_plugins=True))"
+            )
+        folder = context.get("plugin_folder")
+        # their methods and datasets are then known to the checks below
+        load_plugins(value, folders=[folder] if folder else [])
         return value
 
     @field_validator("datasets")
@@ -129,8 +160,9 @@ class BenchSpec(BaseModel):
 
         if value == "all":  # every built-in dataset with its default parameters
             return {name: {} for name in DATASETS.names()}
-        for name in value:
+        for name, params in value.items():
             DATASETS.get(name)  # unknown name: MlmmError with the closest matches
+            _check_finite(params, "parameter", f"dataset {name!r}")
         return {name: dict(params or {}) for name, params in value.items()}
 
     @field_validator("methods")
@@ -148,6 +180,7 @@ class BenchSpec(BaseModel):
                     raise MlmmError(
                         f"method {name!r} has no hyperparameter {key!r}.{did_you_mean(key, accepted)}"
                     )
+            _check_finite(params, "hyperparameter", f"method {name!r}")
         # resolved against the defaults, so a run's key (and its stored configuration) changes
         # when a default does: a store never serves results of an older default as current
         return {
@@ -176,22 +209,48 @@ class BenchSpec(BaseModel):
                     )
         return self
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_types(cls, value: Any) -> Any:
+        for seed in value if isinstance(value, list) else []:
+            if isinstance(seed, bool) or not isinstance(seed, int):  # pydantic reads True as 1
+                raise ValueError(f"seeds are non-negative integers, got {seed!r}")
+        return value
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: list[int]) -> list[int]:
         for seed in value:
-            if seed < 0:
-                raise ValueError(f"seeds must be non-negative integers, got {seed}")
+            if not 0 <= seed <= MAX_SEED:
+                raise ValueError(
+                    f"seeds must be non-negative integers below 2**63 (they are stored as "
+                    f"64-bit integers), got {seed}"
+                )
         if len(set(value)) != len(value):
             raise ValueError(f"seeds are listed twice: {value}")
         return value
 
     @field_validator("metrics")
     @classmethod
-    def _metrics(cls, value: list[str]) -> list[str]:
+    def _metrics(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # runs only for metrics the spec lists: the default list is not validated
+        from mlmm.data.datasets import DATASETS
+
         for metric in value:
             if metric not in METRICS:
                 raise unknown_name_error("metric", metric, METRICS)
+        tasks = {  # datasets of plugins may not declare their task: those are not checked
+            name: DATASETS.get(name).info.get("task") for name in info.data.get("datasets", {})
+        }
+        tasks = {name: task for name, task in tasks.items() if task in METRIC_TASKS.values()}
+        for metric in value:
+            if tasks and METRIC_TASKS[metric] not in tasks.values():
+                fitting = [m for m, t in METRIC_TASKS.items() if t in tasks.values()]
+                raise ValueError(
+                    f"metric {metric!r} scores {METRIC_TASKS[metric]} tasks, but the spec's "
+                    f"datasets are {', '.join(f'{n} ({t})' for n, t in tasks.items())}; use "
+                    f"{', '.join(fitting)}"
+                )
         return value
 
     # ------------------------------------------------------------------ expansion
@@ -289,16 +348,61 @@ class RunConfig:
         return f"{self.dataset} {self.method} {self.train_missing} seed={self.seed}"
 
 
+def _check_finite(params: dict[str, Any] | None, label: str, owner: str) -> None:
+    """Refuse NaN and infinities anywhere in the parameters of ``owner`` (a method, a
+    dataset): they pass every range check, since NaN compares False with any bound."""
+
+    def finite(value: Any) -> bool:
+        if isinstance(value, float):
+            return math.isfinite(value)
+        if isinstance(value, (list, tuple)):
+            return all(finite(v) for v in value)
+        if isinstance(value, dict):
+            return all(finite(v) for v in value.values())
+        return True
+
+    for key, value in (params or {}).items():
+        if not finite(value):
+            raise MlmmError(f"{label} {key!r} of {owner} must be finite, got {value!r}")
+
+
 # ---------------------------------------------------------------------- loading
-def parse_spec(data: Any, source: str = "spec", lines: dict[tuple, int] | None = None) -> BenchSpec:
-    """Validate a spec given as a mapping; errors name the field (and its line, when known)."""
+def parse_spec(
+    data: Any,
+    source: str = "spec",
+    lines: dict[tuple, int] | None = None,
+    *,
+    allow_plugins: bool | Collection[str] = False,
+    plugin_folder: str | Path | None = None,
+) -> BenchSpec:
+    """Validate a spec given as a mapping; errors name the field (and its line, when known).
+
+    Parameters
+    ----------
+    data : mapping
+        The spec as plain data.
+    source : str
+        What the errors call it (the file name).
+    lines : dict, optional
+        Line of each key path, for the errors (:func:`load_spec` fills it).
+    allow_plugins : bool or collection of str
+        Which of the spec's ``plugins`` may be imported: True for all, or these names. A spec
+        is data, and a plugin is code, so by default (False) a spec listing a plugin is refused
+        unless this process has imported that module already.
+    plugin_folder : str or Path, optional
+        A folder searched for the plugins before ``sys.path`` (:func:`load_spec` passes the
+        spec file's folder).
+    """
     if not isinstance(data, dict):
         raise MlmmError(
             f"{source}: a benchmark spec is a mapping with keys datasets, methods, missing, "
             f"seeds..., got {type(data).__name__}"
         )
+    if not isinstance(allow_plugins, bool):  # names: a bare string is one name, not letters
+        allow_plugins = {allow_plugins} if isinstance(allow_plugins, str) else set(allow_plugins)
+    context = {"allow_plugins": allow_plugins, "plugin_folder": plugin_folder}
     try:
-        return BenchSpec.model_validate(data)
+        return BenchSpec.model_validate(data, context=context)
     except ValidationError as err:  # the validators' MlmmErrors arrive wrapped in it
         first = err.errors()[0]
         loc = tuple(first["loc"])
@@ -315,24 +419,29 @@ def parse_spec(data: Any, source: str = "spec", lines: dict[tuple, int] | None =
         raise MlmmError(f"{where}: {field}: {message}") from None
 
 
-def load_spec(path: str | Path) -> BenchSpec:
-    """Read and validate a YAML spec file (never executed: plain YAML only)."""
+def load_spec(path: str | Path, *, allow_plugins: bool | Collection[str] = False) -> BenchSpec:
+    """Read and validate a YAML spec file (never executed: plain YAML only).
+
+    The file is read as plain data (:mod:`mlmm.plain_yaml`: at most 1 MB of UTF-8, no anchors
+    or aliases, no repeated keys). Its ``plugins`` are imported only when ``allow_plugins``
+    allows them (see :func:`parse_spec`); they are looked for in the spec's folder first.
+    """
+    from mlmm.plain_yaml import compose_yaml, read_yaml_text
+
     path = Path(path)
     if not path.is_file():
         raise MlmmError(
             f"no benchmark spec at {str(path)!r}; give a YAML file or a built-in suite "
             f"({', '.join(builtin_suites())})"
         )
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise MlmmError(f"{path}{where}: not valid YAML: {problem}") from None
-    return parse_spec(data, str(path), lines)
+    data, node = compose_yaml(read_yaml_text(path, "benchmark spec"), str(path))
+    return parse_spec(
+        data,
+        str(path),
+        _key_lines(node),
+        allow_plugins=allow_plugins,
+        plugin_folder=path.resolve().parent,
+    )
 
 
 def builtin_suites() -> list[str]:
@@ -343,15 +452,18 @@ def builtin_suites() -> list[str]:
     )
 
 
-def load_suite(name_or_path: str | Path) -> BenchSpec:
-    """A built-in suite by name, or a spec file by path."""
+def load_suite(
+    name_or_path: str | Path, *, allow_plugins: bool | Collection[str] = False
+) -> BenchSpec:
+    """A built-in suite by name, or a spec file by path (``allow_plugins``: see
+    :func:`parse_spec`)."""
     name = str(name_or_path)
     if name in builtin_suites():
         with resources.as_file(resources.files("mlmm.bench") / "suites" / f"{name}.yaml") as p:
-            return load_spec(p)
+            return load_spec(p, allow_plugins=allow_plugins)
     if not name.endswith((".yaml", ".yml")) and not Path(name).exists():
         raise unknown_name_error("benchmark suite", name, builtin_suites())
-    return load_spec(name)
+    return load_spec(name, allow_plugins=allow_plugins)
 
 
 def _key_lines(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:

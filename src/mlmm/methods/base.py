@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -209,11 +210,17 @@ def check_range(
     low_inclusive: bool = True,
     high_inclusive: bool = True,
 ) -> None:
-    """Raise a clear :class:`MlmmError` when a hyperparameter is out of range."""
+    """Raise a clear :class:`MlmmError` when a hyperparameter is out of range.
+
+    NaN and infinities are refused whatever the bounds (NaN compares False with every bound,
+    so it would otherwise pass any range).
+    """
     if integer and (isinstance(value, bool) or not isinstance(value, int)):
         raise MlmmError(f"{name} must be an integer, got {value!r}")
     if not integer and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise MlmmError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MlmmError(f"{name} must be a finite number, got {value!r}")
     below = low is not None and (value < low if low_inclusive else value <= low)
     above = high is not None and (value > high if high_inclusive else value >= high)
     if below or above:

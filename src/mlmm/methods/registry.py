@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.errors import MlmmError
+from mlmm.errors import MlmmError, did_you_mean
 from mlmm.methods.base import MissingModalityModel
 from mlmm.registry import Registry
 
@@ -62,7 +62,7 @@ def create_method(
     for key in params:
         if key not in accepted:
             raise MlmmError(
-                f"method {name!r} has no hyperparameter {key!r}; accepted: {', '.join(accepted)}"
+                f"method {name!r} has no hyperparameter {key!r}.{did_you_mean(key, accepted)}"
             )
     return cls(specs, task, **params)
 

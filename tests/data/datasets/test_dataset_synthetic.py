@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -42,6 +43,24 @@ def test_per_modality_dims_and_snr_lists():
     ds = load_synthetic(n_samples=50, n_modalities=2, dims=[3, 7], snr=[1.0, 2.0], n_classes=3)
     assert [s.shape for s in ds.specs] == [(3,), (7,)]
     assert ds.meta["generator"].snr == (1.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    "params, phrase",
+    [
+        ({"n_samples": 10**11}, "n_samples asks for 1e+11 values"),
+        ({"n_samples": 10**7, "dims": 64}, "n_samples × sum(dims) asks for"),
+        ({"dims": 10**9}, "lower dims or n_classes"),
+        ({"n_classes": 10**6}, "n_classes must be at most 1000"),
+        ({"n_modalities": 10**9}, "n_modalities must be at most 64"),
+        ({"snr": math.inf}, "snr values must be positive numbers"),
+        ({"snr": math.nan}, "snr values must be positive numbers"),
+        ({"shared": math.nan}, "shared must be a number in [0, 1]"),
+    ],
+)
+def test_sizes_and_numbers_are_checked_before_anything_is_allocated(params, phrase):
+    with pytest.raises(MlmmError, match=re.escape(phrase)):
+        load_synthetic(**params)
 
 
 def test_default_snr_spreads_over_the_documented_range_for_any_modality_count():

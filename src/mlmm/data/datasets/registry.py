@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlmm.data.dataset import MultimodalDataset
-from mlmm.errors import MlmmError
+from mlmm.errors import MlmmError, did_you_mean
 from mlmm.registry import Registry
 
 DATASETS: Registry[Callable[..., MultimodalDataset]] = Registry("dataset")
@@ -31,8 +31,10 @@ def load_dataset(name: str, **params: Any) -> MultimodalDataset:
     accepted = inspect.signature(loader).parameters
     for key in params:
         if key not in accepted:
+            if not accepted:
+                raise MlmmError(f"dataset {name!r} takes no parameters, got {key!r}")
             raise MlmmError(
-                f"dataset {name!r} has no parameter {key!r}; accepted: {', '.join(accepted) or 'none'}"
+                f"dataset {name!r} has no parameter {key!r}.{did_you_mean(key, accepted)}"
             )
     return loader(**params)
 

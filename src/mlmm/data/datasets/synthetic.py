@@ -38,6 +38,12 @@ __all__ = ["SyntheticGenerator", "bayes_accuracy_under_mask", "load_synthetic"]
 DEFAULT_SNR_RANGE = (1.15, 1.65)
 """Default per-modality signal-to-noise: evenly spaced over this range (see ``load_synthetic``)."""
 
+MAX_VALUES = 10**8
+"""The most numbers one request may generate (samples × features, or the class means'
+projections): about 0.8 GB of float64, checked before anything is allocated."""
+MAX_MODALITIES = 64
+MAX_CLASSES = 1000
+
 _MC_CHUNK = 50_000
 # A fixed extra word for the Monte Carlo random stream, so that its samples never coincide
 # with the dataset's own samples drawn from the same seed.
@@ -137,10 +143,19 @@ class SyntheticGenerator:
         SyntheticGenerator
         """
         n_modalities = _positive_int("n_modalities", n_modalities)
+        if n_modalities > MAX_MODALITIES:
+            raise MlmmError(f"n_modalities must be at most {MAX_MODALITIES}, got {n_modalities}")
         n_classes = _positive_int("n_classes", n_classes)
         if n_classes < 2:
             raise MlmmError(f"n_classes must be at least 2, got {n_classes}")
+        if n_classes > MAX_CLASSES:
+            raise MlmmError(f"n_classes must be at most {MAX_CLASSES}, got {n_classes}")
         dims_list = _per_modality("dims", dims, n_modalities, integer=True)
+        _check_size(
+            "sum(dims) × 2 × n_classes (the class means' projections)",
+            2 * n_classes * sum(dims_list),
+            "dims or n_classes",
+        )
         if snr is None:
             low, high = DEFAULT_SNR_RANGE
             snr_list = [float(s) for s in np.linspace(low, high, n_modalities)]
@@ -459,6 +474,7 @@ def load_synthetic(
     0.9
     """
     n_samples = _positive_int("n_samples", n_samples)
+    _check_size("n_samples", n_samples, "n_samples")  # before the generator: n × dims below
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise MlmmError(f"seed must be a non-negative integer, got {seed!r}")
     rng = np.random.default_rng(int(seed))
@@ -471,6 +487,7 @@ def load_synthetic(
         seed=int(seed),
         rng=rng,
     )
+    _check_size("n_samples × sum(dims)", n_samples * sum(generator.dims), "n_samples or dims")
     inputs, targets = generator.sample(n_samples, rng, balanced=True)
     specs = [
         ModalitySpec(name, "vector", (dim,))
@@ -499,6 +516,15 @@ def load_synthetic(
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_size(label: str, count: int, fix: str) -> None:
+    """Refuse a request that would allocate more than :data:`MAX_VALUES` numbers."""
+    if count > MAX_VALUES:
+        raise MlmmError(
+            f"{label} asks for {count:.3g} values; the generator makes at most {MAX_VALUES:.0e} "
+            f"(about {MAX_VALUES * 8 / 1e9:.1f} GB); lower {fix}"
+        )
+
+
 def _positive_int(label: str, value: object, allow_zero: bool = False) -> int:
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     if not ok or value < (0 if allow_zero else 1):
@@ -523,7 +549,11 @@ def _per_modality(
         if integer:
             out.append(_positive_int(label, v))
         else:
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not v > 0:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float, np.number))
+                or not 0 < v < np.inf
+            ):
                 raise MlmmError(f"{label} values must be positive numbers, got {list(values)}")
             out.append(float(v))
     return out
