@@ -146,6 +146,8 @@ class _MissingModalityEstimator(BaseEstimator):
     def _fit(self, X: Any, targets: np.ndarray, task: TaskSpec):
         data = self._dataset(X, targets, task)
         condition = parse_condition(self.train_missing)
+        if self.method == "auto":
+            return self._fit_auto(data, condition)
         idx = split_indices(data, test_size=self.val_size, val_size=0.0, seed=self.seed)
         train, _ = simulate(
             data.subset(idx["train"]), condition.train, rng_for(self.seed, "train-mask")
@@ -171,6 +173,28 @@ class _MissingModalityEstimator(BaseEstimator):
         self.n_modalities_in_ = data.n_modalities
         return self
 
+    def _fit_auto(self, data: MultimodalDataset, condition):
+        """``method="auto"``: :func:`mlmm.tune.auto.fit_auto` on all of ``data`` (its inner
+        cross-validation replaces the validation split), ``method_params`` passed to it."""
+        from mlmm.tune.auto import fit_auto
+
+        train, _ = simulate(data, condition.train, rng_for(self.seed, "train-mask"))
+        self.trained_ = fit_auto(
+            train,
+            **{
+                "seed": self.seed,
+                "batch_size": self.batch_size,
+                "lr": self.lr,
+                "device": self.device,
+                "progress": self.verbose,
+                "info": {"estimator": type(self).__name__},
+                **(self.method_params or {}),
+            },
+        )
+        self.modality_names_ = data.modality_names
+        self.n_modalities_in_ = data.n_modalities
+        return self
+
     def _predict_raw(self, X: Any) -> np.ndarray:
         self._check_fitted()
         inputs = self._inputs(X)
@@ -190,9 +214,13 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
     Parameters
     ----------
     method : str, default "hemis"
-        A registered method (``mlmm methods``).
+        A registered method (``mlmm methods``), or ``"auto"``: a portfolio chosen by inner
+        cross-validation on the training data and ensembled
+        (:func:`mlmm.tune.auto.fit_auto`; ``max_epochs``, ``weight_decay``, ``patience`` and
+        ``val_size`` then come from its budget).
     method_params : dict, optional
-        The method's hyperparameters.
+        The method's hyperparameters; with ``method="auto"``, keyword arguments of
+        :func:`mlmm.tune.auto.fit_auto` (``budget``, ``folds``, ``portfolio``...).
     modalities : dict of str to columns, optional
         Needed when ``X`` is a DataFrame (column names) or a 2-D array (column indices).
     train_missing : str, default "none"
