@@ -200,6 +200,17 @@ def test_default_portfolio_follows_the_budget_and_the_data_width():
     assert [n["method"] for n in fast_notes] == ["hist-gradient-boosting"]
     deep = [m for m in fast if m["method"] == "hemis"][0]
     assert deep["weight_decay"] == pytest.approx(0.5 / 240)  # scaled with n
+    medium, _ = default_portfolio(data, "medium")
+    assert "hist-gradient-boosting" in {m["method"] for m in medium}  # 34 features x 3 classes
+    wide = mlmm.MultimodalDataset(
+        [mlmm.ModalitySpec("a", "vector", (1000,)), mlmm.ModalitySpec("b", "vector", (2,))],
+        mlmm.TaskSpec("classification", 3),
+        {"a": np.zeros((30, 1000)), "b": np.zeros((30, 2))},
+        np.arange(30) % 3,
+    )
+    members, notes = default_portfolio(wide, "medium")
+    assert "hist-gradient-boosting" not in {m["method"] for m in members}
+    assert "too costly" in notes[0]["note"] and "3006" in notes[0]["note"]
 
 
 def test_regression():

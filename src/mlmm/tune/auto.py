@@ -62,36 +62,37 @@ from mlmm.train.trainer import Trainer, TrainHistory, _nonempty, _prior
 from mlmm.utils import atomic_write, derive_seed
 
 #: What each budget means: folds of the inner cross-validation, the deep members' epoch cap
-#: and early-stopping patience, the ensemble-selection rounds, and which deep methods join.
+#: and early-stopping patience, the ensemble-selection rounds, which deep methods join, and the
+#: largest gradient-boosting cost (flattened features x classes) it accepts (0: no trees).
 BUDGETS: dict[str, dict[str, Any]] = {
     "fast": {
         "folds": 3,
         "max_epochs": 60,
-        "patience": 10,
+        "patience": 8,
         "rounds": 25,
         "deep": ("late-fusion", "hemis"),
-        "trees": False,
+        "max_tree_cost": 0,
     },
     "medium": {
         "folds": 5,
-        "max_epochs": 150,
-        "patience": 15,
+        "max_epochs": 100,
+        "patience": 10,
         "rounds": 50,
         "deep": ("late-fusion", "hemis", "masked-attention"),
-        "trees": True,
+        "max_tree_cost": 2000,
     },
     "best": {
         "folds": 5,
         "max_epochs": 300,
-        "patience": 25,
+        "patience": 20,
         "rounds": 50,
         "deep": ("late-fusion", "hemis", "masked-attention", "moddrop"),
-        "trees": True,
+        "max_tree_cost": 50000,
     },
 }
-#: Gradient-boosted trees are skipped above this many flattened input features (images): one
-#: tree per class and iteration over every feature would take most of the budget.
-MAX_TREE_FEATURES = 2000
+#: From this many training samples on, at most 3 folds: every held-out fold then has 1,600 or
+#: more samples, enough to score and early-stop on, and each fold costs a full training.
+LARGE_DATA = 5000
 #: Weight decay of the deep members is ``WEIGHT_DECAY_PER_SAMPLE / n``, kept in this range.
 WEIGHT_DECAY_PER_SAMPLE = 0.5
 WEIGHT_DECAY_RANGE = (1e-4, 1e-2)
@@ -126,17 +127,21 @@ def default_portfolio(
         {"method": "lda-em", "params": {}},
     ]
     notes = []
-    if not settings["trees"]:
-        notes.append(_note({"method": "hist-gradient-boosting"}, f"not in budget {budget!r}"))
-    elif width > MAX_TREE_FEATURES:
+    outputs = data.task.n_classes if data.task.is_classification else 1
+    cost = width * outputs
+    if cost <= settings["max_tree_cost"]:
+        members.append({"method": "hist-gradient-boosting", "params": {}})
+    else:
+        why = f"{width} features x {outputs} outputs = {cost}"
+        limit = settings["max_tree_cost"]
         notes.append(
             _note(
                 {"method": "hist-gradient-boosting"},
-                f"{width} flattened features > {MAX_TREE_FEATURES}: too wide for trees",
+                f"not in budget {budget!r}"
+                if limit == 0
+                else f"too costly for budget {budget!r} ({why} > {limit})",
             )
         )
-    else:
-        members.append({"method": "hist-gradient-boosting", "params": {}})
     decay = scaled_weight_decay(data.n_samples)
     for name in settings["deep"]:
         members.append({"method": name, "params": {}, "weight_decay": decay})
@@ -211,6 +216,8 @@ def fit_auto(
     ('auto-ensemble', 1.0)
     """
     settings = dict(_budget(budget))
+    if getattr(train, "n_samples", 0) >= LARGE_DATA:
+        settings["folds"] = min(settings["folds"], 3)
     for name, value in (("folds", folds), ("max_epochs", max_epochs), ("rounds", rounds)):
         if value is not None:
             check_range(name, value, 2 if name == "folds" else 1, integer=True)

@@ -135,7 +135,7 @@ class AutoEnsemble(MissingModalityModel):
         ``per-modality-logistic`` and ``hemis`` at their defaults.
     weights : sequence of float, optional
         Non-negative, one per member, summing to 1. None: equal weights.
-    leaderboard : sequence of dict, default ()
+    leaderboard : sequence of dict, optional
         The inner cross-validation leaderboard ``fit_auto`` recorded (every candidate, its
         score, weight and notes); kept in the artifact, shown by :meth:`leaderboard_frame`.
 
@@ -168,7 +168,7 @@ class AutoEnsemble(MissingModalityModel):
         task: TaskSpec,
         members: Sequence[Mapping[str, Any]] | None = None,
         weights: Sequence[float] | None = None,
-        leaderboard: Sequence[Mapping[str, Any]] = (),
+        leaderboard: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__(specs, task)
         self.members, self.weights, self.leaderboard = members, weights, leaderboard
