@@ -167,9 +167,15 @@ def test_an_interrupted_run_resumes_and_reuses_every_finished_fold(tmp_path):
     np.testing.assert_array_equal(again.predict_proba(test), fresh.predict_proba(test))
 
 
-def test_cached_results_are_not_reused_for_other_data(tmp_path):
+def test_cached_results_are_reused_across_rounds_but_not_for_other_data(tmp_path):
     train, _ = _split()
     fit_auto(train, portfolio=PORTFOLIO[:1], cache_dir=tmp_path, **FAST)
+    events = []
+    fit_auto(
+        train, portfolio=PORTFOLIO[:1], cache_dir=tmp_path, callback=events.append,
+        **{**FAST, "rounds": 3},
+    )  # fmt: skip
+    assert events and all(e["cached"] for e in events)
     other = train.subset(np.arange(train.n_samples - 10))
     events = []
     fit_auto(other, portfolio=PORTFOLIO[:1], cache_dir=tmp_path, callback=events.append, **FAST)

@@ -244,7 +244,9 @@ def fit_auto(
     if len(set(names)) != len(names):
         raise MlmmError(f"portfolio members must differ (give each a 'name'), got {names}")
     trainer_args = {"batch_size": batch_size, "lr": lr, "device": device, "seed": seed}
-    cache = _Cache(cache_dir, _fingerprint(train), {**settings, **trainer_args})
+    # what a fold's or a refit's result depends on (not the rounds, nor the other candidates)
+    fit_settings = {k: settings[k] for k in ("folds", "max_epochs", "patience")}
+    cache = _Cache(cache_dir, _fingerprint(train), {**fit_settings, **trainer_args})
     splits = _folds(train, settings["folds"], seed)
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
