@@ -96,6 +96,15 @@ def test_a_member_that_cannot_run_is_skipped_with_a_note():
     assert (trained.predict(test) == test.targets).mean() > 0.8
 
 
+def test_a_spent_time_limit_leaves_out_the_members_not_yet_cross_validated():
+    train, _ = _split()
+    trained = fit_auto(train, portfolio=PORTFOLIO, time_limit=1e-6, **FAST)
+    board = leaderboard(trained).set_index("model")
+    assert board.loc["per-modality-logistic", "weight"] == 1.0  # the first always completes
+    for name in ("logistic-mean-impute[C=0.1]", "hemis[embed_dim=16,hidden=32]"):
+        assert "time limit" in board.loc[name, "note"] and board.loc[name, "weight"] == 0
+
+
 def test_no_member_can_run_is_a_clear_error():
     train, _ = _split()
     with pytest.raises(MlmmError, match="no portfolio member could be trained"):

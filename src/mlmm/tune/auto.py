@@ -183,7 +183,8 @@ def fit_auto(
         the reference family: :func:`scaled_weight_decay`) and ``name``.
     time_limit : float, optional
         Seconds for the cross-validation. Once spent, members whose folds are not all done
-        are left out (with a note); the refit always completes.
+        are left out (with a note), except that the first member always completes; the refit
+        always completes.
     seed : int, default 0
         Seeds the folds and every training: same seed, same ensemble.
     batch_size, lr, device :
@@ -252,7 +253,9 @@ def fit_auto(
     results: list[dict[str, Any]] = []
     with _Progress(progress, len(candidates) * len(splits)) as bar:
         for member in candidates:
-            deadline = None if time_limit is None else start + time_limit
+            # the time limit starts counting once one member has all its folds: never none
+            finished = any(r["oof"] is not None for r in results)
+            deadline = None if time_limit is None or not finished else start + time_limit
             results.append(
                 _cross_validate(
                     member, train, splits, settings, trainer_args, cache, bar, callback, deadline

@@ -225,7 +225,10 @@ class AutoEnsemble(MissingModalityModel):
         """The recorded inner cross-validation leaderboard (or, without one, the members and
         their weights), one row per candidate, best first."""
         if self.leaderboard:
-            return pd.DataFrame([dict(row) for row in self.leaderboard])
+            frame = pd.DataFrame([dict(row) for row in self.leaderboard])
+            if "epochs" in frame:
+                frame["epochs"] = frame["epochs"].astype("Int64")  # None for non-deep members
+            return frame
         return pd.DataFrame(
             {
                 "model": [m["name"] for m in self.member_specs],
