@@ -121,6 +121,8 @@ def test_no_member_can_run_is_a_clear_error():
         ({"portfolio": []}, "portfolio is empty"),
         ({"portfolio": ["hemsi"]}, "unknown portfolio method 'hemsi'"),
         ({"portfolio": ["hemis", "hemis"]}, "must differ"),
+        ({"portfolio": [{"method": "hemis", "epochs": 3}]}, "unknown keys"),
+        ({"portfolio": [{"method": "hemis", "params": {"hiden": 3}}]}, "no hyperparameter 'hiden'"),
     ],
 )
 def test_bad_settings_are_one_line_errors(kwargs, match):

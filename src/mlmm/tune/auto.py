@@ -55,7 +55,7 @@ from mlmm.data.preprocessing import Standardizer
 from mlmm.errors import MlmmError
 from mlmm.methods.base import check_range
 from mlmm.methods.combination.auto_ensemble import AutoEnsemble, fit_member, member_label
-from mlmm.methods.registry import METHODS, create_method
+from mlmm.methods.registry import METHODS, create_method, method_hyperparameters
 from mlmm.train.checkpoint import load_artifact, save_artifact
 from mlmm.train.trained import TrainedModel
 from mlmm.train.trainer import Trainer, TrainHistory, _nonempty, _prior
@@ -360,8 +360,21 @@ def _as_member(member: str | Mapping[str, Any], n_samples: int) -> dict[str, Any
 
         choices = [m for m in METHODS.names() if m != "auto-ensemble"]
         raise unknown_name_error("portfolio method", str(member["method"]), choices)
-    out = {k: v for k, v in member.items() if k in ("name", "method", "weight_decay")}
+    allowed = ("name", "method", "params", "weight_decay")
+    unknown = sorted(set(member) - set(allowed))
+    if unknown:
+        raise MlmmError(
+            f"portfolio entry {dict(member)!r} has unknown keys {unknown}; use {allowed}"
+        )
+    out = {k: v for k, v in member.items() if k != "params"}
     out["params"] = dict(member.get("params") or {})
+    accepted = method_hyperparameters(out["method"])
+    for key in out["params"]:
+        if key not in accepted:
+            raise MlmmError(
+                f"portfolio method {out['method']!r} has no hyperparameter {key!r}; "
+                f"it takes {sorted(accepted)}"
+            )
     if out.get("weight_decay") is None and METHODS.get(out["method"]).info["family"] != "reference":
         out["weight_decay"] = scaled_weight_decay(n_samples)
     return out
