@@ -418,9 +418,14 @@ def _fingerprint(data: MultimodalDataset) -> str:
 
 
 def _best_epoch(histories: list[TrainHistory]) -> int | None:
-    """The latest epoch at which any stage or selection part reached its best validation loss
-    (None for members that do not train by epochs)."""
-    best = [max([h.best_epoch, *h.part_best_epochs.values()]) for h in histories if h.epochs]
+    """The epoch at which the whole model's validation loss was lowest (for a method trained in
+    stages, the latest such epoch of any stage); None for members that do not train by epochs.
+
+    For a method with selection parts (``late-fusion``'s per-head selection) this is the epoch
+    of the best *assembled* model, not of any one part: the refit trains every part for the
+    same number of epochs, so the count that suits them together is the one to keep.
+    """
+    best = [h.best_epoch for h in histories if h.epochs]
     return max(best) if best else None
 
 
