@@ -277,3 +277,15 @@ def test_cli_train_method_auto_saves_one_artifact_and_prints_the_leaderboard(
     flat = " ".join(captured.out.split())
     assert "leaderboard" in flat and "per-modality-logistic" in flat
     assert not (tmp_path / ".auto.auto-cache").exists()  # removed once the model is saved
+
+
+def test_epoch_count_follows_the_whole_models_best_epoch():
+    from mlmm.train.trainer import TrainHistory
+    from mlmm.tune.auto import _best_epoch
+
+    epochs = [{"epoch": e} for e in range(1, 9)]
+    per_head = TrainHistory(epochs=epochs, best_epoch=3, part_best_epochs={"a": 7, "b": 2})
+    assert _best_epoch([per_head]) == 3  # the assembled model's, not the latest head's
+    staged = [TrainHistory(epochs=epochs, best_epoch=4), TrainHistory(epochs=epochs, best_epoch=6)]
+    assert _best_epoch(staged) == 6
+    assert _best_epoch([TrainHistory()]) is None  # fitted once, no epochs (reference methods)
