@@ -1,6 +1,7 @@
 """``method="auto"``: inner cross-validation, ensemble selection, one artifact, resuming."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +290,42 @@ def test_epoch_count_follows_the_whole_models_best_epoch():
     staged = [TrainHistory(epochs=epochs, best_epoch=4), TrainHistory(epochs=epochs, best_epoch=6)]
     assert _best_epoch(staged) == 6
     assert _best_epoch([TrainHistory()]) is None  # fitted once, no epochs (reference methods)
+
+
+def test_kill_minus_9_during_auto_loses_nothing_finished(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import textwrap
+
+    script = tmp_path / "killed.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from test_auto import FAST, PORTFOLIO, _split
+            from mlmm.tune.auto import fit_auto
+
+            done = []
+
+            def die(event):
+                done.append(event)
+                if len(done) == 3:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            train, _ = _split()
+            fit_auto(train, portfolio=PORTFOLIO, cache_dir={str(tmp_path / "cache")!r},
+                     callback=die, **FAST)
+            """
+        )
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    train, _ = _split()
+    events = []
+    fit_auto(
+        train, portfolio=PORTFOLIO, cache_dir=tmp_path / "cache", callback=events.append, **FAST
+    )
+    assert [e["cached"] for e in events[:4]] == [True, True, True, False]
