@@ -141,7 +141,13 @@ def methods(family: Annotated[str | None, typer.Option(help="Only this family.")
 @app.command()
 def train(
     dataset: Annotated[str, typer.Option(help="A built-in dataset (see `mlmm datasets`).")],
-    method: Annotated[str, typer.Option(help="A registered method (see `mlmm methods`).")],
+    method: Annotated[
+        str,
+        typer.Option(
+            help="A registered method (see `mlmm methods`), or auto: a cross-validated "
+            "ensemble (--param budget=fast|medium|best; --epochs is then ignored)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Directory for the trained model artifact.")],
     missing: Annotated[
         str,
@@ -175,10 +181,14 @@ def train(
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
 
+    params = _parse_params(param)
+    own_cache = method == "auto" and "cache_dir" not in params
+    if own_cache:  # finished folds survive an interruption; a rerun resumes from them
+        params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
     res = run_experiment(
         dataset,
         method,
-        method_params=_parse_params(param),
+        method_params=params,
         dataset_params=_parse_params(dataset_param, "--dataset-param"),
         missing=missing,
         seed=seed,
@@ -196,6 +206,14 @@ def train(
     for line in _training_lines(res.trained):
         console.print(line)
     _print_tables(console, res.table, all_subsets)
+    if method == "auto":
+        import shutil
+
+        from mlmm.tune.auto import leaderboard
+
+        if own_cache:
+            shutil.rmtree(params["cache_dir"], ignore_errors=True)
+        console.print(_table(leaderboard(res.trained), "auto: inner cross-validation leaderboard"))
     console.print(
         f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
         f"{res.trained.train_seconds:.1f}s)"

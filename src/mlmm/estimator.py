@@ -548,6 +548,8 @@ class _MissingModalityEstimator(BaseEstimator):
             allow_empty=self.on_empty == "prior",
         )
         condition = parse_condition(self.train_missing)
+        if self.method == "auto":
+            return self._fit_auto(data, condition, seed)
         idx = _validation_split(data, self.val_size, seed)
         train, _ = simulate(data.subset(idx["train"]), condition.train, rng_for(seed, "train-mask"))
         val = None
@@ -565,6 +567,28 @@ class _MissingModalityEstimator(BaseEstimator):
             progress=self.verbose,
         )
         self.trained_ = trainer.fit(model, train, val, info={"estimator": type(self).__name__})
+        self.modality_names_ = data.modality_names
+        self.n_modalities_in_ = data.n_modalities
+        return self
+
+    def _fit_auto(self, data: MultimodalDataset, condition, seed: int):
+        """``method="auto"``: :func:`mlmm.tune.auto.fit_auto` on all of ``data`` (its inner
+        cross-validation replaces the validation split), ``method_params`` passed to it."""
+        from mlmm.tune.auto import fit_auto
+
+        train, _ = simulate(data, condition.train, rng_for(seed, "train-mask"))
+        self.trained_ = fit_auto(
+            train,
+            **{
+                "seed": seed,
+                "batch_size": self.batch_size,
+                "lr": self.lr,
+                "device": self.device,
+                "progress": self.verbose,
+                "info": {"estimator": type(self).__name__},
+                **(self.method_params or {}),
+            },
+        )
         self.modality_names_ = data.modality_names
         self.n_modalities_in_ = data.n_modalities
         return self
@@ -587,9 +611,13 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
     Parameters
     ----------
     method : str, default "hemis"
-        A registered method (``mlmm methods``).
+        A registered method (``mlmm methods``), or ``"auto"``: a portfolio chosen by inner
+        cross-validation on the training data and ensembled
+        (:func:`mlmm.tune.auto.fit_auto`; ``max_epochs``, ``weight_decay``, ``patience`` and
+        ``val_size`` then come from its budget).
     method_params : dict, optional
-        The method's hyperparameters.
+        The method's hyperparameters; with ``method="auto"``, keyword arguments of
+        :func:`mlmm.tune.auto.fit_auto` (``budget``, ``folds``, ``portfolio``...).
     modalities : dict of str to list, optional
         Modality name -> its columns, to cut a table into modalities: column names for a
         DataFrame, column positions for a 2-D array (after a ``StandardScaler`` in a

@@ -86,7 +86,8 @@ def run_experiment(
     dataset : str or MultimodalDataset
         A registered name (``"handwritten"``) or a dataset.
     method : str
-        A registered method name.
+        A registered method name, or ``"auto"`` (:func:`mlmm.tune.auto.fit_auto`, trained on
+        the training and validation parts together; ``method_params`` are its arguments).
     missing : str
         Training (and validation) missingness, or ``"TRAIN=>TEST"`` for a train/test mismatch
         (``"none=>mcar:0.5"`` trains on full data and tests with half the slots missing).
@@ -124,11 +125,15 @@ def run_experiment(
     split = train_val_test_split(data, test_size=test_size, val_size=val_size, seed=seed)
     if split.test is None:
         raise MlmmError("run_experiment needs a test part; use test_size > 0")
+    indices = split.indices
+    if method == "auto":  # its inner cross-validation uses the validation rows for training
+        rows = np.sort(np.concatenate([indices["train"], indices["val"]]))
+        indices = {**indices, "train": rows, "val": rows[:0]}
+        split = split._replace(train=data.subset(rows), val=None)
     train, train_mask = simulate(split.train, condition.train, rng_for(seed, "train-mask"))
     val = None
     if split.val is not None:
         val, _ = simulate(split.val, condition.train, rng_for(seed, "val-mask"))
-    model = create_method(method, data.specs, data.task, **(method_params or {}))
     info = {
         "dataset": name,
         "dataset_params": dataset_params or {},
@@ -136,7 +141,24 @@ def run_experiment(
         "missing": condition.to_string(),
         "train_mask": train_mask.to_dict(),
     }
-    trained = trainer.fit(model, train, val, info=info)
+    if method == "auto":
+        from mlmm.tune.auto import fit_auto
+
+        trained = fit_auto(
+            train,
+            **{
+                "seed": seed,
+                "batch_size": trainer.batch_size,
+                "lr": trainer.lr,
+                "device": trainer.device,
+                "progress": trainer.progress,
+                "info": info,
+                **(method_params or {}),
+            },
+        )
+    else:
+        model = create_method(method, data.specs, data.task, **(method_params or {}))
+        trained = trainer.fit(model, train, val, info=info)
     if val is not None:
         val_table = evaluate(trained, split.val, "none", seed=seed, patterns=False)
         trained.validation = {
@@ -147,7 +169,7 @@ def run_experiment(
     latency = 1000 * (time.perf_counter() - t0) / len(split.test)
     tests = test_missing if test_missing is not None else condition.test.to_string()
     table = evaluate(trained, split.test, tests, seed=seed, subsets=subsets)
-    if getattr(type(model), "imputes", False):
+    if getattr(type(trained.model), "imputes", False):
         # imputation methods are also scored on what they fill in (same tidy table)
         table = pd.concat(
             [table, imputation_scores(trained, split.test, "mcar:0.5", seed=seed)],
@@ -166,6 +188,4 @@ def run_experiment(
             BayesOracle(generator, data.task), split.test, tests, seed=seed, subsets=subsets
         )
         reference = reference.assign(**{**ids, "method": "bayes-optimal"})
-    return ExperimentResult(
-        trained, table.assign(**ids), train_mask, split.indices, reference, latency
-    )
+    return ExperimentResult(trained, table.assign(**ids), train_mask, indices, reference, latency)

@@ -1,0 +1,331 @@
+"""``method="auto"``: inner cross-validation, ensemble selection, one artifact, resuming."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.model_selection import cross_val_score
+
+import mlmm
+from mlmm import cli
+from mlmm.data.missingness import parse_condition, simulate
+from mlmm.errors import MlmmError
+from mlmm.testing import contract_dataset
+from mlmm.tune.auto import default_portfolio, ensemble_selection, fit_auto, leaderboard
+from mlmm.utils import rng_for
+
+PORTFOLIO = [
+    "per-modality-logistic",
+    {"method": "logistic-mean-impute", "params": {"C": 0.1}},
+    {"method": "hemis", "params": {"hidden": 32, "embed_dim": 16}},
+]
+FAST = {"budget": "fast", "folds": 2, "max_epochs": 4, "rounds": 10, "progress": False}
+
+
+def _split(task="classification", n=240):
+    data = contract_dataset(n, task=task)
+    split = mlmm.train_val_test_split(data, test_size=0.25, val_size=0.0, seed=0)
+    train, _ = simulate(split.train, parse_condition("mcar:0.3").train, rng_for(0, "mask"))
+    return train, split.test
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train, test = _split()
+    return fit_auto(train, portfolio=PORTFOLIO, **FAST), test
+
+
+def test_beats_chance_clearly_on_small_data(fitted):
+    trained, test = fitted
+    accuracy = (trained.predict(test) == test.targets).mean()
+    assert accuracy > 0.8  # three classes: chance is 1/3
+
+
+def test_answers_every_modality_subset_including_single_modalities(fitted):
+    trained, test = fitted
+    table = mlmm.evaluate(trained, test, "none", seed=0)
+    subsets = table[(table.scope == "subset") & (table.metric == "accuracy")]
+    assert len(subsets) == 7  # 2^3 - 1, the three single modalities among them
+    assert subsets.value.min() > 0.5
+
+
+def test_artifact_saves_and_loads_with_identical_predictions(fitted, tmp_path):
+    trained, test = fitted
+    trained.save(tmp_path / "auto")
+    loaded = mlmm.TrainedModel.load(tmp_path / "auto")
+    assert loaded.method == "auto-ensemble"
+    np.testing.assert_array_equal(loaded.predict_proba(test), trained.predict_proba(test))
+    assert leaderboard(loaded).equals(leaderboard(trained))
+
+
+def test_weights_sum_to_one_and_the_leaderboard_lists_every_member(fitted):
+    trained, _ = fitted
+    board = leaderboard(trained)
+    assert board.model.tolist()[0] == "ensemble"
+    assert set(board.model[1:]) == {
+        "per-modality-logistic",
+        "logistic-mean-impute[C=0.1]",
+        "hemis[embed_dim=16,hidden=32]",
+    }
+    assert board.weight[1:].sum() == pytest.approx(1.0)
+    assert trained.model.ensemble_weights.sum().item() == pytest.approx(1.0)
+    used = board[1:][board.weight[1:] > 0].model.tolist()
+    assert sorted(m["name"] for m in trained.model.member_specs) == sorted(used)
+    scores = board.cv_log_loss[1:].tolist()
+    assert scores == sorted(scores)  # best first
+    # the ensemble's out-of-fold loss is no worse than its best member's (it could pick it alone)
+    assert board.cv_log_loss[0] <= board.cv_log_loss[1] + 1e-9
+
+
+def test_deep_members_train_for_the_cross_validated_epoch_count_with_scaled_decay():
+    train, _ = _split()
+    trained = fit_auto(train, portfolio=PORTFOLIO[2:], **{**FAST, "max_epochs": 30, "lr": 0.03})
+    row = leaderboard(trained).set_index("model").loc["hemis[embed_dim=16,hidden=32]"]
+    assert row.weight == 1.0 and row.weight_decay == pytest.approx(0.5 / train.n_samples)
+    assert 1 <= row.epochs < 30  # early-stopped in the folds: the median best epoch
+    (history,) = trained.histories
+    assert len(history.epochs) == row.epochs and not history.stopped_early
+
+
+def test_a_member_that_cannot_run_is_skipped_with_a_note():
+    train, test = _split()
+    portfolio = ["per-modality-logistic", {"method": "lda-em", "params": {"max_features": 5}}]
+    trained = fit_auto(train, portfolio=portfolio, **FAST)
+    row = leaderboard(trained).set_index("model").loc["lda-em[max_features=5]"]
+    assert "skipped" in row.note and "max_features" in row.note and row.weight == 0
+    assert (trained.predict(test) == test.targets).mean() > 0.8
+
+
+def test_a_spent_time_limit_leaves_out_the_members_not_yet_cross_validated():
+    train, _ = _split()
+    trained = fit_auto(train, portfolio=PORTFOLIO, time_limit=1e-6, **FAST)
+    board = leaderboard(trained).set_index("model")
+    assert board.loc["per-modality-logistic", "weight"] == 1.0  # the first always completes
+    for name in ("logistic-mean-impute[C=0.1]", "hemis[embed_dim=16,hidden=32]"):
+        assert "time limit" in board.loc[name, "note"] and board.loc[name, "weight"] == 0
+
+
+def test_no_member_can_run_is_a_clear_error():
+    train, _ = _split()
+    with pytest.raises(MlmmError, match="no portfolio member could be trained"):
+        fit_auto(train, portfolio=[{"method": "lda-em", "params": {"max_features": 5}}], **FAST)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"budget": "huge"}, "budget must be one of"),
+        ({"folds": 1}, "folds must be in"),
+        ({"time_limit": 0}, "time_limit must be in"),
+        ({"rounds": 0}, "rounds must be in"),
+        ({"portfolio": []}, "portfolio is empty"),
+        ({"portfolio": ["hemsi"]}, "unknown portfolio method 'hemsi'"),
+        ({"portfolio": ["hemis", "hemis"]}, "must differ"),
+        ({"portfolio": [{"method": "hemis", "epochs": 3}]}, "unknown keys"),
+        ({"portfolio": [{"method": "hemis", "params": {"hiden": 3}}]}, "no hyperparameter 'hiden'"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(kwargs, match):
+    train, _ = _split(n=60)
+    with pytest.raises(MlmmError, match=match):
+        fit_auto(train, **{**FAST, **kwargs})
+
+
+def test_same_seed_same_result_and_another_seed_differs(fitted):
+    trained, test = fitted
+    train, _ = _split()
+    again = fit_auto(train, portfolio=PORTFOLIO, **FAST)
+    np.testing.assert_array_equal(again.predict_proba(test), trained.predict_proba(test))
+    assert (
+        leaderboard(again)
+        .drop(columns="cv_seconds")
+        .equals(leaderboard(trained).drop(columns="cv_seconds"))
+    )
+    # another seed draws other folds, so other out-of-fold scores
+    other = fit_auto(train, portfolio=PORTFOLIO, **{**FAST, "seed": 1})
+    assert not np.allclose(leaderboard(other).cv_log_loss, leaderboard(trained).cv_log_loss)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_and_reuses_every_finished_fold(tmp_path):
+    train, test = _split()
+    events = []
+
+    def die_after_three(event):
+        events.append(event)
+        if len(events) == 3:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        fit_auto(train, portfolio=PORTFOLIO, cache_dir=tmp_path, callback=die_after_three, **FAST)
+    rerun = []
+    resumed = fit_auto(
+        train, portfolio=PORTFOLIO, cache_dir=tmp_path, callback=rerun.append, **FAST
+    )
+    assert [e["cached"] for e in rerun[:3]] == [True, True, True]
+    assert not any(e["cached"] for e in rerun[3:])
+    assert len([e for e in rerun if e["stage"] == "cv"]) == 2 * len(PORTFOLIO)
+    # the same model as one uninterrupted run without a cache
+    fresh = fit_auto(train, portfolio=PORTFOLIO, **FAST)
+    np.testing.assert_array_equal(resumed.predict_proba(test), fresh.predict_proba(test))
+    # a third run reuses everything, the refitted members included
+    third = []
+    again = fit_auto(train, portfolio=PORTFOLIO, cache_dir=tmp_path, callback=third.append, **FAST)
+    assert all(e["cached"] for e in third) and {e["stage"] for e in third} == {"cv", "refit"}
+    np.testing.assert_array_equal(again.predict_proba(test), fresh.predict_proba(test))
+
+
+def test_cached_results_are_reused_across_rounds_but_not_for_other_data(tmp_path):
+    train, _ = _split()
+    fit_auto(train, portfolio=PORTFOLIO[:1], cache_dir=tmp_path, **FAST)
+    events = []
+    fit_auto(
+        train, portfolio=PORTFOLIO[:1], cache_dir=tmp_path, callback=events.append,
+        **{**FAST, "rounds": 3},
+    )  # fmt: skip
+    assert events and all(e["cached"] for e in events)
+    other = train.subset(np.arange(train.n_samples - 10))
+    events = []
+    fit_auto(other, portfolio=PORTFOLIO[:1], cache_dir=tmp_path, callback=events.append, **FAST)
+    assert not any(e["cached"] for e in events)
+
+
+def test_ensemble_selection_by_hand():
+    targets = np.array([0, 1, 0, 1])
+    perfect = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9]])
+    flat = np.full((4, 2), 0.5)
+    assert ensemble_selection([flat, perfect], targets, True, 5) == [0.0, 1.0]
+    # two members each right on half the samples, confidently: their average beats both
+    left = np.array([[0.99, 0.01], [0.99, 0.01], [0.99, 0.01], [0.99, 0.01]])
+    right = 1.0 - left
+    weights = ensemble_selection([left, right], targets, True, 4)
+    assert weights == [0.5, 0.5]
+    # regression: mean squared error, the average of +1 and -1 offsets is exact
+    y = np.array([1.0, 2.0, 3.0])
+    assert ensemble_selection([y + 1, y - 1], y, False, 2) == [0.5, 0.5]
+
+
+def test_default_portfolio_follows_the_budget_and_the_data_width():
+    data = contract_dataset(240)
+    fast, fast_notes = default_portfolio(data, "fast")
+    best, _ = default_portfolio(data, "best")
+    assert {m["method"] for m in fast} < {m["method"] for m in best}
+    assert "moddrop" in {m["method"] for m in best}
+    assert [n["method"] for n in fast_notes] == ["hist-gradient-boosting"]
+    deep = [m for m in fast if m["method"] == "hemis"][0]
+    assert deep["weight_decay"] == pytest.approx(0.5 / 240)  # scaled with n
+    medium, _ = default_portfolio(data, "medium")
+    assert "hist-gradient-boosting" in {m["method"] for m in medium}  # 34 features x 3 classes
+    wide = mlmm.MultimodalDataset(
+        [mlmm.ModalitySpec("a", "vector", (1000,)), mlmm.ModalitySpec("b", "vector", (2,))],
+        mlmm.TaskSpec("classification", 3),
+        {"a": np.zeros((30, 1000)), "b": np.zeros((30, 2))},
+        np.arange(30) % 3,
+    )
+    members, notes = default_portfolio(wide, "medium")
+    assert "hist-gradient-boosting" not in {m["method"] for m in members}
+    assert "too costly" in notes[0]["note"] and "3006" in notes[0]["note"]
+
+
+def test_regression():
+    train, test = _split("regression")
+    trained = fit_auto(train, portfolio=PORTFOLIO, **FAST)
+    board = leaderboard(trained)
+    assert "cv_mse" in board and board.weight[1:].sum() == pytest.approx(1.0)
+    pred = trained.predict(test)
+    r2 = 1 - ((pred - test.targets) ** 2).mean() / test.targets.var()
+    assert r2 > 0.5
+
+
+def test_estimators_with_method_auto_work_in_cross_val_score():
+    data = contract_dataset(180)
+    X = mlmm.MultimodalArray({k: v.reshape(len(v), -1) for k, v in data.inputs.items()})
+    X.data["b"][::4] = np.nan  # b missing in a quarter of the samples
+    params = {**FAST, "portfolio": PORTFOLIO[:2]}
+    params.pop("progress")
+    clf = mlmm.MissingModalityClassifier(method="auto", method_params=params)
+    scores = cross_val_score(clf, X, data.targets, cv=2)
+    assert scores.min() > 0.8
+    fitted = clf.fit(X, data.targets)
+    assert fitted.trained_.method == "auto-ensemble"
+    reg = mlmm.MissingModalityRegressor(method="auto", method_params=params)
+    assert reg.fit(X, data.targets.astype(float)).score(X, data.targets) > 0.5
+
+
+def test_cli_train_method_auto_saves_one_artifact_and_prints_the_leaderboard(
+    monkeypatch, capsys, tmp_path
+):
+    out_dir = tmp_path / "auto"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "mlmm", "train", "--dataset", "synthetic", "--dataset-param", "n_samples=300",
+            "--method", "auto", "--missing", "mcar:0.5", "--out", str(out_dir), "--quiet",
+            "--param", "budget=fast", "--param", "folds=2", "--param", "max_epochs=2",
+            "--param", "portfolio=[per-modality-logistic, hemis]",
+        ],
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    captured = capsys.readouterr()
+    assert exc.value.code == 0, captured.err
+    assert mlmm.TrainedModel.load(out_dir).method == "auto-ensemble"
+    flat = " ".join(captured.out.split())
+    assert "leaderboard" in flat and "per-modality-logistic" in flat
+    assert not (tmp_path / ".auto.auto-cache").exists()  # removed once the model is saved
+
+
+def test_epoch_count_follows_the_whole_models_best_epoch():
+    from mlmm.train.trainer import TrainHistory
+    from mlmm.tune.auto import _best_epoch
+
+    epochs = [{"epoch": e} for e in range(1, 9)]
+    per_head = TrainHistory(epochs=epochs, best_epoch=3, part_best_epochs={"a": 7, "b": 2})
+    assert _best_epoch([per_head]) == 3  # the assembled model's, not the latest head's
+    staged = [TrainHistory(epochs=epochs, best_epoch=4), TrainHistory(epochs=epochs, best_epoch=6)]
+    assert _best_epoch(staged) == 6
+    assert _best_epoch([TrainHistory()]) is None  # fitted once, no epochs (reference methods)
+
+
+def test_kill_minus_9_during_auto_loses_nothing_finished(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import textwrap
+
+    script = tmp_path / "killed.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from test_auto import FAST, PORTFOLIO, _split
+            from mlmm.tune.auto import fit_auto
+
+            done = []
+
+            def die(event):
+                done.append(event)
+                if len(done) == 3:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            train, _ = _split()
+            fit_auto(train, portfolio=PORTFOLIO, cache_dir={str(tmp_path / "cache")!r},
+                     callback=die, **FAST)
+            """
+        )
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    train, _ = _split()
+    events = []
+    fit_auto(
+        train, portfolio=PORTFOLIO, cache_dir=tmp_path / "cache", callback=events.append, **FAST
+    )
+    assert [e["cached"] for e in events[:4]] == [True, True, True, False]
