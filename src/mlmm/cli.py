@@ -419,7 +419,7 @@ def report_command(
 
     if not store.exists():
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
-    with ResultsStore(store) as db:
+    with ResultsStore(store, readonly=True) as db:
         runs, table = db.runs(), db.table()
     html = write_report(runs, table, out or store.with_suffix(".html"), title=store.stem)
     _console().print(f"report: {html}")
@@ -439,6 +439,57 @@ def export_command(
     with ResultsStore(store) as db:
         path = db.export(out)
     _console().print(f"wrote {path}")
+
+
+@app.command("store")
+def store_command(
+    store: Annotated[Path, typer.Argument(help="A results store written by mlmm bench.")],
+    release_claims: Annotated[
+        bool,
+        typer.Option(help="Make runs claimed by a dead or silent process pending again."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="With --release-claims: release live claims too.")
+    ] = False,
+    release_failed: Annotated[
+        bool,
+        typer.Option(help="Make failed runs pending again (rerun even with --no-retry-failed)."),
+    ] = False,
+) -> None:
+    """Show a results store's runs by status and who holds its claims; release claims."""
+    from mlmm.bench.store import ResultsStore
+    from mlmm.errors import MlmmError
+
+    if force and not release_claims:
+        raise MlmmError("--force only applies to --release-claims; add --release-claims")
+    console = _console()
+    writing = release_claims or release_failed
+    with ResultsStore(store, readonly=not writing) as db:
+        if release_claims:
+            console.print(f"released {db.release_claims(force=force)} claim(s)")
+        if release_failed:
+            console.print(f"released {db.release_failed()} failed run(s)")
+        counts, claims = db.counts(), db.claims()
+        expiry = db.claim_expiry
+    console.print(_table(counts, f"runs in {store}"))
+    if claims.empty:
+        console.print("no claims: no process is running a run of this store")
+        return
+    held = (
+        claims.groupby("owner")
+        .agg(runs=("run_key", "size"), seconds_since_beat=("seconds_since_beat", "min"))
+        .reset_index()
+    )
+    live = claims.groupby("owner").live.any()
+    held["state"] = [
+        "live" if live[o] else "stale (taken over by the next benchmark)" for o in held.owner
+    ]
+    console.print(_table(held, f"claims (stale after {expiry:g} s without a heartbeat)"))
+    if live.any():
+        console.print(
+            f"live claims are released only with --release-claims --force: mlmm store {store} "
+            f"--release-claims --force (if their processes are gone)"
+        )
 
 
 def main() -> None:
