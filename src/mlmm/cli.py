@@ -348,8 +348,11 @@ def _run_bench(
     )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("runs", total=len(runs), status="")
+        waited = {"holders": None, "at": 0.0}
 
         def on_event(kind, run, progress) -> None:
+            if kind == "waiting":
+                _report_wait(bar.console, path, progress, waited)
             eta = progress.eta_seconds()
             status = (
                 f"running {progress.running} · failed {progress.failed} · "
@@ -402,6 +405,27 @@ def _run_bench(
         console.print(f"report: {html}")
 
 
+def _report_wait(console, path, progress, waited: dict) -> None:
+    """A plain line (in logs and pipes too) when runs held elsewhere are waited for: when
+    their holders change, and every minute."""
+    import time
+
+    from mlmm.bench import store as store_module
+
+    now = time.monotonic()
+    if waited["holders"] == progress.held_by and now - waited["at"] < 60:
+        return
+    waited.update(holders=progress.held_by, at=now)
+    holders = ", ".join(progress.held_by) or "another process"
+    console.print(
+        f"waiting for {progress.held_elsewhere} run(s) claimed by {holders}; a claim is taken "
+        f"over {store_module.CLAIM_EXPIRY_SECONDS:g} s after its owner's last heartbeat "
+        f"(to free it now: mlmm store {path} --release-claims)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -436,7 +460,7 @@ def export_command(
 
     if not store.exists():
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
-    with ResultsStore(store) as db:
+    with ResultsStore(store, readonly=True) as db:
         path = db.export(out)
     _console().print(f"wrote {path}")
 

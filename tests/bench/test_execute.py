@@ -4,11 +4,14 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from mlmm._pool_worker import ORPHAN_EXIT_CODE
 from mlmm.bench import execute
 from mlmm.bench.execute import plan_threads, run_benchmark
 from mlmm.bench.spec import load_spec, parse_spec
@@ -196,3 +199,131 @@ def test_runs_without_plugins_keep_their_keys(tiny_spec_file):
     # keys of stores written before plugins existed stay valid
     run = load_spec(tiny_spec_file).runs()[0]
     assert "plugins" not in run.to_dict()
+
+
+@pytest.fixture
+def killer_plugin(tmp_path, monkeypatch):
+    """A plugin registering ``killer-fusion``: late-fusion whose pool worker SIGKILLs itself
+    when training starts (only in a worker process, never in the test's own)."""
+    from mlmm.methods import METHODS
+
+    name = f"mlmm_test_killer_{os.getpid()}_{time.monotonic_ns()}"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(
+            """
+            import multiprocessing
+            import os
+            import signal
+
+            from mlmm.methods.combination.late_fusion import LateFusion
+            from mlmm.methods.registry import register_method
+
+
+            @register_method("killer-fusion", family="combination", subtype="ensemble", paper="test")
+            class KillerFusion(LateFusion):
+                \"\"\"late-fusion whose worker process is killed when it trains.\"\"\"
+
+                def forward(self, batch):
+                    if self.training and multiprocessing.parent_process() is not None:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return super().forward(batch)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_a_killed_worker_fails_only_its_run_and_the_pool_goes_on(tmp_path, killer_plugin, capfd):
+    spec = parse_spec(
+        {
+            "plugins": [killer_plugin],
+            "datasets": {"synthetic": {"n_samples": 240}},
+            "methods": {"killer-fusion": {}, "late-fusion": {}, "zero-impute": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+            "budget": {"max_epochs": 2},
+        }
+    )
+    outcome = run_benchmark(spec, tmp_path / "r.db", jobs=2, threads=1)
+    assert (outcome.ran, outcome.failed) == (3, 1)
+    with ResultsStore(tmp_path / "r.db") as db:
+        runs = db.runs().set_index("method")
+        assert db.claims().empty
+    assert runs.loc["killer-fusion", "status"] == "failed"
+    assert (
+        "worker process running this run died (killed by SIGKILL"
+        in (runs.loc["killer-fusion", "error"])
+    )
+    # the run in flight on the healthy worker, and the one after the replacement, finished
+    assert runs.loc[["late-fusion", "zero-impute"], "status"].tolist() == ["done", "done"]
+    assert (runs.attempts == 1).all()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; only its reaping is left
+
+
+def _spawned_children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _working(workers: list[int]) -> bool:
+    """Two workers that have loaded torch (so they were set up and took their runs)."""
+
+    def loaded(pid: int) -> bool:
+        try:
+            return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            return False
+
+    return len(workers) == 2 and all(loaded(pid) for pid in workers)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_exit_when_their_coordinator_is_killed(tmp_path, tiny_spec_file):
+    store = tmp_path / "orphans.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlmm.cli", "bench", str(tiny_spec_file), "--store", str(store)]
+        + ["--jobs", "2", "--threads", "1", "--no-report", "--epochs", "500"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 300
+        workers: list[int] = []
+        while not _working(workers) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = _spawned_children(proc.pid)
+        assert _working(workers), "the pool did not start two workers"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "orphaned workers kept running"
+
+
+def test_a_worker_whose_parent_is_gone_exits_at_once():
+    code = (
+        "from mlmm._pool_worker import watch_parent; watch_parent(-1); import time; time.sleep(60)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], timeout=120)
+    assert result.returncode == ORPHAN_EXIT_CODE

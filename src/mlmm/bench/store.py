@@ -210,10 +210,12 @@ class ResultsStore:
     readonly : bool, default False
         Open for reading only (reports, exports): a missing or empty file is refused instead
         of becoming a store, nothing is written, and a store in a read-only folder opens.
-    busy_timeout : float, default BUSY_TIMEOUT_SECONDS
-        Seconds to wait for a lock another process holds before failing with "busy".
-    claim_expiry : float, default CLAIM_EXPIRY_SECONDS
-        Seconds without a heartbeat after which another process's claim is stale.
+    busy_timeout : float, optional
+        Seconds to wait for a lock another process holds before failing with "busy"
+        (default :data:`BUSY_TIMEOUT_SECONDS`).
+    claim_expiry : float, optional
+        Seconds without a heartbeat after which another process's claim is stale (default
+        :data:`CLAIM_EXPIRY_SECONDS`).
 
     Examples
     --------
@@ -228,13 +230,13 @@ class ResultsStore:
         path: str | Path,
         *,
         readonly: bool = False,
-        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
-        claim_expiry: float = CLAIM_EXPIRY_SECONDS,
+        busy_timeout: float | None = None,
+        claim_expiry: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self.busy_timeout = busy_timeout
-        self.claim_expiry = claim_expiry
+        self.busy_timeout = BUSY_TIMEOUT_SECONDS if busy_timeout is None else busy_timeout
+        self.claim_expiry = CLAIM_EXPIRY_SECONDS if claim_expiry is None else claim_expiry
         if self.path.is_dir():
             raise MlmmError(
                 f"{self.path} is a folder; give the results file, e.g. {self.path}/results.db"
