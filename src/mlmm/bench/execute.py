@@ -602,18 +602,18 @@ def run_benchmark(
                 time.sleep(POLL_SECONDS)
                 continue
             for handle, outcome in pool.wait(list(in_flight), POLL_SECONDS):
-                run, t0 = in_flight.pop(handle)
+                run, t0 = in_flight[handle]
                 progress.durations.append(time.perf_counter() - t0)
-                progress.running = len(in_flight)
                 ran += 1
                 if outcome["status"] == "done":
                     db.finish(run.key, outcome.pop("results"), outcome)
-                    progress.done += 1
-                    event("done", run, progress)
                 else:
                     db.fail(run.key, outcome)
-                    progress.failed += 1
-                    event("failed", run, progress)
+                del in_flight[handle]  # only once recorded: a failed write releases the run
+                progress.running = len(in_flight)
+                kind = "done" if outcome["status"] == "done" else "failed"
+                setattr(progress, kind, getattr(progress, kind) + 1)
+                event(kind, run, progress)
     except BaseException:
         for run, _ in in_flight.values():
             try:

@@ -396,6 +396,11 @@ class ResultsStore:
         unwritable = (path.exists() and not os.access(path, os.W_OK)) or (
             path.parent.exists() and not os.access(path.parent, os.W_OK)
         )
+        if kind == "cantopen" and unwritable and not path.exists():
+            return MlmmError(
+                f"cannot create the store {path}: its folder is read-only; give a --store path "
+                f"in a writable folder"
+            )
         if kind == "readonly" or (kind == "cantopen" and unwritable):
             return MlmmError(
                 f"{path} is read-only ({err}): a benchmark writes to the file and creates files "
