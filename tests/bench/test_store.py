@@ -360,3 +360,18 @@ def test_the_heartbeat_keeps_a_process_claims_and_ends_with_it(store):
     assert time.time() - beats[this_process()] < 5
     store.end_heartbeat()
     assert sqlite3.connect(store.path).execute("SELECT * FROM heartbeats").fetchall() == []
+
+
+def test_a_store_from_before_heartbeats_is_read_and_upgraded(tmp_path):
+    path = tmp_path / "old.db"
+    with ResultsStore(path) as db:
+        db.add_runs("test", SPEC.runs())
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE heartbeats")
+    raw.commit()
+    raw.close()
+    with ResultsStore(path, readonly=True) as db:
+        assert set(db.status().values()) == {"pending"} and db.claims().empty
+    with ResultsStore(path) as db:
+        db.heartbeat()
+        assert db.claim(SPEC.runs()[0].key)

@@ -321,13 +321,14 @@ class ResultsStore:
         try:
             app = db.execute("PRAGMA application_id").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if app == 0 and tables == 0:  # a new (or empty) file: ours to create
+            new = app == 0 and tables == 0  # a new (or empty) file: ours to create
+            if new:
                 db.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            else:  # an existing store: checked before anything is created in it
+            else:  # an existing store: its identity checked before anything is written
                 self._check_identity(db)
-                self._check_tables(db)
-            self._upgrade(db)
+            self._upgrade(db, new)
+            self._check_tables(db)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -337,10 +338,17 @@ class ResultsStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
 
-    def _upgrade(self, db: sqlite3.Connection) -> None:
-        """Create the tables of the schema a store lacks (tables added after it was written)."""
+    def _upgrade(self, db: sqlite3.Connection, new: bool) -> None:
+        """Create the schema of a new store; bring an existing one up to this schema.
+
+        An existing store gets the tables added to the schema after it was written (a missing
+        required table is damage, reported by :meth:`_check_tables`, never recreated empty).
+        A column added to an existing table later needs its ``ALTER TABLE`` here.
+        """
         for statement in _schema_statements():
-            db.execute(statement)
+            table = statement.split("(", 1)[0].split()[-1]
+            if new or table not in _REQUIRED_TABLES:
+                db.execute(statement)
 
     def _check_store(self, db: sqlite3.Connection) -> None:
         self._check_identity(db)
