@@ -175,6 +175,7 @@ def test_ray_executor_writes_the_same_results(tmp_path, tiny_spec_file):
 def test_unknown_executor_is_refused(tmp_path, tiny_spec_file):
     with pytest.raises(MlmmError, match="'local' or 'ray'"):
         run_benchmark(load_spec(tiny_spec_file), tmp_path / "r.db", executor="slurm")
+    assert not (tmp_path / "r.db").exists()  # refused before the store is created
 
 
 def test_a_spec_plugin_is_imported_by_every_worker(tmp_path, plugin_module):
@@ -327,3 +328,50 @@ def test_a_worker_whose_parent_is_gone_exits_at_once():
     )
     result = subprocess.run([sys.executable, "-c", code], timeout=120)
     assert result.returncode == ORPHAN_EXIT_CODE
+
+
+def _server(reply: bytes | None):
+    """A local TCP server that answers every connection with ``reply`` (None: silence)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            held.append(connection)
+            if reply is not None:
+                connection.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, f"127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("ray") is None, reason="checks need Ray installed"
+)
+@pytest.mark.parametrize(
+    "reply, accepted",
+    [
+        (None, False),  # listens, never answers: Ray itself would retry for ever
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", False),
+        (b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", True),  # an HTTP/2 SETTINGS frame, as gRPC
+    ],
+)
+def test_a_ray_address_that_is_not_a_ray_cluster_is_refused_in_bounded_time(reply, accepted):
+    server, address = _server(reply)
+    started = time.monotonic()
+    try:
+        if accepted:
+            execute.check_executor("ray", address, connect_timeout=2)
+        else:
+            with pytest.raises(MlmmError, match="answers but is not a Ray cluster"):
+                execute.check_executor("ray", address, connect_timeout=0.5)
+    finally:
+        server.close()
+    assert time.monotonic() - started < 5

@@ -33,6 +33,8 @@ from mlmm.errors import MlmmError
 POLL_SECONDS = 2.0
 #: Seconds to wait for a Ray cluster's address to answer before refusing it.
 RAY_CONNECT_SECONDS = 10.0
+#: The HTTP/2 client connection preface followed by an empty SETTINGS frame.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 def available_cores() -> int:
@@ -423,13 +425,38 @@ def check_executor(
             f"--ray-address must be host:port, ray://host:port, auto or local, got {ray_address!r}"
         )
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=connect_timeout).close()
+        connection = socket.create_connection((host.strip("[]"), int(port)), connect_timeout)
     except (OSError, OverflowError) as err:
         reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
         raise MlmmError(
             f"cannot reach the Ray cluster at {ray_address} ({reason} within "
             f"{connect_timeout:g} s); start it (ray start --head) or fix --ray-address"
         ) from None
+    with connection:
+        if not _answers_grpc(connection, connect_timeout):
+            # Ray would retry such an address for ever: refuse it here, in bounded time.
+            raise MlmmError(
+                f"{ray_address} answers but is not a Ray cluster (no gRPC reply within "
+                f"{connect_timeout:g} s); give the head node's address (host:6379, or "
+                f"ray://host:10001)"
+            )
+
+
+def _answers_grpc(connection: socket.socket, timeout: float) -> bool:
+    """Whether the server speaks HTTP/2, as Ray's GCS and client servers (gRPC) do: it answers
+    the HTTP/2 connection preface with a SETTINGS frame (frame type 4)."""
+    connection.settimeout(timeout)
+    try:
+        connection.sendall(_HTTP2_PREFACE)
+        header = b""
+        while len(header) < 9:  # a frame header: length (3 bytes), type, flags, stream id
+            chunk = connection.recv(9 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+    except OSError:
+        return False
+    return header[3] == 4
 
 
 def make_executor(kind: str, jobs: int, threads: int, ray_address: str | None = None) -> Executor:
