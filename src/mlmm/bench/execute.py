@@ -5,6 +5,11 @@ tasks) train and score one run each and send back its tidy table. Every worker p
 intra-op threads (torch, OpenMP, BLAS) so that jobs × threads never exceeds the cores: with
 more, the maths on a small machine gets up to 100× slower. The threads used are stored with
 every run.
+
+Nothing is lost and nothing hangs: a pool worker that dies fails only its run and is replaced;
+workers end with their coordinator; the coordinator beats a heartbeat for its claims
+(:class:`ClaimHeartbeat`) and reports runs it waits for; an executor that cannot run is
+refused before the store is touched (:func:`check_executor`).
 """
 
 from __future__ import annotations
@@ -176,14 +181,15 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
 def _death_message(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
-            cause = f"killed by {signal.Signals(-exitcode).name}"
+            name = signal.Signals(-exitcode).name
         except ValueError:
-            cause = f"killed by signal {-exitcode}"
+            name = f"signal {-exitcode}"
+        cause = f"killed by {name}: out of memory, or killed by hand"
     else:
         cause = f"exit code {exitcode}"
     return (
-        f"WorkerDied: the worker process running this run died ({cause}: out of memory, or "
-        f"killed); it was replaced and the other runs went on"
+        f"WorkerDied: the worker process running this run died ({cause}); it was replaced "
+        f"and the other runs went on"
     )
 
 
@@ -242,7 +248,8 @@ class PoolExecutor:
 
     Configurations and outcomes travel as JSON over one pipe per worker. A worker that dies
     (killed, out of memory) fails only the run it held: it is replaced by a fresh worker and
-    the other runs go on. Workers end with their coordinator (:func:`watch_parent`).
+    the other runs go on. Workers end with their coordinator
+    (:func:`mlmm._pool_worker.watch_parent`).
     """
 
     def __init__(self, jobs: int, threads: int) -> None:
@@ -266,8 +273,7 @@ class PoolExecutor:
         try:
             idle[0].send(task)
         except OSError:  # the idle worker died meanwhile: its replacement takes the run
-            self._replace(idle[0])
-            self._workers[-1].send(task)
+            self._replace(idle[0]).send(task)
         return task
 
     def wait(self, handles: list[_Task], timeout: float) -> list[tuple[_Task, dict[str, Any]]]:
@@ -285,9 +291,11 @@ class PoolExecutor:
                     self._replace(worker)
         return out
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker) -> _Worker:
         worker.reap()
-        self._workers[self._workers.index(worker)] = _Worker(self._context, self.threads)
+        fresh = _Worker(self._context, self.threads)
+        self._workers[self._workers.index(worker)] = fresh
+        return fresh
 
     def close(self) -> None:
         """Stop idle workers, terminate busy ones (an interrupted benchmark), reap all."""

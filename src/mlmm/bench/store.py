@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import pandas as pd
 
@@ -255,9 +254,9 @@ class ResultsStore:
                 f"{self.path} is empty (0 bytes), not an mlmm results store; give a store that "
                 f"mlmm bench wrote"
             )
-        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
         try:
-            db = self._connect(uri)
+            db = self._connect(uri, uri=True)
             try:
                 self._check_store(db)
             except sqlite3.OperationalError as err:
@@ -266,7 +265,7 @@ class ResultsStore:
                 # A WAL store in a read-only folder: SQLite cannot create the shared-memory
                 # file beside it. Nobody can write there either, so it is read as immutable.
                 db.close()
-                db = self._connect(uri + "&immutable=1")
+                db = self._connect(uri + "&immutable=1", uri=True)
                 self._check_store(db)
         except sqlite3.Error as err:
             raise self._user_error(err) from err
@@ -307,13 +306,8 @@ class ResultsStore:
                     continue
                 raise self._user_error(err) from err
 
-    def _connect(self, target: str) -> sqlite3.Connection:
-        return sqlite3.connect(
-            target,
-            timeout=self.busy_timeout,
-            isolation_level=None,
-            uri=target.startswith("file:"),
-        )
+    def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
+        return sqlite3.connect(target, timeout=self.busy_timeout, isolation_level=None, uri=uri)
 
     def _initialise(self, db: sqlite3.Connection) -> None:
         """Create the schema of a new store, or check an existing one, under the write lock."""
@@ -429,7 +423,7 @@ class ResultsStore:
     def _claim_owners_quietly(self) -> list[str]:
         """Owners of the store's running claims, read without waiting (for a "busy" error)."""
         try:
-            uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
             with closing(sqlite3.connect(uri, uri=True, timeout=0.5)) as raw:
                 rows = raw.execute(
                     "SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL"
