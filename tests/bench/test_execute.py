@@ -265,8 +265,14 @@ def test_a_killed_worker_fails_only_its_run_and_the_pool_goes_on(tmp_path, kille
 
 
 def _alive(pid: int) -> bool:
+    if not Path("/proc").is_dir():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
     try:
-        state = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")  # a zombie has ended; only its reaping is left
@@ -375,3 +381,29 @@ def test_a_ray_address_that_is_not_a_ray_cluster_is_refused_in_bounded_time(repl
     finally:
         server.close()
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.skipif(os.name != "posix", reason="kills by signal")
+def test_the_watchdog_alone_ends_a_worker_whose_parent_was_killed():
+    # the portable path (no PR_SET_PDEATHSIG, as on macOS): the thread polling the parent pid
+    worker = (
+        "import os, sys, time; sys.platform = 'darwin'; "
+        "from mlmm._pool_worker import watch_parent; watch_parent(os.getppid(), 0.1); "
+        "print('armed', flush=True); time.sleep(60)"
+    )
+    parent = (
+        "import subprocess, sys, time; "
+        f"child = subprocess.Popen([sys.executable, '-c', {worker!r}]); "
+        "print(child.pid, flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        assert proc.stdout.readline().strip() == "armed"  # past the check at arming
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
