@@ -574,7 +574,11 @@ def run_benchmark(
     (:meth:`~mlmm.bench.ResultsStore.reset`) and run again: a method changed in a way its key
     cannot see, or timings to retake beside another method's. ``on_event(kind, run,
     progress)`` is called with kind ``"start"``, ``"done"``, ``"failed"``, ``"skipped"`` or
-    ``"waiting"``.
+    ``"waiting"`` (runs held by other processes, named in ``progress.held_by``).
+
+    The executor is checked (:func:`check_executor`) before the store is opened. While this
+    process holds claims it beats a heartbeat in the store (:class:`ClaimHeartbeat`); a claim
+    whose result cannot be written (a full disk) is given back before the error propagates.
     """
     threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
     runs = spec.runs()
