@@ -121,8 +121,49 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     beat_at REAL NOT NULL
 );
 """
-#: Tables a store must have; the others in the schema are created when missing (added later).
-_REQUIRED_TABLES = ("runs", "results")
+#: Tables every store has had since schema 1, with their columns: one missing is damage
+#: ("corrupt or incomplete"). Tables and columns added to the schema later are not listed
+#: here: :meth:`ResultsStore._upgrade` adds them to older stores.
+_REQUIRED_COLUMNS = {
+    "runs": (
+        "run_key",
+        "spec",
+        "dataset",
+        "method",
+        "train_condition",
+        "seed",
+        "config",
+        "status",
+        "owner",
+        "attempts",
+        "error",
+        "traceback",
+        "started_at",
+        "finished_at",
+        "n_parameters",
+        "n_models",
+        "epochs",
+        "train_seconds",
+        "run_seconds",
+        "latency_ms_per_sample",
+        "threads",
+        "machine",
+        "version",
+    ),
+    "results": (
+        "run_key",
+        "method",
+        "condition",
+        "rate_unit",
+        "slot_rate",
+        "sample_rate",
+        "scope",
+        "subset",
+        "n",
+        "metric",
+        "value",
+    ),
+}
 
 
 def this_process() -> str:
@@ -146,19 +187,6 @@ def _pid_gone(owner: str) -> bool:
 
 def _schema_statements() -> list[str]:
     return [part.strip() for part in _SCHEMA.split(";") if part.strip()]
-
-
-@functools.lru_cache(maxsize=1)
-def _expected_columns() -> dict[str, tuple[str, ...]]:
-    """The columns of every table of :data:`_SCHEMA` (read from an in-memory copy)."""
-    memory = sqlite3.connect(":memory:")
-    try:
-        for statement in _schema_statements():
-            memory.execute(statement)
-        tables = [r[0] for r in memory.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {t: tuple(r[1] for r in memory.execute(f"PRAGMA table_info({t})")) for t in tables}
-    finally:
-        memory.close()
 
 
 def _error_kind(err: sqlite3.Error) -> str:
@@ -341,7 +369,7 @@ class ResultsStore:
         """
         for statement in _schema_statements():
             table = statement.split("(", 1)[0].split()[-1]
-            if new or table not in _REQUIRED_TABLES:
+            if new or table not in _REQUIRED_COLUMNS:
                 db.execute(statement)
 
     def _check_store(self, db: sqlite3.Connection) -> None:
@@ -364,10 +392,9 @@ class ResultsStore:
 
     def _check_tables(self, db: sqlite3.Connection) -> None:
         """Refuse a store whose tables or columns were removed (it would fail mid-benchmark)."""
-        expected = _expected_columns()
-        for table in _REQUIRED_TABLES:
+        for table, columns in _REQUIRED_COLUMNS.items():
             have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-            lacking = [c for c in expected[table] if c not in have]
+            lacking = [c for c in columns if c not in have]
             if lacking:
                 what = f"table {table!r}" if not have else f"columns {lacking} of {table!r}"
                 raise MlmmError(
