@@ -1,7 +1,9 @@
 """The command line, as a user runs it: exit codes, one-line errors, artifacts on disk."""
 
 import re
+import sqlite3
 import sys
+import time
 
 import pytest
 
@@ -647,3 +649,141 @@ def test_a_bad_spec_is_one_line_before_the_store_exists(
     assert code == 2 and phrase in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s.db").exists()
+
+
+TINY_BENCH = (
+    "name: tiny\ndatasets: {synthetic: {n_samples: 240}}\nmethods: {late-fusion: {}}\n"
+    "missing: [mcar:0.5]\nseeds: [0]\nbudget: {max_epochs: 2}\n"
+)
+
+
+def _ray_phrase(case: str) -> str:
+    """What refuses a Ray address here: Ray missing, its client extra missing, or the address."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return "needs Ray"
+    if case == "client" and importlib.util.find_spec("grpc") is None:
+        return "needs Ray's client extra"
+    return {"client": "cannot reach", "closed": "cannot reach", "scheme": "must be host:port"}[case]
+
+
+@pytest.mark.parametrize(
+    "options, phrase",
+    [
+        (["--executor", "slurm"], "'local' or 'ray'"),
+        (["--executor", "ray", "--ray-address", "ray://127.0.0.1:1"], _ray_phrase("client")),
+        (["--executor", "ray", "--ray-address", "127.0.0.1:1"], _ray_phrase("closed")),
+        (["--executor", "ray", "--ray-address", "http://head:80"], _ray_phrase("scheme")),
+        (["--ray-address", "127.0.0.1:1"], "needs --executor ray"),
+    ],
+)
+def test_a_bad_executor_is_refused_before_the_store_is_created(
+    monkeypatch, capsys, tmp_path, options, phrase
+):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_BENCH)
+    store = tmp_path / "b.db"
+    started = time.monotonic()
+    code, _, err = run(monkeypatch, capsys, "bench", str(spec), "--store", str(store), *options)
+    assert code == 2 and phrase in err and len(err.strip().splitlines()) == 1, err
+    assert not store.exists()
+    assert time.monotonic() - started < 60
+
+
+def test_store_errors_are_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run(monkeypatch, capsys, "bench", "--store", "afile/x.db")
+    assert (
+        code == 2 and "afile is a file" in err
+    )  # the report path beside the store is checked first
+    (tmp_path / "empty.db").touch()
+    for command in (["report", "empty.db"], ["export", "empty.db", "t.csv"]):
+        code, _, err = run(monkeypatch, capsys, *command)
+        assert code == 2 and "empty (0 bytes)" in err and "Traceback" not in err
+    assert (tmp_path / "empty.db").stat().st_size == 0  # not turned into a store
+
+
+def test_the_store_command_shows_and_releases_claims(monkeypatch, capsys, tmp_path):
+    from mlmm.bench.spec import parse_spec
+    from mlmm.bench.store import ResultsStore
+
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {}},
+            "methods": {"late-fusion": {}, "hemis": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+        }
+    )
+    path = tmp_path / "s.db"
+    with ResultsStore(path) as db:
+        db.add_runs("demo", spec.runs())
+    raw = sqlite3.connect(path, isolation_level=None)
+    stale, live = (r.key for r in spec.runs())
+    raw.execute(
+        "UPDATE runs SET status='running', owner='gone:1', started_at=0 WHERE run_key=?", (stale,)
+    )
+    raw.execute(
+        "UPDATE runs SET status='running', owner='busy:2', started_at=? WHERE run_key=?",
+        (time.time(), live),
+    )
+    code, out, err = run(monkeypatch, capsys, "store", str(path))
+    assert code == 0, err
+    assert "gone:1" in out and "stale" in out and "busy:2" in out and "live" in out
+    code, out, _ = run(monkeypatch, capsys, "store", str(path), "--release-claims")
+    assert code == 0 and "released 1 claim(s)" in out
+    code, out, _ = run(monkeypatch, capsys, "store", str(path), "--release-claims", "--force")
+    assert code == 0 and "released 1 claim(s)" in out and "no claims" in out
+    with ResultsStore(path, readonly=True) as db:
+        assert set(db.status().values()) == {"pending"}
+
+
+def test_bench_says_when_it_waits_for_runs_claimed_elsewhere(monkeypatch, capsys, tmp_path):
+    from mlmm.bench import execute
+    from mlmm.bench import store as store_module
+    from mlmm.bench.spec import parse_spec
+    from mlmm.bench.store import ResultsStore
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_BENCH)
+    path = tmp_path / "b.db"
+    runs = parse_spec(__import__("yaml").safe_load(TINY_BENCH)).runs()
+    with ResultsStore(path) as db:
+        db.add_runs("tiny", runs)
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute(  # another host's process, beating a moment ago
+        "UPDATE runs SET status='running', owner='elsewhere:7', started_at=? WHERE run_key=?",
+        (time.time(), runs[0].key),
+    )
+    monkeypatch.setattr(store_module, "CLAIM_EXPIRY_SECONDS", 2.0)
+    monkeypatch.setattr(execute, "POLL_SECONDS", 0.2)
+    code, out, err = run(
+        monkeypatch, capsys, "bench", str(spec), "--store", str(path), "--no-report"
+    )
+    assert code == 0, err
+    assert "waiting for 1 run(s) claimed by elsewhere:7" in out  # a plain line: not a terminal
+    assert "1 run(s) ran" in out  # taken over once the claim expired
+
+
+def test_a_full_disk_while_benchmarking_is_one_line(monkeypatch, capsys, tmp_path):
+    from mlmm.bench.store import ResultsStore
+
+    real = ResultsStore._initialise
+
+    def nearly_full(self, db):  # SQLite's own "database or disk is full" after a few pages
+        real(self, db)
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count={pages + 2}")
+
+    monkeypatch.setattr(ResultsStore, "_initialise", nearly_full)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_BENCH)
+    path = tmp_path / "b.db"
+    code, _, err = run(monkeypatch, capsys, "bench", str(spec), "--store", str(path), "--no-report")
+    assert code == 2 and "is full" in err and "run the same command again" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(ResultsStore, "_initialise", real)
+    with ResultsStore(path, readonly=True) as db:
+        assert set(db.status().values()) == {"pending"}  # the claim was given back

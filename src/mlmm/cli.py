@@ -477,8 +477,11 @@ def _run_bench(
     )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("runs", total=len(runs), status="")
+        waited = {"holders": None, "at": 0.0}
 
         def on_event(kind, run, progress) -> None:
+            if kind == "waiting":
+                _report_wait(bar.console, path, progress, waited)
             eta = progress.eta_seconds()
             status = (
                 f"running {progress.running} · failed {progress.failed} · "
@@ -539,6 +542,27 @@ def _run_bench(
         console.print(f"report: {html}")
 
 
+def _report_wait(console, path, progress, waited: dict) -> None:
+    """A plain line (in logs and pipes too) when runs held elsewhere are waited for: when
+    their holders change, and every minute."""
+    import time
+
+    from mlmm.bench import store as store_module
+
+    now = time.monotonic()
+    if waited["holders"] == progress.held_by and now - waited["at"] < 60:
+        return
+    waited.update(holders=progress.held_by, at=now)
+    holders = ", ".join(progress.held_by) or "another process"
+    console.print(
+        f"waiting for {progress.held_elsewhere} run(s) claimed by {holders}; a claim is taken "
+        f"over {store_module.CLAIM_EXPIRY_SECONDS:g} s after its owner's last heartbeat "
+        f"(to free it now: mlmm store {path} --release-claims)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -560,7 +584,7 @@ def report_command(
     out = check_output_file(
         out or store.with_suffix(".html"), "HTML", inputs=[store], what="report"
     )
-    with ResultsStore(store) as db:
+    with ResultsStore(store, readonly=True) as db:
         runs, table, specs = db.runs(), db.table(), db.specs()
     html = write_report(runs, table, out, title=store.stem, specs=specs)
     _console().print(f"report: {html}")
@@ -580,9 +604,60 @@ def export_command(
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
     kind = {".csv": "CSV", ".parquet": "Parquet"}.get(out.suffix)
     check_output_file(out, kind, inputs=[store], what="export")
-    with ResultsStore(store) as db:
+    with ResultsStore(store, readonly=True) as db:
         path = db.export(out)
     _console().print(f"wrote {path}")
+
+
+@app.command("store")
+def store_command(
+    store: Annotated[Path, typer.Argument(help="A results store written by mlmm bench.")],
+    release_claims: Annotated[
+        bool,
+        typer.Option(help="Make runs claimed by a dead or silent process pending again."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="With --release-claims: release live claims too.")
+    ] = False,
+    release_failed: Annotated[
+        bool,
+        typer.Option(help="Make failed runs pending again (rerun even with --no-retry-failed)."),
+    ] = False,
+) -> None:
+    """Show a results store's runs by status and who holds its claims; release claims."""
+    from mlmm.bench.store import ResultsStore
+    from mlmm.errors import MlmmError
+
+    if force and not release_claims:
+        raise MlmmError("--force only applies to --release-claims; add --release-claims")
+    console = _console()
+    writing = release_claims or release_failed
+    with ResultsStore(store, readonly=not writing) as db:
+        if release_claims:
+            console.print(f"released {db.release_claims(force=force)} claim(s)")
+        if release_failed:
+            console.print(f"released {db.release_failed()} failed run(s)")
+        counts, claims = db.counts(), db.claims()
+        expiry = db.claim_expiry
+    console.print(_table(counts, f"runs in {store}"))
+    if claims.empty:
+        console.print("no claims: no process is running a run of this store")
+        return
+    held = (
+        claims.groupby("owner")
+        .agg(runs=("run_key", "size"), seconds_since_beat=("seconds_since_beat", "min"))
+        .reset_index()
+    )
+    live = claims.groupby("owner").live.any()
+    held["state"] = [
+        "live" if live[o] else "stale (taken over by the next benchmark)" for o in held.owner
+    ]
+    console.print(_table(held, f"claims (stale after {expiry:g} s without a heartbeat)"))
+    if live.any():
+        console.print(
+            f"live claims are released only with --release-claims --force: mlmm store {store} "
+            f"--release-claims --force (if their processes are gone)"
+        )
 
 
 def main() -> None:

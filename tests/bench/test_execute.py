@@ -4,11 +4,14 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from mlmm._pool_worker import ORPHAN_EXIT_CODE
 from mlmm.bench import execute
 from mlmm.bench.execute import plan_threads, run_benchmark
 from mlmm.bench.spec import load_spec, parse_spec
@@ -172,6 +175,7 @@ def test_ray_executor_writes_the_same_results(tmp_path, tiny_spec_file):
 def test_unknown_executor_is_refused(tmp_path, tiny_spec_file):
     with pytest.raises(MlmmError, match="'local' or 'ray'"):
         run_benchmark(load_spec(tiny_spec_file), tmp_path / "r.db", executor="slurm")
+    assert not (tmp_path / "r.db").exists()  # refused before the store is created
 
 
 def test_a_spec_plugin_is_imported_by_every_worker(tmp_path, plugin_module):
@@ -197,3 +201,211 @@ def test_runs_without_plugins_keep_their_keys(tiny_spec_file):
     # keys of stores written before plugins existed stay valid
     run = load_spec(tiny_spec_file).runs()[0]
     assert "plugins" not in run.to_dict()
+
+
+@pytest.fixture
+def killer_plugin(tmp_path, monkeypatch):
+    """A plugin registering ``killer-fusion``: late-fusion whose pool worker SIGKILLs itself
+    when training starts (only in a worker process, never in the test's own)."""
+    from mlmm.methods import METHODS
+
+    name = f"mlmm_test_killer_{os.getpid()}_{time.monotonic_ns()}"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(
+            """
+            import multiprocessing
+            import os
+            import signal
+
+            from mlmm.methods.combination.late_fusion import LateFusion
+            from mlmm.methods.registry import register_method
+
+
+            @register_method("killer-fusion", family="combination", subtype="ensemble", paper="test")
+            class KillerFusion(LateFusion):
+                \"\"\"late-fusion whose worker process is killed when it trains.\"\"\"
+
+                def forward(self, batch):
+                    if self.training and multiprocessing.parent_process() is not None:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return super().forward(batch)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_a_killed_worker_fails_only_its_run_and_the_pool_goes_on(tmp_path, killer_plugin, capfd):
+    spec = parse_spec(
+        {
+            "plugins": [killer_plugin],
+            "datasets": {"synthetic": {"n_samples": 240}},
+            "methods": {"killer-fusion": {}, "late-fusion": {}, "zero-impute": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+            "budget": {"max_epochs": 2},
+        },
+        allow_plugins=[killer_plugin],
+    )
+    outcome = run_benchmark(spec, tmp_path / "r.db", jobs=2, threads=1)
+    assert (outcome.ran, outcome.failed) == (3, 1)
+    with ResultsStore(tmp_path / "r.db") as db:
+        runs = db.runs().set_index("method")
+        assert db.claims().empty
+    assert runs.loc["killer-fusion", "status"] == "failed"
+    assert (
+        "worker process running this run died (killed by SIGKILL"
+        in (runs.loc["killer-fusion", "error"])
+    )
+    # the run in flight on the healthy worker, and the one after the replacement, finished
+    assert runs.loc[["late-fusion", "zero-impute"], "status"].tolist() == ["done", "done"]
+    assert (runs.attempts == 1).all()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def _alive(pid: int) -> bool:
+    if not Path("/proc").is_dir():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; only its reaping is left
+
+
+def _spawned_children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _working(workers: list[int]) -> bool:
+    """Two workers that have loaded torch (so they were set up and took their runs)."""
+
+    def loaded(pid: int) -> bool:
+        try:
+            return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            return False
+
+    return len(workers) == 2 and all(loaded(pid) for pid in workers)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_exit_when_their_coordinator_is_killed(tmp_path, tiny_spec_file):
+    store = tmp_path / "orphans.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlmm.cli", "bench", str(tiny_spec_file), "--store", str(store)]
+        + ["--jobs", "2", "--threads", "1", "--no-report", "--epochs", "500"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 300
+        workers: list[int] = []
+        while not _working(workers) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = _spawned_children(proc.pid)
+        assert _working(workers), "the pool did not start two workers"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "orphaned workers kept running"
+
+
+def test_a_worker_whose_parent_is_gone_exits_at_once():
+    code = (
+        "from mlmm._pool_worker import watch_parent; watch_parent(-1); import time; time.sleep(60)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], timeout=120)
+    assert result.returncode == ORPHAN_EXIT_CODE
+
+
+def _server(reply: bytes | None):
+    """A local TCP server that answers every connection with ``reply`` (None: silence)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            held.append(connection)
+            if reply is not None:
+                connection.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, f"127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("ray") is None, reason="checks need Ray installed"
+)
+@pytest.mark.parametrize(
+    "reply, accepted",
+    [
+        (None, False),  # listens, never answers: Ray itself would retry for ever
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", False),
+        (b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", True),  # an HTTP/2 SETTINGS frame, as gRPC
+    ],
+)
+def test_a_ray_address_that_is_not_a_ray_cluster_is_refused_in_bounded_time(reply, accepted):
+    server, address = _server(reply)
+    started = time.monotonic()
+    try:
+        if accepted:
+            execute.check_executor("ray", address, connect_timeout=2)
+        else:
+            with pytest.raises(MlmmError, match="answers but is not a Ray cluster"):
+                execute.check_executor("ray", address, connect_timeout=0.5)
+    finally:
+        server.close()
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.skipif(os.name != "posix", reason="kills by signal")
+def test_the_watchdog_alone_ends_a_worker_whose_parent_was_killed():
+    # the portable path (no PR_SET_PDEATHSIG, as on macOS): the thread polling the parent pid
+    worker = (
+        "import os, sys, time; sys.platform = 'darwin'; "
+        "from mlmm._pool_worker import watch_parent; watch_parent(os.getppid(), 0.1); "
+        "print('armed', flush=True); time.sleep(60)"
+    )
+    parent = (
+        "import subprocess, sys, time; "
+        f"child = subprocess.Popen([sys.executable, '-c', {worker!r}]); "
+        "print(child.pid, flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        assert proc.stdout.readline().strip() == "armed"  # past the check at arming
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)

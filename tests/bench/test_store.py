@@ -1,8 +1,12 @@
 """The results store: identity checks, atomic run writes, claims, export."""
 
+import os
+import re
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -84,7 +88,8 @@ def test_a_claim_held_by_a_live_process_is_respected_and_a_dead_ones_is_taken_ov
     try:
         raw = sqlite3.connect(store.path, isolation_level=None)
         raw.execute(
-            "UPDATE runs SET status='running', owner=? WHERE run_key=?", (f"{host}:{live.pid}", key)
+            "UPDATE runs SET status='running', owner=?, started_at=? WHERE run_key=?",
+            (f"{host}:{live.pid}", time.time(), key),
         )
         assert not store.claim(key)
         assert store.status([key])[key] == "running"
@@ -152,9 +157,221 @@ def test_reset_leaves_a_run_held_by_a_live_process(store):
     key = SPEC.runs()[0].key
     store.claim(key)
     other = sqlite3.connect(store.path)
-    other.execute(
-        "UPDATE runs SET owner = ? WHERE run_key = ?", (f"{this_process().split(':')[0]}:1", key)
+    other.execute(  # pid 1 always exists; its claim was just made
+        "UPDATE runs SET owner = ?, started_at = ? WHERE run_key = ?",
+        (f"{this_process().split(':')[0]}:1", time.time(), key),
     )
     other.commit()
     assert store.reset([key]) == 0
     assert store.status()[key] == "running"
+
+
+def _open_rounds(paths, barrier, errors) -> None:
+    for path in paths:
+        barrier.wait()
+        try:
+            ResultsStore(path).close()
+        except Exception as err:  # reported to the test, which shows every failure
+            errors.put(f"{type(err).__name__}: {err}")
+
+
+def test_six_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    paths = [tmp_path / f"new{i}.db" for i in range(20)]
+    barrier, errors = context.Barrier(6), context.Queue()
+    procs = [context.Process(target=_open_rounds, args=(paths, barrier, errors)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == [] and all(proc.exitcode == 0 for proc in procs)
+    for path in paths:
+        with ResultsStore(path, readonly=True) as db:
+            assert db.runs().empty
+
+
+def test_a_lock_held_too_long_is_called_busy_not_foreign(tmp_path, store):
+    key = SPEC.runs()[0].key
+    store.claim(key)
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(MlmmError, match="is busy.*more than 0.3 s.*claimed by") as err:
+            ResultsStore(store.path, busy_timeout=0.3)
+        assert "not an mlmm" not in str(err.value)
+    finally:
+        holder.execute("ROLLBACK")
+    ResultsStore(store.path, busy_timeout=0.3).close()  # free again
+
+
+def _flip_page(path, page: int) -> None:
+    size = sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    start = (page - 1) * size
+    data[start : start + size] = bytes(b ^ 0xFF for b in data[start : start + size])
+    path.write_bytes(bytes(data))
+
+
+def test_a_store_with_flipped_bytes_is_called_corrupt_in_one_line(tmp_path, store):
+    key = SPEC.runs()[0].key
+    store.claim(key)
+    store.finish(key, fake_results(), {"threads": 1})
+    store.close()  # checkpoints the WAL into the file
+    _flip_page(store.path, 2)
+    with pytest.raises(MlmmError, match="corrupt or incomplete mlmm results store") as err:
+        with ResultsStore(store.path) as db:
+            db.table()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "damage, phrase",
+    [
+        ("DROP TABLE results", "table 'results' missing"),
+        ("ALTER TABLE runs DROP COLUMN error", "columns ['error'] of 'runs' missing"),
+    ],
+)
+def test_a_store_missing_tables_or_columns_is_called_incomplete(tmp_path, damage, phrase):
+    path = tmp_path / "r.db"
+    ResultsStore(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute(damage)
+    raw.commit()
+    raw.close()
+    for readonly in (False, True):
+        with pytest.raises(MlmmError, match=f"corrupt or incomplete.*{re.escape(phrase)}"):
+            ResultsStore(path, readonly=readonly)
+
+
+def test_a_full_disk_while_writing_is_one_line_and_keeps_finished_runs(store):
+    first, second = (r.key for r in SPEC.runs())
+    store.claim(first)
+    store.finish(first, fake_results(), {"threads": 1})
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own "disk is full"
+    store.claim(second)
+    big = pd.concat([fake_results()] * 400, ignore_index=True)
+    big["subset"] = [f"s{i}" for i in range(len(big))]
+    with pytest.raises(MlmmError, match="disk holding .* is full.*run the same command again"):
+        store.finish(second, big, {"threads": 1})
+    assert store.status()[first] == "done" and len(store.results()) == 2
+
+
+def test_a_read_only_store_is_called_read_only(store):
+    store._db.execute("PRAGMA query_only=1")  # writes now fail as on a read-only file
+    with pytest.raises(MlmmError, match="is read-only.*writable"):
+        store.add_runs("test", SPEC.runs())
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+def test_a_valid_store_in_a_read_only_folder_is_read_and_not_called_foreign(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    with ResultsStore(folder / "r.db") as db:
+        db.add_runs("test", SPEC.runs())
+    folder.chmod(0o555)
+    try:
+        with ResultsStore(folder / "r.db", readonly=True) as db:
+            assert len(db.runs()) == 2
+        with pytest.raises(MlmmError, match="read-only") as err:
+            ResultsStore(folder / "r.db")
+        assert "not an mlmm" not in str(err.value)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_reading_never_turns_a_missing_or_empty_file_into_a_store(tmp_path):
+    with pytest.raises(MlmmError, match="no results store"):
+        ResultsStore(tmp_path / "absent.db", readonly=True)
+    assert not (tmp_path / "absent.db").exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(MlmmError, match=r"empty \(0 bytes\)"):
+        ResultsStore(empty, readonly=True)
+    assert empty.stat().st_size == 0
+
+
+def test_a_store_under_a_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(MlmmError, match="afile is a file, not a folder"):
+        ResultsStore(tmp_path / "afile" / "x.db")
+    with pytest.raises(MlmmError, match="afile is a file, not a folder"):
+        ResultsStore(tmp_path / "afile" / "deeper" / "x.db")
+
+
+def _claim_as(store, key, owner, started_at, beat_at=None):
+    raw = sqlite3.connect(store.path, isolation_level=None)
+    raw.execute(
+        "UPDATE runs SET status='running', owner=?, started_at=? WHERE run_key=?",
+        (owner, started_at, key),
+    )
+    if beat_at is not None:
+        raw.execute("INSERT OR REPLACE INTO heartbeats VALUES (?, ?)", (owner, beat_at))
+    raw.close()
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [f"{socket.gethostname()}:1", "another-host:4242"],  # pid 1 exists: a reused pid
+    ids=["live-pid", "other-host"],
+)
+def test_a_claim_without_a_recent_heartbeat_is_taken_over(store, owner):
+    key = SPEC.runs()[0].key
+    now = time.time()
+    _claim_as(store, key, owner, started_at=now - 1000, beat_at=now - 5)
+    assert not store.claim(key)  # beating: respected
+    assert store.claims().live.tolist() == [True]
+    _claim_as(store, key, owner, started_at=now - 1000, beat_at=now - 1000)
+    assert store.claims().live.tolist() == [False]
+    assert store.status([key])[key] == "pending"
+    assert store.claim(key)  # stale: taken over
+    assert store.runs().set_index("run_key").loc[key, "owner"] == this_process()
+
+
+def test_claims_are_released_by_hand(store):
+    stale, live = (r.key for r in SPEC.runs())
+    now = time.time()
+    _claim_as(store, stale, "gone-host:1", started_at=now - 1000)
+    _claim_as(store, live, "busy-host:2", started_at=now, beat_at=now)
+    assert store.release_claims() == 1
+    assert store.status() == {stale: "pending", live: "running"}
+    assert store.release_claims(force=True) == 1
+    assert set(store.status().values()) == {"pending"} and store.claims().empty
+
+
+def test_failed_runs_are_released_by_hand(store):
+    key = SPEC.runs()[0].key
+    store.claim(key)
+    store.fail(key, {"error": "MlmmError: boom"})
+    assert store.release_failed() == 1
+    assert store.status()[key] == "pending" and store.runs().error.isna().all()
+    assert store.claim(key, retry_failed=False)
+
+
+def test_the_heartbeat_keeps_a_process_claims_and_ends_with_it(store):
+    store.heartbeat()
+    beats = dict(sqlite3.connect(store.path).execute("SELECT * FROM heartbeats").fetchall())
+    assert time.time() - beats[this_process()] < 5
+    store.end_heartbeat()
+    assert sqlite3.connect(store.path).execute("SELECT * FROM heartbeats").fetchall() == []
+
+
+def test_a_store_from_before_heartbeats_is_read_and_upgraded(tmp_path):
+    path = tmp_path / "old.db"
+    with ResultsStore(path) as db:
+        db.add_runs("test", SPEC.runs())
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE heartbeats")
+    raw.commit()
+    raw.close()
+    with ResultsStore(path, readonly=True) as db:
+        assert set(db.status().values()) == {"pending"} and db.claims().empty
+    with ResultsStore(path) as db:
+        db.heartbeat()
+        assert db.claim(SPEC.runs()[0].key)

@@ -5,6 +5,11 @@ tasks) train and score one run each and send back its tidy table. Every worker p
 intra-op threads (torch, OpenMP, BLAS) so that jobs × threads never exceeds the cores: with
 more, the maths on a small machine gets up to 100× slower. The threads used are stored with
 every run.
+
+Nothing is lost and nothing hangs: a pool worker that dies fails only its run and is replaced;
+workers end with their coordinator; the coordinator beats a heartbeat for its claims
+(:class:`ClaimHeartbeat`) and reports runs it waits for; an executor that cannot run is
+refused before the store is touched (:func:`check_executor`).
 """
 
 from __future__ import annotations
@@ -12,20 +17,29 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait as connection_wait
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlmm._pool_worker import decode_outcome, worker_main
+from mlmm.bench import store as store_module
 from mlmm.bench.spec import BenchSpec, RunConfig
 from mlmm.bench.store import ResultsStore
 from mlmm.errors import MlmmError
 
 #: Seconds between looks at the store while other processes hold the remaining runs.
 POLL_SECONDS = 2.0
+#: Seconds to wait for a Ray cluster's address to answer before refusing it.
+RAY_CONNECT_SECONDS = 10.0
+#: The HTTP/2 client connection preface followed by an empty SETTINGS frame.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 def available_cores() -> int:
@@ -163,6 +177,135 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------- the local pool
+def _death_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        cause = f"killed by {name}: out of memory, or killed by hand"
+    else:
+        cause = f"exit code {exitcode}"
+    return (
+        f"WorkerDied: the worker process running this run died ({cause}); it was replaced "
+        f"and the other runs went on"
+    )
+
+
+@dataclass(eq=False)
+class _Task:
+    """A run sent to a pool worker (hashable by identity)."""
+
+    config: dict[str, Any]
+
+
+class _Worker:
+    """One spawned worker process and the pipe to it."""
+
+    def __init__(self, context: Any, threads: int) -> None:
+        self.connection, child = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=worker_main, args=(child, threads, os.getpid()), name="mlmm-bench-worker"
+        )
+        self.process.start()
+        child.close()
+        self.task: _Task | None = None
+
+    def send(self, task: _Task) -> None:
+        self.task = task
+        self.connection.send_bytes(json.dumps(task.config).encode())
+
+    def receive(self) -> dict[str, Any]:
+        """The outcome of this worker's run, or a failure if the worker died without one."""
+        try:
+            if self.connection.poll():
+                return decode_outcome(self.connection.recv_bytes())
+        except (EOFError, OSError):  # the pipe closed: the process died mid-run
+            pass
+        self.process.join(timeout=10)
+        return {"status": "failed", "error": _death_message(self.process.exitcode)}
+
+    def stop(self, now: bool) -> None:
+        if not now:
+            try:
+                self.connection.send_bytes(b"null")
+            except OSError:
+                now = True
+        if now and self.process.is_alive():
+            self.process.terminate()
+
+    def reap(self) -> None:
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+
+
+class PoolExecutor:
+    """A local pool of ``jobs`` worker processes (spawned: no state inherited from here).
+
+    Configurations and outcomes travel as JSON over one pipe per worker. A worker that dies
+    (killed, out of memory) fails only the run it held: it is replaced by a fresh worker and
+    the other runs go on. Workers end with their coordinator
+    (:func:`mlmm._pool_worker.watch_parent`).
+    """
+
+    def __init__(self, jobs: int, threads: int) -> None:
+        import multiprocessing
+
+        self.slots, self.threads = jobs, threads
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(jobs):
+                self._workers.append(_Worker(self._context, threads))
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, config: dict[str, Any]) -> _Task:
+        idle = [w for w in self._workers if w.task is None]
+        if not idle:
+            raise RuntimeError("every worker is busy; wait for a run before submitting one")
+        task = _Task(config)
+        try:
+            idle[0].send(task)
+        except OSError:  # the idle worker died meanwhile: its replacement takes the run
+            self._replace(idle[0]).send(task)
+        return task
+
+    def wait(self, handles: list[_Task], timeout: float) -> list[tuple[_Task, dict[str, Any]]]:
+        wanted = set(handles)
+        busy = [w for w in self._workers if w.task is not None and w.task in wanted]
+        signals = [w.connection for w in busy] + [w.process.sentinel for w in busy]
+        ready = set(connection_wait(signals, timeout))
+        out = []
+        for worker in busy:
+            if worker.connection in ready or worker.process.sentinel in ready:
+                task, outcome = worker.task, worker.receive()
+                worker.task = None
+                out.append((task, outcome))
+                if not worker.process.is_alive():
+                    self._replace(worker)
+        return out
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.reap()
+        fresh = _Worker(self._context, self.threads)
+        self._workers[self._workers.index(worker)] = fresh
+        return fresh
+
+    def close(self) -> None:
+        """Stop idle workers, terminate busy ones (an interrupted benchmark), reap all."""
+        for worker in self._workers:
+            worker.stop(now=worker.task is not None)
+        for worker in self._workers:
+            worker.reap()
+        self._workers = []
+
+
 # ---------------------------------------------------------------------- executors
 class Executor(Protocol):
     """Runs :func:`execute_run` somewhere; the coordinator polls for finished runs."""
@@ -200,31 +343,6 @@ class InlineExecutor:
         pass
 
 
-class PoolExecutor:
-    """A local pool of ``jobs`` worker processes (spawned: no state inherited from here)."""
-
-    def __init__(self, jobs: int, threads: int) -> None:
-        import multiprocessing
-
-        self.slots, self.threads = jobs, threads
-        self._pool = ProcessPoolExecutor(
-            jobs,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=pin_threads,
-            initargs=(threads,),
-        )
-
-    def submit(self, config: dict[str, Any]) -> Future:
-        return self._pool.submit(execute_run, config, self.threads)
-
-    def wait(self, handles, timeout):
-        done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
-        return [(f, _outcome(f)) for f in done]
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
 class RayExecutor:
     """Runs as Ray tasks (``ray.init(address=...)``; default: a local Ray), ``threads`` CPUs
     each; the results come back here and are written to the same store."""
@@ -239,13 +357,21 @@ class RayExecutor:
         self._ray = ray
         if not ray.is_initialized():
             kwargs = {"address": address} if address else {"num_cpus": jobs * threads}
-            ray.init(
-                **kwargs,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-                runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
-            )
+            try:
+                ray.init(
+                    **kwargs,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
+                )
+            except Exception as err:  # Ray's own errors span lines: keep the first
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise MlmmError(
+                    f"cannot start Ray{f' at {address}' if address else ''} "
+                    f"({type(err).__name__}: {first}); check --ray-address or use "
+                    f"--executor local"
+                ) from None
         self.slots, self.threads = jobs, threads
         self._task = ray.remote(num_cpus=threads, max_retries=0)(execute_run)
 
@@ -266,20 +392,129 @@ class RayExecutor:
         pass  # a Ray the user started stays up; a local one ends with this process
 
 
-def _outcome(future: Future) -> dict[str, Any]:
+def check_executor(
+    kind: str, ray_address: str | None = None, connect_timeout: float = RAY_CONNECT_SECONDS
+) -> None:
+    """Refuse an executor that cannot run, before a store is created or a run registered.
+
+    An unknown kind, a Ray address without Ray (or, for ``ray://``, without Ray's client
+    extra), a malformed address, and a cluster that does not answer within
+    ``connect_timeout`` seconds each fail with one line.
+    """
+    if kind not in ("local", "ray"):
+        raise MlmmError(f"--executor must be 'local' or 'ray', got {kind!r}")
+    if kind == "local":
+        if ray_address:
+            raise MlmmError(
+                f"--ray-address {ray_address} needs --executor ray (the local executor runs here)"
+            )
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise MlmmError(
+            "--executor ray needs Ray: pip install 'mlmm[ray]' (or use --executor local)"
+        )
+    if ray_address in (None, "auto", "local"):
+        return
+    scheme, sep, rest = ray_address.partition("://")
+    if sep and scheme != "ray":
+        raise MlmmError(
+            f"--ray-address must be host:port, ray://host:port, auto or local, got {ray_address!r}"
+        )
+    if sep and importlib.util.find_spec("grpc") is None:
+        raise MlmmError(
+            f"--ray-address {ray_address} (Ray Client) needs Ray's client extra: pip install "
+            f"'ray[client]' (or, on the cluster's head node, give its GCS address host:6379)"
+        )
+    host, colon, port = (rest if sep else ray_address).rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise MlmmError(
+            f"--ray-address must be host:port, ray://host:port, auto or local, got {ray_address!r}"
+        )
     try:
-        return future.result()
-    except Exception as err:  # the worker process died (killed, out of memory)
-        return {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}"}
+        connection = socket.create_connection((host.strip("[]"), int(port)), connect_timeout)
+    except (OSError, OverflowError) as err:
+        reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise MlmmError(
+            f"cannot reach the Ray cluster at {ray_address} ({reason} within "
+            f"{connect_timeout:g} s); start it (ray start --head) or fix --ray-address"
+        ) from None
+    with connection:
+        if not _answers_grpc(connection, connect_timeout):
+            # Ray would retry such an address for ever: refuse it here, in bounded time.
+            raise MlmmError(
+                f"{ray_address} answers but is not a Ray cluster (no gRPC reply within "
+                f"{connect_timeout:g} s); give the head node's address (host:6379, or "
+                f"ray://host:10001)"
+            )
+
+
+def _answers_grpc(connection: socket.socket, timeout: float) -> bool:
+    """Whether the server speaks HTTP/2, as Ray's GCS and client servers (gRPC) do: it answers
+    the HTTP/2 connection preface with a SETTINGS frame (frame type 4)."""
+    connection.settimeout(timeout)
+    try:
+        connection.sendall(_HTTP2_PREFACE)
+        header = b""
+        while len(header) < 9:  # a frame header: length (3 bytes), type, flags, stream id
+            chunk = connection.recv(9 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+    except OSError:
+        return False
+    return header[3] == 4
 
 
 def make_executor(kind: str, jobs: int, threads: int, ray_address: str | None = None) -> Executor:
     """``local`` (in-process for one job, else a process pool) or ``ray``."""
+    check_executor(kind, ray_address)
     if kind == "local":
         return InlineExecutor(threads) if jobs == 1 else PoolExecutor(jobs, threads)
-    if kind == "ray":
-        return RayExecutor(jobs, threads, ray_address)
-    raise MlmmError(f"--executor must be 'local' or 'ray', got {kind!r}")
+    return RayExecutor(jobs, threads, ray_address)
+
+
+class ClaimHeartbeat:
+    """Beats this process's heartbeat in a store every ``interval`` seconds while it holds
+    claims, from a thread with its own connection (a run trained in the main thread does not
+    stop it)."""
+
+    def __init__(self, store: str | Path, interval: float) -> None:
+        self.store, self.interval = Path(store), interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="mlmm-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the beats (at once; nothing happens if they never started)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> ClaimHeartbeat:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _beat(self) -> None:
+        db = None
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    db = db or ResultsStore(self.store, busy_timeout=self.interval)
+                    db.heartbeat()
+                except MlmmError:
+                    # A store busy or full right now: the next beat tries again. A missed beat
+                    # only brings the claims' expiry closer; the coordinator reports the error.
+                    continue
+        finally:
+            if db is not None:
+                db.close()
 
 
 def spec_yaml(spec: BenchSpec) -> str:
@@ -300,6 +535,7 @@ class Progress:
     skipped: int = 0
     running: int = 0
     held_elsewhere: int = 0
+    held_by: tuple[str, ...] = ()
     durations: list[float] = field(default_factory=list)
     jobs: int = 1
 
@@ -346,7 +582,11 @@ def run_benchmark(
     (:meth:`~mlmm.bench.ResultsStore.reset`) and run again: a method changed in a way its key
     cannot see, or timings to retake beside another method's. ``on_event(kind, run,
     progress)`` is called with kind ``"start"``, ``"done"``, ``"failed"``, ``"skipped"`` or
-    ``"waiting"``.
+    ``"waiting"`` (runs held by other processes, named in ``progress.held_by``).
+
+    The executor is checked (:func:`check_executor`) before the store is opened. While this
+    process holds claims it beats a heartbeat in the store (:class:`ClaimHeartbeat`); a claim
+    whose result cannot be written (a full disk) is given back before the error propagates.
     """
     threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
     runs = spec.runs()
@@ -355,6 +595,7 @@ def run_benchmark(
         raise MlmmError("the spec lists the same run twice; remove the duplicate entry")
     event = on_event or (lambda kind, run, progress: None)
     start = time.perf_counter()
+    check_executor(executor, ray_address)  # before the store exists or a run is registered
     db = ResultsStore(store)
     db.add_runs(spec.name, runs)
     db.save_spec(spec.name, spec_yaml(spec), command)
@@ -377,9 +618,15 @@ def run_benchmark(
             todo.append(run)
     check_models(todo)  # a hyperparameter out of range stops everything here, in one line
     ran = 0
-    pool = make_executor(executor, jobs, threads, ray_address) if todo else None
+    pool = None
     in_flight: dict[Any, tuple[RunConfig, float]] = {}
+    heartbeat = ClaimHeartbeat(store, store_module.HEARTBEAT_SECONDS)
+    beating = bool(todo)
     try:
+        if beating:
+            db.heartbeat()  # before the first claim: a live owner from its first moment
+            heartbeat.start()
+            pool = make_executor(executor, jobs, threads, ray_address)
         while todo or in_flight:
             waiting = []
             for run in todo:
@@ -397,29 +644,40 @@ def run_benchmark(
             todo = waiting
             progress.held_elsewhere = len(todo) if not in_flight else 0
             if not in_flight:
+                claims = db.claims(r.key for r in todo)
+                progress.held_by = tuple(sorted(set(claims.owner.dropna())))
                 event("waiting", None, progress)
                 time.sleep(POLL_SECONDS)
                 continue
             for handle, outcome in pool.wait(list(in_flight), POLL_SECONDS):
-                run, t0 = in_flight.pop(handle)
+                run, t0 = in_flight[handle]
                 progress.durations.append(time.perf_counter() - t0)
-                progress.running = len(in_flight)
                 ran += 1
                 if outcome["status"] == "done":
                     db.finish(run.key, outcome.pop("results"), outcome)
-                    progress.done += 1
-                    event("done", run, progress)
                 else:
                     db.fail(run.key, outcome)
-                    progress.failed += 1
-                    event("failed", run, progress)
+                del in_flight[handle]  # only once recorded: a failed write releases the run
+                progress.running = len(in_flight)
+                kind = "done" if outcome["status"] == "done" else "failed"
+                setattr(progress, kind, getattr(progress, kind) + 1)
+                event(kind, run, progress)
     except BaseException:
         for run, _ in in_flight.values():
-            db.release(run.key)
+            try:
+                db.release(run.key)
+            except MlmmError:  # the store fails too (disk full): the claim expires instead
+                break
         raise
     finally:
         if pool is not None:
             pool.close()
+        heartbeat.stop()
+        if beating:
+            try:
+                db.end_heartbeat()
+            except MlmmError:  # left behind, it only expires
+                pass
         db.close()
     return BenchOutcome(
         store=Path(store),

@@ -6,25 +6,32 @@ hash as key, status, error, timings, parameter count, library version, machine, 
 of :func:`mlmm.evaluate`. A finished run's results and its ``done`` status are written in one
 transaction, so a process killed at any point (``kill -9`` included) leaves either the whole
 run or none of it, never duplicate rows. Several benchmark processes may share a store: a run
-is claimed (status ``running`` with the claiming process as owner) before it starts, and a
-claim whose owner died is taken over.
+is claimed (status ``running`` with the claiming process as owner) before it starts. The owner
+beats a heartbeat while it holds claims; a claim whose owner died, or whose owner has not beaten
+for :data:`CLAIM_EXPIRY_SECONDS` (a reused pid, a vanished host), is taken over.
 
 The file identifies itself (``PRAGMA application_id``) and carries its schema version
 (``PRAGMA user_version``): opening a file that is not an mlmm store, or one written by a newer
-schema, fails with a one-line error before anything is written.
+schema, fails with a one-line error before anything is written. The schema is created under
+SQLite's write lock, so processes opening a new store at once all see it whole; a lock held by
+another process is waited for (:data:`BUSY_TIMEOUT_SECONDS`). SQLite's failures (disk full,
+I/O error, read-only file, corrupt file, a lock held too long) become one-line errors
+(:class:`~mlmm.errors.MlmmError`) naming the store and the fix.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import random
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -36,6 +43,12 @@ from mlmm.errors import MlmmError
 APPLICATION_ID = 0x6D6C6D6D
 #: Schema version written by this library.
 SCHEMA_VERSION = 1
+#: Seconds an open or a write waits for a lock another process holds before giving up.
+BUSY_TIMEOUT_SECONDS = 60.0
+#: Seconds between the heartbeats of a process that holds claims.
+HEARTBEAT_SECONDS = 15.0
+#: A claim whose owner has not beaten for this long is stale: another process takes it over.
+CLAIM_EXPIRY_SECONDS = 120.0
 
 #: Columns of ``runs`` besides the key and configuration (filled when a run ends).
 RUN_FIELDS = (
@@ -103,7 +116,54 @@ CREATE TABLE IF NOT EXISTS results (
     value REAL,
     PRIMARY KEY (run_key, method, condition, scope, subset, metric)
 );
+CREATE TABLE IF NOT EXISTS heartbeats (
+    owner TEXT PRIMARY KEY,
+    beat_at REAL NOT NULL
+);
 """
+#: Tables every store has had since schema 1, with their columns: one missing is damage
+#: ("corrupt or incomplete"). Tables and columns added to the schema later are not listed
+#: here: :meth:`ResultsStore._upgrade` adds them to older stores.
+_REQUIRED_COLUMNS = {
+    "runs": (
+        "run_key",
+        "spec",
+        "dataset",
+        "method",
+        "train_condition",
+        "seed",
+        "config",
+        "status",
+        "owner",
+        "attempts",
+        "error",
+        "traceback",
+        "started_at",
+        "finished_at",
+        "n_parameters",
+        "n_models",
+        "epochs",
+        "train_seconds",
+        "run_seconds",
+        "latency_ms_per_sample",
+        "threads",
+        "machine",
+        "version",
+    ),
+    "results": (
+        "run_key",
+        "method",
+        "condition",
+        "rate_unit",
+        "slot_rate",
+        "sample_rate",
+        "scope",
+        "subset",
+        "n",
+        "metric",
+        "value",
+    ),
+}
 
 
 def this_process() -> str:
@@ -111,20 +171,60 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_alive(owner: str | None) -> bool:
-    """Whether the process that claimed a run still runs (claims from other hosts are trusted)."""
-    if not owner:
-        return False
+def _pid_gone(owner: str) -> bool:
+    """Whether ``owner`` (``host:pid``) is a process of this host that no longer exists."""
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname():
-        return True
+        return False  # another host: only its heartbeat tells
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
         return True
-    return True
+    except (PermissionError, ValueError, OverflowError):
+        return False
+    return False
+
+
+def _schema_statements() -> list[str]:
+    return [part.strip() for part in _SCHEMA.split(";") if part.strip()]
+
+
+def _error_kind(err: sqlite3.Error) -> str:
+    """``busy``, ``full``, ``io``, ``readonly``, ``corrupt``, ``notadb``, ``cantopen`` or
+    ``other`` (SQLite's result code where Python gives it, else its message)."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    text = str(err).lower()
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text or "busy" in text:
+        return "busy"
+    if name == "SQLITE_FULL" or "disk is full" in text:
+        return "full"
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text:
+        return "readonly"
+    if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
+        return "io"
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return "corrupt"
+    if name == "SQLITE_NOTADB" or "not a database" in text:
+        return "notadb"
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return "cantopen"
+    return "other"
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _user_errors(method: _Method) -> _Method:
+    """Turn SQLite's exceptions in a store method into one-line user errors."""
+
+    @functools.wraps(method)
+    def wrapper(self: ResultsStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as err:
+            raise self._user_error(err) from err
+
+    return wrapper  # type: ignore[return-value]
 
 
 class ResultsStore:
@@ -134,6 +234,15 @@ class ResultsStore:
     ----------
     path : str or Path
         The ``.db`` file.
+    readonly : bool, default False
+        Open for reading only (reports, exports): a missing or empty file is refused instead
+        of becoming a store, nothing is written, and a store in a read-only folder opens.
+    busy_timeout : float, optional
+        Seconds to wait for a lock another process holds before failing with "busy"
+        (default :data:`BUSY_TIMEOUT_SECONDS`).
+    claim_expiry : float, optional
+        Seconds without a heartbeat after which another process's claim is stale (default
+        :data:`CLAIM_EXPIRY_SECONDS`).
 
     Examples
     --------
@@ -143,35 +252,133 @@ class ResultsStore:
     True
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readonly: bool = False,
+        busy_timeout: float | None = None,
+        claim_expiry: float | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        self.busy_timeout = BUSY_TIMEOUT_SECONDS if busy_timeout is None else busy_timeout
+        self.claim_expiry = CLAIM_EXPIRY_SECONDS if claim_expiry is None else claim_expiry
         if self.path.is_dir():
             raise MlmmError(
                 f"{self.path} is a folder; give the results file, e.g. {self.path}/results.db"
             )
-        existed = self.path.exists() and self.path.stat().st_size > 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            if existed:
-                self._check_identity()
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            if not existed:  # one script, one transaction: a new store is complete or absent
-                self._db.executescript(
-                    f"BEGIN IMMEDIATE; PRAGMA application_id={APPLICATION_ID}; "
-                    f"PRAGMA user_version={SCHEMA_VERSION}; {_SCHEMA} COMMIT;"
-                )
-        except sqlite3.DatabaseError as err:
-            raise MlmmError(f"{self.path} is not an mlmm results store ({err})") from None
+        if readonly:
+            self._db = self._open_for_reading()
+        else:
+            self._db = self._open_for_writing()
 
-    def _check_identity(self) -> None:
+    # ------------------------------------------------------------------ opening
+    def _open_for_reading(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            raise MlmmError(f"no results store at {str(self.path)!r}; run mlmm bench first")
+        if self.path.stat().st_size == 0:
+            raise MlmmError(
+                f"{self.path} is empty (0 bytes), not an mlmm results store; give a store that "
+                f"mlmm bench wrote"
+            )
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
         try:
-            app = self._db.execute("PRAGMA application_id").fetchone()[0]
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError:
-            app, version = None, None
+            db = self._connect(uri, uri=True)
+            try:
+                self._check_store(db)
+            except sqlite3.OperationalError as err:
+                if _error_kind(err) not in ("cantopen", "readonly", "io"):
+                    raise
+                # A WAL store in a read-only folder: SQLite cannot create the shared-memory
+                # file beside it. Nobody can write there either, so it is read as immutable.
+                db.close()
+                db = self._connect(uri + "&immutable=1", uri=True)
+                self._check_store(db)
+        except sqlite3.Error as err:
+            raise self._user_error(err) from err
+        return db
+
+    def _open_for_writing(self) -> sqlite3.Connection:
+        parent = self.path.parent
+        for folder in (parent, *parent.parents):
+            if folder.exists() and not folder.is_dir():
+                raise MlmmError(
+                    f"cannot create the store {self.path}: {folder} is a file, not a folder; "
+                    f"give a --store path inside a folder"
+                )
+            if folder.exists():
+                break
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise MlmmError(
+                f"cannot create the folder {parent} for the store ({err.strerror}); give a "
+                f"--store path in a writable folder"
+            ) from None
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                db = self._connect(str(self.path))
+                try:
+                    self._initialise(db)
+                except BaseException:
+                    db.close()
+                    raise
+                return db
+            except sqlite3.Error as err:
+                # SQLite's busy handler does not cover every lock taken while a new store's
+                # schema or journal mode is being set: retry those until the deadline.
+                if _error_kind(err) == "busy" and time.monotonic() < deadline:
+                    time.sleep(0.02 + 0.08 * random.random())
+                    continue
+                raise self._user_error(err) from err
+
+    def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
+        return sqlite3.connect(target, timeout=self.busy_timeout, isolation_level=None, uri=uri)
+
+    def _initialise(self, db: sqlite3.Connection) -> None:
+        """Create the schema of a new store, or check an existing one, under the write lock."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            app = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            new = app == 0 and tables == 0  # a new (or empty) file: ours to create
+            if new:
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            else:  # an existing store: its identity checked before anything is written
+                self._check_identity(db)
+            self._upgrade(db, new)
+            self._check_tables(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+
+    def _upgrade(self, db: sqlite3.Connection, new: bool) -> None:
+        """Create the schema of a new store; bring an existing one up to this schema.
+
+        An existing store gets the tables added to the schema after it was written (a missing
+        required table is damage, reported by :meth:`_check_tables`, never recreated empty).
+        A column added to an existing table later needs its ``ALTER TABLE`` here.
+        """
+        for statement in _schema_statements():
+            table = statement.split("(", 1)[0].split()[-1]
+            if new or table not in _REQUIRED_COLUMNS:
+                db.execute(statement)
+
+    def _check_store(self, db: sqlite3.Connection) -> None:
+        self._check_identity(db)
+        self._check_tables(db)
+
+    def _check_identity(self, db: sqlite3.Connection) -> None:
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if app != APPLICATION_ID:
             raise MlmmError(
                 f"{self.path} is not an mlmm results store; give a new path or a file that "
@@ -182,6 +389,75 @@ class ResultsStore:
                 f"{self.path} was written by a newer mlmm (store schema {version}, this mlmm "
                 f"{mlmm.__version__} reads up to {SCHEMA_VERSION}); upgrade mlmm to read it"
             )
+
+    def _check_tables(self, db: sqlite3.Connection) -> None:
+        """Refuse a store whose tables or columns were removed (it would fail mid-benchmark)."""
+        for table, columns in _REQUIRED_COLUMNS.items():
+            have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            lacking = [c for c in columns if c not in have]
+            if lacking:
+                what = f"table {table!r}" if not have else f"columns {lacking} of {table!r}"
+                raise MlmmError(
+                    f"{self.path} is a corrupt or incomplete mlmm results store: {what} missing; "
+                    f"restore it from a backup or give a new --store path"
+                )
+
+    def _user_error(self, err: sqlite3.Error) -> MlmmError:
+        """The one-line error for a failure of SQLite on this store."""
+        kind, path = _error_kind(err), self.path
+        if kind == "busy":
+            holders = self._claim_owners_quietly()
+            held = f"; its runs are claimed by {', '.join(holders)}" if holders else ""
+            return MlmmError(
+                f"{path} is busy: another process held its lock for more than "
+                f"{self.busy_timeout:g} s{held}; wait for that process or give another --store"
+            )
+        if kind == "full":
+            return MlmmError(
+                f"the disk holding {path} is full ({err}); every finished run is kept: free "
+                f"space and run the same command again to resume"
+            )
+        if kind == "io":
+            return MlmmError(
+                f"disk I/O error on {path} ({err}); every finished run is kept: check the disk "
+                f"(space, quota, a removed drive) and run the same command again to resume"
+            )
+        unwritable = (path.exists() and not os.access(path, os.W_OK)) or (
+            path.parent.exists() and not os.access(path.parent, os.W_OK)
+        )
+        if kind == "cantopen" and unwritable and not path.exists():
+            return MlmmError(
+                f"cannot create the store {path}: its folder is read-only; give a --store path "
+                f"in a writable folder"
+            )
+        if kind == "readonly" or (kind == "cantopen" and unwritable):
+            return MlmmError(
+                f"{path} is read-only ({err}): a benchmark writes to the file and creates files "
+                f"beside it; make the file and its folder writable, or give another --store"
+            )
+        if kind == "corrupt":
+            return MlmmError(
+                f"{path} is a corrupt or incomplete mlmm results store ({err}); restore it "
+                f"from a backup or give a new --store path"
+            )
+        if kind == "notadb":
+            return MlmmError(
+                f"{path} is not an mlmm results store ({err}); give a new path or a file that "
+                f"mlmm bench wrote"
+            )
+        return MlmmError(f"cannot use the results store {path}: SQLite says {err!s}")
+
+    def _claim_owners_quietly(self) -> list[str]:
+        """Owners of the store's running claims, read without waiting (for a "busy" error)."""
+        try:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            with closing(sqlite3.connect(uri, uri=True, timeout=0.5)) as raw:
+                rows = raw.execute(
+                    "SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL"
+                ).fetchall()
+            return sorted(r[0] for r in rows)
+        except sqlite3.Error:
+            return []
 
     def close(self) -> None:
         self._db.close()
@@ -199,11 +475,13 @@ class ResultsStore:
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
     # ------------------------------------------------------------------ writing
+    @_user_errors
     def add_runs(self, spec_name: str, runs: Iterable[RunConfig]) -> None:
         """Register runs as ``pending`` (runs already known keep their status)."""
         rows = [
@@ -225,20 +503,24 @@ class ResultsStore:
                 rows,
             )
 
+    @_user_errors
     def claim(self, key: str, retry_failed: bool = True) -> bool:
         """Mark a run ``running`` for this process if nobody else holds it; True if claimed.
 
-        A run is claimable when pending, failed (when ``retry_failed``), or running under an
-        owner that has died (a killed benchmark).
+        A run is claimable when pending, failed (when ``retry_failed``), or running under a
+        stale claim: its owner died, or has not beaten its heartbeat for ``claim_expiry``
+        seconds (a reused pid, another host that went away).
         """
         with self._transaction() as db:
-            row = db.execute("SELECT status, owner FROM runs WHERE run_key = ?", (key,)).fetchone()
+            row = db.execute(
+                "SELECT status, owner, started_at FROM runs WHERE run_key = ?", (key,)
+            ).fetchone()
             if row is None:
                 raise MlmmError(f"run {key} is not in {self.path}; add it with add_runs first")
-            status, owner = row
+            status, owner, started_at = row
             if status == "done" or (status == "failed" and not retry_failed):
                 return False
-            if status == "running" and owner != this_process() and _owner_alive(owner):
+            if status == "running" and self._claim_live(owner, started_at, self._beats()):
                 return False
             db.execute(
                 "UPDATE runs SET status = 'running', owner = ?, attempts = attempts + 1, "
@@ -247,6 +529,7 @@ class ResultsStore:
             )
             return True
 
+    @_user_errors
     def finish(self, key: str, results: pd.DataFrame, info: dict[str, Any]) -> None:
         """Write a run's results and mark it ``done``, in one transaction."""
         missing = [c for c in RESULT_FIELDS if c not in results.columns]
@@ -267,6 +550,7 @@ class ResultsStore:
                 (time.time(), *(info.get(f) for f in RUN_FIELDS), key),
             )
 
+    @_user_errors
     def fail(self, key: str, info: dict[str, Any]) -> None:
         """Record a failed run with ``info["error"]`` (and ``traceback``, ``threads``,
         ``machine``, ``version`` when known); its results, if any, are removed."""
@@ -286,6 +570,7 @@ class ResultsStore:
                 ),
             )
 
+    @_user_errors
     def release(self, key: str) -> None:
         """Give back a claim without a result (interrupted by the user): pending again."""
         with self._transaction() as db:
@@ -295,21 +580,26 @@ class ResultsStore:
                 (key, this_process()),
             )
 
+    @_user_errors
     def reset(self, keys: Iterable[str]) -> int:
         """Make finished or failed runs ``pending`` again, their results removed, so the next
         benchmark runs them anew (a method changed in a way its key cannot see, timings to
-        retake on an idle machine). Runs held by a live process are left alone. Returns how
-        many runs were reset."""
+        retake on an idle machine). Stale claims are released too; runs held by a live
+        process are left alone. Returns how many runs were reset."""
         keys = list(keys)
         marks = ", ".join("?" * len(keys))
         with self._transaction() as db:
             rows = db.execute(
-                f"SELECT run_key, status, owner FROM runs WHERE run_key IN ({marks})", keys
+                f"SELECT run_key, status, owner, started_at FROM runs WHERE run_key IN ({marks})",
+                keys,
             ).fetchall()
+            beats = self._beats()
             chosen = [
                 key
-                for key, status, owner in rows
-                if status != "running" or owner == this_process() or not _owner_alive(owner)
+                for key, status, owner, started_at in rows
+                if status != "running"
+                or owner == this_process()
+                or not self._claim_live(owner, started_at, beats)
             ]
             marks = ", ".join("?" * len(chosen))
             db.execute(f"DELETE FROM results WHERE run_key IN ({marks})", chosen)
@@ -337,23 +627,127 @@ class ResultsStore:
                 (name, text, command, time.time()),
             )
 
-    # ------------------------------------------------------------------ reading
-    def status(self, keys: Iterable[str] | None = None) -> dict[str, str]:
-        """``run_key -> status`` (of the given runs, or all)."""
-        rows = self._db.execute("SELECT run_key, status, owner FROM runs").fetchall()
+    # ------------------------------------------------------------------ claims
+    @_user_errors
+    def heartbeat(self) -> None:
+        """Record that this process, and so every claim it holds, is alive now."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO heartbeats (owner, beat_at) VALUES (?, ?) "
+                "ON CONFLICT(owner) DO UPDATE SET beat_at = excluded.beat_at",
+                (this_process(), time.time()),
+            )
+
+    @_user_errors
+    def end_heartbeat(self) -> None:
+        """Remove this process's heartbeat (it holds no claims any more)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM heartbeats WHERE owner = ?", (this_process(),))
+
+    def _beats(self) -> dict[str, float]:
+        try:
+            return dict(self._db.execute("SELECT owner, beat_at FROM heartbeats").fetchall())
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):  # a store written before heartbeats, read-only
+                return {}
+            raise
+
+    def _claim_live(self, owner: str | None, started_at: float | None, beats: dict) -> bool:
+        """Whether a ``running`` claim still binds: its owner is this process, or it exists
+        and has beaten (or claimed) within ``claim_expiry`` seconds."""
+        if not owner:
+            return False
+        if owner == this_process():
+            return True
+        if _pid_gone(owner):
+            return False
+        last = max(beats.get(owner) or 0.0, started_at or 0.0)
+        return time.time() - last <= self.claim_expiry
+
+    @_user_errors
+    def claims(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
+        """The ``running`` claims (all, or of ``keys``): ``run_key``, ``owner``,
+        ``seconds_since_beat`` (since the owner's last heartbeat, or the claim) and ``live``
+        (False: stale, the next benchmark takes it over)."""
+        rows = self._db.execute(
+            "SELECT run_key, owner, started_at FROM runs WHERE status = 'running' ORDER BY rowid"
+        ).fetchall()
         wanted = None if keys is None else set(keys)
+        beats, now = self._beats(), time.time()
+        out = [
+            {
+                "run_key": key,
+                "owner": owner,
+                "seconds_since_beat": now - max(beats.get(owner) or 0.0, started_at or 0.0),
+                "live": self._claim_live(owner, started_at, beats),
+            }
+            for key, owner, started_at in rows
+            if wanted is None or key in wanted
+        ]
+        return pd.DataFrame(out, columns=["run_key", "owner", "seconds_since_beat", "live"])
+
+    @_user_errors
+    def release_claims(self, force: bool = False) -> int:
+        """Make claimed runs ``pending`` again: the stale claims, or every claim with
+        ``force`` (the user knows their owners are gone). Returns how many were released."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT run_key, owner, started_at FROM runs WHERE status = 'running'"
+            ).fetchall()
+            beats = self._beats()
+            chosen = [
+                (key,)
+                for key, owner, started_at in rows
+                if force or not self._claim_live(owner, started_at, beats)
+            ]
+            db.executemany(
+                "UPDATE runs SET status = 'pending', owner = NULL WHERE run_key = ?", chosen
+            )
+        return len(chosen)
+
+    @_user_errors
+    def release_failed(self) -> int:
+        """Make every failed run ``pending`` again (its error cleared), so that the next
+        benchmark runs it even with ``retry_failed=False``. Returns how many were released."""
+        with self._transaction() as db:
+            count = db.execute(
+                "UPDATE runs SET status = 'pending', owner = NULL, error = NULL, "
+                "traceback = NULL WHERE status = 'failed'"
+            ).rowcount
+        return count
+
+    # ------------------------------------------------------------------ reading
+    def _frame(self, query: str, params: Iterable[Any] = ()) -> pd.DataFrame:
+        cursor = self._db.execute(query, tuple(params))
+        return pd.DataFrame(cursor.fetchall(), columns=[d[0] for d in cursor.description])
+
+    @_user_errors
+    def status(self, keys: Iterable[str] | None = None) -> dict[str, str]:
+        """``run_key -> status`` (of the given runs, or all); a stale claim reads ``pending``."""
+        rows = self._db.execute("SELECT run_key, status, owner, started_at FROM runs").fetchall()
+        wanted = None if keys is None else set(keys)
+        beats = self._beats()
         out = {}
-        for key, status, owner in rows:
+        for key, status, owner, started_at in rows:
             if wanted is not None and key not in wanted:
                 continue
-            if status == "running" and not _owner_alive(owner):
-                status = "pending"  # its process died: it will be run again
+            if status == "running" and not self._claim_live(owner, started_at, beats):
+                status = "pending"  # its process died or went silent: it will be run again
             out[key] = status
         return out
 
+    @_user_errors
+    def counts(self) -> pd.DataFrame:
+        """Runs per spec and status (``spec``, ``status``, ``runs``), for ``mlmm store``."""
+        return self._frame(
+            "SELECT spec, status, count(*) AS runs FROM runs GROUP BY spec, status "
+            "ORDER BY spec, status"
+        )
+
+    @_user_errors
     def runs(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """One row per run (all, or those of ``keys``), with its method's family and subtype."""
-        runs = pd.read_sql_query("SELECT * FROM runs ORDER BY rowid", self._db)
+        runs = self._frame("SELECT * FROM runs ORDER BY rowid")
         if keys is not None:
             runs = runs[runs.run_key.isin(set(keys))].reset_index(drop=True)
         from mlmm.methods import METHODS
@@ -365,6 +759,7 @@ class ResultsStore:
         runs["subtype"] = [taxonomy(m, "subtype") for m in runs["method"]]
         return runs
 
+    @_user_errors
     def results(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """The tidy results of finished runs (all, or those of ``keys``), with each run's
         dataset, training condition and seed. The ``method`` column is the row's:
@@ -375,7 +770,7 @@ class ResultsStore:
             "FROM results r JOIN runs u ON u.run_key = r.run_key WHERE u.status = 'done' "
             "ORDER BY u.rowid, r.rowid"
         )
-        results = pd.read_sql_query(query, self._db)
+        results = self._frame(query)
         if keys is not None:
             results = results[results.run_key.isin(set(keys))].reset_index(drop=True)
         return results
