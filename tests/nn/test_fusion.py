@@ -35,10 +35,10 @@ def test_mean_variance_fusion_by_hand():
     assert out.shape == (4, 4)
     expected = torch.tensor(
         [
-            [2.0, 3.0, 1.0, 1.0],  # population variance of (1, 3) and (2, 4)
+            [2.0, 3.0, 2.0, 2.0],  # (1-2)^2 + (3-2)^2 over |K| - 1 = 1
             [5.0, 6.0, 0.0, 0.0],  # one present: variance 0
             [0.0, 0.0, 0.0, 0.0],  # none present: zeros
-            [4.0, 2.0, 26 / 3, 8 / 3],
+            [4.0, 2.0, 26 / 2, 8 / 2],  # (9 + 1 + 16) / 2 and (4 + 0 + 4) / 2
         ]
     )
     assert torch.allclose(out, expected)

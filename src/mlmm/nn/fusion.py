@@ -25,15 +25,21 @@ def masked_mean(embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor
 class MeanVarianceFusion(nn.Module):
     """HeMIS abstraction layer: element-wise mean and variance over the present modalities.
 
-    Returns ``[B, 2D]`` = concat(mean, variance). The variance is the population variance over
-    present modalities, so it is 0 when only one is present (as in Havaei et al., 2016). A row
-    with nothing present gives zeros for both.
+    Returns ``[B, 2D]`` = concat(mean, variance). As in Havaei et al. (2016), the variance over
+    the set ``K`` of present modalities is the unbiased one, ``sum_k (h_k - mean)^2 / (|K| - 1)``,
+    when ``|K| >= 2``, and 0 when only one modality is present. A row with nothing present gives
+    zeros for both.
     """
 
     def forward(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         mean = masked_mean(embeddings, present)  # [B, D]
-        sq = masked_mean((embeddings - mean.unsqueeze(1)) ** 2, present)  # [B, D]
-        return torch.cat([mean, sq], dim=1)  # [B, 2D]
+        mask = present.unsqueeze(-1)  # [B, M, 1]
+        deviation = torch.where(mask, embeddings - mean.unsqueeze(1), torch.zeros_like(embeddings))
+        squares = (deviation**2).sum(dim=1)  # [B, D]
+        # |K| - 1 divides from two present on; one present leaves squares at exactly 0
+        count = mask.sum(dim=1).to(embeddings.dtype)  # [B, 1]
+        variance = squares / (count - 1).clamp_min(1)  # [B, D]
+        return torch.cat([mean, variance], dim=1)  # [B, 2D]
 
 
 class ConcatFusion(nn.Module):
