@@ -55,7 +55,10 @@ class ConcatFusion(nn.Module):
 
 
 def combine_predictions(
-    logits: torch.Tensor, present: torch.Tensor, rule: str = "mean_prob"
+    logits: torch.Tensor,
+    present: torch.Tensor,
+    rule: str = "mean_prob",
+    log_prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Combine per-modality class logits over the present modalities: ``[B, M, K] -> [B, K]``.
 
@@ -66,6 +69,12 @@ def combine_predictions(
         ``sum_logprob`` sums their log-probabilities (a product of experts, the Bayes rule for
         conditionally independent modalities), returned renormalised as log-probabilities.
         Absent modalities never contribute; a row with nothing present gets a uniform output.
+    log_prior : Tensor, shape (K,), optional
+        Log class prior the per-modality classifiers were trained under. With ``sum_logprob``
+        the product is divided by ``p(y)^(n - 1)`` for the ``n`` present modalities (Kittler
+        et al., 1998: ``p(y | x_1..x_n)`` is proportional to ``prod_i p(y | x_i) / p(y)^(n-1)``
+        when the modalities are conditionally independent given ``y``), and a row with nothing
+        present gets the prior. Ignored by ``mean_prob``; a uniform prior changes nothing.
     """
     logp = F.log_softmax(logits, dim=-1)  # [B, M, K]
     mask = present.unsqueeze(-1)  # [B, M, 1]
@@ -74,7 +83,10 @@ def combine_predictions(
         fused = torch.logsumexp(logp.masked_fill(~mask, -math.inf), dim=1) - n_present.log()
         fused = torch.where(present.any(dim=1, keepdim=True), fused, torch.zeros_like(fused))
     elif rule == "sum_logprob":
-        fused = torch.where(mask, logp, torch.zeros_like(logp)).sum(dim=1)
+        fused = torch.where(mask, logp, torch.zeros_like(logp)).sum(dim=1)  # [B, K]
+        if log_prior is not None:  # each head's posterior holds the prior once: keep one copy
+            count = present.sum(dim=1, keepdim=True).to(fused.dtype)  # [B, 1], 0 allowed
+            fused = fused - (count - 1) * log_prior.to(fused.dtype)  # [B, K]
     else:
         raise MlmmError(f"combination rule must be 'mean_prob' or 'sum_logprob', got {rule!r}")
     return F.log_softmax(fused, dim=-1)  # [B, K]
