@@ -261,7 +261,10 @@ def bench(
     ] = None,
     jobs: Annotated[int, typer.Option(help="Runs in parallel (worker processes).")] = 1,
     threads: Annotated[
-        int | None, typer.Option(help="Threads per worker; default cores // jobs.")
+        int | None,
+        typer.Option(
+            help="Threads per worker; default min(OMP_NUM_THREADS, usable cores // jobs)."
+        ),
     ] = None,
     executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
     ray_address: Annotated[

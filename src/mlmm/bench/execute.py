@@ -36,13 +36,33 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def thread_limit() -> int:
+    """Intra-op threads this process is told to use: ``OMP_NUM_THREADS`` when it is set to a
+    positive integer, and never more than ``torch.get_num_threads()``."""
+    import torch
+
+    limit = torch.get_num_threads()
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        limit = min(limit, int(value))
+    return max(1, limit)
+
+
 def plan_threads(
-    jobs: int, threads: int | None = None, cores: int | None = None, cluster: bool = False
+    jobs: int,
+    threads: int | None = None,
+    cores: int | None = None,
+    cluster: bool = False,
+    limit: int | None = None,
 ) -> int:
     """Threads per worker so that ``jobs × threads ≤ cores``; errors name the fix.
 
-    On a cluster (``cluster=True``: Ray at a given address) the local cores do not bound the
-    jobs — Ray places each task on a node with ``threads`` free CPUs — and threads default to 1.
+    The default is ``min(cores // jobs, limit)``: ``cores`` are those this process may use
+    (:func:`available_cores`, its CPU affinity, not the machine's count) and ``limit`` what
+    the environment asks for (:func:`thread_limit`: ``OMP_NUM_THREADS``, torch's threads), so
+    ``OMP_NUM_THREADS=1`` gives one thread per worker. On a cluster (``cluster=True``: Ray at a
+    given address) the local cores do not bound the jobs — Ray places each task on a node with
+    ``threads`` free CPUs — and threads default to 1.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise MlmmError(f"--jobs must be a positive integer, got {jobs!r}")
@@ -59,7 +79,7 @@ def plan_threads(
             f"fewer (more workers than cores slow every run down)"
         )
     if threads is None:
-        return max(1, cores // jobs)
+        return max(1, min(cores // jobs, limit or thread_limit()))
     if jobs * threads > cores:
         raise MlmmError(
             f"--jobs {jobs} × --threads {threads} exceeds the {cores} cores of this machine; "
