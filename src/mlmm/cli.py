@@ -287,6 +287,9 @@ def bench(
         typer.Option(help="Run this method's stored runs again (repeatable)."),
     ] = None,
     report: Annotated[bool, typer.Option(help="Write the HTML report at the end.")] = True,
+    include_time_limited: Annotated[
+        bool, typer.Option(help="Also rank runs that the budget's time_limit cut short.")
+    ] = False,
 ) -> None:
     """Run a benchmark (default: the quick suite); reruns skip finished runs."""
     from mlmm.bench.spec import load_suite, parse_spec
@@ -297,7 +300,18 @@ def bench(
     data = _bench_overrides(data, dataset, method, missing, seeds, epochs)
     suite = parse_spec(data, f"{spec} with the command-line options")
     path = store or Path("mlmm-results") / f"{suite.name}.db"
-    _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, report, rerun)
+    _run_bench(
+        suite,
+        path,
+        jobs,
+        threads,
+        executor,
+        ray_address,
+        retry_failed,
+        report,
+        rerun,
+        include_time_limited,
+    )
 
 
 def _bench_overrides(data, dataset, method, missing, seeds, epochs) -> dict:
@@ -327,7 +341,16 @@ def _bench_overrides(data, dataset, method, missing, seeds, epochs) -> dict:
 
 
 def _run_bench(
-    suite, path, jobs, threads, executor, ray_address, retry_failed, report, rerun=None
+    suite,
+    path,
+    jobs,
+    threads,
+    executor,
+    ray_address,
+    retry_failed,
+    report,
+    rerun=None,
+    include_time_limited=False,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -390,19 +413,43 @@ def _run_bench(
     if not table.empty:
         console.print(
             _table(
-                comparison_table(table),
+                comparison_table(table, include_time_limited),
                 "comparison (accuracy %, mean ± std over seeds; rates = fraction of missing "
                 "(sample, modality) slots unless the spec says unit=samples)",
             )
         )
     for row in run_rows[run_rows.status == "failed"].itertuples():
         console.print(f"[red]failed[/red] {row.dataset} {row.method} seed={row.seed}: {row.error}")
+    _print_time_limited(console, run_rows, include_time_limited)
     console.print(f"results: {path}")
     if report:
         from mlmm.bench.report import write_report
 
-        html = write_report(run_rows, table, Path(path).with_suffix(".html"), title=suite.name)
+        html = write_report(
+            run_rows,
+            table,
+            Path(path).with_suffix(".html"),
+            title=suite.name,
+            include_time_limited=include_time_limited,
+        )
         console.print(f"report: {html}")
+
+
+def _print_time_limited(console, run_rows, included: bool) -> None:
+    """One line per run whose training the budget's time_limit cut short, and conditions
+    that could not be simulated for a finished run."""
+    done = run_rows[run_rows.status == "done"]
+    for row in done[done.time_limited.fillna(0).astype(int) == 1].itertuples():
+        where = "included" if included else "left out of the comparison (--include-time-limited)"
+        console.print(
+            f"[yellow]time-limited[/yellow] {row.dataset} {row.method} {row.train_condition} "
+            f"seed={row.seed}: the time limit stopped its training; {where}"
+        )
+    for row in done[done.condition_errors.notna()].itertuples():
+        console.print(
+            f"[yellow]not scored[/yellow] {row.dataset} {row.method} seed={row.seed}: "
+            f"{row.condition_errors}"
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -414,6 +461,9 @@ def _duration(seconds: float) -> str:
 def report_command(
     store: Annotated[Path, typer.Argument(help="A results store written by mlmm bench.")],
     out: Annotated[Path | None, typer.Option(help="HTML file; default beside the store.")] = None,
+    include_time_limited: Annotated[
+        bool, typer.Option(help="Also rank runs that the budget's time_limit cut short.")
+    ] = False,
 ) -> None:
     """Write the self-contained HTML report of a results store."""
     from mlmm.bench.report import write_report
@@ -424,7 +474,13 @@ def report_command(
         raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
     with ResultsStore(store) as db:
         runs, table = db.runs(), db.table()
-    html = write_report(runs, table, out or store.with_suffix(".html"), title=store.stem)
+    html = write_report(
+        runs,
+        table,
+        out or store.with_suffix(".html"),
+        title=store.stem,
+        include_time_limited=include_time_limited,
+    )
     _console().print(f"report: {html}")
 
 

@@ -133,7 +133,9 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
 
     Returns ``{"status": "done", "results": DataFrame, **costs}`` or
     ``{"status": "failed", "error": str, "traceback": str}``; both carry ``threads``,
-    ``machine`` and ``version``.
+    ``machine`` and ``version``. A finished run also says whether the trainer's time limit
+    ended any of its stages (``time_limited``, 0 or 1) and which test conditions could not be
+    simulated (``condition_errors``, JSON ``{condition: error}``, None when all ran).
     """
     import pandas as pd
 
@@ -180,6 +182,8 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
         "train_seconds": trained.train_seconds,
         "run_seconds": time.perf_counter() - start,
         "latency_ms_per_sample": res.latency_ms_per_sample,
+        "time_limited": int(any(h.stopped_by == "time_limit" for h in trained.histories)),
+        "condition_errors": json.dumps(res.failed_conditions) if res.failed_conditions else None,
     }
 
 

@@ -1,7 +1,7 @@
 """The benchmark report: one self-contained HTML page built only from the runs and results tables.
 
 Sections (stable ids): ``leaderboard``, ``robustness``, ``subsets``, ``bayes-gap``, ``efficiency``,
-``taxonomy``, ``failures``. CSS is inline and plots are PNG data URIs drawn with matplotlib's Agg
+``taxonomy``, ``failures``, ``time-limited``. CSS is inline and plots are PNG data URIs drawn with matplotlib's Agg
 canvas, so the file opens offline; a Content-Security-Policy forbids the page any other resource.
 """
 
@@ -91,7 +91,12 @@ def _e(value: object) -> str:
 
 
 def write_report(
-    runs: pd.DataFrame, results: pd.DataFrame, path: str | Path, *, title: str = "mlmm benchmark"
+    runs: pd.DataFrame,
+    results: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str = "mlmm benchmark",
+    include_time_limited: bool = False,
 ) -> Path:
     """Write the benchmark report as one self-contained HTML file and return its path.
 
@@ -108,6 +113,9 @@ def write_report(
     path : str or Path
         The HTML file to write (atomically: a killed process leaves the previous file).
     title : str
+    include_time_limited : bool
+        Also rank and plot the runs whose training the time limit cut short (column
+        ``time_limited`` of ``runs``); by default they are only listed, in their own section.
 
     Returns
     -------
@@ -115,6 +123,9 @@ def write_report(
     """
     _require(runs, RUN_COLUMNS, "runs")
     _require(results, RESULT_COLUMNS, "results")
+    limited = _time_limited_keys(runs)
+    if not include_time_limited:
+        results = results[~results.run_key.isin(limited)]
     results = one_reference_copy(results)
     families = dict(zip(runs.method, runs.family, strict=True)) | {BAYES: "Bayes-optimal"}
     colors = _colors(sorted(set(results.method) | set(runs.method)))
@@ -126,6 +137,7 @@ def write_report(
         ("efficiency", "Efficiency", _efficiency(runs)),
         ("taxonomy", "Taxonomy coverage", _taxonomy(runs)),
         ("failures", "Failures", _failures(runs)),
+        ("time-limited", "Time-limited runs", _time_limited(runs, include_time_limited)),
     ]
     nav = " ".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
     body = "\n".join(
@@ -593,3 +605,41 @@ def _failures(runs: pd.DataFrame) -> str:
     if unfinished:
         parts.append(_note(f"{unfinished} run(s) had not finished when this report was written."))
     return "\n".join(parts)
+
+
+def _time_limited_keys(runs: pd.DataFrame) -> set[str]:
+    """Keys of the finished runs that a time limit cut short."""
+    if "time_limited" not in runs.columns:
+        return set()
+    cut = runs.time_limited.fillna(0).astype(int) == 1
+    return set(runs.run_key[cut & (runs.status == "done")])
+
+
+def _time_limited(runs: pd.DataFrame, included: bool) -> str:
+    keys = _time_limited_keys(runs)
+    if not keys:
+        return "<p>none</p>"
+    rows = [
+        {
+            "dataset": r.dataset,
+            "method": r.method,
+            "seed": r.seed,
+            "train condition": r.train_condition,
+            "run": r.run_key,
+        }
+        for r in runs[runs.run_key.isin(keys)].itertuples(index=False)
+    ]
+    where = (
+        "They are included in the tables and figures above (include_time_limited)."
+        if included
+        else "They are left out of the tables and figures above; include them with "
+        "mlmm report --include-time-limited."
+    )
+    return (
+        _note(
+            "The budget's time_limit ended the training of these runs before their epochs or "
+            f"patience did, so their scores depend on the machine's load. {where}"
+        )
+        + "\n"
+        + _table(rows)
+    )

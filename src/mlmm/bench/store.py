@@ -48,7 +48,12 @@ RUN_FIELDS = (
     "threads",
     "machine",
     "version",
+    "time_limited",
+    "condition_errors",
 )
+#: Columns added to ``runs`` after schema 1 was first written, with their SQL types: a store
+#: that lacks them gets them when opened (older readers ignore them).
+ADDED_RUN_COLUMNS = {"time_limited": "INTEGER", "condition_errors": "TEXT"}
 #: Columns of ``results`` besides ``run_key``.
 RESULT_FIELDS = (
     "method",
@@ -87,7 +92,9 @@ CREATE TABLE IF NOT EXISTS runs (
     latency_ms_per_sample REAL,
     threads INTEGER,
     machine TEXT,
-    version TEXT
+    version TEXT,
+    time_limited INTEGER,
+    condition_errors TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     run_key TEXT NOT NULL REFERENCES runs(run_key),
@@ -163,8 +170,20 @@ class ResultsStore:
                     f"BEGIN IMMEDIATE; PRAGMA application_id={APPLICATION_ID}; "
                     f"PRAGMA user_version={SCHEMA_VERSION}; {_SCHEMA} COMMIT;"
                 )
+            self._add_columns()
         except sqlite3.DatabaseError as err:
             raise MlmmError(f"{self.path} is not an mlmm results store ({err})") from None
+
+    def _add_columns(self) -> None:
+        """Give a store written before :data:`ADDED_RUN_COLUMNS` existed those columns."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if set(ADDED_RUN_COLUMNS) <= have:
+            return
+        with self._transaction() as db:
+            have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            for name, kind in ADDED_RUN_COLUMNS.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     def _check_identity(self) -> None:
         try:
@@ -366,7 +385,8 @@ class ResultsStore:
     def table(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """:meth:`results` with each run's costs (parameters, times, threads, machine...)."""
         runs = self.runs(keys)
-        cost = ["run_key", *RUN_FIELDS, "family", "subtype"]
+        cost = ["run_key", *(f for f in RUN_FIELDS if f != "condition_errors"), "family"]
+        cost.append("subtype")
         table = self.results(keys).merge(runs[cost], on="run_key", how="left")
         reference = table.method != table.run_method  # the Bayes rows cost nothing to train
         table.loc[reference, ["n_parameters", "n_models", "train_seconds"]] = 0

@@ -19,17 +19,43 @@ def _mean_std(values: pd.Series) -> str:
 
 def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
     """The results with one copy of the Bayes-optimal rows per (dataset, training condition,
-    seed): every run of a grid cell carries the same rows, scored under the same masks."""
+    seed): every run of a grid cell carries the same rows, scored under the same masks.
+
+    Bayes rows of an MNAR test condition are kept only when they come with their Monte Carlo
+    error (metric ``accuracy_mc_se``): older stores scored MNAR with the ignorable posterior,
+    which is not Bayes-optimal there (the presence pattern carries class information), so
+    no gap to Bayes is shown from them."""
     ref = results.method == "bayes-optimal"
     key = ["dataset", "train_condition", "seed", "scope", "condition", "subset", "metric"]
-    return pd.concat([results[~ref], results[ref].drop_duplicates(key)], ignore_index=True)
+    reference = results[ref]
+    cell = ["dataset", "train_condition", "seed", "condition"]
+    mnar = (reference.condition.astype(str).str.split(":").str[0] == "mnar") & (
+        reference.scope != "subset"
+    )
+    checked = reference[reference.metric == "accuracy_mc_se"][cell].drop_duplicates()
+    trusted = reference[cell].merge(checked.assign(_mc=True), on=cell, how="left")._mc.notna()
+    reference = reference[~mnar.to_numpy() | trusted.to_numpy()]
+    return pd.concat([results[~ref], reference.drop_duplicates(key)], ignore_index=True)
 
 
-def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
+def without_time_limited(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs that no time limit cut short (column ``time_limited`` of
+    :meth:`~mlmm.bench.ResultsStore.table`; rows without it are kept)."""
+    if "time_limited" not in results.columns:
+        return results
+    return results[results.time_limited.fillna(0).astype(int) != 1]
+
+
+def comparison_table(results: pd.DataFrame, include_time_limited: bool = False) -> pd.DataFrame:
     """Mean ± std over seeds per (dataset, train condition, test condition, method):
     accuracy, macro-F1, worst forced subset, gap to the Bayes-optimal accuracy where known,
-    parameters and training time. Computed only from the tidy results table."""
+    parameters and training time. Computed only from the tidy results table.
+
+    Runs whose training the time limit cut short depend on the machine's load and are left
+    out unless ``include_time_limited``."""
     ids = ["dataset", "train_condition", "condition", "method"]
+    if not include_time_limited:
+        results = without_time_limited(results)
     results = one_reference_copy(results)
     overall = results[results.scope == "overall"]
     rows = []

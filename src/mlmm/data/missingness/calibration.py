@@ -188,6 +188,24 @@ def calibrated_removal(
     """
     if rate == 0.0:
         return np.zeros(observed.shape, dtype=bool)
+    theta = calibrate_theta(offsets, observed, rate, unit, allow_empty, spec, never_removed)
+    return draw_removal(sigmoid(theta + offsets), observed, allow_empty, rng)
+
+
+def calibrate_theta(
+    offsets: np.ndarray,
+    observed: np.ndarray,
+    rate: float,
+    unit: str,
+    allow_empty: bool,
+    spec: str,
+    never_removed: str = "",
+) -> float:
+    """The ``theta`` of :func:`calibrated_removal`: the expected rate in ``unit`` of drops
+    with probabilities ``sigmoid(theta + offsets)`` is ``rate`` (``-inf`` for rate 0).
+    Raises the one-line infeasibility error of :func:`check_feasible`."""
+    if rate == 0.0:
+        return -np.inf
     weights = np.ones(len(observed))
     droppable = offsets > -np.inf
     check_feasible(droppable, observed, rate, unit, allow_empty, weights, spec, never_removed)
@@ -196,8 +214,7 @@ def calibrated_removal(
         drop, incomplete = conditional_rates(sigmoid(theta + offsets), observed, allow_empty)
         return rate_in_unit(drop, incomplete, observed, unit, weights)
 
-    theta = solve_increasing(expected, rate)
-    return draw_removal(sigmoid(theta + offsets), observed, allow_empty, rng)
+    return solve_increasing(expected, rate)
 
 
 def check_feasible(
