@@ -21,6 +21,7 @@ SECTIONS = (
     "efficiency",
     "taxonomy",
     "failures",
+    "time-limited",
 )
 FAMILIES = {"late-fusion": ("combination", "ensemble"), "hemis": ("representation", "composition")}
 # accuracy under no missingness per (method, seed); MCAR 0.5 costs 10 points

@@ -128,6 +128,52 @@ def check_models(runs: Sequence[RunConfig]) -> None:
             ) from None
 
 
+def check_conditions(runs: Sequence[RunConfig]) -> None:
+    """Simulate every missingness condition of ``runs`` on the data it will meet, before any
+    run starts: the training condition on the training and validation parts, each test
+    condition on the test part, of every seed's split.
+
+    A condition a dataset cannot take — a rate above what its modalities allow with one kept
+    per sample (``mcar:0.75`` on three modalities, ``mar:0.5`` on two), a modality it lacks —
+    then stops the benchmark with one line naming the dataset and the condition, before the
+    store gets any run, instead of failing after training.
+    """
+    from mlmm.data.datasets import load_dataset
+    from mlmm.data.missingness import simulate
+    from mlmm.data.split import train_val_test_split
+    from mlmm.utils import rng_for
+
+    datasets: dict[str, Any] = {}
+    checked: set[str] = set()
+    for run in runs:
+        data_key = json.dumps([run.dataset, run.dataset_params], sort_keys=True, default=str)
+        split_key = json.dumps([data_key, run.seed, run.test_size, run.val_size])
+        work = [("training", run.train_missing, part) for part in ("train", "val")]
+        work += [("test", spec, "test") for spec in run.test_missing]
+        work = [w for w in work if json.dumps([split_key, *w]) not in checked]
+        if not work:
+            continue
+        if data_key not in datasets:
+            datasets[data_key] = load_dataset(run.dataset, **run.dataset_params)
+        split = train_val_test_split(
+            datasets[data_key], test_size=run.test_size, val_size=run.val_size, seed=run.seed
+        )
+        for role, spec, part in work:
+            checked.add(json.dumps([split_key, role, spec, part]))
+            data = getattr(split, part)
+            if data is None:
+                continue
+            stream = ("test-mask", spec) if part == "test" else (f"{part}-mask",)
+            try:
+                simulate(data, spec, rng_for(run.seed, *stream))
+            except MlmmError as err:
+                raise MlmmError(
+                    f"{role} condition {spec!r} cannot run on dataset {run.dataset!r} "
+                    f"(seed {run.seed}, {part} part): {err}; or limit its missing entry to "
+                    f"other datasets (datasets: [...])"
+                ) from None
+
+
 def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     """Train and score one run in this process; never raises for a failing run.
 
@@ -371,6 +417,7 @@ def run_benchmark(
         raise MlmmError("the spec lists the same run twice; remove the duplicate entry")
     event = on_event or (lambda kind, run, progress: None)
     start = time.perf_counter()
+    check_conditions(runs)  # an infeasible condition stops here, before the store has runs
     db = ResultsStore(store)
     db.add_runs(spec.name, runs)
     if rerun:
