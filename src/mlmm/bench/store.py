@@ -389,7 +389,7 @@ class ResultsStore:
         cost.append("subtype")
         table = self.results(keys).merge(runs[cost], on="run_key", how="left")
         reference = table.method != table.run_method  # the Bayes rows cost nothing to train
-        table.loc[reference, ["n_parameters", "n_models", "train_seconds"]] = 0
+        table.loc[reference, ["n_parameters", "n_models", "train_seconds", "time_limited"]] = 0
         table.loc[reference, ["family", "subtype"]] = "oracle"
         return table
 

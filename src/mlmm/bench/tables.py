@@ -89,5 +89,9 @@ def comparison_table(results: pd.DataFrame, include_time_limited: bool = False) 
         row["n_parameters"] = int(g["n_parameters"].iloc[0])
         row["train_seconds"] = float(np.mean(g.groupby("seed")["train_seconds"].first()))
         row["seeds"] = int(g["seed"].nunique())
+        if include_time_limited and "time_limited" in g.columns:
+            # marked: how many of the seeds' runs the time limit cut short
+            cut = g.groupby("seed")["time_limited"].first().fillna(0).astype(int)
+            row["time_limited"] = int(cut.sum())
         rows.append(row)
     return pd.DataFrame(rows)
