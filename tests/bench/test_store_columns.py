@@ -42,3 +42,15 @@ def test_a_store_without_the_new_columns_gets_them(tmp_path):
         runs = results.runs()
     assert runs.time_limited.tolist() == [1]
     assert runs.condition_errors.tolist() == ['{"mcar:0.9": "too high"}']
+
+
+def test_a_store_another_process_has_only_begun_to_create_is_opened(tmp_path):
+    # the creating process has written the WAL header but not yet committed the schema: a
+    # second process opening the file then must not call it "not an mlmm results store"
+    path = tmp_path / "new.db"
+    creator = sqlite3.connect(path, isolation_level=None)
+    creator.execute("PRAGMA journal_mode=WAL")
+    assert path.stat().st_size > 0
+    with ResultsStore(path) as results:
+        assert results.runs().empty
+    creator.close()

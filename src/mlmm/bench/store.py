@@ -160,6 +160,9 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            # a file another process has just begun to create (WAL header written, schema not
+            # yet committed) is empty: create it too (the script is idempotent), do not refuse
+            existed = existed and not self._empty()
             if existed:
                 self._check_identity()
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -173,6 +176,12 @@ class ResultsStore:
             self._add_columns()
         except sqlite3.DatabaseError as err:
             raise MlmmError(f"{self.path} is not an mlmm results store ({err})") from None
+
+    def _empty(self) -> bool:
+        """No application id and no table: an SQLite file nobody has written a schema to."""
+        app = self._db.execute("PRAGMA application_id").fetchone()[0]
+        tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        return app == 0 and tables == 0
 
     def _add_columns(self) -> None:
         """Give a store written before :data:`ADDED_RUN_COLUMNS` existed those columns."""
