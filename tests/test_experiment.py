@@ -70,3 +70,37 @@ def test_robustness_curve_and_bayes_reference_under_the_same_masks():
     assert acc["mcar:0"] > acc["mcar:0.6"]  # less information, lower Bayes accuracy
     summary = mlmm.summarize(res.table)
     assert {"full", "robustness_auc", "worst_subset"} <= set(summary.columns)
+
+
+def test_an_infeasible_test_condition_keeps_the_scores_of_the_others():
+    # three modalities: at most 2/3 of the slots can go while keeping one per sample
+    res = mlmm.run_experiment(
+        "synthetic",
+        "zero-impute",
+        dataset_params={"n_samples": 400},
+        missing="none",
+        test_missing=["none", "mcar:0.75", "mcar:0.5"],
+        trainer=TINY,
+        subsets=False,
+    )
+    assert set(res.failed_conditions) == {"mcar:0.75"}
+    assert "infeasible" in res.failed_conditions["mcar:0.75"]
+    assert set(res.table.condition) == {"none", "mcar:0.5"}
+    assert set(res.reference.condition) == {"none", "mcar:0.5"}
+
+
+def test_bayes_reference_under_mnar_conditions_on_the_presence_pattern():
+    kwargs = dict(dataset_params={"n_samples": 600}, trainer=TINY, subsets=False)
+    res = mlmm.run_experiment(
+        "synthetic", "zero-impute", missing="mnar:0.5", test_missing=["mnar:0.5", "mcar:0.5"],
+        **kwargs,
+    )  # fmt: skip
+    ref = res.reference[res.reference.scope == "overall"].set_index(["condition", "metric"])
+    assert 0 < ref.value[("mnar:0.5", "accuracy_mc_se")] < 0.01
+    assert ("mcar:0.5", "accuracy_mc_se") not in ref.index  # ignorable: the exact posterior
+    # the same masks as the method's (same realised rates)
+    table = res.table[res.table.scope == "overall"].groupby("condition").slot_rate.first()
+    pd.testing.assert_series_equal(
+        table,
+        res.reference[res.reference.scope == "overall"].groupby("condition").slot_rate.first(),
+    )

@@ -375,7 +375,10 @@ def bench(
     ] = None,
     jobs: Annotated[int, typer.Option(help="Runs in parallel (worker processes).")] = 1,
     threads: Annotated[
-        int | None, typer.Option(help="Threads per worker; default cores // jobs.")
+        int | None,
+        typer.Option(
+            help="Threads per worker; default min(OMP_NUM_THREADS, usable cores // jobs)."
+        ),
     ] = None,
     executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
     ray_address: Annotated[
@@ -406,6 +409,9 @@ def bench(
             "plugins also named with mlmm --plugin run)."
         ),
     ] = False,
+    include_time_limited: Annotated[
+        bool, typer.Option(help="Also rank runs that the budget's time_limit cut short.")
+    ] = False,
 ) -> None:
     """Run a benchmark (default: the quick suite); reruns skip finished runs."""
     from mlmm.bench.spec import load_suite, parse_spec
@@ -419,7 +425,18 @@ def bench(
     data = _bench_overrides(data, dataset, method, missing, seeds, epochs)
     suite = parse_spec(data, f"{spec} with the command-line options", allow_plugins=allowed)
     path = store or Path("mlmm-results") / f"{suite.name}.db"
-    _run_bench(suite, path, jobs, threads, executor, ray_address, retry_failed, report, rerun)
+    _run_bench(
+        suite,
+        path,
+        jobs,
+        threads,
+        executor,
+        ray_address,
+        retry_failed,
+        report,
+        rerun,
+        include_time_limited,
+    )
 
 
 def _bench_overrides(data, dataset, method, missing, seeds, epochs) -> dict:
@@ -449,7 +466,16 @@ def _bench_overrides(data, dataset, method, missing, seeds, epochs) -> dict:
 
 
 def _run_bench(
-    suite, path, jobs, threads, executor, ray_address, retry_failed, report, rerun=None
+    suite,
+    path,
+    jobs,
+    threads,
+    executor,
+    ray_address,
+    retry_failed,
+    report,
+    rerun=None,
+    include_time_limited=False,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -520,13 +546,14 @@ def _run_bench(
     if not table.empty:
         console.print(
             _table(
-                comparison_table(table, suite.metrics),
+                comparison_table(table, suite.metrics, include_time_limited),
                 "comparison (mean ± std over seeds, accuracy-type metrics in %; rates = fraction "
                 "of missing (sample, modality) slots unless the spec says unit=samples)",
             )
         )
     for row in run_rows[run_rows.status == "failed"].itertuples():
         console.print(f"[red]failed[/red] {row.dataset} {row.method} seed={row.seed}: {row.error}")
+    _print_time_limited(console, run_rows, include_time_limited)
     console.print(f"results: {path}")
     if report:
         from mlmm.bench.report import write_report
@@ -538,6 +565,7 @@ def _run_bench(
             title=suite.name,
             metrics=suite.metrics,
             specs=specs[specs.name == suite.name],
+            include_time_limited=include_time_limited,
         )
         console.print(f"report: {html}")
 
@@ -563,6 +591,23 @@ def _report_wait(console, path, progress, waited: dict) -> None:
     )
 
 
+def _print_time_limited(console, run_rows, included: bool) -> None:
+    """One line per run whose training the budget's time_limit cut short, and conditions
+    that could not be simulated for a finished run."""
+    done = run_rows[run_rows.status == "done"]
+    for row in done[done.time_limited.fillna(0).astype(int) == 1].itertuples():
+        where = "included" if included else "left out of the comparison (--include-time-limited)"
+        console.print(
+            f"[yellow]time-limited[/yellow] {row.dataset} {row.method} {row.train_condition} "
+            f"seed={row.seed}: the time limit stopped its training; {where}"
+        )
+    for row in done[done.condition_errors.notna()].itertuples():
+        console.print(
+            f"[yellow]not scored[/yellow] {row.dataset} {row.method} seed={row.seed}: "
+            f"{row.condition_errors}"
+        )
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -572,6 +617,9 @@ def _duration(seconds: float) -> str:
 def report_command(
     store: Annotated[Path, typer.Argument(help="A results store written by mlmm bench.")],
     out: Annotated[Path | None, typer.Option(help="HTML file; default beside the store.")] = None,
+    include_time_limited: Annotated[
+        bool, typer.Option(help="Also rank runs that the budget's time_limit cut short.")
+    ] = False,
 ) -> None:
     """Write the self-contained HTML report of a results store."""
     from mlmm.bench.report import write_report
@@ -586,7 +634,14 @@ def report_command(
     )
     with ResultsStore(store, readonly=True) as db:
         runs, table, specs = db.runs(), db.table(), db.specs()
-    html = write_report(runs, table, out, title=store.stem, specs=specs)
+    html = write_report(
+        runs,
+        table,
+        out,
+        title=store.stem,
+        specs=specs,
+        include_time_limited=include_time_limited,
+    )
     _console().print(f"report: {html}")
 
 

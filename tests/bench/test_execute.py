@@ -43,7 +43,22 @@ def bench_process(spec, store) -> subprocess.Popen:
     [(1, None, 2, 2), (2, None, 2, 1), (1, 1, 2, 1), (3, None, 8, 2)],
 )
 def test_threads_per_worker_never_oversubscribe(jobs, threads, cores, expected):
-    assert plan_threads(jobs, threads, cores) == expected
+    assert plan_threads(jobs, threads, cores, limit=64) == expected
+
+
+def test_default_threads_follow_omp_num_threads_and_the_usable_cores(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert plan_threads(1, None, cores=2) == 1  # not "1 job × 2 threads"
+    assert execute.thread_limit() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    monkeypatch.setattr("torch.get_num_threads", lambda: 3)
+    assert execute.thread_limit() == 3 and plan_threads(1, None, cores=16) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr("torch.get_num_threads", lambda: 64)
+    # the cores this process may use (its affinity set), not the machine's count
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert execute.available_cores() == 2 and plan_threads(1) == 2
+    assert plan_threads(1, 4, cores=8) == 4  # an explicit --threads is kept
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ SECTIONS = (
     "efficiency",
     "taxonomy",
     "failures",
+    "time-limited",
     "reproduce",
 )
 FAMILIES = {"late-fusion": ("combination", "ensemble"), "hemis": ("representation", "composition")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,7 +52,8 @@ def test_selection_parts_cover_each_modality_encoder_and_head():
     owned = [
         k for k in model.state_dict() if any(k.startswith(p) for ps in parts.values() for p in ps)
     ]
-    assert sorted(owned) == sorted(model.state_dict())  # nothing is left to the joint choice
+    # nothing trained is left to the joint choice (the class prior is a constant buffer)
+    assert sorted(owned) == sorted(k for k in model.state_dict() if k != "log_prior")
 
 
 def test_learned_weight_ensemble_selects_its_heads_jointly():
@@ -66,3 +68,25 @@ def test_unknown_selection_is_refused():
     data = contract_dataset(40)
     with pytest.raises(MlmmError, match="selection"):
         mlmm.create_method("late-fusion", data.specs, data.task, selection="best")
+
+
+def test_product_rule_divides_by_the_training_prior_once_per_extra_modality():
+    # classes 0/1 at 3:1 in training; heads trained to give the same probabilities as before
+    data = contract_dataset(40)
+    data = data.subset(np.flatnonzero(data.targets < 2))
+    targets = np.where(np.arange(data.n_samples) % 4 == 0, 1, 0)
+    data = mlmm.MultimodalDataset(
+        data.specs, mlmm.TaskSpec("classification", 2), data.inputs, targets
+    )
+    model = mlmm.create_method("late-fusion", data.specs, data.task)
+    mlmm.Trainer(max_epochs=1, progress=False).fit(model, data)
+    prior = np.bincount(targets, minlength=2) / len(targets)
+    assert torch.allclose(model.log_prior, torch.tensor(np.log(prior), dtype=torch.float32))
+    batch = mlmm.MultimodalBatch.from_dataset(data.subset(np.arange(3)))
+    batch = mlmm.MultimodalBatch(batch.inputs, torch.ones_like(batch.present), batch.modalities)
+    with torch.no_grad():
+        out = model(batch)
+    heads = torch.log_softmax(out.extras["per_modality"], dim=-1)  # [3, M, 2]
+    # p(y | a, b, s) proportional to p(y|a) p(y|b) p(y|s) / p(y)^2, by hand
+    by_hand = heads.sum(dim=1) - 2 * torch.log(torch.tensor(prior, dtype=heads.dtype))
+    assert torch.allclose(out.prediction, torch.log_softmax(by_hand, dim=-1), atol=1e-5)

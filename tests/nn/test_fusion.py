@@ -35,10 +35,10 @@ def test_mean_variance_fusion_by_hand():
     assert out.shape == (4, 4)
     expected = torch.tensor(
         [
-            [2.0, 3.0, 1.0, 1.0],  # population variance of (1, 3) and (2, 4)
+            [2.0, 3.0, 2.0, 2.0],  # (1-2)^2 + (3-2)^2 over |K| - 1 = 1
             [5.0, 6.0, 0.0, 0.0],  # one present: variance 0
             [0.0, 0.0, 0.0, 0.0],  # none present: zeros
-            [4.0, 2.0, 26 / 3, 8 / 3],
+            [4.0, 2.0, 26 / 2, 8 / 2],  # (9 + 1 + 16) / 2 and (4 + 0 + 4) / 2
         ]
     )
     assert torch.allclose(out, expected)
@@ -119,3 +119,25 @@ def test_mean_prob_of_three_modalities_by_hand():
         torch.tensor([1 / 4 + 1 / 3 + 3 / 5, 1 / 4 + 1 / 3 + 1 / 5, 1 / 2 + 1 / 3 + 1 / 5]) / 3
     )
     assert torch.allclose(out[0], expected)
+
+
+def test_product_rule_with_a_prior_by_hand():
+    # prior (0.8, 0.2); heads a and b both say (0.5, 0.5): each is evidence for class 1, so
+    # p(y | a, b) is proportional to 0.25 / 0.8 and 0.25 / 0.2, i.e. (0.2, 0.8)
+    logits = torch.zeros(3, 2, 2)  # [B=3, M=2, K=2]: every head gives (0.5, 0.5)
+    present = torch.tensor([[True, True], [True, False], [False, False]])
+    log_prior = torch.log(torch.tensor([0.8, 0.2]))
+    probs = combine_predictions(logits, present, "sum_logprob", log_prior).exp()
+    assert torch.allclose(probs[0], torch.tensor([0.2, 0.8]))
+    assert torch.allclose(probs[1], torch.tensor([0.5, 0.5]))  # one head: its own posterior
+    assert torch.allclose(probs[2], torch.tensor([0.8, 0.2]))  # none: the prior
+    # a uniform prior changes nothing; the sum rule ignores the prior
+    uniform = torch.log(torch.tensor([0.5, 0.5]))
+    assert torch.allclose(
+        combine_predictions(LOGITS, PRESENT_K, "sum_logprob", uniform[:2]),
+        combine_predictions(LOGITS, PRESENT_K, "sum_logprob"),
+    )
+    assert torch.allclose(
+        combine_predictions(LOGITS, PRESENT_K, "mean_prob", log_prior),
+        combine_predictions(LOGITS, PRESENT_K, "mean_prob"),
+    )

@@ -198,8 +198,20 @@ def test_time_limit_stops_training_and_keeps_a_complete_model():
     trained = trainer.fit(model, split.train, split.val)
     history = trained.histories[0]
     assert history.time_limited and 1 <= len(history.epochs) < 10_000
+    assert history.stopped_by == "time_limit"
     assert trained.predict(split.test).shape == (len(split.test),)
     assert trained.trainer_config["time_limit"] == 0.5
+
+
+def test_stopped_by_names_what_ended_a_stage():
+    ds = mlmm.load_dataset("synthetic", n_samples=200)
+    split = mlmm.train_val_test_split(ds, seed=0)
+    model = mlmm.create_method("hemis", ds.specs, ds.task)
+    full = mlmm.Trainer(max_epochs=2, progress=False).fit(model, split.train, split.val)
+    assert full.histories[0].stopped_by == "max_epochs"
+    patient = mlmm.Trainer(max_epochs=500, patience=1, lr=0.05, progress=False)
+    early = patient.fit(model, split.train, split.val).histories[0]
+    assert early.stopped_by == "early_stopping" and len(early.epochs) < 500
 
 
 def test_time_limit_must_be_positive():

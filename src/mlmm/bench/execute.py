@@ -50,13 +50,33 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def thread_limit() -> int:
+    """Intra-op threads this process is told to use: ``OMP_NUM_THREADS`` when it is set to a
+    positive integer, and never more than ``torch.get_num_threads()``."""
+    import torch
+
+    limit = torch.get_num_threads()
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        limit = min(limit, int(value))
+    return max(1, limit)
+
+
 def plan_threads(
-    jobs: int, threads: int | None = None, cores: int | None = None, cluster: bool = False
+    jobs: int,
+    threads: int | None = None,
+    cores: int | None = None,
+    cluster: bool = False,
+    limit: int | None = None,
 ) -> int:
     """Threads per worker so that ``jobs × threads ≤ cores``; errors name the fix.
 
-    On a cluster (``cluster=True``: Ray at a given address) the local cores do not bound the
-    jobs — Ray places each task on a node with ``threads`` free CPUs — and threads default to 1.
+    The default is ``min(cores // jobs, limit)``: ``cores`` are those this process may use
+    (:func:`available_cores`, its CPU affinity, not the machine's count) and ``limit`` what
+    the environment asks for (:func:`thread_limit`: ``OMP_NUM_THREADS``, torch's threads), so
+    ``OMP_NUM_THREADS=1`` gives one thread per worker. On a cluster (``cluster=True``: Ray at a
+    given address) the local cores do not bound the jobs — Ray places each task on a node with
+    ``threads`` free CPUs — and threads default to 1.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise MlmmError(f"--jobs must be a positive integer, got {jobs!r}")
@@ -73,7 +93,7 @@ def plan_threads(
             f"fewer (more workers than cores slow every run down)"
         )
     if threads is None:
-        return max(1, cores // jobs)
+        return max(1, min(cores // jobs, limit or thread_limit()))
     if jobs * threads > cores:
         raise MlmmError(
             f"--jobs {jobs} × --threads {threads} exceeds the {cores} cores of this machine; "
@@ -122,12 +142,60 @@ def check_models(runs: Sequence[RunConfig]) -> None:
             ) from None
 
 
+def check_conditions(runs: Sequence[RunConfig]) -> None:
+    """Simulate every missingness condition of ``runs`` on the data it will meet, before any
+    run starts: the training condition on the training and validation parts, each test
+    condition on the test part, of every seed's split.
+
+    A condition a dataset cannot take — a rate above what its modalities allow with one kept
+    per sample (``mcar:0.75`` on three modalities, ``mar:0.5`` on two), a modality it lacks —
+    then stops the benchmark with one line naming the dataset and the condition, before the
+    store gets any run, instead of failing after training.
+    """
+    from mlmm.data.datasets import load_dataset
+    from mlmm.data.missingness import simulate
+    from mlmm.data.split import train_val_test_split
+    from mlmm.utils import rng_for
+
+    datasets: dict[str, Any] = {}
+    checked: set[str] = set()
+    for run in runs:
+        data_key = json.dumps([run.dataset, run.dataset_params], sort_keys=True, default=str)
+        split_key = json.dumps([data_key, run.seed, run.test_size, run.val_size])
+        work = [("training", run.train_missing, part) for part in ("train", "val")]
+        work += [("test", spec, "test") for spec in run.test_missing]
+        work = [w for w in work if json.dumps([split_key, *w]) not in checked]
+        if not work:
+            continue
+        if data_key not in datasets:
+            datasets[data_key] = load_dataset(run.dataset, **run.dataset_params)
+        split = train_val_test_split(
+            datasets[data_key], test_size=run.test_size, val_size=run.val_size, seed=run.seed
+        )
+        for role, spec, part in work:
+            checked.add(json.dumps([split_key, role, spec, part]))
+            data = getattr(split, part)
+            if data is None:
+                continue
+            stream = ("test-mask", spec) if part == "test" else (f"{part}-mask",)
+            try:
+                simulate(data, spec, rng_for(run.seed, *stream))
+            except MlmmError as err:
+                raise MlmmError(
+                    f"{role} condition {spec!r} cannot run on dataset {run.dataset!r} "
+                    f"(seed {run.seed}, {part} part): {err}; or limit its missing entry to "
+                    f"other datasets (datasets: [...])"
+                ) from None
+
+
 def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     """Train and score one run in this process; never raises for a failing run.
 
     Returns ``{"status": "done", "results": DataFrame, **costs}`` or
     ``{"status": "failed", "error": str, "traceback": str}``; both carry ``threads``,
-    ``machine`` and ``version``.
+    ``machine`` and ``version``. A finished run also says whether the trainer's time limit
+    ended any of its stages (``time_limited``, 0 or 1) and which test conditions could not be
+    simulated (``condition_errors``, JSON ``{condition: error}``, None when all ran).
     """
     import pandas as pd
 
@@ -174,6 +242,8 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
         "train_seconds": trained.train_seconds,
         "run_seconds": time.perf_counter() - start,
         "latency_ms_per_sample": res.latency_ms_per_sample,
+        "time_limited": int(any(h.stopped_by == "time_limit" for h in trained.histories)),
+        "condition_errors": json.dumps(res.failed_conditions) if res.failed_conditions else None,
     }
 
 
@@ -596,6 +666,7 @@ def run_benchmark(
     event = on_event or (lambda kind, run, progress: None)
     start = time.perf_counter()
     check_executor(executor, ray_address)  # before the store exists or a run is registered
+    check_conditions(runs)  # an infeasible condition stops here, before the store has runs
     db = ResultsStore(store)
     db.add_runs(spec.name, runs)
     db.save_spec(spec.name, spec_yaml(spec), command)

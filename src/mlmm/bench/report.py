@@ -1,7 +1,7 @@
 """The benchmark report: one self-contained HTML page built only from the runs and results tables.
 
 Sections (stable ids): ``leaderboard``, ``robustness``, ``subsets``, ``bayes-gap``, ``efficiency``,
-``taxonomy``, ``failures``, ``reproduce``. Headings name the metric shown and its direction; the
+``taxonomy``, ``failures``, ``time-limited``, ``reproduce``. Headings name the metric shown and its direction; the
 first metric of the spec's ``metrics:`` that the results hold is the primary one (else accuracy
 for classification, RMSE for regression). CSS is inline and plots are PNG data URIs drawn with matplotlib's Agg
 canvas, so the file opens offline; a Content-Security-Policy forbids the page any other resource.
@@ -119,6 +119,7 @@ def write_report(
     title: str = "mlmm benchmark",
     metrics: Sequence[str] | None = None,
     specs: pd.DataFrame | None = None,
+    include_time_limited: bool = False,
 ) -> Path:
     """Write the benchmark report as one self-contained HTML file and return its path.
 
@@ -142,6 +143,9 @@ def write_report(
     specs : pandas.DataFrame, optional
         :meth:`mlmm.bench.ResultsStore.specs` (``name, spec, command``): the "reproduce"
         section shows each spec and the command that ran it.
+    include_time_limited : bool
+        Also rank and plot the runs whose training the time limit cut short (column
+        ``time_limited`` of ``runs``); by default they are only listed, in their own section.
 
     Returns
     -------
@@ -152,6 +156,9 @@ def write_report(
     specs = specs if specs is not None else pd.DataFrame(columns=["name", "spec", "command"])
     if metrics is None:
         metrics = _spec_metrics(specs)
+    limited = _time_limited_keys(runs)
+    if not include_time_limited:
+        results = results[~results.run_key.isin(limited)]
     results = one_reference_copy(results)
     families = dict(zip(runs.method, runs.family, strict=True)) | {BAYES: "Bayes-optimal"}
     colors = _colors(sorted(set(results.method) | set(runs.method)))
@@ -163,6 +170,7 @@ def write_report(
         ("efficiency", "Efficiency", _efficiency(runs)),
         ("taxonomy", "Taxonomy coverage", _taxonomy(runs)),
         ("failures", "Failures", _failures(runs)),
+        ("time-limited", "Time-limited runs", _time_limited(runs, include_time_limited)),
         ("reproduce", "Reproduce", _reproduce(specs)),
     ]
     nav = " ".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
@@ -868,3 +876,41 @@ def _reproduce(specs: pd.DataFrame) -> str:
         parts.append(f"<p>Rerun: <code>mlmm bench {_e(row.name)}.yaml</code> with</p>")
         parts.append(f'<pre class="spec">{_e(row.spec)}</pre>')
     return "\n".join(parts)
+
+
+def _time_limited_keys(runs: pd.DataFrame) -> set[str]:
+    """Keys of the finished runs that a time limit cut short."""
+    if "time_limited" not in runs.columns:
+        return set()
+    cut = runs.time_limited.fillna(0).astype(int) == 1
+    return set(runs.run_key[cut & (runs.status == "done")])
+
+
+def _time_limited(runs: pd.DataFrame, included: bool) -> str:
+    keys = _time_limited_keys(runs)
+    if not keys:
+        return "<p>none</p>"
+    rows = [
+        {
+            "dataset": r.dataset,
+            "method": r.method,
+            "seed": r.seed,
+            "train condition": r.train_condition,
+            "run": r.run_key,
+        }
+        for r in runs[runs.run_key.isin(keys)].itertuples(index=False)
+    ]
+    where = (
+        "They are included in the tables and figures above (include_time_limited)."
+        if included
+        else "They are left out of the tables and figures above; include them with "
+        "mlmm report --include-time-limited."
+    )
+    return (
+        _note(
+            "The budget's time_limit ended the training of these runs before their epochs or "
+            f"patience did, so their scores depend on the machine's load. {where}"
+        )
+        + "\n"
+        + _table(rows)
+    )

@@ -17,12 +17,13 @@ A spec names datasets (with loader parameters), methods (with hyperparameters), 
         test: [none, mcar:0.3, mcar:0.5, mcar:0.7]
     seeds: [0, 1, 2]
     metrics: [accuracy, macro_f1]
-    budget: {max_epochs: 50, time_limit: 120}
+    budget: {max_epochs: 50, patience: 10}   # epochs, not seconds: results do not depend on load
 
 Every name, hyperparameter and missingness string is checked before any run starts; an error
 names the field and, for a file, its line. A run is one (dataset, method, training condition,
-seed); it is keyed by a hash of its whole configuration (:func:`run_key`), so rerunning a spec
-skips the runs a results store already holds.
+seed): entries sharing a training condition train one model, scored under all their test
+conditions. It is keyed by a hash of its whole configuration (:func:`run_key`), so rerunning a
+spec skips the runs a results store already holds.
 """
 
 from __future__ import annotations
@@ -256,18 +257,28 @@ class BenchSpec(BaseModel):
     # ------------------------------------------------------------------ expansion
     def conditions(self, dataset: str) -> list[tuple[str, list[str]]]:
         """The missingness entries that apply to ``dataset``, each as ``(training condition,
-        [test conditions])``."""
+        [test conditions])``.
+
+        Entries that share a training condition are merged (their test conditions united, in
+        order of first appearance): ``none=>mcar:0.5`` and ``{train: none, test: [...]}``
+        train one model, scored under all their test conditions. Each test mask is seeded by
+        the run's seed and its own spec, so a condition's scores do not depend on the others.
+        """
         from mlmm.data.missingness import parse_condition
 
-        out = []
+        merged: dict[str, list[str]] = {}
         for entry in self.missing:
             if isinstance(entry, MissingEntry):
                 if entry.datasets is None or dataset in entry.datasets:
-                    out.append((entry.train, list(entry.test)))
+                    train, tests = entry.train, list(entry.test)
+                else:
+                    continue
             else:
                 condition = parse_condition(entry)
-                out.append((condition.train.to_string(), [condition.test.to_string()]))
-        return out
+                train, tests = condition.train.to_string(), [condition.test.to_string()]
+            known = merged.setdefault(train, [])
+            known += [t for t in tests if t not in known]
+        return list(merged.items())
 
     def runs(self) -> list[RunConfig]:
         """Every run, in a stable order (dataset, missingness, method, seed)."""

@@ -61,7 +61,12 @@ RUN_FIELDS = (
     "threads",
     "machine",
     "version",
+    "time_limited",
+    "condition_errors",
 )
+#: Columns added to ``runs`` after schema 1 was first written, with their SQL types: a store
+#: that lacks them gets them when opened (older readers ignore them).
+ADDED_RUN_COLUMNS = {"time_limited": "INTEGER", "condition_errors": "TEXT"}
 #: Columns of ``results`` besides ``run_key``.
 RESULT_FIELDS = (
     "method",
@@ -100,7 +105,9 @@ CREATE TABLE IF NOT EXISTS runs (
     latency_ms_per_sample REAL,
     threads INTEGER,
     machine TEXT,
-    version TEXT
+    version TEXT,
+    time_limited INTEGER,
+    condition_errors TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     run_key TEXT NOT NULL REFERENCES runs(run_key),
@@ -371,6 +378,11 @@ class ResultsStore:
             table = statement.split("(", 1)[0].split()[-1]
             if new or table not in _REQUIRED_COLUMNS:
                 db.execute(statement)
+        if not new:  # columns added to ``runs`` after schema 1
+            have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            for name, kind in ADDED_RUN_COLUMNS.items():
+                if have and name not in have:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     def _check_store(self, db: sqlite3.Connection) -> None:
         self._check_identity(db)
@@ -748,6 +760,9 @@ class ResultsStore:
     def runs(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """One row per run (all, or those of ``keys``), with its method's family and subtype."""
         runs = self._frame("SELECT * FROM runs ORDER BY rowid")
+        for name in ADDED_RUN_COLUMNS:  # an older store opened read-only lacks them
+            if name not in runs.columns:
+                runs[name] = None
         if keys is not None:
             runs = runs[runs.run_key.isin(set(keys))].reset_index(drop=True)
         from mlmm.methods import METHODS
@@ -790,10 +805,11 @@ class ResultsStore:
     def table(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """:meth:`results` with each run's costs (parameters, times, threads, machine...)."""
         runs = self.runs(keys)
-        cost = ["run_key", *RUN_FIELDS, "family", "subtype"]
+        cost = ["run_key", *(f for f in RUN_FIELDS if f != "condition_errors"), "family"]
+        cost.append("subtype")
         table = self.results(keys).merge(runs[cost], on="run_key", how="left")
         reference = table.method != table.run_method  # the Bayes rows cost nothing to train
-        table.loc[reference, ["n_parameters", "n_models", "train_seconds"]] = 0
+        table.loc[reference, ["n_parameters", "n_models", "train_seconds", "time_limited"]] = 0
         table.loc[reference, ["family", "subtype"]] = "oracle"
         return table
 

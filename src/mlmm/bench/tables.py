@@ -40,13 +40,38 @@ def table_metrics(results: pd.DataFrame, metrics: Sequence[str] | None = None) -
 
 def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
     """The results with one copy of the Bayes-optimal rows per (dataset, training condition,
-    seed): every run of a grid cell carries the same rows, scored under the same masks."""
+    seed): every run of a grid cell carries the same rows, scored under the same masks.
+
+    Bayes rows of an MNAR test condition are kept only when they come with their Monte Carlo
+    error (metric ``accuracy_mc_se``): older stores scored MNAR with the ignorable posterior,
+    which is not Bayes-optimal there (the presence pattern carries class information), so
+    no gap to Bayes is shown from them."""
     ref = results.method == "bayes-optimal"
     key = ["dataset", "train_condition", "seed", "scope", "condition", "subset", "metric"]
-    return pd.concat([results[~ref], results[ref].drop_duplicates(key)], ignore_index=True)
+    reference = results[ref]
+    cell = ["dataset", "train_condition", "seed", "condition"]
+    mnar = (reference.condition.astype(str).str.split(":").str[0] == "mnar") & (
+        reference.scope != "subset"
+    )
+    checked = reference[reference.metric == "accuracy_mc_se"][cell].drop_duplicates()
+    trusted = reference[cell].merge(checked.assign(_mc=True), on=cell, how="left")._mc.notna()
+    reference = reference[~mnar.to_numpy() | trusted.to_numpy()]
+    return pd.concat([results[~ref], reference.drop_duplicates(key)], ignore_index=True)
 
 
-def comparison_table(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+def without_time_limited(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs that no time limit cut short (column ``time_limited`` of
+    :meth:`~mlmm.bench.ResultsStore.table`; rows without it are kept)."""
+    if "time_limited" not in results.columns:
+        return results
+    return results[results.time_limited.fillna(0).astype(int) != 1]
+
+
+def comparison_table(
+    results: pd.DataFrame,
+    metrics: Sequence[str] | None = None,
+    include_time_limited: bool = False,
+) -> pd.DataFrame:
     """Mean ± std over seeds per (dataset, train condition, test condition, method).
 
     Parameters
@@ -58,6 +83,9 @@ def comparison_table(results: pd.DataFrame, metrics: Sequence[str] | None = None
         The metrics to show, in order (a spec's ``metrics:``); the first is the primary one.
         Metrics of another task are skipped; default (or when none applies): the task's own
         (accuracy, macro-F1, AUROC, ECE for classification; RMSE, MAE, R² for regression).
+    include_time_limited : bool
+        Also show the runs whose training the time limit cut short (they depend on the
+        machine's load), marked in a ``time_limited`` column; left out by default.
 
     Returns
     -------
@@ -67,6 +95,8 @@ def comparison_table(results: pd.DataFrame, metrics: Sequence[str] | None = None
         training time and the number of seeds. Computed only from the tidy results table.
     """
     ids = ["dataset", "train_condition", "condition", "method"]
+    if not include_time_limited:
+        results = without_time_limited(results)
     results = one_reference_copy(results)
     overall = results[results.scope == "overall"]
     shown = {d: table_metrics(g, metrics) for d, g in results.groupby("dataset", sort=False)}
@@ -109,6 +139,10 @@ def comparison_table(results: pd.DataFrame, metrics: Sequence[str] | None = None
         row["n_parameters"] = int(g["n_parameters"].iloc[0])
         row["train_seconds"] = float(np.mean(g.groupby("seed")["train_seconds"].first()))
         row["seeds"] = int(g["seed"].nunique())
+        if include_time_limited and "time_limited" in g.columns:
+            # marked: how many of the seeds' runs the time limit cut short
+            cut = g.groupby("seed")["time_limited"].first().fillna(0).astype(int)
+            row["time_limited"] = int(cut.sum())
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:

@@ -87,6 +87,7 @@ def evaluate(
     seed: int = 0,
     subsets: bool = True,
     patterns: bool = True,
+    errors: str = "raise",
 ) -> pd.DataFrame:
     """Score a trained model under test missingness conditions and for every modality subset.
 
@@ -103,24 +104,39 @@ def evaluate(
         Also score every non-empty modality subset forced on all test samples.
     patterns : bool
         Also score each presence pattern within each condition.
+    errors : {"raise", "record"}
+        What a test condition that cannot be simulated on ``dataset`` does (a rate above what
+        the dataset's modalities allow, a modality it lacks): raise its ``MlmmError``, or be
+        left out while the other conditions are scored, its error recorded in
+        ``table.attrs["failed_conditions"]`` (``{condition: message}``).
 
     Returns
     -------
     pandas.DataFrame
         Columns ``scope, condition, rate_unit, slot_rate, sample_rate, subset, n, metric, value``.
         Samples left with no modality count as answered by the training prior when the spec
-        allows empty samples, and are refused otherwise.
+        allows empty samples, and are refused otherwise. ``attrs["failed_conditions"]`` holds
+        the conditions left out (empty unless ``errors="record"``).
     """
     specs = split_specs(missing) if isinstance(missing, str) else list(missing)
     if not specs:
         raise MlmmError(
             "evaluate needs at least one test missingness spec, e.g. 'none' or 'mcar:0.5'"
         )
+    if errors not in ("raise", "record"):
+        raise MlmmError(f"errors must be 'raise' or 'record', got {errors!r}")
     rows: list[dict] = []
+    failed: dict[str, str] = {}
     names = dataset.modality_names
     for spec in specs:
         model = parse_missingness(spec)
-        masked, result = simulate(dataset, model, rng_for(seed, "test-mask", model.to_string()))
+        try:
+            masked, result = simulate(dataset, model, rng_for(seed, "test-mask", model.to_string()))
+        except MlmmError as err:
+            if errors == "raise":
+                raise
+            failed[model.to_string()] = str(err)  # the other conditions are still scored
+            continue
         rows += _condition_rows(trained, masked, result, names, patterns)
     if subsets:
         for subset in modality_subsets(names):
@@ -144,7 +160,9 @@ def evaluate(
                 forced.n_samples,
                 metrics,
             )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.attrs["failed_conditions"] = failed
+    return table
 
 
 def _condition_rows(trained, masked, result: MaskResult, names, patterns: bool) -> list[dict]:

@@ -25,15 +25,21 @@ def masked_mean(embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor
 class MeanVarianceFusion(nn.Module):
     """HeMIS abstraction layer: element-wise mean and variance over the present modalities.
 
-    Returns ``[B, 2D]`` = concat(mean, variance). The variance is the population variance over
-    present modalities, so it is 0 when only one is present (as in Havaei et al., 2016). A row
-    with nothing present gives zeros for both.
+    Returns ``[B, 2D]`` = concat(mean, variance). As in Havaei et al. (2016), the variance over
+    the set ``K`` of present modalities is the unbiased one, ``sum_k (h_k - mean)^2 / (|K| - 1)``,
+    when ``|K| >= 2``, and 0 when only one modality is present. A row with nothing present gives
+    zeros for both.
     """
 
     def forward(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         mean = masked_mean(embeddings, present)  # [B, D]
-        sq = masked_mean((embeddings - mean.unsqueeze(1)) ** 2, present)  # [B, D]
-        return torch.cat([mean, sq], dim=1)  # [B, 2D]
+        mask = present.unsqueeze(-1)  # [B, M, 1]
+        deviation = torch.where(mask, embeddings - mean.unsqueeze(1), torch.zeros_like(embeddings))
+        squares = (deviation**2).sum(dim=1)  # [B, D]
+        # |K| - 1 divides from two present on; one present leaves squares at exactly 0
+        count = mask.sum(dim=1).to(embeddings.dtype)  # [B, 1]
+        variance = squares / (count - 1).clamp_min(1)  # [B, D]
+        return torch.cat([mean, variance], dim=1)  # [B, 2D]
 
 
 class ConcatFusion(nn.Module):
@@ -49,7 +55,10 @@ class ConcatFusion(nn.Module):
 
 
 def combine_predictions(
-    logits: torch.Tensor, present: torch.Tensor, rule: str = "mean_prob"
+    logits: torch.Tensor,
+    present: torch.Tensor,
+    rule: str = "mean_prob",
+    log_prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Combine per-modality class logits over the present modalities: ``[B, M, K] -> [B, K]``.
 
@@ -60,6 +69,12 @@ def combine_predictions(
         ``sum_logprob`` sums their log-probabilities (a product of experts, the Bayes rule for
         conditionally independent modalities), returned renormalised as log-probabilities.
         Absent modalities never contribute; a row with nothing present gets a uniform output.
+    log_prior : Tensor, shape (K,), optional
+        Log class prior the per-modality classifiers were trained under. With ``sum_logprob``
+        the product is divided by ``p(y)^(n - 1)`` for the ``n`` present modalities (Kittler
+        et al., 1998: ``p(y | x_1..x_n)`` is proportional to ``prod_i p(y | x_i) / p(y)^(n-1)``
+        when the modalities are conditionally independent given ``y``), and a row with nothing
+        present gets the prior. Ignored by ``mean_prob``; a uniform prior changes nothing.
     """
     logp = F.log_softmax(logits, dim=-1)  # [B, M, K]
     mask = present.unsqueeze(-1)  # [B, M, 1]
@@ -68,7 +83,10 @@ def combine_predictions(
         fused = torch.logsumexp(logp.masked_fill(~mask, -math.inf), dim=1) - n_present.log()
         fused = torch.where(present.any(dim=1, keepdim=True), fused, torch.zeros_like(fused))
     elif rule == "sum_logprob":
-        fused = torch.where(mask, logp, torch.zeros_like(logp)).sum(dim=1)
+        fused = torch.where(mask, logp, torch.zeros_like(logp)).sum(dim=1)  # [B, K]
+        if log_prior is not None:  # each head's posterior holds the prior once: keep one copy
+            count = present.sum(dim=1, keepdim=True).to(fused.dtype)  # [B, 1], 0 allowed
+            fused = fused - (count - 1) * log_prior.to(fused.dtype)  # [B, K]
     else:
         raise MlmmError(f"combination rule must be 'mean_prob' or 'sum_logprob', got {rule!r}")
     return F.log_softmax(fused, dim=-1)  # [B, K]

@@ -36,7 +36,10 @@ class TrainHistory:
         ``epochs``); ``best_val_loss`` is then the loss of the assembled model.
     stopped_early : bool
     time_limited : bool
-        True when the trainer's ``time_limit`` ended this stage (the best weights so far are kept).
+        True when the trainer's ``time_limit`` ended this stage before ``max_epochs`` and
+        before early stopping (the best weights so far are kept). Its results then depend on
+        the machine's speed and load: benchmarks store such runs as time-limited and leave
+        them out of comparisons unless asked.
     seconds : float
     """
 
@@ -48,6 +51,14 @@ class TrainHistory:
     time_limited: bool = False
     seconds: float = 0.0
     stage: str = "main"
+
+    @property
+    def stopped_by(self) -> str:
+        """What ended the stage: ``"time_limit"``, ``"early_stopping"`` (patience ran out) or
+        ``"max_epochs"`` (every epoch ran, or a method that does not train by epochs)."""
+        if self.time_limited:
+            return "time_limit"
+        return "early_stopping" if self.stopped_early else "max_epochs"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,7 @@ from mlmm.data.datasets.synthetic import (
     SyntheticGenerator,
     bayes_accuracy_under_mask,
     load_synthetic,
+    mnar_bayes_accuracy,
 )
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "load_dataset",
     "load_handwritten",
     "load_synthetic",
+    "mnar_bayes_accuracy",
     "register_dataset",
 ]

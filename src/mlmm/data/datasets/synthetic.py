@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,7 +34,15 @@ from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, unknown_name_error
 
-__all__ = ["SyntheticGenerator", "bayes_accuracy_under_mask", "load_synthetic"]
+if TYPE_CHECKING:
+    from mlmm.data.missingness.mnar import MNARLaw
+
+__all__ = [
+    "SyntheticGenerator",
+    "bayes_accuracy_under_mask",
+    "load_synthetic",
+    "mnar_bayes_accuracy",
+]
 
 DEFAULT_SNR_RANGE = (1.15, 1.65)
 """Default per-modality signal-to-noise: evenly spaced over this range (see ``load_synthetic``)."""
@@ -289,6 +298,98 @@ class SyntheticGenerator:
         top = scores.max(axis=1, keepdims=True)
         return scores - (top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True)))
 
+    def log_posterior_mnar(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        present: np.ndarray,
+        law: MNARLaw,
+        n_mc: int = 2000,
+        seed: int = 0,
+        batches: int = 1,
+    ) -> np.ndarray:
+        """Log posterior ``log p(y | x_obs, R)`` when ``present`` was drawn by an MNAR law.
+
+        Under MNAR the presence pattern ``R`` carries class information, so the ignorable
+        posterior (:meth:`log_posterior`) is not Bayes-optimal. Here
+        ``p(y | x_o, R)`` is proportional to ``p(y) p(x_o | y) E[P(R | x_o, x_m)]``, the
+        expectation over the absent modalities ``x_m ~ p(x_m | y)`` (the modalities are
+        independent given ``y``, so the absent ones do not depend on ``x_o``). ``P(R | x)`` is
+        the law's: independent drops with probabilities ``sigmoid(theta + strength * u_j(x_j))``
+        conditioned on keeping a modality (unless ``allow_empty``). Each ``u_j`` depends on
+        ``x_j`` through its first-principal-component score, a Gaussian given ``y``, so the
+        expectation is a Monte Carlo average over ``n_mc`` one-dimensional draws per modality.
+
+        Parameters
+        ----------
+        inputs : dict of str to ndarray, shape (N, dim)
+            Raw features; rows of absent modalities are never read.
+        present : ndarray of bool, shape (N, n_modalities)
+        law : MNARLaw
+            ``MNAR.fit_law(test_data)`` on the complete data the mask was drawn on (every
+            modality observed there, as generated).
+        n_mc : int
+            Monte Carlo draws per class (split evenly over ``batches``).
+        seed : int
+            Seed of the draws (the same draws for every row).
+        batches : int
+            With ``batches > 1``, one posterior per batch of draws is returned as well, to
+            estimate the Monte Carlo error (:func:`mnar_bayes_accuracy`).
+
+        Returns
+        -------
+        ndarray, shape (N, n_classes), or (batches + 1, N, n_classes) when ``batches > 1``
+            Normalised log probabilities (the first entry uses all draws).
+        """
+        present = np.asarray(present, dtype=bool)
+        if tuple(law.modalities) != self.modality_names:
+            raise MlmmError(
+                f"the MNAR law is for modalities {list(law.modalities)}, the generator has "
+                f"{list(self.modality_names)}; fit it on this generator's data"
+            )
+        n_mc, batches = _positive_int("n_mc", n_mc), _positive_int("batches", batches)
+        per_batch = max(1, n_mc // batches)
+        base = self.log_posterior(inputs, present)  # [N, K], p(y) p(x_o | y) normalised
+        rng = np.random.default_rng([int(seed), _MC_STREAM, 1])
+        z = rng.standard_normal((batches * per_batch, self.n_modalities))  # [S, M]
+        # drop probability of each modality for each class and draw, from its PC score
+        absent_p = np.ones((self.n_modalities, self.n_classes, len(z)))  # [M, K, S]
+        present_p = np.zeros(present.shape)  # [N, M], for the rows where it is present
+        for j, name in enumerate(self.modality_names):
+            pc = law.scores[j].pc
+            if pc is None:  # constant modality: a class-independent probability
+                absent_p[j] = law.drop_probability(j, np.zeros((self.n_classes, len(z))))
+            else:
+                mu = self.class_means[name]  # [K, D]
+                shift = (mu @ pc.direction - pc.mean @ pc.direction - pc.center) / pc.spread
+                scale = self.noise_std * np.linalg.norm(pc.direction) / pc.spread
+                scores = shift[:, None] + scale * z[None, :, j]  # [K, S]
+                absent_p[j] = law.drop_probability(j, scores)
+            rows = present[:, j]
+            if rows.any():
+                x = np.asarray(inputs[name])[rows]
+                score = np.zeros(len(x)) if pc is None else pc(x)  # [n]
+                present_p[rows, j] = law.drop_probability(j, score)
+        keep_one = not law.model.allow_empty
+        factors = np.zeros((batches + 1, *base.shape))  # [B+1, N, K], log E[P(R | x)]
+        for pattern in np.unique(present, axis=0):
+            rows = np.flatnonzero((present == pattern).all(axis=1))
+            absent = np.prod(absent_p[~pattern], axis=0)  # [K, S]: all absent dropped
+            kept = np.prod(1.0 - present_p[rows][:, pattern], axis=1)  # [n]
+            all_kept_dropped = np.prod(present_p[rows][:, pattern], axis=1)  # [n]
+            for start in range(0, len(rows), 256):
+                part = slice(start, start + 256)
+                prob = kept[part, None, None] * absent[None]  # [n, K, S]
+                if keep_one:  # the mask was redrawn until a modality was kept
+                    prob = prob / (1.0 - all_kept_dropped[part, None, None] * absent[None])
+                groups = prob.reshape(*prob.shape[:2], batches, per_batch).mean(axis=-1)
+                with np.errstate(divide="ignore"):
+                    factors[0, rows[part]] = np.log(groups.mean(axis=-1))  # [n, K]
+                    factors[1:, rows[part]] = np.log(np.moveaxis(groups, -1, 0))
+        scores = base[None] + factors  # [B+1, N, K]
+        top = scores.max(axis=-1, keepdims=True)
+        out = scores - (top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True)))
+        return out[0] if batches == 1 else out
+
     def predict(self, inputs: Mapping[str, np.ndarray], present: np.ndarray) -> np.ndarray:
         """Bayes-optimal class per sample (argmax of :meth:`log_posterior`, ties to lowest)."""
         return self.log_posterior(inputs, present).argmax(axis=1)
@@ -405,6 +506,37 @@ def bayes_accuracy_under_mask(dataset: MultimodalDataset) -> float:
         )
     predicted = generator.predict(dataset.inputs, dataset.observed)
     return float((predicted == dataset.targets).mean())
+
+
+def mnar_bayes_accuracy(
+    dataset: MultimodalDataset, law: MNARLaw, n_mc: int = 2000, seed: int = 0, batches: int = 10
+) -> tuple[float, float]:
+    """Accuracy of the Bayes classifier under MNAR on ``dataset``, with its Monte Carlo error.
+
+    The classifier is :meth:`SyntheticGenerator.log_posterior_mnar` (``p(y | x_obs, R)``,
+    the presence pattern used as evidence), scored on ``dataset`` under its own ``observed``
+    mask, which ``law`` drew. The standard error is the batch-means estimate over ``batches``
+    independent batches of draws: the standard deviation of the accuracies the batches give
+    on their own, divided by ``sqrt(batches)``.
+
+    Returns
+    -------
+    accuracy, standard_error : float
+    """
+    generator = dataset.meta.get("generator") if isinstance(dataset.meta, dict) else None
+    if not isinstance(generator, SyntheticGenerator):
+        raise MlmmError(
+            f"dataset {dataset.name!r} has no SyntheticGenerator in meta['generator']; "
+            "the Bayes accuracy is only known for data from load_dataset('synthetic')"
+        )
+    if batches < 2:
+        raise MlmmError(f"batches must be at least 2 to estimate the error, got {batches}")
+    logp = generator.log_posterior_mnar(
+        dataset.inputs, dataset.observed, law, n_mc=n_mc, seed=seed, batches=batches
+    )  # [B+1, N, K]
+    hits = logp.argmax(axis=-1) == dataset.targets[None]  # [B+1, N]
+    per_batch = hits[1:].mean(axis=1)  # [B]
+    return float(hits[0].mean()), float(per_batch.std(ddof=1) / np.sqrt(batches))
 
 
 @register_dataset(

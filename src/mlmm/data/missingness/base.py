@@ -293,30 +293,66 @@ def first_pc_score(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
         evenly spaced rows at most, plenty for a leading component.
     """
     score = np.zeros(len(values))
-    x = values[rows].reshape(int(rows.sum()), -1)  # [n, D], kept in its own dtype (images)
-    if len(x) < 2:
-        return score
-    mean = x.mean(axis=0, dtype=np.float64)
-    fit = x[:: max(1, len(x) // 2000)] - mean  # the direction needs few rows
-    if x.shape[1] == 1:
-        direction = np.ones(1)
-    elif x.shape[1] <= 32:
-        direction = np.linalg.eigh(fit.T @ fit)[1][:, -1]
-    else:  # power iteration (matrix-vector products only); a fixed start keeps it deterministic
-        direction = np.random.default_rng(0).standard_normal(x.shape[1])
-        for _ in range(100):
-            previous = direction
-            direction = fit.T @ (fit @ direction)
-            direction /= np.linalg.norm(direction) or 1.0
-            if np.abs(direction - previous).max() < 1e-8:
-                break
-    direction *= np.sign(direction[np.argmax(np.abs(direction))]) or 1.0
-    s = x @ direction.astype(x.dtype) - mean @ direction
-    spread = s.std()
-    if spread <= 1e-12 * (np.abs(s).max() + 1e-300):
-        return score
-    score[rows] = (s - s.mean()) / spread
+    fitted = FirstPCScore.fit(values, rows)
+    if fitted is not None:
+        score[rows] = fitted(values[rows])
     return score
+
+
+@dataclass(frozen=True, eq=False)
+class FirstPCScore:
+    """The affine map of :func:`first_pc_score`, fitted on some rows, applicable to new values.
+
+    ``score(x) = (x @ direction - mean @ direction - center) / spread``: the Bayes reference
+    under MNAR (``mlmm.data.datasets.synthetic``) evaluates it on values it draws itself.
+
+    Attributes
+    ----------
+    mean : ndarray, shape (D,)
+        Mean of the fitted rows (float64).
+    direction : ndarray, shape (D,)
+        Unit first principal direction, sign fixed so its largest loading is positive.
+    center, spread : float
+        Mean and standard deviation of the fitted rows' projections.
+    """
+
+    mean: np.ndarray
+    direction: np.ndarray
+    center: float
+    spread: float
+
+    @classmethod
+    def fit(cls, values: np.ndarray, rows: np.ndarray) -> FirstPCScore | None:
+        """Fit on ``values[rows]``; None when fewer than two rows or constant projections."""
+        x = values[rows].reshape(int(rows.sum()), -1)  # [n, D], kept in its own dtype (images)
+        if len(x) < 2:
+            return None
+        mean = x.mean(axis=0, dtype=np.float64)
+        fit = x[:: max(1, len(x) // 2000)] - mean  # the direction needs few rows
+        if x.shape[1] == 1:
+            direction = np.ones(1)
+        elif x.shape[1] <= 32:
+            direction = np.linalg.eigh(fit.T @ fit)[1][:, -1]
+        else:  # power iteration (matrix-vector products only); a fixed start: deterministic
+            direction = np.random.default_rng(0).standard_normal(x.shape[1])
+            for _ in range(100):
+                previous = direction
+                direction = fit.T @ (fit @ direction)
+                direction /= np.linalg.norm(direction) or 1.0
+                if np.abs(direction - previous).max() < 1e-8:
+                    break
+        direction *= np.sign(direction[np.argmax(np.abs(direction))]) or 1.0
+        s = x @ direction.astype(x.dtype) - mean @ direction
+        spread = s.std()
+        if spread <= 1e-12 * (np.abs(s).max() + 1e-300):
+            return None
+        return cls(mean, direction, float(s.mean()), float(spread))
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """Scores ``[n]`` of ``values`` ``[n, *shape]``."""
+        x = values.reshape(len(values), -1)  # [n, D]
+        s = x @ self.direction.astype(x.dtype) - self.mean @ self.direction
+        return (s - self.center) / self.spread
 
 
 # --------------------------------------------------------------- logistic models (mar, mnar)

@@ -189,6 +189,24 @@ def calibrated_removal(
     """
     if rate == 0.0:
         return np.zeros(observed.shape, dtype=bool)
+    theta = calibrate_theta(offsets, observed, rate, unit, allow_empty, spec, never_removed)
+    return draw_removal(sigmoid(theta + offsets), observed, allow_empty, rng)
+
+
+def calibrate_theta(
+    offsets: np.ndarray,
+    observed: np.ndarray,
+    rate: float,
+    unit: str,
+    allow_empty: bool,
+    spec: str,
+    never_removed: str = "",
+) -> float:
+    """The ``theta`` of :func:`calibrated_removal`: the expected rate in ``unit`` of drops
+    with probabilities ``sigmoid(theta + offsets)`` is ``rate`` (``-inf`` for rate 0).
+    Raises the one-line infeasibility error of :func:`check_feasible`."""
+    if rate == 0.0:
+        return -np.inf
     weights = np.ones(len(observed))
     droppable = offsets > -np.inf
     check_feasible(droppable, observed, rate, unit, allow_empty, weights, spec, never_removed)
@@ -209,7 +227,7 @@ def calibrated_removal(
             f"the expected rate jumps past it (closest {met:.4g}) because the score takes few "
             "distinct values on this dataset; use a smaller strength"
         )
-    return draw_removal(sigmoid(theta + offsets), observed, allow_empty, rng)
+    return theta
 
 
 def check_feasible(

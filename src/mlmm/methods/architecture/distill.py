@@ -16,13 +16,15 @@ with extra, simulated missingness (each present modality hidden with ``simulate_
 least one kept). The student's loss is its task loss, plus ``kd_weight * T^2 * KL(teacher_T ||
 student_T)`` between the temperature-softened outputs (the teacher sees all the modalities the
 sample has, the student only the visible ones), plus ``feature_weight`` times the mean squared
-difference between the student's and the teacher's embeddings of the modalities the student
-sees. Only the student predicts; the teacher stays a (frozen) submodule and is saved with it.
+difference between the student's fused embedding, from the modalities it sees, and the
+teacher's fused embedding, from every modality the sample has: KD-Net's cross-modal transfer,
+which pulls the student's representation of a partial input towards what the full input
+gives. Only the student predicts; the teacher stays a (frozen) submodule and is saved with it.
 
 Deliberate differences: KD-Net distils a multimodal U-Net into a mono-modal one for one fixed
 missing modality (one student per missing situation, like ACN); here one student learns every
 subset from simulated missingness. KD-Net matches the bottleneck features with a KL term; here
-the per-modality embeddings are matched with a mean squared error. With ``teacher_samples="all"``
+the fused embeddings (the head's input) are matched with a mean squared error. With ``teacher_samples="all"``
 (the default) the teacher learns from every training sample with whatever it has, because
 under MCAR few samples are complete (14 of 1,440 on ``handwritten`` under ``mcar:0.5``);
 ``"complete"`` is the papers' full-modality teacher and fails with a clear error when no
@@ -51,7 +53,6 @@ from mlmm.methods.base import (
 )
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
-from mlmm.nn.embedding_completion import masked_mse
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -147,7 +148,8 @@ class Distill(MissingModalityModel):
         Weight of the logit distillation term (0 turns it off).
     feature_weight : float, default 1.0
         Weight of the feature distillation term: the mean squared difference between the
-        student's and the teacher's embeddings of the modalities the student sees.
+        student's fused embedding of the modalities it sees and the teacher's fused embedding
+        of all the modalities the sample has (cross-modal transfer, as in KD-Net).
     simulate_missing : float, default 0.5
         Probability of hiding each present modality from the student in a training batch (at
         least one kept); the teacher still sees it.
@@ -250,19 +252,18 @@ class Distill(MissingModalityModel):
         visible = present
         if self.training and self.simulate_missing > 0:
             visible = modality_dropout(present, self.simulate_missing)  # [B, M]
-        prediction, embeddings, fused = self.student(batch.inputs, visible)
+        prediction, _, fused = self.student(batch.inputs, visible)  # [B, K], _, [B, D]
         aux: dict[str, torch.Tensor] = {}
         if self.training and batch.target is not None and self.is_frozen("teacher"):
             with torch.no_grad():
-                teacher_prediction, teacher_embeddings, _ = self.teacher(batch.inputs, present)
+                # the teacher sees every modality the sample has, the student only the visible
+                teacher_prediction, _, teacher_fused = self.teacher(batch.inputs, present)
             if self.kd_weight > 0:
                 aux["distill_logits"] = self.kd_weight * self.logit_distillation(
                     prediction, teacher_prediction
                 )
             if self.feature_weight > 0:
-                aux["distill_features"] = self.feature_weight * masked_mse(
-                    embeddings, teacher_embeddings, visible
-                )
+                aux["distill_features"] = self.feature_weight * F.mse_loss(fused, teacher_fused)
         return self.output(batch, prediction, aux_losses=aux, embedding=fused)
 
     def logit_distillation(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

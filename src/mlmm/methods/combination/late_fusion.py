@@ -6,12 +6,21 @@ own encoder and head, trained only on the rows where that modality is present an
 early-stopped on its own validation loss (independent classifiers, as the scheme assumes: a
 head's weights are those of the epoch where it alone did best); at prediction time the
 outputs of the present modalities are combined by the mean of probabilities (the sum rule) or
-the sum of log-probabilities (the product rule, Bayes-optimal for conditionally independent
-modalities). Regression averages the present heads.
+the product rule: the sum of log-probabilities minus ``(n - 1)`` times the log of the training
+class prior ``p(y)``, for the ``n`` present modalities, since every head's posterior already
+holds the prior once. The product rule is the Bayes posterior ``p(y | present modalities)``
+only when (1) the modalities are conditionally independent given the class, (2) every head is
+calibrated (outputs the true ``p(y | x_i)`` under the training prior) and (3) missingness is
+ignorable (which modalities are present says nothing about the class, e.g. MCAR); otherwise it
+is a heuristic. Regression averages the present heads.
 """
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +35,10 @@ from mlmm.methods.base import (
 )
 from mlmm.methods.registry import register_method
 from mlmm.nn import build_encoder, combine_predictions, masked_mean
+
+if TYPE_CHECKING:
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.train.trainer import Trainer, TrainHistory
 
 
 @register_method(
@@ -43,7 +56,9 @@ class LateFusion(MissingModalityModel):
     task : TaskSpec
     rule : {"mean_prob", "sum_logprob"}, default "sum_logprob"
         How class predictions of the present modalities are combined: averaged probabilities
-        (sum rule) or summed log-probabilities (product rule).
+        (sum rule) or summed log-probabilities divided by ``p(y)^(n - 1)``, the training class
+        prior (product rule; Bayes-optimal for conditionally independent modalities,
+        calibrated heads and ignorable missingness).
     embed_dim : int, default 128
     hidden : int, default 256
     depth : int, default 1
@@ -58,6 +73,9 @@ class LateFusion(MissingModalityModel):
     ----------
     encoders, heads : nn.ModuleDict
         Per-modality encoder and prediction head.
+    log_prior : Tensor, shape (n_classes,)
+        Log class frequencies of the training rows (classification; a buffer set by
+        :meth:`fit`, uniform before), used by the product rule.
 
     References
     ----------
@@ -108,6 +126,21 @@ class LateFusion(MissingModalityModel):
                 for s in self.specs
             }
         )
+        if task.is_classification:
+            uniform = torch.full((task.output_dim,), -math.log(task.output_dim))
+            self.register_buffer("log_prior", uniform)  # [K]
+
+    def fit(
+        self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
+    ) -> TrainHistory:
+        """Set the training class prior (for the product rule), then the shared loop."""
+        if self.task.is_classification:
+            counts = np.bincount(train.targets, minlength=self.task.output_dim)
+            frequencies = counts / max(counts.sum(), 1)
+            # a class absent from training keeps a tiny prior, so the division stays finite
+            log_prior = np.log(np.maximum(frequencies, 1e-12))
+            self.log_prior.copy_(torch.as_tensor(log_prior, dtype=self.log_prior.dtype))
+        return super().fit(trainer, train, val)
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
@@ -115,7 +148,9 @@ class LateFusion(MissingModalityModel):
             [self.heads[m](self.encoders[m](batch.inputs[m])) for m in self.modalities], dim=1
         )  # [B, M, K]
         if self.task.is_classification:
-            prediction = combine_predictions(outs, present, self.rule)  # [B, K] log-probs
+            prediction = combine_predictions(
+                outs, present, self.rule, self.log_prior
+            )  # [B, K] log-probs
         else:
             prediction = masked_mean(outs, present).squeeze(-1)  # [B]
         task_loss = None

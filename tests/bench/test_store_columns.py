@@ -1,0 +1,56 @@
+"""The runs table's newer columns (time_limited, condition_errors): written with every run,
+and added to a store created before they existed."""
+
+import sqlite3
+
+import pandas as pd
+
+from mlmm.bench import store as store_module
+from mlmm.bench.spec import parse_spec
+from mlmm.bench.store import ResultsStore
+
+
+def test_a_store_without_the_new_columns_gets_them(tmp_path):
+    path = tmp_path / "old.db"
+    old_schema = store_module._SCHEMA.replace(
+        ",\n    time_limited INTEGER,\n    condition_errors TEXT", ""
+    )
+    assert "time_limited" not in old_schema
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        f"PRAGMA application_id={store_module.APPLICATION_ID}; "
+        f"PRAGMA user_version={store_module.SCHEMA_VERSION}; {old_schema}"
+    )
+    db.close()
+    run = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 200}},
+            "methods": {"zero-impute": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+        }
+    ).runs()[0]
+    with ResultsStore(path) as results:
+        results.add_runs("old", [run])
+        assert results.claim(run.key)
+        table = pd.DataFrame(
+            [dict.fromkeys(store_module.RESULT_FIELDS, "x") | {"value": 0.5, "n": 1}]
+        )
+        results.finish(
+            run.key, table, {"time_limited": 1, "condition_errors": '{"mcar:0.9": "too high"}'}
+        )
+        runs = results.runs()
+    assert runs.time_limited.tolist() == [1]
+    assert runs.condition_errors.tolist() == ['{"mcar:0.9": "too high"}']
+
+
+def test_a_store_another_process_has_only_begun_to_create_is_opened(tmp_path):
+    # the creating process has written the WAL header but not yet committed the schema: a
+    # second process opening the file then must not call it "not an mlmm results store"
+    path = tmp_path / "new.db"
+    creator = sqlite3.connect(path, isolation_level=None)
+    creator.execute("PRAGMA journal_mode=WAL")
+    assert path.stat().st_size > 0
+    with ResultsStore(path) as results:
+        assert results.runs().empty
+    creator.close()
