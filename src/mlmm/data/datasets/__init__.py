@@ -28,3 +28,6 @@ __all__ = [
     "load_synthetic",
     "register_dataset",
 ]
+
+# the file-format loaders register themselves too (their readers are imported lazily)
+import mlmm.data.formats  # noqa: E402, F401

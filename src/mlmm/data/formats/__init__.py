@@ -1,0 +1,13 @@
+"""Loaders for the field's data-set file formats, one module per format.
+
+Each loader reads files the user already has (``load_X(root, split=...)``) into a
+:class:`~mlmm.data.MultimodalDataset`, marks the missingness that came with the data, and
+keeps the official split. The readers they need (h5py, nibabel, Pillow) are the optional extra
+``mlmm[formats]``, imported only when a loader runs, so ``import mlmm`` does not need them.
+Importing this package registers the loaders in the dataset registry (``mlmm datasets``).
+"""
+
+from mlmm.data.formats._common import CHECKSUMS
+from mlmm.data.formats.mosi import load_mosei, load_mosi
+
+__all__ = ["CHECKSUMS", "load_mosei", "load_mosi"]
