@@ -1,0 +1,109 @@
+"""MM-IMDb loader on a tiny ``multimodal_imdb.hdf5`` in the Fuel layout of Arevalo et al."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mlmm.data.datasets import load_dataset
+from mlmm.data.formats import load_mmimdb
+from mlmm.data.formats.mmimdb import MMIMDB_GENRES
+from mlmm.errors import MlmmError
+
+h5py = pytest.importorskip("h5py")
+
+N = 8
+SPLIT_ROWS = {"train": (0, 4), "dev": (4, 6), "test": (6, 8)}
+SOURCES = ("features", "vgg_features", "images", "genres", "imdb_ids")
+
+
+def _fuel_split_table():
+    """Fuel's root attribute: one row per (split, source) with start/stop and a null ref."""
+    dtype = np.dtype(
+        [
+            ("split", "S5"),
+            ("source", "S15"),
+            ("start", np.int64),
+            ("stop", np.int64),
+            ("indices", h5py.ref_dtype),
+            ("available", bool),
+            ("comment", "S1"),
+        ]
+    )
+    rows = [
+        (name.encode(), source.encode(), start, stop, h5py.Reference(), True, b".")
+        for name, (start, stop) in SPLIT_ROWS.items()
+        for source in SOURCES
+    ]
+    return np.array(rows, dtype=dtype)
+
+
+def _write(root, split_attr=True, **overrides):
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    genres = np.zeros((N, 23), dtype=np.int32)
+    genres[np.arange(N), np.arange(N) % 3] = 1  # Drama, Comedy, Romance in turn
+    genres[1, 0] = 1  # movie 1 is a drama comedy
+    images = np.broadcast_to(
+        np.arange(1, N + 1, dtype=np.int32)[:, None, None, None], (N, 3, 256, 160)
+    ).copy()
+    images[2] = 0  # no poster
+    images[3, 0, 0, 0] = -104  # BGR mean-subtracted values go negative
+    features = rng.normal(size=(N, 300)).astype(np.float32)
+    features[5] = 0.0  # a plot with no known word
+    data = {
+        "features": features,
+        "vgg_features": rng.normal(size=(N, 4096)).astype(np.float32),
+        "images": images,
+        "genres": genres,
+        "imdb_ids": np.array([f"{i:07d}".encode() for i in range(N)], dtype="S7"),
+    }
+    data.update(overrides)
+    with h5py.File(root / "multimodal_imdb.hdf5", "w") as f:
+        for key, value in data.items():
+            f.create_dataset(key, data=value, compression="gzip")
+        f["genres"].attrs["target_names"] = json.dumps(list(MMIMDB_GENRES))
+        if split_attr:
+            f.attrs["split"] = _fuel_split_table()
+    return root
+
+
+def test_fuel_splits_genres_and_natural_missingness(tmp_path):
+    _write(tmp_path)
+    ds = load_mmimdb(tmp_path)
+    assert ds.n_samples == N and ds.spec("image").shape == (4096,)
+    assert ds.meta["official_split"].tolist() == ["train"] * 4 + ["dev"] * 2 + ["test"] * 2
+    assert ds.meta["imdb_ids"][:2].tolist() == ["0000000", "0000001"]
+    assert ds.meta["genres"].shape == (N, 23) and ds.meta["genre_names"][0] == "Drama"
+    assert ds.targets.tolist() == [1, 1, 0, 1, 0, 0, 1, 0]  # Drama: rows 0, 3, 6 and 1
+    assert ds.observed[5].tolist() == [False, True]
+    comedy = load_dataset("mmimdb", root=str(tmp_path), split="dev", genre="Comedy")
+    assert comedy.targets.tolist() == [1, 0] and comedy.task.class_names == ("not Comedy", "Comedy")
+    pixels = load_mmimdb(tmp_path, split="train", image="pixels")
+    assert pixels.spec("image").kind == "image" and pixels.spec("image").shape == (3, 256, 160)
+    assert pixels.observed[:, 1].tolist() == [True, True, False, True]
+    assert pixels.inputs["image"][3, 0, 0, 0] == -104
+
+
+def test_the_published_rows_stand_in_for_a_missing_split_table(tmp_path):
+    _write(tmp_path, split_attr=False)
+    with pytest.raises(MlmmError, match="no 'split' attribute and 8 rows, not the published"):
+        load_mmimdb(tmp_path)
+
+
+def test_bad_files_get_one_line_errors(tmp_path):
+    with pytest.raises(MlmmError, match="does not hold multimodal_imdb.hdf5"):
+        load_mmimdb(tmp_path)
+    _write(tmp_path, features=np.zeros((N, 200), np.float32))
+    with pytest.raises(MlmmError, match=r"'features' has shape \(8, 200\), expected \(8, 300\)"):
+        load_mmimdb(tmp_path)
+    _write(tmp_path)
+    with pytest.raises(MlmmError, match="unknown MM-IMDb genre 'Dramma'. Did you mean 'Drama'"):
+        load_mmimdb(tmp_path, genre="Dramma")
+    path = tmp_path / "multimodal_imdb.hdf5"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(MlmmError, match="not a readable HDF5 file") as err:
+        load_mmimdb(tmp_path)
+    assert "\n" not in str(err.value)
