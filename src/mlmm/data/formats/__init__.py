@@ -10,7 +10,16 @@ Importing this package registers the loaders in the dataset registry (``mlmm dat
 from mlmm.data.formats._common import CHECKSUMS
 from mlmm.data.formats.avmnist import load_avmnist
 from mlmm.data.formats.brats import load_brats
+from mlmm.data.formats.food101 import load_food101
 from mlmm.data.formats.mmimdb import load_mmimdb
 from mlmm.data.formats.mosi import load_mosei, load_mosi
 
-__all__ = ["CHECKSUMS", "load_avmnist", "load_brats", "load_mmimdb", "load_mosei", "load_mosi"]
+__all__ = [
+    "CHECKSUMS",
+    "load_avmnist",
+    "load_brats",
+    "load_food101",
+    "load_mmimdb",
+    "load_mosei",
+    "load_mosi",
+]
