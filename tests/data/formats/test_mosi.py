@@ -320,3 +320,70 @@ def test_registered_and_listed_as_needing_files(tmp_path):
 def test_a_missing_extra_names_the_pip_command():
     with pytest.raises(MlmmError, match=r"pip install 'mlmm\[formats\]'"):
         require("mlmm_no_such_reader", "reading test files")
+
+
+def test_a_large_csd_file_is_read_one_entry_at_a_time(tmp_path):
+    """A 24 MB COVAREP-like file: the traced peak stays near one video's entry, not the file."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    videos = [f"v{i:02d}" for i in range(40)]
+    files = mosi_module.CSD_FILES["mosei"]
+    for m, width in (("text", 300), ("audio", 74), ("vision", 35)):
+        rows = 2000 if m == "audio" else 4
+        entries = {}
+        for v in videos:
+            times = np.linspace(0.0, 10.0, rows + 1)
+            features = rng.normal(size=(rows, width)).astype("<f4")
+            entries[v] = (features, np.stack([times[:-1], times[1:]], axis=1))
+        _write_csd(tmp_path / files[m], m, entries, compression=None)
+    labels = {
+        v: (np.array([[0.5, 1, 0, 0, 0, 0, 0]], "<f4"), np.array([[0.0, 1.0]])) for v in videos
+    }
+    _write_csd(tmp_path / files["labels"], "All Labels", labels)
+    assert (tmp_path / files["audio"]).stat().st_size > 20e6
+    tracemalloc.start()
+    try:
+        ds = load_mosei(tmp_path, task="regression", seq_len=10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ds.n_samples == 40 and ds.spec("audio").shape == (10, 74)
+    assert peak < 6e6, f"peak {peak / 1e6:.1f} MB: the file was read whole"
+
+
+def test_the_cli_trains_on_a_loader_given_its_root(tmp_path, monkeypatch, capsys):
+    from mlmm import cli
+
+    data = {}
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("valid", 8), ("test", 12)):
+        scores = rng.choice([-2.0, -1.0, 1.0, 2.0], size=n)
+        data[split] = {
+            m: (rng.normal(size=(n, 3, d)) + scores[:, None, None]).astype(np.float32)
+            for m, d in (("text", 4), ("audio", 2), ("vision", 3))
+        }
+        data[split]["labels"] = scores.reshape(n, 1, 1)
+    _write_pickle(tmp_path / "mosi", data)
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["mlmm", "train", "--dataset", "mosi", "--dataset-param", f"root={tmp_path / 'mosi'}",
+         "--dataset-param", "trust_pickle=true", "--method", "late-fusion", "--epochs", "2",
+         "--quiet", "--out", str(tmp_path / "run")],
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="reading the pickle"), pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 0, capsys.readouterr()
+    assert (tmp_path / "run").is_dir()
+
+
+def test_importing_the_loaders_needs_none_of_the_optional_readers():
+    import subprocess
+
+    code = (
+        "import sys, mlmm.data.formats; "
+        "print(sorted(m for m in ('h5py', 'nibabel', 'PIL') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
