@@ -249,6 +249,8 @@ def test_csd_aligned_entries_and_folds_from_a_json_file(tmp_path):
     segments = {"vidA[0]": 1.0, "vidA[1]": -2.0, "vidB[0]": 0.4}
     for m in ("text", "audio", "vision"):
         entries = {key: _steps(0.0, 1.0, WIDTHS[m], rng) for key in segments}
+        if m == "audio":
+            entries["vidB[0]"][0][0, :2] = [-np.inf, np.nan]  # COVAREP's -inf, a NaN
         _write_csd(tmp_path / files[m], m, entries)
     labels = {k: (np.array([[v]], "<f4"), np.array([[0.0, 1.0]])) for k, v in segments.items()}
     _write_csd(tmp_path / files["labels"], "labels", labels)
@@ -257,6 +259,10 @@ def test_csd_aligned_entries_and_folds_from_a_json_file(tmp_path):
     ds = load_mosi(tmp_path, task="7class", seq_len=2, folds=folds)
     assert ds.meta["ids"].tolist() == list(segments) and ds.targets.tolist() == [4, 1, 3]
     assert ds.spec("text").shape == (2, 300)
+    assert ds.meta["nonfinite_values"] == {"text": 0, "audio": 2, "vision": 0}
+    assert np.isfinite(ds.inputs["audio"]).all()
+    train = load_mosi(tmp_path, task="7class", seq_len=2, folds=folds, split="train")
+    assert train.meta["nonfinite_values"]["audio"] == 0  # counted where they are: in test
 
 
 def test_csd_without_folds_loads_all_rows_only(tmp_path, monkeypatch):

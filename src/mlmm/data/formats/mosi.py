@@ -501,8 +501,7 @@ def _read_csd(folder, dataset, seq_len, folds, fetch, checksums):
             continue
         part = {m: features[m][rows] for m in MODALITIES}
         part.update(scores=scores[rows], ids=ids[rows], official=official[rows])
-        # counts are per file, not per split: report them once, on the first split read
-        part["nonfinite"] = nonfinite if not parts else dict.fromkeys(MODALITIES, 0)
+        part["nonfinite"] = {m: int(nonfinite[m][rows].sum()) for m in MODALITIES}
         parts[s] = part
     if "unknown" in parts and len(parts) > 1:
         raise MlmmError(
@@ -589,7 +588,7 @@ def _segment_features(path, data, segments, seq_len, title):
     width = None
     rows: list[np.ndarray | None] = []
     current_video, video_rows = None, None
-    nonfinite = 0
+    nonfinite = np.zeros(len(segments), dtype=np.int64)  # values set to 0, per segment
     for seg, video, start, end, _ in segments:
         if seg in data:
             feats, _ = _entry(path, data, seg)
@@ -609,8 +608,7 @@ def _segment_features(path, data, segments, seq_len, title):
                 f"{path}: entry {seg!r} has {feats.shape[1]} features per step, the others "
                 f"{width}; expected one width per file"
             )
-        feats, bad = _clean(feats[:seq_len])
-        nonfinite += bad
+        feats, nonfinite[len(rows)] = _clean(feats[:seq_len])
         rows.append(feats)
     if width is None:
         raise MlmmError(f"{path} has no entry for any labelled segment; is it from {title}?")
