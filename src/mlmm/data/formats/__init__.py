@@ -12,6 +12,7 @@ from mlmm.data.formats.avmnist import load_avmnist
 from mlmm.data.formats.brats import load_brats
 from mlmm.data.formats.food101 import load_food101
 from mlmm.data.formats.mmimdb import load_mmimdb
+from mlmm.data.formats.mmin import load_iemocap
 from mlmm.data.formats.mosi import load_mosei, load_mosi
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "load_avmnist",
     "load_brats",
     "load_food101",
+    "load_iemocap",
     "load_mmimdb",
     "load_mosei",
     "load_mosi",
