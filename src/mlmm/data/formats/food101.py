@@ -100,7 +100,11 @@ def load_food101(
         raise unknown_name_error("Food-101 text encoding", str(text), _TEXT_ENCODINGS)
     if bad_images not in _BAD_IMAGE_POLICIES:
         raise unknown_name_error("bad_images policy", str(bad_images), _BAD_IMAGE_POLICIES)
-    for name, value in (("image_size", image_size), ("text_dim", text_dim), ("text_length", text_length)):  # fmt: skip
+    for name, value in (
+        ("image_size", image_size),
+        ("text_dim", text_dim),
+        ("text_length", text_length),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise MlmmError(f"Food-101: {name} must be a positive integer, got {value!r}")
     folder = locate(root, FOOD101_FILES, "UPMC Food-101")

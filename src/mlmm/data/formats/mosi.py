@@ -165,9 +165,19 @@ def load_mosi(
         overflow, as MulT sets ``-inf`` audio to 0) and ``source``.
     """
     return _load_cmu(
-        "mosi", root, split, task, source, aligned, seq_len, exclude_zero, trust_pickle, folds,
-        download, checksums,
-    )  # fmt: skip
+        "mosi",
+        root,
+        split,
+        task,
+        source,
+        aligned,
+        seq_len,
+        exclude_zero,
+        trust_pickle,
+        folds,
+        download,
+        checksums,
+    )
 
 
 @register_dataset(
@@ -200,16 +210,36 @@ def load_mosei(
     the sentiment score).
     """
     return _load_cmu(
-        "mosei", root, split, task, source, aligned, seq_len, exclude_zero, trust_pickle, folds,
-        download, checksums,
-    )  # fmt: skip
+        "mosei",
+        root,
+        split,
+        task,
+        source,
+        aligned,
+        seq_len,
+        exclude_zero,
+        trust_pickle,
+        folds,
+        download,
+        checksums,
+    )
 
 
 # ---------------------------------------------------------------------- shared body
 def _load_cmu(
-    dataset, root, split, task, source, aligned, seq_len, exclude_zero, trust_pickle, folds,
-    fetch, checksums,
-) -> MultimodalDataset:  # fmt: skip
+    dataset,
+    root,
+    split,
+    task,
+    source,
+    aligned,
+    seq_len,
+    exclude_zero,
+    trust_pickle,
+    folds,
+    fetch,
+    checksums,
+) -> MultimodalDataset:
     title = _TITLES[dataset]
     check_split(split, SPLITS, title)
     if task not in MOSI_TASKS:
@@ -239,8 +269,9 @@ def _load_cmu(
         if fetch and not has_pickle:
             source = "csd"
     if source == "pickle":
-        parts, origin = _read_pickle_cached(folder, pickle_name, cache, dataset, trust_pickle,
-                                            checksums)  # fmt: skip
+        parts, origin = _read_pickle_cached(
+            folder, pickle_name, cache, dataset, trust_pickle, checksums
+        )
     else:
         parts, origin = _read_csd(folder, dataset, seq_len, folds, fetch, checksums)
     return _assemble(dataset, parts, origin, split, task, exclude_zero)
@@ -266,9 +297,7 @@ def _assemble(dataset, parts, origin, split, task, exclude_zero) -> MultimodalDa
     scores = np.concatenate([parts[s]["scores"] for s in chosen]).astype(np.float64)
     ids = np.concatenate([parts[s]["ids"] for s in chosen])
     official = np.concatenate([parts[s]["official"] for s in chosen])
-    nonfinite = {
-        m: int(sum(int(parts[s]["nonfinite"][m]) for s in chosen)) for m in MODALITIES
-    }  # fmt: skip
+    nonfinite = {m: int(sum(int(parts[s]["nonfinite"][m]) for s in chosen)) for m in MODALITIES}
     bad = ~np.isfinite(scores) | (np.abs(scores) > _SCORE_LIMIT + 1e-6)
     if bad.any():
         raise MlmmError(
