@@ -20,7 +20,11 @@ TRAIN = [
     ("tacos_3.jpg", "Tacos al pastor", "tacos"),  # image file missing
     ("tacos_4.jpg", "Broken image", "tacos"),  # not a JPEG
 ]
-TEST = [("tacos_9.jpg", "Street tacos", "tacos"), ("apple_pie_9.jpg", "Pie", "apple_pie")]
+TEST = [  # titles as in the published test_titles.csv: list artefacts, literal escape text
+    ("tacos_9.jpg", "Street tacos", "tacos"),
+    ("apple_pie_9.jpg", '"[[""Coleen\'s Recipes: BEST APPLE PIE EVER !!!""]]"', "apple_pie"),
+    ("apple_pie_8.jpg", r"Candy Apple Pie Recipe - Moms Need To Know \xe2\x84\xa2", "apple_pie"),
+]
 
 
 def _write(root, train=TRAIN, test=TEST):
@@ -51,11 +55,11 @@ def test_images_titles_and_natural_missingness(tmp_path):
         "train/tacos/tacos_1.jpg",
     ]
     assert ds.meta["bad_images"] == 1 and ds.meta["missing_images"] == 1
-    assert ds.n_samples == 7  # 6 train rows - 1 undecodable + 2 test rows
+    assert ds.n_samples == 8  # 6 train rows - 1 undecodable + 3 test rows
     assert ds.meta["texts"][1] == "Pie, with apples &amp; cream"  # quoted comma kept, no unescaping
-    assert ds.targets.tolist() == [0, 0, 1, 1, 1, 1, 0]
-    assert ds.observed[:, 0].tolist() == [True, True, True, True, False, True, True]
-    assert ds.observed[:, 1].tolist() == [True, True, True, False, True, True, True]
+    assert ds.targets.tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
+    assert ds.observed[:, 0].tolist() == [True, True, True, True, False, True, True, True]
+    assert ds.observed[:, 1].tolist() == [True, True, True, False, True, True, True, True]
     assert ds.spec("image").shape == (3, 4, 4)
     red = ds.inputs["image"][0, 0]  # first image: colour (0, 200, 10)
     assert (
@@ -67,10 +71,10 @@ def test_images_titles_and_natural_missingness(tmp_path):
     test = load_dataset(
         "food101", root=str(tmp_path), split="test", image_size=4, unescape_html=True
     )
-    assert test.meta["official_split"].tolist() == ["test", "test"] and test.targets.tolist() == [
-        1,
-        0,
-    ]
+    assert test.meta["official_split"].tolist() == ["test"] * 3
+    assert test.targets.tolist() == [1, 0, 0]
+    assert test.meta["texts"][1] == '[["Coleen\'s Recipes: BEST APPLE PIE EVER !!!"]]'
+    assert test.meta["texts"][2].endswith(r"Know \xe2\x84\xa2")  # kept as written
 
 
 def test_bad_images_can_be_an_error_naming_the_file(tmp_path):
