@@ -76,6 +76,7 @@ after hashing a copy obtained from the official address.
 """
 
 _EXTRA_HINT = "pip install 'mlmm[formats]'"
+_CHUNK_ROWS = 1024
 
 
 def require(module: str, purpose: str) -> ModuleType:
@@ -189,7 +190,13 @@ def zero_blocks_absent(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     The convention of the feature releases (MulT, MultiBench, MMIN): a missing modality was
     written as zeros, with no mask.
     """
-    columns = [np.any(arr.reshape(len(arr), -1) != 0, axis=1) for arr in inputs.values()]
+    columns = []
+    for arr in inputs.values():
+        flat = arr.reshape(len(arr), -1)
+        present = np.zeros(len(arr), dtype=bool)
+        for start in range(0, len(arr), _CHUNK_ROWS):  # no full-size temporary for big images
+            present[start : start + _CHUNK_ROWS] = np.any(flat[start : start + _CHUNK_ROWS], axis=1)
+        columns.append(present)
     return np.stack(columns, axis=1)  # [N, M]
 
 

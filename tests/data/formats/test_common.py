@@ -1,0 +1,58 @@
+"""The helpers every format loader shares: presence from zero blocks, paths, checksums."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from mlmm.data.formats import _common
+from mlmm.errors import MlmmError
+
+
+def test_zero_blocks_are_absent_across_chunk_boundaries():
+    a = np.ones((2050, 2, 3), dtype=np.float32)
+    a[[0, 1023, 1024, 2049]] = 0.0
+    b = np.ones((2050, 4))
+    b[5, 1] = np.nan  # not a zero block: present (NaN is checked by the dataset)
+    observed = _common.zero_blocks_absent({"a": a, "b": b})
+    assert observed.shape == (2050, 2)
+    assert np.flatnonzero(~observed[:, 0]).tolist() == [0, 1023, 1024, 2049]
+    assert observed[:, 1].all()
+
+
+def test_verify_uses_the_callers_digest_then_the_table(tmp_path, monkeypatch):
+    path = tmp_path / "multimodal_imdb.hdf5"
+    path.write_bytes(b"some bytes")
+    digest = hashlib.sha256(b"some bytes").hexdigest()
+    _common.verify(path, "mmimdb")  # no digest recorded: nothing to check
+    _common.verify(path, "mmimdb", {path.name: digest.upper()})
+    monkeypatch.setitem(_common.CHECKSUMS["mmimdb"], path.name, "f" * 64)
+    with pytest.raises(MlmmError, match=r"multimodal_imdb\.hdf5 has SHA-256 .* expected ffff"):
+        _common.verify(path, "mmimdb")
+
+
+def test_locate_names_the_missing_files_and_the_source(tmp_path):
+    (tmp_path / "a.npy").write_bytes(b"")
+    assert _common.locate(tmp_path, ["a.npy"], "X") == tmp_path
+    with pytest.raises(
+        MlmmError, match=r"does not hold b\.npy \(expected a\.npy, b\.npy under root\); get"
+    ):
+        _common.locate(tmp_path, ["a.npy", "b.npy"], "X", where="get them there")
+
+
+def test_the_cache_is_written_atomically(tmp_path):
+    path = _common.cache_path(tmp_path, "x.npz")
+    _common.save_npz(path, {"a": np.arange(3)})
+    assert path.parent.name == ".mlmm-cache"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.npz"]  # no temporary left
+    with np.load(path, allow_pickle=False) as archive:
+        assert archive["a"].tolist() == [0, 1, 2]
+
+
+def test_a_failed_download_leaves_nothing_behind(tmp_path):
+    dest = tmp_path / "data" / "f.csd"
+    with pytest.raises(MlmmError, match="could not download"):
+        _common.download((tmp_path / "absent.csd").as_uri(), dest, "mosi")
+    assert list(dest.parent.iterdir()) == []
