@@ -19,25 +19,32 @@ import contextlib
 import hashlib
 import importlib
 import os
+import re
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
+from mlmm.data.specs import ModalitySpec
 from mlmm.errors import MlmmError
 
 __all__ = [
+    "BAD_IMAGE_POLICIES",
     "CACHE_DIR",
     "CHECKSUMS",
     "cache_path",
     "check_split",
+    "decode_image",
     "download",
+    "encode_texts",
     "locate",
     "require",
     "save_npz",
+    "TEXT_ENCODINGS",
     "verify",
     "zero_blocks_absent",
 ]
@@ -215,3 +222,45 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
     with atomic_write(path, "wb") as fh:
         np.savez(fh, **arrays)
+
+
+TEXT_ENCODINGS = ("hashing", "minilm")
+"""How an image+text loader encodes its text: hashed word counts, or MiniLM token ids."""
+BAD_IMAGE_POLICIES = ("skip", "error")
+"""What an image+text loader does with an image file that fails to decode."""
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def decode_image(pil: ModuleType, path: Path, size: int, policy: str) -> np.ndarray | None:
+    """``[3, size, size]`` RGB in [0, 1] (bilinear resize), or None if undecodable and
+    ``policy == "skip"``; ``"error"`` raises naming the file."""
+    try:
+        with pil.open(path) as image:
+            rgb = image.convert("RGB").resize((size, size), pil.Resampling.BILINEAR)
+            pixels = np.asarray(rgb, dtype=np.float32) / 255.0  # [H, W, 3]
+    except (OSError, ValueError, pil.DecompressionBombError) as err:
+        if policy == "error":
+            raise MlmmError(
+                f"{path} could not be decoded as an image ({type(err).__name__}); fix or remove "
+                "it, or pass bad_images='skip' to drop such samples"
+            ) from None
+        return None
+    return pixels.transpose(2, 0, 1)  # [3, H, W]
+
+
+def encode_texts(
+    texts: list[str], encoding: str, dim: int, length: int
+) -> tuple[np.ndarray, ModalitySpec]:
+    """The ``text`` modality: ``hashing`` counts lower-cased words hashed (CRC-32, the same in
+    every process) into ``dim`` bins; ``minilm`` gives ``length`` token ids for the registered
+    backbone ``all-minilm-l6-v2`` (kept unstandardised)."""
+    if encoding == "hashing":
+        out = np.zeros((len(texts), dim), dtype=np.float32)  # [N, D]
+        for i, text in enumerate(texts):
+            for word in _WORD.findall(text.lower()):
+                out[i, zlib.crc32(word.encode("utf-8")) % dim] += 1.0
+        return out, ModalitySpec("text", "vector", (dim,))
+    from mlmm.nn.backbones import minilm_token_ids
+
+    ids = np.asarray(minilm_token_ids([t if t.strip() else "" for t in texts], length))
+    return ids.astype(np.float32), ModalitySpec("text", "vector", (length,), standardize=False)

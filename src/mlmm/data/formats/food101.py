@@ -17,15 +17,21 @@ from __future__ import annotations
 import csv
 import html
 import os
-import re
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
-from mlmm.data.formats._common import check_split, locate, require
+from mlmm.data.formats._common import (
+    BAD_IMAGE_POLICIES,
+    TEXT_ENCODINGS,
+    check_split,
+    decode_image,
+    encode_texts,
+    locate,
+    require,
+)
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, unknown_name_error
 
@@ -33,9 +39,6 @@ __all__ = ["FOOD101_FILES", "load_food101"]
 
 FOOD101_FILES = ("texts/train_titles.csv", "texts/test_titles.csv", "images/train", "images/test")
 SPLITS = ("train", "test")
-_TEXT_ENCODINGS = ("hashing", "minilm")
-_BAD_IMAGE_POLICIES = ("skip", "error")
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @register_dataset(
@@ -96,10 +99,10 @@ def load_food101(
     """
     pil = require("PIL.Image", "decoding UPMC Food-101 images")
     check_split(split, SPLITS, "UPMC Food-101")
-    if text not in _TEXT_ENCODINGS:
-        raise unknown_name_error("Food-101 text encoding", str(text), _TEXT_ENCODINGS)
-    if bad_images not in _BAD_IMAGE_POLICIES:
-        raise unknown_name_error("bad_images policy", str(bad_images), _BAD_IMAGE_POLICIES)
+    if text not in TEXT_ENCODINGS:
+        raise unknown_name_error("Food-101 text encoding", str(text), TEXT_ENCODINGS)
+    if bad_images not in BAD_IMAGE_POLICIES:
+        raise unknown_name_error("bad_images policy", str(bad_images), BAD_IMAGE_POLICIES)
     for name, value in (
         ("image_size", image_size),
         ("text_dim", text_dim),
@@ -129,7 +132,7 @@ def load_food101(
                 )
             path = folder / "images" / s / label / filename
             if path.is_file():
-                pixels = _decode(pil, path, image_size, bad_images)
+                pixels = decode_image(pil, path, image_size, bad_images)
                 if pixels is None:
                     skipped += 1
                     continue
@@ -146,7 +149,7 @@ def load_food101(
         raise MlmmError(f"UPMC Food-101: {folder} gave no readable sample for split {split!r}")
     blank = np.zeros((3, image_size, image_size), dtype=np.float32)
     image_array = np.stack([p if p is not None else blank for p in images])  # [N, 3, H, W]
-    text_array, text_spec = _encode_texts(titles, text, text_dim, text_length)
+    text_array, text_spec = encode_texts(titles, text, text_dim, text_length)
     observed = np.stack([np.array(present_image), np.array([bool(t.strip()) for t in titles])], 1)
     return MultimodalDataset(
         specs=[ModalitySpec("image", "image", (3, image_size, image_size)), text_spec],
@@ -182,31 +185,3 @@ def _read_titles(path: Path) -> list[tuple[str, str, str]]:
                 )
             out.append((row[0].strip(), row[1], row[2].strip()))
     return out
-
-
-def _decode(pil, path: Path, size: int, policy: str) -> np.ndarray | None:
-    try:
-        with pil.open(path) as image:
-            rgb = image.convert("RGB").resize((size, size), pil.Resampling.BILINEAR)
-            pixels = np.asarray(rgb, dtype=np.float32) / 255.0  # [H, W, 3]
-    except (OSError, ValueError, pil.DecompressionBombError) as err:
-        if policy == "error":
-            raise MlmmError(
-                f"{path} could not be decoded as an image ({type(err).__name__}); fix or remove "
-                "it, or pass bad_images='skip' to drop such samples"
-            ) from None
-        return None
-    return pixels.transpose(2, 0, 1)  # [3, H, W]
-
-
-def _encode_texts(titles, encoding, dim, length):
-    if encoding == "hashing":
-        out = np.zeros((len(titles), dim), dtype=np.float32)  # [N, D]
-        for i, title in enumerate(titles):
-            for word in _WORD.findall(title.lower()):
-                out[i, zlib.crc32(word.encode("utf-8")) % dim] += 1.0
-        return out, ModalitySpec("text", "vector", (dim,))
-    from mlmm.nn.backbones import minilm_token_ids
-
-    ids = np.asarray(minilm_token_ids([t if t.strip() else "" for t in titles], length))
-    return ids.astype(np.float32), ModalitySpec("text", "vector", (length,), standardize=False)
