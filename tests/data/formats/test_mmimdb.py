@@ -107,3 +107,60 @@ def test_bad_files_get_one_line_errors(tmp_path):
     with pytest.raises(MlmmError, match="not a readable HDF5 file") as err:
         load_mmimdb(tmp_path)
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------- raw release
+def _write_raw(root, map_layout=False):
+    """split.json + IMDbPY-style <id>.json (plot is a list) + <id>.jpeg, ids as 7-digit strings."""
+    from PIL import Image
+
+    image_dir = root / ("images" if map_layout else "dataset")
+    label_dir = root / ("labels" if map_layout else "dataset")
+    image_dir.mkdir(parents=True)
+    label_dir.mkdir(parents=True, exist_ok=True)
+    movies = {
+        "0000001": {"plot": ["A short one.", "A much longer plot about a family drama."],
+                    "genres": ["Drama", "Family"], "title": "One"},
+        "0000002": {"plot outline": "Jokes.", "genres": ["Comedy", "Talk-Show"]},
+        "0000003": {"plot": [], "genres": ["Drama"]},  # no text at all
+        "0000004": {"plot": ["Space."], "genres": ["Sci-Fi"]},  # poster missing
+        "0000005": {"plot": ["Broken poster."], "genres": ["Drama"]},  # poster undecodable
+    }  # fmt: skip
+    for movie, record in movies.items():
+        (label_dir / f"{movie}.json").write_text(json.dumps(record))
+        if movie == "0000004":
+            continue
+        if movie == "0000005":
+            (image_dir / f"{movie}.jpeg").write_bytes(b"\xff\xd8 truncated")
+            continue
+        Image.new("RGB", (12, 18), (10, 20, 30)).save(image_dir / f"{movie}.jpeg", "JPEG")
+    split = {"train": ["0000001", "0000002", "0000005"], "dev": ["0000003"], "test": ["0000004"]}
+    (root / "split.json").write_text(json.dumps(split))
+    return root
+
+
+@pytest.mark.parametrize("map_layout", [False, True])
+def test_the_raw_release_reads_posters_plots_and_genres(tmp_path, map_layout):
+    pytest.importorskip("PIL")
+    _write_raw(tmp_path, map_layout)
+    ds = load_mmimdb(tmp_path, image_size=4, text_dim=16)
+    assert ds.meta["imdb_ids"].tolist() == ["0000001", "0000002", "0000003", "0000004"]
+    assert ds.meta["bad_images"] == 1 and ds.meta["missing_images"] == 1
+    assert ds.meta["official_split"].tolist() == ["train", "train", "dev", "test"]
+    assert ds.meta["texts"][:2] == ["A much longer plot about a family drama.", "Jokes."]
+    assert ds.observed.tolist() == [[True, True], [True, True], [False, True], [True, False]]
+    assert ds.targets.tolist() == [1, 0, 1, 0]
+    genres = ds.meta["genres"]
+    assert genres[1].sum() == 1  # Talk-Show is not one of the 23 genres
+    assert genres[0, MMIMDB_GENRES.index("Family")] == 1
+    assert ds.spec("image").shape == (3, 4, 4) and ds.spec("text").shape == (16,)
+    with pytest.raises(MlmmError, match=r"0000005\.jpeg could not be decoded"):
+        load_mmimdb(tmp_path, split="train", bad_images="error")
+
+
+def test_a_listed_movie_without_metadata_is_an_error(tmp_path):
+    pytest.importorskip("PIL")
+    _write_raw(tmp_path)
+    (tmp_path / "dataset" / "0000003.json").unlink()
+    with pytest.raises(MlmmError, match=r"0000003\.json is missing; split\.json lists the movie"):
+        load_mmimdb(tmp_path, split="dev")

@@ -20,7 +20,17 @@ import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
-from mlmm.data.formats._common import check_split, locate, require, verify, zero_blocks_absent
+from mlmm.data.formats._common import (
+    BAD_IMAGE_POLICIES,
+    TEXT_ENCODINGS,
+    check_split,
+    decode_image,
+    encode_texts,
+    locate,
+    require,
+    verify,
+    zero_blocks_absent,
+)
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, unknown_name_error
 
@@ -57,8 +67,14 @@ def load_mmimdb(
     genre: str = "Drama",
     image: str = "vgg",
     checksums: dict[str, str] | None = None,
+    layout: str = "auto",
+    image_size: int = 64,
+    text: str = "hashing",
+    text_dim: int = 256,
+    text_length: int = 32,
+    bad_images: str = "skip",
 ) -> MultimodalDataset:
-    """Load MM-IMDb from ``ROOT/multimodal_imdb.hdf5``.
+    """Load MM-IMDb from ``ROOT/multimodal_imdb.hdf5`` or from the raw files.
 
     mlmm has no multi-label task yet, so the target is one genre against the rest (binary);
     the full multi-hot genre matrix is in ``meta["genres"]`` (``[N, 23]`` int8, columns
@@ -67,10 +83,13 @@ def load_mmimdb(
     Parameters
     ----------
     root : path
-        Folder holding ``multimodal_imdb.hdf5``.
+        Folder holding ``multimodal_imdb.hdf5``, or the raw release (``split.json`` and
+        ``dataset/<id>.jpeg``, ``dataset/<id>.json``; MAP's ``images/`` and ``labels/``
+        folders are accepted too).
     split : {"train", "dev", "test"}, optional
-        The official split, from the file's ``split`` attribute (rows 0-15,551, 15,552-18,159
-        and 18,160-25,958 in the published file). None: all, with ``meta["official_split"]``.
+        The official split: the hdf5 file's ``split`` attribute (rows 0-15,551,
+        15,552-18,159 and 18,160-25,958 in the published file) or ``split.json``. None: all,
+        with ``meta["official_split"]``.
     genre : str
         The genre predicted (class 1 = the movie has it).
     image : {"vgg", "pixels"}
@@ -78,6 +97,13 @@ def load_mmimdb(
         ``(3, 256, 160)`` image as stored (BGR, mean-subtracted), 0.5 MB per movie in memory.
     checksums : dict of str to str, optional
         File name -> SHA-256 to check the file against.
+    layout : {"auto", "hdf5", "raw"}
+        Which files to read; ``auto`` prefers the hdf5 file.
+    image_size, text, text_dim, text_length, bad_images
+        Raw layout only: the poster decoded with Pillow to ``(3, image_size, image_size)``;
+        the text (the longest plot, else the plot outline) encoded as in
+        :func:`~mlmm.data.formats.load_food101`; ``bad_images`` for posters that fail to
+        decode (``skip`` and count, or ``error``).
 
     Returns
     -------
@@ -86,15 +112,33 @@ def load_mmimdb(
         word, a missing poster) is absent. ``meta`` holds ``imdb_ids`` (strings, leading
         zeros kept), ``genres``, ``genre_names`` and ``official_split``.
     """
-    h5py = require("h5py", "reading MM-IMDb's multimodal_imdb.hdf5")
     check_split(split, SPLITS, "MM-IMDb")
+    if layout not in ("auto", "hdf5", "raw"):
+        raise unknown_name_error("MM-IMDb layout", str(layout), ("auto", "hdf5", "raw"))
+    raw_found = root is not None and (Path(root) / "split.json").is_file()
+    hdf5_found = root is not None and (Path(root) / MMIMDB_FILE).is_file()
+    if root is not None and (
+        layout == "raw" or (layout == "auto" and raw_found and not hdf5_found)
+    ):
+        return _load_raw(
+            Path(root).expanduser(),
+            split,
+            genre,
+            image_size,
+            text,
+            text_dim,
+            text_length,
+            bad_images,
+        )
+    h5py = require("h5py", "reading MM-IMDb's multimodal_imdb.hdf5")
     if image not in _IMAGE_SOURCES:
         raise unknown_name_error("MM-IMDb image source", str(image), _IMAGE_SOURCES)
     folder = locate(
         root,
         [MMIMDB_FILE],
         "MM-IMDb",
-        where="get it from the MM-IMDb page of Arevalo et al. (gmu-mmimdb)",
+        where="get it from the MM-IMDb page of Arevalo et al. (gmu-mmimdb), or point root= at "
+        "the raw release (split.json, dataset/)",
     )
     path = folder / MMIMDB_FILE
     verify(path, "mmimdb", checksums)
@@ -224,3 +268,103 @@ def _text(value) -> str:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value.item()
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# ---------------------------------------------------------------------- raw release
+def _load_raw(folder, split, genre, image_size, text, text_dim, text_length, bad_images):
+    """The raw release: ``split.json`` + one ``<id>.jpeg`` and ``<id>.json`` per movie."""
+    pil = require("PIL.Image", "decoding MM-IMDb posters")
+    if genre not in MMIMDB_GENRES:
+        raise unknown_name_error("MM-IMDb genre", str(genre), MMIMDB_GENRES)
+    if text not in TEXT_ENCODINGS:
+        raise unknown_name_error("MM-IMDb text encoding", str(text), TEXT_ENCODINGS)
+    if bad_images not in BAD_IMAGE_POLICIES:
+        raise unknown_name_error("bad_images policy", str(bad_images), BAD_IMAGE_POLICIES)
+    for name, value in (
+        ("image_size", image_size),
+        ("text_dim", text_dim),
+        ("text_length", text_length),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MlmmError(f"MM-IMDb: {name} must be a positive integer, got {value!r}")
+    if (folder / "dataset").is_dir():
+        image_dir = label_dir = folder / "dataset"
+    elif (folder / "images").is_dir() and (folder / "labels").is_dir():  # MAP's rearrangement
+        image_dir, label_dir = folder / "images", folder / "labels"
+    else:
+        locate(folder, ["split.json", "dataset/"], "MM-IMDb (raw)")
+    split_path = folder / "split.json"
+    try:
+        splits = json.loads(split_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MlmmError(f"{split_path} is not readable JSON ({err})") from None
+    if not isinstance(splits, dict) or not set(SPLITS) <= set(splits):
+        found = sorted(splits) if isinstance(splits, dict) else type(splits).__name__
+        raise MlmmError(f"{split_path} should map {list(SPLITS)} to lists of ids, got {found}")
+    ids, texts, images, present_image, genres, official = [], [], [], [], [], []
+    skipped = 0
+    for s in SPLITS:
+        if split not in (None, s):
+            continue
+        for movie in splits[s]:
+            movie = str(movie)  # 7-digit ids keep their leading zeros
+            record = _movie_record(label_dir / f"{movie}.json")
+            poster = image_dir / f"{movie}.jpeg"
+            pixels = decode_image(pil, poster, image_size, bad_images) if poster.is_file() else None
+            if pixels is None and poster.is_file():
+                skipped += 1
+                continue
+            ids.append(movie)
+            texts.append(_plot(record))
+            images.append(pixels)
+            present_image.append(pixels is not None)
+            genres.append([int(g in record.get("genres", ())) for g in MMIMDB_GENRES])
+            official.append(s)
+    if not ids:
+        raise MlmmError(f"MM-IMDb: {folder} gave no readable movie for split {split!r}")
+    blank = np.zeros((3, image_size, image_size), dtype=np.float32)
+    image_array = np.stack([p if p is not None else blank for p in images])  # [N, 3, H, W]
+    text_array, text_spec = encode_texts(texts, text, text_dim, text_length)
+    observed = np.stack([np.array([bool(t.strip()) for t in texts]), np.array(present_image)], 1)
+    genre_matrix = np.array(genres, dtype=np.int8)  # [N, 23]
+    return MultimodalDataset(
+        specs=[text_spec, ModalitySpec("image", "image", (3, image_size, image_size))],
+        task=TaskSpec("classification", 2, (f"not {genre}", genre)),
+        inputs={"text": text_array, "image": image_array},
+        targets=genre_matrix[:, MMIMDB_GENRES.index(genre)].astype(np.int64),
+        observed=observed,
+        name="mmimdb",
+        meta={
+            "source": str(folder),
+            "imdb_ids": np.array(ids),
+            "genres": genre_matrix,
+            "genre_names": MMIMDB_GENRES,
+            "official_split": np.array(official),
+            "texts": texts,
+            "bad_images": skipped,
+            "missing_images": int(len(ids) - sum(present_image)),
+        },
+    )
+
+
+def _movie_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MlmmError(
+            f"{path} is missing; split.json lists the movie, so its metadata (genres) must exist"
+        ) from None
+    except ValueError as err:
+        raise MlmmError(f"{path} is not readable JSON ({err})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("genres", []), list):
+        raise MlmmError(f"{path} should be an object with a 'genres' list (IMDbPY dump)")
+    return record
+
+
+def _plot(record: dict) -> str:
+    """The longest plot (as Arevalo et al. chose), else the plot outline, else ''."""
+    plots = [p for p in record.get("plot", []) or [] if isinstance(p, str) and p.strip()]
+    if plots:
+        return max(plots, key=len)
+    outline = record.get("plot outline")
+    return outline if isinstance(outline, str) else ""
