@@ -111,3 +111,23 @@ def test_bad_csvs_and_roots_get_one_line_errors(tmp_path):
     with pytest.raises(MlmmError, match="line 1 has 2 fields, expected 3"):
         load_food101(tmp_path)
     assert food101_module.FOOD101_FILES[0] == "texts/train_titles.csv"
+
+
+def test_the_split_of_missing_aware_prompts_carves_val_from_train(tmp_path):
+    import json
+
+    _write(tmp_path)
+    split = {
+        "train": ["apple_pie_1.jpg", "tacos_1.jpg", "tacos_2.jpg"],
+        "val": ["apple_pie_2.jpg", "not_in_the_csv.jpg"],
+        "test": ["apple_pie_9.jpg"],
+    }
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    ds = load_food101(tmp_path, image_size=4, map_split=tmp_path / "split.json")
+    assert ds.meta["official_split"].tolist() == ["train"] * 3 + ["val", "test"]
+    assert ds.meta["files"][3] == "train/apple_pie/apple_pie_2.jpg"  # val images: images/train
+    assert ds.meta["unlisted"] == 1
+    val = load_food101(tmp_path, split="val", image_size=4, map_split=tmp_path / "split.json")
+    assert val.n_samples == 1 and val.targets.tolist() == [0]
+    with pytest.raises(MlmmError, match="split must be one of"):
+        load_food101(tmp_path, split="val")  # no val without MAP's split

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import os
 from pathlib import Path
 
@@ -39,6 +40,7 @@ __all__ = ["FOOD101_FILES", "load_food101"]
 
 FOOD101_FILES = ("texts/train_titles.csv", "texts/test_titles.csv", "images/train", "images/test")
 SPLITS = ("train", "test")
+MAP_SPLITS = ("train", "val", "test")
 
 
 @register_dataset(
@@ -61,6 +63,7 @@ def load_food101(
     text_length: int = 32,
     bad_images: str = "skip",
     unescape_html: bool = False,
+    map_split: str | os.PathLike | None = None,
 ) -> MultimodalDataset:
     """Load UPMC Food-101 images and titles from the folder layout under ``root``.
 
@@ -88,6 +91,11 @@ def load_food101(
         not an error: the image is absent for that sample.
     unescape_html : bool
         Decode HTML entities (``&amp;``) in the titles.
+    map_split : path, optional
+        The ``split.json`` of missing-aware prompts (``datasets/Food101/split.json``:
+        ``{"train", "val", "test"}`` lists of file names, ``val`` carved from the original
+        train set). Given, the splits are ``train``/``val``/``test`` as listed there; a listed
+        file with no CSV row is skipped and counted in ``meta["unlisted"]``.
 
     Returns
     -------
@@ -98,7 +106,7 @@ def load_food101(
         ``bad_images`` and ``missing_images``.
     """
     pil = require("PIL.Image", "decoding UPMC Food-101 images")
-    check_split(split, SPLITS, "UPMC Food-101")
+    check_split(split, SPLITS if map_split is None else MAP_SPLITS, "UPMC Food-101")
     if text not in TEXT_ENCODINGS:
         raise unknown_name_error("Food-101 text encoding", str(text), TEXT_ENCODINGS)
     if bad_images not in BAD_IMAGE_POLICIES:
@@ -118,13 +126,15 @@ def load_food101(
             f"UPMC Food-101: {folder / 'texts' / 'train_titles.csv'} names {len(classes)} "
             "class(es); expected the 101 dish classes"
         )
-    chosen = [s for s in SPLITS if split in (None, s)]
+    plan, unlisted = _plan(rows, map_split)
     images, titles, labels, files, official = [], [], [], [], []
     present_image = []
     skipped, missing = 0, 0
-    for s in chosen:
+    for name, s, selected in plan:
+        if split not in (None, name):
+            continue
         csv_path = folder / "texts" / f"{s}_titles.csv"
-        for line, (filename, title, label) in enumerate(rows[s], start=1):
+        for line, (filename, title, label) in selected:
             if label not in classes:
                 raise MlmmError(
                     f"{csv_path} line {line}: class {label!r} is not a class of the training "
@@ -144,7 +154,7 @@ def load_food101(
             titles.append(html.unescape(title) if unescape_html else title)
             labels.append(classes.index(label))
             files.append(f"{s}/{label}/{filename}")
-            official.append(s)
+            official.append(name)
     if not labels:
         raise MlmmError(f"UPMC Food-101: {folder} gave no readable sample for split {split!r}")
     blank = np.zeros((3, image_size, image_size), dtype=np.float32)
@@ -167,6 +177,7 @@ def load_food101(
             "bad_images": skipped,
             "missing_images": missing,
             "text_encoding": text,
+            "unlisted": unlisted,
         },
     )
 
@@ -185,3 +196,33 @@ def _read_titles(path: Path) -> list[tuple[str, str, str]]:
                 )
             out.append((row[0].strip(), row[1], row[2].strip()))
     return out
+
+
+def _plan(rows, map_split):
+    """``(split name, CSV split, [(line, row)])`` per split: the CSVs as they are, or MAP's
+    ``split.json`` (``val`` rows come from the training CSV); and how many listed files had no
+    CSV row."""
+    numbered = {s: list(enumerate(rows[s], start=1)) for s in SPLITS}
+    if map_split is None:
+        return [(s, s, numbered[s]) for s in SPLITS], 0
+    path = Path(map_split).expanduser()
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MlmmError(f"map_split={str(path)!r} is not a readable JSON file ({err})") from None
+    if not isinstance(listed, dict) or set(listed) != set(MAP_SPLITS):
+        found = sorted(listed) if isinstance(listed, dict) else type(listed).__name__
+        raise MlmmError(f"{path} should map {list(MAP_SPLITS)} to lists of file names, got {found}")
+    by_name = {s: {row[0]: (line, row) for line, row in numbered[s]} for s in SPLITS}
+    plan, unlisted = [], 0
+    for name in MAP_SPLITS:
+        source = "test" if name == "test" else "train"
+        selected = []
+        for filename in listed[name]:
+            found = by_name[source].get(str(filename))
+            if found is None:
+                unlisted += 1
+            else:
+                selected.append(found)
+        plan.append((name, source, selected))
+    return plan, unlisted

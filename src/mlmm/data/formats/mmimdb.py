@@ -4,7 +4,8 @@ The Fuel-format file of Arevalo et al. holds, for N = 25,959 movies in the order
 test: ``features`` [N, 300] (mean word2vec of the plot), ``vgg_features`` [N, 4096] (VGG-16 on
 the poster), ``images`` [N, 3, 256, 160] (int32, BGR, VGG-mean-subtracted), ``genres`` [N, 23]
 (multi-hot), ``imdb_ids`` [N] (7-digit byte strings), and the split table in the root
-attribute ``split``.
+attribute ``split``. The raw release (``split.json`` + ``dataset/<id>.jpeg`` and
+``dataset/<id>.json``), which missing-aware prompts and RAGPT start from, is read too.
 
 Reference: J. Arevalo, T. Solorio, M. Montes-y-Gómez, F. A. González, "Gated Multimodal Units
 for Information Fusion", ICLR 2017 workshop (arXiv:1702.01992).
