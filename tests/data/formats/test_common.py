@@ -56,3 +56,36 @@ def test_a_failed_download_leaves_nothing_behind(tmp_path):
     with pytest.raises(MlmmError, match="could not download"):
         _common.download((tmp_path / "absent.csd").as_uri(), dest, "mosi")
     assert list(dest.parent.iterdir()) == []
+
+
+def _dataset(official=None):
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.data.specs import ModalitySpec, TaskSpec
+
+    meta = {} if official is None else {"official_split": np.array(official)}
+    return MultimodalDataset(
+        specs=[ModalitySpec("a", "vector", (2,))],
+        task=TaskSpec("classification", 2),
+        inputs={"a": np.arange(12.0).reshape(6, 2)},
+        targets=np.array([0, 1, 0, 1, 0, 1]),
+        name="toy",
+        meta=meta,
+    )
+
+
+def test_official_split_gives_the_papers_parts():
+    from mlmm.data.formats import official_split
+
+    ds = _dataset(["train", "train", "dev", "test", "train", "test"])
+    split = official_split(ds)
+    assert split.indices["train"].tolist() == [0, 1, 4]
+    assert split.indices["val"].tolist() == [2] and split.indices["test"].tolist() == [3, 5]
+    np.testing.assert_array_equal(split.test.inputs["a"], ds.inputs["a"][[3, 5]])
+    no_val = official_split(_dataset(["train"] * 4 + ["test"] * 2))
+    assert no_val.val is None and no_val.test.n_samples == 2
+    with pytest.raises(MlmmError, match="records no official split"):
+        official_split(_dataset())
+    with pytest.raises(MlmmError, match=r"holds \['train'\], expected train, test"):
+        official_split(_dataset(["train"] * 6))  # BraTS: training data only
+    with pytest.raises(MlmmError, match=r"holds \['test', 'train', 'unknown'\]"):
+        official_split(_dataset(["train"] * 4 + ["test", "unknown"]))

@@ -7,7 +7,7 @@ keeps the official split. The readers they need (h5py, nibabel, Pillow) are the 
 Importing this package registers the loaders in the dataset registry (``mlmm datasets``).
 """
 
-from mlmm.data.formats._common import CHECKSUMS
+from mlmm.data.formats._common import CHECKSUMS, official_split
 from mlmm.data.formats.avmnist import load_avmnist
 from mlmm.data.formats.brats import load_brats
 from mlmm.data.formats.food101 import load_food101
@@ -24,4 +24,5 @@ __all__ = [
     "load_mmimdb",
     "load_mosei",
     "load_mosi",
+    "official_split",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "download",
     "encode_texts",
     "locate",
+    "official_split",
     "require",
     "save_npz",
     "TEXT_ENCODINGS",
@@ -264,3 +265,49 @@ def encode_texts(
 
     ids = np.asarray(minilm_token_ids([t if t.strip() else "" for t in texts], length))
     return ids.astype(np.float32), ModalitySpec("text", "vector", (length,), standardize=False)
+
+
+_VALIDATION_NAMES = ("valid", "val", "dev")
+
+
+def official_split(dataset):
+    """The data set's own train / validation / test parts, from ``meta["official_split"]``.
+
+    Parameters
+    ----------
+    dataset : MultimodalDataset
+        Loaded with ``split=None`` by a loader that records the official split (``valid``,
+        ``val`` or ``dev`` name the validation part).
+
+    Returns
+    -------
+    mlmm.data.split.Split
+        ``train``, ``val`` (None when the data set has none), ``test`` and the row
+        ``indices`` of each, to train and score as the papers do.
+    """
+    from mlmm.data.split import Split
+
+    names = dataset.meta.get("official_split")
+    if names is None:
+        raise MlmmError(
+            f"{dataset.name} records no official split (meta['official_split']); load it with "
+            "split=None from a loader that keeps one, or split with mlmm.train_val_test_split"
+        )
+    names = np.asarray(names)
+    found = sorted(set(names.tolist()))
+    validation = [v for v in _VALIDATION_NAMES if v in found]
+    known = {"train", "test", *validation}
+    if "train" not in found or "test" not in found or set(found) - known:
+        raise MlmmError(
+            f"{dataset.name}'s official split holds {found}, expected train, test and at most "
+            f"one of {list(_VALIDATION_NAMES)}; split with mlmm.train_val_test_split instead"
+        )
+    indices = {"train": np.flatnonzero(names == "train"), "test": np.flatnonzero(names == "test")}
+    if validation:
+        indices["val"] = np.flatnonzero(names == validation[0])
+    return Split(
+        train=dataset.subset(indices["train"]),
+        val=dataset.subset(indices["val"]) if "val" in indices else None,
+        test=dataset.subset(indices["test"]),
+        indices=indices,
+    )
