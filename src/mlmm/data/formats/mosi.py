@@ -513,12 +513,12 @@ def _read_csd(folder, dataset, seq_len, folds, fetch, checksums):
     for name in files.values():
         verify(folder / name, dataset, checksums)
     fold_of = _folds(dataset, folds)
-    with _open_csd(h5py, folder / files["labels"]) as (label_path, label_data):
+    with _CsdFile(h5py, folder / files["labels"]) as (label_path, label_data):
         segments = _segments(label_path, label_data, title)
     features = {}
     nonfinite = {}
     for m in MODALITIES:
-        with _open_csd(h5py, folder / files[m]) as (path, data):
+        with _CsdFile(h5py, folder / files[m]) as (path, data):
             features[m], nonfinite[m] = _segment_features(path, data, segments, seq_len, title)
     official = np.array([fold_of.get(vid, "unknown") for _, vid, *_ in segments])
     ids = np.array([seg for seg, *_ in segments])
@@ -541,7 +541,7 @@ def _read_csd(folder, dataset, seq_len, folds, fetch, checksums):
     return parts, str(folder)
 
 
-class _open_csd:
+class _CsdFile:
     """Open a ``.csd`` file and hand back its ``data`` group; one-line errors for bad files."""
 
     def __init__(self, h5py: Any, path: Path) -> None:
