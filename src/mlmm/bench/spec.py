@@ -160,7 +160,8 @@ class BenchSpec(BaseModel):
         from mlmm.data.datasets import DATASETS
 
         if value == "all":  # every built-in dataset with its default parameters
-            return {name: {} for name in DATASETS.names()}
+            # (not the file-format loaders: they need the user's files at root=)
+            return {e.name: {} for e in DATASETS if not e.info.get("needs_files")}
         for name, params in value.items():
             DATASETS.get(name)  # unknown name: MlmmError with the closest matches
             _check_finite(params, "parameter", f"dataset {name!r}")

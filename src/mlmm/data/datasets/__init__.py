@@ -30,3 +30,6 @@ __all__ = [
     "mnar_bayes_accuracy",
     "register_dataset",
 ]
+
+# the file-format loaders register themselves too (their readers are imported lazily)
+import mlmm.data.formats  # noqa: E402, F401

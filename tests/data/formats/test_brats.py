@@ -1,0 +1,91 @@
+"""BraTS loader on tiny NIfTI volumes in the 2018/2019 and 2020 release layouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlmm.data.datasets import load_dataset
+from mlmm.data.formats import load_brats
+from mlmm.errors import MlmmError
+
+nib = pytest.importorskip("nibabel")
+
+SHAPE = (8, 8, 4)  # a tiny (x, y, z) grid standing in for 240 x 240 x 155
+AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])  # BraTS volumes read as LPS in nibabel
+
+
+def _volume(path, value, shape=SHAPE, affine=AFFINE, dtype=np.int16):
+    data = np.zeros(shape, dtype=dtype)
+    data[2:6, 2:6, 1:3] = value  # a brain on a zero background
+    nib.save(nib.Nifti1Image(data, affine), path)
+
+
+def _case(folder, name, missing=(), ext=".nii.gz", value=100):
+    case = folder / name
+    case.mkdir(parents=True)
+    for k, sequence in enumerate(("t1", "t1ce", "t2", "flair", "seg")):
+        if sequence not in missing:
+            _volume(case / f"{name}_{sequence}{ext}", value + k)
+    return case
+
+
+def test_grade_folders_missing_sequences_and_pooling(tmp_path):
+    _case(tmp_path / "HGG", "Brats18_CBICA_AAA_1")
+    _case(tmp_path / "LGG", "Brats18_TCIA09_1_1", missing=("flair",), ext=".nii")
+    ds = load_brats(tmp_path, downsample=2, expected_shape=SHAPE, orientation="LPS")
+    assert ds.modality_names == ("t1", "t1ce", "t2", "flair")
+    assert ds.meta["cases"].tolist() == ["Brats18_TCIA09_1_1", "Brats18_CBICA_AAA_1"]
+    assert ds.targets.tolist() == [0, 1] and ds.task.class_names == ("LGG", "HGG")
+    assert ds.observed.tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert ds.spec("t1").shape == (2, 4, 4)  # (z, x, y) after 2x pooling
+    t1 = ds.inputs["t1"][1]  # HGG case: value 100 in x, y 2-5 and z 1-2
+    assert t1[0, 1, 1] == pytest.approx(100 / 2)  # the 2x2x2 cube holds 4 brain voxels of 8
+    assert t1[0, 0, 0] == 0
+    order = load_dataset(
+        "brats",
+        root=str(tmp_path),
+        sequences=["flair", "t2"],
+        downsample=4,
+        expected_shape=list(SHAPE),
+    )
+    assert order.modality_names == ("flair", "t2") and order.spec("t2").shape == (1, 2, 2)
+
+
+def test_the_2020_layout_reads_grades_from_name_mapping(tmp_path):
+    _case(tmp_path, "BraTS20_Training_001")
+    _case(tmp_path, "BraTS20_Training_002", missing=("t1", "t1ce", "t2", "flair"))
+    (tmp_path / "name_mapping.csv").write_text(
+        "Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,"
+        "BraTS_2019_subject_ID,BraTS_2020_subject_ID\n"
+        "LGG,NA,NA,NA,NA,BraTS20_Training_001\nHGG,NA,NA,NA,NA,BraTS20_Training_002\n"
+    )
+    ds = load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
+    assert ds.n_samples == 1 and ds.meta["dropped_empty"] == 1 and ds.targets.tolist() == [0]
+    assert ds.spec("flair").shape == (4, 8, 8)
+    (tmp_path / "name_mapping.csv").write_text(
+        "Grade,BraTS_2020_subject_ID\nGBM,BraTS20_Training_001\nHGG,BraTS20_Training_002\n"
+    )
+    with pytest.raises(MlmmError, match=r"line 2: grade 'GBM' is not one of \['LGG', 'HGG'\]"):
+        load_brats(tmp_path, expected_shape=SHAPE, downsample=1)
+
+
+def test_bad_volumes_get_one_line_errors(tmp_path):
+    with pytest.raises(MlmmError, match="does not hold HGG/ and LGG/ case folders"):
+        load_brats(tmp_path)
+    case = _case(tmp_path / "HGG", "Brats19_A_1")
+    with pytest.raises(MlmmError, match=r"has shape \(8, 8, 4\), expected \(240, 240, 155\)"):
+        load_brats(tmp_path)
+    with pytest.raises(MlmmError, match="has orientation LPS, expected RAS"):
+        load_brats(tmp_path, expected_shape=SHAPE, orientation="RAS", downsample=1)
+    _volume(case / "Brats19_A_1_t2.nii.gz", 5, affine=np.diag([2.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(MlmmError, match="Brats19_A_1_t2.nii.gz has another affine"):
+        load_brats(tmp_path, expected_shape=SHAPE, downsample=1)
+    _volume(case / "Brats19_A_1_t2.nii.gz", 5)
+    path = case / "Brats19_A_1_t1.nii.gz"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(MlmmError, match="Brats19_A_1_t1.nii.gz is not a readable NIfTI") as err:
+        load_brats(tmp_path, expected_shape=SHAPE, downsample=1)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MlmmError, match="no official split"):
+        load_brats(tmp_path, split="train")

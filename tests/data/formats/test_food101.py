@@ -1,0 +1,133 @@
+"""UPMC Food-101 loader on a tiny image folder and header-less CRLF title CSVs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlmm.data.datasets import load_dataset
+from mlmm.data.formats import food101 as food101_module
+from mlmm.data.formats import load_food101
+from mlmm.errors import MlmmError
+
+Image = pytest.importorskip("PIL.Image")
+
+TRAIN = [
+    ("apple_pie_1.jpg", "My Apple Pie Recipe", "apple_pie"),
+    ("apple_pie_2.jpg", '"Pie, with apples &amp; cream"', "apple_pie"),
+    ("tacos_1.jpg", "Fish Tacos", "tacos"),
+    ("tacos_2.jpg", "", "tacos"),  # no title
+    ("tacos_3.jpg", "Tacos al pastor", "tacos"),  # image file missing
+    ("tacos_4.jpg", "Broken image", "tacos"),  # not a JPEG
+]
+TEST = [  # titles as in the published test_titles.csv: list artefacts, literal escape text
+    ("tacos_9.jpg", "Street tacos", "tacos"),
+    ("apple_pie_9.jpg", '"[[""Coleen\'s Recipes: BEST APPLE PIE EVER !!!""]]"', "apple_pie"),
+    ("apple_pie_8.jpg", r"Candy Apple Pie Recipe - Moms Need To Know \xe2\x84\xa2", "apple_pie"),
+]
+
+
+def _write(root, train=TRAIN, test=TEST):
+    (root / "texts").mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", train), ("test", test)):
+        lines = [f"{f},{t},{c}" for f, t, c in rows]
+        (root / "texts" / f"{split}_titles.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+        for k, (filename, _, label) in enumerate(rows):
+            folder = root / "images" / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            if filename == "tacos_3.jpg":
+                continue
+            if filename == "tacos_4.jpg":
+                (folder / filename).write_bytes(b"not a jpeg at all")
+                continue
+            colour = (40 * k % 256, 200, 10)
+            Image.new("RGB", (10, 8), colour).save(folder / filename, "JPEG")
+    return root
+
+
+def test_images_titles_and_natural_missingness(tmp_path):
+    _write(tmp_path)
+    ds = load_food101(tmp_path, image_size=4, text_dim=32)
+    assert ds.task.class_names == ("apple_pie", "tacos")
+    assert ds.meta["files"].tolist()[:3] == [
+        "train/apple_pie/apple_pie_1.jpg",
+        "train/apple_pie/apple_pie_2.jpg",
+        "train/tacos/tacos_1.jpg",
+    ]
+    assert ds.meta["bad_images"] == 1 and ds.meta["missing_images"] == 1
+    assert ds.n_samples == 8  # 6 train rows - 1 undecodable + 3 test rows
+    assert ds.meta["texts"][1] == "Pie, with apples &amp; cream"  # quoted comma kept, no unescaping
+    assert ds.targets.tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
+    assert ds.observed[:, 0].tolist() == [True, True, True, True, False, True, True, True]
+    assert ds.observed[:, 1].tolist() == [True, True, True, False, True, True, True, True]
+    assert ds.spec("image").shape == (3, 4, 4)
+    red = ds.inputs["image"][0, 0]  # first image: colour (0, 200, 10)
+    assert (
+        abs(float(red.mean())) < 0.05
+        and abs(float(ds.inputs["image"][0, 1].mean()) - 200 / 255) < 0.05
+    )
+    # hashing: "fish" and "tacos" are two counted words of row 2
+    assert ds.inputs["text"][2].sum() == 2
+    test = load_dataset(
+        "food101", root=str(tmp_path), split="test", image_size=4, unescape_html=True
+    )
+    assert test.meta["official_split"].tolist() == ["test"] * 3
+    assert test.targets.tolist() == [1, 0, 0]
+    assert test.meta["texts"][1] == '[["Coleen\'s Recipes: BEST APPLE PIE EVER !!!"]]'
+    assert test.meta["texts"][2].endswith(r"Know \xe2\x84\xa2")  # kept as written
+
+
+def test_bad_images_can_be_an_error_naming_the_file(tmp_path):
+    _write(tmp_path)
+    with pytest.raises(MlmmError, match=r"tacos_4\.jpg could not be decoded as an image") as err:
+        load_food101(tmp_path, split="train", image_size=4, bad_images="error")
+    assert "\n" not in str(err.value)
+
+
+def test_unescaping_and_token_ids_for_the_text_backbone(tmp_path, monkeypatch):
+    _write(tmp_path)
+    seen = {}
+
+    def fake_ids(texts, length):  # the real tokenizer needs the optional text package
+        seen["texts"] = list(texts)
+        return np.arange(1, len(texts) * length + 1).reshape(len(texts), length)
+
+    monkeypatch.setattr("mlmm.nn.backbones.minilm_token_ids", fake_ids)
+    ds = load_food101(
+        tmp_path, split="train", image_size=4, text="minilm", text_length=5, unescape_html=True
+    )
+    assert seen["texts"][1] == "Pie, with apples & cream"
+    assert ds.spec("text").shape == (5,) and ds.spec("text").standardize is False
+    assert ds.inputs["text"][0].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_bad_csvs_and_roots_get_one_line_errors(tmp_path):
+    with pytest.raises(MlmmError, match="does not hold texts/train_titles.csv"):
+        load_food101(tmp_path)
+    _write(tmp_path, test=[("sushi_1.jpg", "Sushi", "sushi")])
+    with pytest.raises(MlmmError, match="line 1: class 'sushi' is not a class of the training"):
+        load_food101(tmp_path, split="test")
+    (tmp_path / "texts" / "test_titles.csv").write_text("a.jpg,title\n")
+    with pytest.raises(MlmmError, match="line 1 has 2 fields, expected 3"):
+        load_food101(tmp_path)
+    assert food101_module.FOOD101_FILES[0] == "texts/train_titles.csv"
+
+
+def test_the_split_of_missing_aware_prompts_carves_val_from_train(tmp_path):
+    import json
+
+    _write(tmp_path)
+    split = {
+        "train": ["apple_pie_1.jpg", "tacos_1.jpg", "tacos_2.jpg"],
+        "val": ["apple_pie_2.jpg", "not_in_the_csv.jpg"],
+        "test": ["apple_pie_9.jpg"],
+    }
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    ds = load_food101(tmp_path, image_size=4, map_split=tmp_path / "split.json")
+    assert ds.meta["official_split"].tolist() == ["train"] * 3 + ["val", "test"]
+    assert ds.meta["files"][3] == "train/apple_pie/apple_pie_2.jpg"  # val images: images/train
+    assert ds.meta["unlisted"] == 1
+    val = load_food101(tmp_path, split="val", image_size=4, map_split=tmp_path / "split.json")
+    assert val.n_samples == 1 and val.targets.tolist() == [0]
+    with pytest.raises(MlmmError, match="split must be one of"):
+        load_food101(tmp_path, split="val")  # no val without MAP's split

@@ -1,0 +1,81 @@
+"""IEMOCAP features in MMIN's layout, on tiny .h5 files and .npy targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlmm.data.datasets import load_dataset
+from mlmm.data.formats import load_iemocap
+from mlmm.errors import MlmmError
+
+h5py = pytest.importorskip("h5py")
+
+SETS = {"trn": 6, "val": 2, "tst": 3}
+WIDTHS = {"A/comparE.h5": 130, "V/denseface.h5": 342, "L/bert_large.h5": 1024}
+
+
+def _names(prefix, n):
+    return [f"Ses0{prefix}F_impro0{i}_F00{i}" for i in range(n)]
+
+
+def _write(root, cv=1, one_hot=True, names_dtype="S"):
+    rng = np.random.default_rng(0)
+    everyone = []
+    target = root / "target" / str(cv)
+    target.mkdir(parents=True)
+    for k, (set_name, n) in enumerate(SETS.items()):
+        names = _names(k + 1, n)
+        everyone += names
+        classes = np.arange(n) % 4
+        labels = np.eye(4, dtype=np.float32)[classes] if one_hot else classes
+        np.save(target / f"{set_name}_label.npy", labels)
+        ids = np.array([[v.encode()] for v in names], dtype=names_dtype)
+        np.save(target / f"{set_name}_int2name.npy", ids, allow_pickle=True)
+    for relative, width in WIDTHS.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(root / relative, "w") as f:
+            for i, name in enumerate(everyone):
+                if relative.startswith("V/") and i == 1:
+                    continue  # no face found in this utterance
+                f[name] = rng.normal(size=(3 + i, width)).astype(np.float32)
+    return root
+
+
+def test_folds_labels_padding_and_missing_entries(tmp_path):
+    _write(tmp_path)
+    ds = load_iemocap(tmp_path, seq_len=4)
+    assert ds.modality_names == ("audio", "vision", "text")
+    assert [s.shape for s in ds.specs] == [(4, 130), (4, 342), (4, 1024)]
+    assert ds.meta["official_split"].tolist() == ["train"] * 6 + ["valid"] * 2 + ["test"] * 3
+    assert ds.targets.tolist() == [0, 1, 2, 3, 0, 1, 0, 1, 0, 1, 2]
+    assert ds.observed[:, 1].tolist() == [True, False] + [True] * 9
+    with h5py.File(tmp_path / "A/comparE.h5") as f:
+        first = f[ds.meta["names"][0]][()]  # 3 steps, zero-padded at the end to 4
+    np.testing.assert_array_equal(ds.inputs["audio"][0, :3], first)
+    assert (ds.inputs["audio"][0, 3] == 0).all()
+    test = load_dataset("iemocap", root=str(tmp_path), split="test", seq_len=2)
+    assert test.n_samples == 3 and test.meta["names"][0] == "Ses03F_impro00_F000"
+
+
+def test_msp_style_integer_labels_and_pickled_names(tmp_path):
+    _write(tmp_path, cv=3, one_hot=False, names_dtype=object)
+    with pytest.raises(MlmmError, match="holds Python objects .* trust_pickle=True"):
+        load_iemocap(tmp_path, cv=3)
+    with pytest.warns(UserWarning, match="reading pickled objects"):
+        ds = load_iemocap(tmp_path, cv=3, split="valid", trust_pickle=True)
+    assert ds.targets.tolist() == [0, 1]
+
+
+def test_bad_files_get_one_line_errors(tmp_path):
+    with pytest.raises(MlmmError, match="does not hold A/comparE.h5"):
+        load_iemocap(tmp_path)
+    _write(tmp_path)
+    with pytest.raises(MlmmError, match=r"does not hold target/2/trn_label\.npy"):
+        load_iemocap(tmp_path, cv=2)
+    np.save(tmp_path / "target/1/val_label.npy", np.array([[1, 1, 0, 0], [0, 1, 0, 0]]))
+    with pytest.raises(MlmmError, match=r"val_label\.npy holds rows that are not one-hot"):
+        load_iemocap(tmp_path)
+    np.save(tmp_path / "target/1/val_label.npy", np.eye(4)[:3])
+    with pytest.raises(MlmmError, match="has 2 utterances but val_label.npy has 3 labels"):
+        load_iemocap(tmp_path)

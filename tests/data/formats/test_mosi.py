@@ -1,0 +1,395 @@
+"""CMU-MOSI / MOSEI loaders on tiny files written in the exact published layouts."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from mlmm.data.datasets import DATASETS, load_dataset
+from mlmm.data.formats import load_mosei, load_mosi
+from mlmm.data.formats import mosi as mosi_module
+from mlmm.data.formats._common import require
+from mlmm.errors import MlmmError
+
+h5py = pytest.importorskip("h5py")
+
+T = 5
+SIZES = {"train": 6, "valid": 3, "test": 4}
+WIDTHS = {"text": 300, "audio": 5, "vision": 20}  # MulT's MOSI: COVAREP 5, FACET 20
+SCORES = {
+    "train": [2.4, -1.6, 0.0, 3.0, -3.0, 0.6],
+    "valid": [1.2, -0.4, 2.6],
+    "test": [-2.2, 0.8, 1.5, -1.0],
+}
+
+
+def _mult_dict(seed: int = 0) -> dict:
+    """The MulT pickle: float arrays [N, T, D], labels [N, 1, 1], ids [N, 3] of bytes."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in SIZES.items():
+        part = {m: rng.normal(size=(n, T, d)).astype(np.float32) for m, d in WIDTHS.items()}
+        part["labels"] = np.array(SCORES[split], dtype=np.float32).reshape(n, 1, 1)
+        part["id"] = np.array(
+            [[f"vid{split}{i}".encode(), b"1.5", b"4.25"] for i in range(n)], dtype=object
+        )
+        out[split] = part
+    train = out["train"]
+    train["audio"] = train["audio"].astype(np.float64)
+    train["audio"][0, 0, 0] = -np.inf  # COVAREP -inf, as MulT sets to 0
+    train["audio"][0, 1, 0] = 1e39  # overflows float32
+    train["audio"][1, 0, 0] = np.nan
+    train["text"][3] = 0.0  # text missing: an all-zero block
+    for m in WIDTHS:  # one sample with nothing at all
+        train[m][4] = 0.0
+    return out
+
+
+def _write_pickle(root, data=None, name="mosi_data.pkl"):
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / name, "wb") as fh:
+        pickle.dump(_mult_dict() if data is None else data, fh)
+    return root / name
+
+
+def test_a_pickle_needs_trust_then_converts_once_to_a_safe_cache(tmp_path):
+    _write_pickle(tmp_path)
+    with pytest.raises(MlmmError, match="trust_pickle=True") as err:
+        load_mosi(tmp_path)
+    assert "\n" not in str(err.value)
+    with pytest.warns(UserWarning, match="reading the pickle"):
+        first = load_mosi(tmp_path, trust_pickle=True, task="regression")
+    cache = tmp_path / ".mlmm-cache" / "mosi_data.npz"
+    assert cache.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mlmm-cache", "mosi_data.pkl"]
+    np.load(cache, allow_pickle=False).close()  # the cache is plain arrays
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no pickle read, no warning
+        second = load_mosi(tmp_path, task="regression")
+    for m in ("text", "audio", "vision"):
+        np.testing.assert_array_equal(first.inputs[m], second.inputs[m])
+    np.testing.assert_array_equal(first.targets, second.targets)
+
+
+def test_a_changed_pickle_is_not_read_from_the_stale_cache(tmp_path):
+    _write_pickle(tmp_path)
+    with pytest.warns(UserWarning):
+        load_mosi(tmp_path, trust_pickle=True)
+    _write_pickle(tmp_path, _mult_dict(seed=1))
+    with pytest.raises(MlmmError, match="changed since it was converted"):
+        load_mosi(tmp_path)
+
+
+def test_pickle_arrays_shapes_missingness_and_nonfinite_values(tmp_path):
+    _write_pickle(tmp_path)
+    with pytest.warns(UserWarning):
+        ds = load_mosi(tmp_path, trust_pickle=True, task="regression")
+    # 13 samples, 1 with no modality dropped
+    assert ds.n_samples == 12 and ds.meta["dropped_empty"] == 1
+    assert [s.shape for s in ds.specs] == [(T, 300), (T, 5), (T, 20)]
+    assert [s.kind for s in ds.specs] == ["sequence"] * 3
+    ids = ds.meta["ids"].tolist()
+    assert ids[0] == "vidtrain0[1.5,4.25]"
+    row = ids.index("vidtrain3[1.5,4.25]")
+    assert ds.observed[row].tolist() == [False, True, True]
+    assert ds.observed.sum() == 3 * 12 - 1
+    assert ds.meta["nonfinite_values"]["audio"] == 3
+    assert ds.inputs["audio"][0, 0, 0] == 0 and ds.inputs["audio"][0, 1, 0] == 0
+    assert ds.inputs["audio"][1, 0, 0] == 0 and np.isfinite(ds.inputs["audio"]).all()
+    assert ds.meta["official_split"].tolist() == ["train"] * 5 + ["valid"] * 3 + ["test"] * 4
+    np.testing.assert_allclose(ds.targets[:3], [2.4, -1.6, 0.0], rtol=1e-6)
+
+
+def test_binary_and_seven_class_tasks_follow_mult(tmp_path):
+    _write_pickle(tmp_path)
+    with pytest.warns(UserWarning):
+        load_mosi(tmp_path, trust_pickle=True)
+    train = load_mosi(tmp_path, split="train", task="binary")
+    # train scores 2.4 -1.6 0.0 3.0 (-3.0 dropped: empty) 0.6; the 0.0 is excluded
+    assert train.targets.tolist() == [1, 0, 1, 1]
+    assert train.meta["dropped_zero_score"] == 1
+    assert train.task.class_names == ("negative", "positive")
+    kept = load_mosi(tmp_path, split="train", task="binary", exclude_zero=False)
+    assert kept.targets.tolist() == [1, 0, 0, 1, 1]
+    seven = load_mosi(tmp_path, split="valid", task="7class")
+    # round(1.2)=1, round(-0.4)=0, round(2.6)=3 -> classes shifted by 3
+    assert seven.targets.tolist() == [4, 3, 6] and seven.task.n_classes == 7
+    assert seven.task.class_names[0] == "-3"
+    test = load_mosi(tmp_path, split="test", task="regression")
+    assert test.n_samples == 4 and set(test.meta["official_split"]) == {"test"}
+
+
+def _trusted(root):
+    with pytest.warns(UserWarning, match="reading the pickle"):
+        return load_mosi(root, trust_pickle=True)
+
+
+def test_bad_pickles_get_one_line_errors_naming_the_file(tmp_path):
+    data = _mult_dict()
+    del data["valid"]["vision"]
+    path = _write_pickle(tmp_path / "a", data)
+    with pytest.raises(MlmmError, match=r"mosi_data\.pkl\['valid'\] should hold keys"):
+        _trusted(tmp_path / "a")
+    data = _mult_dict()
+    data["test"]["labels"][1] = 3.5
+    _write_pickle(tmp_path / "b", data)
+    with pytest.raises(MlmmError, match=r"outside \[-3, 3\]"):
+        _trusted(tmp_path / "b")
+    data = _mult_dict()
+    data["train"]["labels"] = data["train"]["labels"].reshape(-1)
+    _write_pickle(tmp_path / "c", data)
+    with pytest.raises(MlmmError, match=r"shape \(6,\), expected \(N, 1, 1\)"):
+        _trusted(tmp_path / "c")
+    assert path.is_file()
+
+
+class _Boom:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_pickle_with_code_is_refused_even_when_trusted(tmp_path, capsys):
+    _write_pickle(tmp_path, {"train": _Boom(), "valid": {}, "test": {}})
+    with pytest.raises(MlmmError, match="refused global builtins.print"):
+        _trusted(tmp_path)
+    assert "must never run" not in capsys.readouterr().out
+    assert not (tmp_path / ".mlmm-cache").exists()
+
+
+def test_a_wrong_root_names_the_expected_files(tmp_path):
+    with pytest.raises(MlmmError) as err:
+        load_mosi(tmp_path)
+    message = str(err.value)
+    assert "mosi_data.pkl" in message and "CMU_MOSI_COVAREP.csd" in message
+    assert "\n" not in message
+    with pytest.raises(MlmmError, match="needs root=FOLDER"):
+        load_mosi()
+    with pytest.raises(MlmmError, match="split must be one of"):
+        load_mosi(tmp_path, split="dev")
+
+
+def test_mosei_reads_its_own_pickle_name(tmp_path):
+    _write_pickle(tmp_path, name="mosei_senti_data_noalign.pkl")
+    with pytest.warns(UserWarning):
+        ds = load_mosei(tmp_path, aligned=False, trust_pickle=True, split="valid")
+    assert ds.name == "mosei" and ds.n_samples == 3
+
+
+# ---------------------------------------------------------------------- .csd files
+VIDEOS = {"vidA": [(0.0, 2.0, 1.8), (2.0, 4.0, -0.6)], "vidB": [(0.0, 3.0, 2.2)]}
+FOLDS = {"train": ["vidA"], "valid": [], "test": ["vidB"]}
+
+
+def _write_csd(path, root_name, entries, compression="gzip"):
+    """A computational sequence: /<root>/data/<id>/{features, intervals} and metadata."""
+    with h5py.File(path, "w") as f:
+        data = f.create_group(f"{root_name}/data")
+        for key, (features, intervals) in entries.items():
+            group = data.create_group(key)
+            group.create_dataset("features", data=features, compression=compression)
+            group.create_dataset("intervals", data=intervals, compression=compression)
+        meta = f.create_group(f"{root_name}/metadata")
+        text = h5py.special_dtype(vlen=str)
+        for key, value in {"root name": root_name, "dimension names": None}.items():
+            meta.create_dataset(key, (1,), dtype=text, data=[json.dumps(value)])
+
+
+def _steps(start, end, width, rng, step=0.5):
+    times = np.arange(start, end, step)
+    intervals = np.stack([times, times + step], axis=1)
+    return rng.normal(size=(len(times), width)).astype("<f4"), intervals
+
+
+def _write_mosi_csd(root, widths=None, skip_vision=("vidB",)):
+    rng = np.random.default_rng(0)
+    widths = widths or WIDTHS
+    root.mkdir(parents=True, exist_ok=True)
+    files = mosi_module.CSD_FILES["mosi"]
+    for m, name in (("text", "glove_vectors"), ("audio", "COVAREP"), ("vision", "FACET_4.1")):
+        entries = {}
+        for video in VIDEOS:
+            if m == "vision" and video in skip_vision:
+                continue
+            entries[video] = _steps(0.0, 4.0, widths[m], rng)
+        _write_csd(root / files[m], name, entries)
+    labels = {
+        video: (
+            np.array([[s] for *_, s in segs], dtype="<f4"),
+            np.array([[a, b] for a, b, _ in segs]),
+        )
+        for video, segs in VIDEOS.items()
+    }
+    _write_csd(root / files["labels"], "Opinion Segment Labels", labels)
+
+
+def test_csd_files_segment_by_interval_with_a_missing_video_absent(tmp_path):
+    _write_mosi_csd(tmp_path)
+    ds = load_mosi(tmp_path, source="csd", task="regression", seq_len=6, folds=FOLDS)
+    assert ds.meta["ids"].tolist() == ["vidA[0]", "vidA[1]", "vidB[0]"]
+    assert ds.meta["official_split"].tolist() == ["train", "train", "test"]
+    np.testing.assert_allclose(ds.targets, [1.8, -0.6, 2.2], rtol=1e-6)
+    assert ds.observed.tolist() == [[True, True, True], [True, True, True], [True, True, False]]
+    # vidA[0] spans 0-2 s: 4 half-second steps, left-padded to 6
+    assert (ds.inputs["audio"][0, :2] == 0).all() and (ds.inputs["audio"][0, 2:] != 0).all()
+    with h5py.File(tmp_path / "CMU_MOSI_COVAREP.csd") as f:
+        first_steps = f["COVAREP/data/vidA/features"][:4]
+    np.testing.assert_array_equal(ds.inputs["audio"][0, 2:], first_steps)
+    test = load_mosi(tmp_path, source="csd", split="test", folds=FOLDS)
+    assert test.n_samples == 1 and test.targets.tolist() == [1]
+
+
+def test_csd_aligned_entries_and_folds_from_a_json_file(tmp_path):
+    rng = np.random.default_rng(1)
+    files = mosi_module.CSD_FILES["mosi"]
+    segments = {"vidA[0]": 1.0, "vidA[1]": -2.0, "vidB[0]": 0.4}
+    for m in ("text", "audio", "vision"):
+        entries = {key: _steps(0.0, 1.0, WIDTHS[m], rng) for key in segments}
+        if m == "audio":
+            entries["vidB[0]"][0][0, :2] = [-np.inf, np.nan]  # COVAREP's -inf, a NaN
+        _write_csd(tmp_path / files[m], m, entries)
+    labels = {k: (np.array([[v]], "<f4"), np.array([[0.0, 1.0]])) for k, v in segments.items()}
+    _write_csd(tmp_path / files["labels"], "labels", labels)
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps(FOLDS))
+    ds = load_mosi(tmp_path, task="7class", seq_len=2, folds=folds)
+    assert ds.meta["ids"].tolist() == list(segments) and ds.targets.tolist() == [4, 1, 3]
+    assert ds.spec("text").shape == (2, 300)
+    assert ds.meta["nonfinite_values"] == {"text": 0, "audio": 2, "vision": 0}
+    assert np.isfinite(ds.inputs["audio"]).all()
+    train = load_mosi(tmp_path, task="7class", seq_len=2, folds=folds, split="train")
+    assert train.meta["nonfinite_values"]["audio"] == 0  # counted where they are: in test
+
+
+def test_csd_without_folds_loads_all_rows_only(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mmsdk", None)  # the SDK is not installed
+    _write_mosi_csd(tmp_path)
+    ds = load_mosi(tmp_path, source="csd", task="regression")
+    assert set(ds.meta["official_split"]) == {"unknown"}
+    with pytest.raises(MlmmError, match="official folds are unknown"):
+        load_mosi(tmp_path, source="csd", split="train")
+
+
+def test_csd_bad_files_get_one_line_errors(tmp_path):
+    _write_mosi_csd(tmp_path)
+    path = tmp_path / "CMU_MOSI_COVAREP.csd"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MlmmError, match=r"CMU_MOSI_COVAREP\.csd is not a readable HDF5 file"):
+        load_mosi(tmp_path, source="csd", folds=FOLDS)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("COVAREP/data/vidA/features", data=np.zeros((3, 5)))
+        f.create_dataset("COVAREP/data/vidA/intervals", data=np.zeros((4, 2)))
+    with pytest.raises(MlmmError, match=r"entry 'vidA' has features \(3, 5\) and intervals"):
+        load_mosi(tmp_path, source="csd", folds=FOLDS)
+    (tmp_path / "CMU_MOSI_Opinion_Labels.csd").unlink()
+    with pytest.raises(MlmmError, match="does not hold CMU_MOSI_Opinion_Labels.csd"):
+        load_mosi(tmp_path, source="csd")
+
+
+def test_checksum_mismatch_is_one_line(tmp_path):
+    _write_mosi_csd(tmp_path)
+    with pytest.raises(MlmmError, match="has SHA-256 .* expected 00000000") as err:
+        load_mosi(tmp_path, source="csd", folds=FOLDS, checksums={"CMU_MOSI_COVAREP.csd": "0" * 64})
+    assert "\n" not in str(err.value)
+
+
+def test_download_fetches_missing_csd_files_atomically(tmp_path, monkeypatch):
+    server = tmp_path / "server"
+    _write_mosi_csd(server)
+    for modality, folder in mosi_module._CSD_FOLDERS.items():
+        (server / folder).mkdir()
+        name = mosi_module.CSD_FILES["mosi"][modality]
+        (server / name).rename(server / folder / name)
+    monkeypatch.setitem(mosi_module._CSD_BASE, "mosi", server.as_uri())
+    root = tmp_path / "data"
+    ds = load_mosi(root, download=True, folds=FOLDS)
+    assert ds.n_samples == 3
+    assert sorted(p.name for p in root.iterdir()) == sorted(mosi_module.CSD_FILES["mosi"].values())
+
+
+def test_registered_and_listed_as_needing_files(tmp_path):
+    for name in ("mosi", "mosei"):
+        info = DATASETS.get(name).info
+        assert info["needs_files"] and "needs files at ROOT" in info["description"]
+    _write_pickle(tmp_path)
+    with pytest.warns(UserWarning):
+        ds = load_dataset("mosi", root=str(tmp_path), trust_pickle=True, split="test")
+    assert ds.n_samples == 4 and ds.task.n_classes == 2  # no test score is 0
+    assert load_dataset("mosi", root=str(tmp_path), split="test", task="7class").n_samples == 4
+
+
+def test_a_missing_extra_names_the_pip_command():
+    with pytest.raises(MlmmError, match=r"pip install 'mlmm\[formats\]'"):
+        require("mlmm_no_such_reader", "reading test files")
+
+
+def test_a_large_csd_file_is_read_one_entry_at_a_time(tmp_path):
+    """A 24 MB COVAREP-like file: the traced peak stays near one video's entry, not the file."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    videos = [f"v{i:02d}" for i in range(40)]
+    files = mosi_module.CSD_FILES["mosei"]
+    for m, width in (("text", 300), ("audio", 74), ("vision", 35)):
+        rows = 2000 if m == "audio" else 4
+        entries = {}
+        for v in videos:
+            times = np.linspace(0.0, 10.0, rows + 1)
+            features = rng.normal(size=(rows, width)).astype("<f4")
+            entries[v] = (features, np.stack([times[:-1], times[1:]], axis=1))
+        _write_csd(tmp_path / files[m], m, entries, compression=None)
+    labels = {
+        v: (np.array([[0.5, 1, 0, 0, 0, 0, 0]], "<f4"), np.array([[0.0, 1.0]])) for v in videos
+    }
+    _write_csd(tmp_path / files["labels"], "All Labels", labels)
+    assert (tmp_path / files["audio"]).stat().st_size > 20e6
+    tracemalloc.start()
+    try:
+        ds = load_mosei(tmp_path, task="regression", seq_len=10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ds.n_samples == 40 and ds.spec("audio").shape == (10, 74)
+    assert peak < 6e6, f"peak {peak / 1e6:.1f} MB: the file was read whole"
+
+
+def test_the_cli_trains_on_a_loader_given_its_root(tmp_path, monkeypatch, capsys):
+    from mlmm import cli
+
+    data = {}
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("valid", 8), ("test", 12)):
+        scores = rng.choice([-2.0, -1.0, 1.0, 2.0], size=n)
+        data[split] = {
+            m: (rng.normal(size=(n, 3, d)) + scores[:, None, None]).astype(np.float32)
+            for m, d in (("text", 4), ("audio", 2), ("vision", 3))
+        }
+        data[split]["labels"] = scores.reshape(n, 1, 1)
+    _write_pickle(tmp_path / "mosi", data)
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["mlmm", "train", "--dataset", "mosi", "--dataset-param", f"root={tmp_path / 'mosi'}",
+         "--dataset-param", "trust_pickle=true", "--method", "late-fusion", "--epochs", "2",
+         "--quiet", "--out", str(tmp_path / "run")],
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="reading the pickle"), pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 0, capsys.readouterr()
+    assert (tmp_path / "run").is_dir()
+
+
+def test_importing_the_loaders_needs_none_of_the_optional_readers():
+    import subprocess
+
+    code = (
+        "import sys, mlmm.data.formats; "
+        "print(sorted(m for m in ('h5py', 'nibabel', 'PIL') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
