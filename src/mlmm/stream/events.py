@@ -140,7 +140,15 @@ class EventStream:
 
     def between(self, start: float, end: float) -> EventStream:
         """The stream cut to ``start <= time < end`` (truth included)."""
-        truth = None if self.truth is None else self.truth.between(start, end)
+        truth = None
+        if self.truth is not None:  # the value in force at ``start`` starts the cut
+            truth = self.truth.between(start, end)
+            before = int(np.searchsorted(self.truth.times, start, side="left")) - 1
+            if before >= 0 and (not len(truth.times) or truth.times[0] > start):
+                truth = Track(
+                    np.concatenate([[start], truth.times]),
+                    np.concatenate([self.truth.values[before : before + 1], truth.values]),
+                )
         tracks = {k: t.between(start, end) for k, t in self.tracks.items()}
         return EventStream(tracks, truth, self.name, dict(self.meta))
 

@@ -50,8 +50,9 @@ class StreamRun:
     Attributes
     ----------
     table : pandas.DataFrame
-        ``model, scope, key, n, metric, value``. Scopes: ``overall`` (key ``all``; also
-        ``no_outage`` for classification), ``time`` (key = the bin's start in stream
+        ``model, scope, key, n, metric, value``. Scopes: ``overall`` (key ``all``; metrics
+        ``accuracy``, ``accuracy_no_outage`` and ``loss_vs_no_outage`` for classification,
+        ``nrmse`` for reconstruction), ``time`` (key = the bin's start in stream
         seconds), ``live`` (key = the live sensors, e.g. ``acc+gyro``), ``latency`` (metrics
         ``p50_ms``, ``p99_ms``), ``sensor`` and ``outage_length`` (reconstruction).
     steps : pandas.DataFrame
@@ -175,9 +176,9 @@ def run_stream(
 
     models = {}
     complete = train_on_stream(train, method, policy, specs, "none", seed, epochs, params)
-    models[f"{method}[none]"] = complete
+    models[f"{method} (train none)"] = complete
     if train_missing != "none":
-        label = f"{method}[{train_missing}]"
+        label = f"{method} (train {train_missing})"
         models[label] = train_on_stream(
             train, method, policy, specs, train_missing, seed, epochs, params
         )
@@ -188,7 +189,9 @@ def run_stream(
         clean[label] = replay(trained, test, policy, batch_steps=256).score()
     if baselines:
         names = tuple(s.name for s in specs)
-        results["hold-last-prediction"] = hold_last_prediction(results[f"{method}[none]"], names)
+        results["hold-last-prediction"] = hold_last_prediction(
+            results[f"{method} (train none)"], names
+        )
         results["zero-filled"] = replay(ZeroFilled(complete), left, policy)
     rows, steps = [], []
     edges = np.linspace(test.start, test.end, time_bins + 1)
@@ -196,13 +199,13 @@ def run_stream(
         answers = result.answers
         rows.append((label, "overall", "all", len(answers), "accuracy", result.score()))
         if label in clean:
-            rows.append((label, "overall", "no_outage", len(answers), "accuracy", clean[label]))
+            rows.append((label, "overall", "all", len(answers), "accuracy_no_outage", clean[label]))
             loss = clean[label] - result.score()
             rows.append((label, "overall", "all", len(answers), "loss_vs_no_outage", loss))
         which = np.clip(np.searchsorted(edges, answers["time"], side="right") - 1, 0, time_bins - 1)
         for b, group in answers.groupby(which):
             rows.append(
-                (label, "time", f"{edges[b]:g}", len(group), "accuracy", group.correct.mean())
+                (label, "time", f"{edges[b]:.0f}", len(group), "accuracy", group.correct.mean())
             )
         for live, group in answers.groupby("live", sort=True):
             rows.append((label, "live", live, len(group), "accuracy", group.correct.mean()))
