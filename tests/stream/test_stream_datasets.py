@@ -89,3 +89,14 @@ def test_window_dataset_targets_and_time_order():
 def test_load_stream_unknown_name():
     with pytest.raises(MlmmError, match="unknown stream 'dafnet'"):
         load_stream("dafnet")
+
+
+def test_docs_snippets_run():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "streams.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/streams.md", "exec"), {})
