@@ -110,8 +110,9 @@ class StreamPolicy:
     on_rate_mismatch : {"resample", "error"}, default "resample"
         A sensor whose measured rate in a window differs from the model's training rate by
         more than ``rate_tolerance`` (relative): resample it to the model's slots (counted),
-        or raise. Checked on each delivery (the median spacing of the sensor's last 32
-        readings); ``stats["rate_mismatch"]`` counts deliveries off the rate.
+        or raise. Checked on the median spacing of the sensor's last 32 readings, once at
+        least 4 have arrived and then every 32 readings; ``stats["rate_mismatch"]`` counts
+        the checks that found it off the rate.
     rate_tolerance : float, default 0.2
 
     Examples
@@ -282,6 +283,7 @@ class StreamEngine:
     def _restart(self) -> None:
         self._buffers = [_Buffer(s.shape[-1]) for s in self.specs]
         self._held: list[tuple[np.ndarray, float] | None] = [None] * len(self.specs)
+        self._since_check = [-1] * len(self.specs)  # readings since the last rate check
         self.clock = -np.inf
         self._next_step: float | None = None
         self._answered_until = -np.inf
@@ -331,7 +333,7 @@ class StreamEngine:
         else:
             for t, v in zip(times, values, strict=True):
                 self._ingest_one(j, float(t), v)
-        self._check_rate(j)
+        self._check_rate(j, len(times))
         self._trim()
 
     def _ingest_one(self, j: int, t: float, value: np.ndarray) -> None:
@@ -458,13 +460,19 @@ class StreamEngine:
             present[:, j] = live
         return inputs, present, age
 
-    def _check_rate(self, j: int) -> None:
+    def _check_rate(self, j: int, count: int) -> None:
         """Compare the median spacing of the sensor's newest readings with the model's rate
-        (a median, so an outage inside the window does not look like a slow sensor)."""
-        rate = self.rates[j]
-        times, _ = self._buffers[j].view()
-        if rate is None or len(times) < 4:
+        (a median, so an outage inside the window does not look like a slow sensor). Checked
+        once 32 new readings have arrived since the last check (and at the first 4)."""
+        rate, buffer = self.rates[j], self._buffers[j]
+        first = self._since_check[j] < 0
+        self._since_check[j] = max(self._since_check[j], 0) + count
+        if rate is None or buffer.n < 4 or (not first and self._since_check[j] < 32):
+            if first:
+                self._since_check[j] = -1
             return
+        self._since_check[j] = 0
+        times, _ = buffer.view()
         measured = 1.0 / max(float(np.median(np.diff(times[-32:]))), 1e-12)
         if abs(measured / rate - 1) > self.policy.rate_tolerance:
             if self.policy.on_rate_mismatch == "error":
