@@ -561,6 +561,10 @@ def stream_command(
     store: Annotated[
         Path, typer.Option(help="Results store (SQLite) that keeps the scores and steps.")
     ] = Path("mlmm-results/stream.db"),
+    timeline: Annotated[
+        Path | None,
+        typer.Option(help="Write an HTML timeline (sensors up, answers, errors; classification)."),
+    ] = None,
 ) -> None:
     """Replay a built-in stream with sensor outages; score over time, per live sensors, latency."""
     import platform
@@ -602,7 +606,13 @@ def stream_command(
         key = db.start_stream_run(run.config)
         info = {"seconds": time.perf_counter() - started, "machine": platform.node()}
         db.finish_stream_run(key, run.table, run.steps, info)
+        steps = db.stream_steps(key)
     console.print(f"stored as stream run {key} in {store}")
+    if timeline is not None:
+        from mlmm.stream.timeline import write_timeline
+
+        title = f"{dataset} stream, {method}, outages {outage}"
+        console.print(f"timeline: {write_timeline(steps, timeline, title)}")
 
 
 def main() -> None:

@@ -110,6 +110,8 @@ def test_cli_stream_prints_and_stores(monkeypatch, capsys, tmp_path):
             "none",
             "--store",
             str(db),
+            "--timeline",
+            str(tmp_path / "timeline.html"),
         ],
     )
     with pytest.raises(SystemExit) as exc:
@@ -124,6 +126,8 @@ def test_cli_stream_prints_and_stores(monkeypatch, capsys, tmp_path):
         results = store.stream_results()
         assert {"overall", "time", "live", "latency"} <= set(results.scope)
         assert len(store.stream_steps(runs.run_key[0])) > 0
+    page = (tmp_path / "timeline.html").read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
 
 
 def test_cli_stream_bad_outage_is_one_line(monkeypatch, capsys, tmp_path):
