@@ -100,3 +100,21 @@ def test_docs_snippets_run():
     assert blocks
     for block in blocks:
         exec(compile(block, "docs/streams.md", "exec"), {})
+
+
+def test_window_dataset_with_hold_and_ages_trains_a_model():
+    import mlmm
+    from mlmm.stream import apply_outages, replay
+
+    stream = synthetic_stream(duration=120, seed=0)
+    left, _ = apply_outages(stream, "burst:0.3:len=3s", seed=0)
+    policy = StreamPolicy(window=2.0, step=1.0, staleness="hold", age_input=True)
+    specs = stream_specs(stream, 2.0, age=True)
+    data = window_dataset(left, specs, policy)
+    age = data.inputs["age"]
+    assert data.observed[:, -1].all() and (age >= 0).all() and (age <= 10.0).all()
+    assert (age > 1.0).any()  # some held windows are old
+    model = mlmm.create_method("late-fusion", data.specs, data.task)
+    trained = mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+    result = replay(trained, left, policy, batch_steps=64)
+    assert len(result.answers) and result.answers["present_age"].all()

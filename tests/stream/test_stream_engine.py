@@ -197,3 +197,27 @@ def test_policy_validation():
 def test_wrong_channel_count(model):
     with pytest.raises(MlmmError, match="sends 2 values per reading, the model expects 1"):
         StreamEngine(model, StreamPolicy(1.0, 1.0)).push(0.0, "a", np.array([1.0, 2.0]))
+
+
+def test_age_as_an_input(model):
+    from mlmm.data.specs import ModalitySpec
+
+    model.specs = (*model.specs, ModalitySpec("age", "vector", (2,)))
+    with pytest.raises(MlmmError, match="use StreamPolicy\\(age_input=True\\)"):
+        StreamEngine(model, StreamPolicy(1.0, 1.0))
+    policy = StreamPolicy(1.0, 1.0, staleness="hold", horizon=2.5, age_input=True)
+    engine = StreamEngine(model, policy)
+    events = sorted(regular("a", 0, 5.01) + regular("b", 0, 1.01, value=5.0))
+    answers = feed(engine, events) + engine.close()
+    ages = np.concatenate([d.inputs["age"] for d in model.calls])  # [S, 2]
+    assert [a.time for a in answers] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    np.testing.assert_allclose(ages[:, 0], 0.0)  # a is live: its newest reading is at t
+    np.testing.assert_allclose(ages[:, 1], [0.0, 1.0, 2.0, 2.5, 2.5])  # held, then capped
+    assert all(d.observed[:, 2].all() for d in model.calls)
+    with pytest.raises(MlmmError, match="unknown sensor 'age'"):
+        engine.push(6.0, "age", np.array([0.0, 0.0]))
+
+
+def test_age_input_needs_the_age_modality(model):
+    with pytest.raises(MlmmError, match="needs a vector modality 'age' of shape \\(2,\\)"):
+        StreamEngine(model, StreamPolicy(1.0, 1.0, age_input=True))

@@ -23,7 +23,7 @@ from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets._files import read_npz
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, unknown_name_error
-from mlmm.stream.engine import StreamEngine, StreamPolicy
+from mlmm.stream.engine import AGE, StreamEngine, StreamPolicy
 from mlmm.stream.events import EventStream, Track
 from mlmm.utils import rng_for
 
@@ -214,16 +214,19 @@ def load_stream(name: str, **params: Any) -> EventStream:
 
 
 def stream_specs(
-    stream: EventStream, window: float, rate: float | None = None
+    stream: EventStream, window: float, rate: float | None = None, age: bool = False
 ) -> list[ModalitySpec]:
     """One sequence modality ``(window x rate, channels)`` per sensor (rate: the sensor's own,
-    measured, unless given)."""
+    measured, unless given); with ``age``, a last vector modality ``"age"`` of one value per
+    sensor (see ``StreamPolicy.age_input``)."""
     specs = []
     for sensor, track in stream.tracks.items():
         slots = int(round(window * (rate or track.rate())))
         if slots < 1:
             raise MlmmError(f"window {window:g} s holds no reading of {sensor!r}; lengthen it")
         specs.append(ModalitySpec(sensor, "sequence", (slots, track.channels)))
+    if age:
+        specs.append(ModalitySpec(AGE, "vector", (len(specs),)))
     return specs
 
 
@@ -265,7 +268,8 @@ def window_dataset(
     specs : list of ModalitySpec
         E.g. :func:`stream_specs`.
     policy : StreamPolicy
-        Window, step and liveness rules (the staleness is ignored: training sees what was live).
+        Window, step, liveness and staleness rules, applied as the engine applies them (with
+        ``staleness="hold"`` held windows are present, with ``age_input`` the ages are filled).
     task : TaskSpec, optional
         Default: classification over the truth's classes (``stream.meta["class_names"]``).
     start, end : float, optional
@@ -293,14 +297,12 @@ def window_dataset(
     lo = stream.start if start is None else start
     hi = stream.end + 1 if end is None else end
     cut = stream.between(lo, hi)
-    engine = StreamEngine(
-        _Shapes(specs, task), StreamPolicy(**{**policy.to_dict(), "staleness": "drop"})
-    )
+    engine = StreamEngine(_Shapes(specs, task), policy)
     for sensor, track in cut.tracks.items():
         engine.ingest(sensor, track.times, track.values)
     inputs, present, _ = engine.windows(times)
     if not allow_empty:
-        keep = present.any(axis=1)
+        keep = present[:, [s.name != AGE for s in specs]].any(axis=1)
         inputs, present, times = {k: v[keep] for k, v in inputs.items()}, present[keep], times[keep]
     if task.is_classification:
         targets = stream.truth_at(times).astype(np.int64)

@@ -43,7 +43,10 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, unknown_name_error
 from mlmm.stream.events import EventStream
 
-__all__ = ["Answer", "StreamEngine", "StreamPolicy", "StreamResult", "Predictor", "replay"]
+__all__ = ["AGE", "Answer", "StreamEngine", "StreamPolicy", "StreamResult", "Predictor", "replay"]
+
+#: Name of the modality that carries each sensor's age when ``StreamPolicy.age_input``.
+AGE = "age"
 
 _CHOICES = {
     "staleness": ("drop", "hold"),
@@ -114,6 +117,13 @@ class StreamPolicy:
         least 4 have arrived and then every 32 readings; ``stats["rate_mismatch"]`` counts
         the checks that found it off the rate.
     rate_tolerance : float, default 0.2
+    age_input : bool, default False
+        Give the model each sensor's age as an input: the model then has a vector modality
+        named ``"age"`` of shape ``(n_sensors,)`` (:func:`~mlmm.stream.stream_specs` with
+        ``age=True``), always present, holding the age in seconds of each sensor's data
+        (its newest reading, or its held window), capped at ``horizon`` (a missing sensor
+        reads ``horizon``). Train it on :func:`~mlmm.stream.window_dataset` windows, which fill
+        it the same way.
 
     Examples
     --------
@@ -136,6 +146,7 @@ class StreamPolicy:
     reset_after: float | None = None
     on_rate_mismatch: str = "resample"
     rate_tolerance: float = 0.2
+    age_input: bool = False
 
     def __post_init__(self) -> None:
         for name in ("window", "step"):
@@ -266,7 +277,21 @@ class StreamEngine:
         self.model, self.policy = model, policy
         self.specs = tuple(model.specs)
         self.names = tuple(s.name for s in self.specs)
-        self._index = {n: j for j, n in enumerate(self.names)}
+        self._age_j = self.names.index(AGE) if AGE in self.names else None
+        self._index = {n: j for j, n in enumerate(self.names) if j != self._age_j}
+        n_sensors = len(self._index)
+        if policy.age_input and (
+            self._age_j is None or self.specs[self._age_j].shape != (n_sensors,)
+        ):
+            raise MlmmError(
+                f"age_input needs a vector modality 'age' of shape ({n_sensors},) in the model; "
+                f"build the specs with stream_specs(..., age=True) and train on them"
+            )
+        if self._age_j is not None and not policy.age_input:
+            raise MlmmError(
+                "the model has an 'age' modality (trained with sensor ages); use "
+                "StreamPolicy(age_input=True)"
+            )
         self.rates = [
             s.shape[0] / policy.window if s.kind == "sequence" else None for s in self.specs
         ]
@@ -293,7 +318,7 @@ class StreamEngine:
         j = self._index.get(sensor)
         if j is None:
             if self.policy.on_unknown == "error":
-                raise unknown_name_error("sensor", sensor, self.names)
+                raise unknown_name_error("sensor", sensor, list(self._index))
             self.stats["unknown"] += 1
         return j
 
@@ -423,7 +448,7 @@ class StreamEngine:
         age = np.full((n_steps, len(self.specs)), np.nan)
         for j, spec in enumerate(self.specs):
             buf_t, buf_v = self._buffers[j].view()
-            if not len(buf_t):
+            if not len(buf_t) or j == self._age_j:
                 continue  # never heard from (or forgotten at a clock reset): missing
             lo = np.searchsorted(buf_t, times - p.window, side="right")
             hi = np.searchsorted(buf_t, times, side="right")
@@ -458,6 +483,11 @@ class StreamEngine:
                         age[s, j] = times[s] - self._held[j][1]
             inputs[spec.name][live] = window[live]
             present[:, j] = live
+        if self._age_j is not None:
+            sensors = [j for j in range(len(self.specs)) if j != self._age_j]
+            ages = np.where(present[:, sensors], age[:, sensors], horizon)
+            inputs[AGE] = np.minimum(np.nan_to_num(ages, nan=horizon), horizon).astype(np.float32)
+            present[:, self._age_j] = True
         return inputs, present, age
 
     def _check_rate(self, j: int, count: int) -> None:
@@ -486,7 +516,8 @@ class StreamEngine:
         """Answers for windows ending at ``times`` (one model call for all of them)."""
         started = _time.perf_counter()
         inputs, present, age = self.windows(times)
-        live = present.any(axis=1)
+        sensors = [j for j in range(len(self.specs)) if j != self._age_j]
+        live = present[:, sensors].any(axis=1)  # the age alone is no data
         n_steps = len(times)
         classification = self.model.task.is_classification
         width = self.model.task.n_classes if classification else 1
