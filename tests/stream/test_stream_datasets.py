@@ -98,8 +98,9 @@ def test_docs_snippets_run():
     text = (Path(__file__).resolve().parents[2] / "docs" / "streams.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     assert blocks
+    namespace: dict = {}  # the blocks build on each other, as in a session
     for block in blocks:
-        exec(compile(block, "docs/streams.md", "exec"), {})
+        exec(compile(block, "docs/streams.md", "exec"), namespace)
 
 
 def test_window_dataset_with_hold_and_ages_trains_a_model():
