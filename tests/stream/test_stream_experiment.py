@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlmm import cli
@@ -140,3 +141,31 @@ def test_cli_stream_bad_outage_is_one_line(monkeypatch, capsys, tmp_path):
         cli.main()
     assert exc.value.code == 2
     assert "unknown outage kind 'storm'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["late-fusion", "hemis", "masked-attention"])
+def test_registered_methods_answer_through_their_own_predict_path(method):
+    import mlmm
+    from mlmm.stream import apply_outages, stream_specs, synthetic_stream, window_dataset
+
+    stream = synthetic_stream(duration=60, seed=3)
+    policy = StreamPolicy(window=2.0, step=1.0)
+    data = window_dataset(stream, stream_specs(stream, 2.0), policy)
+    model = mlmm.create_method(method, data.specs, data.task)
+    trained = mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+    left, _ = apply_outages(stream, "burst:0.4:len=2s", seed=0)
+    result = replay(trained, left, policy, batch_steps=16)
+    live = ~result.answers["empty"].to_numpy()
+    assert np.isfinite(result.outputs[live]).all()
+    np.testing.assert_allclose(result.outputs[live].sum(axis=1), 1.0, rtol=1e-6)
+    # the same windows through TrainedModel.predict_proba give the same probabilities
+    windows = window_dataset(left, data.specs, policy)
+    expected = trained.predict_proba(windows)
+    np.testing.assert_allclose(result.outputs[live], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_timeline_needs_steps():
+    from mlmm.stream.timeline import timeline_html
+
+    with pytest.raises(MlmmError, match="a timeline needs stream steps"):
+        timeline_html(pd.DataFrame({"time": [1.0]}))
