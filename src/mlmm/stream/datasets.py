@@ -63,7 +63,7 @@ def basicmotions_stream(split: str = "train", seed: int = 0) -> EventStream:
     --------
     >>> s = basicmotions_stream("test", seed=0)
     >>> s.sensors, s.n_events, round(s.end, 1)
-    (('acc', 'gyro'), 8000, 400.0)
+    (('acc', 'gyro'), 8000, 399.9)
     """
     from mlmm.data.datasets.basicmotions import BASICMOTIONS_CLASSES, load_basicmotions
 

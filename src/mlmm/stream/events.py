@@ -51,11 +51,12 @@ class Track:
         return self.values.shape[1]
 
     def rate(self) -> float:
-        """Median events per second (0 with fewer than two events)."""
+        """Mean events per second over the track (0 with fewer than two events). Of a
+        recording, before outages: a gap lowers it."""
         if len(self.times) < 2:
             return 0.0
-        gap = float(np.median(np.diff(self.times)))
-        return 1.0 / gap if gap > 0 else 0.0
+        span = float(self.times[-1] - self.times[0])
+        return (len(self.times) - 1) / span if span > 0 else 0.0
 
     def between(self, start: float, end: float) -> Track:
         """Events with ``start <= time < end``."""
