@@ -51,7 +51,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LATENCY_METHODS = ("late-fusion", "hemis", "masked-attention")
 
 
-def outage_robustness(methods, seeds, epochs) -> list[dict]:
+def outage_robustness(methods, seeds, epochs, on_empty="prior") -> list[dict]:
     rows = []
     for method in methods:
         for seed in seeds:
@@ -59,12 +59,13 @@ def outage_robustness(methods, seeds, epochs) -> list[dict]:
                 "basicmotions",
                 method,
                 outage="burst:0.3:len=2s",
-                train_missing="burst:0.3:len=20",
+                train_missing="burst:0.3:len=2",
                 seed=seed,
                 epochs=epochs,
+                on_empty=on_empty,
             )
             s = run.summary()
-            trained = f"{method} (train burst:0.3:len=20)"
+            trained = f"{method} (train burst:0.3:len=2)"
             rows.append(
                 {
                     "method": method,
@@ -113,7 +114,7 @@ def latency(methods, epochs) -> list[dict]:
     left, _ = apply_outages(test, "burst:0.3:len=2s", seed=0)
     rows = []
     for method in methods:
-        trained = train_on_stream(train, method, policy, specs, "burst:0.3:len=20", 0, epochs)
+        trained = train_on_stream(train, method, policy, specs, "burst:0.3:len=2", 0, epochs)
         # the same windows, the model called in a plain loop; best of 3 of each, interleaved
         engine = StreamEngine(trained, policy)
         for sensor, track in left.tracks.items():
@@ -224,6 +225,11 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument(
+        "--on-empty",
+        default="prior",
+        help="what a step with every sensor down answers (prior, hold); part 1 only",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -235,11 +241,17 @@ def main(argv=None) -> int:
         lengths, events = (16, 64, 256), 1_000_000
     started = time.time()
     out = {
-        "outage_robustness": outage_robustness(methods, seeds, epochs),
+        "outage_robustness": outage_robustness(methods, seeds, epochs, args.on_empty),
         "reconstruction": reconstruction(lengths, epochs),
         "latency": latency(methods, epochs),
         "speed": speed(epochs, events),
-        "config": {"smoke": args.smoke, "seeds": seeds, "epochs": epochs, "mlmm": mlmm.__version__},
+        "config": {
+            "smoke": args.smoke,
+            "seeds": seeds,
+            "epochs": epochs,
+            "on_empty": args.on_empty,
+            "mlmm": mlmm.__version__,
+        },
         "seconds": time.time() - started,
         "machine": machine(),
     }

@@ -545,8 +545,11 @@ def stream_command(
         ),
     ] = "burst:0.3:len=2s",
     train_missing: Annotated[
-        str, typer.Option(help="Training missingness on the time-ordered windows, or none.")
-    ] = "burst:0.3:len=20",
+        str,
+        typer.Option(
+            help="Training missingness on the time-ordered windows (len in steps), or none."
+        ),
+    ] = "burst:0.3:len=2",
     window: Annotated[float | None, typer.Option(help="Window in seconds.")] = None,
     step: Annotated[float | None, typer.Option(help="Seconds between answers.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the order, outages and training.")] = 0,
@@ -554,6 +557,10 @@ def stream_command(
     param: Annotated[
         list[str] | None, typer.Option(help="Method hyperparameter key=value (repeatable).")
     ] = None,
+    on_empty: Annotated[
+        str,
+        typer.Option(help="A step with every sensor down: prior, hold (last answer), flag, skip."),
+    ] = "prior",
     stream_param: Annotated[
         list[str] | None,
         typer.Option(help="Stream option key=value, e.g. duration=120 (synthetic; repeatable)."),
@@ -586,6 +593,7 @@ def stream_command(
         epochs,
         _parse_params(param),
         _parse_params(stream_param),
+        on_empty=on_empty,
     )
     console = _console()
     down = ", ".join(f"{k} {v:.0%}" for k, v in run.down.items())

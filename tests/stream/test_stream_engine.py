@@ -88,7 +88,7 @@ def test_nan_error_policy(model):
         engine.push(0.0, "a", np.array([np.nan]))
 
 
-@pytest.mark.parametrize("on_empty", ["prior", "flag", "skip"])
+@pytest.mark.parametrize("on_empty", ["prior", "hold", "flag", "skip"])
 def test_a_window_with_no_sensor_alive(model, on_empty):
     engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, on_empty=on_empty))
     # a gap from 1 to 3: the steps at 2.0 and 3.0 see nothing
@@ -100,6 +100,10 @@ def test_a_window_with_no_sensor_alive(model, on_empty):
     elif on_empty == "prior":
         assert answers[2.0].empty and answers[2.0].output.tolist() == [0.25, 0.75]
         assert answers[2.0].prediction == 1.0
+    elif on_empty == "hold":  # the answer at 1.0 (sigmoid(8)) is repeated, flagged
+        assert answers[2.0].empty and answers[3.0].empty
+        np.testing.assert_allclose(answers[3.0].output, answers[1.0].output)
+        assert answers[3.0].output[1] > 0.99
     else:
         assert answers[2.0].empty and np.isnan(answers[2.0].prediction)
 

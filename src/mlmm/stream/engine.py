@@ -50,7 +50,7 @@ AGE = "age"
 
 _CHOICES = {
     "staleness": ("drop", "hold"),
-    "on_empty": ("prior", "flag", "skip"),
+    "on_empty": ("prior", "hold", "flag", "skip"),
     "on_unknown": ("error", "ignore"),
     "on_nan": ("missing", "error"),
     "on_duplicate": ("drop", "error"),
@@ -92,9 +92,10 @@ class StreamPolicy:
         ``5 * window``).
     min_coverage : float, default 0.5
         Fraction of the window's slots that readings must cover for a live modality.
-    on_empty : {"prior", "flag", "skip"}, default "prior"
-        A step with no live modality: answer the training prior (flagged ``empty``), answer
-        NaN (flagged), or give no answer.
+    on_empty : {"prior", "hold", "flag", "skip"}, default "prior"
+        A step with no live modality: answer the training prior (flagged ``empty``), repeat
+        the last answer given from data (flagged; the prior before any), answer NaN
+        (flagged), or give no answer.
     on_unknown : {"error", "ignore"}, default "error"
         A reading from a sensor the model does not know: raise, or count and drop it.
     on_nan : {"missing", "error"}, default "missing"
@@ -312,6 +313,7 @@ class StreamEngine:
         self.clock = -np.inf
         self._next_step: float | None = None
         self._answered_until = -np.inf
+        self._last_output: np.ndarray | None = None
 
     # ------------------------------------------------------------------ input
     def _sensor(self, sensor: str) -> int | None:
@@ -532,8 +534,14 @@ class StreamEngine:
             )
             outputs[live] = np.asarray(self.model.predict_raw(dataset)).reshape(int(live.sum()), -1)
         self.stats["empty"] += int((~live).sum())
-        if self.policy.on_empty == "prior" and (~live).any():
+        if self.policy.on_empty in ("prior", "hold") and (~live).any():
             outputs[~live] = np.asarray(self.model.prior, dtype=np.float64).reshape(1, -1)
+        if self.policy.on_empty == "hold":
+            for s in range(n_steps):  # the last answer from data, carried across calls
+                if live[s]:
+                    self._last_output = outputs[s].copy()
+                elif self._last_output is not None:
+                    outputs[s] = self._last_output
         latency = (_time.perf_counter() - started) * 1000 / n_steps
         answers = []
         for s in range(n_steps):

@@ -110,7 +110,7 @@ def run_stream(
     stream: str = "basicmotions",
     method: str = "late-fusion",
     outage: str = "burst:0.3:len=2s",
-    train_missing: str = "burst:0.3:len=20",
+    train_missing: str = "burst:0.3:len=2",
     window: float | None = None,
     step: float | None = None,
     seed: int = 0,
@@ -119,6 +119,7 @@ def run_stream(
     stream_params: dict[str, Any] | None = None,
     time_bins: int = 10,
     baselines: bool = True,
+    on_empty: str = "prior",
 ) -> StreamRun:
     """Train on a built-in stream, replay its test part with outages, score against baselines.
 
@@ -132,7 +133,8 @@ def run_stream(
     outage : str
         Test outages (:mod:`mlmm.stream.outages` grammar), seeded by ``seed``.
     train_missing : str
-        Training missingness of the method (a missingness spec on the time-ordered windows;
+        Training missingness of the method (a missingness spec on the time-ordered windows,
+        so a ``burst`` length counts steps: ``len=2`` with 1 s steps is a 2 s mean outage;
         ``"none"`` to train on complete windows only). Classification also trains the method
         on complete windows for the baselines.
     window, step : float, optional
@@ -142,13 +144,17 @@ def run_stream(
         Bins of the score over time.
     baselines : bool
         Classification: add ``hold-last-prediction`` and ``zero-filled``.
+    on_empty : str
+        ``StreamPolicy.on_empty`` of the replays: what a step with every sensor down answers.
 
     Returns
     -------
     StreamRun
     """
     default_window, default_step = DEFAULT_WINDOWS.get(stream, (2.0, 1.0))
-    policy = StreamPolicy(window=window or default_window, step=step or default_step)
+    policy = StreamPolicy(
+        window=window or default_window, step=step or default_step, on_empty=on_empty
+    )
     config = {
         "stream": stream,
         "method": method,
@@ -159,6 +165,7 @@ def run_stream(
         "seed": seed,
         "epochs": epochs,
         "params": params or {},
+        "on_empty": on_empty,
         "stream_params": stream_params or {},
     }
     if stream == "basicmotions":
