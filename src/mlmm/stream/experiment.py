@@ -1,0 +1,354 @@
+"""``run_stream``: train on a stream's windows, replay its test part under outages, score.
+
+Classification streams (``basicmotions``, ``synthetic``) score accuracy; the reconstruction
+stream (``daphnet``) scores, for each sensor while it is down, the NRMSE of the method's
+imputation of its current reading against holding its last reading and its training mean.
+Everything lands in one long table (``StreamRun.table``: model, scope, key, n, metric, value)
+that the CLI prints and the results store keeps.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.missingness import simulate
+from mlmm.errors import MlmmError
+from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
+from mlmm.stream.datasets import (
+    load_stream,
+    step_times,
+    stream_specs,
+    time_split,
+    window_dataset,
+)
+from mlmm.stream.engine import StreamPolicy, StreamResult, replay
+from mlmm.stream.events import EventStream
+from mlmm.stream.outages import apply_outages
+from mlmm.utils import rng_for
+
+__all__ = ["DEFAULT_WINDOWS", "StreamRun", "run_stream", "train_on_stream"]
+
+#: (window, step) in seconds per built-in stream.
+DEFAULT_WINDOWS = {"basicmotions": (2.0, 1.0), "synthetic": (2.0, 1.0), "daphnet": (0.5, 0.25)}
+#: Columns of :attr:`StreamRun.table`.
+TABLE_COLUMNS = ["model", "scope", "key", "n", "metric", "value"]
+#: Outage-length bins (seconds) of the reconstruction scores.
+OUTAGE_BINS = (0.0, 0.5, 1.0, 2.0, 4.0, np.inf)
+
+
+@dataclass
+class StreamRun:
+    """What :func:`run_stream` produced.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        ``model, scope, key, n, metric, value``. Scopes: ``overall`` (key ``all``; metrics
+        ``accuracy``, ``accuracy_no_outage`` and ``loss_vs_no_outage`` for classification,
+        ``nrmse`` for reconstruction), ``time`` (key = the bin's start in stream
+        seconds), ``live`` (key = the live sensors, e.g. ``acc+gyro``), ``latency`` (metrics
+        ``p50_ms``, ``p99_ms``), ``sensor`` and ``outage_length`` (reconstruction).
+    steps : pandas.DataFrame
+        One row per answer and model: ``model, time, prediction, truth, live, latency_ms``
+        (reconstruction: the sensor, the truth and each estimate).
+    config : dict
+    down : dict
+        Fraction of each sensor's test readings lost.
+    """
+
+    table: pd.DataFrame
+    steps: pd.DataFrame
+    config: dict[str, Any]
+    down: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> pd.DataFrame:
+        """The overall rows, one column per metric."""
+        overall = self.table[self.table.scope.isin(["overall", "latency"])]
+        return overall.pivot_table(index="model", columns="metric", values="value", sort=False)
+
+
+def train_on_stream(
+    stream: EventStream,
+    method: str,
+    policy: StreamPolicy,
+    specs: list,
+    train_missing: str = "none",
+    seed: int = 0,
+    epochs: int = 30,
+    params: dict[str, Any] | None = None,
+):
+    """Train a registered method on a stream's windows (under ``train_missing``, drawn along
+    time: the windows are time-ordered, so ``burst`` runs along the stream)."""
+    import mlmm
+
+    data = window_dataset(stream, specs, policy)
+    if train_missing != "none":
+        data, _ = simulate(data, train_missing, rng_for(seed, "stream-train-mask", train_missing))
+    model = mlmm.create_method(method, data.specs, data.task, **(params or {}))
+    trainer = mlmm.Trainer(max_epochs=epochs, seed=seed, progress=False)
+    trained = trainer.fit(model, data)
+    trained.info.update(
+        {
+            "stream": stream.name,
+            "window": policy.window,
+            "step": policy.step,
+            "missing": train_missing,
+            "seed": seed,
+        }
+    )
+    return trained
+
+
+def run_stream(
+    stream: str = "basicmotions",
+    method: str = "late-fusion",
+    outage: str = "burst:0.3:len=2s",
+    train_missing: str = "burst:0.3:len=2",
+    window: float | None = None,
+    step: float | None = None,
+    seed: int = 0,
+    epochs: int = 30,
+    params: dict[str, Any] | None = None,
+    stream_params: dict[str, Any] | None = None,
+    time_bins: int = 10,
+    baselines: bool = True,
+    on_empty: str = "prior",
+) -> StreamRun:
+    """Train on a built-in stream, replay its test part with outages, score against baselines.
+
+    Parameters
+    ----------
+    stream : {"basicmotions", "synthetic", "daphnet"}
+        ``basicmotions`` trains on the official TRAIN recordings and tests on the TEST ones;
+        the others are cut in time (70 % / 30 %), no window crossing the cut.
+    method : str
+        A registered method (``daphnet``: one that imputes, e.g. ``knn-impute``).
+    outage : str
+        Test outages (:mod:`mlmm.stream.outages` grammar), seeded by ``seed``.
+    train_missing : str
+        Training missingness of the method (a missingness spec on the time-ordered windows,
+        so a ``burst`` length counts steps: ``len=2`` with 1 s steps is a 2 s mean outage;
+        ``"none"`` to train on complete windows only). Classification also trains the method
+        on complete windows for the baselines.
+    window, step : float, optional
+        Seconds; defaults in :data:`DEFAULT_WINDOWS`.
+    seed, epochs, params, stream_params
+    time_bins : int
+        Bins of the score over time.
+    baselines : bool
+        Classification: add ``hold-last-prediction`` and ``zero-filled``.
+    on_empty : str
+        ``StreamPolicy.on_empty`` of the replays: what a step with every sensor down answers.
+
+    Returns
+    -------
+    StreamRun
+    """
+    default_window, default_step = DEFAULT_WINDOWS.get(stream, (2.0, 1.0))
+    policy = StreamPolicy(
+        window=window or default_window, step=step or default_step, on_empty=on_empty
+    )
+    config = {
+        "stream": stream,
+        "method": method,
+        "outage": outage,
+        "train_missing": train_missing,
+        "window": policy.window,
+        "step": policy.step,
+        "seed": seed,
+        "epochs": epochs,
+        "params": params or {},
+        "on_empty": on_empty,
+        "stream_params": stream_params or {},
+    }
+    if stream == "basicmotions":
+        train = load_stream("basicmotions", split="train", seed=seed, **(stream_params or {}))
+        test = load_stream("basicmotions", split="test", seed=seed, **(stream_params or {}))
+    else:
+        full = load_stream(stream, **(stream_params or {}))
+        train, test = time_split(full, 0.7)
+    specs = stream_specs(train, policy.window)
+    left, lost = apply_outages(test, outage, seed)
+    down = lost.fraction_down()
+    if test.truth is None:
+        table, steps = _reconstruction(train, test, left, lost, specs, policy, config)
+        return StreamRun(table, steps, config, down)
+
+    models = {}
+    complete = train_on_stream(train, method, policy, specs, "none", seed, epochs, params)
+    models[f"{method} (train none)"] = complete
+    if train_missing != "none":
+        label = f"{method} (train {train_missing})"
+        models[label] = train_on_stream(
+            train, method, policy, specs, train_missing, seed, epochs, params
+        )
+    results: dict[str, StreamResult] = {}
+    clean: dict[str, float] = {}
+    for label, trained in models.items():
+        results[label] = replay(trained, left, policy)
+        clean[label] = replay(trained, test, policy, batch_steps=256).score()
+    if baselines:
+        names = tuple(s.name for s in specs)
+        results["hold-last-prediction"] = hold_last_prediction(
+            results[f"{method} (train none)"], names
+        )
+        results["zero-filled"] = replay(ZeroFilled(complete), left, policy)
+    rows, steps = [], []
+    edges = np.linspace(test.start, test.end, time_bins + 1)
+    for label, result in results.items():
+        answers = result.answers
+        rows.append((label, "overall", "all", len(answers), "accuracy", result.score()))
+        if label in clean:
+            rows.append((label, "overall", "all", len(answers), "accuracy_no_outage", clean[label]))
+            loss = clean[label] - result.score()
+            rows.append((label, "overall", "all", len(answers), "loss_vs_no_outage", loss))
+        which = np.clip(np.searchsorted(edges, answers["time"], side="right") - 1, 0, time_bins - 1)
+        for b, group in answers.groupby(which):
+            rows.append(
+                (label, "time", f"{edges[b]:.0f}", len(group), "accuracy", group.correct.mean())
+            )
+        for live, group in answers.groupby("live", sort=True):
+            rows.append((label, "live", live, len(group), "accuracy", group.correct.mean()))
+        latency = answers["latency_ms"].to_numpy()
+        if label in models or label == "zero-filled":
+            for q, metric in ((50, "p50_ms"), (99, "p99_ms")):
+                rows.append(
+                    (
+                        label,
+                        "latency",
+                        "step",
+                        len(latency),
+                        metric,
+                        float(np.percentile(latency, q)),
+                    )
+                )
+        frame = answers[["time", "prediction", "truth", "live", "latency_ms"]].copy()
+        frame.insert(0, "model", label)
+        steps.append(frame)
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return StreamRun(table, pd.concat(steps, ignore_index=True), config, down)
+
+
+def _reconstruction(train, test, left, lost, specs, policy, config):
+    """Per sensor, while it is down: NRMSE of the method's imputation of its current reading,
+    of holding its last reading, and of its training mean."""
+    trained = train_on_stream(
+        train,
+        config["method"],
+        policy,
+        specs,
+        config["train_missing"],
+        config["seed"],
+        config["epochs"],
+        config["params"],
+    )
+    model = trained.model
+    if not getattr(type(model), "imputes", False):
+        raise MlmmError(
+            f"the daphnet stream scores reconstruction and {config['method']!r} does not impute; "
+            f"use an imputation method, e.g. --method knn-impute"
+        )
+    started = _time.perf_counter()
+    data = window_dataset(left, specs, policy, task=trained.task, allow_empty=True)
+    times = data.meta["times"]
+    rows, steps = [], []
+    for j, spec in enumerate(specs):
+        sensor = spec.name
+        down = lost.is_down(sensor, times)
+        if not down.any():
+            continue
+        present = data.observed[down].copy()
+        present[:, j] = False  # reconstruct from the other sensors, not from a held window
+        part = data.subset(np.flatnonzero(down)).with_presence(present, allow_empty=True)
+        batch = MultimodalBatch.from_dataset(
+            trained.standardizer.transform(part), with_target=False
+        )
+        with torch.no_grad():
+            imputed = model.eval().impute(batch)[sensor][:, -1, :].numpy()  # [S, C] standardised
+        mean = trained.standardizer.mean_[sensor].reshape(-1).astype(np.float64)  # [C]
+        std = trained.standardizer.std_[sensor].reshape(-1).astype(np.float64)  # [C]
+        estimate = imputed * std + mean  # raw units
+        truth_track, left_track = test.track(sensor), left.track(sensor)
+        at = times[down]
+        truth = truth_track.values[np.searchsorted(truth_track.times, at, side="right") - 1]
+        last = np.searchsorted(left_track.times, at, side="right") - 1
+        held = np.where((last >= 0)[:, None], left_track.values[np.clip(last, 0, None)], mean)
+        train_values = train.track(sensor).values
+        scale = train_values.std(axis=0)
+        estimates = {
+            config["method"]: estimate,
+            "hold-last-value": held,
+            "training-mean": np.broadcast_to(train_values.mean(axis=0), truth.shape),
+        }
+        lengths = _outage_lengths(lost.down[sensor], truth_track.times, at)
+        which = np.searchsorted(OUTAGE_BINS, lengths, side="right") - 1
+        for label, value in estimates.items():
+            sq = (((value - truth) / scale) ** 2).mean(axis=1)  # [S] per step, over channels
+            rows.append((label, "sensor", sensor, len(sq), "nrmse", float(np.sqrt(sq.mean()))))
+            for b in np.unique(which):
+                key = f"{OUTAGE_BINS[b]:g}-{OUTAGE_BINS[b + 1]:g}s"
+                sel = which == b
+                rows.append(
+                    (
+                        label,
+                        "outage_length",
+                        f"{sensor}:{key}",
+                        int(sel.sum()),
+                        "nrmse",
+                        float(np.sqrt(sq[sel].mean())),
+                    )
+                )
+            frame = pd.DataFrame(
+                {
+                    "model": label,
+                    "time": at,
+                    "prediction": value[:, 0],
+                    "truth": truth[:, 0],
+                    "live": sensor,
+                    "latency_ms": np.nan,
+                }
+            )
+            steps.append(frame)
+    elapsed = (_time.perf_counter() - started) * 1000 / max(len(times), 1)
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    overall = (
+        table[table.scope == "sensor"]
+        .groupby("model", sort=False)
+        .apply(lambda g: float(np.sqrt(np.average(g.value**2, weights=g.n))), include_groups=False)
+    )
+    extra = [
+        (
+            m,
+            "overall",
+            "all",
+            int(table[(table.scope == "sensor") & (table.model == m)].n.sum()),
+            "nrmse",
+            v,
+        )
+        for m, v in overall.items()
+    ]
+    extra.append((config["method"], "latency", "step", len(times), "mean_ms", elapsed))
+    table = pd.concat([pd.DataFrame(extra, columns=TABLE_COLUMNS), table], ignore_index=True)
+    steps = pd.concat(steps, ignore_index=True) if steps else pd.DataFrame()
+    return table, steps
+
+
+def _outage_lengths(down: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Length in seconds of the outage holding each time in ``at``."""
+    edges = np.diff(np.concatenate([[0], down.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # reading indices
+    idx = np.clip(np.searchsorted(times, at, side="right") - 1, 0, len(times) - 1)
+    run = np.searchsorted(starts, idx, side="right") - 1
+    start_t = times[starts[run]]
+    end_t = times[np.minimum(ends[run], len(times) - 1)]
+    return end_t - start_t
+
+
+__all__ += ["step_times"]

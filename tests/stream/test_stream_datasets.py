@@ -1,0 +1,121 @@
+"""Built-in streams and the window datasets cut from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlmm.errors import MlmmError
+from mlmm.stream import (
+    StreamPolicy,
+    basicmotions_stream,
+    daphnet_stream,
+    load_stream,
+    stream_specs,
+    synthetic_stream,
+    time_split,
+    window_dataset,
+)
+
+
+def test_basicmotions_stream_keeps_official_splits_apart_and_is_seeded():
+    train, test = basicmotions_stream("train", 0), basicmotions_stream("test", 0)
+    assert set(train.meta["recordings"]).isdisjoint(test.meta["recordings"])
+    assert len(train.meta["recordings"]) == 40 and train.n_events == 8000
+    assert np.array_equal(
+        basicmotions_stream("train", 0).meta["recordings"], train.meta["recordings"]
+    )
+    assert not np.array_equal(
+        basicmotions_stream("train", 1).meta["recordings"], train.meta["recordings"]
+    )
+    # the truth changes with the recording: recording r starts at 10 r seconds
+    labels = train.truth_at(np.arange(40) * 10.0 + 5)
+    from mlmm.data.datasets import load_dataset
+
+    data = load_dataset("basicmotions")
+    assert np.array_equal(labels, data.targets[train.meta["recordings"]])
+    np.testing.assert_array_equal(
+        train.track("acc").values[100:200], data.inputs["acc"][train.meta["recordings"][1]]
+    )
+
+
+def test_daphnet_stream_is_the_shipped_file():
+    stream = daphnet_stream()
+    assert stream.sensors == ("ankle", "leg", "trunk") and stream.truth is None
+    ankle = stream.track("ankle")
+    assert len(ankle.times) == 7040 and ankle.times[-1] == pytest.approx(109.984)
+    # first row of S06R02E0.csv: 101,1000,297,-9,953,303,330,942,-145
+    np.testing.assert_array_equal(ankle.values[0], [101, 1000, 297])
+    np.testing.assert_array_equal(stream.track("trunk").values[0], [330, 942, -145])
+    assert stream.meta["license"] == "CC BY 4.0"
+
+
+def test_daphnet_time_split_windows_never_cross_the_cut():
+    stream = daphnet_stream()
+    before, after = time_split(stream, 0.7)
+    policy = StreamPolicy(window=0.5, step=0.25)
+    specs = stream_specs(stream, 0.5, rate=64.0)
+    train = window_dataset(before, specs, policy)
+    test = window_dataset(after, specs, policy)
+    cut = after.start
+    assert train.meta["times"].max() <= cut
+    assert (test.meta["times"] - 0.5 >= cut - 1e-9).all()
+    assert train.task.kind == "regression" and train.observed.all()
+
+
+def test_synthetic_stream_ground_truth_and_rates():
+    stream = synthetic_stream(duration=200, seed=2)
+    assert [round(stream.track(s).rate()) for s in stream.sensors] == [10, 20, 5]
+    means = stream.meta["means"]
+    # the mean reading of s0 during each regime is that regime's mean
+    regime = stream.truth_at(stream.track("s0").times).astype(int)
+    for k in np.unique(regime):
+        got = stream.track("s0").values[regime == k].mean(0)
+        np.testing.assert_allclose(got, means[k, 0], atol=0.25)
+    assert len(np.unique(stream.truth.values)) > 1  # it switches
+    again = synthetic_stream(duration=200, seed=2)
+    np.testing.assert_array_equal(again.track("s2").values, stream.track("s2").values)
+
+
+def test_window_dataset_targets_and_time_order():
+    stream = synthetic_stream(duration=60, seed=0)
+    policy = StreamPolicy(window=2.0, step=1.0)
+    data = window_dataset(stream, stream_specs(stream, 2.0), policy)
+    assert data.meta["time_ordered"] is True
+    assert [s.shape for s in data.specs] == [(20, 2), (40, 2), (10, 2)]
+    np.testing.assert_array_equal(data.targets, stream.truth_at(data.meta["times"]))
+
+
+def test_load_stream_unknown_name():
+    with pytest.raises(MlmmError, match="unknown stream 'dafnet'"):
+        load_stream("dafnet")
+
+
+def test_docs_snippets_run():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "streams.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks
+    namespace: dict = {}  # the blocks build on each other, as in a session
+    for block in blocks:
+        exec(compile(block, "docs/streams.md", "exec"), namespace)
+
+
+def test_window_dataset_with_hold_and_ages_trains_a_model():
+    import mlmm
+    from mlmm.stream import apply_outages, replay
+
+    stream = synthetic_stream(duration=120, seed=0)
+    left, _ = apply_outages(stream, "burst:0.3:len=3s", seed=0)
+    policy = StreamPolicy(window=2.0, step=1.0, staleness="hold", age_input=True)
+    specs = stream_specs(stream, 2.0, age=True)
+    data = window_dataset(left, specs, policy)
+    age = data.inputs["age"]
+    assert data.observed[:, -1].all() and (age >= 0).all() and (age <= 10.0).all()
+    assert (age > 1.0).any()  # some held windows are old
+    model = mlmm.create_method("late-fusion", data.specs, data.task)
+    trained = mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+    result = replay(trained, left, policy, batch_steps=64)
+    assert len(result.answers) and result.answers["present_age"].all()

@@ -1,0 +1,227 @@
+"""The stream engine: windows, liveness, staleness and every bad-input policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlmm.errors import MlmmError
+from mlmm.stream import EventStream, StreamEngine, StreamPolicy, replay
+
+from .conftest import feed
+
+
+def regular(sensor, start, stop, rate=4.0, value=1.0):
+    return [(t, sensor, value) for t in np.arange(start, stop, 1 / rate)]
+
+
+def both(start, stop, a=1.0, b=1.0):
+    events = regular("a", start, stop, value=a) + regular("b", start, stop, value=b)
+    return sorted(events, key=lambda e: (e[0], e[1]))
+
+
+def test_window_is_built_at_the_model_rate_and_answers_each_step(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=0.5))
+    answers = feed(engine, both(0, 3.01)) + engine.close()
+    assert [a.time for a in answers] == [1.0, 1.5, 2.0, 2.5, 3.0]
+    assert all(a.present.all() and not a.empty for a in answers)
+    first = model.calls[0]
+    # the window (0, 1] holds readings 0.25, 0.5, 0.75, 1.0: four slots of value 1
+    np.testing.assert_array_equal(first.inputs["a"][0, :, 0], [1, 1, 1, 1])
+    assert answers[0].prediction == 1.0  # sigmoid(8) > 0.5
+
+
+def test_slots_take_the_last_reading_and_a_faster_sensor_is_resampled(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0))
+    # sensor a at 8 Hz (twice the model's 4 Hz) with values = time: slot k gets the reading at
+    # (k + 1) / 4; b absent altogether
+    events = [(t, "a", t) for t in np.arange(0, 1.01, 0.125)]
+    answers = feed(engine, events) + engine.close()
+    np.testing.assert_allclose(model.calls[0].inputs["a"][0, :, 0], [0.25, 0.5, 0.75, 1.0])
+    assert answers[0].present.tolist() == [True, False]
+    assert engine.stats["rate_mismatch"] >= 1  # counted, then resampled
+
+
+def test_rate_mismatch_error_policy(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, on_rate_mismatch="error"))
+    with pytest.raises(MlmmError, match="trained at 4 Hz"):
+        feed(engine, [(t, "a", 1.0) for t in np.arange(0, 2, 0.125)])
+
+
+def test_a_silent_sensor_is_missing_and_never_sent_as_data(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0))
+    # b stops at t = 1.0: at the step t = 3 its newest reading is 2 s old
+    events = sorted(regular("a", 0, 3.01) + regular("b", 0, 1.01, value=5.0))
+    answers = feed(engine, events) + engine.close()
+    last = answers[-1]
+    assert last.time == 3.0 and last.present.tolist() == [True, False]
+    assert last.age[1] == pytest.approx(2.0)
+    assert (model.calls[-1].inputs["b"] == 0).all()  # absent rows are zero and marked absent
+
+
+def test_hold_keeps_the_last_window_with_its_age_then_drops_it(model):
+    policy = StreamPolicy(window=1.0, step=1.0, staleness="hold", horizon=2.5)
+    engine = StreamEngine(model, policy)
+    events = sorted(regular("a", 0, 5.01) + regular("b", 0, 1.01, value=5.0))
+    answers = {a.time: a for a in feed(engine, events) + engine.close()}
+    assert answers[2.0].present.tolist() == [True, True]  # b held from the step at 1.0
+    assert answers[2.0].age[1] == pytest.approx(1.0)
+    assert answers[3.0].age[1] == pytest.approx(2.0)
+    assert answers[4.0].present.tolist() == [True, False]  # 3 s old > horizon 2.5
+    held = model.calls[1]  # the step at 2.0 saw b's old window of 5s
+    np.testing.assert_array_equal(held.inputs["b"][0, :, 0], [5, 5, 5, 5])
+
+
+def test_nan_burst_inside_a_live_sensor_makes_it_missing_not_nan(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0))
+    b = [(t, "b", np.nan if 1.0 < t <= 2.0 else 1.0) for t in np.arange(0, 3.01, 0.25)]
+    answers = {a.time: a for a in feed(engine, sorted(regular("a", 0, 3.01) + b)) + engine.close()}
+    assert engine.stats["nan"] == 4
+    assert answers[2.0].present.tolist() == [True, False]
+    assert answers[3.0].present.tolist() == [True, True]
+    assert all(np.isfinite(d.inputs["b"]).all() for d in model.calls)
+
+
+def test_nan_error_policy(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, on_nan="error"))
+    with pytest.raises(MlmmError, match="NaN or inf in 1 reading"):
+        engine.push(0.0, "a", np.array([np.nan]))
+
+
+@pytest.mark.parametrize("on_empty", ["prior", "hold", "flag", "skip"])
+def test_a_window_with_no_sensor_alive(model, on_empty):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, on_empty=on_empty))
+    # a gap from 1 to 3: the steps at 2.0 and 3.0 see nothing
+    events = both(0, 1.01) + both(3.25, 5.01)
+    answers = {a.time: a for a in feed(engine, events) + engine.close()}
+    assert engine.stats["empty"] == 2
+    if on_empty == "skip":
+        assert 2.0 not in answers and 3.0 not in answers and 4.0 in answers
+    elif on_empty == "prior":
+        assert answers[2.0].empty and answers[2.0].output.tolist() == [0.25, 0.75]
+        assert answers[2.0].prediction == 1.0
+    elif on_empty == "hold":  # the answer at 1.0 (sigmoid(8)) is repeated, flagged
+        assert answers[2.0].empty and answers[3.0].empty
+        np.testing.assert_allclose(answers[3.0].output, answers[1.0].output)
+        assert answers[3.0].output[1] > 0.99
+    else:
+        assert answers[2.0].empty and np.isnan(answers[2.0].prediction)
+
+
+def test_unknown_sensor(model):
+    with pytest.raises(MlmmError, match="unknown sensor 'c'"):
+        StreamEngine(model, StreamPolicy(1.0, 1.0)).push(0.0, "c", np.array([1.0]))
+    engine = StreamEngine(model, StreamPolicy(1.0, 1.0, on_unknown="ignore"))
+    answers = feed(engine, both(0, 2.01) + [(2.1, "c", 1.0)]) + engine.close()
+    assert engine.stats["unknown"] == 1 and len(answers) == 2
+
+
+def test_out_of_order_within_the_deadline_is_accepted(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, deadline=0.5))
+    events = both(0, 2.01)
+    late = events.pop(5)  # a reading at 0.5, delivered later but before 1.0 + deadline
+    events.insert(9, late)
+    answers = feed(engine, events) + engine.close()
+    assert engine.stats["late"] == 0
+    np.testing.assert_array_equal(model.calls[0].inputs[late[1]][0, :, 0], [1, 1, 1, 1])
+    assert [a.time for a in answers] == [1.0, 2.0]
+
+
+def test_late_reading_after_its_step_was_answered(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0))
+    feed(engine, both(0, 1.6))
+    assert feed(engine, [(0.9, "a", 1.0)]) == []
+    assert engine.stats["late"] == 1
+    strict = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, on_late="error"))
+    feed(strict, both(0, 1.6))
+    with pytest.raises(MlmmError, match="arrived after the step"):
+        strict.push(0.9, "a", np.array([1.0]))
+
+
+def test_duplicated_timestamps(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, deadline=1.0))
+    feed(engine, both(0, 0.6) + [(0.5, "a", 9.0)])
+    assert engine.stats["duplicate"] == 1
+    feed(engine, both(0.75, 2.6))
+    np.testing.assert_array_equal(model.calls[0].inputs["a"][0, :, 0], [1, 1, 1, 1])  # first kept
+    strict = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, on_duplicate="error"))
+    with pytest.raises(MlmmError, match="two readings at t=0.5"):
+        feed(strict, both(0, 0.6) + [(0.5, "a", 9.0)])
+
+
+def test_clock_reset_restarts_the_timeline(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0))
+    first = feed(engine, both(100, 103.01))
+    second = feed(engine, both(0, 2.01)) + engine.close()
+    assert engine.stats["reset"] == 1
+    assert [a.time for a in first] == [101.0, 102.0]
+    assert [a.time for a in second] == [1.0, 2.0]  # the step at 103 was never due
+    assert second[-1].time == 2.0 and second[-1].present.all()
+    strict = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, on_reset="error"))
+    feed(strict, both(100, 103.01))
+    with pytest.raises(MlmmError, match="jumps back"):
+        feed(strict, both(0, 1.0))
+
+
+def test_predict_one_uses_the_explicit_clock(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=10.0))
+    for t, sensor, value in both(0, 3.01):
+        engine.ingest(sensor, np.array([t]), np.array([[value]]))
+    answer = engine.predict_one(2.0)
+    assert answer.time == 2.0 and answer.present.all()
+    assert engine.predict_one(10.0).empty  # nothing in (9, 10]
+
+
+def test_replay_equals_a_live_feed_and_is_deterministic(model):
+    events = both(0, 6.01, a=0.5, b=-1.0)
+    live = StreamEngine(model, StreamPolicy(window=1.0, step=0.5))
+    expected = feed(live, events) + live.close()
+    stream = EventStream.from_arrays(
+        {
+            s: (
+                np.array([e[0] for e in events if e[1] == s]),
+                np.array([[e[2]] for e in events if e[1] == s]),
+            )
+            for s in ("a", "b")
+        }
+    )
+    for batch_steps in (1, 4):
+        result = replay(model, stream, StreamPolicy(window=1.0, step=0.5), batch_steps=batch_steps)
+        assert result.answers["time"].tolist() == [a.time for a in expected]
+        np.testing.assert_allclose(result.outputs, [a.output for a in expected])
+
+
+def test_policy_validation():
+    with pytest.raises(MlmmError, match="staleness must be one of"):
+        StreamPolicy(1.0, 1.0, staleness="forever")
+    with pytest.raises(MlmmError, match="window must be a positive"):
+        StreamPolicy(0.0, 1.0)
+
+
+def test_wrong_channel_count(model):
+    with pytest.raises(MlmmError, match="sends 2 values per reading, the model expects 1"):
+        StreamEngine(model, StreamPolicy(1.0, 1.0)).push(0.0, "a", np.array([1.0, 2.0]))
+
+
+def test_age_as_an_input(model):
+    from mlmm.data.specs import ModalitySpec
+
+    model.specs = (*model.specs, ModalitySpec("age", "vector", (2,)))
+    with pytest.raises(MlmmError, match="use StreamPolicy\\(age_input=True\\)"):
+        StreamEngine(model, StreamPolicy(1.0, 1.0))
+    policy = StreamPolicy(1.0, 1.0, staleness="hold", horizon=2.5, age_input=True)
+    engine = StreamEngine(model, policy)
+    events = sorted(regular("a", 0, 5.01) + regular("b", 0, 1.01, value=5.0))
+    answers = feed(engine, events) + engine.close()
+    ages = np.concatenate([d.inputs["age"] for d in model.calls])  # [S, 2]
+    assert [a.time for a in answers] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    np.testing.assert_allclose(ages[:, 0], 0.0)  # a is live: its newest reading is at t
+    np.testing.assert_allclose(ages[:, 1], [0.0, 1.0, 2.0, 2.5, 2.5])  # held, then capped
+    assert all(d.observed[:, 2].all() for d in model.calls)
+    with pytest.raises(MlmmError, match="unknown sensor 'age'"):
+        engine.push(6.0, "age", np.array([0.0, 0.0]))
+
+
+def test_age_input_needs_the_age_modality(model):
+    with pytest.raises(MlmmError, match="needs a vector modality 'age' of shape \\(2,\\)"):
+        StreamEngine(model, StreamPolicy(1.0, 1.0, age_input=True))

@@ -1,0 +1,171 @@
+"""run_stream and `mlmm stream`: baselines, reconstruction scores, the stored tables."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlmm import cli
+from mlmm.bench.store import ResultsStore
+from mlmm.errors import MlmmError
+from mlmm.stream import EventStream, StreamPolicy, replay
+from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
+from mlmm.stream.experiment import run_stream
+
+from .conftest import RecordingModel
+
+
+def test_synthetic_run_has_every_model_and_scope():
+    run = run_stream(
+        "synthetic",
+        "late-fusion",
+        outage="burst:s0=0.4:len=2s",
+        train_missing="burst:0.3:len=5",
+        epochs=2,
+        stream_params={"duration": 150},
+    )
+    summary = run.summary()
+    models = [
+        "late-fusion (train none)",
+        "late-fusion (train burst:0.3:len=5)",
+        "hold-last-prediction",
+        "zero-filled",
+    ]
+    assert summary.index.tolist() == models
+    assert set(run.table.scope) == {"overall", "time", "live", "latency"}
+    assert (summary["accuracy"].between(0, 1)).all()
+    assert run.down["s0"] > 0.2 and run.down["s1"] == 0.0
+    assert "s1+s2" in set(run.table[run.table.scope == "live"].key)  # s0 was down sometimes
+    loss = summary["accuracy_no_outage"] - summary["accuracy"]
+    np.testing.assert_allclose(summary["loss_vs_no_outage"].dropna(), loss.dropna())
+
+
+def test_daphnet_reconstruction_scores_each_sensor_against_both_baselines():
+    run = run_stream(
+        "daphnet", "mean-impute", outage="fail:trunk@5", train_missing="none", epochs=1
+    )
+    sensor = run.table[run.table.scope == "sensor"]
+    assert set(sensor.model) == {"mean-impute", "hold-last-value", "training-mean"}
+    assert set(sensor.key) == {"trunk"} and (sensor.value > 0).all()
+    lengths = run.table[run.table.scope == "outage_length"]
+    assert len(lengths) and lengths.key.str.startswith("trunk:").all()
+
+
+def test_daphnet_needs_a_method_that_imputes():
+    with pytest.raises(MlmmError, match="does not impute"):
+        run_stream("daphnet", "late-fusion", outage="fail:trunk@5", train_missing="none", epochs=1)
+
+
+def stream(values_a, values_b, labels):
+    times = np.arange(len(values_a)) / 4.0
+    return EventStream.from_arrays(
+        {"a": (times, np.asarray(values_a)[:, None]), "b": (times, np.asarray(values_b)[:, None])},
+        truth=(times, np.asarray(labels, dtype=float)),
+    )
+
+
+def test_hold_last_prediction_repeats_the_last_complete_answer():
+    model = RecordingModel()
+    n = 24
+    a = np.r_[np.full(8, 5.0), np.full(16, -5.0)]
+    b = np.r_[np.full(8, 5.0), np.full(16, -5.0)]
+    # b is lost from reading 8 on: the model's own answers flip to 0, the held ones stay 1
+    s = stream(a, b, np.zeros(n))
+    left = s.with_tracks({"a": s.track("a"), "b": s.track("b").between(0, 2.0)})
+    result = replay(model, left, StreamPolicy(1.0, 1.0))
+    held = hold_last_prediction(result, ("a", "b"))
+    assert result.answers.prediction.tolist()[-1] == 0.0
+    assert held.answers.prediction.tolist()[-1] == 1.0
+    assert not held.answers.correct.iloc[-1]  # the truth is 0 throughout
+
+
+def test_zero_filled_tells_the_model_everything_is_present():
+    model = RecordingModel()
+    wrapped = ZeroFilled(model)
+    s = stream(np.ones(12), np.ones(12), np.zeros(12))
+    left = s.with_tracks({"a": s.track("a"), "b": s.track("b").between(0, 0.5)})
+    replay(wrapped, left, StreamPolicy(1.0, 1.0))
+    assert model.calls[-1].observed.all()
+    assert (model.calls[-1].inputs["b"] == 0).all()
+
+
+def test_cli_stream_prints_and_stores(monkeypatch, capsys, tmp_path):
+    db = tmp_path / "stream.db"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "mlmm",
+            "stream",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--stream-param",
+            "duration=100",
+            "--outage",
+            "burst:0.3:len=2s",
+            "--train-missing",
+            "none",
+            "--store",
+            str(db),
+            "--timeline",
+            str(tmp_path / "timeline.html"),
+        ],
+    )
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr().out
+    assert exc.value.code in (0, None)
+    assert "score per set of live sensors" in out and "score over time" in out
+    assert "p99_ms" in out
+    with ResultsStore(db) as store:
+        runs = store.stream_runs()
+        assert runs.status.tolist() == ["done"]
+        results = store.stream_results()
+        assert {"overall", "time", "live", "latency"} <= set(results.scope)
+        assert len(store.stream_steps(runs.run_key[0])) > 0
+    page = (tmp_path / "timeline.html").read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
+
+
+def test_cli_stream_bad_outage_is_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["mlmm", "stream", "synthetic", "--outage", "storm:1", "--store", str(tmp_path / "s.db")],
+    )
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2
+    assert "unknown outage kind 'storm'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["late-fusion", "hemis", "masked-attention"])
+def test_registered_methods_answer_through_their_own_predict_path(method):
+    import mlmm
+    from mlmm.stream import apply_outages, stream_specs, synthetic_stream, window_dataset
+
+    stream = synthetic_stream(duration=60, seed=3)
+    policy = StreamPolicy(window=2.0, step=1.0)
+    data = window_dataset(stream, stream_specs(stream, 2.0), policy)
+    model = mlmm.create_method(method, data.specs, data.task)
+    trained = mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+    left, _ = apply_outages(stream, "burst:0.4:len=2s", seed=0)
+    result = replay(trained, left, policy, batch_steps=16)
+    live = ~result.answers["empty"].to_numpy()
+    assert np.isfinite(result.outputs[live]).all()
+    np.testing.assert_allclose(result.outputs[live].sum(axis=1), 1.0, rtol=1e-6)
+    # the same windows through TrainedModel.predict_proba give the same probabilities
+    windows = window_dataset(left, data.specs, policy)
+    expected = trained.predict_proba(windows)
+    np.testing.assert_allclose(result.outputs[live], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_timeline_needs_steps():
+    from mlmm.stream.timeline import timeline_html
+
+    with pytest.raises(MlmmError, match="a timeline needs stream steps"):
+        timeline_html(pd.DataFrame({"time": [1.0]}))
