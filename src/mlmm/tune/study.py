@@ -412,6 +412,42 @@ def tune_training_data(
     return _result(method, fixed, records, settings, key, train, trainer_space)
 
 
+def read_params(path: str | Path, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(method hyperparameters, trainer parameters)`` from a file :meth:`TuneResult.save`
+    wrote for ``method``; a file for another method, or not written by it, is refused."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise MlmmError(
+            f"no parameters file at {str(path)!r}; write one with mlmm tune --params-out"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise MlmmError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("params"), dict)
+        or not isinstance(data.get("trainer"), dict)
+    ):
+        raise MlmmError(
+            f"{path} is not a parameters file from mlmm tune --params-out (expected the keys "
+            f"method, params and trainer)"
+        )
+    if data.get("method") != method:
+        raise MlmmError(
+            f"{path} holds parameters tuned for method {data.get('method')!r}, not {method!r}; "
+            f"train {data.get('method')!r} or tune {method!r}"
+        )
+    unknown = sorted(set(data["trainer"]) - set(_trainer_parameters()))
+    if unknown:
+        raise MlmmError(
+            f"{path}: unknown trainer parameters {unknown}; expected lr, weight_decay, batch_size"
+        )
+    return dict(data["params"]), dict(data["trainer"])
+
+
 # ---------------------------------------------------------------------- trials
 class _Objective:
     """Trains and scores one trial on every fold; returns its record (never raises for a
