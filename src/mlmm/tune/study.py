@@ -140,6 +140,7 @@ class TuneResult:
     study_key: str
     n_train: int
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: what a run records about its hyperparameters."""
@@ -161,6 +162,17 @@ class TuneResult:
             "n_train": self.n_train,
             "trials": {state: int(states.get(state, 0)) for state in _STATES},
             "study_key": self.study_key,
+        }
+
+    def stored(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`~mlmm.bench.ResultsStore.save_study`: a study tuned in a
+        benchmark worker, written whole by the coordinator."""
+        return {
+            "study_key": self.study_key,
+            "config": self.config,
+            "dataset": self.config.get("context", {}).get("dataset", ""),
+            "method": self.method,
+            "trials": self.records,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -306,6 +318,42 @@ def training_part(
     return name, train
 
 
+def tune_run(run: Any) -> TuneResult:
+    """Tune a benchmark run (a :class:`~mlmm.bench.spec.RunConfig` with a ``tune`` block) on
+    its own training split, with its budget (epochs, patience) for every trial. Hyperparameters
+    (and the budget's ``lr``, ``batch_size``) that the spec moved off their defaults are held
+    fixed. In memory: the coordinator stores the study with the run."""
+    from mlmm.bench.spec import Budget
+    from mlmm.methods.registry import method_hyperparameters
+
+    name, train = training_part(
+        run.dataset, run.dataset_params, run.train_missing, run.seed, run.test_size, run.val_size
+    )
+    defaults = method_hyperparameters(run.method)
+    fixed = {k: v for k, v in run.method_params.items() if defaults.get(k, object()) != v}
+    context = {
+        "dataset": name,
+        "dataset_params": run.dataset_params,
+        "missing": run.train_missing,
+        "split": {"seed": run.seed, "test_size": run.test_size, "val_size": run.val_size},
+    }
+    # the budget's lr and batch size are tuned unless the spec moved them off their defaults
+    budget_defaults = Budget().trainer_kwargs()
+    trainer = {
+        k: v
+        for k, v in run.budget.items()
+        if k not in TRAINER_SPACE or budget_defaults.get(k, object()) != v
+    }
+    return tune_training_data(
+        train,
+        run.method,
+        TuneSettings(**run.tune),
+        method_params=fixed,
+        trainer=trainer,
+        context=context,
+    )
+
+
 def tune_training_data(
     train: MultimodalDataset,
     method: str,
@@ -409,7 +457,7 @@ def tune_training_data(
     finally:
         if db is not None:
             db.close()
-    return _result(method, fixed, records, settings, key, train, trainer_space)
+    return _result(method, fixed, records, settings, key, train, trainer_space, config)
 
 
 def read_params(path: str | Path, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -566,6 +614,7 @@ def _result(
     key: str,
     train: MultimodalDataset,
     trainer_space: Mapping[str, Dimension],
+    config: dict[str, Any],
 ) -> TuneResult:
     complete = [r for r in records if r["state"] == "complete"]
     if not complete:
@@ -605,6 +654,7 @@ def _result(
         study_key=key,
         n_train=train.n_samples,
         records=records,
+        config=config,
     )
 
 
