@@ -32,17 +32,19 @@ def tagged_dataset(n=90, seed=0):
     return mlmm.from_arrays({"a": a, "b": b}, y, name="tagged")
 
 
+SMALL = dict(
+    missing="mcar:0.3",
+    n_trials=3,
+    seed=0,
+    folds=2,
+    space=SPACE,
+    trainer=TRAINER,
+    trainer_space={"lr": Float(1e-3, 1e-2, log=True)},
+)
+
+
 def small_tune(**kwargs):
-    args = dict(
-        missing="mcar:0.3",
-        n_trials=3,
-        seed=0,
-        folds=2,
-        space=SPACE,
-        trainer=TRAINER,
-        trainer_space={"lr": Float(1e-3, 1e-2, log=True)},
-    )
-    args.update(kwargs)
+    args = {**SMALL, **kwargs}
     return tune(tagged_dataset(), "hemis", **args)
 
 
@@ -74,8 +76,16 @@ class Spy:
             self.tags.update(int(t) - 1000 for t in data.inputs[spec.name][rows, 0])
 
 
+def test_mlmm_tune_is_the_package_and_the_function():
+    import mlmm.tune.space  # noqa: F401  (binds mlmm.tune to the package)
+
+    assert mlmm.tune is sys.modules["mlmm.tune"] and callable(mlmm.tune)
+    assert mlmm.tune.tune is tune
+
+
 def test_same_seed_same_trials_and_another_seed_other_trials():
-    first, again = small_tune(), small_tune()
+    first = mlmm.tune(tagged_dataset(), "hemis", **SMALL)
+    again = small_tune()
     assert first.trials.drop(columns="seconds").equals(again.trials.drop(columns="seconds"))
     assert first.params == again.params and first.value == again.value
     other = small_tune(seed=1)
