@@ -273,3 +273,13 @@ def test_the_result_saves_a_parameters_file_train_reads(tmp_path):
     assert params == result.params and trainer == result.trainer
     with pytest.raises(MlmmError, match="tuned for method 'hemis', not 'late-fusion'"):
         read_params(path, "late-fusion")
+
+
+def test_score_point_reproduces_a_trials_value_on_the_studys_folds():
+    from mlmm.tune.study import score_point, study_folds, training_part
+
+    result = small_tune(n_trials=2)
+    _, train = training_part(tagged_dataset(), None, "mcar:0.3", 0, 0.2, 0.1)
+    folds = study_folds(train, 2, 0)
+    trainer = {**TRAINER, **result.trainer, "seed": 0}
+    assert score_point(train, "hemis", result.params, trainer, folds) == result.value

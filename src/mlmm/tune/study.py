@@ -397,7 +397,7 @@ def tune_training_data(
         )
     n_folds = settings.folds or (SMALL_DATA_FOLDS if train.n_samples < SMALL_DATA else 1)
     settings = TuneSettings(settings.trials, settings.timeout, n_folds, settings.seed)
-    fold_indices = _folds(train, n_folds, settings.seed)
+    fold_indices = study_folds(train, n_folds, settings.seed)
     base_trainer = {**(trainer or {}), "seed": settings.seed, "progress": False}
     config = {
         "method": method,
@@ -524,15 +524,15 @@ class _Objective:
         try:
             params = suggest(self.method_space, trial)
             trainer_params = suggest(self.trainer_space, trial, TRAINER_PREFIX)
-            for fold, (fit_rows, val_rows) in enumerate(self.folds):
-                fit_part, val_part = self.train.subset(fit_rows), self.train.subset(val_rows)
-                prune = _pruning_hook(trial, intermediate) if fold == 0 else None
-                model = create_method(
-                    self.method, self.train.specs, self.train.task, **{**self.fixed, **params}
-                )
-                trainer = Trainer(**{**self.base_trainer, **trainer_params, "on_epoch": prune})
-                trained = trainer.fit(model, fit_part, val_part)
-                fold_losses.append(validation_loss(trained, val_part))
+            score_point(
+                self.train,
+                self.method,
+                {**self.fixed, **params},
+                {**self.base_trainer, **trainer_params},
+                self.folds,
+                on_epoch=_pruning_hook(trial, intermediate),
+                losses=fold_losses,
+            )
             value = float(np.mean(fold_losses))
             if not math.isfinite(value):
                 raise MlmmError(f"the validation loss is {value}")
@@ -549,6 +549,32 @@ class _Objective:
             finished_at=time.time(),
         )
         return record
+
+
+def score_point(
+    train: MultimodalDataset,
+    method: str,
+    params: dict[str, Any],
+    trainer: dict[str, Any],
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    on_epoch: Callable[[str, dict], None] | None = None,
+    losses: list[float] | None = None,
+) -> float:
+    """The validation loss of one point (method hyperparameters and :class:`mlmm.Trainer`
+    arguments), mean over ``folds`` (``(fit rows, validation rows)`` of ``train``, as
+    :func:`study_folds` makes them): what a trial scores, for comparing points (say, the
+    current defaults) on a study's own folds. ``on_epoch`` watches the first fold's training;
+    ``losses`` collects each fold's loss as it is computed."""
+    losses = [] if losses is None else losses
+    for fold, (fit_rows, val_rows) in enumerate(folds):
+        fit_part, val_part = train.subset(fit_rows), train.subset(val_rows)
+        model = create_method(method, train.specs, train.task, **params)
+        hook = on_epoch if fold == 0 else None
+        trained = Trainer(**{"progress": False, **trainer, "on_epoch": hook}).fit(
+            model, fit_part, val_part
+        )
+        losses.append(validation_loss(trained, val_part))
+    return float(np.mean(losses))
 
 
 def _pruning_hook(trial: Any, intermediate: dict[int, float]) -> Callable[[str, dict], None]:
@@ -582,10 +608,13 @@ def validation_loss(trained: Any, data: MultimodalDataset) -> float:
     return float(np.mean((raw - data.targets) ** 2))
 
 
-def _folds(
-    train: MultimodalDataset, n_folds: int, seed: int
+def study_folds(
+    train: MultimodalDataset, n_folds: int | None, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(fit rows, validation rows)`` per fold, stratified by class for classification."""
+    """``(fit rows, validation rows)`` per fold of ``train``, stratified by class for
+    classification, drawn from ``seed``: the folds a study with this seed scores on
+    (``n_folds`` None: 3 below :data:`SMALL_DATA` samples, else 1)."""
+    n_folds = n_folds or (SMALL_DATA_FOLDS if train.n_samples < SMALL_DATA else 1)
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
     rows = np.arange(train.n_samples)
