@@ -395,9 +395,9 @@ def tune_training_data(
             f"method {method!r} has nothing to tune: its search space is empty; give a space "
             f"(space={{'name': Float(low, high)}}) or declare search_space on the method"
         )
-    n_folds = settings.folds or (SMALL_DATA_FOLDS if train.n_samples < SMALL_DATA else 1)
+    fold_indices = study_folds(train, settings.folds, settings.seed)
+    n_folds = len(fold_indices)
     settings = TuneSettings(settings.trials, settings.timeout, n_folds, settings.seed)
-    fold_indices = study_folds(train, n_folds, settings.seed)
     base_trainer = {**(trainer or {}), "seed": settings.seed, "progress": False}
     config = {
         "method": method,
