@@ -55,10 +55,12 @@ _EXPORTS = {
     "MlmmError": "mlmm.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "tune", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "tune":  # a callable package: mlmm.tune(dataset, method, ...) runs a study
+        return importlib.import_module("mlmm.tune")
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value

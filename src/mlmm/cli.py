@@ -140,6 +140,7 @@ def methods(family: Annotated[str | None, typer.Option(help="Only this family.")
 
 @app.command()
 def train(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="A built-in dataset (see `mlmm datasets`).")],
     method: Annotated[
         str,
@@ -174,6 +175,13 @@ def train(
     all_subsets: Annotated[
         bool, typer.Option(help="Print every modality subset, not a summary of many.")
     ] = False,
+    params: Annotated[
+        Path | None,
+        typer.Option(
+            help="Hyperparameters from `mlmm tune --params-out` (--param, --lr and "
+            "--batch-size given here win)."
+        ),
+    ] = None,
 ) -> None:
     """Train a method on a dataset and save the model artifact."""
     from mlmm.experiment import run_experiment
@@ -181,24 +189,26 @@ def train(
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
 
-    params = _parse_params(param)
-    own_cache = method == "auto" and "cache_dir" not in params
+    trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr}
+    method_params = _parse_params(param)
+    if params is not None:
+        from mlmm.tune.study import read_params
+
+        tuned_params, tuned_trainer = read_params(params, method)
+        method_params = {**tuned_params, **method_params}
+        given = _given_options(ctx)
+        trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
+    own_cache = method == "auto" and "cache_dir" not in method_params
     if own_cache:  # finished folds survive an interruption; a rerun resumes from them
-        params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
+        method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
     res = run_experiment(
         dataset,
         method,
-        method_params=params,
+        method_params=method_params,
         dataset_params=_parse_params(dataset_param, "--dataset-param"),
         missing=missing,
         seed=seed,
-        trainer={
-            "max_epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "device": device,
-            "progress": not quiet,
-        },
+        trainer={**trainer, "device": device, "progress": not quiet},
     )
     path = res.trained.save(out, overwrite=overwrite)
     console = _console()
@@ -212,12 +222,111 @@ def train(
         from mlmm.tune.auto import leaderboard
 
         if own_cache:
-            shutil.rmtree(params["cache_dir"], ignore_errors=True)
+            shutil.rmtree(method_params["cache_dir"], ignore_errors=True)
         console.print(_table(leaderboard(res.trained), "auto: inner cross-validation leaderboard"))
     console.print(
         f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
         f"{res.trained.train_seconds:.1f}s)"
     )
+
+
+def _given_options(ctx: typer.Context) -> set[str]:
+    """Names of the command's options given on the command line (not left at defaults)."""
+    return {
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+    }
+
+
+@app.command("tune")
+def tune_command(
+    dataset: Annotated[str, typer.Option(help="A built-in dataset (see `mlmm datasets`).")],
+    method: Annotated[str, typer.Option(help="A registered method (see `mlmm methods`).")],
+    missing: Annotated[
+        str,
+        typer.Option(help="Training missingness, e.g. mcar:0.5 (the train side of TRAIN=>TEST)."),
+    ] = "none",
+    trials: Annotated[
+        int, typer.Option(help="Budget in trials (a stored study runs only those it lacks).")
+    ] = 20,
+    timeout: Annotated[
+        float | None, typer.Option(help="Budget in seconds: no new trial starts after it.")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seeds the split (as `mlmm train --seed`), sampler and training.")
+    ] = 0,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            help="Folds of the training split per trial; default 3 below 1000 samples, else 1."
+        ),
+    ] = None,
+    store: Annotated[
+        Path, typer.Option(help="Results store (SQLite) holding the study; a rerun resumes it.")
+    ] = Path("mlmm-results/tune.db"),
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Hold a method hyperparameter fixed, key=value (repeatable)."),
+    ] = None,
+    dataset_param: Annotated[
+        list[str] | None, typer.Option(help="Dataset option key=value (repeatable).")
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Maximum epochs per trial (early stopping on the fold).")
+    ] = 200,
+    params_out: Annotated[
+        Path | None, typer.Option(help="Write the best point as YAML for `mlmm train --params`.")
+    ] = None,
+) -> None:
+    """Tune a method's hyperparameters on validation folds of the training split only."""
+    from mlmm.tune.study import tune
+
+    console = _console()
+
+    def on_trial(record) -> None:
+        value = "" if record["value"] is None else f" validation loss {record['value']:.4f}"
+        error = f": {record['error']}" if record["error"] else ""
+        console.print(
+            f"trial {record['number']}: {record['state']}{value} ({record['seconds']:.1f}s){error}"
+        )
+
+    result = tune(
+        dataset,
+        method,
+        missing=missing,
+        n_trials=trials,
+        timeout=timeout,
+        seed=seed,
+        folds=folds,
+        store=store,
+        dataset_params=_parse_params(dataset_param, "--dataset-param"),
+        method_params=_parse_params(param),
+        trainer={"max_epochs": epochs},
+        on_trial=on_trial,
+    )
+    done = result.trials.state.value_counts().to_dict()
+    console.print(
+        f"{method} on {dataset} ({result.n_train} training samples, {result.settings.folds} "
+        f"fold(s)): {len(result.trials)} trials ("
+        + ", ".join(f"{n} {state}" for state, n in done.items())
+        + f"); best trial {result.best_trial}, validation {result.metric} {result.value:.4f}"
+    )
+    best = {**result.params, **{f"trainer.{k}": v for k, v in result.trainer.items()}}
+    console.print(_table(_pd_row(best), "best hyperparameters"))
+    console.print(f"study {result.study_key} in {store}")
+    if params_out is not None:
+        path = result.save(params_out)
+        console.print(
+            f"wrote {path}: mlmm train --dataset {dataset} --method {method} --seed {seed} "
+            f"--params {path} ..."
+        )
+
+
+def _pd_row(values: dict) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame([{"parameter": k, "value": str(v)} for k, v in values.items()])
 
 
 #: Above this many modality subsets, train and evaluate print a summary (by size, worst, best).

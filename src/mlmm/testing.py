@@ -117,6 +117,24 @@ def check_hyperparameters_roundtrip(name: str) -> None:
     assert again.get_hyperparameters() == params
 
 
+def check_search_space(name: str) -> None:
+    """Every name of the method's ``search_space`` is a constructor argument, and the model
+    builds at the space's low and high corners and at three seeded random points."""
+    from mlmm.tune.space import check_space, draw, method_parameters
+
+    cls = METHODS.get(name).obj
+    space = cls.search_space
+    check_space(name, space, method_parameters(cls))  # MlmmError naming the unknown parameter
+    data = contract_dataset()
+    points = [{key: dim.corners()[end] for key, dim in space.items()} for end in (0, -1)]
+    points += [draw(space, np.random.default_rng(seed)) for seed in range(3)]
+    for point in points:
+        try:
+            create_method(name, data.specs, data.task, **point)
+        except Exception as err:
+            raise AssertionError(f"the search space's point {point} does not build: {err}") from err
+
+
 def check_state_dict_covers_parameters(name: str) -> None:
     """Every learnable tensor is registered, so checkpoints hold all of them."""
     data = contract_dataset()
@@ -259,6 +277,7 @@ def check_estimator_contract(name: str) -> None:
 CHECKS: tuple[Callable[[str], None], ...] = (
     check_registration,
     check_hyperparameters_roundtrip,
+    check_search_space,
     check_state_dict_covers_parameters,
     check_presence_patterns,
     check_absent_rows_are_not_read,

@@ -196,6 +196,9 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     ``machine`` and ``version``. A finished run also says whether the trainer's time limit
     ended any of its stages (``time_limited``, 0 or 1) and which test conditions could not be
     simulated (``condition_errors``, JSON ``{condition: error}``, None when all ran).
+    A run with a ``tune`` block first tunes on its training
+    split; a done run then also carries ``tuning`` (its study, for
+    :meth:`~mlmm.bench.ResultsStore.save_study`).
     """
     import pandas as pd
 
@@ -207,19 +210,26 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     run = RunConfig.from_dict(config)
     base = {"threads": threads, "machine": platform.node(), "version": mlmm.__version__}
     start = time.perf_counter()
+    tuning = None
     try:
         load_plugins(run.plugins)  # a worker process registers the spec's plugins itself
+        method_params, trainer = run.method_params, dict(run.budget)
+        if run.tune is not None:  # tuned on this run's own training split, then trained
+            from mlmm.tune.study import tune_run
+
+            tuning = tune_run(run)
+            method_params, trainer = tuning.params, {**trainer, **tuning.trainer}
         res = run_experiment(
             run.dataset,
             run.method,
-            method_params=run.method_params,
+            method_params=method_params,
             dataset_params=run.dataset_params,
             missing=run.train_missing,
             test_missing=list(run.test_missing),
             seed=run.seed,
             test_size=run.test_size,
             val_size=run.val_size,
-            trainer={**run.budget, "progress": False},
+            trainer={**trainer, "progress": False},
         )
     except Exception as err:  # a failing run is recorded, the others go on
         return {
@@ -232,6 +242,8 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     if res.reference is not None:
         table = pd.concat([table, res.reference], ignore_index=True)
     trained = res.trained
+    if tuning is not None:
+        base["tuning"] = tuning.stored()
     return {
         **base,
         "status": "done",
@@ -725,6 +737,8 @@ def run_benchmark(
                 progress.durations.append(time.perf_counter() - t0)
                 ran += 1
                 if outcome["status"] == "done":
+                    if "tuning" in outcome:  # before finish: a done run always has its study
+                        db.save_study(**outcome.pop("tuning"), run_key=run.key)
                     db.finish(run.key, outcome.pop("results"), outcome)
                 else:
                     db.fail(run.key, outcome)

@@ -85,6 +85,23 @@ class Budget(BaseModel):
         return self.model_dump()
 
 
+class TuneBlock(BaseModel):
+    """``tune:``: every run first tunes its method's hyperparameters on its own training split
+    (:func:`mlmm.tune.tune_training_data`, validation folds inside that split only), then
+    trains with the best point. The runs' budget (epochs, patience) applies to every trial."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(20, ge=1, description="Trials per run (at least 1).")
+    timeout: float | None = Field(
+        None, gt=0, description="Seconds per run's study: no new trial starts after them."
+    )
+    folds: int | None = Field(
+        None, ge=1, description="Folds of the training split; None: 3 below 1000 samples, else 1."
+    )
+    seed: int = Field(0, ge=0, description="The tuning seed (sampler, folds, trial training).")
+
+
 class MissingEntry(BaseModel):
     """One training condition and the test conditions its model is scored under; ``datasets``
     limits it to some datasets (a fixed pattern names one dataset's modalities)."""
@@ -130,6 +147,7 @@ class BenchSpec(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     test_size: float = Field(0.2, gt=0, lt=1)
     val_size: float = Field(0.1, ge=0, lt=1)
+    tune: TuneBlock | None = None
 
     @field_validator("plugins")
     @classmethod
@@ -296,6 +314,7 @@ class BenchSpec(BaseModel):
                 test_size=self.test_size,
                 val_size=self.val_size,
                 plugins=tuple(self.plugins),
+                tune=None if self.tune is None else self.tune.model_dump(),
             )
             for dataset, dataset_params in self.datasets.items()
             for train, tests in self.conditions(dataset)
@@ -319,6 +338,7 @@ class RunConfig:
     test_size: float
     val_size: float
     plugins: tuple[str, ...] = ()
+    tune: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the test conditions as a list (``plugins`` only when there are
@@ -337,6 +357,8 @@ class RunConfig:
         }
         if self.plugins:
             out["plugins"] = list(self.plugins)
+        if self.tune is not None:  # only when tuned: the keys of untuned runs stay the same
+            out["tune"] = self.tune
         return out
 
     @classmethod

@@ -211,6 +211,46 @@ CREATE TABLE IF NOT EXISTS stream_steps (
 );
 """
 
+#: Tuning tables (:mod:`mlmm.tune`), created on first use so that older stores gain them: one
+#: row per study (its configuration as JSON, keyed by the configuration's hash) and one per
+#: finished trial. A trial is written whole when it ends, so a study killed at any point
+#: resumes from its finished trials.
+_TUNING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tune_studies (
+    study_key TEXT PRIMARY KEY,
+    run_key TEXT,
+    dataset TEXT NOT NULL,
+    method TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tune_trials (
+    study_key TEXT NOT NULL REFERENCES tune_studies(study_key),
+    number INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('complete', 'pruned', 'failed')),
+    value REAL,
+    params TEXT NOT NULL,
+    intermediate TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    error TEXT,
+    seconds REAL,
+    finished_at REAL NOT NULL,
+    PRIMARY KEY (study_key, number)
+);
+"""
+#: Columns of ``tune_trials`` besides ``study_key`` (JSON columns: params, intermediate, attrs).
+TRIAL_FIELDS = (
+    "number",
+    "state",
+    "value",
+    "params",
+    "intermediate",
+    "attrs",
+    "error",
+    "seconds",
+    "finished_at",
+)
+
 
 def this_process() -> str:
     """The owner tag of a claim: ``host:pid``."""
@@ -961,3 +1001,113 @@ class ResultsStore:
         else:
             raise MlmmError(f"export to .csv or .parquet, got {path.name!r}")
         return path
+
+    # ------------------------------------------------------------------ tuning
+    def _tuning_tables(self) -> None:
+        """Create the tuning tables if this store has none yet (one transaction)."""
+        self._db.executescript(f"BEGIN IMMEDIATE; {_TUNING_SCHEMA} COMMIT;")
+
+    def open_study(
+        self,
+        study_key: str,
+        config: dict[str, Any],
+        dataset: str,
+        method: str,
+        run_key: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Register a tuning study (if new) and return its finished trials, by number.
+
+        Each trial is a dict with :data:`TRIAL_FIELDS` (``params``, ``intermediate`` and
+        ``attrs`` decoded from JSON; ``intermediate`` keys are epochs as ints).
+        """
+        self._tuning_tables()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO tune_studies (study_key, run_key, dataset, method, config, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    study_key,
+                    run_key,
+                    dataset,
+                    method,
+                    json.dumps(config, sort_keys=True),
+                    time.time(),
+                ),
+            )
+        return self.study_trials(study_key)
+
+    def add_trial(self, study_key: str, trial: dict[str, Any]) -> None:
+        """Write one finished trial (a dict with :data:`TRIAL_FIELDS`) in one transaction; a
+        trial of the same number is replaced."""
+        row = dict(trial)
+        for name in ("params", "intermediate", "attrs"):
+            row[name] = json.dumps(row.get(name) or {}, sort_keys=True)
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO tune_trials (study_key, {', '.join(TRIAL_FIELDS)}) "
+                f"VALUES ({', '.join('?' * (len(TRIAL_FIELDS) + 1))})",
+                (study_key, *(row.get(name) for name in TRIAL_FIELDS)),
+            )
+
+    def save_study(
+        self,
+        study_key: str,
+        config: dict[str, Any],
+        dataset: str,
+        method: str,
+        trials: Iterable[dict[str, Any]],
+        run_key: str | None = None,
+    ) -> None:
+        """Register a study and write all its trials (a benchmark run's study, tuned in a
+        worker and sent back whole)."""
+        self.open_study(study_key, config, dataset, method, run_key)
+        for trial in trials:
+            self.add_trial(study_key, trial)
+
+    def study_trials(self, study_key: str) -> list[dict[str, Any]]:
+        """The finished trials of a study, by number (empty for an unknown study)."""
+        if not self._has_table("tune_trials"):
+            return []
+        rows = self._db.execute(
+            f"SELECT {', '.join(TRIAL_FIELDS)} FROM tune_trials WHERE study_key = ? "
+            "ORDER BY number",
+            (study_key,),
+        ).fetchall()
+        trials = []
+        for row in rows:
+            trial = dict(zip(TRIAL_FIELDS, row, strict=True))
+            for name in ("params", "attrs"):
+                trial[name] = json.loads(trial[name])
+            trial["intermediate"] = {
+                int(k): v for k, v in json.loads(trial["intermediate"]).items()
+            }
+            trials.append(trial)
+        return trials
+
+    def studies(self) -> pd.DataFrame:
+        """One row per tuning study: key, run (for a benchmark run's study), dataset, method,
+        configuration, trials finished and failed, the best trial and its validation score."""
+        columns = [
+            "study_key", "run_key", "dataset", "method", "config", "created_at",
+            "n_trials", "n_failed", "best_trial", "best_value",
+        ]  # fmt: skip
+        if not self._has_table("tune_studies"):
+            return pd.DataFrame(columns=columns)
+        query = (
+            "SELECT s.study_key, s.run_key, s.dataset, s.method, s.config, s.created_at, "
+            "COUNT(t.number) AS n_trials, "
+            "COALESCE(SUM(t.state = 'failed'), 0) AS n_failed, "
+            "(SELECT b.number FROM tune_trials b WHERE b.study_key = s.study_key AND "
+            " b.state = 'complete' ORDER BY b.value, b.number LIMIT 1) AS best_trial, "
+            "(SELECT MIN(b.value) FROM tune_trials b WHERE b.study_key = s.study_key AND "
+            " b.state = 'complete') AS best_value "
+            "FROM tune_studies s LEFT JOIN tune_trials t ON t.study_key = s.study_key "
+            "GROUP BY s.study_key ORDER BY s.rowid"
+        )
+        return pd.read_sql_query(query, self._db)[columns]
+
+    def _has_table(self, name: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None

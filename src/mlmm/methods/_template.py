@@ -34,6 +34,7 @@ from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common
 # In your copy, also import the decorator:
 # from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
+from mlmm.tune.space import Float, Int
 
 
 # Step 2 of "Adding a method": register the class. ``family`` and ``subtype`` must come from
@@ -91,6 +92,15 @@ class MaskedMeanTemplate(MissingModalityModel):
     >>> out.prediction.shape, out.embedding.shape
     (torch.Size([200, 4]), torch.Size([200, 32]))
     """
+
+    # The hyperparameters worth tuning and their ranges (``mlmm tune`` samples them; the
+    # contract suite checks every name is a constructor argument and that points build).
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+        "modality_dropout": Float(0.0, 0.6),
+    }
 
     # Step 1: the constructor takes ``(specs, task, **hyperparameters)``. Every
     # hyperparameter has a default, is validated here with a clear error, and is stored

@@ -73,6 +73,9 @@ class MissingModalityModel(nn.Module, abc.ABC):
     #: How many separately trained models the method holds, reported as a cost (one per subset
     #: for dedicated training, one per expert for a scheduler); override where it is not 1.
     n_models: int = 1
+    #: The hyperparameters worth tuning and their ranges, ``name -> Float | Int | Categorical``
+    #: (:mod:`mlmm.tune.space`); every name is a constructor argument. ``mlmm tune`` samples it.
+    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, specs: Sequence[ModalitySpec], task: TaskSpec) -> None:
         super().__init__()

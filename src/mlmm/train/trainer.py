@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -101,6 +102,10 @@ class Trainer:
         Re-draw the model's initial weights from ``seed`` before training (every submodule's
         ``reset_parameters``), so the result does not depend on the global random state at
         model creation. Pass False to continue training weights you already have.
+    on_epoch : callable or None
+        Called as ``on_epoch(stage, row)`` after every epoch of the shared loop, with the
+        epoch's row of :attr:`TrainHistory.epochs`. An exception it raises stops training and
+        propagates (a tuning study prunes a trial this way). Not part of :meth:`config`.
 
     Examples
     --------
@@ -127,6 +132,7 @@ class Trainer:
         num_threads: int | None = None,
         reinitialize: bool = True,
         time_limit: float | None = None,
+        on_epoch: Callable[[str, dict[str, float]], None] | None = None,
     ) -> None:
         check_range("max_epochs", max_epochs, 1, integer=True)
         check_range("batch_size", batch_size, 1, integer=True)
@@ -149,6 +155,7 @@ class Trainer:
             num_threads,
         )
         self.reinitialize, self.time_limit = reinitialize, time_limit
+        self.on_epoch = on_epoch
         self._deadline: float | None = None
 
     def config(self) -> dict[str, Any]:
@@ -289,6 +296,8 @@ class Trainer:
                 row["seconds"] = time.perf_counter() - t0
                 history.epochs.append(row)
                 bar(epoch, row)
+                if self.on_epoch is not None:
+                    self.on_epoch(stage, row)
                 stalled = since_best >= self.patience and all(
                     selection.since_best >= self.patience for selection in part_best.values()
                 )

@@ -36,6 +36,7 @@ from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, 
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, modality_dropout
 from mlmm.nn.graph import BipartiteSageLayer, cross_view_contrastive
+from mlmm.tune.space import Float, Int
 
 
 @register_method(
@@ -104,6 +105,15 @@ class BipartiteGraph(MissingModalityModel):
     >>> model(mlmm.MultimodalBatch.from_dataset(ds)).embedding.shape
     torch.Size([200, 64])
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+        "n_layers": Int(1, 3),
+        "edge_dropout": Float(0.0, 0.7),
+        "contrastive_weight": Float(1e-3, 1.0, log=True),
+    }
 
     def __init__(
         self,

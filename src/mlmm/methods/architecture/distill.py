@@ -53,6 +53,7 @@ from mlmm.methods.base import (
 )
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
+from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -188,6 +189,16 @@ class Distill(MissingModalityModel):
     >>> [h.stage for h in trained.histories]
     ['teacher', 'student']
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+        "temperature": Float(1.0, 8.0, log=True),
+        "kd_weight": Float(0.1, 10.0, log=True),
+        "feature_weight": Float(0.01, 10.0, log=True),
+        "simulate_missing": Float(0.2, 0.8),
+    }
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, 
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
 from mlmm.nn.backbones import MissingAwarePrompts, TokenTransformer, load_backbone
+from mlmm.tune.space import Categorical, Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -118,6 +119,15 @@ class FrozenBackbonePrompting(MissingModalityModel):
     >>> model(mlmm.MultimodalBatch.from_dataset(ds)).prediction.shape
     torch.Size([200, 4])
     """
+
+    search_space = {
+        "embed_dim": Categorical([32, 64, 128]),
+        "hidden": Int(64, 512, log=True),
+        "n_heads": Categorical([2, 4]),
+        "prompt_length": Int(1, 16, log=True),
+        "dropout": Float(0.0, 0.6),
+        "modality_dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, 
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, modality_dropout
 from mlmm.nn.backbones import TokenTransformer, prepend_class_token
+from mlmm.tune.space import Categorical, Float, Int
 
 
 @register_method(
@@ -90,6 +91,15 @@ class MaskedAttention(MissingModalityModel):
     >>> model(mlmm.MultimodalBatch.from_dataset(ds)).embedding.shape
     torch.Size([200, 64])
     """
+
+    search_space = {
+        "embed_dim": Categorical([32, 64, 128]),
+        "hidden": Int(64, 256, log=True),
+        "n_layers": Int(1, 3),
+        "n_heads": Categorical([2, 4]),
+        "dropout": Float(0.0, 0.6),
+        "modality_dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

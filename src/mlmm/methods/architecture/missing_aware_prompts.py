@@ -50,6 +50,7 @@ from mlmm.methods.architecture.masked_attention import MaskedAttention
 from mlmm.methods.base import check_choice, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn.backbones import MissingAwarePrompts, prepend_class_token
+from mlmm.tune.space import Categorical, Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -129,6 +130,15 @@ class MissingAwarePromptsModel(MaskedAttention):
     >>> [h.stage for h in trained.histories]
     ['pretrain', 'prompts']
     """
+
+    search_space = {
+        "embed_dim": Categorical([32, 64, 128]),
+        "hidden": Int(64, 256, log=True),
+        "n_heads": Categorical([2, 4]),
+        "prompt_length": Int(2, 16, log=True),
+        "dropout": Float(0.0, 0.6),
+        "modality_dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, modality_dropout
 from mlmm.nn.graph import bank_self_matches, neighbour_attention
 from mlmm.nn.retrieval import SampleBank, overlap_distances
+from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -118,6 +119,15 @@ class SampleGraph(MissingModalityModel):
     >>> out.extras["neighbours"].shape  # [B, M, k]: the training rows that filled each slot
     torch.Size([60, 3, 5])
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+        "k": Int(5, 50, log=True),
+        "temperature": Float(0.05, 1.0, log=True),
+        "modality_dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

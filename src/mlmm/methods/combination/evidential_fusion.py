@@ -36,6 +36,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import build_encoder
+from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -187,6 +188,14 @@ class EvidentialFusion(MissingModalityModel):
     >>> out.extras["uncertainty"].shape
     torch.Size([200])
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+        "annealing_epochs": Int(5, 100, log=True),
+        "nig_regularizer": Float(1e-3, 0.1, log=True),
+    }
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ from mlmm.methods.base import (
 )
 from mlmm.methods.registry import register_method
 from mlmm.nn import build_encoder, combine_predictions, masked_mean
+from mlmm.tune.space import Categorical, Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -91,6 +92,13 @@ class LateFusion(MissingModalityModel):
     >>> out.extras["per_modality"].shape
     torch.Size([200, 3, 4])
     """
+
+    search_space = {
+        "rule": Categorical(["sum_logprob", "mean_prob"]),
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from mlmm.methods.base import MethodOutput, check_range
 from mlmm.methods.combination.late_fusion import LateFusion
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead
+from mlmm.tune.space import Float, Int
 
 
 @register_method(
@@ -86,6 +87,13 @@ class LearnedWeightEnsemble(LateFusion):
     >>> out.extras["weights"].shape
     torch.Size([200, 3])
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+        "gate_hidden": Int(8, 128, log=True),
+    }
 
     def __init__(
         self,

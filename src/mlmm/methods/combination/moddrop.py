@@ -40,6 +40,7 @@ from mlmm.nn import (
     masked_mean,
     modality_dropout,
 )
+from mlmm.tune.space import Categorical, Float, Int
 
 FUSIONS = ("concat", "mean", "mean_variance")
 
@@ -103,6 +104,14 @@ class ModDrop(MissingModalityModel):
     >>> model.drop_probs.tolist()
     [0.5, 0.0, 0.0]
     """
+
+    search_space = {
+        "fusion": Categorical(["concat", "mean", "mean_variance"]),
+        "drop_prob": Float(0.0, 0.7),
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder
+from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -137,6 +138,12 @@ class PerSubset(MissingModalityModel):
     >>> model.cost()["n_models"]
     7
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

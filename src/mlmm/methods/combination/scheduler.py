@@ -39,6 +39,7 @@ from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, MissingModalityModel
 from mlmm.methods.combination.per_subset import pattern_codes, rows_of, with_subset
 from mlmm.methods.registry import create_method, register_method
+from mlmm.tune.space import Categorical
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -123,6 +124,12 @@ class Scheduler(MissingModalityModel):
     >>> table.columns.tolist()[:3]
     ['pattern', 'n_val', 'chosen']
     """
+
+    search_space = {
+        "experts": Categorical(
+            ["late-fusion,hemis", "late-fusion,hemis,mean-impute", "late-fusion,masked-attention"]
+        ),
+    }
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from mlmm.methods.base import check_choice, check_range
 from mlmm.methods.imputation.mean_impute import MeanImpute
 from mlmm.methods.registry import register_method
 from mlmm.nn.retrieval import SampleBank, knn_average, overlap_distances
+from mlmm.tune.space import Categorical, Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -117,6 +118,15 @@ class KnnImpute(MeanImpute):
     >>> sorted(filled) == sorted(ds.modality_names)
     True
     """
+
+    search_space = {
+        "k": Int(1, 50, log=True),
+        "weighting": Categorical(["distance", "uniform"]),
+        "hidden": Int(64, 512, log=True),
+        "depth": Int(1, 3),
+        "dropout": Float(0.0, 0.6),
+        "modality_dropout": Float(0.0, 0.5),
+    }
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from mlmm.methods.base import MethodOutput
 from mlmm.methods.imputation.zero_impute import ZeroImpute
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, modality_dropout
+from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -102,6 +103,14 @@ class MeanImpute(ZeroImpute):
     >>> trained.predict_proba(split.test).shape
     (40, 4)
     """
+
+    search_space = {
+        "hidden": Int(64, 512, log=True),
+        "depth": Int(1, 3),
+        "dropout": Float(0.0, 0.6),
+        "embed_dim": Int(16, 128, log=True),
+        "modality_dropout": Float(0.0, 0.5),
+    }
 
     imputes = True
 

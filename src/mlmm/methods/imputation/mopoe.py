@@ -43,6 +43,7 @@ from mlmm.nn.multimodal_vae import (
     reparameterize,
     sample_subsets,
 )
+from mlmm.tune.space import Float, Int
 
 
 @register_method(
@@ -104,6 +105,15 @@ class MoPoE(MultimodalVAEImputer):
     >>> model.eval().impute(mlmm.MultimodalBatch.from_dataset(ds))[name].shape
     torch.Size([100, 16])
     """
+
+    search_space = {
+        "latent_dim": Int(8, 64, log=True),
+        "hidden": Int(64, 256, log=True),
+        "dropout": Float(0.0, 0.4),
+        "beta": Float(0.1, 2.0, log=True),
+        "elbo_weight": Float(0.1, 2.0, log=True),
+        "modality_dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

@@ -42,6 +42,7 @@ from mlmm.nn.multimodal_vae import (
     reparameterize,
     sample_subsets,
 )
+from mlmm.tune.space import Float, Int
 
 
 @register_method(
@@ -102,6 +103,15 @@ class MVAE(MultimodalVAEImputer):
     >>> sorted(filled) == sorted(ds.modality_names)
     True
     """
+
+    search_space = {
+        "latent_dim": Int(8, 64, log=True),
+        "hidden": Int(64, 256, log=True),
+        "dropout": Float(0.0, 0.4),
+        "beta": Float(0.1, 2.0, log=True),
+        "elbo_weight": Float(0.1, 2.0, log=True),
+        "modality_dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, modality_dropout
+from mlmm.tune.space import Float, Int
 
 
 @register_method(
@@ -59,6 +60,13 @@ class ZeroImpute(MissingModalityModel):
     >>> model(mlmm.MultimodalBatch.from_dataset(ds)).prediction.shape
     torch.Size([200, 4])
     """
+
+    search_space = {
+        "hidden": Int(64, 512, log=True),
+        "depth": Int(1, 3),
+        "dropout": Float(0.0, 0.6),
+        "embed_dim": Int(16, 128, log=True),
+    }
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ from mlmm.methods.reference._classical import (
     frozen,
 )
 from mlmm.methods.registry import register_method
+from mlmm.tune.space import Float, Int
 
 
 class TreeEnsemble(nn.Module):
@@ -209,6 +210,14 @@ class HistGradientBoosting(ClassicalReference):
     >>> len(trained.model.trees)  # one tree per class and iteration
     80
     """
+
+    search_space = {
+        "max_iter": Int(50, 500, log=True),
+        "learning_rate": Float(0.01, 0.3, log=True),
+        "max_leaf_nodes": Int(8, 64, log=True),
+        "min_samples_leaf": Int(5, 50, log=True),
+        "l2_regularization": Float(1e-4, 10.0, log=True),
+    }
 
     #: deterministic given the data, unless early stopping carves its own validation split
     uses_seed = False

@@ -38,6 +38,7 @@ from mlmm.methods.reference._classical import (
     frozen,
 )
 from mlmm.methods.registry import register_method
+from mlmm.tune.space import Float, Int
 
 
 def _cholesky(matrix: torch.Tensor) -> torch.Tensor:
@@ -200,6 +201,11 @@ class LdaEm(ClassicalReference):
     >>> trained.predict_proba(split.test).shape
     (40, 4)
     """
+
+    search_space = {
+        "shrinkage": Float(1e-3, 0.5, log=True),
+        "n_iter": Int(5, 50, log=True),
+    }
 
     uses_seed = False  # EM from a fixed start has no randomness: the seed changes nothing
 

@@ -24,6 +24,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, check_range
 from mlmm.methods.reference._classical import ClassicalReference, fit_linear, flat_features, frozen
 from mlmm.methods.registry import register_method
+from mlmm.tune.space import Float
 
 
 @register_method(
@@ -79,6 +80,10 @@ class LogisticMeanImpute(ClassicalReference):
     >>> trained.predict_proba(split.test).shape
     (40, 4)
     """
+
+    search_space = {
+        "C": Float(1e-3, 10.0, log=True),
+    }
 
     uses_seed = False  # lbfgs and ridge are deterministic: the seed changes nothing
 

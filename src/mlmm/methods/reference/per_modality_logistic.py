@@ -30,6 +30,7 @@ from mlmm.methods.reference._classical import (
     frozen,
 )
 from mlmm.methods.registry import register_method
+from mlmm.tune.space import Float
 
 
 @register_method(
@@ -86,6 +87,10 @@ class PerModalityLogistic(ClassicalReference):
     >>> trained.predict_proba(split.test).shape
     (40, 4)
     """
+
+    search_space = {
+        "C": Float(1e-3, 10.0, log=True),
+    }
 
     uses_seed = False  # lbfgs and ridge are deterministic: the seed changes nothing
 

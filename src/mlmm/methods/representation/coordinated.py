@@ -44,6 +44,7 @@ from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, 
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
 from mlmm.nn.alignment import pairwise_info_nce
+from mlmm.tune.space import Float, Int
 
 
 @register_method(
@@ -115,6 +116,15 @@ class Coordinated(MissingModalityModel):
     >>> out.embedding.shape, sorted(out.aux_losses)
     (torch.Size([200, 64]), ['align'])
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+        "modality_dropout": Float(0.0, 0.6),
+        "align_weight": Float(0.01, 10.0, log=True),
+        "temperature": Float(0.05, 0.5, log=True),
+    }
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common
 from mlmm.methods.registry import register_method
 from mlmm.nn import MeanVarianceFusion, MLPHead, build_encoder, modality_dropout
+from mlmm.tune.space import Float, Int
 
 
 @register_method(
@@ -65,6 +66,14 @@ class HeMIS(MissingModalityModel):
     >>> model(mlmm.MultimodalBatch.from_dataset(ds)).embedding.shape
     torch.Size([200, 128])
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "depth": Int(1, 2),
+        "dropout": Float(0.0, 0.6),
+        "modality_dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

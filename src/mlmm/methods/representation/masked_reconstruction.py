@@ -41,6 +41,7 @@ from mlmm.methods.base import (
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, modality_dropout
 from mlmm.nn.embedding_completion import masked_mse
+from mlmm.tune.space import Categorical, Float, Int
 
 POOLINGS = ("mean", "cls")
 
@@ -114,6 +115,16 @@ class MaskedReconstruction(MissingModalityModel):
     >>> out.embedding.shape, out.extras["completed"].shape
     (torch.Size([200, 32]), torch.Size([200, 3, 32]))
     """
+
+    search_space = {
+        "embed_dim": Categorical([16, 32, 64]),
+        "hidden": Int(64, 256, log=True),
+        "dropout": Float(0.0, 0.5),
+        "n_layers": Int(1, 2),
+        "n_heads": Categorical([2, 4]),
+        "drop_rate": Float(0.2, 0.8),
+        "reconstruction_weight": Float(0.1, 10.0, log=True),
+    }
 
     def __init__(
         self,

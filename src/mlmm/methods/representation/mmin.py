@@ -56,6 +56,7 @@ from mlmm.methods.base import (
 from mlmm.methods.registry import register_method
 from mlmm.nn import ConcatFusion, MLPHead, build_encoder
 from mlmm.nn.embedding_completion import CascadeResidualAutoencoder, masked_mse
+from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
@@ -199,6 +200,16 @@ class MMIN(MissingModalityModel):
     >>> out.embedding.shape, out.extras["completed"].shape, sorted(out.aux_losses)
     (torch.Size([200, 96]), torch.Size([200, 3, 32]), ['cycle', 'imagination'])
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 256, log=True),
+        "dropout": Float(0.0, 0.5),
+        "n_blocks": Int(1, 4),
+        "bottleneck": Int(8, 64, log=True),
+        "forward_weight": Float(0.5, 10.0, log=True),
+        "cycle_weight": Float(0.5, 10.0, log=True),
+    }
 
     def __init__(
         self,

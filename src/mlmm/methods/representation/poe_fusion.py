@@ -37,6 +37,7 @@ from mlmm.methods.base import (
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, modality_dropout
 from mlmm.nn.gaussian_fusion import ProductOfExperts
+from mlmm.tune.space import Categorical, Float, Int
 
 HEAD_INPUTS = ("mean", "sample", "mean_logvar")
 
@@ -98,6 +99,14 @@ class PoEFusion(MissingModalityModel):
     >>> out.embedding.shape, out.extras["logvar"].shape
     (torch.Size([200, 32]), torch.Size([200, 32]))
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 256, log=True),
+        "dropout": Float(0.0, 0.6),
+        "head_input": Categorical(["mean", "sample", "mean_logvar"]),
+        "modality_dropout": Float(0.0, 0.6),
+    }
 
     def __init__(
         self,

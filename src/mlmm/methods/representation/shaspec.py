@@ -50,6 +50,7 @@ from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, 
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
 from mlmm.nn.alignment import modality_classification_loss, pairwise_l1_alignment
+from mlmm.tune.space import Float, Int
 
 
 def fill_absent_with_shared_mean(
@@ -140,6 +141,15 @@ class ShaSpec(MissingModalityModel):
     >>> out.embedding.shape, sorted(out.aux_losses)
     (torch.Size([200, 96]), ['align', 'domain'])
     """
+
+    search_space = {
+        "embed_dim": Int(16, 128, log=True),
+        "hidden": Int(64, 512, log=True),
+        "dropout": Float(0.0, 0.6),
+        "modality_dropout": Float(0.0, 0.6),
+        "align_weight": Float(0.01, 10.0, log=True),
+        "domain_weight": Float(1e-3, 0.2, log=True),
+    }
 
     def __init__(
         self,

@@ -1,0 +1,86 @@
+"""Search spaces: declarations, sampling, and the checks that guard them."""
+
+import numpy as np
+import pytest
+
+import mlmm
+from mlmm.errors import MlmmError
+from mlmm.methods import METHODS
+from mlmm.tune.space import (
+    TRAINER_SPACE,
+    Categorical,
+    Float,
+    Int,
+    check_space,
+    draw,
+    method_parameters,
+)
+
+
+def test_draws_stay_in_range_and_follow_the_seed():
+    space = {
+        "a": Float(1e-4, 1e-2, log=True),
+        "b": Int(16, 256, log=True),
+        "c": Int(1, 3),
+        "d": Categorical(["x", "y"]),
+    }
+    points = [draw(space, np.random.default_rng(seed)) for seed in range(50)]
+    assert all(1e-4 <= p["a"] <= 1e-2 and 16 <= p["b"] <= 256 for p in points)
+    assert {p["c"] for p in points} == {1, 2, 3}
+    assert {p["d"] for p in points} == {"x", "y"}
+    assert draw(space, np.random.default_rng(7)) == draw(space, np.random.default_rng(7))
+    # log-uniform: about as many draws in [1e-4, 1e-3] as in [1e-3, 1e-2]
+    low = sum(p["a"] < 1e-3 for p in points)
+    assert 15 <= low <= 35
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: Float(1.0, 1.0), "low < high"),
+        (lambda: Float(0.0, 1.0, log=True), "low > 0"),
+        (lambda: Int(1.5, 3), "integers"),
+        (lambda: Categorical([]), "at least one choice"),
+        (lambda: Categorical([[1, 2]]), "None, bool, int, float or str"),
+    ],
+)
+def test_bad_dimensions_are_refused_with_one_line(build, message):
+    with pytest.raises(MlmmError, match=message) as err:
+        build()
+    assert "\n" not in str(err.value)
+
+
+def test_a_space_naming_an_unknown_parameter_lists_the_methods_parameters():
+    cls = METHODS.get("hemis").obj
+    with pytest.raises(MlmmError) as err:
+        check_space("hemis", {"hiden": Int(8, 64)}, method_parameters(cls))
+    message = str(err.value)
+    assert "\n" not in message and "'hiden'" in message
+    for name in ("embed_dim", "hidden", "depth", "dropout", "modality_dropout"):
+        assert name in message
+    with pytest.raises(MlmmError, match="Float"):
+        check_space("hemis", {"hidden": (8, 64)}, method_parameters(cls))
+
+
+def test_every_builtin_method_declares_a_space_of_its_own_parameters():
+    for name in mlmm.list_methods():
+        cls = METHODS.get(name).obj
+        assert cls.search_space, f"{name} declares no search_space"
+        check_space(name, cls.search_space, method_parameters(cls))
+
+
+def test_the_trainer_space_names_trainer_arguments():
+    check_space("trainer", TRAINER_SPACE, method_parameters(mlmm.Trainer))
+
+
+def test_the_contract_check_catches_a_space_whose_points_do_not_build(monkeypatch):
+    from mlmm.testing import check_search_space
+
+    cls = METHODS.get("hemis").obj
+    check_search_space("hemis")
+    monkeypatch.setattr(cls, "search_space", {"hidden": Int(0, 4)})  # hidden=0 is refused
+    with pytest.raises(AssertionError, match="does not build"):
+        check_search_space("hemis")
+    monkeypatch.setattr(cls, "search_space", {"hiden": Int(8, 64)})
+    with pytest.raises(MlmmError, match="not one of its parameters"):
+        check_search_space("hemis")

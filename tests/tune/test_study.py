@@ -1,0 +1,285 @@
+"""Studies: seeded, scored on the training split only, resumable, robust to failing trials."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mlmm
+from mlmm.bench.store import APPLICATION_ID, ResultsStore
+from mlmm.errors import MlmmError
+from mlmm.tune import study as study_module
+from mlmm.tune.space import Categorical, Float, Int
+from mlmm.tune.study import TuneSettings, _pruning_hook, tune
+
+#: A small space and budget: each trial trains 2 folds × 2 epochs of a tiny hemis.
+SPACE = {"embed_dim": Int(4, 16), "dropout": Float(0.0, 0.5)}
+TRAINER = {"max_epochs": 2, "patience": 2}
+
+
+def tagged_dataset(n=90, seed=0):
+    """Two vector modalities whose first column is ``1000 + sample index`` (a tag to see
+    which samples a trial was given), plus informative noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    tag = 1000.0 + np.arange(n)
+    a = np.column_stack([tag, y + rng.normal(0, 0.5, n)])
+    b = np.column_stack([tag, y + rng.normal(0, 0.5, n), rng.normal(size=n)])
+    return mlmm.from_arrays({"a": a, "b": b}, y, name="tagged")
+
+
+SMALL = dict(
+    missing="mcar:0.3",
+    n_trials=3,
+    seed=0,
+    folds=2,
+    space=SPACE,
+    trainer=TRAINER,
+    trainer_space={"lr": Float(1e-3, 1e-2, log=True)},
+)
+
+
+def small_tune(**kwargs):
+    args = {**SMALL, **kwargs}
+    return tune(tagged_dataset(), "hemis", **args)
+
+
+class Spy:
+    """Records the tags of every present row the trainer and the scoring see."""
+
+    def __init__(self, monkeypatch):
+        self.tags: set[int] = set()
+        self.fits = 0
+        fit, score = mlmm.Trainer.fit, study_module.validation_loss
+
+        def spy_fit(trainer, model, train, val=None, info=None):
+            self.fits += 1
+            self.see(train)
+            if val is not None:
+                self.see(val)
+            return fit(trainer, model, train, val, info)
+
+        def spy_score(trained, data):
+            self.see(data)
+            return score(trained, data)
+
+        monkeypatch.setattr(mlmm.Trainer, "fit", spy_fit)
+        monkeypatch.setattr(study_module, "validation_loss", spy_score)
+
+    def see(self, data):
+        for j, spec in enumerate(data.specs):
+            rows = data.observed[:, j]
+            self.tags.update(int(t) - 1000 for t in data.inputs[spec.name][rows, 0])
+
+
+def test_mlmm_tune_is_the_package_and_the_function():
+    import mlmm.tune.space  # noqa: F401  (binds mlmm.tune to the package)
+
+    assert mlmm.tune is sys.modules["mlmm.tune"] and callable(mlmm.tune)
+    assert mlmm.tune.tune is tune
+
+
+def test_same_seed_same_trials_and_another_seed_other_trials():
+    first = mlmm.tune(tagged_dataset(), "hemis", **SMALL)
+    again = small_tune()
+    assert first.trials.drop(columns="seconds").equals(again.trials.drop(columns="seconds"))
+    assert first.params == again.params and first.value == again.value
+    other = small_tune(seed=1)
+    assert not np.allclose(first.trials["dropout"], other.trials["dropout"])
+    assert set(first.params) == {"embed_dim", "dropout"}  # the rest stays at its defaults
+    assert set(first.trainer) == {"lr"}
+
+
+def test_trials_see_only_the_training_split(monkeypatch):
+    spy = Spy(monkeypatch)
+    small_tune(n_trials=2)
+    split = mlmm.train_val_test_split(tagged_dataset(), seed=0)
+    assert spy.tags, "the spy saw nothing"
+    assert spy.tags <= set(split.indices["train"].tolist())
+    assert not spy.tags & set(split.indices["test"].tolist())
+    assert not spy.tags & set(split.indices["val"].tolist())
+
+
+def test_a_stopped_study_resumes_without_rerunning_finished_trials(monkeypatch, tmp_path):
+    store = tmp_path / "tune.db"
+    uninterrupted = small_tune(n_trials=4, store=tmp_path / "other.db")
+    first = small_tune(n_trials=2, store=store)
+    spy = Spy(monkeypatch)
+    resumed = small_tune(n_trials=4, store=store)
+    assert spy.fits == 2 * 2  # two new trials × two folds; the first two were not rerun
+    assert resumed.records[:2] == first.records
+    columns = ["number", "state", "value", "dropout", "embed_dim", "trainer.lr"]
+    assert resumed.trials[columns].equals(uninterrupted.trials[columns])
+    with ResultsStore(store) as db:
+        studies = db.studies()
+    assert len(studies) == 1 and studies.n_trials[0] == 4
+    assert studies.best_trial[0] == resumed.best_trial
+    # a finished study asked for no more trials runs nothing
+    spy.fits = 0
+    assert small_tune(n_trials=3, store=store).best_trial == resumed.best_trial
+    assert spy.fits == 0
+
+
+KILLED = """
+import sys, numpy as np, mlmm
+from mlmm.tune.study import tune
+rng = np.random.default_rng(0)
+y = np.arange(120) % 2
+data = mlmm.from_arrays({"a": y[:, None] + rng.normal(0, 0.7, (120, 3))}, y)
+tune(data, "logistic-mean-impute", n_trials=500, folds=2, store=sys.argv[1],
+     on_trial=lambda record: print("trial", record["number"], flush=True))
+"""
+
+
+def test_kill_9_during_a_study_loses_no_finished_trial(tmp_path):
+    store = tmp_path / "tune.db"
+    script = tmp_path / "study.py"
+    script.write_text(textwrap.dedent(KILLED))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(store)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        for line in proc.stdout:
+            if line.startswith("trial 2"):
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    with ResultsStore(store) as db:  # still an mlmm store, with the finished trials
+        assert db._db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        key = db.studies().study_key[0]
+        before = db.study_trials(key)
+    assert len(before) >= 3
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 2
+    data = mlmm.from_arrays({"a": y[:, None] + rng.normal(0, 0.7, (120, 3))}, y)
+    ran = []
+    result = tune(
+        data,
+        "logistic-mean-impute",
+        n_trials=len(before) + 1,
+        folds=2,
+        store=store,
+        on_trial=lambda record: ran.append(record["number"]),
+    )
+    assert ran == [len(before)]  # only the missing trial ran
+    assert result.records[: len(before)] == before
+    assert result.study_key == key
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
+    # dropout >= 1 is refused by the method: those trials fail, the others complete
+    space = {"dropout": Categorical([0.2, 1.5]), "embed_dim": Int(4, 16)}
+    result = small_tune(n_trials=6, space=space, store=tmp_path / "tune.db")
+    states = result.trials.set_index("number")["state"]
+    assert len(states) == 6
+    assert {"failed", "complete"} <= set(states)
+    failed = result.trials[result.trials.state == "failed"]
+    assert (failed.dropout == 1.5).all()
+    assert failed.error.str.contains("dropout must be in").all()
+    assert result.params["dropout"] == 0.2
+    with ResultsStore(tmp_path / "tune.db") as db:
+        assert db.studies().n_failed[0] == len(failed)
+
+
+def test_a_study_whose_every_trial_fails_says_why():
+    with pytest.raises(MlmmError, match="none of the 2 trial.*dropout must be in"):
+        small_tune(n_trials=2, space={"dropout": Float(1.0, 2.0)})
+
+
+def test_bad_budgets_and_spaces_are_one_line_errors():
+    with pytest.raises(MlmmError, match="at least one trial, got trials=0") as err:
+        small_tune(n_trials=0)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MlmmError, match="timeout"):
+        small_tune(timeout=0)
+    with pytest.raises(MlmmError) as err:
+        small_tune(space={"hiden": Int(8, 64)})
+    assert "'hiden'" in str(err.value) and "embed_dim, hidden, depth" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MlmmError, match="no hyperparameter 'hiden'"):
+        small_tune(method_params={"hiden": 8})
+    with pytest.raises(MlmmError, match="at least one trial"):
+        TuneSettings(trials=-1)
+
+
+def test_the_time_budget_stops_starting_trials():
+    result = small_tune(n_trials=50, timeout=0.01)
+    assert len(result.trials) == 1  # the first trial runs; none starts after the budget
+
+
+def test_fixed_parameters_leave_the_space():
+    result = small_tune(n_trials=2, method_params={"dropout": 0.1})
+    assert "dropout" not in result.trials and result.params["dropout"] == 0.1
+
+
+def test_pruning_reports_the_main_stage_and_stops_a_bad_trial():
+    class FakeTrial:
+        def __init__(self, prune):
+            self.reported, self.prune = [], prune
+
+        def report(self, value, step):
+            self.reported.append((step, value))
+
+        def should_prune(self):
+            return self.prune
+
+    optuna = pytest.importorskip("optuna")
+    trial, seen = FakeTrial(prune=False), {}
+    hook = _pruning_hook(trial, seen)
+    hook("main", {"epoch": 1, "train_loss": 0.9, "val_loss": 0.7})
+    hook("teacher", {"epoch": 1, "train_loss": 0.9, "val_loss": 0.1})  # a staged method
+    assert trial.reported == [(1, 0.7)] and seen == {1: 0.7}
+    with pytest.raises(optuna.TrialPruned):
+        _pruning_hook(FakeTrial(prune=True), {})("main", {"epoch": 3, "val_loss": 2.0})
+
+
+def test_a_pruned_trial_is_recorded_as_pruned(monkeypatch):
+    monkeypatch.setattr(study_module, "PRUNE_STARTUP_TRIALS", 1)
+    monkeypatch.setattr(study_module, "PRUNE_WARMUP_EPOCHS", 0)
+    monkeypatch.setattr(study_module, "STARTUP_TRIALS", 1)
+    # only the lr varies: one that cannot learn in 4 epochs against one that can; trials
+    # with the same lr train identically, so only the hopeless ones fall below the median
+    result = small_tune(
+        n_trials=6,
+        method_params={"embed_dim": 8, "dropout": 0.0},
+        trainer_space={"lr": Categorical([3e-3, 1e-7])},
+        trainer={"max_epochs": 4, "patience": 4},
+    )
+    pruned = result.trials[result.trials.state == "pruned"]
+    assert len(pruned) >= 1
+    assert (pruned["trainer.lr"] == 1e-7).all()
+    assert result.trainer["lr"] == 3e-3
+    for record in result.records:  # a pruned trial stopped after its first epoch
+        if record["state"] == "pruned":
+            assert record["intermediate"].keys() == {1}
+            assert record["value"] == record["intermediate"][1]
+        else:
+            assert record["intermediate"].keys() == {1, 2, 3, 4}
+
+
+def test_the_result_saves_a_parameters_file_train_reads(tmp_path):
+    from mlmm.tune.study import read_params
+
+    result = small_tune(n_trials=2)
+    path = result.save(tmp_path / "best.yaml")
+    params, trainer = read_params(path, "hemis")
+    assert params == result.params and trainer == result.trainer
+    with pytest.raises(MlmmError, match="tuned for method 'hemis', not 'late-fusion'"):
+        read_params(path, "late-fusion")
+
+
+def test_score_point_reproduces_a_trials_value_on_the_studys_folds():
+    from mlmm.tune.study import score_point, study_folds, training_part
+
+    result = small_tune(n_trials=2)
+    _, train = training_part(tagged_dataset(), None, "mcar:0.3", 0, 0.2, 0.1)
+    folds = study_folds(train, 2, 0)
+    trainer = {**TRAINER, **result.trainer, "seed": 0}
+    assert score_point(train, "hemis", result.params, trainer, folds) == result.value

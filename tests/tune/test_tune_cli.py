@@ -1,0 +1,59 @@
+"""``mlmm tune`` and ``mlmm train --params``, as a user runs them."""
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from mlmm import cli
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["mlmm", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_tune_writes_the_best_point_and_train_uses_it(monkeypatch, capsys, tmp_path):
+    best = tmp_path / "best.yaml"
+    common = ["--dataset", "synthetic", "--dataset-param", "n_samples=160", "--missing", "mcar:0.5"]
+    args = ["tune", *common, "--method", "zero-impute", "--trials", "2", "--epochs", "2"]
+    args += ["--store", str(tmp_path / "tune.db"), "--params-out", str(best)]
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code in (0, None), err
+    assert "trial 0: complete" in out and "trial 1: complete" in out and "best trial" in out
+    saved = yaml.safe_load(best.read_text())
+    assert saved["method"] == "zero-impute" and saved["study"]["budget"]["trials"] == 2
+    # rerun: the stored study has its two trials, nothing runs again
+    code, out, _ = run(monkeypatch, capsys, *args)
+    assert code in (0, None) and "trial 0:" not in out and "2 complete" in out
+    model = tmp_path / "model"
+    code, out, err = run(
+        monkeypatch, capsys, "train", *common, "--method", "zero-impute", "--epochs", "2",
+        "--quiet", "--params", str(best), "--batch-size", "16", "--out", str(model),
+    )  # fmt: skip
+    assert code in (0, None), err
+    config = json.loads((model / "config.json").read_text())
+    for key, value in saved["params"].items():
+        assert config["hyperparameters"][key] == value
+    assert config["trainer"]["lr"] == saved["trainer"]["lr"]
+    assert config["trainer"]["weight_decay"] == saved["trainer"]["weight_decay"]
+    assert config["trainer"]["batch_size"] == 16  # given on the command line: it wins
+
+
+def test_tune_errors_are_one_line(monkeypatch, capsys, tmp_path):
+    code, _, err = run(
+        monkeypatch, capsys, "tune", "--dataset", "synthetic", "--method", "hemis",
+        "--trials", "0", "--store", str(tmp_path / "t.db"),
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "at least one trial" in err
+    best = tmp_path / "best.yaml"
+    best.write_text("method: late-fusion\nparams: {}\ntrainer: {}\n")
+    code, _, err = run(
+        monkeypatch, capsys, "train", "--dataset", "synthetic", "--method", "hemis",
+        "--params", str(best), "--out", str(tmp_path / "m"),
+    )  # fmt: skip
+    assert code == 2 and "tuned for method 'late-fusion', not 'hemis'" in err
