@@ -456,6 +456,38 @@ def export_command(
     _console().print(f"wrote {path}")
 
 
+@app.command("predict")
+def predict_command(
+    run: Annotated[Path, typer.Argument(help="A model directory written by `mlmm train`.")],
+    input: Annotated[
+        Path, typer.Option("--input", help="Samples: .npz (array per modality), .parquet, .csv.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Write .csv, .parquet or .npz here (default: CSV on stdout)."),
+    ] = None,
+    on_empty: Annotated[
+        str, typer.Option(help="Samples with no modality: 'error' or 'prior' (training prior).")
+    ] = "error",
+) -> None:
+    """Predict from a file: per row the answer, its probabilities, modalities used, and the
+    validation score of that presence pattern."""
+    from mlmm.serve.predict import check_suffix, predict_table, read_input, write_table
+    from mlmm.train import TrainedModel
+    from mlmm.utils import check_output_file
+
+    if output is not None:  # before the work, so a bad --output costs nothing
+        check_suffix(output, "--output")
+        check_output_file(output)
+    trained = TrainedModel.load(run)
+    table = predict_table(trained, read_input(input), on_empty=on_empty)
+    if output is None:
+        sys.stdout.write(table.to_csv(index=False))
+        return
+    write_table(table, output)
+    _console().print(f"wrote {len(table)} prediction(s) to {output}", highlight=False)
+
+
 def main() -> None:
     """Entry point: one clear line for user errors, tracebacks only with --debug."""
     from mlmm.errors import MlmmError
