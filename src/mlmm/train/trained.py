@@ -28,6 +28,7 @@ from mlmm.errors import ArtifactError, MlmmError
 from mlmm.methods.base import MissingModalityModel
 from mlmm.methods.registry import METHODS, create_method
 from mlmm.train.artifact_schema import validate_config
+from mlmm.train.card import model_card
 from mlmm.train.checkpoint import WEIGHTS_FILE, load_artifact, save_artifact
 from mlmm.train.trainer import TrainHistory, _check_matches, predict_batches
 
@@ -283,10 +284,17 @@ class TrainedModel:
             A new path or an empty directory; an existing artifact only with ``overwrite``.
             Anything else (a file, a directory of other files) is refused before writing.
         overwrite : bool, default False
-            Replace an existing artifact's own files; other files in it stay. The old
-            artifact stays whole until the new one is complete.
+            Replace an existing artifact's own files (the model card ``README.md`` among
+            them); other files in it stay. The old artifact stays whole until the new one is
+            complete.
+
+        The artifact holds a model card, ``README.md`` (:func:`mlmm.train.card.model_card`):
+        method and paper, data, training missingness, per-subset validation table, intended
+        use and limits.
         """
-        return save_artifact(path, self.model.state_dict(), self.config(), overwrite=overwrite)
+        config = self.config()
+        card = model_card(config)
+        return save_artifact(path, self.model.state_dict(), config, overwrite=overwrite, card=card)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedModel:
