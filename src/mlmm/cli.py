@@ -488,6 +488,58 @@ def predict_command(
     _console().print(f"wrote {len(table)} prediction(s) to {output}", highlight=False)
 
 
+@app.command("serve")
+def serve_command(
+    run: Annotated[
+        Path | None, typer.Argument(help="A model directory; served under its directory name.")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Also serve NAME=RUN (repeatable)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    on_empty: Annotated[
+        str, typer.Option(help="Samples with no modality: 'error' (422) or 'prior'.")
+    ] = "error",
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get a 413.")] = 1 << 20,
+    micro_batch: Annotated[
+        bool, typer.Option(help="Merge concurrent requests into one forward pass.")
+    ] = True,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="Micro-batch: wait this long for more requests.")
+    ] = 2.0,
+) -> None:
+    """Serve models over HTTP: POST /predict from any subset of modalities, GET /health,
+    /model, /metrics (needs the serve extra: pip install 'mlmm[serve]')."""
+    from mlmm.errors import MlmmError
+    from mlmm.serve.loading import load_models
+
+    try:
+        import uvicorn
+
+        from mlmm.serve.app import create_app
+    except ImportError as err:
+        raise MlmmError(
+            f"mlmm serve needs FastAPI and uvicorn ({err.name} is missing); "
+            f"pip install 'mlmm[serve]'"
+        ) from None
+    models = load_models(run, model)  # every artifact checked before the port is opened
+    service = create_app(
+        models,
+        on_empty=on_empty,
+        max_body_bytes=max_body_bytes,
+        micro_batch=micro_batch,
+        max_wait_ms=max_wait_ms,
+    )
+    names = ", ".join(f"{n} ({m.method})" for n, m in models.items())
+    _console().print(
+        f"serving {names} on http://{host}:{port} (Ctrl+C stops after in-flight requests)",
+        highlight=False,
+    )
+    uvicorn.run(service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
 def main() -> None:
     """Entry point: one clear line for user errors, tracebacks only with --debug."""
     from mlmm.errors import MlmmError
