@@ -540,6 +540,32 @@ def serve_command(
     uvicorn.run(service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
 
 
+@app.command("export-model")
+def export_model_command(
+    run: Annotated[Path, typer.Argument(help="A model directory written by `mlmm train`.")],
+    out: Annotated[Path, typer.Option(help="The file to write (e.g. model.onnx).")],
+    format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+) -> None:
+    """Export a model to ONNX (inputs: the modality tensors and the presence mask), checked
+    against PyTorch on every presence pattern (needs: pip install 'mlmm[export]')."""
+    from mlmm.errors import MlmmError
+    from mlmm.train import TrainedModel
+    from mlmm.utils import check_output_file
+
+    if format != "onnx":
+        raise MlmmError(f"--format must be onnx, got {format!r}")
+    check_output_file(out)  # before the work, so a bad --out costs nothing
+    from mlmm.serve.export import export_onnx
+
+    trained = TrainedModel.load(run)
+    report = export_onnx(trained, out)
+    _console().print(
+        f"wrote {out} ({int(report['bytes']):,} bytes); onnxruntime matches PyTorch within "
+        f"{report['max_abs_diff']:.1e} on {int(report['patterns'])} presence patterns",
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Entry point: one clear line for user errors, tracebacks only with --debug."""
     from mlmm.errors import MlmmError
