@@ -76,7 +76,9 @@ def test_every_dataset_section_is_a_registered_dataset():
 
 
 # ---------------------------------------------------------------------- snippets
-@pytest.mark.parametrize("page", ["developer.md", "methods.md", "datasets.md", "benchmarks.md"])
+@pytest.mark.parametrize(
+    "page", ["developer.md", "methods.md", "datasets.md", "benchmarks.md", "deploy.md"]
+)
 def test_python_snippets_run(page, tmp_path):
     """Every ```python block of the page, run in order as one script in a fresh process (so
     what a snippet registers does not leak into this test session)."""
