@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+import mlmm  # noqa: E402
 from mlmm import cli  # noqa: E402
 from mlmm.serve.app import PredictResponse, create_app  # noqa: E402
 from mlmm.serve.loading import load_models  # noqa: E402
@@ -269,3 +270,19 @@ def test_shutdown_answers_the_requests_in_flight(hemis):
     responses = asyncio.run(main())
     assert [r.status_code for r in responses] == [200] * 5
     assert app.state.metrics.batches == 1
+
+
+def test_a_regression_model_answers_values(tmp_path):
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(task="regression")
+    model = mlmm.create_method("hemis", data.specs, data.task)
+    trained = mlmm.Trainer(max_epochs=2, progress=False).fit(model, data)
+    name = data.modality_names[0]
+    row = data.inputs[name][:1]
+    with TestClient(create_app({"r": trained})) as c:
+        body = {"instances": [{name: row[0].tolist()}]}
+        answer = c.post("/predict", json=body).json()["predictions"][0]
+    expected = trained.predict({name: row})[0]
+    assert answer["probabilities"] is None and answer["validation_metric"] == "rmse"
+    assert answer["prediction"] == pytest.approx(expected, rel=1e-5)

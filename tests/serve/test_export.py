@@ -61,3 +61,20 @@ def test_export_model_command(hemis_run, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 2 and "--format must be onnx" in capsys.readouterr().err
+
+
+def test_a_regression_model_exports_its_values(tmp_path):
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(task="regression")
+    trained = Trainer(max_epochs=2, progress=False).fit(
+        mlmm.create_method("late-fusion", data.specs, data.task), data
+    )
+    export_onnx(trained, tmp_path / "r.onnx")
+    session = onnx_session(tmp_path / "r.onnx")
+    present = data.observed[:8]
+    feed = {m: data.inputs[m][:8].astype(np.float32) for m in data.modality_names}
+    got = session.run(["prediction"], {**feed, "present": present})[0]
+    np.testing.assert_allclose(
+        got, trained.predict(data.subset(np.arange(8))), rtol=1e-4, atol=1e-5
+    )

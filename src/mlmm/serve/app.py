@@ -263,15 +263,17 @@ class _Served:
         return arrays, present
 
     # -------------------------------------------------------- answering
-    def _forward(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        out = self.trained.predict_raw(arrays, on_empty="prior")  # empties were checked above
-        self.metrics.batches += 1
+    async def _forward(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """One forward pass in a worker thread (the event loop keeps serving meanwhile)."""
+        # empty samples were refused in arrays() unless on_empty="prior" was asked for
+        out = await asyncio.to_thread(self.trained.predict_raw, arrays, "prior")
+        self.metrics.batches += 1  # counted on the event loop, never from two threads
         self.metrics.batched_samples += len(out)
         return out
 
     async def answer(self, arrays: dict[str, np.ndarray], n: int, batching: bool) -> np.ndarray:
         if not batching or self.queue is None:
-            return await asyncio.to_thread(self._forward, arrays)
+            return await self._forward(arrays)
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((arrays, n, future))
         return await future
@@ -307,7 +309,7 @@ class _Served:
                 rows += item[1]
             merged = {m: np.concatenate([it[0][m] for it in items]) for m in self.names}
             try:
-                out = await asyncio.to_thread(self._forward, merged)
+                out = await self._forward(merged)
             except Exception as err:  # noqa: BLE001 - handed to every waiting request
                 for _, _, future in items:
                     if not future.done():
