@@ -470,8 +470,7 @@ def predict_command(
         str, typer.Option(help="Samples with no modality: 'error' or 'prior' (training prior).")
     ] = "error",
 ) -> None:
-    """Predict from a file: per row the answer, its probabilities, modalities used, and the
-    validation score of that presence pattern."""
+    """Predict from a file: per row the answer, probabilities, modalities used, their score."""
     from mlmm.serve.predict import check_suffix, predict_table, read_input, write_table
     from mlmm.train import TrainedModel
     from mlmm.utils import check_output_file
@@ -510,8 +509,10 @@ def serve_command(
         float, typer.Option(help="Micro-batch: wait this long for more requests.")
     ] = 2.0,
 ) -> None:
-    """Serve models over HTTP: POST /predict from any subset of modalities, GET /health,
-    /model, /metrics (needs the serve extra: pip install 'mlmm[serve]')."""
+    """Serve models over HTTP: POST /predict from any subset, /health, /model, /metrics.
+
+    Needs the serve extra: pip install 'mlmm\\[serve]'.
+    """
     from mlmm.errors import MlmmError
     from mlmm.serve.loading import load_models
 
@@ -546,8 +547,10 @@ def export_model_command(
     out: Annotated[Path, typer.Option(help="The file to write (e.g. model.onnx).")],
     format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
 ) -> None:
-    """Export a model to ONNX (inputs: the modality tensors and the presence mask), checked
-    against PyTorch on every presence pattern (needs: pip install 'mlmm[export]')."""
+    """Export a model to ONNX (modality tensors + presence mask), checked against PyTorch.
+
+    Needs the export extra: pip install 'mlmm\\[export]'.
+    """
     from mlmm.errors import MlmmError
     from mlmm.train import TrainedModel
     from mlmm.utils import check_output_file
