@@ -26,8 +26,8 @@ from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.frames import from_arrays
 from mlmm.data.inputs import (  # noqa: F401 - MultimodalArray is public here too
     MultimodalArray,
-    _as_sample_arrays,
     align_modalities,
+    as_sample_arrays,
 )
 from mlmm.data.missingness import parse_condition, simulate
 from mlmm.data.specs import TaskSpec
@@ -288,7 +288,7 @@ class _MissingModalityEstimator(BaseEstimator):
     # ---------------------------------------------------------------- input
     def _fit_inputs(self, X: Any) -> dict[str, np.ndarray]:
         """Per-modality arrays for ``fit``; records the layout checked at prediction."""
-        arrays, layout = _as_sample_arrays(X, self.modalities)
+        arrays, layout = as_sample_arrays(X, self.modalities)
         single = layout.kind == "table" and self.modalities is None
         _check_rows(arrays, self.partial, self.on_empty, single, "fit")
         self.n_features_in_ = layout.n_features
@@ -302,7 +302,7 @@ class _MissingModalityEstimator(BaseEstimator):
 
     def _predict_inputs(self, X: Any) -> dict[str, np.ndarray]:
         """Per-modality arrays for prediction, checked against what ``fit`` saw."""
-        arrays, layout = _as_sample_arrays(X, self.modalities)
+        arrays, layout = as_sample_arrays(X, self.modalities)
         name = type(self).__name__
         if layout.kind == "table" and layout.n_features != self.n_features_in_:
             raise MlmmError(

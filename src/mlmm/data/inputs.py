@@ -72,7 +72,7 @@ class _Layout:
     feature_names: np.ndarray | None = None
 
 
-def _as_sample_arrays(X: Any, modalities: Mapping[str, Any] | None) -> tuple[dict, _Layout]:
+def as_sample_arrays(X: Any, modalities: Mapping[str, Any] | None) -> tuple[dict, _Layout]:
     """Per-modality numeric arrays from any accepted form of ``X``, and how it was given."""
     arrays, layout = _split_modalities(X, modalities)
     arrays = _as_numbers(arrays)

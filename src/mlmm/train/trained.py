@@ -17,8 +17,8 @@ from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.frames import from_arrays
 from mlmm.data.inputs import (
     MultimodalArray,
-    _as_sample_arrays,
     align_modalities,
+    as_sample_arrays,
     default_columns,
     table_modalities,
 )
@@ -195,7 +195,7 @@ class TrainedModel:
                     f"MultimodalDataset, got {type(X).__name__}; e.g. "
                     f"model.predict({{{next(iter(shapes))!r}: array}})"
                 )
-            arrays, _ = _as_sample_arrays(X, None)
+            arrays, _ = as_sample_arrays(X, None)
         aligned = align_modalities(arrays, shapes, "the model")
         n = len(next(iter(aligned.values())))
         dummy = np.zeros(n, dtype=np.int64 if self.task.is_classification else np.float32)
