@@ -124,3 +124,18 @@ def test_a_config_whose_classes_do_not_fit_the_task_is_refused(frame_model, tmp_
     save_artifact(tmp_path / "bad", state, json.loads(json.dumps(config)))
     with pytest.raises(ArtifactError, match=f"{CONFIG_FILE}.*classes has 3 labels"):
         TrainedModel.load(tmp_path / "bad")
+
+
+def test_partial_rows_follow_the_policy_and_repeated_columns_are_refused(frame_model):
+    trained, df, _ = frame_model
+    vitals = df[["hr", "bp"]].to_numpy().copy()
+    vitals[0, 1] = np.nan  # one of two values missing in sample 0
+    with pytest.raises(MlmmError, match="partly NaN"):
+        trained.as_dataset({"vitals": vitals})
+    data = trained.as_dataset({"vitals": vitals, "lab": df[["hb"]].to_numpy()}, partial="missing")
+    assert data.observed[0].tolist() == [False, True] and data.observed[1].all()
+    with pytest.raises(MlmmError, match="partial must be"):
+        trained.as_dataset({"vitals": vitals}, partial="impute")
+    doubled = pd.concat([df[["hr", "bp", "hb"]], df[["hb"]]], axis=1)
+    with pytest.raises(MlmmError, match=r"columns \['hb'\] appear more than once"):
+        trained.predict(doubled)

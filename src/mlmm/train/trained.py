@@ -173,9 +173,16 @@ class TrainedModel:
         """
         if isinstance(X, MultimodalDataset):
             return X
+        if partial not in ("error", "missing"):  # "impute" would fill from the input itself
+            raise MlmmError(f"partial must be 'error' or 'missing', got {partial!r}")
         shapes = self.modality_shapes
         if hasattr(X, "iloc") and hasattr(X, "columns"):  # a pandas DataFrame
             names = [str(c) for c in X.columns]
+            repeated = sorted({c for c in names if names.count(c) > 1})
+            if repeated:
+                raise MlmmError(
+                    f"columns {repeated[:5]} appear more than once; give each column once"
+                )
             frame = X.set_axis(names, axis=1)
 
             def take(cols: list[str]) -> np.ndarray:
