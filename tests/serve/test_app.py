@@ -286,3 +286,72 @@ def test_a_regression_model_answers_values(tmp_path):
     expected = trained.predict({name: row})[0]
     assert answer["probabilities"] is None and answer["validation_metric"] == "rmse"
     assert answer["prediction"] == pytest.approx(expected, rel=1e-5)
+
+
+def _from_schema(schema: dict, components: dict, depth: int = 0) -> st.SearchStrategy:
+    """A strategy for JSON values valid under ``schema`` (the subset of JSON Schema that the
+    app's OpenAPI schema uses: $ref, anyOf, enum, object, array, scalars), like schemathesis."""
+    if "$ref" in schema:
+        return _from_schema(components[schema["$ref"].rsplit("/", 1)[-1]], components, depth)
+    if "anyOf" in schema:
+        return st.one_of([_from_schema(s, components, depth) for s in schema["anyOf"]])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        inner = {k: _from_schema(v, components, depth + 1) for k, v in properties.items()}
+        values = schema.get("additionalProperties")
+        strategy = st.fixed_dictionaries(
+            {k: v for k, v in inner.items() if k in required},
+            optional={k: v for k, v in inner.items() if k not in required},
+        )
+        if isinstance(values, dict):  # a map: keys are modality names here
+            keys = st.sampled_from(["m0", "m1", "m2", "m9"]) | st.text(max_size=3)
+            return st.dictionaries(keys, _from_schema(values, components, depth + 1), max_size=3)
+        return strategy
+    if kind == "array":
+        # free items ({}): numbers mostly, with a few of other types, of plausible lengths
+        items = schema.get("items") or {}
+        element = (
+            _from_schema(items, components, depth + 1)
+            if items
+            else st.floats(-1e3, 1e3) | st.sampled_from([None, "x", [1.0], float("nan")])
+        )
+        low = schema.get("minItems", 0)
+        high = max(low, 17 if not items else 3)
+        return st.lists(element, min_size=low, max_size=high)
+    scalars = {
+        "string": st.text(max_size=5),
+        "number": st.floats(allow_nan=False),
+        "integer": st.integers(-10, 10),
+        "boolean": st.booleans(),
+        "null": st.none(),
+    }
+    return scalars.get(kind, st.none() | st.floats(-10, 10) | st.text(max_size=3))
+
+
+def test_bodies_drawn_from_the_openapi_schema_never_get_a_5xx(hemis):
+    app = create_app({"hemis": hemis})
+    openapi = app.openapi()
+    components = openapi["components"]["schemas"]
+    operation = openapi["paths"]["/predict"]["post"]
+    documented = {int(code) for code in operation["responses"]}
+    request = operation["requestBody"]["content"]["application/json"]["schema"]
+    bodies = _from_schema(request, components)
+
+    with TestClient(app) as c:
+
+        @settings(max_examples=80, deadline=None)
+        @given(body=bodies)
+        def check(body):
+            content = json.dumps(body)  # NaN written as NaN, as Python's json reads it
+            headers = {"content-type": "application/json"}
+            response = c.post("/predict", content=content, headers=headers)
+            assert response.status_code < 500, response.text
+            assert response.status_code in documented
+            if response.status_code == 200:
+                PredictResponse.model_validate(response.json())
+
+        check()
