@@ -719,3 +719,17 @@ def test_save_writes_a_model_card_that_loading_does_not_need(tmp_path):
     TrainedModel.load(path)
     trained.save(path, overwrite=True)  # and the next save writes it again
     assert (path / CARD_FILE).read_text().startswith("# late-fusion model")
+
+
+def test_model_card_copes_with_records_it_does_not_know():
+    from mlmm.train.card import model_card
+
+    config = {
+        "method": "not-registered",
+        "modalities": [{"name": "a", "kind": "vector", "shape": [2]}],
+        "task": {"kind": "regression", "n_classes": 0},
+        "info": {"train_mask": {"slot_rate": "half", "per_modality": [1, 2]}, "missing": "x"},
+        "validation": {"a/rmse": float("nan"), "weird": 3},
+    }
+    card = model_card(config)
+    assert "a plugin" in card and "Realised: half" in card and "| a | – |" in card

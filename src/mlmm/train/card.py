@@ -32,6 +32,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _pct(value: Any) -> str:
+    """A rate as a percentage; anything else (a plugin's own record) as it is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.1%}"
+    return "?" if value is None else str(value)
+
+
 def _method_info(method: str) -> dict[str, Any]:
     from mlmm.methods.registry import METHODS
 
@@ -122,20 +129,20 @@ def model_card(config: dict[str, Any]) -> str:
         )
         lines.append(f"| {spec['name']} | {spec['kind']} | {list(spec['shape'])} | {where} |")
     lines += ["", "## Training missingness", ""]
-    mask = info.get("train_mask") or {}
+    mask = info.get("train_mask") if isinstance(info.get("train_mask"), dict) else {}
     if info.get("missing") or mask:
         lines.append(
             f"- Simulated on training data: `{info.get('missing', mask.get('spec', '?'))}`"
         )
     if mask:
         lines.append(
-            f"- Realised: {mask.get('slot_rate', float('nan')):.1%} of (sample, modality) slots "
-            f"missing, {mask.get('sample_rate', float('nan')):.1%} of samples incomplete"
+            f"- Realised: {_pct(mask.get('slot_rate'))} of (sample, modality) slots "
+            f"missing, {_pct(mask.get('sample_rate'))} of samples incomplete"
         )
-        per = mask.get("per_modality") or {}
-        if per:
+        per = mask.get("per_modality")
+        if isinstance(per, dict) and per:
             lines.append(
-                "- Missing per modality: " + ", ".join(f"{m} {r:.1%}" for m, r in per.items())
+                "- Missing per modality: " + ", ".join(f"{m} {_pct(r)}" for m, r in per.items())
             )
     if not (info.get("missing") or mask):
         lines.append("- Not recorded (trained from Python on data given as is).")
