@@ -919,6 +919,119 @@ def stream_command(
         console.print(f"timeline: {write_timeline(steps, timeline, title)}")
 
 
+@app.command("predict")
+def predict_command(
+    run: Annotated[Path, typer.Argument(help="A model directory written by `mlmm train`.")],
+    input: Annotated[
+        Path, typer.Option("--input", help="Samples: .npz (array per modality), .parquet, .csv.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Write .csv, .parquet or .npz here (default: CSV on stdout)."),
+    ] = None,
+    on_empty: Annotated[
+        str, typer.Option(help="Samples with no modality: 'error' or 'prior' (training prior).")
+    ] = "error",
+) -> None:
+    """Predict from a file: per row the answer, probabilities, modalities used, their score."""
+    from mlmm.serve.predict import check_suffix, predict_table, read_input, write_table
+    from mlmm.train import TrainedModel
+    from mlmm.utils import check_output_file
+
+    if output is not None:  # before the work, so a bad --output costs nothing
+        check_suffix(output, "--output")
+        check_output_file(output)
+    trained = TrainedModel.load(run)
+    table = predict_table(trained, read_input(input), on_empty=on_empty)
+    if output is None:
+        sys.stdout.write(table.to_csv(index=False))
+        return
+    write_table(table, output)
+    _console().print(f"wrote {len(table)} prediction(s) to {output}", highlight=False)
+
+
+@app.command("serve")
+def serve_command(
+    run: Annotated[
+        Path | None, typer.Argument(help="A model directory; served under its directory name.")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Also serve NAME=RUN (repeatable)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    on_empty: Annotated[
+        str, typer.Option(help="Samples with no modality: 'error' (422) or 'prior'.")
+    ] = "error",
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get a 413.")] = 1 << 20,
+    micro_batch: Annotated[
+        bool, typer.Option(help="Merge concurrent requests into one forward pass.")
+    ] = True,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="Micro-batch: wait this long for more requests.")
+    ] = 2.0,
+) -> None:
+    """Serve models over HTTP: POST /predict from any subset, /health, /model, /metrics.
+
+    Needs the serve extra: pip install 'mlmm\\[serve]'.
+    """
+    from mlmm.errors import MlmmError
+    from mlmm.serve.loading import load_models
+
+    try:
+        import uvicorn
+
+        from mlmm.serve.app import create_app
+    except ImportError as err:
+        raise MlmmError(
+            f"mlmm serve needs FastAPI and uvicorn ({err.name} is missing); "
+            f"pip install 'mlmm[serve]'"
+        ) from None
+    models = load_models(run, model)  # every artifact checked before the port is opened
+    service = create_app(
+        models,
+        on_empty=on_empty,
+        max_body_bytes=max_body_bytes,
+        micro_batch=micro_batch,
+        max_wait_ms=max_wait_ms,
+    )
+    names = ", ".join(f"{n} ({m.method})" for n, m in models.items())
+    _console().print(
+        f"serving {names} on http://{host}:{port} (Ctrl+C stops after in-flight requests)",
+        highlight=False,
+    )
+    uvicorn.run(service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+@app.command("export-model")
+def export_model_command(
+    run: Annotated[Path, typer.Argument(help="A model directory written by `mlmm train`.")],
+    out: Annotated[Path, typer.Option(help="The file to write (e.g. model.onnx).")],
+    format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+) -> None:
+    """Export a model to ONNX (modality tensors + presence mask), checked against PyTorch.
+
+    Needs the export extra: pip install 'mlmm\\[export]'.
+    """
+    from mlmm.errors import MlmmError
+    from mlmm.train import TrainedModel
+    from mlmm.utils import check_output_file
+
+    if format != "onnx":
+        raise MlmmError(f"--format must be onnx, got {format!r}")
+    check_output_file(out)  # before the work, so a bad --out costs nothing
+    from mlmm.serve.export import export_onnx
+
+    trained = TrainedModel.load(run)
+    report = export_onnx(trained, out)
+    _console().print(
+        f"wrote {out} ({int(report['bytes']):,} bytes); onnxruntime matches PyTorch within "
+        f"{report['max_abs_diff']:.1e} on {int(report['patterns'])} presence patterns",
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Entry point: one clear line for user errors, tracebacks only with --debug."""
     from mlmm.errors import MlmmError

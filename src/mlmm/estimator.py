@@ -13,12 +13,9 @@ The estimators follow scikit-learn's conventions (``random_state``, ``n_features
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.exceptions import NotFittedError as _SkNotFitted
@@ -27,10 +24,15 @@ from sklearn.utils.multiclass import type_of_target
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.frames import from_arrays
+from mlmm.data.inputs import (  # noqa: F401 - MultimodalArray is public here too
+    MultimodalArray,
+    align_modalities,
+    as_sample_arrays,
+)
 from mlmm.data.missingness import parse_condition, simulate
 from mlmm.data.specs import TaskSpec
 from mlmm.data.split import split_indices
-from mlmm.errors import MlmmError, unknown_name_error
+from mlmm.errors import MlmmError
 from mlmm.methods.registry import create_method
 from mlmm.train.trainer import Trainer
 from mlmm.utils import rng_for
@@ -40,168 +42,8 @@ class NotFittedError(MlmmError, _SkNotFitted):
     """``predict`` was called before ``fit`` (also a scikit-learn ``NotFittedError``)."""
 
 
-class MultimodalArray:
-    """A dict of per-modality arrays that scikit-learn can index along samples.
-
-    ``MultimodalArray({"img": A, "txt": B})[idx]`` selects the same rows of every array, so
-    ``cross_val_score`` and friends can split it.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> X = MultimodalArray({"a": np.zeros((5, 2)), "b": np.ones((5, 3))})
-    >>> X.shape, X[[0, 2]]["b"].shape
-    ((5,), (2, 3))
-    """
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        arrays = {k: np.asarray(v) for k, v in data.items()}
-        if not arrays:
-            raise MlmmError("MultimodalArray needs at least one modality")
-        lengths = {k: len(v) for k, v in arrays.items()}
-        if len(set(lengths.values())) != 1:
-            raise MlmmError(f"every modality needs the same number of samples, got {lengths}")
-        self.data = arrays
-
-    @property
-    def shape(self) -> tuple[int]:
-        return (len(next(iter(self.data.values()))),)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            return self.data[key]
-        return MultimodalArray({k: v[key] for k, v in self.data.items()})
-
-    def keys(self):
-        return self.data.keys()
-
-    def __repr__(self) -> str:
-        return f"MultimodalArray({', '.join(f'{k}{list(v.shape)}' for k, v in self.data.items())})"
-
-
 _ON_EMPTY = ("error", "prior")
 _PARTIAL = ("error", "missing")
-_PLAIN_MODALITY = "x"  # the one modality of a plain 2-D array or DataFrame without ``modalities``
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How ``X`` was given: a dict of modalities, or a table cut into modalities."""
-
-    kind: str  # "dict" or "table"
-    n_features: int
-    feature_names: np.ndarray | None = None
-
-
-def _as_sample_arrays(X: Any, modalities: Mapping[str, Any] | None) -> tuple[dict, _Layout]:
-    """Per-modality numeric arrays from any accepted form of ``X``, and how it was given."""
-    arrays, layout = _split_modalities(X, modalities)
-    arrays = _as_numbers(arrays)
-    _check_features(arrays)
-    return arrays, layout
-
-
-def _split_modalities(X: Any, modalities: Mapping[str, Any] | None) -> tuple[dict, _Layout]:
-    """Per-modality arrays (dtype untouched) from any accepted form of ``X``."""
-    if X is None:
-        raise MlmmError("X is None; pass a dict of per-modality arrays, a DataFrame or a 2-D array")
-    if sparse.issparse(X):
-        raise MlmmError(
-            f"X is a sparse {type(X).__name__}: sparse input is not supported; pass X.toarray()"
-        )
-    if isinstance(X, (MultimodalArray, Mapping)):
-        data = X.data if isinstance(X, MultimodalArray) else X
-        if not data:
-            raise MlmmError("X is an empty dict; give one array per modality")
-        arrays = {str(k): np.asarray(v) for k, v in data.items()}
-        n_features = sum(int(np.prod(v.shape[1:], dtype=np.int64)) for v in arrays.values())
-        return arrays, _Layout("dict", n_features)
-    if hasattr(X, "iloc") and hasattr(X, "columns"):  # a pandas DataFrame
-        columns = list(X.columns)
-        names = (
-            np.asarray(columns, dtype=object) if all(isinstance(c, str) for c in columns) else None
-        )
-        if modalities is None:
-            return {_PLAIN_MODALITY: X.to_numpy()}, _Layout("table", len(columns), names)
-        arrays = {}
-        for name, cols in _check_mapping(modalities).items():
-            unknown = [c for c in cols if c not in X.columns]
-            if unknown:
-                raise unknown_name_error(
-                    f"column (in modalities[{name!r}])", str(unknown[0]), [str(c) for c in columns]
-                )
-            arrays[name] = X[list(cols)].to_numpy()
-        return arrays, _Layout("table", len(columns), names)
-    table = np.asarray(X)
-    if table.ndim != 2:
-        raise MlmmError(
-            f"a plain array X must be 2-D (samples, features), got shape {table.shape}"
-            + (
-                "; Reshape your data with X.reshape(-1, 1) for one feature"
-                if table.ndim == 1
-                else ""
-            )
-            + "; or pass a dict of per-modality arrays"
-        )
-    if modalities is None:
-        return {_PLAIN_MODALITY: table}, _Layout("table", table.shape[1])
-    arrays = {}
-    for name, cols in _check_mapping(modalities).items():
-        positions = _column_positions(name, cols, table.shape[1])
-        arrays[name] = table[:, positions]
-    return arrays, _Layout("table", table.shape[1])
-
-
-def _check_features(arrays: dict[str, np.ndarray]) -> None:
-    """Every modality has at least one feature (scikit-learn's wording)."""
-    for name, arr in arrays.items():
-        if arr.ndim >= 2 and int(np.prod(arr.shape[1:])) == 0:
-            raise MlmmError(
-                f"modality {name!r} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
-                "is required; give every modality at least one column"
-            )
-
-
-def _check_mapping(modalities: Any) -> dict[str, list[Any]]:
-    """``modalities``: a non-empty dict of modality name -> list of columns."""
-    if not isinstance(modalities, Mapping) or not modalities:
-        raise MlmmError(
-            "modalities must be a dict of modality name -> list of columns, e.g. "
-            f"{{'a': [0, 1], 'b': [2]}}, got {modalities!r}"
-        )
-    out = {}
-    for name, cols in modalities.items():
-        if isinstance(cols, (str, int, np.integer)) or not isinstance(
-            cols, (list, tuple, range, np.ndarray)
-        ):
-            raise MlmmError(
-                f"modalities[{name!r}] must be a list of columns, got {cols!r}; write [{cols!r}]"
-            )
-        if len(cols) == 0:
-            raise MlmmError(f"modalities[{name!r}] has no columns; give it at least one")
-        out[str(name)] = list(cols)
-    return out
-
-
-def _column_positions(name: str, cols: list[Any], n_columns: int) -> list[int]:
-    """Integer column positions of a plain array; names or out-of-range positions raise."""
-    if any(not isinstance(c, (int, np.integer)) or isinstance(c, bool) for c in cols):
-        raise MlmmError(
-            f"modalities[{name!r}] names columns {cols[:3]!r}, but X is a plain array without "
-            "column names (a StandardScaler or other transformer in a Pipeline returns one); "
-            "give column positions instead (e.g. {'a': [0, 1, 2]}), or keep the names with "
-            "pipeline.set_output(transform='pandas')"
-        )
-    outside = [int(c) for c in cols if not -n_columns <= int(c) < n_columns]
-    if outside:
-        raise MlmmError(
-            f"modalities[{name!r}] uses column {outside[0]}, but X has {n_columns} columns "
-            f"(positions 0..{n_columns - 1}); fix the mapping or pass all the columns"
-        )
-    return [int(c) for c in cols]
 
 
 def _nan_rows(arrays: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -364,28 +206,6 @@ def _validation_split(data: MultimodalDataset, val_size: float, seed: int) -> di
     return split_indices(data, test_size=val_size, val_size=0.0, seed=seed)
 
 
-def _as_numbers(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Object arrays of numbers become float; anything else that is not a number raises."""
-    out = {}
-    for name, arr in arrays.items():
-        if arr.dtype == object:
-            try:
-                arr = arr.astype(np.float64)
-            except TypeError as err:  # a TypeError, as scikit-learn's check_array raises
-                raise _InputTypeError(
-                    f"modality {name!r} must hold numbers ({err}); encode non-numeric features "
-                    "first"
-                ) from None
-            except ValueError:
-                pass  # strings that are not numbers: from_arrays names them
-        out[name] = arr
-    return out
-
-
-class _InputTypeError(MlmmError, TypeError):
-    """A feature of the wrong type (also a ``TypeError``, as in scikit-learn)."""
-
-
 _FLOAT32_BATCHES = (
     "predictions come from torch in float32, computed in batches whose size changes the "
     "rounding of matrix products: a row's prediction agrees to about 1e-6 (relative) across "
@@ -468,7 +288,7 @@ class _MissingModalityEstimator(BaseEstimator):
     # ---------------------------------------------------------------- input
     def _fit_inputs(self, X: Any) -> dict[str, np.ndarray]:
         """Per-modality arrays for ``fit``; records the layout checked at prediction."""
-        arrays, layout = _as_sample_arrays(X, self.modalities)
+        arrays, layout = as_sample_arrays(X, self.modalities)
         single = layout.kind == "table" and self.modalities is None
         _check_rows(arrays, self.partial, self.on_empty, single, "fit")
         self.n_features_in_ = layout.n_features
@@ -482,7 +302,7 @@ class _MissingModalityEstimator(BaseEstimator):
 
     def _predict_inputs(self, X: Any) -> dict[str, np.ndarray]:
         """Per-modality arrays for prediction, checked against what ``fit`` saw."""
-        arrays, layout = _as_sample_arrays(X, self.modalities)
+        arrays, layout = as_sample_arrays(X, self.modalities)
         name = type(self).__name__
         if layout.kind == "table" and layout.n_features != self.n_features_in_:
             raise MlmmError(
@@ -507,21 +327,7 @@ class _MissingModalityEstimator(BaseEstimator):
                 f"{'a dict of modalities' if self.input_kind_ == 'dict' else 'a table'}; "
                 "predict with X in the form used in fit"
             )
-        unknown = [k for k in arrays if k not in self.modality_shapes_]
-        if unknown:
-            raise unknown_name_error("modality", unknown[0], list(self.modality_shapes_))
-        n = len(next(iter(arrays.values())))
-        out = {}
-        for key, shape in self.modality_shapes_.items():  # fit's order; omitted = absent
-            arr = arrays.get(key)
-            if arr is None:
-                arr = np.full((n, *shape), np.nan)
-            elif tuple(arr.shape[1:]) != shape or len(arr) != n:
-                raise MlmmError(
-                    f"modality {key!r} has shape {arr.shape}, expected ({n}, "
-                    f"{', '.join(map(str, shape))}) as in fit"
-                )
-            out[key] = arr
+        out = align_modalities(arrays, self.modality_shapes_, "fit")
         _check_rows(out, self.partial, self.on_empty, self.modalities is None, "predict")
         return out
 
@@ -680,7 +486,9 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         _check_n_samples(len(y))
         self.classes_, encoded = _encode_classes(y)
         names = tuple(str(c) for c in self.classes_)
-        return self._fit(X, encoded, TaskSpec("classification", len(self.classes_), names))
+        self._fit(X, encoded, TaskSpec("classification", len(self.classes_), names))
+        self.trained_.classes = self.classes_.tolist()  # the labels, for the saved model
+        return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``[N, n_classes]`` in the order of ``classes_``."""

@@ -57,3 +57,20 @@ def test_same_seed_same_scores_and_methods_that_do_not_impute_are_refused():
     assert a.equals(b)
     with pytest.raises(MlmmError, match="does not impute"):
         imputation_scores(plain, test)
+
+
+def test_accuracy_compares_class_indices_when_the_task_has_label_names():
+    # TrainedModel.predict gives the training labels ("c0"...); the targets are indices
+    from dataclasses import replace
+
+    data = contract_dataset()
+    names = tuple(f"c{k}" for k in range(data.task.n_classes))
+    data = replace(data, task=replace(data.task, class_names=names))
+    split = mlmm.train_val_test_split(data, seed=0)
+    imputer = mlmm.Trainer(max_epochs=3, progress=False).fit(
+        MeanFill(data.specs, data.task), split.train, split.val
+    )
+    table = imputation_scores(imputer, split.test, "mcar:0.5", seed=0).set_index("metric").value
+    expected = (imputer.predict_raw(split.test).argmax(1) == split.test.targets).mean()
+    assert table["accuracy_true"] == pytest.approx(expected)
+    assert str(imputer.predict(split.test)[0]).startswith("c")

@@ -22,6 +22,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import ArtifactError, MlmmError
 from mlmm.train import checkpoint
 from mlmm.train.checkpoint import (
+    CARD_FILE,
     CONFIG_FILE,
     MANIFEST_FILE,
     WEIGHTS_FILE,
@@ -70,7 +71,9 @@ def assert_one_line_error(
 def test_round_trip(tmp_path):
     path = save(tmp_path / "model")
     assert path == tmp_path / "model"
-    assert sorted(p.name for p in path.iterdir()) == [CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [CARD_FILE, CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE]
+    )
     config, state = load_artifact(path)
     assert config["format"] == "mlmm-artifact" and config["format_version"] == 1
     assert config["method"] == "toy" and config["scale"] == 1.0
@@ -688,3 +691,45 @@ def test_a_regression_artifact_round_trips_through_the_schema(tmp_path):
     loaded = TrainedModel.load(trained.save(tmp_path / "model"))
     np.testing.assert_allclose(loaded.predict(ds), trained.predict(ds), rtol=1e-6)
     assert len(loaded.prior) == 1
+
+
+def test_save_writes_a_model_card_that_loading_does_not_need(tmp_path):
+    from mlmm.train import Trainer
+    from mlmm.train.card import model_card
+
+    rng = np.random.default_rng(0)
+    data = MultimodalDataset(
+        specs=[ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (3,))],
+        task=TaskSpec("classification", 2, ("no", "yes")),
+        inputs={"a": rng.normal(size=(20, 2)), "b": rng.normal(size=(20, 3))},
+        targets=np.array([0, 1] * 10),
+    )
+    model = mlmm.create_method("late-fusion", data.specs, data.task)
+    trained = Trainer(max_epochs=1, progress=False).fit(model, data)
+    trained.validation = {"a+b/accuracy": 0.75, "a/accuracy": 0.5, "b/accuracy": 0.625}
+    trained.info = {"missing": "mcar:0.3"}
+    path = trained.save(tmp_path / "model")
+    card = (path / CARD_FILE).read_text()
+    assert card == model_card(json.loads((path / CONFIG_FILE).read_text()))
+    for part in ("# late-fusion model", "Paper:", "classification, 2 classes: no, yes", "mcar:0.3"):
+        assert part in card
+    assert "| a+b | 0.7500 |" in card and "| b | 0.6250 |" in card
+    assert "Intended use and limits" in card
+    (path / CARD_FILE).write_text("edited by hand")  # documentation only: still loads
+    TrainedModel.load(path)
+    trained.save(path, overwrite=True)  # and the next save writes it again
+    assert (path / CARD_FILE).read_text().startswith("# late-fusion model")
+
+
+def test_model_card_copes_with_records_it_does_not_know():
+    from mlmm.train.card import model_card
+
+    config = {
+        "method": "not-registered",
+        "modalities": [{"name": "a", "kind": "vector", "shape": [2]}],
+        "task": {"kind": "regression", "n_classes": 0},
+        "info": {"train_mask": {"slot_rate": "half", "per_modality": [1, 2]}, "missing": "x"},
+        "validation": {"a/rmse": float("nan"), "weird": 3},
+    }
+    card = model_card(config)
+    assert "a plugin" in card and "Realised: half" in card and "| a | – |" in card

@@ -69,8 +69,9 @@ def imputation_scores(
         nrmse = float(np.sqrt(np.mean((guess - truth) ** 2)))
         rows.append(("imputation", result.spec, name, int(hidden.sum()), "nrmse", nrmse))
     if trained.task.is_classification:
-        acc_imputed = float((trained.predict(masked) == dataset.targets).mean())
-        acc_true = float((trained.predict(dataset) == dataset.targets).mean())
+        # class indices, as the targets are (predict gives the training labels)
+        acc_imputed = float((trained.predict_raw(masked).argmax(1) == dataset.targets).mean())
+        acc_true = float((trained.predict_raw(dataset).argmax(1) == dataset.targets).mean())
         n = dataset.n_samples
         rows.append(("imputation", result.spec, "all", n, "accuracy_imputed", acc_imputed))
         rows.append(("imputation", result.spec, "all", n, "accuracy_true", acc_true))

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -135,6 +136,9 @@ class ArtifactConfig(_Strict):
     histories: list[HistoryConfig] = Field(default_factory=list)
     info: dict[StrictStr, Any] = Field(default_factory=dict)
     validation: dict[StrictStr, Any] = Field(default_factory=dict)
+    classes: list[StrictBool | StrictInt | StrictFloat | StrictStr] | None = None
+    columns: dict[StrictStr, list[StrictStr]] | None = None
+    target_column: StrictStr | None = None
     weights_sha256: StrictStr
 
     @field_validator("hyperparameters")
@@ -158,6 +162,20 @@ class ArtifactConfig(_Strict):
                 f"prior has {len(self.prior)} values for a {task.kind} task that needs {expected}"
             )
         _finite_and_bounded(self.prior, "prior", MAX_AXIS)
+        if self.classes is not None:
+            if task.kind != "classification" or len(self.classes) != task.n_classes:
+                raise ValueError(
+                    f"classes has {len(self.classes)} labels for a {task.kind} task with "
+                    f"n_classes={task.n_classes}"
+                )
+            _finite_and_bounded(self.classes, "classes", 2**63)
+        if self.columns is not None:
+            by_name = {m.name: math.prod(m.shape) for m in self.modalities}
+            sizes = {name: len(cols) for name, cols in self.columns.items()}
+            if sizes != by_name:
+                raise ValueError(
+                    f"columns gives {sizes} columns per modality, the specs need {by_name}"
+                )
         if task.kind == "classification" and (
             min(self.prior) < 0 or abs(sum(self.prior) - 1) > 1e-4
         ):

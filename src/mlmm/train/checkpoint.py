@@ -1,10 +1,13 @@
 """Model artifacts: a directory with ``config.json``, ``model.safetensors`` and a manifest.
 
-Layout. An artifact directory holds three files written by mlmm and nothing else of
+Layout. An artifact directory holds four files written by mlmm and nothing else of
 mlmm's: ``model.safetensors`` (the weights), ``config.json`` (everything else, with the
-weights' SHA-256) and ``mlmm-artifact.json``, the manifest: the marker that says "this
-directory is an mlmm artifact" and the SHA-256 of the other two, so that an edited or
-corrupt ``config.json`` is refused as surely as corrupt weights. Artifacts written before
+weights' SHA-256), ``README.md`` (the model card, generated from the config) and
+``mlmm-artifact.json``, the manifest: the marker that says "this directory is an mlmm
+artifact" and the SHA-256 of the weights and the config, so that an edited or corrupt
+``config.json`` is refused as surely as corrupt weights. The card is mlmm's own file (a
+save replaces it, with the others) but is not hashed: it is documentation derived from the
+config, so editing it changes no answer, and loading never reads it. Artifacts written before
 the manifest existed (``config.json`` with ``"format": "mlmm-artifact"`` and
 ``model.safetensors``) still load, with only the weights hashed. Any other file in the
 directory (notes, evaluation tables) belongs to the user and is never touched.
@@ -60,8 +63,9 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "mlmm-artifact.json"
+CARD_FILE = "README.md"
 #: mlmm's own files in an artifact, in the order a save renames them (the manifest last).
-OWN_FILES = (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE)
+OWN_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, MANIFEST_FILE)
 
 #: Largest files a load reads; anything bigger is refused before it is read.
 MAX_CONFIG_BYTES = 64 << 20
@@ -434,6 +438,7 @@ def save_artifact(
     state_dict: dict[str, torch.Tensor],
     config: dict[str, Any],
     overwrite: bool = False,
+    card: str | None = None,
 ) -> Path:
     """Write ``state_dict`` and ``config`` as an artifact directory at ``path``, atomically.
 
@@ -450,6 +455,9 @@ def save_artifact(
     overwrite : bool, default False
         Replace an existing artifact. Only mlmm's files are replaced; files a user added to
         the directory stay. The old artifact stays whole until the new one is complete.
+    card : str, optional
+        The model card, written as ``README.md`` (not hashed: never read by a load). By
+        default a line pointing at ``config.json``.
 
     Returns
     -------
@@ -481,9 +489,12 @@ def save_artifact(
             CONFIG_FILE: hashlib.sha256(config_bytes).hexdigest(),
         },
     }
+    if card is None:
+        card = "# mlmm model artifact\n\nSee `config.json` for what this model is.\n"
     files = {
         WEIGHTS_FILE: weights,
         CONFIG_FILE: config_bytes,
+        CARD_FILE: card.encode(),
         MANIFEST_FILE: json.dumps(manifest, indent=2).encode(),
     }
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,21 @@ import torch
 import mlmm
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.datasets.frames import from_arrays
+from mlmm.data.inputs import (
+    MultimodalArray,
+    align_modalities,
+    as_sample_arrays,
+    default_columns,
+    table_modalities,
+)
 from mlmm.data.preprocessing import Standardizer
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import ArtifactError, MlmmError
 from mlmm.methods.base import MissingModalityModel
 from mlmm.methods.registry import METHODS, create_method
 from mlmm.train.artifact_schema import validate_config
+from mlmm.train.card import model_card
 from mlmm.train.checkpoint import WEIGHTS_FILE, load_artifact, save_artifact
 from mlmm.train.trainer import TrainHistory, _check_matches, predict_batches
 
@@ -43,7 +53,28 @@ class TrainedModel:
         Training class frequencies (classification) or target mean, used only for samples
         with no modality present when ``on_empty="prior"``.
     validation : dict
-        Validation metrics stored with the artifact (filled by the experiment runner).
+        Validation metrics stored with the artifact (filled by the experiment runner), keyed
+        ``"SUBSET/METRIC"``: each modality subset forced on the validation data.
+    classes : list, optional
+        The class labels seen in training, in output order (the estimators store them; see
+        :attr:`classes_` for the fallback).
+    columns : dict of str to list of str, optional
+        Modality name -> its DataFrame columns, when the model was trained from a DataFrame
+        (:func:`mlmm.data.from_dataframe`); without it a table uses ``NAME.0``, ``NAME.1``...
+    target_column : str, optional
+        The training DataFrame's target column (allowed, and ignored, at prediction).
+
+    Examples
+    --------
+    >>> import numpy as np, mlmm
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.array(["cat", "dog"] * 40)
+    >>> X = {"a": (y == "dog")[:, None] + rng.normal(size=(80, 3)), "b": rng.normal(size=(80, 2))}
+    >>> model = mlmm.MissingModalityClassifier("late-fusion", max_epochs=3).fit(X, y).trained_
+    >>> model.predict({"b": X["b"][:2], "a": X["a"][:2]}).shape   # keys in any order
+    (2,)
+    >>> str(model.predict({"a": X["a"][:1]})[0]) in ("cat", "dog")  # "b" absent
+    True
     """
 
     model: MissingModalityModel
@@ -54,6 +85,9 @@ class TrainedModel:
     prior: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     validation: dict[str, Any] = field(default_factory=dict)
+    classes: list[Any] | None = None
+    columns: dict[str, list[str]] | None = None
+    target_column: str | None = None
 
     @property
     def specs(self) -> tuple[ModalitySpec, ...]:
@@ -78,14 +112,121 @@ class TrainedModel:
         """Number of learnable parameters."""
         return sum(p.numel() for p in self.model.parameters())
 
-    # ------------------------------------------------------------ prediction
-    def predict_raw(self, dataset: MultimodalDataset, on_empty: str = "error") -> np.ndarray:
-        """Model outputs for ``dataset``: class probabilities ``[N, K]`` or values ``[N]``.
+    @property
+    def classes_(self) -> np.ndarray:
+        """Class labels in output order: the stored labels, else ``task.class_names``, else
+        ``0..K-1`` (artifacts written before labels were stored)."""
+        if not self.task.is_classification:
+            raise MlmmError("a regression model has no classes_; it predicts values")
+        if self.classes:
+            return np.asarray(self.classes)
+        if self.task.class_names:
+            return np.asarray(self.task.class_names)
+        return np.arange(self.task.n_classes)
 
-        ``on_empty`` says what to do with samples that have no modality present: ``"error"``
-        (default) refuses them; ``"prior"`` answers them with the training class frequencies
-        (or target mean).
+    @property
+    def modality_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of each modality, in the model's order."""
+        return {s.name: tuple(s.shape) for s in self.specs}
+
+    @property
+    def table_columns(self) -> dict[str, list[str]]:
+        """Modality name -> its columns in a table (CSV, Parquet, DataFrame)."""
+        return dict(self.columns) if self.columns else default_columns(self.modality_shapes)
+
+    def validation_scores(self) -> dict[str, dict[str, float]]:
+        """Validation metrics per modality subset: ``{"a+b": {"accuracy": 0.9, ...}, ...}``."""
+        out: dict[str, dict[str, float]] = {}
+        for key, value in self.validation.items():
+            subset, _, metric = str(key).rpartition("/")
+            if subset and isinstance(value, (int, float)):
+                out.setdefault(subset, {})[metric] = float(value)
+        return out
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{s.name}{list(s.shape)}" for s in self.specs)
+        if self.task.is_classification:
+            labels = [str(c) for c in self.classes_.tolist()]
+            shown = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
+            task = f"classification ({len(labels)} classes: {shown})"
+        else:
+            task = "regression"
+        return (
+            f"TrainedModel(method={self.method!r}, modalities=[{shapes}], task={task}, "
+            f"parameters={self.n_parameters():,})"
+        )
+
+    # ------------------------------------------------------------ input
+    def as_dataset(self, X: Any, partial: str = "error") -> MultimodalDataset:
+        """Turn prediction input into a dataset matching the model (targets are placeholders).
+
+        Parameters
+        ----------
+        X : dict of str to array, DataFrame or MultimodalDataset
+            A dict (or :class:`mlmm.MultimodalArray`) of per-modality arrays ``(N, *shape)``:
+            keys in any order, an omitted key is that modality absent in every sample, an
+            entirely NaN row absent in that sample. A DataFrame laid out as at training
+            (:attr:`table_columns`; leaving out all of a modality's columns marks it absent).
+            A dataset is used as it is.
+        partial : {"error", "missing"}
+            A modality row that is only partly NaN: refused, or treated as absent.
         """
+        if isinstance(X, MultimodalDataset):
+            return X
+        if partial not in ("error", "missing"):  # "impute" would fill from the input itself
+            raise MlmmError(f"partial must be 'error' or 'missing', got {partial!r}")
+        shapes = self.modality_shapes
+        if hasattr(X, "iloc") and hasattr(X, "columns"):  # a pandas DataFrame
+            names = [str(c) for c in X.columns]
+            repeated = sorted({c for c in names if names.count(c) > 1})
+            if repeated:
+                raise MlmmError(
+                    f"columns {repeated[:5]} appear more than once; give each column once"
+                )
+            frame = X.set_axis(names, axis=1)
+
+            def take(cols: list[str]) -> np.ndarray:
+                try:
+                    return frame[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+                except (TypeError, ValueError):
+                    raise MlmmError(
+                        f"columns {cols[:3]}... must hold numbers; encode them as at training"
+                    ) from None
+
+            ignore = (self.target_column,) if self.target_column else ()
+            arrays = table_modalities(names, take, self.table_columns, shapes, ignore)
+        else:
+            if not isinstance(X, (Mapping, MultimodalArray)):
+                raise MlmmError(
+                    f"X must be a dict of per-modality arrays, a DataFrame or a "
+                    f"MultimodalDataset, got {type(X).__name__}; e.g. "
+                    f"model.predict({{{next(iter(shapes))!r}: array}})"
+                )
+            arrays, _ = as_sample_arrays(X, None)
+        aligned = align_modalities(arrays, shapes, "the model")
+        n = len(next(iter(aligned.values())))
+        dummy = np.zeros(n, dtype=np.int64 if self.task.is_classification else np.float32)
+        return from_arrays(
+            aligned,
+            dummy,
+            task=self.task,
+            kinds={s.name: s.kind for s in self.specs},
+            standardize={s.name: s.standardize for s in self.specs},
+            name="input",
+            allow_empty=True,
+            partial=partial,
+        )
+
+    # ------------------------------------------------------------ prediction
+    def predict_raw(self, X: Any, on_empty: str = "error") -> np.ndarray:
+        """Model outputs for ``X``: class probabilities ``[N, K]`` or values ``[N]``.
+
+        ``X`` is anything :meth:`as_dataset` takes (a dict of arrays, a DataFrame, a
+        dataset); no targets are needed. ``on_empty`` says what to do with samples that have
+        no modality present: ``"error"`` (default) refuses them; ``"prior"`` answers them
+        with the training class frequencies (or target mean).
+        """
+        dataset = self.as_dataset(X)
         _check_matches(self.model, dataset, "input")
         if on_empty not in ("error", "prior"):
             raise MlmmError(f"on_empty must be 'error' or 'prior', got {on_empty!r}")
@@ -107,16 +248,16 @@ class TrainedModel:
             out[empty] = self.prior[0]
         return out
 
-    def predict_proba(self, dataset: MultimodalDataset, on_empty: str = "error") -> np.ndarray:
-        """Class probabilities ``[N, K]`` (classification only)."""
+    def predict_proba(self, X: Any, on_empty: str = "error") -> np.ndarray:
+        """Class probabilities ``[N, K]``, columns in the order of :attr:`classes_`."""
         if not self.task.is_classification:
             raise MlmmError("predict_proba is for classification; use predict for regression")
-        return self.predict_raw(dataset, on_empty)
+        return self.predict_raw(X, on_empty)
 
-    def predict(self, dataset: MultimodalDataset, on_empty: str = "error") -> np.ndarray:
-        """Class labels ``[N]`` (classification) or values ``[N]`` (regression)."""
-        out = self.predict_raw(dataset, on_empty)
-        return out.argmax(axis=1) if self.task.is_classification else out
+    def predict(self, X: Any, on_empty: str = "error") -> np.ndarray:
+        """Class labels ``[N]`` (values of :attr:`classes_`) or values ``[N]`` (regression)."""
+        out = self.predict_raw(X, on_empty)
+        return self.classes_[out.argmax(axis=1)] if self.task.is_classification else out
 
     # ------------------------------------------------------------ persistence
     def config(self) -> dict[str, Any]:
@@ -136,6 +277,9 @@ class TrainedModel:
             "histories": [h.to_dict() for h in self.histories],
             "info": self.info,
             "validation": self.validation,
+            "classes": self.classes,
+            "columns": self.columns,
+            "target_column": self.target_column,
         }
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -147,10 +291,17 @@ class TrainedModel:
             A new path or an empty directory; an existing artifact only with ``overwrite``.
             Anything else (a file, a directory of other files) is refused before writing.
         overwrite : bool, default False
-            Replace an existing artifact's own files; other files in it stay. The old
-            artifact stays whole until the new one is complete.
+            Replace an existing artifact's own files (the model card ``README.md`` among
+            them); other files in it stay. The old artifact stays whole until the new one is
+            complete.
+
+        The artifact holds a model card, ``README.md`` (:func:`mlmm.train.card.model_card`):
+        method and paper, data, training missingness, per-subset validation table, intended
+        use and limits.
         """
-        return save_artifact(path, self.model.state_dict(), self.config(), overwrite=overwrite)
+        config = self.config()
+        card = model_card(config)
+        return save_artifact(path, self.model.state_dict(), config, overwrite=overwrite, card=card)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedModel:
@@ -217,6 +368,9 @@ class TrainedModel:
             cfg.prior,
             cfg.train_seconds,
             cfg.validation,
+            cfg.classes,
+            cfg.columns,
+            cfg.target_column,
         )
 
 

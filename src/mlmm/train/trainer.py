@@ -224,6 +224,7 @@ class Trainer:
             info=dict(info or {}),
             prior=prior,
             train_seconds=time.perf_counter() - start,
+            **_table_layout(train),
         )
 
     def fit_module(
@@ -417,6 +418,18 @@ def _nonempty(dataset: MultimodalDataset) -> MultimodalDataset:
     """Training rows with nothing present teach nothing: drop them (explicitly, documented)."""
     keep = dataset.observed.any(axis=1)
     return dataset if keep.all() else dataset.subset(np.flatnonzero(keep))
+
+
+def _table_layout(dataset: MultimodalDataset) -> dict[str, Any]:
+    """The DataFrame columns a dataset came from (:func:`from_dataframe`), to predict from one."""
+    columns = dataset.meta.get("columns")
+    if not columns:
+        return {}
+    target = dataset.meta.get("target_column")
+    return {
+        "columns": {str(name): [str(c) for c in cols] for name, cols in columns.items()},
+        "target_column": None if target is None else str(target),
+    }
 
 
 def _prior(dataset: MultimodalDataset) -> list[float]:

@@ -1,0 +1,249 @@
+"""Export a trained model to ONNX: inputs are the modality tensors plus the presence mask.
+
+The graph does everything :meth:`mlmm.TrainedModel.predict_raw` does after the input
+checks: standardise each present modality with the training statistics, zero the absent
+rows, run the method, and turn its output into probabilities (classification) or target
+units (regression); a sample with no modality present gets the training prior. Inputs are
+named after the modalities (``float32 [N, *shape]``, raw values as given to ``predict``) and
+``present`` (``bool [N, M]``, columns in the model's modality order); the output is
+``probabilities [N, K]`` or ``prediction [N]``.
+
+Every export is checked before it is written: onnxruntime must give the same answer as
+PyTorch (within ``tolerance``) on every presence pattern. A method that cannot be traced
+into a graph (a k-NN bank searched per sample, scikit-learn trees, a router that picks a
+model per sample in Python) fails that check or the trace, and is refused in one line.
+
+Needs the ``export`` extra (``pip install 'mlmm[export]'``: onnx, onnxruntime, onnxscript).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.errors import MlmmError
+from mlmm.train.trained import TrainedModel
+
+#: ONNX opset written.
+OPSET = 18
+#: Largest difference from PyTorch an export may have on the check inputs.
+TOLERANCE = 1e-5
+#: Above this many modalities the check runs on singletons, leave-one-out and all present.
+MAX_CHECKED_MODALITIES = 8
+
+
+class _Graph(nn.Module):
+    """``TrainedModel`` prediction as one module: raw tensors + presence mask -> answer."""
+
+    def __init__(self, trained: TrainedModel) -> None:
+        super().__init__()
+        self.model = trained.model
+        self.names = tuple(s.name for s in trained.specs)
+        self.classification = trained.task.is_classification
+        std = trained.standardizer
+        for j, name in enumerate(self.names):
+            self.register_buffer(f"mean_{j}", torch.as_tensor(std.mean_[name], dtype=torch.float32))
+            self.register_buffer(f"std_{j}", torch.as_tensor(std.std_[name], dtype=torch.float32))
+        self.register_buffer("prior", torch.as_tensor(trained.prior, dtype=torch.float32))
+        self.target_mean = float(std.target_mean_)
+        self.target_std = float(std.target_std_)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        *raw, present = args  # present: [N, M] bool
+        inputs = {}
+        for j, (name, x) in enumerate(zip(self.names, raw, strict=True)):
+            keep = present[:, j].reshape(-1, *([1] * (x.dim() - 1)))  # [N, 1, ...]
+            scaled = (x - getattr(self, f"mean_{j}")) / getattr(self, f"std_{j}")
+            inputs[name] = torch.where(keep, scaled, torch.zeros_like(scaled))
+        batch = MultimodalBatch(inputs, present, self.names, None)
+        pred = self.model(batch).prediction
+        empty = ~present.any(dim=1)  # [N]
+        if self.classification:
+            out = torch.softmax(pred.float(), dim=1)  # [N, K]
+            return torch.where(empty[:, None], self.prior[None, :].expand_as(out), out)
+        out = pred.float() * self.target_std + self.target_mean  # [N]
+        return torch.where(empty, self.prior[0].expand_as(out), out)
+
+
+def _patterns(m: int) -> list[tuple[bool, ...]]:
+    if m <= MAX_CHECKED_MODALITIES:
+        return [p for p in itertools.product((False, True), repeat=m) if any(p)]
+    rows = {tuple(i == j for i in range(m)) for j in range(m)}
+    rows |= {tuple(i != j for i in range(m)) for j in range(m)}
+    return sorted(rows | {(True,) * m})
+
+
+def check_inputs(
+    trained: TrainedModel, per_pattern: int = 3, seed: int = 0
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Raw inputs on every presence pattern (plus one empty row), for checking an export.
+
+    Values are drawn around the training statistics (mean + std * normal), so the check
+    exercises the ranges the model was trained on.
+    """
+    rng = np.random.default_rng(seed)
+    patterns = _patterns(len(trained.specs))
+    present = np.array(
+        [p for p in patterns for _ in range(per_pattern)] + [(False,) * len(patterns[0])]
+    )
+    n = len(present)
+    arrays = {}
+    for spec in trained.specs:
+        mean = trained.standardizer.mean_[spec.name]
+        std = trained.standardizer.std_[spec.name]
+        arrays[spec.name] = (mean + std * rng.normal(size=(n, *spec.shape))).astype(np.float32)
+    return arrays, present
+
+
+def export_onnx(
+    trained: TrainedModel, out: str | Path, tolerance: float = TOLERANCE
+) -> dict[str, float]:
+    """Write ``trained`` as an ONNX graph at ``out``, checked against PyTorch first.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+    out : str or Path
+        The ``.onnx`` file (written atomically, only when the check passes).
+    tolerance : float, default 1e-5
+        Largest absolute difference from PyTorch allowed on the check inputs.
+
+    Returns
+    -------
+    dict
+        ``max_abs_diff`` (onnxruntime vs PyTorch over every presence pattern), ``patterns``
+        checked and ``bytes`` written.
+
+    Raises
+    ------
+    MlmmError
+        When the method cannot be traced, or its graph does not reproduce PyTorch.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MlmmError(
+            "ONNX export needs onnx and onnxruntime; pip install 'mlmm[export]'"
+        ) from None
+    out = Path(out)
+    device = next(trained.model.parameters()).device
+    trained.to("cpu")
+    graph = _Graph(trained).eval()
+    arrays, present = check_inputs(trained)
+    names = [s.name for s in trained.specs]
+    tensors = tuple(torch.from_numpy(arrays[n]) for n in names) + (torch.from_numpy(present),)
+    output = "probabilities" if trained.task.is_classification else "prediction"
+    method = trained.method
+    refuse = (
+        f"the {method!r} method cannot be exported to ONNX ({{why}}); serve it with mlmm serve, "
+        f"which runs PyTorch"
+    )
+    try:
+        with torch.no_grad():
+            expected = graph(*tensors).numpy()
+        buffer = io.BytesIO()
+        with warnings.catch_warnings(), _quiet_output():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                graph,
+                tensors,
+                buffer,
+                input_names=[*names, "present"],
+                output_names=[output],
+                dynamic_axes={k: {0: "n"} for k in [*names, "present", output]},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        data = buffer.getvalue()
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        diff = 0.0
+        # the whole check batch, then each presence pattern alone and one sample alone: a
+        # branch taken in Python while tracing would be frozen into the graph, and show here
+        groups = [np.arange(len(present))]
+        for pattern in np.unique(present, axis=0):
+            rows = np.flatnonzero((present == pattern).all(axis=1))
+            groups += [rows, rows[:1]]
+        for rows in groups:
+            feed = {**{n: arrays[n][rows] for n in names}, "present": present[rows]}
+            got = session.run([output], feed)[0]
+            want = expected[rows]
+            if got.shape != want.shape:
+                diff = np.inf
+                break
+            diff = max(diff, float(np.abs(got.astype(np.float64) - want).max()))
+    except MlmmError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any tracing or runtime failure: one line
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        reason = text.split(". ")[0][:160] or type(err).__name__
+        raise MlmmError(refuse.format(why=f"{type(err).__name__}: {reason}")) from None
+    finally:
+        trained.model.to(device)
+    if not diff <= tolerance:
+        why = (
+            "its traced graph gives answers of the wrong shape for other presence patterns"
+            if diff == np.inf
+            else f"its traced graph differs from PyTorch by {diff:.2g} > {tolerance:g}"
+        )
+        raise MlmmError(
+            refuse.format(why=f"{why}: a step that depends on the data is not in the graph")
+        )
+    _write_atomic(out, data)
+    return {
+        "max_abs_diff": diff,
+        "patterns": float(len(_patterns(len(names)))),
+        "bytes": float(len(data)),
+    }
+
+
+@contextlib.contextmanager
+def _quiet_output():
+    """Silence what the exporter prints from C++ (a whole IR graph on some failures)."""
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    from mlmm.utils import atomic_write
+
+    try:
+        with atomic_write(path, "wb") as fh:
+            fh.write(data)
+    except OSError as err:
+        raise MlmmError(
+            f"cannot write {path} ({err.strerror or err}); free some disk space or choose "
+            f"another --out, nothing was half-written"
+        ) from None
+
+
+def onnx_session(path: str | Path):
+    """An onnxruntime session for an exported model (CPU, one thread per the environment)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+__all__ = ["OPSET", "TOLERANCE", "check_inputs", "export_onnx", "onnx_session"]

@@ -1,0 +1,357 @@
+"""The HTTP service: answers from any subset, refuses bad input with a 4xx naming the field."""
+
+import asyncio
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="needs the serve extra")
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import mlmm  # noqa: E402
+from mlmm import cli  # noqa: E402
+from mlmm.serve.app import PredictResponse, create_app  # noqa: E402
+from mlmm.serve.loading import load_models  # noqa: E402
+from mlmm.train import TrainedModel  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hemis(hemis_run):
+    return TrainedModel.load(hemis_run)
+
+
+@pytest.fixture(scope="module")
+def client(hemis):
+    with TestClient(create_app({"hemis": hemis}, max_body_bytes=200_000)) as c:
+        yield c
+
+
+def _vector(seed, n=16):
+    return np.random.default_rng(seed).normal(size=n).round(4).tolist()
+
+
+def test_single_and_batch_answers_match_the_python_model(client, hemis):
+    instances = [
+        {"m0": _vector(0), "m1": _vector(1), "m2": _vector(2)},
+        {"m2": _vector(3)},  # m0, m1 left out
+        {"m1": _vector(4), "m0": None},  # null = absent, key order free
+    ]
+    response = client.post("/predict", json={"instances": instances})
+    assert response.status_code == 200, response.text
+    body = PredictResponse.model_validate(response.json())
+    arrays = {m: np.full((3, 16), np.nan) for m in ("m0", "m1", "m2")}
+    for i, instance in enumerate(instances):
+        for m, v in instance.items():
+            if v is not None:
+                arrays[m][i] = v
+    expected = hemis.predict_proba(arrays)
+    got = np.array([[p.probabilities[str(k)] for k in range(4)] for p in body.predictions])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert [p.modalities for p in body.predictions] == [["m0", "m1", "m2"], ["m2"], ["m1"]]
+    assert [p.prediction for p in body.predictions] == expected.argmax(axis=1).tolist()
+    scores = hemis.validation_scores()
+    assert body.predictions[1].validation_score == scores["m2"]["accuracy"]
+    one = client.post("/predict", json={"instances": [{"m2": _vector(3)}]}).json()
+    alone = list(one["predictions"][0]["probabilities"].values())
+    np.testing.assert_allclose(alone, got[1], atol=1e-6)  # float32 batches: same to ~1e-7
+
+
+NaN_BODY = '{"instances": [{"m0": [NaN' + ", 0" * 15 + "]}]}"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "phrase"),
+    [
+        ({"instances": [{"m9": _vector(0)}]}, None, 422, "instances[0].m9: unknown modality"),
+        (
+            {"instances": [{"m0": _vector(0, 15)}]},
+            None,
+            422,
+            "instances[0].m0: expected shape [16]",
+        ),
+        ({"instances": [{"m0": [[1.0] * 16]}]}, None, 422, "instances[0].m0: expected shape"),
+        (NaN_BODY, None, 422, "instances[0].m0: holds NaN or inf"),
+        ({"instances": [{"m0": ["a"] * 16}]}, None, 422, "instances[0].m0: must be a nested list"),
+        ({"instances": [{"m0": "abc"}]}, None, 422, "instances[0].m0"),
+        ({"instances": [{}]}, None, 422, "instances[0]: no modality present"),
+        ({"instances": []}, None, 422, "instances:"),
+        ({"instances": [{"m0": _vector(0)}], "extra": 1}, None, 422, "extra"),
+        ({"instances": [{"m0": _vector(0)}], "model": "x"}, None, 422, "model: unknown model"),
+        ({"instances": [{"m0": _vector(0)}], "on_empty": "x"}, None, 422, "on_empty"),
+        ("{not json", None, 400, "body: malformed JSON"),
+        ("[" * 20000 + "]" * 20000, None, 400, "body: cannot be parsed"),
+        ({"instances": [{"m0": _vector(0)}]}, "text/plain", 415, "content-type"),
+        ({"instances": [{"m0": [1.0] * 16}] * 3000}, None, 413, "body: "),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(client, body, content_type, status, phrase):
+    content = body if isinstance(body, str) else json.dumps(body)
+    headers = {"content-type": content_type or "application/json"}
+    response = client.post("/predict", content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert phrase in response.json()["detail"]
+
+
+def test_on_empty_prior_answers_a_sample_with_nothing(client, hemis):
+    response = client.post("/predict", json={"instances": [{"m0": None}], "on_empty": "prior"})
+    assert response.status_code == 200
+    answer = response.json()["predictions"][0]
+    assert answer["modalities"] == []
+    np.testing.assert_allclose(list(answer["probabilities"].values()), hemis.prior)
+
+
+def test_health_model_and_metrics(client):
+    assert client.get("/health").json() == {"status": "ok", "models": ["hemis"]}
+    info = client.get("/model").json()["models"][0]
+    assert info["classes"] == [0, 1, 2, 3]
+    assert info["modalities"][0] == {"name": "m0", "kind": "vector", "shape": [16]}
+    assert {"modalities": "m0+m1+m2"}.items() <= info["validation"][0].items() or any(
+        row["modalities"] == "m0+m1+m2" for row in info["validation"]
+    )
+    client.post("/predict", json={"instances": [{"m1": _vector(9)}]})
+    client.post("/predict", content="{", headers={"content-type": "application/json"})
+    text = client.get("/metrics").text
+    assert 'mlmm_patterns_total{model="hemis",pattern="m1"}' in text
+    assert 'mlmm_errors_total{route="/predict",status="400"}' in text
+    assert "# TYPE mlmm_request_duration_seconds histogram" in text
+    assert 'mlmm_request_duration_seconds_bucket{le="+Inf"}' in text
+
+
+def test_several_models_are_served_by_name(hemis, late_fusion_run):
+    late = TrainedModel.load(late_fusion_run)
+    with TestClient(create_app({"a": hemis, "b": late})) as c:
+        instance = {"m0": _vector(1)}
+        missing = c.post("/predict", json={"instances": [instance]})
+        assert missing.status_code == 422 and "model: several models" in missing.json()["detail"]
+        got = c.post("/predict", json={"instances": [instance], "model": "b"}).json()
+        assert got["model"] == "b"
+        expected = late.predict_proba({"m0": np.array([instance["m0"]])})[0]
+        np.testing.assert_allclose(
+            list(got["predictions"][0]["probabilities"].values()), expected, atol=1e-6
+        )
+        assert [m["name"] for m in c.get("/model").json()["models"]] == ["a", "b"]
+
+
+def test_concurrent_single_requests_are_micro_batched(hemis):
+    app = create_app({"hemis": hemis}, max_wait_ms=50)
+    instances = [{"m0": _vector(i), "m2": _vector(100 + i)} for i in range(24)]
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                responses = await asyncio.gather(
+                    *(c.post("/predict", json={"instances": [x]}) for x in instances)
+                )
+        return responses
+
+    responses = asyncio.run(main())
+    assert all(r.status_code == 200 for r in responses)
+    arrays = {
+        "m0": np.array([x["m0"] for x in instances]),
+        "m2": np.array([x["m2"] for x in instances]),
+    }
+    expected = hemis.predict_proba(arrays)
+    got = np.array([list(r.json()["predictions"][0]["probabilities"].values()) for r in responses])
+    np.testing.assert_allclose(got, expected, atol=1e-6)  # each answer went to its request
+    metrics = app.state.metrics
+    assert metrics.batched_samples == 24 and metrics.batches < 24
+
+
+# ---------------------------------------------------------------- against the OpenAPI schema
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_vectors = st.lists(st.floats(-1e3, 1e3), min_size=15, max_size=17) | st.none() | _json
+_instances = st.lists(
+    st.dictionaries(st.sampled_from(["m0", "m1", "m2", "m3"]), _vectors, max_size=3),
+    min_size=0,
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.fixed_dictionaries(
+        {"instances": _instances},
+        optional={
+            "on_empty": st.sampled_from(["error", "prior", "other"]),
+            "model": st.sampled_from(["hemis", "nope"]),
+            "junk": _json,
+        },
+    )
+    | _json
+)
+def test_any_body_gets_a_documented_answer_never_a_5xx(client, body):
+    schema = client.app.openapi()
+    operation = schema["paths"]["/predict"]["post"]
+    documented = {int(code) for code in operation["responses"]}
+    assert set(operation["requestBody"]["content"]) == {"application/json"}
+    response = client.post("/predict", json=body)
+    assert response.status_code < 500, response.text
+    assert response.status_code in documented
+    if response.status_code == 200:
+        PredictResponse.model_validate(response.json())
+        assert all(
+            math.isclose(sum(p["probabilities"].values()), 1.0, rel_tol=1e-5)
+            for p in response.json()["predictions"]
+        )
+    else:
+        assert response.json()["detail"]
+
+
+# ---------------------------------------------------------------- the command
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["mlmm", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_serve_refuses_a_non_artifact_and_a_tampered_one_in_one_line(
+    monkeypatch, capsys, tmp_path, hemis_run
+):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hi")
+    code, _, err = run(monkeypatch, capsys, "serve", str(tmp_path / "notes"))
+    assert code == 2 and err.count("\n") == 1 and "not an mlmm model directory" in err
+    import shutil
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(hemis_run, tampered)
+    config = tampered / "config.json"
+    config.write_text(config.read_text().replace('"hidden": 256', '"hidden": 255'))
+    code, _, err = run(monkeypatch, capsys, "serve", "--model", f"x={tampered}")
+    assert code == 2 and err.count("\n") == 1 and "does not match the hash" in err
+
+
+def test_model_names_are_checked(hemis_run):
+    models = load_models(None, [f"a={hemis_run}", f"b = {hemis_run}"])
+    assert list(models) == ["a", "b"]
+    with pytest.raises(Exception, match="NAME=RUN"):
+        load_models(None, ["oops"])
+    with pytest.raises(Exception, match="given twice"):
+        load_models(hemis_run, [f"run={hemis_run}"])
+
+
+def test_shutdown_answers_the_requests_in_flight(hemis):
+    app = create_app({"hemis": hemis}, max_wait_ms=300)
+
+    async def main():
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            tasks = [
+                asyncio.create_task(c.post("/predict", json={"instances": [{"m1": _vector(i)}]}))
+                for i in range(5)
+            ]
+            await asyncio.sleep(0.05)  # queued; the worker is still waiting for more
+            await lifespan.__aexit__(None, None, None)  # shutdown: drains the queue first
+            return await asyncio.gather(*tasks)
+
+    responses = asyncio.run(main())
+    assert [r.status_code for r in responses] == [200] * 5
+    assert app.state.metrics.batches == 1
+
+
+def test_a_regression_model_answers_values(tmp_path):
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(task="regression")
+    model = mlmm.create_method("hemis", data.specs, data.task)
+    trained = mlmm.Trainer(max_epochs=2, progress=False).fit(model, data)
+    name = data.modality_names[0]
+    row = data.inputs[name][:1]
+    with TestClient(create_app({"r": trained})) as c:
+        body = {"instances": [{name: row[0].tolist()}]}
+        answer = c.post("/predict", json=body).json()["predictions"][0]
+    expected = trained.predict({name: row})[0]
+    assert answer["probabilities"] is None and answer["validation_metric"] == "rmse"
+    assert answer["prediction"] == pytest.approx(expected, rel=1e-5)
+
+
+def _from_schema(schema: dict, components: dict, depth: int = 0) -> st.SearchStrategy:
+    """A strategy for JSON values valid under ``schema`` (the subset of JSON Schema that the
+    app's OpenAPI schema uses: $ref, anyOf, enum, object, array, scalars), like schemathesis."""
+    if "$ref" in schema:
+        return _from_schema(components[schema["$ref"].rsplit("/", 1)[-1]], components, depth)
+    if "anyOf" in schema:
+        return st.one_of([_from_schema(s, components, depth) for s in schema["anyOf"]])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        inner = {k: _from_schema(v, components, depth + 1) for k, v in properties.items()}
+        values = schema.get("additionalProperties")
+        strategy = st.fixed_dictionaries(
+            {k: v for k, v in inner.items() if k in required},
+            optional={k: v for k, v in inner.items() if k not in required},
+        )
+        if isinstance(values, dict):  # a map: keys are modality names here
+            keys = st.sampled_from(["m0", "m1", "m2", "m9"]) | st.text(max_size=3)
+            return st.dictionaries(keys, _from_schema(values, components, depth + 1), max_size=3)
+        return strategy
+    if kind == "array":
+        # free items ({}): numbers mostly, with a few of other types, of plausible lengths
+        items = schema.get("items") or {}
+        element = (
+            _from_schema(items, components, depth + 1)
+            if items
+            else st.floats(-1e3, 1e3) | st.sampled_from([None, "x", [1.0], float("nan")])
+        )
+        low = schema.get("minItems", 0)
+        high = max(low, 17 if not items else 3)
+        return st.lists(element, min_size=low, max_size=high)
+    scalars = {
+        "string": st.text(max_size=5),
+        "number": st.floats(allow_nan=False),
+        "integer": st.integers(-10, 10),
+        "boolean": st.booleans(),
+        "null": st.none(),
+    }
+    return scalars.get(kind, st.none() | st.floats(-10, 10) | st.text(max_size=3))
+
+
+def test_bodies_drawn_from_the_openapi_schema_never_get_a_5xx(hemis):
+    app = create_app({"hemis": hemis})
+    openapi = app.openapi()
+    components = openapi["components"]["schemas"]
+    operation = openapi["paths"]["/predict"]["post"]
+    documented = {int(code) for code in operation["responses"]}
+    request = operation["requestBody"]["content"]["application/json"]["schema"]
+    bodies = _from_schema(request, components)
+
+    with TestClient(app) as c:
+
+        @settings(max_examples=80, deadline=None)
+        @given(body=bodies)
+        def check(body):
+            content = json.dumps(body)  # NaN written as NaN, as Python's json reads it
+            headers = {"content-type": "application/json"}
+            response = c.post("/predict", content=content, headers=headers)
+            assert response.status_code < 500, response.text
+            assert response.status_code in documented
+            if response.status_code == 200:
+                PredictResponse.model_validate(response.json())
+
+        check()

@@ -1,0 +1,80 @@
+"""ONNX export: onnxruntime answers as PyTorch on every presence pattern, or a one-line refusal."""
+
+import itertools
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="needs the export extra")
+
+import mlmm  # noqa: E402
+from mlmm import cli  # noqa: E402
+from mlmm.errors import MlmmError  # noqa: E402
+from mlmm.serve.export import export_onnx, onnx_session  # noqa: E402
+from mlmm.train import TrainedModel, Trainer  # noqa: E402
+
+
+@pytest.mark.parametrize("fixture", ["hemis_run", "late_fusion_run"])
+def test_onnxruntime_matches_pytorch_on_every_presence_pattern(fixture, request, tmp_path):
+    trained = TrainedModel.load(request.getfixturevalue(fixture))
+    out = tmp_path / "model.onnx"
+    report = export_onnx(trained, out)
+    assert report["max_abs_diff"] <= 1e-5 and report["patterns"] == 7
+    session = onnx_session(out)
+    assert [i.name for i in session.get_inputs()] == ["m0", "m1", "m2", "present"]
+    rng = np.random.default_rng(5)
+    for pattern in itertools.product((False, True), repeat=3):
+        if not any(pattern):
+            continue
+        for n in (1, 5):  # one sample and a batch
+            raw = {m: rng.normal(size=(n, 16)).astype(np.float32) for m in ("m0", "m1", "m2")}
+            present = np.tile(np.array(pattern), (n, 1))
+            given = {m: np.where(present[:, [j]], raw[m], np.nan) for j, m in enumerate(raw)}
+            expected = trained.predict_proba(given)  # the Python predict path, NaN = absent
+            got = session.run(["probabilities"], {**raw, "present": present})[0]
+            np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["knn-impute", "per-subset"])
+def test_methods_that_cannot_be_traced_are_refused_in_one_line(method, tmp_path):
+    data = mlmm.load_dataset("synthetic", n_samples=120)
+    model = mlmm.create_method(method, data.specs, data.task)
+    trained = Trainer(max_epochs=1, progress=False).fit(model, data)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(MlmmError, match=f"the '{method}' method cannot be exported") as err:
+        export_onnx(trained, out)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
+    assert not out.exists()
+
+
+def test_export_model_command(hemis_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "m.onnx"
+    monkeypatch.setattr(sys, "argv", ["mlmm", "export-model", str(hemis_run), "--out", str(out)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    assert out.stat().st_size > 0 and "7 presence patterns" in capsys.readouterr().out
+    monkeypatch.setattr(
+        sys, "argv", ["mlmm", "export-model", str(hemis_run), "--out", str(out), "--format", "tf"]
+    )
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2 and "--format must be onnx" in capsys.readouterr().err
+
+
+def test_a_regression_model_exports_its_values(tmp_path):
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(task="regression")
+    trained = Trainer(max_epochs=2, progress=False).fit(
+        mlmm.create_method("late-fusion", data.specs, data.task), data
+    )
+    export_onnx(trained, tmp_path / "r.onnx")
+    session = onnx_session(tmp_path / "r.onnx")
+    present = data.observed[:8]
+    feed = {m: data.inputs[m][:8].astype(np.float32) for m in data.modality_names}
+    got = session.run(["prediction"], {**feed, "present": present})[0]
+    np.testing.assert_allclose(
+        got, trained.predict(data.subset(np.arange(8))), rtol=1e-4, atol=1e-5
+    )
