@@ -875,7 +875,13 @@ def stream_command(
 
     from mlmm.bench.store import ResultsStore
     from mlmm.stream.experiment import run_stream
+    from mlmm.utils import check_output_file
 
+    # every output is checked before the replay, so a bad path costs no training
+    if timeline is not None:
+        check_output_file(timeline, "HTML", inputs=[store], what="--timeline")
+    with ResultsStore(store):  # created (or checked) now, not after the work
+        pass
     method = method or ("knn-impute" if dataset == "daphnet" else "late-fusion")
     started = time.perf_counter()
     run = run_stream(

@@ -23,6 +23,7 @@ from mlmm.errors import ArtifactError, MlmmError
 from mlmm.train import checkpoint
 from mlmm.train.checkpoint import (
     CARD_FILE,
+    CARD_MARKER,
     CONFIG_FILE,
     MANIFEST_FILE,
     WEIGHTS_FILE,
@@ -710,15 +711,15 @@ def test_save_writes_a_model_card_that_loading_does_not_need(tmp_path):
     trained.info = {"missing": "mcar:0.3"}
     path = trained.save(tmp_path / "model")
     card = (path / CARD_FILE).read_text()
-    assert card == model_card(json.loads((path / CONFIG_FILE).read_text()))
+    assert card == f"{CARD_MARKER}\n" + model_card(json.loads((path / CONFIG_FILE).read_text()))
     for part in ("# late-fusion model", "Paper:", "classification, 2 classes: no, yes", "mcar:0.3"):
         assert part in card
     assert "| a+b | 0.7500 |" in card and "| b | 0.6250 |" in card
     assert "Intended use and limits" in card
-    (path / CARD_FILE).write_text("edited by hand")  # documentation only: still loads
+    (path / CARD_FILE).write_text(f"{CARD_MARKER}\nedited by hand")  # documentation: still loads
     TrainedModel.load(path)
     trained.save(path, overwrite=True)  # and the next save writes it again
-    assert (path / CARD_FILE).read_text().startswith("# late-fusion model")
+    assert (path / CARD_FILE).read_text().startswith(f"{CARD_MARKER}\n# late-fusion model")
 
 
 def test_model_card_copes_with_records_it_does_not_know():
@@ -733,3 +734,17 @@ def test_model_card_copes_with_records_it_does_not_know():
     }
     card = model_card(config)
     assert "a plugin" in card and "Realised: half" in card and "| a | – |" in card
+
+
+def test_a_readme_of_the_users_survives_an_overwrite(tmp_path):
+    # a README.md without mlmm's marker (notes added to an artifact older than cards) is kept
+    path = tmp_path / "run"
+    save_artifact(path, {"w": torch.ones(2)}, {"method": "x"})
+    assert (path / CARD_FILE).read_text().startswith(CARD_MARKER)
+    (path / CARD_FILE).write_text("my notes on this model\n")
+    save_artifact(path, {"w": torch.zeros(2)}, {"method": "x"}, overwrite=True)
+    assert (path / CARD_FILE).read_text() == "my notes on this model\n"
+    # mlmm's own card is rewritten by the next save
+    (path / CARD_FILE).write_text(f"{CARD_MARKER}\nold card\n")
+    save_artifact(path, {"w": torch.ones(2)}, {"method": "x"}, card="new card\n", overwrite=True)
+    assert (path / CARD_FILE).read_text() == f"{CARD_MARKER}\nnew card\n"

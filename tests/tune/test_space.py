@@ -65,6 +65,9 @@ def test_a_space_naming_an_unknown_parameter_lists_the_methods_parameters():
 def test_every_builtin_method_declares_a_space_of_its_own_parameters():
     for name in mlmm.list_methods():
         cls = METHODS.get(name).obj
+        if name == "auto-ensemble":  # its members and weights are chosen by fit_auto, not sampled
+            assert cls.search_space == {}
+            continue
         assert cls.search_space, f"{name} declares no search_space"
         check_space(name, cls.search_space, method_parameters(cls))
 

@@ -66,6 +66,10 @@ MANIFEST_FILE = "mlmm-artifact.json"
 CARD_FILE = "README.md"
 #: mlmm's own files in an artifact, in the order a save renames them (the manifest last).
 OWN_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, MANIFEST_FILE)
+#: The first line of every card mlmm writes: a README.md without it is the user's, and is kept.
+CARD_MARKER = (
+    "<!-- mlmm model card: rewritten by every save; keep your own notes in another file -->"
+)
 
 #: Largest files a load reads; anything bigger is refused before it is read.
 MAX_CONFIG_BYTES = 64 << 20
@@ -494,7 +498,7 @@ def save_artifact(
     files = {
         WEIGHTS_FILE: weights,
         CONFIG_FILE: config_bytes,
-        CARD_FILE: card.encode(),
+        CARD_FILE: _card_bytes(target, card),
         MANIFEST_FILE: json.dumps(manifest, indent=2).encode(),
     }
     try:
@@ -514,6 +518,19 @@ def save_artifact(
             f"another --out, nothing was half-written"
         ) from err
     return given
+
+
+def _card_bytes(target: Path, card: str) -> bytes:
+    """The card to write: mlmm's, unless ``target`` holds a README.md of the user's (one
+    without :data:`CARD_MARKER`, e.g. notes added to an artifact older than cards), which is
+    written back unchanged so that an overwrite never loses it."""
+    existing = target / CARD_FILE
+    if existing.is_file() and not existing.is_symlink():
+        with open(existing, "rb") as fh:
+            head = fh.read(len(CARD_MARKER.encode()))
+        if head != CARD_MARKER.encode():
+            return existing.read_bytes()
+    return f"{CARD_MARKER}\n{card}".encode()
 
 
 # ---------------------------------------------------------------------- load
