@@ -329,7 +329,9 @@ class FlexMoE(MissingModalityModel):
             self.n_patterns, self.expert_count, dtype=tokens.dtype, device=tokens.device
         )  # [P, E]: (token, slot) assignments per presence pattern and expert
         rows = pattern.view(-1, 1, 1, 1).expand_as(experts)
-        usage.index_put_((rows.reshape(-1), experts.reshape(-1)), torch.ones(()), accumulate=True)
+        usage.index_put_(
+            (rows.reshape(-1), experts.reshape(-1)), tokens.new_ones(()), accumulate=True
+        )
         aux = {
             "load_balance": self.gate_loss_weight * balance,
             "specialisation": self.gate_loss_weight * specialise,
