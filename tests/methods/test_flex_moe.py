@@ -15,6 +15,7 @@ from mlmm.nn.moe import SparseMoE, cv_squared, load_balancing_loss
 from mlmm.testing import contract_dataset
 from mlmm.train.trainer import Trainer
 
+SMALL = {"embed_dim": 16, "hidden": 32, "expert_hidden": 32}
 NAME = "flex-moe"
 
 
@@ -119,3 +120,19 @@ def test_fewer_experts_than_patterns_share_them():
     pattern = out.extras["pattern"]
     incomplete = pattern != 6
     assert (out.extras["experts"][incomplete, 0, :, 0] == (pattern[incomplete] % 3)[:, None]).all()
+
+
+def test_beats_chance_on_every_subset_of_small_synthetic_data():
+    from mlmm.data.missingness import simulate
+    from mlmm.eval.protocol import evaluate
+    from mlmm.utils import rng_for
+
+    data = contract_dataset(n_samples=240)
+    split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+    train, _ = simulate(split.train, "mcar:0.4", rng_for(0, "train-mask"))
+    model = create_method(NAME, data.specs, data.task, **SMALL)
+    trained = Trainer(max_epochs=15, batch_size=32, seed=0, progress=False).fit(model, train, None)
+    table = evaluate(trained, split.test, "none", patterns=False)
+    acc = table[(table.scope == "subset") & (table.metric == "accuracy")]
+    assert len(acc) == 7  # every non-empty subset of 3 modalities, single ones included
+    assert (acc.value > 1 / 3 + 0.25).all(), acc[["subset", "value"]].to_string()

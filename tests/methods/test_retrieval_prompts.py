@@ -15,6 +15,7 @@ from mlmm.methods.architecture.retrieval_prompts import MAX_BANK_SIZE, bank_memo
 from mlmm.testing import contract_dataset
 from mlmm.train.trainer import Trainer
 
+SMALL = {"embed_dim": 16, "hidden": 32, "k": 3}
 NAME = "retrieval-prompts"
 SPECS = [ModalitySpec("x", "vector", (2,)), ModalitySpec("y", "vector", (2,))]
 TASK = TaskSpec("classification", 2)
@@ -130,3 +131,19 @@ def test_bank_memory_and_bad_hyperparameters():
         create_method(NAME, data.specs, data.task, k=0)
     model = create_method(NAME, data.specs, data.task)
     assert not hasattr(model, "prompts")  # the static prompts of the parent are gone
+
+
+def test_beats_chance_on_every_subset_of_small_synthetic_data():
+    from mlmm.data.missingness import simulate
+    from mlmm.eval.protocol import evaluate
+    from mlmm.utils import rng_for
+
+    data = contract_dataset(n_samples=240)
+    split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+    train, _ = simulate(split.train, "mcar:0.4", rng_for(0, "train-mask"))
+    model = create_method(NAME, data.specs, data.task, **SMALL)
+    trained = Trainer(max_epochs=15, batch_size=32, seed=0, progress=False).fit(model, train, None)
+    table = evaluate(trained, split.test, "none", patterns=False)
+    acc = table[(table.scope == "subset") & (table.metric == "accuracy")]
+    assert len(acc) == 7  # every non-empty subset of 3 modalities, single ones included
+    assert (acc.value > 1 / 3 + 0.25).all(), acc[["subset", "value"]].to_string()
