@@ -46,3 +46,8 @@ def test_rank_zero_wraps_nothing_and_targets_are_checked():
         apply_lora(_net(), rank=2, alpha=1.0, targets=["1"])
     assert apply_lora(net, rank=3, alpha=1.0, targets=["2"]) == ["2"]
     assert isinstance(net[2], LoRALinear) and isinstance(net[0], nn.Linear)
+
+
+def test_attention_output_projection_is_not_a_target():
+    net = nn.ModuleDict({"attn": nn.MultiheadAttention(4, 2), "proj": nn.Linear(4, 4)})
+    assert linear_names(net) == ["proj"]

@@ -54,8 +54,22 @@ class LoRALinear(nn.Module):
 
 
 def linear_names(module: nn.Module) -> list[str]:
-    """Names (as in ``named_modules``) of the ``nn.Linear`` layers LoRA can adapt."""
-    return [name for name, m in module.named_modules() if isinstance(m, nn.Linear) and name]
+    """Names (as in ``named_modules``) of the ``nn.Linear`` layers LoRA can adapt.
+
+    The output projection of an ``nn.MultiheadAttention`` is left out: attention reads its
+    weight directly, so a wrapper around it would be bypassed.
+    """
+    inside_attention = {
+        f"{name}.{child}" if name else child
+        for name, m in module.named_modules()
+        if isinstance(m, nn.MultiheadAttention)
+        for child, _ in m.named_children()
+    }
+    return [
+        name
+        for name, m in module.named_modules()
+        if isinstance(m, nn.Linear) and name and name not in inside_attention
+    ]
 
 
 def apply_lora(
