@@ -45,13 +45,8 @@ from torch import nn
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, did_you_mean
-from mlmm.methods.base import (
-    MethodOutput,
-    MissingModalityModel,
-    check_choice,
-    check_common,
-    check_range,
-)
+from mlmm.methods.architecture._peft import check_lora, lora_counts
+from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
 from mlmm.nn.backbones import MissingAwarePrompts, TokenTransformer, load_backbone
@@ -60,9 +55,6 @@ from mlmm.nn.lora import apply_lora, lora_parameters, merge_lora
 if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
     from mlmm.train.trainer import Trainer, TrainHistory
-
-#: What adapts the frozen encoders in stage 2.
-ADAPTERS = ("prompt", "lora", "both")
 
 
 @register_method(
@@ -182,16 +174,7 @@ class FrozenBackbonePrompting(MissingModalityModel):
         check_range("n_heads", n_heads, 1, integer=True)
         check_range("fusion_layers", fusion_layers, 1, integer=True)
         check_range("prompt_length", prompt_length, 1, integer=True)
-        check_choice("adapter", adapter, ADAPTERS)
-        check_range("lora_rank", lora_rank, 0, integer=True)
-        check_range("lora_alpha", lora_alpha, 0, low_inclusive=False)
-        if lora_targets is not None and (
-            not isinstance(lora_targets, (list, tuple))
-            or not all(isinstance(t, str) for t in lora_targets)
-        ):
-            raise MlmmError(
-                f"lora_targets must be a list of layer names or None, got {lora_targets!r}"
-            )
+        check_lora(adapter, lora_rank, lora_alpha, lora_targets)
         if backbones is not None and not isinstance(backbones, dict):
             raise MlmmError(
                 f"backbones must be a dict of modality name to backbone name, got {backbones!r}"
@@ -323,19 +306,7 @@ class FrozenBackbonePrompting(MissingModalityModel):
         matrices, frozen in stage 2); ``lora`` and ``prompts`` (the adapting parameters);
         ``trained`` (what stage 2 trains: adapters, prompts, LoRA, fusion, head);
         ``full_finetune`` (what fine-tuning every part used for prediction would train)."""
-        total = sum(p.numel() for p in self.parameters())
-        lora = sum(p.numel() for p in lora_parameters(self.encoders))
-        frozen = sum(p.numel() for p in self.encoders.parameters()) - lora
-        pretrain = sum(p.numel() for p in self.pretrain_heads.parameters())
-        prompts = self.prompts.prompts.numel() if hasattr(self, "prompts") else 0
-        return {
-            "total": total,
-            "frozen": frozen,
-            "lora": lora,
-            "prompts": prompts,
-            "trained": total - frozen - pretrain,
-            "full_finetune": total - pretrain,
-        }
+        return lora_counts(self, [self.encoders], unused=[self.pretrain_heads])
 
     def _pretrain_forward(self, batch: MultimodalBatch, present: torch.Tensor) -> MethodOutput:
         """Stage 1: each own encoder with its linear head, trained on its present rows; the
