@@ -73,20 +73,27 @@ def linear_names(module: nn.Module) -> list[str]:
 
 
 def apply_lora(
-    module: nn.Module, rank: int, alpha: float, targets: list[str] | None = None
+    module: nn.Module,
+    rank: int,
+    alpha: float,
+    targets: list[str] | None = None,
+    owner: str = "the frozen encoders",
 ) -> list[str]:
     """Wrap the named linear layers of ``module`` (all of them when ``targets`` is None) in
     :class:`LoRALinear`; returns the names wrapped. Rank 0 wraps nothing (the frozen model).
 
-    An unknown name is one :class:`MlmmError` that lists the valid names.
+    An unknown name is one :class:`MlmmError` that lists the valid names (``owner`` names the
+    module in it).
     """
     valid = linear_names(module)
     chosen = valid if targets is None else list(targets)
     for name in chosen:
         if name not in valid:
+            hint = did_you_mean(str(name), valid) if valid else ""
+            hint = hint if hint.startswith(" Did you mean") else ""  # the list is given anyway
             raise MlmmError(
-                f"lora_targets names {name!r}, which is not a linear layer of the frozen "
-                f"encoders; valid names: {valid}.{did_you_mean(str(name), valid)}"
+                f"lora_targets names {name!r}, which is not a linear layer of {owner}; "
+                f"valid names: {valid}.{hint}"
             )
     if rank == 0:
         return []

@@ -191,6 +191,7 @@ class MissingAwarePromptsModel(MaskedAttention):
             lora_rank if adapter != "prompt" else 0,
             lora_alpha,
             None if lora_targets is None else list(lora_targets),
+            owner="the frozen transformer",
         )
         self.placeholder = nn.Parameter(torch.empty(m, embed_dim))
         self._pretraining = False
