@@ -25,6 +25,14 @@ here the frozen parts are unimodal encoders, so the prompts act in the trained f
 (see ``missing-aware-prompts`` for the frozen-fusion form); Houlsby adapters sit inside every
 layer of the frozen network, here one adapter sits on its output (external models are black
 boxes); absent modalities are masked, not fed as dummy inputs.
+
+Parameter-efficient fine-tuning: ``adapter="lora"`` (or ``"both"``, with the prompts) adds LoRA
+updates (E. J. Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022,
+arXiv:2106.09685; :mod:`mlmm.nn.lora`) to the linear layers of our own frozen encoders, trained
+in stage 2 while the encoders' weights stay frozen; :meth:`FrozenBackbonePrompting.merge_lora`
+folds them in for inference. Differences from Hu et al.: LoRA adapts our small pretrained
+encoders' linear layers (every one by default; the paper adapts a transformer's attention
+projections); convolutions and external backbones get none.
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from torch import nn
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, did_you_mean
+from mlmm.methods.architecture._peft import check_lora, lora_counts
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
 from mlmm.nn.backbones import MissingAwarePrompts, TokenTransformer, load_backbone
+from mlmm.nn.lora import apply_lora, lora_parameters, merge_lora
 from mlmm.tune.space import Categorical, Float, Int
 
 if TYPE_CHECKING:
@@ -84,6 +94,19 @@ class FrozenBackbonePrompting(MissingModalityModel):
         :func:`mlmm.nn.backbones.register_backbone`) for modalities that use an external
         frozen encoder; the others use our own, pretrained in stage 1. External weights are
         not stored in artifacts: loading a model rebuilds them by name.
+    adapter : {"prompt", "lora", "both"}, default "prompt"
+        What adapts the frozen encoders in stage 2: missing-aware prompts in the fusion layer
+        (``"prompt"``), LoRA updates of the frozen encoders' linear layers (``"lora"``, no
+        prompts), or both.
+    lora_rank : int, default 4
+        Rank of the LoRA updates (0: none, the frozen encoders unchanged); used with
+        ``adapter="lora"`` or ``"both"``.
+    lora_alpha : float, default 8.0
+        LoRA scale numerator: the update is ``(lora_alpha / lora_rank) B A``.
+    lora_targets : list of str or None, default None
+        Names of the linear layers of our own encoders to adapt (``"<modality>.net.0"``...;
+        :func:`mlmm.nn.lora.linear_names` of ``encoders`` lists them); None: all of them.
+        External backbones are black boxes and get no LoRA.
 
     Attributes
     ----------
@@ -110,6 +133,9 @@ class FrozenBackbonePrompting(MissingModalityModel):
     N. Houlsby, A. Giurgiu, S. Jastrzebski, B. Morrone, Q. de Laroussilhe, A. Gesmundo,
     M. Attariyan, S. Gelly. "Parameter-Efficient Transfer Learning for NLP." ICML 2019.
     arXiv:1902.00751
+
+    E. J. Hu, Y. Shen, P. Wallis, Z. Allen-Zhu, Y. Li, S. Wang, L. Wang, W. Chen. "LoRA:
+    Low-Rank Adaptation of Large Language Models." ICLR 2022. arXiv:2106.09685
 
     Examples
     --------
@@ -142,6 +168,10 @@ class FrozenBackbonePrompting(MissingModalityModel):
         dropout: float = 0.4,
         modality_dropout: float = 0.3,
         backbones: dict[str, str] | None = None,
+        adapter: str = "prompt",
+        lora_rank: int = 4,
+        lora_alpha: float = 8.0,
+        lora_targets: list[str] | None = None,
     ) -> None:
         super().__init__(specs, task)
         check_common(
@@ -154,6 +184,7 @@ class FrozenBackbonePrompting(MissingModalityModel):
         check_range("n_heads", n_heads, 1, integer=True)
         check_range("fusion_layers", fusion_layers, 1, integer=True)
         check_range("prompt_length", prompt_length, 1, integer=True)
+        check_lora(adapter, lora_rank, lora_alpha, lora_targets)
         if backbones is not None and not isinstance(backbones, dict):
             raise MlmmError(
                 f"backbones must be a dict of modality name to backbone name, got {backbones!r}"
@@ -168,15 +199,24 @@ class FrozenBackbonePrompting(MissingModalityModel):
         self.n_heads, self.fusion_layers, self.prompt_length = n_heads, fusion_layers, prompt_length
         self.dropout, self.modality_dropout = dropout, modality_dropout
         self.backbones = backbones
+        self.adapter, self.lora_rank, self.lora_alpha = adapter, lora_rank, lora_alpha
+        self.lora_targets = lora_targets
 
         external = backbones or {}
-        self.prompts = MissingAwarePrompts(len(self.specs), 1, prompt_length, embed_dim)
+        if adapter != "lora":
+            self.prompts = MissingAwarePrompts(len(self.specs), 1, prompt_length, embed_dim)
         self.external = nn.ModuleDict(
             {s.name: load_backbone(external[s.name], s) for s in self.specs if s.name in external}
         )
         own = [s for s in self.specs if s.name not in external]
         self.encoders = nn.ModuleDict(
             {s.name: build_encoder(s, embed_dim, hidden, depth, dropout) for s in own}
+        )
+        self.lora_layers = apply_lora(
+            self.encoders,
+            lora_rank if adapter != "prompt" else 0,
+            lora_alpha,
+            None if lora_targets is None else list(lora_targets),
         )
         self.pretrain_heads = nn.ModuleDict(
             {s.name: nn.Linear(embed_dim, task.output_dim) for s in own}
@@ -209,13 +249,18 @@ class FrozenBackbonePrompting(MissingModalityModel):
         """Stage ``"pretrain"`` (our own encoders, unimodal; skipped when every modality has
         an external backbone), then ``"prompts"`` (adapters, prompts, fusion, head)."""
         histories = []
+        lora = lora_parameters(self.encoders)
         if len(self.encoders):
+            for p in lora:  # LoRA adapts the frozen encoders in stage 2 only
+                p.requires_grad_(False)
             self._pretraining = True
             try:
                 histories.append(trainer.fit_module(self, train, val, stage="pretrain"))
             finally:
                 self._pretraining = False
         self.set_frozen(True, "encoders")
+        for p in lora:
+            p.requires_grad_(True)
         try:
             histories.append(trainer.fit_module(self, train, val, stage="prompts"))
         finally:
@@ -255,9 +300,23 @@ class FrozenBackbonePrompting(MissingModalityModel):
         tokens = torch.where(present.unsqueeze(-1), tokens + self.modality_embedding, 0.0)
         cls = self.class_token.expand(len(tokens), 1, -1)  # [B, 1, D]
         ignore = torch.cat([torch.zeros_like(present[:, :1]), ~present], dim=1)  # [B, 1 + M]
-        out, _ = self.fusion(torch.cat([cls, tokens], dim=1), ignore, self.prompts(present))
+        prompts = None if self.adapter == "lora" else self.prompts(present)  # [B, 1, P, D]
+        out, _ = self.fusion(torch.cat([cls, tokens], dim=1), ignore, prompts)
         fused = out[:, 0]  # [B, D]
         return self.output(batch, self.head(fused), embedding=fused)
+
+    # ------------------------------------------------------------------ LoRA
+    def merge_lora(self) -> int:
+        """Fold every LoRA update into the frozen encoders' weights for inference (the same
+        outputs, no extra matrix products); returns how many layers were merged."""
+        return merge_lora(self.encoders)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts: ``total``; ``frozen`` (our encoders without their LoRA
+        matrices, frozen in stage 2); ``lora`` and ``prompts`` (the adapting parameters);
+        ``trained`` (what stage 2 trains: adapters, prompts, LoRA, fusion, head);
+        ``full_finetune`` (what fine-tuning every part used for prediction would train)."""
+        return lora_counts(self, [self.encoders], unused=[self.pretrain_heads])
 
     def _pretrain_forward(self, batch: MultimodalBatch, present: torch.Tensor) -> MethodOutput:
         """Stage 1: each own encoder with its linear head, trained on its present rows; the

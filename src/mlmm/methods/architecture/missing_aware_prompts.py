@@ -33,6 +33,12 @@ incomplete samples with absent modalities masked, because complete samples are r
 heavy missingness (e.g. 1.0–1.7% of `handwritten` training samples at MCAR 0.5); prompts start from
 N(0, 0.02) rather than the authors' one-hot initialisation; the head (the paper's pooler and
 classifier) is the one trained in stage 1 and keeps training in stage 2.
+
+Parameter-efficient fine-tuning: ``adapter="lora"`` (no prompts) or ``"both"`` adds LoRA
+updates (E. J. Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022,
+arXiv:2106.09685; :mod:`mlmm.nn.lora`) to the frozen transformer's linear layers (its blocks'
+MLPs; attention's packed input projection and its output projection are read directly by
+attention and get none), trained in stage 2 with the placeholders and the head.
 """
 
 from __future__ import annotations
@@ -46,10 +52,12 @@ from torch import nn
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
+from mlmm.methods.architecture._peft import check_lora, lora_counts
 from mlmm.methods.architecture.masked_attention import MaskedAttention
 from mlmm.methods.base import check_choice, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn.backbones import MissingAwarePrompts, prepend_class_token
+from mlmm.nn.lora import apply_lora, lora_parameters, merge_lora
 from mlmm.tune.space import Categorical, Float, Int
 
 if TYPE_CHECKING:
@@ -97,6 +105,16 @@ class MissingAwarePromptsModel(MaskedAttention):
         Stage-1 data: every training sample with its absent modalities masked out of
         attention, or only the samples with every modality (the paper's complete-data
         pretraining; raises if the training data has none).
+    adapter : {"prompt", "lora", "both"}, default "prompt"
+        What adapts the frozen backbone in stage 2: the missing-aware prompts, LoRA updates of
+        the transformer's linear layers (no prompts), or both.
+    lora_rank : int, default 4
+        Rank of the LoRA updates (0: none); used with ``adapter="lora"`` or ``"both"``.
+    lora_alpha : float, default 8.0
+        The update is ``(lora_alpha / lora_rank) B A``.
+    lora_targets : list of str or None, default None
+        Names of the transformer's linear layers to adapt (``"blocks.0.mlp.0"``...;
+        :func:`mlmm.nn.lora.linear_names` of ``transformer`` lists them); None: all of them.
 
     Attributes
     ----------
@@ -119,6 +137,9 @@ class MissingAwarePromptsModel(MaskedAttention):
     ----------
     Y.-L. Lee, Y.-H. Tsai, W.-C. Chiu, C.-Y. Lee. "Multimodal Prompting with Missing Modalities
     for Visual Recognition." CVPR 2023. doi:10.1109/CVPR52729.2023.01435
+
+    E. J. Hu, Y. Shen, P. Wallis, Z. Allen-Zhu, Y. Li, S. Wang, L. Wang, W. Chen. "LoRA:
+    Low-Rank Adaptation of Large Language Models." ICLR 2022. arXiv:2106.09685
 
     Examples
     --------
@@ -154,6 +175,10 @@ class MissingAwarePromptsModel(MaskedAttention):
         dropout: float = 0.2,
         modality_dropout: float = 0.3,
         pretrain_on: str = "observed",
+        adapter: str = "prompt",
+        lora_rank: int = 4,
+        lora_alpha: float = 8.0,
+        lora_targets: list[str] | None = None,
     ) -> None:
         # the backbone is masked-attention's: encoders, modality embedding, class token,
         # transformer (and the head)
@@ -163,10 +188,21 @@ class MissingAwarePromptsModel(MaskedAttention):
         check_range("prompt_length", prompt_length, 1, integer=True)
         check_range("prompt_depth", prompt_depth, 1, n_layers, integer=True)
         check_choice("pretrain_on", pretrain_on, PRETRAIN_ON)
+        check_lora(adapter, lora_rank, lora_alpha, lora_targets)
         self.prompt_length, self.prompt_depth = prompt_length, prompt_depth
         self.pretrain_on = pretrain_on
+        self.adapter, self.lora_rank, self.lora_alpha = adapter, lora_rank, lora_alpha
+        self.lora_targets = lora_targets
         m = len(self.specs)
-        self.prompts = MissingAwarePrompts(m, prompt_depth, prompt_length, embed_dim)
+        if adapter != "lora":
+            self.prompts = MissingAwarePrompts(m, prompt_depth, prompt_length, embed_dim)
+        self.lora_layers = apply_lora(
+            self.transformer,
+            lora_rank if adapter != "prompt" else 0,
+            lora_alpha,
+            None if lora_targets is None else list(lora_targets),
+            owner="the frozen transformer",
+        )
         self.placeholder = nn.Parameter(torch.empty(m, embed_dim))
         self._pretraining = False
         self.reset_parameters()
@@ -192,12 +228,17 @@ class MissingAwarePromptsModel(MaskedAttention):
                     "missing-aware-prompts with pretrain_on='complete' found no training sample "
                     "with every modality present; use pretrain_on='observed'"
                 )
+        lora = lora_parameters(self.transformer)
+        for p in lora:  # LoRA adapts the frozen backbone in stage 2 only
+            p.requires_grad_(False)
         self._pretraining = True
         try:
             pretrain = trainer.fit_module(self, pre_train, pre_val, stage="pretrain")
         finally:
             self._pretraining = False
         self.set_frozen(True, *self.BACKBONE)
+        for p in lora:
+            p.requires_grad_(True)
         try:
             prompts = trainer.fit_module(self, train, val, stage="prompts")
         finally:
@@ -220,7 +261,20 @@ class MissingAwarePromptsModel(MaskedAttention):
             self.placeholder + self.modality_embedding,
         )  # [B, M, D]
         sequence, _ = prepend_class_token(self.class_token, tokens)  # [B, 1 + M, D]
-        return sequence, None, self.prompts(present)
+        prompts = None if self.adapter == "lora" else self.prompts(present)
+        return sequence, None, prompts
+
+    # ------------------------------------------------------------------ LoRA
+    def merge_lora(self) -> int:
+        """Fold every LoRA update into the frozen transformer's weights for inference (the
+        same outputs); returns how many layers were merged."""
+        return merge_lora(self.transformer)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts, as ``frozen-backbone-prompting``'s: ``total``, ``frozen`` (the
+        backbone without its LoRA matrices), ``lora``, ``prompts``, ``trained`` (stage 2) and
+        ``full_finetune`` (every parameter)."""
+        return lora_counts(self, [getattr(self, name) for name in self.BACKBONE])
 
 
 def _complete(data: MultimodalDataset) -> MultimodalDataset | None:

@@ -1,0 +1,252 @@
+"""Method zoo III benchmark: `flex-moe`, `retrieval-prompts` and LoRA against the zoo.
+
+Issue "Method zoo III: the large-model era", targets:
+
+1. On `synthetic` and `handwritten` under MCAR 0.5 (fraction of slots) on train and test,
+   3 seeds: each new method within 1.5 points of the best single method already in the zoo
+   (overall accuracy, mean over seeds). Every method runs with its defaults through mlmm's
+   runner (a resumable results store); tuning by the tune protocol is not part of this script.
+2. `flex-moe`: per-sample active parameters <= 1/3 of its total; accuracy against active
+   parameters next to `per-subset` (one of its models answers a sample: total / models) and
+   `late-fusion` (every parameter is used).
+3. LoRA at rank 4 on `frozen-backbone-prompting`: the parameters LoRA trains against those of
+   full fine-tuning (the frozen encoders' weights) and against everything stage 2 trains, and
+   accuracy against `adapter="prompt"` (same split, masks and seeds, via `run_experiment`).
+4. `retrieval-prompts`: predict latency with a bank of 10,000 samples (`synthetic`, 15,000
+   samples: the 10,500 training samples are subsampled to the cap), and the bank's memory.
+
+Run:  python benchmarks/zoo_three.py [--seeds 0,1,2] [--jobs 2] [--methods a,b,...] [--tiny]
+(--methods: the zoo methods to compare with, default every registered method; --tiny: a smoke
+run on small data with few epochs, whose figures mean nothing.)
+Writes <out>/zoo_three.{json,md} with the machine it ran on; the store is <out>/zoo-three-runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import grid_provenance, machine, run_grid, write_report  # noqa: E402
+
+import mlmm  # noqa: E402
+from mlmm.methods import list_methods  # noqa: E402
+from mlmm.methods.architecture.retrieval_prompts import bank_memory_bytes  # noqa: E402
+
+NEW = ("flex-moe", "retrieval-prompts")
+DATASETS = {"synthetic": {"n_samples": 5000}, "handwritten": {}}
+TINY_DATASETS = {"synthetic": {"n_samples": 400}, "handwritten": {}}
+
+
+def overall(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method): mean overall accuracy over seeds, parameters, models, seconds."""
+    acc = results[(results.scope == "overall") & (results.metric == "accuracy")]
+    acc = acc[acc.method == acc.run_method]
+    per_run = acc.groupby(["dataset", "method", "seed"]).agg(
+        accuracy=("value", "first"),
+        train_seconds=("train_seconds", "first"),
+        n_parameters=("n_parameters", "first"),
+        n_models=("n_models", "first"),
+    )
+    return per_run.groupby(["dataset", "method"]).mean()
+
+
+def active_parameters(dataset: str, params: dict, method: str, total: float, models: float):
+    """Parameters used for one sample: flex-moe's own count, one model of per-subset, all of
+    any other method."""
+    if method == "flex-moe":
+        ds = mlmm.load_dataset(dataset, **params)
+        return mlmm.create_method(method, ds.specs, ds.task).active_parameters()
+    return int(round(total / max(models, 1)))
+
+
+def lora_rows(datasets: dict, seeds: list[int], trainer: dict) -> list[dict]:
+    """frozen-backbone-prompting with prompts, LoRA rank 4 and both: accuracy and counts."""
+    rows = []
+    for dataset, params in datasets.items():
+        for adapter in ("prompt", "lora", "both"):
+            method_params = {"adapter": adapter, "lora_rank": 4}
+            accs, seconds = [], []
+            for seed in seeds:
+                t0 = time.perf_counter()
+                result = mlmm.run_experiment(
+                    dataset,
+                    "frozen-backbone-prompting",
+                    method_params=method_params,
+                    dataset_params=params,
+                    missing="mcar:0.5",
+                    seed=seed,
+                    trainer=trainer,
+                    subsets=False,
+                )
+                seconds.append(time.perf_counter() - t0)
+                t = result.table
+                accs.append(
+                    float(t[(t.scope == "overall") & (t.metric == "accuracy")].value.iloc[0])
+                )
+            counts = result.trained.model.parameter_counts()
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "adapter": adapter,
+                    "accuracy": round(100 * sum(accs) / len(accs), 2),
+                    "lora": counts["lora"],
+                    "lora / frozen encoders": round(counts["lora"] / counts["frozen"], 4),
+                    "stage-2 trained": counts["trained"],
+                    "trained / full fine-tuning": round(
+                        counts["trained"] / counts["full_finetune"], 4
+                    ),
+                    "seconds per run": round(sum(seconds) / len(seconds), 1),
+                }
+            )
+    return rows
+
+
+def retrieval_latency(n_samples: int, epochs: int) -> dict:
+    """Train retrieval-prompts on `synthetic` (n_samples) and time prediction per sample."""
+    ds = mlmm.load_dataset("synthetic", n_samples=n_samples)
+    split = mlmm.train_val_test_split(ds, seed=0)
+    model = mlmm.create_method("retrieval-prompts", ds.specs, ds.task)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained = mlmm.Trainer(max_epochs=epochs, seed=0, progress=False).fit(
+            model, split.train, split.val
+        )
+    test, _ = mlmm.simulate(split.test, "mcar:0.5", seed=1)
+    trained.predict_raw(test.subset(range(min(64, test.n_samples))))  # warm-up
+    t0 = time.perf_counter()
+    trained.predict_raw(test)
+    seconds = time.perf_counter() - t0
+    return {
+        "training samples": split.train.n_samples,
+        "bank samples": len(model.bank),
+        "bank bytes": bank_memory_bytes(list(ds.specs), len(model.bank)),
+        "cap warning": [str(w.message) for w in caught if "bank_size" in str(w.message)],
+        "predicted samples": test.n_samples,
+        "predict ms per sample": round(1000 * seconds / test.n_samples, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--methods", default="", help="zoo methods; default: every method")
+    parser.add_argument("--tiny", action="store_true", help="smoke run: figures mean nothing")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    zoo = [m for m in args.methods.split(",") if m] or list_methods()
+    methods = sorted(set(zoo) | set(NEW) | {"per-subset", "late-fusion"})
+    datasets = TINY_DATASETS if args.tiny else DATASETS
+    budget = {"max_epochs": 2} if args.tiny else {}
+    out = Path(args.out)
+    name = "zoo_three_tiny" if args.tiny else "zoo_three"
+    t0 = time.perf_counter()
+    spec = {
+        "name": name.replace("_", "-"),
+        "datasets": datasets,
+        "methods": {m: {} for m in methods},
+        "missing": ["mcar:0.5"],
+        "seeds": seeds,
+    }
+    if budget:
+        spec["budget"] = budget
+    store = out / f"{name.replace('_', '-')}-runs" / "results.db"
+    results = run_grid(spec, store, args.jobs, args.threads)
+    cost = overall(results)
+
+    rows, checks = [], {}
+    for dataset, params in datasets.items():
+        c = cost.loc[dataset]
+        single = c[(c.n_models == 1) & ~c.index.isin(NEW)]
+        best = single.accuracy.idxmax()
+        checks[f"{dataset}: best single method of the zoo"] = (
+            f"{best} ({100 * c.loc[best, 'accuracy']:.2f})"
+        )
+        for method in NEW:
+            if method in c.index:
+                gap = 100 * (c.loc[best, "accuracy"] - c.loc[method, "accuracy"])
+                checks[f"{dataset}: {method} points below the best"] = round(float(gap), 2)
+                checks[f"{dataset}: {method} within 1.5 points"] = bool(gap <= 1.5)
+        for method, r in c.sort_values("accuracy", ascending=False).iterrows():
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "accuracy": round(100 * r.accuracy, 2),
+                    "parameters": int(r.n_parameters),
+                    "active per sample": active_parameters(
+                        dataset, params, method, r.n_parameters, r.n_models
+                    )
+                    if method in ("flex-moe", "per-subset", "late-fusion")
+                    else "",
+                    "models": int(r.n_models),
+                    "train s": round(r.train_seconds, 1),
+                }
+            )
+        if "flex-moe" in c.index:
+            ds = mlmm.load_dataset(dataset, **params)
+            model = mlmm.create_method("flex-moe", ds.specs, ds.task)
+            share = model.active_parameters() / model.total_parameters()
+            checks[f"{dataset}: flex-moe active / total parameters"] = round(share, 4)
+            checks[f"{dataset}: flex-moe active <= 1/3 of total"] = bool(share <= 1 / 3)
+    trainer = {"max_epochs": 2, "progress": False} if args.tiny else {"progress": False}
+    lora = lora_rows(datasets, seeds, trainer)
+    for r in lora:
+        if r["adapter"] == "lora":
+            prompt = next(
+                p for p in lora if p["dataset"] == r["dataset"] and p["adapter"] == "prompt"
+            )
+            checks[f"{r['dataset']}: LoRA r=4 / frozen encoder weights"] = r[
+                "lora / frozen encoders"
+            ]
+            checks[f"{r['dataset']}: LoRA r=4 minus prompts (points)"] = round(
+                r["accuracy"] - prompt["accuracy"], 2
+            )
+    latency = retrieval_latency(600 if args.tiny else 15000, 1)
+    checks["retrieval-prompts: bank samples"] = latency["bank samples"]
+    checks["retrieval-prompts: predict ms per sample"] = latency["predict ms per sample"]
+    checks["retrieval-prompts: bank MB"] = round(latency["bank bytes"] / 1e6, 2)
+
+    runs = grid_provenance(spec, store)
+    record = {
+        "command": f"python benchmarks/zoo_three.py --seeds {args.seeds} --jobs {args.jobs}"
+        + (f" --methods {args.methods}" if args.methods else "")
+        + (" --tiny" if args.tiny else ""),
+        "machine": machine(),
+        "wall_seconds": time.perf_counter() - t0,
+        "runs": runs,
+        "checks": checks,
+        "summary": rows,
+        "lora": lora,
+        "retrieval_latency": latency,
+    }
+    write_report(
+        out,
+        name,
+        "Method zoo III benchmark: flex-moe, retrieval-prompts, LoRA",
+        "MCAR 0.5 on train and test (fraction of slots), mean of seeds, every method with its "
+        f"defaults. The {runs['runs']} runs finished between {runs['finished_utc'][0]} and "
+        f"{runs['finished_utc'][1]} (UTC) with {runs['threads_per_run']} thread(s) each. "
+        "LoRA rows: "
+        + "; ".join(
+            f"{r['dataset']} {r['adapter']}: {r['accuracy']}% (LoRA {r['lora']}, "
+            f"{r['lora / frozen encoders']:.1%} of the frozen encoders; stage 2 trains "
+            f"{r['trained / full fine-tuning']:.0%} of full fine-tuning)"
+            for r in lora
+        ),
+        record,
+        pd.DataFrame(rows),
+        checks,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""Flex-MoE: a missing-modality bank fills absent embeddings; a sparse mixture of experts routes
+each sample's tokens, its top-1 expert fixed to the expert of its observed modality combination.
+
+Paper: S. Yun, I. Choi, J. Peng, Y. Wu, J. Bao, Q. Zhang, J. Xin, Q. Long, T. Chen, "Flex-MoE:
+Modeling Arbitrary Modality Combination via the Flexible Mixture-of-Experts", NeurIPS 2024,
+arXiv:2410.08245 (code: UNITES-Lab/flex-moe).
+
+Each modality is encoded into one token where it is present. An absent modality's token is a
+learned embedding of the *missing-modality bank*, indexed by the sample's observed combination
+(presence pattern) and the absent modality. The ``M`` tokens (plus a learned modality
+embedding) go through ``n_layers`` transformer blocks whose feed-forward part is a sparse
+mixture of experts (top-``k`` routing, :class:`mlmm.nn.moe.SparseMoE`); an MLP head reads the
+concatenated tokens. There is one expert per presence pattern (``2**M - 1``) by default.
+
+Routing follows the paper's two routers. The *generalised* router (G-Router) routes the tokens
+of complete samples freely to their top ``k`` experts, kept balanced by the load-balancing loss
+``cv²(importance) + cv²(load)`` (Shazeer et al., 2017). The *specialised* router (S-Router)
+fixes the top-1 expert of an incomplete sample's tokens to the expert of its combination (the
+other ``k - 1`` are the router's best among the rest) and trains the router's logits towards
+that expert with a cross-entropy term. Training runs in two stages, as the paper's warm-up on
+samples sorted by their number of modalities: stage ``"generalised"`` on the complete training
+samples only, then stage ``"specialised"`` on all of them.
+
+Deliberate differences from the paper: one token per modality (the paper splits each modality
+into ``num_patches`` patch tokens); the G-stage is a separate fit stage on the complete samples
+(the paper warms up for a few epochs on all samples sorted by their number of modalities); when
+the training split has fewer than :data:`MIN_COMPLETE` complete samples, the generalised stage
+is skipped (``generalised_samples`` records how many there were) and the G-Router trains only
+on the complete samples met in the specialised stage; the router is not noisy (no noisy top-k
+gating), so the load term counts selections and carries no gradient (the importance term
+does); the incomplete samples' gates get no balancing term (the cross-entropy pulls them to
+their combination's expert); fixed top-1 routing also applies at prediction time (the
+presence pattern is known); modality dropout (off in the generalised stage) makes training
+patterns cover test patterns; the head reads the concatenated tokens (the paper averages each
+modality's patch tokens, then concatenates). With ``n_experts`` below ``2**M - 1``, pattern
+``p``'s expert is ``p mod n_experts``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
+from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
+from mlmm.methods.registry import register_method
+from mlmm.nn import MLPHead, build_encoder, modality_dropout
+from mlmm.nn.backbones import MAX_PATTERNS
+from mlmm.nn.moe import SparseMoE, load_balancing_loss
+from mlmm.tune.space import Categorical, Float, Int
+
+if TYPE_CHECKING:
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.train.trainer import Trainer, TrainHistory
+
+#: Fewest complete training samples for which the generalised stage runs on its own.
+MIN_COMPLETE = 32
+
+
+class MoEBlock(nn.Module):
+    """Pre-norm transformer block whose feed-forward part is a :class:`SparseMoE`.
+
+    ``forward(x [B, M, D], forced [B])`` routes every token of row ``b`` with that row's forced
+    top-1 expert (``-1``: none) and returns ``(x, logits [B, M, E], index [B, M, k], gates
+    [B, M, k])``. Every token is attended (absent modalities carry bank embeddings).
+    """
+
+    def __init__(
+        self, dim: int, n_heads: int, n_experts: int, top_k: int, hidden: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.moe = SparseMoE(dim, n_experts, top_k, hidden, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        self.attention._reset_parameters()  # torch's name; the trainer calls reset_parameters
+
+    def forward(self, x: torch.Tensor, forced: torch.Tensor):
+        b, m, d = x.shape
+        h = self.norm1(x)
+        attended, _ = self.attention(h, h, h, need_weights=False)  # [B, M, D]
+        x = x + self.drop(attended)
+        tokens_forced = forced.repeat_interleave(m)  # [B * M]
+        y, logits, index, gates = self.moe(self.norm2(x).reshape(b * m, d), tokens_forced)
+        x = x + self.drop(y.reshape(b, m, d))
+        k = index.shape[1]
+        return x, logits.reshape(b, m, -1), index.reshape(b, m, k), gates.reshape(b, m, k)
+
+
+@register_method(
+    "flex-moe",
+    family="architecture",
+    subtype="large multimodal models",
+    paper="Yun et al., Flex-MoE, NeurIPS 2024 (missing-modality bank + sparse MoE)",
+)
+class FlexMoE(MissingModalityModel):
+    """Missing-modality bank, then transformer blocks with a sparse mixture of experts.
+
+    Parameters
+    ----------
+    specs : sequence of ModalitySpec
+        At most 10 modalities (the bank and the default experts are per presence pattern).
+    task : TaskSpec
+    embed_dim : int, default 64
+        Width of the modality tokens.
+    hidden : int, default 256
+        Width of the encoders' and the head's hidden layers.
+    depth : int, default 1
+        Hidden layers in each encoder and in the head.
+    n_heads : int, default 4
+        Attention heads (``embed_dim`` must be divisible by it).
+    n_layers : int, default 1
+        Transformer blocks with a sparse MoE feed-forward part.
+    n_experts : int or None, default None
+        Experts per block; None: one per presence pattern (``2**M - 1``), as in the paper.
+    top_k : int, default 2
+        Experts per token (at most the number of experts).
+    expert_hidden : int, default 128
+        Width of each expert's hidden layer (the paper's two times the token width).
+    gate_loss_weight : float, default 0.01
+        Weight of the load-balancing and specialisation terms (the paper's 1e-2).
+    dropout : float, default 0.3
+        Dropout in the encoders, the blocks, the experts and the head.
+    modality_dropout : float, default 0.3
+        Probability of hiding each present modality in a training batch of the specialised
+        stage (at least one kept); 0 turns it off.
+
+    Attributes
+    ----------
+    encoders : nn.ModuleDict
+        One encoder per modality.
+    missing_bank : nn.Parameter, shape (2**M - 1, M, embed_dim)
+        The missing-modality bank: the token of modality ``m`` when absent from pattern ``p``.
+    modality_embedding : nn.Parameter, shape (M, embed_dim)
+    blocks : nn.ModuleList of MoEBlock
+    head : MLPHead
+        Reads the ``M * embed_dim`` concatenated tokens.
+    expert_count : int
+        The number of experts per block (``n_experts`` resolved).
+    generalised_samples : int
+        Complete training samples seen by the last :meth:`fit` (the generalised stage runs
+        when there are at least :data:`MIN_COMPLETE`).
+
+    References
+    ----------
+    S. Yun, I. Choi, J. Peng, Y. Wu, J. Bao, Q. Zhang, J. Xin, Q. Long, T. Chen. "Flex-MoE:
+    Modeling Arbitrary Modality Combination via the Flexible Mixture-of-Experts." NeurIPS
+    2024. arXiv:2410.08245
+
+    N. Shazeer, A. Mirhoseini, K. Maziarz, A. Davis, Q. Le, G. Hinton, J. Dean. "Outrageously
+    Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer." ICLR 2017.
+    arXiv:1701.06538
+
+    Examples
+    --------
+    >>> import mlmm
+    >>> ds = mlmm.load_dataset("synthetic", n_samples=200)
+    >>> model = mlmm.create_method("flex-moe", ds.specs, ds.task)
+    >>> out = model(mlmm.MultimodalBatch.from_dataset(ds))
+    >>> out.prediction.shape, out.extras["expert_usage"].shape  # [B, K], [patterns, experts]
+    (torch.Size([200, 4]), torch.Size([7, 7]))
+    >>> model.active_parameters() < model.total_parameters()
+    True
+    """
+
+    search_space = {
+        "embed_dim": Categorical([32, 64, 128]),
+        "hidden": Int(64, 512, log=True),
+        "top_k": Int(1, 2),  # every dataset has at least 3 presence patterns, so 3 experts
+        "expert_hidden": Int(32, 256, log=True),
+        "gate_loss_weight": Float(1e-3, 1e-1, log=True),
+        "dropout": Float(0.0, 0.6),
+        "modality_dropout": Float(0.0, 0.6),
+    }
+
+    def __init__(
+        self,
+        specs: list[ModalitySpec],
+        task: TaskSpec,
+        embed_dim: int = 64,
+        hidden: int = 256,
+        depth: int = 1,
+        n_heads: int = 4,
+        n_layers: int = 1,
+        n_experts: int | None = None,
+        top_k: int = 2,
+        expert_hidden: int = 128,
+        gate_loss_weight: float = 0.01,
+        dropout: float = 0.3,
+        modality_dropout: float = 0.3,
+    ) -> None:
+        super().__init__(specs, task)
+        check_common(
+            embed_dim=embed_dim,
+            hidden=hidden,
+            depth=depth,
+            dropout=dropout,
+            modality_dropout=modality_dropout,
+        )
+        check_range("n_heads", n_heads, 1, integer=True)
+        check_range("n_layers", n_layers, 1, integer=True)
+        if n_experts is not None:
+            check_range("n_experts", n_experts, 1, integer=True)
+        check_range("top_k", top_k, 1, integer=True)
+        check_range("expert_hidden", expert_hidden, 1, integer=True)
+        check_range("gate_loss_weight", gate_loss_weight, 0)
+        if embed_dim % n_heads:
+            raise MlmmError(
+                f"embed_dim must be divisible by n_heads, got {embed_dim} and {n_heads}"
+            )
+        m = len(self.specs)
+        n_patterns = 2**m - 1
+        if n_patterns > MAX_PATTERNS:
+            raise MlmmError(
+                f"flex-moe keeps one bank entry per presence pattern: 2**M - 1 = {n_patterns} "
+                f"for M = {m} modalities, more than {MAX_PATTERNS}; use masked-attention"
+            )
+        expert_count = n_patterns if n_experts is None else n_experts
+        if top_k > expert_count:
+            raise MlmmError(
+                f"top_k must be at most the number of experts ({expert_count}"
+                f"{' = 2**M - 1' if n_experts is None else ''}), got top_k={top_k}; "
+                f"lower top_k or raise n_experts"
+            )
+        self.embed_dim, self.hidden, self.depth, self.n_heads = embed_dim, hidden, depth, n_heads
+        self.n_layers, self.n_experts, self.top_k = n_layers, n_experts, top_k
+        self.expert_hidden, self.gate_loss_weight = expert_hidden, gate_loss_weight
+        self.dropout, self.modality_dropout = dropout, modality_dropout
+        self.expert_count = expert_count
+        self.n_patterns = n_patterns
+        self.generalised_samples = 0
+
+        self.encoders = nn.ModuleDict(
+            {s.name: build_encoder(s, embed_dim, hidden, depth, dropout) for s in self.specs}
+        )
+        self.missing_bank = nn.Parameter(torch.empty(n_patterns, m, embed_dim))
+        self.modality_embedding = nn.Parameter(torch.empty(m, embed_dim))
+        self.blocks = nn.ModuleList(
+            MoEBlock(embed_dim, n_heads, expert_count, top_k, expert_hidden, dropout)
+            for _ in range(n_layers)
+        )
+        self.head = MLPHead(m * embed_dim, task.output_dim, hidden, depth, dropout)
+        self.register_buffer("bits", 2 ** torch.arange(m), persistent=False)
+        self._generalising = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.missing_bank, std=0.02)
+        nn.init.normal_(self.modality_embedding, std=0.02)
+
+    # ------------------------------------------------------------------ sizes
+    def total_parameters(self) -> int:
+        """Every learnable parameter."""
+        return sum(p.numel() for p in self.parameters())
+
+    def active_parameters(self) -> int:
+        """Parameters one token of one sample passes through (the MoE convention).
+
+        All parameters, less, in every block, the ``expert_count - top_k`` experts a token
+        does not use, and less the bank entries of the other ``2**M - 2`` presence patterns.
+        """
+        unused_experts = sum(
+            (self.expert_count - self.top_k) * block.moe.expert_size() for block in self.blocks
+        )
+        unused_bank = (self.n_patterns - 1) * len(self.modalities) * self.embed_dim
+        return self.total_parameters() - unused_experts - unused_bank
+
+    def pattern(self, present: torch.Tensor) -> torch.Tensor:
+        """Presence-pattern index in ``[0, 2**M - 1)`` of each row (``[B, M]`` -> ``[B]``);
+        the complete pattern is ``2**M - 2``; a row with nothing present maps to 0."""
+        return ((present.long() * self.bits).sum(dim=1) - 1).clamp_min(0)
+
+    def combination_expert(self, pattern: torch.Tensor) -> torch.Tensor:
+        """The expert of each presence pattern (the pattern itself with one expert each)."""
+        return pattern % self.expert_count
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
+    ) -> list[TrainHistory]:
+        """Stage ``"generalised"`` on the complete training samples (when there are at least
+        :data:`MIN_COMPLETE`), then stage ``"specialised"`` on all of them."""
+        complete = np.flatnonzero(train.observed.all(axis=1))
+        self.generalised_samples = len(complete)
+        histories = []
+        if len(complete) >= MIN_COMPLETE:
+            val_complete = None
+            if val is not None and val.observed.all(axis=1).any():
+                val_complete = val.subset(np.flatnonzero(val.observed.all(axis=1)))
+            self._generalising = True
+            try:
+                histories.append(
+                    trainer.fit_module(
+                        self, train.subset(complete), val_complete, stage="generalised"
+                    )
+                )
+            finally:
+                self._generalising = False
+        histories.append(trainer.fit_module(self, train, val, stage="specialised"))
+        return histories
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        present = self.present_mask(batch)  # [B, M]
+        if self.training and self.modality_dropout > 0 and not self._generalising:
+            present = modality_dropout(present, self.modality_dropout)  # [B, M]
+        pattern = self.pattern(present)  # [B]
+        embeddings = torch.stack(
+            [self.encoders[name](batch.inputs[name]) for name in self.modalities], dim=1
+        )  # [B, M, D]; absent rows computed on zeros, replaced below
+        filled = self.missing_bank[pattern]  # [B, M, D]: the bank entries of each row's pattern
+        tokens = torch.where(present.unsqueeze(-1), embeddings, filled) + self.modality_embedding
+        complete = present.all(dim=1)  # [B]
+        forced = torch.where(complete, -1, self.combination_expert(pattern))  # [B]; -1: G-Router
+        token_complete = complete.repeat_interleave(len(self.modalities))  # [B * M]
+        token_forced = forced.repeat_interleave(len(self.modalities))  # [B * M]
+        balance, specialise = tokens.new_zeros(()), tokens.new_zeros(())
+        layer_index, layer_gates = [], []
+        for block in self.blocks:
+            tokens, logits, index, gates = block(tokens, forced)  # [B, M, D], [B, M, E], [B, M, k]
+            flat_logits = logits.flatten(0, 1)  # [B * M, E]
+            dense = SparseMoE.dense_gates(
+                index.flatten(0, 1), gates.flatten(0, 1), self.expert_count
+            )  # [B * M, E]
+            balance = balance + load_balancing_loss(dense[token_complete])
+            specialise = specialise + SparseMoE.specialisation_loss(flat_logits, token_forced)
+            layer_index.append(index)
+            layer_gates.append(gates)
+        fused = tokens.flatten(1)  # [B, M * D]
+        experts = torch.stack(layer_index, dim=1)  # [B, L, M, k]
+        usage = torch.zeros(
+            self.n_patterns, self.expert_count, dtype=tokens.dtype, device=tokens.device
+        )  # [P, E]: (token, slot) assignments per presence pattern and expert
+        rows = pattern.view(-1, 1, 1, 1).expand_as(experts)
+        usage.index_put_(
+            (rows.reshape(-1), experts.reshape(-1)), tokens.new_ones(()), accumulate=True
+        )
+        aux = {
+            "load_balance": self.gate_loss_weight * balance,
+            "specialisation": self.gate_loss_weight * specialise,
+        }
+        return self.output(
+            batch,
+            self.head(fused),
+            aux_losses=aux,
+            embedding=fused,
+            experts=experts,
+            gates=torch.stack(layer_gates, dim=1),
+            expert_usage=usage,
+            pattern=pattern,
+        )

@@ -1,0 +1,138 @@
+"""flex-moe: the load-balancing loss by hand, top-k routing with a forced top-1 expert, the
+S-Router's choice of the combination expert, expert usage, active parameters, the two stages,
+and hyperparameter errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.split import train_val_test_split
+from mlmm.errors import MlmmError
+from mlmm.methods import create_method
+from mlmm.methods.architecture.flex_moe import MIN_COMPLETE
+from mlmm.nn.moe import SparseMoE, cv_squared, load_balancing_loss
+from mlmm.testing import contract_dataset
+from mlmm.train.trainer import Trainer
+
+SMALL = {"embed_dim": 16, "hidden": 32, "expert_hidden": 32}
+NAME = "flex-moe"
+
+
+def test_load_balancing_loss_by_hand():
+    gates = torch.tensor([[0.75, 0.25, 0.0], [0.0, 0.5, 0.5]])
+    # importance [0.75, 0.75, 0.5]: mean 2/3, variance 1/72 -> cv² = 1/32
+    # load [1, 2, 1]: mean 4/3, variance 2/9 -> cv² = 1/8
+    assert load_balancing_loss(gates).item() == pytest.approx(1 / 32 + 1 / 8)
+    assert cv_squared(torch.tensor([2.0, 2.0, 2.0])).item() == 0.0
+    balanced = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5]])
+    assert load_balancing_loss(balanced).item() == pytest.approx(0.0)
+
+
+def test_routing_top_k_with_a_forced_top1():
+    moe = SparseMoE(dim=2, n_experts=4, top_k=2, hidden=3, dropout=0.0)
+    logits = torch.tensor([[4.0, 3.0, 1.0, 0.0], [4.0, 3.0, 1.0, 0.0]])
+    index, gates = moe.route(logits, torch.tensor([-1, 2]))
+    assert index.tolist() == [[0, 1], [2, 0]]  # free: the top 2; forced: expert 2, then the best
+    e = np.exp(1.0)
+    assert gates[0].tolist() == pytest.approx([e / (e + 1), 1 / (e + 1)])  # softmax(4, 3)
+    assert gates[1].tolist() == pytest.approx(
+        [np.exp(1) / (np.exp(1) + np.exp(4)), np.exp(4) / (np.exp(1) + np.exp(4))]
+    )
+
+
+def test_moe_output_is_the_gated_sum_of_the_selected_experts():
+    torch.manual_seed(0)
+    moe = SparseMoE(dim=3, n_experts=4, top_k=2, hidden=5, dropout=0.0).eval()
+    x = torch.randn(6, 3)
+    y, logits, index, gates = moe(x, torch.tensor([-1, 1, -1, 3, 0, -1]))
+    expected = torch.stack(
+        [sum(gates[t, s] * moe.experts[int(index[t, s])](x[t]) for s in range(2)) for t in range(6)]
+    )
+    assert torch.allclose(y, expected, atol=1e-6)
+    assert index[1, 0] == 1 and index[3, 0] == 3 and index[4, 0] == 0
+
+
+def test_incomplete_rows_go_to_their_combination_expert():
+    data = contract_dataset()
+    model = create_method(NAME, data.specs, data.task).eval()
+    batch = MultimodalBatch.from_dataset(data)
+    present = torch.ones(len(batch), 3, dtype=torch.bool)
+    present[:120, 0] = False  # pattern of {1, 2}: bits 2 + 4 - 1 = 5
+    present[120:240, 1:] = False  # {0} alone: pattern 0
+    batch = MultimodalBatch(batch.inputs, present, batch.modalities, None)
+    out = model(batch)
+    top1 = out.extras["experts"][:, 0, :, 0]  # [B, M]: every token's first expert
+    assert (top1[:120] == 5).all() and (top1[120:240] == 0).all()
+    # complete rows use the G-Router: their first expert is the router's own best
+    assert out.extras["pattern"][240:].eq(6).all()
+    usage = out.extras["expert_usage"]
+    assert usage.sum().item() == len(batch) * 3 * 2  # rows x tokens x top_k
+    assert usage[5, 5].item() == 120 * 3 and usage[0, 0].item() == 120 * 3
+    assert usage[[1, 2, 3, 4]].sum().item() == 0  # no row has these patterns
+
+
+def test_active_parameters_count_one_tokens_path():
+    data = contract_dataset()
+    model = create_method(NAME, data.specs, data.task, n_layers=2, top_k=3)
+    expert = model.blocks[0].moe.expert_size()
+    assert expert == (64 * 128 + 128) + (128 * 64 + 64)
+    unused = 2 * (7 - 3) * expert + (7 - 1) * 3 * 64
+    assert model.total_parameters() - model.active_parameters() == unused
+    assert model.total_parameters() == sum(p.numel() for p in model.parameters())
+
+
+def test_generalised_stage_on_complete_samples_then_specialised():
+    data = contract_dataset()
+    split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+    model = create_method(NAME, data.specs, data.task)
+    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, split.train, split.val)
+    assert [h.stage for h in trained.histories] == ["generalised", "specialised"]
+    assert model.generalised_samples == split.train.n_samples
+
+    n = split.train.n_samples
+    drop = np.eye(3, dtype=bool)[np.arange(n) % 3]  # each row lacks one modality
+    few = split.train.with_presence(~drop)  # no complete sample: the generalised stage is skipped
+    model = create_method(NAME, data.specs, data.task)
+    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, few, None)
+    assert [h.stage for h in trained.histories] == ["specialised"]
+    assert model.generalised_samples == 0 < MIN_COMPLETE
+
+
+def test_bad_hyperparameters():
+    data = contract_dataset()
+    with pytest.raises(MlmmError, match=r"top_k must be at most the number of experts \(7"):
+        create_method(NAME, data.specs, data.task, top_k=8)
+    with pytest.raises(MlmmError, match=r"number of experts \(2\), got top_k=3"):
+        create_method(NAME, data.specs, data.task, n_experts=2, top_k=3)
+    with pytest.raises(MlmmError, match="n_experts must be"):
+        create_method(NAME, data.specs, data.task, n_experts=0)
+    with pytest.raises(MlmmError, match="divisible"):
+        create_method(NAME, data.specs, data.task, n_heads=3)
+    with pytest.raises(MlmmError, match="between 1 and the number of experts"):
+        SparseMoE(4, 2, 3, 8, 0.0)
+
+
+def test_fewer_experts_than_patterns_share_them():
+    data = contract_dataset()
+    model = create_method(NAME, data.specs, data.task, n_experts=3, top_k=1).eval()
+    out = model(MultimodalBatch.from_dataset(data))
+    pattern = out.extras["pattern"]
+    incomplete = pattern != 6
+    assert (out.extras["experts"][incomplete, 0, :, 0] == (pattern[incomplete] % 3)[:, None]).all()
+
+
+def test_beats_chance_on_every_subset_of_small_synthetic_data():
+    from mlmm.data.missingness import simulate
+    from mlmm.eval.protocol import evaluate
+    from mlmm.utils import rng_for
+
+    data = contract_dataset(n_samples=240)
+    split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+    train, _ = simulate(split.train, "mcar:0.4", rng_for(0, "train-mask"))
+    model = create_method(NAME, data.specs, data.task, **SMALL)
+    trained = Trainer(max_epochs=15, batch_size=32, seed=0, progress=False).fit(model, train, None)
+    table = evaluate(trained, split.test, "none", patterns=False)
+    acc = table[(table.scope == "subset") & (table.metric == "accuracy")]
+    assert len(acc) == 7  # every non-empty subset of 3 modalities, single ones included
+    assert (acc.value > 1 / 3 + 0.25).all(), acc[["subset", "value"]].to_string()

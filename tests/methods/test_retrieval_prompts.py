@@ -1,0 +1,149 @@
+"""retrieval-prompts: retrieval on the modalities a sample has, no self-retrieval in training,
+the generator fills absent slots from neighbours, the bank cap (seeded subsample with a
+warning), the bank in the artifact, and hyperparameter errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.data.split import train_val_test_split
+from mlmm.errors import MlmmError
+from mlmm.methods import create_method
+from mlmm.methods.architecture.retrieval_prompts import MAX_BANK_SIZE, bank_memory_bytes
+from mlmm.testing import contract_dataset
+from mlmm.train.trainer import Trainer
+
+SMALL = {"embed_dim": 16, "hidden": 32, "k": 3}
+NAME = "retrieval-prompts"
+SPECS = [ModalitySpec("x", "vector", (2,)), ModalitySpec("y", "vector", (2,))]
+TASK = TaskSpec("classification", 2)
+
+
+def _tiny_model(**params):
+    model = create_method(NAME, SPECS, TASK, embed_dim=8, hidden=8, n_heads=2, **params)
+    bank_x = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
+    bank_y = torch.tensor([[9.0, 9.0], [0.0, 0.0], [3.0, 3.0]])
+    model.bank.fill({"x": bank_x, "y": bank_y}, torch.tensor([[1, 1], [1, 1], [1, 0]]).bool())
+    return model
+
+
+def test_retrieval_uses_only_the_modalities_the_sample_has():
+    model = _tiny_model(k=3).eval()
+    inputs = {
+        "x": torch.tensor([[0.9, 0.9], [7.0, 7.0]]),
+        "y": torch.tensor([[1e6, 1e6], [8.0, 8.0]]),
+    }
+    present = torch.tensor([[True, False], [False, True]])
+    batch = MultimodalBatch(inputs, present, ("x", "y"), None)
+    index, distance = model.retrieve(batch, present)
+    assert index[0].tolist() == [1, 0, 2]  # by x only: the huge absent y is never read
+    assert distance[0, :2].tolist() == pytest.approx([0.1, 0.9], abs=1e-3)
+    # by y only: rows 0 and 1 at RMS distances 1 and 8; row 2 lacks y, so never qualifies
+    assert index[1, :2].tolist() == [0, 1]
+    assert distance[1, :2].tolist() == pytest.approx([1.0, 8.0], abs=1e-3)
+    assert torch.isinf(distance[1, 2])
+
+
+def test_a_sample_never_retrieves_itself_in_training():
+    data = contract_dataset(n_samples=90)
+    model = create_method(NAME, data.specs, data.task, k=3)
+    batch = MultimodalBatch.from_dataset(data)
+    model.bank.fill(batch.inputs, batch.present)
+    rows = torch.arange(len(batch)).unsqueeze(1)
+    model.eval()
+    index, distance = model.retrieve(batch, batch.present)
+    assert (index[:, 0] == rows[:, 0]).all() and (distance[:, 0] < 1e-3).all()  # itself, first
+    model.train()
+    index, _ = model.retrieve(batch, batch.present)
+    assert not (index == rows).any()
+    out = model(batch)  # and through the forward pass, with modality dropout
+    assert not (out.extras["neighbours"] == rows).any()
+
+
+def test_the_generator_fills_an_absent_modality_from_the_neighbours():
+    model = _tiny_model(k=1).eval()
+    inputs = {"x": torch.tensor([[0.9, 0.9]]), "y": torch.zeros(1, 2)}
+    present = torch.tensor([[True, False]])
+    out = model(MultimodalBatch(inputs, present, ("x", "y"), None))
+    assert out.extras["neighbours"].tolist() == [[1]]
+    neighbour = MultimodalBatch(
+        {"x": torch.tensor([[1.0, 1.0]]), "y": torch.tensor([[0.0, 0.0]])},
+        torch.tensor([[True, True]]),
+        ("x", "y"),
+        None,
+    )
+    token = model.adapters["y"](model.embed(neighbour, neighbour.present)["y"])
+    expected = model.generators["y"](token) + model.modality_embedding[1]
+    assert torch.allclose(out.extras["completed"][:, 1], expected, atol=1e-6)
+
+
+def test_no_neighbour_with_the_modality_gives_the_missing_token():
+    model = _tiny_model(k=1).eval()
+    inputs = {"x": torch.tensor([[5.0, 5.0]]), "y": torch.zeros(1, 2)}
+    out = model(MultimodalBatch(inputs, torch.tensor([[True, False]]), ("x", "y"), None))
+    assert out.extras["neighbours"].tolist() == [[2]]  # the only neighbour lacks y
+    expected = model.missing_token[1] + model.modality_embedding[1]
+    assert torch.allclose(out.extras["completed"][0, 1], expected)
+
+
+def test_bank_cap_subsamples_with_the_seed_and_warns():
+    data = contract_dataset(n_samples=120)
+    split = train_val_test_split(data, test_size=0.2, val_size=0.1, seed=0)
+    banks = []
+    for seed in (0, 0, 1):
+        model = create_method(
+            NAME, data.specs, data.task, bank_size=30, k=3, embed_dim=8, hidden=8, n_heads=2
+        )
+        with pytest.warns(UserWarning, match="more than bank_size=30"):
+            trained = Trainer(max_epochs=1, seed=seed, progress=False).fit(model, split.train, None)
+        assert len(model.bank) == 30
+        banks.append(model.bank.row("a").clone())
+    assert torch.equal(banks[0], banks[1]) and not torch.equal(banks[0], banks[2])
+    # every bank row is a distinct standardised training row
+    train_rows = trained.standardizer.transform(split.train).inputs["a"]
+    kept = {tuple(r) for r in banks[2].numpy().tolist()}
+    assert len(kept) == 30
+    assert kept <= {tuple(r) for r in train_rows.astype(np.float32).tolist()}
+
+
+def test_bank_is_saved_in_the_artifact(tmp_path):
+    data = contract_dataset(n_samples=90)
+    split = train_val_test_split(data, test_size=0.2, val_size=0.1, seed=0)
+    model = create_method(NAME, data.specs, data.task, k=2)
+    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, split.train, None)
+    trained.save(tmp_path / "artifact")
+    from mlmm.train.trained import TrainedModel
+
+    loaded = TrainedModel.load(tmp_path / "artifact")
+    assert len(loaded.model.bank) == len(model.bank) == split.train.n_samples
+    assert torch.equal(loaded.model.bank.present, model.bank.present)
+
+
+def test_bank_memory_and_bad_hyperparameters():
+    data = contract_dataset()
+    # 6 + 4 + 24 float32 values and 3 presence flags per sample
+    assert bank_memory_bytes(list(data.specs), 10_000) == 10_000 * (4 * 34 + 3)
+    with pytest.raises(MlmmError, match=rf"bank_size must be in \[1, {MAX_BANK_SIZE}\]"):
+        create_method(NAME, data.specs, data.task, bank_size=MAX_BANK_SIZE + 1)
+    with pytest.raises(MlmmError, match="k must be"):
+        create_method(NAME, data.specs, data.task, k=0)
+    model = create_method(NAME, data.specs, data.task)
+    assert not hasattr(model, "prompts")  # the static prompts of the parent are gone
+
+
+def test_beats_chance_on_every_subset_of_small_synthetic_data():
+    from mlmm.data.missingness import simulate
+    from mlmm.eval.protocol import evaluate
+    from mlmm.utils import rng_for
+
+    data = contract_dataset(n_samples=240)
+    split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+    train, _ = simulate(split.train, "mcar:0.4", rng_for(0, "train-mask"))
+    model = create_method(NAME, data.specs, data.task, **SMALL)
+    trained = Trainer(max_epochs=15, batch_size=32, seed=0, progress=False).fit(model, train, None)
+    table = evaluate(trained, split.test, "none", patterns=False)
+    acc = table[(table.scope == "subset") & (table.metric == "accuracy")]
+    assert len(acc) == 7  # every non-empty subset of 3 modalities, single ones included
+    assert (acc.value > 1 / 3 + 0.25).all(), acc[["subset", "value"]].to_string()
