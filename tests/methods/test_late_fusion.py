@@ -90,3 +90,25 @@ def test_product_rule_divides_by_the_training_prior_once_per_extra_modality():
     # p(y | a, b, s) proportional to p(y|a) p(y|b) p(y|s) / p(y)^2, by hand
     by_hand = heads.sum(dim=1) - 2 * torch.log(torch.tensor(prior, dtype=heads.dtype))
     assert torch.allclose(out.prediction, torch.log_softmax(by_hand, dim=-1), atol=1e-5)
+
+
+def test_product_rule_never_favours_a_class_absent_from_training():
+    # class 2 has no training row: its prior is 0, and dividing by a floored prior (1e-12)
+    # would add 2 * 27.6 to its log-probability with three modalities present
+    data = contract_dataset(60)
+    train = data.subset(np.flatnonzero(data.targets != 2))
+    model = mlmm.create_method("late-fusion", data.specs, data.task)
+    mlmm.Trainer(max_epochs=3, progress=False, seed=0).fit(model, train)
+    assert model.log_prior[2].item() == 0.0  # nothing to divide out for it
+    batch = mlmm.MultimodalBatch.from_dataset(train)
+    batch = mlmm.MultimodalBatch(batch.inputs, torch.ones_like(batch.present), batch.modalities)
+    with torch.no_grad():
+        out = model(batch)
+    heads = torch.log_softmax(out.extras["per_modality"], dim=-1).sum(dim=1)  # [N, K]
+    # the fused class-2 score is the heads' own product: the prior correction only lifts seen classes
+    assert torch.allclose(
+        out.prediction[:, 2] - torch.logsumexp(out.prediction, dim=1),
+        heads[:, 2] - torch.logsumexp(heads - 2 * model.log_prior, dim=1),
+        atol=1e-4,
+    )
+    assert (out.prediction.argmax(dim=1) != 2).all()

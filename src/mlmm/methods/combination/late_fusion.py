@@ -76,7 +76,8 @@ class LateFusion(MissingModalityModel):
         Per-modality encoder and prediction head.
     log_prior : Tensor, shape (n_classes,)
         Log class frequencies of the training rows (classification; a buffer set by
-        :meth:`fit`, uniform before), used by the product rule.
+        :meth:`fit`, uniform before), used by the product rule; 0 for a class absent from
+        the training rows (nothing is divided out for it).
 
     References
     ----------
@@ -145,8 +146,10 @@ class LateFusion(MissingModalityModel):
         if self.task.is_classification:
             counts = np.bincount(train.targets, minlength=self.task.output_dim)
             frequencies = counts / max(counts.sum(), 1)
-            # a class absent from training keeps a tiny prior, so the division stays finite
-            log_prior = np.log(np.maximum(frequencies, 1e-12))
+            # a class absent from training has no prior to divide out (0/0 in Kittler's rule):
+            # 0 leaves its heads' near-zero probabilities as they are, where a floored prior
+            # (1e-12) would add 27.6 per extra modality to its score and make it win every row
+            log_prior = np.log(np.where(counts > 0, frequencies, 1.0))
             self.log_prior.copy_(torch.as_tensor(log_prior, dtype=self.log_prior.dtype))
         return super().fit(trainer, train, val)
 
