@@ -88,6 +88,25 @@ def test_deep_members_train_for_the_cross_validated_epoch_count_with_scaled_deca
     assert len(history.epochs) == row.epochs and not history.stopped_early
 
 
+def test_a_zero_weight_decay_is_used_in_the_folds_as_in_the_refit(monkeypatch):
+    # weight_decay=0 is a value, not "unset": the folds must train as the refit does
+    import mlmm.tune.auto as auto
+
+    seen = []
+
+    class Recording(auto.Trainer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            seen.append(self.weight_decay)
+
+    monkeypatch.setattr(auto, "Trainer", Recording)
+    train, _ = _split()
+    member = {"method": "hemis", "params": {"hidden": 32, "embed_dim": 16}, "weight_decay": 0.0}
+    fit_auto(train, portfolio=[member], **{**FAST, "max_epochs": 1})
+    # the two folds' trainers (the refit's copy gets it in fit_member, which tests `is not None`)
+    assert seen[:2] == [0.0, 0.0]
+
+
 def test_a_member_that_cannot_run_is_skipped_with_a_note():
     train, test = _split()
     portfolio = ["per-modality-logistic", {"method": "lda-em", "params": {"max_features": 5}}]

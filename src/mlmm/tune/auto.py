@@ -489,7 +489,11 @@ def _fit_fold(
         patience=settings["patience"],
         progress=False,
         **trainer_args,
-        **({"weight_decay": member["weight_decay"]} if member.get("weight_decay") else {}),
+        **(
+            {"weight_decay": member["weight_decay"]}
+            if member.get("weight_decay") is not None  # 0 is a value, as in fit_member
+            else {}
+        ),
     )
     held = data.subset(held_rows)
     start = time.perf_counter()
