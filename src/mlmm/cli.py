@@ -191,10 +191,14 @@ def train(
 
     trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr}
     method_params = _parse_params(param)
+    dataset_params = _parse_params(dataset_param, "--dataset-param")
     if params is not None:
         from mlmm.tune.study import read_params
 
-        tuned_params, tuned_trainer = read_params(params, method)
+        # run_experiment's default split sizes: a file tuned on another split is refused
+        split = {"seed": seed, "test_size": 0.2, "val_size": 0.1}
+        data = {"dataset": dataset, "dataset_params": dataset_params, "split": split}
+        tuned_params, tuned_trainer = read_params(params, method, data)
         method_params = {**tuned_params, **method_params}
         given = _given_options(ctx)
         trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
@@ -205,7 +209,7 @@ def train(
         dataset,
         method,
         method_params=method_params,
-        dataset_params=_parse_params(dataset_param, "--dataset-param"),
+        dataset_params=dataset_params,
         missing=missing,
         seed=seed,
         trainer={**trainer, "device": device, "progress": not quiet},

@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import yaml
 
 import mlmm
 from mlmm.bench.store import APPLICATION_ID, ResultsStore
@@ -273,6 +274,21 @@ def test_the_result_saves_a_parameters_file_train_reads(tmp_path):
     assert params == result.params and trainer == result.trainer
     with pytest.raises(MlmmError, match="tuned for method 'hemis', not 'late-fusion'"):
         read_params(path, "late-fusion")
+
+
+def test_parameters_tuned_on_one_split_are_refused_for_another(tmp_path):
+    # the study scored on seed 0's training part, which holds most of seed 1's test part
+    from mlmm.tune.study import read_params
+
+    path = small_tune(n_trials=1).save(tmp_path / "best.yaml")
+    saved = yaml.safe_load(path.read_text())["study"]["data"]
+    assert saved["split"] == {"seed": 0, "test_size": 0.2, "val_size": 0.1}
+    same = {**saved, "split": dict(saved["split"])}
+    assert read_params(path, "hemis", same)[0]  # the study's own split: accepted
+    with pytest.raises(MlmmError, match="was tuned with split .* this test split"):
+        read_params(path, "hemis", {**same, "split": {**saved["split"], "seed": 1}})
+    with pytest.raises(MlmmError, match="was tuned with dataset"):
+        read_params(path, "hemis", {**same, "dataset": "handwritten"})
 
 
 def test_score_point_reproduces_a_trials_value_on_the_studys_folds():

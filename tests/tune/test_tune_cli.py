@@ -57,3 +57,14 @@ def test_tune_errors_are_one_line(monkeypatch, capsys, tmp_path):
         "--params", str(best), "--out", str(tmp_path / "m"),
     )  # fmt: skip
     assert code == 2 and "tuned for method 'late-fusion', not 'hemis'" in err
+    # a file tuned on seed 0's split, trained on seed 1: refused before any training
+    best.write_text(
+        "method: hemis\nparams: {}\ntrainer: {}\nstudy:\n  data:\n    dataset: synthetic\n"
+        "    dataset_params: {}\n    split: {seed: 0, test_size: 0.2, val_size: 0.1}\n"
+    )
+    code, _, err = run(
+        monkeypatch, capsys, "train", "--dataset", "synthetic", "--method", "hemis", "--seed", "1",
+        "--params", str(best), "--out", str(tmp_path / "m"),
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "this test split" in err
+    assert not (tmp_path / "m").exists()

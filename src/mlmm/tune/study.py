@@ -185,6 +185,9 @@ class TuneResult:
         path = Path(path)
         data = {"method": self.method, "params": self.params, "trainer": self.trainer}
         data["study"] = {k: v for k, v in self.summary().items() if k not in data}
+        context = self.config.get("context", {})
+        # the split the study saw: read_params refuses training on another one
+        data["study"]["data"] = {k: context[k] for k in _SPLIT_KEYS if k in context}
         with atomic_write(path) as fh:
             fh.write(
                 f"# mlmm tune: best of {len(self.trials)} trials, validation {self.metric} "
@@ -195,6 +198,8 @@ class TuneResult:
 
 
 _STATES = ("complete", "pruned", "failed")
+#: What identifies the split a study tuned on (its context), checked by :func:`read_params`.
+_SPLIT_KEYS = ("dataset", "dataset_params", "split")
 
 
 # ---------------------------------------------------------------------- the API
@@ -460,9 +465,16 @@ def tune_training_data(
     return _result(method, fixed, records, settings, key, train, trainer_space, config)
 
 
-def read_params(path: str | Path, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_params(
+    path: str | Path, method: str, data: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(method hyperparameters, trainer parameters)`` from a file :meth:`TuneResult.save`
-    wrote for ``method``; a file for another method, or not written by it, is refused."""
+    wrote for ``method``; a file for another method, or not written by it, is refused.
+
+    ``data`` (``dataset``, ``dataset_params`` and ``split``: ``seed``, ``test_size``,
+    ``val_size``, as :func:`tune` records them) is the split the parameters are about to be
+    trained on: a file tuned on another split is refused, since that split's training part,
+    which the study scored on, holds rows of this one's test part."""
     import yaml
 
     path = Path(path)
@@ -471,29 +483,43 @@ def read_params(path: str | Path, method: str) -> tuple[dict[str, Any], dict[str
             f"no parameters file at {str(path)!r}; write one with mlmm tune --params-out"
         )
     try:
-        data = yaml.safe_load(path.read_text())
+        content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise MlmmError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
     if (
-        not isinstance(data, dict)
-        or not isinstance(data.get("params"), dict)
-        or not isinstance(data.get("trainer"), dict)
+        not isinstance(content, dict)
+        or not isinstance(content.get("params"), dict)
+        or not isinstance(content.get("trainer"), dict)
     ):
         raise MlmmError(
             f"{path} is not a parameters file from mlmm tune --params-out (expected the keys "
             f"method, params and trainer)"
         )
-    if data.get("method") != method:
+    if content.get("method") != method:
         raise MlmmError(
-            f"{path} holds parameters tuned for method {data.get('method')!r}, not {method!r}; "
-            f"train {data.get('method')!r} or tune {method!r}"
+            f"{path} holds parameters tuned for method {content.get('method')!r}, not {method!r}; "
+            f"train {content.get('method')!r} or tune {method!r}"
         )
-    unknown = sorted(set(data["trainer"]) - set(_trainer_parameters()))
+    unknown = sorted(set(content["trainer"]) - set(_trainer_parameters()))
     if unknown:
         raise MlmmError(
             f"{path}: unknown trainer parameters {unknown}; expected lr, weight_decay, batch_size"
         )
-    return dict(data["params"]), dict(data["trainer"])
+    tuned_on = (content.get("study") or {}).get("data")
+    if data is not None and isinstance(tuned_on, dict):
+        for key in _SPLIT_KEYS:
+            if key in tuned_on and key in data and _plain(tuned_on[key]) != _plain(data[key]):
+                raise MlmmError(
+                    f"{path} was tuned with {key} {tuned_on[key]!r}, not {data[key]!r}: the "
+                    f"study trained on rows of this test split; train with the study's "
+                    f"dataset and --seed, or tune again with this one"
+                )
+    return dict(content["params"]), dict(content["trainer"])
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists, keys as strings), to compare."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 # ---------------------------------------------------------------------- trials
