@@ -141,3 +141,16 @@ def test_product_rule_with_a_prior_by_hand():
         combine_predictions(LOGITS, PRESENT_K, "mean_prob", log_prior),
         combine_predictions(LOGITS, PRESENT_K, "mean_prob"),
     )
+
+
+def test_product_rule_divides_no_prior_out_for_a_class_absent_from_training():
+    # prior (0.5, 0.5, 0): heads a and b give class 2 probability 0.2 each; dividing by its
+    # zero (or a floored) prior would make it win, so it keeps the heads' product 0.04
+    heads = torch.log(torch.tensor([0.4, 0.4, 0.2]))
+    logits = heads.expand(2, 2, 3)  # [B=2, M=2, K=3]
+    present = torch.tensor([[True, True], [False, False]])
+    log_prior = torch.log(torch.tensor([0.5, 0.5, 0.0]))  # [K], -inf for class 2
+    probs = combine_predictions(logits, present, "sum_logprob", log_prior).exp()
+    scores = torch.tensor([0.16 / 0.5, 0.16 / 0.5, 0.04])
+    assert torch.allclose(probs[0], scores / scores.sum())
+    assert torch.allclose(probs[1], torch.tensor([0.5, 0.5, 0.0]))  # none present: the prior

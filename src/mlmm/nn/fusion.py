@@ -74,7 +74,10 @@ def combine_predictions(
         the product is divided by ``p(y)^(n - 1)`` for the ``n`` present modalities (Kittler
         et al., 1998: ``p(y | x_1..x_n)`` is proportional to ``prod_i p(y | x_i) / p(y)^(n-1)``
         when the modalities are conditionally independent given ``y``), and a row with nothing
-        present gets the prior. Ignored by ``mean_prob``; a uniform prior changes nothing.
+        present gets the prior. A class whose log prior is ``-inf`` (absent from training) has
+        nothing divided out: it keeps the heads' own product (dividing by a zero prior would
+        make it win), and probability 0 where nothing is present. Ignored by ``mean_prob``; a
+        uniform prior changes nothing.
     """
     logp = F.log_softmax(logits, dim=-1)  # [B, M, K]
     mask = present.unsqueeze(-1)  # [B, M, 1]
@@ -85,8 +88,12 @@ def combine_predictions(
     elif rule == "sum_logprob":
         fused = torch.where(mask, logp, torch.zeros_like(logp)).sum(dim=1)  # [B, K]
         if log_prior is not None:  # each head's posterior holds the prior once: keep one copy
+            log_prior = log_prior.to(fused.dtype)  # [K]
+            seen = torch.isfinite(log_prior)  # [K]
+            divided = torch.where(seen, log_prior, torch.zeros_like(log_prior))  # [K]
             count = present.sum(dim=1, keepdim=True).to(fused.dtype)  # [B, 1], 0 allowed
-            fused = fused - (count - 1) * log_prior.to(fused.dtype)  # [B, K]
+            fused = fused - (count - 1) * divided  # [B, K]
+            fused = torch.where(count > 0, fused, log_prior)  # nothing present: the prior
     else:
         raise MlmmError(f"combination rule must be 'mean_prob' or 'sum_logprob', got {rule!r}")
     return F.log_softmax(fused, dim=-1)  # [B, K]

@@ -76,8 +76,8 @@ class LateFusion(MissingModalityModel):
         Per-modality encoder and prediction head.
     log_prior : Tensor, shape (n_classes,)
         Log class frequencies of the training rows (classification; a buffer set by
-        :meth:`fit`, uniform before), used by the product rule; 0 for a class absent from
-        the training rows (nothing is divided out for it).
+        :meth:`fit`, uniform before), used by the product rule; ``-inf`` for a class absent
+        from the training rows.
 
     References
     ----------
@@ -146,10 +146,11 @@ class LateFusion(MissingModalityModel):
         if self.task.is_classification:
             counts = np.bincount(train.targets, minlength=self.task.output_dim)
             frequencies = counts / max(counts.sum(), 1)
-            # a class absent from training has no prior to divide out (0/0 in Kittler's rule):
-            # 0 leaves its heads' near-zero probabilities as they are, where a floored prior
-            # (1e-12) would add 27.6 per extra modality to its score and make it win every row
-            log_prior = np.log(np.where(counts > 0, frequencies, 1.0))
+            # a class absent from training gets -inf: combine_predictions divides no prior out
+            # for it (0/0 in Kittler's rule), where a floored prior (1e-12) would add 27.6 per
+            # extra modality to its score and make it win every row
+            with np.errstate(divide="ignore"):
+                log_prior = np.log(frequencies)
             self.log_prior.copy_(torch.as_tensor(log_prior, dtype=self.log_prior.dtype))
         return super().fit(trainer, train, val)
 
