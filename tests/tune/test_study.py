@@ -105,6 +105,27 @@ def test_trials_see_only_the_training_split(monkeypatch):
     assert not spy.tags & set(split.indices["val"].tolist())
 
 
+def test_the_training_part_is_run_experiments_training_part():
+    # the guarantee rests on tune and run_experiment splitting and masking alike: compare the
+    # rows and the training missingness with what run_experiment itself trained on
+    from mlmm.tune.study import training_part
+
+    data = tagged_dataset()
+    _, train = training_part(data, None, "mcar:0.3", 3, 0.2, 0.1)
+    res = mlmm.run_experiment(
+        data,
+        "zero-impute",
+        missing="mcar:0.3",
+        seed=3,
+        trainer={"max_epochs": 1, "progress": False},
+    )
+    # the tag column of a present modality (absent rows are zero-filled)
+    tags = np.maximum(train.inputs["a"][:, 0], train.inputs["b"][:, 0])
+    rows = (tags - 1000).astype(int)
+    np.testing.assert_array_equal(np.sort(rows), res.split["train"])
+    np.testing.assert_array_equal(train.observed, res.train_mask.present)
+
+
 def test_a_stopped_study_resumes_without_rerunning_finished_trials(monkeypatch, tmp_path):
     store = tmp_path / "tune.db"
     uninterrupted = small_tune(n_trials=4, store=tmp_path / "other.db")
