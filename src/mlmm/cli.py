@@ -940,13 +940,19 @@ def predict_command(
     ] = "error",
 ) -> None:
     """Predict from a file: per row the answer, probabilities, modalities used, their score."""
-    from mlmm.serve.predict import check_suffix, predict_table, read_input, write_table
+    from mlmm.serve.predict import (
+        OUTPUT_KINDS,
+        check_suffix,
+        predict_table,
+        read_input,
+        write_table,
+    )
     from mlmm.train import TrainedModel
     from mlmm.utils import check_output_file
 
     if output is not None:  # before the work, so a bad --output costs nothing
-        check_suffix(output, "--output")
-        check_output_file(output)
+        kind = OUTPUT_KINDS[check_suffix(output, "--output")]
+        check_output_file(output, kind, inputs=[input], what="--output")
     trained = TrainedModel.load(run)
     table = predict_table(trained, read_input(input), on_empty=on_empty)
     if output is None:
@@ -1022,11 +1028,13 @@ def export_model_command(
     """
     from mlmm.errors import MlmmError
     from mlmm.train import TrainedModel
+    from mlmm.train.checkpoint import OWN_FILES
     from mlmm.utils import check_output_file
 
     if format != "onnx":
         raise MlmmError(f"--format must be onnx, got {format!r}")
-    check_output_file(out)  # before the work, so a bad --out costs nothing
+    # before the work, so a bad --out costs nothing; never over one of the model's own files
+    check_output_file(out, inputs=[run / name for name in OWN_FILES], what="--out")
     from mlmm.serve.export import export_onnx
 
     trained = TrainedModel.load(run)

@@ -15,6 +15,8 @@ from mlmm.utils import atomic_write
 
 #: File types ``mlmm predict`` reads and writes.
 SUFFIXES = (".npz", ".parquet", ".csv")
+#: What an existing file of each suffix must look like to be replaced (:func:`check_output_file`).
+OUTPUT_KINDS = {".npz": "NPZ", ".parquet": "Parquet", ".csv": "CSV"}
 #: Subset name of a sample with no modality present.
 NO_MODALITY = "(none)"
 
