@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-CARD_FILE = "README.md"
-
 _LIMITS = (
     "- Answers for samples drawn like the training data. Scores per modality subset are "
     "measured on validation data with that subset forced; a presence pattern that was rare "

@@ -85,11 +85,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # ---------------------------------------------------------------------- small helpers
-def _sha256(path: Path) -> str:
-    """SHA-256 of a regular file (bounded by :data:`MAX_WEIGHTS_BYTES`)."""
-    return hashlib.sha256(_read_regular(path, MAX_WEIGHTS_BYTES)).hexdigest()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
