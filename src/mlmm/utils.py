@@ -126,13 +126,13 @@ def check_output_file(
                 f"writing it would destroy that file; choose another {what} path"
             )
     if not path.exists():
-        _check_writable_location(path, what)
+        check_writable_location(path, what)
         return path
     if path.is_dir():
         raise MlmmError(f"the {what} {str(path)!r} is a directory; give a file path")
     if not path.is_file():
         raise MlmmError(f"the {what} {str(path)!r} exists and is not a regular file")
-    _check_writable_location(path, what)
+    check_writable_location(path, what)
     with open(path, "rb") as fh:
         head = fh.read(4096)
     if not head:
@@ -157,8 +157,13 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _check_writable_location(path: Path, what: str) -> None:
-    """Refuse a path under a file, or in a folder this process cannot write (checked up front)."""
+def check_writable_location(path: Path, what: str) -> None:
+    """Refuse a path under a file, or in a folder this process cannot write (checked up front).
+
+    ``path`` need not exist: its nearest existing parent must be a directory this process
+    can write, since the output is written beside it and renamed. ``what`` names the option
+    in the message (``"--out"``). Raises :class:`~mlmm.errors.MlmmError` in one line.
+    """
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

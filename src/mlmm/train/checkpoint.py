@@ -52,6 +52,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from mlmm.errors import ArtifactError, MlmmError
+from mlmm.utils import check_writable_location
 
 try:  # POSIX; elsewhere saves and loads of one directory are not serialised
     import fcntl
@@ -372,16 +373,7 @@ def _check_artifact_path(given: Path, overwrite: bool) -> Path:
         if not os.access(target, os.W_OK | os.X_OK):
             raise MlmmError(f"{given} is not writable; choose another --out or fix its permissions")
         return target
-    parent = target.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise MlmmError(f"cannot create {given}: {parent} is a file; choose another --out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise MlmmError(
-            f"cannot create {given}: {parent} is not writable; choose another --out or fix "
-            f"its permissions"
-        )
+    check_writable_location(target, "--out")
     return target
 
 
