@@ -401,13 +401,7 @@ class _MissingModalityEstimator(BaseEstimator):
 
     def _predict_raw(self, X: Any) -> np.ndarray:
         self._check_fitted()
-        inputs = self._predict_inputs(X)
-        n = len(next(iter(inputs.values())))
-        task = self.trained_.task
-        dummy = np.zeros(n, dtype=np.int64 if task.is_classification else float)
-        data = from_arrays(
-            inputs, dummy, task=task, name="estimator", partial=self.partial, allow_empty=True
-        )
+        data = self.trained_.as_dataset(self._predict_inputs(X), partial=self.partial)
         return self.trained_.predict_raw(data, on_empty=self.on_empty)
 
 
