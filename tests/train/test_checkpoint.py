@@ -236,6 +236,31 @@ def test_staged_files_of_a_killed_save_are_dropped_on_load(tmp_path):
     assert config["scale"] == 1.0 and leftovers(path) == []
 
 
+def test_uncommitted_staged_files_in_a_read_only_artifact_do_not_stop_a_load(tmp_path, monkeypatch):
+    """A killed save's staging, then the directory made read-only (a copy on a read-only
+    mount): the old artifact is whole, so it loads, with the staged files left where they are."""
+    path = save(tmp_path / "model", 1.0)
+    staged = path / ".model.safetensors.new-0badc0de"
+    staged.write_bytes(b"half a tensor")
+
+    def read_only(self, missing_ok=False):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    config, state = load_artifact(path)
+    assert config["scale"] == 1.0 and torch.equal(state["w"], STATE["w"])
+    assert staged.exists()
+
+
+def test_a_committed_save_in_a_read_only_artifact_is_refused_on_load(tmp_path, monkeypatch):
+    save(tmp_path / "model", 1.0)
+    monkeypatch.setattr(checkpoint.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError()))
+    with pytest.raises(MlmmError, match="cannot write the model"):
+        save(tmp_path / "model", 5.0, overwrite=True)
+    with pytest.raises(ArtifactError, match="holds an unfinished save that cannot be completed"):
+        load_artifact(tmp_path / "model")  # os.replace still fails: cannot roll it forward
+
+
 def test_a_save_dying_after_its_commit_is_completed_by_the_next_load(tmp_path, monkeypatch):
     save(tmp_path / "model", 1.0)
     monkeypatch.setattr(checkpoint.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError()))

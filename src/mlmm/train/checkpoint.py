@@ -251,6 +251,11 @@ def _finish_interrupted(path: Path) -> bool:
     return bool(staged)
 
 
+def _has_committed(path: Path) -> bool:
+    """True when a save in ``path`` reached its commit point but was not rolled forward."""
+    return any(f"new:{MANIFEST_FILE}" in files for files in _staged_files(path).values())
+
+
 def _recover(path: Path) -> None:
     """If a save by an older mlmm died between its two renames, put the previous artifact back."""
     if path.exists() or path.is_symlink():
@@ -565,10 +570,13 @@ def load_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
                 try:
                     _finish_interrupted(path)
                 except OSError as err:
-                    raise ArtifactError(
-                        f"{path} holds an unfinished save that cannot be completed "
-                        f"({err.strerror}); load it from a writable copy"
-                    ) from None
+                    # only a committed save (its manifest staged) changes what loads; staging
+                    # of uncommitted ones that cannot be deleted leaves the old artifact whole
+                    if _has_committed(path):
+                        raise ArtifactError(
+                            f"{path} holds an unfinished save that cannot be completed "
+                            f"({err.strerror}); load it from a writable copy"
+                        ) from None
             return _load_locked(path)
     except OSError as err:
         raise ArtifactError(f"cannot read the model at {path} ({err.strerror}); check it") from None
