@@ -429,12 +429,12 @@ def evaluate(
     from mlmm.errors import MlmmError
     from mlmm.eval import evaluate as _evaluate
     from mlmm.train import TrainedModel
+    from mlmm.train.checkpoint import OWN_FILES
     from mlmm.utils import atomic_write, check_output_file
 
-    if out is not None:
-        check_output_file(
-            out, "CSV", what="--out"
-        )  # before the evaluation, so a bad --out costs nothing
+    if out is not None:  # before the evaluation, so a bad --out costs nothing
+        own = [model_dir / name for name in OWN_FILES]  # config.json would pass as a CSV
+        check_output_file(out, "CSV", inputs=own, what="--out")
     trained = TrainedModel.load(model_dir)
     info = trained.info
     if "dataset" not in info:
