@@ -470,18 +470,19 @@ def save_artifact(
     target = check_artifact_path(given, overwrite)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     weights = save_safetensors(tensors)
+    weights_sha256 = hashlib.sha256(weights).hexdigest()
     full = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         **config,
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "weights_sha256": weights_sha256,
     }
     config_bytes = json.dumps(full, indent=2, sort_keys=False).encode()
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "sha256": {
-            WEIGHTS_FILE: hashlib.sha256(weights).hexdigest(),
+            WEIGHTS_FILE: weights_sha256,
             CONFIG_FILE: hashlib.sha256(config_bytes).hexdigest(),
         },
     }
