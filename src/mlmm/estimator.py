@@ -219,8 +219,8 @@ def expected_failed_checks(estimator: Any) -> dict[str, str]:
     For ``check_estimator(est, expected_failed_checks=expected_failed_checks(est))`` and
     ``parametrize_with_checks(..., expected_failed_checks=expected_failed_checks)``
     (scikit-learn >= 1.6 has no tag for them). Whether they fail depends on the method and
-    the machine's float32 rounding (``logistic-mean-impute`` passes them here, ``hemis`` does
-    not), so they are listed for every method. Every other check passes.
+    the machine's float32 rounding (``logistic-mean-impute`` passes both here, ``hemis`` fails
+    subset invariance), so they are listed for every method. Every other check passes.
 
     Parameters
     ----------
