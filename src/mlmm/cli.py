@@ -353,12 +353,12 @@ def _training_lines(trained) -> list[str]:
         if n == 0:
             lines.append(f"training{stage}: fitted without epochs ({history.seconds:.1f}s)")
             continue
-        if history.time_limited:
-            why = f"stopped by the time limit ({config.get('time_limit')}s)"
-        elif history.stopped_early:
-            why = f"stopped early (no better validation loss for {config.get('patience')} epochs)"
-        else:
-            why = f"reached the maximum epochs ({n})"
+        why = {
+            "time_limit": f"stopped by the time limit ({config.get('time_limit')}s)",
+            "early_stopping": "stopped early (no better validation loss for "
+            f"{config.get('patience')} epochs)",
+            "max_epochs": f"reached the maximum epochs ({n})",
+        }[history.stopped_by]
         if math.isfinite(history.best_val_loss):
             best = f"best epoch {history.best_epoch} (validation loss {history.best_val_loss:.4f})"
         else:
