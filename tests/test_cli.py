@@ -463,6 +463,20 @@ def test_evaluate_refuses_a_directory_as_out_before_evaluating(monkeypatch, caps
         assert "choose another --out" in err or "is a directory" in err
 
 
+def test_evaluate_refuses_an_out_that_is_one_of_the_models_files(monkeypatch, capsys, tmp_path):
+    import mlmm.train
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(mlmm.train.TrainedModel, "load", loaded)
+    config = tmp_path / "config.json"
+    config.write_text('{"format": "mlmm-artifact"}')  # JSON text: it would pass for a CSV
+    code, _, err = run(monkeypatch, capsys, "evaluate", str(tmp_path), "--out", str(config))
+    assert code == 2 and "is the file it is made from" in err
+    assert config.read_text() == '{"format": "mlmm-artifact"}'
+
+
 REGRESSION_PLUGIN = """
 import numpy as np
 

@@ -357,12 +357,12 @@ def _training_lines(trained) -> list[str]:
         if n == 0:
             lines.append(f"training{stage}: fitted without epochs ({history.seconds:.1f}s)")
             continue
-        if history.time_limited:
-            why = f"stopped by the time limit ({config.get('time_limit')}s)"
-        elif history.stopped_early:
-            why = f"stopped early (no better validation loss for {config.get('patience')} epochs)"
-        else:
-            why = f"reached the maximum epochs ({n})"
+        why = {
+            "time_limit": f"stopped by the time limit ({config.get('time_limit')}s)",
+            "early_stopping": "stopped early (no better validation loss for "
+            f"{config.get('patience')} epochs)",
+            "max_epochs": f"reached the maximum epochs ({n})",
+        }[history.stopped_by]
         if math.isfinite(history.best_val_loss):
             best = f"best epoch {history.best_epoch} (validation loss {history.best_val_loss:.4f})"
         else:
@@ -433,12 +433,12 @@ def evaluate(
     from mlmm.errors import MlmmError
     from mlmm.eval import evaluate as _evaluate
     from mlmm.train import TrainedModel
+    from mlmm.train.checkpoint import OWN_FILES
     from mlmm.utils import atomic_write, check_output_file
 
-    if out is not None:
-        check_output_file(
-            out, "CSV", what="--out"
-        )  # before the evaluation, so a bad --out costs nothing
+    if out is not None:  # before the evaluation, so a bad --out costs nothing
+        own = [model_dir / name for name in OWN_FILES]  # config.json would pass as a CSV
+        check_output_file(out, "CSV", inputs=own, what="--out")
     trained = TrainedModel.load(model_dir)
     info = trained.info
     if "dataset" not in info:
@@ -944,13 +944,19 @@ def predict_command(
     ] = "error",
 ) -> None:
     """Predict from a file: per row the answer, probabilities, modalities used, their score."""
-    from mlmm.serve.predict import check_suffix, predict_table, read_input, write_table
+    from mlmm.serve.predict import (
+        OUTPUT_KINDS,
+        check_suffix,
+        predict_table,
+        read_input,
+        write_table,
+    )
     from mlmm.train import TrainedModel
     from mlmm.utils import check_output_file
 
     if output is not None:  # before the work, so a bad --output costs nothing
-        check_suffix(output, "--output")
-        check_output_file(output)
+        kind = OUTPUT_KINDS[check_suffix(output, "--output")]
+        check_output_file(output, kind, inputs=[input], what="--output")
     trained = TrainedModel.load(run)
     table = predict_table(trained, read_input(input), on_empty=on_empty)
     if output is None:
@@ -1026,11 +1032,13 @@ def export_model_command(
     """
     from mlmm.errors import MlmmError
     from mlmm.train import TrainedModel
+    from mlmm.train.checkpoint import OWN_FILES
     from mlmm.utils import check_output_file
 
     if format != "onnx":
         raise MlmmError(f"--format must be onnx, got {format!r}")
-    check_output_file(out)  # before the work, so a bad --out costs nothing
+    # before the work, so a bad --out costs nothing; never over one of the model's own files
+    check_output_file(out, inputs=[run / name for name in OWN_FILES], what="--out")
     from mlmm.serve.export import export_onnx
 
     trained = TrainedModel.load(run)

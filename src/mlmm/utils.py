@@ -89,6 +89,7 @@ _FILE_KINDS: dict[str, Callable[[bytes], bool]] = {
     ),
     "CSV": lambda head: b"\x00" not in head,
     "Parquet": lambda head: head.startswith(b"PAR1"),
+    "NPZ": lambda head: head.startswith(b"PK\x03\x04"),  # a zip archive, as numpy writes it
 }
 
 
@@ -103,8 +104,8 @@ def check_output_file(
 
     Refused: a path that is one of ``inputs`` (the same file by any name: symlinks and hard
     links are followed), a directory or other non-regular file, an SQLite database, and an
-    existing non-empty file that does not look like ``kind`` (``"HTML"``, ``"CSV"`` or
-    ``"Parquet"``; ``None`` checks only the rest). An existing file of the same kind is
+    existing non-empty file that does not look like ``kind`` (``"HTML"``, ``"CSV"``,
+    ``"Parquet"`` or ``"NPZ"``; ``None`` checks only the rest). An existing file of the same kind is
     replaced, as an earlier run's output is meant to be.
 
     Returns
@@ -125,13 +126,13 @@ def check_output_file(
                 f"writing it would destroy that file; choose another {what} path"
             )
     if not path.exists():
-        _check_writable_location(path, what)
+        check_writable_location(path, what)
         return path
     if path.is_dir():
         raise MlmmError(f"the {what} {str(path)!r} is a directory; give a file path")
     if not path.is_file():
         raise MlmmError(f"the {what} {str(path)!r} exists and is not a regular file")
-    _check_writable_location(path, what)
+    check_writable_location(path, what)
     with open(path, "rb") as fh:
         head = fh.read(4096)
     if not head:
@@ -156,8 +157,13 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _check_writable_location(path: Path, what: str) -> None:
-    """Refuse a path under a file, or in a folder this process cannot write (checked up front)."""
+def check_writable_location(path: Path, what: str) -> None:
+    """Refuse a path under a file, or in a folder this process cannot write (checked up front).
+
+    ``path`` need not exist: its nearest existing parent must be a directory this process
+    can write, since the output is written beside it and renamed. ``what`` names the option
+    in the message (``"--out"``). Raises :class:`~mlmm.errors.MlmmError` in one line.
+    """
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

@@ -106,14 +106,15 @@ def test_on_empty_prior_answers_a_sample_with_nothing(client, hemis):
     np.testing.assert_allclose(list(answer["probabilities"].values()), hemis.prior)
 
 
-def test_health_model_and_metrics(client):
+def test_health_model_and_metrics(client, hemis):
     assert client.get("/health").json() == {"status": "ok", "models": ["hemis"]}
     info = client.get("/model").json()["models"][0]
     assert info["classes"] == [0, 1, 2, 3]
     assert info["modalities"][0] == {"name": "m0", "kind": "vector", "shape": [16]}
-    assert {"modalities": "m0+m1+m2"}.items() <= info["validation"][0].items() or any(
-        row["modalities"] == "m0+m1+m2" for row in info["validation"]
-    )
+    table = {row["modalities"]: row["metrics"] for row in info["validation"]}
+    assert len(table) == 7  # every non-empty subset of three modalities
+    full = hemis.validation_scores()["m0+m1+m2"]["accuracy"]
+    assert table["m0+m1+m2"]["accuracy"] == pytest.approx(full)
     client.post("/predict", json={"instances": [{"m1": _vector(9)}]})
     client.post("/predict", content="{", headers={"content-type": "application/json"})
     text = client.get("/metrics").text

@@ -78,3 +78,16 @@ def test_a_regression_model_exports_its_values(tmp_path):
     np.testing.assert_allclose(
         got, trained.predict(data.subset(np.arange(8))), rtol=1e-4, atol=1e-5
     )
+
+
+def test_export_model_refuses_to_write_over_the_models_own_files(hemis_run, monkeypatch, capsys):
+    weights = hemis_run / "model.safetensors"
+    before = weights.read_bytes()
+    monkeypatch.setattr(
+        sys, "argv", ["mlmm", "export-model", str(hemis_run), "--out", str(weights)]
+    )
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2 and "is the file it is made from" in capsys.readouterr().err
+    assert weights.read_bytes() == before
+    TrainedModel.load(hemis_run)  # still loads

@@ -98,3 +98,46 @@ def test_predict_refuses_a_bad_output_suffix_before_loading(tmp_path, monkeypatc
         monkeypatch, capsys, "predict", str(tmp_path), "--input", "x.npz", "--output", "o.txt"
     )
     assert code == 2 and "--output 'o.txt' has suffix '.txt'" in err
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv"])
+def test_predict_refuses_to_write_over_its_input(hemis_run, tmp_path, monkeypatch, capsys, suffix):
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".npz":
+        np.savez(source, m0=np.zeros((2, 16)))
+    else:
+        pd.DataFrame({f"m0.{j}": [0.0, 1.0] for j in range(16)}).to_csv(source, index=False)
+    before = source.read_bytes()
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "predict",
+        str(hemis_run),
+        "--input",
+        str(source),
+        "--output",
+        str(source),
+    )
+    assert code == 2 and "is the file it is made from" in err
+    assert source.read_bytes() == before
+
+
+def test_predict_refuses_an_existing_output_of_another_kind(
+    hemis_run, tmp_path, monkeypatch, capsys
+):
+    source = tmp_path / "in.npz"
+    np.savez(source, m0=np.zeros((2, 16)))
+    target = tmp_path / "out.csv"
+    target.write_bytes(b"\x00\x01binary")  # not a CSV: not an earlier run's output
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "predict",
+        str(hemis_run),
+        "--input",
+        str(source),
+        "--output",
+        str(target),
+    )
+    assert code == 2 and "is not a CSV file" in err
+    assert target.read_bytes() == b"\x00\x01binary"

@@ -81,7 +81,10 @@ def test_round_trip(tmp_path):
     assert len(config["weights_sha256"]) == 64
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     assert manifest["format"] == "mlmm-artifact" and manifest["format_version"] == 1
-    assert manifest["sha256"][CONFIG_FILE] == checkpoint._sha256(path / CONFIG_FILE)
+    assert (
+        manifest["sha256"][CONFIG_FILE]
+        == hashlib.sha256((path / CONFIG_FILE).read_bytes()).hexdigest()
+    )
     assert manifest["sha256"][WEIGHTS_FILE] == config["weights_sha256"]
     assert set(state) == {"w", "b"}
     for k, v in STATE.items():
@@ -231,6 +234,31 @@ def test_staged_files_of_a_killed_save_are_dropped_on_load(tmp_path):
     (path / ".mlmm-artifact.json.part-0badc0de").write_text('{"form')
     config, _ = load_artifact(path)
     assert config["scale"] == 1.0 and leftovers(path) == []
+
+
+def test_uncommitted_staged_files_in_a_read_only_artifact_do_not_stop_a_load(tmp_path, monkeypatch):
+    """A killed save's staging, then the directory made read-only (a copy on a read-only
+    mount): the old artifact is whole, so it loads, with the staged files left where they are."""
+    path = save(tmp_path / "model", 1.0)
+    staged = path / ".model.safetensors.new-0badc0de"
+    staged.write_bytes(b"half a tensor")
+
+    def read_only(self, missing_ok=False):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    config, state = load_artifact(path)
+    assert config["scale"] == 1.0 and torch.equal(state["w"], STATE["w"])
+    assert staged.exists()
+
+
+def test_a_committed_save_in_a_read_only_artifact_is_refused_on_load(tmp_path, monkeypatch):
+    save(tmp_path / "model", 1.0)
+    monkeypatch.setattr(checkpoint.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError()))
+    with pytest.raises(MlmmError, match="cannot write the model"):
+        save(tmp_path / "model", 5.0, overwrite=True)
+    with pytest.raises(ArtifactError, match="holds an unfinished save that cannot be completed"):
+        load_artifact(tmp_path / "model")  # os.replace still fails: cannot roll it forward
 
 
 def test_a_save_dying_after_its_commit_is_completed_by_the_next_load(tmp_path, monkeypatch):
@@ -468,7 +496,7 @@ def test_truncated_weights_with_a_matching_hash_cannot_be_read(tmp_path):
     data = (path / WEIGHTS_FILE).read_bytes()
     (path / WEIGHTS_FILE).write_bytes(data[: len(data) - 7])
     config = json.loads((path / CONFIG_FILE).read_text())
-    config["weights_sha256"] = checkpoint._sha256(path / WEIGHTS_FILE)
+    config["weights_sha256"] = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
     write_config(path, config)
     with pytest.raises(ArtifactError) as err:
         load_artifact(path)

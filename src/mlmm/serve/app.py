@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import subset_name
-from mlmm.serve.predict import NO_MODALITY
+from mlmm.serve.predict import NO_MODALITY, score_metric
 from mlmm.train.trained import TrainedModel
 
 #: Latency histogram bucket bounds, in seconds.
@@ -207,7 +207,7 @@ class _Served:
         self.metrics = metrics
         self.shapes = trained.modality_shapes
         self.names = tuple(self.shapes)
-        self.metric = "accuracy" if trained.task.is_classification else "rmse"
+        self.metric = score_metric(trained)
         scores = trained.validation_scores()
         self.scores = {s: m.get(self.metric) for s, m in scores.items()}
         self.labels = trained.classes_.tolist() if trained.task.is_classification else None

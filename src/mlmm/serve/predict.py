@@ -15,6 +15,8 @@ from mlmm.utils import atomic_write
 
 #: File types ``mlmm predict`` reads and writes.
 SUFFIXES = (".npz", ".parquet", ".csv")
+#: What an existing file of each suffix must look like to be replaced (:func:`check_output_file`).
+OUTPUT_KINDS = {".npz": "NPZ", ".parquet": "Parquet", ".csv": "CSV"}
 #: Subset name of a sample with no modality present.
 NO_MODALITY = "(none)"
 
@@ -58,7 +60,8 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
         raise MlmmError(f"cannot read {str(path)!r} as {suffix} ({err}); check the file") from None
 
 
-def _score_metric(trained: TrainedModel) -> str:
+def score_metric(trained: TrainedModel) -> str:
+    """The validation metric that says how far to trust an answer: accuracy, or RMSE."""
     return "accuracy" if trained.task.is_classification else "rmse"
 
 
@@ -88,7 +91,7 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
         subset_name([n for n, p in zip(names, row, strict=True) if p]) or NO_MODALITY
         for row in data.observed
     ]
-    metric = _score_metric(trained)
+    metric = score_metric(trained)
     scores = {s: m.get(metric, np.nan) for s, m in trained.validation_scores().items()}
     columns: dict[str, Any] = {}
     if trained.task.is_classification:

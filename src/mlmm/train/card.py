@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-CARD_FILE = "README.md"
-
 _LIMITS = (
     "- Answers for samples drawn like the training data. Scores per modality subset are "
     "measured on validation data with that subset forced; a presence pattern that was rare "
@@ -45,12 +43,18 @@ def _method_info(method: str) -> dict[str, Any]:
     return dict(METHODS.get(method).info) if method in METHODS else {}
 
 
-def _validation_table(validation: dict[str, Any]) -> str:
-    scores: dict[str, dict[str, Any]] = {}
+def validation_by_subset(validation: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Validation metrics keyed ``"SUBSET/METRIC"`` as ``{SUBSET: {METRIC: value}}`` (numbers only)."""
+    out: dict[str, dict[str, float]] = {}
     for key, value in validation.items():
         subset, _, metric = str(key).rpartition("/")
-        if subset:
-            scores.setdefault(subset, {})[metric] = value
+        if subset and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.setdefault(subset, {})[metric] = float(value)
+    return out
+
+
+def _validation_table(validation: dict[str, Any]) -> str:
+    scores = validation_by_subset(validation)
     if not scores:
         return (
             "No validation scores were stored with this model (trained without validation data).\n"

@@ -52,6 +52,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from mlmm.errors import ArtifactError, MlmmError
+from mlmm.utils import check_writable_location
 
 try:  # POSIX; elsewhere saves and loads of one directory are not serialised
     import fcntl
@@ -85,11 +86,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # ---------------------------------------------------------------------- small helpers
-def _sha256(path: Path) -> str:
-    """SHA-256 of a regular file (bounded by :data:`MAX_WEIGHTS_BYTES`)."""
-    return hashlib.sha256(_read_regular(path, MAX_WEIGHTS_BYTES)).hexdigest()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -255,6 +251,11 @@ def _finish_interrupted(path: Path) -> bool:
     return bool(staged)
 
 
+def _has_committed(path: Path) -> bool:
+    """True when a save in ``path`` reached its commit point but was not rolled forward."""
+    return any(f"new:{MANIFEST_FILE}" in files for files in _staged_files(path).values())
+
+
 def _recover(path: Path) -> None:
     """If a save by an older mlmm died between its two renames, put the previous artifact back."""
     if path.exists() or path.is_symlink():
@@ -377,16 +378,7 @@ def _check_artifact_path(given: Path, overwrite: bool) -> Path:
         if not os.access(target, os.W_OK | os.X_OK):
             raise MlmmError(f"{given} is not writable; choose another --out or fix its permissions")
         return target
-    parent = target.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise MlmmError(f"cannot create {given}: {parent} is a file; choose another --out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise MlmmError(
-            f"cannot create {given}: {parent} is not writable; choose another --out or fix "
-            f"its permissions"
-        )
+    check_writable_location(target, "--out")
     return target
 
 
@@ -478,18 +470,19 @@ def save_artifact(
     target = check_artifact_path(given, overwrite)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     weights = save_safetensors(tensors)
+    weights_sha256 = hashlib.sha256(weights).hexdigest()
     full = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         **config,
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "weights_sha256": weights_sha256,
     }
     config_bytes = json.dumps(full, indent=2, sort_keys=False).encode()
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "sha256": {
-            WEIGHTS_FILE: hashlib.sha256(weights).hexdigest(),
+            WEIGHTS_FILE: weights_sha256,
             CONFIG_FILE: hashlib.sha256(config_bytes).hexdigest(),
         },
     }
@@ -578,10 +571,13 @@ def load_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
                 try:
                     _finish_interrupted(path)
                 except OSError as err:
-                    raise ArtifactError(
-                        f"{path} holds an unfinished save that cannot be completed "
-                        f"({err.strerror}); load it from a writable copy"
-                    ) from None
+                    # only a committed save (its manifest staged) changes what loads; staging
+                    # of uncommitted ones that cannot be deleted leaves the old artifact whole
+                    if _has_committed(path):
+                        raise ArtifactError(
+                            f"{path} holds an unfinished save that cannot be completed "
+                            f"({err.strerror}); load it from a writable copy"
+                        ) from None
             return _load_locked(path)
     except OSError as err:
         raise ArtifactError(f"cannot read the model at {path} ({err.strerror}); check it") from None

@@ -28,7 +28,7 @@ from mlmm.errors import ArtifactError, MlmmError
 from mlmm.methods.base import MissingModalityModel
 from mlmm.methods.registry import METHODS, create_method
 from mlmm.train.artifact_schema import validate_config
-from mlmm.train.card import model_card
+from mlmm.train.card import model_card, validation_by_subset
 from mlmm.train.checkpoint import WEIGHTS_FILE, load_artifact, save_artifact
 from mlmm.train.trainer import TrainHistory, _check_matches, predict_batches
 
@@ -136,12 +136,7 @@ class TrainedModel:
 
     def validation_scores(self) -> dict[str, dict[str, float]]:
         """Validation metrics per modality subset: ``{"a+b": {"accuracy": 0.9, ...}, ...}``."""
-        out: dict[str, dict[str, float]] = {}
-        for key, value in self.validation.items():
-            subset, _, metric = str(key).rpartition("/")
-            if subset and isinstance(value, (int, float)):
-                out.setdefault(subset, {})[metric] = float(value)
-        return out
+        return validation_by_subset(self.validation)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{s.name}{list(s.shape)}" for s in self.specs)
