@@ -80,7 +80,7 @@ def load_iemocap(
         ``text`` ``(seq_len, 1024)``. An utterance with no entry in a feature file, or an
         all-zero one, has that modality absent. Labels: argmax of the one-hot rows (IEMOCAP)
         or the integers (MSP); classes are named ``"0"``.. because MMIN does not document
-        their order. ``meta`` holds ``names`` (utterance ids) and ``official_split``.
+        their order, and counted over all three sets (a split loaded alone has them all). ``meta`` holds ``names`` (utterance ids) and ``official_split``.
     """
     h5py = require("h5py", "reading MMIN's .h5 feature files")
     check_split(split, SPLITS, "IEMOCAP (MMIN)")
@@ -94,11 +94,20 @@ def load_iemocap(
     ]
     folder = locate(root, expected, "IEMOCAP (MMIN)", where="see github.com/AIM3-RUC/MMIN")
     chosen = [s for s in SPLITS if split in (None, s)]
+    # the classes come from all three sets, so a split loaded alone has the same task
+    all_labels, widths = {}, [2]
+    for s in SPLITS:
+        label_path = folder / target / f"{_SET_NAMES[s]}_label.npy"
+        raw = _load_npy(label_path, False)
+        all_labels[s] = _labels(raw, label_path)
+        widths.append(raw.shape[1] if raw.ndim == 2 and raw.shape[1] > 1 else 0)  # one-hot
+        widths.append(int(all_labels[s].max()) + 1 if len(all_labels[s]) else 0)
+    n_classes = max(widths)
     names, labels, official = [], [], []
     for s in chosen:
         label_path = folder / target / f"{_SET_NAMES[s]}_label.npy"
         name_path = folder / target / f"{_SET_NAMES[s]}_int2name.npy"
-        set_labels = _labels(_load_npy(label_path, False), label_path)
+        set_labels = all_labels[s]
         set_names = _names(_load_npy(name_path, trust_pickle), name_path)
         if len(set_names) != len(set_labels):
             raise MlmmError(
@@ -109,7 +118,6 @@ def load_iemocap(
         labels.append(set_labels)
         official += [s] * len(set_names)
     targets = np.concatenate(labels)
-    n_classes = int(max(targets.max() + 1, 2))
     inputs = {}
     for modality, relative in MMIN_FEATURES.items():
         inputs[modality] = _features(h5py, folder / relative, names, seq_len)
