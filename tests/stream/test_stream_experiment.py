@@ -52,6 +52,12 @@ def test_daphnet_reconstruction_scores_each_sensor_against_both_baselines():
     assert set(sensor.key) == {"trunk"} and (sensor.value > 0).all()
     lengths = run.table[run.table.scope == "outage_length"]
     assert len(lengths) and lengths.key.str.startswith("trunk:").all()
+    overall = run.table[run.table.scope == "overall"].set_index("model")
+    by_sensor = sensor.set_index("model")
+    assert set(overall.index) == set(by_sensor.index) and (overall.metric == "nrmse").all()
+    # one sensor down: the overall NRMSE and count are that sensor's
+    np.testing.assert_allclose(overall.value, by_sensor.value[overall.index])
+    assert overall.n.tolist() == by_sensor.n[overall.index].tolist()
 
 
 def test_daphnet_needs_a_method_that_imputes():

@@ -318,21 +318,18 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
             steps.append(frame)
     elapsed = (_time.perf_counter() - started) * 1000 / max(len(times), 1)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    overall = (
-        table[table.scope == "sensor"]
-        .groupby("model", sort=False)
-        .apply(lambda g: float(np.sqrt(np.average(g.value**2, weights=g.n))), include_groups=False)
-    )
+    per_sensor = table[table.scope == "sensor"]
+    # a plain loop, not groupby.apply(include_groups=...), which needs pandas >= 2.2
     extra = [
         (
             m,
             "overall",
             "all",
-            int(table[(table.scope == "sensor") & (table.model == m)].n.sum()),
+            int(group.n.sum()),
             "nrmse",
-            v,
+            float(np.sqrt(np.average(group.value**2, weights=group.n))),
         )
-        for m, v in overall.items()
+        for m, group in per_sensor.groupby("model", sort=False)
     ]
     extra.append((config["method"], "latency", "step", len(times), "mean_ms", elapsed))
     table = pd.concat([pd.DataFrame(extra, columns=TABLE_COLUMNS), table], ignore_index=True)
