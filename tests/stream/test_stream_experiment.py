@@ -149,6 +149,19 @@ def test_cli_stream_bad_outage_is_one_line(monkeypatch, capsys, tmp_path):
     assert "unknown outage kind 'storm'" in capsys.readouterr().err
 
 
+def test_cli_stream_timeline_of_the_reconstruction_stream_is_refused_before_training(
+    monkeypatch, capsys, tmp_path
+):
+    page, db = tmp_path / "t.html", tmp_path / "s.db"
+    argv = ["mlmm", "stream", "daphnet", "--timeline", str(page), "--store", str(db)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2
+    assert "daphnet scores reconstruction" in capsys.readouterr().err
+    assert not page.exists() and not db.exists()
+
+
 @pytest.mark.parametrize("method", ["late-fusion", "hemis", "masked-attention"])
 def test_registered_methods_answer_through_their_own_predict_path(method):
     import mlmm
