@@ -364,7 +364,10 @@ def _movie_record(path: Path) -> dict:
 
 def _plot(record: dict) -> str:
     """The longest plot (as Arevalo et al. chose), else the plot outline, else ''."""
-    plots = [p for p in record.get("plot", []) or [] if isinstance(p, str) and p.strip()]
+    plots = record.get("plot") or []
+    if isinstance(plots, str):  # one plot as a string, not IMDbPY's list: not its characters
+        plots = [plots]
+    plots = [p for p in plots if isinstance(p, str) and p.strip()]
     if plots:
         return max(plots, key=len)
     outline = record.get("plot outline")
