@@ -11,7 +11,7 @@ import pytest
 from mlmm import cli
 from mlmm.bench.store import ResultsStore
 from mlmm.errors import MlmmError
-from mlmm.stream import EventStream, StreamPolicy, replay
+from mlmm.stream import EventStream, StreamPolicy, experiment, replay
 from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
 from mlmm.stream.experiment import run_stream
 
@@ -58,6 +58,15 @@ def test_daphnet_reconstruction_scores_each_sensor_against_both_baselines():
     # one sensor down: the overall NRMSE and count are that sensor's
     np.testing.assert_allclose(overall.value, by_sensor.value[overall.index])
     assert overall.n.tolist() == by_sensor.n[overall.index].tolist()
+
+
+def test_a_bad_training_missingness_fails_before_any_training(monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the spec was checked")
+
+    monkeypatch.setattr(experiment, "train_on_stream", no_training)
+    with pytest.raises(MlmmError, match="missing rate must be in"):
+        run_stream("synthetic", "late-fusion", train_missing="mcar:1.5", epochs=1)
 
 
 def test_daphnet_needs_a_method_that_imputes():

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from mlmm.data.batch import MultimodalBatch
-from mlmm.data.missingness import simulate
+from mlmm.data.missingness import parse_missingness, simulate
 from mlmm.errors import MlmmError
 from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
 from mlmm.stream.datasets import (
@@ -151,6 +151,8 @@ def run_stream(
     -------
     StreamRun
     """
+    if train_missing != "none":
+        parse_missingness(train_missing)  # a bad spec fails now, not after the first training
     default_window, default_step = DEFAULT_WINDOWS.get(stream, (2.0, 1.0))
     policy = StreamPolicy(
         window=window or default_window, step=step or default_step, on_empty=on_empty
