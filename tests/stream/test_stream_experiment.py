@@ -67,6 +67,8 @@ def test_a_bad_training_missingness_fails_before_any_training(monkeypatch):
     monkeypatch.setattr(experiment, "train_on_stream", no_training)
     with pytest.raises(MlmmError, match="missing rate must be in"):
         run_stream("synthetic", "late-fusion", train_missing="mcar:1.5", epochs=1)
+    with pytest.raises(MlmmError, match="step must be a positive number of seconds, got 0"):
+        run_stream("synthetic", "late-fusion", step=0.0, epochs=1)  # not the default 1 s
 
 
 def test_daphnet_needs_a_method_that_imputes():

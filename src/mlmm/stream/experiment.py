@@ -154,8 +154,10 @@ def run_stream(
     if train_missing != "none":
         parse_missingness(train_missing)  # a bad spec fails now, not after the first training
     default_window, default_step = DEFAULT_WINDOWS.get(stream, (2.0, 1.0))
-    policy = StreamPolicy(
-        window=window or default_window, step=step or default_step, on_empty=on_empty
+    policy = StreamPolicy(  # a given 0 reaches the policy's check, not the default
+        window=default_window if window is None else window,
+        step=default_step if step is None else step,
+        on_empty=on_empty,
     )
     config = {
         "stream": stream,
