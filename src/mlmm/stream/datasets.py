@@ -24,7 +24,7 @@ from mlmm.data.datasets._files import read_npz
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, unknown_name_error
 from mlmm.stream.engine import AGE, StreamEngine, StreamPolicy
-from mlmm.stream.events import EventStream, Track
+from mlmm.stream.events import EventStream
 from mlmm.utils import rng_for
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "basicmotions_stream",
     "daphnet_stream",
     "load_stream",
+    "step_times",
     "stream_specs",
     "synthetic_stream",
     "time_split",
@@ -327,6 +328,3 @@ def time_split(stream: EventStream, fraction: float = 0.7) -> tuple[EventStream,
         raise MlmmError(f"fraction must be in (0, 1), got {fraction!r}")
     cut = stream.start + fraction * (stream.end - stream.start)
     return stream.between(stream.start, cut), stream.between(cut, stream.end + 1)
-
-
-__all__ += ["step_times", "Track"]

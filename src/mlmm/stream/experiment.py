@@ -23,7 +23,6 @@ from mlmm.errors import MlmmError
 from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
 from mlmm.stream.datasets import (
     load_stream,
-    step_times,
     stream_specs,
     time_split,
     window_dataset,
@@ -350,6 +349,3 @@ def _outage_lengths(down: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.n
     start_t = times[starts[run]]
     end_t = times[np.minimum(ends[run], len(times) - 1)]
     return end_t - start_t
-
-
-__all__ += ["step_times"]
