@@ -25,8 +25,7 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
-    BAD_IMAGE_POLICIES,
-    TEXT_ENCODINGS,
+    check_image_text_options,
     check_split,
     decode_image,
     encode_texts,
@@ -34,7 +33,7 @@ from mlmm.data.formats._common import (
     require,
 )
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.errors import MlmmError, unknown_name_error
+from mlmm.errors import MlmmError
 
 __all__ = ["FOOD101_FILES", "load_food101"]
 
@@ -107,17 +106,7 @@ def load_food101(
     """
     pil = require("PIL.Image", "decoding UPMC Food-101 images")
     check_split(split, SPLITS if map_split is None else MAP_SPLITS, "UPMC Food-101")
-    if text not in TEXT_ENCODINGS:
-        raise unknown_name_error("Food-101 text encoding", str(text), TEXT_ENCODINGS)
-    if bad_images not in BAD_IMAGE_POLICIES:
-        raise unknown_name_error("bad_images policy", str(bad_images), BAD_IMAGE_POLICIES)
-    for name, value in (
-        ("image_size", image_size),
-        ("text_dim", text_dim),
-        ("text_length", text_length),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise MlmmError(f"Food-101: {name} must be a positive integer, got {value!r}")
+    check_image_text_options("Food-101", text, bad_images, image_size, text_dim, text_length)
     folder = locate(root, FOOD101_FILES, "UPMC Food-101")
     rows = {s: _read_titles(folder / "texts" / f"{s}_titles.csv") for s in SPLITS}
     classes = tuple(sorted({label for _, _, label in rows["train"]}))
