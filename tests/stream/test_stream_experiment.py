@@ -69,6 +69,8 @@ def test_a_bad_training_missingness_fails_before_any_training(monkeypatch):
         run_stream("synthetic", "late-fusion", train_missing="mcar:1.5", epochs=1)
     with pytest.raises(MlmmError, match="step must be a positive number of seconds, got 0"):
         run_stream("synthetic", "late-fusion", step=0.0, epochs=1)  # not the default 1 s
+    with pytest.raises(MlmmError, match="basicmotions takes 'seed' from the run"):
+        run_stream("basicmotions", stream_params={"seed": 3}, epochs=1)
 
 
 def test_daphnet_needs_a_method_that_imputes():

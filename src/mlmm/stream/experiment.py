@@ -172,6 +172,12 @@ def run_stream(
         "stream_params": stream_params or {},
     }
     if stream == "basicmotions":
+        taken = sorted({"split", "seed"} & set(stream_params or {}))
+        if taken:
+            raise MlmmError(
+                f"basicmotions takes {taken[0]!r} from the run (TRAIN and TEST recordings, "
+                f"seed=); drop it from the stream parameters"
+            )
         train = load_stream("basicmotions", split="train", seed=seed, **(stream_params or {}))
         test = load_stream("basicmotions", split="test", seed=seed, **(stream_params or {}))
     else:
