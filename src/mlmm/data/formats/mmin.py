@@ -31,7 +31,7 @@ from mlmm.errors import MlmmError
 __all__ = ["MMIN_FEATURES", "load_iemocap"]
 
 MMIN_FEATURES = {"audio": "A/comparE.h5", "vision": "V/denseface.h5", "text": "L/bert_large.h5"}
-"""Modality -> feature file under ``root``."""
+"""Modality -> feature file under ``root`` (audio: see ``audio_features``)."""
 SPLITS = ("train", "valid", "test")
 _SET_NAMES = {"train": "trn", "valid": "val", "test": "tst"}
 
@@ -53,6 +53,7 @@ def load_iemocap(
     cv: int = 1,
     seq_len: int = 50,
     trust_pickle: bool = False,
+    audio_features: str = "comparE",
 ) -> MultimodalDataset:
     """Load IEMOCAP utterance features in MMIN's layout, one cross-validation fold.
 
@@ -72,6 +73,9 @@ def load_iemocap(
     trust_pickle : bool
         Allow reading an ``int2name`` file saved as Python objects (a pickle inside the
         ``.npy``, which can run code); plain byte or string arrays need no trust.
+    audio_features : str
+        MMIN's ``A_type``: the audio file is ``A/<audio_features>.h5`` (``comparE`` for
+        IEMOCAP; MSP-IMPROV's scripts use ``comparE_raw``).
 
     Returns
     -------
@@ -88,8 +92,14 @@ def load_iemocap(
         raise MlmmError(f"IEMOCAP (MMIN): cv must be a fold number >= 1, got {cv!r}")
     if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
         raise MlmmError(f"IEMOCAP (MMIN): seq_len must be a positive integer, got {seq_len!r}")
+    if not isinstance(audio_features, str) or not audio_features or "/" in audio_features:
+        raise MlmmError(
+            f"IEMOCAP (MMIN): audio_features is the stem of a file in A/ (comparE or "
+            f"comparE_raw), got {audio_features!r}"
+        )
+    features = {**MMIN_FEATURES, "audio": f"A/{audio_features}.h5"}
     target = f"target/{cv}"
-    expected = [*MMIN_FEATURES.values()] + [
+    expected = [*features.values()] + [
         f"{target}/{_SET_NAMES[s]}_{kind}.npy" for s in SPLITS for kind in ("label", "int2name")
     ]
     folder = locate(root, expected, "IEMOCAP (MMIN)", where="see github.com/AIM3-RUC/MMIN")
@@ -119,7 +129,7 @@ def load_iemocap(
         official += [s] * len(set_names)
     targets = np.concatenate(labels)
     inputs = {}
-    for modality, relative in MMIN_FEATURES.items():
+    for modality, relative in features.items():
         inputs[modality] = _features(h5py, folder / relative, names, seq_len)
     observed = zero_blocks_absent(inputs)
     keep = observed.any(axis=1)
