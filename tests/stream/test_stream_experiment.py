@@ -26,8 +26,13 @@ def test_synthetic_run_has_every_model_and_scope():
         train_missing="burst:0.3:len=5",
         epochs=2,
         stream_params={"duration": 150},
+        step=0.5,
+        time_bins=90,  # 0.5 s bins, each with an answer: their keys must not round together
     )
     summary = run.summary()
+    time_rows = run.table[run.table.scope == "time"]
+    assert not time_rows.duplicated(["model", "key"]).any()
+    assert time_rows.groupby("model").size().min() > 80  # nearly every bin has answers
     models = [
         "late-fusion (train none)",
         "late-fusion (train burst:0.3:len=5)",

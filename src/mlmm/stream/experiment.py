@@ -221,7 +221,7 @@ def run_stream(
         which = np.clip(np.searchsorted(edges, answers["time"], side="right") - 1, 0, time_bins - 1)
         for b, group in answers.groupby(which):
             rows.append(
-                (label, "time", f"{edges[b]:.0f}", len(group), "accuracy", group.correct.mean())
+                (label, "time", f"{edges[b]:.1f}", len(group), "accuracy", group.correct.mean())
             )
         for live, group in answers.groupby("live", sort=True):
             rows.append((label, "live", live, len(group), "accuracy", group.correct.mean()))
