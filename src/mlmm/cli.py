@@ -878,11 +878,17 @@ def stream_command(
     import time
 
     from mlmm.bench.store import ResultsStore
+    from mlmm.errors import MlmmError
     from mlmm.stream.experiment import run_stream
     from mlmm.utils import check_output_file
 
     # every output is checked before the replay, so a bad path costs no training
     if timeline is not None:
+        if dataset == "daphnet":
+            raise MlmmError(
+                "--timeline draws a classification stream's answers against its truth, and "
+                "daphnet scores reconstruction (its NRMSE tables are printed); drop --timeline"
+            )
         check_output_file(timeline, "HTML", inputs=[store], what="--timeline")
     with ResultsStore(store):  # created (or checked) now, not after the work
         pass

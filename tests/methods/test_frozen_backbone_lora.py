@@ -67,8 +67,18 @@ def test_parameter_counts():
     counts = model.parameter_counts()
     # a: 6 -> 256 -> 64, b: 4 -> 256 -> 64, s: one Linear 128 -> 64 after the convolutions
     assert counts["lora"] == 4 * ((6 + 256) + (256 + 64) + (4 + 256) + (256 + 64) + (128 + 64))
-    assert counts["trained"] == counts["full_finetune"] - counts["frozen"]
     assert counts["total"] == sum(p.numel() for p in model.parameters())
+    encoders = dict(model.encoders.named_parameters())
+    assert counts["frozen"] == sum(p.numel() for n, p in encoders.items() if "lora_" not in n)
+    # what stage 2 trains, counted from the freezing fit() does: the parameters left with
+    # gradients, less the stage-1 heads stage 2 never uses
+    model.set_frozen(True, "encoders")
+    for name, p in encoders.items():
+        p.requires_grad_("lora_" in name)
+    heads = sum(p.numel() for p in model.pretrain_heads.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts["trained"] == trainable - heads
+    assert counts["full_finetune"] == counts["total"] - heads
 
 
 def test_bad_rank_and_unknown_target():

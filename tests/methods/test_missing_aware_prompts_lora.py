@@ -59,7 +59,12 @@ def test_lora_trains_in_stage_two_only_and_merges():
     assert torch.allclose(model(batch).prediction, expected, atol=1e-5)
     counts = model.parameter_counts()
     assert counts["lora"] == 2 * 2 * ((64 + 128) + (128 + 64)) and counts["prompts"] == 0
-    assert counts["trained"] == counts["total"] - counts["frozen"]
+    # what stage 2 trains, counted from the freezing fit() does
+    model.set_frozen(True, *model.BACKBONE)
+    for name, p in model.transformer.named_parameters():
+        p.requires_grad_(".lora_" in name)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts["trained"] == trainable and counts["frozen"] == counts["total"] - trainable
 
 
 def test_unknown_target_and_bad_rank():

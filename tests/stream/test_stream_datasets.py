@@ -119,3 +119,10 @@ def test_window_dataset_with_hold_and_ages_trains_a_model():
     trained = mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
     result = replay(trained, left, policy, batch_steps=64)
     assert len(result.answers) and result.answers["present_age"].all()
+
+
+def test_a_stream_parameter_it_does_not_take_is_one_line():
+    with pytest.raises(MlmmError, match="stream 'synthetic' has no parameter 'durration'. Did you"):
+        load_stream("synthetic", durration=100)
+    with pytest.raises(MlmmError, match="stream 'daphnet' takes no parameters, got 'duration'"):
+        load_stream("daphnet", duration=100)

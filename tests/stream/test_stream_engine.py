@@ -196,6 +196,19 @@ def test_policy_validation():
         StreamPolicy(1.0, 1.0, staleness="forever")
     with pytest.raises(MlmmError, match="window must be a positive"):
         StreamPolicy(0.0, 1.0)
+    with pytest.raises(MlmmError, match="reset_after must be a positive number"):
+        StreamPolicy(1.0, 1.0, reset_after=0.0)
+    with pytest.raises(MlmmError, match="rate_tolerance must be a relative difference >= 0"):
+        StreamPolicy(1.0, 1.0, rate_tolerance=-0.1)
+
+
+def test_a_reading_out_of_order_within_reset_after_is_no_reset(model):
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, deadline=0.5))
+    for t in (0.0, 0.2, 0.4):
+        engine.push(t, "a", np.array([1.0]))
+    engine.push(0.3, "a", np.array([1.0]))  # out of order by 0.1 s, well within reset_after
+    times, _ = engine._buffers[0].view()
+    assert engine.stats["reset"] == 0 and times.tolist() == [0.0, 0.2, 0.3, 0.4]
 
 
 def test_wrong_channel_count(model):

@@ -11,7 +11,7 @@ import pytest
 from mlmm import cli
 from mlmm.bench.store import ResultsStore
 from mlmm.errors import MlmmError
-from mlmm.stream import EventStream, StreamPolicy, replay
+from mlmm.stream import EventStream, StreamPolicy, experiment, replay
 from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
 from mlmm.stream.experiment import run_stream
 
@@ -26,8 +26,13 @@ def test_synthetic_run_has_every_model_and_scope():
         train_missing="burst:0.3:len=5",
         epochs=2,
         stream_params={"duration": 150},
+        step=0.5,
+        time_bins=90,  # 0.5 s bins, each with an answer: their keys must not round together
     )
     summary = run.summary()
+    time_rows = run.table[run.table.scope == "time"]
+    assert not time_rows.duplicated(["model", "key"]).any()
+    assert time_rows.groupby("model").size().min() > 80  # nearly every bin has answers
     models = [
         "late-fusion (train none)",
         "late-fusion (train burst:0.3:len=5)",
@@ -52,6 +57,25 @@ def test_daphnet_reconstruction_scores_each_sensor_against_both_baselines():
     assert set(sensor.key) == {"trunk"} and (sensor.value > 0).all()
     lengths = run.table[run.table.scope == "outage_length"]
     assert len(lengths) and lengths.key.str.startswith("trunk:").all()
+    overall = run.table[run.table.scope == "overall"].set_index("model")
+    by_sensor = sensor.set_index("model")
+    assert set(overall.index) == set(by_sensor.index) and (overall.metric == "nrmse").all()
+    # one sensor down: the overall NRMSE and count are that sensor's
+    np.testing.assert_allclose(overall.value, by_sensor.value[overall.index])
+    assert overall.n.tolist() == by_sensor.n[overall.index].tolist()
+
+
+def test_a_bad_training_missingness_fails_before_any_training(monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the spec was checked")
+
+    monkeypatch.setattr(experiment, "train_on_stream", no_training)
+    with pytest.raises(MlmmError, match="missing rate must be in"):
+        run_stream("synthetic", "late-fusion", train_missing="mcar:1.5", epochs=1)
+    with pytest.raises(MlmmError, match="step must be a positive number of seconds, got 0"):
+        run_stream("synthetic", "late-fusion", step=0.0, epochs=1)  # not the default 1 s
+    with pytest.raises(MlmmError, match="basicmotions takes 'seed' from the run"):
+        run_stream("basicmotions", stream_params={"seed": 3}, epochs=1)
 
 
 def test_daphnet_needs_a_method_that_imputes():
@@ -141,6 +165,19 @@ def test_cli_stream_bad_outage_is_one_line(monkeypatch, capsys, tmp_path):
         cli.main()
     assert exc.value.code == 2
     assert "unknown outage kind 'storm'" in capsys.readouterr().err
+
+
+def test_cli_stream_timeline_of_the_reconstruction_stream_is_refused_before_training(
+    monkeypatch, capsys, tmp_path
+):
+    page, db = tmp_path / "t.html", tmp_path / "s.db"
+    argv = ["mlmm", "stream", "daphnet", "--timeline", str(page), "--store", str(db)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2
+    assert "daphnet scores reconstruction" in capsys.readouterr().err
+    assert not page.exists() and not db.exists()
 
 
 @pytest.mark.parametrize("method", ["late-fusion", "hemis", "masked-attention"])

@@ -46,6 +46,15 @@ def test_whole_sensor_failure_from_a_time():
     assert lost.is_down("b", np.array([3.95, 4.0, 9.0])).tolist() == [False, True, True]
 
 
+def test_every_sensor_failing_from_the_start_is_one_line_not_a_bare_valueerror():
+    left, lost = apply_outages(stream(100), "fail:a@0+fail:b@0", seed=0)
+    assert lost.fraction_down() == {"a": 1.0, "b": 1.0}
+    with pytest.raises(MlmmError, match="no reading on any sensor"):
+        _ = left.start
+    with pytest.raises(MlmmError, match="no reading on any sensor"):
+        _ = left.end
+
+
 def test_recorded_gaps_from_a_file(tmp_path):
     path = tmp_path / "gaps.csv"
     path.write_text("sensor,start,end\na,1.0,2.0\nb,5,5.5\n")

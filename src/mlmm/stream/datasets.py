@@ -14,6 +14,7 @@ each step — the same code — so a model trains on exactly what it will see.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +23,9 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets._files import read_npz
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.errors import MlmmError, unknown_name_error
+from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
 from mlmm.stream.engine import AGE, StreamEngine, StreamPolicy
-from mlmm.stream.events import EventStream, Track
+from mlmm.stream.events import EventStream
 from mlmm.utils import rng_for
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "basicmotions_stream",
     "daphnet_stream",
     "load_stream",
+    "step_times",
     "stream_specs",
     "synthetic_stream",
     "time_split",
@@ -210,6 +212,14 @@ def load_stream(name: str, **params: Any) -> EventStream:
     """A built-in stream by name (``basicmotions``, ``daphnet``, ``synthetic``)."""
     if name not in STREAMS:
         raise unknown_name_error("stream", name, STREAMS)
+    accepted = inspect.signature(STREAMS[name]).parameters
+    for key in params:
+        if key not in accepted:
+            if not accepted:
+                raise MlmmError(f"stream {name!r} takes no parameters, got {key!r}")
+            raise MlmmError(
+                f"stream {name!r} has no parameter {key!r}.{did_you_mean(key, accepted)}"
+            )
     return STREAMS[name](**params)
 
 
@@ -327,6 +337,3 @@ def time_split(stream: EventStream, fraction: float = 0.7) -> tuple[EventStream,
         raise MlmmError(f"fraction must be in (0, 1), got {fraction!r}")
     cut = stream.start + fraction * (stream.end - stream.start)
     return stream.between(stream.start, cut), stream.between(cut, stream.end + 1)
-
-
-__all__ += ["step_times", "Track"]

@@ -165,6 +165,17 @@ class StreamPolicy:
                 )
         if self.horizon is not None and not self.horizon > 0:
             raise MlmmError(f"horizon must be a positive number of seconds, got {self.horizon!r}")
+        # 0 would restart the engine (forgetting every buffer) at any out-of-order reading
+        if self.reset_after is not None and not self.reset_after > 0:
+            raise MlmmError(
+                f"reset_after must be a positive number of seconds (or None: window), got "
+                f"{self.reset_after!r}"
+            )
+        if not (np.isfinite(self.rate_tolerance) and self.rate_tolerance >= 0):
+            raise MlmmError(
+                f"rate_tolerance must be a relative difference >= 0 (0.2 = 20 %), got "
+                f"{self.rate_tolerance!r}"
+            )
 
     @property
     def effective_horizon(self) -> float:

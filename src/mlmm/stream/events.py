@@ -128,11 +128,22 @@ class EventStream:
 
     @property
     def start(self) -> float:
-        return min(float(t.times[0]) for t in self.tracks.values() if len(t.times))
+        """The first reading's time (an error when no track has a reading)."""
+        return min(float(t.times[0]) for t in self._nonempty_tracks())
 
     @property
     def end(self) -> float:
-        return max(float(t.times[-1]) for t in self.tracks.values() if len(t.times))
+        """The last reading's time (an error when no track has a reading)."""
+        return max(float(t.times[-1]) for t in self._nonempty_tracks())
+
+    def _nonempty_tracks(self) -> list[Track]:
+        tracks = [t for t in self.tracks.values() if len(t.times)]
+        if not tracks:
+            raise MlmmError(
+                f"stream {self.name!r} has no reading on any sensor (e.g. every sensor fails "
+                f"from the start); keep at least one sensor's readings"
+            )
+        return tracks
 
     def track(self, sensor: str) -> Track:
         if sensor not in self.tracks:

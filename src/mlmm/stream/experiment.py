@@ -18,12 +18,11 @@ import pandas as pd
 import torch
 
 from mlmm.data.batch import MultimodalBatch
-from mlmm.data.missingness import simulate
+from mlmm.data.missingness import parse_missingness, simulate
 from mlmm.errors import MlmmError
 from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
 from mlmm.stream.datasets import (
     load_stream,
-    step_times,
     stream_specs,
     time_split,
     window_dataset,
@@ -151,9 +150,13 @@ def run_stream(
     -------
     StreamRun
     """
+    if train_missing != "none":
+        parse_missingness(train_missing)  # a bad spec fails now, not after the first training
     default_window, default_step = DEFAULT_WINDOWS.get(stream, (2.0, 1.0))
-    policy = StreamPolicy(
-        window=window or default_window, step=step or default_step, on_empty=on_empty
+    policy = StreamPolicy(  # a given 0 reaches the policy's check, not the default
+        window=default_window if window is None else window,
+        step=default_step if step is None else step,
+        on_empty=on_empty,
     )
     config = {
         "stream": stream,
@@ -169,6 +172,12 @@ def run_stream(
         "stream_params": stream_params or {},
     }
     if stream == "basicmotions":
+        taken = sorted({"split", "seed"} & set(stream_params or {}))
+        if taken:
+            raise MlmmError(
+                f"basicmotions takes {taken[0]!r} from the run (TRAIN and TEST recordings, "
+                f"seed=); drop it from the stream parameters"
+            )
         train = load_stream("basicmotions", split="train", seed=seed, **(stream_params or {}))
         test = load_stream("basicmotions", split="test", seed=seed, **(stream_params or {}))
     else:
@@ -212,7 +221,7 @@ def run_stream(
         which = np.clip(np.searchsorted(edges, answers["time"], side="right") - 1, 0, time_bins - 1)
         for b, group in answers.groupby(which):
             rows.append(
-                (label, "time", f"{edges[b]:.0f}", len(group), "accuracy", group.correct.mean())
+                (label, "time", f"{edges[b]:.1f}", len(group), "accuracy", group.correct.mean())
             )
         for live, group in answers.groupby("live", sort=True):
             rows.append((label, "live", live, len(group), "accuracy", group.correct.mean()))
@@ -318,21 +327,18 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
             steps.append(frame)
     elapsed = (_time.perf_counter() - started) * 1000 / max(len(times), 1)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    overall = (
-        table[table.scope == "sensor"]
-        .groupby("model", sort=False)
-        .apply(lambda g: float(np.sqrt(np.average(g.value**2, weights=g.n))), include_groups=False)
-    )
+    per_sensor = table[table.scope == "sensor"]
+    # a plain loop, not groupby.apply(include_groups=...), which needs pandas >= 2.2
     extra = [
         (
             m,
             "overall",
             "all",
-            int(table[(table.scope == "sensor") & (table.model == m)].n.sum()),
+            int(group.n.sum()),
             "nrmse",
-            v,
+            float(np.sqrt(np.average(group.value**2, weights=group.n))),
         )
-        for m, v in overall.items()
+        for m, group in per_sensor.groupby("model", sort=False)
     ]
     extra.append((config["method"], "latency", "step", len(times), "mean_ms", elapsed))
     table = pd.concat([pd.DataFrame(extra, columns=TABLE_COLUMNS), table], ignore_index=True)
@@ -349,6 +355,3 @@ def _outage_lengths(down: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.n
     start_t = times[starts[run]]
     end_t = times[np.minimum(ends[run], len(times) - 1)]
     return end_t - start_t
-
-
-__all__ += ["step_times"]

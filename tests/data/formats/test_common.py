@@ -89,3 +89,20 @@ def test_official_split_gives_the_papers_parts():
         official_split(_dataset(["train"] * 6))  # BraTS: training data only
     with pytest.raises(MlmmError, match=r"holds \['test', 'train', 'unknown'\]"):
         official_split(_dataset(["train"] * 4 + ["test", "unknown"]))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"text": "bert"}, "unknown MM-IMDb text encoding 'bert'"),
+        ({"bad_images": "ignore"}, "unknown bad_images policy 'ignore'"),
+        ({"image_size": 0}, "MM-IMDb: image_size must be a positive integer, got 0"),
+        ({"text_dim": True}, "MM-IMDb: text_dim must be a positive integer, got True"),
+        ({"text_length": 2.5}, "MM-IMDb: text_length must be a positive integer, got 2.5"),
+    ],
+)
+def test_image_text_options_are_checked_with_one_line_errors(options, message):
+    good = {"text": "hashing", "bad_images": "skip", "image_size": 8, "text_dim": 4}
+    _common.check_image_text_options("MM-IMDb", **good, text_length=3)  # passes
+    with pytest.raises(MlmmError, match=message):
+        _common.check_image_text_options("MM-IMDb", **{**good, "text_length": 3, **options})

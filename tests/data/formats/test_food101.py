@@ -110,6 +110,11 @@ def test_bad_csvs_and_roots_get_one_line_errors(tmp_path):
     (tmp_path / "texts" / "test_titles.csv").write_text("a.jpg,title\n")
     with pytest.raises(MlmmError, match="line 1 has 2 fields, expected 3"):
         load_food101(tmp_path)
+    # the file's line, past a blank line and a title quoted over two lines
+    csv_text = 'apple_pie_1.jpg,"Pie,\nwith a break",apple_pie\n\nsushi_1.jpg,Sushi,sushi\n'
+    (tmp_path / "texts" / "test_titles.csv").write_text(csv_text)
+    with pytest.raises(MlmmError, match="line 4: class 'sushi' is not a class of the training"):
+        load_food101(tmp_path, split="test")
     assert food101_module.FOOD101_FILES[0] == "texts/train_titles.csv"
 
 

@@ -123,7 +123,7 @@ def _write_raw(root, map_layout=False):
                     "genres": ["Drama", "Family"], "title": "One"},
         "0000002": {"plot outline": "Jokes.", "genres": ["Comedy", "Talk-Show"]},
         "0000003": {"plot": [], "genres": ["Drama"]},  # no text at all
-        "0000004": {"plot": ["Space."], "genres": ["Sci-Fi"]},  # poster missing
+        "0000004": {"plot": "Space.", "genres": ["Sci-Fi"]},  # poster missing; a str plot
         "0000005": {"plot": ["Broken poster."], "genres": ["Drama"]},  # poster undecodable
     }  # fmt: skip
     for movie, record in movies.items():
@@ -148,6 +148,7 @@ def test_the_raw_release_reads_posters_plots_and_genres(tmp_path, map_layout):
     assert ds.meta["bad_images"] == 1 and ds.meta["missing_images"] == 1
     assert ds.meta["official_split"].tolist() == ["train", "train", "dev", "test"]
     assert ds.meta["texts"][:2] == ["A much longer plot about a family drama.", "Jokes."]
+    assert ds.meta["texts"][3] == "Space."  # a plot given as one string, not as a list
     assert ds.observed.tolist() == [[True, True], [True, True], [False, True], [True, False]]
     assert ds.targets.tolist() == [1, 0, 1, 0]
     genres = ds.meta["genres"]

@@ -65,6 +65,22 @@ def test_msp_style_integer_labels_and_pickled_names(tmp_path):
     with pytest.warns(UserWarning, match="reading pickled objects"):
         ds = load_iemocap(tmp_path, cv=3, split="valid", trust_pickle=True)
     assert ds.targets.tolist() == [0, 1]
+    assert ds.task.n_classes == 4  # the classes of all three sets, not of 'valid' alone
+    (tmp_path / "A/comparE.h5").rename(tmp_path / "A/comparE_raw.h5")  # MSP's A_type
+    with pytest.raises(MlmmError, match="does not hold A/comparE.h5"):
+        load_iemocap(tmp_path, cv=3, trust_pickle=True)
+    with pytest.warns(UserWarning, match="reading pickled objects"):
+        msp = load_iemocap(tmp_path, cv=3, trust_pickle=True, audio_features="comparE_raw")
+    assert msp.spec("audio").shape == (50, 130) and msp.n_samples == 11
+
+
+def test_a_split_alone_has_every_class_of_the_one_hot_labels(tmp_path):
+    _write(tmp_path)
+    full = load_iemocap(tmp_path)
+    valid = load_iemocap(tmp_path, split="valid")  # labels 0 and 1 only
+    assert valid.targets.tolist() == [0, 1]
+    assert valid.task.n_classes == full.task.n_classes == 4
+    assert valid.task.class_names == full.task.class_names
 
 
 def test_bad_files_get_one_line_errors(tmp_path):

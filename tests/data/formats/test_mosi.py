@@ -50,10 +50,10 @@ def _mult_dict(seed: int = 0) -> dict:
     return out
 
 
-def _write_pickle(root, data=None, name="mosi_data.pkl"):
+def _write_pickle(root, data=None, name="mosi_data.pkl", protocol=None):
     root.mkdir(parents=True, exist_ok=True)
     with open(root / name, "wb") as fh:
-        pickle.dump(_mult_dict() if data is None else data, fh)
+        pickle.dump(_mult_dict() if data is None else data, fh, protocol=protocol)
     return root / name
 
 
@@ -74,6 +74,18 @@ def test_a_pickle_needs_trust_then_converts_once_to_a_safe_cache(tmp_path):
     for m in ("text", "audio", "vision"):
         np.testing.assert_array_equal(first.inputs[m], second.inputs[m])
     np.testing.assert_array_equal(first.targets, second.targets)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_pickles_of_every_protocol_numpy_writes_are_read(tmp_path, protocol):
+    # protocol 5 (the default from Python 3.14, and pickle.HIGHEST_PROTOCOL) rebuilds arrays
+    # with numpy's _frombuffer, not _reconstruct
+    _write_pickle(tmp_path, protocol=protocol)
+    with pytest.warns(UserWarning, match="reading the pickle"):
+        ds = load_mosi(tmp_path, trust_pickle=True, task="regression")
+    expected = _mult_dict()["valid"]["vision"]
+    valid = ds.meta["official_split"] == "valid"
+    np.testing.assert_array_equal(ds.inputs["vision"][valid], expected)
 
 
 def test_a_changed_pickle_is_not_read_from_the_stale_cache(tmp_path):

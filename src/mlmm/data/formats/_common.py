@@ -30,13 +30,14 @@ from types import ModuleType
 import numpy as np
 
 from mlmm.data.specs import ModalitySpec
-from mlmm.errors import MlmmError
+from mlmm.errors import MlmmError, unknown_name_error
 
 __all__ = [
     "BAD_IMAGE_POLICIES",
     "CACHE_DIR",
     "CHECKSUMS",
     "cache_path",
+    "check_image_text_options",
     "check_split",
     "decode_image",
     "download",
@@ -229,6 +230,25 @@ TEXT_ENCODINGS = ("hashing", "minilm")
 """How an image+text loader encodes its text: hashed word counts, or MiniLM token ids."""
 BAD_IMAGE_POLICIES = ("skip", "error")
 """What an image+text loader does with an image file that fails to decode."""
+
+
+def check_image_text_options(
+    dataset: str, text: str, bad_images: str, image_size: int, text_dim: int, text_length: int
+) -> None:
+    """One-line errors for the options the image + text loaders share (before any file is read)."""
+    if text not in TEXT_ENCODINGS:
+        raise unknown_name_error(f"{dataset} text encoding", str(text), TEXT_ENCODINGS)
+    if bad_images not in BAD_IMAGE_POLICIES:
+        raise unknown_name_error("bad_images policy", str(bad_images), BAD_IMAGE_POLICIES)
+    for name, value in (
+        ("image_size", image_size),
+        ("text_dim", text_dim),
+        ("text_length", text_length),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MlmmError(f"{dataset}: {name} must be a positive integer, got {value!r}")
+
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 

@@ -25,8 +25,7 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
-    BAD_IMAGE_POLICIES,
-    TEXT_ENCODINGS,
+    check_image_text_options,
     check_split,
     decode_image,
     encode_texts,
@@ -34,7 +33,7 @@ from mlmm.data.formats._common import (
     require,
 )
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.errors import MlmmError, unknown_name_error
+from mlmm.errors import MlmmError
 
 __all__ = ["FOOD101_FILES", "load_food101"]
 
@@ -107,20 +106,10 @@ def load_food101(
     """
     pil = require("PIL.Image", "decoding UPMC Food-101 images")
     check_split(split, SPLITS if map_split is None else MAP_SPLITS, "UPMC Food-101")
-    if text not in TEXT_ENCODINGS:
-        raise unknown_name_error("Food-101 text encoding", str(text), TEXT_ENCODINGS)
-    if bad_images not in BAD_IMAGE_POLICIES:
-        raise unknown_name_error("bad_images policy", str(bad_images), BAD_IMAGE_POLICIES)
-    for name, value in (
-        ("image_size", image_size),
-        ("text_dim", text_dim),
-        ("text_length", text_length),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise MlmmError(f"Food-101: {name} must be a positive integer, got {value!r}")
+    check_image_text_options("Food-101", text, bad_images, image_size, text_dim, text_length)
     folder = locate(root, FOOD101_FILES, "UPMC Food-101")
     rows = {s: _read_titles(folder / "texts" / f"{s}_titles.csv") for s in SPLITS}
-    classes = tuple(sorted({label for _, _, label in rows["train"]}))
+    classes = tuple(sorted({label for _, (_, _, label) in rows["train"]}))
     if len(classes) < 2:
         raise MlmmError(
             f"UPMC Food-101: {folder / 'texts' / 'train_titles.csv'} names {len(classes)} "
@@ -182,11 +171,14 @@ def load_food101(
     )
 
 
-def _read_titles(path: Path) -> list[tuple[str, str, str]]:
-    """``(filename, title, class)`` rows of a header-less CSV (CRLF, quoted commas)."""
+def _read_titles(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
+    """``(line, (filename, title, class))`` rows of a header-less CSV (CRLF, quoted commas);
+    ``line`` is the file's line where the row ends (blank lines and quoted line breaks count)."""
     out = []
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        for line, row in enumerate(csv.reader(fh), start=1):
+        reader = csv.reader(fh)
+        for row in reader:
+            line = reader.line_num
             if not row:
                 continue
             if len(row) != 3:
@@ -194,7 +186,7 @@ def _read_titles(path: Path) -> list[tuple[str, str, str]]:
                     f"{path} line {line} has {len(row)} fields, expected 3 (filename,title,class "
                     "with no header; quote titles that hold commas)"
                 )
-            out.append((row[0].strip(), row[1], row[2].strip()))
+            out.append((line, (row[0].strip(), row[1], row[2].strip())))
     return out
 
 
@@ -202,9 +194,8 @@ def _plan(rows, map_split):
     """``(split name, CSV split, [(line, row)])`` per split: the CSVs as they are, or MAP's
     ``split.json`` (``val`` rows come from the training CSV); and how many listed files had no
     CSV row."""
-    numbered = {s: list(enumerate(rows[s], start=1)) for s in SPLITS}
     if map_split is None:
-        return [(s, s, numbered[s]) for s in SPLITS], 0
+        return [(s, s, rows[s]) for s in SPLITS], 0
     path = Path(map_split).expanduser()
     try:
         listed = json.loads(path.read_text(encoding="utf-8"))
@@ -213,7 +204,7 @@ def _plan(rows, map_split):
     if not isinstance(listed, dict) or set(listed) != set(MAP_SPLITS):
         found = sorted(listed) if isinstance(listed, dict) else type(listed).__name__
         raise MlmmError(f"{path} should map {list(MAP_SPLITS)} to lists of file names, got {found}")
-    by_name = {s: {row[0]: (line, row) for line, row in numbered[s]} for s in SPLITS}
+    by_name = {s: {row[0]: (line, row) for line, row in rows[s]} for s in SPLITS}
     plan, unlisted = [], 0
     for name in MAP_SPLITS:
         source = "test" if name == "test" else "train"

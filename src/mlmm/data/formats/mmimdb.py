@@ -22,8 +22,7 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
-    BAD_IMAGE_POLICIES,
-    TEXT_ENCODINGS,
+    check_image_text_options,
     check_split,
     decode_image,
     encode_texts,
@@ -277,17 +276,7 @@ def _load_raw(folder, split, genre, image_size, text, text_dim, text_length, bad
     pil = require("PIL.Image", "decoding MM-IMDb posters")
     if genre not in MMIMDB_GENRES:
         raise unknown_name_error("MM-IMDb genre", str(genre), MMIMDB_GENRES)
-    if text not in TEXT_ENCODINGS:
-        raise unknown_name_error("MM-IMDb text encoding", str(text), TEXT_ENCODINGS)
-    if bad_images not in BAD_IMAGE_POLICIES:
-        raise unknown_name_error("bad_images policy", str(bad_images), BAD_IMAGE_POLICIES)
-    for name, value in (
-        ("image_size", image_size),
-        ("text_dim", text_dim),
-        ("text_length", text_length),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise MlmmError(f"MM-IMDb: {name} must be a positive integer, got {value!r}")
+    check_image_text_options("MM-IMDb", text, bad_images, image_size, text_dim, text_length)
     if (folder / "dataset").is_dir():
         image_dir = label_dir = folder / "dataset"
     elif (folder / "images").is_dir() and (folder / "labels").is_dir():  # MAP's rearrangement
@@ -364,7 +353,10 @@ def _movie_record(path: Path) -> dict:
 
 def _plot(record: dict) -> str:
     """The longest plot (as Arevalo et al. chose), else the plot outline, else ''."""
-    plots = [p for p in record.get("plot", []) or [] if isinstance(p, str) and p.strip()]
+    plots = record.get("plot") or []
+    if isinstance(plots, str):  # one plot as a string, not IMDbPY's list: not its characters
+        plots = [plots]
+    plots = [p for p in plots if isinstance(p, str) and p.strip()]
     if plots:
         return max(plots, key=len)
     outline = record.get("plot outline")

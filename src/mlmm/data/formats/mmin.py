@@ -31,7 +31,7 @@ from mlmm.errors import MlmmError
 __all__ = ["MMIN_FEATURES", "load_iemocap"]
 
 MMIN_FEATURES = {"audio": "A/comparE.h5", "vision": "V/denseface.h5", "text": "L/bert_large.h5"}
-"""Modality -> feature file under ``root``."""
+"""Modality -> feature file under ``root`` (audio: see ``audio_features``)."""
 SPLITS = ("train", "valid", "test")
 _SET_NAMES = {"train": "trn", "valid": "val", "test": "tst"}
 
@@ -53,6 +53,7 @@ def load_iemocap(
     cv: int = 1,
     seq_len: int = 50,
     trust_pickle: bool = False,
+    audio_features: str = "comparE",
 ) -> MultimodalDataset:
     """Load IEMOCAP utterance features in MMIN's layout, one cross-validation fold.
 
@@ -72,6 +73,9 @@ def load_iemocap(
     trust_pickle : bool
         Allow reading an ``int2name`` file saved as Python objects (a pickle inside the
         ``.npy``, which can run code); plain byte or string arrays need no trust.
+    audio_features : str
+        MMIN's ``A_type``: the audio file is ``A/<audio_features>.h5`` (``comparE`` for
+        IEMOCAP; MSP-IMPROV's scripts use ``comparE_raw``).
 
     Returns
     -------
@@ -80,7 +84,7 @@ def load_iemocap(
         ``text`` ``(seq_len, 1024)``. An utterance with no entry in a feature file, or an
         all-zero one, has that modality absent. Labels: argmax of the one-hot rows (IEMOCAP)
         or the integers (MSP); classes are named ``"0"``.. because MMIN does not document
-        their order. ``meta`` holds ``names`` (utterance ids) and ``official_split``.
+        their order, and counted over all three sets (a split loaded alone has them all). ``meta`` holds ``names`` (utterance ids) and ``official_split``.
     """
     h5py = require("h5py", "reading MMIN's .h5 feature files")
     check_split(split, SPLITS, "IEMOCAP (MMIN)")
@@ -88,17 +92,32 @@ def load_iemocap(
         raise MlmmError(f"IEMOCAP (MMIN): cv must be a fold number >= 1, got {cv!r}")
     if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
         raise MlmmError(f"IEMOCAP (MMIN): seq_len must be a positive integer, got {seq_len!r}")
+    if not isinstance(audio_features, str) or not audio_features or "/" in audio_features:
+        raise MlmmError(
+            f"IEMOCAP (MMIN): audio_features is the stem of a file in A/ (comparE or "
+            f"comparE_raw), got {audio_features!r}"
+        )
+    features = {**MMIN_FEATURES, "audio": f"A/{audio_features}.h5"}
     target = f"target/{cv}"
-    expected = [*MMIN_FEATURES.values()] + [
+    expected = [*features.values()] + [
         f"{target}/{_SET_NAMES[s]}_{kind}.npy" for s in SPLITS for kind in ("label", "int2name")
     ]
     folder = locate(root, expected, "IEMOCAP (MMIN)", where="see github.com/AIM3-RUC/MMIN")
     chosen = [s for s in SPLITS if split in (None, s)]
+    # the classes come from all three sets, so a split loaded alone has the same task
+    all_labels, widths = {}, [2]
+    for s in SPLITS:
+        label_path = folder / target / f"{_SET_NAMES[s]}_label.npy"
+        raw = _load_npy(label_path, False)
+        all_labels[s] = _labels(raw, label_path)
+        widths.append(raw.shape[1] if raw.ndim == 2 and raw.shape[1] > 1 else 0)  # one-hot
+        widths.append(int(all_labels[s].max()) + 1 if len(all_labels[s]) else 0)
+    n_classes = max(widths)
     names, labels, official = [], [], []
     for s in chosen:
         label_path = folder / target / f"{_SET_NAMES[s]}_label.npy"
         name_path = folder / target / f"{_SET_NAMES[s]}_int2name.npy"
-        set_labels = _labels(_load_npy(label_path, False), label_path)
+        set_labels = all_labels[s]
         set_names = _names(_load_npy(name_path, trust_pickle), name_path)
         if len(set_names) != len(set_labels):
             raise MlmmError(
@@ -109,9 +128,8 @@ def load_iemocap(
         labels.append(set_labels)
         official += [s] * len(set_names)
     targets = np.concatenate(labels)
-    n_classes = int(max(targets.max() + 1, 2))
     inputs = {}
-    for modality, relative in MMIN_FEATURES.items():
+    for modality, relative in features.items():
         inputs[modality] = _features(h5py, folder / relative, names, seq_len)
     observed = zero_blocks_absent(inputs)
     keep = observed.any(axis=1)
