@@ -424,3 +424,9 @@ def test_the_watchdog_alone_ends_a_worker_whose_parent_was_killed():
     while _alive(child) and time.time() < deadline:
         time.sleep(0.1)
     assert not _alive(child)
+
+
+def test_an_unknown_rerun_method_is_refused_before_the_store_is_written(tmp_path, tiny_spec_file):
+    with pytest.raises(MlmmError, match=r"cannot rerun \['nope'\]"):
+        run_benchmark(load_spec(tiny_spec_file), tmp_path / "r.db", threads=1, rerun=["nope"])
+    assert not (tmp_path / "r.db").exists()  # no runs registered, no spec saved

@@ -677,29 +677,33 @@ def run_benchmark(
         raise MlmmError("the spec lists the same run twice; remove the duplicate entry")
     event = on_event or (lambda kind, run, progress: None)
     start = time.perf_counter()
+    unknown = sorted(set(rerun) - {r.method for r in runs})
+    if unknown:  # before the store exists or a run is registered
+        raise MlmmError(
+            f"cannot rerun {unknown}: the benchmark has no such method; it runs "
+            f"{sorted({r.method for r in runs})}"
+        )
     check_executor(executor, ray_address)  # before the store exists or a run is registered
     check_conditions(runs)  # an infeasible condition stops here, before the store has runs
     db = ResultsStore(store)
-    db.add_runs(spec.name, runs)
-    db.save_spec(spec.name, spec_yaml(spec), command)
-    if rerun:
-        unknown = sorted(set(rerun) - {r.method for r in runs})
-        if unknown:
-            raise MlmmError(
-                f"cannot rerun {unknown}: the benchmark has no such method; it runs "
-                f"{sorted({r.method for r in runs})}"
-            )
-        db.reset(r.key for r in runs if r.method in rerun)
-    status = db.status(by_key)
-    progress = Progress(total=len(runs), jobs=jobs)
-    todo = []
-    for run in runs:
-        if status[run.key] == "done" or (status[run.key] == "failed" and not retry_failed):
-            progress.skipped += 1
-            event("skipped", run, progress)
-        else:
-            todo.append(run)
-    check_models(todo)  # a hyperparameter out of range stops everything here, in one line
+    try:
+        db.add_runs(spec.name, runs)
+        db.save_spec(spec.name, spec_yaml(spec), command)
+        if rerun:
+            db.reset(r.key for r in runs if r.method in rerun)
+        status = db.status(by_key)
+        progress = Progress(total=len(runs), jobs=jobs)
+        todo = []
+        for run in runs:
+            if status[run.key] == "done" or (status[run.key] == "failed" and not retry_failed):
+                progress.skipped += 1
+                event("skipped", run, progress)
+            else:
+                todo.append(run)
+        check_models(todo)  # a hyperparameter out of range stops everything here, in one line
+    except BaseException:
+        db.close()
+        raise
     ran = 0
     pool = None
     in_flight: dict[Any, tuple[RunConfig, float]] = {}
