@@ -375,3 +375,33 @@ def test_a_store_from_before_heartbeats_is_read_and_upgraded(tmp_path):
     with ResultsStore(path) as db:
         db.heartbeat()
         assert db.claim(SPEC.runs()[0].key)
+
+
+def test_a_store_from_before_specs_streams_and_tuning_gains_them_when_opened(tmp_path):
+    path = tmp_path / "old.db"
+    with ResultsStore(path) as db:
+        db.add_runs("test", SPEC.runs())
+    raw = sqlite3.connect(path)
+    for table in ("specs", "stream_steps", "stream_results", "stream_runs", "tune_trials"):
+        raw.execute(f"DROP TABLE {table}")
+    raw.execute("DROP TABLE tune_studies")  # after tune_trials, which refers to it
+    raw.commit()
+    raw.close()
+    with ResultsStore(path, readonly=True) as db:  # read as holding none, nothing written
+        assert db.specs().empty and db.stream_runs().empty and db.studies().empty
+    with ResultsStore(path) as db:
+        db.save_spec("test", "name: test\n")
+        trial = {"number": 0, "state": "complete", "value": 0.5, "finished_at": 1.0}
+        db.save_study("s", {"a": 1}, "synthetic", "hemis", [trial])
+        key = db.start_stream_run({"stream": "x"})
+        assert db.specs().name.tolist() == ["test"] and db.stream_runs().run_key.tolist() == [key]
+        assert db.studies().n_trials.tolist() == [1]
+
+
+def test_a_study_is_written_whole_or_not_at_all(store):
+    good = {"number": 0, "state": "complete", "value": 0.5, "finished_at": 1.0}
+    bad = {"number": 1, "state": "unknown", "value": 0.4, "finished_at": 1.0}  # CHECK fails
+    with pytest.raises(MlmmError) as err:
+        store.save_study("s", {"a": 1}, "synthetic", "hemis", [good, bad])
+    assert "\n" not in str(err.value)
+    assert store.studies().empty and store.study_trials("s") == []

@@ -127,6 +127,12 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     owner TEXT PRIMARY KEY,
     beat_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS specs (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    command TEXT,
+    saved_at REAL NOT NULL
+);
 """
 #: Tables every store has had since schema 1, with their columns: one missing is damage
 #: ("corrupt or incomplete"). Tables and columns added to the schema later are not listed
@@ -211,8 +217,7 @@ CREATE TABLE IF NOT EXISTS stream_steps (
 );
 """
 
-#: Tuning tables (:mod:`mlmm.tune`), created on first use so that older stores gain them: one
-#: row per study (its configuration as JSON, keyed by the configuration's hash) and one per
+#: Tuning tables (:mod:`mlmm.tune`): one row per study (its configuration as JSON, keyed by the configuration's hash) and one per
 #: finished trial. A trial is written whole when it ends, so a study killed at any point
 #: resumes from its finished trials.
 _TUNING_SCHEMA = """
@@ -272,7 +277,9 @@ def _pid_gone(owner: str) -> bool:
 
 
 def _schema_statements() -> list[str]:
-    return [part.strip() for part in _SCHEMA.split(";") if part.strip()]
+    """Every ``CREATE TABLE`` of this schema: benchmark, stream and tuning tables."""
+    text = _SCHEMA + _STREAM_SCHEMA + _TUNING_SCHEMA
+    return [part.strip() for part in text.split(";") if part.strip()]
 
 
 def _error_kind(err: sqlite3.Error) -> str:
@@ -701,31 +708,19 @@ class ResultsStore:
             )
         return len(chosen)
 
+    @_user_errors
     def save_spec(self, name: str, text: str, command: str | None = None) -> None:
         """Keep the spec a benchmark ran (its resolved YAML) and the command that ran it, so a
         report can show how to reproduce it. One row per spec name, replaced by a later run.
-
-        The ``specs`` table is created here when missing: stores written before it existed
-        gain it on their next benchmark, and read as having no spec until then.
         """
         with self._transaction() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS specs (name TEXT PRIMARY KEY, spec TEXT NOT NULL, "
-                "command TEXT, saved_at REAL NOT NULL)"
-            )
             db.execute(
                 "INSERT OR REPLACE INTO specs (name, spec, command, saved_at) VALUES (?, ?, ?, ?)",
                 (name, text, command, time.time()),
             )
 
     # ------------------------------------------------------------------ streams
-    def _stream_tables(self, db: sqlite3.Connection) -> None:
-        """Create the stream tables when missing (stores written before them gain them).
-        Statement by statement: ``executescript`` would commit the open transaction."""
-        for statement in _STREAM_SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-
+    @_user_errors
     def start_stream_run(self, config: dict[str, Any]) -> str:
         """Register a stream replay (``mlmm stream``) as ``running``; returns its key (a hash of
         ``config``). A finished run of the same configuration keeps its results until
@@ -735,7 +730,6 @@ class ResultsStore:
         text = json.dumps(config, sort_keys=True, default=str)
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
         with self._transaction() as db:
-            self._stream_tables(db)
             db.execute(
                 "INSERT INTO stream_runs (run_key, config, status, owner, started_at) "
                 "VALUES (?, ?, 'running', ?, ?) ON CONFLICT(run_key) DO UPDATE SET "
@@ -745,6 +739,7 @@ class ResultsStore:
             )
         return key
 
+    @_user_errors
     def finish_stream_run(
         self, key: str, table: pd.DataFrame, steps: pd.DataFrame, info: dict[str, Any]
     ) -> None:
@@ -754,7 +749,6 @@ class ResultsStore:
         scores = table[list(STREAM_RESULT_FIELDS)].astype(object).where(table.notna(), None)
         step_rows = steps[list(STREAM_STEP_FIELDS)].astype(object).where(steps.notna(), None)
         with self._transaction() as db:
-            self._stream_tables(db)
             db.execute("DELETE FROM stream_results WHERE run_key = ?", (key,))
             db.execute("DELETE FROM stream_steps WHERE run_key = ?", (key,))
             db.executemany(
@@ -772,13 +766,6 @@ class ResultsStore:
                 "seconds = ?, machine = ?, version = ? WHERE run_key = ?",
                 (time.time(), info.get("seconds"), info.get("machine"), mlmm.__version__, key),
             )
-
-    def _has_table(self, name: str) -> bool:
-        return bool(
-            self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-            ).fetchone()
-        )
 
     def stream_runs(self) -> pd.DataFrame:
         """One row per stream replay (``run_key, config, status, ...``); empty if none."""
@@ -961,10 +948,7 @@ class ResultsStore:
         """The specs benchmarks ran on this store (``name, spec, command, saved_at``), the
         latest first; empty for a store that holds none."""
         columns = ["name", "spec", "command", "saved_at"]
-        exists = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'specs'"
-        ).fetchone()
-        if not exists:
+        if not self._has_table("specs"):  # a store written before specs, opened read-only
             return pd.DataFrame(columns=columns)
         query = f"SELECT {', '.join(columns)} FROM specs ORDER BY saved_at DESC"
         return pd.read_sql_query(query, self._db)
@@ -1003,10 +987,38 @@ class ResultsStore:
         return path
 
     # ------------------------------------------------------------------ tuning
-    def _tuning_tables(self) -> None:
-        """Create the tuning tables if this store has none yet (one transaction)."""
-        self._db.executescript(f"BEGIN IMMEDIATE; {_TUNING_SCHEMA} COMMIT;")
+    @staticmethod
+    def _insert_study(
+        db: sqlite3.Connection,
+        study_key: str,
+        config: dict[str, Any],
+        dataset: str,
+        method: str,
+        run_key: str | None,
+    ) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO tune_studies (study_key, run_key, dataset, method, config, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (study_key, run_key, dataset, method, json.dumps(config, sort_keys=True), time.time()),
+        )
 
+    @staticmethod
+    def _insert_trials(
+        db: sqlite3.Connection, study_key: str, trials: Iterable[dict[str, Any]]
+    ) -> None:
+        rows = []
+        for trial in trials:
+            row = dict(trial)
+            for name in ("params", "intermediate", "attrs"):
+                row[name] = json.dumps(row.get(name) or {}, sort_keys=True)
+            rows.append((study_key, *(row.get(name) for name in TRIAL_FIELDS)))
+        db.executemany(
+            f"INSERT OR REPLACE INTO tune_trials (study_key, {', '.join(TRIAL_FIELDS)}) "
+            f"VALUES ({', '.join('?' * (len(TRIAL_FIELDS) + 1))})",
+            rows,
+        )
+
+    @_user_errors
     def open_study(
         self,
         study_key: str,
@@ -1020,35 +1032,18 @@ class ResultsStore:
         Each trial is a dict with :data:`TRIAL_FIELDS` (``params``, ``intermediate`` and
         ``attrs`` decoded from JSON; ``intermediate`` keys are epochs as ints).
         """
-        self._tuning_tables()
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO tune_studies (study_key, run_key, dataset, method, config, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    study_key,
-                    run_key,
-                    dataset,
-                    method,
-                    json.dumps(config, sort_keys=True),
-                    time.time(),
-                ),
-            )
+            self._insert_study(db, study_key, config, dataset, method, run_key)
         return self.study_trials(study_key)
 
+    @_user_errors
     def add_trial(self, study_key: str, trial: dict[str, Any]) -> None:
         """Write one finished trial (a dict with :data:`TRIAL_FIELDS`) in one transaction; a
         trial of the same number is replaced."""
-        row = dict(trial)
-        for name in ("params", "intermediate", "attrs"):
-            row[name] = json.dumps(row.get(name) or {}, sort_keys=True)
         with self._transaction() as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO tune_trials (study_key, {', '.join(TRIAL_FIELDS)}) "
-                f"VALUES ({', '.join('?' * (len(TRIAL_FIELDS) + 1))})",
-                (study_key, *(row.get(name) for name in TRIAL_FIELDS)),
-            )
+            self._insert_trials(db, study_key, [trial])
 
+    @_user_errors
     def save_study(
         self,
         study_key: str,
@@ -1058,11 +1053,12 @@ class ResultsStore:
         trials: Iterable[dict[str, Any]],
         run_key: str | None = None,
     ) -> None:
-        """Register a study and write all its trials (a benchmark run's study, tuned in a
-        worker and sent back whole)."""
-        self.open_study(study_key, config, dataset, method, run_key)
-        for trial in trials:
-            self.add_trial(study_key, trial)
+        """Register a study and write all its trials in one transaction (a benchmark run's
+        study, tuned in a worker and sent back whole): a process killed meanwhile leaves the
+        whole study or none of it."""
+        with self._transaction() as db:
+            self._insert_study(db, study_key, config, dataset, method, run_key)
+            self._insert_trials(db, study_key, trials)
 
     def study_trials(self, study_key: str) -> list[dict[str, Any]]:
         """The finished trials of a study, by number (empty for an unknown study)."""
