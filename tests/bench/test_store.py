@@ -405,3 +405,50 @@ def test_a_study_is_written_whole_or_not_at_all(store):
         store.save_study("s", {"a": 1}, "synthetic", "hemis", [good, bad])
     assert "\n" not in str(err.value)
     assert store.studies().empty and store.study_trials("s") == []
+
+
+def _store_with_unmerged_log(folder) -> None:
+    """A store whose runs sit in its write-ahead log, as a killed benchmark leaves it."""
+    import shutil
+
+    folder.mkdir()
+    with ResultsStore(folder.parent / "live.db") as db:
+        db._db.execute("PRAGMA wal_autocheckpoint=0")
+        db.add_runs("test", SPEC.runs())
+        shutil.copy(db.path, folder / "r.db")  # copied while the log is not merged
+        shutil.copy(f"{db.path}-wal", folder / "r.db-wal")
+
+
+def test_a_store_whose_log_cannot_be_read_is_refused_not_read_without_its_runs(
+    tmp_path, monkeypatch
+):
+    folder = tmp_path / "ro"
+    _store_with_unmerged_log(folder)
+    real = ResultsStore._check_store
+    calls = []
+
+    def folder_read_only(self, db):  # SQLite cannot create the -shm file: the first look fails
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(self, db)
+
+    monkeypatch.setattr(ResultsStore, "_check_store", folder_read_only)
+    with pytest.raises(MlmmError, match="write-ahead log r.db-wal.*writable folder") as err:
+        ResultsStore(folder / "r.db", readonly=True)
+    assert "\n" not in str(err.value)
+    monkeypatch.undo()
+    with ResultsStore(folder / "r.db", readonly=True) as db:  # a writable folder: log read
+        assert len(db.runs()) == 2
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+def test_a_store_in_a_read_only_folder_with_an_unmerged_log_is_refused(tmp_path):
+    folder = tmp_path / "ro"
+    _store_with_unmerged_log(folder)
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(MlmmError, match="write-ahead log"):
+            ResultsStore(folder / "r.db", readonly=True)
+    finally:
+        folder.chmod(0o755)

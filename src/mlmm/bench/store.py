@@ -384,8 +384,17 @@ class ResultsStore:
                 if _error_kind(err) not in ("cantopen", "readonly", "io"):
                     raise
                 # A WAL store in a read-only folder: SQLite cannot create the shared-memory
-                # file beside it. Nobody can write there either, so it is read as immutable.
+                # file beside it. Nobody can write there either, so it is read as immutable,
+                # which ignores a write-ahead log: one left by a killed benchmark holds
+                # committed runs, and reading without it would silently lose them.
                 db.close()
+                wal = self.path.with_name(self.path.name + "-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise MlmmError(
+                        f"{self.path} cannot be read in its read-only folder: its write-ahead "
+                        f"log {wal.name} holds changes not yet merged into it; copy both files to "
+                        f"a writable folder and read the copy there"
+                    ) from None
                 db = self._connect(uri + "&immutable=1", uri=True)
                 self._check_store(db)
         except sqlite3.Error as err:
