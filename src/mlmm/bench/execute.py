@@ -676,7 +676,8 @@ def run_benchmark(
 
     The executor is checked (:func:`check_executor`) before the store is opened. While this
     process holds claims it beats a heartbeat in the store (:class:`ClaimHeartbeat`); a claim
-    whose result cannot be written (a full disk) is given back before the error propagates.
+    whose result cannot be written (a full disk) is given back before the error propagates;
+    one that could not be given back is taken back by the next call in this process.
     """
     threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
     runs = spec.runs()
@@ -701,6 +702,11 @@ def run_benchmark(
         db.save_spec(spec.name, spec_yaml(spec), command)
         if rerun:
             db.reset(r.key for r in runs if r.method in rerun)
+        # claims this process left behind (an earlier call stopped by a store error): nothing
+        # of this process runs them now, yet a claim of its own never expires for it
+        claims = db.claims(by_key)
+        for key in claims.run_key[claims.owner == store_module.this_process()]:
+            db.release(key)
         status = db.status(by_key)
         progress = Progress(total=len(runs), jobs=jobs)
         todo = []
