@@ -452,3 +452,17 @@ def test_a_store_in_a_read_only_folder_with_an_unmerged_log_is_refused(tmp_path)
             ResultsStore(folder / "r.db", readonly=True)
     finally:
         folder.chmod(0o755)
+
+
+def test_a_read_that_sqlite_refuses_is_one_line_not_a_pandas_error(tmp_path):
+    path = tmp_path / "r.db"
+    ResultsStore(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE specs")
+    raw.execute("CREATE TABLE specs (name TEXT)")  # damaged: columns missing
+    raw.commit()
+    raw.close()
+    with ResultsStore(path, readonly=True) as db:
+        with pytest.raises(MlmmError, match="no such column") as err:
+            db.specs()
+    assert "\n" not in str(err.value) and str(path) in str(err.value)

@@ -776,12 +776,14 @@ class ResultsStore:
                 (time.time(), info.get("seconds"), info.get("machine"), mlmm.__version__, key),
             )
 
+    @_user_errors
     def stream_runs(self) -> pd.DataFrame:
         """One row per stream replay (``run_key, config, status, ...``); empty if none."""
         if not self._has_table("stream_runs"):
             return pd.DataFrame(columns=["run_key", "config", "status"])
-        return pd.read_sql_query("SELECT * FROM stream_runs ORDER BY rowid", self._db)
+        return self._frame("SELECT * FROM stream_runs ORDER BY rowid")
 
+    @_user_errors
     def stream_results(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """Scores of finished stream runs (all, or those of ``keys``)."""
         columns = ["run_key", *STREAM_RESULT_FIELDS]
@@ -791,16 +793,17 @@ class ResultsStore:
             f"SELECT {', '.join('r.' + c for c in columns)} FROM stream_results r JOIN "
             f"stream_runs u ON u.run_key = r.run_key WHERE u.status = 'done' ORDER BY r.rowid"
         )
-        out = pd.read_sql_query(query, self._db)
+        out = self._frame(query)
         return out if keys is None else out[out.run_key.isin(set(keys))].reset_index(drop=True)
 
+    @_user_errors
     def stream_steps(self, key: str) -> pd.DataFrame:
         """The answers of one finished stream run, for a timeline."""
         columns = ["run_key", *STREAM_STEP_FIELDS]
         if not self._has_table("stream_steps"):
             return pd.DataFrame(columns=columns)
         query = f"SELECT {', '.join(columns)} FROM stream_steps WHERE run_key = ? ORDER BY rowid"
-        return pd.read_sql_query(query, self._db, params=(key,))
+        return self._frame(query, (key,))
 
     # ------------------------------------------------------------------ claims
     @_user_errors
@@ -893,6 +896,8 @@ class ResultsStore:
 
     # ------------------------------------------------------------------ reading
     def _frame(self, query: str, params: Iterable[Any] = ()) -> pd.DataFrame:
+        """The rows of ``query``; SQLite's own errors propagate (pandas' ``read_sql_query``
+        would wrap them in its ``DatabaseError``, past :func:`_user_errors`)."""
         cursor = self._db.execute(query, tuple(params))
         return pd.DataFrame(cursor.fetchall(), columns=[d[0] for d in cursor.description])
 
@@ -953,6 +958,7 @@ class ResultsStore:
             results = results[results.run_key.isin(set(keys))].reset_index(drop=True)
         return results
 
+    @_user_errors
     def specs(self) -> pd.DataFrame:
         """The specs benchmarks ran on this store (``name, spec, command, saved_at``), the
         latest first; empty for a store that holds none."""
@@ -960,7 +966,7 @@ class ResultsStore:
         if not self._has_table("specs"):  # a store written before specs, opened read-only
             return pd.DataFrame(columns=columns)
         query = f"SELECT {', '.join(columns)} FROM specs ORDER BY saved_at DESC"
-        return pd.read_sql_query(query, self._db)
+        return self._frame(query)
 
     def table(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """:meth:`results` with each run's costs (parameters, times, threads, machine...)."""
@@ -1069,6 +1075,7 @@ class ResultsStore:
             self._insert_study(db, study_key, config, dataset, method, run_key)
             self._insert_trials(db, study_key, trials)
 
+    @_user_errors
     def study_trials(self, study_key: str) -> list[dict[str, Any]]:
         """The finished trials of a study, by number (empty for an unknown study)."""
         if not self._has_table("tune_trials"):
@@ -1089,6 +1096,7 @@ class ResultsStore:
             trials.append(trial)
         return trials
 
+    @_user_errors
     def studies(self) -> pd.DataFrame:
         """One row per tuning study: key, run (for a benchmark run's study), dataset, method,
         configuration, trials finished and failed, the best trial and its validation score."""
@@ -1109,7 +1117,7 @@ class ResultsStore:
             "FROM tune_studies s LEFT JOIN tune_trials t ON t.study_key = s.study_key "
             "GROUP BY s.study_key ORDER BY s.rowid"
         )
-        return pd.read_sql_query(query, self._db)[columns]
+        return self._frame(query)[columns]
 
     def _has_table(self, name: str) -> bool:
         row = self._db.execute(
