@@ -717,6 +717,10 @@ def test_store_errors_are_one_line(monkeypatch, capsys, tmp_path):
         code, _, err = run(monkeypatch, capsys, *command)
         assert code == 2 and "empty (0 bytes)" in err and "Traceback" not in err
     assert (tmp_path / "empty.db").stat().st_size == 0  # not turned into a store
+    for option in ("--release-claims", "--release-failed"):
+        code, _, err = run(monkeypatch, capsys, "store", "absent.db", option)
+        assert code == 2 and "no results store at 'absent.db'" in err, err
+    assert not (tmp_path / "absent.db").exists()
 
 
 def test_the_store_command_shows_and_releases_claims(monkeypatch, capsys, tmp_path):

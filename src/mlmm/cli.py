@@ -800,6 +800,8 @@ def store_command(
         raise MlmmError("--force only applies to --release-claims; add --release-claims")
     console = _console()
     writing = release_claims or release_failed
+    if writing and not store.exists():  # releasing never creates a store at a mistyped path
+        raise MlmmError(f"no results store at {str(store)!r}; run mlmm bench first")
     with ResultsStore(store, readonly=not writing) as db:
         if release_claims:
             console.print(f"released {db.release_claims(force=force)} claim(s)")

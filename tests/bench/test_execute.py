@@ -424,3 +424,26 @@ def test_the_watchdog_alone_ends_a_worker_whose_parent_was_killed():
     while _alive(child) and time.time() < deadline:
         time.sleep(0.1)
     assert not _alive(child)
+
+
+def test_an_unknown_rerun_method_is_refused_before_the_store_is_written(tmp_path, tiny_spec_file):
+    with pytest.raises(MlmmError, match=r"cannot rerun \['nope'\]"):
+        run_benchmark(load_spec(tiny_spec_file), tmp_path / "r.db", threads=1, rerun=["nope"])
+    assert not (tmp_path / "r.db").exists()  # no runs registered, no spec saved
+
+
+def test_claims_left_by_an_earlier_call_of_this_process_are_run_not_waited_for(
+    tmp_path, tiny_spec_file, monkeypatch
+):
+    spec = load_spec(tiny_spec_file)
+    with ResultsStore(tmp_path / "r.db") as db:  # a call stopped before it could release
+        db.add_runs(spec.name, spec.runs())
+        assert db.claim(spec.runs()[0].key)
+    monkeypatch.setattr(execute, "execute_run", lambda c, t: {"status": "failed", "error": "x"})
+
+    def never_wait(kind, run, progress):
+        if kind == "waiting":  # its own claim never expires for it: it would wait for ever
+            raise AssertionError("waited for a claim of this very process")
+
+    outcome = run_benchmark(spec, tmp_path / "r.db", threads=1, on_event=never_wait)
+    assert outcome.ran == len(spec.runs())

@@ -375,3 +375,94 @@ def test_a_store_from_before_heartbeats_is_read_and_upgraded(tmp_path):
     with ResultsStore(path) as db:
         db.heartbeat()
         assert db.claim(SPEC.runs()[0].key)
+
+
+def test_a_store_from_before_specs_streams_and_tuning_gains_them_when_opened(tmp_path):
+    path = tmp_path / "old.db"
+    with ResultsStore(path) as db:
+        db.add_runs("test", SPEC.runs())
+    raw = sqlite3.connect(path)
+    for table in ("specs", "stream_steps", "stream_results", "stream_runs", "tune_trials"):
+        raw.execute(f"DROP TABLE {table}")
+    raw.execute("DROP TABLE tune_studies")  # after tune_trials, which refers to it
+    raw.commit()
+    raw.close()
+    with ResultsStore(path, readonly=True) as db:  # read as holding none, nothing written
+        assert db.specs().empty and db.stream_runs().empty and db.studies().empty
+    with ResultsStore(path) as db:
+        db.save_spec("test", "name: test\n")
+        trial = {"number": 0, "state": "complete", "value": 0.5, "finished_at": 1.0}
+        db.save_study("s", {"a": 1}, "synthetic", "hemis", [trial])
+        key = db.start_stream_run({"stream": "x"})
+        assert db.specs().name.tolist() == ["test"] and db.stream_runs().run_key.tolist() == [key]
+        assert db.studies().n_trials.tolist() == [1]
+
+
+def test_a_study_is_written_whole_or_not_at_all(store):
+    good = {"number": 0, "state": "complete", "value": 0.5, "finished_at": 1.0}
+    bad = {"number": 1, "state": "unknown", "value": 0.4, "finished_at": 1.0}  # CHECK fails
+    with pytest.raises(MlmmError) as err:
+        store.save_study("s", {"a": 1}, "synthetic", "hemis", [good, bad])
+    assert "\n" not in str(err.value)
+    assert store.studies().empty and store.study_trials("s") == []
+
+
+def _store_with_unmerged_log(folder) -> None:
+    """A store whose runs sit in its write-ahead log, as a killed benchmark leaves it."""
+    import shutil
+
+    folder.mkdir()
+    with ResultsStore(folder.parent / "live.db") as db:
+        db._db.execute("PRAGMA wal_autocheckpoint=0")
+        db.add_runs("test", SPEC.runs())
+        shutil.copy(db.path, folder / "r.db")  # copied while the log is not merged
+        shutil.copy(f"{db.path}-wal", folder / "r.db-wal")
+
+
+def test_a_store_whose_log_cannot_be_read_is_refused_not_read_without_its_runs(
+    tmp_path, monkeypatch
+):
+    folder = tmp_path / "ro"
+    _store_with_unmerged_log(folder)
+    real = ResultsStore._check_store
+    calls = []
+
+    def folder_read_only(self, db):  # SQLite cannot create the -shm file: the first look fails
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(self, db)
+
+    monkeypatch.setattr(ResultsStore, "_check_store", folder_read_only)
+    with pytest.raises(MlmmError, match="write-ahead log r.db-wal.*writable folder") as err:
+        ResultsStore(folder / "r.db", readonly=True)
+    assert "\n" not in str(err.value)
+    monkeypatch.undo()
+    with ResultsStore(folder / "r.db", readonly=True) as db:  # a writable folder: log read
+        assert len(db.runs()) == 2
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+def test_a_store_in_a_read_only_folder_with_an_unmerged_log_is_refused(tmp_path):
+    folder = tmp_path / "ro"
+    _store_with_unmerged_log(folder)
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(MlmmError, match="write-ahead log"):
+            ResultsStore(folder / "r.db", readonly=True)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_read_that_sqlite_refuses_is_one_line_not_a_pandas_error(tmp_path):
+    path = tmp_path / "r.db"
+    ResultsStore(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE specs")
+    raw.execute("CREATE TABLE specs (name TEXT)")  # damaged: columns missing
+    raw.commit()
+    raw.close()
+    with ResultsStore(path, readonly=True) as db:
+        with pytest.raises(MlmmError, match="no such column") as err:
+            db.specs()
+    assert "\n" not in str(err.value) and str(path) in str(err.value)

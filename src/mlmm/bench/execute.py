@@ -113,27 +113,38 @@ def pin_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
-def check_models(runs: Sequence[RunConfig]) -> None:
+def _dataset_key(run: RunConfig) -> str:
+    return json.dumps([run.dataset, run.dataset_params], sort_keys=True, default=str)
+
+
+def _load_once(run: RunConfig, datasets: dict[str, Any]) -> Any:
+    """``run``'s dataset, loaded once per (name, parameters) into ``datasets``."""
+    from mlmm.data.datasets import load_dataset
+
+    key = _dataset_key(run)
+    if key not in datasets:
+        datasets[key] = load_dataset(run.dataset, **run.dataset_params)
+    return datasets[key]
+
+
+def check_models(runs: Sequence[RunConfig], datasets: dict[str, Any] | None = None) -> None:
     """Build every model of ``runs`` once, on its dataset's modalities, before any run starts.
 
     An out-of-range hyperparameter (``hidden: 0``), or a method that cannot take a dataset
     (too many features, too many subsets), then stops the benchmark with one line naming the
     method, the dataset and the fix, instead of failing each of its runs one by one.
+    ``datasets`` caches the loaded datasets (shared with :func:`check_conditions`).
     """
-    from mlmm.data.datasets import load_dataset
     from mlmm.methods import create_method
 
-    datasets: dict[str, Any] = {}
+    datasets = {} if datasets is None else datasets
     built: set[str] = set()
     for run in runs:
-        data_key = json.dumps([run.dataset, run.dataset_params], sort_keys=True, default=str)
-        model_key = json.dumps([data_key, run.method, run.method_params], default=str)
+        model_key = json.dumps([_dataset_key(run), run.method, run.method_params], default=str)
         if model_key in built:
             continue
         built.add(model_key)
-        if data_key not in datasets:
-            datasets[data_key] = load_dataset(run.dataset, **run.dataset_params)
-        data = datasets[data_key]
+        data = _load_once(run, datasets)
         try:
             create_method(run.method, data.specs, data.task, **run.method_params)
         except MlmmError as err:
@@ -142,7 +153,7 @@ def check_models(runs: Sequence[RunConfig]) -> None:
             ) from None
 
 
-def check_conditions(runs: Sequence[RunConfig]) -> None:
+def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None = None) -> None:
     """Simulate every missingness condition of ``runs`` on the data it will meet, before any
     run starts: the training condition on the training and validation parts, each test
     condition on the test part, of every seed's split.
@@ -150,27 +161,24 @@ def check_conditions(runs: Sequence[RunConfig]) -> None:
     A condition a dataset cannot take — a rate above what its modalities allow with one kept
     per sample (``mcar:0.75`` on three modalities, ``mar:0.5`` on two), a modality it lacks —
     then stops the benchmark with one line naming the dataset and the condition, before the
-    store gets any run, instead of failing after training.
+    store gets any run, instead of failing after training. ``datasets`` caches the loaded
+    datasets (shared with :func:`check_models`).
     """
-    from mlmm.data.datasets import load_dataset
     from mlmm.data.missingness import simulate
     from mlmm.data.split import train_val_test_split
     from mlmm.utils import rng_for
 
-    datasets: dict[str, Any] = {}
+    datasets = {} if datasets is None else datasets
     checked: set[str] = set()
     for run in runs:
-        data_key = json.dumps([run.dataset, run.dataset_params], sort_keys=True, default=str)
-        split_key = json.dumps([data_key, run.seed, run.test_size, run.val_size])
+        split_key = json.dumps([_dataset_key(run), run.seed, run.test_size, run.val_size])
         work = [("training", run.train_missing, part) for part in ("train", "val")]
         work += [("test", spec, "test") for spec in run.test_missing]
         work = [w for w in work if json.dumps([split_key, *w]) not in checked]
         if not work:
             continue
-        if data_key not in datasets:
-            datasets[data_key] = load_dataset(run.dataset, **run.dataset_params)
         split = train_val_test_split(
-            datasets[data_key], test_size=run.test_size, val_size=run.val_size, seed=run.seed
+            _load_once(run, datasets), test_size=run.test_size, val_size=run.val_size, seed=run.seed
         )
         for role, spec, part in work:
             checked.add(json.dumps([split_key, role, spec, part]))
@@ -668,7 +676,8 @@ def run_benchmark(
 
     The executor is checked (:func:`check_executor`) before the store is opened. While this
     process holds claims it beats a heartbeat in the store (:class:`ClaimHeartbeat`); a claim
-    whose result cannot be written (a full disk) is given back before the error propagates.
+    whose result cannot be written (a full disk) is given back before the error propagates;
+    one that could not be given back is taken back by the next call in this process.
     """
     threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
     runs = spec.runs()
@@ -677,29 +686,41 @@ def run_benchmark(
         raise MlmmError("the spec lists the same run twice; remove the duplicate entry")
     event = on_event or (lambda kind, run, progress: None)
     start = time.perf_counter()
+    unknown = sorted(set(rerun) - {r.method for r in runs})
+    if unknown:  # before the store exists or a run is registered
+        raise MlmmError(
+            f"cannot rerun {unknown}: the benchmark has no such method; it runs "
+            f"{sorted({r.method for r in runs})}"
+        )
     check_executor(executor, ray_address)  # before the store exists or a run is registered
-    check_conditions(runs)  # an infeasible condition stops here, before the store has runs
+    datasets: dict[str, Any] = {}  # loaded once for both checks
+    # an infeasible condition stops here, before the store has runs
+    check_conditions(runs, datasets)
     db = ResultsStore(store)
-    db.add_runs(spec.name, runs)
-    db.save_spec(spec.name, spec_yaml(spec), command)
-    if rerun:
-        unknown = sorted(set(rerun) - {r.method for r in runs})
-        if unknown:
-            raise MlmmError(
-                f"cannot rerun {unknown}: the benchmark has no such method; it runs "
-                f"{sorted({r.method for r in runs})}"
-            )
-        db.reset(r.key for r in runs if r.method in rerun)
-    status = db.status(by_key)
-    progress = Progress(total=len(runs), jobs=jobs)
-    todo = []
-    for run in runs:
-        if status[run.key] == "done" or (status[run.key] == "failed" and not retry_failed):
-            progress.skipped += 1
-            event("skipped", run, progress)
-        else:
-            todo.append(run)
-    check_models(todo)  # a hyperparameter out of range stops everything here, in one line
+    try:
+        db.add_runs(spec.name, runs)
+        db.save_spec(spec.name, spec_yaml(spec), command)
+        if rerun:
+            db.reset(r.key for r in runs if r.method in rerun)
+        # claims this process left behind (an earlier call stopped by a store error): nothing
+        # of this process runs them now, yet a claim of its own never expires for it
+        claims = db.claims(by_key)
+        for key in claims.run_key[claims.owner == store_module.this_process()]:
+            db.release(key)
+        status = db.status(by_key)
+        progress = Progress(total=len(runs), jobs=jobs)
+        todo = []
+        for run in runs:
+            if status[run.key] == "done" or (status[run.key] == "failed" and not retry_failed):
+                progress.skipped += 1
+                event("skipped", run, progress)
+            else:
+                todo.append(run)
+        check_models(todo, datasets)  # a hyperparameter out of range stops everything, in one line
+    except BaseException:
+        db.close()
+        raise
+    datasets.clear()  # not kept in memory while the runs train
     ran = 0
     pool = None
     in_flight: dict[Any, tuple[RunConfig, float]] = {}

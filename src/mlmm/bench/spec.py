@@ -50,19 +50,15 @@ from pydantic import (
 )
 
 from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
+from mlmm.eval.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
-#: Metrics the evaluation computes (classification, then regression).
-METRICS = ("accuracy", "macro_f1", "auroc", "ece", "rmse", "mae", "r2")
 #: The task each metric scores.
 METRIC_TASKS = {
-    "accuracy": "classification",
-    "macro_f1": "classification",
-    "auroc": "classification",
-    "ece": "classification",
-    "mae": "regression",
-    "rmse": "regression",
-    "r2": "regression",
+    **dict.fromkeys(CLASSIFICATION_METRICS, "classification"),
+    **dict.fromkeys(REGRESSION_METRICS, "regression"),
 }
+#: Metrics the evaluation computes (classification, then regression).
+METRICS = tuple(METRIC_TASKS)
 #: Seeds are stored as 64-bit integers.
 MAX_SEED = 2**63 - 1
 

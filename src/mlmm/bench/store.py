@@ -127,6 +127,12 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     owner TEXT PRIMARY KEY,
     beat_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS specs (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    command TEXT,
+    saved_at REAL NOT NULL
+);
 """
 #: Tables every store has had since schema 1, with their columns: one missing is damage
 #: ("corrupt or incomplete"). Tables and columns added to the schema later are not listed
@@ -147,29 +153,9 @@ _REQUIRED_COLUMNS = {
         "traceback",
         "started_at",
         "finished_at",
-        "n_parameters",
-        "n_models",
-        "epochs",
-        "train_seconds",
-        "run_seconds",
-        "latency_ms_per_sample",
-        "threads",
-        "machine",
-        "version",
+        *(name for name in RUN_FIELDS if name not in ADDED_RUN_COLUMNS),
     ),
-    "results": (
-        "run_key",
-        "method",
-        "condition",
-        "rate_unit",
-        "slot_rate",
-        "sample_rate",
-        "scope",
-        "subset",
-        "n",
-        "metric",
-        "value",
-    ),
+    "results": ("run_key", *RESULT_FIELDS),
 }
 
 
@@ -211,8 +197,7 @@ CREATE TABLE IF NOT EXISTS stream_steps (
 );
 """
 
-#: Tuning tables (:mod:`mlmm.tune`), created on first use so that older stores gain them: one
-#: row per study (its configuration as JSON, keyed by the configuration's hash) and one per
+#: Tuning tables (:mod:`mlmm.tune`): one row per study (its configuration as JSON, keyed by the configuration's hash) and one per
 #: finished trial. A trial is written whole when it ends, so a study killed at any point
 #: resumes from its finished trials.
 _TUNING_SCHEMA = """
@@ -272,7 +257,9 @@ def _pid_gone(owner: str) -> bool:
 
 
 def _schema_statements() -> list[str]:
-    return [part.strip() for part in _SCHEMA.split(";") if part.strip()]
+    """Every ``CREATE TABLE`` of this schema: benchmark, stream and tuning tables."""
+    text = _SCHEMA + _STREAM_SCHEMA + _TUNING_SCHEMA
+    return [part.strip() for part in text.split(";") if part.strip()]
 
 
 def _error_kind(err: sqlite3.Error) -> str:
@@ -377,8 +364,17 @@ class ResultsStore:
                 if _error_kind(err) not in ("cantopen", "readonly", "io"):
                     raise
                 # A WAL store in a read-only folder: SQLite cannot create the shared-memory
-                # file beside it. Nobody can write there either, so it is read as immutable.
+                # file beside it. Nobody can write there either, so it is read as immutable,
+                # which ignores a write-ahead log: one left by a killed benchmark holds
+                # committed runs, and reading without it would silently lose them.
                 db.close()
+                wal = self.path.with_name(self.path.name + "-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise MlmmError(
+                        f"{self.path} cannot be read in its read-only folder: its write-ahead "
+                        f"log {wal.name} holds changes not yet merged into it; copy both files to "
+                        f"a writable folder and read the copy there"
+                    ) from None
                 db = self._connect(uri + "&immutable=1", uri=True)
                 self._check_store(db)
         except sqlite3.Error as err:
@@ -701,31 +697,19 @@ class ResultsStore:
             )
         return len(chosen)
 
+    @_user_errors
     def save_spec(self, name: str, text: str, command: str | None = None) -> None:
         """Keep the spec a benchmark ran (its resolved YAML) and the command that ran it, so a
         report can show how to reproduce it. One row per spec name, replaced by a later run.
-
-        The ``specs`` table is created here when missing: stores written before it existed
-        gain it on their next benchmark, and read as having no spec until then.
         """
         with self._transaction() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS specs (name TEXT PRIMARY KEY, spec TEXT NOT NULL, "
-                "command TEXT, saved_at REAL NOT NULL)"
-            )
             db.execute(
                 "INSERT OR REPLACE INTO specs (name, spec, command, saved_at) VALUES (?, ?, ?, ?)",
                 (name, text, command, time.time()),
             )
 
     # ------------------------------------------------------------------ streams
-    def _stream_tables(self, db: sqlite3.Connection) -> None:
-        """Create the stream tables when missing (stores written before them gain them).
-        Statement by statement: ``executescript`` would commit the open transaction."""
-        for statement in _STREAM_SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-
+    @_user_errors
     def start_stream_run(self, config: dict[str, Any]) -> str:
         """Register a stream replay (``mlmm stream``) as ``running``; returns its key (a hash of
         ``config``). A finished run of the same configuration keeps its results until
@@ -735,7 +719,6 @@ class ResultsStore:
         text = json.dumps(config, sort_keys=True, default=str)
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
         with self._transaction() as db:
-            self._stream_tables(db)
             db.execute(
                 "INSERT INTO stream_runs (run_key, config, status, owner, started_at) "
                 "VALUES (?, ?, 'running', ?, ?) ON CONFLICT(run_key) DO UPDATE SET "
@@ -745,6 +728,7 @@ class ResultsStore:
             )
         return key
 
+    @_user_errors
     def finish_stream_run(
         self, key: str, table: pd.DataFrame, steps: pd.DataFrame, info: dict[str, Any]
     ) -> None:
@@ -754,7 +738,6 @@ class ResultsStore:
         scores = table[list(STREAM_RESULT_FIELDS)].astype(object).where(table.notna(), None)
         step_rows = steps[list(STREAM_STEP_FIELDS)].astype(object).where(steps.notna(), None)
         with self._transaction() as db:
-            self._stream_tables(db)
             db.execute("DELETE FROM stream_results WHERE run_key = ?", (key,))
             db.execute("DELETE FROM stream_steps WHERE run_key = ?", (key,))
             db.executemany(
@@ -773,19 +756,14 @@ class ResultsStore:
                 (time.time(), info.get("seconds"), info.get("machine"), mlmm.__version__, key),
             )
 
-    def _has_table(self, name: str) -> bool:
-        return bool(
-            self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-            ).fetchone()
-        )
-
+    @_user_errors
     def stream_runs(self) -> pd.DataFrame:
         """One row per stream replay (``run_key, config, status, ...``); empty if none."""
         if not self._has_table("stream_runs"):
             return pd.DataFrame(columns=["run_key", "config", "status"])
-        return pd.read_sql_query("SELECT * FROM stream_runs ORDER BY rowid", self._db)
+        return self._frame("SELECT * FROM stream_runs ORDER BY rowid")
 
+    @_user_errors
     def stream_results(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """Scores of finished stream runs (all, or those of ``keys``)."""
         columns = ["run_key", *STREAM_RESULT_FIELDS]
@@ -795,16 +773,17 @@ class ResultsStore:
             f"SELECT {', '.join('r.' + c for c in columns)} FROM stream_results r JOIN "
             f"stream_runs u ON u.run_key = r.run_key WHERE u.status = 'done' ORDER BY r.rowid"
         )
-        out = pd.read_sql_query(query, self._db)
+        out = self._frame(query)
         return out if keys is None else out[out.run_key.isin(set(keys))].reset_index(drop=True)
 
+    @_user_errors
     def stream_steps(self, key: str) -> pd.DataFrame:
         """The answers of one finished stream run, for a timeline."""
         columns = ["run_key", *STREAM_STEP_FIELDS]
         if not self._has_table("stream_steps"):
             return pd.DataFrame(columns=columns)
         query = f"SELECT {', '.join(columns)} FROM stream_steps WHERE run_key = ? ORDER BY rowid"
-        return pd.read_sql_query(query, self._db, params=(key,))
+        return self._frame(query, (key,))
 
     # ------------------------------------------------------------------ claims
     @_user_errors
@@ -897,6 +876,8 @@ class ResultsStore:
 
     # ------------------------------------------------------------------ reading
     def _frame(self, query: str, params: Iterable[Any] = ()) -> pd.DataFrame:
+        """The rows of ``query``; SQLite's own errors propagate (pandas' ``read_sql_query``
+        would wrap them in its ``DatabaseError``, past :func:`_user_errors`)."""
         cursor = self._db.execute(query, tuple(params))
         return pd.DataFrame(cursor.fetchall(), columns=[d[0] for d in cursor.description])
 
@@ -957,17 +938,15 @@ class ResultsStore:
             results = results[results.run_key.isin(set(keys))].reset_index(drop=True)
         return results
 
+    @_user_errors
     def specs(self) -> pd.DataFrame:
         """The specs benchmarks ran on this store (``name, spec, command, saved_at``), the
         latest first; empty for a store that holds none."""
         columns = ["name", "spec", "command", "saved_at"]
-        exists = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'specs'"
-        ).fetchone()
-        if not exists:
+        if not self._has_table("specs"):  # a store written before specs, opened read-only
             return pd.DataFrame(columns=columns)
         query = f"SELECT {', '.join(columns)} FROM specs ORDER BY saved_at DESC"
-        return pd.read_sql_query(query, self._db)
+        return self._frame(query)
 
     def table(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """:meth:`results` with each run's costs (parameters, times, threads, machine...)."""
@@ -1003,10 +982,38 @@ class ResultsStore:
         return path
 
     # ------------------------------------------------------------------ tuning
-    def _tuning_tables(self) -> None:
-        """Create the tuning tables if this store has none yet (one transaction)."""
-        self._db.executescript(f"BEGIN IMMEDIATE; {_TUNING_SCHEMA} COMMIT;")
+    @staticmethod
+    def _insert_study(
+        db: sqlite3.Connection,
+        study_key: str,
+        config: dict[str, Any],
+        dataset: str,
+        method: str,
+        run_key: str | None,
+    ) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO tune_studies (study_key, run_key, dataset, method, config, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (study_key, run_key, dataset, method, json.dumps(config, sort_keys=True), time.time()),
+        )
 
+    @staticmethod
+    def _insert_trials(
+        db: sqlite3.Connection, study_key: str, trials: Iterable[dict[str, Any]]
+    ) -> None:
+        rows = []
+        for trial in trials:
+            row = dict(trial)
+            for name in ("params", "intermediate", "attrs"):
+                row[name] = json.dumps(row.get(name) or {}, sort_keys=True)
+            rows.append((study_key, *(row.get(name) for name in TRIAL_FIELDS)))
+        db.executemany(
+            f"INSERT OR REPLACE INTO tune_trials (study_key, {', '.join(TRIAL_FIELDS)}) "
+            f"VALUES ({', '.join('?' * (len(TRIAL_FIELDS) + 1))})",
+            rows,
+        )
+
+    @_user_errors
     def open_study(
         self,
         study_key: str,
@@ -1020,35 +1027,18 @@ class ResultsStore:
         Each trial is a dict with :data:`TRIAL_FIELDS` (``params``, ``intermediate`` and
         ``attrs`` decoded from JSON; ``intermediate`` keys are epochs as ints).
         """
-        self._tuning_tables()
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO tune_studies (study_key, run_key, dataset, method, config, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    study_key,
-                    run_key,
-                    dataset,
-                    method,
-                    json.dumps(config, sort_keys=True),
-                    time.time(),
-                ),
-            )
+            self._insert_study(db, study_key, config, dataset, method, run_key)
         return self.study_trials(study_key)
 
+    @_user_errors
     def add_trial(self, study_key: str, trial: dict[str, Any]) -> None:
         """Write one finished trial (a dict with :data:`TRIAL_FIELDS`) in one transaction; a
         trial of the same number is replaced."""
-        row = dict(trial)
-        for name in ("params", "intermediate", "attrs"):
-            row[name] = json.dumps(row.get(name) or {}, sort_keys=True)
         with self._transaction() as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO tune_trials (study_key, {', '.join(TRIAL_FIELDS)}) "
-                f"VALUES ({', '.join('?' * (len(TRIAL_FIELDS) + 1))})",
-                (study_key, *(row.get(name) for name in TRIAL_FIELDS)),
-            )
+            self._insert_trials(db, study_key, [trial])
 
+    @_user_errors
     def save_study(
         self,
         study_key: str,
@@ -1058,12 +1048,14 @@ class ResultsStore:
         trials: Iterable[dict[str, Any]],
         run_key: str | None = None,
     ) -> None:
-        """Register a study and write all its trials (a benchmark run's study, tuned in a
-        worker and sent back whole)."""
-        self.open_study(study_key, config, dataset, method, run_key)
-        for trial in trials:
-            self.add_trial(study_key, trial)
+        """Register a study and write all its trials in one transaction (a benchmark run's
+        study, tuned in a worker and sent back whole): a process killed meanwhile leaves the
+        whole study or none of it."""
+        with self._transaction() as db:
+            self._insert_study(db, study_key, config, dataset, method, run_key)
+            self._insert_trials(db, study_key, trials)
 
+    @_user_errors
     def study_trials(self, study_key: str) -> list[dict[str, Any]]:
         """The finished trials of a study, by number (empty for an unknown study)."""
         if not self._has_table("tune_trials"):
@@ -1084,6 +1076,7 @@ class ResultsStore:
             trials.append(trial)
         return trials
 
+    @_user_errors
     def studies(self) -> pd.DataFrame:
         """One row per tuning study: key, run (for a benchmark run's study), dataset, method,
         configuration, trials finished and failed, the best trial and its validation score."""
@@ -1104,7 +1097,7 @@ class ResultsStore:
             "FROM tune_studies s LEFT JOIN tune_trials t ON t.study_key = s.study_key "
             "GROUP BY s.study_key ORDER BY s.rowid"
         )
-        return pd.read_sql_query(query, self._db)[columns]
+        return self._frame(query)[columns]
 
     def _has_table(self, name: str) -> bool:
         row = self._db.execute(
