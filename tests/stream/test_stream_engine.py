@@ -163,6 +163,23 @@ def test_clock_reset_restarts_the_timeline(model):
         feed(strict, both(0, 1.0))
 
 
+def test_a_far_future_timestamp_starts_a_new_timeline_instead_of_answering_every_step(model):
+    # milliseconds sent as seconds: before on_jump, advance() built ~1e11 steps up to it
+    engine = StreamEngine(model, StreamPolicy(window=1.0, step=0.01))
+    first = feed(engine, both(0, 3.01))
+    engine.ingest("a", np.array([1e9]), np.array([[1.0]]))
+    assert engine.stats["jump"] == 1 and len(engine.advance()) == 0
+    later = feed(engine, both(1e9 + 0.25, 1e9 + 2.01))
+    assert len(first) > 100 and 0 < len(later) < 200
+    assert engine.policy.effective_jump_after == 100.0  # max(window, 10,000 steps)
+    strict = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, on_jump="error"))
+    feed(strict, both(0, 3.01))
+    with pytest.raises(MlmmError, match="jumps ahead of the stream's clock"):
+        strict.ingest("b", np.array([1e6]), np.array([[1.0]]))
+    with pytest.raises(MlmmError, match="jump_after must be a positive number"):
+        StreamPolicy(window=1.0, step=1.0, jump_after=0.0)
+
+
 def test_predict_one_uses_the_explicit_clock(model):
     engine = StreamEngine(model, StreamPolicy(window=1.0, step=10.0))
     for t, sensor, value in both(0, 3.01):

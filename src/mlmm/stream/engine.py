@@ -56,6 +56,7 @@ _CHOICES = {
     "on_duplicate": ("drop", "error"),
     "on_late": ("drop", "error"),
     "on_reset": ("restart", "error"),
+    "on_jump": ("restart", "error"),
     "on_rate_mismatch": ("resample", "error"),
 }
 
@@ -111,6 +112,13 @@ class StreamPolicy:
         buffered readings and start a new timeline there, or raise.
     reset_after : float, optional
         Default ``window``.
+    on_jump : {"restart", "error"}, default "restart"
+        A timestamp more than ``jump_after`` ahead of the clock (a clock set forward, or
+        milliseconds sent as seconds): start a new timeline there, as at a clock reset, instead
+        of answering every step up to it (which a single bad reading would make endless), or
+        raise.
+    jump_after : float, optional
+        Default ``max(window, 10,000 steps)``.
     on_rate_mismatch : {"resample", "error"}, default "resample"
         A sensor whose measured rate in a window differs from the model's training rate by
         more than ``rate_tolerance`` (relative): resample it to the model's slots (counted),
@@ -145,6 +153,8 @@ class StreamPolicy:
     on_late: str = "drop"
     on_reset: str = "restart"
     reset_after: float | None = None
+    on_jump: str = "restart"
+    jump_after: float | None = None
     on_rate_mismatch: str = "resample"
     rate_tolerance: float = 0.2
     age_input: bool = False
@@ -171,6 +181,13 @@ class StreamPolicy:
                 f"reset_after must be a positive number of seconds (or None: window), got "
                 f"{self.reset_after!r}"
             )
+        if self.jump_after is not None and not (
+            np.isfinite(self.jump_after) and self.jump_after > 0
+        ):
+            raise MlmmError(
+                f"jump_after must be a positive number of seconds (or None: max(window, "
+                f"10,000 steps)), got {self.jump_after!r}"
+            )
         if not (np.isfinite(self.rate_tolerance) and self.rate_tolerance >= 0):
             raise MlmmError(
                 f"rate_tolerance must be a relative difference >= 0 (0.2 = 20 %), got "
@@ -186,6 +203,12 @@ class StreamPolicy:
     @property
     def effective_reset_after(self) -> float:
         return float(self.window if self.reset_after is None else self.reset_after)
+
+    @property
+    def effective_jump_after(self) -> float:
+        if self.jump_after is not None:
+            return float(self.jump_after)
+        return float(max(self.window, 10_000 * self.step))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -365,7 +388,9 @@ class StreamEngine:
                 return
         buffer = self._buffers[j]
         floor = max(buffer.last, self._answered_until)
-        if times[0] > floor and (len(times) == 1 or (np.diff(times) > 0).all()):
+        jump_to = self.clock + self.policy.effective_jump_after  # -inf before any reading
+        in_reach = times[-1] <= jump_to or not np.isfinite(self.clock)
+        if in_reach and times[0] > floor and (len(times) == 1 or (np.diff(times) > 0).all()):
             buffer.append(times, values)  # the common case: in order, all new
             self.clock = max(self.clock, float(times[-1]))
         else:
@@ -375,7 +400,16 @@ class StreamEngine:
         self._trim()
 
     def _ingest_one(self, j: int, t: float, value: np.ndarray) -> None:
-        if t < self._buffers[j].last - self.policy.effective_reset_after:
+        if np.isfinite(self.clock) and t > self.clock + self.policy.effective_jump_after:
+            if self.policy.on_jump == "error":
+                raise MlmmError(
+                    f"timestamp {t:g} of sensor {self.names[j]!r} jumps ahead of the stream's "
+                    f"clock {self.clock:g} by more than jump_after; fix the clock (seconds, "
+                    f"not milliseconds?) or use on_jump='restart'"
+                )
+            self.stats["jump"] += 1
+            self._restart()
+        elif t < self._buffers[j].last - self.policy.effective_reset_after:
             if self.policy.on_reset == "error":
                 raise MlmmError(
                     f"timestamp {t:g} of sensor {self.names[j]!r} jumps back from its last "
