@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -578,7 +578,7 @@ def create_app(
     }
 
     @app.post("/predict", response_model=PredictResponse, responses=errors)
-    async def predict(request: PredictRequest) -> PredictResponse:
+    async def predict(request: PredictRequest) -> Response:
         """Predict for one sample (a list of one) or a batch, from any subset of modalities."""
         if request.model is None:
             if len(served) > 1:
@@ -598,7 +598,9 @@ def create_app(
             raw = await model.answer(arrays, len(present), micro_batch)
         except MlmmError as err:
             raise _BadInput(f"instances: {err}") from None
-        return model.response(raw, present)
+        # serialised here in one step: FastAPI would otherwise re-validate the response model
+        body = model.response(raw, present).model_dump_json()
+        return Response(body, media_type="application/json")
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
