@@ -3,7 +3,8 @@
 For each method (default `late-fusion` and `hemis`, trained on `handwritten`), the script
 starts `mlmm serve` in a subprocess on 127.0.0.1 (a free port), then:
 
-1. N concurrent asyncio clients (httpx) each send single-sample `POST /predict` requests,
+1. N concurrent asyncio clients (a minimal keep-alive HTTP/1.1 client, one connection each)
+   send single-sample `POST /predict` requests,
    one after another, for T seconds (and at most --max-requests in all): throughput,
    p50/p99 latency, 5xx and lost requests (a connection error or timeout), first with
    micro-batching on, then with the server started with `--no-micro-batch`;
@@ -86,38 +87,76 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0)
     raise RuntimeError("server did not become healthy in time")
 
 
-async def load(url: str, bodies: list[bytes], clients: int, seconds: float, max_requests: int):
-    """``clients`` workers posting single-sample bodies until the deadline or the count."""
-    import httpx
+class Connection:
+    """A minimal keep-alive HTTP/1.1 client for ``POST /predict`` (one request at a time).
 
+    httpx spends more CPU per request than the server does, and on 2 shared cores that cost
+    is taken from the server being measured; this client only writes the request and reads
+    the status line, the headers and ``content-length`` bytes of body.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+        fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+        if "content-length" not in fields:
+            raise ConnectionError(f"response without content-length: {lines[0]}")
+        payload = await self.reader.readexactly(int(fields["content-length"]))
+        if fields.get("connection", "").lower() == "close":
+            self.close()
+        return status, payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def load(url: str, bodies: list[bytes], clients: int, seconds: float, max_requests: int):
+    """``clients`` workers, one keep-alive connection each, posting single-sample bodies one
+    after another until the deadline or the count."""
+    host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lost = 0
     sent = 0
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async def worker(k: int, client) -> None:
+    async def worker(k: int) -> None:
         nonlocal lost, sent
         i = k
+        conn = Connection(host, int(port))
         while time.perf_counter() < deadline and sent < max_requests:
             sent += 1
             body = bodies[i % len(bodies)]
             i += clients
             t0 = time.perf_counter()
             try:
-                r = await client.post(
-                    f"{url}/predict", content=body, headers={"content-type": "application/json"}
-                )
-            except httpx.HTTPError:
+                status, _ = await asyncio.wait_for(conn.post("/predict", body), 30.0)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
                 lost += 1
+                conn.close()
                 continue
             latencies.append(time.perf_counter() - t0)
-            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            statuses[status] = statuses.get(status, 0) + 1
+        conn.close()
 
     start = time.perf_counter()
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
-        await asyncio.gather(*(worker(k, client) for k in range(clients)))
+    await asyncio.gather(*(worker(k) for k in range(clients)))
     wall = time.perf_counter() - start
     lat = np.array(latencies) * 1000
     return {

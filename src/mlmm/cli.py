@@ -993,7 +993,7 @@ def serve_command(
         bool, typer.Option(help="Merge concurrent requests into one forward pass.")
     ] = True,
     max_wait_ms: Annotated[
-        float, typer.Option(help="Micro-batch: wait this long for more requests.")
+        float, typer.Option(help="Micro-batch: when requests are queued, wait this long for more.")
     ] = 2.0,
 ) -> None:
     """Serve models over HTTP: POST /predict from any subset, /health, /model, /metrics.

@@ -4,6 +4,7 @@ import asyncio
 import json
 import math
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -163,6 +164,23 @@ def test_concurrent_single_requests_are_micro_batched(hemis):
     np.testing.assert_allclose(got, expected, atol=1e-6)  # each answer went to its request
     metrics = app.state.metrics
     assert metrics.batched_samples == 24 and metrics.batches < 24
+
+
+def test_a_request_alone_is_answered_without_the_batching_wait(hemis):
+    app = create_app({"hemis": hemis}, max_wait_ms=1000)
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                await c.post("/predict", json={"instances": [{"m1": _vector(0)}]})  # warm-up
+                start = time.perf_counter()
+                response = await c.post("/predict", json={"instances": [{"m1": _vector(1)}]})
+                return response, time.perf_counter() - start
+
+    response, seconds = asyncio.run(main())
+    assert response.status_code == 200
+    assert seconds < 0.5  # an idle queue dispatches at once; it used to wait max_wait_ms
 
 
 # ---------------------------------------------------------------- against the OpenAPI schema
