@@ -86,6 +86,20 @@ class BayesOracle:
         return proba / proba.sum(axis=1, keepdims=True)
 
 
+def resolve_dataset(
+    dataset: str | MultimodalDataset, dataset_params: dict[str, Any] | None
+) -> tuple[str, MultimodalDataset]:
+    """``(name, dataset)`` of a registered dataset's name (loaded with ``dataset_params``) or
+    of a :class:`MultimodalDataset` given as it is; anything else is a one-line error."""
+    if isinstance(dataset, str):
+        return dataset, load_dataset(dataset, **(dataset_params or {}))
+    if isinstance(dataset, MultimodalDataset):
+        if dataset_params:
+            raise MlmmError("dataset_params only apply to a dataset given by name")
+        return dataset.name, dataset
+    raise MlmmError(f"dataset must be a name or a MultimodalDataset, got {type(dataset).__name__}")
+
+
 def run_experiment(
     dataset: str | MultimodalDataset,
     method: str,
@@ -127,17 +141,7 @@ def run_experiment(
     >>> sorted(res.table["scope"].unique())
     ['overall', 'pattern', 'subset']
     """
-    if isinstance(dataset, str):
-        name = dataset
-        data = load_dataset(dataset, **(dataset_params or {}))
-    elif isinstance(dataset, MultimodalDataset):
-        if dataset_params:
-            raise MlmmError("dataset_params only apply to a dataset given by name")
-        name, data = dataset.name, dataset
-    else:
-        raise MlmmError(
-            f"dataset must be a name or a MultimodalDataset, got {type(dataset).__name__}"
-        )
+    name, data = resolve_dataset(dataset, dataset_params)
     condition = parse_condition(missing)
     if isinstance(trainer, Trainer):
         trainer.seed = seed

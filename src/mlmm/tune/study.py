@@ -303,20 +303,11 @@ def training_part(
 ) -> tuple[str, MultimodalDataset]:
     """The training part of :func:`mlmm.run_experiment`'s split for ``seed``, with its
     training missingness: the only data a study may see. Returns ``(dataset name, part)``."""
-    from mlmm.data.datasets import load_dataset
     from mlmm.data.missingness import parse_condition, simulate
     from mlmm.data.split import train_val_test_split
+    from mlmm.experiment import resolve_dataset
 
-    if isinstance(dataset, str):
-        name, data = dataset, load_dataset(dataset, **(dataset_params or {}))
-    elif isinstance(dataset, MultimodalDataset):
-        if dataset_params:
-            raise MlmmError("dataset_params only apply to a dataset given by name")
-        name, data = dataset.name, dataset
-    else:
-        raise MlmmError(
-            f"dataset must be a name or a MultimodalDataset, got {type(dataset).__name__}"
-        )
+    name, data = resolve_dataset(dataset, dataset_params)
     condition = parse_condition(missing)
     split = train_val_test_split(data, test_size=test_size, val_size=val_size, seed=seed)
     train, _ = simulate(split.train, condition.train, rng_for(seed, "train-mask"))
