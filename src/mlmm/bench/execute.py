@@ -144,6 +144,8 @@ def check_models(runs: Sequence[RunConfig], datasets: dict[str, Any] | None = No
         if model_key in built:
             continue
         built.add(model_key)
+        if run.method == "auto":  # fit_auto checks its portfolio against the data itself
+            continue
         data = _load_once(run, datasets)
         try:
             create_method(run.method, data.specs, data.task, **run.method_params)
@@ -222,7 +224,8 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     try:
         load_plugins(run.plugins)  # a worker process registers the spec's plugins itself
         method_params, trainer = run.method_params, dict(run.budget)
-        if run.tune is not None:  # tuned on this run's own training split, then trained
+        if run.tune is not None and run.method != "auto":  # auto chooses by its own inner CV
+            # tuned on this run's own training split, then trained
             from mlmm.tune.study import tune_run
 
             tuning = tune_run(run)

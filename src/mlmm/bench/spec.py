@@ -29,6 +29,7 @@ spec skips the runs a results store already holds.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import sys
@@ -188,21 +189,23 @@ class BenchSpec(BaseModel):
 
         if value == "all":  # every registered method with its defaults
             value = {name: {} for name in METHODS.names()}
+        resolved: dict[str, dict[str, Any]] = {}
         for name, params in value.items():
-            METHODS.get(name)
-            accepted = registry.method_hyperparameters(name)
+            if name == "auto":  # method="auto": its parameters are fit_auto's settings
+                accepted = auto_settings()
+            else:
+                METHODS.get(name)
+                accepted = registry.method_hyperparameters(name)
             for key in params or {}:
                 if key not in accepted:
                     raise MlmmError(
                         f"method {name!r} has no hyperparameter {key!r}.{did_you_mean(key, accepted)}"
                     )
             _check_finite(params, "hyperparameter", f"method {name!r}")
-        # resolved against the defaults, so a run's key (and its stored configuration) changes
-        # when a default does: a store never serves results of an older default as current
-        return {
-            name: {**registry.method_hyperparameters(name), **(params or {})}
-            for name, params in value.items()
-        }
+            # resolved against the defaults, so a run's key (and its stored configuration)
+            # changes when a default does: a store never serves results of an older default
+            resolved[name] = {**accepted, **(params or {})}
+        return resolved
 
     @field_validator("missing")
     @classmethod
@@ -376,6 +379,21 @@ class RunConfig:
     def label(self) -> str:
         """A short human-readable name: ``handwritten hemis mcar:0.5 seed=0``."""
         return f"{self.dataset} {self.method} {self.train_missing} seed={self.seed}"
+
+
+def auto_settings() -> dict[str, Any]:
+    """The settings a spec may give ``method: auto`` (:func:`mlmm.tune.auto.fit_auto`'s
+    keyword arguments, with their defaults). The run's seed, and its budget's batch size,
+    learning rate and device, come from the run; ``max_epochs`` caps the deep members."""
+    from mlmm.tune.auto import fit_auto
+
+    skip = {"train", "seed", "batch_size", "lr", "device", "progress", "callback", "info"}
+    skip |= {"cache_dir"}  # a per-run cache would be shared by every run of the benchmark
+    return {
+        name: p.default
+        for name, p in inspect.signature(fit_auto).parameters.items()
+        if name not in skip
+    }
 
 
 def _check_finite(params: dict[str, Any] | None, label: str, owner: str) -> None:

@@ -916,6 +916,7 @@ class ResultsStore:
         from mlmm.methods import METHODS
 
         def taxonomy(name: str, what: str) -> str:
+            name = "auto-ensemble" if name == "auto" else name  # what method="auto" builds
             return METHODS.get(name).info[what] if name in METHODS else "unknown"
 
         runs["family"] = [taxonomy(m, "family") for m in runs["method"]]
