@@ -61,8 +61,13 @@ def test_a_new_store_identifies_itself_and_uses_wal(tmp_path, store):
 def test_finish_writes_results_and_status_together_without_duplicates(store):
     key = SPEC.runs()[0].key
     assert store.claim(key)
-    store.finish(key, fake_results(0.5), {"n_parameters": 10, "threads": 1})
-    store.finish(key, fake_results(0.7), {"n_parameters": 10, "threads": 1})  # a rerun replaces
+    assert store.finish(key, fake_results(0.5), {"n_parameters": 10, "threads": 1})
+    # a second result for a run no longer held (a late copy) is dropped: done exactly once
+    assert not store.finish(key, fake_results(0.7), {"n_parameters": 10, "threads": 1})
+    results = store.results()
+    assert len(results) == 2 and results.value.max() == pytest.approx(0.5)
+    assert store.reset([key]) == 1 and store.claim(key)  # a rerun replaces
+    assert store.finish(key, fake_results(0.7), {"n_parameters": 10, "threads": 1})
     results = store.results()
     assert len(results) == 2 and results.value.max() == pytest.approx(0.7)
     runs = store.runs()
