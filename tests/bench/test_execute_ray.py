@@ -188,8 +188,6 @@ def test_plugin_files_are_shipped_and_installed_modules_are_not(tmp_path, plugin
         sys.modules.pop("mlmm_test_pkg_plugin.methods", None)
         sys.modules.pop("mlmm_test_pkg_plugin", None)
     assert plugin_sources(["json", "pandas"]) == []  # the standard library, site-packages
-    options = ray_task_options(1, plugins=[plugin_module])
-    assert options["runtime_env"]["py_modules"] == plugin_sources([plugin_module])
 
 
 # ---------------------------------------------------------------------- a real cluster
@@ -199,25 +197,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _group_runs_a_task(pgid: int) -> bool:
-    """Whether a process of process group ``pgid`` (one Ray node) is executing a run."""
+def _session(sid: int) -> dict[int, bytes]:
+    """The processes of session ``sid`` (one Ray node: ``ray start`` run with its own
+    session, its raylet, agents and workers, which Ray puts in process groups of their own),
+    each with its command line."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
             title = (entry / "cmdline").read_bytes()
-        except OSError:
+        except OSError:  # ended meanwhile
             continue
-        if int(stat.rpartition(")")[2].split()[2]) == pgid and b"ray::execute_run" in title:
-            return True
-    return False
+        if int(fields[3]) == sid:
+            found[int(entry.name)] = title
+    return found
+
+
+def _kill_node(node: subprocess.Popen) -> None:
+    """``kill -9`` every process of a Ray node (of its session: nothing else is touched)."""
+    for pid in _session(node.pid):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    node.wait()
 
 
 @pytest.fixture
 def ray_cluster():
     """A two-node Ray cluster on this machine, one CPU per node: a head and a worker node,
-    each ``ray start --block`` in its own process group (so a node is killed whole, and only
+    each ``ray start --block`` in its own session (so a node is killed whole, and only
     this test's Ray processes are ever stopped). Yields the head's address and the worker
     node's process. Nodes find mlmm as this process does, not the test's plugin folder."""
     pytest.importorskip("ray")
@@ -272,12 +283,8 @@ def ray_cluster():
         worker = node(f"--address=127.0.0.1:{port}", log="worker.log")
         yield SimpleNamespace(address=f"127.0.0.1:{port}", worker=worker, env=env, temp=temp)
     finally:
-        for proc in nodes:  # their groups only: no other Ray on this machine is touched
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        for proc in nodes:  # their sessions only: no other Ray on this machine is touched
+            _kill_node(proc)
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -306,7 +313,7 @@ def test_a_killed_worker_node_costs_no_finished_run_and_every_run_ends_done_once
             from mlmm.methods.registry import register_method
 
 
-            @register_method("plugin-fusion", family="combination", subtype="ensemble")
+            @register_method("plugin-fusion", family="combination", subtype="ensemble", paper="a test")
             class PluginFusion(LateFusion):
                 \"\"\"late-fusion under another name.\"\"\"
             """
@@ -335,12 +342,15 @@ def test_a_killed_worker_node_costs_no_finished_run_and_every_run_ends_done_once
             except MlmmError:  # not created yet
                 runs = pd.DataFrame({"status": []})
             done = runs[runs.status == "done"]
-            if len(done) and _group_runs_a_task(ray_cluster.worker.pid):
+            running = _session(ray_cluster.worker.pid).values()
+            if len(done) and any(b"ray::execute_run" in title for title in running):
                 done_before = done.set_index("run_key").finished_at
                 break
             time.sleep(0.2)
-        assert done_before is not None, "the worker node never ran a task mid-benchmark"
-        os.killpg(ray_cluster.worker.pid, 9)  # the node whole: raylet, workers, agents
+        if done_before is None:
+            bench.kill()
+            pytest.fail(f"the worker node never ran a task mid-benchmark: {bench.communicate()[0]}")
+        _kill_node(ray_cluster.worker)  # the node whole: raylet, workers, agents
         output, _ = bench.communicate(timeout=120)
     finally:
         bench.kill()

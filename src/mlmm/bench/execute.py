@@ -455,9 +455,11 @@ class RayExecutor:
     back here and are written to the same store.
 
     Each task reserves ``resources`` (``num_cpus``, default ``threads``; ``num_gpus``,
-    default 0: see :class:`~mlmm.bench.spec.Resources`) and carries the spec's ``plugins``
-    in its runtime environment (:func:`ray_task_options`), so a node that never saw the
-    plugin files imports them. A task whose worker or node died comes back with status
+    default 0: see :class:`~mlmm.bench.spec.Resources`; :func:`ray_task_options`). The
+    spec's ``plugins`` travel in the job's runtime environment (``py_modules``:
+    :func:`plugin_sources`), so a node that never saw the plugin files imports them; Ray
+    takes local files only when the job starts, so a Ray this process did not start (a
+    ``ray.init`` of your own) must have been given them. A task whose worker or node died comes back with status
     ``lost`` (:data:`RAY_LOST_ERRORS`) for the coordinator to try again; Ray itself never
     retries (``max_retries=0``), so every attempt is the coordinator's and is recorded.
     """
@@ -477,8 +479,9 @@ class RayExecutor:
                 "--executor ray needs Ray: pip install 'mlmm[ray]' (or use --executor local)"
             ) from None
         self._ray = ray
-        self.options = ray_task_options(threads, resources, plugins)
+        self.options = ray_task_options(threads, resources)
         if not ray.is_initialized():
+            sources = plugin_sources(plugins)
             kwargs = (
                 {"address": address}
                 if address
@@ -486,7 +489,11 @@ class RayExecutor:
             )
             try:
                 ray.init(
-                    **kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False
+                    **kwargs,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    runtime_env={"py_modules": sources} if sources else None,
                 )
             except Exception as err:  # Ray's own errors span lines: keep the first
                 first = (str(err).strip().splitlines() or [""])[0]
@@ -560,12 +567,10 @@ def plugin_sources(plugins: Sequence[str]) -> list[str]:
     return sources
 
 
-def ray_task_options(
-    threads: int, resources: dict[str, Any] | None = None, plugins: Sequence[str] = ()
-) -> dict[str, Any]:
+def ray_task_options(threads: int, resources: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ray's options for one run's task: ``num_cpus`` (the spec's ``resources.num_cpus``,
     default ``threads``), ``num_gpus`` (default 0) and a runtime environment that pins the
-    threads and ships the plugins' files (``py_modules``: :func:`plugin_sources`).
+    threads.
 
     Examples
     --------
@@ -579,10 +584,7 @@ def ray_task_options(
             f"--threads {threads} exceeds resources.num_cpus {num_cpus}, the CPUs Ray reserves "
             f"per run; use --threads {num_cpus} or fewer, or raise num_cpus"
         )
-    runtime_env: dict[str, Any] = {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
-    sources = plugin_sources(plugins)
-    if sources:
-        runtime_env["py_modules"] = sources
+    runtime_env = {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
     return {
         "num_cpus": num_cpus,
         "num_gpus": resources.get("num_gpus") or 0,
