@@ -134,10 +134,11 @@ def test_resources_become_the_tasks_options_and_do_not_change_run_keys():
     assert ray_task_options(2) == {
         "num_cpus": 2,
         "num_gpus": 0,
-        "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}},
-    }
+        "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": ""}},
+    }  # a run without a GPU reserved sees none
     options = ray_task_options(1, {"num_gpus": 0.5, "num_cpus": 4})
     assert options["num_cpus"] == 4 and options["num_gpus"] == 0.5
+    assert "CUDA_VISIBLE_DEVICES" not in options["runtime_env"]["env_vars"]  # Ray sets it
     with pytest.raises(MlmmError, match="--threads 4 exceeds resources.num_cpus 2"):
         ray_task_options(4, {"num_cpus": 2})
     with_gpus = parse_spec({**SPEC, "resources": {"num_gpus": 0.5, "num_cpus": 2}})

@@ -570,7 +570,8 @@ def plugin_sources(plugins: Sequence[str]) -> list[str]:
 def ray_task_options(threads: int, resources: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ray's options for one run's task: ``num_cpus`` (the spec's ``resources.num_cpus``,
     default ``threads``), ``num_gpus`` (default 0) and a runtime environment that pins the
-    threads.
+    threads. A task without GPUs sees none (``CUDA_VISIBLE_DEVICES`` empty: Ray leaves it
+    as it is), so no run uses a GPU that Ray did not reserve for it.
 
     Examples
     --------
@@ -584,12 +585,11 @@ def ray_task_options(threads: int, resources: dict[str, Any] | None = None) -> d
             f"--threads {threads} exceeds resources.num_cpus {num_cpus}, the CPUs Ray reserves "
             f"per run; use --threads {num_cpus} or fewer, or raise num_cpus"
         )
-    runtime_env = {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
-    return {
-        "num_cpus": num_cpus,
-        "num_gpus": resources.get("num_gpus") or 0,
-        "runtime_env": runtime_env,
-    }
+    num_gpus = resources.get("num_gpus") or 0
+    env_vars = {"OMP_NUM_THREADS": str(threads)}
+    if not num_gpus:
+        env_vars["CUDA_VISIBLE_DEVICES"] = ""
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "runtime_env": {"env_vars": env_vars}}
 
 
 def check_ray_gpus(nodes: Sequence[dict[str, Any]], num_gpus: float, address: str | None) -> None:
@@ -608,9 +608,9 @@ def check_ray_gpus(nodes: Sequence[dict[str, Any]], num_gpus: float, address: st
 
 
 def check_resources(spec: BenchSpec, executor: str) -> None:
-    """Refuse a spec whose runs would use a GPU that Ray did not reserve for them: a CUDA
-    ``budget.device`` with ``--executor ray`` needs ``resources.num_gpus`` (Ray gives a
-    GPU, and hides the others, only to tasks that ask for one)."""
+    """Refuse a spec whose runs would ask for a GPU that Ray did not reserve for them: a
+    CUDA ``budget.device`` with ``--executor ray`` needs ``resources.num_gpus`` (a task
+    without one sees no GPU: :func:`ray_task_options`)."""
     device = str(getattr(spec.budget, "device", "cpu"))
     if executor == "ray" and device.startswith("cuda") and not spec.resources.num_gpus:
         raise MlmmError(
