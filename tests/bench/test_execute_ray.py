@@ -169,6 +169,14 @@ def test_a_cuda_run_on_ray_without_num_gpus_is_refused():
     check_resources(SimpleNamespace(budget=spec.budget, resources=Resources(num_gpus=1)), "ray")
 
 
+def test_more_threads_than_the_reserved_cpus_are_refused_before_the_store_is_written(tmp_path):
+    pytest.importorskip("ray")  # without it, the executor is refused first
+    spec = parse_spec({**SPEC, "resources": {"num_cpus": 1}})
+    with pytest.raises(MlmmError, match="--threads 2 exceeds resources.num_cpus 1"):
+        run_benchmark(spec, tmp_path / "r.db", threads=2, executor="ray", ray_address="auto")
+    assert not (tmp_path / "r.db").exists()
+
+
 @pytest.mark.skipif("device" not in Budget.model_fields, reason="budget.device not in this tree")
 def test_a_gpu_reserved_for_a_cpu_run_is_refused():
     with pytest.raises(MlmmError, match="budget.device is 'cpu'; set budget.device: cuda"):

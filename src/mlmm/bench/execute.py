@@ -459,9 +459,11 @@ class RayExecutor:
     spec's ``plugins`` travel in the job's runtime environment (``py_modules``:
     :func:`plugin_sources`), so a node that never saw the plugin files imports them; Ray
     takes local files only when the job starts, so a Ray this process did not start (a
-    ``ray.init`` of your own) must have been given them. A task whose worker or node died comes back with status
-    ``lost`` (:data:`RAY_LOST_ERRORS`) for the coordinator to try again; Ray itself never
-    retries (``max_retries=0``), so every attempt is the coordinator's and is recorded.
+    ``ray.init`` of your own) must have been given them.
+
+    A task whose worker or node died comes back with status ``lost``
+    (:data:`RAY_LOST_ERRORS`) for the coordinator to try again; Ray itself never retries
+    (``max_retries=0``), so every attempt is the coordinator's and is recorded.
     """
 
     def __init__(
@@ -607,12 +609,16 @@ def check_ray_gpus(nodes: Sequence[dict[str, Any]], num_gpus: float, address: st
         )
 
 
-def check_resources(spec: BenchSpec, executor: str) -> None:
-    """Refuse a spec whose runs would ask for a GPU that Ray did not reserve for them: a
-    CUDA ``budget.device`` with ``--executor ray`` needs ``resources.num_gpus`` (a task
-    without one sees no GPU: :func:`ray_task_options`)."""
+def check_resources(spec: BenchSpec, executor: str, threads: int = 1) -> None:
+    """Refuse what the Ray executor cannot place, before the store is touched: more
+    ``threads`` than the spec's ``resources.num_cpus``, and runs that would ask for a GPU
+    Ray did not reserve for them (a CUDA ``budget.device`` needs ``resources.num_gpus``: a
+    task without one sees no GPU, :func:`ray_task_options`)."""
+    if executor != "ray":
+        return
+    ray_task_options(threads, spec.resources.model_dump())
     device = str(getattr(spec.budget, "device", "cpu"))
-    if executor == "ray" and device.startswith("cuda") and not spec.resources.num_gpus:
+    if device.startswith("cuda") and not spec.resources.num_gpus:
         raise MlmmError(
             f"budget.device {device!r} with --executor ray needs resources.num_gpus > 0 "
             f"(Ray reserves a GPU only for runs that ask); add resources: {{num_gpus: 1}} "
@@ -850,7 +856,7 @@ def run_benchmark(
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise MlmmError(f"--max-attempts must be a positive integer, got {max_attempts!r}")
     check_executor(executor, ray_address)  # before the store exists or a run is registered
-    check_resources(spec, executor)
+    check_resources(spec, executor, threads)
     datasets: dict[str, Any] = {}  # loaded once for both checks
     # an infeasible condition stops here, before the store has runs
     check_conditions(runs, datasets)
