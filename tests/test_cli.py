@@ -785,28 +785,6 @@ def test_bench_says_when_it_waits_for_runs_claimed_elsewhere(monkeypatch, capsys
     assert "1 run(s) ran" in out  # taken over once the claim expired
 
 
-def test_a_full_disk_while_benchmarking_is_one_line(monkeypatch, capsys, tmp_path):
-    from mlmm.bench.store import ResultsStore
-
-    real = ResultsStore._initialise
-
-    def nearly_full(self, db):  # SQLite's own "database or disk is full" after a few pages
-        real(self, db)
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        db.execute(f"PRAGMA max_page_count={pages + 2}")
-
-    monkeypatch.setattr(ResultsStore, "_initialise", nearly_full)
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(TINY_BENCH)
-    path = tmp_path / "b.db"
-    code, _, err = run(monkeypatch, capsys, "bench", str(spec), "--store", str(path), "--no-report")
-    assert code == 2 and "is full" in err and "run the same command again" in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    monkeypatch.setattr(ResultsStore, "_initialise", real)
-    with ResultsStore(path, readonly=True) as db:
-        assert set(db.status().values()) == {"pending"}  # the claim was given back
-
-
 def test_bench_says_when_a_run_lost_its_ray_worker_and_is_tried_again(
     monkeypatch, capsys, tmp_path
 ):
@@ -840,3 +818,26 @@ def test_bench_says_when_a_run_lost_its_ray_worker_and_is_tried_again(
     code, out, err = run(monkeypatch, capsys, *args, "--max-attempts", "2")
     assert code == 0, err
     assert "lost (NodeDiedError: gone); tried again" in out and "1 run(s) ran" in out
+
+
+def test_a_full_disk_while_benchmarking_is_one_line(monkeypatch, capsys, tmp_path):
+    from mlmm.bench.store import ResultsStore
+
+    real = ResultsStore._initialise
+
+    def nearly_full(self, db):  # SQLite's own "database or disk is full" after a few pages
+        real(self, db)
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count={pages + 2}")
+
+    monkeypatch.setattr(ResultsStore, "_initialise", nearly_full)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_BENCH)
+    path = tmp_path / "b.db"
+    code, _, err = run(monkeypatch, capsys, "bench", str(spec), "--store", str(path), "--no-report")
+    assert code == 2 and "is full" in err and "run the same command again" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(ResultsStore, "_initialise", real)
+    with ResultsStore(path, readonly=True) as db:
+        assert set(db.status().values()) == {"pending"}  # the claim was given back
+
