@@ -840,4 +840,3 @@ def test_a_full_disk_while_benchmarking_is_one_line(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(ResultsStore, "_initialise", real)
     with ResultsStore(path, readonly=True) as db:
         assert set(db.status().values()) == {"pending"}  # the claim was given back
-
