@@ -141,8 +141,11 @@ def test_resources_become_the_tasks_options_and_do_not_change_run_keys():
     assert "CUDA_VISIBLE_DEVICES" not in options["runtime_env"]["env_vars"]  # Ray sets it
     with pytest.raises(MlmmError, match="--threads 4 exceeds resources.num_cpus 2"):
         ray_task_options(4, {"num_cpus": 2})
-    with_gpus = parse_spec({**SPEC, "resources": {"num_gpus": 0.5, "num_cpus": 2}})
-    assert [r.key for r in with_gpus.runs()] == [r.key for r in parse_spec(SPEC).runs()]
+    gpu_spec = dict(SPEC)
+    if "device" in Budget.model_fields:  # a GPU is reserved for runs on a GPU device
+        gpu_spec["budget"] = {**SPEC["budget"], "device": "auto"}
+    with_gpus = parse_spec({**gpu_spec, "resources": {"num_gpus": 0.5, "num_cpus": 2}})
+    assert [r.key for r in with_gpus.runs()] == [r.key for r in parse_spec(gpu_spec).runs()]
     with pytest.raises(MlmmError, match="resources.num_gpus"):
         parse_spec({**SPEC, "resources": {"num_gpus": -1}})
     with pytest.raises(MlmmError, match="resources.gpus: unknown field"):
