@@ -785,6 +785,41 @@ def test_bench_says_when_it_waits_for_runs_claimed_elsewhere(monkeypatch, capsys
     assert "1 run(s) ran" in out  # taken over once the claim expired
 
 
+def test_bench_says_when_a_run_lost_its_ray_worker_and_is_tried_again(
+    monkeypatch, capsys, tmp_path
+):
+    from mlmm.bench import execute
+
+    real = execute.make_executor
+
+    class LosesFirst:  # the inline executor, whose first attempt loses its worker
+        def __init__(self, *args, **kwargs):
+            self.inner, self.lost = real("local", 1, 1), False
+            self.slots = 1
+
+        def submit(self, config):
+            return self.inner.submit(config)
+
+        def wait(self, handles, timeout):
+            if not self.lost:
+                self.lost = True
+                return [(handles[0], {"status": "lost", "error": "NodeDiedError: gone"})]
+            return self.inner.wait(handles, timeout)
+
+        def close(self):
+            self.inner.close()
+
+    monkeypatch.setattr(execute, "make_executor", LosesFirst)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_BENCH)
+    args = ["bench", str(spec), "--store", str(tmp_path / "b.db"), "--no-report"]
+    code, _, err = run(monkeypatch, capsys, *args, "--max-attempts", "0")
+    assert code == 2 and "--max-attempts must be a positive integer, got 0" in err
+    code, out, err = run(monkeypatch, capsys, *args, "--max-attempts", "2")
+    assert code == 0, err
+    assert "lost (NodeDiedError: gone); tried again" in out and "1 run(s) ran" in out
+
+
 def test_a_full_disk_while_benchmarking_is_one_line(monkeypatch, capsys, tmp_path):
     from mlmm.bench.store import ResultsStore
 

@@ -497,6 +497,9 @@ def bench(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: start a local Ray).")
     ] = None,
+    max_attempts: Annotated[
+        int, typer.Option(help="Tries per run whose Ray worker or node dies (ray only).")
+    ] = 3,
     dataset: Annotated[
         list[str] | None, typer.Option(help="Only these datasets (repeatable).")
     ] = None,
@@ -549,6 +552,7 @@ def bench(
         report,
         rerun,
         include_time_limited,
+        max_attempts,
     )
 
 
@@ -589,6 +593,7 @@ def _run_bench(
     report,
     rerun=None,
     include_time_limited=False,
+    max_attempts=3,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -633,6 +638,10 @@ def _run_bench(
             )
             finished = progress.done + progress.failed + progress.skipped
             bar.update(task, completed=finished, status=status)
+            if kind == "retry":
+                bar.console.print(
+                    f"{run.label()}: [yellow]lost[/yellow] ({progress.last_error}); tried again"
+                )
             if kind in ("done", "failed"):
                 tag = "[red]failed[/red]" if kind == "failed" else "done"
                 bar.console.print(f"{finished}/{progress.total} {run.label()}: {tag}")
@@ -646,6 +655,7 @@ def _run_bench(
             ray_address=ray_address,
             retry_failed=retry_failed,
             rerun=rerun or (),
+            max_attempts=max_attempts,
             on_event=on_event,
             command=shlex.join(["mlmm", *sys.argv[1:]]),
         )

@@ -61,8 +61,13 @@ def test_a_new_store_identifies_itself_and_uses_wal(tmp_path, store):
 def test_finish_writes_results_and_status_together_without_duplicates(store):
     key = SPEC.runs()[0].key
     assert store.claim(key)
-    store.finish(key, fake_results(0.5), {"n_parameters": 10, "threads": 1})
-    store.finish(key, fake_results(0.7), {"n_parameters": 10, "threads": 1})  # a rerun replaces
+    assert store.finish(key, fake_results(0.5), {"n_parameters": 10, "threads": 1})
+    # a second result for a run no longer held (a late copy) is dropped: done exactly once
+    assert not store.finish(key, fake_results(0.7), {"n_parameters": 10, "threads": 1})
+    results = store.results()
+    assert len(results) == 2 and results.value.max() == pytest.approx(0.5)
+    assert store.reset([key]) == 1 and store.claim(key)  # a rerun replaces
+    assert store.finish(key, fake_results(0.7), {"n_parameters": 10, "threads": 1})
     results = store.results()
     assert len(results) == 2 and results.value.max() == pytest.approx(0.7)
     runs = store.runs()
@@ -466,3 +471,70 @@ def test_a_read_that_sqlite_refuses_is_one_line_not_a_pandas_error(tmp_path):
         with pytest.raises(MlmmError, match="no such column") as err:
             db.specs()
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_each_attempt_is_recorded_and_a_late_result_of_a_lost_one_is_dropped(store):
+    key = SPEC.runs()[0].key
+    assert store.claim(key)
+    assert store.retry(key, "NodeDiedError: the node died") == 2  # same claim, attempt 2
+    assert store.status([key])[key] == "running"
+    assert store.finish(key, fake_results(0.6), {"threads": 1})
+    # the lost attempt's result arrives after all: the run stays done once, with attempt 2's
+    assert not store.finish(key, fake_results(0.1), {"threads": 1})
+    assert not store.fail(key, {"error": "late failure"})
+    assert store.retry(key, "too late") == 0
+    history = store.attempts([key])
+    assert history.attempt.tolist() == [1, 2]
+    assert history.outcome.tolist() == ["lost", "done"]
+    assert history.error.iloc[0].startswith("NodeDiedError")
+    assert store.results().value.max() == pytest.approx(0.6)
+    row = store.runs().set_index("run_key").loc[key]
+    assert row.status == "done" and row.attempts == 2
+
+
+def test_a_result_from_a_process_whose_claim_was_taken_over_is_dropped(store, monkeypatch):
+    key = SPEC.runs()[0].key
+    monkeypatch.setattr("mlmm.bench.store.this_process", lambda: "gone-host:1")
+    assert store.claim(key)  # a coordinator that then went silent
+    monkeypatch.undo()
+    raw = sqlite3.connect(store.path, isolation_level=None)
+    raw.execute("UPDATE runs SET started_at = ? WHERE run_key = ?", (time.time() - 1000, key))
+    raw.close()
+    assert store.claim(key)  # stale: taken over here, the silent one's attempt is lost
+    assert store.finish(key, fake_results(0.6), {"threads": 1})
+    monkeypatch.setattr("mlmm.bench.store.this_process", lambda: "gone-host:1")
+    assert not store.finish(key, fake_results(0.1), {"threads": 1})  # it wakes up: dropped
+    monkeypatch.undo()
+    history = store.attempts([key])
+    assert history.outcome.tolist() == ["lost", "done"]
+    assert history.owner.tolist() == ["gone-host:1", this_process()]
+    assert "expired" in history.error.iloc[0]
+    assert store.results().value.max() == pytest.approx(0.6)
+
+
+def test_failed_and_released_attempts_are_recorded(store):
+    first, second = (r.key for r in SPEC.runs())
+    store.claim(first)
+    assert store.fail(first, {"error": "MlmmError: boom"})
+    store.claim(second)
+    store.release(second)
+    assert store.attempts().set_index("run_key").outcome.to_dict() == {
+        first: "failed",
+        second: "released",
+    }
+
+
+def test_a_store_from_before_attempts_is_read_and_upgraded(tmp_path):
+    path = tmp_path / "old.db"
+    with ResultsStore(path) as db:
+        db.add_runs("test", SPEC.runs())
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE run_attempts")
+    raw.commit()
+    raw.close()
+    with ResultsStore(path, readonly=True) as db:  # read as holding none, nothing written
+        assert db.attempts().empty and list(db.attempts().columns)[:2] == ["run_key", "attempt"]
+    with ResultsStore(path) as db:
+        key = SPEC.runs()[0].key
+        assert db.claim(key) and db.finish(key, fake_results(), {"threads": 1})
+        assert db.attempts().outcome.tolist() == ["done"]

@@ -7,9 +7,11 @@ more, the maths on a small machine gets up to 100× slower. The threads used are
 every run.
 
 Nothing is lost and nothing hangs: a pool worker that dies fails only its run and is replaced;
-workers end with their coordinator; the coordinator beats a heartbeat for its claims
-(:class:`ClaimHeartbeat`) and reports runs it waits for; an executor that cannot run is
-refused before the store is touched (:func:`check_executor`).
+a Ray task whose worker or node died is tried again, up to ``max_attempts`` times, each
+attempt recorded in the store (:meth:`~mlmm.bench.ResultsStore.attempts`); workers end with
+their coordinator; the coordinator beats a heartbeat for its claims (:class:`ClaimHeartbeat`)
+and reports runs it waits for; an executor that cannot run is refused before the store is
+touched (:func:`check_executor`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 import platform
 import signal
 import socket
+import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -38,6 +42,19 @@ from mlmm.errors import MlmmError
 POLL_SECONDS = 2.0
 #: Seconds to wait for a Ray cluster's address to answer before refusing it.
 RAY_CONNECT_SECONDS = 10.0
+#: Attempts per run before a run whose Ray worker or node keeps dying is recorded failed.
+MAX_ATTEMPTS = 3
+#: Ray's errors for a task that did not fail by itself: its worker process, its node or the
+#: object holding its result was lost. Such a run is tried again (``max_attempts``).
+RAY_LOST_ERRORS = (
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "LocalRayletDiedError",
+    "ActorDiedError",
+    "OwnerDiedError",
+    "ObjectLostError",
+    "OutOfMemoryError",
+)
 #: The HTTP/2 client connection preface followed by an empty SETTINGS frame.
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
@@ -437,10 +454,29 @@ class InlineExecutor:
 
 
 class RayExecutor:
-    """Runs as Ray tasks (``ray.init(address=...)``; default: a local Ray), ``threads`` CPUs
-    each; the results come back here and are written to the same store."""
+    """Runs as Ray tasks (``ray.init(address=...)``; default: a local Ray); the results come
+    back here and are written to the same store.
 
-    def __init__(self, jobs: int, threads: int, address: str | None = None) -> None:
+    Each task reserves ``resources`` (``num_cpus``, default ``threads``; ``num_gpus``,
+    default 0: see :class:`~mlmm.bench.spec.Resources`; :func:`ray_task_options`). The
+    spec's ``plugins`` travel in the job's runtime environment (``py_modules``:
+    :func:`plugin_sources`), so a node that never saw the plugin files imports them; Ray
+    takes local files only when the job starts, so a Ray this process did not start (a
+    ``ray.init`` of your own) must have been given them.
+
+    A task whose worker or node died comes back with status ``lost``
+    (:data:`RAY_LOST_ERRORS`) for the coordinator to try again; Ray itself never retries
+    (``max_retries=0``), so every attempt is the coordinator's and is recorded.
+    """
+
+    def __init__(
+        self,
+        jobs: int,
+        threads: int,
+        address: str | None = None,
+        resources: dict[str, Any] | None = None,
+        plugins: Sequence[str] = (),
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -448,15 +484,21 @@ class RayExecutor:
                 "--executor ray needs Ray: pip install 'mlmm[ray]' (or use --executor local)"
             ) from None
         self._ray = ray
+        self.options = ray_task_options(threads, resources)
         if not ray.is_initialized():
-            kwargs = {"address": address} if address else {"num_cpus": jobs * threads}
+            sources = plugin_sources(plugins)
+            kwargs = (
+                {"address": address}
+                if address
+                else {"num_cpus": jobs * max(threads, self.options["num_cpus"])}
+            )
             try:
                 ray.init(
                     **kwargs,
                     include_dashboard=False,
                     log_to_driver=False,
                     configure_logging=False,
-                    runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
+                    runtime_env={"py_modules": sources} if sources else None,
                 )
             except Exception as err:  # Ray's own errors span lines: keep the first
                 first = (str(err).strip().splitlines() or [""])[0]
@@ -465,8 +507,9 @@ class RayExecutor:
                     f"({type(err).__name__}: {first}); check --ray-address or use "
                     f"--executor local"
                 ) from None
+        check_ray_gpus(ray.nodes(), self.options["num_gpus"], address)
         self.slots, self.threads = jobs, threads
-        self._task = ray.remote(num_cpus=threads, max_retries=0)(execute_run)
+        self._task = ray.remote(execute_run).options(max_retries=0, **self.options)
 
     def submit(self, config: dict[str, Any]):
         return self._task.remote(config, self.threads)
@@ -477,12 +520,113 @@ class RayExecutor:
         for ref in ready:
             try:
                 out.append((ref, self._ray.get(ref)))
-            except Exception as err:  # the task or its worker died
-                out.append((ref, {"status": "failed", "error": f"{type(err).__name__}: {err}"}))
+            except Exception as err:  # the task, its worker or its node died
+                out.append((ref, ray_error_outcome(err)))
         return out
 
     def close(self) -> None:
         pass  # a Ray the user started stays up; a local one ends with this process
+
+
+def ray_error_outcome(err: BaseException) -> dict[str, Any]:
+    """The outcome of a Ray task that raised ``err``: ``lost`` when its worker, node or
+    result was lost (:data:`RAY_LOST_ERRORS`: try it again), else ``failed``."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    names = {cls.__name__ for cls in type(err).__mro__}
+    lost = bool(names & set(RAY_LOST_ERRORS)) and "RayTaskError" not in names
+    return {"status": "lost" if lost else "failed", "error": f"{type(err).__name__}: {first}"}
+
+
+def plugin_sources(plugins: Sequence[str]) -> list[str]:
+    """The files and folders of the plugins' top-level modules, for Ray's ``py_modules``.
+
+    Plugins are imported here already (the spec loaded them). Those installed in this
+    Python (site-packages, the standard library) are left out: a cluster's nodes install
+    them as they install mlmm.
+    """
+    installed = {
+        Path(sysconfig.get_paths()[name]).resolve()
+        for name in ("stdlib", "platstdlib", "purelib", "platlib")
+    }
+    sources: list[str] = []
+    for name in plugins:
+        module = sys.modules.get(name.partition(".")[0])
+        if module is None:
+            raise MlmmError(
+                f"plugin {name!r} is not imported in this process; load the spec with its "
+                f"plugins allowed (mlmm bench SPEC --allow-spec-plugins) before running it"
+            )
+        file = getattr(module, "__file__", None)
+        if file and Path(file).name == "__init__.py":
+            paths = [Path(file).parent]  # a package: its folder
+        elif file:
+            paths = [Path(file)]  # a single-file module
+        else:
+            paths = [Path(p) for p in getattr(module, "__path__", [])]  # a namespace package
+        for path in paths:
+            path = path.resolve()
+            if any(path.is_relative_to(folder) for folder in installed):
+                continue
+            if str(path) not in sources:
+                sources.append(str(path))
+    return sources
+
+
+def ray_task_options(threads: int, resources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ray's options for one run's task: ``num_cpus`` (the spec's ``resources.num_cpus``,
+    default ``threads``), ``num_gpus`` (default 0) and a runtime environment that pins the
+    threads. A task without GPUs sees none (``CUDA_VISIBLE_DEVICES`` empty: Ray leaves it
+    as it is), so no run uses a GPU that Ray did not reserve for it.
+
+    Examples
+    --------
+    >>> ray_task_options(2, {"num_gpus": 0.5})["num_gpus"]
+    0.5
+    """
+    resources = resources or {}
+    num_cpus = resources.get("num_cpus") or threads
+    if num_cpus < threads:
+        raise MlmmError(
+            f"--threads {threads} exceeds resources.num_cpus {num_cpus}, the CPUs Ray reserves "
+            f"per run; use --threads {num_cpus} or fewer, or raise num_cpus"
+        )
+    num_gpus = resources.get("num_gpus") or 0
+    env_vars = {"OMP_NUM_THREADS": str(threads)}
+    if not num_gpus:
+        env_vars["CUDA_VISIBLE_DEVICES"] = ""
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "runtime_env": {"env_vars": env_vars}}
+
+
+def check_ray_gpus(nodes: Sequence[dict[str, Any]], num_gpus: float, address: str | None) -> None:
+    """Refuse a GPU request no live node of the Ray cluster can meet: its tasks would wait
+    for ever (``nodes``: :func:`ray.nodes`)."""
+    if not num_gpus:
+        return
+    most = max((n.get("Resources", {}).get("GPU", 0) for n in nodes if n.get("Alive")), default=0)
+    if most < num_gpus:
+        where = f"the Ray cluster at {address}" if address else "the local Ray"
+        raise MlmmError(
+            f"resources.num_gpus {num_gpus:g} per run, but no node of {where} has that many "
+            f"GPUs (most: {most:g}); add a GPU node to the cluster, or set num_gpus: 0 and "
+            f"budget.device: cpu"
+        )
+
+
+def check_resources(spec: BenchSpec, executor: str, threads: int = 1) -> None:
+    """Refuse what the Ray executor cannot place, before the store is touched: more
+    ``threads`` than the spec's ``resources.num_cpus``, and runs that would ask for a GPU
+    Ray did not reserve for them (a CUDA ``budget.device`` needs ``resources.num_gpus``: a
+    task without one sees no GPU, :func:`ray_task_options`)."""
+    if executor != "ray":
+        return
+    ray_task_options(threads, spec.resources.model_dump())
+    device = str(getattr(spec.budget, "device", "cpu"))
+    if device.startswith("cuda") and not spec.resources.num_gpus:
+        raise MlmmError(
+            f"budget.device {device!r} with --executor ray needs resources.num_gpus > 0 "
+            f"(Ray reserves a GPU only for runs that ask); add resources: {{num_gpus: 1}} "
+            f"to the spec"
+        )
 
 
 def check_executor(
@@ -560,12 +704,20 @@ def _answers_grpc(connection: socket.socket, timeout: float) -> bool:
     return header[3] == 4
 
 
-def make_executor(kind: str, jobs: int, threads: int, ray_address: str | None = None) -> Executor:
-    """``local`` (in-process for one job, else a process pool) or ``ray``."""
+def make_executor(
+    kind: str,
+    jobs: int,
+    threads: int,
+    ray_address: str | None = None,
+    resources: dict[str, Any] | None = None,
+    plugins: Sequence[str] = (),
+) -> Executor:
+    """``local`` (in-process for one job, else a process pool) or ``ray`` (``resources`` and
+    ``plugins``: see :class:`RayExecutor`; the local executors run on this machine as it is)."""
     check_executor(kind, ray_address)
     if kind == "local":
         return InlineExecutor(threads) if jobs == 1 else PoolExecutor(jobs, threads)
-    return RayExecutor(jobs, threads, ray_address)
+    return RayExecutor(jobs, threads, ray_address, resources, plugins)
 
 
 class ClaimHeartbeat:
@@ -631,6 +783,8 @@ class Progress:
     held_by: tuple[str, ...] = ()
     durations: list[float] = field(default_factory=list)
     jobs: int = 1
+    retried: int = 0
+    last_error: str | None = None
 
     def eta_seconds(self) -> float | None:
         """Time left: mean duration of this session's runs × runs left / parallel slots."""
@@ -665,6 +819,7 @@ def run_benchmark(
     ray_address: str | None = None,
     retry_failed: bool = True,
     rerun: Sequence[str] = (),
+    max_attempts: int = MAX_ATTEMPTS,
     on_event: Callable[[str, RunConfig | None, Progress], None] | None = None,
     command: str | None = None,
 ) -> BenchOutcome:
@@ -674,8 +829,14 @@ def run_benchmark(
     process holds are waited for. The stored runs of the methods in ``rerun`` are reset first
     (:meth:`~mlmm.bench.ResultsStore.reset`) and run again: a method changed in a way its key
     cannot see, or timings to retake beside another method's. ``on_event(kind, run,
-    progress)`` is called with kind ``"start"``, ``"done"``, ``"failed"``, ``"skipped"`` or
+    progress)`` is called with kind ``"start"``, ``"done"``, ``"failed"``, ``"skipped"``,
+    ``"retry"`` (its Ray worker or node was lost: ``progress.last_error`` says how) or
     ``"waiting"`` (runs held by other processes, named in ``progress.held_by``).
+
+    A run whose worker or node is lost is tried again under the same claim, at most
+    ``max_attempts`` times in all; each attempt is recorded in the store
+    (:meth:`~mlmm.bench.ResultsStore.attempts`). A result that arrives for a run no longer
+    held here is dropped (:meth:`~mlmm.bench.ResultsStore.finish`): a run ends done once.
 
     The executor is checked (:func:`check_executor`) before the store is opened. While this
     process holds claims it beats a heartbeat in the store (:class:`ClaimHeartbeat`); a claim
@@ -695,7 +856,10 @@ def run_benchmark(
             f"cannot rerun {unknown}: the benchmark has no such method; it runs "
             f"{sorted({r.method for r in runs})}"
         )
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise MlmmError(f"--max-attempts must be a positive integer, got {max_attempts!r}")
     check_executor(executor, ray_address)  # before the store exists or a run is registered
+    check_resources(spec, executor, threads)
     datasets: dict[str, Any] = {}  # loaded once for both checks
     # an infeasible condition stops here, before the store has runs
     check_conditions(runs, datasets)
@@ -733,7 +897,10 @@ def run_benchmark(
         if beating:
             db.heartbeat()  # before the first claim: a live owner from its first moment
             heartbeat.start()
-            pool = make_executor(executor, jobs, threads, ray_address)
+            pool = make_executor(
+                executor, jobs, threads, ray_address, spec.resources.model_dump(), spec.plugins
+            )
+        attempts: dict[str, int] = {}  # attempts of this call, per run
         while todo or in_flight:
             waiting = []
             for run in todo:
@@ -758,17 +925,35 @@ def run_benchmark(
                 continue
             for handle, outcome in pool.wait(list(in_flight), POLL_SECONDS):
                 run, t0 = in_flight[handle]
+                tries = attempts[run.key] = attempts.get(run.key, 1)
+                if outcome["status"] == "lost" and tries < max_attempts:
+                    if db.retry(run.key, outcome["error"]):  # the same claim, a new attempt
+                        attempts[run.key] = tries + 1
+                        in_flight[pool.submit(run.to_dict())] = (run, time.perf_counter())
+                        del in_flight[handle]
+                        progress.retried += 1
+                        progress.last_error = outcome["error"]
+                        event("retry", run, progress)
+                        continue
                 progress.durations.append(time.perf_counter() - t0)
                 ran += 1
                 if outcome["status"] == "done":
                     if "tuning" in outcome:  # before finish: a done run always has its study
                         db.save_study(**outcome.pop("tuning"), run_key=run.key)
-                    db.finish(run.key, outcome.pop("results"), outcome)
+                    kept = db.finish(run.key, outcome.pop("results"), outcome)
                 else:
-                    db.fail(run.key, outcome)
+                    lost = outcome["status"] == "lost"
+                    if lost:
+                        outcome["error"] = (
+                            f"{outcome['error']} (the worker or node running it was lost on "
+                            f"each of its {tries} attempt(s); --max-attempts {max_attempts})"
+                        )
+                    kept = db.fail(run.key, outcome, lost=lost)
                 del in_flight[handle]  # only once recorded: a failed write releases the run
                 progress.running = len(in_flight)
                 kind = "done" if outcome["status"] == "done" else "failed"
+                if not kept:  # no longer held here: another process took the run over
+                    kind = "skipped"
                 setattr(progress, kind, getattr(progress, kind) + 1)
                 event(kind, run, progress)
     except BaseException:

@@ -18,6 +18,7 @@ A spec names datasets (with loader parameters), methods (with hyperparameters), 
     seeds: [0, 1, 2]
     metrics: [accuracy, macro_f1]
     budget: {max_epochs: 50, patience: 10}   # epochs, not seconds: results do not depend on load
+    resources: {num_gpus: 0, num_cpus: 2}    # what --executor ray reserves per run
 
 Every name, hyperparameter and missingness string is checked before any run starts; an error
 names the field and, for a file, its line. A run is one (dataset, method, training condition,
@@ -80,6 +81,22 @@ class Budget(BaseModel):
     def trainer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`mlmm.Trainer`."""
         return self.model_dump()
+
+
+class Resources(BaseModel):
+    """``resources:``: what ``--executor ray`` reserves on a node for each run. They decide
+    where a run is placed, not its results, so they are not part of a run's key. The local
+    executors run on this machine as it is (``--jobs``, ``--threads``) and do not read them.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    num_gpus: float = Field(
+        0, ge=0, description="GPUs per run (a fraction shares one GPU between runs)."
+    )
+    num_cpus: int | None = Field(
+        None, ge=1, description="CPUs per run; None: --threads (never fewer than it)."
+    )
 
 
 class TuneBlock(BaseModel):
@@ -145,6 +162,7 @@ class BenchSpec(BaseModel):
     test_size: float = Field(0.2, gt=0, lt=1)
     val_size: float = Field(0.1, ge=0, lt=1)
     tune: TuneBlock | None = None
+    resources: Resources = Field(default_factory=Resources)
 
     @field_validator("plugins")
     @classmethod
@@ -226,6 +244,16 @@ class BenchSpec(BaseModel):
                         f"missing[{i}] is limited to dataset {name!r}, which the spec does not "
                         f"run; add it to datasets or remove it from the entry"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _gpus_need_a_gpu_device(self) -> BenchSpec:
+        device = getattr(self.budget, "device", None)  # a GPU asked for, a CPU run: refused
+        if self.resources.num_gpus > 0 and device == "cpu":
+            raise ValueError(
+                f"resources.num_gpus {self.resources.num_gpus:g} reserves a GPU per run, but "
+                f"budget.device is 'cpu'; set budget.device: cuda (or auto), or num_gpus: 0"
+            )
         return self
 
     @field_validator("seeds", mode="before")

@@ -223,6 +223,25 @@ CREATE TABLE IF NOT EXISTS tune_trials (
     PRIMARY KEY (study_key, number)
 );
 """
+#: One row per ended attempt of a run: its number (``runs.attempts`` when it began), who ran it,
+#: and how it ended: ``done``, ``failed``, ``lost`` (its worker or node died, or its claim
+#: expired; the run was tried again) or ``released`` (given back unfinished). A run ends
+#: ``done`` exactly once: :meth:`ResultsStore.finish` writes only under this process's claim.
+_ATTEMPT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run_attempts (
+    run_key TEXT NOT NULL REFERENCES runs(run_key),
+    attempt INTEGER NOT NULL,
+    owner TEXT,
+    started_at REAL,
+    ended_at REAL NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('done', 'failed', 'lost', 'released')),
+    error TEXT,
+    PRIMARY KEY (run_key, attempt)
+);
+"""
+#: Columns of ``run_attempts``.
+ATTEMPT_FIELDS = ("run_key", "attempt", "owner", "started_at", "ended_at", "outcome", "error")
+
 #: Columns of ``tune_trials`` besides ``study_key`` (JSON columns: params, intermediate, attrs).
 TRIAL_FIELDS = (
     "number",
@@ -257,8 +276,8 @@ def _pid_gone(owner: str) -> bool:
 
 
 def _schema_statements() -> list[str]:
-    """Every ``CREATE TABLE`` of this schema: benchmark, stream and tuning tables."""
-    text = _SCHEMA + _STREAM_SCHEMA + _TUNING_SCHEMA
+    """Every ``CREATE TABLE`` of this schema: benchmark, attempt, stream and tuning tables."""
+    text = _SCHEMA + _ATTEMPT_SCHEMA + _STREAM_SCHEMA + _TUNING_SCHEMA
     return [part.strip() for part in text.split(";") if part.strip()]
 
 
@@ -609,6 +628,14 @@ class ResultsStore:
                 return False
             if status == "running" and self._claim_live(owner, started_at, self._beats()):
                 return False
+            if status == "running":  # a stale claim: that attempt is lost
+                self._end_attempt(
+                    db,
+                    key,
+                    "lost",
+                    f"the claim of {owner} expired (its process ended or "
+                    f"stopped beating its heartbeat); taken over by {this_process()}",
+                )
             db.execute(
                 "UPDATE runs SET status = 'running', owner = ?, attempts = attempts + 1, "
                 "started_at = ?, error = NULL, traceback = NULL WHERE run_key = ?",
@@ -616,15 +643,38 @@ class ResultsStore:
             )
             return True
 
+    def _holds(self, db: sqlite3.Connection, key: str) -> bool:
+        """Whether this process holds the claim of run ``key`` (status ``running``)."""
+        row = db.execute("SELECT status, owner FROM runs WHERE run_key = ?", (key,)).fetchone()
+        return row is not None and row[0] == "running" and row[1] == this_process()
+
+    @staticmethod
+    def _end_attempt(db: sqlite3.Connection, key: str, outcome: str, error: str | None) -> None:
+        """Record how the current attempt of run ``key`` ended (in ``run_attempts``)."""
+        db.execute(
+            "INSERT OR REPLACE INTO run_attempts (run_key, attempt, owner, started_at, "
+            "ended_at, outcome, error) SELECT run_key, attempts, owner, started_at, ?, ?, ? "
+            "FROM runs WHERE run_key = ?",
+            (time.time(), outcome, error, key),
+        )
+
     @_user_errors
-    def finish(self, key: str, results: pd.DataFrame, info: dict[str, Any]) -> None:
-        """Write a run's results and mark it ``done``, in one transaction."""
+    def finish(self, key: str, results: pd.DataFrame, info: dict[str, Any]) -> bool:
+        """Write a run's results and mark it ``done``, in one transaction; True if written.
+
+        Only under this process's claim: a result that arrives once the run is no longer held
+        here (done already, or its claim expired and another process took it over) is
+        dropped and False returned, so a run ends ``done`` exactly once.
+        """
         missing = [c for c in RESULT_FIELDS if c not in results.columns]
         if missing:
             raise MlmmError(f"results of run {key} lack the columns {missing}")
         table = results[list(RESULT_FIELDS)].astype(object).where(results.notna(), None)
         rows = [(key, *row) for row in table.itertuples(index=False, name=None)]
         with self._transaction() as db:
+            if not self._holds(db, key):
+                return False
+            self._end_attempt(db, key, "done", None)
             db.execute("DELETE FROM results WHERE run_key = ?", (key,))
             db.executemany(
                 f"INSERT INTO results (run_key, {', '.join(RESULT_FIELDS)}) "
@@ -636,12 +686,18 @@ class ResultsStore:
                 f"{', '.join(f'{f} = ?' for f in RUN_FIELDS)} WHERE run_key = ?",
                 (time.time(), *(info.get(f) for f in RUN_FIELDS), key),
             )
+        return True
 
     @_user_errors
-    def fail(self, key: str, info: dict[str, Any]) -> None:
+    def fail(self, key: str, info: dict[str, Any], lost: bool = False) -> bool:
         """Record a failed run with ``info["error"]`` (and ``traceback``, ``threads``,
-        ``machine``, ``version`` when known); its results, if any, are removed."""
+        ``machine``, ``version`` when known); its results, if any, are removed. Only under
+        this process's claim, as :meth:`finish`; True if written. ``lost``: its last attempt
+        is recorded as lost (its worker died) rather than failed."""
         with self._transaction() as db:
+            if not self._holds(db, key):
+                return False
+            self._end_attempt(db, key, "lost" if lost else "failed", info["error"])
             db.execute("DELETE FROM results WHERE run_key = ?", (key,))
             db.execute(
                 "UPDATE runs SET status = 'failed', finished_at = ?, owner = NULL, error = ?, "
@@ -656,11 +712,29 @@ class ResultsStore:
                     key,
                 ),
             )
+        return True
+
+    @_user_errors
+    def retry(self, key: str, error: str) -> int:
+        """Record the current attempt of a run this process holds as lost (``error``: why)
+        and start its next attempt under the same claim. Returns the new attempt's number,
+        0 when this process does not hold the run (nothing is written)."""
+        with self._transaction() as db:
+            if not self._holds(db, key):
+                return 0
+            self._end_attempt(db, key, "lost", error)
+            db.execute(
+                "UPDATE runs SET attempts = attempts + 1, started_at = ? WHERE run_key = ?",
+                (time.time(), key),
+            )
+            return db.execute("SELECT attempts FROM runs WHERE run_key = ?", (key,)).fetchone()[0]
 
     @_user_errors
     def release(self, key: str) -> None:
         """Give back a claim without a result (interrupted by the user): pending again."""
         with self._transaction() as db:
+            if self._holds(db, key):
+                self._end_attempt(db, key, "released", "given back unfinished")
             db.execute(
                 "UPDATE runs SET status = 'pending', owner = NULL "
                 "WHERE run_key = ? AND status = 'running' AND owner = ?",
@@ -858,6 +932,8 @@ class ResultsStore:
                 for key, owner, started_at in rows
                 if force or not self._claim_live(owner, started_at, beats)
             ]
+            for (key,) in chosen:
+                self._end_attempt(db, key, "released", "claim released by hand")
             db.executemany(
                 "UPDATE runs SET status = 'pending', owner = NULL WHERE run_key = ?", chosen
             )
@@ -938,6 +1014,16 @@ class ResultsStore:
         if keys is not None:
             results = results[results.run_key.isin(set(keys))].reset_index(drop=True)
         return results
+
+    @_user_errors
+    def attempts(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
+        """How each ended attempt of the runs (all, or those of ``keys``) ended, in order:
+        :data:`ATTEMPT_FIELDS`; empty for a store written before attempts were recorded."""
+        if not self._has_table("run_attempts"):
+            return pd.DataFrame(columns=list(ATTEMPT_FIELDS))
+        query = f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM run_attempts ORDER BY run_key, attempt"
+        out = self._frame(query)
+        return out if keys is None else out[out.run_key.isin(set(keys))].reset_index(drop=True)
 
     @_user_errors
     def specs(self) -> pd.DataFrame:
