@@ -131,7 +131,9 @@ def run_experiment(
     seed : int
         Seeds the split, every mask (each from its own stream) and the training.
     trainer : Trainer or dict, optional
-        A trainer, or keyword arguments for one (its seed is set to ``seed``).
+        A trainer, or keyword arguments for one (its seed is set to ``seed``), e.g.
+        ``{"device": "cuda", "precision": "bf16-mixed"}``; the precision the model trained
+        in is ``result.trained.precision``.
 
     Examples
     --------
@@ -141,12 +143,12 @@ def run_experiment(
     >>> sorted(res.table["scope"].unique())
     ['overall', 'pattern', 'subset']
     """
-    name, data = resolve_dataset(dataset, dataset_params)
-    condition = parse_condition(missing)
     if isinstance(trainer, Trainer):
         trainer.seed = seed
-    else:
+    else:  # before loading the data: a bad trainer option (precision...) fails at once
         trainer = Trainer(**{"seed": seed, **(trainer or {})})
+    name, data = resolve_dataset(dataset, dataset_params)
+    condition = parse_condition(missing)
     split = train_val_test_split(data, test_size=test_size, val_size=val_size, seed=seed)
     if split.test is None:
         raise MlmmError("run_experiment needs a test part; use test_size > 0")
@@ -176,6 +178,7 @@ def run_experiment(
                 "batch_size": trainer.batch_size,
                 "lr": trainer.lr,
                 "device": trainer.device,
+                "precision": trainer.precision,
                 "progress": trainer.progress,
                 "info": info,
                 **(method_params or {}),
