@@ -19,7 +19,7 @@ and stated as such). Also a ``16-mixed`` check on CUDA (``late-fusion``, one epo
 the loss-scaled loop runs and predicts finite values).
 
 Run (on a machine with a GPU, about 5 minutes):  python benchmarks/gpu_scale.py
-CPU smoke (about a minute):  python benchmarks/gpu_scale.py --device cpu --samples 20000
+CPU smoke (a few minutes on 2 idle cores):  python benchmarks/gpu_scale.py --device cpu --samples 20000
 Writes <out>/<name>.json and <out>/<name>.md (default benchmarks/results/gpu_scale) with the
 machine it ran on.
 """

@@ -35,6 +35,7 @@ from mlmm.train.trainer import (
     _check_matches,
     autocast,
     check_precision,
+    full_precision,
     predict_batches,
 )
 
@@ -254,7 +255,7 @@ class TrainedModel:
             "32" if self.precision == "16-mixed" and device.type != "cuda" else self.precision
         )
         with autocast(device, precision):
-            pred = predict_batches(self.model, batch.to(device)).float().cpu()
+            pred = full_precision(predict_batches(self.model, batch.to(device))).cpu()
         if self.task.is_classification:
             out = torch.softmax(pred.double(), dim=1).numpy()
             out[empty] = np.asarray(self.prior)

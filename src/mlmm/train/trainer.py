@@ -62,6 +62,11 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=dtype)
 
 
+def full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 when autocast left it in bfloat16 or float16 (else unchanged)."""
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
+
+
 @dataclass
 class TrainHistory:
     """What one call of :meth:`Trainer.fit_module` did.
@@ -423,11 +428,11 @@ class Trainer:
             with autocast(device, self.precision):  # validate as the model trains
                 out = module(MultimodalBatch(mb.inputs, mb.present, mb.modalities, None))
                 part_losses = module.part_losses(out, mb) if parts else {}
-            preds.append(out.prediction.float())
+            preds.append(full_precision(out.prediction))
             for name, (loss, rows) in part_losses.items():
-                sums[name] += loss[rows].float().sum().item()
+                sums[name] += full_precision(loss[rows]).sum().item()
                 counts[name] += int(rows.sum())
-        preds = torch.cat(preds, dim=0)  # [N, K] or [N], float32
+        preds = torch.cat(preds, dim=0)  # [N, K] or [N]
         target = batch.target
         loss = module.task_loss(preds, target).item()
         row = {"val_loss": loss}
