@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from mlmm import cli
 
@@ -823,3 +824,18 @@ def test_train_takes_a_precision_and_refuses_bad_ones_in_one_line(monkeypatch, c
         code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, *option, "--out", str(tmp_path / "x"))
         assert code == 2 and len(err.strip().splitlines()) == 1 and fix in err, err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_on_cuda_without_a_gpu_is_one_line_before_training(monkeypatch, capsys, tmp_path):
+    import mlmm.experiment
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were loaded before the device was checked")
+
+    monkeypatch.setattr(mlmm.experiment, "resolve_dataset", no_data)
+    code, _, err = run(
+        monkeypatch, capsys, *TRAIN_QUICK, "--device", "cuda", "--out", str(tmp_path / "m")
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "no CUDA GPU is available; use --device cpu" in err

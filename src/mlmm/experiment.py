@@ -18,8 +18,8 @@ from mlmm.eval.imputation import imputation_scores
 from mlmm.eval.protocol import evaluate
 from mlmm.methods.registry import create_method
 from mlmm.train.trained import TrainedModel
-from mlmm.train.trainer import Trainer
-from mlmm.utils import rng_for
+from mlmm.train.trainer import Trainer, check_precision, check_precision_device
+from mlmm.utils import resolve_device, rng_for
 
 #: Monte Carlo draws per class of the Bayes posterior under MNAR (its accuracy's standard
 #: error on synthetic test parts is then a few hundredths of a point).
@@ -147,6 +147,9 @@ def run_experiment(
         trainer.seed = seed
     else:  # before loading the data: a bad trainer option (precision...) fails at once
         trainer = Trainer(**{"seed": seed, **(trainer or {})})
+    # a CUDA request without a GPU, or 16-mixed off CUDA, fails here in one line, not after
+    # loading the data
+    check_precision_device(check_precision(trainer.precision), resolve_device(trainer.device))
     name, data = resolve_dataset(dataset, dataset_params)
     condition = parse_condition(missing)
     split = train_val_test_split(data, test_size=test_size, val_size=val_size, seed=seed)
