@@ -385,8 +385,9 @@ class _MissingModalityEstimator(BaseEstimator):
     def _fit_auto(self, data: MultimodalDataset, condition, seed: int):
         """``method="auto"``: :func:`mlmm.tune.auto.fit_auto` on all of ``data`` (its inner
         cross-validation replaces the validation split), ``method_params`` passed to it."""
-        from mlmm.tune.auto import fit_auto
+        from mlmm.tune.auto import check_auto_precision, fit_auto
 
+        check_auto_precision(self.precision)
         train, _ = simulate(data, condition.train, rng_for(seed, "train-mask"))
         self.trained_ = fit_auto(
             train,
@@ -395,7 +396,6 @@ class _MissingModalityEstimator(BaseEstimator):
                 "batch_size": self.batch_size,
                 "lr": self.lr,
                 "device": self.device,
-                "precision": self.precision,
                 "progress": self.verbose,
                 "info": {"estimator": type(self).__name__},
                 **(self.method_params or {}),

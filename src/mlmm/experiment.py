@@ -172,8 +172,9 @@ def run_experiment(
         "train_mask": train_mask.to_dict(),
     }
     if method == "auto":
-        from mlmm.tune.auto import fit_auto
+        from mlmm.tune.auto import check_auto_precision, fit_auto
 
+        check_auto_precision(trainer.precision)
         trained = fit_auto(
             train,
             **{
@@ -181,7 +182,6 @@ def run_experiment(
                 "batch_size": trainer.batch_size,
                 "lr": trainer.lr,
                 "device": trainer.device,
-                "precision": trainer.precision,
                 "progress": trainer.progress,
                 "info": info,
                 **(method_params or {}),

@@ -173,7 +173,9 @@ def test_a_method_fitting_outside_the_loop_runs_in_float32_and_says_so():
 
 
 def test_auto_refuses_a_mixed_precision_in_one_line():
-    from mlmm.tune.auto import fit_auto
-
+    X, y = dict(data(60, 0).inputs), data(60, 0).targets
+    auto = mlmm.MissingModalityClassifier(method="auto", precision="bf16-mixed")
     with pytest.raises(MlmmError, match="method 'auto' trains in float32"):
-        fit_auto(data(60, 0), precision="bf16-mixed", progress=False)
+        auto.fit(X, y)
+    with pytest.raises(MlmmError, match="method 'auto' trains in float32"):
+        mlmm.run_experiment(data(60, 0), "auto", trainer={"precision": "bf16-mixed"})

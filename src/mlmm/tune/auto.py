@@ -148,6 +148,17 @@ def default_portfolio(
     return members, notes
 
 
+def check_auto_precision(precision: str | int) -> None:
+    """Refuse a mixed precision for ``method="auto"`` in one line: the ensemble trains and
+    predicts in float32, since its reference members fit outside the shared loop and a mixed
+    precision would apply to some members only."""
+    if check_precision(precision) != "32":
+        raise MlmmError(
+            f"method 'auto' trains in float32, got precision {precision!r}; use precision '32', "
+            f"or train a single method with a mixed precision"
+        )
+
+
 def fit_auto(
     train: MultimodalDataset,
     *,
@@ -161,7 +172,6 @@ def fit_auto(
     batch_size: int = 64,
     lr: float = 1e-3,
     device: str = "cpu",
-    precision: str | int = "32",
     cache_dir: str | Path | None = None,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
@@ -190,10 +200,6 @@ def fit_auto(
         Seeds the folds and every training: same seed, same ensemble.
     batch_size, lr, device :
         Passed to every :class:`~mlmm.Trainer`.
-    precision : {"32"}, default "32"
-        The ensemble trains and predicts in float32: its reference members fit outside the
-        shared loop, so a mixed precision would apply to some members only. Anything else is
-        refused in one line.
     cache_dir : str or Path, optional
         Directory for finished fold results and refitted members; a rerun after an
         interruption (even ``kill -9``) reuses them.
@@ -249,11 +255,6 @@ def fit_auto(
     names = [member_label(m) for m in candidates]
     if len(set(names)) != len(names):
         raise MlmmError(f"portfolio members must differ (give each a 'name'), got {names}")
-    if check_precision(precision) != "32":
-        raise MlmmError(
-            f"method 'auto' trains in float32, got precision {precision!r}; use precision '32', "
-            f"or train a single method with a mixed precision"
-        )
     trainer_args = {"batch_size": batch_size, "lr": lr, "device": device, "seed": seed}
     # what a fold's or a refit's result depends on (not the rounds, nor the other candidates)
     fit_settings = {k: settings[k] for k in ("folds", "max_epochs", "patience")}
