@@ -18,7 +18,7 @@ slice: its samples/s are what is compared; the time for all samples is extrapola
 and stated as such). Also a ``16-mixed`` check on CUDA (``late-fusion``, one epoch on a slice:
 the loss-scaled loop runs and predicts finite values).
 
-Run (on a machine with a GPU, about 5 minutes):  python benchmarks/gpu_scale.py
+Run (on a machine with a GPU; sized for about 5 minutes, not yet timed on one):  python benchmarks/gpu_scale.py
 CPU smoke (a few minutes on 2 idle cores):  python benchmarks/gpu_scale.py --device cpu --samples 20000
 Writes <out>/<name>.json and <out>/<name>.md (default benchmarks/results/gpu_scale) with the
 machine it ran on.
