@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from mlmm import cli
 
@@ -840,3 +841,36 @@ def test_a_full_disk_while_benchmarking_is_one_line(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(ResultsStore, "_initialise", real)
     with ResultsStore(path, readonly=True) as db:
         assert set(db.status().values()) == {"pending"}  # the claim was given back
+
+
+def test_train_takes_a_precision_and_refuses_bad_ones_in_one_line(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "bf16"
+    code, out, err = run(
+        monkeypatch, capsys, *TRAIN_QUICK, "--precision", "bf16-mixed", "--out", str(out_dir)
+    )
+    assert code == 0, err
+    assert "device cpu, precision bf16-mixed" in out
+    config = (out_dir / "config.json").read_text()
+    assert '"precision": "bf16-mixed"' in config
+    for option, fix in [
+        (["--precision", "fp16"], "precision must be one of ['32', 'bf16-mixed', '16-mixed']"),
+        (["--precision", "16-mixed"], "use precision 'bf16-mixed' on the CPU, or device 'cuda'"),
+    ]:
+        code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, *option, "--out", str(tmp_path / "x"))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and fix in err, err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_on_cuda_without_a_gpu_is_one_line_before_training(monkeypatch, capsys, tmp_path):
+    import mlmm.experiment
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were loaded before the device was checked")
+
+    monkeypatch.setattr(mlmm.experiment, "resolve_dataset", no_data)
+    code, _, err = run(
+        monkeypatch, capsys, *TRAIN_QUICK, "--device", "cuda", "--out", str(tmp_path / "m")
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "no CUDA GPU is available; use --device cpu" in err

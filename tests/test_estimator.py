@@ -261,3 +261,19 @@ def test_regressor_with_targets_near_1e20_predicts_finite_values():
     reg = mlmm.MissingModalityRegressor(method="logistic-mean-impute", max_epochs=2).fit(X, y)
     pred = reg.predict(X)
     assert np.isfinite(pred).all() and reg.score(X, y) > 0.9
+
+
+def test_precision_is_a_parameter_passed_to_the_trainer_and_checked_at_fit():
+    X, y = make_data(120)
+    clf = mlmm.MissingModalityClassifier(method="late-fusion", max_epochs=3, precision="bf16-mixed")
+    assert clf.get_params()["precision"] == "bf16-mixed"
+    assert clone(clf).precision == "bf16-mixed"
+    clf.fit(X, y)
+    assert clf.trained_.precision == "bf16-mixed"
+    assert np.isfinite(clf.predict_proba(X)).all()
+    bad = mlmm.MissingModalityClassifier(method="late-fusion", precision="half")
+    assert bad.precision == "half"  # stored unchanged, refused at fit
+    with pytest.raises(MlmmError, match=r"precision must be one of \['32', 'bf16-mixed'"):
+        bad.fit(X, y)
+    with pytest.raises(MlmmError, match="'16-mixed' needs a CUDA GPU"):
+        mlmm.MissingModalityClassifier(method="late-fusion", precision="16-mixed").fit(X, y)

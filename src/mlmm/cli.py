@@ -166,7 +166,14 @@ def train(
     ] = 200,
     batch_size: Annotated[int, typer.Option()] = 64,
     lr: Annotated[float, typer.Option()] = 1e-3,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="32, bf16-mixed (CPU or GPU: bfloat16 autocast, float32 weights) or "
+            "16-mixed (GPU only)."
+        ),
+    ] = "32",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     overwrite: Annotated[
         bool,
@@ -212,11 +219,12 @@ def train(
         dataset_params=dataset_params,
         missing=missing,
         seed=seed,
-        trainer={**trainer, "device": device, "progress": not quiet},
+        trainer={**trainer, "device": device, "precision": precision, "progress": not quiet},
     )
     path = res.trained.save(out, overwrite=overwrite)
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
+    console.print(f"device {device}, precision {res.trained.precision}")
     for line in _training_lines(res.trained):
         console.print(line)
     _print_tables(console, res.table, all_subsets)

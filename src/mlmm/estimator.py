@@ -256,6 +256,7 @@ class _MissingModalityEstimator(BaseEstimator):
         val_size: float = 0.1,
         random_state: int | np.random.RandomState | None = 0,
         device: str = "cpu",
+        precision: str | int = "32",
         verbose: bool = False,
         on_empty: str = "error",
         partial: str = "error",
@@ -273,6 +274,7 @@ class _MissingModalityEstimator(BaseEstimator):
         self.val_size = val_size
         self.random_state = random_state
         self.device = device
+        self.precision = precision
         self.verbose = verbose
         self.on_empty = on_empty
         self.partial = partial
@@ -371,6 +373,7 @@ class _MissingModalityEstimator(BaseEstimator):
             weight_decay=self.weight_decay,
             patience=self.patience,
             device=self.device,
+            precision=self.precision,
             seed=seed,
             progress=self.verbose,
         )
@@ -382,8 +385,9 @@ class _MissingModalityEstimator(BaseEstimator):
     def _fit_auto(self, data: MultimodalDataset, condition, seed: int):
         """``method="auto"``: :func:`mlmm.tune.auto.fit_auto` on all of ``data`` (its inner
         cross-validation replaces the validation split), ``method_params`` passed to it."""
-        from mlmm.tune.auto import fit_auto
+        from mlmm.tune.auto import check_auto_precision, fit_auto
 
+        check_auto_precision(self.precision)
         train, _ = simulate(data, condition.train, rng_for(seed, "train-mask"))
         self.trained_ = fit_auto(
             train,
@@ -438,6 +442,13 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         Seed of the split, the masks and the weights: the same int gives the same model. None
         (or a RandomState) draws one, as in scikit-learn.
     device : str, default "cpu"
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available); ``"cuda"``
+        without a CUDA GPU is a one-line error at ``fit``.
+    precision : {"32", "bf16-mixed", "16-mixed"}, default "32"
+        Training precision (:class:`mlmm.Trainer`): ``"bf16-mixed"`` autocasts the forward
+        pass to bfloat16 on a CPU or a GPU, ``"16-mixed"`` to float16 with loss scaling on a
+        GPU only; weights stay float32 and predictions run under the same autocast. Checked
+        at ``fit``; ``method="auto"`` takes ``"32"`` only.
     verbose : bool, default False
         Show the progress bar.
     on_empty : {"error", "prior"}, default "error"

@@ -18,8 +18,8 @@ from mlmm.eval.imputation import imputation_scores
 from mlmm.eval.protocol import evaluate
 from mlmm.methods.registry import create_method
 from mlmm.train.trained import TrainedModel
-from mlmm.train.trainer import Trainer
-from mlmm.utils import rng_for
+from mlmm.train.trainer import Trainer, check_precision, check_precision_device
+from mlmm.utils import resolve_device, rng_for
 
 #: Monte Carlo draws per class of the Bayes posterior under MNAR (its accuracy's standard
 #: error on synthetic test parts is then a few hundredths of a point).
@@ -131,7 +131,9 @@ def run_experiment(
     seed : int
         Seeds the split, every mask (each from its own stream) and the training.
     trainer : Trainer or dict, optional
-        A trainer, or keyword arguments for one (its seed is set to ``seed``).
+        A trainer, or keyword arguments for one (its seed is set to ``seed``), e.g.
+        ``{"device": "cuda", "precision": "bf16-mixed"}``; the precision the model trained
+        in is ``result.trained.precision``.
 
     Examples
     --------
@@ -141,12 +143,15 @@ def run_experiment(
     >>> sorted(res.table["scope"].unique())
     ['overall', 'pattern', 'subset']
     """
-    name, data = resolve_dataset(dataset, dataset_params)
-    condition = parse_condition(missing)
     if isinstance(trainer, Trainer):
         trainer.seed = seed
-    else:
+    else:  # before loading the data: a bad trainer option (precision...) fails at once
         trainer = Trainer(**{"seed": seed, **(trainer or {})})
+    # a CUDA request without a GPU, or 16-mixed off CUDA, fails here in one line, not after
+    # loading the data
+    check_precision_device(check_precision(trainer.precision), resolve_device(trainer.device))
+    name, data = resolve_dataset(dataset, dataset_params)
+    condition = parse_condition(missing)
     split = train_val_test_split(data, test_size=test_size, val_size=val_size, seed=seed)
     if split.test is None:
         raise MlmmError("run_experiment needs a test part; use test_size > 0")
@@ -167,8 +172,9 @@ def run_experiment(
         "train_mask": train_mask.to_dict(),
     }
     if method == "auto":
-        from mlmm.tune.auto import fit_auto
+        from mlmm.tune.auto import check_auto_precision, fit_auto
 
+        check_auto_precision(trainer.precision)
         trained = fit_auto(
             train,
             **{

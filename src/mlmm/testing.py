@@ -71,15 +71,19 @@ def contract_dataset(
 
 
 def _train(
-    name: str, epochs: int = 4, seed: int = 0, dataset: MultimodalDataset | None = None
+    name: str,
+    epochs: int = 4,
+    seed: int = 0,
+    dataset: MultimodalDataset | None = None,
+    precision: str = "32",
 ) -> tuple[TrainedModel, object]:
     data = dataset or contract_dataset()
     split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
     model = create_method(name, data.specs, data.task)
-    trained = Trainer(max_epochs=epochs, batch_size=32, seed=seed, progress=False).fit(
-        model, split.train, split.val
+    trainer = Trainer(
+        max_epochs=epochs, batch_size=32, seed=seed, progress=False, precision=precision
     )
-    return trained, split
+    return trainer.fit(model, split.train, split.val), split
 
 
 def _presence(n: int, rows: list[list[bool]]) -> np.ndarray:
@@ -219,6 +223,28 @@ def check_save_load_roundtrip(name: str) -> None:
     assert loaded.model.get_hyperparameters() == trained.model.get_hyperparameters()
 
 
+def check_mixed_precision(name: str) -> None:
+    """Trains under ``precision="bf16-mixed"`` on the CPU: finite predictions of the right
+    shape, weights kept in float32 (or float64), and either the model records ``bf16-mixed`` or (a method fitting
+    outside the shared loop) it warns and records ``32`` — never a silent float32."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained, split = _train(name, epochs=1, precision="bf16-mixed")
+    outside = [w for w in caught if "trains outside the shared loop" in str(w.message)]
+    if trained.precision == "32":
+        assert outside, "precision bf16-mixed was asked for, fell back to 32 without a warning"
+    else:
+        assert trained.precision == "bf16-mixed" and not outside, trained.precision
+    dtypes = {p.dtype for p in trained.model.parameters()}
+    low = dtypes & {torch.bfloat16, torch.float16}
+    assert not low, f"weights are stored in {low}; autocast keeps them float32"
+    out = trained.predict_raw(split.test)
+    assert np.isfinite(out).all(), "non-finite predictions under bf16-mixed"
+    assert len(out) == split.test.n_samples
+
+
 def check_learns_every_subset(name: str) -> None:
     """On small data the method clearly beats chance, for every non-empty modality subset."""
     from mlmm.data.missingness import simulate
@@ -283,6 +309,7 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_absent_rows_are_not_read,
     check_same_seed_same_result,
     check_save_load_roundtrip,
+    check_mixed_precision,
     check_learns_every_subset,
     check_regression,
     check_estimator_contract,

@@ -123,3 +123,20 @@ def test_the_built_in_suites_are_feasible_and_have_no_time_limit():
         suite = load_suite(name)
         assert suite.budget.time_limit is None, name
         execute.check_conditions(suite.runs())  # raises on a condition a dataset cannot take
+
+
+def test_each_run_records_the_device_and_the_precision_it_trained_in(tmp_path):
+    bf16 = spec(
+        methods={"late-fusion": {}, "logistic-mean-impute": {}},
+        seeds=[0],
+        budget={"max_epochs": 2, "precision": "bf16-mixed"},
+    )
+    with pytest.warns(UserWarning, match="logistic-mean-impute trains outside the shared loop"):
+        run_benchmark(bf16, tmp_path / "bf16.db", threads=1)
+    with ResultsStore(tmp_path / "bf16.db") as db:
+        runs = db.runs().set_index("method")
+    assert set(runs.status) == {"done"}
+    assert set(runs.device) == {"cpu"}
+    assert runs.loc["late-fusion", "precision"] == "bf16-mixed"
+    # the scikit-learn reference fits outside the shared loop: it ran, and is stored, as 32
+    assert runs.loc["logistic-mean-impute", "precision"] == "32"

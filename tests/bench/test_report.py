@@ -415,3 +415,22 @@ def test_the_browser_check_catches_a_broken_page(fake_report, tmp_path, change, 
     broken.write_text(change(fake_report[0].read_text(encoding="utf-8")), encoding="utf-8")
     status = render_status(render(broken, tmp_path)[0])
     assert problem in status
+
+
+def test_efficiency_shows_device_and_precision_and_a_dash_where_unknown(tmp_path):
+    runs, results = fake_tables()
+    runs["device"], runs["precision"] = "cpu", "32"
+    runs.loc[runs.run_key == "hemis-1", ["device", "precision"]] = ["cuda:0", "bf16-mixed"]
+    runs.loc[runs.run_key == "late-fusion-0", ["device", "precision"]] = None
+    unknown = runs.run_key.str.startswith("late-fusion") & runs.run_key.str.endswith("-reg")
+    runs.loc[unknown, ["device", "precision"]] = None
+    page = Page(write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8"))
+    efficiency = squash(page.sections["efficiency"])
+    assert "device precision" in efficiency
+    assert "synthetic hemis representation 2" in efficiency
+    assert "cpu, cuda:0 32, bf16-mixed" in efficiency  # hemis: two runs, two settings
+    # late-fusion on synthetic: one run known (seed 1), one stored before they were recorded
+    late = efficiency.split("synthetic late-fusion")[1].split("synthetic")[0]
+    assert "cpu 32" in late
+    regression = efficiency.split("toy-regression late-fusion")[1].split("toy-regression")[0]
+    assert regression.endswith("— —")  # its runs recorded neither

@@ -295,3 +295,34 @@ def test_allowed_spec_plugins_resolve_from_the_spec_folder_in_workers_too(plugin
         [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True
     )
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_budget_device_and_precision_reach_the_trainer_and_keep_old_keys():
+    default = parse_spec({**BASE, "budget": {"max_epochs": 5}}).runs()[0]
+    same = parse_spec(
+        {**BASE, "budget": {"max_epochs": 5, "device": "cpu", "precision": 32}}
+    ).runs()[0]
+    # the defaults are left out of the run's budget, so stores written before them resume
+    assert "device" not in default.budget and "precision" not in default.budget
+    assert same.key == default.key
+    mixed = parse_spec(
+        {**BASE, "budget": {"max_epochs": 5, "device": "cuda:1", "precision": "bf16-mixed"}}
+    ).runs()[0]
+    assert mixed.budget["device"] == "cuda:1" and mixed.budget["precision"] == "bf16-mixed"
+    assert mixed.key != default.key
+
+
+@pytest.mark.parametrize(
+    "budget, message",
+    [
+        ({"precision": "fp16"}, "budget.precision: precision must be one of ['32', 'bf16-mixed'"),
+        ({"device": "gpu"}, "budget.device: unknown device 'gpu'; use 'cpu', 'cuda'"),
+        ({"precision": "16-mixed"}, "'16-mixed' needs a CUDA GPU, got device 'cpu'"),
+    ],
+)
+def test_a_bad_device_or_precision_in_the_budget_is_one_line(budget, message):
+    with pytest.raises(MlmmError) as err:
+        parse_spec({**BASE, "budget": budget})
+    assert message in str(err.value) and "\n" not in str(err.value)
+    # a GPU is checked where the run trains, not where the spec is read (a Ray head has none)
+    parse_spec({**BASE, "budget": {"device": "cuda", "precision": "16-mixed"}})

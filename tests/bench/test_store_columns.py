@@ -54,3 +54,37 @@ def test_a_store_another_process_has_only_begun_to_create_is_opened(tmp_path):
     with ResultsStore(path) as results:
         assert results.runs().empty
     creator.close()
+
+
+def test_device_and_precision_are_added_to_an_older_store_and_stored_per_run(tmp_path):
+    path = tmp_path / "before-precision.db"
+    old_schema = store_module._SCHEMA.replace(",\n    device TEXT,\n    precision TEXT", "")
+    assert "precision" not in old_schema
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        f"PRAGMA application_id={store_module.APPLICATION_ID}; "
+        f"PRAGMA user_version={store_module.SCHEMA_VERSION}; {old_schema}"
+    )
+    db.close()
+    runs = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 200}},
+            "methods": {"zero-impute": {}, "hemis": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+        }
+    ).runs()
+    table = pd.DataFrame([dict.fromkeys(store_module.RESULT_FIELDS, "x") | {"value": 0.5, "n": 1}])
+    with ResultsStore(path) as results:
+        results.add_runs("old", runs)
+        for run, info in zip(
+            runs, [{}, {"device": "cuda:0", "precision": "bf16-mixed"}], strict=True
+        ):
+            assert results.claim(run.key)
+            results.finish(run.key, table, info)
+        stored = results.runs().set_index("method")
+        costs = results.table()
+    assert stored.loc["zero-impute", ["device", "precision"]].isna().all()  # not recorded
+    assert stored.loc["hemis", "device"] == "cuda:0"
+    assert stored.loc["hemis", "precision"] == "bf16-mixed"
+    assert {"device", "precision"} <= set(costs.columns)

@@ -284,7 +284,16 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
         "latency_ms_per_sample": res.latency_ms_per_sample,
         "time_limited": int(any(h.stopped_by == "time_limit" for h in trained.histories)),
         "condition_errors": json.dumps(res.failed_conditions) if res.failed_conditions else None,
+        "device": _trained_device(trained),
+        "precision": trained.precision,
     }
+
+
+def _trained_device(trained: Any) -> str:
+    """Where the model trained (it stays there after fit): ``cpu``, ``cuda:0``..."""
+    for tensor in (*trained.model.parameters(), *trained.model.buffers()):
+        return str(tensor.device)
+    return str(trained.trainer_config.get("device", "cpu"))
 
 
 # ---------------------------------------------------------------------- the local pool

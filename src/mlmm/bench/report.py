@@ -773,6 +773,8 @@ def _efficiency(runs: pd.DataFrame) -> str:
                 "models": _number(models, ",.0f" if float(models).is_integer() else ",.1f"),
                 "training time (s)": _fmt(g.train_seconds, "seconds"),
                 "latency (ms / sample)": _fmt(g.latency_ms_per_sample, "milliseconds"),
+                "device": _distinct(g, "device"),
+                "precision": _distinct(g, "precision"),
                 "_time": g.train_seconds.astype(float).mean(),
             }
         )
@@ -781,11 +783,19 @@ def _efficiency(runs: pd.DataFrame) -> str:
     return (
         _note(
             "Mean over finished runs (± std where there are several): trainable parameters, "
-            "models trained per run, training wall time, inference latency per test sample."
+            "models trained per run, training wall time, inference latency per test sample; "
+            "the device and precision the runs trained in (— for runs stored before they were "
+            "recorded)."
         )
         + "\n"
         + _table(rows, numeric=numeric)
     )
+
+
+def _distinct(group: pd.DataFrame, column: str) -> str:
+    """The distinct values of ``column`` in ``group``, joined (``—`` where none is known)."""
+    values = group[column].dropna().astype(str).unique() if column in group else []
+    return ", ".join(sorted(values)) or "—"
 
 
 def _taxonomy(runs: pd.DataFrame) -> str:

@@ -77,10 +77,56 @@ class Budget(BaseModel):
     patience: int = Field(20, ge=1, description="Early-stopping patience in epochs.")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    device: str = Field(
+        "cpu", description="'cpu', 'cuda', 'cuda:N' or 'auto'; checked where the run trains."
+    )
+    precision: str = Field(
+        "32", description="'32', 'bf16-mixed' (CPU or GPU) or '16-mixed' (GPU only)."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        # the name only: whether a GPU is there is checked by the worker that trains the run
+        # (a Ray head without a GPU may send runs to nodes with one)
+        if value != "auto":
+            import torch
+
+            try:
+                torch.device(value)
+            except (RuntimeError, TypeError):
+                raise ValueError(
+                    f"unknown device {value!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'"
+                ) from None
+        return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value: Any) -> str:
+        from mlmm.train.trainer import check_precision
+
+        try:
+            return check_precision(value)
+        except MlmmError as err:
+            raise ValueError(str(err)) from None
+
+    @model_validator(mode="after")
+    def _precision_on_device(self) -> Budget:
+        if self.precision == "16-mixed" and self.device == "cpu":
+            raise ValueError(
+                "precision '16-mixed' needs a CUDA GPU, got device 'cpu'; use precision "
+                "'bf16-mixed' on the CPU, or device 'cuda'"
+            )
+        return self
 
     def trainer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`mlmm.Trainer`."""
-        return self.model_dump()
+        """Keyword arguments for :class:`mlmm.Trainer`. ``device`` and ``precision`` only
+        when not the defaults, so the keys of runs written before they existed stay the same."""
+        kwargs = self.model_dump()
+        for name in ("device", "precision"):
+            if kwargs[name] == type(self).model_fields[name].default:
+                del kwargs[name]
+        return kwargs
 
 
 class Resources(BaseModel):

@@ -63,10 +63,19 @@ RUN_FIELDS = (
     "version",
     "time_limited",
     "condition_errors",
+    "device",
+    "precision",
 )
 #: Columns added to ``runs`` after schema 1 was first written, with their SQL types: a store
-#: that lacks them gets them when opened (older readers ignore them).
-ADDED_RUN_COLUMNS = {"time_limited": "INTEGER", "condition_errors": "TEXT"}
+#: that lacks them gets them when opened (older readers ignore them). ``device`` (where the
+#: model trained, e.g. ``cpu``, ``cuda:0``) and ``precision`` (the one it trained in: ``32``
+#: for a method that trains outside the shared loop) are NULL for runs written before them.
+ADDED_RUN_COLUMNS = {
+    "time_limited": "INTEGER",
+    "condition_errors": "TEXT",
+    "device": "TEXT",
+    "precision": "TEXT",
+}
 #: Columns of ``results`` besides ``run_key``.
 RESULT_FIELDS = (
     "method",
@@ -107,7 +116,9 @@ CREATE TABLE IF NOT EXISTS runs (
     machine TEXT,
     version TEXT,
     time_limited INTEGER,
-    condition_errors TEXT
+    condition_errors TEXT,
+    device TEXT,
+    precision TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     run_key TEXT NOT NULL REFERENCES runs(run_key),

@@ -108,9 +108,9 @@ class SparseMoE(nn.Module):
         out = torch.zeros_like(x)  # [T, D]
         for e in torch.unique(index).tolist():
             token, slot = (index == e).nonzero(as_tuple=True)  # tokens that chose e, and where
-            out = out.index_add(
-                0, token, gates[token, slot].unsqueeze(1) * self.experts[e](x[token])
-            )
+            routed = gates[token, slot].unsqueeze(1) * self.experts[e](x[token])  # [t, D]
+            # under autocast the experts answer in bfloat16/float16; the sum keeps x's dtype
+            out = out.index_add(0, token, routed.to(out.dtype))
         return out, logits, index, gates
 
     @staticmethod

@@ -30,7 +30,14 @@ from mlmm.methods.registry import METHODS, create_method
 from mlmm.train.artifact_schema import validate_config
 from mlmm.train.card import model_card, validation_by_subset
 from mlmm.train.checkpoint import WEIGHTS_FILE, load_artifact, save_artifact
-from mlmm.train.trainer import TrainHistory, _check_matches, predict_batches
+from mlmm.train.trainer import (
+    TrainHistory,
+    _check_matches,
+    autocast,
+    check_precision,
+    full_precision,
+    predict_batches,
+)
 
 
 @dataclass
@@ -63,6 +70,11 @@ class TrainedModel:
         (:func:`mlmm.data.from_dataframe`); without it a table uses ``NAME.0``, ``NAME.1``...
     target_column : str, optional
         The training DataFrame's target column (allowed, and ignored, at prediction).
+    precision : {"32", "bf16-mixed", "16-mixed"}, default "32"
+        The autocast prediction runs under: the trainer's precision after :meth:`Trainer.fit`
+        (``"32"`` for a method that trained outside the shared loop), ``"32"`` after
+        :meth:`load`, whose weights are float32 whatever the training precision. A
+        ``"16-mixed"`` model on the CPU predicts in float32. Change it with :meth:`to`.
 
     Examples
     --------
@@ -88,6 +100,7 @@ class TrainedModel:
     classes: list[Any] | None = None
     columns: dict[str, list[str]] | None = None
     target_column: str | None = None
+    precision: str = "32"
 
     @property
     def specs(self) -> tuple[ModalitySpec, ...]:
@@ -101,10 +114,13 @@ class TrainedModel:
     def method(self) -> str:
         return self.model.method_name
 
-    def to(self, device: str | torch.device) -> TrainedModel:
-        """Move the model to ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``); returns ``self``."""
+    def to(self, device: str | torch.device, precision: str | int | None = None) -> TrainedModel:
+        """Move the model to ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``) and, when given,
+        predict under ``precision`` from now on; returns ``self``."""
         from mlmm.utils import resolve_device
 
+        if precision is not None:
+            self.precision = check_precision(precision)
         self.model.to(resolve_device(device))
         return self
 
@@ -234,7 +250,12 @@ class TrainedModel:
         data = self.standardizer.transform(dataset)
         batch = MultimodalBatch.from_dataset(data, with_target=False)
         device = next(self.model.parameters()).device
-        pred = predict_batches(self.model, batch.to(device)).cpu()
+        # float16 autocast is for CUDA; a 16-mixed model moved to the CPU predicts in float32
+        precision = (
+            "32" if self.precision == "16-mixed" and device.type != "cuda" else self.precision
+        )
+        with autocast(device, precision):
+            pred = full_precision(predict_batches(self.model, batch.to(device))).cpu()
         if self.task.is_classification:
             out = torch.softmax(pred.double(), dim=1).numpy()
             out[empty] = np.asarray(self.prior)

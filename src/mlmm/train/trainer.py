@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -17,6 +19,52 @@ from mlmm.data.preprocessing import Standardizer
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MissingModalityModel, check_range
 from mlmm.utils import resolve_device, torch_seed_for
+
+#: Training precisions: ``"32"`` (float32 throughout), ``"bf16-mixed"`` (autocast to bfloat16,
+#: float32 weights), ``"16-mixed"`` (autocast to float16 with a gradient scaler; CUDA only).
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+_AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def check_precision(precision: str | int) -> str:
+    """``precision`` as one of :data:`PRECISIONS` (the integer 32 is ``"32"``).
+
+    Raises
+    ------
+    MlmmError
+        One line listing the valid values.
+    """
+    if isinstance(precision, int) and not isinstance(precision, bool) and precision == 32:
+        return "32"
+    if isinstance(precision, str) and precision in PRECISIONS:
+        return precision
+    raise MlmmError(
+        f"precision must be one of {list(PRECISIONS)}, got {precision!r}; "
+        f"use '32' (float32) or 'bf16-mixed' (CPU or GPU)"
+    )
+
+
+def check_precision_device(precision: str, device: torch.device) -> None:
+    """Refuse ``16-mixed`` off CUDA in one line: float16 autocast and its gradient scaler are
+    for GPUs; on a CPU, ``bf16-mixed`` is the mixed precision that works."""
+    if precision == "16-mixed" and device.type != "cuda":
+        raise MlmmError(
+            f"precision '16-mixed' needs a CUDA GPU, got device {str(device)!r}; "
+            f"use precision 'bf16-mixed' on the CPU, or device 'cuda'"
+        )
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of ``precision`` on ``device`` (nothing for ``"32"``)."""
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 when autocast left it in bfloat16 or float16 (else unchanged)."""
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
 
 
 @dataclass
@@ -85,7 +133,16 @@ class Trainer:
         Stop after this many epochs without a lower validation loss; the best weights are
         restored. Without validation data all ``max_epochs`` run and the last weights stay.
     device : str, default "cpu"
-        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. ``"cuda"`` on a machine without a
+        CUDA GPU is a one-line error when :meth:`fit` starts.
+    precision : {"32", "bf16-mixed", "16-mixed"}, default "32"
+        ``"32"``: float32. ``"bf16-mixed"``: the forward pass and loss of the shared loop (and
+        validation) run under ``torch.autocast`` to bfloat16, on a CPU or a GPU; weights,
+        gradients and the optimiser stay float32. ``"16-mixed"``: autocast to float16 with a
+        gradient scaler, CUDA only (refused on a CPU in one line). The integer 32 is
+        ``"32"``. A method that trains outside the shared loop (the scikit-learn reference
+        baselines) runs in float32 with a warning, and its :class:`~mlmm.train.TrainedModel`
+        records ``precision="32"``.
     seed : int, default 0
         Seeds weights, shuffling and dropout: same seed, same model (on CPU).
     progress : bool, default True
@@ -126,6 +183,7 @@ class Trainer:
         weight_decay: float = 1e-4,
         patience: int = 20,
         device: str = "cpu",
+        precision: str | int = "32",
         seed: int = 0,
         progress: bool = True,
         grad_clip: float | None = 5.0,
@@ -146,6 +204,10 @@ class Trainer:
             check_range("num_threads", num_threads, 1, integer=True)
         if time_limit is not None:
             check_range("time_limit", time_limit, 0, low_inclusive=False)
+        precision = check_precision(precision)
+        if str(device) == "cpu":  # "auto" and "cuda" are checked once resolved, in fit
+            check_precision_device(precision, torch.device("cpu"))
+        self.precision = precision
         self.max_epochs, self.batch_size, self.lr = max_epochs, batch_size, lr
         self.weight_decay, self.patience, self.device = weight_decay, patience, device
         self.seed, self.progress, self.grad_clip, self.num_threads = (
@@ -157,6 +219,7 @@ class Trainer:
         self.reinitialize, self.time_limit = reinitialize, time_limit
         self.on_epoch = on_epoch
         self._deadline: float | None = None
+        self._loop_ran = False
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (stored in artifacts and results)."""
@@ -167,6 +230,7 @@ class Trainer:
             "weight_decay": self.weight_decay,
             "patience": self.patience,
             "device": str(self.device),
+            "precision": self.precision,
             "seed": self.seed,
             "grad_clip": self.grad_clip,
             "num_threads": self.num_threads,
@@ -197,6 +261,9 @@ class Trainer:
             _check_matches(model, val, "validation")
         if train.observed.any(axis=1).sum() == 0:
             raise MlmmError("every training sample is empty; no modality is present anywhere")
+        self.precision = check_precision(self.precision)  # an attribute set after __init__
+        device = resolve_device(self.device)
+        check_precision_device(self.precision, device)
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
         torch.manual_seed(torch_seed_for(self.seed, "weights"))
@@ -205,10 +272,10 @@ class Trainer:
         standardizer = Standardizer().fit(_nonempty(train))
         train_s = standardizer.transform(_nonempty(train))
         val_s = None if val is None else standardizer.transform(_nonempty(val))
-        device = resolve_device(self.device)
         model.to(device)
         start = time.perf_counter()
         self._deadline = None if self.time_limit is None else start + self.time_limit
+        self._loop_ran = False
         try:
             result = model.fit(self, train_s, val_s)
         finally:
@@ -216,6 +283,16 @@ class Trainer:
         histories = result if isinstance(result, list) else [result]
         model.eval()  # stays on the training device; TrainedModel.to moves it
         prior = _prior(train)
+        # a method that never ran the shared loop (scikit-learn references) trained in float32
+        precision = self.precision if self._loop_ran else "32"
+        if precision != self.precision:
+            warnings.warn(
+                f"{model.method_name or type(model).__name__} trains outside the shared loop "
+                f"(in float32 or float64); precision {self.precision!r} does not apply to it, "
+                f"and the model records precision '32'",
+                UserWarning,
+                stacklevel=2,
+            )
         return TrainedModel(
             model=model,
             standardizer=standardizer,
@@ -224,6 +301,7 @@ class Trainer:
             info=dict(info or {}),
             prior=prior,
             train_seconds=time.perf_counter() - start,
+            precision=precision,
             **_table_layout(train),
         )
 
@@ -240,6 +318,8 @@ class Trainer:
         Optimises every parameter with ``requires_grad`` (freeze parameters to train a part).
         """
         device = resolve_device(self.device)
+        check_precision_device(self.precision, device)
+        self._loop_ran = True
         module.to(device)
         train_batch = MultimodalBatch.from_dataset(train).to(device)
         val_batch = None if val is None else MultimodalBatch.from_dataset(val).to(device)
@@ -249,6 +329,8 @@ class Trainer:
                 f"{type(module).__name__} has no trainable parameters in stage {stage!r}"
             )
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range
+        scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "16-mixed")
         generator = torch.Generator().manual_seed(torch_seed_for(self.seed, "shuffle", stage))
         spent = self._deadline is not None and time.perf_counter() >= self._deadline
         # once the time limit is spent a stage runs one epoch, so it is never left untrained
@@ -270,17 +352,20 @@ class Trainer:
                 ):
                     if len(mb) < 2 and len(train_batch) >= 2:
                         continue  # a lone trailing row gives a noisy step; its samples come back next epoch
-                    out = module(mb)
+                    with autocast(device, self.precision):  # forward and loss only
+                        out = module(mb)
                     if out.loss is None or not torch.isfinite(out.loss):
                         raise MlmmError(
                             f"training loss became {None if out.loss is None else out.loss.item()} "
                             f"at epoch {epoch}; lower the learning rate (--lr) or check the inputs"
                         )
                     optimizer.zero_grad(set_to_none=True)
-                    out.loss.backward()
+                    scaler.scale(out.loss).backward()
                     if self.grad_clip is not None:
+                        scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
                         torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                    optimizer.step()
+                    scaler.step(optimizer)  # skips the step when a float16 gradient overflowed
+                    scaler.update()
                     total += out.loss.item() * len(mb)
                     count += len(mb)
                 row = {"epoch": epoch, "train_loss": total / max(count, 1)}
@@ -338,14 +423,16 @@ class Trainer:
         (``val_loss[part]``, NaN when no validation row counts for it)."""
         module.eval()
         preds, sums, counts = [], dict.fromkeys(parts, 0.0), dict.fromkeys(parts, 0)
+        device = batch.present.device
         for mb in iterate_batches(batch, max(self.batch_size, 512)):
-            out = module(MultimodalBatch(mb.inputs, mb.present, mb.modalities, None))
-            preds.append(out.prediction)
-            if parts:
-                for name, (loss, rows) in module.part_losses(out, mb).items():
-                    sums[name] += loss[rows].sum().item()
-                    counts[name] += int(rows.sum())
-        preds = torch.cat(preds, dim=0)
+            with autocast(device, self.precision):  # validate as the model trains
+                out = module(MultimodalBatch(mb.inputs, mb.present, mb.modalities, None))
+                part_losses = module.part_losses(out, mb) if parts else {}
+            preds.append(full_precision(out.prediction))
+            for name, (loss, rows) in part_losses.items():
+                sums[name] += full_precision(loss[rows]).sum().item()
+                counts[name] += int(rows.sum())
+        preds = torch.cat(preds, dim=0)  # [N, K] or [N]
         target = batch.target
         loss = module.task_loss(preds, target).item()
         row = {"val_loss": loss}

@@ -58,7 +58,7 @@ from mlmm.methods.combination.auto_ensemble import AutoEnsemble, fit_member, mem
 from mlmm.methods.registry import METHODS, create_method, method_hyperparameters
 from mlmm.train.checkpoint import load_artifact, save_artifact
 from mlmm.train.trained import TrainedModel
-from mlmm.train.trainer import Trainer, TrainHistory, _nonempty, _prior
+from mlmm.train.trainer import Trainer, TrainHistory, _nonempty, _prior, check_precision
 from mlmm.utils import atomic_write, derive_seed
 
 #: What each budget means: folds of the inner cross-validation, the deep members' epoch cap
@@ -146,6 +146,17 @@ def default_portfolio(
     for name in settings["deep"]:
         members.append({"method": name, "params": {}, "weight_decay": decay})
     return members, notes
+
+
+def check_auto_precision(precision: str | int) -> None:
+    """Refuse a mixed precision for ``method="auto"`` in one line: the ensemble trains and
+    predicts in float32, since its reference members fit outside the shared loop and a mixed
+    precision would apply to some members only."""
+    if check_precision(precision) != "32":
+        raise MlmmError(
+            f"method 'auto' trains in float32, got precision {precision!r}; use precision '32', "
+            f"or train a single method with a mixed precision"
+        )
 
 
 def fit_auto(

@@ -185,7 +185,10 @@ class BipartiteGraph(MissingModalityModel):
                 for running, (aggregate, seen) in zip(
                     self.running_aggregate, batch_aggregates, strict=True
                 ):
-                    blended = torch.lerp(running, aggregate, self.running_momentum)
+                    # under autocast the batch's aggregate may be bfloat16; the buffer is not
+                    blended = torch.lerp(
+                        running, aggregate.to(running.dtype), self.running_momentum
+                    )
                     running.copy_(torch.where(seen.unsqueeze(1), blended, running))
         return samples
 
