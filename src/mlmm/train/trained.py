@@ -15,6 +15,7 @@ import mlmm
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.frames import from_arrays
+from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.inputs import (
     MultimodalArray,
     align_modalities,
@@ -157,16 +158,17 @@ class TrainedModel:
 
         Parameters
         ----------
-        X : dict of str to array, DataFrame or MultimodalDataset
+        X : dict of str to array, DataFrame, MultimodalDataset or OutOfCoreDataset
             A dict (or :class:`mlmm.MultimodalArray`) of per-modality arrays ``(N, *shape)``:
             keys in any order, an omitted key is that modality absent in every sample, an
             entirely NaN row absent in that sample. A DataFrame laid out as at training
             (:attr:`table_columns`; leaving out all of a modality's columns marks it absent).
-            A dataset is used as it is.
+            A dataset is used as it is; an out-of-core one (:mod:`mlmm.data.lazy`) is read
+            in mini-batches, never whole.
         partial : {"error", "missing"}
             A modality row that is only partly NaN: refused, or treated as absent.
         """
-        if isinstance(X, MultimodalDataset):
+        if isinstance(X, MultimodalDataset) or is_out_of_core(X):
             return X
         if partial not in ("error", "missing"):  # "impute" would fill from the input itself
             raise MlmmError(f"partial must be 'error' or 'missing', got {partial!r}")
@@ -232,9 +234,8 @@ class TrainedModel:
                 f"drop them or pass on_empty='prior'"
             )
         data = self.standardizer.transform(dataset)
-        batch = MultimodalBatch.from_dataset(data, with_target=False)
         device = next(self.model.parameters()).device
-        pred = predict_batches(self.model, batch.to(device)).cpu()
+        pred = predict_batches(self.model, batches_for(data, device, with_target=False)).cpu()
         if self.task.is_classification:
             out = torch.softmax(pred.double(), dim=1).numpy()
             out[empty] = np.asarray(self.prior)

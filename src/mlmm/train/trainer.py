@@ -13,6 +13,7 @@ import torch
 
 from mlmm.data.batch import MultimodalBatch, iterate_batches
 from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.preprocessing import Standardizer
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MissingModalityModel, check_range
@@ -193,6 +194,12 @@ class Trainer:
                 f"Trainer.fit needs a model from mlmm.create_method, got {type(model).__name__}"
             )
         _check_matches(model, train, "training")
+        if is_out_of_core(train) and not model.streams_data:
+            raise MlmmError(
+                f"method {model.method_name or type(model).__name__!r} needs its whole training "
+                f"set in memory and cannot train on an out-of-core dataset; load it with "
+                f"dataset.to_memory() or pick a method that streams (e.g. hemis, late-fusion)"
+            )
         if val is not None:
             _check_matches(model, val, "validation")
         if train.observed.any(axis=1).sum() == 0:
@@ -241,8 +248,9 @@ class Trainer:
         """
         device = resolve_device(self.device)
         module.to(device)
-        train_batch = MultimodalBatch.from_dataset(train).to(device)
-        val_batch = None if val is None else MultimodalBatch.from_dataset(val).to(device)
+        # one whole batch in memory, or mini-batches streamed from disk (mlmm.data.lazy)
+        train_batch = batches_for(train, device)
+        val_batch = None if val is None else batches_for(val, device)
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise MlmmError(
@@ -383,7 +391,7 @@ def predict_batches(
 ) -> torch.Tensor:
     """Run ``module`` in eval mode over a big batch in chunks; returns the stacked predictions."""
     module.eval()
-    no_target = MultimodalBatch(batch.inputs, batch.present, batch.modalities, None)
+    no_target = batch.without_target()
     outs = [module(mb).prediction for mb in iterate_batches(no_target, batch_size)]
     return torch.cat(outs, dim=0)
 
