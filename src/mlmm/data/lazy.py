@@ -72,7 +72,9 @@ def _parse_metadata(
         try:
             meta = json.loads(raw)
         except (TypeError, ValueError):
-            raise MlmmError(f"{path}: its mlmm metadata is not valid JSON; rewrite the file") from None
+            raise MlmmError(
+                f"{path}: its mlmm metadata is not valid JSON; rewrite the file"
+            ) from None
     if specs is None:
         if "specs" not in meta:
             raise MlmmError(
@@ -114,7 +116,7 @@ class _Source:
                 f"{self.path}: input {name!r} has shape {tuple(shape)}, expected {expected} "
                 f"(n_samples, *spec.shape); fix the file or the ModalitySpec"
             )
-        if not (np.issubdtype(dtype, np.number) or dtype == bool):
+        if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
             raise MlmmError(f"{self.path}: input {name!r} must be numeric, got dtype {dtype}")
 
 
@@ -152,7 +154,9 @@ def _open_npy_folder(path: Path, specs: Any, task: Any, name: str | None) -> _Ma
     try:
         raw = manifest.read_text()
     except OSError as exc:
-        raise MlmmError(f"{path}: cannot read {MANIFEST} ({exc.strerror}); write it with DatasetWriter") from None
+        raise MlmmError(
+            f"{path}: cannot read {MANIFEST} ({exc.strerror}); write it with DatasetWriter"
+        ) from None
     specs, task, name = _parse_metadata(raw, path, specs, task, name)
     arrays = {}
     for spec in specs:
@@ -257,7 +261,9 @@ class _HDF5Source(_Source):
             try:
                 self._handle = h5py.File(self.path, "r")
             except OSError as exc:
-                raise MlmmError(f"{self.path}: not a readable HDF5 file ({exc}); is it truncated?") from None
+                raise MlmmError(
+                    f"{self.path}: not a readable HDF5 file ({exc}); is it truncated?"
+                ) from None
             self._pid = pid
         return self._handle
 
@@ -294,11 +300,19 @@ class _ParquetSource(_Source):
         for f, handle in enumerate(handles):
             missing = [c for c in [*columns, "target"] if c not in handle.schema_arrow.names]
             if missing:
-                raise MlmmError(f"{files[f]}: no column(s) {missing}; expected {[*columns, 'target']}")
+                raise MlmmError(
+                    f"{files[f]}: no column(s) {missing}; expected {[*columns, 'target']}"
+                )
             for g in range(handle.num_row_groups):
                 table = handle.read_row_group(g, columns=[*columns, "target"])
                 observed.append(
-                    np.stack([table.column(c).is_valid().to_numpy(zero_copy_only=False) for c in columns], 1)
+                    np.stack(
+                        [
+                            table.column(c).is_valid().to_numpy(zero_copy_only=False)
+                            for c in columns
+                        ],
+                        1,
+                    )
                 )
                 targets.append(table.column("target").to_numpy())
                 self.groups.append((f, g))
@@ -321,7 +335,9 @@ class _ParquetSource(_Source):
             self._handles = {-1: os.getpid()}
         if f not in self._handles:
             self._handles[f] = pq.ParquetFile(self.files[f])
-        column = self._handles[f].read_row_group(group, columns=[name]).column(name).combine_chunks()
+        column = (
+            self._handles[f].read_row_group(group, columns=[name]).column(name).combine_chunks()
+        )
         shape = self._shape(name)
         out = np.zeros((len(column), *shape), dtype=np.float32)
         valid = column.is_valid().to_numpy(zero_copy_only=False)
@@ -509,7 +525,9 @@ class OutOfCoreDataset:
             out[spec.name] = x
         return out
 
-    def chunks(self, chunk_rows: int | None = None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    def chunks(
+        self, chunk_rows: int | None = None
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Consecutive chunks of raw rows: ``(positions, inputs)``, for streaming passes."""
         if chunk_rows is None:
             row_bytes = sum(4 * int(np.prod(s.shape)) for s in self.specs)
@@ -674,7 +692,10 @@ class StreamedBatches:
     """
 
     def __init__(
-        self, dataset: OutOfCoreDataset, device: torch.device | str = "cpu", with_target: bool = True
+        self,
+        dataset: OutOfCoreDataset,
+        device: torch.device | str = "cpu",
+        with_target: bool = True,
     ) -> None:
         self.dataset, self.device, self.with_target = dataset, torch.device(device), with_target
         self.modalities = dataset.modality_names
@@ -806,7 +827,9 @@ class DatasetWriter:
         stop = self.written + k
         for j, spec in enumerate(self.specs):
             if spec.name not in inputs:
-                raise MlmmError(f"append: no array for modality {spec.name!r}; add inputs[{spec.name!r}]")
+                raise MlmmError(
+                    f"append: no array for modality {spec.name!r}; add inputs[{spec.name!r}]"
+                )
             x = np.asarray(inputs[spec.name], dtype=np.float32)
             if x.shape != (k, *spec.shape):
                 raise MlmmError(
@@ -884,4 +907,3 @@ def write_dataset(
         if is_out_of_core(dataset):
             dataset.source.release()
     return Path(path)
-

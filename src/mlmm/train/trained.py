@@ -12,10 +12,8 @@ import numpy as np
 import torch
 
 import mlmm
-from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.frames import from_arrays
-from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.inputs import (
     MultimodalArray,
     align_modalities,
@@ -23,6 +21,7 @@ from mlmm.data.inputs import (
     default_columns,
     table_modalities,
 )
+from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.preprocessing import Standardizer
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import ArtifactError, MlmmError
