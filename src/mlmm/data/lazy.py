@@ -752,8 +752,8 @@ def batches_for(
 class DatasetWriter:
     """Write an out-of-core folder chunk by chunk, atomically.
 
-    Rows are written into ``.NAME.tmp-*`` beside ``path`` (inputs preallocated as
-    ``.npy`` files and filled through memory maps, so memory stays one chunk) and the
+    Rows are written into ``.NAME.tmp-*`` beside ``path`` (each input an ``.npy`` file
+    written sequentially, so memory stays one chunk however large the data) and the
     folder is renamed into place by :meth:`close` once all ``n_samples`` rows are in. A
     writer that fails or is not closed leaves no folder at ``path``.
 
@@ -797,12 +797,18 @@ class DatasetWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         (self._tmp / "inputs").mkdir()
-        self._inputs = {
-            s.name: np.lib.format.open_memmap(
-                self._tmp / "inputs" / f"{s.name}.npy", "w+", np.float32, (n_samples, *s.shape)
-            )
-            for s in self.specs
-        }
+        # plain sequential writes (not a writable memory map): written pages go to the
+        # kernel's page cache and never count in this process's resident memory
+        self._inputs = {}
+        for spec in self.specs:
+            fh = open(self._tmp / "inputs" / f"{spec.name}.npy", "wb")  # noqa: SIM115
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False,
+                "shape": (n_samples, *spec.shape),
+            }
+            np.lib.format.write_array_header_1_0(fh, header)
+            self._inputs[spec.name] = fh
         self._observed = np.zeros((n_samples, len(self.specs)), dtype=bool)
         dtype = np.int64 if task.is_classification else np.float32
         self._targets = np.zeros(n_samples, dtype=dtype)
@@ -825,7 +831,8 @@ class DatasetWriter:
         names = [s.name for s in self.specs]
         observed = as_observed(observed, k, names)
         stop = self.written + k
-        for j, spec in enumerate(self.specs):
+        arrays = {}
+        for j, spec in enumerate(self.specs):  # check everything before writing anything
             if spec.name not in inputs:
                 raise MlmmError(
                     f"append: no array for modality {spec.name!r}; add inputs[{spec.name!r}]"
@@ -835,8 +842,9 @@ class DatasetWriter:
                 raise MlmmError(
                     f"append: modality {spec.name!r} has shape {x.shape}, expected {(k, *spec.shape)}"
                 )
-            x = np.where(observed[:, j].reshape(-1, *[1] * len(spec.shape)), x, 0.0)
-            self._inputs[spec.name][self.written : stop] = x
+            arrays[spec.name] = np.where(observed[:, j].reshape(-1, *[1] * len(spec.shape)), x, 0)
+        for name, x in arrays.items():
+            self._inputs[name].write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
         self._observed[self.written : stop] = observed
         self._targets[self.written : stop] = targets
         self.written = stop
@@ -850,8 +858,10 @@ class DatasetWriter:
                 f"was not created"
             )
         try:
-            for arr in self._inputs.values():
-                arr.flush()
+            for fh in self._inputs.values():
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
             self._inputs.clear()
             np.save(self._tmp / "observed.npy", self._observed)
             np.save(self._tmp / "targets.npy", self._targets)
@@ -871,6 +881,8 @@ class DatasetWriter:
 
     def abort(self) -> None:
         """Remove the temporary folder (nothing appears at ``path``)."""
+        for fh in self._inputs.values():
+            fh.close()
         self._inputs.clear()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
