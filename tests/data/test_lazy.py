@@ -175,6 +175,17 @@ def test_a_method_that_needs_memory_refuses_in_one_line(tmp_path):
         mlmm.Trainer(max_epochs=1, progress=False).fit(model, lazy)
 
 
+def test_evaluate_and_masks_ask_for_data_in_memory(tmp_path):
+    data = contract_dataset(n_samples=60)
+    lazy = open_dataset(write_dataset(data, tmp_path / "d"))
+    trained = mlmm.Trainer(max_epochs=1, progress=False).fit(
+        mlmm.create_method("hemis", data.specs, data.task), data
+    )
+    with pytest.raises(MlmmError, match=r"got OutOfCoreDataset; convert it first .*to_memory\(\)"):
+        mlmm.evaluate(trained, lazy, "none")
+    assert len(mlmm.evaluate(trained, lazy.to_memory(), "none", subsets=False))
+
+
 def test_reading_releases_mapped_pages(tmp_path, monkeypatch):
     ds = _mixed(300)
     lazy = open_dataset(write_dataset(ds, tmp_path / "d"))
