@@ -169,6 +169,8 @@ def main() -> None:
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--smoke", action="store_true", help="print only; write nothing")
+    parser.add_argument("--work", type=Path, help="reuse the data generated in this folder")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,16 +178,23 @@ def main() -> None:
         phase(args)
         return
     started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="mlmm-out-of-core-", dir=args.tmp))
+    work = args.work or Path(tempfile.mkdtemp(prefix="mlmm-out-of-core-", dir=args.tmp))
     try:
         folder = work / "data"
-        results = {name: run_phase(name, args, folder) for name in ("generate", "full")}
-        results |= {name: run_phase(name, args, folder) for name in ("memory", "streamed")}
+        results = {}
+        if (work / "generate.json").exists():  # --work: a folder a killed run left complete
+            results["generate"] = json.loads((work / "generate.json").read_text())
+            results["generate"]["reused"] = str(work)
+        else:
+            results["generate"] = run_phase("generate", args, folder)
+            (work / "generate.json").write_text(json.dumps(results["generate"]))
+        results |= {name: run_phase(name, args, folder) for name in ("full", "memory", "streamed")}
         diff = float(
             np.abs(np.load(work / "proba-memory.npy") - np.load(work / "proba-streamed.npy")).max()
         )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     gen = results["generate"]
     rows = []
     for name, label in [
