@@ -185,6 +185,9 @@ class Trainer:
     ):
         """Standardise, train ``model`` and return a :class:`~mlmm.train.TrainedModel`.
 
+        ``train`` and ``val`` may be out-of-core datasets (:func:`mlmm.data.lazy.open_dataset`):
+        they are then standardised in a streaming pass and read in mini-batches, never whole.
+
         ``info`` (dataset name, missingness, split seed...) is stored with the model.
         """
         from mlmm.train.trained import TrainedModel  # import here: trained imports trainer
