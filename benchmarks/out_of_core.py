@@ -17,7 +17,9 @@
 Each phase runs in its own process, so each peak RSS is its own. The folder is deleted at
 the end (also on failure).
 
-Run:   python benchmarks/out_of_core.py                 (about 10-15 min on 2 busy cores)
+Run:   python benchmarks/out_of_core.py      (10-15 min on 2 idle cores; 40+ min on 2 busy ones)
+       A phase's result is stored in the work folder: `--work DIR --keep` resumes an
+       interrupted run without regenerating the data; run one phase with `--phase NAME`.
 Smoke: python benchmarks/out_of_core.py --rows 60000 --subset 20000 --smoke
 Writes <out>/out_of_core.{json,md} (not with --smoke) with the machine it ran on.
 """
@@ -44,7 +46,7 @@ from _common import machine, write_report  # noqa: E402
 
 import mlmm  # noqa: E402
 from mlmm.data.lazy import DatasetWriter, open_dataset  # noqa: E402
-from mlmm.utils import rng_for  # noqa: E402
+from mlmm.utils import atomic_write, rng_for  # noqa: E402
 
 DIMS = {"a": 192, "b": 192, "c": 96}  # 480 float32 values = 1,920 bytes per row
 N_CLASSES = 4
@@ -140,6 +142,8 @@ def phase(args) -> None:
         out = train_and_score(train, val, test, epochs, args.batch_size, args.seed)
         np.save(folder.parent / f"proba-{args.phase}.npy", out.pop("proba"))
     out["memory_mb"] = peak_rss_mb()
+    with atomic_write(folder.parent / f"{args.phase}.json") as fh:  # a rerun with --work reuses it
+        json.dump(out, fh)
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -182,13 +186,12 @@ def main() -> None:
     try:
         folder = work / "data"
         results = {}
-        if (work / "generate.json").exists():  # --work: a folder a killed run left complete
-            results["generate"] = json.loads((work / "generate.json").read_text())
-            results["generate"]["reused"] = str(work)
-        else:
-            results["generate"] = run_phase("generate", args, folder)
-            (work / "generate.json").write_text(json.dumps(results["generate"]))
-        results |= {name: run_phase(name, args, folder) for name in ("full", "memory", "streamed")}
+        for name in ("generate", "full", "memory", "streamed"):
+            done = work / f"{name}.json"
+            if done.exists():  # --work: phases an interrupted run (or a parallel one) finished
+                results[name] = json.loads(done.read_text()) | {"reused": str(done)}
+            else:
+                results[name] = run_phase(name, args, folder)
         diff = float(
             np.abs(np.load(work / "proba-memory.npy") - np.load(work / "proba-streamed.npy")).max()
         )
