@@ -134,8 +134,17 @@ class _MappedSource(_Source):
     ``_RELEASE_BYTES``: resident memory stays bounded however large the files are.
     """
 
-    def __init__(self, path: Path, arrays: dict[str, np.memmap]) -> None:
-        self.path, self.arrays, self._since_release = path, arrays, 0
+    def __init__(
+        self,
+        path: Path,
+        meta: tuple[tuple[ModalitySpec, ...], TaskSpec, str],
+        observed: np.ndarray,
+        targets: np.ndarray,
+        arrays: dict[str, np.memmap],
+    ) -> None:
+        self.path, (self.specs, self.task, self.name) = path, meta
+        self.observed, self.targets = np.asarray(observed), np.asarray(targets)
+        self.arrays, self._since_release = arrays, 0
         for name, arr in arrays.items():
             self._check_array(name, arr.shape, arr.dtype)
 
@@ -162,17 +171,11 @@ def _open_npy_folder(path: Path, specs: Any, task: Any, name: str | None) -> _Ma
         raise MlmmError(
             f"{path}: cannot read {MANIFEST} ({exc.strerror}); write it with DatasetWriter"
         ) from None
-    specs, task, name = _parse_metadata(raw, path, specs, task, name)
-    arrays = {}
-    for spec in specs:
-        file = path / "inputs" / f"{spec.name}.npy"
-        arrays[spec.name] = _load_npy(file, mmap=True)
-    source = _MappedSource.__new__(_MappedSource)
-    source.specs, source.task, source.name = specs, task, name
-    source.observed = np.asarray(_load_npy(path / "observed.npy", mmap=False))
-    source.targets = np.asarray(_load_npy(path / "targets.npy", mmap=False))
-    _MappedSource.__init__(source, path, arrays)
-    return source
+    meta = _parse_metadata(raw, path, specs, task, name)
+    arrays = {s.name: _load_npy(path / "inputs" / f"{s.name}.npy", mmap=True) for s in meta[0]}
+    observed = _load_npy(path / "observed.npy", mmap=False)
+    targets = _load_npy(path / "targets.npy", mmap=False)
+    return _MappedSource(path, meta, observed, targets, arrays)
 
 
 def _load_npy(file: Path, mmap: bool) -> np.ndarray:
@@ -196,7 +199,7 @@ def _open_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSou
         if "mlmm" in infos:
             with archive.open(infos["mlmm"]) as fh:
                 raw = str(np.lib.format.read_array(fh, allow_pickle=False))
-        specs, task, name = _parse_metadata(raw, path, specs, task, name)
+        meta = _parse_metadata(raw, path, specs, task, name)
         small = {}
         for key in ("observed", "targets"):
             if key not in infos:
@@ -205,7 +208,7 @@ def _open_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSou
                 small[key] = np.lib.format.read_array(fh, allow_pickle=False)
     arrays = {}
     with open(path, "rb") as fh:
-        for spec in specs:
+        for spec in meta[0]:
             key = f"input_{spec.name}"
             if key not in infos:
                 raise MlmmError(f"{path}: no {key!r} array for modality {spec.name!r}; add it")
@@ -232,11 +235,7 @@ def _open_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSou
                 path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape,
                 order="F" if fortran else "C",
             )  # fmt: skip
-    source = _MappedSource.__new__(_MappedSource)
-    source.specs, source.task, source.name = specs, task, name
-    source.observed, source.targets = small["observed"], small["targets"]
-    _MappedSource.__init__(source, path, arrays)
-    return source
+    return _MappedSource(path, meta, small["observed"], small["targets"], arrays)
 
 
 class _HDF5Source(_Source):
