@@ -130,9 +130,14 @@ def test_streamed_standardizer_matches_the_in_memory_fit(tmp_path, task, monkeyp
     np.testing.assert_allclose(view.targets, full.targets, atol=1e-6)
 
 
-def test_streamed_batches_follow_the_in_memory_order_with_workers(tmp_path):
+@pytest.mark.parametrize("fmt", ["folder", "hdf5"])
+def test_streamed_batches_follow_the_in_memory_order_with_workers(tmp_path, fmt):
     ds = _mixed(50)
-    lazy = open_dataset(write_dataset(ds, tmp_path / "d"), num_workers=2)
+    if fmt == "hdf5":  # each worker process reopens the file
+        _write_hdf5(ds, tmp_path / "d.h5")
+        lazy = open_dataset(tmp_path / "d.h5", num_workers=2)
+    else:
+        lazy = open_dataset(write_dataset(ds, tmp_path / "d"), num_workers=2)
     whole = mlmm.MultimodalBatch.from_dataset(ds)
     streamed = StreamedBatches(lazy)
     a = list(iterate_batches(whole, 16, shuffle=True, generator=torch.Generator().manual_seed(5)))
