@@ -300,6 +300,45 @@ def check_estimator_contract(name: str) -> None:
     assert not hasattr(copy, "trained_"), "clone kept the fitted state"
 
 
+def check_out_of_core(name: str) -> None:
+    """Trained on an out-of-core copy of the data (:mod:`mlmm.data.lazy`), a method that
+    streams (``streams_data``) predicts as when trained in memory; one that does not is
+    refused in one line naming the fix."""
+    from mlmm.data.lazy import open_dataset, write_dataset
+    from mlmm.errors import MlmmError
+
+    data = contract_dataset(n_samples=96)
+    split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        train, val, test = (
+            open_dataset(write_dataset(getattr(split, part), f"{tmp}/{part}"))
+            for part in ("train", "val", "test")
+        )
+        if not METHODS.get(name).obj.streams_data:
+            try:
+                Trainer(max_epochs=1, progress=False).fit(
+                    create_method(name, data.specs, data.task), train, val
+                )
+            except MlmmError as exc:
+                message = str(exc)
+                assert "to_memory()" in message and "\n" not in message, message
+            else:
+                raise AssertionError("streams_data is False, yet training out of core worked")
+            return
+        in_memory, out_of_core = (
+            Trainer(max_epochs=1, batch_size=32, seed=0, progress=False).fit(
+                create_method(name, data.specs, data.task), *parts
+            )
+            for parts in ((split.train, split.val), (train, val))
+        )
+        np.testing.assert_allclose(
+            in_memory.predict_raw(split.test),
+            out_of_core.predict_raw(test),
+            atol=1e-5,
+            err_msg="trained out of core, the method predicts differently than in memory",
+        )
+
+
 CHECKS: tuple[Callable[[str], None], ...] = (
     check_registration,
     check_hyperparameters_roundtrip,
@@ -313,6 +352,7 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_learns_every_subset,
     check_regression,
     check_estimator_contract,
+    check_out_of_core,
 )
 
 

@@ -49,6 +49,10 @@ class MultimodalBatch:
             target=None if self.target is None else self.target.to(device),
         )
 
+    def without_target(self) -> MultimodalBatch:
+        """The same batch with ``target=None`` (what prediction feeds a model)."""
+        return MultimodalBatch(self.inputs, self.present, self.modalities, None)
+
     def with_present(self, present: torch.Tensor) -> MultimodalBatch:
         """Same batch with a narrower presence mask; newly absent rows are zeroed."""
         inputs = {}
@@ -132,7 +136,12 @@ def iterate_batches(
     """Slice a whole-dataset batch into mini-batches (fast path used by the trainer).
 
     Tabular datasets fit in memory; slicing pre-built tensors avoids a per-item collate.
+    ``batch`` may also be the :class:`~mlmm.data.lazy.StreamedBatches` of an out-of-core
+    dataset: its mini-batches are then read through a DataLoader, in the same order.
     """
+    if not isinstance(batch, MultimodalBatch):
+        yield from batch.iterate(batch_size, shuffle=shuffle, generator=generator)
+        return
     n = len(batch)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):

@@ -70,7 +70,14 @@ class Standardizer:
     target_std_: float = 1.0
 
     def fit(self, dataset: MultimodalDataset) -> Standardizer:
-        """Fit statistics on the present entries of ``dataset``; returns ``self``."""
+        """Fit statistics on the present entries of ``dataset``; returns ``self``.
+
+        An out-of-core dataset (:mod:`mlmm.data.lazy`) is read in one streaming pass of
+        chunks, with float64 running statistics merged per chunk (Chan et al.): the result
+        matches the in-memory fit to float rounding.
+        """
+        if getattr(dataset, "out_of_core", False):
+            return self._fit_streaming(dataset)
         for j, spec in enumerate(dataset.specs):
             present = dataset.observed[:, j]
             x = dataset.inputs[spec.name][present].astype(np.float64)
@@ -96,28 +103,94 @@ class Standardizer:
             _check_float32(self.target_mean_, self.target_std_, "the regression target")
         return self
 
+    def _fit_streaming(self, dataset: Any) -> Standardizer:
+        """:meth:`fit` on an out-of-core dataset: one pass over chunks, float64 merges."""
+        stats: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
+        for positions, inputs in dataset.chunks():
+            observed = dataset.observed[positions]
+            for j, spec in enumerate(dataset.specs):
+                x = inputs[spec.name][observed[:, j]].astype(np.float64)
+                if not len(x):
+                    continue
+                if spec.kind == "image":  # [n, C, H, W] -> rows of C channels
+                    x = np.moveaxis(x, 1, -1)
+                flat = x.reshape(-1, x.shape[-1])  # [rows, features or channels]
+                count, mean = float(len(flat)), flat.mean(axis=0)
+                m2 = ((flat - mean) ** 2).sum(axis=0)
+                if spec.name in stats:  # Chan et al.'s pairwise merge of (count, mean, M2)
+                    n_a, mean_a, m2_a = stats[spec.name]
+                    total = n_a + count
+                    delta = mean - mean_a
+                    mean = mean_a + delta * (count / total)
+                    m2 = m2_a + m2 + delta**2 * (n_a * count / total)
+                    count = total
+                stats[spec.name] = (count, mean, m2)
+        for spec in dataset.specs:
+            if spec.name not in stats:
+                raise MlmmError(
+                    f"modality {spec.name!r} is absent from every training sample, so it cannot "
+                    f"be standardised or learned; drop it or use a training missingness that keeps it"
+                )
+            count, mean, m2 = stats[spec.name]
+            std = np.sqrt(m2 / count)
+            shape = {"vector": (-1,), "sequence": (1, -1), "image": (-1, 1, 1)}[spec.kind]
+            mean, std = mean.reshape(shape), std.reshape(shape)
+            std = np.where(std < _MIN_STD, 1.0, std)
+            if not spec.standardize:
+                mean, std = np.zeros_like(mean), np.ones_like(std)
+            _check_float32(mean, std, f"modality {spec.name!r}")
+            self.mean_[spec.name] = mean.astype(np.float32)
+            self.std_[spec.name] = std.astype(np.float32)
+        if not dataset.task.is_classification:
+            targets = dataset.targets.astype(np.float64)
+            self.target_mean_ = float(targets.mean())
+            std = float(targets.std())
+            self.target_std_ = std if std > _MIN_STD else 1.0
+            _check_float32(self.target_mean_, self.target_std_, "the regression target")
+        return self
+
+    def transform_array(self, name: str, raw: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """Standardise rows ``raw`` ``(k, *shape)`` of modality ``name``; absent rows become 0."""
+        if name not in self.mean_:
+            raise MlmmError(f"Standardizer was fitted without modality {name!r}")
+        mean, std = self.mean_[name], self.std_[name]
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = (raw - mean) / std
+        x[~present] = 0.0
+        if not np.isfinite(x).all():  # x - mean overflows float32 for inputs near +-3e38
+            x = (raw.astype(np.float64) - mean) / std
+            x[~present] = 0.0
+            _check_standardised(x, name)
+        return x.astype(np.float32)
+
     def transform(self, dataset: MultimodalDataset) -> MultimodalDataset:
-        """Standardise present rows (absent rows stay zero); returns a new dataset."""
+        """Standardise present rows (absent rows stay zero); returns a new dataset.
+
+        For an out-of-core dataset this returns a view that standardises rows as they are
+        read (nothing is read here).
+        """
         if not self.mean_:
             raise MlmmError("Standardizer is not fitted; call fit(train_dataset) first")
+        if getattr(dataset, "out_of_core", False):
+            for spec in dataset.specs:
+                if spec.name not in self.mean_:
+                    raise MlmmError(f"Standardizer was fitted without modality {spec.name!r}")
+            return dataset.with_standardizer(self, self._scaled_targets(dataset))
         inputs = {}
         for j, spec in enumerate(dataset.specs):
             if spec.name not in self.mean_:
                 raise MlmmError(f"Standardizer was fitted without modality {spec.name!r}")
-            raw, mean, std = dataset.inputs[spec.name], self.mean_[spec.name], self.std_[spec.name]
-            with np.errstate(over="ignore", invalid="ignore"):
-                x = (raw - mean) / std
-            x[~dataset.observed[:, j]] = 0.0
-            if not np.isfinite(x).all():  # x - mean overflows float32 for inputs near +-3e38
-                x = (raw.astype(np.float64) - mean) / std
-                x[~dataset.observed[:, j]] = 0.0
-                _check_standardised(x, spec.name)
-            inputs[spec.name] = x.astype(np.float32)
+            inputs[spec.name] = self.transform_array(
+                spec.name, dataset.inputs[spec.name], dataset.observed[:, j]
+            )
+        return replace(dataset, inputs=inputs, targets=self._scaled_targets(dataset))
+
+    def _scaled_targets(self, dataset: Any) -> np.ndarray:
         targets = dataset.targets
         if not dataset.task.is_classification:
             scaled = (targets.astype(np.float64) - self.target_mean_) / self.target_std_
             targets = scaled.astype(np.float32)
-        return replace(dataset, inputs=inputs, targets=targets)
+        return targets
 
     def fit_transform(self, dataset: MultimodalDataset) -> MultimodalDataset:
         return self.fit(dataset).transform(dataset)

@@ -70,6 +70,11 @@ class MissingModalityModel(nn.Module, abc.ABC):
     #: False for methods whose fit has no randomness (a convex solver, deterministic tree
     #: growing): the contract suite then checks that another seed gives the *same* result.
     uses_seed: ClassVar[bool] = True
+    #: False for methods whose fit needs the whole training set in memory (scikit-learn
+    #: solvers, neighbour banks, per-modality means read from ``train.inputs``): ``Trainer.fit``
+    #: then refuses an out-of-core dataset (:mod:`mlmm.data.lazy`) in one line naming the fix.
+    #: Methods trained by the shared loop (``trainer.fit_module``) read mini-batches and stream.
+    streams_data: ClassVar[bool] = True
     #: How many separately trained models the method holds, reported as a cost (one per subset
     #: for dedicated training, one per expert for a scheduler); override where it is not 1.
     n_models: int = 1

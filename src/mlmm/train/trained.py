@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 import mlmm
-from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.frames import from_arrays
 from mlmm.data.inputs import (
@@ -22,6 +21,7 @@ from mlmm.data.inputs import (
     default_columns,
     table_modalities,
 )
+from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.preprocessing import Standardizer
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import ArtifactError, MlmmError
@@ -173,16 +173,17 @@ class TrainedModel:
 
         Parameters
         ----------
-        X : dict of str to array, DataFrame or MultimodalDataset
+        X : dict of str to array, DataFrame, MultimodalDataset or OutOfCoreDataset
             A dict (or :class:`mlmm.MultimodalArray`) of per-modality arrays ``(N, *shape)``:
             keys in any order, an omitted key is that modality absent in every sample, an
             entirely NaN row absent in that sample. A DataFrame laid out as at training
             (:attr:`table_columns`; leaving out all of a modality's columns marks it absent).
-            A dataset is used as it is.
+            A dataset is used as it is; an out-of-core one (:mod:`mlmm.data.lazy`) is read
+            in mini-batches, never whole.
         partial : {"error", "missing"}
             A modality row that is only partly NaN: refused, or treated as absent.
         """
-        if isinstance(X, MultimodalDataset):
+        if isinstance(X, MultimodalDataset) or is_out_of_core(X):
             return X
         if partial not in ("error", "missing"):  # "impute" would fill from the input itself
             raise MlmmError(f"partial must be 'error' or 'missing', got {partial!r}")
@@ -248,14 +249,14 @@ class TrainedModel:
                 f"drop them or pass on_empty='prior'"
             )
         data = self.standardizer.transform(dataset)
-        batch = MultimodalBatch.from_dataset(data, with_target=False)
         device = next(self.model.parameters()).device
         # float16 autocast is for CUDA; a 16-mixed model moved to the CPU predicts in float32
         precision = (
             "32" if self.precision == "16-mixed" and device.type != "cuda" else self.precision
         )
         with autocast(device, precision):
-            pred = full_precision(predict_batches(self.model, batch.to(device))).cpu()
+            batches = batches_for(data, device, with_target=False)
+            pred = full_precision(predict_batches(self.model, batches)).cpu()
         if self.task.is_classification:
             out = torch.softmax(pred.double(), dim=1).numpy()
             out[empty] = np.asarray(self.prior)

@@ -15,6 +15,7 @@ import torch
 
 from mlmm.data.batch import MultimodalBatch, iterate_batches
 from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.preprocessing import Standardizer
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MissingModalityModel, check_range
@@ -248,6 +249,9 @@ class Trainer:
     ):
         """Standardise, train ``model`` and return a :class:`~mlmm.train.TrainedModel`.
 
+        ``train`` and ``val`` may be out-of-core datasets (:func:`mlmm.data.lazy.open_dataset`):
+        they are then standardised in a streaming pass and read in mini-batches, never whole.
+
         ``info`` (dataset name, missingness, split seed...) is stored with the model.
         """
         from mlmm.train.trained import TrainedModel  # import here: trained imports trainer
@@ -257,6 +261,12 @@ class Trainer:
                 f"Trainer.fit needs a model from mlmm.create_method, got {type(model).__name__}"
             )
         _check_matches(model, train, "training")
+        if is_out_of_core(train) and not model.streams_data:
+            raise MlmmError(
+                f"method {model.method_name or type(model).__name__!r} needs its whole training "
+                f"set in memory and cannot train on an out-of-core dataset; load it with "
+                f"dataset.to_memory() or pick a method that streams (e.g. hemis, late-fusion)"
+            )
         if val is not None:
             _check_matches(model, val, "validation")
         if train.observed.any(axis=1).sum() == 0:
@@ -321,8 +331,9 @@ class Trainer:
         check_precision_device(self.precision, device)
         self._loop_ran = True
         module.to(device)
-        train_batch = MultimodalBatch.from_dataset(train).to(device)
-        val_batch = None if val is None else MultimodalBatch.from_dataset(val).to(device)
+        # one whole batch in memory, or mini-batches streamed from disk (mlmm.data.lazy)
+        train_batch = batches_for(train, device)
+        val_batch = None if val is None else batches_for(val, device)
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise MlmmError(
@@ -470,7 +481,7 @@ def predict_batches(
 ) -> torch.Tensor:
     """Run ``module`` in eval mode over a big batch in chunks; returns the stacked predictions."""
     module.eval()
-    no_target = MultimodalBatch(batch.inputs, batch.present, batch.modalities, None)
+    no_target = batch.without_target()
     outs = [module(mb).prediction for mb in iterate_batches(no_target, batch_size)]
     return torch.cat(outs, dim=0)
 

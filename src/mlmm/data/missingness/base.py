@@ -184,7 +184,8 @@ class MissingnessModel(abc.ABC):
         """
         if not isinstance(dataset, MultimodalDataset):
             raise MlmmError(
-                f"missingness applies to a MultimodalDataset, got {type(dataset).__name__}"
+                f"missingness applies to a MultimodalDataset, got {type(dataset).__name__}; "
+                f"convert it first (an out-of-core dataset: dataset.to_memory(), for data that fits)"
             )
         removed = self.removal(dataset, as_generator(seed)) & dataset.observed
         return MaskResult(

@@ -127,6 +127,8 @@ class RetrievalPrompts(FrozenBackbonePrompting):
     torch.Size([60, 3])
     """
 
+    streams_data = False  # the retrieval bank holds training rows in memory
+
     search_space = {**FrozenBackbonePrompting.search_space, "k": Int(1, 16, log=True)}
 
     def __init__(

@@ -120,6 +120,8 @@ class SampleGraph(MissingModalityModel):
     torch.Size([60, 3, 5])
     """
 
+    streams_data = False  # the sample graph links every training row in memory
+
     search_space = {
         "embed_dim": Int(16, 128, log=True),
         "hidden": Int(64, 512, log=True),

@@ -162,6 +162,8 @@ class AutoEnsemble(MissingModalityModel):
     (['per-modality-logistic', 'hemis'], [0.5, 0.5])
     """
 
+    streams_data = False  # members may be reference methods fitted on the whole training matrix
+
     def __init__(
         self,
         specs: list[ModalitySpec],

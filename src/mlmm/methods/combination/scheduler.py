@@ -125,6 +125,8 @@ class Scheduler(MissingModalityModel):
     ['pattern', 'n_val', 'chosen']
     """
 
+    streams_data = False  # experts are scored on whole in-memory batches
+
     search_space = {
         "experts": Categorical(
             ["late-fusion,hemis", "late-fusion,hemis,mean-impute", "late-fusion,masked-attention"]

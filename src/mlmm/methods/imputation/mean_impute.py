@@ -104,6 +104,8 @@ class MeanImpute(ZeroImpute):
     (40, 4)
     """
 
+    streams_data = False  # the imputer reads every training row (train.inputs)
+
     search_space = {
         "hidden": Int(64, 512, log=True),
         "depth": Int(1, 3),

@@ -103,6 +103,8 @@ class ClassicalReference(MissingModalityModel):
     data, the validation task loss.
     """
 
+    streams_data = False  # scikit-learn solvers fit on the whole training matrix
+
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> TrainHistory:

@@ -1,0 +1,255 @@
+"""Out-of-core datasets: formats, streamed statistics, DataLoader batches, writer, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import mlmm
+from mlmm.data.batch import iterate_batches
+from mlmm.data.lazy import (
+    MANIFEST,
+    DatasetWriter,
+    StreamedBatches,
+    open_dataset,
+    write_dataset,
+)
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
+from mlmm.testing import contract_dataset
+
+
+def _mixed(n: int = 60, task: str = "classification") -> mlmm.MultimodalDataset:
+    """Vector, sequence and image modalities, some rows absent."""
+    rng = np.random.default_rng(0)
+    specs = [
+        ModalitySpec("v", "vector", (5,)),
+        ModalitySpec("s", "sequence", (4, 3)),
+        ModalitySpec("i", "image", (2, 3, 3)),
+    ]
+    inputs = {
+        "v": rng.normal(3.0, 2.0, (n, 5)),
+        "s": rng.normal(-1.0, 0.5, (n, 4, 3)),
+        "i": rng.normal(10.0, 4.0, (n, 2, 3, 3)),
+    }
+    observed = rng.random((n, 3)) > 0.3
+    observed[:, 0] |= ~observed.any(axis=1)
+    if task == "classification":
+        return mlmm.MultimodalDataset(
+            specs, TaskSpec("classification", 3), inputs, np.arange(n) % 3, observed
+        )
+    return mlmm.MultimodalDataset(
+        specs, TaskSpec("regression"), inputs, rng.normal(50, 10, n), observed
+    )
+
+
+def _metadata_json(ds) -> str:
+    return json.dumps(
+        {"specs": [s.to_dict() for s in ds.specs], "task": ds.task.to_dict(), "name": "x"}
+    )
+
+
+def _write_npz(ds, path, compressed: bool = False) -> None:
+    save = np.savez_compressed if compressed else np.savez
+    save(
+        path,
+        mlmm=np.array(_metadata_json(ds)),
+        observed=ds.observed,
+        targets=ds.targets,
+        **{f"input_{k}": v for k, v in ds.inputs.items()},
+    )
+
+
+def _write_hdf5(ds, path) -> None:
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as f:
+        f.attrs["mlmm"] = _metadata_json(ds)
+        f["observed"], f["targets"] = ds.observed, ds.targets
+        for name, x in ds.inputs.items():
+            f[f"inputs/{name}"] = x
+
+
+def _write_parquet(ds, path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = {}
+    for j, spec in enumerate(ds.specs):
+        flat = ds.inputs[spec.name].reshape(ds.n_samples, -1)
+        rows = [list(map(float, r)) if ds.observed[i, j] else None for i, r in enumerate(flat)]
+        columns[spec.name] = pa.array(rows, type=pa.list_(pa.float32()))
+    columns["target"] = pa.array(ds.targets)
+    table = pa.table(columns).replace_schema_metadata({"mlmm": _metadata_json(ds)})
+    pq.write_table(table, path, row_group_size=16)  # several row groups
+
+
+@pytest.mark.parametrize("fmt", ["folder", "npz", "hdf5", "parquet"])
+def test_every_format_reads_the_same_rows(tmp_path, fmt):
+    ds = _mixed()
+    path = {
+        "folder": tmp_path / "d",
+        "npz": tmp_path / "d.npz",
+        "hdf5": tmp_path / "d.h5",
+        "parquet": tmp_path / "d.parquet",
+    }[fmt]
+    {"folder": write_dataset, "npz": _write_npz, "hdf5": _write_hdf5, "parquet": _write_parquet}[
+        fmt
+    ](ds, path)
+    lazy = open_dataset(path)
+    assert lazy.specs == ds.specs and lazy.task == ds.task and lazy.n_samples == ds.n_samples
+    np.testing.assert_array_equal(lazy.observed, ds.observed)
+    np.testing.assert_array_equal(lazy.targets, ds.targets)
+    rows = [7, 3, 3, 59, 0]  # unsorted, repeated: answered in the order asked
+    got = lazy.read(rows)
+    for name in ds.modality_names:
+        np.testing.assert_array_equal(got[name], ds.inputs[name][rows])
+    back = lazy.subset(np.arange(10, 30)).to_memory()
+    for name in ds.modality_names:
+        np.testing.assert_array_equal(back.inputs[name], ds.inputs[name][10:30])
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_streamed_standardizer_matches_the_in_memory_fit(tmp_path, task, monkeypatch):
+    ds = _mixed(200, task)
+    lazy = open_dataset(write_dataset(ds, tmp_path / "d"))
+    monkeypatch.setattr("mlmm.data.lazy._CHUNK_BYTES", 4096)  # many chunks to merge
+    assert len(list(lazy.chunks())) > 5
+    memory, streamed = mlmm.Standardizer().fit(ds), mlmm.Standardizer().fit(lazy)
+    for name in ds.modality_names:
+        assert streamed.mean_[name].shape == memory.mean_[name].shape
+        np.testing.assert_allclose(streamed.mean_[name], memory.mean_[name], rtol=1e-6)
+        np.testing.assert_allclose(streamed.std_[name], memory.std_[name], rtol=1e-6)
+    assert streamed.target_mean_ == pytest.approx(memory.target_mean_)
+    view = streamed.transform(lazy)
+    full = memory.transform(ds)
+    got = view.read(np.arange(ds.n_samples))
+    for name in ds.modality_names:
+        np.testing.assert_allclose(got[name], full.inputs[name], atol=1e-5)
+    np.testing.assert_allclose(view.targets, full.targets, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["folder", "hdf5"])
+def test_streamed_batches_follow_the_in_memory_order_with_workers(tmp_path, fmt):
+    ds = _mixed(50)
+    if fmt == "hdf5":  # each worker process reopens the file
+        _write_hdf5(ds, tmp_path / "d.h5")
+        lazy = open_dataset(tmp_path / "d.h5", num_workers=2)
+    else:
+        lazy = open_dataset(write_dataset(ds, tmp_path / "d"), num_workers=2)
+    whole = mlmm.MultimodalBatch.from_dataset(ds)
+    streamed = StreamedBatches(lazy)
+    a = list(iterate_batches(whole, 16, shuffle=True, generator=torch.Generator().manual_seed(5)))
+    b = list(
+        iterate_batches(streamed, 16, shuffle=True, generator=torch.Generator().manual_seed(5))
+    )
+    assert [len(x) for x in a] == [len(x) for x in b] == [16, 16, 16, 2]
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x.present, y.present)
+        torch.testing.assert_close(x.target, y.target)
+        for name in ds.modality_names:
+            torch.testing.assert_close(x.inputs[name], y.inputs[name])
+
+
+@pytest.mark.parametrize("method", ["hemis", "late-fusion"])
+def test_training_out_of_core_gives_the_in_memory_model(tmp_path, method):
+    data = contract_dataset(
+        n_samples=120, task="regression" if method == "hemis" else "classification"
+    )
+    split = mlmm.train_val_test_split(data, seed=0)
+    train, val, test = (
+        open_dataset(write_dataset(getattr(split, p), tmp_path / p))
+        for p in ("train", "val", "test")
+    )
+    a, b = (
+        mlmm.Trainer(max_epochs=3, batch_size=16, seed=2, progress=False).fit(
+            mlmm.create_method(method, data.specs, data.task), *parts
+        )
+        for parts in ((split.train, split.val), (train, val))
+    )
+    assert a.histories[0].best_val_loss == pytest.approx(b.histories[0].best_val_loss, abs=1e-6)
+    np.testing.assert_allclose(a.predict_raw(split.test), b.predict_raw(test), atol=1e-5)
+
+
+def test_a_method_that_needs_memory_refuses_in_one_line(tmp_path):
+    data = contract_dataset(n_samples=60)
+    lazy = open_dataset(write_dataset(data, tmp_path / "d"))
+    model = mlmm.create_method("lda-em", data.specs, data.task)
+    with pytest.raises(MlmmError, match=r"lda-em.*to_memory\(\)"):
+        mlmm.Trainer(max_epochs=1, progress=False).fit(model, lazy)
+
+
+def test_evaluate_and_masks_ask_for_data_in_memory(tmp_path):
+    data = contract_dataset(n_samples=60)
+    lazy = open_dataset(write_dataset(data, tmp_path / "d"))
+    trained = mlmm.Trainer(max_epochs=1, progress=False).fit(
+        mlmm.create_method("hemis", data.specs, data.task), data
+    )
+    with pytest.raises(MlmmError, match=r"got OutOfCoreDataset; convert it first .*to_memory\(\)"):
+        mlmm.evaluate(trained, lazy, "none")
+    assert len(mlmm.evaluate(trained, lazy.to_memory(), "none", subsets=False))
+
+
+def test_reading_releases_mapped_pages(tmp_path, monkeypatch):
+    ds = _mixed(300)
+    lazy = open_dataset(write_dataset(ds, tmp_path / "d"))
+    released = []
+    monkeypatch.setattr("mlmm.data.lazy._RELEASE_BYTES", 1000)
+    monkeypatch.setattr(type(lazy.source), "release", lambda self: released.append(1))
+    lazy.read(np.arange(100))
+    assert released  # a read past the budget gives its pages back
+
+
+def test_writer_is_atomic_and_checks_its_input(tmp_path):
+    ds = _mixed(20)
+    target = tmp_path / "out"
+    writer = DatasetWriter(target, ds.specs, ds.task, n_samples=20)
+    writer.append({k: v[:10] for k, v in ds.inputs.items()}, ds.targets[:10], ds.observed[:10])
+    assert not target.exists()  # nothing at the final path until close
+    with pytest.raises(MlmmError, match="10 of 20 rows"):
+        writer.close()
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(MlmmError, match=r"modality 'v' has shape \(3, 4\), expected \(3, 5\)"):
+        with DatasetWriter(target, ds.specs, ds.task, n_samples=3) as w:
+            w.append(
+                {"v": np.zeros((3, 4)), "s": np.zeros((3, 4, 3)), "i": np.zeros((3, 2, 3, 3))},
+                [0, 1, 2],
+            )
+    assert list(tmp_path.iterdir()) == []
+    write_dataset(ds, target)
+    assert (target / MANIFEST).exists()
+    with pytest.raises(MlmmError, match="exists; choose a new path or pass overwrite=True"):
+        write_dataset(ds, target)
+    write_dataset(ds.subset(np.arange(5)), target, overwrite=True)
+    assert open_dataset(target).n_samples == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_bad_files_are_one_line_errors(tmp_path):
+    ds = _mixed(20)
+    _write_npz(ds, tmp_path / "c.npz", compressed=True)
+    with pytest.raises(
+        MlmmError, match="compressed and cannot be memory-mapped; save with np.savez"
+    ):
+        open_dataset(tmp_path / "c.npz")
+    np.savez(tmp_path / "bare.npz", observed=ds.observed, targets=ds.targets)
+    with pytest.raises(MlmmError, match="no mlmm metadata.*pass specs="):
+        open_dataset(tmp_path / "bare.npz")
+    _write_hdf5(ds, tmp_path / "d.h5")
+    data = (tmp_path / "d.h5").read_bytes()
+    (tmp_path / "t.h5").write_bytes(data[: len(data) // 3])
+    with pytest.raises(MlmmError, match="t.h5: not a readable HDF5 file"):
+        open_dataset(tmp_path / "t.h5")
+    folder = write_dataset(ds, tmp_path / "f")
+    np.save(folder / "inputs" / "v.npy", np.zeros((20, 6), dtype=np.float32))
+    with pytest.raises(MlmmError, match=r"input 'v' has shape \(20, 6\), expected \(20, 5\)"):
+        open_dataset(folder)
+    bad = ds.inputs["v"].copy()
+    bad[ds.observed[:, 0].argmax(), 0] = np.nan  # in a present row
+    np.save(folder / "inputs" / "v.npy", bad)
+    with pytest.raises(MlmmError, match="'v' has NaN or inf in rows"):
+        open_dataset(folder).read(np.arange(20))
+    (tmp_path / "d.csv").write_text("a,b\n")
+    with pytest.raises(MlmmError, match="not an out-of-core dataset"):
+        open_dataset(tmp_path / "d.csv")
