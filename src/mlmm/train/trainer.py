@@ -434,7 +434,7 @@ class Trainer:
         (``val_loss[part]``, NaN when no validation row counts for it)."""
         module.eval()
         preds, sums, counts = [], dict.fromkeys(parts, 0.0), dict.fromkeys(parts, 0)
-        device = batch.present.device
+        device = resolve_device(self.device)  # the batch may be streamed from disk
         for mb in iterate_batches(batch, max(self.batch_size, 512)):
             with autocast(device, self.precision):  # validate as the model trains
                 out = module(MultimodalBatch(mb.inputs, mb.present, mb.modalities, None))
