@@ -51,7 +51,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LATENCY_METHODS = ("late-fusion", "hemis", "masked-attention")
 
 
-def outage_robustness(methods, seeds, epochs, on_empty="prior") -> list[dict]:
+def outage_robustness(methods, seeds, epochs, on_empty="hold") -> list[dict]:
     rows = []
     for method in methods:
         for seed in seeds:
@@ -227,8 +227,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument(
         "--on-empty",
-        default="prior",
-        help="what a step with every sensor down answers (prior, hold); part 1 only",
+        default="hold",
+        help="what a step with every sensor down answers (hold: StreamPolicy's default, prior)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -206,3 +206,20 @@ def test_timeline_needs_steps():
 
     with pytest.raises(MlmmError, match="a timeline needs stream steps"):
         timeline_html(pd.DataFrame({"time": [1.0]}))
+
+
+def test_accuracy_on_empty_prior_is_the_replay_under_on_empty_prior():
+    """Under the default on_empty="hold" the table also reports what on_empty="prior" would
+    have scored; it is the accuracy of the same run with on_empty="prior"."""
+    kwargs = dict(
+        outage="burst:0.6:len=4s",  # every sensor down together at times
+        train_missing="burst:0.3:len=2",
+        epochs=1,
+        stream_params={"duration": 150},
+        baselines=False,
+    )
+    held = run_stream("synthetic", "late-fusion", **kwargs).summary()
+    prior = run_stream("synthetic", "late-fusion", on_empty="prior", **kwargs).summary()
+    assert (held["empty_fraction"] > 0).all()
+    np.testing.assert_allclose(held["accuracy_on_empty_prior"], prior["accuracy"])
+    assert "accuracy_on_empty_prior" not in prior
