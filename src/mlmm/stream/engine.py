@@ -273,6 +273,14 @@ class _Buffer:
         self.values[self.n : need] = values
         self.n = need
 
+    def append_one(self, t: float, value: np.ndarray) -> None:
+        if self.n == len(self.times):
+            self.append(np.array([t]), value[None])
+            return
+        self.times[self.n] = t
+        self.values[self.n] = value
+        self.n += 1
+
     def insert(self, t: float, value: np.ndarray) -> bool:
         """Insert one reading in time order; False if the sensor already has time ``t``."""
         times, _ = self.view()
@@ -453,7 +461,28 @@ class StreamEngine:
 
     def push(self, time: float, sensor: str, values: np.ndarray) -> list[Answer]:
         """One reading; returns the answers of the steps it made due (often none)."""
-        self.ingest(sensor, np.array([time]), np.asarray(values, dtype=np.float32).reshape(1, -1))
+        row = np.asarray(values, dtype=np.float32).reshape(-1)  # [C]
+        t = float(time)
+        j = self._index.get(sensor)
+        buffer = None if j is None else self._buffers[j]
+        if (  # the common case, without ingest's array checks: in order, new, finite
+            buffer is not None
+            and row.shape[0] == buffer.values.shape[1]
+            and t > buffer.last
+            and t > self._answered_until
+            and (t <= self.clock + self.policy.effective_jump_after or self.clock == -np.inf)
+            and np.isfinite(t)
+            and np.isfinite(row).all()
+        ):
+            buffer.append_one(t, row)
+            self.clock = max(self.clock, t)
+            self._check_rate(j, 1)
+            if buffer.n > 4096:
+                self._trim()
+        else:
+            self.ingest(sensor, np.array([time]), row.reshape(1, -1))
+        if self._next_step is not None and self.clock <= self._next_step + self.policy.deadline:
+            return []  # no step due yet
         return self.advance()
 
     def push_many(self, sensor: str, times: np.ndarray, values: np.ndarray) -> list[Answer]:
@@ -527,14 +556,15 @@ class StreamEngine:
                 offsets = (np.arange(n_slots) + 1) * (p.window / n_slots) - p.window  # [T]
                 slots = times[:, None] + offsets  # [S, T]
                 idx = np.searchsorted(buf_t, slots, side="right") - 1
-                idx = np.clip(np.maximum(idx, lo[:, None]), 0, max(len(buf_t) - 1, 0))
+                # >= 0 (lo >= 0); lo is n when no reading is in the window (then not live)
+                idx = np.minimum(np.maximum(idx, lo[:, None]), len(buf_t) - 1)
                 window = buf_v[idx] if len(buf_t) else np.zeros((n_steps, *spec.shape))
             else:  # running sums over the readings the steps' windows span, not the buffer
                 base = int(lo.min()) if n_steps else 0
                 part = buf_v[base : int(hi.max()) if n_steps else 0].astype(np.float64)
                 total = np.concatenate([np.zeros((1, buf_v.shape[1])), np.cumsum(part, 0)])
                 window = (total[hi - base] - total[lo - base]) / np.maximum(count, 1)[:, None]
-            window = window.astype(np.float32)  # [S, *shape]
+            window = window.astype(np.float32, copy=False)  # [S, *shape]
             if p.staleness == "hold":
                 for s in range(n_steps):  # the held window evolves step by step
                     if live[s]:
@@ -644,7 +674,10 @@ class StreamEngine:
                 self._last_output = outputs[live_idx[-1]].copy()
         if classification:
             finite = np.isfinite(outputs).all(axis=1)
-            prediction = np.where(finite, np.argmax(np.nan_to_num(outputs), axis=1), np.nan)
+            if finite.all():
+                prediction = np.argmax(outputs, axis=1)
+            else:
+                prediction = np.where(finite, np.argmax(np.nan_to_num(outputs), axis=1), np.nan)
         else:
             prediction = outputs[:, 0].copy()
         keep = np.ones(n_steps, bool)
