@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -148,6 +149,7 @@ def test_cli_stream_prints_and_stores(monkeypatch, capsys, tmp_path):
     with ResultsStore(db) as store:
         runs = store.stream_runs()
         assert runs.status.tolist() == ["done"]
+        assert json.loads(runs.config[0])["on_empty"] == "hold"  # the documented default
         results = store.stream_results()
         assert {"overall", "time", "live", "latency"} <= set(results.scope)
         assert len(store.stream_steps(runs.run_key[0])) > 0
