@@ -879,8 +879,8 @@ def stream_command(
     ] = None,
     on_empty: Annotated[
         str,
-        typer.Option(help="A step with every sensor down: prior, hold (last answer), flag, skip."),
-    ] = "prior",
+        typer.Option(help="A step with every sensor down: hold (last answer), prior, flag, skip."),
+    ] = "hold",
     stream_param: Annotated[
         list[str] | None,
         typer.Option(help="Stream option key=value, e.g. duration=120 (synthetic; repeatable)."),

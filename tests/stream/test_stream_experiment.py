@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -148,6 +149,7 @@ def test_cli_stream_prints_and_stores(monkeypatch, capsys, tmp_path):
     with ResultsStore(db) as store:
         runs = store.stream_runs()
         assert runs.status.tolist() == ["done"]
+        assert json.loads(runs.config[0])["on_empty"] == "hold"  # the documented default
         results = store.stream_results()
         assert {"overall", "time", "live", "latency"} <= set(results.scope)
         assert len(store.stream_steps(runs.run_key[0])) > 0
@@ -206,3 +208,20 @@ def test_timeline_needs_steps():
 
     with pytest.raises(MlmmError, match="a timeline needs stream steps"):
         timeline_html(pd.DataFrame({"time": [1.0]}))
+
+
+def test_accuracy_on_empty_prior_is_the_replay_under_on_empty_prior():
+    """Under the default on_empty="hold" the table also reports what on_empty="prior" would
+    have scored; it is the accuracy of the same run with on_empty="prior"."""
+    kwargs = dict(
+        outage="burst:0.6:len=4s",  # every sensor down together at times
+        train_missing="burst:0.3:len=2",
+        epochs=1,
+        stream_params={"duration": 150},
+        baselines=False,
+    )
+    held = run_stream("synthetic", "late-fusion", **kwargs).summary()
+    prior = run_stream("synthetic", "late-fusion", on_empty="prior", **kwargs).summary()
+    assert (held["empty_fraction"] > 0).all()
+    np.testing.assert_allclose(held["accuracy_on_empty_prior"], prior["accuracy"])
+    assert "accuracy_on_empty_prior" not in prior

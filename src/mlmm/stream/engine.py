@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.specs import ModalitySpec, TaskSpec
@@ -45,12 +46,15 @@ from mlmm.stream.events import EventStream
 
 __all__ = ["AGE", "Answer", "StreamEngine", "StreamPolicy", "StreamResult", "Predictor", "replay"]
 
+#: Steps whose readings :func:`replay` delivers at once (rounded up to a multiple of
+#: ``batch_steps``).
+_CHUNK_STEPS = 256
 #: Name of the modality that carries each sensor's age when ``StreamPolicy.age_input``.
 AGE = "age"
 
 _CHOICES = {
     "staleness": ("drop", "hold"),
-    "on_empty": ("prior", "hold", "flag", "skip"),
+    "on_empty": ("hold", "prior", "flag", "skip"),
     "on_unknown": ("error", "ignore"),
     "on_nan": ("missing", "error"),
     "on_duplicate": ("drop", "error"),
@@ -93,10 +97,12 @@ class StreamPolicy:
         ``5 * window``).
     min_coverage : float, default 0.5
         Fraction of the window's slots that readings must cover for a live modality.
-    on_empty : {"prior", "hold", "flag", "skip"}, default "prior"
-        A step with no live modality: answer the training prior (flagged ``empty``), repeat
-        the last answer given from data (flagged; the prior before any), answer NaN
-        (flagged), or give no answer.
+    on_empty : {"hold", "prior", "flag", "skip"}, default "hold"
+        A step with no live modality: repeat the last answer given from data (flagged
+        ``empty``; the prior before any), answer the training prior (flagged), answer NaN
+        (flagged), or give no answer. Hold is the default because what a stream measures
+        persists from one step to the next, so the last answer from data beats the prior
+        (``docs/streams.md``: measured on a tuning seed, not the reported ones).
     on_unknown : {"error", "ignore"}, default "error"
         A reading from a sensor the model does not know: raise, or count and drop it.
     on_nan : {"missing", "error"}, default "missing"
@@ -146,7 +152,7 @@ class StreamPolicy:
     staleness: str = "drop"
     horizon: float | None = None
     min_coverage: float = 0.5
-    on_empty: str = "prior"
+    on_empty: str = "hold"
     on_unknown: str = "error"
     on_nan: str = "missing"
     on_duplicate: str = "drop"
@@ -267,6 +273,14 @@ class _Buffer:
         self.values[self.n : need] = values
         self.n = need
 
+    def append_one(self, t: float, value: np.ndarray) -> None:
+        if self.n == len(self.times):
+            self.append(np.array([t]), value[None])
+            return
+        self.times[self.n] = t
+        self.values[self.n] = value
+        self.n += 1
+
     def insert(self, t: float, value: np.ndarray) -> bool:
         """Insert one reading in time order; False if the sensor already has time ``t``."""
         times, _ = self.view()
@@ -314,6 +328,7 @@ class StreamEngine:
         self.names = tuple(s.name for s in self.specs)
         self._age_j = self.names.index(AGE) if AGE in self.names else None
         self._index = {n: j for j, n in enumerate(self.names) if j != self._age_j}
+        self._sensors = list(self._index.values())  # the modalities that are sensors
         n_sensors = len(self._index)
         if policy.age_input and (
             self._age_j is None or self.specs[self._age_j].shape != (n_sensors,)
@@ -446,7 +461,28 @@ class StreamEngine:
 
     def push(self, time: float, sensor: str, values: np.ndarray) -> list[Answer]:
         """One reading; returns the answers of the steps it made due (often none)."""
-        self.ingest(sensor, np.array([time]), np.asarray(values, dtype=np.float32).reshape(1, -1))
+        row = np.asarray(values, dtype=np.float32).reshape(-1)  # [C]
+        t = float(time)
+        j = self._index.get(sensor)
+        buffer = None if j is None else self._buffers[j]
+        if (  # the common case, without ingest's array checks: in order, new, finite
+            buffer is not None
+            and row.shape[0] == buffer.values.shape[1]
+            and t > buffer.last
+            and t > self._answered_until
+            and (t <= self.clock + self.policy.effective_jump_after or self.clock == -np.inf)
+            and np.isfinite(t)
+            and np.isfinite(row).all()
+        ):
+            buffer.append_one(t, row)
+            self.clock = max(self.clock, t)
+            self._check_rate(j, 1)
+            if buffer.n > 4096:
+                self._trim()
+        else:
+            self.ingest(sensor, np.array([time]), row.reshape(1, -1))
+        if self._next_step is not None and self.clock <= self._next_step + self.policy.deadline:
+            return []  # no step due yet
         return self.advance()
 
     def push_many(self, sensor: str, times: np.ndarray, values: np.ndarray) -> list[Answer]:
@@ -457,8 +493,14 @@ class StreamEngine:
     # ------------------------------------------------------------------ output
     def advance(self, until: float | None = None) -> list[Answer]:
         """Answer every step whose deadline the clock has passed (or every step <= ``until``)."""
+        steps = self.due(until)
+        return self.answer(steps) if len(steps) else []
+
+    def due(self, until: float | None = None) -> np.ndarray:
+        """The steps whose deadline the clock has passed (or every step <= ``until``), marked
+        answered: the caller answers them (:meth:`respond`). ``[S]`` times, maybe empty."""
         if not np.isfinite(self.clock):
-            return []
+            return np.empty(0)
         if self._next_step is None:
             first = min(b.times[0] for b in self._buffers if b.n)
             self._next_step = float(first) + self.policy.window
@@ -470,10 +512,10 @@ class StreamEngine:
                 break
             steps.append(t)
         if not steps:
-            return []
+            return np.empty(0)
         self._next_step = steps[-1] + self.policy.step
         self._answered_until = steps[-1]
-        return self.answer(np.asarray(steps))
+        return np.asarray(steps)
 
     def close(self) -> list[Answer]:
         """Answer the steps left up to the clock (the stream ended; no more late readings)."""
@@ -514,12 +556,15 @@ class StreamEngine:
                 offsets = (np.arange(n_slots) + 1) * (p.window / n_slots) - p.window  # [T]
                 slots = times[:, None] + offsets  # [S, T]
                 idx = np.searchsorted(buf_t, slots, side="right") - 1
-                idx = np.clip(np.maximum(idx, lo[:, None]), 0, max(len(buf_t) - 1, 0))
+                # >= 0 (lo >= 0); lo is n when no reading is in the window (then not live)
+                idx = np.minimum(np.maximum(idx, lo[:, None]), len(buf_t) - 1)
                 window = buf_v[idx] if len(buf_t) else np.zeros((n_steps, *spec.shape))
-            else:
-                total = np.concatenate([np.zeros((1, buf_v.shape[1])), np.cumsum(buf_v, 0)])
-                window = (total[hi] - total[lo]) / np.maximum(count, 1)[:, None]
-            window = window.astype(np.float32)  # [S, *shape]
+            else:  # running sums over the readings the steps' windows span, not the buffer
+                base = int(lo.min()) if n_steps else 0
+                part = buf_v[base : int(hi.max()) if n_steps else 0].astype(np.float64)
+                total = np.concatenate([np.zeros((1, buf_v.shape[1])), np.cumsum(part, 0)])
+                window = (total[hi - base] - total[lo - base]) / np.maximum(count, 1)[:, None]
+            window = window.astype(np.float32, copy=False)  # [S, *shape]
             if p.staleness == "hold":
                 for s in range(n_steps):  # the held window evolves step by step
                     if live[s]:
@@ -561,47 +606,111 @@ class StreamEngine:
 
     def answer(self, times: np.ndarray) -> list[Answer]:
         """Answers for windows ending at ``times`` (one model call for all of them)."""
+        return self._as_answers(self.respond(np.asarray(times, dtype=np.float64)))
+
+    def respond(self, times: np.ndarray, batch_steps: int | None = None) -> dict[str, np.ndarray]:
+        """Answers for windows ending at ``times`` as arrays (what :meth:`answer` wraps).
+
+        The windows of all ``times`` are assembled at once (:meth:`windows`), then the model is
+        called once per block of ``batch_steps`` consecutive steps (default: one call for all)
+        on the block's steps with a live modality.
+
+        Returns
+        -------
+        dict
+            ``time [S]``, ``output [S, K]`` (classification) or ``[S, 1]``, ``prediction [S]``,
+            ``present [S, M]``, ``age [S, M]``, ``empty [S]``, ``latency_ms [S]`` (the step's
+            share of the window assembly plus its block's model call over the block's steps),
+            ``keep [S]`` (False for a step skipped under ``on_empty="skip"``).
+        """
         started = _time.perf_counter()
-        inputs, present, age = self.windows(times)
-        sensors = [j for j in range(len(self.specs)) if j != self._age_j]
-        live = present[:, sensors].any(axis=1)  # the age alone is no data
+        times = np.asarray(times, dtype=np.float64)  # [S]
         n_steps = len(times)
+        block = n_steps if batch_steps is None else int(batch_steps)
+        inputs, present, age = self.windows(times)
+        live = present[:, self._sensors].any(axis=1)  # [S] the age alone is no data
         classification = self.model.task.is_classification
         width = self.model.task.n_classes if classification else 1
-        outputs = np.full((n_steps, width), np.nan)
-        if live.any():
-            dataset = MultimodalDataset(
-                specs=self.specs,
-                task=self.model.task,
-                inputs={k: v[live] for k, v in inputs.items()},
-                targets=np.zeros(int(live.sum()), np.int64 if classification else np.float32),
-                observed=present[live],
-            )
-            outputs[live] = np.asarray(self.model.predict_raw(dataset)).reshape(int(live.sum()), -1)
-        self.stats["empty"] += int((~live).sum())
-        if self.policy.on_empty in ("prior", "hold") and (~live).any():
-            outputs[~live] = np.asarray(self.model.prior, dtype=np.float64).reshape(1, -1)
-        if self.policy.on_empty == "hold":
-            for s in range(n_steps):  # the last answer from data, carried across calls
-                if live[s]:
-                    self._last_output = outputs[s].copy()
-                elif self._last_output is not None:
-                    outputs[s] = self._last_output
-        latency = (_time.perf_counter() - started) * 1000 / n_steps
-        answers = []
-        for s in range(n_steps):
-            if not live[s] and self.policy.on_empty == "skip":
-                self.stats["skipped"] += 1
-                continue
-            out = outputs[s] if classification else outputs[s, 0]
-            if classification:
-                label = float(np.argmax(out)) if np.isfinite(out).all() else np.nan
+        outputs = np.full((n_steps, width), np.nan)  # [S, K]
+        latency = np.zeros(n_steps)
+        live_idx = np.flatnonzero(live)
+        assembled = _time.perf_counter()
+        block = max(block, 1)
+        starts = np.arange(0, n_steps, block)  # [B] first step of each block
+        edges = np.searchsorted(live_idx, np.append(starts, n_steps)).tolist()  # live per block
+        with torch.inference_mode():
+            for lo, a, b in zip(starts.tolist(), edges[:-1], edges[1:], strict=True):
+                if a == b:
+                    continue
+                call = _time.perf_counter()
+                first, last = int(live_idx[a]), int(live_idx[b - 1])
+                # consecutive live steps (always so one step per call) are a view, not a copy
+                rows = slice(first, last + 1) if last - first == b - a - 1 else live_idx[a:b]
+                dataset = MultimodalDataset(
+                    specs=self.specs,
+                    task=self.model.task,
+                    inputs={k: v[rows] for k, v in inputs.items()},
+                    targets=np.zeros(b - a, np.int64 if classification else np.float32),
+                    observed=present[rows],
+                )
+                out = self.model.predict_raw(dataset)
+                outputs[rows] = np.asarray(out).reshape(b - a, -1)
+                stop = min(lo + block, n_steps)
+                latency[lo:stop] += (_time.perf_counter() - call) * 1000 / (stop - lo)
+        called = _time.perf_counter()
+        empty = ~live
+        self.stats["empty"] += int(empty.sum())
+        if self.policy.on_empty in ("prior", "hold") and empty.any():
+            outputs[empty] = np.asarray(self.model.prior, dtype=np.float64).reshape(1, -1)
+        if self.policy.on_empty == "hold" and n_steps:
+            # the last answer from data, carried across calls: step s takes the output of the
+            # newest live step at or before it
+            source = np.maximum.accumulate(np.where(live, np.arange(n_steps), -1))
+            held = empty & (source >= 0)
+            outputs[held] = outputs[source[held]]
+            if self._last_output is not None:
+                outputs[source < 0] = self._last_output
+            if live_idx.size:
+                self._last_output = outputs[live_idx[-1]].copy()
+        if classification:
+            finite = np.isfinite(outputs).all(axis=1)
+            if finite.all():
+                prediction = np.argmax(outputs, axis=1)
             else:
-                label = float(out)
-            answers.append(
-                Answer(float(times[s]), out, label, present[s], age[s], bool(not live[s]), latency)
+                prediction = np.where(finite, np.argmax(np.nan_to_num(outputs), axis=1), np.nan)
+        else:
+            prediction = outputs[:, 0].copy()
+        keep = np.ones(n_steps, bool)
+        if self.policy.on_empty == "skip":
+            keep = live
+            self.stats["skipped"] += int(empty.sum())
+        # the assembly and the bookkeeping, shared by every step
+        latency += (assembled - started + _time.perf_counter() - called) * 1000 / max(n_steps, 1)
+        return {
+            "time": times,
+            "output": outputs,
+            "prediction": prediction.astype(np.float64),
+            "present": present,
+            "age": age,
+            "empty": empty,
+            "latency_ms": latency,
+            "keep": keep,
+        }
+
+    def _as_answers(self, r: dict[str, np.ndarray]) -> list[Answer]:
+        classification = self.model.task.is_classification
+        return [
+            Answer(
+                float(r["time"][s]),
+                r["output"][s] if classification else r["output"][s, 0],
+                float(r["prediction"][s]),
+                r["present"][s],
+                r["age"][s],
+                bool(r["empty"][s]),
+                float(r["latency_ms"][s]),
             )
-        return answers
+            for s in np.flatnonzero(r["keep"])
+        ]
 
 
 @dataclass
@@ -635,27 +744,49 @@ def answers_frame(
     answers: list[Answer], names: tuple[str, ...], stream: EventStream | None, classification: bool
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The answers as a tidy frame (see :class:`StreamResult`) and their outputs."""
-    times = np.array([a.time for a in answers])
-    present = np.array([a.present for a in answers], bool).reshape(len(answers), len(names))
-    age = np.array([a.age for a in answers]).reshape(len(answers), len(names))
-    frame = pd.DataFrame({"time": times, "prediction": [a.prediction for a in answers]})
-    if stream is not None and stream.truth is not None and len(answers):
+    n = len(answers)
+    arrays = {
+        "time": np.array([a.time for a in answers], dtype=np.float64),
+        "prediction": np.array([a.prediction for a in answers], dtype=np.float64),
+        "present": np.array([a.present for a in answers], bool).reshape(n, len(names)),
+        "age": np.array([a.age for a in answers], dtype=np.float64).reshape(n, len(names)),
+        "empty": np.array([a.empty for a in answers], bool),
+        "latency_ms": np.array([a.latency_ms for a in answers], dtype=np.float64),
+    }
+    outputs = np.array([a.output for a in answers]) if answers else np.empty((0,))
+    return _frame(arrays, names, stream, classification), outputs
+
+
+def _frame(
+    r: dict[str, np.ndarray],
+    names: tuple[str, ...],
+    stream: EventStream | None,
+    classification: bool,
+) -> pd.DataFrame:
+    """The tidy answers frame from :meth:`StreamEngine.respond`'s arrays (kept steps only)."""
+    times, present = r["time"], r["present"]  # [S], [S, M]
+    frame = pd.DataFrame({"time": times, "prediction": r["prediction"]})
+    if stream is not None and stream.truth is not None and len(times):
         truth = stream.truth_at(times)
         frame["truth"] = truth
         if classification:
             frame["correct"] = frame["prediction"].to_numpy() == truth
         else:
             frame["error"] = frame["prediction"].to_numpy() - truth
-    frame["live"] = [
-        "+".join(n for n, p in zip(names, row, strict=True) if p) or "none" for row in present
-    ]
-    frame["empty"] = [a.empty for a in answers]
+    # one label per distinct set of live modalities, not one join per row
+    codes = present.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))  # [S]
+    unique, inverse = np.unique(codes, return_inverse=True)
+    labels = np.array(
+        ["+".join(n for j, n in enumerate(names) if code >> j & 1) or "none" for code in unique],
+        dtype=object,
+    )
+    frame["live"] = labels[inverse.reshape(-1)] if len(times) else np.array([], dtype=object)
+    frame["empty"] = r["empty"]
     for j, name in enumerate(names):
         frame[f"present_{name}"] = present[:, j]
-        frame[f"age_{name}"] = age[:, j]
-    frame["latency_ms"] = [a.latency_ms for a in answers]
-    outputs = np.array([a.output for a in answers]) if answers else np.empty((0,))
-    return frame, outputs
+        frame[f"age_{name}"] = r["age"][:, j]
+    frame["latency_ms"] = r["latency_ms"]
+    return frame
 
 
 def replay(
@@ -667,8 +798,12 @@ def replay(
 ) -> StreamResult:
     """Feed a recorded stream through a :class:`StreamEngine` and collect its answers.
 
-    Readings are delivered in chunks that end at each step's deadline, all sensors before
-    the step is answered, so the answers are those of a live feed at the same clock.
+    Readings are delivered in chunks that end at a step's deadline, all sensors before the
+    due steps are answered, so the answers are those of a live feed at the same clock: a
+    step's window holds only readings at or before its time, and it is answered once a
+    reading past its deadline has arrived. A chunk spans up to 256 steps (a multiple of
+    ``batch_steps``); the windows of a chunk's due steps are assembled at once
+    (:meth:`StreamEngine.respond`), then the model is called once per ``batch_steps`` steps.
 
     Parameters
     ----------
@@ -677,8 +812,9 @@ def replay(
         Its sensors must be the model's modalities (unknown ones follow ``on_unknown``).
     policy : StreamPolicy
     batch_steps : int, default 1
-        Steps answered per model call. 1 measures a live per-step latency; more replays
-        faster (the answers are the same).
+        Steps answered per model call. 1 measures a live per-step latency (the step's model
+        call plus its share of the chunk's window assembly); more replays faster (the
+        answers are the same).
     engine : StreamEngine, optional
         An engine to continue (its buffers and counters); default a new one.
 
@@ -692,10 +828,11 @@ def replay(
     start, end = stream.start, stream.end
     first = start + policy.window
     n_steps = int(np.floor((end - first) / policy.step + 1e-9)) + 1 if end >= first else 0
-    bounds = first + (np.arange(0, n_steps, batch_steps) + batch_steps - 1) * policy.step
+    chunk = batch_steps * max(1, -(-_CHUNK_STEPS // batch_steps))  # steps per delivery
+    bounds = first + (np.arange(0, n_steps, chunk) + chunk - 1) * policy.step
     bounds = np.append(np.minimum(bounds, end) + policy.deadline, np.inf)
     cursors = dict.fromkeys(stream.sensors, 0)
-    answers: list[Answer] = []
+    parts: list[dict[str, np.ndarray]] = []
     for bound in bounds:
         for sensor, track in stream.tracks.items():
             stop = int(np.searchsorted(track.times, bound, side="right"))
@@ -706,7 +843,10 @@ def replay(
                     track.values[cursors[sensor] : stop],
                 )
                 cursors[sensor] = stop
-        answers.extend(engine.advance())
-    answers.extend(engine.close())
-    frame, outputs = answers_frame(answers, engine.names, stream, model.task.is_classification)
+        parts.append(engine.respond(engine.due(), batch_steps))
+    parts.append(engine.respond(engine.due(until=engine.clock), batch_steps))
+    merged = {k: np.concatenate([p[k][p["keep"]] for p in parts]) for k in parts[0] if k != "keep"}
+    names = engine.names
+    frame = _frame(merged, names, stream, model.task.is_classification)
+    outputs = merged["output"] if model.task.is_classification else merged["output"][:, 0]
     return StreamResult(frame, outputs, dict(engine.stats))

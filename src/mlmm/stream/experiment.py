@@ -50,7 +50,10 @@ class StreamRun:
     ----------
     table : pandas.DataFrame
         ``model, scope, key, n, metric, value``. Scopes: ``overall`` (key ``all``; metrics
-        ``accuracy``, ``accuracy_no_outage`` and ``loss_vs_no_outage`` for classification,
+        ``accuracy``, ``accuracy_no_outage``, ``loss_vs_no_outage``, ``empty_fraction``
+        (steps with every sensor down) and, under ``on_empty="hold"``,
+        ``accuracy_on_empty_prior`` (the same replay answering those steps with the prior)
+        for classification,
         ``nrmse`` for reconstruction), ``time`` (key = the bin's start in stream
         seconds), ``live`` (key = the live sensors, e.g. ``acc+gyro``), ``latency`` (metrics
         ``p50_ms``, ``p99_ms``), ``sensor`` and ``outage_length`` (reconstruction).
@@ -118,7 +121,7 @@ def run_stream(
     stream_params: dict[str, Any] | None = None,
     time_bins: int = 10,
     baselines: bool = True,
-    on_empty: str = "prior",
+    on_empty: str = "hold",
 ) -> StreamRun:
     """Train on a built-in stream, replay its test part with outages, score against baselines.
 
@@ -143,8 +146,9 @@ def run_stream(
         Bins of the score over time.
     baselines : bool
         Classification: add ``hold-last-prediction`` and ``zero-filled``.
-    on_empty : str
-        ``StreamPolicy.on_empty`` of the replays: what a step with every sensor down answers.
+    on_empty : str, default "hold"
+        ``StreamPolicy.on_empty`` of the replays: what a step with every sensor down answers
+        (the last answer from data, flagged; ``"prior"``, ``"flag"``, ``"skip"``).
 
     Returns
     -------
@@ -218,6 +222,14 @@ def run_stream(
             rows.append((label, "overall", "all", len(answers), "accuracy_no_outage", clean[label]))
             loss = clean[label] - result.score()
             rows.append((label, "overall", "all", len(answers), "loss_vs_no_outage", loss))
+            rows.append(
+                (label, "overall", "all", len(answers), "empty_fraction", answers["empty"].mean())
+            )
+            if on_empty == "hold":  # the same replay under on_empty="prior", for comparison
+                prior = _with_prior_on_empty(answers, models[label].prior)
+                rows.append(
+                    (label, "overall", "all", len(answers), "accuracy_on_empty_prior", prior)
+                )
         which = np.clip(np.searchsorted(edges, answers["time"], side="right") - 1, 0, time_bins - 1)
         for b, group in answers.groupby(which):
             rows.append(
@@ -243,6 +255,13 @@ def run_stream(
         steps.append(frame)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return StreamRun(table, pd.concat(steps, ignore_index=True), config, down)
+
+
+def _with_prior_on_empty(answers: pd.DataFrame, prior: list[float]) -> float:
+    """The accuracy the replay would have had with ``on_empty="prior"``: only the answers of
+    steps with no live sensor differ (they become the prior's most likely class)."""
+    prediction = np.where(answers["empty"], float(np.argmax(prior)), answers["prediction"])
+    return float((prediction == answers["truth"].to_numpy()).mean())
 
 
 def _reconstruction(train, test, left, lost, specs, policy, config):
