@@ -137,9 +137,7 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
-            raise MlmmError(
-                f"task kind must be one of {list(TASK_KINDS)}, got {self.kind!r}"
-            )
+            raise MlmmError(f"task kind must be one of {list(TASK_KINDS)}, got {self.kind!r}")
         for field_name in ("n_classes", "n_labels"):
             if not _is_int(getattr(self, field_name)):
                 raise MlmmError(

@@ -160,9 +160,7 @@ class ArtifactConfig(_Strict):
             raise ValueError(f"a classification task needs n_classes >= 2, got {task.n_classes}")
         if task.kind == "multilabel" and task.n_labels < 2:
             raise ValueError(f"a multilabel task needs n_labels >= 2, got {task.n_labels}")
-        expected = {"classification": task.n_classes, "multilabel": task.n_labels}.get(
-            task.kind, 1
-        )
+        expected = {"classification": task.n_classes, "multilabel": task.n_labels}.get(task.kind, 1)
         if len(self.prior) != expected:
             raise ValueError(
                 f"prior has {len(self.prior)} values for a {task.kind} task that needs {expected}"

@@ -162,6 +162,9 @@ class AutoEnsemble(MissingModalityModel):
     (['per-modality-logistic', 'hemis'], [0.5, 0.5])
     """
 
+    #: multilabel is refused: its mixture of class probabilities is single-label
+    supported_tasks = ("classification", "regression")
+
     def __init__(
         self,
         specs: list[ModalitySpec],

@@ -94,6 +94,9 @@ class LateFusion(MissingModalityModel):
     torch.Size([200, 3, 4])
     """
 
+    #: multilabel is refused: the product rule divides out a class prior of exclusive classes
+    supported_tasks = ("classification", "regression")
+
     search_space = {
         "rule": Categorical(["sum_logprob", "mean_prob"]),
         "embed_dim": Int(16, 128, log=True),

@@ -103,6 +103,9 @@ class ClassicalReference(MissingModalityModel):
     data, the validation task loss.
     """
 
+    #: multilabel is refused: their scikit-learn / closed-form fits are single-label
+    supported_tasks = ("classification", "regression")
+
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> TrainHistory:
