@@ -33,11 +33,10 @@ def split_indices(
     for training (so ``test_size=0.2, val_size=0.1`` gives 72/8/20). Stratified by class for
     classification; each part is sorted. ``val_size=0`` gives an empty validation part.
 
-    Multilabel targets cannot stratify directly (a label set is not one class): each sample
-    is stratified by its *rarest* label (the first step of iterative stratification,
-    Sechidis et al., ECML PKDD 2011), samples with no label forming their own stratum, and
-    strata too small to reach both sides merged (:func:`multilabel_strata`). So every label
-    keeps about the same frequency in each part, rare labels above all.
+    Multilabel targets cannot stratify as classes (a label set is not one class): they are
+    split by iterative stratification (:func:`iterative_stratification`), which keeps every
+    label's frequency about the same in each part, rare labels included; part sizes are then
+    within a row or two of the fractions.
     """
     for label, frac in (("test_size", test_size), ("val_size", val_size)):
         if not 0.0 <= frac < 1.0:
@@ -56,7 +55,10 @@ def split_indices(
             continue
         s = None if strat is None else strat[rest]
         if multilabel:
-            s = multilabel_strata(dataset.targets[rest], frac)
+            chosen = iterative_stratification(dataset.targets[rest], frac, seed)
+            parts[label] = np.sort(rest[chosen])
+            rest = np.setdiff1d(rest, parts[label])
+            continue
         try:
             rest, part = train_test_split(rest, test_size=frac, random_state=seed, stratify=s)
         except ValueError as err:
@@ -69,32 +71,40 @@ def split_indices(
     return parts
 
 
-def multilabel_strata(targets: np.ndarray, fraction: float) -> np.ndarray | None:
-    """One stratum per sample of a multi-hot ``[N, L]`` matrix, for a split of ``fraction``.
+def iterative_stratification(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Rows of a multi-hot ``[N, L]`` matrix for a part of about ``fraction`` of them, keeping
+    every label's frequency in both parts (iterative stratification, Sechidis, Tsoumakas and
+    Vlahavas, "On the Stratification of Multi-Label Data", ECML PKDD 2011).
 
-    A sample's stratum is its rarest label (ties: the first column), or ``L`` when it has no
-    label. The smallest strata are merged into one until every stratum has at least two
-    samples and there are no more strata than either side of the split has samples, as
-    ``train_test_split`` needs; None when even one merged stratum cannot (too few samples).
+    Labels are taken rarest first (by positives still unassigned); each unassigned row with
+    that label goes to the part that most wants the label (then the part most short of rows,
+    then a seeded coin). Rows with no label fill the parts to their sizes. Returns the part's
+    sorted row indices.
     """
+    rng = np.random.default_rng(seed)
     n = len(targets)
-    n_part = int(np.ceil(fraction * n))
-    allowed = min(n_part, n - n_part)
-    if allowed < 1:
-        return None
-    frequency = targets.sum(axis=0)  # [L]
-    rarity = np.where(targets > 0, frequency[None, :], np.inf)  # [N, L]
-    strata = np.where(targets.any(axis=1), rarity.argmin(axis=1), targets.shape[1])  # [N]
-    merged = strata.copy()
-    kept, sizes = np.unique(merged, return_counts=True)
-    while len(kept) > 1 and (len(kept) > allowed or sizes.min() < 2):
-        # fold the smallest stratum into the next smallest, so rare labels stay together
-        smallest = kept[np.argsort(sizes, kind="stable")][:2]
-        merged[merged == smallest[0]] = smallest[1]
-        kept, sizes = np.unique(merged, return_counts=True)
-    if len(kept) == 1 or len(kept) > allowed or sizes.min() < 2:
-        return None  # one stratum is no stratification
-    return merged
+    positive = np.asarray(targets) > 0  # [N, L]
+    share = np.array([fraction, 1.0 - fraction])  # [2]: the part, the rest
+    want_rows = share * n  # [2]
+    want_label = share[:, None] * positive.sum(axis=0)[None, :]  # [2, L]
+    side = np.full(n, -1)
+    left = positive.copy()  # positives not yet assigned
+    while left.any():
+        counts = left.sum(axis=0)  # [L]
+        counts = np.where(counts > 0, counts, np.iinfo(np.int64).max)
+        label = int(rng.choice(np.flatnonzero(counts == counts.min())))
+        for row in rng.permutation(np.flatnonzero(left[:, label])):
+            key = np.lexsort((rng.random(2), want_rows, want_label[:, label]))
+            chosen = int(key[-1])  # the largest want for the label, then for rows
+            side[row] = chosen
+            want_rows[chosen] -= 1
+            want_label[chosen] -= positive[row]
+            left[row] = False
+    for row in rng.permutation(np.flatnonzero(side < 0)):  # rows with no label
+        chosen = int(np.argmax(want_rows))
+        side[row] = chosen
+        want_rows[chosen] -= 1
+    return np.flatnonzero(side == 0)
 
 
 def train_val_test_split(
