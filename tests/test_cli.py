@@ -805,3 +805,10 @@ def test_a_full_disk_while_benchmarking_is_one_line(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(ResultsStore, "_initialise", real)
     with ResultsStore(path, readonly=True) as db:
         assert set(db.status().values()) == {"pending"}  # the claim was given back
+
+
+def test_methods_filtered_by_task(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "methods", "--task", "multilabel")
+    assert code == 0 and "hemis" in out and "lda-em" not in out
+    code, _, err = run(monkeypatch, capsys, "methods", "--task", "ranking")
+    assert code != 0 and "unknown task 'ranking'" in err

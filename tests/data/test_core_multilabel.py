@@ -110,3 +110,13 @@ def test_synthetic_multilabel_generator_shapes_rates_and_seed():
     np.testing.assert_array_equal(ds.inputs["m1"], again.inputs["m1"])
     with pytest.raises(MlmmError, match="n_labels must be an integer >= 2"):
         load_dataset("synthetic-multilabel", n_labels=1)
+
+
+def test_from_arrays_takes_a_label_matrix_for_a_multilabel_task():
+    from mlmm.data.datasets import from_arrays
+
+    y = np.array([[1, 0, 1], [0, 1, 0]])
+    ds = from_arrays({"a": np.zeros((2, 2))}, y, task="multilabel")
+    assert ds.task == TaskSpec("multilabel", n_labels=3) and ds.targets.dtype == np.float32
+    with pytest.raises(MlmmError, match=r"\[n_samples, n_labels >= 2\], got shape \(2,\)"):
+        from_arrays({"a": np.zeros((2, 2))}, [0, 1], task="multilabel")
