@@ -383,12 +383,7 @@ def _training_lines(trained) -> list[str]:
 
 def _print_tables(console, table, all_subsets: bool = False) -> None:
     per_label = table.metric.str.contains("[", regex=False)  # multilabel: auroc[LABEL]
-    if per_label.any():
-        labels = table[per_label & (table.scope == "overall")].pivot_table(
-            index="metric", columns="condition", values="value", sort=False
-        )
-        console.print(_table(labels.reset_index(), "per label (whole test set)"))
-        table = table[~per_label]
+    labels, table = table[per_label & (table.scope == "overall")], table[~per_label]
     overall = (
         table[table.scope == "overall"]
         .pivot_table(
@@ -401,6 +396,14 @@ def _print_tables(console, table, all_subsets: bool = False) -> None:
     console.print(
         _table(overall, "test conditions (rates realised; rate_unit = what the spec's rate counts)")
     )
+    if not labels.empty:
+        from rich.markup import escape
+
+        label = labels.metric.str.extract(r"^auroc\[(.*)\]$", expand=False).map(escape)
+        per = labels.assign(label=label).pivot_table(
+            index="label", columns="condition", values="value", sort=False
+        )
+        console.print(_table(per.reset_index(), "AUROC per label (whole test set, by condition)"))
     subsets = table[table.scope == "subset"]
     if subsets.empty:
         return
