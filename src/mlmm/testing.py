@@ -263,7 +263,7 @@ def check_learns_every_subset(name: str) -> None:
 def check_regression(name: str) -> None:
     """Regression tasks train and predict values in target units better than the mean."""
     data = contract_dataset(task="regression")
-    trained, split = _train(name, epochs=25, dataset=data)
+    trained, split = _train(name, epochs=6, dataset=data)
     pred = trained.predict(split.test)
     assert pred.shape == (split.test.n_samples,)
     rmse = np.sqrt(np.mean((pred - split.test.targets) ** 2))
@@ -287,7 +287,7 @@ def check_multilabel(name: str) -> None:
     assert "multilabel" in METHODS.get(name).obj.supported_tasks, (
         "supported_tasks leaves out multilabel, yet the method was built"
     )
-    trained, split = _train(name, epochs=25, dataset=data)
+    trained, split = _train(name, epochs=6, dataset=data)
     test, train_targets = split.test, split.train.targets
     pred, proba = trained.predict(test), trained.predict_proba(test)
     assert pred.shape == proba.shape == test.targets.shape, "predictions are not [N, L]"
@@ -298,7 +298,7 @@ def check_multilabel(name: str) -> None:
     rate = train_targets.mean(axis=0)  # [L]
     constants = [np.ones_like(test.targets), np.tile(rate, (test.n_samples, 1))]
     baseline = max(multilabel_metrics(c, test.targets)["micro_f1"] for c in constants)
-    assert micro > baseline + 0.1, f"micro-F1 {micro:.2f} not above the baseline {baseline:.2f}"
+    assert micro > baseline + 0.2, f"micro-F1 {micro:.2f} not above the baseline {baseline:.2f}"
 
 
 def check_estimator_contract(name: str) -> None:
