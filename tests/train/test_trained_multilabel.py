@@ -97,3 +97,30 @@ def test_serving_a_multilabel_model_is_refused_in_one_line(fitted):
 
     with pytest.raises(MlmmError, match="multilabel, which mlmm serve does not answer"):
         create_app({"genres": fitted[0]})
+
+
+def test_the_tuning_loss_is_the_mean_binary_cross_entropy(fitted):
+    from sklearn.metrics import log_loss
+
+    from mlmm.tune.study import validation_loss
+
+    trained, split = fitted
+    proba = trained.predict_proba(split.test)
+    expected = log_loss(split.test.targets.ravel(), proba.ravel())
+    assert validation_loss(trained, split.test) == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_onnx_export_answers_each_labels_probability(fitted, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from mlmm.serve.export import export_onnx, onnx_session
+
+    trained, split = fitted
+    report = export_onnx(trained, tmp_path / "m.onnx")
+    assert report["max_abs_diff"] <= 1e-5
+    test = split.test
+    feed = {m: test.inputs[m][:6].astype(np.float32) for m in test.modality_names}
+    present = test.observed[:6].copy()
+    present[0, 1] = False  # a sample with m1 absent
+    got = onnx_session(tmp_path / "m.onnx").run(["probabilities"], {**feed, "present": present})
+    expected = trained.predict_proba(test.subset(np.arange(6)).with_presence(present))
+    np.testing.assert_allclose(got[0], expected, atol=1e-5)
