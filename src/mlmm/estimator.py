@@ -484,7 +484,8 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         multilabel task: ``classes_`` is then ``0..L-1`` (or a DataFrame's column names),
         ``predict`` returns the 0/1 matrix and ``predict_proba`` each label's probability.
         """
-        if y is not None and np.ndim(y) == 2 and np.shape(y)[1] > 1:
+        shape = np.asarray(y).shape if y is not None else ()  # array-likes without ndim too
+        if len(shape) == 2 and shape[1] > 1:
             return self._fit_multilabel(X, y)
         y = _as_1d_target(y, "one class label per sample", type(self).__name__)
         _check_n_samples(len(y))
