@@ -93,3 +93,13 @@ def test_spec_metrics_must_score_a_multilabel_dataset():
         parse_spec({**SPEC, "metrics": ["accuracy"]})
     with pytest.raises(MlmmError, match="'micro_f1' scores multilabel tasks"):
         parse_spec({**SPEC, "datasets": {"synthetic": {}}, "metrics": ["micro_f1"]})
+
+
+def test_a_loader_whose_parameters_choose_the_task_is_checked_per_spec():
+    base = {key: SPEC[key] for key in ("methods", "missing", "seeds")}
+    one_genre = {"mmimdb": {"root": "/data/mmimdb", "genre": "Drama"}}
+    assert parse_spec({**base, "datasets": one_genre, "metrics": ["accuracy"]})
+    genres = {"mmimdb": {"root": "/data/mmimdb"}}
+    assert parse_spec({**base, "datasets": genres, "metrics": ["micro_f1"]})
+    with pytest.raises(MlmmError, match=r"mmimdb \(multilabel\)"):
+        parse_spec({**base, "datasets": genres, "metrics": ["accuracy"]})

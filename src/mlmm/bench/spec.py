@@ -261,9 +261,11 @@ class BenchSpec(BaseModel):
         for metric in value:
             if metric not in METRICS:
                 raise unknown_name_error("metric", metric, METRICS)
-        tasks = {  # datasets of plugins may not declare their task: those are not checked
-            name: DATASETS.get(name).info.get("task") for name in info.data.get("datasets", {})
-        }
+        tasks = {}  # datasets of plugins may not declare their task: those are not checked
+        for name, params in (info.data.get("datasets") or {}).items():
+            task = DATASETS.get(name).info.get("task")
+            # a loader whose parameters choose the task declares a function of them
+            tasks[name] = task(params or {}) if callable(task) else task
         known = {t for ts in METRIC_TASKS.values() for t in ts}
         tasks = {name: task for name, task in tasks.items() if task in known}
         for metric in value:

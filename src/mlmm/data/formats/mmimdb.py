@@ -50,6 +50,11 @@ _OFFICIAL_ROWS = {"train": (0, 15552), "dev": (15552, 18160), "test": (18160, 25
 _IMAGE_SOURCES = {"vgg": "vgg_features", "pixels": "images"}
 
 
+def _task_of(params: dict) -> str:
+    """The task a spec's ``mmimdb`` parameters give: one genre is binary, all are multilabel."""
+    return "multilabel" if params.get("genre") is None else "classification"
+
+
 @register_dataset(
     "mmimdb",
     description="MM-IMDb: poster + plot of 25,959 movies, 23 genres (multilabel; genre=NAME "
@@ -59,7 +64,7 @@ _IMAGE_SOURCES = {"vgg": "vgg_features", "pixels": "images"}
     license="IMDb data: non-commercial research use (see the MM-IMDb page)",
     needs_files=True,
     modalities="text, image",
-    task="multilabel",
+    task=_task_of,
 )
 def load_mmimdb(
     root: str | os.PathLike | None = None,
