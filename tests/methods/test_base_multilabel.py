@@ -24,7 +24,9 @@ def test_the_task_loss_is_binary_cross_entropy_averaged_over_labels():
     assert model.task_loss(logits, target).item() == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("name", ["lda-em", "late-fusion", "evidential-fusion", "auto-ensemble"])
+@pytest.mark.parametrize(
+    "name", ["lda-em", "learned-weight-ensemble", "evidential-fusion", "auto-ensemble"]
+)
 def test_softmax_specific_methods_refuse_multilabel_in_one_line(name):
     assert "multilabel" not in METHODS.get(name).obj.supported_tasks
     with pytest.raises(MlmmError, match=rf"method '{name}' supports .* not multilabel") as err:
