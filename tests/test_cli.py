@@ -874,3 +874,25 @@ def test_train_on_cuda_without_a_gpu_is_one_line_before_training(monkeypatch, ca
     )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "no CUDA GPU is available; use --device cpu" in err
+
+
+def test_methods_filtered_by_task(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "methods", "--task", "multilabel")
+    assert code == 0 and "hemis" in out and "lda-em" not in out
+    code, _, err = run(monkeypatch, capsys, "methods", "--task", "ranking")
+    assert code != 0 and "unknown task 'ranking'" in err
+
+
+def test_train_and_evaluate_a_multilabel_model(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "ml"
+    args = ["--dataset", "synthetic-multilabel", "--dataset-param", "n_samples=300"]
+    code, _, err = run(
+        monkeypatch, capsys, "train", *args, "--method", "zero-impute", "--epochs", "2",
+        "--out", str(out_dir), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(monkeypatch, capsys, "evaluate", str(out_dir), "--missing", "none")
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "micro_f1" in flat and "samples_f1" in flat and "AUROC per label" in flat
+    assert "label4" in flat  # the label names, not swallowed as console markup

@@ -77,7 +77,16 @@ def test_every_dataset_section_is_a_registered_dataset():
 
 # ---------------------------------------------------------------------- snippets
 @pytest.mark.parametrize(
-    "page", ["developer.md", "methods.md", "datasets.md", "benchmarks.md", "tuning.md", "deploy.md"]
+    "page",
+    [
+        "developer.md",
+        "methods.md",
+        "datasets.md",
+        "benchmarks.md",
+        "tuning.md",
+        "deploy.md",
+        "tasks.md",
+    ],
 )
 def test_python_snippets_run(page, tmp_path):
     """Every ```python block of the page, run in order as one script in a fresh process (so

@@ -115,16 +115,26 @@ def datasets() -> None:
 
 
 @app.command()
-def methods(family: Annotated[str | None, typer.Option(help="Only this family.")] = None) -> None:
+def methods(
+    family: Annotated[str | None, typer.Option(help="Only this family.")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Only methods that train for this task (classification, regression, multilabel)."
+        ),
+    ] = None,
+) -> None:
     """List the registered methods with their family, subtype and paper (the taxonomy)."""
     import pandas as pd
 
+    from mlmm.data.specs import TASK_KINDS
+    from mlmm.errors import unknown_name_error
     from mlmm.methods import METHODS, TAXONOMY
 
     if family is not None and family not in TAXONOMY:
-        from mlmm.errors import unknown_name_error
-
         raise unknown_name_error("family", family, TAXONOMY)
+    if task is not None and task not in TASK_KINDS:
+        raise unknown_name_error("task", task, TASK_KINDS)
     rows = [
         {
             "name": e.name,
@@ -133,7 +143,7 @@ def methods(family: Annotated[str | None, typer.Option(help="Only this family.")
             "paper": e.info["paper"],
         }
         for e in METHODS
-        if family in (None, e.info["family"])
+        if family in (None, e.info["family"]) and task in (None, *e.obj.supported_tasks)
     ]
     _console().print(_table(pd.DataFrame(rows), "methods"))
 
@@ -380,6 +390,8 @@ def _training_lines(trained) -> list[str]:
 
 
 def _print_tables(console, table, all_subsets: bool = False) -> None:
+    per_label = table.metric.str.contains("[", regex=False)  # multilabel: auroc[LABEL]
+    labels, table = table[per_label & (table.scope == "overall")], table[~per_label]
     overall = (
         table[table.scope == "overall"]
         .pivot_table(
@@ -392,6 +404,14 @@ def _print_tables(console, table, all_subsets: bool = False) -> None:
     console.print(
         _table(overall, "test conditions (rates realised; rate_unit = what the spec's rate counts)")
     )
+    if not labels.empty:
+        from rich.markup import escape
+
+        label = labels.metric.str.extract(r"^auroc\[(.*)\]$", expand=False).map(escape)
+        per = labels.assign(label=label).pivot_table(
+            index="label", columns="condition", values="value", sort=False
+        )
+        console.print(_table(per.reset_index(), "AUROC per label (whole test set, by condition)"))
     subsets = table[table.scope == "subset"]
     if subsets.empty:
         return

@@ -34,6 +34,7 @@ from mlmm.data.specs import TaskSpec
 from mlmm.data.split import split_indices
 from mlmm.errors import MlmmError
 from mlmm.methods.registry import create_method
+from mlmm.train.trained import MULTILABEL_THRESHOLD
 from mlmm.train.trainer import Trainer
 from mlmm.utils import rng_for
 
@@ -488,7 +489,15 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
     """
 
     def fit(self, X: Any, y: Any) -> MissingModalityClassifier:
-        """Fit on ``X`` (per-modality arrays, NaN rows = missing) and labels ``y``."""
+        """Fit on ``X`` (per-modality arrays, NaN rows = missing) and labels ``y``.
+
+        A 2-D ``y`` of 0/1 with several columns (scikit-learn's label-indicator format) is a
+        multilabel task: ``classes_`` is then ``0..L-1`` (or a DataFrame's column names),
+        ``predict`` returns the 0/1 matrix and ``predict_proba`` each label's probability.
+        """
+        shape = np.asarray(y).shape if y is not None else ()  # array-likes without ndim too
+        if len(shape) == 2 and shape[1] > 1:
+            return self._fit_multilabel(X, y)
         y = _as_1d_target(y, "one class label per sample", type(self).__name__)
         _check_n_samples(len(y))
         self.classes_, encoded = _encode_classes(y)
@@ -497,13 +506,32 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         self.trained_.classes = self.classes_.tolist()  # the labels, for the saved model
         return self
 
+    def _fit_multilabel(self, X: Any, y: Any) -> MissingModalityClassifier:
+        columns = getattr(y, "columns", None)
+        y = np.asarray(y)
+        target_type = type_of_target(y, input_name="y")
+        if target_type != "multilabel-indicator":
+            raise MlmmError(
+                f"a 2-D y must be a 0/1 label-indicator matrix (multilabel), got a "
+                f"{target_type!r} target of shape {y.shape}; pass one label per sample as 1-D y"
+            )
+        _check_n_samples(len(y))
+        names = [str(c) for c in columns] if columns is not None else []
+        self.classes_ = np.asarray(names) if names else np.arange(y.shape[1])
+        task = TaskSpec("multilabel", n_labels=y.shape[1], label_names=names)
+        return self._fit(X, y.astype(np.float32), task)
+
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities ``[N, n_classes]`` in the order of ``classes_``."""
+        """Class probabilities ``[N, n_classes]`` in the order of ``classes_``; for a
+        multilabel fit, each label's probability ``[N, n_labels]``."""
         return self._predict_raw(X)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted labels (values of ``classes_``)."""
+        """Predicted labels (values of ``classes_``), or for a multilabel fit the 0/1 label
+        matrix ``[N, n_labels]`` (a label is on at probability >= 0.5)."""
         self._check_fitted()
+        if self.trained_.task.is_multilabel:
+            return (self.predict_proba(X) >= MULTILABEL_THRESHOLD).astype(np.int64)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 

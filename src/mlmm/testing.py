@@ -32,6 +32,7 @@ from mlmm.train.trained import TrainedModel
 from mlmm.train.trainer import Trainer
 
 N_CLASSES = 3
+N_LABELS = 4
 
 
 @lru_cache(maxsize=4)
@@ -39,7 +40,10 @@ def contract_dataset(
     n_samples: int = 360, seed: int = 0, task: str = "classification"
 ) -> MultimodalDataset:
     """A tiny seeded dataset with two vector modalities and one sequence modality, each of
-    which carries class signal on its own (so every single modality beats chance)."""
+    which carries class signal on its own (so every single modality beats chance).
+
+    ``task`` is ``"classification"`` (3 classes), ``"regression"`` or ``"multilabel"``
+    (4 labels, each on in 20-50% of the samples)."""
     rng = np.random.default_rng(seed)
     y = np.arange(n_samples) % N_CLASSES
     means_a = rng.normal(0, 1.6, (N_CLASSES, 6))
@@ -56,6 +60,21 @@ def contract_dataset(
         ModalitySpec("b", "vector", (4,)),
         ModalitySpec("s", "sequence", (12, 2)),
     ]
+    if task == "multilabel":
+        # label l is on with probability 0.2..0.5; a and b carry every label, s a sum of sines
+        rates = np.linspace(0.2, 0.5, N_LABELS)
+        labels = (rng.random((n_samples, N_LABELS)) < rates).astype(np.float32)  # [N, L]
+        a = labels @ rng.normal(0, 1.6, (N_LABELS, 6)) + rng.normal(size=(n_samples, 6))
+        b = labels @ rng.normal(0, 1.6, (N_LABELS, 4)) + rng.normal(size=(n_samples, 4))
+        waves = np.sin((1.0 + np.arange(N_LABELS))[:, None] * t)  # [L, T]
+        s = (labels @ waves)[..., None] + 0.5 * rng.normal(size=(n_samples, 12, 2))
+        return MultimodalDataset(
+            specs,
+            TaskSpec("multilabel", n_labels=N_LABELS),
+            {"a": a, "b": b, "s": s},
+            labels,
+            name="contract",
+        )
     if task == "classification":
         return MultimodalDataset(
             specs,
@@ -95,7 +114,7 @@ def _forward_ok(model, batch: MultimodalBatch, what: str) -> torch.Tensor:
     with torch.no_grad():
         out = model(batch)
     k = model.task.output_dim
-    expected = (len(batch), k) if model.task.is_classification else (len(batch),)
+    expected = (len(batch),) if model.task.is_regression else (len(batch), k)
     assert tuple(out.prediction.shape) == expected, (
         f"{what}: prediction shape {tuple(out.prediction.shape)} != {expected}"
     )
@@ -270,11 +289,42 @@ def check_learns_every_subset(name: str) -> None:
 def check_regression(name: str) -> None:
     """Regression tasks train and predict values in target units better than the mean."""
     data = contract_dataset(task="regression")
-    trained, split = _train(name, epochs=25, dataset=data)
+    trained, split = _train(name, epochs=6, dataset=data)
     pred = trained.predict(split.test)
     assert pred.shape == (split.test.n_samples,)
     rmse = np.sqrt(np.mean((pred - split.test.targets) ** 2))
     assert rmse < 0.8 * split.test.targets.std(), f"regression RMSE {rmse:.3f} not below the spread"
+
+
+def check_multilabel(name: str) -> None:
+    """A multilabel task either trains, predicting a 0/1 matrix and per-label probabilities
+    with a micro-F1 clearly above the best label-frequency baseline, or, for a method whose
+    ``supported_tasks`` leaves it out, is refused at construction with one clear line."""
+    from mlmm.errors import MlmmError
+    from mlmm.eval.metrics import multilabel_metrics
+
+    data = contract_dataset(task="multilabel")
+    try:  # a method that composes others (a scheduler's pool) may refuse through them
+        create_method(name, data.specs, data.task)
+    except MlmmError as err:
+        message = str(err)
+        assert "multilabel" in message and "\n" not in message, f"unclear refusal: {message}"
+        return
+    assert "multilabel" in METHODS.get(name).obj.supported_tasks, (
+        "supported_tasks leaves out multilabel, yet the method was built"
+    )
+    trained, split = _train(name, epochs=6, dataset=data)
+    test, train_targets = split.test, split.train.targets
+    pred, proba = trained.predict(test), trained.predict_proba(test)
+    assert pred.shape == proba.shape == test.targets.shape, "predictions are not [N, L]"
+    assert set(np.unique(pred)) <= {0, 1}, "predict must give a 0/1 label matrix"
+    assert ((proba >= 0) & (proba <= 1)).all(), "predict_proba must give probabilities"
+    micro = multilabel_metrics(proba, test.targets)["micro_f1"]
+    # the best constant answers: every label on, or each label at its training frequency
+    rate = train_targets.mean(axis=0)  # [L]
+    constants = [np.ones_like(test.targets), np.tile(rate, (test.n_samples, 1))]
+    baseline = max(multilabel_metrics(c, test.targets)["micro_f1"] for c in constants)
+    assert micro > baseline + 0.2, f"micro-F1 {micro:.2f} not above the baseline {baseline:.2f}"
 
 
 def check_estimator_contract(name: str) -> None:
@@ -351,6 +401,7 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_mixed_precision,
     check_learns_every_subset,
     check_regression,
+    check_multilabel,
     check_estimator_contract,
     check_out_of_core,
 )

@@ -73,7 +73,7 @@ def test_task_spec_classification_and_regression():
 
 
 def test_task_spec_validation():
-    with pytest.raises(MlmmError, match="'classification' or 'regression'"):
+    with pytest.raises(MlmmError, match="'classification', 'regression', 'multilabel'"):
         TaskSpec("ranking", 2)
     with pytest.raises(MlmmError, match="n_classes >= 2, got 1"):
         TaskSpec("classification", 1)

@@ -3,7 +3,8 @@
 Sections (stable ids): ``leaderboard``, ``robustness``, ``subsets``, ``bayes-gap``, ``efficiency``,
 ``taxonomy``, ``failures``, ``time-limited``, ``reproduce``. Headings name the metric shown and its direction; the
 first metric of the spec's ``metrics:`` that the results hold is the primary one (else accuracy
-for classification, RMSE for regression). CSS is inline and plots are PNG data URIs drawn with matplotlib's Agg
+for classification, micro-F1 for multilabel, RMSE for regression; a multilabel leaderboard ranks
+by micro-F1 or macro AUROC only). CSS is inline and plots are PNG data URIs drawn with matplotlib's Agg
 canvas, so the file opens offline; a Content-Security-Policy forbids the page any other resource.
 """
 
@@ -45,6 +46,9 @@ METRIC_NAMES = {
     "rmse": "RMSE",
     "mae": "MAE",
     "r2": "R²",
+    "micro_f1": "micro-F1 (%)",
+    "samples_f1": "samples-F1 (%)",
+    "macro_auroc": "macro AUROC (%)",
 }
 #: Above this many modality subsets, the heatmap shows means by subset size and the worst and
 #: best subsets; the full table is in a collapsible block below it.
@@ -381,8 +385,8 @@ def _leaderboard(
     parts = [
         _note(
             "Overall test score on the primary metric (the spec's first metric; accuracy for "
-            "classification, RMSE for regression), mean over seeds with its 95% confidence "
-            "interval in brackets: Student's t over seeds when there are two or more; with one "
+            "classification, micro-F1 for multilabel, RMSE for regression), mean over seeds "
+            "with its 95% confidence interval in brackets: Student's t over seeds when there are two or more; with one "
             "seed, Wilson's binomial interval over the test samples for accuracy, and no "
             "interval for other metrics. #k: rank in that column; the best of each column in "
             "bold; ≈: the interval overlaps the best's, a difference within noise. Methods "

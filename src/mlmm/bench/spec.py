@@ -52,14 +52,20 @@ from pydantic import (
 )
 
 from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
-from mlmm.eval.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from mlmm.eval.metrics import CLASSIFICATION_METRICS, MULTILABEL_METRICS, REGRESSION_METRICS
 
-#: The task each metric scores.
-METRIC_TASKS = {
-    **dict.fromkeys(CLASSIFICATION_METRICS, "classification"),
-    **dict.fromkeys(REGRESSION_METRICS, "regression"),
+_TASK_METRICS = {
+    "classification": CLASSIFICATION_METRICS,
+    "regression": REGRESSION_METRICS,
+    "multilabel": MULTILABEL_METRICS,
 }
-#: Metrics the evaluation computes (classification, then regression).
+#: The tasks each metric scores (macro-F1 scores classification and multilabel tasks).
+METRIC_TASKS: dict[str, tuple[str, ...]] = {
+    metric: tuple(task for task, listed in _TASK_METRICS.items() if metric in listed)
+    for metrics in _TASK_METRICS.values()
+    for metric in metrics
+}
+#: Metrics the evaluation computes (classification, regression, then multilabel).
 METRICS = tuple(METRIC_TASKS)
 #: Seeds are stored as 64-bit integers.
 MAX_SEED = 2**63 - 1
@@ -332,16 +338,19 @@ class BenchSpec(BaseModel):
         for metric in value:
             if metric not in METRICS:
                 raise unknown_name_error("metric", metric, METRICS)
-        tasks = {  # datasets of plugins may not declare their task: those are not checked
-            name: DATASETS.get(name).info.get("task") for name in info.data.get("datasets", {})
-        }
-        tasks = {name: task for name, task in tasks.items() if task in METRIC_TASKS.values()}
+        tasks = {}  # datasets of plugins may not declare their task: those are not checked
+        for name, params in (info.data.get("datasets") or {}).items():
+            task = DATASETS.get(name).info.get("task")
+            # a loader whose parameters choose the task declares a function of them
+            tasks[name] = task(params or {}) if callable(task) else task
+        known = {t for ts in METRIC_TASKS.values() for t in ts}
+        tasks = {name: task for name, task in tasks.items() if task in known}
         for metric in value:
-            if tasks and METRIC_TASKS[metric] not in tasks.values():
-                fitting = [m for m, t in METRIC_TASKS.items() if t in tasks.values()]
+            if tasks and not set(METRIC_TASKS[metric]) & set(tasks.values()):
+                fitting = [m for m, ts in METRIC_TASKS.items() if set(ts) & set(tasks.values())]
                 raise ValueError(
-                    f"metric {metric!r} scores {METRIC_TASKS[metric]} tasks, but the spec's "
-                    f"datasets are {', '.join(f'{n} ({t})' for n, t in tasks.items())}; use "
+                    f"metric {metric!r} scores {' and '.join(METRIC_TASKS[metric])} tasks, but "
+                    f"the spec's datasets are {', '.join(f'{n} ({t})' for n, t in tasks.items())}; use "
                     f"{', '.join(fitting)}"
                 )
         return value

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mlmm.eval.metrics import PERCENT_METRICS, primary_metric, task_metrics
+from mlmm.eval.metrics import (
+    MULTILABEL_METRICS,
+    MULTILABEL_PRIMARY,
+    is_percent,
+    primary_metric,
+    task_metrics,
+)
 from mlmm.eval.summaries import worst_subset
 
 
@@ -16,7 +22,7 @@ def format_value(value: float, metric: str) -> str:
     the others (RMSE, MAE, R², ECE) with three decimals; ``-`` for NaN."""
     if pd.isna(value):
         return "-"
-    return f"{100 * value:.1f}" if metric in PERCENT_METRICS else f"{value:.3f}"
+    return f"{100 * value:.1f}" if is_percent(metric) else f"{value:.3f}"
 
 
 def _mean_std(values: pd.Series, metric: str = "accuracy") -> str:
@@ -32,10 +38,17 @@ def _mean_std(values: pd.Series, metric: str = "accuracy") -> str:
 def table_metrics(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> list[str]:
     """The metrics to show for ``results`` (one task): those of ``metrics`` that the table
     holds, in that order, or the task's default list (accuracy, macro-F1, AUROC, ECE; RMSE,
-    MAE, R²) when none of them is there. The first is the primary metric."""
+    MAE, R²; micro-F1, macro-F1, samples-F1, macro AUROC) when none of them is there. The
+    first is the primary metric; a multilabel table ranks by micro-F1 or macro AUROC only, so
+    micro-F1 leads when ``metrics`` starts with neither. Per-label rows (``auroc[LABEL]``)
+    are shown only when ``metrics`` names them."""
     available = set(results.loc[results.scope == "overall", "metric"])
     chosen = [m for m in metrics or () if m in available]
-    return chosen or [m for m in task_metrics(available) if m in available]
+    default = [m for m in task_metrics(available) if m in available]
+    if default and default[0] == MULTILABEL_METRICS[0] and chosen:
+        if chosen[0] not in MULTILABEL_PRIMARY:
+            chosen = [default[0], *(m for m in chosen if m != default[0])]
+    return chosen or default
 
 
 def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:

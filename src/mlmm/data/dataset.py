@@ -84,7 +84,13 @@ class MultimodalDataset:
         n = len(targets) if targets.ndim > 0 else 0
         if n == 0:
             raise MlmmError("the dataset is empty (0 samples); pass at least one sample")
-        if targets.ndim != 1:
+        if self.task.is_multilabel:
+            if targets.ndim != 2 or targets.shape[1] != self.task.n_labels:
+                raise MlmmError(
+                    f"multilabel targets must be a multi-hot matrix [n_samples, "
+                    f"{self.task.n_labels}] (one 0/1 column per label), got shape {targets.shape}"
+                )
+        elif targets.ndim != 1:
             raise MlmmError(
                 f"targets must be 1-D with one value per sample, got shape {targets.shape}"
             )
@@ -124,7 +130,9 @@ class MultimodalDataset:
         object.__setattr__(self, "inputs", inputs)
         object.__setattr__(self, "observed", observed.copy())
 
-        if self.task.is_classification:
+        if self.task.is_multilabel:
+            targets = _multi_hot(targets)
+        elif self.task.is_classification:
             if not (np.issubdtype(targets.dtype, np.integer) or _is_integral(targets)):
                 raise MlmmError(
                     "classification targets must be integers 0..n_classes-1; "
@@ -226,6 +234,7 @@ class MultimodalDataset:
             "modalities": {s.name: f"{s.kind}{list(s.shape)}" for s in self.specs},
             "task": self.task.kind,
             "n_classes": self.task.n_classes,
+            **({"n_labels": self.task.n_labels} if self.task.is_multilabel else {}),
             "observed_rate": {
                 s.name: float(self.observed[:, j].mean()) for j, s in enumerate(self.specs)
             },
@@ -238,7 +247,7 @@ class MultimodalDataset:
         mods = ", ".join(f"{s.name}:{s.kind}{list(s.shape)}" for s in self.specs)
         return (
             f"MultimodalDataset(name={self.name!r}, n={self.n_samples}, modalities=[{mods}], "
-            f"task={self.task.kind}{'/' + str(self.task.n_classes) if self.task.n_classes else ''})"
+            f"task={self.task.kind}{'/' + str(self.task.output_dim) if self.task.output_dim > 1 else ''})"
         )
 
 
@@ -256,6 +265,24 @@ def as_observed(observed: object, n: int, names: Sequence[str]) -> np.ndarray:
         if not np.isin(mask, (0, 1)).all():
             raise MlmmError("observed must be boolean (True = present)")
     return mask.astype(bool, copy=True)
+
+
+def _multi_hot(targets: np.ndarray) -> np.ndarray:
+    """Multilabel targets as a float32 0/1 matrix, refusing anything else in one line."""
+    if targets.dtype == bool:
+        return targets.astype(np.float32)
+    if not np.issubdtype(targets.dtype, np.number):
+        raise MlmmError(
+            f"multilabel targets must be numbers 0/1, got dtype {targets.dtype}; encode each "
+            f"label as a 0/1 column (e.g. sklearn MultiLabelBinarizer)"
+        )
+    bad = ~np.isin(targets, (0, 1))
+    if bad.any():
+        raise MlmmError(
+            f"multilabel targets must be 0 or 1, got {np.unique(targets[bad])[:5].tolist()} in "
+            f"{int(bad.any(axis=1).sum())} row(s); pass a multi-hot matrix (1 = has the label)"
+        )
+    return targets.astype(np.float32)
 
 
 def _is_integral(values: np.ndarray) -> bool:

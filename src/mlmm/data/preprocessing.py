@@ -95,7 +95,7 @@ class Standardizer:
             _check_float32(mean, std, f"modality {spec.name!r}")
             self.mean_[spec.name] = mean.astype(np.float32)
             self.std_[spec.name] = std.astype(np.float32)
-        if not dataset.task.is_classification:
+        if dataset.task.is_regression:
             targets = dataset.targets.astype(np.float64)  # float32 squares overflow near 1e20
             self.target_mean_ = float(targets.mean())
             std = float(targets.std())
@@ -187,7 +187,7 @@ class Standardizer:
 
     def _scaled_targets(self, dataset: Any) -> np.ndarray:
         targets = dataset.targets
-        if not dataset.task.is_classification:
+        if dataset.task.is_regression:
             scaled = (targets.astype(np.float64) - self.target_mean_) / self.target_std_
             targets = scaled.astype(np.float32)
         return targets

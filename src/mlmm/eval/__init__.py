@@ -3,9 +3,11 @@
 from mlmm.eval.imputation import imputation_scores
 from mlmm.eval.metrics import (
     CLASSIFICATION_METRICS,
+    MULTILABEL_METRICS,
     REGRESSION_METRICS,
     classification_metrics,
     expected_calibration_error,
+    multilabel_metrics,
     regression_metrics,
 )
 from mlmm.eval.protocol import evaluate, modality_subsets, score, subset_name
@@ -20,6 +22,7 @@ from mlmm.eval.summaries import (
 
 __all__ = [
     "CLASSIFICATION_METRICS",
+    "MULTILABEL_METRICS",
     "REGRESSION_METRICS",
     "classification_metrics",
     "evaluate",
@@ -28,6 +31,7 @@ __all__ = [
     "imputation_scores",
     "mean_over_conditions",
     "modality_subsets",
+    "multilabel_metrics",
     "ratio_to_full",
     "regression_metrics",
     "robustness_auc",

@@ -1,4 +1,5 @@
-"""Metrics: accuracy, macro-F1, AUROC and expected calibration error; RMSE, MAE and R²."""
+"""Metrics: accuracy, macro-F1, AUROC and expected calibration error; RMSE, MAE and R²;
+micro/macro/samples F1 and per-label AUROC for multi-label tasks."""
 
 from __future__ import annotations
 
@@ -7,10 +8,27 @@ from scipy.stats import rankdata
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "auroc", "ece")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
+#: Multi-label metrics (the first, micro-F1, is the primary one); :func:`multilabel_metrics`
+#: adds one ``auroc[LABEL]`` per label besides these.
+MULTILABEL_METRICS = ("micro_f1", "macro_f1", "samples_f1", "macro_auroc")
+#: The metrics a multi-label leaderboard may rank by (threshold-based and ranking-based).
+MULTILABEL_PRIMARY = ("micro_f1", "macro_auroc")
 #: Metrics where a smaller value is better (errors); the others are better when higher.
 LOWER_IS_BETTER = frozenset({"ece", "mae", "rmse"})
 #: Metrics that are a proportion of the test samples (shown in percent).
-PERCENT_METRICS = frozenset({"accuracy", "macro_f1", "auroc"})
+PERCENT_METRICS = frozenset(
+    {"accuracy", "macro_f1", "auroc", "micro_f1", "samples_f1", "macro_auroc"}
+)
+
+
+def base_metric(metric: str) -> str:
+    """The metric a per-label name stands for: ``"auroc[Drama]"`` -> ``"auroc"``."""
+    return metric.split("[", 1)[0]
+
+
+def is_percent(metric: str) -> bool:
+    """Whether ``metric`` (per-label names included) is a proportion shown in percent."""
+    return base_metric(metric) in PERCENT_METRICS
 
 
 def higher_is_better(metric: str) -> bool:
@@ -20,17 +38,25 @@ def higher_is_better(metric: str) -> bool:
 
 def task_metrics(metrics: set[str] | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """The default metric list of the task whose metrics appear in ``metrics``: the
-    classification metrics when accuracy is there, else the regression metrics; the first is
-    the primary metric (accuracy, or RMSE)."""
-    return CLASSIFICATION_METRICS if "accuracy" in set(metrics) else REGRESSION_METRICS
+    classification metrics when accuracy is there, the multi-label metrics when micro-F1 is,
+    else the regression metrics; the first is the primary metric (accuracy, micro-F1, or
+    RMSE)."""
+    metrics = set(metrics)
+    if "accuracy" in metrics:
+        return CLASSIFICATION_METRICS
+    return MULTILABEL_METRICS if "micro_f1" in metrics else REGRESSION_METRICS
 
 
 def primary_metric(
     available: set[str] | list[str] | tuple[str, ...], wanted: list[str] | tuple[str, ...] = ()
 ) -> str:
     """The metric to rank by: the first of ``wanted`` present in ``available``, else the task's
-    default (accuracy for classification, RMSE for regression)."""
+    default (accuracy for classification, micro-F1 for multilabel, RMSE for regression).
+    A multi-label table ranks only by micro-F1 or macro AUROC (:data:`MULTILABEL_PRIMARY`):
+    other wanted metrics are skipped for it."""
     available = set(available)
+    if task_metrics(available) is MULTILABEL_METRICS:
+        wanted = [m for m in wanted if m in MULTILABEL_PRIMARY]
     for metric in (*wanted, *task_metrics(available)):
         if metric in available:
             return metric
@@ -116,3 +142,45 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]
         "mae": float(np.abs(err).mean()),
         "r2": 1.0 - sse / sst if sst > 0 else float("nan"),
     }
+
+
+def multilabel_metrics(
+    proba: np.ndarray, target: np.ndarray, labels: tuple[str, ...] | list[str] | None = None
+) -> dict[str, float]:
+    """Multi-label metrics for label probabilities ``[N, L]`` and 0/1 targets ``[N, L]``.
+
+    A label is predicted on at probability >= 0.5. ``micro_f1`` pools every (sample, label)
+    decision; ``macro_f1`` averages the per-label F1 (every label, a label never present
+    nor predicted counting 0); ``samples_f1`` averages the per-sample F1 (scikit-learn's
+    ``average="samples"``, an empty row predicted empty counting 0). ``auroc[NAME]`` is each
+    label's AUROC from its probability, NaN when the label is always or never present in
+    ``target`` (undefined, not zero), and ``macro_auroc`` the mean over the labels where it
+    is defined (NaN when none is). ``labels`` names the columns (default ``"0", "1", ...``).
+    """
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    proba = np.asarray(proba, dtype=float)
+    target = np.asarray(target).astype(np.int64)
+    if proba.shape != target.shape or proba.ndim != 2:
+        raise ValueError(
+            f"multilabel metrics need probabilities and targets of one shape [N, L], got "
+            f"{proba.shape} and {target.shape}"
+        )
+    names = [str(i) for i in range(target.shape[1])] if labels is None else list(labels)
+    pred = (proba >= 0.5).astype(np.int64)  # [N, L]
+    out = {
+        average + "_f1": float(f1_score(target, pred, average=average, zero_division=0.0))
+        for average in ("micro", "macro", "samples")
+    }
+    per_label = {}
+    for j, name in enumerate(names):
+        column = target[:, j]
+        defined = 0 < column.sum() < len(column)
+        per_label[f"auroc[{name}]"] = (
+            float(roc_auc_score(column, proba[:, j])) if defined else float("nan")
+        )
+    values = np.array(list(per_label.values()))
+    finite = values[np.isfinite(values)]
+    out["macro_auroc"] = float(finite.mean()) if len(finite) else float("nan")
+    out.update(per_label)
+    return out

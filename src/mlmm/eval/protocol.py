@@ -19,7 +19,7 @@ import pandas as pd
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.missingness import MaskResult, parse_missingness, simulate, split_specs
 from mlmm.errors import MlmmError
-from mlmm.eval.metrics import classification_metrics, regression_metrics
+from mlmm.eval.metrics import classification_metrics, multilabel_metrics, regression_metrics
 from mlmm.train.trained import TrainedModel
 from mlmm.utils import rng_for
 
@@ -60,6 +60,8 @@ def score(
     out = trained.predict_raw(dataset, on_empty=on_empty)
     if trained.task.is_classification:
         return classification_metrics(out, dataset.targets)
+    if trained.task.is_multilabel:
+        return multilabel_metrics(out, dataset.targets, trained.task.labels)
     return regression_metrics(out, dataset.targets)
 
 

@@ -29,7 +29,8 @@ class MethodOutput:
     Attributes
     ----------
     prediction : Tensor
-        ``[B, K]`` class logits (or log-probabilities) for classification, ``[B]`` for regression.
+        ``[B, K]`` class logits (or log-probabilities) for classification, ``[B, L]`` label
+        logits for multilabel, ``[B]`` for regression.
     loss : Tensor or None
         Task loss plus every auxiliary loss; set only when the batch carries a target.
     aux_losses : dict of str to Tensor
@@ -81,12 +82,18 @@ class MissingModalityModel(nn.Module, abc.ABC):
     #: The hyperparameters worth tuning and their ranges, ``name -> Float | Int | Categorical``
     #: (:mod:`mlmm.tune.space`); every name is a constructor argument. ``mlmm tune`` samples it.
     search_space: ClassVar[dict[str, Any]] = {}
+    #: The task kinds (:attr:`mlmm.data.TaskSpec.kind`) the method trains for. Methods built
+    #: on the shared heads and :meth:`task_loss` get all three; a method with its own
+    #: softmax maths (a product rule, a Dirichlet, a class-conditional model) lists only
+    #: ``("classification", "regression")`` and is refused a multilabel task at construction.
+    supported_tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")
 
     def __init__(self, specs: Sequence[ModalitySpec], task: TaskSpec) -> None:
         super().__init__()
         specs = tuple(specs)
         if not specs:
             raise MlmmError("a method needs at least one modality spec")
+        check_task_supported(type(self), task)
         self.specs = specs
         self.task = task
         self.modalities = tuple(s.name for s in specs)
@@ -153,9 +160,12 @@ class MissingModalityModel(nn.Module, abc.ABC):
 
     # ----------------------------------------------------------------- helpers
     def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy on logits (classification) or mean squared error (regression)."""
+        """Cross-entropy on logits (classification), binary cross-entropy on one logit per
+        label averaged over labels (multilabel), or mean squared error (regression)."""
         if self.task.is_classification:
             return F.cross_entropy(prediction, target)
+        if self.task.is_multilabel:  # prediction [B, L] logits, target [B, L] 0/1
+            return F.binary_cross_entropy_with_logits(prediction, target.to(prediction.dtype))
         return F.mse_loss(prediction.reshape(-1), target.reshape(-1).to(prediction.dtype))
 
     def output(
@@ -171,7 +181,7 @@ class MissingModalityModel(nn.Module, abc.ABC):
         ``task_loss`` overrides the default loss on ``prediction`` (late fusion trains each
         head on its own); auxiliary losses are always added to it.
         """
-        if not self.task.is_classification:
+        if self.task.is_regression:
             prediction = prediction.reshape(-1)
         aux = aux_losses or {}
         loss = None
@@ -206,6 +216,17 @@ class MissingModalityModel(nn.Module, abc.ABC):
                 f"{list(self.modalities)}; build the batch from a dataset with the same specs"
             )
         return batch.present
+
+
+def check_task_supported(cls: type, task: TaskSpec) -> None:
+    """Refuse, in one line, a task kind the method class does not list in ``supported_tasks``."""
+    supported = getattr(cls, "supported_tasks", ())
+    if task.kind not in supported:
+        name = getattr(cls, "method_name", "") or cls.__name__
+        raise MlmmError(
+            f"method {name!r} supports {' and '.join(supported)} tasks, not {task.kind}; "
+            f"pick a method listed by `mlmm methods --task {task.kind}`"
+        )
 
 
 def check_range(

@@ -212,6 +212,11 @@ class _Served:
         self.metric = score_metric(trained)
         scores = trained.validation_scores()
         self.scores = {s: m.get(self.metric) for s, m in scores.items()}
+        if trained.task.is_multilabel:  # a response holds one label per sample
+            raise MlmmError(
+                f"model {name!r} is multilabel, which mlmm serve does not answer (one label per "
+                f"sample); use mlmm predict, whose table has every label's probability"
+            )
         self.labels = trained.classes_.tolist() if trained.task.is_classification else None
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None

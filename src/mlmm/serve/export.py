@@ -49,6 +49,7 @@ class _Graph(nn.Module):
         self.model = trained.model
         self.names = tuple(s.name for s in trained.specs)
         self.classification = trained.task.is_classification
+        self.multilabel = trained.task.is_multilabel
         std = trained.standardizer
         for j, name in enumerate(self.names):
             self.register_buffer(f"mean_{j}", torch.as_tensor(std.mean_[name], dtype=torch.float32))
@@ -69,6 +70,9 @@ class _Graph(nn.Module):
         empty = ~present.any(dim=1)  # [N]
         if self.classification:
             out = torch.softmax(pred.float(), dim=1)  # [N, K]
+            return torch.where(empty[:, None], self.prior[None, :].expand_as(out), out)
+        if self.multilabel:
+            out = torch.sigmoid(pred.float())  # [N, L]
             return torch.where(empty[:, None], self.prior[None, :].expand_as(out), out)
         out = pred.float() * self.target_std + self.target_mean  # [N]
         return torch.where(empty, self.prior[0].expand_as(out), out)
@@ -141,7 +145,7 @@ def export_onnx(
     arrays, present = check_inputs(trained)
     names = [s.name for s in trained.specs]
     tensors = tuple(torch.from_numpy(arrays[n]) for n in names) + (torch.from_numpy(present),)
-    output = "probabilities" if trained.task.is_classification else "prediction"
+    output = "prediction" if trained.task.is_regression else "probabilities"
     method = trained.method
     refuse = (
         f"the {method!r} method cannot be exported to ONNX ({{why}}); serve it with mlmm serve, "

@@ -10,7 +10,7 @@ import pandas as pd
 
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import subset_name
-from mlmm.train.trained import TrainedModel
+from mlmm.train.trained import MULTILABEL_THRESHOLD, TrainedModel
 from mlmm.utils import atomic_write
 
 #: File types ``mlmm predict`` reads and writes.
@@ -61,7 +61,10 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
 
 
 def score_metric(trained: TrainedModel) -> str:
-    """The validation metric that says how far to trust an answer: accuracy, or RMSE."""
+    """The validation metric that says how far to trust an answer: accuracy, micro-F1
+    (multilabel), or RMSE."""
+    if trained.task.is_multilabel:
+        return "micro_f1"
     return "accuracy" if trained.task.is_classification else "rmse"
 
 
@@ -79,7 +82,9 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
     Returns
     -------
     DataFrame
-        ``prediction``; ``proba_LABEL`` per class (classification); ``modalities`` (the
+        ``prediction``; ``proba_LABEL`` per class (classification); for multilabel,
+        ``prediction`` lists the labels on (probability >= 0.5) joined by ``|`` and
+        ``proba_LABEL`` gives each label's probability; ``modalities`` (the
         present ones joined by ``+``, ``(none)`` for none); ``validation_accuracy`` (or
         ``validation_rmse``): the validation score of that presence pattern stored with the
         model, NaN when the model stores none for it.
@@ -98,6 +103,12 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
         labels = trained.classes_
         columns["prediction"] = labels[raw.argmax(axis=1)]
         for k, label in enumerate(labels.tolist()):
+            columns[f"proba_{label}"] = raw[:, k]
+    elif trained.task.is_multilabel:
+        labels = trained.task.labels
+        on = raw >= MULTILABEL_THRESHOLD  # [N, L]
+        columns["prediction"] = ["|".join(np.asarray(labels)[row]) for row in on]
+        for k, label in enumerate(labels):
             columns[f"proba_{label}"] = raw[:, k]
     else:
         columns["prediction"] = raw

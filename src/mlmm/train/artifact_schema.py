@@ -71,9 +71,11 @@ class ModalityConfig(_Strict):
 class TaskConfig(_Strict):
     """The task (:meth:`mlmm.data.TaskSpec.to_dict`)."""
 
-    kind: Literal["classification", "regression"]
+    kind: Literal["classification", "regression", "multilabel"]
     n_classes: StrictInt = Field(0, ge=0, le=MAX_CLASSES)
     class_names: list[StrictStr] = Field(default_factory=list, max_length=MAX_CLASSES)
+    n_labels: StrictInt = Field(0, ge=0, le=MAX_CLASSES)
+    label_names: list[StrictStr] = Field(default_factory=list, max_length=MAX_CLASSES)
 
 
 class PreprocessingConfig(_Strict):
@@ -156,7 +158,9 @@ class ArtifactConfig(_Strict):
         task = self.task
         if task.kind == "classification" and task.n_classes < 2:
             raise ValueError(f"a classification task needs n_classes >= 2, got {task.n_classes}")
-        expected = task.n_classes if task.kind == "classification" else 1
+        if task.kind == "multilabel" and task.n_labels < 2:
+            raise ValueError(f"a multilabel task needs n_labels >= 2, got {task.n_labels}")
+        expected = {"classification": task.n_classes, "multilabel": task.n_labels}.get(task.kind, 1)
         if len(self.prior) != expected:
             raise ValueError(
                 f"prior has {len(self.prior)} values for a {task.kind} task that needs {expected}"
@@ -180,6 +184,8 @@ class ArtifactConfig(_Strict):
             min(self.prior) < 0 or abs(sum(self.prior) - 1) > 1e-4
         ):
             raise ValueError(f"prior must be class frequencies summing to 1, got {self.prior}")
+        if task.kind == "multilabel" and not all(0 <= p <= 1 for p in self.prior):
+            raise ValueError(f"prior must be label frequencies in [0, 1], got {self.prior}")
         for stat in ("mean", "std"):
             table = getattr(self.preprocessing, stat)
             if sorted(table) != sorted(names):

@@ -120,6 +120,12 @@ def model_card(config: dict[str, Any]) -> str:
         lines.append(
             f"- Task: classification, {task['n_classes']} classes: {', '.join(map(str, classes))}"
         )
+    elif task["kind"] == "multilabel":
+        labels = task.get("label_names") or list(range(task["n_labels"]))
+        lines.append(
+            f"- Task: multilabel, {task['n_labels']} labels (any number per sample, sigmoid "
+            f"outputs, on at probability >= 0.5): {', '.join(map(str, labels))}"
+        )
     else:
         lines.append("- Task: regression")
     lines += ["", "| modality | kind | shape per sample | table columns |", "|---|---|---|---|"]

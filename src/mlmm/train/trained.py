@@ -39,6 +39,9 @@ from mlmm.train.trainer import (
     predict_batches,
 )
 
+#: A multilabel prediction turns a label on when its probability is at least this.
+MULTILABEL_THRESHOLD = 0.5
+
 
 @dataclass
 class TrainedModel:
@@ -57,8 +60,8 @@ class TrainedModel:
     info : dict
         Where the model came from (dataset, missingness, split seed...).
     prior : list of float
-        Training class frequencies (classification) or target mean, used only for samples
-        with no modality present when ``on_empty="prior"``.
+        Training class frequencies (classification), label frequencies (multilabel) or
+        target mean, used only for samples with no modality present when ``on_empty="prior"``.
     validation : dict
         Validation metrics stored with the artifact (filled by the experiment runner), keyed
         ``"SUBSET/METRIC"``: each modality subset forced on the validation data.
@@ -132,6 +135,8 @@ class TrainedModel:
     def classes_(self) -> np.ndarray:
         """Class labels in output order: the stored labels, else ``task.class_names``, else
         ``0..K-1`` (artifacts written before labels were stored)."""
+        if self.task.is_multilabel:  # the columns of predict's 0/1 matrix
+            return np.asarray(self.task.labels)
         if not self.task.is_classification:
             raise MlmmError("a regression model has no classes_; it predicts values")
         if self.classes:
@@ -160,6 +165,10 @@ class TrainedModel:
             labels = [str(c) for c in self.classes_.tolist()]
             shown = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
             task = f"classification ({len(labels)} classes: {shown})"
+        elif self.task.is_multilabel:
+            labels = [str(c) for c in self.task.labels]
+            shown = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
+            task = f"multilabel ({len(labels)} labels: {shown})"
         else:
             task = "regression"
         return (
@@ -217,7 +226,10 @@ class TrainedModel:
             arrays, _ = as_sample_arrays(X, None)
         aligned = align_modalities(arrays, shapes, "the model")
         n = len(next(iter(aligned.values())))
-        dummy = np.zeros(n, dtype=np.int64 if self.task.is_classification else np.float32)
+        if self.task.is_multilabel:
+            dummy = np.zeros((n, self.task.n_labels), dtype=np.float32)
+        else:
+            dummy = np.zeros(n, dtype=np.int64 if self.task.is_classification else np.float32)
         return from_arrays(
             aligned,
             dummy,
@@ -231,7 +243,8 @@ class TrainedModel:
 
     # ------------------------------------------------------------ prediction
     def predict_raw(self, X: Any, on_empty: str = "error") -> np.ndarray:
-        """Model outputs for ``X``: class probabilities ``[N, K]`` or values ``[N]``.
+        """Model outputs for ``X``: class probabilities ``[N, K]``, label probabilities
+        ``[N, L]`` (multilabel: one sigmoid per label) or values ``[N]``.
 
         ``X`` is anything :meth:`as_dataset` takes (a dict of arrays, a DataFrame, a
         dataset); no targets are needed. ``on_empty`` says what to do with samples that have
@@ -260,20 +273,28 @@ class TrainedModel:
         if self.task.is_classification:
             out = torch.softmax(pred.double(), dim=1).numpy()
             out[empty] = np.asarray(self.prior)
+        elif self.task.is_multilabel:
+            out = torch.sigmoid(pred.double()).numpy()  # [N, L]
+            out[empty] = np.asarray(self.prior)
         else:
             out = self.standardizer.inverse_target(pred.double().numpy())
             out[empty] = self.prior[0]
         return out
 
     def predict_proba(self, X: Any, on_empty: str = "error") -> np.ndarray:
-        """Class probabilities ``[N, K]``, columns in the order of :attr:`classes_`."""
-        if not self.task.is_classification:
+        """Class probabilities ``[N, K]`` in the order of :attr:`classes_`; for multilabel,
+        each label's probability ``[N, L]`` (rows need not sum to 1)."""
+        if self.task.is_regression:
             raise MlmmError("predict_proba is for classification; use predict for regression")
         return self.predict_raw(X, on_empty)
 
     def predict(self, X: Any, on_empty: str = "error") -> np.ndarray:
-        """Class labels ``[N]`` (values of :attr:`classes_`) or values ``[N]`` (regression)."""
+        """Class labels ``[N]`` (values of :attr:`classes_`), a 0/1 label matrix ``[N, L]``
+        (multilabel: a label is on when its probability is at least 0.5) or values ``[N]``
+        (regression)."""
         out = self.predict_raw(X, on_empty)
+        if self.task.is_multilabel:
+            return (out >= MULTILABEL_THRESHOLD).astype(np.int64)
         return self.classes_[out.argmax(axis=1)] if self.task.is_classification else out
 
     # ------------------------------------------------------------ persistence

@@ -534,6 +534,8 @@ def _prior(dataset: MultimodalDataset) -> list[float]:
     if dataset.task.is_classification:
         counts = np.bincount(dataset.targets, minlength=dataset.task.n_classes).astype(float)
         return (counts / counts.sum()).tolist()
+    if dataset.task.is_multilabel:  # each label's training frequency [L]
+        return dataset.targets.mean(axis=0, dtype=np.float64).tolist()
     return [float(dataset.targets.mean())]
 
 

@@ -239,6 +239,11 @@ def fit_auto(
     check_range("seed", seed, 0, integer=True)
     if not isinstance(train, MultimodalDataset):
         raise MlmmError(f"fit_auto needs a MultimodalDataset, got {type(train).__name__}")
+    if train.task.is_multilabel:  # its ensemble mixes single-label probabilities
+        raise MlmmError(
+            "auto (fit_auto) supports classification and regression, not multilabel; train a "
+            "method listed by `mlmm methods --task multilabel` instead"
+        )
     train = _nonempty(train)
     if train.n_samples < 2 * settings["folds"]:
         raise MlmmError(

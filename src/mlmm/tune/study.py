@@ -612,8 +612,9 @@ def _pruning_hook(trial: Any, intermediate: dict[int, float]) -> Callable[[str, 
 
 
 def validation_loss(trained: Any, data: MultimodalDataset) -> float:
-    """Cross-entropy (classification) or mean squared error (regression, target units) of a
-    trained model on ``data``'s samples with at least one modality present."""
+    """Cross-entropy (classification), binary cross-entropy averaged over labels (multilabel)
+    or mean squared error (regression, target units) of a trained model on ``data``'s
+    samples with at least one modality present."""
     keep = np.flatnonzero(data.observed.any(axis=1))
     if len(keep) == 0:
         raise MlmmError("a validation fold has no sample with a modality present")
@@ -622,6 +623,9 @@ def validation_loss(trained: Any, data: MultimodalDataset) -> float:
     if trained.task.is_classification:
         p = raw[np.arange(len(keep)), data.targets]  # [N]
         return float(-np.mean(np.log(np.clip(p, 1e-12, None))))
+    if trained.task.is_multilabel:  # raw: [N, L] label probabilities
+        p = np.clip(np.where(data.targets > 0, raw, 1 - raw), 1e-12, None)
+        return float(-np.mean(np.log(p)))
     return float(np.mean((raw - data.targets) ** 2))
 
 
@@ -693,7 +697,7 @@ def _result(
         params={**fixed, **params},
         trainer=trainer,
         value=float(best["value"]),
-        metric="log_loss" if train.task.is_classification else "mse",
+        metric="mse" if train.task.is_regression else "log_loss",
         best_trial=int(best["number"]),
         trials=pd.DataFrame(rows),
         settings=settings,

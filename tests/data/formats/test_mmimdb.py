@@ -77,7 +77,10 @@ def test_fuel_splits_genres_and_natural_missingness(tmp_path):
     assert ds.meta["official_split"].tolist() == ["train"] * 4 + ["dev"] * 2 + ["test"] * 2
     assert ds.meta["imdb_ids"][:2].tolist() == ["0000000", "0000001"]
     assert ds.meta["genres"].shape == (N, 23) and ds.meta["genre_names"][0] == "Drama"
-    assert ds.targets.tolist() == [1, 1, 0, 1, 0, 0, 1, 0]  # Drama: rows 0, 3, 6 and 1
+    assert ds.task.kind == "multilabel" and ds.task.label_names == MMIMDB_GENRES
+    assert ds.targets.dtype == np.float32 and (ds.targets == ds.meta["genres"]).all()
+    drama = load_mmimdb(tmp_path, genre="Drama")
+    assert drama.targets.tolist() == [1, 1, 0, 1, 0, 0, 1, 0]  # Drama: rows 0, 3, 6 and 1
     assert ds.observed[5].tolist() == [False, True]
     comedy = load_dataset("mmimdb", root=str(tmp_path), split="dev", genre="Comedy")
     assert comedy.targets.tolist() == [1, 0] and comedy.task.class_names == ("not Comedy", "Comedy")
@@ -150,7 +153,7 @@ def test_the_raw_release_reads_posters_plots_and_genres(tmp_path, map_layout):
     assert ds.meta["texts"][:2] == ["A much longer plot about a family drama.", "Jokes."]
     assert ds.meta["texts"][3] == "Space."  # a plot given as one string, not as a list
     assert ds.observed.tolist() == [[True, True], [True, True], [False, True], [True, False]]
-    assert ds.targets.tolist() == [1, 0, 1, 0]
+    assert ds.targets[:, 0].tolist() == [1, 0, 1, 0]  # Drama
     genres = ds.meta["genres"]
     assert genres[1].sum() == 1  # Talk-Show is not one of the 23 genres
     assert genres[0, MMIMDB_GENRES.index("Family")] == 1
@@ -165,3 +168,21 @@ def test_a_listed_movie_without_metadata_is_an_error(tmp_path):
     (tmp_path / "dataset" / "0000003.json").unlink()
     with pytest.raises(MlmmError, match=r"0000003\.json is missing; split\.json lists the movie"):
         load_mmimdb(tmp_path, split="dev")
+
+
+def test_the_genres_train_a_multilabel_model_end_to_end(tmp_path):
+    from mlmm import Trainer, create_method
+    from mlmm.eval import evaluate
+
+    _write(tmp_path)
+    train, test = load_mmimdb(tmp_path, split="train"), load_mmimdb(tmp_path, split="test")
+    model = create_method("hemis", train.specs, train.task, embed_dim=8, hidden=16)
+    trained = Trainer(max_epochs=3, batch_size=4, seed=0, progress=False).fit(model, train)
+    assert trained.predict(test).shape == (2, 23)
+    assert set(np.unique(trained.predict(test))) <= {0, 1}
+    table = evaluate(trained, test, "none", subsets=False, patterns=False)
+    metrics = set(table.metric)
+    assert {"micro_f1", "macro_f1", "samples_f1", "macro_auroc", "auroc[Drama]"} <= metrics
+    # Drama is on in one of the two test movies, so its AUROC is defined; Western never is
+    auroc = table.set_index("metric").value
+    assert 0 <= auroc["auroc[Drama]"] <= 1 and np.isnan(auroc["auroc[Western]"])

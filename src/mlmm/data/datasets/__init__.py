@@ -13,6 +13,7 @@ from mlmm.data.datasets.synthetic import (
     load_synthetic,
     mnar_bayes_accuracy,
 )
+from mlmm.data.datasets.synthetic_multilabel import load_synthetic_multilabel
 
 __all__ = [
     "BASICMOTIONS_CLASSES",
@@ -27,6 +28,7 @@ __all__ = [
     "load_dataset",
     "load_handwritten",
     "load_synthetic",
+    "load_synthetic_multilabel",
     "mnar_bayes_accuracy",
     "register_dataset",
 ]

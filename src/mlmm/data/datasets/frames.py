@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset, as_observed
-from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.data.specs import TASK_KINDS, ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
 
 if TYPE_CHECKING:
@@ -59,9 +59,9 @@ def from_arrays(
         True where a modality was recorded, columns in ``inputs`` order. None: a row of a
         modality that is entirely NaN is absent, every other row present. When given, it is
         the truth: a row it marks present may not be entirely NaN.
-    task : TaskSpec or {"classification", "regression"}, optional
+    task : TaskSpec or {"classification", "regression", "multilabel"}, optional
         Force the task. A ``TaskSpec`` with ``class_names`` also fixes the label order of
-        string targets.
+        string targets. ``"multilabel"`` takes ``targets`` as a 0/1 matrix ``(N, L)``.
     kinds : dict of str to {"vector", "sequence", "image"}, optional
         Kind per modality, for the modalities whose kind should not be inferred from rank.
     name : str
@@ -428,11 +428,24 @@ def _impute(modality: str, arr: np.ndarray, present: np.ndarray) -> np.ndarray:
 def _encode_targets(targets: Any, task: TaskSpec | str | None) -> tuple[np.ndarray, TaskSpec]:
     """Encode ``targets`` and return them with the (inferred or given) ``TaskSpec``."""
     if isinstance(task, str):
-        if task not in ("classification", "regression"):
-            raise MlmmError(f"task must be 'classification' or 'regression', got {task!r}")
+        if task not in TASK_KINDS:
+            raise MlmmError(
+                f"task must be 'classification' or 'regression' (or 'multilabel' with a 0/1 "
+                f"label matrix), got {task!r}"
+            )
     elif task is not None and not isinstance(task, TaskSpec):
-        raise MlmmError(f"task must be a TaskSpec, 'classification' or 'regression', got {task!r}")
+        raise MlmmError(f"task must be a TaskSpec or one of {list(TASK_KINDS)}, got {task!r}")
     kind = task if isinstance(task, str) else (task.kind if task is not None else None)
+    if kind == "multilabel":  # a multi-hot [N, L] matrix, checked by MultimodalDataset
+        y = np.asarray(targets)
+        if isinstance(task, TaskSpec):
+            return y, task
+        if y.ndim != 2 or y.shape[1] < 2:
+            raise MlmmError(
+                f"multilabel targets must be a 0/1 matrix [n_samples, n_labels >= 2], got shape "
+                f"{y.shape}"
+            )
+        return y, TaskSpec("multilabel", n_labels=y.shape[1])
 
     y = np.asarray(targets)
     if y.ndim != 1:

@@ -50,21 +50,26 @@ _OFFICIAL_ROWS = {"train": (0, 15552), "dev": (15552, 18160), "test": (18160, 25
 _IMAGE_SOURCES = {"vgg": "vgg_features", "pixels": "images"}
 
 
+def _task_of(params: dict) -> str:
+    """The task a spec's ``mmimdb`` parameters give: one genre is binary, all are multilabel."""
+    return "multilabel" if params.get("genre") is None else "classification"
+
+
 @register_dataset(
     "mmimdb",
-    description="MM-IMDb: poster + plot of 25,959 movies, 23 genres (multi-hot; one genre as "
-    "the target) (needs files at ROOT: --dataset-param root=ROOT)",
+    description="MM-IMDb: poster + plot of 25,959 movies, 23 genres (multilabel; genre=NAME "
+    "for one genre against the rest) (needs files at ROOT: --dataset-param root=ROOT)",
     source="J. Arevalo et al., Gated Multimodal Units for Information Fusion, "
     "arXiv:1702.01992 (multimodal_imdb.hdf5)",
     license="IMDb data: non-commercial research use (see the MM-IMDb page)",
     needs_files=True,
     modalities="text, image",
-    task="classification",
+    task=_task_of,
 )
 def load_mmimdb(
     root: str | os.PathLike | None = None,
     split: str | None = None,
-    genre: str = "Drama",
+    genre: str | None = None,
     image: str = "vgg",
     checksums: dict[str, str] | None = None,
     layout: str = "auto",
@@ -76,9 +81,10 @@ def load_mmimdb(
 ) -> MultimodalDataset:
     """Load MM-IMDb from ``ROOT/multimodal_imdb.hdf5`` or from the raw files.
 
-    mlmm has no multi-label task yet, so the target is one genre against the rest (binary);
-    the full multi-hot genre matrix is in ``meta["genres"]`` (``[N, 23]`` int8, columns
-    ``meta["genre_names"]``) for your own multi-label training.
+    The task is multi-label: the targets are the multi-hot genre matrix ``[N, 23]`` (a movie
+    has one genre or several; ``TaskSpec("multilabel", n_labels=23)`` with the genre names).
+    ``genre="Drama"`` instead gives one genre against the rest (binary classification). The
+    matrix is in ``meta["genres"]`` (``[N, 23]`` int8, columns ``meta["genre_names"]``) either way.
 
     Parameters
     ----------
@@ -90,8 +96,9 @@ def load_mmimdb(
         The official split: the hdf5 file's ``split`` attribute (rows 0-15,551,
         15,552-18,159 and 18,160-25,958 in the published file) or ``split.json``. None: all,
         with ``meta["official_split"]``.
-    genre : str
-        The genre predicted (class 1 = the movie has it).
+    genre : str, optional
+        None (default): every genre, a multilabel task. A genre's name: that genre alone,
+        binary (class 1 = the movie has it).
     image : {"vgg", "pixels"}
         ``vgg``: the 4,096 VGG-16 features as a vector; ``pixels``: the poster as a
         ``(3, 256, 160)`` image as stored (BGR, mean-subtracted), 0.5 MB per movie in memory.
@@ -153,7 +160,7 @@ def load_mmimdb(
         image_key = _IMAGE_SOURCES[image]
         n = _check_layout(handle, path, image_key)
         names = _genre_names(handle["genres"])
-        if genre not in names:
+        if genre is not None and genre not in names:
             raise unknown_name_error("MM-IMDb genre", str(genre), names)
         ranges = _split_rows(handle, path, n)
         chosen = [s for s in SPLITS if split in (None, s)]
@@ -171,15 +178,15 @@ def load_mmimdb(
     observed = zero_blocks_absent(inputs)
     keep = observed.any(axis=1)
     kind = "vector" if image == "vgg" else "image"
-    column = names.index(genre)
+    task, targets = _genre_task(genres[keep], names, genre)
     return MultimodalDataset(
         specs=[
             ModalitySpec("text", "vector", inputs["text"].shape[1:]),
             ModalitySpec("image", kind, inputs["image"].shape[1:]),
         ],
-        task=TaskSpec("classification", 2, (f"not {genre}", genre)),
+        task=task,
         inputs={k: v[keep] for k, v in inputs.items()},
-        targets=genres[keep, column].astype(np.int64),
+        targets=targets,
         observed=observed[keep],
         name="mmimdb",
         meta={
@@ -218,6 +225,18 @@ def _check_layout(handle, path: Path, image_key: str) -> int:
             want = f"({n}, {', '.join(map(str, tail))})" if tail else f"{ndim}-D with {n} rows"
             raise MlmmError(f"{path}: dataset {key!r} has shape {shape}, expected {want}")
     return n
+
+
+def _genre_task(
+    genres: np.ndarray, names: tuple[str, ...], genre: str | None
+) -> tuple[TaskSpec, np.ndarray]:
+    """The task and targets: every genre (multilabel, ``[N, G]``) or one genre (binary)."""
+    if genre is None:
+        multilabel = TaskSpec("multilabel", n_labels=len(names), label_names=names)
+        return multilabel, genres.astype(np.float32)
+    column = names.index(genre)
+    binary = TaskSpec("classification", 2, (f"not {genre}", genre))
+    return binary, genres[:, column].astype(np.int64)
 
 
 def _genre_names(dataset) -> tuple[str, ...]:
@@ -274,7 +293,7 @@ def _text(value) -> str:
 def _load_raw(folder, split, genre, image_size, text, text_dim, text_length, bad_images):
     """The raw release: ``split.json`` + one ``<id>.jpeg`` and ``<id>.json`` per movie."""
     pil = require("PIL.Image", "decoding MM-IMDb posters")
-    if genre not in MMIMDB_GENRES:
+    if genre is not None and genre not in MMIMDB_GENRES:
         raise unknown_name_error("MM-IMDb genre", str(genre), MMIMDB_GENRES)
     check_image_text_options("MM-IMDb", text, bad_images, image_size, text_dim, text_length)
     if (folder / "dataset").is_dir():
@@ -317,11 +336,12 @@ def _load_raw(folder, split, genre, image_size, text, text_dim, text_length, bad
     text_array, text_spec = encode_texts(texts, text, text_dim, text_length)
     observed = np.stack([np.array([bool(t.strip()) for t in texts]), np.array(present_image)], 1)
     genre_matrix = np.array(genres, dtype=np.int8)  # [N, 23]
+    task, targets = _genre_task(genre_matrix, MMIMDB_GENRES, genre)
     return MultimodalDataset(
         specs=[text_spec, ModalitySpec("image", "image", (3, image_size, image_size))],
-        task=TaskSpec("classification", 2, (f"not {genre}", genre)),
+        task=task,
         inputs={"text": text_array, "image": image_array},
-        targets=genre_matrix[:, MMIMDB_GENRES.index(genre)].astype(np.int64),
+        targets=targets,
         observed=observed,
         name="mmimdb",
         meta={

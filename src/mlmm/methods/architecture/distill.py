@@ -279,10 +279,16 @@ class Distill(MissingModalityModel):
 
     def logit_distillation(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, mean over the batch
-        (classification); the squared error between the predictions (regression)."""
+        (classification); the KL between each label's tempered Bernoulli, summed over labels
+        (multilabel); the squared error between the predictions (regression)."""
+        t = self.temperature
+        if self.task.is_multilabel:  # [B, L] logits: KL = cross-entropy - teacher entropy
+            p_teacher = torch.sigmoid(teacher / t)  # [B, L]
+            cross = F.binary_cross_entropy_with_logits(student / t, p_teacher, reduction="none")
+            entropy = F.binary_cross_entropy_with_logits(teacher / t, p_teacher, reduction="none")
+            return t * t * (cross - entropy).sum(-1).mean()
         if not self.task.is_classification:
             return F.mse_loss(student.reshape(-1), teacher.reshape(-1))
-        t = self.temperature
         log_student = F.log_softmax(student / t, dim=-1)  # [B, K]
         log_teacher = F.log_softmax(teacher / t, dim=-1)  # [B, K]
         kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")

@@ -163,6 +163,8 @@ class AutoEnsemble(MissingModalityModel):
     """
 
     streams_data = False  # members may be reference methods fitted on the whole training matrix
+    #: multilabel is refused: its mixture of class probabilities is single-label
+    supported_tasks = ("classification", "regression")
 
     def __init__(
         self,

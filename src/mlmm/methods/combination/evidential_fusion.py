@@ -189,6 +189,9 @@ class EvidentialFusion(MissingModalityModel):
     torch.Size([200])
     """
 
+    #: multilabel is refused: Dirichlet evidence is over exclusive classes
+    supported_tasks = ("classification", "regression")
+
     search_space = {
         "embed_dim": Int(16, 128, log=True),
         "hidden": Int(64, 512, log=True),

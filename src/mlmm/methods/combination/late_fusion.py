@@ -12,7 +12,9 @@ holds the prior once. The product rule is the Bayes posterior ``p(y | present mo
 only when (1) the modalities are conditionally independent given the class, (2) every head is
 calibrated (outputs the true ``p(y | x_i)`` under the training prior) and (3) missingness is
 ignorable (which modalities are present says nothing about the class, e.g. MCAR); otherwise it
-is a heuristic. Regression averages the present heads.
+is a heuristic. Regression averages the present heads. Multilabel treats each label as its own
+binary classifier: the product rule sums the present heads' logits and subtracts ``(n - 1)``
+times the training log-odds of the label, the sum rule averages their sigmoids.
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ class LateFusion(MissingModalityModel):
         Log class frequencies of the training rows (classification; a buffer set by
         :meth:`fit`, uniform before), used by the product rule; ``-inf`` for a class absent
         from the training rows.
+    prior_log_odds : Tensor, shape (n_labels,)
+        Multilabel: each label's training log-odds ``log(r / (1 - r))`` (a buffer set by
+        :meth:`fit`, 0 before), with the rate smoothed to ``(count + 0.5) / (N + 1)`` so a
+        label never (or always) on stays finite; used by the product rule.
 
     References
     ----------
@@ -138,6 +144,8 @@ class LateFusion(MissingModalityModel):
         if task.is_classification:
             uniform = torch.full((task.output_dim,), -math.log(task.output_dim))
             self.register_buffer("log_prior", uniform)  # [K]
+        if task.is_multilabel:
+            self.register_buffer("prior_log_odds", torch.zeros(task.output_dim))  # [L]
 
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
@@ -152,6 +160,10 @@ class LateFusion(MissingModalityModel):
             with np.errstate(divide="ignore"):
                 log_prior = np.log(frequencies)
             self.log_prior.copy_(torch.as_tensor(log_prior, dtype=self.log_prior.dtype))
+        if self.task.is_multilabel:
+            rate = (train.targets.sum(axis=0, dtype=np.float64) + 0.5) / (train.n_samples + 1)
+            log_odds = torch.as_tensor(np.log(rate / (1 - rate)), dtype=self.prior_log_odds.dtype)
+            self.prior_log_odds.copy_(log_odds)
         return super().fit(trainer, train, val)
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
@@ -163,6 +175,8 @@ class LateFusion(MissingModalityModel):
             prediction = combine_predictions(
                 outs, present, self.rule, self.log_prior
             )  # [B, K] log-probs
+        elif self.task.is_multilabel:
+            prediction = self._combine_labels(outs, present)  # [B, L] logits
         else:
             prediction = masked_mean(outs, present).squeeze(-1)  # [B]
         task_loss = None
@@ -184,13 +198,26 @@ class LateFusion(MissingModalityModel):
         present = self.present_mask(batch)  # [B, M]
         return {m: (per[:, j], present[:, j]) for j, m in enumerate(self.modalities)}
 
+    def _combine_labels(self, outs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Multilabel: each label's logit from the present heads' logits ``[B, M, L]``."""
+        weight = present.unsqueeze(-1).to(outs.dtype)  # [B, M, 1]
+        n = weight.sum(1)  # [B, 1]
+        if self.rule == "sum_logprob":  # Bernoulli product rule in log-odds
+            return (outs * weight).sum(1) - (n - 1).clamp_min(0) * self.prior_log_odds  # [B, L]
+        mean = (torch.sigmoid(outs) * weight).sum(1) / n.clamp_min(1)  # [B, L]
+        return torch.logit(mean, eps=1e-6)
+
     def _head_losses(self, outs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss of every head on every row, ``[B, M]``, from the head outputs ``[B, M, K]``."""
         B, M = outs.shape[:2]
         flat = outs.reshape(B * M, -1)  # [B*M, K]
-        tgt = target.repeat_interleave(M)  # [B*M]
+        tgt = target.repeat_interleave(M, dim=0)  # [B*M] ([B*M, L] for multilabel)
         if self.task.is_classification:
             per = F.cross_entropy(flat, tgt, reduction="none")
+        elif self.task.is_multilabel:  # mean over labels
+            per = F.binary_cross_entropy_with_logits(
+                flat, tgt.to(flat.dtype), reduction="none"
+            ).mean(-1)
         else:
             per = F.mse_loss(flat.squeeze(-1), tgt.to(flat.dtype), reduction="none")
         return per.reshape(B, M)

@@ -88,6 +88,9 @@ class LearnedWeightEnsemble(LateFusion):
     torch.Size([200, 3])
     """
 
+    #: multilabel is refused: the gate mixes class distributions of exclusive classes
+    supported_tasks = ("classification", "regression")
+
     search_space = {
         "embed_dim": Int(16, 128, log=True),
         "hidden": Int(64, 512, log=True),

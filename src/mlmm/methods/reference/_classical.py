@@ -104,6 +104,8 @@ class ClassicalReference(MissingModalityModel):
     """
 
     streams_data = False  # scikit-learn solvers fit on the whole training matrix
+    #: multilabel is refused: their scikit-learn / closed-form fits are single-label
+    supported_tasks = ("classification", "regression")
 
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
