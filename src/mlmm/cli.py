@@ -182,12 +182,30 @@ def train(
             "--batch-size given here win)."
         ),
     ] = None,
+    devices: Annotated[
+        int,
+        typer.Option(
+            help="Train data-parallel in this many processes on this machine (GPUs with "
+            "NCCL, or CPU processes with Gloo); --batch-size is the global batch. Across "
+            "machines, start `mlmm train` with torchrun instead."
+        ),
+    ] = 1,
+    rendezvous_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds the processes of --devices or torchrun wait for each other."),
+    ] = 300.0,
 ) -> None:
     """Train a method on a dataset and save the model artifact."""
     from mlmm.experiment import run_experiment
+    from mlmm.train import distributed
     from mlmm.train.checkpoint import check_artifact_path
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
+    process = _data_parallel(method, devices, device, rendezvous_timeout)
+    if process is None and devices > 1:
+        return  # the processes --devices started have trained and saved
+    if process is not None:
+        device = process.device()
 
     trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr}
     method_params = _parse_params(param)
@@ -214,6 +232,9 @@ def train(
         seed=seed,
         trainer={**trainer, "device": device, "progress": not quiet},
     )
+    if not distributed.is_main_process():
+        distributed.leave()
+        return  # only rank 0 writes the artifact and prints
     path = res.trained.save(out, overwrite=overwrite)
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
@@ -232,6 +253,37 @@ def train(
         f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
         f"{res.trained.train_seconds:.1f}s)"
     )
+    if process is not None:
+        console.print(
+            f"trained data-parallel in {process.world_size} processes ({process.backend})"
+        )
+        distributed.leave()
+
+
+def _data_parallel(method: str, devices: int, device: str, timeout: float):
+    """``mlmm train``'s processes: under torchrun, join its process group (``ProcessInfo``);
+    with ``--devices N > 1``, start N processes that run this command and return None; else
+    None (one process). Every refusal comes before a process starts."""
+    from mlmm.errors import MlmmError
+    from mlmm.train import distributed
+
+    if timeout <= 0:
+        raise MlmmError(f"--rendezvous-timeout must be a positive number of seconds, got {timeout}")
+    if distributed.launched_by_torchrun():
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", devices))
+        if devices not in (1, local):
+            raise MlmmError(
+                f"under torchrun the processes per machine come from its --nproc-per-node "
+                f"({local}), not --devices {devices}; drop --devices"
+            )
+        if int(os.environ["WORLD_SIZE"]) > 1:
+            distributed.check_method(method)
+        return distributed.join(device, timeout)
+    distributed.check_devices(devices, device)
+    if devices > 1:
+        distributed.check_method(method)
+        distributed.launch(sys.argv[1:], devices, timeout)
+    return None
 
 
 def _given_options(ctx: typer.Context) -> set[str]:

@@ -76,6 +76,11 @@ class MissingModalityModel(nn.Module, abc.ABC):
     #: The hyperparameters worth tuning and their ranges, ``name -> Float | Int | Categorical``
     #: (:mod:`mlmm.tune.space`); every name is a constructor argument. ``mlmm tune`` samples it.
     search_space: ClassVar[dict[str, Any]] = {}
+    #: Whether the method trains data-parallel (``mlmm train --devices N``, torchrun): True when
+    #: every weight is learned in :meth:`Trainer.fit_module`. A method that cannot sets it False
+    #: and says why in ``data_parallel_reason`` (one line, shown before any process starts).
+    supports_data_parallel: ClassVar[bool] = True
+    data_parallel_reason: ClassVar[str] = ""
 
     def __init__(self, specs: Sequence[ModalitySpec], task: TaskSpec) -> None:
         super().__init__()

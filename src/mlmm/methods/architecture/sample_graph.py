@@ -120,6 +120,11 @@ class SampleGraph(MissingModalityModel):
     torch.Size([60, 3, 5])
     """
 
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "its graph links each sample to a bank of all training samples "
+        "(needs an all-gather mlmm does not do)"
+    )
     search_space = {
         "embed_dim": Int(16, 128, log=True),
         "hidden": Int(64, 512, log=True),

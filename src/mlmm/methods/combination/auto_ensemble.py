@@ -162,6 +162,11 @@ class AutoEnsemble(MissingModalityModel):
     (['per-modality-logistic', 'hemis'], [0.5, 0.5])
     """
 
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "it trains its members separately through their own fits, some by classical solvers"
+    )
+
     def __init__(
         self,
         specs: list[ModalitySpec],

@@ -103,6 +103,11 @@ class ClassicalReference(MissingModalityModel):
     data, the validation task loss.
     """
 
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "it is fitted by a classical solver (scikit-learn or EM), not in the shared training loop"
+    )
+
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> TrainHistory:
