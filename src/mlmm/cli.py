@@ -201,7 +201,7 @@ def train(
     from mlmm.train.checkpoint import check_artifact_path
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
-    process = _data_parallel(method, devices, device, rendezvous_timeout)
+    process = _data_parallel(method, devices, device, rendezvous_timeout, batch_size)
     if process is None and devices > 1:
         return  # the processes --devices started have trained and saved
     if process is not None:
@@ -260,7 +260,7 @@ def train(
         distributed.leave()
 
 
-def _data_parallel(method: str, devices: int, device: str, timeout: float):
+def _data_parallel(method: str, devices: int, device: str, timeout: float, batch_size: int):
     """``mlmm train``'s processes: under torchrun, join its process group (``ProcessInfo``);
     with ``--devices N > 1``, start N processes that run this command and return None; else
     None (one process). Every refusal comes before a process starts."""
@@ -279,9 +279,11 @@ def _data_parallel(method: str, devices: int, device: str, timeout: float):
         if int(os.environ["WORLD_SIZE"]) > 1:
             distributed.check_method(method)
         return distributed.join(device, timeout)
-    distributed.check_devices(devices, device)
     if devices > 1:
         distributed.check_method(method)
+        distributed.check_batch_size(batch_size, devices)
+    distributed.check_devices(devices, device)
+    if devices > 1:
         distributed.launch(sys.argv[1:], devices, timeout)
     return None
 

@@ -21,13 +21,13 @@ RUNS = {"late-fusion": {"dropout": 0.0}, "hemis": {}}
 
 
 def train_all() -> dict[str, dict]:
-    ds = mlmm.load_dataset("synthetic", n_samples=480)
+    ds = mlmm.load_dataset("synthetic", n_samples=360)
     split = mlmm.train_val_test_split(ds, test_size=0.25, val_size=0.15, seed=0)
     results = {}
     for method, params in RUNS.items():
         model = mlmm.create_method(method, ds.specs, ds.task, **params)
         trainer = mlmm.Trainer(
-            max_epochs=6, batch_size=32, patience=2, seed=0, progress=False, num_threads=1
+            max_epochs=4, batch_size=32, patience=2, seed=0, progress=False, num_threads=1
         )
         trained = trainer.fit(model, split.train, split.val)
         proba = trained.predict_proba(split.test)

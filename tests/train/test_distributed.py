@@ -97,6 +97,27 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
     assert one["accuracy"] > 0.6  # both learned, not two equal failures
 
 
+@pytest.mark.skipif(distributed.available_devices("cpu") < 2, reason="needs 2 CPU cores")
+def test_train_devices_2_launches_two_processes_and_rank_0_alone_saves(
+    monkeypatch, capfd, tmp_path
+):
+    from mlmm.train.trained import TrainedModel
+
+    out_dir = tmp_path / "model"
+    monkeypatch.setattr(sys, "argv", ["mlmm", "train", "--dataset", "synthetic",
+        "--dataset-param", "n_samples=150", "--method", "hemis", "--epochs", "2",
+        "--batch-size", "16", "--out", str(out_dir), "--devices", "2", "--quiet"])  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out, err = capfd.readouterr()
+    assert exc.value.code in (0, None), err[-2000:]
+    assert out.count("saved model to") == 1  # rank 0 prints and writes; rank 1 neither
+    assert "trained data-parallel in 2 processes (gloo)" in out
+    trained = TrainedModel.load(out_dir)
+    assert trained.trainer_config["batch_size"] == 16  # the global batch is what was asked
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no stray temporaries
+
+
 def test_devices_beyond_this_machine_are_refused_in_one_line(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(
         monkeypatch, capsys, "train", "--dataset", "synthetic", "--method", "hemis",
@@ -118,6 +139,25 @@ def test_a_method_that_cannot_train_data_parallel_says_so_before_any_process(
         )  # fmt: skip
         assert code == 2 and err.count("\n") == 1
         assert f"method {method!r} cannot train data-parallel" in err and why in err
+
+
+def test_a_global_batch_too_small_to_shard_is_refused(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(distributed, "launch", lambda *a, **k: pytest.fail("launched"))
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--dataset", "synthetic", "--method", "hemis",
+        "--out", str(tmp_path / "m"), "--devices", "2", "--batch-size", "3",
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1
+    assert "--batch-size 3 is the global batch over 2 processes and must be at least 4" in err
+
+
+def test_the_docs_name_every_method_that_cannot_train_data_parallel():
+    from mlmm.methods.registry import METHODS, list_methods
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "distributed.md").read_text()
+    table = page[page.index("## Methods that cannot train data-parallel") :]
+    refused = [n for n in list_methods() if not METHODS.get(n).obj.supports_data_parallel]
+    assert refused and all(f"`{name}`" in table for name in refused)
 
 
 def test_an_unreachable_rendezvous_fails_within_its_timeout(monkeypatch, capsys, tmp_path):

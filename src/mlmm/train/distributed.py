@@ -116,7 +116,7 @@ def check_devices(devices: int, device: str) -> None:
         raise MlmmError(
             f"--devices {devices} asks for more processes than this machine's {have} {what} "
             f"(device {device!r}); use --devices {max(have, 1)} or fewer, or torchrun across "
-            "machines (docs/benchmarks.md#data-parallel-training)"
+            "machines (docs/distributed.md)"
         )
 
 
@@ -153,6 +153,9 @@ def launch(argv: list[str], devices: int, timeout: float = DEFAULT_TIMEOUT) -> N
     logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
     cores = available_devices("cpu")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // devices)))
+    # DDP warns once per process when a step happens to use every parameter (it must allow
+    # unused ones: staged methods leave parts unused); PyTorch's C++ warnings, not errors, off
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -160,7 +163,7 @@ def launch(argv: list[str], devices: int, timeout: float = DEFAULT_TIMEOUT) -> N
         run_id=f"mlmm-{uuid.uuid4().hex[:12]}",
         rdzv_backend="c10d",
         rdzv_endpoint="127.0.0.1:0",
-        rdzv_configs={"timeout": max(1, int(timeout))},
+        rdzv_configs={"join_timeout": max(1, int(timeout))},
         max_restarts=0,
         monitor_interval=0.1,
         start_method="spawn",
@@ -245,6 +248,16 @@ def seed_rank(seed: int) -> None:
         torch.manual_seed(torch_seed_for(seed, "rank", helper.rank))
 
 
+def check_batch_size(batch_size: int, world_size: int) -> None:
+    """The global batch must give every process at least two rows."""
+    if world_size > 1 and batch_size < 2 * world_size:
+        raise MlmmError(
+            f"--batch-size {batch_size} is the global batch over {world_size} processes and "
+            f"must be at least {2 * world_size} (two rows each); raise --batch-size or use "
+            "fewer processes"
+        )
+
+
 def shard_rows(
     order: torch.Tensor, batch_size: int, rank: int, world_size: int
 ) -> Iterator[tuple[torch.Tensor, int]]:
@@ -292,6 +305,7 @@ class DataParallel:
     ) -> Iterator[MultimodalBatch]:
         """This process's share of every global batch of one epoch (see :func:`shard_rows`);
         the permutation draws from ``generator`` exactly as the one-process loop does."""
+        check_batch_size(batch_size, self.world_size)
         order = torch.randperm(len(batch), generator=generator)  # [N], the same on every rank
         for rows, global_size in shard_rows(order, batch_size, self.rank, self.world_size):
             self._weight = len(rows) * self.world_size / global_size

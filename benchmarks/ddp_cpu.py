@@ -1,0 +1,162 @@
+"""Data-parallel training on the CPU: 2 Gloo processes against 1, on `handwritten`.
+
+Issue 14's CPU target: the 2-process run (``mlmm train --devices 2``, DistributedDataParallel
+over Gloo) reaches the 1-process metrics within 0.5 points; the speed ratio is recorded. Both
+runs go through the same command, with the same global batch (``--batch-size``, split over the
+processes), seed, split (70/10/20), masks and early stopping; the test accuracy is computed here
+from the saved artifact under the test condition. Methods with dropout draw it per rank, so a
+2-process run is another random draw of the same training, not a copy: the table shows each
+seed and the mean.
+
+Timing: ``train s`` is the artifact's training time (rank 0); ``wall s`` the whole command
+(process start, data loading, test evaluation). Each run pins 1 thread per process: 1 process
+uses 1 core, 2 processes use 2. On a machine that other jobs load, 2 processes wait for each
+other at every step (a gradient all-reduce per batch): the load average is recorded.
+
+Run:  python benchmarks/ddp_cpu.py [--methods hemis,late-fusion] [--seeds 0,1,2]
+Writes <out>/ddp_cpu.{json,md} with the machine it ran on; finished runs are kept in
+<out>/ddp_cpu-runs/ (one JSON each) and reused by a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_report  # noqa: E402
+
+import mlmm  # noqa: E402
+from mlmm.train.trained import TrainedModel  # noqa: E402
+from mlmm.utils import atomic_write  # noqa: E402
+
+DATASET = "handwritten"
+
+
+def one_run(method: str, seed: int, devices: int, missing: str, runs: Path) -> dict:
+    """Train with ``mlmm train --devices`` (or read the finished run) and score the artifact."""
+    record = runs / f"{method}-seed{seed}-devices{devices}.json"
+    if record.exists():
+        return json.loads(record.read_text())
+    out = runs / f"{method}-seed{seed}-devices{devices}.model"
+    command = [
+        sys.executable, "-m", "mlmm", "train", "--dataset", DATASET, "--method", method,
+        "--missing", missing, "--seed", str(seed), "--out", str(out), "--overwrite",
+        "--devices", str(devices), "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    trained = TrainedModel.load(out)
+    data = mlmm.load_dataset(DATASET)
+    split = mlmm.train_val_test_split(data, test_size=0.2, val_size=0.1, seed=seed)
+    test = missing.split("=>")[-1]
+    table = mlmm.evaluate(trained, split.test, test, seed=seed, patterns=False)
+    overall = table[(table.scope == "overall") & (table.metric == "accuracy")]
+    row = {
+        "method": method,
+        "seed": seed,
+        "devices": devices,
+        "accuracy": float(overall.value.iloc[0]),
+        "epochs": sum(len(h.epochs) for h in trained.histories),
+        "train_seconds": trained.train_seconds,
+        "wall_seconds": wall,
+        "load_1m_before": load_before,
+        "load_1m_after": os.getloadavg()[0],
+    }
+    with atomic_write(record) as handle:
+        json.dump(row, handle)
+    print(row, flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", default="hemis,late-fusion")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--missing", default="mcar:0.5")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    runs = out / "ddp_cpu-runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    t0 = time.perf_counter()
+    rows = [
+        one_run(method, seed, devices, args.missing, runs)
+        for method in args.methods.split(",")
+        for seed in seeds
+        for devices in (1, 2)
+    ]
+    frame = pd.DataFrame(rows)
+    table_rows, checks = [], {}
+    for method, group in frame.groupby("method", sort=False):
+        one = group[group.devices == 1].set_index("seed")
+        two = group[group.devices == 2].set_index("seed")
+        gap = 100 * (two.accuracy.mean() - one.accuracy.mean())
+        ratio = one.train_seconds.sum() / two.train_seconds.sum()
+        for devices, part in ((1, one), (2, two)):
+            table_rows.append(
+                {
+                    "method": method,
+                    "processes": devices,
+                    "accuracy % (mean)": round(100 * part.accuracy.mean(), 2),
+                    "per seed": " / ".join(f"{100 * a:.2f}" for a in part.accuracy),
+                    "epochs": " / ".join(str(int(e)) for e in part.epochs),
+                    "train s (sum)": round(float(part.train_seconds.sum()), 1),
+                    "s / epoch": round(float(part.train_seconds.sum() / part.epochs.sum()), 3),
+                    "wall s (sum)": round(float(part.wall_seconds.sum()), 1),
+                }
+            )
+        per_seed = 100 * (two.accuracy - one.accuracy)
+        checks[f"{method}: 2-process minus 1-process accuracy, mean of seeds (points)"] = float(
+            round(gap, 2)
+        )
+        checks[f"{method}: per seed (points)"] = " / ".join(f"{d:+.2f}" for d in per_seed)
+        checks[f"{method}: within 0.5 points (target)"] = bool(abs(gap) <= 0.5)
+        checks[f"{method}: speed ratio, 1-process / 2-process training time"] = float(
+            round(ratio, 3)
+        )
+        per_epoch = (one.train_seconds.sum() / one.epochs.sum()) / (
+            two.train_seconds.sum() / two.epochs.sum()
+        )
+        checks[f"{method}: speed ratio per epoch"] = float(round(per_epoch, 3))
+    checks["1-min load average over the runs (min / max)"] = (
+        f"{frame.load_1m_before.min():.1f} / {frame.load_1m_after.max():.1f}"
+    )
+    table = pd.DataFrame(table_rows)
+    record = {
+        "command": f"python benchmarks/ddp_cpu.py --methods {args.methods} --seeds {args.seeds} "
+        f"--missing {args.missing}",
+        "machine": machine(),
+        "wall_seconds": time.perf_counter() - t0,
+        "rows": rows,
+        "checks": checks,
+    }
+    write_report(
+        out,
+        "ddp_cpu",
+        f"{DATASET}: data-parallel training, 2 Gloo processes against 1",
+        f"`mlmm train --devices N` on `{DATASET}`, MCAR as given on train and test, global batch "
+        "64, 1 thread per process; accuracy on the test split from the saved artifact. "
+        f"Load average during the runs: {checks['1-min load average over the runs (min / max)']} "
+        f"on {os.cpu_count()} cores.",
+        record,
+        table,
+        checks,
+    )
+
+
+if __name__ == "__main__":
+    main()
