@@ -281,9 +281,9 @@ def _data_parallel(method: str, devices: int, device: str, timeout: float, batch
         return distributed.join(device, timeout)
     if devices > 1:
         distributed.check_method(method)
-        distributed.check_batch_size(batch_size, devices)
     distributed.check_devices(devices, device)
     if devices > 1:
+        distributed.check_batch_size(batch_size, devices)
         distributed.launch(sys.argv[1:], devices, timeout)
     return None
 
