@@ -149,8 +149,9 @@ def launch(argv: list[str], devices: int, timeout: float = DEFAULT_TIMEOUT) -> N
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    # torchrun's agent logs every worker start and stop; mlmm's own lines say what matters
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    # torchrun's agent logs every worker start, stop and failure; the failing process prints
+    # its own error and the MlmmError below says which one it was
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     cores = available_devices("cpu")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // devices)))
     # DDP warns once per process when a step happens to use every parameter (it must allow
