@@ -128,6 +128,13 @@ def test_devices_beyond_this_machine_are_refused_in_one_line(monkeypatch, capsys
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_processes_on_a_machine_without_cuda_are_one_line():
+    with pytest.raises(distributed.MlmmError, match="needs CUDA GPUs and this machine has none"):
+        distributed.check_devices(2, "cuda")
+    distributed.check_devices(1, "cpu")  # one CPU process is always there
+
+
 def test_a_method_that_cannot_train_data_parallel_says_so_before_any_process(
     monkeypatch, capsys, tmp_path
 ):

@@ -111,6 +111,11 @@ def check_devices(devices: int, device: str) -> None:
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise MlmmError(f"--devices must be a whole number of at least 1, got {devices!r}")
     have = available_devices(device)
+    if have == 0:
+        raise MlmmError(
+            f"--devices {devices} with device {device!r} needs CUDA GPUs and this machine has "
+            "none; use --device cpu (processes with the Gloo backend)"
+        )
     if devices > have:
         what = "CUDA GPUs" if backend_for(device) == "nccl" else "CPU cores"
         raise MlmmError(
