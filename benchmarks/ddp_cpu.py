@@ -13,7 +13,11 @@ Timing: ``train s`` is the artifact's training time (rank 0); ``wall s`` the who
 uses 1 core, 2 processes use 2. On a machine that other jobs load, 2 processes wait for each
 other at every step (a gradient all-reduce per batch): the load average is recorded.
 
-Run:  python benchmarks/ddp_cpu.py [--methods hemis,late-fusion] [--seeds 0,1,2]
+Two methods by default: ``hemis`` at its defaults (dropout and modality dropout, drawn per
+rank), and ``late-fusion`` without dropout: no randomness in its forward pass, so 2 processes
+should give the 1-process model up to float rounding, on every seed.
+
+Run:  python benchmarks/ddp_cpu.py [--methods "hemis,late-fusion[dropout=0]"] [--seeds 0,1,2]
 Writes <out>/ddp_cpu.{json,md} with the machine it ran on; finished runs are kept in
 <out>/ddp_cpu-runs/ (one JSON each) and reused by a rerun.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,17 +45,31 @@ from mlmm.utils import atomic_write  # noqa: E402
 DATASET = "handwritten"
 
 
-def one_run(method: str, seed: int, devices: int, missing: str, runs: Path) -> dict:
+def parse_methods(text: str) -> list[tuple[str, list[str]]]:
+    """``"hemis,late-fusion[dropout=0]"`` -> ``[("hemis", []), ("late-fusion", ["dropout=0"])]``."""
+    out = []
+    for match in re.finditer(r"([\w-]+)(?:\[([^\]]*)\])?", text):
+        params = [p for p in (match.group(2) or "").split(";") if p]
+        out.append((match.group(1), params))
+    return out
+
+
+def one_run(
+    method: str, params: list[str], seed: int, devices: int, missing: str, runs: Path
+) -> dict:
     """Train with ``mlmm train --devices`` (or read the finished run) and score the artifact."""
-    record = runs / f"{method}-seed{seed}-devices{devices}.json"
+    label = "-".join([method, *params])
+    record = runs / f"{label}-seed{seed}-devices{devices}.json"
     if record.exists():
         return json.loads(record.read_text())
-    out = runs / f"{method}-seed{seed}-devices{devices}.model"
+    out = runs / f"{label}-seed{seed}-devices{devices}.model"
     command = [
         sys.executable, "-m", "mlmm", "train", "--dataset", DATASET, "--method", method,
         "--missing", missing, "--seed", str(seed), "--out", str(out), "--overwrite",
         "--devices", str(devices), "--quiet",
     ]  # fmt: skip
+    for param in params:
+        command += ["--param", param]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -65,7 +84,7 @@ def one_run(method: str, seed: int, devices: int, missing: str, runs: Path) -> d
     table = mlmm.evaluate(trained, split.test, test, seed=seed, patterns=False)
     overall = table[(table.scope == "overall") & (table.metric == "accuracy")]
     row = {
-        "method": method,
+        "method": label if not params else f"{method} ({', '.join(params)})",
         "seed": seed,
         "devices": devices,
         "accuracy": float(overall.value.iloc[0]),
@@ -83,7 +102,11 @@ def one_run(method: str, seed: int, devices: int, missing: str, runs: Path) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--methods", default="hemis,late-fusion")
+    parser.add_argument(
+        "--methods",
+        default="hemis,late-fusion[dropout=0]",
+        help="methods, with --param values in brackets separated by ';'",
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--missing", default="mcar:0.5")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -94,8 +117,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.perf_counter()
     rows = [
-        one_run(method, seed, devices, args.missing, runs)
-        for method in args.methods.split(",")
+        one_run(method, params, seed, devices, args.missing, runs)
+        for method, params in parse_methods(args.methods)
         for seed in seeds
         for devices in (1, 2)
     ]

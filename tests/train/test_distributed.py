@@ -185,3 +185,18 @@ def test_an_unreachable_rendezvous_fails_within_its_timeout(monkeypatch, capsys,
     assert f"could not join the process group at 127.0.0.1:{port} within 2s" in err
     assert 1.5 <= seconds < 30
     assert not torch.distributed.is_initialized()
+
+
+def test_each_rank_reseeds_torch_for_its_own_dropout(monkeypatch):
+    from mlmm.utils import torch_seed_for
+
+    torch.manual_seed(123)
+    distributed.seed_rank(7)  # outside a process group: the global seed is left alone
+    assert torch.initial_seed() == 123
+    seeds = []
+    for rank in range(2):
+        monkeypatch.setattr(distributed, "current", lambda r=rank: distributed.DataParallel(r, 2))
+        distributed.seed_rank(7)
+        seeds.append(torch.initial_seed())
+    assert seeds == [torch_seed_for(7, "rank", 0), torch_seed_for(7, "rank", 1)]
+    assert seeds[0] != seeds[1]
