@@ -253,11 +253,11 @@ def train(
         f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
         f"{res.trained.train_seconds:.1f}s)"
     )
-    if process is not None:
+    if process is not None and process.world_size > 1:
         console.print(
             f"trained data-parallel in {process.world_size} processes ({process.backend})"
         )
-        distributed.leave()
+    distributed.leave()
 
 
 def _data_parallel(method: str, devices: int, device: str, timeout: float, batch_size: int):
