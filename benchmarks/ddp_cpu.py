@@ -55,13 +55,22 @@ def parse_methods(text: str) -> list[tuple[str, list[str]]]:
 
 
 def one_run(
-    method: str, params: list[str], seed: int, devices: int, missing: str, runs: Path
-) -> dict:
-    """Train with ``mlmm train --devices`` (or read the finished run) and score the artifact."""
+    method: str,
+    params: list[str],
+    seed: int,
+    devices: int,
+    missing: str,
+    runs: Path,
+    finished_only: bool = False,
+) -> dict | None:
+    """Train with ``mlmm train --devices`` (or read the finished run) and score the artifact;
+    with ``finished_only``, only read (None when the run has not finished)."""
     label = "-".join([method, *params])
     record = runs / f"{label}-seed{seed}-devices{devices}.json"
     if record.exists():
         return json.loads(record.read_text())
+    if finished_only:
+        return None
     out = runs / f"{label}-seed{seed}-devices{devices}.model"
     command = [
         sys.executable, "-m", "mlmm", "train", "--dataset", DATASET, "--method", method,
@@ -110,6 +119,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--missing", default="mcar:0.5")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="report the finished runs only (seeds with both runs), train nothing",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     runs = out / "ddp_cpu-runs"
@@ -117,16 +131,21 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.perf_counter()
     rows = [
-        one_run(method, params, seed, devices, args.missing, runs)
+        one_run(method, params, seed, devices, args.missing, runs, args.finished_only)
         for method, params in parse_methods(args.methods)
         for seed in seeds
         for devices in (1, 2)
     ]
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame([row for row in rows if row is not None])
     table_rows, checks = [], {}
     for method, group in frame.groupby("method", sort=False):
-        one = group[group.devices == 1].set_index("seed")
-        two = group[group.devices == 2].set_index("seed")
+        paired = group.groupby("seed").devices.nunique() == 2  # seeds with both runs
+        group = group[group.seed.isin(paired[paired].index)]
+        if group.empty:
+            continue  # --finished-only before any seed of this method has both runs
+        one = group[group.devices == 1].set_index("seed").sort_index()
+        two = group[group.devices == 2].set_index("seed").sort_index()
+        checks[f"{method}: seeds"] = ", ".join(str(int(seed)) for seed in one.index)
         gap = 100 * (two.accuracy.mean() - one.accuracy.mean())
         ratio = one.train_seconds.sum() / two.train_seconds.sum()
         for devices, part in ((1, one), (2, two)):
@@ -160,8 +179,8 @@ def main() -> None:
     )
     table = pd.DataFrame(table_rows)
     record = {
-        "command": f"python benchmarks/ddp_cpu.py --methods {args.methods} --seeds {args.seeds} "
-        f"--missing {args.missing}",
+        "command": f'python benchmarks/ddp_cpu.py --methods "{args.methods}" --seeds {args.seeds} '
+        f"--missing {args.missing}" + (" --finished-only" if args.finished_only else ""),
         "machine": machine(),
         "wall_seconds": time.perf_counter() - t0,
         "rows": rows,
