@@ -201,7 +201,9 @@ def train(
     from mlmm.train.checkpoint import check_artifact_path
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
-    process = _data_parallel(method, devices, device, rendezvous_timeout, batch_size)
+    process = distributed.start(
+        method, devices, device, rendezvous_timeout, batch_size, argv=sys.argv[1:]
+    )
     if process is None and devices > 1:
         return  # the processes --devices started have trained and saved
     if process is not None:
@@ -258,34 +260,6 @@ def train(
             f"trained data-parallel in {process.world_size} processes ({process.backend})"
         )
     distributed.leave()
-
-
-def _data_parallel(method: str, devices: int, device: str, timeout: float, batch_size: int):
-    """``mlmm train``'s processes: under torchrun, join its process group (``ProcessInfo``);
-    with ``--devices N > 1``, start N processes that run this command and return None; else
-    None (one process). Every refusal comes before a process starts."""
-    from mlmm.errors import MlmmError
-    from mlmm.train import distributed
-
-    if timeout <= 0:
-        raise MlmmError(f"--rendezvous-timeout must be a positive number of seconds, got {timeout}")
-    if distributed.launched_by_torchrun():
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", devices))
-        if devices not in (1, local):
-            raise MlmmError(
-                f"under torchrun the processes per machine come from its --nproc-per-node "
-                f"({local}), not --devices {devices}; drop --devices"
-            )
-        if int(os.environ["WORLD_SIZE"]) > 1:
-            distributed.check_method(method)
-        return distributed.join(device, timeout)
-    if devices > 1:
-        distributed.check_method(method)
-    distributed.check_devices(devices, device)
-    if devices > 1:
-        distributed.check_batch_size(batch_size, devices)
-        distributed.launch(sys.argv[1:], devices, timeout)
-    return None
 
 
 def _given_options(ctx: typer.Context) -> set[str]:

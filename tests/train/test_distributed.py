@@ -200,3 +200,12 @@ def test_each_rank_reseeds_torch_for_its_own_dropout(monkeypatch):
         seeds.append(torch.initial_seed())
     assert seeds == [torch_seed_for(7, "rank", 0), torch_seed_for(7, "rank", 1)]
     assert seeds[0] != seeds[1]
+
+
+@pytest.mark.parametrize("timeout", ["0", "nan", "-5"])
+def test_a_rendezvous_timeout_must_be_positive_seconds(monkeypatch, capsys, tmp_path, timeout):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--dataset", "synthetic", "--method", "hemis",
+        "--out", str(tmp_path / "m"), "--devices", "2", "--rendezvous-timeout", timeout,
+    )  # fmt: skip
+    assert code == 2 and "--rendezvous-timeout must be a positive number of seconds" in err

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 import sys
 import uuid
@@ -183,6 +184,45 @@ def launch(argv: list[str], devices: int, timeout: float = DEFAULT_TIMEOUT) -> N
             f"{failure.exitcode} (its own error is printed above); rerun with --devices 1 to "
             "see it alone"
         ) from None
+
+
+def start(
+    method: str,
+    devices: int,
+    device: str,
+    timeout: float,
+    batch_size: int,
+    argv: list[str],
+) -> ProcessInfo | None:
+    """What ``mlmm train`` (its command line ``argv``) does about processes.
+
+    Under torchrun: join its process group and return this process's :class:`ProcessInfo`.
+    With ``devices > 1``: start that many processes running ``argv`` (:func:`launch`), wait
+    for them, and return None (they have trained and saved). Else None: one process. Every
+    refusal (a method that cannot, too many devices, a global batch too small, a bad timeout)
+    comes in one line before any process starts.
+    """
+    if isinstance(timeout, bool) or not (
+        isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0
+    ):
+        raise MlmmError(f"--rendezvous-timeout must be a positive number of seconds, got {timeout}")
+    if launched_by_torchrun():
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", devices))
+        if devices not in (1, local):
+            raise MlmmError(
+                f"under torchrun the processes per machine come from its --nproc-per-node "
+                f"({local}), not --devices {devices}; drop --devices"
+            )
+        if int(os.environ["WORLD_SIZE"]) > 1:
+            check_method(method)
+        return join(device, timeout)
+    if devices > 1:
+        check_method(method)
+    check_devices(devices, device)
+    if devices > 1:
+        check_batch_size(batch_size, devices)
+        launch(argv, devices, timeout)
+    return None
 
 
 def join(device: str = "cpu", timeout: float = DEFAULT_TIMEOUT) -> ProcessInfo:
