@@ -199,12 +199,32 @@ def train(
             "--batch-size given here win)."
         ),
     ] = None,
+    devices: Annotated[
+        int,
+        typer.Option(
+            help="Train data-parallel in this many processes on this machine (GPUs with "
+            "NCCL, or CPU processes with Gloo); --batch-size is the global batch. Across "
+            "machines, start `mlmm train` with torchrun instead."
+        ),
+    ] = 1,
+    rendezvous_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds the processes of --devices or torchrun wait for each other."),
+    ] = 300.0,
 ) -> None:
     """Train a method on a dataset and save the model artifact."""
     from mlmm.experiment import run_experiment
+    from mlmm.train import distributed
     from mlmm.train.checkpoint import check_artifact_path
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
+    process = distributed.start(
+        method, devices, device, rendezvous_timeout, batch_size, argv=sys.argv[1:]
+    )
+    if process is None and devices > 1:
+        return  # the processes --devices started have trained and saved
+    if process is not None:
+        device = process.device()
 
     trainer = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr}
     method_params = _parse_params(param)
@@ -231,6 +251,9 @@ def train(
         seed=seed,
         trainer={**trainer, "device": device, "precision": precision, "progress": not quiet},
     )
+    if not distributed.is_main_process():
+        distributed.leave()
+        return  # only rank 0 writes the artifact and prints
     path = res.trained.save(out, overwrite=overwrite)
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
@@ -250,6 +273,11 @@ def train(
         f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
         f"{res.trained.train_seconds:.1f}s)"
     )
+    if process is not None and process.world_size > 1:
+        console.print(
+            f"trained data-parallel in {process.world_size} processes ({process.backend})"
+        )
+    distributed.leave()
 
 
 def _given_options(ctx: typer.Context) -> set[str]:

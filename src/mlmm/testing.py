@@ -389,6 +389,36 @@ def check_out_of_core(name: str) -> None:
         )
 
 
+def check_data_parallel_declaration(name: str) -> None:
+    """``supports_data_parallel`` is declared consistently: False comes with a one-line
+    ``data_parallel_reason``; True has none, and the method's fit does train through the shared
+    loop (``Trainer.fit_module``), the only loop that trains data-parallel."""
+    cls = METHODS.get(name).obj
+    supported, reason = cls.supports_data_parallel, cls.data_parallel_reason
+    assert isinstance(supported, bool), "supports_data_parallel must be a bool"
+    assert isinstance(reason, str) and "\n" not in reason, "data_parallel_reason is one line"
+    if not supported:
+        assert reason.strip(), "supports_data_parallel = False needs a data_parallel_reason"
+        return
+    assert not reason, "a data_parallel_reason is only for supports_data_parallel = False"
+
+    class _CountingTrainer(Trainer):
+        calls = 0
+
+        def fit_module(self, *args, **kwargs):
+            type(self).calls += 1
+            return super().fit_module(*args, **kwargs)
+
+    data = contract_dataset()
+    split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+    model = create_method(name, data.specs, data.task)
+    _CountingTrainer(max_epochs=1, batch_size=64, progress=False).fit(model, split.train)
+    assert _CountingTrainer.calls > 0, (
+        "supports_data_parallel = True but fit never calls trainer.fit_module; declare it False "
+        "with a data_parallel_reason"
+    )
+
+
 CHECKS: tuple[Callable[[str], None], ...] = (
     check_registration,
     check_hyperparameters_roundtrip,
@@ -404,6 +434,7 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_multilabel,
     check_estimator_contract,
     check_out_of_core,
+    check_data_parallel_declaration,
 )
 
 

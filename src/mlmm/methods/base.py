@@ -87,6 +87,11 @@ class MissingModalityModel(nn.Module, abc.ABC):
     #: softmax maths (a product rule, a Dirichlet, a class-conditional model) lists only
     #: ``("classification", "regression")`` and is refused a multilabel task at construction.
     supported_tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")
+    #: Whether the method trains data-parallel (``mlmm train --devices N``, torchrun): True when
+    #: every weight is learned in :meth:`Trainer.fit_module`. A method that cannot sets it False
+    #: and says why in ``data_parallel_reason`` (one line, shown before any process starts).
+    supports_data_parallel: ClassVar[bool] = True
+    data_parallel_reason: ClassVar[str] = ""
 
     def __init__(self, specs: Sequence[ModalitySpec], task: TaskSpec) -> None:
         super().__init__()

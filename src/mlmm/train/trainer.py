@@ -19,6 +19,7 @@ from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.preprocessing import Standardizer
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MissingModalityModel, check_range
+from mlmm.train import distributed
 from mlmm.utils import resolve_device, torch_seed_for
 
 #: Training precisions: ``"32"`` (float32 throughout), ``"bf16-mixed"`` (autocast to bfloat16,
@@ -283,6 +284,7 @@ class Trainer:
         train_s = standardizer.transform(_nonempty(train))
         val_s = None if val is None else standardizer.transform(_nonempty(val))
         model.to(device)
+        distributed.seed_rank(self.seed)  # in a process group: dropout seeded per rank
         start = time.perf_counter()
         self._deadline = None if self.time_limit is None else start + self.time_limit
         self._loop_ran = False
@@ -326,7 +328,10 @@ class Trainer:
         """The shared training loop on already standardised data (used by ``model.fit``).
 
         Optimises every parameter with ``requires_grad`` (freeze parameters to train a part).
+        In a process group of two or more (``mlmm train --devices N``, torchrun) it trains
+        data-parallel: see :mod:`mlmm.train.distributed`.
         """
+        ddp = distributed.current()  # None: the one-process loop
         device = resolve_device(self.device)
         check_precision_device(self.precision, device)
         self._loop_ran = True
@@ -334,6 +339,11 @@ class Trainer:
         # one whole batch in memory, or mini-batches streamed from disk (mlmm.data.lazy)
         train_batch = batches_for(train, device)
         val_batch = None if val is None else batches_for(val, device)
+        if ddp is not None and not isinstance(train_batch, MultimodalBatch):
+            raise MlmmError(
+                "data-parallel training shards data held in memory, got an out-of-core dataset; "
+                "train it in one process, or load it with dataset.to_memory()"
+            )
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise MlmmError(
@@ -344,34 +354,41 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "16-mixed")
         generator = torch.Generator().manual_seed(torch_seed_for(self.seed, "shuffle", stage))
         spent = self._deadline is not None and time.perf_counter() >= self._deadline
+        spent = spent if ddp is None else ddp.agree(spent)
         # once the time limit is spent a stage runs one epoch, so it is never left untrained
         epochs = 1 if spent else (max_epochs or self.max_epochs)
         history = TrainHistory(stage=stage, time_limited=spent)
         best_state, best_loss, since_best = None, float("inf"), 0
         parts = module.selection_parts()
         part_best = {name: _PartSelection(prefixes) for name, prefixes in parts.items()}
+        runner = module if ddp is None else ddp.wrap(module)  # averages gradients over ranks
         start = time.perf_counter()
         with _progress(
-            self.progress, epochs, f"{module.method_name or type(module).__name__} [{stage}]"
+            self.progress and (ddp is None or ddp.is_main),
+            epochs,
+            f"{module.method_name or type(module).__name__} [{stage}]",
         ) as bar:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
                 module.train()
                 total, count = 0.0, 0
-                for mb in iterate_batches(
-                    train_batch, self.batch_size, shuffle=True, generator=generator
-                ):
+                batches = (
+                    iterate_batches(train_batch, self.batch_size, shuffle=True, generator=generator)
+                    if ddp is None
+                    else ddp.batches(train_batch, self.batch_size, generator)  # this rank's share
+                )
+                for mb in batches:
                     if len(mb) < 2 and len(train_batch) >= 2:
                         continue  # a lone trailing row gives a noisy step; its samples come back next epoch
                     with autocast(device, self.precision):  # forward and loss only
-                        out = module(mb)
+                        out = runner(mb)
                     if out.loss is None or not torch.isfinite(out.loss):
                         raise MlmmError(
                             f"training loss became {None if out.loss is None else out.loss.item()} "
                             f"at epoch {epoch}; lower the learning rate (--lr) or check the inputs"
                         )
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(out.loss).backward()
+                    scaler.scale(out.loss if ddp is None else ddp.scale(out.loss)).backward()
                     if self.grad_clip is not None:
                         scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
                         torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
@@ -379,9 +396,12 @@ class Trainer:
                     scaler.update()
                     total += out.loss.item() * len(mb)
                     count += len(mb)
+                if ddp is not None:
+                    total, count = ddp.sum(total, count)
                 row = {"epoch": epoch, "train_loss": total / max(count, 1)}
                 if val_batch is not None:
-                    row.update(self._validate(module, val_batch, parts))
+                    scores = self._validate(module, val_batch, parts)
+                    row.update(scores if ddp is None else ddp.same_row(scores))
                     if row["val_loss"] < best_loss - 1e-5:
                         best_loss, since_best = row["val_loss"], 0
                         best_state = copy.deepcopy(module.state_dict())
@@ -401,11 +421,14 @@ class Trainer:
                 if val_batch is not None and stalled:
                     history.stopped_early = True
                     break
-                if (
+                out_of_time = (
                     self._deadline is not None
                     and epoch < epochs
                     and time.perf_counter() >= self._deadline
-                ):
+                )
+                if ddp is not None and self._deadline is not None:
+                    out_of_time = ddp.agree(out_of_time)  # clocks differ: rank 0 decides
+                if out_of_time:
                     history.time_limited = True
                     break
         if best_state is not None:

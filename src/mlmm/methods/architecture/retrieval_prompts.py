@@ -129,6 +129,11 @@ class RetrievalPrompts(FrozenBackbonePrompting):
 
     streams_data = False  # the retrieval bank holds training rows in memory
 
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "its retrieval bank of training samples must hold every process's rows "
+        "(kNN needs an all-gather mlmm does not do)"
+    )
     search_space = {**FrozenBackbonePrompting.search_space, "k": Int(1, 16, log=True)}
 
     def __init__(

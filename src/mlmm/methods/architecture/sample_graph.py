@@ -122,6 +122,11 @@ class SampleGraph(MissingModalityModel):
 
     streams_data = False  # the sample graph links every training row in memory
 
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "its graph links each sample to a bank of all training samples "
+        "(needs an all-gather mlmm does not do)"
+    )
     search_space = {
         "embed_dim": Int(16, 128, log=True),
         "hidden": Int(64, 512, log=True),

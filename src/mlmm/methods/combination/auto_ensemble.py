@@ -165,6 +165,10 @@ class AutoEnsemble(MissingModalityModel):
     streams_data = False  # members may be reference methods fitted on the whole training matrix
     #: multilabel is refused: its mixture of class probabilities is single-label
     supported_tasks = ("classification", "regression")
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "it trains its members separately through their own fits, some by classical solvers"
+    )
 
     def __init__(
         self,

@@ -139,6 +139,11 @@ class PerSubset(MissingModalityModel):
     7
     """
 
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "it trains one model per modality subset as separate stages, many on few rows "
+        "(too few to shard)"
+    )
     search_space = {
         "embed_dim": Int(16, 128, log=True),
         "hidden": Int(64, 512, log=True),

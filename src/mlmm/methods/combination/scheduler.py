@@ -127,6 +127,10 @@ class Scheduler(MissingModalityModel):
 
     streams_data = False  # experts are scored on whole in-memory batches
 
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "it trains its experts separately through their own fits, then picks one per pattern"
+    )
     search_space = {
         "experts": Categorical(
             ["late-fusion,hemis", "late-fusion,hemis,mean-impute", "late-fusion,masked-attention"]

@@ -119,6 +119,11 @@ class KnnImpute(MeanImpute):
     True
     """
 
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "its bank of training samples must hold every process's rows "
+        "(kNN needs an all-gather mlmm does not do)"
+    )
     search_space = {
         "k": Int(1, 50, log=True),
         "weighting": Categorical(["distance", "uniform"]),

@@ -106,6 +106,10 @@ class ClassicalReference(MissingModalityModel):
     streams_data = False  # scikit-learn solvers fit on the whole training matrix
     #: multilabel is refused: their scikit-learn / closed-form fits are single-label
     supported_tasks = ("classification", "regression")
+    supports_data_parallel = False
+    data_parallel_reason = (
+        "it is fitted by a classical solver (scikit-learn or EM), not in the shared training loop"
+    )
 
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
