@@ -216,12 +216,13 @@ def start(
         if int(os.environ["WORLD_SIZE"]) > 1:
             check_method(method)
         return join(device, timeout)
-    if devices > 1:
+    if devices == 1 and not isinstance(devices, bool):
+        return None  # one process: the trainer checks its device itself
+    if isinstance(devices, int) and devices > 1:
         check_method(method)
-    check_devices(devices, device)
-    if devices > 1:
-        check_batch_size(batch_size, devices)
-        launch(argv, devices, timeout)
+    check_devices(devices, device)  # also refuses --devices 0
+    check_batch_size(batch_size, devices)
+    launch(argv, devices, timeout)
     return None
 
 
