@@ -252,6 +252,12 @@ def _bayes_reference(
             or name in table.attrs["failed_conditions"]
         ):
             continue
+        if not hasattr(generator, "log_posterior_mnar"):
+            # no MNAR posterior for this generator (synthetic-interaction): the ignorable one
+            # is not Bayes-optimal there, so the condition gets no reference rather than a
+            # wrong one
+            parts[0] = parts[0][parts[0].condition != name]
+            continue
         law = model.fit_law(test)
         rows = evaluate(BayesOracle(generator, task, law), test, [name], seed=seed, subsets=False)
         masked, _ = simulate(test, model, rng_for(seed, "test-mask", name))  # evaluate's mask
