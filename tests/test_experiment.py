@@ -104,3 +104,17 @@ def test_bayes_reference_under_mnar_conditions_on_the_presence_pattern():
         table,
         res.reference[res.reference.scope == "overall"].groupby("condition").slot_rate.first(),
     )
+
+
+def test_a_dataset_with_groups_is_split_by_whole_groups():
+    from dataclasses import replace
+
+    import numpy as np
+
+    data = mlmm.load_dataset("synthetic", n_samples=400)
+    subjects = np.arange(400) // 5  # 80 subjects with 5 samples each
+    res = mlmm.run_experiment(
+        replace(data, groups=subjects), "zero-impute", trainer=TINY, subsets=False
+    )
+    train, val, test = (set(subjects[res.split[k]]) for k in ("train", "val", "test"))
+    assert not train & test and not train & val and not val & test

@@ -38,6 +38,10 @@ class MultimodalDataset:
         information and most methods cannot score them.
     meta : dict
         Free-form extras (provenance, the synthetic generator, official splits...).
+    groups : ndarray, shape (N,), optional
+        A group id per sample (patient, subject, recording): splits
+        (:func:`mlmm.train_val_test_split`) and the inner folds of tuning and ``auto`` then
+        keep every group on one side. Carried by :meth:`subset`.
 
     Examples
     --------
@@ -60,6 +64,7 @@ class MultimodalDataset:
     name: str = "custom"
     allow_empty: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         specs = tuple(self.specs)
@@ -158,6 +163,9 @@ class MultimodalDataset:
                 raise MlmmError("regression targets contain NaN or inf; drop those samples")
         object.__setattr__(self, "targets", targets)
 
+        if self.groups is not None:
+            object.__setattr__(self, "groups", _as_groups(self.groups, n))
+
         empty = ~observed.any(axis=1)
         if empty.any() and not self.allow_empty:
             raise MlmmError(
@@ -199,6 +207,7 @@ class MultimodalDataset:
             inputs={k: v[idx] for k, v in self.inputs.items()},
             observed=self.observed[idx],
             targets=self.targets[idx],
+            groups=None if self.groups is None else self.groups[idx],
         )
 
     def with_presence(
@@ -256,6 +265,23 @@ def as_observed(observed: object, n: int, names: Sequence[str]) -> np.ndarray:
         if not np.isin(mask, (0, 1)).all():
             raise MlmmError("observed must be boolean (True = present)")
     return mask.astype(bool, copy=True)
+
+
+def _as_groups(groups: object, n: int) -> np.ndarray:
+    """Per-sample group ids as a 1-D array of length ``n`` (numbers or strings, no NaN)."""
+    arr = np.asarray(groups)
+    if arr.ndim != 1 or len(arr) != n:
+        raise MlmmError(
+            f"groups must hold one id per sample (shape ({n},)), got shape {arr.shape}; pass "
+            "the patient or subject id of each row"
+        )
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise MlmmError("groups contain NaN or inf; give every sample a group id")
+    if arr.dtype.kind == "O":
+        if any(g is None for g in arr):
+            raise MlmmError("groups contain None; give every sample a group id")
+        arr = arr.astype(str)
+    return arr.copy()
 
 
 def _is_integral(values: np.ndarray) -> bool:
