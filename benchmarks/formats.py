@@ -79,6 +79,7 @@ import json, resource, sys, time, warnings
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 warnings.simplefilter("ignore")
+import mlmm.utils  # torch, as in any session that trains: its import is not the loader's time
 if {module!r}:  # the test module's writers and constants, underscored names included
     globals().update(vars(__import__({module!r})))
 from mlmm.data.formats import *
@@ -205,7 +206,8 @@ def main() -> None:
     record["checks"] = checks
     note = (
         "Each fixture is written by the tests' own writer (tests/data/formats/) and read in a "
-        "fresh process; `read s` is the loader call alone (imports and writing excluded). The "
+        "fresh process with mlmm and torch imported (as in a session that trains); `read s` is "
+        "the loader call alone (imports and writing excluded). The "
         "first MulT-pickle load checks the pickle in a restricted reader and converts it once "
         "to the documented cache; later loads read the cache."
     )
