@@ -60,6 +60,12 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: report the runs of --seeds x --methods already in the store "
+        "(the table's `seeds` column says how many each method has)",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
@@ -73,7 +79,14 @@ def main() -> None:
         "seeds": seeds,
         "budget": {"max_epochs": args.max_epochs, "patience": args.patience},
     }
-    results = run_grid(spec, out / "interaction-runs" / "results.db", args.jobs, args.threads)
+    store = out / "interaction-runs" / "results.db"
+    if args.report_only:
+        from mlmm.bench import ResultsStore, parse_spec
+
+        with ResultsStore(store) as db:
+            results = db.table([r.key for r in parse_spec(spec, "benchmark grid").runs()])
+    else:
+        results = run_grid(spec, store, args.jobs, args.threads)
     overall = results[(results.scope == "overall") & (results.metric == "accuracy")]
     bayes = (
         overall[overall.method == "bayes-optimal"]
@@ -123,7 +136,7 @@ def main() -> None:
     record = {
         "command": "python benchmarks/interaction.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
-        "provenance": grid_provenance(spec, out / "interaction-runs" / "results.db"),
+        "provenance": grid_provenance(spec, store),
         "spec": spec,
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "table": table.to_dict(orient="records"),
