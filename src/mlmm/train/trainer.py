@@ -339,7 +339,7 @@ class Trainer:
         module.eval()
         preds, sums, counts = [], dict.fromkeys(parts, 0.0), dict.fromkeys(parts, 0)
         for mb in iterate_batches(batch, max(self.batch_size, 512)):
-            out = module(MultimodalBatch(mb.inputs, mb.present, mb.modalities, None))
+            out = module(mb.without_target())
             preds.append(out.prediction)
             if parts:
                 for name, (loss, rows) in module.part_losses(out, mb).items():
@@ -383,7 +383,7 @@ def predict_batches(
 ) -> torch.Tensor:
     """Run ``module`` in eval mode over a big batch in chunks; returns the stacked predictions."""
     module.eval()
-    no_target = MultimodalBatch(batch.inputs, batch.present, batch.modalities, None)
+    no_target = batch.without_target()
     outs = [module(mb).prediction for mb in iterate_batches(no_target, batch_size)]
     return torch.cat(outs, dim=0)
 

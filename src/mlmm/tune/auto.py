@@ -420,6 +420,11 @@ def _fingerprint(data: MultimodalDataset) -> str:
         digest.update(np.ascontiguousarray(data.inputs[name]).tobytes())
     digest.update(np.ascontiguousarray(data.observed).tobytes())
     digest.update(np.ascontiguousarray(data.targets).tobytes())
+    # the folds follow the groups, and encoders the lengths: both change what is trained
+    if data.groups is not None:
+        digest.update(b"groups" + np.asarray(data.groups).astype(str).tobytes())
+    for name, steps in sorted((data.lengths or {}).items()):
+        digest.update(f"lengths:{name}".encode() + np.ascontiguousarray(steps).tobytes())
     return digest.hexdigest()
 
 
