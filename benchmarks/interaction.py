@@ -115,12 +115,17 @@ def main() -> None:
         )
     table = pd.DataFrame(rows).sort_values(["condition", "gap (points)"], ascending=[False, True])
     main_rows = table[table.condition == CONDITION]
-    best = main_rows.iloc[0]
+    # the best among the methods with every seed (a one-seed gap is noisier, see the note)
+    complete = main_rows[main_rows.seeds == main_rows.seeds.max()]
+    best = complete.iloc[0]
+    bayes_main = bayes.xs(CONDITION, level="condition")
     checks: dict = {
         "seeds": seeds,
         "n_samples": args.n_samples,
-        f"{CONDITION}: Bayes-optimal accuracy (%)": float(main_rows["Bayes"].iloc[0]),
-        f"{CONDITION}: best method": best.method,
+        f"{CONDITION}: Bayes-optimal accuracy (%), mean over seeds": round(
+            100 * float(bayes_main.mean()), 2
+        ),
+        f"{CONDITION}: best method (among those with {int(best.seeds)} seeds)": best.method,
         f"{CONDITION}: best method's gap to Bayes (points)": float(best["gap (points)"]),
         f"{CONDITION}: target met (best within 2 points of Bayes)": bool(
             best["gap (points)"] <= 2.0
@@ -147,7 +152,13 @@ def main() -> None:
         f"modalities), n = {args.n_samples} (70/10/20), trained and tested under {CONDITION}, "
         "also scored on the full test set (`none`). Bayes: the exact posterior scored on the "
         "same masked test rows; gap = Bayes − method, mean over seeds (± is the standard "
-        f"deviation over seeds). Budget: {args.max_epochs} epochs, patience {args.patience}."
+        f"deviation over seeds). Budget: {args.max_epochs} epochs, patience {args.patience}. "
+        "Test rows whose presence pattern misses every modality of one sign (a single modality, "
+        "or m0+m2) have a Bayes posterior of exactly 1/2: every classifier is a coin flip "
+        "there, and the Bayes classifier breaks the tie to class 0, so on a finite test set a "
+        "method can score above it by chance (a negative gap; about ±1 point per seed on "
+        "4,000 test rows). Seeds: the `seeds` column; methods with fewer than 3 seeds ran out "
+        "of the time the shared machine allowed."
     )
     write_report(out, "interaction", "Interaction benchmark", note, record, table, checks)
 
