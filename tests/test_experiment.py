@@ -104,3 +104,36 @@ def test_bayes_reference_under_mnar_conditions_on_the_presence_pattern():
         table,
         res.reference[res.reference.scope == "overall"].groupby("condition").slot_rate.first(),
     )
+
+
+def test_a_dataset_with_groups_is_split_by_whole_groups():
+    from dataclasses import replace
+
+    import numpy as np
+
+    data = mlmm.load_dataset("synthetic", n_samples=400)
+    subjects = np.arange(400) // 5  # 80 subjects with 5 samples each
+    res = mlmm.run_experiment(
+        replace(data, groups=subjects), "zero-impute", trainer=TINY, subsets=False
+    )
+    train, val, test = (set(subjects[res.split[k]]) for k in ("train", "val", "test"))
+    assert not train & test and not train & val and not val & test
+
+
+def test_the_official_split_is_used_when_asked():
+    import numpy as np
+    import pytest
+
+    from mlmm.errors import MlmmError
+
+    data = mlmm.load_dataset("basicmotions")
+    res = mlmm.run_experiment(data, "zero-impute", split="official", trainer=TINY, subsets=False)
+    official = data.meta["official_split"]
+    np.testing.assert_array_equal(res.split["test"], np.flatnonzero(official == "test"))
+    np.testing.assert_array_equal(res.split["train"], np.flatnonzero(official == "train"))
+    assert res.trained.info["split"] == {"seed": 0, "official": True}
+    with pytest.raises(MlmmError, match="records no official split"):
+        mlmm.run_experiment("synthetic", "zero-impute", dataset_params={"n_samples": 200},
+                            split="official", trainer=TINY)  # fmt: skip
+    with pytest.raises(MlmmError, match="split must be 'random' or 'official'"):
+        mlmm.run_experiment(data, "zero-impute", split="paper", trainer=TINY)

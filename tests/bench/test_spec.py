@@ -26,16 +26,25 @@ def test_builtin_suites_load_and_quick_covers_every_family():
     quick = load_suite("quick")
     families = {METHODS.get(m).info["family"] for m in quick.methods}
     assert families == set(TAXONOMY), f"quick suite misses {set(TAXONOMY) - families}"
-    assert set(quick.datasets) == {"handwritten", "synthetic"} and len(quick.seeds) == 1
+    assert set(quick.datasets) == {"handwritten", "synthetic", "synthetic-interaction"}
+    assert len(quick.seeds) == 1
     tests = {t for _, ts in quick.conditions("synthetic") for t in ts}
     assert tests == {"none", "mcar:0.5"}
+    # the interaction variant: one training condition, MCAR 0.3, small
+    assert quick.conditions("synthetic-interaction") == [("mcar:0.3", ["none", "mcar:0.3"])]
+    assert quick.datasets["synthetic-interaction"]["n_samples"] <= 2000
 
 
 def test_standard_suite_runs_every_method_and_dataset_under_every_mechanism():
     standard = load_suite("standard")
     assert set(standard.methods) == set(METHODS.names())
     runs = standard.runs()
-    assert {r.dataset for r in runs} == {"handwritten", "synthetic", "basicmotions"}
+    assert {r.dataset for r in runs} == {
+        "handwritten",
+        "synthetic",
+        "synthetic-interaction",
+        "basicmotions",
+    }
     mechanisms = {t.split(":")[0] for r in runs for t in r.test_missing}
     assert {"mcar", "mar", "mnar", "fixed", "none"} <= mechanisms
     assert any(r.train_missing == "none" and r.test_missing != ("none",) for r in runs)

@@ -90,3 +90,72 @@ def test_a_part_too_small_for_stratification_is_an_mlmm_error():
     # 10 samples, 3 classes: a 10% test part (1 sample) cannot hold every class
     with pytest.raises(MlmmError, match="cannot split 10 samples into a test part of 10%"):
         split_indices(dataset(10), test_size=0.1, val_size=0.1)
+
+
+# ---------------------------------------------------------------------- grouped splits
+def _patients(n: int = 200, seed: int = 0) -> np.ndarray:
+    # patients with 1 to 10 samples each, rows in shuffled order
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 11, size=60)
+    ids = np.repeat(np.arange(60), sizes)[:n]
+    return rng.permutation(ids)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_grouped_split_keeps_every_group_on_one_side(task):
+    ds = dataset(task=task)
+    patients = _patients()
+    split = train_val_test_split(ds, test_size=0.2, val_size=0.1, seed=3, groups=patients)
+    sides = {k: set(patients[v].tolist()) for k, v in split.indices.items()}
+    assert not sides["train"] & sides["test"]
+    assert not sides["train"] & sides["val"]
+    assert not sides["val"] & sides["test"]
+    combined = np.concatenate(list(split.indices.values()))
+    assert sorted(combined.tolist()) == list(range(200))
+    # close to the asked sizes in samples (one group at most away from the target)
+    assert abs(len(split.indices["test"]) - 40) <= 10
+    # the parts carry their groups
+    np.testing.assert_array_equal(split.test.groups, patients[split.indices["test"]])
+
+
+def test_an_ungrouped_split_mixes_groups_so_the_grouped_test_can_fail():
+    patients = _patients()
+    idx = split_indices(dataset(), seed=3)
+    assert set(patients[idx["train"]]) & set(patients[idx["test"]])
+
+
+def test_dataset_groups_are_used_by_default_and_the_split_is_seeded():
+    patients = _patients()
+    ds = MultimodalDataset(
+        dataset().specs, dataset().task, dataset().inputs, dataset().targets, groups=patients
+    )
+    a, b = split_indices(ds, seed=5), split_indices(ds, seed=5)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not set(patients[a["train"]]) & set(patients[a["test"]])
+    assert not np.array_equal(a["test"], split_indices(ds, seed=6)["test"])
+    # subset keeps each row's group
+    np.testing.assert_array_equal(ds.subset([5, 2]).groups, patients[[5, 2]])
+
+
+def test_grouped_split_errors_name_the_problem():
+    with pytest.raises(MlmmError, match=r"one id per sample \(shape \(200,\)\)"):
+        train_val_test_split(dataset(), groups=np.arange(10))
+    with pytest.raises(MlmmError, match="at least 2 are needed"):
+        train_val_test_split(dataset(), groups=np.zeros(200))
+    with pytest.raises(MlmmError, match="groups contain NaN"):
+        train_val_test_split(dataset(), groups=np.full(200, np.nan))
+
+
+def test_group_folds_never_put_a_group_on_both_sides():
+    from mlmm.data.split import group_folds
+
+    patients = _patients()
+    targets = dataset().targets
+    folds = group_folds(patients, 4, random_state=0, targets=targets)
+    assert len(folds) == 4
+    validated = np.concatenate([val for _, val in folds])
+    assert sorted(validated.tolist()) == list(range(200))  # each row validated once
+    for fit, val in folds:
+        assert not set(patients[fit]) & set(patients[val])
+    with pytest.raises(MlmmError, match="need at least 5 groups, got 3"):
+        group_folds(np.arange(200) % 3, 5, random_state=0)

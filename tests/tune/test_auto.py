@@ -348,3 +348,18 @@ def test_kill_minus_9_during_auto_loses_nothing_finished(tmp_path):
         train, portfolio=PORTFOLIO, cache_dir=tmp_path / "cache", callback=events.append, **FAST
     )
     assert [e["cached"] for e in events[:4]] == [True, True, True, False]
+
+
+def test_inner_folds_keep_each_group_on_one_side():
+    from dataclasses import replace
+
+    from mlmm.tune.auto import _folds
+
+    data = mlmm.load_dataset("synthetic", n_samples=240)
+    subjects = np.random.default_rng(1).permutation(np.arange(240) // 8)  # 30 subjects
+    folds = _folds(replace(data, groups=subjects), 3, seed=0)
+    assert len(folds) == 3
+    for fit, val in folds:
+        assert not set(subjects[fit]) & set(subjects[val])
+    fit, val = _folds(data, 3, seed=0)[0]  # ungrouped folds mix them
+    assert set(subjects[fit]) & set(subjects[val])

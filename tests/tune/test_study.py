@@ -320,3 +320,21 @@ def test_score_point_reproduces_a_trials_value_on_the_studys_folds():
     folds = study_folds(train, 2, 0)
     trainer = {**TRAINER, **result.trainer, "seed": 0}
     assert score_point(train, "hemis", result.params, trainer, folds) == result.value
+
+
+@pytest.mark.parametrize("n_folds", [1, 3])
+def test_study_folds_keep_each_group_on_one_side(n_folds):
+    from dataclasses import replace
+
+    from mlmm.tune.study import study_folds
+
+    train = mlmm.load_dataset("synthetic", n_samples=300)
+    subjects = np.random.default_rng(0).permutation(np.arange(300) // 6)  # 50 subjects
+    grouped = replace(train, groups=subjects)
+    folds = study_folds(grouped, n_folds, seed=1)
+    assert len(folds) == n_folds
+    for fit, val in folds:
+        assert len(val) and not set(subjects[fit]) & set(subjects[val])
+    # without groups the same folds would mix subjects (so the check above can fail)
+    fit, val = study_folds(train, n_folds, seed=1)[0]
+    assert set(subjects[fit]) & set(subjects[val])

@@ -26,12 +26,16 @@ class MultimodalBatch:
         The fixed modality order.
     target : Tensor or None
         ``[B]`` int64 class labels or float32 values; None at prediction time.
+    lengths : dict of str to Tensor, optional
+        Variable-length sequence modalities: ``[B]`` int64 valid steps per row (the rest of
+        ``inputs[name]`` is padding, which encoders ignore: :func:`mlmm.nn.encode_modality`).
     """
 
     inputs: dict[str, torch.Tensor]
     present: torch.Tensor
     modalities: tuple[str, ...]
     target: torch.Tensor | None = None
+    lengths: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return int(self.present.shape[0])
@@ -47,11 +51,27 @@ class MultimodalBatch:
             present=self.present.to(device),
             modalities=self.modalities,
             target=None if self.target is None else self.target.to(device),
+            lengths=None
+            if self.lengths is None
+            else {k: v.to(device) for k, v in self.lengths.items()},
         )
 
     def without_target(self) -> MultimodalBatch:
-        """The same batch with ``target=None`` (what prediction feeds a model)."""
-        return MultimodalBatch(self.inputs, self.present, self.modalities, None)
+        """The same batch with no target (prediction time)."""
+        return MultimodalBatch(self.inputs, self.present, self.modalities, None, self.lengths)
+
+    def zero_padding(self) -> MultimodalBatch:
+        """The same batch with the padded steps of variable-length sequences set to zero, as
+        every dataset stores them: for code that reads raw inputs rather than encoding them
+        (distances between samples, flattened features)."""
+        if self.lengths is None:
+            return self
+        inputs = dict(self.inputs)
+        for name, steps in self.lengths.items():
+            x = inputs[name]  # [B, T, C]
+            padded = torch.arange(x.shape[1], device=x.device)[None, :] >= steps[:, None]
+            inputs[name] = x.masked_fill(padded[..., None], 0.0)
+        return MultimodalBatch(inputs, self.present, self.modalities, self.target, self.lengths)
 
     def with_present(self, present: torch.Tensor) -> MultimodalBatch:
         """Same batch with a narrower presence mask; newly absent rows are zeroed."""
@@ -59,7 +79,7 @@ class MultimodalBatch:
         for j, name in enumerate(self.modalities):
             keep = present[:, j].reshape(-1, *([1] * (self.inputs[name].dim() - 1)))
             inputs[name] = torch.where(keep, self.inputs[name], torch.zeros_like(self.inputs[name]))
-        return MultimodalBatch(inputs, present, self.modalities, self.target)
+        return MultimodalBatch(inputs, present, self.modalities, self.target, self.lengths)
 
     @classmethod
     def from_dataset(
@@ -77,6 +97,9 @@ class MultimodalBatch:
             present=torch.from_numpy(np.ascontiguousarray(dataset.observed[idx])),
             modalities=dataset.modality_names,
             target=_target_tensor(dataset.targets[idx]) if with_target else None,
+            lengths=None
+            if dataset.lengths is None
+            else {k: torch.from_numpy(v[idx]) for k, v in dataset.lengths.items()},
         )
 
 
@@ -87,7 +110,8 @@ def _target_tensor(targets: np.ndarray) -> torch.Tensor:
 class TorchMultimodalDataset(Dataset):
     """A ``torch.utils.data.Dataset`` over a :class:`MultimodalDataset`; use with :func:`collate`.
 
-    Each item is ``(inputs: dict[name, Tensor], present: Tensor[M], target: Tensor)``.
+    Each item is ``(inputs: dict[name, Tensor], present: Tensor[M], target: Tensor)``, plus
+    ``lengths: dict[name, Tensor]`` (valid steps) when the dataset has variable-length sequences.
 
     Examples
     --------
@@ -104,7 +128,10 @@ class TorchMultimodalDataset(Dataset):
     def __getitem__(self, i: int):
         ds = self.dataset
         inputs = {k: torch.from_numpy(v[i]) for k, v in ds.inputs.items()}
-        return inputs, torch.from_numpy(ds.observed[i]), torch.as_tensor(ds.targets[i])
+        item = inputs, torch.from_numpy(ds.observed[i]), torch.as_tensor(ds.targets[i])
+        if ds.lengths is None:
+            return item
+        return (*item, {k: torch.as_tensor(v[i]) for k, v in ds.lengths.items()})
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -119,11 +146,15 @@ def collate(
     Modality order is the key order of the first item's inputs (the dataset's order).
     """
     names = tuple(items[0][0].keys())
+    lengths = None
+    if len(items[0]) > 3:  # variable-length sequences
+        lengths = {k: torch.stack([it[3][k] for it in items]) for k in items[0][3]}
     return MultimodalBatch(
         inputs={k: torch.stack([it[0][k] for it in items]) for k in names},
         present=torch.stack([it[1] for it in items]),
         modalities=names,
         target=torch.stack([it[2] for it in items]),
+        lengths=lengths,
     )
 
 
@@ -151,4 +182,7 @@ def iterate_batches(
             present=batch.present[idx],
             modalities=batch.modalities,
             target=None if batch.target is None else batch.target[idx],
+            lengths=None
+            if batch.lengths is None
+            else {k: v[idx] for k, v in batch.lengths.items()},
         )

@@ -38,6 +38,15 @@ class MultimodalDataset:
         information and most methods cannot score them.
     meta : dict
         Free-form extras (provenance, the synthetic generator, official splits...).
+    groups : ndarray, shape (N,), optional
+        A group id per sample (patient, subject, recording): splits
+        (:func:`mlmm.train_val_test_split`) and the inner folds of tuning and ``auto`` then
+        keep every group on one side. Carried by :meth:`subset`.
+    lengths : dict of str to ndarray, shape (N,), optional
+        Variable-length sequences: for a ``sequence`` modality, the number of valid time
+        steps of each row (the first ``lengths[name][i]`` steps; the rest is padding, set to
+        zero here). Every sequence encoder ignores the padded steps, so padding never changes
+        an output. Present rows need at least one step. Carried by :meth:`subset`.
 
     Examples
     --------
@@ -60,6 +69,8 @@ class MultimodalDataset:
     name: str = "custom"
     allow_empty: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None
+    lengths: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         specs = tuple(self.specs)
@@ -166,6 +177,13 @@ class MultimodalDataset:
                 raise MlmmError("regression targets contain NaN or inf; drop those samples")
         object.__setattr__(self, "targets", targets)
 
+        if self.groups is not None:
+            object.__setattr__(self, "groups", _as_groups(self.groups, n))
+        if self.lengths:
+            object.__setattr__(self, "lengths", _as_lengths(self.lengths, specs, observed, inputs))
+        else:
+            object.__setattr__(self, "lengths", None)
+
         empty = ~observed.any(axis=1)
         if empty.any() and not self.allow_empty:
             raise MlmmError(
@@ -207,6 +225,8 @@ class MultimodalDataset:
             inputs={k: v[idx] for k, v in self.inputs.items()},
             observed=self.observed[idx],
             targets=self.targets[idx],
+            groups=None if self.groups is None else self.groups[idx],
+            lengths=None if self.lengths is None else {k: v[idx] for k, v in self.lengths.items()},
         )
 
     def with_presence(
@@ -283,6 +303,73 @@ def _multi_hot(targets: np.ndarray) -> np.ndarray:
             f"{int(bad.any(axis=1).sum())} row(s); pass a multi-hot matrix (1 = has the label)"
         )
     return targets.astype(np.float32)
+
+
+def _as_groups(groups: object, n: int) -> np.ndarray:
+    """Per-sample group ids as a 1-D array of length ``n`` (numbers or strings, no NaN)."""
+    arr = np.asarray(groups)
+    if arr.ndim != 1 or len(arr) != n:
+        raise MlmmError(
+            f"groups must hold one id per sample (shape ({n},)), got shape {arr.shape}; pass "
+            "the patient or subject id of each row"
+        )
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise MlmmError("groups contain NaN or inf; give every sample a group id")
+    if arr.dtype.kind == "O":
+        if any(g is None for g in arr):
+            raise MlmmError("groups contain None; give every sample a group id")
+        arr = arr.astype(str)
+    return arr.copy()
+
+
+def _as_lengths(
+    lengths: object,
+    specs: tuple[ModalitySpec, ...],
+    observed: np.ndarray,
+    inputs: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Validated per-row valid-step counts of sequence modalities; zeroes the padded steps
+    of ``inputs`` in place (they are copies made by the constructor)."""
+    if not isinstance(lengths, dict):
+        raise MlmmError(
+            f"lengths must be a dict of sequence modality -> steps per row, got "
+            f"{type(lengths).__name__}"
+        )
+    by_name = {s.name: (j, s) for j, s in enumerate(specs)}
+    out: dict[str, np.ndarray] = {}
+    n = observed.shape[0]
+    for name, values in lengths.items():
+        if name not in by_name:
+            raise unknown_name_error("modality", name, list(by_name))
+        j, spec = by_name[name]
+        if spec.kind != "sequence":
+            raise MlmmError(
+                f"lengths are for sequence modalities; {name!r} is a {spec.kind}: drop it from "
+                "lengths"
+            )
+        arr = np.asarray(values)
+        steps = spec.shape[0]
+        if arr.shape != (n,) or not (np.issubdtype(arr.dtype, np.integer) or _is_integral(arr)):
+            raise MlmmError(
+                f"lengths[{name!r}] must hold one integer per sample (shape ({n},)), got "
+                f"shape {arr.shape} dtype {arr.dtype}"
+            )
+        arr = arr.astype(np.int64)
+        if (arr < 0).any() or (arr > steps).any():
+            raise MlmmError(
+                f"lengths[{name!r}] must be in [0, {steps}] (the padded length), got values "
+                f"from {int(arr.min())} to {int(arr.max())}"
+            )
+        short = observed[:, j] & (arr == 0)
+        if short.any():
+            raise MlmmError(
+                f"lengths[{name!r}] is 0 in {int(short.sum())} row(s) where {name!r} is present "
+                f"(first: {np.flatnonzero(short)[:5].tolist()}); mark them absent in observed"
+            )
+        padded = np.arange(steps)[None, :] >= arr[:, None]  # [N, T]
+        inputs[name][padded] = 0.0
+        out[name] = arr
+    return out
 
 
 def _is_integral(values: np.ndarray) -> bool:

@@ -408,6 +408,10 @@ class OutOfCoreDataset:
 
     #: Marks datasets whose inputs are not in memory (``Trainer.fit`` checks it).
     out_of_core = True
+    #: No group ids (split by rows) and no per-row sequence lengths (every sequence is full
+    #: length): ``to_memory()`` and ``MultimodalDataset(..., groups=, lengths=)`` for those.
+    groups = None
+    lengths = None
 
     # ------------------------------------------------------------------ views
     @property

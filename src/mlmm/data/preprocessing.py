@@ -87,6 +87,10 @@ class Standardizer:
                     f"be standardised or learned; drop it or use a training missingness that keeps it"
                 )
             axes = _feature_axes(spec.kind, x.ndim)
+            if dataset.lengths is not None and spec.name in dataset.lengths:
+                # variable-length sequences: statistics of the valid steps, not the padding
+                steps = dataset.lengths[spec.name][present]  # [n]
+                x = x[np.arange(x.shape[1])[None, :] < steps[:, None]][None]  # [1, valid, C]
             mean = x.mean(axis=axes, keepdims=True)[0]
             std = x.std(axis=axes, keepdims=True)[0]
             std = np.where(std < _MIN_STD, 1.0, std)
@@ -164,7 +168,8 @@ class Standardizer:
         return x.astype(np.float32)
 
     def transform(self, dataset: MultimodalDataset) -> MultimodalDataset:
-        """Standardise present rows (absent rows stay zero); returns a new dataset.
+        """Standardise present rows (absent rows and padded steps stay zero); returns a new
+        dataset.
 
         For an out-of-core dataset this returns a view that standardises rows as they are
         read (nothing is read here).

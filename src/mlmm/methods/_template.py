@@ -33,7 +33,7 @@ from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common
 
 # In your copy, also import the decorator:
 # from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, masked_mean, modality_dropout
 from mlmm.tune.space import Float, Int
 
 
@@ -159,7 +159,7 @@ class MaskedMeanTemplate(MissingModalityModel):
             # trainer, so the same seed gives the same subsets.
             present = modality_dropout(present, self.modality_dropout)  # [B, M]
         embeddings = torch.stack(
-            [self.encoders[name](batch.inputs[name]) for name in self.modalities], dim=1
+            [encode_modality(self.encoders[name], batch, name) for name in self.modalities], dim=1
         )  # [B, M, D]; rows of absent modalities are computed on zeros and never used
         embeddings = embeddings + self.modality_embedding  # [B, M, D] + [M, D]
         fused = masked_mean(embeddings, present)  # [B, D]; only present modalities count

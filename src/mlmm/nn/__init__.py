@@ -1,7 +1,14 @@
 """Reusable blocks every method composes: encoders, fusions, heads, modality dropout."""
 
 from mlmm.nn.dropout import modality_dropout
-from mlmm.nn.encoders import ImageEncoder, MLPEncoder, SequenceEncoder, build_encoder
+from mlmm.nn.encoders import (
+    ImageEncoder,
+    MLPEncoder,
+    SequenceEncoder,
+    build_encoder,
+    encode_modality,
+    encode_padded,
+)
 from mlmm.nn.fusion import (
     ConcatFusion,
     MeanVarianceFusion,
@@ -18,6 +25,8 @@ __all__ = [
     "MeanVarianceFusion",
     "SequenceEncoder",
     "build_encoder",
+    "encode_modality",
+    "encode_padded",
     "combine_predictions",
     "masked_mean",
     "modality_dropout",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -10,6 +11,9 @@ from torch import nn
 from mlmm.data.specs import ModalitySpec
 from mlmm.errors import MlmmError
 from mlmm.nn.heads import MLPHead
+
+if TYPE_CHECKING:
+    from mlmm.data.batch import MultimodalBatch
 
 
 class MLPEncoder(MLPHead):
@@ -71,7 +75,13 @@ class SequenceEncoder(nn.Module):
             )
             self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, out_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, C] -> [B, out_dim]
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:  # [B, T, C] -> [B, out_dim]
+        """Embed ``x``; with ``lengths`` (``[B]`` valid steps), steps from ``lengths[i]`` on are
+        padding and never change the output: whatever they hold, however many there are."""
+        if lengths is not None:
+            return self.out(self._pooled_valid(x, lengths))
         if self.architecture == "conv":
             h = self.body(x.transpose(1, 2))  # [B, H, T]
             pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)  # [B, 2H]
@@ -79,6 +89,87 @@ class SequenceEncoder(nn.Module):
             _, last = self.body(x)  # [layers * 2, B, H]
             pooled = torch.cat([last[-2], last[-1]], dim=1)  # [B, 2H]
         return self.out(pooled)
+
+    def _pooled_valid(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The pooled features ``[B, 2H]`` of the valid steps only."""
+        steps = x.shape[1]
+        lengths = lengths.to(x.device).long().clamp(0, steps)  # [B]
+        valid = torch.arange(steps, device=x.device)[None, :] < lengths[:, None]  # [B, T]
+        if self.architecture == "gru":
+            # a row with no valid step (an absent modality) is run on one zero step
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x * valid[..., None], lengths.clamp(min=1).cpu(), batch_first=True,
+                enforce_sorted=False,
+            )  # fmt: skip
+            _, last = self.body(packed)  # [layers * 2, B, H]
+            return torch.cat([last[-2], last[-1]], dim=1)  # [B, 2H]
+        keep = valid[:, None, :].to(x.dtype)  # [B, 1, T]
+        count = keep.sum(dim=2).clamp(min=1.0)  # [B, 1]
+        h = x.transpose(1, 2) * keep  # [B, C, T]: padding as the convolution's own zeros
+        for layer in self.body:
+            if isinstance(layer, nn.GroupNorm):
+                h = _masked_group_norm(layer, h, keep)
+            else:
+                h = layer(h)
+            if isinstance(layer, nn.GELU):
+                h = h * keep  # padded steps back to zero before the next convolution
+        mean = h.sum(dim=2) / count  # [B, H]
+        top = h.masked_fill(keep == 0, float("-inf")).amax(dim=2)  # [B, H]
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # no valid step
+        return torch.cat([mean, top], dim=1)  # [B, 2H]
+
+
+def _masked_group_norm(norm: nn.GroupNorm, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``norm`` (a GroupNorm over ``[B, H, T]``) with statistics from the valid steps only."""
+    b, c, t = h.shape
+    g = norm.num_groups
+    grouped = h.reshape(b, g, c // g, t)  # [B, G, H/G, T]
+    mask = keep[:, None]  # [B, 1, 1, T]
+    count = (mask.sum(dim=3, keepdim=True) * (c // g)).clamp(min=1.0)  # [B, 1, 1, 1]
+    mean = (grouped * mask).sum(dim=(2, 3), keepdim=True) / count  # [B, G, 1, 1]
+    var = (((grouped - mean) * mask) ** 2).sum(dim=(2, 3), keepdim=True) / count
+    normed = ((grouped - mean) / torch.sqrt(var + norm.eps)).reshape(b, c, t)  # [B, H, T]
+    if norm.affine:
+        normed = normed * norm.weight[None, :, None] + norm.bias[None, :, None]
+    return normed
+
+
+def encode_padded(
+    encoder: nn.Module,
+    x: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    present: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``encoder(x)``, or with ``lengths`` (``[B]`` valid steps) ``encoder(x, lengths)``.
+
+    Lengths describe the recorded rows only: where ``present`` (``[B]`` bool) is False the
+    row holds zeros or an imputed sequence, which is encoded over all its steps, exactly as
+    without lengths.
+    """
+    if lengths is None:
+        return encoder(x)
+    if not isinstance(encoder, SequenceEncoder):
+        raise MlmmError(
+            f"a variable-length modality needs an encoder that skips padding, got a "
+            f"{type(encoder).__name__}; use the default sequence encoder (build_encoder) or "
+            "pad the data to a fixed length without lengths"
+        )
+    if present is not None:
+        lengths = torch.where(present.to(lengths.device), lengths, x.shape[1])  # [B]
+    return encoder(x, lengths)
+
+
+def encode_modality(
+    encoder: nn.Module, batch: MultimodalBatch, name: str, x: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``encoder(batch.inputs[name])`` (or ``encoder(x)``, e.g. imputed inputs), passing the
+    modality's valid steps when the batch has variable-length sequences (``batch.lengths``)
+    so that padding never changes the embedding (see :func:`encode_padded`). Methods call
+    their encoders through this."""
+    x = batch.inputs[name] if x is None else x
+    lengths = None if batch.lengths is None else batch.lengths.get(name)
+    present = batch.present[:, batch.modalities.index(name)]  # [B]
+    return encode_padded(encoder, x, lengths, present)
 
 
 class ImageEncoder(nn.Module):

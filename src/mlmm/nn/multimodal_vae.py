@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mlmm.data.specs import ModalitySpec
-from mlmm.nn.encoders import build_encoder
+from mlmm.nn.encoders import build_encoder, encode_padded
 from mlmm.nn.heads import MLPHead
 
 #: log-variances are softly bounded to (-LOGVAR_BOUND, LOGVAR_BOUND): an expert can be very
@@ -206,7 +206,10 @@ class MultimodalVAE(nn.Module):
         )
 
     def encode(
-        self, inputs: dict[str, torch.Tensor], present: torch.Tensor
+        self,
+        inputs: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        lengths: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every modality's expert: ``mu, logvar`` of shape ``[B, M, D]``.
 
@@ -217,7 +220,10 @@ class MultimodalVAE(nn.Module):
         for j, name in enumerate(self.modalities):
             x = inputs[name]  # [B, *shape]
             keep = present[:, j].reshape(-1, *([1] * (x.dim() - 1)))
-            out = self.encoders[name](torch.where(keep, x, 0.0))  # [B, 2D]
+            step_count = None if lengths is None else lengths.get(name)  # variable lengths
+            out = encode_padded(
+                self.encoders[name], torch.where(keep, x, 0.0), step_count, present[:, j]
+            )  # [B, 2D]
             mu, raw_logvar = out.chunk(2, dim=-1)
             mus.append(mu)
             logvars.append(LOGVAR_BOUND * torch.tanh(raw_logvar / LOGVAR_BOUND))
@@ -230,7 +236,10 @@ class MultimodalVAE(nn.Module):
         return {name: self.decoders[name](flat).reshape(*lead, -1) for name in self.modalities}
 
     def complete(
-        self, inputs: dict[str, torch.Tensor], present: torch.Tensor
+        self,
+        inputs: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        lengths: dict[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Inputs with absent rows replaced by the decoded mean of the present modalities' posterior.
 
@@ -244,7 +253,7 @@ class MultimodalVAE(nn.Module):
         joint_mu : Tensor, shape [B, D]
             The posterior mean they were decoded from.
         """
-        mu, logvar = self.encode(inputs, present)  # [B, M, D] each
+        mu, logvar = self.encode(inputs, present, lengths)  # [B, M, D] each
         joint_mu, _ = product_of_experts(mu, logvar, present)  # [B, D]
         decoded = self.decode(joint_mu)  # name -> [B, F_m]
         completed = {}
@@ -292,10 +301,19 @@ class InputLevelHead(nn.Module):
         width = sum(math.prod(s.shape) if s.kind == "vector" else embed_dim for s in specs)
         self.head = MLPHead(width + len(self.modalities), out_dim, hidden, depth, dropout)
 
-    def forward(self, inputs: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        lengths: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         parts = []
-        for name in self.modalities:
+        for j, name in enumerate(self.modalities):
             x = inputs[name]  # [B, *shape]
-            parts.append(self.encoders[name](x) if name in self.encoders else x.flatten(1))
+            if name in self.encoders:
+                step_count = None if lengths is None else lengths.get(name)
+                parts.append(encode_padded(self.encoders[name], x, step_count, present[:, j]))
+            else:
+                parts.append(x.flatten(1))
         parts.append(present.to(parts[0].dtype))  # [B, M]
         return self.head(torch.cat(parts, dim=1))  # [B, out_dim]

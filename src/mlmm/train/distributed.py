@@ -361,6 +361,9 @@ class DataParallel:
                 present=batch.present[rows],
                 modalities=batch.modalities,
                 target=None if batch.target is None else batch.target[rows],
+                lengths=None
+                if batch.lengths is None
+                else {name: steps[rows] for name, steps in batch.lengths.items()},
             )
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:

@@ -460,7 +460,7 @@ class Trainer:
         device = resolve_device(self.device)  # the batch may be streamed from disk
         for mb in iterate_batches(batch, max(self.batch_size, 512)):
             with autocast(device, self.precision):  # validate as the model trains
-                out = module(MultimodalBatch(mb.inputs, mb.present, mb.modalities, None))
+                out = module(mb.without_target())
                 part_losses = module.part_losses(out, mb) if parts else {}
             preds.append(full_precision(out.prediction))
             for name, (loss, rows) in part_losses.items():

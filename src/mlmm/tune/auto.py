@@ -408,10 +408,16 @@ def _loss(pred: np.ndarray, targets: np.ndarray, classification: bool) -> float:
 
 
 def _folds(data: MultimodalDataset, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified (classification) or plain k-fold splits of the training rows, seeded."""
+    """Stratified (classification) or plain k-fold splits of the training rows, seeded; by
+    whole groups when ``data.groups`` is set (no group on both sides of a fold)."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     random_state = int(derive_seed(seed, "auto-folds").generate_state(1)[0])
+    if data.groups is not None:
+        from mlmm.data.split import group_folds
+
+        y = data.targets if data.task.is_classification else None
+        return group_folds(data.groups, k, random_state, y)
     if data.task.is_classification:
         counts = np.bincount(data.targets, minlength=data.task.n_classes)
         if counts[counts > 0].min() >= k:
@@ -430,6 +436,11 @@ def _fingerprint(data: MultimodalDataset) -> str:
         digest.update(np.ascontiguousarray(data.inputs[name]).tobytes())
     digest.update(np.ascontiguousarray(data.observed).tobytes())
     digest.update(np.ascontiguousarray(data.targets).tobytes())
+    # the folds follow the groups, and encoders the lengths: both change what is trained
+    if data.groups is not None:
+        digest.update(b"groups" + np.asarray(data.groups).astype(str).tobytes())
+    for name, steps in sorted((data.lengths or {}).items()):
+        digest.update(f"lengths:{name}".encode() + np.ascontiguousarray(steps).tobytes())
     return digest.hexdigest()
 
 

@@ -634,13 +634,20 @@ def study_folds(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(fit rows, validation rows)`` per fold of ``train``, stratified by class for
     classification, drawn from ``seed``: the folds a study with this seed scores on
-    (``n_folds`` None: 3 below :data:`SMALL_DATA` samples, else 1)."""
+    (``n_folds`` None: 3 below :data:`SMALL_DATA` samples, else 1). With ``train.groups``
+    the folds (or the held-out share) are whole groups, not stratified."""
     n_folds = n_folds or (SMALL_DATA_FOLDS if train.n_samples < SMALL_DATA else 1)
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
     rows = np.arange(train.n_samples)
     y = train.targets if train.task.is_classification else None
     state = _seed_int(seed, "tune-folds") % (2**32)
+    if train.groups is not None:
+        from mlmm.data.split import group_folds, group_holdout
+
+        if n_folds == 1:
+            return [group_holdout(train.groups, HOLDOUT, seed, "tune-holdout")]
+        return group_folds(train.groups, n_folds, state, y)
     try:
         if n_folds == 1:
             fit, val = train_test_split(rows, test_size=HOLDOUT, random_state=state, stratify=y)

@@ -95,3 +95,12 @@ def test_bad_files_get_one_line_errors(tmp_path):
     np.save(tmp_path / "target/1/val_label.npy", np.eye(4)[:3])
     with pytest.raises(MlmmError, match="has 2 utterances but val_label.npy has 3 labels"):
         load_iemocap(tmp_path)
+
+
+def test_a_truncated_h5_file_is_one_line_naming_it(tmp_path):
+    _write(tmp_path)
+    path = tmp_path / "V/denseface.h5"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(MlmmError, match="denseface.h5") as info:
+        load_iemocap(tmp_path)
+    assert "\n" not in str(info.value)

@@ -405,3 +405,12 @@ def test_importing_the_loaders_needs_none_of_the_optional_readers():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_truncated_csd_file_is_one_line_naming_it(tmp_path):
+    _write_mosi_csd(tmp_path)
+    path = tmp_path / mosi_module.CSD_FILES["mosi"]["audio"]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(MlmmError, match=path.name) as info:
+        load_mosi(tmp_path, source="csd", task="regression", seq_len=6, folds=FOLDS)
+    assert "\n" not in str(info.value)

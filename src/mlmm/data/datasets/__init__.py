@@ -8,9 +8,11 @@ from mlmm.data.datasets.frames import from_arrays, from_dataframe
 from mlmm.data.datasets.handwritten import HANDWRITTEN_VIEWS, load_handwritten
 from mlmm.data.datasets.registry import DATASETS, list_datasets, load_dataset, register_dataset
 from mlmm.data.datasets.synthetic import (
+    InteractionGenerator,
     SyntheticGenerator,
     bayes_accuracy_under_mask,
     load_synthetic,
+    load_synthetic_interaction,
     mnar_bayes_accuracy,
 )
 from mlmm.data.datasets.synthetic_multilabel import load_synthetic_multilabel
@@ -19,6 +21,7 @@ __all__ = [
     "BASICMOTIONS_CLASSES",
     "DATASETS",
     "HANDWRITTEN_VIEWS",
+    "InteractionGenerator",
     "SyntheticGenerator",
     "bayes_accuracy_under_mask",
     "from_arrays",
@@ -28,6 +31,7 @@ __all__ = [
     "load_dataset",
     "load_handwritten",
     "load_synthetic",
+    "load_synthetic_interaction",
     "load_synthetic_multilabel",
     "mnar_bayes_accuracy",
     "register_dataset",

@@ -34,7 +34,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.nn.graph import BipartiteSageLayer, cross_view_contrastive
 from mlmm.tune.space import Float, Int
 
@@ -196,7 +196,7 @@ class BipartiteGraph(MissingModalityModel):
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
         edges = torch.stack(
-            [self.encoders[name](batch.inputs[name]) for name in self.modalities], dim=1
+            [encode_modality(self.encoders[name], batch, name) for name in self.modalities], dim=1
         )  # [B, M, D]; absent edges are computed on zeros and never read
         representation = self.propagate(edges, present, update_running=self.training)  # [B, D]
         prediction = self.head(representation)

@@ -52,7 +52,7 @@ from mlmm.methods.base import (
     check_range,
 )
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_padded, masked_mean, modality_dropout
 from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
@@ -97,10 +97,22 @@ class _Branch(nn.Module):
         self.head = MLPHead(embed_dim, output_dim, hidden, depth, dropout)
 
     def forward(
-        self, inputs: dict[str, torch.Tensor], present: torch.Tensor
+        self,
+        inputs: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        lengths: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         embeddings = torch.stack(
-            [self.encoders[name](inputs[name]) for name in self.modalities], dim=1
+            [
+                encode_padded(
+                    self.encoders[name],
+                    inputs[name],
+                    None if lengths is None else lengths.get(name),
+                    present[:, j],
+                )
+                for j, name in enumerate(self.modalities)
+            ],
+            dim=1,
         )  # [B, M, D]; absent rows are computed on zeros and never used
         fused = masked_mean(embeddings, present)  # [B, D]
         return self.head(fused), embeddings, fused  # [B, K], [B, M, D], [B, D]
@@ -117,7 +129,7 @@ class _TeacherStage(MissingModalityModel):
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
-        prediction, _, fused = self.teacher(batch.inputs, present)
+        prediction, _, fused = self.teacher(batch.inputs, present, batch.lengths)
         return self.output(batch, prediction, embedding=fused)
 
 
@@ -263,12 +275,16 @@ class Distill(MissingModalityModel):
         visible = present
         if self.training and self.simulate_missing > 0:
             visible = modality_dropout(present, self.simulate_missing)  # [B, M]
-        prediction, _, fused = self.student(batch.inputs, visible)  # [B, K], _, [B, D]
+        prediction, _, fused = self.student(
+            batch.inputs, visible, batch.lengths
+        )  # [B, K], _, [B, D]
         aux: dict[str, torch.Tensor] = {}
         if self.training and batch.target is not None and self.is_frozen("teacher"):
             with torch.no_grad():
                 # the teacher sees every modality the sample has, the student only the visible
-                teacher_prediction, _, teacher_fused = self.teacher(batch.inputs, present)
+                teacher_prediction, _, teacher_fused = self.teacher(
+                    batch.inputs, present, batch.lengths
+                )
             if self.kd_weight > 0:
                 aux["distill_logits"] = self.kd_weight * self.logit_distillation(
                     prediction, teacher_prediction

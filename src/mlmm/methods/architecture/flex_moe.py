@@ -49,7 +49,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.nn.backbones import MAX_PATTERNS
 from mlmm.nn.moe import SparseMoE, load_balancing_loss
 from mlmm.tune.space import Categorical, Float, Int
@@ -314,7 +314,7 @@ class FlexMoE(MissingModalityModel):
             present = modality_dropout(present, self.modality_dropout)  # [B, M]
         pattern = self.pattern(present)  # [B]
         embeddings = torch.stack(
-            [self.encoders[name](batch.inputs[name]) for name in self.modalities], dim=1
+            [encode_modality(self.encoders[name], batch, name) for name in self.modalities], dim=1
         )  # [B, M, D]; absent rows computed on zeros, replaced below
         filled = self.missing_bank[pattern]  # [B, M, D]: the bank entries of each row's pattern
         tokens = torch.where(present.unsqueeze(-1), embeddings, filled) + self.modality_embedding

@@ -48,7 +48,7 @@ from mlmm.errors import MlmmError, did_you_mean
 from mlmm.methods.architecture._peft import check_lora, lora_counts
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, masked_mean, modality_dropout
 from mlmm.nn.backbones import MissingAwarePrompts, TokenTransformer, load_backbone
 from mlmm.nn.lora import apply_lora, lora_parameters, merge_lora
 from mlmm.tune.space import Categorical, Float, Int
@@ -278,7 +278,8 @@ class FrozenBackbonePrompting(MissingModalityModel):
         for j, m in enumerate(self.modalities):
             x = batch.inputs[m]  # [B, *shape]
             if m in self.encoders:
-                out[m] = torch.where(present[:, j : j + 1], self.encoders[m](x), 0.0)
+                embedded = encode_modality(self.encoders[m], batch, m)  # [B, D_m]
+                out[m] = torch.where(present[:, j : j + 1], embedded, 0.0)
                 continue
             emb = x.new_zeros(len(x), self.external[m].embed_dim)  # [B, D_m]
             rows = present[:, j]
@@ -323,7 +324,10 @@ class FrozenBackbonePrompting(MissingModalityModel):
         prediction (for validation) is the mean of the present modalities' outputs."""
         own = [j for j, m in enumerate(self.modalities) if m in self.encoders]
         logits = torch.stack(
-            [self.pretrain_heads[m](self.encoders[m](batch.inputs[m])) for m in self.encoders],
+            [
+                self.pretrain_heads[m](encode_modality(self.encoders[m], batch, m))
+                for m in self.encoders
+            ],
             dim=1,
         )  # [B, M_own, K]
         present_own = present[:, own]  # [B, M_own]

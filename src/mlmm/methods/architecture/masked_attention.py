@@ -30,7 +30,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.nn.backbones import TokenTransformer, prepend_class_token
 from mlmm.tune.space import Categorical, Float, Int
 
@@ -144,7 +144,7 @@ class MaskedAttention(MissingModalityModel):
         """One token per modality plus its modality embedding, ``[B, M, D]`` (zeros where
         absent; they are masked out of attention anyway)."""
         tokens = torch.stack(
-            [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+            [encode_modality(self.encoders[m], batch, m) for m in self.modalities], dim=1
         )  # [B, M, D]
         return torch.where(present.unsqueeze(-1), tokens + self.modality_embedding, 0.0)
 

@@ -216,9 +216,10 @@ class RetrievalPrompts(FrozenBackbonePrompting):
         and their distances ``[B, k']`` (``inf`` where fewer qualify). While training, a
         sample's own bank row (identical on every shared modality) is excluded."""
         chosen = min(self.k, len(self.bank))
-        screen = overlap_distances(batch.inputs, present, self.bank)  # [B, N]
+        inputs = batch.zero_padding().inputs  # raw distances: padding as the bank holds it
+        screen = overlap_distances(inputs, present, self.bank)  # [B, N]
         if self.training and chosen > 0:
-            own = bank_self_matches(batch.inputs, present, self.bank, screen)  # [B, N]
+            own = bank_self_matches(inputs, present, self.bank, screen)  # [B, N]
             screen = torch.where(own, torch.inf, screen)
         distance, index = torch.topk(screen, chosen, dim=1, largest=False)  # [B, k']
         return index, distance

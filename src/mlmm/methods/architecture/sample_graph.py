@@ -44,7 +44,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.nn.graph import bank_self_matches, neighbour_attention
 from mlmm.nn.retrieval import SampleBank, overlap_distances
 from mlmm.tune.space import Float, Int
@@ -188,8 +188,15 @@ class SampleGraph(MissingModalityModel):
         return trainer.fit_module(self, train, val)
 
     # ------------------------------------------------------------------ graph
-    def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Embeddings ``[B, M, D]`` of every modality (absent rows computed, never used)."""
+    def encode(
+        self, inputs: dict[str, torch.Tensor], batch: MultimodalBatch | None = None
+    ) -> torch.Tensor:
+        """Embeddings ``[B, M, D]`` of every modality (absent rows computed, never used);
+        with ``batch``, its variable-length sequences skip their padding."""
+        if batch is not None:
+            return torch.stack(
+                [encode_modality(self.encoders[n], batch, n) for n in self.modalities], dim=1
+            )
         return torch.stack([self.encoders[name](inputs[name]) for name in self.modalities], dim=1)
 
     def encode_bank(self) -> torch.Tensor:
@@ -269,7 +276,7 @@ class SampleGraph(MissingModalityModel):
         present = self.present_mask(batch)  # [B, M]
         if self.training and self.modality_dropout > 0:
             present = modality_dropout(present, self.modality_dropout)  # [B, M]
-        embeddings = self.encode(batch.inputs)  # [B, M, D]
+        embeddings = self.encode(batch.inputs, batch)  # [B, M, D]
         completed, index, weights = self.complete(batch, present, embeddings)
         features = torch.cat([completed.flatten(1), present.to(completed.dtype)], dim=1)
         return self.output(

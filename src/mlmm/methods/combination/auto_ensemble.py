@@ -217,7 +217,7 @@ class AutoEnsemble(MissingModalityModel):
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         self.present_mask(batch)
-        plain = MultimodalBatch(batch.inputs, batch.present, batch.modalities, None)
+        plain = batch.without_target().zero_padding()  # members may read raw inputs
         outs = [self.models[key](plain).prediction for key in self.models]  # n x [B, K] or [B]
         weights = self.ensemble_weights
         if self.task.is_classification:

@@ -35,7 +35,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import build_encoder
+from mlmm.nn import build_encoder, encode_modality
 from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
@@ -245,7 +245,8 @@ class EvidentialFusion(MissingModalityModel):
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
         raw = torch.stack(
-            [self.heads[m](self.encoders[m](batch.inputs[m])) for m in self.modalities], dim=1
+            [self.heads[m](encode_modality(self.encoders[m], batch, m)) for m in self.modalities],
+            dim=1,
         )  # [B, M, K] (or [B, M, 4])
         if self.task.is_classification:
             return self._classify(batch, present, raw)

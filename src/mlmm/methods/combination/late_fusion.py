@@ -36,7 +36,7 @@ from mlmm.methods.base import (
     check_common,
 )
 from mlmm.methods.registry import register_method
-from mlmm.nn import build_encoder, combine_predictions, masked_mean
+from mlmm.nn import build_encoder, combine_predictions, encode_modality, masked_mean
 from mlmm.tune.space import Categorical, Float, Int
 
 if TYPE_CHECKING:
@@ -169,7 +169,8 @@ class LateFusion(MissingModalityModel):
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
         outs = torch.stack(
-            [self.heads[m](self.encoders[m](batch.inputs[m])) for m in self.modalities], dim=1
+            [self.heads[m](encode_modality(self.encoders[m], batch, m)) for m in self.modalities],
+            dim=1,
         )  # [B, M, K]
         if self.task.is_classification:
             prediction = combine_predictions(

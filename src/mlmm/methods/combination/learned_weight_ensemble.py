@@ -29,7 +29,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, check_range
 from mlmm.methods.combination.late_fusion import LateFusion
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead
+from mlmm.nn import MLPHead, encode_modality
 from mlmm.tune.space import Float, Int
 
 
@@ -130,7 +130,8 @@ class LearnedWeightEnsemble(LateFusion):
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
         outs = torch.stack(
-            [self.heads[m](self.encoders[m](batch.inputs[m])) for m in self.modalities], dim=1
+            [self.heads[m](encode_modality(self.encoders[m], batch, m)) for m in self.modalities],
+            dim=1,
         )  # [B, M, K]
         log_w = self.log_weights(present)  # [B, M]
         weights = torch.where(present, log_w.exp(), torch.zeros_like(log_w))  # [B, M]

@@ -37,6 +37,7 @@ from mlmm.nn import (
     MeanVarianceFusion,
     MLPHead,
     build_encoder,
+    encode_modality,
     masked_mean,
     modality_dropout,
 )
@@ -159,7 +160,7 @@ class ModDrop(MissingModalityModel):
         if self.training:
             present = modality_dropout(present, self.drop_probs)  # [B, M]
         embeddings = torch.stack(
-            [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+            [encode_modality(self.encoders[m], batch, m) for m in self.modalities], dim=1
         )  # [B, M, D]
         fused = self.fuse(embeddings, present)  # [B, F]
         return self.output(batch, self.head(fused), embedding=fused)

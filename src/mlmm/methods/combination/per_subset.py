@@ -34,7 +34,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder
+from mlmm.nn import MLPHead, build_encoder, encode_modality
 from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def rows_of(batch: MultimodalBatch, rows: torch.Tensor) -> MultimodalBatch:
         batch.present[rows],
         batch.modalities,
         None if batch.target is None else batch.target[rows],
+        None if batch.lengths is None else {k: v[rows] for k, v in batch.lengths.items()},
     )
 
 
@@ -77,7 +78,7 @@ class _SubsetModel(MissingModalityModel):
         self.head = MLPHead(len(subset) * embed_dim, task.output_dim, hidden, depth, dropout)
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
-        fused = torch.cat([self.encoders[m](batch.inputs[m]) for m in self.subset], dim=1)
+        fused = torch.cat([encode_modality(self.encoders[m], batch, m) for m in self.subset], dim=1)
         return self.output(batch, self.head(fused), embedding=fused)  # [B, |S| * D]
 
 

@@ -68,8 +68,8 @@ class MultimodalVAEImputer(MissingModalityModel):
         if self.training and self.modality_dropout > 0:
             seen = modality_dropout(present, self.modality_dropout)  # [B, M]
         with torch.no_grad():  # the task loss trains the classifier, not the generator
-            completed, joint_mu = self.vae.complete(batch.inputs, seen)
-        prediction = self.classifier(completed, seen)  # [B, K]
+            completed, joint_mu = self.vae.complete(batch.inputs, seen, batch.lengths)
+        prediction = self.classifier(completed, seen, batch.lengths)  # [B, K]
         return self.output(batch, prediction, aux_losses=aux, embedding=joint_mu)
 
     @torch.no_grad()

@@ -33,7 +33,7 @@ from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput
 from mlmm.methods.imputation.zero_impute import ZeroImpute
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, modality_dropout
+from mlmm.nn import MLPHead, encode_modality, modality_dropout
 from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
@@ -177,7 +177,9 @@ class MeanImpute(ZeroImpute):
         batch = batch.with_present(present)
         filled = self.impute(batch)
         parts = [
-            self.encoders[name](filled[name]) if name in self.encoders else filled[name].flatten(1)
+            encode_modality(self.encoders[name], batch, name, filled[name])
+            if name in self.encoders
+            else filled[name].flatten(1)
             for name in self.modalities
         ]
         if self.indicators:

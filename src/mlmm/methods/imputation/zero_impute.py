@@ -19,7 +19,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.tune.space import Float, Int
 
 
@@ -106,6 +106,10 @@ class ZeroImpute(MissingModalityModel):
         parts = []
         for name in self.modalities:
             x = batch.inputs[name]  # [B, *shape], zero where absent
-            parts.append(self.encoders[name](x) if name in self.encoders else x.flatten(1))
+            parts.append(
+                encode_modality(self.encoders[name], batch, name)
+                if name in self.encoders
+                else x.flatten(1)
+            )
         fused = torch.cat(parts, dim=1)  # [B, sum of widths]
         return self.output(batch, self.head(fused), embedding=fused)

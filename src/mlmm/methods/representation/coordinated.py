@@ -42,7 +42,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, masked_mean, modality_dropout
 from mlmm.nn.alignment import pairwise_info_nce
 from mlmm.tune.space import Float, Int
 
@@ -159,7 +159,7 @@ class Coordinated(MissingModalityModel):
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
         embeddings = torch.stack(
-            [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+            [encode_modality(self.encoders[m], batch, m) for m in self.modalities], dim=1
         )  # [B, M, D]; absent rows are computed on zeros and never used
         aligned = F.normalize(embeddings, dim=-1)  # [B, M, D]
         aux = {}

@@ -23,7 +23,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common
 from mlmm.methods.registry import register_method
-from mlmm.nn import MeanVarianceFusion, MLPHead, build_encoder, modality_dropout
+from mlmm.nn import MeanVarianceFusion, MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.tune.space import Float, Int
 
 
@@ -106,7 +106,7 @@ class HeMIS(MissingModalityModel):
         if self.training and self.modality_dropout > 0:
             present = modality_dropout(present, self.modality_dropout)
         emb = torch.stack(
-            [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+            [encode_modality(self.encoders[m], batch, m) for m in self.modalities], dim=1
         )  # [B, M, D]
         fused = self.fusion(emb, present)  # [B, 2D]
         return self.output(batch, self.head(fused), embedding=fused)

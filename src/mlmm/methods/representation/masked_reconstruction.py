@@ -39,7 +39,7 @@ from mlmm.methods.base import (
     check_range,
 )
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.nn.embedding_completion import masked_mse
 from mlmm.tune.space import Categorical, Float, Int
 
@@ -203,7 +203,7 @@ class MaskedReconstruction(MissingModalityModel):
             kept = modality_dropout(present, self.drop_rate)  # [B, M], at least one kept
         dropped = present & ~kept  # [B, M]: present, then dropped; only these are scored
         tokens = torch.stack(
-            [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+            [encode_modality(self.encoders[m], batch, m) for m in self.modalities], dim=1
         )  # [B, M, D]; absent rows are computed on zeros and replaced below, never read
         slots = kept.unsqueeze(-1)  # [B, M, 1]
         inputs = torch.where(slots, tokens, self.mask_token.expand_as(tokens))  # [B, M, D]

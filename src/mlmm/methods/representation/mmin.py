@@ -54,7 +54,7 @@ from mlmm.methods.base import (
     check_range,
 )
 from mlmm.methods.registry import register_method
-from mlmm.nn import ConcatFusion, MLPHead, build_encoder
+from mlmm.nn import ConcatFusion, MLPHead, build_encoder, encode_modality
 from mlmm.nn.embedding_completion import CascadeResidualAutoencoder, masked_mse
 from mlmm.tune.space import Float, Int
 
@@ -113,7 +113,7 @@ class _EncoderPretraining(MissingModalityModel):
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
         embeddings = torch.stack(
-            [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+            [encode_modality(self.encoders[m], batch, m) for m in self.modalities], dim=1
         )  # [B, M, D]
         return self.output(batch, self.head(self.concat(embeddings, present)))
 
@@ -280,7 +280,7 @@ class MMIN(MissingModalityModel):
         present = self.present_mask(batch)  # [B, M]
         B, M = present.shape
         embeddings = torch.stack(
-            [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+            [encode_modality(self.encoders[m], batch, m) for m in self.modalities], dim=1
         )  # [B, M, D]; absent rows are computed on zeros and never used
         visible = present
         if self.training and self.simulate_missing > 0:

@@ -35,7 +35,7 @@ from mlmm.methods.base import (
     check_common,
 )
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.nn.gaussian_fusion import ProductOfExperts
 from mlmm.tune.space import Categorical, Float, Int
 
@@ -141,7 +141,7 @@ class PoEFusion(MissingModalityModel):
         if self.training and self.modality_dropout > 0:
             present = modality_dropout(present, self.modality_dropout)
         gaussians = torch.stack(
-            [self.encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+            [encode_modality(self.encoders[m], batch, m) for m in self.modalities], dim=1
         )  # [B, M, 2D]; absent rows are computed on zeros and left out of the product
         mean, logvar = gaussians.chunk(2, dim=-1)  # [B, M, D] each
         fused_mean, fused_logvar = self.fusion(mean, logvar, present)  # [B, D] each

@@ -48,7 +48,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, build_encoder, masked_mean, modality_dropout
+from mlmm.nn import MLPHead, build_encoder, encode_modality, masked_mean, modality_dropout
 from mlmm.nn.alignment import modality_classification_loss, pairwise_l1_alignment
 from mlmm.tune.space import Float, Int
 
@@ -196,13 +196,13 @@ class ShaSpec(MissingModalityModel):
         # absent rows are computed on zeros below and never used (masked by `where`)
         shared = torch.stack(
             [
-                self.shared_encoder(self.input_projections[m](batch.inputs[m]))
+                self.shared_encoder(encode_modality(self.input_projections[m], batch, m))
                 for m in self.modalities
             ],
             dim=1,
         )  # [B, M, D]
         specific = torch.stack(
-            [self.specific_encoders[m](batch.inputs[m]) for m in self.modalities], dim=1
+            [encode_modality(self.specific_encoders[m], batch, m) for m in self.modalities], dim=1
         )  # [B, M, D]
         aux = {}
         if batch.target is not None:
