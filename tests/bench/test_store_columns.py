@@ -1,5 +1,5 @@
-"""The runs table's newer columns (time_limited, condition_errors): written with every run,
-and added to a store created before they existed."""
+"""The runs table's newer columns (time_limited, condition_errors, active_parameters): written
+with every run, and added to a store created before they existed."""
 
 import sqlite3
 
@@ -36,10 +36,10 @@ def test_a_store_without_the_new_columns_gets_them(tmp_path):
         table = pd.DataFrame(
             [dict.fromkeys(store_module.RESULT_FIELDS, "x") | {"value": 0.5, "n": 1}]
         )
-        results.finish(
-            run.key, table, {"time_limited": 1, "condition_errors": '{"mcar:0.9": "too high"}'}
-        )
+        info = {"time_limited": 1, "condition_errors": '{"mcar:0.9": "too high"}'}
+        results.finish(run.key, table, info | {"active_parameters": 123})
         runs = results.runs()
+    assert "active_parameters" not in old_schema and runs.active_parameters.tolist() == [123]
     assert runs.time_limited.tolist() == [1]
     assert runs.condition_errors.tolist() == ['{"mcar:0.9": "too high"}']
 

@@ -264,7 +264,16 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
         "latency_ms_per_sample": res.latency_ms_per_sample,
         "time_limited": int(any(h.stopped_by == "time_limit" for h in trained.histories)),
         "condition_errors": json.dumps(res.failed_conditions) if res.failed_conditions else None,
+        "active_parameters": active_parameters(trained.model, trained.n_parameters()),
     }
+
+
+def active_parameters(model: Any, n_parameters: int) -> int:
+    """Parameters one sample passes through: the model's own ``active_parameters()`` where it
+    has one (``flex-moe``: its top-k experts; ``per-subset``: the one model that answers),
+    else every parameter."""
+    count = getattr(model, "active_parameters", None)
+    return int(count()) if callable(count) else int(n_parameters)
 
 
 # ---------------------------------------------------------------------- the local pool

@@ -63,10 +63,15 @@ RUN_FIELDS = (
     "version",
     "time_limited",
     "condition_errors",
+    "active_parameters",
 )
 #: Columns added to ``runs`` after schema 1 was first written, with their SQL types: a store
 #: that lacks them gets them when opened (older readers ignore them).
-ADDED_RUN_COLUMNS = {"time_limited": "INTEGER", "condition_errors": "TEXT"}
+ADDED_RUN_COLUMNS = {
+    "time_limited": "INTEGER",
+    "condition_errors": "TEXT",
+    "active_parameters": "INTEGER",  # per sample: see mlmm.bench.execute.active_parameters
+}
 #: Columns of ``results`` besides ``run_key``.
 RESULT_FIELDS = (
     "method",
