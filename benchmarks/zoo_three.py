@@ -7,7 +7,7 @@ Issue "Method zoo III: the large-model era", targets:
    (overall accuracy, mean over seeds). Every method runs with its defaults through mlmm's
    runner (a resumable results store); tuning by the tune protocol is not part of this script.
 2. `flex-moe`: per-sample active parameters <= 1/3 of its total; accuracy against active
-   parameters next to `per-subset` (one of its models answers a sample: total / models) and
+   parameters next to `per-subset` (one of its models answers a sample) and
    `late-fusion` (every parameter is used).
 3. LoRA at rank 4 on `frozen-backbone-prompting`: the parameters LoRA trains against those of
    full fine-tuning (the frozen encoders' weights) and against everything stage 2 trains, and
@@ -57,19 +57,19 @@ def overall(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def active_parameters(dataset: str, params: dict, method: str, total: float, models: float):
-    """Parameters used for one sample: flex-moe's own count, one model of per-subset, all of
-    any other method."""
-    if method == "flex-moe":
+    """Parameters used for one sample: flex-moe's own count (its top-k experts), per-subset's
+    (the one model that answers: the mean over presence patterns), all of any other method."""
+    if method in ("flex-moe", "per-subset"):
         ds = mlmm.load_dataset(dataset, **params)
         return mlmm.create_method(method, ds.specs, ds.task).active_parameters()
-    return int(round(total / max(models, 1)))
+    return int(total)
 
 
-def lora_rows(datasets: dict, seeds: list[int], trainer: dict) -> list[dict]:
+def lora_rows(datasets: dict, seeds: list[int], trainer: dict, adapters: list[str]) -> list[dict]:
     """frozen-backbone-prompting with prompts, LoRA rank 4 and both: accuracy and counts."""
     rows = []
     for dataset, params in datasets.items():
-        for adapter in ("prompt", "lora", "both"):
+        for adapter in adapters:
             method_params = {"adapter": adapter, "lora_rank": 4}
             accs, seconds = [], []
             for seed in seeds:
@@ -107,6 +107,25 @@ def lora_rows(datasets: dict, seeds: list[int], trainer: dict) -> list[dict]:
     return rows
 
 
+def minilm_lora_counts() -> dict:
+    """LoRA rank 4 on the pretrained MiniLM text backbone (query and value of its 6 layers)
+    against its weights: counts only, no training (needs the extra mlmm[text])."""
+    from mlmm.data.specs import ModalitySpec
+    from mlmm.nn.backbones import load_backbone
+
+    try:
+        backbone = load_backbone("all-minilm-l6-v2", ModalitySpec("text", "vector", (32,), False))
+    except mlmm.MlmmError as err:
+        return {"skipped": str(err)}
+    backbone.add_lora(4, 8.0)
+    lora = sum(p.numel() for p in backbone.parameters())
+    return {
+        "lora": lora,
+        "backbone weights": backbone.frozen_parameters(),
+        "lora / backbone": round(lora / backbone.frozen_parameters(), 5),
+    }
+
+
 def retrieval_latency(n_samples: int, epochs: int) -> dict:
     """Train retrieval-prompts on `synthetic` (n_samples) and time prediction per sample."""
     ds = mlmm.load_dataset("synthetic", n_samples=n_samples)
@@ -139,6 +158,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--methods", default="", help="zoo methods; default: every method")
     parser.add_argument("--tiny", action="store_true", help="smoke run: figures mean nothing")
+    parser.add_argument("--adapters", default="prompt,lora,both", help="LoRA rows to run")
+    parser.add_argument(
+        "--per-subset-on", default="", help="datasets for per-subset (default: every dataset)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -149,17 +172,31 @@ def main() -> None:
     out = Path(args.out)
     name = "zoo_three_tiny" if args.tiny else "zoo_three"
     t0 = time.perf_counter()
+    per_subset_on = [d for d in args.per_subset_on.split(",") if d] or list(datasets)
     spec = {
         "name": name.replace("_", "-"),
         "datasets": datasets,
-        "methods": {m: {} for m in methods},
+        "methods": {m: {} for m in methods if m != "per-subset"},
         "missing": ["mcar:0.5"],
         "seeds": seeds,
     }
+    # per-subset (2**M - 1 models: 63 on handwritten) on the datasets asked for only
+    spec_per_subset = {
+        **spec,
+        "name": f"{spec['name']}-per-subset",
+        "datasets": {d: datasets[d] for d in per_subset_on},
+        "methods": {"per-subset": {}},
+    }
     if budget:
-        spec["budget"] = budget
+        spec["budget"] = spec_per_subset["budget"] = budget
     store = out / f"{name.replace('_', '-')}-runs" / "results.db"
-    results = run_grid(spec, store, args.jobs, args.threads)
+    results = pd.concat(
+        [
+            run_grid(spec, store, args.jobs, args.threads),
+            run_grid(spec_per_subset, store, args.jobs, args.threads),
+        ],
+        ignore_index=True,
+    )
     cost = overall(results)
 
     rows, checks = [], {}
@@ -198,7 +235,7 @@ def main() -> None:
             checks[f"{dataset}: flex-moe active / total parameters"] = round(share, 4)
             checks[f"{dataset}: flex-moe active <= 1/3 of total"] = bool(share <= 1 / 3)
     trainer = {"max_epochs": 2, "progress": False} if args.tiny else {"progress": False}
-    lora = lora_rows(datasets, seeds, trainer)
+    lora = lora_rows(datasets, seeds, trainer, args.adapters.split(","))
     for r in lora:
         if r["adapter"] == "lora":
             prompt = next(
@@ -210,15 +247,26 @@ def main() -> None:
             checks[f"{r['dataset']}: LoRA r=4 minus prompts (points)"] = round(
                 r["accuracy"] - prompt["accuracy"], 2
             )
+    minilm = minilm_lora_counts()
+    if "lora / backbone" in minilm:
+        checks["MiniLM text backbone: LoRA r=4 / its weights"] = minilm["lora / backbone"]
     latency = retrieval_latency(600 if args.tiny else 15000, 1)
     checks["retrieval-prompts: bank samples"] = latency["bank samples"]
     checks["retrieval-prompts: predict ms per sample"] = latency["predict ms per sample"]
     checks["retrieval-prompts: bank MB"] = round(latency["bank bytes"] / 1e6, 2)
 
     runs = grid_provenance(spec, store)
+    runs_per_subset = grid_provenance(spec_per_subset, store)
+    runs["runs"] += runs_per_subset["runs"]
+    runs["finished_utc"] = [
+        min(runs["finished_utc"][0], runs_per_subset["finished_utc"][0]),
+        max(runs["finished_utc"][1], runs_per_subset["finished_utc"][1]),
+    ]
     record = {
         "command": f"python benchmarks/zoo_three.py --seeds {args.seeds} --jobs {args.jobs}"
         + (f" --methods {args.methods}" if args.methods else "")
+        + (f" --adapters {args.adapters}" if args.adapters != "prompt,lora,both" else "")
+        + (f" --per-subset-on {args.per_subset_on}" if args.per_subset_on else "")
         + (" --tiny" if args.tiny else ""),
         "machine": machine(),
         "wall_seconds": time.perf_counter() - t0,
@@ -227,6 +275,7 @@ def main() -> None:
         "summary": rows,
         "lora": lora,
         "retrieval_latency": latency,
+        "minilm_lora": minilm,
     }
     write_report(
         out,
