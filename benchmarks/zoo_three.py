@@ -24,6 +24,7 @@ Writes <out>/zoo_three.{json,md} with the machine it ran on; the store is <out>/
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -37,6 +38,7 @@ from _common import grid_provenance, machine, run_grid, write_report  # noqa: E4
 import mlmm  # noqa: E402
 from mlmm.methods import list_methods  # noqa: E402
 from mlmm.methods.architecture.retrieval_prompts import bank_memory_bytes  # noqa: E402
+from mlmm.utils import atomic_write  # noqa: E402
 
 NEW = ("flex-moe", "retrieval-prompts")
 DATASETS = {"synthetic": {"n_samples": 5000}, "handwritten": {}}
@@ -151,6 +153,20 @@ def retrieval_latency(n_samples: int, epochs: int) -> dict:
     }
 
 
+def kept(path: Path, key: dict, compute):
+    """``compute()``, or what an earlier invocation with the same ``key`` kept in ``path``
+    (JSON, written atomically), so that a rerun does not redo it."""
+    if path.exists():
+        record = json.loads(path.read_text())
+        if record["key"] == key:
+            return record["value"]
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fh:
+        fh.write(json.dumps({"key": key, "value": value}, indent=2) + "\n")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -162,8 +178,16 @@ def main() -> None:
     parser.add_argument(
         "--per-subset-on", default="", help="datasets for per-subset (default: every dataset)"
     )
+    parser.add_argument("--lora-on", default="", help="datasets for the LoRA rows (default all)")
+    parser.add_argument(
+        "--parts",
+        default="grid,lora,latency",
+        help="what to compute; without grid, the other parts are only computed and kept "
+        "(in the store's folder) for a later full invocation, which reads them back",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
     zoo = [m for m in args.methods.split(",") if m] or list_methods()
     methods = sorted(set(zoo) | set(NEW) | {"per-subset", "late-fusion"})
@@ -190,6 +214,27 @@ def main() -> None:
     if budget:
         spec["budget"] = spec_per_subset["budget"] = budget
     store = out / f"{name.replace('_', '-')}-runs" / "results.db"
+    trainer = {"max_epochs": 2, "progress": False} if args.tiny else {"progress": False}
+    lora_on = [d for d in args.lora_on.split(",") if d] or list(datasets)
+
+    def lora_part():
+        chosen = {d: datasets[d] for d in lora_on}
+        return lora_rows(chosen, seeds, trainer, args.adapters.split(","))
+
+    def latency_part():
+        return {
+            "minilm": minilm_lora_counts(),
+            "latency": retrieval_latency(600 if args.tiny else 15000, 1),
+        }
+
+    key = {"seeds": seeds, "tiny": args.tiny, "adapters": args.adapters, "lora_on": lora_on}
+    if "lora" in parts:
+        lora = kept(store.parent / "lora.json", key, lora_part)
+    if "latency" in parts:
+        kept_latency = kept(store.parent / "latency.json", {"tiny": args.tiny}, latency_part)
+    if "grid" not in parts:
+        print(f"computed and kept {sorted(parts)} under {store.parent}", flush=True)
+        return
     results = pd.concat(
         [
             run_grid(spec, store, args.jobs, args.threads),
@@ -234,8 +279,8 @@ def main() -> None:
             share = model.active_parameters() / model.total_parameters()
             checks[f"{dataset}: flex-moe active / total parameters"] = round(share, 4)
             checks[f"{dataset}: flex-moe active <= 1/3 of total"] = bool(share <= 1 / 3)
-    trainer = {"max_epochs": 2, "progress": False} if args.tiny else {"progress": False}
-    lora = lora_rows(datasets, seeds, trainer, args.adapters.split(","))
+    if "lora" not in parts:
+        lora = []
     for r in lora:
         if r["adapter"] == "lora":
             prompt = next(
@@ -244,16 +289,22 @@ def main() -> None:
             checks[f"{r['dataset']}: LoRA r=4 / frozen encoder weights"] = r[
                 "lora / frozen encoders"
             ]
+            checks[f"{r['dataset']}: LoRA r=4, stage 2 trains / full fine-tuning"] = r[
+                "trained / full fine-tuning"
+            ]
             checks[f"{r['dataset']}: LoRA r=4 minus prompts (points)"] = round(
                 r["accuracy"] - prompt["accuracy"], 2
             )
-    minilm = minilm_lora_counts()
+    if "latency" not in parts:
+        kept_latency = {"minilm": {}, "latency": {}}
+    minilm = kept_latency["minilm"]
     if "lora / backbone" in minilm:
         checks["MiniLM text backbone: LoRA r=4 / its weights"] = minilm["lora / backbone"]
-    latency = retrieval_latency(600 if args.tiny else 15000, 1)
-    checks["retrieval-prompts: bank samples"] = latency["bank samples"]
-    checks["retrieval-prompts: predict ms per sample"] = latency["predict ms per sample"]
-    checks["retrieval-prompts: bank MB"] = round(latency["bank bytes"] / 1e6, 2)
+    latency = kept_latency["latency"]
+    if latency:
+        checks["retrieval-prompts: bank samples"] = latency["bank samples"]
+        checks["retrieval-prompts: predict ms per sample"] = latency["predict ms per sample"]
+        checks["retrieval-prompts: bank MB"] = round(latency["bank bytes"] / 1e6, 2)
 
     runs = grid_provenance(spec, store)
     runs_per_subset = grid_provenance(spec_per_subset, store)
@@ -267,6 +318,7 @@ def main() -> None:
         + (f" --methods {args.methods}" if args.methods else "")
         + (f" --adapters {args.adapters}" if args.adapters != "prompt,lora,both" else "")
         + (f" --per-subset-on {args.per_subset_on}" if args.per_subset_on else "")
+        + (f" --lora-on {args.lora_on}" if args.lora_on else "")
         + (" --tiny" if args.tiny else ""),
         "machine": machine(),
         "wall_seconds": time.perf_counter() - t0,
