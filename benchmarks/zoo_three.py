@@ -13,7 +13,7 @@ Issue "Method zoo III: the large-model era", targets:
    full fine-tuning (the frozen encoders' weights) and against everything stage 2 trains, and
    accuracy against `adapter="prompt"` (same split, masks and seeds, via `run_experiment`).
 4. `retrieval-prompts`: predict latency with a bank of 10,000 samples (`synthetic`, 15,000
-   samples: the 10,500 training samples are subsampled to the cap), and the bank's memory.
+   samples: the 10,800 training samples are subsampled to the cap), and the bank's memory.
 
 Run:  python benchmarks/zoo_three.py [--seeds 0,1,2] [--jobs 2] [--methods a,b,...] [--tiny]
 (--methods: the zoo methods to compare with, default every registered method; --tiny: a smoke
