@@ -67,43 +67,61 @@ def active_parameters(dataset: str, params: dict, method: str, total: float, mod
     return int(total)
 
 
-def lora_rows(datasets: dict, seeds: list[int], trainer: dict, adapters: list[str]) -> list[dict]:
-    """frozen-backbone-prompting with prompts, LoRA rank 4 and both: accuracy and counts."""
+def lora_rows(
+    datasets: dict, seeds: list[int], trainer: dict, adapters: list[str], keep: Path
+) -> list[dict]:
+    """frozen-backbone-prompting with prompts, LoRA rank 4 and both: accuracy and counts.
+
+    Each run's accuracy and time are kept in ``keep`` (JSON, one entry per dataset, adapter,
+    seed and trainer), so a rerun with more seeds runs only the new ones."""
+    done = json.loads(keep.read_text()) if keep.exists() else {}
     rows = []
     for dataset, params in datasets.items():
+        ds = mlmm.load_dataset(dataset, **params)
         for adapter in adapters:
             method_params = {"adapter": adapter, "lora_rank": 4}
-            accs, seconds = [], []
+            runs = []
             for seed in seeds:
-                t0 = time.perf_counter()
-                result = mlmm.run_experiment(
-                    dataset,
-                    "frozen-backbone-prompting",
-                    method_params=method_params,
-                    dataset_params=params,
-                    missing="mcar:0.5",
-                    seed=seed,
-                    trainer=trainer,
-                    subsets=False,
-                )
-                seconds.append(time.perf_counter() - t0)
-                t = result.table
-                accs.append(
-                    float(t[(t.scope == "overall") & (t.metric == "accuracy")].value.iloc[0])
-                )
-            counts = result.trained.model.parameter_counts()
+                key = f"{dataset}/{adapter}/{seed}/{json.dumps(trainer, sort_keys=True)}"
+                if key not in done:
+                    t0 = time.perf_counter()
+                    result = mlmm.run_experiment(
+                        dataset,
+                        "frozen-backbone-prompting",
+                        method_params=method_params,
+                        dataset_params=params,
+                        missing="mcar:0.5",
+                        seed=seed,
+                        trainer=trainer,
+                        subsets=False,
+                    )
+                    t = result.table
+                    overall = t[(t.scope == "overall") & (t.metric == "accuracy")]
+                    done[key] = {
+                        "accuracy": float(overall.value.iloc[0]),
+                        "seconds": time.perf_counter() - t0,
+                    }
+                    keep.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_write(keep) as fh:
+                        fh.write(json.dumps(done, indent=2) + "\n")
+                runs.append(done[key])
+            model = mlmm.create_method(
+                "frozen-backbone-prompting", ds.specs, ds.task, **method_params
+            )
+            counts = model.parameter_counts()  # counts do not change with training
             rows.append(
                 {
                     "dataset": dataset,
                     "adapter": adapter,
-                    "accuracy": round(100 * sum(accs) / len(accs), 2),
+                    "accuracy": round(100 * sum(r["accuracy"] for r in runs) / len(runs), 2),
+                    "per seed": [round(100 * r["accuracy"], 2) for r in runs],
                     "lora": counts["lora"],
                     "lora / frozen encoders": round(counts["lora"] / counts["frozen"], 4),
                     "stage-2 trained": counts["trained"],
                     "trained / full fine-tuning": round(
                         counts["trained"] / counts["full_finetune"], 4
                     ),
-                    "seconds per run": round(sum(seconds) / len(seconds), 1),
+                    "seconds per run": round(sum(r["seconds"] for r in runs) / len(runs), 1),
                 }
             )
     return rows
@@ -219,7 +237,8 @@ def main() -> None:
 
     def lora_part():
         chosen = {d: datasets[d] for d in lora_on}
-        return lora_rows(chosen, seeds, trainer, args.adapters.split(","))
+        keep = store.parent / "lora-runs.json"
+        return lora_rows(chosen, seeds, trainer, args.adapters.split(","), keep)
 
     def latency_part():
         return {
