@@ -121,7 +121,8 @@ def main() -> None:
         "machine": machine(),
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "rule": "among candidates with active/total <= 1/3 on both datasets, best mean accuracy "
-        "over both datasets and the tuning seeds (MCAR 0.5, test split of each tuning seed)",
+        "over the datasets run (--datasets) and the tuning seeds (MCAR 0.5, test split of each "
+        "tuning seed)",
         "candidates": rows,
         "choice": choice["candidate"] if choice else None,
         "choice_params": choice["params"] if choice else None,
