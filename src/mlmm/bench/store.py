@@ -112,7 +112,8 @@ CREATE TABLE IF NOT EXISTS runs (
     machine TEXT,
     version TEXT,
     time_limited INTEGER,
-    condition_errors TEXT
+    condition_errors TEXT,
+    active_parameters INTEGER
 );
 CREATE TABLE IF NOT EXISTS results (
     run_key TEXT NOT NULL REFERENCES runs(run_key),
