@@ -7,13 +7,13 @@ Issue "Method zoo III: the large-model era", targets:
    (overall accuracy, mean over seeds). Every method runs with its defaults through mlmm's
    runner (a resumable results store); tuning by the tune protocol is not part of this script.
 2. `flex-moe`: per-sample active parameters <= 1/3 of its total; accuracy against active
-   parameters next to `per-subset` (one of its models answers a sample: total / models) and
+   parameters next to `per-subset` (one of its models answers a sample) and
    `late-fusion` (every parameter is used).
 3. LoRA at rank 4 on `frozen-backbone-prompting`: the parameters LoRA trains against those of
    full fine-tuning (the frozen encoders' weights) and against everything stage 2 trains, and
    accuracy against `adapter="prompt"` (same split, masks and seeds, via `run_experiment`).
 4. `retrieval-prompts`: predict latency with a bank of 10,000 samples (`synthetic`, 15,000
-   samples: the 10,500 training samples are subsampled to the cap), and the bank's memory.
+   samples: the 10,800 training samples are subsampled to the cap), and the bank's memory.
 
 Run:  python benchmarks/zoo_three.py [--seeds 0,1,2] [--jobs 2] [--methods a,b,...] [--tiny]
 (--methods: the zoo methods to compare with, default every registered method; --tiny: a smoke
@@ -24,6 +24,7 @@ Writes <out>/zoo_three.{json,md} with the machine it ran on; the store is <out>/
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -37,6 +38,7 @@ from _common import grid_provenance, machine, run_grid, write_report  # noqa: E4
 import mlmm  # noqa: E402
 from mlmm.methods import list_methods  # noqa: E402
 from mlmm.methods.architecture.retrieval_prompts import bank_memory_bytes  # noqa: E402
+from mlmm.utils import atomic_write  # noqa: E402
 
 NEW = ("flex-moe", "retrieval-prompts")
 DATASETS = {"synthetic": {"n_samples": 5000}, "handwritten": {}}
@@ -57,54 +59,91 @@ def overall(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def active_parameters(dataset: str, params: dict, method: str, total: float, models: float):
-    """Parameters used for one sample: flex-moe's own count, one model of per-subset, all of
-    any other method."""
-    if method == "flex-moe":
+    """Parameters used for one sample: flex-moe's own count (its top-k experts), per-subset's
+    (the one model that answers: the mean over presence patterns), all of any other method."""
+    if method in ("flex-moe", "per-subset"):
         ds = mlmm.load_dataset(dataset, **params)
         return mlmm.create_method(method, ds.specs, ds.task).active_parameters()
-    return int(round(total / max(models, 1)))
+    return int(total)
 
 
-def lora_rows(datasets: dict, seeds: list[int], trainer: dict) -> list[dict]:
-    """frozen-backbone-prompting with prompts, LoRA rank 4 and both: accuracy and counts."""
+def lora_rows(
+    datasets: dict, seeds: list[int], trainer: dict, adapters: list[str], keep: Path
+) -> list[dict]:
+    """frozen-backbone-prompting with prompts, LoRA rank 4 and both: accuracy and counts.
+
+    Each run's accuracy and time are kept in ``keep`` (JSON, one entry per dataset, adapter,
+    seed and trainer), so a rerun with more seeds runs only the new ones."""
+    done = json.loads(keep.read_text()) if keep.exists() else {}
     rows = []
     for dataset, params in datasets.items():
-        for adapter in ("prompt", "lora", "both"):
+        ds = mlmm.load_dataset(dataset, **params)
+        for adapter in adapters:
             method_params = {"adapter": adapter, "lora_rank": 4}
-            accs, seconds = [], []
+            runs = []
             for seed in seeds:
-                t0 = time.perf_counter()
-                result = mlmm.run_experiment(
-                    dataset,
-                    "frozen-backbone-prompting",
-                    method_params=method_params,
-                    dataset_params=params,
-                    missing="mcar:0.5",
-                    seed=seed,
-                    trainer=trainer,
-                    subsets=False,
-                )
-                seconds.append(time.perf_counter() - t0)
-                t = result.table
-                accs.append(
-                    float(t[(t.scope == "overall") & (t.metric == "accuracy")].value.iloc[0])
-                )
-            counts = result.trained.model.parameter_counts()
+                key = f"{dataset}/{adapter}/{seed}/{json.dumps(trainer, sort_keys=True)}"
+                if key not in done:
+                    t0 = time.perf_counter()
+                    result = mlmm.run_experiment(
+                        dataset,
+                        "frozen-backbone-prompting",
+                        method_params=method_params,
+                        dataset_params=params,
+                        missing="mcar:0.5",
+                        seed=seed,
+                        trainer=trainer,
+                        subsets=False,
+                    )
+                    t = result.table
+                    overall = t[(t.scope == "overall") & (t.metric == "accuracy")]
+                    done[key] = {
+                        "accuracy": float(overall.value.iloc[0]),
+                        "seconds": time.perf_counter() - t0,
+                    }
+                    keep.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_write(keep) as fh:
+                        fh.write(json.dumps(done, indent=2) + "\n")
+                runs.append(done[key])
+            model = mlmm.create_method(
+                "frozen-backbone-prompting", ds.specs, ds.task, **method_params
+            )
+            counts = model.parameter_counts()  # counts do not change with training
             rows.append(
                 {
                     "dataset": dataset,
                     "adapter": adapter,
-                    "accuracy": round(100 * sum(accs) / len(accs), 2),
+                    "accuracy": round(100 * sum(r["accuracy"] for r in runs) / len(runs), 2),
+                    "per seed": [round(100 * r["accuracy"], 2) for r in runs],
                     "lora": counts["lora"],
                     "lora / frozen encoders": round(counts["lora"] / counts["frozen"], 4),
                     "stage-2 trained": counts["trained"],
                     "trained / full fine-tuning": round(
                         counts["trained"] / counts["full_finetune"], 4
                     ),
-                    "seconds per run": round(sum(seconds) / len(seconds), 1),
+                    "seconds per run": round(sum(r["seconds"] for r in runs) / len(runs), 1),
                 }
             )
     return rows
+
+
+def minilm_lora_counts() -> dict:
+    """LoRA rank 4 on the pretrained MiniLM text backbone (query and value of its 6 layers)
+    against its weights: counts only, no training (needs the extra mlmm[text])."""
+    from mlmm.data.specs import ModalitySpec
+    from mlmm.nn.backbones import load_backbone
+
+    try:
+        backbone = load_backbone("all-minilm-l6-v2", ModalitySpec("text", "vector", (32,), False))
+    except mlmm.MlmmError as err:
+        return {"skipped": str(err)}
+    backbone.add_lora(4, 8.0)
+    lora = sum(p.numel() for p in backbone.parameters())
+    return {
+        "lora": lora,
+        "backbone weights": backbone.frozen_parameters(),
+        "lora / backbone": round(lora / backbone.frozen_parameters(), 5),
+    }
 
 
 def retrieval_latency(n_samples: int, epochs: int) -> dict:
@@ -132,6 +171,20 @@ def retrieval_latency(n_samples: int, epochs: int) -> dict:
     }
 
 
+def kept(path: Path, key: dict, compute):
+    """``compute()``, or what an earlier invocation with the same ``key`` kept in ``path``
+    (JSON, written atomically), so that a rerun does not redo it."""
+    if path.exists():
+        record = json.loads(path.read_text())
+        if record["key"] == key:
+            return record["value"]
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fh:
+        fh.write(json.dumps({"key": key, "value": value}, indent=2) + "\n")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -139,8 +192,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--methods", default="", help="zoo methods; default: every method")
     parser.add_argument("--tiny", action="store_true", help="smoke run: figures mean nothing")
+    parser.add_argument("--adapters", default="prompt,lora,both", help="LoRA rows to run")
+    parser.add_argument(
+        "--per-subset-on", default="", help="datasets for per-subset (default: every dataset)"
+    )
+    parser.add_argument("--lora-on", default="", help="datasets for the LoRA rows (default all)")
+    parser.add_argument(
+        "--parts",
+        default="grid,lora,latency",
+        help="what to compute; without grid, the other parts are only computed and kept "
+        "(in the store's folder) for a later full invocation, which reads them back",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
     zoo = [m for m in args.methods.split(",") if m] or list_methods()
     methods = sorted(set(zoo) | set(NEW) | {"per-subset", "late-fusion"})
@@ -149,17 +214,53 @@ def main() -> None:
     out = Path(args.out)
     name = "zoo_three_tiny" if args.tiny else "zoo_three"
     t0 = time.perf_counter()
+    per_subset_on = [d for d in args.per_subset_on.split(",") if d] or list(datasets)
     spec = {
         "name": name.replace("_", "-"),
         "datasets": datasets,
-        "methods": {m: {} for m in methods},
+        "methods": {m: {} for m in methods if m != "per-subset"},
         "missing": ["mcar:0.5"],
         "seeds": seeds,
     }
+    # per-subset (2**M - 1 models: 63 on handwritten) on the datasets asked for only
+    spec_per_subset = {
+        **spec,
+        "name": f"{spec['name']}-per-subset",
+        "datasets": {d: datasets[d] for d in per_subset_on},
+        "methods": {"per-subset": {}},
+    }
     if budget:
-        spec["budget"] = budget
+        spec["budget"] = spec_per_subset["budget"] = budget
     store = out / f"{name.replace('_', '-')}-runs" / "results.db"
-    results = run_grid(spec, store, args.jobs, args.threads)
+    trainer = {"max_epochs": 2, "progress": False} if args.tiny else {"progress": False}
+    lora_on = [d for d in args.lora_on.split(",") if d] or list(datasets)
+
+    def lora_part():
+        chosen = {d: datasets[d] for d in lora_on}
+        keep = store.parent / "lora-runs.json"
+        return lora_rows(chosen, seeds, trainer, args.adapters.split(","), keep)
+
+    def latency_part():
+        return {
+            "minilm": minilm_lora_counts(),
+            "latency": retrieval_latency(600 if args.tiny else 15000, 1),
+        }
+
+    key = {"seeds": seeds, "tiny": args.tiny, "adapters": args.adapters, "lora_on": lora_on}
+    if "lora" in parts:
+        lora = kept(store.parent / "lora.json", key, lora_part)
+    if "latency" in parts:
+        kept_latency = kept(store.parent / "latency.json", {"tiny": args.tiny}, latency_part)
+    if "grid" not in parts:
+        print(f"computed and kept {sorted(parts)} under {store.parent}", flush=True)
+        return
+    results = pd.concat(
+        [
+            run_grid(spec, store, args.jobs, args.threads),
+            run_grid(spec_per_subset, store, args.jobs, args.threads),
+        ],
+        ignore_index=True,
+    )
     cost = overall(results)
 
     rows, checks = [], {}
@@ -197,8 +298,8 @@ def main() -> None:
             share = model.active_parameters() / model.total_parameters()
             checks[f"{dataset}: flex-moe active / total parameters"] = round(share, 4)
             checks[f"{dataset}: flex-moe active <= 1/3 of total"] = bool(share <= 1 / 3)
-    trainer = {"max_epochs": 2, "progress": False} if args.tiny else {"progress": False}
-    lora = lora_rows(datasets, seeds, trainer)
+    if "lora" not in parts:
+        lora = []
     for r in lora:
         if r["adapter"] == "lora":
             prompt = next(
@@ -207,18 +308,36 @@ def main() -> None:
             checks[f"{r['dataset']}: LoRA r=4 / frozen encoder weights"] = r[
                 "lora / frozen encoders"
             ]
+            checks[f"{r['dataset']}: LoRA r=4, stage 2 trains / full fine-tuning"] = r[
+                "trained / full fine-tuning"
+            ]
             checks[f"{r['dataset']}: LoRA r=4 minus prompts (points)"] = round(
                 r["accuracy"] - prompt["accuracy"], 2
             )
-    latency = retrieval_latency(600 if args.tiny else 15000, 1)
-    checks["retrieval-prompts: bank samples"] = latency["bank samples"]
-    checks["retrieval-prompts: predict ms per sample"] = latency["predict ms per sample"]
-    checks["retrieval-prompts: bank MB"] = round(latency["bank bytes"] / 1e6, 2)
+    if "latency" not in parts:
+        kept_latency = {"minilm": {}, "latency": {}}
+    minilm = kept_latency["minilm"]
+    if "lora / backbone" in minilm:
+        checks["MiniLM text backbone: LoRA r=4 / its weights"] = minilm["lora / backbone"]
+    latency = kept_latency["latency"]
+    if latency:
+        checks["retrieval-prompts: bank samples"] = latency["bank samples"]
+        checks["retrieval-prompts: predict ms per sample"] = latency["predict ms per sample"]
+        checks["retrieval-prompts: bank MB"] = round(latency["bank bytes"] / 1e6, 2)
 
     runs = grid_provenance(spec, store)
+    runs_per_subset = grid_provenance(spec_per_subset, store)
+    runs["runs"] += runs_per_subset["runs"]
+    runs["finished_utc"] = [
+        min(runs["finished_utc"][0], runs_per_subset["finished_utc"][0]),
+        max(runs["finished_utc"][1], runs_per_subset["finished_utc"][1]),
+    ]
     record = {
         "command": f"python benchmarks/zoo_three.py --seeds {args.seeds} --jobs {args.jobs}"
         + (f" --methods {args.methods}" if args.methods else "")
+        + (f" --adapters {args.adapters}" if args.adapters != "prompt,lora,both" else "")
+        + (f" --per-subset-on {args.per_subset_on}" if args.per_subset_on else "")
+        + (f" --lora-on {args.lora_on}" if args.lora_on else "")
         + (" --tiny" if args.tiny else ""),
         "machine": machine(),
         "wall_seconds": time.perf_counter() - t0,
@@ -227,6 +346,7 @@ def main() -> None:
         "summary": rows,
         "lora": lora,
         "retrieval_latency": latency,
+        "minilm_lora": minilm,
     }
     write_report(
         out,

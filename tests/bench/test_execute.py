@@ -447,3 +447,19 @@ def test_claims_left_by_an_earlier_call_of_this_process_are_run_not_waited_for(
 
     outcome = run_benchmark(spec, tmp_path / "r.db", threads=1, on_event=never_wait)
     assert outcome.ran == len(spec.runs())
+
+
+def test_active_parameters_per_sample_of_sparse_dense_and_per_subset_models():
+    from mlmm.bench.execute import active_parameters
+    from mlmm.methods import create_method
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(n_samples=20)
+    moe = create_method("flex-moe", data.specs, data.task)
+    total = sum(p.numel() for p in moe.parameters())
+    assert active_parameters(moe, total) == moe.active_parameters() < total
+    dense = create_method("late-fusion", data.specs, data.task)
+    assert active_parameters(dense, 1234) == 1234  # no own count: every parameter
+    subsets = create_method("per-subset", data.specs, data.task)
+    sizes = subsets.cost_table().parameters
+    assert active_parameters(subsets, int(sizes.sum())) == round(sizes.mean())  # one answers

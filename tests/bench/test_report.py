@@ -153,6 +153,16 @@ def test_bayes_gap_is_paired_by_seed(fake_report):
     assert "hemis representation 71.0 ± 1.4 94.0 ± 1.4 23.0 ± 2.8" in text
 
 
+def test_efficiency_shows_active_parameters_per_sample(tmp_path):
+    runs, results = fake_tables()
+    runs["active_parameters"] = [300 if m == "hemis" else None for m in runs.method]
+    page = Page(write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8"))
+    efficiency = squash(page.sections["efficiency"])
+    assert "active parameters / sample" in efficiency
+    assert "synthetic hemis representation 2 1,000 300 1" in efficiency  # a sparse model
+    assert "synthetic late-fusion combination 2 1,000 1,000 1" in efficiency  # no count: all
+
+
 def test_robustness_plots_only_datasets_with_several_test_rates(fake_report):
     section = fake_report[1].sections["robustness"]
     assert "synthetic" in section
@@ -162,7 +172,11 @@ def test_robustness_plots_only_datasets_with_several_test_rates(fake_report):
 def test_efficiency_taxonomy_and_failures(fake_report):
     sections = {k: squash(v) for k, v in fake_report[1].sections.items()}
     # seeds 0 and 1 trained in 2 s and 3 s
-    assert "synthetic late-fusion combination 2 1,000 1 2.5 ± 0.7 0.050" in sections["efficiency"]
+    # without an active-parameter column (an older store) every parameter counts as active
+    assert (
+        "synthetic late-fusion combination 2 1,000 1,000 1 2.5 ± 0.7 0.050"
+        in sections["efficiency"]
+    )
     for family, subtypes in TAXONOMY.items():
         for subtype in subtypes:
             assert f"{family} {subtype}" in sections["taxonomy"]

@@ -1,5 +1,5 @@
-"""The runs table's newer columns (time_limited, condition_errors): written with every run,
-and added to a store created before they existed."""
+"""The runs table's newer columns (time_limited, condition_errors, active_parameters): written
+with every run, and added to a store created before they existed."""
 
 import sqlite3
 
@@ -13,7 +13,8 @@ from mlmm.bench.store import ResultsStore
 def test_a_store_without_the_new_columns_gets_them(tmp_path):
     path = tmp_path / "old.db"
     old_schema = store_module._SCHEMA.replace(
-        ",\n    time_limited INTEGER,\n    condition_errors TEXT", ""
+        ",\n    time_limited INTEGER,\n    condition_errors TEXT,\n    active_parameters INTEGER",
+        "",
     )
     assert "time_limited" not in old_schema
     db = sqlite3.connect(path, isolation_level=None)
@@ -36,10 +37,10 @@ def test_a_store_without_the_new_columns_gets_them(tmp_path):
         table = pd.DataFrame(
             [dict.fromkeys(store_module.RESULT_FIELDS, "x") | {"value": 0.5, "n": 1}]
         )
-        results.finish(
-            run.key, table, {"time_limited": 1, "condition_errors": '{"mcar:0.9": "too high"}'}
-        )
+        info = {"time_limited": 1, "condition_errors": '{"mcar:0.9": "too high"}'}
+        results.finish(run.key, table, info | {"active_parameters": 123})
         runs = results.runs()
+    assert "active_parameters" not in old_schema and runs.active_parameters.tolist() == [123]
     assert runs.time_limited.tolist() == [1]
     assert runs.condition_errors.tolist() == ['{"mcar:0.9": "too high"}']
 

@@ -109,3 +109,60 @@ def test_lora_model_saves_and_loads(tmp_path):
     np.testing.assert_allclose(
         trained.predict_raw(split.test), loaded.predict_raw(split.test), atol=1e-6
     )
+
+
+class _TinyText(torch.nn.Module):
+    """A registered stand-in for a pretrained external encoder with BERT-style attention names
+    (the same weights at every build, as a registered factory must give)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.query, self.value = torch.nn.Linear(6, 6), torch.nn.Linear(6, 6)
+        self.out = torch.nn.Linear(6, 5)
+
+    def forward(self, x):  # [B, 6] -> [B, 5]
+        return self.out(torch.tanh(self.query(x)) + self.value(x))
+
+
+def _external_data():
+    from mlmm.data.datasets import from_arrays
+    from mlmm.nn.backbones import BACKBONES, register_backbone
+
+    if "test-tiny-text" not in BACKBONES:
+        register_backbone("test-tiny-text", lambda spec: _TinyText())
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 120)
+    t = rng.normal(size=(120, 6)) + y[:, None]
+    v = rng.normal(size=(120, 3)) + y[:, None]
+    t[::5] = np.nan  # some rows without the external modality
+    data = from_arrays({"t": t, "v": v}, y)
+    return data, train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
+
+
+def test_lora_reaches_an_external_torch_backbone_and_survives_saving(tmp_path):
+    from mlmm.train.trained import TrainedModel
+
+    data, split = _external_data()
+    params = {"backbones": {"t": "test-tiny-text"}, "adapter": "lora", "lora_rank": 2}
+    model = create_method(NAME, data.specs, data.task, **params)
+    assert model.external["t"].lora_layers == ["query", "value"]
+    counts = model.parameter_counts()
+    assert counts["external"] == 2 * (36 + 6) + (30 + 5)  # the backbone's own weights
+    lora_v = 2 * ((3 + 256) + (256 + 64))  # our encoder of v
+    assert counts["lora"] == lora_v + 2 * 2 * (6 + 6)
+    heads = sum(p.numel() for p in model.pretrain_heads.parameters())
+    assert counts["full_finetune"] == counts["total"] - heads + counts["external"]
+    assert counts["frozen"] == counts["external"] + sum(
+        p.numel() for n, p in model.encoders.named_parameters() if "lora_" not in n
+    )
+    trained = Trainer(max_epochs=3, seed=0, progress=False).fit(model, split.train, split.val)
+    lora_b = model.external["t"].lora["query"].lora_b
+    assert lora_b.abs().sum() > 0  # the external backbone's LoRA trained (B starts at 0)
+    assert model.merge_lora() == 2  # our encoder's layers; the external LoRA stays a side path
+    trained.save(tmp_path / "ext")
+    loaded = TrainedModel.load(tmp_path / "ext")
+    assert torch.equal(loaded.model.external["t"].lora["query"].lora_b, lora_b)
+    np.testing.assert_allclose(
+        trained.predict_raw(split.test), loaded.predict_raw(split.test), atol=1e-5
+    )

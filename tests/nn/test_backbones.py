@@ -79,3 +79,59 @@ def test_backbone_registry_refuses_duplicates_and_suggests_names():
         register_backbone("test-registry-twice", lambda spec: nn.Identity())
     with pytest.raises(MlmmError, match="all-minilm-l6-v2"):
         BACKBONES.get("all-minilm-l6")
+
+
+class _TinyAttention(nn.Module):
+    """A stand-in for a pretrained text encoder: BERT-style attention projection names."""
+
+    def __init__(self, width: int = 6) -> None:
+        super().__init__()
+        self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
+        self.dense = nn.Linear(width, width)
+
+    def forward(self, x):  # [B, width] -> [B, width]
+        return self.dense(self.query(x) * self.key(x) + self.value(x))
+
+
+def test_lora_on_an_external_backbone_adapts_its_attention_projections_only():
+    torch.manual_seed(0)
+    inner = _TinyAttention()
+    original = {k: v.clone() for k, v in inner.state_dict().items()}
+    backbone = ExternalBackbone("tiny", inner, ModalitySpec("t", "vector", (6,)))
+    x = torch.randn(4, 6)
+    before = backbone(x)
+    assert backbone.add_lora(2, 4.0) == ["query", "value"]  # Hu et al.: W_q and W_v
+    assert torch.equal(backbone(x), before)  # B = 0: exactly the frozen model at first
+    assert sorted(backbone.state_dict()) == [
+        "lora.query.lora_a",
+        "lora.query.lora_b",
+        "lora.value.lora_a",
+        "lora.value.lora_b",
+    ]  # the backbone's own weights stay out of the artifact
+    assert sum(p.numel() for p in backbone.parameters()) == 2 * (2 * 6 + 6 * 2)
+    assert backbone.frozen_parameters() == 4 * (36 + 6)
+    optimizer = torch.optim.SGD(backbone.parameters(), lr=0.5)
+    for _ in range(3):
+        optimizer.zero_grad()
+        backbone(x).pow(2).sum().backward()
+        optimizer.step()
+    assert not torch.allclose(backbone(x), before)  # LoRA trained
+    for key, value in inner.state_dict().items():  # the shared model was copied, not changed
+        assert torch.equal(value, original[key])
+    assert all(
+        torch.equal(backbone.model.get_submodule(n).base.weight, original[f"{n}.weight"])
+        for n in ("query", "value")
+    )
+
+
+def test_lora_on_an_external_backbone_rejects_unknown_targets_and_black_boxes():
+    backbone = ExternalBackbone("tiny", _TinyAttention(), ModalitySpec("t", "vector", (6,)))
+    with pytest.raises(MlmmError, match=r"valid names: \['query', 'key', 'value', 'dense'\]"):
+        backbone.add_lora(2, 4.0, ["quary"])
+    assert backbone.add_lora(0, 4.0) == [] and list(backbone.parameters()) == []
+    plain = ExternalBackbone("fn", lambda x: x * 2, ModalitySpec("t", "vector", (6,)))
+    with pytest.raises(MlmmError, match="not a torch module"):
+        plain.add_lora(2, 4.0)
+    no_attention = ExternalBackbone("mlp", nn.Linear(6, 3), ModalitySpec("t", "vector", (6,)))
+    with pytest.raises(MlmmError, match="no attention projection"):
+        no_attention.add_lora(2, 4.0)

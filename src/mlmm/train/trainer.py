@@ -544,8 +544,8 @@ def _nonempty(dataset: MultimodalDataset) -> MultimodalDataset:
 def _table_layout(dataset: MultimodalDataset) -> dict[str, Any]:
     """The DataFrame columns a dataset came from (:func:`from_dataframe`), to predict from one."""
     columns = dataset.meta.get("columns")
-    if not columns:
-        return {}
+    if not columns or dataset.meta.get("text"):  # text columns: build new rows with
+        return {}  # from_dataframe(..., text=...) as for training, not from a raw table
     target = dataset.meta.get("target_column")
     return {
         "columns": {str(name): [str(c) for c in cols] for name, cols in columns.items()},

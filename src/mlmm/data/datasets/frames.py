@@ -112,11 +112,15 @@ def from_dataframe(
     name: str = "custom",
     allow_empty: bool = False,
     time_ordered: bool = False,
+    text: Mapping[str, str] | None = None,
+    text_length: int = 32,
 ) -> MultimodalDataset:
     """Build a dataset of vector modalities from the columns of a DataFrame.
 
     A modality whose columns are all NaN (or ``pd.NA``) in a row is missing in that row. A row
-    where only some of them are NaN follows the ``partial`` policy.
+    where only some of them are NaN follows the ``partial`` policy. A text modality (``text``)
+    is one column of strings, turned into token ids by a named tokenizer; a row whose text is
+    missing (None, NaN) or blank is absent.
 
     Parameters
     ----------
@@ -142,12 +146,24 @@ def from_dataframe(
         Accept rows in which every modality is missing.
     time_ordered : bool
         True when the rows are consecutive readings in time, as in :func:`from_arrays`.
+    text : dict of str to str, optional
+        Text modalities: modality name -> tokenizer name (one of
+        :data:`mlmm.nn.backbones.TEXT_TOKENIZERS`). ``"minilm"``: the WordPiece tokenizer of
+        the pretrained text backbone ``all-minilm-l6-v2`` (needs the extra ``mlmm[text]``),
+        ``text_length`` ids per row, ``[CLS] ... [SEP]`` then padding id 0. The modality is a
+        vector of ids that the trainer does not standardise; train it through a method with
+        that backbone, e.g. ``frozen-backbone-prompting`` with
+        ``backbones={"review": "all-minilm-l6-v2"}`` (LoRA on its attention with
+        ``adapter="lora"``).
+    text_length : int
+        Token ids per row of a text modality (longer texts are cut).
 
     Returns
     -------
     MultimodalDataset
         ``meta`` holds ``time_ordered``, ``columns`` (the ``modalities`` mapping), ``target_column``,
-        ``row_index`` (the frame's index, to map rows back) and ``partial_rows``.
+        ``row_index`` (the frame's index, to map rows back), ``partial_rows`` and ``text``
+        (per text modality: its tokenizer, backbone and length).
 
     Examples
     --------
@@ -214,14 +230,19 @@ def from_dataframe(
                 )
             owner[column] = modality
 
+    text = _check_text(text, text_length, modalities)
     arrays: dict[str, np.ndarray] = {}
     for modality, columns in modalities.items():
         block = df[list(columns)]
+        if modality in text:
+            arrays[str(modality)] = _token_ids(block, modality, text[modality], text_length)
+            continue
         not_numeric = [c for c in columns if not pd.api.types.is_numeric_dtype(block[c].dtype)]
         if not_numeric:
             raise MlmmError(
                 f"modality {modality!r} has non-numeric column(s) {not_numeric}; encode them as "
-                "numbers (e.g. one-hot) or leave them out"
+                "numbers (e.g. one-hot), leave them out, or for one column of text declare it "
+                f"text={{{str(modality)!r}: 'minilm'}} (needs mlmm[text])"
             )
         arrays[str(modality)] = block.to_numpy(dtype=np.float64, na_value=np.nan)
 
@@ -255,12 +276,81 @@ def from_dataframe(
         "row_index": df.index.to_numpy(),
         "time_ordered": _check_flag(time_ordered, "time_ordered"),
     }
+    if text:
+        from mlmm.nn.backbones import TEXT_TOKENIZERS
+
+        meta["text"] = {
+            str(m): {"tokenizer": t, "backbone": TEXT_TOKENIZERS[t][0], "length": text_length}
+            for m, t in text.items()
+        }
+    keep_ids = {str(m): False for m in text}
     return _build(
-        arrays, values, None, task, None, name, allow_empty, partial, df.index.to_numpy(), meta
+        arrays,
+        values,
+        None,
+        task,
+        None,
+        name,
+        allow_empty,
+        partial,
+        df.index.to_numpy(),
+        meta,
+        keep_ids,
     )
 
 
-# ---------------------------------------------------------------------- internals
+def _check_text(
+    text: Mapping[str, str] | None, length: int, modalities: Mapping[str, Sequence[Any]]
+) -> dict[str, str]:
+    """``text`` checked: modality -> a known tokenizer name, one column each."""
+    from mlmm.nn.backbones import TEXT_TOKENIZERS
+
+    if text is None:
+        return {}
+    if not isinstance(text, Mapping):
+        raise MlmmError(
+            f"text must be a dict of modality name -> tokenizer name, got {text!r}; "
+            "e.g. text={'review': 'minilm'}"
+        )
+    if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+        raise MlmmError(
+            f"text_length must be an integer >= 2 (room for [CLS] and [SEP]), got {length!r}"
+        )
+    for modality, tokenizer in text.items():
+        if modality not in modalities:
+            raise unknown_name_error("text modality", modality, modalities)
+        if tokenizer not in TEXT_TOKENIZERS:
+            raise unknown_name_error("text tokenizer", tokenizer, TEXT_TOKENIZERS)
+        if len(modalities[modality]) != 1:
+            raise MlmmError(
+                f"text modality {modality!r} must be one column of text, got "
+                f"{list(modalities[modality])}; give each text column its own modality"
+            )
+    return dict(text)
+
+
+def _token_ids(block: pd.DataFrame, modality: str, tokenizer: str, length: int) -> np.ndarray:
+    """Token ids ``[N, length]`` (float64) of one text column; NaN rows where it is missing."""
+    import pandas as pd
+
+    from mlmm.nn.backbones import TEXT_TOKENIZERS
+
+    column = block.columns[0]
+    values = block.iloc[:, 0].astype(object).to_numpy()
+    bad = [v for v in values if not isinstance(v, str) and not pd.isna(v)]
+    if bad:
+        raise MlmmError(
+            f"text column {column!r} (modality {modality!r}) holds {len(bad)} non-text value(s) "
+            f"such as {bad[0]!r}; give strings, and None or NaN where the text is missing"
+        )
+    present = np.array([isinstance(v, str) and bool(v.strip()) for v in values], dtype=bool)
+    out = np.full((len(values), length), np.nan)
+    if present.any():
+        ids = TEXT_TOKENIZERS[tokenizer][1]([str(v) for v in values[present]], length)
+        out[present] = np.asarray(ids, dtype=np.float64)
+    return out
+
+
 def _build(
     inputs: Mapping[str, Any],
     targets: Any,

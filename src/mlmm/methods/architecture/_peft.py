@@ -9,6 +9,7 @@ from torch import nn
 
 from mlmm.errors import MlmmError
 from mlmm.methods.base import check_choice, check_range
+from mlmm.nn.backbones import ExternalBackbone
 from mlmm.nn.lora import lora_parameters
 
 #: What adapts the frozen backbone in stage 2.
@@ -39,20 +40,33 @@ def lora_counts(
     backbone: Sequence[nn.Module | nn.Parameter],
     unused: Sequence[nn.Module] = (),
 ) -> dict[str, int]:
-    """``total``; ``frozen`` (the ``backbone`` parts without their LoRA matrices); ``lora``;
-    ``prompts`` (``model.prompts`` when it has them); ``trained`` (stage 2: all but the frozen
-    and the ``unused`` parts, those prediction does not use); ``full_finetune`` (all but the
-    ``unused``)."""
+    """``total`` (the model's own parameters, as stored in its artifact); ``frozen`` (the
+    ``backbone`` parts without their LoRA matrices, plus the weights of the external backbones,
+    which are rebuilt by name and never stored); ``external`` (those external weights alone);
+    ``lora``; ``prompts`` (``model.prompts`` when it has them); ``trained`` (stage 2: all but
+    the frozen and the ``unused`` parts, those prediction does not use); ``full_finetune``
+    (every weight prediction uses, the external backbones' included)."""
     total = _count(model)
     lora = sum(p.numel() for p in lora_parameters(model))
-    frozen = sum(_count(part) for part in backbone) - lora
+    frozen_own = sum(
+        _count(part) - (0 if isinstance(part, nn.Parameter) else _lora_count(part))
+        for part in backbone
+    )
+    external = sum(
+        m.frozen_parameters() for m in model.modules() if isinstance(m, ExternalBackbone)
+    )
     spare = sum(_count(part) for part in unused)
     prompts = model.prompts.prompts.numel() if hasattr(model, "prompts") else 0
     return {
         "total": total,
-        "frozen": frozen,
+        "frozen": frozen_own + external,
+        "external": external,
         "lora": lora,
         "prompts": prompts,
-        "trained": total - frozen - spare,
-        "full_finetune": total - spare,
+        "trained": total - frozen_own - spare,
+        "full_finetune": total - spare + external,
     }
+
+
+def _lora_count(part: nn.Module) -> int:
+    return sum(p.numel() for p in lora_parameters(part))

@@ -32,7 +32,10 @@ arXiv:2106.09685; :mod:`mlmm.nn.lora`) to the linear layers of our own frozen en
 in stage 2 while the encoders' weights stay frozen; :meth:`FrozenBackbonePrompting.merge_lora`
 folds them in for inference. Differences from Hu et al.: LoRA adapts our small pretrained
 encoders' linear layers (every one by default; the paper adapts a transformer's attention
-projections); convolutions and external backbones get none.
+projections); convolutions get none. An external backbone that is a torch module (the MiniLM
+text backbone) gets LoRA on its attention projections' query and value, as in the paper
+(:meth:`mlmm.nn.backbones.ExternalBackbone.add_lora`); :meth:`merge_lora` leaves those unmerged,
+since the backbone's own weights are rebuilt by name, not stored in the artifact.
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ class FrozenBackbonePrompting(MissingModalityModel):
     lora_targets : list of str or None, default None
         Names of the linear layers of our own encoders to adapt (``"<modality>.net.0"``...;
         :func:`mlmm.nn.lora.linear_names` of ``encoders`` lists them); None: all of them.
-        External backbones are black boxes and get no LoRA.
+        External backbones that are torch modules get LoRA on their attention projections
+        (query and value) instead; other external callables get none.
 
     Attributes
     ----------
@@ -208,6 +212,10 @@ class FrozenBackbonePrompting(MissingModalityModel):
         self.external = nn.ModuleDict(
             {s.name: load_backbone(external[s.name], s) for s in self.specs if s.name in external}
         )
+        if adapter != "prompt":  # an external torch model: LoRA on its attention projections
+            for backbone in self.external.values():
+                if isinstance(backbone.model, nn.Module):
+                    backbone.add_lora(lora_rank, lora_alpha)
         own = [s for s in self.specs if s.name not in external]
         self.encoders = nn.ModuleDict(
             {s.name: build_encoder(s, embed_dim, hidden, depth, dropout) for s in own}
@@ -249,7 +257,7 @@ class FrozenBackbonePrompting(MissingModalityModel):
         """Stage ``"pretrain"`` (our own encoders, unimodal; skipped when every modality has
         an external backbone), then ``"prompts"`` (adapters, prompts, fusion, head)."""
         histories = []
-        lora = lora_parameters(self.encoders)
+        lora = lora_parameters(self)  # our encoders' and the external backbones'
         if len(self.encoders):
             for p in lora:  # LoRA adapts the frozen encoders in stage 2 only
                 p.requires_grad_(False)
@@ -308,15 +316,18 @@ class FrozenBackbonePrompting(MissingModalityModel):
 
     # ------------------------------------------------------------------ LoRA
     def merge_lora(self) -> int:
-        """Fold every LoRA update into the frozen encoders' weights for inference (the same
-        outputs, no extra matrix products); returns how many layers were merged."""
+        """Fold every LoRA update into our frozen encoders' weights for inference (the same
+        outputs, no extra matrix products); returns how many layers were merged. An external
+        backbone's LoRA stays a side path: its weights are not stored in the artifact."""
         return merge_lora(self.encoders)
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameter counts: ``total``; ``frozen`` (our encoders without their LoRA
-        matrices, frozen in stage 2); ``lora`` and ``prompts`` (the adapting parameters);
+        """Parameter counts: ``total`` (stored in the artifact); ``frozen`` (our encoders
+        without their LoRA matrices, frozen in stage 2, and the external backbones' weights);
+        ``external`` (those alone); ``lora`` and ``prompts`` (the adapting parameters);
         ``trained`` (what stage 2 trains: adapters, prompts, LoRA, fusion, head);
-        ``full_finetune`` (what fine-tuning every part used for prediction would train)."""
+        ``full_finetune`` (what fine-tuning every part used for prediction would train, the
+        external backbones included)."""
         return lora_counts(self, [self.encoders], unused=[self.pretrain_heads])
 
     def _pretrain_forward(self, batch: MultimodalBatch, present: torch.Tensor) -> MethodOutput:

@@ -272,6 +272,13 @@ class PerSubset(MissingModalityModel):
             )
         return pd.DataFrame(rows)
 
+    def active_parameters(self) -> int:
+        """Parameters one sample passes through: one model answers it, the one its presence
+        pattern is routed to; the mean over the 2^M - 1 patterns of that model's size."""
+        table = self.cost_table()
+        size = dict(zip(table.subset, table.parameters, strict=True))
+        return int(round(float(np.mean([size[s] for s in table.answered_by]))))
+
     def cost(self) -> dict[str, int]:
         """``n_models`` (2^M - 1), ``n_trained`` and total ``n_parameters``."""
         table = self.cost_table()
