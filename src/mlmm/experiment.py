@@ -12,7 +12,7 @@ import pandas as pd
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets import load_dataset
 from mlmm.data.missingness import MaskResult, parse_condition, simulate
-from mlmm.data.split import train_val_test_split
+from mlmm.data.split import Split, train_val_test_split
 from mlmm.errors import MlmmError
 from mlmm.eval.imputation import imputation_scores
 from mlmm.eval.protocol import evaluate
@@ -100,6 +100,22 @@ def resolve_dataset(
     raise MlmmError(f"dataset must be a name or a MultimodalDataset, got {type(dataset).__name__}")
 
 
+def make_split(
+    data: MultimodalDataset, split: str, seed: int, test_size: float, val_size: float
+) -> tuple[Split, dict[str, Any]]:
+    """The parts a run trains, validates and scores on, and how they were made (stored with
+    the model): ``"random"``, a seeded stratified split (by whole groups when the dataset has
+    ``groups``); ``"official"``, the data set's own parts (``meta["official_split"]``)."""
+    if split == "official":
+        from mlmm.data.formats import official_split
+
+        return official_split(data), {"seed": seed, "official": True}
+    if split == "random":
+        parts = train_val_test_split(data, test_size=test_size, val_size=val_size, seed=seed)
+        return parts, {"seed": seed, "test_size": test_size, "val_size": val_size}
+    raise MlmmError(f"split must be 'random' or 'official', got {split!r}")
+
+
 def run_experiment(
     dataset: str | MultimodalDataset,
     method: str,
@@ -159,16 +175,7 @@ def run_experiment(
     check_precision_device(check_precision(trainer.precision), resolve_device(trainer.device))
     name, data = resolve_dataset(dataset, dataset_params)
     condition = parse_condition(missing)
-    if split == "official":
-        from mlmm.data.formats import official_split
-
-        split_info: dict[str, Any] = {"seed": seed, "official": True}
-        split = official_split(data)
-    elif split == "random":
-        split_info = {"seed": seed, "test_size": test_size, "val_size": val_size}
-        split = train_val_test_split(data, test_size=test_size, val_size=val_size, seed=seed)
-    else:
-        raise MlmmError(f"split must be 'random' or 'official', got {split!r}")
+    split, split_info = make_split(data, split, seed, test_size, val_size)
     if split.test is None:
         raise MlmmError("run_experiment needs a test part; use test_size > 0")
     indices = split.indices

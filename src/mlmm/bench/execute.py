@@ -184,21 +184,28 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
     datasets (shared with :func:`check_models`).
     """
     from mlmm.data.missingness import simulate
-    from mlmm.data.split import train_val_test_split
+    from mlmm.experiment import make_split
     from mlmm.utils import rng_for
 
     datasets = {} if datasets is None else datasets
     checked: set[str] = set()
     for run in runs:
-        split_key = json.dumps([_dataset_key(run), run.seed, run.test_size, run.val_size])
+        split_key = json.dumps(
+            [_dataset_key(run), run.seed, run.test_size, run.val_size, run.split]
+        )
         work = [("training", run.train_missing, part) for part in ("train", "val")]
         work += [("test", spec, "test") for spec in run.test_missing]
         work = [w for w in work if json.dumps([split_key, *w]) not in checked]
         if not work:
             continue
-        split = train_val_test_split(
-            _load_once(run, datasets), test_size=run.test_size, val_size=run.val_size, seed=run.seed
-        )
+        try:
+            split, _ = make_split(
+                _load_once(run, datasets), run.split, run.seed, run.test_size, run.val_size
+            )
+        except MlmmError as err:
+            raise MlmmError(
+                f"split {run.split!r} cannot be made for {run.dataset!r}: {err}"
+            ) from None
         for role, spec, part in work:
             checked.add(json.dumps([split_key, role, spec, part]))
             data = getattr(split, part)
@@ -257,6 +264,7 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
             seed=run.seed,
             test_size=run.test_size,
             val_size=run.val_size,
+            split=run.split,
             trainer={**trainer, "progress": False},
         )
     except Exception as err:  # a failing run is recorded, the others go on

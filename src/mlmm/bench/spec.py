@@ -213,6 +213,11 @@ class BenchSpec(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     test_size: float = Field(0.2, gt=0, lt=1)
     val_size: float = Field(0.1, ge=0, lt=1)
+    split: Literal["random", "official"] = Field(
+        "random",
+        description="random: seeded stratified parts of test_size / val_size; official: each "
+        "dataset's own train / validation / test parts (file-format loaders, basicmotions).",
+    )
     tune: TuneBlock | None = None
     resources: Resources = Field(default_factory=Resources)
 
@@ -397,6 +402,7 @@ class BenchSpec(BaseModel):
                 val_size=self.val_size,
                 plugins=tuple(self.plugins),
                 tune=None if self.tune is None else self.tune.model_dump(),
+                split=self.split,
             )
             for dataset, dataset_params in self.datasets.items()
             for train, tests in self.conditions(dataset)
@@ -421,6 +427,7 @@ class RunConfig:
     val_size: float
     plugins: tuple[str, ...] = ()
     tune: dict[str, Any] | None = None
+    split: str = "random"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the test conditions as a list (``plugins`` only when there are
@@ -441,6 +448,8 @@ class RunConfig:
             out["plugins"] = list(self.plugins)
         if self.tune is not None:  # only when tuned: the keys of untuned runs stay the same
             out["tune"] = self.tune
+        if self.split != "random":  # likewise: runs on random splits keep their keys
+            out["split"] = self.split
         return out
 
     @classmethod

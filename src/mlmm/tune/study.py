@@ -300,16 +300,17 @@ def training_part(
     seed: int,
     test_size: float,
     val_size: float,
+    split: str = "random",
 ) -> tuple[str, MultimodalDataset]:
-    """The training part of :func:`mlmm.run_experiment`'s split for ``seed``, with its
-    training missingness: the only data a study may see. Returns ``(dataset name, part)``."""
+    """The training part of :func:`mlmm.run_experiment`'s split for ``seed`` (``split``:
+    ``"random"`` or ``"official"``), with its training missingness: the only data a study may
+    see. Returns ``(dataset name, part)``."""
     from mlmm.data.missingness import parse_condition, simulate
-    from mlmm.data.split import train_val_test_split
-    from mlmm.experiment import resolve_dataset
+    from mlmm.experiment import make_split, resolve_dataset
 
     name, data = resolve_dataset(dataset, dataset_params)
     condition = parse_condition(missing)
-    split = train_val_test_split(data, test_size=test_size, val_size=val_size, seed=seed)
+    split, _ = make_split(data, split, seed, test_size, val_size)
     train, _ = simulate(split.train, condition.train, rng_for(seed, "train-mask"))
     return name, train
 
@@ -323,7 +324,13 @@ def tune_run(run: Any) -> TuneResult:
     from mlmm.methods.registry import method_hyperparameters
 
     name, train = training_part(
-        run.dataset, run.dataset_params, run.train_missing, run.seed, run.test_size, run.val_size
+        run.dataset,
+        run.dataset_params,
+        run.train_missing,
+        run.seed,
+        run.test_size,
+        run.val_size,
+        run.split,
     )
     defaults = method_hyperparameters(run.method)
     fixed = {k: v for k, v in run.method_params.items() if defaults.get(k, object()) != v}
@@ -331,7 +338,9 @@ def tune_run(run: Any) -> TuneResult:
         "dataset": name,
         "dataset_params": run.dataset_params,
         "missing": run.train_missing,
-        "split": {"seed": run.seed, "test_size": run.test_size, "val_size": run.val_size},
+        "split": {"seed": run.seed, "test_size": run.test_size, "val_size": run.val_size}
+        if run.split == "random"
+        else {"seed": run.seed, "official": True},
     }
     # the budget's lr and batch size are tuned unless the spec moved them off their defaults
     budget_defaults = Budget().trainer_kwargs()
