@@ -56,6 +56,16 @@ class MultimodalBatch:
             else {k: v.to(device) for k, v in self.lengths.items()},
         )
 
+    def rows(self, idx: torch.Tensor) -> MultimodalBatch:
+        """The batch restricted to rows ``idx`` (indices or a boolean mask), every field kept."""
+        return MultimodalBatch(
+            inputs={k: v[idx] for k, v in self.inputs.items()},
+            present=self.present[idx],
+            modalities=self.modalities,
+            target=None if self.target is None else self.target[idx],
+            lengths=None if self.lengths is None else {k: v[idx] for k, v in self.lengths.items()},
+        )
+
     def without_target(self) -> MultimodalBatch:
         """The same batch with no target (prediction time)."""
         return MultimodalBatch(self.inputs, self.present, self.modalities, None, self.lengths)
@@ -176,13 +186,4 @@ def iterate_batches(
     n = len(batch)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        yield MultimodalBatch(
-            inputs={k: v[idx] for k, v in batch.inputs.items()},
-            present=batch.present[idx],
-            modalities=batch.modalities,
-            target=None if batch.target is None else batch.target[idx],
-            lengths=None
-            if batch.lengths is None
-            else {k: v[idx] for k, v in batch.lengths.items()},
-        )
+        yield batch.rows(order[start : start + batch_size])

@@ -356,15 +356,7 @@ class DataParallel:
         order = torch.randperm(len(batch), generator=generator)  # [N], the same on every rank
         for rows, global_size in shard_rows(order, batch_size, self.rank, self.world_size):
             self._weight = len(rows) * self.world_size / global_size
-            yield MultimodalBatch(
-                inputs={name: value[rows] for name, value in batch.inputs.items()},
-                present=batch.present[rows],
-                modalities=batch.modalities,
-                target=None if batch.target is None else batch.target[rows],
-                lengths=None
-                if batch.lengths is None
-                else {name: steps[rows] for name, steps in batch.lengths.items()},
-            )
+            yield batch.rows(rows)
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss weighted by this process's share of the global batch, so the averaged

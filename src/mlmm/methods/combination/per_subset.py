@@ -50,13 +50,7 @@ def pattern_codes(present: torch.Tensor) -> torch.Tensor:
 
 def rows_of(batch: MultimodalBatch, rows: torch.Tensor) -> MultimodalBatch:
     """The batch restricted to ``rows`` (indices)."""
-    return MultimodalBatch(
-        {k: v[rows] for k, v in batch.inputs.items()},
-        batch.present[rows],
-        batch.modalities,
-        None if batch.target is None else batch.target[rows],
-        None if batch.lengths is None else {k: v[rows] for k, v in batch.lengths.items()},
-    )
+    return batch.rows(rows)
 
 
 class _SubsetModel(MissingModalityModel):
