@@ -228,3 +228,22 @@ def test_an_out_of_core_dataset_is_refused_in_one_line_when_data_parallel(tmp_pa
     monkeypatch.setattr(trainer_module.distributed, "current", lambda: _TwoRanks())
     with pytest.raises(MlmmError, match="data-parallel training shards data held in memory"):
         mlmm.Trainer(max_epochs=1, progress=False).fit(model, lazy)
+
+
+def test_an_nccl_group_also_carries_gloo_for_the_loops_cpu_collectives(monkeypatch):
+    """The loop sums losses and broadcasts decisions on CPU tensors (DataParallel.sum, agree,
+    same_row); an NCCL-only group refuses those, so on GPUs the group must add Gloo for CPU."""
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed, "check_devices", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda *a: None)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda b, **k: calls.append(b))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    info = distributed.join("cuda", timeout=5)
+    assert info.backend == "nccl" and info.device() == "cuda:0"
+    assert calls == ["cpu:gloo,cuda:nccl"]
+    distributed.join("cpu", timeout=5)
+    assert calls[-1] == "gloo"

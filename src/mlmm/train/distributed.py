@@ -251,7 +251,9 @@ def join(device: str = "cpu", timeout: float = DEFAULT_TIMEOUT) -> ProcessInfo:
         address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         try:
             dist.init_process_group(
-                backend,
+                # the loop's own collectives (losses summed, decisions broadcast) are on CPU
+                # tensors, which an NCCL-only group refuses: Gloo carries those beside NCCL
+                "cpu:gloo,cuda:nccl" if backend == "nccl" else backend,
                 init_method="env://",
                 rank=rank,
                 world_size=world,
