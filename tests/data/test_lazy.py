@@ -253,3 +253,21 @@ def test_bad_files_are_one_line_errors(tmp_path):
     (tmp_path / "d.csv").write_text("a,b\n")
     with pytest.raises(MlmmError, match="not an out-of-core dataset"):
         open_dataset(tmp_path / "d.csv")
+
+
+def test_a_multilabel_or_variable_length_dataset_is_refused_before_writing(tmp_path):
+    """The folder holds one target per row and no lengths: writing either lost data (lengths
+    dropped silently, padding then trained on as data) or crashed with a ValueError."""
+    from dataclasses import replace
+
+    multilabel = mlmm.load_dataset("synthetic-multilabel", n_samples=40)
+    with pytest.raises(MlmmError, match="multilabel task") as err:
+        write_dataset(multilabel, tmp_path / "ml")
+    assert "\n" not in str(err.value) and not (tmp_path / "ml").exists()
+    data = _mixed()
+    steps = np.where(data.observed[:, 1], 2, 0)
+    padded = replace(data, lengths={"s": steps})
+    with pytest.raises(MlmmError, match=r"got lengths for \['s'\]"):
+        write_dataset(padded, tmp_path / "vl")
+    assert not (tmp_path / "vl").exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary folder left either

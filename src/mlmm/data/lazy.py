@@ -794,6 +794,12 @@ class DatasetWriter:
         overwrite: bool = False,
     ) -> None:
         self.path, self.specs, self.task = Path(path), tuple(specs), task
+        if task.is_multilabel:  # the folder holds one target per row
+            raise MlmmError(
+                f"{self.path}: an out-of-core dataset holds one class label or value per row, "
+                f"got a multilabel task ({task.n_labels} labels); keep it in memory "
+                f"(MultimodalDataset)"
+            )
         if not isinstance(n_samples, int) or n_samples < 1:
             raise MlmmError(f"n_samples must be a positive integer, got {n_samples!r}")
         if self.path.exists() and not (overwrite and (self.path / MANIFEST).exists()):
@@ -913,7 +919,14 @@ def write_dataset(
     """Write ``dataset`` as an out-of-core folder (atomically); returns the folder's path.
 
     An out-of-core dataset is copied chunk by chunk, so it never needs to fit in memory.
+    A dataset with variable-length sequences (``lengths``) is refused: the folder has no
+    lengths, and its padding would then be read as data.
     """
+    if getattr(dataset, "lengths", None):
+        raise MlmmError(
+            f"{path}: an out-of-core dataset holds full-length sequences, got lengths for "
+            f"{sorted(dataset.lengths)}; keep it in memory, or cut the sequences to one length"
+        )
     with DatasetWriter(
         path, dataset.specs, dataset.task, dataset.n_samples, dataset.name, overwrite
     ) as writer:
