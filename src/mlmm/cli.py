@@ -218,6 +218,14 @@ def train(
     from mlmm.train.checkpoint import check_artifact_path
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
+    if devices > 1:  # a bad --precision is refused here, not once per started process
+        import torch
+
+        from mlmm.train.trainer import check_precision, check_precision_device
+
+        if distributed.backend_for(device) == "gloo":  # CPU processes
+            check_precision_device(check_precision(precision), torch.device("cpu"))
+        check_precision(precision)
     process = distributed.start(
         method, devices, device, rendezvous_timeout, batch_size, argv=sys.argv[1:]
     )

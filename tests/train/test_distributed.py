@@ -247,3 +247,18 @@ def test_an_nccl_group_also_carries_gloo_for_the_loops_cpu_collectives(monkeypat
     assert calls == ["cpu:gloo,cuda:nccl"]
     distributed.join("cpu", timeout=5)
     assert calls[-1] == "gloo"
+
+
+@pytest.mark.parametrize(
+    ("precision", "message"),
+    [("16-mixed", "precision '16-mixed' needs a CUDA GPU"), ("fp8", "precision must be one of")],
+)
+def test_a_bad_precision_is_refused_before_any_process_starts(
+    monkeypatch, capsys, tmp_path, precision, message
+):
+    monkeypatch.setattr(distributed, "launch", lambda *a, **k: pytest.fail("launched"))
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--dataset", "synthetic", "--method", "hemis",
+        "--out", str(tmp_path / "m"), "--devices", "2", "--precision", precision,
+    )  # fmt: skip
+    assert code == 2 and message in err and err.count("\n") == 1, err
