@@ -42,7 +42,7 @@ import torch
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset, as_observed
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.errors import MlmmError, unknown_name_error
+from mlmm.errors import MlmmError
 
 MANIFEST = "mlmm-dataset.json"
 FORMAT = "mlmm-out-of-core"
@@ -426,24 +426,11 @@ class OutOfCoreDataset:
     def n_samples(self) -> int:
         return len(self.rows)
 
-    @property
-    def modality_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.specs)
-
-    @property
-    def n_modalities(self) -> int:
-        return len(self.specs)
-
-    def spec(self, name: str) -> ModalitySpec:
-        """The spec of modality ``name`` (unknown names raise with suggestions)."""
-        for s in self.specs:
-            if s.name == name:
-                return s
-        raise unknown_name_error("modality", name, self.modality_names)
-
-    def modality_index(self, name: str) -> int:
-        """Column of ``name`` in ``observed``."""
-        return self.modality_names.index(self.spec(name).name)
+    # the in-memory dataset's lookups by modality name (they read only ``specs``)
+    modality_names = MultimodalDataset.modality_names
+    n_modalities = MultimodalDataset.n_modalities
+    spec = MultimodalDataset.spec
+    modality_index = MultimodalDataset.modality_index
 
     def __len__(self) -> int:
         return self.n_samples
