@@ -65,7 +65,12 @@ def test_default_threads_on_ray_stay_within_the_spec_resources_num_cpus(monkeypa
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("torch.get_num_threads", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    data = {"datasets": {"synthetic": {}}, "methods": {"zero-impute": {}}, "missing": ["none"], "seeds": [0]}
+    data = {
+        "datasets": {"synthetic": {}},
+        "methods": {"zero-impute": {}},
+        "missing": ["none"],
+        "seeds": [0],
+    }
     spec = parse_spec({**data, "resources": {"num_cpus": 1}})
     assert execute.benchmark_threads(spec, 1, None, "local", None) == 4  # local: not read
     threads = execute.benchmark_threads(spec, 1, None, "ray", None)
