@@ -657,7 +657,7 @@ def check_resources(spec: BenchSpec, executor: str, threads: int = 1) -> None:
     if executor != "ray":
         return
     ray_task_options(threads, spec.resources.model_dump())
-    device = str(getattr(spec.budget, "device", "cpu"))
+    device = spec.budget.device
     if device.startswith("cuda") and not spec.resources.num_gpus:
         raise MlmmError(
             f"budget.device {device!r} with --executor ray needs resources.num_gpus > 0 "
