@@ -173,6 +173,9 @@ def check_models(runs: Sequence[RunConfig], datasets: dict[str, Any] | None = No
             continue
         built.add(model_key)
         if run.method == "auto":  # fit_auto checks its portfolio against the data itself
+            from mlmm.tune.auto import check_auto_precision
+
+            check_auto_precision(run.budget.get("precision", "32"))  # once, not once per run
             continue
         data = _load_once(run, datasets)
         try:
