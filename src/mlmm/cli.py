@@ -661,7 +661,7 @@ def _run_bench(
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mlmm.bench.execute import plan_threads, run_benchmark
+    from mlmm.bench.execute import benchmark_threads, run_benchmark
     from mlmm.bench.store import ResultsStore
     from mlmm.bench.tables import comparison_table
 
@@ -671,7 +671,7 @@ def _run_bench(
 
         check_output_file(Path(path).with_suffix(".html"), "HTML", inputs=[path], what="report")
     runs = suite.runs()
-    threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
+    threads = benchmark_threads(suite, jobs, threads, executor, ray_address)
     console.print(
         f"benchmark {suite.name!r}: {len(runs)} runs, {jobs} job(s) × {threads} thread(s), "
         f"executor {executor} → {path}"

@@ -61,6 +61,25 @@ def test_default_threads_follow_omp_num_threads_and_the_usable_cores(monkeypatch
     assert plan_threads(1, 4, cores=8) == 4  # an explicit --threads is kept
 
 
+def test_default_threads_on_ray_stay_within_the_spec_resources_num_cpus(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    data = {
+        "datasets": {"synthetic": {}},
+        "methods": {"zero-impute": {}},
+        "missing": ["none"],
+        "seeds": [0],
+    }
+    spec = parse_spec({**data, "resources": {"num_cpus": 1}})
+    assert execute.benchmark_threads(spec, 1, None, "local", None) == 4  # local: not read
+    threads = execute.benchmark_threads(spec, 1, None, "ray", None)
+    assert threads == 1  # was 4, and then refused: "--threads 4 exceeds resources.num_cpus 1"
+    execute.check_resources(spec, "ray", threads)
+    with pytest.raises(MlmmError, match="exceeds resources.num_cpus 1"):  # an explicit one
+        execute.check_resources(spec, "ray", execute.benchmark_threads(spec, 1, 2, "ray", None))
+
+
 @pytest.mark.parametrize(
     "jobs, threads, phrase",
     [(3, None, "--jobs 3 exceeds the 2 cores"), (2, 2, "use --threads 1"), (0, None, "positive")],

@@ -25,7 +25,7 @@ from mlmm.bench.execute import (
     ray_task_options,
     run_benchmark,
 )
-from mlmm.bench.spec import Budget, Resources, parse_spec
+from mlmm.bench.spec import Resources, parse_spec
 from mlmm.bench.store import RESULT_FIELDS, ResultsStore
 from mlmm.errors import MlmmError
 
@@ -141,9 +141,7 @@ def test_resources_become_the_tasks_options_and_do_not_change_run_keys():
     assert "CUDA_VISIBLE_DEVICES" not in options["runtime_env"]["env_vars"]  # Ray sets it
     with pytest.raises(MlmmError, match="--threads 4 exceeds resources.num_cpus 2"):
         ray_task_options(4, {"num_cpus": 2})
-    gpu_spec = dict(SPEC)
-    if "device" in Budget.model_fields:  # a GPU is reserved for runs on a GPU device
-        gpu_spec["budget"] = {**SPEC["budget"], "device": "auto"}
+    gpu_spec = {**SPEC, "budget": {**SPEC["budget"], "device": "auto"}}  # a GPU run's device
     with_gpus = parse_spec({**gpu_spec, "resources": {"num_gpus": 0.5, "num_cpus": 2}})
     assert [r.key for r in with_gpus.runs()] == [r.key for r in parse_spec(gpu_spec).runs()]
     with pytest.raises(MlmmError, match="resources.num_gpus"):
@@ -180,7 +178,6 @@ def test_more_threads_than_the_reserved_cpus_are_refused_before_the_store_is_wri
     assert not (tmp_path / "r.db").exists()
 
 
-@pytest.mark.skipif("device" not in Budget.model_fields, reason="budget.device not in this tree")
 def test_a_gpu_reserved_for_a_cpu_run_is_refused():
     with pytest.raises(MlmmError, match="budget.device is 'cpu'; set budget.device: cuda"):
         parse_spec({**SPEC, "budget": {"device": "cpu"}, "resources": {"num_gpus": 1}})

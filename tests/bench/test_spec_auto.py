@@ -51,3 +51,13 @@ def test_an_auto_run_is_stored_done_with_the_ensembles_taxonomy(tmp_path):
     assert runs.family.iloc[0] == "combination"
     acc = results.query("method == 'auto' and metric == 'accuracy' and scope == 'overall'")
     assert acc.value.iloc[0] > 0.6  # 2 balanced classes: chance is 0.5
+
+
+def test_auto_with_a_mixed_precision_stops_before_any_run_in_one_line(tmp_path):
+    data = yaml.safe_load(SPEC)
+    data["budget"] = {"max_epochs": 2, "precision": "bf16-mixed"}
+    with pytest.raises(MlmmError, match="method 'auto' trains in float32") as err:
+        run_benchmark(parse_spec(data), tmp_path / "s.db", threads=1)
+    assert "\n" not in str(err.value)
+    with ResultsStore(tmp_path / "s.db") as db:  # registered, none ran or failed
+        assert set(db.runs().status) == {"pending"}

@@ -538,3 +538,13 @@ def test_a_store_from_before_attempts_is_read_and_upgraded(tmp_path):
         key = SPEC.runs()[0].key
         assert db.claim(key) and db.finish(key, fake_results(), {"threads": 1})
         assert db.attempts().outcome.tolist() == ["done"]
+
+
+def test_a_claim_reset_by_hand_ends_its_attempt_in_the_history(store):
+    key = SPEC.runs()[0].key
+    assert store.claim(key)
+    assert store.reset([key]) == 1  # this process's own claim
+    assert store.claim(key) and store.finish(key, fake_results(), {"threads": 1})
+    history = store.attempts([key])
+    assert history.attempt.tolist() == [1, 2]  # attempt 1 was not left out
+    assert history.outcome.tolist() == ["released", "done"]

@@ -10,20 +10,26 @@ from mlmm.bench.spec import parse_spec
 from mlmm.bench.store import ResultsStore
 
 
-def test_a_store_without_the_new_columns_gets_them(tmp_path):
-    path = tmp_path / "old.db"
-    added = "".join(
-        f",\n    {name} {kind}" for name, kind in store_module.ADDED_RUN_COLUMNS.items()
-    )
-    assert added in store_module._SCHEMA  # the newest columns close the runs table, in order
-    old_schema = store_module._SCHEMA.replace(added, "")
-    assert "time_limited" not in old_schema
+def old_store(path, columns) -> str:
+    """Write an empty store whose ``runs`` table lacks ``columns``; return its schema."""
+    schema = store_module._SCHEMA
+    for name in columns:
+        schema = schema.replace(f",\n    {name} {store_module.ADDED_RUN_COLUMNS[name]}", "")
+        assert f" {name} " not in schema
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(
         f"PRAGMA application_id={store_module.APPLICATION_ID}; "
-        f"PRAGMA user_version={store_module.SCHEMA_VERSION}; {old_schema}"
+        f"PRAGMA user_version={store_module.SCHEMA_VERSION}; {schema}"
     )
     db.close()
+    return schema
+
+
+def test_a_store_without_the_new_columns_gets_them(tmp_path):
+    path = tmp_path / "old.db"
+    old_store(path, store_module.ADDED_RUN_COLUMNS)
+    with ResultsStore(path, readonly=True) as results:  # read as they are, nothing added
+        assert set(store_module.ADDED_RUN_COLUMNS) <= set(results.runs().columns)
     run = parse_spec(
         {
             "datasets": {"synthetic": {"n_samples": 200}},
@@ -41,7 +47,7 @@ def test_a_store_without_the_new_columns_gets_them(tmp_path):
         info = {"time_limited": 1, "condition_errors": '{"mcar:0.9": "too high"}'}
         results.finish(run.key, table, info | {"active_parameters": 123})
         runs = results.runs()
-    assert "active_parameters" not in old_schema and runs.active_parameters.tolist() == [123]
+    assert runs.active_parameters.tolist() == [123]
     assert runs.time_limited.tolist() == [1]
     assert runs.condition_errors.tolist() == ['{"mcar:0.9": "too high"}']
 
@@ -60,14 +66,7 @@ def test_a_store_another_process_has_only_begun_to_create_is_opened(tmp_path):
 
 def test_device_and_precision_are_added_to_an_older_store_and_stored_per_run(tmp_path):
     path = tmp_path / "before-precision.db"
-    old_schema = store_module._SCHEMA.replace(",\n    device TEXT,\n    precision TEXT", "")
-    assert "precision" not in old_schema
-    db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(
-        f"PRAGMA application_id={store_module.APPLICATION_ID}; "
-        f"PRAGMA user_version={store_module.SCHEMA_VERSION}; {old_schema}"
-    )
-    db.close()
+    old_store(path, ["device", "precision"])
     runs = parse_spec(
         {
             "datasets": {"synthetic": {"n_samples": 200}},

@@ -119,6 +119,17 @@ def plan_threads(
     return threads
 
 
+def benchmark_threads(
+    spec: BenchSpec, jobs: int, threads: int | None, executor: str, ray_address: str | None
+) -> int:
+    """:func:`plan_threads` for a benchmark of ``spec``: on Ray, the default never exceeds
+    the spec's ``resources.num_cpus`` (the CPUs reserved per run), so a spec that reserves
+    fewer CPUs than this machine's default runs without ``--threads``."""
+    cap = spec.resources.num_cpus if executor == "ray" else None
+    limit = None if cap is None or threads is not None else min(cap, thread_limit())
+    return plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address), limit=limit)
+
+
 def pin_threads(threads: int) -> None:
     """Limit this process's intra-op threads (torch, OpenMP, BLAS) to ``threads``."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -162,6 +173,9 @@ def check_models(runs: Sequence[RunConfig], datasets: dict[str, Any] | None = No
             continue
         built.add(model_key)
         if run.method == "auto":  # fit_auto checks its portfolio against the data itself
+            from mlmm.tune.auto import check_auto_precision
+
+            check_auto_precision(run.budget.get("precision", "32"))  # once, not once per run
             continue
         data = _load_once(run, datasets)
         try:
@@ -646,7 +660,7 @@ def check_resources(spec: BenchSpec, executor: str, threads: int = 1) -> None:
     if executor != "ray":
         return
     ray_task_options(threads, spec.resources.model_dump())
-    device = str(getattr(spec.budget, "device", "cpu"))
+    device = spec.budget.device
     if device.startswith("cuda") and not spec.resources.num_gpus:
         raise MlmmError(
             f"budget.device {device!r} with --executor ray needs resources.num_gpus > 0 "
@@ -869,7 +883,7 @@ def run_benchmark(
     whose result cannot be written (a full disk) is given back before the error propagates;
     one that could not be given back is taken back by the next call in this process.
     """
-    threads = plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address))
+    threads = benchmark_threads(spec, jobs, threads, executor, ray_address)
     runs = spec.runs()
     by_key = {r.key: r for r in runs}
     if len(by_key) != len(runs):

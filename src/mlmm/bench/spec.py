@@ -305,8 +305,8 @@ class BenchSpec(BaseModel):
 
     @model_validator(mode="after")
     def _gpus_need_a_gpu_device(self) -> BenchSpec:
-        device = getattr(self.budget, "device", None)  # a GPU asked for, a CPU run: refused
-        if self.resources.num_gpus > 0 and device == "cpu":
+        # a GPU asked for, a CPU run: refused
+        if self.resources.num_gpus > 0 and self.budget.device == "cpu":
             raise ValueError(
                 f"resources.num_gpus {self.resources.num_gpus:g} reserves a GPU per run, but "
                 f"budget.device is 'cpu'; set budget.device: cuda (or auto), or num_gpus: 0"

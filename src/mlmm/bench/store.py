@@ -776,6 +776,9 @@ class ResultsStore:
                 or owner == this_process()
                 or not self._claim_live(owner, started_at, beats)
             ]
+            for key, status, *_ in rows:  # a claim reset here ends its attempt
+                if status == "running" and key in chosen:
+                    self._end_attempt(db, key, "released", "reset by hand")
             marks = ", ".join("?" * len(chosen))
             db.execute(f"DELETE FROM results WHERE run_key IN ({marks})", chosen)
             db.execute(
