@@ -188,7 +188,8 @@ class TrainedModel:
             entirely NaN row absent in that sample. A DataFrame laid out as at training
             (:attr:`table_columns`; leaving out all of a modality's columns marks it absent).
             A dataset is used as it is; an out-of-core one (:mod:`mlmm.data.lazy`) is read
-            in mini-batches, never whole.
+            in mini-batches, never whole. A model trained on variable-length sequences
+            (``info["variable_length"]``) takes only a dataset with ``lengths``.
         partial : {"error", "missing"}
             A modality row that is only partly NaN: refused, or treated as absent.
         """
@@ -196,6 +197,12 @@ class TrainedModel:
             return X
         if partial not in ("error", "missing"):  # "impute" would fill from the input itself
             raise MlmmError(f"partial must be 'error' or 'missing', got {partial!r}")
+        if self.info.get("variable_length"):  # arrays carry no lengths: padding would count
+            raise MlmmError(
+                f"this model was trained on variable-length sequences "
+                f"{self.info['variable_length']}, whose per-row lengths a dict or DataFrame "
+                f"cannot carry; pass a MultimodalDataset(..., lengths={{name: steps per row}})"
+            )
         shapes = self.modality_shapes
         if hasattr(X, "iloc") and hasattr(X, "columns"):  # a pandas DataFrame
             names = [str(c) for c in X.columns]

@@ -310,7 +310,7 @@ class Trainer:
             standardizer=standardizer,
             histories=histories,
             trainer_config=self.config(),
-            info=dict(info or {}),
+            info=_with_lengths(info, train),
             prior=prior,
             train_seconds=time.perf_counter() - start,
             precision=precision,
@@ -551,6 +551,15 @@ def _table_layout(dataset: MultimodalDataset) -> dict[str, Any]:
         "columns": {str(name): [str(c) for c in cols] for name, cols in columns.items()},
         "target_column": None if target is None else str(target),
     }
+
+
+def _with_lengths(info: dict[str, Any] | None, train: MultimodalDataset) -> dict[str, Any]:
+    """``info`` plus ``variable_length``: the sequence modalities trained with per-row
+    lengths, so that prediction from arrays (which carry no lengths) is refused."""
+    out = dict(info or {})
+    if train.lengths:
+        out["variable_length"] = sorted(train.lengths)
+    return out
 
 
 def _prior(dataset: MultimodalDataset) -> list[float]:
