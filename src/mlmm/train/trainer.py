@@ -544,8 +544,8 @@ def _nonempty(dataset: MultimodalDataset) -> MultimodalDataset:
 def _table_layout(dataset: MultimodalDataset) -> dict[str, Any]:
     """The DataFrame columns a dataset came from (:func:`from_dataframe`), to predict from one."""
     columns = dataset.meta.get("columns")
-    if not columns or dataset.meta.get("text"):  # text columns: build new rows with
-        return {}  # from_dataframe(..., text=...) as for training, not from a raw table
+    if not columns:
+        return {}
     target = dataset.meta.get("target_column")
     return {
         "columns": {str(name): [str(c) for c in cols] for name, cols in columns.items()},
@@ -555,10 +555,15 @@ def _table_layout(dataset: MultimodalDataset) -> dict[str, Any]:
 
 def _with_lengths(info: dict[str, Any] | None, train: MultimodalDataset) -> dict[str, Any]:
     """``info`` plus ``variable_length``: the sequence modalities trained with per-row
-    lengths, so that prediction from arrays (which carry no lengths) is refused."""
+    lengths, so that prediction from arrays (which carry no lengths) is refused; and
+    ``text``: the text modalities of :func:`from_dataframe` (tokenizer, length), so that a
+    DataFrame's text column is tokenised at prediction as at training."""
     out = dict(info or {})
     if train.lengths:
         out["variable_length"] = sorted(train.lengths)
+    text = train.meta.get("text") if isinstance(train.meta, dict) else None
+    if text:
+        out["text"] = {str(m): dict(t) for m, t in text.items()}
     return out
 
 
