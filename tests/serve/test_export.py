@@ -91,3 +91,18 @@ def test_export_model_refuses_to_write_over_the_models_own_files(hemis_run, monk
     assert exc.value.code == 2 and "is the file it is made from" in capsys.readouterr().err
     assert weights.read_bytes() == before
     TrainedModel.load(hemis_run)  # still loads
+
+
+def test_a_variable_length_model_is_refused_in_one_line(tmp_path):
+    from dataclasses import replace
+
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(n_samples=32)
+    data = replace(data, lengths={"s": np.random.default_rng(0).integers(3, 13, size=32)})
+    trained = Trainer(max_epochs=1, progress=False).fit(
+        mlmm.create_method("zero-impute", data.specs, data.task, hidden=8), data
+    )
+    with pytest.raises(MlmmError, match=r"variable-length sequences \['s'\]") as err:
+        export_onnx(trained, tmp_path / "v.onnx")
+    assert "\n" not in str(err.value) and not (tmp_path / "v.onnx").exists()
