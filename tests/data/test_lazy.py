@@ -253,3 +253,18 @@ def test_bad_files_are_one_line_errors(tmp_path):
     (tmp_path / "d.csv").write_text("a,b\n")
     with pytest.raises(MlmmError, match="not an out-of-core dataset"):
         open_dataset(tmp_path / "d.csv")
+
+
+def test_multilabel_and_variable_length_data_are_refused_in_one_line(tmp_path):
+    from dataclasses import replace
+
+    from mlmm.testing import contract_dataset
+
+    with pytest.raises(MlmmError, match="not a multilabel") as err:
+        write_dataset(contract_dataset(task="multilabel"), tmp_path / "ml")
+    assert "\n" not in str(err.value) and not (tmp_path / "ml").exists()
+    data = contract_dataset(n_samples=20)
+    data = replace(data, lengths={"s": np.full(20, 5)})
+    with pytest.raises(MlmmError, match=r"no per-row sequence lengths.*\['s'\]"):
+        write_dataset(data, tmp_path / "vl")
+    assert not (tmp_path / "vl").exists()

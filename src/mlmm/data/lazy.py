@@ -794,6 +794,11 @@ class DatasetWriter:
         overwrite: bool = False,
     ) -> None:
         self.path, self.specs, self.task = Path(path), tuple(specs), task
+        if task.is_multilabel:  # the folder's targets are one value per row
+            raise MlmmError(
+                f"out-of-core datasets hold classification or regression targets (one per row), "
+                f"not a multilabel [N, {task.n_labels}] matrix; keep a multilabel dataset in memory"
+            )
         if not isinstance(n_samples, int) or n_samples < 1:
             raise MlmmError(f"n_samples must be a positive integer, got {n_samples!r}")
         if self.path.exists() and not (overwrite and (self.path / MANIFEST).exists()):
@@ -913,7 +918,14 @@ def write_dataset(
     """Write ``dataset`` as an out-of-core folder (atomically); returns the folder's path.
 
     An out-of-core dataset is copied chunk by chunk, so it never needs to fit in memory.
+    A multilabel task, or variable-length sequences (``lengths``, which the folder cannot
+    hold), is refused in one line.
     """
+    if getattr(dataset, "lengths", None):
+        raise MlmmError(
+            f"an out-of-core folder holds no per-row sequence lengths, so the padding of "
+            f"{sorted(dataset.lengths)} would count as data; keep a variable-length dataset in memory"
+        )
     with DatasetWriter(
         path, dataset.specs, dataset.task, dataset.n_samples, dataset.name, overwrite
     ) as writer:
