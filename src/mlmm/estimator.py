@@ -495,7 +495,13 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         multilabel task: ``classes_`` is then ``0..L-1`` (or a DataFrame's column names),
         ``predict`` returns the 0/1 matrix and ``predict_proba`` each label's probability.
         """
-        shape = np.asarray(y).shape if y is not None else ()  # array-likes without ndim too
+        try:
+            shape = np.asarray(y).shape if y is not None else ()  # array-likes without ndim too
+        except ValueError:  # ragged, e.g. a list of label sets
+            raise MlmmError(
+                "y holds rows of different lengths (label sets?); pass one label per sample, "
+                "or a 0/1 label-indicator matrix (e.g. sklearn MultiLabelBinarizer) for multilabel"
+            ) from None
         if len(shape) == 2 and shape[1] > 1:
             return self._fit_multilabel(X, y)
         y = _as_1d_target(y, "one class label per sample", type(self).__name__)

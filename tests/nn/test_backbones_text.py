@@ -85,3 +85,28 @@ def test_train_a_text_column_with_lora_on_minilm_through_the_cli(
     rows = load_dataset("test-reviews").subset(range(10))
     again = TrainedModel.load(out)  # rebuilt by name; its LoRA matrices come from the artifact
     np.testing.assert_allclose(trained.predict_raw(rows), again.predict_raw(rows), atol=1e-6)
+
+
+def test_a_text_model_predicts_from_the_training_dataframe_after_reloading(tmp_path):
+    import pandas as pd
+
+    from mlmm.data.datasets import from_dataframe
+    from mlmm.methods.registry import create_method
+    from mlmm.train import TrainedModel, Trainer
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40)
+    text = [("great food" if v else "awful food") if i % 5 else None for i, v in enumerate(y)]
+    df = pd.DataFrame({"review": text, "price": rng.normal(size=40) + y, "y": y})
+    data = from_dataframe(
+        df, {"text": ["review"], "num": ["price"]}, "y", text={"text": "minilm"}, text_length=8
+    )
+    model = create_method(
+        "frozen-backbone-prompting", data.specs, data.task, backbones={"text": "all-minilm-l6-v2"}
+    )
+    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+    trained.save(tmp_path / "model")
+    loaded = TrainedModel.load(tmp_path / "model")
+    assert loaded.info["text"]["text"]["tokenizer"] == "minilm"
+    # the raw table (text column, target included) is tokenised as at training
+    np.testing.assert_allclose(loaded.predict_raw(df), trained.predict_raw(data), atol=1e-6)

@@ -376,3 +376,23 @@ def test_bodies_drawn_from_the_openapi_schema_never_get_a_5xx(hemis):
                 PredictResponse.model_validate(response.json())
 
         check()
+
+
+@pytest.mark.parametrize("kind", ["multilabel", "variable-length"])
+def test_models_a_request_cannot_describe_are_refused_at_start_in_one_line(kind):
+    from dataclasses import replace
+
+    from mlmm.errors import MlmmError
+    from mlmm.testing import contract_dataset
+
+    if kind == "multilabel":
+        data, phrase = contract_dataset(n_samples=32, task="multilabel"), "is multilabel"
+    else:
+        data = contract_dataset(n_samples=32)
+        data = replace(data, lengths={"s": np.random.default_rng(0).integers(3, 13, size=32)})
+        phrase = r"variable-length sequences \['s'\]"
+    model = mlmm.create_method("zero-impute", data.specs, data.task, hidden=8)
+    trained = mlmm.Trainer(max_epochs=1, progress=False).fit(model, data)
+    with pytest.raises(MlmmError, match=phrase) as err:
+        create_app({"m": trained})
+    assert "\n" not in str(err.value)

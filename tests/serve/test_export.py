@@ -91,3 +91,40 @@ def test_export_model_refuses_to_write_over_the_models_own_files(hemis_run, monk
     assert exc.value.code == 2 and "is the file it is made from" in capsys.readouterr().err
     assert weights.read_bytes() == before
     TrainedModel.load(hemis_run)  # still loads
+
+
+def test_a_variable_length_model_is_refused_in_one_line(tmp_path):
+    from dataclasses import replace
+
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(n_samples=32)
+    data = replace(data, lengths={"s": np.random.default_rng(0).integers(3, 13, size=32)})
+    trained = Trainer(max_epochs=1, progress=False).fit(
+        mlmm.create_method("zero-impute", data.specs, data.task, hidden=8), data
+    )
+    with pytest.raises(MlmmError, match=r"variable-length sequences \['s'\]") as err:
+        export_onnx(trained, tmp_path / "v.onnx")
+    assert "\n" not in str(err.value) and not (tmp_path / "v.onnx").exists()
+
+
+def test_a_multilabel_model_exports_its_label_probabilities(tmp_path):
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(task="multilabel")
+    trained = Trainer(max_epochs=2, progress=False).fit(
+        mlmm.create_method("late-fusion", data.specs, data.task), data
+    )
+    export_onnx(trained, tmp_path / "m.onnx")
+    present = data.observed[:8].copy()
+    present[0] = False  # a sample with nothing: the training label frequencies
+    feed = {m: data.inputs[m][:8].astype(np.float32) for m in data.modality_names}
+    got = onnx_session(tmp_path / "m.onnx").run(["probabilities"], {**feed, "present": present})[0]
+    rows = {
+        m: np.where(present[:, j].reshape(-1, *[1] * (feed[m].ndim - 1)), feed[m], np.nan)
+        for j, m in enumerate(data.modality_names)
+    }
+    want = trained.predict_proba(rows, on_empty="prior")
+    assert got.shape == (8, data.task.n_labels)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[0], trained.prior, atol=1e-6)

@@ -145,7 +145,7 @@ class Standardizer:
             _check_float32(mean, std, f"modality {spec.name!r}")
             self.mean_[spec.name] = mean.astype(np.float32)
             self.std_[spec.name] = std.astype(np.float32)
-        if not dataset.task.is_classification:
+        if dataset.task.is_regression:
             targets = dataset.targets.astype(np.float64)
             self.target_mean_ = float(targets.mean())
             std = float(targets.std())

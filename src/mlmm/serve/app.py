@@ -217,6 +217,12 @@ class _Served:
                 f"model {name!r} is multilabel, which mlmm serve does not answer (one label per "
                 f"sample); use mlmm predict, whose table has every label's probability"
             )
+        if trained.info.get("variable_length"):  # a JSON body carries no per-row lengths
+            raise MlmmError(
+                f"model {name!r} was trained on variable-length sequences "
+                f"{trained.info['variable_length']}, which mlmm serve does not answer (a request "
+                f"carries no lengths); predict in Python with a MultimodalDataset(..., lengths=...)"
+            )
         self.labels = trained.classes_.tolist() if trained.task.is_classification else None
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None

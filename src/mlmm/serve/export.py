@@ -138,6 +138,12 @@ def export_onnx(
         raise MlmmError(
             "ONNX export needs onnx and onnxruntime; pip install 'mlmm[export]'"
         ) from None
+    if trained.info.get("variable_length"):  # the graph's inputs carry no lengths
+        raise MlmmError(
+            f"a model trained on variable-length sequences {trained.info['variable_length']} "
+            f"cannot be exported to ONNX (its inputs carry no per-row lengths, so padding would "
+            f"count as data); predict in Python with a MultimodalDataset(..., lengths=...)"
+        )
     out = Path(out)
     device = next(trained.model.parameters()).device
     trained.to("cpu")

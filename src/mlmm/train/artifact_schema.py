@@ -174,7 +174,10 @@ class ArtifactConfig(_Strict):
                 )
             _finite_and_bounded(self.classes, "classes", 2**63)
         if self.columns is not None:
-            by_name = {m.name: math.prod(m.shape) for m in self.modalities}
+            text = self.info.get("text") if isinstance(self.info.get("text"), dict) else {}
+            by_name = {  # a text modality is one column of strings, tokenised at prediction
+                m.name: 1 if m.name in text else math.prod(m.shape) for m in self.modalities
+            }
             sizes = {name: len(cols) for name, cols in self.columns.items()}
             if sizes != by_name:
                 raise ValueError(

@@ -13,7 +13,7 @@ import torch
 
 import mlmm
 from mlmm.data.dataset import MultimodalDataset
-from mlmm.data.datasets.frames import from_arrays
+from mlmm.data.datasets.frames import _token_ids, from_arrays
 from mlmm.data.inputs import (
     MultimodalArray,
     align_modalities,
@@ -186,9 +186,11 @@ class TrainedModel:
             A dict (or :class:`mlmm.MultimodalArray`) of per-modality arrays ``(N, *shape)``:
             keys in any order, an omitted key is that modality absent in every sample, an
             entirely NaN row absent in that sample. A DataFrame laid out as at training
-            (:attr:`table_columns`; leaving out all of a modality's columns marks it absent).
+            (:attr:`table_columns`; leaving out all of a modality's columns marks it absent;
+            a text column of :func:`mlmm.data.from_dataframe` is tokenised as at training).
             A dataset is used as it is; an out-of-core one (:mod:`mlmm.data.lazy`) is read
-            in mini-batches, never whole.
+            in mini-batches, never whole. A model trained on variable-length sequences
+            (``info["variable_length"]``) takes only a dataset with ``lengths``.
         partial : {"error", "missing"}
             A modality row that is only partly NaN: refused, or treated as absent.
         """
@@ -196,6 +198,12 @@ class TrainedModel:
             return X
         if partial not in ("error", "missing"):  # "impute" would fill from the input itself
             raise MlmmError(f"partial must be 'error' or 'missing', got {partial!r}")
+        if self.info.get("variable_length"):  # arrays carry no lengths: padding would count
+            raise MlmmError(
+                f"this model was trained on variable-length sequences "
+                f"{self.info['variable_length']}, whose per-row lengths a dict or DataFrame "
+                f"cannot carry; pass a MultimodalDataset(..., lengths={{name: steps per row}})"
+            )
         shapes = self.modality_shapes
         if hasattr(X, "iloc") and hasattr(X, "columns"):  # a pandas DataFrame
             names = [str(c) for c in X.columns]
@@ -205,8 +213,14 @@ class TrainedModel:
                     f"columns {repeated[:5]} appear more than once; give each column once"
                 )
             frame = X.set_axis(names, axis=1)
+            text = {  # a text modality's one column -> (modality, tokenizer, ids per row)
+                self.table_columns[m][0]: (m, t["tokenizer"], int(t["length"]))
+                for m, t in (self.info.get("text") or {}).items()
+            }
 
             def take(cols: list[str]) -> np.ndarray:
+                if len(cols) == 1 and cols[0] in text:  # tokenised as by from_dataframe
+                    return _token_ids(frame[cols], *text[cols[0]])
                 try:
                     return frame[cols].to_numpy(dtype=np.float64, na_value=np.nan)
                 except (TypeError, ValueError):

@@ -310,7 +310,7 @@ class Trainer:
             standardizer=standardizer,
             histories=histories,
             trainer_config=self.config(),
-            info=dict(info or {}),
+            info=_with_lengths(info, train),
             prior=prior,
             train_seconds=time.perf_counter() - start,
             precision=precision,
@@ -544,13 +544,27 @@ def _nonempty(dataset: MultimodalDataset) -> MultimodalDataset:
 def _table_layout(dataset: MultimodalDataset) -> dict[str, Any]:
     """The DataFrame columns a dataset came from (:func:`from_dataframe`), to predict from one."""
     columns = dataset.meta.get("columns")
-    if not columns or dataset.meta.get("text"):  # text columns: build new rows with
-        return {}  # from_dataframe(..., text=...) as for training, not from a raw table
+    if not columns:
+        return {}
     target = dataset.meta.get("target_column")
     return {
         "columns": {str(name): [str(c) for c in cols] for name, cols in columns.items()},
         "target_column": None if target is None else str(target),
     }
+
+
+def _with_lengths(info: dict[str, Any] | None, train: MultimodalDataset) -> dict[str, Any]:
+    """``info`` plus ``variable_length``: the sequence modalities trained with per-row
+    lengths, so that prediction from arrays (which carry no lengths) is refused; and
+    ``text``: the text modalities of :func:`from_dataframe` (tokenizer, length), so that a
+    DataFrame's text column is tokenised at prediction as at training."""
+    out = dict(info or {})
+    if train.lengths:
+        out["variable_length"] = sorted(train.lengths)
+    text = train.meta.get("text") if isinstance(train.meta, dict) else None
+    if text:
+        out["text"] = {str(m): dict(t) for m, t in text.items()}
+    return out
 
 
 def _prior(dataset: MultimodalDataset) -> list[float]:

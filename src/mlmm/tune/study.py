@@ -644,7 +644,9 @@ def study_folds(
     """``(fit rows, validation rows)`` per fold of ``train``, stratified by class for
     classification, drawn from ``seed``: the folds a study with this seed scores on
     (``n_folds`` None: 3 below :data:`SMALL_DATA` samples, else 1). With ``train.groups``
-    the folds (or the held-out share) are whole groups, not stratified."""
+    the folds (or the held-out share) are whole groups: k folds are stratified by class as
+    far as whole groups allow (:func:`mlmm.data.split.group_folds`), the one held-out share
+    is not."""
     n_folds = n_folds or (SMALL_DATA_FOLDS if train.n_samples < SMALL_DATA else 1)
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 

@@ -924,7 +924,7 @@ def load_synthetic_interaction(
         Per-modality distance of the two mixture components from their centre, in noise
         units. Default: evenly spaced over ``DEFAULT_INTERACTION_SNR_RANGE = (1.6, 2.2)``,
         i.e. ``(1.6, 1.9, 2.2)`` for three modalities: Bayes accuracy 0.968 with all three,
-        0.919 (m0+m1), 0.958 (m1+m2) and 0.5 for m0+m2 and every single modality.
+        0.920 (m0+m1), 0.958 (m1+m2) and 0.5 for m0+m2 and every single modality.
     seed : int
         Seeds the parameters, then the samples.
 
