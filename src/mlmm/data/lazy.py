@@ -23,6 +23,7 @@ Storage formats (:func:`open_dataset` picks one from the path):
 
 from __future__ import annotations
 
+import abc
 import json
 import mmap
 import os
@@ -93,7 +94,7 @@ def _parse_metadata(
 
 
 # ---------------------------------------------------------------------- sources
-class _Source:
+class _Source(abc.ABC):
     """Where the inputs live. ``read(name, rows)`` takes sorted, unique source rows."""
 
     path: Path
@@ -103,10 +104,11 @@ class _Source:
     observed: np.ndarray
     targets: np.ndarray
 
-    def read(self, name: str, rows: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def read(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The rows ``rows`` of modality ``name``, as stored (raw, not standardised)."""
 
-    def release(self) -> None:
+    def release(self) -> None:  # noqa: B027 - optional hook, a no-op unless a source caches
         """Drop whatever pages or caches reading has made resident (no-op by default)."""
 
     def _shape(self, name: str) -> tuple[int, ...]:
