@@ -428,11 +428,13 @@ class OutOfCoreDataset:
     def n_samples(self) -> int:
         return len(self.rows)
 
-    # the in-memory dataset's lookups by modality name (they read only ``specs``)
+    # the in-memory dataset's lookups by modality name (they read only ``specs``), and its
+    # narrower presence mask (a view here too: it replaces only ``observed``)
     modality_names = MultimodalDataset.modality_names
     n_modalities = MultimodalDataset.n_modalities
     spec = MultimodalDataset.spec
     modality_index = MultimodalDataset.modality_index
+    with_presence = MultimodalDataset.with_presence
 
     def __len__(self) -> int:
         return self.n_samples
@@ -444,23 +446,6 @@ class OutOfCoreDataset:
             idx = np.flatnonzero(idx)
         return replace(
             self, rows=self.rows[idx], observed=self.observed[idx], targets=self.targets[idx]
-        )
-
-    def with_presence(
-        self, present: np.ndarray, allow_empty: bool | None = None
-    ) -> OutOfCoreDataset:
-        """A view whose ``observed`` is ``present`` (which must not add modalities)."""
-        present = np.asarray(present, dtype=bool)
-        if present.shape != self.observed.shape:
-            raise MlmmError(f"presence mask shape {present.shape} != {self.observed.shape}")
-        if (present & ~self.observed).any():
-            raise MlmmError(
-                "a presence mask cannot mark present a modality that was never observed"
-            )
-        return replace(
-            self,
-            observed=present,
-            allow_empty=self.allow_empty if allow_empty is None else allow_empty,
         )
 
     def with_workers(self, num_workers: int) -> OutOfCoreDataset:
