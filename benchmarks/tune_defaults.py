@@ -212,11 +212,14 @@ def one_method(args, cache, store, spec) -> dict:
             scores[(label, seed)] = known.get((label, seed)) or validation_score(
                 args, cache, method, params, trainer, seed, label
             )
-    for v in alternatives:  # the other values of a comparison, on the check seed too
+    for v in alternatives:  # the other values of a comparison: check seed, then measurement
+        point = {spec["compare"][0]: type(tuned[spec["compare"][0]])(v)}
         alternatives[v][f"seed{args.check_seed}"] = validation_score(
-            args, cache, method, {spec["compare"][0]: type(tuned[spec["compare"][0]])(v)},
-            BUDGET, args.check_seed, v,
-        )  # fmt: skip
+            args, cache, method, point, BUDGET, args.check_seed, v
+        )
+        alternatives[v]["test"] = [
+            test_accuracy(args, cache, method, point, BUDGET, seed, v) for seed in args.report_seeds
+        ]
     if study is not None and abs(scores[("tuned", args.tuning_seed)]["loss"] - study_value) > 1e-6:
         print(f"  note: rescored best {scores[('tuned', args.tuning_seed)]['loss']:.6f} "
               f"!= study value {study_value:.6f}", flush=True)  # fmt: skip
