@@ -86,9 +86,12 @@ def point_id(params: dict, trainer: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def validation_score(args, cache, method, params, trainer, seed, label) -> dict:
+def validation_score(args, cache, method, params, trainer, seed, label, train_seed=None) -> dict:
     """A point's validation loss and accuracy (%) on the folds a study with ``seed`` would use
-    (the loss is what a trial scores; the accuracy is reported beside it)."""
+    (the loss is what a trial scores; the accuracy is reported beside it). ``train_seed``
+    (default ``seed``, as in a trial) seeds the training only: initialisation, batches,
+    dropout."""
+    train_seed = seed if train_seed is None else train_seed
 
     def compute() -> dict:
         t0 = time.perf_counter()
@@ -102,14 +105,16 @@ def validation_score(args, cache, method, params, trainer, seed, label) -> dict:
             hits.extend(trained.predict_raw(val).argmax(axis=1) == val.targets)
 
         loss = score_point(
-            train, method, params, {**trainer, "seed": seed}, folds, on_fold=accuracy
+            train, method, params, {**trainer, "seed": train_seed}, folds, on_fold=accuracy
         )
         acc = 100 * float(np.mean(hits))
-        print(f"  {method} {label} seed {seed}: validation loss {loss:.4f}, accuracy {acc:.2f}% "
+        print(f"  {method} {label} seed {seed} (training {train_seed}): validation loss {loss:.4f}, accuracy {acc:.2f}% "
               f"({time.perf_counter() - t0:.0f}s)", flush=True)  # fmt: skip
         return {"loss": loss, "accuracy": acc}
 
     key = f"val/{args.dataset}/{args.missing}/{method}/{point_id(params, trainer)}/{seed}"
+    if train_seed != seed:
+        key += f"/train{train_seed}"
     return cache.get(key, compute)
 
 
@@ -223,6 +228,13 @@ def one_method(args, cache, store, spec) -> dict:
     if study is not None and abs(scores[("tuned", args.tuning_seed)]["loss"] - study_value) > 1e-6:
         print(f"  note: rescored best {scores[('tuned', args.tuning_seed)]['loss']:.6f} "
               f"!= study value {study_value:.6f}", flush=True)  # fmt: skip
+    # the noise of the score: the defaults on the tuning seed's fold, other training seeds
+    noise = {
+        str(s): validation_score(
+            args, cache, method, defaults, BUDGET, args.tuning_seed, "defaults", train_seed=s
+        )["loss"]
+        for s in args.noise_seeds
+    }
     same = tuned == defaults and tuned_trainer == BUDGET
     tests = {
         label: [
@@ -252,6 +264,7 @@ def one_method(args, cache, store, spec) -> dict:
             f"{label}@seed{seed}": v["accuracy"] for (label, seed), v in scores.items()
         },
         "alternatives": alternatives,
+        "noise": noise,
         "test_accuracy": tests,
     }
 
@@ -281,11 +294,17 @@ def main() -> None:
     parser.add_argument("--check-seed", type=int, default=101)
     parser.add_argument("--report-seeds", default="0,1,2")
     parser.add_argument("--margin", type=float, default=0.05)
+    parser.add_argument(
+        "--noise-seeds",
+        default="",
+        help="training seeds with which to rescore the defaults on the tuning seed's fold",
+    )
     parser.add_argument("--max-epochs", type=int, default=BUDGET["max_epochs"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     BUDGET["max_epochs"] = args.max_epochs
     args.report_seeds = [int(s) for s in args.report_seeds.split(",")]
+    args.noise_seeds = [int(s) for s in args.noise_seeds.split(",") if s]
     if {args.tuning_seed, args.check_seed} & set(args.report_seeds):
         parser.error("the tuning seeds must be disjoint from the reported seeds")
     torch.set_num_threads(1)
@@ -359,6 +378,16 @@ def write(out: Path, args, record: dict) -> None:
         for value, by_seed in r.get("alternatives", {}).items():
             lines.append(f"  - other value {value}: {by_seed}")
         lines.append(f"  - test accuracy per seed: {r['test_accuracy']}")
+        if r.get("noise"):
+            values = [
+                r["validation_loss"][f"defaults@seed{args.tuning_seed}"],
+                *r["noise"].values(),
+            ]
+            lines.append(
+                f"  - defaults on seed {args.tuning_seed}'s fold, training seeds "
+                f"{[args.tuning_seed, *map(int, r['noise'])]}: {[round(v, 4) for v in values]} "
+                f"(range {100 * (max(values) - min(values)) / min(values):.1f}% of the lowest)"
+            )
     with atomic_write(out / "tune_defaults.md") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
