@@ -322,6 +322,21 @@ def test_score_point_reproduces_a_trials_value_on_the_studys_folds():
     assert score_point(train, "hemis", result.params, trainer, folds) == result.value
 
 
+def test_score_point_hands_each_folds_model_and_validation_rows_to_on_fold():
+    from mlmm.tune.study import score_point, study_folds, training_part
+
+    _, train = training_part(tagged_dataset(), None, "mcar:0.3", 0, 0.2, 0.1)
+    folds = study_folds(train, 2, 0)
+    seen, losses = [], []
+    score_point(
+        train, "hemis", {"embed_dim": 4}, {**TRAINER, "seed": 0}, folds, losses=losses,
+        on_fold=lambda trained, val: seen.append((trained.predict_raw(val).shape, val.n_samples)),
+    )  # fmt: skip
+    assert len(seen) == len(losses) == 2
+    assert [n for _, n in seen] == [len(val) for _, val in folds]
+    assert all(shape == (n, 2) for shape, n in seen)
+
+
 @pytest.mark.parametrize("n_folds", [1, 3])
 def test_study_folds_keep_each_group_on_one_side(n_folds):
     from dataclasses import replace

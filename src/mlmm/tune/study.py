@@ -585,12 +585,14 @@ def score_point(
     folds: list[tuple[np.ndarray, np.ndarray]],
     on_epoch: Callable[[str, dict], None] | None = None,
     losses: list[float] | None = None,
+    on_fold: Callable[[Any, MultimodalDataset], None] | None = None,
 ) -> float:
     """The validation loss of one point (method hyperparameters and :class:`mlmm.Trainer`
     arguments), mean over ``folds`` (``(fit rows, validation rows)`` of ``train``, as
     :func:`study_folds` makes them): what a trial scores, for comparing points (say, the
     current defaults) on a study's own folds. ``on_epoch`` watches the first fold's training;
-    ``losses`` collects each fold's loss as it is computed."""
+    ``losses`` collects each fold's loss as it is computed; ``on_fold`` is called with each
+    fold's :class:`~mlmm.TrainedModel` and validation part (to measure more than the loss)."""
     losses = [] if losses is None else losses
     for fold, (fit_rows, val_rows) in enumerate(folds):
         fit_part, val_part = train.subset(fit_rows), train.subset(val_rows)
@@ -600,6 +602,8 @@ def score_point(
             model, fit_part, val_part
         )
         losses.append(validation_loss(trained, val_part))
+        if on_fold is not None:
+            on_fold(trained, val_part)
     return float(np.mean(losses))
 
 
