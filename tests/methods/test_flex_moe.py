@@ -57,7 +57,7 @@ def test_moe_output_is_the_gated_sum_of_the_selected_experts():
 
 def test_incomplete_rows_go_to_their_combination_expert():
     data = contract_dataset()
-    model = create_method(NAME, data.specs, data.task).eval()
+    model = create_method(NAME, data.specs, data.task, top_k=2, n_experts=7).eval()
     batch = MultimodalBatch.from_dataset(data)
     present = torch.ones(len(batch), 3, dtype=torch.bool)
     present[:120, 0] = False  # pattern of {1, 2}: bits 2 + 4 - 1 = 5

@@ -156,8 +156,11 @@ class FlexMoE(MissingModalityModel):
     n_experts : int or None, default None
         Experts per block; None: one per presence pattern (``2**M - 1``), and at least
         ``4 * top_k`` (the paper's 16 experts with top-4 routing for 4 modalities).
-    top_k : int, default 2
-        Experts per token (at most the number of experts).
+    top_k : int, default 1
+        Experts per token (at most the number of experts). The default routes each token of an
+        incomplete sample to its combination's expert alone (the S-Router's top-1) and each
+        token of a complete sample to the G-Router's best (chosen on tuning seeds:
+        ``benchmarks/flex_moe_config.py``).
     expert_hidden : int or None, default None
         Width of each expert's hidden layer; None: sized from the data so that one sample's
         active parameters are at most :data:`ACTIVE_SHARE` of the total (the smallest multiple
@@ -231,7 +234,7 @@ class FlexMoE(MissingModalityModel):
         n_heads: int = 4,
         n_layers: int = 1,
         n_experts: int | None = None,
-        top_k: int = 2,
+        top_k: int = 1,
         expert_hidden: int | None = None,
         gate_loss_weight: float = 0.01,
         dropout: float = 0.3,
