@@ -204,12 +204,12 @@ def tuned_rows(
     trainer's lr, weight decay and batch size), and the defaults scored on the same folds; the
     lower validation loss of the two is the tuned point, whose test accuracy is then measured on
     ``seeds`` (MCAR 0.5 on train and test). Studies live in ``folder/tune-<dataset>.db`` and
-    finished scores and runs in ``folder/tuned-<dataset>.json``, so a rerun redoes nothing. One
-    process per dataset may run at once."""
+    finished scores and runs in ``folder/tuned-<dataset>-<method>.json``, so a rerun redoes
+    nothing. One process per (dataset, method) may run at once."""
     rows = []
     for dataset, params in datasets.items():
-        cache = Cache(folder / f"tuned-{dataset}.json")
         for method, n_trials in trials.items():
+            cache = Cache(folder / f"tuned-{dataset}-{method}.json")
             rows.append(
                 tuned_one(dataset, params, method, n_trials, seeds, tuning_seed, folder, cache)
             )
