@@ -327,7 +327,8 @@ def main() -> None:
     parser.add_argument(
         "--tuned-trials",
         default=",".join(f"{m}:{n}" for m, n in TUNE_TRIALS.items()),
-        help="with --parts tuned: METHOD:TRIALS, comma-separated (studies on --tuning-seed)",
+        help="with --parts tuned: METHOD:TRIALS or DATASET/METHOD:TRIALS, comma-separated "
+        "(studies on --tuning-seed)",
     )
     parser.add_argument("--tuning-seed", type=int, default=100)
     parser.add_argument("--datasets", default="", help="datasets (default: both)")
@@ -506,12 +507,22 @@ def tuned_main(args) -> None:
     if args.tuning_seed in seeds:
         raise SystemExit("the tuning seed must not be a reported seed")
     chosen = [d for d in args.datasets.split(",") if d] or list(DATASETS)
-    trials = {m: int(n) for m, _, n in (e.partition(":") for e in args.tuned_trials.split(","))}
+    trials: dict[str, dict[str, int]] = {d: {} for d in chosen}  # dataset -> method -> trials
+    for entry in args.tuned_trials.split(","):
+        name, _, n = entry.partition(":")
+        dataset, _, method = name.rpartition("/")  # DATASET/METHOD:N or METHOD:N (every one)
+        for d in [dataset] if dataset else chosen:
+            if d in trials:
+                trials[d][method] = int(n)
     torch.set_num_threads(1)
     out = Path(args.out)
     folder = out / "zoo-three-runs"
     t0 = time.perf_counter()
-    rows = tuned_rows({d: DATASETS[d] for d in chosen}, seeds, trials, args.tuning_seed, folder)
+    rows = [
+        row
+        for d in chosen
+        for row in tuned_rows({d: DATASETS[d]}, seeds, trials[d], args.tuning_seed, folder)
+    ]
     # every dataset's rows, also those another process finished (read back from its cache)
     if set(chosen) != set(DATASETS):
         print("rows of the datasets asked for are done; rerun without --datasets for the report")
