@@ -277,10 +277,15 @@ def tuned_one(
         cache.get(f"test/{method}/{point_key}/{seed}", lambda seed=seed: run(seed))
         for seed in seeds
     ]
+    ds = mlmm.load_dataset(dataset, **params)
+    model = mlmm.create_method(method, ds.specs, ds.task, **point)
+    total = sum(p.numel() for p in model.parameters())
+    active = model.active_parameters() if hasattr(model, "active_parameters") else total
     return {
         "dataset": dataset,
         "method": method,
         "accuracy": round(sum(accuracies) / len(accuracies), 2),
+        "active / total parameters": f"{active:,} / {total:,} ({active / max(total, 1):.3f})",
         "per seed": [round(a, 2) for a in accuracies],
         "point": "tuned" if tuned_wins else "defaults (lower validation loss)",
         "validation loss tuned / defaults": f"{study.value:.4f} / {default_value:.4f}",
