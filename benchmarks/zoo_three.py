@@ -279,13 +279,15 @@ def tuned_one(
     ]
     ds = mlmm.load_dataset(dataset, **params)
     model = mlmm.create_method(method, ds.specs, ds.task, **point)
-    total = sum(p.numel() for p in model.parameters())
-    active = model.active_parameters() if hasattr(model, "active_parameters") else total
+    share = "all (dense)"
+    if hasattr(model, "active_parameters"):  # flex-moe: its routed experts only
+        active, total = model.active_parameters(), model.total_parameters()
+        share = f"{active:,} / {total:,} ({active / total:.3f})"
     return {
         "dataset": dataset,
         "method": method,
         "accuracy": round(sum(accuracies) / len(accuracies), 2),
-        "active / total parameters": f"{active:,} / {total:,} ({active / max(total, 1):.3f})",
+        "active / total parameters": share,
         "per seed": [round(a, 2) for a in accuracies],
         "point": "tuned" if tuned_wins else "defaults (lower validation loss)",
         "validation loss tuned / defaults": f"{study.value:.4f} / {default_value:.4f}",
