@@ -209,7 +209,7 @@ def tuned_rows(
     rows = []
     for dataset, params in datasets.items():
         for method, n_trials in trials.items():
-            cache = Cache(folder / f"tuned-{dataset}-{method}.json")
+            cache = Cache(folder / f"tuned-{dataset}-{method.replace('=', '-')}.json")
             rows.append(
                 tuned_one(dataset, params, method, n_trials, seeds, tuning_seed, folder, cache)
             )
@@ -219,16 +219,21 @@ def tuned_rows(
 def tuned_one(
     dataset: str,
     params: dict,
-    method: str,
+    label: str,
     n_trials: int,
     seeds: list[int],
     tuning_seed: int,
     folder: Path,
     cache: Cache,
 ) -> dict:
-    """One (dataset, method) of :func:`tuned_rows`."""
+    """One (dataset, method) of :func:`tuned_rows`. ``label`` is a method's name, or
+    ``NAME+key=value+...``: hyperparameters held fixed (left out of the study) in every point,
+    e.g. ``frozen-backbone-prompting+adapter=lora``."""
     from mlmm.methods.registry import method_hyperparameters
     from mlmm.tune.study import score_point, study_folds, training_part
+
+    method, *pairs = label.split("+")
+    fixed = {k: _value(v) for k, _, v in (pair.partition("=") for pair in pairs)}
 
     t0 = time.perf_counter()
     study = mlmm.tune(
@@ -238,10 +243,11 @@ def tuned_one(
         missing="mcar:0.5",
         n_trials=n_trials,
         seed=tuning_seed,
+        method_params=fixed or None,
         store=folder / f"tune-{dataset}.db",
         trainer={"max_epochs": BUDGET["max_epochs"], "patience": BUDGET["patience"]},
         on_trial=lambda r: print(
-            f"{dataset} {method} trial {r['number']}: {r['state']} {r['value']}", flush=True
+            f"{dataset} {label} trial {r['number']}: {r['state']} {r['value']}", flush=True
         ),
     )
     study_seconds = sum(r["seconds"] for r in study.records)
@@ -249,12 +255,14 @@ def tuned_one(
     def default_loss() -> float:
         _, train = training_part(dataset, params, "mcar:0.5", tuning_seed, 0.2, 0.1)
         folds = study_folds(train, None, tuning_seed)
-        return score_point(train, method, {}, {**BUDGET, "seed": tuning_seed}, folds)
+        return score_point(train, method, fixed, {**BUDGET, "seed": tuning_seed}, folds)
 
-    defaults = json.dumps(method_hyperparameters(method), sort_keys=True, default=str)
-    default_value = cache.get(f"defaults-val/{method}/{defaults}/{tuning_seed}", default_loss)
+    defaults = json.dumps({**method_hyperparameters(method), **fixed}, sort_keys=True, default=str)
+    default_value = cache.get(f"defaults-val/{label}/{defaults}/{tuning_seed}", default_loss)
     tuned_wins = study.value < default_value
-    point, trainer = (study.params, {**BUDGET, **study.trainer}) if tuned_wins else ({}, BUDGET)
+    point, trainer = (
+        ({**fixed, **study.params}, {**BUDGET, **study.trainer}) if tuned_wins else (fixed, BUDGET)
+    )
 
     def run(seed: int) -> float:
         result = mlmm.run_experiment(
@@ -269,13 +277,12 @@ def tuned_one(
         )
         t = result.table
         acc = t[(t.scope == "overall") & (t.metric == "accuracy")].value.iloc[0]
-        print(f"{dataset} {method} tuned, seed {seed}: {100 * acc:.2f}", flush=True)
+        print(f"{dataset} {label} tuned, seed {seed}: {100 * acc:.2f}", flush=True)
         return 100 * float(acc)
 
     point_key = json.dumps([point, trainer], sort_keys=True)
     accuracies = [
-        cache.get(f"test/{method}/{point_key}/{seed}", lambda seed=seed: run(seed))
-        for seed in seeds
+        cache.get(f"test/{label}/{point_key}/{seed}", lambda seed=seed: run(seed)) for seed in seeds
     ]
     ds = mlmm.load_dataset(dataset, **params)
     model = mlmm.create_method(method, ds.specs, ds.task, **point)
@@ -285,7 +292,7 @@ def tuned_one(
         share = f"{active:,} / {total:,} ({active / total:.3f})"
     return {
         "dataset": dataset,
-        "method": method,
+        "method": label,
         "accuracy": round(sum(accuracies) / len(accuracies), 2),
         "active / total parameters": share,
         "per seed": [round(a, 2) for a in accuracies],
@@ -297,6 +304,16 @@ def tuned_one(
         "study s": round(study_seconds),
         "wall s": round(time.perf_counter() - t0),
     }
+
+
+def _value(text: str):
+    """``"4"`` -> 4, ``"0.5"`` -> 0.5, anything else the string itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def kept(path: Path, key: dict, compute):
@@ -537,7 +554,7 @@ def tuned_main(args) -> None:
     checks = {}
     for dataset in DATASETS:
         mine = [r for r in rows if r["dataset"] == dataset]
-        zoo = [r for r in mine if r["method"] not in NEW]
+        zoo = [r for r in mine if r["method"] not in NEW and "+" not in r["method"]]
         if not zoo:
             continue
         best = max(zoo, key=lambda r: r["accuracy"])
@@ -547,6 +564,13 @@ def tuned_main(args) -> None:
                 gap = round(best["accuracy"] - r["accuracy"], 2)
                 checks[f"{dataset}: tuned {r['method']} points below"] = gap
                 checks[f"{dataset}: tuned {r['method']} within 1.5 points"] = bool(gap <= 1.5)
+        adapters = {
+            r["method"].partition("+adapter=")[2]: r for r in mine if "+adapter=" in r["method"]
+        }
+        if {"lora", "prompt"} <= set(adapters):
+            checks[f"{dataset}: tuned LoRA r=4 minus tuned prompts (points)"] = round(
+                adapters["lora"]["accuracy"] - adapters["prompt"]["accuracy"], 2
+            )
     record = {
         "command": "python benchmarks/zoo_three.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
