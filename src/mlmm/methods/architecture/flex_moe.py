@@ -10,7 +10,9 @@ learned embedding of the *missing-modality bank*, indexed by the sample's observ
 (presence pattern) and the absent modality. The ``M`` tokens (plus a learned modality
 embedding) go through ``n_layers`` transformer blocks whose feed-forward part is a sparse
 mixture of experts (top-``k`` routing, :class:`mlmm.nn.moe.SparseMoE`); an MLP head reads the
-concatenated tokens. There is one expert per presence pattern (``2**M - 1``) by default.
+concatenated tokens. There is one expert per presence pattern (``2**M - 1``), and at least
+``4 * top_k``, by default; the experts' width is sized so that one sample's active parameters
+are at most a third of the total (:func:`sparse_expert_width`).
 
 Routing follows the paper's two routers. The *generalised* router (G-Router) routes the tokens
 of complete samples freely to their top ``k`` experts, kept balanced by the load-balancing loss
