@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from mlmm.data.batch import MultimodalBatch
+from mlmm.data.datasets.registry import list_datasets, load_dataset
+from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.data.split import train_val_test_split
 from mlmm.errors import MlmmError
 from mlmm.methods import create_method
-from mlmm.methods.architecture.flex_moe import MIN_COMPLETE
+from mlmm.methods.architecture.flex_moe import ACTIVE_SHARE, MIN_COMPLETE, sparse_expert_width
 from mlmm.nn.moe import SparseMoE, cv_squared, load_balancing_loss
 from mlmm.testing import contract_dataset
 from mlmm.train.trainer import Trainer
@@ -55,7 +57,7 @@ def test_moe_output_is_the_gated_sum_of_the_selected_experts():
 
 def test_incomplete_rows_go_to_their_combination_expert():
     data = contract_dataset()
-    model = create_method(NAME, data.specs, data.task).eval()
+    model = create_method(NAME, data.specs, data.task, top_k=2, n_experts=7).eval()
     batch = MultimodalBatch.from_dataset(data)
     present = torch.ones(len(batch), 3, dtype=torch.bool)
     present[:120, 0] = False  # pattern of {1, 2}: bits 2 + 4 - 1 = 5
@@ -74,7 +76,9 @@ def test_incomplete_rows_go_to_their_combination_expert():
 
 def test_active_parameters_count_one_tokens_path():
     data = contract_dataset()
-    model = create_method(NAME, data.specs, data.task, n_layers=2, top_k=3)
+    model = create_method(
+        NAME, data.specs, data.task, n_layers=2, top_k=3, n_experts=7, expert_hidden=128
+    )
     expert = model.blocks[0].moe.expert_size()
     assert expert == (64 * 128 + 128) + (128 * 64 + 64)
     unused = 2 * (7 - 3) * expert + (7 - 1) * 3 * 64
@@ -136,3 +140,61 @@ def test_beats_chance_on_every_subset_of_small_synthetic_data():
     acc = table[(table.scope == "subset") & (table.metric == "accuracy")]
     assert len(acc) == 7  # every non-empty subset of 3 modalities, single ones included
     assert (acc.value > 1 / 3 + 0.25).all(), acc[["subset", "value"]].to_string()
+
+
+def test_sparse_expert_width_by_hand():
+    # dense 1000, no idle bank, 4-wide tokens, 7 experts, top-1, one block: an expert of width
+    # h has 9 h + 4 parameters; the share (1000 + E) / (1000 + 7 E) <= 1/3 needs E >= 500
+    assert sparse_expert_width(1000, 0, 4, 7, 1, 1) == 56  # 508 parameters: 1508 / 4556
+    share = (1000 + 9 * 48 + 4) / (1000 + 7 * (9 * 48 + 4))  # one step of 8 narrower
+    assert share > ACTIVE_SHARE
+    assert sparse_expert_width(10, 0, 4, 7, 1, 1) == 8  # never below two times the token
+    assert sparse_expert_width(1000, 0, 4, 3, 1, 1) == 8  # 3 experts, top-1: no width reaches it
+
+
+#: Built-in datasets read from files, as specs shaped like their loaders' defaults.
+FILE_DATASETS = {
+    "avmnist": [ModalitySpec("image", "image", (1, 28, 28)), ModalitySpec("audio", "image", (1, 112, 112))],
+    "brats": [ModalitySpec(s, "image", (38, 60, 60)) for s in ("t1", "t1ce", "t2", "flair")],
+    "food101": [ModalitySpec("image", "image", (3, 64, 64)), ModalitySpec("text", "vector", (768,))],
+    "mmimdb": [ModalitySpec("text", "vector", (768,)), ModalitySpec("image", "image", (3, 64, 64))],
+    "mosi": [ModalitySpec(m, "sequence", (50, d)) for m, d in (("text", 300), ("audio", 5), ("vision", 20))],
+    "mosei": [ModalitySpec(m, "sequence", (50, d)) for m, d in (("text", 300), ("audio", 74), ("vision", 35))],
+    "iemocap": [ModalitySpec(m, "sequence", (50, d)) for m, d in (("audio", 130), ("vision", 342), ("text", 1024))],
+}  # fmt: skip
+GENERATED = {"synthetic": {"n_samples": 40}, "synthetic-interaction": {"n_samples": 40},
+             "synthetic-multilabel": {"n_samples": 40}, "handwritten": {}, "basicmotions": {}}  # fmt: skip
+
+
+def test_every_built_in_dataset_is_listed_here():
+    assert set(list_datasets()) == set(FILE_DATASETS) | set(GENERATED)
+
+
+@pytest.mark.parametrize("dataset", sorted(set(FILE_DATASETS) | set(GENERATED)))
+def test_active_parameters_are_at_most_a_third_at_the_defaults(dataset):
+    if dataset in GENERATED:
+        data = load_dataset(dataset, **GENERATED[dataset])
+        specs, task = data.specs, data.task
+    else:
+        specs, task = FILE_DATASETS[dataset], TaskSpec("classification", 2)
+    model = create_method(NAME, specs, task)
+    assert model.active_parameters() <= model.total_parameters() / 3
+    assert model.expert_count > 3 * model.top_k  # else no expert width reaches a third
+
+
+@pytest.mark.parametrize("top_k,n_layers,hidden", [(1, 1, 64), (2, 1, 256), (3, 2, 128)])
+@pytest.mark.parametrize("n_modalities", [2, 3, 5])
+def test_sized_experts_reach_a_third_and_one_step_narrower_does_not(
+    top_k, n_layers, hidden, n_modalities
+):
+    specs = [ModalitySpec(f"m{j}", "vector", (5 + 7 * j,)) for j in range(n_modalities)]
+    params = {"top_k": top_k, "n_layers": n_layers, "hidden": hidden}
+    model = create_method(NAME, specs, TaskSpec("classification", 3), **params)
+    assert model.expert_count == max(2**n_modalities - 1, 4 * top_k)
+    assert model.active_parameters() <= model.total_parameters() / 3
+    width = model.expert_width
+    if width > 2 * model.embed_dim:  # the narrowest multiple of 8 that reaches a third
+        narrower = create_method(
+            NAME, specs, TaskSpec("classification", 3), expert_hidden=width - 8, **params
+        )
+        assert narrower.active_parameters() > narrower.total_parameters() / 3

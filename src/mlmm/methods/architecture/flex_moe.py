@@ -10,7 +10,9 @@ learned embedding of the *missing-modality bank*, indexed by the sample's observ
 (presence pattern) and the absent modality. The ``M`` tokens (plus a learned modality
 embedding) go through ``n_layers`` transformer blocks whose feed-forward part is a sparse
 mixture of experts (top-``k`` routing, :class:`mlmm.nn.moe.SparseMoE`); an MLP head reads the
-concatenated tokens. There is one expert per presence pattern (``2**M - 1``) by default.
+concatenated tokens. There is one expert per presence pattern (``2**M - 1``), and at least
+``4 * top_k``, by default; the experts' width is sized so that one sample's active parameters
+are at most a third of the total (:func:`sparse_expert_width`).
 
 Routing follows the paper's two routers. The *generalised* router (G-Router) routes the tokens
 of complete samples freely to their top ``k`` experts, kept balanced by the load-balancing loss
@@ -60,6 +62,40 @@ if TYPE_CHECKING:
 
 #: Fewest complete training samples for which the generalised stage runs on its own.
 MIN_COMPLETE = 32
+
+#: The largest share of the parameters one sample may pass through when ``expert_hidden`` is
+#: sized from the data (the experts hold the capacity and a sample uses few of them).
+ACTIVE_SHARE = 1 / 3
+
+
+def sparse_expert_width(
+    dense: int, idle: int, dim: int, n_experts: int, top_k: int, n_layers: int
+) -> int:
+    """The narrowest expert width (a multiple of 8, at least ``2 * dim``) at which a sample's
+    active parameters are at most :data:`ACTIVE_SHARE` of the total.
+
+    ``dense`` counts the parameters outside the experts that every sample passes through
+    (encoders, attention, routers, head, its own bank entries), ``idle`` those it does not (the
+    other patterns' bank entries). An expert of width ``h`` has ``E = h (2 dim + 1) + dim``
+    parameters, and a sample uses ``top_k`` of the ``n_experts`` in each of the ``n_layers``
+    blocks: the share is ``(dense + L k E) / (dense + idle + L N E)``, at most 1/3 from
+    ``E >= (2 dense - idle) / (L (N - 3 k))``. With ``N <= 3 k`` no width reaches it: the
+    answer is then ``2 * dim``.
+    """
+    floor = 2 * dim
+    slack = n_layers * (n_experts * ACTIVE_SHARE - top_k)  # > 0: wider experts lower the share
+    if slack <= 0:
+        return floor
+
+    def share(width: int) -> float:
+        expert = width * (2 * dim + 1) + dim
+        return (dense + n_layers * top_k * expert) / (dense + idle + n_layers * n_experts * expert)
+
+    expert = max(0.0, (dense * (1 - ACTIVE_SHARE) - idle * ACTIVE_SHARE) / slack)
+    width = max(floor, 8 * int(np.ceil(max(expert - dim, 0.0) / (2 * dim + 1) / 8)))
+    while share(width) > ACTIVE_SHARE:  # rounding in the closed form: one more step of 8
+        width += 8
+    return width
 
 
 class MoEBlock(nn.Module):
@@ -120,11 +156,19 @@ class FlexMoE(MissingModalityModel):
     n_layers : int, default 1
         Transformer blocks with a sparse MoE feed-forward part.
     n_experts : int or None, default None
-        Experts per block; None: one per presence pattern (``2**M - 1``), as in the paper.
-    top_k : int, default 2
-        Experts per token (at most the number of experts).
-    expert_hidden : int, default 128
-        Width of each expert's hidden layer (the paper's two times the token width).
+        Experts per block; None: one per presence pattern (``2**M - 1``), and at least
+        ``4 * top_k`` (the paper's 16 experts with top-4 routing for 4 modalities).
+    top_k : int, default 1
+        Experts per token (at most the number of experts). The default routes each token of an
+        incomplete sample to its combination's expert alone (the S-Router's top-1) and each
+        token of a complete sample to the G-Router's best (chosen on tuning seeds:
+        ``benchmarks/flex_moe_config.py``).
+    expert_hidden : int or None, default None
+        Width of each expert's hidden layer; None: sized from the data so that one sample's
+        active parameters are at most :data:`ACTIVE_SHARE` of the total (the smallest multiple
+        of 8 that reaches it, and at least two times the token width, the paper's
+        ``hidden_times=2``). With ``n_experts <= 3 * top_k`` no width reaches it, and the
+        width is two times the token width.
     gate_loss_weight : float, default 0.01
         Weight of the load-balancing and specialisation terms (the paper's 1e-2).
     dropout : float, default 0.3
@@ -145,6 +189,8 @@ class FlexMoE(MissingModalityModel):
         Reads the ``M * embed_dim`` concatenated tokens.
     expert_count : int
         The number of experts per block (``n_experts`` resolved).
+    expert_width : int
+        The width of each expert's hidden layer (``expert_hidden`` resolved).
     generalised_samples : int
         Complete training samples seen by the last :meth:`fit` (the generalised stage runs
         when there are at least :data:`MIN_COMPLETE`).
@@ -175,7 +221,6 @@ class FlexMoE(MissingModalityModel):
         "embed_dim": Categorical([32, 64, 128]),
         "hidden": Int(64, 512, log=True),
         "top_k": Int(1, 2),  # every dataset has at least 3 presence patterns, so 3 experts
-        "expert_hidden": Int(32, 256, log=True),
         "gate_loss_weight": Float(1e-3, 1e-1, log=True),
         "dropout": Float(0.0, 0.6),
         "modality_dropout": Float(0.0, 0.6),
@@ -191,8 +236,8 @@ class FlexMoE(MissingModalityModel):
         n_heads: int = 4,
         n_layers: int = 1,
         n_experts: int | None = None,
-        top_k: int = 2,
-        expert_hidden: int = 128,
+        top_k: int = 1,
+        expert_hidden: int | None = None,
         gate_loss_weight: float = 0.01,
         dropout: float = 0.3,
         modality_dropout: float = 0.3,
@@ -210,7 +255,8 @@ class FlexMoE(MissingModalityModel):
         if n_experts is not None:
             check_range("n_experts", n_experts, 1, integer=True)
         check_range("top_k", top_k, 1, integer=True)
-        check_range("expert_hidden", expert_hidden, 1, integer=True)
+        if expert_hidden is not None:
+            check_range("expert_hidden", expert_hidden, 1, integer=True)
         check_range("gate_loss_weight", gate_loss_weight, 0)
         if embed_dim % n_heads:
             raise MlmmError(
@@ -223,13 +269,15 @@ class FlexMoE(MissingModalityModel):
                 f"flex-moe keeps one bank entry per presence pattern: 2**M - 1 = {n_patterns} "
                 f"for M = {m} modalities, more than {MAX_PATTERNS}; use masked-attention"
             )
-        expert_count = n_patterns if n_experts is None else n_experts
-        if top_k > expert_count:
+        if top_k > (n_patterns if n_experts is None else n_experts):
             raise MlmmError(
-                f"top_k must be at most the number of experts ({expert_count}"
-                f"{' = 2**M - 1' if n_experts is None else ''}), got top_k={top_k}; "
-                f"lower top_k or raise n_experts"
+                f"top_k must be at most the number of experts "
+                f"({n_patterns if n_experts is None else n_experts}"
+                f"{' = 2**M - 1, one per presence pattern' if n_experts is None else ''}), "
+                f"got top_k={top_k}; lower top_k or raise n_experts"
             )
+        # the paper's 16 experts for top-4 routing: at least four experts per routed slot
+        expert_count = max(n_patterns, 4 * top_k) if n_experts is None else n_experts
         self.embed_dim, self.hidden, self.depth, self.n_heads = embed_dim, hidden, depth, n_heads
         self.n_layers, self.n_experts, self.top_k = n_layers, n_experts, top_k
         self.expert_hidden, self.gate_loss_weight = expert_hidden, gate_loss_weight
@@ -243,11 +291,21 @@ class FlexMoE(MissingModalityModel):
         )
         self.missing_bank = nn.Parameter(torch.empty(n_patterns, m, embed_dim))
         self.modality_embedding = nn.Parameter(torch.empty(m, embed_dim))
+        self.head = MLPHead(m * embed_dim, task.output_dim, hidden, depth, dropout)
+        if expert_hidden is None:
+            # every parameter outside the experts: encoders, bank, attention, routers, head
+            outside = sum(p.numel() for p in self.parameters()) + n_layers * (
+                4 * embed_dim * embed_dim + 8 * embed_dim + (embed_dim + 1) * expert_count
+            )  # + per block: attention (4 D^2 + 4 D), two layer norms (4 D), router (D N + N)
+            idle = (n_patterns - 1) * m * embed_dim  # the other patterns' bank entries
+            expert_hidden = sparse_expert_width(
+                outside - idle, idle, embed_dim, expert_count, top_k, n_layers
+            )
+        self.expert_width = expert_hidden
         self.blocks = nn.ModuleList(
             MoEBlock(embed_dim, n_heads, expert_count, top_k, expert_hidden, dropout)
             for _ in range(n_layers)
         )
-        self.head = MLPHead(m * embed_dim, task.output_dim, hidden, depth, dropout)
         self.register_buffer("bits", 2 ** torch.arange(m), persistent=False)
         self._generalising = False
         self.reset_parameters()
