@@ -30,7 +30,7 @@ for early stopping, as everywhere else. Finished runs are kept as one JSON file 
 there too.
 
 Run:  python benchmarks/auto.py [--seeds 0,1,2,3,4] [--parts handwritten,synthetic,small]
-      [--budget medium] [--out benchmarks/results]
+      [--budget medium] [--out benchmarks/results] [--report-only]
 Writes <out>/auto.{json,md} with the machine it ran on. A quick smoke run:
       python benchmarks/auto.py --seeds 0 --parts synthetic,small --synthetic-sizes 300
       --small-deep hemis --budget fast --auto-params '{"folds": 2, "max_epochs": 5}'
@@ -57,7 +57,13 @@ import mlmm  # noqa: E402
 from mlmm.tune.auto import leaderboard  # noqa: E402
 from mlmm.utils import atomic_write  # noqa: E402
 
-REFERENCE = ["hist-gradient-boosting", "logistic-mean-impute", "per-modality-logistic", "lda-em"]
+REFERENCE = [
+    "hist-gradient-boosting",
+    "logistic-mean-impute",
+    "per-modality-logistic",
+    "per-modality-kernel",
+    "lda-em",
+]
 HANDWRITTEN_TARGETS = {"mcar:0.5": 96.6, "mcar:0.7": 91.7}
 SYNTHETIC_GAPS = {1000: 1.5, 10000: 0.3}
 #: Synthetic test rows: n training samples + this many test samples from the same generator.
@@ -68,12 +74,15 @@ SMALL = {"handwritten": ({}, 200), "synthetic": ({"n_samples": 300 + SYNTHETIC_T
 AUTO_REVISION = 2
 
 
-def cached_run(store: Path, key: dict, compute) -> dict:
-    """``compute()`` once per ``key``: its row is kept in ``store`` and read back on a rerun."""
+def cached_run(store: Path, key: dict, compute) -> dict | None:
+    """``compute()`` once per ``key``: its row is kept in ``store`` and read back on a rerun
+    (``compute=None``: only read back; None when the row is not there)."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = store / f"{digest}.json"
     if path.exists():
         return json.loads(path.read_text())
+    if compute is None:
+        return None
     row = {**key, **compute()}
     with atomic_write(path) as fh:
         json.dump(row, fh, default=float)
@@ -100,6 +109,7 @@ def experiment(dataset, method, params, dataset_params, missing, seed, test_size
     row = {
         "accuracy": 100 * float(overall.value.iloc[0]),
         "n_train": int(len(res.split["train"]) + len(res.split["val"])),
+        "n_test": int(len(res.split["test"])),
         "train_seconds": float(res.trained.train_seconds),
     }
     if res.reference is not None:
@@ -153,8 +163,17 @@ def main() -> None:
     parser.add_argument(
         "--small-deep", default="", help="deep methods for the small-data part (default: all)"
     )
+    parser.add_argument(
+        "--small-datasets", default=",".join(SMALL), help="datasets of the small-data part"
+    )
     parser.add_argument("--auto-params", default="{}", help="extra fit_auto arguments (JSON)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the report from the runs already stored (several "
+        "processes may fill the store, e.g. one per part)",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = set(args.parts.split(","))
@@ -176,15 +195,17 @@ def main() -> None:
             "seed": seed,
             "test_size": test_size,
         }
-        rows.append(
-            cached_run(
-                store,
-                key,
-                lambda: experiment(
-                    dataset, method, key["params"], dataset_params, missing, seed, test_size, cache
-                ),
-            )
+        row = cached_run(
+            store,
+            key,
+            None
+            if args.report_only
+            else lambda: experiment(
+                dataset, method, key["params"], dataset_params, missing, seed, test_size, cache
+            ),
         )
+        if row is not None:
+            rows.append(row)
 
     for seed in seeds:
         if "handwritten" in parts:
@@ -206,7 +227,8 @@ def main() -> None:
             deep = [m for m in args.small_deep.split(",") if m] or [
                 m for m in mlmm.list_methods() if m not in REFERENCE and m != "auto-ensemble"
             ]
-            for dataset, (params, n_train) in SMALL.items():
+            for dataset in args.small_datasets.split(","):
+                params, n_train = SMALL[dataset]
                 total = params.get("n_samples", len(mlmm.load_dataset(dataset)))
                 test_size = 1 - n_train / total
                 for method in ["auto", *REFERENCE, *deep]:
@@ -246,6 +268,12 @@ def main() -> None:
         target = SYNTHETIC_GAPS.get(int(n_train))
         label = f" (target <= {target})" if target is not None else ""
         checks[f"synthetic n={n_train} mcar:0.5: gap to Bayes, points{label}"] = gap
+        checks[f"synthetic n={n_train}: seeds, test rows per seed"] = (
+            f"{len(sel)}, {int(sel.n_test.iloc[0])}" if "n_test" in sel else str(len(sel))
+        )
+        if len(sel) > 1:
+            spread = float((sel.bayes_accuracy - sel.accuracy).std(ddof=1) / np.sqrt(len(sel)))
+            checks[f"synthetic n={n_train}: standard error of the mean gap over seeds"] = spread
     small = frame[frame.part == "small"]
     for dataset, sel in small.groupby("dataset"):
         means = sel.groupby("method").accuracy.mean()

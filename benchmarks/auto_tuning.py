@@ -99,8 +99,28 @@ def group_keys(observed: np.ndarray, scheme: str) -> np.ndarray:
     return np.zeros(len(observed), dtype=np.int64)
 
 
-def grouped_weights(preds, y, keys, rounds, min_group):
+def bagged_selection(preds, y, rounds, bags=20, share=0.5, seed=0):
+    """Caruana et al. (2004, section 4.3): selection from a random half of the models, in
+    ``bags`` repeats, the weights averaged."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros(len(preds))
+    size = max(1, round(share * len(preds)))
+    for _ in range(bags):
+        pick = np.sort(rng.choice(len(preds), size=size, replace=False))
+        w = A.ensemble_selection([preds[i] for i in pick], y, True, rounds)
+        total[pick] += w
+    return (total / bags).tolist()
+
+
+def grouped_weights(preds, y, keys, rounds, min_group, scheme="global"):
     """Global Caruana weights plus one set per group key with >= min_group rows."""
+    if scheme == "bagged":
+        return bagged_selection(preds, y, rounds), {}
+    if scheme.startswith("top"):
+        losses = np.array([A._loss(p, y, True) for p in preds])
+        w = np.zeros(len(preds))
+        w[np.argsort(losses)[: int(scheme[3:])]] = 1.0
+        return (w / w.sum()).tolist(), {}
     glob = A.ensemble_selection(preds, y, True, rounds)
     per = {}
     for k in np.unique(keys):
@@ -126,7 +146,9 @@ def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5):
     acc, loss = [], []
     for r in range(repeats):
         for a, b in StratifiedKFold(2, shuffle=True, random_state=r).split(y, y):
-            glob, per = grouped_weights([p[a] for p in preds], y[a], keys[a], rounds, min_group)
+            glob, per = grouped_weights(
+                [p[a] for p in preds], y[a], keys[a], rounds, min_group, scheme
+            )
             m = mix([p[b] for p in preds], keys[b], glob, per)
             acc.append(float((m.argmax(1) == y[b]).mean()))
             loss.append(A._loss(m, y[b], True))
@@ -189,17 +211,16 @@ def main() -> None:
                     100 * float((bayes.argmax(1) == y).mean()),
                     A._loss(bayes, y, True),
                 )
-            schemes = [("global", 0), ("by-count", 100), ("by-count", 200)]
+            schemes = [("global", 0), ("by-count", 100), ("by-count", 200), ("bagged", 0)]
+            schemes += [("top1", 0), ("top3", 0)]
             for scheme, min_group in schemes:
                 acc, loss = cross_fit(
                     [r["oof"] for r in base], y, train.observed, scheme, rounds, min_group
                 )
                 add("ensemble (default portfolio)", scheme, min_group, acc, loss)
-            if extra:
-                acc, loss = cross_fit(
-                    [r["oof"] for r in lib], y, train.observed, "global", rounds, 0
-                )
-                add("ensemble (default portfolio + extra)", "global", 0, acc, loss)
+            for scheme in ("global", "bagged", "top3") if extra else ():
+                acc, loss = cross_fit([r["oof"] for r in lib], y, train.observed, scheme, rounds, 0)
+                add("ensemble (default portfolio + extra)", scheme, 0, acc, loss)
     frame = pd.DataFrame(rows)
     summary = (
         frame.groupby(["case", "model", "scheme", "min_group"], dropna=False)
