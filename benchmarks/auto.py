@@ -164,6 +164,11 @@ def main() -> None:
         "--small-deep", default="", help="deep methods for the small-data part (default: all)"
     )
     parser.add_argument(
+        "--handwritten-conditions",
+        default=",".join(HANDWRITTEN_TARGETS),
+        help="training and test missingness of the handwritten part",
+    )
+    parser.add_argument(
         "--small-datasets", default=",".join(SMALL), help="datasets of the small-data part"
     )
     parser.add_argument("--auto-params", default="{}", help="extra fit_auto arguments (JSON)")
@@ -209,7 +214,7 @@ def main() -> None:
 
     for seed in seeds:
         if "handwritten" in parts:
-            for missing in HANDWRITTEN_TARGETS:
+            for missing in args.handwritten_conditions.split(","):
                 run("handwritten", "handwritten", "auto", {}, missing, seed)
         if "synthetic" in parts:
             for n in (int(v) for v in args.synthetic_sizes.split(",")):
