@@ -281,11 +281,19 @@ def main() -> None:
             checks[f"synthetic n={n_train}: standard error of the mean gap over seeds"] = spread
     small = frame[frame.part == "small"]
     for dataset, sel in small.groupby("dataset"):
+        # compare on the seeds where every method ran (same splits for all)
+        methods = sel.method.unique()
+        per_seed = sel.groupby("seed").method.nunique()
+        complete = per_seed[per_seed == len(methods)].index
+        sel = sel[sel.seed.isin(complete)]
         means = sel.groupby("method").accuracy.mean()
         if "auto" not in means:
             continue
         reference = means[means.index.isin(REFERENCE)]
         deep = means[~means.index.isin([*REFERENCE, "auto"])]
+        checks[f"small {dataset}: seeds where every method ran"] = ",".join(
+            str(s) for s in complete
+        )
         checks[f"small {dataset}: auto accuracy"] = float(means["auto"])
         if len(reference):
             checks[f"small {dataset}: best reference ({reference.idxmax()})"] = float(
