@@ -13,10 +13,12 @@
    held-out fold, giving out-of-fold predictions for every training sample. Deep members
    early-stop on the held-out fold; the epoch where each fold's validation loss was lowest is
    recorded and the member's epoch count is their median.
-3. **Greedy ensemble selection with replacement** (Caruana et al., ICML 2004) on the
+3. **Bagged greedy ensemble selection with replacement** (Caruana et al., ICML 2004) on the
    out-of-fold predictions: ``rounds`` times, add the member (again, if it is already in) that
    most lowers the log loss (classification) or mean squared error (regression) of the running
-   average; the weights are the counts over ``rounds``.
+   average; the weights are the counts over ``rounds``. This runs ``bags`` times on a random
+   half of the members and the weights are averaged (the paper's section 4.3), which keeps
+   the selection from overfitting the out-of-fold predictions of a few hundred samples.
 4. **Refit**: every member with a positive weight is trained once more on all training data,
    deep members for exactly their chosen epoch count (no validation split is carved off), and
    the result is one ``auto-ensemble`` model (:class:`~mlmm.methods.combination.auto_ensemble.
@@ -62,14 +64,16 @@ from mlmm.train.trainer import Trainer, TrainHistory, _nonempty, _prior, check_p
 from mlmm.utils import atomic_write, derive_seed
 
 #: What each budget means: folds of the inner cross-validation, the deep members' epoch cap
-#: and early-stopping patience, the ensemble-selection rounds, which deep methods join, and the
-#: largest gradient-boosting cost (flattened features x classes) it accepts (0: no trees).
+#: and early-stopping patience, the ensemble-selection rounds and bags, which deep methods
+#: join, and the largest gradient-boosting cost (flattened features x classes) it accepts
+#: (0: no trees).
 BUDGETS: dict[str, dict[str, Any]] = {
     "fast": {
         "folds": 3,
         "max_epochs": 60,
         "patience": 8,
         "rounds": 25,
+        "bags": 20,
         "deep": ("late-fusion", "hemis"),
         "max_tree_cost": 0,
     },
@@ -78,6 +82,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "max_epochs": 100,
         "patience": 10,
         "rounds": 50,
+        "bags": 20,
         "deep": ("late-fusion", "hemis", "masked-attention"),
         "max_tree_cost": 2000,
     },
@@ -86,6 +91,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "max_epochs": 300,
         "patience": 20,
         "rounds": 50,
+        "bags": 20,
         "deep": ("late-fusion", "hemis", "masked-attention", "moddrop"),
         "max_tree_cost": 50000,
     },
@@ -166,6 +172,7 @@ def fit_auto(
     folds: int | None = None,
     max_epochs: int | None = None,
     rounds: int | None = None,
+    bags: int | None = None,
     portfolio: Sequence[str | Mapping[str, Any]] | None = None,
     time_limit: float | None = None,
     seed: int = 0,
@@ -188,6 +195,9 @@ def fit_auto(
     folds, max_epochs, rounds : int, optional
         Override the budget's inner-CV folds (>= 2), deep members' epoch cap and ensemble
         selection rounds.
+    bags : int, optional
+        Override the budget's ensemble-selection bags (:func:`bagged_ensemble_selection`;
+        1: one selection over every candidate).
     portfolio : sequence of str or dict, optional
         The candidate members instead of :func:`default_portfolio`: method names, or dicts
         with ``method`` and optional ``params``, ``weight_decay`` (default for methods outside
@@ -230,7 +240,8 @@ def fit_auto(
     settings = dict(_budget(budget))
     if getattr(train, "n_samples", 0) >= LARGE_DATA:
         settings["folds"] = min(settings["folds"], 3)
-    for name, value in (("folds", folds), ("max_epochs", max_epochs), ("rounds", rounds)):
+    overrides = (("folds", folds), ("max_epochs", max_epochs), ("rounds", rounds), ("bags", bags))
+    for name, value in overrides:
         if value is not None:
             check_range(name, value, 2 if name == "folds" else 1, integer=True)
             settings[name] = value
@@ -281,8 +292,13 @@ def fit_auto(
         if not ok:
             notes = "; ".join(f"{r['model']}: {r['note']}" for r in results)
             raise MlmmError(f"no portfolio member could be trained on these data ({notes})")
-        weights = ensemble_selection(
-            [r["oof"] for r in ok], train.targets, train.task.is_classification, settings["rounds"]
+        weights = bagged_ensemble_selection(
+            [r["oof"] for r in ok],
+            train.targets,
+            train.task.is_classification,
+            settings["rounds"],
+            settings["bags"],
+            seed,
         )
         chosen = [(r, w) for r, w in zip(ok, weights, strict=True) if w > 0]
         members = [{**r["member"], "name": r["model"], "epochs": r["epochs"]} for r, _ in chosen]
@@ -355,6 +371,37 @@ def ensemble_selection(
         counts[best] += 1
         total = total + preds[best]
     return (counts / rounds).tolist()
+
+
+def bagged_ensemble_selection(
+    predictions: Sequence[np.ndarray],
+    targets: np.ndarray,
+    classification: bool,
+    rounds: int,
+    bags: int = 20,
+    seed: int = 0,
+) -> list[float]:
+    """Bagged ensemble selection (Caruana et al., ICML 2004, section 4.3).
+
+    ``bags`` times, :func:`ensemble_selection` runs on a random half of the candidates
+    (seeded; at least one), and the weights are averaged over the bags (they still sum to 1).
+    Selecting from all candidates at once overfits the out-of-fold predictions when they are
+    few (a few hundred samples): a member that happened to score well there takes most of the
+    weight. Bags spread the weight over several good members, as the paper recommends when
+    the selection data are small. ``bags=1`` (or one candidate) is plain
+    :func:`ensemble_selection` over every candidate.
+    """
+    check_range("bags", bags, 1, integer=True)
+    if bags == 1 or len(predictions) == 1:
+        return ensemble_selection(predictions, targets, classification, rounds)
+    rng = np.random.default_rng(derive_seed(seed, "auto-bags"))
+    size = max(1, round(len(predictions) / 2))
+    total = np.zeros(len(predictions))
+    for _ in range(bags):
+        pick = np.sort(rng.choice(len(predictions), size=size, replace=False))
+        chosen = ensemble_selection([predictions[i] for i in pick], targets, classification, rounds)
+        total[pick] += chosen
+    return (total / bags).tolist()
 
 
 # ---------------------------------------------------------------------- internals

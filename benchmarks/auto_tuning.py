@@ -1,0 +1,256 @@
+"""Choosing `auto`'s design on TUNING seeds only (100, 101, ...): out-of-fold evidence.
+
+For each case (the same data, split and training masks as benchmarks/auto.py builds for a
+seed), this runs `auto`'s inner cross-validation on the *training* part of a tuning seed
+(the reported seeds 0-4 are never used here) and compares ways of building the ensemble from
+the out-of-fold predictions, scored on rows the choice did not see: the out-of-fold rows are
+split in two halves (stratified, several repeats), the ensemble is chosen on one half and
+scored on the other, and the other way round. Nothing here reads a test split.
+
+Compared:
+* ``global``: one weight per member for every presence pattern (Caruana selection);
+* ``by-count``: Caruana selection per number of present modalities, falling back to the
+  global weights for a group with fewer than ``MIN_GROUP`` rows.
+* extra candidates, added to the portfolio: their out-of-fold predictions are computed the
+  same way (same folds) and the comparison is repeated with them in the library.
+
+Run:  python benchmarks/auto_tuning.py --seeds 100,101 --cases hw07,hw05,small,syn1000
+Writes <out>/auto_tuning.{json,md} with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_report  # noqa: E402
+
+from mlmm.data.missingness import parse_condition, simulate  # noqa: E402
+from mlmm.experiment import make_split, resolve_dataset  # noqa: E402
+from mlmm.tune import auto as A  # noqa: E402
+from mlmm.utils import rng_for  # noqa: E402
+
+CASES = {
+    "hw07": ("handwritten", {}, "mcar:0.7", 0.2),
+    "hw05": ("handwritten", {}, "mcar:0.5", 0.2),
+    "small": ("handwritten", {}, "mcar:0.3:unit=samples", 0.9),
+    "syn1000": ("synthetic", {"n_samples": 11000}, "mcar:0.5", 10000 / 11000),
+}
+
+
+def training_part(case: str, seed: int):
+    """The training part (train and validation rows together) with its training masks,
+    exactly as ``run_experiment(..., "auto")`` builds it."""
+    dataset, params, missing, test_size = CASES[case]
+    _, data = resolve_dataset(dataset, params)
+    split, _ = make_split(data, "random", seed, test_size, 0.1)
+    rows = np.sort(np.concatenate([split.indices["train"], split.indices["val"]]))
+    train = data.subset(rows)
+    train, _ = simulate(train, parse_condition(missing).train, rng_for(seed, "train-mask"))
+    return train
+
+
+def oof_library(train, seed: int, budget: str, cache_dir: Path, members: list | None) -> list[dict]:
+    """Out-of-fold predictions of the default portfolio (``members=None``) or of ``members``,
+    on the folds ``fit_auto`` uses (and through its fold cache)."""
+    settings = dict(A._budget(budget))
+    if train.n_samples >= A.LARGE_DATA:
+        settings["folds"] = min(settings["folds"], 3)
+    if members is None:
+        candidates, _ = A.default_portfolio(train, budget)
+    else:
+        candidates = [A._as_member(m, train.n_samples) for m in members]
+    trainer_args = {"batch_size": 64, "lr": 1e-3, "device": "cpu", "seed": seed}
+    fit_settings = {k: settings[k] for k in ("folds", "max_epochs", "patience")}
+    cache = A._Cache(cache_dir, A._fingerprint(train), {**fit_settings, **trainer_args})
+    splits = A._folds(train, settings["folds"], seed)
+    out = []
+    with A._Progress(False, 0) as bar:
+        for member in candidates:
+            r = A._cross_validate(
+                member, train, splits, settings, trainer_args, cache, bar, None, None
+            )
+            if r["oof"] is not None:
+                out.append(r)
+            print(f"  {r['model']}: {r['seconds']:.0f}s {r['note']}", flush=True)
+    return out
+
+
+def bayes_oof(train) -> np.ndarray | None:
+    """The Bayes-optimal posterior on the training rows under their masks (synthetic only)."""
+    generator = train.meta.get("generator")
+    if generator is None:
+        return None
+    return np.exp(generator.log_posterior(train.inputs, train.observed))
+
+
+def group_keys(observed: np.ndarray, scheme: str) -> np.ndarray:
+    if scheme == "by-count":
+        return observed.sum(1)
+    if scheme == "by-pattern":
+        return observed @ (1 << np.arange(observed.shape[1]))
+    return np.zeros(len(observed), dtype=np.int64)
+
+
+def bagged_selection(preds, y, rounds, bags=20, share=0.5, seed=0):
+    """Caruana et al. (2004, section 4.3): selection from a random half of the models, in
+    ``bags`` repeats, the weights averaged."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros(len(preds))
+    size = max(1, round(share * len(preds)))
+    for _ in range(bags):
+        pick = np.sort(rng.choice(len(preds), size=size, replace=False))
+        w = A.ensemble_selection([preds[i] for i in pick], y, True, rounds)
+        total[pick] += w
+    return (total / bags).tolist()
+
+
+def grouped_weights(preds, y, keys, rounds, min_group, scheme="global"):
+    """Global Caruana weights plus one set per group key with >= min_group rows."""
+    if scheme == "bagged":
+        return bagged_selection(preds, y, rounds), {}
+    if scheme.startswith("top"):
+        losses = np.array([A._loss(p, y, True) for p in preds])
+        w = np.zeros(len(preds))
+        w[np.argsort(losses)[: int(scheme[3:])]] = 1.0
+        return (w / w.sum()).tolist(), {}
+    glob = A.ensemble_selection(preds, y, True, rounds)
+    per = {}
+    for k in np.unique(keys):
+        rows = keys == k
+        if rows.sum() >= min_group:
+            per[int(k)] = A.ensemble_selection([p[rows] for p in preds], y[rows], True, rounds)
+    return glob, per
+
+
+def mix(preds, keys, glob, per):
+    out = np.zeros_like(preds[0])
+    for i in range(len(preds[0])):
+        w = per.get(int(keys[i]), glob)
+        out[i] = sum(wj * p[i] for wj, p in zip(w, preds, strict=True))
+    return out
+
+
+def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5):
+    """Choose on one half of the out-of-fold rows, score on the other (both ways, repeated)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    keys = group_keys(observed, scheme)
+    acc, loss = [], []
+    for r in range(repeats):
+        for a, b in StratifiedKFold(2, shuffle=True, random_state=r).split(y, y):
+            glob, per = grouped_weights(
+                [p[a] for p in preds], y[a], keys[a], rounds, min_group, scheme
+            )
+            m = mix([p[b] for p in preds], keys[b], glob, per)
+            acc.append(float((m.argmax(1) == y[b]).mean()))
+            loss.append(A._loss(m, y[b], True))
+    return 100 * float(np.mean(acc)), float(np.mean(loss))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="100,101")
+    parser.add_argument("--cases", default="hw07,hw05,small,syn1000")
+    parser.add_argument("--budget", default="medium")
+    parser.add_argument("--extra", default="[]", help="extra portfolio members (JSON list)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if any(s < 100 for s in seeds):
+        raise SystemExit("tuning seeds only (>= 100): the reported seeds 0-4 choose nothing")
+    out = Path(args.out)
+    extra = json.loads(args.extra)
+    t0 = time.perf_counter()
+    rows = []
+    for case in args.cases.split(","):
+        for seed in seeds:
+            train = training_part(case, seed)
+            print(f"{case} seed {seed}: {train.n_samples} training samples", flush=True)
+            cache = out / "auto-runs" / "tuning-cache"
+            base = oof_library(train, seed, args.budget, cache, None)
+            lib = base + (oof_library(train, seed, args.budget, cache, extra) if extra else [])
+            y = train.targets
+            rounds = A._budget(args.budget)["rounds"]
+
+            def add(model, scheme, min_group, acc, loss, case=case, seed=seed):
+                rows.append(
+                    {
+                        "case": case,
+                        "seed": seed,
+                        "model": model,
+                        "scheme": scheme,
+                        "min_group": min_group,
+                        "oof_accuracy": acc,
+                        "oof_log_loss": loss,
+                    }
+                )
+                print(f"  {model} {scheme}/{min_group}: {acc:.2f} {loss:.4f}", flush=True)
+
+            for r in lib:
+                add(
+                    r["model"],
+                    "member",
+                    None,
+                    100 * float((r["oof"].argmax(1) == y).mean()),
+                    A._loss(r["oof"], y, True),
+                )
+            bayes = bayes_oof(train)
+            if bayes is not None:
+                add(
+                    "bayes-optimal",
+                    "member",
+                    None,
+                    100 * float((bayes.argmax(1) == y).mean()),
+                    A._loss(bayes, y, True),
+                )
+            schemes = [("global", 0), ("by-count", 100), ("by-count", 200), ("bagged", 0)]
+            schemes += [("top1", 0), ("top3", 0)]
+            for scheme, min_group in schemes:
+                acc, loss = cross_fit(
+                    [r["oof"] for r in base], y, train.observed, scheme, rounds, min_group
+                )
+                add("ensemble (default portfolio)", scheme, min_group, acc, loss)
+            for scheme in ("global", "bagged", "top3") if extra else ():
+                acc, loss = cross_fit([r["oof"] for r in lib], y, train.observed, scheme, rounds, 0)
+                add("ensemble (default portfolio + extra)", scheme, 0, acc, loss)
+    frame = pd.DataFrame(rows)
+    summary = (
+        frame.groupby(["case", "model", "scheme", "min_group"], dropna=False)
+        .agg(
+            oof_accuracy=("oof_accuracy", "mean"),
+            oof_log_loss=("oof_log_loss", "mean"),
+            seeds=("seed", "count"),
+        )
+        .reset_index()
+        .round(4)
+    )
+    record = {
+        "command": "python benchmarks/auto_tuning.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "wall_seconds": time.perf_counter() - t0,
+        "summary": summary.to_dict(orient="records"),
+        "rows": rows,
+    }
+    print(summary.to_string())
+    write_report(
+        out,
+        "auto_tuning",
+        "auto design choices on tuning seeds (out-of-fold)",
+        "Cross-fitted out-of-fold accuracy % and log loss on the training parts of "
+        "tuning seeds; no test split is read.",
+        record,
+        summary,
+        {},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""per-modality-kernel: Nyström RBF (or linear) logistic regressions per modality, fitted on the
+rows that have the modality, fused by the product rule with its prior correction (by hand)."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from mlmm.data.batch import MultimodalBatch
+from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
+from mlmm.methods import create_method
+from mlmm.methods.reference.per_modality_kernel import nystroem
+from mlmm.testing import contract_dataset
+from mlmm.train.trainer import Trainer
+
+SPECS = [ModalitySpec("u", "vector", (1,)), ModalitySpec("v", "vector", (2,))]
+
+
+def _batch(present):
+    inputs = {"u": torch.tensor([[1.0], [1.0], [5.0]]), "v": torch.tensor([[9.0, 1.0]] * 3)}
+    return MultimodalBatch(inputs, torch.tensor(present), ("u", "v"))
+
+
+def test_product_rule_adds_each_present_modalitys_evidence_to_the_prior():
+    model = create_method(
+        "per-modality-kernel", SPECS, TaskSpec("classification", 2), kernel="linear"
+    )
+    model.eval()
+    prior_u, prior_v, prior = np.log([0.5, 0.5]), np.log([0.25, 0.75]), np.log([0.4, 0.6])
+    with torch.no_grad():
+        model.coef["u"].copy_(torch.tensor([[0.0], [1.0]]))
+        model.coef["v"].copy_(torch.tensor([[0.0, 0.0], [0.0, 2.0]]))
+        model.intercept["v"].copy_(torch.tensor([0.0, -1.0]))
+        model.log_prior.copy_(torch.tensor(np.stack([prior_u, prior_v, prior])))
+        out = model(_batch([[True, True], [True, False], [False, True]])).prediction
+    p = torch.softmax(out, 1).numpy()
+
+    def log_softmax(z):
+        z = np.asarray(z, dtype=float)
+        return z - np.log(np.exp(z).sum())
+
+    ev_u = log_softmax([0.0, 1.0]) - prior_u  # u = 1
+    ev_v = log_softmax([0.0, 2.0 - 1.0]) - prior_v  # v = (9, 1): 2 * 1 - 1
+    for row, logit in enumerate([prior + ev_u + ev_v, prior + ev_u, prior + ev_v]):
+        np.testing.assert_allclose(p[row], np.exp(log_softmax(logit)), rtol=1e-5)
+    # row 3's u (= 5) is absent and never read: it equals the v-only answer of a u = 1 row
+    assert abs(p[2, 1] - np.exp(log_softmax(prior + ev_v))[1]) < 1e-6
+
+
+def test_nystroem_features_reproduce_the_kernel_on_the_landmarks():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4))
+    landmarks, projection = nystroem(x, 0.25, 100, np.random.default_rng(1))
+    assert len(landmarks) == 30  # fewer rows than n_components: every row is a landmark
+
+    def kernel(a, b):
+        return np.exp(-0.25 * ((a[:, None] - b[None]) ** 2).sum(-1))
+
+    phi = kernel(x, landmarks) @ projection.T
+    np.testing.assert_allclose(phi @ phi.T, kernel(x, x), atol=1e-5)
+    few, _ = nystroem(x, 0.25, 10, np.random.default_rng(1))
+    assert few.shape == (10, 4) and len(np.unique(few, axis=0)) == 10
+
+
+def test_linear_models_are_scikit_learns_on_the_rows_that_have_each_modality():
+    data = contract_dataset()
+    rng = np.random.default_rng(1)
+    present = rng.random(data.observed.shape) > 0.5
+    present[~present.any(1), 0] = True
+    data = data.with_presence(present)
+    model = create_method("per-modality-kernel", data.specs, data.task, kernel="linear", C=0.3)
+    trained = Trainer(progress=False).fit(model, data)
+    std = trained.standardizer.transform(data)
+    for j, name in enumerate(data.modality_names):
+        rows = std.observed[:, j]
+        x = std.inputs[name][rows].reshape(rows.sum(), -1)
+        sk = LogisticRegression(C=0.3, max_iter=1000).fit(x, std.targets[rows])
+        np.testing.assert_allclose(model.coef[name].numpy(), sk.coef_, atol=1e-4)
+        counts = np.bincount(std.targets[rows], minlength=data.task.n_classes)
+        np.testing.assert_allclose(
+            model.log_prior[j].numpy(), np.log(counts / counts.sum()), rtol=1e-5
+        )
+
+
+def test_rbf_beats_linear_on_a_ring_and_its_landmarks_do_not_depend_on_the_seed():
+    rng = np.random.default_rng(0)
+    n = 400
+    x = rng.normal(size=(n, 2))
+    y = (np.hypot(x[:, 0], x[:, 1]) > 1.2).astype(np.int64)  # a ring: no linear boundary
+    from mlmm.data.dataset import MultimodalDataset
+
+    data = MultimodalDataset(
+        specs=[ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (3,))],
+        task=TaskSpec("classification", 2),
+        inputs={"a": x, "b": rng.normal(size=(n, 3))},
+        targets=y,
+    )
+    accuracy = {}
+    for kernel in ("rbf", "linear"):
+        model = create_method(
+            "per-modality-kernel", data.specs, data.task, kernel=kernel, gamma=1.0
+        )
+        trained = Trainer(progress=False, seed=3).fit(model, data)
+        accuracy[kernel] = float((trained.predict(data) == y).mean())
+    assert accuracy["rbf"] > 0.9 and accuracy["linear"] < 0.75
+    again = create_method("per-modality-kernel", data.specs, data.task, n_components=50)
+    other = create_method("per-modality-kernel", data.specs, data.task, n_components=50)
+    Trainer(progress=False, seed=3).fit(again, data)
+    Trainer(progress=False, seed=4).fit(other, data)
+    assert torch.equal(again.landmarks["a"], other.landmarks["a"])
+    assert len(torch.unique(again.landmarks["a"], dim=0)) == 50  # 50 of the 400 rows
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"kernel": "poly"}, "kernel must be one of"), ({"gamma": 0.0}, "gamma"), ({"C": -1.0}, "C")],
+)
+def test_bad_settings_are_one_line_errors(kwargs, match):
+    with pytest.raises(MlmmError, match=match):
+        create_method("per-modality-kernel", SPECS, TaskSpec("classification", 2), **kwargs)
