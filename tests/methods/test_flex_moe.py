@@ -105,8 +105,6 @@ def test_generalised_stage_on_complete_samples_then_specialised():
 
 def test_bad_hyperparameters():
     data = contract_dataset()
-    with pytest.raises(MlmmError, match=r"top_k must be at most the number of experts \(7"):
-        create_method(NAME, data.specs, data.task, top_k=8)
     with pytest.raises(MlmmError, match=r"number of experts \(2\), got top_k=3"):
         create_method(NAME, data.specs, data.task, n_experts=2, top_k=3)
     with pytest.raises(MlmmError, match="n_experts must be"):
@@ -115,6 +113,18 @@ def test_bad_hyperparameters():
         create_method(NAME, data.specs, data.task, n_heads=3)
     with pytest.raises(MlmmError, match="between 1 and the number of experts"):
         SparseMoE(4, 2, 3, 8, 0.0)
+
+
+def test_default_expert_count_follows_top_k_beyond_the_patterns():
+    # n_experts=None is at least 4 * top_k: a top_k above 2**M - 1 is not rejected (1
+    # modality has 1 pattern, and the tuning space's top_k=2 must build there)
+    one = [ModalitySpec("a", "vector", (5,))]
+    model = create_method(NAME, one, TaskSpec("classification", 3), top_k=2)
+    assert (model.n_patterns, model.expert_count) == (1, 8)
+    data = contract_dataset()
+    model = create_method(NAME, data.specs, data.task, top_k=8)
+    assert model.expert_count == 32
+    assert model.active_parameters() <= model.total_parameters() / 3
 
 
 def test_fewer_experts_than_patterns_share_them():

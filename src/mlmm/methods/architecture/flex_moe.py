@@ -220,7 +220,7 @@ class FlexMoE(MissingModalityModel):
     search_space = {
         "embed_dim": Categorical([32, 64, 128]),
         "hidden": Int(64, 512, log=True),
-        "top_k": Int(1, 2),  # every dataset has at least 3 presence patterns, so 3 experts
+        "top_k": Int(1, 2),  # n_experts=None: at least 4 * top_k experts
         "gate_loss_weight": Float(1e-3, 1e-1, log=True),
         "dropout": Float(0.0, 0.6),
         "modality_dropout": Float(0.0, 0.6),
@@ -269,12 +269,10 @@ class FlexMoE(MissingModalityModel):
                 f"flex-moe keeps one bank entry per presence pattern: 2**M - 1 = {n_patterns} "
                 f"for M = {m} modalities, more than {MAX_PATTERNS}; use masked-attention"
             )
-        if top_k > (n_patterns if n_experts is None else n_experts):
+        if n_experts is not None and top_k > n_experts:  # None: at least 4 * top_k experts
             raise MlmmError(
-                f"top_k must be at most the number of experts "
-                f"({n_patterns if n_experts is None else n_experts}"
-                f"{' = 2**M - 1, one per presence pattern' if n_experts is None else ''}), "
-                f"got top_k={top_k}; lower top_k or raise n_experts"
+                f"top_k must be at most the number of experts ({n_experts}), got "
+                f"top_k={top_k}; lower top_k or raise n_experts"
             )
         # the paper's 16 experts for top-4 routing: at least four experts per routed slot
         expert_count = max(n_patterns, 4 * top_k) if n_experts is None else n_experts
