@@ -86,6 +86,28 @@ def test_active_parameters_count_one_tokens_path():
     assert model.total_parameters() == sum(p.numel() for p in model.parameters())
 
 
+def test_sample_active_parameters_count_every_expert_a_samples_tokens_used():
+    data = contract_dataset()
+    model = create_method(NAME, data.specs, data.task, n_layers=2).eval()  # top_k=1
+    expert = model.blocks[0].moe.expert_size()
+    batch = MultimodalBatch.from_dataset(data)
+    present = torch.ones(len(batch), 3, dtype=torch.bool)
+    present[:100, 2] = False  # incomplete: every token forced to the pattern's expert
+    batch = batch.with_present(present)
+    with torch.no_grad():
+        experts = model(batch).extras["experts"]  # [B, L, M, 1]
+    counts = model.sample_active_parameters(experts)  # [B]
+    assert (counts[:100] == model.active_parameters()).all()
+    distinct = torch.tensor(
+        [[len(set(block.flatten().tolist())) for block in row] for row in experts]
+    )
+    extra = (distinct - 1).sum(dim=1) * expert  # [B]: experts beyond one per block
+    assert torch.equal(counts - model.active_parameters(), extra)
+    # by hand: tokens of one complete sample on experts 0, 1, 1 (block 1) and 2, 2, 2 (block 2)
+    by_hand = torch.tensor([[[[0], [1], [1]], [[2], [2], [2]]]])
+    assert model.sample_active_parameters(by_hand).item() == model.active_parameters() + expert
+
+
 def test_generalised_stage_on_complete_samples_then_specialised():
     data = contract_dataset()
     split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)

@@ -329,6 +329,24 @@ class FlexMoE(MissingModalityModel):
         unused_bank = (self.n_patterns - 1) * len(self.modalities) * self.embed_dim
         return self.total_parameters() - unused_experts - unused_bank
 
+    def sample_active_parameters(self, experts: torch.Tensor) -> torch.Tensor:
+        """Parameters each sample passes through, from the experts its tokens chose.
+
+        ``experts`` is ``out.extras["experts"]`` (``[B, L, M, k]``). As
+        :meth:`active_parameters`, but counting, in every block, each expert that any of the
+        sample's ``M`` tokens used: an incomplete sample's tokens share its combination's expert
+        (with ``top_k=1``, one expert, so :meth:`active_parameters`), while a complete sample's
+        tokens are routed one by one and may use up to ``min(M * top_k, n_experts)`` experts.
+        Returns ``[B]`` int64.
+        """
+        b, n_layers = experts.shape[:2]
+        used = torch.zeros(b, n_layers, self.expert_count, dtype=torch.bool, device=experts.device)
+        used.scatter_(2, experts.flatten(2), True)  # [B, L, E]: experts any token used
+        unused = (self.expert_count - used.sum(dim=2)).sum(dim=1)  # [B]
+        expert = self.blocks[0].moe.expert_size()  # every block's experts have the same size
+        unused_bank = (self.n_patterns - 1) * len(self.modalities) * self.embed_dim
+        return self.total_parameters() - unused * expert - unused_bank
+
     def pattern(self, present: torch.Tensor) -> torch.Tensor:
         """Presence-pattern index in ``[0, 2**M - 1)`` of each row (``[B, M]`` -> ``[B]``);
         the complete pattern is ``2**M - 2``; a row with nothing present maps to 0."""
