@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,28 @@ from sklearn.preprocessing import StandardScaler
 import mlmm
 from mlmm.data.missingness import simulate
 from mlmm.utils import atomic_write, rng_for
+
+
+class Cache:
+    """Finished measurements by name, kept in a JSON file (written atomically; re-read before
+    each write, so two invocations writing different keys keep each other's entries)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = self._read()
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def get(self, key: str, compute):
+        """The value kept under ``key``, or ``compute()``, kept before it is returned."""
+        if key not in self.data:
+            value = compute()
+            self.data = {**self._read(), key: value}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.path) as fh:
+                json.dump(self.data, fh, indent=1, default=str)
+        return self.data[key]
 
 
 def machine() -> dict:

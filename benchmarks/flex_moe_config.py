@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import Cache, machine  # noqa: E402
 
 import mlmm  # noqa: E402
 from mlmm.tune.study import score_point, study_folds, training_part  # noqa: E402
@@ -66,22 +66,6 @@ def previous_defaults(n_modalities: int) -> dict:
 def points(dataset: str) -> dict[str, dict]:
     ds = mlmm.load_dataset(dataset, **DATASETS[dataset])
     return {PREVIOUS: previous_defaults(len(ds.specs)), **CANDIDATES}
-
-
-class Cache:
-    """Finished scores by name in a JSON file (written atomically after each)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {}
-
-    def get(self, key: str, compute):
-        if key not in self.data:
-            self.data[key] = compute()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(self.path) as fh:
-                json.dump(self.data, fh, indent=1)
-        return self.data[key]
 
 
 def validation(cache: Cache, dataset: str, name: str, params: dict, seed: int) -> dict:

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import grid_provenance, machine, run_grid, write_report  # noqa: E402
+from _common import Cache, grid_provenance, machine, run_grid, write_report  # noqa: E402
 
 import mlmm  # noqa: E402
 from mlmm.methods import list_methods  # noqa: E402
@@ -176,22 +176,6 @@ def retrieval_latency(n_samples: int, epochs: int) -> dict:
 BUDGET = {"max_epochs": 200, "patience": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4}
 #: Trials per study in the tuned part (the new methods and the comparators of the zoo).
 TUNE_TRIALS = {"flex-moe": 6, "retrieval-prompts": 6, "late-fusion": 8, "lda-em": 8}
-
-
-class Cache:
-    """Finished scores and runs by name in a JSON file (written atomically after each)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {}
-
-    def get(self, key: str, compute):
-        if key not in self.data:
-            self.data[key] = compute()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(self.path) as fh:
-                fh.write(json.dumps(self.data, indent=1, default=str) + "\n")
-        return self.data[key]
 
 
 def tuned_rows(

@@ -86,6 +86,28 @@ def test_active_parameters_count_one_tokens_path():
     assert model.total_parameters() == sum(p.numel() for p in model.parameters())
 
 
+def test_sample_active_parameters_count_every_expert_a_samples_tokens_used():
+    data = contract_dataset()
+    model = create_method(NAME, data.specs, data.task, n_layers=2).eval()  # top_k=1
+    expert = model.blocks[0].moe.expert_size()
+    batch = MultimodalBatch.from_dataset(data)
+    present = torch.ones(len(batch), 3, dtype=torch.bool)
+    present[:100, 2] = False  # incomplete: every token forced to the pattern's expert
+    batch = batch.with_present(present)
+    with torch.no_grad():
+        experts = model(batch).extras["experts"]  # [B, L, M, 1]
+    counts = model.sample_active_parameters(experts)  # [B]
+    assert (counts[:100] == model.active_parameters()).all()
+    distinct = torch.tensor(
+        [[len(set(block.flatten().tolist())) for block in row] for row in experts]
+    )
+    extra = (distinct - 1).sum(dim=1) * expert  # [B]: experts beyond one per block
+    assert torch.equal(counts - model.active_parameters(), extra)
+    # by hand: tokens of one complete sample on experts 0, 1, 1 (block 1) and 2, 2, 2 (block 2)
+    by_hand = torch.tensor([[[[0], [1], [1]], [[2], [2], [2]]]])
+    assert model.sample_active_parameters(by_hand).item() == model.active_parameters() + expert
+
+
 def test_generalised_stage_on_complete_samples_then_specialised():
     data = contract_dataset()
     split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
@@ -105,8 +127,6 @@ def test_generalised_stage_on_complete_samples_then_specialised():
 
 def test_bad_hyperparameters():
     data = contract_dataset()
-    with pytest.raises(MlmmError, match=r"top_k must be at most the number of experts \(7"):
-        create_method(NAME, data.specs, data.task, top_k=8)
     with pytest.raises(MlmmError, match=r"number of experts \(2\), got top_k=3"):
         create_method(NAME, data.specs, data.task, n_experts=2, top_k=3)
     with pytest.raises(MlmmError, match="n_experts must be"):
@@ -115,6 +135,18 @@ def test_bad_hyperparameters():
         create_method(NAME, data.specs, data.task, n_heads=3)
     with pytest.raises(MlmmError, match="between 1 and the number of experts"):
         SparseMoE(4, 2, 3, 8, 0.0)
+
+
+def test_default_expert_count_follows_top_k_beyond_the_patterns():
+    # n_experts=None is at least 4 * top_k: a top_k above 2**M - 1 is not rejected (1
+    # modality has 1 pattern, and the tuning space's top_k=2 must build there)
+    one = [ModalitySpec("a", "vector", (5,))]
+    model = create_method(NAME, one, TaskSpec("classification", 3), top_k=2)
+    assert (model.n_patterns, model.expert_count) == (1, 8)
+    data = contract_dataset()
+    model = create_method(NAME, data.specs, data.task, top_k=8)
+    assert model.expert_count == 32
+    assert model.active_parameters() <= model.total_parameters() / 3
 
 
 def test_fewer_experts_than_patterns_share_them():

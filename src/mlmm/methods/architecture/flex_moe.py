@@ -11,8 +11,10 @@ learned embedding of the *missing-modality bank*, indexed by the sample's observ
 embedding) go through ``n_layers`` transformer blocks whose feed-forward part is a sparse
 mixture of experts (top-``k`` routing, :class:`mlmm.nn.moe.SparseMoE`); an MLP head reads the
 concatenated tokens. There is one expert per presence pattern (``2**M - 1``), and at least
-``4 * top_k``, by default; the experts' width is sized so that one sample's active parameters
-are at most a third of the total (:func:`sparse_expert_width`).
+``4 * top_k``, by default; the experts' width is sized so that one token's active parameters
+are at most a third of the total (:func:`sparse_expert_width`): so are an incomplete sample's
+with ``top_k=1`` (its tokens share one expert), not a complete sample's, whose tokens are routed
+one by one (:meth:`FlexMoE.sample_active_parameters` counts each sample's).
 
 Routing follows the paper's two routers. The *generalised* router (G-Router) routes the tokens
 of complete samples freely to their top ``k`` experts, kept balanced by the load-balancing loss
@@ -63,21 +65,22 @@ if TYPE_CHECKING:
 #: Fewest complete training samples for which the generalised stage runs on its own.
 MIN_COMPLETE = 32
 
-#: The largest share of the parameters one sample may pass through when ``expert_hidden`` is
-#: sized from the data (the experts hold the capacity and a sample uses few of them).
+#: The largest share of the parameters one token may pass through when ``expert_hidden`` is
+#: sized from the data (the experts hold the capacity and a token uses few of them).
 ACTIVE_SHARE = 1 / 3
 
 
 def sparse_expert_width(
     dense: int, idle: int, dim: int, n_experts: int, top_k: int, n_layers: int
 ) -> int:
-    """The narrowest expert width (a multiple of 8, at least ``2 * dim``) at which a sample's
-    active parameters are at most :data:`ACTIVE_SHARE` of the total.
+    """The narrowest expert width (``2 * dim``, or a multiple of 8 above it, or ``2 * dim``
+    plus a multiple of 8 when ``2 * dim`` is not one) at which a token's active parameters are
+    at most :data:`ACTIVE_SHARE` of the total (per token: :meth:`FlexMoE.active_parameters`).
 
     ``dense`` counts the parameters outside the experts that every sample passes through
     (encoders, attention, routers, head, its own bank entries), ``idle`` those it does not (the
     other patterns' bank entries). An expert of width ``h`` has ``E = h (2 dim + 1) + dim``
-    parameters, and a sample uses ``top_k`` of the ``n_experts`` in each of the ``n_layers``
+    parameters, and a token uses ``top_k`` of the ``n_experts`` in each of the ``n_layers``
     blocks: the share is ``(dense + L k E) / (dense + idle + L N E)``, at most 1/3 from
     ``E >= (2 dense - idle) / (L (N - 3 k))``. With ``N <= 3 k`` no width reaches it: the
     answer is then ``2 * dim``.
@@ -164,7 +167,7 @@ class FlexMoE(MissingModalityModel):
         token of a complete sample to the G-Router's best (chosen on tuning seeds:
         ``benchmarks/flex_moe_config.py``).
     expert_hidden : int or None, default None
-        Width of each expert's hidden layer; None: sized from the data so that one sample's
+        Width of each expert's hidden layer; None: sized from the data so that one token's
         active parameters are at most :data:`ACTIVE_SHARE` of the total (the smallest multiple
         of 8 that reaches it, and at least two times the token width, the paper's
         ``hidden_times=2``). With ``n_experts <= 3 * top_k`` no width reaches it, and the
@@ -220,7 +223,7 @@ class FlexMoE(MissingModalityModel):
     search_space = {
         "embed_dim": Categorical([32, 64, 128]),
         "hidden": Int(64, 512, log=True),
-        "top_k": Int(1, 2),  # every dataset has at least 3 presence patterns, so 3 experts
+        "top_k": Int(1, 2),  # n_experts=None: at least 4 * top_k experts
         "gate_loss_weight": Float(1e-3, 1e-1, log=True),
         "dropout": Float(0.0, 0.6),
         "modality_dropout": Float(0.0, 0.6),
@@ -269,12 +272,10 @@ class FlexMoE(MissingModalityModel):
                 f"flex-moe keeps one bank entry per presence pattern: 2**M - 1 = {n_patterns} "
                 f"for M = {m} modalities, more than {MAX_PATTERNS}; use masked-attention"
             )
-        if top_k > (n_patterns if n_experts is None else n_experts):
+        if n_experts is not None and top_k > n_experts:  # None: at least 4 * top_k experts
             raise MlmmError(
-                f"top_k must be at most the number of experts "
-                f"({n_patterns if n_experts is None else n_experts}"
-                f"{' = 2**M - 1, one per presence pattern' if n_experts is None else ''}), "
-                f"got top_k={top_k}; lower top_k or raise n_experts"
+                f"top_k must be at most the number of experts ({n_experts}), got "
+                f"top_k={top_k}; lower top_k or raise n_experts"
             )
         # the paper's 16 experts for top-4 routing: at least four experts per routed slot
         expert_count = max(n_patterns, 4 * top_k) if n_experts is None else n_experts
@@ -330,6 +331,24 @@ class FlexMoE(MissingModalityModel):
         )
         unused_bank = (self.n_patterns - 1) * len(self.modalities) * self.embed_dim
         return self.total_parameters() - unused_experts - unused_bank
+
+    def sample_active_parameters(self, experts: torch.Tensor) -> torch.Tensor:
+        """Parameters each sample passes through, from the experts its tokens chose.
+
+        ``experts`` is ``out.extras["experts"]`` (``[B, L, M, k]``). As
+        :meth:`active_parameters`, but counting, in every block, each expert that any of the
+        sample's ``M`` tokens used: an incomplete sample's tokens share its combination's expert
+        (with ``top_k=1``, one expert, so :meth:`active_parameters`), while a complete sample's
+        tokens are routed one by one and may use up to ``min(M * top_k, n_experts)`` experts.
+        Returns ``[B]`` int64.
+        """
+        b, n_layers = experts.shape[:2]
+        used = torch.zeros(b, n_layers, self.expert_count, dtype=torch.bool, device=experts.device)
+        used.scatter_(2, experts.flatten(2), True)  # [B, L, E]: experts any token used
+        unused = (self.expert_count - used.sum(dim=2)).sum(dim=1)  # [B]
+        expert = self.blocks[0].moe.expert_size()  # every block's experts have the same size
+        unused_bank = (self.n_patterns - 1) * len(self.modalities) * self.embed_dim
+        return self.total_parameters() - unused * expert - unused_bank
 
     def pattern(self, present: torch.Tensor) -> torch.Tensor:
         """Presence-pattern index in ``[0, 2**M - 1)`` of each row (``[B, M]`` -> ``[B]``);
