@@ -259,6 +259,15 @@ def test_bagged_selection_spreads_the_weight_over_bags_of_half_the_candidates():
     assert bagged_ensemble_selection(members[:1], targets, True, 20, bags=10) == [1.0]
 
 
+def test_bagged_selection_of_two_candidates_weighs_them_by_their_loss():
+    targets = np.array([0, 1] * 30)
+    good = 0.8 * np.eye(2)[targets] + 0.1  # [N, 2]
+    bad = 0.8 * np.eye(2)[1 - targets] + 0.1  # confidently wrong on every row
+    # a bag of half of two candidates would hold one, and give it all its weight
+    assert bagged_ensemble_selection([good, bad], targets, True, 10, bags=20) == [1.0, 0.0]
+    assert bagged_ensemble_selection([bad, good], targets, True, 10, bags=20) == [0.0, 1.0]
+
+
 def test_default_portfolio_follows_the_budget_and_the_data_width():
     data = contract_dataset(240)
     fast, fast_notes = default_portfolio(data, "fast")
