@@ -239,6 +239,10 @@ def main() -> None:
                 for method in ["auto", *REFERENCE, *deep]:
                     run("small", dataset, method, params, "mcar:0.3:unit=samples", seed, test_size)
 
+    if not rows:
+        raise SystemExit(
+            f"no stored runs for these settings under {store}; run without --report-only"
+        )
     frame = pd.DataFrame(rows)
     checks: dict = {}
     summary = (

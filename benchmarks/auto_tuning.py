@@ -101,7 +101,10 @@ def group_keys(observed: np.ndarray, scheme: str) -> np.ndarray:
 
 def bagged_selection(preds, y, rounds, bags=20, share=0.5, seed=0):
     """Caruana et al. (2004, section 4.3): selection from a random half of the models, in
-    ``bags`` repeats, the weights averaged."""
+    ``bags`` repeats, the weights averaged.
+
+    The prototype of :func:`mlmm.tune.auto.bagged_ensemble_selection` (same algorithm, its own
+    seed stream), kept as it was so that the recorded ``auto_tuning`` results reproduce."""
     rng = np.random.default_rng(seed)
     total = np.zeros(len(preds))
     size = max(1, round(share * len(preds)))

@@ -249,14 +249,24 @@ def test_bagged_selection_spreads_the_weight_over_bags_of_half_the_candidates():
     plain = ensemble_selection(members, targets, True, 20)
     bagged = bagged_ensemble_selection(members, targets, True, 20, bags=10, seed=0)
     assert sum(bagged) == pytest.approx(1.0)
-    # every bag holds 2 of the 4: no member can take more than the bags that drew it
-    assert max(bagged) < max(plain) or max(plain) < 0.5
+    # every bag holds 2 of the 4: no member can take more than the bags that drew it (plain
+    # selection gives one member 0.65 here)
+    assert max(plain) > 0.5 and max(bagged) < max(plain)
     assert sum(w > 0 for w in bagged) >= sum(w > 0 for w in plain)
     assert bagged == bagged_ensemble_selection(members, targets, True, 20, bags=10, seed=0)
     assert bagged != bagged_ensemble_selection(members, targets, True, 20, bags=10, seed=1)
     # one bag, or one candidate: plain selection over every candidate
     assert bagged_ensemble_selection(members, targets, True, 20, bags=1) == plain
     assert bagged_ensemble_selection(members[:1], targets, True, 20, bags=10) == [1.0]
+
+
+def test_bagged_selection_of_two_candidates_weighs_them_by_their_loss():
+    targets = np.array([0, 1] * 30)
+    good = 0.8 * np.eye(2)[targets] + 0.1  # [N, 2]
+    bad = 0.8 * np.eye(2)[1 - targets] + 0.1  # confidently wrong on every row
+    # a bag of half of two candidates would hold one, and give it all its weight
+    assert bagged_ensemble_selection([good, bad], targets, True, 10, bags=20) == [1.0, 0.0]
+    assert bagged_ensemble_selection([bad, good], targets, True, 10, bags=20) == [0.0, 1.0]
 
 
 def test_default_portfolio_follows_the_budget_and_the_data_width():

@@ -384,7 +384,7 @@ def bagged_ensemble_selection(
     """Bagged ensemble selection (Caruana et al., ICML 2004, section 4.3).
 
     ``bags`` times, :func:`ensemble_selection` runs on a random half of the candidates
-    (seeded; at least one), and the weights are averaged over the bags (they still sum to 1).
+    (seeded; at least two, so two candidates are always selected from together), and the weights are averaged over the bags (they still sum to 1).
     Selecting from all candidates at once overfits the out-of-fold predictions when they are
     few (a few hundred samples): a member that happened to score well there takes most of the
     weight. Bags spread the weight over several good members, as the paper recommends when
@@ -395,7 +395,8 @@ def bagged_ensemble_selection(
     if bags == 1 or len(predictions) == 1:
         return ensemble_selection(predictions, targets, classification, rounds)
     rng = np.random.default_rng(derive_seed(seed, "auto-bags"))
-    size = max(1, round(len(predictions) / 2))
+    # at least two: a bag of one candidate gives it all its weight whatever its loss
+    size = max(2, round(len(predictions) / 2))
     total = np.zeros(len(predictions))
     for _ in range(bags):
         pick = np.sort(rng.choice(len(predictions), size=size, replace=False))

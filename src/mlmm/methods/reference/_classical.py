@@ -87,10 +87,16 @@ def constant_linear(y: np.ndarray, task: TaskSpec, width: int) -> tuple[np.ndarr
     mean (regression) as intercept ``[K]``."""
     if not task.is_classification:
         return np.zeros((1, width)), np.array([float(np.mean(y))])
-    counts = np.bincount(y, minlength=task.n_classes)
-    intercept = np.full(task.n_classes, ABSENT_CLASS_LOGIT)
-    intercept[counts > 0] = np.log(counts[counts > 0] / counts.sum())
-    return np.zeros((task.n_classes, width)), intercept
+    return np.zeros((task.n_classes, width)), log_class_frequencies(y, task.n_classes)
+
+
+def log_class_frequencies(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """``log`` of the class frequencies of ``y`` ``[K]``; a class it lacks gets
+    :data:`ABSENT_CLASS_LOGIT`."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    out = np.full(n_classes, ABSENT_CLASS_LOGIT)
+    out[counts > 0] = np.log(counts[counts > 0] / counts.sum())
+    return out
 
 
 class ClassicalReference(MissingModalityModel):

@@ -36,10 +36,10 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, check_range
 from mlmm.methods.reference._classical import (
-    ABSENT_CLASS_LOGIT,
     ClassicalReference,
     fit_linear,
     frozen,
+    log_class_frequencies,
 )
 from mlmm.methods.registry import register_method
 from mlmm.tune.space import Categorical, Float
@@ -47,15 +47,6 @@ from mlmm.tune.space import Categorical, Float
 KERNELS = ("rbf", "linear")
 #: Seeds the landmark draw (a modality with more than ``n_components`` training rows).
 LANDMARK_SEED = 0
-
-
-def log_class_frequencies(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """``log`` of the class frequencies of ``y`` ``[K]``; a class it lacks gets
-    :data:`ABSENT_CLASS_LOGIT`."""
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    out = np.full(n_classes, ABSENT_CLASS_LOGIT)
-    out[counts > 0] = np.log(counts[counts > 0] / counts.sum())
-    return out
 
 
 def nystroem(
