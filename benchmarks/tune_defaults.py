@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, markdown_table  # noqa: E402
+from _common import Cache, machine, markdown_table  # noqa: E402
 
 import mlmm  # noqa: E402
 from mlmm.methods.registry import METHODS, method_hyperparameters  # noqa: E402
@@ -56,27 +56,6 @@ from mlmm.utils import atomic_write  # noqa: E402
 
 #: The trainer every run and trial uses (the benchmark budget's defaults).
 BUDGET = {"max_epochs": 200, "patience": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4}
-
-
-class Cache:
-    """Finished measurements by name, kept in a JSON file (written atomically; re-read before
-    each write, so two invocations on different methods keep each other's entries)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data = self._read()
-
-    def _read(self) -> dict:
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def get(self, key: str, compute):
-        if key not in self.data:
-            value = compute()
-            self.data = {**self._read(), key: value}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(self.path) as fh:
-                json.dump(self.data, fh, indent=1, default=str)
-        return self.data[key]
 
 
 def point_id(params: dict, trainer: dict) -> str:
