@@ -767,7 +767,7 @@ def _efficiency(runs: pd.DataFrame) -> str:
     rows = []
     for (dataset, method), g in done.groupby(["dataset", "method"], sort=True):
         models = g.n_models.astype(float).mean()  # a count: no decimals unless runs differ
-        # per sample (flex-moe: its top-k experts; per-subset: the one model that answers);
+        # per sample (flex-moe: one token's top-k experts; per-subset: the model that answers);
         # a store from before the column: every parameter
         active = g.get("active_parameters", g.n_parameters).fillna(g.n_parameters)
         rows.append(
