@@ -477,9 +477,9 @@ def test_active_parameters_per_sample_of_sparse_dense_and_per_subset_models():
     moe = create_method("flex-moe", data.specs, data.task)
     total = sum(p.numel() for p in moe.parameters())
     assert active_parameters(moe, total) == moe.active_parameters() < total
-    # per sample, not per token: a complete sample's 3 tokens may reach 3 experts per block
-    expert = moe.blocks[0].moe.expert_size()
-    assert active_parameters(moe, total) == moe.token_active_parameters() + 2 * expert
+    # per sample, not per token: a complete sample's 3 tokens x top-k may reach 3 k experts
+    expert, k = moe.blocks[0].moe.expert_size(), moe.top_k
+    assert active_parameters(moe, total) == moe.token_active_parameters() + (3 * k - k) * expert
     assert active_parameters(moe, total) <= total / 3
     dense = create_method("late-fusion", data.specs, data.task)
     assert active_parameters(dense, 1234) == 1234  # no own count: every parameter

@@ -106,7 +106,7 @@ def test_sample_experts_is_the_complete_samples_reach():
 
 def test_sample_active_parameters_count_every_expert_a_samples_tokens_used():
     data = contract_dataset()
-    model = create_method(NAME, data.specs, data.task, n_layers=2).eval()  # top_k=1
+    model = create_method(NAME, data.specs, data.task, n_layers=2, top_k=1).eval()
     expert = model.blocks[0].moe.expert_size()
     batch = MultimodalBatch.from_dataset(data)
     present = torch.ones(len(batch), 3, dtype=torch.bool)
@@ -168,7 +168,8 @@ def test_default_expert_count_follows_what_one_sample_may_use_beyond_the_pattern
     model = create_method(NAME, one, TaskSpec("classification", 3), top_k=2)
     assert (model.n_patterns, model.expert_count) == (1, 8)
     data = contract_dataset()
-    assert create_method(NAME, data.specs, data.task).expert_count == 12  # 3 tokens x top-1
+    assert create_method(NAME, data.specs, data.task).expert_count == 24  # 3 tokens x top-2
+    assert create_method(NAME, data.specs, data.task, top_k=1).expert_count == 12
     model = create_method(NAME, data.specs, data.task, top_k=8)
     assert model.expert_count == 96
     assert model.active_parameters() <= model.total_parameters() / 3

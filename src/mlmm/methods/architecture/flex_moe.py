@@ -177,7 +177,7 @@ class FlexMoE(MissingModalityModel):
     task : TaskSpec
     embed_dim : int, default 64
         Width of the modality tokens.
-    hidden : int, default 256
+    hidden : int, default 128
         Width of the encoders' and the head's hidden layers.
     depth : int, default 1
         Hidden layers in each encoder and in the head.
@@ -192,11 +192,11 @@ class FlexMoE(MissingModalityModel):
         :data:`MAX_EXPERT_WIDTH`. An explicit value is used as given; one sample's active
         parameters are then at most a third only if ``n_experts > 3 * min(M * top_k,
         n_experts)`` and the sized width is under the cap (check :meth:`active_parameters`).
-    top_k : int, default 1
-        Experts per token (at most the number of experts). The default routes each token of an
-        incomplete sample to its combination's expert alone (the S-Router's top-1) and each
-        token of a complete sample to the G-Router's best (chosen on tuning seeds:
-        ``benchmarks/flex_moe_config.py``).
+    top_k : int, default 2
+        Experts per token (at most the number of experts): an incomplete sample's tokens go to
+        their combination's expert (the S-Router's top-1) and the router's best among the rest,
+        a complete sample's to the G-Router's best two. ``top_k=2`` and ``hidden=128`` were
+        chosen on tuning seeds (``benchmarks/flex_moe_config.py``).
     expert_hidden : int or None, default None
         Width of each expert's hidden layer; None: sized from the data so that one sample's
         active parameters are at most :data:`ACTIVE_SHARE` of the total (the smallest multiple
@@ -246,7 +246,7 @@ class FlexMoE(MissingModalityModel):
     >>> model = mlmm.create_method("flex-moe", ds.specs, ds.task)
     >>> out = model(mlmm.MultimodalBatch.from_dataset(ds))
     >>> out.prediction.shape, out.extras["expert_usage"].shape  # [B, K], [patterns, experts]
-    (torch.Size([200, 4]), torch.Size([7, 12]))
+    (torch.Size([200, 4]), torch.Size([7, 24]))
     >>> model.active_parameters() < model.total_parameters()
     True
     """
@@ -265,12 +265,12 @@ class FlexMoE(MissingModalityModel):
         specs: list[ModalitySpec],
         task: TaskSpec,
         embed_dim: int = 64,
-        hidden: int = 256,
+        hidden: int = 128,
         depth: int = 1,
         n_heads: int = 4,
         n_layers: int = 1,
         n_experts: int | None = None,
-        top_k: int = 1,
+        top_k: int = 2,
         expert_hidden: int | None = None,
         gate_loss_weight: float = 0.01,
         dropout: float = 0.3,
