@@ -20,10 +20,13 @@ sample may use per block: the model's ``sparse_expert_width``); which dense widt
 3. **Confirmation on tuning seed 101.** The choice scored on the folds of seed 101's training
    split, which step 1 never saw, against the previous defaults.
 4. **Measurement only** (``--report-seeds 0,1,2``): test accuracy of the choice on the
-   reported seeds; printed and recorded, never used to choose.
+   reported seeds; printed and recorded, never used to choose. Stage ``measure``: the choice
+   trained on seed 0, and ``sample_active_parameters`` on its test rows (complete, and under
+   a seeded MCAR 0.5 mask): the active parameters per sample as measured, beside the worst
+   case the architecture gives.
 
 Run:  python benchmarks/flex_moe_config.py [--datasets synthetic,handwritten]
-      [--stage score|confirm|report|all] [--report-seeds 0,1,2]
+      [--stage score|confirm|report|measure|all] [--report-seeds 0,1,2]
 One process per dataset may run at once (``--datasets synthetic --stage score`` beside
 ``--datasets handwritten --stage score``): finished scores are kept per dataset in
 ``results/flex-moe-config-runs/<dataset>.json`` (ignored by git), so a rerun redoes nothing.
@@ -121,6 +124,47 @@ def test_accuracy(cache: Cache, dataset: str, params: dict, seed: int) -> dict:
     return cache.get(f"test/{json.dumps(params, sort_keys=True)}/{seed}", compute)
 
 
+def measured_active(cache: Cache, dataset: str, params: dict, seed: int) -> dict:
+    """Active parameters per sample as the trained model routes real test rows (measurement
+    only): ``sample_active_parameters`` on seed ``seed``'s test part with every modality
+    present (complete samples: the worst case's pattern), and under a seeded MCAR 0.5 mask."""
+    from mlmm.data.batch import MultimodalBatch
+    from mlmm.data.missingness.grammar import simulate
+    from mlmm.utils import rng_for
+
+    def compute() -> dict:
+        result = mlmm.run_experiment(
+            dataset,
+            "flex-moe",
+            method_params=params,
+            dataset_params=DATASETS[dataset],
+            missing=MISSING,
+            seed=seed,
+            trainer={"progress": False},
+            subsets=False,
+        )
+        trained, model = result.trained, result.trained.model.eval()
+        test = mlmm.load_dataset(dataset, **DATASETS[dataset]).subset(result.split["test"])
+        masked, _ = simulate(test, MISSING, rng_for(seed, "measure-mask"))
+        out = {"total": model.total_parameters(), "worst case": model.active_parameters()}
+        for name, rows in (("complete test rows", test), ("MCAR 0.5 test rows", masked)):
+            with torch.no_grad():
+                batch = MultimodalBatch.from_dataset(trained.standardizer.transform(rows))
+                counts = model.sample_active_parameters(model(batch).extras["experts"])
+            counts = counts.double()
+            out[name] = {
+                "samples": len(counts),
+                "mean": round(float(counts.mean()), 1),
+                "max": int(counts.max()),
+                "mean share": round(float(counts.mean()) / out["total"], 4),
+                "max share": round(float(counts.max()) / out["total"], 4),
+            }
+        print(f"{dataset} measured active per sample, seed {seed}: {out}", flush=True)
+        return out
+
+    return cache.get(f"measured/{json.dumps(params, sort_keys=True)}/{seed}", compute)
+
+
 def shares() -> dict:
     """Active / total parameters (one sample at most, and one token) of every point on every
     dataset that loads without files."""
@@ -166,7 +210,9 @@ def choose(scores: dict) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--stage", default="all", choices=["score", "confirm", "report", "all"])
+    parser.add_argument(
+        "--stage", default="all", choices=["score", "confirm", "report", "measure", "all"]
+    )
     parser.add_argument("--report-seeds", default="0,1,2")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
@@ -194,6 +240,9 @@ def main() -> None:
         for dataset in chosen_datasets:
             for seed in report_seeds:
                 test_accuracy(caches[dataset], dataset, CANDIDATES[choice], seed)
+    if choice and args.stage in ("measure", "all"):
+        for dataset in chosen_datasets:
+            measured_active(caches[dataset], dataset, CANDIDATES[choice], 0)
     record = {
         "command": "python benchmarks/flex_moe_config.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
@@ -217,6 +266,12 @@ def main() -> None:
                 confirm[dataset] = {"choice": new["loss"], PREVIOUS: old["loss"],
                                     "choice lower": new["loss"] < old["loss"]}  # fmt: skip
         record["confirmation_seed_101"] = confirm
+        record["measured_active_per_sample_seed_0"] = {
+            d: c.data[k]
+            for d, c in caches.items()
+            for k in c.data
+            if k == f"measured/{json.dumps(CANDIDATES[choice], sort_keys=True)}/0"
+        }
         record["reported_seeds"] = {
             d: [
                 c.data[k]["accuracy"]
