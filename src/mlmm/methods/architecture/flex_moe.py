@@ -40,9 +40,9 @@ their combination's expert); fixed top-1 routing also applies at prediction time
 presence pattern is known); modality dropout (off in the generalised stage) makes training
 patterns cover test patterns; the head reads the concatenated tokens (the paper averages each
 modality's patch tokens, then concatenates); more experts than the paper's 16 for 4 modalities
-with top-4 routing where one sample may reach more than a quarter of them (``4 * M * top_k``:
-12 for 3 modalities with top-1), so that a complete sample's active parameters stay at most a
-third. With ``n_experts`` below ``2**M - 1``, pattern ``p``'s expert is ``p mod n_experts``.
+with top-4 routing, whose complete sample may reach all of them (``4 * M * top_k``: 24 for 3
+modalities with the default top-2), so that a complete sample's active parameters stay at most
+a third. With ``n_experts`` below ``2**M - 1``, pattern ``p``'s expert is ``p mod n_experts``.
 """
 
 from __future__ import annotations
