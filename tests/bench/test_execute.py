@@ -477,8 +477,34 @@ def test_active_parameters_per_sample_of_sparse_dense_and_per_subset_models():
     moe = create_method("flex-moe", data.specs, data.task)
     total = sum(p.numel() for p in moe.parameters())
     assert active_parameters(moe, total) == moe.active_parameters() < total
+    # per sample, not per token: a complete sample's 3 tokens x top-k may reach 3 k experts
+    expert, k = moe.blocks[0].moe.expert_size(), moe.top_k
+    assert active_parameters(moe, total) == moe.token_active_parameters() + (3 * k - k) * expert
+    assert active_parameters(moe, total) <= total / 3
     dense = create_method("late-fusion", data.specs, data.task)
     assert active_parameters(dense, 1234) == 1234  # no own count: every parameter
     subsets = create_method("per-subset", data.specs, data.task)
     sizes = subsets.cost_table().parameters
     assert active_parameters(subsets, int(sizes.sum())) == round(sizes.mean())  # one answers
+
+
+def test_a_flex_moe_run_stores_one_samples_active_parameters(tmp_path):
+    import mlmm
+
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 120}},
+            "methods": {"flex-moe": {"embed_dim": 16, "hidden": 32}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+            "budget": {"max_epochs": 1},
+        }
+    )
+    run_benchmark(spec, tmp_path / "r.db", threads=1)
+    with ResultsStore(tmp_path / "r.db") as db:
+        stored = db.runs().active_parameters.tolist()
+    data = mlmm.load_dataset("synthetic", n_samples=120)
+    model = mlmm.create_method("flex-moe", data.specs, data.task, embed_dim=16, hidden=32)
+    # the worst case over presence patterns (a complete sample), not one token's count
+    assert stored == [model.active_parameters()]
+    assert model.active_parameters() > model.token_active_parameters()

@@ -159,6 +159,7 @@ def test_efficiency_shows_active_parameters_per_sample(tmp_path):
     page = Page(write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8"))
     efficiency = squash(page.sections["efficiency"])
     assert "active parameters / sample" in efficiency
+    assert "the most any sample's tokens can reach" in efficiency  # flex-moe: per sample
     assert "synthetic hemis representation 2 1,000 300 1" in efficiency  # a sparse model
     assert "synthetic late-fusion combination 2 1,000 1,000 1" in efficiency  # no count: all
 

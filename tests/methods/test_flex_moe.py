@@ -12,7 +12,13 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.data.split import train_val_test_split
 from mlmm.errors import MlmmError
 from mlmm.methods import create_method
-from mlmm.methods.architecture.flex_moe import ACTIVE_SHARE, MIN_COMPLETE, sparse_expert_width
+from mlmm.methods.architecture.flex_moe import (
+    ACTIVE_SHARE,
+    MAX_EXPERT_WIDTH,
+    MIN_COMPLETE,
+    sample_experts,
+    sparse_expert_width,
+)
 from mlmm.nn.moe import SparseMoE, cv_squared, load_balancing_loss
 from mlmm.testing import contract_dataset
 from mlmm.train.trainer import Trainer
@@ -74,21 +80,33 @@ def test_incomplete_rows_go_to_their_combination_expert():
     assert usage[[1, 2, 3, 4]].sum().item() == 0  # no row has these patterns
 
 
-def test_active_parameters_count_one_tokens_path():
+def test_active_parameters_count_one_tokens_path_and_one_samples_worst_case():
     data = contract_dataset()
     model = create_method(
         NAME, data.specs, data.task, n_layers=2, top_k=3, n_experts=7, expert_hidden=128
     )
     expert = model.blocks[0].moe.expert_size()
     assert expert == (64 * 128 + 128) + (128 * 64 + 64)
-    unused = 2 * (7 - 3) * expert + (7 - 1) * 3 * 64
-    assert model.total_parameters() - model.active_parameters() == unused
+    bank = (7 - 1) * 3 * 64  # the other patterns' bank entries
+    assert model.total_parameters() - model.token_active_parameters() == 2 * (7 - 3) * expert + bank
+    # a complete sample's 3 tokens x top-3 can reach all 7 experts of each block
+    assert model.total_parameters() - model.active_parameters() == bank
     assert model.total_parameters() == sum(p.numel() for p in model.parameters())
+    top1 = create_method(NAME, data.specs, data.task, top_k=1, n_experts=7, expert_hidden=128)
+    assert sample_experts(3, 1, 7) == 3  # one expert per token
+    assert top1.active_parameters() - top1.token_active_parameters() == 2 * expert
+
+
+def test_sample_experts_is_the_complete_samples_reach():
+    assert sample_experts(3, 1, 12) == 3
+    assert sample_experts(6, 2, 63) == 12
+    assert sample_experts(4, 4, 16) == 16  # the paper: 4 modalities, top-4, 16 experts
+    assert sample_experts(2, 2, 3) == 3  # never more than there are
 
 
 def test_sample_active_parameters_count_every_expert_a_samples_tokens_used():
     data = contract_dataset()
-    model = create_method(NAME, data.specs, data.task, n_layers=2).eval()  # top_k=1
+    model = create_method(NAME, data.specs, data.task, n_layers=2, top_k=1).eval()
     expert = model.blocks[0].moe.expert_size()
     batch = MultimodalBatch.from_dataset(data)
     present = torch.ones(len(batch), 3, dtype=torch.bool)
@@ -97,15 +115,21 @@ def test_sample_active_parameters_count_every_expert_a_samples_tokens_used():
     with torch.no_grad():
         experts = model(batch).extras["experts"]  # [B, L, M, 1]
     counts = model.sample_active_parameters(experts)  # [B]
-    assert (counts[:100] == model.active_parameters()).all()
+    assert (counts[:100] == model.token_active_parameters()).all()
+    assert (counts <= model.active_parameters()).all()  # the worst case bounds every sample
     distinct = torch.tensor(
         [[len(set(block.flatten().tolist())) for block in row] for row in experts]
     )
     extra = (distinct - 1).sum(dim=1) * expert  # [B]: experts beyond one per block
-    assert torch.equal(counts - model.active_parameters(), extra)
+    assert torch.equal(counts - model.token_active_parameters(), extra)
     # by hand: tokens of one complete sample on experts 0, 1, 1 (block 1) and 2, 2, 2 (block 2)
     by_hand = torch.tensor([[[[0], [1], [1]], [[2], [2], [2]]]])
-    assert model.sample_active_parameters(by_hand).item() == model.active_parameters() + expert
+    assert (
+        model.sample_active_parameters(by_hand).item() == model.token_active_parameters() + expert
+    )
+    # every token of both blocks on another expert: the worst case
+    spread = torch.tensor([[[[0], [1], [2]], [[3], [4], [5]]]])
+    assert model.sample_active_parameters(spread).item() == model.active_parameters()
 
 
 def test_generalised_stage_on_complete_samples_then_specialised():
@@ -137,15 +161,17 @@ def test_bad_hyperparameters():
         SparseMoE(4, 2, 3, 8, 0.0)
 
 
-def test_default_expert_count_follows_top_k_beyond_the_patterns():
-    # n_experts=None is at least 4 * top_k: a top_k above 2**M - 1 is not rejected (1
+def test_default_expert_count_follows_what_one_sample_may_use_beyond_the_patterns():
+    # n_experts=None is at least 4 * M * top_k: a top_k above 2**M - 1 is not rejected (1
     # modality has 1 pattern, and the tuning space's top_k=2 must build there)
     one = [ModalitySpec("a", "vector", (5,))]
     model = create_method(NAME, one, TaskSpec("classification", 3), top_k=2)
     assert (model.n_patterns, model.expert_count) == (1, 8)
     data = contract_dataset()
+    assert create_method(NAME, data.specs, data.task).expert_count == 24  # 3 tokens x top-2
+    assert create_method(NAME, data.specs, data.task, top_k=1).expert_count == 12
     model = create_method(NAME, data.specs, data.task, top_k=8)
-    assert model.expert_count == 32
+    assert model.expert_count == 96
     assert model.active_parameters() <= model.total_parameters() / 3
 
 
@@ -182,6 +208,9 @@ def test_sparse_expert_width_by_hand():
     assert share > ACTIVE_SHARE
     assert sparse_expert_width(10, 0, 4, 7, 1, 1) == 8  # never below two times the token
     assert sparse_expert_width(1000, 0, 4, 3, 1, 1) == 8  # 3 experts, top-1: no width reaches it
+    # a sample that may use 3 of 10 experts: (1000 + 3 E) / (1000 + 10 E) <= 1/3 needs E >= 2000
+    assert sparse_expert_width(1000, 0, 4, 10, 3, 1) == 224  # 2020 parameters; 216: 1948
+    assert sparse_expert_width(1000, 0, 4, 9, 3, 1) == 8  # 9 <= 3 * 3: none reaches it
 
 
 #: Built-in datasets read from files, as specs shaped like their loaders' defaults.
@@ -202,16 +231,58 @@ def test_every_built_in_dataset_is_listed_here():
     assert set(list_datasets()) == set(FILE_DATASETS) | set(GENERATED)
 
 
+def _worst_case(model) -> int:
+    """One sample's active parameters at most, by hand: every expert its M tokens can reach
+    (min(M * top_k, N) per block) and its own bank entries."""
+    m, n = len(model.modalities), model.expert_count
+    unreached = sum((n - min(m * model.top_k, n)) * b.moe.expert_size() for b in model.blocks)
+    return model.total_parameters() - unreached - (model.n_patterns - 1) * m * model.embed_dim
+
+
+def _complete_batch(specs, n: int) -> MultimodalBatch:
+    torch.manual_seed(0)
+    inputs = {s.name: torch.randn(n, *s.shape) for s in specs}
+    return MultimodalBatch(
+        inputs, torch.ones(n, len(specs), dtype=torch.bool), [s.name for s in specs], None
+    )
+
+
 @pytest.mark.parametrize("dataset", sorted(set(FILE_DATASETS) | set(GENERATED)))
-def test_active_parameters_are_at_most_a_third_at_the_defaults(dataset):
+def test_one_samples_active_parameters_are_at_most_a_third_at_the_defaults(dataset):
     if dataset in GENERATED:
         data = load_dataset(dataset, **GENERATED[dataset])
         specs, task = data.specs, data.task
     else:
         specs, task = FILE_DATASETS[dataset], TaskSpec("classification", 2)
     model = create_method(NAME, specs, task)
+    worst = _worst_case(model)
+    assert model.active_parameters() == worst <= model.total_parameters() / 3
+    assert model.expert_count > 3 * sample_experts(len(specs), model.top_k, model.expert_count)
+    assert model.expert_width <= MAX_EXPERT_WIDTH
+    if dataset in GENERATED:  # measured after a short training, on complete samples
+        Trainer(max_epochs=1, batch_size=32, seed=0, progress=False).fit(model, data, None)
+        batch = MultimodalBatch.from_dataset(data).with_present(
+            torch.ones(data.n_samples, len(specs), dtype=torch.bool)
+        )
+    else:  # untrained, on random complete inputs
+        batch = _complete_batch(specs, 4)
+    with torch.no_grad():
+        experts = model.eval()(batch).extras["experts"]  # [B, L, M, k]
+    counts = model.sample_active_parameters(experts)  # [B]
+    assert (counts <= worst).all()
+    assert counts.max().item() <= model.total_parameters() / 3
+
+
+def test_expert_width_is_capped_and_more_experts_keep_the_third():
+    specs = [ModalitySpec("wide", "vector", (20_000,)), ModalitySpec("b", "vector", (8,))]
+    task = TaskSpec("classification", 3)
+    model = create_method(NAME, specs, task)
+    assert model.expert_width <= MAX_EXPERT_WIDTH
+    assert model.expert_count > 4 * 2 * 1  # more than the 8 the count alone gives
     assert model.active_parameters() <= model.total_parameters() / 3
-    assert model.expert_count > 3 * model.top_k  # else no expert width reaches a third
+    fewer = create_method(NAME, specs, task, n_experts=model.expert_count - 1, expert_hidden=None)
+    assert fewer.expert_width == MAX_EXPERT_WIDTH  # explicit count: capped width, no error
+    assert fewer.active_parameters() > fewer.total_parameters() / 3  # the third not kept
 
 
 @pytest.mark.parametrize("top_k,n_layers,hidden", [(1, 1, 64), (2, 1, 256), (3, 2, 128)])
@@ -222,7 +293,7 @@ def test_sized_experts_reach_a_third_and_one_step_narrower_does_not(
     specs = [ModalitySpec(f"m{j}", "vector", (5 + 7 * j,)) for j in range(n_modalities)]
     params = {"top_k": top_k, "n_layers": n_layers, "hidden": hidden}
     model = create_method(NAME, specs, TaskSpec("classification", 3), **params)
-    assert model.expert_count == max(2**n_modalities - 1, 4 * top_k)
+    assert model.expert_count == max(2**n_modalities - 1, 4 * n_modalities * top_k)
     assert model.active_parameters() <= model.total_parameters() / 3
     width = model.expert_width
     if width > 2 * model.embed_dim:  # the narrowest multiple of 8 that reaches a third

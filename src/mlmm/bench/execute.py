@@ -321,8 +321,9 @@ def _trained_device(trained: Any) -> str:
 
 def active_parameters(model: Any, n_parameters: int) -> int:
     """Parameters one sample passes through: the model's own ``active_parameters()`` where it
-    has one (``flex-moe``: one token's top-k experts, per sample for an incomplete sample only;
-    ``per-subset``: the one model that answers), else every parameter."""
+    has one (``flex-moe``: at most, over every presence pattern, i.e. a complete sample whose
+    tokens each reach other experts; ``per-subset``: the one model that answers, averaged over
+    presence patterns), else every parameter."""
     count = getattr(model, "active_parameters", None)
     return int(count()) if callable(count) else int(n_parameters)
 

@@ -767,8 +767,8 @@ def _efficiency(runs: pd.DataFrame) -> str:
     rows = []
     for (dataset, method), g in done.groupby(["dataset", "method"], sort=True):
         models = g.n_models.astype(float).mean()  # a count: no decimals unless runs differ
-        # per sample (flex-moe: one token's top-k experts; per-subset: the model that answers);
-        # a store from before the column: every parameter
+        # per sample (flex-moe: at most, over presence patterns; per-subset: the model that
+        # answers, averaged over patterns); a store from before the column: every parameter
         active = g.get("active_parameters", g.n_parameters).fillna(g.n_parameters)
         rows.append(
             {
@@ -799,8 +799,8 @@ def _efficiency(runs: pd.DataFrame) -> str:
         _note(
             "Mean over finished runs (± std where there are several): trainable parameters, "
             "parameters one test sample passes through (fewer than all for a sparse mixture of "
-            "experts, whose tokens use their top-k experts, and for per-subset, where one model "
-            "answers), models trained per run, training wall time, inference latency per test "
+            "experts: the most any sample's tokens can reach through their top-k experts; and "
+            "for per-subset, where one model answers), models trained per run, training wall time, inference latency per test "
             "sample; the device and precision the runs trained in (— for runs stored before "
             "they were recorded)."
         )

@@ -11,10 +11,13 @@ learned embedding of the *missing-modality bank*, indexed by the sample's observ
 embedding) go through ``n_layers`` transformer blocks whose feed-forward part is a sparse
 mixture of experts (top-``k`` routing, :class:`mlmm.nn.moe.SparseMoE`); an MLP head reads the
 concatenated tokens. There is one expert per presence pattern (``2**M - 1``), and at least
-``4 * top_k``, by default; the experts' width is sized so that one token's active parameters
-are at most a third of the total (:func:`sparse_expert_width`): so are an incomplete sample's
-with ``top_k=1`` (its tokens share one expert), not a complete sample's, whose tokens are routed
-one by one (:meth:`FlexMoE.sample_active_parameters` counts each sample's).
+``4 * M * top_k`` (:data:`EXPERTS_PER_SLOT` per expert one sample may use), by default; the
+experts' width is sized so that one sample's active parameters are at most a third of the
+total (:func:`sparse_expert_width`), for every sample: a complete sample's ``M`` tokens are
+routed one by one and may use ``min(M * top_k, n_experts)`` experts per block, which
+:meth:`FlexMoE.active_parameters` counts (:meth:`FlexMoE.sample_active_parameters` counts what
+each sample used). The width is capped at :data:`MAX_EXPERT_WIDTH`; where the cap binds, more
+experts keep the third.
 
 Routing follows the paper's two routers. The *generalised* router (G-Router) routes the tokens
 of complete samples freely to their top ``k`` experts, kept balanced by the load-balancing loss
@@ -36,8 +39,10 @@ does); the incomplete samples' gates get no balancing term (the cross-entropy pu
 their combination's expert); fixed top-1 routing also applies at prediction time (the
 presence pattern is known); modality dropout (off in the generalised stage) makes training
 patterns cover test patterns; the head reads the concatenated tokens (the paper averages each
-modality's patch tokens, then concatenates). With ``n_experts`` below ``2**M - 1``, pattern
-``p``'s expert is ``p mod n_experts``.
+modality's patch tokens, then concatenates); more experts than the paper's 16 for 4 modalities
+with top-4 routing, whose complete sample may reach all of them (``4 * M * top_k``: 24 for 3
+modalities with the default top-2), so that a complete sample's active parameters stay at most
+a third. With ``n_experts`` below ``2**M - 1``, pattern ``p``'s expert is ``p mod n_experts``.
 """
 
 from __future__ import annotations
@@ -65,34 +70,56 @@ if TYPE_CHECKING:
 #: Fewest complete training samples for which the generalised stage runs on its own.
 MIN_COMPLETE = 32
 
-#: The largest share of the parameters one token may pass through when ``expert_hidden`` is
-#: sized from the data (the experts hold the capacity and a token uses few of them).
+#: The largest share of the parameters one sample may pass through when ``n_experts`` and
+#: ``expert_hidden`` are sized from the data (the experts hold the capacity and a sample uses
+#: few of them).
 ACTIVE_SHARE = 1 / 3
+
+#: Experts per block for each expert one sample may route to (``n_experts=None``: at least
+#: ``EXPERTS_PER_SLOT * M * top_k``; the paper's 16 experts for top-4 routing is 4 per slot).
+EXPERTS_PER_SLOT = 4
+
+#: The widest expert ``expert_hidden=None`` gives (16 times the default token width). Where a
+#: wider expert would be needed to reach :data:`ACTIVE_SHARE` (very wide inputs make the
+#: encoders large), ``n_experts=None`` adds experts instead; an explicit ``n_experts`` keeps
+#: the capped width, and the share is then not guaranteed.
+MAX_EXPERT_WIDTH = 1024
+
+
+def sample_experts(n_modalities: int, top_k: int, n_experts: int) -> int:
+    """The most experts one sample's tokens can use in one block: ``min(M * top_k, N)``.
+
+    A complete sample's ``M`` tokens are routed one by one by the G-Router, each to ``top_k``
+    experts; an incomplete sample's tokens share their combination's expert and add at most
+    ``top_k - 1`` each (``1 + M (top_k - 1)``, never more than the complete sample's).
+    """
+    return min(n_modalities * top_k, n_experts)
 
 
 def sparse_expert_width(
-    dense: int, idle: int, dim: int, n_experts: int, top_k: int, n_layers: int
+    dense: int, idle: int, dim: int, n_experts: int, routed: int, n_layers: int
 ) -> int:
     """The narrowest expert width (``2 * dim``, or a multiple of 8 above it, or ``2 * dim``
-    plus a multiple of 8 when ``2 * dim`` is not one) at which a token's active parameters are
-    at most :data:`ACTIVE_SHARE` of the total (per token: :meth:`FlexMoE.active_parameters`).
+    plus a multiple of 8 when ``2 * dim`` is not one) at which one sample's active parameters
+    are at most :data:`ACTIVE_SHARE` of the total (:meth:`FlexMoE.active_parameters`).
 
     ``dense`` counts the parameters outside the experts that every sample passes through
     (encoders, attention, routers, head, its own bank entries), ``idle`` those it does not (the
     other patterns' bank entries). An expert of width ``h`` has ``E = h (2 dim + 1) + dim``
-    parameters, and a token uses ``top_k`` of the ``n_experts`` in each of the ``n_layers``
-    blocks: the share is ``(dense + L k E) / (dense + idle + L N E)``, at most 1/3 from
-    ``E >= (2 dense - idle) / (L (N - 3 k))``. With ``N <= 3 k`` no width reaches it: the
-    answer is then ``2 * dim``.
+    parameters, and a sample uses at most ``routed`` of the ``n_experts`` in each of the
+    ``n_layers`` blocks (:func:`sample_experts`): the share is
+    ``(dense + L r E) / (dense + idle + L N E)``, at most 1/3 from
+    ``E >= (2 dense - idle) / (L (N - 3 r))``. With ``N <= 3 r`` no width reaches it: the
+    answer is then ``2 * dim``. Not capped (the caller caps it at :data:`MAX_EXPERT_WIDTH`).
     """
     floor = 2 * dim
-    slack = n_layers * (n_experts * ACTIVE_SHARE - top_k)  # > 0: wider experts lower the share
+    slack = n_layers * (n_experts * ACTIVE_SHARE - routed)  # > 0: wider experts lower the share
     if slack <= 0:
         return floor
 
     def share(width: int) -> float:
         expert = width * (2 * dim + 1) + dim
-        return (dense + n_layers * top_k * expert) / (dense + idle + n_layers * n_experts * expert)
+        return (dense + n_layers * routed * expert) / (dense + idle + n_layers * n_experts * expert)
 
     expert = max(0.0, (dense * (1 - ACTIVE_SHARE) - idle * ACTIVE_SHARE) / slack)
     width = max(floor, 8 * int(np.ceil(max(expert - dim, 0.0) / (2 * dim + 1) / 8)))
@@ -150,7 +177,7 @@ class FlexMoE(MissingModalityModel):
     task : TaskSpec
     embed_dim : int, default 64
         Width of the modality tokens.
-    hidden : int, default 256
+    hidden : int, default 128
         Width of the encoders' and the head's hidden layers.
     depth : int, default 1
         Hidden layers in each encoder and in the head.
@@ -160,18 +187,22 @@ class FlexMoE(MissingModalityModel):
         Transformer blocks with a sparse MoE feed-forward part.
     n_experts : int or None, default None
         Experts per block; None: one per presence pattern (``2**M - 1``), and at least
-        ``4 * top_k`` (the paper's 16 experts with top-4 routing for 4 modalities).
-    top_k : int, default 1
-        Experts per token (at most the number of experts). The default routes each token of an
-        incomplete sample to its combination's expert alone (the S-Router's top-1) and each
-        token of a complete sample to the G-Router's best (chosen on tuning seeds:
-        ``benchmarks/flex_moe_config.py``).
+        ``4 * M * top_k`` (:data:`EXPERTS_PER_SLOT` for each expert one sample may use: its
+        ``M`` tokens, ``top_k`` each), more where the expert width would pass
+        :data:`MAX_EXPERT_WIDTH`. An explicit value is used as given; one sample's active
+        parameters are then at most a third only if ``n_experts > 3 * min(M * top_k,
+        n_experts)`` and the sized width is under the cap (check :meth:`active_parameters`).
+    top_k : int, default 2
+        Experts per token (at most the number of experts): an incomplete sample's tokens go to
+        their combination's expert (the S-Router's top-1) and the router's best among the rest,
+        a complete sample's to the G-Router's best two. ``top_k=2`` and ``hidden=128`` were
+        chosen on tuning seeds (``benchmarks/flex_moe_config.py``).
     expert_hidden : int or None, default None
-        Width of each expert's hidden layer; None: sized from the data so that one token's
+        Width of each expert's hidden layer; None: sized from the data so that one sample's
         active parameters are at most :data:`ACTIVE_SHARE` of the total (the smallest multiple
-        of 8 that reaches it, and at least two times the token width, the paper's
-        ``hidden_times=2``). With ``n_experts <= 3 * top_k`` no width reaches it, and the
-        width is two times the token width.
+        of 8 that reaches it, at least two times the token width, the paper's
+        ``hidden_times=2``, and at most :data:`MAX_EXPERT_WIDTH`). An explicit width is used
+        as given, and the third is then not guaranteed.
     gate_loss_weight : float, default 0.01
         Weight of the load-balancing and specialisation terms (the paper's 1e-2).
     dropout : float, default 0.3
@@ -215,7 +246,7 @@ class FlexMoE(MissingModalityModel):
     >>> model = mlmm.create_method("flex-moe", ds.specs, ds.task)
     >>> out = model(mlmm.MultimodalBatch.from_dataset(ds))
     >>> out.prediction.shape, out.extras["expert_usage"].shape  # [B, K], [patterns, experts]
-    (torch.Size([200, 4]), torch.Size([7, 7]))
+    (torch.Size([200, 4]), torch.Size([7, 24]))
     >>> model.active_parameters() < model.total_parameters()
     True
     """
@@ -223,7 +254,7 @@ class FlexMoE(MissingModalityModel):
     search_space = {
         "embed_dim": Categorical([32, 64, 128]),
         "hidden": Int(64, 512, log=True),
-        "top_k": Int(1, 2),  # n_experts=None: at least 4 * top_k experts
+        "top_k": Int(1, 2),  # n_experts=None: at least 4 * M * top_k experts
         "gate_loss_weight": Float(1e-3, 1e-1, log=True),
         "dropout": Float(0.0, 0.6),
         "modality_dropout": Float(0.0, 0.6),
@@ -234,12 +265,12 @@ class FlexMoE(MissingModalityModel):
         specs: list[ModalitySpec],
         task: TaskSpec,
         embed_dim: int = 64,
-        hidden: int = 256,
+        hidden: int = 128,
         depth: int = 1,
         n_heads: int = 4,
         n_layers: int = 1,
         n_experts: int | None = None,
-        top_k: int = 1,
+        top_k: int = 2,
         expert_hidden: int | None = None,
         gate_loss_weight: float = 0.01,
         dropout: float = 0.3,
@@ -272,18 +303,19 @@ class FlexMoE(MissingModalityModel):
                 f"flex-moe keeps one bank entry per presence pattern: 2**M - 1 = {n_patterns} "
                 f"for M = {m} modalities, more than {MAX_PATTERNS}; use masked-attention"
             )
-        if n_experts is not None and top_k > n_experts:  # None: at least 4 * top_k experts
+        if n_experts is not None and top_k > n_experts:  # None: more than 3 * M * top_k
             raise MlmmError(
                 f"top_k must be at most the number of experts ({n_experts}), got "
                 f"top_k={top_k}; lower top_k or raise n_experts"
             )
-        # the paper's 16 experts for top-4 routing: at least four experts per routed slot
-        expert_count = max(n_patterns, 4 * top_k) if n_experts is None else n_experts
+        # the paper's 16 experts for top-4 routing: four experts per expert a sample may use
+        expert_count = (
+            max(n_patterns, EXPERTS_PER_SLOT * m * top_k) if n_experts is None else n_experts
+        )
         self.embed_dim, self.hidden, self.depth, self.n_heads = embed_dim, hidden, depth, n_heads
         self.n_layers, self.n_experts, self.top_k = n_layers, n_experts, top_k
         self.expert_hidden, self.gate_loss_weight = expert_hidden, gate_loss_weight
         self.dropout, self.modality_dropout = dropout, modality_dropout
-        self.expert_count = expert_count
         self.n_patterns = n_patterns
         self.generalised_samples = 0
 
@@ -294,14 +326,12 @@ class FlexMoE(MissingModalityModel):
         self.modality_embedding = nn.Parameter(torch.empty(m, embed_dim))
         self.head = MLPHead(m * embed_dim, task.output_dim, hidden, depth, dropout)
         if expert_hidden is None:
-            # every parameter outside the experts: encoders, bank, attention, routers, head
-            outside = sum(p.numel() for p in self.parameters()) + n_layers * (
-                4 * embed_dim * embed_dim + 8 * embed_dim + (embed_dim + 1) * expert_count
-            )  # + per block: attention (4 D^2 + 4 D), two layer norms (4 D), router (D N + N)
-            idle = (n_patterns - 1) * m * embed_dim  # the other patterns' bank entries
-            expert_hidden = sparse_expert_width(
-                outside - idle, idle, embed_dim, expert_count, top_k, n_layers
-            )
+            expert_hidden = self._sized_width(expert_count)
+            while n_experts is None and expert_hidden > MAX_EXPERT_WIDTH:
+                expert_count += 1  # more experts, each narrower, instead of wider ones
+                expert_hidden = self._sized_width(expert_count)
+            expert_hidden = min(expert_hidden, MAX_EXPERT_WIDTH)
+        self.expert_count = expert_count
         self.expert_width = expert_hidden
         self.blocks = nn.ModuleList(
             MoEBlock(embed_dim, n_heads, expert_count, top_k, expert_hidden, dropout)
@@ -320,14 +350,37 @@ class FlexMoE(MissingModalityModel):
         """Every learnable parameter."""
         return sum(p.numel() for p in self.parameters())
 
-    def active_parameters(self) -> int:
-        """Parameters one token of one sample passes through (the MoE convention).
+    def _sized_width(self, expert_count: int) -> int:
+        """:func:`sparse_expert_width` for ``expert_count`` experts (built before the blocks)."""
+        d, m = self.embed_dim, len(self.specs)
+        # every parameter outside the experts: encoders, bank, attention, routers, head
+        outside = sum(p.numel() for p in self.parameters()) + self.n_layers * (
+            4 * d * d + 8 * d + (d + 1) * expert_count
+        )  # + per block: attention (4 D^2 + 4 D), two layer norms (4 D), router (D N + N)
+        idle = (self.n_patterns - 1) * m * d  # the other patterns' bank entries
+        routed = sample_experts(m, self.top_k, expert_count)
+        return sparse_expert_width(outside - idle, idle, d, expert_count, routed, self.n_layers)
 
-        All parameters, less, in every block, the ``expert_count - top_k`` experts a token
-        does not use, and less the bank entries of the other ``2**M - 2`` presence patterns.
+    def active_parameters(self) -> int:
+        """Parameters one sample passes through at most, over every presence pattern.
+
+        All parameters, less, in every block, the experts the sample cannot reach (it uses at
+        most :func:`sample_experts` ``= min(M * top_k, n_experts)``: a complete sample whose
+        tokens each go to other experts), and less the bank entries of the other ``2**M - 2``
+        presence patterns. :meth:`sample_active_parameters` counts what samples actually used;
+        :meth:`token_active_parameters` is the per-token figure (the usual MoE convention).
         """
+        routed = sample_experts(len(self.modalities), self.top_k, self.expert_count)
+        return self._active(routed)
+
+    def token_active_parameters(self) -> int:
+        """Parameters one token passes through: as :meth:`active_parameters`, with ``top_k``
+        experts per block (per sample too for an incomplete sample with ``top_k=1``)."""
+        return self._active(self.top_k)
+
+    def _active(self, routed: int) -> int:
         unused_experts = sum(
-            (self.expert_count - self.top_k) * block.moe.expert_size() for block in self.blocks
+            (self.expert_count - routed) * block.moe.expert_size() for block in self.blocks
         )
         unused_bank = (self.n_patterns - 1) * len(self.modalities) * self.embed_dim
         return self.total_parameters() - unused_experts - unused_bank
@@ -335,11 +388,12 @@ class FlexMoE(MissingModalityModel):
     def sample_active_parameters(self, experts: torch.Tensor) -> torch.Tensor:
         """Parameters each sample passes through, from the experts its tokens chose.
 
-        ``experts`` is ``out.extras["experts"]`` (``[B, L, M, k]``). As
-        :meth:`active_parameters`, but counting, in every block, each expert that any of the
+        ``experts`` is ``out.extras["experts"]`` (``[B, L, M, k]``). Like
+        :meth:`token_active_parameters`, but counting, in every block, each expert that any of the
         sample's ``M`` tokens used: an incomplete sample's tokens share its combination's expert
-        (with ``top_k=1``, one expert, so :meth:`active_parameters`), while a complete sample's
-        tokens are routed one by one and may use up to ``min(M * top_k, n_experts)`` experts.
+        (with ``top_k=1``, one expert, so :meth:`token_active_parameters`), while a complete
+        sample's tokens are routed one by one and may use up to ``min(M * top_k, n_experts)``
+        experts (at most :meth:`active_parameters`).
         Returns ``[B]`` int64.
         """
         b, n_layers = experts.shape[:2]
