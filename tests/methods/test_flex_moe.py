@@ -285,6 +285,16 @@ def test_expert_width_is_capped_and_more_experts_keep_the_third():
     assert fewer.active_parameters() > fewer.total_parameters() / 3  # the third not kept
 
 
+def test_tokens_wider_than_half_the_cap_build_at_twice_their_width():
+    # 2 * embed_dim above MAX_EXPERT_WIDTH: no count of experts narrows the width under the
+    # cap, so the cap is the floor there (adding experts until it did never ended)
+    specs = [ModalitySpec("a", "vector", (5,)), ModalitySpec("b", "vector", (8,))]
+    model = create_method(NAME, specs, TaskSpec("classification", 3), embed_dim=640)
+    assert model.expert_width == 2 * 640 > MAX_EXPERT_WIDTH
+    assert model.expert_count == 4 * 2 * 2  # the floor already reaches the third
+    assert model.active_parameters() <= model.total_parameters() / 3
+
+
 @pytest.mark.parametrize("top_k,n_layers,hidden", [(1, 1, 64), (2, 1, 256), (3, 2, 128)])
 @pytest.mark.parametrize("n_modalities", [2, 3, 5])
 def test_sized_experts_reach_a_third_and_one_step_narrower_does_not(
