@@ -101,21 +101,27 @@ def validation(cache: Cache, dataset: str, name: str, params: dict, seed: int) -
     return cache.get(f"val/{name}/{seed}", compute)
 
 
+def reported_run(dataset: str, params: dict, seed: int):
+    """``params`` trained and tested on reported seed ``seed`` (the runner's split, masks and
+    trainer): an ``mlmm.run_experiment`` result."""
+    return mlmm.run_experiment(
+        dataset,
+        "flex-moe",
+        method_params=params,
+        dataset_params=DATASETS[dataset],
+        missing=MISSING,
+        seed=seed,
+        trainer={"progress": False},
+        subsets=False,
+    )
+
+
 def test_accuracy(cache: Cache, dataset: str, params: dict, seed: int) -> dict:
     """Test accuracy (%) on a reported seed: measurement only."""
 
     def compute() -> dict:
         t0 = time.perf_counter()
-        result = mlmm.run_experiment(
-            dataset,
-            "flex-moe",
-            method_params=params,
-            dataset_params=DATASETS[dataset],
-            missing=MISSING,
-            seed=seed,
-            trainer={"progress": False},
-            subsets=False,
-        )
+        result = reported_run(dataset, params, seed)
         t = result.table
         acc = float(t[(t.scope == "overall") & (t.metric == "accuracy")].value.iloc[0])
         print(f"{dataset} chosen, reported seed {seed}: {100 * acc:.2f}%", flush=True)
@@ -133,16 +139,7 @@ def measured_active(cache: Cache, dataset: str, params: dict, seed: int) -> dict
     from mlmm.utils import rng_for
 
     def compute() -> dict:
-        result = mlmm.run_experiment(
-            dataset,
-            "flex-moe",
-            method_params=params,
-            dataset_params=DATASETS[dataset],
-            missing=MISSING,
-            seed=seed,
-            trainer={"progress": False},
-            subsets=False,
-        )
+        result = reported_run(dataset, params, seed)
         trained, model = result.trained, result.trained.model.eval()
         test = mlmm.load_dataset(dataset, **DATASETS[dataset]).subset(result.split["test"])
         masked, _ = simulate(test, MISSING, rng_for(seed, "measure-mask"))

@@ -132,6 +132,35 @@ def test_sample_active_parameters_count_every_expert_a_samples_tokens_used():
     assert model.sample_active_parameters(spread).item() == model.active_parameters()
 
 
+def test_the_worst_case_bounds_every_presence_pattern_with_top_2():
+    # incomplete rows: the S-Router's expert first, then the router's best other; complete
+    # rows: the G-Router's best two per token. Neither may pass active_parameters().
+    data = contract_dataset()
+    model = create_method(NAME, data.specs, data.task, n_layers=2).eval()  # top_k=2
+    batch = MultimodalBatch.from_dataset(data)
+    patterns = torch.arange(len(batch)) % 7 + 1  # [B]: every non-empty pattern, as bits
+    present = (patterns.unsqueeze(1) >> torch.arange(3)) & 1 == 1  # [B, M]
+    with torch.no_grad():
+        out = model(batch.with_present(present))
+    experts = out.extras["experts"]  # [B, L, M, 2]
+    counts = model.sample_active_parameters(experts)  # [B]
+    assert (counts <= model.active_parameters()).all()
+    incomplete = ~present.all(dim=1)
+    distinct = torch.tensor([[len(set(b.flatten().tolist())) for b in row] for row in experts])
+    assert (distinct[incomplete] <= 1 + 3 * (2 - 1)).all()  # the shared expert + one each
+    assert (distinct <= 3 * 2).all()
+    forced = model.combination_expert(out.extras["pattern"])[incomplete]  # [B']
+    assert (experts[incomplete][..., 0] == forced.view(-1, 1, 1)).all()
+    # by hand: an incomplete sample's tokens spread as far as they can (4 experts per block),
+    # a complete one's as far (6): 2 and 0 experts per block fewer than the worst case
+    expert = model.blocks[0].moe.expert_size()
+    spread = torch.tensor([[[[5, 0], [5, 1], [5, 2]]] * 2, [[[0, 1], [2, 3], [4, 5]]] * 2])
+    assert model.sample_active_parameters(spread).tolist() == [
+        model.active_parameters() - 2 * 2 * expert,
+        model.active_parameters(),
+    ]
+
+
 def test_generalised_stage_on_complete_samples_then_specialised():
     data = contract_dataset()
     split = train_val_test_split(data, test_size=0.25, val_size=0.15, seed=0)
@@ -283,6 +312,16 @@ def test_expert_width_is_capped_and_more_experts_keep_the_third():
     fewer = create_method(NAME, specs, task, n_experts=model.expert_count - 1, expert_hidden=None)
     assert fewer.expert_width == MAX_EXPERT_WIDTH  # explicit count: capped width, no error
     assert fewer.active_parameters() > fewer.total_parameters() / 3  # the third not kept
+
+
+def test_tokens_wider_than_half_the_cap_build_at_twice_their_width():
+    # 2 * embed_dim above MAX_EXPERT_WIDTH: no count of experts narrows the width under the
+    # cap, so the cap is the floor there (adding experts until it did never ended)
+    specs = [ModalitySpec("a", "vector", (5,)), ModalitySpec("b", "vector", (8,))]
+    model = create_method(NAME, specs, TaskSpec("classification", 3), embed_dim=640)
+    assert model.expert_width == 2 * 640 > MAX_EXPERT_WIDTH
+    assert model.expert_count == 4 * 2 * 2  # the floor already reaches the third
+    assert model.active_parameters() <= model.total_parameters() / 3
 
 
 @pytest.mark.parametrize("top_k,n_layers,hidden", [(1, 1, 64), (2, 1, 256), (3, 2, 128)])

@@ -800,9 +800,9 @@ def _efficiency(runs: pd.DataFrame) -> str:
             "Mean over finished runs (± std where there are several): trainable parameters, "
             "parameters one test sample passes through (fewer than all for a sparse mixture of "
             "experts: the most any sample's tokens can reach through their top-k experts; and "
-            "for per-subset, where one model answers), models trained per run, training wall time, inference latency per test "
-            "sample; the device and precision the runs trained in (— for runs stored before "
-            "they were recorded)."
+            "for per-subset, where one model answers), models trained per run, training wall "
+            "time, inference latency per test sample; the device and precision the runs "
+            "trained in (— for runs stored before they were recorded)."
         )
         + "\n"
         + _table(rows, numeric=numeric)

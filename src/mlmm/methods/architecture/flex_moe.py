@@ -79,10 +79,11 @@ ACTIVE_SHARE = 1 / 3
 #: ``EXPERTS_PER_SLOT * M * top_k``; the paper's 16 experts for top-4 routing is 4 per slot).
 EXPERTS_PER_SLOT = 4
 
-#: The widest expert ``expert_hidden=None`` gives (16 times the default token width). Where a
-#: wider expert would be needed to reach :data:`ACTIVE_SHARE` (very wide inputs make the
-#: encoders large), ``n_experts=None`` adds experts instead; an explicit ``n_experts`` keeps
-#: the capped width, and the share is then not guaranteed.
+#: The widest expert ``expert_hidden=None`` gives (16 times the default token width; two times
+#: ``embed_dim``, its narrowest, where that is wider). Where a wider expert would be needed to
+#: reach :data:`ACTIVE_SHARE` (very wide inputs make the encoders large), ``n_experts=None``
+#: adds experts instead; an explicit ``n_experts`` keeps the capped width, and the share is
+#: then not guaranteed.
 MAX_EXPERT_WIDTH = 1024
 
 
@@ -201,8 +202,8 @@ class FlexMoE(MissingModalityModel):
         Width of each expert's hidden layer; None: sized from the data so that one sample's
         active parameters are at most :data:`ACTIVE_SHARE` of the total (the smallest multiple
         of 8 that reaches it, at least two times the token width, the paper's
-        ``hidden_times=2``, and at most :data:`MAX_EXPERT_WIDTH`). An explicit width is used
-        as given, and the third is then not guaranteed.
+        ``hidden_times=2``, and at most :data:`MAX_EXPERT_WIDTH` or that floor where it is
+        wider). An explicit width is used as given, and the third is then not guaranteed.
     gate_loss_weight : float, default 0.01
         Weight of the load-balancing and specialisation terms (the paper's 1e-2).
     dropout : float, default 0.3
@@ -326,11 +327,14 @@ class FlexMoE(MissingModalityModel):
         self.modality_embedding = nn.Parameter(torch.empty(m, embed_dim))
         self.head = MLPHead(m * embed_dim, task.output_dim, hidden, depth, dropout)
         if expert_hidden is None:
+            # never below the 2 * embed_dim floor: with embed_dim > 512 no count of experts
+            # narrows the width under MAX_EXPERT_WIDTH, and the loop would not end
+            widest = max(MAX_EXPERT_WIDTH, 2 * embed_dim)
             expert_hidden = self._sized_width(expert_count)
-            while n_experts is None and expert_hidden > MAX_EXPERT_WIDTH:
+            while n_experts is None and expert_hidden > widest:
                 expert_count += 1  # more experts, each narrower, instead of wider ones
                 expert_hidden = self._sized_width(expert_count)
-            expert_hidden = min(expert_hidden, MAX_EXPERT_WIDTH)
+            expert_hidden = min(expert_hidden, widest)
         self.expert_count = expert_count
         self.expert_width = expert_hidden
         self.blocks = nn.ModuleList(
