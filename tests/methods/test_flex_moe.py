@@ -340,3 +340,22 @@ def test_sized_experts_reach_a_third_and_one_step_narrower_does_not(
             NAME, specs, TaskSpec("classification", 3), expert_hidden=width - 8, **params
         )
         assert narrower.active_parameters() > narrower.total_parameters() / 3
+
+
+def test_a_model_saved_when_defaults_sized_it_smaller_is_refused_in_one_line(tmp_path, monkeypatch):
+    # n_experts=None is resolved when the model is built: an artifact written while the
+    # defaults gave fewer experts describes a larger model to this code than its weights hold
+    from mlmm.errors import ArtifactError
+    from mlmm.methods.architecture import flex_moe
+    from mlmm.train.trained import TrainedModel
+
+    data = contract_dataset()
+    monkeypatch.setattr(flex_moe, "EXPERTS_PER_SLOT", 1)
+    model = create_method(NAME, data.specs, data.task, embed_dim=16, hidden=32)
+    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, data, None)
+    path = trained.save(tmp_path / "old")
+    monkeypatch.undo()
+    with pytest.raises(ArtifactError) as err:
+        TrainedModel.load(path)
+    message = str(err.value)
+    assert "\n" not in message and "another mlmm version" in message and "retrain" in message

@@ -380,8 +380,9 @@ class TrainedModel:
             if needed is not None and needed > stored:
                 raise ArtifactError(
                     f"{path}: config.json describes a {method!r} model of {needed:,} values but "
-                    f"{WEIGHTS_FILE} holds {stored:,}; the config was edited or is corrupt, "
-                    f"retrain or restore the model"
+                    f"{WEIGHTS_FILE} holds {stored:,}; the config was edited or is corrupt, or "
+                    f"another mlmm version sizes this method differently from the same "
+                    f"hyperparameters; retrain or restore the model"
                 )
             model = create_method(method, specs, task, **cfg.hyperparameters)
             standardizer = Standardizer.from_dict(cfg.preprocessing.model_dump())
