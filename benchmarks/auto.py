@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -88,6 +89,23 @@ def cached_run(store: Path, key: dict, compute) -> dict | None:
         json.dump(row, fh, default=float)
     print(json.dumps(row, default=float), flush=True)
     return row
+
+
+#: The fields of a row that make its store key (see ``run`` in :func:`main`).
+KEY_FIELDS = ("part", "dataset", "dataset_params", "method", "params", "missing", "seed")
+
+
+def reuse_rows(store: Path, earlier: Path, rerun: set[str]) -> None:
+    """Put the rows of an earlier ``auto.json`` into ``store`` where absent, except those of
+    the methods in ``rerun`` and ``auto`` rows of another :data:`AUTO_REVISION`; each keeps
+    its key, so ``run`` reads it back."""
+    for row in json.loads(earlier.read_text())["runs"]:
+        if row["method"] in rerun or row.get("auto_revision", AUTO_REVISION) != AUTO_REVISION:
+            continue
+        fields = (*KEY_FIELDS, *(["auto_revision"] if row["method"] == "auto" else []))
+        key = {k: row[k] for k in (*fields, "test_size")}
+        rest = {k: v for k, v in row.items() if k not in key}
+        cached_run(store, key, lambda rest=rest: rest)
 
 
 def experiment(dataset, method, params, dataset_params, missing, seed, test_size, cache) -> dict:
@@ -174,6 +192,14 @@ def main() -> None:
     parser.add_argument("--auto-params", default="{}", help="extra fit_auto arguments (JSON)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument(
+        "--reuse-rows",
+        default=None,
+        help="an earlier auto.json: its rows are put in the store where absent, so they are "
+        "not retrained (auto rows only of the same AUTO_REVISION); --rerun METHODS retrains "
+        "those anyway",
+    )
+    parser.add_argument("--rerun", default="", help="methods never taken from --reuse-rows")
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="train nothing: write the report from the runs already stored (several "
@@ -186,7 +212,10 @@ def main() -> None:
     store, cache = out / "auto-runs", out / "auto-runs" / "fold-cache"
     auto_params = {"budget": args.budget, **json.loads(args.auto_params)}
     t0 = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     rows: list[dict] = []
+    if args.reuse_rows:
+        reuse_rows(store, Path(args.reuse_rows), set(filter(None, args.rerun.split(","))))
 
     def run(part, dataset, method, dataset_params, missing, seed, test_size=0.2, params=None):
         key = {
@@ -309,7 +338,7 @@ def main() -> None:
             )
     record = {
         "command": "python benchmarks/auto.py " + " ".join(sys.argv[1:]),
-        "machine": machine(),
+        "machine": {**machine(), "load_average_1m_at_start": load_at_start},
         "wall_seconds": time.perf_counter() - t0,
         "auto_params": auto_params,
         "checks": checks,

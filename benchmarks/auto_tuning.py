@@ -11,11 +11,19 @@ Compared:
 * ``global``: one weight per member for every presence pattern (Caruana selection);
 * ``by-count``: Caruana selection per number of present modalities, falling back to the
   global weights for a group with fewer than ``MIN_GROUP`` rows.
+* ``bagged`` / ``bagged75``: the selection from a random half / three quarters of the
+  members, 20 bags, weights averaged (Caruana et al. 2004, section 4.3);
+* ``top1`` / ``top3``: the best member alone / the best three, equal weights;
+* ``best-or-bagged``: the bagged ensemble or the best member, whichever scores the lower log
+  loss when chosen on one half of the rows it is given and scored on the other;
+* on synthetic data, the Bayes rule itself and the Bayes rule with class means estimated on
+  the training folds (what estimating the means alone costs);
 * extra candidates, added to the portfolio: their out-of-fold predictions are computed the
-  same way (same folds) and the comparison is repeated with them in the library.
+  same way (same folds) and the comparison is repeated with them in the library
+  (``--variants`` names several such portfolios, each scored with every ``--schemes``).
 
 Run:  python benchmarks/auto_tuning.py --seeds 100,101 --cases hw07,hw05,small,syn1000
-Writes <out>/auto_tuning.{json,md} with the machine it ran on.
+Writes <out>/auto_tuning.{json,md} (``--name``) with the machine it ran on.
 """
 
 from __future__ import annotations
@@ -91,6 +99,35 @@ def bayes_oof(train) -> np.ndarray | None:
     return np.exp(generator.log_posterior(train.inputs, train.observed))
 
 
+def estimated_means_oof(train, seed: int, budget: str) -> np.ndarray | None:
+    """The Bayes rule with the true (isotropic) noise but class means estimated on the
+    training folds (from the rows where each modality is present), out of fold on the folds
+    ``fit_auto`` uses (synthetic only). Its gap to :func:`bayes_oof` is what estimating the
+    class means alone costs."""
+    generator = train.meta.get("generator")
+    if generator is None:
+        return None
+    from mlmm.data.datasets.synthetic import SyntheticGenerator
+
+    settings = dict(A._budget(budget))
+    if train.n_samples >= A.LARGE_DATA:
+        settings["folds"] = min(settings["folds"], 3)
+    oof = np.zeros((train.n_samples, generator.n_classes))  # [N, K]
+    for fit_rows, held_rows in A._folds(train, settings["folds"], seed):
+        means = {}
+        for j, name in enumerate(generator.modality_names):
+            x = np.asarray(train.inputs[name], dtype=np.float64)[fit_rows]  # [n, D]
+            seen = train.observed[fit_rows, j]
+            y = train.targets[fit_rows]
+            means[name] = np.stack(
+                [x[seen & (y == k)].mean(axis=0) for k in range(generator.n_classes)]
+            )  # [K, D]
+        fitted = SyntheticGenerator(generator.modality_names, means, generator.noise_std)
+        held = {name: np.asarray(v)[held_rows] for name, v in train.inputs.items()}
+        oof[held_rows] = np.exp(fitted.log_posterior(held, train.observed[held_rows]))
+    return oof
+
+
 def group_keys(observed: np.ndarray, scheme: str) -> np.ndarray:
     if scheme == "by-count":
         return observed.sum(1)
@@ -115,10 +152,34 @@ def bagged_selection(preds, y, rounds, bags=20, share=0.5, seed=0):
     return (total / bags).tolist()
 
 
+def best_or_bagged(preds, y, rounds, repeats=2):
+    """The bagged ensemble or the single best member, whichever has the lower log loss when
+    chosen on one half of these rows and scored on the other (both ways, ``repeats`` times);
+    the winner is then chosen on all of them."""
+    from sklearn.model_selection import StratifiedKFold
+
+    ens, one = [], []
+    for r in range(repeats):
+        for a, b in StratifiedKFold(2, shuffle=True, random_state=100 + r).split(y, y):
+            w = bagged_selection([p[a] for p in preds], y[a], rounds)
+            ens.append(A._loss(sum(wj * p[b] for wj, p in zip(w, preds, strict=True)), y[b], True))
+            best = int(np.argmin([A._loss(p[a], y[a], True) for p in preds]))
+            one.append(A._loss(preds[best][b], y[b], True))
+    if np.mean(one) < np.mean(ens):
+        w = np.zeros(len(preds))
+        w[int(np.argmin([A._loss(p, y, True) for p in preds]))] = 1.0
+        return w.tolist()
+    return bagged_selection(preds, y, rounds)
+
+
 def grouped_weights(preds, y, keys, rounds, min_group, scheme="global"):
     """Global Caruana weights plus one set per group key with >= min_group rows."""
     if scheme == "bagged":
         return bagged_selection(preds, y, rounds), {}
+    if scheme == "bagged75":
+        return bagged_selection(preds, y, rounds, share=0.75), {}
+    if scheme == "best-or-bagged":
+        return best_or_bagged(preds, y, rounds), {}
     if scheme.startswith("top"):
         losses = np.array([A._loss(p, y, True) for p in preds])
         w = np.zeros(len(preds))
@@ -164,8 +225,17 @@ def main() -> None:
     parser.add_argument("--cases", default="hw07,hw05,small,syn1000")
     parser.add_argument("--budget", default="medium")
     parser.add_argument("--extra", default="[]", help="extra portfolio members (JSON list)")
+    parser.add_argument(
+        "--variants",
+        default="{}",
+        help="portfolios to compare (JSON): name -> labels of --extra members added to the "
+        "default portfolio, each scored with every --schemes ensemble scheme",
+    )
+    parser.add_argument("--schemes", default="bagged,bagged75,global,best-or-bagged,top1")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--name", default="auto_tuning", help="writes <out>/<name>.{json,md}")
     args = parser.parse_args()
+    variants = json.loads(args.variants)
     seeds = [int(s) for s in args.seeds.split(",")]
     if any(s < 100 for s in seeds):
         raise SystemExit("tuning seeds only (>= 100): the reported seeds 0-4 choose nothing")
@@ -214,16 +284,37 @@ def main() -> None:
                     100 * float((bayes.argmax(1) == y).mean()),
                     A._loss(bayes, y, True),
                 )
+            plugin = estimated_means_oof(train, seed, args.budget)
+            if plugin is not None:
+                add(
+                    "bayes rule, estimated class means",
+                    "member",
+                    None,
+                    100 * float((plugin.argmax(1) == y).mean()),
+                    A._loss(plugin, y, True),
+                )
             schemes = [("global", 0), ("by-count", 100), ("by-count", 200), ("bagged", 0)]
             schemes += [("top1", 0), ("top3", 0)]
-            for scheme, min_group in schemes:
+            for scheme, min_group in schemes if not variants else ():
                 acc, loss = cross_fit(
                     [r["oof"] for r in base], y, train.observed, scheme, rounds, min_group
                 )
                 add("ensemble (default portfolio)", scheme, min_group, acc, loss)
-            for scheme in ("global", "bagged", "top3") if extra else ():
+            for scheme in ("global", "bagged", "top3") if extra and not variants else ():
                 acc, loss = cross_fit([r["oof"] for r in lib], y, train.observed, scheme, rounds, 0)
                 add("ensemble (default portfolio + extra)", scheme, 0, acc, loss)
+            for name, labels in variants.items():
+                unknown = set(labels) - {r["model"] for r in lib}
+                if unknown:
+                    raise SystemExit(
+                        f"variant {name!r} names {sorted(unknown)}, not in the library"
+                    )
+                chosen = base + [r for r in lib[len(base) :] if r["model"] in labels]
+                for scheme in args.schemes.split(","):
+                    acc, loss = cross_fit(
+                        [r["oof"] for r in chosen], y, train.observed, scheme, rounds, 0
+                    )
+                    add(f"ensemble ({name})", scheme, 0, acc, loss)
     frame = pd.DataFrame(rows)
     summary = (
         frame.groupby(["case", "model", "scheme", "min_group"], dropna=False)
@@ -245,7 +336,7 @@ def main() -> None:
     print(summary.to_string())
     write_report(
         out,
-        "auto_tuning",
+        args.name,
         "auto design choices on tuning seeds (out-of-fold)",
         "Cross-fitted out-of-fold accuracy % and log loss on the training parts of "
         "tuning seeds; no test split is read.",

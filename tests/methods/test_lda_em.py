@@ -79,6 +79,24 @@ def test_shrinkage_mixes_in_the_average_variance():
     np.testing.assert_allclose(shrunk.covariance.numpy(), expected, atol=1e-5)
 
 
+def test_diagonal_target_shrinks_only_the_correlations():
+    data = contract_dataset()
+    plain = _fit(data, shrinkage=0.0)
+    shrunk = _fit(data, shrinkage=0.3, shrinkage_target="diagonal")
+    cov = plain.covariance.numpy().astype(np.float64)
+    expected = 0.7 * cov + 0.3 * np.diag(np.diag(cov))
+    np.testing.assert_allclose(shrunk.covariance.numpy(), expected, atol=1e-5)
+    # each feature keeps its own variance, unlike the isotropic target
+    np.testing.assert_allclose(np.diag(shrunk.covariance.numpy()), np.diag(cov), atol=1e-5)
+    assert np.ptp(np.diag(cov)) > 0.01  # the variances differ, so the two targets do too
+
+
+def test_unknown_shrinkage_target_is_a_one_line_error():
+    data = contract_dataset()
+    with pytest.raises(MlmmError, match="'isotropic' or 'diagonal', got 'ledoit'"):
+        create_method("lda-em", data.specs, data.task, shrinkage_target="ledoit")
+
+
 def test_logits_are_the_gaussian_posterior_of_the_present_features():
     data = _mixed_presence(_gaussian_classes(600))
     model = _fit(data)

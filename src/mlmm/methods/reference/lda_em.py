@@ -60,6 +60,7 @@ def gaussian_em(
     shrinkage: float,
     n_iter: int,
     tol: float,
+    shrinkage_target: str = "isotropic",
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Maximum-likelihood group means and one shared covariance from incomplete rows, by EM.
 
@@ -75,6 +76,8 @@ def gaussian_em(
         Each row's group (its class; all 0 for a single mean), in ``[0, n_groups)``.
     n_groups : int
     shrinkage, n_iter, tol : float, int, float
+        As in :class:`LdaEm`.
+    shrinkage_target : {"isotropic", "diagonal"}, default "isotropic"
         As in :class:`LdaEm`.
 
     Returns
@@ -125,9 +128,11 @@ def gaussian_em(
         mean = zeros.index_add(0, group, completed) / counts.clamp(min=1)[:, None]  # [G, P]
         residual = completed - mean[group]  # [N, P]
         update = (residual.T @ residual + hidden) / n  # [P, P]
-        update = (1 - shrinkage) * update + shrinkage * (update.trace() / width) * torch.eye(
-            width, dtype=x.dtype, device=x.device
-        )
+        if shrinkage_target == "diagonal":
+            target = torch.diag(torch.diagonal(update))  # [P, P]
+        else:
+            target = (update.trace() / width) * torch.eye(width, dtype=x.dtype, device=x.device)
+        update = (1 - shrinkage) * update + shrinkage * target
         change = torch.linalg.norm(update - covariance) / torch.linalg.norm(covariance)
         covariance = update
         if change < tol:
@@ -150,7 +155,9 @@ class LdaEm(ClassicalReference):
     shared covariance for classification; for regression one mean and one covariance of the
     vector ``[features, target]``. Rows are grouped by modality presence pattern, so an E-step
     solves one system per pattern. After each M-step the covariance ``S`` becomes
-    ``(1 - shrinkage) S + shrinkage (trace(S) / D) I``. ``forward`` conditions on the present
+    ``(1 - shrinkage) S + shrinkage T``, with ``T = (trace(S) / D) I`` (``shrinkage_target=
+    "isotropic"``) or ``T = diag(S)`` (``"diagonal"``: each feature keeps its own variance,
+    only the correlations shrink). ``forward`` conditions on the present
     features ``o`` of each row: class logits ``x_o S_oo^-1 mu_k,o - mu_k,o S_oo^-1 mu_k,o / 2
     + log prior_k``, the exact log posterior of the model up to a per-row constant, or the
     regression value ``E[y | x_o] = mu_y + S_yo S_oo^-1 (x_o - mu_o)``.
@@ -162,6 +169,11 @@ class LdaEm(ClassicalReference):
     shrinkage : float, default 0.05
         Weight in [0, 1] of the target ``(trace(S) / D) I`` in every covariance update
         (0: the maximum-likelihood estimate, singular when features are collinear).
+    shrinkage_target : {"isotropic", "diagonal"}, default "isotropic"
+        What the covariance shrinks towards: ``(trace(S) / D) I``, or ``diag(S)``. After
+        standardisation every feature has unit total variance, but its within-class variance
+        is lower the more class signal it carries, so with strong shrinkage the diagonal
+        target keeps what the isotropic one averages away.
     n_iter : int, default 20
         Most EM iterations.
     tol : float, default 1e-4
@@ -217,9 +229,16 @@ class LdaEm(ClassicalReference):
         n_iter: int = 20,
         tol: float = 1e-4,
         max_features: int = 4096,
+        shrinkage_target: str = "isotropic",
     ) -> None:
         super().__init__(specs, task)
         check_range("shrinkage", shrinkage, 0, 1)
+        if shrinkage_target not in ("isotropic", "diagonal"):
+            raise MlmmError(
+                f"lda-em shrinkage_target must be 'isotropic' or 'diagonal', got "
+                f"{shrinkage_target!r}; pass one of them"
+            )
+        self.shrinkage_target = shrinkage_target
         check_range("n_iter", n_iter, 1, integer=True)
         check_range("tol", tol, 0, low_inclusive=False)
         check_range("max_features", max_features, 1, integer=True)
@@ -265,7 +284,15 @@ class LdaEm(ClassicalReference):
             columns = torch.cat([columns, columns.new_ones(len(columns), 1)], dim=1)
             group, n_groups = torch.zeros_like(pattern), 1  # [N]
         mean, covariance, _ = gaussian_em(
-            x, columns, pattern, group, n_groups, self.shrinkage, self.n_iter, self.tol
+            x,
+            columns,
+            pattern,
+            group,
+            n_groups,
+            self.shrinkage,
+            self.n_iter,
+            self.tol,
+            self.shrinkage_target,
         )
         self.mean.copy_(mean)
         self.covariance.copy_(covariance)

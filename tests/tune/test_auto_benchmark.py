@@ -1,0 +1,67 @@
+"""benchmarks/auto.py: rows of an earlier run are reused only where the code they measured is
+the same (the baselines, and ``auto`` of the same ``AUTO_REVISION``)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def auto_script():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("auto_benchmark", BENCHMARKS / "auto.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def _row(method, seed, revision=None, accuracy=90.0):
+    key = {
+        "part": "small",
+        "dataset": "synthetic",
+        "dataset_params": {"n_samples": 10300},
+        "method": method,
+        "params": {"budget": "medium"} if method == "auto" else {},
+        "missing": "mcar:0.3:unit=samples",
+        "seed": seed,
+        "test_size": 1 - 300 / 10300,
+    }
+    if revision is not None:
+        key["auto_revision"] = revision
+    return key, {**key, "accuracy": accuracy, "n_train": 300, "train_seconds": 1.0}
+
+
+def test_reuse_rows_keeps_baselines_and_same_revision_auto_only(auto_script, tmp_path):
+    current, older = auto_script.AUTO_REVISION, auto_script.AUTO_REVISION - 1
+    rows = {
+        "baseline": _row("lda-em", 0),
+        "rerun": _row("hemis", 0),
+        "auto same": _row("auto", 0, current, 95.0),
+        "auto older": _row("auto", 1, older, 80.0),
+    }
+    earlier = tmp_path / "auto.json"
+    earlier.write_text(json.dumps({"runs": [row for _, row in rows.values()]}))
+    store = tmp_path / "store"
+    store.mkdir()
+    auto_script.reuse_rows(store, earlier, rerun={"hemis"})
+
+    def read_back(name):  # None: not in the store, so run() would train it
+        return auto_script.cached_run(store, rows[name][0], None)
+
+    assert read_back("baseline")["accuracy"] == 90.0
+    assert read_back("auto same")["accuracy"] == 95.0
+    assert read_back("rerun") is None
+    assert read_back("auto older") is None
+    assert len(list(store.iterdir())) == 2
+    # a row already in the store is never overwritten by an earlier one
+    auto_script.reuse_rows(store, earlier, rerun=set())
+    assert read_back("auto same")["accuracy"] == 95.0
+    assert read_back("rerun")["accuracy"] == 90.0
