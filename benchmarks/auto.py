@@ -95,7 +95,9 @@ def cached_run(store: Path, key: dict, compute) -> dict | None:
 KEY_FIELDS = ("part", "dataset", "dataset_params", "method", "params", "missing", "seed")
 
 
-def reuse_rows(store: Path, earlier: Path, rerun: set[str], carry: set[str] = frozenset()) -> None:
+def reuse_rows(
+    store: Path, earlier: Path, rerun: set[str], carry: frozenset[str] | set[str] = frozenset()
+) -> None:
     """Put the rows of an earlier ``auto.json`` into ``store`` where absent, except those of
     the methods in ``rerun`` and ``auto`` rows of another :data:`AUTO_REVISION`; each keeps
     its key, so ``run`` reads it back. ``auto`` rows of an older revision in the parts named
