@@ -72,7 +72,7 @@ SYNTHETIC_TEST = 10000
 SMALL = {"handwritten": ({}, 200), "synthetic": ({"n_samples": 300 + SYNTHETIC_TEST}, 300)}
 #: Part of an ``auto`` run's cache key: raised whenever ``fit_auto`` changes what it builds,
 #: so rows of an older ``auto`` are never read back as this one's.
-AUTO_REVISION = 2
+AUTO_REVISION = 3
 
 
 def cached_run(store: Path, key: dict, compute) -> dict | None:
@@ -95,13 +95,22 @@ def cached_run(store: Path, key: dict, compute) -> dict | None:
 KEY_FIELDS = ("part", "dataset", "dataset_params", "method", "params", "missing", "seed")
 
 
-def reuse_rows(store: Path, earlier: Path, rerun: set[str]) -> None:
+def reuse_rows(
+    store: Path, earlier: Path, rerun: set[str], carry: frozenset[str] | set[str] = frozenset()
+) -> None:
     """Put the rows of an earlier ``auto.json`` into ``store`` where absent, except those of
     the methods in ``rerun`` and ``auto`` rows of another :data:`AUTO_REVISION`; each keeps
-    its key, so ``run`` reads it back."""
+    its key, so ``run`` reads it back. ``auto`` rows of an older revision in the parts named
+    in ``carry`` are kept as this revision's (for parts where ``fit_auto`` builds the same
+    portfolio; check with a seed-0 rerun), marked with the revision they were trained at."""
     for row in json.loads(earlier.read_text())["runs"]:
-        if row["method"] in rerun or row.get("auto_revision", AUTO_REVISION) != AUTO_REVISION:
+        if row["method"] in rerun:
             continue
+        revision = row.get("auto_revision", AUTO_REVISION)
+        if row["method"] == "auto" and revision != AUTO_REVISION:
+            if row["part"] not in carry or revision > AUTO_REVISION:
+                continue
+            row = {**row, "auto_revision": AUTO_REVISION, "trained_at_revision": revision}
         fields = (*KEY_FIELDS, *(["auto_revision"] if row["method"] == "auto" else []))
         key = {k: row[k] for k in (*fields, "test_size")}
         rest = {k: v for k, v in row.items() if k not in key}
@@ -200,6 +209,12 @@ def main() -> None:
     )
     parser.add_argument("--rerun", default="", help="methods never taken from --reuse-rows")
     parser.add_argument(
+        "--carry-auto",
+        default="",
+        help="parts whose auto rows of an older AUTO_REVISION --reuse-rows keeps (where the "
+        "portfolio did not change; prove it with a seed-0 rerun)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="train nothing: write the report from the runs already stored (several "
@@ -215,7 +230,12 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     rows: list[dict] = []
     if args.reuse_rows:
-        reuse_rows(store, Path(args.reuse_rows), set(filter(None, args.rerun.split(","))))
+        reuse_rows(
+            store,
+            Path(args.reuse_rows),
+            set(filter(None, args.rerun.split(","))),
+            set(filter(None, args.carry_auto.split(","))),
+        )
 
     def run(part, dataset, method, dataset_params, missing, seed, test_size=0.2, params=None):
         key = {

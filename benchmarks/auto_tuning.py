@@ -23,6 +23,7 @@ Compared:
   (``--variants`` names several such portfolios, each scored with every ``--schemes``).
 
 Run:  python benchmarks/auto_tuning.py --seeds 100,101 --cases hw07,hw05,small,syn1000
+      (``--gated`` compares portfolios with the samples-per-feature gated lda-em members)
 Writes <out>/auto_tuning.{json,md} (``--name``) with the machine it ran on.
 """
 
@@ -231,11 +232,20 @@ def main() -> None:
         help="portfolios to compare (JSON): name -> labels of --extra members added to the "
         "default portfolio, each scored with every --schemes ensemble scheme",
     )
+    parser.add_argument(
+        "--gated",
+        default="{}",
+        help="portfolios to compare (JSON): name -> shrinkage values of the gated diagonal "
+        "lda-em members (mlmm.tune.auto.DIAGONAL_LDA_SHRINKAGES), each portfolio built by "
+        "default_portfolio itself, so its samples-per-feature gate applies; the baseline is "
+        "the portfolio without them. Scored with every --schemes ensemble scheme",
+    )
     parser.add_argument("--schemes", default="bagged,bagged75,global,best-or-bagged,top1")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--name", default="auto_tuning", help="writes <out>/<name>.{json,md}")
     args = parser.parse_args()
     variants = json.loads(args.variants)
+    gated = json.loads(args.gated)
     seeds = [int(s) for s in args.seeds.split(",")]
     if any(s < 100 for s in seeds):
         raise SystemExit("tuning seeds only (>= 100): the reported seeds 0-4 choose nothing")
@@ -246,9 +256,23 @@ def main() -> None:
     for case in args.cases.split(","):
         for seed in seeds:
             train = training_part(case, seed)
+            extra_rows: list[dict] = []
             print(f"{case} seed {seed}: {train.n_samples} training samples", flush=True)
             cache = out / "auto-runs" / "tuning-cache"
+            if gated:  # the baseline: the portfolio without the gated members
+                A.DIAGONAL_LDA_SHRINKAGES = ()
             base = oof_library(train, seed, args.budget, cache, None)
+            portfolios = {}
+            for name, shrinkages in gated.items():
+                A.DIAGONAL_LDA_SHRINKAGES = tuple(float(v) for v in shrinkages)
+                portfolios[name] = oof_library(train, seed, args.budget, cache, None)
+            if gated:
+                seen = {r["model"] for r in base}
+                for members in portfolios.values():
+                    for r in members:
+                        if r["model"] not in seen:
+                            seen.add(r["model"])
+                            extra_rows.append(r)
             lib = base + (oof_library(train, seed, args.budget, cache, extra) if extra else [])
             y = train.targets
             rounds = A._budget(args.budget)["rounds"]
@@ -267,7 +291,7 @@ def main() -> None:
                 )
                 print(f"  {model} {scheme}/{min_group}: {acc:.2f} {loss:.4f}", flush=True)
 
-            for r in lib:
+            for r in lib + extra_rows:
                 add(
                     r["model"],
                     "member",
@@ -295,7 +319,13 @@ def main() -> None:
                 )
             schemes = [("global", 0), ("by-count", 100), ("by-count", 200), ("bagged", 0)]
             schemes += [("top1", 0), ("top3", 0)]
-            for scheme, min_group in schemes if not variants else ():
+            for name, members in ({"current": base, **portfolios} if gated else {}).items():
+                for scheme in args.schemes.split(","):
+                    acc, loss = cross_fit(
+                        [r["oof"] for r in members], y, train.observed, scheme, rounds, 0
+                    )
+                    add(f"ensemble ({name}, {len(members)} members)", scheme, 0, acc, loss)
+            for scheme, min_group in schemes if not (variants or gated) else ():
                 acc, loss = cross_fit(
                     [r["oof"] for r in base], y, train.observed, scheme, rounds, min_group
                 )

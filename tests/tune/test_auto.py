@@ -275,7 +275,8 @@ def test_default_portfolio_follows_the_budget_and_the_data_width():
     best, _ = default_portfolio(data, "best")
     assert {m["method"] for m in fast} < {m["method"] for m in best}
     assert "moddrop" in {m["method"] for m in best}
-    assert [n["method"] for n in fast_notes] == ["hist-gradient-boosting"]
+    # 240 samples < 10 x 34 features: no diagonal lda-em; no gradient boosting at "fast"
+    assert [n["method"] for n in fast_notes] == ["lda-em", "hist-gradient-boosting"]
     deep = [m for m in fast if m["method"] == "hemis"][0]
     assert deep["weight_decay"] == pytest.approx(0.5 / 240)  # scaled with n
     medium, _ = default_portfolio(data, "medium")
@@ -288,7 +289,30 @@ def test_default_portfolio_follows_the_budget_and_the_data_width():
     )
     members, notes = default_portfolio(wide, "medium")
     assert "hist-gradient-boosting" not in {m["method"] for m in members}
-    assert "too costly" in notes[0]["note"] and "3006" in notes[0]["note"]
+    (tree,) = [n for n in notes if n["method"] == "hist-gradient-boosting"]
+    assert "too costly" in tree["note"] and "3006" in tree["note"]
+
+
+def _vectors(n_samples, width):
+    return mlmm.MultimodalDataset(
+        [mlmm.ModalitySpec("a", "vector", (width,)), mlmm.ModalitySpec("b", "vector", (2,))],
+        mlmm.TaskSpec("classification", 3),
+        {"a": np.zeros((n_samples, width)), "b": np.zeros((n_samples, 2))},
+        np.arange(n_samples) % 3,
+    )
+
+
+def test_diagonal_lda_joins_from_ten_samples_per_feature_with_a_note_otherwise():
+    diagonal = {"shrinkage": 0.7, "shrinkage_target": "diagonal"}
+    joined, notes = default_portfolio(_vectors(480, 46), "medium")  # 48 features x 10 = 480
+    assert diagonal in [m["params"] for m in joined if m["method"] == "lda-em"]
+    assert {} in [m["params"] for m in joined if m["method"] == "lda-em"]  # isotropic stays
+    assert not any("samples per feature" in n["note"] for n in notes)
+    left, notes = default_portfolio(_vectors(479, 46), "medium")
+    assert [m["params"] for m in left if m["method"] == "lda-em"] == [{}]
+    (note,) = [n for n in notes if n["method"] == "lda-em"]
+    assert note["model"] == "lda-em[shrinkage=0.7,shrinkage_target=diagonal]"
+    assert "10 samples per feature (480 for 48 features), got 479" in note["note"]
 
 
 def test_regression():

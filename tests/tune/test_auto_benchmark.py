@@ -65,3 +65,20 @@ def test_reuse_rows_keeps_baselines_and_same_revision_auto_only(auto_script, tmp
     auto_script.reuse_rows(store, earlier, rerun=set())
     assert read_back("auto same")["accuracy"] == 95.0
     assert read_back("rerun")["accuracy"] == 90.0
+
+
+def test_reuse_rows_carries_older_auto_rows_of_the_named_parts_only(auto_script, tmp_path):
+    current, older = auto_script.AUTO_REVISION, auto_script.AUTO_REVISION - 1
+    key, row = _row("auto", 0, older, 85.0)
+    synthetic_key, synthetic = _row("auto", 1, older, 70.0)
+    synthetic_key["part"] = synthetic["part"] = "synthetic"
+    earlier = tmp_path / "auto.json"
+    earlier.write_text(json.dumps({"runs": [row, synthetic]}))
+    store = tmp_path / "store"
+    store.mkdir()
+    auto_script.reuse_rows(store, earlier, rerun=set(), carry={"small"})
+    carried = auto_script.cached_run(store, {**key, "auto_revision": current}, None)
+    assert carried["accuracy"] == 85.0 and carried["trained_at_revision"] == older
+    assert auto_script.cached_run(store, {**key, "auto_revision": older}, None) is None
+    synthetic_now = {**synthetic_key, "auto_revision": current}
+    assert auto_script.cached_run(store, synthetic_now, None) is None  # not carried: rerun

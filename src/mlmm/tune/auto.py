@@ -102,6 +102,11 @@ LARGE_DATA = 5000
 #: Weight decay of the deep members is ``WEIGHT_DECAY_PER_SAMPLE / n``, kept in this range.
 WEIGHT_DECAY_PER_SAMPLE = 0.5
 WEIGHT_DECAY_RANGE = (1e-4, 1e-2)
+#: ``lda-em`` shrunk towards the diagonal of its covariance joins the portfolio only with at
+#: least this many training samples per flattened feature (see :func:`default_portfolio`).
+DIAGONAL_LDA_SAMPLES_PER_FEATURE = 10
+#: The shrinkage of each such ``lda-em`` member (one member per value).
+DIAGONAL_LDA_SHRINKAGES: tuple[float, ...] = (0.7,)
 _EPS = 1e-15
 
 
@@ -122,6 +127,16 @@ def default_portfolio(
     Returns ``(members, notes)``: members as ``{"method", "params", "weight_decay"}`` dicts (the
     deep ones with the weight decay :func:`scaled_weight_decay` gives for ``data``), and one
     ``{"model", "method", "note"}`` row per candidate left out before training.
+
+    ``lda-em`` with ``shrinkage_target="diagonal"`` (at each of
+    :data:`DIAGONAL_LDA_SHRINKAGES`) joins only with at least
+    :data:`DIAGONAL_LDA_SAMPLES_PER_FEATURE` training samples per flattened feature: its
+    pooled covariance has ``D (D + 1) / 2`` entries, and with ``D / n = g`` the sample
+    covariance's eigenvalues spread over about ``[(1 - sqrt(g))^2, (1 + sqrt(g))^2]`` times
+    the true ones (Marchenko-Pastur); at ``g <= 0.1`` that is within a factor of about 2 either
+    way, where shrinking part of it towards its own diagonal is sound. With fewer samples the
+    diagonal itself is estimated poorly under missing modalities and the member is
+    overconfident; the isotropic ``lda-em`` stays.
     """
     settings = _budget(budget)
     width = sum(math.prod(s.shape) for s in data.specs)
@@ -133,6 +148,22 @@ def default_portfolio(
         {"method": "lda-em", "params": {}},
     ]
     notes = []
+    needed = DIAGONAL_LDA_SAMPLES_PER_FEATURE * width
+    for shrinkage in DIAGONAL_LDA_SHRINKAGES:
+        member = {
+            "method": "lda-em",
+            "params": {"shrinkage": shrinkage, "shrinkage_target": "diagonal"},
+        }
+        if data.n_samples >= needed:
+            members.append(member)
+        else:
+            notes.append(
+                _note(
+                    member,
+                    f"needs {DIAGONAL_LDA_SAMPLES_PER_FEATURE} samples per feature "
+                    f"({needed} for {width} features), got {data.n_samples}",
+                )
+            )
     outputs = data.task.n_classes if data.task.is_classification else 1
     cost = width * outputs
     if cost <= settings["max_tree_cost"]:
