@@ -291,32 +291,17 @@ def main() -> None:
                 )
                 print(f"  {model} {scheme}/{min_group}: {acc:.2f} {loss:.4f}", flush=True)
 
+            def add_member(model, proba, y=y):
+                if proba is not None:
+                    accuracy = 100 * float((proba.argmax(1) == y).mean())
+                    add(model, "member", None, accuracy, A._loss(proba, y, True))
+
             for r in lib + extra_rows:
-                add(
-                    r["model"],
-                    "member",
-                    None,
-                    100 * float((r["oof"].argmax(1) == y).mean()),
-                    A._loss(r["oof"], y, True),
-                )
-            bayes = bayes_oof(train)
-            if bayes is not None:
-                add(
-                    "bayes-optimal",
-                    "member",
-                    None,
-                    100 * float((bayes.argmax(1) == y).mean()),
-                    A._loss(bayes, y, True),
-                )
-            plugin = estimated_means_oof(train, seed, args.budget)
-            if plugin is not None:
-                add(
-                    "bayes rule, estimated class means",
-                    "member",
-                    None,
-                    100 * float((plugin.argmax(1) == y).mean()),
-                    A._loss(plugin, y, True),
-                )
+                add_member(r["model"], r["oof"])
+            add_member("bayes-optimal", bayes_oof(train))
+            add_member(
+                "bayes rule, estimated class means", estimated_means_oof(train, seed, args.budget)
+            )
             schemes = [("global", 0), ("by-count", 100), ("by-count", 200), ("bagged", 0)]
             schemes += [("top1", 0), ("top3", 0)]
             for name, members in ({"current": base, **portfolios} if gated else {}).items():
