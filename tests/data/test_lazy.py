@@ -271,3 +271,74 @@ def test_a_multilabel_or_variable_length_dataset_is_refused_before_writing(tmp_p
         write_dataset(padded, tmp_path / "vl")
     assert not (tmp_path / "vl").exists()
     assert list(tmp_path.iterdir()) == []  # no temporary folder left either
+
+
+@pytest.mark.parametrize("ids", ["numbers", "strings"])
+def test_groups_survive_the_round_trip_and_split_the_reopened_dataset_alike(tmp_path, ids):
+    """write_dataset dropped groups: a grouped dataset reopened from disk split by rows, and
+    a patient's samples landed on both sides of the split without a word."""
+    from dataclasses import replace
+
+    ds = _mixed(60)
+    patients = np.arange(60) // 4  # 15 patients, 4 samples each
+    groups = patients if ids == "numbers" else np.array([f"p{p:02d}" for p in patients])
+    grouped = replace(ds, groups=groups)
+    lazy = open_dataset(write_dataset(grouped, tmp_path / "g", chunk_rows=7))
+    np.testing.assert_array_equal(lazy.groups, grouped.groups)
+    in_memory = mlmm.train_val_test_split(grouped, seed=3)
+    reopened = mlmm.train_val_test_split(lazy, seed=3)
+    for part in ("train", "val", "test"):
+        np.testing.assert_array_equal(reopened.indices[part], in_memory.indices[part])
+        np.testing.assert_array_equal(
+            getattr(reopened, part).groups, getattr(in_memory, part).groups
+        )
+    assert not set(reopened.train.groups) & set(reopened.test.groups)
+    np.testing.assert_array_equal(lazy.subset([5, 0]).to_memory().groups, groups[[5, 0]])
+    # a second write of the reopened dataset keeps them too
+    again = open_dataset(write_dataset(lazy, tmp_path / "g2"))
+    np.testing.assert_array_equal(again.groups, grouped.groups)
+
+
+def test_folders_and_archives_without_groups_still_open_ungrouped(tmp_path):
+    ds = _mixed(20)
+    folder = write_dataset(ds, tmp_path / "plain")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["groups"] is False and not (folder / "groups.npy").exists()
+    del manifest["groups"]  # as written before groups were kept
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert open_dataset(folder).groups is None
+    _write_npz(ds, tmp_path / "a.npz")
+    assert open_dataset(tmp_path / "a.npz").groups is None
+    np.savez(
+        tmp_path / "g.npz",
+        mlmm=np.array(_metadata_json(ds)),
+        observed=ds.observed,
+        targets=ds.targets,
+        groups=np.arange(20) // 2,
+        **{f"input_{k}": v for k, v in ds.inputs.items()},
+    )
+    np.testing.assert_array_equal(open_dataset(tmp_path / "g.npz").groups, np.arange(20) // 2)
+
+
+def test_bad_groups_in_a_folder_or_writer_are_one_line_errors(tmp_path):
+    from dataclasses import replace
+
+    ds = replace(_mixed(20), groups=np.arange(20) // 5)
+    folder = write_dataset(ds, tmp_path / "g")
+    (folder / "groups.npy").unlink()
+    with pytest.raises(MlmmError, match="grouped but groups.npy is missing"):
+        open_dataset(folder)
+    np.save(folder / "groups.npy", np.arange(7))
+    with pytest.raises(
+        MlmmError, match=r"stored groups must hold one id per sample \(shape \(20,\)\)"
+    ):
+        open_dataset(folder)
+    np.save(folder / "groups.npy", np.array([object()] * 20), allow_pickle=True)
+    with pytest.raises(MlmmError, match="groups.npy: not a readable .npy file"):
+        open_dataset(folder)
+    writer = DatasetWriter(tmp_path / "w", ds.specs, ds.task, n_samples=20)
+    half = {k: v[:10] for k, v in ds.inputs.items()}
+    writer.append(half, ds.targets[:10], ds.observed[:10], groups=ds.groups[:10])
+    with pytest.raises(MlmmError, match="groups were given for the first 10 rows"):
+        writer.append(half, ds.targets[:10], ds.observed[:10])
+    writer.abort()

@@ -98,3 +98,35 @@ def test_bad_hyperparameters_are_rejected(params):
     data = contract_dataset()
     with pytest.raises(MlmmError, match=next(iter(params))):
         mlmm.create_method("bipartite-graph", data.specs, data.task, **params)
+
+
+def test_the_task_loss_is_on_the_original_graph_only():
+    """The mean of the original and the augmented graph's task losses pulled every prediction
+    to the prior on synthetic-interaction (an augmented graph often lacks what decides the
+    label): 50.00 % on every seed at n = 20,000. MUSE scores the task on the original graph."""
+    data, clean, _ = _batches()
+    model = mlmm.create_method(
+        "bipartite-graph", data.specs, data.task, contrastive_weight=0.0, edge_dropout=0.9
+    )
+    out = model.train()(clean)
+    by_hand = torch.nn.functional.cross_entropy(out.prediction, clean.target)
+    torch.testing.assert_close(out.loss, by_hand)
+    with_contrastive = mlmm.create_method("bipartite-graph", data.specs, data.task)
+    out = with_contrastive.train()(clean)
+    by_hand = torch.nn.functional.cross_entropy(out.prediction, clean.target)
+    torch.testing.assert_close(out.loss, by_hand + out.aux_losses["contrastive"])
+
+
+def test_it_learns_an_interaction_between_modalities():
+    """No modality alone carries class information on synthetic-interaction (an XOR of signs
+    seen by different modalities); message passing must combine them."""
+    res = mlmm.run_experiment(
+        "synthetic-interaction",
+        "bipartite-graph",
+        dataset_params={"n_samples": 600},
+        seed=0,
+        trainer={"max_epochs": 15, "progress": False},
+    )
+    table = res.table
+    accuracy = table[(table.scope == "overall") & (table.metric == "accuracy")].value.iloc[0]
+    assert accuracy > 0.8  # chance is 0.5, Bayes about 0.97

@@ -24,3 +24,39 @@ def test_variable_length_model_round_trips_and_refuses_arrays(tmp_path):
     arrays = {k: v for k, v in data.inputs.items()}
     with pytest.raises(MlmmError, match=r"variable-length sequences \['s'\].*lengths="):
         loaded.predict(arrays)
+
+
+def test_arrays_predict_with_their_lengths_as_the_dataset_does():
+    data = contract_dataset(n_samples=48)
+    steps = np.random.default_rng(0).integers(3, 13, size=48)
+    data = replace(data, lengths={"s": steps})
+    model = create_method("zero-impute", data.specs, data.task, hidden=16)
+    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+    arrays = {k: v.copy() for k, v in data.inputs.items()}
+    padded = np.arange(arrays["s"].shape[1])[None, :] >= steps[:, None]  # [N, T]
+    arrays["s"][padded] = 7.0  # the padding's values are not read
+    expected = trained.predict_proba(data)
+    np.testing.assert_allclose(trained.predict_proba(arrays, lengths={"s": steps}), expected)
+    np.testing.assert_array_equal(
+        trained.predict(arrays, lengths={"s": steps}), trained.predict(data)
+    )
+    # a modality left out of the arrays needs no lengths
+    without = {k: v for k, v in arrays.items() if k != "s"}
+    reference = trained.predict_proba(data.with_presence(data.observed & [True, True, False]))
+    np.testing.assert_allclose(trained.predict_proba(without, lengths={}), reference)
+    with pytest.raises(MlmmError, match=r"no lengths for 's', which is present in 48 row"):
+        trained.predict(arrays, lengths={})
+    with pytest.raises(MlmmError, match=r"lengths\['s'\] must be in \[0, 12\]"):
+        trained.predict(arrays, lengths={"s": steps + 20})
+    with pytest.raises(MlmmError, match=r"lengths were given for \['a'\]"):
+        trained.predict(arrays, lengths={"s": steps, "a": steps})
+    with pytest.raises(MlmmError, match="a dataset carries its own"):
+        trained.predict(data, lengths={"s": steps})
+
+
+def test_lengths_for_a_full_length_model_are_refused():
+    data = contract_dataset(n_samples=24)
+    model = create_method("zero-impute", data.specs, data.task, hidden=16)
+    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+    with pytest.raises(MlmmError, match="trained on full-length sequences; drop lengths="):
+        trained.predict(dict(data.inputs), lengths={"s": np.full(24, 3)})

@@ -10,10 +10,11 @@ in-memory path, so a small data set gives the same model either way.
 Storage formats (:func:`open_dataset` picks one from the path):
 
 - a folder written by :class:`DatasetWriter` (``mlmm-dataset.json``, ``inputs/<name>.npy``,
-  ``observed.npy``, ``targets.npy``): each input is memory-mapped (``np.load(mmap_mode="r")``);
+  ``observed.npy``, ``targets.npy``, and ``groups.npy`` for a grouped dataset): each input is
+  memory-mapped (``np.load(mmap_mode="r")``);
 - an ``.npz`` written by ``np.savez`` (not ``savez_compressed``: a compressed member cannot be
-  memory-mapped) with keys ``input_<name>``, ``observed``, ``targets`` and ``mlmm`` (the JSON
-  metadata, or pass ``specs``/``task``);
+  memory-mapped) with keys ``input_<name>``, ``observed``, ``targets``, optionally ``groups``,
+  and ``mlmm`` (the JSON metadata, or pass ``specs``/``task``);
 - an HDF5 file (``.h5``/``.hdf5``, needs h5py: ``pip install 'mlmm[formats]'``) with datasets
   ``inputs/<name>``, ``observed``, ``targets`` and the JSON metadata in the attribute ``mlmm``;
 - a Parquet file or folder of files (needs pyarrow: ``pip install 'mlmm[parquet]'``): one
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from mlmm.data.batch import MultimodalBatch
-from mlmm.data.dataset import MultimodalDataset, as_observed
+from mlmm.data.dataset import MultimodalDataset, _as_groups, as_observed
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 
@@ -56,7 +57,9 @@ _FAULT_AROUND_BYTES = 64 * 2**10
 _CHUNK_BYTES = 64 * 2**20
 
 
-def _metadata(specs: Sequence[ModalitySpec], task: TaskSpec, name: str, n: int) -> dict[str, Any]:
+def _metadata(
+    specs: Sequence[ModalitySpec], task: TaskSpec, name: str, n: int, grouped: bool = False
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": _VERSION,
@@ -64,6 +67,8 @@ def _metadata(specs: Sequence[ModalitySpec], task: TaskSpec, name: str, n: int) 
         "n_samples": int(n),
         "specs": [s.to_dict() for s in specs],
         "task": task.to_dict(),
+        # folders written before groups were kept have no key and no groups.npy: ungrouped
+        "groups": grouped,
     }
 
 
@@ -103,6 +108,8 @@ class _Source(abc.ABC):
     name: str
     observed: np.ndarray
     targets: np.ndarray
+    #: One group id per stored row (numbers or strings), or None for an ungrouped dataset.
+    groups: np.ndarray | None = None
 
     @abc.abstractmethod
     def read(self, name: str, rows: np.ndarray) -> np.ndarray:
@@ -177,7 +184,17 @@ def _open_npy_folder(path: Path, specs: Any, task: Any, name: str | None) -> _Ma
     arrays = {s.name: _load_npy(path / "inputs" / f"{s.name}.npy", mmap=True) for s in meta[0]}
     observed = _load_npy(path / "observed.npy", mmap=False)
     targets = _load_npy(path / "targets.npy", mmap=False)
-    return _MappedSource(path, meta, observed, targets, arrays)
+    source = _MappedSource(path, meta, observed, targets, arrays)
+    grouped = (path / "groups.npy").exists()
+    manifest_meta = json.loads(raw)
+    if isinstance(manifest_meta, dict) and manifest_meta.get("groups") and not grouped:
+        raise MlmmError(
+            f"{path}: its manifest says the rows are grouped but groups.npy is missing; "
+            f"restore the file or rewrite the folder with write_dataset"
+        )
+    if grouped:  # numbers or fixed-width strings, never objects (allow_pickle=False)
+        source.groups = _load_npy(path / "groups.npy", mmap=False)
+    return source
 
 
 def _load_npy(file: Path, mmap: bool) -> np.ndarray:
@@ -203,11 +220,18 @@ def _open_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSou
                 raw = str(np.lib.format.read_array(fh, allow_pickle=False))
         meta = _parse_metadata(raw, path, specs, task, name)
         small = {}
-        for key in ("observed", "targets"):
+        for key in ("observed", "targets", "groups"):
             if key not in infos:
+                if key == "groups":  # optional: an ungrouped dataset
+                    continue
                 raise MlmmError(f"{path}: no {key!r} array in the archive; add it (np.savez)")
             with archive.open(infos[key]) as fh:
-                small[key] = np.lib.format.read_array(fh, allow_pickle=False)
+                try:
+                    small[key] = np.lib.format.read_array(fh, allow_pickle=False)
+                except ValueError:
+                    raise MlmmError(
+                        f"{path}: member {key!r} holds Python objects; store numbers or strings"
+                    ) from None
     arrays = {}
     with open(path, "rb") as fh:
         for spec in meta[0]:
@@ -237,7 +261,9 @@ def _open_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSou
                 path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape,
                 order="F" if fortran else "C",
             )  # fmt: skip
-    return _MappedSource(path, meta, small["observed"], small["targets"], arrays)
+    source = _MappedSource(path, meta, small["observed"], small["targets"], arrays)
+    source.groups = small.get("groups")
+    return source
 
 
 class _HDF5Source(_Source):
@@ -300,7 +326,7 @@ class _ParquetSource(_Source):
         raw = (handles[0].schema_arrow.metadata or {}).get(b"mlmm")
         self.specs, self.task, self.name = _parse_metadata(raw, path, specs, task, name)
         self.files = files
-        self.groups: list[tuple[int, int]] = []  # (file, row group)
+        self.row_groups: list[tuple[int, int]] = []  # (file, row group)
         starts, observed, targets = [0], [], []
         columns = [s.name for s in self.specs]
         for f, handle in enumerate(handles):
@@ -321,7 +347,7 @@ class _ParquetSource(_Source):
                     )
                 )
                 targets.append(table.column("target").to_numpy())
-                self.groups.append((f, g))
+                self.row_groups.append((f, g))
                 starts.append(starts[-1] + table.num_rows)
         self.starts = np.asarray(starts)
         self.observed = np.concatenate(observed).astype(bool)
@@ -336,7 +362,7 @@ class _ParquetSource(_Source):
             return self._cache[key]
         import pyarrow.parquet as pq
 
-        f, group = self.groups[g]
+        f, group = self.row_groups[g]
         if os.getpid() != self._handles.get(-1):
             self._handles = {-1: os.getpid()}
         if f not in self._handles:
@@ -394,6 +420,10 @@ class OutOfCoreDataset:
         Presence, held in memory (one bool per sample and modality).
     targets : ndarray, shape (N,)
         Held in memory.
+    groups : ndarray, shape (N,), or None
+        Group ids (patient or subject), held in memory: splits and inner folds keep each
+        group on one side, as for :class:`~mlmm.data.MultimodalDataset`. Stored in the folder
+        by :func:`write_dataset`; None for an ungrouped dataset.
     num_workers : int
         DataLoader worker processes used when this dataset is read in mini-batches.
     """
@@ -407,13 +437,17 @@ class OutOfCoreDataset:
     num_workers: int = 0
     standardizer: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None
 
     #: Marks datasets whose inputs are not in memory (``Trainer.fit`` checks it).
     out_of_core = True
-    #: No group ids (split by rows) and no per-row sequence lengths (every sequence is full
-    #: length): ``to_memory()`` and ``MultimodalDataset(..., groups=, lengths=)`` for those.
-    groups = None
+    #: No per-row sequence lengths (every sequence is full length): ``to_memory()`` and
+    #: ``MultimodalDataset(..., lengths=)`` for those.
     lengths = None
+
+    def __post_init__(self) -> None:
+        if self.groups is not None:  # also checks ids given by dataclasses.replace
+            object.__setattr__(self, "groups", _as_groups(self.groups, len(self.rows)))
 
     # ------------------------------------------------------------------ views
     @property
@@ -445,7 +479,11 @@ class OutOfCoreDataset:
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
         return replace(
-            self, rows=self.rows[idx], observed=self.observed[idx], targets=self.targets[idx]
+            self,
+            rows=self.rows[idx],
+            observed=self.observed[idx],
+            targets=self.targets[idx],
+            groups=None if self.groups is None else self.groups[idx],
         )
 
     def with_workers(self, num_workers: int) -> OutOfCoreDataset:
@@ -535,6 +573,7 @@ class OutOfCoreDataset:
             name=view.name,
             allow_empty=view.allow_empty,
             meta=dict(view.meta),
+            groups=view.groups,
         )
 
 
@@ -603,6 +642,12 @@ def open_dataset(
             f"{path}: {int(empty.sum())} sample(s) have no modality present (first: "
             f"{np.flatnonzero(empty)[:5].tolist()}); pass allow_empty=True"
         )
+    groups = None
+    if source.groups is not None:
+        try:
+            groups = _as_groups(source.groups, n)
+        except MlmmError as exc:
+            raise MlmmError(f"{path}: stored {exc}") from None
     dataset = OutOfCoreDataset(
         source=source,
         rows=np.arange(n),
@@ -610,6 +655,7 @@ def open_dataset(
         targets=targets,
         name=source.name,
         allow_empty=allow_empty,
+        groups=groups,
     )
     return dataset.with_workers(num_workers)
 
@@ -800,15 +846,18 @@ class DatasetWriter:
         self._observed = np.zeros((n_samples, len(self.specs)), dtype=bool)
         dtype = np.int64 if task.is_classification else np.float32
         self._targets = np.zeros(n_samples, dtype=dtype)
+        self._groups: list[np.ndarray] = []  # one array per append, or none at all
 
     def append(
         self,
         inputs: Mapping[str, np.ndarray],
         targets: np.ndarray,
         observed: np.ndarray | None = None,
+        groups: Sequence[Any] | np.ndarray | None = None,
     ) -> None:
         """Write the next rows: ``inputs[name]`` ``(k, *shape)``, ``targets`` ``(k,)``,
-        ``observed`` ``(k, M)`` (default: all present). Absent rows are stored as zeros."""
+        ``observed`` ``(k, M)`` (default: all present), ``groups`` ``(k,)`` (group ids:
+        give them on every append or on none). Absent rows are stored as zeros."""
         targets = np.asarray(targets)
         k = len(targets)
         if self.written + k > self.n_samples:
@@ -816,6 +865,12 @@ class DatasetWriter:
                 f"appending {k} rows would exceed n_samples={self.n_samples} "
                 f"({self.written} written); pass a larger n_samples"
             )
+        if (groups is None) != (not self._groups) and self.written:
+            raise MlmmError(
+                f"append: groups were {'not ' if groups is not None else ''}given for the "
+                f"first {self.written} rows; give group ids on every append or on none"
+            )
+        group_ids = None if groups is None else _as_groups(groups, k)
         names = [s.name for s in self.specs]
         observed = as_observed(observed, k, names)
         stop = self.written + k
@@ -835,6 +890,8 @@ class DatasetWriter:
             self._inputs[name].write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
         self._observed[self.written : stop] = observed
         self._targets[self.written : stop] = targets
+        if group_ids is not None:
+            self._groups.append(group_ids)
         self.written = stop
 
     def close(self) -> Path:
@@ -853,7 +910,11 @@ class DatasetWriter:
             self._inputs.clear()
             np.save(self._tmp / "observed.npy", self._observed)
             np.save(self._tmp / "targets.npy", self._targets)
-            meta = _metadata(self.specs, self.task, self.name, self.n_samples)
+            if self._groups:  # numbers or fixed-width strings: np.load needs no pickle
+                np.save(self._tmp / "groups.npy", np.concatenate(self._groups))
+            meta = _metadata(
+                self.specs, self.task, self.name, self.n_samples, grouped=bool(self._groups)
+            )
             (self._tmp / MANIFEST).write_text(json.dumps(meta, indent=1))
             old = None
             if self.path.exists():  # overwrite=True, checked to be an out-of-core folder
@@ -893,8 +954,10 @@ def write_dataset(
     """Write ``dataset`` as an out-of-core folder (atomically); returns the folder's path.
 
     An out-of-core dataset is copied chunk by chunk, so it never needs to fit in memory.
-    A dataset with variable-length sequences (``lengths``) is refused: the folder has no
-    lengths, and its padding would then be read as data.
+    Group ids (``dataset.groups``) are kept (``groups.npy``), so the reopened dataset splits
+    by whole groups as the in-memory one does. A dataset with variable-length sequences
+    (``lengths``) is refused: the folder has no lengths, and its padding would then be read
+    as data.
     """
     if getattr(dataset, "lengths", None):
         raise MlmmError(
@@ -910,7 +973,8 @@ def write_dataset(
                 inputs = dataset.read(np.arange(start, stop), raw=True)
             else:
                 inputs = {k: v[start:stop] for k, v in dataset.inputs.items()}
-            writer.append(inputs, dataset.targets[start:stop], dataset.observed[start:stop])
+            groups = None if dataset.groups is None else dataset.groups[start:stop]
+            writer.append(inputs, dataset.targets[start:stop], dataset.observed[start:stop], groups)
         if is_out_of_core(dataset):
             dataset.source.release()
     return Path(path)

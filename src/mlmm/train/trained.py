@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,12 @@ class TrainedModel:
         )
 
     # ------------------------------------------------------------ input
-    def as_dataset(self, X: Any, partial: str = "error") -> MultimodalDataset:
+    def as_dataset(
+        self,
+        X: Any,
+        partial: str = "error",
+        lengths: Mapping[str, Any] | None = None,
+    ) -> MultimodalDataset:
         """Turn prediction input into a dataset matching the model (targets are placeholders).
 
         Parameters
@@ -190,20 +195,46 @@ class TrainedModel:
             a text column of :func:`mlmm.data.from_dataframe` is tokenised as at training).
             A dataset is used as it is; an out-of-core one (:mod:`mlmm.data.lazy`) is read
             in mini-batches, never whole. A model trained on variable-length sequences
-            (``info["variable_length"]``) takes only a dataset with ``lengths``.
+            (``info["variable_length"]``) takes a dataset with ``lengths``, or arrays with
+            ``lengths``.
         partial : {"error", "missing"}
             A modality row that is only partly NaN: refused, or treated as absent.
+        lengths : dict of str to array of int, optional
+            For a model trained on variable-length sequences and arrays or a DataFrame: the
+            valid steps of each row ``(N,)`` per sequence modality of
+            ``info["variable_length"]``, the valid steps first in each row (the padding that
+            follows is not used, but must not be NaN). A modality left out of ``X`` may be
+            left out here. Not taken with a dataset (it carries its own) nor for a model
+            trained on full-length sequences.
         """
+        variable = self.info.get("variable_length") or []
         if isinstance(X, MultimodalDataset) or is_out_of_core(X):
+            if lengths is not None:
+                raise MlmmError(
+                    "lengths= is for arrays or a DataFrame; a dataset carries its own: build it "
+                    "with MultimodalDataset(..., lengths=...) and drop lengths="
+                )
             return X
         if partial not in ("error", "missing"):  # "impute" would fill from the input itself
             raise MlmmError(f"partial must be 'error' or 'missing', got {partial!r}")
-        if self.info.get("variable_length"):  # arrays carry no lengths: padding would count
+        if lengths is not None and not variable:
             raise MlmmError(
-                f"this model was trained on variable-length sequences "
-                f"{self.info['variable_length']}, whose per-row lengths a dict or DataFrame "
-                f"cannot carry; pass a MultimodalDataset(..., lengths={{name: steps per row}})"
+                f"lengths were given for {sorted(lengths)}, but this model was trained on "
+                f"full-length sequences; drop lengths="
             )
+        if variable and lengths is None:  # arrays carry no lengths: padding would count
+            raise MlmmError(
+                f"this model was trained on variable-length sequences {variable}, whose "
+                f"per-row lengths arrays or a DataFrame do not carry; pass "
+                f"lengths={{name: steps per row}} too, or a MultimodalDataset(..., lengths=...)"
+            )
+        if lengths is not None:
+            unknown = sorted(set(lengths) - set(variable))
+            if unknown:
+                raise MlmmError(
+                    f"lengths were given for {unknown}, which this model did not train with "
+                    f"lengths; give them for {variable} only"
+                )
         shapes = self.modality_shapes
         if hasattr(X, "iloc") and hasattr(X, "columns"):  # a pandas DataFrame
             names = [str(c) for c in X.columns]
@@ -244,7 +275,7 @@ class TrainedModel:
             dummy = np.zeros((n, self.task.n_labels), dtype=np.float32)
         else:
             dummy = np.zeros(n, dtype=np.int64 if self.task.is_classification else np.float32)
-        return from_arrays(
+        dataset = from_arrays(
             aligned,
             dummy,
             task=self.task,
@@ -254,18 +285,37 @@ class TrainedModel:
             allow_empty=True,
             partial=partial,
         )
+        if not variable:
+            return dataset
+        steps = {}
+        for name in variable:  # the dataset checks each: one per row, in [1, T] where present
+            j = dataset.modality_index(name)
+            if name in lengths:
+                steps[name] = lengths[name]
+            elif dataset.observed[:, j].any():
+                rows = int(dataset.observed[:, j].sum())
+                raise MlmmError(
+                    f"no lengths for {name!r}, which is present in {rows} row(s); add "
+                    f"lengths[{name!r}] (valid steps per row)"
+                )
+            else:  # absent everywhere: no step is read
+                steps[name] = np.zeros(dataset.n_samples, dtype=np.int64)
+        return replace(dataset, lengths=steps)
 
     # ------------------------------------------------------------ prediction
-    def predict_raw(self, X: Any, on_empty: str = "error") -> np.ndarray:
+    def predict_raw(
+        self, X: Any, on_empty: str = "error", lengths: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
         """Model outputs for ``X``: class probabilities ``[N, K]``, label probabilities
         ``[N, L]`` (multilabel: one sigmoid per label) or values ``[N]``.
 
         ``X`` is anything :meth:`as_dataset` takes (a dict of arrays, a DataFrame, a
         dataset); no targets are needed. ``on_empty`` says what to do with samples that have
         no modality present: ``"error"`` (default) refuses them; ``"prior"`` answers them
-        with the training class frequencies (or target mean).
+        with the training class frequencies (or target mean). ``lengths``: the valid steps per
+        row of a variable-length model's sequences, with arrays (see :meth:`as_dataset`).
         """
-        dataset = self.as_dataset(X)
+        dataset = self.as_dataset(X, lengths=lengths)
         _check_matches(self.model, dataset, "input")
         if on_empty not in ("error", "prior"):
             raise MlmmError(f"on_empty must be 'error' or 'prior', got {on_empty!r}")
@@ -295,18 +345,23 @@ class TrainedModel:
             out[empty] = self.prior[0]
         return out
 
-    def predict_proba(self, X: Any, on_empty: str = "error") -> np.ndarray:
+    def predict_proba(
+        self, X: Any, on_empty: str = "error", lengths: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
         """Class probabilities ``[N, K]`` in the order of :attr:`classes_`; for multilabel,
-        each label's probability ``[N, L]`` (rows need not sum to 1)."""
+        each label's probability ``[N, L]`` (rows need not sum to 1). Arguments as
+        :meth:`predict_raw`."""
         if self.task.is_regression:
             raise MlmmError("predict_proba is for classification; use predict for regression")
-        return self.predict_raw(X, on_empty)
+        return self.predict_raw(X, on_empty, lengths)
 
-    def predict(self, X: Any, on_empty: str = "error") -> np.ndarray:
+    def predict(
+        self, X: Any, on_empty: str = "error", lengths: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
         """Class labels ``[N]`` (values of :attr:`classes_`), a 0/1 label matrix ``[N, L]``
         (multilabel: a label is on when its probability is at least 0.5) or values ``[N]``
-        (regression)."""
-        out = self.predict_raw(X, on_empty)
+        (regression). Arguments as :meth:`predict_raw`."""
+        out = self.predict_raw(X, on_empty, lengths)
         if self.task.is_multilabel:
             return (out >= MULTILABEL_THRESHOLD).astype(np.int64)
         return self.classes_[out.argmax(axis=1)] if self.task.is_classification else out

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+import mlmm
 from mlmm.data.datasets import DATASETS, load_dataset
 from mlmm.data.formats import load_mosei, load_mosi
 from mlmm.data.formats import mosi as mosi_module
@@ -192,6 +193,60 @@ def test_mosei_reads_its_own_pickle_name(tmp_path):
     assert ds.name == "mosei" and ds.n_samples == 3
 
 
+def _left_padded(steps: dict[str, list[int]], padded: dict[str, int], seed: int = 0) -> dict:
+    """A MulT pickle whose rows hold ``steps[m][i]`` valid steps, zero-padded on the left."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split in SIZES:
+        n = len(steps["text"])
+        part = {}
+        for m, d in WIDTHS.items():
+            x = np.zeros((n, padded[m], d), dtype=np.float32)
+            for i, k in enumerate(steps[m]):
+                if k:
+                    x[i, padded[m] - k :] = rng.normal(size=(k, d))
+            part[m] = x
+        part["labels"] = np.linspace(-2, 2, n, dtype=np.float32).reshape(n, 1, 1)
+        out[split] = part
+    return out
+
+
+def test_pickle_lengths_come_from_the_left_padding_and_valid_steps_move_first(tmp_path):
+    """The loader gave no lengths: the left padding of the MulT pickles was read as data."""
+    steps = {"text": [6, 3, 1, 0], "audio": [6, 3, 1, 2], "vision": [6, 3, 1, 2]}
+    data = _left_padded(steps, {"text": 6, "audio": 6, "vision": 6})
+    first = data["train"]
+    first["audio"][1, 3] = 0.0  # row 1's first word has zero audio: still a word step
+    first["vision"][0, 4] = 0.0  # a zero step inside the valid part stays a step
+    for split in SIZES:
+        data[split]["audio"][1, 3], data[split]["vision"][0, 4] = 0.0, 0.0
+    _write_pickle(tmp_path, data)
+    with pytest.warns(UserWarning):
+        ds = load_mosi(tmp_path, trust_pickle=True, task="regression", split="train")
+    assert set(ds.lengths) == {"text", "audio", "vision"}
+    # aligned: the modalities share the word steps, the longest of a row's modalities
+    for m in ("text", "audio", "vision"):
+        assert ds.lengths[m].tolist() == [6, 3, 1, 2]
+    assert ds.observed[3].tolist() == [False, True, True]
+    for m in ("text", "audio", "vision"):
+        for i, k in enumerate(ds.lengths[m]):
+            np.testing.assert_array_equal(ds.inputs[m][i, :k], first[m][i, 6 - k :])
+            assert (ds.inputs[m][i, k:] == 0).all()
+    assert (ds.inputs["audio"][1, 0] == 0).all() and (ds.inputs["vision"][0, 4] == 0).all()
+    batch = mlmm.MultimodalBatch.from_dataset(ds)
+    assert batch.lengths["audio"].tolist() == [6, 3, 1, 2]
+
+    unaligned = {"text": [6, 3, 1, 0], "audio": [8, 2, 5, 1], "vision": [4, 0, 1, 4]}
+    data = _left_padded(unaligned, {"text": 6, "audio": 8, "vision": 4}, seed=1)
+    _write_pickle(tmp_path / "u", data, name="mosi_data_noalign.pkl")
+    with pytest.warns(UserWarning):
+        ds = load_mosi(tmp_path / "u", aligned=False, trust_pickle=True, split="valid")
+    assert [s.shape[0] for s in ds.specs] == [6, 8, 4]
+    for m, k in unaligned.items():  # each modality its own length; an absent row counts 0
+        assert ds.lengths[m].tolist() == k
+        np.testing.assert_array_equal(ds.inputs[m][2, : k[2]], data["valid"][m][2, -k[2] :])
+
+
 # ---------------------------------------------------------------------- .csd files
 VIDEOS = {"vidA": [(0.0, 2.0, 1.8), (2.0, 4.0, -0.6)], "vidB": [(0.0, 3.0, 2.2)]}
 FOLDS = {"train": ["vidA"], "valid": [], "test": ["vidB"]}
@@ -246,11 +301,13 @@ def test_csd_files_segment_by_interval_with_a_missing_video_absent(tmp_path):
     assert ds.meta["official_split"].tolist() == ["train", "train", "test"]
     np.testing.assert_allclose(ds.targets, [1.8, -0.6, 2.2], rtol=1e-6)
     assert ds.observed.tolist() == [[True, True, True], [True, True, True], [True, True, False]]
-    # vidA[0] spans 0-2 s: 4 half-second steps, left-padded to 6
-    assert (ds.inputs["audio"][0, :2] == 0).all() and (ds.inputs["audio"][0, 2:] != 0).all()
+    # vidA[0] spans 0-2 s: 4 half-second steps, valid steps first, then 2 of padding
+    assert ds.lengths["audio"].tolist() == [4, 4, 6]
+    assert ds.lengths["vision"].tolist() == [4, 4, 0]  # vidB has no vision entry
+    assert (ds.inputs["audio"][0, 4:] == 0).all() and (ds.inputs["audio"][0, :4] != 0).all()
     with h5py.File(tmp_path / "CMU_MOSI_COVAREP.csd") as f:
         first_steps = f["COVAREP/data/vidA/features"][:4]
-    np.testing.assert_array_equal(ds.inputs["audio"][0, 2:], first_steps)
+    np.testing.assert_array_equal(ds.inputs["audio"][0, :4], first_steps)
     test = load_mosi(tmp_path, source="csd", split="test", folds=FOLDS)
     assert test.n_samples == 1 and test.targets.tolist() == [1]
 

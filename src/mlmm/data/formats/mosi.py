@@ -137,8 +137,8 @@ def load_mosi(
     aligned : bool
         The word-aligned pickle (``True``) or the unaligned one.
     seq_len : int
-        Steps kept per modality from ``.csd`` files: the first ``seq_len`` rows of a segment,
-        zero-padded on the left as in the pickles. The pickles keep their own lengths.
+        Steps kept per modality from ``.csd`` files: the first ``seq_len`` rows of a segment.
+        The pickles keep their own padded length.
     exclude_zero : bool
         For ``task="binary"``: drop the samples whose score is exactly 0.
     trust_pickle : bool
@@ -158,9 +158,16 @@ def load_mosi(
     -------
     MultimodalDataset
         Sequence modalities ``text`` ``(T, 300)``, ``audio`` ``(T, D_a)``, ``vision``
-        ``(T, D_v)``. A modality that is all zeros in a sample (the releases' mark for a
-        missing one) or has no ``.csd`` entry is absent; samples with none left are dropped
-        (``meta["dropped_empty"]``). ``meta`` also holds ``ids``, ``scores``,
+        ``(T, D_v)``, with each row's valid steps first and their number in
+        ``lengths[modality]`` (the library's variable-length form: encoders skip the
+        padding). The releases pad on the left; the valid steps are moved to the front.
+        From ``.csd`` files a length is the segment's number of rows (at most ``seq_len``).
+        From a pickle it is counted from the first step holding a non-zero value to the end;
+        in the word-aligned pickle the three modalities share the word steps, so a row's
+        length is the longest of its modalities' (a word whose audio or vision happens to be
+        zero is still a step). A modality that is all zeros in a sample (the releases' mark
+        for a missing one) or has no ``.csd`` entry is absent; samples with none left are
+        dropped (``meta["dropped_empty"]``). ``meta`` also holds ``ids``, ``scores``,
         ``official_split``, ``nonfinite_values`` (values set to 0: NaN, inf and float32
         overflow, as MulT sets ``-inf`` audio to 0) and ``source``.
     """
@@ -274,15 +281,37 @@ def _load_cmu(
         )
     else:
         parts, origin = _read_csd(folder, dataset, seq_len, folds, fetch, checksums)
-    return _assemble(dataset, parts, origin, split, task, exclude_zero)
+    shared_steps = source == "pickle" and bool(aligned)
+    return _assemble(dataset, parts, origin, split, task, exclude_zero, shared_steps)
 
 
 def _all_exist(folder: Path, names: list[str]) -> bool:
     return all((folder / name).is_file() for name in names)
 
 
-def _assemble(dataset, parts, origin, split, task, exclude_zero) -> MultimodalDataset:
-    """Arrays per split -> one dataset (all splits or one), labels turned into the task."""
+def _left_padded_lengths(x: np.ndarray) -> np.ndarray:
+    """Steps from the first one holding a non-zero value to the end, per row of ``[N, T, D]``
+    (0 for an all-zero row): the valid length of a left-padded sequence."""
+    steps = x.shape[1]
+    nonzero = (x != 0).reshape(len(x), steps, -1).any(axis=2)  # [N, T]
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), steps)  # [N]
+    return (steps - first).astype(np.int64)
+
+
+def _valid_steps_first(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``[N, T, D]`` left-padded rows with their last ``lengths`` steps moved to the front."""
+    steps = x.shape[1]
+    shift = (np.arange(steps)[None, :] + (steps - lengths)[:, None]) % steps  # [N, T]
+    moved = np.take_along_axis(x, shift[:, :, None], axis=1)  # [N, T, D]
+    moved[np.arange(steps)[None, :] >= lengths[:, None]] = 0.0
+    return moved
+
+
+def _assemble(
+    dataset, parts, origin, split, task, exclude_zero, shared_steps=False
+) -> MultimodalDataset:
+    """Arrays per split -> one dataset (all splits or one), labels turned into the task,
+    left-padded sequences turned into valid-steps-first ones with ``lengths``."""
     title = _TITLES[dataset]
     chosen = [s for s in (*SPLITS, "unknown") if split in (None, s) and s in parts]
     if not chosen:
@@ -304,6 +333,14 @@ def _assemble(dataset, parts, origin, split, task, exclude_zero) -> MultimodalDa
             f"{title}: {origin} has {int(bad.sum())} sentiment score(s) outside [-3, 3] (first: "
             f"{scores[bad][:3].tolist()}); expected the documented range, is this the right file?"
         )
+    if all("lengths" in parts[s] for s in chosen):  # .csd: the rows each segment had
+        lengths = {m: np.concatenate([parts[s]["lengths"][m] for s in chosen]) for m in MODALITIES}
+    else:  # a pickle: counted from the padding
+        lengths = {m: _left_padded_lengths(inputs[m]) for m in MODALITIES}
+        if shared_steps and len({inputs[m].shape[1] for m in MODALITIES}) == 1:
+            longest = np.max([lengths[m] for m in MODALITIES], axis=0)  # [N]
+            lengths = {m: longest.copy() for m in MODALITIES}
+    inputs = {m: _valid_steps_first(inputs[m], lengths[m]) for m in MODALITIES}
     observed = zero_blocks_absent(inputs)
     keep = observed.any(axis=1)
     dropped_empty = int((~keep).sum())
@@ -328,6 +365,7 @@ def _assemble(dataset, parts, origin, split, task, exclude_zero) -> MultimodalDa
         inputs={m: inputs[m][rows] for m in MODALITIES},
         targets=targets[rows],
         observed=observed[rows],
+        lengths={m: lengths[m][rows] for m in MODALITIES},
         name=dataset,
         meta={
             "source": origin,
@@ -517,11 +555,12 @@ def _read_csd(folder, dataset, seq_len, folds, fetch, checksums):
     fold_of = _folds(dataset, folds)
     with _CsdFile(h5py, folder / files["labels"]) as (label_path, label_data):
         segments = _segments(label_path, label_data, title)
-    features = {}
-    nonfinite = {}
+    features, nonfinite, lengths = {}, {}, {}
     for m in MODALITIES:
         with _CsdFile(h5py, folder / files[m]) as (path, data):
-            features[m], nonfinite[m] = _segment_features(path, data, segments, seq_len, title)
+            features[m], nonfinite[m], lengths[m] = _segment_features(
+                path, data, segments, seq_len, title
+            )
     official = np.array([fold_of.get(vid, "unknown") for _, vid, *_ in segments])
     ids = np.array([seg for seg, *_ in segments])
     scores = np.array([score for *_, score in segments], dtype=np.float64)
@@ -532,6 +571,7 @@ def _read_csd(folder, dataset, seq_len, folds, fetch, checksums):
             continue
         part = {m: features[m][rows] for m in MODALITIES}
         part.update(scores=scores[rows], ids=ids[rows], official=official[rows])
+        part["lengths"] = {m: lengths[m][rows] for m in MODALITIES}
         part["nonfinite"] = {m: int(nonfinite[m][rows].sum()) for m in MODALITIES}
         parts[s] = part
     if "unknown" in parts and len(parts) > 1:
@@ -615,7 +655,8 @@ def _segments(path: Path, data: Any, title: str) -> list[tuple[str, str, float, 
 
 
 def _segment_features(path, data, segments, seq_len, title):
-    """``[N, seq_len, D]`` features per segment (zero where the file has no entry)."""
+    """``[N, seq_len, D]`` features per segment, left-padded (zero where the file has no
+    entry), the values set to 0 per segment, and the rows kept per segment ``[N]``."""
     width = None
     rows: list[np.ndarray | None] = []
     current_video, video_rows = None, None
@@ -644,10 +685,12 @@ def _segment_features(path, data, segments, seq_len, title):
     if width is None:
         raise MlmmError(f"{path} has no entry for any labelled segment; is it from {title}?")
     out = np.zeros((len(segments), seq_len, width), dtype=np.float32)  # [N, T, D]
+    kept = np.zeros(len(segments), dtype=np.int64)  # [N]
     for i, feats in enumerate(rows):
         if feats is not None and len(feats):
             out[i, seq_len - len(feats) :] = feats  # left padding, as in the MulT pickles
-    return out, nonfinite
+            kept[i] = len(feats)
+    return out, nonfinite, kept
 
 
 def _folds(dataset: str, folds: Any) -> dict[str, str]:

@@ -14,15 +14,15 @@ sample state feeds the head. A missing modality is an absent edge, so it sends n
 all. Training adds MUSE's mutual-consistent contrastive learning in a compact form: an
 augmented graph drops each present edge with ``edge_dropout`` (at least one kept per sample),
 and a cross-view contrastive loss (:func:`mlmm.nn.graph.cross_view_contrastive`) pulls each
-sample's two representations together, with same-label samples as extra positives.
+sample's two representations together, with same-label samples as extra positives. The task
+loss is on the original graph only, as in MUSE.
 
 Deliberate differences: the whole training set is not one graph; each mini-batch is its own
 graph (as in the authors' code), and at prediction time each modality node's incoming
 aggregate is a running average collected during training (like BatchNorm's running
-statistics), so a prediction never depends on the other samples of its batch; the task loss is
-the mean over the original and the augmented graph; MUSE's unlabeled-patient branch (samples
-without a label) has no counterpart, since every training sample here has a target; no
-separate projection head for the contrastive loss.
+statistics), so a prediction never depends on the other samples of its batch; MUSE's
+unlabeled-patient branch (samples without a label) has no counterpart, since every training
+sample here has a target; no separate projection head for the contrastive loss.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class BipartiteGraph(MissingModalityModel):
         Probability of dropping each present edge in the augmented graph (at least one edge
         kept per sample).
     contrastive_weight : float, default 0.1
-        Weight of the cross-view contrastive loss (0 turns the augmented graph's contrastive
-        term off; its task loss stays).
+        Weight of the cross-view contrastive loss (0 turns it off, and with it the augmented
+        graph, which nothing else uses).
     temperature : float, default 0.1
         Temperature of the contrastive loss.
     running_momentum : float, default 0.1
@@ -202,14 +202,15 @@ class BipartiteGraph(MissingModalityModel):
         prediction = self.head(representation)
         if not (self.training and batch.target is not None):
             return self.output(batch, prediction, embedding=representation)
-        dropped = modality_dropout(present, self.edge_dropout)  # [B, M], the augmented graph
-        augmented = self.propagate(edges, dropped)  # [B, D]
-        task_loss = (
-            self.task_loss(prediction, batch.target)
-            + self.task_loss(self.head(augmented), batch.target)
-        ) / 2
+        # the task loss is on the original graph only, as in MUSE: an augmented graph often
+        # lacks the modalities that decide the label, and asking the head to predict it from
+        # them anyway pulled every prediction to the prior (a collapse to one class on
+        # synthetic-interaction, where no modality alone carries class information)
+        task_loss = self.task_loss(prediction, batch.target)
         aux = {}
         if self.contrastive_weight > 0:
+            dropped = modality_dropout(present, self.edge_dropout)  # [B, M], augmented graph
+            augmented = self.propagate(edges, dropped)  # [B, D]
             labels = batch.target if self.task.is_classification else None
             aux["contrastive"] = self.contrastive_weight * cross_view_contrastive(
                 representation, augmented, self.temperature, labels
