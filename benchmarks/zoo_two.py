@@ -80,8 +80,24 @@ def main() -> None:
     cost = costs(results)
     rows, checks, record_versus = [], {}, {}
     for dataset in DATASETS:
+        if dataset not in cost.index.get_level_values("dataset"):
+            continue
         c = cost.loc[dataset]
-        if "per-subset" not in c.index:
+        for method, r in c.sort_values("accuracy", ascending=False).iterrows():
+            s = subsets.loc[(dataset, method)].dropna()
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "accuracy": round(100 * r.accuracy, 2),
+                    "worst subset": f"{100 * s.min():.1f} ({s.idxmin()})",
+                    "mean over subsets": round(100 * s.mean(), 2),
+                    "train s": round(r.train_seconds, 1),
+                    "parameters": int(r.n_parameters),
+                    "models": int(r.n_models),
+                }
+            )
+        if "per-subset" not in c.index:  # --methods without it: the table alone, no checks
             continue
         single = c[(c.n_models == 1) & (c.index != "per-subset")]
         best = single.accuracy.idxmax()
@@ -128,20 +144,6 @@ def main() -> None:
                 float(versus[best_deep]["largest gap (points)"]),
                 float(versus[best_deep]["time ratio"]),
             ]
-        for method, r in c.sort_values("accuracy", ascending=False).iterrows():
-            s = subsets.loc[(dataset, method)].dropna()
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "method": method,
-                    "accuracy": round(100 * r.accuracy, 2),
-                    "worst subset": f"{100 * s.min():.1f} ({s.idxmin()})",
-                    "mean over subsets": round(100 * s.mean(), 2),
-                    "train s": round(r.train_seconds, 1),
-                    "parameters": int(r.n_parameters),
-                    "models": int(r.n_models),
-                }
-            )
     table = pd.DataFrame(rows)
     runs = grid_provenance(spec, out / "zoo-two-runs" / "results.db")
     record = {
