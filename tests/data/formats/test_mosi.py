@@ -308,6 +308,9 @@ def test_csd_files_segment_by_interval_with_a_missing_video_absent(tmp_path):
     with h5py.File(tmp_path / "CMU_MOSI_COVAREP.csd") as f:
         first_steps = f["COVAREP/data/vidA/features"][:4]
     np.testing.assert_array_equal(ds.inputs["audio"][0, :4], first_steps)
+    short = load_mosi(tmp_path, source="csd", task="regression", seq_len=3, folds=FOLDS)
+    assert short.lengths["audio"].tolist() == [3, 3, 3]  # the first seq_len rows of each
+    np.testing.assert_array_equal(short.inputs["audio"][0], first_steps[:3])
     test = load_mosi(tmp_path, source="csd", split="test", folds=FOLDS)
     assert test.n_samples == 1 and test.targets.tolist() == [1]
 
