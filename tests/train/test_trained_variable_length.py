@@ -44,6 +44,7 @@ def test_arrays_predict_with_their_lengths_as_the_dataset_does():
     without = {k: v for k, v in arrays.items() if k != "s"}
     reference = trained.predict_proba(data.with_presence(data.observed & [True, True, False]))
     np.testing.assert_allclose(trained.predict_proba(without, lengths={}), reference)
+    np.testing.assert_allclose(trained.predict_proba(without), reference)
     with pytest.raises(MlmmError, match=r"no lengths for 's', which is present in 48 row"):
         trained.predict(arrays, lengths={})
     with pytest.raises(MlmmError, match=r"lengths\['s'\] must be in \[0, 12\]"):

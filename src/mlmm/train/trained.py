@@ -204,8 +204,9 @@ class TrainedModel:
             valid steps of each row ``(N,)`` per sequence modality of
             ``info["variable_length"]``, the valid steps first in each row (the padding that
             follows is not read, and may be NaN; a row that is NaN throughout is absent, as
-            without lengths). A modality left out of ``X`` may be left out here. Not taken with a dataset (it carries its own) nor for a model
-            trained on full-length sequences.
+            without lengths). A modality left out of ``X`` needs none (nor ``lengths=`` at all
+            when every sequence modality is left out). Not taken with a dataset (it carries
+            its own) nor for a model trained on full-length sequences.
         """
         variable = self.info.get("variable_length") or []
         if isinstance(X, MultimodalDataset) or is_out_of_core(X):
@@ -221,12 +222,6 @@ class TrainedModel:
             raise MlmmError(
                 f"lengths were given for {sorted(lengths)}, but this model was trained on "
                 f"full-length sequences; drop lengths="
-            )
-        if variable and lengths is None:  # arrays carry no lengths: padding would count
-            raise MlmmError(
-                f"this model was trained on variable-length sequences {variable}, whose "
-                f"per-row lengths arrays or a DataFrame do not carry; pass "
-                f"lengths={{name: steps per row}} too, or a MultimodalDataset(..., lengths=...)"
             )
         if lengths is not None:
             if not isinstance(lengths, Mapping):
@@ -274,10 +269,17 @@ class TrainedModel:
                     f"model.predict({{{next(iter(shapes))!r}: array}})"
                 )
             arrays, _ = as_sample_arrays(X, None)
+        if lengths is None and any(name in arrays for name in variable):
+            # arrays carry no lengths: their padding would count as data
+            raise MlmmError(
+                f"this model was trained on variable-length sequences {variable}, whose "
+                f"per-row lengths arrays or a DataFrame do not carry; pass "
+                f"lengths={{name: steps per row}} too, or a MultimodalDataset(..., lengths=...)"
+            )
+        lengths = lengths or {}  # none needed when every sequence modality is left out
         aligned = align_modalities(arrays, shapes, "the model")
         n = len(next(iter(aligned.values())))
-        if lengths is not None:
-            aligned = _padding_not_nan(aligned, lengths, n)
+        aligned = _padding_not_nan(aligned, lengths, n)
         if self.task.is_multilabel:
             dummy = np.zeros((n, self.task.n_labels), dtype=np.float32)
         else:
