@@ -225,9 +225,10 @@ def test_pickle_lengths_come_from_the_left_padding_and_valid_steps_move_first(tm
         ds = load_mosi(tmp_path, trust_pickle=True, task="regression", split="train")
     assert set(ds.lengths) == {"text", "audio", "vision"}
     # aligned: the modalities share the word steps, the longest of a row's modalities
-    for m in ("text", "audio", "vision"):
+    for m in ("audio", "vision"):
         assert ds.lengths[m].tolist() == [6, 3, 1, 2]
     assert ds.observed[3].tolist() == [False, True, True]
+    assert ds.lengths["text"].tolist() == [6, 3, 1, 0]  # absent: no valid step
     for m in ("text", "audio", "vision"):
         for i, k in enumerate(ds.lengths[m]):
             np.testing.assert_array_equal(ds.inputs[m][i, :k], first[m][i, 6 - k :])

@@ -166,8 +166,8 @@ def load_mosi(
         in the word-aligned pickle the three modalities share the word steps, so a row's
         length is the longest of its modalities' (a word whose audio or vision happens to be
         zero is still a step). A modality that is all zeros in a sample (the releases' mark
-        for a missing one) or has no ``.csd`` entry is absent; samples with none left are
-        dropped (``meta["dropped_empty"]``). ``meta`` also holds ``ids``, ``scores``,
+        for a missing one) or has no ``.csd`` entry is absent, with length 0; samples with
+        none left are dropped (``meta["dropped_empty"]``). ``meta`` also holds ``ids``, ``scores``,
         ``official_split``, ``nonfinite_values`` (values set to 0: NaN, inf and float32
         overflow, as MulT sets ``-inf`` audio to 0) and ``source``.
     """
@@ -342,6 +342,8 @@ def _assemble(
             lengths = {m: longest.copy() for m in MODALITIES}
         inputs = {m: _valid_steps_first(inputs[m], lengths[m]) for m in MODALITIES}
     observed = zero_blocks_absent(inputs)
+    for j, m in enumerate(MODALITIES):  # an absent modality has no valid step
+        lengths[m] = np.where(observed[:, j], lengths[m], 0)
     keep = observed.any(axis=1)
     dropped_empty = int((~keep).sum())
     dropped_zero = 0
