@@ -375,7 +375,7 @@ def test_group_ids_in_an_npz_hdf5_or_parquet_file_are_read(tmp_path, fmt):
     if fmt == "parquet":  # a file of the folder without the column is refused
         folder = tmp_path / "many"
         folder.mkdir()
-        _write_parquet(ds, folder / "a.parquet", groups=patients)
-        _write_parquet(ds, folder / "b.parquet")
-        with pytest.raises(MlmmError, match=r"b.parquet: no column\(s\) \['group'\]"):
+        _write_parquet(ds, folder / "a.parquet")
+        _write_parquet(ds, folder / "b.parquet", groups=patients)
+        with pytest.raises(MlmmError, match=r"a.parquet: no column\(s\) \['group'\]"):
             open_dataset(folder)

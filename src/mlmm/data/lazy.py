@@ -340,14 +340,14 @@ class _ParquetSource(_Source):
         starts, observed, targets, groups = [0], [], [], []
         columns = [s.name for s in self.specs]
         # an optional "group" column (one id per row) holds the group ids, in every file or none
-        grouped = "group" in handles[0].schema_arrow.names and "group" not in columns
+        grouped = "group" not in columns and any("group" in h.schema_arrow.names for h in handles)
         extra = ["target", "group"] if grouped else ["target"]
         for f, handle in enumerate(handles):
             missing = [c for c in [*columns, *extra] if c not in handle.schema_arrow.names]
             if missing:
                 raise MlmmError(
-                    f"{files[f]}: no column(s) {missing}; expected {[*columns, *extra]} (as in "
-                    f"{files[0].name})"
+                    f"{files[f]}: no column(s) {missing}; expected {[*columns, *extra]} in "
+                    f"every file of {path}"
                 )
             for g in range(handle.num_row_groups):
                 table = handle.read_row_group(g, columns=[*columns, *extra])
