@@ -52,27 +52,35 @@ def _metadata_json(ds) -> str:
     )
 
 
-def _write_npz(ds, path, compressed: bool = False) -> None:
+def _fields(ds, groups) -> dict:
+    keys = ("specs", "task", "inputs", "targets", "observed")
+    return {**{k: getattr(ds, k) for k in keys}, "groups": groups}
+
+
+def _write_npz(ds, path, compressed: bool = False, groups=None) -> None:
     save = np.savez_compressed if compressed else np.savez
     save(
         path,
         mlmm=np.array(_metadata_json(ds)),
         observed=ds.observed,
         targets=ds.targets,
+        **({} if groups is None else {"groups": groups}),
         **{f"input_{k}": v for k, v in ds.inputs.items()},
     )
 
 
-def _write_hdf5(ds, path) -> None:
+def _write_hdf5(ds, path, groups=None) -> None:
     h5py = pytest.importorskip("h5py")
     with h5py.File(path, "w") as f:
         f.attrs["mlmm"] = _metadata_json(ds)
         f["observed"], f["targets"] = ds.observed, ds.targets
+        if groups is not None:  # strings as h5py stores them: variable-length UTF-8
+            f.create_dataset("groups", data=list(groups), dtype=h5py.string_dtype())
         for name, x in ds.inputs.items():
             f[f"inputs/{name}"] = x
 
 
-def _write_parquet(ds, path) -> None:
+def _write_parquet(ds, path, groups=None) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     columns = {}
@@ -81,6 +89,8 @@ def _write_parquet(ds, path) -> None:
         rows = [list(map(float, r)) if ds.observed[i, j] else None for i, r in enumerate(flat)]
         columns[spec.name] = pa.array(rows, type=pa.list_(pa.float32()))
     columns["target"] = pa.array(ds.targets)
+    if groups is not None:
+        columns["group"] = pa.array(list(groups))
     table = pa.table(columns).replace_schema_metadata({"mlmm": _metadata_json(ds)})
     pq.write_table(table, path, row_group_size=16)  # several row groups
 
@@ -342,3 +352,30 @@ def test_bad_groups_in_a_folder_or_writer_are_one_line_errors(tmp_path):
     with pytest.raises(MlmmError, match="groups were given for the first 10 rows"):
         writer.append(half, ds.targets[:10], ds.observed[:10])
     writer.abort()
+
+
+@pytest.mark.parametrize("fmt", ["npz", "hdf5", "parquet"])
+def test_group_ids_in_an_npz_hdf5_or_parquet_file_are_read(tmp_path, fmt):
+    """Only folders and .npz archives had groups: an HDF5 or Parquet file opened ungrouped,
+    so its splits put one patient's samples on both sides."""
+    ds = _mixed(40)
+    patients = np.array([f"p{p:02d}" for p in np.arange(40) // 4])  # 10 patients
+    path = tmp_path / {"npz": "d.npz", "hdf5": "d.h5", "parquet": "d.parquet"}[fmt]
+    {"npz": _write_npz, "hdf5": _write_hdf5, "parquet": _write_parquet}[fmt](ds, path)
+    assert open_dataset(path).groups is None  # without ids: ungrouped
+    {"npz": _write_npz, "hdf5": _write_hdf5, "parquet": _write_parquet}[fmt](
+        ds, path, groups=patients
+    )
+    lazy = open_dataset(path)
+    np.testing.assert_array_equal(lazy.groups, patients)
+    parts = mlmm.train_val_test_split(lazy, seed=0)
+    in_memory = mlmm.train_val_test_split(mlmm.MultimodalDataset(**_fields(ds, patients)), seed=0)
+    np.testing.assert_array_equal(parts.indices["test"], in_memory.indices["test"])
+    assert not set(parts.train.groups) & set(parts.test.groups)
+    if fmt == "parquet":  # a file of the folder without the column is refused
+        folder = tmp_path / "many"
+        folder.mkdir()
+        _write_parquet(ds, folder / "a.parquet")
+        _write_parquet(ds, folder / "b.parquet", groups=patients)
+        with pytest.raises(MlmmError, match=r"a.parquet: no column\(s\) \['group'\]"):
+            open_dataset(folder)

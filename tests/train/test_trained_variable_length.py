@@ -44,6 +44,7 @@ def test_arrays_predict_with_their_lengths_as_the_dataset_does():
     without = {k: v for k, v in arrays.items() if k != "s"}
     reference = trained.predict_proba(data.with_presence(data.observed & [True, True, False]))
     np.testing.assert_allclose(trained.predict_proba(without, lengths={}), reference)
+    np.testing.assert_allclose(trained.predict_proba(without), reference)
     with pytest.raises(MlmmError, match=r"no lengths for 's', which is present in 48 row"):
         trained.predict(arrays, lengths={})
     with pytest.raises(MlmmError, match=r"lengths\['s'\] must be in \[0, 12\]"):
@@ -52,6 +53,30 @@ def test_arrays_predict_with_their_lengths_as_the_dataset_does():
         trained.predict(arrays, lengths={"s": steps, "a": steps})
     with pytest.raises(MlmmError, match="a dataset carries its own"):
         trained.predict(data, lengths={"s": steps})
+
+
+def test_nan_padding_is_not_read_and_a_nan_row_stays_absent():
+    """NaN after the valid steps read as a partly-NaN row: predict refused it, and
+    as_dataset(partial="missing") silently dropped the modality from every short row."""
+    data = contract_dataset(n_samples=40)
+    steps = np.random.default_rng(1).integers(3, 12, size=40)
+    data = replace(data, lengths={"s": steps})
+    model = create_method("zero-impute", data.specs, data.task, hidden=16)
+    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+    arrays = {k: v.astype(np.float64) for k, v in data.inputs.items()}
+    padded = np.arange(arrays["s"].shape[1])[None, :] >= steps[:, None]  # [N, T]
+    arrays["s"][padded] = np.nan
+    absent = np.arange(40) % 5 == 0
+    arrays["s"][absent] = np.nan  # these rows lack the modality
+    observed = data.observed & ~(absent[:, None] & [False, False, True])
+    expected = trained.predict_proba(data.with_presence(observed))
+    np.testing.assert_allclose(trained.predict_proba(arrays, lengths={"s": steps}), expected)
+    as_missing = trained.as_dataset(arrays, partial="missing", lengths={"s": steps})
+    np.testing.assert_array_equal(as_missing.observed, observed)
+    with pytest.raises(MlmmError, match=r"lengths\['s'\] must be in \[0, 12\] .* 23 to 31"):
+        trained.predict(arrays, lengths={"s": steps + 20})
+    with pytest.raises(MlmmError, match="lengths must be a dict .* got ndarray"):
+        trained.predict(arrays, lengths=steps)
 
 
 def test_lengths_for_a_full_length_model_are_refused():

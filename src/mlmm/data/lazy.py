@@ -16,10 +16,12 @@ Storage formats (:func:`open_dataset` picks one from the path):
   memory-mapped) with keys ``input_<name>``, ``observed``, ``targets``, optionally ``groups``,
   and ``mlmm`` (the JSON metadata, or pass ``specs``/``task``);
 - an HDF5 file (``.h5``/``.hdf5``, needs h5py: ``pip install 'mlmm[formats]'``) with datasets
-  ``inputs/<name>``, ``observed``, ``targets`` and the JSON metadata in the attribute ``mlmm``;
+  ``inputs/<name>``, ``observed``, ``targets``, optionally ``groups``, and the JSON metadata
+  in the attribute ``mlmm``;
 - a Parquet file or folder of files (needs pyarrow: ``pip install 'mlmm[parquet]'``): one
-  list column per modality (flattened sample, null = absent), a ``target`` column and the
-  JSON metadata under the schema key ``mlmm``. Rows are read by row group.
+  list column per modality (flattened sample, null = absent), a ``target`` column, optionally
+  a ``group`` column, and the JSON metadata under the schema key ``mlmm``. Rows are read by
+  row group.
 """
 
 from __future__ import annotations
@@ -278,6 +280,14 @@ class _HDF5Source(_Source):
             if key not in file:
                 raise MlmmError(f"{path}: no {key!r} dataset in the HDF5 file; add it")
         self.observed, self.targets = file["observed"][()], file["targets"][()]
+        if "groups" in file:  # optional: one group id per row
+            import h5py  # _file() has checked that it is installed
+
+            stored = file["groups"]
+            if not isinstance(stored, h5py.Dataset):
+                raise MlmmError(f"{path}: 'groups' must be a dataset of one id per row")
+            strings = h5py.check_string_dtype(stored.dtype) is not None
+            self.groups = stored.asstr()[()] if strings else stored[()]
         for spec in self.specs:
             key = f"inputs/{spec.name}"
             if key not in file:
@@ -327,16 +337,20 @@ class _ParquetSource(_Source):
         self.specs, self.task, self.name = _parse_metadata(raw, path, specs, task, name)
         self.files = files
         self.row_groups: list[tuple[int, int]] = []  # (file, row group)
-        starts, observed, targets = [0], [], []
+        starts, observed, targets, groups = [0], [], [], []
         columns = [s.name for s in self.specs]
+        # an optional "group" column (one id per row) holds the group ids, in every file or none
+        grouped = "group" not in columns and any("group" in h.schema_arrow.names for h in handles)
+        extra = ["target", "group"] if grouped else ["target"]
         for f, handle in enumerate(handles):
-            missing = [c for c in [*columns, "target"] if c not in handle.schema_arrow.names]
+            missing = [c for c in [*columns, *extra] if c not in handle.schema_arrow.names]
             if missing:
                 raise MlmmError(
-                    f"{files[f]}: no column(s) {missing}; expected {[*columns, 'target']}"
+                    f"{files[f]}: no column(s) {missing}; expected {[*columns, *extra]} in "
+                    f"every file of {path}"
                 )
             for g in range(handle.num_row_groups):
-                table = handle.read_row_group(g, columns=[*columns, "target"])
+                table = handle.read_row_group(g, columns=[*columns, *extra])
                 observed.append(
                     np.stack(
                         [
@@ -347,11 +361,15 @@ class _ParquetSource(_Source):
                     )
                 )
                 targets.append(table.column("target").to_numpy())
+                if grouped:
+                    groups.append(table.column("group").to_numpy(zero_copy_only=False))
                 self.row_groups.append((f, g))
                 starts.append(starts[-1] + table.num_rows)
         self.starts = np.asarray(starts)
         self.observed = np.concatenate(observed).astype(bool)
         self.targets = np.concatenate(targets)
+        if grouped:
+            self.groups = np.concatenate(groups)
         self._cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self._handles: dict[int, Any] = {}
 

@@ -203,9 +203,10 @@ class TrainedModel:
             For a model trained on variable-length sequences and arrays or a DataFrame: the
             valid steps of each row ``(N,)`` per sequence modality of
             ``info["variable_length"]``, the valid steps first in each row (the padding that
-            follows is not used, but must not be NaN). A modality left out of ``X`` may be
-            left out here. Not taken with a dataset (it carries its own) nor for a model
-            trained on full-length sequences.
+            follows is not read, and may be NaN; a row that is NaN throughout is absent, as
+            without lengths). A modality left out of ``X`` needs none (nor ``lengths=`` at all
+            when every sequence modality is left out). Not taken with a dataset (it carries
+            its own) nor for a model trained on full-length sequences.
         """
         variable = self.info.get("variable_length") or []
         if isinstance(X, MultimodalDataset) or is_out_of_core(X):
@@ -222,13 +223,12 @@ class TrainedModel:
                 f"lengths were given for {sorted(lengths)}, but this model was trained on "
                 f"full-length sequences; drop lengths="
             )
-        if variable and lengths is None:  # arrays carry no lengths: padding would count
-            raise MlmmError(
-                f"this model was trained on variable-length sequences {variable}, whose "
-                f"per-row lengths arrays or a DataFrame do not carry; pass "
-                f"lengths={{name: steps per row}} too, or a MultimodalDataset(..., lengths=...)"
-            )
         if lengths is not None:
+            if not isinstance(lengths, Mapping):
+                raise MlmmError(
+                    f"lengths must be a dict of sequence modality -> steps per row, got "
+                    f"{type(lengths).__name__}; pass lengths={{{variable[0]!r}: steps}}"
+                )
             unknown = sorted(set(lengths) - set(variable))
             if unknown:
                 raise MlmmError(
@@ -269,8 +269,17 @@ class TrainedModel:
                     f"model.predict({{{next(iter(shapes))!r}: array}})"
                 )
             arrays, _ = as_sample_arrays(X, None)
+        if lengths is None and any(name in arrays for name in variable):
+            # arrays carry no lengths: their padding would count as data
+            raise MlmmError(
+                f"this model was trained on variable-length sequences {variable}, whose "
+                f"per-row lengths arrays or a DataFrame do not carry; pass "
+                f"lengths={{name: steps per row}} too, or a MultimodalDataset(..., lengths=...)"
+            )
+        lengths = lengths or {}  # none needed when every sequence modality is left out
         aligned = align_modalities(arrays, shapes, "the model")
         n = len(next(iter(aligned.values())))
+        aligned = _padding_not_nan(aligned, lengths, n)
         if self.task.is_multilabel:
             dummy = np.zeros((n, self.task.n_labels), dtype=np.float32)
         else:
@@ -480,6 +489,42 @@ class TrainedModel:
             cfg.columns,
             cfg.target_column,
         )
+
+
+def _padding_not_nan(
+    arrays: dict[str, np.ndarray], lengths: Mapping[str, Any], n: int
+) -> dict[str, np.ndarray]:
+    """``arrays`` with the padding after each row's valid steps set to 0 where it is NaN, so
+    NaN padding does not read as a partly-NaN row (refused, or made absent by
+    ``partial="missing"``). A row NaN throughout stays NaN: it marks an absent modality.
+    Lengths that are not one number per row are left for the dataset to refuse."""
+    out = dict(arrays)
+    for name, values in lengths.items():
+        x = arrays.get(name)
+        steps = np.asarray(values)
+        if (
+            x is None
+            or x.ndim < 2
+            or not np.issubdtype(x.dtype, np.floating)
+            or steps.shape != (n,)
+            or not np.issubdtype(steps.dtype, np.number)
+            or not np.isfinite(steps).all()
+        ):
+            continue
+        if (steps < 0).any() or (steps > x.shape[1]).any():  # before from_arrays reads NaN
+            raise MlmmError(
+                f"lengths[{name!r}] must be in [0, {x.shape[1]}] (the padded length), got "
+                f"values from {steps.min():g} to {steps.max():g}"
+            )
+        nan = np.isnan(x.reshape(n, x.shape[1], -1))  # [N, T, C]
+        absent = nan.all(axis=(1, 2))  # [N]
+        padded = np.arange(x.shape[1])[None, :] >= np.clip(steps, 0, None)[:, None]  # [N, T]
+        fill = padded[:, :, None] & nan & ~absent[:, None, None]  # [N, T, C]
+        if fill.any():
+            x = x.copy()
+            x.reshape(fill.shape)[fill] = 0.0
+            out[name] = x
+    return out
 
 
 def _values_needed(

@@ -225,9 +225,10 @@ def test_pickle_lengths_come_from_the_left_padding_and_valid_steps_move_first(tm
         ds = load_mosi(tmp_path, trust_pickle=True, task="regression", split="train")
     assert set(ds.lengths) == {"text", "audio", "vision"}
     # aligned: the modalities share the word steps, the longest of a row's modalities
-    for m in ("text", "audio", "vision"):
+    for m in ("audio", "vision"):
         assert ds.lengths[m].tolist() == [6, 3, 1, 2]
     assert ds.observed[3].tolist() == [False, True, True]
+    assert ds.lengths["text"].tolist() == [6, 3, 1, 0]  # absent: no valid step
     for m in ("text", "audio", "vision"):
         for i, k in enumerate(ds.lengths[m]):
             np.testing.assert_array_equal(ds.inputs[m][i, :k], first[m][i, 6 - k :])
@@ -308,6 +309,9 @@ def test_csd_files_segment_by_interval_with_a_missing_video_absent(tmp_path):
     with h5py.File(tmp_path / "CMU_MOSI_COVAREP.csd") as f:
         first_steps = f["COVAREP/data/vidA/features"][:4]
     np.testing.assert_array_equal(ds.inputs["audio"][0, :4], first_steps)
+    short = load_mosi(tmp_path, source="csd", task="regression", seq_len=3, folds=FOLDS)
+    assert short.lengths["audio"].tolist() == [3, 3, 3]  # the first seq_len rows of each
+    np.testing.assert_array_equal(short.inputs["audio"][0], first_steps[:3])
     test = load_mosi(tmp_path, source="csd", split="test", folds=FOLDS)
     assert test.n_samples == 1 and test.targets.tolist() == [1]
 

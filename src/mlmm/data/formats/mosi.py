@@ -166,8 +166,8 @@ def load_mosi(
         in the word-aligned pickle the three modalities share the word steps, so a row's
         length is the longest of its modalities' (a word whose audio or vision happens to be
         zero is still a step). A modality that is all zeros in a sample (the releases' mark
-        for a missing one) or has no ``.csd`` entry is absent; samples with none left are
-        dropped (``meta["dropped_empty"]``). ``meta`` also holds ``ids``, ``scores``,
+        for a missing one) or has no ``.csd`` entry is absent, with length 0; samples with
+        none left are dropped (``meta["dropped_empty"]``). ``meta`` also holds ``ids``, ``scores``,
         ``official_split``, ``nonfinite_values`` (values set to 0: NaN, inf and float32
         overflow, as MulT sets ``-inf`` audio to 0) and ``source``.
     """
@@ -333,15 +333,17 @@ def _assemble(
             f"{title}: {origin} has {int(bad.sum())} sentiment score(s) outside [-3, 3] (first: "
             f"{scores[bad][:3].tolist()}); expected the documented range, is this the right file?"
         )
-    if all("lengths" in parts[s] for s in chosen):  # .csd: the rows each segment had
+    if all("lengths" in parts[s] for s in chosen):  # .csd: valid steps first already
         lengths = {m: np.concatenate([parts[s]["lengths"][m] for s in chosen]) for m in MODALITIES}
-    else:  # a pickle: counted from the padding
+    else:  # a pickle: counted from the left padding, then the valid steps moved first
         lengths = {m: _left_padded_lengths(inputs[m]) for m in MODALITIES}
         if shared_steps and len({inputs[m].shape[1] for m in MODALITIES}) == 1:
             longest = np.max([lengths[m] for m in MODALITIES], axis=0)  # [N]
             lengths = {m: longest.copy() for m in MODALITIES}
-    inputs = {m: _valid_steps_first(inputs[m], lengths[m]) for m in MODALITIES}
+        inputs = {m: _valid_steps_first(inputs[m], lengths[m]) for m in MODALITIES}
     observed = zero_blocks_absent(inputs)
+    for j, m in enumerate(MODALITIES):  # an absent modality has no valid step
+        lengths[m] = np.where(observed[:, j], lengths[m], 0)
     keep = observed.any(axis=1)
     dropped_empty = int((~keep).sum())
     dropped_zero = 0
@@ -655,8 +657,8 @@ def _segments(path: Path, data: Any, title: str) -> list[tuple[str, str, float, 
 
 
 def _segment_features(path, data, segments, seq_len, title):
-    """``[N, seq_len, D]`` features per segment, left-padded (zero where the file has no
-    entry), the values set to 0 per segment, and the rows kept per segment ``[N]``."""
+    """``[N, seq_len, D]`` features per segment, valid steps first (zero where the file has
+    no entry), the values set to 0 per segment, and the rows kept per segment ``[N]``."""
     width = None
     rows: list[np.ndarray | None] = []
     current_video, video_rows = None, None
@@ -688,7 +690,7 @@ def _segment_features(path, data, segments, seq_len, title):
     kept = np.zeros(len(segments), dtype=np.int64)  # [N]
     for i, feats in enumerate(rows):
         if feats is not None and len(feats):
-            out[i, seq_len - len(feats) :] = feats  # left padding, as in the MulT pickles
+            out[i, : len(feats)] = feats  # [T_i, D], the padding after it
             kept[i] = len(feats)
     return out, nonfinite, kept
 
