@@ -668,7 +668,7 @@ def _run_bench(
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mlmm.bench.execute import benchmark_plan, run_benchmark
+    from mlmm.bench.execute import run_benchmark
     from mlmm.bench.store import ResultsStore
     from mlmm.bench.tables import comparison_table
 
@@ -678,11 +678,6 @@ def _run_bench(
 
         check_output_file(Path(path).with_suffix(".html"), "HTML", inputs=[path], what="report")
     runs = suite.runs()
-    jobs, threads = benchmark_plan(suite, jobs, threads, executor, ray_address)
-    console.print(
-        f"benchmark {suite.name!r}: {len(runs)} runs, {jobs} job(s) × {threads} thread(s), "
-        f"executor {executor} → {path}"
-    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -695,6 +690,11 @@ def _run_bench(
         waited = {"holders": None, "at": 0.0}
 
         def on_event(kind, run, progress) -> None:
+            if kind == "plan":  # jobs chosen by default count only the runs left to do
+                bar.console.print(
+                    f"benchmark {suite.name!r}: {len(runs)} runs, {progress.jobs} job(s) × "
+                    f"{progress.threads} thread(s), executor {executor} → {path}"
+                )
             if kind == "waiting":
                 _report_wait(bar.console, path, progress, waited)
             eta = progress.eta_seconds()

@@ -252,12 +252,23 @@ def test_a_process_pool_gives_the_same_results_as_one_process(
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(execute, "available_memory", lambda: None)
-    outcome = run_benchmark(spec, tmp_path / "pool.db", jobs=None)
-    assert (outcome.jobs, outcome.threads) == (2, 1)
+    plans = []
+
+    def on_event(kind, run, progress):
+        if kind == "plan":
+            plans.append((progress.jobs, progress.threads))
+
+    outcome = run_benchmark(spec, tmp_path / "pool.db", jobs=None, on_event=on_event)
+    assert (outcome.jobs, outcome.threads) == (2, 1) and plans == [(2, 1)]
     assert outcome.ran == 4 and outcome.failed == 0
     pd.testing.assert_frame_equal(rows(tmp_path / "pool.db"), rows(tmp_path / "inline.db"))
     with ResultsStore(tmp_path / "pool.db") as db:
         assert set(db.runs().threads) == {1}
+        db.reset([spec.runs()[0].key])
+    # one run left to do: no second worker for it
+    outcome = run_benchmark(spec, tmp_path / "pool.db", jobs=None, on_event=on_event)
+    assert (outcome.jobs, outcome.ran, outcome.skipped) == (1, 1, 3) and plans[-1] == (1, 1)
+    pd.testing.assert_frame_equal(rows(tmp_path / "pool.db"), rows(tmp_path / "inline.db"))
 
 
 def test_ray_executor_writes_the_same_results(tmp_path, tiny_spec_file):

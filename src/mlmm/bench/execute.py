@@ -56,9 +56,9 @@ RAY_LOST_ERRORS = (
     "ObjectLostError",
     "OutOfMemoryError",
 )
-#: Memory set aside per local worker when the number of jobs is chosen (:func:`plan_jobs`): a
-#: worker of the quick suite (torch, pandas, scikit-learn imported, one run) peaks at about
-#: 0.6 GiB (benchmarks/bench_suite.py records it); the rest is room for larger data.
+#: Memory set aside per local worker when the number of jobs is chosen (:func:`plan_jobs`): the
+#: largest process of `mlmm bench` on the quick suite (torch, pandas, scikit-learn imported,
+#: one run) peaked at 0.54 GiB (benchmarks/bench_suite.py); the rest is room for larger data.
 WORKER_MEMORY_BYTES = 3 << 29  # 1.5 GiB
 #: Linux's memory figures (``MemAvailable``).
 MEMINFO = "/proc/meminfo"
@@ -896,6 +896,7 @@ class Progress:
     held_by: tuple[str, ...] = ()
     durations: list[float] = field(default_factory=list)
     jobs: int = 1
+    threads: int = 1
     retried: int = 0
     last_error: str | None = None
 
@@ -939,12 +940,14 @@ def run_benchmark(
     """Run every run of ``spec`` that ``store`` does not hold finished.
 
     ``jobs`` runs at a time with ``threads`` each; ``jobs=None`` (what ``mlmm bench`` passes
-    by default) chooses them from the usable cores and free memory (:func:`benchmark_plan`).
+    by default) chooses them from the usable cores and free memory (:func:`benchmark_plan`),
+    at most one per run not yet in the store.
     Finished runs are skipped, failed ones rerun (``retry_failed``), and runs another live
     process holds are waited for. The stored runs of the methods in ``rerun`` are reset first
     (:meth:`~mlmm.bench.ResultsStore.reset`) and run again: a method changed in a way its key
     cannot see, or timings to retake beside another method's. ``on_event(kind, run,
-    progress)`` is called with kind ``"start"``, ``"done"``, ``"failed"``, ``"skipped"``,
+    progress)`` is called with kind ``"plan"`` (once, before the first run: ``progress.jobs``
+    and ``progress.threads``), ``"start"``, ``"done"``, ``"failed"``, ``"skipped"``,
     ``"retry"`` (its Ray worker or node was lost: ``progress.last_error`` says how) or
     ``"waiting"`` (runs held by other processes, named in ``progress.held_by``).
 
@@ -958,6 +961,7 @@ def run_benchmark(
     whose result cannot be written (a full disk) is given back before the error propagates;
     one that could not be given back is taken back by the next call in this process.
     """
+    chosen = jobs is None
     jobs, threads = benchmark_plan(spec, jobs, threads, executor, ray_address)
     runs = spec.runs()
     by_key = {r.key: r for r in runs}
@@ -990,7 +994,7 @@ def run_benchmark(
         for key in claims.run_key[claims.owner == store_module.this_process()]:
             db.release(key)
         status = db.status(by_key)
-        progress = Progress(total=len(runs), jobs=jobs)
+        progress = Progress(total=len(runs), jobs=jobs, threads=threads)
         todo = []
         for run in runs:
             if status[run.key] == "done" or (status[run.key] == "failed" and not retry_failed):
@@ -998,6 +1002,9 @@ def run_benchmark(
                 event("skipped", run, progress)
             else:
                 todo.append(run)
+        if chosen:  # no workers for runs already in the store
+            progress.jobs = jobs = min(jobs, max(1, len(todo)))
+        event("plan", None, progress)
         check_models(todo, datasets)  # a hyperparameter out of range stops everything, in one line
     except BaseException:
         db.close()
