@@ -26,7 +26,9 @@ Checks compare the stores' result rows: `default` against `jobs1` (the same thre
 other jobs), and `threads2` against `jobs1` (other threads per run).
 
 Run:  python benchmarks/bench_suite.py [--out benchmarks/results] [--steps default,jobs1,...]
-Writes <out>/bench_suite.json and <out>/bench_suite.md with the machine it ran on.
+      [--methods hemis,...] [--name bench_suite]
+Writes <out>/<name>.json and <out>/<name>.md with the machine it ran on, after every step.
+`--report-only` rewrites them from the JSON (its machine record and row comparisons kept).
 """
 
 from __future__ import annotations
@@ -52,12 +54,15 @@ STEPS = ("default", "jobs1", "report", "threads2", "rerun", "plain")
 KEY = ["run_key", "method", "condition", "scope", "subset", "metric"]
 
 PLAIN = """
-import time
+import sys
 from mlmm.bench import load_suite
 from mlmm.bench.execute import pin_threads
 from mlmm.experiment import run_experiment
 pin_threads(1)
+methods = sys.argv[1:]
 for run in load_suite("quick").runs():
+    if methods and run.method not in methods:
+        continue
     run_experiment(run.dataset, run.method, method_params=run.method_params,
                    dataset_params=run.dataset_params, missing=run.train_missing,
                    test_missing=list(run.test_missing), seed=run.seed,
@@ -121,6 +126,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated, in order")
     parser.add_argument(
+        "--methods",
+        default="",
+        help="only these methods of the quick suite (comma-separated), in every step",
+    )
+    parser.add_argument("--name", default="bench_suite", help="<out>/<name>.{json,md}")
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="rewrite <out>/bench_suite.{json,md} from the steps and row comparisons that "
@@ -128,7 +139,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.report_only:
-        record = json.loads((Path(args.out) / "bench_suite.json").read_text())
+        record = json.loads((Path(args.out) / f"{args.name}.json").read_text())
         rows_checks = {k: v for k, v in record["checks"].items() if k.startswith("rows:")}
         report(
             Path(args.out),
@@ -136,6 +147,7 @@ def main() -> None:
             record["steps"],
             rows_checks,
             record["wall_seconds"],
+            args.name,
             record["machine"],
         )
         return
@@ -146,20 +158,26 @@ def main() -> None:
     command = "python benchmarks/bench_suite.py"
     if steps != list(STEPS):
         command += f" --steps {args.steps}"
+    methods = [m for m in args.methods.split(",") if m]
+    narrow = [part for m in methods for part in ("--method", m)]
+    if methods:
+        command += f" --methods {args.methods}"
+    if args.name != "bench_suite":
+        command += f" --name {args.name}"
     t_start = time.perf_counter()
-    bench = [sys.executable, "-m", "mlmm.cli", "bench"]
+    bench = [sys.executable, "-m", "mlmm.cli", "bench", "quick", *narrow]
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         stores = {s: Path(tmp) / f"{s}.db" for s in ("default", "jobs1", "threads2")}
         commands = {
             "default": [*bench, "--store", str(stores["default"])],
-            "jobs1": [*bench, "quick", "--store", str(stores["jobs1"]), "--jobs", "1"]
+            "jobs1": [*bench, "--store", str(stores["jobs1"]), "--jobs", "1"]
             + ["--threads", "1", "--no-report"],
             "report": [sys.executable, "-m", "mlmm.cli", "report", str(stores["jobs1"])],
-            "threads2": [*bench, "quick", "--store", str(stores["threads2"]), "--jobs", "1"]
+            "threads2": [*bench, "--store", str(stores["threads2"]), "--jobs", "1"]
             + ["--threads", "2", "--no-report"],
             "rerun": [*bench, "--store", str(stores["default"])],
-            "plain": [sys.executable, "-c", PLAIN],
+            "plain": [sys.executable, "-c", PLAIN, *methods],
         }
         for step in steps:
             print(f"{step}: {' '.join(commands[step][1:])}", flush=True)
@@ -175,7 +193,8 @@ def main() -> None:
                     stores["threads2"], stores["jobs1"]
                 )
             # written after every step: a long run stopped midway keeps what it measured
-            report(Path(args.out), command, results, rows_checks, time.perf_counter() - t_start)
+            seconds = time.perf_counter() - t_start
+            report(Path(args.out), command, results, rows_checks, seconds, args.name)
 
 
 def report(
@@ -184,6 +203,7 @@ def report(
     results: dict,
     rows_checks: dict,
     seconds: float,
+    name: str = "bench_suite",
     machine_record: dict | None = None,
 ) -> None:
     """Write the figures measured so far, and the checks they allow."""
@@ -247,7 +267,7 @@ def report(
     }
     write_report(
         out,
-        "bench_suite",
+        name,
         "Benchmark runner cost",
         "Each step is a fresh process (imports included), one after the other on the same "
         "machine, without OMP_NUM_THREADS in its environment; CPU seconds include the worker "
