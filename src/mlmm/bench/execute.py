@@ -58,7 +58,7 @@ RAY_LOST_ERRORS = (
 )
 #: Memory set aside per local worker when the number of jobs is chosen (:func:`plan_jobs`): the
 #: largest process of `mlmm bench` on the quick suite (torch, pandas, scikit-learn imported,
-#: one run) peaked at 0.54 GiB (benchmarks/bench_suite.py); the rest is room for larger data.
+#: one run) peaked at 0.55 GiB (benchmarks/bench_suite.py); the rest is room for larger data.
 WORKER_MEMORY_BYTES = 3 << 29  # 1.5 GiB
 #: Linux's memory figures (``MemAvailable``).
 MEMINFO = "/proc/meminfo"
