@@ -585,3 +585,27 @@ def test_a_flex_moe_run_stores_one_samples_active_parameters(tmp_path):
     # the worst case over presence patterns (a complete sample), not one token's count
     assert stored == [model.active_parameters()]
     assert model.active_parameters() > model.token_active_parameters()
+
+
+def test_mlmm_bench_prints_the_plan_it_chose(tmp_path, monkeypatch, capsys):
+    from mlmm import cli
+
+    spec = tmp_path / "one.yaml"
+    spec.write_text(
+        "name: one\ndatasets: {synthetic: {n_samples: 240}}\nmethods: {zero-impute: {}}\n"
+        "missing: [mcar:0.5]\nseeds: [0]\nbudget: {max_epochs: 2}\n"
+    )
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 8)
+    store = tmp_path / "one.db"
+    argv = ["mlmm", "bench", str(spec), "--store", str(store), "--no-report"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main()
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_code.value.code in (0, None), out
+    # 8 usable cores, but one thread per run and one run: one job, in this process
+    assert "1 runs, 1 job(s) × 1 thread(s)" in out
+    with ResultsStore(store) as db:
+        assert db.runs().threads.tolist() == [1]
