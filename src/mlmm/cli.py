@@ -550,11 +550,18 @@ def bench(
         Path | None,
         typer.Option(help="Results store (SQLite); default mlmm-results/<spec name>.db."),
     ] = None,
-    jobs: Annotated[int, typer.Option(help="Runs in parallel (worker processes).")] = 1,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="Runs in parallel (worker processes); default: as many as the usable cores "
+            "hold at --threads each, at most the runs, within free memory."
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
-            help="Threads per worker; default min(OMP_NUM_THREADS, usable cores // jobs)."
+            help="Threads per run; default OMP_NUM_THREADS, else 1, whatever the cores (the "
+            "thread count changes the rows), at most usable cores // jobs."
         ),
     ] = None,
     executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
@@ -661,7 +668,7 @@ def _run_bench(
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mlmm.bench.execute import benchmark_threads, run_benchmark
+    from mlmm.bench.execute import run_benchmark
     from mlmm.bench.store import ResultsStore
     from mlmm.bench.tables import comparison_table
 
@@ -671,11 +678,6 @@ def _run_bench(
 
         check_output_file(Path(path).with_suffix(".html"), "HTML", inputs=[path], what="report")
     runs = suite.runs()
-    threads = benchmark_threads(suite, jobs, threads, executor, ray_address)
-    console.print(
-        f"benchmark {suite.name!r}: {len(runs)} runs, {jobs} job(s) × {threads} thread(s), "
-        f"executor {executor} → {path}"
-    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -688,6 +690,11 @@ def _run_bench(
         waited = {"holders": None, "at": 0.0}
 
         def on_event(kind, run, progress) -> None:
+            if kind == "plan":  # jobs chosen by default count only the runs left to do
+                bar.console.print(
+                    f"benchmark {suite.name!r}: {len(runs)} runs, {progress.jobs} job(s) × "
+                    f"{progress.threads} thread(s), executor {executor} → {path}"
+                )
             if kind == "waiting":
                 _report_wait(bar.console, path, progress, waited)
             eta = progress.eta_seconds()

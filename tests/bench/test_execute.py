@@ -57,12 +57,71 @@ def test_default_threads_follow_omp_num_threads_and_the_usable_cores(monkeypatch
     monkeypatch.setattr("torch.get_num_threads", lambda: 64)
     # the cores this process may use (its affinity set), not the machine's count
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert execute.available_cores() == 2 and plan_threads(1) == 2
+    assert execute.available_cores() == 2
+    assert plan_threads(1) == 1  # not the cores: the thread count changes the rows
     assert plan_threads(1, 4, cores=8) == 4  # an explicit --threads is kept
 
 
-def test_default_threads_on_ray_stay_within_the_spec_resources_num_cpus(monkeypatch):
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    "runs, threads, cores, memory, expected",
+    [
+        (30, 1, 2, 64 * GIB, 2),  # the quick suite on 2 cores: 2 jobs × 1 thread
+        (30, 2, 8, 64 * GIB, 4),  # OMP_NUM_THREADS=2 on 8 cores
+        (3, 1, 64, 64 * GIB, 3),  # never more workers than runs
+        (30, 1, 64, 5 * GIB, 3),  # nor than the free memory holds (1.5 GiB each)
+        (30, 1, 64, GIB // 2, 1),  # at least one
+        (30, 3, 2, 64 * GIB, 1),  # more threads than cores: one job (plan_threads refuses)
+    ],
+)
+def test_default_jobs_fill_the_usable_cores_within_runs_and_memory(
+    runs, threads, cores, memory, expected
+):
+    assert execute.plan_jobs(runs, threads, cores, memory) == expected
+
+
+def test_the_default_plan_follows_affinity_and_omp_num_threads(monkeypatch):
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {}},
+            "methods": {"zero-impute": {}, "late-fusion": {}, "hemis": {}},
+            "missing": ["none", "mcar:0.5"],
+            "seeds": [0],
+        }
+    )  # 6 runs
+    monkeypatch.setattr("torch.get_num_threads", lambda: 64)
+    monkeypatch.setattr(execute, "available_memory", lambda: 64 * GIB)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert execute.benchmark_plan(spec, None, None, "local", None) == (4, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert execute.benchmark_plan(spec, None, None, "local", None) == (2, 2)
+    assert execute.benchmark_plan(spec, 1, None, "local", None) == (1, 2)  # --jobs 1
+    assert execute.benchmark_plan(spec, None, 1, "local", None) == (4, 1)  # --threads 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert execute.benchmark_plan(spec, None, 1, "local", None) == (6, 1)  # 6 runs
+    # on a Ray cluster this machine's cores say nothing about the cluster's
+    assert execute.benchmark_plan(spec, None, None, "ray", "head:6379") == (1, 1)
+
+
+def test_available_memory_reads_meminfo_and_a_container_limit(tmp_path, monkeypatch):
+    meminfo, limit, usage = (tmp_path / n for n in ("meminfo", "memory.max", "memory.current"))
+    meminfo.write_text(f"MemTotal: {16 * GIB // 1024} kB\nMemAvailable: {8 * GIB // 1024} kB\n")
+    limit.write_text(f"{4 * GIB}\n")
+    usage.write_text(f"{GIB}\n")
+    monkeypatch.setattr(execute, "MEMINFO", str(meminfo))
+    monkeypatch.setattr(execute, "CGROUP_MEMORY_FILES", ((str(limit), str(usage)),))
+    assert execute.available_memory() == 3 * GIB  # what the container has left
+    limit.write_text("max\n")  # no container limit
+    assert execute.available_memory() == 8 * GIB
+    monkeypatch.setattr(execute, "MEMINFO", str(tmp_path / "absent"))
+    assert execute.available_memory() is None  # unknown: the jobs are not bounded by memory
+
+
+def test_default_threads_on_ray_stay_within_the_spec_resources_num_cpus(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
     monkeypatch.setattr("torch.get_num_threads", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     data = {
@@ -184,14 +243,32 @@ def test_two_processes_on_one_store_stay_consistent(tmp_path, tiny_spec_file):
     assert set(table.run_key) == set(runs.run_key)
 
 
-def test_a_process_pool_gives_the_same_results_as_one_process(tmp_path, tiny_spec_file):
+def test_a_process_pool_gives_the_same_results_as_one_process(
+    tmp_path, tiny_spec_file, monkeypatch
+):
     spec = load_spec(tiny_spec_file)
     run_benchmark(spec, tmp_path / "inline.db", jobs=1, threads=1)
-    outcome = run_benchmark(spec, tmp_path / "pool.db", jobs=2, threads=1)
+    # the default plan on 2 usable cores: 2 jobs × 1 thread, the rows of 1 job × 1 thread
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(execute, "available_memory", lambda: None)
+    plans = []
+
+    def on_event(kind, run, progress):
+        if kind == "plan":
+            plans.append((progress.jobs, progress.threads))
+
+    outcome = run_benchmark(spec, tmp_path / "pool.db", jobs=None, on_event=on_event)
+    assert (outcome.jobs, outcome.threads) == (2, 1) and plans == [(2, 1)]
     assert outcome.ran == 4 and outcome.failed == 0
     pd.testing.assert_frame_equal(rows(tmp_path / "pool.db"), rows(tmp_path / "inline.db"))
     with ResultsStore(tmp_path / "pool.db") as db:
         assert set(db.runs().threads) == {1}
+        db.reset([spec.runs()[0].key])
+    # one run left to do: no second worker for it
+    outcome = run_benchmark(spec, tmp_path / "pool.db", jobs=None, on_event=on_event)
+    assert (outcome.jobs, outcome.ran, outcome.skipped) == (1, 1, 3) and plans[-1] == (1, 1)
+    pd.testing.assert_frame_equal(rows(tmp_path / "pool.db"), rows(tmp_path / "inline.db"))
 
 
 def test_ray_executor_writes_the_same_results(tmp_path, tiny_spec_file):
@@ -508,3 +585,27 @@ def test_a_flex_moe_run_stores_one_samples_active_parameters(tmp_path):
     # the worst case over presence patterns (a complete sample), not one token's count
     assert stored == [model.active_parameters()]
     assert model.active_parameters() > model.token_active_parameters()
+
+
+def test_mlmm_bench_prints_the_plan_it_chose(tmp_path, monkeypatch, capsys):
+    from mlmm import cli
+
+    spec = tmp_path / "one.yaml"
+    spec.write_text(
+        "name: one\ndatasets: {synthetic: {n_samples: 240}}\nmethods: {zero-impute: {}}\n"
+        "missing: [mcar:0.5]\nseeds: [0]\nbudget: {max_epochs: 2}\n"
+    )
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 8)
+    store = tmp_path / "one.db"
+    argv = ["mlmm", "bench", str(spec), "--store", str(store), "--no-report"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main()
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_code.value.code in (0, None), out
+    # 8 usable cores, but one thread per run and one run: one job, in this process
+    assert "1 runs, 1 job(s) × 1 thread(s)" in out
+    with ResultsStore(store) as db:
+        assert db.runs().threads.tolist() == [1]

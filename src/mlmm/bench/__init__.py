@@ -1,6 +1,6 @@
 """Benchmarks: YAML specs, a resumable SQLite results store, local/Ray execution, reports."""
 
-from mlmm.bench.execute import BenchOutcome, plan_threads, run_benchmark
+from mlmm.bench.execute import BenchOutcome, plan_jobs, plan_threads, run_benchmark
 from mlmm.bench.spec import BenchSpec, RunConfig, builtin_suites, load_spec, load_suite, parse_spec
 from mlmm.bench.store import ResultsStore
 from mlmm.bench.tables import comparison_table
@@ -15,6 +15,7 @@ __all__ = [
     "load_spec",
     "load_suite",
     "parse_spec",
+    "plan_jobs",
     "plan_threads",
     "run_benchmark",
 ]

@@ -3,8 +3,9 @@
 Only the coordinating process writes to the store; workers (processes of a local pool, or Ray
 tasks) train and score one run each and send back its tidy table. Every worker pins its
 intra-op threads (torch, OpenMP, BLAS) so that jobs × threads never exceeds the cores: with
-more, the maths on a small machine gets up to 100× slower. The threads used are stored with
-every run.
+more, the maths on a small machine gets up to 100× slower. By default a run gets one thread
+(or ``OMP_NUM_THREADS``) whatever the machine, since the thread count changes the rows, and
+the cores go to parallel runs (:func:`plan_jobs`). The threads used are stored with every run.
 
 Nothing is lost and nothing hangs: a pool worker that dies fails only its run and is replaced;
 a Ray task whose worker or node died is tried again, up to ``max_attempts`` times, each
@@ -55,6 +56,17 @@ RAY_LOST_ERRORS = (
     "ObjectLostError",
     "OutOfMemoryError",
 )
+#: Memory set aside per local worker when the number of jobs is chosen (:func:`plan_jobs`): the
+#: largest process of `mlmm bench` on the quick suite (torch, pandas, scikit-learn imported,
+#: one run) peaked at 0.55 GiB (benchmarks/bench_suite.py); the rest is room for larger data.
+WORKER_MEMORY_BYTES = 3 << 29  # 1.5 GiB
+#: Linux's memory figures (``MemAvailable``).
+MEMINFO = "/proc/meminfo"
+#: cgroup (v2, then v1) files of a container's memory limit and usage.
+CGROUP_MEMORY_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
 #: The HTTP/2 client connection preface followed by an empty SETTINGS frame.
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
@@ -67,16 +79,59 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def available_memory() -> int | None:
+    """Bytes of memory new processes may take now: Linux's ``MemAvailable``, lowered to what
+    this process's cgroup (a container's memory limit) has left; None where unknown."""
+    free = []
+    try:
+        with open(MEMINFO) as fh:
+            free += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in CGROUP_MEMORY_FILES:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max", or v1's huge "no limit"
+            free.append(max(0, int(limit) - usage))
+    return min(free) if free else None
+
+
 def thread_limit() -> int:
-    """Intra-op threads this process is told to use: ``OMP_NUM_THREADS`` when it is set to a
-    positive integer, and never more than ``torch.get_num_threads()``."""
+    """Intra-op threads per run when ``--threads`` is not given: ``OMP_NUM_THREADS`` when it
+    is set to a positive integer, else 1; never more than ``torch.get_num_threads()``.
+
+    Not the cores: the thread count changes how torch splits its sums, hence the last bits of
+    every loss and, through early stopping, the rows (measured: benchmarks/bench_suite.py). A
+    default that followed the cores would give other rows on another machine or with another
+    ``--jobs``; the cores go to parallel runs instead (:func:`plan_jobs`).
+    """
     import torch
 
-    limit = torch.get_num_threads()
+    limit = 1
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     if value.isdigit() and int(value) > 0:
-        limit = min(limit, int(value))
-    return max(1, limit)
+        limit = int(value)
+    return max(1, min(limit, torch.get_num_threads()))
+
+
+def plan_jobs(runs: int, threads: int, cores: int | None = None, memory: int | None = None) -> int:
+    """Runs at a time when ``--jobs`` is not given; at least 1.
+
+    As many as the usable ``cores`` hold at ``threads`` each (default
+    :func:`available_cores`: the CPU affinity, not the machine's count), no more than the
+    ``runs`` to do, and no more than the free ``memory`` (bytes, default
+    :func:`available_memory`; no bound where unknown) holds at :data:`WORKER_MEMORY_BYTES`
+    each. The rows do not depend on it: each run pins its own threads.
+    """
+    cores = cores or available_cores()
+    memory = available_memory() if memory is None else memory
+    jobs = min(cores // max(1, threads), runs)
+    if memory is not None:
+        jobs = min(jobs, memory // WORKER_MEMORY_BYTES)
+    return max(1, jobs)
 
 
 def plan_threads(
@@ -90,8 +145,8 @@ def plan_threads(
 
     The default is ``min(cores // jobs, limit)``: ``cores`` are those this process may use
     (:func:`available_cores`, its CPU affinity, not the machine's count) and ``limit`` what
-    the environment asks for (:func:`thread_limit`: ``OMP_NUM_THREADS``, torch's threads), so
-    ``OMP_NUM_THREADS=1`` gives one thread per worker. On a cluster (``cluster=True``: Ray at a
+    the environment asks for (:func:`thread_limit`: ``OMP_NUM_THREADS``, else 1), so the
+    threads of a run do not grow with the machine. On a cluster (``cluster=True``: Ray at a
     given address) the local cores do not bound the jobs — Ray places each task on a node with
     ``threads`` free CPUs — and threads default to 1.
     """
@@ -128,6 +183,23 @@ def benchmark_threads(
     cap = spec.resources.num_cpus if executor == "ray" else None
     limit = None if cap is None or threads is not None else min(cap, thread_limit())
     return plan_threads(jobs, threads, cluster=executor == "ray" and bool(ray_address), limit=limit)
+
+
+def benchmark_plan(
+    spec: BenchSpec,
+    jobs: int | None,
+    threads: int | None,
+    executor: str,
+    ray_address: str | None,
+) -> tuple[int, int]:
+    """Jobs and threads per run for a benchmark of ``spec``: the threads of
+    :func:`benchmark_threads`, and ``jobs`` as given or, when None, :func:`plan_jobs` over the
+    spec's runs (1 on a Ray cluster, whose size this machine does not know: give ``--jobs``)."""
+    if jobs is None:
+        each = benchmark_threads(spec, 1, threads, executor, ray_address)
+        cluster = executor == "ray" and bool(ray_address)
+        jobs = 1 if cluster else plan_jobs(len(spec.runs()), each)
+    return jobs, benchmark_threads(spec, jobs, threads, executor, ray_address)
 
 
 def pin_threads(threads: int) -> None:
@@ -824,6 +896,7 @@ class Progress:
     held_by: tuple[str, ...] = ()
     durations: list[float] = field(default_factory=list)
     jobs: int = 1
+    threads: int = 1
     retried: int = 0
     last_error: str | None = None
 
@@ -854,7 +927,7 @@ def run_benchmark(
     spec: BenchSpec,
     store: str | Path,
     *,
-    jobs: int = 1,
+    jobs: int | None = 1,
     threads: int | None = None,
     executor: str = "local",
     ray_address: str | None = None,
@@ -866,11 +939,15 @@ def run_benchmark(
 ) -> BenchOutcome:
     """Run every run of ``spec`` that ``store`` does not hold finished.
 
+    ``jobs`` runs at a time with ``threads`` each; ``jobs=None`` (what ``mlmm bench`` passes
+    by default) chooses them from the usable cores and free memory (:func:`benchmark_plan`),
+    at most one per run not yet in the store.
     Finished runs are skipped, failed ones rerun (``retry_failed``), and runs another live
     process holds are waited for. The stored runs of the methods in ``rerun`` are reset first
     (:meth:`~mlmm.bench.ResultsStore.reset`) and run again: a method changed in a way its key
     cannot see, or timings to retake beside another method's. ``on_event(kind, run,
-    progress)`` is called with kind ``"start"``, ``"done"``, ``"failed"``, ``"skipped"``,
+    progress)`` is called with kind ``"plan"`` (once, before the first run: ``progress.jobs``
+    and ``progress.threads``), ``"start"``, ``"done"``, ``"failed"``, ``"skipped"``,
     ``"retry"`` (its Ray worker or node was lost: ``progress.last_error`` says how) or
     ``"waiting"`` (runs held by other processes, named in ``progress.held_by``).
 
@@ -884,7 +961,8 @@ def run_benchmark(
     whose result cannot be written (a full disk) is given back before the error propagates;
     one that could not be given back is taken back by the next call in this process.
     """
-    threads = benchmark_threads(spec, jobs, threads, executor, ray_address)
+    chosen = jobs is None
+    jobs, threads = benchmark_plan(spec, jobs, threads, executor, ray_address)
     runs = spec.runs()
     by_key = {r.key: r for r in runs}
     if len(by_key) != len(runs):
@@ -916,7 +994,7 @@ def run_benchmark(
         for key in claims.run_key[claims.owner == store_module.this_process()]:
             db.release(key)
         status = db.status(by_key)
-        progress = Progress(total=len(runs), jobs=jobs)
+        progress = Progress(total=len(runs), jobs=jobs, threads=threads)
         todo = []
         for run in runs:
             if status[run.key] == "done" or (status[run.key] == "failed" and not retry_failed):
@@ -924,6 +1002,9 @@ def run_benchmark(
                 event("skipped", run, progress)
             else:
                 todo.append(run)
+        if chosen:  # no workers for runs already in the store
+            progress.jobs = jobs = min(jobs, max(1, len(todo)))
+        event("plan", None, progress)
         check_models(todo, datasets)  # a hyperparameter out of range stops everything, in one line
     except BaseException:
         db.close()
