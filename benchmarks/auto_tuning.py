@@ -14,6 +14,8 @@ Compared:
 * ``bagged`` / ``bagged75``: the selection from a random half / three quarters of the
   members, 20 bags, weights averaged (Caruana et al. 2004, section 4.3);
 * ``anchored``: bagged, but every bag holds the member with the lowest log loss;
+* ``dominant``: ``anchored`` when that member leads the runner-up by ``DOMINANCE_Z``
+  standard errors of their per-row log-loss difference, else ``bagged``;
 * ``tempered-<scheme>``: each member's probabilities tempered (Guo et al., ICML 2017) with a
   temperature fitted on the rows the choice sees, then ``<scheme>`` on the tempered ones;
 * ``top1`` / ``top3``: the best member alone / the best three, equal weights;
@@ -216,12 +218,30 @@ def best_or_bagged(preds, y, rounds, repeats=2):
     return bagged_selection(preds, y, rounds)
 
 
+#: ``dominant``: the bags are anchored when the best member's lead is this many standard errors.
+DOMINANCE_Z = 2.0
+
+
+def dominance_z(preds, y):
+    """How many standard errors the member with the lowest log loss on ``y`` leads the
+    runner-up by: the mean over rows of their per-row log-loss difference over its standard
+    error (a paired z statistic)."""
+    rows = np.arange(len(y))
+    losses = np.stack([-np.log(np.clip(p[rows, y], A._EPS, 1.0)) for p in preds])  # [M, N]
+    best, second = np.argsort(losses.mean(axis=1))[:2]
+    lead = losses[second] - losses[best]  # [N]
+    return float(lead.mean() / (lead.std(ddof=1) / np.sqrt(len(lead)) + A._EPS))
+
+
 def grouped_weights(preds, y, keys, rounds, min_group, scheme="global"):
     """Global Caruana weights plus one set per group key with >= min_group rows."""
     if scheme == "bagged":
         return bagged_selection(preds, y, rounds), {}
     if scheme == "anchored":
         return bagged_selection(preds, y, rounds, anchored=True), {}
+    if scheme == "dominant":
+        anchored = dominance_z(preds, y) >= DOMINANCE_Z
+        return bagged_selection(preds, y, rounds, anchored=anchored), {}
     if scheme == "bagged75":
         return bagged_selection(preds, y, rounds, share=0.75), {}
     if scheme == "best-or-bagged":
@@ -413,6 +433,8 @@ def main() -> None:
                         else None
                     )
                     more = {"temperatures": spread} if fitted else {}
+                    if scheme == "dominant":  # on all the out-of-fold rows (the halves vary)
+                        more["dominance_z"] = dominance_z([r["oof"] for r in chosen], y)
                     add(f"ensemble ({name})", scheme, 0, acc, loss, **more)
     frame = pd.DataFrame(rows)
     summary = (
