@@ -268,13 +268,15 @@ def mix(preds, keys, glob, per):
     return out
 
 
-def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, temperatures=None):
+def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, halves=None):
     """Choose on one half of the out-of-fold rows, score on the other (both ways, repeated).
 
     ``tempered-<scheme>``: each member's temperature is fitted on the choosing half
     (:func:`fit_temperature`), both halves are tempered with it, and ``<scheme>`` chooses the
-    weights on the tempered choosing half; each half's temperatures are appended to the list
-    ``temperatures`` if one is given."""
+    weights on the tempered choosing half. If a list ``halves`` is given, one dict per choosing
+    half is appended to it: the temperatures (tempered schemes), and the member with the
+    lowest log loss on the choosing half, that loss, its loss on the other half and its weight.
+    """
     from sklearn.model_selection import StratifiedKFold
 
     tempered = scheme.startswith("tempered-")
@@ -288,9 +290,18 @@ def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, temperat
                 fitted = [fit_temperature(p, y[a]) for p in pa]
                 pa = [temper(p, t) for p, t in zip(pa, fitted, strict=True)]
                 pb = [temper(p, t) for p, t in zip(pb, fitted, strict=True)]
-                if temperatures is not None:
-                    temperatures.append(fitted)
             glob, per = grouped_weights(pa, y[a], keys[a], rounds, min_group, scheme)
+            if halves is not None:
+                best = int(np.argmin([A._loss(p, y[a], True) for p in pa]))
+                halves.append(
+                    {
+                        "temperatures": fitted if tempered else None,
+                        "best": best,
+                        "best_loss_choosing": A._loss(pa[best], y[a], True),
+                        "best_loss_other": A._loss(pb[best], y[b], True),
+                        "best_weight": glob[best],
+                    }
+                )
             m = mix(pb, keys[b], glob, per)
             acc.append(float((m.argmax(1) == y[b]).mean()))
             loss.append(A._loss(m, y[b], True))
@@ -419,10 +430,11 @@ def main() -> None:
                     )
                 chosen = base + [r for r in lib[len(base) :] if r["model"] in labels]
                 for scheme in args.schemes.split(","):
-                    fitted: list[list[float]] = []
+                    halves: list[dict] = []
                     acc, loss = cross_fit(
-                        [r["oof"] for r in chosen], y, train.observed, scheme, rounds, 0, 5, fitted
+                        [r["oof"] for r in chosen], y, train.observed, scheme, rounds, 0, 5, halves
                     )
+                    fitted = [h["temperatures"] for h in halves if h["temperatures"] is not None]
                     # each member's fitted temperatures over the halves: min, median, max
                     spread = (
                         {
@@ -433,6 +445,17 @@ def main() -> None:
                         else None
                     )
                     more = {"temperatures": spread} if fitted else {}
+                    # per choosing half: the best member there, its loss there and on the
+                    # other half, and its weight
+                    more["best_per_half"] = [
+                        [
+                            chosen[h["best"]]["model"],
+                            round(h["best_loss_choosing"], 4),
+                            round(h["best_loss_other"], 4),
+                            round(h["best_weight"], 3),
+                        ]
+                        for h in halves
+                    ]
                     if scheme == "dominant":  # on all the out-of-fold rows (the halves vary)
                         more["dominance_z"] = dominance_z([r["oof"] for r in chosen], y)
                     add(f"ensemble ({name})", scheme, 0, acc, loss, **more)
