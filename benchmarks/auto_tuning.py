@@ -268,8 +268,10 @@ def mix(preds, keys, glob, per):
     return out
 
 
-def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, halves=None):
+def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, halves=None, folds=2):
     """Choose on one half of the out-of-fold rows, score on the other (both ways, repeated).
+    With ``folds=k``: choose on k-1 of k stratified folds, score on the k-th (every way); the
+    "halves" below are then the k choosing parts.
 
     ``tempered-<scheme>``: each member's temperature is fitted on the choosing half
     (:func:`fit_temperature`), both halves are tempered with it, and ``<scheme>`` chooses the
@@ -284,7 +286,7 @@ def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, halves=N
     keys = group_keys(observed, scheme)
     acc, loss = [], []
     for r in range(repeats):
-        for a, b in StratifiedKFold(2, shuffle=True, random_state=r).split(y, y):
+        for a, b in StratifiedKFold(folds, shuffle=True, random_state=r).split(y, y):
             pa, pb = [p[a] for p in preds], [p[b] for p in preds]
             if tempered:
                 fitted = [fit_temperature(p, y[a]) for p in pa]
@@ -344,6 +346,13 @@ def main() -> None:
         "no case rises by more than 1 %%, the mean accuracy does not fall, ties within 0.002 "
         "going to the earlier one",
     )
+    parser.add_argument(
+        "--crossfit-folds",
+        type=int,
+        default=2,
+        help="choose the ensemble on k-1 of k folds of the out-of-fold rows and score it on the "
+        "k-th (default 2: two halves, as in every round so far)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--name", default="auto_tuning", help="writes <out>/<name>.{json,md}")
     args = parser.parse_args()
@@ -354,6 +363,9 @@ def main() -> None:
         raise SystemExit("tuning seeds only (>= 100): the reported seeds 0-4 choose nothing")
     out = Path(args.out)
     extra = json.loads(args.extra)
+    k = args.crossfit_folds
+    if k < 2:
+        raise SystemExit(f"--crossfit-folds must be at least 2, got {k}")
     t0 = time.perf_counter()
     rows = []
     for case in args.cases.split(","):
@@ -411,16 +423,18 @@ def main() -> None:
             for name, members in ({"current": base, **portfolios} if gated else {}).items():
                 for scheme in args.schemes.split(","):
                     acc, loss = cross_fit(
-                        [r["oof"] for r in members], y, train.observed, scheme, rounds, 0
+                        [r["oof"] for r in members], y, train.observed, scheme, rounds, 0, folds=k
                     )
                     add(f"ensemble ({name}, {len(members)} members)", scheme, 0, acc, loss)
             for scheme, min_group in schemes if not (variants or gated) else ():
                 acc, loss = cross_fit(
-                    [r["oof"] for r in base], y, train.observed, scheme, rounds, min_group
+                    [r["oof"] for r in base], y, train.observed, scheme, rounds, min_group, folds=k
                 )
                 add("ensemble (default portfolio)", scheme, min_group, acc, loss)
             for scheme in ("global", "bagged", "top3") if extra and not variants else ():
-                acc, loss = cross_fit([r["oof"] for r in lib], y, train.observed, scheme, rounds, 0)
+                acc, loss = cross_fit(
+                    [r["oof"] for r in lib], y, train.observed, scheme, rounds, 0, folds=k
+                )
                 add("ensemble (default portfolio + extra)", scheme, 0, acc, loss)
             for name, labels in variants.items():
                 unknown = set(labels) - {r["model"] for r in lib}
@@ -432,7 +446,15 @@ def main() -> None:
                 for scheme in args.schemes.split(","):
                     halves: list[dict] = []
                     acc, loss = cross_fit(
-                        [r["oof"] for r in chosen], y, train.observed, scheme, rounds, 0, 5, halves
+                        [r["oof"] for r in chosen],
+                        y,
+                        train.observed,
+                        scheme,
+                        rounds,
+                        0,
+                        5,
+                        halves,
+                        k,
                     )
                     fitted = [h["temperatures"] for h in halves if h["temperatures"] is not None]
                     # each member's fitted temperatures over the halves: min, median, max
