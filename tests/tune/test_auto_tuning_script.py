@@ -76,6 +76,9 @@ def test_the_tempered_cross_fit_records_its_temperatures_and_the_best_member(tun
     assert len(halves) == 4 and all(len(h["temperatures"]) == 3 for h in halves)
     assert all(0 < h["best_weight"] <= 1 for h in halves)
     assert 0 <= acc <= 100 and loss > 0
+    five = []
+    tuning.cross_fit(preds, y, observed, "bagged", 5, 0, 2, five, folds=5)
+    assert len(five) == 10 and all(h["temperatures"] is None for h in five)
 
 
 def _frame(losses, accuracy):
