@@ -16,6 +16,8 @@ Compared:
 * ``anchored``: bagged, but every bag holds the member with the lowest log loss;
 * ``dominant``: ``anchored`` when that member leads the runner-up by ``DOMINANCE_Z``
   standard errors of their per-row log-loss difference, else ``bagged``;
+* ``gated-anchored`` / ``gated-dominant``: ``anchored`` / ``dominant`` when the choice sees at
+  least ``ANCHOR_MIN_ROWS`` rows, else ``bagged`` (the fifth round's G and GD);
 * ``tempered-<scheme>``: each member's probabilities tempered (Guo et al., ICML 2017) with a
   temperature fitted on the rows the choice sees, then ``<scheme>`` on the tempered ones;
 * ``top1`` / ``top3``: the best member alone / the best three, equal weights;
@@ -220,6 +222,8 @@ def best_or_bagged(preds, y, rounds, repeats=2):
 
 #: ``dominant``: the bags are anchored when the best member's lead is this many standard errors.
 DOMINANCE_Z = 2.0
+#: ``gated-*`` (fifth round): the bags may be anchored only from this many selection rows on.
+ANCHOR_MIN_ROWS = 500
 
 
 def dominance_z(preds, y):
@@ -241,6 +245,11 @@ def grouped_weights(preds, y, keys, rounds, min_group, scheme="global"):
         return bagged_selection(preds, y, rounds, anchored=True), {}
     if scheme == "dominant":
         anchored = dominance_z(preds, y) >= DOMINANCE_Z
+        return bagged_selection(preds, y, rounds, anchored=anchored), {}
+    if scheme == "gated-anchored":
+        return bagged_selection(preds, y, rounds, anchored=len(y) >= ANCHOR_MIN_ROWS), {}
+    if scheme == "gated-dominant":
+        anchored = len(y) >= ANCHOR_MIN_ROWS and dominance_z(preds, y) >= DOMINANCE_Z
         return bagged_selection(preds, y, rounds, anchored=anchored), {}
     if scheme == "bagged75":
         return bagged_selection(preds, y, rounds, share=0.75), {}
@@ -277,7 +286,8 @@ def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, halves=N
     (:func:`fit_temperature`), both halves are tempered with it, and ``<scheme>`` chooses the
     weights on the tempered choosing half. If a list ``halves`` is given, one dict per choosing
     half is appended to it: the temperatures (tempered schemes), and the member with the
-    lowest log loss on the choosing half, that loss, its loss on the other half and its weight.
+    lowest log loss on the choosing half, that loss, its loss on the other half and its weight
+    (and, for the ``dominant`` schemes, the dominance statistic on the choosing half).
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -302,6 +312,9 @@ def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, halves=N
                         "best_loss_choosing": A._loss(pa[best], y[a], True),
                         "best_loss_other": A._loss(pb[best], y[b], True),
                         "best_weight": glob[best],
+                        "dominance_z": (
+                            dominance_z(pa, y[a]) if scheme.endswith("dominant") else None
+                        ),
                     }
                 )
             m = mix(pb, keys[b], glob, per)
@@ -334,8 +347,9 @@ def main() -> None:
         "--schemes",
         default="bagged,bagged75,global,best-or-bagged,top1",
         help="ensemble schemes: bagged, bagged75, anchored (every bag holds the best member), "
-        "global, best-or-bagged, top1, top3; a 'tempered-' prefix first fits each member's "
-        "temperature on the choosing half",
+        "dominant, gated-anchored, gated-dominant (anchored / dominant from ANCHOR_MIN_ROWS "
+        "selection rows on), global, best-or-bagged, top1, top3; a 'tempered-' prefix first "
+        "fits each member's temperature on the choosing half",
     )
     parser.add_argument(
         "--rule",
@@ -476,9 +490,11 @@ def main() -> None:
                             round(h["best_loss_other"], 4),
                             round(h["best_weight"], 3),
                         ]
+                        + ([round(h["dominance_z"], 2)] if h["dominance_z"] is not None else [])
                         for h in halves
                     ]
-                    if scheme == "dominant":  # on all the out-of-fold rows (the halves vary)
+                    # on all the out-of-fold rows (the halves vary)
+                    if scheme in ("dominant", "gated-dominant"):
                         more["dominance_z"] = dominance_z([r["oof"] for r in chosen], y)
                     add(f"ensemble ({name})", scheme, 0, acc, loss, **more)
     frame = pd.DataFrame(rows)

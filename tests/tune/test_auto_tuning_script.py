@@ -1,4 +1,4 @@
-"""benchmarks/auto_tuning.py: the fourth round's temperatures, anchored bags and adoption rule."""
+"""benchmarks/auto_tuning.py: temperatures, anchored and gated bags (rounds 4-5), the adoption rule."""
 
 import importlib.util
 import sys
@@ -125,3 +125,29 @@ def test_the_rule_adopts_nothing_when_accuracy_falls_or_no_mean_is_below_one(tun
     }
     accuracy = {("current", "t"): 89.9}  # below the baseline's 90.0
     assert tuning.apply_rule(_frame(losses, accuracy), RULE)["adopted"] == "nothing"
+
+
+def test_the_gated_schemes_anchor_only_from_the_row_gate_and_with_dominance(tuning):
+    rng = np.random.default_rng(5)
+    n = 600
+    y = rng.integers(0, 4, size=n)
+    preds = [_proba(rng, n=n) for _ in range(5)]
+    preds.insert(2, np.eye(4)[y] * 0.6 + 0.1)  # [N, K], dominant: right on every row
+    keys = np.zeros(n, dtype=np.int64)
+
+    def weights(scheme, rows):
+        return tuning.grouped_weights(
+            [p[:rows] for p in preds], y[:rows], keys[:rows], 5, 0, scheme
+        )[0]
+
+    small = tuning.ANCHOR_MIN_ROWS - 1
+    for scheme in ("gated-anchored", "gated-dominant"):  # the gate shut: bagged as before
+        assert weights(scheme, small) == weights("bagged", small)
+        assert weights(scheme, n) == weights("anchored", n)  # open, and dominant
+    # two equal best members: no dominance, so gated-dominant bags as before above the gate
+    even = [preds[2], preds[2].copy(), *preds[3:]]
+    pick = (even, y, keys, 5, 0)
+    assert tuning.dominance_z(even, y) < tuning.DOMINANCE_Z
+    bagged = tuning.grouped_weights(*pick, "bagged")[0]
+    assert tuning.grouped_weights(*pick, "gated-dominant")[0] == bagged
+    assert tuning.grouped_weights(*pick, "gated-anchored")[0] != bagged
