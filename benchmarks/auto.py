@@ -72,7 +72,7 @@ SYNTHETIC_TEST = 10000
 SMALL = {"handwritten": ({}, 200), "synthetic": ({"n_samples": 300 + SYNTHETIC_TEST}, 300)}
 #: Part of an ``auto`` run's cache key: raised whenever ``fit_auto`` changes what it builds,
 #: so rows of an older ``auto`` are never read back as this one's.
-AUTO_REVISION = 3
+AUTO_REVISION = 4
 
 
 def cached_run(store: Path, key: dict, compute) -> dict | None:
@@ -102,7 +102,8 @@ def reuse_rows(
     the methods in ``rerun`` and ``auto`` rows of another :data:`AUTO_REVISION`; each keeps
     its key, so ``run`` reads it back. ``auto`` rows of an older revision in the parts named
     in ``carry`` are kept as this revision's (for parts where ``fit_auto`` builds the same
-    portfolio; check with a seed-0 rerun), marked with the revision they were trained at."""
+    ensemble; check with a seed-0 rerun), marked with the revision they were trained at (kept
+    when a row is carried again)."""
     for row in json.loads(earlier.read_text())["runs"]:
         if row["method"] in rerun:
             continue
@@ -110,7 +111,9 @@ def reuse_rows(
         if row["method"] == "auto" and revision != AUTO_REVISION:
             if row["part"] not in carry or revision > AUTO_REVISION:
                 continue
-            row = {**row, "auto_revision": AUTO_REVISION, "trained_at_revision": revision}
+            # a row carried before keeps the revision it was trained at
+            trained_at = row.get("trained_at_revision", revision)
+            row = {**row, "auto_revision": AUTO_REVISION, "trained_at_revision": trained_at}
         fields = (*KEY_FIELDS, *(["auto_revision"] if row["method"] == "auto" else []))
         key = {k: row[k] for k in (*fields, "test_size")}
         rest = {k: v for k, v in row.items() if k not in key}
@@ -149,6 +152,8 @@ def experiment(dataset, method, params, dataset_params, missing, seed, test_size
         row["members"] = {
             r.model: round(float(r.weight), 3) for r in board[1:].itertuples() if r.weight > 0
         }
+        # the member every bag held (revision 4 on), None when the bags were not anchored
+        row["anchored_on"] = res.trained.trainer_config["auto"].get("anchored_on")
     return row
 
 

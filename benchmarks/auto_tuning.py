@@ -13,6 +13,13 @@ Compared:
   global weights for a group with fewer than ``MIN_GROUP`` rows.
 * ``bagged`` / ``bagged75``: the selection from a random half / three quarters of the
   members, 20 bags, weights averaged (Caruana et al. 2004, section 4.3);
+* ``anchored``: bagged, but every bag holds the member with the lowest log loss;
+* ``dominant``: ``anchored`` when that member leads the runner-up by ``DOMINANCE_Z``
+  standard errors of their per-row log-loss difference, else ``bagged``;
+* ``gated-anchored`` / ``gated-dominant``: ``anchored`` / ``dominant`` when the choice sees at
+  least ``ANCHOR_MIN_ROWS`` rows, else ``bagged`` (the fifth round's G and GD);
+* ``tempered-<scheme>``: each member's probabilities tempered (Guo et al., ICML 2017) with a
+  temperature fitted on the rows the choice sees, then ``<scheme>`` on the tempered ones;
 * ``top1`` / ``top3``: the best member alone / the best three, equal weights;
 * ``best-or-bagged``: the bagged ensemble or the best member, whichever scores the lower log
   loss when chosen on one half of the rows it is given and scored on the other;
@@ -23,7 +30,8 @@ Compared:
   (``--variants`` names several such portfolios, each scored with every ``--schemes``).
 
 Run:  python benchmarks/auto_tuning.py --seeds 100,101 --cases hw07,hw05,small,syn1000
-      (``--gated`` compares portfolios with the samples-per-feature gated lda-em members)
+      (``--gated`` compares portfolios with the samples-per-feature gated lda-em members;
+      ``--rule`` applies an adoption rule to the results)
 Writes <out>/auto_tuning.{json,md} (``--name``) with the machine it ran on.
 """
 
@@ -137,9 +145,48 @@ def group_keys(observed: np.ndarray, scheme: str) -> np.ndarray:
     return np.zeros(len(observed), dtype=np.int64)
 
 
-def bagged_selection(preds, y, rounds, bags=20, share=0.5, seed=0):
+#: The bounds of a member's temperature (:func:`fit_temperature`).
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def temper(proba, temperature):
+    """Class probabilities ``[N, K]`` at ``temperature``: ``softmax(log(proba) / T)``
+    (temperature scaling, Guo et al., "On Calibration of Modern Neural Networks", ICML 2017);
+    every row's most probable class stays the same."""
+    logits = np.log(np.clip(np.asarray(proba, dtype=np.float64), A._EPS, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)  # [N, K]
+    odds = np.exp(logits)
+    return odds / odds.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(proba, y):
+    """The temperature within :data:`TEMPERATURE_RANGE` minimising the mean log loss of
+    ``temper(proba, T)`` on ``y`` (a bounded 1-D search on ``log T``)."""
+    from scipy.optimize import minimize_scalar
+
+    low, high = np.log(TEMPERATURE_RANGE)
+    result = minimize_scalar(
+        lambda log_t: A._loss(temper(proba, float(np.exp(log_t))), y, True),
+        bounds=(float(low), float(high)),
+        method="bounded",
+    )
+    return float(np.exp(result.x))
+
+
+def bag(rng, preds, y, size, anchored):
+    """The members of one bag: ``size`` drawn at random, or (``anchored``) the one with the
+    lowest log loss on ``y`` and ``size - 1`` drawn at random from the others."""
+    if not anchored:
+        return np.sort(rng.choice(len(preds), size=size, replace=False))
+    best = int(np.argmin([A._loss(p, y, True) for p in preds]))
+    others = np.array([i for i in range(len(preds)) if i != best])
+    return np.sort(np.append(rng.choice(others, size=size - 1, replace=False), best))
+
+
+def bagged_selection(preds, y, rounds, bags=20, share=0.5, seed=0, anchored=False):
     """Caruana et al. (2004, section 4.3): selection from a random half of the models, in
-    ``bags`` repeats, the weights averaged.
+    ``bags`` repeats, the weights averaged; ``anchored``: every bag holds the member with the
+    lowest log loss on ``y`` (:func:`bag`).
 
     The prototype of :func:`mlmm.tune.auto.bagged_ensemble_selection` (same algorithm, its own
     seed stream), kept as it was so that the recorded ``auto_tuning`` results reproduce."""
@@ -147,7 +194,7 @@ def bagged_selection(preds, y, rounds, bags=20, share=0.5, seed=0):
     total = np.zeros(len(preds))
     size = max(1, round(share * len(preds)))
     for _ in range(bags):
-        pick = np.sort(rng.choice(len(preds), size=size, replace=False))
+        pick = bag(rng, preds, y, size, anchored)
         w = A.ensemble_selection([preds[i] for i in pick], y, True, rounds)
         total[pick] += w
     return (total / bags).tolist()
@@ -173,10 +220,37 @@ def best_or_bagged(preds, y, rounds, repeats=2):
     return bagged_selection(preds, y, rounds)
 
 
+#: ``dominant``: the bags are anchored when the best member's lead is this many standard errors.
+DOMINANCE_Z = 2.0
+#: ``gated-*`` (fifth round): the bags may be anchored only from this many selection rows on.
+ANCHOR_MIN_ROWS = 500
+
+
+def dominance_z(preds, y):
+    """How many standard errors the member with the lowest log loss on ``y`` leads the
+    runner-up by: the mean over rows of their per-row log-loss difference over its standard
+    error (a paired z statistic)."""
+    rows = np.arange(len(y))
+    losses = np.stack([-np.log(np.clip(p[rows, y], A._EPS, 1.0)) for p in preds])  # [M, N]
+    best, second = np.argsort(losses.mean(axis=1))[:2]
+    lead = losses[second] - losses[best]  # [N]
+    return float(lead.mean() / (lead.std(ddof=1) / np.sqrt(len(lead)) + A._EPS))
+
+
 def grouped_weights(preds, y, keys, rounds, min_group, scheme="global"):
     """Global Caruana weights plus one set per group key with >= min_group rows."""
     if scheme == "bagged":
         return bagged_selection(preds, y, rounds), {}
+    if scheme == "anchored":
+        return bagged_selection(preds, y, rounds, anchored=True), {}
+    if scheme == "dominant":
+        anchored = dominance_z(preds, y) >= DOMINANCE_Z
+        return bagged_selection(preds, y, rounds, anchored=anchored), {}
+    if scheme == "gated-anchored":
+        return bagged_selection(preds, y, rounds, anchored=len(y) >= ANCHOR_MIN_ROWS), {}
+    if scheme == "gated-dominant":
+        anchored = len(y) >= ANCHOR_MIN_ROWS and dominance_z(preds, y) >= DOMINANCE_Z
+        return bagged_selection(preds, y, rounds, anchored=anchored), {}
     if scheme == "bagged75":
         return bagged_selection(preds, y, rounds, share=0.75), {}
     if scheme == "best-or-bagged":
@@ -203,18 +277,47 @@ def mix(preds, keys, glob, per):
     return out
 
 
-def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5):
-    """Choose on one half of the out-of-fold rows, score on the other (both ways, repeated)."""
+def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, halves=None, folds=2):
+    """Choose on one half of the out-of-fold rows, score on the other (both ways, repeated).
+    With ``folds=k``: choose on k-1 of k stratified folds, score on the k-th (every way); the
+    "halves" below are then the k choosing parts.
+
+    ``tempered-<scheme>``: each member's temperature is fitted on the choosing half
+    (:func:`fit_temperature`), both halves are tempered with it, and ``<scheme>`` chooses the
+    weights on the tempered choosing half. If a list ``halves`` is given, one dict per choosing
+    half is appended to it: the temperatures (tempered schemes), and the member with the
+    lowest log loss on the choosing half, that loss, its loss on the other half and its weight
+    (and, for the ``dominant`` schemes, the dominance statistic on the choosing half).
+    """
     from sklearn.model_selection import StratifiedKFold
 
+    tempered = scheme.startswith("tempered-")
+    scheme = scheme.removeprefix("tempered-")
     keys = group_keys(observed, scheme)
     acc, loss = [], []
     for r in range(repeats):
-        for a, b in StratifiedKFold(2, shuffle=True, random_state=r).split(y, y):
-            glob, per = grouped_weights(
-                [p[a] for p in preds], y[a], keys[a], rounds, min_group, scheme
-            )
-            m = mix([p[b] for p in preds], keys[b], glob, per)
+        for a, b in StratifiedKFold(folds, shuffle=True, random_state=r).split(y, y):
+            pa, pb = [p[a] for p in preds], [p[b] for p in preds]
+            if tempered:
+                fitted = [fit_temperature(p, y[a]) for p in pa]
+                pa = [temper(p, t) for p, t in zip(pa, fitted, strict=True)]
+                pb = [temper(p, t) for p, t in zip(pb, fitted, strict=True)]
+            glob, per = grouped_weights(pa, y[a], keys[a], rounds, min_group, scheme)
+            if halves is not None:
+                best = int(np.argmin([A._loss(p, y[a], True) for p in pa]))
+                halves.append(
+                    {
+                        "temperatures": fitted if tempered else None,
+                        "best": best,
+                        "best_loss_choosing": A._loss(pa[best], y[a], True),
+                        "best_loss_other": A._loss(pb[best], y[b], True),
+                        "best_weight": glob[best],
+                        "dominance_z": (
+                            dominance_z(pa, y[a]) if scheme.endswith("dominant") else None
+                        ),
+                    }
+                )
+            m = mix(pb, keys[b], glob, per)
             acc.append(float((m.argmax(1) == y[b]).mean()))
             loss.append(A._loss(m, y[b], True))
     return 100 * float(np.mean(acc)), float(np.mean(loss))
@@ -240,7 +343,30 @@ def main() -> None:
         "default_portfolio itself, so its samples-per-feature gate applies; the baseline is "
         "the portfolio without them. Scored with every --schemes ensemble scheme",
     )
-    parser.add_argument("--schemes", default="bagged,bagged75,global,best-or-bagged,top1")
+    parser.add_argument(
+        "--schemes",
+        default="bagged,bagged75,global,best-or-bagged,top1",
+        help="ensemble schemes: bagged, bagged75, anchored (every bag holds the best member), "
+        "dominant, gated-anchored, gated-dominant (anchored / dominant from ANCHOR_MIN_ROWS "
+        "selection rows on), global, best-or-bagged, top1, top3; a 'tempered-' prefix first "
+        "fits each member's temperature on the choosing half",
+    )
+    parser.add_argument(
+        "--rule",
+        default="{}",
+        help="an adoption rule to apply (JSON): {'baseline': [variant, scheme], 'candidates': "
+        "{name: [variant, scheme], ...}} in order of preference; the candidate with the lowest "
+        "mean log-loss ratio to the baseline over the cases is adopted if that mean is below 1, "
+        "no case rises by more than 1 %%, the mean accuracy does not fall, ties within 0.002 "
+        "going to the earlier one",
+    )
+    parser.add_argument(
+        "--crossfit-folds",
+        type=int,
+        default=2,
+        help="choose the ensemble on k-1 of k folds of the out-of-fold rows and score it on the "
+        "k-th (default 2: two halves, as in every round so far)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--name", default="auto_tuning", help="writes <out>/<name>.{json,md}")
     args = parser.parse_args()
@@ -251,6 +377,9 @@ def main() -> None:
         raise SystemExit("tuning seeds only (>= 100): the reported seeds 0-4 choose nothing")
     out = Path(args.out)
     extra = json.loads(args.extra)
+    k = args.crossfit_folds
+    if k < 2:
+        raise SystemExit(f"--crossfit-folds must be at least 2, got {k}")
     t0 = time.perf_counter()
     rows = []
     for case in args.cases.split(","):
@@ -277,7 +406,7 @@ def main() -> None:
             y = train.targets
             rounds = A._budget(args.budget)["rounds"]
 
-            def add(model, scheme, min_group, acc, loss, case=case, seed=seed):
+            def add(model, scheme, min_group, acc, loss, case=case, seed=seed, **more):
                 rows.append(
                     {
                         "case": case,
@@ -287,6 +416,7 @@ def main() -> None:
                         "min_group": min_group,
                         "oof_accuracy": acc,
                         "oof_log_loss": loss,
+                        **more,
                     }
                 )
                 print(f"  {model} {scheme}/{min_group}: {acc:.2f} {loss:.4f}", flush=True)
@@ -307,16 +437,18 @@ def main() -> None:
             for name, members in ({"current": base, **portfolios} if gated else {}).items():
                 for scheme in args.schemes.split(","):
                     acc, loss = cross_fit(
-                        [r["oof"] for r in members], y, train.observed, scheme, rounds, 0
+                        [r["oof"] for r in members], y, train.observed, scheme, rounds, 0, folds=k
                     )
                     add(f"ensemble ({name}, {len(members)} members)", scheme, 0, acc, loss)
             for scheme, min_group in schemes if not (variants or gated) else ():
                 acc, loss = cross_fit(
-                    [r["oof"] for r in base], y, train.observed, scheme, rounds, min_group
+                    [r["oof"] for r in base], y, train.observed, scheme, rounds, min_group, folds=k
                 )
                 add("ensemble (default portfolio)", scheme, min_group, acc, loss)
             for scheme in ("global", "bagged", "top3") if extra and not variants else ():
-                acc, loss = cross_fit([r["oof"] for r in lib], y, train.observed, scheme, rounds, 0)
+                acc, loss = cross_fit(
+                    [r["oof"] for r in lib], y, train.observed, scheme, rounds, 0, folds=k
+                )
                 add("ensemble (default portfolio + extra)", scheme, 0, acc, loss)
             for name, labels in variants.items():
                 unknown = set(labels) - {r["model"] for r in lib}
@@ -326,10 +458,45 @@ def main() -> None:
                     )
                 chosen = base + [r for r in lib[len(base) :] if r["model"] in labels]
                 for scheme in args.schemes.split(","):
+                    halves: list[dict] = []
                     acc, loss = cross_fit(
-                        [r["oof"] for r in chosen], y, train.observed, scheme, rounds, 0
+                        [r["oof"] for r in chosen],
+                        y,
+                        train.observed,
+                        scheme,
+                        rounds,
+                        0,
+                        5,
+                        halves,
+                        k,
                     )
-                    add(f"ensemble ({name})", scheme, 0, acc, loss)
+                    fitted = [h["temperatures"] for h in halves if h["temperatures"] is not None]
+                    # each member's fitted temperatures over the halves: min, median, max
+                    spread = (
+                        {
+                            r["model"]: [round(float(f(t)), 3) for f in (np.min, np.median, np.max)]
+                            for r, t in zip(chosen, np.array(fitted).T, strict=True)
+                        }
+                        if fitted
+                        else None
+                    )
+                    more = {"temperatures": spread} if fitted else {}
+                    # per choosing half: the best member there, its loss there and on the
+                    # other half, and its weight
+                    more["best_per_half"] = [
+                        [
+                            chosen[h["best"]]["model"],
+                            round(h["best_loss_choosing"], 4),
+                            round(h["best_loss_other"], 4),
+                            round(h["best_weight"], 3),
+                        ]
+                        + ([round(h["dominance_z"], 2)] if h["dominance_z"] is not None else [])
+                        for h in halves
+                    ]
+                    # on all the out-of-fold rows (the halves vary)
+                    if scheme in ("dominant", "gated-dominant"):
+                        more["dominance_z"] = dominance_z([r["oof"] for r in chosen], y)
+                    add(f"ensemble ({name})", scheme, 0, acc, loss, **more)
     frame = pd.DataFrame(rows)
     summary = (
         frame.groupby(["case", "model", "scheme", "min_group"], dropna=False)
@@ -348,6 +515,8 @@ def main() -> None:
         "summary": summary.to_dict(orient="records"),
         "rows": rows,
     }
+    checks = apply_rule(frame, json.loads(args.rule)) if args.rule != "{}" else {}
+    record["rule"] = checks
     print(summary.to_string())
     write_report(
         out,
@@ -357,8 +526,42 @@ def main() -> None:
         "tuning seeds; no test split is read.",
         record,
         summary,
-        {},
+        checks,
     )
+
+
+def apply_rule(frame: pd.DataFrame, rule: dict) -> dict:
+    """Score ``rule``'s candidates against its baseline (see ``--rule``): per candidate its
+    per-case log-loss ratios (means over the seeds), their mean, the largest rise and the mean
+    accuracy, and which candidate the rule adopts (or none)."""
+    means = frame.groupby(["model", "scheme", "case"])[["oof_log_loss", "oof_accuracy"]].mean()
+
+    def scores(variant: str, scheme: str) -> pd.DataFrame:
+        return means.loc[(f"ensemble ({variant})", scheme)]
+
+    base = scores(*rule["baseline"])
+    checks: dict = {
+        "baseline": f"{rule['baseline']}: mean accuracy {base['oof_accuracy'].mean():.3f}"
+    }
+    eligible = []
+    for name, (variant, scheme) in rule["candidates"].items():
+        own = scores(variant, scheme).loc[base.index]
+        ratio = own["oof_log_loss"] / base["oof_log_loss"]
+        mean, accuracy = float(ratio.mean()), float(own["oof_accuracy"].mean())
+        ok = mean < 1 and ratio.max() <= 1.01 and accuracy >= base["oof_accuracy"].mean()
+        per_case = ", ".join(f"{case} {v:.4f}" for case, v in ratio.items())
+        checks[name] = (
+            f"{variant}/{scheme}: ratios {per_case}; mean {mean:.4f}; mean accuracy "
+            f"{accuracy:.3f}; {'eligible' if ok else 'not eligible'}"
+        )
+        if ok:
+            eligible.append((name, mean))
+    adopted = None
+    if eligible:
+        lowest = min(mean for _, mean in eligible)
+        adopted = next(name for name, mean in eligible if mean <= lowest + 0.002)
+    checks["adopted"] = adopted or "nothing"
+    return checks
 
 
 if __name__ == "__main__":

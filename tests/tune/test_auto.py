@@ -12,9 +12,13 @@ from mlmm import cli
 from mlmm.data.missingness import parse_condition, simulate
 from mlmm.errors import MlmmError
 from mlmm.testing import contract_dataset
+from mlmm.tune import auto as auto_module
 from mlmm.tune.auto import (
+    ANCHOR_MIN_ROWS,
+    DOMINANCE_Z,
     bagged_ensemble_selection,
     default_portfolio,
+    dominant_member,
     ensemble_selection,
     fit_auto,
     leaderboard,
@@ -267,6 +271,80 @@ def test_bagged_selection_of_two_candidates_weighs_them_by_their_loss():
     # a bag of half of two candidates would hold one, and give it all its weight
     assert bagged_ensemble_selection([good, bad], targets, True, 10, bags=20) == [1.0, 0.0]
     assert bagged_ensemble_selection([bad, good], targets, True, 10, bags=20) == [0.0, 1.0]
+
+
+def _library(n, seed=0):
+    """Five candidates on ``n`` rows: one right with probability 0.95 on every row (dominant),
+    four right on a random 70 % of the rows each."""
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, 2, n)
+    truth = np.eye(2)[targets]  # [N, 2]
+    members = [0.9 * truth + 0.05]
+    for _ in range(4):
+        right = rng.random(n) < 0.7
+        members.append(np.where(right[:, None], 0.8 * truth + 0.1, 0.2 * truth + 0.4))
+    return members, targets
+
+
+def _bags(monkeypatch, members, targets, **kwargs):
+    """The candidates (indices) of every bag the bagged selection builds."""
+    seen = []
+    plain = auto_module.ensemble_selection
+
+    def recording(predictions, *args):
+        seen.append(sorted(next(i for i, m in enumerate(members) if m is p) for p in predictions))
+        return plain(predictions, *args)
+
+    monkeypatch.setattr(auto_module, "ensemble_selection", recording)
+    weights = bagged_ensemble_selection(members, targets, True, 10, **kwargs)
+    monkeypatch.setattr(auto_module, "ensemble_selection", plain)
+    return seen, weights
+
+
+def test_below_the_row_gate_the_bags_are_those_drawn_before_anchoring(monkeypatch):
+    members, targets = _library(ANCHOR_MIN_ROWS - 1)
+    assert dominant_member(members, targets, True) is None  # gate shut, however dominant
+    default = bagged_ensemble_selection(members, targets, True, 10, bags=20, seed=3)
+    assert default == bagged_ensemble_selection(members, targets, True, 10, 20, 3, anchor=None)
+    bags, _ = _bags(monkeypatch, members, targets, bags=20, seed=3)
+    assert any(0 not in b for b in bags)  # the dominant member is left out of some bags
+
+
+def test_from_the_row_gate_on_a_dominant_member_is_in_every_bag(monkeypatch):
+    members, targets = _library(ANCHOR_MIN_ROWS)
+    assert dominant_member(members, targets, True) == 0
+    assert dominant_member(members, targets, False) is None  # regression: never anchored
+    bags, weights = _bags(monkeypatch, members, targets, bags=20, seed=3)
+    assert len(bags) == 20 and all(0 in b and len(b) == 2 for b in bags)
+    _, unanchored = _bags(monkeypatch, members, targets, bags=20, seed=3, anchor=None)
+    assert weights[0] > unanchored[0] and sum(weights) == pytest.approx(1.0)
+    with pytest.raises(MlmmError, match="anchor must be"):
+        bagged_ensemble_selection(members, targets, True, 10, anchor=7)
+
+
+def test_without_dominance_the_bags_are_not_anchored(monkeypatch):
+    members, targets = _library(2 * ANCHOR_MIN_ROWS)
+    tied = [members[0], members[0].copy(), *members[2:]]  # two equal best members: no lead
+    assert auto_module.dominance(tied, targets)[1] < DOMINANCE_Z
+    assert dominant_member(tied, targets, True) is None
+    default = bagged_ensemble_selection(tied, targets, True, 10, bags=20, seed=1)
+    assert default == bagged_ensemble_selection(tied, targets, True, 10, 20, 1, anchor=None)
+
+
+def test_fit_auto_records_the_member_its_bags_were_anchored_on(monkeypatch):
+    train, _ = _split(n=700)  # 525 training rows
+    portfolio = ["per-modality-logistic", "logistic-mean-impute", "lda-em"]
+    settings = {**FAST, "portfolio": portfolio}
+    monkeypatch.setattr(auto_module, "DOMINANCE_Z", -np.inf)  # any lead will do
+    trained = fit_auto(train, **settings)
+    board = leaderboard(trained)
+    best = board.iloc[1]["model"]  # lowest out-of-fold log loss
+    assert trained.trainer_config["auto"]["anchored_on"] == best
+    assert board.iloc[0]["note"].endswith(f"anchored on the dominant member {best}")
+    monkeypatch.setattr(auto_module, "ANCHOR_MIN_ROWS", train.n_samples + 1)  # gate shut
+    trained = fit_auto(train, **settings)
+    assert trained.trainer_config["auto"]["anchored_on"] is None
+    assert "anchored" not in leaderboard(trained).iloc[0]["note"]
 
 
 def test_default_portfolio_follows_the_budget_and_the_data_width():

@@ -82,3 +82,16 @@ def test_reuse_rows_carries_older_auto_rows_of_the_named_parts_only(auto_script,
     assert auto_script.cached_run(store, {**key, "auto_revision": older}, None) is None
     synthetic_now = {**synthetic_key, "auto_revision": current}
     assert auto_script.cached_run(store, synthetic_now, None) is None  # not carried: rerun
+
+
+def test_a_row_carried_twice_keeps_the_revision_it_was_trained_at(auto_script, tmp_path):
+    current = auto_script.AUTO_REVISION
+    key, row = _row("auto", 0, current - 1, 85.0)
+    row["trained_at_revision"] = current - 2  # carried once already
+    earlier = tmp_path / "auto.json"
+    earlier.write_text(json.dumps({"runs": [row]}))
+    store = tmp_path / "store"
+    store.mkdir()
+    auto_script.reuse_rows(store, earlier, rerun=set(), carry={"small"})
+    carried = auto_script.cached_run(store, {**key, "auto_revision": current}, None)
+    assert carried["trained_at_revision"] == current - 2

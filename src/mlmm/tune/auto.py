@@ -19,6 +19,8 @@
    average; the weights are the counts over ``rounds``. This runs ``bags`` times on a random
    half of the members and the weights are averaged (the paper's section 4.3), which keeps
    the selection from overfitting the out-of-fold predictions of a few hundred samples.
+   From :data:`ANCHOR_MIN_ROWS` out-of-fold rows on, a member whose log loss clearly leads
+   the rest (:func:`dominant_member`) is in every bag, so bagging does not dilute it.
 4. **Refit**: every member with a positive weight is trained once more on all training data,
    deep members for exactly their chosen epoch count (no validation split is carved off), and
    the result is one ``auto-ensemble`` model (:class:`~mlmm.methods.combination.auto_ensemble.
@@ -107,6 +109,12 @@ WEIGHT_DECAY_RANGE = (1e-4, 1e-2)
 DIAGONAL_LDA_SAMPLES_PER_FEATURE = 10
 #: The shrinkage of each such ``lda-em`` member (one member per value).
 DIAGONAL_LDA_SHRINKAGES: tuple[float, ...] = (0.7,)
+#: The bagged selection anchors its bags on a dominant member only when it selects on at
+#: least this many out-of-fold rows (:func:`dominant_member`; the fifth design round).
+ANCHOR_MIN_ROWS = 500
+#: A member is dominant when its log loss leads the runner-up's by at least this many standard
+#: errors of their paired per-row difference (:func:`dominant_member`).
+DOMINANCE_Z = 2.0
 _EPS = 1e-15
 
 
@@ -228,7 +236,10 @@ def fit_auto(
         selection rounds.
     bags : int, optional
         Override the budget's ensemble-selection bags (:func:`bagged_ensemble_selection`;
-        1: one selection over every candidate).
+        1: one selection over every candidate). With more than one bag and at least
+        :data:`ANCHOR_MIN_ROWS` training rows (classification), every bag holds a dominant
+        member if there is one (:func:`dominant_member`); the model's
+        ``trainer_config["auto"]["anchored_on"]`` names it (None: not anchored).
     portfolio : sequence of str or dict, optional
         The candidate members instead of :func:`default_portfolio`: method names, or dicts
         with ``method`` and optional ``params``, ``weight_decay`` (default for methods outside
@@ -265,7 +276,7 @@ def fit_auto(
     >>> ds = mlmm.load_dataset("synthetic", n_samples=300)
     >>> trained = fit_auto(ds, budget="fast", folds=2, max_epochs=3,
     ...                    portfolio=["per-modality-logistic", "hemis"], progress=False)
-    >>> trained.method, round(float(leaderboard(trained)["weight"].sum()), 6)
+    >>> trained.method, round(float(leaderboard(trained)["weight"][1:].sum()), 6)  # members
     ('auto-ensemble', 1.0)
     """
     settings = dict(_budget(budget))
@@ -323,17 +334,18 @@ def fit_auto(
         if not ok:
             notes = "; ".join(f"{r['model']}: {r['note']}" for r in results)
             raise MlmmError(f"no portfolio member could be trained on these data ({notes})")
+        oof = [r["oof"] for r in ok]
+        classification = train.task.is_classification
+        anchor = dominant_member(oof, train.targets, classification)
+        if settings["bags"] == 1:  # plain selection over every candidate: no bags to anchor
+            anchor = None
         weights = bagged_ensemble_selection(
-            [r["oof"] for r in ok],
-            train.targets,
-            train.task.is_classification,
-            settings["rounds"],
-            settings["bags"],
-            seed,
+            oof, train.targets, classification, settings["rounds"], settings["bags"], seed, anchor
         )
+        anchored_on = None if anchor is None else ok[anchor]["model"]
         chosen = [(r, w) for r, w in zip(ok, weights, strict=True) if w > 0]
         members = [{**r["member"], "name": r["model"], "epochs": r["epochs"]} for r, _ in chosen]
-        board = _leaderboard(results, ok, weights, skipped, train)
+        board = _leaderboard(results, ok, weights, skipped, train, anchored_on)
         bar.add_total(len(members))
         standardizer = Standardizer().fit(train)
         train_s = standardizer.transform(train)
@@ -365,7 +377,10 @@ def fit_auto(
         model=ensemble,
         standardizer=standardizer,
         histories=histories,
-        trainer_config={**refit_trainer.config(), "auto": {"budget": budget, **settings}},
+        trainer_config={
+            **refit_trainer.config(),
+            "auto": {"budget": budget, **settings, "anchored_on": anchored_on},
+        },
         info=dict(info or {}),
         prior=_prior(train),
         train_seconds=time.perf_counter() - start,
@@ -404,6 +419,38 @@ def ensemble_selection(
     return (counts / rounds).tolist()
 
 
+def dominance(predictions: Sequence[np.ndarray], targets: np.ndarray) -> tuple[int, float]:
+    """The candidate with the lowest log loss and its lead over the runner-up, in standard
+    errors: the mean over rows of their per-row log-loss difference divided by its standard
+    error (a paired z statistic). ``predictions`` are class probabilities ``[N, K]``, at
+    least two candidates."""
+    rows = np.arange(len(targets))
+    losses = np.stack(
+        [-np.log(np.clip(np.asarray(p)[rows, targets], _EPS, 1.0)) for p in predictions]
+    )  # [M, N]
+    best, second = np.argsort(losses.mean(axis=1), kind="stable")[:2]
+    lead = losses[second] - losses[best]  # [N]
+    spread = lead.std(ddof=1) / math.sqrt(len(lead)) if len(lead) > 1 else 0.0
+    return int(best), float(lead.mean() / (spread + _EPS))
+
+
+def dominant_member(
+    predictions: Sequence[np.ndarray], targets: np.ndarray, classification: bool
+) -> int | None:
+    """The candidate the bagged selection anchors its bags on, or None.
+
+    Classification only, with at least :data:`ANCHOR_MIN_ROWS` rows and two candidates: the
+    candidate with the lowest log loss, if it leads the runner-up by at least
+    :data:`DOMINANCE_Z` standard errors (:func:`dominance`). On fewer rows a member that is
+    error-free on them by chance looks dominant and is confidently wrong elsewhere; without
+    a clear lead, anchoring one member costs log loss (the fifth design round,
+    docs/auto.md)."""
+    if not classification or len(predictions) < 2 or len(targets) < ANCHOR_MIN_ROWS:
+        return None
+    best, z = dominance(predictions, targets)
+    return best if z >= DOMINANCE_Z else None
+
+
 def bagged_ensemble_selection(
     predictions: Sequence[np.ndarray],
     targets: np.ndarray,
@@ -411,26 +458,50 @@ def bagged_ensemble_selection(
     rounds: int,
     bags: int = 20,
     seed: int = 0,
+    anchor: str | int | None = "dominant",
 ) -> list[float]:
     """Bagged ensemble selection (Caruana et al., ICML 2004, section 4.3).
 
     ``bags`` times, :func:`ensemble_selection` runs on a random half of the candidates
-    (seeded; at least two, so two candidates are always selected from together), and the weights are averaged over the bags (they still sum to 1).
-    Selecting from all candidates at once overfits the out-of-fold predictions when they are
-    few (a few hundred samples): a member that happened to score well there takes most of the
-    weight. Bags spread the weight over several good members, as the paper recommends when
-    the selection data are small. ``bags=1`` (or one candidate) is plain
-    :func:`ensemble_selection` over every candidate.
+    (seeded; at least two, so two candidates are always selected from together), and the
+    weights are averaged over the bags (they still sum to 1). Selecting from all candidates
+    at once overfits the out-of-fold predictions when they are few (a few hundred samples): a
+    member that happened to score well there takes most of the weight. Bags spread the weight
+    over several good members, as the paper recommends when the selection data are small.
+    ``bags=1`` (or one candidate) is plain :func:`ensemble_selection` over every candidate.
+
+    Parameters
+    ----------
+    anchor : {"dominant"} or int or None, default "dominant"
+        A candidate every bag holds (with ``size - 1`` others drawn at random), so that bagging
+        does not dilute a member that clearly beats the rest. ``"dominant"``: the one
+        :func:`dominant_member` finds, if any (classification with at least
+        :data:`ANCHOR_MIN_ROWS` rows); an int: that candidate's index; None: never anchored.
+        Unanchored, the bags are those drawn before anchoring existed (same weights).
     """
     check_range("bags", bags, 1, integer=True)
     if bags == 1 or len(predictions) == 1:
         return ensemble_selection(predictions, targets, classification, rounds)
+    if anchor == "dominant":
+        anchor = dominant_member(predictions, targets, classification)
+    elif anchor is not None and not (
+        isinstance(anchor, int | np.integer) and 0 <= anchor < len(predictions)
+    ):
+        raise MlmmError(
+            f"anchor must be 'dominant', None or a candidate index in [0, {len(predictions)}), "
+            f"got {anchor!r}"
+        )
     rng = np.random.default_rng(derive_seed(seed, "auto-bags"))
     # at least two: a bag of one candidate gives it all its weight whatever its loss
     size = max(2, round(len(predictions) / 2))
+    others = np.array([i for i in range(len(predictions)) if i != anchor])
     total = np.zeros(len(predictions))
     for _ in range(bags):
-        pick = np.sort(rng.choice(len(predictions), size=size, replace=False))
+        if anchor is None:
+            pick = np.sort(rng.choice(len(predictions), size=size, replace=False))
+        else:
+            drawn = rng.choice(others, size=size - 1, replace=False)
+            pick = np.sort(np.append(drawn, anchor))
         chosen = ensemble_selection([predictions[i] for i in pick], targets, classification, rounds)
         total[pick] += chosen
     return (total / bags).tolist()
@@ -621,8 +692,10 @@ def _leaderboard(
     weights: list[float],
     skipped: list[dict[str, Any]],
     data: MultimodalDataset,
+    anchored_on: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per candidate (the ensemble first), JSON-ready, best inner-CV score first."""
+    """One row per candidate (the ensemble first), JSON-ready, best inner-CV score first; the
+    ensemble's note names the member its bags were anchored on, if any."""
     classification = data.task.is_classification
     score_name = "cv_log_loss" if classification else "cv_mse"
     weight_of = {r["model"]: w for r, w in zip(ok, weights, strict=True)}
@@ -663,7 +736,12 @@ def _leaderboard(
         "epochs": None,
         "weight_decay": None,
         "cv_seconds": round(sum(r["seconds"] for r in results), 3),
-        "note": "weights chosen on these out-of-fold predictions (optimistic)",
+        "note": "weights chosen on these out-of-fold predictions (optimistic)"
+        + (
+            ""
+            if anchored_on is None
+            else f"; every bag anchored on the dominant member {anchored_on}"
+        ),
     }
     empty = {k: None for k in rows[0]} if rows else {}
     extra = [{**empty, **s, "weight": 0.0, "cv_seconds": 0.0} for s in skipped]
