@@ -134,8 +134,8 @@ def main() -> None:
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="rewrite <out>/bench_suite.{json,md} from the steps and row comparisons that "
-        "bench_suite.json holds (its machine record kept)",
+        help="rewrite <out>/<name>.{json,md} from the steps and row comparisons that "
+        "<name>.json holds (its machine record kept)",
     )
     args = parser.parse_args()
     if args.report_only:

@@ -286,7 +286,8 @@ def test_bench_runs_a_spec_and_resumes(monkeypatch, capsys, tmp_path):
     )
     store = tmp_path / "b.db"
     args = ["bench", str(spec), "--store", str(store), "--method", "late-fusion"]
-    args += ["--method", "zero-impute", "--threads", "1", "--no-report"]
+    # --jobs 1: in this process (the default plan would start a pool of 2 for the 2 runs)
+    args += ["--method", "zero-impute", "--jobs", "1", "--threads", "1", "--no-report"]
     code, out, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     assert "late-fusion" in out and "zero-impute" in out and "bayes-optimal" in out

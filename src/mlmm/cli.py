@@ -554,7 +554,8 @@ def bench(
         int | None,
         typer.Option(
             help="Runs in parallel (worker processes); default: as many as the usable cores "
-            "hold at --threads each, at most the runs, within free memory."
+            "hold at --threads each, at most the runs left, within free memory (1 with "
+            "--ray-address)."
         ),
     ] = None,
     threads: Annotated[

@@ -106,18 +106,55 @@ def test_the_default_plan_follows_affinity_and_omp_num_threads(monkeypatch):
     assert execute.benchmark_plan(spec, None, None, "ray", "head:6379") == (1, 1)
 
 
-def test_available_memory_reads_meminfo_and_a_container_limit(tmp_path, monkeypatch):
-    meminfo, limit, usage = (tmp_path / n for n in ("meminfo", "memory.max", "memory.current"))
+def _cgroup(folder, limit, used, stat="", v1=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("memory.limit_in_bytes", "memory.usage_in_bytes") if v1 else None
+    names = names or ("memory.max", "memory.current")
+    (folder / names[0]).write_text(f"{limit}\n")
+    (folder / names[1]).write_text(f"{used}\n")
+    (folder / "memory.stat").write_text(stat)
+
+
+def test_available_memory_reads_meminfo_and_the_cgroup_limits(tmp_path, monkeypatch):
+    meminfo, proc, root = tmp_path / "meminfo", tmp_path / "cgroup", tmp_path / "sys"
     meminfo.write_text(f"MemTotal: {16 * GIB // 1024} kB\nMemAvailable: {8 * GIB // 1024} kB\n")
-    limit.write_text(f"{4 * GIB}\n")
-    usage.write_text(f"{GIB}\n")
     monkeypatch.setattr(execute, "MEMINFO", str(meminfo))
-    monkeypatch.setattr(execute, "CGROUP_MEMORY_FILES", ((str(limit), str(usage)),))
+    monkeypatch.setattr(execute, "PROC_CGROUP", str(proc))
+    monkeypatch.setattr(execute, "CGROUP_ROOT", str(root))
+    # cgroup v2, a container with its own namespace: the limit at the mount point
+    proc.write_text("0::/\n")
+    _cgroup(root, 4 * GIB, GIB)
     assert execute.available_memory() == 3 * GIB  # what the container has left
-    limit.write_text("max\n")  # no container limit
+    _cgroup(root, "max", GIB)  # no limit
     assert execute.available_memory() == 8 * GIB
+    # a Slurm job or systemd unit without a namespace: its own folder, limited on an ancestor;
+    # the inactive page cache (files read) is reclaimed before the limit is reached
+    proc.write_text("0::/job_7/step_0\n")
+    _cgroup(root / "job_7", 4 * GIB, 3 * GIB, f"anon 1\ninactive_file {GIB}\n")
+    _cgroup(root / "job_7" / "step_0", "max", 3 * GIB)
+    assert execute.available_memory() == 2 * GIB  # was 8: the job's limit went unseen
+    # cgroup v1 (hybrid: "0::/" names the unified tree, without memory.max), a container whose
+    # memory folder is bind-mounted at the root, while /proc names the host's path
+    (root / "memory.max").unlink()
+    proc.write_text("4:memory:/docker/abc\n0::/\n1:cpu,cpuacct:/docker/abc\nodd\n")
+    v1 = root / "memory"
+    _cgroup(v1, 6 * GIB, 5 * GIB, f"inactive_file 1\ntotal_inactive_file {GIB}\n", v1=True)
+    assert execute.available_memory() == 2 * GIB
+    _cgroup(v1, 9223372036854771712, 5 * GIB, v1=True)  # v1's "no limit"
+    assert execute.available_memory() == 8 * GIB
+    # not Linux: neither /proc nor /sys/fs/cgroup; the jobs are not bounded by memory
     monkeypatch.setattr(execute, "MEMINFO", str(tmp_path / "absent"))
-    assert execute.available_memory() is None  # unknown: the jobs are not bounded by memory
+    monkeypatch.setattr(execute, "PROC_CGROUP", str(tmp_path / "absent"))
+    assert execute.available_memory() is None and execute.cgroup_memory_left() is None
+
+
+@pytest.mark.parametrize("value", ["", "abc", "0", "-2", "4,2", "²", "1.5"])
+def test_omp_num_threads_that_is_not_a_positive_integer_gives_one_thread(value, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 8)
+    assert execute.thread_limit() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", " 4 ")
+    assert execute.thread_limit() == 4
 
 
 def test_default_threads_on_ray_stay_within_the_spec_resources_num_cpus(monkeypatch):

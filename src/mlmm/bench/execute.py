@@ -62,11 +62,15 @@ RAY_LOST_ERRORS = (
 WORKER_MEMORY_BYTES = 3 << 29  # 1.5 GiB
 #: Linux's memory figures (``MemAvailable``).
 MEMINFO = "/proc/meminfo"
-#: cgroup (v2, then v1) files of a container's memory limit and usage.
-CGROUP_MEMORY_FILES = (
-    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
-)
+#: This process's cgroups (Linux), and where the cgroup file systems are mounted.
+PROC_CGROUP = "/proc/self/cgroup"
+CGROUP_ROOT = "/sys/fs/cgroup"
+#: Per cgroup version: its folder under :data:`CGROUP_ROOT`, the files of the memory limit and
+#: usage, and the ``memory.stat`` field of the page cache the kernel reclaims first.
+CGROUP_MEMORY = {
+    "v2": ("", "memory.max", "memory.current", "inactive_file"),
+    "v1": ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+}
 #: The HTTP/2 client connection preface followed by an empty SETTINGS frame.
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
@@ -81,22 +85,74 @@ def available_cores() -> int:
 
 def available_memory() -> int | None:
     """Bytes of memory new processes may take now: Linux's ``MemAvailable``, lowered to what
-    this process's cgroup (a container's memory limit) has left; None where unknown."""
+    the memory limits of this process's cgroup leave (:func:`cgroup_memory_left`); None where
+    unknown."""
     free = []
     try:
         with open(MEMINFO) as fh:
             free += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
     except (OSError, ValueError, IndexError):
         pass
-    for limit_file, usage_file in CGROUP_MEMORY_FILES:
-        try:
-            limit = Path(limit_file).read_text().strip()
-            usage = int(Path(usage_file).read_text())
-        except (OSError, ValueError):
-            continue
-        if limit.isdigit() and int(limit) < 1 << 60:  # "max", or v1's huge "no limit"
-            free.append(max(0, int(limit) - usage))
+    left = cgroup_memory_left()
+    if left is not None:
+        free.append(left)
     return min(free) if free else None
+
+
+def cgroup_memory_left() -> int | None:
+    """Bytes left under the tightest memory limit of this process's cgroup and its ancestors
+    (a container's, a Slurm job's, a systemd unit's: v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``), inactive page cache counted as free, as the kernel reclaims it
+    before it runs out; None where no limit is set or none can be read (not Linux)."""
+    try:
+        lines = Path(PROC_CGROUP).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    left = []
+    for line in lines:
+        parts = line.split(":", 2)  # hierarchy-ID:controllers:path
+        if len(parts) != 3:
+            continue
+        if parts[1] == "":
+            version = "v2"
+        elif "memory" in parts[1].split(","):
+            version = "v1"
+        else:
+            continue
+        folder, limit_file, usage_file, cache_field = CGROUP_MEMORY[version]
+        base = Path(CGROUP_ROOT, folder)
+        level = base.joinpath(*Path(parts[2]).parts[1:])
+        while True:  # the cgroup, then its ancestors up to the mount point (a container's own)
+            limit, used = _read_bytes(level / limit_file), _read_bytes(level / usage_file)
+            if limit is not None and used is not None and limit < 1 << 60:  # v1's "none" is huge
+                cache = _read_stat(level / "memory.stat", cache_field)
+                left.append(max(0, limit - max(0, used - cache)))
+            if level == base or base not in level.parents:
+                break
+            level = level.parent
+    return min(left) if left else None
+
+
+def _read_bytes(path: Path) -> int | None:
+    """The integer a cgroup file holds; None if absent, unreadable or not one ("max")."""
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdecimal() else None
+
+
+def _read_stat(path: Path, name: str) -> int:
+    """Field ``name`` of a cgroup's ``memory.stat``; 0 if absent or unreadable."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 0
+    for line in lines:
+        field = line.split()
+        if len(field) == 2 and field[0] == name and field[1].isdecimal():
+            return int(field[1])
+    return 0
 
 
 def thread_limit() -> int:
@@ -112,7 +168,7 @@ def thread_limit() -> int:
 
     limit = 1
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if value.isdigit() and int(value) > 0:
+    if value.isdecimal() and int(value) > 0:  # not isdigit: int("²") fails
         limit = int(value)
     return max(1, min(limit, torch.get_num_threads()))
 
