@@ -123,7 +123,10 @@ def test_concurrent_requests_of_different_lengths_share_a_micro_batch(trained):
         ({"s": []}, "instances[0].s: 0 steps; a present sequence needs at least 1"),
         ({"s": [[0.0, 1.0, 2.0]] * 4}, "instances[0].s: expected shape [steps, 2] with 1 <= "),
         ({"s": [0.0, 1.0]}, "instances[0].s: expected shape [steps, 2] with 1 <= steps <= 12"),
-        ({"s": [[0.0, 1.0], [2.0]]}, "instances[0].s: must be a nested list of numbers"),
+        (
+            {"s": [[0.0, 1.0], [2.0]]},
+            "instances[0].s: must be a nested list of numbers of shape [1..12, 2]",
+        ),
         ({"s": [[0.0, 1e39]]}, "instances[0].s: holds values beyond float32's range"),
         ({"lengths": [3]}, "a request has no lengths field: send each variable-length"),
     ],

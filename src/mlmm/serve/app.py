@@ -270,9 +270,11 @@ class _Served:
                 try:
                     array = np.asarray(value, dtype=np.float64)
                 except (TypeError, ValueError, OverflowError):
+                    dims = [str(d) for d in self.shapes[key]]
+                    if key in lengths:  # any number of steps up to the maximum
+                        dims[0] = f"1..{dims[0]}"
                     raise _BadInput(
-                        f"{where}: must be a nested list of numbers of shape "
-                        f"{list(self.shapes[key])}"
+                        f"{where}: must be a nested list of numbers of shape [{', '.join(dims)}]"
                     ) from None
                 if key in lengths:
                     if array.ndim != 2 or array.shape[1:] != self.shapes[key][1:]:
