@@ -93,19 +93,61 @@ def test_export_model_refuses_to_write_over_the_models_own_files(hemis_run, monk
     TrainedModel.load(hemis_run)  # still loads
 
 
-def test_a_variable_length_model_is_refused_in_one_line(tmp_path):
+def _variable_length_model(method, gru=False):
     from dataclasses import replace
 
+    from mlmm.nn.encoders import SequenceEncoder
     from mlmm.testing import contract_dataset
 
-    data = contract_dataset(n_samples=32)
-    data = replace(data, lengths={"s": np.random.default_rng(0).integers(3, 13, size=32)})
-    trained = Trainer(max_epochs=1, progress=False).fit(
-        mlmm.create_method("zero-impute", data.specs, data.task, hidden=8), data
-    )
-    with pytest.raises(MlmmError, match=r"variable-length sequences \['s'\]") as err:
+    data = contract_dataset(n_samples=40)
+    data = replace(data, lengths={"s": np.random.default_rng(0).integers(1, 13, size=40)})
+    model = mlmm.create_method(method, data.specs, data.task, hidden=8)
+    if gru:  # no registered method picks the GRU; a plugin's build_encoder(...) may
+        (owner,) = [m for m in model.modules() if "s" in getattr(m, "_modules", {})]
+        owner["s"] = SequenceEncoder(2, owner["s"].out[-1].out_features, 16, 2, 0.0, "gru")
+    return Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+
+
+@pytest.mark.parametrize("method", ["zero-impute", "hemis"])
+def test_a_variable_length_model_exports_with_a_lengths_input(method, tmp_path):
+    trained = _variable_length_model(method)
+    report = export_onnx(trained, tmp_path / "v.onnx")
+    assert report["max_abs_diff"] <= 1e-5
+    session = onnx_session(tmp_path / "v.onnx")
+    assert [i.name for i in session.get_inputs()] == ["a", "b", "s", "present", "lengths.s"]
+    rng = np.random.default_rng(3)
+    n = 9
+    raw = {"a": rng.normal(size=(n, 6)), "b": rng.normal(size=(n, 4))}
+    raw["s"] = rng.normal(size=(n, 12, 2))
+    present = np.ones((n, 3), dtype=bool)
+    present[[2, 5], 2] = False  # "s" absent
+    present[[1, 4], 0] = False  # "a" absent
+    steps = np.array([1, 12, 0, 3, 7, 0, 12, 5, 2])  # mixed lengths, 0 where absent
+    padded = np.arange(12)[None, :] >= steps[:, None]  # [N, T]
+    given = {
+        m: np.where(present[:, j].reshape(-1, *[1] * (x.ndim - 1)), x, np.nan)
+        for j, (m, x) in enumerate(raw.items())
+    }
+    given["s"][padded & present[:, [2]]] = np.nan  # NaN padding, as a file may hold it
+    expected = trained.predict_proba(given, lengths={"s": steps})  # the Python predict path
+    feed = {m: x.astype(np.float32) for m, x in raw.items()}
+    feed["s"][padded] = 1e3  # the graph must not read the padding, whatever it holds
+    feed |= {"present": present, "lengths.s": steps.astype(np.int64)}
+    got = session.run(["probabilities"], feed)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    one = session.run(["probabilities"], {k: v[3:4] for k, v in feed.items()})[0]
+    np.testing.assert_allclose(one, expected[3:4], atol=1e-5)
+    # the lengths are read: every row at 12 steps answers otherwise
+    full = session.run(["probabilities"], {**feed, "lengths.s": np.where(steps, 12, 0)})[0]
+    assert not np.allclose(full, expected, atol=1e-3)
+
+
+def test_a_gru_on_variable_length_sequences_is_refused_in_one_line(tmp_path):
+    trained = _variable_length_model("zero-impute", gru=True)
+    with pytest.raises(MlmmError, match=r"GRU sequence encoder .* \['s'\] cannot be ex") as err:
         export_onnx(trained, tmp_path / "v.onnx")
-    assert "\n" not in str(err.value) and not (tmp_path / "v.onnx").exists()
+    assert "\n" not in str(err.value) and "sequence_architecture='conv'" in str(err.value)
+    assert not (tmp_path / "v.onnx").exists()
 
 
 def test_a_multilabel_model_exports_its_label_probabilities(tmp_path):

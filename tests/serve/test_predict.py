@@ -141,3 +141,109 @@ def test_predict_refuses_an_existing_output_of_another_kind(
     )
     assert code == 2 and "is not a CSV file" in err
     assert target.read_bytes() == b"\x00\x01binary"
+
+
+# ---------------------------------------------------------------- variable-length sequences
+@pytest.fixture(scope="module")
+def variable_run(tmp_path_factory):
+    """A model trained on variable-length "s" ([12, 2]), its data and its artifact."""
+    from dataclasses import replace
+
+    import mlmm
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(n_samples=40)
+    steps = np.random.default_rng(0).integers(1, 13, size=40)
+    absent = np.arange(40) % 7 == 0
+    steps[absent] = 0  # "s" absent in these rows
+    observed = data.observed & ~(absent[:, None] & [False, False, True])
+    data = replace(data.with_presence(observed), lengths={"s": steps})
+    model = mlmm.create_method("zero-impute", data.specs, data.task, hidden=8)
+    trained = mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+    path = tmp_path_factory.mktemp("variable") / "run"
+    trained.save(path)
+    return path, data
+
+
+def _variable_samples(data):
+    """The data as a file holds it: NaN padding after each row's steps, NaN absent rows."""
+    arrays = {k: v.astype(np.float64) for k, v in data.inputs.items()}
+    for j, name in enumerate(data.modality_names):
+        arrays[name][~data.observed[:, j]] = np.nan
+    padded = np.arange(12)[None, :] >= data.lengths["s"][:, None]  # [N, T]
+    arrays["s"][padded] = np.nan
+    return arrays
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv", ".parquet"])
+def test_predict_files_carry_the_lengths_of_variable_length_sequences(
+    variable_run, tmp_path, monkeypatch, capsys, suffix
+):
+    path, data = variable_run
+    trained = TrainedModel.load(path)
+    expected = trained.predict_proba(data)  # the dataset with its lengths
+    arrays = _variable_samples(data)
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".npz":
+        np.savez(source, **arrays, **{"lengths.s": data.lengths["s"]})
+    else:
+        columns = trained.table_columns
+        frame = pd.DataFrame(
+            {
+                c: arrays[m].reshape(len(data), -1)[:, j]
+                for m, cols in columns.items()
+                for j, c in enumerate(cols)
+            }
+        )
+        lengths = data.lengths["s"].astype(float)
+        lengths[lengths == 0] = np.nan  # a blank cell where "s" is absent
+        frame["lengths.s"] = lengths
+        frame.to_csv(source, index=False) if suffix == ".csv" else frame.to_parquet(source)
+    target = tmp_path / "out.csv"
+    code, _, err = run(
+        monkeypatch, capsys, "predict", str(path), "--input", str(source), "--output", str(target)
+    )
+    assert code == 0, err
+    got = pd.read_csv(target)[["proba_0", "proba_1", "proba_2"]].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+    # the lengths are read: the same file with every row at 12 steps answers otherwise
+    present = data.lengths["s"] > 0
+    padded = {**arrays, "s": arrays["s"].copy()}
+    padded["s"][present] = np.nan_to_num(padded["s"][present])  # zeros read as 12 steps
+    full = predict_table(trained, {**padded, "lengths.s": np.where(present, 12, 0)})
+    assert not np.allclose(full[["proba_0", "proba_1", "proba_2"]].to_numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    ("entries", "phrase"),
+    [
+        (
+            {},
+            "holds the variable-length sequence 's' but not its lengths; add an array 'lengths.s'",
+        ),
+        ({"lengths.a": np.ones(40)}, "reads lengths only for its variable-length sequences ['s']"),
+        ({"lengths.s": np.zeros(40)}, "'lengths.s' is 0 or empty in 34 row(s) where 's' is"),
+        ({"lengths.s": np.full(40, 13)}, "lengths['s'] must be in [0, 12]"),
+    ],
+)
+def test_variable_length_files_without_usable_lengths_stop_in_one_line(
+    variable_run, tmp_path, monkeypatch, capsys, entries, phrase
+):
+    path, data = variable_run
+    source = tmp_path / "in.npz"
+    np.savez(source, **_variable_samples(data), **entries)
+    code, _, err = run(monkeypatch, capsys, "predict", str(path), "--input", str(source))
+    assert code == 2 and err.count("\n") == 1
+    assert phrase in " ".join(err.split()), err
+
+
+def test_lengths_in_the_file_of_a_full_length_model_are_refused(
+    hemis_run, tmp_path, monkeypatch, capsys
+):
+    source = tmp_path / "in.csv"
+    frame = pd.DataFrame({f"m0.{j}": [0.0, 1.0] for j in range(16)})
+    frame["lengths.m0"] = [1, 2]
+    frame.to_csv(source, index=False)
+    code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
+    assert code == 2 and err.count("\n") == 1
+    assert "trained on full-length sequences and reads no lengths; drop a column" in err

@@ -5,6 +5,12 @@ One FastAPI app per process, built by :func:`create_app` from already loaded
 ``GET /health``, ``GET /model``, ``GET /metrics`` (Prometheus text format). Every bad input
 is a 4xx whose ``detail`` names the field; a 5xx is a bug.
 
+A model trained on variable-length sequences (``info["variable_length"]``) takes each
+sample's sequence as the list of its valid steps, 1 to the model's maximum: the list's length
+is the sample's length (a JSON list carries its own, so there is no second field to disagree
+with it). The server pads on arrival and carries the lengths through the queue, so samples of
+different lengths share one forward pass.
+
 Concurrent requests are micro-batched: a request's samples join a per-model queue, and one
 worker answers what is queued (up to ``max_batch_rows`` samples) with one forward pass, in a
 worker thread so the event loop keeps accepting requests meanwhile. A request that finds the
@@ -42,6 +48,10 @@ from mlmm.train.trained import TrainedModel
 #: Latency histogram bucket bounds, in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROUTES = ("/predict", "/health", "/model", "/metrics")
+_NO_LENGTHS_FIELD = (
+    "a request has no lengths field: send each variable-length sequence as the list of its "
+    "valid steps only, and its length is the list's"
+)
 
 
 # ---------------------------------------------------------------------- request / response
@@ -56,7 +66,9 @@ class PredictRequest(BaseModel):
     instances: list[dict[str, list[Any] | None]] = Field(
         min_length=1,
         description="The samples: modality name -> nested list of numbers of the modality's "
-        "shape (GET /model). A modality left out, or null, is absent in that sample.",
+        "shape (GET /model). A modality left out, or null, is absent in that sample. A "
+        "variable-length sequence (variable_length in GET /model) is the list of its valid "
+        "steps only, 1 to shape[0] of them: its length is the list's.",
         examples=[[{"m0": [0.1, 0.2], "m1": None}]],
     )
     on_empty: Literal["error", "prior"] | None = Field(
@@ -95,6 +107,11 @@ class ModalityInfo(BaseModel):
     name: str
     kind: str
     shape: list[int]
+    variable_length: bool = Field(
+        False,
+        description="A sequence of any length from 1 to shape[0] steps: send only its valid "
+        "steps (no padding).",
+    )
 
 
 class SubsetScore(BaseModel):
@@ -217,12 +234,8 @@ class _Served:
                 f"model {name!r} is multilabel, which mlmm serve does not answer (one label per "
                 f"sample); use mlmm predict, whose table has every label's probability"
             )
-        if trained.info.get("variable_length"):  # a JSON body carries no per-row lengths
-            raise MlmmError(
-                f"model {name!r} was trained on variable-length sequences "
-                f"{trained.info['variable_length']}, which mlmm serve does not answer (a request "
-                f"carries no lengths); predict in Python with a MultimodalDataset(..., lengths=...)"
-            )
+        # sequences sent with their valid steps only; padded on arrival, lengths recorded
+        self.variable = tuple(trained.info.get("variable_length") or ())
         self.labels = trained.classes_.tolist() if trained.task.is_classification else None
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None
@@ -230,31 +243,45 @@ class _Served:
     # -------------------------------------------------------- input
     def arrays(
         self, instances: list[dict[str, list[Any] | None]], on_empty: str
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Checked per-modality arrays ``[N, *shape]`` (NaN rows absent) and ``present [N, M]``."""
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+        """Checked per-modality arrays ``[N, *shape]`` (NaN rows absent), ``present [N, M]``
+        and the valid steps ``[N]`` of each variable-length sequence (0 where absent; the
+        steps after them are zero padding)."""
         n = len(instances)
         arrays = {
             m: np.full((n, *shape), np.nan, dtype=np.float32) for m, shape in self.shapes.items()
         }
         present = np.zeros((n, len(self.names)), dtype=bool)
+        lengths = {m: np.zeros(n, dtype=np.int64) for m in self.variable}
         index = {m: j for j, m in enumerate(self.names)}
         for i, instance in enumerate(instances):
             for key, value in instance.items():
                 where = f"instances[{i}].{key}"
                 if key not in index:
+                    hint = f"; {_NO_LENGTHS_FIELD}" if key == "lengths" and self.variable else ""
                     raise _BadInput(
-                        f"{where}: unknown modality {key!r}; this model takes {list(self.names)}"
+                        f"{where}: unknown modality {key!r}; this model takes "
+                        f"{list(self.names)}{hint}"
                     )
                 if value is None:
                     continue
+                if key in lengths and len(value) == 0:
+                    raise _BadInput(self._steps_error(where, key, 0))
                 try:
                     array = np.asarray(value, dtype=np.float64)
                 except (TypeError, ValueError, OverflowError):
+                    dims = [str(d) for d in self.shapes[key]]
+                    if key in lengths:  # any number of steps up to the maximum
+                        dims[0] = f"1..{dims[0]}"
                     raise _BadInput(
-                        f"{where}: must be a nested list of numbers of shape "
-                        f"{list(self.shapes[key])}"
+                        f"{where}: must be a nested list of numbers of shape [{', '.join(dims)}]"
                     ) from None
-                if array.shape != self.shapes[key]:
+                if key in lengths:
+                    if array.ndim != 2 or array.shape[1:] != self.shapes[key][1:]:
+                        raise _BadInput(self._steps_error(where, key, None, list(array.shape)))
+                    if len(array) > self.shapes[key][0]:
+                        raise _BadInput(self._steps_error(where, key, len(array)))
+                elif array.shape != self.shapes[key]:
                     raise _BadInput(
                         f"{where}: expected shape {list(self.shapes[key])}, got {list(array.shape)}"
                     )
@@ -265,7 +292,10 @@ class _Served:
                     )
                 if np.abs(array).max(initial=0.0) > np.finfo(np.float32).max:
                     raise _BadInput(f"{where}: holds values beyond float32's range (3.4e38)")
-                arrays[key][i] = array
+                if key in lengths:
+                    arrays[key][i] = 0.0  # the padding after the valid steps
+                    lengths[key][i] = len(array)
+                arrays[key][i, : len(array)] = array
                 present[i, index[key]] = True
         empty = np.flatnonzero(~present.any(axis=1))
         if len(empty) and on_empty == "error":
@@ -273,26 +303,50 @@ class _Served:
                 f"instances[{int(empty[0])}]: no modality present; send at least one of "
                 f"{list(self.names)}, or on_empty='prior' for the training prior"
             )
-        return arrays, present
+        return arrays, present, lengths
+
+    def _steps_error(
+        self, where: str, name: str, steps: int | None, got: list[int] | None = None
+    ) -> str:
+        """One line for a variable-length sequence that is empty, too long or mis-shaped."""
+        most, channels = self.shapes[name]
+        fix = f"send 1 to {most} steps of {channels} numbers each, only the valid ones"
+        if steps == 0:
+            return (
+                f"{where}: 0 steps; a present sequence needs at least 1 ({fix}), or leave the "
+                f"modality out, or send null, to mark it absent"
+            )
+        if steps is not None:
+            return f"{where}: {steps} steps is over this model's maximum of {most}; {fix}"
+        return f"{where}: expected shape [steps, {channels}] with 1 <= steps <= {most}, got {got}"
 
     # -------------------------------------------------------- answering
-    async def _forward(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    async def _forward(
+        self, arrays: dict[str, np.ndarray], lengths: dict[str, np.ndarray]
+    ) -> np.ndarray:
         """One forward pass in a worker thread (the event loop keeps serving meanwhile)."""
         # empty samples were refused in arrays() unless on_empty="prior" was asked for
-        out = await asyncio.to_thread(self._predict, arrays)
+        out = await asyncio.to_thread(self._predict, arrays, lengths)
         self.metrics.batches += 1  # counted on the event loop, never from two threads
         self.metrics.batched_samples += len(out)
         return out
 
-    def _predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def _predict(self, arrays: dict[str, np.ndarray], lengths: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():  # no autograd bookkeeping: ~30% less per forward pass
-            return self.trained.predict_raw(arrays, "prior")
+            # a full-length model takes no lengths= at all (an empty dict is refused too)
+            return self.trained.predict_raw(arrays, "prior", lengths if self.variable else None)
 
-    async def answer(self, arrays: dict[str, np.ndarray], n: int, batching: bool) -> np.ndarray:
+    async def answer(
+        self,
+        arrays: dict[str, np.ndarray],
+        lengths: dict[str, np.ndarray],
+        n: int,
+        batching: bool,
+    ) -> np.ndarray:
         if not batching or self.queue is None:
-            return await self._forward(arrays)
+            return await self._forward(arrays, lengths)
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((arrays, n, future))
+        await self.queue.put((arrays, lengths, n, future))
         return await future
 
     async def run(self, max_wait: float, max_rows: int) -> None:
@@ -306,7 +360,7 @@ class _Served:
             if first is None:
                 return
             items = [first]
-            rows = first[1]
+            rows = first[2]
             deadline = loop.time() + max_wait
             while rows < max_rows:
                 try:
@@ -323,17 +377,19 @@ class _Served:
                     stop = True
                     break
                 items.append(item)
-                rows += item[1]
+                rows += item[2]
+            # samples of different lengths share the pass: each row keeps its own length
             merged = {m: np.concatenate([it[0][m] for it in items]) for m in self.names}
+            steps = {m: np.concatenate([it[1][m] for it in items]) for m in self.variable}
             try:
-                out = await self._forward(merged)
+                out = await self._forward(merged, steps)
             except Exception as err:  # noqa: BLE001 - handed to every waiting request
-                for _, _, future in items:
+                for *_, future in items:
                     if not future.done():
                         future.set_exception(err)
                 continue
             start = 0
-            for _, n, future in items:
+            for _, _, n, future in items:
                 if not future.done():
                     future.set_result(out[start : start + n])
                 start += n
@@ -369,7 +425,13 @@ class _Served:
             task=trained.task.kind,
             classes=self.labels,
             modalities=[
-                ModalityInfo(name=s.name, kind=s.kind, shape=list(s.shape)) for s in trained.specs
+                ModalityInfo(
+                    name=s.name,
+                    kind=s.kind,
+                    shape=list(s.shape),
+                    variable_length=s.name in self.variable,
+                )
+                for s in trained.specs
             ],
             n_parameters=trained.n_parameters(),
             library_version=_version(),
@@ -567,7 +629,10 @@ def create_app(
         if first.get("type") == "json_invalid":
             detail = f"body: malformed JSON ({first.get('ctx', {}).get('error', 'decode error')})"
             return JSONResponse({"detail": detail}, status_code=400)
-        detail = f"{_field(tuple(first.get('loc', ())))}: {first.get('msg', 'invalid')}"
+        where = _field(tuple(first.get("loc", ())))
+        detail = f"{where}: {first.get('msg', 'invalid')}"
+        if where == "lengths" and first.get("type") == "extra_forbidden":
+            detail = f"lengths: {_NO_LENGTHS_FIELD}"
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -604,9 +669,9 @@ def create_app(
                 f"instances: {len(request.instances)} samples is over the limit of "
                 f"{max_instances} per request; split the batch"
             )
-        arrays, present = model.arrays(request.instances, request.on_empty or on_empty)
+        arrays, present, lengths = model.arrays(request.instances, request.on_empty or on_empty)
         try:
-            raw = await model.answer(arrays, len(present), micro_batch)
+            raw = await model.answer(arrays, lengths, len(present), micro_batch)
         except MlmmError as err:
             raise _BadInput(f"instances: {err}") from None
         # serialised here in one step: FastAPI would otherwise re-validate the response model

@@ -8,6 +8,13 @@ named after the modalities (``float32 [N, *shape]``, raw values as given to ``pr
 ``present`` (``bool [N, M]``, columns in the model's modality order); the output is
 ``probabilities [N, K]`` or ``prediction [N]``.
 
+A model trained on variable-length sequences (``info["variable_length"]``) has one more
+input per such modality, ``lengths.NAME`` (``int64 [N]``, each row's valid steps, 0 where
+absent): the graph zeroes the padding after them, as the standardised dataset holds it
+(NaN included), and the masked
+encoders read the valid steps only. A GRU encoder on such a sequence is refused: its packed
+sequences (``pack_padded_sequence``) do not trace into an ONNX graph that honours the lengths.
+
 Every export is checked before it is written: onnxruntime must give the same answer as
 PyTorch (within ``tolerance``) on every presence pattern. A method that cannot be traced
 into a graph (a k-NN bank searched per sample, scikit-learn trees, a router that picks a
@@ -31,6 +38,7 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.errors import MlmmError
+from mlmm.nn.encoders import SequenceEncoder
 from mlmm.train.trained import TrainedModel
 
 #: ONNX opset written.
@@ -55,17 +63,24 @@ class _Graph(nn.Module):
             self.register_buffer(f"mean_{j}", torch.as_tensor(std.mean_[name], dtype=torch.float32))
             self.register_buffer(f"std_{j}", torch.as_tensor(std.std_[name], dtype=torch.float32))
         self.register_buffer("prior", torch.as_tensor(trained.prior, dtype=torch.float32))
+        self.variable = tuple(trained.info.get("variable_length") or ())
         self.target_mean = float(std.target_mean_)
         self.target_std = float(std.target_std_)
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        *raw, present = args  # present: [N, M] bool
+        # the modalities, present [N, M] bool, then lengths [N] int64 per variable sequence
+        raw, present = args[: len(self.names)], args[len(self.names)]
+        lengths = dict(zip(self.variable, args[len(self.names) + 1 :], strict=True))
         inputs = {}
         for j, (name, x) in enumerate(zip(self.names, raw, strict=True)):
             keep = present[:, j].reshape(-1, *([1] * (x.dim() - 1)))  # [N, 1, ...]
             scaled = (x - getattr(self, f"mean_{j}")) / getattr(self, f"std_{j}")
+            if name in lengths:  # padding zero after scaling, as the standardised dataset's
+                steps = torch.arange(x.shape[1], device=x.device)  # [T]
+                padded = steps[None, :] >= lengths[name][:, None]  # [N, T]
+                scaled = torch.where(padded[..., None], torch.zeros_like(scaled), scaled)
             inputs[name] = torch.where(keep, scaled, torch.zeros_like(scaled))
-        batch = MultimodalBatch(inputs, present, self.names, None)
+        batch = MultimodalBatch(inputs, present, self.names, None, lengths or None)
         pred = self.model(batch).prediction
         empty = ~present.any(dim=1)  # [N]
         if self.classification:
@@ -92,7 +107,10 @@ def check_inputs(
     """Raw inputs on every presence pattern (plus one empty row), for checking an export.
 
     Values are drawn around the training statistics (mean + std * normal), so the check
-    exercises the ranges the model was trained on.
+    exercises the ranges the model was trained on. For a variable-length model the arrays
+    also hold ``lengths.NAME`` per variable sequence (``int64 [N]``): 1 and the maximum among
+    them, random between, 0 where absent; the padding after them holds drawn values too, which
+    the answer must not read. The arrays and ``present`` are an ONNX feed as they are.
     """
     rng = np.random.default_rng(seed)
     patterns = _patterns(len(trained.specs))
@@ -105,6 +123,12 @@ def check_inputs(
         mean = trained.standardizer.mean_[spec.name]
         std = trained.standardizer.std_[spec.name]
         arrays[spec.name] = (mean + std * rng.normal(size=(n, *spec.shape))).astype(np.float32)
+    names = [s.name for s in trained.specs]
+    for name in trained.info.get("variable_length") or ():
+        most = trained.modality_shapes[name][0]
+        steps = rng.integers(1, most + 1, size=n)
+        steps[:2] = [1, most]  # the shortest and the longest
+        arrays[f"lengths.{name}"] = np.where(present[:, names.index(name)], steps, 0)
     return arrays, present
 
 
@@ -138,11 +162,16 @@ def export_onnx(
         raise MlmmError(
             "ONNX export needs onnx and onnxruntime; pip install 'mlmm[export]'"
         ) from None
-    if trained.info.get("variable_length"):  # the graph's inputs carry no lengths
+    variable = list(trained.info.get("variable_length") or ())
+    if variable and any(
+        isinstance(m, SequenceEncoder) and m.architecture == "gru" for m in trained.model.modules()
+    ):
         raise MlmmError(
-            f"a model trained on variable-length sequences {trained.info['variable_length']} "
-            f"cannot be exported to ONNX (its inputs carry no per-row lengths, so padding would "
-            f"count as data); predict in Python with a MultimodalDataset(..., lengths=...)"
+            f"a model with a GRU sequence encoder trained on variable-length sequences "
+            f"{variable} cannot be exported to ONNX (its packed sequences do not trace into a "
+            f"graph that honours per-row lengths); build its sequence encoders with "
+            f"build_encoder(..., sequence_architecture='conv') (masked, exportable) and retrain, "
+            f"or serve it with mlmm serve"
         )
     out = Path(out)
     device = next(trained.model.parameters()).device
@@ -150,7 +179,9 @@ def export_onnx(
     graph = _Graph(trained).eval()
     arrays, present = check_inputs(trained)
     names = [s.name for s in trained.specs]
+    extra = [f"lengths.{v}" for v in variable]  # after present, in info's order
     tensors = tuple(torch.from_numpy(arrays[n]) for n in names) + (torch.from_numpy(present),)
+    tensors += tuple(torch.from_numpy(arrays[k].astype(np.int64)) for k in extra)
     output = "prediction" if trained.task.is_regression else "probabilities"
     method = trained.method
     refuse = (
@@ -167,9 +198,9 @@ def export_onnx(
                 graph,
                 tensors,
                 buffer,
-                input_names=[*names, "present"],
+                input_names=[*names, "present", *extra],
                 output_names=[output],
-                dynamic_axes={k: {0: "n"} for k in [*names, "present", output]},
+                dynamic_axes={k: {0: "n"} for k in [*names, "present", *extra, output]},
                 opset_version=OPSET,
                 dynamo=False,
             )
@@ -183,7 +214,7 @@ def export_onnx(
             rows = np.flatnonzero((present == pattern).all(axis=1))
             groups += [rows, rows[:1]]
         for rows in groups:
-            feed = {**{n: arrays[n][rows] for n in names}, "present": present[rows]}
+            feed = {**{n: arrays[n][rows] for n in [*names, *extra]}, "present": present[rows]}
             got = session.run([output], feed)[0]
             want = expected[rows]
             if got.shape != want.shape:

@@ -19,6 +19,9 @@ SUFFIXES = (".npz", ".parquet", ".csv")
 OUTPUT_KINDS = {".npz": "NPZ", ".parquet": "Parquet", ".csv": "CSV"}
 #: Subset name of a sample with no modality present.
 NO_MODALITY = "(none)"
+#: In an input file, ``lengths.NAME`` (an array in a .npz, a column in a table) holds the
+#: valid steps per row of the variable-length sequence modality ``NAME``.
+LENGTHS_PREFIX = "lengths."
 
 
 def check_suffix(path: Path, what: str) -> str:
@@ -39,7 +42,9 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
     path : str or Path
         In a ``.npz`` each key is a modality name and holds ``(N, *shape)``; a row that is
         entirely NaN, or a modality left out, is absent. A table has the model's columns
-        (:attr:`mlmm.TrainedModel.table_columns`).
+        (:attr:`mlmm.TrainedModel.table_columns`). For a model trained on variable-length
+        sequences, ``lengths.NAME`` (an array ``(N,)`` in a ``.npz``, a column in a table)
+        holds each row's valid steps of sequence ``NAME`` (see :func:`split_lengths`).
 
     Returns
     -------
@@ -68,6 +73,105 @@ def score_metric(trained: TrainedModel) -> str:
     return "accuracy" if trained.task.is_classification else "rmse"
 
 
+def split_lengths(trained: TrainedModel, X: Any) -> tuple[Any, dict[str, np.ndarray] | None]:
+    """``X`` without its ``lengths.NAME`` entries, and those entries as ``lengths=``.
+
+    A file carries a variable-length model's per-row lengths beside the sequences: an array
+    ``lengths.NAME`` ``(N,)`` in a ``.npz``, a column ``lengths.NAME`` in a table, for each
+    sequence modality ``NAME`` of ``trained.info["variable_length"]`` that the file holds.
+    Each row's first ``lengths.NAME`` steps are read, the rest is padding (any value, NaN
+    included); a row that is NaN throughout is absent, and its length may be 0 or empty.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+    X : dict of arrays, DataFrame or MultimodalDataset
+        A dataset (which carries its own lengths) is returned as it is.
+
+    Returns
+    -------
+    X : dict of arrays, DataFrame or MultimodalDataset
+        Without the ``lengths.NAME`` entries.
+    lengths : dict of str to ndarray, or None
+        ``{NAME: steps per row}``; None when ``X`` holds no ``lengths.NAME`` and needs none.
+    """
+    is_table = hasattr(X, "iloc") and hasattr(X, "columns")
+    if not is_table and not isinstance(X, dict):
+        return X, None
+    keys = [str(k) for k in (X.columns if is_table else X)]
+    names = set(trained.modality_shapes)
+    kept = set(keys) & {c for cols in trained.table_columns.values() for c in cols}
+    found = {
+        k[len(LENGTHS_PREFIX) :]: k
+        for k in keys
+        if k.startswith(LENGTHS_PREFIX) and k not in names and k not in kept
+    }
+    variable = list(trained.info.get("variable_length") or [])
+    kind = "a column" if is_table else "an array"
+    if found and not variable:
+        raise MlmmError(
+            f"the input holds {sorted(found.values())}, but this model was trained on "
+            f"full-length sequences and reads no lengths; drop {kind} {LENGTHS_PREFIX}NAME"
+        )
+    unknown = sorted(set(found) - set(variable))
+    if unknown:
+        raise MlmmError(
+            f"the input holds {[found[n] for n in unknown]}, but this model reads lengths "
+            f"only for its variable-length sequences {variable}; rename or drop them"
+        )
+    if is_table:
+        held = {m for m, cols in trained.table_columns.items() if set(cols) & set(keys)}
+    else:
+        held = set(keys) & names
+    for name in variable:
+        if name in held and name not in found:
+            raise MlmmError(
+                f"the input holds the variable-length sequence {name!r} but not its lengths; "
+                f"add {kind} '{LENGTHS_PREFIX}{name}' with each row's valid steps (1 to "
+                f"{trained.modality_shapes[name][0]}; 0 where {name!r} is absent)"
+            )
+    if not variable:
+        return X, None
+    lengths = {}
+    for name, key in found.items():
+        values = X[key]
+        steps = np.asarray(values.to_numpy() if is_table else values, dtype=np.float64)
+        if steps.ndim != 1:
+            raise MlmmError(
+                f"{key!r} must hold one number per row, got shape {list(steps.shape)}; give "
+                f"each row's valid steps of {name!r}"
+            )
+        empty = np.isnan(steps)  # a blank cell: allowed where the sequence is absent
+        lengths[name] = np.where(empty, 0.0, steps)
+        _check_present_rows(trained, X, name, key, lengths[name], is_table)
+    if is_table:
+        X = X.drop(columns=list(found.values()))
+    else:
+        X = {k: v for k, v in X.items() if k not in set(found.values())}
+    return X, lengths
+
+
+def _check_present_rows(
+    trained: TrainedModel, X: Any, name: str, key: str, steps: np.ndarray, is_table: bool
+) -> None:
+    """A row where sequence ``name`` is present must have at least one valid step."""
+    if is_table:
+        cols = [c for c in trained.table_columns[name] if c in X.columns]
+        values = X[cols].to_numpy(dtype=np.float64, na_value=np.nan)  # [N, T * C]
+    else:
+        values = np.asarray(X[name], dtype=np.float64)
+    if values.shape[:1] != steps.shape:
+        return  # a row count that differs is refused, naming both, by as_dataset
+    present = ~np.isnan(values.reshape(len(values), -1)).all(axis=1)  # [N]
+    short = np.flatnonzero(present & (steps < 1))
+    if len(short):
+        raise MlmmError(
+            f"{key!r} is 0 or empty in {len(short)} row(s) where {name!r} is present (first: "
+            f"{short[:5].tolist()}); give those rows' valid steps (1 to "
+            f"{trained.modality_shapes[name][0]}), or make {name!r} NaN throughout to mark it absent"
+        )
+
+
 def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.DataFrame:
     """One row per sample: prediction, probabilities, modalities used, validation score.
 
@@ -75,7 +179,9 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
     ----------
     trained : TrainedModel
     X : dict of arrays, DataFrame or MultimodalDataset
-        As :meth:`mlmm.TrainedModel.as_dataset` takes it.
+        As :meth:`mlmm.TrainedModel.as_dataset` takes it; for a model trained on
+        variable-length sequences, a dict or DataFrame carries each sequence's per-row
+        lengths as ``lengths.NAME`` (:func:`split_lengths`).
     on_empty : {"error", "prior"}
         Samples with no modality present: refused, or answered with the training prior.
 
@@ -89,7 +195,8 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
         ``validation_rmse``): the validation score of that presence pattern stored with the
         model, NaN when the model stores none for it.
     """
-    data = trained.as_dataset(X)
+    X, lengths = split_lengths(trained, X)
+    data = trained.as_dataset(X, lengths=lengths)
     raw = trained.predict_raw(data, on_empty=on_empty)
     names = data.modality_names
     patterns = [

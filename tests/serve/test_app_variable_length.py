@@ -1,0 +1,192 @@
+"""The HTTP service for a model trained on variable-length sequences: each sample's sequence
+is the list of its valid steps; the answer is the in-process one with those lengths."""
+
+import asyncio
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="needs the serve extra")
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import mlmm  # noqa: E402
+from mlmm.serve.app import PredictResponse, create_app  # noqa: E402
+from mlmm.testing import contract_dataset  # noqa: E402
+
+MAX_STEPS = 12  # contract_dataset's sequence "s" is [12, 2]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    data = contract_dataset(n_samples=48)
+    steps = np.random.default_rng(0).integers(3, MAX_STEPS + 1, size=48)
+    data = replace(data, lengths={"s": steps})
+    model = mlmm.create_method("zero-impute", data.specs, data.task, hidden=8)
+    return mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
+
+
+@pytest.fixture(scope="module")
+def client(trained):
+    with TestClient(create_app({"v": trained})) as c:
+        yield c
+
+
+def _sequence(seed, steps):
+    return np.random.default_rng(seed).normal(size=(steps, 2)).round(4).tolist()
+
+
+def _vector(seed, n):
+    return np.random.default_rng(seed).normal(size=n).round(4).tolist()
+
+
+def _in_process(trained, instances):
+    """``trained.predict_proba`` on the same samples, padded with NaN, with their lengths."""
+    n = len(instances)
+    arrays = {"a": np.full((n, 6), np.nan), "b": np.full((n, 4), np.nan)}
+    arrays["s"] = np.full((n, MAX_STEPS, 2), np.nan)
+    steps = np.zeros(n, dtype=np.int64)
+    for i, instance in enumerate(instances):
+        for m, v in instance.items():
+            if v is None:
+                continue
+            v = np.asarray(v)
+            arrays[m][i, : len(v)] = v
+            if m == "s":
+                steps[i] = len(v)
+    return trained.predict_proba(arrays, lengths={"s": steps})
+
+
+def _probabilities(response):
+    body = PredictResponse.model_validate(response.json())
+    return np.array([[p.probabilities[k] for k in ("0", "1", "2")] for p in body.predictions])
+
+
+def test_mixed_lengths_in_one_request_answer_as_predict_with_lengths(client, trained):
+    instances = [
+        {"a": _vector(0, 6), "s": _sequence(1, 3)},
+        {"s": _sequence(2, MAX_STEPS)},  # the longest the model takes
+        {"b": _vector(3, 4), "s": _sequence(4, 1)},  # one step
+        {"a": _vector(5, 6), "b": _vector(6, 4), "s": None},  # s absent
+        {"s": _sequence(7, 8), "b": _vector(8, 4)},
+    ]
+    response = client.post("/predict", json={"instances": instances})
+    assert response.status_code == 200, response.text
+    got = _probabilities(response)
+    np.testing.assert_array_equal(got, _in_process(trained, instances))
+    used = [p["modalities"] for p in response.json()["predictions"]]
+    assert used == [["a", "s"], ["s"], ["b", "s"], ["a", "b"], ["b", "s"]]
+    # the length matters: the first 3 steps of a sequence do not answer as its 12
+    long = _sequence(9, MAX_STEPS)
+    short = client.post("/predict", json={"instances": [{"s": long[:3]}]})
+    full = client.post("/predict", json={"instances": [{"s": long}]})
+    assert not np.allclose(_probabilities(short), _probabilities(full))
+    np.testing.assert_allclose(
+        _probabilities(short), _in_process(trained, [{"s": long[:3]}]), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_concurrent_requests_of_different_lengths_share_a_micro_batch(trained):
+    app = create_app({"v": trained}, max_wait_ms=50)
+    instances = [
+        {"s": _sequence(i, 1 + i % MAX_STEPS), **({"a": _vector(50 + i, 6)} if i % 3 else {})}
+        for i in range(24)
+    ]
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                return await asyncio.gather(
+                    *(c.post("/predict", json={"instances": [x]}) for x in instances)
+                )
+
+    responses = asyncio.run(main())
+    assert all(r.status_code == 200 for r in responses), responses[0].text
+    got = np.vstack([_probabilities(r) for r in responses])
+    # other batch sizes than in-process: the same to float32 rounding, each to its request
+    np.testing.assert_allclose(got, _in_process(trained, instances), rtol=1e-6, atol=1e-7)
+    metrics = app.state.metrics
+    assert metrics.batched_samples == 24 and metrics.batches < 24  # lengths mixed in a pass
+
+
+@pytest.mark.parametrize(
+    ("instance", "phrase"),
+    [
+        (
+            {"s": _sequence(0, MAX_STEPS + 1)},
+            "instances[0].s: 13 steps is over this model's maximum of 12; send 1 to 12 steps",
+        ),
+        ({"s": []}, "instances[0].s: 0 steps; a present sequence needs at least 1"),
+        ({"s": [[0.0, 1.0, 2.0]] * 4}, "instances[0].s: expected shape [steps, 2] with 1 <= "),
+        ({"s": [0.0, 1.0]}, "instances[0].s: expected shape [steps, 2] with 1 <= steps <= 12"),
+        (
+            {"s": [[0.0, 1.0], [2.0]]},
+            "instances[0].s: must be a nested list of numbers of shape [1..12, 2]",
+        ),
+        ({"s": [[0.0, 1e39]]}, "instances[0].s: holds values beyond float32's range"),
+        ({"lengths": [3]}, "a request has no lengths field: send each variable-length"),
+    ],
+)
+def test_a_bad_sequence_is_a_422_naming_the_field_and_the_fix(client, instance, phrase):
+    body = {"instances": [{"a": _vector(0, 6)}, instance]}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert phrase.replace("instances[0]", "instances[1]") in detail and "\n" not in detail
+
+
+def test_a_lengths_field_is_refused_with_how_to_send_lengths(client):
+    body = {"instances": [{"s": _sequence(0, 12)}], "lengths": [{"s": 3}]}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("lengths: a request has no lengths field")
+
+
+def test_the_model_route_says_which_sequences_take_any_length(client):
+    (info,) = client.get("/model").json()["models"]
+    flags = {m["name"]: m["variable_length"] for m in info["modalities"]}
+    assert flags == {"a": False, "b": False, "s": True}
+
+
+_steps = st.lists(
+    st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=3), min_size=0, max_size=MAX_STEPS + 2
+)
+_values = _steps | st.none() | st.lists(st.floats(-1e3, 1e3), max_size=6) | st.text(max_size=2)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    instances=st.lists(
+        st.dictionaries(st.sampled_from(["a", "b", "s"]), _values, max_size=3),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_any_sequence_gets_an_answer_or_a_422_never_a_5xx(client, trained, instances):
+    response = client.post("/predict", json={"instances": instances, "on_empty": "prior"})
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 200:  # then every sequence was 1 to 12 steps of 2 numbers
+        np.testing.assert_allclose(
+            _probabilities(response), _in_process_prior(trained, instances), rtol=1e-6, atol=1e-7
+        )
+    else:
+        assert response.json()["detail"].startswith("instances[")
+
+
+def _in_process_prior(trained, instances):
+    n = len(instances)
+    arrays = {"a": np.full((n, 6), np.nan), "b": np.full((n, 4), np.nan)}
+    arrays["s"] = np.full((n, MAX_STEPS, 2), np.nan)
+    steps = np.zeros(n, dtype=np.int64)
+    for i, instance in enumerate(instances):
+        for m, v in instance.items():
+            if v is not None:
+                arrays[m][i, : len(v)] = np.asarray(v)
+                steps[i] = len(v) if m == "s" else steps[i]
+    return trained.predict_proba(arrays, lengths={"s": steps}, on_empty="prior")
