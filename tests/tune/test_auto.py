@@ -322,6 +322,15 @@ def test_from_the_row_gate_on_a_dominant_member_is_in_every_bag(monkeypatch):
         bagged_ensemble_selection(members, targets, True, 10, anchor=7)
 
 
+@pytest.mark.parametrize("bags", [1, 20])
+@pytest.mark.parametrize("anchor", [7, -1, True, "best"])
+def test_a_wrong_anchor_is_refused_even_without_bags(anchor, bags):
+    members, targets = _library(50)
+    for candidates in (members, members[:1]):  # one candidate: plain selection, no bags either
+        with pytest.raises(MlmmError, match="anchor must be"):
+            bagged_ensemble_selection(candidates, targets, True, 10, bags, anchor=anchor)
+
+
 def test_without_dominance_the_bags_are_not_anchored(monkeypatch):
     members, targets = _library(2 * ANCHOR_MIN_ROWS)
     tied = [members[0], members[0].copy(), *members[2:]]  # two equal best members: no lead

@@ -480,17 +480,16 @@ def bagged_ensemble_selection(
         Unanchored, the bags are those drawn before anchoring existed (same weights).
     """
     check_range("bags", bags, 1, integer=True)
-    if bags == 1 or len(predictions) == 1:
-        return ensemble_selection(predictions, targets, classification, rounds)
-    if anchor == "dominant":
-        anchor = dominant_member(predictions, targets, classification)
-    elif anchor is not None and not (
-        isinstance(anchor, int | np.integer) and 0 <= anchor < len(predictions)
-    ):
+    index = isinstance(anchor, int | np.integer) and not isinstance(anchor, bool)
+    if not (anchor is None or anchor == "dominant" or (index and 0 <= anchor < len(predictions))):
         raise MlmmError(
             f"anchor must be 'dominant', None or a candidate index in [0, {len(predictions)}), "
             f"got {anchor!r}"
         )
+    if bags == 1 or len(predictions) == 1:
+        return ensemble_selection(predictions, targets, classification, rounds)
+    if anchor == "dominant":
+        anchor = dominant_member(predictions, targets, classification)
     rng = np.random.default_rng(derive_seed(seed, "auto-bags"))
     # at least two: a bag of one candidate gives it all its weight whatever its loss
     size = max(2, round(len(predictions) / 2))
