@@ -331,6 +331,15 @@ def test_a_wrong_anchor_is_refused_even_without_bags(anchor, bags):
             bagged_ensemble_selection(candidates, targets, True, 10, bags, anchor=anchor)
 
 
+def test_unanchored_bags_give_the_weights_of_the_selection_before_anchoring():
+    members, targets = _library(ANCHOR_MIN_ROWS)  # member 0 is dominant
+    # what bagged_ensemble_selection returned before anchoring existed (commit 607bac5)
+    before = [0.25, 0.1125, 0.325, 0.1, 0.2125]
+    weights = bagged_ensemble_selection(members, targets, True, 10, 8, 3, anchor=None)
+    assert weights == pytest.approx(before, abs=1e-12)
+    assert bagged_ensemble_selection(members, targets, True, 10, 8, 3) == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
 def test_without_dominance_the_bags_are_not_anchored(monkeypatch):
     members, targets = _library(2 * ANCHOR_MIN_ROWS)
     tied = [members[0], members[0].copy(), *members[2:]]  # two equal best members: no lead
@@ -340,19 +349,32 @@ def test_without_dominance_the_bags_are_not_anchored(monkeypatch):
     assert default == bagged_ensemble_selection(tied, targets, True, 10, 20, 1, anchor=None)
 
 
-def test_fit_auto_records_the_member_its_bags_were_anchored_on(monkeypatch):
+def test_fit_auto_records_the_member_its_bags_were_anchored_on(monkeypatch, tmp_path):
     train, _ = _split(n=700)  # 525 training rows
     portfolio = ["per-modality-logistic", "logistic-mean-impute", "lda-em"]
     settings = {**FAST, "portfolio": portfolio}
     monkeypatch.setattr(auto_module, "DOMINANCE_Z", -np.inf)  # any lead will do
+    anchors = []
+    plain = auto_module.bagged_ensemble_selection
+
+    def recording(*args):
+        anchors.append(args[-1])
+        return plain(*args)
+
+    monkeypatch.setattr(auto_module, "bagged_ensemble_selection", recording)
     trained = fit_auto(train, **settings)
     board = leaderboard(trained)
     best = board.iloc[1]["model"]  # lowest out-of-fold log loss
     assert trained.trainer_config["auto"]["anchored_on"] == best
+    assert anchors == [portfolio.index(best)]  # the bags were anchored on it
     assert board.iloc[0]["note"].endswith(f"anchored on the dominant member {best}")
+    trained.save(tmp_path / "anchored")
+    loaded = mlmm.TrainedModel.load(tmp_path / "anchored")
+    assert loaded.trainer_config["auto"]["anchored_on"] == best
+    assert leaderboard(loaded).equals(board)
     monkeypatch.setattr(auto_module, "ANCHOR_MIN_ROWS", train.n_samples + 1)  # gate shut
     trained = fit_auto(train, **settings)
-    assert trained.trainer_config["auto"]["anchored_on"] is None
+    assert trained.trainer_config["auto"]["anchored_on"] is None and anchors[-1] is None
     assert "anchored" not in leaderboard(trained).iloc[0]["note"]
 
 
