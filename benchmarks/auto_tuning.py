@@ -220,21 +220,17 @@ def best_or_bagged(preds, y, rounds, repeats=2):
     return bagged_selection(preds, y, rounds)
 
 
-#: ``dominant``: the bags are anchored when the best member's lead is this many standard errors.
-DOMINANCE_Z = 2.0
-#: ``gated-*`` (fifth round): the bags may be anchored only from this many selection rows on.
-ANCHOR_MIN_ROWS = 500
+#: ``dominant``: the bags are anchored when the best member's lead is this many standard errors;
+#: ``gated-*`` (fifth round): they may be anchored only from this many selection rows on. The
+#: fifth round fixed these values and ``fit_auto`` adopted them (:mod:`mlmm.tune.auto`).
+DOMINANCE_Z = A.DOMINANCE_Z
+ANCHOR_MIN_ROWS = A.ANCHOR_MIN_ROWS
 
 
 def dominance_z(preds, y):
     """How many standard errors the member with the lowest log loss on ``y`` leads the
-    runner-up by: the mean over rows of their per-row log-loss difference over its standard
-    error (a paired z statistic)."""
-    rows = np.arange(len(y))
-    losses = np.stack([-np.log(np.clip(p[rows, y], A._EPS, 1.0)) for p in preds])  # [M, N]
-    best, second = np.argsort(losses.mean(axis=1))[:2]
-    lead = losses[second] - losses[best]  # [N]
-    return float(lead.mean() / (lead.std(ddof=1) / np.sqrt(len(lead)) + A._EPS))
+    runner-up by (:func:`mlmm.tune.auto.dominance`, the statistic ``fit_auto`` anchors on)."""
+    return A.dominance(preds, y)[1]
 
 
 def grouped_weights(preds, y, keys, rounds, min_group, scheme="global"):
