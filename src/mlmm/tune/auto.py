@@ -424,10 +424,7 @@ def dominance(predictions: Sequence[np.ndarray], targets: np.ndarray) -> tuple[i
     errors: the mean over rows of their per-row log-loss difference divided by its standard
     error (a paired z statistic). ``predictions`` are class probabilities ``[N, K]``, at
     least two candidates."""
-    rows = np.arange(len(targets))
-    losses = np.stack(
-        [-np.log(np.clip(np.asarray(p)[rows, targets], _EPS, 1.0)) for p in predictions]
-    )  # [M, N]
+    losses = np.stack([_row_log_loss(np.asarray(p), targets) for p in predictions])  # [M, N]
     best, second = np.argsort(losses.mean(axis=1), kind="stable")[:2]
     lead = losses[second] - losses[best]  # [N]
     spread = lead.std(ddof=1) / math.sqrt(len(lead)) if len(lead) > 1 else 0.0
@@ -549,10 +546,14 @@ def _note(member: Mapping[str, Any], note: str) -> dict[str, Any]:
     return {"model": member_label(member), "method": member["method"], "note": note}
 
 
+def _row_log_loss(pred: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Each row's log loss ``[N]`` of class probabilities ``[N, K]``."""
+    return -np.log(np.clip(pred[np.arange(len(targets)), targets], _EPS, 1.0))
+
+
 def _loss(pred: np.ndarray, targets: np.ndarray, classification: bool) -> float:
     if classification:
-        p = np.clip(pred[np.arange(len(targets)), targets], _EPS, 1.0)
-        return float(-np.log(p).mean())
+        return float(_row_log_loss(pred, targets).mean())
     return float(np.mean((pred - targets) ** 2))
 
 
