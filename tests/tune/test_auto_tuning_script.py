@@ -1,26 +1,8 @@
 """benchmarks/auto_tuning.py: temperatures, anchored and gated bags (rounds 4-5), the adoption rule."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def tuning():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("auto_tuning", BENCHMARKS / "auto_tuning.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
 
 
 def _proba(rng, n=300, k=4):
