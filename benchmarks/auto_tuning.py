@@ -376,6 +376,9 @@ def main() -> None:
     k = args.crossfit_folds
     if k < 2:
         raise SystemExit(f"--crossfit-folds must be at least 2, got {k}")
+    rule = json.loads(args.rule)
+    if rule:  # before the run: a rule it cannot apply would end it without writing anything
+        check_rule(rule, variants, args.schemes.split(","))
     t0 = time.perf_counter()
     rows = []
     for case in args.cases.split(","):
@@ -511,7 +514,7 @@ def main() -> None:
         "summary": summary.to_dict(orient="records"),
         "rows": rows,
     }
-    checks = apply_rule(frame, json.loads(args.rule)) if args.rule != "{}" else {}
+    checks = apply_rule(frame, rule) if rule else {}
     record["rule"] = checks
     print(summary.to_string())
     write_report(
@@ -524,6 +527,22 @@ def main() -> None:
         summary,
         checks,
     )
+
+
+def check_rule(rule: dict, variants: dict, schemes: list[str]) -> None:
+    """Exit with one line unless ``rule`` (see ``--rule``) has a baseline and candidates, each
+    a ``[variant, scheme]`` pair naming a ``--variants`` portfolio and a ``--schemes`` scheme."""
+    candidates = rule.get("candidates") if isinstance(rule, dict) else None
+    pairs = [rule.get("baseline"), *candidates.values()] if isinstance(candidates, dict) else [rule]
+    for pair in pairs:
+        named = isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)
+        if named and pair[0] in variants and pair[1] in schemes:
+            continue
+        raise SystemExit(
+            f"--rule needs a 'baseline' and 'candidates', each [variant, scheme] with a "
+            f"--variants portfolio ({', '.join(variants) or 'none given'}) and a --schemes "
+            f"scheme ({', '.join(schemes)}); got {pair!r}"
+        )
 
 
 def apply_rule(frame: pd.DataFrame, rule: dict) -> dict:
