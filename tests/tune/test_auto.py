@@ -128,6 +128,26 @@ def test_a_member_that_cannot_run_is_skipped_with_a_note():
     assert (trained.predict(test) == test.targets).mean() > 0.8
 
 
+def test_a_member_with_non_finite_out_of_fold_predictions_is_skipped(monkeypatch):
+    train, test = _split()
+    real = auto_module._fit_fold
+
+    def nan_for_mean_impute(member, *args):
+        result = real(member, *args)
+        if member["method"] == "logistic-mean-impute":
+            result["oof"][0][0] = float("nan")  # one NaN probability
+        return result
+
+    monkeypatch.setattr(auto_module, "_fit_fold", nan_for_mean_impute)
+    portfolio = ["logistic-mean-impute", "per-modality-logistic"]  # the NaN member first
+    trained = fit_auto(train, portfolio=portfolio, **FAST)
+    board = leaderboard(trained).set_index("model")
+    assert "not all finite" in board.loc["logistic-mean-impute", "note"]
+    assert board.loc["logistic-mean-impute", "weight"] == 0
+    assert board.loc["per-modality-logistic", "weight"] == 1.0
+    assert (trained.predict(test) == test.targets).mean() > 0.8
+
+
 def test_a_spent_time_limit_leaves_out_the_members_not_yet_cross_validated():
     train, _ = _split()
     trained = fit_auto(train, portfolio=PORTFOLIO, time_limit=1e-6, **FAST)

@@ -641,6 +641,10 @@ def _cross_validate(
             row["note"] = result["note"]
             return row
         pred = np.asarray(result["oof"], dtype=np.float64)
+        if not np.isfinite(pred).all():  # the selection would take a NaN loss for the lowest
+            bar.advance(f"{label} skipped", len(splits) - fold - 1)
+            row["note"] = "skipped: its out-of-fold predictions are not all finite"
+            return row
         if oof is None:
             oof = np.zeros((data.n_samples, *pred.shape[1:]))
         oof[held_rows] = pred
