@@ -392,6 +392,9 @@ def test_fit_auto_records_the_member_its_bags_were_anchored_on(monkeypatch, tmp_
     loaded = mlmm.TrainedModel.load(tmp_path / "anchored")
     assert loaded.trainer_config["auto"]["anchored_on"] == best
     assert leaderboard(loaded).equals(board)
+    # one bag: the plain selection over every candidate, nothing to anchor
+    assert fit_auto(train, **settings, bags=1).trainer_config["auto"]["anchored_on"] is None
+    assert anchors[-1] is None
     monkeypatch.setattr(auto_module, "ANCHOR_MIN_ROWS", train.n_samples + 1)  # gate shut
     trained = fit_auto(train, **settings)
     assert trained.trainer_config["auto"]["anchored_on"] is None and anchors[-1] is None
