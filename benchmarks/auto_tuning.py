@@ -220,21 +220,17 @@ def best_or_bagged(preds, y, rounds, repeats=2):
     return bagged_selection(preds, y, rounds)
 
 
-#: ``dominant``: the bags are anchored when the best member's lead is this many standard errors.
-DOMINANCE_Z = 2.0
-#: ``gated-*`` (fifth round): the bags may be anchored only from this many selection rows on.
-ANCHOR_MIN_ROWS = 500
+#: ``dominant``: the bags are anchored when the best member's lead is this many standard errors;
+#: ``gated-*`` (fifth round): they may be anchored only from this many selection rows on. The
+#: fifth round fixed these values and ``fit_auto`` adopted them (:mod:`mlmm.tune.auto`).
+DOMINANCE_Z = A.DOMINANCE_Z
+ANCHOR_MIN_ROWS = A.ANCHOR_MIN_ROWS
 
 
 def dominance_z(preds, y):
     """How many standard errors the member with the lowest log loss on ``y`` leads the
-    runner-up by: the mean over rows of their per-row log-loss difference over its standard
-    error (a paired z statistic)."""
-    rows = np.arange(len(y))
-    losses = np.stack([-np.log(np.clip(p[rows, y], A._EPS, 1.0)) for p in preds])  # [M, N]
-    best, second = np.argsort(losses.mean(axis=1))[:2]
-    lead = losses[second] - losses[best]  # [N]
-    return float(lead.mean() / (lead.std(ddof=1) / np.sqrt(len(lead)) + A._EPS))
+    runner-up by (:func:`mlmm.tune.auto.dominance`, the statistic ``fit_auto`` anchors on)."""
+    return A.dominance(preds, y)[1]
 
 
 def grouped_weights(preds, y, keys, rounds, min_group, scheme="global"):
@@ -380,6 +376,9 @@ def main() -> None:
     k = args.crossfit_folds
     if k < 2:
         raise SystemExit(f"--crossfit-folds must be at least 2, got {k}")
+    rule = json.loads(args.rule)
+    if rule:  # before the run: a rule it cannot apply would end it without writing anything
+        check_rule(rule, variants, args.schemes.split(","))
     t0 = time.perf_counter()
     rows = []
     for case in args.cases.split(","):
@@ -515,7 +514,7 @@ def main() -> None:
         "summary": summary.to_dict(orient="records"),
         "rows": rows,
     }
-    checks = apply_rule(frame, json.loads(args.rule)) if args.rule != "{}" else {}
+    checks = apply_rule(frame, rule) if rule else {}
     record["rule"] = checks
     print(summary.to_string())
     write_report(
@@ -528,6 +527,22 @@ def main() -> None:
         summary,
         checks,
     )
+
+
+def check_rule(rule: dict, variants: dict, schemes: list[str]) -> None:
+    """Exit with one line unless ``rule`` (see ``--rule``) has a baseline and candidates, each
+    a ``[variant, scheme]`` pair naming a ``--variants`` portfolio and a ``--schemes`` scheme."""
+    candidates = rule.get("candidates") if isinstance(rule, dict) else None
+    pairs = [rule.get("baseline"), *candidates.values()] if isinstance(candidates, dict) else [rule]
+    for pair in pairs:
+        named = isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)
+        if named and pair[0] in variants and pair[1] in schemes:
+            continue
+        raise SystemExit(
+            f"--rule needs a 'baseline' and 'candidates', each [variant, scheme] with a "
+            f"--variants portfolio ({', '.join(variants) or 'none given'}) and a --schemes "
+            f"scheme ({', '.join(schemes)}); got {pair!r}"
+        )
 
 
 def apply_rule(frame: pd.DataFrame, rule: dict) -> dict:

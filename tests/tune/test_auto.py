@@ -128,6 +128,26 @@ def test_a_member_that_cannot_run_is_skipped_with_a_note():
     assert (trained.predict(test) == test.targets).mean() > 0.8
 
 
+def test_a_member_with_non_finite_out_of_fold_predictions_is_skipped(monkeypatch):
+    train, test = _split()
+    real = auto_module._fit_fold
+
+    def nan_for_mean_impute(member, *args):
+        result = real(member, *args)
+        if member["method"] == "logistic-mean-impute":
+            result["oof"][0][0] = float("nan")  # one NaN probability
+        return result
+
+    monkeypatch.setattr(auto_module, "_fit_fold", nan_for_mean_impute)
+    portfolio = ["logistic-mean-impute", "per-modality-logistic"]  # the NaN member first
+    trained = fit_auto(train, portfolio=portfolio, **FAST)
+    board = leaderboard(trained).set_index("model")
+    assert "not all finite" in board.loc["logistic-mean-impute", "note"]
+    assert board.loc["logistic-mean-impute", "weight"] == 0
+    assert board.loc["per-modality-logistic", "weight"] == 1.0
+    assert (trained.predict(test) == test.targets).mean() > 0.8
+
+
 def test_a_spent_time_limit_leaves_out_the_members_not_yet_cross_validated():
     train, _ = _split()
     trained = fit_auto(train, portfolio=PORTFOLIO, time_limit=1e-6, **FAST)
@@ -322,6 +342,24 @@ def test_from_the_row_gate_on_a_dominant_member_is_in_every_bag(monkeypatch):
         bagged_ensemble_selection(members, targets, True, 10, anchor=7)
 
 
+@pytest.mark.parametrize("bags", [1, 20])
+@pytest.mark.parametrize("anchor", [7, -1, True, "best"])
+def test_a_wrong_anchor_is_refused_even_without_bags(anchor, bags):
+    members, targets = _library(50)
+    for candidates in (members, members[:1]):  # one candidate: plain selection, no bags either
+        with pytest.raises(MlmmError, match="anchor must be"):
+            bagged_ensemble_selection(candidates, targets, True, 10, bags, anchor=anchor)
+
+
+def test_unanchored_bags_give_the_weights_of_the_selection_before_anchoring():
+    members, targets = _library(ANCHOR_MIN_ROWS)  # member 0 is dominant
+    # what bagged_ensemble_selection returned before anchoring existed (commit 607bac5)
+    before = [0.25, 0.1125, 0.325, 0.1, 0.2125]
+    weights = bagged_ensemble_selection(members, targets, True, 10, 8, 3, anchor=None)
+    assert weights == pytest.approx(before, abs=1e-12)
+    assert bagged_ensemble_selection(members, targets, True, 10, 8, 3) == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
 def test_without_dominance_the_bags_are_not_anchored(monkeypatch):
     members, targets = _library(2 * ANCHOR_MIN_ROWS)
     tied = [members[0], members[0].copy(), *members[2:]]  # two equal best members: no lead
@@ -331,19 +369,35 @@ def test_without_dominance_the_bags_are_not_anchored(monkeypatch):
     assert default == bagged_ensemble_selection(tied, targets, True, 10, 20, 1, anchor=None)
 
 
-def test_fit_auto_records_the_member_its_bags_were_anchored_on(monkeypatch):
+def test_fit_auto_records_the_member_its_bags_were_anchored_on(monkeypatch, tmp_path):
     train, _ = _split(n=700)  # 525 training rows
     portfolio = ["per-modality-logistic", "logistic-mean-impute", "lda-em"]
     settings = {**FAST, "portfolio": portfolio}
     monkeypatch.setattr(auto_module, "DOMINANCE_Z", -np.inf)  # any lead will do
+    anchors = []
+    plain = auto_module.bagged_ensemble_selection
+
+    def recording(*args):
+        anchors.append(args[-1])
+        return plain(*args)
+
+    monkeypatch.setattr(auto_module, "bagged_ensemble_selection", recording)
     trained = fit_auto(train, **settings)
     board = leaderboard(trained)
     best = board.iloc[1]["model"]  # lowest out-of-fold log loss
     assert trained.trainer_config["auto"]["anchored_on"] == best
+    assert anchors == [portfolio.index(best)]  # the bags were anchored on it
     assert board.iloc[0]["note"].endswith(f"anchored on the dominant member {best}")
+    trained.save(tmp_path / "anchored")
+    loaded = mlmm.TrainedModel.load(tmp_path / "anchored")
+    assert loaded.trainer_config["auto"]["anchored_on"] == best
+    assert leaderboard(loaded).equals(board)
+    # one bag: the plain selection over every candidate, nothing to anchor
+    assert fit_auto(train, **settings, bags=1).trainer_config["auto"]["anchored_on"] is None
+    assert anchors[-1] is None
     monkeypatch.setattr(auto_module, "ANCHOR_MIN_ROWS", train.n_samples + 1)  # gate shut
     trained = fit_auto(train, **settings)
-    assert trained.trainer_config["auto"]["anchored_on"] is None
+    assert trained.trainer_config["auto"]["anchored_on"] is None and anchors[-1] is None
     assert "anchored" not in leaderboard(trained).iloc[0]["note"]
 
 

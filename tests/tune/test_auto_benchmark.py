@@ -1,26 +1,7 @@
 """benchmarks/auto.py: rows of an earlier run are reused only where the code they measured is
 the same (the baselines, and ``auto`` of the same ``AUTO_REVISION``)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-import pytest
-
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def auto_script():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("auto_benchmark", BENCHMARKS / "auto.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
 
 
 def _row(method, seed, revision=None, accuracy=90.0):

@@ -1,26 +1,8 @@
 """benchmarks/auto_tuning.py: temperatures, anchored and gated bags (rounds 4-5), the adoption rule."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def tuning():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("auto_tuning", BENCHMARKS / "auto_tuning.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
 
 
 def _proba(rng, n=300, k=4):
@@ -151,3 +133,17 @@ def test_the_gated_schemes_anchor_only_from_the_row_gate_and_with_dominance(tuni
     bagged = tuning.grouped_weights(*pick, "bagged")[0]
     assert tuning.grouped_weights(*pick, "gated-dominant")[0] == bagged
     assert tuning.grouped_weights(*pick, "gated-anchored")[0] != bagged
+
+
+def test_a_rule_is_checked_against_the_variants_and_schemes_before_the_run(tuning):
+    variants, schemes = {"current": [], "K": ["x"]}, ["bagged", "t", "a"]
+    tuning.check_rule(RULE, variants, schemes)  # every pair is run: no exit
+    wrong = [
+        {**RULE, "baseline": ["current", "global"]},  # a scheme not run
+        {**RULE, "candidates": {"T": ["missing", "t"]}},  # a portfolio not run
+        {"baseline": ["current", "bagged"]},  # no candidates
+        {**RULE, "candidates": {"T": "current/t"}},  # not a pair
+    ]
+    for rule in wrong:
+        with pytest.raises(SystemExit, match="--rule needs"):
+            tuning.check_rule(rule, variants, schemes)

@@ -424,10 +424,7 @@ def dominance(predictions: Sequence[np.ndarray], targets: np.ndarray) -> tuple[i
     errors: the mean over rows of their per-row log-loss difference divided by its standard
     error (a paired z statistic). ``predictions`` are class probabilities ``[N, K]``, at
     least two candidates."""
-    rows = np.arange(len(targets))
-    losses = np.stack(
-        [-np.log(np.clip(np.asarray(p)[rows, targets], _EPS, 1.0)) for p in predictions]
-    )  # [M, N]
+    losses = np.stack([_row_log_loss(np.asarray(p), targets) for p in predictions])  # [M, N]
     best, second = np.argsort(losses.mean(axis=1), kind="stable")[:2]
     lead = losses[second] - losses[best]  # [N]
     spread = lead.std(ddof=1) / math.sqrt(len(lead)) if len(lead) > 1 else 0.0
@@ -480,17 +477,16 @@ def bagged_ensemble_selection(
         Unanchored, the bags are those drawn before anchoring existed (same weights).
     """
     check_range("bags", bags, 1, integer=True)
-    if bags == 1 or len(predictions) == 1:
-        return ensemble_selection(predictions, targets, classification, rounds)
-    if anchor == "dominant":
-        anchor = dominant_member(predictions, targets, classification)
-    elif anchor is not None and not (
-        isinstance(anchor, int | np.integer) and 0 <= anchor < len(predictions)
-    ):
+    index = isinstance(anchor, int | np.integer) and not isinstance(anchor, bool)
+    if not (anchor is None or anchor == "dominant" or (index and 0 <= anchor < len(predictions))):
         raise MlmmError(
             f"anchor must be 'dominant', None or a candidate index in [0, {len(predictions)}), "
             f"got {anchor!r}"
         )
+    if bags == 1 or len(predictions) == 1:
+        return ensemble_selection(predictions, targets, classification, rounds)
+    if anchor == "dominant":
+        anchor = dominant_member(predictions, targets, classification)
     rng = np.random.default_rng(derive_seed(seed, "auto-bags"))
     # at least two: a bag of one candidate gives it all its weight whatever its loss
     size = max(2, round(len(predictions) / 2))
@@ -550,10 +546,14 @@ def _note(member: Mapping[str, Any], note: str) -> dict[str, Any]:
     return {"model": member_label(member), "method": member["method"], "note": note}
 
 
+def _row_log_loss(pred: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Each row's log loss ``[N]`` of class probabilities ``[N, K]``."""
+    return -np.log(np.clip(pred[np.arange(len(targets)), targets], _EPS, 1.0))
+
+
 def _loss(pred: np.ndarray, targets: np.ndarray, classification: bool) -> float:
     if classification:
-        p = np.clip(pred[np.arange(len(targets)), targets], _EPS, 1.0)
-        return float(-np.log(p).mean())
+        return float(_row_log_loss(pred, targets).mean())
     return float(np.mean((pred - targets) ** 2))
 
 
@@ -641,6 +641,10 @@ def _cross_validate(
             row["note"] = result["note"]
             return row
         pred = np.asarray(result["oof"], dtype=np.float64)
+        if not np.isfinite(pred).all():  # the selection would take a NaN loss for the lowest
+            bar.advance(f"{label} skipped", len(splits) - fold - 1)
+            row["note"] = "skipped: its out-of-fold predictions are not all finite"
+            return row
         if oof is None:
             oof = np.zeros((data.n_samples, *pred.shape[1:]))
         oof[held_rows] = pred
