@@ -206,6 +206,19 @@ class MissingModalityModel(nn.Module, abc.ABC):
             params[name] = getattr(self, name)
         return params
 
+    def resolved_hyperparameters(self) -> dict[str, Any]:
+        """The hyperparameters given as a rule and resolved at construction, with their values.
+
+        A hyperparameter whose given value asks the method to size something itself (``None``:
+        sized from the modality specs and the other hyperparameters) maps to the value that
+        was used. Building the method with these in place of the given ones gives the same
+        architecture whatever the rule becomes in a later mlmm; :meth:`mlmm.TrainedModel.save`
+        records them and :meth:`mlmm.TrainedModel.load` builds from them, then sets the given
+        values back, so :meth:`get_hyperparameters` reads as before. The default, ``{}``, is for
+        a method that resolves nothing; a method holding other methods includes theirs.
+        """
+        return {}
+
     def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
         """Inputs with every absent modality filled in (standardised units), ``name -> [B, *shape]``.
 
