@@ -168,9 +168,7 @@ def test_lora_reaches_an_external_torch_backbone_and_survives_saving(tmp_path):
     )
 
 
-def test_a_saved_lora_model_keeps_its_layers_when_the_default_targets_change(
-    tmp_path, monkeypatch
-):
+def test_a_saved_lora_model_keeps_its_layers_when_the_default_targets_change(tmp_path, monkeypatch):
     # lora_targets=None is resolved at construction; the artifact records the layers it gave
     import mlmm.nn.lora as lora
     from mlmm.train.trained import TrainedModel

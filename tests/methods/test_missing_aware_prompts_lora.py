@@ -76,9 +76,7 @@ def test_unknown_target_and_bad_rank():
         create_method(NAME, data.specs, data.task, adapter="lora", lora_rank=-2)
 
 
-def test_a_saved_lora_model_keeps_its_layers_when_the_default_targets_change(
-    tmp_path, monkeypatch
-):
+def test_a_saved_lora_model_keeps_its_layers_when_the_default_targets_change(tmp_path, monkeypatch):
     # lora_targets=None is resolved at construction; the artifact records the layers it gave
     import mlmm.nn.lora as lora
     from mlmm.train.trained import TrainedModel
