@@ -1,6 +1,6 @@
 """flex-moe: the load-balancing loss by hand, top-k routing with a forced top-1 expert, the
 S-Router's choice of the combination expert, expert usage, active parameters, the two stages,
-and hyperparameter errors."""
+hyperparameter errors, and artifacts that record the sizes None resolved to."""
 
 import numpy as np
 import pytest
@@ -395,6 +395,8 @@ def test_a_saved_model_rebuilds_as_trained_after_the_sizing_rule_changes(tmp_pat
     # the arguments read as given (None: sized by the method), so a re-save records the sizes
     assert loaded.model.get_hyperparameters() == trained.model.get_hyperparameters()
     assert loaded.model.n_experts is None and loaded.model.expert_hidden is None
+    card = (path / "README.md").read_text()
+    assert f"- Built with: `n_experts={count}`, `expert_hidden={width}`" in card
     again = TrainedModel.load(loaded.save(tmp_path / "again"))
     np.testing.assert_array_equal(again.predict_raw(data), trained.predict_raw(data))
 
