@@ -140,6 +140,8 @@ def check_hyperparameters_roundtrip(name: str) -> None:
     params = model.get_hyperparameters()
     again = create_method(name, data.specs, data.task, **params)
     assert again.get_hyperparameters() == params
+    resolved = set(model.resolved_hyperparameters())
+    assert resolved <= set(params), f"resolves {sorted(resolved - set(params))}, not arguments"
     built = create_method(name, data.specs, data.task, **model.built_hyperparameters())
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in built.state_dict().items()} == shapes
