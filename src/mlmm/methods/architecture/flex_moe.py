@@ -225,7 +225,9 @@ class FlexMoE(MissingModalityModel):
     expert_count : int
         The number of experts per block (``n_experts`` resolved).
     expert_width : int
-        The width of each expert's hidden layer (``expert_hidden`` resolved).
+        The width of each expert's hidden layer (``expert_hidden`` resolved). A saved model
+        records both (:meth:`resolved_hyperparameters`) and is rebuilt with them, whatever
+        the sizing rules of the mlmm that loads it.
     generalised_samples : int
         Complete training samples seen by the last :meth:`fit` (the generalised stage runs
         when there are at least :data:`MIN_COMPLETE`).
