@@ -132,12 +132,19 @@ def check_registration(name: str) -> None:
 
 
 def check_hyperparameters_roundtrip(name: str) -> None:
-    """``get_hyperparameters`` returns the constructor's values; rebuilding from them works."""
+    """``get_hyperparameters`` returns the constructor's values; rebuilding from them works,
+    and rebuilding from ``built_hyperparameters`` (the resolved sizes an artifact records in
+    place of a rule such as None) gives the same tensors."""
     data = contract_dataset()
     model = create_method(name, data.specs, data.task)
     params = model.get_hyperparameters()
     again = create_method(name, data.specs, data.task, **params)
     assert again.get_hyperparameters() == params
+    resolved = set(model.resolved_hyperparameters())
+    assert resolved <= set(params), f"resolves {sorted(resolved - set(params))}, not arguments"
+    built = create_method(name, data.specs, data.task, **model.built_hyperparameters())
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in built.state_dict().items()} == shapes
 
 
 def check_search_space(name: str) -> None:

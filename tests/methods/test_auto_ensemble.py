@@ -70,3 +70,23 @@ def test_leaderboard_frame_without_a_recorded_leaderboard_lists_members_and_weig
     frame = model.leaderboard_frame()
     assert frame.model.tolist() == ["per-modality-logistic", "hemis"]
     assert np.allclose(frame.weight, [0.5, 0.5])
+
+
+def test_a_saved_default_ensemble_keeps_its_members_when_the_defaults_change(tmp_path, monkeypatch):
+    # members=None resolves to DEFAULT_MEMBERS at their defaults: the artifact records them
+    from mlmm.methods.combination import auto_ensemble
+    from mlmm.train.trained import TrainedModel
+
+    data = contract_dataset()
+    model = mlmm.create_method("auto-ensemble", data.specs, data.task)
+    members = model.resolved_hyperparameters()["members"]
+    assert [m["method"] for m in members] == [m["method"] for m in auto_ensemble.DEFAULT_MEMBERS]
+    assert members[1]["params"] == model.models["m1"].get_hyperparameters()
+    trained = mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data, None)
+    path = trained.save(tmp_path / "model")
+    later = tuple(reversed(auto_ensemble.DEFAULT_MEMBERS))
+    monkeypatch.setattr(auto_ensemble, "DEFAULT_MEMBERS", later)
+    loaded = TrainedModel.load(path)
+    assert loaded.model.members is None
+    assert [m["name"] for m in loaded.model.member_specs] == [m["name"] for m in members]
+    np.testing.assert_array_equal(loaded.predict_raw(data), trained.predict_raw(data))

@@ -1,6 +1,6 @@
 """flex-moe: the load-balancing loss by hand, top-k routing with a forced top-1 expert, the
 S-Router's choice of the combination expert, expert usage, active parameters, the two stages,
-and hyperparameter errors."""
+hyperparameter errors, and artifacts that record the sizes None resolved to."""
 
 import numpy as np
 import pytest
@@ -342,18 +342,88 @@ def test_sized_experts_reach_a_third_and_one_step_narrower_does_not(
         assert narrower.active_parameters() > narrower.total_parameters() / 3
 
 
-def test_a_model_saved_when_defaults_sized_it_smaller_is_refused_in_one_line(tmp_path, monkeypatch):
-    # n_experts=None is resolved when the model is built: an artifact written while the
-    # defaults gave fewer experts describes a larger model to this code than its weights hold
-    from mlmm.errors import ArtifactError
+def _trained_small(data):
+    model = create_method(NAME, data.specs, data.task, embed_dim=16, hidden=32)
+    return Trainer(max_epochs=1, seed=0, progress=False).fit(model, data, None)
+
+
+def _change_the_sizing_rule(monkeypatch):
+    """Fewer experts per slot and a narrower cap: what a later mlmm might resolve None to."""
     from mlmm.methods.architecture import flex_moe
+
+    monkeypatch.setattr(flex_moe, "EXPERTS_PER_SLOT", 1)
+    monkeypatch.setattr(flex_moe, "MAX_EXPERT_WIDTH", 8)
+
+
+def _save_as_before_sizes_were_recorded(trained, path):
+    """The artifact an mlmm that did not record resolved sizes wrote: hyperparameters only."""
+    from mlmm.train.card import model_card
+    from mlmm.train.checkpoint import save_artifact
+
+    config = trained.config()
+    del config["resolved_hyperparameters"]
+    return save_artifact(path, trained.model.state_dict(), config, card=model_card(config))
+
+
+def test_the_resolved_sizes_are_recorded_only_for_arguments_given_as_none():
+    data = contract_dataset()
+    model = create_method(NAME, data.specs, data.task, embed_dim=16, hidden=32)
+    assert model.resolved_hyperparameters() == {
+        "n_experts": model.expert_count,
+        "expert_hidden": model.expert_width,
+    }
+    width = create_method(NAME, data.specs, data.task, n_experts=9, embed_dim=16, hidden=32)
+    assert width.resolved_hyperparameters() == {"expert_hidden": width.expert_width}
+    given = create_method(NAME, data.specs, data.task, n_experts=9, expert_hidden=24)
+    assert given.resolved_hyperparameters() == {}
+
+
+def test_a_saved_model_rebuilds_as_trained_after_the_sizing_rule_changes(tmp_path, monkeypatch):
     from mlmm.train.trained import TrainedModel
 
     data = contract_dataset()
-    monkeypatch.setattr(flex_moe, "EXPERTS_PER_SLOT", 1)
-    model = create_method(NAME, data.specs, data.task, embed_dim=16, hidden=32)
-    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, data, None)
-    path = trained.save(tmp_path / "old")
+    trained = _trained_small(data)
+    path = trained.save(tmp_path / "model")
+    count, width = trained.model.expert_count, trained.model.expert_width
+    _change_the_sizing_rule(monkeypatch)
+    today = create_method(NAME, data.specs, data.task, embed_dim=16, hidden=32)
+    assert (today.expert_count, today.expert_width) != (count, width)  # the rule did change
+    assert today.expert_count != count and today.expert_width != width
+    loaded = TrainedModel.load(path)
+    assert (loaded.model.expert_count, loaded.model.expert_width) == (count, width)
+    np.testing.assert_array_equal(loaded.predict_raw(data), trained.predict_raw(data))
+    # the arguments read as given (None: sized by the method), so a re-save records the sizes
+    assert loaded.model.get_hyperparameters() == trained.model.get_hyperparameters()
+    assert loaded.model.n_experts is None and loaded.model.expert_hidden is None
+    card = (path / "README.md").read_text()
+    assert f"- Built with: `n_experts={count}`, `expert_hidden={width}`" in card
+    again = TrainedModel.load(loaded.save(tmp_path / "again"))
+    np.testing.assert_array_equal(again.predict_raw(data), trained.predict_raw(data))
+
+
+def test_an_artifact_from_before_sizes_were_recorded_loads_when_todays_rule_fits(tmp_path):
+    from mlmm.train.trained import TrainedModel
+
+    data = contract_dataset()
+    trained = _trained_small(data)
+    path = _save_as_before_sizes_were_recorded(trained, tmp_path / "old")
+    assert "resolved_hyperparameters" not in (path / "config.json").read_text()
+    loaded = TrainedModel.load(path)
+    assert loaded.model.expert_count == trained.model.expert_count
+    np.testing.assert_array_equal(loaded.predict_raw(data), trained.predict_raw(data))
+
+
+def test_an_artifact_from_before_sizes_were_recorded_is_refused_in_one_line_when_the_rule_changed(
+    tmp_path, monkeypatch
+):
+    # n_experts=None resolved by today's rule describes a larger model than the weights hold
+    from mlmm.errors import ArtifactError
+    from mlmm.train.trained import TrainedModel
+
+    data = contract_dataset()
+    _change_the_sizing_rule(monkeypatch)
+    trained = _trained_small(data)
+    path = _save_as_before_sizes_were_recorded(trained, tmp_path / "old")
     monkeypatch.undo()
     with pytest.raises(ArtifactError) as err:
         TrainedModel.load(path)

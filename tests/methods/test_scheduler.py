@@ -115,3 +115,28 @@ def test_every_expert_counts_as_a_model():
     data = contract_dataset()
     model = create_method("scheduler", data.specs, data.task, experts="late-fusion,per-subset")
     assert model.n_models == 1 + 7
+
+
+def test_a_saved_scheduler_rebuilds_its_experts_as_trained_after_their_sizing_changes(
+    tmp_path, monkeypatch
+):
+    # a flex-moe expert sizes itself (n_experts=None); the artifact records how every expert
+    # was built, so a later sizing rule (or default) does not change the saved model
+    from mlmm.methods.architecture import flex_moe
+    from mlmm.train.trained import TrainedModel
+
+    data = contract_dataset()
+    params = {"experts": "late-fusion,flex-moe", "expert_params": {"flex-moe": {"hidden": 16}}}
+    model = create_method("scheduler", data.specs, data.task, **params)
+    built = model.resolved_hyperparameters()["expert_params"]["flex-moe"]
+    assert built["n_experts"] == model.pool["flex-moe"].expert_count and built["hidden"] == 16
+    trained = mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data, data)
+    path = trained.save(tmp_path / "model")
+    monkeypatch.setattr(flex_moe, "EXPERTS_PER_SLOT", 1)
+    today = create_method("scheduler", data.specs, data.task, **params)
+    assert today.pool["flex-moe"].expert_count != model.pool["flex-moe"].expert_count
+    loaded = TrainedModel.load(path)
+    assert loaded.model.get_hyperparameters() == model.get_hyperparameters()  # as given
+    np.testing.assert_array_equal(loaded.predict_raw(data), trained.predict_raw(data))
+    again = TrainedModel.load(loaded.save(tmp_path / "again"))
+    np.testing.assert_array_equal(again.predict_raw(data), trained.predict_raw(data))

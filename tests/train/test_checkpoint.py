@@ -648,6 +648,9 @@ def edit(config: dict, dotted: str, value) -> dict:
         ("modalities.0.shape", [10**12], ["modalities.0", "sizes in [1, 2147483647]"]),
         ("modalities.1.shape", [2**30, 2**30], ["modalities.1", "needs 1 sizes"]),
         ("hyperparameters.hidden", 10**9, ["hyperparameters.hidden is 1000000000", "allow"]),
+        # the sizes a method resolved are bounded as hyperparameters, and name only those
+        ("resolved_hyperparameters", {"hidden": 10**9}, ["resolved_hyperparameters.hidden is"]),
+        ("resolved_hyperparameters", {"width": 8}, ["names ['width'], which hyperparameters"]),
     ],
 )
 def test_an_invalid_config_is_refused_before_the_model_is_built(

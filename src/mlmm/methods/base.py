@@ -206,6 +206,26 @@ class MissingModalityModel(nn.Module, abc.ABC):
             params[name] = getattr(self, name)
         return params
 
+    def resolved_hyperparameters(self) -> dict[str, Any]:
+        """The hyperparameters given as a rule and resolved at construction, with their values.
+
+        A hyperparameter whose given value asks the method to size something itself (``None``:
+        sized from the modality specs and the other hyperparameters) maps to the value that
+        was used. Building the method with these in place of the given ones gives the same
+        architecture whatever the rule becomes in a later mlmm; :meth:`mlmm.TrainedModel.save`
+        records them and :meth:`mlmm.TrainedModel.load` builds from them, then sets the given
+        values back, so :meth:`get_hyperparameters` reads as before. The default, ``{}``, is for
+        a method that resolves nothing; a method holding other methods records each one's
+        :meth:`built_hyperparameters` (its defaults included: they may change too).
+        """
+        return {}
+
+    def built_hyperparameters(self) -> dict[str, Any]:
+        """Every hyperparameter with the value the model was built with: the given ones, and
+        the :meth:`resolved_hyperparameters` in their place. Building the method from them
+        gives this architecture in any later mlmm that keeps the method's arguments."""
+        return {**self.get_hyperparameters(), **self.resolved_hyperparameters()}
+
     def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
         """Inputs with every absent modality filled in (standardised units), ``name -> [B, *shape]``.
 

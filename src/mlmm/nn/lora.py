@@ -86,6 +86,13 @@ def linear_names(module: nn.Module) -> list[str]:
     ]
 
 
+def default_targets(module: nn.Module) -> list[str]:
+    """The layers ``targets=None`` adapts: every one of :func:`linear_names`. Methods record
+    what it gave (``resolved_hyperparameters``), so a saved model keeps its layers if this
+    rule changes."""
+    return linear_names(module)
+
+
 def apply_lora(
     module: nn.Module,
     rank: int,
@@ -94,14 +101,15 @@ def apply_lora(
     owner: str = "the frozen encoders",
     hide_base: bool = False,
 ) -> list[str]:
-    """Wrap the named linear layers of ``module`` (all of them when ``targets`` is None) in
+    """Wrap the named linear layers of ``module`` (:func:`default_targets` when ``targets``
+    is None) in
     :class:`LoRALinear`; returns the names wrapped. Rank 0 wraps nothing (the frozen model).
 
     An unknown name is one :class:`MlmmError` that lists the valid names (``owner`` names the
     module in it). ``hide_base`` is passed to every :class:`LoRALinear`.
     """
     valid = linear_names(module)
-    chosen = valid if targets is None else list(targets)
+    chosen = default_targets(module) if targets is None else list(targets)
     for name in chosen:
         if name not in valid:
             hint = did_you_mean(str(name), valid) if valid else ""

@@ -129,6 +129,9 @@ class ArtifactConfig(_Strict):
     method: StrictStr
     class_name: StrictStr = Field("", alias="class")
     hyperparameters: dict[StrictStr, Any] = Field(default_factory=dict)
+    #: what the method resolved at construction (absent from artifacts written before mlmm
+    #: recorded it: those rebuild from ``hyperparameters`` alone)
+    resolved_hyperparameters: dict[StrictStr, Any] = Field(default_factory=dict)
     modalities: list[ModalityConfig] = Field(min_length=1)
     task: TaskConfig
     preprocessing: PreprocessingConfig
@@ -143,15 +146,20 @@ class ArtifactConfig(_Strict):
     target_column: StrictStr | None = None
     weights_sha256: StrictStr
 
-    @field_validator("hyperparameters")
+    @field_validator("hyperparameters", "resolved_hyperparameters")
     @classmethod
     def _finite_hyperparameters(cls, value: dict[str, Any], info: ValidationInfo) -> dict:
         bound = max(MIN_INT_BOUND, (info.context or {}).get("stored_values", 0))
-        _finite_and_bounded(value, "hyperparameters", bound)
+        _finite_and_bounded(value, info.field_name, bound)
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ArtifactConfig:
+        unknown = sorted(set(self.resolved_hyperparameters) - set(self.hyperparameters))
+        if unknown:
+            raise ValueError(
+                f"resolved_hyperparameters names {unknown}, which hyperparameters does not"
+            )
         names = [m.name for m in self.modalities]
         if len(set(names)) != len(names):
             raise ValueError(f"modality names repeat: {names}")

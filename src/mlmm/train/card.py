@@ -104,6 +104,9 @@ def model_card(config: dict[str, Any]) -> str:
     hyper = config.get("hyperparameters") or {}
     shown = ", ".join(f"`{k}={v}`" for k, v in hyper.items()) or "defaults"
     lines.append(f"- Hyperparameters: {shown}")
+    resolved = config.get("resolved_hyperparameters") or {}
+    if resolved:  # what a rule (None: sized by the method) gave; the model is built from these
+        lines.append(f"- Built with: {', '.join(f'`{k}={v}`' for k, v in resolved.items())}")
     lines += ["", "## Data", ""]
     if info.get("dataset"):
         params = info.get("dataset_params") or {}

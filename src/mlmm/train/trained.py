@@ -384,6 +384,7 @@ class TrainedModel:
             "method": self.method,
             "class": type(self.model).__qualname__,
             "hyperparameters": self.model.get_hyperparameters(),
+            "resolved_hyperparameters": self.model.resolved_hyperparameters(),
             "modalities": [s.to_dict() for s in self.specs],
             "task": self.task.to_dict(),
             "preprocessing": self.standardizer.to_dict(),
@@ -427,6 +428,12 @@ class TrainedModel:
         model's size is checked against the stored weights on the ``meta`` device (nothing
         allocated) before the model is built, so a corrupt or edited config cannot make it
         allocate more than the weights file holds.
+
+        The model is built from ``resolved_hyperparameters`` where the config records them
+        (:meth:`MissingModalityModel.resolved_hyperparameters`: sizes a method chose itself),
+        so it is the model that was trained whatever the current sizing rules; an artifact
+        written before they were recorded is built from ``hyperparameters`` alone, and
+        refused in one line when today's rules give a model its weights do not fit.
         """
         config, state = load_artifact(path)
         stored = sum(t.numel() for t in state.values())
@@ -440,7 +447,8 @@ class TrainedModel:
         try:
             specs = [ModalitySpec.from_dict(m.model_dump()) for m in cfg.modalities]
             task = TaskSpec.from_dict(cfg.task.model_dump())
-            needed = _values_needed(method, specs, task, cfg.hyperparameters)
+            given, resolved = cfg.hyperparameters, cfg.resolved_hyperparameters
+            needed = _values_needed(method, specs, task, {**given, **resolved})
             if needed is not None and needed > stored:
                 raise ArtifactError(
                     f"{path}: config.json describes a {method!r} model of {needed:,} values but "
@@ -448,7 +456,9 @@ class TrainedModel:
                     f"another mlmm version sizes this method differently from the same "
                     f"hyperparameters; retrain or restore the model"
                 )
-            model = create_method(method, specs, task, **cfg.hyperparameters)
+            model = create_method(method, specs, task, **{**given, **resolved})
+            for name in resolved:  # the record of what was asked (None: sized by the method)
+                setattr(model, name, given[name])
             standardizer = Standardizer.from_dict(cfg.preprocessing.model_dump())
         except MlmmError as err:
             if isinstance(err, ArtifactError):

@@ -29,6 +29,15 @@ def check_lora(adapter: str, lora_rank: int, lora_alpha: float, lora_targets) ->
         raise MlmmError(f"lora_targets must be a list of layer names or None, got {lora_targets!r}")
 
 
+def resolved_lora_targets(model: nn.Module) -> dict[str, list[str]]:
+    """``lora_targets`` given as None, with the layers LoRA wrapped (``model.lora_layers``):
+    the method's ``resolved_hyperparameters``. Nothing when nothing was wrapped (rank 0 or
+    ``adapter="prompt"``: the targets are then only checked)."""
+    if model.lora_targets is None and model.lora_layers:
+        return {"lora_targets": list(model.lora_layers)}
+    return {}
+
+
 def _count(part: nn.Module | nn.Parameter) -> int:
     if isinstance(part, nn.Parameter):
         return part.numel()

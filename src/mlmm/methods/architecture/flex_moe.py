@@ -225,7 +225,9 @@ class FlexMoE(MissingModalityModel):
     expert_count : int
         The number of experts per block (``n_experts`` resolved).
     expert_width : int
-        The width of each expert's hidden layer (``expert_hidden`` resolved).
+        The width of each expert's hidden layer (``expert_hidden`` resolved). A saved model
+        records both (:meth:`resolved_hyperparameters`) and is rebuilt with them, whatever
+        the sizing rules of the mlmm that loads it.
     generalised_samples : int
         Complete training samples seen by the last :meth:`fit` (the generalised stage runs
         when there are at least :data:`MIN_COMPLETE`).
@@ -350,6 +352,18 @@ class FlexMoE(MissingModalityModel):
         nn.init.normal_(self.modality_embedding, std=0.02)
 
     # ------------------------------------------------------------------ sizes
+    def resolved_hyperparameters(self) -> dict[str, int]:
+        """``n_experts`` and ``expert_hidden`` given as None, with the count and width they
+        resolved to (:attr:`expert_count`, :attr:`expert_width`): an artifact rebuilds from
+        them, so a later change of :data:`EXPERTS_PER_SLOT`, :data:`MAX_EXPERT_WIDTH` or
+        :func:`sparse_expert_width` does not change a saved model."""
+        resolved = {}
+        if self.n_experts is None:
+            resolved["n_experts"] = self.expert_count
+        if self.expert_hidden is None:
+            resolved["expert_hidden"] = self.expert_width
+        return resolved
+
     def total_parameters(self) -> int:
         """Every learnable parameter."""
         return sum(p.numel() for p in self.parameters())

@@ -48,7 +48,7 @@ from torch import nn
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError, did_you_mean
-from mlmm.methods.architecture._peft import check_lora, lora_counts
+from mlmm.methods.architecture._peft import check_lora, lora_counts, resolved_lora_targets
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, encode_modality, masked_mean, modality_dropout
@@ -248,6 +248,10 @@ class FrozenBackbonePrompting(MissingModalityModel):
         self.head = MLPHead(embed_dim, task.output_dim, hidden, depth, dropout)
         self._pretraining = False
         self.reset_parameters()
+
+    def resolved_hyperparameters(self) -> dict[str, list[str]]:
+        """``lora_targets`` given as None, with the layers it wrapped (:attr:`lora_layers`)."""
+        return resolved_lora_targets(self)
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.modality_embedding, std=0.02)

@@ -52,7 +52,7 @@ from torch import nn
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
-from mlmm.methods.architecture._peft import check_lora, lora_counts
+from mlmm.methods.architecture._peft import check_lora, lora_counts, resolved_lora_targets
 from mlmm.methods.architecture.masked_attention import MaskedAttention
 from mlmm.methods.base import check_choice, check_range
 from mlmm.methods.registry import register_method
@@ -206,6 +206,10 @@ class MissingAwarePromptsModel(MaskedAttention):
         self.placeholder = nn.Parameter(torch.empty(m, embed_dim))
         self._pretraining = False
         self.reset_parameters()
+
+    def resolved_hyperparameters(self) -> dict[str, list[str]]:
+        """``lora_targets`` given as None, with the layers it wrapped (:attr:`lora_layers`)."""
+        return resolved_lora_targets(self)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()

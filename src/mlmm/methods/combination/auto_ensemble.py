@@ -206,6 +206,17 @@ class AutoEnsemble(MissingModalityModel):
         self.n_models = sum(getattr(model, "n_models", 1) for model in self.models.values())
         self.register_buffer("ensemble_weights", torch.tensor(w, dtype=torch.float64))
 
+    def resolved_hyperparameters(self) -> dict[str, Any]:
+        """``members`` as they were built: :attr:`member_specs` (:data:`DEFAULT_MEMBERS` for
+        ``members=None``) with each member's ``params`` as its model was built (its defaults
+        and the sizes it resolved included), so an artifact rebuilds the same members
+        whatever the defaults become."""
+        built = [
+            {**spec, "params": model.built_hyperparameters()}
+            for spec, model in zip(self.member_specs, self.models.values(), strict=True)
+        ]
+        return {"members": built}
+
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> list[TrainHistory]:

@@ -175,6 +175,11 @@ class Scheduler(MissingModalityModel):
         self.register_buffer("borrowed_from", torch.full((n_patterns,), -1, dtype=torch.long))
         self.register_buffer("selected", torch.tensor(False))
 
+    def resolved_hyperparameters(self) -> dict[str, Any]:
+        """``expert_params`` as every expert was built (its defaults and the sizes it resolved
+        included), so an artifact rebuilds the same experts whatever their defaults become."""
+        return {"expert_params": {n: e.built_hyperparameters() for n, e in self.pool.items()}}
+
     # ------------------------------------------------------------------ training
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
