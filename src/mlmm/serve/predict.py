@@ -135,7 +135,13 @@ def split_lengths(trained: TrainedModel, X: Any) -> tuple[Any, dict[str, np.ndar
     lengths = {}
     for name, key in found.items():
         values = X[key]
-        steps = np.asarray(values.to_numpy() if is_table else values, dtype=np.float64)
+        try:
+            steps = np.asarray(values.to_numpy() if is_table else values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise MlmmError(
+                f"{key!r} must hold numbers (each row's valid steps of {name!r}), got "
+                f"non-numeric values (dtype {np.asarray(values).dtype}); write them as integers"
+            ) from None
         if steps.ndim != 1:
             raise MlmmError(
                 f"{key!r} must hold one number per row, got shape {list(steps.shape)}; give "
@@ -143,7 +149,8 @@ def split_lengths(trained: TrainedModel, X: Any) -> tuple[Any, dict[str, np.ndar
             )
         empty = np.isnan(steps)  # a blank cell: allowed where the sequence is absent
         lengths[name] = np.where(empty, 0.0, steps)
-        _check_present_rows(trained, X, name, key, lengths[name], is_table)
+        if name in held:  # lengths for a sequence the input leaves out read nothing
+            _check_present_rows(trained, X, name, key, lengths[name], is_table)
     if is_table:
         X = X.drop(columns=list(found.values()))
     else:
