@@ -113,12 +113,51 @@ def test_concurrent_requests_of_different_lengths_share_a_micro_batch(trained):
     assert metrics.batched_samples == 24 and metrics.batches < 24  # lengths mixed in a pass
 
 
+def test_a_request_failing_in_a_micro_batch_fails_alone(trained, monkeypatch):
+    from mlmm.errors import MlmmError
+    from mlmm.serve.app import _Served
+
+    answer = _Served._predict
+    passes = []
+
+    def predict(self, arrays, lengths):  # refuses any pass holding the marked sample
+        passes.append(len(arrays["s"]))
+        if (arrays["a"][:, 0] == 123.0).any():
+            raise MlmmError("the marked sample")
+        return answer(self, arrays, lengths)
+
+    monkeypatch.setattr(_Served, "_predict", predict)
+    app = create_app({"v": trained}, max_wait_ms=50)
+    instances = [{"s": _sequence(i, 1 + i), "a": _vector(i, 6)} for i in range(8)]
+    instances[5]["a"][0] = 123.0
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                return await asyncio.gather(
+                    *(c.post("/predict", json={"instances": [x]}) for x in instances)
+                )
+
+    responses = asyncio.run(main())
+    assert max(passes) > 1  # the marked sample did share a pass with others
+    assert [r.status_code for r in responses] == [200] * 5 + [422] + [200] * 2
+    assert responses[5].json()["detail"] == "instances: the marked sample"
+    others = [x for i, x in enumerate(instances) if i != 5]
+    got = np.vstack([_probabilities(r) for i, r in enumerate(responses) if i != 5])
+    np.testing.assert_allclose(got, _in_process(trained, others), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize(
     ("instance", "phrase"),
     [
         (
             {"s": _sequence(0, MAX_STEPS + 1)},
             "instances[0].s: 13 steps is over this model's maximum of 12; send 1 to 12 steps",
+        ),
+        (  # too long and ragged: the steps are counted before any conversion
+            {"s": [[0.0, 1.0]] * MAX_STEPS + [[0.0]] * 1000},
+            "instances[0].s: 1012 steps is over this model's maximum of 12; send 1 to 12 steps",
         ),
         ({"s": []}, "instances[0].s: 0 steps; a present sequence needs at least 1"),
         ({"s": [[0.0, 1.0, 2.0]] * 4}, "instances[0].s: expected shape [steps, 2] with 1 <= "),
