@@ -140,6 +140,15 @@ def test_a_variable_length_model_exports_with_a_lengths_input(method, tmp_path):
     # the lengths are read: every row at 12 steps answers otherwise
     full = session.run(["probabilities"], {**feed, "lengths.s": np.where(steps, 12, 0)})[0]
     assert not np.allclose(full, expected, atol=1e-3)
+    # unchecked lengths, as docs/deploy.md says: over the maximum reads as the maximum; 0 or
+    # below on a present row reads no step, which is not the answer for an absent sequence
+    over = session.run(["probabilities"], {**feed, "lengths.s": np.where(steps, 99, 0)})[0]
+    np.testing.assert_array_equal(over, full)
+    none = session.run(["probabilities"], {**feed, "lengths.s": np.zeros(n, dtype=np.int64)})[0]
+    below = session.run(["probabilities"], {**feed, "lengths.s": np.full(n, -4, dtype=np.int64)})
+    np.testing.assert_array_equal(below[0], none)
+    absent = session.run(["probabilities"], {**feed, "present": present & [True, True, False]})
+    assert not np.allclose(absent[0][[0, 3]], none[[0, 3]], atol=1e-5)
 
 
 def test_a_gru_on_variable_length_sequences_is_refused_in_one_line(tmp_path):
