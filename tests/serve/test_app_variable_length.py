@@ -35,8 +35,8 @@ def client(trained):
         yield c
 
 
-def _sequence(seed, steps):
-    return np.random.default_rng(seed).normal(size=(steps, 2)).round(4).tolist()
+def _sequence(seed, steps, width=2):
+    return np.random.default_rng(seed).normal(size=(steps, width)).round(4).tolist()
 
 
 def _vector(seed, n):
@@ -46,18 +46,15 @@ def _vector(seed, n):
 def _in_process(trained, instances, on_empty="error"):
     """``trained.predict_proba`` on the same samples, padded with NaN, with their lengths."""
     n = len(instances)
-    arrays = {"a": np.full((n, 6), np.nan), "b": np.full((n, 4), np.nan)}
-    arrays["s"] = np.full((n, MAX_STEPS, 2), np.nan)
-    steps = np.zeros(n, dtype=np.int64)
+    arrays = {m: np.full((n, *shape), np.nan) for m, shape in trained.modality_shapes.items()}
+    steps = {m: np.zeros(n, dtype=np.int64) for m in trained.info["variable_length"]}
     for i, instance in enumerate(instances):
         for m, v in instance.items():
-            if v is None:
-                continue
-            v = np.asarray(v)
-            arrays[m][i, : len(v)] = v
-            if m == "s":
-                steps[i] = len(v)
-    return trained.predict_proba(arrays, lengths={"s": steps}, on_empty=on_empty)
+            if v is not None:
+                arrays[m][i, : len(v)] = np.asarray(v)
+                if m in steps:
+                    steps[m][i] = len(v)
+    return trained.predict_proba(arrays, lengths=steps, on_empty=on_empty)
 
 
 def _probabilities(response):
@@ -146,6 +143,40 @@ def test_a_request_failing_in_a_micro_batch_fails_alone(trained, monkeypatch):
     others = [x for i, x in enumerate(instances) if i != 5]
     got = np.vstack([_probabilities(r) for i, r in enumerate(responses) if i != 5])
     np.testing.assert_allclose(got, _in_process(trained, others), rtol=1e-6, atol=1e-7)
+
+
+def test_two_sequences_and_a_vector_any_of_them_absent_share_micro_batches(two_sequences):
+    trained, _ = two_sequences
+    instances = [
+        {"a": _vector(0, 5), "s": _sequence(1, 4), "u": _sequence(2, 7, 3)},
+        {"u": _sequence(3, 1, 3)},  # s and a left out
+        {"s": _sequence(4, MAX_STEPS), "u": None},  # u null: absent, length 0
+        {"a": _vector(5, 5), "s": None, "u": None},
+        {"s": _sequence(6, 2), "u": _sequence(7, 3, 3)},
+        {"a": _vector(8, 5), "u": _sequence(9, 5, 3)},
+    ]
+    with TestClient(create_app({"two": trained})) as client:
+        response = client.post("/predict", json={"instances": instances})
+        assert response.status_code == 200, response.text
+        np.testing.assert_array_equal(_probabilities(response), _in_process(trained, instances))
+        too_long = client.post("/predict", json={"instances": [{"u": _sequence(0, 8, 3)}]})
+        assert too_long.json()["detail"].startswith("instances[0].u: 8 steps is over this")
+    app = create_app({"two": trained}, max_wait_ms=50)
+    requests = [instances[i % 6 : i % 6 + 1 + i % 3] for i in range(12)]  # 1 to 3 samples
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                return await asyncio.gather(
+                    *(c.post("/predict", json={"instances": x}) for x in requests)
+                )
+
+    responses = asyncio.run(main())
+    assert all(r.status_code == 200 for r in responses), responses[0].text
+    assert app.state.metrics.batches < len(requests)  # requests of different sizes shared
+    for r, x in zip(responses, requests, strict=True):  # each its own samples, in order
+        np.testing.assert_allclose(_probabilities(r), _in_process(trained, x), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(

@@ -151,6 +151,19 @@ def test_a_variable_length_model_exports_with_a_lengths_input(method, tmp_path):
     assert not np.allclose(absent[0][[0, 3]], none[[0, 3]], atol=1e-5)
 
 
+def test_each_variable_length_sequence_has_its_own_lengths_input(two_sequences, tmp_path):
+    trained, data = two_sequences
+    export_onnx(trained, tmp_path / "two.onnx")
+    session = onnx_session(tmp_path / "two.onnx")
+    names = ["a", "s", "u", "present", "lengths.s", "lengths.u"]
+    assert [i.name for i in session.get_inputs()] == names
+    feed = {m: x.astype(np.float32) for m, x in data.inputs.items()}
+    feed |= {"present": data.observed}
+    feed |= {f"lengths.{m}": steps.astype(np.int64) for m, steps in data.lengths.items()}
+    got = session.run(["probabilities"], feed)[0]
+    np.testing.assert_allclose(got, trained.predict_proba(data), atol=1e-5)
+
+
 def test_a_gru_on_variable_length_sequences_is_refused_in_one_line(tmp_path):
     trained = _variable_length_model("zero-impute", gru=True)
     with pytest.raises(MlmmError, match=r"GRU sequence encoder .* \['s'\] cannot be ex") as err:

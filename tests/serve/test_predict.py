@@ -265,3 +265,29 @@ def test_lengths_of_a_sequence_the_file_leaves_out_read_nothing(
     expected = TrainedModel.load(path).predict_proba(arrays)  # no sequence, no lengths
     got = pd.read_csv(target)[["proba_0", "proba_1", "proba_2"]].to_numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_a_table_with_two_sequences_and_blank_padding_predicts_as_the_dataset(
+    two_sequences, tmp_path, monkeypatch, capsys
+):
+    trained, data = two_sequences
+    path = tmp_path / "run"
+    trained.save(path)
+    frame = {}
+    for j, name in enumerate(data.modality_names):
+        x = data.inputs[name].astype(np.float64)
+        x[~data.observed[:, j]] = np.nan  # absent: blank throughout
+        if name in data.lengths:  # blank cells after each row's valid steps
+            x[np.arange(x.shape[1])[None, :] >= data.lengths[name][:, None]] = np.nan
+        for k, column in enumerate(trained.table_columns[name]):
+            frame[column] = x.reshape(len(x), -1)[:, k]
+    frame["lengths.s"] = data.lengths["s"]
+    frame["lengths.u"] = np.where(data.lengths["u"] > 0, data.lengths["u"], np.nan)  # blank
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    pd.DataFrame(frame).to_csv(source, index=False)
+    code, _, err = run(
+        monkeypatch, capsys, "predict", str(path), "--input", str(source), "--output", str(target)
+    )
+    assert code == 0, err
+    got = pd.read_csv(target)[["proba_0", "proba_1", "proba_2"]].to_numpy()
+    np.testing.assert_allclose(got, trained.predict_proba(data), rtol=1e-6, atol=1e-9)
