@@ -164,6 +164,17 @@ def test_each_variable_length_sequence_has_its_own_lengths_input(two_sequences, 
     np.testing.assert_allclose(got, trained.predict_proba(data), atol=1e-5)
 
 
+def test_the_export_check_reads_every_sequence_at_one_step_and_at_its_maximum(two_sequences):
+    from mlmm.serve.export import check_inputs
+
+    trained, _ = two_sequences
+    arrays, present = check_inputs(trained)
+    for j, name in [(1, "s"), (2, "u")]:
+        steps = arrays[f"lengths.{name}"]
+        assert (steps[~present[:, j]] == 0).all()
+        assert {1, trained.modality_shapes[name][0]} <= set(steps[present[:, j]].tolist())
+
+
 def test_a_gru_on_variable_length_sequences_is_refused_in_one_line(tmp_path):
     trained = _variable_length_model("zero-impute", gru=True)
     with pytest.raises(MlmmError, match=r"GRU sequence encoder .* \['s'\] cannot be ex") as err:
