@@ -135,6 +135,8 @@ def test_a_variable_length_model_exports_with_a_lengths_input(method, tmp_path):
     feed |= {"present": present, "lengths.s": steps.astype(np.int64)}
     got = session.run(["probabilities"], feed)[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    nan = {**feed, "s": np.where(padded[..., None], np.float32(np.nan), feed["s"])}
+    np.testing.assert_allclose(session.run(["probabilities"], nan)[0], expected, atol=1e-5)
     one = session.run(["probabilities"], {k: v[3:4] for k, v in feed.items()})[0]
     np.testing.assert_allclose(one, expected[3:4], atol=1e-5)
     # the lengths are read: every row at 12 steps answers otherwise
