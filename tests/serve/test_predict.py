@@ -223,7 +223,9 @@ def test_predict_files_carry_the_lengths_of_variable_length_sequences(
         ),
         ({"lengths.a": np.ones(40)}, "reads lengths only for its variable-length sequences ['s']"),
         ({"lengths.s": np.zeros(40)}, "'lengths.s' is 0 or empty in 34 row(s) where 's' is"),
-        ({"lengths.s": np.full(40, 13)}, "lengths['s'] must be in [0, 12]"),
+        ({"lengths.s": np.full(40, 13)}, "'lengths.s' must hold whole numbers from 0 to 12"),
+        ({"lengths.s": np.full(40, -1)}, "got [-1.0, -1.0, -1.0] in 40 row(s) (first: [0, 1,"),
+        ({"lengths.s": np.full(40, 2.5)}, "'lengths.s' must hold whole numbers from 0 to 12"),
         ({"lengths.s": np.full(40, "x")}, "'lengths.s' must hold numbers (each row's valid"),
     ],
 )

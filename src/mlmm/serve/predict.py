@@ -148,6 +148,14 @@ def split_lengths(trained: TrainedModel, X: Any) -> tuple[Any, dict[str, np.ndar
                 f"each row's valid steps of {name!r}"
             )
         empty = np.isnan(steps)  # a blank cell: allowed where the sequence is absent
+        most = trained.modality_shapes[name][0]
+        bad = ~empty & ((steps < 0) | (steps > most) | (steps != np.round(steps)))  # [N]
+        if bad.any():
+            raise MlmmError(
+                f"{key!r} must hold whole numbers from 0 to {most} (each row's valid steps of "
+                f"{name!r}), got {steps[bad][:3].tolist()} in {int(bad.sum())} row(s) (first: "
+                f"{np.flatnonzero(bad)[:5].tolist()}); fix those rows' lengths"
+            )
         lengths[name] = np.where(empty, 0.0, steps)
         if name in held:  # lengths for a sequence the input leaves out read nothing
             _check_present_rows(trained, X, name, key, lengths[name], is_table)
