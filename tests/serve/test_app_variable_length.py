@@ -35,29 +35,26 @@ def client(trained):
         yield c
 
 
-def _sequence(seed, steps):
-    return np.random.default_rng(seed).normal(size=(steps, 2)).round(4).tolist()
+def _sequence(seed, steps, width=2):
+    return np.random.default_rng(seed).normal(size=(steps, width)).round(4).tolist()
 
 
 def _vector(seed, n):
     return np.random.default_rng(seed).normal(size=n).round(4).tolist()
 
 
-def _in_process(trained, instances):
+def _in_process(trained, instances, on_empty="error"):
     """``trained.predict_proba`` on the same samples, padded with NaN, with their lengths."""
     n = len(instances)
-    arrays = {"a": np.full((n, 6), np.nan), "b": np.full((n, 4), np.nan)}
-    arrays["s"] = np.full((n, MAX_STEPS, 2), np.nan)
-    steps = np.zeros(n, dtype=np.int64)
+    arrays = {m: np.full((n, *shape), np.nan) for m, shape in trained.modality_shapes.items()}
+    steps = {m: np.zeros(n, dtype=np.int64) for m in trained.info["variable_length"]}
     for i, instance in enumerate(instances):
         for m, v in instance.items():
-            if v is None:
-                continue
-            v = np.asarray(v)
-            arrays[m][i, : len(v)] = v
-            if m == "s":
-                steps[i] = len(v)
-    return trained.predict_proba(arrays, lengths={"s": steps})
+            if v is not None:
+                arrays[m][i, : len(v)] = np.asarray(v)
+                if m in steps:
+                    steps[m][i] = len(v)
+    return trained.predict_proba(arrays, lengths=steps, on_empty=on_empty)
 
 
 def _probabilities(response):
@@ -113,12 +110,85 @@ def test_concurrent_requests_of_different_lengths_share_a_micro_batch(trained):
     assert metrics.batched_samples == 24 and metrics.batches < 24  # lengths mixed in a pass
 
 
+def test_a_request_failing_in_a_micro_batch_fails_alone(trained, monkeypatch):
+    from mlmm.errors import MlmmError
+    from mlmm.serve.app import _Served
+
+    answer = _Served._predict
+    passes = []
+
+    def predict(self, arrays, lengths):  # refuses any pass holding the marked sample
+        passes.append(len(arrays["s"]))
+        if (arrays["a"][:, 0] == 123.0).any():
+            raise MlmmError("the marked sample")
+        return answer(self, arrays, lengths)
+
+    monkeypatch.setattr(_Served, "_predict", predict)
+    app = create_app({"v": trained}, max_wait_ms=50)
+    instances = [{"s": _sequence(i, 1 + i), "a": _vector(i, 6)} for i in range(8)]
+    instances[5]["a"][0] = 123.0
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                return await asyncio.gather(
+                    *(c.post("/predict", json={"instances": [x]}) for x in instances)
+                )
+
+    responses = asyncio.run(main())
+    assert max(passes) > 1  # the marked sample did share a pass with others
+    assert [r.status_code for r in responses] == [200] * 5 + [422] + [200] * 2
+    assert responses[5].json()["detail"] == "instances: the marked sample"
+    others = [x for i, x in enumerate(instances) if i != 5]
+    got = np.vstack([_probabilities(r) for i, r in enumerate(responses) if i != 5])
+    np.testing.assert_allclose(got, _in_process(trained, others), rtol=1e-6, atol=1e-7)
+
+
+def test_two_sequences_and_a_vector_any_of_them_absent_share_micro_batches(two_sequences):
+    trained, _ = two_sequences
+    instances = [
+        {"a": _vector(0, 5), "s": _sequence(1, 4), "u": _sequence(2, 7, 3)},
+        {"u": _sequence(3, 1, 3)},  # s and a left out
+        {"s": _sequence(4, MAX_STEPS), "u": None},  # u null: absent, length 0
+        {"a": _vector(5, 5), "s": None, "u": None},
+        {"s": _sequence(6, 2), "u": _sequence(7, 3, 3)},
+        {"a": _vector(8, 5), "u": _sequence(9, 5, 3)},
+    ]
+    with TestClient(create_app({"two": trained})) as client:
+        response = client.post("/predict", json={"instances": instances})
+        assert response.status_code == 200, response.text
+        np.testing.assert_array_equal(_probabilities(response), _in_process(trained, instances))
+        too_long = client.post("/predict", json={"instances": [{"u": _sequence(0, 8, 3)}]})
+        assert too_long.json()["detail"].startswith("instances[0].u: 8 steps is over this")
+    app = create_app({"two": trained}, max_wait_ms=50)
+    requests = [instances[i % 6 : i % 6 + 1 + i % 3] for i in range(12)]  # 1 to 3 samples
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                return await asyncio.gather(
+                    *(c.post("/predict", json={"instances": x}) for x in requests)
+                )
+
+    responses = asyncio.run(main())
+    assert all(r.status_code == 200 for r in responses), responses[0].text
+    assert app.state.metrics.batches < len(requests)  # requests of different sizes shared
+    for r, x in zip(responses, requests, strict=True):  # each its own samples, in order
+        np.testing.assert_allclose(_probabilities(r), _in_process(trained, x), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize(
     ("instance", "phrase"),
     [
         (
             {"s": _sequence(0, MAX_STEPS + 1)},
             "instances[0].s: 13 steps is over this model's maximum of 12; send 1 to 12 steps",
+        ),
+        (  # too long and ragged: the steps are counted before any conversion
+            {"s": [[0.0, 1.0]] * MAX_STEPS + [[0.0]] * 1000},
+            "instances[0].s: 1012 steps is over this model's maximum of 12; send 1 to 12 steps",
         ),
         ({"s": []}, "instances[0].s: 0 steps; a present sequence needs at least 1"),
         ({"s": [[0.0, 1.0, 2.0]] * 4}, "instances[0].s: expected shape [steps, 2] with 1 <= "),
@@ -173,20 +243,7 @@ def test_any_sequence_gets_an_answer_or_a_422_never_a_5xx(client, trained, insta
     assert response.status_code in (200, 422), response.text
     if response.status_code == 200:  # then every sequence was 1 to 12 steps of 2 numbers
         np.testing.assert_allclose(
-            _probabilities(response), _in_process_prior(trained, instances), rtol=1e-6, atol=1e-7
+            _probabilities(response), _in_process(trained, instances, "prior"), rtol=1e-6, atol=1e-7
         )
     else:
         assert response.json()["detail"].startswith("instances[")
-
-
-def _in_process_prior(trained, instances):
-    n = len(instances)
-    arrays = {"a": np.full((n, 6), np.nan), "b": np.full((n, 4), np.nan)}
-    arrays["s"] = np.full((n, MAX_STEPS, 2), np.nan)
-    steps = np.zeros(n, dtype=np.int64)
-    for i, instance in enumerate(instances):
-        for m, v in instance.items():
-            if v is not None:
-                arrays[m][i, : len(v)] = np.asarray(v)
-                steps[i] = len(v) if m == "s" else steps[i]
-    return trained.predict_proba(arrays, lengths={"s": steps}, on_empty="prior")

@@ -135,11 +135,46 @@ def test_a_variable_length_model_exports_with_a_lengths_input(method, tmp_path):
     feed |= {"present": present, "lengths.s": steps.astype(np.int64)}
     got = session.run(["probabilities"], feed)[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    nan = {**feed, "s": np.where(padded[..., None], np.float32(np.nan), feed["s"])}
+    np.testing.assert_allclose(session.run(["probabilities"], nan)[0], expected, atol=1e-5)
     one = session.run(["probabilities"], {k: v[3:4] for k, v in feed.items()})[0]
     np.testing.assert_allclose(one, expected[3:4], atol=1e-5)
     # the lengths are read: every row at 12 steps answers otherwise
     full = session.run(["probabilities"], {**feed, "lengths.s": np.where(steps, 12, 0)})[0]
     assert not np.allclose(full, expected, atol=1e-3)
+    # unchecked lengths, as docs/deploy.md says: over the maximum reads as the maximum; 0 or
+    # below on a present row reads no step, which is not the answer for an absent sequence
+    over = session.run(["probabilities"], {**feed, "lengths.s": np.where(steps, 99, 0)})[0]
+    np.testing.assert_array_equal(over, full)
+    none = session.run(["probabilities"], {**feed, "lengths.s": np.zeros(n, dtype=np.int64)})[0]
+    below = session.run(["probabilities"], {**feed, "lengths.s": np.full(n, -4, dtype=np.int64)})
+    np.testing.assert_array_equal(below[0], none)
+    absent = session.run(["probabilities"], {**feed, "present": present & [True, True, False]})
+    assert not np.allclose(absent[0][[0, 3]], none[[0, 3]], atol=1e-5)
+
+
+def test_each_variable_length_sequence_has_its_own_lengths_input(two_sequences, tmp_path):
+    trained, data = two_sequences
+    export_onnx(trained, tmp_path / "two.onnx")
+    session = onnx_session(tmp_path / "two.onnx")
+    names = ["a", "s", "u", "present", "lengths.s", "lengths.u"]
+    assert [i.name for i in session.get_inputs()] == names
+    feed = {m: x.astype(np.float32) for m, x in data.inputs.items()}
+    feed |= {"present": data.observed}
+    feed |= {f"lengths.{m}": steps.astype(np.int64) for m, steps in data.lengths.items()}
+    got = session.run(["probabilities"], feed)[0]
+    np.testing.assert_allclose(got, trained.predict_proba(data), atol=1e-5)
+
+
+def test_the_export_check_reads_every_sequence_at_one_step_and_at_its_maximum(two_sequences):
+    from mlmm.serve.export import check_inputs
+
+    trained, _ = two_sequences
+    arrays, present = check_inputs(trained)
+    for j, name in [(1, "s"), (2, "u")]:
+        steps = arrays[f"lengths.{name}"]
+        assert (steps[~present[:, j]] == 0).all()
+        assert {1, trained.modality_shapes[name][0]} <= set(steps[present[:, j]].tolist())
 
 
 def test_a_gru_on_variable_length_sequences_is_refused_in_one_line(tmp_path):

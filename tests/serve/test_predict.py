@@ -223,7 +223,10 @@ def test_predict_files_carry_the_lengths_of_variable_length_sequences(
         ),
         ({"lengths.a": np.ones(40)}, "reads lengths only for its variable-length sequences ['s']"),
         ({"lengths.s": np.zeros(40)}, "'lengths.s' is 0 or empty in 34 row(s) where 's' is"),
-        ({"lengths.s": np.full(40, 13)}, "lengths['s'] must be in [0, 12]"),
+        ({"lengths.s": np.full(40, 13)}, "'lengths.s' must hold whole numbers from 0 to 12"),
+        ({"lengths.s": np.full(40, -1)}, "got [-1.0, -1.0, -1.0] in 40 row(s) (first: [0, 1,"),
+        ({"lengths.s": np.full(40, 2.5)}, "'lengths.s' must hold whole numbers from 0 to 12"),
+        ({"lengths.s": np.full(40, "x")}, "'lengths.s' must hold numbers (each row's valid"),
     ],
 )
 def test_variable_length_files_without_usable_lengths_stop_in_one_line(
@@ -247,3 +250,46 @@ def test_lengths_in_the_file_of_a_full_length_model_are_refused(
     code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
     assert code == 2 and err.count("\n") == 1
     assert "trained on full-length sequences and reads no lengths; drop a column" in err
+
+
+def test_lengths_of_a_sequence_the_file_leaves_out_read_nothing(
+    variable_run, tmp_path, monkeypatch, capsys
+):
+    path, data = variable_run
+    arrays = {k: v for k, v in _variable_samples(data).items() if k != "s"}  # "s" absent
+    source = tmp_path / "in.npz"
+    np.savez(source, **arrays, **{"lengths.s": data.lengths["s"]})
+    target = tmp_path / "out.csv"
+    code, _, err = run(
+        monkeypatch, capsys, "predict", str(path), "--input", str(source), "--output", str(target)
+    )
+    assert code == 0, err
+    expected = TrainedModel.load(path).predict_proba(arrays)  # no sequence, no lengths
+    got = pd.read_csv(target)[["proba_0", "proba_1", "proba_2"]].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_a_table_with_two_sequences_and_blank_padding_predicts_as_the_dataset(
+    two_sequences, tmp_path, monkeypatch, capsys
+):
+    trained, data = two_sequences
+    path = tmp_path / "run"
+    trained.save(path)
+    frame = {}
+    for j, name in enumerate(data.modality_names):
+        x = data.inputs[name].astype(np.float64)
+        x[~data.observed[:, j]] = np.nan  # absent: blank throughout
+        if name in data.lengths:  # blank cells after each row's valid steps
+            x[np.arange(x.shape[1])[None, :] >= data.lengths[name][:, None]] = np.nan
+        for k, column in enumerate(trained.table_columns[name]):
+            frame[column] = x.reshape(len(x), -1)[:, k]
+    frame["lengths.s"] = data.lengths["s"]
+    frame["lengths.u"] = np.where(data.lengths["u"] > 0, data.lengths["u"], np.nan)  # blank
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    pd.DataFrame(frame).to_csv(source, index=False)
+    code, _, err = run(
+        monkeypatch, capsys, "predict", str(path), "--input", str(source), "--output", str(target)
+    )
+    assert code == 0, err
+    got = pd.read_csv(target)[["proba_0", "proba_1", "proba_2"]].to_numpy()
+    np.testing.assert_allclose(got, trained.predict_proba(data), rtol=1e-6, atol=1e-9)

@@ -16,7 +16,8 @@ worker answers what is queued (up to ``max_batch_rows`` samples) with one forwar
 worker thread so the event loop keeps accepting requests meanwhile. A request that finds the
 queue idle is answered at once; when others are already waiting, the worker takes them all
 and waits at most ``max_wait_ms`` for more. Requests arriving during a forward pass queue up
-for the next one, so under load many one-sample passes become a few large ones.
+for the next one, so under load many one-sample passes become a few large ones. A pass that
+fails is run again request by request, so one request's error fails that request only.
 
 Needs the ``serve`` extra (``pip install 'mlmm[serve]'``: FastAPI and uvicorn).
 """
@@ -265,8 +266,9 @@ class _Served:
                     )
                 if value is None:
                     continue
-                if key in lengths and len(value) == 0:
-                    raise _BadInput(self._steps_error(where, key, 0))
+                if key in lengths and not 1 <= len(value) <= self.shapes[key][0]:
+                    # counted before any conversion: a long list is refused unread
+                    raise _BadInput(self._steps_error(where, key, len(value)))
                 try:
                     array = np.asarray(value, dtype=np.float64)
                 except (TypeError, ValueError, OverflowError):
@@ -279,8 +281,6 @@ class _Served:
                 if key in lengths:
                     if array.ndim != 2 or array.shape[1:] != self.shapes[key][1:]:
                         raise _BadInput(self._steps_error(where, key, None, list(array.shape)))
-                    if len(array) > self.shapes[key][0]:
-                        raise _BadInput(self._steps_error(where, key, len(array)))
                 elif array.shape != self.shapes[key]:
                     raise _BadInput(
                         f"{where}: expected shape {list(self.shapes[key])}, got {list(array.shape)}"
@@ -378,21 +378,30 @@ class _Served:
                     break
                 items.append(item)
                 rows += item[2]
+            await self._answer_batch(items)
+
+    async def _answer_batch(self, items: list[tuple]) -> None:
+        """One forward pass for the queued ``(arrays, lengths, n, future)`` items, resolving
+        every future. When the pass fails, each request is answered alone, so that one
+        request's error fails that request only."""
+        try:
             # samples of different lengths share the pass: each row keeps its own length
             merged = {m: np.concatenate([it[0][m] for it in items]) for m in self.names}
             steps = {m: np.concatenate([it[1][m] for it in items]) for m in self.variable}
-            try:
-                out = await self._forward(merged, steps)
-            except Exception as err:  # noqa: BLE001 - handed to every waiting request
-                for *_, future in items:
-                    if not future.done():
-                        future.set_exception(err)
-                continue
-            start = 0
-            for _, _, n, future in items:
-                if not future.done():
-                    future.set_result(out[start : start + n])
-                start += n
+            out = await self._forward(merged, steps)
+        except Exception as err:  # noqa: BLE001 - handed to the request that raised it
+            if len(items) > 1:
+                for item in items:
+                    if not item[3].done():
+                        await self._answer_batch([item])
+            elif not items[0][3].done():
+                items[0][3].set_exception(err)
+            return
+        start = 0
+        for _, _, n, future in items:
+            if not future.done():
+                future.set_result(out[start : start + n])
+            start += n
 
     def response(self, raw: np.ndarray, present: np.ndarray) -> PredictResponse:
         predictions = []

@@ -127,8 +127,10 @@ def check_inputs(
     for name in trained.info.get("variable_length") or ():
         most = trained.modality_shapes[name][0]
         steps = rng.integers(1, most + 1, size=n)
-        steps[:2] = [1, most]  # the shortest and the longest
-        arrays[f"lengths.{name}"] = np.where(present[:, names.index(name)], steps, 0)
+        where = present[:, names.index(name)]  # [N]
+        rows = np.flatnonzero(where)[:2]
+        steps[rows] = [1, most][: len(rows)]  # the shortest and the longest
+        arrays[f"lengths.{name}"] = np.where(where, steps, 0)
     return arrays, present
 
 

@@ -135,15 +135,30 @@ def split_lengths(trained: TrainedModel, X: Any) -> tuple[Any, dict[str, np.ndar
     lengths = {}
     for name, key in found.items():
         values = X[key]
-        steps = np.asarray(values.to_numpy() if is_table else values, dtype=np.float64)
+        try:
+            steps = np.asarray(values.to_numpy() if is_table else values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise MlmmError(
+                f"{key!r} must hold numbers (each row's valid steps of {name!r}), got "
+                f"non-numeric values (dtype {np.asarray(values).dtype}); write them as integers"
+            ) from None
         if steps.ndim != 1:
             raise MlmmError(
                 f"{key!r} must hold one number per row, got shape {list(steps.shape)}; give "
                 f"each row's valid steps of {name!r}"
             )
         empty = np.isnan(steps)  # a blank cell: allowed where the sequence is absent
+        most = trained.modality_shapes[name][0]
+        bad = ~empty & ((steps < 0) | (steps > most) | (steps != np.round(steps)))  # [N]
+        if bad.any():
+            raise MlmmError(
+                f"{key!r} must hold whole numbers from 0 to {most} (each row's valid steps of "
+                f"{name!r}), got {steps[bad][:3].tolist()} in {int(bad.sum())} row(s) (first: "
+                f"{np.flatnonzero(bad)[:5].tolist()}); fix those rows' lengths"
+            )
         lengths[name] = np.where(empty, 0.0, steps)
-        _check_present_rows(trained, X, name, key, lengths[name], is_table)
+        if name in held:  # lengths for a sequence the input leaves out read nothing
+            _check_present_rows(trained, X, name, key, lengths[name], is_table)
     if is_table:
         X = X.drop(columns=list(found.values()))
     else:
