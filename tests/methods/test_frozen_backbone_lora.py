@@ -168,23 +168,7 @@ def test_lora_reaches_an_external_torch_backbone_and_survives_saving(tmp_path):
     )
 
 
-def test_a_saved_lora_model_keeps_its_layers_when_the_default_targets_change(tmp_path, monkeypatch):
-    # lora_targets=None is resolved at construction; the artifact records the layers it gave
-    import mlmm.nn.lora as lora
-    from mlmm.train.trained import TrainedModel
-
-    data = contract_dataset(n_samples=150)
-    split = train_val_test_split(data, test_size=0.2, val_size=0.15, seed=0)
-    params = {"adapter": "lora", "lora_rank": 2}
-    model = create_method(NAME, data.specs, data.task, **params)
-    assert model.resolved_hyperparameters() == {"lora_targets": model.lora_layers}
-    assert create_method(NAME, data.specs, data.task).resolved_hyperparameters() == {}
-    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, split.train, None)
-    path = trained.save(tmp_path / "lora")
-    every = lora.linear_names
-    monkeypatch.setattr(lora, "default_targets", lambda module: every(module)[:1])
-    today = create_method(NAME, data.specs, data.task, **params)
-    assert len(today.lora_layers) < len(model.lora_layers)  # the rule did change
-    loaded = TrainedModel.load(path)
-    assert loaded.model.lora_layers == model.lora_layers and loaded.model.lora_targets is None
-    np.testing.assert_array_equal(loaded.predict_raw(split.test), trained.predict_raw(split.test))
+def test_a_saved_lora_model_keeps_its_layers_when_the_default_targets_change(
+    lora_layers_survive_a_default_change,
+):
+    lora_layers_survive_a_default_change(NAME)
