@@ -226,7 +226,14 @@ class RetrievalPrompts(FrozenBackbonePrompting):
     def fill_bank(self, batch: MultimodalBatch) -> None:
         """Replace the memory bank with the samples of ``batch``: their inputs (padded steps of
         variable-length sequences stored as zeros, as :meth:`retrieve` reads queries), their
-        presence, and the valid steps of each variable-length modality (``bank_lengths``)."""
+        presence, and the valid steps of each variable-length modality (``bank_lengths``).
+
+        Parameters
+        ----------
+        batch : MultimodalBatch
+            Standardised samples (``[N, *shape]`` per modality) with their ``lengths`` when
+            the data has variable-length sequences; the target is not used.
+        """
         batch = batch.zero_padding()
         self.bank.fill(batch.inputs, batch.present)
         device = self.bank.present.device
