@@ -123,8 +123,8 @@ def test_bank_is_saved_in_the_artifact(tmp_path):
 
 def test_bank_memory_and_bad_hyperparameters():
     data = contract_dataset()
-    # 6 + 4 + 24 float32 values and 3 presence flags per sample
-    assert bank_memory_bytes(list(data.specs), 10_000) == 10_000 * (4 * 34 + 3)
+    # 6 + 4 + 24 float32 values, 3 presence flags and the int64 steps of s per sample
+    assert bank_memory_bytes(list(data.specs), 10_000) == 10_000 * (4 * 34 + 3 + 8)
     with pytest.raises(MlmmError, match=rf"bank_size must be in \[1, {MAX_BANK_SIZE}\]"):
         create_method(NAME, data.specs, data.task, bank_size=MAX_BANK_SIZE + 1)
     with pytest.raises(MlmmError, match="k must be"):
@@ -147,3 +147,145 @@ def test_beats_chance_on_every_subset_of_small_synthetic_data():
     acc = table[(table.scope == "subset") & (table.metric == "accuracy")]
     assert len(acc) == 7  # every non-empty subset of 3 modalities, single ones included
     assert (acc.value > 1 / 3 + 0.25).all(), acc[["subset", "value"]].to_string()
+
+
+# ---------------------------------------------------------------- variable-length sequences
+VARLEN_SPECS = [ModalitySpec("a", "vector", (3,)), ModalitySpec("s", "sequence", (8, 2))]
+
+
+def _varlen_data(garbage: bool = False):
+    """40 samples, ``s`` of 1 to 8 valid steps (a quarter without ``s``); with ``garbage``, the
+    padded steps hold large values (written after construction, which zeroes them)."""
+    from mlmm.data.dataset import MultimodalDataset
+
+    rng = np.random.default_rng(3)
+    n = 40
+    y = np.arange(n) % 2
+    s = rng.normal(size=(n, 8, 2)) + y[:, None, None]
+    observed = np.ones((n, 2), dtype=bool)
+    observed[::4, 1] = False
+    lengths = rng.integers(1, 9, size=n)
+    lengths[::4] = 0
+    lengths[1] = 3  # at least one present row is padded
+    data = MultimodalDataset(
+        VARLEN_SPECS,
+        TASK,
+        {"a": rng.normal(size=(n, 3)) + y[:, None], "s": s},
+        y,
+        observed=observed,
+        lengths={"s": lengths},
+    )
+    if garbage:
+        padded = np.arange(8)[None, :] >= lengths[:, None]  # [N, T]
+        data.inputs["s"][padded & observed[:, 1:]] = 1e3
+    return data
+
+
+def _varlen_trained(data):
+    model = create_method(NAME, data.specs, data.task, embed_dim=8, hidden=8, n_heads=2, k=3)
+    return Trainer(max_epochs=1, seed=0, progress=False).fit(model, data, None)
+
+
+def _query_tokens(model, batch):
+    embeddings = model.embed(batch, batch.present)
+    return torch.stack([model.adapters[m](embeddings[m]) for m in model.modalities], dim=1)
+
+
+def test_a_neighbour_is_encoded_as_the_same_sample_is_as_a_query():
+    data = _varlen_data()
+    trained = _varlen_trained(data)
+    model = trained.model.eval()
+    batch = MultimodalBatch.from_dataset(trained.standardizer.transform(data))
+    rows = torch.arange(len(batch)).unsqueeze(1)  # [N, 1]: each sample's own bank row
+    with torch.no_grad():
+        context, context_present = model.neighbour_tokens(rows, torch.ones_like(rows, dtype=bool))
+        own = _query_tokens(model, batch)  # [N, M, D]
+    assert torch.equal(context_present[:, 0], batch.present)
+    assert torch.allclose(context[:, 0], own, atol=1e-5)
+    assert torch.equal(model.bank_lengths.s, torch.from_numpy(data.lengths["s"]))
+
+
+def test_the_bank_holds_zeros_in_padding_and_garbage_there_changes_nothing():
+    clean, noisy = _varlen_trained(_varlen_data()), _varlen_trained(_varlen_data(garbage=True))
+    steps = torch.from_numpy(_varlen_data().lengths["s"])  # [N]
+    padded = torch.arange(8)[None, :] >= steps[:, None]  # [N, T]
+    rows = noisy.model.bank.row("s").reshape(-1, 8, 2)  # [N, T, C]
+    # zeros, as the query's zero_padding (the dataset and the standardizer zero the padding of
+    # the training rows, and fill_bank zeroes it again)
+    assert padded.any() and (rows[padded] == 0).all()
+    assert torch.equal(noisy.model.bank.row("s"), clean.model.bank.row("s"))
+    test = _varlen_data(garbage=True)  # garbage in the queries' padding too
+    np.testing.assert_allclose(
+        noisy.predict_raw(test), clean.predict_raw(_varlen_data()), atol=1e-6
+    )
+
+    # each training sample retrieves its own bank row first, at distance ~0
+    model = clean.model.eval()
+    batch = MultimodalBatch.from_dataset(clean.standardizer.transform(test))
+    index, distance = model.retrieve(batch, batch.present)
+    assert torch.equal(index[:, 0], torch.arange(len(batch))) and (distance[:, 0] < 1e-3).all()
+
+    # the neighbours' encoding reads only their valid steps, whatever the padding holds
+    chosen = torch.arange(len(batch)).unsqueeze(1)
+    valid = torch.ones_like(chosen, dtype=torch.bool)
+    with torch.no_grad():
+        before, _ = model.neighbour_tokens(chosen, valid)
+        model.bank.row("s").view(-1, 8, 2)[padded] = -5e2
+        after, _ = model.neighbour_tokens(chosen, valid)
+    assert torch.equal(before, after)
+
+
+def test_the_bank_lengths_are_saved_in_the_artifact(tmp_path):
+    import hashlib
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from mlmm.train.checkpoint import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
+    from mlmm.train.trained import TrainedModel
+
+    data = _varlen_data()
+    trained = _varlen_trained(data)
+    path = trained.save(tmp_path / "artifact")
+    loaded = TrainedModel.load(path)
+    assert torch.equal(loaded.model.bank_lengths.s, trained.model.bank_lengths.s)
+    np.testing.assert_allclose(loaded.predict_raw(data), trained.predict_raw(data), atol=1e-6)
+
+    # an artifact written before the bank kept lengths: refused in one line, retrain it
+    weights = load_file(path / WEIGHTS_FILE)
+    del weights["bank_lengths.s"]
+    save_file(weights, path / WEIGHTS_FILE)
+    digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    config = json.loads((path / CONFIG_FILE).read_text())
+    config["weights_sha256"] = digest
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    manifest["sha256"][WEIGHTS_FILE] = digest
+    manifest["sha256"][CONFIG_FILE] = hashlib.sha256((path / CONFIG_FILE).read_bytes()).hexdigest()
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(MlmmError, match=r"missing \['bank_lengths.s'\].*retrain it"):
+        TrainedModel.load(path)
+
+
+def test_fixed_length_sequences_keep_no_bank_lengths():
+    data = contract_dataset(n_samples=60)  # "s" is a fixed-length sequence
+    model = create_method(NAME, data.specs, data.task, embed_dim=8, hidden=8, n_heads=2, k=2)
+    Trainer(max_epochs=1, seed=0, progress=False).fit(model, data, None)
+    assert len(model.bank) == 60 and model.bank_lengths.s.shape == (0,)  # every step is real
+
+
+def test_a_bank_refilled_without_its_lengths_is_refused():
+    data = _varlen_data()
+    trained = _varlen_trained(data)
+    batch = MultimodalBatch.from_dataset(trained.standardizer.transform(data))
+    model = trained.model.eval()
+    model.bank.fill(batch.rows(torch.arange(5)).inputs, batch.present[:5])
+    with pytest.raises(MlmmError, match="40 lengths of 's'; fill it with fill_bank"):
+        model(batch)
+    first = batch.rows(torch.arange(5))
+    first.inputs["s"] = first.inputs["s"].clone().fill_(7.0)  # garbage in the padding too
+    model.fill_bank(first)
+    assert model(batch).extras["neighbours"].max() < 5
+    padded = torch.arange(8)[None, :] >= first.lengths["s"][:, None]  # [5, T]
+    rows = model.bank.row("s").reshape(5, 8, 2)
+    assert padded.any() and (rows[padded] == 0).all() and (rows[~padded] == 7.0).all()

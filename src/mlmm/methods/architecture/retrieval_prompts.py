@@ -14,7 +14,11 @@ backbone) and then frozen; adapters turn frozen embeddings into tokens. RAGPT's 
   samples are found with the masked distance :func:`mlmm.nn.retrieval.overlap_distances`, on
   the modalities both have present. While training, a sample never retrieves itself: bank rows
   identical to it on every shared modality are excluded (:func:`mlmm.nn.graph.bank_self_matches`).
-- *Missing-modality generator.* The neighbours go through the frozen encoders and the adapters;
+  On variable-length sequences the bank also keeps each sample's valid steps (``bank_lengths``)
+  and stores padded steps as zeros, as queries are compared
+  (:meth:`~mlmm.data.batch.MultimodalBatch.zero_padding`).
+- *Missing-modality generator.* The neighbours go through the frozen encoders and the adapters
+  (with their own valid steps, so a neighbour is encoded exactly as it is as a query);
   for each modality the sample lacks, the mean of the tokens of the neighbours that have it,
   through a trained per-modality linear map, stands in for it (a learned token when no
   neighbour has it).
@@ -52,12 +56,13 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
 from mlmm.methods.architecture.frozen_backbone_prompting import FrozenBackbonePrompting
 from mlmm.methods.base import MethodOutput, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import masked_mean, modality_dropout
 from mlmm.nn.graph import bank_self_matches
-from mlmm.nn.retrieval import SampleBank, overlap_distances
+from mlmm.nn.retrieval import ResizableBuffers, SampleBank, overlap_distances
 from mlmm.tune.space import Int
 from mlmm.utils import rng_for
 
@@ -97,7 +102,13 @@ class RetrievalPrompts(FrozenBackbonePrompting):
     ----------
     bank : SampleBank
         The memory bank: standardised training samples and their presence (empty until
-        :meth:`fit`).
+        :meth:`fit`); padded steps of variable-length sequences are zero.
+    bank_lengths : ResizableBuffers
+        One int64 buffer per ``sequence`` modality, ``bank_lengths.<name>`` of shape ``[N]``:
+        the valid steps of each bank sample when the training data had variable lengths for
+        it, empty (``[0]``: every step is real) otherwise. Saved in the artifact; an artifact
+        with a ``sequence`` modality saved before these buffers existed is refused on loading
+        (retrain it).
     generators : nn.ModuleDict
         Per modality: the linear map of the neighbours' mean token to the missing token.
     missing_token : nn.Parameter, shape (M, embed_dim)
@@ -170,6 +181,10 @@ class RetrievalPrompts(FrozenBackbonePrompting):
         self.k, self.bank_size = k, bank_size
         del self.prompts  # static prompts of the parent: replaced by dynamic ones
         self.bank = SampleBank(self.specs)
+        self.bank_lengths = ResizableBuffers()
+        for spec in self.specs:
+            if spec.kind == "sequence":
+                self.bank_lengths.register_buffer(spec.name, torch.zeros(0, dtype=torch.int64))
         self.generators = nn.ModuleDict(
             {m: nn.Linear(embed_dim, embed_dim) for m in self.modalities}
         )
@@ -204,9 +219,28 @@ class RetrievalPrompts(FrozenBackbonePrompting):
                 f"raise bank_size (at most {MAX_BANK_SIZE}) to keep more",
                 stacklevel=2,
             )
-        inputs = {name: torch.from_numpy(x[rows]) for name, x in train.inputs.items()}
-        self.bank.fill(inputs, torch.from_numpy(train.observed[rows]))
+        self.fill_bank(MultimodalBatch.from_dataset(train, rows, with_target=False))
         return super().fit(trainer, train, val)
+
+    @torch.no_grad()
+    def fill_bank(self, batch: MultimodalBatch) -> None:
+        """Replace the memory bank with the samples of ``batch``: their inputs (padded steps of
+        variable-length sequences stored as zeros, as :meth:`retrieve` reads queries), their
+        presence, and the valid steps of each variable-length modality (``bank_lengths``).
+
+        Parameters
+        ----------
+        batch : MultimodalBatch
+            Standardised samples (``[N, *shape]`` per modality) with their ``lengths`` when
+            the data has variable-length sequences; the target is not used.
+        """
+        batch = batch.zero_padding()
+        self.bank.fill(batch.inputs, batch.present)
+        device = self.bank.present.device
+        for name, _ in self.bank_lengths.named_buffers():
+            steps = None if batch.lengths is None else batch.lengths.get(name)
+            stored = torch.zeros(0, dtype=torch.int64) if steps is None else steps
+            self.bank_lengths.register_buffer(name, stored.to(device=device, dtype=torch.int64))
 
     # ------------------------------------------------------------------ retrieval
     def retrieve(
@@ -235,8 +269,18 @@ class RetrievalPrompts(FrozenBackbonePrompting):
         inputs = {
             s.name: self.bank.row(s.name)[flat].reshape(len(flat), *s.shape) for s in self.specs
         }
+        lengths = {}
+        for name, steps in self.bank_lengths.named_buffers():
+            if len(steps) == 0:  # fixed-length training data: every step is real
+                continue
+            if len(steps) != len(self.bank):
+                raise MlmmError(
+                    f"retrieval-prompts: the bank holds {len(self.bank)} samples but "
+                    f"{len(steps)} lengths of {name!r}; fill it with fill_bank, not bank.fill"
+                )
+            lengths[name] = steps[flat]  # [B * k']
         embeddings = self.embed(
-            MultimodalBatch(inputs, present, self.modalities, None), present
+            MultimodalBatch(inputs, present, self.modalities, None, lengths or None), present
         )  # name -> [B * k', D_m], zero where absent
         tokens = torch.stack(
             [self.adapters[m](embeddings[m]) for m in self.modalities], dim=1
@@ -302,6 +346,8 @@ class RetrievalPrompts(FrozenBackbonePrompting):
 
 
 def bank_memory_bytes(specs: list[ModalitySpec], n_samples: int) -> int:
-    """Bytes the memory bank of ``n_samples`` samples holds (float32 rows + presence flags)."""
+    """Most bytes the memory bank of ``n_samples`` samples holds: float32 rows, presence flags
+    and, for each ``sequence`` modality, int64 valid steps (held for variable-length data)."""
     width = sum(int(np.prod(s.shape)) for s in specs)
-    return n_samples * (4 * width + len(specs))
+    sequences = sum(s.kind == "sequence" for s in specs)
+    return n_samples * (4 * width + len(specs) + 8 * sequences)
