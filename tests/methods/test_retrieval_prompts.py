@@ -251,7 +251,11 @@ def test_the_bank_lengths_are_saved_in_the_artifact(tmp_path):
     assert torch.equal(loaded.model.bank_lengths.s, trained.model.bank_lengths.s)
     np.testing.assert_allclose(loaded.predict_raw(data), trained.predict_raw(data), atol=1e-6)
 
-    # an artifact written before the bank kept lengths: refused in one line, retrain it
+    # an artifact written before the bank kept lengths (its neighbours encoded without them)
+    # loads with empty bank lengths and predicts as the model did then
+    old_code = trained.model
+    old_code.bank_lengths.register_buffer("s", torch.zeros(0, dtype=torch.int64))
+    then = trained.predict_raw(data)
     weights = load_file(path / WEIGHTS_FILE)
     del weights["bank_lengths.s"]
     save_file(weights, path / WEIGHTS_FILE)
@@ -263,8 +267,10 @@ def test_the_bank_lengths_are_saved_in_the_artifact(tmp_path):
     manifest["sha256"][WEIGHTS_FILE] = digest
     manifest["sha256"][CONFIG_FILE] = hashlib.sha256((path / CONFIG_FILE).read_bytes()).hexdigest()
     (path / MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(MlmmError, match=r"missing \['bank_lengths.s'\].*retrain it"):
-        TrainedModel.load(path)
+    upgraded = TrainedModel.load(path)
+    assert upgraded.model.bank_lengths.s.shape == (0,)
+    np.testing.assert_array_equal(upgraded.predict_raw(data), then)
+    assert not np.allclose(then, loaded.predict_raw(data), atol=1e-6)  # the lengths matter
 
 
 def test_fixed_length_sequences_keep_no_bank_lengths():

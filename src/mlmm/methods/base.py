@@ -220,6 +220,15 @@ class MissingModalityModel(nn.Module, abc.ABC):
         """
         return {}
 
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Bring weights saved by an earlier mlmm up to this version, in place.
+
+        :meth:`mlmm.TrainedModel.load` calls it on every method in the model (``prefix``: the
+        method's key prefix inside ``state``, ``""`` at the top) before loading ``state``. A
+        method that adds a buffer fills it in here for artifacts written without it, with the
+        value that reproduces how they predicted when saved; the default changes nothing.
+        """
+
     def built_hyperparameters(self) -> dict[str, Any]:
         """Every hyperparameter with the value the model was built with: the given ones, and
         the :meth:`resolved_hyperparameters` in their place. Building the method from them

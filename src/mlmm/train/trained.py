@@ -433,7 +433,9 @@ class TrainedModel:
         (:meth:`MissingModalityModel.resolved_hyperparameters`: sizes a method chose itself),
         so it is the model that was trained whatever the current sizing rules; an artifact
         written before they were recorded is built from ``hyperparameters`` alone, and
-        refused in one line when today's rules give a model its weights do not fit.
+        refused in one line when today's rules give a model its weights do not fit. Weights
+        saved before a method gained a buffer are brought up to date by its
+        :meth:`~MissingModalityModel.upgrade_state_dict`.
         """
         config, state = load_artifact(path)
         stored = sum(t.numel() for t in state.values())
@@ -472,6 +474,9 @@ class TrainedModel:
         # torch checks names and shapes; a module whose buffers hold data (a k-NN bank of
         # training samples) sizes them from the stored tensors in its _load_from_state_dict
         expected = set(model.state_dict())
+        for name, module in model.named_modules():  # weights of an earlier mlmm, brought up
+            if isinstance(module, MissingModalityModel):
+                module.upgrade_state_dict(state, f"{name}." if name else "")
         try:
             model.load_state_dict(state)
             shapes_fit = True

@@ -107,8 +107,8 @@ class RetrievalPrompts(FrozenBackbonePrompting):
         One int64 buffer per ``sequence`` modality, ``bank_lengths.<name>`` of shape ``[N]``:
         the valid steps of each bank sample when the training data had variable lengths for
         it, empty (``[0]``: every step is real) otherwise. Saved in the artifact; an artifact
-        with a ``sequence`` modality saved before these buffers existed is refused on loading
-        (retrain it).
+        saved before these buffers existed loads with them empty
+        (:meth:`upgrade_state_dict`), which predicts exactly as it did when saved.
     generators : nn.ModuleDict
         Per modality: the linear map of the neighbours' mean token to the missing token.
     missing_token : nn.Parameter, shape (M, embed_dim)
@@ -241,6 +241,12 @@ class RetrievalPrompts(FrozenBackbonePrompting):
             steps = None if batch.lengths is None else batch.lengths.get(name)
             stored = torch.zeros(0, dtype=torch.int64) if steps is None else steps
             self.bank_lengths.register_buffer(name, stored.to(device=device, dtype=torch.int64))
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Artifacts saved before the bank kept lengths encoded neighbours without them; empty
+        ``bank_lengths`` buffers do the same, so such a model predicts as it did."""
+        for name, _ in self.bank_lengths.named_buffers():
+            state.setdefault(f"{prefix}bank_lengths.{name}", torch.zeros(0, dtype=torch.int64))
 
     # ------------------------------------------------------------------ retrieval
     def retrieve(
