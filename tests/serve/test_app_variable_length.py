@@ -62,6 +62,19 @@ def _probabilities(response):
     return np.array([[p.probabilities[k] for k in ("0", "1", "2")] for p in body.predictions])
 
 
+def _post_at_once(app, bodies):
+    """POST every body to ``/predict`` at the same time, inside the app's lifespan (so its
+    micro-batching queue runs); the responses in the order of ``bodies``."""
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                return await asyncio.gather(*(c.post("/predict", json=b) for b in bodies))
+
+    return asyncio.run(main())
+
+
 def test_mixed_lengths_in_one_request_answer_as_predict_with_lengths(client, trained):
     instances = [
         {"a": _vector(0, 6), "s": _sequence(1, 3)},
@@ -93,15 +106,7 @@ def test_concurrent_requests_of_different_lengths_share_a_micro_batch(trained):
         for i in range(24)
     ]
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                return await asyncio.gather(
-                    *(c.post("/predict", json={"instances": [x]}) for x in instances)
-                )
-
-    responses = asyncio.run(main())
+    responses = _post_at_once(app, [{"instances": [x]} for x in instances])
     assert all(r.status_code == 200 for r in responses), responses[0].text
     got = np.vstack([_probabilities(r) for r in responses])
     # other batch sizes than in-process: the same to float32 rounding, each to its request
@@ -128,15 +133,7 @@ def test_a_request_failing_in_a_micro_batch_fails_alone(trained, monkeypatch):
     instances = [{"s": _sequence(i, 1 + i), "a": _vector(i, 6)} for i in range(8)]
     instances[5]["a"][0] = 123.0
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                return await asyncio.gather(
-                    *(c.post("/predict", json={"instances": [x]}) for x in instances)
-                )
-
-    responses = asyncio.run(main())
+    responses = _post_at_once(app, [{"instances": [x]} for x in instances])
     assert max(passes) > 1  # the marked sample did share a pass with others
     assert [r.status_code for r in responses] == [200] * 5 + [422] + [200] * 2
     assert responses[5].json()["detail"] == "instances: the marked sample"
@@ -164,15 +161,7 @@ def test_two_sequences_and_a_vector_any_of_them_absent_share_micro_batches(two_s
     app = create_app({"two": trained}, max_wait_ms=50)
     requests = [instances[i % 6 : i % 6 + 1 + i % 3] for i in range(12)]  # 1 to 3 samples
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                return await asyncio.gather(
-                    *(c.post("/predict", json={"instances": x}) for x in requests)
-                )
-
-    responses = asyncio.run(main())
+    responses = _post_at_once(app, [{"instances": x} for x in requests])
     assert all(r.status_code == 200 for r in responses), responses[0].text
     assert app.state.metrics.batches < len(requests)  # requests of different sizes shared
     for r, x in zip(responses, requests, strict=True):  # each its own samples, in order
