@@ -148,3 +148,65 @@ def test_knn_imputes_handwritten_better_than_the_training_mean():
 def test_bad_hyperparameters_are_refused(bad):
     with pytest.raises(MlmmError, match=next(iter(bad))):
         mlmm.create_method("knn-impute", SPECS, TASK, **bad)
+
+
+VARLEN_SPECS = [ModalitySpec("a", "vector", (1,)), ModalitySpec("s", "sequence", (4, 1))]
+
+
+def varlen_samples() -> MultimodalDataset:
+    """Treated as standardised training data: ``s`` of 1 to 4 valid steps (padding zero)."""
+    a = np.array([[0.0], [1.0], [5.0]])
+    s = np.array([[1.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]])[..., None]
+    observed = np.ones((3, 2), dtype=bool)
+    return MultimodalDataset(
+        VARLEN_SPECS,
+        TASK,
+        {"a": a, "s": s},
+        np.array([0, 1, 0]),
+        observed,
+        lengths={"s": np.array([2, 1, 4])},
+    )
+
+
+def test_garbage_in_a_query_padding_changes_no_distance():
+    # distances read the query's padding as zeros, as the bank holds it (was: garbage there
+    # moved the query away from its true neighbours and changed the imputation)
+    model = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=1)
+    model.fit_imputer(varlen_samples())
+    model.eval()
+    s = torch.tensor([[1.0, 2.0, 0.0, 0.0]]).unsqueeze(-1)  # [1, T, C]: sample 0's s
+    garbled = s.clone()
+    garbled[0, 2:] = 100.0  # padding beyond the 2 valid steps
+    filled = []
+    for x in (s, garbled):
+        batch = mlmm.MultimodalBatch(
+            {"a": torch.zeros(1, 1), "s": x},
+            torch.tensor([[False, True]]),
+            ("a", "s"),
+            lengths={"s": torch.tensor([2])},
+        )
+        filled.append(model.impute(batch)["a"])
+    assert filled[0].item() == pytest.approx(0.0)  # sample 0, at distance 0
+    assert torch.equal(filled[0], filled[1])
+
+
+def test_an_imputed_sequence_is_encoded_over_all_its_steps():
+    # lengths describe recorded rows only: an absent s filled from neighbours is encoded over
+    # every step (mlmm.nn.encode_padded), so the imputation reaches the classifier
+    data = varlen_samples()
+    model = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=1, hidden=8, embed_dim=4)
+    model.fit_imputer(data)
+    model.eval()
+    batch = mlmm.MultimodalBatch(
+        {"a": torch.tensor([[5.0]]), "s": torch.zeros(1, 4, 1)},
+        torch.tensor([[True, False]]),
+        ("a", "s"),
+        lengths={"s": torch.tensor([0])},
+    )
+    neighbour = torch.from_numpy(data.inputs["s"][2:3])  # sample 2, at distance 0 on a
+    with torch.no_grad():
+        before = model(batch).prediction
+        assert torch.equal(model.impute(batch)["s"], neighbour)
+        model.bank.row("s")[2] = -neighbour.flatten()  # the neighbour's s, negated
+        after = model(batch).prediction
+    assert not torch.allclose(before, after)

@@ -170,13 +170,14 @@ class KnnImpute(MeanImpute):
         missing = ~present  # [B, M]
         if len(self.bank) == 0 or not missing.any():
             return filled
-        screen = overlap_distances(batch.inputs, present, self.bank)  # [B, N]
+        inputs = batch.zero_padding().inputs  # raw distances: padding as the bank holds it
+        screen = overlap_distances(inputs, present, self.bank)  # [B, N]
         for j, name in enumerate(self.modalities):
             rows = missing[:, j]  # [B]
             if not rows.any():
                 continue
             values, found = knn_average(
-                {m: x[rows] for m, x in batch.inputs.items()},
+                {m: x[rows] for m, x in inputs.items()},
                 present[rows],
                 self.bank,
                 name,
