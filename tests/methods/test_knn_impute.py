@@ -148,3 +148,124 @@ def test_knn_imputes_handwritten_better_than_the_training_mean():
 def test_bad_hyperparameters_are_refused(bad):
     with pytest.raises(MlmmError, match=next(iter(bad))):
         mlmm.create_method("knn-impute", SPECS, TASK, **bad)
+
+
+VARLEN_SPECS = [ModalitySpec("a", "vector", (1,)), ModalitySpec("s", "sequence", (4, 1))]
+
+
+def varlen_samples() -> MultimodalDataset:
+    """Treated as standardised training data: ``s`` of 1 to 4 valid steps (padding zero)."""
+    a = np.array([[0.0], [1.0], [5.0]])
+    s = np.array([[1.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]])[..., None]
+    observed = np.ones((3, 2), dtype=bool)
+    return MultimodalDataset(
+        VARLEN_SPECS,
+        TASK,
+        {"a": a, "s": s},
+        np.array([0, 1, 0]),
+        observed,
+        lengths={"s": np.array([2, 1, 4])},
+    )
+
+
+def test_garbage_in_a_query_padding_changes_no_distance():
+    # distances read the query's padding as zeros, as the bank holds it (was: garbage there
+    # moved the query away from its true neighbours and changed the imputation)
+    model = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=1)
+    model.fit_imputer(varlen_samples())
+    model.eval()
+    s = torch.tensor([[1.0, 2.0, 0.0, 0.0]]).unsqueeze(-1)  # [1, T, C]: sample 0's s
+    garbled = s.clone()
+    garbled[0, 2:] = 100.0  # padding beyond the 2 valid steps
+    filled = []
+    for x in (s, garbled):
+        batch = mlmm.MultimodalBatch(
+            {"a": torch.zeros(1, 1), "s": x},
+            torch.tensor([[False, True]]),
+            ("a", "s"),
+            lengths={"s": torch.tensor([2])},
+        )
+        filled.append(model.impute(batch)["a"])
+    assert filled[0].item() == pytest.approx(0.0)  # sample 0, at distance 0
+    assert torch.equal(filled[0], filled[1])
+
+
+def test_an_imputed_sequence_reaches_the_classifier():
+    # an absent row's length is 0, but an s filled from neighbours is encoded with the
+    # neighbours' length (here 4), not masked out: the imputation reaches the classifier
+    data = varlen_samples()
+    model = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=1, hidden=8, embed_dim=4)
+    model.fit_imputer(data)
+    model.eval()
+    batch = mlmm.MultimodalBatch(
+        {"a": torch.tensor([[5.0]]), "s": torch.zeros(1, 4, 1)},
+        torch.tensor([[True, False]]),
+        ("a", "s"),
+        lengths={"s": torch.tensor([0])},
+    )
+    neighbour = torch.from_numpy(data.inputs["s"][2:3])  # sample 2, at distance 0 on a
+    with torch.no_grad():
+        before = model(batch).prediction
+        assert torch.equal(model.impute(batch)["s"], neighbour)
+        model.bank.row("s")[2] = -neighbour.flatten()  # the neighbour's s, negated
+        after = model(batch).prediction
+    assert not torch.allclose(before, after)
+
+
+def test_an_imputed_sequence_takes_its_neighbours_steps_and_length():
+    # per step, the average over the neighbours that have the step; the imputed length is the
+    # longest neighbour's, so with k=1 the imputed sequence is encoded as its neighbour is
+    data = varlen_samples()
+    model = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2, weighting="uniform")
+    model.fit_imputer(data)
+    model.eval()
+    batch = mlmm.MultimodalBatch(
+        {"a": torch.tensor([[0.4]]), "s": torch.zeros(1, 4, 1)},  # nearest: samples 0 and 1
+        torch.tensor([[True, False]]),
+        ("a", "s"),
+        lengths={"s": torch.tensor([0])},
+    )
+    filled, lengths = model.impute_with_lengths(batch)
+    assert filled["s"].flatten().tolist() == [2.0, 2.0, 0.0, 0.0]  # (1+3)/2, then 2 alone
+    assert lengths["s"].tolist() == [2]
+    assert torch.equal(model.bank_lengths.s, torch.tensor([2, 1, 4]))
+    one = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=1, hidden=8, embed_dim=4)
+    one.fit_imputer(data)
+    one.eval()
+    sample0 = mlmm.MultimodalBatch(
+        {"a": torch.tensor([[0.4]]), "s": torch.from_numpy(data.inputs["s"][:1])},
+        torch.tensor([[True, True]]),
+        ("a", "s"),
+        lengths={"s": torch.tensor([2])},
+    )
+    with torch.no_grad():
+        assert torch.allclose(one(batch).embedding[:, 1:], one(sample0).embedding[:, 1:])
+
+
+def test_artifacts_saved_before_bank_lengths_load_and_impute_as_they_did():
+    model = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2, weighting="uniform")
+    model.fit_imputer(varlen_samples())
+    old = {k: v for k, v in model.state_dict().items() if "bank_lengths" not in k}
+    new = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2, weighting="uniform")
+    new.upgrade_state_dict(old)
+    new.load_state_dict(old)
+    assert len(new.bank_lengths.s) == 0  # as saved: neighbours' padding averaged in
+    batch = mlmm.MultimodalBatch(
+        {"a": torch.tensor([[0.4]]), "s": torch.zeros(1, 4, 1)},
+        torch.tensor([[True, False]]),
+        ("a", "s"),
+    )
+    assert new.eval().impute(batch)["s"].flatten().tolist() == [2.0, 1.0, 0.0, 0.0]
+    # a present sequence is still encoded over its own valid steps only
+    recorded = torch.tensor([[1.0, 2.0, 0.0, 0.0]]).unsqueeze(-1)  # [1, T, C]
+    outputs = []
+    for x in (recorded, recorded.masked_fill(torch.arange(4)[None, :, None] >= 2, 9.0)):
+        b = mlmm.MultimodalBatch(
+            {"a": torch.zeros(1, 1), "s": x},
+            torch.tensor([[False, True]]),
+            ("a", "s"),
+            lengths={"s": torch.tensor([2])},
+        )
+        with torch.no_grad():
+            outputs.append(new(b).embedding[:, 1:])
+    assert torch.allclose(outputs[0], outputs[1])

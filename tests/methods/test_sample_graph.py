@@ -103,3 +103,88 @@ def test_bad_hyperparameters_are_rejected(params):
     data = contract_dataset()
     with pytest.raises(MlmmError, match=next(iter(params))):
         mlmm.create_method("sample-graph", data.specs, data.task, **params)
+
+
+VARLEN_SPECS = [
+    mlmm.ModalitySpec("a", "vector", (3,)),
+    mlmm.ModalitySpec("s", "sequence", (8, 2)),
+]
+
+
+def _varlen_data(garbage: bool = False):
+    """40 samples, ``s`` of 1 to 8 valid steps (a quarter without ``s``); with ``garbage``, the
+    padded steps hold large values (written after construction, which zeroes them)."""
+    rng = np.random.default_rng(3)
+    n = 40
+    y = np.arange(n) % 2
+    observed = np.ones((n, 2), dtype=bool)
+    observed[::4, 1] = False
+    lengths = rng.integers(1, 9, size=n)
+    lengths[::4] = 0
+    lengths[1] = 3  # at least one present row is padded
+    data = mlmm.MultimodalDataset(
+        VARLEN_SPECS,
+        mlmm.TaskSpec("classification", 2),
+        {"a": rng.normal(size=(n, 3)) + y[:, None], "s": rng.normal(size=(n, 8, 2)) + 1.0},
+        y,
+        observed=observed,
+        lengths={"s": lengths},
+    )
+    if garbage:
+        padded = np.arange(8)[None, :] >= lengths[:, None]  # [N, T]
+        data.inputs["s"][padded & observed[:, 1:]] = 1e3
+    return data
+
+
+def _varlen_trained(data):
+    model = mlmm.create_method("sample-graph", data.specs, data.task, embed_dim=8, hidden=8, k=3)
+    return mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(model, data, None)
+
+
+def test_a_bank_sample_is_encoded_as_the_same_sample_is_as_a_query():
+    # the bank's variable-length sequences skip their padding, as the query's do: a training
+    # sample's bank embedding equals its own embedding as a query (was: padding encoded)
+    data = _varlen_data()
+    trained = _varlen_trained(data)
+    model = trained.model.eval()
+    batch = mlmm.MultimodalBatch.from_dataset(trained.standardizer.transform(data))
+    with torch.no_grad():
+        own = model.encode(batch.inputs, batch)  # [N, M, D]
+        bank = model.encode_bank()  # [N, M, D]
+    s = batch.present[:, 1]
+    assert torch.allclose(bank[s, 1], own[s, 1], atol=1e-5)
+    assert torch.equal(model.bank_lengths.s, torch.from_numpy(data.lengths["s"]))
+
+
+def test_garbage_in_a_query_padding_does_not_make_a_sample_its_own_neighbour():
+    # in training, self-matches are found on raw inputs: the query's padding is read as zeros,
+    # as the bank holds it (was: garbage there hid the match and a sample was its own neighbour)
+    trained = _varlen_trained(_varlen_data())
+    batch = mlmm.MultimodalBatch.from_dataset(trained.standardizer.transform(_varlen_data()))
+    padded = torch.arange(8)[None, :] >= batch.lengths["s"][:, None]  # [N, T]
+    inputs = dict(batch.inputs, s=batch.inputs["s"].masked_fill(padded[..., None], 7.0))
+    noisy = mlmm.MultimodalBatch(inputs, batch.present, batch.modalities, None, batch.lengths)
+    hidden = noisy.with_present(batch.present & torch.tensor([False, True]))  # "a" from "s"
+    model = trained.model.train()
+    with torch.no_grad():
+        out = model(hidden)
+    neighbours, weights = out.extras["neighbours"][:, 0], out.extras["neighbour_weights"][:, 0]
+    rows = torch.arange(len(batch)).unsqueeze(1)  # [N, 1]
+    assert (weights.sum(dim=1)[batch.present[:, 1]] > 0.99).all()
+    assert not ((neighbours == rows) & (weights > 0)).any()
+
+
+def test_artifacts_saved_before_bank_lengths_load_and_encode_the_bank_as_they_did():
+    trained = _varlen_trained(_varlen_data())
+    old = {k: v for k, v in trained.model.state_dict().items() if "bank_lengths" not in k}
+    model = mlmm.create_method(
+        "sample-graph", VARLEN_SPECS, mlmm.TaskSpec("classification", 2), embed_dim=8, hidden=8
+    )
+    model.upgrade_state_dict(old)
+    model.load_state_dict(old)
+    assert len(model.bank_lengths.s) == 0  # as saved: the bank is encoded without lengths
+    with torch.no_grad():
+        bank = model.eval().encode_bank()
+        rows = {s.name: model.bank.row(s.name).reshape(-1, *s.shape) for s in model.specs}
+        unmasked = model.encode(rows)
+    assert torch.equal(bank, unmasked)

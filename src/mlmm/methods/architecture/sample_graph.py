@@ -42,11 +42,12 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
+from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.nn.graph import bank_self_matches, neighbour_attention
-from mlmm.nn.retrieval import SampleBank, overlap_distances
+from mlmm.nn.retrieval import ResizableBuffers, SampleBank, overlap_distances
 from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
@@ -95,7 +96,12 @@ class SampleGraph(MissingModalityModel):
     missing_token : nn.Parameter, shape (M, embed_dim)
         The embedding of a missing modality when no neighbour qualifies.
     bank : SampleBank
-        The standardised training samples (empty until :meth:`fit`).
+        The standardised training samples (empty until :meth:`fit`); padded steps of
+        variable-length sequences are zero.
+    bank_lengths : ResizableBuffers
+        One int64 buffer per ``sequence`` modality, ``bank_lengths.<name>`` of shape ``[N]``:
+        the valid steps of each bank sample when the training data had variable lengths for
+        it (the bank is then encoded skipping padding, as queries are), empty otherwise.
     head : MLPHead
         Reads the ``M * embed_dim`` completed embeddings and the ``M`` presence flags.
 
@@ -171,6 +177,10 @@ class SampleGraph(MissingModalityModel):
         )
         self.missing_token = nn.Parameter(torch.empty(len(names), embed_dim))
         self.bank = SampleBank(self.specs)
+        self.bank_lengths = ResizableBuffers()
+        for spec in self.specs:
+            if spec.kind == "sequence":
+                self.bank_lengths.register_buffer(spec.name, torch.zeros(0, dtype=torch.int64))
         m = len(names)
         self.head = MLPHead(m * embed_dim + m, task.output_dim, hidden, depth, dropout)
         self.reset_parameters()
@@ -183,9 +193,34 @@ class SampleGraph(MissingModalityModel):
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> TrainHistory:
         """Store the standardised training samples (the graph's bank), then train."""
-        inputs = {name: torch.from_numpy(x) for name, x in train.inputs.items()}
-        self.bank.fill(inputs, torch.from_numpy(train.observed))
+        self.fill_bank(MultimodalBatch.from_dataset(train))
         return trainer.fit_module(self, train, val)
+
+    @torch.no_grad()
+    def fill_bank(self, batch: MultimodalBatch) -> None:
+        """Replace the bank with the samples of ``batch``: their inputs (padded steps of
+        variable-length sequences stored as zeros), their presence, and the valid steps of
+        each variable-length modality (``bank_lengths``).
+
+        Parameters
+        ----------
+        batch : MultimodalBatch
+            Standardised samples (``[N, *shape]`` per modality) with their ``lengths`` when
+            the data has variable-length sequences; the target is not used.
+        """
+        batch = batch.zero_padding()
+        self.bank.fill(batch.inputs, batch.present)
+        device = self.bank.present.device
+        for name, _ in self.bank_lengths.named_buffers():
+            steps = None if batch.lengths is None else batch.lengths.get(name)
+            stored = torch.zeros(0, dtype=torch.int64) if steps is None else steps
+            self.bank_lengths.register_buffer(name, stored.to(device=device, dtype=torch.int64))
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Artifacts saved before the bank kept lengths encoded it without them; empty
+        ``bank_lengths`` buffers do the same, so such a model predicts as it did."""
+        for name, _ in self.bank_lengths.named_buffers():
+            state.setdefault(f"{prefix}bank_lengths.{name}", torch.zeros(0, dtype=torch.int64))
 
     # ------------------------------------------------------------------ graph
     def encode(
@@ -201,7 +236,8 @@ class SampleGraph(MissingModalityModel):
 
     def encode_bank(self) -> torch.Tensor:
         """The bank's embeddings ``[N, M, D]`` by the current encoders, without dropout or
-        gradient (rows of absent modalities are encodings of zeros, never used)."""
+        gradient (rows of absent modalities are encodings of zeros, never used); variable-length
+        sequences skip their padding (``bank_lengths``), as a query's do."""
         was_training = self.encoders.training
         self.encoders.eval()
         with torch.no_grad():
@@ -209,7 +245,21 @@ class SampleGraph(MissingModalityModel):
             inputs = {
                 s.name: self.bank.row(s.name).reshape(n, *s.shape) for s in self.specs
             }  # name -> [N, *shape]
-            embeddings = self.encode(inputs)  # [N, M, D]
+            lengths = {}
+            for name, steps in self.bank_lengths.named_buffers():
+                if len(steps) == 0:  # fixed-length training data: every step is real
+                    continue
+                if len(steps) != n:
+                    raise MlmmError(
+                        f"sample-graph: the bank holds {n} samples but {len(steps)} lengths of "
+                        f"{name!r}; fill it with fill_bank, not bank.fill"
+                    )
+                lengths[name] = steps
+            if lengths:
+                bank = MultimodalBatch(inputs, self.bank.present, self.modalities, None, lengths)
+                embeddings = self.encode(inputs, bank)  # [N, M, D]
+            else:
+                embeddings = self.encode(inputs)  # [N, M, D]
         self.encoders.train(was_training)
         return embeddings
 
@@ -253,8 +303,9 @@ class SampleGraph(MissingModalityModel):
         similarity, shared = self.similarity(embeddings, present, bank_embeddings)  # [B, N]
         linked = shared > 0  # [B, N]
         if self.training:  # a training sample is not its own neighbour
-            screen = overlap_distances(batch.inputs, present, self.bank)  # [B, N]
-            linked = linked & ~bank_self_matches(batch.inputs, present, self.bank, screen)
+            inputs = batch.zero_padding().inputs  # raw distances: padding as the bank holds it
+            screen = overlap_distances(inputs, present, self.bank)  # [B, N]
+            linked = linked & ~bank_self_matches(inputs, present, self.bank, screen)
         scores = similarity / self.temperature  # [B, N]
         slots = []
         for j, name in enumerate(self.modalities):

@@ -30,10 +30,12 @@ import torch
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.methods.base import check_choice, check_range
+from mlmm.errors import MlmmError
+from mlmm.methods.base import MethodOutput, check_choice, check_range
 from mlmm.methods.imputation.mean_impute import MeanImpute
 from mlmm.methods.registry import register_method
-from mlmm.nn.retrieval import SampleBank, knn_average, overlap_distances
+from mlmm.nn import encode_padded, modality_dropout
+from mlmm.nn.retrieval import ResizableBuffers, SampleBank, knn_average, overlap_distances
 from mlmm.tune.space import Categorical, Float, Int
 
 if TYPE_CHECKING:
@@ -90,6 +92,11 @@ class KnnImpute(MeanImpute):
     bank : SampleBank
         The standardised training samples (``bank.rows.<name>`` ``[N, D]``, ``bank.present``
         ``[N, M]``); empty until :meth:`fit_imputer` runs.
+    bank_lengths : ResizableBuffers
+        One int64 buffer per ``sequence`` modality, ``bank_lengths.<name>`` ``[N]``: the bank
+        samples' valid steps when the training data had variable lengths for it, else empty.
+        An absent variable-length sequence is then imputed step by step from the neighbours
+        that have the step, with the longest neighbour's length (:meth:`impute_with_lengths`).
     train_mean : nn.Module
         Per-modality training means, the fallback fill.
     encoders, head
@@ -153,30 +160,89 @@ class KnnImpute(MeanImpute):
         check_choice("weighting", weighting, ("distance", "uniform"))
         self.k, self.weighting = k, weighting
         self.bank = SampleBank(self.specs)
+        self.bank_lengths = ResizableBuffers()
+        for spec in self.specs:
+            if spec.kind == "sequence":
+                self.bank_lengths.register_buffer(spec.name, torch.zeros(0, dtype=torch.int64))
 
     @torch.no_grad()
     def fit_imputer(self, train: MultimodalDataset) -> None:
-        """Store the training means and the standardised training samples (the bank)."""
+        """Store the training means and the standardised training samples (the bank) with
+        the valid steps of their variable-length sequences (``bank_lengths``)."""
         super().fit_imputer(train)
         inputs = {name: torch.from_numpy(x) for name, x in train.inputs.items()}
         self.bank.fill(inputs, torch.from_numpy(train.observed))
+        device = self.bank.present.device
+        for name, _ in self.bank_lengths.named_buffers():
+            steps = None if train.lengths is None else train.lengths.get(name)
+            stored = torch.zeros(0, dtype=torch.int64) if steps is None else torch.from_numpy(steps)
+            self.bank_lengths.register_buffer(name, stored.to(device=device, dtype=torch.int64))
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Artifacts saved before the bank kept lengths averaged neighbours' padding in and
+        encoded imputed sequences over all steps; empty ``bank_lengths`` buffers do the same,
+        so such a model predicts as it did."""
+        for name, _ in self.bank_lengths.named_buffers():
+            state.setdefault(f"{prefix}bank_lengths.{name}", torch.zeros(0, dtype=torch.int64))
+
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        present = self.present_mask(batch)
+        if self.training and self.modality_dropout > 0:
+            present = modality_dropout(present, self.modality_dropout)
+        batch = batch.with_present(present)
+        filled, lengths = self.impute_with_lengths(batch)
+        parts = [
+            encode_padded(self.encoders[name], filled[name], lengths.get(name))
+            if name in self.encoders
+            else filled[name].flatten(1)
+            for name in self.modalities
+        ]
+        if self.indicators:
+            parts.append(present.to(parts[0].dtype))  # [B, M]
+        fused = torch.cat(parts, dim=1)  # [B, sum of widths (+ M)]
+        return self.output(batch, self.head(fused), embedding=fused)
 
     @torch.no_grad()
     def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
         """Every modality with absent rows filled from the nearest training samples (the
         training mean where none qualifies); present rows unchanged."""
+        return self.impute_with_lengths(batch)[0]
+
+    @torch.no_grad()
+    def impute_with_lengths(
+        self, batch: MultimodalBatch
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:meth:`impute`, and the valid steps ``[B]`` of each variable-length sequence.
+
+        Present rows keep their lengths; an absent row filled from neighbours takes, at each
+        step, the weighted average over the neighbours that have that step, and the longest
+        neighbour's length; an absent row filled with the training mean is all steps (as is
+        every absent row when ``bank_lengths`` is empty: an artifact saved before it existed).
+        Sequence modalities with neither ``batch.lengths`` nor ``bank_lengths`` are left out.
+        """
         present = self.present_mask(batch)
         filled = super().impute(batch)  # absent rows: the training mean, the fallback
+        lengths = {}
+        for name, steps in self.bank_lengths.named_buffers():
+            x = batch.inputs[name]  # [B, T, C]
+            given = None if batch.lengths is None else batch.lengths.get(name)
+            if given is None and len(steps) == 0:  # fixed-length data: every step is real
+                continue
+            full = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
+            keep = present[:, self.modalities.index(name)]  # [B]
+            lengths[name] = full if given is None else torch.where(keep, given.to(full), full)
+        stepped = {name for name, steps in self.bank_lengths.named_buffers() if len(steps) > 0}
         missing = ~present  # [B, M]
         if len(self.bank) == 0 or not missing.any():
-            return filled
-        screen = overlap_distances(batch.inputs, present, self.bank)  # [B, N]
+            return filled, lengths
+        inputs = batch.zero_padding().inputs  # raw distances: padding as the bank holds it
+        screen = overlap_distances(inputs, present, self.bank)  # [B, N]
         for j, name in enumerate(self.modalities):
             rows = missing[:, j]  # [B]
             if not rows.any():
                 continue
             values, found = knn_average(
-                {m: x[rows] for m, x in batch.inputs.items()},
+                {m: x[rows] for m, x in inputs.items()},
                 present[rows],
                 self.bank,
                 name,
@@ -185,8 +251,53 @@ class KnnImpute(MeanImpute):
                 screen=screen[rows],
                 exclude_identical=self.training,  # a training sample is not its own neighbour
             )  # [R, D], [R]
+            if name in stepped:  # per step, over the neighbours that have the step
+                share, imputed_steps = self._step_shares(inputs, present, screen, rows, name)
+                values = torch.where(share > 0, values / share.clamp_min(1e-12), 0.0)
+                steps = lengths[name].clone()
+                steps[rows] = torch.where(found, imputed_steps, steps[rows])
+                lengths[name] = steps
             x = filled[name].clone()  # [B, *shape]
             guess = torch.where(found.unsqueeze(1), values, x[rows].flatten(1))
             x[rows] = guess.to(x.dtype).reshape(-1, *x.shape[1:])
             filled[name] = x
-        return filled
+        return filled, lengths
+
+    def _step_shares(
+        self,
+        inputs: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        screen: torch.Tensor,
+        rows: torch.Tensor,
+        name: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the queries ``rows`` lacking ``name``: the neighbours' weight share holding
+        each value ``[R, T * C]`` and the longest neighbour's length ``[R]``. The same
+        neighbours and weights as the values' (the queries lack ``name``, so its rows enter no
+        distance): a bank whose ``name`` rows are the valid-step masks."""
+        spec = self.specs[self.modalities.index(name)]
+        steps = self.bank_lengths.get_buffer(name)  # [N]
+        if len(steps) != len(self.bank):
+            raise MlmmError(
+                f"knn-impute: the bank holds {len(self.bank)} samples but {len(steps)} lengths "
+                f"of {name!r}; fill it with fit_imputer, not bank.fill"
+            )
+        valid = torch.arange(spec.shape[0], device=steps.device)[None, :] < steps[:, None]
+        masks = SampleBank(self.specs).to(steps.device)
+        masks.present = self.bank.present
+        for m in self.modalities:
+            masks.rows.register_buffer(m, self.bank.row(m))
+        channels = valid.unsqueeze(-1).expand(-1, -1, spec.shape[1])  # [N, T, C]
+        masks.rows.register_buffer(name, channels.reshape(len(steps), -1).float())
+        share, _ = knn_average(
+            {m: x[rows] for m, x in inputs.items()},
+            present[rows],
+            masks,
+            name,
+            self.k,
+            self.weighting,
+            screen=screen[rows],
+            exclude_identical=self.training,
+        )  # [R, T * C]
+        held = share.reshape(-1, *spec.shape)[..., 0] > 0  # [R, T]: a neighbour has the step
+        return share, held.sum(dim=1)
