@@ -50,6 +50,67 @@ class ResizableBuffers(nn.Module):
         )
 
 
+class BankLengths(ResizableBuffers):
+    """The valid steps of each bank sample: one int64 buffer ``<name>`` of shape ``[N]`` per
+    ``sequence`` modality, filled when the bank's data have variable lengths for it and empty
+    (``[0]``: every step is real) otherwise. It sits beside a :class:`SampleBank` whose rows
+    hold zeros in the padding.
+
+    Parameters
+    ----------
+    specs : sequence of ModalitySpec
+        The modalities; a buffer for each ``sequence`` one.
+    owner : str
+        The method that keeps the bank, for errors.
+    fill_with : str
+        The method's call that fills bank and lengths together, for errors.
+    """
+
+    def __init__(self, specs: Sequence[ModalitySpec], owner: str, fill_with: str) -> None:
+        super().__init__()
+        self.owner, self.fill_with = owner, fill_with
+        for spec in specs:
+            if spec.kind == "sequence":
+                self.register_buffer(spec.name, torch.zeros(0, dtype=torch.int64))
+
+    def fill(self, lengths: Mapping[str, torch.Tensor] | None) -> None:
+        """Store ``lengths`` (modality -> ``[N]`` valid steps; ``None`` or a missing name:
+        fixed-length data, stored empty)."""
+        for name, old in list(self.named_buffers()):
+            steps = None if lengths is None else lengths.get(name)
+            stored = torch.zeros(0, dtype=torch.int64) if steps is None else torch.as_tensor(steps)
+            self.register_buffer(name, stored.to(device=old.device, dtype=torch.int64))
+
+    def stored(self, name: str, n_bank: int) -> torch.Tensor | None:
+        """``name``'s valid steps ``[N]``, or ``None`` for fixed-length data; refused in one
+        line when they do not number ``n_bank`` (the bank was refilled without them)."""
+        steps = self.get_buffer(name)
+        if len(steps) == 0:
+            return None
+        if len(steps) != n_bank:
+            raise MlmmError(
+                f"{self.owner}: the bank holds {n_bank} samples but {len(steps)} lengths of "
+                f"{name!r}; fill it with {self.fill_with}, not bank.fill"
+            )
+        return steps
+
+    def lookup(self, n_bank: int, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The valid steps of bank ``rows`` (all rows by default) per variable-length modality;
+        empty for fixed-length data."""
+        found = {}
+        for name, _ in self.named_buffers():
+            steps = self.stored(name, n_bank)
+            if steps is not None:
+                found[name] = steps if rows is None else steps[rows]
+        return found
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+        """Weights saved before the bank kept lengths: empty buffers (the bank read as
+        fixed-length, as it was then). ``prefix``: these buffers' key prefix in ``state``."""
+        for name, _ in self.named_buffers():
+            state.setdefault(f"{prefix}{name}", torch.zeros(0, dtype=torch.int64))
+
+
 class SampleBank(ResizableBuffers):
     """Training samples as buffers: flattened rows per modality and their presence mask.
 

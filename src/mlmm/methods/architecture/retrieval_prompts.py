@@ -56,13 +56,12 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.errors import MlmmError
 from mlmm.methods.architecture.frozen_backbone_prompting import FrozenBackbonePrompting
 from mlmm.methods.base import MethodOutput, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import masked_mean, modality_dropout
 from mlmm.nn.graph import bank_self_matches
-from mlmm.nn.retrieval import ResizableBuffers, SampleBank, overlap_distances
+from mlmm.nn.retrieval import BankLengths, SampleBank, overlap_distances
 from mlmm.tune.space import Int
 from mlmm.utils import rng_for
 
@@ -103,7 +102,7 @@ class RetrievalPrompts(FrozenBackbonePrompting):
     bank : SampleBank
         The memory bank: standardised training samples and their presence (empty until
         :meth:`fit`); padded steps of variable-length sequences are zero.
-    bank_lengths : ResizableBuffers
+    bank_lengths : BankLengths
         One int64 buffer per ``sequence`` modality, ``bank_lengths.<name>`` of shape ``[N]``:
         the valid steps of each bank sample when the training data had variable lengths for
         it, empty (``[0]``: every step is real) otherwise. Saved in the artifact; an artifact
@@ -181,10 +180,7 @@ class RetrievalPrompts(FrozenBackbonePrompting):
         self.k, self.bank_size = k, bank_size
         del self.prompts  # static prompts of the parent: replaced by dynamic ones
         self.bank = SampleBank(self.specs)
-        self.bank_lengths = ResizableBuffers()
-        for spec in self.specs:
-            if spec.kind == "sequence":
-                self.bank_lengths.register_buffer(spec.name, torch.zeros(0, dtype=torch.int64))
+        self.bank_lengths = BankLengths(self.specs, "retrieval-prompts", "fill_bank")
         self.generators = nn.ModuleDict(
             {m: nn.Linear(embed_dim, embed_dim) for m in self.modalities}
         )
@@ -236,17 +232,12 @@ class RetrievalPrompts(FrozenBackbonePrompting):
         """
         batch = batch.zero_padding()
         self.bank.fill(batch.inputs, batch.present)
-        device = self.bank.present.device
-        for name, _ in self.bank_lengths.named_buffers():
-            steps = None if batch.lengths is None else batch.lengths.get(name)
-            stored = torch.zeros(0, dtype=torch.int64) if steps is None else steps
-            self.bank_lengths.register_buffer(name, stored.to(device=device, dtype=torch.int64))
+        self.bank_lengths.fill(batch.lengths)
 
     def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Artifacts saved before the bank kept lengths encoded neighbours without them; empty
         ``bank_lengths`` buffers do the same, so such a model predicts as it did."""
-        for name, _ in self.bank_lengths.named_buffers():
-            state.setdefault(f"{prefix}bank_lengths.{name}", torch.zeros(0, dtype=torch.int64))
+        self.bank_lengths.upgrade_state_dict(state, f"{prefix}bank_lengths.")
 
     # ------------------------------------------------------------------ retrieval
     def retrieve(
@@ -275,16 +266,7 @@ class RetrievalPrompts(FrozenBackbonePrompting):
         inputs = {
             s.name: self.bank.row(s.name)[flat].reshape(len(flat), *s.shape) for s in self.specs
         }
-        lengths = {}
-        for name, steps in self.bank_lengths.named_buffers():
-            if len(steps) == 0:  # fixed-length training data: every step is real
-                continue
-            if len(steps) != len(self.bank):
-                raise MlmmError(
-                    f"retrieval-prompts: the bank holds {len(self.bank)} samples but "
-                    f"{len(steps)} lengths of {name!r}; fill it with fill_bank, not bank.fill"
-                )
-            lengths[name] = steps[flat]  # [B * k']
+        lengths = self.bank_lengths.lookup(len(self.bank), flat)  # name -> [B * k']
         embeddings = self.embed(
             MultimodalBatch(inputs, present, self.modalities, None, lengths or None), present
         )  # name -> [B * k', D_m], zero where absent

@@ -42,12 +42,11 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.nn.graph import bank_self_matches, neighbour_attention
-from mlmm.nn.retrieval import ResizableBuffers, SampleBank, overlap_distances
+from mlmm.nn.retrieval import BankLengths, SampleBank, overlap_distances
 from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
@@ -98,7 +97,7 @@ class SampleGraph(MissingModalityModel):
     bank : SampleBank
         The standardised training samples (empty until :meth:`fit`); padded steps of
         variable-length sequences are zero.
-    bank_lengths : ResizableBuffers
+    bank_lengths : BankLengths
         One int64 buffer per ``sequence`` modality, ``bank_lengths.<name>`` of shape ``[N]``:
         the valid steps of each bank sample when the training data had variable lengths for
         it (the bank is then encoded skipping padding, as queries are), empty otherwise.
@@ -177,10 +176,7 @@ class SampleGraph(MissingModalityModel):
         )
         self.missing_token = nn.Parameter(torch.empty(len(names), embed_dim))
         self.bank = SampleBank(self.specs)
-        self.bank_lengths = ResizableBuffers()
-        for spec in self.specs:
-            if spec.kind == "sequence":
-                self.bank_lengths.register_buffer(spec.name, torch.zeros(0, dtype=torch.int64))
+        self.bank_lengths = BankLengths(self.specs, "sample-graph", "fill_bank")
         m = len(names)
         self.head = MLPHead(m * embed_dim + m, task.output_dim, hidden, depth, dropout)
         self.reset_parameters()
@@ -210,17 +206,12 @@ class SampleGraph(MissingModalityModel):
         """
         batch = batch.zero_padding()
         self.bank.fill(batch.inputs, batch.present)
-        device = self.bank.present.device
-        for name, _ in self.bank_lengths.named_buffers():
-            steps = None if batch.lengths is None else batch.lengths.get(name)
-            stored = torch.zeros(0, dtype=torch.int64) if steps is None else steps
-            self.bank_lengths.register_buffer(name, stored.to(device=device, dtype=torch.int64))
+        self.bank_lengths.fill(batch.lengths)
 
     def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Artifacts saved before the bank kept lengths encoded it without them; empty
         ``bank_lengths`` buffers do the same, so such a model predicts as it did."""
-        for name, _ in self.bank_lengths.named_buffers():
-            state.setdefault(f"{prefix}bank_lengths.{name}", torch.zeros(0, dtype=torch.int64))
+        self.bank_lengths.upgrade_state_dict(state, f"{prefix}bank_lengths.")
 
     # ------------------------------------------------------------------ graph
     def encode(
@@ -245,16 +236,7 @@ class SampleGraph(MissingModalityModel):
             inputs = {
                 s.name: self.bank.row(s.name).reshape(n, *s.shape) for s in self.specs
             }  # name -> [N, *shape]
-            lengths = {}
-            for name, steps in self.bank_lengths.named_buffers():
-                if len(steps) == 0:  # fixed-length training data: every step is real
-                    continue
-                if len(steps) != n:
-                    raise MlmmError(
-                        f"sample-graph: the bank holds {n} samples but {len(steps)} lengths of "
-                        f"{name!r}; fill it with fill_bank, not bank.fill"
-                    )
-                lengths[name] = steps
+            lengths = self.bank_lengths.lookup(n)  # name -> [N]; none: fixed-length data
             if lengths:
                 bank = MultimodalBatch(inputs, self.bank.present, self.modalities, None, lengths)
                 embeddings = self.encode(inputs, bank)  # [N, M, D]

@@ -30,12 +30,11 @@ import torch
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, check_choice, check_range
 from mlmm.methods.imputation.mean_impute import MeanImpute
 from mlmm.methods.registry import register_method
 from mlmm.nn import encode_padded, modality_dropout
-from mlmm.nn.retrieval import ResizableBuffers, SampleBank, knn_average, overlap_distances
+from mlmm.nn.retrieval import BankLengths, SampleBank, knn_average, overlap_distances
 from mlmm.tune.space import Categorical, Float, Int
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ class KnnImpute(MeanImpute):
     bank : SampleBank
         The standardised training samples (``bank.rows.<name>`` ``[N, D]``, ``bank.present``
         ``[N, M]``); empty until :meth:`fit_imputer` runs.
-    bank_lengths : ResizableBuffers
+    bank_lengths : BankLengths
         One int64 buffer per ``sequence`` modality, ``bank_lengths.<name>`` ``[N]``: the bank
         samples' valid steps when the training data had variable lengths for it, else empty.
         An absent variable-length sequence is then imputed step by step from the neighbours
@@ -160,10 +159,7 @@ class KnnImpute(MeanImpute):
         check_choice("weighting", weighting, ("distance", "uniform"))
         self.k, self.weighting = k, weighting
         self.bank = SampleBank(self.specs)
-        self.bank_lengths = ResizableBuffers()
-        for spec in self.specs:
-            if spec.kind == "sequence":
-                self.bank_lengths.register_buffer(spec.name, torch.zeros(0, dtype=torch.int64))
+        self.bank_lengths = BankLengths(self.specs, "knn-impute", "fit_imputer")
 
     @torch.no_grad()
     def fit_imputer(self, train: MultimodalDataset) -> None:
@@ -172,18 +168,17 @@ class KnnImpute(MeanImpute):
         super().fit_imputer(train)
         inputs = {name: torch.from_numpy(x) for name, x in train.inputs.items()}
         self.bank.fill(inputs, torch.from_numpy(train.observed))
-        device = self.bank.present.device
-        for name, _ in self.bank_lengths.named_buffers():
-            steps = None if train.lengths is None else train.lengths.get(name)
-            stored = torch.zeros(0, dtype=torch.int64) if steps is None else torch.from_numpy(steps)
-            self.bank_lengths.register_buffer(name, stored.to(device=device, dtype=torch.int64))
+        self.bank_lengths.fill(
+            None
+            if train.lengths is None
+            else {n: torch.from_numpy(v) for n, v in train.lengths.items()}
+        )
 
     def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Artifacts saved before the bank kept lengths averaged neighbours' padding in and
         encoded imputed sequences over all steps; empty ``bank_lengths`` buffers do the same,
         so such a model predicts as it did."""
-        for name, _ in self.bank_lengths.named_buffers():
-            state.setdefault(f"{prefix}bank_lengths.{name}", torch.zeros(0, dtype=torch.int64))
+        self.bank_lengths.upgrade_state_dict(state, f"{prefix}bank_lengths.")
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)
@@ -276,12 +271,7 @@ class KnnImpute(MeanImpute):
         neighbours and weights as the values' (the queries lack ``name``, so its rows enter no
         distance): a bank whose ``name`` rows are the valid-step masks."""
         spec = self.specs[self.modalities.index(name)]
-        steps = self.bank_lengths.get_buffer(name)  # [N]
-        if len(steps) != len(self.bank):
-            raise MlmmError(
-                f"knn-impute: the bank holds {len(self.bank)} samples but {len(steps)} lengths "
-                f"of {name!r}; fill it with fit_imputer, not bank.fill"
-            )
+        steps = self.bank_lengths.stored(name, len(self.bank))  # [N] (only stepped names come)
         valid = torch.arange(spec.shape[0], device=steps.device)[None, :] < steps[:, None]
         masks = SampleBank(self.specs).to(steps.device)
         masks.present = self.bank.present
