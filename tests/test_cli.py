@@ -897,3 +897,17 @@ def test_train_and_evaluate_a_multilabel_model(monkeypatch, capsys, tmp_path):
     flat = " ".join(out.split())
     assert "micro_f1" in flat and "samples_f1" in flat and "AUROC per label" in flat
     assert "label4" in flat  # the label names, not swallowed as console markup
+
+
+def test_a_table_shows_names_with_brackets_whole():
+    # auto's member names look like Rich markup ("lda-em[shrinkage=0.7,...]"): shown as text
+    import pandas as pd
+    from rich.console import Console
+
+    from mlmm.cli import _table
+
+    name = "lda-em[shrinkage=0.7,shrinkage_target=diagonal]"
+    console = Console(width=100, record=True)
+    console.print(_table(pd.DataFrame({"model": [name, "hemis"], "weight": [0.0, 1.0]})))
+    text = console.export_text()
+    assert name in text and "1.0000" in text

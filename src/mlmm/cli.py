@@ -50,12 +50,13 @@ def _parse_params(items: list[str] | None, option: str = "--param") -> dict[str,
 
 def _table(df, title: str | None = None, max_rows: int = 200):
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=False)
     for col in df.columns:
         table.add_column(str(col), justify="right" if df[col].dtype.kind in "fi" else "left")
-    for row in df.head(max_rows).itertuples(index=False):
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    for row in df.head(max_rows).itertuples(index=False):  # Text: "[...]" in a name is no markup
+        table.add_row(*[Text(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row])
     return table
 
 
