@@ -89,6 +89,35 @@ def contract_dataset(
     )
 
 
+def padded_sequence_dataset(garbage: bool = False) -> MultimodalDataset:
+    """40 samples of a vector ``a`` (3 features) and a variable-length sequence ``s`` (up to
+    8 steps of 2 channels, 1 to 8 valid; a quarter of the samples lack ``s``; row 1 is
+    padded), two classes shifting both. With ``garbage`` the padded steps of present rows hold
+    1e3 (written after construction, which zeroes them): for checking that padding is never
+    read."""
+    rng = np.random.default_rng(3)
+    n = 40
+    y = np.arange(n) % 2
+    s = rng.normal(size=(n, 8, 2)) + y[:, None, None]
+    observed = np.ones((n, 2), dtype=bool)
+    observed[::4, 1] = False
+    lengths = rng.integers(1, 9, size=n)
+    lengths[::4] = 0
+    lengths[1] = 3
+    data = MultimodalDataset(
+        [ModalitySpec("a", "vector", (3,)), ModalitySpec("s", "sequence", (8, 2))],
+        TaskSpec("classification", 2),
+        {"a": rng.normal(size=(n, 3)) + y[:, None], "s": s},
+        y,
+        observed=observed,
+        lengths={"s": lengths},
+    )
+    if garbage:
+        padded = np.arange(8)[None, :] >= lengths[:, None]  # [N, T]
+        data.inputs["s"][padded & observed[:, 1:]] = 1e3
+    return data
+
+
 def _train(
     name: str,
     epochs: int = 4,

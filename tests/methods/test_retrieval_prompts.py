@@ -12,7 +12,7 @@ from mlmm.data.split import train_val_test_split
 from mlmm.errors import MlmmError
 from mlmm.methods import create_method
 from mlmm.methods.architecture.retrieval_prompts import MAX_BANK_SIZE, bank_memory_bytes
-from mlmm.testing import contract_dataset
+from mlmm.testing import contract_dataset, padded_sequence_dataset
 from mlmm.train.trainer import Trainer
 
 SMALL = {"embed_dim": 16, "hidden": 32, "k": 3}
@@ -150,35 +150,7 @@ def test_beats_chance_on_every_subset_of_small_synthetic_data():
 
 
 # ---------------------------------------------------------------- variable-length sequences
-VARLEN_SPECS = [ModalitySpec("a", "vector", (3,)), ModalitySpec("s", "sequence", (8, 2))]
-
-
-def _varlen_data(garbage: bool = False):
-    """40 samples, ``s`` of 1 to 8 valid steps (a quarter without ``s``); with ``garbage``, the
-    padded steps hold large values (written after construction, which zeroes them)."""
-    from mlmm.data.dataset import MultimodalDataset
-
-    rng = np.random.default_rng(3)
-    n = 40
-    y = np.arange(n) % 2
-    s = rng.normal(size=(n, 8, 2)) + y[:, None, None]
-    observed = np.ones((n, 2), dtype=bool)
-    observed[::4, 1] = False
-    lengths = rng.integers(1, 9, size=n)
-    lengths[::4] = 0
-    lengths[1] = 3  # at least one present row is padded
-    data = MultimodalDataset(
-        VARLEN_SPECS,
-        TASK,
-        {"a": rng.normal(size=(n, 3)) + y[:, None], "s": s},
-        y,
-        observed=observed,
-        lengths={"s": lengths},
-    )
-    if garbage:
-        padded = np.arange(8)[None, :] >= lengths[:, None]  # [N, T]
-        data.inputs["s"][padded & observed[:, 1:]] = 1e3
-    return data
+_varlen_data = padded_sequence_dataset  # 40 samples, `s` of 1 to 8 valid steps
 
 
 def _varlen_trained(data):

@@ -7,7 +7,7 @@ import torch
 
 import mlmm
 from mlmm.errors import MlmmError
-from mlmm.testing import contract_dataset
+from mlmm.testing import contract_dataset, padded_sequence_dataset
 
 
 def _filled(**params):
@@ -105,35 +105,7 @@ def test_bad_hyperparameters_are_rejected(params):
         mlmm.create_method("sample-graph", data.specs, data.task, **params)
 
 
-VARLEN_SPECS = [
-    mlmm.ModalitySpec("a", "vector", (3,)),
-    mlmm.ModalitySpec("s", "sequence", (8, 2)),
-]
-
-
-def _varlen_data(garbage: bool = False):
-    """40 samples, ``s`` of 1 to 8 valid steps (a quarter without ``s``); with ``garbage``, the
-    padded steps hold large values (written after construction, which zeroes them)."""
-    rng = np.random.default_rng(3)
-    n = 40
-    y = np.arange(n) % 2
-    observed = np.ones((n, 2), dtype=bool)
-    observed[::4, 1] = False
-    lengths = rng.integers(1, 9, size=n)
-    lengths[::4] = 0
-    lengths[1] = 3  # at least one present row is padded
-    data = mlmm.MultimodalDataset(
-        VARLEN_SPECS,
-        mlmm.TaskSpec("classification", 2),
-        {"a": rng.normal(size=(n, 3)) + y[:, None], "s": rng.normal(size=(n, 8, 2)) + 1.0},
-        y,
-        observed=observed,
-        lengths={"s": lengths},
-    )
-    if garbage:
-        padded = np.arange(8)[None, :] >= lengths[:, None]  # [N, T]
-        data.inputs["s"][padded & observed[:, 1:]] = 1e3
-    return data
+_varlen_data = padded_sequence_dataset  # 40 samples, `s` of 1 to 8 valid steps
 
 
 def _varlen_trained(data):
@@ -178,7 +150,11 @@ def test_artifacts_saved_before_bank_lengths_load_and_encode_the_bank_as_they_di
     trained = _varlen_trained(_varlen_data())
     old = {k: v for k, v in trained.model.state_dict().items() if "bank_lengths" not in k}
     model = mlmm.create_method(
-        "sample-graph", VARLEN_SPECS, mlmm.TaskSpec("classification", 2), embed_dim=8, hidden=8
+        "sample-graph",
+        _varlen_data().specs,
+        mlmm.TaskSpec("classification", 2),
+        embed_dim=8,
+        hidden=8,
     )
     model.upgrade_state_dict(old)
     model.load_state_dict(old)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from mlmm.data.specs import ModalitySpec
 from mlmm.errors import MlmmError
+
+if TYPE_CHECKING:
+    from mlmm.data.batch import MultimodalBatch
 
 
 class ResizableBuffers(nn.Module):
@@ -329,3 +333,14 @@ def knn_average(
     found = total[:, 0] > 0
     average = (weights.unsqueeze(-1) * values[index]).sum(dim=1) / total.clamp_min(1e-12)  # [B, D]
     return torch.where(found.unsqueeze(1), average, 0.0), found
+
+
+def fill_bank(bank: SampleBank, lengths: BankLengths, batch: MultimodalBatch) -> None:
+    """Replace ``bank`` and ``lengths`` with the samples of ``batch``: their inputs (padded
+    steps of variable-length sequences stored as zeros, as queries are compared after
+    :meth:`~mlmm.data.batch.MultimodalBatch.zero_padding`), their presence, and the valid steps
+    of each variable-length modality. ``batch`` holds standardised samples; its target is not
+    used."""
+    batch = batch.zero_padding()
+    bank.fill(batch.inputs, batch.present)
+    lengths.fill(batch.lengths)

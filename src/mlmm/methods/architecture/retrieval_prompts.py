@@ -61,7 +61,7 @@ from mlmm.methods.base import MethodOutput, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import masked_mean, modality_dropout
 from mlmm.nn.graph import bank_self_matches
-from mlmm.nn.retrieval import BankLengths, SampleBank, overlap_distances
+from mlmm.nn.retrieval import BankLengths, SampleBank, fill_bank, overlap_distances
 from mlmm.tune.space import Int
 from mlmm.utils import rng_for
 
@@ -220,19 +220,9 @@ class RetrievalPrompts(FrozenBackbonePrompting):
 
     @torch.no_grad()
     def fill_bank(self, batch: MultimodalBatch) -> None:
-        """Replace the memory bank with the samples of ``batch``: their inputs (padded steps of
-        variable-length sequences stored as zeros, as :meth:`retrieve` reads queries), their
-        presence, and the valid steps of each variable-length modality (``bank_lengths``).
-
-        Parameters
-        ----------
-        batch : MultimodalBatch
-            Standardised samples (``[N, *shape]`` per modality) with their ``lengths`` when
-            the data has variable-length sequences; the target is not used.
-        """
-        batch = batch.zero_padding()
-        self.bank.fill(batch.inputs, batch.present)
-        self.bank_lengths.fill(batch.lengths)
+        """Replace the bank and its ``bank_lengths`` with the standardised samples of
+        ``batch``, padding stored as zeros (:func:`mlmm.nn.retrieval.fill_bank`)."""
+        fill_bank(self.bank, self.bank_lengths, batch)
 
     def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Artifacts saved before the bank kept lengths encoded neighbours without them; empty

@@ -46,7 +46,7 @@ from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, 
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
 from mlmm.nn.graph import bank_self_matches, neighbour_attention
-from mlmm.nn.retrieval import BankLengths, SampleBank, overlap_distances
+from mlmm.nn.retrieval import BankLengths, SampleBank, fill_bank, overlap_distances
 from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
@@ -194,19 +194,9 @@ class SampleGraph(MissingModalityModel):
 
     @torch.no_grad()
     def fill_bank(self, batch: MultimodalBatch) -> None:
-        """Replace the bank with the samples of ``batch``: their inputs (padded steps of
-        variable-length sequences stored as zeros), their presence, and the valid steps of
-        each variable-length modality (``bank_lengths``).
-
-        Parameters
-        ----------
-        batch : MultimodalBatch
-            Standardised samples (``[N, *shape]`` per modality) with their ``lengths`` when
-            the data has variable-length sequences; the target is not used.
-        """
-        batch = batch.zero_padding()
-        self.bank.fill(batch.inputs, batch.present)
-        self.bank_lengths.fill(batch.lengths)
+        """Replace the bank and its ``bank_lengths`` with the standardised samples of
+        ``batch``, padding stored as zeros (:func:`mlmm.nn.retrieval.fill_bank`)."""
+        fill_bank(self.bank, self.bank_lengths, batch)
 
     def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Artifacts saved before the bank kept lengths encoded it without them; empty

@@ -30,10 +30,10 @@ import torch
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
-from mlmm.methods.base import MethodOutput, check_choice, check_range
+from mlmm.methods.base import check_choice, check_range
 from mlmm.methods.imputation.mean_impute import MeanImpute
 from mlmm.methods.registry import register_method
-from mlmm.nn import encode_padded, modality_dropout
+from mlmm.nn import encode_padded
 from mlmm.nn.retrieval import BankLengths, SampleBank, knn_average, overlap_distances
 from mlmm.tune.space import Categorical, Float, Int
 
@@ -180,22 +180,16 @@ class KnnImpute(MeanImpute):
         so such a model predicts as it did."""
         self.bank_lengths.upgrade_state_dict(state, f"{prefix}bank_lengths.")
 
-    def forward(self, batch: MultimodalBatch) -> MethodOutput:
-        present = self.present_mask(batch)
-        if self.training and self.modality_dropout > 0:
-            present = modality_dropout(present, self.modality_dropout)
-        batch = batch.with_present(present)
+    def encode_filled(self, batch: MultimodalBatch) -> list[torch.Tensor]:
+        """As :meth:`MeanImpute.encode_filled`, but a sequence filled from neighbours is
+        encoded over the steps it took from them (:meth:`impute_with_lengths`)."""
         filled, lengths = self.impute_with_lengths(batch)
-        parts = [
+        return [
             encode_padded(self.encoders[name], filled[name], lengths.get(name))
             if name in self.encoders
             else filled[name].flatten(1)
             for name in self.modalities
         ]
-        if self.indicators:
-            parts.append(present.to(parts[0].dtype))  # [B, M]
-        fused = torch.cat(parts, dim=1)  # [B, sum of widths (+ M)]
-        return self.output(batch, self.head(fused), embedding=fused)
 
     @torch.no_grad()
     def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:

@@ -170,18 +170,24 @@ class MeanImpute(ZeroImpute):
         return filled
 
     # ------------------------------------------------------------------ model
-    def forward(self, batch: MultimodalBatch) -> MethodOutput:
-        present = self.present_mask(batch)
-        if self.training and self.modality_dropout > 0:
-            present = modality_dropout(present, self.modality_dropout)
-        batch = batch.with_present(present)
+    def encode_filled(self, batch: MultimodalBatch) -> list[torch.Tensor]:
+        """Each modality's part of the fused vector, absent rows imputed (:meth:`impute`):
+        encoded where the modality has an encoder (variable-length rows over their valid
+        steps, imputed rows over all), flattened otherwise."""
         filled = self.impute(batch)
-        parts = [
+        return [
             encode_modality(self.encoders[name], batch, name, filled[name])
             if name in self.encoders
             else filled[name].flatten(1)
             for name in self.modalities
         ]
+
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        present = self.present_mask(batch)
+        if self.training and self.modality_dropout > 0:
+            present = modality_dropout(present, self.modality_dropout)
+        batch = batch.with_present(present)
+        parts = self.encode_filled(batch)
         if self.indicators:
             parts.append(present.to(parts[0].dtype))  # [B, M]
         fused = torch.cat(parts, dim=1)  # [B, sum of widths (+ M)]
