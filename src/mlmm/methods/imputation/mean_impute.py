@@ -17,10 +17,11 @@ mean (the mean sequence or image) is not zero, and this method fills with it. Fo
 variable-length sequence (data with ``lengths``) the mean at each step is taken over the
 present samples that have that step, never over padding, and the imputed sequence is as long
 as the longest present training sequence (``knn-impute``'s rule with every present training
-sample as an equally weighted neighbour). With ``indicators=False`` and vector modalities only, ``mean-impute`` is ``zero-impute``; its
-default, ``indicators=True``, is what sets it apart. Its imputations are the reference of
-the imputation score (:func:`mlmm.eval.imputation_scores`): a normalised RMSE of about 1 by
-construction, which any imputer worth its cost should beat.
+sample as an equally weighted neighbour). With ``indicators=False`` and vector modalities
+only, ``mean-impute`` is ``zero-impute``; its default, ``indicators=True``, is what sets it
+apart. Its imputations are the reference of the imputation score
+(:func:`mlmm.eval.imputation_scores`): a normalised RMSE of about 1 by construction, which
+any imputer worth its cost should beat.
 """
 
 from __future__ import annotations
