@@ -200,9 +200,10 @@ class FlexMoE(MissingModalityModel):
         Experts per block; None: one per presence pattern (``2**M - 1``), and at least
         ``4 * M * top_k`` (:data:`EXPERTS_PER_SLOT` for each expert one sample may use: its
         ``M`` tokens, ``top_k`` each), more where the expert width would pass
-        :data:`MAX_EXPERT_WIDTH` (up to :data:`MAX_EXPERTS`). An explicit value is used as given; one sample's active
-        parameters are then at most a third only if ``n_experts > 3 * min(M * top_k,
-        n_experts)`` and the sized width is under the cap (check :meth:`active_parameters`).
+        :data:`MAX_EXPERT_WIDTH` (up to :data:`MAX_EXPERTS`, past which a third is not
+        kept). An explicit value is used as given; one sample's active parameters are then at
+        most a third only if ``n_experts > 3 * min(M * top_k, n_experts)`` and the sized width
+        is under the cap (check :meth:`active_parameters`).
     top_k : int, default 2
         Experts per token (at most the number of experts): an incomplete sample's tokens go to
         their combination's expert (the S-Router's top-1) and the router's best among the rest,
