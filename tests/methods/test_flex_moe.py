@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mlmm.data.batch import MultimodalBatch
+from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import list_datasets, load_dataset
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.data.split import train_val_test_split
@@ -15,6 +16,7 @@ from mlmm.methods import create_method
 from mlmm.methods.architecture.flex_moe import (
     ACTIVE_SHARE,
     MAX_EXPERT_WIDTH,
+    MAX_EXPERTS,
     MIN_COMPLETE,
     sample_experts,
     sparse_expert_width,
@@ -322,6 +324,76 @@ def test_tokens_wider_than_half_the_cap_build_at_twice_their_width():
     assert model.expert_width == 2 * 640 > MAX_EXPERT_WIDTH
     assert model.expert_count == 4 * 2 * 2  # the floor already reaches the third
     assert model.active_parameters() <= model.total_parameters() / 3
+
+
+#: (n_experts, expert_hidden) that None resolves to on every built-in dataset, at the defaults
+#: and at the search space's widest encoders: the sizes its benchmark figures were measured
+#: with, before MAX_EXPERTS existed. A sizing change that moves them changes those figures.
+BUILT_IN_SIZES = {
+    "avmnist": ((16, 192), (18, 1024)), "basicmotions": ((16, 216), (19, 1000)),
+    "brats": ((32, 200), (39, 976)), "food101": ((16, 584), (28, 1024)),
+    "handwritten": ((63, 128), (63, 624)), "iemocap": ((24, 808), (57, 1016)),
+    "mmimdb": ((16, 584), (28, 1024)), "mosei": ((24, 360), (36, 1016)),
+    "mosi": ((24, 320), (35, 976)), "synthetic": ((24, 200), (24, 704)),
+    "synthetic-interaction": ((24, 200), (24, 696)), "synthetic-multilabel": ((16, 216), (16, 664)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("dataset", sorted(BUILT_IN_SIZES))
+def test_the_caps_leave_every_built_in_datasets_sizes_as_they_were(dataset):
+    assert set(BUILT_IN_SIZES) == set(list_datasets())
+    if dataset in GENERATED:
+        data = load_dataset(dataset, **GENERATED[dataset])
+        specs, task = data.specs, data.task
+    else:
+        specs, task = FILE_DATASETS[dataset], TaskSpec("classification", 2)
+    default = create_method(NAME, specs, task)
+    widest = create_method(NAME, specs, task, embed_dim=32, hidden=512)
+    sizes = tuple((m.expert_count, m.expert_width) for m in (default, widest))
+    assert sizes == BUILT_IN_SIZES[dataset]
+
+
+def test_experts_stay_bounded_for_any_input_width():
+    # a 20,000-feature modality: 80,736-wide experts before the width cap; with encoders four
+    # times wider (hidden=512), keeping a third active would need about 200 capped experts
+    specs = [ModalitySpec("wide", "vector", (20_000,)), ModalitySpec("b", "vector", (8,))]
+    task = TaskSpec("classification", 3)
+    bound = MAX_EXPERTS * (MAX_EXPERT_WIDTH * (2 * 64 + 1) + 64)  # one block's experts, at most
+    model = create_method(NAME, specs, task)
+    assert (model.expert_count, model.expert_width) == (52, 1016)  # under both caps
+    assert model.total_parameters() < 10_000_000
+    wide = create_method(NAME, specs, task, hidden=512)
+    assert (wide.expert_count, wide.expert_width) == (MAX_EXPERTS, MAX_EXPERT_WIDTH)
+    assert wide.expert_count * wide.blocks[0].moe.expert_size() == bound  # 8,458,240
+    encoders = sum(p.numel() for p in wide.encoders.parameters())
+    assert wide.total_parameters() - encoders < bound + 100_000  # attention, bank, head
+    assert wide.active_parameters() > wide.total_parameters() / 3  # the documented price
+    more = create_method(NAME, specs, task, hidden=512, n_experts=MAX_EXPERTS + 8)
+    assert more.expert_count == MAX_EXPERTS + 8  # an explicit count is used as given
+
+
+def test_a_model_past_both_caps_records_its_sizes_and_reloads(tmp_path, monkeypatch):
+    from mlmm.methods.architecture import flex_moe
+    from mlmm.train.trained import TrainedModel
+
+    rng = np.random.default_rng(0)
+    specs = [ModalitySpec("wide", "vector", (20_000,)), ModalitySpec("b", "vector", (8,))]
+    targets = np.arange(40) % 3
+    inputs = {
+        "wide": rng.normal(size=(40, 20_000)),
+        "b": rng.normal(size=(40, 8)) + targets[:, None],
+    }
+    data = MultimodalDataset(specs, TaskSpec("classification", 3), inputs, targets)
+    model = create_method(NAME, specs, data.task, embed_dim=16, hidden=64)
+    resolved = {"n_experts": MAX_EXPERTS, "expert_hidden": MAX_EXPERT_WIDTH}
+    assert model.resolved_hyperparameters() == resolved
+    trained = Trainer(max_epochs=1, seed=0, progress=False).fit(model, data, None)
+    path = trained.save(tmp_path / "wide")
+    monkeypatch.setattr(flex_moe, "MAX_EXPERTS", 16)  # a later mlmm with a lower cap
+    assert create_method(NAME, specs, data.task, embed_dim=16, hidden=64).expert_count == 16
+    loaded = TrainedModel.load(path)
+    assert loaded.model.resolved_hyperparameters() == resolved
+    np.testing.assert_array_equal(loaded.predict_raw(data), trained.predict_raw(data))
 
 
 @pytest.mark.parametrize("top_k,n_layers,hidden", [(1, 1, 64), (2, 1, 256), (3, 2, 128)])

@@ -269,3 +269,29 @@ def test_artifacts_saved_before_bank_lengths_load_and_impute_as_they_did():
         with torch.no_grad():
             outputs.append(new(b).embedding[:, 1:])
     assert torch.allclose(outputs[0], outputs[1])
+
+
+def test_with_no_qualifying_sample_a_sequence_takes_the_mean_and_its_length():
+    # the samples that have s share no modality with the query: mean-impute's fill, its
+    # per-step mean over the samples that have each step and the longest one's length
+    s = np.array([[0.0] * 4, [1.0, 2.0, 0.0, 0.0], [3.0, 4.0, 5.0, 0.0]])[..., None]
+    observed = np.array([[True, False], [False, True], [False, True]])
+    data = MultimodalDataset(
+        VARLEN_SPECS,
+        TASK,
+        {"a": np.array([[0.0], [0.0], [0.0]]), "s": s},
+        np.array([0, 1, 0]),
+        observed,
+        lengths={"s": np.array([0, 2, 3])},
+    )
+    model = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2)
+    model.fit_imputer(data)
+    batch = mlmm.MultimodalBatch(
+        {"a": torch.tensor([[0.5]]), "s": torch.zeros(1, 4, 1)},
+        torch.tensor([[True, False]]),
+        ("a", "s"),
+        lengths={"s": torch.tensor([0])},
+    )
+    filled, lengths = model.eval().impute_with_lengths(batch)
+    assert filled["s"].flatten().tolist() == [2.0, 3.0, 5.0, 0.0]
+    assert lengths["s"].tolist() == [3]  # was: all 4 steps

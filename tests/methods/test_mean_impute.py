@@ -1,15 +1,20 @@
 """mean-impute: per-position training means fill absent rows; the indicators reach the head."""
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import mlmm
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods.imputation.zero_impute import ZeroImpute
-from mlmm.testing import contract_dataset
+from mlmm.testing import contract_dataset, padded_sequence_dataset
+from mlmm.train.checkpoint import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
 
 SPECS = [ModalitySpec("v", "vector", (2,)), ModalitySpec("s", "sequence", (2, 1))]
 TASK = TaskSpec("classification", 2)
@@ -108,3 +113,112 @@ def test_sequence_means_are_not_zero_after_per_channel_standardisation():
 def test_bad_hyperparameters_are_refused(bad):
     with pytest.raises(MlmmError, match=next(iter(bad))):
         mlmm.create_method("mean-impute", SPECS, TASK, **bad)
+
+
+VARLEN_SPECS = [ModalitySpec("v", "vector", (1,)), ModalitySpec("s", "sequence", (4, 1))]
+
+
+def varlen_dataset() -> MultimodalDataset:
+    """Treated as standardised: s has 2, 1 and 3 valid steps; the fourth sample lacks s and
+    the padding of present rows holds garbage (written after construction, which zeroes it)."""
+    s = np.array([[1.0, 2.0, 0, 0], [3.0, 0, 0, 0], [5.0, 6.0, 7.0, 0], [100.0] * 4])[..., None]
+    observed = np.array([[True, True], [True, True], [True, True], [True, False]])
+    data = MultimodalDataset(
+        VARLEN_SPECS,
+        TASK,
+        {"v": np.zeros((4, 1)), "s": s},
+        np.array([0, 1, 0, 1]),
+        observed,
+        lengths={"s": np.array([2, 1, 3, 0])},
+    )
+    data.inputs["s"][0, 2:] = data.inputs["s"][1, 1:] = data.inputs["s"][2, 3:] = -50.0
+    return data
+
+
+def test_a_variable_length_mean_is_over_the_samples_that_have_each_step():
+    # was: the padding of shorter present sequences was averaged in as zeros
+    model = mlmm.create_method("mean-impute", VARLEN_SPECS, TASK)
+    model.fit_imputer(varlen_dataset())
+    # step 0: (1+3+5)/3; step 1: (2+6)/2; step 2: 7 alone; step 3: no sequence reaches it
+    assert model.train_mean.s.flatten().tolist() == [3.0, 4.0, 7.0, 0.0]
+    assert model.train_length.s.tolist() == [3]  # the longest present training sequence
+
+
+def test_the_mean_of_padded_data_matches_a_per_step_loop():
+    data = padded_sequence_dataset(garbage=True)  # padding of present rows holds 1e3
+    model = mlmm.create_method("mean-impute", data.specs, data.task)
+    model.fit_imputer(data)
+    s, steps = data.inputs["s"], data.lengths["s"]
+    present = np.flatnonzero(data.observed[:, 1])
+    for t in range(s.shape[1]):
+        have = [i for i in present if steps[i] > t]
+        expected = np.mean([s[i, t] for i in have], axis=0) if have else np.zeros(2)
+        np.testing.assert_allclose(model.train_mean.s[t].numpy(), expected, rtol=1e-6)
+    assert model.train_length.s.tolist() == [int(steps[present].max())]
+
+
+def test_an_imputed_sequence_is_encoded_over_the_imputed_length():
+    model = mlmm.create_method("mean-impute", VARLEN_SPECS, TASK, hidden=8, embed_dim=4)
+    model.fit_imputer(varlen_dataset())
+    model.eval()
+    mean = model.train_mean.s.clone()
+    batch = mlmm.MultimodalBatch(
+        {"v": torch.zeros(3, 1), "s": torch.stack([torch.zeros(4, 1), mean, mean + 9.0])},
+        torch.tensor([[True, False], [True, True], [True, True]]),
+        ("v", "s"),
+        lengths={"s": torch.tensor([0, 3, 2])},
+    )
+    filled, lengths = model.impute_with_lengths(batch)
+    assert torch.equal(filled["s"][0], mean)
+    assert lengths["s"].tolist() == [3, 3, 2]  # absent: train_length; present: their own
+    with torch.no_grad():
+        embedding = model(batch).embedding[:, 1:5]  # [B, embed_dim]: the s part
+        # the imputed row is encoded as a recorded mean sequence of 3 steps, not over all 4
+        assert torch.equal(embedding[0], embedding[1])
+        over_all = model.encoders["s"](mean.unsqueeze(0))[0]
+    assert not torch.allclose(embedding[0], over_all)
+
+
+def test_fixed_length_sequences_keep_no_train_length():
+    model = fitted()
+    assert model.train_length.s.shape == (0,)  # every step is real
+    batch = batch_of([[0.0, 0.0]], [[[1.0], [2.0]]], [[True, False]])
+    assert model.impute_with_lengths(batch)[1] == {}  # encoded over all steps, as before
+
+
+def test_artifacts_saved_before_train_length_load_and_predict_as_they_did(tmp_path):
+    data = padded_sequence_dataset()
+    train, _ = mlmm.simulate(data, "mcar:0.3", seed=0)
+    trained = mlmm.Trainer(max_epochs=1, seed=0, progress=False).fit(
+        mlmm.create_method("mean-impute", data.specs, data.task, hidden=16, embed_dim=8),
+        train,
+        None,
+    )
+    path = trained.save(tmp_path / "artifact")
+    now = trained.predict_raw(train)
+    # the code of then: the mean over every step of the present rows, padding included, and
+    # imputed sequences encoded over all steps
+    standardised = trained.standardizer.transform(train)
+    rows = standardised.inputs["s"][standardised.observed[:, 1]]
+    old_mean = torch.from_numpy(rows.mean(axis=0, dtype="float64")).float()
+    assert not torch.allclose(old_mean, trained.model.train_mean.s)
+    trained.model.train_mean.s.copy_(old_mean)
+    trained.model.train_length.register_buffer("s", torch.zeros(0, dtype=torch.int64))
+    then = trained.predict_raw(train)
+    assert not np.allclose(then, now, atol=1e-6)  # the fix changes predictions
+
+    weights = load_file(path / WEIGHTS_FILE)
+    weights["train_mean.s"] = old_mean
+    del weights["train_length.s"]
+    save_file(weights, path / WEIGHTS_FILE)
+    digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    config = json.loads((path / CONFIG_FILE).read_text())
+    config["weights_sha256"] = digest
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    manifest["sha256"][WEIGHTS_FILE] = digest
+    manifest["sha256"][CONFIG_FILE] = hashlib.sha256((path / CONFIG_FILE).read_bytes()).hexdigest()
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    upgraded = mlmm.TrainedModel.load(path)
+    assert upgraded.model.train_length.s.shape == (0,)
+    np.testing.assert_array_equal(upgraded.predict_raw(train), then)

@@ -17,7 +17,8 @@ total (:func:`sparse_expert_width`), for every sample: a complete sample's ``M``
 routed one by one and may use ``min(M * top_k, n_experts)`` experts per block, which
 :meth:`FlexMoE.active_parameters` counts (:meth:`FlexMoE.sample_active_parameters` counts what
 each sample used). The width is capped at :data:`MAX_EXPERT_WIDTH`; where the cap binds, more
-experts keep the third.
+experts keep the third, up to :data:`MAX_EXPERTS` per block: past that (inputs so wide that the
+encoders outweigh that many capped experts) the experts stay bounded and the third is not kept.
 
 Routing follows the paper's two routers. The *generalised* router (G-Router) routes the tokens
 of complete samples freely to their top ``k`` experts, kept balanced by the load-balancing loss
@@ -82,9 +83,18 @@ EXPERTS_PER_SLOT = 4
 #: The widest expert ``expert_hidden=None`` gives (16 times the default token width; two times
 #: ``embed_dim``, its narrowest, where that is wider). Where a wider expert would be needed to
 #: reach :data:`ACTIVE_SHARE` (very wide inputs make the encoders large), ``n_experts=None``
-#: adds experts instead; an explicit ``n_experts`` keeps the capped width, and the share is
-#: then not guaranteed.
+#: adds experts instead, up to :data:`MAX_EXPERTS`; an explicit ``n_experts`` keeps the capped
+#: width, and the share is then not guaranteed.
 MAX_EXPERT_WIDTH = 1024
+
+#: The most experts per block ``n_experts=None`` reaches by adding experts under the width cap
+#: (one per presence pattern may be more: that count is never lowered). With both caps a
+#: block's experts hold at most ``MAX_EXPERTS * (MAX_EXPERT_WIDTH * (2 D + 1) + D)``
+#: parameters (8.5M at ``embed_dim=64``) whatever the input width; where this cap binds, one
+#: sample's active parameters pass :data:`ACTIVE_SHARE` (the encoders, which every sample
+#: uses, outweigh the experts). No built-in dataset reaches it over the search space (at most
+#: 57: ``iemocap`` with ``embed_dim=32``, ``hidden=512``, ``top_k=2``).
+MAX_EXPERTS = 64
 
 
 def sample_experts(n_modalities: int, top_k: int, n_experts: int) -> int:
@@ -190,9 +200,10 @@ class FlexMoE(MissingModalityModel):
         Experts per block; None: one per presence pattern (``2**M - 1``), and at least
         ``4 * M * top_k`` (:data:`EXPERTS_PER_SLOT` for each expert one sample may use: its
         ``M`` tokens, ``top_k`` each), more where the expert width would pass
-        :data:`MAX_EXPERT_WIDTH`. An explicit value is used as given; one sample's active
-        parameters are then at most a third only if ``n_experts > 3 * min(M * top_k,
-        n_experts)`` and the sized width is under the cap (check :meth:`active_parameters`).
+        :data:`MAX_EXPERT_WIDTH` (up to :data:`MAX_EXPERTS`, past which a third is not
+        kept). An explicit value is used as given; one sample's active parameters are then at
+        most a third only if ``n_experts > 3 * min(M * top_k, n_experts)`` and the sized width
+        is under the cap (check :meth:`active_parameters`).
     top_k : int, default 2
         Experts per token (at most the number of experts): an incomplete sample's tokens go to
         their combination's expert (the S-Router's top-1) and the router's best among the rest,
@@ -332,8 +343,9 @@ class FlexMoE(MissingModalityModel):
             # never below the 2 * embed_dim floor: with embed_dim > 512 no count of experts
             # narrows the width under MAX_EXPERT_WIDTH, and the loop would not end
             widest = max(MAX_EXPERT_WIDTH, 2 * embed_dim)
+            most = max(expert_count, MAX_EXPERTS)  # bounded experts for any input width
             expert_hidden = self._sized_width(expert_count)
-            while n_experts is None and expert_hidden > widest:
+            while n_experts is None and expert_hidden > widest and expert_count < most:
                 expert_count += 1  # more experts, each narrower, instead of wider ones
                 expert_hidden = self._sized_width(expert_count)
             expert_hidden = min(expert_hidden, widest)
@@ -355,8 +367,8 @@ class FlexMoE(MissingModalityModel):
     def resolved_hyperparameters(self) -> dict[str, int]:
         """``n_experts`` and ``expert_hidden`` given as None, with the count and width they
         resolved to (:attr:`expert_count`, :attr:`expert_width`): an artifact rebuilds from
-        them, so a later change of :data:`EXPERTS_PER_SLOT`, :data:`MAX_EXPERT_WIDTH` or
-        :func:`sparse_expert_width` does not change a saved model."""
+        them, so a later change of :data:`EXPERTS_PER_SLOT`, :data:`MAX_EXPERT_WIDTH`,
+        :data:`MAX_EXPERTS` or :func:`sparse_expert_width` does not change a saved model."""
         resolved = {}
         if self.n_experts is None:
             resolved["n_experts"] = self.expert_count

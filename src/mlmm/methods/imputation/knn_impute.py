@@ -33,7 +33,6 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import check_choice, check_range
 from mlmm.methods.imputation.mean_impute import MeanImpute
 from mlmm.methods.registry import register_method
-from mlmm.nn import encode_padded
 from mlmm.nn.retrieval import BankLengths, SampleBank, knn_average, overlap_distances
 from mlmm.tune.space import Categorical, Float, Int
 
@@ -96,8 +95,9 @@ class KnnImpute(MeanImpute):
         samples' valid steps when the training data had variable lengths for it, else empty.
         An absent variable-length sequence is then imputed step by step from the neighbours
         that have the step, with the longest neighbour's length (:meth:`impute_with_lengths`).
-    train_mean : nn.Module
-        Per-modality training means, the fallback fill.
+    train_mean, train_length
+        Per-modality training means and imputed sequence lengths, the fallback fill (as in
+        ``mean-impute``).
     encoders, head
         The classifier, as in ``mean-impute``.
 
@@ -177,19 +177,10 @@ class KnnImpute(MeanImpute):
     def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Artifacts saved before the bank kept lengths averaged neighbours' padding in and
         encoded imputed sequences over all steps; empty ``bank_lengths`` buffers do the same,
-        so such a model predicts as it did."""
+        so such a model predicts as it did (and empty ``train_length``, for the fallback
+        mean: :meth:`MeanImpute.upgrade_state_dict`)."""
+        super().upgrade_state_dict(state, prefix)
         self.bank_lengths.upgrade_state_dict(state, f"{prefix}bank_lengths.")
-
-    def encode_filled(self, batch: MultimodalBatch) -> list[torch.Tensor]:
-        """As :meth:`MeanImpute.encode_filled`, but a sequence filled from neighbours is
-        encoded over the steps it took from them (:meth:`impute_with_lengths`)."""
-        filled, lengths = self.impute_with_lengths(batch)
-        return [
-            encode_padded(self.encoders[name], filled[name], lengths.get(name))
-            if name in self.encoders
-            else filled[name].flatten(1)
-            for name in self.modalities
-        ]
 
     @torch.no_grad()
     def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
@@ -205,22 +196,20 @@ class KnnImpute(MeanImpute):
 
         Present rows keep their lengths; an absent row filled from neighbours takes, at each
         step, the weighted average over the neighbours that have that step, and the longest
-        neighbour's length; an absent row filled with the training mean is all steps (as is
-        every absent row when ``bank_lengths`` is empty: an artifact saved before it existed).
-        Sequence modalities with neither ``batch.lengths`` nor ``bank_lengths`` are left out.
+        neighbour's length; an absent row filled with the training mean takes its length
+        (:meth:`MeanImpute.impute_with_lengths`). Every absent row is all steps in an artifact
+        saved before these lengths were stored (empty buffers). Sequence modalities
+        with neither ``batch.lengths`` nor stored lengths are left out.
         """
         present = self.present_mask(batch)
-        filled = super().impute(batch)  # absent rows: the training mean, the fallback
-        lengths = {}
-        for name, steps in self.bank_lengths.named_buffers():
-            x = batch.inputs[name]  # [B, T, C]
-            given = None if batch.lengths is None else batch.lengths.get(name)
-            if given is None and len(steps) == 0:  # fixed-length data: every step is real
-                continue
-            full = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
-            keep = present[:, self.modalities.index(name)]  # [B]
-            lengths[name] = full if given is None else torch.where(keep, given.to(full), full)
+        # absent rows: the training mean and its length, the fallback
+        filled, lengths = super().impute_with_lengths(batch)
         stepped = {name for name, steps in self.bank_lengths.named_buffers() if len(steps) > 0}
+        for name in stepped - set(lengths):  # no batch lengths, no train_length (saved before)
+            x = batch.inputs[name]  # [B, T, C]
+            lengths[name] = torch.full(
+                (x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device
+            )
         missing = ~present  # [B, M]
         if len(self.bank) == 0 or not missing.any():
             return filled, lengths

@@ -13,17 +13,22 @@ What "mean" means here, honestly: the trainer standardises every input on the pr
 entries of the training split, so in the model's input space the training mean of each
 vector feature is 0 (up to float rounding) and filling it with the mean *is* zero filling.
 For sequences and images the standardiser works per channel, so the per-position training
-mean (the mean sequence or image) is not zero, and this method fills with it. With
-``indicators=False`` and vector modalities only, ``mean-impute`` is ``zero-impute``; its
-default, ``indicators=True``, is what sets it apart. Its imputations are the reference of
-the imputation score (:func:`mlmm.eval.imputation_scores`): a normalised RMSE of about 1 by
-construction, which any imputer worth its cost should beat.
+mean (the mean sequence or image) is not zero, and this method fills with it. For a
+variable-length sequence (data with ``lengths``) the mean at each step is taken over the
+present samples that have that step, never over padding, and the imputed sequence is as long
+as the longest present training sequence (``knn-impute``'s rule with every present training
+sample as an equally weighted neighbour). With ``indicators=False`` and vector modalities
+only, ``mean-impute`` is ``zero-impute``; its default, ``indicators=True``, is what sets it
+apart. Its imputations are the reference of the imputation score
+(:func:`mlmm.eval.imputation_scores`): a normalised RMSE of about 1 by construction, which
+any imputer worth its cost should beat.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,7 +38,8 @@ from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput
 from mlmm.methods.imputation.zero_impute import ZeroImpute
 from mlmm.methods.registry import register_method
-from mlmm.nn import MLPHead, encode_modality, modality_dropout
+from mlmm.nn import MLPHead, encode_padded, modality_dropout
+from mlmm.nn.retrieval import BankLengths
 from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
@@ -52,7 +58,11 @@ class MeanImpute(ZeroImpute):
 
     Before the classifier trains, :meth:`fit_imputer` stores the mean of every input position
     over the training samples where its modality is present (0 for vector features, which
-    the trainer standardises). :meth:`impute` fills absent rows with it; the classifier
+    the trainer standardises). For a variable-length sequence the mean of a step is over the
+    present samples that have the step (their padding is not data), a step no training
+    sequence reaches is 0, and the imputed sequence's length is the longest present training
+    sequence's (``train_length``): it is encoded over those steps, as a recorded sequence is
+    over its own. :meth:`impute` fills absent rows with the mean; the classifier
     (``zero-impute``'s: vectors as they are, sequences and images through their kind's
     encoder, an MLP head) reads the filled modalities and, with ``indicators=True``, the
     ``[B, M]`` presence mask as M extra 0/1 inputs.
@@ -79,6 +89,11 @@ class MeanImpute(ZeroImpute):
     train_mean : nn.Module
         One buffer per modality, ``train_mean.<name>`` of the modality's shape: the training
         mean in standardised units (zeros until :meth:`fit_imputer` runs).
+    train_length : BankLengths
+        One int64 buffer per ``sequence`` modality, ``train_length.<name>``: ``[1]``, the
+        imputed sequence's valid steps (the longest present training sequence's), when the
+        training data had variable lengths for it; empty (every step, as for fixed-length
+        data) otherwise.
     encoders : nn.ModuleDict
         Encoders of the sequence and image modalities.
     head : MLPHead
@@ -139,18 +154,38 @@ class MeanImpute(ZeroImpute):
         self.train_mean = nn.Module()
         for s in self.specs:
             self.train_mean.register_buffer(s.name, torch.zeros(s.shape))
+        self.train_length = BankLengths(self.specs, self.method_name, "fit_imputer")
 
     # ------------------------------------------------------------------ imputer
     @torch.no_grad()
     def fit_imputer(self, train: MultimodalDataset) -> None:
-        """Learn what fills absent rows from standardised training data (here: the means)."""
+        """Learn what fills absent rows from standardised training data (here: the means, and
+        the imputed length of each variable-length sequence)."""
+        imputed_lengths = {}
         for j, name in enumerate(self.modalities):
-            rows = train.inputs[name][train.observed[:, j]]  # [N_present, *shape]
+            present = train.observed[:, j]  # [N]
+            rows = train.inputs[name][present]  # [N_present, *shape]
             if len(rows) == 0:  # the trainer refuses such data; keep the standardised mean 0
                 continue
-            mean = torch.from_numpy(rows.mean(axis=0, dtype="float64"))
+            steps = None if train.lengths is None else train.lengths.get(name)
+            if steps is None:
+                mean = rows.mean(axis=0, dtype="float64")
+            else:  # per step, over the present samples that have the step
+                steps = steps[present]  # [N_present]
+                valid = np.arange(rows.shape[1])[None, :] < steps[:, None]  # [N_present, T]
+                total = np.where(valid[..., None], rows, 0.0).sum(axis=0, dtype="float64")
+                held = valid.sum(axis=0)[:, None]  # [T, 1]
+                mean = np.divide(total, held, out=np.zeros_like(total), where=held > 0)  # [T, C]
+                imputed_lengths[name] = torch.tensor([int(steps.max())])
             buffer = self.train_mean.get_buffer(name)
-            buffer.copy_(mean.to(device=buffer.device, dtype=buffer.dtype))
+            buffer.copy_(torch.from_numpy(mean).to(device=buffer.device, dtype=buffer.dtype))
+        self.train_length.fill(imputed_lengths)
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Artifacts saved before ``train_length`` averaged present sequences' padding into
+        the mean and encoded imputed sequences over all steps; empty ``train_length`` buffers
+        do the same with the mean they stored, so such a model predicts as it did."""
+        self.train_length.upgrade_state_dict(state, f"{prefix}train_length.")
 
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
@@ -161,22 +196,47 @@ class MeanImpute(ZeroImpute):
 
     def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
         """Every modality with absent rows set to the training mean; present rows unchanged."""
+        return self.impute_with_lengths(batch)[0]
+
+    def impute_with_lengths(
+        self, batch: MultimodalBatch
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:meth:`impute`, and the valid steps ``[B]`` of each variable-length sequence.
+
+        Present rows keep their lengths (all steps without ``batch.lengths``); absent rows
+        take ``train_length``, or all steps when it is empty (fixed-length training data, or
+        an artifact saved before it existed). Sequence modalities with neither
+        ``batch.lengths`` nor ``train_length`` are left out (every step is real).
+        """
         present = self.present_mask(batch)
         filled = {}
         for j, name in enumerate(self.modalities):
             x = batch.inputs[name]  # [B, *shape]
             keep = present[:, j].reshape(-1, *([1] * (x.dim() - 1)))
             filled[name] = torch.where(keep, x, self.train_mean.get_buffer(name).to(x.dtype))
-        return filled
+        lengths = {}
+        for name, _ in self.train_length.named_buffers():
+            given = None if batch.lengths is None else batch.lengths.get(name)
+            stored = self.train_length.stored(name, 1)  # [1], or None: every step
+            if given is None and stored is None:  # fixed-length data: every step is real
+                continue
+            x = batch.inputs[name]  # [B, T, C]
+            full = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
+            recorded = full if given is None else given.to(full)
+            imputed = full if stored is None else stored.to(full).expand_as(full)
+            keep = present[:, self.modalities.index(name)]  # [B]
+            lengths[name] = torch.where(keep, recorded, imputed)  # [B]
+        return filled, lengths
 
     # ------------------------------------------------------------------ model
     def encode_filled(self, batch: MultimodalBatch) -> list[torch.Tensor]:
-        """Each modality's part of the fused vector, absent rows imputed (:meth:`impute`):
-        encoded where the modality has an encoder (variable-length rows over their valid
-        steps, imputed rows over all), flattened otherwise."""
-        filled = self.impute(batch)
+        """Each modality's part of the fused vector, absent rows imputed
+        (:meth:`impute_with_lengths`): encoded where the modality has an encoder (a
+        variable-length sequence over its valid steps, recorded or imputed), flattened
+        otherwise."""
+        filled, lengths = self.impute_with_lengths(batch)
         return [
-            encode_modality(self.encoders[name], batch, name, filled[name])
+            encode_padded(self.encoders[name], filled[name], lengths.get(name))
             if name in self.encoders
             else filled[name].flatten(1)
             for name in self.modalities
