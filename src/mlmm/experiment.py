@@ -43,10 +43,12 @@ class ExperimentResult:
         Row indices of the train/val/test parts in the loaded dataset.
     reference : pandas.DataFrame or None
         The same table for the Bayes-optimal classifier, on datasets that expose one
-        (``synthetic``), scored under exactly the same test masks. Under an MNAR test
+        (``synthetic``, ``synthetic-interaction``, ``synthetic-multilabel``), scored under
+        exactly the same test masks. Under an MNAR test
         condition it is ``p(y | x_obs, R)`` by Monte Carlo (the presence pattern is evidence
         there), with the Monte Carlo standard error of its accuracy in an extra row (metric
-        ``accuracy_mc_se``).
+        ``accuracy_mc_se``); a generator without that posterior (``synthetic-interaction``,
+        ``synthetic-multilabel``) gets no reference rows for an MNAR condition.
     latency_ms_per_sample : float
         Wall time of one prediction pass over the full-modality test part, per sample.
     failed_conditions : dict of str to str
@@ -66,6 +68,10 @@ class ExperimentResult:
 class BayesOracle:
     """Adapter giving a dataset's exact Bayes posterior the ``predict_raw`` interface.
 
+    Class probabilities ``[N, K]`` for a classification task; for a multi-label task, each
+    label's posterior ``p(y_l = 1 | x_obs)`` (``[N, L]``,
+    :meth:`~mlmm.data.datasets.synthetic_multilabel.MultilabelGenerator.label_posterior`).
+
     With ``mnar_law`` (an :class:`~mlmm.data.missingness.mnar.MNARLaw` fitted on the complete
     test data), the posterior also conditions on the presence pattern, by Monte Carlo
     (:meth:`~mlmm.data.datasets.synthetic.SyntheticGenerator.log_posterior_mnar`).
@@ -75,6 +81,8 @@ class BayesOracle:
         self.generator, self.task, self.mnar_law = generator, task, mnar_law
 
     def predict_raw(self, dataset: MultimodalDataset, on_empty: str = "error") -> np.ndarray:
+        if self.task.is_multilabel:  # each label's exact marginal posterior, [N, L]
+            return self.generator.label_posterior(dataset.inputs, dataset.observed)
         if self.mnar_law is None:
             logp = self.generator.log_posterior(dataset.inputs, dataset.observed)
         else:
@@ -241,7 +249,8 @@ def run_experiment(
     }
     reference = None
     generator = data.meta.get("generator")
-    if generator is not None and data.task.is_classification:
+    exact = getattr(generator, "exact_posterior", True)  # multilabel: at most 16 labels
+    if generator is not None and exact and (data.task.is_classification or data.task.is_multilabel):
         reference = _bayes_reference(generator, data.task, split.test, tests, seed, subsets)
         reference = reference.assign(**{**ids, "method": "bayes-optimal"})
     return ExperimentResult(
@@ -282,9 +291,9 @@ def _bayes_reference(
         ):
             continue
         if not hasattr(generator, "log_posterior_mnar"):
-            # no MNAR posterior for this generator (synthetic-interaction): the ignorable one
-            # is not Bayes-optimal there, so the condition gets no reference rather than a
-            # wrong one
+            # no MNAR posterior for this generator (synthetic-interaction, synthetic-multilabel):
+            # the ignorable one is not Bayes-optimal there, so the condition gets no reference
+            # rather than a wrong one
             parts[0] = parts[0][parts[0].condition != name]
             continue
         law = model.fit_law(test)
