@@ -71,9 +71,9 @@ def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
     seed): every run of a grid cell carries the same rows, scored under the same masks.
 
     Bayes rows of an MNAR test condition are kept only when they come with their Monte Carlo
-    error (metric ``accuracy_mc_se``): older stores scored MNAR with the ignorable posterior,
-    which is not Bayes-optimal there (the presence pattern carries class information), so
-    no gap to Bayes is shown from them."""
+    error (metric ``accuracy_mc_se``, or ``macro_auroc_mc_se`` for multi-label): older
+    stores scored MNAR with the ignorable posterior, which is not Bayes-optimal there (the
+    presence pattern carries class information), so no gap to Bayes is shown from them."""
     ref = results.method == "bayes-optimal"
     key = ["dataset", "train_condition", "seed", "scope", "condition", "subset", "metric"]
     reference = results[ref]
@@ -81,7 +81,8 @@ def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
     mnar = (reference.condition.astype(str).str.split(":").str[0] == "mnar") & (
         reference.scope != "subset"
     )
-    checked = reference[reference.metric == "accuracy_mc_se"][cell].drop_duplicates()
+    errors = reference.metric.isin(("accuracy_mc_se", "macro_auroc_mc_se"))
+    checked = reference[errors][cell].drop_duplicates()
     trusted = reference[cell].merge(checked.assign(_mc=True), on=cell, how="left")._mc.notna()
     reference = reference[~mnar.to_numpy() | trusted.to_numpy()]
     return pd.concat([results[~ref], reference.drop_duplicates(key)], ignore_index=True)

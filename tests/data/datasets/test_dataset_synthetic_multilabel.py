@@ -133,3 +133,45 @@ def test_too_many_labels_have_no_exact_posterior():
     x, _ = gen.sample(3, np.random.default_rng(0))
     with pytest.raises(MlmmError, match="at most 16 labels, got 17; use fewer labels"):
         gen.label_posterior(x, np.ones((3, 1), dtype=bool))
+
+
+def test_the_mnar_posterior_is_synthetics_summed_over_label_vectors():
+    from mlmm.data.datasets import SyntheticGenerator
+    from mlmm.data.missingness import parse_missingness, simulate
+
+    # equal rates: a uniform prior over the label vectors, as synthetic's over its classes
+    base = MultilabelGenerator.create(n_modalities=2, dim=3, n_labels=2, seed=2)
+    gen = MultilabelGenerator(base.modality_names, base.signals, base.offsets, [0.5, 0.5])
+    ds = load_dataset("synthetic-multilabel", n_samples=300, dim=3, n_labels=2, seed=2)
+    ds.meta["generator"] = gen
+    model = parse_missingness("mnar:0.4")
+    law = model.fit_law(ds)
+    masked, _ = simulate(ds, model, seed=0)
+    vectors = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=float)  # bit l = label l
+    means = {name: gen.offsets[name] + vectors @ gen.signals[name] for name in ("m0", "m1")}
+    classes = SyntheticGenerator(("m0", "m1"), means)
+    joint = np.exp(classes.log_posterior_mnar(masked.inputs, masked.observed, law, n_mc=500))
+    got = gen.label_posterior_mnar(masked.inputs, masked.observed, law, n_mc=500)
+    np.testing.assert_allclose(got, joint @ vectors, atol=1e-10)
+    ignorable = gen.label_posterior(masked.inputs, masked.observed)
+    assert np.abs(got - ignorable).max() > 0.01  # the presence pattern is evidence
+
+
+def test_the_mnar_posterior_is_calibrated_within_each_presence_pattern():
+    from mlmm.data.missingness import parse_missingness, simulate
+
+    ds = load_dataset("synthetic-multilabel", n_samples=8000, dim=4, n_labels=3, seed=0)
+    model = parse_missingness("mnar:0.4")
+    masked, _ = simulate(ds, model, seed=0)
+    gen, y = ds.meta["generator"], masked.targets
+    mnar = gen.label_posterior_mnar(masked.inputs, masked.observed, model.fit_law(ds), n_mc=5000)
+    ignorable = gen.label_posterior(masked.inputs, masked.observed)
+    worst_ignorable = 0.0
+    for pattern in np.unique(masked.observed, axis=0):
+        rows = (masked.observed == pattern).all(axis=1)
+        residual = y[rows] - mnar[rows]  # [n, L]: mean 0 where the posterior is right
+        se = residual.std(axis=0, ddof=1) / np.sqrt(rows.sum())
+        assert (np.abs(residual.mean(axis=0)) < 4 * se).all(), (pattern, residual.mean(0) / se)
+        bias = (y[rows] - ignorable[rows]).mean(axis=0) / se
+        worst_ignorable = max(worst_ignorable, float(np.abs(bias).max()))
+    assert worst_ignorable > 6  # the ignorable posterior is visibly off under MNAR

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,13 +28,25 @@ from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 
-__all__ = ["MAX_EXACT_LABELS", "MultilabelGenerator", "load_synthetic_multilabel"]
+if TYPE_CHECKING:
+    from mlmm.data.missingness.mnar import MNARLaw
+
+__all__ = [
+    "MAX_EXACT_LABELS",
+    "MAX_MNAR_LABELS",
+    "MultilabelGenerator",
+    "load_synthetic_multilabel",
+    "mnar_bayes_auroc",
+]
 
 #: The most values one request may generate (samples × features).
 MAX_VALUES = 10**8
 #: The most labels whose exact posterior is computed (a sum over ``2^L`` label vectors);
 #: with more, the dataset has no Bayes-optimal reference.
 MAX_EXACT_LABELS = 16
+#: The most labels whose MNAR posterior is computed: its Monte Carlo term is held for every
+#: row, label vector and draw at once (256 rows × 2^L × n_mc values per chunk).
+MAX_MNAR_LABELS = 8
 _WEAK = 1 / 3
 # rows × label vectors held at once while scoring the joint posterior
 _CHUNK_VALUES = 2**22
@@ -176,6 +189,12 @@ class MultilabelGenerator:
         """Whether the exact posterior is available (at most :data:`MAX_EXACT_LABELS` labels)."""
         return self.n_labels <= MAX_EXACT_LABELS
 
+    @property
+    def mnar_posterior(self) -> bool:
+        """Whether :meth:`label_posterior_mnar` is available (at most
+        :data:`MAX_MNAR_LABELS` labels)."""
+        return self.n_labels <= MAX_MNAR_LABELS
+
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Draw ``n`` samples with every modality observed.
@@ -264,6 +283,64 @@ class MultilabelGenerator:
             out[rows] = joint @ self._vectors  # [n, L]
         return np.clip(out, 0.0, 1.0)
 
+    def label_posterior_mnar(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        present: np.ndarray,
+        law: MNARLaw,
+        n_mc: int = 2000,
+        seed: int = 0,
+        batches: int = 1,
+    ) -> np.ndarray:
+        """``p(y_l = 1 | x_obs, R)`` when ``present`` was drawn by an MNAR law.
+
+        Under MNAR the presence pattern ``R`` carries label information, so the ignorable
+        posterior (:meth:`label_posterior`) is not Bayes-optimal. As for ``synthetic``
+        (:meth:`~mlmm.data.datasets.synthetic.SyntheticGenerator.log_posterior_mnar`), the
+        joint posterior of each label vector ``y`` is multiplied by ``E[P(R | x_o, x_m)]``
+        over the absent modalities drawn given ``y`` (a Monte Carlo average of ``n_mc`` draws,
+        :func:`~mlmm.data.datasets.synthetic.mnar_log_factors`), then summed into each
+        label's marginal. For at most :data:`MAX_MNAR_LABELS` labels.
+
+        Parameters
+        ----------
+        inputs, present
+            As in :meth:`label_posterior`.
+        law : MNARLaw
+            ``MNAR.fit_law(test_data)`` on the complete data the mask was drawn on.
+        n_mc : int
+            Monte Carlo draws per label vector (split evenly over ``batches``).
+        seed : int
+            Seed of the draws (the same draws for every row).
+        batches : int
+            With ``batches > 1``, one posterior per batch of draws is returned as well, to
+            estimate the Monte Carlo error (:func:`mnar_bayes_auroc`).
+
+        Returns
+        -------
+        ndarray, shape (N, n_labels), or (batches + 1, N, n_labels) when ``batches > 1``
+            Probabilities (the first entry uses all draws).
+        """
+        from mlmm.data.datasets.synthetic import mnar_log_factors
+
+        if not self.mnar_posterior:
+            raise MlmmError(
+                f"the MNAR posterior is computed for at most {MAX_MNAR_LABELS} labels, got "
+                f"{self.n_labels}; use fewer labels"
+            )
+        base = self.log_joint_posterior(inputs, present)  # [N, C]
+        means = {name: self.offsets[name] + self._vectors @ s for name, s in self.signals.items()}
+        factors = mnar_log_factors(
+            self.modality_names, means, 1.0, inputs, present, law,
+            n_mc=n_mc, seed=seed, batches=batches,
+        )  # fmt: skip
+        scores = base[None] + factors  # [B+1, N, C]
+        top = scores.max(axis=-1, keepdims=True)
+        joint = np.exp(scores - top)
+        joint /= joint.sum(axis=-1, keepdims=True)
+        out = np.clip(joint @ self._vectors, 0.0, 1.0)  # [B+1, N, L]
+        return out[0] if batches == 1 else out
+
     def predict(self, inputs: Mapping[str, np.ndarray], present: np.ndarray) -> np.ndarray:
         """Each label on where its posterior is at least 1/2, shape (N, n_labels), 0/1.
 
@@ -271,6 +348,36 @@ class MultilabelGenerator:
         for F1 nor subset accuracy.
         """
         return (self.label_posterior(inputs, present) >= 0.5).astype(np.int64)
+
+
+def mnar_bayes_auroc(
+    dataset: MultimodalDataset, law: MNARLaw, n_mc: int = 2000, seed: int = 0, batches: int = 10
+) -> tuple[float, float]:
+    """Macro AUROC of the MNAR Bayes posterior on ``dataset``, with its Monte Carlo error.
+
+    The posterior is :meth:`MultilabelGenerator.label_posterior_mnar`, scored on
+    ``dataset`` under its own ``observed`` mask, which ``law`` drew. The standard error is
+    the batch-means estimate, as in :func:`~mlmm.data.datasets.synthetic.mnar_bayes_accuracy`.
+
+    Returns
+    -------
+    macro_auroc, standard_error : float
+    """
+    from mlmm.eval.metrics import multilabel_metrics
+
+    generator = dataset.meta.get("generator") if isinstance(dataset.meta, dict) else None
+    if not isinstance(generator, MultilabelGenerator):
+        raise MlmmError(
+            f"dataset {dataset.name!r} has no MultilabelGenerator in meta['generator']; the "
+            "Bayes posterior is only known for data from load_dataset('synthetic-multilabel')"
+        )
+    if batches < 2:
+        raise MlmmError(f"batches must be at least 2 to estimate the error, got {batches}")
+    proba = generator.label_posterior_mnar(
+        dataset.inputs, dataset.observed, law, n_mc=n_mc, seed=seed, batches=batches
+    )  # [B+1, N, L]
+    scores = [multilabel_metrics(p, dataset.targets)["macro_auroc"] for p in proba]
+    return float(scores[0]), float(np.std(scores[1:], ddof=1) / np.sqrt(batches))
 
 
 @register_dataset(
