@@ -160,3 +160,11 @@ def test_synthetic_multilabel_gets_its_exact_reference_and_a_monte_carlo_one_und
     method = table.set_index(["condition", "metric"]).value
     for condition in ("mcar:0.5", "mnar:0.5"):
         assert method[(condition, "macro_auroc")] < overall[(condition, "macro_auroc")] + 0.01
+
+
+def test_synthetic_multilabel_with_too_many_labels_has_no_reference():
+    res = mlmm.run_experiment(
+        "synthetic-multilabel", "zero-impute", dataset_params={"n_samples": 200, "n_labels": 17},
+        trainer={"max_epochs": 1, "progress": False}, subsets=False,
+    )  # fmt: skip
+    assert res.reference is None and (res.table.metric == "micro_f1").any()
