@@ -137,3 +137,34 @@ def test_the_official_split_is_used_when_asked():
                             split="official", trainer=TINY)  # fmt: skip
     with pytest.raises(MlmmError, match="split must be 'random' or 'official'"):
         mlmm.run_experiment(data, "zero-impute", split="paper", trainer=TINY)
+
+
+def test_synthetic_multilabel_gets_its_exact_reference_and_a_monte_carlo_one_under_mnar():
+    res = mlmm.run_experiment(
+        "synthetic-multilabel", "late-fusion",
+        dataset_params={"n_samples": 1500, "n_modalities": 3},  # 3: mcar:0.5 keeps one each
+        missing="mcar:0.5", test_missing=["mcar:0.5", "mnar:0.5"], trainer=TINY, subsets=False,
+    )  # fmt: skip
+    ref = res.reference
+    assert set(ref.method) == {"bayes-optimal"} and set(ref.condition) == {"mcar:0.5", "mnar:0.5"}
+    overall = ref[ref.scope == "overall"].set_index(["condition", "metric"]).value
+    assert {"micro_f1", "macro_auroc", "auroc[label0]"} <= set(overall["mcar:0.5"].index)
+    assert ("mcar:0.5", "macro_auroc_mc_se") not in overall.index  # ignorable: exact
+    assert 0 < overall[("mnar:0.5", "macro_auroc_mc_se")] < 0.005
+    table = res.table[res.table.scope == "overall"]
+    pd.testing.assert_series_equal(  # the same masks as the method's
+        table.groupby("condition").slot_rate.first(),
+        ref[ref.scope == "overall"].groupby("condition").slot_rate.first(),
+    )
+    # each label's posterior ranks optimally: the trained model's AUROC is not higher
+    method = table.set_index(["condition", "metric"]).value
+    for condition in ("mcar:0.5", "mnar:0.5"):
+        assert method[(condition, "macro_auroc")] < overall[(condition, "macro_auroc")] + 0.01
+
+
+def test_synthetic_multilabel_with_too_many_labels_has_no_reference():
+    res = mlmm.run_experiment(
+        "synthetic-multilabel", "zero-impute", dataset_params={"n_samples": 200, "n_labels": 17},
+        trainer={"max_epochs": 1, "progress": False}, subsets=False,
+    )  # fmt: skip
+    assert res.reference is None and (res.table.metric == "micro_f1").any()

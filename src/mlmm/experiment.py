@@ -43,10 +43,13 @@ class ExperimentResult:
         Row indices of the train/val/test parts in the loaded dataset.
     reference : pandas.DataFrame or None
         The same table for the Bayes-optimal classifier, on datasets that expose one
-        (``synthetic``), scored under exactly the same test masks. Under an MNAR test
+        (``synthetic``, ``synthetic-interaction``, ``synthetic-multilabel``), scored under
+        exactly the same test masks. Under an MNAR test
         condition it is ``p(y | x_obs, R)`` by Monte Carlo (the presence pattern is evidence
         there), with the Monte Carlo standard error of its accuracy in an extra row (metric
-        ``accuracy_mc_se``).
+        ``accuracy_mc_se``; ``macro_auroc_mc_se`` for ``synthetic-multilabel``); a generator
+        without that posterior (``synthetic-interaction``, ``synthetic-multilabel`` with more
+        than 8 labels) gets no reference rows for an MNAR condition.
     latency_ms_per_sample : float
         Wall time of one prediction pass over the full-modality test part, per sample.
     failed_conditions : dict of str to str
@@ -66,6 +69,10 @@ class ExperimentResult:
 class BayesOracle:
     """Adapter giving a dataset's exact Bayes posterior the ``predict_raw`` interface.
 
+    Class probabilities ``[N, K]`` for a classification task; for a multi-label task, each
+    label's posterior ``p(y_l = 1 | x_obs)`` (``[N, L]``,
+    :meth:`~mlmm.data.datasets.synthetic_multilabel.MultilabelGenerator.label_posterior`).
+
     With ``mnar_law`` (an :class:`~mlmm.data.missingness.mnar.MNARLaw` fitted on the complete
     test data), the posterior also conditions on the presence pattern, by Monte Carlo
     (:meth:`~mlmm.data.datasets.synthetic.SyntheticGenerator.log_posterior_mnar`).
@@ -75,6 +82,12 @@ class BayesOracle:
         self.generator, self.task, self.mnar_law = generator, task, mnar_law
 
     def predict_raw(self, dataset: MultimodalDataset, on_empty: str = "error") -> np.ndarray:
+        if self.task.is_multilabel:  # each label's marginal posterior, [N, L]
+            if self.mnar_law is None:
+                return self.generator.label_posterior(dataset.inputs, dataset.observed)
+            return self.generator.label_posterior_mnar(
+                dataset.inputs, dataset.observed, self.mnar_law, n_mc=MNAR_MC_DRAWS
+            )
         if self.mnar_law is None:
             logp = self.generator.log_posterior(dataset.inputs, dataset.observed)
         else:
@@ -241,7 +254,8 @@ def run_experiment(
     }
     reference = None
     generator = data.meta.get("generator")
-    if generator is not None and data.task.is_classification:
+    exact = getattr(generator, "exact_posterior", True)  # multilabel: at most 16 labels
+    if generator is not None and exact and (data.task.is_classification or data.task.is_multilabel):
         reference = _bayes_reference(generator, data.task, split.test, tests, seed, subsets)
         reference = reference.assign(**{**ids, "method": "bayes-optimal"})
     return ExperimentResult(
@@ -261,9 +275,11 @@ def _bayes_reference(
 
     Ignorable conditions (and forced subsets) use the exact posterior. An MNAR condition's
     rows come from the Monte Carlo posterior ``p(y | x_obs, R)`` under the law that drew the
-    mask, plus an ``accuracy_mc_se`` row (the Monte Carlo standard error of its accuracy).
+    mask, plus an ``accuracy_mc_se`` row (the Monte Carlo standard error of its accuracy;
+    ``macro_auroc_mc_se``, of its macro AUROC, for a multi-label task).
     """
     from mlmm.data.datasets.synthetic import mnar_bayes_accuracy
+    from mlmm.data.datasets.synthetic_multilabel import mnar_bayes_auroc
     from mlmm.data.missingness import parse_missingness, split_specs
     from mlmm.data.missingness.mnar import MNAR
 
@@ -281,19 +297,24 @@ def _bayes_reference(
             or name in table.attrs["failed_conditions"]
         ):
             continue
-        if not hasattr(generator, "log_posterior_mnar"):
-            # no MNAR posterior for this generator (synthetic-interaction): the ignorable one
-            # is not Bayes-optimal there, so the condition gets no reference rather than a
-            # wrong one
+        if not getattr(generator, "mnar_posterior", hasattr(generator, "log_posterior_mnar")):
+            # no MNAR posterior for this generator (synthetic-interaction; synthetic-multilabel
+            # with many labels): the ignorable one is not Bayes-optimal there, so the condition
+            # gets no reference rather than a wrong one
             parts[0] = parts[0][parts[0].condition != name]
             continue
         law = model.fit_law(test)
         rows = evaluate(BayesOracle(generator, task, law), test, [name], seed=seed, subsets=False)
         masked, _ = simulate(test, model, rng_for(seed, "test-mask", name))  # evaluate's mask
-        _, error = mnar_bayes_accuracy(masked, law, n_mc=MNAR_MC_DRAWS, seed=0)
+        if task.is_multilabel:  # the error of the metric the posterior is optimal for
+            _, error = mnar_bayes_auroc(masked, law, n_mc=MNAR_MC_DRAWS, seed=0)
+            error_metric = "macro_auroc_mc_se"
+        else:
+            _, error = mnar_bayes_accuracy(masked, law, n_mc=MNAR_MC_DRAWS, seed=0)
+            error_metric = "accuracy_mc_se"
         overall = rows[(rows.scope == "overall")].iloc[:1]
         rows = pd.concat(
-            [rows, overall.assign(metric="accuracy_mc_se", value=error)], ignore_index=True
+            [rows, overall.assign(metric=error_metric, value=error)], ignore_index=True
         )
         parts[0] = parts[0][~((parts[0].condition == name) & (parts[0].scope != "subset"))]
         parts.append(rows)

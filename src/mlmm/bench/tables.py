@@ -51,14 +51,29 @@ def table_metrics(results: pd.DataFrame, metrics: Sequence[str] | None = None) -
     return chosen or default
 
 
+def bayes_gap_metric(available: set[str] | Sequence[str], primary: str) -> str | None:
+    """The metric the gap to the Bayes-optimal reference is shown on, or None.
+
+    Accuracy for a classification table ranked by accuracy (the ``argmax`` of the exact
+    posterior maximises it); macro AUROC for a multi-label table (each label's exact posterior
+    ranks its samples optimally, so no method's expected AUROC is higher; the 0.5-threshold
+    F1 scores are not optimal and get no gap); None otherwise."""
+    available = set(available)
+    if primary == "accuracy":
+        return "accuracy"
+    if task_metrics(available) is MULTILABEL_METRICS and "macro_auroc" in available:
+        return "macro_auroc"
+    return None
+
+
 def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
     """The results with one copy of the Bayes-optimal rows per (dataset, training condition,
     seed): every run of a grid cell carries the same rows, scored under the same masks.
 
     Bayes rows of an MNAR test condition are kept only when they come with their Monte Carlo
-    error (metric ``accuracy_mc_se``): older stores scored MNAR with the ignorable posterior,
-    which is not Bayes-optimal there (the presence pattern carries class information), so
-    no gap to Bayes is shown from them."""
+    error (metric ``accuracy_mc_se``, or ``macro_auroc_mc_se`` for multi-label): older
+    stores scored MNAR with the ignorable posterior, which is not Bayes-optimal there (the
+    presence pattern carries class information), so no gap to Bayes is shown from them."""
     ref = results.method == "bayes-optimal"
     key = ["dataset", "train_condition", "seed", "scope", "condition", "subset", "metric"]
     reference = results[ref]
@@ -66,7 +81,8 @@ def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
     mnar = (reference.condition.astype(str).str.split(":").str[0] == "mnar") & (
         reference.scope != "subset"
     )
-    checked = reference[reference.metric == "accuracy_mc_se"][cell].drop_duplicates()
+    errors = reference.metric.isin(("accuracy_mc_se", "macro_auroc_mc_se"))
+    checked = reference[errors][cell].drop_duplicates()
     trusted = reference[cell].merge(checked.assign(_mc=True), on=cell, how="left")._mc.notna()
     reference = reference[~mnar.to_numpy() | trusted.to_numpy()]
     return pd.concat([results[~ref], reference.drop_duplicates(key)], ignore_index=True)
@@ -104,7 +120,8 @@ def comparison_table(
     -------
     pandas.DataFrame
         One column per metric (accuracy-type metrics in percent), the worst forced subset and
-        the gap to the Bayes-optimal accuracy (where known) on the primary metric, parameters,
+        the gap to the Bayes-optimal reference (where known; on accuracy, or on macro AUROC
+        for a multi-label dataset, :func:`bayes_gap_metric`), parameters,
         training time and the number of seeds. Computed only from the tidy results table.
     """
     ids = ["dataset", "train_condition", "condition", "method"]
@@ -113,6 +130,7 @@ def comparison_table(
     results = one_reference_copy(results)
     overall = results[results.scope == "overall"]
     shown = {d: table_metrics(g, metrics) for d, g in results.groupby("dataset", sort=False)}
+    available = {d: set(g.metric) for d, g in overall.groupby("dataset", sort=False)}
     rows = []
     for key, g in overall.groupby(ids, sort=False):
         dataset_metrics = shown[key[0]]
@@ -135,19 +153,23 @@ def comparison_table(
                 f"({worst['subset'].mode().iloc[0]})"
             )
         )
-        if primary == "accuracy":
-            acc = g[g.metric == "accuracy"].set_index("seed")["value"]
+        gap_metric = bayes_gap_metric(available[key[0]], primary)
+        if gap_metric is not None:
+            acc = g[g.metric == gap_metric].set_index("seed")["value"]
             bayes = overall[
                 (overall.dataset == key[0])
                 & (overall.train_condition == key[1])
                 & (overall.condition == key[2])
                 & (overall.method == "bayes-optimal")
-                & (overall.metric == "accuracy")
+                & (overall.metric == gap_metric)
             ].set_index("seed")["value"]
+            gap = _mean_std((bayes - acc).dropna(), gap_metric)
             row["gap_to_bayes"] = (
                 "-"
-                if bayes.empty or key[3] == "bayes-optimal"
-                else _mean_std((bayes - acc).dropna())
+                if bayes.empty or key[3] == "bayes-optimal" or gap == "-"
+                else gap
+                if gap_metric == "accuracy"
+                else f"{gap} ({gap_metric})"
             )
         row["n_parameters"] = int(g["n_parameters"].iloc[0])
         row["train_seconds"] = float(np.mean(g.groupby("seed")["train_seconds"].first()))

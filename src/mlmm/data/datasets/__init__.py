@@ -15,13 +15,18 @@ from mlmm.data.datasets.synthetic import (
     load_synthetic_interaction,
     mnar_bayes_accuracy,
 )
-from mlmm.data.datasets.synthetic_multilabel import load_synthetic_multilabel
+from mlmm.data.datasets.synthetic_multilabel import (
+    MultilabelGenerator,
+    load_synthetic_multilabel,
+    mnar_bayes_auroc,
+)
 
 __all__ = [
     "BASICMOTIONS_CLASSES",
     "DATASETS",
     "HANDWRITTEN_VIEWS",
     "InteractionGenerator",
+    "MultilabelGenerator",
     "SyntheticGenerator",
     "bayes_accuracy_under_mask",
     "from_arrays",
@@ -34,6 +39,7 @@ __all__ = [
     "load_synthetic_interaction",
     "load_synthetic_multilabel",
     "mnar_bayes_accuracy",
+    "mnar_bayes_auroc",
     "register_dataset",
 ]
 

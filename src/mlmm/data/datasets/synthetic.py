@@ -51,6 +51,7 @@ __all__ = [
     "load_synthetic",
     "load_synthetic_interaction",
     "mnar_bayes_accuracy",
+    "mnar_log_factors",
 ]
 
 DEFAULT_SNR_RANGE = (1.15, 1.65)
@@ -63,6 +64,8 @@ MAX_MODALITIES = 64
 MAX_CLASSES = 1000
 
 _MC_CHUNK = 50_000
+# rows × hypotheses × draws held at once by the MNAR term (about 32 MB of float64)
+_MC_CHUNK_VALUES = 2**22
 # A fixed extra word for the Monte Carlo random stream, so that its samples never coincide
 # with the dataset's own samples drawn from the same seed.
 _MC_STREAM = 0x5EED_BA7E
@@ -349,51 +352,11 @@ class SyntheticGenerator:
         ndarray, shape (N, n_classes), or (batches + 1, N, n_classes) when ``batches > 1``
             Normalised log probabilities (the first entry uses all draws).
         """
-        present = np.asarray(present, dtype=bool)
-        if tuple(law.modalities) != self.modality_names:
-            raise MlmmError(
-                f"the MNAR law is for modalities {list(law.modalities)}, the generator has "
-                f"{list(self.modality_names)}; fit it on this generator's data"
-            )
-        n_mc, batches = _positive_int("n_mc", n_mc), _positive_int("batches", batches)
-        per_batch = max(1, n_mc // batches)
         base = self.log_posterior(inputs, present)  # [N, K], p(y) p(x_o | y) normalised
-        rng = np.random.default_rng([int(seed), _MC_STREAM, 1])
-        z = rng.standard_normal((batches * per_batch, self.n_modalities))  # [S, M]
-        # drop probability of each modality for each class and draw, from its PC score
-        absent_p = np.ones((self.n_modalities, self.n_classes, len(z)))  # [M, K, S]
-        present_p = np.zeros(present.shape)  # [N, M], for the rows where it is present
-        for j, name in enumerate(self.modality_names):
-            pc = law.scores[j].pc
-            if pc is None:  # constant modality: a class-independent probability
-                absent_p[j] = law.drop_probability(j, np.zeros((self.n_classes, len(z))))
-            else:
-                mu = self.class_means[name]  # [K, D]
-                shift = (mu @ pc.direction - pc.mean @ pc.direction - pc.center) / pc.spread
-                scale = self.noise_std * np.linalg.norm(pc.direction) / pc.spread
-                scores = shift[:, None] + scale * z[None, :, j]  # [K, S]
-                absent_p[j] = law.drop_probability(j, scores)
-            rows = present[:, j]
-            if rows.any():
-                x = np.asarray(inputs[name])[rows]
-                score = np.zeros(len(x)) if pc is None else pc(x)  # [n]
-                present_p[rows, j] = law.drop_probability(j, score)
-        keep_one = not law.model.allow_empty
-        factors = np.zeros((batches + 1, *base.shape))  # [B+1, N, K], log E[P(R | x)]
-        for pattern in np.unique(present, axis=0):
-            rows = np.flatnonzero((present == pattern).all(axis=1))
-            absent = np.prod(absent_p[~pattern], axis=0)  # [K, S]: all absent dropped
-            kept = np.prod(1.0 - present_p[rows][:, pattern], axis=1)  # [n]
-            all_kept_dropped = np.prod(present_p[rows][:, pattern], axis=1)  # [n]
-            for start in range(0, len(rows), 256):
-                part = slice(start, start + 256)
-                prob = kept[part, None, None] * absent[None]  # [n, K, S]
-                if keep_one:  # the mask was redrawn until a modality was kept
-                    prob = prob / (1.0 - all_kept_dropped[part, None, None] * absent[None])
-                groups = prob.reshape(*prob.shape[:2], batches, per_batch).mean(axis=-1)
-                with np.errstate(divide="ignore"):
-                    factors[0, rows[part]] = np.log(groups.mean(axis=-1))  # [n, K]
-                    factors[1:, rows[part]] = np.log(np.moveaxis(groups, -1, 0))
+        factors = mnar_log_factors(
+            self.modality_names, self.class_means, self.noise_std, inputs, present, law,
+            n_mc=n_mc, seed=seed, batches=batches,
+        )  # fmt: skip
         scores = base[None] + factors  # [B+1, N, K]
         top = scores.max(axis=-1, keepdims=True)
         out = scores - (top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True)))
@@ -479,6 +442,82 @@ class SyntheticGenerator:
                 correct[i] += int((scores.argmax(axis=1) == targets).sum())
             done += n
         return [float(c) / n_mc for c in correct]
+
+
+def mnar_log_factors(
+    modality_names: tuple[str, ...],
+    means: Mapping[str, np.ndarray],
+    noise_std: float,
+    inputs: Mapping[str, np.ndarray],
+    present: np.ndarray,
+    law: MNARLaw,
+    n_mc: int = 2000,
+    seed: int = 0,
+    batches: int = 1,
+) -> np.ndarray:
+    """``log E[P(R | x_o, x_m)]`` per sample and hypothesis, the MNAR term of the posterior.
+
+    The hypotheses ``k`` (classes, or label vectors) each give every modality an isotropic
+    Gaussian ``Normal(means[name][k], noise_std**2 I)``, independent across modalities, so
+    the absent modalities do not depend on ``x_o`` given ``k``. ``P(R | x)`` is the law's
+    (see :meth:`SyntheticGenerator.log_posterior_mnar`); the expectation over the absent
+    modalities is a Monte Carlo average over ``n_mc`` one-dimensional draws of each one's
+    principal-component score, shared by every row.
+
+    Returns
+    -------
+    ndarray, shape (batches + 1, N, K)
+        The first entry uses all draws; the others one batch of draws each (for the Monte
+        Carlo error). Add it to ``log p(k | x_o)`` and normalise.
+    """
+    present = np.asarray(present, dtype=bool)
+    if tuple(law.modalities) != tuple(modality_names):
+        raise MlmmError(
+            f"the MNAR law is for modalities {list(law.modalities)}, the generator has "
+            f"{list(modality_names)}; fit it on this generator's data"
+        )
+    n_mc, batches = _positive_int("n_mc", n_mc), _positive_int("batches", batches)
+    per_batch = max(1, n_mc // batches)
+    n_modalities = len(modality_names)
+    n_hypotheses = next(iter(means.values())).shape[0]
+    rng = np.random.default_rng([int(seed), _MC_STREAM, 1])
+    z = rng.standard_normal((batches * per_batch, n_modalities))  # [S, M]
+    # drop probability of each modality for each hypothesis and draw, from its PC score
+    absent_p = np.ones((n_modalities, n_hypotheses, len(z)))  # [M, K, S]
+    present_p = np.zeros(present.shape)  # [N, M], for the rows where it is present
+    for j, name in enumerate(modality_names):
+        pc = law.scores[j].pc
+        if pc is None:  # constant modality: a hypothesis-independent probability
+            absent_p[j] = law.drop_probability(j, np.zeros((n_hypotheses, len(z))))
+        else:
+            mu = means[name]  # [K, D]
+            shift = (mu @ pc.direction - pc.mean @ pc.direction - pc.center) / pc.spread
+            scale = noise_std * np.linalg.norm(pc.direction) / pc.spread
+            scores = shift[:, None] + scale * z[None, :, j]  # [K, S]
+            absent_p[j] = law.drop_probability(j, scores)
+        rows = present[:, j]
+        if rows.any():
+            x = np.asarray(inputs[name])[rows]
+            score = np.zeros(len(x)) if pc is None else pc(x)  # [n]
+            present_p[rows, j] = law.drop_probability(j, score)
+    keep_one = not law.model.allow_empty
+    factors = np.zeros((batches + 1, len(present), n_hypotheses))  # [B+1, N, K]
+    step = max(1, min(256, _MC_CHUNK_VALUES // (n_hypotheses * len(z))))  # rows per chunk
+    for pattern in np.unique(present, axis=0):
+        rows = np.flatnonzero((present == pattern).all(axis=1))
+        absent = np.prod(absent_p[~pattern], axis=0)  # [K, S]: all absent dropped
+        kept = np.prod(1.0 - present_p[rows][:, pattern], axis=1)  # [n]
+        all_kept_dropped = np.prod(present_p[rows][:, pattern], axis=1)  # [n]
+        for start in range(0, len(rows), step):
+            part = slice(start, start + step)
+            prob = kept[part, None, None] * absent[None]  # [n, K, S]
+            if keep_one:  # the mask was redrawn until a modality was kept
+                prob = prob / (1.0 - all_kept_dropped[part, None, None] * absent[None])
+            groups = prob.reshape(*prob.shape[:2], batches, per_batch).mean(axis=-1)
+            with np.errstate(divide="ignore"):
+                factors[0, rows[part]] = np.log(groups.mean(axis=-1))  # [n, K]
+                factors[1:, rows[part]] = np.log(np.moveaxis(groups, -1, 0))
+    return factors
 
 
 def bayes_accuracy_under_mask(dataset: MultimodalDataset) -> float:
