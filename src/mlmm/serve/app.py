@@ -26,6 +26,7 @@ Needs the ``serve`` extra (``pip install 'mlmm[serve]'``: FastAPI and uvicorn).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import time
@@ -467,14 +468,28 @@ def _refuse_non_numbers(value: list[Any], where: str, depth: int) -> None:
 
     ``np.asarray(..., dtype=float)`` would read ``"1.5"`` as 1.5 and ``true`` as 1.0; a
     request that sends them has a bug on the caller's side, so it is told, not guessed at.
-    Integers are numbers and stay accepted. Each innermost list is scanned by ``map(type)``
-    in C; only a list holding a string or boolean is walked in Python, to name the entry.
+    Integers are numbers and stay accepted. The leaves are gathered level by level with
+    ``chain`` and their types read with ``map(type)``, both in C; only a list holding a string
+    or boolean is walked in Python, to name the entry. (A ragged list stops the gathering
+    early; ``np.asarray`` refuses it after this.)
     """
+    leaves = value
+    for _ in range(depth - 1):
+        if set(map(type, leaves)) != {list}:
+            break
+        leaves = list(itertools.chain.from_iterable(leaves))
+    if not {str, bool} & set(map(type, leaves)):
+        return
+    _name_non_number(value, where, depth)
+
+
+def _name_non_number(value: list[Any], where: str, depth: int) -> None:
+    """The walk of :func:`_refuse_non_numbers` that finds and names the entry."""
     kinds = set(map(type, value))
     if list in kinds and depth > 1:
         for k, item in enumerate(value):
             if type(item) is list:
-                _refuse_non_numbers(item, f"{where}[{k}]", depth - 1)
+                _name_non_number(item, f"{where}[{k}]", depth - 1)
             elif type(item) in (str, bool):
                 _refuse_non_number(item, f"{where}[{k}]")
     elif str in kinds or bool in kinds:
