@@ -218,6 +218,31 @@ def test_a_gru_traced_through_packed_sequences_is_refused_not_written(tmp_path, 
     assert not (tmp_path / "v.onnx").exists()
 
 
+@pytest.mark.parametrize("wrong", ["whole-rows", "backward-from-the-end"])
+def test_the_export_check_catches_a_gru_path_that_reads_padding(wrong, tmp_path, monkeypatch):
+    """The check's lengths (1, the maximum, random between; drawn values in the padding) find
+    a traced GRU that reads the padding: whole rows, or only its backward direction started at
+    the padded end (the mistake gru_last_valid's index gather exists to avoid)."""
+    import torch
+
+    import mlmm.nn.encoders as encoders
+
+    right = encoders.gru_last_valid
+
+    def whole_rows(gru, x, lengths):  # [layers * 2, B, H]
+        return gru(x)[1]
+
+    def backward_from_the_end(gru, x, lengths):  # the forward state right, the backward not
+        return torch.stack([right(gru, x, lengths)[0], gru(x)[1][1]])
+
+    trained = _variable_length_model("zero-impute", gru=True)
+    chosen = whole_rows if wrong == "whole-rows" else backward_from_the_end
+    monkeypatch.setattr(encoders, "gru_last_valid", chosen)
+    with pytest.raises(MlmmError, match="its traced graph differs from PyTorch by"):
+        export_onnx(trained, tmp_path / "v.onnx")
+    assert not (tmp_path / "v.onnx").exists()
+
+
 def test_a_multilabel_model_exports_its_label_probabilities(tmp_path):
     from mlmm.testing import contract_dataset
 
