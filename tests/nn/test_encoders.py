@@ -7,7 +7,8 @@ import torch
 
 from mlmm.data.specs import ModalitySpec
 from mlmm.errors import MlmmError
-from mlmm.nn import ImageEncoder, MLPEncoder, MLPHead, SequenceEncoder, build_encoder
+from mlmm.nn import ImageEncoder, MLPEncoder, MLPHead, SequenceEncoder, build_encoder, encoders
+from mlmm.nn.encoders import gru_last_valid
 
 
 @pytest.fixture(autouse=True)
@@ -89,3 +90,59 @@ def test_mlp_head_shape():
     head = MLPHead(10, 3, hidden=8, depth=2)
     assert head(torch.randn(4, 10)).shape == (4, 3)
     assert sum(isinstance(m, torch.nn.Linear) for m in head.modules()) == 3
+
+
+def _padded_batch(b: int = 7, t: int = 9, c: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, T, C]`` with large values in the padding, and lengths 1 to ``T`` (both ends)."""
+    lengths = torch.tensor([1, t, 4, 2, t, 5, 1][:b])
+    x = torch.randn(b, t, c)
+    padding = torch.arange(t)[None, :] >= lengths[:, None]  # [B, T]
+    return torch.where(padding[..., None], torch.full_like(x, 100.0), x), lengths
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gru_last_valid_is_the_packed_final_state(bidirectional, layers):
+    gru = torch.nn.GRU(3, 5, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+    x, lengths = _padded_batch()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        x, lengths, batch_first=True, enforce_sorted=False
+    )
+    _, want = gru(packed)  # [layers * directions, B, H]
+    got = gru_last_valid(gru, x, lengths)
+    assert got.shape == want.shape == (layers * (1 + bidirectional), 7, 5)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # the padding is read and discarded: other values there give the same state
+    torch.testing.assert_close(gru_last_valid(gru, x.clamp(max=5), lengths), got)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_gru_encoder_unpacked_path_equals_packed_path(training, monkeypatch):
+    """Absent rows (length 0: one zero step) included; gradients agree too."""
+    encoder = SequenceEncoder(3, 4, hidden=8, depth=3, dropout=0.0, architecture="gru")
+    assert encoder.body.num_layers == 2 and encoder.body.bidirectional
+    encoder.train(training)
+    x, lengths = _padded_batch()
+    lengths[2] = 0  # an absent row
+    packed = encoder(x, lengths)
+    packed.sum().backward()
+    grads = [p.grad.clone() for p in encoder.parameters()]
+    encoder.zero_grad()
+    monkeypatch.setattr(encoders, "PACKED_GRU", False)
+    unpacked = encoder(x, lengths)
+    unpacked.sum().backward()
+    torch.testing.assert_close(unpacked, packed, rtol=0, atol=1e-6)
+    for got, want in zip([p.grad for p in encoder.parameters()], grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace, as the exporter
+def test_a_traced_gru_encoder_honours_each_rows_length():
+    """Traced once, run on other lengths and another padded length: the eager answer."""
+    encoder = SequenceEncoder(3, 4, hidden=8, dropout=0.0, architecture="gru").eval()
+    x, lengths = _padded_batch()
+    with torch.no_grad():
+        traced = torch.jit.trace(encoder, (x, lengths), check_trace=False)
+        other = torch.tensor([3, 2, 6, 0, 1])
+        short = torch.randn(5, 6, 3)
+        torch.testing.assert_close(traced(short, other), encoder(short, other), atol=1e-6, rtol=0)

@@ -78,7 +78,18 @@ NaN_BODY = '{"instances": [{"m0": [NaN' + ", 0" * 15 + "]}]}"
         ),
         ({"instances": [{"m0": [[1.0] * 16]}]}, None, 422, "instances[0].m0: expected shape"),
         (NaN_BODY, None, 422, "instances[0].m0: holds NaN or inf"),
-        ({"instances": [{"m0": ["a"] * 16}]}, None, 422, "instances[0].m0: must be a nested list"),
+        (
+            {"instances": [{"m0": ["a"] * 16}]},
+            None,
+            422,
+            'instances[0].m0[0]: expected a number, got the string "a"',
+        ),
+        (
+            {"instances": [{"m0": [[1.0], [1.0, 2.0]]}]},
+            None,
+            422,
+            "instances[0].m0: must be a nest",
+        ),
         ({"instances": [{"m0": "abc"}]}, None, 422, "instances[0].m0"),
         ({"instances": [{}]}, None, 422, "instances[0]: no modality present"),
         ({"instances": []}, None, 422, "instances:"),
@@ -97,6 +108,39 @@ def test_bad_input_is_a_4xx_naming_the_field(client, body, content_type, status,
     response = client.post("/predict", content=content, headers=headers)
     assert response.status_code == status, response.text
     assert phrase in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("value", "phrase"),
+    [
+        (
+            ["1.5"] + [0.0] * 15,
+            'instances[0].m1[0]: expected a number, got the string "1.5"; send numbers unquoted '
+            '(1.5, not "1.5")',
+        ),
+        ([0.0] * 3 + [True] + [0.0] * 12, "instances[0].m1[3]: expected a number, got the "),
+        ([0.0] * 15 + [False], "instances[0].m1[15]: expected a number, got the boolean false; "),
+        ([0.0] * 15 + ["a\nb" * 9], 'got the string "a\\nba\\nba\\nba\\nba\\nba\\n..."'),
+    ],
+    ids=["number-string", "true", "false", "long-string"],
+)
+def test_numbers_sent_as_strings_or_booleans_are_a_422_naming_the_entry(client, value, phrase):
+    """Strict numbers: numpy would read "1.5" as 1.5 and true as 1.0, answering a question
+    the caller did not ask. One line naming the entry and the fix."""
+    body = {"instances": [{"m0": _vector(0)}, {"m1": value}]}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert phrase.replace("instances[0]", "instances[1]") in detail and "\n" not in detail
+
+
+def test_integers_are_numbers(client, hemis):
+    ints = list(range(-8, 8))
+    response = client.post("/predict", json={"instances": [{"m0": ints, "m2": [1] * 16}]})
+    assert response.status_code == 200, response.text
+    got = list(response.json()["predictions"][0]["probabilities"].values())
+    floats = {"m0": np.array([ints], dtype=float), "m2": np.ones((1, 16))}
+    np.testing.assert_allclose(got, hemis.predict_proba(floats)[0], atol=1e-6)
 
 
 def test_on_empty_prior_answers_a_sample_with_nothing(client, hemis):

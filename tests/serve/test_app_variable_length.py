@@ -187,6 +187,11 @@ def test_two_sequences_and_a_vector_any_of_them_absent_share_micro_batches(two_s
             "instances[0].s: must be a nested list of numbers of shape [1..12, 2]",
         ),
         ({"s": [[0.0, 1e39]]}, "instances[0].s: holds values beyond float32's range"),
+        (
+            {"s": [[0.0, 1.0], [2.0, "3"]]},
+            'instances[0].s[1][1]: expected a number, got the string "3"; send numbers unquoted',
+        ),
+        ({"s": [[True, 1.0]]}, "instances[0].s[0][0]: expected a number, got the boolean true"),
         ({"lengths": [3]}, "a request has no lengths field: send each variable-length"),
     ],
 )
@@ -214,7 +219,22 @@ def test_the_model_route_says_which_sequences_take_any_length(client):
 _steps = st.lists(
     st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=3), min_size=0, max_size=MAX_STEPS + 2
 )
-_values = _steps | st.none() | st.lists(st.floats(-1e3, 1e3), max_size=6) | st.text(max_size=2)
+# vectors of a's 6 entries, some of them whole numbers, strings or booleans (strings and
+# booleans are refused, whole numbers are numbers)
+_entries = st.floats(-1e3, 1e3) | st.integers(-5, 5) | st.booleans() | st.text(max_size=2)
+_values = (
+    _steps
+    | st.none()
+    | st.lists(st.floats(-1e3, 1e3), max_size=6)
+    | st.lists(_entries, min_size=6, max_size=6)
+    | st.text(max_size=2)
+)
+
+
+def _has_a_string_or_boolean(value):
+    if isinstance(value, list):
+        return any(_has_a_string_or_boolean(v) for v in value)
+    return isinstance(value, str | bool)
 
 
 @settings(
@@ -231,6 +251,7 @@ def test_any_sequence_gets_an_answer_or_a_422_never_a_5xx(client, trained, insta
     response = client.post("/predict", json={"instances": instances, "on_empty": "prior"})
     assert response.status_code in (200, 422), response.text
     if response.status_code == 200:  # then every sequence was 1 to 12 steps of 2 numbers
+        assert not any(_has_a_string_or_boolean(list(i.values())) for i in instances)
         np.testing.assert_allclose(
             _probabilities(response), _in_process(trained, instances, "prior"), rtol=1e-6, atol=1e-7
         )

@@ -108,9 +108,11 @@ def _variable_length_model(method, gru=False):
     return Trainer(max_epochs=1, seed=0, progress=False).fit(model, data)
 
 
-@pytest.mark.parametrize("method", ["zero-impute", "hemis"])
-def test_a_variable_length_model_exports_with_a_lengths_input(method, tmp_path):
-    trained = _variable_length_model(method)
+@pytest.mark.parametrize(
+    "method, gru", [("zero-impute", False), ("hemis", False), ("zero-impute", True)]
+)
+def test_a_variable_length_model_exports_with_a_lengths_input(method, gru, tmp_path):
+    trained = _variable_length_model(method, gru)
     report = export_onnx(trained, tmp_path / "v.onnx")
     assert report["max_abs_diff"] <= 1e-5
     session = onnx_session(tmp_path / "v.onnx")
@@ -177,11 +179,67 @@ def test_the_export_check_reads_every_sequence_at_one_step_and_at_its_maximum(tw
         assert {1, trained.modality_shapes[name][0]} <= set(steps[present[:, j]].tolist())
 
 
-def test_a_gru_on_variable_length_sequences_is_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("gru", [False, True], ids=["conv", "gru"])
+def test_the_batch_and_time_axes_are_dynamic(gru, tmp_path):
+    """A batch of another size, padded to its longest row or past the maximum, answers as
+    the Python predict path on the same samples padded to the maximum."""
+    trained = _variable_length_model("zero-impute", gru)
+    export_onnx(trained, tmp_path / "v.onnx")
+    session = onnx_session(tmp_path / "v.onnx")
+    rng = np.random.default_rng(4)
+    n = 5
+    raw = {"a": rng.normal(size=(n, 6)), "b": rng.normal(size=(n, 4))}
+    raw["s"] = rng.normal(size=(n, 12, 2))
+    present = np.ones((n, 3), dtype=bool)
+    present[3, 2] = False  # "s" absent in one sample
+    steps = np.array([1, 7, 2, 0, 5])  # the longest row: 7 of 12 steps
+    padded = np.arange(12)[None, :] >= steps[:, None]  # [N, T]
+    given = {k: v.copy() for k, v in raw.items()}
+    given["s"][padded] = np.nan
+    expected = trained.predict_proba(given, lengths={"s": steps})
+    feed = {m: x.astype(np.float32) for m, x in raw.items()}
+    feed |= {"present": present, "lengths.s": steps.astype(np.int64)}
+    for length in (7, 9, 15):  # the longest row, some padding, past the maximum of 12
+        s = np.concatenate([feed["s"], rng.normal(size=(n, 3, 2)).astype(np.float32)], axis=1)
+        got = session.run(["probabilities"], {**feed, "s": s[:, :length]})[0]
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=f"padded to {length}")
+
+
+def test_a_gru_traced_through_packed_sequences_is_refused_not_written(tmp_path, monkeypatch):
+    """Were the GRU traced through its packed path (as before gru_last_valid), the export
+    would stop in one line, never write a graph that ignores the lengths."""
+    import mlmm.nn.encoders as encoders
+
     trained = _variable_length_model("zero-impute", gru=True)
-    with pytest.raises(MlmmError, match=r"GRU sequence encoder .* \['s'\] cannot be ex") as err:
+    monkeypatch.setattr(encoders, "_tracing", lambda: False)
+    with pytest.raises(MlmmError, match="'zero-impute' method cannot be exported") as err:
         export_onnx(trained, tmp_path / "v.onnx")
-    assert "\n" not in str(err.value) and "sequence_architecture='conv'" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "v.onnx").exists()
+
+
+@pytest.mark.parametrize("wrong", ["whole-rows", "backward-from-the-end"])
+def test_the_export_check_catches_a_gru_path_that_reads_padding(wrong, tmp_path, monkeypatch):
+    """The check's lengths (1, the maximum, random between; drawn values in the padding) find
+    a traced GRU that reads the padding: whole rows, or only its backward direction started at
+    the padded end (the mistake gru_last_valid's index gather exists to avoid)."""
+    import torch
+
+    import mlmm.nn.encoders as encoders
+
+    right = encoders.gru_last_valid
+
+    def whole_rows(gru, x, lengths):  # [layers * 2, B, H]
+        return gru(x)[1]
+
+    def backward_from_the_end(gru, x, lengths):  # the forward state right, the backward not
+        return torch.stack([right(gru, x, lengths)[0], gru(x)[1][1]])
+
+    trained = _variable_length_model("zero-impute", gru=True)
+    chosen = whole_rows if wrong == "whole-rows" else backward_from_the_end
+    monkeypatch.setattr(encoders, "gru_last_valid", chosen)
+    with pytest.raises(MlmmError, match="its traced graph differs from PyTorch by"):
+        export_onnx(trained, tmp_path / "v.onnx")
     assert not (tmp_path / "v.onnx").exists()
 
 

@@ -226,7 +226,12 @@ def test_predict_files_carry_the_lengths_of_variable_length_sequences(
         ({"lengths.s": np.full(40, 13)}, "'lengths.s' must hold whole numbers from 0 to 12"),
         ({"lengths.s": np.full(40, -1)}, "got [-1.0, -1.0, -1.0] in 40 row(s) (first: [0, 1,"),
         ({"lengths.s": np.full(40, 2.5)}, "'lengths.s' must hold whole numbers from 0 to 12"),
-        ({"lengths.s": np.full(40, "x")}, "'lengths.s' must hold numbers (each row's valid"),
+        ({"lengths.s": np.full(40, "x")}, "'lengths.s' holds text, e.g. 'x' in row 0; write"),
+        (  # numbers as text would convert: refused all the same
+            {"lengths.s": np.full(40, "3")},
+            "'lengths.s' holds text, e.g. '3' in row 0; write each row's valid steps of 's' as in",
+        ),
+        ({"lengths.s": np.ones(40, bool)}, "'lengths.s' holds booleans (dtype bool), read as 1/0"),
     ],
 )
 def test_variable_length_files_without_usable_lengths_stop_in_one_line(
@@ -293,3 +298,70 @@ def test_a_table_with_two_sequences_and_blank_padding_predicts_as_the_dataset(
     assert code == 0, err
     got = pd.read_csv(target)[["proba_0", "proba_1", "proba_2"]].to_numpy()
     np.testing.assert_allclose(got, trained.predict_proba(data), rtol=1e-6, atol=1e-9)
+
+
+def _frame(trained, samples):
+    columns = trained.table_columns
+    return pd.DataFrame(
+        {c: samples[m][:, j] for m, cols in columns.items() for j, c in enumerate(cols)}
+    )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "spoil", "phrase"),
+    [
+        (".npz", lambda s: {**s, "m2": s["m2"].astype(str)}, "array 'm2' holds text, e.g. '"),
+        (".npz", lambda s: {**s, "m0": s["m0"] > 0}, "array 'm0' holds booleans (dtype bool)"),
+        (  # text columns in a Parquet file would convert without a word
+            ".parquet",
+            lambda f: f.astype({"m1.3": str}),
+            "column 'm1.3' holds text, e.g. '-0.10891472790742324' in row 3; write numbers",
+        ),
+        (".parquet", lambda f: f.assign(**{"m0.0": f["m0.0"] > 0}), "column 'm0.0' holds bool"),
+        (  # CSV is text: a cell that is not a number leaves its column as text
+            ".csv",
+            lambda f: f.astype({"m2.5": object}).assign(**{"m2.5": ["1.5"] * 5 + ["n/a!"]}),
+            "column 'm2.5' holds text, e.g. '1.5' in row 0; write numbers (floats or integers)",
+        ),
+    ],
+    ids=["npz-text", "npz-bool", "parquet-text", "parquet-bool", "csv-text"],
+)
+def test_input_files_with_text_or_booleans_for_numbers_stop_in_one_line(
+    hemis_run, tmp_path, monkeypatch, capsys, suffix, spoil, phrase
+):
+    trained = TrainedModel.load(hemis_run)
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".npz":
+        np.savez(source, **spoil(_samples()))
+    else:
+        frame = spoil(_frame(trained, _samples()))
+        frame.to_csv(source, index=False) if suffix == ".csv" else frame.to_parquet(source)
+    code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
+    assert code == 2 and err.count("\n") == 1
+    assert phrase in " ".join(err.split()), err
+
+
+def test_csv_numbers_are_read_as_numbers_quoted_or_not(hemis_run, tmp_path):
+    """A CSV file is text: "1.5" quoted in a cell is the number 1.5, as pandas reads it."""
+    from mlmm.serve.predict import read_input
+
+    trained = TrainedModel.load(hemis_run)
+    frame = _frame(trained, _samples())
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    lines = (tmp_path / "plain.csv").read_text().splitlines()
+    quoted = [lines[0]] + [",".join(f'"{cell}"' for cell in line.split(",")) for line in lines[1:]]
+    (tmp_path / "quoted.csv").write_text("\n".join(quoted) + "\n")
+    assert '"-0.' in (tmp_path / "quoted.csv").read_text()
+    want = predict_table(trained, read_input(tmp_path / "plain.csv"))
+    got = predict_table(trained, read_input(tmp_path / "quoted.csv"))
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_a_json_input_is_refused_by_its_suffix_in_one_line(
+    hemis_run, tmp_path, monkeypatch, capsys
+):
+    source = tmp_path / "in.json"
+    source.write_text('{"m0": [["1.5"]]}')
+    code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
+    assert code == 2 and err.count("\n") == 1
+    assert "has suffix '.json'; use a .npz (one array per modality), .parquet or .csv" in err

@@ -15,6 +15,10 @@ from mlmm.nn.heads import MLPHead
 if TYPE_CHECKING:
     from mlmm.data.batch import MultimodalBatch
 
+#: Whether the GRU sequence encoder reads variable-length rows through packed sequences
+#: (``pack_padded_sequence``) outside tracing; tracing always uses :func:`gru_last_valid`.
+PACKED_GRU = True
+
 
 class MLPEncoder(MLPHead):
     """Flatten, then ``depth`` blocks of Linear → LayerNorm → GELU → Dropout, then Linear.
@@ -41,7 +45,8 @@ class SequenceEncoder(nn.Module):
     The convolutional form stacks ``depth`` Conv1d(kernel 5) → GroupNorm → GELU blocks (GroupNorm, not BatchNorm: no statistics shared across samples, so absent
     rows in a batch never leak into present ones) and
     pools over time with mean and max; the GRU form takes the final hidden state of a
-    bidirectional GRU.
+    bidirectional GRU. With per-row lengths the GRU reads packed sequences, or, while traced
+    (ONNX export), :func:`gru_last_valid` on the padded batch, which gives the same state.
     """
 
     def __init__(
@@ -97,11 +102,14 @@ class SequenceEncoder(nn.Module):
         valid = torch.arange(steps, device=x.device)[None, :] < lengths[:, None]  # [B, T]
         if self.architecture == "gru":
             # a row with no valid step (an absent modality) is run on one zero step
-            packed = nn.utils.rnn.pack_padded_sequence(
-                x * valid[..., None], lengths.clamp(min=1).cpu(), batch_first=True,
-                enforce_sorted=False,
-            )  # fmt: skip
-            _, last = self.body(packed)  # [layers * 2, B, H]
+            x = torch.where(valid[..., None], x, torch.zeros_like(x))  # [B, T, C]
+            if PACKED_GRU and not _tracing():
+                packed = nn.utils.rnn.pack_padded_sequence(
+                    x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+                )
+                _, last = self.body(packed)  # [layers * 2, B, H]
+            else:
+                last = gru_last_valid(self.body, x, lengths.clamp(min=1))  # [layers * 2, B, H]
             return torch.cat([last[-2], last[-1]], dim=1)  # [B, 2H]
         keep = valid[:, None, :].to(x.dtype)  # [B, 1, T]
         count = keep.sum(dim=2).clamp(min=1.0)  # [B, 1]
@@ -117,6 +125,74 @@ class SequenceEncoder(nn.Module):
         top = h.masked_fill(keep == 0, float("-inf")).amax(dim=2)  # [B, H]
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # no valid step
         return torch.cat([mean, top], dim=1)  # [B, 2H]
+
+
+def _tracing() -> bool:
+    """True while ``torch.jit.trace`` or the ONNX exporter records the forward pass."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def gru_last_valid(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``gru``'s final hidden state ``[layers * directions, B, H]`` with each row read up to its
+    own length, as ``gru(pack_padded_sequence(x, lengths))`` gives it, without packing.
+
+    Packed sequences do not trace into an ONNX graph that honours per-row lengths; this runs
+    on the padded batch instead, one layer and direction at a time. The forward direction
+    reads the padding only after the valid steps, so its state at step ``lengths - 1`` is the
+    packed one. The backward direction must start at each row's last valid step: each row's
+    valid steps are reversed in place by an index gather (padding stays where it is), run
+    forwards with the reverse weights, and gathered back, which is the same permutation.
+
+    Parameters
+    ----------
+    gru : nn.GRU
+        A ``batch_first`` GRU (any number of layers, one or two directions).
+    x : Tensor
+        ``[B, T, C]``; the padding must be finite (it is read, then discarded).
+    lengths : Tensor
+        ``[B]`` valid steps per row, 1 to ``T``.
+
+    Returns
+    -------
+    Tensor
+        ``[layers * directions, B, H]``, in ``nn.GRU``'s order (layer 0 forward, layer 0
+        backward, layer 1 forward, ...).
+    """
+    if not gru.batch_first:
+        raise MlmmError("gru_last_valid needs a GRU built with batch_first=True; build it so")
+    b, t, _ = x.shape
+    h = gru.hidden_size
+    steps = torch.arange(t, device=x.device)[None, :]  # [1, T]
+    last = (lengths.to(x.device).long() - 1)[:, None]  # [B, 1]
+    # row i's valid steps reversed, its padding in place; its own inverse
+    reverse = torch.where(steps <= last, last - steps, steps)  # [B, T]
+    at_last = last[:, :, None].expand(b, 1, h)  # [B, 1, H]
+    zero = x.new_zeros(1, b, h)  # [1, B, H]
+    directions = 2 if gru.bidirectional else 1
+    states = []
+    inputs = x  # [B, T, C], then [B, T, directions * H]
+    for layer in range(gru.num_layers):
+        outputs = []
+        for d in range(directions):
+            suffix = f"_l{layer}" + ("_reverse" if d else "")
+            weights = [getattr(gru, f"{w}{suffix}") for w in ("weight_ih", "weight_hh")]
+            if gru.bias:
+                weights += [getattr(gru, f"{w}{suffix}") for w in ("bias_ih", "bias_hh")]
+            seq = inputs
+            if d:
+                seq = inputs.gather(1, reverse[..., None].expand(-1, -1, inputs.shape[2]))
+            # torch.gru is nn.GRU's own kernel, here for one layer and one direction
+            out, _ = torch.gru(seq, zero, weights, gru.bias, 1, 0.0, gru.training, False, True)
+            states.append(
+                out.gather(1, at_last)[:, 0]
+            )  # [B, H]: the state after the last valid step
+            if d:
+                out = out.gather(1, reverse[..., None].expand(-1, -1, h))  # [B, T, H]
+            outputs.append(out)
+        inputs = torch.cat(outputs, dim=2)  # [B, T, directions * H]
+        if gru.dropout and gru.training and layer < gru.num_layers - 1:
+            inputs = nn.functional.dropout(inputs, gru.dropout, True)
+    return torch.stack(states)  # [layers * directions, B, H]
 
 
 def _masked_group_norm(norm: nn.GroupNorm, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 One FastAPI app per process, built by :func:`create_app` from already loaded
 :class:`~mlmm.TrainedModel` objects (loaded once, never global): ``POST /predict``,
 ``GET /health``, ``GET /model``, ``GET /metrics`` (Prometheus text format). Every bad input
-is a 4xx whose ``detail`` names the field; a 5xx is a bug.
+is a 4xx whose ``detail`` names the field; a 5xx is a bug. Numbers are strict: a string or
+boolean where a number goes is refused, never converted.
 
 A model trained on variable-length sequences (``info["variable_length"]``) takes each
 sample's sequence as the list of its valid steps, 1 to the model's maximum: the list's length
@@ -25,6 +26,8 @@ Needs the ``serve`` extra (``pip install 'mlmm[serve]'``: FastAPI and uvicorn).
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import math
 import time
 from collections import Counter
@@ -67,7 +70,8 @@ class PredictRequest(BaseModel):
     instances: list[dict[str, list[Any] | None]] = Field(
         min_length=1,
         description="The samples: modality name -> nested list of numbers of the modality's "
-        "shape (GET /model). A modality left out, or null, is absent in that sample. A "
+        'shape (GET /model); JSON numbers only (integers included): a string such as "1.5" '
+        "or true/false is refused. A modality left out, or null, is absent in that sample. A "
         "variable-length sequence (variable_length in GET /model) is the list of its valid "
         "steps only, 1 to shape[0] of them: its length is the list's.",
         examples=[[{"m0": [0.1, 0.2], "m1": None}]],
@@ -269,6 +273,7 @@ class _Served:
                 if key in lengths and not 1 <= len(value) <= self.shapes[key][0]:
                     # counted before any conversion: a long list is refused unread
                     raise _BadInput(self._steps_error(where, key, len(value)))
+                _refuse_non_numbers(value, where, len(self.shapes[key]))
                 try:
                     array = np.asarray(value, dtype=np.float64)
                 except (TypeError, ValueError, OverflowError):
@@ -455,6 +460,50 @@ def _version() -> str:
     import mlmm
 
     return mlmm.__version__
+
+
+def _refuse_non_numbers(value: list[Any], where: str, depth: int) -> None:
+    """Refuse the first string or boolean in the nested list ``value`` (``where`` names it),
+    looking ``depth`` levels down (the modality's rank; deeper lists are a shape error).
+
+    ``np.asarray(..., dtype=float)`` would read ``"1.5"`` as 1.5 and ``true`` as 1.0; a
+    request that sends them has a bug on the caller's side, so it is told, not guessed at.
+    Integers are numbers and stay accepted. The leaves are gathered level by level with
+    ``chain`` and their types read with ``map(type)``, both in C; only a list holding a string
+    or boolean is walked in Python, to name the entry. (A ragged list stops the gathering
+    early; ``np.asarray`` refuses it after this.)
+    """
+    leaves = value
+    for _ in range(depth - 1):
+        if set(map(type, leaves)) != {list}:
+            break
+        leaves = list(itertools.chain.from_iterable(leaves))
+    if not {str, bool} & set(map(type, leaves)):
+        return
+    _name_non_number(value, where, depth)
+
+
+def _name_non_number(value: list[Any], where: str, depth: int) -> None:
+    """The walk of :func:`_refuse_non_numbers` that finds and names the entry."""
+    kinds = set(map(type, value))
+    if list in kinds and depth > 1:
+        for k, item in enumerate(value):
+            if type(item) is list:
+                _name_non_number(item, f"{where}[{k}]", depth - 1)
+            elif type(item) in (str, bool):
+                _refuse_non_number(item, f"{where}[{k}]")
+    elif str in kinds or bool in kinds:
+        k = next(k for k, item in enumerate(value) if type(item) in (str, bool))
+        _refuse_non_number(value[k], f"{where}[{k}]")
+
+
+def _refuse_non_number(item: str | bool, where: str) -> None:
+    if type(item) is bool:
+        got, fix = f"the boolean {str(item).lower()}", "send 1 or 0 for a flag"
+    else:
+        shown = json.dumps(item if len(item) <= 20 else item[:17] + "...")  # one line
+        got, fix = f"the string {shown}", 'send numbers unquoted (1.5, not "1.5")'
+    raise _BadInput(f"{where}: expected a number, got {got}; {fix}")
 
 
 class _BadInput(Exception):

@@ -11,9 +11,10 @@ named after the modalities (``float32 [N, *shape]``, raw values as given to ``pr
 A model trained on variable-length sequences (``info["variable_length"]``) has one more
 input per such modality, ``lengths.NAME`` (``int64 [N]``, each row's valid steps, 0 where
 absent): the graph zeroes the padding after them, as the standardised dataset holds it
-(NaN included), and the masked
-encoders read the valid steps only. A GRU encoder on such a sequence is refused: its packed
-sequences (``pack_padded_sequence``) do not trace into an ONNX graph that honours the lengths.
+(NaN included), and the masked encoders read the valid steps only (a GRU encoder through
+:func:`mlmm.nn.encoders.gru_last_valid`, since packed sequences do not trace). Such a
+sequence's time axis is dynamic: the graph cuts or zero-pads it to the model's maximum, so
+a batch may be padded to its own longest row.
 
 Every export is checked before it is written: onnxruntime must give the same answer as
 PyTorch (within ``tolerance``) on every presence pattern. A method that cannot be traced
@@ -38,7 +39,6 @@ from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.errors import MlmmError
-from mlmm.nn.encoders import SequenceEncoder
 from mlmm.train.trained import TrainedModel
 
 #: ONNX opset written.
@@ -64,6 +64,7 @@ class _Graph(nn.Module):
             self.register_buffer(f"std_{j}", torch.as_tensor(std.std_[name], dtype=torch.float32))
         self.register_buffer("prior", torch.as_tensor(trained.prior, dtype=torch.float32))
         self.variable = tuple(trained.info.get("variable_length") or ())
+        self.steps = {name: trained.modality_shapes[name][0] for name in self.variable}
         self.target_mean = float(std.target_mean_)
         self.target_std = float(std.target_std_)
 
@@ -74,6 +75,10 @@ class _Graph(nn.Module):
         inputs = {}
         for j, (name, x) in enumerate(zip(self.names, raw, strict=True)):
             keep = present[:, j].reshape(-1, *([1] * (x.dim() - 1)))  # [N, 1, ...]
+            if name in lengths:  # any padded length T' at run time: cut or pad to the maximum
+                most = self.steps[name]
+                x = x[:, :most]  # [N, min(T', T), C]
+                x = nn.functional.pad(x, (0, 0, 0, most - x.shape[1]))  # [N, T, C]
             scaled = (x - getattr(self, f"mean_{j}")) / getattr(self, f"std_{j}")
             if name in lengths:  # padding zero after scaling, as the standardised dataset's
                 steps = torch.arange(x.shape[1], device=x.device)  # [T]
@@ -165,16 +170,6 @@ def export_onnx(
             "ONNX export needs onnx and onnxruntime; pip install 'mlmm[export]'"
         ) from None
     variable = list(trained.info.get("variable_length") or ())
-    if variable and any(
-        isinstance(m, SequenceEncoder) and m.architecture == "gru" for m in trained.model.modules()
-    ):
-        raise MlmmError(
-            f"a model with a GRU sequence encoder trained on variable-length sequences "
-            f"{variable} cannot be exported to ONNX (its packed sequences do not trace into a "
-            f"graph that honours per-row lengths); build its sequence encoders with "
-            f"build_encoder(..., sequence_architecture='conv') (masked, exportable) and retrain, "
-            f"or serve it with mlmm serve"
-        )
     out = Path(out)
     device = next(trained.model.parameters()).device
     trained.to("cpu")
@@ -184,6 +179,8 @@ def export_onnx(
     extra = [f"lengths.{v}" for v in variable]  # after present, in info's order
     tensors = tuple(torch.from_numpy(arrays[n]) for n in names) + (torch.from_numpy(present),)
     tensors += tuple(torch.from_numpy(arrays[k].astype(np.int64)) for k in extra)
+    # the same samples cut to half the maximum (lengths too), to run padded shorter and longer
+    short, short_tensors = _cut_sequences(trained, arrays, present, variable)
     output = "prediction" if trained.task.is_regression else "probabilities"
     method = trained.method
     refuse = (
@@ -193,6 +190,7 @@ def export_onnx(
     try:
         with torch.no_grad():
             expected = graph(*tensors).numpy()
+            cut = graph(*short_tensors).numpy() if variable else None
         buffer = io.BytesIO()
         with warnings.catch_warnings(), _quiet_output():
             warnings.simplefilter("ignore")
@@ -202,7 +200,10 @@ def export_onnx(
                 buffer,
                 input_names=[*names, "present", *extra],
                 output_names=[output],
-                dynamic_axes={k: {0: "n"} for k in [*names, "present", *extra, output]},
+                dynamic_axes={
+                    **{k: {0: "n"} for k in [*names, "present", *extra, output]},
+                    **{v: {0: "n", 1: f"steps.{v}"} for v in variable},
+                },
                 opset_version=OPSET,
                 dynamo=False,
             )
@@ -223,6 +224,13 @@ def export_onnx(
                 diff = np.inf
                 break
             diff = max(diff, float(np.abs(got.astype(np.float64) - want).max()))
+        # the time axes: padded to the longest cut row only, and beyond the maximum
+        for padded in _repadded(trained, short, variable) if variable else ():
+            got = session.run([output], {**padded, "present": present})[0]
+            if got.shape != cut.shape:
+                diff = np.inf
+                break
+            diff = max(diff, float(np.abs(got.astype(np.float64) - cut).max()))
     except MlmmError:
         raise
     except Exception as err:  # noqa: BLE001 - any tracing or runtime failure: one line
@@ -246,6 +254,42 @@ def export_onnx(
         "patterns": float(len(_patterns(len(names)))),
         "bytes": float(len(data)),
     }
+
+
+def _cut_sequences(
+    trained: TrainedModel, arrays: dict[str, np.ndarray], present: np.ndarray, variable: list[str]
+) -> tuple[dict[str, np.ndarray], tuple[torch.Tensor, ...]]:
+    """``arrays`` with every variable-length sequence's lengths cut to half its maximum (at
+    least 1; 0 stays 0), still padded to the maximum; and the graph's inputs for them."""
+    names = [s.name for s in trained.specs]
+    short = dict(arrays)
+    for name in variable:
+        half = max(trained.modality_shapes[name][0] // 2, 1)
+        short[f"lengths.{name}"] = np.minimum(arrays[f"lengths.{name}"], half)
+    tensors = tuple(torch.from_numpy(short[n]) for n in names) + (torch.from_numpy(present),)
+    tensors += tuple(torch.from_numpy(short[f"lengths.{v}"].astype(np.int64)) for v in variable)
+    return short, tensors
+
+
+def _repadded(
+    trained: TrainedModel, short: dict[str, np.ndarray], variable: list[str]
+) -> list[dict[str, np.ndarray]]:
+    """ONNX feeds of ``short`` with each variable-length sequence padded to its longest row
+    only, and to 3 steps over the maximum (drawn values in the padding): the same answers."""
+    feeds = []
+    rng = np.random.default_rng(1)
+    for extend in (False, True):
+        feed = dict(short)
+        for name in variable:
+            x, steps = short[name], short[f"lengths.{name}"]
+            if extend:
+                extra = rng.normal(size=(len(x), 3, *x.shape[2:])).astype(np.float32)
+                feed[name] = np.concatenate([x, extra], axis=1)  # [N, T + 3, C]
+            else:
+                feed[name] = np.ascontiguousarray(x[:, : max(int(steps.max()), 1)])  # [N, T', C]
+            feed[f"lengths.{name}"] = steps.astype(np.int64)
+        feeds.append(feed)
+    return feeds
 
 
 @contextlib.contextmanager

@@ -73,6 +73,64 @@ def score_metric(trained: TrainedModel) -> str:
     return "accuracy" if trained.task.is_classification else "rmse"
 
 
+def check_numbers(trained: TrainedModel, X: Any) -> None:
+    """Refuse a modality entry of ``X`` (an array, or a table column) that holds strings or
+    booleans (:func:`split_lengths` refuses them in ``lengths.NAME``).
+
+    Converting to float would read ``"1.5"`` as 1.5 and ``True`` as 1.0 without a word: an
+    ``.npz`` array of strings or booleans, a Parquet column of text or booleans, a DataFrame
+    column of Python objects holding any. Integers are numbers. A CSV file is text by
+    nature: its number cells arrive as numbers, and a cell that is not a number leaves its
+    column as text, refused here. The training target column, ``lengths.NAME`` and unknown
+    entries are left to the checks that follow.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+    X : dict of arrays, DataFrame or MultimodalDataset
+        A dataset (already numbers) is not checked.
+
+    Raises
+    ------
+    MlmmError
+        Naming the first such entry, an example value and its row.
+    """
+    is_table = hasattr(X, "iloc") and hasattr(X, "columns")
+    if not is_table and not isinstance(X, dict):
+        return
+    wanted = set(trained.modality_shapes) if not is_table else set()
+    if is_table:
+        wanted = {c for cols in trained.table_columns.values() for c in cols}
+    for key in X if not is_table else X.columns:
+        if str(key) not in wanted:
+            continue
+        values = X[key].to_numpy() if is_table else np.asarray(X[key])
+        problem = _not_numbers(values)
+        if problem:
+            where = f"column {str(key)!r}" if is_table else f"array {str(key)!r}"
+            raise MlmmError(f"{where} holds {problem}; write numbers (floats or integers) there")
+
+
+def _not_numbers(values: np.ndarray) -> str | None:
+    """What in ``values`` is not a number (strings, booleans) with an example, or None."""
+    if values.dtype.kind in "iuf":
+        return None
+    if values.dtype.kind == "b":
+        return f"booleans (dtype {values.dtype}), read as 1/0 only if you write 1/0"
+    if values.dtype.kind in "USO":
+        flat = values.reshape(-1)
+        kinds = (str, bytes, bool, np.bool_, np.str_, np.bytes_)
+        bad = [i for i, v in enumerate(flat.tolist()) if isinstance(v, kinds)][:1]
+        if not bad:
+            return None  # Python objects that are all numbers (or None/NaN)
+        row = np.unravel_index(bad[0], values.shape)[0]
+        value = flat[bad[0]]
+        kind = "booleans" if isinstance(value, bool | np.bool_) else "text"
+        shown = str(value) if len(str(value)) <= 20 else str(value)[:17] + "..."
+        return f"{kind}, e.g. {shown!r} in row {int(row)}"
+    return f"values of dtype {values.dtype}"
+
+
 def split_lengths(trained: TrainedModel, X: Any) -> tuple[Any, dict[str, np.ndarray] | None]:
     """``X`` without its ``lengths.NAME`` entries, and those entries as ``lengths=``.
 
@@ -135,6 +193,11 @@ def split_lengths(trained: TrainedModel, X: Any) -> tuple[Any, dict[str, np.ndar
     lengths = {}
     for name, key in found.items():
         values = X[key]
+        problem = _not_numbers(values.to_numpy() if is_table else np.asarray(values))
+        if problem:  # "3" or True would pass the conversion below
+            raise MlmmError(
+                f"{key!r} holds {problem}; write each row's valid steps of {name!r} as integers"
+            )
         try:
             steps = np.asarray(values.to_numpy() if is_table else values, dtype=np.float64)
         except (TypeError, ValueError):
@@ -210,6 +273,7 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
         ``validation_rmse``): the validation score of that presence pattern stored with the
         model, NaN when the model stores none for it.
     """
+    check_numbers(trained, X)
     X, lengths = split_lengths(trained, X)
     data = trained.as_dataset(X, lengths=lengths)
     raw = trained.predict_raw(data, on_empty=on_empty)
