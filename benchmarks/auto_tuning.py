@@ -37,7 +37,9 @@ Compared:
 
 Run:  python benchmarks/auto_tuning.py --seeds 100,101 --cases hw07,hw05,small,syn1000
       (``--gated`` compares portfolios with the samples-per-feature gated lda-em members;
-      ``--rule`` applies an adoption rule to the results)
+      ``--rule`` applies an adoption rule to the results; ``--without-kernel`` leaves the
+      kernel member out of the default portfolio, as before ``AUTO_REVISION`` 5: the recorded
+      commands of rounds 1-7, which ran before it joined, reproduce with it)
 Writes <out>/auto_tuning.{json,md} (``--name``) with the machine it ran on.
 """
 
@@ -399,9 +401,17 @@ def main() -> None:
         help="choose the ensemble on k-1 of k folds of the out-of-fold rows and score it on the "
         "k-th (default 2: two halves, as in every round so far)",
     )
+    parser.add_argument(
+        "--without-kernel",
+        action="store_true",
+        help="the default portfolio without mlmm.tune.auto.KERNEL_MEMBER, as before it joined "
+        "(the seventh round): the earlier rounds' commands reproduce with it",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--name", default="auto_tuning", help="writes <out>/<name>.{json,md}")
     args = parser.parse_args()
+    if args.without_kernel:
+        A.KERNEL_MIN_SAMPLES = float("inf")
     variants = json.loads(args.variants)
     min_rows = json.loads(args.variant_min_rows)
     for name, gates in min_rows.items():
