@@ -18,6 +18,9 @@ Compared:
   standard errors of their per-row log-loss difference, else ``bagged``;
 * ``gated-anchored`` / ``gated-dominant``: ``anchored`` / ``dominant`` when the choice sees at
   least ``ANCHOR_MIN_ROWS`` rows, else ``bagged`` (the fifth round's G and GD);
+* ``gated-dominant-accurate``: ``gated-dominant``, but anchored only when the dominant member's
+  accuracy on the choosing rows is also the highest of all candidates, a tie counting as
+  highest (the seventh round's DA);
 * ``tempered-<scheme>``: each member's probabilities tempered (Guo et al., ICML 2017) with a
   temperature fitted on the rows the choice sees, then ``<scheme>`` on the tempered ones;
 * ``top1`` / ``top3``: the best member alone / the best three, equal weights;
@@ -27,11 +30,16 @@ Compared:
   the training folds (what estimating the means alone costs);
 * extra candidates, added to the portfolio: their out-of-fold predictions are computed the
   same way (same folds) and the comparison is repeated with them in the library
-  (``--variants`` names several such portfolios, each scored with every ``--schemes``).
+  (``--variants`` names several such portfolios, each scored with every ``--schemes``;
+  ``--variant-min-rows`` admits a variant's extra member only where the training part holds
+  at least so many samples, e.g. ``'{"KG": {"per-modality-kernel[C=30.0]": 500}}'``, the
+  seventh round's KG).
 
 Run:  python benchmarks/auto_tuning.py --seeds 100,101 --cases hw07,hw05,small,syn1000
       (``--gated`` compares portfolios with the samples-per-feature gated lda-em members;
-      ``--rule`` applies an adoption rule to the results)
+      ``--rule`` applies an adoption rule to the results; ``--without-kernel`` leaves the
+      kernel member out of the default portfolio, as before ``AUTO_REVISION`` 5: the recorded
+      commands of rounds 1-7, which ran before it joined, reproduce with it)
 Writes <out>/auto_tuning.{json,md} (``--name``) with the machine it ran on.
 """
 
@@ -233,20 +241,39 @@ def dominance_z(preds, y):
     return A.dominance(preds, y)[1]
 
 
+def most_accurate(preds, y, member):
+    """Whether ``member``'s accuracy on ``y`` is the highest of all candidates (a tie counts as
+    highest): the seventh round's DA anchors only on such a member."""
+    accuracies = [int((p.argmax(1) == y).sum()) for p in preds]
+    return accuracies[member] >= max(accuracies)
+
+
+#: The schemes that anchor their bags on a condition (recorded per choosing part).
+DOMINANT_SCHEMES = ("dominant", "gated-dominant", "gated-dominant-accurate")
+
+
+def anchors(scheme, preds, y):
+    """Whether ``scheme`` anchors its bags on the member with the lowest log loss on ``y``."""
+    if scheme == "anchored":
+        return True
+    if scheme == "gated-anchored":
+        return len(y) >= ANCHOR_MIN_ROWS
+    if scheme not in DOMINANT_SCHEMES:
+        return False
+    if scheme != "dominant" and len(y) < ANCHOR_MIN_ROWS:
+        return False
+    best, z = A.dominance(preds, y)
+    if z < DOMINANCE_Z:
+        return False
+    return scheme != "gated-dominant-accurate" or most_accurate(preds, y, best)
+
+
 def grouped_weights(preds, y, keys, rounds, min_group, scheme="global"):
     """Global Caruana weights plus one set per group key with >= min_group rows."""
     if scheme == "bagged":
         return bagged_selection(preds, y, rounds), {}
-    if scheme == "anchored":
-        return bagged_selection(preds, y, rounds, anchored=True), {}
-    if scheme == "dominant":
-        anchored = dominance_z(preds, y) >= DOMINANCE_Z
-        return bagged_selection(preds, y, rounds, anchored=anchored), {}
-    if scheme == "gated-anchored":
-        return bagged_selection(preds, y, rounds, anchored=len(y) >= ANCHOR_MIN_ROWS), {}
-    if scheme == "gated-dominant":
-        anchored = len(y) >= ANCHOR_MIN_ROWS and dominance_z(preds, y) >= DOMINANCE_Z
-        return bagged_selection(preds, y, rounds, anchored=anchored), {}
+    if scheme in ("anchored", "gated-anchored", *DOMINANT_SCHEMES):
+        return bagged_selection(preds, y, rounds, anchored=anchors(scheme, preds, y)), {}
     if scheme == "bagged75":
         return bagged_selection(preds, y, rounds, share=0.75), {}
     if scheme == "best-or-bagged":
@@ -283,7 +310,8 @@ def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, halves=N
     weights on the tempered choosing half. If a list ``halves`` is given, one dict per choosing
     half is appended to it: the temperatures (tempered schemes), and the member with the
     lowest log loss on the choosing half, that loss, its loss on the other half and its weight
-    (and, for the ``dominant`` schemes, the dominance statistic on the choosing half).
+    (and, for the ``dominant`` schemes, the dominance statistic on the choosing half, whether
+    that member is also the most accurate there, and whether the bags were anchored).
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -309,8 +337,10 @@ def cross_fit(preds, y, observed, scheme, rounds, min_group, repeats=5, halves=N
                         "best_loss_other": A._loss(pb[best], y[b], True),
                         "best_weight": glob[best],
                         "dominance_z": (
-                            dominance_z(pa, y[a]) if scheme.endswith("dominant") else None
+                            dominance_z(pa, y[a]) if scheme in DOMINANT_SCHEMES else None
                         ),
+                        "most_accurate": most_accurate(pa, y[a], best),
+                        "anchored": anchors(scheme, pa, y[a]),
                     }
                 )
             m = mix(pb, keys[b], glob, per)
@@ -344,8 +374,16 @@ def main() -> None:
         default="bagged,bagged75,global,best-or-bagged,top1",
         help="ensemble schemes: bagged, bagged75, anchored (every bag holds the best member), "
         "dominant, gated-anchored, gated-dominant (anchored / dominant from ANCHOR_MIN_ROWS "
-        "selection rows on), global, best-or-bagged, top1, top3; a 'tempered-' prefix first "
-        "fits each member's temperature on the choosing half",
+        "selection rows on), gated-dominant-accurate (gated-dominant, anchored only on a member "
+        "that is also the most accurate), global, best-or-bagged, top1, top3; a 'tempered-' "
+        "prefix first fits each member's temperature on the choosing half",
+    )
+    parser.add_argument(
+        "--variant-min-rows",
+        default="{}",
+        help="gates on --variants members (JSON): variant -> {member label: training samples}; "
+        "that variant holds the member only where the training part has at least that many "
+        "samples (elsewhere it is the default portfolio's)",
     )
     parser.add_argument(
         "--rule",
@@ -353,8 +391,8 @@ def main() -> None:
         help="an adoption rule to apply (JSON): {'baseline': [variant, scheme], 'candidates': "
         "{name: [variant, scheme], ...}} in order of preference; the candidate with the lowest "
         "mean log-loss ratio to the baseline over the cases is adopted if that mean is below 1, "
-        "no case rises by more than 1 %%, the mean accuracy does not fall, ties within 0.002 "
-        "going to the earlier one",
+        "no case rises by more than 1 %%, the mean accuracy does not fall, ties within 'tie' "
+        "(default 0.002) going to the earlier one",
     )
     parser.add_argument(
         "--crossfit-folds",
@@ -363,10 +401,25 @@ def main() -> None:
         help="choose the ensemble on k-1 of k folds of the out-of-fold rows and score it on the "
         "k-th (default 2: two halves, as in every round so far)",
     )
+    parser.add_argument(
+        "--without-kernel",
+        action="store_true",
+        help="the default portfolio without mlmm.tune.auto.KERNEL_MEMBER, as before it joined "
+        "(the seventh round): the earlier rounds' commands reproduce with it",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--name", default="auto_tuning", help="writes <out>/<name>.{json,md}")
     args = parser.parse_args()
+    if args.without_kernel:
+        A.KERNEL_MIN_SAMPLES = float("inf")
     variants = json.loads(args.variants)
+    min_rows = json.loads(args.variant_min_rows)
+    for name, gates in min_rows.items():
+        if name not in variants or not set(gates) <= set(variants[name]):
+            raise SystemExit(
+                f"--variant-min-rows gates {name!r}: {sorted(gates)}, which must be members of "
+                f"that --variants portfolio ({variants.get(name)})"
+            )
     gated = json.loads(args.gated)
     seeds = [int(s) for s in args.seeds.split(",")]
     if any(s < 100 for s in seeds):
@@ -455,7 +508,9 @@ def main() -> None:
                     raise SystemExit(
                         f"variant {name!r} names {sorted(unknown)}, not in the library"
                     )
-                chosen = base + [r for r in lib[len(base) :] if r["model"] in labels]
+                gates = min_rows.get(name, {})
+                admitted = {m for m in labels if train.n_samples >= gates.get(m, 0)}
+                chosen = base + [r for r in lib[len(base) :] if r["model"] in admitted]
                 for scheme in args.schemes.split(","):
                     halves: list[dict] = []
                     acc, loss = cross_fit(
@@ -480,8 +535,11 @@ def main() -> None:
                         else None
                     )
                     more = {"temperatures": spread} if fitted else {}
+                    more["members"] = [r["model"] for r in chosen]
                     # per choosing half: the best member there, its loss there and on the
-                    # other half, and its weight
+                    # other half, and its weight (the dominant schemes: the dominance
+                    # statistic, whether that member is also the most accurate there, and
+                    # whether the bags were anchored)
                     more["best_per_half"] = [
                         [
                             chosen[h["best"]]["model"],
@@ -489,12 +547,20 @@ def main() -> None:
                             round(h["best_loss_other"], 4),
                             round(h["best_weight"], 3),
                         ]
-                        + ([round(h["dominance_z"], 2)] if h["dominance_z"] is not None else [])
+                        + (
+                            [round(h["dominance_z"], 2), h["most_accurate"], h["anchored"]]
+                            if h["dominance_z"] is not None
+                            else []
+                        )
                         for h in halves
                     ]
+                    if any(h["dominance_z"] is not None for h in halves):
+                        more["anchored_parts"] = sum(h["anchored"] for h in halves)
                     # on all the out-of-fold rows (the halves vary)
-                    if scheme in ("dominant", "gated-dominant"):
-                        more["dominance_z"] = dominance_z([r["oof"] for r in chosen], y)
+                    if scheme in DOMINANT_SCHEMES:
+                        every = [r["oof"] for r in chosen]
+                        more["dominance_z"] = dominance_z(every, y)
+                        more["most_accurate"] = most_accurate(every, y, A.dominance(every, y)[0])
                     add(f"ensemble ({name})", scheme, 0, acc, loss, **more)
     frame = pd.DataFrame(rows)
     summary = (
@@ -574,7 +640,8 @@ def apply_rule(frame: pd.DataFrame, rule: dict) -> dict:
     adopted = None
     if eligible:
         lowest = min(mean for _, mean in eligible)
-        adopted = next(name for name, mean in eligible if mean <= lowest + 0.002)
+        tie = float(rule.get("tie", 0.002))
+        adopted = next(name for name, mean in eligible if mean <= lowest + tie)
     checks["adopted"] = adopted or "nothing"
     return checks
 

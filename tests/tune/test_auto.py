@@ -369,6 +369,37 @@ def test_without_dominance_the_bags_are_not_anchored(monkeypatch):
     assert default == bagged_ensemble_selection(tied, targets, True, 10, 20, 1, anchor=None)
 
 
+def test_a_dominant_member_that_is_not_the_most_accurate_is_not_anchored():
+    rng = np.random.default_rng(0)
+    n = ANCHOR_MIN_ROWS + 100
+    targets = rng.integers(0, 2, n)
+    truth = np.eye(2)[targets]  # [N, 2]
+    rows = rng.permutation(n)
+    # 0: hedged, right on 90 % of the rows: the lowest log loss by far (about 0.19)
+    hedged = np.where(np.isin(np.arange(n), rows[: n // 10])[:, None], 0.4 - 0.2 * truth, truth)
+    hedged = np.where(hedged == 1, 0.9, np.where(hedged == 0, 0.1, hedged + 0.2))
+    # 1: right on 95 % of the rows, but confidently wrong on the others (about 0.47)
+    wrong = np.isin(np.arange(n), rows[-n // 20 :])[:, None]
+    bold = np.where(wrong, 1e-4 + (1 - 2e-4) * (1 - truth), 0.99 * truth + 0.005)
+    weak = [np.where((rng.random(n) < 0.7)[:, None], 0.7 * truth + 0.15, 0.85 - 0.7 * truth)]
+    members = [hedged, bold, *weak, weak[0][rng.permutation(n)]]
+    np.testing.assert_allclose([m.sum(axis=1) for m in members], 1.0)
+    correct = [int((m.argmax(axis=1) == targets).sum()) for m in members]
+    assert correct[1] > correct[0] == max(correct[0], correct[2], correct[3])
+    best, z = auto_module.dominance(members, targets)
+    assert best == 0 and z >= DOMINANCE_Z  # dominant in log loss ...
+    assert dominant_member(members, targets, True) is None  # ... but less accurate: refused
+    default = bagged_ensemble_selection(members, targets, True, 10, bags=20, seed=2)
+    assert default == bagged_ensemble_selection(members, targets, True, 10, 20, 2, anchor=None)
+    # as accurate as the most accurate (a tie counts as highest): anchored
+    level = bold.copy()
+    flip = np.flatnonzero(~wrong[:, 0])[: correct[1] - correct[0]]
+    level[flip] = level[flip][:, ::-1]  # wrong on as many rows as the hedged member
+    tied = [hedged, level, *members[2:]]
+    assert int((level.argmax(axis=1) == targets).sum()) == correct[0]
+    assert dominant_member(tied, targets, True) == 0
+
+
 def test_fit_auto_records_the_member_its_bags_were_anchored_on(monkeypatch, tmp_path):
     train, _ = _split(n=700)  # 525 training rows
     portfolio = ["per-modality-logistic", "logistic-mean-impute", "lda-em"]
@@ -407,8 +438,10 @@ def test_default_portfolio_follows_the_budget_and_the_data_width():
     best, _ = default_portfolio(data, "best")
     assert {m["method"] for m in fast} < {m["method"] for m in best}
     assert "moddrop" in {m["method"] for m in best}
-    # 240 samples < 10 x 34 features: no diagonal lda-em; no gradient boosting at "fast"
-    assert [n["method"] for n in fast_notes] == ["lda-em", "hist-gradient-boosting"]
+    # 240 samples < 10 x 34 features: no diagonal lda-em; no gradient boosting at "fast";
+    # under 500 samples no kernel member
+    notes = [n["method"] for n in fast_notes]
+    assert notes == ["lda-em", "hist-gradient-boosting", "per-modality-kernel"]
     deep = [m for m in fast if m["method"] == "hemis"][0]
     assert deep["weight_decay"] == pytest.approx(0.5 / 240)  # scaled with n
     medium, _ = default_portfolio(data, "medium")
@@ -423,6 +456,21 @@ def test_default_portfolio_follows_the_budget_and_the_data_width():
     assert "hist-gradient-boosting" not in {m["method"] for m in members}
     (tree,) = [n for n in notes if n["method"] == "hist-gradient-boosting"]
     assert "too costly" in tree["note"] and "3006" in tree["note"]
+
+
+def test_the_kernel_member_joins_from_500_training_samples_with_a_note_otherwise():
+    kernel = {"method": "per-modality-kernel", "params": {"C": 30.0}}
+    assert auto_module.KERNEL_MIN_SAMPLES == ANCHOR_MIN_ROWS == 500
+    joined, notes = default_portfolio(_vectors(500, 46), "medium")
+    assert joined[-1] == kernel  # last, after the deep members
+    assert not any(n["method"] == "per-modality-kernel" for n in notes)
+    left, notes = default_portfolio(_vectors(499, 46), "medium")
+    assert "per-modality-kernel" not in {m["method"] for m in left}
+    (note,) = [n for n in notes if n["method"] == "per-modality-kernel"]
+    assert note["model"] == "per-modality-kernel[C=30.0]"
+    assert note["note"] == "needs 500 training samples, got 499"
+    same = [(m["method"], m["params"]) for m in left]  # nothing else changes
+    assert [(m["method"], m["params"]) for m in joined[:-1]] == same
 
 
 def _vectors(n_samples, width):

@@ -147,3 +147,45 @@ def test_a_rule_is_checked_against_the_variants_and_schemes_before_the_run(tunin
     for rule in wrong:
         with pytest.raises(SystemExit, match="--rule needs"):
             tuning.check_rule(rule, variants, schemes)
+
+
+def test_the_accurate_scheme_anchors_only_a_dominant_member_that_is_the_most_accurate(tuning):
+    rng = np.random.default_rng(6)
+    n = 600
+    y = rng.integers(0, 4, size=n)
+    truth = np.eye(4)[y]  # [N, K]
+    miss = (rng.random(n) < 0.1)[:, None]  # the dominant member is wrong on about 10 %
+    wrong = np.eye(4)[(y + 1) % 4]
+    dominant = np.where(miss, 0.5 * wrong + 0.2 * truth + 0.1, 0.6 * truth + 0.1)
+    flat = 0.3 * truth + 0.7 / 3 * (1 - truth)  # right on every row, but a high log loss
+    preds = [_proba(rng, n=n) for _ in range(3)] + [dominant, flat]
+    keys = np.zeros(n, dtype=np.int64)
+    assert tuning.dominance_z(preds, y) >= tuning.DOMINANCE_Z
+    assert not tuning.most_accurate(preds, y, 3)  # the flat member is more accurate
+    assert tuning.anchors("gated-dominant", preds, y)
+    assert not tuning.anchors("gated-dominant-accurate", preds, y)
+
+    def weights(scheme, members):
+        return tuning.grouped_weights(members, y, keys, 5, 0, scheme)[0]
+
+    assert weights("gated-dominant-accurate", preds) == weights("bagged", preds)
+    assert weights("gated-dominant", preds) == weights("anchored", preds)
+    # as accurate as the flat member (a tie counts as highest): anchored
+    level = [*preds[:3], dominant, np.where(miss, 0.3 * wrong + 0.7 / 3 * (1 - wrong), flat)]
+    assert tuning.most_accurate(level, y, 3)
+    assert tuning.anchors("gated-dominant-accurate", level, y)
+    assert weights("gated-dominant-accurate", level) == weights("anchored", level)
+    # below the row gate, never
+    assert not tuning.anchors("gated-dominant-accurate", [p[:100] for p in level], y[:100])
+
+
+def test_the_rule_breaks_ties_within_its_own_tolerance(tuning):
+    losses = {
+        ("current", "bagged"): {"x": 1.0, "y": 1.0},
+        ("current", "t"): {"x": 0.9985, "y": 0.9985},  # 0.0015 above A
+        ("current", "a"): {"x": 0.997, "y": 0.997},
+        ("K", "t"): {"x": 1.0, "y": 1.0},
+    }
+    frame = _frame(losses, {})
+    assert tuning.apply_rule(frame, RULE)["adopted"] == "T"  # default tie: 0.002
+    assert tuning.apply_rule(frame, {**RULE, "tie": 0.001})["adopted"] == "A"
