@@ -157,6 +157,25 @@ def test_the_mean_of_padded_data_matches_a_per_step_loop():
     assert model.train_length.s.tolist() == [int(steps[present].max())]
 
 
+def test_a_refit_without_any_present_row_forgets_the_earlier_mean():
+    # was: the mean of the earlier fit stayed, now with train_length empty (all steps)
+    model = mlmm.create_method("mean-impute", VARLEN_SPECS, TASK)
+    model.fit_imputer(varlen_dataset())
+    assert model.train_mean.s.abs().sum() > 0
+    observed = np.array([[True, False]] * 4)
+    data = MultimodalDataset(
+        VARLEN_SPECS,
+        TASK,
+        {"v": np.ones((4, 1)), "s": np.ones((4, 4, 1))},
+        np.array([0, 1, 0, 1]),
+        observed,
+        lengths={"s": np.zeros(4, dtype=np.int64)},
+    )
+    model.fit_imputer(data)
+    assert model.train_length.s.shape == (0,)
+    assert torch.equal(model.train_mean.s, torch.zeros(4, 1))  # the standardised mean
+
+
 def test_an_imputed_sequence_is_encoded_over_the_imputed_length():
     model = mlmm.create_method("mean-impute", VARLEN_SPECS, TASK, hidden=8, embed_dim=4)
     model.fit_imputer(varlen_dataset())

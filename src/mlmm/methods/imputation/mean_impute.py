@@ -165,7 +165,8 @@ class MeanImpute(ZeroImpute):
         for j, name in enumerate(self.modalities):
             present = train.observed[:, j]  # [N]
             rows = train.inputs[name][present]  # [N_present, *shape]
-            if len(rows) == 0:  # the trainer refuses such data; keep the standardised mean 0
+            if len(rows) == 0:  # the trainer refuses such data; the standardised mean is 0
+                self.train_mean.get_buffer(name).zero_()  # (not an earlier fit's)
                 continue
             steps = None if train.lengths is None else train.lengths.get(name)
             if steps is None:
