@@ -1,12 +1,8 @@
 """mean-impute: per-position training means fill absent rows; the indicators reach the head."""
 
-import hashlib
-import json
-
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 import mlmm
 from mlmm.data.dataset import MultimodalDataset
@@ -14,7 +10,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods.imputation.zero_impute import ZeroImpute
 from mlmm.testing import contract_dataset, padded_sequence_dataset
-from mlmm.train.checkpoint import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
+from mlmm.train.checkpoint import load_artifact, save_artifact
 
 SPECS = [ModalitySpec("v", "vector", (2,)), ModalitySpec("s", "sequence", (2, 1))]
 TASK = TaskSpec("classification", 2)
@@ -226,18 +222,10 @@ def test_artifacts_saved_before_train_length_load_and_predict_as_they_did(tmp_pa
     then = trained.predict_raw(train)
     assert not np.allclose(then, now, atol=1e-6)  # the fix changes predictions
 
-    weights = load_file(path / WEIGHTS_FILE)
+    config, weights = load_artifact(path)
     weights["train_mean.s"] = old_mean
     del weights["train_length.s"]
-    save_file(weights, path / WEIGHTS_FILE)
-    digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
-    config = json.loads((path / CONFIG_FILE).read_text())
-    config["weights_sha256"] = digest
-    (path / CONFIG_FILE).write_text(json.dumps(config))
-    manifest = json.loads((path / MANIFEST_FILE).read_text())
-    manifest["sha256"][WEIGHTS_FILE] = digest
-    manifest["sha256"][CONFIG_FILE] = hashlib.sha256((path / CONFIG_FILE).read_bytes()).hexdigest()
-    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    save_artifact(path, weights, config, overwrite=True)  # the weights as then, hashed
     upgraded = mlmm.TrainedModel.load(path)
     assert upgraded.model.train_length.s.shape == (0,)
     np.testing.assert_array_equal(upgraded.predict_raw(train), then)
