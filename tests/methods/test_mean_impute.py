@@ -211,6 +211,9 @@ def test_artifacts_saved_before_train_length_load_and_predict_as_they_did(tmp_pa
     )
     path = trained.save(tmp_path / "artifact")
     now = trained.predict_raw(train)
+    loaded = mlmm.TrainedModel.load(path)  # today's artifact keeps its train_length
+    assert loaded.model.train_length.s.tolist() == trained.model.train_length.s.tolist() == [8]
+    np.testing.assert_array_equal(loaded.predict_raw(train), now)
     # the code of then: the mean over every step of the present rows, padding included, and
     # imputed sequences encoded over all steps
     standardised = trained.standardizer.transform(train)
