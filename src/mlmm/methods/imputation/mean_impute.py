@@ -208,6 +208,10 @@ class MeanImpute(ZeroImpute):
         take ``train_length``, or all steps when it is empty (fixed-length training data, or
         an artifact saved before it existed). Sequence modalities with neither
         ``batch.lengths`` nor ``train_length`` are left out (every step is real).
+
+        The classifier reads this (:meth:`encode_filled`), and :meth:`impute` returns its
+        inputs: a subclass that fills otherwise overrides this method (as ``knn-impute``
+        does), not :meth:`impute`.
         """
         present = self.present_mask(batch)
         filled = {}
