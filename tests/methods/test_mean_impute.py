@@ -143,7 +143,9 @@ def test_a_variable_length_mean_is_over_the_samples_that_have_each_step():
 def test_the_mean_of_padded_data_matches_a_per_step_loop():
     data = padded_sequence_dataset(garbage=True)  # padding of present rows holds 1e3
     model = mlmm.create_method("mean-impute", data.specs, data.task)
+    before = data.inputs["s"].copy()
     model.fit_imputer(data)
+    np.testing.assert_array_equal(data.inputs["s"], before)  # the data are not edited
     s, steps = data.inputs["s"], data.lengths["s"]
     present = np.flatnonzero(data.observed[:, 1])
     for t in range(s.shape[1]):

@@ -174,7 +174,8 @@ class MeanImpute(ZeroImpute):
             else:  # per step, over the present samples that have the step
                 steps = steps[present]  # [N_present]
                 valid = np.arange(rows.shape[1])[None, :] < steps[:, None]  # [N_present, T]
-                total = np.where(valid[..., None], rows, 0.0).sum(axis=0, dtype="float64")
+                rows[~valid] = 0.0  # padding is not data; rows is a copy (no second one)
+                total = rows.sum(axis=0, dtype="float64")  # [T, C]
                 held = valid.sum(axis=0)[:, None]  # [T, 1]
                 mean = np.divide(total, held, out=np.zeros_like(total), where=held > 0)  # [T, C]
                 imputed_lengths[name] = torch.tensor([int(steps.max())])
