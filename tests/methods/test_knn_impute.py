@@ -245,11 +245,14 @@ def test_an_imputed_sequence_takes_its_neighbours_steps_and_length():
 def test_artifacts_saved_before_bank_lengths_load_and_impute_as_they_did():
     model = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2, weighting="uniform")
     model.fit_imputer(varlen_samples())
-    old = {k: v for k, v in model.state_dict().items() if "bank_lengths" not in k}
+    # such an artifact has no train_length either (it came later)
+    state = model.state_dict().items()
+    old = {k: v for k, v in state if "bank_lengths" not in k and "train_length" not in k}
     new = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2, weighting="uniform")
     new.upgrade_state_dict(old)
     new.load_state_dict(old)
     assert len(new.bank_lengths.s) == 0  # as saved: neighbours' padding averaged in
+    assert len(new.train_length.s) == 0
     batch = mlmm.MultimodalBatch(
         {"a": torch.tensor([[0.4]]), "s": torch.zeros(1, 4, 1)},
         torch.tensor([[True, False]]),
@@ -295,3 +298,38 @@ def test_with_no_qualifying_sample_a_sequence_takes_the_mean_and_its_length():
     filled, lengths = model.eval().impute_with_lengths(batch)
     assert filled["s"].flatten().tolist() == [2.0, 3.0, 5.0, 0.0]
     assert lengths["s"].tolist() == [3]  # was: all 4 steps
+
+
+def test_artifacts_saved_before_train_length_fill_with_the_mean_over_all_steps():
+    # saved with bank_lengths, before train_length: a row with no qualifying neighbour gets
+    # the stored mean over all steps, as then (was only checked for mean-impute)
+    s = np.array([[0.0] * 4, [1.0, 2.0, 0.0, 0.0], [3.0, 4.0, 5.0, 0.0]])[..., None]
+    observed = np.array([[True, False], [False, True], [False, True]])
+    data = MultimodalDataset(
+        VARLEN_SPECS,
+        TASK,
+        {"a": np.zeros((3, 1)), "s": s},
+        np.array([0, 1, 0]),
+        observed,
+        lengths={"s": np.array([0, 2, 3])},
+    )
+    model = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2, hidden=8, embed_dim=4)
+    model.fit_imputer(data)
+    old = {k: v for k, v in model.state_dict().items() if "train_length" not in k}
+    new = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2, hidden=8, embed_dim=4)
+    new.upgrade_state_dict(old)
+    new.load_state_dict(old)
+    assert len(new.train_length.s) == 0 and torch.equal(new.bank_lengths.s, model.bank_lengths.s)
+    batch = mlmm.MultimodalBatch(
+        {"a": torch.tensor([[0.5]]), "s": torch.zeros(1, 4, 1)},
+        torch.tensor([[True, False]]),
+        ("a", "s"),
+        lengths={"s": torch.tensor([0])},
+    )
+    filled, lengths = new.eval().impute_with_lengths(batch)
+    assert torch.equal(filled["s"][0], new.train_mean.s)
+    assert lengths["s"].tolist() == [4]  # all steps; the new model takes train_length, 3
+    assert model.eval().impute_with_lengths(batch)[1]["s"].tolist() == [3]
+    with torch.no_grad():
+        over_all = new.encoders["s"](new.train_mean.s.unsqueeze(0))  # [1, embed_dim]
+        assert torch.allclose(new(batch).embedding[:, 1:], over_all, atol=1e-6)

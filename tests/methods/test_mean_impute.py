@@ -1,12 +1,8 @@
 """mean-impute: per-position training means fill absent rows; the indicators reach the head."""
 
-import hashlib
-import json
-
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 import mlmm
 from mlmm.data.dataset import MultimodalDataset
@@ -14,7 +10,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods.imputation.zero_impute import ZeroImpute
 from mlmm.testing import contract_dataset, padded_sequence_dataset
-from mlmm.train.checkpoint import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
+from mlmm.train.checkpoint import load_artifact, save_artifact
 
 SPECS = [ModalitySpec("v", "vector", (2,)), ModalitySpec("s", "sequence", (2, 1))]
 TASK = TaskSpec("classification", 2)
@@ -147,7 +143,9 @@ def test_a_variable_length_mean_is_over_the_samples_that_have_each_step():
 def test_the_mean_of_padded_data_matches_a_per_step_loop():
     data = padded_sequence_dataset(garbage=True)  # padding of present rows holds 1e3
     model = mlmm.create_method("mean-impute", data.specs, data.task)
+    before = data.inputs["s"].copy()
     model.fit_imputer(data)
+    np.testing.assert_array_equal(data.inputs["s"], before)  # the data are not edited
     s, steps = data.inputs["s"], data.lengths["s"]
     present = np.flatnonzero(data.observed[:, 1])
     for t in range(s.shape[1]):
@@ -155,6 +153,25 @@ def test_the_mean_of_padded_data_matches_a_per_step_loop():
         expected = np.mean([s[i, t] for i in have], axis=0) if have else np.zeros(2)
         np.testing.assert_allclose(model.train_mean.s[t].numpy(), expected, rtol=1e-6)
     assert model.train_length.s.tolist() == [int(steps[present].max())]
+
+
+def test_a_refit_without_any_present_row_forgets_the_earlier_mean():
+    # was: the mean of the earlier fit stayed, now with train_length empty (all steps)
+    model = mlmm.create_method("mean-impute", VARLEN_SPECS, TASK)
+    model.fit_imputer(varlen_dataset())
+    assert model.train_mean.s.abs().sum() > 0
+    observed = np.array([[True, False]] * 4)
+    data = MultimodalDataset(
+        VARLEN_SPECS,
+        TASK,
+        {"v": np.ones((4, 1)), "s": np.ones((4, 4, 1))},
+        np.array([0, 1, 0, 1]),
+        observed,
+        lengths={"s": np.zeros(4, dtype=np.int64)},
+    )
+    model.fit_imputer(data)
+    assert model.train_length.s.shape == (0,)
+    assert torch.equal(model.train_mean.s, torch.zeros(4, 1))  # the standardised mean
 
 
 def test_an_imputed_sequence_is_encoded_over_the_imputed_length():
@@ -196,6 +213,9 @@ def test_artifacts_saved_before_train_length_load_and_predict_as_they_did(tmp_pa
     )
     path = trained.save(tmp_path / "artifact")
     now = trained.predict_raw(train)
+    loaded = mlmm.TrainedModel.load(path)  # today's artifact keeps its train_length
+    assert loaded.model.train_length.s.tolist() == trained.model.train_length.s.tolist() == [8]
+    np.testing.assert_array_equal(loaded.predict_raw(train), now)
     # the code of then: the mean over every step of the present rows, padding included, and
     # imputed sequences encoded over all steps
     standardised = trained.standardizer.transform(train)
@@ -207,18 +227,10 @@ def test_artifacts_saved_before_train_length_load_and_predict_as_they_did(tmp_pa
     then = trained.predict_raw(train)
     assert not np.allclose(then, now, atol=1e-6)  # the fix changes predictions
 
-    weights = load_file(path / WEIGHTS_FILE)
+    config, weights = load_artifact(path)
     weights["train_mean.s"] = old_mean
     del weights["train_length.s"]
-    save_file(weights, path / WEIGHTS_FILE)
-    digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
-    config = json.loads((path / CONFIG_FILE).read_text())
-    config["weights_sha256"] = digest
-    (path / CONFIG_FILE).write_text(json.dumps(config))
-    manifest = json.loads((path / MANIFEST_FILE).read_text())
-    manifest["sha256"][WEIGHTS_FILE] = digest
-    manifest["sha256"][CONFIG_FILE] = hashlib.sha256((path / CONFIG_FILE).read_bytes()).hexdigest()
-    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    save_artifact(path, weights, config, overwrite=True)  # the weights as then, hashed
     upgraded = mlmm.TrainedModel.load(path)
     assert upgraded.model.train_length.s.shape == (0,)
     np.testing.assert_array_equal(upgraded.predict_raw(train), then)

@@ -58,7 +58,8 @@ class BankLengths(ResizableBuffers):
     """The valid steps of each bank sample: one int64 buffer ``<name>`` of shape ``[N]`` per
     ``sequence`` modality, filled when the bank's data have variable lengths for it and empty
     (``[0]``: every step is real) otherwise. It sits beside a :class:`SampleBank` whose rows
-    hold zeros in the padding.
+    hold zeros in the padding, or holds one length ``[1]`` per modality, a bank of one
+    imputed sequence (``mean-impute``'s ``train_length``).
 
     Parameters
     ----------

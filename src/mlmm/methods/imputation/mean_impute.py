@@ -165,7 +165,8 @@ class MeanImpute(ZeroImpute):
         for j, name in enumerate(self.modalities):
             present = train.observed[:, j]  # [N]
             rows = train.inputs[name][present]  # [N_present, *shape]
-            if len(rows) == 0:  # the trainer refuses such data; keep the standardised mean 0
+            if len(rows) == 0:  # the trainer refuses such data; the standardised mean is 0
+                self.train_mean.get_buffer(name).zero_()  # (not an earlier fit's)
                 continue
             steps = None if train.lengths is None else train.lengths.get(name)
             if steps is None:
@@ -173,7 +174,8 @@ class MeanImpute(ZeroImpute):
             else:  # per step, over the present samples that have the step
                 steps = steps[present]  # [N_present]
                 valid = np.arange(rows.shape[1])[None, :] < steps[:, None]  # [N_present, T]
-                total = np.where(valid[..., None], rows, 0.0).sum(axis=0, dtype="float64")
+                rows[~valid] = 0.0  # padding is not data; rows is a copy (no second one)
+                total = rows.sum(axis=0, dtype="float64")  # [T, C]
                 held = valid.sum(axis=0)[:, None]  # [T, 1]
                 mean = np.divide(total, held, out=np.zeros_like(total), where=held > 0)  # [T, C]
                 imputed_lengths[name] = torch.tensor([int(steps.max())])
@@ -207,6 +209,10 @@ class MeanImpute(ZeroImpute):
         take ``train_length``, or all steps when it is empty (fixed-length training data, or
         an artifact saved before it existed). Sequence modalities with neither
         ``batch.lengths`` nor ``train_length`` are left out (every step is real).
+
+        The classifier reads this (:meth:`encode_filled`), and :meth:`impute` returns its
+        inputs: a subclass that fills otherwise overrides this method (as ``knn-impute``
+        does), not :meth:`impute`.
         """
         present = self.present_mask(batch)
         filled = {}
