@@ -50,10 +50,7 @@ def test_predict_command_reads_and_writes_each_format(
     if suffix == ".npz":
         np.savez(source, **samples)
     else:
-        columns = trained.table_columns
-        frame = pd.DataFrame(
-            {c: samples[m][:, j] for m, cols in columns.items() for j, c in enumerate(cols)}
-        )
+        frame = _frame(trained, samples)
         frame.to_csv(source, index=False) if suffix == ".csv" else frame.to_parquet(source)
     target = tmp_path / f"out{suffix}"
     code, out, err = run(
@@ -306,6 +303,7 @@ def test_a_table_with_two_sequences_and_blank_padding_predicts_as_the_dataset(
 
 
 def _frame(trained, samples):
+    """``samples`` as a table with the model's columns."""
     columns = trained.table_columns
     return pd.DataFrame(
         {c: samples[m][:, j] for m, cols in columns.items() for j, c in enumerate(cols)}
