@@ -321,6 +321,16 @@ def _frame(trained, samples):
             "column 'm1.3' holds text, e.g. '-0.10891472790742324' in row 3; write numbers",
         ),
         (".parquet", lambda f: f.assign(**{"m0.0": f["m0.0"] > 0}), "column 'm0.0' holds bool"),
+        (  # pandas' nullable booleans with a blank cell arrive as Python objects
+            ".parquet",
+            lambda f: f.assign(**{"m0.0": pd.array([None, True] * 3, dtype="boolean")}),
+            "column 'm0.0' holds booleans, e.g. 'True' in row 1; write numbers",
+        ),
+        (
+            ".parquet",
+            lambda f: f.assign(**{"m2.0": pd.Categorical(["low", "high"] * 3)}),
+            "column 'm2.0' holds text, e.g. 'low' in row 0; write numbers",
+        ),
         (
             ".npz",
             lambda s: {**s, "m1": np.array("1.5")},
@@ -332,7 +342,16 @@ def _frame(trained, samples):
             "column 'm2.5' holds text, e.g. '1.5' in row 0; write numbers (floats or integers)",
         ),
     ],
-    ids=["npz-text", "npz-bool", "parquet-text", "parquet-bool", "npz-0d-text", "csv-text"],
+    ids=[
+        "npz-text",
+        "npz-bool",
+        "parquet-text",
+        "parquet-bool",
+        "parquet-nullable-bool",
+        "parquet-category",
+        "npz-0d-text",
+        "csv-text",
+    ],
 )
 def test_input_files_with_text_or_booleans_for_numbers_stop_in_one_line(
     hemis_run, tmp_path, monkeypatch, capsys, suffix, spoil, phrase
