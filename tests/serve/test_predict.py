@@ -368,13 +368,15 @@ def test_input_files_with_text_or_booleans_for_numbers_stop_in_one_line(
     assert phrase in " ".join(err.split()), err
 
 
-def test_a_ragged_nested_list_stops_in_one_line(hemis_run):
+def test_a_ragged_or_too_deep_nested_list_stops_in_one_line(hemis_run):
     trained = TrainedModel.load(hemis_run)
     ragged = [[0.0] * 16] * 5 + [[0.0] * 15]  # the last row one value short
-    with pytest.raises(
-        MlmmError, match=r"array 'm0' is ragged .*; give an array of shape \(N, 16\)"
-    ):
-        predict_table(trained, {**_samples(), "m0": ragged})
+    deep = 0.0
+    for _ in range(100_000):
+        deep = [deep]
+    for spoiled in (ragged, deep):
+        with pytest.raises(MlmmError, match=r"array 'm0' is not rectangular .*\(N, 16\), NaN"):
+            predict_table(trained, {**_samples(), "m0": spoiled})
 
 
 def test_csv_numbers_are_read_as_numbers_quoted_or_not(hemis_run, tmp_path):

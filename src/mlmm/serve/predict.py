@@ -109,10 +109,11 @@ def check_numbers(trained: TrainedModel, X: Any) -> None:
         else:
             try:
                 values = np.asarray(X[key])
-            except ValueError:  # nested lists of unequal lengths
+            except ValueError:  # nested lists of unequal lengths, or over numpy's 64 dims
                 raise MlmmError(
-                    f"{where} is ragged (nested lists of unequal lengths); give an array of "
-                    f"shape (N, {', '.join(map(str, shapes[str(key)]))}), NaN where a row is absent"
+                    f"{where} is not rectangular (nested lists of unequal lengths, or over 64 "
+                    f"levels deep); give an array of shape "
+                    f"(N, {', '.join(map(str, shapes[str(key)]))}), NaN where a row is absent"
                 ) from None
         problem = _not_numbers(values)
         if problem:
