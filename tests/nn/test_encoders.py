@@ -116,6 +116,23 @@ def test_gru_last_valid_is_the_packed_final_state(bidirectional, layers):
     torch.testing.assert_close(gru_last_valid(gru, x.clamp(max=5), lengths), got)
 
 
+def test_gru_last_valid_drops_out_between_layers_in_training_only():
+    """As nn.GRU: dropout on every layer's output but the last's, in training only. At p = 1
+    the layers above the first read zeros, so the two paths compare exactly in both modes."""
+    gru = torch.nn.GRU(3, 5, num_layers=3, bidirectional=True, batch_first=True, dropout=1.0)
+    x, lengths = _padded_batch()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        x, lengths, batch_first=True, enforce_sorted=False
+    )
+    states = {}
+    for training in (True, False):
+        gru.train(training)
+        states[training] = gru_last_valid(gru, x, lengths)  # [6, B, H]
+        torch.testing.assert_close(states[training], gru(packed)[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(states[True][:2], states[False][:2])  # layer 0: no dropout
+    assert not torch.allclose(states[True][2:], states[False][2:])  # layers 1, 2: dropped
+
+
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_gru_encoder_unpacked_path_equals_packed_path(training, monkeypatch):
     """Absent rows (length 0: one zero step) included; gradients agree too."""

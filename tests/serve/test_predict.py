@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from mlmm import cli
+from mlmm.errors import MlmmError
 from mlmm.serve.predict import predict_table
 from mlmm.train import TrainedModel
 
@@ -49,10 +50,7 @@ def test_predict_command_reads_and_writes_each_format(
     if suffix == ".npz":
         np.savez(source, **samples)
     else:
-        columns = trained.table_columns
-        frame = pd.DataFrame(
-            {c: samples[m][:, j] for m, cols in columns.items() for j, c in enumerate(cols)}
-        )
+        frame = _frame(trained, samples)
         frame.to_csv(source, index=False) if suffix == ".csv" else frame.to_parquet(source)
     target = tmp_path / f"out{suffix}"
     code, out, err = run(
@@ -232,6 +230,10 @@ def test_predict_files_carry_the_lengths_of_variable_length_sequences(
             "'lengths.s' holds text, e.g. '3' in row 0; write each row's valid steps of 's' as in",
         ),
         ({"lengths.s": np.ones(40, bool)}, "'lengths.s' holds booleans (dtype bool), read as 1/0"),
+        (  # one value, not one per row: no row to name
+            {"lengths.s": np.array("3")},
+            "'lengths.s' holds text, e.g. '3'; write each row's valid steps of 's' as integers",
+        ),
     ],
 )
 def test_variable_length_files_without_usable_lengths_stop_in_one_line(
@@ -301,6 +303,7 @@ def test_a_table_with_two_sequences_and_blank_padding_predicts_as_the_dataset(
 
 
 def _frame(trained, samples):
+    """``samples`` as a table with the model's columns."""
     columns = trained.table_columns
     return pd.DataFrame(
         {c: samples[m][:, j] for m, cols in columns.items() for j, c in enumerate(cols)}
@@ -318,13 +321,37 @@ def _frame(trained, samples):
             "column 'm1.3' holds text, e.g. '-0.10891472790742324' in row 3; write numbers",
         ),
         (".parquet", lambda f: f.assign(**{"m0.0": f["m0.0"] > 0}), "column 'm0.0' holds bool"),
+        (  # pandas' nullable booleans with a blank cell arrive as Python objects
+            ".parquet",
+            lambda f: f.assign(**{"m0.0": pd.array([None, True] * 3, dtype="boolean")}),
+            "column 'm0.0' holds booleans, e.g. 'True' in row 1; write numbers",
+        ),
+        (
+            ".parquet",
+            lambda f: f.assign(**{"m2.0": pd.Categorical(["low", "high"] * 3)}),
+            "column 'm2.0' holds text, e.g. 'low' in row 0; write numbers",
+        ),
+        (
+            ".npz",
+            lambda s: {**s, "m1": np.array("1.5")},
+            "array 'm1' holds text, e.g. '1.5'; write",
+        ),
         (  # CSV is text: a cell that is not a number leaves its column as text
             ".csv",
             lambda f: f.astype({"m2.5": object}).assign(**{"m2.5": ["1.5"] * 5 + ["n/a!"]}),
             "column 'm2.5' holds text, e.g. '1.5' in row 0; write numbers (floats or integers)",
         ),
     ],
-    ids=["npz-text", "npz-bool", "parquet-text", "parquet-bool", "csv-text"],
+    ids=[
+        "npz-text",
+        "npz-bool",
+        "parquet-text",
+        "parquet-bool",
+        "parquet-nullable-bool",
+        "parquet-category",
+        "npz-0d-text",
+        "csv-text",
+    ],
 )
 def test_input_files_with_text_or_booleans_for_numbers_stop_in_one_line(
     hemis_run, tmp_path, monkeypatch, capsys, suffix, spoil, phrase
@@ -339,6 +366,17 @@ def test_input_files_with_text_or_booleans_for_numbers_stop_in_one_line(
     code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
     assert code == 2 and err.count("\n") == 1
     assert phrase in " ".join(err.split()), err
+
+
+def test_a_ragged_or_too_deep_nested_list_stops_in_one_line(hemis_run):
+    trained = TrainedModel.load(hemis_run)
+    ragged = [[0.0] * 16] * 5 + [[0.0] * 15]  # the last row one value short
+    deep = 0.0
+    for _ in range(100_000):
+        deep = [deep]
+    for spoiled in (ragged, deep):
+        with pytest.raises(MlmmError, match=r"array 'm0' is not rectangular .*\(N, 16\), NaN"):
+            predict_table(trained, {**_samples(), "m0": spoiled})
 
 
 def test_csv_numbers_are_read_as_numbers_quoted_or_not(hemis_run, tmp_path):

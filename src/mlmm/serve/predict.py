@@ -98,16 +98,25 @@ def check_numbers(trained: TrainedModel, X: Any) -> None:
     is_table = hasattr(X, "iloc") and hasattr(X, "columns")
     if not is_table and not isinstance(X, dict):
         return
-    wanted = set(trained.modality_shapes) if not is_table else set()
-    if is_table:
-        wanted = {c for cols in trained.table_columns.values() for c in cols}
-    for key in X if not is_table else X.columns:
+    shapes = trained.modality_shapes
+    wanted = {c for cols in trained.table_columns.values() for c in cols} if is_table else shapes
+    for key in X.columns if is_table else X:
         if str(key) not in wanted:
             continue
-        values = X[key].to_numpy() if is_table else np.asarray(X[key])
+        where = f"column {str(key)!r}" if is_table else f"array {str(key)!r}"
+        if is_table:
+            values = X[key].to_numpy()
+        else:
+            try:
+                values = np.asarray(X[key])
+            except ValueError:  # nested lists of unequal lengths, or over numpy's 64 dims
+                raise MlmmError(
+                    f"{where} is not rectangular (nested lists of unequal lengths, or over 64 "
+                    f"levels deep); give an array of shape "
+                    f"(N, {', '.join(map(str, shapes[str(key)]))}), NaN where a row is absent"
+                ) from None
         problem = _not_numbers(values)
         if problem:
-            where = f"column {str(key)!r}" if is_table else f"array {str(key)!r}"
             raise MlmmError(f"{where} holds {problem}; write numbers (floats or integers) there")
 
 
@@ -120,14 +129,15 @@ def _not_numbers(values: np.ndarray) -> str | None:
     if values.dtype.kind in "USO":
         flat = values.reshape(-1)
         kinds = (str, bytes, bool, np.bool_, np.str_, np.bytes_)
-        bad = [i for i, v in enumerate(flat.tolist()) if isinstance(v, kinds)][:1]
-        if not bad:
+        first = next((i for i, v in enumerate(flat.tolist()) if isinstance(v, kinds)), None)
+        if first is None:
             return None  # Python objects that are all numbers (or None/NaN)
-        row = np.unravel_index(bad[0], values.shape)[0]
-        value = flat[bad[0]]
+        value = flat[first]
         kind = "booleans" if isinstance(value, bool | np.bool_) else "text"
         shown = str(value) if len(str(value)) <= 20 else str(value)[:17] + "..."
-        return f"{kind}, e.g. {shown!r} in row {int(row)}"
+        # a 0-d array (one value, not one per row) has no row to name
+        at = f" in row {int(np.unravel_index(first, values.shape)[0])}" if values.ndim else ""
+        return f"{kind}, e.g. {shown!r}{at}"
     return f"values of dtype {values.dtype}"
 
 
