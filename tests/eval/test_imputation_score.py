@@ -74,3 +74,74 @@ def test_accuracy_compares_class_indices_when_the_task_has_label_names():
     expected = (imputer.predict_raw(split.test).argmax(1) == split.test.targets).mean()
     assert table["accuracy_true"] == pytest.approx(expected)
     assert str(imputer.predict(split.test)[0]).startswith("c")
+
+
+def test_fixed_length_scores_are_the_all_entries_rms_bit_for_bit():
+    # data without lengths: every entry of a hidden row counts, as before variable lengths
+    imputer, _, test = trained_pair()
+    table = imputation_scores(imputer, test, "mcar:0.5", seed=0)
+    masked, result = mlmm.simulate(test, "mcar:0.5", rng_for(0, "imputation-mask", "mcar:0.5"))
+    truth = imputer.standardizer.transform(test)
+    batch = mlmm.MultimodalBatch.from_dataset(
+        imputer.standardizer.transform(masked), with_target=False
+    )
+    with torch.no_grad():
+        filled = imputer.model.eval().impute(batch)
+    for j, name in enumerate(test.modality_names):
+        hidden = result.removed[:, j]
+        k = int(hidden.sum())
+        err = filled[name].numpy()[hidden].reshape(k, -1) - truth.inputs[name][hidden].reshape(
+            k, -1
+        )
+        row = table[(table.subset == name) & (table.metric == "nrmse")]
+        assert row.value.item() == float(np.sqrt(np.mean(err**2)))
+
+
+class GarbagePaddingFill(ZeroImpute):
+    """Fills absent rows with 1 on their valid steps and 1e3 on the padding after them."""
+
+    imputes = True
+
+    def impute(self, batch):
+        out = dict(batch.inputs)
+        x = batch.inputs["s"]  # [B, T, C]
+        steps = torch.arange(x.shape[1])[None, :, None]  # [1, T, 1]
+        guess = torch.where(steps < batch.lengths["s"][:, None, None], 1.0, 1e3)  # [B, T, 1]
+        absent = ~batch.present[:, 1]
+        out["s"] = torch.where(absent[:, None, None], guess.expand_as(x).to(x.dtype), x)
+        return out
+
+
+def tiny_padded(garbage: bool):
+    """Six samples; ``s`` (3 steps, 1 channel, not standardised: its scaled values are the raw
+    ones) with 1, 2 or 3 valid steps."""
+    steps = np.array([1, 2, 3, 1, 2, 3])
+    s = np.zeros((6, 3, 1))
+    for i, valid in enumerate([[2], [0, 1], [1, 1, 4], [-1], [1, 2], [0, 1, 1]]):
+        s[i, : len(valid), 0] = valid
+    data = mlmm.MultimodalDataset(
+        [mlmm.ModalitySpec("a", "vector", (1,)), mlmm.ModalitySpec("s", "sequence", (3, 1), False)],
+        mlmm.TaskSpec("classification", 2),
+        {"a": np.arange(6.0)[:, None], "s": s},
+        np.arange(6) % 2,
+        lengths={"s": steps},
+    )
+    if garbage:  # after construction, which zeroes the padding
+        data.inputs["s"][np.arange(3)[None, :] >= steps[:, None]] = -1e3
+    return data
+
+
+def test_a_variable_length_sequence_is_scored_on_its_valid_steps_only():
+    data = tiny_padded(garbage=False)
+    trained = mlmm.Trainer(max_epochs=1, progress=False).fit(
+        GarbagePaddingFill(data.specs, data.task), data
+    )
+    # every s hidden and filled with 1 on its valid steps: squared errors by hand, row by row,
+    # (1-2)^2 | 1, 0 | 0, 0, 9 | 4 | 0, 1 | 1, 0, 0 = 17 over 12 valid steps; the 6 padded
+    # steps (truth 0, guess 1e3) are not data
+    for garbage in (False, True):
+        table = imputation_scores(trained, tiny_padded(garbage), "fixed:-s", seed=0)
+        row = table[(table.subset == "s") & (table.metric == "nrmse")]
+        assert row.n.item() == 6
+        assert row.value.item() == pytest.approx(np.sqrt(17 / 12), rel=1e-6)
+    assert set(table.subset) == {"s", "all"}  # a is never hidden
