@@ -8,7 +8,7 @@ import mlmm
 from mlmm.errors import MlmmError
 from mlmm.eval.imputation import imputation_scores
 from mlmm.methods.imputation.zero_impute import ZeroImpute
-from mlmm.testing import contract_dataset
+from mlmm.testing import contract_dataset, padded_sequence_dataset
 from mlmm.utils import rng_for
 
 
@@ -145,3 +145,68 @@ def test_a_variable_length_sequence_is_scored_on_its_valid_steps_only():
         assert row.n.item() == 6
         assert row.value.item() == pytest.approx(np.sqrt(17 / 12), rel=1e-6)
     assert set(table.subset) == {"s", "all"}  # a is never hidden
+
+
+def hidden_errors(trained, test, hide, seed=0):
+    """The method's imputations minus the true standardised values of hidden ``s`` rows
+    ``[k, T, C]``, with each hidden row's valid steps ``[k]``."""
+    masked, result = mlmm.simulate(test, hide, rng_for(seed, "imputation-mask", hide))
+    truth = trained.standardizer.transform(test).inputs["s"]
+    batch = mlmm.MultimodalBatch.from_dataset(
+        trained.standardizer.transform(masked), with_target=False
+    )
+    with torch.no_grad():
+        filled = trained.model.eval().impute(batch)["s"].numpy()
+    hidden = result.removed[:, test.modality_names.index("s")]
+    return filled[hidden] - truth[hidden], test.lengths["s"][hidden]
+
+
+def nrmse_of(table, name):
+    return table[(table.subset == name) & (table.metric == "nrmse")].value.item()
+
+
+def test_mean_impute_nrmse_is_about_one_on_the_valid_steps_of_padded_data():
+    # s: 1 to 8 valid steps of N(class, 1) noise, so the per-step training mean is all that an
+    # imputer without the other modality's information knows: NRMSE about 1 on valid steps.
+    # Counting the padding (truth 0, the mean about 0 there too) pulled it to about 0.8.
+    rng = np.random.default_rng(3)
+    n = 400
+    y = np.arange(n) % 2
+    data = mlmm.MultimodalDataset(
+        [mlmm.ModalitySpec("a", "vector", (3,)), mlmm.ModalitySpec("s", "sequence", (8, 2))],
+        mlmm.TaskSpec("classification", 2),
+        {
+            "a": rng.normal(size=(n, 3)) + y[:, None],
+            "s": rng.normal(size=(n, 8, 2)) + y[:, None, None],
+        },
+        y,
+        lengths={"s": rng.integers(1, 9, size=n)},
+    )
+    split = mlmm.train_val_test_split(data, seed=0)
+    model = mlmm.create_method("mean-impute", data.specs, data.task)
+    trained = mlmm.Trainer(max_epochs=2, progress=False).fit(model, split.train, split.val)
+    table = imputation_scores(trained, split.test, "mcar:0.4", seed=0)
+    err, steps = hidden_errors(trained, split.test, "mcar:0.4")
+    valid = np.arange(8)[None, :] < steps[:, None]  # [k, T]
+    assert nrmse_of(table, "s") == pytest.approx(np.sqrt(np.mean(err[valid] ** 2)), rel=1e-6)
+    assert abs(nrmse_of(table, "s") - 1) < 0.1
+    assert np.sqrt(np.mean(err**2)) < 0.9  # what counting the padding gave
+
+
+def test_mopoe_scores_on_padded_data_do_not_read_the_padding():
+    # the same samples with garbage (1e3) in the padding of present sequences: same table
+    tables = []
+    for garbage in (False, True):
+        split = mlmm.train_val_test_split(padded_sequence_dataset(garbage=garbage), seed=0)
+        model = mlmm.create_method("mopoe", split.train.specs, split.train.task)
+        trained = mlmm.Trainer(max_epochs=2, progress=False, seed=0).fit(
+            model, split.train, split.val
+        )
+        tables.append(imputation_scores(trained, split.test, "fixed:-s", seed=0))
+    err, steps = hidden_errors(trained, split.test, "fixed:-s")
+    valid = np.arange(8)[None, :] < steps[:, None]  # [k, T]
+    assert (steps < 8).any()  # some hidden rows are padded
+    expected = np.sqrt(np.mean(err[valid] ** 2))
+    assert nrmse_of(tables[1], "s") == pytest.approx(expected, rel=1e-6)
+    assert nrmse_of(tables[1], "s") != pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-3)
+    assert tables[0].equals(tables[1])
