@@ -12,7 +12,7 @@ from mlmm.data.missingness import parse_missingness, simulate
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import COLUMNS, evaluate, modality_subsets, subset_name
-from mlmm.testing import contract_dataset
+from mlmm.testing import contract_dataset, padded_sequence_dataset
 from mlmm.utils import rng_for
 
 N = 40
@@ -177,3 +177,20 @@ def test_with_a_trained_model():
     assert ((acc >= 0) & (acc <= 1)).all()
     none = rows(table, "overall").query("condition == 'none'").value.iloc[0]
     assert none == pytest.approx((trained.predict(split.test) == split.test.targets).mean())
+
+
+def test_every_scope_reads_no_padding_of_variable_length_sequences():
+    # overall conditions (the robustness curve), patterns and forced subsets, with ECE: the
+    # same test samples with 1e3 in the padding of their present sequences give the same table
+    split = mlmm.train_val_test_split(padded_sequence_dataset(), seed=0)
+    noisy = split.test.subset(np.arange(split.test.n_samples))  # a copy
+    steps = noisy.lengths["s"]
+    padded = np.arange(8)[None, :] >= steps[:, None]  # [N, T]
+    noisy.inputs["s"][padded & noisy.observed[:, 1:]] = 1e3  # after construction, which zeroes
+    assert (noisy.inputs["s"] == 1e3).any()
+    model = mlmm.create_method("zero-impute", split.train.specs, split.train.task)
+    trained = mlmm.Trainer(max_epochs=2, progress=False, seed=0).fit(model, split.train)
+    tables = [evaluate(trained, test, "none,mcar:0.2", seed=0) for test in (split.test, noisy)]
+    assert set(tables[0].scope) == {"overall", "pattern", "subset"}
+    assert "ece" in set(tables[0].metric)
+    pd.testing.assert_frame_equal(tables[0], tables[1])

@@ -4,9 +4,12 @@ For methods that impute inputs (``imputes = True``): on test data, a seeded MCAR
 fraction of the present (sample, modality) slots; the method fills them from what is left,
 and the normalised RMSE is measured per modality against the true values — in the model's
 standardised input space, so it is the RMSE in units of each feature's training standard
-deviation (filling with the training mean gives about 1). For classification the accuracy
-of the model's own classifier on the imputed inputs is reported beside its accuracy on the
-true (unhidden) inputs.
+deviation (filling with the training mean gives about 1). For a variable-length sequence
+(a dataset with ``lengths``) only the valid steps of each hidden row count, for the true and
+the imputed values alike: the padding is not data, so neither its zeros nor what a method
+writes there enter the error (and the standardisation that sets the units was fitted on
+valid steps only). For classification the accuracy of the model's own classifier on the
+imputed inputs is reported beside its accuracy on the true (unhidden) inputs.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def imputation_scores(
     trained : TrainedModel
         Its method must impute (``imputes = True``).
     dataset : MultimodalDataset
-        Raw test data; only its present slots are hidden and scored.
+        Raw test data; only its present slots are hidden and scored. With ``lengths``, a
+        hidden sequence is scored on its own valid steps (``step < lengths[name][i]``).
     hide : str
         Missingness spec for what to hide (seeded from ``seed`` and the spec).
 
@@ -45,7 +49,9 @@ def imputation_scores(
     pandas.DataFrame
         Columns ``scope`` ("imputation"), ``condition`` (the hide spec), ``subset`` (modality
         name, or "all"), ``n`` (hidden rows, or samples), ``metric`` (``nrmse``;
-        ``accuracy_imputed`` and ``accuracy_true`` for classification), ``value``.
+        ``accuracy_imputed`` and ``accuracy_true`` for classification), ``value``. The NRMSE
+        pools the squared errors of every scored entry of the modality's hidden rows (every
+        feature; for a variable-length sequence, every channel of the valid steps).
     """
     model = trained.model
     if not getattr(type(model), "imputes", False):
@@ -59,13 +65,20 @@ def imputation_scores(
     device = next(model.parameters()).device
     model.eval()
     filled = model.impute(MultimodalBatch.from_dataset(data, with_target=False).to(device))
+    lengths = dataset.lengths or {}
     rows = []
     for j, name in enumerate(dataset.modality_names):
         hidden = result.removed[:, j]
         if not hidden.any():
             continue
-        truth = true_data.inputs[name][hidden].reshape(hidden.sum(), -1)
-        guess = filled[name].cpu().numpy()[hidden].reshape(hidden.sum(), -1)
+        truth = true_data.inputs[name][hidden]  # [k, *shape]
+        guess = filled[name].cpu().numpy()[hidden]  # [k, *shape]
+        if name in lengths:  # padded steps are not data: score the valid ones only
+            steps = lengths[name][hidden]  # [k], >= 1 (hidden rows were present)
+            valid = np.arange(truth.shape[1])[None, :] < steps[:, None]  # [k, T]
+            truth, guess = truth[valid], guess[valid]  # [valid steps, C]
+        else:
+            truth, guess = truth.reshape(hidden.sum(), -1), guess.reshape(hidden.sum(), -1)
         nrmse = float(np.sqrt(np.mean((guess - truth) ** 2)))
         rows.append(("imputation", result.spec, name, int(hidden.sum()), "nrmse", nrmse))
     if trained.task.is_classification:
