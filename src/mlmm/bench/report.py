@@ -759,7 +759,7 @@ def _bayes_gap(results: pd.DataFrame, families: dict[str, str]) -> str:
             "metric": gap_metric[dataset],
             "method": method,
             "family": families.get(method, "–"),
-            "method (%)": _fmt(g.value, gap_metric[dataset]),
+            "score (%)": _fmt(g.value, gap_metric[dataset]),
             "Bayes-optimal (%)": _fmt(g.bayes, gap_metric[dataset]),
             "gap (points)": _fmt(g.bayes - g.value, gap_metric[dataset]),
             "_gap": (g.bayes - g.value).mean(),
@@ -771,7 +771,7 @@ def _bayes_gap(results: pd.DataFrame, families: dict[str, str]) -> str:
     if not rows:
         return _note("No method was scored alongside the Bayes-optimal reference.") + missing
     rows = _sorted_rows(rows, "dataset", "train", "test", "_gap")
-    numeric = ("method (%)", "Bayes-optimal (%)", "gap (points)")
+    numeric = ("score (%)", "Bayes-optimal (%)", "gap (points)")
     return (
         _note(
             "Bayes-optimal score (the exact posterior of the generator, scored under the same "
