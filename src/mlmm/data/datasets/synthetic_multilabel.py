@@ -25,6 +25,7 @@ import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
+from mlmm.data.datasets.synthetic import mnar_log_factors
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 
@@ -321,8 +322,6 @@ class MultilabelGenerator:
         ndarray, shape (N, n_labels), or (batches + 1, N, n_labels) when ``batches > 1``
             Probabilities (the first entry uses all draws).
         """
-        from mlmm.data.datasets.synthetic import mnar_log_factors
-
         if not self.mnar_posterior:
             raise MlmmError(
                 f"the MNAR posterior is computed for at most {MAX_MNAR_LABELS} labels, got "
