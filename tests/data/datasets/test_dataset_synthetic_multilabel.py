@@ -215,3 +215,24 @@ def test_the_mnar_posterior_matches_a_direct_monte_carlo_over_the_absent_modalit
         weights = np.exp(np.array(logs) - logsumexp(logs))  # [C]
         np.testing.assert_allclose(got[row], weights @ vectors, atol=0.01)
     assert np.abs(got[rows] - ignorable[rows]).max() > 0.05  # the pattern was evidence there
+
+
+def test_the_mnar_posterior_is_scored_in_row_chunks_with_the_same_result(monkeypatch):
+    """Its [batches + 1, rows, 2^L] arrays are held a chunk of rows at a time, as the
+    ignorable posterior's, so memory stays bounded on a large test part; chunks of one row give
+    what one chunk gives (float32 first-PC scores round differently: 1e-6)."""
+    import mlmm.data.datasets.synthetic_multilabel as module
+    from mlmm.data.missingness import parse_missingness, simulate
+
+    ds = load_dataset("synthetic-multilabel", n_samples=300, n_modalities=3, n_labels=4)
+    gen = ds.meta["generator"]
+    model = parse_missingness("mnar:0.5")
+    law = model.fit_law(ds)
+    masked, _ = simulate(ds, model, seed=0)
+    whole = gen.label_posterior_mnar(masked.inputs, masked.observed, law, n_mc=200, batches=4)
+    monkeypatch.setattr(module, "_CHUNK_VALUES", 1)  # one row per chunk
+    rows = gen.label_posterior_mnar(masked.inputs, masked.observed, law, n_mc=200, batches=4)
+    assert whole.shape == rows.shape == (5, 300, 4)
+    np.testing.assert_allclose(rows, whole, atol=1e-6)
+    empty = {name: x[:0] for name, x in masked.inputs.items()}
+    assert gen.label_posterior_mnar(empty, masked.observed[:0], law, n_mc=10).shape == (0, 4)
