@@ -301,7 +301,8 @@ class MultilabelGenerator:
         joint posterior of each label vector ``y`` is multiplied by ``E[P(R | x_o, x_m)]``
         over the absent modalities drawn given ``y`` (a Monte Carlo average of ``n_mc`` draws,
         :func:`~mlmm.data.datasets.synthetic.mnar_log_factors`), then summed into each
-        label's marginal. For at most :data:`MAX_MNAR_LABELS` labels.
+        label's marginal. For at most :data:`MAX_MNAR_LABELS` labels; rows are scored in chunks
+        so memory stays bounded.
 
         Parameters
         ----------
