@@ -1,6 +1,7 @@
 """run_experiment: determinism, train/test mismatch, the Bayes reference on synthetic."""
 
 import pandas as pd
+import pytest
 
 import mlmm
 
@@ -162,9 +163,24 @@ def test_synthetic_multilabel_gets_its_exact_reference_and_a_monte_carlo_one_und
         assert method[(condition, "macro_auroc")] < overall[(condition, "macro_auroc")] + 0.01
 
 
-def test_synthetic_multilabel_with_too_many_labels_has_no_reference():
-    res = mlmm.run_experiment(
-        "synthetic-multilabel", "zero-impute", dataset_params={"n_samples": 200, "n_labels": 17},
-        trainer={"max_epochs": 1, "progress": False}, subsets=False,
-    )  # fmt: skip
+def test_synthetic_multilabel_with_too_many_labels_says_why_it_has_no_reference():
+    with pytest.warns(UserWarning, match="computed for at most 16 labels, got 17; use fewer") as w:
+        res = mlmm.run_experiment(
+            "synthetic-multilabel", "zero-impute",
+            dataset_params={"n_samples": 200, "n_labels": 17},
+            trainer={"max_epochs": 1, "progress": False}, subsets=False,
+        )  # fmt: skip
     assert res.reference is None and (res.table.metric == "micro_f1").any()
+    assert all("\n" not in str(record.message) for record in w)
+
+
+def test_synthetic_multilabel_past_the_mnar_limit_says_why_an_mnar_condition_has_no_reference():
+    with pytest.warns(UserWarning, match="no Bayes-optimal reference under mnar:0.3: its MNAR "
+                      "posterior is computed for at most 8 labels, got 9; use fewer"):  # fmt: skip
+        res = mlmm.run_experiment(
+            "synthetic-multilabel", "zero-impute", dataset_params={"n_samples": 200, "n_labels": 9},
+            test_missing=["mcar:0.3", "mnar:0.3"], trainer={"max_epochs": 1, "progress": False},
+            subsets=False,
+        )  # fmt: skip
+    assert set(res.table.condition) == {"mcar:0.3", "mnar:0.3"}
+    assert set(res.reference.condition) == {"mcar:0.3"}  # the exact one, for 2^9 vectors

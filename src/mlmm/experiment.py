@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,9 @@ class ExperimentResult:
         there), with the Monte Carlo standard error of its accuracy in an extra row (metric
         ``accuracy_mc_se``; ``macro_auroc_mc_se`` for ``synthetic-multilabel``); a generator
         without that posterior (``synthetic-interaction``, ``synthetic-multilabel`` with more
-        than 8 labels) gets no reference rows for an MNAR condition.
+        than 8 labels) gets no reference rows for an MNAR condition, and
+        ``synthetic-multilabel`` with more than 16 labels none at all (None); a one-line
+        ``UserWarning`` says why in both cases.
     latency_ms_per_sample : float
         Wall time of one prediction pass over the full-modality test part, per sample.
     failed_conditions : dict of str to str
@@ -254,10 +257,20 @@ def run_experiment(
     }
     reference = None
     generator = data.meta.get("generator")
-    exact = getattr(generator, "exact_posterior", True)  # multilabel: at most 16 labels
-    if generator is not None and exact and (data.task.is_classification or data.task.is_multilabel):
-        reference = _bayes_reference(generator, data.task, split.test, tests, seed, subsets)
-        reference = reference.assign(**{**ids, "method": "bayes-optimal"})
+    if generator is not None and (data.task.is_classification or data.task.is_multilabel):
+        if getattr(generator, "exact_posterior", True):
+            reference = _bayes_reference(generator, data.task, split.test, tests, seed, subsets)
+            reference = reference.assign(**{**ids, "method": "bayes-optimal"})
+        else:  # synthetic-multilabel past MAX_EXACT_LABELS: say why, not a silent None
+            from mlmm.data.datasets.synthetic_multilabel import MAX_EXACT_LABELS
+
+            warnings.warn(
+                f"{name} has no Bayes-optimal reference: its exact posterior sums over "
+                f"2^n_labels label vectors and is computed for at most {MAX_EXACT_LABELS} "
+                f"labels, got {generator.n_labels}; use fewer labels for one",
+                UserWarning,
+                stacklevel=2,
+            )
     return ExperimentResult(
         trained, table.assign(**ids), train_mask, indices, reference, latency, failed
     )
@@ -302,6 +315,11 @@ def _bayes_reference(
             # with many labels): the ignorable one is not Bayes-optimal there, so the condition
             # gets no reference rather than a wrong one
             parts[0] = parts[0][parts[0].condition != name]
+            warnings.warn(
+                f"{test.name} has no Bayes-optimal reference under {name}: {_no_mnar(generator)}",
+                UserWarning,
+                stacklevel=3,  # run_experiment's caller
+            )
             continue
         law = model.fit_law(test)
         rows = evaluate(BayesOracle(generator, task, law), test, [name], seed=seed, subsets=False)
@@ -319,3 +337,18 @@ def _bayes_reference(
         parts[0] = parts[0][~((parts[0].condition == name) & (parts[0].scope != "subset"))]
         parts.append(rows)
     return pd.concat(parts, ignore_index=True)
+
+
+def _no_mnar(generator: Any) -> str:
+    """Why ``generator`` has no posterior given an MNAR presence pattern."""
+    from mlmm.data.datasets.synthetic_multilabel import MAX_MNAR_LABELS, MultilabelGenerator
+
+    if isinstance(generator, MultilabelGenerator):
+        return (
+            f"its MNAR posterior is computed for at most {MAX_MNAR_LABELS} labels, got "
+            f"{generator.n_labels}; use fewer labels for one"
+        )
+    return (
+        "its posterior given the presence pattern is not computed, and the ignorable one is "
+        "not Bayes-optimal under MNAR"
+    )

@@ -126,3 +126,20 @@ def test_the_gap_to_bayes_of_a_multilabel_dataset_is_on_macro_auroc(tmp_path):
     gap = page[page.index('id="bayes-gap"') : page.index('id="efficiency"')]
     assert "macro_auroc" in gap and "micro_f1" not in gap
     assert gap.index("zero-impute") < gap.index("hemis")  # smaller gap first
+
+
+def test_the_report_names_a_condition_scored_without_its_reference(tmp_path):
+    """An MNAR condition past synthetic-multilabel's 8 labels has method rows and no Bayes
+    rows: the gap section says so in one line instead of leaving it out without a word."""
+    runs, results = _tables()
+    results = _with_reference(results)  # a reference under "none" only
+    seed_1 = (results.method == "bayes-optimal") & (results.seed == 1)
+    results = results[~seed_1]  # on one seed only: "none" still has its reference
+    mnar = results[(results.method != "bayes-optimal") & (results.scope == "overall")]
+    results = pd.concat([results, mnar.assign(condition="mnar:0.5")], ignore_index=True)
+    page = write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8")
+    gap = " ".join(page[page.index('id="bayes-gap"') : page.index('id="efficiency"')].split())
+    assert "No reference under synthetic-multilabel mnar:0.5 (train none): under MNAR" in gap
+    assert "none (train none)" not in gap
+    assert "synthetic-multilabel past 8 labels" in gap
+    assert gap.index("zero-impute") < gap.index("No reference under")  # the table stays

@@ -25,6 +25,7 @@ import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
+from mlmm.data.datasets.synthetic import _positive_int, mnar_log_factors
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 
@@ -300,7 +301,8 @@ class MultilabelGenerator:
         joint posterior of each label vector ``y`` is multiplied by ``E[P(R | x_o, x_m)]``
         over the absent modalities drawn given ``y`` (a Monte Carlo average of ``n_mc`` draws,
         :func:`~mlmm.data.datasets.synthetic.mnar_log_factors`), then summed into each
-        label's marginal. For at most :data:`MAX_MNAR_LABELS` labels.
+        label's marginal. For at most :data:`MAX_MNAR_LABELS` labels; rows are scored in chunks
+        so memory stays bounded.
 
         Parameters
         ----------
@@ -321,24 +323,32 @@ class MultilabelGenerator:
         ndarray, shape (N, n_labels), or (batches + 1, N, n_labels) when ``batches > 1``
             Probabilities (the first entry uses all draws).
         """
-        from mlmm.data.datasets.synthetic import mnar_log_factors
-
         if not self.mnar_posterior:
             raise MlmmError(
                 f"the MNAR posterior is computed for at most {MAX_MNAR_LABELS} labels, got "
                 f"{self.n_labels}; use fewer labels"
             )
-        base = self.log_joint_posterior(inputs, present)  # [N, C]
+        batches = _positive_int("batches", batches)
         means = {name: self.offsets[name] + self._vectors @ s for name, s in self.signals.items()}
-        factors = mnar_log_factors(
-            self.modality_names, means, 1.0, inputs, present, law,
-            n_mc=n_mc, seed=seed, batches=batches,
-        )  # fmt: skip
-        scores = base[None] + factors  # [B+1, N, C]
-        top = scores.max(axis=-1, keepdims=True)
-        joint = np.exp(scores - top)
-        joint /= joint.sum(axis=-1, keepdims=True)
-        out = np.clip(joint @ self._vectors, 0.0, 1.0)  # [B+1, N, L]
+        present = np.asarray(present)
+        n = len(present)
+        out = np.zeros((batches + 1, n, self.n_labels))  # [B+1, N, L]
+        # rows in chunks, as in label_posterior: [B+1, rows, C] is held twice per chunk
+        step = max(1, _CHUNK_VALUES // ((batches + 1) * len(self._vectors)))
+        for start in range(0, max(n, 1), step):
+            rows = slice(start, start + step)
+            part = {name: np.asarray(x)[rows] for name, x in inputs.items()}
+            base = self.log_joint_posterior(part, present[rows])  # [n, C]
+            factors = mnar_log_factors(
+                self.modality_names, means, 1.0, part, present[rows], law,
+                n_mc=n_mc, seed=seed, batches=batches,
+            )  # fmt: skip
+            scores = base[None] + factors  # [B+1, n, C]
+            scores -= scores.max(axis=-1, keepdims=True)
+            joint = np.exp(scores, out=scores)
+            joint /= joint.sum(axis=-1, keepdims=True)
+            out[:, rows] = joint @ self._vectors  # [B+1, n, L]
+        out = np.clip(out, 0.0, 1.0)
         return out[0] if batches == 1 else out
 
     def predict(self, inputs: Mapping[str, np.ndarray], present: np.ndarray) -> np.ndarray:
