@@ -59,6 +59,7 @@ from _common import machine, write_report  # noqa: E402
 
 from mlmm.data.missingness import parse_condition, simulate  # noqa: E402
 from mlmm.experiment import make_split, resolve_dataset  # noqa: E402
+from mlmm.methods.combination.auto_ensemble import member_label  # noqa: E402
 from mlmm.tune import auto as A  # noqa: E402
 from mlmm.utils import rng_for  # noqa: E402
 
@@ -454,6 +455,7 @@ def main() -> None:
                         if r["model"] not in seen:
                             seen.add(r["model"])
                             extra_rows.append(r)
+            check_extra(extra, base, train.n_samples, case)
             lib = base + (oof_library(train, seed, args.budget, cache, extra) if extra else [])
             y = train.targets
             rounds = A._budget(args.budget)["rounds"]
@@ -593,6 +595,22 @@ def main() -> None:
         summary,
         checks,
     )
+
+
+def check_extra(extra: list, base: list[dict], n_samples: int, case: str) -> None:
+    """Exit with one line if an ``--extra`` member is already in the default portfolio
+    ``base``: every variant would hold it twice and the baseline would hold it too (since
+    ``AUTO_REVISION`` 5 the default portfolio holds ``mlmm.tune.auto.KERNEL_MEMBER`` from
+    ``KERNEL_MIN_SAMPLES`` training samples on)."""
+    have = {r["model"] for r in base}
+    labels = {member_label(A._as_member(m, n_samples)) for m in extra}
+    twice = sorted(labels & have)
+    if twice:
+        raise SystemExit(
+            f"--extra members {twice} are already in the default portfolio of case {case!r} "
+            f"({n_samples} training samples); leave them out of --extra, or pass "
+            f"--without-kernel to score the portfolio from before the kernel member joined"
+        )
 
 
 def check_rule(rule: dict, variants: dict, schemes: list[str]) -> None:

@@ -4,6 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import mlmm
+from mlmm.methods.combination.auto_ensemble import member_label
+
 
 def _proba(rng, n=300, k=4):
     logits = rng.normal(size=(n, k)) * 2.0  # [N, K]
@@ -189,3 +192,22 @@ def test_the_rule_breaks_ties_within_its_own_tolerance(tuning):
     frame = _frame(losses, {})
     assert tuning.apply_rule(frame, RULE)["adopted"] == "T"  # default tie: 0.002
     assert tuning.apply_rule(frame, {**RULE, "tie": 0.001})["adopted"] == "A"
+
+
+def test_an_extra_member_already_in_the_default_portfolio_is_refused(tuning):
+    from mlmm.tune import auto as A
+
+    def base(n):  # the default portfolio's labels for n training samples
+        data = mlmm.MultimodalDataset(
+            [mlmm.ModalitySpec("a", "vector", (4,)), mlmm.ModalitySpec("b", "vector", (2,))],
+            mlmm.TaskSpec("classification", 3),
+            {"a": np.zeros((n, 4)), "b": np.zeros((n, 2))},
+            np.arange(n) % 3,
+        )
+        return [{"model": member_label(m)} for m in A.default_portfolio(data, "medium")[0]]
+
+    kernel = {"method": "per-modality-kernel", "params": {"C": 30.0}}
+    with pytest.raises(SystemExit, match=r"\['per-modality-kernel\[C=30.0\]'\] are already"):
+        tuning.check_extra([kernel], base(500), 500, "hw05")
+    tuning.check_extra([{**kernel, "params": {"C": 3.0}}], base(500), 500, "hw05")  # another C
+    tuning.check_extra([kernel], base(499), 499, "small")  # below the gate: not in the base
