@@ -39,7 +39,8 @@ Run:  python benchmarks/auto_tuning.py --seeds 100,101 --cases hw07,hw05,small,s
       (``--gated`` compares portfolios with the samples-per-feature gated lda-em members;
       ``--rule`` applies an adoption rule to the results; ``--without-kernel`` leaves the
       kernel member out of the default portfolio, as before ``AUTO_REVISION`` 5: the recorded
-      commands of rounds 1-7, which ran before it joined, reproduce with it)
+      commands of rounds 1-7, which ran before it joined, reproduce with it; an ``--extra``
+      member already in the default portfolio is refused)
 Writes <out>/auto_tuning.{json,md} (``--name``) with the machine it ran on.
 """
 
