@@ -1,5 +1,7 @@
 """benchmarks/auto_tuning.py: temperatures, anchored and gated bags (rounds 4-5), the adoption rule."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -234,8 +236,9 @@ def test_an_extra_member_already_in_the_default_portfolio_is_refused(tuning):
         )
         return [{"model": member_label(m)} for m in A.default_portfolio(data, "medium")[0]]
 
-    kernel = {"method": "per-modality-kernel", "params": {"C": 30.0}}
-    with pytest.raises(SystemExit, match=r"\['per-modality-kernel\[C=30.0\]'\] are already"):
-        tuning.check_extra([kernel], base(500), 500, "hw05")
-    tuning.check_extra([{**kernel, "params": {"C": 3.0}}], base(500), 500, "hw05")  # another C
-    tuning.check_extra([kernel], base(499), 499, "small")  # below the gate: not in the base
+    kernel, n = A.KERNEL_MEMBER, A.KERNEL_MIN_SAMPLES
+    with pytest.raises(SystemExit, match=re.escape(f"['{member_label(kernel)}'] are already")):
+        tuning.check_extra([kernel], base(n), n, "hw05")
+    other = {**kernel, "params": {**kernel["params"], "C": 0.003}}
+    tuning.check_extra([other], base(n), n, "hw05")  # another C: a member of its own
+    tuning.check_extra([kernel], base(n - 1), n - 1, "small")  # below the gate: not in the base
