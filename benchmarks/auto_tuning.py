@@ -39,7 +39,8 @@ Run:  python benchmarks/auto_tuning.py --seeds 100,101 --cases hw07,hw05,small,s
       (``--gated`` compares portfolios with the samples-per-feature gated lda-em members;
       ``--rule`` applies an adoption rule to the results; ``--without-kernel`` leaves the
       kernel member out of the default portfolio, as before ``AUTO_REVISION`` 5: the recorded
-      commands of rounds 1-7, which ran before it joined, reproduce with it)
+      commands of rounds 1-7, which ran before it joined, reproduce with it; an ``--extra``
+      member already in the default portfolio is refused)
 Writes <out>/auto_tuning.{json,md} (``--name``) with the machine it ran on.
 """
 
@@ -59,6 +60,7 @@ from _common import machine, write_report  # noqa: E402
 
 from mlmm.data.missingness import parse_condition, simulate  # noqa: E402
 from mlmm.experiment import make_split, resolve_dataset  # noqa: E402
+from mlmm.methods.combination.auto_ensemble import member_label  # noqa: E402
 from mlmm.tune import auto as A  # noqa: E402
 from mlmm.utils import rng_for  # noqa: E402
 
@@ -454,6 +456,7 @@ def main() -> None:
                         if r["model"] not in seen:
                             seen.add(r["model"])
                             extra_rows.append(r)
+            check_extra(extra, base, train.n_samples, case)
             lib = base + (oof_library(train, seed, args.budget, cache, extra) if extra else [])
             y = train.targets
             rounds = A._budget(args.budget)["rounds"]
@@ -593,6 +596,22 @@ def main() -> None:
         summary,
         checks,
     )
+
+
+def check_extra(extra: list, base: list[dict], n_samples: int, case: str) -> None:
+    """Exit with one line if an ``--extra`` member is already in the default portfolio
+    ``base``: every variant would hold it twice and the baseline would hold it too (since
+    ``AUTO_REVISION`` 5 the default portfolio holds ``mlmm.tune.auto.KERNEL_MEMBER`` from
+    ``KERNEL_MIN_SAMPLES`` training samples on)."""
+    have = {r["model"] for r in base}
+    labels = {member_label(A._as_member(m, n_samples)) for m in extra}
+    twice = sorted(labels & have)
+    if twice:
+        raise SystemExit(
+            f"--extra members {twice} are already in the default portfolio of case {case!r} "
+            f"({n_samples} training samples); leave them out of --extra, or pass "
+            f"--without-kernel to score the portfolio from before the kernel member joined"
+        )
 
 
 def check_rule(rule: dict, variants: dict, schemes: list[str]) -> None:

@@ -11,6 +11,7 @@ import mlmm
 from mlmm import cli
 from mlmm.data.missingness import parse_condition, simulate
 from mlmm.errors import MlmmError
+from mlmm.methods.combination.auto_ensemble import member_label
 from mlmm.testing import contract_dataset
 from mlmm.tune import auto as auto_module
 from mlmm.tune.auto import (
@@ -608,3 +609,17 @@ def test_inner_folds_keep_each_group_on_one_side():
         assert not set(subjects[fit]) & set(subjects[val])
     fit, val = _folds(data, 3, seed=0)[0]  # ungrouped folds mix them
     assert set(subjects[fit]) & set(subjects[val])
+
+
+def test_regression_from_500_samples_trains_the_kernel_member_and_never_anchors():
+    # the seventh round scored classification only; regression gets the kernel member by the
+    # same gate (kernel ridge per modality), and its bags are never anchored
+    train, test = _split("regression", n=700)  # 525 training rows
+    members, _ = default_portfolio(train, "fast")
+    assert members[-1] == auto_module.KERNEL_MEMBER
+    trained = fit_auto(train, portfolio=["per-modality-logistic", members[-1]], **FAST)
+    row = leaderboard(trained).set_index("model").loc[member_label(members[-1])]
+    assert row.cv_mse < 0.5 * train.targets.var()  # it learned, out of fold
+    assert trained.trainer_config["auto"]["anchored_on"] is None
+    pred = trained.predict(test)
+    assert 1 - ((pred - test.targets) ** 2).mean() / test.targets.var() > 0.5

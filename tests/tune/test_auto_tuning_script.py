@@ -1,8 +1,13 @@
 """benchmarks/auto_tuning.py: temperatures, anchored and gated bags (rounds 4-5), the adoption rule."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+
+import mlmm
+from mlmm.methods.combination.auto_ensemble import member_label
 
 
 def _proba(rng, n=300, k=4):
@@ -189,3 +194,51 @@ def test_the_rule_breaks_ties_within_its_own_tolerance(tuning):
     frame = _frame(losses, {})
     assert tuning.apply_rule(frame, RULE)["adopted"] == "T"  # default tie: 0.002
     assert tuning.apply_rule(frame, {**RULE, "tie": 0.001})["adopted"] == "A"
+
+
+def test_the_accurate_scheme_anchors_where_fit_auto_anchors(tuning):
+    # the seventh round scored gated-dominant-accurate; fit_auto adopted it as dominant_member:
+    # the same rows, the same anchor and the same accuracy (argmax of the same probabilities)
+    from mlmm.tune import auto as A
+
+    rng = np.random.default_rng(7)
+    seen = {"anchored": 0, "refused for accuracy": 0, "no lead": 0}
+    for n in (450, 600, 800) * 12:
+        y = rng.integers(0, 3, size=n)
+        truth = np.eye(3)[y]  # [N, K]
+        preds = []
+        for sharp, right in rng.uniform((0.3, 0.6), (0.9, 0.97), size=(4, 2)):
+            hit = (rng.random(n) < right)[:, None]
+            wrong = np.eye(3)[(y + rng.integers(1, 3, size=n)) % 3]
+            preds.append(np.where(hit, sharp * truth, sharp * wrong) + (1 - sharp) / 3)
+        anchored = tuning.anchors("gated-dominant-accurate", preds, y)
+        dominant = A.dominant_member(preds, y, True)
+        assert anchored == (dominant is not None)
+        if anchored:
+            seen["anchored"] += 1
+            assert dominant == int(np.argmin([A._loss(p, y, True) for p in preds]))
+        elif n >= A.ANCHOR_MIN_ROWS and tuning.anchors("gated-dominant", preds, y):
+            seen["refused for accuracy"] += 1
+        else:
+            seen["no lead"] += 1
+    assert min(seen.values()) > 0, seen  # every branch was compared
+
+
+def test_an_extra_member_already_in_the_default_portfolio_is_refused(tuning):
+    from mlmm.tune import auto as A
+
+    def base(n):  # the default portfolio's labels for n training samples
+        data = mlmm.MultimodalDataset(
+            [mlmm.ModalitySpec("a", "vector", (4,)), mlmm.ModalitySpec("b", "vector", (2,))],
+            mlmm.TaskSpec("classification", 3),
+            {"a": np.zeros((n, 4)), "b": np.zeros((n, 2))},
+            np.arange(n) % 3,
+        )
+        return [{"model": member_label(m)} for m in A.default_portfolio(data, "medium")[0]]
+
+    kernel, n = A.KERNEL_MEMBER, A.KERNEL_MIN_SAMPLES
+    with pytest.raises(SystemExit, match=re.escape(f"['{member_label(kernel)}'] are already")):
+        tuning.check_extra([kernel], base(n), n, "hw05")
+    other = {**kernel, "params": {**kernel["params"], "C": 0.003}}
+    tuning.check_extra([other], base(n), n, "hw05")  # another C: a member of its own
+    tuning.check_extra([kernel], base(n - 1), n - 1, "small")  # below the gate: not in the base
