@@ -557,6 +557,30 @@ def bayes_accuracy_under_mask(dataset: MultimodalDataset) -> float:
     return float((predicted == dataset.targets).mean())
 
 
+def mnar_reference_generator(
+    dataset: MultimodalDataset, kind: type, loader: str, batches: int
+) -> object:
+    """The generator in ``dataset.meta["generator"]``, checked to be a ``kind``, for a Monte
+    Carlo Bayes reference with a batch-means error over ``batches`` (at least 2)."""
+    generator = dataset.meta.get("generator") if isinstance(dataset.meta, dict) else None
+    if not isinstance(generator, kind):
+        raise MlmmError(
+            f"dataset {dataset.name!r} has no {kind.__name__} in meta['generator']; the Bayes "
+            f"reference is only known for data from load_dataset({loader!r})"
+        )
+    if batches < 2:
+        raise MlmmError(f"batches must be at least 2 to estimate the error, got {batches}")
+    return generator
+
+
+def batch_means(scores: np.ndarray) -> tuple[float, float]:
+    """``scores [B+1]``: the score of all draws, then of each of ``B`` independent batches.
+    Returns the first and its batch-means standard error (the batches' standard deviation
+    divided by ``sqrt(B)``)."""
+    batches = len(scores) - 1
+    return float(scores[0]), float(np.std(scores[1:], ddof=1) / np.sqrt(batches))
+
+
 def mnar_bayes_accuracy(
     dataset: MultimodalDataset, law: MNARLaw, n_mc: int = 2000, seed: int = 0, batches: int = 10
 ) -> tuple[float, float]:
@@ -572,20 +596,12 @@ def mnar_bayes_accuracy(
     -------
     accuracy, standard_error : float
     """
-    generator = dataset.meta.get("generator") if isinstance(dataset.meta, dict) else None
-    if not isinstance(generator, SyntheticGenerator):
-        raise MlmmError(
-            f"dataset {dataset.name!r} has no SyntheticGenerator in meta['generator']; "
-            "the Bayes accuracy is only known for data from load_dataset('synthetic')"
-        )
-    if batches < 2:
-        raise MlmmError(f"batches must be at least 2 to estimate the error, got {batches}")
+    generator = mnar_reference_generator(dataset, SyntheticGenerator, "synthetic", batches)
     logp = generator.log_posterior_mnar(
         dataset.inputs, dataset.observed, law, n_mc=n_mc, seed=seed, batches=batches
     )  # [B+1, N, K]
     hits = logp.argmax(axis=-1) == dataset.targets[None]  # [B+1, N]
-    per_batch = hits[1:].mean(axis=1)  # [B]
-    return float(hits[0].mean()), float(per_batch.std(ddof=1) / np.sqrt(batches))
+    return batch_means(hits.mean(axis=1))
 
 
 @register_dataset(

@@ -25,7 +25,12 @@ import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
-from mlmm.data.datasets.synthetic import _positive_int, mnar_log_factors
+from mlmm.data.datasets.synthetic import (
+    _positive_int,
+    batch_means,
+    mnar_log_factors,
+    mnar_reference_generator,
+)
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 
@@ -375,19 +380,15 @@ def mnar_bayes_auroc(
     """
     from mlmm.eval.metrics import multilabel_metrics
 
-    generator = dataset.meta.get("generator") if isinstance(dataset.meta, dict) else None
-    if not isinstance(generator, MultilabelGenerator):
-        raise MlmmError(
-            f"dataset {dataset.name!r} has no MultilabelGenerator in meta['generator']; the "
-            "Bayes posterior is only known for data from load_dataset('synthetic-multilabel')"
-        )
-    if batches < 2:
-        raise MlmmError(f"batches must be at least 2 to estimate the error, got {batches}")
+    generator = mnar_reference_generator(
+        dataset, MultilabelGenerator, "synthetic-multilabel", batches
+    )
     proba = generator.label_posterior_mnar(
         dataset.inputs, dataset.observed, law, n_mc=n_mc, seed=seed, batches=batches
     )  # [B+1, N, L]
-    scores = [multilabel_metrics(p, dataset.targets)["macro_auroc"] for p in proba]
-    return float(scores[0]), float(np.std(scores[1:], ddof=1) / np.sqrt(batches))
+    return batch_means(
+        np.array([multilabel_metrics(p, dataset.targets)["macro_auroc"] for p in proba])
+    )
 
 
 @register_dataset(
