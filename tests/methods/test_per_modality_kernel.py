@@ -238,3 +238,18 @@ def test_chosen_C_and_beta_are_recorded_and_a_saved_model_predicts_the_same(tmp_
     assert loaded.model.get_hyperparameters()["evidence_scale"] == "cv"
     assert loaded.model.view_C == model.view_C and loaded.model.beta == model.beta
     np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
+
+
+def test_as_an_auto_ensemble_member_the_chosen_C_is_recorded_and_reloads(tmp_path):
+    data = contract_dataset()
+    members = [{"method": "per-modality-kernel", "params": {"C": "cv", "n_components": 20}}]
+    members.append({"method": "per-modality-logistic"})
+    model = create_method(
+        "auto-ensemble", data.specs, data.task, members=members, weights=[0.5, 0.5]
+    )
+    trained = Trainer(progress=False).fit(model, data)
+    built = model.resolved_hyperparameters()["members"][0]["params"]["C"]
+    assert built == model.models["m0"].view_C and set(built) == set(data.modality_names)
+    trained.save(tmp_path / "auto")
+    loaded = TrainedModel.load(tmp_path / "auto")
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
