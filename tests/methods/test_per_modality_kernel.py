@@ -10,8 +10,9 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods import create_method
-from mlmm.methods.reference.per_modality_kernel import nystroem
+from mlmm.methods.reference.per_modality_kernel import C_GRID, EVIDENCE_SCALE_GRID, nystroem
 from mlmm.testing import contract_dataset
+from mlmm.train.trained import TrainedModel
 from mlmm.train.trainer import Trainer
 
 SPECS = [ModalitySpec("u", "vector", (1,)), ModalitySpec("v", "vector", (2,))]
@@ -119,3 +120,136 @@ def test_rbf_beats_linear_on_a_ring_and_its_landmarks_do_not_depend_on_the_seed(
 def test_bad_settings_are_one_line_errors(kwargs, match):
     with pytest.raises(MlmmError, match=match):
         create_method("per-modality-kernel", SPECS, TaskSpec("classification", 2), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"C": "auto"}, 'C must be a positive number, "cv" or a mapping'),
+        ({"C": {"u": 1.0}}, "must name every modality"),
+        ({"C": {"u": 1.0, "v": -1.0}}, r"C\['v'\]"),
+        ({"evidence_scale": 0.0}, "evidence_scale must be in"),
+        ({"evidence_scale": "auto"}, 'evidence_scale must be a positive number or "cv"'),
+    ],
+)
+def test_bad_choices_are_one_line_errors(kwargs, match):
+    with pytest.raises(MlmmError, match=match) as err:
+        create_method("per-modality-kernel", SPECS, TaskSpec("classification", 2), **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_regression_refuses_an_evidence_scale_and_chooses_C_by_squared_error():
+    task = TaskSpec("regression")
+    for scale in (0.5, "cv"):
+        with pytest.raises(MlmmError, match="leave it at 1.0"):
+            create_method("per-modality-kernel", SPECS, task, evidence_scale=scale)
+    data = contract_dataset(task="regression")
+    model = create_method("per-modality-kernel", data.specs, data.task, C="cv", n_components=20)
+    Trainer(progress=False).fit(model, data)
+    for name, losses in model.cv_losses["C"].items():
+        assert model.view_C[name] == C_GRID[int(np.argmin(losses))]
+
+
+def _two_views(n, rng, b_shape=(40,)):
+    """View ``a``: one clean linear signal (wants a weak penalty); view ``b``: a weak signal
+    in one column among many noise columns, few rows (wants a strong one)."""
+    from mlmm.data.dataset import MultimodalDataset
+
+    y = rng.integers(0, 2, size=n)
+    a = rng.normal(size=(n, 2))
+    a[:, 0] += 3.0 * (2 * y - 1)
+    b = rng.normal(size=(n, *b_shape))
+    b[:, 0] += 0.5 * (2 * y - 1)
+    return MultimodalDataset(
+        specs=[ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", b_shape)],
+        task=TaskSpec("classification", 2),
+        inputs={"a": a, "b": b},
+        targets=y,
+    )
+
+
+def test_C_cv_chooses_each_views_C_by_its_own_held_out_loss_deterministically():
+    data = _two_views(90, np.random.default_rng(0))
+    fitted = []
+    for seed in (0, 1):
+        model = create_method("per-modality-kernel", data.specs, data.task, C="cv", kernel="linear")
+        Trainer(progress=False, seed=seed).fit(model, data)
+        fitted.append(model)
+    model = fitted[0]
+    for name, losses in model.cv_losses["C"].items():
+        assert len(losses) == len(C_GRID)
+        assert model.view_C[name] == C_GRID[int(np.argmin(losses))]
+    assert model.view_C["a"] == max(C_GRID) and model.view_C["b"] == min(C_GRID)
+    # the same choice and the same model whatever the trainer's seed (fixed folds)
+    assert fitted[1].view_C == model.view_C and fitted[1].cv_losses == model.cv_losses
+    assert all(torch.equal(model.coef[n], fitted[1].coef[n]) for n in ("a", "b"))
+    # each view's model is the one a fixed C gives
+    fixed = create_method(
+        "per-modality-kernel", data.specs, data.task, C=model.view_C, kernel="linear"
+    )
+    Trainer(progress=False).fit(fixed, data)
+    assert all(torch.equal(model.coef[n], fixed.coef[n]) for n in ("a", "b"))
+
+
+def test_evidence_scale_cv_halves_the_evidence_of_two_copies_of_one_view():
+    from mlmm.data.dataset import MultimodalDataset
+
+    rng = np.random.default_rng(0)
+    n = 600
+    y = rng.integers(0, 2, size=n)
+    x = rng.normal(size=(n, 2))
+    x[:, 0] += 1.0 * (2 * y - 1)  # overlapping classes: calibrated, not separable
+    specs = [ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (2,))]
+    task = TaskSpec("classification", 2)
+    copies = MultimodalDataset(specs=specs, task=task, inputs={"a": x, "b": x.copy()}, targets=y)
+    model = create_method("per-modality-kernel", specs, task, kernel="linear", evidence_scale="cv")
+    Trainer(progress=False).fit(model, copies)
+    losses = model.cv_losses["evidence_scale"]
+    assert model.beta == EVIDENCE_SCALE_GRID[int(np.argmin(losses))]
+    assert 0.375 <= model.beta <= 0.625  # the product rule (1) counts the one view twice
+    assert losses[EVIDENCE_SCALE_GRID.index(0.5)] < losses[-1]
+    # the fused answer is the prior plus beta times the summed evidence
+    product = create_method("per-modality-kernel", specs, task, kernel="linear")
+    Trainer(progress=False).fit(product, copies)
+    batch = MultimodalBatch.from_dataset(copies)
+    with torch.no_grad():
+        prior = product.log_prior[-1]
+        expected = prior + model.beta * (product(batch).prediction - prior)
+        torch.testing.assert_close(model(batch).prediction, expected)
+
+
+def test_chosen_C_and_beta_are_recorded_and_a_saved_model_predicts_the_same(tmp_path):
+    data = _two_views(120, np.random.default_rng(1), b_shape=(6,))
+    model = create_method(
+        "per-modality-kernel",
+        data.specs,
+        data.task,
+        C="cv",
+        evidence_scale="cv",
+        n_components=30,
+    )
+    assert model.resolved_hyperparameters() == {}  # nothing chosen before the fit
+    trained = Trainer(progress=False).fit(model, data)
+    resolved = model.resolved_hyperparameters()
+    assert resolved == {"C": model.view_C, "evidence_scale": model.beta}
+    trained.save(tmp_path / "kernel")
+    loaded = TrainedModel.load(tmp_path / "kernel")
+    assert loaded.model.get_hyperparameters()["C"] == "cv"
+    assert loaded.model.get_hyperparameters()["evidence_scale"] == "cv"
+    assert loaded.model.view_C == model.view_C and loaded.model.beta == model.beta
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
+
+
+def test_as_an_auto_ensemble_member_the_chosen_C_is_recorded_and_reloads(tmp_path):
+    data = contract_dataset()
+    members = [{"method": "per-modality-kernel", "params": {"C": "cv", "n_components": 20}}]
+    members.append({"method": "per-modality-logistic"})
+    model = create_method(
+        "auto-ensemble", data.specs, data.task, members=members, weights=[0.5, 0.5]
+    )
+    trained = Trainer(progress=False).fit(model, data)
+    built = model.resolved_hyperparameters()["members"][0]["params"]["C"]
+    assert built == model.models["m0"].view_C and set(built) == set(data.modality_names)
+    trained.save(tmp_path / "auto")
+    loaded = TrainedModel.load(tmp_path / "auto")
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))

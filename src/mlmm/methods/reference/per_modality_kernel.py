@@ -21,11 +21,16 @@ Nyström map by an eigendecomposition, the models by scikit-learn's ``LogisticRe
 Deliberate differences: the product rule assumes the modalities independent given the class;
 they rarely are, so its probabilities are over-confident when several correlated modalities
 are present (``method="auto"`` weighs it against the other members on out-of-fold log loss).
+``evidence_scale`` tempers the summed evidence by one factor ``beta`` (``"cv"``: chosen on
+out-of-fold predictions of the training rows), and ``C="cv"`` chooses each view's penalty by
+its own inner cross-validation (the eighth design round of ``method="auto"``, docs/auto.md).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +52,15 @@ from mlmm.tune.space import Categorical, Float
 KERNELS = ("rbf", "linear")
 #: Seeds the landmark draw (a modality with more than ``n_components`` training rows).
 LANDMARK_SEED = 0
+#: The per-view penalties ``C="cv"`` chooses from.
+C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
+#: The evidence scales ``beta`` ``evidence_scale="cv"`` chooses from (1: the product rule).
+EVIDENCE_SCALE_GRID = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+#: Folds of both inner cross-validations (``"cv"``), and the seed of their fixed fold draw.
+CV_FOLDS = 3
+CV_SEED = 0
+#: The penalty a view gets under ``C="cv"`` when it has fewer than :data:`CV_FOLDS` rows.
+CV_FALLBACK_C = 10.0
 
 
 def nystroem(
@@ -70,6 +84,54 @@ def nystroem(
     return landmarks, projection
 
 
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise ``log softmax`` of logits ``z [N, K]`` in float64."""
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def cv_folds(y: np.ndarray, classification: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:data:`CV_FOLDS` (training, held-out) index pairs over the rows of ``y [N]``, from the
+    fixed seed :data:`CV_SEED`: stratified by class where a class has at least that many rows
+    (a rarer class is spread as far as it goes), shuffled plain folds otherwise; none with
+    fewer rows than folds."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if len(y) < CV_FOLDS:
+        return []
+    x = np.zeros((len(y), 1))
+    if classification and np.bincount(y).max() >= CV_FOLDS:
+        import warnings
+
+        with warnings.catch_warnings():  # "the least populated class has only 1 member"
+            warnings.simplefilter("ignore", UserWarning)
+            folds = StratifiedKFold(CV_FOLDS, shuffle=True, random_state=CV_SEED)
+            return list(folds.split(x, y))
+    return list(KFold(CV_FOLDS, shuffle=True, random_state=CV_SEED).split(x))
+
+
+def held_out_loss(
+    phi: np.ndarray,
+    y: np.ndarray,
+    task: TaskSpec,
+    C: float,
+    max_iter: int,
+    random_state: int,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+) -> float:
+    """Mean held-out log loss (regression: squared error) of :func:`fit_linear` at ``C`` on
+    features ``phi [N, F]`` and targets ``y [N]``, over ``folds`` (:func:`cv_folds`)."""
+    total = 0.0
+    for fit_rows, held in folds:
+        coef, intercept = fit_linear(phi[fit_rows], y[fit_rows], task, C, max_iter, random_state)
+        out = phi[held] @ coef.T + intercept  # [H, K]
+        if task.is_classification:
+            total -= _log_softmax(out)[np.arange(len(held)), y[held]].sum()
+        else:
+            total += ((out[:, 0] - y[held]) ** 2).sum()
+    return total / len(y)
+
+
 @register_method(
     "per-modality-kernel",
     family="reference",
@@ -85,15 +147,31 @@ class PerModalityKernel(ClassicalReference):
     inputs to the Nyström features of the RBF kernel ``exp(-gamma / D_m * |x - x'|^2)``
     (``D_m`` the modality's width; the inputs are standardised) and fits scikit-learn's
     ``LogisticRegression`` (L2 penalty ``C``) on them (regression: ``Ridge(alpha=1 / (2 C))``).
-    ``forward`` returns ``log p(y) + sum_m [log p_m(y | x_m) - log p_m(y)]`` over the sample's
-    present modalities (regression: the mean of their predictions).
+    ``forward`` returns ``log p(y) + beta * sum_m [log p_m(y | x_m) - log p_m(y)]`` over the
+    sample's present modalities (``beta = 1``, the default, is the product rule; regression:
+    the mean of their predictions).
 
     Parameters
     ----------
     specs : sequence of ModalitySpec
     task : TaskSpec
-    C : float, default 10.0
-        Inverse L2 penalty strength of every per-modality model, as in scikit-learn.
+    C : float, "cv" or mapping of modality name to float, default 10.0
+        Inverse L2 penalty strength of the per-modality models, as in scikit-learn: one for
+        every modality, one per modality (a mapping naming every modality), or ``"cv"``: each
+        modality's own, the value of :data:`C_GRID` with the lowest mean held-out log loss
+        (regression: squared error) of that modality's model over :data:`CV_FOLDS` stratified
+        folds of the training rows that have it (:func:`cv_folds`, a fixed seed; the Nyström
+        map is drawn once from all those rows; ties go to the smaller ``C``; a modality with
+        fewer rows than folds gets :data:`CV_FALLBACK_C`). The choice is recorded (:attr:`view_C`,
+        :meth:`resolved_hyperparameters`), so a saved model reloads with it.
+    evidence_scale : float or "cv", default 1.0
+        ``beta``, the factor on the summed evidence of the present modalities: 1 is the product
+        rule, below 1 tempers its over-confidence when the modalities are correlated.
+        ``"cv"``: the value of :data:`EVIDENCE_SCALE_GRID` with the lowest log loss of the fused
+        posterior over :data:`CV_FOLDS` stratified folds of all training rows, each held-out
+        row's evidence from modality models (at their ``C``) and priors fitted on the other
+        folds (ties go to the larger ``beta``); recorded as :attr:`beta`. Classification only:
+        regression averages the modalities and takes 1.0.
     gamma : float, default 0.5
         RBF width, relative: the kernel is ``exp(-gamma / D_m * |x - x'|^2)`` on standardised
         inputs (``gamma=1`` is scikit-learn's ``gamma="scale"`` for unit-variance features).
@@ -116,6 +194,16 @@ class PerModalityKernel(ClassicalReference):
     log_prior : nn.Parameter
         ``[M + 1, K]``: log class frequencies among the training rows that have each modality,
         and last among all training rows (the product rule's correction).
+    view_C : dict of str to float or None
+        The penalty each modality's model was fitted with (``None`` until :meth:`fit` resolves
+        ``C="cv"``).
+    beta : float or None
+        The evidence scale ``forward`` uses (``None`` until :meth:`fit` resolves
+        ``evidence_scale="cv"``; 1.0 is used meanwhile).
+    cv_losses : dict
+        After a fit with ``"cv"``: ``cv_losses["C"][name]``, the held-out loss of every
+        :data:`C_GRID` value for modality ``name``, and ``cv_losses["evidence_scale"]``, the
+        fused log loss of every :data:`EVIDENCE_SCALE_GRID` value (not saved).
 
     References
     ----------
@@ -150,20 +238,54 @@ class PerModalityKernel(ClassicalReference):
         self,
         specs: list[ModalitySpec],
         task: TaskSpec,
-        C: float = 10.0,
+        C: float | str | Mapping[str, float] = 10.0,
         gamma: float = 0.5,
         kernel: str = "rbf",
         n_components: int = 500,
         max_iter: int = 1000,
+        evidence_scale: float | str = 1.0,
     ) -> None:
         super().__init__(specs, task)
-        check_range("C", C, 0, low_inclusive=False)
+        names = [s.name for s in self.specs]
+        if isinstance(C, str):
+            if C != "cv":
+                raise MlmmError(f'C must be a positive number, "cv" or a mapping, got {C!r}')
+            self.view_C: dict[str, float] | None = None
+        elif isinstance(C, Mapping):
+            if set(C) != set(names):
+                raise MlmmError(
+                    f"C as a mapping must name every modality {names}, got {sorted(C)}; "
+                    f'give one number for all, or "cv"'
+                )
+            for name, value in C.items():
+                check_range(f"C[{name!r}]", value, 0, low_inclusive=False)
+            self.view_C = {name: float(C[name]) for name in names}
+        else:
+            check_range("C", C, 0, low_inclusive=False)
+            self.view_C = dict.fromkeys(names, C)
+        if isinstance(evidence_scale, str):
+            if evidence_scale != "cv":
+                raise MlmmError(
+                    f'evidence_scale must be a positive number or "cv", got {evidence_scale!r}'
+                )
+            self.beta: float | None = None
+        else:
+            check_range("evidence_scale", evidence_scale, 0, low_inclusive=False)
+            self.beta = evidence_scale
+        if not task.is_classification and evidence_scale != 1.0:
+            raise MlmmError(
+                f"evidence_scale scales the product rule of classification; a {task.kind} "
+                f"model averages its modalities, got evidence_scale={evidence_scale!r}; leave "
+                f"it at 1.0"
+            )
         check_range("gamma", gamma, 0, low_inclusive=False)
         check_range("n_components", n_components, 1, integer=True)
         check_range("max_iter", max_iter, 1, integer=True)
         if kernel not in KERNELS:
             raise MlmmError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
         self.C, self.gamma, self.kernel = C, gamma, kernel
+        self.evidence_scale = evidence_scale
+        self.cv_losses: dict[str, Any] = {}
         self.n_components, self.max_iter = n_components, max_iter
         self.n_models = len(self.specs)  # one classifier per modality, reported as a cost
         k = task.output_dim
@@ -189,18 +311,35 @@ class PerModalityKernel(ClassicalReference):
         gram = torch.exp(-self.gamma / x.shape[1] * sq.clamp_min(0.0))  # [B, L]
         return gram @ self.projection[name].T  # [B, L]
 
+    def resolved_hyperparameters(self) -> dict[str, Any]:
+        """``C`` and ``evidence_scale`` given as ``"cv"``, once :meth:`fit` chose them: the
+        per-modality penalties (:attr:`view_C`) and the scale (:attr:`beta`); an artifact
+        rebuilds with them, so it predicts as it did when saved."""
+        resolved: dict[str, Any] = {}
+        if isinstance(self.C, str) and self.view_C is not None:
+            resolved["C"] = dict(self.view_C)
+        if isinstance(self.evidence_scale, str) and self.beta is not None:
+            resolved["evidence_scale"] = self.beta
+        return resolved
+
     @torch.no_grad()
     def fit_classical(
         self, train: MultimodalBatch, val: MultimodalBatch | None, random_state: int
     ) -> None:
-        """Fit every modality's model on the training samples that have the modality."""
+        """Fit every modality's model on the training samples that have the modality (first
+        choosing its ``C`` and then ``beta`` by inner cross-validation where asked)."""
         # a fixed stream, not the trainer's seed: the landmarks are a uniform sample either
         # way, and a model that does not depend on the seed is easier to compare across seeds
         rng = np.random.default_rng(LANDMARK_SEED)
         target = train.target.cpu().numpy()
         classification = self.task.is_classification
+        choose_C = isinstance(self.C, str)
+        if choose_C:
+            self.view_C, self.cv_losses["C"] = {}, {}
+        present = train.present.cpu().numpy()  # [N, M]
+        phis = {}
         for j, name in enumerate(self.modalities):
-            rows = train.present[:, j].cpu().numpy()  # [N]
+            rows = present[:, j]  # [N]
             if not rows.any():  # the trainer refuses such data already
                 raise MlmmError(f"modality {name!r} is absent from every training sample")
             x = train.inputs[name].flatten(1)[torch.from_numpy(rows).to(train.present.device)]
@@ -214,18 +353,83 @@ class PerModalityKernel(ClassicalReference):
                 self.landmarks[name][:count] = torch.from_numpy(landmarks)
                 self.projection[name][:rank, :count] = torch.from_numpy(projection)
             phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
+            if choose_C:
+                self.view_C[name] = self.choose_C(name, phi, target[rows], random_state)
             coef, intercept = fit_linear(
-                phi, target[rows], self.task, self.C, self.max_iter, random_state
+                phi, target[rows], self.task, self.view_C[name], self.max_iter, random_state
             )
             self.coef[name].copy_(torch.from_numpy(coef))
             self.intercept[name].copy_(torch.from_numpy(intercept))
             if classification:
                 prior = log_class_frequencies(target[rows], self.task.n_classes)
                 self.log_prior[j].copy_(torch.from_numpy(prior))
+            if isinstance(self.evidence_scale, str):
+                phis[name] = phi
         if classification:
             self.log_prior[-1].copy_(
                 torch.from_numpy(log_class_frequencies(target, self.task.n_classes))
             )
+        if isinstance(self.evidence_scale, str):
+            self.beta = self.choose_beta(phis, present, target, random_state)
+
+    def choose_C(self, name: str, phi: np.ndarray, y: np.ndarray, random_state: int) -> float:
+        """The :data:`C_GRID` value with the lowest held-out loss of modality ``name``'s model
+        on its features ``phi [N_m, F]`` and targets ``y [N_m]`` (:func:`cv_folds`), recorded
+        in :attr:`cv_losses`."""
+        folds = cv_folds(y, self.task.is_classification)
+        if not folds:
+            self.cv_losses["C"][name] = []
+            return CV_FALLBACK_C
+        losses = [
+            held_out_loss(phi, y, self.task, c, self.max_iter, random_state, folds) for c in C_GRID
+        ]
+        self.cv_losses["C"][name] = [float(v) for v in losses]
+        return C_GRID[int(np.argmin(losses))]
+
+    def choose_beta(
+        self,
+        phis: dict[str, np.ndarray],
+        present: np.ndarray,
+        y: np.ndarray,
+        random_state: int,
+    ) -> float:
+        """The :data:`EVIDENCE_SCALE_GRID` value with the lowest log loss of the fused posterior
+        on out-of-fold evidence of the training rows, recorded in :attr:`cv_losses`.
+
+        ``phis[name]`` ``[N_m, F]`` are modality ``name``'s features of the training rows that
+        have it (in row order), ``present`` ``[N, M]`` and ``y`` ``[N]`` all training rows'.
+        """
+        n, k = len(y), self.task.n_classes
+        folds = cv_folds(y, True)
+        if not folds:
+            self.cv_losses["evidence_scale"] = []
+            return 1.0
+        prior = np.zeros((n, k))  # [N, K] log p(y) of each row's fitting folds
+        evidence = np.zeros((n, k))  # [N, K] summed over the row's present modalities
+        for fit_rows, held in folds:
+            prior[held] = log_class_frequencies(y[fit_rows], k)
+            for j, name in enumerate(self.modalities):
+                position = np.cumsum(present[:, j]) - 1  # row -> its index in phis[name]
+                fit_m, held_m = fit_rows[present[fit_rows, j]], held[present[held, j]]
+                if not len(fit_m) or not len(held_m):
+                    continue  # no model from the other folds: no evidence from this modality
+                coef, intercept = fit_linear(
+                    phis[name][position[fit_m]],
+                    y[fit_m],
+                    self.task,
+                    self.view_C[name],
+                    self.max_iter,
+                    random_state,
+                )
+                out = phis[name][position[held_m]] @ coef.T + intercept  # [H_m, K]
+                evidence[held_m] += _log_softmax(out) - log_class_frequencies(y[fit_m], k)
+        losses = [
+            -_log_softmax(prior + beta * evidence)[np.arange(n), y].mean()
+            for beta in EVIDENCE_SCALE_GRID
+        ]
+        self.cv_losses["evidence_scale"] = [float(v) for v in losses]
+        best = np.flatnonzero(np.asarray(losses) == min(losses))[-1]  # ties: the larger beta
+        return EVIDENCE_SCALE_GRID[int(best)]
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
@@ -244,5 +448,8 @@ class PerModalityKernel(ClassicalReference):
             prediction = (share.unsqueeze(2) * outputs).sum(1)  # [B, 1]
         else:  # product rule; nothing present: the training prior
             evidence = outputs.log_softmax(dim=2) - self.log_prior[:-1]  # [B, M, K]
-            prediction = self.log_prior[-1] + (weight * evidence).sum(1)  # [B, K]
+            summed = (weight * evidence).sum(1)  # [B, K]
+            if self.beta is not None and self.beta != 1.0:  # 1: the product rule, as it was
+                summed = self.beta * summed
+            prediction = self.log_prior[-1] + summed  # [B, K]
         return self.output(batch, prediction, per_modality=outputs)
