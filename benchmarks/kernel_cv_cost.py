@@ -1,11 +1,12 @@
 """What `per-modality-kernel`'s inner cross-validations cost on `handwritten`.
 
 Fits the method once per setting (`C=30`, `auto`'s member before `AUTO_REVISION` 6; `C="cv"`,
-its member since; `C="cv", evidence_scale="cv"`) on 1,600 `handwritten` rows (the size of
-`auto`'s training part there) under MCAR 0.5 and 0.7 by slots, on a tuning seed, one thread:
-the fit's seconds, the number of per-view model fits (`fit_linear` calls) and the choices.
+its member since; `C="cv", evidence_scale="cv"`) on `auto`'s training part of `handwritten`
+under MCAR 0.5 and 0.7 by slots (1,600 rows, `auto_tuning.py`'s cases `hw05` and `hw07`) on
+tuning seeds, one thread: the fit's seconds, the number of per-view model fits (`fit_linear`
+calls) and the choices.
 
-Run:  OMP_NUM_THREADS=1 python benchmarks/kernel_cv_cost.py [--seed 100]
+Run:  OMP_NUM_THREADS=1 python benchmarks/kernel_cv_cost.py [--seeds 100,101]
 Writes <out>/kernel_cv_cost.{json,md} with the machine it ran on.
 """
 
@@ -16,29 +17,26 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from _common import machine, write_report  # noqa: E402
+from auto_tuning import training_part  # noqa: E402
 
 import mlmm  # noqa: E402
 import mlmm.methods.reference.per_modality_kernel as pmk  # noqa: E402
 
 SETTINGS = [{"C": 30.0}, {"C": "cv"}, {"C": "cv", "evidence_scale": "cv"}]
-N_TRAIN = 1600
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--seeds", default="100,101", help="tuning seeds, comma-separated")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = mlmm.load_dataset("handwritten")
-    rows = np.random.default_rng(args.seed).permutation(data.n_samples)[:N_TRAIN]
     fits = {"count": 0}
     fit_linear = pmk.fit_linear
 
@@ -48,16 +46,19 @@ def main() -> None:
 
     pmk.fit_linear = counted
     table = []
-    for missing in ("mcar:0.5", "mcar:0.7"):
-        train, _ = mlmm.simulate(data.subset(rows), missing, seed=args.seed)
+    cases = [(c, int(seed)) for c in ("hw05", "hw07") for seed in args.seeds.split(",")]
+    for case, seed in cases:
+        train = training_part(case, seed)
         for params in SETTINGS:
-            model = mlmm.create_method("per-modality-kernel", data.specs, data.task, **params)
+            model = mlmm.create_method("per-modality-kernel", train.specs, train.task, **params)
             fits["count"] = 0
             start = time.perf_counter()
             mlmm.Trainer(progress=False).fit(model, train)
             table.append(
                 {
-                    "missing": missing,
+                    "case": case,
+                    "seed": seed,
+                    "n_train": train.n_samples,
                     "params": ", ".join(f"{k}={v}" for k, v in params.items()),
                     "fit_seconds": time.perf_counter() - start,
                     "view_fits": fits["count"],
@@ -69,12 +70,15 @@ def main() -> None:
     pmk.fit_linear = fit_linear
     frame = pd.DataFrame(table)
     record = {"command": " ".join(["python", *sys.argv]), "machine": machine(), "rows": table}
-    base = frame[frame.params == "C=30.0"].set_index("missing").fit_seconds
-    cv = frame[frame.params == "C=cv"].set_index("missing").fit_seconds
-    checks = {f"{m}: C=cv seconds over C=30's": float(cv[m] / base[m]) for m in base.index}
+    seconds = frame.groupby(["case", "params"]).fit_seconds.mean()
+    checks = {
+        f"{case}: mean seconds, C=cv / C=30.0": float(seconds[case, "C=cv"])
+        / float(seconds[case, "C=30.0"])
+        for case in ("hw05", "hw07")
+    }
     note = (
-        f"One fit per row on {N_TRAIN} handwritten rows (seed {args.seed}, a tuning seed), one "
-        "thread; `auto` fits its kernel member 6 times (5 folds and the refit)."
+        "One fit per row on auto's training part (hw05: MCAR 0.5, hw07: MCAR 0.7), one thread; "
+        "`auto` fits its kernel member 6 times (5 folds and the refit)."
     )
     write_report(args.out, "kernel_cv_cost", "per-modality-kernel: the cost of C='cv'", note,
                  record, frame, checks)  # fmt: skip
