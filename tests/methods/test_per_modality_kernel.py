@@ -253,3 +253,65 @@ def test_as_an_auto_ensemble_member_the_chosen_C_is_recorded_and_reloads(tmp_pat
     trained.save(tmp_path / "auto")
     loaded = TrainedModel.load(tmp_path / "auto")
     np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
+
+
+def test_a_view_in_too_few_rows_gets_the_fallback_C_and_a_rare_class_does_not_crash():
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.methods.reference.per_modality_kernel import CV_FALLBACK_C, CV_FOLDS
+
+    rng = np.random.default_rng(0)
+    n = 30
+    y = rng.integers(0, 3, size=n)
+    inputs = {"a": rng.normal(size=(n, 2)), "b": rng.normal(size=(n, 3))}
+    specs = [ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (3,))]
+    task = TaskSpec("classification", 3)
+    for rows_b in (CV_FOLDS - 1, CV_FOLDS + 1):  # too few to fold; three folds of 1-2 rows
+        observed = np.ones((n, 2), dtype=bool)
+        observed[rows_b:, 1] = False
+        data = MultimodalDataset(specs, task, inputs, y, observed=observed)
+        model = create_method(
+            "per-modality-kernel", specs, task, C="cv", evidence_scale="cv", n_components=10
+        )
+        Trainer(progress=False).fit(model, data)
+        assert len(model.cv_losses["C"]["a"]) == len(C_GRID)
+        if rows_b < CV_FOLDS:
+            assert model.view_C["b"] == CV_FALLBACK_C and model.cv_losses["C"]["b"] == []
+        else:
+            assert np.isfinite(model.cv_losses["C"]["b"]).all() and model.view_C["b"] in C_GRID
+        assert model.beta in EVIDENCE_SCALE_GRID
+
+
+def test_evidence_scale_cv_scores_the_out_of_fold_product_rule_with_per_view_priors():
+    """The fused losses ``"cv"`` compares are those of the model itself fitted on each fold's
+    other rows (its per-view priors included) and asked for the held-out rows; view ``b`` is
+    mostly present for class 1, so its prior differs from the overall one."""
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.methods.reference.per_modality_kernel import cv_folds
+
+    rng = np.random.default_rng(3)
+    n = 150
+    y = rng.integers(0, 2, size=n)
+    a, b = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    a[:, 0] += 1.0 * (2 * y - 1)
+    b[:, 0] += 0.8 * (2 * y - 1)
+    observed = np.ones((n, 2), dtype=bool)
+    observed[:, 1] = rng.random(n) < np.where(y == 1, 0.8, 0.3)
+    specs = [ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (2,))]
+    task = TaskSpec("classification", 2)
+    data = MultimodalDataset(specs, task, {"a": a, "b": b}, y, observed=observed)
+    kwargs = {"kernel": "linear", "C": {"a": 1.0, "b": 3.0}}
+    model = create_method("per-modality-kernel", specs, task, evidence_scale="cv", **kwargs)
+    model.fit_classical(MultimodalBatch.from_dataset(data), None, 0)  # inputs as given
+    log_p = np.zeros((n, 2))  # [N, K] out-of-fold prior and summed evidence, by forward
+    prior = np.zeros((n, 2))
+    for fit_rows, held in cv_folds(y, True):
+        fold = create_method("per-modality-kernel", specs, task, **kwargs)
+        fold.fit_classical(MultimodalBatch.from_dataset(data, fit_rows), None, 0)
+        with torch.no_grad():
+            log_p[held] = fold(MultimodalBatch.from_dataset(data, held)).prediction.numpy()
+            prior[held] = fold.log_prior[-1].numpy()
+    expected = []
+    for beta in EVIDENCE_SCALE_GRID:
+        z = torch.from_numpy(prior + beta * (log_p - prior)).log_softmax(1)
+        expected.append(-z[np.arange(n), y].mean().item())
+    np.testing.assert_allclose(model.cv_losses["evidence_scale"], expected, rtol=1e-5)

@@ -211,7 +211,8 @@ class MissingModalityModel(nn.Module, abc.ABC):
 
         A hyperparameter whose given value asks the method to size something itself (``None``:
         sized from the modality specs and the other hyperparameters) maps to the value that
-        was used. Building the method with these in place of the given ones gives the same
+        was used; one that asks the fit to choose it from the training data
+        (``per-modality-kernel``'s ``C="cv"``) maps to the choice once fitted. Building the method with these in place of the given ones gives the same
         architecture whatever the rule becomes in a later mlmm; :meth:`mlmm.TrainedModel.save`
         records them and :meth:`mlmm.TrainedModel.load` builds from them, then sets the given
         values back, so :meth:`get_hyperparameters` reads as before. The default, ``{}``, is for

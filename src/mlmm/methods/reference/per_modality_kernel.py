@@ -171,7 +171,7 @@ class PerModalityKernel(ClassicalReference):
         posterior over :data:`CV_FOLDS` stratified folds of all training rows, each held-out
         row's evidence from modality models (at their ``C``) and priors fitted on the other
         folds (ties go to the larger ``beta``); recorded as :attr:`beta`. Classification only:
-        regression averages the modalities and takes 1.0.
+        regression averages the modalities and refuses any other value than 1.0.
     gamma : float, default 0.5
         RBF width, relative: the kernel is ``exp(-gamma / D_m * |x - x'|^2)`` on standardised
         inputs (``gamma=1`` is scikit-learn's ``gamma="scale"`` for unit-variance features).
@@ -406,22 +406,22 @@ class PerModalityKernel(ClassicalReference):
             return 1.0
         prior = np.zeros((n, k))  # [N, K] log p(y) of each row's fitting folds
         evidence = np.zeros((n, k))  # [N, K] summed over the row's present modalities
+        position = np.cumsum(present, axis=0) - 1  # [N, M] row -> its index in phis[name]
         for fit_rows, held in folds:
             prior[held] = log_class_frequencies(y[fit_rows], k)
             for j, name in enumerate(self.modalities):
-                position = np.cumsum(present[:, j]) - 1  # row -> its index in phis[name]
                 fit_m, held_m = fit_rows[present[fit_rows, j]], held[present[held, j]]
                 if not len(fit_m) or not len(held_m):
                     continue  # no model from the other folds: no evidence from this modality
                 coef, intercept = fit_linear(
-                    phis[name][position[fit_m]],
+                    phis[name][position[fit_m, j]],
                     y[fit_m],
                     self.task,
                     self.view_C[name],
                     self.max_iter,
                     random_state,
                 )
-                out = phis[name][position[held_m]] @ coef.T + intercept  # [H_m, K]
+                out = phis[name][position[held_m, j]] @ coef.T + intercept  # [H_m, K]
                 evidence[held_m] += _log_softmax(out) - log_class_frequencies(y[fit_m], k)
         losses = [
             -_log_softmax(prior + beta * evidence)[np.arange(n), y].mean()
