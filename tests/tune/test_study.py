@@ -231,6 +231,16 @@ def test_bad_budgets_and_spaces_are_one_line_errors():
         TuneSettings(trials=-1)
 
 
+def test_an_unknown_trainer_parameter_stops_before_any_trial(monkeypatch):
+    # was: every trial failed on Trainer(max_epoch=...), reported only after the whole budget
+    spy = Spy(monkeypatch)
+    with pytest.raises(
+        MlmmError, match="unknown trainer parameter 'max_epoch'. Did you mean 'max_epochs'"
+    ):
+        small_tune(trainer={"max_epoch": 2})
+    assert spy.fits == 0
+
+
 def test_the_time_budget_stops_starting_trials():
     result = small_tune(n_trials=50, timeout=0.01)
     assert len(result.trials) == 1  # the first trial runs; none starts after the budget

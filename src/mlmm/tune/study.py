@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from mlmm.data.dataset import MultimodalDataset
-from mlmm.errors import MlmmError
+from mlmm.errors import MlmmError, unknown_name_error
 from mlmm.methods.base import check_range
 from mlmm.methods.registry import METHODS, create_method
 from mlmm.train.trainer import Trainer
@@ -388,6 +388,10 @@ def tune_training_data(
             raise MlmmError(
                 f"method {method!r} has no hyperparameter {key!r}; accepted: {', '.join(parameters)}"
             )
+    accepted = method_parameters(Trainer)
+    unknown = sorted(set(trainer or {}) - set(accepted))
+    if unknown:  # else every trial fails on it, and the study says so only at its end
+        raise unknown_name_error("trainer parameter", unknown[0], accepted)
     method_space = dict(cls.search_space if space is None else space)
     check_space(method, method_space, parameters)
     method_space = {k: v for k, v in method_space.items() if k not in fixed}
