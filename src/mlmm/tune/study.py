@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from mlmm.data.dataset import MultimodalDataset
-from mlmm.errors import MlmmError, unknown_name_error
+from mlmm.errors import MlmmError
 from mlmm.methods.base import check_range
 from mlmm.methods.registry import METHODS, create_method
-from mlmm.train.trainer import Trainer
+from mlmm.train.trainer import Trainer, check_trainer_params
 from mlmm.tune.space import (
     TRAINER_PREFIX,
     TRAINER_SPACE,
@@ -388,10 +388,7 @@ def tune_training_data(
             raise MlmmError(
                 f"method {method!r} has no hyperparameter {key!r}; accepted: {', '.join(parameters)}"
             )
-    accepted = method_parameters(Trainer)
-    unknown = sorted(set(trainer or {}) - set(accepted))
-    if unknown:  # else every trial fails on it, and the study says so only at its end
-        raise unknown_name_error("trainer parameter", unknown[0], accepted)
+    check_trainer_params(trainer)  # else every trial fails on it, said only at the end
     method_space = dict(cls.search_space if space is None else space)
     check_space(method, method_space, parameters)
     method_space = {k: v for k, v in method_space.items() if k not in fixed}
