@@ -1084,7 +1084,7 @@ def serve_command(
     Needs the serve extra: pip install 'mlmm\\[serve]'.
     """
     from mlmm.errors import MlmmError
-    from mlmm.serve.loading import load_models
+    from mlmm.serve.loading import check_address, load_models
 
     try:
         import uvicorn
@@ -1095,6 +1095,7 @@ def serve_command(
             f"mlmm serve needs FastAPI and uvicorn ({err.name} is missing); "
             f"pip install 'mlmm[serve]'"
         ) from None
+    check_address(host, port)  # a bad or busy address: one line, before any model loads
     models = load_models(run, model)  # every artifact checked before the port is opened
     service = create_app(
         models,
