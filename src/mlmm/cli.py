@@ -340,7 +340,10 @@ def tune_command(
 ) -> None:
     """Tune a method's hyperparameters on validation folds of the training split only."""
     from mlmm.tune.study import tune
+    from mlmm.utils import check_output_file
 
+    if params_out is not None:  # before the study: a user's file or the store is not replaced
+        check_output_file(params_out, "parameters", inputs=[store], what="--params-out")
     console = _console()
 
     def on_trial(record) -> None:
