@@ -36,16 +36,24 @@ def test_onnxruntime_matches_pytorch_on_every_presence_pattern(fixture, request,
             np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_late_fusion_with_the_mean_rule_exports(tmp_path):
-    # rule="mean_prob" traced log() of an integer count: a Log on int64, an invalid graph
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [  # each was refused: what the traced graph held only fit the check batch or no batch
+        ("late-fusion", {"rule": "mean_prob"}),  # log() of an integer count: Log on int64
+        ("masked-attention", {}),  # the class token expanded to len(tokens): a constant
+        ("missing-aware-prompts", {}),
+        ("frozen-backbone-prompting", {}),
+    ],
+)
+def test_methods_that_trace_export(method, params, tmp_path):
     data = mlmm.load_dataset("synthetic", n_samples=120)
-    model = mlmm.create_method("late-fusion", data.specs, data.task, rule="mean_prob")
+    model = mlmm.create_method(method, data.specs, data.task, **params)
     trained = Trainer(max_epochs=1, progress=False).fit(model, data)
     report = export_onnx(trained, tmp_path / "model.onnx")
     assert report["max_abs_diff"] <= 1e-5 and report["patterns"] == 7
 
 
-@pytest.mark.parametrize("method", ["knn-impute", "per-subset"])
+@pytest.mark.parametrize("method", ["knn-impute", "per-subset", "retrieval-prompts"])
 def test_methods_that_cannot_be_traced_are_refused_in_one_line(method, tmp_path):
     data = mlmm.load_dataset("synthetic", n_samples=120)
     model = mlmm.create_method(method, data.specs, data.task)
