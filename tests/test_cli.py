@@ -145,6 +145,7 @@ def test_train_then_evaluate_writes_and_reads_an_artifact(monkeypatch, capsys, t
             "no hyperparameter 'colour'",
         ),
         (["evaluate", "no/such/dir"], "no model artifact"),
+        (["evaluate", "x", "--no-subsets", "--all-subsets"], "--all-subsets prints the subset"),
         (["bench", "--seeds", "-1"], "non-negative"),
         (["bench", "--method", "hemsi"], "Did you mean 'hemis'"),
         (["bench", "no-such-suite"], "unknown benchmark suite"),

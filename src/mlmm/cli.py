@@ -504,6 +504,10 @@ def evaluate(
     from mlmm.train.checkpoint import OWN_FILES
     from mlmm.utils import atomic_write, check_output_file
 
+    if all_subsets and not subsets:  # else --all-subsets printed nothing, without a word
+        raise MlmmError(
+            "--all-subsets prints the subset scores that --no-subsets skips; drop one of them"
+        )
     if out is not None:  # before the evaluation, so a bad --out costs nothing
         own = [model_dir / name for name in OWN_FILES]  # config.json would pass as a CSV
         check_output_file(out, "CSV", inputs=own, what="--out")
