@@ -698,12 +698,11 @@ def _result(
             f"search space and the data, or give a larger budget (trials, timeout)"
         )
     best = min(complete, key=lambda r: (r["value"], r["number"]))
-    params = {k: v for k, v in best["params"].items() if not k.startswith(TRAINER_PREFIX)}
-    trainer = {
-        k.removeprefix(TRAINER_PREFIX): v
-        for k, v in best["params"].items()
-        if k.startswith(TRAINER_PREFIX) and k.removeprefix(TRAINER_PREFIX) in trainer_space
-    }
+    # in the spaces' order: a resumed study reads its trials back from the store with their
+    # keys sorted, and its parameters file would otherwise differ from a fresh run's
+    chosen = best["params"]
+    params = {k: chosen[k] for k in config["space"] if k in chosen}
+    trainer = {k: chosen[TRAINER_PREFIX + k] for k in trainer_space if TRAINER_PREFIX + k in chosen}
     rows = [
         {
             "number": r["number"],
