@@ -1066,6 +1066,7 @@ def predict_command(
 
 @app.command("serve")
 def serve_command(
+    ctx: typer.Context,
     run: Annotated[
         Path | None, typer.Argument(help="A model directory; served under its directory name.")
     ] = None,
@@ -1093,6 +1094,8 @@ def serve_command(
     from mlmm.errors import MlmmError
     from mlmm.serve.loading import check_address, load_models
 
+    if not micro_batch and "max_wait_ms" in _given_options(ctx):  # else silently unused
+        raise MlmmError("--max-wait-ms is the micro-batch wait; drop it or --no-micro-batch")
     try:
         import uvicorn
 

@@ -316,6 +316,13 @@ def test_serve_refuses_a_port_out_of_range_in_one_line(monkeypatch, capsys, hemi
     assert "serving" not in out
 
 
+def test_serve_refuses_a_micro_batch_wait_without_micro_batching(monkeypatch, capsys, hemis_run):
+    # was: --max-wait-ms silently unused under --no-micro-batch
+    args = ["serve", str(hemis_run), "--no-micro-batch", "--max-wait-ms", "5"]
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and "--max-wait-ms is the micro-batch" in err
+
+
 def test_serve_refuses_an_address_in_use_before_announcing_it(monkeypatch, capsys, hemis_run):
     import socket
 
