@@ -864,7 +864,11 @@ def export_command(
     check_output_file(out, kind, inputs=[store], what="export")
     with ResultsStore(store, readonly=True) as db:
         path = db.export(out)
-    _console().print(f"wrote {path}")
+        counts = db.counts()
+    done = int(counts.loc[counts.status == "done", "runs"].sum())
+    # a store of studies or stream runs only has no benchmark rows: say so, not just "wrote"
+    empty = "" if done else " (header only: the store holds no finished benchmark run)"
+    _console().print(f"wrote {path}{empty}")
 
 
 @app.command("store")
