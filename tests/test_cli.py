@@ -145,6 +145,7 @@ def test_train_then_evaluate_writes_and_reads_an_artifact(monkeypatch, capsys, t
             "no hyperparameter 'colour'",
         ),
         (["evaluate", "no/such/dir"], "no model artifact"),
+        (["evaluate", "x", "--no-subsets", "--all-subsets"], "--all-subsets prints the subset"),
         (["bench", "--seeds", "-1"], "non-negative"),
         (["bench", "--method", "hemsi"], "Did you mean 'hemis'"),
         (["bench", "no-such-suite"], "unknown benchmark suite"),
@@ -300,7 +301,21 @@ def test_bench_runs_a_spec_and_resumes(monkeypatch, capsys, tmp_path):
     code, _, err = run(monkeypatch, capsys, *args, "--rerun", "hemis")
     assert code == 2 and "cannot rerun ['hemis']" in err
     code, out, _ = run(monkeypatch, capsys, "export", str(store), str(tmp_path / "t.csv"))
-    assert code == 0 and (tmp_path / "t.csv").exists()
+    assert code == 0 and (tmp_path / "t.csv").exists() and "header only" not in out
+
+
+def test_export_of_a_store_without_benchmark_runs_says_the_file_is_empty(
+    monkeypatch, capsys, tmp_path
+):
+    from mlmm.bench.store import ResultsStore
+
+    with ResultsStore(tmp_path / "s.db"):  # a store (as tune or stream make) with no bench run
+        pass
+    code, out, _ = run(
+        monkeypatch, capsys, "export", str(tmp_path / "s.db"), str(tmp_path / "t.csv")
+    )
+    # was a bare "wrote t.csv" for a file holding the header only
+    assert code == 0 and "header only: the store holds no finished benchmark run" in out
 
 
 def test_evaluate_shows_imputation_scores_for_imputing_methods(monkeypatch, capsys, tmp_path):

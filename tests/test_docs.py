@@ -86,6 +86,7 @@ def test_every_dataset_section_is_a_registered_dataset():
         "tuning.md",
         "deploy.md",
         "tasks.md",
+        "missingness.md",
     ],
 )
 def test_python_snippets_run(page, tmp_path):

@@ -83,6 +83,25 @@ def test_cross_val_score_with_a_multimodal_array_and_a_dataframe():
     assert scores.min() > 0.5
 
 
+@pytest.mark.parametrize("cut", [True, False], ids=["modalities", "one-modality"])
+def test_a_model_fitted_on_a_dataframe_predicts_from_its_columns_once_saved(cut, tmp_path):
+    # was: the saved model read only columns a.0, a.1, ... and refused the frame of fit
+    X, y = make_data(n=60)
+    frame = pd.DataFrame(np.hstack([X["a"], X["b"]]), columns=[f"c{i}" for i in range(9)])
+    if not cut:
+        frame = frame.fillna(0.0)
+    modalities = {"a": [f"c{i}" for i in range(5)], "b": [f"c{i}" for i in range(5, 9)]}
+    clf = mlmm.MissingModalityClassifier(
+        method="late-fusion", max_epochs=2, random_state=0, modalities=modalities if cut else None
+    ).fit(frame, y)
+    clf.trained_.save(tmp_path / "model")
+    model = mlmm.TrainedModel.load(tmp_path / "model")
+    expected = modalities if cut else {"x": list(frame.columns)}
+    assert model.table_columns == expected
+    np.testing.assert_allclose(model.predict_proba(frame), clf.predict_proba(frame), atol=1e-6)
+    assert list(model.predict(frame)) == list(clf.predict(frame))
+
+
 def test_regressor_learns_a_linear_target():
     rng = np.random.default_rng(0)
     X = {"a": rng.normal(size=(300, 3)), "b": rng.normal(size=(300, 2))}

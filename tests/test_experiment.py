@@ -140,6 +140,14 @@ def test_the_official_split_is_used_when_asked():
         mlmm.run_experiment(data, "zero-impute", split="paper", trainer=TINY)
 
 
+def test_an_unknown_trainer_parameter_is_one_line_with_the_closest_name():
+    from mlmm.errors import MlmmError
+
+    # was Trainer's TypeError ("unexpected keyword argument 'max_epoch'")
+    with pytest.raises(MlmmError, match="unknown trainer parameter 'max_epoch'.*'max_epochs'"):
+        mlmm.run_experiment("synthetic", "zero-impute", trainer={"max_epoch": 2})
+
+
 def test_synthetic_multilabel_gets_its_exact_reference_and_a_monte_carlo_one_under_mnar():
     res = mlmm.run_experiment(
         "synthetic-multilabel", "late-fusion",

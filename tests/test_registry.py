@@ -104,6 +104,24 @@ def test_a_plugin_that_cannot_be_imported_is_one_line(module, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "name, source, fix",
+    [  # was "install it, or put its folder on PYTHONPATH" for each
+        ("raising_plugin_q1", "raise RuntimeError('boom')\n", "own code raised it; fix it"),
+        ("needy_plugin_q1", "import no_such_dependency_q1\n", "install 'no_such_dependency_q1'"),
+        ("file_plugin_q1.py", "VALUE = 1\n", "give the module's name, 'file_plugin_q1', not"),
+    ],
+)
+def test_a_plugin_that_fails_to_import_is_told_the_right_fix(name, source, fix, tmp_path):
+    from mlmm.registry import load_plugins
+
+    (tmp_path / f"{name.removesuffix('.py')}.py").write_text(source)
+    with pytest.raises(MlmmError, match=f"plugin '{name}' could not be imported") as err:
+        load_plugins([name], folders=[tmp_path])
+    assert fix in str(err.value) and "\n" not in str(err.value)
+    assert "PYTHONPATH" not in str(err.value)
+
+
 def test_an_unknown_name_far_from_every_known_one_mentions_plugins():
     registry = Registry("method")
     registry.register("hemis")(object)

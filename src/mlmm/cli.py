@@ -340,7 +340,10 @@ def tune_command(
 ) -> None:
     """Tune a method's hyperparameters on validation folds of the training split only."""
     from mlmm.tune.study import tune
+    from mlmm.utils import check_output_file
 
+    if params_out is not None:  # before the study: a user's file or the store is not replaced
+        check_output_file(params_out, "parameters", inputs=[store], what="--params-out")
     console = _console()
 
     def on_trial(record) -> None:
@@ -501,6 +504,10 @@ def evaluate(
     from mlmm.train.checkpoint import OWN_FILES
     from mlmm.utils import atomic_write, check_output_file
 
+    if all_subsets and not subsets:  # else --all-subsets printed nothing, without a word
+        raise MlmmError(
+            "--all-subsets prints the subset scores that --no-subsets skips; drop one of them"
+        )
     if out is not None:  # before the evaluation, so a bad --out costs nothing
         own = [model_dir / name for name in OWN_FILES]  # config.json would pass as a CSV
         check_output_file(out, "CSV", inputs=own, what="--out")
@@ -857,7 +864,11 @@ def export_command(
     check_output_file(out, kind, inputs=[store], what="export")
     with ResultsStore(store, readonly=True) as db:
         path = db.export(out)
-    _console().print(f"wrote {path}")
+        counts = db.counts()
+    done = int(counts.loc[counts.status == "done", "runs"].sum())
+    # a store of studies or stream runs only has no benchmark rows: say so, not just "wrote"
+    empty = "" if done else " (header only: the store holds no finished benchmark run)"
+    _console().print(f"wrote {path}{empty}")
 
 
 @app.command("store")
@@ -1059,6 +1070,7 @@ def predict_command(
 
 @app.command("serve")
 def serve_command(
+    ctx: typer.Context,
     run: Annotated[
         Path | None, typer.Argument(help="A model directory; served under its directory name.")
     ] = None,
@@ -1084,8 +1096,10 @@ def serve_command(
     Needs the serve extra: pip install 'mlmm\\[serve]'.
     """
     from mlmm.errors import MlmmError
-    from mlmm.serve.loading import load_models
+    from mlmm.serve.loading import check_address, load_models
 
+    if not micro_batch and "max_wait_ms" in _given_options(ctx):  # else silently unused
+        raise MlmmError("--max-wait-ms is the micro-batch wait; drop it or --no-micro-batch")
     try:
         import uvicorn
 
@@ -1095,6 +1109,7 @@ def serve_command(
             f"mlmm serve needs FastAPI and uvicorn ({err.name} is missing); "
             f"pip install 'mlmm[serve]'"
         ) from None
+    check_address(host, port)  # a bad or busy address: one line, before any model loads
     models = load_models(run, model)  # every artifact checked before the port is opened
     service = create_app(
         models,

@@ -25,6 +25,7 @@ from sklearn.utils.multiclass import type_of_target
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.frames import from_arrays
 from mlmm.data.inputs import (  # noqa: F401 - MultimodalArray is public here too
+    _PLAIN_MODALITY,
     MultimodalArray,
     align_modalities,
     as_sample_arrays,
@@ -379,9 +380,21 @@ class _MissingModalityEstimator(BaseEstimator):
             progress=self.verbose,
         )
         self.trained_ = trainer.fit(model, train, val, info={"estimator": type(self).__name__})
+        self.trained_.columns = self._fitted_table_columns()
         self.modality_names_ = data.modality_names
         self.n_modalities_in_ = data.n_modalities
         return self
+
+    def _fitted_table_columns(self) -> dict[str, list[str]] | None:
+        """Each modality's DataFrame columns when ``fit`` saw a DataFrame with text column
+        names, so the saved model predicts from a table laid out as at fit (``mlmm predict
+        rows.csv``) rather than from columns ``NAME.0``, ``NAME.1``... it never saw."""
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            return None
+        if self.modalities is None:
+            return {_PLAIN_MODALITY: [str(c) for c in names]}
+        return {str(m): [str(c) for c in cols] for m, cols in self.modalities.items()}
 
     def _fit_auto(self, data: MultimodalDataset, condition, seed: int):
         """``method="auto"``: :func:`mlmm.tune.auto.fit_auto` on all of ``data`` (its inner
@@ -402,6 +415,7 @@ class _MissingModalityEstimator(BaseEstimator):
                 **(self.method_params or {}),
             },
         )
+        self.trained_.columns = self._fitted_table_columns()
         self.modality_names_ = data.modality_names
         self.n_modalities_in_ = data.n_modalities
         return self

@@ -19,7 +19,12 @@ from mlmm.eval.imputation import imputation_scores
 from mlmm.eval.protocol import evaluate
 from mlmm.methods.registry import create_method
 from mlmm.train.trained import TrainedModel
-from mlmm.train.trainer import Trainer, check_precision, check_precision_device
+from mlmm.train.trainer import (
+    Trainer,
+    check_precision,
+    check_precision_device,
+    check_trainer_params,
+)
 from mlmm.utils import resolve_device, rng_for
 
 #: Monte Carlo draws per class of the Bayes posterior under MNAR (its accuracy's standard
@@ -185,6 +190,7 @@ def run_experiment(
     if isinstance(trainer, Trainer):
         trainer.seed = seed
     else:  # before loading the data: a bad trainer option (precision...) fails at once
+        check_trainer_params(trainer)
         trainer = Trainer(**{"seed": seed, **(trainer or {})})
     # a CUDA request without a GPU, or 16-mixed off CUDA, fails here in one line, not after
     # loading the data

@@ -132,8 +132,24 @@ def load_plugins(modules: Iterable[str], folders: Iterable[str | Path] = ()) -> 
         except Exception as err:  # a plugin's own bug surfaces as one line naming the plugin
             raise MlmmError(
                 f"plugin {module!r} could not be imported ({type(err).__name__}: {err}); "
-                "install it, or put its folder on PYTHONPATH"
+                f"{_plugin_fix(module, err)}"
             ) from None
+
+
+def _plugin_fix(module: str, err: Exception) -> str:
+    """The fix for a plugin that failed to import: not found, a dependency not found, or an
+    error raised by the plugin's own code (which installing it again would not fix)."""
+    if (
+        isinstance(err, ModuleNotFoundError)
+        and err.name
+        and (module + ".").startswith(err.name + ".")
+    ):
+        if module.endswith(".py"):
+            return f"give the module's name, {module[:-3]!r}, not its file name"
+        return "install it, or put its folder on PYTHONPATH"
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        return f"install {err.name!r}, which the plugin imports"
+    return f"the plugin's own code raised it; fix it (python -c 'import {module}' shows where)"
 
 
 def _import_plugin(module: str, folders: list[Path]) -> None:

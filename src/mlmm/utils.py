@@ -90,6 +90,8 @@ _FILE_KINDS: dict[str, Callable[[bytes], bool]] = {
     "CSV": lambda head: b"\x00" not in head,
     "Parquet": lambda head: head.startswith(b"PAR1"),
     "NPZ": lambda head: head.startswith(b"PK\x03\x04"),  # a zip archive, as numpy writes it
+    # the YAML of TuneResult.save (its comment line may have been edited away)
+    "parameters": lambda head: b"\x00" not in head and b"method:" in head and b"params:" in head,
 }
 
 
@@ -105,7 +107,8 @@ def check_output_file(
     Refused: a path that is one of ``inputs`` (the same file by any name: symlinks and hard
     links are followed), a directory or other non-regular file, an SQLite database, and an
     existing non-empty file that does not look like ``kind`` (``"HTML"``, ``"CSV"``,
-    ``"Parquet"`` or ``"NPZ"``; ``None`` checks only the rest). An existing file of the same kind is
+    ``"Parquet"``, ``"NPZ"`` or ``"parameters"``, a file of ``mlmm tune --params-out``;
+    ``None`` checks only the rest). An existing file of the same kind is
     replaced, as an earlier run's output is meant to be.
 
     Returns

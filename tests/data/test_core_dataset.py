@@ -90,6 +90,20 @@ def test_non_finite_in_a_present_row_is_rejected(bad):
         make(inputs=raw)
 
 
+def test_an_inf_row_given_to_predict_is_told_how_to_mark_it_absent():
+    import mlmm
+    from mlmm.testing import contract_dataset
+    from mlmm.train import Trainer
+
+    data = contract_dataset(n_samples=40)
+    model = mlmm.create_method("zero-impute", data.specs, data.task)
+    trained = Trainer(max_epochs=1, progress=False).fit(model, data)
+    X = {"a": np.full((2, *data.inputs["a"].shape[1:]), np.inf)}
+    # was "mark them absent in observed": a dict given to predict has no observed
+    with pytest.raises(MlmmError, match="a row that is NaN throughout for from_arrays and pre"):
+        trained.predict(X)
+
+
 def test_non_numeric_modality_is_rejected():
     raw = inputs()
     raw["a"] = raw["a"].astype(str)

@@ -308,6 +308,33 @@ def test_serve_refuses_a_non_artifact_and_a_tampered_one_in_one_line(
     assert code == 2 and err.count("\n") == 1 and "does not match the hash" in err
 
 
+@pytest.mark.parametrize("port", ["99999", "-1", "0"])
+def test_serve_refuses_a_port_out_of_range_in_one_line(monkeypatch, capsys, hemis_run, port):
+    # was: 99999 announced and served on, -1 uvicorn's "Servname not supported" and status 3
+    code, out, err = run(monkeypatch, capsys, "serve", str(hemis_run), "--port", port)
+    assert code == 2 and err.count("\n") == 1 and f"in [1, 65535], got {port}" in err
+    assert "serving" not in out
+
+
+def test_serve_refuses_a_micro_batch_wait_without_micro_batching(monkeypatch, capsys, hemis_run):
+    # was: --max-wait-ms silently unused under --no-micro-batch
+    args = ["serve", str(hemis_run), "--no-micro-batch", "--max-wait-ms", "5"]
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and "--max-wait-ms is the micro-batch" in err
+
+
+def test_serve_refuses_an_address_in_use_before_announcing_it(monkeypatch, capsys, hemis_run):
+    import socket
+
+    with socket.socket() as holder:  # was: "serving ... on", then uvicorn's error, status 3
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        code, out, err = run(monkeypatch, capsys, "serve", str(hemis_run), "--port", port)
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "serving" not in out
+
+
 def test_model_names_are_checked(hemis_run):
     models = load_models(None, [f"a={hemis_run}", f"b = {hemis_run}"])
     assert list(models) == ["a", "b"]

@@ -336,10 +336,11 @@ def _frame(trained, samples):
             lambda s: {**s, "m1": np.array("1.5")},
             "array 'm1' holds text, e.g. '1.5'; write",
         ),
-        (  # CSV is text: a cell that is not a number leaves its column as text
+        (  # CSV is text: a cell that is not a number leaves its column as text; the error
+            # shows that cell, not the first number of its column
             ".csv",
             lambda f: f.astype({"m2.5": object}).assign(**{"m2.5": ["1.5"] * 5 + ["n/a!"]}),
-            "column 'm2.5' holds text, e.g. '1.5' in row 0; write numbers (floats or integers)",
+            "column 'm2.5' holds text, e.g. 'n/a!' in row 5; write numbers (floats or integers)",
         ),
     ],
     ids=[

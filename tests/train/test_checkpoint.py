@@ -376,6 +376,13 @@ def test_missing_directory(tmp_path):
     assert_one_line_error(err, "no model artifact at", "train one first")
 
 
+def test_a_file_of_the_artifact_names_its_directory(tmp_path):
+    path = save(tmp_path / "model")
+    with pytest.raises(ArtifactError) as err:  # was "train one first (... --out config.json)"
+        load_artifact(path / "config.json")
+    assert_one_line_error(err, "is one file of a model artifact; give its directory", str(path))
+
+
 def test_no_config(tmp_path):
     path = save(tmp_path / "model")
     (path / CONFIG_FILE).unlink()

@@ -231,6 +231,29 @@ def test_bad_budgets_and_spaces_are_one_line_errors():
         TuneSettings(trials=-1)
 
 
+def test_an_unknown_trainer_parameter_stops_before_any_trial(monkeypatch):
+    # was: every trial failed on Trainer(max_epoch=...), reported only after the whole budget
+    spy = Spy(monkeypatch)
+    with pytest.raises(
+        MlmmError, match="unknown trainer parameter 'max_epoch'. Did you mean 'max_epochs'"
+    ):
+        small_tune(trainer={"max_epoch": 2})
+    assert spy.fits == 0
+
+
+def test_a_resumed_study_writes_the_same_parameters_file_as_a_fresh_one(tmp_path):
+    # was: trials read back from the store had their keys sorted (dropout before embed_dim,
+    # batch_size before lr), so two identical commands wrote two different files
+    spaces = {"trainer_space": {"lr": Float(1e-3, 1e-2, log=True), "batch_size": Int(8, 32)}}
+    fresh = small_tune(n_trials=2, store=tmp_path / "t.db", **spaces)
+    resumed = small_tune(n_trials=2, store=tmp_path / "t.db", **spaces)
+    assert list(fresh.params) == list(resumed.params) == ["embed_dim", "dropout"]
+    assert list(fresh.trainer) == list(resumed.trainer) == ["lr", "batch_size"]
+    fresh.save(tmp_path / "fresh.yaml")
+    resumed.save(tmp_path / "resumed.yaml")
+    assert (tmp_path / "fresh.yaml").read_bytes() == (tmp_path / "resumed.yaml").read_bytes()
+
+
 def test_the_time_budget_stops_starting_trials():
     result = small_tune(n_trials=50, timeout=0.01)
     assert len(result.trials) == 1  # the first trial runs; none starts after the budget

@@ -68,3 +68,21 @@ def test_tune_errors_are_one_line(monkeypatch, capsys, tmp_path):
     )  # fmt: skip
     assert code == 2 and err.count("\n") == 1 and "this test split" in err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("victim", ["store", "csv"])
+def test_params_out_never_replaces_the_store_or_a_users_file(victim, monkeypatch, capsys, tmp_path):
+    # was: --params-out tune.db wrote YAML over the study's own store, and over any file
+    store = tmp_path / "tune.db"
+    args = ["tune", "--dataset", "synthetic", "--dataset-param", "n_samples=160"]
+    args += ["--method", "zero-impute", "--trials", "1", "--epochs", "1", "--store", str(store)]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code in (0, None), err
+    target = store if victim == "store" else tmp_path / "rows.csv"
+    if victim == "csv":
+        target.write_text("a,b\n1,2\n")
+    before = target.read_bytes()
+    code, out, err = run(monkeypatch, capsys, *args, "--params-out", str(target))
+    assert code == 2 and err.count("\n") == 1 and "--params-out" in err
+    assert "trial" not in out  # refused before the study
+    assert target.read_bytes() == before

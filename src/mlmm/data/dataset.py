@@ -134,7 +134,8 @@ class MultimodalDataset:
                 rows = np.flatnonzero(present)[bad]
                 raise MlmmError(
                     f"modality {spec.name!r} has NaN or inf in {len(rows)} sample(s) marked present "
-                    f"(first: {rows[:5].tolist()}); clean them or mark them absent in observed"
+                    f"(first: {rows[:5].tolist()}); clean them, or mark them absent (observed False, "
+                    f"or a row that is NaN throughout for from_arrays and predict)"
                 )
             arr[~present] = 0.0
             inputs[spec.name] = arr

@@ -148,7 +148,9 @@ def prepend_class_token(
     key-padding mask ``[B, 1 + M]`` for :class:`TokenTransformer`: True for absent modalities,
     never for the class token (so a row with nothing present still has one token to attend).
     """
-    cls = class_token.expand(len(tokens), 1, -1)  # [B, 1, D]
+    # tokens.shape[0], not len(tokens): an ONNX trace keeps the size op, where len() would
+    # freeze the check batch's size into the graph (refused for any other batch size)
+    cls = class_token.expand(tokens.shape[0], 1, -1)  # [B, 1, D]
     sequence = torch.cat([cls, tokens], dim=1)  # [B, 1 + M, D]
     if present is None:
         return sequence, None

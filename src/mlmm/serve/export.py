@@ -208,7 +208,13 @@ def export_onnx(
                 dynamo=False,
             )
         data = buffer.getvalue()
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        # fatal only: a failing check run raises with the reason below, as one line; at the
+        # default level onnxruntime also logs it to stderr, in colour, before that line
+        options.log_severity_level = 4
+        session = ort.InferenceSession(
+            data, sess_options=options, providers=["CPUExecutionProvider"]
+        )
         diff = 0.0
         # the whole check batch, then each presence pattern alone and one sample alone: a
         # branch taken in Python while tracing would be frozen into the graph, and show here

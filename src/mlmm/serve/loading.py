@@ -43,3 +43,41 @@ def load_models(run: Path | None, named: list[str] | None) -> dict[str, TrainedM
     if not paths:
         raise MlmmError("no model to serve; give a run directory or --model NAME=RUN")
     return {name: TrainedModel.load(path) for name, path in paths.items()}
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, in one line and before any model is loaded, a port out of range, a host that
+    is not an address here, or an address already in use.
+
+    Without this, uvicorn logs the failure after mlmm has announced the service (``serving
+    ... on http://host:port``) and exits with status 3; a port over 65535 was even accepted.
+    The address is bound and released at once, so a server that takes it in between still
+    stops the start (then in uvicorn's words).
+
+    Raises
+    ------
+    MlmmError
+        Naming the address and the fix.
+    """
+    import socket
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise MlmmError(f"--port must be an integer in [1, 65535], got {port!r}; e.g. 8000")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise MlmmError(
+            f"--host {host!r} is not an address of this machine ({err}); use 127.0.0.1 (this "
+            f"machine only) or 0.0.0.0 (every interface)"
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise MlmmError(
+                f"cannot listen on {host}:{port} ({err.strerror or err}); choose another "
+                f"--port, or stop the process that holds it"
+            ) from None

@@ -129,9 +129,12 @@ def _not_numbers(values: np.ndarray) -> str | None:
     if values.dtype.kind in "USO":
         flat = values.reshape(-1)
         kinds = (str, bytes, bool, np.bool_, np.str_, np.bytes_)
-        first = next((i for i, v in enumerate(flat.tolist()) if isinstance(v, kinds)), None)
-        if first is None:
+        found = [i for i, v in enumerate(flat.tolist()) if isinstance(v, kinds)]
+        if not found:
             return None  # Python objects that are all numbers (or None/NaN)
+        # a CSV column holding one word arrives as text throughout: show that word, not the
+        # first cell (a number written as text) that happens to share its column
+        first = next((i for i in found if not _reads_as_number(flat[i])), found[0])
         value = flat[first]
         kind = "booleans" if isinstance(value, bool | np.bool_) else "text"
         shown = str(value) if len(str(value)) <= 20 else str(value)[:17] + "..."
@@ -139,6 +142,17 @@ def _not_numbers(values: np.ndarray) -> str | None:
         at = f" in row {int(np.unravel_index(first, values.shape)[0])}" if values.ndim else ""
         return f"{kind}, e.g. {shown!r}{at}"
     return f"values of dtype {values.dtype}"
+
+
+def _reads_as_number(value: Any) -> bool:
+    """Whether ``value`` (text, bytes or a boolean) is a number written as text."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def split_lengths(trained: TrainedModel, X: Any) -> tuple[Any, dict[str, np.ndarray] | None]:

@@ -560,6 +560,11 @@ def load_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
     """
     path = Path(path)
     _recover(path)
+    if path.is_file() and path.name in OWN_FILES and path.parent.is_dir():
+        # config.json or model.safetensors named itself: the artifact is its folder
+        raise ArtifactError(
+            f"{path} is one file of a model artifact; give its directory, {str(path.parent)!r}"
+        )
     if not path.is_dir():
         raise ArtifactError(
             f"no model artifact at {path}; train one first (mlmm train ... --out {path})"

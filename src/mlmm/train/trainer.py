@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import time
 import warnings
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from mlmm.data.batch import MultimodalBatch, iterate_batches
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.preprocessing import Standardizer
-from mlmm.errors import MlmmError
+from mlmm.errors import MlmmError, unknown_name_error
 from mlmm.methods.base import MissingModalityModel, check_range
 from mlmm.train import distributed
 from mlmm.utils import resolve_device, torch_seed_for
@@ -44,6 +45,16 @@ def check_precision(precision: str | int) -> str:
         f"precision must be one of {list(PRECISIONS)}, got {precision!r}; "
         f"use '32' (float32) or 'bf16-mixed' (CPU or GPU)"
     )
+
+
+def check_trainer_params(params: dict[str, Any] | None) -> None:
+    """Refuse a keyword :class:`Trainer` does not take, in one line with the closest name (a
+    dict of trainer options from a user, where ``Trainer(**params)`` would raise TypeError).
+    """
+    accepted = [k for k in inspect.signature(Trainer).parameters if k != "self"]
+    for key in params or {}:
+        if key not in accepted:
+            raise unknown_name_error("trainer parameter", str(key), accepted)
 
 
 def check_precision_device(precision: str, device: torch.device) -> None:

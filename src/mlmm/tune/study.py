@@ -33,7 +33,7 @@ from mlmm.data.dataset import MultimodalDataset
 from mlmm.errors import MlmmError
 from mlmm.methods.base import check_range
 from mlmm.methods.registry import METHODS, create_method
-from mlmm.train.trainer import Trainer
+from mlmm.train.trainer import Trainer, check_trainer_params
 from mlmm.tune.space import (
     TRAINER_PREFIX,
     TRAINER_SPACE,
@@ -388,6 +388,7 @@ def tune_training_data(
             raise MlmmError(
                 f"method {method!r} has no hyperparameter {key!r}; accepted: {', '.join(parameters)}"
             )
+    check_trainer_params(trainer)  # else every trial fails on it, said only at the end
     method_space = dict(cls.search_space if space is None else space)
     check_space(method, method_space, parameters)
     method_space = {k: v for k, v in method_space.items() if k not in fixed}
@@ -697,12 +698,11 @@ def _result(
             f"search space and the data, or give a larger budget (trials, timeout)"
         )
     best = min(complete, key=lambda r: (r["value"], r["number"]))
-    params = {k: v for k, v in best["params"].items() if not k.startswith(TRAINER_PREFIX)}
-    trainer = {
-        k.removeprefix(TRAINER_PREFIX): v
-        for k, v in best["params"].items()
-        if k.startswith(TRAINER_PREFIX) and k.removeprefix(TRAINER_PREFIX) in trainer_space
-    }
+    # in the spaces' order: a resumed study reads its trials back from the store with their
+    # keys sorted, and its parameters file would otherwise differ from a fresh run's
+    chosen = best["params"]
+    params = {k: chosen[k] for k in config["space"] if k in chosen}
+    trainer = {k: chosen[TRAINER_PREFIX + k] for k in trainer_space if TRAINER_PREFIX + k in chosen}
     rows = [
         {
             "number": r["number"],

@@ -124,6 +124,10 @@ def test_parsed_models_have_the_right_fields():
         ("burst:0.3:len=abc", r"len must be a number, got 'abc'"),
         ("burst:0.9:len=2", r"len=2 is too short for outage rate 0.9.*len >= 9"),
         ("burst:0.3:len=20:unit=samples", r"unknown option 'unit' for burst"),
+        # a condition where one spec is expected (mlmm evaluate --missing): was "unknown
+        # missingness kind 'none=>mcar'" and "unknown option '0.2' for mcar"
+        ("none=>mcar:0.5", r"got the condition 'none=>mcar:0.5' \(TRAIN=>TEST\); give one si"),
+        ("mcar:0.5=>mcar:0.2", r"one missingness spec .* e\.g\. the test side 'mcar:0\.2'"),
     ],
 )
 def test_malformed_specs_raise_one_line(text, message):

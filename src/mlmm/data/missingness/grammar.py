@@ -48,6 +48,12 @@ def parse_missingness(text: str | MissingnessModel) -> MissingnessModel:
             f"a missingness spec is a string such as 'none', 'mcar:0.5' or 'burst:0.3:len=20', "
             f"got {text!r}"
         )
+    if "=>" in text:  # read as a kind 'none=>mcar' or an option '0.2' without this
+        test_side = text.rpartition("=>")[2].strip()
+        raise MlmmError(
+            f"one missingness spec is expected here, got the condition {text!r} (TRAIN=>TEST); "
+            f"give one side, e.g. the test side {test_side!r}"
+        )
     kind, *fields = text.strip().split(":")
     kind = kind.strip().lower()
     if kind not in MISSINGNESS:

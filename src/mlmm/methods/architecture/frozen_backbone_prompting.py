@@ -52,7 +52,12 @@ from mlmm.methods.architecture._peft import check_lora, lora_counts, resolved_lo
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, encode_modality, masked_mean, modality_dropout
-from mlmm.nn.backbones import MissingAwarePrompts, TokenTransformer, load_backbone
+from mlmm.nn.backbones import (
+    MissingAwarePrompts,
+    TokenTransformer,
+    load_backbone,
+    prepend_class_token,
+)
 from mlmm.nn.lora import apply_lora, lora_parameters, merge_lora
 from mlmm.tune.space import Categorical, Float, Int
 
@@ -314,10 +319,10 @@ class FrozenBackbonePrompting(MissingModalityModel):
             [self.adapters[m](embeddings[m]) for m in self.modalities], dim=1
         )  # [B, M, D]
         tokens = torch.where(present.unsqueeze(-1), tokens + self.modality_embedding, 0.0)
-        cls = self.class_token.expand(len(tokens), 1, -1)  # [B, 1, D]
-        ignore = torch.cat([torch.zeros_like(present[:, :1]), ~present], dim=1)  # [B, 1 + M]
+        # [B, 1 + M, D] and [B, 1 + M]; the batch size stays a size op in an ONNX trace
+        sequence, ignore = prepend_class_token(self.class_token, tokens, present)
         prompts = None if self.adapter == "lora" else self.prompts(present)  # [B, 1, P, D]
-        out, _ = self.fusion(torch.cat([cls, tokens], dim=1), ignore, prompts)
+        out, _ = self.fusion(sequence, ignore, prompts)
         fused = out[:, 0]  # [B, D]
         return self.output(batch, self.head(fused), embedding=fused)
 
