@@ -102,6 +102,20 @@ def test_a_model_fitted_on_a_dataframe_predicts_from_its_columns_once_saved(cut,
     assert list(model.predict(frame)) == list(clf.predict(frame))
 
 
+def test_a_dataframe_with_repeated_column_names_keeps_the_generic_ones(tmp_path):
+    # was: the saved model stored ['c0', 'c0', 'c1'] and refused every table ('appear more
+    # than once', or missing/extra columns): it could no longer predict from a DataFrame
+    X, y = make_data(n=60)
+    frame = pd.DataFrame(X["a"][:, :3], columns=["c0", "c0", "c1"]).fillna(0.0)
+    clf = mlmm.MissingModalityClassifier(method="late-fusion", max_epochs=1, random_state=0)
+    clf.fit(frame, y)
+    clf.trained_.save(tmp_path / "model")
+    model = mlmm.TrainedModel.load(tmp_path / "model")
+    assert model.table_columns == {"x": ["x.0", "x.1", "x.2"]}
+    generic = frame.set_axis(["x.0", "x.1", "x.2"], axis=1)
+    np.testing.assert_allclose(model.predict_proba(generic), clf.predict_proba(frame), atol=1e-6)
+
+
 def test_regressor_learns_a_linear_target():
     rng = np.random.default_rng(0)
     X = {"a": rng.normal(size=(300, 3)), "b": rng.normal(size=(300, 2))}

@@ -148,6 +148,9 @@ def test_an_output_that_is_an_input_is_refused_by_any_name(tmp_path, monkeypatch
         (b"\\documentclass{article}", "HTML", "is not a HTML file"),
         (b"PAR1\x00\x01", "CSV", "is not a CSV file"),
         (b"a,b\n1,2\n", "Parquet", "is not a Parquet file"),
+        (b"a,b\n1,2\n", "parameters", "is not a parameters file"),
+        # a user's YAML holding the keys nested, not a file of mlmm tune --params-out
+        (b"runs:\n  - method: hemis\n    params: {}\n", "parameters", "not a parameters"),
     ],
 )
 def test_an_existing_file_of_another_kind_is_refused(tmp_path, content, kind, phrase):
@@ -166,6 +169,8 @@ def test_an_existing_file_of_another_kind_is_refused(tmp_path, content, kind, ph
         (b"<HTML><body>", "HTML"),
         (b"a,b\n1,2\n", "CSV"),
         (b"PAR1\x00", "Parquet"),
+        (b"# mlmm tune: best of 2 trials\nmethod: hemis\nparams: {}\ntrainer: {}\n", "parameters"),
+        (b"method: hemis\nparams:\n  dropout: 0.1\n", "parameters"),
     ],
 )
 def test_an_earlier_output_of_the_same_kind_may_be_replaced(tmp_path, content, kind):

@@ -1119,8 +1119,9 @@ def serve_command(
         max_wait_ms=max_wait_ms,
     )
     names = ", ".join(f"{n} ({m.method})" for n, m in models.items())
+    where = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL
     _console().print(
-        f"serving {names} on http://{host}:{port} (Ctrl+C stops after in-flight requests)",
+        f"serving {names} on http://{where}:{port} (Ctrl+C stops after in-flight requests)",
         highlight=False,
     )
     uvicorn.run(service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

@@ -386,12 +386,12 @@ class _MissingModalityEstimator(BaseEstimator):
         return self
 
     def _fitted_table_columns(self) -> dict[str, list[str]] | None:
-        """Each modality's DataFrame columns when ``fit`` saw a DataFrame with text column
-        names, so the saved model predicts from a table laid out as at fit (``mlmm predict
+        """Each modality's DataFrame columns when ``fit`` saw a DataFrame with distinct text
+        column names, so the saved model predicts from a table laid out as at fit (``mlmm predict
         rows.csv``) rather than from columns ``NAME.0``, ``NAME.1``... it never saw."""
         names = getattr(self, "feature_names_in_", None)
-        if names is None:
-            return None
+        if names is None or len(set(names)) < len(names):
+            return None  # repeated names: a table predicts from them only as NAME.0, NAME.1...
         if self.modalities is None:
             return {_PLAIN_MODALITY: [str(c) for c in names]}
         return {str(m): [str(c) for c in cols] for m, cols in self.modalities.items()}

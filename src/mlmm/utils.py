@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -90,8 +91,13 @@ _FILE_KINDS: dict[str, Callable[[bytes], bool]] = {
     "CSV": lambda head: b"\x00" not in head,
     "Parquet": lambda head: head.startswith(b"PAR1"),
     "NPZ": lambda head: head.startswith(b"PK\x03\x04"),  # a zip archive, as numpy writes it
-    # the YAML of TuneResult.save (its comment line may have been edited away)
-    "parameters": lambda head: b"\x00" not in head and b"method:" in head and b"params:" in head,
+    # the YAML of TuneResult.save: its top-level keys (its comment line may have been edited
+    # away); a user's YAML with a nested method: and params: is not one
+    "parameters": lambda head: (
+        b"\x00" not in head
+        and re.search(rb"(?m)^method:", head) is not None
+        and re.search(rb"(?m)^params:", head) is not None
+    ),
 }
 
 

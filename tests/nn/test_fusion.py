@@ -154,3 +154,19 @@ def test_product_rule_divides_no_prior_out_for_a_class_absent_from_training():
     scores = torch.tensor([0.16 / 0.5, 0.16 / 0.5, 0.04])
     assert torch.allclose(probs[0], scores / scores.sum())
     assert torch.allclose(probs[1], torch.tensor([0.5, 0.5, 0.0]))  # none present: the prior
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_mean_prob_is_unchanged_by_the_float_count(dtype):
+    # the count of present modalities became float for ONNX (a Log on int64 is refused); as
+    # logp's dtype it rounded log(n) to bfloat16 and returned bfloat16 under bf16-mixed
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 3, 4, generator=g).to(dtype)  # [B, M, K]
+    present = torch.rand(200, 3, generator=g) > 0.4  # [B, M]
+    logp = torch.log_softmax(logits, dim=-1)
+    count = present.sum(dim=1, keepdim=True).clamp_min(1)  # int64, as before
+    fused = torch.logsumexp(logp.masked_fill(~present.unsqueeze(-1), -math.inf), 1) - count.log()
+    fused = torch.where(present.any(dim=1, keepdim=True), fused, torch.zeros_like(fused))
+    expected = torch.log_softmax(fused, dim=-1)
+    got = combine_predictions(logits, present, "mean_prob")
+    assert got.dtype == expected.dtype and torch.equal(got, expected)

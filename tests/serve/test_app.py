@@ -17,8 +17,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 import mlmm  # noqa: E402
 from mlmm import cli  # noqa: E402
+from mlmm.errors import MlmmError  # noqa: E402
 from mlmm.serve.app import PredictResponse, create_app  # noqa: E402
-from mlmm.serve.loading import load_models  # noqa: E402
+from mlmm.serve.loading import check_address, load_models  # noqa: E402
 from mlmm.train import TrainedModel  # noqa: E402
 
 
@@ -333,6 +334,42 @@ def test_serve_refuses_an_address_in_use_before_announcing_it(monkeypatch, capsy
         code, out, err = run(monkeypatch, capsys, "serve", str(hemis_run), "--port", port)
     assert code == 2 and err.count("\n") == 1
     assert f"cannot listen on 127.0.0.1:{port}" in err and "serving" not in out
+
+
+def _listening(host: str, family=None):
+    import socket
+
+    holder = socket.socket(family or socket.AF_INET)
+    holder.bind((host, 0))
+    holder.listen()
+    return holder
+
+
+def test_check_address_binds_ipv6_as_the_server_does():
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    with _listening("127.0.0.1") as holder:
+        port = holder.getsockname()[1]
+        # was refused ("Address already in use"): the probe bound '::' dual-stack, where
+        # asyncio (uvicorn) binds IPv6-only and serves beside an IPv4 listener on the port
+        check_address("::", port)
+        with pytest.raises(MlmmError, match=rf"cannot listen on 127\.0\.0\.1:{port} "):
+            check_address("127.0.0.1", port)
+    with _listening("::", socket.AF_INET6) as holder:
+        port = holder.getsockname()[1]
+        with pytest.raises(MlmmError, match=rf"cannot listen on \[::\]:{port} .*another --port"):
+            check_address("::", port)
+
+
+def test_check_address_names_the_host_when_it_is_not_here():
+    # was: "cannot listen on 192.0.2.123:8000 (Cannot assign requested address); choose
+    # another --port": another port would not help
+    with pytest.raises(MlmmError, match="--host '203.0.113.7' is not an address of this machine"):
+        check_address("203.0.113.7", 8000)
+    with pytest.raises(MlmmError, match="--host 'no-such-host.invalid' is not an address"):
+        check_address("no-such-host.invalid", 8000)
 
 
 def test_model_names_are_checked(hemis_run):

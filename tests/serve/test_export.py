@@ -43,6 +43,7 @@ def test_onnxruntime_matches_pytorch_on_every_presence_pattern(fixture, request,
         ("masked-attention", {}),  # the class token expanded to len(tokens): a constant
         ("missing-aware-prompts", {}),
         ("frozen-backbone-prompting", {}),
+        ("masked-reconstruction", {"pooling": "cls"}),
     ],
 )
 def test_methods_that_trace_export(method, params, tmp_path):

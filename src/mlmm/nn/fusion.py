@@ -81,9 +81,11 @@ def combine_predictions(
     """
     logp = F.log_softmax(logits, dim=-1)  # [B, M, K]
     mask = present.unsqueeze(-1)  # [B, M, 1]
-    # float: an integer count's log() is promoted in PyTorch, but traced into ONNX it is a
-    # Log on int64, a graph onnxruntime refuses
-    n_present = present.sum(dim=1, keepdim=True).clamp_min(1).to(logp.dtype)  # [B, 1]
+    # float: traced into ONNX, an integer count's log() is a Log on int64, a graph
+    # onnxruntime refuses. The default dtype, as PyTorch promotes an integer's log() to:
+    # logp's own dtype would round log(n) to bfloat16 under bf16-mixed and change the output
+    n_present = present.sum(dim=1, keepdim=True).clamp_min(1)  # [B, 1]
+    n_present = n_present.to(torch.get_default_dtype())
     if rule == "mean_prob":
         fused = torch.logsumexp(logp.masked_fill(~mask, -math.inf), dim=1) - n_present.log()
         fused = torch.where(present.any(dim=1, keepdim=True), fused, torch.zeros_like(fused))

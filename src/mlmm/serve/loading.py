@@ -51,33 +51,51 @@ def check_address(host: str, port: int) -> None:
 
     Without this, uvicorn logs the failure after mlmm has announced the service (``serving
     ... on http://host:port``) and exits with status 3; a port over 65535 was even accepted.
-    The address is bound and released at once, so a server that takes it in between still
-    stops the start (then in uvicorn's words).
+    Each address ``host`` resolves to is bound as asyncio's server binds it (``SO_REUSEADDR``,
+    IPv6 sockets IPv6-only, an address of a family not enabled here skipped) and released at
+    once, so a server that takes it in between still stops the start (then in uvicorn's words).
 
     Raises
     ------
     MlmmError
         Naming the address and the fix.
     """
+    import errno
     import socket
 
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise MlmmError(f"--port must be an integer in [1, 65535], got {port!r}; e.g. 8000")
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    not_here = (
+        f"--host {host!r} is not an address of this machine ({{}}); use 127.0.0.1 (this "
+        f"machine only) or 0.0.0.0 (every interface)"
+    )
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as err:
-        raise MlmmError(
-            f"--host {host!r} is not an address of this machine ({err}); use 127.0.0.1 (this "
-            f"machine only) or 0.0.0.0 (every interface)"
-        ) from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        raise MlmmError(not_here.format(err)) from None
+    bound, reason = False, "no address family of it is enabled here"
+    for family, kind, proto, _, address in infos:
         try:
-            probe.bind(address)
-        except OSError as err:
-            raise MlmmError(
-                f"cannot listen on {host}:{port} ({err.strerror or err}); choose another "
-                f"--port, or stop the process that holds it"
-            ) from None
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # a family this machine lacks: asyncio skips it too
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio binds: IPv4 listeners do not clash
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as err:
+                if err.errno == errno.EADDRNOTAVAIL:  # asyncio skips it; fails if all do
+                    reason = err.strerror or str(err)
+                    continue
+                fix = "choose another --port, or stop the process that holds it"
+                if err.errno == errno.EACCES:
+                    fix = "choose a --port of 1024 or above (lower ones need administrator rights)"
+                raise MlmmError(
+                    f"cannot listen on {where} ({err.strerror or err}); {fix}"
+                ) from None
+            bound = True
+    if not bound:
+        raise MlmmError(not_here.format(reason))

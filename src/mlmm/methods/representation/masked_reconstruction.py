@@ -40,6 +40,7 @@ from mlmm.methods.base import (
 )
 from mlmm.methods.registry import register_method
 from mlmm.nn import MLPHead, build_encoder, encode_modality, modality_dropout
+from mlmm.nn.backbones import prepend_class_token
 from mlmm.nn.embedding_completion import masked_mse
 from mlmm.tune.space import Categorical, Float, Int
 
@@ -208,9 +209,8 @@ class MaskedReconstruction(MissingModalityModel):
         slots = kept.unsqueeze(-1)  # [B, M, 1]
         inputs = torch.where(slots, tokens, self.mask_token.expand_as(tokens))  # [B, M, D]
         inputs = inputs + self.modality_embedding  # [B, M, D]
-        if self.class_token is not None:
-            cls = self.class_token.expand(len(inputs), 1, -1)  # [B, 1, D]
-            inputs = torch.cat([cls, inputs], dim=1)  # [B, 1+M, D]
+        if self.class_token is not None:  # the batch size stays a size op in an ONNX trace
+            inputs, _ = prepend_class_token(self.class_token, inputs)  # [B, 1+M, D]
         encoded = self.transformer(inputs)  # [B, (1+)M, D]
         offset = 0 if self.class_token is None else 1
         reconstructed = self.reconstruct(encoded[:, offset:])  # [B, M, D]
