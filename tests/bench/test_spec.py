@@ -144,6 +144,16 @@ def test_bad_specs_name_the_field_and_line(tmp_path, change, line, phrase):
     assert f"line {line}:" in message, message
 
 
+def test_a_misspelt_required_key_is_named_with_the_closest_field(tmp_path):
+    # 'seed:' for 'seeds:' said only "seeds: required field is missing", not what was wrong
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "datasets:\n  synthetic: {}\nmissing: [none]\nmethods:\n  hemis: {}\nseed: [0]\n"
+    )
+    with pytest.raises(MlmmError, match=r"line 6: seed: unknown field\. Did you mean 'seeds'\?"):
+        load_spec(path)
+
+
 def test_yaml_syntax_errors_name_the_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("datasets:\n  synthetic: {n_samples: 300\nmethods: {}\n")

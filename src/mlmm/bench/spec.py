@@ -544,7 +544,9 @@ def parse_spec(
     try:
         return BenchSpec.model_validate(data, context=context)
     except ValidationError as err:  # the validators' MlmmErrors arrive wrapped in it
-        first = err.errors()[0]
+        errors = err.errors()
+        # a misspelt key is the cause of the 'required field' error of the key it meant
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(first["loc"])
         # pydantic adds the union member's name to the location of a failed union entry
         loc = tuple(p for p in loc if p not in ("str", "MissingEntry"))
@@ -554,6 +556,8 @@ def parse_spec(
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown field; remove it or check its spelling"
+            if len(loc) == 1:  # a top-level key: name the closest ones
+                message = f"unknown field.{did_you_mean(str(loc[0]), BenchSpec.model_fields)}"
         elif first["type"] == "missing":
             message = "required field is missing"
         raise MlmmError(f"{where}: {field}: {message}") from None
