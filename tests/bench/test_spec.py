@@ -104,6 +104,7 @@ def test_all_expands_to_the_registries():
 BAD = [
     ("methods:\n  hemsi: {}\n", 4, "Did you mean 'hemis'"),
     ("datasets:\n  synthetc: {}\n", 1, "Did you mean 'synthetic'"),
+    ("datasets:\n  synthetic: {n_sample: 9}\n", 1, "no parameter 'n_sample'. Did you mean"),
     ("missing: [mcar:2]\n", 3, "[0, 1)"),
     ("missing: [mcra:0.5]\n", 3, "mcra"),
     ("seeds: [0, -1]\n", 6, "non-negative"),

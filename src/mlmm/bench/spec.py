@@ -248,12 +248,14 @@ class BenchSpec(BaseModel):
     @classmethod
     def _datasets(cls, value: dict[str, Any] | str) -> dict[str, dict[str, Any]]:
         from mlmm.data.datasets import DATASETS
+        from mlmm.data.datasets.registry import check_dataset_params
 
         if value == "all":  # every built-in dataset with its default parameters
             # (not the file-format loaders: they need the user's files at root=)
             return {e.name: {} for e in DATASETS if not e.info.get("needs_files")}
         for name, params in value.items():
             DATASETS.get(name)  # unknown name: MlmmError with the closest matches
+            check_dataset_params(name, params or {})  # a misspelt parameter, on its line
             _check_finite(params, "parameter", f"dataset {name!r}")
         return {name: dict(params or {}) for name, params in value.items()}
 
