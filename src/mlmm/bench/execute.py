@@ -355,7 +355,15 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
                 continue
             stream = ("test-mask", spec) if part == "test" else (f"{part}-mask",)
             try:
-                simulate(data, spec, rng_for(run.seed, *stream))
+                masked, _ = simulate(data, spec, rng_for(run.seed, *stream))
+                seen = masked.observed.any(axis=0)  # [M]
+                never = [name for name, s in zip(masked.modality_names, seen, strict=True) if not s]
+                if part == "train" and never:  # the trainer cannot standardise or learn them
+                    raise MlmmError(
+                        f"it leaves modality {never[0]!r} absent from every training sample; "
+                        f"train under another condition and test with this one (train: none, "
+                        f"test: [{spec!r}])"
+                    )
             except MlmmError as err:
                 raise MlmmError(
                     f"{role} condition {spec!r} cannot run on dataset {run.dataset!r} "
