@@ -304,6 +304,21 @@ def test_a_training_condition_that_removes_a_modality_everywhere_stops_before_an
     execute.check_conditions(ok.runs())  # the same pattern as a test condition is fine
 
 
+def test_a_dataset_that_cannot_load_is_named_as_such_not_as_a_split_error(tmp_path):
+    # was "split 'random' cannot be made for 'handwritten': unknown handwritten view 'zz'"
+    spec = parse_spec(
+        {
+            "datasets": {"handwritten": {"views": ["pix", "zz"]}},
+            "methods": {"late-fusion": {}},
+            "missing": ["none"],
+            "seeds": [0],
+        }
+    )
+    with pytest.raises(MlmmError, match=r"^dataset 'handwritten' cannot be loaded: .* view 'zz'"):
+        run_benchmark(spec, tmp_path / "r.db", threads=1)
+    assert not (tmp_path / "r.db").exists()
+
+
 def test_a_process_pool_gives_the_same_results_as_one_process(
     tmp_path, tiny_spec_file, monkeypatch
 ):

@@ -279,7 +279,10 @@ def _load_once(run: RunConfig, datasets: dict[str, Any]) -> Any:
 
     key = _dataset_key(run)
     if key not in datasets:
-        datasets[key] = load_dataset(run.dataset, **run.dataset_params)
+        try:
+            datasets[key] = load_dataset(run.dataset, **run.dataset_params)
+        except MlmmError as err:  # not the split's fault, as the callers' errors would say
+            raise MlmmError(f"dataset {run.dataset!r} cannot be loaded: {err}") from None
     return datasets[key]
 
 
@@ -340,10 +343,9 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
         work = [w for w in work if json.dumps([split_key, *w]) not in checked]
         if not work:
             continue
+        data = _load_once(run, datasets)
         try:
-            split, _ = make_split(
-                _load_once(run, datasets), run.split, run.seed, run.test_size, run.val_size
-            )
+            split, _ = make_split(data, run.split, run.seed, run.test_size, run.val_size)
         except MlmmError as err:
             raise MlmmError(
                 f"split {run.split!r} cannot be made for {run.dataset!r}: {err}"
