@@ -388,6 +388,14 @@ def _build(
             "pass at least one sample"
         )
 
+    for option, value, example in (
+        ("kinds", kinds, "{'signal': 'sequence'}"),
+        ("standardize", standardize, "{'text': False}"),
+    ):  # standardize=False was read as {} and every modality standardised silently
+        if value is not None and not isinstance(value, Mapping):
+            raise MlmmError(
+                f"{option} must be a dict of modality name -> value, e.g. {example}, got {value!r}"
+            )
     kinds, standardize = dict(kinds or {}), dict(standardize or {})
     for key in kinds:
         if key not in arrays:
