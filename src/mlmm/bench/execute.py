@@ -347,8 +347,9 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
         try:
             split, _ = make_split(data, run.split, run.seed, run.test_size, run.val_size)
         except MlmmError as err:
+            hint = "; in a spec, 'split: random' splits it" if run.split == "official" else ""
             raise MlmmError(
-                f"split {run.split!r} cannot be made for {run.dataset!r}: {err}"
+                f"split {run.split!r} cannot be made for {run.dataset!r}: {err}{hint}"
             ) from None
         for role, spec, part in work:
             checked.add(json.dumps([split_key, role, spec, part]))
