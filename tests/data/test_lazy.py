@@ -260,6 +260,15 @@ def test_bad_files_are_one_line_errors(tmp_path):
     np.save(folder / "inputs" / "v.npy", bad)
     with pytest.raises(MlmmError, match="'v' has NaN or inf in rows"):
         open_dataset(folder).read(np.arange(20))
+    np.savez(  # 0/1 integers are fine; a 3 is refused, naming the file (it did not)
+        tmp_path / "int.npz",
+        mlmm=np.array(_metadata_json(ds)),
+        observed=ds.observed.astype(np.uint8) * 3,
+        targets=ds.targets,
+        **{f"input_{k}": v for k, v in ds.inputs.items()},
+    )
+    with pytest.raises(MlmmError, match=r"int.npz: stored observed must be boolean"):
+        open_dataset(tmp_path / "int.npz")
     (tmp_path / "d.csv").write_text("a,b\n")
     with pytest.raises(MlmmError, match="not an out-of-core dataset"):
         open_dataset(tmp_path / "d.csv")

@@ -664,7 +664,12 @@ def open_dataset(
             f"an .h5/.hdf5 or a .parquet file"
         )
     n = len(source.targets)
-    observed = as_observed(source.observed, n, [s.name for s in source.specs])
+    try:
+        observed = as_observed(source.observed, n, [s.name for s in source.specs])
+    except MlmmError as exc:  # name the file: the message alone did not say which
+        raise MlmmError(
+            f"{path}: stored {exc}; store 'observed' as booleans, one row per target"
+        ) from None
     targets = _check_targets(source.targets, source.task, source.path)
     empty = ~observed.any(axis=1)
     if empty.any() and not allow_empty:
