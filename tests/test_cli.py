@@ -147,6 +147,8 @@ def test_train_then_evaluate_writes_and_reads_an_artifact(monkeypatch, capsys, t
         (["evaluate", "no/such/dir"], "no model artifact"),
         (["evaluate", "x", "--no-subsets", "--all-subsets"], "--all-subsets prints the subset"),
         (["bench", "--seeds", "-1"], "non-negative"),
+        (["bench", "--missing", " "], "--missing is empty"),  # was ignored: the suite ran
+        (["bench", "--seeds", ""], "--seeds is empty"),
         (["bench", "--method", "hemsi"], "Did you mean 'hemis'"),
         (["bench", "no-such-suite"], "unknown benchmark suite"),
         (["bench", "--jobs", "64"], "exceeds the"),

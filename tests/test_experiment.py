@@ -1,5 +1,6 @@
 """run_experiment: determinism, train/test mismatch, the Bayes reference on synthetic."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -192,3 +193,28 @@ def test_synthetic_multilabel_past_the_mnar_limit_says_why_an_mnar_condition_has
         )  # fmt: skip
     assert set(res.table.condition) == {"mcar:0.3", "mnar:0.3"}
     assert set(res.reference.condition) == {"mcar:0.3"}  # the exact one, for 2^9 vectors
+
+
+def test_an_imputation_method_on_two_modalities_is_scored_at_a_reachable_rate():
+    # mcar:0.5 cannot be met on two modalities (one is kept per sample); the run used to fail
+    # after training with 'missing rate 0.5 ... is infeasible' (every imputation method on
+    # basicmotions, avmnist, mmimdb, food101)
+    from mlmm.eval.imputation import imputation_hide
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    views = {"a": y[:, None] + rng.normal(size=(60, 3)), "b": y[:, None] + rng.normal(size=(60, 2))}
+    data = mlmm.from_arrays(views, y)
+    res = mlmm.run_experiment(
+        data, "mean-impute", missing="none", trainer={"max_epochs": 1, "progress": False}
+    )
+    scores = res.table[res.table.scope == "imputation"]
+    assert set(scores.condition) == {"mcar:0.25"}
+    assert set(scores[scores.metric == "nrmse"].subset) == {"a", "b"}
+    assert imputation_hide(mlmm.load_dataset("synthetic", n_samples=50)) == "mcar:0.5"
+    one = mlmm.from_arrays({"a": views["a"]}, y)
+    assert imputation_hide(one) is None
+    res = mlmm.run_experiment(
+        one, "mean-impute", missing="none", trainer={"max_epochs": 1, "progress": False}
+    )
+    assert not (res.table.scope == "imputation").any()

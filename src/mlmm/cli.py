@@ -650,6 +650,9 @@ def _bench_overrides(data, dataset, method, missing, seeds, epochs) -> dict:
                 data[key][name] = {}  # known but not in the spec: run it with its defaults
         if names:
             data[key] = {n: p for n, p in data[key].items() if n in names}
+    for option, value, example in (("--missing", missing, "'mcar:0.5'"), ("--seeds", seeds, "0,1")):
+        if value is not None and not value.strip():  # was ignored: the spec's own ran
+            raise MlmmError(f"{option} is empty; give a value such as {example}, or leave it out")
     if missing:
         data["missing"] = split_specs(missing)
     if seeds:

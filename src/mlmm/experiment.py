@@ -15,7 +15,7 @@ from mlmm.data.datasets import load_dataset
 from mlmm.data.missingness import MaskResult, parse_condition, simulate
 from mlmm.data.split import Split, train_val_test_split
 from mlmm.errors import MlmmError
-from mlmm.eval.imputation import imputation_scores
+from mlmm.eval.imputation import imputation_hide, imputation_scores
 from mlmm.eval.protocol import evaluate
 from mlmm.methods.registry import create_method
 from mlmm.train.trained import TrainedModel
@@ -42,7 +42,9 @@ class ExperimentResult:
     table : pandas.DataFrame
         :func:`mlmm.evaluate`'s table plus ``dataset, method, train_condition, seed`` columns;
         for imputation methods also :func:`mlmm.eval.imputation_scores` rows (scope
-        ``imputation``: NRMSE per modality with 50% of present test slots hidden).
+        ``imputation``: NRMSE per modality with 50% of present test slots hidden, or half the
+        reachable rate where 50% is out of reach, e.g. 25% on two modalities; none on one
+        modality, see :func:`mlmm.eval.imputation.imputation_hide`).
     train_mask : MaskResult
         The training missingness as realised (rates per modality, rate unit).
     split : dict of str to ndarray
@@ -249,10 +251,13 @@ def run_experiment(
     failed = dict(table.attrs.get("failed_conditions", {}))
     if failed and not (table.scope == "overall").any():
         raise MlmmError(f"no test condition could be simulated on the test part: {failed}")
-    if getattr(type(trained.model), "imputes", False):
-        # imputation methods are also scored on what they fill in (same tidy table)
+    imputes = getattr(type(trained.model), "imputes", False)
+    hide = imputation_hide(split.test) if imputes else None
+    if hide is not None:
+        # imputation methods are also scored on what they fill in (same tidy table); mcar:0.5
+        # is out of reach on two modalities, where half the reachable rate is hidden instead
         table = pd.concat(
-            [table, imputation_scores(trained, split.test, "mcar:0.5", seed=seed)],
+            [table, imputation_scores(trained, split.test, hide, seed=seed)],
             ignore_index=True,
         )
     ids = {

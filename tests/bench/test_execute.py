@@ -280,6 +280,45 @@ def test_two_processes_on_one_store_stay_consistent(tmp_path, tiny_spec_file):
     assert set(table.run_key) == set(runs.run_key)
 
 
+def test_a_training_condition_that_removes_a_modality_everywhere_stops_before_any_run(
+    tmp_path, monkeypatch
+):
+    # 'fixed:-m0' as a training condition: every run used to fail after loading, with the
+    # trainer's "modality 'm0' is absent from every training sample"
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 200}},
+            "methods": {"late-fusion": {}},
+            "missing": ["fixed:-m0", {"train": "none", "test": ["fixed:-m0"]}],
+            "seeds": [0],
+        }
+    )
+    calls = []
+    monkeypatch.setattr(execute, "execute_run", lambda c, t: calls.append(c))
+    with pytest.raises(
+        MlmmError, match=r"training condition 'fixed:-m0' .* 'm0' absent from every"
+    ):
+        run_benchmark(spec, tmp_path / "r.db", threads=1)
+    assert calls == [] and not (tmp_path / "r.db").exists()
+    ok = parse_spec({**spec.model_dump(), "missing": [{"train": "none", "test": ["fixed:-m0"]}]})
+    execute.check_conditions(ok.runs())  # the same pattern as a test condition is fine
+
+
+def test_a_dataset_that_cannot_load_is_named_as_such_not_as_a_split_error(tmp_path):
+    # was "split 'random' cannot be made for 'handwritten': unknown handwritten view 'zz'"
+    spec = parse_spec(
+        {
+            "datasets": {"handwritten": {"views": ["pix", "zz"]}},
+            "methods": {"late-fusion": {}},
+            "missing": ["none"],
+            "seeds": [0],
+        }
+    )
+    with pytest.raises(MlmmError, match=r"^dataset 'handwritten' cannot be loaded: .* view 'zz'"):
+        run_benchmark(spec, tmp_path / "r.db", threads=1)
+    assert not (tmp_path / "r.db").exists()
+
+
 def test_a_process_pool_gives_the_same_results_as_one_process(
     tmp_path, tiny_spec_file, monkeypatch
 ):

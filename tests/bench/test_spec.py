@@ -104,6 +104,7 @@ def test_all_expands_to_the_registries():
 BAD = [
     ("methods:\n  hemsi: {}\n", 4, "Did you mean 'hemis'"),
     ("datasets:\n  synthetc: {}\n", 1, "Did you mean 'synthetic'"),
+    ("datasets:\n  synthetic: {n_sample: 9}\n", 1, "no parameter 'n_sample'. Did you mean"),
     ("missing: [mcar:2]\n", 3, "[0, 1)"),
     ("missing: [mcra:0.5]\n", 3, "mcra"),
     ("seeds: [0, -1]\n", 6, "non-negative"),
@@ -142,6 +143,16 @@ def test_bad_specs_name_the_field_and_line(tmp_path, change, line, phrase):
     message = str(err.value)
     assert "\n" not in message and str(path) in message
     assert f"line {line}:" in message, message
+
+
+def test_a_misspelt_required_key_is_named_with_the_closest_field(tmp_path):
+    # 'seed:' for 'seeds:' said only "seeds: required field is missing", not what was wrong
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "datasets:\n  synthetic: {}\nmissing: [none]\nmethods:\n  hemis: {}\nseed: [0]\n"
+    )
+    with pytest.raises(MlmmError, match=r"line 6: seed: unknown field\. Did you mean 'seeds'\?"):
+        load_spec(path)
 
 
 def test_yaml_syntax_errors_name_the_line(tmp_path):

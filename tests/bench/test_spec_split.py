@@ -49,7 +49,9 @@ def test_official_runs_train_and_score_on_the_datasets_own_parts(tmp_path):
 
 def test_a_dataset_without_an_official_split_stops_the_benchmark_before_any_run(tmp_path):
     bad = spec(datasets={"synthetic": {"n_samples": 200}})
-    with pytest.raises(MlmmError, match="split 'official' cannot be made for 'synthetic'"):
+    with pytest.raises(MlmmError, match="split 'official' cannot be made for 'synthetic'") as err:
         run_benchmark(bad, tmp_path / "s.db", threads=1)
+    # the fix a spec's author can apply, not only the Python one
+    assert str(err.value).endswith("in a spec, 'split: random' splits it")
     with ResultsStore(tmp_path / "s.db") as db:
         assert db.runs().empty or set(db.runs().status) == {"pending"}

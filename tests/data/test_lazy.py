@@ -260,9 +260,36 @@ def test_bad_files_are_one_line_errors(tmp_path):
     np.save(folder / "inputs" / "v.npy", bad)
     with pytest.raises(MlmmError, match="'v' has NaN or inf in rows"):
         open_dataset(folder).read(np.arange(20))
+    np.savez(  # 0/1 integers are fine; a 3 is refused, naming the file (it did not)
+        tmp_path / "int.npz",
+        mlmm=np.array(_metadata_json(ds)),
+        observed=ds.observed.astype(np.uint8) * 3,
+        targets=ds.targets,
+        **{f"input_{k}": v for k, v in ds.inputs.items()},
+    )
+    with pytest.raises(MlmmError, match=r"int.npz: stored observed must be boolean"):
+        open_dataset(tmp_path / "int.npz")
     (tmp_path / "d.csv").write_text("a,b\n")
     with pytest.raises(MlmmError, match="not an out-of-core dataset"):
         open_dataset(tmp_path / "d.csv")
+
+
+def test_specs_and_task_for_a_file_without_metadata_may_be_their_dicts(tmp_path):
+    # the metadata's own form: specs=[s.to_dict() ...] was AttributeError: 'dict' ... 'name'
+    ds = _mixed(20)
+    np.savez(
+        tmp_path / "bare.npz",
+        observed=ds.observed,
+        targets=ds.targets,
+        **{f"input_{k}": v for k, v in ds.inputs.items()},
+    )
+    dicts = [s.to_dict() for s in ds.specs]
+    lazy = open_dataset(tmp_path / "bare.npz", specs=dicts, task=ds.task.to_dict())
+    assert lazy.specs == ds.specs and lazy.task == ds.task
+    assert np.array_equal(lazy.to_memory().inputs["v"], ds.inputs["v"])
+    for specs, task in [([{"name": "v"}], ds.task), (["v"], ds.task), (ds.specs, "classification")]:
+        with pytest.raises(MlmmError, match="specs must be ModalitySpec objects"):
+            open_dataset(tmp_path / "bare.npz", specs=specs, task=task)
 
 
 def test_a_multilabel_or_variable_length_dataset_is_refused_before_writing(tmp_path):

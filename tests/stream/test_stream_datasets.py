@@ -126,3 +126,18 @@ def test_a_stream_parameter_it_does_not_take_is_one_line():
         load_stream("synthetic", durration=100)
     with pytest.raises(MlmmError, match="stream 'daphnet' takes no parameters, got 'duration'"):
         load_stream("daphnet", duration=100)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"duration": "abc"}, "duration must be a number of seconds, got 'abc'"),
+        ({"mean_dwell": float("nan")}, "mean_dwell must be a number"),
+        ({"n_sensors": 2.5}, "n_sensors must be an integer"),
+        ({"channels": True}, "channels must be an integer"),
+    ],
+)
+def test_synthetic_stream_parameters_of_the_wrong_type_are_one_line(params, message):
+    # --stream-param duration=abc was "TypeError: '<=' not supported between 'str' and 'int'"
+    with pytest.raises(MlmmError, match=message):
+        synthetic_stream(**params)

@@ -77,6 +77,9 @@ def test_a_bad_training_missingness_fails_before_any_training(monkeypatch):
         run_stream("synthetic", "late-fusion", step=0.0, epochs=1)  # not the default 1 s
     with pytest.raises(MlmmError, match="basicmotions takes 'seed' from the run"):
         run_stream("basicmotions", stream_params={"seed": 3}, epochs=1)
+    # epochs=0 trained nothing and stored the untrained models' scores as a run
+    with pytest.raises(MlmmError, match="epochs must be a positive integer, got 0"):
+        run_stream("synthetic", "late-fusion", epochs=0)
 
 
 def test_daphnet_needs_a_method_that_imputes():

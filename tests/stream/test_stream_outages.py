@@ -73,6 +73,7 @@ def test_recorded_gaps_from_a_file(tmp_path):
         ("burst:1.5:len=3", "outage rate must be in"),
         ("burst:0.9:len=2", "too short for outage rate"),
         ("fail:a", "fail:SENSOR@SECONDS"),
+        ("fail:a@-5", "after the stream's start, >= 0"),  # was: 'a' down throughout
         ("gaps:/nonexistent.csv", "not found"),
     ],
 )

@@ -279,7 +279,10 @@ def _load_once(run: RunConfig, datasets: dict[str, Any]) -> Any:
 
     key = _dataset_key(run)
     if key not in datasets:
-        datasets[key] = load_dataset(run.dataset, **run.dataset_params)
+        try:
+            datasets[key] = load_dataset(run.dataset, **run.dataset_params)
+        except MlmmError as err:  # not the split's fault, as the callers' errors would say
+            raise MlmmError(f"dataset {run.dataset!r} cannot be loaded: {err}") from None
     return datasets[key]
 
 
@@ -340,13 +343,13 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
         work = [w for w in work if json.dumps([split_key, *w]) not in checked]
         if not work:
             continue
+        data = _load_once(run, datasets)
         try:
-            split, _ = make_split(
-                _load_once(run, datasets), run.split, run.seed, run.test_size, run.val_size
-            )
+            split, _ = make_split(data, run.split, run.seed, run.test_size, run.val_size)
         except MlmmError as err:
+            hint = "; in a spec, 'split: random' splits it" if run.split == "official" else ""
             raise MlmmError(
-                f"split {run.split!r} cannot be made for {run.dataset!r}: {err}"
+                f"split {run.split!r} cannot be made for {run.dataset!r}: {err}{hint}"
             ) from None
         for role, spec, part in work:
             checked.add(json.dumps([split_key, role, spec, part]))
@@ -355,7 +358,15 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
                 continue
             stream = ("test-mask", spec) if part == "test" else (f"{part}-mask",)
             try:
-                simulate(data, spec, rng_for(run.seed, *stream))
+                masked, _ = simulate(data, spec, rng_for(run.seed, *stream))
+                seen = masked.observed.any(axis=0)  # [M]
+                never = [name for name, s in zip(masked.modality_names, seen, strict=True) if not s]
+                if part == "train" and never:  # the trainer cannot standardise or learn them
+                    raise MlmmError(
+                        f"it leaves modality {never[0]!r} absent from every training sample; "
+                        f"train under another condition and test with this one (train: none, "
+                        f"test: [{spec!r}])"
+                    )
             except MlmmError as err:
                 raise MlmmError(
                     f"{role} condition {spec!r} cannot run on dataset {run.dataset!r} "

@@ -248,12 +248,14 @@ class BenchSpec(BaseModel):
     @classmethod
     def _datasets(cls, value: dict[str, Any] | str) -> dict[str, dict[str, Any]]:
         from mlmm.data.datasets import DATASETS
+        from mlmm.data.datasets.registry import check_dataset_params
 
         if value == "all":  # every built-in dataset with its default parameters
             # (not the file-format loaders: they need the user's files at root=)
             return {e.name: {} for e in DATASETS if not e.info.get("needs_files")}
         for name, params in value.items():
             DATASETS.get(name)  # unknown name: MlmmError with the closest matches
+            check_dataset_params(name, params or {})  # a misspelt parameter, on its line
             _check_finite(params, "parameter", f"dataset {name!r}")
         return {name: dict(params or {}) for name, params in value.items()}
 
@@ -544,7 +546,9 @@ def parse_spec(
     try:
         return BenchSpec.model_validate(data, context=context)
     except ValidationError as err:  # the validators' MlmmErrors arrive wrapped in it
-        first = err.errors()[0]
+        errors = err.errors()
+        # a misspelt key is the cause of the 'required field' error of the key it meant
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(first["loc"])
         # pydantic adds the union member's name to the location of a failed union entry
         loc = tuple(p for p in loc if p not in ("str", "MissingEntry"))
@@ -554,6 +558,8 @@ def parse_spec(
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown field; remove it or check its spelling"
+            if len(loc) == 1:  # a top-level key: name the closest ones
+                message = f"unknown field.{did_you_mean(str(loc[0]), BenchSpec.model_fields)}"
         elif first["type"] == "missing":
             message = "required field is missing"
         raise MlmmError(f"{where}: {field}: {message}") from None

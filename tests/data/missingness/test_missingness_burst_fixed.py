@@ -140,3 +140,19 @@ def test_fixed_that_empties_samples_raises_or_allows(gappy_data):
 def test_fixed_unknown_modality(full_data):
     with pytest.raises(MlmmError, match=r"unknown modality 'kra'\. Did you mean 'kar'\?"):
         parse_missingness("fixed:-kra").apply(full_data, seed=0)
+
+
+def test_burst_that_can_remove_nothing_raises_instead_of_a_silent_zero_rate(make_data):
+    # one observed modality per sample: one is kept, so burst removed nothing (rate 0) silently
+    # where mcar and mnar say the rate is infeasible
+    from mlmm.data.missingness import simulate
+
+    observed = np.zeros((50, 3), bool)
+    observed[:, 1] = True
+    data = make_data(50, observed=observed)
+    with pytest.raises(MlmmError, match=r"'burst:0.3:len=3' can remove nothing.*allow_empty"):
+        simulate(data, "burst:0.3:len=3", seed=0)
+    masked, _ = simulate(data, "burst:0.3:len=3:allow_empty", seed=0)
+    assert 0 < (~masked.observed[:, 1]).sum() < 50
+    masked, _ = simulate(data, "burst:0:len=3", seed=0)  # rate 0 removes nothing, as asked
+    assert (masked.observed == observed).all()

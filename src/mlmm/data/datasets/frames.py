@@ -9,7 +9,7 @@ so it needs an explicit ``partial`` policy: ``"error"`` (default), ``"missing"``
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -185,6 +185,12 @@ def from_dataframe(
         )
     column_names = [str(c) for c in df.columns]
     duplicated = set(df.columns[df.columns.duplicated()])
+    if not isinstance(target, Hashable):  # a list would raise TypeError in `in df.columns`
+        raise MlmmError(
+            f"target must name one column, got {target!r}; for several 0/1 label columns "
+            "(multilabel) pass their values to from_arrays(inputs, df[columns].to_numpy(), "
+            "task='multilabel')"
+        )
     if target not in df.columns:
         raise MlmmError(
             f"unknown target column {target!r}.{did_you_mean(str(target), column_names)}"
@@ -382,6 +388,14 @@ def _build(
             "pass at least one sample"
         )
 
+    for option, value, example in (
+        ("kinds", kinds, "{'signal': 'sequence'}"),
+        ("standardize", standardize, "{'text': False}"),
+    ):  # standardize=False was read as {} and every modality standardised silently
+        if value is not None and not isinstance(value, Mapping):
+            raise MlmmError(
+                f"{option} must be a dict of modality name -> value, e.g. {example}, got {value!r}"
+            )
     kinds, standardize = dict(kinds or {}), dict(standardize or {})
     for key in kinds:
         if key not in arrays:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlmm.data.dataset import MultimodalDataset
@@ -27,8 +27,13 @@ def load_dataset(name: str, **params: Any) -> MultimodalDataset:
 
     Keyword arguments go to the loader; unknown ones raise with the accepted names.
     """
-    loader = DATASETS.get(name).obj
-    accepted = inspect.signature(loader).parameters
+    check_dataset_params(name, params)
+    return DATASETS.get(name).obj(**params)
+
+
+def check_dataset_params(name: str, params: Mapping[str, Any]) -> None:
+    """Raise one line naming the closest parameters when the loader of ``name`` lacks a key."""
+    accepted = inspect.signature(DATASETS.get(name).obj).parameters
     for key in params:
         if key not in accepted:
             if not accepted:
@@ -36,7 +41,6 @@ def load_dataset(name: str, **params: Any) -> MultimodalDataset:
             raise MlmmError(
                 f"dataset {name!r} has no parameter {key!r}.{did_you_mean(key, accepted)}"
             )
-    return loader(**params)
 
 
 def list_datasets(pattern: str = "*") -> list[str]:

@@ -155,6 +155,12 @@ class Burst(MissingnessModel):
     def removal(self, dataset: MultimodalDataset, rng: np.random.Generator) -> np.ndarray:
         observed = dataset.observed
         n, m = observed.shape
+        if self.rate > 0 and not self.allow_empty and not (observed.sum(axis=1) >= 2).any():
+            raise MlmmError(
+                f"{self.to_string()!r} can remove nothing on this dataset: no sample has two "
+                "observed modalities, and one is kept per sample; add ':allow_empty' or use "
+                "data with more modalities"
+            )
         outage = np.stack([gilbert_elliott(n, self.rate, self.length, rng) for _ in range(m)], 1)
         if not dataset.meta.get("time_ordered", False):  # rows are not a time: no class clusters
             order = rng.permutation(n)
