@@ -350,6 +350,36 @@ def test_evaluate_shows_imputation_scores_for_imputing_methods(monkeypatch, caps
     assert set(nrmse.subset) == {"m0", "m1", "m2"} and nrmse.value.between(0.5, 1.5).all()
 
 
+def test_evaluate_scores_imputation_of_two_modalities_at_a_reachable_rate(
+    monkeypatch, capsys, tmp_path
+):
+    # two modalities cannot lose 50% of their slots with one kept per sample: evaluate hides
+    # what run_experiment hides (imputation_hide), not a fixed mcar:0.5 that fails
+    out_dir = tmp_path / "mean2"
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "train",
+        "--dataset",
+        "synthetic",
+        "--dataset-param",
+        "n_samples=300",
+        "--dataset-param",
+        "n_modalities=2",
+        "--method",
+        "mean-impute",
+        "--epochs",
+        "1",
+        "--out",
+        str(out_dir),
+        "--quiet",
+    )
+    assert code == 0, err
+    code, out, err = run(monkeypatch, capsys, "evaluate", str(out_dir))
+    assert code == 0, err
+    assert "25% of present slots hidden" in out and "NRMSE" in out
+
+
 def test_a_plugin_option_registers_methods_for_every_command(monkeypatch, capsys, plugin_module):
     code, out, err = run(monkeypatch, capsys, "--plugin", plugin_module, "methods")
     assert code == 0, err

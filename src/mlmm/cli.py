@@ -525,14 +525,21 @@ def evaluate(
     console = _console()
     console.print(f"{trained.method} trained under {info.get('missing')} on {info['dataset']}")
     _print_tables(console, table, all_subsets)
+    hide = None
     if getattr(type(trained.model), "imputes", False):
+        from mlmm.eval.imputation import imputation_hide
+
+        hide = imputation_hide(test)  # as run_experiment: None on one modality
+    if hide is not None:
         import pandas as pd
 
         from mlmm.eval import imputation_scores
 
-        scores = imputation_scores(trained, test, "mcar:0.5", seed=mask_seed)
+        scores = imputation_scores(trained, test, hide, seed=mask_seed)
+        rate = float(hide.split(":")[1])
         title = (
-            "imputation: 50% of present slots hidden, NRMSE in training-std units (mean fill ~ 1)"
+            f"imputation: {rate:.0%} of present slots hidden, NRMSE in training-std units "
+            "(mean fill ~ 1)"
         )
         console.print(_table(scores, title))
         table = pd.concat([table, scores], ignore_index=True)
