@@ -85,3 +85,25 @@ def test_a_sample_with_nothing_present_gets_a_finite_answer():
 def test_bad_hyperparameters_raise_clear_errors():
     with pytest.raises(MlmmError, match="C must"):
         create_method("per-modality-logistic", SPECS, TaskSpec("classification", 2), C=-1.0)
+
+
+def test_linear_fits_run_their_blas_on_one_thread(monkeypatch):
+    # L-BFGS's many small BLAS calls ran 3-7x slower on 2 threads
+    # (benchmarks/classical_threads.py); fit_linear pins BLAS to LINEAR_BLAS_THREADS
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mlmm.methods.reference._classical import LINEAR_BLAS_THREADS, fit_linear
+
+    seen = []
+    fit = LogisticRegression.fit
+
+    def spy(self, x, y, *args, **kwargs):
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return fit(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), np.arange(40) % 3
+    with threadpool_limits(limits=2):
+        fit_linear(x, y, TaskSpec("classification", 3), 1.0, 100, 0)
+    assert LINEAR_BLAS_THREADS == 1 and seen and set(seen) == {1}

@@ -51,6 +51,13 @@ def flat_features(batch: MultimodalBatch, fill: torch.Tensor | float) -> torch.T
     return torch.where(present, x, fill)
 
 
+#: BLAS threads for :func:`fit_linear`'s scikit-learn solvers (None: the surrounding limit).
+#: L-BFGS makes hundreds of small BLAS calls, which threads slow down: with 2 threads the
+#: fits of ``per-modality-kernel``, ``per-modality-logistic`` and ``logistic-mean-impute``
+#: took 3-7x as long as with 1 (``benchmarks/classical_threads.py``).
+LINEAR_BLAS_THREADS: int | None = 1
+
+
 def fit_linear(
     x: np.ndarray, y: np.ndarray, task: TaskSpec, C: float, max_iter: int, random_state: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -63,16 +70,20 @@ def fit_linear(
     regression values.
     """
     from sklearn.linear_model import LogisticRegression, Ridge
+    from threadpoolctl import threadpool_limits
 
     if not task.is_classification:
-        ridge = Ridge(alpha=1.0 / (2.0 * C)).fit(x, y)
+        with threadpool_limits(LINEAR_BLAS_THREADS, user_api="blas"):
+            ridge = Ridge(alpha=1.0 / (2.0 * C)).fit(x, y)
         return ridge.coef_.reshape(1, -1), np.atleast_1d(ridge.intercept_)
     classes = np.unique(y)
     if len(classes) == 1:  # scikit-learn refuses one class; the answer is that class
         return constant_linear(y, task, x.shape[1])
     coef = np.zeros((task.n_classes, x.shape[1]))
     intercept = np.full(task.n_classes, ABSENT_CLASS_LOGIT)
-    model = LogisticRegression(C=C, max_iter=max_iter, random_state=random_state).fit(x, y)
+    with threadpool_limits(LINEAR_BLAS_THREADS, user_api="blas"):
+        model = LogisticRegression(C=C, max_iter=max_iter, random_state=random_state)
+        model.fit(x, y)
     if len(classes) == 2:  # one score w.x + b for the second class against the first
         coef[classes[1]], intercept[classes[1]] = model.coef_[0], model.intercept_[0]
         intercept[classes[0]] = 0.0
