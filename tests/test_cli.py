@@ -320,25 +320,21 @@ def test_export_of_a_store_without_benchmark_runs_says_the_file_is_empty(
     assert code == 0 and "header only: the store holds no finished benchmark run" in out
 
 
-def test_evaluate_shows_imputation_scores_for_imputing_methods(monkeypatch, capsys, tmp_path):
-    out_dir = tmp_path / "mean"
+def _train_mean_impute(monkeypatch, capsys, out_dir, *dataset_params):
+    """``mlmm train`` of a one-epoch mean-impute on 300 synthetic samples into ``out_dir``."""
+    params = [a for p in ("n_samples=300", *dataset_params) for a in ("--dataset-param", p)]
     code, _, err = run(
         monkeypatch,
         capsys,
-        "train",
-        "--dataset",
-        "synthetic",
-        "--dataset-param",
-        "n_samples=300",
-        "--method",
-        "mean-impute",
-        "--epochs",
-        "1",
-        "--out",
-        str(out_dir),
-        "--quiet",
+        *("train", "--dataset", "synthetic", *params, "--method", "mean-impute"),
+        *("--epochs", "1", "--out", str(out_dir), "--quiet"),
     )
     assert code == 0, err
+
+
+def test_evaluate_shows_imputation_scores_for_imputing_methods(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "mean"
+    _train_mean_impute(monkeypatch, capsys, out_dir)
     csv = tmp_path / "t.csv"
     code, out, err = run(monkeypatch, capsys, "evaluate", str(out_dir), "--out", str(csv))
     assert code == 0, err
@@ -356,25 +352,7 @@ def test_evaluate_scores_imputation_of_two_modalities_at_a_reachable_rate(
     # two modalities cannot lose 50% of their slots with one kept per sample: evaluate hides
     # what run_experiment hides (imputation_hide), not a fixed mcar:0.5 that fails
     out_dir = tmp_path / "mean2"
-    code, _, err = run(
-        monkeypatch,
-        capsys,
-        "train",
-        "--dataset",
-        "synthetic",
-        "--dataset-param",
-        "n_samples=300",
-        "--dataset-param",
-        "n_modalities=2",
-        "--method",
-        "mean-impute",
-        "--epochs",
-        "1",
-        "--out",
-        str(out_dir),
-        "--quiet",
-    )
-    assert code == 0, err
+    _train_mean_impute(monkeypatch, capsys, out_dir, "n_modalities=2")
     code, out, err = run(monkeypatch, capsys, "evaluate", str(out_dir))
     assert code == 0, err
     assert "25% of present slots hidden" in out and "NRMSE" in out
