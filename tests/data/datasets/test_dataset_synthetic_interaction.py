@@ -138,10 +138,11 @@ def test_trained_late_fusion_stays_near_chance_while_fusion_reaches_bayes():
 
 
 def test_no_reference_under_mnar_where_the_posterior_is_not_known():
-    res = mlmm.run_experiment(
-        "synthetic-interaction", "zero-impute", dataset_params={"n_samples": 400},
-        missing="mnar:0.3", test_missing=["mnar:0.3", "mcar:0.3"],
-        trainer={"max_epochs": 1, "progress": False}, subsets=False,
-    )  # fmt: skip
+    with pytest.warns(UserWarning, match="no Bayes-optimal reference under mnar:0.3"):
+        res = mlmm.run_experiment(
+            "synthetic-interaction", "zero-impute", dataset_params={"n_samples": 400},
+            missing="mnar:0.3", test_missing=["mnar:0.3", "mcar:0.3"],
+            trainer={"max_epochs": 1, "progress": False}, subsets=False,
+        )  # fmt: skip
     assert set(res.table.condition) == {"mnar:0.3", "mcar:0.3"}
     assert set(res.reference.condition) == {"mcar:0.3"}
