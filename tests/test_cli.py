@@ -626,6 +626,26 @@ def test_training_lines_name_why_training_stopped():
     assert cli._training_lines(trained()) == ["training: fitted without epochs (0.0s)"]
 
 
+def test_training_stages_named_like_markup_are_printed_as_text():
+    # auto's members train in stages named "<member>: main"; Rich read "[lda-em: main]" as a
+    # style tag and printed "training : fitted without epochs"
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from mlmm.train.trainer import TrainHistory
+
+    trained = SimpleNamespace(
+        histories=[TrainHistory(stage="lda-em: main"), TrainHistory(stage="hemis: main")],
+        trainer_config={},
+    )
+    console = Console(record=True, width=200)
+    cli._print_training(console, trained)
+    text = console.export_text()
+    assert "training [lda-em: main]: fitted without epochs" in text
+    assert "training [hemis: main]: fitted without epochs" in text
+
+
 def test_a_spec_plugin_beside_you_never_runs_without_permission(monkeypatch, capsys, tmp_path):
     from mlmm.registry import PLUGIN_FOLDERS_ENV
 

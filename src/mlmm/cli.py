@@ -267,8 +267,7 @@ def train(
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
     console.print(f"device {device}, precision {res.trained.precision}")
-    for line in _training_lines(res.trained):
-        console.print(line)
+    _print_training(console, res.trained)
     _print_tables(console, res.table, all_subsets)
     if method == "auto":
         import shutil
@@ -400,6 +399,13 @@ def _mask_line(result) -> str:
     from rich.markup import escape
 
     return escape(result.summary())
+
+
+def _print_training(console, trained) -> None:
+    """Print :func:`_training_lines` as plain text: a stage such as ``[lda-em: main]`` (an
+    ``auto`` member's) would otherwise be read as Rich markup and vanish."""
+    for line in _training_lines(trained):
+        console.print(line, markup=False)
 
 
 def _training_lines(trained) -> list[str]:
