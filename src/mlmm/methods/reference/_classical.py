@@ -54,7 +54,7 @@ def flat_features(batch: MultimodalBatch, fill: torch.Tensor | float) -> torch.T
 #: BLAS threads for :func:`fit_linear`'s scikit-learn solvers (None: the surrounding limit).
 #: L-BFGS makes hundreds of small BLAS calls, which threads slow down: with 2 threads the
 #: fits of ``per-modality-kernel``, ``per-modality-logistic`` and ``logistic-mean-impute``
-#: took 3-7x as long as with 1 (``benchmarks/classical_threads.py``).
+#: took 3.3-7.7x as long as with 1 (``benchmarks/classical_threads.py``).
 LINEAR_BLAS_THREADS: int | None = 1
 
 
