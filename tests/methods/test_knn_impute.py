@@ -12,6 +12,7 @@ from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.preprocessing import Standardizer
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
+from mlmm.methods.base import upgrade_weights
 from mlmm.testing import contract_dataset
 
 SPECS = [ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (1,))]
@@ -249,7 +250,7 @@ def test_artifacts_saved_before_bank_lengths_load_and_impute_as_they_did():
     state = model.state_dict().items()
     old = {k: v for k, v in state if "bank_lengths" not in k and "train_length" not in k}
     new = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2, weighting="uniform")
-    new.upgrade_state_dict(old)
+    upgrade_weights(new, old)
     new.load_state_dict(old)
     assert len(new.bank_lengths.s) == 0  # as saved: neighbours' padding averaged in
     assert len(new.train_length.s) == 0
@@ -317,7 +318,7 @@ def test_artifacts_saved_before_train_length_fill_with_the_mean_over_all_steps()
     model.fit_imputer(data)
     old = {k: v for k, v in model.state_dict().items() if "train_length" not in k}
     new = mlmm.create_method("knn-impute", VARLEN_SPECS, TASK, k=2, hidden=8, embed_dim=4)
-    new.upgrade_state_dict(old)
+    upgrade_weights(new, old)
     new.load_state_dict(old)
     assert len(new.train_length.s) == 0 and torch.equal(new.bank_lengths.s, model.bank_lengths.s)
     batch = mlmm.MultimodalBatch(

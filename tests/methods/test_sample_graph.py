@@ -7,6 +7,7 @@ import torch
 
 import mlmm
 from mlmm.errors import MlmmError
+from mlmm.methods.base import upgrade_weights
 from mlmm.testing import contract_dataset, padded_sequence_dataset
 
 
@@ -156,7 +157,7 @@ def test_artifacts_saved_before_bank_lengths_load_and_encode_the_bank_as_they_di
         embed_dim=8,
         hidden=8,
     )
-    model.upgrade_state_dict(old)
+    upgrade_weights(model, old)
     model.load_state_dict(old)
     assert len(model.bank_lengths.s) == 0  # as saved: the bank is encoded without lengths
     with torch.no_grad():

@@ -224,10 +224,13 @@ class MissingModalityModel(nn.Module, abc.ABC):
     def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Bring weights saved by an earlier mlmm up to this version, in place.
 
-        :meth:`mlmm.TrainedModel.load` calls it on every method in the model (``prefix``: the
-        method's key prefix inside ``state``, ``""`` at the top) before loading ``state``. A
-        method that adds a buffer fills it in here for artifacts written without it, with the
-        value that reproduces how they predicted when saved; the default changes nothing.
+        :func:`upgrade_weights` (which :meth:`mlmm.TrainedModel.load` runs) calls it on every
+        method in the model (``prefix``: the method's key prefix inside ``state``, ``""`` at the
+        top) before loading ``state``. A method that adds a buffer fills it in here for
+        artifacts written without it, with the value that reproduces how they predicted when
+        saved; the default changes nothing. A submodule with its own ``upgrade_state_dict``
+        (:class:`~mlmm.nn.retrieval.BankLengths`) is upgraded by :func:`upgrade_weights` too,
+        so the method need not forward to it.
         """
 
     def built_hyperparameters(self) -> dict[str, Any]:
@@ -251,6 +254,16 @@ class MissingModalityModel(nn.Module, abc.ABC):
                 f"{list(self.modalities)}; build the batch from a dataset with the same specs"
             )
         return batch.present
+
+
+def upgrade_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Bring ``state``, weights saved by an earlier mlmm, up to ``model``'s version in place:
+    every module of ``model`` with an ``upgrade_state_dict(state, prefix)`` (methods,
+    :class:`~mlmm.nn.retrieval.BankLengths`) gets its key prefix in ``state``."""
+    for name, module in model.named_modules():
+        upgrade = getattr(module, "upgrade_state_dict", None)
+        if callable(upgrade):
+            upgrade(state, f"{name}." if name else "")
 
 
 def check_task_supported(cls: type, task: TaskSpec) -> None:

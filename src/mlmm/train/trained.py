@@ -25,7 +25,7 @@ from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.preprocessing import Standardizer
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import ArtifactError, MlmmError
-from mlmm.methods.base import MissingModalityModel
+from mlmm.methods.base import MissingModalityModel, upgrade_weights
 from mlmm.methods.registry import METHODS, create_method
 from mlmm.train.artifact_schema import validate_config
 from mlmm.train.card import model_card, validation_by_subset
@@ -474,9 +474,7 @@ class TrainedModel:
         # torch checks names and shapes; a module whose buffers hold data (a k-NN bank of
         # training samples) sizes them from the stored tensors in its _load_from_state_dict
         expected = set(model.state_dict())
-        for name, module in model.named_modules():  # weights of an earlier mlmm, brought up
-            if isinstance(module, MissingModalityModel):
-                module.upgrade_state_dict(state, f"{name}." if name else "")
+        upgrade_weights(model, state)  # weights of an earlier mlmm, brought up
         try:
             model.load_state_dict(state)
             shapes_fit = True

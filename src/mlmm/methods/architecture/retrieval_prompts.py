@@ -107,7 +107,8 @@ class RetrievalPrompts(FrozenBackbonePrompting):
         the valid steps of each bank sample when the training data had variable lengths for
         it, empty (``[0]``: every step is real) otherwise. Saved in the artifact; an artifact
         saved before these buffers existed loads with them empty
-        (:meth:`upgrade_state_dict`), which predicts exactly as it did when saved.
+        (:meth:`BankLengths.upgrade_state_dict`), which predicts exactly as it did when saved:
+        neighbours encoded without lengths, as then.
     generators : nn.ModuleDict
         Per modality: the linear map of the neighbours' mean token to the missing token.
     missing_token : nn.Parameter, shape (M, embed_dim)
@@ -223,11 +224,6 @@ class RetrievalPrompts(FrozenBackbonePrompting):
         """Replace the bank and its ``bank_lengths`` with the standardised samples of
         ``batch``, padding stored as zeros (:func:`mlmm.nn.retrieval.fill_bank`)."""
         fill_bank(self.bank, self.bank_lengths, batch)
-
-    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
-        """Artifacts saved before the bank kept lengths encoded neighbours without them; empty
-        ``bank_lengths`` buffers do the same, so such a model predicts as it did."""
-        self.bank_lengths.upgrade_state_dict(state, f"{prefix}bank_lengths.")
 
     # ------------------------------------------------------------------ retrieval
     def retrieve(

@@ -198,11 +198,6 @@ class SampleGraph(MissingModalityModel):
         ``batch``, padding stored as zeros (:func:`mlmm.nn.retrieval.fill_bank`)."""
         fill_bank(self.bank, self.bank_lengths, batch)
 
-    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
-        """Artifacts saved before the bank kept lengths encoded it without them; empty
-        ``bank_lengths`` buffers do the same, so such a model predicts as it did."""
-        self.bank_lengths.upgrade_state_dict(state, f"{prefix}bank_lengths.")
-
     # ------------------------------------------------------------------ graph
     def encode(
         self, inputs: dict[str, torch.Tensor], batch: MultimodalBatch | None = None

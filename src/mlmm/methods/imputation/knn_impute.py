@@ -174,14 +174,6 @@ class KnnImpute(MeanImpute):
             else {n: torch.from_numpy(v) for n, v in train.lengths.items()}
         )
 
-    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
-        """Artifacts saved before the bank kept lengths averaged neighbours' padding in and
-        encoded imputed sequences over all steps; empty ``bank_lengths`` buffers do the same,
-        so such a model predicts as it did (and empty ``train_length``, for the fallback
-        mean: :meth:`MeanImpute.upgrade_state_dict`)."""
-        super().upgrade_state_dict(state, prefix)
-        self.bank_lengths.upgrade_state_dict(state, f"{prefix}bank_lengths.")
-
     @torch.no_grad()
     def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
         """Every modality with absent rows filled from the nearest training samples (the

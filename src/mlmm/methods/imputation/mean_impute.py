@@ -183,12 +183,6 @@ class MeanImpute(ZeroImpute):
             buffer.copy_(torch.from_numpy(mean).to(device=buffer.device, dtype=buffer.dtype))
         self.train_length.fill(imputed_lengths)
 
-    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
-        """Artifacts saved before ``train_length`` averaged present sequences' padding into
-        the mean and encoded imputed sequences over all steps; empty ``train_length`` buffers
-        do the same with the mean they stored, so such a model predicts as it did."""
-        self.train_length.upgrade_state_dict(state, f"{prefix}train_length.")
-
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> TrainHistory:
