@@ -58,6 +58,8 @@ def test_daphnet_reconstruction_scores_each_sensor_against_both_baselines():
     assert set(sensor.key) == {"trunk"} and (sensor.value > 0).all()
     lengths = run.table[run.table.scope == "outage_length"]
     assert len(lengths) and lengths.key.str.startswith("trunk:").all()
+    # trunk is down from 5 s to the end: the open last bin, once labelled "trunk:4-infs"
+    assert "trunk:>=4s" in set(lengths.key) and not lengths.key.str.contains("inf").any()
     overall = run.table[run.table.scope == "overall"].set_index("model")
     by_sensor = sensor.set_index("model")
     assert set(overall.index) == set(by_sensor.index) and (overall.metric == "nrmse").all()

@@ -892,6 +892,11 @@ class ResultsStore:
             f"stream_runs u ON u.run_key = r.run_key WHERE u.status = 'done' ORDER BY r.rowid"
         )
         out = self._frame(query)
+        # runs stored before mlmm named the open last outage-length bin ">=4s" keep its old
+        # key "SENSOR:4-infs" in the file; read it under today's name, so that old and new
+        # runs compare (see mlmm.stream.experiment.outage_bin_label)
+        old = (out.scope == "outage_length") & out.key.str.endswith("-infs")
+        out.loc[old, "key"] = out.key[old].str.replace(r"([^:]+)-infs$", r">=\1s", regex=True)
         return out if keys is None else out[out.run_key.isin(set(keys))].reset_index(drop=True)
 
     @_user_errors

@@ -46,6 +46,13 @@ TABLE_COLUMNS = ["model", "scope", "key", "n", "metric", "value"]
 OUTAGE_BINS = (0.0, 0.5, 1.0, 2.0, 4.0, np.inf)
 
 
+def outage_bin_label(low: float, high: float) -> str:
+    """The key of an outage-length bin: ``0.5-1s``, and ``>=4s`` for the open last bin
+    (written ``4-infs`` before; :meth:`mlmm.bench.ResultsStore.stream_results` reads those
+    stored keys as ``>=4s``)."""
+    return f"{low:g}-{high:g}s" if np.isfinite(high) else f">={low:g}s"
+
+
 @dataclass
 class StreamRun:
     """What :func:`run_stream` produced.
@@ -361,7 +368,7 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
             sq = (((value - truth) / scale) ** 2).mean(axis=1)  # [S] per step, over channels
             rows.append((label, "sensor", sensor, len(sq), "nrmse", float(np.sqrt(sq.mean()))))
             for b in np.unique(which):
-                key = f"{OUTAGE_BINS[b]:g}-{OUTAGE_BINS[b + 1]:g}s"
+                key = outage_bin_label(OUTAGE_BINS[b], OUTAGE_BINS[b + 1])
                 sel = which == b
                 rows.append(
                     (
