@@ -346,6 +346,31 @@ def test_evaluate_shows_imputation_scores_for_imputing_methods(monkeypatch, caps
     assert set(nrmse.subset) == {"m0", "m1", "m2"} and nrmse.value.between(0.5, 1.5).all()
 
 
+def test_evaluate_keeps_the_test_conditions_in_the_order_given(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "mean"
+    _train_mean_impute(monkeypatch, capsys, out_dir)
+    csv = tmp_path / "t.csv"
+    given = ["mcar:0.5", "none", "mcar:0.2", "fixed:-m1"]
+    code, out, err = run(
+        monkeypatch,
+        capsys,
+        "evaluate",
+        str(out_dir),
+        "--missing",
+        ",".join(given),
+        "--out",
+        str(csv),
+    )
+    assert code == 0, err
+    printed = out.split("test conditions", 1)[1]
+    at = [printed.index(f"{name} ") for name in given]  # was sorted: fixed, mcar:0.2, ...
+    assert at == sorted(at)
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert table[table.scope == "overall"].condition.unique().tolist() == given
+
+
 def test_evaluate_scores_imputation_of_two_modalities_at_a_reachable_rate(
     monkeypatch, capsys, tmp_path
 ):

@@ -232,6 +232,39 @@ def test_a_frame_with_other_column_names_at_predict_is_refused():
         clf.predict(frame[list("edcba")])
 
 
+def test_a_frame_with_columns_no_modality_uses_predicts_as_at_fit(tmp_path):
+    # was: clf.predict accepted the frame of fit, but clf.trained_ (and the saved model, mlmm
+    # predict, mlmm serve) refused that very frame: "extra 2 column(s) ('id', 'note')"
+    X, y = tiny()
+    frame = pd.DataFrame(np.hstack([X["a"], X["b"]]), columns=list("abcde"))
+    frame.insert(2, "id", np.arange(len(frame)))  # numbers no modality uses
+    frame["note"] = "text"  # not even numbers
+    clf = fast(modalities={"a": ["a", "b", "c"], "b": ["d", "e"]}).fit(frame, y)
+    # scikit-learn's convention: the columns seen at fit, all of them, in their order
+    assert clf.n_features_in_ == 7
+    assert clf.feature_names_in_.tolist() == ["a", "b", "id", "c", "d", "e", "note"]
+    expected = clf.predict_proba(frame)
+    assert clf.predict(frame).shape == (len(frame),) and clf.score(frame, y) > 0.8
+    clf.trained_.save(tmp_path / "model")
+    for model in (clf.trained_, mlmm.TrainedModel.load(tmp_path / "model")):
+        assert model.info["ignored_columns"] == ["id", "note"]
+        np.testing.assert_allclose(model.predict_proba(frame), expected, atol=1e-6)
+        # the ignored columns may also be left out, as a target column may
+        np.testing.assert_allclose(
+            model.predict_proba(frame.drop(columns=["id", "note"])), expected, atol=1e-6
+        )
+        with pytest.raises(MlmmError, match=r"extra 1 column\(s\) \('other'\)"):
+            model.predict(frame.assign(other=1.0))  # a column fit never saw is still refused
+    # the estimator itself keeps scikit-learn's rule: other columns than at fit are refused
+    with pytest.raises(MlmmError, match="X has 5 features, but MissingModalityClassifier"):
+        clf.predict(frame.drop(columns=["id", "note"]))
+    with pytest.raises(MlmmError, match="feature names should match") as err:
+        clf.predict(frame.rename(columns={"note": "comment"}))
+    assert "\n" not in str(err.value)
+    refit = fast(modalities={"a": ["a", "b", "c"], "b": ["d", "e"]}).fit(frame[list("abcde")], y)
+    assert "ignored_columns" not in refit.trained_.info  # none to ignore: none recorded
+
+
 def test_pipeline_with_a_scaler_needs_positions_and_says_so():
     X, y = tiny()
     frame = pd.DataFrame(np.hstack([X["a"], X["b"]]), columns=list("abcde"))

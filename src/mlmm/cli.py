@@ -444,6 +444,7 @@ def _print_tables(console, table, all_subsets: bool = False) -> None:
             index=["condition", "rate_unit", "slot_rate", "sample_rate"],
             columns="metric",
             values="value",
+            sort=False,  # the conditions in the order the user gave them
         )
         .reset_index()
     )

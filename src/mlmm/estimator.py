@@ -380,10 +380,22 @@ class _MissingModalityEstimator(BaseEstimator):
             progress=self.verbose,
         )
         self.trained_ = trainer.fit(model, train, val, info={"estimator": type(self).__name__})
-        self.trained_.columns = self._fitted_table_columns()
+        self._record_table_columns()
         self.modality_names_ = data.modality_names
         self.n_modalities_in_ = data.n_modalities
         return self
+
+    def _record_table_columns(self) -> None:
+        """Give ``trained_`` the DataFrame layout of fit: each modality's columns, and the
+        columns fit saw but no modality uses (``info["ignored_columns"]``), which the trained
+        model, saved or not, ignores in a table as fit did rather than calling them extra."""
+        self.trained_.columns = self._fitted_table_columns()
+        if self.trained_.columns is not None:
+            used = {c for cols in self.trained_.columns.values() for c in cols}
+            names = [str(c) for c in self.feature_names_in_]
+            unused = [c for c in names if c not in used]
+            if unused:
+                self.trained_.info["ignored_columns"] = unused
 
     def _fitted_table_columns(self) -> dict[str, list[str]] | None:
         """Each modality's DataFrame columns when ``fit`` saw a DataFrame with distinct text
@@ -415,7 +427,7 @@ class _MissingModalityEstimator(BaseEstimator):
                 **(self.method_params or {}),
             },
         )
-        self.trained_.columns = self._fitted_table_columns()
+        self._record_table_columns()
         self.modality_names_ = data.modality_names
         self.n_modalities_in_ = data.n_modalities
         return self

@@ -291,6 +291,42 @@ def test_a_valid_store_in_a_read_only_folder_is_read_and_not_called_foreign(tmp_
         folder.chmod(0o755)
 
 
+def _folder(path):
+    return {p.name: p.read_bytes() for p in sorted(path.parent.iterdir())}
+
+
+def test_reading_a_store_leaves_its_folder_as_it_found_it(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultsStore(path) as db:
+        db.add_runs("test", SPEC.runs())
+    before = _folder(path)
+    assert list(before) == ["r.db"]  # the writer, last to close, removed its -wal and -shm
+    with ResultsStore(path, readonly=True) as db:
+        assert len(db.runs()) == 2 and db.counts().runs.sum() == 2
+        with pytest.raises(MlmmError, match="read-only"):
+            db.add_runs("test2", SPEC.runs())  # a reader still never writes
+    assert _folder(path) == before  # no empty r.db-wal / r.db-shm left, same bytes
+
+
+def test_a_reader_and_a_writer_share_a_store_and_the_last_to_close_tidies(tmp_path):
+    path = tmp_path / "r.db"
+    ResultsStore(path).close()
+    reader = ResultsStore(path, readonly=True)
+    writer = ResultsStore(path)
+    writer.add_runs("test", SPEC.runs())  # a write while a reader is open
+    assert len(reader.runs()) == 2  # and the reader sees it
+    reader.close()
+    assert (tmp_path / "r.db-wal").exists()  # the writer's log, kept while it is open
+    second = ResultsStore(path, readonly=True)  # a reader opened beside a live writer
+    writer.claim(SPEC.runs()[0].key)
+    assert "running" in second.status().values()
+    writer.close()
+    second.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
+    with ResultsStore(path, readonly=True) as db:  # nothing lost on the way
+        assert sorted(db.status().values()) == ["pending", "running"]
+
+
 def test_reading_never_turns_a_missing_or_empty_file_into_a_store(tmp_path):
     with pytest.raises(MlmmError, match="no results store"):
         ResultsStore(tmp_path / "absent.db", readonly=True)

@@ -58,6 +58,8 @@ def test_daphnet_reconstruction_scores_each_sensor_against_both_baselines():
     assert set(sensor.key) == {"trunk"} and (sensor.value > 0).all()
     lengths = run.table[run.table.scope == "outage_length"]
     assert len(lengths) and lengths.key.str.startswith("trunk:").all()
+    # trunk is down from 5 s to the end: the open last bin, once labelled "trunk:4-infs"
+    assert "trunk:>=4s" in set(lengths.key) and not lengths.key.str.contains("inf").any()
     overall = run.table[run.table.scope == "overall"].set_index("model")
     by_sensor = sensor.set_index("model")
     assert set(overall.index) == set(by_sensor.index) and (overall.metric == "nrmse").all()
@@ -80,6 +82,36 @@ def test_a_bad_training_missingness_fails_before_any_training(monkeypatch):
     # epochs=0 trained nothing and stored the untrained models' scores as a run
     with pytest.raises(MlmmError, match="epochs must be a positive integer, got 0"):
         run_stream("synthetic", "late-fusion", epochs=0)
+
+
+def test_a_step_or_window_too_long_for_the_stream_is_one_line_before_training(monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the step was checked")
+
+    monkeypatch.setattr(experiment, "train_on_stream", no_training)
+    # a step of 1000 s trained on a single window and failed with "modality 's0' is absent
+    # from every training sample"
+    with pytest.raises(MlmmError, match=r"step of 1000 s leaves .* 1 step\(s\) in its test") as err:
+        run_stream("synthetic", "late-fusion", step=1000.0, epochs=1)
+    message = str(err.value)
+    assert "\n" not in message and "test part 179.95 s" in message
+    most = float(message.split("give a step of at most ")[1].split(" s")[0])
+    assert most == 19.772  # (179.95 - 2) / 9, rounded down: 10 steps fit in the test part
+    policy = experiment.StreamPolicy(window=2.0, step=most)
+    _, test = experiment.time_split(experiment.load_stream("synthetic"), 0.7)
+    assert len(experiment.step_times(test, policy)) == experiment.MIN_STREAM_STEPS
+    with pytest.raises(MlmmError, match="window of 1000 s is longer than the test part"):
+        run_stream("synthetic", "late-fusion", window=1000.0, epochs=1)
+
+
+def test_mlmm_stream_with_a_step_longer_than_the_stream_says_so(monkeypatch, capsys, tmp_path):
+    argv = ["mlmm", "stream", "synthetic", "--step", "1000", "--store", str(tmp_path / "s.db")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code != 0 and "step of 1000 s" in err and "give a step of at most" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_daphnet_needs_a_method_that_imputes():

@@ -57,6 +57,33 @@ def test_stream_run_round_trip_and_rerun_replaces(tmp_path):
         assert store.runs().empty  # benchmark tables untouched
 
 
+def test_outage_length_keys_of_older_runs_read_under_todays_names(tmp_path):
+    """Runs written before the open last bin was named ">=4s" stored "SENSOR:4-infs"."""
+    from mlmm.stream.experiment import OUTAGE_BINS, outage_bin_label
+
+    assert outage_bin_label(OUTAGE_BINS[-2], OUTAGE_BINS[-1]) == ">=4s"
+    assert outage_bin_label(0.5, 1.0) == "0.5-1s"
+    old_keys = ["trunk:2-4s", "trunk:4-infs", "left-leg:0.5-infs"]
+    table = pd.DataFrame(
+        {
+            "model": "m",
+            "scope": ["outage_length"] * 3 + ["sensor"],
+            "key": [*old_keys, "odd-infs"],  # another scope's key is left as stored
+            "n": 1,
+            "metric": "nrmse",
+            "value": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
+    with ResultsStore(tmp_path / "r.db") as store:
+        key = store.start_stream_run(CONFIG)
+        store.finish_stream_run(key, table, tables(1)[1], {"seconds": 1.0})
+        read = store.stream_results()
+        raw = sqlite3.connect(store.path).execute("SELECT key FROM stream_results").fetchall()
+    assert read.key.tolist() == ["trunk:2-4s", "trunk:>=4s", "left-leg:>=0.5s", "odd-infs"]
+    assert read.value.tolist() == [0.1, 0.2, 0.3, 0.4]
+    assert sorted(k for (k,) in raw) == sorted([*old_keys, "odd-infs"])  # the file untouched
+
+
 def test_kill_9_while_writing_leaves_the_store_consistent(tmp_path):
     path = tmp_path / "r.db"
     with ResultsStore(path) as store:  # a finished run of the same configuration first

@@ -342,7 +342,8 @@ class ResultsStore:
         The ``.db`` file.
     readonly : bool, default False
         Open for reading only (reports, exports): a missing or empty file is refused instead
-        of becoming a store, nothing is written, and a store in a read-only folder opens.
+        of becoming a store, nothing is written, a store in a read-only folder opens, and no
+        empty ``-wal``/``-shm`` file is left beside the store once it is closed.
     busy_timeout : float, optional
         Seconds to wait for a lock another process holds before failing with "busy"
         (default :data:`BUSY_TIMEOUT_SECONDS`).
@@ -390,9 +391,8 @@ class ResultsStore:
             )
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
         try:
-            db = self._connect(uri, uri=True)
             try:
-                self._check_store(db)
+                db = self._checked(self._connect_reader())
             except sqlite3.OperationalError as err:
                 if _error_kind(err) not in ("cantopen", "readonly", "io"):
                     raise
@@ -400,7 +400,6 @@ class ResultsStore:
                 # file beside it. Nobody can write there either, so it is read as immutable,
                 # which ignores a write-ahead log: one left by a killed benchmark holds
                 # committed runs, and reading without it would silently lose them.
-                db.close()
                 wal = self.path.with_name(self.path.name + "-wal")
                 if wal.exists() and wal.stat().st_size > 0:
                     raise MlmmError(
@@ -408,10 +407,38 @@ class ResultsStore:
                         f"log {wal.name} holds changes not yet merged into it; copy both files to "
                         f"a writable folder and read the copy there"
                     ) from None
-                db = self._connect(uri + "&immutable=1", uri=True)
-                self._check_store(db)
+                db = self._checked(self._connect(uri + "&immutable=1", uri=True))
         except sqlite3.Error as err:
             raise self._user_error(err) from err
+        return db
+
+    def _checked(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """``db`` once :meth:`_check_store` accepts it; closed when it does not."""
+        try:
+            self._check_store(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A connection that reads and leaves the folder as it found it.
+
+        SQLite gives every connection to a WAL store a ``-wal`` and a ``-shm`` file beside it,
+        and only a connection allowed to write removes them, when it is the last to close: a
+        ``mode=ro`` reader would leave both behind, empty, next to a store it only read. So a
+        store in a writable place is read through a read-write connection with ``query_only``
+        (any write is refused, as on a read-only file): reading leaves the store's bytes as
+        they were, and on close SQLite's own housekeeping runs as for any connection (the last
+        to close merges a log into the store, crash-safe, and removes the two files; a writer
+        still open keeps them). ``mode=rw`` never creates the file. A store that cannot be
+        written (file or folder read-only) is opened ``mode=ro``.
+        """
+        writable = all(os.access(p, os.W_OK) for p in (self.path, self.path.parent))
+        mode = "rw" if writable else "ro"
+        db = self._connect(f"{self.path.resolve().as_uri()}?mode={mode}", uri=True)
+        if writable:
+            db.execute("PRAGMA query_only=ON")
         return db
 
     def _open_for_writing(self) -> sqlite3.Connection:
@@ -865,6 +892,11 @@ class ResultsStore:
             f"stream_runs u ON u.run_key = r.run_key WHERE u.status = 'done' ORDER BY r.rowid"
         )
         out = self._frame(query)
+        # runs stored before mlmm named the open last outage-length bin ">=4s" keep its old
+        # key "SENSOR:4-infs" in the file; read it under today's name, so that old and new
+        # runs compare (see mlmm.stream.experiment.outage_bin_label)
+        old = (out.scope == "outage_length") & out.key.str.endswith("-infs")
+        out.loc[old, "key"] = out.key[old].str.replace(r"([^:]+)-infs$", r">=\1s", regex=True)
         return out if keys is None else out[out.run_key.isin(set(keys))].reset_index(drop=True)
 
     @_user_errors

@@ -23,6 +23,7 @@ from mlmm.errors import MlmmError
 from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
 from mlmm.stream.datasets import (
     load_stream,
+    step_times,
     stream_specs,
     time_split,
     window_dataset,
@@ -36,10 +37,20 @@ __all__ = ["DEFAULT_WINDOWS", "StreamRun", "run_stream", "train_on_stream"]
 
 #: (window, step) in seconds per built-in stream.
 DEFAULT_WINDOWS = {"basicmotions": (2.0, 1.0), "synthetic": (2.0, 1.0), "daphnet": (0.5, 0.25)}
+#: Steps (answers) each part of a stream must hold at least: the training part as training
+#: windows, the test part as answers to score (fewer cannot fill the default 10 time bins).
+MIN_STREAM_STEPS = 10
 #: Columns of :attr:`StreamRun.table`.
 TABLE_COLUMNS = ["model", "scope", "key", "n", "metric", "value"]
 #: Outage-length bins (seconds) of the reconstruction scores.
 OUTAGE_BINS = (0.0, 0.5, 1.0, 2.0, 4.0, np.inf)
+
+
+def outage_bin_label(low: float, high: float) -> str:
+    """The key of an outage-length bin: ``0.5-1s``, and ``>=4s`` for the open last bin
+    (written ``4-infs`` before; :meth:`mlmm.bench.ResultsStore.stream_results` reads those
+    stored keys as ``>=4s``)."""
+    return f"{low:g}-{high:g}s" if np.isfinite(high) else f">={low:g}s"
 
 
 @dataclass
@@ -106,6 +117,38 @@ def train_on_stream(
         }
     )
     return trained
+
+
+def _check_steps(stream: str, parts: dict[str, EventStream], policy: StreamPolicy) -> None:
+    """Refuse a window or step that leaves a part of the stream fewer than
+    :data:`MIN_STREAM_STEPS` steps, in one line naming the parts' lengths and the fix (a step
+    longer than the stream trained on one window and failed far from the cause)."""
+    need = MIN_STREAM_STEPS
+    counts = {part: len(step_times(events, policy)) for part, events in parts.items()}
+    if min(counts.values()) >= need:
+        return
+    lengths = {part: events.end - events.start for part, events in parts.items()}
+    shortest = min(lengths, key=lengths.get)
+    where = ", ".join(f"{part} part {lengths[part]:g} s" for part in parts)
+    if policy.window >= lengths[shortest]:
+        most = lengths[shortest] - (need - 1) * policy.step
+        fix = f"a window of at most {_down(most)} s" if most > 0 else "a shorter window and step"
+        raise MlmmError(
+            f"a window of {policy.window:g} s is longer than the {shortest} part of the "
+            f"{stream} stream ({where}); a run needs {need} steps in each part: give {fix}"
+        )
+    most = min((lengths[part] - policy.window) / (need - 1) for part in parts)
+    steps = " and ".join(f"{counts[part]} step(s) in its {part} part" for part in parts)
+    raise MlmmError(
+        f"a step of {policy.step:g} s leaves the {stream} stream {steps} ({where}, window "
+        f"{policy.window:g} s); a run needs at least {need} in each part: give a step of at "
+        f"most {_down(most)} s, or a shorter window"
+    )
+
+
+def _down(seconds: float) -> str:
+    """``seconds`` rounded down to the millisecond, as text (a bound that still holds)."""
+    return f"{np.floor(seconds * 1000) / 1000:g}"
 
 
 def run_stream(
@@ -190,6 +233,7 @@ def run_stream(
     else:
         full = load_stream(stream, **(stream_params or {}))
         train, test = time_split(full, 0.7)
+    _check_steps(stream, {"training": train, "test": test}, policy)
     specs = stream_specs(train, policy.window)
     left, lost = apply_outages(test, outage, seed)
     down = lost.fraction_down()
@@ -324,7 +368,7 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
             sq = (((value - truth) / scale) ** 2).mean(axis=1)  # [S] per step, over channels
             rows.append((label, "sensor", sensor, len(sq), "nrmse", float(np.sqrt(sq.mean()))))
             for b in np.unique(which):
-                key = f"{OUTAGE_BINS[b]:g}-{OUTAGE_BINS[b + 1]:g}s"
+                key = outage_bin_label(OUTAGE_BINS[b], OUTAGE_BINS[b + 1])
                 sel = which == b
                 rows.append(
                     (

@@ -192,7 +192,10 @@ class TrainedModel:
             keys in any order, an omitted key is that modality absent in every sample, an
             entirely NaN row absent in that sample. A DataFrame laid out as at training
             (:attr:`table_columns`; leaving out all of a modality's columns marks it absent;
-            a text column of :func:`mlmm.data.from_dataframe` is tokenised as at training).
+            a text column of :func:`mlmm.data.from_dataframe` is tokenised as at training;
+            the training target column and ``info["ignored_columns"]``, the columns an
+            estimator's ``fit`` saw in its DataFrame but used in no modality, may be there
+            and are ignored).
             A dataset is used as it is; an out-of-core one (:mod:`mlmm.data.lazy`) is read
             in mini-batches, never whole. A model trained on variable-length sequences
             (``info["variable_length"]``) takes a dataset with ``lengths``, or arrays with
@@ -260,6 +263,8 @@ class TrainedModel:
                     ) from None
 
             ignore = (self.target_column,) if self.target_column else ()
+            # the columns an estimator's fit saw in its DataFrame but used in no modality
+            ignore += tuple(self.info.get("ignored_columns") or ())
             arrays = table_modalities(names, take, self.table_columns, shapes, ignore)
         else:
             if not isinstance(X, (Mapping, MultimodalArray)):
