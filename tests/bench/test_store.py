@@ -303,8 +303,14 @@ def test_reading_a_store_leaves_its_folder_as_it_found_it(tmp_path):
     assert list(before) == ["r.db"]  # the writer, last to close, removed its -wal and -shm
     with ResultsStore(path, readonly=True) as db:
         assert len(db.runs()) == 2 and db.counts().runs.sum() == 2
-        with pytest.raises(MlmmError, match="read-only"):
-            db.add_runs("test2", SPEC.runs())  # a reader still never writes
+        for write in (
+            lambda: db.add_runs("test2", SPEC.runs()),
+            db.release_failed,
+            db.heartbeat,
+        ):  # a reader still never writes, and says why: the mode, not the file's permissions
+            with pytest.raises(MlmmError, match=r"open read-only \(readonly=True\)") as err:
+                write()
+            assert "writable" not in str(err.value) and "\n" not in str(err.value)
     assert _folder(path) == before  # no empty r.db-wal / r.db-shm left, same bytes
 
 

@@ -618,6 +618,11 @@ class ResultsStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error): one writer at a time."""
+        if self.readonly:  # SQLite's refusal would blame the file's permissions, not the mode
+            raise MlmmError(
+                f"{self.path} is open read-only (readonly=True) and this call writes to it; "
+                f"open it with ResultsStore(path) to write"
+            )
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
