@@ -183,7 +183,9 @@ def run_stream(
         ``"none"`` to train on complete windows only). Classification also trains the method
         on complete windows for the baselines.
     window, step : float, optional
-        Seconds; defaults in :data:`DEFAULT_WINDOWS`.
+        Seconds; defaults in :data:`DEFAULT_WINDOWS`. They must leave each part of the
+        stream (training and test) at least :data:`MIN_STREAM_STEPS` steps, or the run is
+        refused before any training.
     seed, epochs, params, stream_params
     time_bins : int
         Bins of the score over time.
