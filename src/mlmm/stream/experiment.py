@@ -147,8 +147,9 @@ def _check_steps(stream: str, parts: dict[str, EventStream], policy: StreamPolic
 
 
 def _down(seconds: float) -> str:
-    """``seconds`` rounded down to the millisecond, as text (a bound that still holds)."""
-    return f"{np.floor(seconds * 1000) / 1000:g}"
+    """``seconds`` rounded down to the millisecond, as text (a bound that still holds; not
+    ``:g``, whose 6 significant digits round 1999.777 up to 1999.78)."""
+    return f"{np.floor(seconds * 1000) / 1000:.3f}".rstrip("0").rstrip(".")
 
 
 def run_stream(
