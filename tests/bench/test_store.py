@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import pandas as pd
 import pytest
@@ -303,8 +304,14 @@ def test_reading_a_store_leaves_its_folder_as_it_found_it(tmp_path):
     assert list(before) == ["r.db"]  # the writer, last to close, removed its -wal and -shm
     with ResultsStore(path, readonly=True) as db:
         assert len(db.runs()) == 2 and db.counts().runs.sum() == 2
-        with pytest.raises(MlmmError, match="read-only"):
-            db.add_runs("test2", SPEC.runs())  # a reader still never writes
+        for write in (
+            lambda: db.add_runs("test2", SPEC.runs()),
+            db.release_failed,
+            db.heartbeat,
+        ):  # a reader still never writes, and says why: the mode, not the file's permissions
+            with pytest.raises(MlmmError, match=r"open read-only \(readonly=True\)") as err:
+                write()
+            assert "writable" not in str(err.value) and "\n" not in str(err.value)
     assert _folder(path) == before  # no empty r.db-wal / r.db-shm left, same bytes
 
 
@@ -325,6 +332,28 @@ def test_a_reader_and_a_writer_share_a_store_and_the_last_to_close_tidies(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
     with ResultsStore(path, readonly=True) as db:  # nothing lost on the way
         assert sorted(db.status().values()) == ["pending", "running"]
+
+
+def test_a_reader_closing_after_a_killed_writer_merges_its_log_and_loses_nothing(tmp_path):
+    path = tmp_path / "r.db"
+    ResultsStore(path).close()
+    reader = ResultsStore(path, readonly=True)  # open while the writer below writes and dies
+    script = (  # a writer killed before it closed: its committed write is only in the log
+        "import os, signal, sqlite3\n"
+        f"db = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+        "db.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "db.execute(\"INSERT INTO specs VALUES ('s', 'text', NULL, 1.0)\")\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert child.returncode == -9
+    assert (tmp_path / "r.db-wal").stat().st_size > 0  # unmerged
+    assert reader.specs().name.tolist() == ["s"]
+    reader.close()  # the last connection: merges the log into the store, removes the files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
+    with closing(sqlite3.connect(path)) as raw:  # the file alone holds the write
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert raw.execute("SELECT name FROM specs").fetchall() == [("s",)]
 
 
 def test_reading_never_turns_a_missing_or_empty_file_into_a_store(tmp_path):

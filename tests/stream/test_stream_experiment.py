@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -102,6 +103,29 @@ def test_a_step_or_window_too_long_for_the_stream_is_one_line_before_training(mo
     assert len(experiment.step_times(test, policy)) == experiment.MIN_STREAM_STEPS
     with pytest.raises(MlmmError, match="window of 1000 s is longer than the test part"):
         run_stream("synthetic", "late-fusion", window=1000.0, epochs=1)
+
+
+def test_the_longest_step_or_window_advised_for_a_long_stream_fits():
+    # the bound was printed with :g (6 significant digits): 1999.777 s became 1999.78 s, a
+    # step that leaves 9 steps in the test part, refused again
+    parts = {  # _check_steps reads only each part's start and end
+        "training": SimpleNamespace(start=0.0, end=42_000.0),
+        "test": SimpleNamespace(start=42_000.0, end=60_000.0),
+    }
+    for policy in (
+        experiment.StreamPolicy(window=2.0, step=1e5),
+        experiment.StreamPolicy(window=20_000.0, step=1.0),
+    ):
+        with pytest.raises(MlmmError, match="at most") as err:
+            experiment._check_steps("synthetic", parts, policy)
+        most = float(str(err.value).split("at most ")[1].split(" s")[0])
+        advised = (
+            experiment.StreamPolicy(window=2.0, step=most)
+            if policy.step > 1
+            else experiment.StreamPolicy(window=most, step=1.0)
+        )
+        assert most in (1999.777, 17991.0)
+        assert len(experiment.step_times(parts["test"], advised)) == experiment.MIN_STREAM_STEPS
 
 
 def test_mlmm_stream_with_a_step_longer_than_the_stream_says_so(monkeypatch, capsys, tmp_path):

@@ -343,7 +343,8 @@ class ResultsStore:
     readonly : bool, default False
         Open for reading only (reports, exports): a missing or empty file is refused instead
         of becoming a store, nothing is written, a store in a read-only folder opens, and no
-        empty ``-wal``/``-shm`` file is left beside the store once it is closed.
+        empty ``-wal``/``-shm`` file is left beside a store (and folder) you may write once it
+        is closed.
     busy_timeout : float, optional
         Seconds to wait for a lock another process holds before failing with "busy"
         (default :data:`BUSY_TIMEOUT_SECONDS`).
@@ -428,8 +429,8 @@ class ResultsStore:
         and only a connection allowed to write removes them, when it is the last to close: a
         ``mode=ro`` reader would leave both behind, empty, next to a store it only read. So a
         store in a writable place is read through a read-write connection with ``query_only``
-        (any write is refused, as on a read-only file): reading leaves the store's bytes as
-        they were, and on close SQLite's own housekeeping runs as for any connection (the last
+        (any write is refused, as on a read-only file): reading changes nothing, and on close
+        SQLite's own housekeeping runs as for any connection (the last
         to close merges a log into the store, crash-safe, and removes the two files; a writer
         still open keeps them). ``mode=rw`` never creates the file. A store that cannot be
         written (file or folder read-only) is opened ``mode=ro``.
@@ -618,6 +619,11 @@ class ResultsStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error): one writer at a time."""
+        if self.readonly:  # SQLite's refusal would blame the file's permissions, not the mode
+            raise MlmmError(
+                f"{self.path} is open read-only (readonly=True) and this call writes to it; "
+                f"open it with ResultsStore(path) to write"
+            )
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db

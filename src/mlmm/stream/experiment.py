@@ -147,8 +147,9 @@ def _check_steps(stream: str, parts: dict[str, EventStream], policy: StreamPolic
 
 
 def _down(seconds: float) -> str:
-    """``seconds`` rounded down to the millisecond, as text (a bound that still holds)."""
-    return f"{np.floor(seconds * 1000) / 1000:g}"
+    """``seconds`` rounded down to the millisecond, as text (a bound that still holds; not
+    ``:g``, whose 6 significant digits round 1999.777 up to 1999.78)."""
+    return f"{np.floor(seconds * 1000) / 1000:.3f}".rstrip("0").rstrip(".")
 
 
 def run_stream(
@@ -183,7 +184,9 @@ def run_stream(
         ``"none"`` to train on complete windows only). Classification also trains the method
         on complete windows for the baselines.
     window, step : float, optional
-        Seconds; defaults in :data:`DEFAULT_WINDOWS`.
+        Seconds; defaults in :data:`DEFAULT_WINDOWS`. They must leave each part of the
+        stream (training and test) at least :data:`MIN_STREAM_STEPS` steps, or the run is
+        refused before any training.
     seed, epochs, params, stream_params
     time_bins : int
         Bins of the score over time.
