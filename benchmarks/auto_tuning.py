@@ -69,6 +69,9 @@ CASES = {
     "hw05": ("handwritten", {}, "mcar:0.5", 0.2),
     "small": ("handwritten", {}, "mcar:0.3:unit=samples", 0.9),
     "syn1000": ("synthetic", {"n_samples": 11000}, "mcar:0.5", 10000 / 11000),
+    # benchmarks/auto.py's small synthetic part: 300 training samples of SMALL["synthetic"],
+    # test_size computed as its run("small", ...) computes it (the ninth round's fifth case)
+    "syn300": ("synthetic", {"n_samples": 10300}, "mcar:0.3:unit=samples", 1 - 300 / 10300),
 }
 
 

@@ -315,3 +315,105 @@ def test_evidence_scale_cv_scores_the_out_of_fold_product_rule_with_per_view_pri
         z = torch.from_numpy(prior + beta * (log_p - prior)).log_softmax(1)
         expected.append(-z[np.arange(n), y].mean().item())
     np.testing.assert_allclose(model.cv_losses["evidence_scale"], expected, rtol=1e-5)
+
+
+WIDE_GRID = [1, 3, 10, 30, 100, 300, 1000]
+
+
+def test_C_grid_defaults_to_C_GRID_and_the_same_grid_given_fits_the_same_model():
+    data = _two_views(90, np.random.default_rng(0))
+    default = create_method("per-modality-kernel", data.specs, data.task, C="cv", kernel="linear")
+    assert default.C_grid is None and default.get_hyperparameters()["C_grid"] is None
+    given = create_method(  # the same values, unsorted and repeated: stored sorted, once
+        "per-modality-kernel",
+        data.specs,
+        data.task,
+        C="cv",
+        kernel="linear",
+        C_grid=[100, 3, 1.0, 30, 10, 3],
+    )
+    assert given.C_grid == C_GRID and isinstance(given.C_grid, tuple)
+    for model in (default, given):
+        Trainer(progress=False).fit(model, data)
+    assert given.view_C == default.view_C and given.cv_losses == default.cv_losses
+    assert all(torch.equal(given.coef[n], default.coef[n]) for n in ("a", "b"))
+
+
+def test_a_wider_C_grid_chooses_beyond_100_where_the_held_out_loss_still_falls():
+    data = _two_views(90, np.random.default_rng(0))  # view a: clean, C_GRID's top binds
+    default = create_method("per-modality-kernel", data.specs, data.task, C="cv", kernel="linear")
+    wide = create_method(
+        "per-modality-kernel", data.specs, data.task, C="cv", kernel="linear", C_grid=WIDE_GRID
+    )
+    for model in (default, wide):
+        Trainer(progress=False).fit(model, data)
+    assert default.view_C["a"] == 100.0
+    losses = wide.cv_losses["C"]["a"]
+    assert len(losses) == len(WIDE_GRID) and losses[:5] == default.cv_losses["C"]["a"]
+    assert losses[5] < losses[4]  # still falling past 100
+    assert wide.view_C["a"] in (300.0, 1000.0)
+    assert wide.view_C["a"] == WIDE_GRID[int(np.argmin(losses))]
+    assert wide.view_C["b"] == default.view_C["b"] == 1.0  # the noisy view keeps the low end
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"C": "cv", "C_grid": []}, "C_grid must hold at least one positive number"),
+        ({"C": "cv", "C_grid": [1.0, 0.0]}, r"C_grid\[1\] must be in \(0"),
+        ({"C": "cv", "C_grid": [-3]}, r"C_grid\[0\] must be in \(0"),
+        ({"C": "cv", "C_grid": [1.0, float("nan")]}, r"C_grid\[1\] must be a finite number"),
+        ({"C": "cv", "C_grid": [float("inf")]}, r"C_grid\[0\] must be a finite number"),
+        ({"C": "cv", "C_grid": ["10"]}, r"C_grid\[0\] must be a number"),
+        ({"C": "cv", "C_grid": "1,10"}, "C_grid must be a list of positive numbers"),
+        ({"C": "cv", "C_grid": 10.0}, "C_grid must be a list of positive numbers"),
+        (
+            {"C": 10.0, "C_grid": [1, 10]},
+            r'C_grid is the grid C="cv" chooses from, got it with C=10',
+        ),
+        ({"C": {"u": 1.0, "v": 2.0}, "C_grid": [1, 10]}, 'give C="cv", or leave C_grid out'),
+    ],
+)
+def test_bad_C_grids_are_one_line_errors(kwargs, match):
+    with pytest.raises(MlmmError, match=match) as err:
+        create_method("per-modality-kernel", SPECS, TaskSpec("classification", 2), **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_a_C_grid_is_saved_with_the_model_and_reloads_with_its_choice(tmp_path):
+    data = _two_views(120, np.random.default_rng(1), b_shape=(6,))
+    model = create_method(
+        "per-modality-kernel", data.specs, data.task, C="cv", C_grid=WIDE_GRID, n_components=30
+    )
+    trained = Trainer(progress=False).fit(model, data)
+    assert set(model.view_C.values()) <= set(WIDE_GRID)
+    # built from the choice: the grid, which only "cv" reads, is not passed with it
+    assert model.resolved_hyperparameters() == {"C": model.view_C, "C_grid": None}
+    trained.save(tmp_path / "kernel")
+    loaded = TrainedModel.load(tmp_path / "kernel")
+    given = loaded.model.get_hyperparameters()
+    assert given["C"] == "cv" and list(given["C_grid"]) == WIDE_GRID
+    assert loaded.model.view_C == model.view_C
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
+
+
+def test_an_auto_ensemble_member_with_a_C_grid_has_a_stable_label_and_reloads(tmp_path):
+    from mlmm.methods.combination.auto_ensemble import member_label
+
+    data = contract_dataset()
+    kernel = {"method": "per-modality-kernel", "params": {"C": "cv", "C_grid": WIDE_GRID}}
+    label = "per-modality-kernel[C=cv,C_grid=[1, 3, 10, 30, 100, 300, 1000]]"
+    assert member_label(kernel) == label
+    assert member_label({**kernel, "params": dict(reversed(kernel["params"].items()))}) == label
+    member = {**kernel, "params": {**kernel["params"], "n_components": 20}}
+    model = create_method(
+        "auto-ensemble",
+        data.specs,
+        data.task,
+        members=[member, {"method": "per-modality-logistic"}],
+        weights=[0.5, 0.5],
+    )
+    trained = Trainer(progress=False).fit(model, data)
+    trained.save(tmp_path / "auto")
+    loaded = TrainedModel.load(tmp_path / "auto")
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))

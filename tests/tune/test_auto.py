@@ -460,8 +460,10 @@ def test_default_portfolio_follows_the_budget_and_the_data_width():
 
 
 def test_the_kernel_member_joins_from_500_training_samples_with_a_note_otherwise():
-    # each modality's C chosen by inner CV since AUTO_REVISION 6 (the eighth design round)
-    kernel = {"method": "per-modality-kernel", "params": {"C": "cv"}}
+    # each modality's C chosen by inner CV since AUTO_REVISION 6 (the eighth design round),
+    # from 1 to 1,000 since AUTO_REVISION 7 (the ninth)
+    grid = [1, 3, 10, 30, 100, 300, 1000]
+    kernel = {"method": "per-modality-kernel", "params": {"C": "cv", "C_grid": grid}}
     assert auto_module.KERNEL_MIN_SAMPLES == ANCHOR_MIN_ROWS == 500
     joined, notes = default_portfolio(_vectors(500, 46), "medium")
     assert joined[-1] == kernel  # last, after the deep members
@@ -469,10 +471,12 @@ def test_the_kernel_member_joins_from_500_training_samples_with_a_note_otherwise
     left, notes = default_portfolio(_vectors(499, 46), "medium")
     assert "per-modality-kernel" not in {m["method"] for m in left}
     (note,) = [n for n in notes if n["method"] == "per-modality-kernel"]
-    assert note["model"] == "per-modality-kernel[C=cv]"
+    assert note["model"] == "per-modality-kernel[C=cv,C_grid=[1, 3, 10, 30, 100, 300, 1000]]"
     assert note["note"] == "needs 500 training samples, got 499"
     same = [(m["method"], m["params"]) for m in left]  # nothing else changes
     assert [(m["method"], m["params"]) for m in joined[:-1]] == same
+    joined[-1]["params"]["C_grid"].append(3000)  # each portfolio holds a copy of the grid
+    assert auto_module.KERNEL_MEMBER["params"]["C_grid"] == grid
 
 
 def _vectors(n_samples, width):

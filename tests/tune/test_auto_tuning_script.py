@@ -242,3 +242,15 @@ def test_an_extra_member_already_in_the_default_portfolio_is_refused(tuning):
     other = {**kernel, "params": {**kernel["params"], "C": 0.003}}
     tuning.check_extra([other], base(n), n, "hw05")  # another C: a member of its own
     tuning.check_extra([kernel], base(n - 1), n - 1, "small")  # below the gate: not in the base
+
+
+def test_the_syn300_case_is_auto_benchmarks_small_synthetic_part(tuning, auto_script):
+    # the ninth round's fifth case: the same data, split and masks as benchmarks/auto.py's
+    # run("small", "synthetic", ...) builds (its test_size computed the same way, to the bit)
+    dataset, params, missing, test_size = tuning.CASES["syn300"]
+    small, n_train = auto_script.SMALL["synthetic"]
+    assert (dataset, params, missing) == ("synthetic", small, "mcar:0.3:unit=samples")
+    assert test_size == 1 - n_train / small["n_samples"]
+    train = tuning.training_part("syn300", 100)
+    assert train.n_samples == n_train == 300
+    assert 0.8 < train.observed.mean() < 1.0  # 30% of the samples lose some modality

@@ -23,13 +23,14 @@ they rarely are, so its probabilities are over-confident when several correlated
 are present (``method="auto"`` weighs it against the other members on out-of-fold log loss).
 ``evidence_scale`` tempers the summed evidence by one factor ``beta`` (``"cv"``: chosen on
 out-of-fold predictions of the training rows), and ``C="cv"`` chooses each view's penalty by
-its own inner cross-validation (the eighth design round of ``method="auto"``, docs/auto.md).
+its own inner cross-validation (the eighth design round of ``method="auto"``, docs/auto.md)
+from ``C_grid`` (the ninth round's option).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ from mlmm.tune.space import Categorical, Float
 KERNELS = ("rbf", "linear")
 #: Seeds the landmark draw (a modality with more than ``n_components`` training rows).
 LANDMARK_SEED = 0
-#: The per-view penalties ``C="cv"`` chooses from.
+#: The per-view penalties ``C="cv"`` chooses from (unless ``C_grid`` gives others).
 C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 #: The evidence scales ``beta`` ``evidence_scale="cv"`` chooses from (1: the product rule).
 EVIDENCE_SCALE_GRID = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -82,6 +83,23 @@ def nystroem(
     keep = values > 1e-6 * values[-1]
     projection = (vectors[:, keep] / np.sqrt(values[keep])).T  # [R, L]
     return landmarks, projection
+
+
+def check_C_grid(C_grid: Any) -> tuple[float, ...]:
+    """``C_grid`` as :class:`PerModalityKernel` stores it: a non-empty sequence of positive
+    finite numbers, sorted and without repeats, as a tuple of floats; a one-line
+    :class:`MlmmError` otherwise."""
+    if isinstance(C_grid, np.ndarray) and C_grid.ndim == 1:
+        C_grid = C_grid.tolist()
+    if isinstance(C_grid, (str, bytes, Mapping)) or not isinstance(C_grid, Sequence):
+        raise MlmmError(
+            f"C_grid must be a list of positive numbers, got {C_grid!r}; e.g. [1, 10, 100]"
+        )
+    if not C_grid:
+        raise MlmmError("C_grid must hold at least one positive number, got an empty list")
+    for i, value in enumerate(C_grid):
+        check_range(f"C_grid[{i}]", value, 0, low_inclusive=False)
+    return tuple(sorted({float(v) for v in C_grid}))
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -158,12 +176,17 @@ class PerModalityKernel(ClassicalReference):
     C : float, "cv" or mapping of modality name to float, default 10.0
         Inverse L2 penalty strength of the per-modality models, as in scikit-learn: one for
         every modality, one per modality (a mapping naming every modality), or ``"cv"``: each
-        modality's own, the value of :data:`C_GRID` with the lowest mean held-out log loss
+        modality's own, the value of ``C_grid`` with the lowest mean held-out log loss
         (regression: squared error) of that modality's model over :data:`CV_FOLDS` stratified
         folds of the training rows that have it (:func:`cv_folds`, a fixed seed; the Nyström
         map is drawn once from all those rows; ties go to the smaller ``C``; a modality with
         fewer rows than folds gets :data:`CV_FALLBACK_C`). The choice is recorded (:attr:`view_C`,
         :meth:`resolved_hyperparameters`), so a saved model reloads with it.
+    C_grid : sequence of float, optional
+        The values ``C="cv"`` chooses from (positive, finite; kept sorted, without repeats, as a
+        tuple); ``None``, the default, is :data:`C_GRID` (1, 3, 10, 30, 100). Only with
+        ``C="cv"``: given with a number or a mapping for ``C`` it is an error, since nothing
+        would read it.
     evidence_scale : float or "cv", default 1.0
         ``beta``, the factor on the summed evidence of the present modalities: 1 is the product
         rule, below 1 tempers its over-confidence when the modalities are correlated.
@@ -202,8 +225,9 @@ class PerModalityKernel(ClassicalReference):
         ``evidence_scale="cv"``; 1.0 is used meanwhile).
     cv_losses : dict
         After a fit with ``"cv"``: ``cv_losses["C"][name]``, the held-out loss of every
-        :data:`C_GRID` value for modality ``name``, and ``cv_losses["evidence_scale"]``, the
-        fused log loss of every :data:`EVIDENCE_SCALE_GRID` value (not saved).
+        ``C_grid`` value (in its sorted order) for modality ``name``, and
+        ``cv_losses["evidence_scale"]``, the fused log loss of every
+        :data:`EVIDENCE_SCALE_GRID` value (not saved).
 
     References
     ----------
@@ -244,9 +268,17 @@ class PerModalityKernel(ClassicalReference):
         n_components: int = 500,
         max_iter: int = 1000,
         evidence_scale: float | str = 1.0,
+        C_grid: Sequence[float] | None = None,
     ) -> None:
         super().__init__(specs, task)
         names = [s.name for s in self.specs]
+        if C_grid is not None:
+            C_grid = check_C_grid(C_grid)
+            if not isinstance(C, str):
+                raise MlmmError(
+                    f'C_grid is the grid C="cv" chooses from, got it with C={C!r}; give C="cv", '
+                    f"or leave C_grid out"
+                )
         if isinstance(C, str):
             if C != "cv":
                 raise MlmmError(f'C must be a positive number, "cv" or a mapping, got {C!r}')
@@ -284,6 +316,7 @@ class PerModalityKernel(ClassicalReference):
         if kernel not in KERNELS:
             raise MlmmError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
         self.C, self.gamma, self.kernel = C, gamma, kernel
+        self.C_grid = C_grid
         self.evidence_scale = evidence_scale
         self.cv_losses: dict[str, Any] = {}
         self.n_components, self.max_iter = n_components, max_iter
@@ -318,6 +351,8 @@ class PerModalityKernel(ClassicalReference):
         resolved: dict[str, Any] = {}
         if isinstance(self.C, str) and self.view_C is not None:
             resolved["C"] = dict(self.view_C)
+            if self.C_grid is not None:  # chosen already: the grid goes with "cv" only
+                resolved["C_grid"] = None
         if isinstance(self.evidence_scale, str) and self.beta is not None:
             resolved["evidence_scale"] = self.beta
         return resolved
@@ -373,18 +408,19 @@ class PerModalityKernel(ClassicalReference):
             self.beta = self.choose_beta(phis, present, target, random_state)
 
     def choose_C(self, name: str, phi: np.ndarray, y: np.ndarray, random_state: int) -> float:
-        """The :data:`C_GRID` value with the lowest held-out loss of modality ``name``'s model
-        on its features ``phi [N_m, F]`` and targets ``y [N_m]`` (:func:`cv_folds`), recorded
-        in :attr:`cv_losses`."""
+        """The ``C_grid`` value (:data:`C_GRID` by default) with the lowest held-out loss of
+        modality ``name``'s model on its features ``phi [N_m, F]`` and targets ``y [N_m]``
+        (:func:`cv_folds`), recorded in :attr:`cv_losses`."""
         folds = cv_folds(y, self.task.is_classification)
         if not folds:
             self.cv_losses["C"][name] = []
             return CV_FALLBACK_C
+        grid = C_GRID if self.C_grid is None else tuple(self.C_grid)
         losses = [
-            held_out_loss(phi, y, self.task, c, self.max_iter, random_state, folds) for c in C_GRID
+            held_out_loss(phi, y, self.task, c, self.max_iter, random_state, folds) for c in grid
         ]
         self.cv_losses["C"][name] = [float(v) for v in losses]
-        return C_GRID[int(np.argmin(losses))]
+        return grid[int(np.argmin(losses))]
 
     def choose_beta(
         self,
