@@ -45,6 +45,8 @@ class NotFittedError(MlmmError, _SkNotFitted):
 
 
 _ON_EMPTY = ("error", "prior")
+#: fit_auto's keywords the estimator sets from its own parameters (not from method_params).
+_AUTO_FROM_ESTIMATOR = ("seed", "batch_size", "lr", "device", "info")
 _PARTIAL = ("error", "missing")
 
 
@@ -399,9 +401,10 @@ class _MissingModalityEstimator(BaseEstimator):
     def _fit_auto(self, data: MultimodalDataset, condition, seed: int):
         """``method="auto"``: :func:`mlmm.tune.auto.fit_auto` on all of ``data`` (its inner
         cross-validation replaces the validation split), ``method_params`` passed to it."""
-        from mlmm.tune.auto import check_auto_precision, fit_auto
+        from mlmm.tune.auto import check_auto_options, check_auto_precision, fit_auto
 
         check_auto_precision(self.precision)
+        check_auto_options(self.method_params, _AUTO_FROM_ESTIMATOR)
         train, _ = simulate(data, condition.train, rng_for(seed, "train-mask"))
         self.trained_ = fit_auto(
             train,

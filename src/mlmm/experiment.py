@@ -219,9 +219,10 @@ def run_experiment(
         "train_mask": train_mask.to_dict(),
     }
     if method == "auto":
-        from mlmm.tune.auto import check_auto_precision, fit_auto
+        from mlmm.tune.auto import check_auto_options, check_auto_precision, fit_auto
 
         check_auto_precision(trainer.precision)
+        check_auto_options(method_params, ("seed", "batch_size", "lr", "device", "info"))
         trained = fit_auto(
             train,
             **{

@@ -212,6 +212,36 @@ def default_portfolio(
     return members, notes
 
 
+def check_auto_options(options: Mapping[str, Any] | None, given_by: Sequence[str] = ()) -> None:
+    """Refuse, in one line, an option :func:`fit_auto` does not take (where the call would
+    raise ``TypeError``), or one the caller sets itself (``given_by``: e.g. the estimator's
+    ``random_state`` is the seed), before any training.
+
+    Parameters
+    ----------
+    options : mapping, optional
+        The options given for ``method="auto"`` (``method_params``, ``--param``).
+    given_by : sequence of str
+        Names of :func:`fit_auto` keywords that the caller passes from its own settings.
+    """
+    import inspect
+
+    from mlmm.errors import did_you_mean
+
+    accepted = [k for k in inspect.signature(fit_auto).parameters if k not in ("train", *given_by)]
+    for key in options or {}:
+        if key in given_by:
+            raise MlmmError(
+                f"method 'auto' takes {key!r} from the caller's own setting, not from its "
+                f"options; set it there (the estimator's random_state, batch_size, lr or "
+                f"device; mlmm train's --seed, --batch-size, --lr or --device)"
+            )
+        if key not in accepted:
+            raise MlmmError(
+                f"method 'auto' has no option {key!r}.{did_you_mean(str(key), accepted)}"
+            )
+
+
 def check_auto_precision(precision: str | int) -> None:
     """Refuse a mixed precision for ``method="auto"`` in one line: the ensemble trains and
     predicts in float32, since its reference members fit outside the shared loop and a mixed
@@ -309,6 +339,10 @@ def fit_auto(
     if time_limit is not None:
         check_range("time_limit", time_limit, 0, low_inclusive=False)
     check_range("seed", seed, 0, integer=True)
+    if cache_dir is not None and not isinstance(cache_dir, (str, Path)):
+        raise MlmmError(
+            f"cache_dir must be a folder path (str or Path), got {cache_dir!r}; pass a path"
+        )
     if not isinstance(train, MultimodalDataset):
         raise MlmmError(f"fit_auto needs a MultimodalDataset, got {type(train).__name__}")
     if train.task.is_multilabel:  # its ensemble mixes single-label probabilities
@@ -317,6 +351,9 @@ def fit_auto(
             "method listed by `mlmm methods --task multilabel` instead"
         )
     train = _nonempty(train)
+    # before any member trains: a modality absent from every row is one error, not one per
+    # member (each would be skipped with it, then "no portfolio member could be trained")
+    standardizer = Standardizer().fit(train)
     if train.n_samples < 2 * settings["folds"]:
         raise MlmmError(
             f"{settings['folds']}-fold inner cross-validation needs at least "
@@ -326,6 +363,11 @@ def fit_auto(
     if portfolio is None:
         candidates, skipped = default_portfolio(train, budget)
     else:
+        if isinstance(portfolio, (str, Mapping)):  # iterating it would give letters or keys
+            raise MlmmError(
+                f"portfolio must be a list of method names or dicts, got {portfolio!r}; "
+                f"write a list, e.g. [{portfolio!r}]"
+            )
         candidates, skipped = [_as_member(m, train.n_samples) for m in portfolio], []
         if not candidates:
             raise MlmmError("portfolio is empty; name at least one method, e.g. ['hemis']")
@@ -366,7 +408,6 @@ def fit_auto(
         members = [{**r["member"], "name": r["model"], "epochs": r["epochs"]} for r, _ in chosen]
         board = _leaderboard(results, ok, weights, skipped, train, anchored_on)
         bar.add_total(len(members))
-        standardizer = Standardizer().fit(train)
         train_s = standardizer.transform(train)
         ensemble = AutoEnsemble(
             train.specs,
@@ -529,7 +570,7 @@ def bagged_ensemble_selection(
 
 # ---------------------------------------------------------------------- internals
 def _budget(budget: str) -> dict[str, Any]:
-    if budget not in BUDGETS:
+    if not isinstance(budget, str) or budget not in BUDGETS:
         raise MlmmError(f"budget must be one of {list(BUDGETS)}, got {budget!r}")
     return BUDGETS[budget]
 

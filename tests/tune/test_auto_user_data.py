@@ -1,0 +1,113 @@
+"""``method="auto"`` on a user's own data: wrong options and unusual data are one-line errors
+before any member trains."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import mlmm
+from mlmm import cli
+from mlmm.errors import MlmmError
+from mlmm.tune import auto as auto_module
+from mlmm.tune.auto import check_auto_options, fit_auto
+
+FAST = {"budget": "fast", "folds": 2, "max_epochs": 2, "rounds": 5, "progress": False}
+
+
+def _arrays(n: int = 40, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = {"a": rng.normal(size=(n, 3)), "b": rng.normal(size=(n, 2))}
+    return X, (X["a"][:, 0] > 0).astype(int)
+
+
+def _no_member_may_train(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a member trained before the settings were checked")
+
+    monkeypatch.setattr(auto_module, "_fit_fold", refuse)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"budget": ["fast"]}, r"budget must be one of .*got \['fast'\]"),
+        ({"portfolio": "hemis"}, r"portfolio must be a list .*\['hemis'\]"),
+        ({"portfolio": {"method": "hemis"}}, "portfolio must be a list"),
+        ({"cache_dir": 3}, "cache_dir must be a folder path"),
+    ],
+)
+def test_options_of_the_wrong_type_are_one_line_errors(kwargs, match, monkeypatch):
+    _no_member_may_train(monkeypatch)
+    X, y = _arrays()
+    with pytest.raises(MlmmError, match=match):
+        fit_auto(mlmm.from_arrays(X, y), **{**FAST, **kwargs})
+
+
+def test_a_modality_absent_from_every_training_row_is_one_error_before_training(monkeypatch):
+    _no_member_may_train(monkeypatch)
+    X, y = _arrays()
+    X["b"][:] = np.nan
+    for estimator, target in (
+        (mlmm.MissingModalityClassifier, y),
+        (mlmm.MissingModalityRegressor, X["a"].sum(axis=1)),
+    ):
+        model = estimator(method="auto", method_params={k: v for k, v in FAST.items()})
+        with pytest.raises(MlmmError, match="^modality 'b' is absent from every training sample"):
+            model.fit(X, target)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"bugdet": "fast"}, "method 'auto' has no option 'bugdet'. Did you mean 'budget'"),
+        ({"seed": 3}, "'auto' takes 'seed' from the caller's own setting"),
+        ({"lr": 0.1}, "'auto' takes 'lr' from the caller's own setting"),
+    ],
+)
+def test_estimator_method_params_that_auto_does_not_take_are_one_line_errors(
+    params, match, monkeypatch
+):
+    _no_member_may_train(monkeypatch)
+    X, y = _arrays()
+    clf = mlmm.MissingModalityClassifier(method="auto", method_params={**FAST, **params})
+    with pytest.raises(MlmmError, match=match):
+        clf.fit(X, y)
+
+
+def test_check_auto_options_accepts_every_documented_option():
+    check_auto_options(
+        {
+            "budget": "fast",
+            "folds": 2,
+            "max_epochs": 3,
+            "rounds": 5,
+            "bags": 2,
+            "portfolio": ["hemis"],
+            "time_limit": 10.0,
+            "cache_dir": "cache",
+            "progress": False,
+        },
+        ("seed", "batch_size", "lr", "device", "info"),
+    )
+
+
+@pytest.mark.parametrize(
+    "param, message",
+    [
+        ("nosuch=1", "error: method 'auto' has no option 'nosuch'"),
+        ("seed=3", "error: method 'auto' takes 'seed' from the caller's own setting"),
+    ],
+)
+def test_cli_train_auto_with_an_unknown_param_is_one_line(
+    param, message, monkeypatch, capsys, tmp_path
+):
+    _no_member_may_train(monkeypatch)
+    argv = ["mlmm", "train", "--dataset", "synthetic", "--dataset-param", "n_samples=60"]
+    argv += ["--method", "auto", "--param", param, "--out", str(tmp_path / "m"), "--quiet"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message)
