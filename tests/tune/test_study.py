@@ -241,6 +241,45 @@ def test_an_unknown_trainer_parameter_stops_before_any_trial(monkeypatch):
     assert spy.fits == 0
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"trainer": {"max_epochs": 0}}, "^max_epochs must be in"),
+        ({"method_params": {"embed_dim": "abc"}}, "fixed hyperparameters .* embed_dim must be"),
+        ({"method_params": {"embed_dim": -3}}, "fixed hyperparameters .* embed_dim must be in"),
+    ],
+)
+def test_a_value_every_trial_would_fail_on_stops_before_any_trial(kwargs, match, monkeypatch):
+    # was: each trial failed on it in turn, said only once the whole budget was spent
+    spy = Spy(monkeypatch)
+    with pytest.raises(MlmmError, match=match):
+        small_tune(**kwargs)
+    assert spy.fits == 0
+
+
+def test_a_fixed_value_that_builds_beside_some_sampled_points_is_tuned():
+    # masked-attention needs embed_dim divisible by n_heads: 10 fails at the default 4 heads
+    space = {"n_heads": Categorical([5, 10])}
+    args = {**SMALL, "space": space, "n_trials": 1, "method_params": {"embed_dim": 10}}
+    result = tune(tagged_dataset(), "masked-attention", **args)
+    assert result.params["embed_dim"] == 10 and result.params["n_heads"] in (5, 10)
+
+
+def test_a_modality_absent_from_every_training_row_stops_before_any_trial(monkeypatch):
+    spy = Spy(monkeypatch)
+    data = tagged_dataset()
+    data.inputs["b"][:] = np.nan
+    data = mlmm.from_arrays(data.inputs, data.targets)
+    with pytest.raises(MlmmError, match="^modality 'b' is absent from every training sample"):
+        tune(data, "hemis", **{**SMALL, "missing": "none"})
+    assert spy.fits == 0
+
+
+def test_method_auto_is_not_tuned_and_says_how_to_train_it():
+    with pytest.raises(MlmmError, match="method 'auto' is not tuned: .*mlmm train --method auto"):
+        tune(tagged_dataset(), "auto", **SMALL)
+
+
 def test_a_resumed_study_writes_the_same_parameters_file_as_a_fresh_one(tmp_path):
     # was: trials read back from the store had their keys sorted (dropout before embed_dim,
     # batch_size before lr), so two identical commands wrote two different files

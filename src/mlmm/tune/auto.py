@@ -242,6 +242,18 @@ def check_auto_options(options: Mapping[str, Any] | None, given_by: Sequence[str
             )
 
 
+def check_every_modality_seen(data: MultimodalDataset) -> None:
+    """Refuse, in one line, training data in which a modality is absent from every row: no
+    member could standardise or learn it (the message :class:`Standardizer` gives)."""
+    seen = np.asarray(data.observed).any(axis=0)  # [M]
+    for name, present in zip(data.modality_names, seen, strict=True):
+        if not present:
+            raise MlmmError(
+                f"modality {name!r} is absent from every training sample, so it cannot be "
+                f"standardised or learned; drop it or use a training missingness that keeps it"
+            )
+
+
 def check_auto_precision(precision: str | int) -> None:
     """Refuse a mixed precision for ``method="auto"`` in one line: the ensemble trains and
     predicts in float32, since its reference members fit outside the shared loop and a mixed
@@ -353,7 +365,7 @@ def fit_auto(
     train = _nonempty(train)
     # before any member trains: a modality absent from every row is one error, not one per
     # member (each would be skipped with it, then "no portfolio member could be trained")
-    standardizer = Standardizer().fit(train)
+    check_every_modality_seen(train)
     if train.n_samples < 2 * settings["folds"]:
         raise MlmmError(
             f"{settings['folds']}-fold inner cross-validation needs at least "
@@ -408,6 +420,7 @@ def fit_auto(
         members = [{**r["member"], "name": r["model"], "epochs": r["epochs"]} for r, _ in chosen]
         board = _leaderboard(results, ok, weights, skipped, train, anchored_on)
         bar.add_total(len(members))
+        standardizer = Standardizer().fit(train)
         train_s = standardizer.transform(train)
         ensemble = AutoEnsemble(
             train.specs,

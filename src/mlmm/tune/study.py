@@ -380,6 +380,12 @@ def tune_training_data(
     ``context`` (where ``train`` came from) and ``run_key`` are stored with the study.
     """
     optuna = _optuna()
+    if method == "auto":  # not a registered method: fit_auto's own inner CV chooses for it
+        raise MlmmError(
+            "method 'auto' is not tuned: it chooses its members by its own inner "
+            "cross-validation; train it (mlmm train --method auto, --param budget=...) or tune "
+            "one registered method"
+        )
     cls = METHODS.get(method).obj
     fixed = dict(method_params or {})
     parameters = method_parameters(cls)
@@ -389,6 +395,7 @@ def tune_training_data(
                 f"method {method!r} has no hyperparameter {key!r}; accepted: {', '.join(parameters)}"
             )
     check_trainer_params(trainer)  # else every trial fails on it, said only at the end
+    Trainer(**{**(trainer or {}), "progress": False})  # its values too (max_epochs=0...)
     method_space = dict(cls.search_space if space is None else space)
     check_space(method, method_space, parameters)
     method_space = {k: v for k, v in method_space.items() if k not in fixed}
@@ -401,6 +408,7 @@ def tune_training_data(
             f"method {method!r} has nothing to tune: its search space is empty; give a space "
             f"(space={{'name': Float(low, high)}}) or declare search_space on the method"
         )
+    _check_before_trials(train, method, fixed, method_space)
     fold_indices = study_folds(train, settings.folds, settings.seed)
     n_folds = len(fold_indices)
     settings = TuneSettings(settings.trials, settings.timeout, n_folds, settings.seed)
@@ -464,6 +472,34 @@ def tune_training_data(
         if db is not None:
             db.close()
     return _result(method, fixed, records, settings, key, train, trainer_space, config)
+
+
+def _check_before_trials(
+    train: MultimodalDataset,
+    method: str,
+    fixed: dict[str, Any],
+    method_space: Mapping[str, Dimension],
+) -> None:
+    """One error before the study for what would fail every trial alike: a modality absent
+    from every training row, or fixed hyperparameters that build the method at no point (its
+    defaults, or the space's low or high corner; a value wrong only beside some sampled ones
+    stays a failed trial)."""
+    from mlmm.tune.auto import check_every_modality_seen
+
+    check_every_modality_seen(train)
+    if not fixed:
+        return
+    points = [{}] + [
+        {key: dim.corners()[end] for key, dim in method_space.items()} for end in (0, -1)
+    ]
+    first = None
+    for point in points:
+        try:
+            create_method(method, train.specs, train.task, **{**point, **fixed})
+            return
+        except MlmmError as err:
+            first = first or err
+    raise MlmmError(f"the fixed hyperparameters {fixed} cannot build {method!r}: {first}")
 
 
 def read_params(
