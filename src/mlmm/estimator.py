@@ -12,6 +12,7 @@ The estimators follow scikit-learn's conventions (``random_state``, ``n_features
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -47,6 +48,8 @@ class NotFittedError(MlmmError, _SkNotFitted):
 _ON_EMPTY = ("error", "prior")
 #: fit_auto's keywords the estimator sets from its own parameters (not from method_params).
 _AUTO_FROM_ESTIMATOR = ("seed", "batch_size", "lr", "device", "info")
+#: The estimator's parameters that method="auto" does not use (its budget sets them).
+_AUTO_IGNORES = ("max_epochs", "weight_decay", "patience", "val_size")
 _PARTIAL = ("error", "missing")
 
 
@@ -405,6 +408,17 @@ class _MissingModalityEstimator(BaseEstimator):
 
         check_auto_precision(self.precision)
         check_auto_options(self.method_params, _AUTO_FROM_ESTIMATOR)
+        defaults = inspect.signature(_MissingModalityEstimator.__init__).parameters
+        moved = [k for k in _AUTO_IGNORES if getattr(self, k) != defaults[k].default]
+        if moved:  # set by the user and not used: said, not silently dropped
+            warnings.warn(
+                f"method='auto' ignores {', '.join(f'{k}={getattr(self, k)!r}' for k in moved)}: "
+                "its budget sets the epochs, patience and weight decay, and its inner "
+                "cross-validation replaces the validation split; cap the deep members' epochs "
+                "with method_params={'max_epochs': N}",
+                UserWarning,
+                stacklevel=4,  # fit -> _fit -> _fit_auto -> here: point at the caller of fit
+            )
         train, _ = simulate(data, condition.train, rng_for(seed, "train-mask"))
         self.trained_ = fit_auto(
             train,
@@ -438,10 +452,11 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         A registered method (``mlmm methods``), or ``"auto"``: a portfolio chosen by inner
         cross-validation on the training data and ensembled
         (:func:`mlmm.tune.auto.fit_auto`; ``max_epochs``, ``weight_decay``, ``patience`` and
-        ``val_size`` then come from its budget).
+        ``val_size`` then come from its budget, with a warning when set).
     method_params : dict, optional
         The method's hyperparameters; with ``method="auto"``, keyword arguments of
-        :func:`mlmm.tune.auto.fit_auto` (``budget``, ``folds``, ``portfolio``...).
+        :func:`mlmm.tune.auto.fit_auto` (``budget``, ``folds``, ``portfolio``...; the seed,
+        ``batch_size``, ``lr`` and ``device`` come from the estimator's own parameters).
     modalities : dict of str to list, optional
         Modality name -> its columns, to cut a table into modalities: column names for a
         DataFrame, column positions for a 2-D array (after a ``StandardScaler`` in a

@@ -2,6 +2,7 @@
 before any member trains."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -111,3 +112,14 @@ def test_cli_train_auto_with_an_unknown_param_is_one_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message)
+
+
+def test_estimator_parameters_that_auto_ignores_are_said_when_set():
+    X, y = _arrays()
+    portfolio = {**FAST, "portfolio": ["per-modality-logistic"]}
+    clf = mlmm.MissingModalityClassifier(method="auto", method_params=portfolio, max_epochs=5)
+    with pytest.warns(UserWarning, match=r"method='auto' ignores max_epochs=5: .*'max_epochs': N"):
+        clf.fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # at the defaults: nothing to say
+        mlmm.MissingModalityClassifier(method="auto", method_params=portfolio).fit(X, y)
