@@ -123,3 +123,12 @@ def test_estimator_parameters_that_auto_ignores_are_said_when_set():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # at the defaults: nothing to say
         mlmm.MissingModalityClassifier(method="auto", method_params=portfolio).fit(X, y)
+
+
+def test_a_modality_no_inner_training_fold_holds_is_one_error_before_training(monkeypatch):
+    # was: every member was skipped on that fold, then "no portfolio member could be trained"
+    _no_member_may_train(monkeypatch)
+    X, y = _arrays()
+    X["b"][1:] = np.nan  # b present in one row: the fold that holds it out trains without it
+    with pytest.raises(MlmmError, match=r"^modality 'b' is present in only 1 training sample"):
+        fit_auto(mlmm.from_arrays(X, y), **FAST)

@@ -275,6 +275,17 @@ def test_a_modality_absent_from_every_training_row_stops_before_any_trial(monkey
     assert spy.fits == 0
 
 
+def test_a_modality_a_validation_fold_trains_without_stops_before_any_trial(monkeypatch):
+    spy = Spy(monkeypatch)
+    data = tagged_dataset()
+    data.inputs["b"][1:] = np.nan  # present in one row: the fold holding it out lacks it
+    data = mlmm.from_arrays(data.inputs, data.targets)
+    with pytest.raises(MlmmError, match="^modality 'b' is present in only 1 training sample"):
+        settings = TuneSettings(trials=2, folds=2, seed=0)
+        study_module.tune_training_data(data, "hemis", settings, space=SPACE, trainer=TRAINER)
+    assert spy.fits == 0
+
+
 def test_method_auto_is_not_tuned_and_says_how_to_train_it():
     with pytest.raises(MlmmError, match="method 'auto' is not tuned: .*mlmm train --method auto"):
         tune(tagged_dataset(), "auto", **SMALL)

@@ -254,6 +254,25 @@ def check_every_modality_seen(data: MultimodalDataset) -> None:
             )
 
 
+def check_folds_see_every_modality(
+    data: MultimodalDataset, splits: Sequence[tuple[np.ndarray, np.ndarray]], what: str
+) -> None:
+    """Refuse, in one line, folds whose training part holds no row of some modality (a
+    modality present in a handful of rows, all held out together): every member or trial
+    would fail on that fold alike. ``what`` names the folds in the message."""
+    observed = np.asarray(data.observed)  # [N, M]
+    for fold, (fit_rows, _) in enumerate(splits):
+        seen = observed[fit_rows].any(axis=0)  # [M]
+        for j in np.flatnonzero(~seen):
+            count = int(observed[:, j].sum())
+            raise MlmmError(
+                f"modality {data.modality_names[j]!r} is present in only {count} training "
+                f"sample(s), and fold {fold + 1} of {len(splits)} of {what} trains without any "
+                f"of them; drop that modality"
+                + (", or use fewer folds" if count > 1 and len(splits) > 2 else "")
+            )
+
+
 def check_auto_precision(precision: str | int) -> None:
     """Refuse a mixed precision for ``method="auto"`` in one line: the ensemble trains and
     predicts in float32, since its reference members fit outside the shared loop and a mixed
@@ -391,6 +410,7 @@ def fit_auto(
     fit_settings = {k: settings[k] for k in ("folds", "max_epochs", "patience")}
     cache = _Cache(cache_dir, _fingerprint(train), {**fit_settings, **trainer_args})
     splits = _folds(train, settings["folds"], seed)
+    check_folds_see_every_modality(train, splits, "the inner cross-validation")
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
     with _Progress(progress, len(candidates) * len(splits)) as bar:

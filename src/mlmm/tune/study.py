@@ -34,6 +34,7 @@ from mlmm.errors import MlmmError
 from mlmm.methods.base import check_range
 from mlmm.methods.registry import METHODS, create_method
 from mlmm.train.trainer import Trainer, check_trainer_params
+from mlmm.tune.auto import check_every_modality_seen, check_folds_see_every_modality
 from mlmm.tune.space import (
     TRAINER_PREFIX,
     TRAINER_SPACE,
@@ -410,6 +411,7 @@ def tune_training_data(
         )
     _check_before_trials(train, method, fixed, method_space)
     fold_indices = study_folds(train, settings.folds, settings.seed)
+    check_folds_see_every_modality(train, fold_indices, "the study's validation folds")
     n_folds = len(fold_indices)
     settings = TuneSettings(settings.trials, settings.timeout, n_folds, settings.seed)
     base_trainer = {**(trainer or {}), "seed": settings.seed, "progress": False}
@@ -484,8 +486,6 @@ def _check_before_trials(
     from every training row, or fixed hyperparameters that build the method at no point (its
     defaults, or the space's low or high corner; a value wrong only beside some sampled ones
     stays a failed trial)."""
-    from mlmm.tune.auto import check_every_modality_seen
-
     check_every_modality_seen(train)
     if not fixed:
         return
