@@ -17,6 +17,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.exceptions import NotFittedError as _SkNotFitted
@@ -160,10 +161,11 @@ def _check_n_samples(n: int) -> None:
 def _encode_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``classes_`` (sorted unique labels) and each label's index in it; bad labels raise."""
     if y.dtype.kind == "O":
-        missing = np.array([v is None or (isinstance(v, float) and v != v) for v in y])
+        # None, NaN, and pandas' NA (a nullable Int64, boolean or string column with gaps)
+        missing = np.asarray(pd.isna(y), dtype=bool)
         if missing.any():
             raise MlmmError(
-                f"y has {int(missing.sum())} missing label(s) (None or NaN; first rows: "
+                f"y has {int(missing.sum())} missing label(s) (None, NaN or NA; first rows: "
                 f"{np.flatnonzero(missing)[:5].tolist()}); drop those samples"
             )
         if len({isinstance(v, str) for v in y}) > 1:
