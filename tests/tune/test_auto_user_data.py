@@ -132,3 +132,16 @@ def test_a_modality_no_inner_training_fold_holds_is_one_error_before_training(mo
     X["b"][1:] = np.nan  # b present in one row: the fold that holds it out trains without it
     with pytest.raises(MlmmError, match=r"^modality 'b' is present in only 1 training sample"):
         fit_auto(mlmm.from_arrays(X, y), **FAST)
+
+
+def test_a_class_rarer_than_the_folds_spreads_over_them_and_the_rest_stays_stratified():
+    # was: plain k-fold for every class as soon as one class had fewer than k samples, so a
+    # rare class's samples could share a fold (all of them: a fold trained without the class)
+    X, _ = _arrays(n=84)
+    y = np.r_[np.zeros(40, int), np.ones(40, int), np.full(4, 2)]
+    data = mlmm.from_arrays(X, y)
+    for seed in range(5):
+        folds = auto_module._folds(data, 5, seed)
+        held = [y[rows] for _, rows in folds]
+        assert [int((h == 2).sum()) for h in held].count(1) == 4  # one per fold, four folds
+        assert all((h == 0).sum() == 8 and (h == 1).sum() == 8 for h in held)

@@ -47,6 +47,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -657,7 +658,9 @@ def _loss(pred: np.ndarray, targets: np.ndarray, classification: bool) -> float:
 
 def _folds(data: MultimodalDataset, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified (classification) or plain k-fold splits of the training rows, seeded; by
-    whole groups when ``data.groups`` is set (no group on both sides of a fold)."""
+    whole groups when ``data.groups`` is set (no group on both sides of a fold). A class with
+    fewer than ``k`` samples is spread over as many folds as it has samples; plain k-fold
+    only when every class has fewer than ``k``."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     random_state = int(derive_seed(seed, "auto-folds").generate_state(1)[0])
@@ -668,9 +671,13 @@ def _folds(data: MultimodalDataset, k: int, seed: int) -> list[tuple[np.ndarray,
         return group_folds(data.groups, k, random_state, y)
     if data.task.is_classification:
         counts = np.bincount(data.targets, minlength=data.task.n_classes)
-        if counts[counts > 0].min() >= k:
+        # a class rarer than k spreads over as many folds as it has samples (so, with two or
+        # more, every fold trains on some of it); plain k-fold only when no class fills k folds
+        if counts.max() >= k:
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=random_state)
-            return list(splitter.split(np.zeros(data.n_samples), data.targets))
+            with warnings.catch_warnings():  # "the least populated class has only n members"
+                warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+                return list(splitter.split(np.zeros(data.n_samples), data.targets))
     splitter = KFold(n_splits=k, shuffle=True, random_state=random_state)
     return list(splitter.split(np.zeros(data.n_samples)))
 
