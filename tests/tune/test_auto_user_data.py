@@ -145,3 +145,14 @@ def test_a_class_rarer_than_the_folds_spreads_over_them_and_the_rest_stays_strat
         held = [y[rows] for _, rows in folds]
         assert [int((h == 2).sum()) for h in held].count(1) == 4  # one per fold, four folds
         assert all((h == 0).sum() == 8 and (h == 1).sum() == 8 for h in held)
+
+
+def test_run_experiment_checks_the_auto_options_before_loading_the_data(monkeypatch):
+    import mlmm.experiment
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data were loaded before the options were checked")
+
+    monkeypatch.setattr(mlmm.experiment, "resolve_dataset", no_loading)
+    with pytest.raises(MlmmError, match="method 'auto' has no option 'bugdet'"):
+        mlmm.run_experiment("synthetic", "auto", method_params={"bugdet": "fast"})
