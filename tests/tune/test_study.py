@@ -211,8 +211,17 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
 
 
 def test_a_study_whose_every_trial_fails_says_why():
-    with pytest.raises(MlmmError, match="none of the 2 trial.*dropout must be in"):
+    # sampled trainer values out of range (a given method space is built at its corners first)
+    with pytest.raises(MlmmError, match="none of the 2 trial.*batch_size must be in"):
+        small_tune(n_trials=2, trainer_space={"batch_size": Categorical([0, -1])})
+
+
+def test_a_given_space_that_builds_at_neither_corner_stops_before_any_trial(monkeypatch):
+    # was: every trial failed on it, said once the whole budget was spent
+    spy = Spy(monkeypatch)
+    with pytest.raises(MlmmError, match="search space .* cannot build 'hemis': dropout must be"):
         small_tune(n_trials=2, space={"dropout": Float(1.0, 2.0)})
+    assert spy.fits == 0
 
 
 def test_bad_budgets_and_spaces_are_one_line_errors():

@@ -409,7 +409,7 @@ def tune_training_data(
             f"method {method!r} has nothing to tune: its search space is empty; give a space "
             f"(space={{'name': Float(low, high)}}) or declare search_space on the method"
         )
-    _check_before_trials(train, method, fixed, method_space)
+    _check_before_trials(train, method, fixed, method_space, given_space=space is not None)
     fold_indices = study_folds(train, settings.folds, settings.seed)
     check_folds_see_every_modality(train, fold_indices, "the study's validation folds")
     n_folds = len(fold_indices)
@@ -481,25 +481,30 @@ def _check_before_trials(
     method: str,
     fixed: dict[str, Any],
     method_space: Mapping[str, Dimension],
+    given_space: bool = False,
 ) -> None:
     """One error before the study for what would fail every trial alike: a modality absent
-    from every training row, or fixed hyperparameters that build the method at no point (its
-    defaults, or the space's low or high corner; a value wrong only beside some sampled ones
-    stays a failed trial)."""
+    from every training row; fixed hyperparameters that build the method at no point (its
+    defaults, or the space's low or high corner); a space given for this study that builds
+    it at neither corner (a range of reals for an integer). A value wrong only beside some
+    sampled ones stays a failed trial."""
     check_every_modality_seen(train)
-    if not fixed:
-        return
-    points = [{}] + [
-        {key: dim.corners()[end] for key, dim in method_space.items()} for end in (0, -1)
-    ]
-    first = None
-    for point in points:
-        try:
-            create_method(method, train.specs, train.task, **{**point, **fixed})
-            return
-        except MlmmError as err:
-            first = first or err
-    raise MlmmError(f"the fixed hyperparameters {fixed} cannot build {method!r}: {first}")
+    corners = [{key: dim.corners()[end] for key, dim in method_space.items()} for end in (0, -1)]
+    for what, points, needed in (
+        (f"the fixed hyperparameters {fixed}", [{}, *corners], bool(fixed)),
+        (f"the search space {describe(method_space)}", corners, given_space and bool(method_space)),
+    ):
+        if not needed:
+            continue
+        errors = []
+        for point in points:
+            try:
+                create_method(method, train.specs, train.task, **{**point, **fixed})
+                break
+            except MlmmError as err:
+                errors.append(err)
+        else:
+            raise MlmmError(f"{what} cannot build {method!r}: {errors[0]}")
 
 
 def read_params(
