@@ -601,6 +601,12 @@ class MissingModalityRegressor(RegressorMixin, _MissingModalityEstimator):
             y = y.astype(np.float64)
         except (TypeError, ValueError):
             raise MlmmError(f"y must hold real numbers, got dtype {y.dtype}") from None
+        if not np.isfinite(y).all():  # as the classifier words it (the dataset says "targets")
+            bad = np.flatnonzero(~np.isfinite(y))
+            raise MlmmError(
+                f"y has {len(bad)} NaN or infinite value(s) (first rows: {bad[:5].tolist()}); "
+                "drop those samples"
+            )
         _check_n_samples(len(y))
         return self._fit(X, y, TaskSpec("regression"))
 

@@ -156,3 +156,15 @@ def test_run_experiment_checks_the_auto_options_before_loading_the_data(monkeypa
     monkeypatch.setattr(mlmm.experiment, "resolve_dataset", no_loading)
     with pytest.raises(MlmmError, match="method 'auto' has no option 'bugdet'"):
         mlmm.run_experiment("synthetic", "auto", method_params={"bugdet": "fast"})
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_regression_target_with_nan_or_inf_is_one_line_naming_y(bad):
+    X, _ = _arrays()
+    y = X["a"].sum(axis=1)
+    y[[3, 7]] = bad
+    reg = mlmm.MissingModalityRegressor(method="auto", method_params=FAST)
+    with pytest.raises(
+        MlmmError, match=r"^y has 2 NaN or infinite value\(s\) \(first rows: \[3, 7\]\)"
+    ):
+        reg.fit(X, y)
