@@ -44,6 +44,7 @@ killed at any point (``kill -9`` included) and started again reuses all of them.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -58,7 +59,7 @@ import pandas as pd
 import mlmm
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.preprocessing import Standardizer
-from mlmm.errors import MlmmError
+from mlmm.errors import MlmmError, did_you_mean
 from mlmm.methods.base import check_range
 from mlmm.methods.combination.auto_ensemble import AutoEnsemble, fit_member, member_label
 from mlmm.methods.registry import METHODS, create_method, method_hyperparameters
@@ -225,10 +226,6 @@ def check_auto_options(options: Mapping[str, Any] | None, given_by: Sequence[str
     given_by : sequence of str
         Names of :func:`fit_auto` keywords that the caller passes from its own settings.
     """
-    import inspect
-
-    from mlmm.errors import did_you_mean
-
     accepted = [k for k in inspect.signature(fit_auto).parameters if k not in ("train", *given_by)]
     for key in options or {}:
         if key in given_by:
