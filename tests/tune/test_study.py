@@ -295,6 +295,24 @@ def test_a_modality_a_validation_fold_trains_without_stops_before_any_trial(monk
     assert spy.fits == 0
 
 
+def test_a_study_on_the_same_rows_with_other_groups_is_a_new_study(tmp_path):
+    # was: the data hash left out the groups (and the lengths), so a study on other groups,
+    # whose folds differ, resumed the trials scored on the old folds
+    import dataclasses
+
+    data = tagged_dataset()
+    settings = TuneSettings(trials=2, folds=2, seed=0)
+    args = {"space": SPACE, "trainer": TRAINER, "store": tmp_path / "t.db"}
+    keys, ran = [], []
+    for groups in (np.arange(90) % 10, np.arange(90) % 9):
+        grouped = dataclasses.replace(data, groups=groups)
+        result = study_module.tune_training_data(
+            grouped, "hemis", settings, on_trial=ran.append, **args
+        )
+        keys.append(result.study_key)
+    assert keys[0] != keys[1] and len(ran) == 4  # each ran its own two trials
+
+
 def test_method_auto_is_not_tuned_and_says_how_to_train_it():
     with pytest.raises(MlmmError, match="method 'auto' is not tuned: .*mlmm train --method auto"):
         tune(tagged_dataset(), "auto", **SMALL)
