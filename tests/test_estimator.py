@@ -298,6 +298,10 @@ def test_grid_search_over_the_estimator():
         (np.ones(60), r"single class \[1.0\]"),
         (np.array([None, "a"] * 30, dtype=object), r"y has 30 missing label\(s\) \(None"),
         (np.array(["a", 1] * 30, dtype=object), "y mixes strings and other labels"),
+        # pandas' NA in nullable columns: was "mixes strings", or "Unknown label type"
+        (pd.array(["a", None] * 30, dtype="string"), r"y has 30 missing label\(s\)"),
+        (pd.array([True, None] * 30, dtype="boolean"), r"y has 30 missing label\(s\)"),
+        (np.array([1, pd.NA] * 30, dtype=object), r"y has 30 missing label\(s\)"),
     ],
 )
 def test_classifier_refuses_labels_that_are_not_classes(labels, message):

@@ -333,16 +333,29 @@ def tune_command(
     epochs: Annotated[
         int, typer.Option(help="Maximum epochs per trial (early stopping on the fold).")
     ] = 200,
+    space: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Search this range instead of the method's space, name=[a, b] (choices) or "
+            "name={low: 1e-4, high: 1e-2, log: true} (repeatable; trainer.lr... for the "
+            "trainer's space). The names given are the whole space."
+        ),
+    ] = None,
     params_out: Annotated[
         Path | None, typer.Option(help="Write the best point as YAML for `mlmm train --params`.")
     ] = None,
 ) -> None:
     """Tune a method's hyperparameters on validation folds of the training split only."""
+    from mlmm.tune.space import TRAINER_PREFIX, dimension_from_plain
     from mlmm.tune.study import tune
     from mlmm.utils import check_output_file
 
     if params_out is not None:  # before the study: a user's file or the store is not replaced
         check_output_file(params_out, "parameters", inputs=[store], what="--params-out")
+    spaces: dict[str, dict[str, Any]] = {"method": {}, "trainer": {}}
+    for name, value in _parse_params(space, "--space").items():
+        part = "trainer" if name.startswith(TRAINER_PREFIX) else "method"
+        spaces[part][name.removeprefix(TRAINER_PREFIX)] = dimension_from_plain(value, name)
     console = _console()
 
     def on_trial(record) -> None:
@@ -364,6 +377,8 @@ def tune_command(
         dataset_params=_parse_params(dataset_param, "--dataset-param"),
         method_params=_parse_params(param),
         trainer={"max_epochs": epochs},
+        space=spaces["method"] or None,
+        trainer_space=spaces["trainer"] or None,
         on_trial=on_trial,
     )
     done = result.trials.state.value_counts().to_dict()

@@ -12,10 +12,12 @@ The estimators follow scikit-learn's conventions (``random_state``, ``n_features
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.exceptions import NotFittedError as _SkNotFitted
@@ -45,6 +47,10 @@ class NotFittedError(MlmmError, _SkNotFitted):
 
 
 _ON_EMPTY = ("error", "prior")
+#: fit_auto's keywords the estimator sets from its own parameters (not from method_params).
+_AUTO_FROM_ESTIMATOR = ("seed", "batch_size", "lr", "device", "info")
+#: The estimator's parameters that method="auto" does not use (its budget sets them).
+_AUTO_IGNORES = ("max_epochs", "weight_decay", "patience", "val_size")
 _PARTIAL = ("error", "missing")
 
 
@@ -155,10 +161,11 @@ def _check_n_samples(n: int) -> None:
 def _encode_classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``classes_`` (sorted unique labels) and each label's index in it; bad labels raise."""
     if y.dtype.kind == "O":
-        missing = np.array([v is None or (isinstance(v, float) and v != v) for v in y])
+        # None, NaN, and pandas' NA (a nullable Int64, boolean or string column with gaps)
+        missing = np.asarray(pd.isna(y), dtype=bool)
         if missing.any():
             raise MlmmError(
-                f"y has {int(missing.sum())} missing label(s) (None or NaN; first rows: "
+                f"y has {int(missing.sum())} missing label(s) (None, NaN or NA; first rows: "
                 f"{np.flatnonzero(missing)[:5].tolist()}); drop those samples"
             )
         if len({isinstance(v, str) for v in y}) > 1:
@@ -411,9 +418,21 @@ class _MissingModalityEstimator(BaseEstimator):
     def _fit_auto(self, data: MultimodalDataset, condition, seed: int):
         """``method="auto"``: :func:`mlmm.tune.auto.fit_auto` on all of ``data`` (its inner
         cross-validation replaces the validation split), ``method_params`` passed to it."""
-        from mlmm.tune.auto import check_auto_precision, fit_auto
+        from mlmm.tune.auto import check_auto_options, check_auto_precision, fit_auto
 
         check_auto_precision(self.precision)
+        check_auto_options(self.method_params, _AUTO_FROM_ESTIMATOR)
+        defaults = inspect.signature(_MissingModalityEstimator.__init__).parameters
+        moved = [k for k in _AUTO_IGNORES if getattr(self, k) != defaults[k].default]
+        if moved:  # set by the user and not used: said, not silently dropped
+            warnings.warn(
+                f"method='auto' ignores {', '.join(f'{k}={getattr(self, k)!r}' for k in moved)}: "
+                "its budget sets the epochs, patience and weight decay, and its inner "
+                "cross-validation replaces the validation split; cap the deep members' epochs "
+                "with method_params={'max_epochs': N}",
+                UserWarning,
+                stacklevel=4,  # fit -> _fit -> _fit_auto -> here: point at the caller of fit
+            )
         train, _ = simulate(data, condition.train, rng_for(seed, "train-mask"))
         self.trained_ = fit_auto(
             train,
@@ -447,10 +466,11 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         A registered method (``mlmm methods``), or ``"auto"``: a portfolio chosen by inner
         cross-validation on the training data and ensembled
         (:func:`mlmm.tune.auto.fit_auto`; ``max_epochs``, ``weight_decay``, ``patience`` and
-        ``val_size`` then come from its budget).
+        ``val_size`` then come from its budget, with a warning when set).
     method_params : dict, optional
         The method's hyperparameters; with ``method="auto"``, keyword arguments of
-        :func:`mlmm.tune.auto.fit_auto` (``budget``, ``folds``, ``portfolio``...).
+        :func:`mlmm.tune.auto.fit_auto` (``budget``, ``folds``, ``portfolio``...; the seed,
+        ``batch_size``, ``lr`` and ``device`` come from the estimator's own parameters).
     modalities : dict of str to list, optional
         Modality name -> its columns, to cut a table into modalities: column names for a
         DataFrame, column positions for a 2-D array (after a ``StandardScaler`` in a
@@ -593,6 +613,12 @@ class MissingModalityRegressor(RegressorMixin, _MissingModalityEstimator):
             y = y.astype(np.float64)
         except (TypeError, ValueError):
             raise MlmmError(f"y must hold real numbers, got dtype {y.dtype}") from None
+        if not np.isfinite(y).all():  # as the classifier words it (the dataset says "targets")
+            bad = np.flatnonzero(~np.isfinite(y))
+            raise MlmmError(
+                f"y has {len(bad)} NaN or infinite value(s) (first rows: {bad[:5].tolist()}); "
+                "drop those samples"
+            )
         _check_n_samples(len(y))
         return self._fit(X, y, TaskSpec("regression"))
 

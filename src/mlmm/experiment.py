@@ -197,6 +197,10 @@ def run_experiment(
     # a CUDA request without a GPU, or 16-mixed off CUDA, fails here in one line, not after
     # loading the data
     check_precision_device(check_precision(trainer.precision), resolve_device(trainer.device))
+    if method == "auto":  # its options too: fit_auto would raise TypeError after the loading
+        from mlmm.tune.auto import check_auto_options
+
+        check_auto_options(method_params, ("seed", "batch_size", "lr", "device", "info"))
     name, data = resolve_dataset(dataset, dataset_params)
     condition = parse_condition(missing)
     split, split_info = make_split(data, split, seed, test_size, val_size)

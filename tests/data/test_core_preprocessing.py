@@ -112,6 +112,28 @@ def test_constant_regression_target_keeps_unit_scale():
     assert std.target_mean_ == 2.0 and std.target_std_ == 1.0
 
 
+def test_features_and_targets_in_small_units_are_scaled_not_taken_for_constants():
+    # was: a spread under 1e-6 was a constant, so data in units of 1e-9 reached every method
+    # as zeros (chance accuracy) and such a regression target was learned unscaled
+    small = dataset("regression", (1e-9, 2e-9, 3e-9, 6e-9))
+    unit = dataset("regression", (1.0, 2.0, 3.0, 6.0))
+    small.inputs["a"] = A * 1e-9
+    std = Standardizer().fit(small)
+    np.testing.assert_allclose(std.std_["a"], [1e-9 * np.sqrt(8 / 3), 1.0], rtol=1e-6)
+    assert std.target_std_ == pytest.approx(1e-9 * np.sqrt(3.5))
+    out, ref = std.transform(small), Standardizer().fit_transform(unit)
+    np.testing.assert_allclose(out.inputs["a"], ref.inputs["a"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.targets, ref.targets, rtol=1e-5, atol=1e-6)
+
+
+def test_a_constant_that_varies_only_by_float32_rounding_stays_a_constant():
+    ds = dataset("regression", (3.0, 3.0000002, 3.0, 3.0000002))
+    ds.inputs["a"] = A.copy()
+    ds.inputs["a"][:, 1] = np.float32(10.0) + np.array([0, 1, 0, 1]) * np.spacing(np.float32(10))
+    std = Standardizer().fit(ds)
+    assert std.std_["a"][1] == 1.0 and std.target_std_ == 1.0
+
+
 def test_classification_target_statistics_stay_neutral():
     std = Standardizer().fit(dataset())
     assert std.target_mean_ == 0.0 and std.target_std_ == 1.0

@@ -12,6 +12,7 @@ from mlmm.tune.space import (
     Float,
     Int,
     check_space,
+    dimension_from_plain,
     draw,
     method_parameters,
 )
@@ -87,3 +88,22 @@ def test_the_contract_check_catches_a_space_whose_points_do_not_build(monkeypatc
     monkeypatch.setattr(cls, "search_space", {"hiden": Int(8, 64)})
     with pytest.raises(MlmmError, match="not one of its parameters"):
         check_search_space("hemis")
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ({"low": 1e-4, "high": 1e-2, "log": True}, Float(1e-4, 1e-2, log=True)),
+        ({"low": 8, "high": 64}, Int(8, 64)),
+        ({"low": 0, "high": 0.5}, Float(0.0, 0.5)),
+        (["mean", "cls"], Categorical(["mean", "cls"])),
+    ],
+)
+def test_a_dimension_from_plain_data(value, expected):
+    assert dimension_from_plain(value, "x") == expected
+
+
+@pytest.mark.parametrize("value", [0.3, {"low": 1}, {"low": 1, "high": 2, "step": 1}, "a"])
+def test_a_dimension_from_plain_data_that_is_none_is_one_line(value):
+    with pytest.raises(MlmmError, match="search space 'x' must be a list of choices"):
+        dimension_from_plain(value, "x")

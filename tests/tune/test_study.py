@@ -211,8 +211,17 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
 
 
 def test_a_study_whose_every_trial_fails_says_why():
-    with pytest.raises(MlmmError, match="none of the 2 trial.*dropout must be in"):
+    # sampled trainer values out of range (a given method space is built at its corners first)
+    with pytest.raises(MlmmError, match="none of the 2 trial.*batch_size must be in"):
+        small_tune(n_trials=2, trainer_space={"batch_size": Categorical([0, -1])})
+
+
+def test_a_given_space_that_builds_at_neither_corner_stops_before_any_trial(monkeypatch):
+    # was: every trial failed on it, said once the whole budget was spent
+    spy = Spy(monkeypatch)
+    with pytest.raises(MlmmError, match="search space .* cannot build 'hemis': dropout must be"):
         small_tune(n_trials=2, space={"dropout": Float(1.0, 2.0)})
+    assert spy.fits == 0
 
 
 def test_bad_budgets_and_spaces_are_one_line_errors():
@@ -239,6 +248,74 @@ def test_an_unknown_trainer_parameter_stops_before_any_trial(monkeypatch):
     ):
         small_tune(trainer={"max_epoch": 2})
     assert spy.fits == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"trainer": {"max_epochs": 0}}, "^max_epochs must be in"),
+        ({"method_params": {"embed_dim": "abc"}}, "fixed hyperparameters .* embed_dim must be"),
+        ({"method_params": {"embed_dim": -3}}, "fixed hyperparameters .* embed_dim must be in"),
+    ],
+)
+def test_a_value_every_trial_would_fail_on_stops_before_any_trial(kwargs, match, monkeypatch):
+    # was: each trial failed on it in turn, said only once the whole budget was spent
+    spy = Spy(monkeypatch)
+    with pytest.raises(MlmmError, match=match):
+        small_tune(**kwargs)
+    assert spy.fits == 0
+
+
+def test_a_fixed_value_that_builds_beside_some_sampled_points_is_tuned():
+    # masked-attention needs embed_dim divisible by n_heads: 10 fails at the default 4 heads
+    space = {"n_heads": Categorical([5, 10])}
+    args = {**SMALL, "space": space, "n_trials": 1, "method_params": {"embed_dim": 10}}
+    result = tune(tagged_dataset(), "masked-attention", **args)
+    assert result.params["embed_dim"] == 10 and result.params["n_heads"] in (5, 10)
+
+
+def test_a_modality_absent_from_every_training_row_stops_before_any_trial(monkeypatch):
+    spy = Spy(monkeypatch)
+    data = tagged_dataset()
+    data.inputs["b"][:] = np.nan
+    data = mlmm.from_arrays(data.inputs, data.targets)
+    with pytest.raises(MlmmError, match="^modality 'b' is absent from every training sample"):
+        tune(data, "hemis", **{**SMALL, "missing": "none"})
+    assert spy.fits == 0
+
+
+def test_a_modality_a_validation_fold_trains_without_stops_before_any_trial(monkeypatch):
+    spy = Spy(monkeypatch)
+    data = tagged_dataset()
+    data.inputs["b"][1:] = np.nan  # present in one row: the fold holding it out lacks it
+    data = mlmm.from_arrays(data.inputs, data.targets)
+    with pytest.raises(MlmmError, match="^modality 'b' is present in only 1 training sample"):
+        settings = TuneSettings(trials=2, folds=2, seed=0)
+        study_module.tune_training_data(data, "hemis", settings, space=SPACE, trainer=TRAINER)
+    assert spy.fits == 0
+
+
+def test_a_study_on_the_same_rows_with_other_groups_is_a_new_study(tmp_path):
+    # was: the data hash left out the groups (and the lengths), so a study on other groups,
+    # whose folds differ, resumed the trials scored on the old folds
+    import dataclasses
+
+    data = tagged_dataset()
+    settings = TuneSettings(trials=2, folds=2, seed=0)
+    args = {"space": SPACE, "trainer": TRAINER, "store": tmp_path / "t.db"}
+    keys, ran = [], []
+    for groups in (np.arange(90) % 10, np.arange(90) % 9):
+        grouped = dataclasses.replace(data, groups=groups)
+        result = study_module.tune_training_data(
+            grouped, "hemis", settings, on_trial=ran.append, **args
+        )
+        keys.append(result.study_key)
+    assert keys[0] != keys[1] and len(ran) == 4  # each ran its own two trials
+
+
+def test_method_auto_is_not_tuned_and_says_how_to_train_it():
+    with pytest.raises(MlmmError, match="method 'auto' is not tuned: .*mlmm train --method auto"):
+        tune(tagged_dataset(), "auto", **SMALL)
 
 
 def test_a_resumed_study_writes_the_same_parameters_file_as_a_fresh_one(tmp_path):

@@ -86,3 +86,34 @@ def test_params_out_never_replaces_the_store_or_a_users_file(victim, monkeypatch
     assert code == 2 and err.count("\n") == 1 and "--params-out" in err
     assert "trial" not in out  # refused before the study
     assert target.read_bytes() == before
+
+
+def test_space_replaces_the_method_and_trainer_spaces(monkeypatch, capsys, tmp_path):
+    args = ["tune", "--dataset", "synthetic", "--dataset-param", "n_samples=100"]
+    args += ["--method", "hemis", "--trials", "2", "--epochs", "2"]
+    args += ["--store", str(tmp_path / "t.db")]
+    args += ["--space", "dropout={low: 0.1, high: 0.2}", "--space", "depth=[1, 2]"]
+    args += ["--space", "trainer.lr={low: 1e-3, high: 2e-3, log: true}"]
+    best = tmp_path / "best.yaml"
+    code, out, err = run(monkeypatch, capsys, *args, "--params-out", str(best))
+    assert code in (0, None), err
+    saved = yaml.safe_load(best.read_text())
+    assert set(saved["params"]) == {"dropout", "depth"} and set(saved["trainer"]) == {"lr"}
+    assert 0.1 <= saved["params"]["dropout"] <= 0.2 and saved["params"]["depth"] in (1, 2)
+    assert 1e-3 <= saved["trainer"]["lr"] <= 2e-3
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ("dropout=0.3", "search space 'dropout' must be a list of choices"),
+        ("dropout={low: 0.1, high: 0.5, log: maybe}", "log must be true or false"),
+        ("embed_dim={low: 8, high: 16.5}", "cannot build 'hemis': embed_dim must be an integer"),
+        ("hiden=[1, 2]", "names 'hiden', which is not one of its parameters"),
+    ],
+)
+def test_a_bad_space_is_one_line_before_any_trial(space, message, monkeypatch, capsys, tmp_path):
+    args = ["tune", "--dataset", "synthetic", "--dataset-param", "n_samples=100"]
+    args += ["--method", "hemis", "--trials", "2", "--store", str(tmp_path / "t.db")]
+    code, out, err = run(monkeypatch, capsys, *args, "--space", space)
+    assert code == 2 and err.count("\n") == 1 and message in err and "trial" not in out

@@ -231,9 +231,11 @@ def align_modalities(
         if arr is None:
             arr = np.full((n, *shape), np.nan)
         elif tuple(arr.shape[1:]) != tuple(shape) or len(arr) != n:
+            one = tuple(arr.shape) == tuple(shape)  # one sample without its sample axis
+            hint = "; for one sample, give it a leading axis (x[None])" if one else ""
             raise MlmmError(
                 f"modality {key!r} has shape {arr.shape}, expected ({n}, "
-                f"{', '.join(map(str, shape))}) as in {where}"
+                f"{', '.join(map(str, shape))}) as in {where}{hint}"
             )
         out[key] = arr
     return out

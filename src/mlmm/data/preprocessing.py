@@ -11,6 +11,20 @@ from mlmm.data.dataset import MultimodalDataset
 from mlmm.errors import MlmmError
 
 _MIN_STD = 1e-6
+#: A spread under _MIN_STD that is also at most this share of the mean's magnitude is float32
+#: rounding of a constant, not data (float32 resolves about 1e-7 of a value).
+_REL_STD = 1e-6
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _spread(std: np.ndarray | float, mean: np.ndarray | float) -> np.ndarray:
+    """``std`` with 1.0 where a column is constant: no spread (or one float32 cannot hold), or
+    a spread under ``_MIN_STD`` that is rounding of its mean. A small spread around a small
+    mean (values in units of 1e-9) is data, and is scaled: were it kept as it is, every
+    method would see those features (or learn that target) as zeros."""
+    std, mean = np.asarray(std, dtype=np.float64), np.asarray(mean, dtype=np.float64)
+    constant = (std < _FLOAT32_TINY) | ((std < _MIN_STD) & (std <= _REL_STD * np.abs(mean)))
+    return np.where(constant, 1.0, std)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -93,7 +107,7 @@ class Standardizer:
                 x = x[np.arange(x.shape[1])[None, :] < steps[:, None]][None]  # [1, valid, C]
             mean = x.mean(axis=axes, keepdims=True)[0]
             std = x.std(axis=axes, keepdims=True)[0]
-            std = np.where(std < _MIN_STD, 1.0, std)
+            std = _spread(std, mean)
             if not spec.standardize:  # codes, not measurements: kept as they are
                 mean, std = np.zeros_like(mean), np.ones_like(std)
             _check_float32(mean, std, f"modality {spec.name!r}")
@@ -102,8 +116,7 @@ class Standardizer:
         if dataset.task.is_regression:
             targets = dataset.targets.astype(np.float64)  # float32 squares overflow near 1e20
             self.target_mean_ = float(targets.mean())
-            std = float(targets.std())
-            self.target_std_ = std if std > _MIN_STD else 1.0
+            self.target_std_ = float(_spread(targets.std(), self.target_mean_))
             _check_float32(self.target_mean_, self.target_std_, "the regression target")
         return self
 
@@ -139,7 +152,7 @@ class Standardizer:
             std = np.sqrt(m2 / count)
             shape = {"vector": (-1,), "sequence": (1, -1), "image": (-1, 1, 1)}[spec.kind]
             mean, std = mean.reshape(shape), std.reshape(shape)
-            std = np.where(std < _MIN_STD, 1.0, std)
+            std = _spread(std, mean)
             if not spec.standardize:
                 mean, std = np.zeros_like(mean), np.ones_like(std)
             _check_float32(mean, std, f"modality {spec.name!r}")
@@ -148,8 +161,7 @@ class Standardizer:
         if dataset.task.is_regression:
             targets = dataset.targets.astype(np.float64)
             self.target_mean_ = float(targets.mean())
-            std = float(targets.std())
-            self.target_std_ = std if std > _MIN_STD else 1.0
+            self.target_std_ = float(_spread(targets.std(), self.target_mean_))
             _check_float32(self.target_mean_, self.target_std_, "the regression target")
         return self
 

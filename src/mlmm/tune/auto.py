@@ -44,9 +44,11 @@ killed at any point (``kill -9`` included) and started again reuses all of them.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,7 @@ import pandas as pd
 import mlmm
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.preprocessing import Standardizer
-from mlmm.errors import MlmmError
+from mlmm.errors import MlmmError, did_you_mean
 from mlmm.methods.base import check_range
 from mlmm.methods.combination.auto_ensemble import AutoEnsemble, fit_member, member_label
 from mlmm.methods.registry import METHODS, create_method, method_hyperparameters
@@ -217,6 +219,63 @@ def default_portfolio(
     return members, notes
 
 
+def check_auto_options(options: Mapping[str, Any] | None, given_by: Sequence[str] = ()) -> None:
+    """Refuse, in one line, an option :func:`fit_auto` does not take (where the call would
+    raise ``TypeError``), or one the caller sets itself (``given_by``: e.g. the estimator's
+    ``random_state`` is the seed), before any training.
+
+    Parameters
+    ----------
+    options : mapping, optional
+        The options given for ``method="auto"`` (``method_params``, ``--param``).
+    given_by : sequence of str
+        Names of :func:`fit_auto` keywords that the caller passes from its own settings.
+    """
+    accepted = [k for k in inspect.signature(fit_auto).parameters if k not in ("train", *given_by)]
+    for key in options or {}:
+        if key in given_by:
+            raise MlmmError(
+                f"method 'auto' takes {key!r} from the caller's own setting, not from its "
+                f"options; set it there (the estimator's random_state, batch_size, lr or "
+                f"device; mlmm train's --seed, --batch-size, --lr or --device)"
+            )
+        if key not in accepted:
+            raise MlmmError(
+                f"method 'auto' has no option {key!r}.{did_you_mean(str(key), accepted)}"
+            )
+
+
+def check_every_modality_seen(data: MultimodalDataset) -> None:
+    """Refuse, in one line, training data in which a modality is absent from every row: no
+    member could standardise or learn it (the message :class:`Standardizer` gives)."""
+    seen = np.asarray(data.observed).any(axis=0)  # [M]
+    for name, present in zip(data.modality_names, seen, strict=True):
+        if not present:
+            raise MlmmError(
+                f"modality {name!r} is absent from every training sample, so it cannot be "
+                f"standardised or learned; drop it or use a training missingness that keeps it"
+            )
+
+
+def check_folds_see_every_modality(
+    data: MultimodalDataset, splits: Sequence[tuple[np.ndarray, np.ndarray]], what: str
+) -> None:
+    """Refuse, in one line, folds whose training part holds no row of some modality (a
+    modality present in a handful of rows, all held out together): every member or trial
+    would fail on that fold alike. ``what`` names the folds in the message."""
+    observed = np.asarray(data.observed)  # [N, M]
+    for fold, (fit_rows, _) in enumerate(splits):
+        seen = observed[fit_rows].any(axis=0)  # [M]
+        for j in np.flatnonzero(~seen):
+            count = int(observed[:, j].sum())
+            raise MlmmError(
+                f"modality {data.modality_names[j]!r} is present in only {count} training "
+                f"sample(s), and fold {fold + 1} of {len(splits)} of {what} trains without any "
+                f"of them; drop that modality"
+                + (", or use fewer folds" if count > 1 and len(splits) > 2 else "")
+            )
+
+
 def check_auto_precision(precision: str | int) -> None:
     """Refuse a mixed precision for ``method="auto"`` in one line: the ensemble trains and
     predicts in float32, since its reference members fit outside the shared loop and a mixed
@@ -314,6 +373,10 @@ def fit_auto(
     if time_limit is not None:
         check_range("time_limit", time_limit, 0, low_inclusive=False)
     check_range("seed", seed, 0, integer=True)
+    if cache_dir is not None and not isinstance(cache_dir, (str, Path)):
+        raise MlmmError(
+            f"cache_dir must be a folder path (str or Path), got {cache_dir!r}; pass a path"
+        )
     if not isinstance(train, MultimodalDataset):
         raise MlmmError(f"fit_auto needs a MultimodalDataset, got {type(train).__name__}")
     if train.task.is_multilabel:  # its ensemble mixes single-label probabilities
@@ -322,6 +385,9 @@ def fit_auto(
             "method listed by `mlmm methods --task multilabel` instead"
         )
     train = _nonempty(train)
+    # before any member trains: a modality absent from every row is one error, not one per
+    # member (each would be skipped with it, then "no portfolio member could be trained")
+    check_every_modality_seen(train)
     if train.n_samples < 2 * settings["folds"]:
         raise MlmmError(
             f"{settings['folds']}-fold inner cross-validation needs at least "
@@ -331,6 +397,11 @@ def fit_auto(
     if portfolio is None:
         candidates, skipped = default_portfolio(train, budget)
     else:
+        if isinstance(portfolio, (str, Mapping)):  # iterating it would give letters or keys
+            raise MlmmError(
+                f"portfolio must be a list of method names or dicts, got {portfolio!r}; "
+                f"write a list, e.g. [{portfolio!r}]"
+            )
         candidates, skipped = [_as_member(m, train.n_samples) for m in portfolio], []
         if not candidates:
             raise MlmmError("portfolio is empty; name at least one method, e.g. ['hemis']")
@@ -342,6 +413,7 @@ def fit_auto(
     fit_settings = {k: settings[k] for k in ("folds", "max_epochs", "patience")}
     cache = _Cache(cache_dir, _fingerprint(train), {**fit_settings, **trainer_args})
     splits = _folds(train, settings["folds"], seed)
+    check_folds_see_every_modality(train, splits, "the inner cross-validation")
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
     with _Progress(progress, len(candidates) * len(splits)) as bar:
@@ -534,7 +606,7 @@ def bagged_ensemble_selection(
 
 # ---------------------------------------------------------------------- internals
 def _budget(budget: str) -> dict[str, Any]:
-    if budget not in BUDGETS:
+    if not isinstance(budget, str) or budget not in BUDGETS:
         raise MlmmError(f"budget must be one of {list(BUDGETS)}, got {budget!r}")
     return BUDGETS[budget]
 
@@ -588,7 +660,9 @@ def _loss(pred: np.ndarray, targets: np.ndarray, classification: bool) -> float:
 
 def _folds(data: MultimodalDataset, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified (classification) or plain k-fold splits of the training rows, seeded; by
-    whole groups when ``data.groups`` is set (no group on both sides of a fold)."""
+    whole groups when ``data.groups`` is set (no group on both sides of a fold). A class with
+    fewer than ``k`` samples is spread over as many folds as it has samples; plain k-fold
+    only when every class has fewer than ``k``."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     random_state = int(derive_seed(seed, "auto-folds").generate_state(1)[0])
@@ -599,9 +673,13 @@ def _folds(data: MultimodalDataset, k: int, seed: int) -> list[tuple[np.ndarray,
         return group_folds(data.groups, k, random_state, y)
     if data.task.is_classification:
         counts = np.bincount(data.targets, minlength=data.task.n_classes)
-        if counts[counts > 0].min() >= k:
+        # a class rarer than k spreads over as many folds as it has samples (so, with two or
+        # more, every fold trains on some of it); plain k-fold only when no class fills k folds
+        if counts.max() >= k:
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=random_state)
-            return list(splitter.split(np.zeros(data.n_samples), data.targets))
+            with warnings.catch_warnings():  # "the least populated class has only n members"
+                warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+                return list(splitter.split(np.zeros(data.n_samples), data.targets))
     splitter = KFold(n_splits=k, shuffle=True, random_state=random_state)
     return list(splitter.split(np.zeros(data.n_samples)))
 

@@ -225,6 +225,37 @@ def check_space(method: str, space: Mapping[str, Any], parameters: Sequence[str]
             )
 
 
+def dimension_from_plain(value: Any, name: str) -> Dimension:
+    """A dimension written as plain data (YAML, a command line): a list of choices is a
+    :class:`Categorical`; a mapping ``{low, high}`` with optional ``log`` is an :class:`Int`
+    when both bounds are integers, else a :class:`Float`.
+
+    Examples
+    --------
+    >>> dimension_from_plain({"low": 1e-4, "high": 1e-2, "log": True}, "lr")
+    Float(low=0.0001, high=0.01, log=True)
+    >>> dimension_from_plain({"low": 8, "high": 64}, "embed_dim")
+    Int(low=8, high=64, log=False)
+    >>> dimension_from_plain(["mean", "cls"], "pooling")
+    Categorical(choices=('mean', 'cls'))
+    """
+    if isinstance(value, (list, tuple)):
+        return Categorical(value)
+    if isinstance(value, Mapping) and {"low", "high"} <= set(value) <= {"low", "high", "log"}:
+        low, high, log = value["low"], value["high"], value.get("log", False)
+        if not isinstance(log, bool):
+            raise MlmmError(f"search space {name!r}: log must be true or false, got {log!r}")
+        bounds = (low, high)
+        if all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+            return Int(low, high, log=log)
+        if all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds):
+            return Float(float(low), float(high), log=log)
+    raise MlmmError(
+        f"search space {name!r} must be a list of choices ([a, b]) or a range "
+        f"({{low: 1, high: 8}}, integers; {{low: 1e-4, high: 1e-2, log: true}}), got {value!r}"
+    )
+
+
 def suggest(space: Mapping[str, Dimension], trial: Any, prefix: str = "") -> dict[str, Any]:
     """Every dimension of ``space`` suggested by an Optuna ``trial`` (names given ``prefix``
     in the study, returned without it)."""

@@ -34,6 +34,7 @@ from mlmm.errors import MlmmError
 from mlmm.methods.base import check_range
 from mlmm.methods.registry import METHODS, create_method
 from mlmm.train.trainer import Trainer, check_trainer_params
+from mlmm.tune.auto import check_every_modality_seen, check_folds_see_every_modality
 from mlmm.tune.space import (
     TRAINER_PREFIX,
     TRAINER_SPACE,
@@ -380,6 +381,12 @@ def tune_training_data(
     ``context`` (where ``train`` came from) and ``run_key`` are stored with the study.
     """
     optuna = _optuna()
+    if method == "auto":  # not a registered method: fit_auto's own inner CV chooses for it
+        raise MlmmError(
+            "method 'auto' is not tuned: it chooses its members by its own inner "
+            "cross-validation; train it (mlmm train --method auto, --param budget=...) or tune "
+            "one registered method"
+        )
     cls = METHODS.get(method).obj
     fixed = dict(method_params or {})
     parameters = method_parameters(cls)
@@ -389,6 +396,7 @@ def tune_training_data(
                 f"method {method!r} has no hyperparameter {key!r}; accepted: {', '.join(parameters)}"
             )
     check_trainer_params(trainer)  # else every trial fails on it, said only at the end
+    Trainer(**{**(trainer or {}), "progress": False})  # its values too (max_epochs=0...)
     method_space = dict(cls.search_space if space is None else space)
     check_space(method, method_space, parameters)
     method_space = {k: v for k, v in method_space.items() if k not in fixed}
@@ -401,7 +409,9 @@ def tune_training_data(
             f"method {method!r} has nothing to tune: its search space is empty; give a space "
             f"(space={{'name': Float(low, high)}}) or declare search_space on the method"
         )
+    _check_before_trials(train, method, fixed, method_space, given_space=space is not None)
     fold_indices = study_folds(train, settings.folds, settings.seed)
+    check_folds_see_every_modality(train, fold_indices, "the study's validation folds")
     n_folds = len(fold_indices)
     settings = TuneSettings(settings.trials, settings.timeout, n_folds, settings.seed)
     base_trainer = {**(trainer or {}), "seed": settings.seed, "progress": False}
@@ -464,6 +474,37 @@ def tune_training_data(
         if db is not None:
             db.close()
     return _result(method, fixed, records, settings, key, train, trainer_space, config)
+
+
+def _check_before_trials(
+    train: MultimodalDataset,
+    method: str,
+    fixed: dict[str, Any],
+    method_space: Mapping[str, Dimension],
+    given_space: bool = False,
+) -> None:
+    """One error before the study for what would fail every trial alike: a modality absent
+    from every training row; fixed hyperparameters that build the method at no point (its
+    defaults, or the space's low or high corner); a space given for this study that builds
+    it at neither corner (a range of reals for an integer). A value wrong only beside some
+    sampled ones stays a failed trial."""
+    check_every_modality_seen(train)
+    corners = [{key: dim.corners()[end] for key, dim in method_space.items()} for end in (0, -1)]
+    for what, points, needed in (
+        (f"the fixed hyperparameters {fixed}", [{}, *corners], bool(fixed)),
+        (f"the search space {describe(method_space)}", corners, given_space and bool(method_space)),
+    ):
+        if not needed:
+            continue
+        errors = []
+        for point in points:
+            try:
+                create_method(method, train.specs, train.task, **{**point, **fixed})
+                break
+            except MlmmError as err:
+                errors.append(err)
+        else:
+            raise MlmmError(f"{what} cannot build {method!r}: {errors[0]}")
 
 
 def read_params(
@@ -749,13 +790,19 @@ def _frozen_trial(optuna: Any, record: dict[str, Any], dists: dict[str, Any]) ->
 
 
 def _fingerprint(data: MultimodalDataset) -> str:
-    """A hash of the training data (inputs, presence, targets): a study resumes only on the
-    very same data."""
+    """A hash of the training data (inputs, presence, targets, groups, lengths): a study
+    resumes only on the very same data."""
     digest = hashlib.sha256()
     for spec in data.specs:
         digest.update(np.ascontiguousarray(data.inputs[spec.name]).tobytes())
     digest.update(np.ascontiguousarray(data.observed).tobytes())
     digest.update(np.ascontiguousarray(data.targets).tobytes())
+    # the folds follow the groups, and encoders the lengths: both change what a trial scores
+    # (data without them hash as before, so their stored studies still resume)
+    if data.groups is not None:
+        digest.update(b"groups" + np.asarray(data.groups).astype(str).tobytes())
+    for name, steps in sorted((data.lengths or {}).items()):
+        digest.update(f"lengths:{name}".encode() + np.ascontiguousarray(steps).tobytes())
     return digest.hexdigest()[:16]
 
 
