@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
     cache_path,
+    check_disjoint,
     check_split,
     download,
     locate,
@@ -474,10 +476,16 @@ def _read_cache(cache: Path, title: str):
     try:
         with np.load(cache, allow_pickle=False) as archive:
             data = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise MlmmError(
-            f"{title}: the cache {cache} is unreadable ({err}); delete it to convert again"
+            f"{title}: the cache {cache} is unreadable ({type(err).__name__}: {err}); delete it "
+            "to convert again"
         ) from None
+    if "source_stamp" not in data:
+        raise MlmmError(
+            f"{title}: the cache {cache} holds no 'source_stamp' (not written by mlmm); delete "
+            "it to convert again"
+        )
     if int(data.get("format", -1)) != _CACHE_FORMAT:
         raise MlmmError(
             f"{title}: the cache {cache} was written by another mlmm version; delete it to "
@@ -522,17 +530,24 @@ def _parts_from_pickle(raw: Any, path: Path, title: str) -> dict[str, dict[str, 
             out[m], out["nonfinite"][m] = _clean(arr)
         with np.errstate(over="ignore", invalid="ignore"):
             out["scores"] = labels.reshape(n).astype(np.float64)
-        out["ids"] = _ids(part.get("id"), n)
+        out["ids"] = _ids(part.get("id"), n, f"{path}['{s}']['id']", title)
         out["official"] = np.full(n, s)
         parts[s] = out
     return parts
 
 
-def _ids(raw: Any, n: int) -> np.ndarray:
+def _ids(raw: Any, n: int, where: str, title: str) -> np.ndarray:
     """``'video[start,end]'`` strings from the optional ``id`` array (bytes for MOSI)."""
     if raw is None:
         return np.array([""] * n)
-    rows = np.asarray(raw).reshape(n, -1)
+    rows = np.asarray(raw)
+    if rows.ndim == 0 or len(rows) != n:
+        found = "a scalar" if rows.ndim == 0 else f"{len(rows)} rows"
+        raise MlmmError(
+            f"{title}: {where} has {found}, expected {n} (one id row per label); the ids do not "
+            "belong to these samples: is the file complete?"
+        )
+    rows = rows.reshape(n, -1)
     text = [[v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in row] for row in rows]
     return np.array([r[0] if len(r) == 1 else f"{r[0]}[{','.join(r[1:])}]" for r in text])
 
@@ -615,6 +630,11 @@ class _CsdFile:
 
 def _entry(path: Path, data: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
     group = data[key]
+    if not hasattr(group, "keys"):  # a dataset where the format has a group
+        raise MlmmError(
+            f"{path}: entry {key!r} is an array {group.shape}, expected a group holding "
+            "'features' and 'intervals' (the computational-sequence layout)"
+        )
     if "features" not in group or "intervals" not in group:
         raise MlmmError(
             f"{path}: entry {key!r} should hold 'features' and 'intervals', got "
@@ -697,7 +717,9 @@ def _segment_features(path, data, segments, seq_len, title):
 
 def _folds(dataset: str, folds: Any) -> dict[str, str]:
     """Video id -> official split name, from ``folds`` or the installed SDK ({} if neither)."""
+    source = "folds="
     if folds is None:
+        source = "the CMU-MultimodalSDK's standard folds"
         try:
             from mmsdk import mmdatasdk  # type: ignore[import-not-found]
         except ImportError:
@@ -709,6 +731,7 @@ def _folds(dataset: str, folds: Any) -> dict[str, str]:
             "test": standard.standard_test_fold,
         }
     elif not isinstance(folds, Mapping):
+        source = str(folds)
         try:
             folds = json.loads(Path(folds).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -721,4 +744,11 @@ def _folds(dataset: str, folds: Any) -> dict[str, str]:
             f"folds should map exactly {list(SPLITS)} to lists of video ids, got "
             f"{sorted(folds) if isinstance(folds, Mapping) else type(folds).__name__}"
         )
+    not_lists = [s for s in SPLITS if not isinstance(folds[s], (list, tuple))]
+    if not_lists:
+        raise MlmmError(
+            f"{source}: {not_lists[0]!r} should be a list of video ids, got "
+            f"{type(folds[not_lists[0]]).__name__}"
+        )
+    check_disjoint({s: folds[s] for s in SPLITS}, source)
     return {str(vid): s for s in SPLITS for vid in folds[s]}
