@@ -123,6 +123,8 @@ def load_brats(
             inputs[sequence][i] = _pool(volume, downsample).transpose(2, 0, 1)
             observed[i, j] = True
     keep = observed.any(axis=1)
+    if not keep.any():
+        raise _no_volumes_error(folder, cases[0][0], chosen)
     grades = np.array([BRATS_GRADES.index(grade) for _, grade in cases], dtype=np.int64)
     return MultimodalDataset(
         specs=[ModalitySpec(s, "image", out_shape) for s in chosen],
@@ -183,14 +185,17 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
             cases.append((case, grade_of[case.name]))
         layout = "name_mapping.csv (2020)"
     else:
-        raise MlmmError(f"BraTS: {folder} does not hold {expected}")
+        raise MlmmError(
+            f"BraTS: {folder} does not hold {expected}; the 2021 and later releases carry no "
+            "grade and are not read"
+        )
     if not cases:
         raise MlmmError(f"BraTS: {folder} holds no case folders; expected {expected}")
     return folder, cases, layout
 
 
 def _name_mapping(path: Path) -> dict[str, str]:
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM is not part of "Grade"
         reader = csv.DictReader(fh)
         needed = {"Grade", "BraTS_2020_subject_ID"}
         if not needed <= set(reader.fieldnames or ()):
@@ -207,6 +212,17 @@ def _name_mapping(path: Path) -> dict[str, str]:
                 )
             out[row["BraTS_2020_subject_ID"].strip()] = grade
     return out
+
+
+def _no_volumes_error(folder: Path, case_dir: Path, chosen: tuple[str, ...]) -> MlmmError:
+    """No case holds a volume: name the expected file names and what the first case holds."""
+    held = sorted(p.name for p in case_dir.iterdir())[:5]
+    return MlmmError(
+        f"BraTS: no case under {folder} holds a volume named <case>_<sequence>.nii.gz or .nii "
+        f"for sequences {list(chosen)} (e.g. {case_dir.name}_{chosen[0]}.nii.gz; that folder "
+        f"holds {held}); rename the files to the 2018-2020 naming (the 2023 names -t1n, -t1c, "
+        "-t2w, -t2f are not read)"
+    )
 
 
 def _volume_path(case_dir: Path, sequence: str) -> Path | None:
