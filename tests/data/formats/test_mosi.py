@@ -545,3 +545,21 @@ def test_mosei_csd_labels_take_the_sentiment_column_of_seven(tmp_path):
     _write_csd(tmp_path / files["labels"], "All Labels", {"vidA": (labels, [[0, 2], [2, 4]])})
     ds = load_mosei(tmp_path, task="regression", folds=FOLDS | {"test": []})
     np.testing.assert_allclose(ds.targets, [-1.4, 2.0], rtol=1e-6)
+
+
+def test_an_mmsa_pickle_is_named_as_another_format(tmp_path):
+    # MMSA's aligned_50.pkl has the same splits and sample counts but other keys
+    mmsa = {
+        s: {
+            "raw_text": np.array(["a clip"] * len(part["labels"]), dtype=object),
+            "text": part["text"],
+            "audio": part["audio"],
+            "vision": part["vision"],
+            "regression_labels": part["labels"].reshape(-1),
+        }
+        for s, part in _mult_dict().items()
+    }
+    _write_pickle(tmp_path, mmsa)
+    with pytest.raises(MlmmError, match="this is an MMSA pickle .* another format") as err:
+        _trusted(tmp_path)
+    assert "\n" not in str(err.value)

@@ -511,7 +511,15 @@ def _parts_from_pickle(raw: Any, path: Path, title: str) -> dict[str, dict[str, 
         needed = (*MODALITIES, "labels")
         if not isinstance(part, dict) or not set(needed) <= set(part):
             found = sorted(map(str, part)) if isinstance(part, dict) else type(part).__name__
-            raise MlmmError(f"{title}: {path}['{s}'] should hold keys {list(needed)}, got {found}")
+            other = (
+                "; this is an MMSA pickle (aligned_50.pkl, with regression_labels), another "
+                "format: use MulT's pickle or the SDK's .csd files"
+                if isinstance(part, dict) and "regression_labels" in part
+                else ""
+            )
+            raise MlmmError(
+                f"{title}: {path}['{s}'] should hold keys {list(needed)}, got {found}{other}"
+            )
         labels = np.asarray(part["labels"])
         n = len(labels)
         if labels.ndim != 3 or labels.shape[1:] != (1, 1):
