@@ -128,3 +128,27 @@ def test_big_endian_scaled_integer_volumes_load_as_their_float_values(tmp_path):
     ds = load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
     t2 = ds.inputs["t2"][0]  # (z, x, y)
     assert t2.dtype == np.float32 and t2[1, 2, 2] == 15.0 and t2[0, 0, 0] == 1.0
+
+
+def test_bad_name_mapping_rows_and_a_case_under_both_grades_are_one_line(tmp_path):
+    _case(tmp_path, "BraTS20_Training_001")
+    mapping = tmp_path / "name_mapping.csv"
+    header = "Grade,BraTS_2020_subject_ID\n"
+    for body, message in (
+        ("LGG\n", "line 2 has no BraTS_2020_subject_ID"),  # AttributeError on None before
+        (
+            "LGG,BraTS20_Training_001\nHGG,BraTS20_Training_001\n",  # the last row won before
+            "line 3 gives BraTS20_Training_001 grade HGG, an earlier row LGG",
+        ),
+    ):
+        mapping.write_text(header + body)
+        with pytest.raises(MlmmError, match=message):
+            load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
+    mapping.write_bytes(header.encode("utf-16"))  # UnicodeDecodeError before
+    with pytest.raises(MlmmError, match=r"name_mapping\.csv is not a UTF-8 CSV") as err:
+        load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
+    assert "\n" not in str(err.value)
+    _case(tmp_path / "grades" / "HGG", "Brats18_A_1")
+    _case(tmp_path / "grades" / "LGG", "Brats18_A_1")  # loaded twice, with both labels, before
+    with pytest.raises(MlmmError, match="case Brats18_A_1 is in both .*LGG and .*HGG"):
+        load_brats(tmp_path / "grades", downsample=1, expected_shape=SHAPE)

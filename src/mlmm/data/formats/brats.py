@@ -173,6 +173,13 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
             if case.is_dir()
         ]
         layout = "grade folders (2018/2019)"
+        grade_of: dict[str, str] = {}
+        for case, grade in cases:
+            if grade_of.setdefault(case.name, grade) != grade:
+                raise MlmmError(
+                    f"BraTS: case {case.name} is in both {folder / grade_of[case.name]} and "
+                    f"{folder / grade}; expected each case under one grade: remove one copy"
+                )
     elif (folder / "name_mapping.csv").is_file():
         grade_of = _name_mapping(folder / "name_mapping.csv")
         cases = []
@@ -195,22 +202,41 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
 
 
 def _name_mapping(path: Path) -> dict[str, str]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM is not part of "Grade"
-        reader = csv.DictReader(fh)
-        needed = {"Grade", "BraTS_2020_subject_ID"}
-        if not needed <= set(reader.fieldnames or ()):
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM is not part of "Grade"
+            return _grades_of(csv.DictReader(fh), path)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise MlmmError(
+            f"{path} is not a UTF-8 CSV ({type(err).__name__}: {err}); expected the BraTS 2020 "
+            "name_mapping.csv as published (re-save it as UTF-8 CSV)"
+        ) from None
+
+
+def _grades_of(reader: csv.DictReader, path: Path) -> dict[str, str]:
+    """Case id -> grade from the rows of ``name_mapping.csv``."""
+    needed = {"Grade", "BraTS_2020_subject_ID"}
+    if not needed <= set(reader.fieldnames or ()):
+        raise MlmmError(
+            f"{path} has columns {reader.fieldnames}, expected {sorted(needed)} (the "
+            "BraTS 2020 name_mapping.csv)"
+        )
+    out = {}
+    for line, row in enumerate(reader, start=2):
+        grade = (row["Grade"] or "").strip()  # a short row gives None for missing fields
+        case = (row["BraTS_2020_subject_ID"] or "").strip()
+        if grade not in BRATS_GRADES:
             raise MlmmError(
-                f"{path} has columns {reader.fieldnames}, expected {sorted(needed)} (the "
-                "BraTS 2020 name_mapping.csv)"
+                f"{path} line {line}: grade {grade!r} is not one of {list(BRATS_GRADES)}"
             )
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            grade = row["Grade"].strip()
-            if grade not in BRATS_GRADES:
-                raise MlmmError(
-                    f"{path} line {line}: grade {grade!r} is not one of {list(BRATS_GRADES)}"
-                )
-            out[row["BraTS_2020_subject_ID"].strip()] = grade
+        if not case:
+            raise MlmmError(
+                f"{path} line {line} has no BraTS_2020_subject_ID; expected one case id per row"
+            )
+        if out.setdefault(case, grade) != grade:
+            raise MlmmError(
+                f"{path} line {line} gives {case} grade {grade}, an earlier row "
+                f"{out[case]}; expected one grade per case: fix the file"
+            )
     return out
 
 
