@@ -7,7 +7,8 @@ Layouts of the BraTS training releases (each case ``<case>/<case>_<sequence>.nii
     2020:        ROOT/<case>/<case>_t1.nii.gz ... + ROOT/name_mapping.csv (column Grade)
 
 A sequence whose file is missing is absent (the missing-modality setting of HeMIS, mmFormer,
-ShaSpec). Segmentation is out of scope: the label is the volume-level grade (LGG/HGG).
+ShaSpec). Segmentation is out of scope: the label is the volume-level grade (LGG/HGG), and the
+``_seg`` files (enhancing tumour written 4, no 3) are not read.
 
 Reference: B. H. Menze et al., "The Multimodal Brain Tumor Image Segmentation Benchmark
 (BRATS)", IEEE TMI 34(10), 2015; S. Bakas et al., "Advancing The Cancer Genome Atlas glioma

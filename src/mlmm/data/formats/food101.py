@@ -96,7 +96,8 @@ def load_food101(
         The ``split.json`` of missing-aware prompts (``datasets/Food101/split.json``:
         ``{"train", "val", "test"}`` lists of file names, ``val`` carved from the original
         train set). Given, the splits are ``train``/``val``/``test`` as listed there; a listed
-        file with no CSV row is skipped and counted in ``meta["unlisted"]``.
+        file with no CSV row is skipped and counted in ``meta["unlisted"]``; a file listed in two
+        splits is an error.
 
     Returns
     -------

@@ -70,7 +70,7 @@ def load_iemocap(
         ``target/<cv>/``.
     split : {"train", "valid", "test"}, optional
         MMIN's ``trn``/``val``/``tst`` sets of fold ``cv``; None: all three, with
-        ``meta["official_split"]``.
+        ``meta["official_split"]``. An utterance listed in two sets is an error.
     cv : int
         The fold (1-10 for IEMOCAP, 1-12 for MSP-IMPROV, whose files share the layout).
     seq_len : int

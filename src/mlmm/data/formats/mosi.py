@@ -150,7 +150,7 @@ def load_mosi(
         For ``.csd`` files, the official folds ``{"train": [video ids], "valid": [...],
         "test": [...]}``. None takes them from the CMU-MultimodalSDK when it is installed
         (``mmsdk``); without either, only ``split=None`` works and ``official_split`` is
-        ``"unknown"``.
+        ``"unknown"``. A video listed in two splits is an error (a leak between them).
     download : bool
         Fetch missing ``.csd`` files from the SDK's server into ``root`` (atomically).
     checksums : dict of str to str, optional
