@@ -231,3 +231,22 @@ def test_a_raw_split_listing_a_movie_twice_or_not_a_list_is_one_line(tmp_path):
     split_path.write_text(json.dumps(split))
     with pytest.raises(MlmmError, match="'dev' should be a list of 7-digit id strings, got int"):
         load_mmimdb(tmp_path, image_size=4)
+
+
+@pytest.mark.parametrize("table", ["train 0 4", np.zeros((3, 3))])
+def test_a_split_attribute_that_is_not_fuels_table_is_one_line(tmp_path, table):
+    _write(tmp_path)
+    with h5py.File(tmp_path / "multimodal_imdb.hdf5", "a") as f:
+        f.attrs["split"] = table  # a TypeError or IndexError before
+    with pytest.raises(MlmmError, match="expected Fuel's split table") as err:
+        load_mmimdb(tmp_path)
+    assert "multimodal_imdb.hdf5" in str(err.value)
+
+
+def test_non_finite_features_name_the_file_and_dataset(tmp_path):
+    features = np.ones((N, 300), np.float32)
+    features[6, 3] = np.nan
+    _write(tmp_path, features=features)
+    with pytest.raises(MlmmError, match=r"hdf5: dataset 'features' holds NaN or inf in 1 row"):
+        load_mmimdb(tmp_path, split="test")
+    assert load_mmimdb(tmp_path, split="train").n_samples == 4  # other rows are not read

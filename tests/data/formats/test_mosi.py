@@ -563,3 +563,33 @@ def test_an_mmsa_pickle_is_named_as_another_format(tmp_path):
     with pytest.raises(MlmmError, match="this is an MMSA pickle .* another format") as err:
         _trusted(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_a_segment_no_feature_row_overlaps_is_absent_not_a_crash(tmp_path):
+    # FACET rows cover 0-1 s of vidA only: vidA[1] (2-4 s) has no vision row; reshape(0, -1)
+    # raised a ValueError before
+    _write_mosi_csd(tmp_path)
+    rng = np.random.default_rng(3)
+    entries = {"vidA": _steps(0.0, 1.0, 20, rng), "vidB": _steps(0.0, 3.0, 20, rng)}
+    _write_csd(tmp_path / mosi_module.CSD_FILES["mosi"]["vision"], "FACET_4.1", entries)
+    ds = load_mosi(tmp_path, source="csd", task="regression", seq_len=6, folds=FOLDS)
+    assert ds.observed[:, 2].tolist() == [True, False, True]
+    assert ds.lengths["vision"].tolist() == [2, 0, 6]
+
+
+def test_a_csd_whose_data_is_not_a_group_or_with_an_empty_label_entry(tmp_path):
+    _write_mosi_csd(tmp_path)
+    labels = tmp_path / mosi_module.CSD_FILES["mosi"]["labels"]
+    with h5py.File(labels, "a") as f:
+        root = next(iter(f.keys()))
+        del f[f"{root}/data/vidB"]
+        f[f"{root}/data/vidB/features"] = np.zeros((0, 1), "<f4")  # no labelled segment
+        f[f"{root}/data/vidB/intervals"] = np.zeros((0, 2))
+    ds = load_mosi(tmp_path, source="csd", task="regression", folds=FOLDS)
+    assert ds.meta["ids"].tolist() == ["vidA[0]", "vidA[1]"]
+    with h5py.File(labels, "a") as f:
+        del f[f"{root}/data"]
+        f[f"{root}/data"] = np.zeros(3)  # a TypeError from h5py before
+    with pytest.raises(MlmmError, match="is not a computational sequence") as err:
+        load_mosi(tmp_path, source="csd", folds=FOLDS)
+    assert "Opinion_Labels.csd" in str(err.value)

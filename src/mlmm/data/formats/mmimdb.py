@@ -176,6 +176,13 @@ def load_mmimdb(
     if not np.isin(genres, (0, 1)).all():
         raise MlmmError(f"{path}: 'genres' holds values other than 0/1; expected multi-hot rows")
     inputs = {"text": text.astype(np.float32), "image": picture.astype(np.float32)}
+    for modality, key in (("text", "features"), ("image", image_key)):
+        bad = ~np.isfinite(inputs[modality].reshape(len(index), -1)).all(axis=1)
+        if bad.any():
+            raise MlmmError(
+                f"{path}: dataset {key!r} holds NaN or inf in {int(bad.sum())} row(s) (first: "
+                f"{index[bad][:3].tolist()}); expected finite features: is the file complete?"
+            )
     observed = zero_blocks_absent(inputs)
     keep = observed.any(axis=1)
     kind = "vector" if image == "vgg" else "image"
@@ -268,6 +275,12 @@ def _split_rows(handle, path: Path, n: int) -> dict[str, tuple[int, int]]:
                 "expected Fuel's split table in the root attributes"
             )
         return dict(_OFFICIAL_ROWS)
+    fields = getattr(getattr(table, "dtype", None), "names", None) or ()
+    if not {"split", "start", "stop"} <= set(fields):
+        raise MlmmError(
+            f"{path}: the root attribute 'split' is {type(table).__name__} with fields "
+            f"{list(fields)}, expected Fuel's split table (fields split, source, start, stop, ...)"
+        )
     out: dict[str, tuple[int, int]] = {}
     for row in table:
         name, start, stop = _text(row["split"]), int(row["start"]), int(row["stop"])

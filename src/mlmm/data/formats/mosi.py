@@ -623,7 +623,12 @@ class _CsdFile:
                 "truncated or corrupt: fetch it again"
             ) from None
         roots = list(self.handle.keys())
-        if len(roots) != 1 or "data" not in self.handle[roots[0]]:
+        if (
+            len(roots) != 1
+            or not hasattr(self.handle[roots[0]], "keys")
+            or "data" not in self.handle[roots[0]]
+            or not hasattr(self.handle[roots[0]]["data"], "keys")
+        ):
             self.handle.close()
             raise MlmmError(
                 f"{self.path} is not a computational sequence: expected one top-level group "
@@ -672,7 +677,9 @@ def _segments(path: Path, data: Any, title: str) -> list[tuple[str, str, float, 
     out = []
     for key in data:
         labels, intervals = _entry(path, data, key)
-        labels = labels.reshape(len(labels), -1)
+        if not len(labels):  # a video with no labelled segment gives no sample
+            continue
+        labels = labels.reshape(len(labels), int(np.prod(labels.shape[1:])))
         if "[" in key:  # aligned to the labels: one entry per segment, '<video>[<i>]'
             video = key[: key.index("[")]
             out.append((key, video, *intervals[0].tolist(), float(labels[0, 0])))
@@ -702,7 +709,8 @@ def _segment_features(path, data, segments, seq_len, title):
         else:
             rows.append(None)
             continue
-        feats = feats.reshape(len(feats), -1)
+        # an explicit width: reshape(0, -1) fails for a segment no feature row overlaps
+        feats = feats.reshape(len(feats), int(np.prod(feats.shape[1:])))
         if width is None:
             width = feats.shape[1]
         elif feats.shape[1] != width:
