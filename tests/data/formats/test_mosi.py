@@ -593,3 +593,21 @@ def test_a_csd_whose_data_is_not_a_group_or_with_an_empty_label_entry(tmp_path):
     with pytest.raises(MlmmError, match="is not a computational sequence") as err:
         load_mosi(tmp_path, source="csd", folds=FOLDS)
     assert "Opinion_Labels.csd" in str(err.value)
+
+
+def test_a_words_file_or_two_root_groups_are_one_line_naming_the_file(tmp_path):
+    # TimestampedWords holds [n, 1] byte strings (b"sp" for silence), not vectors
+    _write_mosi_csd(tmp_path)
+    text = tmp_path / mosi_module.CSD_FILES["mosi"]["text"]
+    words = {"vidA": (np.array([[b"hello"], [b"sp"]]), np.array([[0.0, 1.0], [1.0, 2.0]]))}
+    _write_csd(text, "words", words, compression=None)
+    with pytest.raises(MlmmError, match=r"entry 'vidA' holds \|S5 features, expected numbers"):
+        load_mosi(tmp_path, source="csd", folds=FOLDS)
+    _write_mosi_csd(tmp_path / "b")
+    audio = tmp_path / "b" / mosi_module.CSD_FILES["mosi"]["audio"]
+    with h5py.File(audio, "a") as f:
+        f.create_group("another_root/data")  # the SDK reads keys()[0]: which one is meant?
+    with pytest.raises(
+        MlmmError, match=r"COVAREP\.csd is not a computational sequence: expected one"
+    ):
+        load_mosi(tmp_path / "b", source="csd", folds=FOLDS)
