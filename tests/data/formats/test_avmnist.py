@@ -63,15 +63,16 @@ def test_bad_files_get_one_line_errors(tmp_path):
         load_avmnist(tmp_path, n_valid=2)
 
 
-def test_integer_images_are_scaled_as_floats(tmp_path):
-    # MultiBench divides in place (`/= 255.0`), which raises on an int array; here uint8
-    # images load and scale like the float64 release
+@pytest.mark.parametrize("dtype", [np.uint8, ">f8"])
+def test_integer_and_big_endian_images_are_scaled_as_floats(tmp_path, dtype):
+    # MultiBench divides in place (`/= 255.0`), which raises on an int array; here uint8 and
+    # big-endian images load and scale like the float64 release
     _write(tmp_path)
-    raw = np.load(tmp_path / "image" / "train_data.npy")
-    np.save(tmp_path / "image" / "train_data.npy", raw.astype(np.uint8))
+    raw = np.load(tmp_path / "image" / "train_data.npy").astype(dtype)
+    np.save(tmp_path / "image" / "train_data.npy", raw)
     ds = load_avmnist(tmp_path, split="train", n_valid=2, flatten_image=True)
     assert ds.inputs["image"].dtype == np.float32
-    np.testing.assert_allclose(ds.inputs["image"][0], raw[0].astype(np.uint8) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(ds.inputs["image"][0], raw[0].astype(np.float64) / 255.0, rtol=1e-6)
 
 
 def test_an_empty_npy_file_is_one_line_naming_it(tmp_path):
