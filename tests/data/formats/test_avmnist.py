@@ -61,3 +61,24 @@ def test_bad_files_get_one_line_errors(tmp_path):
     np.save(tmp_path / "test_labels.npy", np.array([0, 1, 2, 3], dtype=object))
     with pytest.raises(MlmmError, match=r"test_labels\.npy is not a plain \.npy array"):
         load_avmnist(tmp_path, n_valid=2)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, ">f8"])
+def test_integer_and_big_endian_images_are_scaled_as_floats(tmp_path, dtype):
+    # MultiBench divides in place (`/= 255.0`), which raises on an int array; here uint8 and
+    # big-endian images load and scale like the float64 release
+    _write(tmp_path)
+    raw = np.load(tmp_path / "image" / "train_data.npy").astype(dtype)
+    np.save(tmp_path / "image" / "train_data.npy", raw)
+    ds = load_avmnist(tmp_path, split="train", n_valid=2, flatten_image=True)
+    assert ds.inputs["image"].dtype == np.float32
+    np.testing.assert_allclose(ds.inputs["image"][0], raw[0].astype(np.float64) / 255.0, rtol=1e-6)
+
+
+def test_an_empty_npy_file_is_one_line_naming_it(tmp_path):
+    # numpy raised EOFError ("No data left in file") from deep inside np.load
+    _write(tmp_path)
+    (tmp_path / "train_labels.npy").write_bytes(b"")
+    with pytest.raises(MlmmError, match=r"train_labels\.npy is not a plain \.npy array") as err:
+        load_avmnist(tmp_path, n_valid=2)
+    assert "\n" not in str(err.value)

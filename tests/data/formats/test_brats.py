@@ -89,3 +89,66 @@ def test_bad_volumes_get_one_line_errors(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(MlmmError, match="no official split"):
         load_brats(tmp_path, split="train")
+
+
+def test_a_name_mapping_csv_with_a_byte_order_mark_is_read(tmp_path):
+    # a BOM made the first column '\ufeffGrade', refused as a missing Grade column
+    _case(tmp_path, "BraTS20_Training_001")
+    (tmp_path / "name_mapping.csv").write_bytes(
+        b"\xef\xbb\xbfGrade,BraTS_2020_subject_ID\r\nHGG,BraTS20_Training_001\r\n"
+    )
+    ds = load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
+    assert ds.targets.tolist() == [1]
+
+
+def test_cases_with_no_volume_of_the_expected_names_are_one_line(tmp_path):
+    # the 2023 naming (or files renamed away from their case) gave "the dataset is empty"
+    case = tmp_path / "HGG" / "Brats18_A_1"
+    case.mkdir(parents=True)
+    for sequence in ("t1n", "t1c", "t2w", "t2f", "seg"):
+        _volume(case / f"Brats18_A_1-{sequence}.nii.gz", 3)
+    with pytest.raises(MlmmError, match=r"no case under .* holds a volume named") as err:
+        load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
+    message = str(err.value)
+    assert "Brats18_A_1_t1.nii.gz" in message and "Brats18_A_1-t1c.nii.gz" in message
+    assert "\n" not in message
+    (tmp_path / "HGG").rename(tmp_path / "BraTS2021_00000")
+    with pytest.raises(MlmmError, match="2021 and later releases carry no grade"):
+        load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
+
+
+def test_big_endian_scaled_integer_volumes_load_as_their_float_values(tmp_path):
+    # BraTS volumes are int16 or float; the stored integers times scl_slope plus scl_inter
+    case = _case(tmp_path / "LGG", "Brats18_B_1")
+    data = np.zeros(SHAPE, dtype=">i2")
+    data[2:6, 2:6, 1:3] = 7
+    image = nib.Nifti1Image(data, AFFINE)
+    image.header.set_slope_inter(2.0, 1.0)
+    nib.save(image, case / "Brats18_B_1_t2.nii.gz")
+    ds = load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
+    t2 = ds.inputs["t2"][0]  # (z, x, y)
+    assert t2.dtype == np.float32 and t2[1, 2, 2] == 15.0 and t2[0, 0, 0] == 1.0
+
+
+def test_bad_name_mapping_rows_and_a_case_under_both_grades_are_one_line(tmp_path):
+    _case(tmp_path, "BraTS20_Training_001")
+    mapping = tmp_path / "name_mapping.csv"
+    header = "Grade,BraTS_2020_subject_ID\n"
+    for body, message in (
+        ("LGG\n", "line 2 has no BraTS_2020_subject_ID"),  # AttributeError on None before
+        (
+            "LGG,BraTS20_Training_001\nHGG,BraTS20_Training_001\n",  # the last row won before
+            "line 3 gives BraTS20_Training_001 grade HGG, an earlier row LGG",
+        ),
+    ):
+        mapping.write_text(header + body)
+        with pytest.raises(MlmmError, match=message):
+            load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
+    mapping.write_bytes(header.encode("utf-16"))  # UnicodeDecodeError before
+    with pytest.raises(MlmmError, match=r"name_mapping\.csv is not a UTF-8 CSV") as err:
+        load_brats(tmp_path, downsample=1, expected_shape=SHAPE)
+    assert "\n" not in str(err.value)
+    _case(tmp_path / "grades" / "HGG", "Brats18_A_1")
+    _case(tmp_path / "grades" / "LGG", "Brats18_A_1")  # loaded twice, with both labels, before
+    with pytest.raises(MlmmError, match="case Brats18_A_1 is in both .*LGG and .*HGG"):
+        load_brats(tmp_path / "grades", downsample=1, expected_shape=SHAPE)

@@ -136,3 +136,37 @@ def test_the_split_of_missing_aware_prompts_carves_val_from_train(tmp_path):
     assert val.n_samples == 1 and val.targets.tolist() == [0]
     with pytest.raises(MlmmError, match="split must be one of"):
         load_food101(tmp_path, split="val")  # no val without MAP's split
+
+
+def test_a_file_in_two_splits_of_maps_split_json_is_refused(tmp_path):
+    # val is carved from train: a file listed in both loaded silently before (a leak)
+    import json
+
+    _write(tmp_path)
+    split = {"train": ["apple_pie_1.jpg", "tacos_1.jpg"], "val": ["tacos_1.jpg"], "test": []}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    with pytest.raises(MlmmError, match="lists 'tacos_1.jpg' in both 'train' and 'val'"):
+        load_food101(tmp_path, image_size=4, map_split=tmp_path / "split.json")
+    split["val"] = "apple_pie_2.jpg"  # one name, not a list: "no readable sample" before
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    with pytest.raises(MlmmError, match="'val' should be a list of file names, got str"):
+        load_food101(tmp_path, image_size=4, map_split=tmp_path / "split.json")
+
+
+def test_a_header_row_is_refused_not_read_as_a_sample(tmp_path):
+    # in the training CSV a header made a class named 'class'; the published CSVs have none
+    _write(tmp_path)
+    path = tmp_path / "texts" / "train_titles.csv"
+    path.write_bytes(b"filename,title,class\r\n" + path.read_bytes())
+    with pytest.raises(MlmmError, match="line 1 reads .* which looks like a header") as err:
+        load_food101(tmp_path, image_size=4)
+    assert "delete that line" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unclosed_quote_is_one_line_naming_the_csv(tmp_path):
+    _write(tmp_path)
+    path = tmp_path / "texts" / "test_titles.csv"
+    path.write_text('tacos_9.jpg,"Street tacos' + "x" * 200_000 + ",tacos\r\n")
+    with pytest.raises(MlmmError, match=r"test_titles\.csv line 1 is not readable CSV") as err:
+        load_food101(tmp_path, image_size=4)
+    assert "\n" not in str(err.value)

@@ -186,3 +186,67 @@ def test_the_genres_train_a_multilabel_model_end_to_end(tmp_path):
     # Drama is on in one of the two test movies, so its AUROC is defined; Western never is
     auroc = table.set_index("metric").value
     assert 0 <= auroc["auroc[Drama]"] <= 1 and np.isnan(auroc["auroc[Western]"])
+
+
+def test_overlapping_split_rows_in_the_fuel_table_are_refused(tmp_path):
+    # dev rows 2-5 overlapping train rows 0-3 loaded silently before: movies in two splits
+    _write(tmp_path)
+    with h5py.File(tmp_path / "multimodal_imdb.hdf5", "a") as f:
+        table = f.attrs["split"]
+        table["start"][table["split"] == b"dev"] = 2
+        f.attrs["split"] = table
+    with pytest.raises(
+        MlmmError, match=r"train rows \(0, 4\) and dev rows \(2, 6\), which overlap"
+    ):
+        load_mmimdb(tmp_path, split="test")
+
+
+def test_numeric_imdb_ids_get_their_leading_zeros_back(tmp_path):
+    _write(tmp_path, imdb_ids=np.arange(N, dtype=np.int64) + 120)
+    ds = load_mmimdb(tmp_path, split="train")
+    assert ds.meta["imdb_ids"].tolist()[:2] == ["0000120", "0000121"]
+
+
+def test_a_genre_table_of_another_width_names_the_file(tmp_path):
+    _write(tmp_path, genres=np.zeros((N, 20), np.int32))
+    with pytest.raises(MlmmError, match=r"multimodal_imdb\.hdf5: 'genres' has 20 columns but 23"):
+        load_mmimdb(tmp_path)
+
+
+def test_a_raw_split_listing_a_movie_twice_or_not_a_list_is_one_line(tmp_path):
+    pytest.importorskip("PIL")
+    _write_raw(tmp_path)
+    split_path = tmp_path / "split.json"
+    split = json.loads(split_path.read_text())
+    split["test"].append("0000001")  # a training movie also in test
+    split_path.write_text(json.dumps(split))
+    with pytest.raises(MlmmError, match="lists '0000001' in both 'train' and 'test'"):
+        load_mmimdb(tmp_path, split="dev", image_size=4)
+    split["test"] = [4]  # a number for "0000004": the file is 0000004.json
+    split_path.write_text(json.dumps(split))
+    assert load_mmimdb(tmp_path, split="test", image_size=4).meta["imdb_ids"].tolist() == [
+        "0000004"
+    ]
+    split["dev"] = 3  # not a list: a TypeError before
+    split_path.write_text(json.dumps(split))
+    with pytest.raises(MlmmError, match="'dev' should be a list of 7-digit id strings, got int"):
+        load_mmimdb(tmp_path, image_size=4)
+
+
+@pytest.mark.parametrize("table", ["train 0 4", np.zeros((3, 3))])
+def test_a_split_attribute_that_is_not_fuels_table_is_one_line(tmp_path, table):
+    _write(tmp_path)
+    with h5py.File(tmp_path / "multimodal_imdb.hdf5", "a") as f:
+        f.attrs["split"] = table  # a TypeError or IndexError before
+    with pytest.raises(MlmmError, match="expected Fuel's split table") as err:
+        load_mmimdb(tmp_path)
+    assert "multimodal_imdb.hdf5" in str(err.value)
+
+
+def test_non_finite_features_name_the_file_and_dataset(tmp_path):
+    features = np.ones((N, 300), np.float32)
+    features[6, 3] = np.nan
+    _write(tmp_path, features=features)
+    with pytest.raises(MlmmError, match=r"hdf5: dataset 'features' holds NaN or inf in 1 row"):
+        load_mmimdb(tmp_path, split="test")
+    assert load_mmimdb(tmp_path, split="train").n_samples == 4  # other rows are not read

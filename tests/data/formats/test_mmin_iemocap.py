@@ -104,3 +104,37 @@ def test_a_truncated_h5_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(MlmmError, match="denseface.h5") as info:
         load_iemocap(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_an_utterance_in_two_sets_of_a_fold_is_refused(tmp_path):
+    # trn and tst sharing utterances loaded silently before: the test scores saw training data
+    _write(tmp_path)
+    target = tmp_path / "target" / "1"
+    np.save(target / "tst_int2name.npy", np.load(target / "trn_int2name.npy")[:3])
+    with pytest.raises(MlmmError, match="lists 'Ses01F_impro00_F000' in both 'trn' and 'tst'"):
+        load_iemocap(tmp_path, split="train")  # caught whichever split is loaded
+
+
+@pytest.mark.parametrize("content", [b"", b"label,utterance\n0,Ses01F\n"])
+def test_an_empty_or_foreign_target_file_is_one_line_naming_it(tmp_path, content):
+    # an empty file raised EOFError; a CSV was called "a pickle" and asked for trust_pickle
+    _write(tmp_path)
+    for name in ("trn_label.npy", "val_int2name.npy"):
+        path = tmp_path / "target" / "1" / name
+        saved = path.read_bytes()
+        path.write_bytes(content)
+        with pytest.raises(MlmmError, match=rf"{name} is not a \.npy file") as err:
+            load_iemocap(tmp_path, trust_pickle=True)
+        assert "numpy.save" in str(err.value) and "\n" not in str(err.value)
+        path.write_bytes(saved)
+
+
+def test_a_truncated_target_file_is_one_line_naming_it(tmp_path):
+    _write(tmp_path)
+    path = tmp_path / "target" / "1" / "trn_label.npy"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(MlmmError, match=r"trn_label\.npy is not a readable \.npy array"):
+        load_iemocap(tmp_path)
+    np.save(path, np.array(["0", "1"], dtype=object), allow_pickle=True)
+    with pytest.raises(MlmmError, match=r"trn_label\.npy holds Python objects, expected numeric"):
+        load_iemocap(tmp_path, trust_pickle=True)  # labels are never unpickled

@@ -475,3 +475,139 @@ def test_a_truncated_csd_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(MlmmError, match=path.name) as info:
         load_mosi(tmp_path, source="csd", task="regression", seq_len=6, folds=FOLDS)
     assert "\n" not in str(info.value)
+
+
+def test_ids_of_another_length_than_the_labels_are_an_error_not_a_reshape(tmp_path):
+    # [4, 3] ids for 6 labels reshaped silently to [6, 2] before: every id named the wrong clip
+    data = _mult_dict()
+    data["train"]["id"] = data["train"]["id"][:4]
+    _write_pickle(tmp_path, data)
+    with pytest.raises(MlmmError, match=r"\['train'\]\['id'\] has 4 rows, expected 6") as err:
+        _trusted(tmp_path)
+    assert "mosi_data.pkl" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_cache_is_one_line_saying_to_delete_it(tmp_path, damage):
+    _write_pickle(tmp_path)
+    _trusted(tmp_path)
+    cache = tmp_path / ".mlmm-cache" / "mosi_data.npz"
+    cache.write_bytes(cache.read_bytes()[:1000] if damage == "truncated" else b"")
+    with pytest.raises(MlmmError, match=r"the cache .*mosi_data\.npz is unreadable") as err:
+        load_mosi(tmp_path)
+    assert "delete it to convert again" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_folds_listing_a_video_in_two_splits_are_refused(tmp_path):
+    # the last split named a video silently won before: vidA's segments trained and validated
+    _write_mosi_csd(tmp_path)
+    leaky = {"train": ["vidA"], "valid": ["vidA"], "test": ["vidB"]}
+    with pytest.raises(MlmmError, match="folds= lists 'vidA' in both 'train' and 'valid'"):
+        load_mosi(tmp_path, source="csd", folds=leaky)
+    path = tmp_path / "folds.json"
+    path.write_text(json.dumps({"train": ["vidA", "vidB"], "valid": [], "test": ["vidB"]}))
+    with pytest.raises(MlmmError, match=r"folds\.json lists 'vidB' in both 'train' and 'test'"):
+        load_mosi(tmp_path, source="csd", folds=path)
+    with pytest.raises(MlmmError, match="'valid' should be a list of video ids, got str"):
+        load_mosi(tmp_path, source="csd", folds={"train": ["vidA"], "valid": "vidB", "test": []})
+
+
+def test_a_csd_entry_that_is_an_array_not_a_group_is_one_line(tmp_path):
+    _write_mosi_csd(tmp_path)
+    path = tmp_path / mosi_module.CSD_FILES["mosi"]["audio"]
+    with h5py.File(path, "a") as f:
+        del f["COVAREP/data/vidA"]
+        f["COVAREP/data/vidA"] = np.zeros((3, 5), dtype="<f4")
+    with pytest.raises(MlmmError, match=r"entry 'vidA' is an array \(3, 5\), expected a group"):
+        load_mosi(tmp_path, source="csd", folds=FOLDS)
+
+
+def test_big_endian_csd_features_read_as_their_values(tmp_path):
+    # feature files are commonly <f4; a >f4 (or >f8) file must give the same numbers
+    _write_mosi_csd(tmp_path)
+    path = tmp_path / mosi_module.CSD_FILES["mosi"]["audio"]
+    with h5py.File(path, "a") as f:
+        values = f["COVAREP/data/vidA/features"][()]
+        del f["COVAREP/data/vidA/features"]
+        f.create_dataset("COVAREP/data/vidA/features", data=values.astype(">f8"))
+    ds = load_mosi(path.parent, source="csd", task="regression", seq_len=6, folds=FOLDS)
+    np.testing.assert_array_equal(ds.inputs["audio"][0, :4], values[:4])
+    assert ds.inputs["audio"].dtype == np.float32
+
+
+def test_mosei_csd_labels_take_the_sentiment_column_of_seven(tmp_path):
+    # MOSEI's All Labels are [n, 7]: sentiment, then six emotions in [0, 3]
+    rng = np.random.default_rng(2)
+    files = mosi_module.CSD_FILES["mosei"]
+    for m in ("text", "audio", "vision"):
+        _write_csd(tmp_path / files[m], m, {"vidA": _steps(0.0, 4.0, WIDTHS[m], rng)})
+    labels = np.array([[-1.4, 3, 0, 0, 1, 2, 0], [2.0, 0, 3, 1, 0, 0, 0]], dtype="<f4")
+    _write_csd(tmp_path / files["labels"], "All Labels", {"vidA": (labels, [[0, 2], [2, 4]])})
+    ds = load_mosei(tmp_path, task="regression", folds=FOLDS | {"test": []})
+    np.testing.assert_allclose(ds.targets, [-1.4, 2.0], rtol=1e-6)
+
+
+def test_an_mmsa_pickle_is_named_as_another_format(tmp_path):
+    # MMSA's aligned_50.pkl has the same splits and sample counts but other keys
+    mmsa = {
+        s: {
+            "raw_text": np.array(["a clip"] * len(part["labels"]), dtype=object),
+            "text": part["text"],
+            "audio": part["audio"],
+            "vision": part["vision"],
+            "regression_labels": part["labels"].reshape(-1),
+        }
+        for s, part in _mult_dict().items()
+    }
+    _write_pickle(tmp_path, mmsa)
+    with pytest.raises(MlmmError, match="this is an MMSA pickle .* another format") as err:
+        _trusted(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_segment_no_feature_row_overlaps_is_absent_not_a_crash(tmp_path):
+    # FACET rows cover 0-1 s of vidA only: vidA[1] (2-4 s) has no vision row; reshape(0, -1)
+    # raised a ValueError before
+    _write_mosi_csd(tmp_path)
+    rng = np.random.default_rng(3)
+    entries = {"vidA": _steps(0.0, 1.0, 20, rng), "vidB": _steps(0.0, 3.0, 20, rng)}
+    _write_csd(tmp_path / mosi_module.CSD_FILES["mosi"]["vision"], "FACET_4.1", entries)
+    ds = load_mosi(tmp_path, source="csd", task="regression", seq_len=6, folds=FOLDS)
+    assert ds.observed[:, 2].tolist() == [True, False, True]
+    assert ds.lengths["vision"].tolist() == [2, 0, 6]
+
+
+def test_a_csd_whose_data_is_not_a_group_or_with_an_empty_label_entry(tmp_path):
+    _write_mosi_csd(tmp_path)
+    labels = tmp_path / mosi_module.CSD_FILES["mosi"]["labels"]
+    with h5py.File(labels, "a") as f:
+        root = next(iter(f.keys()))
+        del f[f"{root}/data/vidB"]
+        f[f"{root}/data/vidB/features"] = np.zeros((0, 1), "<f4")  # no labelled segment
+        f[f"{root}/data/vidB/intervals"] = np.zeros((0, 2))
+    ds = load_mosi(tmp_path, source="csd", task="regression", folds=FOLDS)
+    assert ds.meta["ids"].tolist() == ["vidA[0]", "vidA[1]"]
+    with h5py.File(labels, "a") as f:
+        del f[f"{root}/data"]
+        f[f"{root}/data"] = np.zeros(3)  # a TypeError from h5py before
+    with pytest.raises(MlmmError, match="is not a computational sequence") as err:
+        load_mosi(tmp_path, source="csd", folds=FOLDS)
+    assert "Opinion_Labels.csd" in str(err.value)
+
+
+def test_a_words_file_or_two_root_groups_are_one_line_naming_the_file(tmp_path):
+    # TimestampedWords holds [n, 1] byte strings (b"sp" for silence), not vectors
+    _write_mosi_csd(tmp_path)
+    text = tmp_path / mosi_module.CSD_FILES["mosi"]["text"]
+    words = {"vidA": (np.array([[b"hello"], [b"sp"]]), np.array([[0.0, 1.0], [1.0, 2.0]]))}
+    _write_csd(text, "words", words, compression=None)
+    with pytest.raises(MlmmError, match=r"entry 'vidA' holds \|S5 features, expected numbers"):
+        load_mosi(tmp_path, source="csd", folds=FOLDS)
+    _write_mosi_csd(tmp_path / "b")
+    audio = tmp_path / "b" / mosi_module.CSD_FILES["mosi"]["audio"]
+    with h5py.File(audio, "a") as f:
+        f.create_group("another_root/data")  # the SDK reads keys()[0]: which one is meant?
+    with pytest.raises(
+        MlmmError, match=r"COVAREP\.csd is not a computational sequence: expected one"
+    ):
+        load_mosi(tmp_path / "b", source="csd", folds=FOLDS)

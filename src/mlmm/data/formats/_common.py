@@ -23,7 +23,7 @@ import re
 import tempfile
 import urllib.request
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -37,6 +37,7 @@ __all__ = [
     "CACHE_DIR",
     "CHECKSUMS",
     "cache_path",
+    "check_disjoint",
     "check_image_text_options",
     "check_split",
     "decode_image",
@@ -215,6 +216,32 @@ def check_split(split: str | None, names: Sequence[str], dataset: str) -> None:
         raise MlmmError(
             f"{dataset}: split must be one of {list(names)} or None (all rows, with "
             f"meta['official_split']), got {split!r}"
+        )
+
+
+def check_disjoint(members: Mapping[str, Iterable[str]], source: str) -> None:
+    """Raise when one sample id is listed in two splits: training would see test samples.
+
+    Parameters
+    ----------
+    members : mapping of str to iterable of str
+        Split name -> the ids (video, utterance, movie, file name) it lists, as the file does.
+    source : str
+        The file (or argument) the lists come from, named in the message.
+    """
+    seen: dict[str, str] = {}
+    shared: list[tuple[str, str, str]] = []
+    for split, ids in members.items():
+        for item in dict.fromkeys(str(v) for v in ids):  # a repeat inside one split is no leak
+            first = seen.setdefault(item, split)
+            if first != split:
+                shared.append((item, first, split))
+    if shared:
+        item, first, second = shared[0]
+        raise MlmmError(
+            f"{source} lists {item!r} in both {first!r} and {second!r} ({len(shared)} id(s) in "
+            "two splits); expected disjoint splits, as the published ones are: remove each from "
+            "all but one split, or the scores count samples the model trained on"
         )
 
 

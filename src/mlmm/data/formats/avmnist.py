@@ -145,7 +145,7 @@ def _read(path: Path, checksums) -> np.ndarray:
     verify(path, "avmnist", checksums)
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError) as err:  # an empty file: EOFError
         raise MlmmError(
             f"{path} is not a plain .npy array ({str(err).splitlines()[0]}); expected a numeric "
             "array saved with numpy.save, not truncated"

@@ -7,7 +7,8 @@ Layouts of the BraTS training releases (each case ``<case>/<case>_<sequence>.nii
     2020:        ROOT/<case>/<case>_t1.nii.gz ... + ROOT/name_mapping.csv (column Grade)
 
 A sequence whose file is missing is absent (the missing-modality setting of HeMIS, mmFormer,
-ShaSpec). Segmentation is out of scope: the label is the volume-level grade (LGG/HGG).
+ShaSpec). Segmentation is out of scope: the label is the volume-level grade (LGG/HGG), and the
+``_seg`` files (enhancing tumour written 4, no 3) are not read.
 
 Reference: B. H. Menze et al., "The Multimodal Brain Tumor Image Segmentation Benchmark
 (BRATS)", IEEE TMI 34(10), 2015; S. Bakas et al., "Advancing The Cancer Genome Atlas glioma
@@ -123,6 +124,8 @@ def load_brats(
             inputs[sequence][i] = _pool(volume, downsample).transpose(2, 0, 1)
             observed[i, j] = True
     keep = observed.any(axis=1)
+    if not keep.any():
+        raise _no_volumes_error(folder, cases[0][0], chosen)
     grades = np.array([BRATS_GRADES.index(grade) for _, grade in cases], dtype=np.int64)
     return MultimodalDataset(
         specs=[ModalitySpec(s, "image", out_shape) for s in chosen],
@@ -171,6 +174,13 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
             if case.is_dir()
         ]
         layout = "grade folders (2018/2019)"
+        grade_of: dict[str, str] = {}
+        for case, grade in cases:
+            if grade_of.setdefault(case.name, grade) != grade:
+                raise MlmmError(
+                    f"BraTS: case {case.name} is in both {folder / grade_of[case.name]} and "
+                    f"{folder / grade}; expected each case under one grade: remove one copy"
+                )
     elif (folder / "name_mapping.csv").is_file():
         grade_of = _name_mapping(folder / "name_mapping.csv")
         cases = []
@@ -183,30 +193,63 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
             cases.append((case, grade_of[case.name]))
         layout = "name_mapping.csv (2020)"
     else:
-        raise MlmmError(f"BraTS: {folder} does not hold {expected}")
+        raise MlmmError(
+            f"BraTS: {folder} does not hold {expected}; the 2021 and later releases carry no "
+            "grade and are not read"
+        )
     if not cases:
         raise MlmmError(f"BraTS: {folder} holds no case folders; expected {expected}")
     return folder, cases, layout
 
 
 def _name_mapping(path: Path) -> dict[str, str]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        needed = {"Grade", "BraTS_2020_subject_ID"}
-        if not needed <= set(reader.fieldnames or ()):
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM is not part of "Grade"
+            return _grades_of(csv.DictReader(fh), path)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise MlmmError(
+            f"{path} is not a UTF-8 CSV ({type(err).__name__}: {err}); expected the BraTS 2020 "
+            "name_mapping.csv as published (re-save it as UTF-8 CSV)"
+        ) from None
+
+
+def _grades_of(reader: csv.DictReader, path: Path) -> dict[str, str]:
+    """Case id -> grade from the rows of ``name_mapping.csv``."""
+    needed = {"Grade", "BraTS_2020_subject_ID"}
+    if not needed <= set(reader.fieldnames or ()):
+        raise MlmmError(
+            f"{path} has columns {reader.fieldnames}, expected {sorted(needed)} (the "
+            "BraTS 2020 name_mapping.csv)"
+        )
+    out = {}
+    for line, row in enumerate(reader, start=2):
+        grade = (row["Grade"] or "").strip()  # a short row gives None for missing fields
+        case = (row["BraTS_2020_subject_ID"] or "").strip()
+        if grade not in BRATS_GRADES:
             raise MlmmError(
-                f"{path} has columns {reader.fieldnames}, expected {sorted(needed)} (the "
-                "BraTS 2020 name_mapping.csv)"
+                f"{path} line {line}: grade {grade!r} is not one of {list(BRATS_GRADES)}"
             )
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            grade = row["Grade"].strip()
-            if grade not in BRATS_GRADES:
-                raise MlmmError(
-                    f"{path} line {line}: grade {grade!r} is not one of {list(BRATS_GRADES)}"
-                )
-            out[row["BraTS_2020_subject_ID"].strip()] = grade
+        if not case:
+            raise MlmmError(
+                f"{path} line {line} has no BraTS_2020_subject_ID; expected one case id per row"
+            )
+        if out.setdefault(case, grade) != grade:
+            raise MlmmError(
+                f"{path} line {line} gives {case} grade {grade}, an earlier row "
+                f"{out[case]}; expected one grade per case: fix the file"
+            )
     return out
+
+
+def _no_volumes_error(folder: Path, case_dir: Path, chosen: tuple[str, ...]) -> MlmmError:
+    """No case holds a volume: name the expected file names and what the first case holds."""
+    held = sorted(p.name for p in case_dir.iterdir())[:5]
+    return MlmmError(
+        f"BraTS: no case under {folder} holds a volume named <case>_<sequence>.nii.gz or .nii "
+        f"for sequences {list(chosen)} (e.g. {case_dir.name}_{chosen[0]}.nii.gz; that folder "
+        f"holds {held}); rename the files to the 2018-2020 naming (the 2023 names -t1n, -t1c, "
+        "-t2w, -t2f are not read)"
+    )
 
 
 def _volume_path(case_dir: Path, sequence: str) -> Path | None:

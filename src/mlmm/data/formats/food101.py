@@ -25,6 +25,7 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
+    check_disjoint,
     check_image_text_options,
     check_split,
     decode_image,
@@ -39,6 +40,7 @@ __all__ = ["FOOD101_FILES", "load_food101"]
 
 FOOD101_FILES = ("texts/train_titles.csv", "texts/test_titles.csv", "images/train", "images/test")
 SPLITS = ("train", "test")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAP_SPLITS = ("train", "val", "test")
 
 
@@ -94,7 +96,8 @@ def load_food101(
         The ``split.json`` of missing-aware prompts (``datasets/Food101/split.json``:
         ``{"train", "val", "test"}`` lists of file names, ``val`` carved from the original
         train set). Given, the splits are ``train``/``val``/``test`` as listed there; a listed
-        file with no CSV row is skipped and counted in ``meta["unlisted"]``.
+        file with no CSV row is skipped and counted in ``meta["unlisted"]``; a file listed in two
+        splits is an error.
 
     Returns
     -------
@@ -177,16 +180,29 @@ def _read_titles(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
     out = []
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh)
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
-            if len(row) != 3:
-                raise MlmmError(
-                    f"{path} line {line} has {len(row)} fields, expected 3 (filename,title,class "
-                    "with no header; quote titles that hold commas)"
-                )
-            out.append((line, (row[0].strip(), row[1], row[2].strip())))
+        try:
+            for row in reader:
+                line = reader.line_num
+                if not row:
+                    continue
+                if len(row) != 3:
+                    raise MlmmError(
+                        f"{path} line {line} has {len(row)} fields, expected 3 (filename,title,"
+                        "class with no header; quote titles that hold commas)"
+                    )
+                filename = row[0].strip()
+                if not out and Path(filename).suffix.lower() not in _IMAGE_SUFFIXES:
+                    raise MlmmError(
+                        f"{path} line {line} reads {row!r}, which looks like a header, expected "
+                        "a first sample such as 'apple_pie_1.jpg,title,apple_pie' (the published "
+                        "CSVs have no header); delete that line"
+                    )
+                out.append((line, (filename, row[1], row[2].strip())))
+        except csv.Error as err:  # a runaway quote: a field past the csv module's size limit
+            raise MlmmError(
+                f"{path} line {reader.line_num} is not readable CSV ({err}); expected "
+                "filename,title,class rows: an unclosed quote in a title?"
+            ) from None
     return out
 
 
@@ -204,6 +220,12 @@ def _plan(rows, map_split):
     if not isinstance(listed, dict) or set(listed) != set(MAP_SPLITS):
         found = sorted(listed) if isinstance(listed, dict) else type(listed).__name__
         raise MlmmError(f"{path} should map {list(MAP_SPLITS)} to lists of file names, got {found}")
+    for name in MAP_SPLITS:
+        if not isinstance(listed[name], list):
+            raise MlmmError(
+                f"{path}: {name!r} should be a list of file names, got {type(listed[name]).__name__}"
+            )
+    check_disjoint({name: listed[name] for name in MAP_SPLITS}, str(path))
     by_name = {s: {row[0]: (line, row) for line, row in rows[s]} for s in SPLITS}
     plan, unlisted = [], 0
     for name in MAP_SPLITS:

@@ -22,6 +22,7 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
+    check_disjoint,
     check_image_text_options,
     check_split,
     decode_image,
@@ -159,7 +160,7 @@ def load_mmimdb(
     with handle:
         image_key = _IMAGE_SOURCES[image]
         n = _check_layout(handle, path, image_key)
-        names = _genre_names(handle["genres"])
+        names = _genre_names(handle["genres"], path)
         if genre is not None and genre not in names:
             raise unknown_name_error("MM-IMDb genre", str(genre), names)
         ranges = _split_rows(handle, path, n)
@@ -175,6 +176,13 @@ def load_mmimdb(
     if not np.isin(genres, (0, 1)).all():
         raise MlmmError(f"{path}: 'genres' holds values other than 0/1; expected multi-hot rows")
     inputs = {"text": text.astype(np.float32), "image": picture.astype(np.float32)}
+    for modality, key in (("text", "features"), ("image", image_key)):
+        bad = ~np.isfinite(inputs[modality].reshape(len(index), -1)).all(axis=1)
+        if bad.any():
+            raise MlmmError(
+                f"{path}: dataset {key!r} holds NaN or inf in {int(bad.sum())} row(s) (first: "
+                f"{index[bad][:3].tolist()}); expected finite features: is the file complete?"
+            )
     observed = zero_blocks_absent(inputs)
     keep = observed.any(axis=1)
     kind = "vector" if image == "vgg" else "image"
@@ -191,7 +199,7 @@ def load_mmimdb(
         name="mmimdb",
         meta={
             "source": str(path),
-            "imdb_ids": np.array([_text(v) for v in ids[keep]]),
+            "imdb_ids": np.array([_movie_id(v) for v in ids[keep]]),
             "genres": genres[keep].astype(np.int8),
             "genre_names": names,
             "official_split": official[keep],
@@ -239,7 +247,7 @@ def _genre_task(
     return binary, genres[:, column].astype(np.int64)
 
 
-def _genre_names(dataset) -> tuple[str, ...]:
+def _genre_names(dataset, path: Path) -> tuple[str, ...]:
     raw = dataset.attrs.get("target_names")
     if raw is None:
         names = MMIMDB_GENRES
@@ -251,7 +259,7 @@ def _genre_names(dataset) -> tuple[str, ...]:
             names = tuple(raw.split())
     if len(names) != dataset.shape[1]:
         raise MlmmError(
-            f"'genres' has {dataset.shape[1]} columns but {len(names)} genre names; expected "
+            f"{path}: 'genres' has {dataset.shape[1]} columns but {len(names)} genre names; expected "
             "one name per column in attrs['target_names']"
         )
     return tuple(str(v) for v in names)
@@ -267,6 +275,12 @@ def _split_rows(handle, path: Path, n: int) -> dict[str, tuple[int, int]]:
                 "expected Fuel's split table in the root attributes"
             )
         return dict(_OFFICIAL_ROWS)
+    fields = getattr(getattr(table, "dtype", None), "names", None) or ()
+    if not {"split", "start", "stop"} <= set(fields):
+        raise MlmmError(
+            f"{path}: the root attribute 'split' is {type(table).__name__} with fields "
+            f"{list(fields)}, expected Fuel's split table (fields split, source, start, stop, ...)"
+        )
     out: dict[str, tuple[int, int]] = {}
     for row in table:
         name, start, stop = _text(row["split"]), int(row["start"]), int(row["stop"])
@@ -280,6 +294,14 @@ def _split_rows(handle, path: Path, n: int) -> dict[str, tuple[int, int]]:
             f"{path}: the 'split' attribute gives {out}, expected rows of train, dev and test "
             f"within 0..{n}"
         )
+    ordered = sorted(out.items(), key=lambda item: item[1])
+    for (first, (_, stop)), (second, (start, _)) in zip(ordered, ordered[1:], strict=False):
+        if start < stop:
+            raise MlmmError(
+                f"{path}: the 'split' attribute gives {first} rows {out[first]} and {second} "
+                f"rows {out[second]}, which overlap; expected disjoint rows (the published file: "
+                f"{_OFFICIAL_ROWS}), or the scores count samples the model trained on"
+            )
     return out
 
 
@@ -287,6 +309,15 @@ def _text(value) -> str:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value.item()
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _movie_id(value) -> str:
+    """An IMDb id as the release spells it: 7 digits, leading zeros kept (also from a number)."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{int(value):07d}"
+    return _text(value)
 
 
 # ---------------------------------------------------------------------- raw release
@@ -310,13 +341,21 @@ def _load_raw(folder, split, genre, image_size, text, text_dim, text_length, bad
     if not isinstance(splits, dict) or not set(SPLITS) <= set(splits):
         found = sorted(splits) if isinstance(splits, dict) else type(splits).__name__
         raise MlmmError(f"{split_path} should map {list(SPLITS)} to lists of ids, got {found}")
+    for s in SPLITS:
+        if not isinstance(splits[s], list):
+            raise MlmmError(
+                f"{split_path}: {s!r} should be a list of 7-digit id strings, got "
+                f"{type(splits[s]).__name__}"
+            )
+    # ids as the files name them: a number written for an id gets its leading zeros back
+    splits = {s: [_movie_id(v) for v in splits[s]] for s in SPLITS}
+    check_disjoint(splits, str(split_path))
     ids, texts, images, present_image, genres, official = [], [], [], [], [], []
     skipped = 0
     for s in SPLITS:
         if split not in (None, s):
             continue
         for movie in splits[s]:
-            movie = str(movie)  # 7-digit ids keep their leading zeros
             record = _movie_record(label_dir / f"{movie}.json")
             poster = image_dir / f"{movie}.jpeg"
             pixels = decode_image(pil, poster, image_size, bad_images) if poster.is_file() else None

@@ -24,7 +24,13 @@ import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
-from mlmm.data.formats._common import check_split, locate, require, zero_blocks_absent
+from mlmm.data.formats._common import (
+    check_disjoint,
+    check_split,
+    locate,
+    require,
+    zero_blocks_absent,
+)
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 
@@ -64,7 +70,7 @@ def load_iemocap(
         ``target/<cv>/``.
     split : {"train", "valid", "test"}, optional
         MMIN's ``trn``/``val``/``tst`` sets of fold ``cv``; None: all three, with
-        ``meta["official_split"]``.
+        ``meta["official_split"]``. An utterance listed in two sets is an error.
     cv : int
         The fold (1-10 for IEMOCAP, 1-12 for MSP-IMPROV, whose files share the layout).
     seq_len : int
@@ -108,17 +114,26 @@ def load_iemocap(
     all_labels, widths = {}, [2]
     for s in SPLITS:
         label_path = folder / target / f"{_SET_NAMES[s]}_label.npy"
-        raw = _load_npy(label_path, False)
+        raw = _load_npy(label_path, False, may_hold_objects=False)
         all_labels[s] = _labels(raw, label_path)
         widths.append(raw.shape[1] if raw.ndim == 2 and raw.shape[1] > 1 else 0)  # one-hot
         widths.append(int(all_labels[s].max()) + 1 if len(all_labels[s]) else 0)
     n_classes = max(widths)
+    # every set's ids, so an utterance in two sets of the fold is caught whatever split loads
+    all_names = {}
+    for s in SPLITS:
+        name_path = folder / target / f"{_SET_NAMES[s]}_int2name.npy"
+        all_names[s] = _names(_load_npy(name_path, trust_pickle), name_path)
+    check_disjoint(
+        {_SET_NAMES[s]: v for s, v in all_names.items()},
+        f"{folder / target}/{{trn,val,tst}}_int2name.npy",
+    )
     names, labels, official = [], [], []
     for s in chosen:
         label_path = folder / target / f"{_SET_NAMES[s]}_label.npy"
         name_path = folder / target / f"{_SET_NAMES[s]}_int2name.npy"
         set_labels = all_labels[s]
-        set_names = _names(_load_npy(name_path, trust_pickle), name_path)
+        set_names = all_names[s]
         if len(set_names) != len(set_labels):
             raise MlmmError(
                 f"{name_path} has {len(set_names)} utterances but {label_path.name} has "
@@ -150,21 +165,44 @@ def load_iemocap(
     )
 
 
-def _load_npy(path: Path, trust_pickle: bool) -> np.ndarray:
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _load_npy(path: Path, trust_pickle: bool, may_hold_objects: bool = True) -> np.ndarray:
+    """A ``.npy`` array; an object array (a pickle inside) only with ``trust_pickle``."""
+    with open(path, "rb") as fh:
+        magic = fh.read(len(_NPY_MAGIC))
+    if magic != _NPY_MAGIC:  # np.load would take any other file for a pickle
+        found = "an empty file" if not magic else f"a file starting {magic!r}"
+        raise MlmmError(
+            f"{path} is not a .npy file ({found}); expected an array saved with numpy.save: "
+            "fetch MMIN's target files again"
+        )
     try:
         return np.load(path, allow_pickle=False)
-    except ValueError as err:
+    except (ValueError, OSError, EOFError) as err:
         if "allow_pickle" not in str(err):
             raise MlmmError(
-                f"{path} is not a readable .npy array ({err}); fetch it again"
+                f"{path} is not a readable .npy array ({err}); it may be truncated: fetch it again"
             ) from None
+    if not may_hold_objects:
+        raise MlmmError(
+            f"{path} holds Python objects, expected numeric labels (one-hot rows or integers); "
+            "is it the right file?"
+        )
     if not trust_pickle:
         raise MlmmError(
             f"{path} holds Python objects (a pickle, which can run code when read); pass "
             "trust_pickle=True if you trust its source"
         )
     warnings.warn(f"reading pickled objects from {path} (trust_pickle=True)", stacklevel=4)
-    return np.load(path, allow_pickle=True)
+    try:
+        return np.load(path, allow_pickle=True)
+    except Exception as err:  # unpickling raises many types for a broken file
+        raise MlmmError(
+            f"{path} holds objects that could not be read ({type(err).__name__}); it may be "
+            "truncated or from another Python: fetch it again"
+        ) from None
 
 
 def _labels(raw: np.ndarray, path: Path) -> np.ndarray:

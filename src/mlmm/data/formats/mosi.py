@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
     cache_path,
+    check_disjoint,
     check_split,
     download,
     locate,
@@ -148,7 +150,7 @@ def load_mosi(
         For ``.csd`` files, the official folds ``{"train": [video ids], "valid": [...],
         "test": [...]}``. None takes them from the CMU-MultimodalSDK when it is installed
         (``mmsdk``); without either, only ``split=None`` works and ``official_split`` is
-        ``"unknown"``.
+        ``"unknown"``. A video listed in two splits is an error (a leak between them).
     download : bool
         Fetch missing ``.csd`` files from the SDK's server into ``root`` (atomically).
     checksums : dict of str to str, optional
@@ -474,10 +476,16 @@ def _read_cache(cache: Path, title: str):
     try:
         with np.load(cache, allow_pickle=False) as archive:
             data = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise MlmmError(
-            f"{title}: the cache {cache} is unreadable ({err}); delete it to convert again"
+            f"{title}: the cache {cache} is unreadable ({type(err).__name__}: {err}); delete it "
+            "to convert again"
         ) from None
+    if "source_stamp" not in data:
+        raise MlmmError(
+            f"{title}: the cache {cache} holds no 'source_stamp' (not written by mlmm); delete "
+            "it to convert again"
+        )
     if int(data.get("format", -1)) != _CACHE_FORMAT:
         raise MlmmError(
             f"{title}: the cache {cache} was written by another mlmm version; delete it to "
@@ -503,7 +511,15 @@ def _parts_from_pickle(raw: Any, path: Path, title: str) -> dict[str, dict[str, 
         needed = (*MODALITIES, "labels")
         if not isinstance(part, dict) or not set(needed) <= set(part):
             found = sorted(map(str, part)) if isinstance(part, dict) else type(part).__name__
-            raise MlmmError(f"{title}: {path}['{s}'] should hold keys {list(needed)}, got {found}")
+            other = (
+                "; this is an MMSA pickle (aligned_50.pkl, with regression_labels), another "
+                "format: use MulT's pickle or the SDK's .csd files"
+                if isinstance(part, dict) and "regression_labels" in part
+                else ""
+            )
+            raise MlmmError(
+                f"{title}: {path}['{s}'] should hold keys {list(needed)}, got {found}{other}"
+            )
         labels = np.asarray(part["labels"])
         n = len(labels)
         if labels.ndim != 3 or labels.shape[1:] != (1, 1):
@@ -522,17 +538,24 @@ def _parts_from_pickle(raw: Any, path: Path, title: str) -> dict[str, dict[str, 
             out[m], out["nonfinite"][m] = _clean(arr)
         with np.errstate(over="ignore", invalid="ignore"):
             out["scores"] = labels.reshape(n).astype(np.float64)
-        out["ids"] = _ids(part.get("id"), n)
+        out["ids"] = _ids(part.get("id"), n, f"{path}['{s}']['id']", title)
         out["official"] = np.full(n, s)
         parts[s] = out
     return parts
 
 
-def _ids(raw: Any, n: int) -> np.ndarray:
+def _ids(raw: Any, n: int, where: str, title: str) -> np.ndarray:
     """``'video[start,end]'`` strings from the optional ``id`` array (bytes for MOSI)."""
     if raw is None:
         return np.array([""] * n)
-    rows = np.asarray(raw).reshape(n, -1)
+    rows = np.asarray(raw)
+    if rows.ndim == 0 or len(rows) != n:
+        found = "a scalar" if rows.ndim == 0 else f"{len(rows)} rows"
+        raise MlmmError(
+            f"{title}: {where} has {found}, expected {n} (one id row per label); the ids do not "
+            "belong to these samples: is the file complete?"
+        )
+    rows = rows.reshape(n, -1)
     text = [[v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in row] for row in rows]
     return np.array([r[0] if len(r) == 1 else f"{r[0]}[{','.join(r[1:])}]" for r in text])
 
@@ -600,7 +623,12 @@ class _CsdFile:
                 "truncated or corrupt: fetch it again"
             ) from None
         roots = list(self.handle.keys())
-        if len(roots) != 1 or "data" not in self.handle[roots[0]]:
+        if (
+            len(roots) != 1
+            or not hasattr(self.handle[roots[0]], "keys")
+            or "data" not in self.handle[roots[0]]
+            or not hasattr(self.handle[roots[0]]["data"], "keys")
+        ):
             self.handle.close()
             raise MlmmError(
                 f"{self.path} is not a computational sequence: expected one top-level group "
@@ -615,6 +643,11 @@ class _CsdFile:
 
 def _entry(path: Path, data: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
     group = data[key]
+    if not hasattr(group, "keys"):  # a dataset where the format has a group
+        raise MlmmError(
+            f"{path}: entry {key!r} is an array {group.shape}, expected a group holding "
+            "'features' and 'intervals' (the computational-sequence layout)"
+        )
     if "features" not in group or "intervals" not in group:
         raise MlmmError(
             f"{path}: entry {key!r} should hold 'features' and 'intervals', got "
@@ -644,7 +677,9 @@ def _segments(path: Path, data: Any, title: str) -> list[tuple[str, str, float, 
     out = []
     for key in data:
         labels, intervals = _entry(path, data, key)
-        labels = labels.reshape(len(labels), -1)
+        if not len(labels):  # a video with no labelled segment gives no sample
+            continue
+        labels = labels.reshape(len(labels), int(np.prod(labels.shape[1:])))
         if "[" in key:  # aligned to the labels: one entry per segment, '<video>[<i>]'
             video = key[: key.index("[")]
             out.append((key, video, *intervals[0].tolist(), float(labels[0, 0])))
@@ -674,7 +709,8 @@ def _segment_features(path, data, segments, seq_len, title):
         else:
             rows.append(None)
             continue
-        feats = feats.reshape(len(feats), -1)
+        # an explicit width: reshape(0, -1) fails for a segment no feature row overlaps
+        feats = feats.reshape(len(feats), int(np.prod(feats.shape[1:])))
         if width is None:
             width = feats.shape[1]
         elif feats.shape[1] != width:
@@ -697,7 +733,9 @@ def _segment_features(path, data, segments, seq_len, title):
 
 def _folds(dataset: str, folds: Any) -> dict[str, str]:
     """Video id -> official split name, from ``folds`` or the installed SDK ({} if neither)."""
+    source = "folds="
     if folds is None:
+        source = "the CMU-MultimodalSDK's standard folds"
         try:
             from mmsdk import mmdatasdk  # type: ignore[import-not-found]
         except ImportError:
@@ -709,6 +747,7 @@ def _folds(dataset: str, folds: Any) -> dict[str, str]:
             "test": standard.standard_test_fold,
         }
     elif not isinstance(folds, Mapping):
+        source = str(folds)
         try:
             folds = json.loads(Path(folds).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -721,4 +760,11 @@ def _folds(dataset: str, folds: Any) -> dict[str, str]:
             f"folds should map exactly {list(SPLITS)} to lists of video ids, got "
             f"{sorted(folds) if isinstance(folds, Mapping) else type(folds).__name__}"
         )
+    not_lists = [s for s in SPLITS if not isinstance(folds[s], (list, tuple))]
+    if not_lists:
+        raise MlmmError(
+            f"{source}: {not_lists[0]!r} should be a list of video ids, got "
+            f"{type(folds[not_lists[0]]).__name__}"
+        )
+    check_disjoint({s: folds[s] for s in SPLITS}, source)
     return {str(vid): s for s in SPLITS for vid in folds[s]}
