@@ -368,6 +368,11 @@ def test_a_wider_C_grid_chooses_beyond_100_where_the_held_out_loss_still_falls()
         ({"C": "cv", "C_grid": "1,10"}, "C_grid must be a list of positive numbers"),
         ({"C": "cv", "C_grid": 10.0}, "C_grid must be a list of positive numbers"),
         (
+            {"C": "cv", "C_grid": np.array([[1.0, 3.0], [10.0, 30.0]])},
+            r"C_grid must be a list of positive numbers, got an array of shape \(2, 2\)",
+        ),
+        ({"C": "cv", "C_grid": [np.bool_(True)]}, r"C_grid\[0\] must be a number, got True"),
+        (
             {"C": 10.0, "C_grid": [1, 10]},
             r'C_grid is the grid C="cv" chooses from, got it with C=10',
         ),
@@ -378,6 +383,22 @@ def test_bad_C_grids_are_one_line_errors(kwargs, match):
     with pytest.raises(MlmmError, match=match) as err:
         create_method("per-modality-kernel", SPECS, TaskSpec("classification", 2), **kwargs)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        np.array([30, 1, 10]),
+        [np.int64(30), np.float32(1.0), 10],
+        (np.float64(10.0), 30, np.int32(1)),
+    ],
+)
+def test_numpy_arrays_and_scalars_make_the_same_C_grid_as_plain_numbers(grid):
+    model = create_method(
+        "per-modality-kernel", SPECS, TaskSpec("classification", 2), C="cv", C_grid=grid
+    )
+    assert model.C_grid == (1.0, 10.0, 30.0)
+    assert all(type(c) is float for c in model.C_grid)  # JSON-ready in the artifact
 
 
 def test_a_C_grid_is_saved_with_the_model_and_reloads_with_its_choice(tmp_path):

@@ -86,20 +86,24 @@ def nystroem(
 
 
 def check_C_grid(C_grid: Any) -> tuple[float, ...]:
-    """``C_grid`` as :class:`PerModalityKernel` stores it: a non-empty sequence of positive
-    finite numbers, sorted and without repeats, as a tuple of floats; a one-line
-    :class:`MlmmError` otherwise."""
+    """``C_grid`` as :class:`PerModalityKernel` stores it: a non-empty sequence (or 1-D
+    array) of positive finite numbers, numpy scalars included, sorted and without repeats, as
+    a tuple of floats; a one-line :class:`MlmmError` otherwise."""
     if isinstance(C_grid, np.ndarray) and C_grid.ndim == 1:
         C_grid = C_grid.tolist()
     if isinstance(C_grid, (str, bytes, Mapping)) or not isinstance(C_grid, Sequence):
+        shown = (  # an array's repr spans lines
+            f"an array of shape {C_grid.shape}" if isinstance(C_grid, np.ndarray) else repr(C_grid)
+        )
         raise MlmmError(
-            f"C_grid must be a list of positive numbers, got {C_grid!r}; e.g. [1, 10, 100]"
+            f"C_grid must be a list of positive numbers, got {shown}; e.g. [1, 10, 100]"
         )
     if not C_grid:
         raise MlmmError("C_grid must hold at least one positive number, got an empty list")
-    for i, value in enumerate(C_grid):
+    values = [v.item() if isinstance(v, np.generic) else v for v in C_grid]  # np.int64(3): 3
+    for i, value in enumerate(values):
         check_range(f"C_grid[{i}]", value, 0, low_inclusive=False)
-    return tuple(sorted({float(v) for v in C_grid}))
+    return tuple(sorted({float(v) for v in values}))
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
