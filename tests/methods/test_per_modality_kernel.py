@@ -281,6 +281,29 @@ def test_a_view_in_too_few_rows_gets_the_fallback_C_and_a_rare_class_does_not_cr
         assert model.beta in EVIDENCE_SCALE_GRID
 
 
+@pytest.mark.parametrize(
+    "grid, expected", [([100, 1000], 100.0), ([3, 300], 3.0), ([1, 100], 1.0), ([300], 300.0)]
+)
+def test_a_view_in_too_few_rows_gets_the_C_grid_value_nearest_the_fallback(grid, expected):
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.methods.reference.per_modality_kernel import CV_FOLDS
+
+    rng = np.random.default_rng(0)
+    n = 30
+    y = rng.integers(0, 2, size=n)
+    inputs = {"a": rng.normal(size=(n, 2)), "b": rng.normal(size=(n, 3))}
+    observed = np.ones((n, 2), dtype=bool)
+    observed[CV_FOLDS - 1 :, 1] = False  # view b: too few rows to fold
+    specs = [ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (3,))]
+    data = MultimodalDataset(specs, TaskSpec("classification", 2), inputs, y, observed=observed)
+    model = create_method(
+        "per-modality-kernel", data.specs, data.task, C="cv", C_grid=grid, kernel="linear"
+    )
+    Trainer(progress=False).fit(model, data)
+    assert model.cv_losses["C"]["b"] == [] and model.view_C["b"] == expected
+    assert model.view_C["a"] in model.C_grid
+
+
 def test_evidence_scale_cv_scores_the_out_of_fold_product_rule_with_per_view_priors():
     """The fused losses ``"cv"`` compares are those of the model itself fitted on each fold's
     other rows (its per-view priors included) and asked for the held-out rows; view ``b`` is
