@@ -441,6 +441,26 @@ def test_a_C_grid_is_saved_with_the_model_and_reloads_with_its_choice(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
 
 
+def test_an_artifact_saved_before_C_grid_existed_reloads_and_predicts_the_same(tmp_path):
+    import json
+
+    from mlmm.train.checkpoint import CONFIG_FILE, MANIFEST_FILE
+
+    data = _two_views(120, np.random.default_rng(1), b_shape=(6,))
+    model = create_method("per-modality-kernel", data.specs, data.task, C="cv", n_components=30)
+    trained = Trainer(progress=False).fit(model, data)
+    path = trained.save(tmp_path / "kernel")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    del config["hyperparameters"]["C_grid"]  # as written by mlmm before the option
+    assert config["resolved_hyperparameters"] == {"C": model.view_C}
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    (path / MANIFEST_FILE).unlink()  # older artifacts had none
+    loaded = TrainedModel.load(path)
+    assert loaded.model.C == "cv" and loaded.model.C_grid is None
+    assert loaded.model.view_C == model.view_C
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
+
+
 def test_an_auto_ensemble_member_with_a_C_grid_has_a_stable_label_and_reloads(tmp_path):
     from mlmm.methods.combination.auto_ensemble import member_label
 
