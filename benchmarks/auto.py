@@ -97,13 +97,16 @@ KEY_FIELDS = ("part", "dataset", "dataset_params", "method", "params", "missing"
 
 def reuse_rows(
     store: Path, earlier: Path, rerun: set[str], carry: frozenset[str] | set[str] = frozenset()
-) -> None:
+) -> list[str]:
     """Put the rows of an earlier ``auto.json`` into ``store`` where absent, except those of
     the methods in ``rerun`` and ``auto`` rows of another :data:`AUTO_REVISION`; each keeps
     its key, so ``run`` reads it back. ``auto`` rows of an older revision in the parts named
     in ``carry`` are kept as this revision's (for parts where ``fit_auto`` builds the same
     ensemble; check with a seed-0 rerun), marked with the revision they were trained at (kept
-    when a row is carried again)."""
+    when a row is carried again). Returns the runs (``part/dataset/method/seed``) whose row the
+    store holds already and differently: the store's row is kept, so they are not ``earlier``'s
+    (the ninth round's rerun read pre-fix rows back that way from a copied store)."""
+    differing = []
     for row in json.loads(earlier.read_text())["runs"]:
         if row["method"] in rerun:
             continue
@@ -117,7 +120,9 @@ def reuse_rows(
         fields = (*KEY_FIELDS, *(["auto_revision"] if row["method"] == "auto" else []))
         key = {k: row[k] for k in (*fields, "test_size")}
         rest = {k: v for k, v in row.items() if k not in key}
-        cached_run(store, key, lambda rest=rest: rest)
+        if cached_run(store, key, lambda rest=rest: rest) != {**key, **rest}:
+            differing.append(f"{row['part']}/{row['dataset']}/{row['method']}/{row['seed']}")
+    return differing
 
 
 def experiment(dataset, method, params, dataset_params, missing, seed, test_size, cache) -> dict:
@@ -235,12 +240,19 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     rows: list[dict] = []
     if args.reuse_rows:
-        reuse_rows(
+        differing = reuse_rows(
             store,
             Path(args.reuse_rows),
             set(filter(None, args.rerun.split(","))),
             set(filter(None, args.carry_auto.split(","))),
         )
+        if differing:
+            print(
+                f"--reuse-rows: {store} keeps its own rows, not {args.reuse_rows}'s, for "
+                f"{len(differing)} runs ({', '.join(differing[:4])}, ...); give --rerun METHODS "
+                f"or remove those row files to change them",
+                flush=True,
+            )
 
     def run(part, dataset, method, dataset_params, missing, seed, test_size=0.2, params=None):
         key = {

@@ -281,6 +281,29 @@ def test_a_view_in_too_few_rows_gets_the_fallback_C_and_a_rare_class_does_not_cr
         assert model.beta in EVIDENCE_SCALE_GRID
 
 
+@pytest.mark.parametrize(
+    "grid, expected", [([100, 1000], 100.0), ([3, 300], 3.0), ([1, 100], 1.0), ([300], 300.0)]
+)
+def test_a_view_in_too_few_rows_gets_the_C_grid_value_nearest_the_fallback(grid, expected):
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.methods.reference.per_modality_kernel import CV_FOLDS
+
+    rng = np.random.default_rng(0)
+    n = 30
+    y = rng.integers(0, 2, size=n)
+    inputs = {"a": rng.normal(size=(n, 2)), "b": rng.normal(size=(n, 3))}
+    observed = np.ones((n, 2), dtype=bool)
+    observed[CV_FOLDS - 1 :, 1] = False  # view b: too few rows to fold
+    specs = [ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (3,))]
+    data = MultimodalDataset(specs, TaskSpec("classification", 2), inputs, y, observed=observed)
+    model = create_method(
+        "per-modality-kernel", data.specs, data.task, C="cv", C_grid=grid, kernel="linear"
+    )
+    Trainer(progress=False).fit(model, data)
+    assert model.cv_losses["C"]["b"] == [] and model.view_C["b"] == expected
+    assert model.view_C["a"] in model.C_grid
+
+
 def test_evidence_scale_cv_scores_the_out_of_fold_product_rule_with_per_view_priors():
     """The fused losses ``"cv"`` compares are those of the model itself fitted on each fold's
     other rows (its per-view priors included) and asked for the held-out rows; view ``b`` is
@@ -368,6 +391,11 @@ def test_a_wider_C_grid_chooses_beyond_100_where_the_held_out_loss_still_falls()
         ({"C": "cv", "C_grid": "1,10"}, "C_grid must be a list of positive numbers"),
         ({"C": "cv", "C_grid": 10.0}, "C_grid must be a list of positive numbers"),
         (
+            {"C": "cv", "C_grid": np.array([[1.0, 3.0], [10.0, 30.0]])},
+            r"C_grid must be a list of positive numbers, got an array of shape \(2, 2\)",
+        ),
+        ({"C": "cv", "C_grid": [np.bool_(True)]}, r"C_grid\[0\] must be a number, got True"),
+        (
             {"C": 10.0, "C_grid": [1, 10]},
             r'C_grid is the grid C="cv" chooses from, got it with C=10',
         ),
@@ -378,6 +406,22 @@ def test_bad_C_grids_are_one_line_errors(kwargs, match):
     with pytest.raises(MlmmError, match=match) as err:
         create_method("per-modality-kernel", SPECS, TaskSpec("classification", 2), **kwargs)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        np.array([30, 1, 10]),
+        [np.int64(30), np.float32(1.0), 10],
+        (np.float64(10.0), 30, np.int32(1)),
+    ],
+)
+def test_numpy_arrays_and_scalars_make_the_same_C_grid_as_plain_numbers(grid):
+    model = create_method(
+        "per-modality-kernel", SPECS, TaskSpec("classification", 2), C="cv", C_grid=grid
+    )
+    assert model.C_grid == (1.0, 10.0, 30.0)
+    assert all(type(c) is float for c in model.C_grid)  # JSON-ready in the artifact
 
 
 def test_a_C_grid_is_saved_with_the_model_and_reloads_with_its_choice(tmp_path):
@@ -393,6 +437,26 @@ def test_a_C_grid_is_saved_with_the_model_and_reloads_with_its_choice(tmp_path):
     loaded = TrainedModel.load(tmp_path / "kernel")
     given = loaded.model.get_hyperparameters()
     assert given["C"] == "cv" and list(given["C_grid"]) == WIDE_GRID
+    assert loaded.model.view_C == model.view_C
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
+
+
+def test_an_artifact_saved_before_C_grid_existed_reloads_and_predicts_the_same(tmp_path):
+    import json
+
+    from mlmm.train.checkpoint import CONFIG_FILE, MANIFEST_FILE
+
+    data = _two_views(120, np.random.default_rng(1), b_shape=(6,))
+    model = create_method("per-modality-kernel", data.specs, data.task, C="cv", n_components=30)
+    trained = Trainer(progress=False).fit(model, data)
+    path = trained.save(tmp_path / "kernel")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    del config["hyperparameters"]["C_grid"]  # as written by mlmm before the option
+    assert config["resolved_hyperparameters"] == {"C": model.view_C}
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    (path / MANIFEST_FILE).unlink()  # older artifacts had none
+    loaded = TrainedModel.load(path)
+    assert loaded.model.C == "cv" and loaded.model.C_grid is None
     assert loaded.model.view_C == model.view_C
     np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
 

@@ -42,10 +42,16 @@ def test_reuse_rows_keeps_baselines_and_same_revision_auto_only(auto_script, tmp
     assert read_back("rerun") is None
     assert read_back("auto older") is None
     assert len(list(store.iterdir())) == 2
-    # a row already in the store is never overwritten by an earlier one
-    auto_script.reuse_rows(store, earlier, rerun=set())
+    # a row already in the store is never overwritten by an earlier one; one that differs is
+    # named (the ninth round's rerun read stale rows back from a copied store unnoticed)
+    assert auto_script.reuse_rows(store, earlier, rerun=set()) == []
     assert read_back("auto same")["accuracy"] == 95.0
     assert read_back("rerun")["accuracy"] == 90.0
+    newer = _row("lda-em", 0, accuracy=91.0)[1]
+    (tmp_path / "newer.json").write_text(json.dumps({"runs": [newer]}))
+    differing = auto_script.reuse_rows(store, tmp_path / "newer.json", rerun=set())
+    assert differing == ["small/synthetic/lda-em/0"]
+    assert read_back("baseline")["accuracy"] == 90.0
 
 
 def test_reuse_rows_carries_older_auto_rows_of_the_named_parts_only(auto_script, tmp_path):

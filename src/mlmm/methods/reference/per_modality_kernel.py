@@ -60,7 +60,8 @@ EVIDENCE_SCALE_GRID = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 #: Folds of both inner cross-validations (``"cv"``), and the seed of their fixed fold draw.
 CV_FOLDS = 3
 CV_SEED = 0
-#: The penalty a view gets under ``C="cv"`` when it has fewer than :data:`CV_FOLDS` rows.
+#: The penalty a view gets under ``C="cv"`` when it has fewer than :data:`CV_FOLDS` rows
+#: (with a ``C_grid`` that lacks it, the grid's value nearest it: :func:`fallback_C`).
 CV_FALLBACK_C = 10.0
 
 
@@ -86,20 +87,31 @@ def nystroem(
 
 
 def check_C_grid(C_grid: Any) -> tuple[float, ...]:
-    """``C_grid`` as :class:`PerModalityKernel` stores it: a non-empty sequence of positive
-    finite numbers, sorted and without repeats, as a tuple of floats; a one-line
-    :class:`MlmmError` otherwise."""
+    """``C_grid`` as :class:`PerModalityKernel` stores it: a non-empty sequence (or 1-D
+    array) of positive finite numbers, numpy scalars included, sorted and without repeats, as
+    a tuple of floats; a one-line :class:`MlmmError` otherwise."""
     if isinstance(C_grid, np.ndarray) and C_grid.ndim == 1:
         C_grid = C_grid.tolist()
     if isinstance(C_grid, (str, bytes, Mapping)) or not isinstance(C_grid, Sequence):
+        shown = (  # an array's repr spans lines
+            f"an array of shape {C_grid.shape}" if isinstance(C_grid, np.ndarray) else repr(C_grid)
+        )
         raise MlmmError(
-            f"C_grid must be a list of positive numbers, got {C_grid!r}; e.g. [1, 10, 100]"
+            f"C_grid must be a list of positive numbers, got {shown}; e.g. [1, 10, 100]"
         )
     if not C_grid:
         raise MlmmError("C_grid must hold at least one positive number, got an empty list")
-    for i, value in enumerate(C_grid):
+    values = [v.item() if isinstance(v, np.generic) else v for v in C_grid]  # np.int64(3): 3
+    for i, value in enumerate(values):
         check_range(f"C_grid[{i}]", value, 0, low_inclusive=False)
-    return tuple(sorted({float(v) for v in C_grid}))
+    return tuple(sorted({float(v) for v in values}))
+
+
+def fallback_C(grid: Sequence[float]) -> float:
+    """The value of ``grid`` nearest :data:`CV_FALLBACK_C` on a log scale (the smaller on a
+    tie): the ``C`` of a view too rare to cross-validate, kept inside the grid it was given."""
+    target = math.log(CV_FALLBACK_C)
+    return min(grid, key=lambda c: (abs(math.log(c) - target), c))
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -180,7 +192,8 @@ class PerModalityKernel(ClassicalReference):
         (regression: squared error) of that modality's model over :data:`CV_FOLDS` stratified
         folds of the training rows that have it (:func:`cv_folds`, a fixed seed; the Nyström
         map is drawn once from all those rows; ties go to the smaller ``C``; a modality with
-        fewer rows than folds gets :data:`CV_FALLBACK_C`). The choice is recorded (:attr:`view_C`,
+        fewer rows than folds gets :data:`CV_FALLBACK_C`, or the ``C_grid`` value nearest it,
+        :func:`fallback_C`). The choice is recorded (:attr:`view_C`,
         :meth:`resolved_hyperparameters`), so a saved model reloads with it.
     C_grid : sequence of float, optional
         The values ``C="cv"`` chooses from (positive, finite; kept sorted, without repeats, as a
@@ -412,10 +425,10 @@ class PerModalityKernel(ClassicalReference):
         modality ``name``'s model on its features ``phi [N_m, F]`` and targets ``y [N_m]``
         (:func:`cv_folds`), recorded in :attr:`cv_losses`."""
         folds = cv_folds(y, self.task.is_classification)
+        grid = C_GRID if self.C_grid is None else tuple(self.C_grid)
         if not folds:
             self.cv_losses["C"][name] = []
-            return CV_FALLBACK_C
-        grid = C_GRID if self.C_grid is None else tuple(self.C_grid)
+            return fallback_C(grid)
         losses = [
             held_out_loss(phi, y, self.task, c, self.max_iter, random_state, folds) for c in grid
         ]
