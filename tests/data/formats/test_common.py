@@ -22,6 +22,12 @@ def test_zero_blocks_are_absent_across_chunk_boundaries():
     assert observed[:, 1].all()
 
 
+def test_zero_blocks_of_no_row_give_an_empty_mask():
+    # a split with no sample: reshape(0, -1) raised a ValueError, not the dataset's own error
+    observed = _common.zero_blocks_absent({"a": np.zeros((0, 3, 2)), "b": np.zeros((0, 4))})
+    assert observed.shape == (0, 2) and observed.dtype == bool
+
+
 def test_verify_uses_the_callers_digest_then_the_table(tmp_path, monkeypatch):
     path = tmp_path / "multimodal_imdb.hdf5"
     path.write_bytes(b"some bytes")

@@ -170,3 +170,13 @@ def test_an_unclosed_quote_is_one_line_naming_the_csv(tmp_path):
     with pytest.raises(MlmmError, match=r"test_titles\.csv line 1 is not readable CSV") as err:
         load_food101(tmp_path, image_size=4)
     assert "\n" not in str(err.value)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_file_name(tmp_path):
+    # a CSV re-saved as "UTF-8 with BOM" named '\ufeffapple_pie_1.jpg': its image was missing
+    _write(tmp_path)
+    path = tmp_path / "texts" / "train_titles.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    ds = load_food101(tmp_path, image_size=4, split="train")
+    assert ds.meta["files"][0] == "train/apple_pie/apple_pie_1.jpg"
+    assert ds.meta["missing_images"] == 1 and ds.observed[0].all()

@@ -250,3 +250,19 @@ def test_non_finite_features_name_the_file_and_dataset(tmp_path):
     with pytest.raises(MlmmError, match=r"hdf5: dataset 'features' holds NaN or inf in 1 row"):
         load_mmimdb(tmp_path, split="test")
     assert load_mmimdb(tmp_path, split="train").n_samples == 4  # other rows are not read
+
+
+def test_an_empty_split_in_the_fuel_table_overlaps_nothing_and_loads_as_one_line(tmp_path):
+    # dev written as rows (2, 2), inside train's (0, 4): refused as an overlap, and loading it
+    # alone raised a ValueError from reshape, before
+    _write(tmp_path)
+    with h5py.File(tmp_path / "multimodal_imdb.hdf5", "a") as f:
+        table = f.attrs["split"]
+        dev = table["split"] == b"dev"
+        table["start"][dev], table["stop"][dev] = 2, 2
+        table["start"][table["split"] == b"test"] = 4
+        f.attrs["split"] = table
+    ds = load_mmimdb(tmp_path)
+    assert ds.n_samples == N and "dev" not in ds.meta["official_split"].tolist()
+    with pytest.raises(MlmmError, match=r"hdf5: the 'split' attribute gives split 'dev' no rows"):
+        load_mmimdb(tmp_path, split="dev")

@@ -611,3 +611,14 @@ def test_a_words_file_or_two_root_groups_are_one_line_naming_the_file(tmp_path):
         MlmmError, match=r"COVAREP\.csd is not a computational sequence: expected one"
     ):
         load_mosi(tmp_path / "b", source="csd", folds=FOLDS)
+
+
+def test_an_empty_split_in_the_pickle_loads_the_others_and_alone_is_one_line(tmp_path):
+    # a pickle whose 'valid' holds no sample (ids [0, 3]): reshape(0, -1) raised a ValueError
+    data = _mult_dict()
+    data["valid"] = {key: value[:0] for key, value in data["valid"].items()}
+    _write_pickle(tmp_path, data)
+    ds = _trusted(tmp_path)
+    assert sorted(set(ds.meta["official_split"].tolist())) == ["test", "train"]
+    with pytest.raises(MlmmError, match=r"mosi_data\.npz holds no rows for split 'valid'"):
+        load_mosi(tmp_path, split="valid")  # from the cache, no trust needed

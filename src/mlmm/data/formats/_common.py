@@ -202,7 +202,7 @@ def zero_blocks_absent(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     """
     columns = []
     for arr in inputs.values():
-        flat = arr.reshape(len(arr), -1)
+        flat = arr.reshape(len(arr), int(np.prod(arr.shape[1:])))  # -1 fails with no row
         present = np.zeros(len(arr), dtype=bool)
         for start in range(0, len(arr), _CHUNK_ROWS):  # no full-size temporary for big images
             present[start : start + _CHUNK_ROWS] = np.any(flat[start : start + _CHUNK_ROWS], axis=1)

@@ -178,7 +178,8 @@ def _read_titles(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
     """``(line, (filename, title, class))`` rows of a header-less CSV (CRLF, quoted commas);
     ``line`` is the file's line where the row ends (blank lines and quoted line breaks count)."""
     out = []
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    # utf-8-sig: a byte-order mark (a CSV re-saved by a spreadsheet) is not part of a file name
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         reader = csv.reader(fh)
         try:
             for row in reader:

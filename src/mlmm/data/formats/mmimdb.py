@@ -167,6 +167,11 @@ def load_mmimdb(
         chosen = [s for s in SPLITS if split in (None, s)]
         rows = [np.arange(*ranges[s]) for s in chosen]
         index = np.concatenate(rows)
+        if not len(index):
+            raise MlmmError(
+                f"{path}: the 'split' attribute gives split {split!r} no rows ({ranges}); "
+                "expected at least one movie: choose another split"
+            )
         # contiguous slices: h5py reads only those rows, never the whole file
         text = np.concatenate([handle["features"][slice(*ranges[s])] for s in chosen])
         picture = np.concatenate([handle[image_key][slice(*ranges[s])] for s in chosen])
@@ -294,7 +299,8 @@ def _split_rows(handle, path: Path, n: int) -> dict[str, tuple[int, int]]:
             f"{path}: the 'split' attribute gives {out}, expected rows of train, dev and test "
             f"within 0..{n}"
         )
-    ordered = sorted(out.items(), key=lambda item: item[1])
+    # an empty split (start == stop) holds no movie, so it overlaps nothing
+    ordered = sorted(((k, r) for k, r in out.items() if r[0] < r[1]), key=lambda item: item[1])
     for (first, (_, stop)), (second, (start, _)) in zip(ordered, ordered[1:], strict=False):
         if start < stop:
             raise MlmmError(

@@ -329,6 +329,8 @@ def _assemble(
     ids = np.concatenate([parts[s]["ids"] for s in chosen])
     official = np.concatenate([parts[s]["official"] for s in chosen])
     nonfinite = {m: int(sum(int(parts[s]["nonfinite"][m]) for s in chosen)) for m in MODALITIES}
+    if not len(scores):  # a split the file holds with no sample
+        raise MlmmError(f"{title}: {origin} holds no rows for split {split!r}")
     bad = ~np.isfinite(scores) | (np.abs(scores) > _SCORE_LIMIT + 1e-6)
     if bad.any():
         raise MlmmError(
@@ -555,7 +557,7 @@ def _ids(raw: Any, n: int, where: str, title: str) -> np.ndarray:
             f"{title}: {where} has {found}, expected {n} (one id row per label); the ids do not "
             "belong to these samples: is the file complete?"
         )
-    rows = rows.reshape(n, -1)
+    rows = rows.reshape(n, int(np.prod(rows.shape[1:])))  # -1 fails for an empty split
     text = [[v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in row] for row in rows]
     return np.array([r[0] if len(r) == 1 else f"{r[0]}[{','.join(r[1:])}]" for r in text])
 
