@@ -129,6 +129,24 @@ def test_a_member_that_cannot_run_is_skipped_with_a_note():
     assert (trained.predict(test) == test.targets).mean() > 0.8
 
 
+def test_numpy_values_in_a_members_params_save_and_reload(tmp_path):
+    # a C_grid given as an array trained, then save failed: ndarray is not JSON serializable
+    train, test = _split()
+    portfolio = [
+        {"method": "per-modality-logistic", "params": {"C": np.float64(1.0)}},
+        {"method": "lda-em", "params": {"shrinkage": np.array(0.3)}},
+    ]
+    trained = fit_auto(train, portfolio=portfolio, **FAST)
+    trained.save(tmp_path / "m")
+    loaded = mlmm.TrainedModel.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict_proba(test), trained.predict_proba(test))
+    assert "lda-em[shrinkage=0.3]" in set(leaderboard(loaded).model)
+    with pytest.raises(
+        MlmmError, match=r"^portfolio entry 'lda-em' has params that cannot be saved"
+    ):
+        fit_auto(train, portfolio=[{"method": "lda-em", "params": {"shrinkage": {0.3}}}], **FAST)
+
+
 def test_a_member_with_non_finite_out_of_fold_predictions_is_skipped(monkeypatch):
     train, test = _split()
     real = auto_module._fit_fold

@@ -630,7 +630,14 @@ def _as_member(member: str | Mapping[str, Any], n_samples: int) -> dict[str, Any
             f"portfolio entry {dict(member)!r} has unknown keys {unknown}; use {allowed}"
         )
     out = {k: v for k, v in member.items() if k != "params"}
-    out["params"] = dict(member.get("params") or {})
+    params = dict(member.get("params") or {})
+    try:  # JSON-native values: the ensemble saves its members' params as JSON
+        out["params"] = json.loads(json.dumps(params, default=_plain_number))
+    except (TypeError, ValueError) as exc:
+        raise MlmmError(
+            f"portfolio entry {out['method']!r} has params that cannot be saved ({exc}); "
+            "give numbers, strings, booleans and lists of them"
+        ) from None
     accepted = method_hyperparameters(out["method"])
     for key in out["params"]:
         if key not in accepted:
@@ -641,6 +648,13 @@ def _as_member(member: str | Mapping[str, Any], n_samples: int) -> dict[str, Any
     if out.get("weight_decay") is None and METHODS.get(out["method"]).info["family"] != "reference":
         out["weight_decay"] = scaled_weight_decay(n_samples)
     return out
+
+
+def _plain_number(value: Any) -> Any:
+    """A NumPy array or scalar as the list or number it holds (``json.dumps``'s ``default``)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _note(member: Mapping[str, Any], note: str) -> dict[str, Any]:
