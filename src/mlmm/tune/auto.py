@@ -219,7 +219,14 @@ def default_portfolio(
     return members, notes
 
 
-def check_auto_options(options: Mapping[str, Any] | None, given_by: Sequence[str] = ()) -> None:
+#: :func:`fit_auto`'s keywords that its callers (the estimator, :func:`mlmm.run_experiment`)
+#: pass from their own settings: refused among the options by :func:`check_auto_options`.
+CALLER_OPTIONS = ("seed", "batch_size", "lr", "device", "info")
+
+
+def check_auto_options(
+    options: Mapping[str, Any] | None, given_by: Sequence[str] = CALLER_OPTIONS
+) -> None:
     """Refuse, in one line, an option :func:`fit_auto` does not take (where the call would
     raise ``TypeError``), or one the caller sets itself (``given_by``: e.g. the estimator's
     ``random_state`` is the seed), before any training.
@@ -228,7 +235,7 @@ def check_auto_options(options: Mapping[str, Any] | None, given_by: Sequence[str
     ----------
     options : mapping, optional
         The options given for ``method="auto"`` (``method_params``, ``--param``).
-    given_by : sequence of str
+    given_by : sequence of str, default :data:`CALLER_OPTIONS`
         Names of :func:`fit_auto` keywords that the caller passes from its own settings.
     """
     accepted = [k for k in inspect.signature(fit_auto).parameters if k not in ("train", *given_by)]
