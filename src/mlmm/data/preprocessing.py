@@ -64,11 +64,12 @@ class Standardizer:
 
     Statistics come from the rows where a modality is present, in the data passed to
     :meth:`fit` (the training split); absent rows stay exactly zero after :meth:`transform`,
-    which is also the mean of the standardised modality. Features with (near) zero spread
-    are centred and left unscaled. A modality whose spec says ``standardize=False`` (token
-    ids, codes) keeps its values (mean 0, scale 1); its absent rows are zero too. For
-    regression the target is standardised too, and :meth:`inverse_target` maps predictions
-    back.
+    which is also the mean of the standardised modality. Features with no spread, or one
+    under 1e-6 that is float32 rounding of their mean (at most 1e-6 of it), are centred and
+    left unscaled; a small spread around a small mean (data in units of 1e-9) is scaled. A
+    modality whose spec says ``standardize=False`` (token ids, codes) keeps its values (mean
+    0, scale 1); its absent rows are zero too. For regression the target is standardised too
+    (by the same rule), and :meth:`inverse_target` maps predictions back.
 
     Attributes
     ----------
