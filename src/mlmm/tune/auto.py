@@ -58,7 +58,7 @@ import pandas as pd
 
 import mlmm
 from mlmm.data.dataset import MultimodalDataset
-from mlmm.data.preprocessing import Standardizer
+from mlmm.data.preprocessing import Standardizer, absent_modality_error
 from mlmm.errors import MlmmError, did_you_mean
 from mlmm.methods.base import check_range
 from mlmm.methods.combination.auto_ensemble import AutoEnsemble, fit_member, member_label
@@ -258,10 +258,7 @@ def check_every_modality_seen(data: MultimodalDataset) -> None:
     seen = np.asarray(data.observed).any(axis=0)  # [M]
     for name, present in zip(data.modality_names, seen, strict=True):
         if not present:
-            raise MlmmError(
-                f"modality {name!r} is absent from every training sample, so it cannot be "
-                f"standardised or learned; drop it or use a training missingness that keeps it"
-            )
+            raise absent_modality_error(name)
 
 
 def check_folds_see_every_modality(
