@@ -377,8 +377,9 @@ def tune_command(
         dataset_params=_parse_params(dataset_param, "--dataset-param"),
         method_params=_parse_params(param),
         trainer={"max_epochs": epochs},
-        space=spaces["method"] or None,
-        trainer_space=spaces["trainer"] or None,
+        # --space given: its names are the whole space (a part it leaves out is not searched)
+        space=spaces["method"] if space else None,
+        trainer_space=spaces["trainer"] if space else None,
         on_trial=on_trial,
     )
     done = result.trials.state.value_counts().to_dict()

@@ -47,8 +47,6 @@ class NotFittedError(MlmmError, _SkNotFitted):
 
 
 _ON_EMPTY = ("error", "prior")
-#: fit_auto's keywords the estimator sets from its own parameters (not from method_params).
-_AUTO_FROM_ESTIMATOR = ("seed", "batch_size", "lr", "device", "info")
 #: The estimator's parameters that method="auto" does not use (its budget sets them).
 _AUTO_IGNORES = ("max_epochs", "weight_decay", "patience", "val_size")
 _PARTIAL = ("error", "missing")
@@ -421,7 +419,7 @@ class _MissingModalityEstimator(BaseEstimator):
         from mlmm.tune.auto import check_auto_options, check_auto_precision, fit_auto
 
         check_auto_precision(self.precision)
-        check_auto_options(self.method_params, _AUTO_FROM_ESTIMATOR)
+        check_auto_options(self.method_params)
         defaults = inspect.signature(_MissingModalityEstimator.__init__).parameters
         moved = [k for k in _AUTO_IGNORES if getattr(self, k) != defaults[k].default]
         if moved:  # set by the user and not used: said, not silently dropped

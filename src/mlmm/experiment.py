@@ -200,7 +200,7 @@ def run_experiment(
     if method == "auto":  # its options too: fit_auto would raise TypeError after the loading
         from mlmm.tune.auto import check_auto_options
 
-        check_auto_options(method_params, ("seed", "batch_size", "lr", "device", "info"))
+        check_auto_options(method_params)
     name, data = resolve_dataset(dataset, dataset_params)
     condition = parse_condition(missing)
     split, split_info = make_split(data, split, seed, test_size, val_size)

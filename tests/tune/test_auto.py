@@ -265,6 +265,22 @@ def test_cached_results_are_reused_across_rounds_but_not_for_other_data(tmp_path
     assert not any(e["cached"] for e in events)
 
 
+def test_a_cached_fold_is_not_read_for_other_folds(tmp_path, monkeypatch):
+    # was: the cache key holds the data, member and settings but not the folds, so results
+    # cached for other folds (e.g. before rare classes were stratified) were put on the wrong
+    # rows of the out-of-fold predictions
+    train, _ = _split()
+    fit_auto(train, portfolio=PORTFOLIO[:1], cache_dir=tmp_path, **FAST)
+    folds = auto_module._folds
+    monkeypatch.setattr(auto_module, "_folds", lambda *a: folds(*a)[::-1])  # same rows, swapped
+    events = []
+    fit_auto(train, portfolio=PORTFOLIO[:1], cache_dir=tmp_path, callback=events.append, **FAST)
+    assert [e["cached"] for e in events if e["stage"] == "cv"] == [False, False]
+    events = []  # saved again for these folds: read back
+    fit_auto(train, portfolio=PORTFOLIO[:1], cache_dir=tmp_path, callback=events.append, **FAST)
+    assert [e["cached"] for e in events if e["stage"] == "cv"] == [True, True]
+
+
 def test_ensemble_selection_by_hand():
     targets = np.array([0, 1, 0, 1])
     perfect = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9]])

@@ -88,8 +88,8 @@ def test_check_auto_options_accepts_every_documented_option():
             "time_limit": 10.0,
             "cache_dir": "cache",
             "progress": False,
-        },
-        ("seed", "batch_size", "lr", "device", "info"),
+            "callback": None,
+        }
     )
 
 

@@ -107,3 +107,19 @@ def test_a_dimension_from_plain_data(value, expected):
 def test_a_dimension_from_plain_data_that_is_none_is_one_line(value):
     with pytest.raises(MlmmError, match="search space 'x' must be a list of choices"):
         dimension_from_plain(value, "x")
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ({"low:1": None, "high:8": None}, r"got \{'low:1': None, 'high:8': None\}; put a space"),
+        ({"low": 8, "high": 2}, r"^search space 'x': Int needs finite bounds with low < high"),
+        ({"low": 0.0, "high": 1.0, "log": True}, r"^search space 'x': Float\(log=True\) needs"),
+        ([], r"^search space 'x': Categorical needs at least one choice"),
+    ],
+)
+def test_a_range_that_cannot_be_a_dimension_names_its_search_space(value, match):
+    # was: "Int needs finite bounds ..." without the name, and for {low:1,high:8} (YAML
+    # without a space after the colons) no hint at what was wrong
+    with pytest.raises(MlmmError, match=match):
+        dimension_from_plain(value, "x")

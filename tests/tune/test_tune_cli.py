@@ -117,3 +117,29 @@ def test_a_bad_space_is_one_line_before_any_trial(space, message, monkeypatch, c
     args += ["--method", "hemis", "--trials", "2", "--store", str(tmp_path / "t.db")]
     code, out, err = run(monkeypatch, capsys, *args, "--space", space)
     assert code == 2 and err.count("\n") == 1 and message in err and "trial" not in out
+
+
+def test_space_names_are_the_whole_space_and_another_space_is_another_study(
+    monkeypatch, capsys, tmp_path
+):
+    # was: naming only method hyperparameters left the trainer's lr, weight_decay and
+    # batch_size searched too, though the names given are the whole space
+    args = ["tune", "--dataset", "synthetic", "--dataset-param", "n_samples=100"]
+    args += ["--method", "hemis", "--trials", "2", "--epochs", "2"]
+    args += ["--store", str(tmp_path / "t.db")]
+    best = tmp_path / "best.yaml"
+    keys, outs = [], []
+    for low in (0.1, 0.1, 0.2):  # the same space twice (resumed), then another one
+        space = f"dropout={{low: {low}, high: 0.3}}"
+        code, out, err = run(
+            monkeypatch, capsys, *args, "--space", space, "--params-out", str(best)
+        )
+        assert code in (0, None), err
+        keys.append(out.split("study ")[-1].split()[0])
+        outs.append(out)
+        saved = yaml.safe_load(best.read_text())
+        assert set(saved["params"]) == {"dropout"} and not saved.get("trainer")
+        assert low <= saved["params"]["dropout"] <= 0.3
+        best.unlink()
+    assert keys[0] == keys[1] != keys[2]
+    assert "trial 0:" in outs[0] and "trial 0:" not in outs[1] and "trial 0:" in outs[2]

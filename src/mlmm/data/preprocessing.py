@@ -30,6 +30,14 @@ def _spread(std: np.ndarray | float, mean: np.ndarray | float) -> np.ndarray:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def absent_modality_error(name: str) -> MlmmError:
+    """The one-line error for training data in which modality ``name`` is in no row."""
+    return MlmmError(
+        f"modality {name!r} is absent from every training sample, so it cannot be standardised "
+        f"or learned; drop it or use a training missingness that keeps it"
+    )
+
+
 def _check_float32(mean: np.ndarray | float, std: np.ndarray | float, what: str) -> None:
     """Statistics are kept in float32 (artifacts, tensors): refuse what does not fit."""
     if not (np.all(np.abs(mean) <= _FLOAT32_MAX) and np.all(np.abs(std) <= _FLOAT32_MAX)):
@@ -64,11 +72,12 @@ class Standardizer:
 
     Statistics come from the rows where a modality is present, in the data passed to
     :meth:`fit` (the training split); absent rows stay exactly zero after :meth:`transform`,
-    which is also the mean of the standardised modality. Features with (near) zero spread
-    are centred and left unscaled. A modality whose spec says ``standardize=False`` (token
-    ids, codes) keeps its values (mean 0, scale 1); its absent rows are zero too. For
-    regression the target is standardised too, and :meth:`inverse_target` maps predictions
-    back.
+    which is also the mean of the standardised modality. Features with no spread, or one
+    under 1e-6 that is float32 rounding of their mean (at most 1e-6 of it), are centred and
+    left unscaled; a small spread around a small mean (data in units of 1e-9) is scaled. A
+    modality whose spec says ``standardize=False`` (token ids, codes) keeps its values (mean
+    0, scale 1); its absent rows are zero too. For regression the target is standardised too
+    (by the same rule), and :meth:`inverse_target` maps predictions back.
 
     Attributes
     ----------
@@ -96,10 +105,7 @@ class Standardizer:
             present = dataset.observed[:, j]
             x = dataset.inputs[spec.name][present].astype(np.float64)
             if len(x) == 0:
-                raise MlmmError(
-                    f"modality {spec.name!r} is absent from every training sample, so it cannot "
-                    f"be standardised or learned; drop it or use a training missingness that keeps it"
-                )
+                raise absent_modality_error(spec.name)
             axes = _feature_axes(spec.kind, x.ndim)
             if dataset.lengths is not None and spec.name in dataset.lengths:
                 # variable-length sequences: statistics of the valid steps, not the padding
@@ -144,10 +150,7 @@ class Standardizer:
                 stats[spec.name] = (count, mean, m2)
         for spec in dataset.specs:
             if spec.name not in stats:
-                raise MlmmError(
-                    f"modality {spec.name!r} is absent from every training sample, so it cannot "
-                    f"be standardised or learned; drop it or use a training missingness that keeps it"
-                )
+                raise absent_modality_error(spec.name)
             count, mean, m2 = stats[spec.name]
             std = np.sqrt(m2 / count)
             shape = {"vector": (-1,), "sequence": (1, -1), "image": (-1, 1, 1)}[spec.kind]

@@ -37,8 +37,9 @@ multiplies the *summed* loss, so the penalty already weighs ``1 / n`` against th
 their two ``C`` values are chosen between by the cross-validation.
 
 Resuming: with ``cache_dir``, every finished (member, fold) result and every refitted member
-is written there atomically, keyed by a hash of the data, the member and the settings. A run
-killed at any point (``kill -9`` included) and started again reuses all of them.
+is written there atomically, keyed by a hash of the data, the member and the settings (a fold's
+result is read back only for the same held-out rows). A run killed at any point (``kill -9``
+included) and started again reuses all of them.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ import pandas as pd
 
 import mlmm
 from mlmm.data.dataset import MultimodalDataset
-from mlmm.data.preprocessing import Standardizer
+from mlmm.data.preprocessing import Standardizer, absent_modality_error
 from mlmm.errors import MlmmError, did_you_mean
 from mlmm.methods.base import check_range
 from mlmm.methods.combination.auto_ensemble import AutoEnsemble, fit_member, member_label
@@ -219,7 +220,14 @@ def default_portfolio(
     return members, notes
 
 
-def check_auto_options(options: Mapping[str, Any] | None, given_by: Sequence[str] = ()) -> None:
+#: :func:`fit_auto`'s keywords that its callers (the estimator, :func:`mlmm.run_experiment`)
+#: pass from their own settings: refused among the options by :func:`check_auto_options`.
+CALLER_OPTIONS = ("seed", "batch_size", "lr", "device", "info")
+
+
+def check_auto_options(
+    options: Mapping[str, Any] | None, given_by: Sequence[str] = CALLER_OPTIONS
+) -> None:
     """Refuse, in one line, an option :func:`fit_auto` does not take (where the call would
     raise ``TypeError``), or one the caller sets itself (``given_by``: e.g. the estimator's
     ``random_state`` is the seed), before any training.
@@ -228,7 +236,7 @@ def check_auto_options(options: Mapping[str, Any] | None, given_by: Sequence[str
     ----------
     options : mapping, optional
         The options given for ``method="auto"`` (``method_params``, ``--param``).
-    given_by : sequence of str
+    given_by : sequence of str, default :data:`CALLER_OPTIONS`
         Names of :func:`fit_auto` keywords that the caller passes from its own settings.
     """
     accepted = [k for k in inspect.signature(fit_auto).parameters if k not in ("train", *given_by)]
@@ -251,10 +259,7 @@ def check_every_modality_seen(data: MultimodalDataset) -> None:
     seen = np.asarray(data.observed).any(axis=0)  # [M]
     for name, present in zip(data.modality_names, seen, strict=True):
         if not present:
-            raise MlmmError(
-                f"modality {name!r} is absent from every training sample, so it cannot be "
-                f"standardised or learned; drop it or use a training missingness that keeps it"
-            )
+            raise absent_modality_error(name)
 
 
 def check_folds_see_every_modality(
@@ -745,7 +750,7 @@ def _cross_validate(
     oof = None
     epochs = []
     for fold, (fit_rows, held_rows) in enumerate(splits):
-        result = cache.load_fold(member, fold)
+        result = cache.load_fold(member, fold, held_rows)
         cached = result is not None
         if result is None:
             if deadline is not None and time.perf_counter() >= deadline:
@@ -753,7 +758,7 @@ def _cross_validate(
                 row["note"] = "time limit reached before its cross-validation finished"
                 return row
             result = _fit_fold(member, data, fit_rows, held_rows, settings, trainer_args)
-            cache.save_fold(member, fold, result)
+            cache.save_fold(member, fold, result, held_rows)
         bar.advance(f"{label} fold {fold + 1}/{len(splits)}")
         if callback is not None:
             callback({"stage": "cv", "model": label, "fold": fold, "cached": cached})
@@ -873,6 +878,11 @@ def _leaderboard(
     return [ensemble, *rows, *extra]
 
 
+def _rows_digest(rows: np.ndarray) -> str:
+    """A short hash of row indices (a fold's held-out rows, stored with its cached result)."""
+    return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
 class _Cache:
     """Finished fold results (JSON) and refitted members (artifacts) under ``cache_dir``,
     keyed by a hash of the data fingerprint, the member and the settings."""
@@ -885,23 +895,35 @@ class _Cache:
         text = json.dumps({**self.base, **parts}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-    def load_fold(self, member: dict[str, Any], fold: int) -> dict[str, Any] | None:
+    def load_fold(
+        self, member: dict[str, Any], fold: int, held_rows: np.ndarray
+    ) -> dict[str, Any] | None:
+        """The cached result of ``fold``, or None: not cached, unreadable, or for other
+        held-out rows (the key does not hold the folds, so a result from other folds, e.g.
+        before rare classes were stratified, would put its predictions on the wrong rows;
+        a result saved without the rows' digest is checked by its length only)."""
         if self.root is None:
             return None
         path = self.root / "folds" / f"{self._key(member=member, fold=fold)}.json"
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
+            result = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None  # unreadable: recompute it (writes are atomic, so this is rare)
+        held = _rows_digest(held_rows)
+        if result.get("held", held) != held or len(result.get("oof", held_rows)) != len(held_rows):
+            return None
+        return result
 
-    def save_fold(self, member: dict[str, Any], fold: int, result: dict[str, Any]) -> None:
+    def save_fold(
+        self, member: dict[str, Any], fold: int, result: dict[str, Any], held_rows: np.ndarray
+    ) -> None:
         if self.root is None:
             return
         path = self.root / "folds" / f"{self._key(member=member, fold=fold)}.json"
         with atomic_write(path) as fh:
-            json.dump(result, fh)
+            json.dump({**result, "held": _rows_digest(held_rows)}, fh)
 
     def _member_path(self, member: dict[str, Any]) -> Path:
         return self.root / "members" / self._key(refit=member)

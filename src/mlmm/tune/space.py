@@ -239,20 +239,26 @@ def dimension_from_plain(value: Any, name: str) -> Dimension:
     >>> dimension_from_plain(["mean", "cls"], "pooling")
     Categorical(choices=('mean', 'cls'))
     """
-    if isinstance(value, (list, tuple)):
-        return Categorical(value)
-    if isinstance(value, Mapping) and {"low", "high"} <= set(value) <= {"low", "high", "log"}:
-        low, high, log = value["low"], value["high"], value.get("log", False)
-        if not isinstance(log, bool):
-            raise MlmmError(f"search space {name!r}: log must be true or false, got {log!r}")
-        bounds = (low, high)
-        if all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
-            return Int(low, high, log=log)
-        if all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds):
-            return Float(float(low), float(high), log=log)
+    try:  # the dimension's own errors (low >= high, no choices) name the search space too
+        if isinstance(value, (list, tuple)):
+            return Categorical(value)
+        if isinstance(value, Mapping) and {"low", "high"} <= set(value) <= {"low", "high", "log"}:
+            low, high, log = value["low"], value["high"], value.get("log", False)
+            if not isinstance(log, bool):
+                raise MlmmError(f"log must be true or false, got {log!r}")
+            bounds = (low, high)
+            if all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+                return Int(low, high, log=log)
+            if all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds):
+                return Float(float(low), float(high), log=log)
+    except MlmmError as err:
+        raise MlmmError(f"search space {name!r}: {err}") from None
+    # YAML reads {low:1, high:8} (no space after the colons) as two keys "low:1", "high:8"
+    colon = isinstance(value, Mapping) and any(":" in str(k) for k in value)
     raise MlmmError(
         f"search space {name!r} must be a list of choices ([a, b]) or a range "
         f"({{low: 1, high: 8}}, integers; {{low: 1e-4, high: 1e-2, log: true}}), got {value!r}"
+        + ("; put a space after each colon" if colon else "")
     )
 
 
