@@ -280,6 +280,36 @@ def test_report_and_export_never_overwrite_an_input_or_another_file(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.parametrize(
+    "args, earlier",
+    [
+        (["report", "same.db", "--out", "r.html"], b"<!doctype html><p>earlier</p>"),
+        (["export", "same.db", "t.csv"], b"a,b\n1,2\n"),
+        (["export", "same.db", "t.parquet"], b"PAR1earlier"),
+    ],
+)
+def test_report_and_export_on_a_full_disk_are_one_line_and_keep_the_earlier_file(
+    monkeypatch, capsys, tmp_path, store_file, args, earlier
+):
+    """A full disk while writing the report or the export gave a traceback (OSError)."""
+    import errno
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / args[-1]).write_bytes(earlier)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write {args[-1]} (No space left on device)" in err
+    assert "the earlier file is unchanged" in err
+    assert (tmp_path / args[-1]).read_bytes() == earlier
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary
+
+
 def test_bench_runs_a_spec_and_resumes(monkeypatch, capsys, tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(
