@@ -18,7 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_state = {"debug": False}
+#: ``on_interrupt``: what a command tells its user when Ctrl-C or SIGTERM stops it
+#: (:func:`main`); ``signal``: the signal that stopped it.
+_state: dict[str, Any] = {"debug": False, "on_interrupt": None, "signal": None}
 
 
 def _console():
@@ -251,6 +253,8 @@ def train(
     own_cache = method == "auto" and "cache_dir" not in method_params
     if own_cache:  # finished folds survive an interruption; a rerun resumes from them
         method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
+    kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
+    _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
     res = run_experiment(
         dataset,
         method,
@@ -264,6 +268,7 @@ def train(
         distributed.leave()
         return  # only rank 0 writes the artifact and prints
     path = res.trained.save(out, overwrite=overwrite)
+    _state["on_interrupt"] = f"the model was saved to {path}"
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
     console.print(f"device {device}, precision {res.trained.precision}")
@@ -703,6 +708,9 @@ def _run_bench(
 
         check_output_file(Path(path).with_suffix(".html"), "HTML", inputs=[path], what="report")
     runs = suite.runs()
+    _state["on_interrupt"] = (
+        f"every finished run is kept in {path}; run the same command again to resume"
+    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -1173,11 +1181,36 @@ def export_model_command(
     )
 
 
+def _stop(signum: int, frame: Any) -> None:
+    """Ctrl-C and SIGTERM stop a command the same way: as a KeyboardInterrupt, so that what
+    it holds (a benchmark's claims, its workers, a half-written temporary file) is given back
+    on the way out. Without this, SIGTERM killed the process where it stood."""
+    _state["signal"] = signum
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> None:
+    """One line saying what stopped the command and what it kept; exit 128 + the signal."""
+    import signal
+
+    signum = _state["signal"] or signal.SIGINT
+    hint = _state["on_interrupt"]
+    typer.echo(
+        f"interrupted by {signal.Signals(signum).name}" + (f"; {hint}" if hint else ""), err=True
+    )
+    sys.exit(128 + signum)
+
+
 def main() -> None:
-    """Entry point: one clear line for user errors, tracebacks only with --debug."""
+    """Entry point: one clear line for user errors, tracebacks only with --debug; one line
+    for Ctrl-C or SIGTERM (exit code 130 or 143)."""
+    import signal
+
     from mlmm.errors import MlmmError
 
     debug = "--debug" in sys.argv
+    _state.update(on_interrupt=None, signal=None)
+    before = {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         app()
     except MlmmError as err:
@@ -1185,6 +1218,15 @@ def main() -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:  # raised outside the command (typer turns those into exit 130)
+        _interrupted()
+    except SystemExit as exit_:
+        if exit_.code == 130 and _state["signal"] is not None:
+            _interrupted()
+        raise
+    finally:  # as they were (main() called in a test process, or twice)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

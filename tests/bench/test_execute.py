@@ -685,3 +685,51 @@ def test_mlmm_bench_prints_the_plan_it_chose(tmp_path, monkeypatch, capsys):
     assert "1 runs, 1 job(s) × 1 thread(s)" in out
     with ResultsStore(store) as db:
         assert db.runs().threads.tolist() == [1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_to_the_process_group_gives_the_runs_back_and_says_so(
+    tmp_path, tiny_spec_file, stop
+):
+    """SIGTERM (coreutils timeout, a batch scheduler: sent to the whole process group) killed
+    the coordinator where it stood, leaving its claims; its workers, killed by it too, would
+    have had their runs recorded failed. Ctrl-C ended without a word."""
+    store = tmp_path / "stopped.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlmm.cli", "bench", str(tiny_spec_file), "--store", str(store)]
+        + ["--jobs", "2", "--threads", "1", "--no-report", "--epochs", "500"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal or `timeout` gives it
+    )
+    try:
+        deadline = time.time() + 300
+        workers: list[int] = []
+        while not _working(workers) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = _spawned_children(proc.pid)
+        assert _working(workers), "the pool did not start two workers"
+        with ResultsStore(store) as db:
+            while (db.runs().status == "running").sum() < 2 and time.time() < deadline:
+                time.sleep(0.1)
+        os.killpg(proc.pid, stop)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + stop, err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted by {stop.name}; every finished run is kept in {store}; run the same "
+        f"command again to resume"
+    )
+    assert "Traceback" not in err
+    with ResultsStore(store) as db:
+        runs = db.runs()
+    assert set(runs.status) == {"pending"}, runs[["method", "status", "error"]]
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "workers kept running"

@@ -523,7 +523,7 @@ class _Worker:
             except OSError:
                 now = True
         if now and self.process.is_alive():
-            self.process.terminate()
+            self.process.kill()  # a worker ignores SIGTERM (the coordinator's to handle)
 
     def reap(self) -> None:
         self.process.join(timeout=5)
