@@ -986,3 +986,28 @@ def test_a_table_shows_names_with_brackets_whole():
     console.print(_table(pd.DataFrame({"model": [name, "hemis"], "weight": [0.0, 1.0]})))
     text = console.export_text()
     assert name in text and "1.0000" in text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is not a signal there")
+def test_train_stopped_by_sigterm_is_one_line_and_leaves_nothing(monkeypatch, capsys, tmp_path):
+    """SIGTERM killed `mlmm train` without a word (exit -15); Ctrl-C ended it silently."""
+    import os
+    import signal
+
+    import mlmm.experiment
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` mid-training
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not stop training")
+
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
+    assert code == 143, err
+    assert err.strip() == (
+        f"interrupted by SIGTERM; no model was saved to {out} (train again to get one)"
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # main() puts the handlers back
