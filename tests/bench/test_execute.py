@@ -733,3 +733,43 @@ def test_a_stop_signal_to_the_process_group_gives_the_runs_back_and_says_so(
     while any(_alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in workers), "workers kept running"
+
+
+def test_runs_finished_elsewhere_while_waiting_end_the_wait_at_once(
+    tmp_path, tiny_spec_file, monkeypatch
+):
+    """When the runs it waited for ended in another process, `mlmm bench` printed "waiting for
+    0 run(s) claimed by another process" and slept a poll interval before ending."""
+    from mlmm.bench import store as store_module
+
+    spec = load_spec(tiny_spec_file)
+    path, here = tmp_path / "r.db", store_module.this_process
+
+    def as_other(action):
+        monkeypatch.setattr(store_module, "this_process", lambda: "elsewhere:1")
+        try:
+            with ResultsStore(path) as db:
+                action(db)
+        finally:
+            monkeypatch.setattr(store_module, "this_process", here)
+
+    def hold_all(db):
+        db.add_runs(spec.name, spec.runs())
+        db.heartbeat()  # a live holder on another host
+        assert all(db.claim(r.key) for r in spec.runs())
+
+    as_other(hold_all)
+    monkeypatch.setattr(execute, "execute_run", lambda c, t: pytest.fail("ran a held run"))
+    waits = []
+
+    def on_event(kind, run, progress):
+        if kind == "waiting":
+            waits.append(progress.held_elsewhere)
+            if len(waits) == 1:  # the holder ends every run while this process waits
+                as_other(lambda db: [db.fail(r.key, {"error": "x"}) for r in spec.runs()])
+
+    start = time.monotonic()
+    outcome = run_benchmark(spec, path, threads=1, retry_failed=False, on_event=on_event)
+    assert waits == [len(spec.runs())], "waited for runs no longer held"
+    assert outcome.skipped == len(spec.runs()) and outcome.ran == 0
+    assert time.monotonic() - start < 2 * execute.POLL_SECONDS

@@ -1106,6 +1106,8 @@ def run_benchmark(
                     waiting.append(run)  # held by another live process
             todo = waiting
             progress.held_elsewhere = len(todo) if not in_flight else 0
+            if not todo and not in_flight:  # the runs waited for ended in other processes
+                break
             if not in_flight:
                 claims = db.claims(r.key for r in todo)
                 progress.held_by = tuple(sorted(set(claims.owner.dropna())))
