@@ -773,3 +773,41 @@ def test_runs_finished_elsewhere_while_waiting_end_the_wait_at_once(
     assert waits == [len(spec.runs())], "waited for runs no longer held"
     assert outcome.skipped == len(spec.runs()) and outcome.ran == 0
     assert time.monotonic() - start < 2 * execute.POLL_SECONDS
+
+
+def test_with_one_job_a_run_whose_process_died_is_retried_in_a_worker(
+    tmp_path, killer_plugin, monkeypatch
+):
+    """With one job a run trains in the benchmark's own process: a run that kills it (out of
+    memory) killed it again on every rerun, before the runs after it could start."""
+    import socket
+
+    from mlmm.bench import store as store_module
+
+    spec = parse_spec(
+        {
+            "plugins": [killer_plugin],
+            "datasets": {"synthetic": {"n_samples": 240}},
+            "methods": {"killer-fusion": {}, "late-fusion": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+            "budget": {"max_epochs": 2},
+        },
+        allow_plugins=[killer_plugin],
+    )
+    path, here = tmp_path / "r.db", store_module.this_process
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process of this host that has ended: the one the run killed
+    monkeypatch.setattr(store_module, "this_process", lambda: f"{socket.gethostname()}:{gone.pid}")
+    with ResultsStore(path) as db:
+        db.add_runs(spec.name, spec.runs())
+        assert db.claim(spec.runs()[0].key)  # killer-fusion, held by the dead process
+    monkeypatch.setattr(store_module, "this_process", here)
+    outcome = run_benchmark(spec, path, jobs=1, threads=1)
+    assert (outcome.ran, outcome.failed) == (2, 1)
+    with ResultsStore(path) as db:
+        runs = db.runs().set_index("method")
+    assert runs.loc["killer-fusion", "status"] == "failed"  # died in a worker, not in here
+    assert runs.loc["killer-fusion", "error"].startswith("WorkerDied")
+    assert runs.loc["killer-fusion", "attempts"] == 2
+    assert runs.loc["late-fusion", "status"] == "done"

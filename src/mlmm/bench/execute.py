@@ -451,6 +451,16 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     }
 
 
+def killed_before(db: ResultsStore, keys: Sequence[str]) -> bool:
+    """Whether an attempt of one of the runs ``keys`` ended with its process dead: a stale
+    claim (its process died holding it), an attempt ``lost`` (such a claim, taken over) or
+    one failed with ``WorkerDied``."""
+    claims = db.claims(keys)
+    attempts = db.attempts(keys)
+    died = attempts.error.fillna("").str.startswith("WorkerDied")
+    return bool((~claims.live).any() or (attempts.outcome == "lost").any() or died.any())
+
+
 def _trained_device(trained: Any) -> str:
     """Where the model trained (it stays there after fit): ``cpu``, ``cuda:0``..."""
     for tensor in (*trained.model.parameters(), *trained.model.buffers()):
@@ -1086,9 +1096,14 @@ def run_benchmark(
         if beating:
             db.heartbeat()  # before the first claim: a live owner from its first moment
             heartbeat.start()
-            pool = make_executor(
-                executor, jobs, threads, ray_address, spec.resources.model_dump(), spec.plugins
-            )
+            if executor == "local" and jobs == 1 and killed_before(db, [r.key for r in todo]):
+                # one job runs in this process: a run that killed it before (out of memory)
+                # would kill it again on every rerun, before the runs after it could start
+                pool = PoolExecutor(1, threads)
+            else:
+                pool = make_executor(
+                    executor, jobs, threads, ray_address, spec.resources.model_dump(), spec.plugins
+                )
         attempts: dict[str, int] = {}  # attempts of this call, per run
         while todo or in_flight:
             waiting = []
