@@ -1169,7 +1169,7 @@ def export_model_command(
     if format != "onnx":
         raise MlmmError(f"--format must be onnx, got {format!r}")
     # before the work, so a bad --out costs nothing; never over one of the model's own files
-    check_output_file(out, inputs=[run / name for name in OWN_FILES], what="--out")
+    check_output_file(out, "ONNX", inputs=[run / name for name in OWN_FILES], what="--out")
     from mlmm.serve.export import export_onnx
 
     trained = TrainedModel.load(run)

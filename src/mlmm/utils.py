@@ -109,6 +109,8 @@ _FILE_KINDS: dict[str, Callable[[bytes], bool]] = {
     "CSV": lambda head: b"\x00" not in head,
     "Parquet": lambda head: head.startswith(b"PAR1"),
     "NPZ": lambda head: head.startswith(b"PK\x03\x04"),  # a zip archive, as numpy writes it
+    # an ONNX ModelProto: protobuf field 1 (ir_version, a varint) first, as torch writes it
+    "ONNX": lambda head: head.startswith(b"\x08"),
     # the YAML of TuneResult.save: its top-level keys (its comment line may have been edited
     # away); a user's YAML with a nested method: and params: is not one
     "parameters": lambda head: (
@@ -131,8 +133,8 @@ def check_output_file(
     Refused: a path that is one of ``inputs`` (the same file by any name: symlinks and hard
     links are followed), a directory or other non-regular file, an SQLite database, and an
     existing non-empty file that does not look like ``kind`` (``"HTML"``, ``"CSV"``,
-    ``"Parquet"``, ``"NPZ"`` or ``"parameters"``, a file of ``mlmm tune --params-out``;
-    ``None`` checks only the rest). An existing file of the same kind is
+    ``"Parquet"``, ``"NPZ"``, ``"ONNX"`` or ``"parameters"``, a file of
+    ``mlmm tune --params-out``; ``None`` checks only the rest). An existing file of the same kind is
     replaced, as an earlier run's output is meant to be.
 
     Returns
