@@ -1148,7 +1148,20 @@ def serve_command(
         f"serving {names} on http://{where}:{port} (Ctrl+C stops after in-flight requests)",
         highlight=False,
     )
-    uvicorn.run(service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    _state["on_interrupt"] = "the server answered its in-flight requests and stopped"
+    import warnings
+
+    # a signal before the server starts leaves uvicorn's coroutine unstarted: not news
+    warnings.filterwarnings("ignore", "coroutine 'Server.serve' was never awaited", RuntimeWarning)
+    try:
+        uvicorn.run(
+            service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30
+        )
+    except SystemExit:  # uvicorn's exit 3 when stopped before it started
+        if _state["signal"] is None:
+            raise
+    if _state["signal"] is not None:  # uvicorn handled Ctrl-C or SIGTERM, then raised it again
+        raise KeyboardInterrupt
 
 
 @app.command("export-model")
