@@ -708,9 +708,6 @@ def _run_bench(
 
         check_output_file(Path(path).with_suffix(".html"), "HTML", inputs=[path], what="report")
     runs = suite.runs()
-    _state["on_interrupt"] = (
-        f"every finished run is kept in {path}; run the same command again to resume"
-    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -724,6 +721,9 @@ def _run_bench(
 
         def on_event(kind, run, progress) -> None:
             if kind == "plan":  # jobs chosen by default count only the runs left to do
+                _state["on_interrupt"] = (  # the store exists from here on
+                    f"every finished run is kept in {path}; run the same command again to resume"
+                )
                 bar.console.print(
                     f"benchmark {suite.name!r}: {len(runs)} runs, {progress.jobs} job(s) × "
                     f"{progress.threads} thread(s), executor {executor} → {path}"
