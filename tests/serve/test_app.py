@@ -534,3 +534,33 @@ def test_serve_stopped_by_sigterm_says_so_in_one_line(hemis_run):
     assert err.strip() == (
         "interrupted by SIGTERM; the server answered its in-flight requests and stopped"
     )
+
+
+def test_a_body_that_stalls_is_answered_408_not_held_for_ever(monkeypatch):
+    """A client that announced a body and never sent it held its request, and the server's
+    shutdown, until uvicorn cancelled it after 30 s with a traceback."""
+    from mlmm.serve import app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_IDLE_SECONDS", 0.1)
+    sent = []
+
+    async def stalled() -> dict:
+        await asyncio.sleep(3600)  # the rest of the body never comes
+        return {}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def inner(scope, receive, send) -> None:
+        raise AssertionError("a body never received reached the app")
+
+    guard = app_module._BodyGuard(inner, 1 << 20, app_module.ServiceMetrics())
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+    }
+    asyncio.run(asyncio.wait_for(guard(scope, stalled, send), 5))
+    assert sent[0]["status"] == 408
+    assert b"nothing received for 0.1 s" in sent[1]["body"]
