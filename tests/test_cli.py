@@ -1011,3 +1011,36 @@ def test_train_stopped_by_sigterm_is_one_line_and_leaves_nothing(monkeypatch, ca
     )
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is before  # main() puts the handlers back
+
+
+def test_train_on_devices_stopped_by_sigterm_is_one_line_not_the_launchers_traceback(
+    monkeypatch, capsys, tmp_path
+):
+    """`mlmm train --devices 2` stopped by SIGTERM or Ctrl-C ended with the traceback of
+    torch's launcher (SignalException), and each of its processes printed a line of its own."""
+    import os
+    import signal
+
+    import torch.distributed.launcher.api as launcher_api
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from mlmm.train import distributed
+
+    seen = {}
+
+    def stopped_launch(config, entrypoint):
+        def run(*args):
+            seen["launched"] = os.environ.get("MLMM_LAUNCHER_PID")
+            raise SignalException("got signal: 15", sigval=signal.SIGTERM)
+
+        return run
+
+    monkeypatch.setattr(launcher_api, "elastic_launch", stopped_launch)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out), "--devices", "2")
+    assert code == 143, err
+    assert err.strip() == (
+        f"interrupted by SIGTERM; no model was saved to {out} (train again to get one)"
+    )
+    assert seen["launched"] == str(os.getpid())  # the processes know who speaks for them
+    assert distributed.LAUNCHED_VARIABLE not in os.environ

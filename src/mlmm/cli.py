@@ -221,6 +221,7 @@ def train(
     from mlmm.train.checkpoint import check_artifact_path
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
+    _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
     if devices > 1:  # a bad --precision is refused here, not once per started process
         import torch
 
@@ -229,9 +230,13 @@ def train(
         if distributed.backend_for(device) == "gloo":  # CPU processes
             check_precision_device(check_precision(precision), torch.device("cpu"))
         check_precision(precision)
-    process = distributed.start(
-        method, devices, device, rendezvous_timeout, batch_size, argv=sys.argv[1:]
-    )
+    try:
+        process = distributed.start(
+            method, devices, device, rendezvous_timeout, batch_size, argv=sys.argv[1:]
+        )
+    except distributed.LaunchStopped as stopped:  # the launcher caught the signal itself
+        _state["signal"] = stopped.signum
+        raise
     if process is None and devices > 1:
         return  # the processes --devices started have trained and saved
     if process is not None:
@@ -1208,9 +1213,13 @@ def _interrupted() -> None:
 
     signum = _state["signal"] or signal.SIGINT
     hint = _state["on_interrupt"]
-    typer.echo(
-        f"interrupted by {signal.Signals(signum).name}" + (f"; {hint}" if hint else ""), err=True
-    )
+    distributed = sys.modules.get("mlmm.train.distributed")  # not imported here for this
+    launcher = None if distributed is None else os.environ.get(distributed.LAUNCHED_VARIABLE)
+    if launcher in (None, str(os.getpid())):  # a process of --devices N leaves it to its launcher
+        typer.echo(
+            f"interrupted by {signal.Signals(signum).name}" + (f"; {hint}" if hint else ""),
+            err=True,
+        )
     sys.exit(128 + signum)
 
 
