@@ -1044,3 +1044,27 @@ def test_train_on_devices_stopped_by_sigterm_is_one_line_not_the_launchers_trace
     )
     assert seen["launched"] == str(os.getpid())  # the processes know who speaks for them
     assert distributed.LAUNCHED_VARIABLE not in os.environ
+
+
+def test_a_stop_signal_ignored_by_the_parent_stays_ignored(monkeypatch, capsys):
+    """`mlmm ... &` in a script, or nohup, start it with a signal ignored: main() must not
+    make it stop the command again."""
+    import signal
+
+    seen = {}
+    console = cli._console
+
+    def record():
+        seen["sigint"] = signal.getsignal(signal.SIGINT)
+        seen["sigterm"] = signal.getsignal(signal.SIGTERM)
+        return console()
+
+    monkeypatch.setattr(cli, "_console", record)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code, _, err = run(monkeypatch, capsys, "datasets")
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert code in (0, None), err
+    assert seen["sigint"] is signal.SIG_IGN and seen["sigterm"] is cli._stop

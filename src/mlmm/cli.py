@@ -1232,7 +1232,11 @@ def main() -> None:
 
     debug = "--debug" in sys.argv
     _state.update(on_interrupt=None, signal=None)
-    before = {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    before = {  # a signal ignored by whoever started this process (nohup, `cmd &`) stays so
+        signum: signal.signal(signum, _stop)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
         app()
     except MlmmError as err:
