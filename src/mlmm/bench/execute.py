@@ -700,14 +700,18 @@ class RayExecutor:
         check_ray_gpus(ray.nodes(), self.options["num_gpus"], address)
         self.slots, self.threads = jobs, threads
         self._task = ray.remote(execute_run).options(max_retries=0, **self.options)
+        self._running: list[Any] = []  # submitted, not yet waited for
 
     def submit(self, config: dict[str, Any]):
-        return self._task.remote(config, self.threads)
+        ref = self._task.remote(config, self.threads)
+        self._running.append(ref)
+        return ref
 
     def wait(self, handles, timeout):
         ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
+            self._running = [r for r in self._running if r is not ref]
             try:
                 out.append((ref, self._ray.get(ref)))
             except Exception as err:  # the task, its worker or its node died
@@ -715,7 +719,15 @@ class RayExecutor:
         return out
 
     def close(self) -> None:
-        pass  # a Ray the user started stays up; a local one ends with this process
+        """Cancel the tasks still running (an interrupted benchmark): on a cluster they would
+        go on training runs whose claims were given back, beside their reruns. A Ray the user
+        started stays up; a local one ends with this process."""
+        for ref in self._running:
+            try:
+                self._ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished, or Ray is gone: nothing to stop
+                pass
+        self._running = []
 
 
 def ray_error_outcome(err: BaseException) -> dict[str, Any]:
