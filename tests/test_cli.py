@@ -280,6 +280,36 @@ def test_report_and_export_never_overwrite_an_input_or_another_file(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.parametrize(
+    "args, earlier",
+    [
+        (["report", "same.db", "--out", "r.html"], b"<!doctype html><p>earlier</p>"),
+        (["export", "same.db", "t.csv"], b"a,b\n1,2\n"),
+        (["export", "same.db", "t.parquet"], b"PAR1earlier"),
+    ],
+)
+def test_report_and_export_on_a_full_disk_are_one_line_and_keep_the_earlier_file(
+    monkeypatch, capsys, tmp_path, store_file, args, earlier
+):
+    """A full disk while writing the report or the export gave a traceback (OSError)."""
+    import errno
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / args[-1]).write_bytes(earlier)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write {args[-1]} (No space left on device)" in err
+    assert "the earlier file is unchanged" in err
+    assert (tmp_path / args[-1]).read_bytes() == earlier
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary
+
+
 def test_bench_runs_a_spec_and_resumes(monkeypatch, capsys, tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(
@@ -981,3 +1011,85 @@ def test_a_table_shows_names_with_brackets_whole():
     console.print(_table(pd.DataFrame({"model": [name, "hemis"], "weight": [0.0, 1.0]})))
     text = console.export_text()
     assert name in text and "1.0000" in text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is not a signal there")
+def test_train_stopped_by_sigterm_is_one_line_and_leaves_nothing(monkeypatch, capsys, tmp_path):
+    """SIGTERM killed `mlmm train` without a word (exit -15); Ctrl-C ended it silently."""
+    import os
+    import signal
+
+    import mlmm.experiment
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` mid-training
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not stop training")
+
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
+    assert code == 143, err
+    assert err.strip() == (
+        f"interrupted by SIGTERM; no model was saved to {out} (train again to get one)"
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # main() puts the handlers back
+
+
+def test_train_on_devices_stopped_by_sigterm_is_one_line_not_the_launchers_traceback(
+    monkeypatch, capsys, tmp_path
+):
+    """`mlmm train --devices 2` stopped by SIGTERM or Ctrl-C ended with the traceback of
+    torch's launcher (SignalException), and each of its processes printed a line of its own."""
+    import os
+    import signal
+
+    import torch.distributed.launcher.api as launcher_api
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from mlmm.train import distributed
+
+    seen = {}
+
+    def stopped_launch(config, entrypoint):
+        def run(*args):
+            seen["launched"] = os.environ.get("MLMM_LAUNCHER_PID")
+            raise SignalException("got signal: 15", sigval=signal.SIGTERM)
+
+        return run
+
+    monkeypatch.setattr(launcher_api, "elastic_launch", stopped_launch)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out), "--devices", "2")
+    assert code == 143, err
+    assert err.strip() == (
+        f"interrupted by SIGTERM; no model was saved to {out} (train again to get one)"
+    )
+    assert seen["launched"] == str(os.getpid())  # the processes know who speaks for them
+    assert distributed.LAUNCHED_VARIABLE not in os.environ
+
+
+def test_a_stop_signal_ignored_by_the_parent_stays_ignored(monkeypatch, capsys):
+    """`mlmm ... &` in a script, or nohup, start it with a signal ignored: main() must not
+    make it stop the command again."""
+    import signal
+
+    seen = {}
+    console = cli._console
+
+    def record():
+        seen["sigint"] = signal.getsignal(signal.SIGINT)
+        seen["sigterm"] = signal.getsignal(signal.SIGTERM)
+        return console()
+
+    monkeypatch.setattr(cli, "_console", record)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code, _, err = run(monkeypatch, capsys, "datasets")
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert code in (0, None), err
+    assert seen["sigint"] is signal.SIG_IGN and seen["sigterm"] is cli._stop

@@ -97,6 +97,34 @@ def test_atomic_write_leaves_no_partial_file_when_the_body_raises(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
+def test_atomic_write_on_a_full_disk_is_one_line_and_still_an_oserror(tmp_path, monkeypatch):
+    """A full disk while writing came out as a bare OSError: a traceback in the CLI."""
+    import errno
+
+    from mlmm.errors import OutputWriteError
+
+    target = tmp_path / "table.csv"
+    target.write_text("previous")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(MlmmError) as info, atomic_write(target) as fh:
+        fh.write("new")
+    err = info.value
+    assert isinstance(err, OutputWriteError) and isinstance(err, OSError)
+    assert err.errno == errno.ENOSPC and err.strerror == "No space left on device"
+    assert str(err) == (
+        f"cannot write {target} (No space left on device); free some disk space or choose "
+        f"another path; the earlier file is unchanged"
+    )
+    assert target.read_text() == "previous" and list(tmp_path.iterdir()) == [target]
+    with pytest.raises(OSError, match="nothing was written"), atomic_write(tmp_path / "n") as fh:
+        fh.write("new")
+    assert list(tmp_path.iterdir()) == [target]
+
+
 def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
     import os
     import stat

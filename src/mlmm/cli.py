@@ -18,7 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_state = {"debug": False}
+#: ``on_interrupt``: what a command tells its user when Ctrl-C or SIGTERM stops it
+#: (:func:`main`); ``signal``: the signal that stopped it.
+_state: dict[str, Any] = {"debug": False, "on_interrupt": None, "signal": None}
 
 
 def _console():
@@ -219,6 +221,7 @@ def train(
     from mlmm.train.checkpoint import check_artifact_path
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
+    _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
     if devices > 1:  # a bad --precision is refused here, not once per started process
         import torch
 
@@ -227,9 +230,13 @@ def train(
         if distributed.backend_for(device) == "gloo":  # CPU processes
             check_precision_device(check_precision(precision), torch.device("cpu"))
         check_precision(precision)
-    process = distributed.start(
-        method, devices, device, rendezvous_timeout, batch_size, argv=sys.argv[1:]
-    )
+    try:
+        process = distributed.start(
+            method, devices, device, rendezvous_timeout, batch_size, argv=sys.argv[1:]
+        )
+    except distributed.LaunchStopped as stopped:  # the launcher caught the signal itself
+        _state["signal"] = stopped.signum
+        raise
     if process is None and devices > 1:
         return  # the processes --devices started have trained and saved
     if process is not None:
@@ -251,6 +258,8 @@ def train(
     own_cache = method == "auto" and "cache_dir" not in method_params
     if own_cache:  # finished folds survive an interruption; a rerun resumes from them
         method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
+    kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
+    _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
     res = run_experiment(
         dataset,
         method,
@@ -264,6 +273,7 @@ def train(
         distributed.leave()
         return  # only rank 0 writes the artifact and prints
     path = res.trained.save(out, overwrite=overwrite)
+    _state["on_interrupt"] = f"the model was saved to {path}"
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
     console.print(f"device {device}, precision {res.trained.precision}")
@@ -733,6 +743,9 @@ def _run_bench(
 
         def on_event(kind, run, progress) -> None:
             if kind == "plan":  # jobs chosen by default count only the runs left to do
+                _state["on_interrupt"] = (  # the store exists from here on
+                    f"every finished run is kept in {path}; run the same command again to resume"
+                )
                 bar.console.print(
                     f"benchmark {suite.name!r}: {len(runs)} runs, {progress.jobs} job(s) × "
                     f"{progress.threads} thread(s), executor {executor} → {path}"
@@ -1157,7 +1170,20 @@ def serve_command(
         f"serving {names} on http://{where}:{port} (Ctrl+C stops after in-flight requests)",
         highlight=False,
     )
-    uvicorn.run(service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    _state["on_interrupt"] = "the server answered its in-flight requests and stopped"
+    import warnings
+
+    # a signal before the server starts leaves uvicorn's coroutine unstarted: not news
+    warnings.filterwarnings("ignore", "coroutine 'Server.serve' was never awaited", RuntimeWarning)
+    try:
+        uvicorn.run(
+            service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30
+        )
+    except SystemExit:  # uvicorn's exit 3 when stopped before it started
+        if _state["signal"] is None:
+            raise
+    if _state["signal"] is not None:  # uvicorn handled Ctrl-C or SIGTERM, then raised it again
+        raise KeyboardInterrupt
 
 
 @app.command("export-model")
@@ -1178,7 +1204,7 @@ def export_model_command(
     if format != "onnx":
         raise MlmmError(f"--format must be onnx, got {format!r}")
     # before the work, so a bad --out costs nothing; never over one of the model's own files
-    check_output_file(out, inputs=[run / name for name in OWN_FILES], what="--out")
+    check_output_file(out, "ONNX", inputs=[run / name for name in OWN_FILES], what="--out")
     from mlmm.serve.export import export_onnx
 
     trained = TrainedModel.load(run)
@@ -1190,11 +1216,44 @@ def export_model_command(
     )
 
 
+def _stop(signum: int, frame: Any) -> None:
+    """Ctrl-C and SIGTERM stop a command the same way: as a KeyboardInterrupt, so that what
+    it holds (a benchmark's claims, its workers, a half-written temporary file) is given back
+    on the way out. Without this, SIGTERM killed the process where it stood."""
+    _state["signal"] = signum
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> None:
+    """One line saying what stopped the command and what it kept; exit 128 + the signal."""
+    import signal
+
+    signum = _state["signal"] or signal.SIGINT
+    hint = _state["on_interrupt"]
+    distributed = sys.modules.get("mlmm.train.distributed")  # not imported here for this
+    launcher = None if distributed is None else os.environ.get(distributed.LAUNCHED_VARIABLE)
+    if launcher in (None, str(os.getpid())):  # a process of --devices N leaves it to its launcher
+        typer.echo(
+            f"interrupted by {signal.Signals(signum).name}" + (f"; {hint}" if hint else ""),
+            err=True,
+        )
+    sys.exit(128 + signum)
+
+
 def main() -> None:
-    """Entry point: one clear line for user errors, tracebacks only with --debug."""
+    """Entry point: one clear line for user errors, tracebacks only with --debug; one line
+    for Ctrl-C or SIGTERM (exit code 130 or 143)."""
+    import signal
+
     from mlmm.errors import MlmmError
 
     debug = "--debug" in sys.argv
+    _state.update(on_interrupt=None, signal=None)
+    before = {  # a signal ignored by whoever started this process (nohup, `cmd &`) stays so
+        signum: signal.signal(signum, _stop)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
         app()
     except MlmmError as err:
@@ -1202,6 +1261,15 @@ def main() -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:  # raised outside the command (typer turns those into exit 130)
+        _interrupted()
+    except SystemExit as exit_:
+        if exit_.code == 130 and _state["signal"] is not None:
+            _interrupted()
+        raise
+    finally:  # as they were (main() called in a test process, or twice)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,18 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> MlmmError:
     """Build the error for an unknown dataset, method, modality, metric..."""
     return MlmmError(f"unknown {kind} {name!r}.{did_you_mean(name, choices)}")
+
+
+class OutputWriteError(MlmmError, OSError):
+    """An output file could not be written (a full disk, a quota, an I/O error).
+
+    Both an :class:`MlmmError` (the CLI prints its one line) and an :class:`OSError` with the
+    original ``errno`` and ``strerror`` (callers that catch ``OSError`` keep working).
+    """
+
+    def __init__(self, message: str, errno: int | None, strerror: str | None) -> None:
+        OSError.__init__(self, errno, strerror)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlmm.errors import MlmmError
+from mlmm.errors import MlmmError, OutputWriteError
 
 
 def derive_seed(seed: int, *keys: str | int) -> np.random.SeedSequence:
@@ -60,25 +60,43 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator:
     """Write a file atomically: to a temporary file in the same folder, fsync, then rename.
 
-    A process killed mid-write leaves the previous file (or none), never a partial one.
+    A process killed mid-write leaves the previous file (or none), never a partial one. An
+    ``OSError`` while writing (a full disk) removes the temporary file and is raised as an
+    :class:`~mlmm.errors.OutputWriteError`: one line naming ``path``, still an ``OSError``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err) from err
+    try:
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, OutputWriteError):
+            raise _write_error(path, err) from err
         raise
+
+
+def _write_error(path: Path, err: OSError) -> OutputWriteError:
+    """The one-line error of :func:`atomic_write` for ``err`` while writing ``path``."""
+    kept = "the earlier file is unchanged" if path.is_file() else "nothing was written"
+    return OutputWriteError(
+        f"cannot write {path} ({err.strerror or err}); free some disk space or choose another "
+        f"path; {kept}",
+        err.errno,
+        err.strerror,
+    )
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -91,6 +109,8 @@ _FILE_KINDS: dict[str, Callable[[bytes], bool]] = {
     "CSV": lambda head: b"\x00" not in head,
     "Parquet": lambda head: head.startswith(b"PAR1"),
     "NPZ": lambda head: head.startswith(b"PK\x03\x04"),  # a zip archive, as numpy writes it
+    # an ONNX ModelProto: protobuf field 1 (ir_version, a varint) first, as torch writes it
+    "ONNX": lambda head: head.startswith(b"\x08"),
     # the YAML of TuneResult.save: its top-level keys (its comment line may have been edited
     # away); a user's YAML with a nested method: and params: is not one
     "parameters": lambda head: (
@@ -113,8 +133,8 @@ def check_output_file(
     Refused: a path that is one of ``inputs`` (the same file by any name: symlinks and hard
     links are followed), a directory or other non-regular file, an SQLite database, and an
     existing non-empty file that does not look like ``kind`` (``"HTML"``, ``"CSV"``,
-    ``"Parquet"``, ``"NPZ"`` or ``"parameters"``, a file of ``mlmm tune --params-out``;
-    ``None`` checks only the rest). An existing file of the same kind is
+    ``"Parquet"``, ``"NPZ"``, ``"ONNX"`` or ``"parameters"``, a file of
+    ``mlmm tune --params-out``; ``None`` checks only the rest). An existing file of the same kind is
     replaced, as an earlier run's output is meant to be.
 
     Returns

@@ -685,3 +685,129 @@ def test_mlmm_bench_prints_the_plan_it_chose(tmp_path, monkeypatch, capsys):
     assert "1 runs, 1 job(s) × 1 thread(s)" in out
     with ResultsStore(store) as db:
         assert db.runs().threads.tolist() == [1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_to_the_process_group_gives_the_runs_back_and_says_so(
+    tmp_path, tiny_spec_file, stop
+):
+    """SIGTERM (coreutils timeout, a batch scheduler: sent to the whole process group) killed
+    the coordinator where it stood, leaving its claims; its workers, killed by it too, would
+    have had their runs recorded failed. Ctrl-C ended without a word."""
+    store = tmp_path / "stopped.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlmm.cli", "bench", str(tiny_spec_file), "--store", str(store)]
+        + ["--jobs", "2", "--threads", "1", "--no-report", "--epochs", "500"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal or `timeout` gives it
+    )
+    try:
+        deadline = time.time() + 300
+        workers: list[int] = []
+        while not _working(workers) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = _spawned_children(proc.pid)
+        assert _working(workers), "the pool did not start two workers"
+        with ResultsStore(store) as db:
+            while (db.runs().status == "running").sum() < 2 and time.time() < deadline:
+                time.sleep(0.1)
+        os.killpg(proc.pid, stop)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + stop, err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted by {stop.name}; every finished run is kept in {store}; run the same "
+        f"command again to resume"
+    )
+    assert "Traceback" not in err
+    with ResultsStore(store) as db:
+        runs = db.runs()
+    assert set(runs.status) == {"pending"}, runs[["method", "status", "error"]]
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "workers kept running"
+
+
+def test_runs_finished_elsewhere_while_waiting_end_the_wait_at_once(
+    tmp_path, tiny_spec_file, monkeypatch
+):
+    """When the runs it waited for ended in another process, `mlmm bench` printed "waiting for
+    0 run(s) claimed by another process" and slept a poll interval before ending."""
+    from mlmm.bench import store as store_module
+
+    spec = load_spec(tiny_spec_file)
+    path, here = tmp_path / "r.db", store_module.this_process
+
+    def as_other(action):
+        monkeypatch.setattr(store_module, "this_process", lambda: "elsewhere:1")
+        try:
+            with ResultsStore(path) as db:
+                action(db)
+        finally:
+            monkeypatch.setattr(store_module, "this_process", here)
+
+    def hold_all(db):
+        db.add_runs(spec.name, spec.runs())
+        db.heartbeat()  # a live holder on another host
+        assert all(db.claim(r.key) for r in spec.runs())
+
+    as_other(hold_all)
+    monkeypatch.setattr(execute, "execute_run", lambda c, t: pytest.fail("ran a held run"))
+    waits = []
+
+    def on_event(kind, run, progress):
+        if kind == "waiting":
+            waits.append(progress.held_elsewhere)
+            if len(waits) == 1:  # the holder ends every run while this process waits
+                as_other(lambda db: [db.fail(r.key, {"error": "x"}) for r in spec.runs()])
+
+    start = time.monotonic()
+    outcome = run_benchmark(spec, path, threads=1, retry_failed=False, on_event=on_event)
+    assert waits == [len(spec.runs())], "waited for runs no longer held"
+    assert outcome.skipped == len(spec.runs()) and outcome.ran == 0
+    assert time.monotonic() - start < 2 * execute.POLL_SECONDS
+
+
+def test_with_one_job_a_run_whose_process_died_is_retried_in_a_worker(
+    tmp_path, killer_plugin, monkeypatch
+):
+    """With one job a run trains in the benchmark's own process: a run that kills it (out of
+    memory) killed it again on every rerun, before the runs after it could start."""
+    import socket
+
+    from mlmm.bench import store as store_module
+
+    spec = parse_spec(
+        {
+            "plugins": [killer_plugin],
+            "datasets": {"synthetic": {"n_samples": 240}},
+            "methods": {"killer-fusion": {}, "late-fusion": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+            "budget": {"max_epochs": 2},
+        },
+        allow_plugins=[killer_plugin],
+    )
+    path, here = tmp_path / "r.db", store_module.this_process
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process of this host that has ended: the one the run killed
+    monkeypatch.setattr(store_module, "this_process", lambda: f"{socket.gethostname()}:{gone.pid}")
+    with ResultsStore(path) as db:
+        db.add_runs(spec.name, spec.runs())
+        assert db.claim(spec.runs()[0].key)  # killer-fusion, held by the dead process
+    monkeypatch.setattr(store_module, "this_process", here)
+    outcome = run_benchmark(spec, path, jobs=1, threads=1)
+    assert (outcome.ran, outcome.failed) == (2, 1)
+    with ResultsStore(path) as db:
+        runs = db.runs().set_index("method")
+    assert runs.loc["killer-fusion", "status"] == "failed"  # died in a worker, not in here
+    assert runs.loc["killer-fusion", "error"].startswith("WorkerDied")
+    assert runs.loc["killer-fusion", "attempts"] == 2
+    assert runs.loc["late-fusion", "status"] == "done"

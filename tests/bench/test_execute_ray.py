@@ -390,3 +390,38 @@ def test_a_killed_worker_node_costs_no_finished_run_and_every_run_ends_done_once
     assert (runs.loc[done_before.index, "finished_at"] == done_before).all()
     assert (runs.loc[done_before.index, "attempts"] == 1).all()
     assert (runs.method == "plugin-fusion").all()  # the plugin reached every node
+
+
+def test_closing_the_ray_executor_cancels_the_tasks_still_running():
+    """Ray tasks went on after an interrupted benchmark (close did nothing): on a cluster they
+    kept training runs whose claims were given back, beside their reruns."""
+    cancelled = []
+
+    class FakeRay:
+        @staticmethod
+        def wait(handles, num_returns, timeout):
+            return [handles[0]], handles[1:]
+
+        @staticmethod
+        def get(ref):
+            return {"status": "done"}
+
+        @staticmethod
+        def cancel(ref, force):
+            cancelled.append((ref, force))
+            if ref == "gone":
+                raise ValueError("already finished")
+
+    class FakeTask:
+        def __init__(self):
+            self.refs = iter(["first", "second", "gone"])
+
+        def remote(self, config, threads):
+            return next(self.refs)
+
+    executor = execute.RayExecutor.__new__(execute.RayExecutor)
+    executor._ray, executor._task, executor._running, executor.threads = FakeRay, FakeTask(), [], 1
+    refs = [executor.submit({}) for _ in range(3)]
+    assert executor.wait(refs, 1.0) == [("first", {"status": "done"})]
+    executor.close()
+    assert cancelled == [("second", True), ("gone", True)]  # not the finished one

@@ -497,3 +497,70 @@ def test_a_multilabel_model_is_refused_at_start_in_one_line():
     with pytest.raises(MlmmError, match=phrase) as err:
         create_app({"m": trained})
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is not a signal there")
+def test_serve_stopped_by_sigterm_says_so_in_one_line(hemis_run):
+    """A stopped server ended with exit code 0 and no word; Ctrl-C while it started gave
+    uvicorn's exit code 3 and a RuntimeWarning."""
+    import signal
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlmm.cli", "serve", str(hemis_run), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert err.strip() == (
+        "interrupted by SIGTERM; the server answered its in-flight requests and stopped"
+    )
+
+
+def test_a_body_that_stalls_is_answered_408_not_held_for_ever(monkeypatch):
+    """A client that announced a body and never sent it held its request, and the server's
+    shutdown, until uvicorn cancelled it after 30 s with a traceback."""
+    from mlmm.serve import app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_IDLE_SECONDS", 0.1)
+    sent = []
+
+    async def stalled() -> dict:
+        await asyncio.sleep(3600)  # the rest of the body never comes
+        return {}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def inner(scope, receive, send) -> None:
+        raise AssertionError("a body never received reached the app")
+
+    guard = app_module._BodyGuard(inner, 1 << 20, app_module.ServiceMetrics())
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+    }
+    asyncio.run(asyncio.wait_for(guard(scope, stalled, send), 5))
+    assert sent[0]["status"] == 408
+    assert b"nothing received for 0.1 s" in sent[1]["body"]

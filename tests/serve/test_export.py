@@ -284,3 +284,25 @@ def test_a_multilabel_model_exports_its_label_probabilities(tmp_path):
     assert got.shape == (8, data.task.n_labels)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got[0], trained.prior, atol=1e-6)
+
+
+def test_export_model_never_overwrites_a_file_that_is_not_onnx(
+    hemis_run, tmp_path, monkeypatch, capsys
+):
+    """`mlmm export-model RUN --out notes.txt` replaced any existing file with the model."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    monkeypatch.setattr(sys, "argv", ["mlmm", "export-model", str(hemis_run), "--out", str(notes)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "exists and is not a ONNX file, so it is not replaced" in err
+    assert notes.read_text() == "my notes"
+    out = tmp_path / "m.onnx"  # an earlier export is replaced
+    for _ in range(2):
+        monkeypatch.setattr(
+            sys, "argv", ["mlmm", "export-model", str(hemis_run), "--out", str(out)]
+        )
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+        assert exc.value.code in (0, None), capsys.readouterr().err

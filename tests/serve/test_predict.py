@@ -404,3 +404,28 @@ def test_a_json_input_is_refused_by_its_suffix_in_one_line(
     code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
     assert code == 2 and err.count("\n") == 1
     assert "has suffix '.json'; use a .npz (one array per modality), .parquet or .csv" in err
+
+
+@pytest.mark.parametrize("content", ["empty", "truncated", "not a zip"])
+def test_an_empty_truncated_or_corrupt_npz_is_one_line(monkeypatch, capsys, tmp_path, content):
+    """An empty .npz printed a bare "Aborted." (EOFError), a truncated or corrupt one gave a
+    traceback (zipfile.BadZipFile)."""
+    good = tmp_path / "good.npz"
+    np.savez(good, **_samples())
+    data = good.read_bytes()
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(
+        {"empty": b"", "truncated": data[: len(data) // 2], "not a zip": b"PK\x03\x04" + b"x" * 40}[
+            content
+        ]
+    )
+    from mlmm.serve.predict import read_input
+
+    with pytest.raises(MlmmError, match="cannot read .*bad.npz' as .npz"):
+        read_input(bad)
+    monkeypatch.setattr(sys, "argv", ["mlmm", "predict", str(tmp_path), "--input", str(bad)])
+    monkeypatch.setattr("mlmm.train.TrainedModel.load", lambda path: None)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and "check the file" in err

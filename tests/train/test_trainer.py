@@ -203,6 +203,26 @@ def test_time_limit_stops_training_and_keeps_a_complete_model():
     assert trained.trainer_config["time_limit"] == 0.5
 
 
+def test_time_limit_ends_an_epoch_longer_than_the_limit_midway():
+    """The limit was checked after each epoch only: one epoch of a large dataset ran to its
+    end however long it took (measured: 9 s past a 1 s limit on 20,000 samples)."""
+    import time
+
+    m = model()
+    forward = m.forward
+
+    def slow(batch):  # an epoch of 15 batches takes 3 s or more
+        time.sleep(0.2)
+        return forward(batch)
+
+    m.forward = slow
+    trained = trainer(max_epochs=50, batch_size=2, time_limit=1.0).fit(m, data(40), data(8, 1))
+    (history,) = trained.histories
+    assert history.stopped_by == "time_limit" and len(history.epochs) == 1
+    assert history.epochs[0]["seconds"] < 2.5, history.epochs
+    assert math.isfinite(history.epochs[0]["val_loss"])  # the cut epoch is still validated
+
+
 def test_stopped_by_names_what_ended_a_stage():
     ds = mlmm.load_dataset("synthetic", n_samples=200)
     split = mlmm.train_val_test_split(ds, seed=0)

@@ -451,6 +451,16 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     }
 
 
+def killed_before(db: ResultsStore, keys: Sequence[str]) -> bool:
+    """Whether an attempt of one of the runs ``keys`` ended with its process dead: a stale
+    claim (its process died holding it), an attempt ``lost`` (such a claim, taken over) or
+    one failed with ``WorkerDied``."""
+    claims = db.claims(keys)
+    attempts = db.attempts(keys)
+    died = attempts.error.fillna("").str.startswith("WorkerDied")
+    return bool((~claims.live).any() or (attempts.outcome == "lost").any() or died.any())
+
+
 def _trained_device(trained: Any) -> str:
     """Where the model trained (it stays there after fit): ``cpu``, ``cuda:0``..."""
     for tensor in (*trained.model.parameters(), *trained.model.buffers()):
@@ -523,7 +533,7 @@ class _Worker:
             except OSError:
                 now = True
         if now and self.process.is_alive():
-            self.process.terminate()
+            self.process.kill()  # a worker ignores SIGTERM (the coordinator's to handle)
 
     def reap(self) -> None:
         self.process.join(timeout=5)
@@ -690,14 +700,18 @@ class RayExecutor:
         check_ray_gpus(ray.nodes(), self.options["num_gpus"], address)
         self.slots, self.threads = jobs, threads
         self._task = ray.remote(execute_run).options(max_retries=0, **self.options)
+        self._running: list[Any] = []  # submitted, not yet waited for
 
     def submit(self, config: dict[str, Any]):
-        return self._task.remote(config, self.threads)
+        ref = self._task.remote(config, self.threads)
+        self._running.append(ref)
+        return ref
 
     def wait(self, handles, timeout):
         ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
+            self._running = [r for r in self._running if r is not ref]
             try:
                 out.append((ref, self._ray.get(ref)))
             except Exception as err:  # the task, its worker or its node died
@@ -705,7 +719,15 @@ class RayExecutor:
         return out
 
     def close(self) -> None:
-        pass  # a Ray the user started stays up; a local one ends with this process
+        """Cancel the tasks still running (an interrupted benchmark): on a cluster they would
+        go on training runs whose claims were given back, beside their reruns. A Ray the user
+        started stays up; a local one ends with this process."""
+        for ref in self._running:
+            try:
+                self._ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished, or Ray is gone: nothing to stop
+                pass
+        self._running = []
 
 
 def ray_error_outcome(err: BaseException) -> dict[str, Any]:
@@ -1086,9 +1108,14 @@ def run_benchmark(
         if beating:
             db.heartbeat()  # before the first claim: a live owner from its first moment
             heartbeat.start()
-            pool = make_executor(
-                executor, jobs, threads, ray_address, spec.resources.model_dump(), spec.plugins
-            )
+            if executor == "local" and jobs == 1 and killed_before(db, [r.key for r in todo]):
+                # one job runs in this process: a run that killed it before (out of memory)
+                # would kill it again on every rerun, before the runs after it could start
+                pool = PoolExecutor(1, threads)
+            else:
+                pool = make_executor(
+                    executor, jobs, threads, ray_address, spec.resources.model_dump(), spec.plugins
+                )
         attempts: dict[str, int] = {}  # attempts of this call, per run
         while todo or in_flight:
             waiting = []
@@ -1106,6 +1133,8 @@ def run_benchmark(
                     waiting.append(run)  # held by another live process
             todo = waiting
             progress.held_elsewhere = len(todo) if not in_flight else 0
+            if not todo and not in_flight:  # the runs waited for ended in other processes
+                break
             if not in_flight:
                 claims = db.claims(r.key for r in todo)
                 progress.held_by = tuple(sorted(set(claims.owner.dropna())))

@@ -49,6 +49,10 @@ from mlmm.eval.protocol import subset_name
 from mlmm.serve.predict import NO_MODALITY, score_metric
 from mlmm.train.trained import TrainedModel
 
+#: Seconds a request body may stall (nothing received) before the request is answered 408: a
+#: client that never sends the body it announced would otherwise hold its request, and the
+#: server's shutdown, until the graceful-shutdown timeout cancelled it with a traceback.
+BODY_IDLE_SECONDS = 10.0
 #: Latency histogram bucket bounds, in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROUTES = ("/predict", "/health", "/model", "/metrics")
@@ -520,7 +524,8 @@ class _BodyGuard:
     """ASGI middleware: JSON content type and a size bound on request bodies; timing.
 
     Runs before FastAPI reads the body, so an oversized payload is refused (413) after at
-    most ``max_body_bytes`` are read, and a wrong content type is a 415. Every request's
+    most ``max_body_bytes`` are read, a body that stalls for :data:`BODY_IDLE_SECONDS` is a
+    408, and a wrong content type is a 415. Every request's
     route, status and latency go to the metrics.
     """
 
@@ -564,7 +569,16 @@ class _BodyGuard:
             return
         body = bytearray()
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_IDLE_SECONDS)
+            except asyncio.TimeoutError:  # TimeoutError from Python 3.11
+                await _reply(
+                    send,
+                    408,
+                    f"body: nothing received for {BODY_IDLE_SECONDS:g} s after {len(body):,} "
+                    f"byte(s); send the whole body without pausing",
+                )
+                return
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")

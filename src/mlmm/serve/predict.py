@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,13 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(path)
         return pd.read_csv(path)
-    except (OSError, ValueError) as err:
-        raise MlmmError(f"cannot read {str(path)!r} as {suffix} ({err}); check the file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        # an empty .npz is an EOFError (the CLI printed a bare "Aborted."), a truncated or
+        # corrupt one a BadZipFile or zlib.error (a traceback)
+        reason = str(err) or f"{type(err).__name__}: the file is empty or truncated"
+        raise MlmmError(
+            f"cannot read {str(path)!r} as {suffix} ({reason}); check the file"
+        ) from None
 
 
 def score_metric(trained: TrainedModel) -> str:

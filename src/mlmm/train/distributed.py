@@ -144,14 +144,29 @@ def check_method(method: str) -> None:
         )
 
 
+#: Set in the processes :func:`launch` starts (to the launcher's pid): the launcher, not each
+#: of them, says that Ctrl-C or SIGTERM stopped the training.
+LAUNCHED_VARIABLE = "MLMM_LAUNCHER_PID"
+
+
+class LaunchStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the processes :func:`launch` started (``signum``: which)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def launch(argv: list[str], devices: int, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Run ``python -m mlmm *argv`` in ``devices`` processes on this machine through torchrun's
     elastic launcher (a local rendezvous on a free port); each process joins the group itself.
 
     Each process gets ``OMP_NUM_THREADS`` = cores / ``devices`` unless it is set already.
     A process that fails ends all of them; that is one :class:`MlmmError` line here (the
-    process's own error is printed above it).
+    process's own error is printed above it). Ctrl-C or SIGTERM, which the launcher passes on
+    to its processes, is :class:`LaunchStopped` (it was the launcher's traceback).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -175,8 +190,11 @@ def launch(argv: list[str], devices: int, timeout: float = DEFAULT_TIMEOUT) -> N
         monitor_interval=0.1,
         start_method="spawn",
     )
+    os.environ[LAUNCHED_VARIABLE] = str(os.getpid())  # inherited by the processes
     try:
         elastic_launch(config, sys.executable)("-m", "mlmm", *argv)
+    except SignalException as err:
+        raise LaunchStopped(int(err.sigval)) from None
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         raise MlmmError(
@@ -184,6 +202,8 @@ def launch(argv: list[str], devices: int, timeout: float = DEFAULT_TIMEOUT) -> N
             f"{failure.exitcode} (its own error is printed above); rerun with --devices 1 to "
             "see it alone"
         ) from None
+    finally:
+        os.environ.pop(LAUNCHED_VARIABLE, None)
 
 
 def start(

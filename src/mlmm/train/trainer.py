@@ -166,8 +166,11 @@ class Trainer:
         ``torch.set_num_threads`` for this process (None leaves it).
     time_limit : float or None
         Seconds of training allowed for one :meth:`fit` (all stages together). Checked after
-        every epoch: once it is spent the stage stops and keeps its best weights, and any
-        later stage runs a single epoch, so the model is always complete. None: no limit.
+        every batch: once it is spent the epoch ends there (after at least one batch; its
+        validation still runs), the stage stops and keeps its best weights, and any later
+        stage runs a single whole epoch, so the model is always complete. In data-parallel
+        training the ranks agree once per epoch, so there an epoch is finished. None: no
+        limit.
     reinitialize : bool, default True
         Re-draw the model's initial weights from ``seed`` before training (every submodule's
         ``reset_parameters``), so the result does not depend on the global random state at
@@ -388,7 +391,18 @@ class Trainer:
                     if ddp is None
                     else ddp.batches(train_batch, self.batch_size, generator)  # this rank's share
                 )
+                cut = False  # the time limit ended this epoch before its last batch
                 for mb in batches:
+                    if (
+                        self._deadline is not None
+                        and ddp is None  # ranks would disagree on the batch to stop at
+                        and count
+                        and not history.time_limited  # a spent stage's one epoch runs whole
+                        and time.perf_counter() >= self._deadline
+                    ):
+                        # an epoch of a large dataset may take far longer than the limit
+                        cut = True
+                        break
                     if len(mb) < 2 and len(train_batch) >= 2:
                         continue  # a lone trailing row gives a noisy step; its samples come back next epoch
                     with autocast(device, self.precision):  # forward and loss only
@@ -432,7 +446,7 @@ class Trainer:
                 if val_batch is not None and stalled:
                     history.stopped_early = True
                     break
-                out_of_time = (
+                out_of_time = cut or (
                     self._deadline is not None
                     and epoch < epochs
                     and time.perf_counter() >= self._deadline
