@@ -271,6 +271,30 @@ def check_absent_rows_are_not_read(name: str) -> None:
     _assert_absent_rows_not_read(trained.model, small, "trained")
 
 
+def check_batch_independence(name: str) -> None:
+    """In evaluation mode a row's prediction does not depend on the other rows of its batch
+    (no statistics shared across the batch, no graph over it): the whole set at once and in
+    batches of 7 give the same predictions, after an epoch of training on incomplete data."""
+    data = contract_dataset(n_samples=120)
+    present = _presence(
+        data.n_samples, [[True, True, True], [True, False, True], [False, True, False]]
+    )
+    data = data.with_presence(present)
+    trained, _ = _train(name, epochs=1, dataset=data)
+    model = trained.model.eval()
+    with torch.no_grad():
+        whole = model(MultimodalBatch.from_dataset(data)).prediction
+        parts = torch.cat(
+            [
+                model(
+                    MultimodalBatch.from_dataset(data, list(range(i, min(i + 7, len(data)))))
+                ).prediction
+                for i in range(0, len(data), 7)
+            ]
+        )
+    assert torch.allclose(whole, parts, atol=1e-5), "a row's prediction changed with its batch"
+
+
 def check_same_seed_same_result(name: str) -> None:
     """Two trainings with the same seed give identical predictions; another seed differs
     (or, for a method declaring ``uses_seed = False``, gives the same predictions too)."""
@@ -483,6 +507,7 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_state_dict_covers_parameters,
     check_presence_patterns,
     check_absent_rows_are_not_read,
+    check_batch_independence,
     check_same_seed_same_result,
     check_save_load_roundtrip,
     check_mixed_precision,
