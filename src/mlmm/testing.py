@@ -271,6 +271,20 @@ def check_absent_rows_are_not_read(name: str) -> None:
     _assert_absent_rows_not_read(trained.model, small, "trained")
 
 
+def check_padding_is_not_read(name: str) -> None:
+    """The padded steps of variable-length sequences change no output: a model trained an
+    epoch on :func:`padded_sequence_dataset` predicts the same in evaluation mode when the
+    padding of present rows holds 1e3 instead of zeros (a batch built by hand, not through a
+    dataset, which would zero it)."""
+    clean, noisy = padded_sequence_dataset(), padded_sequence_dataset(garbage=True)
+    trained, _ = _train(name, epochs=1, dataset=clean)
+    model = trained.model.eval()
+    with torch.no_grad():
+        a = model(MultimodalBatch.from_dataset(clean)).prediction
+        b = model(MultimodalBatch.from_dataset(noisy)).prediction
+    assert torch.allclose(a, b, atol=1e-5), "outputs changed when padded steps held other values"
+
+
 def check_batch_independence(name: str) -> None:
     """In evaluation mode a row's prediction does not depend on the other rows of its batch
     (no statistics shared across the batch, no graph over it): the whole set at once and in
@@ -508,6 +522,7 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_presence_patterns,
     check_absent_rows_are_not_read,
     check_batch_independence,
+    check_padding_is_not_read,
     check_same_seed_same_result,
     check_save_load_roundtrip,
     check_mixed_precision,
