@@ -230,14 +230,17 @@ def check_presence_patterns(name: str) -> None:
     assert out.loss is not None and torch.isfinite(out.loss), "training loss on a single modality"
 
 
-def check_absent_rows_are_not_read(name: str) -> None:
-    """Garbage in absent rows must not change any output: ``present`` is the only truth."""
-    data = contract_dataset()
-    model = create_method(name, data.specs, data.task).eval()
+def _assert_absent_rows_not_read(model, data: MultimodalDataset, what: str) -> None:
+    """Eval-mode predictions must not change when absent rows hold noise instead of zeros.
+
+    Rows follow a cycle of presence patterns that includes a row with nothing present (its
+    output, whatever it is, must not depend on the inputs either)."""
+    model.eval()
     present = _presence(
-        data.n_samples, [[True, False, True], [False, True, False], [True, True, False]]
+        data.n_samples,
+        [[True, False, True], [False, True, False], [True, True, False], [False, False, False]],
     )
-    clean = MultimodalBatch.from_dataset(data.with_presence(present))
+    clean = MultimodalBatch.from_dataset(data.with_presence(present, allow_empty=True))
     noisy_inputs = {}
     for j, k in enumerate(data.modality_names):
         x = clean.inputs[k].clone()
@@ -247,7 +250,63 @@ def check_absent_rows_are_not_read(name: str) -> None:
     noisy = MultimodalBatch(noisy_inputs, clean.present, clean.modalities, clean.target)
     with torch.no_grad():
         a, b = model(clean).prediction, model(noisy).prediction
-    assert torch.allclose(a, b, atol=1e-5), "outputs changed when absent rows held other values"
+    assert torch.allclose(a, b, atol=1e-5, equal_nan=True), (
+        f"{what}: outputs changed when absent rows held other values"
+    )
+
+
+def check_absent_rows_are_not_read(name: str) -> None:
+    """Garbage in absent rows must not change any output: ``present`` is the only truth.
+
+    Checked on a freshly created model and on one trained for an epoch on data missing
+    modalities (so that state learned in ``fit`` -- stored training rows, retrieval memories,
+    per-pattern models, priors -- is in use), including rows with nothing present."""
+    data = contract_dataset()
+    _assert_absent_rows_not_read(create_method(name, data.specs, data.task), data, "untrained")
+    small = contract_dataset(n_samples=120)
+    missing = _presence(
+        small.n_samples, [[True, True, True], [True, False, True], [False, True, False]]
+    )
+    trained, _ = _train(name, epochs=1, dataset=small.with_presence(missing))
+    _assert_absent_rows_not_read(trained.model, small, "trained")
+
+
+def check_padding_is_not_read(name: str) -> None:
+    """The padded steps of variable-length sequences change no output: a model trained an
+    epoch on :func:`padded_sequence_dataset` predicts the same in evaluation mode when the
+    padding of present rows holds 1e3 instead of zeros (a batch built by hand, not through a
+    dataset, which would zero it)."""
+    clean, noisy = padded_sequence_dataset(), padded_sequence_dataset(garbage=True)
+    trained, _ = _train(name, epochs=1, dataset=clean)
+    model = trained.model.eval()
+    with torch.no_grad():
+        a = model(MultimodalBatch.from_dataset(clean)).prediction
+        b = model(MultimodalBatch.from_dataset(noisy)).prediction
+    assert torch.allclose(a, b, atol=1e-5), "outputs changed when padded steps held other values"
+
+
+def check_batch_independence(name: str) -> None:
+    """In evaluation mode a row's prediction does not depend on the other rows of its batch
+    (no statistics shared across the batch, no graph over it): the whole set at once and in
+    batches of 7 give the same predictions, after an epoch of training on incomplete data."""
+    data = contract_dataset(n_samples=120)
+    present = _presence(
+        data.n_samples, [[True, True, True], [True, False, True], [False, True, False]]
+    )
+    data = data.with_presence(present)
+    trained, _ = _train(name, epochs=1, dataset=data)
+    model = trained.model.eval()
+    with torch.no_grad():
+        whole = model(MultimodalBatch.from_dataset(data)).prediction
+        parts = torch.cat(
+            [
+                model(
+                    MultimodalBatch.from_dataset(data, list(range(i, min(i + 7, len(data)))))
+                ).prediction
+                for i in range(0, len(data), 7)
+            ]
+        )
+    assert torch.allclose(whole, parts, atol=1e-5), "a row's prediction changed with its batch"
 
 
 def check_same_seed_same_result(name: str) -> None:
@@ -462,6 +521,8 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_state_dict_covers_parameters,
     check_presence_patterns,
     check_absent_rows_are_not_read,
+    check_batch_independence,
+    check_padding_is_not_read,
     check_same_seed_same_result,
     check_save_load_roundtrip,
     check_mixed_precision,

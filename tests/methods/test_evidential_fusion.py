@@ -85,3 +85,21 @@ def test_hyperparameters_are_checked():
     data = contract_dataset()
     with pytest.raises(MlmmError, match="annealing_epochs"):
         create_method("evidential-fusion", data.specs, data.task, annealing_epochs=0)
+
+
+def test_edl_loss_is_the_adjusted_cross_entropy_plus_the_kl_to_the_uniform_dirichlet():
+    # TMC eq. (10)-(12): sum_j y_j (psi(S) - psi(alpha_j)) + lambda KL(Dir(alpha~) || Dir(1)),
+    # alpha~ = y + (1 - y) * alpha (the true class's evidence removed)
+    from torch.distributions import Dirichlet, kl_divergence
+
+    from mlmm.methods.combination.evidential_fusion import _edl_loss
+
+    alpha = torch.tensor([[3.0, 1.5, 1.2], [1.1, 1.0, 7.0]], dtype=torch.float64)
+    target = torch.tensor([0, 1])
+    strength = alpha.sum(-1)
+    ace = torch.digamma(strength) - torch.digamma(alpha[torch.arange(2), target])
+    one_hot = torch.nn.functional.one_hot(target, 3).to(alpha.dtype)
+    tilde = one_hot + (1 - one_hot) * alpha
+    kl = kl_divergence(Dirichlet(tilde), Dirichlet(torch.ones_like(tilde)))
+    torch.testing.assert_close(_edl_loss(alpha, target, 0.3), ace + 0.3 * kl)
+    torch.testing.assert_close(_edl_loss(alpha, target, 0.0), ace)

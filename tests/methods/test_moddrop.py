@@ -42,3 +42,23 @@ def test_bad_hyperparameters():
         create_method("moddrop", data.specs, data.task, drop_prob={"x": 0.2})
     model = create_method("moddrop", data.specs, data.task, drop_prob={"s": 0.4})
     assert model.drop_probs.tolist() == pytest.approx([0.0, 0.0, 0.4])
+
+
+def test_training_drops_whole_modalities_and_keeps_one_per_row():
+    # ModDrop: in training a dropped modality leaves the fusion entirely (its concat slot is
+    # exactly zero), a kept one enters untouched; never every modality of a row
+    data = contract_dataset()
+    model = create_method(
+        "moddrop", data.specs, data.task, fusion="concat", embed_dim=8, dropout=0.0, drop_prob=0.5
+    )
+    batch = MultimodalBatch.from_dataset(data)  # everything present
+    with torch.no_grad():
+        full = model.eval()(batch).embedding.view(len(data), 3, 8)  # [B, M, D]
+        torch.manual_seed(0)
+        dropped = model.train()(batch).embedding.view(len(data), 3, 8)
+    zero = (dropped == 0).all(dim=-1)  # [B, M]
+    same = (dropped == full).all(dim=-1)  # [B, M]
+    assert (zero ^ same).all(), "a slot was neither dropped whole nor kept as encoded"
+    assert not zero.all(dim=1).any(), "a row lost every modality"
+    rate = zero.float().mean().item()
+    assert 0.3 < rate < 0.5, rate  # 0.5 per modality, minus the rows that keep one back

@@ -39,7 +39,9 @@ def frozen(tensor: torch.Tensor) -> nn.Parameter:
 
 def flat_features(batch: MultimodalBatch, fill: torch.Tensor | float) -> torch.Tensor:
     """Every modality flattened and concatenated, ``[B, D]``; the columns of absent modalities
-    hold ``fill`` (a scalar such as NaN, or a ``[D]`` vector), whatever the batch had there."""
+    hold ``fill`` (a scalar such as NaN, or a ``[D]`` vector), whatever the batch had there;
+    padded steps of variable-length sequences read as zeros, as the fit saw them."""
+    batch = batch.zero_padding()  # a hand-made batch may hold anything in its padding
     parts, columns = [], []
     for j, name in enumerate(batch.modalities):
         x = batch.inputs[name].flatten(1)  # [B, D_m]

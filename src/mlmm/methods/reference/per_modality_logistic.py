@@ -127,9 +127,10 @@ class PerModalityLogistic(ClassicalReference):
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
+        inputs = batch.zero_padding().inputs  # padded steps read as zeros, as the fit saw them
         outputs = []
         for j, name in enumerate(self.modalities):
-            x = batch.inputs[name].flatten(1)  # [B, D_m]
+            x = inputs[name].flatten(1)  # [B, D_m]
             x = torch.where(present[:, j : j + 1], x, 0.0)  # absent rows are never read
             outputs.append(x @ self.coef[name].T + self.intercept[name])  # [B, K]
         outputs = torch.stack(outputs, dim=1)  # [B, M, K]
