@@ -67,25 +67,36 @@ def worst_subset(
     table: pd.DataFrame, metric: str | None = None, higher_is_better: bool | None = None
 ) -> pd.DataFrame:
     """The worst forced modality subset per group: its name and value (the lowest, or the
-    highest for an error metric unless ``higher_is_better`` says otherwise)."""
+    highest for an error metric unless ``higher_is_better`` says otherwise).
+
+    Subsets whose value is NaN (undefined, e.g. AUROC on one class) are not candidates; a
+    group where every subset is NaN gets no subset name (NA) and value NaN."""
     metric = _resolve(table, metric)
     sub = _metric(table, metric, "subset")
     ids = _ids(sub)
     higher = _higher_is_better(metric) if higher_is_better is None else higher_is_better
-    pick = (
-        (lambda g: g.loc[g["value"].idxmin()]) if higher else (lambda g: g.loc[g["value"].idxmax()])
-    )
+
+    def pick(g: pd.DataFrame) -> pd.Series:
+        defined = g["value"].dropna()
+        if defined.empty:  # e.g. AUROC on one class: no subset has a value
+            return pd.Series({"subset": None, "value": float("nan")})
+        return g.loc[defined.idxmin() if higher else defined.idxmax(), ["subset", "value"]]
+
     if not ids:
         return pick(sub)[["subset", "value"]].to_frame().T
     return sub.groupby(ids)[["subset", "value"]].apply(pick)
 
 
 def full_modality_score(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
-    """The metric with every modality present (the largest forced subset)."""
+    """The metric with every modality present: the largest forced subset of each group (of
+    each dataset, when the table holds datasets with different numbers of modalities)."""
     sub = _metric(table, metric, "subset")
     n_mod = sub["subset"].str.count(r"\+") + 1
-    full = sub[n_mod == n_mod.max()]
-    ids = _ids(full)
+    ids = _ids(sub)
+    largest = (
+        n_mod.groupby([sub[c] for c in ids], dropna=False).transform("max") if ids else n_mod.max()
+    )
+    full = sub[n_mod == largest]
     return full.groupby(ids)["value"].mean() if ids else pd.Series({"all": full["value"].mean()})
 
 
