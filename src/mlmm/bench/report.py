@@ -389,8 +389,11 @@ def _leaderboard(
             "with its 95% confidence interval in brackets: Student's t over seeds when there are two or more; with one "
             "seed, Wilson's binomial interval over the test samples for accuracy, and no "
             "interval for other metrics. #k: rank in that column; the best of each column in "
-            "bold; ≈: the interval overlaps the best's, a difference within noise. Methods "
-            "sorted by their mean rank. Failed runs are shown as failed cells."
+            "bold; ≈: the interval overlaps the best's, a difference within noise (not a "
+            "significance test). Tied means share the best rank (#1, #1, #3). Methods sorted by "
+            "their mean rank over the columns where they have a score. A seed whose score is "
+            "undefined (NaN, e.g. a diverged model) is left out of the mean and the cell says "
+            "so. Failed runs are shown as failed cells."
         )
     ]
     datasets = sorted(set(overall.dataset) | set(failed.dataset))
@@ -454,10 +457,19 @@ def _ranking(
             failed_mark = (
                 f' <span class="failed">{n_failed} run(s) failed</span>' if n_failed else ""
             )
-            if pd.isna(ranks.loc[method, setting]):
-                row[setting] = _html('<span class="failed">failed</span>') if n_failed else "–"
-                continue
             cell = d[(d.setting == setting) & (d.method == method)]
+            # a metric undefined on a seed (NaN: a diverged model, AUROC on one class) is left
+            # out of the mean, and the cell says over how many seeds the mean is
+            undefined = int(cell.value.isna().sum())
+            if pd.isna(ranks.loc[method, setting]):
+                row[setting] = (
+                    _html('<span class="failed">failed</span>')
+                    if n_failed
+                    else f"undefined on {undefined} seed(s)"
+                    if undefined
+                    else "–"
+                )
+                continue
             rank = int(ranks.loc[method, setting])
             interval = intervals.get((setting, method))
             text = _e(format_value(cell.value.mean(), metric))
@@ -474,6 +486,8 @@ def _ranking(
                 and interval[0] <= best_interval[1]
                 and best_interval[0] <= interval[1]
             )
+            if undefined:
+                text += f" ({len(cell) - undefined} of {len(cell)} seeds; {undefined} undefined)"
             mark = ' <span class="tie" title="within noise of the best">≈</span>' if tie else ""
             text = f'{text} <span class="rank">#{rank}</span>{mark}{failed_mark}'
             row[setting] = _Html(f'<span class="best">{text}</span>' if rank == 1 else text)
