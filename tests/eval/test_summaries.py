@@ -207,3 +207,15 @@ def test_worst_subset_skips_undefined_values_and_a_group_with_none_defined():
     out = worst_subset(frame, "auroc")  # was "ValueError: Encountered all NA values"
     assert out.loc["m1"].tolist() == ["b", 0.7]
     assert pd.isna(out.loc["m2", "subset"]) and math.isnan(out.loc["m2", "value"])
+
+
+def test_a_condition_with_an_undefined_metric_makes_the_mean_over_conditions_nan():
+    frame = table()
+    frame.loc[(frame.method == "m1") & (frame.condition == "mcar:0.6"), "value"] = math.nan
+    means = mean_over_conditions(frame)
+    # the mean over the two defined conditions (0.85) was reported as if over all three
+    assert math.isnan(means["m1"]) and means["m2"] == pytest.approx(0.8)
+    summary = summarize(frame)
+    assert "undefined (NaN) under 1 test condition(s)" in summary.loc["m1", "note"]
+    assert math.isnan(summary.loc["m1", "ratio_to_full"])
+    assert "undefined" not in summary.loc["m2", "note"]

@@ -35,10 +35,15 @@ def _metric(table: pd.DataFrame, metric: str | None, scope: str) -> pd.DataFrame
 
 
 def mean_over_conditions(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
-    """Mean of the overall metric over the test conditions (e.g. over missing rates)."""
+    """Unweighted mean of the overall metric over the test conditions (e.g. over missing
+    rates; each condition counts once, whatever its number of samples). NaN when the metric
+    is undefined (NaN) under any of them: a mean over fewer conditions than another group's
+    would not compare."""
     sub = _metric(table, metric, "overall")
     ids = _ids(sub)
-    return sub.groupby(ids)["value"].mean() if ids else pd.Series({"all": sub["value"].mean()})
+    if not ids:
+        return pd.Series({"all": sub["value"].mean(skipna=False)})
+    return sub.groupby(ids)["value"].apply(lambda v: v.mean(skipna=False))
 
 
 def robustness_auc(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
@@ -133,7 +138,9 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         (``worst_subset`` None) and ``note`` says why: ``robustness_auc`` needs test conditions
         at two or more missing rates (one test condition gives no curve), and ``full``,
         ``ratio_to_full`` and the worst subset need the forced-subset rows
-        (``evaluate(..., subsets=True)``). ``note`` is empty when every field is there.
+        (``evaluate(..., subsets=True)``); a metric undefined (NaN) under a test condition
+        makes ``mean_over_conditions`` NaN, and the note names how many conditions. ``note``
+        is empty when every field is there.
     """
     metric = _resolve(table, metric)
     out = pd.DataFrame({"mean_over_conditions": mean_over_conditions(table, metric)})
@@ -146,7 +153,17 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         else pd.Series({"all": overall["slot_rate"].nunique()})
     )
     notes = {key: [] for key in out.index}
+    undefined = (
+        overall.groupby(ids)["value"].apply(lambda v: int(v.isna().sum()))
+        if ids
+        else pd.Series({"all": int(overall["value"].isna().sum())})
+    )
     for key in out.index:
+        if undefined.get(key, 0):
+            notes[key].append(
+                f"{metric} is undefined (NaN) under {undefined[key]} test condition(s), so the "
+                "mean over conditions is too"
+            )
         if rates.get(key, 0) < 2:
             notes[key].append(
                 "robustness_auc needs test conditions at two or more missing rates "
@@ -157,7 +174,9 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         out["full"] = full_modality_score(table, metric)
         ratio = ratio_to_full(table, metric)
         out["ratio_to_full"] = (
-            ratio.groupby(ids)["ratio"].mean() if ids else pd.Series({"all": ratio.ratio.mean()})
+            ratio.groupby(ids)["ratio"].apply(lambda v: v.mean(skipna=False))
+            if ids
+            else pd.Series({"all": ratio.ratio.mean(skipna=False)})
         )
         worst = worst_subset(table, metric)
         if not ids:
