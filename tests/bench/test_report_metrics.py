@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from mlmm.bench.report import _interval, _ranking
+from mlmm.bench.report import _bayes_gap, _interval, _ranking
 
 
 @settings(max_examples=50, deadline=None)
@@ -63,3 +63,15 @@ def test_a_seed_with_an_undefined_score_is_said_and_all_undefined_is_not_a_dash(
     html = leaderboard({"a": [0.8, np.nan, 0.6], "b": [np.nan, np.nan, np.nan], "c": [0.5] * 3})
     assert "70.0" in html and "(2 of 3 seeds; 1 undefined)" in html
     assert "undefined on 3 seed(s)" in html
+
+
+def test_the_gap_to_bayes_counts_a_seed_whose_score_is_undefined():
+    rows = [
+        dict(dataset="synthetic", train_condition="none", condition="none", seed=seed,
+             method=method, metric="accuracy", value=value, scope="overall", subset="all")
+        for seed, (bayes, method_value) in enumerate([(0.9, 0.8), (0.9, float("nan")), (0.9, 0.6)])
+        for method, value in (("bayes-optimal", bayes), ("m", method_value))
+    ]  # fmt: skip
+    html = _bayes_gap(pd.DataFrame(rows), {})
+    # the method's mean over its two defined seeds says so; the gap is paired on them
+    assert "70.0 ± 14.1 (2 of 3)" in html and "20.0 ± 14.1 (2 of 3)" in html

@@ -219,11 +219,15 @@ def _require(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
 # ---------------------------------------------------------------- formatting helpers
 
 
-def _fmt(values: pd.Series, metric: str) -> str:
+def _fmt(values: pd.Series, metric: str, count_undefined: bool = False) -> str:
     """Mean ± std (ddof 1) over seeds or runs, in the one format of each kind of number:
     accuracy-type metrics in percent with one decimal, other metrics with three decimals,
-    seconds with one, milliseconds with three."""
-    values = pd.to_numeric(values, errors="coerce").dropna()
+    seconds with one, milliseconds with three. NaN values are left out; with
+    ``count_undefined`` the text then says over how many: ``"70.0 ± 14.1 (2 of 3)"``."""
+    everything = pd.to_numeric(values, errors="coerce")
+    values = everything.dropna()
+    if count_undefined and 0 < len(values) < len(everything):
+        return f"{_fmt(values, metric)} ({len(values)} of {len(everything)})"
     if values.empty:
         return "–"
 
@@ -775,9 +779,9 @@ def _bayes_gap(results: pd.DataFrame, families: dict[str, str]) -> str:
             "metric": gap_metric[dataset],
             "method": method,
             "family": families.get(method, "–"),
-            "score (%)": _fmt(g.value, gap_metric[dataset]),
+            "score (%)": _fmt(g.value, gap_metric[dataset], count_undefined=True),
             "Bayes-optimal (%)": _fmt(g.bayes, gap_metric[dataset]),
-            "gap (points)": _fmt(g.bayes - g.value, gap_metric[dataset]),
+            "gap (points)": _fmt(g.bayes - g.value, gap_metric[dataset], count_undefined=True),
             "_gap": (g.bayes - g.value).mean(),
         }
         for (dataset, train, test, method), g in paired.groupby(
