@@ -75,3 +75,9 @@ def test_the_gap_to_bayes_counts_a_seed_whose_score_is_undefined():
     html = _bayes_gap(pd.DataFrame(rows), {})
     # the method's mean over its two defined seeds says so; the gap is paired on them
     assert "70.0 ± 14.1 (2 of 3)" in html and "20.0 ± 14.1 (2 of 3)" in html
+
+
+def test_means_equal_but_for_float_noise_are_tied():
+    # mean(0.1, 0.2, 0.3) is 0.20000000000000004 in floats: it ranked #1 above mean(0.2, ...)
+    html = leaderboard({"a": [0.2, 0.2, 0.2], "b": [0.1, 0.2, 0.3]})
+    assert html.count("#1</span>") == 2

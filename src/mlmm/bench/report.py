@@ -444,7 +444,9 @@ def _ranking(
     for method in pd.unique(failed.method):
         if method not in stats.index:
             stats.loc[method] = np.nan
-    ranks = stats.rank(ascending=lower, method="min")
+    # equal means share a rank: rounded first, so float noise in a mean over seeds
+    # (mean(0.1, 0.2, 0.3) = 0.20000000000000004) does not split a tie
+    ranks = stats.round(12).rank(ascending=lower, method="min")
     order = ranks.mean(axis=1).fillna(np.inf).sort_values(kind="stable").index
     has_n = "n" in d.columns
     intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
