@@ -218,4 +218,8 @@ def test_a_condition_with_an_undefined_metric_makes_the_mean_over_conditions_nan
     summary = summarize(frame)
     assert "undefined (NaN) under 1 test condition(s)" in summary.loc["m1", "note"]
     assert math.isnan(summary.loc["m1", "ratio_to_full"])
+    assert math.isnan(summary.loc["m1", "robustness_auc"])
+    repeated = frame[frame.method == "m1"].copy()  # a NaN beside a defined value at one rate
+    repeated.loc[repeated.condition == "mcar:0.6", "slot_rate"] = 0.2
+    assert math.isnan(robustness_auc(repeated).iloc[0])
     assert "undefined" not in summary.loc["m2", "note"]

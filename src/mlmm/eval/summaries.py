@@ -52,12 +52,13 @@ def robustness_auc(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
 
     A curve needs test conditions at two or more distinct missing rates per group; a group
     tested at one rate (a single test condition) gets NaN, which :func:`summarize` explains in
-    its ``note`` column."""
+    its ``note`` column, and so does a group whose metric is undefined (NaN) under a
+    condition."""
     sub = _metric(table, metric, "overall")
     ids = _ids(sub)
 
     def area(g: pd.DataFrame) -> float:
-        g = g.groupby("slot_rate")["value"].mean().sort_index()
+        g = g.groupby("slot_rate")["value"].agg(lambda v: v.mean(skipna=False)).sort_index()
         if len(g) < 2:
             return float("nan")
         x, y = g.index.to_numpy(float), g.to_numpy(float)
@@ -162,7 +163,7 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         if undefined.get(key, 0):
             notes[key].append(
                 f"{metric} is undefined (NaN) under {undefined[key]} test condition(s), so the "
-                "mean over conditions is too"
+                "mean over conditions and the robustness AUC are too"
             )
         if rates.get(key, 0) < 2:
             notes[key].append(
