@@ -155,3 +155,10 @@ def test_one_sample_and_one_class():
 
 def test_regression_keys():
     assert list(regression_metrics(np.zeros(2), np.ones(2))) == list(REGRESSION_METRICS)
+
+
+def test_targets_outside_the_probability_columns_are_refused_in_one_line():
+    with pytest.raises(MlmmError, match="class indices 0..1"):  # was a numpy reshape error
+        classification_metrics(np.array([[0.4, 0.6], [0.5, 0.5]]), np.array([0, 2]))
+    with pytest.raises(MlmmError, match=r"\[N, K\]"):
+        classification_metrics(np.array([0.4, 0.6]), np.array([0, 1]))

@@ -143,6 +143,17 @@ def classification_metrics(proba: np.ndarray, target: np.ndarray) -> dict[str, f
     """
     proba = np.asarray(proba, dtype=float)
     target = np.asarray(target).astype(np.int64)
+    if proba.ndim != 2 or target.shape != (len(proba),):
+        raise MlmmError(
+            f"classification metrics need probabilities [N, K] and class indices [N], got "
+            f"{proba.shape} and {target.shape}"
+        )
+    if len(target) and (target.min() < 0 or target.max() >= proba.shape[1]):
+        raise MlmmError(
+            f"classification targets must be class indices 0..{proba.shape[1] - 1} (one per "
+            f"probability column), got values {target.min()}..{target.max()}; map labels to "
+            f"indices first"
+        )
     if not _scorable(proba):
         return _undefined(CLASSIFICATION_METRICS)
     pred = proba.argmax(axis=1)
