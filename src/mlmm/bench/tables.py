@@ -124,7 +124,9 @@ def comparison_table(
     Returns
     -------
     pandas.DataFrame
-        One column per metric (accuracy-type metrics in percent), the worst forced subset and
+        One column per metric (accuracy-type metrics in percent), the worst forced subset (the
+        mean over seeds of each seed's worst subset score, named by the subset most often
+        worst: a seed's minimum is noisier than a subset's mean, so it reads lower) and
         the gap to the Bayes-optimal reference (where known; on accuracy, or on macro AUROC
         for a multi-label dataset, :func:`bayes_gap_metric`), parameters,
         training time and the number of seeds. Computed only from the tidy results table.
