@@ -162,3 +162,27 @@ def test_targets_outside_the_probability_columns_are_refused_in_one_line():
         classification_metrics(np.array([[0.4, 0.6], [0.5, 0.5]]), np.array([0, 2]))
     with pytest.raises(MlmmError, match=r"\[N, K\]"):
         classification_metrics(np.array([0.4, 0.6]), np.array([0, 1]))
+
+
+@FAST
+@given(st.integers(1, 25), st.integers(2, 4), st.integers(0, 2**31 - 1))
+def test_multilabel_metrics_match_sklearn(n, n_labels, seed):
+    rng = np.random.default_rng(seed)
+    target = (rng.random((n, n_labels)) < rng.random(n_labels)).astype(int)  # some labels constant
+    proba = rng.integers(0, 5, size=(n, n_labels)) / 4  # ties, and exactly 0.5
+    out = multilabel_metrics(proba, target)
+    pred = (proba >= 0.5).astype(int)
+    for average in ("micro", "macro", "samples"):
+        expected = f1_score(target, pred, average=average, zero_division=0.0)
+        assert out[f"{average}_f1"] == pytest.approx(expected)
+    aurocs = []
+    for j in range(n_labels):
+        if 0 < target[:, j].sum() < n:
+            aurocs.append(roc_auc_score(target[:, j], proba[:, j]))
+            assert out[f"auroc[{j}]"] == pytest.approx(aurocs[-1])
+        else:
+            assert math.isnan(out[f"auroc[{j}]"])  # undefined, never 0.5
+    if aurocs:
+        assert out["macro_auroc"] == pytest.approx(np.mean(aurocs))
+    else:
+        assert math.isnan(out["macro_auroc"])
