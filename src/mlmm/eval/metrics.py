@@ -81,8 +81,9 @@ def _scorable(proba: np.ndarray) -> bool:
 def expected_calibration_error(proba: np.ndarray, target: np.ndarray, n_bins: int = 15) -> float:
     """Top-label ECE with ``n_bins`` equal-width confidence bins (Guo et al., ICML 2017).
 
-    ``sum_b (n_b / N) * |accuracy_b - confidence_b|``; NaN with no sample or a non-finite
-    probability (undefined, not 0).
+    ``sum_b (n_b / N) * |accuracy_b - confidence_b|`` over the bins
+    ``[b / n_bins, (b + 1) / n_bins)`` (the last also holds 1.0); NaN with no sample or a
+    non-finite probability (undefined, not 0).
     """
     proba = np.asarray(proba, dtype=float)
     if not _scorable(proba):
