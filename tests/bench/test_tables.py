@@ -48,3 +48,23 @@ def test_number_formats():
     assert format_value(0.8567, "accuracy") == "85.7"
     assert format_value(0.12345, "rmse") == "0.123"
     assert format_value(float("nan"), "rmse") == "-"
+
+
+def test_a_seed_with_an_undefined_metric_is_counted_not_hidden():
+    rows = []
+    for seed, acc in [(0, float("nan")), (1, 0.8), (2, 0.6)]:  # seed 0 diverged: NaN
+        rows += _rows("syn", "m", seed, {"accuracy": acc, "ece": 0.1})
+        rows += _rows("syn", "m", seed, {"accuracy": acc}, scope="subset", subset="a")
+    row = comparison_table(pd.DataFrame(rows)).iloc[0]
+    # the mean over the two defined seeds says so (it read "70.0 ± 14.1" beside seeds = 3)
+    assert row.accuracy == "70.0 ± 14.1 (2 of 3)" and row.seeds == 3
+    assert row.ece == "0.100 ± 0.000"
+
+
+def test_a_run_whose_every_subset_is_undefined_has_no_worst_subset():
+    rows = []
+    for seed in (0, 1):
+        rows += _rows("syn", "m", seed, {"accuracy": float("nan"), "ece": float("nan")})
+        rows += _rows("syn", "m", seed, {"accuracy": float("nan")}, scope="subset", subset="a")
+    row = comparison_table(pd.DataFrame(rows)).iloc[0]  # was an IndexError
+    assert (row.accuracy, row.worst_subset) == ("-", "-")

@@ -210,3 +210,13 @@ def test_mopoe_scores_on_padded_data_do_not_read_the_padding():
     assert nrmse_of(tables[1], "s") == pytest.approx(expected, rel=1e-6)
     assert nrmse_of(tables[1], "s") != pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-3)
     assert tables[0].equals(tables[1])
+
+
+def test_a_model_with_nan_outputs_has_no_downstream_accuracy():
+    imputer, _, test = trained_pair()
+    with torch.no_grad():
+        for parameter in imputer.model.parameters():
+            parameter.fill_(float("nan"))  # a diverged model
+    table = imputation_scores(imputer, test, "mcar:0.5", seed=0).set_index("metric").value
+    # argmax over NaN answered class 0 for every sample: the share of class 0, not NaN
+    assert np.isnan(table["accuracy_imputed"]) and np.isnan(table["accuracy_true"])

@@ -176,3 +176,50 @@ def test_summarize_a_real_regression_evaluation_without_subsets():
     out = summarize(res.table)
     assert (out.metric == "rmse").all() and np.isfinite(out.mean_over_conditions).all()
     assert out.full.isna().all() and "subsets=True" in out.note.iloc[0]
+
+
+def two_datasets() -> pd.DataFrame:
+    """Forced subsets of a dataset with modalities a, b and one with a, b, c."""
+    rows = []
+    for dataset, subsets in (("two", ["a", "b", "a+b"]), ("three", ["a", "b", "c", "a+b+c"])):
+        for subset in subsets:
+            value = 0.5 + 0.1 * subset.count("+")
+            rows.append((dataset, "subset", f"subset:{subset}", 0.0, subset, "accuracy", value))
+        rows.append((dataset, "overall", "none", 0.0, "all", "accuracy", 0.7))
+    columns = ["dataset", "scope", "condition", "slot_rate", "subset", "metric", "value"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_full_modality_score_is_the_largest_subset_of_each_dataset():
+    # the largest subset over the whole table (a+b+c) left the two-modality dataset no score
+    out = full_modality_score(two_datasets())
+    assert out.to_dict() == pytest.approx({"two": 0.6, "three": 0.7})
+    summary = summarize(two_datasets())
+    assert summary.loc["two", "ratio_to_full"] == pytest.approx(0.7 / 0.6)
+
+
+def test_worst_subset_skips_undefined_values_and_a_group_with_none_defined():
+    rows = [("m1", "a", math.nan), ("m1", "b", 0.7), ("m1", "a+b", 0.8)]
+    rows += [("m2", subset, math.nan) for subset in ("a", "b", "a+b")]  # AUROC on one class
+    frame = pd.DataFrame(rows, columns=["method", "subset", "value"]).assign(
+        scope="subset", condition=lambda x: "subset:" + x.subset, slot_rate=0.0, metric="auroc"
+    )
+    out = worst_subset(frame, "auroc")  # was "ValueError: Encountered all NA values"
+    assert out.loc["m1"].tolist() == ["b", 0.7]
+    assert pd.isna(out.loc["m2", "subset"]) and math.isnan(out.loc["m2", "value"])
+
+
+def test_a_condition_with_an_undefined_metric_makes_the_mean_over_conditions_nan():
+    frame = table()
+    frame.loc[(frame.method == "m1") & (frame.condition == "mcar:0.6"), "value"] = math.nan
+    means = mean_over_conditions(frame)
+    # the mean over the two defined conditions (0.85) was reported as if over all three
+    assert math.isnan(means["m1"]) and means["m2"] == pytest.approx(0.8)
+    summary = summarize(frame)
+    assert "undefined (NaN) under 1 test condition(s)" in summary.loc["m1", "note"]
+    assert math.isnan(summary.loc["m1", "ratio_to_full"])
+    assert math.isnan(summary.loc["m1", "robustness_auc"])
+    repeated = frame[frame.method == "m1"].copy()  # a NaN beside a defined value at one rate
+    repeated.loc[repeated.condition == "mcar:0.6", "slot_rate"] = 0.2
+    assert math.isnan(robustness_auc(repeated).iloc[0])
+    assert "undefined" not in summary.loc["m2", "note"]

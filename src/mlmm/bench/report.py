@@ -219,11 +219,15 @@ def _require(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
 # ---------------------------------------------------------------- formatting helpers
 
 
-def _fmt(values: pd.Series, metric: str) -> str:
+def _fmt(values: pd.Series, metric: str, count_undefined: bool = False) -> str:
     """Mean ± std (ddof 1) over seeds or runs, in the one format of each kind of number:
     accuracy-type metrics in percent with one decimal, other metrics with three decimals,
-    seconds with one, milliseconds with three."""
-    values = pd.to_numeric(values, errors="coerce").dropna()
+    seconds with one, milliseconds with three. NaN values are left out; with
+    ``count_undefined`` the text then says over how many: ``"70.0 ± 14.1 (2 of 3)"``."""
+    everything = pd.to_numeric(values, errors="coerce")
+    values = everything.dropna()
+    if count_undefined and 0 < len(values) < len(everything):
+        return f"{_fmt(values, metric)} ({len(values)} of {len(everything)})"
     if values.empty:
         return "–"
 
@@ -389,8 +393,11 @@ def _leaderboard(
             "with its 95% confidence interval in brackets: Student's t over seeds when there are two or more; with one "
             "seed, Wilson's binomial interval over the test samples for accuracy, and no "
             "interval for other metrics. #k: rank in that column; the best of each column in "
-            "bold; ≈: the interval overlaps the best's, a difference within noise. Methods "
-            "sorted by their mean rank. Failed runs are shown as failed cells."
+            "bold; ≈: the interval overlaps the best's, a difference within noise (not a "
+            "significance test). Tied means share the best rank (#1, #1, #3). Methods sorted by "
+            "their mean rank over the columns where they have a score. A seed whose score is "
+            "undefined (NaN, e.g. a diverged model) is left out of the mean and the cell says "
+            "so. Failed runs are shown as failed cells."
         )
     ]
     datasets = sorted(set(overall.dataset) | set(failed.dataset))
@@ -437,7 +444,9 @@ def _ranking(
     for method in pd.unique(failed.method):
         if method not in stats.index:
             stats.loc[method] = np.nan
-    ranks = stats.rank(ascending=lower, method="min")
+    # equal means share a rank: rounded first, so float noise in a mean over seeds
+    # (mean(0.1, 0.2, 0.3) = 0.20000000000000004) does not split a tie
+    ranks = stats.round(12).rank(ascending=lower, method="min")
     order = ranks.mean(axis=1).fillna(np.inf).sort_values(kind="stable").index
     has_n = "n" in d.columns
     intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
@@ -454,10 +463,19 @@ def _ranking(
             failed_mark = (
                 f' <span class="failed">{n_failed} run(s) failed</span>' if n_failed else ""
             )
-            if pd.isna(ranks.loc[method, setting]):
-                row[setting] = _html('<span class="failed">failed</span>') if n_failed else "–"
-                continue
             cell = d[(d.setting == setting) & (d.method == method)]
+            # a metric undefined on a seed (NaN: a diverged model, AUROC on one class) is left
+            # out of the mean, and the cell says over how many seeds the mean is
+            undefined = int(cell.value.isna().sum())
+            if pd.isna(ranks.loc[method, setting]):
+                row[setting] = (
+                    _html('<span class="failed">failed</span>')
+                    if n_failed
+                    else f"undefined on {undefined} seed(s)"
+                    if undefined
+                    else "–"
+                )
+                continue
             rank = int(ranks.loc[method, setting])
             interval = intervals.get((setting, method))
             text = _e(format_value(cell.value.mean(), metric))
@@ -474,6 +492,8 @@ def _ranking(
                 and interval[0] <= best_interval[1]
                 and best_interval[0] <= interval[1]
             )
+            if undefined:
+                text += f" ({len(cell) - undefined} of {len(cell)} seeds; {undefined} undefined)"
             mark = ' <span class="tie" title="within noise of the best">≈</span>' if tie else ""
             text = f'{text} <span class="rank">#{rank}</span>{mark}{failed_mark}'
             row[setting] = _Html(f'<span class="best">{text}</span>' if rank == 1 else text)
@@ -761,9 +781,9 @@ def _bayes_gap(results: pd.DataFrame, families: dict[str, str]) -> str:
             "metric": gap_metric[dataset],
             "method": method,
             "family": families.get(method, "–"),
-            "score (%)": _fmt(g.value, gap_metric[dataset]),
+            "score (%)": _fmt(g.value, gap_metric[dataset], count_undefined=True),
             "Bayes-optimal (%)": _fmt(g.bayes, gap_metric[dataset]),
-            "gap (points)": _fmt(g.bayes - g.value, gap_metric[dataset]),
+            "gap (points)": _fmt(g.bayes - g.value, gap_metric[dataset], count_undefined=True),
             "_gap": (g.bayes - g.value).mean(),
         }
         for (dataset, train, test, method), g in paired.groupby(

@@ -26,13 +26,18 @@ def format_value(value: float, metric: str) -> str:
 
 
 def _mean_std(values: pd.Series, metric: str = "accuracy") -> str:
-    values = pd.to_numeric(values, errors="coerce").dropna()
+    """Mean ± std (ddof 1) over the defined values; when some are NaN (a metric undefined on a
+    seed, e.g. a diverged model), how many of them the mean is over: ``"70.0 ± 14.1 (2 of 3)"``."""
+    everything = pd.to_numeric(values, errors="coerce")
+    values = everything.dropna()
     if values.empty:
         return "-"
-    if len(values) == 1:
-        return format_value(values.iloc[0], metric)
-    std = values.std(ddof=1)
-    return f"{format_value(values.mean(), metric)} ± {format_value(std, metric)}"
+    text = format_value(values.iloc[0], metric)
+    if len(values) > 1:
+        text = f"{format_value(values.mean(), metric)} ± {format_value(values.std(ddof=1), metric)}"
+    return (
+        text if len(values) == len(everything) else f"{text} ({len(values)} of {len(everything)})"
+    )
 
 
 def table_metrics(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> list[str]:
@@ -119,7 +124,9 @@ def comparison_table(
     Returns
     -------
     pandas.DataFrame
-        One column per metric (accuracy-type metrics in percent), the worst forced subset and
+        One column per metric (accuracy-type metrics in percent), the worst forced subset (the
+        mean over seeds of each seed's worst subset score, named by the subset most often
+        worst: a seed's minimum is noisier than a subset's mean, so it reads lower) and
         the gap to the Bayes-optimal reference (where known; on accuracy, or on macro AUROC
         for a multi-label dataset, :func:`bayes_gap_metric`), parameters,
         training time and the number of seeds. Computed only from the tidy results table.
@@ -145,13 +152,11 @@ def comparison_table(
         ]
         has_subsets = ((runs.scope == "subset") & (runs.metric == primary)).any()
         worst = worst_subset(runs, primary) if has_subsets else None
+        # a seed whose every subset is undefined (NaN) has no worst subset
         row["worst_subset"] = (
-            "-"
-            if worst is None
-            else (
-                f"{_mean_std(worst['value'].astype(float), primary)} "
-                f"({worst['subset'].mode().iloc[0]})"
-            )
+            f"{_mean_std(worst['value'].astype(float), primary)} ({worst['subset'].mode().iloc[0]})"
+            if worst is not None and worst["subset"].notna().any()
+            else "-"
         )
         gap_metric = bayes_gap_metric(available[key[0]], primary)
         if gap_metric is not None:

@@ -22,6 +22,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.missingness import simulate
 from mlmm.errors import MlmmError
+from mlmm.eval.metrics import classification_metrics
 from mlmm.train.trained import TrainedModel
 from mlmm.utils import rng_for
 
@@ -70,7 +71,8 @@ def imputation_scores(
     pandas.DataFrame
         Columns ``scope`` ("imputation"), ``condition`` (the hide spec), ``subset`` (modality
         name, or "all"), ``n`` (hidden rows, or samples), ``metric`` (``nrmse``;
-        ``accuracy_imputed`` and ``accuracy_true`` for classification), ``value``. The NRMSE
+        ``accuracy_imputed`` and ``accuracy_true`` for classification, NaN when the model's
+        outputs are not finite), ``value``. The NRMSE
         pools the squared errors of every scored entry of the modality's hidden rows (every
         feature; for a variable-length sequence, every channel of the valid steps).
     """
@@ -103,9 +105,11 @@ def imputation_scores(
         nrmse = float(np.sqrt(np.mean((guess - truth) ** 2)))
         rows.append(("imputation", result.spec, name, int(hidden.sum()), "nrmse", nrmse))
     if trained.task.is_classification:
-        # class indices, as the targets are (predict gives the training labels)
-        acc_imputed = float((trained.predict_raw(masked).argmax(1) == dataset.targets).mean())
-        acc_true = float((trained.predict_raw(dataset).argmax(1) == dataset.targets).mean())
+        # class indices, as the targets are (predict gives the training labels); the accuracy
+        # of classification_metrics, so NaN outputs are NaN, not class 0
+        acc_imputed = classification_metrics(trained.predict_raw(masked), dataset.targets)
+        acc_true = classification_metrics(trained.predict_raw(dataset), dataset.targets)
+        acc_imputed, acc_true = acc_imputed["accuracy"], acc_true["accuracy"]
         n = dataset.n_samples
         rows.append(("imputation", result.spec, "all", n, "accuracy_imputed", acc_imputed))
         rows.append(("imputation", result.spec, "all", n, "accuracy_true", acc_true))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from mlmm.errors import MlmmError
+
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "auroc", "ece")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 #: Multi-label metrics (the first, micro-F1, is the primary one); :func:`multilabel_metrics`
@@ -63,11 +65,29 @@ def primary_metric(
     return sorted(available)[0] if available else "accuracy"
 
 
+def _undefined(keys: tuple[str, ...] | list[str]) -> dict[str, float]:
+    return {key: float("nan") for key in keys}
+
+
+def _scorable(proba: np.ndarray) -> bool:
+    """Whether metrics exist for these predictions: at least one sample, every value finite.
+
+    A non-finite prediction (a diverged model's NaN) leaves every metric undefined (NaN): an
+    ``argmax`` over NaN picks class 0, which would score a broken model as a majority-class one.
+    """
+    return len(proba) > 0 and bool(np.isfinite(proba).all())
+
+
 def expected_calibration_error(proba: np.ndarray, target: np.ndarray, n_bins: int = 15) -> float:
     """Top-label ECE with ``n_bins`` equal-width confidence bins (Guo et al., ICML 2017).
 
-    ``sum_b (n_b / N) * |accuracy_b - confidence_b|``.
+    ``sum_b (n_b / N) * |accuracy_b - confidence_b|`` over the bins
+    ``[b / n_bins, (b + 1) / n_bins)`` (the last also holds 1.0); NaN with no sample or a
+    non-finite probability (undefined, not 0).
     """
+    proba = np.asarray(proba, dtype=float)
+    if not _scorable(proba):
+        return float("nan")
     conf = proba.max(axis=1)
     correct = (proba.argmax(axis=1) == target).astype(float)
     bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
@@ -119,8 +139,24 @@ def classification_metrics(proba: np.ndarray, target: np.ndarray) -> dict[str, f
     """All classification metrics for probabilities ``[N, K]`` and labels ``[N]``.
 
     Macro-F1 and AUROC average over the classes present in ``target``; AUROC is NaN when
-    fewer than two classes are present (undefined, not zero).
+    fewer than two classes are present (undefined, not zero). Every metric is NaN with no
+    sample or with a non-finite probability (a diverged model is not scored as class 0).
     """
+    proba = np.asarray(proba, dtype=float)
+    target = np.asarray(target).astype(np.int64)
+    if proba.ndim != 2 or target.shape != (len(proba),):
+        raise MlmmError(
+            f"classification metrics need probabilities [N, K] and class indices [N], got "
+            f"{proba.shape} and {target.shape}"
+        )
+    if len(target) and (target.min() < 0 or target.max() >= proba.shape[1]):
+        raise MlmmError(
+            f"classification targets must be class indices 0..{proba.shape[1] - 1} (one per "
+            f"probability column), got values {target.min()}..{target.max()}; map labels to "
+            f"indices first"
+        )
+    if not _scorable(proba):
+        return _undefined(CLASSIFICATION_METRICS)
     pred = proba.argmax(axis=1)
     return {
         "accuracy": float((pred == target).mean()),
@@ -132,9 +168,21 @@ def classification_metrics(proba: np.ndarray, target: np.ndarray) -> dict[str, f
 
 def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Root mean squared error and mean absolute error (target units), and the coefficient of
-    determination R² = 1 - SSE / SST (NaN when the targets do not vary)."""
+    determination R² = 1 - SSE / SST (NaN when the targets do not vary: one sample, or a
+    constant target). Every metric is NaN with no sample; a NaN prediction makes all three NaN.
+    ``pred`` may be a column ``[N, 1]``; other shapes than the target's ``[N]`` are refused."""
     target = np.asarray(target, dtype=float)
-    err = np.asarray(pred, dtype=float) - target
+    pred = np.asarray(pred, dtype=float)
+    if pred.ndim == 2 and pred.shape[1] == 1 and target.ndim == 1:
+        pred = pred[:, 0]  # a column [N, 1] would broadcast against [N] into [N, N]
+    if pred.shape != target.shape:
+        raise MlmmError(
+            f"regression metrics need predictions of the targets' shape {target.shape}, got "
+            f"{pred.shape}; pass one value per sample"
+        )
+    if len(target) == 0:
+        return _undefined(REGRESSION_METRICS)
+    err = pred - target
     sst = float(((target - target.mean()) ** 2).sum())
     sse = float((err**2).sum())
     return {
@@ -156,6 +204,7 @@ def multilabel_metrics(
     label's AUROC from its probability, NaN when the label is always or never present in
     ``target`` (undefined, not zero), and ``macro_auroc`` the mean over the labels where it
     is defined (NaN when none is). ``labels`` names the columns (default ``"0", "1", ...``).
+    Every metric is NaN with no sample or with a non-finite probability.
     """
     from sklearn.metrics import f1_score, roc_auc_score
 
@@ -167,6 +216,8 @@ def multilabel_metrics(
             f"{proba.shape} and {target.shape}"
         )
     names = [str(i) for i in range(target.shape[1])] if labels is None else list(labels)
+    if not _scorable(proba):
+        return _undefined([*MULTILABEL_METRICS, *(f"auroc[{name}]" for name in names)])
     pred = (proba >= 0.5).astype(np.int64)  # [N, L]
     out = {
         average + "_f1": float(f1_score(target, pred, average=average, zero_division=0.0))

@@ -5,7 +5,9 @@ Three scopes are scored:
 * ``overall`` — the whole test set under a test missingness condition (``mcar:0.5``...);
 * ``pattern`` — the same predictions grouped by the presence pattern each sample ended with;
 * ``subset`` — every non-empty modality subset forced on every test sample (the others
-  hidden), so each subset is scored on the same samples; condition ``subset:<names>``.
+  hidden); condition ``subset:<names>``. On fully observed test data each subset is scored on
+  the same samples; on data with missing modalities, on the samples that have at least one of
+  its modalities (each with those of the subset it has; ``n`` says how many).
 """
 
 from __future__ import annotations

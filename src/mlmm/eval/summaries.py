@@ -35,10 +35,15 @@ def _metric(table: pd.DataFrame, metric: str | None, scope: str) -> pd.DataFrame
 
 
 def mean_over_conditions(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
-    """Mean of the overall metric over the test conditions (e.g. over missing rates)."""
+    """Unweighted mean of the overall metric over the test conditions (e.g. over missing
+    rates; each condition counts once, whatever its number of samples). NaN when the metric
+    is undefined (NaN) under any of them: a mean over fewer conditions than another group's
+    would not compare."""
     sub = _metric(table, metric, "overall")
     ids = _ids(sub)
-    return sub.groupby(ids)["value"].mean() if ids else pd.Series({"all": sub["value"].mean()})
+    if not ids:
+        return pd.Series({"all": sub["value"].mean(skipna=False)})
+    return sub.groupby(ids)["value"].apply(lambda v: v.mean(skipna=False))
 
 
 def robustness_auc(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
@@ -47,12 +52,13 @@ def robustness_auc(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
 
     A curve needs test conditions at two or more distinct missing rates per group; a group
     tested at one rate (a single test condition) gets NaN, which :func:`summarize` explains in
-    its ``note`` column."""
+    its ``note`` column, and so does a group whose metric is undefined (NaN) under a
+    condition."""
     sub = _metric(table, metric, "overall")
     ids = _ids(sub)
 
     def area(g: pd.DataFrame) -> float:
-        g = g.groupby("slot_rate")["value"].mean().sort_index()
+        g = g.groupby("slot_rate")["value"].agg(lambda v: v.mean(skipna=False)).sort_index()
         if len(g) < 2:
             return float("nan")
         x, y = g.index.to_numpy(float), g.to_numpy(float)
@@ -67,25 +73,36 @@ def worst_subset(
     table: pd.DataFrame, metric: str | None = None, higher_is_better: bool | None = None
 ) -> pd.DataFrame:
     """The worst forced modality subset per group: its name and value (the lowest, or the
-    highest for an error metric unless ``higher_is_better`` says otherwise)."""
+    highest for an error metric unless ``higher_is_better`` says otherwise).
+
+    Subsets whose value is NaN (undefined, e.g. AUROC on one class) are not candidates; a
+    group where every subset is NaN gets no subset name (NA) and value NaN."""
     metric = _resolve(table, metric)
     sub = _metric(table, metric, "subset")
     ids = _ids(sub)
     higher = _higher_is_better(metric) if higher_is_better is None else higher_is_better
-    pick = (
-        (lambda g: g.loc[g["value"].idxmin()]) if higher else (lambda g: g.loc[g["value"].idxmax()])
-    )
+
+    def pick(g: pd.DataFrame) -> pd.Series:
+        defined = g["value"].dropna()
+        if defined.empty:  # e.g. AUROC on one class: no subset has a value
+            return pd.Series({"subset": None, "value": float("nan")})
+        return g.loc[defined.idxmin() if higher else defined.idxmax(), ["subset", "value"]]
+
     if not ids:
         return pick(sub)[["subset", "value"]].to_frame().T
     return sub.groupby(ids)[["subset", "value"]].apply(pick)
 
 
 def full_modality_score(table: pd.DataFrame, metric: str | None = None) -> pd.Series:
-    """The metric with every modality present (the largest forced subset)."""
+    """The metric with every modality present: the largest forced subset of each group (of
+    each dataset, when the table holds datasets with different numbers of modalities)."""
     sub = _metric(table, metric, "subset")
     n_mod = sub["subset"].str.count(r"\+") + 1
-    full = sub[n_mod == n_mod.max()]
-    ids = _ids(full)
+    ids = _ids(sub)
+    largest = (
+        n_mod.groupby([sub[c] for c in ids], dropna=False).transform("max") if ids else n_mod.max()
+    )
+    full = sub[n_mod == largest]
     return full.groupby(ids)["value"].mean() if ids else pd.Series({"all": full["value"].mean()})
 
 
@@ -122,7 +139,9 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         (``worst_subset`` None) and ``note`` says why: ``robustness_auc`` needs test conditions
         at two or more missing rates (one test condition gives no curve), and ``full``,
         ``ratio_to_full`` and the worst subset need the forced-subset rows
-        (``evaluate(..., subsets=True)``). ``note`` is empty when every field is there.
+        (``evaluate(..., subsets=True)``); a metric undefined (NaN) under a test condition
+        makes ``mean_over_conditions`` NaN, and the note names how many conditions. ``note``
+        is empty when every field is there.
     """
     metric = _resolve(table, metric)
     out = pd.DataFrame({"mean_over_conditions": mean_over_conditions(table, metric)})
@@ -135,7 +154,17 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         else pd.Series({"all": overall["slot_rate"].nunique()})
     )
     notes = {key: [] for key in out.index}
+    undefined = (
+        overall.groupby(ids)["value"].apply(lambda v: int(v.isna().sum()))
+        if ids
+        else pd.Series({"all": int(overall["value"].isna().sum())})
+    )
     for key in out.index:
+        if undefined.get(key, 0):
+            notes[key].append(
+                f"{metric} is undefined (NaN) under {undefined[key]} test condition(s), so the "
+                "mean over conditions and the robustness AUC are too"
+            )
         if rates.get(key, 0) < 2:
             notes[key].append(
                 "robustness_auc needs test conditions at two or more missing rates "
@@ -146,7 +175,9 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         out["full"] = full_modality_score(table, metric)
         ratio = ratio_to_full(table, metric)
         out["ratio_to_full"] = (
-            ratio.groupby(ids)["ratio"].mean() if ids else pd.Series({"all": ratio.ratio.mean()})
+            ratio.groupby(ids)["ratio"].apply(lambda v: v.mean(skipna=False))
+            if ids
+            else pd.Series({"all": ratio.ratio.mean(skipna=False)})
         )
         worst = worst_subset(table, metric)
         if not ids:
