@@ -125,6 +125,38 @@ def test_atomic_write_on_a_full_disk_is_one_line_and_still_an_oserror(tmp_path, 
     assert list(tmp_path.iterdir()) == [target]
 
 
+def test_atomic_write_refused_by_permissions_does_not_blame_the_disk(tmp_path, monkeypatch):
+    """Every write error advised 'free some disk space', also a permission refused."""
+    import errno
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)  # a folder this user may not write to
+    with pytest.raises(MlmmError) as info, atomic_write(tmp_path / "t.csv") as fh:
+        fh.write("new")
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 't.csv'} (Permission denied); choose another path; nothing "
+        f"was written"
+    )
+
+
+def test_output_write_error_survives_pickling_and_copy():
+    """It could not be pickled (a process pool or a Ray task raising it) nor copied: OSError's
+    reduction rebuilt it from (errno, strerror) without its message."""
+    import copy
+    import errno
+    import pickle
+
+    from mlmm.errors import OutputWriteError
+
+    err = OutputWriteError("cannot write t.csv (No space left on device)", errno.ENOSPC, "No")
+    for again in (pickle.loads(pickle.dumps(err)), copy.copy(err)):
+        assert type(again) is OutputWriteError and str(again) == str(err)
+        assert (again.errno, again.strerror) == (errno.ENOSPC, "No")
+
+
 def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
     import os
     import stat

@@ -45,3 +45,8 @@ class OutputWriteError(MlmmError, OSError):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple:
+        # OSError's would rebuild it from (errno, strerror) alone: pickling it (a process
+        # pool, a Ray task) and copy.copy failed with a TypeError
+        return type(self), (self.message, self.errno, self.strerror)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -91,9 +92,10 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator:
 def _write_error(path: Path, err: OSError) -> OutputWriteError:
     """The one-line error of :func:`atomic_write` for ``err`` while writing ``path``."""
     kept = "the earlier file is unchanged" if path.is_file() else "nothing was written"
+    full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    fix = "free some disk space or choose another path" if full else "choose another path"
     return OutputWriteError(
-        f"cannot write {path} ({err.strerror or err}); free some disk space or choose another "
-        f"path; {kept}",
+        f"cannot write {path} ({err.strerror or err}); {fix}; {kept}",
         err.errno,
         err.strerror,
     )

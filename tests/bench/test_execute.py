@@ -492,29 +492,42 @@ def _working(workers: list[int]) -> bool:
     return len(workers) == 2 and all(loaded(pid) for pid in workers)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_pool_workers_exit_when_their_coordinator_is_killed(tmp_path, tiny_spec_file):
-    store = tmp_path / "orphans.db"
+def _bench_with_two_workers(spec_file: Path, store: Path, **popen):
+    """``mlmm bench`` started in a subprocess, once its two pool workers have loaded torch:
+    the process and the workers' pids (the process is killed if they never get there)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlmm.cli", "bench", str(tiny_spec_file), "--store", str(store)]
+        [sys.executable, "-m", "mlmm.cli", "bench", str(spec_file), "--store", str(store)]
         + ["--jobs", "2", "--threads", "1", "--no-report", "--epochs", "500"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        **popen,
     )
-    try:
-        deadline = time.time() + 300
-        workers: list[int] = []
-        while not _working(workers) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            workers = _spawned_children(proc.pid)
-        assert _working(workers), "the pool did not start two workers"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
+    deadline = time.time() + 300
+    workers: list[int] = []
+    while not _working(workers) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        workers = _spawned_children(proc.pid)
+    if not _working(workers):
+        proc.kill()
         proc.wait()
+        pytest.fail("the pool did not start two workers")
+    return proc, workers
+
+
+def _assert_gone(workers: list[int]) -> None:
+    """The workers end within 10 s."""
     deadline = time.time() + 10
     while any(_alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers), "orphaned workers kept running"
+    assert not any(_alive(pid) for pid in workers), "workers kept running"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_exit_when_their_coordinator_is_killed(tmp_path, tiny_spec_file):
+    store = tmp_path / "orphans.db"
+    proc, workers = _bench_with_two_workers(tiny_spec_file, store, stderr=subprocess.DEVNULL)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _assert_gone(workers)
 
 
 def test_a_worker_whose_parent_is_gone_exits_at_once():
@@ -696,21 +709,15 @@ def test_a_stop_signal_to_the_process_group_gives_the_runs_back_and_says_so(
     the coordinator where it stood, leaving its claims; its workers, killed by it too, would
     have had their runs recorded failed. Ctrl-C ended without a word."""
     store = tmp_path / "stopped.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlmm.cli", "bench", str(tiny_spec_file), "--store", str(store)]
-        + ["--jobs", "2", "--threads", "1", "--no-report", "--epochs", "500"],
-        stdout=subprocess.DEVNULL,
+    proc, workers = _bench_with_two_workers(
+        tiny_spec_file,
+        store,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal or `timeout` gives it
     )
     try:
         deadline = time.time() + 300
-        workers: list[int] = []
-        while not _working(workers) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            workers = _spawned_children(proc.pid)
-        assert _working(workers), "the pool did not start two workers"
         with ResultsStore(store) as db:
             while (db.runs().status == "running").sum() < 2 and time.time() < deadline:
                 time.sleep(0.1)
@@ -729,10 +736,7 @@ def test_a_stop_signal_to_the_process_group_gives_the_runs_back_and_says_so(
     with ResultsStore(store) as db:
         runs = db.runs()
     assert set(runs.status) == {"pending"}, runs[["method", "status", "error"]]
-    deadline = time.time() + 10
-    while any(_alive(pid) for pid in workers) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers), "workers kept running"
+    _assert_gone(workers)
 
 
 def test_runs_finished_elsewhere_while_waiting_end_the_wait_at_once(

@@ -613,3 +613,33 @@ def test_a_claim_reset_by_hand_ends_its_attempt_in_the_history(store):
     history = store.attempts([key])
     assert history.attempt.tolist() == [1, 2]  # attempt 1 was not left out
     assert history.outcome.tolist() == ["released", "done"]
+
+
+@pytest.mark.parametrize("where", ["after BEGIN", "before COMMIT"])
+def test_an_interrupt_at_a_transactions_edge_leaves_no_transaction_open(store, where):
+    """Ctrl-C or SIGTERM (a KeyboardInterrupt, mlmm.cli) just after BEGIN or just before COMMIT
+    left the connection inside a transaction: the claims given back on the way out failed
+    ('cannot start a transaction within a transaction') and stayed claimed."""
+    first, second = (r.key for r in SPEC.runs())
+    assert store.claim(first)
+    real = store._db
+
+    class Interrupted:  # the connection, with a signal arriving at one edge of a transaction
+        def execute(self, sql, *args):
+            if sql == "COMMIT" and where == "before COMMIT":
+                raise KeyboardInterrupt
+            cursor = real.execute(sql, *args)
+            if sql == "BEGIN IMMEDIATE" and where == "after BEGIN":
+                raise KeyboardInterrupt
+            return cursor
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    store._db = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        store.claim(second)
+    store._db = real
+    assert not real.in_transaction
+    store.release(first)  # what an interrupted benchmark does on its way out
+    assert set(store.status().values()) == {"pending"}

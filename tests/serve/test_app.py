@@ -564,3 +564,37 @@ def test_a_body_that_stalls_is_answered_408_not_held_for_ever(monkeypatch):
     asyncio.run(asyncio.wait_for(guard(scope, stalled, send), 5))
     assert sent[0]["status"] == 408
     assert b"nothing received for 0.1 s" in sent[1]["body"]
+
+
+def test_a_slow_body_that_never_stalls_is_read_whole(monkeypatch):
+    """The 408 is for a body that stalls, not for a slow one: the limit is on the time between
+    two chunks, never on the whole upload (here 8 chunks over about 4 limits)."""
+    from mlmm.serve import app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_IDLE_SECONDS", 0.1)
+    payload = json.dumps({"instances": [{"m0": [1.0] * 16}]}).encode()
+    chunks = [payload[i * len(payload) // 8 : (i + 1) * len(payload) // 8] for i in range(8)]
+    seen = {}
+
+    async def slow() -> dict:
+        await asyncio.sleep(0.05)  # half the idle limit between chunks
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def send(message: dict) -> None:
+        raise AssertionError(f"the guard answered {message}")
+
+    async def inner(scope, receive, send) -> None:
+        seen["body"] = (await receive())["body"]
+
+    guard = app_module._BodyGuard(inner, 1 << 20, app_module.ServiceMetrics())
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    start = time.perf_counter()
+    asyncio.run(asyncio.wait_for(guard(scope, slow, send), 5))
+    assert time.perf_counter() - start > 3 * app_module.BODY_IDLE_SECONDS
+    assert seen["body"] == payload

@@ -429,3 +429,32 @@ def test_an_empty_truncated_or_corrupt_npz_is_one_line(monkeypatch, capsys, tmp_
         cli.main()
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and "check the file" in err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_write_table_on_a_full_disk_is_one_line_and_keeps_the_earlier_file(
+    tmp_path, monkeypatch, suffix
+):
+    """A full disk is atomic_write's OutputWriteError (still an OSError, naming what was kept);
+    write_table re-wrapped it as a plain MlmmError that callers catching OSError missed."""
+    import errno
+    import os
+
+    from mlmm.errors import OutputWriteError
+    from mlmm.serve import write_table
+
+    path = tmp_path / f"out{suffix}"
+    path.write_bytes(b"")  # an earlier (empty) output
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        write_table(pd.DataFrame({"prediction": [0, 1]}), path)
+    assert isinstance(info.value, OutputWriteError)
+    assert str(info.value) == (
+        f"cannot write {path} (No space left on device); free some disk space or choose "
+        f"another path; the earlier file is unchanged"
+    )
+    assert path.read_bytes() == b"" and [p.name for p in tmp_path.iterdir()] == [path.name]

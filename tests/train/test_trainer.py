@@ -234,6 +234,20 @@ def test_stopped_by_names_what_ended_a_stage():
     assert early.stopped_by == "early_stopping" and len(early.epochs) < 500
 
 
+def test_a_time_limit_never_reached_trains_exactly_as_none():
+    """The per-batch check of the time limit only reads the clock: a run whose limit is never
+    reached is bit-identical to one without a limit (same seed, same weights)."""
+    states = []
+    for limit in (None, 3600.0):
+        trained = trainer(max_epochs=3, batch_size=8, time_limit=limit).fit(
+            model(), data(40), data(8, 1)
+        )
+        assert not trained.histories[0].time_limited
+        states.append(trained.model.state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_time_limit_must_be_positive():
     with pytest.raises(MlmmError, match="time_limit"):
         mlmm.Trainer(time_limit=0)

@@ -482,8 +482,8 @@ class ResultsStore:
 
     def _initialise(self, db: sqlite3.Connection) -> None:
         """Create the schema of a new store, or check an existing one, under the write lock."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        try:  # BEGIN and COMMIT inside: see _transaction
+            db.execute("BEGIN IMMEDIATE")
             app = db.execute("PRAGMA application_id").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             new = app == 0 and tables == 0  # a new (or empty) file: ours to create
@@ -494,10 +494,11 @@ class ResultsStore:
                 self._check_identity(db)
             self._upgrade(db, new)
             self._check_tables(db)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -624,14 +625,17 @@ class ResultsStore:
                 f"{self.path} is open read-only (readonly=True) and this call writes to it; "
                 f"open it with ResultsStore(path) to write"
             )
-        self._db.execute("BEGIN IMMEDIATE")
+        # BEGIN and COMMIT inside the try: a Ctrl-C or SIGTERM (a KeyboardInterrupt, mlmm.cli)
+        # arriving just after BEGIN or just before COMMIT would otherwise leave the connection
+        # inside a transaction, and the claims given back on the way out would fail
         try:
+            self._db.execute("BEGIN IMMEDIATE")
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     # ------------------------------------------------------------------ writing
     @_user_errors

@@ -316,16 +316,11 @@ def _quiet_output():
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically; a full disk is atomic_write's one line."""
     from mlmm.utils import atomic_write
 
-    try:
-        with atomic_write(path, "wb") as fh:
-            fh.write(data)
-    except OSError as err:
-        raise MlmmError(
-            f"cannot write {path} ({err.strerror or err}); free some disk space or choose "
-            f"another --out, nothing was half-written"
-        ) from None
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
 
 
 def onnx_session(path: str | Path):

@@ -338,22 +338,17 @@ def write_table(table: pd.DataFrame, path: str | Path) -> Path:
     """Write ``table`` atomically as ``.csv``, ``.parquet`` or ``.npz`` (one array per column)."""
     path = Path(path)
     suffix = check_suffix(path, "--output")
-    try:
-        if suffix == ".csv":
-            with atomic_write(path) as fh:
-                table.to_csv(fh, index=False)
-        elif suffix == ".parquet":
-            with atomic_write(path, "wb") as fh:
-                table.to_parquet(fh, index=False)
-        else:
-            arrays = {c: _npz_column(table[c]) for c in table.columns}
-            with atomic_write(path, "wb") as fh:
-                np.savez(fh, **arrays)
-    except OSError as err:
-        raise MlmmError(
-            f"cannot write {path} ({err.strerror or err}); free some disk space or choose "
-            f"another --output, nothing was half-written"
-        ) from None
+    # a full disk is atomic_write's one line (OutputWriteError), the earlier file kept
+    if suffix == ".csv":
+        with atomic_write(path) as fh:
+            table.to_csv(fh, index=False)
+    elif suffix == ".parquet":
+        with atomic_write(path, "wb") as fh:
+            table.to_parquet(fh, index=False)
+    else:
+        arrays = {c: _npz_column(table[c]) for c in table.columns}
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, **arrays)
     return path
 
 
