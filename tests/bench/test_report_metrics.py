@@ -75,6 +75,9 @@ def test_the_gap_to_bayes_counts_a_seed_whose_score_is_undefined():
     html = _bayes_gap(pd.DataFrame(rows), {})
     # the method's mean over its two defined seeds says so; the gap is paired on them
     assert "70.0 ± 14.1 (2 of 3)" in html and "20.0 ± 14.1 (2 of 3)" in html
+    undefined = pd.DataFrame(rows).assign(value=lambda x: x.value.where(x.method != "m"))
+    # a method undefined on every seed: said, not the "–" of nothing measured
+    assert "undefined (0 of 3)" in _bayes_gap(undefined, {})
 
 
 def test_means_equal_but_for_float_noise_are_tied():
