@@ -209,6 +209,9 @@ def test_an_undefined_subset_makes_the_worst_subset_undefined():
     # scoring 0.6 on a), it is a, undefined
     assert out.loc["m1", "subset"] == "a" and math.isnan(out.loc["m1", "value"])
     assert out.loc["m2", "subset"] == "a" and math.isnan(out.loc["m2", "value"])
+    overall = frame.iloc[[0, 3]].assign(scope="overall", condition="none", subset="all", value=0.5)
+    summary = summarize(pd.concat([frame, overall]), "auroc")
+    assert "undefined (NaN) on subset a" in summary.loc["m1", "note"]
 
 
 def test_a_condition_with_an_undefined_metric_makes_the_mean_over_conditions_nan():

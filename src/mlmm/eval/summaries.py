@@ -142,7 +142,8 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         at two or more missing rates (one test condition gives no curve), and ``full``,
         ``ratio_to_full`` and the worst subset need the forced-subset rows
         (``evaluate(..., subsets=True)``); a metric undefined (NaN) under a test condition
-        makes ``mean_over_conditions`` NaN, and the note names how many conditions. ``note``
+        makes ``mean_over_conditions`` NaN, and the note names how many conditions; one
+        undefined on a forced subset makes ``worst_subset_value`` NaN, naming it. ``note``
         is empty when every field is there.
     """
     metric = _resolve(table, metric)
@@ -186,6 +187,14 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
             worst.index = ["all"]
         out["worst_subset"] = worst["subset"].reindex(out.index)
         out["worst_subset_value"] = worst["value"].reindex(out.index).astype(float)
+        for key in out.index:
+            if pd.notna(out.loc[key, "worst_subset"]) and pd.isna(
+                out.loc[key, "worst_subset_value"]
+            ):
+                notes[key].append(
+                    f"{metric} is undefined (NaN) on subset {out.loc[key, 'worst_subset']}, so "
+                    "the worst subset is too"
+                )
     else:
         out["full"] = out["ratio_to_full"] = out["worst_subset_value"] = np.nan
         out["worst_subset"] = None
