@@ -43,7 +43,7 @@ def test_one_seed_has_no_interval_for_other_metrics_and_nan_seeds_are_left_out()
     )
 
 
-def leaderboard(values: dict[str, list[float]]) -> str:
+def leaderboard(values: dict[str, list[float]], metric: str = "accuracy") -> str:
     rows = [
         dict(method=method, seed=seed, value=value, n=100, slot_rate=0.0, train_condition="none",
              condition="none", setting="train none → test none")
@@ -51,7 +51,7 @@ def leaderboard(values: dict[str, list[float]]) -> str:
         for seed, value in enumerate(seeds)
     ]  # fmt: skip
     failed = pd.DataFrame(columns=["method", "train_condition", "dataset"])
-    return _ranking(pd.DataFrame(rows), "accuracy", "toy", {}, failed)
+    return _ranking(pd.DataFrame(rows), metric, "toy", {}, failed)
 
 
 def test_tied_means_share_the_best_rank():
@@ -75,9 +75,19 @@ def test_the_gap_to_bayes_counts_a_seed_whose_score_is_undefined():
     html = _bayes_gap(pd.DataFrame(rows), {})
     # the method's mean over its two defined seeds says so; the gap is paired on them
     assert "70.0 ± 14.1 (2 of 3)" in html and "20.0 ± 14.1 (2 of 3)" in html
+    undefined = pd.DataFrame(rows).assign(value=lambda x: x.value.where(x.method != "m"))
+    # a method undefined on every seed: said, not the "–" of nothing measured
+    assert "undefined (0 of 3)" in _bayes_gap(undefined, {})
 
 
 def test_means_equal_but_for_float_noise_are_tied():
     # mean(0.1, 0.2, 0.3) is 0.20000000000000004 in floats: it ranked #1 above mean(0.2, ...)
     html = leaderboard({"a": [0.2, 0.2, 0.2], "b": [0.1, 0.2, 0.3]})
     assert html.count("#1</span>") == 2
+
+
+@pytest.mark.parametrize("metric", ["rmse", "ece"])
+def test_small_but_real_differences_are_not_tied(metric):
+    # the rounding that merges float noise (12 decimals) keeps small-scale metrics apart
+    html = leaderboard({"a": [0.0012, 0.0012], "b": [0.0014, 0.0014], "c": [1e-9, 1.1e-9]}, metric)
+    assert html.count("#1</span>") == html.count("#2</span>") == html.count("#3</span>") == 1

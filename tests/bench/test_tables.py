@@ -61,10 +61,25 @@ def test_a_seed_with_an_undefined_metric_is_counted_not_hidden():
     assert row.ece == "0.100 ± 0.000"
 
 
-def test_a_run_whose_every_subset_is_undefined_has_no_worst_subset():
+def test_a_run_whose_every_subset_is_undefined_says_so():
     rows = []
     for seed in (0, 1):
         rows += _rows("syn", "m", seed, {"accuracy": float("nan"), "ece": float("nan")})
         rows += _rows("syn", "m", seed, {"accuracy": float("nan")}, scope="subset", subset="a")
     row = comparison_table(pd.DataFrame(rows)).iloc[0]  # was an IndexError
-    assert (row.accuracy, row.worst_subset) == ("-", "-")
+    # not "-", which reads as "not measured"
+    assert (row.accuracy, row.worst_subset) == ("undefined (0 of 2)", "undefined (0 of 2) (a)")
+
+
+def test_a_subset_undefined_on_a_seed_is_its_worst_and_the_gap_counts_the_seed():
+    rows = []
+    for seed, a in [(0, float("nan")), (1, 0.5), (2, 0.5)]:  # seed 0 diverged on subset a
+        acc = 0.7 if seed else float("nan")  # ... so its overall score is undefined too
+        rows += _rows("syn", "m", seed, {"accuracy": acc})
+        rows += _rows("syn", "m", seed, {"accuracy": a}, scope="subset", subset="a")
+        rows += _rows("syn", "m", seed, {"accuracy": 0.9}, scope="subset", subset="b")
+        rows += _rows("syn", "bayes-optimal", seed, {"accuracy": 0.8})
+    row = comparison_table(pd.DataFrame(rows)).set_index("method").loc["m"]
+    # seed 0's worst was b (90.0) with a skipped: the worst read 63.3, not the 50.0 of a
+    assert row.worst_subset == "50.0 ± 0.0 (2 of 3) (a)"
+    assert row.gap_to_bayes == "10.0 ± 0.0 (2 of 3)"  # read "10.0 ± 0.0" beside seeds = 3

@@ -115,6 +115,13 @@ def test_regression_constant_target_and_one_sample_give_nan_r2():
     assert out["rmse"] == pytest.approx(0.5) and math.isnan(out["r2"])
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_regression_prediction_leaves_every_metric_undefined(bad):
+    # an infinite prediction gave RMSE inf and R² -inf, not the NaN docs/tasks.md promises
+    out = regression_metrics(np.array([1.0, bad, 3.0]), np.array([1.0, 2.0, 4.0]))
+    assert all(math.isnan(v) for v in out.values())
+
+
 @pytest.mark.parametrize(
     "proba",
     [

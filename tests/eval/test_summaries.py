@@ -198,15 +198,20 @@ def test_full_modality_score_is_the_largest_subset_of_each_dataset():
     assert summary.loc["two", "ratio_to_full"] == pytest.approx(0.7 / 0.6)
 
 
-def test_worst_subset_skips_undefined_values_and_a_group_with_none_defined():
+def test_an_undefined_subset_makes_the_worst_subset_undefined():
     rows = [("m1", "a", math.nan), ("m1", "b", 0.7), ("m1", "a+b", 0.8)]
     rows += [("m2", subset, math.nan) for subset in ("a", "b", "a+b")]  # AUROC on one class
     frame = pd.DataFrame(rows, columns=["method", "subset", "value"]).assign(
         scope="subset", condition=lambda x: "subset:" + x.subset, slot_rate=0.0, metric="auroc"
     )
     out = worst_subset(frame, "auroc")  # was "ValueError: Encountered all NA values"
-    assert out.loc["m1"].tolist() == ["b", 0.7]
-    assert pd.isna(out.loc["m2", "subset"]) and math.isnan(out.loc["m2", "value"])
+    # m1 fails on subset a: its worst is not b's 0.7 (which would rank it above a model
+    # scoring 0.6 on a), it is a, undefined
+    assert out.loc["m1", "subset"] == "a" and math.isnan(out.loc["m1", "value"])
+    assert out.loc["m2", "subset"] == "a" and math.isnan(out.loc["m2", "value"])
+    overall = frame.iloc[[0, 3]].assign(scope="overall", condition="none", subset="all", value=0.5)
+    summary = summarize(pd.concat([frame, overall]), "auroc")
+    assert "undefined (NaN) on subset a" in summary.loc["m1", "note"]
 
 
 def test_a_condition_with_an_undefined_metric_makes_the_mean_over_conditions_nan():

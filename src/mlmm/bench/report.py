@@ -226,8 +226,9 @@ def _fmt(values: pd.Series, metric: str, count_undefined: bool = False) -> str:
     ``count_undefined`` the text then says over how many: ``"70.0 ± 14.1 (2 of 3)"``."""
     everything = pd.to_numeric(values, errors="coerce")
     values = everything.dropna()
-    if count_undefined and 0 < len(values) < len(everything):
-        return f"{_fmt(values, metric)} ({len(values)} of {len(everything)})"
+    if count_undefined and len(values) < len(everything):
+        text = _fmt(values, metric) if len(values) else "undefined"
+        return f"{text} ({len(values)} of {len(everything)})"
     if values.empty:
         return "–"
 
@@ -653,7 +654,9 @@ def _subsets(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> str
             "the primary metric, mean over seeds; one panel per training missingness, methods "
             "best first, subsets grouped by size. With more than "
             f"{MAX_HEATMAP_SUBSETS} subsets the heatmap shows the mean per subset size and the "
-            f"{EXTREME_SUBSETS} worst and best subsets; every subset is in the table below it."
+            f"{EXTREME_SUBSETS} worst and best subsets; every subset is in the table below it. "
+            "A seed whose score on a subset is undefined (NaN, e.g. a diverged model) is left "
+            "out of that cell's mean; a cell undefined on every seed is blank."
         )
     ]
     for dataset, d in scoped.groupby("dataset", sort=True):

@@ -30,8 +30,8 @@ def _mean_std(values: pd.Series, metric: str = "accuracy") -> str:
     seed, e.g. a diverged model), how many of them the mean is over: ``"70.0 ± 14.1 (2 of 3)"``."""
     everything = pd.to_numeric(values, errors="coerce")
     values = everything.dropna()
-    if values.empty:
-        return "-"
+    if values.empty:  # nothing measured, or undefined on every seed (not the same)
+        return "-" if everything.empty else f"undefined (0 of {len(everything)})"
     text = format_value(values.iloc[0], metric)
     if len(values) > 1:
         text = f"{format_value(values.mean(), metric)} ± {format_value(values.std(ddof=1), metric)}"
@@ -152,10 +152,10 @@ def comparison_table(
         ]
         has_subsets = ((runs.scope == "subset") & (runs.metric == primary)).any()
         worst = worst_subset(runs, primary) if has_subsets else None
-        # a seed whose every subset is undefined (NaN) has no worst subset
+        # a seed undefined (NaN) on a subset has that subset as its worst, undefined
         row["worst_subset"] = (
             f"{_mean_std(worst['value'].astype(float), primary)} ({worst['subset'].mode().iloc[0]})"
-            if worst is not None and worst["subset"].notna().any()
+            if worst is not None
             else "-"
         )
         gap_metric = bayes_gap_metric(available[key[0]], primary)
@@ -168,7 +168,8 @@ def comparison_table(
                 & (overall.method == "bayes-optimal")
                 & (overall.metric == gap_metric)
             ].set_index("seed")["value"]
-            gap = _mean_std((bayes - acc).dropna(), gap_metric)
+            paired = bayes.index.intersection(acc.index)  # seeds with both; NaN ones counted
+            gap = _mean_std(bayes[paired] - acc[paired], gap_metric)
             row["gap_to_bayes"] = (
                 "-"
                 if bayes.empty or key[3] == "bayes-optimal" or gap == "-"

@@ -169,7 +169,8 @@ def classification_metrics(proba: np.ndarray, target: np.ndarray) -> dict[str, f
 def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Root mean squared error and mean absolute error (target units), and the coefficient of
     determination R² = 1 - SSE / SST (NaN when the targets do not vary: one sample, or a
-    constant target). Every metric is NaN with no sample; a NaN prediction makes all three NaN.
+    constant target). Every metric is NaN with no sample or a non-finite prediction (a
+    diverged model's infinity is not an RMSE of inf that means and standard deviations carry).
     ``pred`` may be a column ``[N, 1]``; other shapes than the target's ``[N]`` are refused."""
     target = np.asarray(target, dtype=float)
     pred = np.asarray(pred, dtype=float)
@@ -180,7 +181,7 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]
             f"regression metrics need predictions of the targets' shape {target.shape}, got "
             f"{pred.shape}; pass one value per sample"
         )
-    if len(target) == 0:
+    if not _scorable(pred):
         return _undefined(REGRESSION_METRICS)
     err = pred - target
     sst = float(((target - target.mean()) ** 2).sum())

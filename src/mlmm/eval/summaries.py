@@ -75,18 +75,20 @@ def worst_subset(
     """The worst forced modality subset per group: its name and value (the lowest, or the
     highest for an error metric unless ``higher_is_better`` says otherwise).
 
-    Subsets whose value is NaN (undefined, e.g. AUROC on one class) are not candidates; a
-    group where every subset is NaN gets no subset name (NA) and value NaN."""
+    A subset whose value is NaN (undefined: a diverged model's NaN predictions, AUROC on one
+    class) makes the group's worst undefined too: that subset is named, with value NaN. The
+    minimum over the defined subsets only would rank a model that fails on one subset above
+    one that scores it badly."""
     metric = _resolve(table, metric)
     sub = _metric(table, metric, "subset")
     ids = _ids(sub)
     higher = _higher_is_better(metric) if higher_is_better is None else higher_is_better
 
     def pick(g: pd.DataFrame) -> pd.Series:
-        defined = g["value"].dropna()
-        if defined.empty:  # e.g. AUROC on one class: no subset has a value
-            return pd.Series({"subset": None, "value": float("nan")})
-        return g.loc[defined.idxmin() if higher else defined.idxmax(), ["subset", "value"]]
+        undefined = g["value"].isna()
+        if undefined.any():  # not skipped: the worst over fewer subsets would not compare
+            return pd.Series({"subset": g.loc[undefined, "subset"].iloc[0], "value": float("nan")})
+        return g.loc[g["value"].idxmin() if higher else g["value"].idxmax(), ["subset", "value"]]
 
     if not ids:
         return pick(sub)[["subset", "value"]].to_frame().T
@@ -140,7 +142,8 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         at two or more missing rates (one test condition gives no curve), and ``full``,
         ``ratio_to_full`` and the worst subset need the forced-subset rows
         (``evaluate(..., subsets=True)``); a metric undefined (NaN) under a test condition
-        makes ``mean_over_conditions`` NaN, and the note names how many conditions. ``note``
+        makes ``mean_over_conditions`` NaN, and the note names how many conditions; one
+        undefined on a forced subset makes ``worst_subset_value`` NaN, naming it. ``note``
         is empty when every field is there.
     """
     metric = _resolve(table, metric)
@@ -184,6 +187,14 @@ def summarize(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
             worst.index = ["all"]
         out["worst_subset"] = worst["subset"].reindex(out.index)
         out["worst_subset_value"] = worst["value"].reindex(out.index).astype(float)
+        for key in out.index:
+            if pd.notna(out.loc[key, "worst_subset"]) and pd.isna(
+                out.loc[key, "worst_subset_value"]
+            ):
+                notes[key].append(
+                    f"{metric} is undefined (NaN) on subset {out.loc[key, 'worst_subset']}, so "
+                    "the worst subset is too"
+                )
     else:
         out["full"] = out["ratio_to_full"] = out["worst_subset_value"] = np.nan
         out["worst_subset"] = None
