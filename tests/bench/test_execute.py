@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -932,3 +933,54 @@ def test_an_explicit_run_timeout_with_one_job_runs_in_a_worker_process(monkeypat
     # a run in the coordinator's own process cannot be killed safely: the capped one goes out
     assert execute.make_executor("local", 1, 1, run_timeout=5.0) == "pool"
     assert made == [(1, 1, 5.0)]
+
+
+@dataclass(eq=False)
+class _FakeRef:
+    """A task's reference (hashable by identity); ``hangs``: it never finishes."""
+
+    hangs: bool
+
+
+class _FakeRay:
+    """Stands in for Ray: a task finishes unless it hangs; ``cancel`` is recorded."""
+
+    def __init__(self) -> None:
+        self.cancelled, self.timeouts = [], []
+
+    def wait(self, handles, num_returns, timeout):
+        self.timeouts.append(timeout)
+        ready = [h for h in handles if not h.hangs][:num_returns]
+        if not ready:
+            time.sleep(timeout)
+        return ready, []
+
+    def get(self, ref):
+        return {"status": "done", "results": None}
+
+    def cancel(self, ref, force):
+        self.cancelled.append((ref, force))
+
+
+def test_a_ray_task_past_its_cap_is_cancelled_by_force_and_its_run_failed():
+    fake = _FakeRay()
+    ray_executor = object.__new__(execute.RayExecutor)  # no Ray started: the fake stands in
+    ray_executor._ray, ray_executor.threads, ray_executor.slots = fake, 1, 2
+    ray_executor._task = type(
+        "Task",
+        (),
+        {"remote": staticmethod(lambda config, threads: _FakeRef(config["method"] == "hung"))},
+    )()
+    ray_executor._running, ray_executor._deadlines, ray_executor.run_timeout = [], {}, 0.3
+    hung = ray_executor.submit({"method": "hung", "budget": {}})
+    fine = ray_executor.submit({"method": "fine", "budget": {}})
+    outcomes, started = {}, time.monotonic()
+    while len(outcomes) < 2 and time.monotonic() - started < 10:
+        for ref, outcome in ray_executor.wait([r for r in (hung, fine) if r not in outcomes], 2.0):
+            outcomes[ref] = outcome
+    assert outcomes[fine]["status"] == "done"
+    assert outcomes[hung]["status"] == "failed"
+    assert outcomes[hung]["error"].startswith("RunTimeout: the run was still running after 0.3 s")
+    assert "cancelled (force=True)" in outcomes[hung]["error"]
+    assert fake.cancelled == [(hung, True)] and ray_executor._running == []
+    assert max(fake.timeouts) <= 0.3  # woke up for the cap, not after the 2 s poll

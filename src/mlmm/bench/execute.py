@@ -520,7 +520,9 @@ def check_run_timeout(run_timeout: float | None) -> float | None:
     return float(run_timeout)
 
 
-def _timeout_message(cap: float, explicit: bool) -> str:
+def _timeout_message(
+    cap: float, explicit: bool, stopped: str = "its worker process was killed and replaced"
+) -> str:
     rule = (
         "--run-timeout"
         if explicit
@@ -528,8 +530,7 @@ def _timeout_message(cap: float, explicit: bool) -> str:
     )
     return (
         f"RunTimeout: the run was still running after {cap:g} s, its wall-clock cap ({rule}); "
-        f"its worker process was killed and replaced and the other runs went on; raise the cap "
-        f"with --run-timeout SECONDS"
+        f"{stopped} and the other runs went on; raise the cap with --run-timeout SECONDS"
     )
 
 
@@ -731,7 +732,10 @@ class RayExecutor:
 
     A task whose worker or node died comes back with status ``lost``
     (:data:`RAY_LOST_ERRORS`) for the coordinator to try again; Ray itself never retries
-    (``max_retries=0``), so every attempt is the coordinator's and is recorded.
+    (``max_retries=0``), so every attempt is the coordinator's and is recorded. A task still
+    running past its cap (:func:`run_time_cap` with ``run_timeout``) is cancelled
+    (``ray.cancel(force=True)``: its Ray worker is killed) and its run failed with a
+    ``RunTimeout`` reason.
     """
 
     def __init__(
@@ -741,6 +745,7 @@ class RayExecutor:
         address: str | None = None,
         resources: dict[str, Any] | None = None,
         plugins: Sequence[str] = (),
+        run_timeout: float | None = None,
     ) -> None:
         try:
             import ray
@@ -776,21 +781,44 @@ class RayExecutor:
         self.slots, self.threads = jobs, threads
         self._task = ray.remote(execute_run).options(max_retries=0, **self.options)
         self._running: list[Any] = []  # submitted, not yet waited for
+        self.run_timeout = run_timeout
+        self._deadlines: dict[Any, tuple[float, float]] = {}  # ref: (monotonic deadline, cap)
 
     def submit(self, config: dict[str, Any]):
         ref = self._task.remote(config, self.threads)
         self._running.append(ref)
+        cap = run_time_cap(config, self.run_timeout)
+        if cap is not None:
+            self._deadlines[ref] = (time.monotonic() + cap, cap)
         return ref
 
     def wait(self, handles, timeout):
+        deadlines = [self._deadlines[r][0] for r in handles if r in self._deadlines]
+        if deadlines:  # wake up for the first cap that runs out
+            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
         ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
             self._running = [r for r in self._running if r is not ref]
+            self._deadlines.pop(ref, None)
             try:
                 out.append((ref, self._ray.get(ref)))
             except Exception as err:  # the task, its worker or its node died
                 out.append((ref, ray_error_outcome(err)))
+        now = time.monotonic()
+        for ref in handles:
+            deadline, cap = self._deadlines.get(ref, (None, None))
+            if deadline is None or now < deadline or any(r is ref for r in ready):
+                continue
+            try:  # hung: force kills its Ray worker
+                self._ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - it finished meanwhile, or Ray is gone
+                pass
+            self._running = [r for r in self._running if r is not ref]
+            del self._deadlines[ref]
+            stopped = "its Ray task was cancelled (force=True)"
+            error = _timeout_message(cap, self.run_timeout is not None, stopped)
+            out.append((ref, {"status": "failed", "error": error}))
         return out
 
     def close(self) -> None:
@@ -995,13 +1023,13 @@ def make_executor(
 
     ``run_timeout`` caps each run's wall-clock seconds in a pool worker (:func:`run_time_cap`);
     given with one job, that job runs in a worker process too, since a run in this process
-    cannot be killed safely. Ray tasks are not capped."""
+    cannot be killed safely. Ray tasks are cancelled at their cap (:class:`RayExecutor`)."""
     check_executor(kind, ray_address)
     if kind == "local":
         if jobs == 1 and run_timeout is None:
             return InlineExecutor(threads)
         return PoolExecutor(jobs, threads, run_timeout)
-    return RayExecutor(jobs, threads, ray_address, resources, plugins)
+    return RayExecutor(jobs, threads, ray_address, resources, plugins, run_timeout)
 
 
 class ClaimHeartbeat:
@@ -1138,7 +1166,8 @@ def run_benchmark(
     ``time_limit``, else none: :func:`run_time_cap`) has its worker killed and replaced and is
     recorded failed (``RunTimeout: ...``), like a run whose worker died; a rerun tries it again
     as it does failed runs. One job without ``run_timeout`` runs in this process, where a run
-    cannot be killed safely: no cap there. Ray tasks are not capped.
+    cannot be killed safely: no cap there. A Ray task past its cap is cancelled
+    (``ray.cancel(force=True)``) and its run recorded failed the same way.
     """
     run_timeout = check_run_timeout(run_timeout)
     chosen = jobs is None
