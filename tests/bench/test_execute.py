@@ -984,3 +984,27 @@ def test_a_ray_task_past_its_cap_is_cancelled_by_force_and_its_run_failed():
     assert "cancelled (force=True)" in outcomes[hung]["error"]
     assert fake.cancelled == [(hung, True)] and ray_executor._running == []
     assert max(fake.timeouts) <= 0.3  # woke up for the cap, not after the 2 s poll
+
+
+def test_mlmm_bench_passes_run_timeout_and_refuses_a_bad_one_in_one_line(
+    tmp_path, tiny_spec_file, monkeypatch, capsys
+):
+    from mlmm import cli
+
+    seen = {}
+
+    def fake_run_benchmark(*args, run_timeout=None, **kwargs):
+        seen["run_timeout"] = execute.check_run_timeout(run_timeout)
+        raise MlmmError("stopped here")
+
+    monkeypatch.setattr(execute, "run_benchmark", fake_run_benchmark)
+    for value in ("7.5", "0"):
+        argv = ["mlmm", "bench", str(tiny_spec_file), "--store", str(tmp_path / "r.db")]
+        monkeypatch.setattr(sys, "argv", [*argv, "--no-report", "--run-timeout", value])
+        with pytest.raises(SystemExit) as exit_code:
+            cli.main()
+        assert exit_code.value.code != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert seen == {"run_timeout": 7.5}
+    assert "--run-timeout must be a positive finite number of seconds, got 0.0" in err
+    assert "Traceback" not in err
