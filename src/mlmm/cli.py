@@ -648,6 +648,14 @@ def bench(
     include_time_limited: Annotated[
         bool, typer.Option(help="Also rank runs that the budget's time_limit cut short.")
     ] = False,
+    run_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds of wall-clock time one run may take in a worker process before it is "
+            "killed and recorded failed (hung runs); default 2 x budget.time_limit + 120, none "
+            "without a time_limit. With --jobs 1 it makes the run go to a worker process."
+        ),
+    ] = None,
 ) -> None:
     """Run a benchmark (default: the quick suite); reruns skip finished runs."""
     from mlmm.bench.spec import load_suite, parse_spec
@@ -673,6 +681,7 @@ def bench(
         rerun,
         include_time_limited,
         max_attempts,
+        run_timeout,
     )
 
 
@@ -717,6 +726,7 @@ def _run_bench(
     rerun=None,
     include_time_limited=False,
     max_attempts=3,
+    run_timeout=None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -784,6 +794,7 @@ def _run_bench(
             max_attempts=max_attempts,
             on_event=on_event,
             command=shlex.join(["mlmm", *sys.argv[1:]]),
+            run_timeout=run_timeout,
         )
     keys = [r.key for r in runs]
     with ResultsStore(path) as db:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -815,3 +816,195 @@ def test_with_one_job_a_run_whose_process_died_is_retried_in_a_worker(
     assert runs.loc["killer-fusion", "error"].startswith("WorkerDied")
     assert runs.loc["killer-fusion", "attempts"] == 2
     assert runs.loc["late-fusion", "status"] == "done"
+
+
+@pytest.fixture
+def sleeper_plugin(tmp_path, monkeypatch):
+    """A plugin registering ``sleeper-fusion``: late-fusion whose pool worker hangs (sleeps
+    for an hour) when training starts (only in a worker process, never in the test's own)."""
+    from mlmm.methods import METHODS
+
+    name = f"mlmm_test_sleeper_{os.getpid()}_{time.monotonic_ns()}"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(
+            """
+            import multiprocessing
+            import time
+
+            from mlmm.methods.combination.late_fusion import LateFusion
+            from mlmm.methods.registry import register_method
+
+
+            @register_method("sleeper-fusion", family="combination", subtype="ensemble", paper="test")
+            class SleeperFusion(LateFusion):
+                \"\"\"late-fusion whose worker process hangs when it trains.\"\"\"
+
+                def forward(self, batch):
+                    if self.training and multiprocessing.parent_process() is not None:
+                        time.sleep(3600)
+                    return super().forward(batch)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_a_hung_worker_is_killed_at_its_cap_and_the_run_failed_then_retried(
+    tmp_path, sleeper_plugin, monkeypatch, capfd
+):
+    spec = parse_spec(
+        {
+            "plugins": [sleeper_plugin],
+            "datasets": {"synthetic": {"n_samples": 240}},
+            "methods": {"sleeper-fusion": {}, "late-fusion": {}, "zero-impute": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+            "budget": {"max_epochs": 2},
+        },
+        allow_plugins=[sleeper_plugin],
+    )
+    # the 2 s cap for the hung run only: the healthy runs' timing on a loaded machine (a worker
+    # still importing torch) must not decide the test
+    cap = execute.run_time_cap
+    monkeypatch.setattr(
+        execute,
+        "run_time_cap",
+        lambda config, run_timeout=None: (
+            cap(config, run_timeout) if config["method"] == "sleeper-fusion" else None
+        ),
+    )
+    path = tmp_path / "r.db"
+
+    def hung(signum, frame):
+        raise TimeoutError("the benchmark waited for its hung worker")
+
+    # without the cap the benchmark waits for the hung worker for ever: fail instead
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(150)
+    try:
+        outcome = run_benchmark(spec, path, jobs=2, threads=1, run_timeout=2.0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (outcome.ran, outcome.failed) == (3, 1)
+    with ResultsStore(path) as db:
+        runs = db.runs().set_index("method")
+        assert db.claims().empty
+    error = runs.loc["sleeper-fusion", "error"]
+    assert runs.loc["sleeper-fusion", "status"] == "failed"
+    assert error.startswith("RunTimeout: the run was still running after 2 s")
+    assert "--run-timeout SECONDS" in error and "\n" not in error
+    # the run beside it and the one after the replacement worker finished
+    assert runs.loc[["late-fusion", "zero-impute"], "status"].tolist() == ["done", "done"]
+    # a rerun tries the failed run again, as it does every failed run
+    outcome = run_benchmark(spec, path, jobs=2, threads=1, run_timeout=2.0)
+    assert (outcome.ran, outcome.failed, outcome.skipped) == (1, 1, 2)
+    with ResultsStore(path) as db:
+        runs = db.runs().set_index("method")
+    assert runs.loc["sleeper-fusion", "attempts"] == 2
+    assert runs.loc["sleeper-fusion", "error"].startswith("RunTimeout")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_run_time_cap_rule():
+    assert execute.run_time_cap({"budget": {"time_limit": 30}}) == 2 * 30 + 120
+    assert execute.run_time_cap({"budget": {"time_limit": 30}}, 5.0) == 5.0
+    assert execute.run_time_cap({"budget": {"time_limit": None}}, 5.0) == 5.0
+    assert execute.run_time_cap({"budget": {"time_limit": None}}) is None
+    assert execute.run_time_cap({"budget": {}}) is None
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("inf"), float("nan"), "10", True])
+def test_a_run_timeout_that_is_not_positive_seconds_is_refused_before_the_store(
+    tmp_path, tiny_spec_file, value
+):
+    with pytest.raises(MlmmError, match="--run-timeout must be"):
+        run_benchmark(load_spec(tiny_spec_file), tmp_path / "r.db", run_timeout=value)
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_an_explicit_run_timeout_with_one_job_runs_in_a_worker_process(monkeypatch):
+    made = []
+    monkeypatch.setattr(execute, "PoolExecutor", lambda *args: made.append(args) or "pool")
+    assert isinstance(execute.make_executor("local", 1, 1), execute.InlineExecutor)
+    # a run in the coordinator's own process cannot be killed safely: the capped one goes out
+    assert execute.make_executor("local", 1, 1, run_timeout=5.0) == "pool"
+    assert made == [(1, 1, 5.0)]
+
+
+@dataclass(eq=False)
+class _FakeRef:
+    """A task's reference (hashable by identity); ``hangs``: it never finishes."""
+
+    hangs: bool
+
+
+class _FakeRay:
+    """Stands in for Ray: a task finishes unless it hangs; ``cancel`` is recorded."""
+
+    def __init__(self) -> None:
+        self.cancelled, self.timeouts = [], []
+
+    def wait(self, handles, num_returns, timeout):
+        self.timeouts.append(timeout)
+        ready = [h for h in handles if not h.hangs][:num_returns]
+        if not ready:
+            time.sleep(timeout)
+        return ready, []
+
+    def get(self, ref):
+        return {"status": "done", "results": None}
+
+    def cancel(self, ref, force):
+        self.cancelled.append((ref, force))
+
+
+def test_a_ray_task_past_its_cap_is_cancelled_by_force_and_its_run_failed():
+    fake = _FakeRay()
+    ray_executor = object.__new__(execute.RayExecutor)  # no Ray started: the fake stands in
+    ray_executor._ray, ray_executor.threads, ray_executor.slots = fake, 1, 2
+    ray_executor._task = type(
+        "Task",
+        (),
+        {"remote": staticmethod(lambda config, threads: _FakeRef(config["method"] == "hung"))},
+    )()
+    ray_executor._running, ray_executor._deadlines, ray_executor.run_timeout = [], {}, 0.3
+    hung = ray_executor.submit({"method": "hung", "budget": {}})
+    fine = ray_executor.submit({"method": "fine", "budget": {}})
+    outcomes, started = {}, time.monotonic()
+    while len(outcomes) < 2 and time.monotonic() - started < 10:
+        for ref, outcome in ray_executor.wait([r for r in (hung, fine) if r not in outcomes], 2.0):
+            outcomes[ref] = outcome
+    assert outcomes[fine]["status"] == "done"
+    assert outcomes[hung]["status"] == "failed"
+    assert outcomes[hung]["error"].startswith("RunTimeout: the run was still running after 0.3 s")
+    assert "cancelled (force=True)" in outcomes[hung]["error"]
+    assert fake.cancelled == [(hung, True)] and ray_executor._running == []
+    assert max(fake.timeouts) <= 0.3  # woke up for the cap, not after the 2 s poll
+
+
+def test_mlmm_bench_passes_run_timeout_and_refuses_a_bad_one_in_one_line(
+    tmp_path, tiny_spec_file, monkeypatch, capsys
+):
+    from mlmm import cli
+
+    seen = {}
+
+    def fake_run_benchmark(*args, run_timeout=None, **kwargs):
+        seen["run_timeout"] = execute.check_run_timeout(run_timeout)
+        raise MlmmError("stopped here")
+
+    monkeypatch.setattr(execute, "run_benchmark", fake_run_benchmark)
+    for value in ("7.5", "0"):
+        argv = ["mlmm", "bench", str(tiny_spec_file), "--store", str(tmp_path / "r.db")]
+        monkeypatch.setattr(sys, "argv", [*argv, "--no-report", "--run-timeout", value])
+        with pytest.raises(SystemExit) as exit_code:
+            cli.main()
+        assert exit_code.value.code != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert seen == {"run_timeout": 7.5}
+    assert "--run-timeout must be a positive finite number of seconds, got 0.0" in err
+    assert "Traceback" not in err

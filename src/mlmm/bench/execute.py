@@ -10,7 +10,8 @@ the cores go to parallel runs (:func:`plan_jobs`). The threads used are stored w
 Nothing is lost and nothing hangs: a pool worker that dies fails only its run and is replaced;
 a Ray task whose worker or node died is tried again, up to ``max_attempts`` times, each
 attempt recorded in the store (:meth:`~mlmm.bench.ResultsStore.attempts`); workers end with
-their coordinator; the coordinator beats a heartbeat for its claims (:class:`ClaimHeartbeat`)
+their coordinator; a pool worker still running one run past its wall-clock cap
+(:func:`run_time_cap`) is killed and replaced, and the run recorded failed; the coordinator beats a heartbeat for its claims (:class:`ClaimHeartbeat`)
 and reports runs it waits for; an executor that cannot run is refused before the store is
 touched (:func:`check_executor`).
 """
@@ -45,6 +46,12 @@ POLL_SECONDS = 2.0
 RAY_CONNECT_SECONDS = 10.0
 #: Attempts per run before a run whose Ray worker or node keeps dying is recorded failed.
 MAX_ATTEMPTS = 3
+#: A run with a budget ``time_limit`` and no ``--run-timeout`` is killed in its pool worker
+#: after ``RUN_CAP_FACTOR * time_limit + RUN_CAP_GRACE_SECONDS`` seconds of wall-clock time:
+#: the time_limit caps training only, and loading, tuning trials, evaluation under every test
+#: condition and the model's summary come on top of it (:func:`run_time_cap`).
+RUN_CAP_FACTOR = 2.0
+RUN_CAP_GRACE_SECONDS = 120.0
 #: Ray's errors for a task that did not fail by itself: its worker process, its node or the
 #: object holding its result was lost. Such a run is tried again (``max_attempts``).
 RAY_LOST_ERRORS = (
@@ -478,6 +485,55 @@ def active_parameters(model: Any, n_parameters: int) -> int:
 
 
 # ---------------------------------------------------------------------- the local pool
+def run_time_cap(config: dict[str, Any], run_timeout: float | None = None) -> float | None:
+    """Seconds of wall-clock time a run may take in a pool worker before it is killed.
+
+    ``run_timeout`` (``--run-timeout``) when given; else, for a run whose budget has a
+    ``time_limit``, ``RUN_CAP_FACTOR * time_limit + RUN_CAP_GRACE_SECONDS``; else None (no cap).
+
+    >>> run_time_cap({"budget": {"time_limit": 60.0}})
+    240.0
+    >>> run_time_cap({"budget": {"time_limit": 60.0}}, run_timeout=30.0)
+    30.0
+    >>> run_time_cap({"budget": {"time_limit": None}}) is None
+    True
+    """
+    if run_timeout is not None:
+        return float(run_timeout)
+    limit = config.get("budget", {}).get("time_limit")
+    if limit is None:
+        return None
+    return RUN_CAP_FACTOR * float(limit) + RUN_CAP_GRACE_SECONDS
+
+
+def check_run_timeout(run_timeout: float | None) -> float | None:
+    """``run_timeout`` as seconds (None: the time_limit rule), or one line saying why not."""
+    if run_timeout is None:
+        return None
+    if isinstance(run_timeout, bool) or not isinstance(run_timeout, int | float):
+        raise MlmmError(f"--run-timeout must be a number of seconds, got {run_timeout!r}")
+    if not 0 < run_timeout < float("inf"):
+        raise MlmmError(
+            f"--run-timeout must be a positive finite number of seconds, got {run_timeout!r}; "
+            f"leave it out for no cap (or the budget time_limit rule)"
+        )
+    return float(run_timeout)
+
+
+def _timeout_message(
+    cap: float, explicit: bool, stopped: str = "its worker process was killed and replaced"
+) -> str:
+    rule = (
+        "--run-timeout"
+        if explicit
+        else f"{RUN_CAP_FACTOR:g} x budget.time_limit + {RUN_CAP_GRACE_SECONDS:g} s"
+    )
+    return (
+        f"RunTimeout: the run was still running after {cap:g} s, its wall-clock cap ({rule}); "
+        f"{stopped} and the other runs went on; raise the cap with --run-timeout SECONDS"
+    )
+
+
 def _death_message(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -498,6 +554,9 @@ class _Task:
     """A run sent to a pool worker (hashable by identity)."""
 
     config: dict[str, Any]
+    #: ``time.monotonic()`` past which the worker running it is killed; None: no cap.
+    deadline: float | None = None
+    cap: float | None = None
 
 
 class _Worker:
@@ -548,14 +607,16 @@ class PoolExecutor:
 
     Configurations and outcomes travel as JSON over one pipe per worker. A worker that dies
     (killed, out of memory) fails only the run it held: it is replaced by a fresh worker and
-    the other runs go on. Workers end with their coordinator
+    the other runs go on. A worker still running one run past its cap (:func:`run_time_cap`
+    with ``run_timeout``: hung, deadlocked, stuck in I/O) is killed, its run failed with a
+    ``RunTimeout`` reason, and replaced the same way. Workers end with their coordinator
     (:func:`mlmm._pool_worker.watch_parent`).
     """
 
-    def __init__(self, jobs: int, threads: int) -> None:
+    def __init__(self, jobs: int, threads: int, run_timeout: float | None = None) -> None:
         import multiprocessing
 
-        self.slots, self.threads = jobs, threads
+        self.slots, self.threads, self.run_timeout = jobs, threads, run_timeout
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         try:
@@ -569,7 +630,8 @@ class PoolExecutor:
         idle = [w for w in self._workers if w.task is None]
         if not idle:
             raise RuntimeError("every worker is busy; wait for a run before submitting one")
-        task = _Task(config)
+        cap = run_time_cap(config, self.run_timeout)
+        task = _Task(config, None if cap is None else time.monotonic() + cap, cap)
         try:
             idle[0].send(task)
         except OSError:  # the idle worker died meanwhile: its replacement takes the run
@@ -580,15 +642,29 @@ class PoolExecutor:
         wanted = set(handles)
         busy = [w for w in self._workers if w.task is not None and w.task in wanted]
         signals = [w.connection for w in busy] + [w.process.sentinel for w in busy]
+        deadlines = [w.task.deadline for w in busy if w.task.deadline is not None]
+        if deadlines:  # wake up for the first cap that runs out
+            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
         ready = set(connection_wait(signals, timeout))
+        now = time.monotonic()
         out = []
         for worker in busy:
+            task, killed = worker.task, False
             if worker.connection in ready or worker.process.sentinel in ready:
-                task, outcome = worker.task, worker.receive()
-                worker.task = None
-                out.append((task, outcome))
-                if not worker.process.is_alive():
-                    self._replace(worker)
+                outcome = worker.receive()
+            elif task.deadline is not None and now >= task.deadline:
+                worker.process.kill()  # hung: nothing else ends it (a heartbeat keeps its claim)
+                killed = True
+                outcome = {
+                    "status": "failed",
+                    "error": _timeout_message(task.cap, self.run_timeout is not None),
+                }
+            else:
+                continue
+            worker.task = None
+            out.append((task, outcome))
+            if killed or not worker.process.is_alive():
+                self._replace(worker)
         return out
 
     def _replace(self, worker: _Worker) -> _Worker:
@@ -656,7 +732,10 @@ class RayExecutor:
 
     A task whose worker or node died comes back with status ``lost``
     (:data:`RAY_LOST_ERRORS`) for the coordinator to try again; Ray itself never retries
-    (``max_retries=0``), so every attempt is the coordinator's and is recorded.
+    (``max_retries=0``), so every attempt is the coordinator's and is recorded. A task still
+    running past its cap (:func:`run_time_cap` with ``run_timeout``) is cancelled
+    (``ray.cancel(force=True)``: its Ray worker is killed) and its run failed with a
+    ``RunTimeout`` reason.
     """
 
     def __init__(
@@ -666,6 +745,7 @@ class RayExecutor:
         address: str | None = None,
         resources: dict[str, Any] | None = None,
         plugins: Sequence[str] = (),
+        run_timeout: float | None = None,
     ) -> None:
         try:
             import ray
@@ -701,21 +781,44 @@ class RayExecutor:
         self.slots, self.threads = jobs, threads
         self._task = ray.remote(execute_run).options(max_retries=0, **self.options)
         self._running: list[Any] = []  # submitted, not yet waited for
+        self.run_timeout = run_timeout
+        self._deadlines: dict[Any, tuple[float, float]] = {}  # ref: (monotonic deadline, cap)
 
     def submit(self, config: dict[str, Any]):
         ref = self._task.remote(config, self.threads)
         self._running.append(ref)
+        cap = run_time_cap(config, self.run_timeout)
+        if cap is not None:
+            self._deadlines[ref] = (time.monotonic() + cap, cap)
         return ref
 
     def wait(self, handles, timeout):
+        deadlines = [self._deadlines[r][0] for r in handles if r in self._deadlines]
+        if deadlines:  # wake up for the first cap that runs out
+            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
         ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
             self._running = [r for r in self._running if r is not ref]
+            self._deadlines.pop(ref, None)
             try:
                 out.append((ref, self._ray.get(ref)))
             except Exception as err:  # the task, its worker or its node died
                 out.append((ref, ray_error_outcome(err)))
+        now = time.monotonic()
+        for ref in handles:
+            deadline, cap = self._deadlines.get(ref, (None, None))
+            if deadline is None or now < deadline or any(r is ref for r in ready):
+                continue
+            try:  # hung: force kills its Ray worker
+                self._ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - it finished meanwhile, or Ray is gone
+                pass
+            self._running = [r for r in self._running if r is not ref]
+            del self._deadlines[ref]
+            stopped = "its Ray task was cancelled (force=True)"
+            error = _timeout_message(cap, self.run_timeout is not None, stopped)
+            out.append((ref, {"status": "failed", "error": error}))
         return out
 
     def close(self) -> None:
@@ -913,13 +1016,20 @@ def make_executor(
     ray_address: str | None = None,
     resources: dict[str, Any] | None = None,
     plugins: Sequence[str] = (),
+    run_timeout: float | None = None,
 ) -> Executor:
     """``local`` (in-process for one job, else a process pool) or ``ray`` (``resources`` and
-    ``plugins``: see :class:`RayExecutor`; the local executors run on this machine as it is)."""
+    ``plugins``: see :class:`RayExecutor`; the local executors run on this machine as it is).
+
+    ``run_timeout`` caps each run's wall-clock seconds in a pool worker (:func:`run_time_cap`);
+    given with one job, that job runs in a worker process too, since a run in this process
+    cannot be killed safely. Ray tasks are cancelled at their cap (:class:`RayExecutor`)."""
     check_executor(kind, ray_address)
     if kind == "local":
-        return InlineExecutor(threads) if jobs == 1 else PoolExecutor(jobs, threads)
-    return RayExecutor(jobs, threads, ray_address, resources, plugins)
+        if jobs == 1 and run_timeout is None:
+            return InlineExecutor(threads)
+        return PoolExecutor(jobs, threads, run_timeout)
+    return RayExecutor(jobs, threads, ray_address, resources, plugins, run_timeout)
 
 
 class ClaimHeartbeat:
@@ -1025,6 +1135,7 @@ def run_benchmark(
     max_attempts: int = MAX_ATTEMPTS,
     on_event: Callable[[str, RunConfig | None, Progress], None] | None = None,
     command: str | None = None,
+    run_timeout: float | None = None,
 ) -> BenchOutcome:
     """Run every run of ``spec`` that ``store`` does not hold finished.
 
@@ -1049,7 +1160,16 @@ def run_benchmark(
     process holds claims it beats a heartbeat in the store (:class:`ClaimHeartbeat`); a claim
     whose result cannot be written (a full disk) is given back before the error propagates;
     one that could not be given back is taken back by the next call in this process.
+
+    A run in a local pool worker that is still running after its wall-clock cap (``run_timeout``
+    seconds, ``--run-timeout``; without it ``2 x time_limit + 120`` s for a budget with a
+    ``time_limit``, else none: :func:`run_time_cap`) has its worker killed and replaced and is
+    recorded failed (``RunTimeout: ...``), like a run whose worker died; a rerun tries it again
+    as it does failed runs. One job without ``run_timeout`` runs in this process, where a run
+    cannot be killed safely: no cap there. A Ray task past its cap is cancelled
+    (``ray.cancel(force=True)``) and its run recorded failed the same way.
     """
+    run_timeout = check_run_timeout(run_timeout)
     chosen = jobs is None
     jobs, threads = benchmark_plan(spec, jobs, threads, executor, ray_address)
     runs = spec.runs()
@@ -1111,10 +1231,16 @@ def run_benchmark(
             if executor == "local" and jobs == 1 and killed_before(db, [r.key for r in todo]):
                 # one job runs in this process: a run that killed it before (out of memory)
                 # would kill it again on every rerun, before the runs after it could start
-                pool = PoolExecutor(1, threads)
+                pool = PoolExecutor(1, threads, run_timeout)
             else:
                 pool = make_executor(
-                    executor, jobs, threads, ray_address, spec.resources.model_dump(), spec.plugins
+                    executor,
+                    jobs,
+                    threads,
+                    ray_address,
+                    spec.resources.model_dump(),
+                    spec.plugins,
+                    run_timeout,
                 )
         attempts: dict[str, int] = {}  # attempts of this call, per run
         while todo or in_flight:
