@@ -1071,6 +1071,26 @@ def test_train_on_devices_stopped_by_sigterm_is_one_line_not_the_launchers_trace
     assert distributed.LAUNCHED_VARIABLE not in os.environ
 
 
+def test_main_runs_in_a_thread_other_than_the_main_one(monkeypatch, capsys):
+    """signal.signal works only in the main thread: main() called from a worker thread (a
+    notebook's executor, a test runner) raised ValueError before running the command."""
+    import threading
+
+    result = {}
+
+    def target():
+        try:
+            result["code"] = run(monkeypatch, capsys, "datasets")[0]
+        except BaseException as err:  # noqa: BLE001 - reported below
+            result["error"] = err
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(60)
+    assert "error" not in result, result.get("error")
+    assert result["code"] in (0, None)
+
+
 def test_a_stop_signal_ignored_by_the_parent_stays_ignored(monkeypatch, capsys):
     """`mlmm ... &` in a script, or nohup, start it with a signal ignored: main() must not
     make it stop the command again."""

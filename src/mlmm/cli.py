@@ -1255,6 +1255,7 @@ def main() -> None:
     """Entry point: one clear line for user errors, tracebacks only with --debug; one line
     for Ctrl-C or SIGTERM (exit code 130 or 143)."""
     import signal
+    import threading
 
     from mlmm.errors import MlmmError
 
@@ -1264,6 +1265,8 @@ def main() -> None:
         signum: signal.signal(signum, _stop)
         for signum in (signal.SIGINT, signal.SIGTERM)
         if signal.getsignal(signum) is not signal.SIG_IGN
+        # only the main thread may set handlers: main() run in another thread keeps Python's
+        and threading.current_thread() is threading.main_thread()
     }
     try:
         app()
