@@ -501,17 +501,17 @@ def test_retraining_needs_overwrite_and_keeps_the_users_files(monkeypatch, capsy
     code, _, err = run(monkeypatch, capsys, "evaluate", str(out_dir))
     assert code == 0, err
     import errno
+    import os
 
-    import mlmm.utils
-
-    def full(*args, **kwargs):
+    def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(mlmm.utils, "atomic_write", full)
+    monkeypatch.setattr(os, "fsync", full)
     csv = out_dir / "eval2.csv"
     code, _, err = run(monkeypatch, capsys, "evaluate", str(out_dir), "--out", str(csv))
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "No space left" in err
-    assert not csv.exists()
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write {csv} (No space left on device)" in err and "free some disk" in err
+    assert not csv.exists() and not [p for p in out_dir.iterdir() if p.name.startswith(".")]
 
 
 def test_train_with_a_full_disk_is_one_line_and_leaves_nothing(monkeypatch, capsys, tmp_path):

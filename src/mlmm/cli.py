@@ -369,6 +369,9 @@ def tune_command(
     console = _console()
 
     def on_trial(record) -> None:
+        _state["on_interrupt"] = (  # the study exists from its first trial on
+            f"every finished trial is kept in {store}; run the same command again to resume"
+        )
         value = "" if record["value"] is None else f" validation loss {record['value']:.4f}"
         error = f": {record['error']}" if record["error"] else ""
         console.print(
@@ -577,14 +580,8 @@ def evaluate(
         console.print(_table(scores, title))
         table = pd.concat([table, scores], ignore_index=True)
     if out is not None:
-        try:
-            with atomic_write(out) as fh:
-                table.to_csv(fh, index=False)
-        except OSError as err:  # disk full, or the location changed since the check
-            raise MlmmError(
-                f"cannot write {out} ({err.strerror or err}); free some disk space or choose "
-                f"another --out, nothing was half-written"
-            ) from None
+        with atomic_write(out) as fh:  # a failed write is atomic_write's one line
+            table.to_csv(fh, index=False)
         console.print(f"wrote {out}")
 
 

@@ -143,3 +143,32 @@ def test_space_names_are_the_whole_space_and_another_space_is_another_study(
         best.unlink()
     assert keys[0] == keys[1] != keys[2]
     assert "trial 0:" in outs[0] and "trial 0:" not in outs[1] and "trial 0:" in outs[2]
+
+
+def test_tune_stopped_by_sigterm_after_a_trial_says_the_study_resumes(
+    monkeypatch, capsys, tmp_path
+):
+    """A stopped `mlmm tune` printed only 'interrupted by SIGTERM': nothing said that the
+    finished trials are kept and that the same command resumes the study."""
+    import os
+    import signal
+    import time
+
+    import mlmm.tune.study
+
+    def stopped(*args, on_trial, **kwargs):
+        on_trial({"number": 0, "state": "complete", "value": 0.5, "seconds": 1.0, "error": None})
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` during the second trial
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not stop the study")
+
+    monkeypatch.setattr(mlmm.tune.study, "tune", stopped)
+    store = tmp_path / "tune.db"
+    args = ["tune", "--dataset", "synthetic", "--method", "zero-impute", "--missing", "mcar:0.5"]
+    code, out, err = run(monkeypatch, capsys, *args, "--store", str(store))
+    assert code == 143, err
+    assert "trial 0: complete" in out
+    assert err.strip() == (
+        f"interrupted by SIGTERM; every finished trial is kept in {store}; "
+        "run the same command again to resume"
+    )
