@@ -971,7 +971,7 @@ def test_a_ray_task_past_its_cap_is_cancelled_by_force_and_its_run_failed():
         (),
         {"remote": staticmethod(lambda config, threads: _FakeRef(config["method"] == "hung"))},
     )()
-    ray_executor._running, ray_executor._deadlines, ray_executor.run_timeout = [], {}, 0.3
+    ray_executor._running, ray_executor.run_timeout = {}, 0.3
     hung = ray_executor.submit({"method": "hung", "budget": {}})
     fine = ray_executor.submit({"method": "fine", "budget": {}})
     outcomes, started = {}, time.monotonic()
@@ -982,7 +982,7 @@ def test_a_ray_task_past_its_cap_is_cancelled_by_force_and_its_run_failed():
     assert outcomes[hung]["status"] == "failed"
     assert outcomes[hung]["error"].startswith("RunTimeout: the run was still running after 0.3 s")
     assert "cancelled (force=True)" in outcomes[hung]["error"]
-    assert fake.cancelled == [(hung, True)] and ray_executor._running == []
+    assert fake.cancelled == [(hung, True)] and ray_executor._running == {}
     assert max(fake.timeouts) <= 0.3  # woke up for the cap, not after the 2 s poll
 
 

@@ -420,8 +420,8 @@ def test_closing_the_ray_executor_cancels_the_tasks_still_running():
             return next(self.refs)
 
     executor = execute.RayExecutor.__new__(execute.RayExecutor)
-    executor._ray, executor._task, executor._running, executor.threads = FakeRay, FakeTask(), [], 1
-    executor.run_timeout, executor._deadlines = None, {}
+    executor._ray, executor._task, executor._running, executor.threads = FakeRay, FakeTask(), {}, 1
+    executor.run_timeout = None
     refs = [executor.submit({}) for _ in range(3)]
     assert executor.wait(refs, 1.0) == [("first", {"status": "done"})]
     executor.close()

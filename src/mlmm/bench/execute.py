@@ -780,42 +780,39 @@ class RayExecutor:
         check_ray_gpus(ray.nodes(), self.options["num_gpus"], address)
         self.slots, self.threads = jobs, threads
         self._task = ray.remote(execute_run).options(max_retries=0, **self.options)
-        self._running: list[Any] = []  # submitted, not yet waited for
         self.run_timeout = run_timeout
-        self._deadlines: dict[Any, tuple[float, float]] = {}  # ref: (monotonic deadline, cap)
+        #: submitted, not yet waited for: ref -> (monotonic deadline, cap), None without a cap
+        self._running: dict[Any, tuple[float, float] | None] = {}
 
     def submit(self, config: dict[str, Any]):
         ref = self._task.remote(config, self.threads)
-        self._running.append(ref)
         cap = run_time_cap(config, self.run_timeout)
-        if cap is not None:
-            self._deadlines[ref] = (time.monotonic() + cap, cap)
+        self._running[ref] = None if cap is None else (time.monotonic() + cap, cap)
         return ref
 
     def wait(self, handles, timeout):
-        deadlines = [self._deadlines[r][0] for r in handles if r in self._deadlines]
+        capped = [self._running.get(r) for r in handles]
+        deadlines = [c[0] for c in capped if c is not None]
         if deadlines:  # wake up for the first cap that runs out
             timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
         ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
-            self._running = [r for r in self._running if r is not ref]
-            self._deadlines.pop(ref, None)
+            self._running.pop(ref, None)
             try:
                 out.append((ref, self._ray.get(ref)))
             except Exception as err:  # the task, its worker or its node died
                 out.append((ref, ray_error_outcome(err)))
         now = time.monotonic()
         for ref in handles:
-            deadline, cap = self._deadlines.get(ref, (None, None))
-            if deadline is None or now < deadline or any(r is ref for r in ready):
+            deadline, cap = self._running.get(ref) or (None, None)
+            if deadline is None or now < deadline:  # a ready ref has left _running above
                 continue
             try:  # hung: force kills its Ray worker
                 self._ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - it finished meanwhile, or Ray is gone
                 pass
-            self._running = [r for r in self._running if r is not ref]
-            del self._deadlines[ref]
+            del self._running[ref]
             stopped = "its Ray task was cancelled (force=True)"
             error = _timeout_message(cap, self.run_timeout is not None, stopped)
             out.append((ref, {"status": "failed", "error": error}))
@@ -830,7 +827,7 @@ class RayExecutor:
                 self._ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - already finished, or Ray is gone: nothing to stop
                 pass
-        self._running = []
+        self._running = {}
 
 
 def ray_error_outcome(err: BaseException) -> dict[str, Any]:

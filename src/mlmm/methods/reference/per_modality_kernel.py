@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import log_softmax
 from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
@@ -114,12 +115,6 @@ def fallback_C(grid: Sequence[float]) -> float:
     return min(grid, key=lambda c: (abs(math.log(c) - target), c))
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise ``log softmax`` of logits ``z [N, K]`` in float64."""
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
-
-
 def cv_folds(y: np.ndarray, classification: bool) -> list[tuple[np.ndarray, np.ndarray]]:
     """:data:`CV_FOLDS` (training, held-out) index pairs over the rows of ``y [N]``, from the
     fixed seed :data:`CV_SEED`: stratified by class where a class has at least that many rows
@@ -156,7 +151,7 @@ def held_out_loss(
         coef, intercept = fit_linear(phi[fit_rows], y[fit_rows], task, C, max_iter, random_state)
         out = phi[held] @ coef.T + intercept  # [H, K]
         if task.is_classification:
-            total -= _log_softmax(out)[np.arange(len(held)), y[held]].sum()
+            total -= log_softmax(out, axis=1)[np.arange(len(held)), y[held]].sum()
         else:
             total += ((out[:, 0] - y[held]) ** 2).sum()
     return total / len(y)
@@ -471,9 +466,9 @@ class PerModalityKernel(ClassicalReference):
                     random_state,
                 )
                 out = phis[name][position[held_m, j]] @ coef.T + intercept  # [H_m, K]
-                evidence[held_m] += _log_softmax(out) - log_class_frequencies(y[fit_m], k)
+                evidence[held_m] += log_softmax(out, axis=1) - log_class_frequencies(y[fit_m], k)
         losses = [
-            -_log_softmax(prior + beta * evidence)[np.arange(n), y].mean()
+            -log_softmax(prior + beta * evidence, axis=1)[np.arange(n), y].mean()
             for beta in EVIDENCE_SCALE_GRID
         ]
         self.cv_losses["evidence_scale"] = [float(v) for v in losses]
