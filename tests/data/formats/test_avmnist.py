@@ -82,3 +82,26 @@ def test_an_empty_npy_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(MlmmError, match=r"train_labels\.npy is not a plain \.npy array") as err:
         load_avmnist(tmp_path, n_valid=2)
     assert "\n" not in str(err.value)
+
+
+def _corrupt_header(path):
+    """Drop the ``)`` closing the header's shape (same length): numpy's header parser then
+    raised tokenize.TokenError ('EOF in multi-line statement') from deep inside np.load."""
+    raw = path.read_bytes()
+    assert b"), }" in raw[:128]
+    path.write_bytes(raw.replace(b"), }", b",  }", 1))
+
+
+@pytest.mark.parametrize("damage", ["header", "data"])
+def test_a_corrupt_header_or_truncated_data_is_one_line_naming_the_file(tmp_path, damage):
+    _write(tmp_path)
+    path = tmp_path / "audio" / "train_data.npy"
+    if damage == "header":
+        _corrupt_header(path)
+    else:  # the header is whole, the rows are not (a broken download)
+        path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(MlmmError, match=r"audio/train_data\.npy is not a plain \.npy") as err:
+        load_avmnist(tmp_path, n_valid=2)
+    assert "fetch or write it again" in str(err.value) and "\n" not in str(err.value)
+    if damage == "header":
+        assert "its header is corrupt" in str(err.value)

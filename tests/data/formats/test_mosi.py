@@ -622,3 +622,23 @@ def test_an_empty_split_in_the_pickle_loads_the_others_and_alone_is_one_line(tmp
     assert sorted(set(ds.meta["official_split"].tolist())) == ["test", "train"]
     with pytest.raises(MlmmError, match=r"mosi_data\.npz holds no rows for split 'valid'"):
         load_mosi(tmp_path, split="valid")  # from the cache, no trust needed
+
+
+def test_a_cache_member_with_a_corrupt_header_is_one_line_saying_to_delete_it(tmp_path):
+    # the member's .npy header failed numpy's tokenizer: TokenError escaped the cache reader
+    import zipfile
+
+    _write_pickle(tmp_path)
+    _trusted(tmp_path)
+    cache = tmp_path / ".mlmm-cache" / "mosi_data.npz"
+    with zipfile.ZipFile(cache) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    member = members["train/scores.npy"]
+    assert b"), }" in member
+    members["train/scores.npy"] = member.replace(b"), }", b",  }", 1)  # a valid CRC-32
+    with zipfile.ZipFile(cache, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(MlmmError, match=r"the cache .*mosi_data\.npz is unreadable") as err:
+        load_mosi(tmp_path)
+    assert "header is corrupt" in str(err.value) and "\n" not in str(err.value)

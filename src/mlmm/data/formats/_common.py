@@ -21,7 +21,9 @@ import importlib
 import os
 import re
 import tempfile
+import tokenize
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +46,8 @@ __all__ = [
     "download",
     "encode_texts",
     "locate",
+    "NUMPY_FILE_ERRORS",
+    "numpy_file_reason",
     "official_split",
     "require",
     "save_npz",
@@ -84,6 +88,29 @@ yet: a loader verifies a file against this table when a digest is known, and aga
 ``checksums=`` a caller passes (the way to pin the copy you have). Add a digest here only
 after hashing a copy obtained from the official address.
 """
+
+NUMPY_FILE_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    SyntaxError,
+    tokenize.TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+"""What ``np.load`` raises for a damaged ``.npy``/``.npz``: an empty or truncated file
+(EOFError, ValueError), a corrupt header (numpy parses it with :mod:`tokenize`: TokenError,
+SyntaxError), a truncated or corrupt zip (BadZipFile, zlib.error)."""
+
+
+def numpy_file_reason(err: BaseException) -> str:
+    """A short reason for one of :data:`NUMPY_FILE_ERRORS` (numpy's own text can span lines or
+    be a tokenizer tuple)."""
+    if isinstance(err, (tokenize.TokenError, SyntaxError)):
+        return "its header is corrupt"
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else type(err).__name__
+
 
 _EXTRA_HINT = "pip install 'mlmm[formats]'"
 _CHUNK_ROWS = 1024

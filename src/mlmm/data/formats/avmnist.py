@@ -24,7 +24,13 @@ import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
-from mlmm.data.formats._common import check_split, locate, verify
+from mlmm.data.formats._common import (
+    NUMPY_FILE_ERRORS,
+    check_split,
+    locate,
+    numpy_file_reason,
+    verify,
+)
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 
@@ -145,10 +151,10 @@ def _read(path: Path, checksums) -> np.ndarray:
     verify(path, "avmnist", checksums)
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as err:  # an empty file: EOFError
+    except NUMPY_FILE_ERRORS as err:  # empty: EOFError; a corrupt header: TokenError
         raise MlmmError(
-            f"{path} is not a plain .npy array ({str(err).splitlines()[0]}); expected a numeric "
-            "array saved with numpy.save, not truncated"
+            f"{path} is not a plain .npy array ({numpy_file_reason(err)}); expected a numeric "
+            "array saved with numpy.save, not truncated: fetch or write it again"
         ) from None
 
 

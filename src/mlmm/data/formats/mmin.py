@@ -25,9 +25,11 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
+    NUMPY_FILE_ERRORS,
     check_disjoint,
     check_split,
     locate,
+    numpy_file_reason,
     require,
     zero_blocks_absent,
 )
@@ -180,10 +182,11 @@ def _load_npy(path: Path, trust_pickle: bool, may_hold_objects: bool = True) -> 
         )
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except NUMPY_FILE_ERRORS as err:  # a corrupt header: TokenError
         if "allow_pickle" not in str(err):
             raise MlmmError(
-                f"{path} is not a readable .npy array ({err}); it may be truncated: fetch it again"
+                f"{path} is not a readable .npy array ({numpy_file_reason(err)}); it may be "
+                "truncated or corrupt: fetch it again"
             ) from None
     if not may_hold_objects:
         raise MlmmError(

@@ -23,7 +23,6 @@ import json
 import os
 import pickle
 import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -33,11 +32,13 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
+    NUMPY_FILE_ERRORS,
     cache_path,
     check_disjoint,
     check_split,
     download,
     locate,
+    numpy_file_reason,
     require,
     save_npz,
     verify,
@@ -478,10 +479,10 @@ def _read_cache(cache: Path, title: str):
     try:
         with np.load(cache, allow_pickle=False) as archive:
             data = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except NUMPY_FILE_ERRORS as err:  # a corrupt member header: TokenError
         raise MlmmError(
-            f"{title}: the cache {cache} is unreadable ({type(err).__name__}: {err}); delete it "
-            "to convert again"
+            f"{title}: the cache {cache} is unreadable ({type(err).__name__}: "
+            f"{numpy_file_reason(err)}); delete it to convert again"
         ) from None
     if "source_stamp" not in data:
         raise MlmmError(
