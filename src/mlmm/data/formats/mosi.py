@@ -683,6 +683,12 @@ def _segments(path: Path, data: Any, title: str) -> list[tuple[str, str, float, 
         if not len(labels):  # a video with no labelled segment gives no sample
             continue
         labels = labels.reshape(len(labels), int(np.prod(labels.shape[1:])))
+        if labels.shape[1] == 0:  # [n, 0]: no score to read (labels[i, 0] was an IndexError)
+            raise MlmmError(
+                f"{path}: label entry {key!r} has features of shape {labels.shape}, no value per "
+                "segment; expected [n, 1] sentiment scores (MOSEI: [n, 7]): fetch the label file "
+                "again"
+            )
         if "[" in key:  # aligned to the labels: one entry per segment, '<video>[<i>]'
             video = key[: key.index("[")]
             out.append((key, video, *intervals[0].tolist(), float(labels[0, 0])))
@@ -714,6 +720,11 @@ def _segment_features(path, data, segments, seq_len, title):
             continue
         # an explicit width: reshape(0, -1) fails for a segment no feature row overlaps
         feats = feats.reshape(len(feats), int(np.prod(feats.shape[1:])))
+        if feats.shape[1] == 0:  # a modality of no features would train on nothing
+            raise MlmmError(
+                f"{path}: entry {seg if seg in data else video!r} has 0 features per step "
+                "(shape [n, 0]); expected [n, d] with d > 0: fetch the file again"
+            )
         if width is None:
             width = feats.shape[1]
         elif feats.shape[1] != width:
