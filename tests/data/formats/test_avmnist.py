@@ -105,3 +105,18 @@ def test_a_corrupt_header_or_truncated_data_is_one_line_naming_the_file(tmp_path
     assert "fetch or write it again" in str(err.value) and "\n" not in str(err.value)
     if damage == "header":
         assert "its header is corrupt" in str(err.value)
+
+
+@pytest.mark.parametrize(("split", "bad_row"), [("valid", 7), (None, 7), ("test", 2)])
+def test_nan_or_inf_is_one_line_naming_the_file_and_its_row(tmp_path, split, bad_row):
+    # the data set's own check named row 1 of the loaded split, not the file or its row
+    _write(tmp_path)
+    part = "test" if split == "test" else "train"
+    path = tmp_path / "audio" / f"{part}_data.npy"
+    audio = np.load(path)
+    audio[bad_row, 5, 5] = np.nan
+    audio[bad_row - 1, 0, 0] = np.inf
+    np.save(path, audio)
+    with pytest.raises(MlmmError, match=rf"audio/{part}_data\.npy holds NaN or inf in 2 row") as e:
+        load_avmnist(tmp_path, split=split, n_valid=2)
+    assert f"[{bad_row - 1}, {bad_row}]" in str(e.value) and "\n" not in str(e.value)

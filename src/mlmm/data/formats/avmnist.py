@@ -116,8 +116,12 @@ def load_avmnist(
     for s in chosen:
         part, rows = ranges[s]
         image, audio, label = arrays[part]
-        images.append(np.asarray(image[rows], dtype=np.float32) / 255.0)
-        audios.append(np.asarray(audio[rows], dtype=np.float32) / 255.0)
+        for name, array, out in (
+            (f"{image_dir}/{part}_data.npy", image, images),
+            (f"audio/{part}_data.npy", audio, audios),
+        ):
+            values = np.asarray(array[rows], dtype=np.float32)  # may be the read-only map
+            out.append(_finite(values, folder / name, rows) / np.float32(255.0))
         labels.append(np.asarray(label[rows]))
         official.append(np.full(len(labels[-1]), s))
     image = np.concatenate(images)
@@ -156,6 +160,19 @@ def _read(path: Path, checksums) -> np.ndarray:
             f"{path} is not a plain .npy array ({numpy_file_reason(err)}); expected a numeric "
             "array saved with numpy.save, not truncated: fetch or write it again"
         ) from None
+
+
+def _finite(values: np.ndarray, path: Path, rows: slice) -> np.ndarray:
+    """``values`` (rows ``rows`` of ``path``) unless one holds NaN or inf: named by its row in
+    the file, not in the loaded data set, whose rows are shifted by the split."""
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        first = (rows.start or 0) + np.flatnonzero(bad)[:3]
+        raise MlmmError(
+            f"{path} holds NaN or inf in {int(bad.sum())} row(s) (first rows of the file: "
+            f"{first.tolist()}); expected finite values (0-255): fetch or regenerate it"
+        )
+    return values
 
 
 def _check(folder, part, image_dir, image, audio, labels):
