@@ -152,3 +152,20 @@ def test_bad_name_mapping_rows_and_a_case_under_both_grades_are_one_line(tmp_pat
     _case(tmp_path / "grades" / "LGG", "Brats18_A_1")  # loaded twice, with both labels, before
     with pytest.raises(MlmmError, match="case Brats18_A_1 is in both .*LGG and .*HGG"):
         load_brats(tmp_path / "grades", downsample=1, expected_shape=SHAPE)
+
+
+def test_hidden_and_macos_zip_folders_are_not_cases(tmp_path):
+    # 2020: '.ipynb_checkpoints' was "not in name_mapping.csv" (an error); 2018/2019: a hidden
+    # folder was an empty case, counted in dropped_empty
+    _case(tmp_path / "2020", "BraTS20_Training_001")
+    (tmp_path / "2020" / "name_mapping.csv").write_text(
+        "Grade,BraTS_2020_subject_ID\nLGG,BraTS20_Training_001\n"
+    )
+    (tmp_path / "2020" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "2020" / "__MACOSX" / "BraTS20_Training_001").mkdir(parents=True)
+    ds = load_brats(tmp_path / "2020", downsample=1, expected_shape=SHAPE)
+    assert ds.meta["cases"].tolist() == ["BraTS20_Training_001"]
+    _case(tmp_path / "2019" / "HGG", "BraTS19_CBICA_AAA_1")
+    (tmp_path / "2019" / "HGG" / ".cache").mkdir()
+    ds = load_brats(tmp_path / "2019", downsample=1, expected_shape=SHAPE)
+    assert ds.meta["cases"].tolist() == ["BraTS19_CBICA_AAA_1"] and ds.meta["dropped_empty"] == 0

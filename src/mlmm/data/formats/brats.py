@@ -167,12 +167,7 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
     folder = Path(root).expanduser()
     grade_dirs = [g for g in BRATS_GRADES if (folder / g).is_dir()]
     if grade_dirs:
-        cases = [
-            (case, grade)
-            for grade in grade_dirs
-            for case in sorted((folder / grade).iterdir())
-            if case.is_dir()
-        ]
+        cases = [(case, grade) for grade in grade_dirs for case in _case_dirs(folder / grade)]
         layout = "grade folders (2018/2019)"
         grade_of: dict[str, str] = {}
         for case, grade in cases:
@@ -184,7 +179,7 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
     elif (folder / "name_mapping.csv").is_file():
         grade_of = _name_mapping(folder / "name_mapping.csv")
         cases = []
-        for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for case in _case_dirs(folder):
             if case.name not in grade_of:
                 raise MlmmError(
                     f"BraTS: case {case.name} is not in {folder / 'name_mapping.csv'}; expected "
@@ -200,6 +195,16 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
     if not cases:
         raise MlmmError(f"BraTS: {folder} holds no case folders; expected {expected}")
     return folder, cases, layout
+
+
+def _case_dirs(parent: Path) -> list[Path]:
+    """The case folders under ``parent``, sorted: hidden folders (``.ipynb_checkpoints``, a
+    cache) and the ``__MACOSX`` folder a macOS zip adds are not cases."""
+    return sorted(
+        p
+        for p in parent.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"
+    )
 
 
 def _name_mapping(path: Path) -> dict[str, str]:
