@@ -169,3 +169,16 @@ def test_hidden_and_macos_zip_folders_are_not_cases(tmp_path):
     (tmp_path / "2019" / "HGG" / ".cache").mkdir()
     ds = load_brats(tmp_path / "2019", downsample=1, expected_shape=SHAPE)
     assert ds.meta["cases"].tolist() == ["BraTS19_CBICA_AAA_1"] and ds.meta["dropped_empty"] == 0
+
+
+def test_a_4d_file_holding_one_volume_reads_as_that_volume(tmp_path):
+    # (x, y, z, 1), as some converters write: refused before, with advice (expected_shape=)
+    # that could not help; a 4-D file of two volumes is still refused
+    case = _case(tmp_path / "HGG", "Brats19_A_1")
+    flat = load_brats(tmp_path, expected_shape=SHAPE, downsample=1)
+    _volume(case / "Brats19_A_1_t2.nii.gz", 102, shape=(*SHAPE, 1))
+    ds = load_brats(tmp_path, expected_shape=SHAPE, downsample=1)
+    np.testing.assert_array_equal(ds.inputs["t2"], flat.inputs["t2"])
+    _volume(case / "Brats19_A_1_t2.nii.gz", 102, shape=(*SHAPE, 2))
+    with pytest.raises(MlmmError, match=r"has shape \(8, 8, 4, 2\).*must hold one volume"):
+        load_brats(tmp_path, expected_shape=SHAPE, downsample=1)

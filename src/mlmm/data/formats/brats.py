@@ -268,10 +268,13 @@ def _volume_path(case_dir: Path, sequence: str) -> Path | None:
 def _read_volume(nib, path: Path, shape: tuple[int, ...], orientation: str | None):
     try:
         image = nib.load(path)
-        if tuple(image.shape) != shape:
+        found = tuple(image.shape)
+        if len(found) > 3 and all(size == 1 for size in found[3:]):  # x, y, z, 1: one volume
+            found = found[:3]
+        if found != shape:
             raise MlmmError(
                 f"{path} has shape {tuple(image.shape)}, expected {shape} (x, y, z); pass "
-                "expected_shape= for another grid"
+                "expected_shape= for another 3-D grid (a 4-D file must hold one volume)"
             )
         if orientation is not None:
             codes = "".join(nib.aff2axcodes(image.affine))
@@ -280,7 +283,7 @@ def _read_volume(nib, path: Path, shape: tuple[int, ...], orientation: str | Non
                     f"{path} has orientation {codes}, expected {orientation}; reorient it "
                     "(e.g. nibabel.as_closest_canonical) or pass orientation=None"
                 )
-        volume = np.asarray(image.dataobj, dtype=np.float32)
+        volume = np.asarray(image.dataobj, dtype=np.float32).reshape(found)  # [X, Y, Z]
     except MlmmError:
         raise
     except Exception as err:  # nibabel raises many types for a broken file
