@@ -26,7 +26,7 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from types import ModuleType
 
 import numpy as np
@@ -49,6 +49,7 @@ __all__ = [
     "NUMPY_FILE_ERRORS",
     "numpy_file_reason",
     "official_split",
+    "plain_name",
     "require",
     "save_npz",
     "TEXT_ENCODINGS",
@@ -270,6 +271,18 @@ def check_disjoint(members: Mapping[str, Iterable[str]], source: str) -> None:
             "two splits); expected disjoint splits, as the published ones are: remove each from "
             "all but one split, or the scores count samples the model trained on"
         )
+
+
+def plain_name(name: str) -> bool:
+    """True for one file or folder name. Loaders join names read from a data set's own lists
+    (CSV rows, ``split.json`` ids) onto its root, so a separator, ``..`` or a drive would
+    reach outside the data set's folder."""
+    return (
+        name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and not PureWindowsPath(name).drive
+    )
 
 
 def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

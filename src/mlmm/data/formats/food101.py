@@ -20,7 +20,7 @@ import html
 import io
 import json
 import os
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from mlmm.data.formats._common import (
     decode_image,
     encode_texts,
     locate,
+    plain_name,
     require,
 )
 from mlmm.data.specs import ModalitySpec, TaskSpec
@@ -219,7 +220,7 @@ def _read_titles(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
                     "CSVs have no header); delete that line"
                 )
             for what, name in (("file name", filename), ("class", label)):
-                if not _plain_name(name):
+                if not plain_name(name):
                     raise MlmmError(
                         f"{path} line {line}: {what} {name!r} is not a plain name, expected "
                         "one such as 'apple_pie_1.jpg' or 'apple_pie' (no folder, '..' or "
@@ -232,17 +233,6 @@ def _read_titles(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
             "filename,title,class rows: an unclosed quote in a title?"
         ) from None
     return out
-
-
-def _plain_name(name: str) -> bool:
-    """True for one file or folder name: images are read at ``images/<split>/<class>/<file>``,
-    so a separator, ``..`` or a drive would reach outside the data set's folder."""
-    return (
-        name not in ("", ".", "..")
-        and "/" not in name
-        and "\\" not in name
-        and not PureWindowsPath(name).drive
-    )
 
 
 def _class_file(class_idx, map_split) -> Path | None:
@@ -279,7 +269,7 @@ def _read_class_idx(path: Path) -> tuple[str, ...]:
             f"{path} gives indices {sorted(mapping.values())[:5]}..., expected each of "
             f"0..{len(mapping) - 1} once ({expected})"
         )
-    bad = [name for name in mapping if not _plain_name(name.strip()) or name != name.strip()]
+    bad = [name for name in mapping if not plain_name(name.strip()) or name != name.strip()]
     if bad:
         raise MlmmError(f"{path} names class {bad[0]!r}, expected plain folder names ({expected})")
     return tuple(sorted(mapping, key=mapping.__getitem__))
