@@ -120,8 +120,9 @@ def load_avmnist(
             (f"{image_dir}/{part}_data.npy", image, images),
             (f"audio/{part}_data.npy", audio, audios),
         ):
-            values = np.asarray(array[rows], dtype=np.float32)  # may be the read-only map
-            out.append(_finite(values, folder / name, rows) / np.float32(255.0))
+            values = np.array(array[rows], dtype=np.float32)  # a copy: the map is read-only
+            values /= np.float32(255.0)  # in place: one float32 copy of a 3 GB audio file
+            out.append(_finite(values, folder / name, rows))
         labels.append(np.asarray(label[rows]))
         official.append(np.full(len(labels[-1]), s))
     image = np.concatenate(images)
@@ -165,7 +166,10 @@ def _read(path: Path, checksums) -> np.ndarray:
 def _finite(values: np.ndarray, path: Path, rows: slice) -> np.ndarray:
     """``values`` (rows ``rows`` of ``path``) unless one holds NaN or inf: named by its row in
     the file, not in the loaded data set, whose rows are shifted by the split."""
-    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    flat = values.reshape(len(values), -1)
+    bad = np.zeros(len(values), dtype=bool)
+    for start in range(0, len(values), 1024):  # no full-size boolean temporary
+        bad[start : start + 1024] = ~np.isfinite(flat[start : start + 1024]).all(axis=1)
     if bad.any():
         first = (rows.start or 0) + np.flatnonzero(bad)[:3]
         raise MlmmError(
