@@ -30,6 +30,7 @@ from mlmm.data.formats._common import (
     check_split,
     locate,
     numpy_file_reason,
+    plain_name,
     require,
     zero_blocks_absent,
 )
@@ -100,7 +101,7 @@ def load_iemocap(
         raise MlmmError(f"IEMOCAP (MMIN): cv must be a fold number >= 1, got {cv!r}")
     if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
         raise MlmmError(f"IEMOCAP (MMIN): seq_len must be a positive integer, got {seq_len!r}")
-    if not isinstance(audio_features, str) or not audio_features or "/" in audio_features:
+    if not isinstance(audio_features, str) or not plain_name(audio_features):
         raise MlmmError(
             f"IEMOCAP (MMIN): audio_features is the stem of a file in A/ (comparE or "
             f"comparE_raw), got {audio_features!r}"
