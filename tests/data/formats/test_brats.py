@@ -182,3 +182,17 @@ def test_a_4d_file_holding_one_volume_reads_as_that_volume(tmp_path):
     _volume(case / "Brats19_A_1_t2.nii.gz", 102, shape=(*SHAPE, 2))
     with pytest.raises(MlmmError, match=r"has shape \(8, 8, 4, 2\).*must hold one volume"):
         load_brats(tmp_path, expected_shape=SHAPE, downsample=1)
+
+
+def test_a_root_one_folder_above_the_release_names_the_release_folder(tmp_path):
+    # Kaggle's 2020 copy unpacks as BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/
+    inner = tmp_path / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData"
+    _case(inner, "BraTS20_Training_001")
+    (inner / "name_mapping.csv").write_text(
+        "Grade,BraTS_2020_subject_ID\nLGG,BraTS20_Training_001\n"
+    )
+    with pytest.raises(MlmmError, match=rf"pass root='{inner}'") as err:
+        load_brats(tmp_path / "BraTS2020_TrainingData", expected_shape=SHAPE, downsample=1)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MlmmError, match="does not hold HGG/ and LGG/"):  # no such folder at all
+        load_brats(tmp_path / "nowhere")

@@ -188,9 +188,15 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
             cases.append((case, grade_of[case.name]))
         layout = "name_mapping.csv (2020)"
     else:
+        inner = [  # an archive unpacked with its release folder inside (Kaggle's 2020 copy)
+            p
+            for p in (_case_dirs(folder) if folder.is_dir() else [])
+            if (p / "name_mapping.csv").is_file() or any((p / g).is_dir() for g in BRATS_GRADES)
+        ]
+        hint = f": pass root={str(inner[0])!r}" if inner else ""
         raise MlmmError(
-            f"BraTS: {folder} does not hold {expected}; the 2021 and later releases carry no "
-            "grade and are not read"
+            f"BraTS: {folder} does not hold {expected}{hint}; the 2021 and later releases "
+            "carry no grade and are not read"
         )
     if not cases:
         raise MlmmError(f"BraTS: {folder} holds no case folders; expected {expected}")
