@@ -120,3 +120,9 @@ def test_nan_or_inf_is_one_line_naming_the_file_and_its_row(tmp_path, split, bad
     with pytest.raises(MlmmError, match=rf"audio/{part}_data\.npy holds NaN or inf in 2 row") as e:
         load_avmnist(tmp_path, split=split, n_valid=2)
     assert f"[{bad_row - 1}, {bad_row}]" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_n_valid_true_is_refused_not_read_as_one_row(tmp_path):
+    _write(tmp_path)
+    with pytest.raises(MlmmError, match=r"n_valid must be an integer in \[0, 8\).*got True"):
+        load_avmnist(tmp_path, n_valid=True)

@@ -101,7 +101,7 @@ def load_avmnist(
         labels = _read(folder / f"{part}_labels.npy", checksums)
         arrays[part] = _check(folder, part, image_dir, image, audio, labels)
     n_train = len(arrays["train"][2])
-    if not isinstance(n_valid, int) or not 0 <= n_valid < n_train:
+    if not isinstance(n_valid, int) or isinstance(n_valid, bool) or not 0 <= n_valid < n_train:
         raise MlmmError(
             f"AV-MNIST: n_valid must be an integer in [0, {n_train}) (the training files hold "
             f"{n_train} rows), got {n_valid!r}"
