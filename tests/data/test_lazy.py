@@ -406,3 +406,37 @@ def test_group_ids_in_an_npz_hdf5_or_parquet_file_are_read(tmp_path, fmt):
         _write_parquet(ds, folder / "b.parquet", groups=patients)
         with pytest.raises(MlmmError, match=r"a.parquet: no column\(s\) \['group'\]"):
             open_dataset(folder)
+
+
+def _drop_shape_paren(raw: bytes) -> bytes:
+    """The ``)`` closing a .npy header's shape dropped (same length): numpy's header parser
+    raised tokenize.TokenError, a traceback from deep inside np.load."""
+    assert b"), }" in raw
+    return raw.replace(b"), }", b",  }", 1)
+
+
+@pytest.mark.parametrize("member", ["observed.npy", "inputs/v.npy"])
+def test_a_corrupt_npy_header_in_a_folder_is_one_line_naming_the_file(tmp_path, member):
+    folder = write_dataset(_mixed(20), tmp_path / "f")
+    (folder / member).write_bytes(_drop_shape_paren((folder / member).read_bytes()))
+    with pytest.raises(MlmmError, match=rf"{member}: not a readable \.npy file \(its header"):
+        open_dataset(folder)
+
+
+@pytest.mark.parametrize("member", ["mlmm.npy", "observed.npy", "input_v.npy"])
+def test_a_corrupt_npz_member_header_or_cut_archive_is_one_line(tmp_path, member):
+    import zipfile
+
+    _write_npz(_mixed(20), tmp_path / "d.npz")
+    with zipfile.ZipFile(tmp_path / "d.npz") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members[member] = _drop_shape_paren(members[member])
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:  # valid CRC-32s
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(MlmmError, match=r"bad\.npz: not a readable \.npz archive \(its header"):
+        open_dataset(tmp_path / "bad.npz")
+    raw = (tmp_path / "d.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) - 200])
+    with pytest.raises(MlmmError, match=r"cut\.npz: not a readable \.npz archive"):
+        open_dataset(tmp_path / "cut.npz")

@@ -212,16 +212,33 @@ def _open_npy_folder(path: Path, specs: Any, task: Any, name: str | None) -> _Ma
 
 
 def _load_npy(file: Path, mmap: bool) -> np.ndarray:
+    from mlmm.data.formats._common import NUMPY_FILE_ERRORS, numpy_file_reason
+
     try:
         return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise MlmmError(f"{file}: file not found; the out-of-core folder is incomplete") from None
-    except (OSError, ValueError) as exc:
-        raise MlmmError(f"{file}: not a readable .npy file ({exc}); rewrite it") from None
+    except NUMPY_FILE_ERRORS as exc:  # a corrupt header: tokenize.TokenError
+        raise MlmmError(
+            f"{file}: not a readable .npy file ({numpy_file_reason(exc)}); rewrite it"
+        ) from None
 
 
 def _open_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSource:
     """Memory-map each stored (uncompressed) member of an ``.npz`` at its offset in the zip."""
+    from mlmm.data.formats._common import NUMPY_FILE_ERRORS, numpy_file_reason
+
+    try:
+        return _map_npz(path, specs, task, name)
+    except MlmmError:
+        raise
+    except (*NUMPY_FILE_ERRORS, struct.error) as exc:  # a member's corrupt header, a cut zip
+        raise MlmmError(
+            f"{path}: not a readable .npz archive ({numpy_file_reason(exc)}); rewrite it"
+        ) from None
+
+
+def _map_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSource:
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:

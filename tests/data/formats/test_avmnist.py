@@ -82,3 +82,47 @@ def test_an_empty_npy_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(MlmmError, match=r"train_labels\.npy is not a plain \.npy array") as err:
         load_avmnist(tmp_path, n_valid=2)
     assert "\n" not in str(err.value)
+
+
+def _corrupt_header(path):
+    """Drop the ``)`` closing the header's shape (same length): numpy's header parser then
+    raised tokenize.TokenError ('EOF in multi-line statement') from deep inside np.load."""
+    raw = path.read_bytes()
+    assert b"), }" in raw[:128]
+    path.write_bytes(raw.replace(b"), }", b",  }", 1))
+
+
+@pytest.mark.parametrize("damage", ["header", "data"])
+def test_a_corrupt_header_or_truncated_data_is_one_line_naming_the_file(tmp_path, damage):
+    _write(tmp_path)
+    path = tmp_path / "audio" / "train_data.npy"
+    if damage == "header":
+        _corrupt_header(path)
+    else:  # the header is whole, the rows are not (a broken download)
+        path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(MlmmError, match=r"audio/train_data\.npy is not a plain \.npy") as err:
+        load_avmnist(tmp_path, n_valid=2)
+    assert "fetch or write it again" in str(err.value) and "\n" not in str(err.value)
+    if damage == "header":
+        assert "its header is corrupt" in str(err.value)
+
+
+@pytest.mark.parametrize(("split", "bad_row"), [("valid", 7), (None, 7), ("test", 2)])
+def test_nan_or_inf_is_one_line_naming_the_file_and_its_row(tmp_path, split, bad_row):
+    # the data set's own check named row 1 of the loaded split, not the file or its row
+    _write(tmp_path)
+    part = "test" if split == "test" else "train"
+    path = tmp_path / "audio" / f"{part}_data.npy"
+    audio = np.load(path)
+    audio[bad_row, 5, 5] = np.nan
+    audio[bad_row - 1, 0, 0] = np.inf
+    np.save(path, audio)
+    with pytest.raises(MlmmError, match=rf"audio/{part}_data\.npy holds NaN or inf in 2 row") as e:
+        load_avmnist(tmp_path, split=split, n_valid=2)
+    assert f"[{bad_row - 1}, {bad_row}]" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_n_valid_true_is_refused_not_read_as_one_row(tmp_path):
+    _write(tmp_path)
+    with pytest.raises(MlmmError, match=r"n_valid must be an integer in \[0, 8\).*got True"):
+        load_avmnist(tmp_path, n_valid=True)

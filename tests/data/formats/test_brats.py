@@ -152,3 +152,47 @@ def test_bad_name_mapping_rows_and_a_case_under_both_grades_are_one_line(tmp_pat
     _case(tmp_path / "grades" / "LGG", "Brats18_A_1")  # loaded twice, with both labels, before
     with pytest.raises(MlmmError, match="case Brats18_A_1 is in both .*LGG and .*HGG"):
         load_brats(tmp_path / "grades", downsample=1, expected_shape=SHAPE)
+
+
+def test_hidden_and_macos_zip_folders_are_not_cases(tmp_path):
+    # 2020: '.ipynb_checkpoints' was "not in name_mapping.csv" (an error); 2018/2019: a hidden
+    # folder was an empty case, counted in dropped_empty
+    _case(tmp_path / "2020", "BraTS20_Training_001")
+    (tmp_path / "2020" / "name_mapping.csv").write_text(
+        "Grade,BraTS_2020_subject_ID\nLGG,BraTS20_Training_001\n"
+    )
+    (tmp_path / "2020" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "2020" / "__MACOSX" / "BraTS20_Training_001").mkdir(parents=True)
+    ds = load_brats(tmp_path / "2020", downsample=1, expected_shape=SHAPE)
+    assert ds.meta["cases"].tolist() == ["BraTS20_Training_001"]
+    _case(tmp_path / "2019" / "HGG", "BraTS19_CBICA_AAA_1")
+    (tmp_path / "2019" / "HGG" / ".cache").mkdir()
+    ds = load_brats(tmp_path / "2019", downsample=1, expected_shape=SHAPE)
+    assert ds.meta["cases"].tolist() == ["BraTS19_CBICA_AAA_1"] and ds.meta["dropped_empty"] == 0
+
+
+def test_a_4d_file_holding_one_volume_reads_as_that_volume(tmp_path):
+    # (x, y, z, 1), as some converters write: refused before, with advice (expected_shape=)
+    # that could not help; a 4-D file of two volumes is still refused
+    case = _case(tmp_path / "HGG", "Brats19_A_1")
+    flat = load_brats(tmp_path, expected_shape=SHAPE, downsample=1)
+    _volume(case / "Brats19_A_1_t2.nii.gz", 102, shape=(*SHAPE, 1))
+    ds = load_brats(tmp_path, expected_shape=SHAPE, downsample=1)
+    np.testing.assert_array_equal(ds.inputs["t2"], flat.inputs["t2"])
+    _volume(case / "Brats19_A_1_t2.nii.gz", 102, shape=(*SHAPE, 2))
+    with pytest.raises(MlmmError, match=r"has shape \(8, 8, 4, 2\).*must hold one volume"):
+        load_brats(tmp_path, expected_shape=SHAPE, downsample=1)
+
+
+def test_a_root_one_folder_above_the_release_names_the_release_folder(tmp_path):
+    # Kaggle's 2020 copy unpacks as BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/
+    inner = tmp_path / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData"
+    _case(inner, "BraTS20_Training_001")
+    (inner / "name_mapping.csv").write_text(
+        "Grade,BraTS_2020_subject_ID\nLGG,BraTS20_Training_001\n"
+    )
+    with pytest.raises(MlmmError, match=rf"pass root='{inner}'") as err:
+        load_brats(tmp_path / "BraTS2020_TrainingData", expected_shape=SHAPE, downsample=1)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MlmmError, match="does not hold HGG/ and LGG/"):  # no such folder at all
+        load_brats(tmp_path / "nowhere")

@@ -180,3 +180,91 @@ def test_a_byte_order_mark_is_not_part_of_the_first_file_name(tmp_path):
     ds = load_food101(tmp_path, image_size=4, split="train")
     assert ds.meta["files"][0] == "train/apple_pie/apple_pie_1.jpg"
     assert ds.meta["missing_images"] == 1 and ds.observed[0].all()
+
+
+def test_a_csv_that_is_not_utf8_is_one_line_naming_the_line(tmp_path):
+    # the published CSVs are UTF-8; a cp1252 re-save had its bytes replaced by U+FFFD silently
+    _write(tmp_path)
+    path = tmp_path / "texts" / "test_titles.csv"
+    lines = path.read_bytes().split(b"\r\n")
+    lines[1] = "apple_pie_9.jpg,Crème brûlée pie,apple_pie".encode("cp1252")
+    path.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(MlmmError, match=r"test_titles\.csv line 2 is not UTF-8") as err:
+        load_food101(tmp_path, image_size=4)
+    assert "re-save the file as UTF-8" in str(err.value) and "\n" not in str(err.value)
+    lines[1] = "apple_pie_9.jpg,Crème brûlée pie,apple_pie".encode()  # UTF-8 reads as written
+    path.write_bytes(b"\r\n".join(lines))
+    ds = load_food101(tmp_path, image_size=4, split="test")
+    assert ds.meta["texts"][1] == "Crème brûlée pie"
+
+
+@pytest.mark.parametrize(
+    ("row", "what"),
+    [
+        ("../../../secret.jpg,Pie,apple_pie", "file name '../../../secret.jpg'"),
+        ("/etc/secret.jpg,Pie,apple_pie", "file name '/etc/secret.jpg'"),
+        (r"..\secret.jpg,Pie,apple_pie", r"file name '..\\\\secret.jpg'"),
+        ("C:secret.jpg,Pie,apple_pie", "file name 'C:secret.jpg'"),
+        ("apple_pie_9.jpg,Pie,..", "class '..'"),
+        ("apple_pie_9.jpg,Pie,../../x", "class '../../x'"),
+        (",Pie,apple_pie", "file name ''"),
+    ],
+)
+def test_a_csv_name_that_leaves_the_root_is_refused(tmp_path, row, what):
+    # images are read at images/<split>/<class>/<file>: '..' reached files outside the root
+    _write(tmp_path)
+    outside = tmp_path / "images" / "secret.jpg"
+    Image.new("RGB", (4, 4)).save(outside, "JPEG")
+    path = tmp_path / "texts" / "test_titles.csv"
+    path.write_bytes(path.read_bytes() + row.encode() + b"\r\n")
+    with pytest.raises(MlmmError, match=rf"line 4: {what} is not a plain name") as err:
+        load_food101(tmp_path, image_size=4)
+    assert "\n" not in str(err.value)
+
+
+def _class_idx(tmp_path, order):
+    import json
+
+    split = {"train": ["apple_pie_1.jpg", "tacos_1.jpg"], "val": [], "test": ["tacos_9.jpg"]}
+    (tmp_path / "map").mkdir(exist_ok=True)
+    (tmp_path / "map" / "split.json").write_text(json.dumps(split))
+    (tmp_path / "map" / "class_idx.json").write_text(json.dumps(order))
+    return tmp_path / "map" / "split.json"
+
+
+def test_maps_class_idx_beside_its_split_gives_the_class_order(tmp_path):
+    _write(tmp_path)
+    map_split = _class_idx(tmp_path, {"frozen_yogurt": 0, "tacos": 1, "apple_pie": 2})
+    ds = load_food101(tmp_path, image_size=4, map_split=map_split)
+    assert ds.task.class_names == ("frozen_yogurt", "tacos", "apple_pie")
+    assert ds.targets.tolist() == [2, 1, 1]  # apple_pie_1, tacos_1, then test tacos_9
+    assert ds.meta["class_order"] == str(tmp_path / "map" / "class_idx.json")
+    # "sorted" keeps the order before class_idx.json was read; no map_split: sorted as before
+    old = load_food101(tmp_path, image_size=4, map_split=map_split, class_idx="sorted")
+    assert old.task.class_names == ("apple_pie", "tacos") and old.targets.tolist() == [0, 1, 1]
+    assert old.meta["class_order"] == "sorted"
+    plain = load_food101(tmp_path, image_size=4, split="test")
+    assert plain.task.class_names == ("apple_pie", "tacos")
+    # an explicit class_idx without MAP's split
+    named = load_food101(
+        tmp_path, image_size=4, split="test", class_idx=map_split.parent / "class_idx.json"
+    )
+    assert named.targets.tolist() == [1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        ({"tacos": 0, "apple_pie": 2}, r"gives indices \[0, 2\]\.\.\., expected each of 0\.\.1"),
+        ({"tacos": 0, "apple_pie": True}, "should be a JSON object"),
+        (["tacos", "apple_pie"], "should be a JSON object"),
+        ({"tacos": 0, "../apple_pie": 1}, "names class '../apple_pie', expected plain"),
+        ({"tacos": 0, "sushi": 1}, r"line 1: class 'apple_pie' is not a class of .*class_idx"),
+    ],
+)
+def test_a_wrong_class_idx_is_one_line(tmp_path, order, message):
+    _write(tmp_path)
+    map_split = _class_idx(tmp_path, order)
+    with pytest.raises(MlmmError, match=message) as err:
+        load_food101(tmp_path, image_size=4, map_split=map_split)
+    assert "\n" not in str(err.value)

@@ -266,3 +266,18 @@ def test_an_empty_split_in_the_fuel_table_overlaps_nothing_and_loads_as_one_line
     assert ds.n_samples == N and "dev" not in ds.meta["official_split"].tolist()
     with pytest.raises(MlmmError, match=r"hdf5: the 'split' attribute gives split 'dev' no rows"):
         load_mmimdb(tmp_path, split="dev")
+
+
+@pytest.mark.parametrize("movie", ["../outside", "/tmp/outside", "..", ""])
+def test_a_raw_split_id_that_leaves_the_root_is_refused(tmp_path, movie):
+    # the id names <id>.json and <id>.jpeg under the root: '../outside' read a file beside it
+    pytest.importorskip("PIL")
+    _write_raw(tmp_path / "root")
+    (tmp_path / "outside.json").write_text(json.dumps({"plot": ["x"], "genres": ["Drama"]}))
+    split_path = tmp_path / "root" / "split.json"
+    split = json.loads(split_path.read_text())
+    split["test"].append(movie)
+    split_path.write_text(json.dumps(split))
+    with pytest.raises(MlmmError, match=rf"'test' lists id '{movie}', which is not a plain") as e:
+        load_mmimdb(tmp_path / "root", image_size=4)
+    assert "split.json" in str(e.value) and "\n" not in str(e.value)

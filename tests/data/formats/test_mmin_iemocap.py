@@ -138,3 +138,22 @@ def test_a_truncated_target_file_is_one_line_naming_it(tmp_path):
     np.save(path, np.array(["0", "1"], dtype=object), allow_pickle=True)
     with pytest.raises(MlmmError, match=r"trn_label\.npy holds Python objects, expected numeric"):
         load_iemocap(tmp_path, trust_pickle=True)  # labels are never unpickled
+
+
+def test_a_target_file_with_a_corrupt_header_is_one_line_naming_it(tmp_path):
+    # numpy's header parser raised tokenize.TokenError, a traceback through np.load
+    _write(tmp_path)
+    path = tmp_path / "target" / "1" / "val_label.npy"
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b"), }", b",  }", 1))
+    with pytest.raises(MlmmError, match=r"val_label\.npy is not a readable \.npy array") as err:
+        load_iemocap(tmp_path)
+    assert "its header is corrupt" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("stem", ["../A/comparE", r"..\comparE", "", "C:comparE"])
+def test_an_audio_features_stem_that_leaves_a_is_refused(tmp_path, stem):
+    # only '/' was refused: a backslash or drive reached outside A/ on Windows
+    _write(tmp_path)
+    with pytest.raises(MlmmError, match="audio_features is the stem of a file in A/"):
+        load_iemocap(tmp_path, audio_features=stem)

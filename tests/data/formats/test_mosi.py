@@ -622,3 +622,42 @@ def test_an_empty_split_in_the_pickle_loads_the_others_and_alone_is_one_line(tmp
     assert sorted(set(ds.meta["official_split"].tolist())) == ["test", "train"]
     with pytest.raises(MlmmError, match=r"mosi_data\.npz holds no rows for split 'valid'"):
         load_mosi(tmp_path, split="valid")  # from the cache, no trust needed
+
+
+def test_a_cache_member_with_a_corrupt_header_is_one_line_saying_to_delete_it(tmp_path):
+    # the member's .npy header failed numpy's tokenizer: TokenError escaped the cache reader
+    import zipfile
+
+    _write_pickle(tmp_path)
+    _trusted(tmp_path)
+    cache = tmp_path / ".mlmm-cache" / "mosi_data.npz"
+    with zipfile.ZipFile(cache) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    member = members["train/scores.npy"]
+    assert b"), }" in member
+    members["train/scores.npy"] = member.replace(b"), }", b",  }", 1)  # a valid CRC-32
+    with zipfile.ZipFile(cache, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(MlmmError, match=r"the cache .*mosi_data\.npz is unreadable") as err:
+        load_mosi(tmp_path)
+    assert "header is corrupt" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("file", ["labels", "audio"])
+def test_a_csd_entry_of_width_zero_is_one_line_naming_it(tmp_path, file):
+    # a label entry [n, 0] raised IndexError (labels[i, 0]); a feature entry [n, 0] made a
+    # modality of no features
+    _write_mosi_csd(tmp_path)
+    path = tmp_path / mosi_module.CSD_FILES["mosi"][file]
+    with h5py.File(path, "a") as f:
+        group = f[next(iter(f.keys()))]["data"]["vidB"]
+        n = group["features"].shape[0]
+        del group["features"]
+        group.create_dataset("features", data=np.zeros((n, 0), dtype="<f4"))
+    message = rf"label entry 'vidB' has features of shape \({n}, 0\)"
+    if file == "audio":
+        message = r"entry 'vidB' has 0 features per step"
+    with pytest.raises(MlmmError, match=message) as err:
+        load_mosi(tmp_path, source="csd", folds=FOLDS)
+    assert path.name in str(err.value) and "\n" not in str(err.value)

@@ -21,10 +21,12 @@ import importlib
 import os
 import re
 import tempfile
+import tokenize
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from types import ModuleType
 
 import numpy as np
@@ -44,7 +46,10 @@ __all__ = [
     "download",
     "encode_texts",
     "locate",
+    "NUMPY_FILE_ERRORS",
+    "numpy_file_reason",
     "official_split",
+    "plain_name",
     "require",
     "save_npz",
     "TEXT_ENCODINGS",
@@ -84,6 +89,29 @@ yet: a loader verifies a file against this table when a digest is known, and aga
 ``checksums=`` a caller passes (the way to pin the copy you have). Add a digest here only
 after hashing a copy obtained from the official address.
 """
+
+NUMPY_FILE_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    SyntaxError,
+    tokenize.TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+"""What ``np.load`` raises for a damaged ``.npy``/``.npz``: an empty or truncated file
+(EOFError, ValueError), a corrupt header (numpy parses it with :mod:`tokenize`: TokenError,
+SyntaxError), a truncated or corrupt zip (BadZipFile, zlib.error)."""
+
+
+def numpy_file_reason(err: BaseException) -> str:
+    """A short reason for one of :data:`NUMPY_FILE_ERRORS` (numpy's own text can span lines or
+    be a tokenizer tuple)."""
+    if isinstance(err, (tokenize.TokenError, SyntaxError)):
+        return "its header is corrupt"
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else type(err).__name__
+
 
 _EXTRA_HINT = "pip install 'mlmm[formats]'"
 _CHUNK_ROWS = 1024
@@ -243,6 +271,18 @@ def check_disjoint(members: Mapping[str, Iterable[str]], source: str) -> None:
             "two splits); expected disjoint splits, as the published ones are: remove each from "
             "all but one split, or the scores count samples the model trained on"
         )
+
+
+def plain_name(name: str) -> bool:
+    """True for one file or folder name. Loaders join names read from a data set's own lists
+    (CSV rows, ``split.json`` ids) onto its root, so a separator, ``..`` or a drive would
+    reach outside the data set's folder."""
+    return (
+        name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and not PureWindowsPath(name).drive
+    )
 
 
 def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

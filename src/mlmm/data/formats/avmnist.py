@@ -24,7 +24,13 @@ import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
-from mlmm.data.formats._common import check_split, locate, verify
+from mlmm.data.formats._common import (
+    NUMPY_FILE_ERRORS,
+    check_split,
+    locate,
+    numpy_file_reason,
+    verify,
+)
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 
@@ -95,7 +101,7 @@ def load_avmnist(
         labels = _read(folder / f"{part}_labels.npy", checksums)
         arrays[part] = _check(folder, part, image_dir, image, audio, labels)
     n_train = len(arrays["train"][2])
-    if not isinstance(n_valid, int) or not 0 <= n_valid < n_train:
+    if not isinstance(n_valid, int) or isinstance(n_valid, bool) or not 0 <= n_valid < n_train:
         raise MlmmError(
             f"AV-MNIST: n_valid must be an integer in [0, {n_train}) (the training files hold "
             f"{n_train} rows), got {n_valid!r}"
@@ -110,8 +116,13 @@ def load_avmnist(
     for s in chosen:
         part, rows = ranges[s]
         image, audio, label = arrays[part]
-        images.append(np.asarray(image[rows], dtype=np.float32) / 255.0)
-        audios.append(np.asarray(audio[rows], dtype=np.float32) / 255.0)
+        for name, array, out in (
+            (f"{image_dir}/{part}_data.npy", image, images),
+            (f"audio/{part}_data.npy", audio, audios),
+        ):
+            values = np.array(array[rows], dtype=np.float32)  # a copy: the map is read-only
+            values /= np.float32(255.0)  # in place: one float32 copy of a 3 GB audio file
+            out.append(_finite(values, folder / name, rows))
         labels.append(np.asarray(label[rows]))
         official.append(np.full(len(labels[-1]), s))
     image = np.concatenate(images)
@@ -145,11 +156,27 @@ def _read(path: Path, checksums) -> np.ndarray:
     verify(path, "avmnist", checksums)
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as err:  # an empty file: EOFError
+    except NUMPY_FILE_ERRORS as err:  # empty: EOFError; a corrupt header: TokenError
         raise MlmmError(
-            f"{path} is not a plain .npy array ({str(err).splitlines()[0]}); expected a numeric "
-            "array saved with numpy.save, not truncated"
+            f"{path} is not a plain .npy array ({numpy_file_reason(err)}); expected a numeric "
+            "array saved with numpy.save, not truncated: fetch or write it again"
         ) from None
+
+
+def _finite(values: np.ndarray, path: Path, rows: slice) -> np.ndarray:
+    """``values`` (rows ``rows`` of ``path``) unless one holds NaN or inf: named by its row in
+    the file, not in the loaded data set, whose rows are shifted by the split."""
+    flat = values.reshape(len(values), -1)
+    bad = np.zeros(len(values), dtype=bool)
+    for start in range(0, len(values), 1024):  # no full-size boolean temporary
+        bad[start : start + 1024] = ~np.isfinite(flat[start : start + 1024]).all(axis=1)
+    if bad.any():
+        first = (rows.start or 0) + np.flatnonzero(bad)[:3]
+        raise MlmmError(
+            f"{path} holds NaN or inf in {int(bad.sum())} row(s) (first rows of the file: "
+            f"{first.tolist()}); expected finite values (0-255): fetch or regenerate it"
+        )
+    return values
 
 
 def _check(folder, part, image_dir, image, audio, labels):

@@ -167,12 +167,7 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
     folder = Path(root).expanduser()
     grade_dirs = [g for g in BRATS_GRADES if (folder / g).is_dir()]
     if grade_dirs:
-        cases = [
-            (case, grade)
-            for grade in grade_dirs
-            for case in sorted((folder / grade).iterdir())
-            if case.is_dir()
-        ]
+        cases = [(case, grade) for grade in grade_dirs for case in _case_dirs(folder / grade)]
         layout = "grade folders (2018/2019)"
         grade_of: dict[str, str] = {}
         for case, grade in cases:
@@ -184,7 +179,7 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
     elif (folder / "name_mapping.csv").is_file():
         grade_of = _name_mapping(folder / "name_mapping.csv")
         cases = []
-        for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for case in _case_dirs(folder):
             if case.name not in grade_of:
                 raise MlmmError(
                     f"BraTS: case {case.name} is not in {folder / 'name_mapping.csv'}; expected "
@@ -193,13 +188,29 @@ def _cases(root) -> tuple[Path, list[tuple[Path, str]], str]:
             cases.append((case, grade_of[case.name]))
         layout = "name_mapping.csv (2020)"
     else:
+        inner = [  # an archive unpacked with its release folder inside (Kaggle's 2020 copy)
+            p
+            for p in (_case_dirs(folder) if folder.is_dir() else [])
+            if (p / "name_mapping.csv").is_file() or any((p / g).is_dir() for g in BRATS_GRADES)
+        ]
+        hint = f": pass root={str(inner[0])!r}" if inner else ""
         raise MlmmError(
-            f"BraTS: {folder} does not hold {expected}; the 2021 and later releases carry no "
-            "grade and are not read"
+            f"BraTS: {folder} does not hold {expected}{hint}; the 2021 and later releases "
+            "carry no grade and are not read"
         )
     if not cases:
         raise MlmmError(f"BraTS: {folder} holds no case folders; expected {expected}")
     return folder, cases, layout
+
+
+def _case_dirs(parent: Path) -> list[Path]:
+    """The case folders under ``parent``, sorted: hidden folders (``.ipynb_checkpoints``, a
+    cache) and the ``__MACOSX`` folder a macOS zip adds are not cases."""
+    return sorted(
+        p
+        for p in parent.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"
+    )
 
 
 def _name_mapping(path: Path) -> dict[str, str]:
@@ -263,10 +274,13 @@ def _volume_path(case_dir: Path, sequence: str) -> Path | None:
 def _read_volume(nib, path: Path, shape: tuple[int, ...], orientation: str | None):
     try:
         image = nib.load(path)
-        if tuple(image.shape) != shape:
+        found = tuple(image.shape)
+        if len(found) > 3 and all(size == 1 for size in found[3:]):  # x, y, z, 1: one volume
+            found = found[:3]
+        if found != shape:
             raise MlmmError(
                 f"{path} has shape {tuple(image.shape)}, expected {shape} (x, y, z); pass "
-                "expected_shape= for another grid"
+                "expected_shape= for another 3-D grid (a 4-D file must hold one volume)"
             )
         if orientation is not None:
             codes = "".join(nib.aff2axcodes(image.affine))
@@ -275,7 +289,7 @@ def _read_volume(nib, path: Path, shape: tuple[int, ...], orientation: str | Non
                     f"{path} has orientation {codes}, expected {orientation}; reorient it "
                     "(e.g. nibabel.as_closest_canonical) or pass orientation=None"
                 )
-        volume = np.asarray(image.dataobj, dtype=np.float32)
+        volume = np.asarray(image.dataobj, dtype=np.float32).reshape(found)  # [X, Y, Z]
     except MlmmError:
         raise
     except Exception as err:  # nibabel raises many types for a broken file

@@ -14,8 +14,10 @@ multimodal food dataset", ICME workshops 2015.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import html
+import io
 import json
 import os
 from pathlib import Path
@@ -31,6 +33,7 @@ from mlmm.data.formats._common import (
     decode_image,
     encode_texts,
     locate,
+    plain_name,
     require,
 )
 from mlmm.data.specs import ModalitySpec, TaskSpec
@@ -65,6 +68,7 @@ def load_food101(
     bad_images: str = "skip",
     unescape_html: bool = False,
     map_split: str | os.PathLike | None = None,
+    class_idx: str | os.PathLike | None = None,
 ) -> MultimodalDataset:
     """Load UPMC Food-101 images and titles from the folder layout under ``root``.
 
@@ -112,12 +116,18 @@ def load_food101(
     check_image_text_options("Food-101", text, bad_images, image_size, text_dim, text_length)
     folder = locate(root, FOOD101_FILES, "UPMC Food-101")
     rows = {s: _read_titles(folder / "texts" / f"{s}_titles.csv") for s in SPLITS}
-    classes = tuple(sorted({label for _, (_, _, label) in rows["train"]}))
+    class_file = _class_file(class_idx, map_split)
+    if class_file is None:
+        classes = tuple(sorted({label for _, (_, _, label) in rows["train"]}))
+        where, source = "the training CSV", folder / "texts" / "train_titles.csv"
+    else:
+        classes = _read_class_idx(class_file)
+        where, source = str(class_file), class_file
     if len(classes) < 2:
         raise MlmmError(
-            f"UPMC Food-101: {folder / 'texts' / 'train_titles.csv'} names {len(classes)} "
-            "class(es); expected the 101 dish classes"
+            f"UPMC Food-101: {source} names {len(classes)} class(es); expected the 101 dish classes"
         )
+    index_of = {name: i for i, name in enumerate(classes)}
     plan, unlisted = _plan(rows, map_split)
     images, titles, labels, files, official = [], [], [], [], []
     present_image = []
@@ -127,10 +137,10 @@ def load_food101(
             continue
         csv_path = folder / "texts" / f"{s}_titles.csv"
         for line, (filename, title, label) in selected:
-            if label not in classes:
+            if label not in index_of:
                 raise MlmmError(
-                    f"{csv_path} line {line}: class {label!r} is not a class of the training "
-                    f"CSV ({len(classes)} classes); expected one of them"
+                    f"{csv_path} line {line}: class {label!r} is not a class of {where} "
+                    f"({len(classes)} classes); expected one of them"
                 )
             path = folder / "images" / s / label / filename
             if path.is_file():
@@ -144,7 +154,7 @@ def load_food101(
             present_image.append(pixels is not None)
             images.append(pixels)
             titles.append(html.unescape(title) if unescape_html else title)
-            labels.append(classes.index(label))
+            labels.append(index_of[label])
             files.append(f"{s}/{label}/{filename}")
             official.append(name)
     if not labels:
@@ -170,6 +180,7 @@ def load_food101(
             "missing_images": missing,
             "text_encoding": text,
             "unlisted": unlisted,
+            "class_order": "sorted" if class_file is None else str(class_file),
         },
     )
 
@@ -177,34 +188,91 @@ def load_food101(
 def _read_titles(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
     """``(line, (filename, title, class))`` rows of a header-less CSV (CRLF, quoted commas);
     ``line`` is the file's line where the row ends (blank lines and quoted line breaks count)."""
+    raw = path.read_bytes()
+    if raw.startswith(codecs.BOM_UTF8):  # a CSV re-saved by a spreadsheet: not part of a name
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        text = raw.decode("utf-8")  # the published CSVs are UTF-8: other bytes are an error
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise MlmmError(
+            f"{path} line {line} is not UTF-8 (byte {raw[err.start : err.start + 1]!r}); "
+            "expected UTF-8 text as the published CSVs are: re-save the file as UTF-8 (for "
+            "example iconv -f cp1252 -t utf-8 OLD > NEW, naming its real encoding)"
+        ) from None
     out = []
-    # utf-8-sig: a byte-order mark (a CSV re-saved by a spreadsheet) is not part of a file name
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        reader = csv.reader(fh)
-        try:
-            for row in reader:
-                line = reader.line_num
-                if not row:
-                    continue
-                if len(row) != 3:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            if len(row) != 3:
+                raise MlmmError(
+                    f"{path} line {line} has {len(row)} fields, expected 3 (filename,title,"
+                    "class with no header; quote titles that hold commas)"
+                )
+            filename, label = row[0].strip(), row[2].strip()
+            if not out and Path(filename).suffix.lower() not in _IMAGE_SUFFIXES:
+                raise MlmmError(
+                    f"{path} line {line} reads {row!r}, which looks like a header, expected "
+                    "a first sample such as 'apple_pie_1.jpg,title,apple_pie' (the published "
+                    "CSVs have no header); delete that line"
+                )
+            for what, name in (("file name", filename), ("class", label)):
+                if not plain_name(name):
                     raise MlmmError(
-                        f"{path} line {line} has {len(row)} fields, expected 3 (filename,title,"
-                        "class with no header; quote titles that hold commas)"
+                        f"{path} line {line}: {what} {name!r} is not a plain name, expected "
+                        "one such as 'apple_pie_1.jpg' or 'apple_pie' (no folder, '..' or "
+                        "drive: it would read outside the data set's folder); fix that row"
                     )
-                filename = row[0].strip()
-                if not out and Path(filename).suffix.lower() not in _IMAGE_SUFFIXES:
-                    raise MlmmError(
-                        f"{path} line {line} reads {row!r}, which looks like a header, expected "
-                        "a first sample such as 'apple_pie_1.jpg,title,apple_pie' (the published "
-                        "CSVs have no header); delete that line"
-                    )
-                out.append((line, (filename, row[1], row[2].strip())))
-        except csv.Error as err:  # a runaway quote: a field past the csv module's size limit
-            raise MlmmError(
-                f"{path} line {reader.line_num} is not readable CSV ({err}); expected "
-                "filename,title,class rows: an unclosed quote in a title?"
-            ) from None
+            out.append((line, (filename, row[1], label)))
+    except csv.Error as err:  # a runaway quote: a field past the csv module's size limit
+        raise MlmmError(
+            f"{path} line {reader.line_num} is not readable CSV ({err}); expected "
+            "filename,title,class rows: an unclosed quote in a title?"
+        ) from None
     return out
+
+
+def _class_file(class_idx, map_split) -> Path | None:
+    """The ``class_idx.json`` to read, or None for the sorted names of the training CSV."""
+    if class_idx is None:
+        if map_split is None:
+            return None
+        beside = Path(map_split).expanduser().parent / "class_idx.json"
+        return beside if beside.is_file() else None
+    if isinstance(class_idx, str) and class_idx == "sorted":
+        return None
+    if not isinstance(class_idx, (str, os.PathLike)):
+        raise MlmmError(
+            f"UPMC Food-101: class_idx should be the path of a class_idx.json or 'sorted', got "
+            f"{class_idx!r}"
+        )
+    return Path(class_idx).expanduser()
+
+
+def _read_class_idx(path: Path) -> tuple[str, ...]:
+    """Class names in the order of MAP's ``class_idx.json`` (``{name: index}``, 0..K-1)."""
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MlmmError(f"class_idx={str(path)!r} is not a readable JSON file ({err})") from None
+    expected = 'a JSON object {"frozen_yogurt": 0, "tacos": 1, ...} with indices 0..K-1'
+    if not isinstance(mapping, dict) or not all(
+        type(v) is int
+        for v in mapping.values()  # bool is an int subclass: not an index
+    ):
+        raise MlmmError(f"{path} should be {expected}, got {str(mapping)[:60]}")
+    if sorted(mapping.values()) != list(range(len(mapping))):
+        raise MlmmError(
+            f"{path} gives indices {sorted(mapping.values())[:5]}..., expected each of "
+            f"0..{len(mapping) - 1} once ({expected})"
+        )
+    bad = [name for name in mapping if not plain_name(name.strip()) or name != name.strip()]
+    if bad:
+        raise MlmmError(f"{path} names class {bad[0]!r}, expected plain folder names ({expected})")
+    return tuple(sorted(mapping, key=mapping.__getitem__))
 
 
 def _plan(rows, map_split):

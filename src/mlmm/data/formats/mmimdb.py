@@ -28,6 +28,7 @@ from mlmm.data.formats._common import (
     decode_image,
     encode_texts,
     locate,
+    plain_name,
     require,
     verify,
     zero_blocks_absent,
@@ -355,6 +356,14 @@ def _load_raw(folder, split, genre, image_size, text, text_dim, text_length, bad
             )
     # ids as the files name them: a number written for an id gets its leading zeros back
     splits = {s: [_movie_id(v) for v in splits[s]] for s in SPLITS}
+    for s in SPLITS:
+        for movie in splits[s]:
+            if not plain_name(movie):  # the id names <id>.json and <id>.jpeg under the root
+                raise MlmmError(
+                    f"{split_path}: {s!r} lists id {movie!r}, which is not a plain name; "
+                    "expected ids such as '0000008' (no folder, '..' or drive: it would read "
+                    "outside the data set's folder): fix that entry"
+                )
     check_disjoint(splits, str(split_path))
     ids, texts, images, present_image, genres, official = [], [], [], [], [], []
     skipped = 0

@@ -25,9 +25,12 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
+    NUMPY_FILE_ERRORS,
     check_disjoint,
     check_split,
     locate,
+    numpy_file_reason,
+    plain_name,
     require,
     zero_blocks_absent,
 )
@@ -98,7 +101,7 @@ def load_iemocap(
         raise MlmmError(f"IEMOCAP (MMIN): cv must be a fold number >= 1, got {cv!r}")
     if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
         raise MlmmError(f"IEMOCAP (MMIN): seq_len must be a positive integer, got {seq_len!r}")
-    if not isinstance(audio_features, str) or not audio_features or "/" in audio_features:
+    if not isinstance(audio_features, str) or not plain_name(audio_features):
         raise MlmmError(
             f"IEMOCAP (MMIN): audio_features is the stem of a file in A/ (comparE or "
             f"comparE_raw), got {audio_features!r}"
@@ -180,10 +183,11 @@ def _load_npy(path: Path, trust_pickle: bool, may_hold_objects: bool = True) -> 
         )
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except NUMPY_FILE_ERRORS as err:  # a corrupt header: TokenError
         if "allow_pickle" not in str(err):
             raise MlmmError(
-                f"{path} is not a readable .npy array ({err}); it may be truncated: fetch it again"
+                f"{path} is not a readable .npy array ({numpy_file_reason(err)}); it may be "
+                "truncated or corrupt: fetch it again"
             ) from None
     if not may_hold_objects:
         raise MlmmError(

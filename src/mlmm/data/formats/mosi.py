@@ -23,7 +23,6 @@ import json
 import os
 import pickle
 import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -33,11 +32,13 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
+    NUMPY_FILE_ERRORS,
     cache_path,
     check_disjoint,
     check_split,
     download,
     locate,
+    numpy_file_reason,
     require,
     save_npz,
     verify,
@@ -478,10 +479,10 @@ def _read_cache(cache: Path, title: str):
     try:
         with np.load(cache, allow_pickle=False) as archive:
             data = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except NUMPY_FILE_ERRORS as err:  # a corrupt member header: TokenError
         raise MlmmError(
-            f"{title}: the cache {cache} is unreadable ({type(err).__name__}: {err}); delete it "
-            "to convert again"
+            f"{title}: the cache {cache} is unreadable ({type(err).__name__}: "
+            f"{numpy_file_reason(err)}); delete it to convert again"
         ) from None
     if "source_stamp" not in data:
         raise MlmmError(
@@ -682,6 +683,12 @@ def _segments(path: Path, data: Any, title: str) -> list[tuple[str, str, float, 
         if not len(labels):  # a video with no labelled segment gives no sample
             continue
         labels = labels.reshape(len(labels), int(np.prod(labels.shape[1:])))
+        if labels.shape[1] == 0:  # [n, 0]: no score to read (labels[i, 0] was an IndexError)
+            raise MlmmError(
+                f"{path}: label entry {key!r} has features of shape {labels.shape}, no value per "
+                "segment; expected [n, 1] sentiment scores (MOSEI: [n, 7]): fetch the label file "
+                "again"
+            )
         if "[" in key:  # aligned to the labels: one entry per segment, '<video>[<i>]'
             video = key[: key.index("[")]
             out.append((key, video, *intervals[0].tolist(), float(labels[0, 0])))
@@ -713,6 +720,11 @@ def _segment_features(path, data, segments, seq_len, title):
             continue
         # an explicit width: reshape(0, -1) fails for a segment no feature row overlaps
         feats = feats.reshape(len(feats), int(np.prod(feats.shape[1:])))
+        if feats.shape[1] == 0:  # a modality of no features would train on nothing
+            raise MlmmError(
+                f"{path}: entry {seg if seg in data else video!r} has 0 features per step "
+                "(shape [n, 0]); expected [n, d] with d > 0: fetch the file again"
+            )
         if width is None:
             width = feats.shape[1]
         elif feats.shape[1] != width:
