@@ -91,3 +91,72 @@ def test_small_but_real_differences_are_not_tied(metric):
     # the rounding that merges float noise (12 decimals) keeps small-scale metrics apart
     html = leaderboard({"a": [0.0012, 0.0012], "b": [0.0014, 0.0014], "c": [1e-9, 1.1e-9]}, metric)
     assert html.count("#1</span>") == html.count("#2</span>") == html.count("#3</span>") == 1
+
+
+def leaderboard_in_columns(values: dict[str, dict[str, float]]) -> str:
+    """A leaderboard with one column per test condition: ``{method: {condition: value}}``
+    (one seed; a condition a method lacks is a column without its score)."""
+    rates = {"none": 0.0, "mcar:0.3": 0.3, "mcar:0.6": 0.6}
+    rows = [
+        dict(method=method, seed=0, value=value, n=100, slot_rate=rates[condition],
+             train_condition="none", condition=condition, setting=f"train none → test {condition}")
+        for method, scores in values.items()
+        for condition, value in scores.items()
+    ]  # fmt: skip
+    failed = pd.DataFrame(columns=["method", "train_condition", "dataset"])
+    return _ranking(pd.DataFrame(rows), "accuracy", "toy", {}, failed)
+
+
+def methods_in_order(html: str, names: list[str]) -> list[str]:
+    return sorted(names, key=lambda name: html.index(f"<td>{name}</td>"))
+
+
+def test_the_mean_rank_is_over_the_columns_every_method_has():
+    # p has no score under mcar:0.6, where it would have to face t's win; its mean rank over
+    # its own columns (1.5) put it above s (5/3), which beats or ties it where both scored
+    html = leaderboard_in_columns(
+        {
+            "p": {"none": 0.8, "mcar:0.3": 0.9},
+            "s": {"none": 0.9, "mcar:0.3": 0.8, "mcar:0.6": 0.8},
+            "t": {"none": 0.7, "mcar:0.3": 0.7, "mcar:0.6": 0.9},
+        }
+    )
+    # over none and mcar:0.3: s 1.5, p 1.5 (s first: it has every column), t 3.0
+    assert methods_in_order(html, ["p", "s", "t"]) == ["s", "p", "t"]
+    assert "1.5 (scored in 2 of 3 columns)" in html
+    assert "mean rank over the 2 of 3 columns" in html
+    assert "<td>3.0</td>" in html or ">3.0<" in html
+
+
+def test_a_method_without_any_score_does_not_shrink_the_ranked_columns():
+    html = leaderboard_in_columns(
+        {
+            "a": {"none": 0.9, "mcar:0.3": 0.7},
+            "b": {"none": 0.8, "mcar:0.3": 0.8},
+            "c": {"none": np.nan, "mcar:0.3": np.nan},  # undefined on every column
+        }
+    )
+    assert "mean rank over" not in html  # both columns ranked for a and b
+    assert methods_in_order(html, ["a", "b", "c"]) == ["a", "b", "c"]
+    assert html.count("1.5") == 2  # a: #1, #2; b: #2, #1
+
+
+def test_no_column_every_method_has_leaves_no_mean_rank_and_says_so():
+    html = leaderboard_in_columns({"a": {"none": 0.9}, "b": {"mcar:0.3": 0.8, "mcar:0.6": 0.7}})
+    assert "no column has a score for every method" in html
+    # sorted by how many columns each has a score in
+    assert methods_in_order(html, ["a", "b"]) == ["b", "a"]
+    assert "– (scored in 1 of 3 columns)" in html and "– (scored in 2 of 3 columns)" in html
+
+
+def test_the_new_metrics_have_their_names_directions_and_ranges():
+    assert _interval(pd.Series([1.9, 2.0, 1.95]), "brier", None)[1] <= 2.0  # [0, 2]
+    assert _interval(pd.Series([0.9, 1.0, 0.95]), "ccc", None)[1] <= 1.0  # [-1, 1]
+    assert _interval(pd.Series([-0.9, -1.0, -0.95]), "ccc", None)[0] >= -1.0
+    low, high = _interval(pd.Series([0.9, 1.0, 0.95]), "balanced_accuracy", None)
+    assert high <= 1.0
+    html = leaderboard({"a": [0.3, 0.4], "b": [0.5, 0.6]}, "log_loss")
+    assert "log loss, lower is better" in html
+    assert html.index("<td>a</td>") < html.index("<td>b</td>")  # the lower loss ranks first
+    html = leaderboard({"a": [0.6, 0.7], "b": [0.8, 0.9]}, "balanced_accuracy")
+    assert "balanced accuracy (%), higher is better" in html and "85.0" in html

@@ -105,7 +105,9 @@ def test_ece_of_a_perfectly_calibrated_and_a_certain_model():
 
 def test_classification_metrics_keys():
     proba, target = random_case(20, 3, 0)
-    assert set(classification_metrics(proba, target)) == {"accuracy", "macro_f1", "auroc", "ece"}
+    assert list(classification_metrics(proba, target)) == [
+        "accuracy", "macro_f1", "auroc", "ece", "balanced_accuracy", "log_loss", "brier",
+    ]  # fmt: skip
 
 
 def test_regression_metrics_by_hand():
@@ -115,5 +117,5 @@ def test_regression_metrics_by_hand():
     assert out["rmse"] == pytest.approx(math.sqrt(14 / 4))
     # targets' mean 3, SST = 4 + 1 + 1 + 0 = 6; SSE = 14
     assert out["r2"] == pytest.approx(1 - 14 / 6)
-    assert set(out) == {"mae", "rmse", "r2"}
+    assert set(out) == {"mae", "rmse", "r2", "ccc"}
     assert math.isnan(regression_metrics(np.array([1.0, 2.0]), np.array([3.0, 3.0]))["r2"])

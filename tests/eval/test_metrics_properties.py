@@ -8,11 +8,14 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
+    brier_score_loss,
     f1_score,
+    log_loss,
     mean_absolute_error,
     mean_squared_error,
     r2_score,
@@ -21,10 +24,14 @@ from sklearn.metrics import (
 
 from mlmm.errors import MlmmError
 from mlmm.eval.metrics import (
+    CLASSIFICATION_EXTRA_METRICS,
     CLASSIFICATION_METRICS,
     MULTILABEL_METRICS,
+    REGRESSION_EXTRA_METRICS,
     REGRESSION_METRICS,
+    accuracy,
     classification_metrics,
+    concordance_correlation,
     expected_calibration_error,
     multilabel_metrics,
     regression_metrics,
@@ -65,6 +72,9 @@ def test_classification_metrics_match_sklearn(case):
         sub = proba[:, classes]
         if len(classes) < proba.shape[1]:  # renormalised over the present classes
             sub = sub / np.clip(sub.sum(1, keepdims=True), 1e-300, None)
+        # a row with no probability on any present class has no renormalised scores that
+        # scikit-learn accepts (they sum to 0)
+        assume(len(classes) == 2 or bool(np.isclose(sub.sum(1), 1.0).all()))
         if len(classes) == 2:
             expected = roc_auc_score(target == classes[1], sub[:, 1])
         else:
@@ -133,8 +143,9 @@ def test_a_non_finite_regression_prediction_leaves_every_metric_undefined(bad):
 def test_nan_probabilities_leave_every_classification_metric_undefined(proba):
     # argmax over NaN picks class 0: a diverged model scored 50% accuracy here before
     out = classification_metrics(proba, np.array([0, 0, 1, 2]))
-    assert list(out) == list(CLASSIFICATION_METRICS)
+    assert list(out) == [*CLASSIFICATION_METRICS, *CLASSIFICATION_EXTRA_METRICS]
     assert all(math.isnan(v) for v in out.values())
+    assert math.isnan(accuracy(proba, np.array([0, 0, 1, 2])))
 
 
 def test_no_sample_leaves_every_metric_undefined():
@@ -161,7 +172,10 @@ def test_one_sample_and_one_class():
 
 
 def test_regression_keys():
-    assert list(regression_metrics(np.zeros(2), np.ones(2))) == list(REGRESSION_METRICS)
+    assert list(regression_metrics(np.zeros(2), np.ones(2))) == [
+        *REGRESSION_METRICS,
+        *REGRESSION_EXTRA_METRICS,
+    ]
 
 
 def test_targets_outside_the_probability_columns_are_refused_in_one_line():
@@ -193,3 +207,72 @@ def test_multilabel_metrics_match_sklearn(n, n_labels, seed):
         assert out["macro_auroc"] == pytest.approx(np.mean(aurocs))
     else:
         assert math.isnan(out["macro_auroc"])
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
+@pytest.mark.filterwarnings("ignore:A single label was found")
+@FAST
+@given(classification_case())
+def test_balanced_accuracy_log_loss_and_brier_match_sklearn(case):
+    proba, target = case
+    out = classification_metrics(proba, target)
+    labels = np.arange(proba.shape[1])
+    expected = balanced_accuracy_score(target, proba.argmax(1))
+    assert out["balanced_accuracy"] == pytest.approx(expected)
+    assert out["log_loss"] == pytest.approx(log_loss(target, proba, labels=labels))
+    # the multiclass Brier score in [0, 2] (scikit-learn >= 1.7 has it unscaled)
+    expected = brier_score_loss(target, proba, labels=labels, scale_by_half=False)
+    assert out["brier"] == pytest.approx(expected)
+
+
+def test_new_classification_metrics_by_hand():
+    proba = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])  # [N, K]
+    out = classification_metrics(proba, np.array([0, 1, 1]))
+    assert out["balanced_accuracy"] == pytest.approx((1 / 1 + 1 / 2) / 2)  # recall 1 and 1/2
+    assert out["log_loss"] == pytest.approx(-(math.log(0.7) + math.log(0.8) + math.log(0.4)) / 3)
+    assert out["brier"] == pytest.approx((0.18 + 0.08 + 0.72) / 3)
+
+
+def test_log_loss_of_a_certain_wrong_answer_is_clipped_as_sklearn_clips():
+    # probability 0 for the label: -log(eps), finite, not infinity
+    out = classification_metrics(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1, 1]))
+    assert out["log_loss"] == pytest.approx(-math.log(np.finfo(float).eps) / 2)
+    assert out["brier"] == pytest.approx(1.0)  # 2 on the wrong row, 0 on the right one
+
+
+def test_balanced_accuracy_sees_through_a_majority_class_answer():
+    proba = np.tile([0.9, 0.1], (10, 1))  # always class 0; 9 of 10 labels are 0
+    out = classification_metrics(proba, np.array([0] * 9 + [1]))
+    assert out["accuracy"] == pytest.approx(0.9) and out["balanced_accuracy"] == pytest.approx(0.5)
+
+
+@FAST
+@given(st.integers(2, 30), st.integers(0, 2**31 - 1))
+def test_ccc_against_its_definition_and_its_bounds(n, seed):
+    rng = np.random.default_rng(seed)
+    target = rng.normal(size=n)
+    pred = 0.5 * target + rng.normal(size=n) + 0.3
+    ccc = regression_metrics(pred, target)["ccc"]
+    # Lin (1989): rho_c = rho * 2 s_x s_y / (s_x^2 + s_y^2 + (mean_x - mean_y)^2)
+    rho = np.corrcoef(pred, target)[0, 1]
+    sx, sy = pred.std(), target.std()
+    expected = rho * 2 * sx * sy / (sx**2 + sy**2 + (pred.mean() - target.mean()) ** 2)
+    assert ccc == pytest.approx(expected)
+    assert -1.0 <= ccc <= 1.0
+
+
+def test_ccc_penalises_shift_and_scale_that_correlation_ignores():
+    target = np.array([1.0, 2.0, 3.0, 4.0])
+    assert concordance_correlation(target, target) == pytest.approx(1.0)
+    assert concordance_correlation(target + 1.0, target) == pytest.approx(1.25 / 1.75)
+    assert concordance_correlation(2 * target, target) == pytest.approx(2 * 2.5 / (5 + 1.25 + 6.25))
+    assert concordance_correlation(-target, target) == pytest.approx(-2.5 / (1.25 + 1.25 + 25))
+
+
+def test_ccc_is_undefined_on_one_sample_a_shared_constant_and_a_nan_prediction():
+    assert math.isnan(regression_metrics(np.array([1.5]), np.array([1.0]))["ccc"])
+    assert math.isnan(concordance_correlation(np.array([3.0, 3.0]), np.array([3.0, 3.0])))
+    # a constant target with other predictions: defined, no agreement beyond chance
+    assert concordance_correlation(np.array([1.0, 2.0]), np.array([3.0, 3.0])) == 0.0
+    assert math.isnan(regression_metrics(np.array([1.0, np.nan]), np.array([1.0, 2.0]))["ccc"])

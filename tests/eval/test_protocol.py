@@ -70,7 +70,9 @@ def test_table_has_the_documented_columns_and_scopes():
     table = evaluate(OracleOfA(), dataset(), "none,mcar:0.5")
     assert list(table.columns) == COLUMNS
     assert set(table.scope) == {"overall", "pattern", "subset"}
-    assert set(table.metric) == {"accuracy", "macro_f1", "auroc", "ece"}
+    assert set(table.metric) == {
+        "accuracy", "macro_f1", "auroc", "ece", "balanced_accuracy", "log_loss", "brier",
+    }  # fmt: skip
     assert set(table[table.scope == "overall"].condition) == {"none", "mcar:0.5"}
 
 
@@ -158,7 +160,7 @@ def test_same_seed_same_table_and_independent_of_condition_order():
 
 def test_switches_and_bad_specs():
     table = evaluate(OracleOfA(), dataset(), "none", subsets=False, patterns=False)
-    assert set(table.scope) == {"overall"} and len(table) == 4
+    assert set(table.scope) == {"overall"} and len(table) == 7  # 4 default metrics + 3 more
     with pytest.raises(MlmmError, match="at least one test missingness spec"):
         evaluate(OracleOfA(), dataset(), [])
 

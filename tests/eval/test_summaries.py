@@ -172,7 +172,7 @@ def test_summarize_a_real_regression_evaluation_without_subsets():
         data, "zero-impute", missing="mcar:0.3", trainer={"max_epochs": 2, "progress": False},
         subsets=False,
     )  # fmt: skip
-    assert set(res.table.metric) == {"rmse", "mae", "r2"}
+    assert set(res.table.metric) == {"rmse", "mae", "r2", "ccc"}
     out = summarize(res.table)
     assert (out.metric == "rmse").all() and np.isfinite(out.mean_over_conditions).all()
     assert out.full.isna().all() and "subsets=True" in out.note.iloc[0]

@@ -319,3 +319,30 @@ def test_a_model_naming_parts_must_define_their_losses():
 
     with pytest.raises(MlmmError, match="does not define part_losses"):
         trainer().fit(NoLosses(SPECS, BINARY, {}), data(), data(20, seed=1))
+
+
+def test_val_accuracy_is_undefined_when_a_validation_score_is_nan():
+    """A NaN score row is not read as class 0 (argmax over NaN): val_accuracy is NaN, as the
+    evaluation's accuracy is (mlmm.eval.metrics.accuracy)."""
+    module = model()
+
+    def nan_first_row(module, inputs, output):
+        if not module.training:  # validation only: training itself stays finite
+            output.prediction[0] = float("nan")  # [B, K]
+        return output
+
+    module.register_forward_hook(nan_first_row)
+    train, val = data(), data(20, seed=1)
+    # every validation label is 0, so the old argmax read the NaN row as a correct answer
+    val = MultimodalDataset(val.specs, val.task, val.inputs, np.zeros(20, dtype=np.int64))
+    trained = trainer(max_epochs=2).fit(module, train, val)
+    (history,) = trained.histories
+    assert all(math.isnan(row["val_accuracy"]) for row in history.epochs)
+
+
+def test_val_accuracy_counts_correct_rows_when_scores_are_finite():
+    train, val = data(), data(20, seed=1)
+    trained = trainer(max_epochs=2).fit(model(), train, val)
+    for row in trained.histories[0].epochs:
+        correct = row["val_accuracy"] * 20  # a count of the 20 validation rows
+        assert 0 <= correct <= 20 and correct == pytest.approx(round(correct))

@@ -43,9 +43,13 @@ METRIC_NAMES = {
     "macro_f1": "macro-F1 (%)",
     "auroc": "AUROC (%)",
     "ece": "ECE",
+    "balanced_accuracy": "balanced accuracy (%)",
+    "log_loss": "log loss",
+    "brier": "Brier score",
     "rmse": "RMSE",
     "mae": "MAE",
     "r2": "R²",
+    "ccc": "CCC",
     "micro_f1": "micro-F1 (%)",
     "samples_f1": "samples-F1 (%)",
     "macro_auroc": "macro AUROC (%)",
@@ -276,11 +280,16 @@ def _interval(values: pd.Series, metric: str, n: float | None) -> tuple[float, f
     if len(values) >= 2:
         half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
         low, high = values.mean() - half, values.mean() + half
-        # within the metric's range: proportions in [0, 1], errors non-negative, R² at most 1
+        # within the metric's range: proportions in [0, 1], errors non-negative (the Brier
+        # score at most 2), R² at most 1, the CCC in [-1, 1]
         if metric in PERCENT or metric == "ece":
             return max(low, 0.0), min(high, 1.0)
+        if metric == "brier":
+            return max(low, 0.0), min(high, 2.0)
         if metric in LOWER_IS_BETTER:
             return max(low, 0.0), high
+        if metric == "ccc":
+            return max(low, -1.0), min(high, 1.0)
         return (low, min(high, 1.0)) if metric == "r2" else (low, high)
     if len(values) == 1 and metric == "accuracy" and n is not None and n > 0:
         z, p = 1.959964, float(values.iloc[0])
@@ -396,7 +405,9 @@ def _leaderboard(
             "interval for other metrics. #k: rank in that column; the best of each column in "
             "bold; ≈: the interval overlaps the best's, a difference within noise (not a "
             "significance test). Tied means share the best rank (#1, #1, #3). Methods sorted by "
-            "their mean rank over the columns where they have a score. A seed whose score is "
+            "their mean rank over the columns in which every method with a score has one (a "
+            "method missing a column is marked with how many it has, and sorted after "
+            "those with the same mean rank and more columns). A seed whose score is "
             "undefined (NaN, e.g. a diverged model) is left out of the mean and the cell says "
             "so. Failed runs are shown as failed cells."
         )
@@ -448,7 +459,13 @@ def _ranking(
     # equal means share a rank: rounded first, so float noise in a mean over seeds
     # (mean(0.1, 0.2, 0.3) = 0.20000000000000004) does not split a tie
     ranks = stats.round(12).rank(ascending=lower, method="min")
-    order = ranks.mean(axis=1).fillna(np.inf).sort_values(kind="stable").index
+    mean_ranks, common, n_scored = _mean_ranks(ranks)
+    n_columns = int(ranks.notna().any(axis=0).sum())  # the columns some method has a score in
+    order = (
+        pd.DataFrame({"mean": mean_ranks.fillna(np.inf), "missing": n_columns - n_scored})
+        .sort_values(["mean", "missing"], kind="stable")
+        .index
+    )
     has_n = "n" in d.columns
     intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
     for (setting, method), cell in d.groupby(["setting", "method"]):
@@ -498,8 +515,10 @@ def _ranking(
             mark = ' <span class="tie" title="within noise of the best">≈</span>' if tie else ""
             text = f'{text} <span class="rank">#{rank}</span>{mark}{failed_mark}'
             row[setting] = _Html(f'<span class="best">{text}</span>' if rank == 1 else text)
-        mean_rank = ranks.loc[method].mean()
+        mean_rank = mean_ranks[method]
         row["mean rank"] = "–" if pd.isna(mean_rank) else f"{mean_rank:.1f}"
+        if 0 < n_scored[method] < n_columns:  # its other columns are not in anyone's mean
+            row["mean rank"] += f" (scored in {n_scored[method]} of {n_columns} columns)"
         table.append(row)
     seeds = d.groupby(["setting", "method"]).seed.nunique()
     if seeds.empty:
@@ -514,8 +533,36 @@ def _ranking(
         parts.append(
             _note(f"{len(failed)} run(s) on {dataset} failed: their cells say so (see Failures).")
         )
+    if len(common) < n_columns:
+        parts.append(
+            _note(
+                f"mean rank over the {len(common)} of {n_columns} columns in which every method "
+                "with a score has one (a method without scores in the others would otherwise "
+                "be ranked on fewer, easier columns)"
+                if len(common)
+                else "no column has a score for every method: no mean rank, methods sorted by "
+                "the number of columns they have a score in"
+            )
+        )
     parts.append(_table(table, numeric=(*stats.columns, "mean rank")))
     return "\n".join(parts)
+
+
+def _mean_ranks(ranks: pd.DataFrame) -> tuple[pd.Series, list[str], pd.Series]:
+    """Each method's mean rank over the columns where every method with a score has one
+    (``ranks``: [methods, columns], NaN where a method has no score), those columns, and how
+    many columns each method has a score in.
+
+    A mean over each method's own columns would favour a method that failed (or is
+    undefined) on a hard condition: it skips the column where it would rank low. A method
+    without any score has mean rank NaN and does not shrink the common columns; no common
+    column leaves every mean rank NaN."""
+    n_scored = ranks.notna().sum(axis=1)
+    scored = ranks[n_scored > 0]
+    common = [c for c in ranks.columns if scored[c].notna().all()] if len(scored) else []
+    if not common:
+        return pd.Series(np.nan, index=ranks.index), [], n_scored
+    return ranks[common].mean(axis=1), common, n_scored
 
 
 def _mechanism(condition: pd.Series) -> pd.Series:

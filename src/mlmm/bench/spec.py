@@ -52,11 +52,17 @@ from pydantic import (
 )
 
 from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
-from mlmm.eval.metrics import CLASSIFICATION_METRICS, MULTILABEL_METRICS, REGRESSION_METRICS
+from mlmm.eval.metrics import (
+    CLASSIFICATION_EXTRA_METRICS,
+    CLASSIFICATION_METRICS,
+    MULTILABEL_METRICS,
+    REGRESSION_EXTRA_METRICS,
+    REGRESSION_METRICS,
+)
 
 _TASK_METRICS = {
-    "classification": CLASSIFICATION_METRICS,
-    "regression": REGRESSION_METRICS,
+    "classification": (*CLASSIFICATION_METRICS, *CLASSIFICATION_EXTRA_METRICS),
+    "regression": (*REGRESSION_METRICS, *REGRESSION_EXTRA_METRICS),
     "multilabel": MULTILABEL_METRICS,
 }
 #: The tasks each metric scores (macro-F1 scores classification and multilabel tasks).

@@ -2,11 +2,18 @@
 
 from mlmm.eval.imputation import imputation_scores
 from mlmm.eval.metrics import (
+    CLASSIFICATION_EXTRA_METRICS,
     CLASSIFICATION_METRICS,
     MULTILABEL_METRICS,
+    REGRESSION_EXTRA_METRICS,
     REGRESSION_METRICS,
+    accuracy,
+    balanced_accuracy,
+    brier_score,
     classification_metrics,
+    concordance_correlation,
     expected_calibration_error,
+    log_loss,
     multilabel_metrics,
     regression_metrics,
 )
@@ -21,14 +28,21 @@ from mlmm.eval.summaries import (
 )
 
 __all__ = [
+    "CLASSIFICATION_EXTRA_METRICS",
     "CLASSIFICATION_METRICS",
     "MULTILABEL_METRICS",
+    "REGRESSION_EXTRA_METRICS",
     "REGRESSION_METRICS",
+    "accuracy",
+    "balanced_accuracy",
+    "brier_score",
     "classification_metrics",
+    "concordance_correlation",
     "evaluate",
     "expected_calibration_error",
     "full_modality_score",
     "imputation_scores",
+    "log_loss",
     "mean_over_conditions",
     "modality_subsets",
     "multilabel_metrics",

@@ -1,5 +1,7 @@
-"""Metrics: accuracy, macro-F1, AUROC and expected calibration error; RMSE, MAE and R²;
-micro/macro/samples F1 and per-label AUROC for multi-label tasks."""
+"""Metrics: accuracy, macro-F1, AUROC and expected calibration error (shown by default),
+balanced accuracy, log loss and the Brier score; RMSE, MAE and R² (shown by default) and Lin's
+concordance correlation coefficient; micro/macro/samples F1 and per-label AUROC for multi-label
+tasks."""
 
 from __future__ import annotations
 
@@ -8,18 +10,34 @@ from scipy.stats import rankdata
 
 from mlmm.errors import MlmmError
 
+#: The classification metrics tables and reports show by default (accuracy is the primary one).
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "auroc", "ece")
+#: The regression metrics tables and reports show by default (RMSE is the primary one).
 REGRESSION_METRICS = ("rmse", "mae", "r2")
+#: Further classification metrics: computed and stored with the default ones (``mlmm.evaluate``,
+#: ``mlmm evaluate``, benchmark stores), shown in benchmark tables and reports only when a
+#: spec's ``metrics:`` names them, so the default tables keep their columns.
+CLASSIFICATION_EXTRA_METRICS = ("balanced_accuracy", "log_loss", "brier")
+#: Further regression metrics (Lin's concordance correlation coefficient), as above.
+REGRESSION_EXTRA_METRICS = ("ccc",)
 #: Multi-label metrics (the first, micro-F1, is the primary one); :func:`multilabel_metrics`
 #: adds one ``auroc[LABEL]`` per label besides these.
 MULTILABEL_METRICS = ("micro_f1", "macro_f1", "samples_f1", "macro_auroc")
 #: The metrics a multi-label leaderboard may rank by (threshold-based and ranking-based).
 MULTILABEL_PRIMARY = ("micro_f1", "macro_auroc")
 #: Metrics where a smaller value is better (errors); the others are better when higher.
-LOWER_IS_BETTER = frozenset({"ece", "mae", "rmse"})
+LOWER_IS_BETTER = frozenset({"ece", "mae", "rmse", "log_loss", "brier"})
 #: Metrics that are a proportion of the test samples (shown in percent).
 PERCENT_METRICS = frozenset(
-    {"accuracy", "macro_f1", "auroc", "micro_f1", "samples_f1", "macro_auroc"}
+    {
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "auroc",
+        "micro_f1",
+        "samples_f1",
+        "macro_auroc",
+    }
 )
 
 
@@ -76,6 +94,85 @@ def _scorable(proba: np.ndarray) -> bool:
     ``argmax`` over NaN picks class 0, which would score a broken model as a majority-class one.
     """
     return len(proba) > 0 and bool(np.isfinite(proba).all())
+
+
+def accuracy(proba: np.ndarray, target: np.ndarray) -> float:
+    """Share of samples whose most probable class (``argmax`` of ``proba`` ``[N, K]``) is the
+    label ``target`` ``[N]``; NaN with no sample or a non-finite score (a diverged model's NaN
+    row is not read as class 0). The trainer's ``val_accuracy`` and ``auto``'s ``cv_accuracy``
+    use it too, so every accuracy in mlmm treats NaN predictions alike."""
+    proba = np.asarray(proba, dtype=float)
+    if not _scorable(proba):
+        return float("nan")
+    return float((proba.argmax(axis=1) == np.asarray(target)).mean())
+
+
+def log_loss(proba: np.ndarray, target: np.ndarray) -> float:
+    """Mean cross-entropy ``-log p[y]`` (natural log) of probabilities ``[N, K]`` for labels
+    ``[N]``, by scikit-learn's ``log_loss`` over all ``K`` classes: probabilities are clipped
+    to ``[eps, 1 - eps]`` (``eps`` the float64 machine epsilon, so a confident wrong answer
+    costs about 36, not infinity). Values outside ``[0, 1]`` by rounding are clipped into it
+    first, and rows are not renormalised. NaN with no sample or a non-finite probability."""
+    import warnings
+
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
+    proba = np.asarray(proba, dtype=float)
+    if not _scorable(proba) or proba.shape[1] < 2:
+        return float("nan")
+    with warnings.catch_warnings():  # float32 softmax rows sum to 1 only within 1e-7
+        warnings.simplefilter("ignore", UserWarning)
+        value = sklearn_log_loss(
+            np.asarray(target), np.clip(proba, 0.0, 1.0), labels=np.arange(proba.shape[1])
+        )
+    return float(value)
+
+
+def brier_score(proba: np.ndarray, target: np.ndarray) -> float:
+    """Multiclass Brier score (Brier, 1950): the mean over samples of the squared Euclidean
+    distance between the probabilities ``[N, K]`` and the one-hot label, in ``[0, 2]`` (0 is
+    perfect). For two classes it is twice scikit-learn's default binary Brier score; it equals
+    scikit-learn's ``brier_score_loss(..., scale_by_half=False)`` (scikit-learn >= 1.7; written
+    out here since mlmm supports scikit-learn 1.3). NaN with no sample or a non-finite
+    probability."""
+    proba = np.asarray(proba, dtype=float)
+    if not _scorable(proba):
+        return float("nan")
+    one_hot = np.eye(proba.shape[1])[np.asarray(target)]  # [N, K]
+    return float(((proba - one_hot) ** 2).sum(axis=1).mean())
+
+
+def balanced_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean recall over the classes present in ``target`` (scikit-learn's
+    ``balanced_accuracy_score``): chance level is ``1 / n_present`` whatever the class
+    balance, so a majority-class answer no longer scores high on imbalanced data. NaN with no
+    sample."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    if len(target) == 0:
+        return float("nan")
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": counted wrong
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(target, pred))
+
+
+def concordance_correlation(pred: np.ndarray, target: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient (Lin, Biometrics 1989):
+    ``2 cov(pred, target) / (var(pred) + var(target) + (mean(pred) - mean(target))**2)`` with
+    population (1/N) moments, in ``[-1, 1]``: 1 only when every prediction equals its target,
+    so unlike the Pearson correlation it also penalises shift and scale. NaN with fewer than
+    two samples, a non-finite prediction, or when predictions and targets are one and the same
+    constant (0 / 0). scikit-learn has no CCC."""
+    pred = np.asarray(pred, dtype=float)
+    target = np.asarray(target, dtype=float)
+    if len(pred) < 2 or not _scorable(pred):
+        return float("nan")
+    pred_mean, target_mean = pred.mean(), target.mean()
+    covariance = ((pred - pred_mean) * (target - target_mean)).mean()
+    denominator = pred.var() + target.var() + (pred_mean - target_mean) ** 2
+    return float(2 * covariance / denominator) if denominator > 0 else float("nan")
 
 
 def expected_calibration_error(proba: np.ndarray, target: np.ndarray, n_bins: int = 15) -> float:
@@ -138,8 +235,10 @@ def auroc_ovr(proba: np.ndarray, target: np.ndarray) -> float:
 def classification_metrics(proba: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """All classification metrics for probabilities ``[N, K]`` and labels ``[N]``.
 
-    Macro-F1 and AUROC average over the classes present in ``target``; AUROC is NaN when
-    fewer than two classes are present (undefined, not zero). Every metric is NaN with no
+    The default ones (:data:`CLASSIFICATION_METRICS`: accuracy, macro-F1, AUROC, ECE), then
+    :data:`CLASSIFICATION_EXTRA_METRICS` (balanced accuracy, log loss, Brier score). Macro-F1,
+    AUROC and balanced accuracy average over the classes present in ``target``; AUROC is NaN
+    when fewer than two classes are present (undefined, not zero). Every metric is NaN with no
     sample or with a non-finite probability (a diverged model is not scored as class 0).
     """
     proba = np.asarray(proba, dtype=float)
@@ -156,20 +255,24 @@ def classification_metrics(proba: np.ndarray, target: np.ndarray) -> dict[str, f
             f"indices first"
         )
     if not _scorable(proba):
-        return _undefined(CLASSIFICATION_METRICS)
+        return _undefined([*CLASSIFICATION_METRICS, *CLASSIFICATION_EXTRA_METRICS])
     pred = proba.argmax(axis=1)
     return {
-        "accuracy": float((pred == target).mean()),
+        "accuracy": accuracy(proba, target),
         "macro_f1": macro_f1(pred, target, proba.shape[1]),
         "auroc": auroc_ovr(proba, target),
         "ece": expected_calibration_error(proba, target),
+        "balanced_accuracy": balanced_accuracy(pred, target),
+        "log_loss": log_loss(proba, target),
+        "brier": brier_score(proba, target),
     }
 
 
 def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Root mean squared error and mean absolute error (target units), and the coefficient of
     determination R² = 1 - SSE / SST (NaN when the targets do not vary: one sample, or a
-    constant target). Every metric is NaN with no sample or a non-finite prediction (a
+    constant target), then Lin's concordance correlation coefficient ``ccc``
+    (:func:`concordance_correlation`). Every metric is NaN with no sample or a non-finite prediction (a
     diverged model's infinity is not an RMSE of inf that means and standard deviations carry).
     ``pred`` may be a column ``[N, 1]``; other shapes than the target's ``[N]`` are refused."""
     target = np.asarray(target, dtype=float)
@@ -182,7 +285,7 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]
             f"{pred.shape}; pass one value per sample"
         )
     if not _scorable(pred):
-        return _undefined(REGRESSION_METRICS)
+        return _undefined([*REGRESSION_METRICS, *REGRESSION_EXTRA_METRICS])
     err = pred - target
     sst = float(((target - target.mean()) ** 2).sum())
     sse = float((err**2).sum())
@@ -190,6 +293,7 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]
         "rmse": float(np.sqrt((err**2).mean())),
         "mae": float(np.abs(err).mean()),
         "r2": 1.0 - sse / sst if sst > 0 else float("nan"),
+        "ccc": concordance_correlation(pred, target),
     }
 
 

@@ -88,7 +88,8 @@ class TrainHistory:
     ----------
     epochs : list of dict
         Per epoch: ``epoch``, ``train_loss``, ``val_loss`` (task loss on validation data, the
-        early-stopping criterion), ``val_accuracy`` (classification), ``seconds``.
+        early-stopping criterion), ``val_accuracy`` (classification; NaN when a validation
+        score is not finite, as :func:`mlmm.eval.metrics.accuracy`), ``seconds``.
     best_epoch : int
         The epoch whose weights were kept (the lowest validation loss; the last epoch when
         there is no validation data).
@@ -498,7 +499,10 @@ class Trainer:
         for name in parts:
             row[f"val_loss[{name}]"] = sums[name] / counts[name] if counts[name] else float("nan")
         if module.task.is_classification:
-            row["val_accuracy"] = (preds.argmax(1) == target).float().mean().item()
+            from mlmm.eval.metrics import accuracy  # here: mlmm.eval imports mlmm.train
+
+            # NaN when a score is not finite: a diverged model's NaN row is not class 0
+            row["val_accuracy"] = accuracy(preds.detach().cpu().numpy(), target.cpu().numpy())
         return row
 
 

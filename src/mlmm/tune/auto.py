@@ -838,7 +838,12 @@ def _leaderboard(
             return out
         out = {score_name: _loss(pred, data.targets, classification)}
         if classification:
-            out["cv_accuracy"] = float((pred.argmax(axis=1) == data.targets).mean())
+            # as the evaluation: undefined (None here, JSON) when a score is not finite, so
+            # a NaN row is never read as class 0
+            from mlmm.eval.metrics import accuracy
+
+            value = accuracy(pred, data.targets)
+            out["cv_accuracy"] = value if np.isfinite(value) else None
         return out
 
     rows = []
