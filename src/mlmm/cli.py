@@ -351,13 +351,15 @@ def _check_data_options(ctx: typer.Context, dataset_only: tuple[str, ...] = ()) 
     if params["data"] is None:
         stray = [_option_name(k) for k in _TABLE_OPTIONS if k in given]
         if stray:
-            raise MlmmError(f"{', '.join(stray)} describe a table; give it with --data FILE")
+            verb = "describe" if len(stray) > 1 else "describes"
+            raise MlmmError(f"{', '.join(stray)} {verb} a table; give it with --data FILE")
         return
     stray = [_option_name(k) for k in dataset_only if k in given]
     if stray:
+        several = len(stray) > 1
         raise MlmmError(
-            f"{', '.join(stray)} apply to --dataset, not to a table (--data); drop "
-            f"{'them' if len(stray) > 1 else 'it'}"
+            f"{', '.join(stray)} {'apply' if several else 'applies'} to --dataset, not to a "
+            f"table (--data); drop {'them' if several else 'it'}"
         )
     if params["target"] is None:
         raise MlmmError("--data needs --target COLUMN, the column holding the label or value")

@@ -218,6 +218,47 @@ def infer_task(values: pd.Series, task: str | None = None) -> str:
     return task
 
 
+def check_partial(
+    frame: pd.DataFrame, modalities: Mapping[str, Sequence[str]], partial: str, fix: str
+) -> None:
+    """Refuse, in the command line's words, a row where only some of a modality's columns are
+    empty when ``partial`` is ``"error"``; the rule is the estimators' (:func:`_nan_rows`).
+
+    Parameters
+    ----------
+    frame : DataFrame
+    modalities : dict of str to list of str
+    partial : {"error", "missing"}
+    fix : str
+        What the user can do about it, ending the message.
+    """
+    from mlmm.estimator import _nan_rows
+
+    if partial not in ("error", "missing"):
+        raise MlmmError(f"--partial must be error or missing, got {partial!r}")
+    if partial != "error":
+        return
+    columns = {m: [c for c in cols if c in frame.columns] for m, cols in modalities.items()}
+    arrays = {
+        m: frame[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+        for m, cols in columns.items()
+        if cols
+    }
+    for modality, (_, part_nan) in _nan_rows(arrays).items():
+        rows = np.flatnonzero(part_nan)
+        if len(rows):
+            raise MlmmError(
+                f"modality {modality!r} has {len(rows)} row(s) where only some of its columns "
+                f"are empty (first rows: {frame.index[rows[:5]].tolist()}); {fix}"
+            )
+
+
+_TRAIN_FIX = (
+    "fill them, or give --partial missing to count the modality absent in those rows "
+    "(a modality is absent where all of its columns are empty)"
+)
+
+
 def _estimator(task: str):
     from mlmm.estimator import MissingModalityClassifier, MissingModalityRegressor
 
@@ -279,6 +320,7 @@ def fit_table(
     from mlmm.data.missingness import parse_condition
 
     check_columns(frame, modalities, target)
+    check_partial(frame, modalities, partial, _TRAIN_FIX)
     task = infer_task(frame[target], task)
     condition = parse_condition(missing)
     kwargs = {"verbose" if k == "progress" else k: v for k, v in (trainer or {}).items()}
@@ -343,9 +385,8 @@ def table_dataset(
     from mlmm.data.specs import TaskSpec
     from mlmm.estimator import _check_rows, _encode_classes
 
-    if partial not in ("error", "missing"):
-        raise MlmmError(f"--partial must be error or missing, got {partial!r}")
     check_columns(frame, modalities, target)
+    check_partial(frame, modalities, partial, _TRAIN_FIX)
     task = infer_task(frame[target], task)
     mapping = {m: list(c) for m, c in modalities.items()}
     arrays, _ = as_sample_arrays(frame, mapping)
@@ -403,7 +444,10 @@ def table_test_dataset(
             f"the table has no target column {target!r} (the model was trained with --target "
             f"{target}).{did_you_mean(target, names)}"
         )
-    features = trained.as_dataset(frame, partial=partial or data_info.get("partial", "error"))
+    partial = partial or data_info.get("partial", "error")
+    fix = "fill them (the model was trained with --partial error, which refuses such rows)"
+    check_partial(frame, trained.table_columns, partial, fix)
+    features = trained.as_dataset(frame, partial=partial)
     values = frame[target]
     if trained.task.is_classification:
         targets = _class_codes(values, trained.classes_.tolist())
