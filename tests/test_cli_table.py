@@ -128,6 +128,7 @@ def test_regression_is_inferred_from_fractional_targets(monkeypatch, capsys, tmp
         (["--devices", "2"], r"--devices applies to --dataset, not to a table"),
         (["--task", "regression"], r"--task regression needs a numeric target"),
         (["--partial", "impute"], r"--partial must be error or missing"),
+        (["--missing", "none=>mcar:0.5"], r"sets test conditions, but --data trains on the whole"),
     ],
 )
 def test_bad_table_options_are_one_line(monkeypatch, capsys, tmp_path, tables, change, expected):

@@ -376,10 +376,18 @@ def _read_table_options(ctx: typer.Context):
 def _train_table(ctx: typer.Context) -> None:
     """``mlmm train --data``: fit on the whole table (a seeded validation part inside it, as
     the estimators do), save, and say how to score it on a held-out table."""
+    from mlmm.data.missingness import parse_condition
     from mlmm.data.table import fit_table
+    from mlmm.errors import MlmmError
 
     p = ctx.params
     out, method = p["out"], p["method"]
+    if parse_condition(p["missing"]).is_mismatch:  # no test part here to take the TEST side
+        raise MlmmError(
+            f"--missing {p['missing']!r} sets test conditions, but --data trains on the whole "
+            "table; give the training side here and the test ones to mlmm evaluate --data "
+            "--missing"
+        )
     frame, modalities = _read_table_options(ctx)
     trainer = {"max_epochs": p["epochs"], "batch_size": p["batch_size"], "lr": p["lr"]}
     method_params = _parse_params(p["param"])
