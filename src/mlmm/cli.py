@@ -151,6 +151,26 @@ def methods(
     _console().print(_table(pd.DataFrame(rows), "methods"))
 
 
+_DATA_HELP = (
+    "Your own table instead of --dataset: a .csv or .parquet file, one row per sample, with "
+    "--target and --modality (a modality whose columns are all empty in a row is missing there)."
+)
+_TARGET_HELP = "With --data: the column holding the label or value."
+_MODALITY_HELP = (
+    "With --data: NAME=COL1,COL2,... , the columns of one modality (repeat for each modality)."
+)
+_TASK_HELP = (
+    "With --data: classification or regression; default: regression when the target holds "
+    "numbers with a fractional part, else classification."
+)
+_PARTIAL_HELP = (
+    "With --data: a row where only some of a modality's columns are empty: error, or missing "
+    "(the modality counts as absent in that row)."
+)
+#: The options that describe a table (--data): refused without it.
+_TABLE_OPTIONS = ("target", "modality", "task", "partial")
+
+
 @app.command()
 def train(
     ctx: typer.Context,
@@ -307,26 +327,6 @@ def train(
             f"trained data-parallel in {process.world_size} processes ({process.backend})"
         )
     distributed.leave()
-
-
-_DATA_HELP = (
-    "Your own table instead of --dataset: a .csv or .parquet file, one row per sample, with "
-    "--target and --modality (a modality whose columns are all empty in a row is missing there)."
-)
-_TARGET_HELP = "With --data: the column holding the label or value."
-_MODALITY_HELP = (
-    "With --data: NAME=COL1,COL2,... , the columns of one modality (repeat for each modality)."
-)
-_TASK_HELP = (
-    "With --data: classification or regression; default: regression when the target holds "
-    "numbers with a fractional part, else classification."
-)
-_PARTIAL_HELP = (
-    "With --data: a row where only some of a modality's columns are empty: error, or missing "
-    "(the modality counts as absent in that row)."
-)
-#: The options that describe a table (--data), and the command-line names of them all.
-_TABLE_OPTIONS = ("target", "modality", "task", "partial")
 
 
 def _option_name(name: str) -> str:
@@ -591,8 +591,7 @@ def tune_command(
     done = result.trials.state.value_counts().to_dict()
     console.print(
         f"{method} on {dataset or data} ({result.n_train} training samples, "
-        f"{result.settings.folds} "
-        f"fold(s)): {len(result.trials)} trials ("
+        f"{result.settings.folds} fold(s)): {len(result.trials)} trials ("
         + ", ".join(f"{n} {state}" for state, n in done.items())
         + f"); best trial {result.best_trial}, validation {result.metric} {result.value:.4f}"
     )
