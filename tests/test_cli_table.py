@@ -1,5 +1,6 @@
 """The command line on a user's own table: `mlmm train/evaluate/tune --data FILE`."""
 
+import io
 import json
 import re
 import sys
@@ -79,7 +80,7 @@ def test_train_evaluate_predict_on_tables(monkeypatch, capsys, tmp_path, tables)
 
     code, printed, err = run(monkeypatch, capsys, "predict", out, "--input", test)
     assert code == 0, err
-    predictions = pd.read_csv(__import__("io").StringIO(printed))
+    predictions = pd.read_csv(io.StringIO(printed))
     assert len(predictions) == 60 and set(predictions.prediction) <= {"sick", "well"}
     absent_b = test_frame[["b1", "b2", "b3"]].isna().all(axis=1).to_numpy()
     assert (predictions.modalities[absent_b] == "a").all()
@@ -250,3 +251,32 @@ def test_auto_on_a_table(monkeypatch, capsys, tmp_path, tables):
     code, printed, err = run(monkeypatch, capsys, "evaluate", out, "--data", test)
     assert code == 0, err
     assert "auto" in printed and "accuracy" in printed
+
+
+@pytest.mark.parametrize("labels", ["whole numbers", "booleans"])
+def test_number_and_boolean_labels_map_back_to_the_model_classes(
+    monkeypatch, capsys, tmp_path, tables, labels
+):
+    """The estimator encodes labels 1/2 (or False/True) as classes 0/1: evaluate --data maps
+    the test table's labels through the model's classes, not as class indices."""
+    for path in tables:
+        frame = pd.read_csv(path)
+        sick = frame.label == "sick"
+        frame["label"] = sick.astype(int) + 1 if labels == "whole numbers" else sick
+        frame.to_csv(tmp_path / path.name, index=False)
+    train, test = (tmp_path / path.name for path in tables)
+    out = tmp_path / "model"
+    code, _, err = run(monkeypatch, capsys, *train_args(train, out, "--method", "lda-em"))
+    assert code == 0, err
+    scores = tmp_path / "scores.csv"
+    code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", test, "--out", scores)
+    assert code == 0, err
+    table = pd.read_csv(scores)
+    accuracy = table[(table.scope == "overall") & (table.metric == "accuracy")].value.iloc[0]
+    assert accuracy > 0.8  # labels read as indices would put class 2 out of range or flip
+    code, printed, err = run(monkeypatch, capsys, "predict", out, "--input", test)
+    assert code == 0, err
+    predicted = pd.read_csv(io.StringIO(printed)).prediction
+    assert set(predicted.astype(str)) <= (
+        {"1", "2"} if labels == "whole numbers" else {"True", "False"}
+    )
