@@ -151,10 +151,29 @@ def methods(
     _console().print(_table(pd.DataFrame(rows), "methods"))
 
 
+_DATA_HELP = (
+    "Your own table instead of --dataset: a .csv or .parquet file, one row per sample, with "
+    "--target and --modality (a modality whose columns are all empty in a row is missing there)."
+)
+_TARGET_HELP = "With --data: the column holding the label or value."
+_MODALITY_HELP = (
+    "With --data: NAME=COL1,COL2,... , the columns of one modality (repeat for each modality)."
+)
+_TASK_HELP = (
+    "With --data: classification or regression; default: regression when the target holds "
+    "numbers with a fractional part, else classification."
+)
+_PARTIAL_HELP = (
+    "With --data: a row where only some of a modality's columns are empty: error, or missing "
+    "(the modality counts as absent in that row)."
+)
+#: The options that describe a table (--data): refused without it.
+_TABLE_OPTIONS = ("target", "modality", "task", "partial")
+
+
 @app.command()
 def train(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Option(help="A built-in dataset (see `mlmm datasets`).")],
     method: Annotated[
         str,
         typer.Option(
@@ -214,13 +233,25 @@ def train(
         float,
         typer.Option(help="Seconds the processes of --devices or torchrun wait for each other."),
     ] = 300.0,
+    dataset: Annotated[
+        str | None, typer.Option(help="A built-in dataset (see `mlmm datasets`).")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help=_DATA_HELP)] = None,
+    target: Annotated[str | None, typer.Option(help=_TARGET_HELP)] = None,
+    modality: Annotated[list[str] | None, typer.Option(help=_MODALITY_HELP)] = None,
+    task: Annotated[str | None, typer.Option(help=_TASK_HELP)] = None,
+    partial: Annotated[str, typer.Option(help=_PARTIAL_HELP)] = "error",
 ) -> None:
-    """Train a method on a dataset and save the model artifact."""
+    """Train a method on a dataset (or your table, --data) and save the model artifact."""
     from mlmm.experiment import run_experiment
     from mlmm.train import distributed
     from mlmm.train.checkpoint import check_artifact_path
 
+    _check_data_options(ctx, ("devices", "dataset_param", "all_subsets"))
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
+    if data is not None:
+        _train_table(ctx)
+        return
     _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
     if devices > 1:  # a bad --precision is refused here, not once per started process
         import torch
@@ -250,8 +281,8 @@ def train(
 
         # run_experiment's default split sizes: a file tuned on another split is refused
         split = {"seed": seed, "test_size": 0.2, "val_size": 0.1}
-        data = {"dataset": dataset, "dataset_params": dataset_params, "split": split}
-        tuned_params, tuned_trainer = read_params(params, method, data)
+        tuned_on = {"dataset": dataset, "dataset_params": dataset_params, "split": split}
+        tuned_params, tuned_trainer = read_params(params, method, tuned_on)
         method_params = {**tuned_params, **method_params}
         given = _given_options(ctx)
         trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
@@ -298,6 +329,145 @@ def train(
     distributed.leave()
 
 
+def _option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_data_options(ctx: typer.Context, dataset_only: tuple[str, ...] = ()) -> None:
+    """``--dataset`` or ``--data``, not both nor neither; the table's options only with
+    ``--data``, and ``dataset_only`` options (of a built-in dataset) only without it."""
+    from mlmm.errors import MlmmError
+
+    params, given = ctx.params, _given_options(ctx)
+    if params["dataset"] is not None and params["data"] is not None:
+        raise MlmmError(
+            "--dataset (a built-in dataset) and --data (your table) exclude each other; give one"
+        )
+    if params["dataset"] is None and params["data"] is None:
+        raise MlmmError(
+            "give --dataset NAME (a built-in dataset, see mlmm datasets) or --data FILE (your "
+            ".csv or .parquet table, with --target and --modality)"
+        )
+    if params["data"] is None:
+        stray = [_option_name(k) for k in _TABLE_OPTIONS if k in given]
+        if stray:
+            verb = "describe" if len(stray) > 1 else "describes"
+            raise MlmmError(f"{', '.join(stray)} {verb} a table; give it with --data FILE")
+        return
+    stray = [_option_name(k) for k in dataset_only if k in given]
+    if stray:
+        several = len(stray) > 1
+        raise MlmmError(
+            f"{', '.join(stray)} {'apply' if several else 'applies'} to --dataset, not to a "
+            f"table (--data); drop {'them' if several else 'it'}"
+        )
+    if params["target"] is None:
+        raise MlmmError("--data needs --target COLUMN, the column holding the label or value")
+
+
+def _read_table_options(ctx: typer.Context):
+    """The table of ``--data`` and its ``--modality`` mapping, checked."""
+    from mlmm.data.table import parse_modalities, read_table
+
+    modalities = parse_modalities(ctx.params["modality"])  # before reading a large file
+    return read_table(ctx.params["data"]), modalities
+
+
+def _train_table(ctx: typer.Context) -> None:
+    """``mlmm train --data``: fit on the whole table (a seeded validation part inside it, as
+    the estimators do), save, and say how to score it on a held-out table."""
+    from mlmm.data.missingness import parse_condition
+    from mlmm.data.table import fit_table
+    from mlmm.errors import MlmmError
+
+    p = ctx.params
+    out, method = p["out"], p["method"]
+    if parse_condition(p["missing"]).is_mismatch:  # no test part here to take the TEST side
+        raise MlmmError(
+            f"--missing {p['missing']!r} sets test conditions, but --data trains on the whole "
+            "table; give the training side here and the test ones to mlmm evaluate --data "
+            "--missing"
+        )
+    frame, modalities = _read_table_options(ctx)
+    trainer = {"max_epochs": p["epochs"], "batch_size": p["batch_size"], "lr": p["lr"]}
+    method_params = _parse_params(p["param"])
+    if p["params"] is not None:
+        from mlmm.tune.study import read_params
+
+        # the whole table is training data here: there is no test split to protect
+        tuned_params, tuned_trainer = read_params(p["params"], method)
+        method_params = {**tuned_params, **method_params}
+        given = _given_options(ctx)
+        trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
+    own_cache = method == "auto" and "cache_dir" not in method_params
+    if own_cache:  # as train --dataset: finished folds survive an interruption
+        method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
+    kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
+    _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
+    trainer.update(device=p["device"], precision=p["precision"], progress=not p["quiet"])
+    trained = fit_table(
+        frame,
+        modalities,
+        p["target"],
+        method,
+        task=p["task"],
+        method_params=method_params,
+        missing=p["missing"],
+        seed=p["seed"],
+        partial=p["partial"],
+        trainer=trainer,
+        source=p["data"].name,
+    )
+    path = trained.save(out, overwrite=p["overwrite"])
+    _state["on_interrupt"] = f"the model was saved to {path}"
+    console = _console()
+    info = trained.info["data"]
+    counts = ", ".join(f"{m} {len(c)}" for m, c in modalities.items())
+    console.print(
+        f"{p['data']}: {len(frame)} rows, {info['task']} on {p['target']!r}, modalities "
+        f"(columns): {counts}",
+        markup=False,
+    )
+    _print_training(console, trained)
+    if method == "auto":
+        import shutil
+
+        from mlmm.tune.auto import leaderboard
+
+        if own_cache:
+            shutil.rmtree(method_params["cache_dir"], ignore_errors=True)
+        console.print(_table(leaderboard(trained), "auto: inner cross-validation leaderboard"))
+    console.print(
+        f"saved model to [bold]{path}[/bold] ({trained.n_parameters():,} parameters, "
+        f"{trained.train_seconds:.1f}s); score it on a held-out table with: mlmm evaluate "
+        f"{path} --data TEST.csv"
+    )
+
+
+def _tune_table(ctx: typer.Context, options: dict[str, Any]):
+    """``mlmm tune --data``: a study on folds of the whole table, converted and masked as
+    ``mlmm train --data`` trains on it."""
+    from mlmm.data.missingness import parse_condition, simulate
+    from mlmm.data.table import table_dataset
+    from mlmm.tune.study import TuneSettings, tune_training_data
+    from mlmm.utils import rng_for
+
+    p = ctx.params
+    frame, modalities = _read_table_options(ctx)
+    name = p["data"].name
+    data = table_dataset(frame, modalities, p["target"], p["task"], p["partial"], name)
+    condition = parse_condition(p["missing"])
+    # masked as the estimators mask the data of method="auto" (the whole table, this stream)
+    train, _ = simulate(data, condition.train, rng_for(p["seed"], "train-mask"))
+    context = {
+        "dataset": f"table {name}",
+        "missing": condition.train.to_string(),
+        "split": {"seed": p["seed"], "table": name},
+    }
+    settings = TuneSettings(p["trials"], p["timeout"], p["folds"], p["seed"])
+    return tune_training_data(train, p["method"], settings, context=context, **options)
+
+
 def _given_options(ctx: typer.Context) -> set[str]:
     """Names of the command's options given on the command line (not left at defaults)."""
     return {
@@ -309,7 +479,7 @@ def _given_options(ctx: typer.Context) -> set[str]:
 
 @app.command("tune")
 def tune_command(
-    dataset: Annotated[str, typer.Option(help="A built-in dataset (see `mlmm datasets`).")],
+    ctx: typer.Context,
     method: Annotated[str, typer.Option(help="A registered method (see `mlmm methods`).")],
     missing: Annotated[
         str,
@@ -354,14 +524,31 @@ def tune_command(
     params_out: Annotated[
         Path | None, typer.Option(help="Write the best point as YAML for `mlmm train --params`.")
     ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="A built-in dataset (see `mlmm datasets`).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help=_DATA_HELP + " The whole table is the training data: trials are scored on "
+            "its folds, so keep your test table apart."
+        ),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help=_TARGET_HELP)] = None,
+    modality: Annotated[list[str] | None, typer.Option(help=_MODALITY_HELP)] = None,
+    task: Annotated[str | None, typer.Option(help=_TASK_HELP)] = None,
+    partial: Annotated[str, typer.Option(help=_PARTIAL_HELP)] = "error",
 ) -> None:
-    """Tune a method's hyperparameters on validation folds of the training split only."""
+    """Tune a method's hyperparameters on validation folds of the training split (or of your
+    table, --data) only."""
     from mlmm.tune.space import TRAINER_PREFIX, dimension_from_plain
     from mlmm.tune.study import tune
     from mlmm.utils import check_output_file
 
+    _check_data_options(ctx, ("dataset_param",))
     if params_out is not None:  # before the study: a user's file or the store is not replaced
-        check_output_file(params_out, "parameters", inputs=[store], what="--params-out")
+        inputs = [store] + ([data] if data is not None else [])
+        check_output_file(params_out, "parameters", inputs=inputs, what="--params-out")
     spaces: dict[str, dict[str, Any]] = {"method": {}, "trainer": {}}
     for name, value in _parse_params(space, "--space").items():
         part = "trainer" if name.startswith(TRAINER_PREFIX) else "method"
@@ -378,27 +565,33 @@ def tune_command(
             f"trial {record['number']}: {record['state']}{value} ({record['seconds']:.1f}s){error}"
         )
 
-    result = tune(
-        dataset,
-        method,
-        missing=missing,
-        n_trials=trials,
-        timeout=timeout,
-        seed=seed,
-        folds=folds,
-        store=store,
-        dataset_params=_parse_params(dataset_param, "--dataset-param"),
-        method_params=_parse_params(param),
-        trainer={"max_epochs": epochs},
+    options = {
+        "method_params": _parse_params(param),
+        "trainer": {"max_epochs": epochs},
         # --space given: its names are the whole space (a part it leaves out is not searched)
-        space=spaces["method"] if space else None,
-        trainer_space=spaces["trainer"] if space else None,
-        on_trial=on_trial,
-    )
+        "space": spaces["method"] if space else None,
+        "trainer_space": spaces["trainer"] if space else None,
+        "store": store,
+        "on_trial": on_trial,
+    }
+    if data is not None:
+        result = _tune_table(ctx, options)
+    else:
+        result = tune(
+            dataset,
+            method,
+            missing=missing,
+            n_trials=trials,
+            timeout=timeout,
+            seed=seed,
+            folds=folds,
+            dataset_params=_parse_params(dataset_param, "--dataset-param"),
+            **options,
+        )
     done = result.trials.state.value_counts().to_dict()
     console.print(
-        f"{method} on {dataset} ({result.n_train} training samples, {result.settings.folds} "
-        f"fold(s)): {len(result.trials)} trials ("
+        f"{method} on {dataset or data} ({result.n_train} training samples, "
+        f"{result.settings.folds} fold(s)): {len(result.trials)} trials ("
         + ", ".join(f"{n} {state}" for state, n in done.items())
         + f"); best trial {result.best_trial}, validation {result.metric} {result.value:.4f}"
     )
@@ -407,9 +600,11 @@ def tune_command(
     console.print(f"study {result.study_key} in {store}")
     if params_out is not None:
         path = result.save(params_out)
+        source = f"--dataset {dataset}" if data is None else f"--data {data} ..."
         console.print(
-            f"wrote {path}: mlmm train --dataset {dataset} --method {method} --seed {seed} "
-            f"--params {path} ..."
+            f"wrote {path}: mlmm train {source} --method {method} --seed {seed} "
+            f"--params {path} ...",
+            markup=False,
         )
 
 
@@ -530,8 +725,16 @@ def evaluate(
     all_subsets: Annotated[
         bool, typer.Option(help="Print every modality subset, not a summary of many.")
     ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="A labelled .csv or .parquet table to score on instead of the test split, laid "
+            "out as the table of `mlmm train --data` (the model knows its columns and target)."
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate a saved model on its test split under test missingness specs."""
+    """Evaluate a saved model on its test split (or a labelled table, --data) under test
+    missingness specs."""
     from mlmm.data.datasets import load_dataset
     from mlmm.data.split import train_val_test_split
     from mlmm.errors import MlmmError
@@ -546,20 +749,28 @@ def evaluate(
         )
     if out is not None:  # before the evaluation, so a bad --out costs nothing
         own = [model_dir / name for name in OWN_FILES]  # config.json would pass as a CSV
+        own += [data] if data is not None else []  # nor the user's table
         check_output_file(out, "CSV", inputs=own, what="--out")
     trained = TrainedModel.load(model_dir)
     info = trained.info
-    if "dataset" not in info:
-        raise MlmmError(
-            f"{model_dir} does not record its dataset; evaluate it from Python with mlmm.evaluate"
-        )
-    data = load_dataset(info["dataset"], **info.get("dataset_params", {}))
-    sp = info["split"]
-    test = train_val_test_split(data, sp["test_size"], sp["val_size"], sp["seed"]).test
-    mask_seed = sp["seed"] if seed is None else seed
+    if data is not None:
+        from mlmm.data.table import read_table, table_test_dataset
+
+        test = table_test_dataset(trained, read_table(data))
+        mask_seed = info["data"]["seed"] if seed is None else seed
+        where = f"{info['data']['source']} (scored on {data}, {test.n_samples} rows)"
+    elif "dataset" not in info:
+        hint = "give it a labelled table with --data" if "data" in info else "use mlmm.evaluate"
+        raise MlmmError(f"{model_dir} does not record a built-in dataset; {hint}")
+    else:
+        dataset = load_dataset(info["dataset"], **info.get("dataset_params", {}))
+        sp = info["split"]
+        test = train_val_test_split(dataset, sp["test_size"], sp["val_size"], sp["seed"]).test
+        mask_seed = sp["seed"] if seed is None else seed
+        where = info["dataset"]
     table = _evaluate(trained, test, missing, seed=mask_seed, subsets=subsets)
     console = _console()
-    console.print(f"{trained.method} trained under {info.get('missing')} on {info['dataset']}")
+    console.print(f"{trained.method} trained under {info.get('missing')} on {where}", markup=False)
     _print_tables(console, table, all_subsets)
     hide = None
     if getattr(type(trained.model), "imputes", False):

@@ -61,7 +61,13 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
             with np.load(path, allow_pickle=False) as data:  # never unpickle user files
                 return {key: data[key] for key in data.files}
         if suffix == ".parquet":
-            return pd.read_parquet(path)
+            try:
+                return pd.read_parquet(path)
+            except ImportError:  # pandas reads Parquet through pyarrow (an extra)
+                raise MlmmError(
+                    f"reading {str(path)!r} needs pyarrow, which is not installed; run: pip "
+                    "install 'mlmm[parquet]' (or save the table as .csv)"
+                ) from None
         return pd.read_csv(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         # an empty .npz is an EOFError (the CLI printed a bare "Aborted."), a truncated or

@@ -1,0 +1,282 @@
+"""The command line on a user's own table: `mlmm train/evaluate/tune --data FILE`."""
+
+import io
+import json
+import re
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlmm import cli
+from mlmm.data.table import table_dataset
+
+MODALITIES = ["--modality", "a=a1,a2", "--modality", "b=b1,b2,b3"]
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["mlmm", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def make_table(n: int, seed: int, regression: bool = False) -> pd.DataFrame:
+    """Two modalities that both carry the class; ``b`` is missing (all its cells empty) in
+    about a third of the rows; an ``id`` column that no modality uses."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    a = rng.normal(size=(n, 2)) + 2 * y[:, None]
+    b = rng.normal(size=(n, 3)) + 2 * y[:, None]
+    frame = pd.DataFrame(
+        {"id": np.arange(n), "a1": a[:, 0], "a2": a[:, 1], "b1": b[:, 0], "b2": b[:, 1]}
+    )
+    frame["b3"] = b[:, 2]
+    frame["label"] = a.sum(1) + 0.5 if regression else np.where(y == 1, "sick", "well")
+    frame.loc[rng.random(n) < 0.3, ["b1", "b2", "b3"]] = np.nan
+    return frame
+
+
+@pytest.fixture
+def tables(tmp_path):
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    make_table(120, 0).to_csv(train, index=False)
+    make_table(60, 1).to_csv(test, index=False)
+    return train, test
+
+
+def train_args(data, out, *extra):
+    return ["train", "--data", data, "--target", "label", *MODALITIES, "--out", out, *extra]
+
+
+def test_train_evaluate_predict_on_tables(monkeypatch, capsys, tmp_path, tables):
+    train, test = tables
+    out = tmp_path / "model"
+    args = train_args(train, out, "--method", "late-fusion", "--epochs", "3", "--quiet")
+    code, printed, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "120 rows, classification on 'label'" in " ".join(printed.split())
+    config = json.loads((out / "config.json").read_text())
+    # the model knows its columns and target: evaluate and predict need no --modality
+    assert config["columns"] == {"a": ["a1", "a2"], "b": ["b1", "b2", "b3"]}
+    assert config["target_column"] == "label"
+    assert config["info"]["data"]["source"] == "train.csv"
+
+    scores = tmp_path / "scores.csv"
+    code, printed, err = run(
+        monkeypatch, capsys, "evaluate", out, "--data", test, "--missing", "none", "--out", scores
+    )
+    assert code == 0, err
+    assert "scored on" in printed and "60 rows" in printed
+    table = pd.read_csv(scores)
+    overall = table[(table.scope == "overall") & (table.metric == "accuracy")]
+    assert len(overall) == 1 and overall.value.iloc[0] > 0.8  # the classes are 2 std apart
+    # the b-subset is scored on the rows where b is present in the test table only
+    test_frame = pd.read_csv(test)
+    b_rows = table[(table.scope == "subset") & (table.subset == "b")].n.iloc[0]
+    assert b_rows == int(test_frame[["b1", "b2", "b3"]].notna().all(axis=1).sum())
+
+    code, printed, err = run(monkeypatch, capsys, "predict", out, "--input", test)
+    assert code == 0, err
+    predictions = pd.read_csv(io.StringIO(printed))
+    assert len(predictions) == 60 and set(predictions.prediction) <= {"sick", "well"}
+    absent_b = test_frame[["b1", "b2", "b3"]].isna().all(axis=1).to_numpy()
+    assert (predictions.modalities[absent_b] == "a").all()
+
+    # the same seed trains the same model
+    again = tmp_path / "again"
+    args = train_args(train, again, "--method", "late-fusion", "--epochs", "3", "--quiet")
+    assert run(monkeypatch, capsys, *args)[0] == 0
+    code, printed_again, _ = run(monkeypatch, capsys, "predict", again, "--input", test)
+    assert code == 0 and printed_again == printed
+
+
+def test_a_modality_is_absent_where_all_its_cells_are_empty(tables):
+    frame = pd.read_csv(tables[0])
+    frame.loc[0, ["a1", "a2"]] = np.nan  # both of a: absent
+    data = table_dataset(frame, {"a": ["a1", "a2"], "b": ["b1", "b2", "b3"]}, "label")
+    expected = ~frame[["b1", "b2", "b3"]].isna().all(axis=1).to_numpy()
+    assert data.observed[:, 1].tolist() == expected.tolist()
+    assert not data.observed[0, 0] and data.observed[1:, 0].all()
+    assert data.task.class_names == ("sick", "well")
+
+
+def test_regression_is_inferred_from_fractional_targets(monkeypatch, capsys, tmp_path):
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    make_table(80, 0, regression=True).to_csv(train, index=False)
+    make_table(40, 1, regression=True).to_csv(test, index=False)
+    out = tmp_path / "model"
+    args = train_args(train, out, "--method", "lda-em", "--quiet")
+    code, printed, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "regression on 'label'" in " ".join(printed.split())
+    code, printed, err = run(monkeypatch, capsys, "evaluate", out, "--data", test)
+    assert code == 0, err
+    assert "rmse" in printed
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (["--dataset", "synthetic"], r"--dataset .* and --data .* exclude each other"),
+        (["--target", "lable"], r"unknown --target column 'lable'. Did you mean 'label'"),
+        (["--modality", "c=a3"], r"unknown column 'a3' in --modality c. Did you mean .*'a1'"),
+        (["--modality", "c=a1"], r"'a1' is listed in --modality a and in --modality c"),
+        (["--modality", "c=label"], r"'label' is the --target and also a feature"),
+        (["--modality", "c"], r"--modality is written NAME=COL1,COL2"),
+        (["--devices", "2"], r"--devices applies to --dataset, not to a table"),
+        (["--task", "regression"], r"--task regression needs a numeric target"),
+        (["--partial", "impute"], r"--partial must be error or missing"),
+        (["--missing", "none=>mcar:0.5"], r"sets test conditions, but --data trains on the whole"),
+    ],
+)
+def test_bad_table_options_are_one_line(monkeypatch, capsys, tmp_path, tables, change, expected):
+    args = train_args(tables[0], tmp_path / "m", "--method", "lda-em", *change)
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and re.search(expected, err), err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ("words", r"column 'a2' of --modality a is not numeric \(e.g. 'high' in row 0\)"),
+        ("one_class", r"target column 'label' holds 1 class \('well'\); classification needs"),
+        ("partial", r"modality 'b' has 1 row\(s\) where only some of its columns are empty"),
+    ],
+)
+def test_bad_tables_are_one_line(monkeypatch, capsys, tmp_path, edit, expected):
+    frame = make_table(40, 0)
+    if edit == "words":
+        frame["a2"] = "high"
+    elif edit == "one_class":
+        frame["label"] = "well"
+    else:
+        frame.loc[frame.b2.notna().idxmax(), "b1"] = np.nan
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    args = train_args(tmp_path / "t.csv", tmp_path / "m", "--method", "lda-em")
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and re.search(expected, err), err
+    if edit == "partial":  # the fix the message names works
+        code, _, err = run(monkeypatch, capsys, *args, "--partial", "missing", "--quiet")
+        assert code == 0, err
+
+
+def test_data_and_dataset_are_needed_once(monkeypatch, capsys, tmp_path, tables):
+    code, _, err = run(monkeypatch, capsys, "train", "--method", "lda-em", "--out", tmp_path / "m")
+    assert code == 2 and "give --dataset NAME" in err and "--data FILE" in err
+    code, _, err = run(
+        monkeypatch, capsys, "train", "--dataset", "synthetic", "--target", "y", "--method",
+        "lda-em", "--out", tmp_path / "m",
+    )  # fmt: skip
+    assert code == 2 and "--target describes a table; give it with --data FILE" in err
+    args = ["train", "--data", tmp_path / "nope.csv", "--target", "label", *MODALITIES]
+    code, _, err = run(monkeypatch, capsys, *args, "--method", "lda-em", "--out", tmp_path / "m")
+    assert code == 2 and "--data" in err and "is not a file" in err
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("a\n1\n")
+    args = ["train", "--data", tsv, "--target", "label", *MODALITIES]
+    code, _, err = run(monkeypatch, capsys, *args, "--method", "lda-em", "--out", tmp_path / "m")
+    assert code == 2 and "give a .csv or .parquet table" in err
+
+
+def test_evaluate_data_checks_the_table_against_the_model(monkeypatch, capsys, tmp_path, tables):
+    train, test = tables
+    out = tmp_path / "model"
+    code, _, err = run(monkeypatch, capsys, *train_args(train, out, "--method", "lda-em"))
+    assert code == 0, err
+    unseen = pd.read_csv(test).replace({"label": {"sick": "unsure"}})
+    unseen.to_csv(tmp_path / "unseen.csv", index=False)
+    code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", tmp_path / "unseen.csv")
+    assert code == 2 and "holds label(s) ['unsure'] the model never saw" in err
+    pd.read_csv(test).drop(columns="label").to_csv(tmp_path / "unlabelled.csv", index=False)
+    code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", tmp_path / "unlabelled.csv")
+    assert code == 2 and "the table has no target column 'label'" in err
+    code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", test, "--out", test)
+    assert code == 2 and "--out" in err  # the user's table is never the output
+    assert len(pd.read_csv(test)) == 60
+
+    builtin = tmp_path / "builtin"
+    args = ["train", "--dataset", "synthetic", "--dataset-param", "n_samples=200"]
+    code, _, err = run(monkeypatch, capsys, *args, "--method", "lda-em", "--out", builtin)
+    assert code == 0, err
+    code, _, err = run(monkeypatch, capsys, "evaluate", builtin, "--data", test)
+    assert code == 2 and "was not trained on a table" in err
+
+
+def test_parquet_tables_and_the_missing_extra(monkeypatch, capsys, tmp_path, tables):
+    pytest.importorskip("pyarrow")
+    parquet = tmp_path / "train.parquet"
+    pd.read_csv(tables[0]).to_parquet(parquet)
+    code, _, err = run(
+        monkeypatch, capsys, *train_args(parquet, tmp_path / "m", "--method", "lda-em")
+    )
+    assert code == 0, err
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
+    code, _, err = run(
+        monkeypatch, capsys, *train_args(parquet, tmp_path / "n", "--method", "lda-em")
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "needs pyarrow" in err and "pip install 'mlmm[parquet]'" in err
+
+
+def test_tune_on_a_table_then_train_with_its_params(monkeypatch, capsys, tmp_path, tables):
+    pytest.importorskip("optuna")
+    train, _ = tables
+    best = tmp_path / "best.yaml"
+    code, printed, err = run(
+        monkeypatch, capsys, "tune", "--data", train, "--target", "label", *MODALITIES,
+        "--method", "late-fusion", "--trials", "1", "--epochs", "2", "--folds", "2",
+        "--store", tmp_path / "tune.db", "--params-out", best,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "(120 training samples, 2 fold(s)): 1 trials" in " ".join(printed.split())
+    args = train_args(train, tmp_path / "m", "--method", "late-fusion", "--epochs", "2")
+    code, _, err = run(monkeypatch, capsys, *args, "--params", best, "--quiet")
+    assert code == 0, err
+
+
+def test_auto_on_a_table(monkeypatch, capsys, tmp_path, tables):
+    train, test = tables
+    out = tmp_path / "auto"
+    args = train_args(train, out, "--method", "auto", "--param", "budget=fast", "--quiet")
+    code, printed, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "inner cross-validation leaderboard" in printed
+    assert not (tmp_path / ".auto.auto-cache").exists()  # its own cache is removed once saved
+    code, printed, err = run(monkeypatch, capsys, "evaluate", out, "--data", test)
+    assert code == 0, err
+    assert "auto" in printed and "accuracy" in printed
+
+
+@pytest.mark.parametrize("labels", ["whole numbers", "booleans"])
+def test_number_and_boolean_labels_map_back_to_the_model_classes(
+    monkeypatch, capsys, tmp_path, tables, labels
+):
+    """The estimator encodes labels 1/2 (or False/True) as classes 0/1: evaluate --data maps
+    the test table's labels through the model's classes, not as class indices."""
+    for path in tables:
+        frame = pd.read_csv(path)
+        sick = frame.label == "sick"
+        frame["label"] = sick.astype(int) + 1 if labels == "whole numbers" else sick
+        frame.to_csv(tmp_path / path.name, index=False)
+    train, test = (tmp_path / path.name for path in tables)
+    out = tmp_path / "model"
+    code, _, err = run(monkeypatch, capsys, *train_args(train, out, "--method", "lda-em"))
+    assert code == 0, err
+    scores = tmp_path / "scores.csv"
+    code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", test, "--out", scores)
+    assert code == 0, err
+    table = pd.read_csv(scores)
+    accuracy = table[(table.scope == "overall") & (table.metric == "accuracy")].value.iloc[0]
+    assert accuracy > 0.8  # labels read as indices would put class 2 out of range or flip
+    code, printed, err = run(monkeypatch, capsys, "predict", out, "--input", test)
+    assert code == 0, err
+    predicted = pd.read_csv(io.StringIO(printed)).prediction
+    assert set(predicted.astype(str)) <= (
+        {"1", "2"} if labels == "whole numbers" else {"True", "False"}
+    )
