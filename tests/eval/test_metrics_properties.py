@@ -169,6 +169,9 @@ def test_one_sample_and_one_class():
     assert out["accuracy"] == 1.0 and out["macro_f1"] == 1.0
     assert math.isnan(out["auroc"])
     assert out["ece"] == pytest.approx(0.3)
+    assert out["balanced_accuracy"] == 1.0  # the one present class, recalled
+    assert out["log_loss"] == pytest.approx(-math.log(0.7))
+    assert out["brier"] == pytest.approx(0.3**2 + 0.3**2)
 
 
 def test_regression_keys():
