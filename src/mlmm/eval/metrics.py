@@ -120,7 +120,8 @@ def accuracy(proba: np.ndarray, target: np.ndarray) -> float:
     """Share of samples whose most probable class (``argmax`` of ``proba`` ``[N, K]``) is the
     label ``target`` ``[N]``; NaN with no sample or a non-finite score (a diverged model's NaN
     row is not read as class 0). The trainer's ``val_accuracy`` and ``auto``'s ``cv_accuracy``
-    use it too, so every accuracy in mlmm treats NaN predictions alike."""
+    use it too, so the three treat NaN predictions alike (the ``scheduler`` method's choice
+    of expert and the stream engine score accuracy their own way)."""
     proba, target = _class_indices(proba, target)
     if not _scorable(proba):
         return float("nan")
