@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
+from mlmm.errors import MlmmError
 from mlmm.eval.metrics import (
+    accuracy,
     auroc_ovr,
+    balanced_accuracy,
+    brier_score,
     classification_metrics,
     expected_calibration_error,
+    log_loss,
     macro_f1,
     regression_metrics,
 )
@@ -119,3 +124,30 @@ def test_regression_metrics_by_hand():
     assert out["r2"] == pytest.approx(1 - 14 / 6)
     assert set(out) == {"mae", "rmse", "r2", "ccc"}
     assert math.isnan(regression_metrics(np.array([1.0, 2.0]), np.array([3.0, 3.0]))["r2"])
+
+
+def test_log_loss_does_not_renormalise_rows_that_do_not_sum_to_one():
+    # scikit-learn before 1.5 divided each row by its sum (-log 0.6 here): mlmm's value must
+    # not depend on the installed scikit-learn
+    assert log_loss(np.array([[0.2, 0.3]]), np.array([1])) == pytest.approx(-math.log(0.3))
+    # a probability above 1 by rounding is clipped to 1 - eps, not an error
+    above = log_loss(np.array([[1.0 + 1e-9, 0.0]]), np.array([0]))
+    assert above == pytest.approx(-math.log1p(-np.finfo(float).eps))
+
+
+def test_balanced_accuracy_averages_only_the_classes_in_the_target():
+    # class 2 is only predicted: its prediction is a miss for class 0, and it is no third
+    # recall (that would be 0/0)
+    pred, target = np.array([2, 0, 1, 1]), np.array([0, 0, 1, 1])
+    assert balanced_accuracy(pred, target) == pytest.approx((1 / 2 + 1) / 2)
+    proba = np.eye(3)[pred] * 0.8 + 0.2 / 3  # [N, K], argmax = pred
+    assert classification_metrics(proba, target)["balanced_accuracy"] == pytest.approx(0.75)
+    assert balanced_accuracy(np.array([1]), np.array([1])) == 1.0  # one sample
+    assert math.isnan(balanced_accuracy(np.array([], dtype=int), np.array([], dtype=int)))
+
+
+@pytest.mark.parametrize("metric", [accuracy, log_loss, brier_score])
+def test_probability_metrics_refuse_labels_outside_the_columns(metric):
+    # a label -1 indexed the last column (brier scored it as class 1)
+    with pytest.raises(MlmmError, match="class indices 0..1"):
+        metric(np.array([[0.9, 0.1]]), np.array([-1]))

@@ -4,6 +4,7 @@ predictions."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -169,6 +170,9 @@ def test_one_sample_and_one_class():
     assert out["accuracy"] == 1.0 and out["macro_f1"] == 1.0
     assert math.isnan(out["auroc"])
     assert out["ece"] == pytest.approx(0.3)
+    assert out["balanced_accuracy"] == 1.0  # the one present class, recalled
+    assert out["log_loss"] == pytest.approx(-math.log(0.7))
+    assert out["brier"] == pytest.approx(0.3**2 + 0.3**2)
 
 
 def test_regression_keys():
@@ -221,9 +225,14 @@ def test_balanced_accuracy_log_loss_and_brier_match_sklearn(case):
     expected = balanced_accuracy_score(target, proba.argmax(1))
     assert out["balanced_accuracy"] == pytest.approx(expected)
     assert out["log_loss"] == pytest.approx(log_loss(target, proba, labels=labels))
-    # the multiclass Brier score in [0, 2] (scikit-learn >= 1.7 has it unscaled)
-    expected = brier_score_loss(target, proba, labels=labels, scale_by_half=False)
+    # the multiclass Brier score in [0, 2]: the squared error summed over the K columns, a
+    # reference every supported scikit-learn has (pyproject allows 1.3)
+    one_hot = np.eye(proba.shape[1])[target]  # [N, K]
+    expected = mean_squared_error(one_hot, proba) * proba.shape[1]
     assert out["brier"] == pytest.approx(expected)
+    if "scale_by_half" in inspect.signature(brier_score_loss).parameters:  # scikit-learn >= 1.7
+        expected = brier_score_loss(target, proba, labels=labels, scale_by_half=False)
+        assert out["brier"] == pytest.approx(expected)
 
 
 def test_new_classification_metrics_by_hand():

@@ -96,36 +96,52 @@ def _scorable(proba: np.ndarray) -> bool:
     return len(proba) > 0 and bool(np.isfinite(proba).all())
 
 
+def _class_indices(proba: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``proba`` as floats ``[N, K]`` and ``target`` as class indices ``[N]`` in ``0..K-1``;
+    another shape or an index outside the columns is refused in one line (a negative index
+    would otherwise pick a column from the end)."""
+    proba = np.asarray(proba, dtype=float)
+    target = np.asarray(target).astype(np.int64)
+    if proba.ndim != 2 or target.shape != (len(proba),):
+        raise MlmmError(
+            f"classification metrics need probabilities [N, K] and class indices [N], got "
+            f"{proba.shape} and {target.shape}"
+        )
+    if len(target) and (target.min() < 0 or target.max() >= proba.shape[1]):
+        raise MlmmError(
+            f"classification targets must be class indices 0..{proba.shape[1] - 1} (one per "
+            f"probability column), got values {target.min()}..{target.max()}; map labels to "
+            f"indices first"
+        )
+    return proba, target
+
+
 def accuracy(proba: np.ndarray, target: np.ndarray) -> float:
     """Share of samples whose most probable class (``argmax`` of ``proba`` ``[N, K]``) is the
     label ``target`` ``[N]``; NaN with no sample or a non-finite score (a diverged model's NaN
     row is not read as class 0). The trainer's ``val_accuracy`` and ``auto``'s ``cv_accuracy``
-    use it too, so every accuracy in mlmm treats NaN predictions alike."""
-    proba = np.asarray(proba, dtype=float)
+    use it too, so the three treat NaN predictions alike (the ``scheduler`` method's choice
+    of expert and the stream engine score accuracy their own way)."""
+    proba, target = _class_indices(proba, target)
     if not _scorable(proba):
         return float("nan")
-    return float((proba.argmax(axis=1) == np.asarray(target)).mean())
+    return float((proba.argmax(axis=1) == target).mean())
 
 
 def log_loss(proba: np.ndarray, target: np.ndarray) -> float:
     """Mean cross-entropy ``-log p[y]`` (natural log) of probabilities ``[N, K]`` for labels
-    ``[N]``, by scikit-learn's ``log_loss`` over all ``K`` classes: probabilities are clipped
-    to ``[eps, 1 - eps]`` (``eps`` the float64 machine epsilon, so a confident wrong answer
-    costs about 36, not infinity). Values outside ``[0, 1]`` by rounding are clipped into it
-    first, and rows are not renormalised. NaN with no sample or a non-finite probability."""
-    import warnings
-
-    from sklearn.metrics import log_loss as sklearn_log_loss
-
-    proba = np.asarray(proba, dtype=float)
+    ``[N]``, as scikit-learn's ``log_loss`` over all ``K`` classes (>= 1.5): the probability of
+    the label is clipped to ``[eps, 1 - eps]`` (``eps`` the float64 machine epsilon, so a
+    confident wrong answer costs about 36, not infinity) and rows are not renormalised
+    (scikit-learn before 1.5 renormalised them, so it is written out here and gives the same
+    value whatever scikit-learn is installed). NaN with no sample, fewer than two classes or a
+    non-finite probability."""
+    proba, target = _class_indices(proba, target)
     if not _scorable(proba) or proba.shape[1] < 2:
         return float("nan")
-    with warnings.catch_warnings():  # float32 softmax rows sum to 1 only within 1e-7
-        warnings.simplefilter("ignore", UserWarning)
-        value = sklearn_log_loss(
-            np.asarray(target), np.clip(proba, 0.0, 1.0), labels=np.arange(proba.shape[1])
-        )
-    return float(value)
+    eps = np.finfo(float).eps
+    true_class = np.clip(proba[np.arange(len(target)), target], eps, 1.0 - eps)  # [N]
+    return float(-np.log(true_class).mean())
 
 
 def brier_score(proba: np.ndarray, target: np.ndarray) -> float:
@@ -135,27 +151,25 @@ def brier_score(proba: np.ndarray, target: np.ndarray) -> float:
     scikit-learn's ``brier_score_loss(..., scale_by_half=False)`` (scikit-learn >= 1.7; written
     out here since mlmm supports scikit-learn 1.3). NaN with no sample or a non-finite
     probability."""
-    proba = np.asarray(proba, dtype=float)
+    proba, target = _class_indices(proba, target)
     if not _scorable(proba):
         return float("nan")
-    one_hot = np.eye(proba.shape[1])[np.asarray(target)]  # [N, K]
+    one_hot = np.eye(proba.shape[1])[target]  # [N, K]
     return float(((proba - one_hot) ** 2).sum(axis=1).mean())
 
 
 def balanced_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
     """Mean recall over the classes present in ``target`` (scikit-learn's
-    ``balanced_accuracy_score``): chance level is ``1 / n_present`` whatever the class
-    balance, so a majority-class answer no longer scores high on imbalanced data. NaN with no
-    sample."""
-    import warnings
-
-    from sklearn.metrics import balanced_accuracy_score
-
+    ``balanced_accuracy_score``; a class only predicted is not averaged in, its predictions
+    count as wrong for their true classes): chance level is ``1 / n_present`` whatever the
+    class balance, so a majority-class answer no longer scores high on imbalanced data. NaN
+    with no sample. Computed by counting, fast enough to score every subset."""
+    pred, target = np.asarray(pred), np.asarray(target)
     if len(target) == 0:
         return float("nan")
-    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": counted wrong
-        warnings.simplefilter("ignore", UserWarning)
-        return float(balanced_accuracy_score(target, pred))
+    classes, index = np.unique(target, return_inverse=True)  # index: [N], position in classes
+    hits = np.bincount(index, weights=pred == target, minlength=len(classes))  # [C]
+    return float((hits / np.bincount(index, minlength=len(classes))).mean())
 
 
 def concordance_correlation(pred: np.ndarray, target: np.ndarray) -> float:
@@ -241,19 +255,7 @@ def classification_metrics(proba: np.ndarray, target: np.ndarray) -> dict[str, f
     when fewer than two classes are present (undefined, not zero). Every metric is NaN with no
     sample or with a non-finite probability (a diverged model is not scored as class 0).
     """
-    proba = np.asarray(proba, dtype=float)
-    target = np.asarray(target).astype(np.int64)
-    if proba.ndim != 2 or target.shape != (len(proba),):
-        raise MlmmError(
-            f"classification metrics need probabilities [N, K] and class indices [N], got "
-            f"{proba.shape} and {target.shape}"
-        )
-    if len(target) and (target.min() < 0 or target.max() >= proba.shape[1]):
-        raise MlmmError(
-            f"classification targets must be class indices 0..{proba.shape[1] - 1} (one per "
-            f"probability column), got values {target.min()}..{target.max()}; map labels to "
-            f"indices first"
-        )
+    proba, target = _class_indices(proba, target)
     if not _scorable(proba):
         return _undefined([*CLASSIFICATION_METRICS, *CLASSIFICATION_EXTRA_METRICS])
     pred = proba.argmax(axis=1)
