@@ -140,3 +140,17 @@ def test_a_saved_scheduler_rebuilds_its_experts_as_trained_after_their_sizing_ch
     np.testing.assert_array_equal(loaded.predict_raw(data), trained.predict_raw(data))
     again = TrainedModel.load(loaded.save(tmp_path / "again"))
     np.testing.assert_array_equal(again.predict_raw(data), trained.predict_raw(data))
+
+
+def test_a_diverged_expert_is_never_chosen():
+    """An expert whose predictions are NaN scores -inf (its NaN rows were read as class 0)."""
+    data, model = _scheduler()
+    with torch.no_grad():
+        for p in model.pool["moddrop"].parameters():
+            p.fill_(NAN)
+    model.select(data)
+    seen = model.n_val > 0
+    assert seen.any()
+    assert torch.isneginf(model.scores[seen, 1]).all()
+    assert torch.isfinite(model.scores[seen, 0]).all()
+    assert set(model.choice_table().chosen.dropna()) == {"late-fusion"}

@@ -27,6 +27,7 @@ its own stages.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -213,6 +214,9 @@ class Scheduler(MissingModalityModel):
             self.n_val[code - 1] = part.n_samples
             for e, expert in enumerate(self.pool.values()):
                 pred = predict_batches(expert, batch)
+                if not torch.isfinite(pred).all():  # diverged: its NaN rows would read as class 0
+                    self.scores[code - 1, e], self.losses[code - 1, e] = -math.inf, math.inf
+                    continue
                 loss = expert.task_loss(pred, batch.target)
                 if self.task.is_classification:
                     score = (pred.argmax(1) == batch.target).double().mean()
