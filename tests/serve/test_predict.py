@@ -431,6 +431,35 @@ def test_an_empty_truncated_or_corrupt_npz_is_one_line(monkeypatch, capsys, tmp_
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and "check the file" in err
 
 
+def test_an_npz_member_with_a_corrupt_header_is_one_line(monkeypatch, capsys, tmp_path):
+    """numpy parses a member's header with tokenize: a lost ``)`` raised TokenError, a
+    traceback through ``mlmm predict``."""
+    import zipfile
+
+    from mlmm.serve.predict import read_input
+
+    good = tmp_path / "good.npz"
+    np.savez(good, **_samples())
+    with zipfile.ZipFile(good) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    assert b"), }" in members["m1.npy"]
+    members["m1.npy"] = members["m1.npy"].replace(b"), }", b",  }", 1)  # same length
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(bad, "w") as archive:  # valid CRC-32s: only the header is wrong
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(
+        MlmmError, match=r"cannot read .*bad\.npz' as \.npz \(its header is corrupt"
+    ):
+        read_input(bad)
+    monkeypatch.setattr(sys, "argv", ["mlmm", "predict", str(tmp_path), "--input", str(bad)])
+    monkeypatch.setattr("mlmm.train.TrainedModel.load", lambda path: None)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and "header is corrupt" in err
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".npz"])
 def test_write_table_on_a_full_disk_is_one_line_and_keeps_the_earlier_file(
     tmp_path, monkeypatch, suffix

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mlmm.data.formats._common import NUMPY_FILE_ERRORS, numpy_file_reason
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import subset_name
 from mlmm.train.trained import MULTILABEL_THRESHOLD, TrainedModel
@@ -63,10 +62,14 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(path)
         return pd.read_csv(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+    except NUMPY_FILE_ERRORS as err:
         # an empty .npz is an EOFError (the CLI printed a bare "Aborted."), a truncated or
-        # corrupt one a BadZipFile or zlib.error (a traceback)
-        reason = str(err) or f"{type(err).__name__}: the file is empty or truncated"
+        # corrupt one a BadZipFile or zlib.error, a member's corrupt header numpy's TokenError
+        reason = (
+            numpy_file_reason(err)
+            if str(err)
+            else f"{type(err).__name__}: the file is empty or truncated"
+        )
         raise MlmmError(
             f"cannot read {str(path)!r} as {suffix} ({reason}); check the file"
         ) from None
