@@ -259,7 +259,9 @@ def _map_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSour
             with archive.open(infos[key]) as fh:
                 try:
                     small[key] = np.lib.format.read_array(fh, allow_pickle=False)
-                except ValueError:
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise  # damaged, not objects: _open_npz names the archive and why
                     raise MlmmError(
                         f"{path}: member {key!r} holds Python objects; store numbers or strings"
                     ) from None
