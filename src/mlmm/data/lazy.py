@@ -239,11 +239,7 @@ def _open_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSou
 
 
 def _map_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSource:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise MlmmError(f"{path}: not a readable .npz archive ({exc})") from None
-    with archive:
+    with zipfile.ZipFile(path) as archive:  # not a zip: BadZipFile, named by _open_npz
         infos = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
         raw = None
         if "mlmm" in infos:
