@@ -440,3 +440,24 @@ def test_a_corrupt_npz_member_header_or_cut_archive_is_one_line(tmp_path, member
     (tmp_path / "cut.npz").write_bytes(raw[: len(raw) - 200])
     with pytest.raises(MlmmError, match=r"cut\.npz: not a readable \.npz archive"):
         open_dataset(tmp_path / "cut.npz")
+
+
+def test_a_damaged_small_npz_member_is_not_called_python_objects(tmp_path):
+    # every ValueError reading observed/targets/groups was "holds Python objects", also a
+    # member cut short or with a corrupt dtype
+    import zipfile
+
+    _write_npz(_mixed(20), tmp_path / "d.npz")
+    with zipfile.ZipFile(tmp_path / "d.npz") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["targets.npy"] = members["targets.npy"][:-5]  # the rows cut short
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:  # valid CRC-32s
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(MlmmError, match=r"bad\.npz: not a readable \.npz archive") as err:
+        open_dataset(tmp_path / "bad.npz")
+    assert "Python objects" not in str(err.value) and "\n" not in str(err.value)
+    ds = _mixed(20)
+    _write_npz(ds, tmp_path / "objects.npz", groups=np.array(["a"] * 20, dtype=object))
+    with pytest.raises(MlmmError, match=r"member 'groups' holds Python objects"):
+        open_dataset(tmp_path / "objects.npz")

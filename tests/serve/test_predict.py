@@ -406,22 +406,41 @@ def test_a_json_input_is_refused_by_its_suffix_in_one_line(
     assert "has suffix '.json'; use a .npz (one array per modality), .parquet or .csv" in err
 
 
-@pytest.mark.parametrize("content", ["empty", "truncated", "not a zip"])
+def _corrupt_member_header(good, bad):
+    """``good`` with the ``)`` closing member m1's header shape dropped (valid CRC-32s)."""
+    import zipfile
+
+    with zipfile.ZipFile(good) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    assert b"), }" in members["m1.npy"]
+    members["m1.npy"] = members["m1.npy"].replace(b"), }", b",  }", 1)  # same length
+    with zipfile.ZipFile(bad, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+@pytest.mark.parametrize("content", ["empty", "truncated", "not a zip", "member header"])
 def test_an_empty_truncated_or_corrupt_npz_is_one_line(monkeypatch, capsys, tmp_path, content):
     """An empty .npz printed a bare "Aborted." (EOFError), a truncated or corrupt one gave a
-    traceback (zipfile.BadZipFile)."""
+    traceback (zipfile.BadZipFile), a member's corrupt header too (numpy's TokenError)."""
     good = tmp_path / "good.npz"
     np.savez(good, **_samples())
     data = good.read_bytes()
     bad = tmp_path / "bad.npz"
-    bad.write_bytes(
-        {"empty": b"", "truncated": data[: len(data) // 2], "not a zip": b"PK\x03\x04" + b"x" * 40}[
-            content
-        ]
-    )
+    if content == "member header":
+        _corrupt_member_header(good, bad)
+    else:
+        bad.write_bytes(
+            {
+                "empty": b"",
+                "truncated": data[: len(data) // 2],
+                "not a zip": b"PK\x03\x04" + b"x" * 40,
+            }[content]
+        )
     from mlmm.serve.predict import read_input
 
-    with pytest.raises(MlmmError, match="cannot read .*bad.npz' as .npz"):
+    reason = r" \(its header is corrupt\)" if content == "member header" else ""
+    with pytest.raises(MlmmError, match=rf"cannot read .*bad.npz' as .npz{reason}"):
         read_input(bad)
     monkeypatch.setattr(sys, "argv", ["mlmm", "predict", str(tmp_path), "--input", str(bad)])
     monkeypatch.setattr("mlmm.train.TrainedModel.load", lambda path: None)

@@ -239,11 +239,7 @@ def _open_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSou
 
 
 def _map_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSource:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise MlmmError(f"{path}: not a readable .npz archive ({exc})") from None
-    with archive:
+    with zipfile.ZipFile(path) as archive:  # not a zip: BadZipFile, named by _open_npz
         infos = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
         raw = None
         if "mlmm" in infos:
@@ -259,7 +255,9 @@ def _map_npz(path: Path, specs: Any, task: Any, name: str | None) -> _MappedSour
             with archive.open(infos[key]) as fh:
                 try:
                     small[key] = np.lib.format.read_array(fh, allow_pickle=False)
-                except ValueError:
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise  # damaged, not objects: _open_npz names the archive and why
                     raise MlmmError(
                         f"{path}: member {key!r} holds Python objects; store numbers or strings"
                     ) from None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mlmm.data.formats._common import NUMPY_FILE_ERRORS, numpy_file_reason
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import subset_name
 from mlmm.train.trained import MULTILABEL_THRESHOLD, TrainedModel
@@ -69,10 +68,14 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
                     "install 'mlmm[parquet]' (or save the table as .csv)"
                 ) from None
         return pd.read_csv(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+    except NUMPY_FILE_ERRORS as err:
         # an empty .npz is an EOFError (the CLI printed a bare "Aborted."), a truncated or
-        # corrupt one a BadZipFile or zlib.error (a traceback)
-        reason = str(err) or f"{type(err).__name__}: the file is empty or truncated"
+        # corrupt one a BadZipFile or zlib.error, a member's corrupt header numpy's TokenError
+        reason = (
+            numpy_file_reason(err)
+            if str(err)
+            else f"{type(err).__name__}: the file is empty or truncated"
+        )
         raise MlmmError(
             f"cannot read {str(path)!r} as {suffix} ({reason}); check the file"
         ) from None

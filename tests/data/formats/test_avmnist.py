@@ -126,3 +126,11 @@ def test_n_valid_true_is_refused_not_read_as_one_row(tmp_path):
     _write(tmp_path)
     with pytest.raises(MlmmError, match=r"n_valid must be an integer in \[0, 8\).*got True"):
         load_avmnist(tmp_path, n_valid=True)
+
+
+def test_n_valid_zero_loads_every_training_row_as_train(tmp_path):
+    # the finiteness check reshaped the empty validation rows with -1: a ValueError traceback
+    _write(tmp_path)
+    ds = load_avmnist(tmp_path, n_valid=0)
+    assert ds.meta["official_split"].tolist() == ["train"] * 8 + ["test"] * 4
+    assert load_avmnist(tmp_path, split="train", n_valid=0).n_samples == 8

@@ -268,3 +268,15 @@ def test_a_wrong_class_idx_is_one_line(tmp_path, order, message):
     with pytest.raises(MlmmError, match=message) as err:
         load_food101(tmp_path, image_size=4, map_split=map_split)
     assert "\n" not in str(err.value)
+
+
+def test_an_unreadable_class_idx_beside_map_split_says_how_to_go_without_it(tmp_path):
+    # found beside map_split, not passed: the error named a class_idx= the user never gave
+    _write(tmp_path)
+    map_split = _class_idx(tmp_path, {"apple_pie": 0, "tacos": 1})
+    (map_split.parent / "class_idx.json").write_text('{"apple_pie": 0,')
+    with pytest.raises(MlmmError, match=r"class_idx\.json is not a readable JSON file") as err:
+        load_food101(tmp_path, image_size=4, map_split=map_split)
+    assert "class_idx='sorted'" in str(err.value) and "\n" not in str(err.value)
+    ds = load_food101(tmp_path, image_size=4, map_split=map_split, class_idx="sorted")
+    assert ds.task.class_names == ("apple_pie", "tacos")

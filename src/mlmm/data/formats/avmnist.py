@@ -166,7 +166,7 @@ def _read(path: Path, checksums) -> np.ndarray:
 def _finite(values: np.ndarray, path: Path, rows: slice) -> np.ndarray:
     """``values`` (rows ``rows`` of ``path``) unless one holds NaN or inf: named by its row in
     the file, not in the loaded data set, whose rows are shifted by the split."""
-    flat = values.reshape(len(values), -1)
+    flat = values.reshape(len(values), int(np.prod(values.shape[1:])))  # -1 fails for 0 rows
     bad = np.zeros(len(values), dtype=bool)
     for start in range(0, len(values), 1024):  # no full-size boolean temporary
         bad[start : start + 1024] = ~np.isfinite(flat[start : start + 1024]).all(axis=1)

@@ -102,14 +102,19 @@ def load_food101(
         train set). Given, the splits are ``train``/``val``/``test`` as listed there; a listed
         file with no CSV row is skipped and counted in ``meta["unlisted"]``; a file listed in two
         splits is an error.
+    class_idx : path or "sorted", optional
+        The class order: MAP's ``class_idx.json`` (``{"frozen_yogurt": 0, "tacos": 1, ...}``,
+        not alphabetical). None: the ``class_idx.json`` beside ``map_split`` if there is one,
+        else ``"sorted"``, the sorted class names of the training CSV.
 
     Returns
     -------
     MultimodalDataset
         ``image`` ``(3, image_size, image_size)`` and ``text``; an empty title or a missing
-        image file is absent. Classes are the sorted class names of the training CSV.
-        ``meta`` holds ``files``, ``texts`` (the raw titles), ``official_split``,
-        ``bad_images`` and ``missing_images``.
+        image file is absent. Classes in the order ``class_idx`` gives. ``meta`` holds
+        ``files``, ``texts`` (the raw titles), ``official_split``, ``bad_images``,
+        ``missing_images``, ``unlisted`` and ``class_order`` (the ``class_idx.json`` read, or
+        ``"sorted"``).
     """
     pil = require("PIL.Image", "decoding UPMC Food-101 images")
     check_split(split, SPLITS if map_split is None else MAP_SPLITS, "UPMC Food-101")
@@ -257,7 +262,10 @@ def _read_class_idx(path: Path) -> tuple[str, ...]:
     try:
         mapping = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise MlmmError(f"class_idx={str(path)!r} is not a readable JSON file ({err})") from None
+        raise MlmmError(
+            f"{path} is not a readable JSON file ({err}); expected MAP's class_idx.json: fix "
+            "it, or pass class_idx='sorted' for the sorted class names of the training CSV"
+        ) from None
     expected = 'a JSON object {"frozen_yogurt": 0, "tacos": 1, ...} with indices 0..K-1'
     if not isinstance(mapping, dict) or not all(
         type(v) is int
