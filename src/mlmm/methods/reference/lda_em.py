@@ -40,15 +40,42 @@ from mlmm.methods.reference._classical import (
 from mlmm.methods.registry import register_method
 from mlmm.tune.space import Float, Int
 
+_NOT_POSITIVE_DEFINITE = (
+    "lda-em: the fitted covariance is not positive definite (constant or collinear "
+    "features); raise shrinkage above 0"
+)
+
 
 def _cholesky(matrix: torch.Tensor) -> torch.Tensor:
     factor, info = torch.linalg.cholesky_ex(matrix)
     if info.item() != 0:
-        raise MlmmError(
-            "lda-em: the fitted covariance is not positive definite (constant or collinear "
-            "features); raise shrinkage above 0"
-        )
+        raise MlmmError(_NOT_POSITIVE_DEFINITE)
     return factor
+
+
+def _feature_blocks(
+    x: torch.Tensor, columns: torch.Tensor, pattern: torch.Tensor, full: bool
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The features observed together (by every pattern, or by none), each with an orthonormal
+    basis of where its data lie: ``[(features [P_b], basis [P_b, r_b])]``.
+
+    A block's observed rows span at most as many dimensions as there are rows, and EM never
+    leaves that span (its means, its regressions of hidden on observed parts and its
+    covariance updates are combinations of those rows; the identity start and the isotropic
+    shrinkage act on the rest alike), so EM can run on ``r_b = min(rows, P_b)`` coordinates.
+    ``full`` (or a block with as many rows as features): the basis is the identity.
+    """
+    signatures, block = torch.unique(columns.T, dim=0, return_inverse=True)  # [B, Q], [P]
+    blocks = []
+    for b in range(len(signatures)):
+        features = (block == b).nonzero().squeeze(1)  # [P_b]
+        rows = signatures[b][pattern].nonzero().squeeze(1)  # [n_b]
+        if full or len(rows) >= len(features):
+            basis = torch.eye(len(features), dtype=x.dtype, device=x.device)  # [P_b, P_b]
+        else:  # Householder QR: orthonormal columns spanning the rows, even if they repeat
+            basis = torch.linalg.qr(x[rows[:, None], features].T).Q  # [P_b, n_b]
+        blocks.append((features, basis))
+    return blocks
 
 
 def gaussian_em(
@@ -63,6 +90,16 @@ def gaussian_em(
     shrinkage_target: str = "isotropic",
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Maximum-likelihood group means and one shared covariance from incomplete rows, by EM.
+
+    The covariance is kept as ``S = U C U^T + sum_b d_b (I_b - U_b U_b^T)``: ``U`` holds, per
+    block of features observed together, an orthonormal basis of its observed rows
+    (:func:`_feature_blocks`), ``C [r, r]`` is ``S`` in those coordinates and ``d_b`` its
+    variance on the rest of the block, where every direction is alike (EM starts from the
+    identity, and the isotropic target adds the same to every direction). Every step below is
+    the textbook one in those coordinates, so the result is that of the dense EM up to float
+    round-off, at a cost that grows with ``r`` (at most the rows per block) instead of ``P``.
+    With ``shrinkage_target="diagonal"`` (whose target differs per feature) or more rows
+    than features the basis is the identity: the dense EM.
 
     Parameters
     ----------
@@ -91,53 +128,91 @@ def gaussian_em(
     n, width = x.shape
     observed = columns[pattern]  # [N, P]
     filled = torch.where(observed, x, 0.0)  # [N, P]
-    zeros = x.new_zeros(n_groups, width)  # [G, P]
+    blocks = _feature_blocks(filled, columns, pattern, shrinkage_target == "diagonal")
+    sizes = [basis.shape[1] for _, basis in blocks]
+    # each block's coordinates, where its complement's dimension and variance d_b belong
+    coordinates = torch.arange(sum(sizes), device=x.device).split(sizes)
+    rest = x.new_tensor([len(f) - basis.shape[1] for f, basis in blocks])  # [B]
+    y = torch.cat([filled[:, f] @ basis for f, basis in blocks], dim=1)  # [N, r]
+    block_columns = torch.stack([columns[:, f[0]] for f, _ in blocks], dim=1)  # [Q, B]
+    r = y.shape[1]
+    eye = torch.eye(r, dtype=x.dtype, device=x.device)  # [r, r]
+
+    zeros = x.new_zeros(n_groups, r)  # [G, r]
     counts = x.new_zeros(n_groups).index_add_(0, group, x.new_ones(n))  # [G]
-    seen = zeros.index_add(0, group, observed.to(x.dtype))  # [G, P]
-    mean = zeros.index_add(0, group, filled) / seen.clamp(min=1)  # [G, P], 0 if never seen
-    covariance = torch.eye(width, dtype=x.dtype, device=x.device)  # [P, P]
-    blocks = [
-        (
-            (pattern == q).nonzero().squeeze(1),
-            columns[q].nonzero().squeeze(1),
-            (~columns[q]).nonzero().squeeze(1),
-        )
-        for q in range(len(columns))
-    ]
+    block_coordinates = torch.cat(  # [r]: the block of each coordinate
+        [torch.full((size,), b, device=x.device) for b, size in enumerate(sizes)]
+    )
+    seen = block_columns[pattern][:, block_coordinates].to(x.dtype)  # [N, r]
+    seen = zeros.index_add(0, group, seen)  # [G, r]
+    mean = zeros.index_add(0, group, y) / seen.clamp(min=1)  # [G, r], 0 if never seen
+    covariance, rest_variance = eye.clone(), x.new_ones(len(blocks))  # [r, r], [B]
+    patterns = []
+    for q in range(len(columns)):
+        present = block_columns[q]  # [B]
+        o = present[block_coordinates].nonzero().squeeze(1)  # [|o|]
+        m = (~present)[block_coordinates].nonzero().squeeze(1)  # [|m|]
+        patterns.append(((pattern == q).nonzero().squeeze(1), o, m, ~present))
+    iterations = n_iter
     for iteration in range(1, n_iter + 1):
         # E-step, one pattern at a time: the missing part of each row's residual from its
         # group mean is its regression on the observed part; its conditional covariance is
         # the same for every row of the pattern
-        residual = filled - mean[group]  # [N, P]
-        hidden = torch.zeros_like(covariance)  # [P, P]
-        for rows, o, m in blocks:
-            if len(m) == 0:
+        residual = y - mean[group]  # [N, r]
+        hidden = torch.zeros_like(covariance)  # [r, r]
+        hidden_rest = torch.zeros_like(rest_variance)  # [B]
+        for rows, o, m, absent in patterns:
+            if not absent.any():
                 continue
+            hidden_rest += len(rows) * absent * rest_variance
             conditional = covariance[m][:, m]  # [|m|, |m|]
             if len(o) == 0:
                 residual[rows[:, None], m] = 0.0
             else:
-                coef = torch.cholesky_solve(
-                    covariance[o][:, m], _cholesky(covariance[o][:, o])
-                )  # [|o|, |m|] = S_oo^-1 S_om
-                residual[rows[:, None], m] = residual[rows[:, None], o] @ coef  # [n_q, |m|]
-                conditional = conditional - covariance[m][:, o] @ coef  # [|m|, |m|]
+                if (rest_variance[~absent & (rest > 0)] <= 0).any():
+                    raise MlmmError(_NOT_POSITIVE_DEFINITE)  # S_oo singular off the data's span
+                factor = _cholesky(covariance[o][:, o])  # [|o|, |o|]
+                cross = covariance[o][:, m]  # [|o|, |m|] = S_om
+                # (S_oo^-1 r_o)^T S_om: as many right-hand sides as rows, not as |m|
+                solved = torch.cholesky_solve(residual[rows[:, None], o].T, factor)  # [|o|, n_q]
+                residual[rows[:, None], m] = solved.T @ cross  # [n_q, |m|]
+                half = torch.linalg.solve_triangular(factor, cross, upper=False)  # L^-1 S_om
+                conditional = conditional - half.T @ half  # S_mm - S_mo S_oo^-1 S_om
             hidden[m[:, None], m] += len(rows) * conditional
-        completed = mean[group] + residual  # [N, P]
+        completed = mean[group] + residual  # [N, r]
         # M-step on the expected sufficient statistics, then shrinkage
-        mean = zeros.index_add(0, group, completed) / counts.clamp(min=1)[:, None]  # [G, P]
-        residual = completed - mean[group]  # [N, P]
-        update = (residual.T @ residual + hidden) / n  # [P, P]
-        if shrinkage_target == "diagonal":
-            target = torch.diag(torch.diagonal(update))  # [P, P]
+        mean = zeros.index_add(0, group, completed) / counts.clamp(min=1)[:, None]  # [G, r]
+        residual = completed - mean[group]  # [N, r]
+        update = (residual.T @ residual + hidden) / n  # [r, r]
+        update_rest = hidden_rest / n  # [B]
+        if shrinkage_target == "diagonal":  # the basis is the identity: nothing rests
+            update = (1 - shrinkage) * update + shrinkage * torch.diag(torch.diagonal(update))
         else:
-            target = (update.trace() / width) * torch.eye(width, dtype=x.dtype, device=x.device)
-        update = (1 - shrinkage) * update + shrinkage * target
-        change = torch.linalg.norm(update - covariance) / torch.linalg.norm(covariance)
-        covariance = update
+            average = (update.trace() + (rest * update_rest).sum()) / width
+            update = (1 - shrinkage) * update + shrinkage * average * eye
+            update_rest = (1 - shrinkage) * update_rest + shrinkage * average
+        change = torch.sqrt(
+            (
+                torch.linalg.norm(update - covariance) ** 2
+                + (rest * (update_rest - rest_variance) ** 2).sum()
+            )
+            / (torch.linalg.norm(covariance) ** 2 + (rest * rest_variance**2).sum())
+        )
+        covariance, rest_variance = update, update_rest
         if change < tol:
-            return mean, covariance, iteration
-    return mean, covariance, n_iter
+            iterations = iteration
+            break
+    full_mean = x.new_zeros(n_groups, width)  # [G, P]
+    full = x.new_zeros(width, width)  # [P, P]
+    for a, (fa, ua) in enumerate(blocks):
+        full_mean[:, fa] = mean[:, coordinates[a]] @ ua.T
+        for b, (fb, ub) in enumerate(blocks):
+            full[fa[:, None], fb] = ua @ covariance[coordinates[a][:, None], coordinates[b]] @ ub.T
+        if rest[a] > 0:  # d_a (I - U_a U_a^T) on the rest of the block
+            full[fa[:, None], fa] += rest_variance[a] * (
+                torch.eye(len(fa), dtype=x.dtype, device=x.device) - ua @ ua.T
+            )
+    return full_mean, full, iterations
 
 
 @register_method(
