@@ -149,8 +149,8 @@ def main() -> None:
         table,
         {f"{r['case']}: before / now": r["before / now"] for r in rows}
         | {
-            "largest difference in any mean or covariance entry": max(
-                max(r["max |mean diff|"], r["max |covariance diff|"]) for r in rows
+            "largest difference in any mean or covariance entry": "{:.1e}".format(
+                max(max(r["max |mean diff|"], r["max |covariance diff|"]) for r in rows)
             )
         },
     )
