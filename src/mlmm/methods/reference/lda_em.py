@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
@@ -372,28 +373,90 @@ class LdaEm(ClassicalReference):
         self.mean.copy_(mean)
         self.covariance.copy_(covariance)
 
-    def forward(self, batch: MultimodalBatch) -> MethodOutput:
-        present = self.present_mask(batch)  # [B, M]
-        x = flat_features(batch, 0.0)  # [B, D]
-        columns, pattern = self._patterns(present)  # [Q, D], [B]
+    def _linear_map(self, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prediction of a row whose present features are ``o`` is ``x_o @ weight +
+        offset``: ``weight [|o|, K]`` and ``offset [K]`` (float64; K = 1 for regression)."""
         mean, covariance = self.mean.double(), self.covariance.double()  # [K, P], [P, P]
         if self.task.is_classification:
             bias = self.log_prior.double()  # [K]
         else:  # E[y | x_o] = mu_y + S_yo S_oo^-1 (x_o - mu_o): the linear model on x_o
             bias, target = mean[:, -1], covariance[:, -1:]  # [1], [P, 1]
+        if len(o) == 0:  # nothing present: the prior (the target mean)
+            return mean.new_zeros(0, self.task.output_dim), bias
+        factor = _cholesky(covariance[o][:, o])  # [|o|, |o|]
+        if self.task.is_classification:
+            weight = torch.cholesky_solve(mean[:, o].T, factor)  # [|o|, K]
+            return weight, bias - 0.5 * (mean[:, o] * weight.T).sum(1)  # [K]
+        weight = torch.cholesky_solve(target[o], factor)  # [|o|, 1]
+        return weight, bias - mean[:, o] @ weight  # [1]
+
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        present = self.present_mask(batch)  # [B, M]
+        x = flat_features(batch, 0.0)  # [B, D]
+        columns, pattern = self._patterns(present)  # [Q, D], [B]
         prediction = x.new_zeros(len(x), self.task.output_dim, dtype=torch.float64)  # [B, K]
         for q in range(len(columns)):
             rows = (pattern == q).nonzero().squeeze(1)  # [n_q]
             o = columns[q].nonzero().squeeze(1)  # [|o|]
-            if len(o) == 0:  # nothing present: the prior (the target mean)
-                prediction[rows] = bias
-                continue
-            factor = _cholesky(covariance[o][:, o])  # [|o|, |o|]
-            if self.task.is_classification:
-                weight = torch.cholesky_solve(mean[:, o].T, factor)  # [|o|, K]
-                offset = bias - 0.5 * (mean[:, o] * weight.T).sum(1)  # [K]
-            else:
-                weight = torch.cholesky_solve(target[o], factor)  # [|o|, 1]
-                offset = bias - mean[:, o] @ weight  # [1]
+            weight, offset = self._linear_map(o)
             prediction[rows] = x[rows][:, o].double() @ weight + offset  # [n_q, K]
         return self.output(batch, prediction.to(x.dtype))
+
+    def onnx_module(self) -> nn.Module:
+        """:meth:`forward` as a table of every presence pattern's linear map, computed here
+        (ONNX has no Cholesky): a row's pattern picks its map, no solve at prediction.
+
+        Raises
+        ------
+        MlmmError
+            When the table (``2^M`` patterns x features x outputs, float64) would pass
+            :data:`MAX_ONNX_TABLE_BYTES`.
+        """
+        count, width = 2 ** len(self.modalities), sum(self.widths)
+        size = count * width * self.task.output_dim * 8
+        if size > MAX_ONNX_TABLE_BYTES:
+            raise MlmmError(
+                f"lda-em exports one linear map per presence pattern, {count} patterns x "
+                f"{width} features here: {size / 2**30:.1f} GiB, above the "
+                f"{MAX_ONNX_TABLE_BYTES / 2**30:.0f} GiB limit; serve it with mlmm serve, which "
+                "runs PyTorch"
+            )
+        return _PatternMaps(self)
+
+
+#: Largest table of per-pattern linear maps an ``lda-em`` ONNX export holds (protobuf files
+#: stop at 2 GiB).
+MAX_ONNX_TABLE_BYTES = 1 << 30
+
+
+class _PatternMaps(nn.Module):
+    """:class:`LdaEm`'s prediction from a table: pattern ``sum_j present_j 2^j`` maps the
+    flattened features by ``weight[pattern]`` and adds ``offset[pattern]``."""
+
+    def __init__(self, model: LdaEm) -> None:
+        super().__init__()
+        self.modalities, self.task = model.modalities, model.task
+        count, width, k = 2 ** len(model.modalities), sum(model.widths), model.task.output_dim
+        weight = torch.zeros(width, count, k, dtype=torch.float64)  # [D, 2^M, K]
+        offset = torch.zeros(count, k, dtype=torch.float64)  # [2^M, K]
+        widths = torch.tensor(model.widths)
+        with torch.no_grad():
+            for code in range(count):
+                present = torch.tensor([bool(code >> j & 1) for j in range(len(widths))])
+                o = present.repeat_interleave(widths).nonzero().squeeze(1)  # [|o|]
+                weight[o, code], offset[code] = model._linear_map(o)
+        self.register_buffer("weight", weight.reshape(width, count * k))  # [D, 2^M K]
+        self.register_buffer("offset", offset)
+        self.register_buffer("powers", 2 ** torch.arange(len(widths)))  # [M]
+
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        x = flat_features(batch, 0.0).double()  # [B, D]
+        code = (batch.present.long() * self.powers).sum(1)  # [B]
+        count, k = self.offset.shape
+        every = (x @ self.weight).reshape(-1, count, k)  # [B, 2^M, K] (no len(x): traced)
+        index = code[:, None, None].expand(-1, 1, k)  # [B, 1, K]
+        prediction = every.gather(1, index).squeeze(1) + self.offset[code]  # [B, K]
+        prediction = prediction.to(batch.inputs[self.modalities[0]].dtype)
+        if self.task.is_regression:
+            prediction = prediction.reshape(-1)
+        return MethodOutput(prediction)
