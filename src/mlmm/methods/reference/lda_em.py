@@ -166,16 +166,19 @@ def gaussian_em(
             if not absent.any():
                 continue
             hidden_rest += len(rows) * absent * rest_variance
-            conditional = covariance[m][:, m]  # [|m|, |m|]
+            order = torch.cat([o, m])  # one gather of S in the order (o, m), then views
+            block = covariance.index_select(0, order).index_select(1, order)  # [|o|+|m|, ..]
+            observed_part, conditional = block[: len(o), : len(o)], block[len(o) :, len(o) :]
             if len(o) == 0:
                 residual[rows[:, None], m] = 0.0
             else:
                 if (rest_variance[~absent & (rest > 0)] <= 0).any():
                     raise MlmmError(_NOT_POSITIVE_DEFINITE)  # S_oo singular off the data's span
-                factor = _cholesky(covariance[o][:, o])  # [|o|, |o|]
-                cross = covariance[o][:, m]  # [|o|, |m|] = S_om
+                factor = _cholesky(observed_part)  # [|o|, |o|]
+                cross = block[: len(o), len(o) :]  # [|o|, |m|] = S_om
                 # (S_oo^-1 r_o)^T S_om: as many right-hand sides as rows, not as |m|
-                solved = torch.cholesky_solve(residual[rows[:, None], o].T, factor)  # [|o|, n_q]
+                observed_rows = residual.index_select(0, rows).index_select(1, o)  # [n_q, |o|]
+                solved = torch.cholesky_solve(observed_rows.T, factor)  # [|o|, n_q]
                 residual[rows[:, None], m] = solved.T @ cross  # [n_q, |m|]
                 half = torch.linalg.solve_triangular(factor, cross, upper=False)  # L^-1 S_om
                 conditional = conditional - half.T @ half  # S_mm - S_mo S_oo^-1 S_om
