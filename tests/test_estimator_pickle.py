@@ -89,3 +89,13 @@ def test_cross_val_score_and_grid_search_run_in_two_worker_processes():
     np.testing.assert_array_equal(
         pickle.loads(pickle.dumps(search)).predict_proba(X), search.predict_proba(X)
     )
+
+
+def test_an_estimator_pickled_with_its_model_object_still_unpickles():
+    """Pickles written before the model travelled as artifact bytes held the model itself."""
+    X, y = tiny()
+    clf = mlmm.MissingModalityClassifier(method="logistic-mean-impute").fit(X, y)
+    old_state = {**clf.__dict__}  # what BaseEstimator's own __getstate__ gave
+    copy = mlmm.MissingModalityClassifier.__new__(mlmm.MissingModalityClassifier)
+    copy.__setstate__(old_state)
+    np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))

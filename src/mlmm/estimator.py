@@ -331,6 +331,9 @@ class _MissingModalityEstimator(BaseEstimator):
         super().__setstate__(state)
         if carried is None:
             return
+        if isinstance(carried, TrainedModel):  # pickled by mlmm before artifact bytes
+            self.trained_ = carried
+            return
         trained = TrainedModel.from_bytes(carried["artifact"], f"the pickled {type(self).__name__}")
         device = carried["device"]
         if device.startswith("cuda") and not torch.cuda.is_available():
