@@ -7,7 +7,10 @@ vector modality named ``"x"``. A modality whose row is entirely NaN is missing i
 The estimators follow scikit-learn's conventions (``random_state``, ``n_features_in_``,
 ``classes_``), pass ``check_estimator`` (see :func:`expected_failed_checks`) and work in
 ``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` (wrap a dict in
-:class:`MultimodalArray`, or use a DataFrame, so scikit-learn can index samples).
+:class:`MultimodalArray`, or use a DataFrame, so scikit-learn can index samples), with
+``n_jobs`` too: an estimator pickles, its fitted model carried as the bytes of its artifact
+(JSON + safetensors), not as pickled torch objects. To store a model, use
+``estimator.trained_.save(path)``: an artifact loads without running code, a pickle does not.
 """
 
 from __future__ import annotations
@@ -295,6 +298,47 @@ class _MissingModalityEstimator(BaseEstimator):
         tags.input_tags.dict = True
         tags.non_deterministic = self.random_state is None and self.seed is None
         return tags
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """The estimator's state for pickle (joblib's ``n_jobs`` copies estimators this way).
+
+        Parameters and fitted attributes are plain values; the fitted model travels as the
+        bytes of its artifact (:meth:`mlmm.TrainedModel.to_bytes`: the JSON and safetensors
+        that ``trained_.save()`` writes), never as a pickled torch module. ``save()`` stays the
+        way to store a model: a pickle runs code when loaded, an artifact does not.
+        """
+        state = dict(super().__getstate__())  # a copy: the estimator keeps its own model
+        trained = state.pop("trained_", None)
+        if trained is not None:
+            state["trained_"] = {
+                "artifact": trained.to_bytes(),
+                "device": str(next(trained.model.parameters()).device),
+                "precision": trained.precision,
+            }
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild from :meth:`__getstate__`'s state: the model from its artifact bytes, checked
+        as a saved artifact is, on the device it was pickled from (the CPU when that is a GPU
+        this machine lacks) and predicting in the same precision."""
+        import torch
+
+        from mlmm.train.trained import TrainedModel
+
+        state = dict(state)
+        carried = state.pop("trained_", None)
+        super().__setstate__(state)
+        if carried is None:
+            return
+        if isinstance(carried, TrainedModel):  # pickled by mlmm before artifact bytes
+            self.trained_ = carried
+            return
+        trained = TrainedModel.from_bytes(carried["artifact"], f"the pickled {type(self).__name__}")
+        device = carried["device"]
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"
+        self.trained_ = trained.to(device, precision=carried["precision"])
 
     # ---------------------------------------------------------------- input
     def _fit_inputs(self, X: Any) -> dict[str, np.ndarray]:

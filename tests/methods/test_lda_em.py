@@ -211,3 +211,117 @@ def test_a_class_missing_from_training_gets_a_finite_floor():
     with torch.no_grad():
         logits = model(MultimodalBatch.from_dataset(three)).prediction
     assert torch.isfinite(logits).all() and (logits.argmax(1) != 1).all()
+
+
+def _dense_em(x, columns, pattern, group, n_groups, shrinkage, n_iter, tol, target):
+    """EM with the full ``P x P`` covariance, as lda-em computed it up to 0.x (the textbook
+    E-step: one Cholesky of ``S_oo`` and the regression ``S_oo^-1 S_om`` per pattern)."""
+    n, width = x.shape
+    observed = columns[pattern]
+    filled = torch.where(observed, x, 0.0)
+    zeros = x.new_zeros(n_groups, width)
+    counts = x.new_zeros(n_groups).index_add_(0, group, x.new_ones(n))
+    seen = zeros.index_add(0, group, observed.to(x.dtype))
+    mean = zeros.index_add(0, group, filled) / seen.clamp(min=1)
+    covariance = torch.eye(width, dtype=x.dtype)
+    for iteration in range(1, n_iter + 1):
+        residual = filled - mean[group]
+        hidden = torch.zeros_like(covariance)
+        for q in range(len(columns)):
+            rows = (pattern == q).nonzero().squeeze(1)
+            o, m = columns[q].nonzero().squeeze(1), (~columns[q]).nonzero().squeeze(1)
+            if len(m) == 0:
+                continue
+            conditional = covariance[m][:, m]
+            if len(o) == 0:
+                residual[rows[:, None], m] = 0.0
+            else:
+                coef = torch.linalg.solve(covariance[o][:, o], covariance[o][:, m])
+                residual[rows[:, None], m] = residual[rows[:, None], o] @ coef
+                conditional = conditional - covariance[m][:, o] @ coef
+            hidden[m[:, None], m] += len(rows) * conditional
+        completed = mean[group] + residual
+        mean = zeros.index_add(0, group, completed) / counts.clamp(min=1)[:, None]
+        residual = completed - mean[group]
+        update = (residual.T @ residual + hidden) / n
+        if target == "diagonal":
+            goal = torch.diag(torch.diagonal(update))
+        else:
+            goal = update.trace() / width * torch.eye(width, dtype=x.dtype)
+        update = (1 - shrinkage) * update + shrinkage * goal
+        change = torch.linalg.norm(update - covariance) / torch.linalg.norm(covariance)
+        covariance = update
+        if change < tol:
+            return mean, covariance, iteration
+    return mean, covariance, n_iter
+
+
+def _incomplete_rows(n, widths, n_groups, seed, never_last=False):
+    """Rows of ``sum(widths)`` features in blocks (modalities) that are present or not,
+    NaN where absent; returns the arguments of ``gaussian_em`` before the settings."""
+    g = torch.Generator().manual_seed(seed)
+    group = torch.arange(n) % n_groups
+    x = torch.randn(n, sum(widths), generator=g, dtype=torch.float64)
+    x += torch.randn(n_groups, sum(widths), generator=g, dtype=torch.float64)[group]
+    present = torch.rand(n, len(widths), generator=g) > 0.35
+    present[torch.arange(n), torch.randint(0, len(widths), (n,), generator=g)] = True
+    if never_last:  # the last block is never observed; the first always is
+        present[:, -1], present[:, 0] = False, True
+    patterns, pattern = torch.unique(present, dim=0, return_inverse=True)
+    columns = patterns.repeat_interleave(torch.tensor(widths), dim=1)
+    x[~columns[pattern]] = float("nan")
+    return x, columns, pattern, group, n_groups
+
+
+@pytest.mark.parametrize(
+    "n, widths, n_groups, shrinkage, target, never_last",
+    [
+        (40, [50, 3, 20], 4, 0.05, "isotropic", False),  # wider than its rows: reduced basis
+        (40, [50, 3, 20], 4, 0.001, "isotropic", False),
+        (60, [80, 70], 1, 0.3, "isotropic", False),  # one group, as regression has
+        (60, [45, 30], 3, 0.05, "isotropic", True),
+        (50, [40, 40], 2, 0.3, "diagonal", False),  # the diagonal target: dense
+        (200, [5, 6], 2, 0.05, "isotropic", False),  # more rows than features: dense
+    ],
+)
+def test_em_gives_the_dense_em_result_to_round_off(
+    n, widths, n_groups, shrinkage, target, never_last
+):
+    from mlmm.methods.reference.lda_em import _feature_blocks, gaussian_em
+
+    x, columns, pattern, group, k = _incomplete_rows(n, widths, n_groups, n, never_last)
+    settings = (shrinkage, 30, 1e-6, target)
+    mean, covariance, iterations = gaussian_em(x, columns, pattern, group, k, *settings)
+    dense_mean, dense_covariance, dense_iterations = _dense_em(
+        x, columns, pattern, group, k, *settings
+    )
+    assert iterations == dense_iterations
+    torch.testing.assert_close(mean, dense_mean, rtol=0, atol=1e-8)
+    torch.testing.assert_close(covariance, dense_covariance, rtol=0, atol=1e-8)
+    blocks = _feature_blocks(torch.nan_to_num(x), columns, pattern, target == "diagonal")
+    reduced = sum(len(features) - basis.shape[1] for features, basis in blocks)
+    assert (reduced > 0) == (target == "isotropic" and max(widths) > n / 2)
+
+
+def test_a_wide_regression_fit_matches_the_dense_em():
+    """The target joins the features as a block always observed (lda-em's regression)."""
+    x, columns, pattern, _, _ = _incomplete_rows(30, [60, 25], 1, 7)
+    target = torch.nan_to_num(x[:, :5]).sum(1, keepdim=True)  # [N, 1]
+    x = torch.cat([x, target], dim=1)
+    columns = torch.cat([columns, columns.new_ones(len(columns), 1)], dim=1)
+    group = torch.zeros(len(x), dtype=torch.long)
+    from mlmm.methods.reference.lda_em import gaussian_em
+
+    new = gaussian_em(x, columns, pattern, group, 1, 0.05, 20, 1e-4)
+    dense = _dense_em(x, columns, pattern, group, 1, 0.05, 20, 1e-4, "isotropic")
+    assert new[2] == dense[2]
+    torch.testing.assert_close(new[0], dense[0], rtol=0, atol=1e-8)
+    torch.testing.assert_close(new[1], dense[1], rtol=0, atol=1e-8)
+
+
+def test_no_shrinkage_on_features_wider_than_their_rows_is_a_one_line_error():
+    from mlmm.methods.reference.lda_em import gaussian_em
+
+    x, columns, pattern, group, k = _incomplete_rows(40, [50, 3, 20], 4, 5)
+    with pytest.raises(MlmmError, match="not positive definite.*raise shrinkage above 0"):
+        gaussian_em(x, columns, pattern, group, k, 0.0, 20, 1e-4)

@@ -306,3 +306,73 @@ def test_export_model_never_overwrites_a_file_that_is_not_onnx(
         with pytest.raises(SystemExit) as exc:
             cli.main()
         assert exc.value.code in (0, None), capsys.readouterr().err
+
+
+def _variable_length(data):
+    from dataclasses import replace
+
+    steps = np.random.default_rng(0).integers(3, 13, size=data.n_samples)
+    return replace(data, lengths={"s": steps})
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "task", "variable"),
+    [  # each was refused: per-modality-logistic traced where(mask, x, True), lda-em Cholesky
+        ("per-modality-logistic", {}, "classification", False),
+        ("per-modality-logistic", {}, "classification", True),
+        ("lda-em", {"shrinkage": 0.5}, "classification", False),
+        ("lda-em", {"shrinkage": 0.5}, "classification", True),
+        ("lda-em", {}, "regression", False),
+    ],
+)
+def test_classical_references_export_and_answer_as_pytorch_on_every_pattern(
+    method, params, task, variable, tmp_path
+):
+    from dataclasses import replace
+
+    from mlmm.testing import contract_dataset
+
+    full = contract_dataset(n_samples=90, task=task)
+    assert full.modality_names[2] == "s"  # the sequence modality
+    rng = np.random.default_rng(2)  # weaker signal, so that answers are not all 0 and 1
+    full = replace(
+        full, inputs={k: 0.2 * v + rng.normal(size=v.shape) for k, v in full.inputs.items()}
+    )
+    if variable:
+        full = _variable_length(full)
+    present = np.random.default_rng(1).random(full.observed.shape) > 0.3
+    present[np.arange(90), np.arange(90) % 3] = True  # one modality at least
+    data = full.with_presence(present)  # EM then has hidden entries to fill
+    model = mlmm.create_method(method, data.specs, data.task, **params)
+    trained = Trainer(progress=False).fit(model, data)
+    report = export_onnx(trained, tmp_path / "model.onnx")
+    assert report["max_abs_diff"] <= 1e-5 and report["patterns"] == 7
+    session = onnx_session(tmp_path / "model.onnx")
+    rng = np.random.default_rng(3)
+    output = "probabilities" if task == "classification" else "prediction"
+    for pattern in itertools.product((False, True), repeat=3):
+        if not any(pattern):
+            continue
+        rows = rng.choice(full.n_samples, 6, replace=False)
+        part = full.subset(rows).with_presence(np.tile(np.array(pattern), (6, 1)))
+        feed = {m: part.inputs[m].astype(np.float32) for m in part.modality_names}
+        feed["present"] = part.observed
+        if variable:
+            feed["lengths.s"] = part.lengths["s"].astype(np.int64)
+        got = session.run([output], feed)[0]
+        expected = trained.predict_raw(part)  # PyTorch, the Python predict path
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+        if task == "classification":  # answers that are not all 0 and 1: the check can fail
+            assert np.median(expected.max(1)) < 0.999
+
+
+def test_an_lda_em_table_too_large_for_onnx_is_refused_in_one_line(tmp_path, monkeypatch):
+    from mlmm.methods.reference import lda_em
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(n_samples=60)
+    trained = Trainer(progress=False).fit(mlmm.create_method("lda-em", data.specs, data.task), data)
+    monkeypatch.setattr(lda_em, "MAX_ONNX_TABLE_BYTES", 1000)
+    with pytest.raises(MlmmError, match=r"lda-em exports one linear map per presence pattern, 8 "):
+        export_onnx(trained, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()

@@ -246,6 +246,16 @@ class MissingModalityModel(nn.Module, abc.ABC):
         """
         raise MlmmError(f"method {self.method_name!r} does not impute inputs (imputes = False)")
 
+    def onnx_module(self) -> nn.Module:
+        """The module ONNX export traces in place of this one (:mod:`mlmm.serve.export`).
+
+        Its ``forward(batch)`` returns a :class:`MethodOutput` whose ``prediction`` equals this
+        model's; the export checks that on every presence pattern. By default the model
+        itself; a method whose prediction needs an operation ONNX lacks (``lda-em``'s
+        Cholesky) returns an equivalent module made of operations ONNX has.
+        """
+        return self
+
     def present_mask(self, batch: MultimodalBatch) -> torch.Tensor:
         """``batch.present`` after checking the batch matches this model's modalities."""
         if tuple(batch.modalities) != self.modalities:

@@ -17,7 +17,11 @@ sequence's time axis is dynamic: the graph cuts or zero-pads it to the model's m
 a batch may be padded to its own longest row.
 
 Every export is checked before it is written: onnxruntime must give the same answer as
-PyTorch (within ``tolerance``) on every presence pattern. A method that cannot be traced
+PyTorch (within ``tolerance``) on every presence pattern. A method whose prediction needs an
+operation ONNX lacks may trace an equivalent module instead
+(:meth:`~mlmm.methods.MissingModalityModel.onnx_module`: ``lda-em`` exports a table of every
+presence pattern's linear map, computed with its Cholesky factors at export); the check
+compares the graph with the method's own ``forward``. A method that cannot be traced
 into a graph (a k-NN bank searched per sample, scikit-learn trees, a router that picks a
 model per sample in Python) fails that check or the trace, and is refused in one line.
 
@@ -52,9 +56,10 @@ MAX_CHECKED_MODALITIES = 8
 class _Graph(nn.Module):
     """``TrainedModel`` prediction as one module: raw tensors + presence mask -> answer."""
 
-    def __init__(self, trained: TrainedModel) -> None:
+    def __init__(self, trained: TrainedModel, for_onnx: bool = False) -> None:
         super().__init__()
-        self.model = trained.model
+        # for_onnx: the method's onnx_module(), made of operations ONNX has
+        self.model = trained.model.onnx_module() if for_onnx else trained.model
         self.names = tuple(s.name for s in trained.specs)
         self.classification = trained.task.is_classification
         self.multilabel = trained.task.is_multilabel
@@ -192,10 +197,11 @@ def export_onnx(
             expected = graph(*tensors).numpy()
             cut = graph(*short_tensors).numpy() if variable else None
         buffer = io.BytesIO()
+        traced = _Graph(trained, for_onnx=True).eval()
         with warnings.catch_warnings(), _quiet_output():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                graph,
+                traced,
                 tensors,
                 buffer,
                 input_names=[*names, "present", *extra],

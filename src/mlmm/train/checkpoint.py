@@ -429,6 +429,42 @@ def _save_in_place(target: Path, files: dict[str, bytes], overwrite: bool) -> No
             raise
 
 
+def artifact_bytes(state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, bytes]:
+    """The bytes of an artifact's hashed files: weights, config and manifest (no card).
+
+    What :func:`save_artifact` writes and :func:`read_artifact_bytes` reads back; also how a
+    pickled estimator carries its fitted model (``MissingModalityClassifier.__getstate__``).
+
+    Returns
+    -------
+    dict of str to bytes
+        ``{WEIGHTS_FILE: safetensors, CONFIG_FILE: JSON, MANIFEST_FILE: JSON}``.
+    """
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    weights = save_safetensors(tensors)
+    weights_sha256 = hashlib.sha256(weights).hexdigest()
+    full = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **config,
+        "weights_sha256": weights_sha256,
+    }
+    config_bytes = json.dumps(full, indent=2, sort_keys=False).encode()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sha256": {
+            WEIGHTS_FILE: weights_sha256,
+            CONFIG_FILE: hashlib.sha256(config_bytes).hexdigest(),
+        },
+    }
+    return {
+        WEIGHTS_FILE: weights,
+        CONFIG_FILE: config_bytes,
+        MANIFEST_FILE: json.dumps(manifest, indent=2).encode(),
+    }
+
+
 def save_artifact(
     path: str | Path,
     state_dict: dict[str, torch.Tensor],
@@ -468,31 +504,14 @@ def save_artifact(
     """
     given = Path(path)
     target = check_artifact_path(given, overwrite)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    weights = save_safetensors(tensors)
-    weights_sha256 = hashlib.sha256(weights).hexdigest()
-    full = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        **config,
-        "weights_sha256": weights_sha256,
-    }
-    config_bytes = json.dumps(full, indent=2, sort_keys=False).encode()
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "sha256": {
-            WEIGHTS_FILE: weights_sha256,
-            CONFIG_FILE: hashlib.sha256(config_bytes).hexdigest(),
-        },
-    }
+    files = artifact_bytes(state_dict, config)
     if card is None:
         card = "# mlmm model artifact\n\nSee `config.json` for what this model is.\n"
     files = {
-        WEIGHTS_FILE: weights,
-        CONFIG_FILE: config_bytes,
+        WEIGHTS_FILE: files[WEIGHTS_FILE],
+        CONFIG_FILE: files[CONFIG_FILE],
         CARD_FILE: _card_bytes(target, card),
-        MANIFEST_FILE: json.dumps(manifest, indent=2).encode(),
+        MANIFEST_FILE: files[MANIFEST_FILE],
     }
     try:
         _clean_leftovers(target)
@@ -532,7 +551,12 @@ def _read_manifest(path: Path) -> dict[str, str] | None:
     file = path / MANIFEST_FILE
     if not file.exists() and not file.is_symlink():
         return None
-    data = _parse_json(_read_regular(file, MAX_MANIFEST_BYTES), file)
+    return _manifest_hashes(_read_regular(file, MAX_MANIFEST_BYTES), file)
+
+
+def _manifest_hashes(manifest: bytes, file: Path) -> dict[str, str]:
+    """The hashes in a manifest's bytes (``file`` names it in errors)."""
+    data = _parse_json(manifest, file)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ArtifactError(f"{file} is not an mlmm artifact manifest (no format {FORMAT!r})")
     _check_version(data.get("format_version"), file)
@@ -593,7 +617,49 @@ def _load_locked(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not cfg_path.exists() and not cfg_path.is_symlink():
         raise ArtifactError(f"{path} has no {CONFIG_FILE}; it is not an mlmm model directory")
     hashes = _read_manifest(path)
-    config_bytes = _read_regular(cfg_path, MAX_CONFIG_BYTES)
+    config = _checked_config(_read_regular(cfg_path, MAX_CONFIG_BYTES), hashes, cfg_path, path)
+    if not weights.exists() and not weights.is_symlink():
+        raise ArtifactError(f"{path} has no {WEIGHTS_FILE}; the artifact is incomplete, retrain it")
+    state = _checked_weights(_read_regular(weights, MAX_WEIGHTS_BYTES), config, hashes, weights)
+    return config, state
+
+
+def read_artifact_bytes(
+    files: dict[str, bytes], where: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Check the bytes :func:`artifact_bytes` made as :func:`load_artifact` checks the files;
+    returns ``(config, state_dict)``.
+
+    Parameters
+    ----------
+    files : dict of str to bytes
+        ``{WEIGHTS_FILE: ..., CONFIG_FILE: ..., MANIFEST_FILE: ...}``.
+    where : str
+        What the bytes are, for the error messages (e.g. "the pickled model").
+
+    Raises
+    ------
+    ArtifactError
+        A file missing, not bytes, or failing a check of :func:`load_artifact`.
+    """
+    if not isinstance(files, dict) or not all(
+        isinstance(files.get(name), bytes) for name in (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE)
+    ):
+        raise ArtifactError(
+            f"{where} lacks the bytes of {WEIGHTS_FILE}, {CONFIG_FILE} or {MANIFEST_FILE}; "
+            "it was not made by this mlmm, refit the model"
+        )
+    base = Path(where)
+    hashes = _manifest_hashes(files[MANIFEST_FILE], base / MANIFEST_FILE)
+    config = _checked_config(files[CONFIG_FILE], hashes, base / CONFIG_FILE, base)
+    state = _checked_weights(files[WEIGHTS_FILE], config, hashes, base / WEIGHTS_FILE)
+    return config, state
+
+
+def _checked_config(
+    config_bytes: bytes, hashes: dict[str, str] | None, cfg_path: Path, path: Path
+) -> dict[str, Any]:
+    """``config.json``'s bytes checked against the manifest, parsed, format and version checked."""
     if hashes is not None and hashlib.sha256(config_bytes).hexdigest() != hashes[CONFIG_FILE]:
         raise ArtifactError(
             f"{cfg_path} does not match the hash in {MANIFEST_FILE} (edited or corrupt); "
@@ -603,9 +669,13 @@ def _load_locked(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ArtifactError(f"{cfg_path} is not an mlmm artifact config (no format {FORMAT!r})")
     _check_version(config.get("format_version"), path)
-    if not weights.exists() and not weights.is_symlink():
-        raise ArtifactError(f"{path} has no {WEIGHTS_FILE}; the artifact is incomplete, retrain it")
-    data = _read_regular(weights, MAX_WEIGHTS_BYTES)
+    return config
+
+
+def _checked_weights(
+    data: bytes, config: dict[str, Any], hashes: dict[str, str] | None, weights: Path
+) -> dict[str, torch.Tensor]:
+    """``model.safetensors``' bytes checked against both hashes and read."""
     digest = hashlib.sha256(data).hexdigest()
     if digest != config.get("weights_sha256") or (
         hashes is not None and digest != hashes[WEIGHTS_FILE]
@@ -615,9 +685,8 @@ def _load_locked(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
             f"retrain or restore the model"
         )
     try:
-        state = load_safetensors(data)
+        return load_safetensors(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ArtifactError(
             f"{weights} cannot be read ({err}); retrain or restore the model"
         ) from None
-    return config, state

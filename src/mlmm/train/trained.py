@@ -29,7 +29,13 @@ from mlmm.methods.base import MissingModalityModel, upgrade_weights
 from mlmm.methods.registry import METHODS, create_method
 from mlmm.train.artifact_schema import validate_config
 from mlmm.train.card import model_card, validation_by_subset
-from mlmm.train.checkpoint import WEIGHTS_FILE, load_artifact, save_artifact
+from mlmm.train.checkpoint import (
+    WEIGHTS_FILE,
+    artifact_bytes,
+    load_artifact,
+    read_artifact_bytes,
+    save_artifact,
+)
 from mlmm.train.trainer import (
     TrainHistory,
     _check_matches,
@@ -443,6 +449,29 @@ class TrainedModel:
         :meth:`~MissingModalityModel.upgrade_state_dict`.
         """
         config, state = load_artifact(path)
+        return cls._from_artifact(config, state, path)
+
+    def to_bytes(self) -> dict[str, bytes]:
+        """The artifact :meth:`save` writes, as bytes (weights, config and manifest; no card).
+
+        How a pickled estimator carries its model (joblib's ``n_jobs``): the same JSON and
+        safetensors as on disk, never a pickled module. :meth:`from_bytes` reads it back.
+        """
+        return artifact_bytes(self.model.state_dict(), self.config())
+
+    @classmethod
+    def from_bytes(cls, files: dict[str, bytes], where: str = "the model bytes") -> TrainedModel:
+        """The model :meth:`to_bytes` gave, checked as :meth:`load` checks an artifact (on the
+        CPU, predicting in float32; ``where`` names the bytes in errors)."""
+        config, state = read_artifact_bytes(files, where)
+        return cls._from_artifact(config, state, where)
+
+    @classmethod
+    def _from_artifact(
+        cls, config: dict[str, Any], state: dict[str, torch.Tensor], path: str | Path
+    ) -> TrainedModel:
+        """Build the model from a checked artifact's ``config`` and weights (``path`` names it
+        in errors)."""
         stored = sum(t.numel() for t in state.values())
         cfg = validate_config(config, path, stored)
         method = cfg.method

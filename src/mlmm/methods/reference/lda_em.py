@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
@@ -40,15 +41,42 @@ from mlmm.methods.reference._classical import (
 from mlmm.methods.registry import register_method
 from mlmm.tune.space import Float, Int
 
+_NOT_POSITIVE_DEFINITE = (
+    "lda-em: the fitted covariance is not positive definite (constant or collinear "
+    "features); raise shrinkage above 0"
+)
+
 
 def _cholesky(matrix: torch.Tensor) -> torch.Tensor:
     factor, info = torch.linalg.cholesky_ex(matrix)
     if info.item() != 0:
-        raise MlmmError(
-            "lda-em: the fitted covariance is not positive definite (constant or collinear "
-            "features); raise shrinkage above 0"
-        )
+        raise MlmmError(_NOT_POSITIVE_DEFINITE)
     return factor
+
+
+def _feature_blocks(
+    x: torch.Tensor, columns: torch.Tensor, pattern: torch.Tensor, full: bool
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The features observed together (by every pattern, or by none), each with an orthonormal
+    basis of where its data lie: ``[(features [P_b], basis [P_b, r_b])]``.
+
+    A block's observed rows span at most as many dimensions as there are rows, and EM never
+    leaves that span (its means, its regressions of hidden on observed parts and its
+    covariance updates are combinations of those rows; the identity start and the isotropic
+    shrinkage act on the rest alike), so EM can run on ``r_b = min(rows, P_b)`` coordinates.
+    ``full`` (or a block with as many rows as features): the basis is the identity.
+    """
+    signatures, block = torch.unique(columns.T, dim=0, return_inverse=True)  # [B, Q], [P]
+    blocks = []
+    for b in range(len(signatures)):
+        features = (block == b).nonzero().squeeze(1)  # [P_b]
+        rows = signatures[b][pattern].nonzero().squeeze(1)  # [n_b]
+        if full or len(rows) >= len(features):
+            basis = torch.eye(len(features), dtype=x.dtype, device=x.device)  # [P_b, P_b]
+        else:  # Householder QR: orthonormal columns spanning the rows, even if they repeat
+            basis = torch.linalg.qr(x[rows[:, None], features].T).Q  # [P_b, n_b]
+        blocks.append((features, basis))
+    return blocks
 
 
 def gaussian_em(
@@ -63,6 +91,16 @@ def gaussian_em(
     shrinkage_target: str = "isotropic",
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Maximum-likelihood group means and one shared covariance from incomplete rows, by EM.
+
+    The covariance is kept as ``S = U C U^T + sum_b d_b (I_b - U_b U_b^T)``: ``U`` holds, per
+    block of features observed together, an orthonormal basis of its observed rows
+    (:func:`_feature_blocks`), ``C [r, r]`` is ``S`` in those coordinates and ``d_b`` its
+    variance on the rest of the block, where every direction is alike (EM starts from the
+    identity, and the isotropic target adds the same to every direction). Every step below is
+    the textbook one in those coordinates, so the result is that of the dense EM up to float
+    round-off, at a cost that grows with ``r`` (at most the rows per block) instead of ``P``.
+    With ``shrinkage_target="diagonal"`` (whose target differs per feature) or more rows
+    than features the basis is the identity: the dense EM.
 
     Parameters
     ----------
@@ -91,53 +129,94 @@ def gaussian_em(
     n, width = x.shape
     observed = columns[pattern]  # [N, P]
     filled = torch.where(observed, x, 0.0)  # [N, P]
-    zeros = x.new_zeros(n_groups, width)  # [G, P]
+    blocks = _feature_blocks(filled, columns, pattern, shrinkage_target == "diagonal")
+    sizes = [basis.shape[1] for _, basis in blocks]
+    # each block's coordinates, where its complement's dimension and variance d_b belong
+    coordinates = torch.arange(sum(sizes), device=x.device).split(sizes)
+    rest = x.new_tensor([len(f) - basis.shape[1] for f, basis in blocks])  # [B]
+    y = torch.cat([filled[:, f] @ basis for f, basis in blocks], dim=1)  # [N, r]
+    block_columns = torch.stack([columns[:, f[0]] for f, _ in blocks], dim=1)  # [Q, B]
+    r = y.shape[1]
+    eye = torch.eye(r, dtype=x.dtype, device=x.device)  # [r, r]
+
+    zeros = x.new_zeros(n_groups, r)  # [G, r]
     counts = x.new_zeros(n_groups).index_add_(0, group, x.new_ones(n))  # [G]
-    seen = zeros.index_add(0, group, observed.to(x.dtype))  # [G, P]
-    mean = zeros.index_add(0, group, filled) / seen.clamp(min=1)  # [G, P], 0 if never seen
-    covariance = torch.eye(width, dtype=x.dtype, device=x.device)  # [P, P]
-    blocks = [
-        (
-            (pattern == q).nonzero().squeeze(1),
-            columns[q].nonzero().squeeze(1),
-            (~columns[q]).nonzero().squeeze(1),
-        )
-        for q in range(len(columns))
-    ]
+    block_coordinates = torch.cat(  # [r]: the block of each coordinate
+        [torch.full((size,), b, device=x.device) for b, size in enumerate(sizes)]
+    )
+    seen = block_columns[pattern][:, block_coordinates].to(x.dtype)  # [N, r]
+    seen = zeros.index_add(0, group, seen)  # [G, r]
+    mean = zeros.index_add(0, group, y) / seen.clamp(min=1)  # [G, r], 0 if never seen
+    covariance, rest_variance = eye.clone(), x.new_ones(len(blocks))  # [r, r], [B]
+    patterns = []
+    for q in range(len(columns)):
+        present = block_columns[q]  # [B]
+        o = present[block_coordinates].nonzero().squeeze(1)  # [|o|]
+        m = (~present)[block_coordinates].nonzero().squeeze(1)  # [|m|]
+        patterns.append(((pattern == q).nonzero().squeeze(1), o, m, ~present))
+    iterations = n_iter
     for iteration in range(1, n_iter + 1):
         # E-step, one pattern at a time: the missing part of each row's residual from its
         # group mean is its regression on the observed part; its conditional covariance is
         # the same for every row of the pattern
-        residual = filled - mean[group]  # [N, P]
-        hidden = torch.zeros_like(covariance)  # [P, P]
-        for rows, o, m in blocks:
-            if len(m) == 0:
+        residual = y - mean[group]  # [N, r]
+        hidden = torch.zeros_like(covariance)  # [r, r]
+        hidden_rest = torch.zeros_like(rest_variance)  # [B]
+        for rows, o, m, absent in patterns:
+            if not absent.any():
                 continue
-            conditional = covariance[m][:, m]  # [|m|, |m|]
+            hidden_rest += len(rows) * absent * rest_variance
+            order = torch.cat([o, m])  # one gather of S in the order (o, m), then views
+            block = covariance.index_select(0, order).index_select(1, order)  # [|o|+|m|, ..]
+            observed_part, conditional = block[: len(o), : len(o)], block[len(o) :, len(o) :]
             if len(o) == 0:
                 residual[rows[:, None], m] = 0.0
             else:
-                coef = torch.cholesky_solve(
-                    covariance[o][:, m], _cholesky(covariance[o][:, o])
-                )  # [|o|, |m|] = S_oo^-1 S_om
-                residual[rows[:, None], m] = residual[rows[:, None], o] @ coef  # [n_q, |m|]
-                conditional = conditional - covariance[m][:, o] @ coef  # [|m|, |m|]
+                if (rest_variance[~absent & (rest > 0)] <= 0).any():
+                    raise MlmmError(_NOT_POSITIVE_DEFINITE)  # S_oo singular off the data's span
+                factor = _cholesky(observed_part)  # [|o|, |o|]
+                cross = block[: len(o), len(o) :]  # [|o|, |m|] = S_om
+                # (S_oo^-1 r_o)^T S_om: as many right-hand sides as rows, not as |m|
+                observed_rows = residual.index_select(0, rows).index_select(1, o)  # [n_q, |o|]
+                solved = torch.cholesky_solve(observed_rows.T, factor)  # [|o|, n_q]
+                residual[rows[:, None], m] = solved.T @ cross  # [n_q, |m|]
+                half = torch.linalg.solve_triangular(factor, cross, upper=False)  # L^-1 S_om
+                conditional = conditional - half.T @ half  # S_mm - S_mo S_oo^-1 S_om
             hidden[m[:, None], m] += len(rows) * conditional
-        completed = mean[group] + residual  # [N, P]
+        completed = mean[group] + residual  # [N, r]
         # M-step on the expected sufficient statistics, then shrinkage
-        mean = zeros.index_add(0, group, completed) / counts.clamp(min=1)[:, None]  # [G, P]
-        residual = completed - mean[group]  # [N, P]
-        update = (residual.T @ residual + hidden) / n  # [P, P]
-        if shrinkage_target == "diagonal":
-            target = torch.diag(torch.diagonal(update))  # [P, P]
+        mean = zeros.index_add(0, group, completed) / counts.clamp(min=1)[:, None]  # [G, r]
+        residual = completed - mean[group]  # [N, r]
+        update = (residual.T @ residual + hidden) / n  # [r, r]
+        update_rest = hidden_rest / n  # [B]
+        if shrinkage_target == "diagonal":  # the basis is the identity: nothing rests
+            update = (1 - shrinkage) * update + shrinkage * torch.diag(torch.diagonal(update))
         else:
-            target = (update.trace() / width) * torch.eye(width, dtype=x.dtype, device=x.device)
-        update = (1 - shrinkage) * update + shrinkage * target
-        change = torch.linalg.norm(update - covariance) / torch.linalg.norm(covariance)
-        covariance = update
+            average = (update.trace() + (rest * update_rest).sum()) / width
+            update = (1 - shrinkage) * update + shrinkage * average * eye
+            update_rest = (1 - shrinkage) * update_rest + shrinkage * average
+        change = torch.sqrt(
+            (
+                torch.linalg.norm(update - covariance) ** 2
+                + (rest * (update_rest - rest_variance) ** 2).sum()
+            )
+            / (torch.linalg.norm(covariance) ** 2 + (rest * rest_variance**2).sum())
+        )
+        covariance, rest_variance = update, update_rest
         if change < tol:
-            return mean, covariance, iteration
-    return mean, covariance, n_iter
+            iterations = iteration
+            break
+    full_mean = x.new_zeros(n_groups, width)  # [G, P]
+    full = x.new_zeros(width, width)  # [P, P]
+    for a, (fa, ua) in enumerate(blocks):
+        full_mean[:, fa] = mean[:, coordinates[a]] @ ua.T
+        for b, (fb, ub) in enumerate(blocks):
+            full[fa[:, None], fb] = ua @ covariance[coordinates[a][:, None], coordinates[b]] @ ub.T
+        if rest[a] > 0:  # d_a (I - U_a U_a^T) on the rest of the block
+            full[fa[:, None], fa] += rest_variance[a] * (
+                torch.eye(len(fa), dtype=x.dtype, device=x.device) - ua @ ua.T
+            )
+    return full_mean, full, iterations
 
 
 @register_method(
@@ -297,28 +376,90 @@ class LdaEm(ClassicalReference):
         self.mean.copy_(mean)
         self.covariance.copy_(covariance)
 
-    def forward(self, batch: MultimodalBatch) -> MethodOutput:
-        present = self.present_mask(batch)  # [B, M]
-        x = flat_features(batch, 0.0)  # [B, D]
-        columns, pattern = self._patterns(present)  # [Q, D], [B]
+    def _linear_map(self, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prediction of a row whose present features are ``o`` is ``x_o @ weight +
+        offset``: ``weight [|o|, K]`` and ``offset [K]`` (float64; K = 1 for regression)."""
         mean, covariance = self.mean.double(), self.covariance.double()  # [K, P], [P, P]
         if self.task.is_classification:
             bias = self.log_prior.double()  # [K]
         else:  # E[y | x_o] = mu_y + S_yo S_oo^-1 (x_o - mu_o): the linear model on x_o
             bias, target = mean[:, -1], covariance[:, -1:]  # [1], [P, 1]
+        if len(o) == 0:  # nothing present: the prior (the target mean)
+            return mean.new_zeros(0, self.task.output_dim), bias
+        factor = _cholesky(covariance[o][:, o])  # [|o|, |o|]
+        if self.task.is_classification:
+            weight = torch.cholesky_solve(mean[:, o].T, factor)  # [|o|, K]
+            return weight, bias - 0.5 * (mean[:, o] * weight.T).sum(1)  # [K]
+        weight = torch.cholesky_solve(target[o], factor)  # [|o|, 1]
+        return weight, bias - mean[:, o] @ weight  # [1]
+
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        present = self.present_mask(batch)  # [B, M]
+        x = flat_features(batch, 0.0)  # [B, D]
+        columns, pattern = self._patterns(present)  # [Q, D], [B]
         prediction = x.new_zeros(len(x), self.task.output_dim, dtype=torch.float64)  # [B, K]
         for q in range(len(columns)):
             rows = (pattern == q).nonzero().squeeze(1)  # [n_q]
             o = columns[q].nonzero().squeeze(1)  # [|o|]
-            if len(o) == 0:  # nothing present: the prior (the target mean)
-                prediction[rows] = bias
-                continue
-            factor = _cholesky(covariance[o][:, o])  # [|o|, |o|]
-            if self.task.is_classification:
-                weight = torch.cholesky_solve(mean[:, o].T, factor)  # [|o|, K]
-                offset = bias - 0.5 * (mean[:, o] * weight.T).sum(1)  # [K]
-            else:
-                weight = torch.cholesky_solve(target[o], factor)  # [|o|, 1]
-                offset = bias - mean[:, o] @ weight  # [1]
+            weight, offset = self._linear_map(o)
             prediction[rows] = x[rows][:, o].double() @ weight + offset  # [n_q, K]
         return self.output(batch, prediction.to(x.dtype))
+
+    def onnx_module(self) -> nn.Module:
+        """:meth:`forward` as a table of every presence pattern's linear map, computed here
+        (ONNX has no Cholesky): a row's pattern picks its map, no solve at prediction.
+
+        Raises
+        ------
+        MlmmError
+            When the table (``2^M`` patterns x features x outputs, float64) would pass
+            :data:`MAX_ONNX_TABLE_BYTES`.
+        """
+        count, width = 2 ** len(self.modalities), sum(self.widths)
+        size = count * width * self.task.output_dim * 8
+        if size > MAX_ONNX_TABLE_BYTES:
+            raise MlmmError(
+                f"lda-em exports one linear map per presence pattern, {count} patterns x "
+                f"{width} features here: {size / 2**30:.1f} GiB, above the "
+                f"{MAX_ONNX_TABLE_BYTES / 2**30:.0f} GiB limit; serve it with mlmm serve, which "
+                "runs PyTorch"
+            )
+        return _PatternMaps(self)
+
+
+#: Largest table of per-pattern linear maps an ``lda-em`` ONNX export holds (protobuf files
+#: stop at 2 GiB).
+MAX_ONNX_TABLE_BYTES = 1 << 30
+
+
+class _PatternMaps(nn.Module):
+    """:class:`LdaEm`'s prediction from a table: pattern ``sum_j present_j 2^j`` maps the
+    flattened features by ``weight[pattern]`` and adds ``offset[pattern]``."""
+
+    def __init__(self, model: LdaEm) -> None:
+        super().__init__()
+        self.modalities, self.task = model.modalities, model.task
+        count, width, k = 2 ** len(model.modalities), sum(model.widths), model.task.output_dim
+        weight = torch.zeros(width, count, k, dtype=torch.float64)  # [D, 2^M, K]
+        offset = torch.zeros(count, k, dtype=torch.float64)  # [2^M, K]
+        widths = torch.tensor(model.widths)
+        with torch.no_grad():
+            for code in range(count):
+                present = torch.tensor([bool(code >> j & 1) for j in range(len(widths))])
+                o = present.repeat_interleave(widths).nonzero().squeeze(1)  # [|o|]
+                weight[o, code], offset[code] = model._linear_map(o)
+        self.register_buffer("weight", weight.reshape(width, count * k))  # [D, 2^M K]
+        self.register_buffer("offset", offset)
+        self.register_buffer("powers", 2 ** torch.arange(len(widths)))  # [M]
+
+    def forward(self, batch: MultimodalBatch) -> MethodOutput:
+        x = flat_features(batch, 0.0).double()  # [B, D]
+        code = (batch.present.long() * self.powers).sum(1)  # [B]
+        count, k = self.offset.shape
+        every = (x @ self.weight).reshape(-1, count, k)  # [B, 2^M, K] (no len(x): traced)
+        index = code[:, None, None].expand(-1, 1, k)  # [B, 1, K]
+        prediction = every.gather(1, index).squeeze(1) + self.offset[code]  # [B, K]
+        prediction = prediction.to(batch.inputs[self.modalities[0]].dtype)
+        if self.task.is_regression:
+            prediction = prediction.reshape(-1)
+        return MethodOutput(prediction)

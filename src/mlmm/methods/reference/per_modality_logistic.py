@@ -136,7 +136,7 @@ class PerModalityLogistic(ClassicalReference):
         outputs = torch.stack(outputs, dim=1)  # [B, M, K]
         # a sample with nothing present (never one the trainer or TrainedModel passes) gets
         # the mean over every modality, on zero inputs
-        use = torch.where(present.any(1, keepdim=True), present, True)  # [B, M]
+        use = present | ~present.any(1, keepdim=True)  # [B, M] (a where with True: no ONNX)
         weight = use.to(outputs.dtype) / use.sum(1, keepdim=True)  # [B, M]
         if not self.task.is_classification:
             prediction = (weight.unsqueeze(2) * outputs).sum(1)  # [B, 1]
