@@ -278,15 +278,11 @@ def this_process() -> str:
 def _pid_gone(owner: str) -> bool:
     """Whether ``owner`` (``host:pid``) is a process of this host that no longer exists."""
     host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname():
+    if host != socket.gethostname() or not pid.isdigit():
         return False  # another host: only its heartbeat tells
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, OverflowError):
-        return False
-    return False
+    from mlmm.utils import process_gone  # as atomic_write below: not at import time
+
+    return process_gone(int(pid))
 
 
 def _schema_statements() -> list[str]:
