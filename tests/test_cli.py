@@ -1013,29 +1013,79 @@ def test_a_table_shows_names_with_brackets_whole():
     assert name in text and "1.0000" in text
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is not a signal there")
-def test_train_stopped_by_sigterm_is_one_line_and_leaves_nothing(monkeypatch, capsys, tmp_path):
-    """SIGTERM killed `mlmm train` without a word (exit -15); Ctrl-C ended it silently."""
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM and SIGHUP are not signals there")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_train_stopped_by_sigterm_is_one_line_and_leaves_nothing(
+    monkeypatch, capsys, tmp_path, name
+):
+    """SIGTERM killed `mlmm train` without a word (exit -15); Ctrl-C ended it silently.
+    SIGHUP (its terminal closed) killed it without the cleanup the others get (exit -1)."""
+    import os
+    import signal
+
+    import mlmm.experiment
+
+    signum = getattr(signal, name)
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signum)  # as `kill PID` mid-training, or closing the terminal
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError(f"{name} did not stop training")
+
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", stopped)
+    before = signal.getsignal(signum)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
+    assert code == 128 + signum, err
+    assert err.strip() == (
+        f"interrupted by {name}; no model was saved to {out} (train again to get one)"
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signum) is before  # main() puts the handlers back
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP is not a signal there")
+def test_sighup_does_what_sigterm_would_do_now(monkeypatch):
+    """`mlmm serve` leaves SIGTERM to uvicorn, which answers the requests in flight before it
+    stops: SIGHUP goes the same way there, and stops the command where SIGTERM is ignored."""
+    import signal
+
+    seen = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        cli._hang_up(signal.SIGHUP, None)
+        assert seen == [signal.SIGHUP]
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with pytest.raises(KeyboardInterrupt):
+            cli._hang_up(signal.SIGHUP, None)
+        assert cli._state["signal"] == signal.SIGHUP
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        cli._state["signal"] = None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP is not a signal there")
+def test_a_command_whose_terminal_is_gone_still_exits_129(monkeypatch, capsys, tmp_path):
+    """After SIGHUP the terminal may be gone: the one line cannot be written (EIO), and that
+    OSError replaced the exit code that says what happened."""
+    import errno
     import os
     import signal
 
     import mlmm.experiment
 
     def stopped(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` mid-training
-        time.sleep(5)  # the handler interrupts this
-        raise AssertionError("SIGTERM did not stop training")
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)
+        raise AssertionError("SIGHUP did not stop training")
+
+    def gone(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(mlmm.experiment, "run_experiment", stopped)
-    before = signal.getsignal(signal.SIGTERM)
-    out = tmp_path / "run"
-    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
-    assert code == 143, err
-    assert err.strip() == (
-        f"interrupted by SIGTERM; no model was saved to {out} (train again to get one)"
-    )
-    assert list(tmp_path.iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) is before  # main() puts the handlers back
+    monkeypatch.setattr(cli.typer, "echo", gone)
+    code, _, _ = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(tmp_path / "run"))
+    assert code == 129
 
 
 def test_train_on_devices_stopped_by_sigterm_is_one_line_not_the_launchers_traceback(
@@ -1102,6 +1152,7 @@ def test_a_stop_signal_ignored_by_the_parent_stays_ignored(monkeypatch, capsys):
     def record():
         seen["sigint"] = signal.getsignal(signal.SIGINT)
         seen["sigterm"] = signal.getsignal(signal.SIGTERM)
+        seen["sighup"] = signal.getsignal(getattr(signal, "SIGHUP", signal.SIGINT))
         return console()
 
     monkeypatch.setattr(cli, "_console", record)
@@ -1113,3 +1164,12 @@ def test_a_stop_signal_ignored_by_the_parent_stays_ignored(monkeypatch, capsys):
         signal.signal(signal.SIGINT, before)
     assert code in (0, None), err
     assert seen["sigint"] is signal.SIG_IGN and seen["sigterm"] is cli._stop
+    if hasattr(signal, "SIGHUP"):
+        assert seen["sighup"] is cli._hang_up
+        before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it
+        try:
+            run(monkeypatch, capsys, "datasets")
+            assert seen["sighup"] is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        finally:
+            signal.signal(signal.SIGHUP, before)
