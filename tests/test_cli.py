@@ -1013,6 +1013,35 @@ def test_a_table_shows_names_with_brackets_whole():
     assert name in text and "1.0000" in text
 
 
+def test_train_auto_says_in_one_line_that_it_ignores_epochs(monkeypatch, capsys, tmp_path):
+    """`mlmm train --method auto --epochs 7` trained for auto's budget's epochs without a
+    word; the estimator warns about its own max_epochs with method="auto"."""
+    import mlmm.experiment
+    from mlmm.errors import MlmmError
+
+    seen = {}
+
+    def stop_before_training(*args, **kwargs):
+        seen.update(kwargs)
+        raise MlmmError("stopped before training")
+
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", stop_before_training)
+    argv = ["train", "--dataset", "synthetic", "--method", "auto", "--out", str(tmp_path / "m")]
+    code, _, err = run(monkeypatch, capsys, *argv, "--epochs", "7")
+    assert code == 2
+    assert err.splitlines() == [
+        "warning: --epochs 7 is ignored with --method auto: its budget sets the deep members' "
+        "epochs; cap them with --param max_epochs=7",
+        "error: stopped before training",
+    ]
+    assert "max_epochs" not in seen["method_params"]  # said, not silently applied
+    code, _, err = run(monkeypatch, capsys, *argv, "--param", "max_epochs=7")
+    assert err.splitlines() == ["error: stopped before training"]
+    assert seen["method_params"]["max_epochs"] == 7
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(tmp_path / "n"))
+    assert "--epochs" in TRAIN_QUICK and "warning" not in err  # another method uses it
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM and SIGHUP are not signals there")
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
 def test_train_stopped_by_sigterm_is_one_line_and_leaves_nothing(

@@ -160,7 +160,8 @@ def train(
         str,
         typer.Option(
             help="A registered method (see `mlmm methods`), or auto: a cross-validated "
-            "ensemble (--param budget=fast|medium|best; --epochs is then ignored)."
+            "ensemble (--param budget=fast|medium|best; its budget sets the epochs: "
+            "--param max_epochs=N caps them, --epochs is ignored with a warning)."
         ),
     ],
     out: Annotated[Path, typer.Option(help="Directory for the trained model artifact.")],
@@ -223,6 +224,12 @@ def train(
 
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
     _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
+    if method == "auto" and "epochs" in _given_options(ctx):  # as the estimator warns
+        typer.echo(
+            f"warning: --epochs {epochs} is ignored with --method auto: its budget sets the "
+            f"deep members' epochs; cap them with --param max_epochs={epochs}",
+            err=True,
+        )
     if devices > 1:  # a bad --precision is refused here, not once per started process
         import torch
 
