@@ -322,3 +322,24 @@ def test_an_earlier_output_of_the_same_kind_may_be_replaced(tmp_path, content, k
     path.write_bytes(content)
     assert check_output_file(path, kind) == path
     assert check_output_file(tmp_path / "new.html", "HTML") == tmp_path / "new.html"
+
+
+def test_an_output_name_too_long_for_the_file_system_is_one_line_before_the_work(tmp_path):
+    """A --params-out, report, export or --output name over 255 bytes passed the checks made
+    before the work and raised a bare OSError (a traceback), from the check itself or after
+    the work; a folder name too long on the way did too."""
+    name = "e" * 256 + ".csv"
+    with pytest.raises(MlmmError) as info:
+        check_output_file(tmp_path / name, "CSV", what="--out")
+    assert str(info.value) == (
+        f"cannot write {tmp_path / name}: its name is 260 bytes long, and this file system "
+        f"takes names of 255 bytes at most; choose a shorter --out name (at most 255 bytes)"
+    )
+    with pytest.raises(MlmmError, match=r"^cannot use .* as the --out \(File name too long\)"):
+        check_output_file(tmp_path / ("d" * 300) / "t.csv", "CSV", what="--out")
+    assert list(tmp_path.iterdir()) == []
+    fits = tmp_path / ("e" * 251 + ".csv")  # 255 bytes: written, its temporary name shortened
+    assert check_output_file(fits, "CSV") == fits
+    with atomic_write(fits) as fh:
+        fh.write("x")
+    assert fits.read_text() == "x"

@@ -235,6 +235,18 @@ def check_output_file(
         One line naming the path, what it is, and the fix.
     """
     path = Path(path)
+    check_name_length(path, what)
+    try:
+        return _check_output_file(path, kind, inputs, what)
+    except OSError as err:  # a folder of the path too long, a symlink loop...
+        raise MlmmError(
+            f"cannot use {path} as the {what} ({err.strerror or err}); choose another {what} path"
+        ) from None
+
+
+def _check_output_file(
+    path: Path, kind: str | None, inputs: Iterable[str | Path], what: str
+) -> Path:
     for source in inputs:
         if _same_file(path, Path(source)):
             raise MlmmError(
@@ -273,8 +285,36 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_writable_location(path: Path, what: str) -> None:
-    """Refuse a path under a file, or in a folder this process cannot write (checked up front).
+def check_name_length(path: Path, what: str, beside: int = 0) -> None:
+    """Refuse, in one line, a file name longer than the file system of ``path`` takes.
+
+    ``beside``: how many bytes longer a name mlmm writes beside ``path`` is (a model's
+    ``.NAME.tmp-XXXXXXXX`` folder: 14; SQLite's ``NAME-journal``: 8), so that a name that
+    fits but whose companion does not is refused before the work, not after it. ``what``
+    names the option in the message (``"--out"``).
+    """
+    parent = Path(path).parent
+    while parent != parent.parent:
+        with contextlib.suppress(OSError):  # a folder's own name may be too long
+            if parent.exists():
+                break
+        parent = parent.parent
+    longest = _NAME_MAX
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no pathconf on Windows
+        longest = os.pathconf(parent, "PC_NAME_MAX")
+    size = len(os.fsencode(Path(path).name))
+    if size + beside > longest:
+        companion = f" (mlmm writes a name {beside} bytes longer beside it)" if beside else ""
+        raise MlmmError(
+            f"cannot write {path}: its name is {size} bytes long, and this file system takes "
+            f"names of {longest} bytes at most{companion}; choose a shorter {what} name (at "
+            f"most {longest - beside} bytes)"
+        )
+
+
+def check_writable_location(path: Path, what: str, beside: int = 0) -> None:
+    """Refuse a path under a file, in a folder this process cannot write, or with a name too
+    long for its file system (:func:`check_name_length`; ``beside`` is passed on), up front.
 
     ``path`` need not exist: its nearest existing parent must be a directory this process
     can write, since the output is written beside it and renamed. ``what`` names the option
@@ -290,3 +330,4 @@ def check_writable_location(path: Path, what: str) -> None:
             f"cannot write {path}: {parent} is not writable; choose another {what} path or fix "
             f"its permissions"
         )
+    check_name_length(path, what, beside)

@@ -643,3 +643,16 @@ def test_an_interrupt_at_a_transactions_edge_leaves_no_transaction_open(store, w
     assert not real.in_transaction
     store.release(first)  # what an interrupted benchmark does on its way out
     assert set(store.status().values()) == {"pending"}
+
+
+def test_a_store_name_too_long_for_sqlites_journal_is_refused_and_leaves_no_file(tmp_path):
+    """A spec named with 250 characters made `mlmm bench` fail with "SQLite says unable to
+    open database file" and leave an empty NAME.db: SQLite's NAME.db-journal was too long."""
+    path = tmp_path / ("s" * 250 + ".db")
+    with pytest.raises(MlmmError) as info:
+        ResultsStore(path)
+    assert str(info.value).endswith("choose a shorter --store name (at most 247 bytes)")
+    assert list(tmp_path.iterdir()) == []
+    with ResultsStore(tmp_path / ("s" * 244 + ".db")) as db:  # 247 bytes: a store
+        db.add_runs(SPEC.name, SPEC.runs())
+        assert len(db.runs()) == len(SPEC.runs())

@@ -448,6 +448,10 @@ class ResultsStore:
                 )
             if folder.exists():
                 break
+        if not self.path.exists():  # SQLite writes NAME-journal beside it, and NAME-wal
+            from mlmm.utils import check_name_length
+
+            check_name_length(self.path, "--store", beside=len("-journal"))
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
