@@ -1150,6 +1150,69 @@ def test_train_on_devices_stopped_by_sigterm_is_one_line_not_the_launchers_trace
     assert distributed.LAUNCHED_VARIABLE not in os.environ
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP is not a signal there")
+@pytest.mark.parametrize("lost", ["EIO", "EPIPE"])
+def test_an_error_writing_to_the_closed_terminal_does_not_hide_the_signal(
+    monkeypatch, capsys, tmp_path, lost
+):
+    """After SIGHUP, what the command draws on its way out (a progress bar) fails with EIO on
+    the closed terminal, or EPIPE on a pipe to a program the signal ended (`mlmm bench | tee`):
+    that error's traceback (EIO) or click's silent exit 1 (EPIPE) replaced the signal's."""
+    import errno
+    import os
+    import signal
+
+    import mlmm.experiment
+
+    def stopped(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(5)
+        finally:  # as a progress bar's last redraw on the way out
+            raise OSError(getattr(errno, lost), os.strerror(getattr(errno, lost)))
+
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", stopped)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
+    assert code == 129, err
+    assert err.strip() == (
+        f"interrupted by SIGHUP; no model was saved to {out} (train again to get one)"
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pseudo-terminal closed")
+def test_train_in_a_terminal_that_is_closed_ends_129_with_its_line(tmp_path):
+    """Closing the terminal of `mlmm train` (its progress bar drawn there) killed it: SIGHUP
+    went unhandled."""
+    import os
+    import pty
+    import select
+
+    out = tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    argv = [*TRAIN_QUICK[:-1], "--out", str(out)]  # late-fusion, with its progress bar
+    argv[argv.index("n_samples=200")] = "n_samples=2000"
+    argv[argv.index("--epochs") + 1] = "200"
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: mlmm with its stdout on the terminal, its stderr kept
+        os.dup2(os.open(log, os.O_WRONLY | os.O_CREAT), 2)
+        os.execv(sys.executable, [sys.executable, "-m", "mlmm.cli", *argv])
+    try:
+        seen = b""
+        deadline = time.time() + 120
+        while b"late-fusion" not in seen and time.time() < deadline:
+            if select.select([terminal], [], [], 1)[0]:
+                seen += os.read(terminal, 4096)  # the progress bar is drawn: training
+        assert b"late-fusion" in seen, seen
+    finally:
+        os.close(terminal)  # the terminal goes away: SIGHUP
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 129, log.read_text()
+    assert log.read_text().strip().splitlines()[-1] == (
+        f"interrupted by SIGHUP; no model was saved to {out} (train again to get one)"
+    )
+
+
 def test_main_runs_in_a_thread_other_than_the_main_one(monkeypatch, capsys):
     """signal.signal works only in the main thread: main() called from a worker thread (a
     notebook's executor, a test runner) raised ValueError before running the command."""

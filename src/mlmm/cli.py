@@ -1296,8 +1296,14 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:  # raised outside the command (typer turns those into exit 130)
         _interrupted()
+    except OSError:
+        if _state["signal"] is not None:  # e.g. a progress bar drawn on a terminal SIGHUP closed
+            _interrupted()
+        raise
     except SystemExit as exit_:
-        if exit_.code == 130 and _state["signal"] is not None:
+        # typer's exit 130 for a KeyboardInterrupt, or click's exit 1 for a pipe the signal
+        # closed (`mlmm bench | tee log` in a closed terminal): the signal stopped the command
+        if exit_.code not in (0, None) and _state["signal"] is not None:
             _interrupted()
         raise
     finally:  # as they were (main() called in a test process, or twice)
