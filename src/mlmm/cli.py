@@ -415,9 +415,11 @@ def tune_command(
     console.print(f"study {result.study_key} in {store}")
     if params_out is not None:
         path = result.save(params_out)
-        console.print(
-            f"wrote {path}: mlmm train --dataset {dataset} --method {method} --seed {seed} "
-            f"--params {path} ..."
+        again = ["mlmm", "train", "--dataset", dataset, "--method", method, "--seed", str(seed)]
+        console.print(  # quoted to paste (a path with spaces), shown as typed (no markup)
+            f"wrote {path}: {shlex.join([*again, '--params', str(path)])} ...",
+            markup=False,
+            highlight=False,
         )
 
 
