@@ -372,6 +372,11 @@ class ResultsStore:
             raise MlmmError(
                 f"{self.path} is a folder; give the results file, e.g. {self.path}/results.db"
             )
+        if self.path.exists() and not self.path.is_file():  # SQLite said "disk I/O error"
+            raise MlmmError(
+                f"{self.path} is not a regular file (a pipe, a device or a socket); give the "
+                f"results file, e.g. results.db"
+            )
         if readonly:
             self._db = self._open_for_reading()
         else:
