@@ -76,12 +76,15 @@ def _temporary_stem(name: str) -> str:
 
 
 def _host_tag() -> str:
-    """This host (and PID namespace, where there is one) as 8 hex digits: a temporary file's
-    writer is judged gone only by a process that sees the same processes under the same ids."""
-    namespace = ""
+    """This host (its name, its machine id and PID namespace, where it has them) as 8 hex
+    digits: a temporary file's writer is judged gone only by a process that sees the same
+    processes under the same ids (not by another machine of the same name on a shared disk)."""
+    namespace = machine = ""
     with contextlib.suppress(OSError):
         namespace = os.readlink("/proc/self/ns/pid")
-    return f"{zlib.crc32(f'{socket.gethostname()}|{namespace}'.encode()):08x}"
+    with contextlib.suppress(OSError), open("/etc/machine-id", "rb") as fh:
+        machine = fh.read(64).decode(errors="replace").strip()
+    return f"{zlib.crc32(f'{socket.gethostname()}|{machine}|{namespace}'.encode()):08x}"
 
 
 def process_gone(pid: int) -> bool:
