@@ -1013,29 +1013,108 @@ def test_a_table_shows_names_with_brackets_whole():
     assert name in text and "1.0000" in text
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is not a signal there")
-def test_train_stopped_by_sigterm_is_one_line_and_leaves_nothing(monkeypatch, capsys, tmp_path):
-    """SIGTERM killed `mlmm train` without a word (exit -15); Ctrl-C ended it silently."""
+def test_train_auto_says_in_one_line_that_it_ignores_epochs(monkeypatch, capsys, tmp_path):
+    """`mlmm train --method auto --epochs 7` trained for auto's budget's epochs without a
+    word; the estimator warns about its own max_epochs with method="auto"."""
+    import mlmm.experiment
+    from mlmm.errors import MlmmError
+
+    seen = {}
+
+    def stop_before_training(*args, **kwargs):
+        seen.update(kwargs)
+        raise MlmmError("stopped before training")
+
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", stop_before_training)
+    argv = ["train", "--dataset", "synthetic", "--method", "auto", "--out", str(tmp_path / "m")]
+    code, _, err = run(monkeypatch, capsys, *argv, "--epochs", "7")
+    assert code == 2
+    assert err.splitlines() == [
+        "warning: --epochs 7 is ignored with --method auto: its budget sets the deep members' "
+        "epochs; cap them with --param max_epochs=7",
+        "error: stopped before training",
+    ]
+    assert "max_epochs" not in seen["method_params"]  # said, not silently applied
+    code, _, err = run(monkeypatch, capsys, *argv, "--param", "max_epochs=7")
+    assert err.splitlines() == ["error: stopped before training"]
+    assert seen["method_params"]["max_epochs"] == 7
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(tmp_path / "n"))
+    assert "--epochs" in TRAIN_QUICK and "warning" not in err  # another method uses it
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM and SIGHUP are not signals there")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_train_stopped_by_sigterm_is_one_line_and_leaves_nothing(
+    monkeypatch, capsys, tmp_path, name
+):
+    """SIGTERM killed `mlmm train` without a word (exit -15); Ctrl-C ended it silently.
+    SIGHUP (its terminal closed) killed it without the cleanup the others get (exit -1)."""
+    import os
+    import signal
+
+    import mlmm.experiment
+
+    signum = getattr(signal, name)
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signum)  # as `kill PID` mid-training, or closing the terminal
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError(f"{name} did not stop training")
+
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", stopped)
+    before = signal.getsignal(signum)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
+    assert code == 128 + signum, err
+    assert err.strip() == (
+        f"interrupted by {name}; no model was saved to {out} (train again to get one)"
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signum) is before  # main() puts the handlers back
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP is not a signal there")
+def test_sighup_does_what_sigterm_would_do_now(monkeypatch):
+    """`mlmm serve` leaves SIGTERM to uvicorn, which answers the requests in flight before it
+    stops: SIGHUP goes the same way there, and stops the command where SIGTERM is ignored."""
+    import signal
+
+    seen = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        cli._hang_up(signal.SIGHUP, None)
+        assert seen == [signal.SIGHUP]
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with pytest.raises(KeyboardInterrupt):
+            cli._hang_up(signal.SIGHUP, None)
+        assert cli._state["signal"] == signal.SIGHUP
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        cli._state["signal"] = None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP is not a signal there")
+def test_a_command_whose_terminal_is_gone_still_exits_129(monkeypatch, capsys, tmp_path):
+    """After SIGHUP the terminal may be gone: the one line cannot be written (EIO), and that
+    OSError replaced the exit code that says what happened."""
+    import errno
     import os
     import signal
 
     import mlmm.experiment
 
     def stopped(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` mid-training
-        time.sleep(5)  # the handler interrupts this
-        raise AssertionError("SIGTERM did not stop training")
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)
+        raise AssertionError("SIGHUP did not stop training")
+
+    def gone(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(mlmm.experiment, "run_experiment", stopped)
-    before = signal.getsignal(signal.SIGTERM)
-    out = tmp_path / "run"
-    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
-    assert code == 143, err
-    assert err.strip() == (
-        f"interrupted by SIGTERM; no model was saved to {out} (train again to get one)"
-    )
-    assert list(tmp_path.iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) is before  # main() puts the handlers back
+    monkeypatch.setattr(cli.typer, "echo", gone)
+    code, _, _ = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(tmp_path / "run"))
+    assert code == 129
 
 
 def test_train_on_devices_stopped_by_sigterm_is_one_line_not_the_launchers_traceback(
@@ -1071,6 +1150,69 @@ def test_train_on_devices_stopped_by_sigterm_is_one_line_not_the_launchers_trace
     assert distributed.LAUNCHED_VARIABLE not in os.environ
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP is not a signal there")
+@pytest.mark.parametrize("lost", ["EIO", "EPIPE"])
+def test_an_error_writing_to_the_closed_terminal_does_not_hide_the_signal(
+    monkeypatch, capsys, tmp_path, lost
+):
+    """After SIGHUP, what the command draws on its way out (a progress bar) fails with EIO on
+    the closed terminal, or EPIPE on a pipe to a program the signal ended (`mlmm bench | tee`):
+    that error's traceback (EIO) or click's silent exit 1 (EPIPE) replaced the signal's."""
+    import errno
+    import os
+    import signal
+
+    import mlmm.experiment
+
+    def stopped(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(5)
+        finally:  # as a progress bar's last redraw on the way out
+            raise OSError(getattr(errno, lost), os.strerror(getattr(errno, lost)))
+
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", stopped)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
+    assert code == 129, err
+    assert err.strip() == (
+        f"interrupted by SIGHUP; no model was saved to {out} (train again to get one)"
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pseudo-terminal closed")
+def test_train_in_a_terminal_that_is_closed_ends_129_with_its_line(tmp_path):
+    """Closing the terminal of `mlmm train` (its progress bar drawn there) killed it: SIGHUP
+    went unhandled."""
+    import os
+    import pty
+    import select
+
+    out = tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    argv = [*TRAIN_QUICK[:-1], "--out", str(out)]  # late-fusion, with its progress bar
+    argv[argv.index("n_samples=200")] = "n_samples=2000"
+    argv[argv.index("--epochs") + 1] = "200"
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: mlmm with its stdout on the terminal, its stderr kept
+        os.dup2(os.open(log, os.O_WRONLY | os.O_CREAT), 2)
+        os.execv(sys.executable, [sys.executable, "-m", "mlmm.cli", *argv])
+    try:
+        seen = b""
+        deadline = time.time() + 120
+        while b"late-fusion" not in seen and time.time() < deadline:
+            if select.select([terminal], [], [], 1)[0]:
+                seen += os.read(terminal, 4096)  # the progress bar is drawn: training
+        assert b"late-fusion" in seen, seen
+    finally:
+        os.close(terminal)  # the terminal goes away: SIGHUP
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 129, log.read_text()
+    assert log.read_text().strip().splitlines()[-1] == (
+        f"interrupted by SIGHUP; no model was saved to {out} (train again to get one)"
+    )
+
+
 def test_main_runs_in_a_thread_other_than_the_main_one(monkeypatch, capsys):
     """signal.signal works only in the main thread: main() called from a worker thread (a
     notebook's executor, a test runner) raised ValueError before running the command."""
@@ -1102,6 +1244,7 @@ def test_a_stop_signal_ignored_by_the_parent_stays_ignored(monkeypatch, capsys):
     def record():
         seen["sigint"] = signal.getsignal(signal.SIGINT)
         seen["sigterm"] = signal.getsignal(signal.SIGTERM)
+        seen["sighup"] = signal.getsignal(getattr(signal, "SIGHUP", signal.SIGINT))
         return console()
 
     monkeypatch.setattr(cli, "_console", record)
@@ -1113,3 +1256,12 @@ def test_a_stop_signal_ignored_by_the_parent_stays_ignored(monkeypatch, capsys):
         signal.signal(signal.SIGINT, before)
     assert code in (0, None), err
     assert seen["sigint"] is signal.SIG_IGN and seen["sigterm"] is cli._stop
+    if hasattr(signal, "SIGHUP"):
+        assert seen["sighup"] is cli._hang_up
+        before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it
+        try:
+            run(monkeypatch, capsys, "datasets")
+            assert seen["sighup"] is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        finally:
+            signal.signal(signal.SIGHUP, before)

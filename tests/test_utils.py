@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -11,6 +14,8 @@ import torch
 
 from mlmm.errors import MlmmError
 from mlmm.utils import (
+    _host_tag,
+    _temporary_stem,
     atomic_write,
     check_output_file,
     derive_seed,
@@ -142,6 +147,85 @@ def test_atomic_write_refused_by_permissions_does_not_blame_the_disk(tmp_path, m
     )
 
 
+def _reaped() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.skipif(os.name != "posix", reason="writers are judged alive by os.kill(pid, 0)")
+def test_temporaries_of_writers_killed_mid_write_are_removed_by_the_next_write(tmp_path):
+    """kill -9 during an atomic write left its hidden .NAME.*.tmp beside the output forever;
+    the next write removes it, and never the temporary of a writer still alive."""
+    target = tmp_path / "table.csv"
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from mlmm.utils import atomic_write\n"
+            f"with atomic_write({str(target)!r}) as fh:\n"
+            "    fh.write('half a table')\n"
+            "    print('writing', flush=True)\n"
+            "    time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    [killed] = tmp_path.glob(".table.csv.*.tmp")
+    assert killed.name.startswith(f".table.csv.p{writer.pid}-h")
+    host = killed.name.split("-h")[1][:8]
+    alive = subprocess.Popen(["sleep", "60"])  # a process still writing the table
+    try:
+        planted = {
+            "live": tmp_path / f".table.csv.p{alive.pid}-h{host}.abc123_x.tmp",
+            "own": tmp_path / f".table.csv.p{os.getpid()}-h{host}.zz.tmp",  # another thread's
+            "another host": tmp_path / f".table.csv.p{_reaped()}-h00000000.q1.tmp",
+            "older mlmm": tmp_path / ".table.csv.k2j3l4m5.tmp",  # names no writer
+            "another target": tmp_path / f".table.csv.bak.p{_reaped()}-h{host}.a1.tmp",
+            "not ours": tmp_path / f".table.csv.p{_reaped()}-h{host}.notes.txt",
+        }
+        for path in planted.values():
+            path.write_text("x")
+        with atomic_write(target) as fh:
+            fh.write("whole table")
+        assert target.read_text() == "whole table"
+        assert not killed.exists()
+        assert all(path.exists() for path in planted.values())
+    finally:
+        alive.kill()
+        alive.wait()
+    with atomic_write(target) as fh:  # its writer is gone now
+        fh.write("again")
+    left = {path for path in planted.values() if path.exists()}
+    assert left == set(planted.values()) - {planted["live"]}
+
+
+def test_a_file_name_too_long_for_a_temporary_beside_it_is_written(tmp_path):
+    """A file name of 250 characters (within the 255 file systems allow) could not be written:
+    its temporary file's name, the name plus about 15 characters, was too long."""
+    target = tmp_path / ("r" * 246 + ".csv")
+    with atomic_write(target) as fh:
+        fh.write("x")
+    assert target.read_text() == "x" and list(tmp_path.iterdir()) == [target]
+    other = tmp_path / ("r" * 246 + ".tsv")  # the same start: another temporary name
+    stale = tmp_path / f".{_temporary_stem(target.name)}.p{_reaped()}-h{_host_tag()}.k.tmp"
+    stale.write_text("x")
+    with atomic_write(other) as fh:
+        fh.write("y")
+    assert stale.exists()
+    with atomic_write(target) as fh:
+        fh.write("z")
+    assert not stale.exists() and target.read_text() == "z"
+
+
 def test_output_write_error_survives_pickling_and_copy():
     """It could not be pickled (a process pool or a Ray task raising it) nor copied: OSError's
     reduction rebuilt it from (errno, strerror) without its message."""
@@ -238,3 +322,24 @@ def test_an_earlier_output_of_the_same_kind_may_be_replaced(tmp_path, content, k
     path.write_bytes(content)
     assert check_output_file(path, kind) == path
     assert check_output_file(tmp_path / "new.html", "HTML") == tmp_path / "new.html"
+
+
+def test_an_output_name_too_long_for_the_file_system_is_one_line_before_the_work(tmp_path):
+    """A --params-out, report, export or --output name over 255 bytes passed the checks made
+    before the work and raised a bare OSError (a traceback), from the check itself or after
+    the work; a folder name too long on the way did too."""
+    name = "e" * 256 + ".csv"
+    with pytest.raises(MlmmError) as info:
+        check_output_file(tmp_path / name, "CSV", what="--out")
+    assert str(info.value) == (
+        f"cannot write {tmp_path / name}: its name is 260 bytes long, and this file system "
+        f"takes names of 255 bytes at most; choose a shorter --out name (at most 255 bytes)"
+    )
+    with pytest.raises(MlmmError, match=r"^cannot use .* as the --out \(File name too long\)"):
+        check_output_file(tmp_path / ("d" * 300) / "t.csv", "CSV", what="--out")
+    assert list(tmp_path.iterdir()) == []
+    fits = tmp_path / ("e" * 251 + ".csv")  # 255 bytes: written, its temporary name shortened
+    assert check_output_file(fits, "CSV") == fits
+    with atomic_write(fits) as fh:
+        fh.write("x")
+    assert fits.read_text() == "x"

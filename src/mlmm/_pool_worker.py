@@ -53,11 +53,13 @@ def watch_parent(parent_pid: int, interval: float = 1.0) -> None:
 def worker_main(connection: Connection, threads: int, parent_pid: int) -> None:
     """Run each configuration received on ``connection`` until told to stop (``null``)."""
     watch_parent(parent_pid)
-    # Ctrl-C, and a SIGTERM sent to the whole process group (coreutils timeout, a batch
-    # scheduler), are the coordinator's to handle: it gives the runs back and stops its workers
-    # (a worker killed by it first would have its run recorded failed)
+    # Ctrl-C, and a SIGTERM or SIGHUP sent to the whole process group (coreutils timeout, a
+    # batch scheduler, a closed terminal), are the coordinator's to handle: it gives the runs
+    # back and stops its workers (a worker killed by it first would have its run recorded failed)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from mlmm.bench.execute import execute_run, pin_threads
 
     pin_threads(threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-#: ``on_interrupt``: what a command tells its user when Ctrl-C or SIGTERM stops it
+#: ``on_interrupt``: what a command tells its user when Ctrl-C, SIGTERM or SIGHUP stops it
 #: (:func:`main`); ``signal``: the signal that stopped it.
 _state: dict[str, Any] = {"debug": False, "on_interrupt": None, "signal": None}
 
@@ -178,7 +179,8 @@ def train(
         str,
         typer.Option(
             help="A registered method (see `mlmm methods`), or auto: a cross-validated "
-            "ensemble (--param budget=fast|medium|best; --epochs is then ignored)."
+            "ensemble (--param budget=fast|medium|best; its budget sets the epochs: "
+            "--param max_epochs=N caps them, --epochs is ignored with a warning)."
         ),
     ],
     out: Annotated[Path, typer.Option(help="Directory for the trained model artifact.")],
@@ -253,6 +255,12 @@ def train(
         _train_table(ctx)
         return
     _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
+    if method == "auto" and "epochs" in _given_options(ctx):  # as the estimator warns
+        typer.echo(
+            f"warning: --epochs {epochs} is ignored with --method auto: its budget sets the "
+            f"deep members' epochs; cap them with --param max_epochs={epochs}",
+            err=True,
+        )
     if devices > 1:  # a bad --precision is refused here, not once per started process
         import torch
 
@@ -600,11 +608,12 @@ def tune_command(
     console.print(f"study {result.study_key} in {store}")
     if params_out is not None:
         path = result.save(params_out)
-        source = f"--dataset {dataset}" if data is None else f"--data {data} ..."
-        console.print(
-            f"wrote {path}: mlmm train {source} --method {method} --seed {seed} "
-            f"--params {path} ...",
+        source = ["--dataset", dataset] if data is None else ["--data", str(data)]
+        again = ["mlmm", "train", *source, "--method", method, "--seed", str(seed)]
+        console.print(  # quoted to paste (a path with spaces), shown as typed (no markup)
+            f"wrote {path}: {shlex.join([*again, '--params', str(path)])} ...",
             markup=False,
+            highlight=False,
         )
 
 
@@ -1436,42 +1445,56 @@ def export_model_command(
 
 
 def _stop(signum: int, frame: Any) -> None:
-    """Ctrl-C and SIGTERM stop a command the same way: as a KeyboardInterrupt, so that what
-    it holds (a benchmark's claims, its workers, a half-written temporary file) is given back
-    on the way out. Without this, SIGTERM killed the process where it stood."""
+    """Ctrl-C, SIGTERM and SIGHUP (its terminal closed) stop a command the same way: as a
+    KeyboardInterrupt, so that what it holds (a benchmark's claims, its workers, a
+    half-written temporary file) is given back on the way out. Without this, SIGTERM and
+    SIGHUP killed the process where it stood."""
     _state["signal"] = signum
     raise KeyboardInterrupt
 
 
+def _hang_up(signum: int, frame: Any) -> None:
+    """SIGHUP does what SIGTERM would do now: stop the command (:func:`_stop`) or, while
+    `mlmm serve` runs, let the server answer its in-flight requests and stop."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler) and handler is not _hang_up:
+        handler(signum, frame)
+    else:  # SIGTERM ignored or left to the default: SIGHUP still stops as Ctrl-C does
+        _stop(signum, frame)
+
+
 def _interrupted() -> None:
     """One line saying what stopped the command and what it kept; exit 128 + the signal."""
-    import signal
-
     signum = _state["signal"] or signal.SIGINT
     hint = _state["on_interrupt"]
     distributed = sys.modules.get("mlmm.train.distributed")  # not imported here for this
     launcher = None if distributed is None else os.environ.get(distributed.LAUNCHED_VARIABLE)
     if launcher in (None, str(os.getpid())):  # a process of --devices N leaves it to its launcher
-        typer.echo(
-            f"interrupted by {signal.Signals(signum).name}" + (f"; {hint}" if hint else ""),
-            err=True,
-        )
+        try:  # after SIGHUP the terminal may be gone: the exit code still says what happened
+            typer.echo(
+                f"interrupted by {signal.Signals(signum).name}" + (f"; {hint}" if hint else ""),
+                err=True,
+            )
+        except OSError:
+            pass
     sys.exit(128 + signum)
 
 
 def main() -> None:
     """Entry point: one clear line for user errors, tracebacks only with --debug; one line
-    for Ctrl-C or SIGTERM (exit code 130 or 143)."""
-    import signal
+    for Ctrl-C, SIGTERM or, where there is one, SIGHUP (exit code 130, 143 or 129)."""
     import threading
 
     from mlmm.errors import MlmmError
 
     debug = "--debug" in sys.argv
     _state.update(on_interrupt=None, signal=None)
+    handlers = {signal.SIGINT: _stop, signal.SIGTERM: _stop}
+    if hasattr(signal, "SIGHUP"):  # the terminal was closed (not on Windows)
+        handlers[signal.SIGHUP] = _hang_up
     before = {  # a signal ignored by whoever started this process (nohup, `cmd &`) stays so
-        signum: signal.signal(signum, _stop)
-        for signum in (signal.SIGINT, signal.SIGTERM)
+        signum: signal.signal(signum, handler)
+        for signum, handler in handlers.items()
         if signal.getsignal(signum) is not signal.SIG_IGN
         # only the main thread may set handlers: main() run in another thread keeps Python's
         and threading.current_thread() is threading.main_thread()
@@ -1485,8 +1508,14 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:  # raised outside the command (typer turns those into exit 130)
         _interrupted()
+    except OSError:
+        if _state["signal"] is not None:  # e.g. a progress bar drawn on a terminal SIGHUP closed
+            _interrupted()
+        raise
     except SystemExit as exit_:
-        if exit_.code == 130 and _state["signal"] is not None:
+        # typer's exit 130 for a KeyboardInterrupt, or click's exit 1 for a pipe the signal
+        # closed (`mlmm bench | tee log` in a closed terminal): the signal stopped the command
+        if exit_.code not in (0, None) and _state["signal"] is not None:
             _interrupted()
         raise
     finally:  # as they were (main() called in a test process, or twice)

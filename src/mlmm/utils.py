@@ -6,7 +6,9 @@ import contextlib
 import errno
 import os
 import re
+import socket
 import tempfile
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -57,18 +59,104 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+#: Longest file name (bytes) most file systems take (NAME_MAX of ext4, XFS, APFS, NTFS).
+_NAME_MAX = 255
+#: ``.NAME.p<pid>-h<host>.<random>.tmp``: what :func:`atomic_write` writes beside ``NAME``
+_TEMPORARY = ".{stem}.p{pid}-h{host}."
+_TEMPORARY_TAIL = re.compile(r"\.p(\d+)-h([0-9a-f]{8})\.[a-z0-9_]+\.tmp")
+
+
+def _temporary_stem(name: str) -> str:
+    """``name`` as it appears in its temporary file's name: whole, or, for a name so long that
+    the temporary one would pass :data:`_NAME_MAX`, its start and a hash of the whole name."""
+    if len(name.encode()) <= _NAME_MAX - 48:
+        return name
+    start = name.encode()[:160].decode(errors="ignore")  # not cut inside a character
+    return f"{start}~{zlib.crc32(name.encode()):08x}"
+
+
+def _host_tag() -> str:
+    """This host (its name, its machine id and PID namespace, where it has them) as 8 hex
+    digits: a temporary file's writer is judged gone only by a process that sees the same
+    processes under the same ids (not by another machine of the same name on a shared disk)."""
+    namespace = machine = ""
+    with contextlib.suppress(OSError):
+        namespace = os.readlink("/proc/self/ns/pid")
+    with contextlib.suppress(OSError), open("/etc/machine-id", "rb") as fh:
+        machine = fh.read(64).decode(errors="replace").strip()
+    return f"{zlib.crc32(f'{socket.gethostname()}|{machine}|{namespace}'.encode()):08x}"
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` exists on this machine (False when it cannot tell)."""
+    if os.name != "posix":  # os.kill(pid, 0) sends Ctrl-C on Windows; never remove there
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OverflowError):  # another user's: alive
+        return False
+    return False
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` calls for ``path`` left behind
+    when killed (``kill -9``, a power cut): those whose writer, named in the file name, is a
+    process of this host that no longer exists.
+
+    A temporary file of a live process (another process writing ``path`` right now, or this
+    one), of another host sharing the folder, or of a version of mlmm that did not name its
+    writer is never removed. Errors (a folder that cannot be listed) are ignored: the files
+    are litter, not data.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
+    path = Path(path)
+    prefix = unicodedata.normalize("NFC", f".{_temporary_stem(path.name)}")
+    host, own = _host_tag(), os.getpid()
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        # a folder may hand names back decomposed (macOS HFS+): compared composed
+        name = unicodedata.normalize("NFC", entry.name)
+        if not name.startswith(prefix):
+            continue
+        match = _TEMPORARY_TAIL.fullmatch(name, len(prefix))
+        if match is None or match[2] != host or int(match[1]) == own:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and process_gone(int(match[1])):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator:
     """Write a file atomically: to a temporary file in the same folder, fsync, then rename.
 
-    A process killed mid-write leaves the previous file (or none), never a partial one. An
-    ``OSError`` while writing (a full disk) removes the temporary file and is raised as an
-    :class:`~mlmm.errors.OutputWriteError`: one line naming ``path``, still an ``OSError``.
+    A process killed mid-write leaves the previous file (or none), never a partial one. The
+    temporary file (``.NAME.p<pid>-h<host>.<random>.tmp``) names its writer, so that the next
+    write of ``path`` removes those of writers killed before they could
+    (:func:`remove_stale_temporaries`). An ``OSError`` while writing (a full disk) removes the
+    temporary file and is raised as an :class:`~mlmm.errors.OutputWriteError`: one line
+    naming ``path``, still an ``OSError``.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_stale_temporaries(path)  # first: on a full disk, the space they hold comes back
+        prefix = _TEMPORARY.format(
+            stem=_temporary_stem(path.name), pid=os.getpid(), host=_host_tag()
+        )
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise _write_error(path, err) from err
     try:
@@ -150,6 +238,18 @@ def check_output_file(
         One line naming the path, what it is, and the fix.
     """
     path = Path(path)
+    check_name_length(path, what)
+    try:
+        return _check_output_file(path, kind, inputs, what)
+    except OSError as err:  # a folder of the path too long, a symlink loop...
+        raise MlmmError(
+            f"cannot use {path} as the {what} ({err.strerror or err}); choose another {what} path"
+        ) from None
+
+
+def _check_output_file(
+    path: Path, kind: str | None, inputs: Iterable[str | Path], what: str
+) -> Path:
     for source in inputs:
         if _same_file(path, Path(source)):
             raise MlmmError(
@@ -188,8 +288,36 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_writable_location(path: Path, what: str) -> None:
-    """Refuse a path under a file, or in a folder this process cannot write (checked up front).
+def check_name_length(path: Path, what: str, beside: int = 0) -> None:
+    """Refuse, in one line, a file name longer than the file system of ``path`` takes.
+
+    ``beside``: how many bytes longer a name mlmm writes beside ``path`` is (a model's
+    ``.NAME.tmp-XXXXXXXX`` folder: 14; SQLite's ``NAME-journal``: 8), so that a name that
+    fits but whose companion does not is refused before the work, not after it. ``what``
+    names the option in the message (``"--out"``).
+    """
+    parent = Path(path).parent
+    while parent != parent.parent:
+        with contextlib.suppress(OSError):  # a folder's own name may be too long
+            if parent.exists():
+                break
+        parent = parent.parent
+    longest = _NAME_MAX
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no pathconf on Windows
+        longest = os.pathconf(parent, "PC_NAME_MAX")
+    size = len(os.fsencode(Path(path).name))
+    if size + beside > longest:
+        companion = f" (mlmm writes a name {beside} bytes longer beside it)" if beside else ""
+        raise MlmmError(
+            f"cannot write {path}: its name is {size} bytes long, and this file system takes "
+            f"names of {longest} bytes at most{companion}; choose a shorter {what} name (at "
+            f"most {longest - beside} bytes)"
+        )
+
+
+def check_writable_location(path: Path, what: str, beside: int = 0) -> None:
+    """Refuse a path under a file, in a folder this process cannot write, or with a name too
+    long for its file system (:func:`check_name_length`; ``beside`` is passed on), up front.
 
     ``path`` need not exist: its nearest existing parent must be a directory this process
     can write, since the output is written beside it and renamed. ``what`` names the option
@@ -205,3 +333,4 @@ def check_writable_location(path: Path, what: str) -> None:
             f"cannot write {path}: {parent} is not writable; choose another {what} path or fix "
             f"its permissions"
         )
+    check_name_length(path, what, beside)

@@ -702,13 +702,16 @@ def test_mlmm_bench_prints_the_plan_it_chose(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "stop", [signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGTERM)]
+)
 def test_a_stop_signal_to_the_process_group_gives_the_runs_back_and_says_so(
     tmp_path, tiny_spec_file, stop
 ):
     """SIGTERM (coreutils timeout, a batch scheduler: sent to the whole process group) killed
     the coordinator where it stood, leaving its claims; its workers, killed by it too, would
-    have had their runs recorded failed. Ctrl-C ended without a word."""
+    have had their runs recorded failed. Ctrl-C ended without a word. SIGHUP (the terminal
+    closed: the shell sends it to the job's process group) killed them all, as SIGTERM did."""
     store = tmp_path / "stopped.db"
     proc, workers = _bench_with_two_workers(
         tiny_spec_file,

@@ -643,3 +643,29 @@ def test_an_interrupt_at_a_transactions_edge_leaves_no_transaction_open(store, w
     assert not real.in_transaction
     store.release(first)  # what an interrupted benchmark does on its way out
     assert set(store.status().values()) == {"pending"}
+
+
+def test_a_store_name_too_long_for_sqlites_journal_is_refused_and_leaves_no_file(tmp_path):
+    """A spec named with 250 characters made `mlmm bench` fail with "SQLite says unable to
+    open database file" and leave an empty NAME.db: SQLite's NAME.db-journal was too long."""
+    path = tmp_path / ("s" * 250 + ".db")
+    with pytest.raises(MlmmError) as info:
+        ResultsStore(path)
+    assert str(info.value).endswith("choose a shorter --store name (at most 247 bytes)")
+    assert list(tmp_path.iterdir()) == []
+    with ResultsStore(tmp_path / ("s" * 244 + ".db")) as db:  # 247 bytes: a store
+        db.add_runs(SPEC.name, SPEC.runs())
+        assert len(db.runs()) == len(SPEC.runs())
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_store_path_that_is_a_pipe_or_a_device_is_refused_by_what_it_is(tmp_path, readonly):
+    """`--store /dev/null`, or a named pipe, said "disk I/O error ... check the disk" (a
+    writer) or "is empty (0 bytes)" (a reader)."""
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/null"):
+        with pytest.raises(MlmmError, match=r"is not a regular file \(a pipe, a device or"):
+            ResultsStore(path, readonly=readonly)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.db"]

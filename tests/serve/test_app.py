@@ -499,10 +499,11 @@ def test_a_multilabel_model_is_refused_at_start_in_one_line():
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is not a signal there")
-def test_serve_stopped_by_sigterm_says_so_in_one_line(hemis_run):
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM and SIGHUP are not signals there")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_serve_stopped_by_sigterm_says_so_in_one_line(hemis_run, name):
     """A stopped server ended with exit code 0 and no word; Ctrl-C while it started gave
-    uvicorn's exit code 3 and a RuntimeWarning."""
+    uvicorn's exit code 3 and a RuntimeWarning. SIGHUP (its terminal closed) killed it."""
     import signal
     import socket
     import subprocess
@@ -524,15 +525,15 @@ def test_serve_stopped_by_sigterm_says_so_in_one_line(hemis_run):
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, name))
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 143, err
+    assert proc.returncode == 128 + getattr(signal, name), err
     assert err.strip() == (
-        "interrupted by SIGTERM; the server answered its in-flight requests and stopped"
+        f"interrupted by {name}; the server answered its in-flight requests and stopped"
     )
 
 

@@ -786,3 +786,17 @@ def test_a_readme_of_the_users_survives_an_overwrite(tmp_path):
     (path / CARD_FILE).write_text(f"{CARD_MARKER}\nold card\n")
     save_artifact(path, {"w": torch.ones(2)}, {"method": "x"}, card="new card\n", overwrite=True)
     assert (path / CARD_FILE).read_text() == f"{CARD_MARKER}\nnew card\n"
+
+
+def test_an_out_name_too_long_for_the_temporary_folder_is_refused_before_training(tmp_path):
+    """`mlmm train --out` with a 250-byte name (the file system takes 255) trained, then failed
+    to save: the artifact is first written as .NAME.tmp-XXXXXXXX, 14 bytes longer."""
+    with pytest.raises(MlmmError) as info:
+        check_artifact_path(tmp_path / ("m" * 250))
+    assert "its name is 250 bytes long" in str(info.value)
+    assert str(info.value).endswith("choose a shorter --out name (at most 241 bytes)")
+    assert list(tmp_path.iterdir()) == []
+    longest = tmp_path / ("m" * 241)
+    assert check_artifact_path(longest) == longest
+    save(longest, 1.0)
+    assert load_artifact(longest)[0]["scale"] == 1.0

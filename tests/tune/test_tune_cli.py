@@ -172,3 +172,19 @@ def test_tune_stopped_by_sigterm_after_a_trial_says_the_study_resumes(
         f"interrupted by SIGTERM; every finished trial is kept in {store}; "
         "run the same command again to resume"
     )
+
+
+def test_the_train_command_it_suggests_can_be_pasted_with_any_path(monkeypatch, capsys, tmp_path):
+    """`--params-out "my runs/[best].yaml"` was suggested as `--params my runs/.yaml ...`:
+    unquoted (a space split it) and with Rich markup eating the brackets."""
+    import shlex
+
+    best = tmp_path / "my runs" / "[best] é.yaml"
+    args = ["tune", "--dataset", "synthetic", "--dataset-param", "n_samples=100"]
+    args += ["--method", "zero-impute", "--trials", "1", "--epochs", "1"]
+    args += ["--store", str(tmp_path / "t.db"), "--params-out", str(best)]
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code in (0, None), err
+    line = " ".join(out.split("wrote ", 1)[1].split("\n"))  # a long line may be wrapped
+    suggested = shlex.split(line.split(": ", 1)[1].removesuffix(" ..."))
+    assert suggested[suggested.index("--params") + 1] == str(best) and best.is_file()

@@ -278,15 +278,11 @@ def this_process() -> str:
 def _pid_gone(owner: str) -> bool:
     """Whether ``owner`` (``host:pid``) is a process of this host that no longer exists."""
     host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname():
+    if host != socket.gethostname() or not pid.isdigit():
         return False  # another host: only its heartbeat tells
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, OverflowError):
-        return False
-    return False
+    from mlmm.utils import process_gone  # as atomic_write below: not at import time
+
+    return process_gone(int(pid))
 
 
 def _schema_statements() -> list[str]:
@@ -376,6 +372,11 @@ class ResultsStore:
             raise MlmmError(
                 f"{self.path} is a folder; give the results file, e.g. {self.path}/results.db"
             )
+        if self.path.exists() and not self.path.is_file():  # SQLite said "disk I/O error"
+            raise MlmmError(
+                f"{self.path} is not a regular file (a pipe, a device or a socket); give the "
+                f"results file, e.g. results.db"
+            )
         if readonly:
             self._db = self._open_for_reading()
         else:
@@ -452,6 +453,10 @@ class ResultsStore:
                 )
             if folder.exists():
                 break
+        if not self.path.exists():  # SQLite writes NAME-journal beside it, and NAME-wal
+            from mlmm.utils import check_name_length
+
+            check_name_length(self.path, "--store", beside=len("-journal"))
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:

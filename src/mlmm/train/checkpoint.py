@@ -378,7 +378,8 @@ def _check_artifact_path(given: Path, overwrite: bool) -> Path:
         if not os.access(target, os.W_OK | os.X_OK):
             raise MlmmError(f"{given} is not writable; choose another --out or fix its permissions")
         return target
-    check_writable_location(target, "--out")
+    # a new artifact is written as .NAME.tmp-XXXXXXXX beside it, then renamed
+    check_writable_location(target, "--out", beside=len(".tmp-XXXXXXXX") + 1)
     return target
 
 
