@@ -657,3 +657,22 @@ def test_bad_gamma_grids_are_one_line_errors(kwargs, match):
     with pytest.raises(MlmmError, match=match) as err:
         create_method("per-modality-kernel", SPECS, TaskSpec("classification", 2), **kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_an_auto_ensemble_member_with_a_gamma_grid_reloads_with_its_widths(tmp_path):
+    data = contract_dataset()
+    params = {"C": "cv", "gamma_grid": GAMMA_GRID, "n_components": 20}
+    model = create_method(
+        "auto-ensemble",
+        data.specs,
+        data.task,
+        members=[{"method": "per-modality-kernel", "params": params}],
+        weights=[1.0],
+    )
+    trained = Trainer(progress=False).fit(model, data)
+    widths = model.models["m0"].view_gamma
+    assert set(widths) == set(data.modality_names) and set(widths.values()) <= set(GAMMA_GRID)
+    trained.save(tmp_path / "auto")
+    loaded = TrainedModel.load(tmp_path / "auto")
+    assert loaded.model.models["m0"].view_gamma == widths
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
