@@ -80,9 +80,14 @@ def nystroem(
     features, ``P = S^(-1/2) U^T`` from the eigendecomposition ``U S U^T`` of the landmarks'
     kernel matrix (:func:`nystroem_projection`).
     """
-    rows = np.sort(rng.choice(len(x), size=min(n_components, len(x)), replace=False))
-    landmarks = x[rows]  # [L, D]
+    landmarks = x[landmark_rows(len(x), n_components, rng)]  # [L, D]
     return landmarks, nystroem_projection(landmarks, gamma)
+
+
+def landmark_rows(n: int, n_components: int, rng: np.random.Generator) -> np.ndarray:
+    """``min(n_components, n)`` of the row indices ``0..n-1`` drawn from ``rng`` without
+    replacement, sorted: the Nyström landmarks (:func:`nystroem`)."""
+    return np.sort(rng.choice(n, size=min(n_components, n), replace=False))
 
 
 def nystroem_projection(landmarks: np.ndarray, gamma: float) -> np.ndarray:
@@ -554,37 +559,27 @@ class PerModalityKernel(ClassicalReference):
         landmark rows are drawn once from ``rng``, as with one ``gamma``.
         """
         grid = self.gamma_grid or (DEFAULT_GAMMA,)
-        self.view_gamma = {} if self.view_gamma is None else self.view_gamma
+        if self.view_gamma is None:
+            self.view_gamma = {}
         xs = x.double().cpu().numpy()
-        rows = np.sort(rng.choice(len(xs), size=min(self.n_components, len(xs)), replace=False))
-        landmarks = xs[rows]  # [L, D_m]
-        best: tuple[float, float, np.ndarray, np.ndarray] | None = None
-        per_gamma = []
+        landmarks = xs[landmark_rows(len(xs), self.n_components, rng)]  # [L, D_m]
+        projections, phis, chosen_C, per_gamma = [], [], [], []
         for gamma in grid:
-            projection = nystroem_projection(landmarks, gamma / xs.shape[1])
-            self.set_nystroem(name, landmarks, projection)
+            projections.append(nystroem_projection(landmarks, gamma / xs.shape[1]))
+            self.set_nystroem(name, landmarks, projections[-1])
             self.view_gamma[name] = gamma
-            phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
-            C = self.choose_C(name, phi, y, random_state)
-            losses = self.cv_losses["C"][name]
-            per_gamma.append(losses)
-            loss = min(losses) if losses else math.inf
-            if best is None or loss < best[0]:
-                best = (loss, gamma, projection, phi)
-                self.view_C[name] = C
-        _, gamma, projection, phi = best  # type: ignore[misc]  # the grid is never empty
-        if not per_gamma[0]:  # too few rows to cross-validate: the default width's neighbour
-            gamma = nearest_on_log_scale(grid, DEFAULT_GAMMA)
-            projection = nystroem_projection(landmarks, gamma / xs.shape[1])
-            self.view_gamma[name] = gamma
-            self.set_nystroem(name, landmarks, projection)
-            phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
-        else:
-            self.cv_losses["C"][name] = per_gamma[grid.index(gamma)]
-        self.view_gamma[name] = gamma
-        self.set_nystroem(name, landmarks, projection)
+            phis.append(self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy())
+            chosen_C.append(self.choose_C(name, phis[-1], y, random_state))
+            per_gamma.append(self.cv_losses["C"][name])
+        if per_gamma[0]:  # the first lowest: ties go to the smaller gamma
+            best = int(np.argmin([min(losses) for losses in per_gamma]))
+        else:  # too few rows to cross-validate: the width nearest the default
+            best = grid.index(nearest_on_log_scale(grid, DEFAULT_GAMMA))
+        self.view_gamma[name], self.view_C[name] = grid[best], chosen_C[best]
+        self.set_nystroem(name, landmarks, projections[best])
+        self.cv_losses["C"][name] = per_gamma[best]
         self.cv_losses["gamma"][name] = per_gamma
-        return phi
+        return phis[best]
 
     def choose_beta(
         self,
