@@ -9,7 +9,9 @@ calls) and the choices.
 Run:  OMP_NUM_THREADS=1 python benchmarks/kernel_cv_cost.py [--seeds 100,101]
       (``--cases`` other ``auto_tuning.py`` cases, ``--settings`` other parameter sets as a JSON
       list, e.g. the ninth round's ``'[{"C": "cv"}, {"C": "cv", "C_grid": [1, 3, 10, 30, 100,
-      300, 1000]}]'``; ``--name`` another results name)
+      300, 1000]}]'``, or the tenth's, which adds ``"gamma_grid": [0.25, 0.5, 1]``; ``--name``
+      another results name; with a ``gamma_grid`` each view's chosen width is in ``view_gamma``
+      and every (width, ``C``) loss in ``cv_losses``)
 Writes <out>/kernel_cv_cost.{json,md} (``--name``) with the machine it ran on.
 """
 
@@ -73,6 +75,7 @@ def main() -> None:
                     "fit_seconds": time.perf_counter() - start,
                     "view_fits": fits["count"],
                     "view_C": " ".join(f"{k}:{v:g}" for k, v in model.view_C.items()),
+                    "view_gamma": " ".join(f"{k}:{v:g}" for k, v in model.view_gamma.items()),
                     "beta": model.beta,
                 }
             )

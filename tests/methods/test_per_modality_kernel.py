@@ -436,7 +436,9 @@ def test_a_C_grid_is_saved_with_the_model_and_reloads_with_its_choice(tmp_path):
     trained.save(tmp_path / "kernel")
     loaded = TrainedModel.load(tmp_path / "kernel")
     given = loaded.model.get_hyperparameters()
-    assert given["C"] == "cv" and list(given["C_grid"]) == WIDE_GRID
+    # as before saving: a tuple (JSON gives a list back; the bug: it stayed one)
+    assert given["C"] == "cv" and given["C_grid"] == tuple(WIDE_GRID) == model.C_grid
+    assert isinstance(loaded.model.C_grid, tuple)
     assert loaded.model.view_C == model.view_C
     np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
 
@@ -480,4 +482,197 @@ def test_an_auto_ensemble_member_with_a_C_grid_has_a_stable_label_and_reloads(tm
     trained = Trainer(progress=False).fit(model, data)
     trained.save(tmp_path / "auto")
     loaded = TrainedModel.load(tmp_path / "auto")
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
+
+
+GAMMA_GRID = [0.25, 0.5, 1.0]
+
+
+def _wiggly_views(n, rng):
+    """View ``a``: the class flips along one axis several times (a narrow kernel fits it,
+    a wide one smooths it away); view ``b``: a plain linear signal."""
+    from mlmm.data.dataset import MultimodalDataset
+
+    t = rng.uniform(-3, 3, size=n)
+    y = (np.sin(3 * t) > 0).astype(np.int64)
+    b = rng.normal(size=(n, 2))
+    b[:, 0] += 1.5 * (2 * y - 1)
+    return MultimodalDataset(
+        specs=[ModalitySpec("a", "vector", (1,)), ModalitySpec("b", "vector", (2,))],
+        task=TaskSpec("classification", 2),
+        inputs={"a": t[:, None], "b": b},
+        targets=y,
+    )
+
+
+def test_gamma_grid_chooses_each_views_gamma_jointly_with_C_and_its_features_use_it():
+    data = _wiggly_views(300, np.random.default_rng(0))
+    model = create_method(
+        "per-modality-kernel",
+        data.specs,
+        data.task,
+        C="cv",
+        gamma_grid=[1, 0.25, 0.5],  # stored sorted
+        n_components=60,
+    )
+    assert model.gamma_grid == tuple(GAMMA_GRID) and model.view_gamma is None
+    Trainer(progress=False).fit(model, data)
+    for name in ("a", "b"):
+        table = np.asarray(model.cv_losses["gamma"][name])  # [gamma, C]
+        assert table.shape == (len(GAMMA_GRID), len(C_GRID))
+        i, j = np.unravel_index(np.argmin(table), table.shape)  # first minimum: smaller gamma
+        assert (model.view_gamma[name], model.view_C[name]) == (GAMMA_GRID[i], C_GRID[j])
+        assert model.cv_losses["C"][name] == table[i].tolist()
+    # the narrow width wins clearly on the wiggly view: its best loss well under gamma=0.5's
+    wiggly = np.asarray(model.cv_losses["gamma"]["a"])
+    assert model.view_gamma["a"] == 1.0 and wiggly[2].min() < 0.9 * wiggly[1].min()
+    # the same model as one built with the chosen widths and penalties (same landmarks)
+    plain = create_method(
+        "per-modality-kernel",
+        data.specs,
+        data.task,
+        C=model.view_C,
+        gamma=model.view_gamma,
+        n_components=60,
+    )
+    Trainer(progress=False).fit(plain, data)
+    for name in ("a", "b"):
+        assert torch.equal(plain.landmarks[name], model.landmarks[name])
+        assert torch.equal(plain.projection[name], model.projection[name])
+        assert torch.equal(plain.coef[name], model.coef[name])
+
+
+def test_a_gamma_grid_of_the_default_gamma_alone_fits_the_model_without_one():
+    data = _two_views(120, np.random.default_rng(1), b_shape=(6,))
+    default = create_method("per-modality-kernel", data.specs, data.task, C="cv", n_components=30)
+    one = create_method(
+        "per-modality-kernel", data.specs, data.task, C="cv", gamma_grid=[0.5], n_components=30
+    )
+    for model in (default, one):
+        Trainer(progress=False).fit(model, data)
+    assert one.view_C == default.view_C and one.view_gamma == {"a": 0.5, "b": 0.5}
+    assert one.cv_losses["C"] == default.cv_losses["C"]
+    assert all(torch.equal(one.coef[n], default.coef[n]) for n in ("a", "b"))
+    assert all(torch.equal(one.projection[n], default.projection[n]) for n in ("a", "b"))
+
+
+def test_a_gamma_grid_is_saved_with_the_model_and_reloads_with_its_choice(tmp_path):
+    data = _wiggly_views(150, np.random.default_rng(2))
+    model = create_method(
+        "per-modality-kernel",
+        data.specs,
+        data.task,
+        C="cv",
+        C_grid=[1, 10, 100],
+        gamma_grid=GAMMA_GRID,
+        n_components=30,
+    )
+    trained = Trainer(progress=False).fit(model, data)
+    assert model.resolved_hyperparameters() == {
+        "C": model.view_C,
+        "C_grid": None,
+        "gamma": model.view_gamma,
+        "gamma_grid": None,
+    }
+    trained.save(tmp_path / "kernel")
+    loaded = TrainedModel.load(tmp_path / "kernel")
+    given = loaded.model.get_hyperparameters()
+    assert given["gamma"] == 0.5 and given["gamma_grid"] == tuple(GAMMA_GRID)
+    assert isinstance(given["C_grid"], tuple) and isinstance(given["gamma_grid"], tuple)
+    assert loaded.model.view_gamma == model.view_gamma and loaded.model.view_C == model.view_C
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
+
+
+def test_an_artifact_saved_before_gamma_grid_existed_reloads_and_predicts_the_same(tmp_path):
+    import json
+
+    from mlmm.train.checkpoint import CONFIG_FILE, MANIFEST_FILE
+
+    data = _two_views(120, np.random.default_rng(1), b_shape=(6,))
+    model = create_method(
+        "per-modality-kernel", data.specs, data.task, C="cv", C_grid=WIDE_GRID, n_components=30
+    )
+    trained = Trainer(progress=False).fit(model, data)
+    path = trained.save(tmp_path / "kernel")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    del config["hyperparameters"]["gamma_grid"]  # as written by mlmm before the option
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    (path / MANIFEST_FILE).unlink()
+    loaded = TrainedModel.load(path)
+    assert loaded.model.gamma_grid is None and loaded.model.view_gamma == {"a": 0.5, "b": 0.5}
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
+
+
+def test_a_view_in_too_few_rows_gets_the_gamma_grid_value_nearest_the_default():
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.methods.reference.per_modality_kernel import CV_FOLDS
+
+    rng = np.random.default_rng(0)
+    n = 30
+    y = rng.integers(0, 2, size=n)
+    inputs = {"a": rng.normal(size=(n, 2)), "b": rng.normal(size=(n, 3))}
+    observed = np.ones((n, 2), dtype=bool)
+    observed[CV_FOLDS - 1 :, 1] = False  # view b: too few rows to fold
+    specs = [ModalitySpec("a", "vector", (2,)), ModalitySpec("b", "vector", (3,))]
+    data = MultimodalDataset(specs, TaskSpec("classification", 2), inputs, y, observed=observed)
+    model = create_method(
+        "per-modality-kernel", specs, data.task, C="cv", gamma_grid=[0.25, 1.0, 4.0]
+    )
+    Trainer(progress=False).fit(model, data)
+    assert model.view_gamma["b"] == 0.25  # 0.25 and 1 as near 0.5 on a log scale: the smaller
+    assert model.cv_losses["C"]["b"] == [] and model.view_C["b"] == 10.0
+    assert model.view_gamma["a"] in (0.25, 1.0, 4.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"C": "cv", "gamma_grid": []}, "gamma_grid must hold at least one positive number"),
+        ({"C": "cv", "gamma_grid": [0.5, 0.0]}, r"gamma_grid\[1\] must be in \(0"),
+        ({"C": "cv", "gamma_grid": [float("nan")]}, r"gamma_grid\[0\] must be a finite number"),
+        ({"C": "cv", "gamma_grid": "0.5"}, "gamma_grid must be a list of positive numbers"),
+        ({"C": "cv", "gamma_grid": 0.5}, r"gamma_grid must be a list .*e\.g\. \[0\.25"),
+        (
+            {"C": 10.0, "gamma_grid": [0.5, 1]},
+            r'gamma_grid is chosen jointly with C="cv", got it with C=10',
+        ),
+        ({"gamma_grid": [0.5, 1]}, 'give C="cv", or leave gamma_grid out'),
+        (
+            {"C": "cv", "kernel": "linear", "gamma_grid": [0.5, 1]},
+            'gamma_grid sets the width of the "rbf" kernel',
+        ),
+        (
+            {"C": "cv", "gamma": 2.0, "gamma_grid": [0.5, 1]},
+            "gamma_grid chooses each modality's gamma, got it with gamma=2.0",
+        ),
+        (
+            {"C": "cv", "gamma": {"u": 1.0, "v": 1.0}, "gamma_grid": [0.5, 1]},
+            "leave gamma at its default 0.5, or leave gamma_grid out",
+        ),
+        ({"gamma": {"u": 1.0}}, "gamma as a mapping must name every modality"),
+        ({"gamma": {"u": 1.0, "v": 0.0}}, r"gamma\['v'\] must be in"),
+    ],
+)
+def test_bad_gamma_grids_are_one_line_errors(kwargs, match):
+    with pytest.raises(MlmmError, match=match) as err:
+        create_method("per-modality-kernel", SPECS, TaskSpec("classification", 2), **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_an_auto_ensemble_member_with_a_gamma_grid_reloads_with_its_widths(tmp_path):
+    data = contract_dataset()
+    params = {"C": "cv", "gamma_grid": GAMMA_GRID, "n_components": 20}
+    model = create_method(
+        "auto-ensemble",
+        data.specs,
+        data.task,
+        members=[{"method": "per-modality-kernel", "params": params}],
+        weights=[1.0],
+    )
+    trained = Trainer(progress=False).fit(model, data)
+    widths = model.models["m0"].view_gamma
+    assert set(widths) == set(data.modality_names) and set(widths.values()) <= set(GAMMA_GRID)
+    trained.save(tmp_path / "auto")
+    loaded = TrainedModel.load(tmp_path / "auto")
+    assert loaded.model.models["m0"].view_gamma == widths
     np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))

@@ -24,7 +24,8 @@ are present (``method="auto"`` weighs it against the other members on out-of-fol
 ``evidence_scale`` tempers the summed evidence by one factor ``beta`` (``"cv"``: chosen on
 out-of-fold predictions of the training rows), and ``C="cv"`` chooses each view's penalty by
 its own inner cross-validation (the eighth design round of ``method="auto"``, docs/auto.md)
-from ``C_grid`` (the ninth round's option).
+from ``C_grid`` (the ninth round's option), jointly with the view's RBF width from
+``gamma_grid`` where one is given (the tenth round's option).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ CV_SEED = 0
 #: The penalty a view gets under ``C="cv"`` when it has fewer than :data:`CV_FOLDS` rows
 #: (with a ``C_grid`` that lacks it, the grid's value nearest it: :func:`fallback_C`).
 CV_FALLBACK_C = 10.0
+#: The relative RBF width of every view unless ``gamma`` or ``gamma_grid`` says otherwise; with
+#: a ``gamma_grid``, a view too rare to cross-validate gets the grid's value nearest it.
+DEFAULT_GAMMA = 0.5
 
 
 def nystroem(
@@ -74,45 +78,69 @@ def nystroem(
     Draws ``L = min(n_components, N)`` landmark rows without replacement and returns them
     ``[L, D]`` with the projection ``P [R, L]`` such that ``k(x, landmarks) @ P.T`` are the
     features, ``P = S^(-1/2) U^T`` from the eigendecomposition ``U S U^T`` of the landmarks'
-    kernel matrix. Eigenvalues below ``1e-6`` times the largest are dropped (rank ``R <= L``):
-    their directions carry no signal and ``1 / sqrt`` of them would swamp float32 arithmetic.
+    kernel matrix (:func:`nystroem_projection`).
     """
-    rows = np.sort(rng.choice(len(x), size=min(n_components, len(x)), replace=False))
-    landmarks = x[rows]  # [L, D]
+    landmarks = x[landmark_rows(len(x), n_components, rng)]  # [L, D]
+    return landmarks, nystroem_projection(landmarks, gamma)
+
+
+def landmark_rows(n: int, n_components: int, rng: np.random.Generator) -> np.ndarray:
+    """``min(n_components, n)`` of the row indices ``0..n-1`` drawn from ``rng`` without
+    replacement, sorted: the Nyström landmarks (:func:`nystroem`)."""
+    return np.sort(rng.choice(n, size=min(n_components, n), replace=False))
+
+
+def nystroem_projection(landmarks: np.ndarray, gamma: float) -> np.ndarray:
+    """The Nyström projection ``P [R, L]`` of the RBF kernel ``exp(-gamma |x - x'|^2)`` on
+    ``landmarks [L, D]`` (:func:`nystroem`). Eigenvalues below ``1e-6`` times the largest are
+    dropped (rank ``R <= L``): their directions carry no signal and ``1 / sqrt`` of them would
+    swamp float32 arithmetic."""
     sq = (landmarks**2).sum(1)
     gram = np.exp(-gamma * np.maximum(sq[:, None] + sq[None, :] - 2 * landmarks @ landmarks.T, 0))
     values, vectors = np.linalg.eigh(gram)  # ascending
     keep = values > 1e-6 * values[-1]
-    projection = (vectors[:, keep] / np.sqrt(values[keep])).T  # [R, L]
-    return landmarks, projection
+    return (vectors[:, keep] / np.sqrt(values[keep])).T  # [R, L]
+
+
+def check_grid(name: str, grid: Any, example: str) -> tuple[float, ...]:
+    """A grid option (``C_grid``, ``gamma_grid``) as :class:`PerModalityKernel` stores it: a
+    non-empty sequence (or 1-D array) of positive finite numbers, numpy scalars included,
+    sorted and without repeats, as a tuple of floats; a one-line :class:`MlmmError` naming
+    ``name`` (with ``example`` as the fix) otherwise."""
+    if isinstance(grid, np.ndarray) and grid.ndim == 1:
+        grid = grid.tolist()
+    if isinstance(grid, (str, bytes, Mapping)) or not isinstance(grid, Sequence):
+        shown = (  # an array's repr spans lines
+            f"an array of shape {grid.shape}" if isinstance(grid, np.ndarray) else repr(grid)
+        )
+        raise MlmmError(f"{name} must be a list of positive numbers, got {shown}; e.g. {example}")
+    if not grid:
+        raise MlmmError(f"{name} must hold at least one positive number, got an empty list")
+    values = [v.item() if isinstance(v, np.generic) else v for v in grid]  # np.int64(3): 3
+    for i, value in enumerate(values):
+        check_range(f"{name}[{i}]", value, 0, low_inclusive=False)
+    return tuple(sorted({float(v) for v in values}))
 
 
 def check_C_grid(C_grid: Any) -> tuple[float, ...]:
-    """``C_grid`` as :class:`PerModalityKernel` stores it: a non-empty sequence (or 1-D
-    array) of positive finite numbers, numpy scalars included, sorted and without repeats, as
-    a tuple of floats; a one-line :class:`MlmmError` otherwise."""
-    if isinstance(C_grid, np.ndarray) and C_grid.ndim == 1:
-        C_grid = C_grid.tolist()
-    if isinstance(C_grid, (str, bytes, Mapping)) or not isinstance(C_grid, Sequence):
-        shown = (  # an array's repr spans lines
-            f"an array of shape {C_grid.shape}" if isinstance(C_grid, np.ndarray) else repr(C_grid)
-        )
-        raise MlmmError(
-            f"C_grid must be a list of positive numbers, got {shown}; e.g. [1, 10, 100]"
-        )
-    if not C_grid:
-        raise MlmmError("C_grid must hold at least one positive number, got an empty list")
-    values = [v.item() if isinstance(v, np.generic) else v for v in C_grid]  # np.int64(3): 3
-    for i, value in enumerate(values):
-        check_range(f"C_grid[{i}]", value, 0, low_inclusive=False)
-    return tuple(sorted({float(v) for v in values}))
+    """``C_grid`` as :class:`PerModalityKernel` stores it (:func:`check_grid`)."""
+    return check_grid("C_grid", C_grid, "[1, 10, 100]")
+
+
+def check_gamma_grid(gamma_grid: Any) -> tuple[float, ...]:
+    """``gamma_grid`` as :class:`PerModalityKernel` stores it (:func:`check_grid`)."""
+    return check_grid("gamma_grid", gamma_grid, "[0.25, 0.5, 1]")
+
+
+def nearest_on_log_scale(grid: Sequence[float], target: float) -> float:
+    """The value of ``grid`` nearest ``target`` on a log scale (the smaller on a tie)."""
+    return min(grid, key=lambda v: (abs(math.log(v) - math.log(target)), v))
 
 
 def fallback_C(grid: Sequence[float]) -> float:
     """The value of ``grid`` nearest :data:`CV_FALLBACK_C` on a log scale (the smaller on a
     tie): the ``C`` of a view too rare to cross-validate, kept inside the grid it was given."""
-    target = math.log(CV_FALLBACK_C)
-    return min(grid, key=lambda c: (abs(math.log(c) - target), c))
+    return nearest_on_log_scale(grid, CV_FALLBACK_C)
 
 
 def cv_folds(y: np.ndarray, classification: bool) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -192,9 +220,21 @@ class PerModalityKernel(ClassicalReference):
         :meth:`resolved_hyperparameters`), so a saved model reloads with it.
     C_grid : sequence of float, optional
         The values ``C="cv"`` chooses from (positive, finite; kept sorted, without repeats, as a
-        tuple); ``None``, the default, is :data:`C_GRID` (1, 3, 10, 30, 100). Only with
-        ``C="cv"``: given with a number or a mapping for ``C`` it is an error, since nothing
-        would read it.
+        tuple, also after :meth:`mlmm.TrainedModel.load`); ``None``, the default, is
+        :data:`C_GRID` (1, 3, 10, 30, 100). Only with ``C="cv"``: given with a number or a
+        mapping for ``C`` it is an error, since nothing would read it.
+    gamma_grid : sequence of float, optional
+        RBF widths (relative, as ``gamma``; positive, finite; kept as ``C_grid`` is) each
+        modality chooses from *jointly* with its ``C``: the (``gamma``, ``C``) pair of
+        ``gamma_grid`` x ``C_grid`` with the lowest mean held-out loss of that modality's model
+        over the same :data:`CV_FOLDS` folds, the Nyström map of each ``gamma`` computed on the
+        same landmark rows (ties go to the smaller ``gamma``, then the smaller ``C``; a
+        modality with fewer rows than folds gets the grid's value nearest
+        :data:`DEFAULT_GAMMA`). The choice is recorded (:attr:`view_gamma`,
+        :meth:`resolved_hyperparameters`) and the view's features use it. ``None``, the
+        default, keeps one ``gamma`` for every view. Only with ``C="cv"``, ``kernel="rbf"``
+        and ``gamma`` at its default: otherwise it is an error, since nothing would read it or
+        two widths would be asked for.
     evidence_scale : float or "cv", default 1.0
         ``beta``, the factor on the summed evidence of the present modalities: 1 is the product
         rule, below 1 tempers its over-confidence when the modalities are correlated.
@@ -203,9 +243,11 @@ class PerModalityKernel(ClassicalReference):
         row's evidence from modality models (at their ``C``) and priors fitted on the other
         folds (ties go to the larger ``beta``); recorded as :attr:`beta`. Classification only:
         regression averages the modalities and refuses any other value than 1.0.
-    gamma : float, default 0.5
+    gamma : float or mapping of modality name to float, default 0.5
         RBF width, relative: the kernel is ``exp(-gamma / D_m * |x - x'|^2)`` on standardised
-        inputs (``gamma=1`` is scikit-learn's ``gamma="scale"`` for unit-variance features).
+        inputs (``gamma=1`` is scikit-learn's ``gamma="scale"`` for unit-variance features);
+        one for every modality or one per modality (a mapping naming every modality: what
+        ``gamma_grid`` chose, as a saved model records it).
     kernel : {"rbf", "linear"}, default "rbf"
         ``"linear"``: logistic regressions on the inputs themselves (no landmarks).
     n_components : int, default 500
@@ -228,13 +270,17 @@ class PerModalityKernel(ClassicalReference):
     view_C : dict of str to float or None
         The penalty each modality's model was fitted with (``None`` until :meth:`fit` resolves
         ``C="cv"``).
+    view_gamma : dict of str to float or None
+        The RBF width of each modality's features (``None`` until :meth:`fit` resolves a
+        ``gamma_grid``).
     beta : float or None
         The evidence scale ``forward`` uses (``None`` until :meth:`fit` resolves
         ``evidence_scale="cv"``; 1.0 is used meanwhile).
     cv_losses : dict
         After a fit with ``"cv"``: ``cv_losses["C"][name]``, the held-out loss of every
-        ``C_grid`` value (in its sorted order) for modality ``name``, and
-        ``cv_losses["evidence_scale"]``, the fused log loss of every
+        ``C_grid`` value (in its sorted order) for modality ``name`` (with a ``gamma_grid``: at
+        the chosen ``gamma``; ``cv_losses["gamma"][name][i]`` holds the list for the ``i``-th
+        ``gamma_grid`` value), and ``cv_losses["evidence_scale"]``, the fused log loss of every
         :data:`EVIDENCE_SCALE_GRID` value (not saved).
 
     References
@@ -271,12 +317,13 @@ class PerModalityKernel(ClassicalReference):
         specs: list[ModalitySpec],
         task: TaskSpec,
         C: float | str | Mapping[str, float] = 10.0,
-        gamma: float = 0.5,
+        gamma: float | Mapping[str, float] = DEFAULT_GAMMA,
         kernel: str = "rbf",
         n_components: int = 500,
         max_iter: int = 1000,
         evidence_scale: float | str = 1.0,
         C_grid: Sequence[float] | None = None,
+        gamma_grid: Sequence[float] | None = None,
     ) -> None:
         super().__init__(specs, task)
         names = [s.name for s in self.specs]
@@ -318,13 +365,42 @@ class PerModalityKernel(ClassicalReference):
                 f"model averages its modalities, got evidence_scale={evidence_scale!r}; leave "
                 f"it at 1.0"
             )
-        check_range("gamma", gamma, 0, low_inclusive=False)
+        if isinstance(gamma, Mapping):
+            if set(gamma) != set(names):
+                raise MlmmError(
+                    f"gamma as a mapping must name every modality {names}, got {sorted(gamma)}; "
+                    f"give one number for all"
+                )
+            for name, value in gamma.items():
+                check_range(f"gamma[{name!r}]", value, 0, low_inclusive=False)
+            self.view_gamma: dict[str, float] | None = {n: float(gamma[n]) for n in names}
+        else:
+            check_range("gamma", gamma, 0, low_inclusive=False)
+            self.view_gamma = dict.fromkeys(names, gamma)
         check_range("n_components", n_components, 1, integer=True)
         check_range("max_iter", max_iter, 1, integer=True)
         if kernel not in KERNELS:
             raise MlmmError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
+        if gamma_grid is not None:
+            gamma_grid = check_gamma_grid(gamma_grid)
+            if C != "cv":
+                raise MlmmError(
+                    f'gamma_grid is chosen jointly with C="cv", got it with C={C!r}; give '
+                    f'C="cv", or leave gamma_grid out'
+                )
+            if kernel != "rbf":
+                raise MlmmError(
+                    f'gamma_grid sets the width of the "rbf" kernel, got it with '
+                    f"kernel={kernel!r}; leave gamma_grid out"
+                )
+            if isinstance(gamma, Mapping) or gamma != DEFAULT_GAMMA:
+                raise MlmmError(
+                    f"gamma_grid chooses each modality's gamma, got it with gamma={gamma!r}; "
+                    f"leave gamma at its default {DEFAULT_GAMMA}, or leave gamma_grid out"
+                )
+            self.view_gamma = None
         self.C, self.gamma, self.kernel = C, gamma, kernel
-        self.C_grid = C_grid
+        self.C_grid, self.gamma_grid = C_grid, gamma_grid
         self.evidence_scale = evidence_scale
         self.cv_losses: dict[str, Any] = {}
         self.n_components, self.max_iter = n_components, max_iter
@@ -343,24 +419,48 @@ class PerModalityKernel(ClassicalReference):
         self.intercept = nn.ParameterDict({n: frozen(torch.zeros(k)) for n in widths})
         self.log_prior = frozen(torch.zeros(len(self.specs) + 1, k))
 
+    @property
+    def C_grid(self) -> tuple[float, ...] | None:
+        """The grid ``C="cv"`` chooses from, as a tuple (``None``: :data:`C_GRID`)."""
+        return self._C_grid
+
+    @C_grid.setter
+    def C_grid(self, value: Sequence[float] | None) -> None:
+        # TrainedModel.load sets the given value back from JSON (a list): stored as a tuple
+        self._C_grid = None if value is None else check_C_grid(value)
+
+    @property
+    def gamma_grid(self) -> tuple[float, ...] | None:
+        """The widths each modality chooses from jointly with ``C`` (``None``: one ``gamma``)."""
+        return self._gamma_grid
+
+    @gamma_grid.setter
+    def gamma_grid(self, value: Sequence[float] | None) -> None:
+        self._gamma_grid = None if value is None else check_gamma_grid(value)
+
     def features(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Modality ``name``'s model inputs for flattened standardised ``x`` ``[B, D_m]``."""
         if self.kernel == "linear":
             return x
         landmarks = self.landmarks[name]  # [L, D_m]
         sq = (x * x).sum(1, keepdim=True) + (landmarks * landmarks).sum(1) - 2 * x @ landmarks.T
-        gram = torch.exp(-self.gamma / x.shape[1] * sq.clamp_min(0.0))  # [B, L]
+        gamma = self.view_gamma[name] if self.view_gamma is not None else DEFAULT_GAMMA
+        gram = torch.exp(-gamma / x.shape[1] * sq.clamp_min(0.0))  # [B, L]
         return gram @ self.projection[name].T  # [B, L]
 
     def resolved_hyperparameters(self) -> dict[str, Any]:
-        """``C`` and ``evidence_scale`` given as ``"cv"``, once :meth:`fit` chose them: the
-        per-modality penalties (:attr:`view_C`) and the scale (:attr:`beta`); an artifact
+        """``C`` and ``evidence_scale`` given as ``"cv"`` and ``gamma`` chosen from a
+        ``gamma_grid``, once :meth:`fit` chose them: the per-modality penalties
+        (:attr:`view_C`), widths (:attr:`view_gamma`) and the scale (:attr:`beta`); an artifact
         rebuilds with them, so it predicts as it did when saved."""
         resolved: dict[str, Any] = {}
         if isinstance(self.C, str) and self.view_C is not None:
             resolved["C"] = dict(self.view_C)
             if self.C_grid is not None:  # chosen already: the grid goes with "cv" only
                 resolved["C_grid"] = None
+        if self.gamma_grid is not None and self.view_gamma is not None:
+            resolved["gamma"] = dict(self.view_gamma)
+            resolved["gamma_grid"] = None
         if isinstance(self.evidence_scale, str) and self.beta is not None:
             resolved["evidence_scale"] = self.beta
         return resolved
@@ -379,6 +479,8 @@ class PerModalityKernel(ClassicalReference):
         choose_C = isinstance(self.C, str)
         if choose_C:
             self.view_C, self.cv_losses["C"] = {}, {}
+        if self.gamma_grid is not None:
+            self.view_gamma, self.cv_losses["gamma"] = {}, {}
         present = train.present.cpu().numpy()  # [N, M]
         phis = {}
         for j, name in enumerate(self.modalities):
@@ -386,18 +488,20 @@ class PerModalityKernel(ClassicalReference):
             if not rows.any():  # the trainer refuses such data already
                 raise MlmmError(f"modality {name!r} is absent from every training sample")
             x = train.inputs[name].flatten(1)[torch.from_numpy(rows).to(train.present.device)]
-            if self.kernel == "rbf":
-                landmarks, projection = nystroem(
-                    x.double().cpu().numpy(), self.gamma / x.shape[1], self.n_components, rng
-                )
-                self.landmarks[name].zero_()
-                self.projection[name].zero_()
-                count, rank = len(landmarks), len(projection)
-                self.landmarks[name][:count] = torch.from_numpy(landmarks)
-                self.projection[name][:rank, :count] = torch.from_numpy(projection)
-            phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
-            if choose_C:
-                self.view_C[name] = self.choose_C(name, phi, target[rows], random_state)
+            if self.gamma_grid is not None:
+                phi = self.choose_gamma_and_C(name, x, target[rows], rng, random_state)
+            else:
+                if self.kernel == "rbf":
+                    landmarks, projection = nystroem(
+                        x.double().cpu().numpy(),
+                        self.view_gamma[name] / x.shape[1],
+                        self.n_components,
+                        rng,
+                    )
+                    self.set_nystroem(name, landmarks, projection)
+                phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
+                if choose_C:
+                    self.view_C[name] = self.choose_C(name, phi, target[rows], random_state)
             coef, intercept = fit_linear(
                 phi, target[rows], self.task, self.view_C[name], self.max_iter, random_state
             )
@@ -415,6 +519,14 @@ class PerModalityKernel(ClassicalReference):
         if isinstance(self.evidence_scale, str):
             self.beta = self.choose_beta(phis, present, target, random_state)
 
+    def set_nystroem(self, name: str, landmarks: np.ndarray, projection: np.ndarray) -> None:
+        """Write modality ``name``'s Nyström map (:func:`nystroem`) into its buffers."""
+        self.landmarks[name].zero_()
+        self.projection[name].zero_()
+        count, rank = len(landmarks), len(projection)
+        self.landmarks[name][:count] = torch.from_numpy(landmarks)
+        self.projection[name][:rank, :count] = torch.from_numpy(projection)
+
     def choose_C(self, name: str, phi: np.ndarray, y: np.ndarray, random_state: int) -> float:
         """The ``C_grid`` value (:data:`C_GRID` by default) with the lowest held-out loss of
         modality ``name``'s model on its features ``phi [N_m, F]`` and targets ``y [N_m]``
@@ -429,6 +541,45 @@ class PerModalityKernel(ClassicalReference):
         ]
         self.cv_losses["C"][name] = [float(v) for v in losses]
         return grid[int(np.argmin(losses))]
+
+    def choose_gamma_and_C(
+        self,
+        name: str,
+        x: torch.Tensor,
+        y: np.ndarray,
+        rng: np.random.Generator,
+        random_state: int,
+    ) -> np.ndarray:
+        """Choose modality ``name``'s (``gamma``, ``C``) from ``gamma_grid`` x ``C_grid`` by the
+        lowest held-out loss (:meth:`choose_C` at each ``gamma``; ties: the smaller ``gamma``),
+        record both (:attr:`view_gamma`, :attr:`view_C`, :attr:`cv_losses`), leave that
+        ``gamma``'s Nyström map in the buffers and return its features ``[N_m, L]``.
+
+        ``x`` ``[N_m, D_m]`` are the view's training rows, ``y`` ``[N_m]`` their targets; the
+        landmark rows are drawn once from ``rng``, as with one ``gamma``.
+        """
+        grid = self.gamma_grid or (DEFAULT_GAMMA,)
+        if self.view_gamma is None:
+            self.view_gamma = {}
+        xs = x.double().cpu().numpy()
+        landmarks = xs[landmark_rows(len(xs), self.n_components, rng)]  # [L, D_m]
+        projections, phis, chosen_C, per_gamma = [], [], [], []
+        for gamma in grid:
+            projections.append(nystroem_projection(landmarks, gamma / xs.shape[1]))
+            self.set_nystroem(name, landmarks, projections[-1])
+            self.view_gamma[name] = gamma
+            phis.append(self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy())
+            chosen_C.append(self.choose_C(name, phis[-1], y, random_state))
+            per_gamma.append(self.cv_losses["C"][name])
+        if per_gamma[0]:  # the first lowest: ties go to the smaller gamma
+            best = int(np.argmin([min(losses) for losses in per_gamma]))
+        else:  # too few rows to cross-validate: the width nearest the default
+            best = grid.index(nearest_on_log_scale(grid, DEFAULT_GAMMA))
+        self.view_gamma[name], self.view_C[name] = grid[best], chosen_C[best]
+        self.set_nystroem(name, landmarks, projections[best])
+        self.cv_losses["C"][name] = per_gamma[best]
+        self.cv_losses["gamma"][name] = per_gamma
+        return phis[best]
 
     def choose_beta(
         self,
