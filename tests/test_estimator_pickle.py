@@ -99,3 +99,23 @@ def test_an_estimator_pickled_with_its_model_object_still_unpickles():
     copy = mlmm.MissingModalityClassifier.__new__(mlmm.MissingModalityClassifier)
     copy.__setstate__(old_state)
     np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize(("gpus", "device"), [(0, "cuda:0"), (0, "cuda"), (1, "cuda:1")])
+def test_a_model_pickled_on_a_gpu_this_machine_lacks_unpickles_on_the_cpu(
+    gpus, device, monkeypatch
+):
+    """A GPU-trained estimator unpickled where there is no GPU, or not that one (cuda:1 on
+    a machine with one GPU), predicts on the CPU rather than failing to move there."""
+    import torch
+
+    X, y = tiny()
+    clf = mlmm.MissingModalityClassifier(method="logistic-mean-impute").fit(X, y)
+    state = clf.__getstate__()
+    state["trained_"]["device"] = device  # as __getstate__ writes it on that GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    copy = mlmm.MissingModalityClassifier.__new__(mlmm.MissingModalityClassifier)
+    copy.__setstate__(state)
+    assert next(copy.trained_.model.parameters()).device.type == "cpu"
+    np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
