@@ -449,7 +449,8 @@ class LdaEm(ClassicalReference):
         if size > MAX_ONNX_TABLE_BYTES:
             raise MlmmError(
                 f"lda-em exports one linear map per presence pattern, {count} patterns x "
-                f"{width} features here: {size / 2**30:.1f} GiB, above the "
+                f"{width} features x {self.task.output_dim} outputs in float64 here: "
+                f"{size / 2**30:.1f} GiB, above the "
                 f"{MAX_ONNX_TABLE_BYTES / 2**30:.0f} GiB limit; serve it with mlmm serve, which "
                 "runs PyTorch"
             )
