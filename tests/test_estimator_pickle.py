@@ -119,3 +119,14 @@ def test_a_model_pickled_on_a_gpu_this_machine_lacks_unpickles_on_the_cpu(
     copy.__setstate__(state)
     assert next(copy.trained_.model.parameters()).device.type == "cpu"
     np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
+
+
+def test_a_pickled_auto_ensemble_predicts_the_same_and_holds_no_torch_object():
+    X, y = tiny()
+    options = {"budget": "fast", "folds": 2, "portfolio": ["logistic-mean-impute", "lda-em"]}
+    clf = mlmm.MissingModalityClassifier(method="auto", method_params=options).fit(X, y)
+    data = pickle.dumps(clf)
+    assert "torch" not in pickled_modules(data)
+    copy = pickle.loads(data)
+    assert copy.trained_.method == clf.trained_.method == "auto-ensemble"
+    np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
