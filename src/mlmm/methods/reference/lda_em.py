@@ -409,18 +409,16 @@ class LdaEm(ClassicalReference):
             (p.device, p.dtype, p.data_ptr(), 0 if p.is_inference() else p._version)
             for p in self.parameters()
         )
-        if self._maps[0] != state:
-            self._maps = (state, {})
-        maps = self._maps[1]
-        found = maps.get(present)
+        kept, maps = self._maps  # never changed once kept: mlmm serve calls from threads
+        found = maps.get(present) if kept == state else None
         if found is None:
             # normal tensors even under serve's inference_mode, so any later call may use them
             with torch.inference_mode(False), torch.no_grad():
                 o = self._present_features(present)  # [|o|]
                 found = (o, *self._linear_map(o))
-            if sum(t.numel() for _, w, b in maps.values() for t in (w, b)) > MAX_CACHED_VALUES:
-                maps.clear()
-            maps[present] = found
+            if kept != state or sum(w.numel() for _, w, _ in maps.values()) > MAX_CACHED_VALUES:
+                maps = {}
+            self._maps = (state, {**maps, present: found})
         return found
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
