@@ -474,10 +474,10 @@ class _PatternMaps(nn.Module):
         weight = torch.zeros(width, count, k, dtype=torch.float64)  # [D, 2^M, K]
         offset = torch.zeros(count, k, dtype=torch.float64)  # [2^M, K]
         m = len(model.modalities)
-        with torch.no_grad():  # forward's maps, uncached: the table would double its memory
-            for code in range(count):
-                o = model._present_features(tuple(bool(code >> j & 1) for j in range(m)))
-                weight[o, code], offset[code] = model._linear_map(o)
+        for code in range(count):  # forward's own maps: the export's check computed them
+            present = tuple(bool(code >> j & 1) for j in range(m))
+            o, pattern_weight, pattern_offset = model._pattern_map(present)  # [|o|], [|o|, K]
+            weight[o, code], offset[code] = pattern_weight, pattern_offset
         self.register_buffer("weight", weight.reshape(width, count * k))  # [D, 2^M K]
         self.register_buffer("offset", offset)
         self.register_buffer("powers", 2 ** torch.arange(m))  # [M]
