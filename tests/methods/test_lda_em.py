@@ -351,3 +351,26 @@ def test_prediction_solves_each_pattern_once_until_the_parameters_change(monkeyp
     model.fit_classical(MultimodalBatch.from_dataset(data), None, 0)
     torch.testing.assert_close(model(batch).prediction, first, rtol=0, atol=0)
     assert len(solved) == 4 * n_patterns
+
+
+@pytest.mark.parametrize("case", ["all rows complete", "a block observed in one row"])
+def test_em_edge_cases_give_the_dense_em_result(case):
+    """Wider than the rows, where the basis of a block's rows is smallest: no row missing
+    anything (no E-step at all), and a block only one row observes (a basis of one vector)."""
+    from mlmm.methods.reference.lda_em import gaussian_em
+
+    g = torch.Generator().manual_seed(0)
+    n, widths = 20, [30, 25]
+    x = torch.randn(n, sum(widths), generator=g, dtype=torch.float64)
+    present = torch.ones(n, 2, dtype=torch.bool)
+    if case == "a block observed in one row":
+        present[1:, 1] = False
+    patterns, pattern = torch.unique(present, dim=0, return_inverse=True)
+    columns = patterns.repeat_interleave(torch.tensor(widths), dim=1)
+    x[~columns[pattern]] = float("nan")
+    group = torch.arange(n) % 3
+    new = gaussian_em(x, columns, pattern, group, 3, 0.05, 30, 1e-6)
+    dense = _dense_em(x, columns, pattern, group, 3, 0.05, 30, 1e-6, "isotropic")
+    assert new[2] == dense[2]
+    torch.testing.assert_close(new[0], dense[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(new[1], dense[1], rtol=0, atol=1e-10)
