@@ -328,7 +328,7 @@ def test_no_shrinkage_on_features_wider_than_their_rows_is_a_one_line_error():
 
 
 def test_prediction_solves_each_pattern_once_until_the_parameters_change(monkeypatch):
-    """forward keeps each presence pattern's linear map (one Cholesky of S_oo, seconds at
+    """forward keeps each presence pattern's linear map (one Cholesky of S_oo, about a second at
     4,000 features) between calls, and computes it anew once fit or load_state_dict changes
     the parameters, so no call answers with another fit's maps."""
     from mlmm.methods.reference.lda_em import LdaEm

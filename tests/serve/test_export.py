@@ -383,7 +383,7 @@ def test_an_lda_em_table_too_large_for_onnx_is_refused_in_one_line(tmp_path, mon
 
 def test_an_lda_em_export_solves_each_presence_pattern_once(tmp_path, monkeypatch):
     """The check's PyTorch pass and the exported table share the model's pattern maps: one
-    Cholesky per pattern (seconds each at 4,000 features), not two."""
+    Cholesky per pattern (about a second each at 4,000 features), not two."""
     from mlmm.methods.reference.lda_em import LdaEm
     from mlmm.testing import contract_dataset
 

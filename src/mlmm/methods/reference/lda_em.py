@@ -403,8 +403,8 @@ class LdaEm(ClassicalReference):
 
     def _pattern_map(self, present: tuple[bool, ...]) -> tuple[torch.Tensor, ...]:
         """``(o, weight, offset)`` of the presence pattern ``present``: :meth:`_linear_map`,
-        computed once per pattern while the parameters stay as they are (its Cholesky takes
-        seconds at 4,000 features), not once per batch."""
+        computed once per pattern while the parameters stay as they are (its Cholesky takes about
+        a second at 4,000 features), not once per batch."""
         state = tuple(  # any in-place change (fit, load_state_dict) or move computes anew
             (p.device, p.dtype, p.data_ptr(), 0 if p.is_inference() else p._version)
             for p in self.parameters()
