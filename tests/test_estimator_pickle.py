@@ -50,7 +50,7 @@ def test_a_pickled_classifier_predicts_the_same_and_holds_no_torch_object(method
     assert copy.trained_.info == clf.trained_.info
     state = clf.__getstate__()
     assert set(state["trained_"]["artifact"]) >= {CONFIG_FILE, WEIGHTS_FILE}
-    assert "trained_" in clf.__dict__ and clf.trained_ is not state["trained_"]  # left whole
+    assert isinstance(clf.__dict__.get("trained_"), mlmm.TrainedModel)  # the estimator keeps it
 
 
 def test_a_pickled_regressor_and_an_unfitted_estimator_round_trip():
@@ -98,4 +98,35 @@ def test_an_estimator_pickled_with_its_model_object_still_unpickles():
     old_state = {**clf.__dict__}  # what BaseEstimator's own __getstate__ gave
     copy = mlmm.MissingModalityClassifier.__new__(mlmm.MissingModalityClassifier)
     copy.__setstate__(old_state)
+    np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize(("gpus", "device"), [(0, "cuda:0"), (0, "cuda"), (1, "cuda:1")])
+def test_a_model_pickled_on_a_gpu_this_machine_lacks_unpickles_on_the_cpu(
+    gpus, device, monkeypatch
+):
+    """A GPU-trained estimator unpickled where there is no GPU, or not that one (cuda:1 on
+    a machine with one GPU), predicts on the CPU rather than failing to move there."""
+    import torch
+
+    X, y = tiny()
+    clf = mlmm.MissingModalityClassifier(method="logistic-mean-impute").fit(X, y)
+    state = clf.__getstate__()
+    state["trained_"]["device"] = device  # as __getstate__ writes it on that GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    copy = mlmm.MissingModalityClassifier.__new__(mlmm.MissingModalityClassifier)
+    copy.__setstate__(state)
+    assert next(copy.trained_.model.parameters()).device.type == "cpu"
+    np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
+
+
+def test_a_pickled_auto_ensemble_predicts_the_same_and_holds_no_torch_object():
+    X, y = tiny()
+    options = {"budget": "fast", "folds": 2, "portfolio": ["logistic-mean-impute", "lda-em"]}
+    clf = mlmm.MissingModalityClassifier(method="auto", method_params=options).fit(X, y)
+    data = pickle.dumps(clf)
+    assert "torch" not in pickled_modules(data)
+    copy = pickle.loads(data)
+    assert copy.trained_.method == clf.trained_.method == "auto-ensemble"
     np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))

@@ -321,7 +321,7 @@ class _MissingModalityEstimator(BaseEstimator):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Rebuild from :meth:`__getstate__`'s state: the model from its artifact bytes, checked
         as a saved artifact is, on the device it was pickled from (the CPU when that is a GPU
-        this machine lacks) and predicting in the same precision."""
+        this machine lacks: none, or fewer) and predicting in the same precision."""
         import torch
 
         from mlmm.train.trained import TrainedModel
@@ -335,9 +335,11 @@ class _MissingModalityEstimator(BaseEstimator):
             self.trained_ = carried
             return
         trained = TrainedModel.from_bytes(carried["artifact"], f"the pickled {type(self).__name__}")
-        device = carried["device"]
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            device = "cpu"
+        device = torch.device(carried["device"])
+        if device.type == "cuda" and (  # no GPU here, or fewer than where it was pickled
+            not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+        ):
+            device = torch.device("cpu")
         self.trained_ = trained.to(device, precision=carried["precision"])
 
     # ---------------------------------------------------------------- input

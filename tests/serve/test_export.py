@@ -373,6 +373,24 @@ def test_an_lda_em_table_too_large_for_onnx_is_refused_in_one_line(tmp_path, mon
     data = contract_dataset(n_samples=60)
     trained = Trainer(progress=False).fit(mlmm.create_method("lda-em", data.specs, data.task), data)
     monkeypatch.setattr(lda_em, "MAX_ONNX_TABLE_BYTES", 1000)
-    with pytest.raises(MlmmError, match=r"lda-em exports one linear map per presence pattern, 8 "):
+    k = data.task.output_dim
+    with pytest.raises(
+        MlmmError, match=rf"per presence pattern, 8 patterns x \d+ features x {k} outputs in float"
+    ):
         export_onnx(trained, tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_an_lda_em_export_solves_each_presence_pattern_once(tmp_path, monkeypatch):
+    """The check's PyTorch pass and the exported table share the model's pattern maps: one
+    Cholesky per pattern (about a second each at 4,000 features), not two."""
+    from mlmm.methods.reference.lda_em import LdaEm
+    from mlmm.testing import contract_dataset
+
+    data = contract_dataset(n_samples=60)
+    trained = Trainer(progress=False).fit(mlmm.create_method("lda-em", data.specs, data.task), data)
+    solved = []
+    original = LdaEm._linear_map
+    monkeypatch.setattr(LdaEm, "_linear_map", lambda self, o: solved.append(1) or original(self, o))
+    export_onnx(trained, tmp_path / "model.onnx")
+    assert len(solved) == 2**data.n_modalities  # the empty pattern too

@@ -250,9 +250,10 @@ class MissingModalityModel(nn.Module, abc.ABC):
         """The module ONNX export traces in place of this one (:mod:`mlmm.serve.export`).
 
         Its ``forward(batch)`` returns a :class:`MethodOutput` whose ``prediction`` equals this
-        model's; the export checks that on every presence pattern. By default the model
-        itself; a method whose prediction needs an operation ONNX lacks (``lda-em``'s
-        Cholesky) returns an equivalent module made of operations ONNX has.
+        model's; the export checks that on the presence patterns it runs (all of them up to 8
+        modalities). By default the model itself; a method whose prediction needs an operation
+        ONNX lacks (``lda-em``'s Cholesky) returns an equivalent module made of operations ONNX
+        has.
         """
         return self
 

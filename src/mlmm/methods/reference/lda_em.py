@@ -338,6 +338,8 @@ class LdaEm(ClassicalReference):
         else:  # the target is the last coordinate of the joint Gaussian
             self.mean = frozen(torch.zeros(1, width + 1))
             self.covariance = frozen(torch.eye(width + 1))
+        # forward's per-pattern linear maps, with the parameters' state they were computed from
+        self._maps: tuple[tuple, dict[tuple[bool, ...], tuple[torch.Tensor, ...]]] = ((), {})
 
     def _patterns(self, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The distinct presence patterns as feature columns ``[Q, D]`` and each row's pattern
@@ -376,6 +378,12 @@ class LdaEm(ClassicalReference):
         self.mean.copy_(mean)
         self.covariance.copy_(covariance)
 
+    def _present_features(self, present: tuple[bool, ...]) -> torch.Tensor:
+        """The flattened features ``o [|o|]`` of the modalities ``present`` marks."""
+        device = self.covariance.device
+        widths = torch.tensor(self.widths, device=device)  # [M]
+        return torch.tensor(present, device=device).repeat_interleave(widths).nonzero().squeeze(1)
+
     def _linear_map(self, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The prediction of a row whose present features are ``o`` is ``x_o @ weight +
         offset``: ``weight [|o|, K]`` and ``offset [K]`` (float64; K = 1 for regression)."""
@@ -393,15 +401,34 @@ class LdaEm(ClassicalReference):
         weight = torch.cholesky_solve(target[o], factor)  # [|o|, 1]
         return weight, bias - mean[:, o] @ weight  # [1]
 
+    def _pattern_map(self, present: tuple[bool, ...]) -> tuple[torch.Tensor, ...]:
+        """``(o, weight, offset)`` of the presence pattern ``present``: :meth:`_linear_map`,
+        computed once per pattern while the parameters stay as they are (its Cholesky takes about
+        a second at 4,000 features), not once per batch."""
+        state = tuple(  # any in-place change (fit, load_state_dict) or move computes anew
+            (p.device, p.dtype, p.data_ptr(), 0 if p.is_inference() else p._version)
+            for p in self.parameters()
+        )
+        kept, maps = self._maps  # never changed once kept: mlmm serve calls from threads
+        found = maps.get(present) if kept == state else None
+        if found is None:
+            # normal tensors even under serve's inference_mode, so any later call may use them
+            with torch.inference_mode(False), torch.no_grad():
+                o = self._present_features(present)  # [|o|]
+                found = (o, *self._linear_map(o))
+            if kept != state or sum(w.numel() for _, w, _ in maps.values()) > MAX_CACHED_VALUES:
+                maps = {}
+            self._maps = (state, {**maps, present: found})
+        return found
+
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
         x = flat_features(batch, 0.0)  # [B, D]
-        columns, pattern = self._patterns(present)  # [Q, D], [B]
+        patterns, pattern = torch.unique(present, dim=0, return_inverse=True)  # [Q, M], [B]
         prediction = x.new_zeros(len(x), self.task.output_dim, dtype=torch.float64)  # [B, K]
-        for q in range(len(columns)):
+        for q, modalities in enumerate(patterns.tolist()):
             rows = (pattern == q).nonzero().squeeze(1)  # [n_q]
-            o = columns[q].nonzero().squeeze(1)  # [|o|]
-            weight, offset = self._linear_map(o)
+            o, weight, offset = self._pattern_map(tuple(modalities))  # [|o|], [|o|, K], [K]
             prediction[rows] = x[rows][:, o].double() @ weight + offset  # [n_q, K]
         return self.output(batch, prediction.to(x.dtype))
 
@@ -420,7 +447,8 @@ class LdaEm(ClassicalReference):
         if size > MAX_ONNX_TABLE_BYTES:
             raise MlmmError(
                 f"lda-em exports one linear map per presence pattern, {count} patterns x "
-                f"{width} features here: {size / 2**30:.1f} GiB, above the "
+                f"{width} features x {self.task.output_dim} outputs in float64 here: "
+                f"{size / 2**30:.1f} GiB, above the "
                 f"{MAX_ONNX_TABLE_BYTES / 2**30:.0f} GiB limit; serve it with mlmm serve, which "
                 "runs PyTorch"
             )
@@ -430,6 +458,9 @@ class LdaEm(ClassicalReference):
 #: Largest table of per-pattern linear maps an ``lda-em`` ONNX export holds (protobuf files
 #: stop at 2 GiB).
 MAX_ONNX_TABLE_BYTES = 1 << 30
+#: Most numbers of per-pattern linear maps an ``lda-em`` model keeps between forward calls
+#: (float64: 128 MiB); past it the kept maps are dropped and computed again as needed.
+MAX_CACHED_VALUES = 1 << 24
 
 
 class _PatternMaps(nn.Module):
@@ -442,15 +473,14 @@ class _PatternMaps(nn.Module):
         count, width, k = 2 ** len(model.modalities), sum(model.widths), model.task.output_dim
         weight = torch.zeros(width, count, k, dtype=torch.float64)  # [D, 2^M, K]
         offset = torch.zeros(count, k, dtype=torch.float64)  # [2^M, K]
-        widths = torch.tensor(model.widths)
-        with torch.no_grad():
-            for code in range(count):
-                present = torch.tensor([bool(code >> j & 1) for j in range(len(widths))])
-                o = present.repeat_interleave(widths).nonzero().squeeze(1)  # [|o|]
-                weight[o, code], offset[code] = model._linear_map(o)
+        m = len(model.modalities)
+        for code in range(count):  # forward's own maps: the export's check computed them
+            present = tuple(bool(code >> j & 1) for j in range(m))
+            o, pattern_weight, pattern_offset = model._pattern_map(present)  # [|o|], [|o|, K]
+            weight[o, code], offset[code] = pattern_weight, pattern_offset
         self.register_buffer("weight", weight.reshape(width, count * k))  # [D, 2^M K]
         self.register_buffer("offset", offset)
-        self.register_buffer("powers", 2 ** torch.arange(len(widths)))  # [M]
+        self.register_buffer("powers", 2 ** torch.arange(m))  # [M]
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         x = flat_features(batch, 0.0).double()  # [B, D]
