@@ -396,6 +396,28 @@ def test_csv_numbers_are_read_as_numbers_quoted_or_not(hemis_run, tmp_path):
     pd.testing.assert_frame_equal(got, want)
 
 
+@pytest.mark.parametrize(
+    "write",
+    [
+        {"sep": ";"},  # a spreadsheet's CSV in many locales
+        {"sep": ";", "decimal": ","},  # ... with decimal commas: 1,5
+        {"sep": "\t"},
+        {"lineterminator": "\r\n"},  # Windows line endings
+        {"index": True},  # DataFrame.to_csv's default: an unnamed first column, the index
+        {"encoding": "utf-8-sig"},  # Excel's "CSV UTF-8" begins with a byte-order mark
+    ],
+)
+def test_a_csv_is_read_whatever_its_separator_index_and_line_endings(tmp_path, write):
+    # was: a ';' file read as one column named 'a;b;c' (every column unknown), and an index
+    # written by to_csv came back as a column 'Unnamed: 0' that the model called extra
+    from mlmm.serve.predict import read_input
+
+    frame = pd.DataFrame({"a": [1.5, -0.25, np.nan], "b": [2.0, np.nan, 3.0], "c": ["x", "y", "z"]})
+    path = tmp_path / "table.csv"
+    frame.to_csv(path, **{"index": False, **write})
+    pd.testing.assert_frame_equal(read_input(path), frame)
+
+
 def test_a_json_input_is_refused_by_its_suffix_in_one_line(
     hemis_run, tmp_path, monkeypatch, capsys
 ):

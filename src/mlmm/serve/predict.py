@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -24,6 +26,8 @@ NO_MODALITY = "(none)"
 #: In an input file, ``lengths.NAME`` (an array in a .npz, a column in a table) holds the
 #: valid steps per row of the variable-length sequence modality ``NAME``.
 LENGTHS_PREFIX = "lengths."
+#: Separators a ``.csv`` may use: a comma, or (spreadsheets in many locales) a semicolon or a tab.
+CSV_SEPARATORS = (",", ";", "\t")
 
 
 def check_suffix(path: Path, what: str) -> str:
@@ -34,6 +38,20 @@ def check_suffix(path: Path, what: str) -> str:
             f"modality), .parquet or .csv file"
         )
     return suffix
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A ``.csv`` with the separator its header line uses most (``,``, ``;`` or a tab; with
+    ``;``, decimal commas as spreadsheets of many locales write them: ``1,5``); a first column
+    whose header cell is empty (``DataFrame.to_csv``'s index, R's row names) is the row index,
+    not a column."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+        header, start = f.readline(), f.read(1 << 16)
+    sep = max(CSV_SEPARATORS, key=header.count)  # none of them (one column): a comma
+    names = next(csv.reader([header], delimiter=sep), [])
+    index = 0 if len(names) > 1 and not names[0].strip() else None
+    decimal = "," if sep != "," and re.search(r"\d,\d", start) else "."
+    return pd.read_csv(path, sep=sep, index_col=index, decimal=decimal)
 
 
 def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
@@ -68,7 +86,7 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
                     f"reading {str(path)!r} needs pyarrow, which is not installed; run: pip "
                     "install 'mlmm[parquet]' (or save the table as .csv)"
                 ) from None
-        return pd.read_csv(path)
+        return _read_csv(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         # an empty .npz is an EOFError (the CLI printed a bare "Aborted."), a truncated or
         # corrupt one a BadZipFile or zlib.error (a traceback)
