@@ -161,7 +161,9 @@ def check_columns(
         ):
             continue
         text = values[values.notna()]
-        example = f" (e.g. {str(text.iloc[0])[:20]!r} in row {text.index[0]})" if len(text) else ""
+        if not len(text):  # empty in every row (Parquet's null type): the modality is absent
+            continue
+        example = f" (e.g. {str(text.iloc[0])[:20]!r} in row {text.index[0]})"
         raise MlmmError(
             f"column {column!r} of --modality {modality} is not numeric{example}; encode it as "
             "numbers (e.g. one column per category) or leave it out of --modality"
