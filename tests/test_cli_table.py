@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mlmm import cli
-from mlmm.data.table import table_dataset
+from mlmm.data.table import read_table, table_dataset
 
 MODALITIES = ["--modality", "a=a1,a2", "--modality", "b=b1,b2,b3"]
 
@@ -57,7 +57,7 @@ def test_train_evaluate_predict_on_tables(monkeypatch, capsys, tmp_path, tables)
     args = train_args(train, out, "--method", "late-fusion", "--epochs", "3", "--quiet")
     code, printed, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
-    assert "120 rows, classification on 'label'" in " ".join(printed.split())
+    assert "120 rows, classification on 'label' (2 classes)" in " ".join(printed.split())
     config = json.loads((out / "config.json").read_text())
     # the model knows its columns and target: evaluate and predict need no --modality
     assert config["columns"] == {"a": ["a1", "a2"], "b": ["b1", "b2", "b3"]}
@@ -82,6 +82,10 @@ def test_train_evaluate_predict_on_tables(monkeypatch, capsys, tmp_path, tables)
     assert code == 0, err
     predictions = pd.read_csv(io.StringIO(printed))
     assert len(predictions) == 60 and set(predictions.prediction) <= {"sick", "well"}
+    # each row's trust: the validation score of its modalities, recorded by the estimator's fit
+    scores = json.loads((out / "config.json").read_text())["validation"]
+    expected = [scores[f"{pattern}/accuracy"] for pattern in predictions.modalities]
+    np.testing.assert_allclose(predictions.validation_accuracy, expected)
     absent_b = test_frame[["b1", "b2", "b3"]].isna().all(axis=1).to_numpy()
     assert (predictions.modalities[absent_b] == "a").all()
 
@@ -222,6 +226,22 @@ def test_parquet_tables_and_the_missing_extra(monkeypatch, capsys, tmp_path, tab
     )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "needs pyarrow" in err and "pip install 'mlmm[parquet]'" in err
+
+
+def test_a_parquet_column_of_nulls_is_empty_not_text(tmp_path, tables):
+    # was: "column 'b3' of --modality c is not numeric" (with no example: there is no value),
+    # though a column empty in every row is a modality absent in every row, as in a CSV
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    frame = pd.read_csv(tables[0])
+    nulls = pa.Table.from_pandas(frame.drop(columns="b3")).append_column("b3", pa.nulls(120))
+    pq.write_table(nulls, tmp_path / "t.parquet")
+    read = read_table(tmp_path / "t.parquet")
+    assert read.b3.dtype == object  # pyarrow's null type reads as None, not as NaN
+    data = table_dataset(read, {"a": ["a1", "a2"], "b": ["b1", "b2"], "c": ["b3"]}, "label")
+    assert not data.observed[:, 2].any()
+    assert data.observed[:, 1].tolist() == frame.b1.notna().tolist()
 
 
 def test_tune_on_a_table_then_train_with_its_params(monkeypatch, capsys, tmp_path, tables):

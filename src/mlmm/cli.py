@@ -423,8 +423,10 @@ def _train_table(ctx: typer.Context) -> None:
     console = _console()
     info = trained.info["data"]
     counts = ", ".join(f"{m} {len(c)}" for m, c in modalities.items())
+    # the class count shows a whole-number value (an age) taken for labels at a glance
+    kinds = f" ({len(trained.classes_)} classes)" if trained.task.is_classification else ""
     console.print(
-        f"{p['data']}: {len(frame)} rows, {info['task']} on {p['target']!r}, modalities "
+        f"{p['data']}: {len(frame)} rows, {info['task']} on {p['target']!r}{kinds}, modalities "
         f"(columns): {counts}",
         markup=False,
     )
