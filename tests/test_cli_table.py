@@ -150,6 +150,11 @@ def test_bad_table_options_are_one_line(monkeypatch, capsys, tmp_path, tables, c
         ("words", r"column 'a2' of --modality a is not numeric \(e.g. 'high' in row 0\)"),
         ("one_class", r"target column 'label' holds 1 class \('well'\); classification needs"),
         ("partial", r"modality 'b' has 1 row\(s\) where only some of its columns are empty"),
+        # was: "y has 2 missing label(s)", the estimator's name for it
+        (
+            "no_label",
+            r"target column 'label' has 2 empty or infinite value\(s\) \(first rows: \[3, 7\]",
+        ),
     ],
 )
 def test_bad_tables_are_one_line(monkeypatch, capsys, tmp_path, edit, expected):
@@ -158,6 +163,8 @@ def test_bad_tables_are_one_line(monkeypatch, capsys, tmp_path, edit, expected):
         frame["a2"] = "high"
     elif edit == "one_class":
         frame["label"] = "well"
+    elif edit == "no_label":
+        frame.loc[[3, 7], "label"] = np.nan
     else:
         frame.loc[frame.b2.notna().idxmax(), "b1"] = np.nan
     frame.to_csv(tmp_path / "t.csv", index=False)

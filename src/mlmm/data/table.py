@@ -323,6 +323,7 @@ def fit_table(
 
     check_columns(frame, modalities, target)
     check_partial(frame, modalities, partial, _TRAIN_FIX)
+    _check_target(frame[target])
     task = infer_task(frame[target], task)
     condition = parse_condition(missing)
     kwargs = {"verbose" if k == "progress" else k: v for k, v in (trainer or {}).items()}
@@ -389,28 +390,33 @@ def table_dataset(
 
     check_columns(frame, modalities, target)
     check_partial(frame, modalities, partial, _TRAIN_FIX)
+    _check_target(frame[target])
     task = infer_task(frame[target], task)
     mapping = {m: list(c) for m, c in modalities.items()}
     arrays, _ = as_sample_arrays(frame, mapping)
     _check_rows(arrays, partial, "error", False, "fit")
-    y = frame[target].to_numpy()
     if task == "classification":
-        classes, targets = _encode_classes(y)
+        classes, targets = _encode_classes(frame[target].to_numpy())
         spec = TaskSpec("classification", len(classes), tuple(str(c) for c in classes))
     else:
-        targets, spec = _regression_targets(frame[target]), TaskSpec("regression")
+        targets = frame[target].to_numpy(dtype=np.float64, na_value=np.nan)
+        spec = TaskSpec("regression")
     return from_arrays(arrays, targets, task=spec, name=name, partial=partial)
 
 
-def _regression_targets(values: pd.Series) -> np.ndarray:
-    y = values.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.flatnonzero(~np.isfinite(y))
-    if len(bad):
+def _check_target(values: pd.Series) -> None:
+    """One line naming the target column and its first rows that are empty (or infinite)."""
+    import pandas as pd
+
+    bad = values.isna().to_numpy()
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        bad = bad | np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    rows = np.flatnonzero(bad)
+    if len(rows):
         raise MlmmError(
-            f"target column {values.name!r} has {len(bad)} empty or infinite value(s) (first "
-            f"rows: {values.index[bad[:5]].tolist()}); drop those rows"
+            f"target column {values.name!r} has {len(rows)} empty or infinite value(s) (first "
+            f"rows: {values.index[rows[:5]].tolist()}); drop those rows"
         )
-    return y
 
 
 def table_test_dataset(
@@ -451,21 +457,17 @@ def table_test_dataset(
     check_partial(frame, trained.table_columns, partial, fix)
     features = trained.as_dataset(frame, partial=partial)
     values = frame[target]
+    _check_target(values)
     if trained.task.is_classification:
         targets = _class_codes(values, trained.classes_.tolist())
     else:
-        targets = _regression_targets(values).astype(np.float32)
+        targets = values.to_numpy(dtype=np.float32, na_value=np.nan)
     return replace(features, targets=targets)
 
 
 def _class_codes(values: pd.Series, classes: list[Any]) -> np.ndarray:
-    """Each label's index in the model's classes; an unseen or empty label is one line."""
-    missing = np.flatnonzero(values.isna().to_numpy())
-    if len(missing):
-        raise MlmmError(
-            f"target column {values.name!r} has {len(missing)} empty value(s) (first rows: "
-            f"{values.index[missing[:5]].tolist()}); drop those rows"
-        )
+    """Each label's index in the model's classes (the labels are known); an unseen label is one
+    line."""
     numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in classes)
 
     def key(value: Any) -> Any:
