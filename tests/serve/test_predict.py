@@ -418,6 +418,14 @@ def test_a_csv_is_read_whatever_its_separator_index_and_line_endings(tmp_path, w
     pd.testing.assert_frame_equal(read_input(path), frame)
 
 
+def test_a_csv_typed_with_spaces_after_its_commas_names_its_columns_without_them(tmp_path):
+    from mlmm.serve.predict import read_input
+
+    (tmp_path / "typed.csv").write_text("a, b, c\n1.5, 2, x\n-0.25, , y\n")
+    want = pd.DataFrame({"a": [1.5, -0.25], "b": [2.0, np.nan], "c": ["x", "y"]})
+    pd.testing.assert_frame_equal(read_input(tmp_path / "typed.csv"), want)
+
+
 def test_a_json_input_is_refused_by_its_suffix_in_one_line(
     hemis_run, tmp_path, monkeypatch, capsys
 ):

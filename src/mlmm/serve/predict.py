@@ -51,7 +51,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
     names = next(csv.reader([header], delimiter=sep), [])
     index = 0 if len(names) > 1 and not names[0].strip() else None
     decimal = "," if sep != "," and re.search(r"\d,\d", start) else "."
-    return pd.read_csv(path, sep=sep, index_col=index, decimal=decimal)
+    # "a, b" (a space after each separator, as typed by hand) names columns a and b, not " b"
+    return pd.read_csv(path, sep=sep, index_col=index, decimal=decimal, skipinitialspace=True)
 
 
 def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
