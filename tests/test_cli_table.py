@@ -209,6 +209,19 @@ def test_evaluate_data_checks_the_table_against_the_model(monkeypatch, capsys, t
     assert code == 2 and "the table has no target column 'label'" in err
     code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", test, "--out", test)
     assert code == 2 and "--out" in err  # the user's table is never the output
+    # was: a traceback (ValueError: could not convert string to float), and booleans scored
+    # as 1.0/0.0 where mlmm predict refuses them
+    for column, value, message in [
+        ("a1", "abc", "column 'a1' holds text, e.g. 'abc' in row 2"),
+        ("b1", True, "column 'b1' holds booleans"),
+    ]:
+        frame = pd.read_csv(test)
+        frame[column] = frame[column].astype(object)
+        frame.loc[2, column] = value
+        frame[column] = frame[column].notna() if value is True else frame[column]
+        frame.to_csv(tmp_path / "bad.csv", index=False)
+        code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", tmp_path / "bad.csv")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert len(pd.read_csv(test)) == 60
 
     builtin = tmp_path / "builtin"

@@ -241,8 +241,10 @@ def check_partial(
     if partial != "error":
         return
     columns = {m: [c for c in cols if c in frame.columns] for m, cols in modalities.items()}
+    # NaN where a cell is empty, whatever the column holds: a text cell is not converted here
+    # (reading the features names it in one line), only counted as filled
     arrays = {
-        m: frame[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+        m: np.where(frame[cols].isna().to_numpy(), np.nan, 0.0)  # [N, F]
         for m, cols in columns.items()
         if cols
     }
@@ -439,6 +441,8 @@ def table_test_dataset(
     -------
     MultimodalDataset
     """
+    from mlmm.serve.predict import check_numbers
+
     data_info = trained.info.get("data")
     target = trained.target_column
     if not isinstance(data_info, dict) or target is None:
@@ -452,6 +456,7 @@ def table_test_dataset(
             f"the table has no target column {target!r} (the model was trained with --target "
             f"{target}).{did_you_mean(target, names)}"
         )
+    check_numbers(trained, frame)  # text or booleans: one line, as mlmm predict says it
     partial = partial or data_info.get("partial", "error")
     fix = "fill them (the model was trained with --partial error, which refuses such rows)"
     check_partial(frame, trained.table_columns, partial, fix)
