@@ -426,6 +426,16 @@ def test_a_csv_typed_with_spaces_after_its_commas_names_its_columns_without_them
     pd.testing.assert_frame_equal(read_input(tmp_path / "typed.csv"), want)
 
 
+def test_a_csv_in_another_encoding_than_utf8_is_one_line_naming_its_line(tmp_path):
+    # was: "cannot read ... ('utf-8' codec can't decode byte 0xf6 in position 13 ...)", a
+    # position in one of pandas' chunks, and no way out
+    from mlmm.serve.predict import read_input
+
+    (tmp_path / "latin.csv").write_bytes("a,b\n1,2\n3,größe\n".encode("latin-1"))
+    with pytest.raises(MlmmError, match=r"is not UTF-8 text \(line 3, byte b'\\xf6'\); save"):
+        read_input(tmp_path / "latin.csv")
+
+
 def test_a_json_input_is_refused_by_its_suffix_in_one_line(
     hemis_run, tmp_path, monkeypatch, capsys
 ):

@@ -51,8 +51,21 @@ def _read_csv(path: Path) -> pd.DataFrame:
     names = next(csv.reader([header], delimiter=sep), [])
     index = 0 if len(names) > 1 and not names[0].strip() else None
     decimal = "," if sep != "," and re.search(r"\d,\d", start) else "."
-    # "a, b" (a space after each separator, as typed by hand) names columns a and b, not " b"
-    return pd.read_csv(path, sep=sep, index_col=index, decimal=decimal, skipinitialspace=True)
+    try:
+        # "a, b" (a space after each separator, as typed by hand) names columns a and b, not " b"
+        return pd.read_csv(path, sep=sep, index_col=index, decimal=decimal, skipinitialspace=True)
+    except UnicodeDecodeError:  # pandas names a position in one of its chunks: find the line
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8-sig")
+            line = ""  # pandas failed where Python does not: name no line
+        except UnicodeDecodeError as err:
+            at = err.start
+            line = f" (line {raw.count(bytes([10]), 0, at) + 1}, byte {raw[at : at + 1]!r})"
+        raise MlmmError(
+            f"{str(path)!r} is not UTF-8 text{line}; save it as UTF-8 (in Excel: CSV UTF-8) and "
+            "read it again"
+        ) from None
 
 
 def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
@@ -88,6 +101,8 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
                     "install 'mlmm[parquet]' (or save the table as .csv)"
                 ) from None
         return _read_csv(path)
+    except MlmmError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         # an empty .npz is an EOFError (the CLI printed a bare "Aborted."), a truncated or
         # corrupt one a BadZipFile or zlib.error (a traceback)
