@@ -222,6 +222,12 @@ def test_evaluate_data_checks_the_table_against_the_model(monkeypatch, capsys, t
         frame.to_csv(tmp_path / "bad.csv", index=False)
         code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", tmp_path / "bad.csv")
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    frame = pd.read_csv(test)
+    frame.loc[frame.b2.notna().idxmax(), "b1"] = np.nan  # b partly empty in one row
+    frame.to_csv(tmp_path / "partial.csv", index=False)
+    code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", tmp_path / "partial.csv")
+    assert code == 2 and "only some of its columns are empty" in err
+    assert "or train with --partial missing" in err  # the way out, not only "fill them"
     assert len(pd.read_csv(test)) == 60
 
     builtin = tmp_path / "builtin"

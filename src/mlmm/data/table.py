@@ -458,7 +458,10 @@ def table_test_dataset(
         )
     check_numbers(trained, frame)  # text or booleans: one line, as mlmm predict says it
     partial = partial or data_info.get("partial", "error")
-    fix = "fill them (the model was trained with --partial error, which refuses such rows)"
+    fix = (
+        "fill them, or train with --partial missing to count the modality absent there (this "
+        "model was trained with --partial error, which refuses such rows)"
+    )
     check_partial(frame, trained.table_columns, partial, fix)
     features = trained.as_dataset(frame, partial=partial)
     values = frame[target]
