@@ -340,7 +340,19 @@ def fit_table(
     )
     # the other columns stay in X: fit records them as ignored, so a table laid out like this
     # one (an id column...) predicts as it is
-    estimator.fit(frame.drop(columns=[target]), frame[target])
+    try:
+        estimator.fit(frame.drop(columns=[target]), frame[target])
+    except MlmmError as err:  # the stratified validation split names classes by their index
+        counts = frame[target].value_counts()
+        single = [str(c) for c in counts.index[counts < 2]]
+        if task != "classification" or not single or "cannot split" not in str(err):
+            raise
+        raise MlmmError(
+            f"class(es) {single[:5]} of target column {target!r} have a single row, but the "
+            "part held out for early stopping is stratified and needs two rows of each class; "
+            "drop those rows, add rows of those classes, or give --method auto (it "
+            "cross-validates instead)"
+        ) from None
     trained = estimator.trained_
     trained.target_column = target
     trained.info.update(
