@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mlmm import cli
 from mlmm.data.table import read_table, table_dataset
@@ -288,6 +289,12 @@ def test_tune_on_a_table_then_train_with_its_params(monkeypatch, capsys, tmp_pat
     args = train_args(train, tmp_path / "m", "--method", "late-fusion", "--epochs", "2")
     code, _, err = run(monkeypatch, capsys, *args, "--params", best, "--quiet")
     assert code == 0, err
+    # the tuned point is the one trained (code 0 alone held with the file ignored)
+    tuned = yaml.safe_load(best.read_text())
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert tuned["params"].items() <= config["hyperparameters"].items()
+    assert config["trainer"]["lr"] == tuned["trainer"]["lr"]
+    assert config["trainer"]["max_epochs"] == 2  # given on the command line: it wins
 
 
 def test_auto_on_a_table(monkeypatch, capsys, tmp_path, tables):
