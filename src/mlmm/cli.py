@@ -405,6 +405,8 @@ def _train_table(ctx: typer.Context) -> None:
     kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
     _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
     trainer.update(device=p["device"], precision=p["precision"], progress=not p["quiet"])
+    if method == "auto":  # its budget sets the epochs: --epochs is ignored, as with --dataset
+        trainer.pop("max_epochs")
     trained = fit_table(
         frame,
         modalities,
