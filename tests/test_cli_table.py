@@ -79,6 +79,26 @@ def test_train_evaluate_predict_on_tables(monkeypatch, capsys, tmp_path, tables)
     test_frame = pd.read_csv(test)
     b_rows = table[(table.scope == "subset") & (table.subset == "b")].n.iloc[0]
     assert b_rows == int(test_frame[["b1", "b2", "b3"]].notna().all(axis=1).sum())
+    # a test table in another column order, separated by ';', with a to_csv index and b empty
+    # in every row scores as the columns say: the rows without b score as before
+    other = test_frame[test_frame.columns[::-1]].assign(b1=np.nan, b2=np.nan, b3=np.nan)
+    other.to_csv(tmp_path / "other.csv", sep=";")
+    args = [
+        "evaluate",
+        out,
+        "--data",
+        tmp_path / "other.csv",
+        "--out",
+        tmp_path / "other-scores.csv",
+    ]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    subsets = pd.read_csv(tmp_path / "other-scores.csv").query("scope == 'subset'")
+    assert sorted(subsets.subset.unique()) == ["a", "a+b"]  # no row has b: no "b" subset
+    only_a = subsets[subsets.subset == "a"].reset_index(drop=True)
+    before = table[(table.scope == "subset") & (table.subset == "a")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(only_a, before)
+    np.testing.assert_allclose(subsets[subsets.subset == "a+b"].value, only_a.value)
 
     code, printed, err = run(monkeypatch, capsys, "predict", out, "--input", test)
     assert code == 0, err
