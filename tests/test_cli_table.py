@@ -171,6 +171,8 @@ def test_bad_table_options_are_one_line(monkeypatch, capsys, tmp_path, tables, c
     [
         ("words", r"column 'a2' of --modality a is not numeric \(e.g. 'high' in row 0\)"),
         ("one_class", r"target column 'label' holds 1 class \('well'\); classification needs"),
+        # was: "... or set on_empty='prior'", an option of the estimators, not of --data
+        ("empty_row", r"2 row\(s\) have no modality present \(every column .* rows: \[4, 9\]\)"),
         # was: "cannot split 40 samples into a test part of 10%: ... too few members are: [2]"
         ("single_row_class", r"class\(es\) \['rare'\] of target column 'label' have a single row"),
         ("partial", r"modality 'b' has 1 row\(s\) where only some of its columns are empty"),
@@ -187,6 +189,8 @@ def test_bad_tables_are_one_line(monkeypatch, capsys, tmp_path, edit, expected):
         frame["a2"] = "high"
     elif edit == "one_class":
         frame["label"] = "well"
+    elif edit == "empty_row":
+        frame.loc[[4, 9], ["a1", "a2", "b1", "b2", "b3"]] = np.nan
     elif edit == "single_row_class":
         frame.loc[5, "label"] = "rare"
     elif edit == "no_label":

@@ -257,6 +257,25 @@ def check_partial(
             )
 
 
+def _check_some_modality(
+    frame: pd.DataFrame, modalities: Mapping[str, Sequence[str]], partial: str
+) -> None:
+    """Refuse, in the command line's words, a training row where no modality is present (the
+    estimators' message names their ``on_empty``, which ``--data`` does not take)."""
+    absent = np.ones(len(frame), dtype=bool)
+    for columns in modalities.values():
+        empty = frame[list(columns)].isna().to_numpy()  # [N, F]
+        absent &= empty.any(axis=1) if partial == "missing" else empty.all(axis=1)
+    rows = np.flatnonzero(absent)
+    if len(rows):
+        what = "some" if partial == "missing" else "every"
+        raise MlmmError(
+            f"{len(rows)} row(s) have no modality present ({what} column of every --modality "
+            f"empty; first rows: {frame.index[rows[:5]].tolist()}); drop them, they hold "
+            "nothing to learn from"
+        )
+
+
 _TRAIN_FIX = (
     "fill them, or give --partial missing to count the modality absent in those rows "
     "(a modality is absent where all of its columns are empty)"
@@ -325,6 +344,7 @@ def fit_table(
 
     check_columns(frame, modalities, target)
     check_partial(frame, modalities, partial, _TRAIN_FIX)
+    _check_some_modality(frame, modalities, partial)
     _check_target(frame[target])
     task = infer_task(frame[target], task)
     condition = parse_condition(missing)
@@ -404,6 +424,7 @@ def table_dataset(
 
     check_columns(frame, modalities, target)
     check_partial(frame, modalities, partial, _TRAIN_FIX)
+    _check_some_modality(frame, modalities, partial)
     _check_target(frame[target])
     task = infer_task(frame[target], task)
     mapping = {m: list(c) for m, c in modalities.items()}
