@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from mlmm import cli
-from mlmm.data.table import read_table, table_dataset
+from mlmm.data.table import infer_task, read_table, table_dataset
+from mlmm.errors import MlmmError
 
 MODALITIES = ["--modality", "a=a1,a2", "--modality", "b=b1,b2,b3"]
 
@@ -282,6 +283,12 @@ def test_parquet_tables_and_the_missing_extra(monkeypatch, capsys, tmp_path, tab
     )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "needs pyarrow" in err and "pip install 'mlmm[parquet]'" in err
+
+
+def test_task_regression_on_booleans_says_booleans():
+    # was: "column 'y' holds text (e.g. 'True')"
+    with pytest.raises(MlmmError, match=r"column 'y' holds booleans \(e.g. 'True'\)"):
+        infer_task(pd.Series([True, False, True], name="y"), "regression")
 
 
 def test_a_parquet_column_of_nulls_is_empty_not_text(tmp_path, tables):

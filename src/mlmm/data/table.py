@@ -198,8 +198,9 @@ def infer_task(values: pd.Series, task: str | None = None) -> str:
     whole = numeric and bool((known.to_numpy(dtype=np.float64) % 1 == 0).all())
     if task == "regression" and not numeric:
         example = f" (e.g. {str(known.iloc[0])[:20]!r})" if len(known) else ""
+        kind = "booleans" if pd.api.types.is_bool_dtype(values.dtype) else "text"
         raise MlmmError(
-            f"--task regression needs a numeric target, but column {name!r} holds text"
+            f"--task regression needs a numeric target, but column {name!r} holds {kind}"
             f"{example}; give --task classification, or encode the target as numbers"
         )
     if task == "classification" and numeric and not whole:
