@@ -198,14 +198,20 @@ def test_bad_tables_are_one_line(monkeypatch, capsys, tmp_path, edit, expected):
         frame.loc[[3, 7], "label"] = np.nan
     else:
         frame.loc[frame.b2.notna().idxmax(), "b1"] = np.nan
-    frame.to_csv(tmp_path / "t.csv", index=False)
-    args = train_args(tmp_path / "t.csv", tmp_path / "m", "--method", "lda-em")
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    args = train_args(path, tmp_path / "m", "--method", "lda-em")
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and re.search(expected, err), err
     if edit == "partial":  # the fix the message names works
         code, _, err = run(monkeypatch, capsys, *args, "--partial", "missing", "--quiet")
         assert code == 0, err
+        # and predict reads the table by the same rule (was: refused, naming partial='missing')
+        code, printed, err = run(monkeypatch, capsys, "predict", tmp_path / "m", "--input", path)
+        assert code == 0, err
+        row = frame.b2.notna().idxmax()
+        assert pd.read_csv(io.StringIO(printed)).modalities[row] == "a"
 
 
 def test_data_and_dataset_are_needed_once(monkeypatch, capsys, tmp_path, tables):

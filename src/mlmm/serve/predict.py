@@ -346,7 +346,9 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
     """
     check_numbers(trained, X)
     X, lengths = split_lengths(trained, X)
-    data = trained.as_dataset(X, lengths=lengths)
+    table = trained.info.get("data")  # mlmm train --data --partial missing: its rule here too
+    partial = table.get("partial", "error") if isinstance(table, dict) else "error"
+    data = trained.as_dataset(X, lengths=lengths, partial=partial)
     raw = trained.predict_raw(data, on_empty=on_empty)
     names = data.modality_names
     patterns = [
