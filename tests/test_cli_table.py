@@ -4,13 +4,16 @@ import io
 import json
 import re
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mlmm import cli
-from mlmm.data.table import table_dataset
+from mlmm.data.table import infer_task, read_table, table_dataset
+from mlmm.errors import MlmmError
 
 MODALITIES = ["--modality", "a=a1,a2", "--modality", "b=b1,b2,b3"]
 
@@ -57,7 +60,7 @@ def test_train_evaluate_predict_on_tables(monkeypatch, capsys, tmp_path, tables)
     args = train_args(train, out, "--method", "late-fusion", "--epochs", "3", "--quiet")
     code, printed, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
-    assert "120 rows, classification on 'label'" in " ".join(printed.split())
+    assert "120 rows, classification on 'label' (2 classes)" in " ".join(printed.split())
     config = json.loads((out / "config.json").read_text())
     # the model knows its columns and target: evaluate and predict need no --modality
     assert config["columns"] == {"a": ["a1", "a2"], "b": ["b1", "b2", "b3"]}
@@ -77,11 +80,35 @@ def test_train_evaluate_predict_on_tables(monkeypatch, capsys, tmp_path, tables)
     test_frame = pd.read_csv(test)
     b_rows = table[(table.scope == "subset") & (table.subset == "b")].n.iloc[0]
     assert b_rows == int(test_frame[["b1", "b2", "b3"]].notna().all(axis=1).sum())
+    # a test table in another column order, separated by ';', with a to_csv index and b empty
+    # in every row scores as the columns say: the rows without b score as before
+    other = test_frame[test_frame.columns[::-1]].assign(b1=np.nan, b2=np.nan, b3=np.nan)
+    other.to_csv(tmp_path / "other.csv", sep=";")
+    args = [
+        "evaluate",
+        out,
+        "--data",
+        tmp_path / "other.csv",
+        "--out",
+        tmp_path / "other-scores.csv",
+    ]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    subsets = pd.read_csv(tmp_path / "other-scores.csv").query("scope == 'subset'")
+    assert sorted(subsets.subset.unique()) == ["a", "a+b"]  # no row has b: no "b" subset
+    only_a = subsets[subsets.subset == "a"].reset_index(drop=True)
+    before = table[(table.scope == "subset") & (table.subset == "a")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(only_a, before)
+    np.testing.assert_allclose(subsets[subsets.subset == "a+b"].value, only_a.value)
 
     code, printed, err = run(monkeypatch, capsys, "predict", out, "--input", test)
     assert code == 0, err
     predictions = pd.read_csv(io.StringIO(printed))
     assert len(predictions) == 60 and set(predictions.prediction) <= {"sick", "well"}
+    # each row's trust: the validation score of its modalities, recorded by the estimator's fit
+    scores = json.loads((out / "config.json").read_text())["validation"]
+    expected = [scores[f"{pattern}/accuracy"] for pattern in predictions.modalities]
+    np.testing.assert_allclose(predictions.validation_accuracy, expected)
     absent_b = test_frame[["b1", "b2", "b3"]].isna().all(axis=1).to_numpy()
     assert (predictions.modalities[absent_b] == "a").all()
 
@@ -145,7 +172,16 @@ def test_bad_table_options_are_one_line(monkeypatch, capsys, tmp_path, tables, c
     [
         ("words", r"column 'a2' of --modality a is not numeric \(e.g. 'high' in row 0\)"),
         ("one_class", r"target column 'label' holds 1 class \('well'\); classification needs"),
+        # was: "... or set on_empty='prior'", an option of the estimators, not of --data
+        ("empty_row", r"2 row\(s\) have no modality present \(every column .* rows: \[4, 9\]\)"),
+        # was: "cannot split 40 samples into a test part of 10%: ... too few members are: [2]"
+        ("single_row_class", r"class\(es\) \['rare'\] of target column 'label' have a single row"),
         ("partial", r"modality 'b' has 1 row\(s\) where only some of its columns are empty"),
+        # was: "y has 2 missing label(s)", the estimator's name for it
+        (
+            "no_label",
+            r"target column 'label' has 2 empty or infinite value\(s\) \(first rows: \[3, 7\]",
+        ),
     ],
 )
 def test_bad_tables_are_one_line(monkeypatch, capsys, tmp_path, edit, expected):
@@ -154,16 +190,28 @@ def test_bad_tables_are_one_line(monkeypatch, capsys, tmp_path, edit, expected):
         frame["a2"] = "high"
     elif edit == "one_class":
         frame["label"] = "well"
+    elif edit == "empty_row":
+        frame.loc[[4, 9], ["a1", "a2", "b1", "b2", "b3"]] = np.nan
+    elif edit == "single_row_class":
+        frame.loc[5, "label"] = "rare"
+    elif edit == "no_label":
+        frame.loc[[3, 7], "label"] = np.nan
     else:
         frame.loc[frame.b2.notna().idxmax(), "b1"] = np.nan
-    frame.to_csv(tmp_path / "t.csv", index=False)
-    args = train_args(tmp_path / "t.csv", tmp_path / "m", "--method", "lda-em")
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    args = train_args(path, tmp_path / "m", "--method", "lda-em")
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and re.search(expected, err), err
     if edit == "partial":  # the fix the message names works
         code, _, err = run(monkeypatch, capsys, *args, "--partial", "missing", "--quiet")
         assert code == 0, err
+        # and predict reads the table by the same rule (was: refused, naming partial='missing')
+        code, printed, err = run(monkeypatch, capsys, "predict", tmp_path / "m", "--input", path)
+        assert code == 0, err
+        row = frame.b2.notna().idxmax()
+        assert pd.read_csv(io.StringIO(printed)).modalities[row] == "a"
 
 
 def test_data_and_dataset_are_needed_once(monkeypatch, capsys, tmp_path, tables):
@@ -198,6 +246,25 @@ def test_evaluate_data_checks_the_table_against_the_model(monkeypatch, capsys, t
     assert code == 2 and "the table has no target column 'label'" in err
     code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", test, "--out", test)
     assert code == 2 and "--out" in err  # the user's table is never the output
+    # was: a traceback (ValueError: could not convert string to float), and booleans scored
+    # as 1.0/0.0 where mlmm predict refuses them
+    for column, value, message in [
+        ("a1", "abc", "column 'a1' holds text, e.g. 'abc' in row 2"),
+        ("b1", True, "column 'b1' holds booleans"),
+    ]:
+        frame = pd.read_csv(test)
+        frame[column] = frame[column].astype(object)
+        frame.loc[2, column] = value
+        frame[column] = frame[column].notna() if value is True else frame[column]
+        frame.to_csv(tmp_path / "bad.csv", index=False)
+        code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", tmp_path / "bad.csv")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    frame = pd.read_csv(test)
+    frame.loc[frame.b2.notna().idxmax(), "b1"] = np.nan  # b partly empty in one row
+    frame.to_csv(tmp_path / "partial.csv", index=False)
+    code, _, err = run(monkeypatch, capsys, "evaluate", out, "--data", tmp_path / "partial.csv")
+    assert code == 2 and "only some of its columns are empty" in err
+    assert "or train with --partial missing" in err  # the way out, not only "fill them"
     assert len(pd.read_csv(test)) == 60
 
     builtin = tmp_path / "builtin"
@@ -224,6 +291,28 @@ def test_parquet_tables_and_the_missing_extra(monkeypatch, capsys, tmp_path, tab
     assert "needs pyarrow" in err and "pip install 'mlmm[parquet]'" in err
 
 
+def test_task_regression_on_booleans_says_booleans():
+    # was: "column 'y' holds text (e.g. 'True')"
+    with pytest.raises(MlmmError, match=r"column 'y' holds booleans \(e.g. 'True'\)"):
+        infer_task(pd.Series([True, False, True], name="y"), "regression")
+
+
+def test_a_parquet_column_of_nulls_is_empty_not_text(tmp_path, tables):
+    # was: "column 'b3' of --modality c is not numeric" (with no example: there is no value),
+    # though a column empty in every row is a modality absent in every row, as in a CSV
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    frame = pd.read_csv(tables[0])
+    nulls = pa.Table.from_pandas(frame.drop(columns="b3")).append_column("b3", pa.nulls(120))
+    pq.write_table(nulls, tmp_path / "t.parquet")
+    read = read_table(tmp_path / "t.parquet")
+    assert read.b3.dtype == object  # pyarrow's null type reads as None, not as NaN
+    data = table_dataset(read, {"a": ["a1", "a2"], "b": ["b1", "b2"], "c": ["b3"]}, "label")
+    assert not data.observed[:, 2].any()
+    assert data.observed[:, 1].tolist() == frame.b1.notna().tolist()
+
+
 def test_tune_on_a_table_then_train_with_its_params(monkeypatch, capsys, tmp_path, tables):
     pytest.importorskip("optuna")
     train, _ = tables
@@ -238,14 +327,24 @@ def test_tune_on_a_table_then_train_with_its_params(monkeypatch, capsys, tmp_pat
     args = train_args(train, tmp_path / "m", "--method", "late-fusion", "--epochs", "2")
     code, _, err = run(monkeypatch, capsys, *args, "--params", best, "--quiet")
     assert code == 0, err
+    # the tuned point is the one trained (code 0 alone held with the file ignored)
+    tuned = yaml.safe_load(best.read_text())
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert tuned["params"].items() <= config["hyperparameters"].items()
+    assert config["trainer"]["lr"] == tuned["trainer"]["lr"]
+    assert config["trainer"]["max_epochs"] == 2  # given on the command line: it wins
 
 
 def test_auto_on_a_table(monkeypatch, capsys, tmp_path, tables):
     train, test = tables
     out = tmp_path / "auto"
     args = train_args(train, out, "--method", "auto", "--param", "budget=fast", "--quiet")
-    code, printed, err = run(monkeypatch, capsys, *args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, printed, err = run(monkeypatch, capsys, *args, "--epochs", "5")
     assert code == 0, err
+    # --epochs is ignored by auto, as its help says (was: the estimator's Python warning)
+    assert not [w for w in caught if "ignores max_epochs" in str(w.message)]
     assert "inner cross-validation leaderboard" in printed
     assert not (tmp_path / ".auto.auto-cache").exists()  # its own cache is removed once saved
     code, printed, err = run(monkeypatch, capsys, "evaluate", out, "--data", test)

@@ -347,3 +347,32 @@ def test_precision_is_a_parameter_passed_to_the_trainer_and_checked_at_fit():
         bad.fit(X, y)
     with pytest.raises(MlmmError, match="'16-mixed' needs a CUDA GPU"):
         mlmm.MissingModalityClassifier(method="late-fusion", precision="16-mixed").fit(X, y)
+
+
+def test_fit_records_the_validation_score_of_each_subset_for_the_trust_column():
+    # was: trained_.validation stayed empty, so mlmm predict's validation_accuracy column (and
+    # the model card's table) was blank for every model trained through the estimators
+    from mlmm.data.datasets.frames import from_arrays
+    from mlmm.data.specs import TaskSpec
+    from mlmm.data.split import split_indices
+    from mlmm.serve.predict import predict_table
+
+    X, y = make_data()
+    clf = mlmm.MissingModalityClassifier(method="late-fusion", max_epochs=3, random_state=0)
+    scores = clf.fit(X, y).trained_.validation_scores()
+    assert set(scores) == {"a", "b", "a+b"}
+    # "a+b" keeps each row's own modalities: the accuracy on the held-out tenth of fit
+    codes = np.searchsorted(clf.classes_, y)
+    data = from_arrays(X, codes, task=TaskSpec("classification", 3))
+    val = split_indices(data, test_size=0.1, val_size=0.0, seed=0)["test"]
+    held_out = clf.predict({k: v[val] for k, v in X.items()})
+    assert scores["a+b"]["accuracy"] == pytest.approx((held_out == y[val]).mean())
+    table = predict_table(clf.trained_, X)
+    only_b = ~np.isfinite(X["a"][:, 0])
+    assert (table.validation_accuracy[only_b] == scores["b"]["accuracy"]).all()
+    assert table.validation_accuracy.notna().all()
+
+    reg = mlmm.MissingModalityRegressor(method="late-fusion", max_epochs=3, random_state=0)
+    assert "rmse" in reg.fit(X, codes.astype(float)).trained_.validation_scores()["a+b"]
+    # no validation part: nothing to report
+    assert fast(val_size=0.0).fit(*tiny()).trained_.validation == {}

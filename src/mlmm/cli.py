@@ -413,6 +413,8 @@ def _train_table(ctx: typer.Context) -> None:
     kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
     _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
     trainer.update(device=p["device"], precision=p["precision"], progress=not p["quiet"])
+    if method == "auto":  # its budget sets the epochs: --epochs is ignored, as with --dataset
+        trainer.pop("max_epochs")
     trained = fit_table(
         frame,
         modalities,
@@ -431,8 +433,10 @@ def _train_table(ctx: typer.Context) -> None:
     console = _console()
     info = trained.info["data"]
     counts = ", ".join(f"{m} {len(c)}" for m, c in modalities.items())
+    # the class count shows a whole-number value (an age) taken for labels at a glance
+    kinds = f" ({len(trained.classes_)} classes)" if trained.task.is_classification else ""
     console.print(
-        f"{p['data']}: {len(frame)} rows, {info['task']} on {p['target']!r}, modalities "
+        f"{p['data']}: {len(frame)} rows, {info['task']} on {p['target']!r}{kinds}, modalities "
         f"(columns): {counts}",
         markup=False,
     )

@@ -431,6 +431,15 @@ class _MissingModalityEstimator(BaseEstimator):
             progress=self.verbose,
         )
         self.trained_ = trainer.fit(model, train, val, info={"estimator": type(self).__name__})
+        if val is not None:
+            from mlmm.eval.protocol import evaluate
+
+            # each modality subset scored on the unmasked validation part, as run_experiment
+            # records it: the model card's table and mlmm predict's per-row trust column
+            table = evaluate(self.trained_, data.subset(idx["test"]), "none", seed, patterns=False)
+            self.trained_.validation = {
+                f"{r.subset}/{r.metric}": r.value for r in table.itertuples() if r.scope == "subset"
+            }
         self._record_table_columns()
         self.modality_names_ = data.modality_names
         self.n_modalities_in_ = data.n_modalities

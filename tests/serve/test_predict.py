@@ -396,6 +396,46 @@ def test_csv_numbers_are_read_as_numbers_quoted_or_not(hemis_run, tmp_path):
     pd.testing.assert_frame_equal(got, want)
 
 
+@pytest.mark.parametrize(
+    "write",
+    [
+        {"sep": ";"},  # a spreadsheet's CSV in many locales
+        {"sep": ";", "decimal": ","},  # ... with decimal commas: 1,5
+        {"sep": "\t"},
+        {"lineterminator": "\r\n"},  # Windows line endings
+        {"index": True},  # DataFrame.to_csv's default: an unnamed first column, the index
+        {"encoding": "utf-8-sig"},  # Excel's "CSV UTF-8" begins with a byte-order mark
+    ],
+)
+def test_a_csv_is_read_whatever_its_separator_index_and_line_endings(tmp_path, write):
+    # was: a ';' file read as one column named 'a;b;c' (every column unknown), and an index
+    # written by to_csv came back as a column 'Unnamed: 0' that the model called extra
+    from mlmm.serve.predict import read_input
+
+    frame = pd.DataFrame({"a": [1.5, -0.25, np.nan], "b": [2.0, np.nan, 3.0], "c": ["x", "y", "z"]})
+    path = tmp_path / "table.csv"
+    frame.to_csv(path, **{"index": False, **write})
+    pd.testing.assert_frame_equal(read_input(path), frame)
+
+
+def test_a_csv_typed_with_spaces_after_its_commas_names_its_columns_without_them(tmp_path):
+    from mlmm.serve.predict import read_input
+
+    (tmp_path / "typed.csv").write_text("a, b, c\n1.5, 2, x\n-0.25, , y\n")
+    want = pd.DataFrame({"a": [1.5, -0.25], "b": [2.0, np.nan], "c": ["x", "y"]})
+    pd.testing.assert_frame_equal(read_input(tmp_path / "typed.csv"), want)
+
+
+def test_a_csv_in_another_encoding_than_utf8_is_one_line_naming_its_line(tmp_path):
+    # was: "cannot read ... ('utf-8' codec can't decode byte 0xf6 in position 13 ...)", a
+    # position in one of pandas' chunks, and no way out
+    from mlmm.serve.predict import read_input
+
+    (tmp_path / "latin.csv").write_bytes("a,b\n1,2\n3,größe\n".encode("latin-1"))
+    with pytest.raises(MlmmError, match=r"is not UTF-8 text \(line 3, byte b'\\xf6'\); save"):
+        read_input(tmp_path / "latin.csv")
+
+
 def test_a_json_input_is_refused_by_its_suffix_in_one_line(
     hemis_run, tmp_path, monkeypatch, capsys
 ):

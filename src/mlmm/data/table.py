@@ -161,7 +161,9 @@ def check_columns(
         ):
             continue
         text = values[values.notna()]
-        example = f" (e.g. {str(text.iloc[0])[:20]!r} in row {text.index[0]})" if len(text) else ""
+        if not len(text):  # empty in every row (Parquet's null type): the modality is absent
+            continue
+        example = f" (e.g. {str(text.iloc[0])[:20]!r} in row {text.index[0]})"
         raise MlmmError(
             f"column {column!r} of --modality {modality} is not numeric{example}; encode it as "
             "numbers (e.g. one column per category) or leave it out of --modality"
@@ -196,8 +198,9 @@ def infer_task(values: pd.Series, task: str | None = None) -> str:
     whole = numeric and bool((known.to_numpy(dtype=np.float64) % 1 == 0).all())
     if task == "regression" and not numeric:
         example = f" (e.g. {str(known.iloc[0])[:20]!r})" if len(known) else ""
+        kind = "booleans" if pd.api.types.is_bool_dtype(values.dtype) else "text"
         raise MlmmError(
-            f"--task regression needs a numeric target, but column {name!r} holds text"
+            f"--task regression needs a numeric target, but column {name!r} holds {kind}"
             f"{example}; give --task classification, or encode the target as numbers"
         )
     if task == "classification" and numeric and not whole:
@@ -239,8 +242,10 @@ def check_partial(
     if partial != "error":
         return
     columns = {m: [c for c in cols if c in frame.columns] for m, cols in modalities.items()}
+    # NaN where a cell is empty, whatever the column holds: a text cell is not converted here
+    # (reading the features names it in one line), only counted as filled
     arrays = {
-        m: frame[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+        m: np.where(frame[cols].isna().to_numpy(), np.nan, 0.0)  # [N, F]
         for m, cols in columns.items()
         if cols
     }
@@ -251,6 +256,25 @@ def check_partial(
                 f"modality {modality!r} has {len(rows)} row(s) where only some of its columns "
                 f"are empty (first rows: {frame.index[rows[:5]].tolist()}); {fix}"
             )
+
+
+def _check_some_modality(
+    frame: pd.DataFrame, modalities: Mapping[str, Sequence[str]], partial: str
+) -> None:
+    """Refuse, in the command line's words, a training row where no modality is present (the
+    estimators' message names their ``on_empty``, which ``--data`` does not take)."""
+    absent = np.ones(len(frame), dtype=bool)
+    for columns in modalities.values():
+        empty = frame[list(columns)].isna().to_numpy()  # [N, F]
+        absent &= empty.any(axis=1) if partial == "missing" else empty.all(axis=1)
+    rows = np.flatnonzero(absent)
+    if len(rows):
+        what = "some" if partial == "missing" else "every"
+        raise MlmmError(
+            f"{len(rows)} row(s) have no modality present ({what} column of every --modality "
+            f"empty; first rows: {frame.index[rows[:5]].tolist()}); drop them, they hold "
+            "nothing to learn from"
+        )
 
 
 _TRAIN_FIX = (
@@ -321,6 +345,8 @@ def fit_table(
 
     check_columns(frame, modalities, target)
     check_partial(frame, modalities, partial, _TRAIN_FIX)
+    _check_some_modality(frame, modalities, partial)
+    _check_target(frame[target])
     task = infer_task(frame[target], task)
     condition = parse_condition(missing)
     kwargs = {"verbose" if k == "progress" else k: v for k, v in (trainer or {}).items()}
@@ -335,7 +361,19 @@ def fit_table(
     )
     # the other columns stay in X: fit records them as ignored, so a table laid out like this
     # one (an id column...) predicts as it is
-    estimator.fit(frame.drop(columns=[target]), frame[target])
+    try:
+        estimator.fit(frame.drop(columns=[target]), frame[target])
+    except MlmmError as err:  # the stratified validation split names classes by their index
+        counts = frame[target].value_counts()
+        single = [str(c) for c in counts.index[counts < 2]]
+        if task != "classification" or not single or "cannot split" not in str(err):
+            raise
+        raise MlmmError(
+            f"class(es) {single[:5]} of target column {target!r} have a single row, but the "
+            "part held out for early stopping is stratified and needs two rows of each class; "
+            "drop those rows, add rows of those classes, or give --method auto (it "
+            "cross-validates instead)"
+        ) from None
     trained = estimator.trained_
     trained.target_column = target
     trained.info.update(
@@ -387,28 +425,34 @@ def table_dataset(
 
     check_columns(frame, modalities, target)
     check_partial(frame, modalities, partial, _TRAIN_FIX)
+    _check_some_modality(frame, modalities, partial)
+    _check_target(frame[target])
     task = infer_task(frame[target], task)
     mapping = {m: list(c) for m, c in modalities.items()}
     arrays, _ = as_sample_arrays(frame, mapping)
     _check_rows(arrays, partial, "error", False, "fit")
-    y = frame[target].to_numpy()
     if task == "classification":
-        classes, targets = _encode_classes(y)
+        classes, targets = _encode_classes(frame[target].to_numpy())
         spec = TaskSpec("classification", len(classes), tuple(str(c) for c in classes))
     else:
-        targets, spec = _regression_targets(frame[target]), TaskSpec("regression")
+        targets = frame[target].to_numpy(dtype=np.float64, na_value=np.nan)
+        spec = TaskSpec("regression")
     return from_arrays(arrays, targets, task=spec, name=name, partial=partial)
 
 
-def _regression_targets(values: pd.Series) -> np.ndarray:
-    y = values.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.flatnonzero(~np.isfinite(y))
-    if len(bad):
+def _check_target(values: pd.Series) -> None:
+    """One line naming the target column and its first rows that are empty (or infinite)."""
+    import pandas as pd
+
+    bad = values.isna().to_numpy()
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        bad = bad | np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    rows = np.flatnonzero(bad)
+    if len(rows):
         raise MlmmError(
-            f"target column {values.name!r} has {len(bad)} empty or infinite value(s) (first "
-            f"rows: {values.index[bad[:5]].tolist()}); drop those rows"
+            f"target column {values.name!r} has {len(rows)} empty or infinite value(s) (first "
+            f"rows: {values.index[rows[:5]].tolist()}); drop those rows"
         )
-    return y
 
 
 def table_test_dataset(
@@ -431,6 +475,8 @@ def table_test_dataset(
     -------
     MultimodalDataset
     """
+    from mlmm.serve.predict import check_numbers
+
     data_info = trained.info.get("data")
     target = trained.target_column
     if not isinstance(data_info, dict) or target is None:
@@ -444,26 +490,26 @@ def table_test_dataset(
             f"the table has no target column {target!r} (the model was trained with --target "
             f"{target}).{did_you_mean(target, names)}"
         )
+    check_numbers(trained, frame)  # text or booleans: one line, as mlmm predict says it
     partial = partial or data_info.get("partial", "error")
-    fix = "fill them (the model was trained with --partial error, which refuses such rows)"
+    fix = (
+        "fill them, or train with --partial missing to count the modality absent there (this "
+        "model was trained with --partial error, which refuses such rows)"
+    )
     check_partial(frame, trained.table_columns, partial, fix)
     features = trained.as_dataset(frame, partial=partial)
     values = frame[target]
+    _check_target(values)
     if trained.task.is_classification:
         targets = _class_codes(values, trained.classes_.tolist())
     else:
-        targets = _regression_targets(values).astype(np.float32)
+        targets = values.to_numpy(dtype=np.float32, na_value=np.nan)
     return replace(features, targets=targets)
 
 
 def _class_codes(values: pd.Series, classes: list[Any]) -> np.ndarray:
-    """Each label's index in the model's classes; an unseen or empty label is one line."""
-    missing = np.flatnonzero(values.isna().to_numpy())
-    if len(missing):
-        raise MlmmError(
-            f"target column {values.name!r} has {len(missing)} empty value(s) (first rows: "
-            f"{values.index[missing[:5]].tolist()}); drop those rows"
-        )
+    """Each label's index in the model's classes (the labels are known); an unseen label is one
+    line."""
     numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in classes)
 
     def key(value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ NO_MODALITY = "(none)"
 #: In an input file, ``lengths.NAME`` (an array in a .npz, a column in a table) holds the
 #: valid steps per row of the variable-length sequence modality ``NAME``.
 LENGTHS_PREFIX = "lengths."
+#: Separators a ``.csv`` may use: a comma, or (spreadsheets in many locales) a semicolon or a tab.
+CSV_SEPARATORS = (",", ";", "\t")
 
 
 def check_suffix(path: Path, what: str) -> str:
@@ -33,6 +37,34 @@ def check_suffix(path: Path, what: str) -> str:
             f"modality), .parquet or .csv file"
         )
     return suffix
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A ``.csv`` with the separator its header line uses most (``,``, ``;`` or a tab; with
+    ``;``, decimal commas as spreadsheets of many locales write them: ``1,5``); a first column
+    whose header cell is empty (``DataFrame.to_csv``'s index, R's row names) is the row index,
+    not a column."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+        header, start = f.readline(), f.read(1 << 16)
+    sep = max(CSV_SEPARATORS, key=header.count)  # none of them (one column): a comma
+    names = next(csv.reader([header], delimiter=sep), [])
+    index = 0 if len(names) > 1 and not names[0].strip() else None
+    decimal = "," if sep != "," and re.search(r"\d,\d", start) else "."
+    try:
+        # "a, b" (a space after each separator, as typed by hand) names columns a and b, not " b"
+        return pd.read_csv(path, sep=sep, index_col=index, decimal=decimal, skipinitialspace=True)
+    except UnicodeDecodeError:  # pandas names a position in one of its chunks: find the line
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8-sig")
+            line = ""  # pandas failed where Python does not: name no line
+        except UnicodeDecodeError as err:
+            at = err.start
+            line = f" (line {raw.count(bytes([10]), 0, at) + 1}, byte {raw[at : at + 1]!r})"
+        raise MlmmError(
+            f"{str(path)!r} is not UTF-8 text{line}; save it as UTF-8 (in Excel: CSV UTF-8) and "
+            "read it again"
+        ) from None
 
 
 def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
@@ -67,7 +99,9 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
                     f"reading {str(path)!r} needs pyarrow, which is not installed; run: pip "
                     "install 'mlmm[parquet]' (or save the table as .csv)"
                 ) from None
-        return pd.read_csv(path)
+        return _read_csv(path)
+    except MlmmError:
+        raise
     except NUMPY_FILE_ERRORS as err:
         # an empty .npz is an EOFError (the CLI printed a bare "Aborted."), a truncated or
         # corrupt one a BadZipFile or zlib.error, a member's corrupt header numpy's TokenError
@@ -315,7 +349,9 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
     """
     check_numbers(trained, X)
     X, lengths = split_lengths(trained, X)
-    data = trained.as_dataset(X, lengths=lengths)
+    table = trained.info.get("data")  # mlmm train --data --partial missing: its rule here too
+    partial = table.get("partial", "error") if isinstance(table, dict) else "error"
+    data = trained.as_dataset(X, lengths=lengths, partial=partial)
     raw = trained.predict_raw(data, on_empty=on_empty)
     names = data.modality_names
     patterns = [
