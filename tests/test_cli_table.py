@@ -343,8 +343,10 @@ def test_auto_on_a_table(monkeypatch, capsys, tmp_path, tables):
         warnings.simplefilter("always")
         code, printed, err = run(monkeypatch, capsys, *args, "--epochs", "5")
     assert code == 0, err
-    # --epochs is ignored by auto, as its help says (was: the estimator's Python warning)
+    # --epochs is ignored by auto, as its help says, with the one line --dataset prints
+    # (not the estimator's Python warning)
     assert not [w for w in caught if "ignores max_epochs" in str(w.message)]
+    assert "warning: --epochs 5 is ignored with --method auto" in err
     assert "inner cross-validation leaderboard" in printed
     assert not (tmp_path / ".auto.auto-cache").exists()  # its own cache is removed once saved
     code, printed, err = run(monkeypatch, capsys, "evaluate", out, "--data", test)

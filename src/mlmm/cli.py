@@ -251,16 +251,16 @@ def train(
 
     _check_data_options(ctx, ("devices", "dataset_param", "all_subsets"))
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
-    if data is not None:
-        _train_table(ctx)
-        return
-    _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
     if method == "auto" and "epochs" in _given_options(ctx):  # as the estimator warns
         typer.echo(
             f"warning: --epochs {epochs} is ignored with --method auto: its budget sets the "
             f"deep members' epochs; cap them with --param max_epochs={epochs}",
             err=True,
         )
+    if data is not None:
+        _train_table(ctx)
+        return
+    _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
     if devices > 1:  # a bad --precision is refused here, not once per started process
         import torch
 
