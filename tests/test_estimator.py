@@ -376,3 +376,18 @@ def test_fit_records_the_validation_score_of_each_subset_for_the_trust_column():
     assert "rmse" in reg.fit(X, codes.astype(float)).trained_.validation_scores()["a+b"]
     # no validation part: nothing to report
     assert fast(val_size=0.0).fit(*tiny()).trained_.validation == {}
+
+
+def test_a_class_with_one_sample_names_its_label_and_the_fix():
+    """The stratified validation split said "classes with too few members: [2]" (an index)."""
+    rng = np.random.default_rng(0)
+    X = {"a": rng.normal(size=(60, 3)), "b": rng.normal(size=(60, 2))}
+    y = np.repeat(["u", "v", "w"], [29, 30, 1])
+    clf = mlmm.MissingModalityClassifier(method="logistic-mean-impute", random_state=0)
+    with pytest.raises(MlmmError) as err:
+        clf.fit(X, y)
+    message = str(err.value)
+    assert "\n" not in message and "class 'w' has 1 sample(s)" in message
+    assert "val_size=0" in message
+    clf.set_params(val_size=0.0).fit(X, y)  # the fix it names works
+    assert list(clf.classes_) == ["u", "v", "w"]

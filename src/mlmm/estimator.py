@@ -213,6 +213,16 @@ def _validation_split(data: MultimodalDataset, val_size: float, seed: int) -> di
     needed = data.task.n_classes if data.task.is_classification else 2
     if val_size > 0 and (n_val < needed or n - n_val < needed):
         return {"train": np.arange(n), "test": np.arange(0)}
+    if val_size > 0 and data.task.kind == "classification":
+        counts = np.bincount(np.asarray(data.targets), minlength=data.task.n_classes)  # [K]
+        if (counts < 2).any():  # the split is stratified: it needs one of each on both sides
+            k = int(np.argmin(counts))
+            name = data.task.class_names[k] if data.task.class_names else k
+            raise MlmmError(
+                f"class {name!r} has {counts[k]} sample(s); the validation part (val_size="
+                f"{val_size}) is split by class and needs at least 2 of each: add samples of "
+                "it, drop it, or set val_size=0 (trains for max_epochs, no early stopping)"
+            )
     return split_indices(data, test_size=val_size, val_size=0.0, seed=seed)
 
 

@@ -363,10 +363,10 @@ def fit_table(
     # one (an id column...) predicts as it is
     try:
         estimator.fit(frame.drop(columns=[target]), frame[target])
-    except MlmmError as err:  # the stratified validation split names classes by their index
+    except MlmmError as err:  # the estimator's advice (val_size=0) is not a CLI option
         counts = frame[target].value_counts()
         single = [str(c) for c in counts.index[counts < 2]]
-        if task != "classification" or not single or "cannot split" not in str(err):
+        if task != "classification" or not single or "is split by class" not in str(err):
             raise
         raise MlmmError(
             f"class(es) {single[:5]} of target column {target!r} have a single row, but the "
