@@ -639,7 +639,7 @@ class PerModalityKernel(ClassicalReference):
         if not self.task.is_classification:
             # a sample with nothing present (never one the trainer or TrainedModel passes)
             # gets the mean over every modality, on zero inputs
-            use = torch.where(present.any(1, keepdim=True), present, True)  # [B, M]
+            use = present | ~present.any(1, keepdim=True)  # [B, M] (a where with True: no ONNX)
             share = use.to(outputs.dtype) / use.sum(1, keepdim=True)  # [B, M]
             prediction = (share.unsqueeze(2) * outputs).sum(1)  # [B, 1]
         else:  # product rule; nothing present: the training prior
