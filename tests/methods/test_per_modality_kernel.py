@@ -602,6 +602,8 @@ def test_a_gamma_grid_is_saved_with_the_model_and_reloads_with_its_choice(tmp_pa
         n_components=30,
     )
     trained = Trainer(progress=False).fit(model, data)
+    # a width other than 0.5: a reload that dropped the choice would predict otherwise
+    assert set(model.view_gamma.values()) != {0.5}
     assert model.resolved_hyperparameters() == {
         "C": model.view_C,
         "C_grid": None,
@@ -706,6 +708,7 @@ def test_an_auto_ensemble_member_with_a_gamma_grid_reloads_with_its_widths(tmp_p
     trained = Trainer(progress=False).fit(model, data)
     widths = model.models["m0"].view_gamma
     assert set(widths) == set(data.modality_names) and set(widths.values()) <= set(GAMMA_GRID)
+    assert set(widths.values()) != {0.5}  # else a reload that dropped them would look right
     trained.save(tmp_path / "auto")
     loaded = TrainedModel.load(tmp_path / "auto")
     assert loaded.model.models["m0"].view_gamma == widths
