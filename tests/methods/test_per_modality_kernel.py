@@ -542,6 +542,40 @@ def test_gamma_grid_chooses_each_views_gamma_jointly_with_C_and_its_features_use
         assert torch.equal(plain.coef[name], model.coef[name])
 
 
+def test_a_regression_gamma_grid_chooses_each_views_width_by_held_out_squared_error():
+    from mlmm.data.dataset import MultimodalDataset
+
+    rng = np.random.default_rng(0)
+    t = rng.uniform(-3, 3, size=300)
+    b = rng.normal(size=(300, 2))
+    y = (np.sin(3 * t) + 0.5 * b[:, 0]).astype(np.float32)  # a: wiggly part, b: linear part
+    data = MultimodalDataset(
+        specs=[ModalitySpec("a", "vector", (1,)), ModalitySpec("b", "vector", (2,))],
+        task=TaskSpec("regression"),
+        inputs={"a": t[:, None], "b": b},
+        targets=y,
+    )
+    model = create_method(
+        "per-modality-kernel",
+        data.specs,
+        data.task,
+        C="cv",
+        gamma_grid=GAMMA_GRID,
+        n_components=60,
+    )
+    Trainer(progress=False).fit(model, data)
+    for name in ("a", "b"):
+        table = np.asarray(model.cv_losses["gamma"][name])  # [gamma, C]
+        i, j = np.unravel_index(np.argmin(table), table.shape)
+        assert (model.view_gamma[name], model.view_C[name]) == (GAMMA_GRID[i], C_GRID[j])
+    # mean squared errors of the standardised target (a log loss of one column would be 0):
+    # view a alone leaves the linear part's share of the variance, view b the sine's
+    share = np.var(0.5 * b[:, 0]) / y.var()  # about 0.3
+    assert share < np.min(model.cv_losses["gamma"]["a"]) < share + 0.1
+    assert 1 - share < np.min(model.cv_losses["gamma"]["b"]) < 1 - share + 0.1
+    assert model.view_gamma["a"] == 1.0  # the narrow width fits the sine best
+
+
 def test_a_gamma_grid_of_the_default_gamma_alone_fits_the_model_without_one():
     data = _two_views(120, np.random.default_rng(1), b_shape=(6,))
     default = create_method("per-modality-kernel", data.specs, data.task, C="cv", n_components=30)
@@ -568,6 +602,8 @@ def test_a_gamma_grid_is_saved_with_the_model_and_reloads_with_its_choice(tmp_pa
         n_components=30,
     )
     trained = Trainer(progress=False).fit(model, data)
+    # a width other than 0.5: a reload that dropped the choice would predict otherwise
+    assert set(model.view_gamma.values()) != {0.5}
     assert model.resolved_hyperparameters() == {
         "C": model.view_C,
         "C_grid": None,
@@ -672,6 +708,7 @@ def test_an_auto_ensemble_member_with_a_gamma_grid_reloads_with_its_widths(tmp_p
     trained = Trainer(progress=False).fit(model, data)
     widths = model.models["m0"].view_gamma
     assert set(widths) == set(data.modality_names) and set(widths.values()) <= set(GAMMA_GRID)
+    assert set(widths.values()) != {0.5}  # else a reload that dropped them would look right
     trained.save(tmp_path / "auto")
     loaded = TrainedModel.load(tmp_path / "auto")
     assert loaded.model.models["m0"].view_gamma == widths

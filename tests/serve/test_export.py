@@ -323,6 +323,14 @@ def _variable_length(data):
         ("lda-em", {"shrinkage": 0.5}, "classification", False),
         ("lda-em", {"shrinkage": 0.5}, "classification", True),
         ("lda-em", {}, "regression", False),
+        # one RBF width per view (as gamma_grid chooses them): the graph must use each one
+        (
+            "per-modality-kernel",
+            {"gamma": {"a": 0.05, "b": 0.5, "s": 5.0}},
+            "classification",
+            False,
+        ),
+        ("per-modality-kernel", {"gamma": {"a": 0.05, "b": 0.5, "s": 5.0}}, "regression", True),
     ],
 )
 def test_classical_references_export_and_answer_as_pytorch_on_every_pattern(
@@ -394,3 +402,41 @@ def test_an_lda_em_export_solves_each_presence_pattern_once(tmp_path, monkeypatc
     monkeypatch.setattr(LdaEm, "_linear_map", lambda self, o: solved.append(1) or original(self, o))
     export_onnx(trained, tmp_path / "model.onnx")
     assert len(solved) == 2**data.n_modalities  # the empty pattern too
+
+
+def test_a_per_modality_kernel_with_a_gamma_grid_exports_each_views_chosen_width(tmp_path):
+    from mlmm.data.dataset import MultimodalDataset
+    from mlmm.data.specs import ModalitySpec, TaskSpec
+
+    rng = np.random.default_rng(0)
+    t = rng.uniform(-3, 3, size=200)
+    y = (np.sin(3 * t) > 0).astype(np.int64)  # view a: the class flips along t (narrow wins)
+    b = rng.normal(size=(200, 2))
+    b[:, 0] += 1.5 * (2 * y - 1)  # view b: a linear signal (wide wins)
+    observed = rng.random((200, 2)) > 0.3
+    observed[np.arange(200), np.arange(200) % 2] = True
+    data = MultimodalDataset(
+        specs=[ModalitySpec("a", "vector", (1,)), ModalitySpec("b", "vector", (2,))],
+        task=TaskSpec("classification", 2),
+        inputs={"a": t[:, None], "b": b},
+        targets=y,
+        observed=observed,
+    )
+    model = mlmm.create_method(
+        "per-modality-kernel",
+        data.specs,
+        data.task,
+        C="cv",
+        gamma_grid=[0.05, 5.0],
+        n_components=60,
+    )
+    trained = Trainer(progress=False).fit(model, data)
+    assert len(set(model.view_gamma.values())) == 2  # the views differ: one width would not do
+    export_onnx(trained, tmp_path / "model.onnx")
+    feed = {m: data.inputs[m].astype(np.float32) for m in data.modality_names}
+    got = onnx_session(tmp_path / "model.onnx").run(
+        ["probabilities"], {**feed, "present": data.observed}
+    )[0]
+    np.testing.assert_allclose(got, trained.predict_proba(data), rtol=0, atol=1e-5)
+    model.view_gamma = dict.fromkeys(model.view_gamma, 0.5)  # as a graph of one width answers
+    assert np.abs(got - trained.predict_proba(data)).max() > 1e-2

@@ -470,7 +470,8 @@ class PerModalityKernel(ClassicalReference):
         self, train: MultimodalBatch, val: MultimodalBatch | None, random_state: int
     ) -> None:
         """Fit every modality's model on the training samples that have the modality (first
-        choosing its ``C`` and then ``beta`` by inner cross-validation where asked)."""
+        choosing its ``C``, with its ``gamma`` where a ``gamma_grid`` is given, and then
+        ``beta`` by inner cross-validation where asked)."""
         # a fixed stream, not the trainer's seed: the landmarks are a uniform sample either
         # way, and a model that does not depend on the seed is easier to compare across seeds
         rng = np.random.default_rng(LANDMARK_SEED)
@@ -558,9 +559,7 @@ class PerModalityKernel(ClassicalReference):
         ``x`` ``[N_m, D_m]`` are the view's training rows, ``y`` ``[N_m]`` their targets; the
         landmark rows are drawn once from ``rng``, as with one ``gamma``.
         """
-        grid = self.gamma_grid or (DEFAULT_GAMMA,)
-        if self.view_gamma is None:
-            self.view_gamma = {}
+        grid = self.gamma_grid  # set: fit_classical calls this only with one
         xs = x.double().cpu().numpy()
         landmarks = xs[landmark_rows(len(xs), self.n_components, rng)]  # [L, D_m]
         projections, phis, chosen_C, per_gamma = [], [], [], []
@@ -639,7 +638,7 @@ class PerModalityKernel(ClassicalReference):
         if not self.task.is_classification:
             # a sample with nothing present (never one the trainer or TrainedModel passes)
             # gets the mean over every modality, on zero inputs
-            use = torch.where(present.any(1, keepdim=True), present, True)  # [B, M]
+            use = present | ~present.any(1, keepdim=True)  # [B, M] (a where with True: no ONNX)
             share = use.to(outputs.dtype) / use.sum(1, keepdim=True)  # [B, M]
             prediction = (share.unsqueeze(2) * outputs).sum(1)  # [B, 1]
         else:  # product rule; nothing present: the training prior
