@@ -208,6 +208,25 @@ def test_temporaries_of_writers_killed_mid_write_are_removed_by_the_next_write(t
     assert left == set(planted.values()) - {planted["live"]}
 
 
+def test_the_writer_tag_tells_apart_machines_cloned_with_one_name_and_machine_id(
+    tmp_path, monkeypatch
+):
+    """Two machines (or containers of one image) of one host name and machine id, in their
+    first PID namespace (whose id is the same on every Linux), had one writer tag: each
+    removed the other's live temporaries on a shared disk as those of writers gone. The boot
+    id (random per machine and boot) tells them apart."""
+    files = []
+    for boot in ("0f3e", "9a1c"):
+        file = tmp_path / f"boot-{boot}"
+        file.write_text(f"{boot}-machine-boot\n")
+        files.append(file)
+    tags = set()
+    for file in files:
+        monkeypatch.setattr("mlmm.utils._HOST_FILES", ("/etc/machine-id", str(file)))
+        tags.add(_host_tag())
+    assert len(tags) == 2
+
+
 def test_a_file_name_too_long_for_a_temporary_beside_it_is_written(tmp_path):
     """A file name of 250 characters (within the 255 file systems allow) could not be written:
     its temporary file's name, the name plus about 15 characters, was too long."""

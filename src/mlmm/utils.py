@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import socket
 import tempfile
 import unicodedata
@@ -75,16 +76,30 @@ def _temporary_stem(name: str) -> str:
     return f"{start}~{zlib.crc32(name.encode()):08x}"
 
 
+#: Files that tell machines (and boots) apart where the host name does not: machines cloned
+#: from one image share /etc/machine-id, and containers of one image their host name too
+_HOST_FILES = ("/etc/machine-id", "/proc/sys/kernel/random/boot_id")
+
+
 def _host_tag() -> str:
-    """This host (its name, its machine id and PID namespace, where it has them) as 8 hex
+    """This host (its name, machine id, boot id and PID namespace, where it has them) as 8 hex
     digits: a temporary file's writer is judged gone only by a process that sees the same
-    processes under the same ids (not by another machine of the same name on a shared disk)."""
-    namespace = machine = ""
+    processes under the same ids (not by another machine or container of the same name on a
+    shared disk, nor after a reboot, when the process ids start again)."""
+    parts = [socket.gethostname()]
+    for file in _HOST_FILES:
+        with contextlib.suppress(OSError), open(file, "rb") as fh:
+            parts.append(fh.read(64).decode(errors="replace").strip())
     with contextlib.suppress(OSError):
-        namespace = os.readlink("/proc/self/ns/pid")
-    with contextlib.suppress(OSError), open("/etc/machine-id", "rb") as fh:
-        machine = fh.read(64).decode(errors="replace").strip()
-    return f"{zlib.crc32(f'{socket.gethostname()}|{machine}|{namespace}'.encode()):08x}"
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return f"{zlib.crc32('|'.join(parts).encode()):08x}"
+
+
+def temporary_prefix(path: Path) -> str:
+    """The start of the name of a temporary file or folder written for ``path`` (beside it):
+    ``.NAME.p<pid>-h<host>.``; with a random part and ``.tmp`` after it, the next write of
+    ``path`` removes it once its writer is gone (:func:`remove_stale_temporaries`)."""
+    return _TEMPORARY.format(stem=_temporary_stem(path.name), pid=os.getpid(), host=_host_tag())
 
 
 def process_gone(pid: int) -> bool:
@@ -100,20 +115,22 @@ def process_gone(pid: int) -> bool:
     return False
 
 
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
+def remove_stale_temporaries(path: str | Path, folders: bool = False) -> list[Path]:
     """Remove the temporary files that :func:`atomic_write` calls for ``path`` left behind
-    when killed (``kill -9``, a power cut): those whose writer, named in the file name, is a
-    process of this host that no longer exists.
+    when killed (``kill -9``): those whose writer, named in the file name, is a process of
+    this host (and boot) that no longer exists. ``folders``: remove the temporary folders
+    (named by :func:`temporary_prefix`) that a :class:`~mlmm.data.lazy.DatasetWriter` left,
+    instead of files.
 
     A temporary file of a live process (another process writing ``path`` right now, or this
-    one), of another host sharing the folder, or of a version of mlmm that did not name its
-    writer is never removed. Errors (a folder that cannot be listed) are ignored: the files
-    are litter, not data.
+    one), of another host sharing the folder, of a previous boot (a power cut), or of a
+    version of mlmm that did not name its writer is never removed. Errors (a folder that
+    cannot be listed) are ignored: the files are litter, not data.
 
     Returns
     -------
     list of pathlib.Path
-        The files removed.
+        The files (or folders) removed.
     """
     path = Path(path)
     prefix = unicodedata.normalize("NFC", f".{_temporary_stem(path.name)}")
@@ -132,8 +149,9 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
         if match is None or match[2] != host or int(match[1]) == own:
             continue
         with contextlib.suppress(OSError):
-            if entry.is_file(follow_symlinks=False) and process_gone(int(match[1])):
-                os.unlink(entry.path)
+            ours = entry.is_dir if folders else entry.is_file  # a symlink is neither
+            if ours(follow_symlinks=False) and process_gone(int(match[1])):
+                (shutil.rmtree if folders else os.unlink)(entry.path)
                 removed.append(Path(entry.path))
     return removed
 
@@ -153,10 +171,7 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)  # first: on a full disk, the space they hold comes back
-        prefix = _TEMPORARY.format(
-            stem=_temporary_stem(path.name), pid=os.getpid(), host=_host_tag()
-        )
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise _write_error(path, err) from err
     try:

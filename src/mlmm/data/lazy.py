@@ -47,6 +47,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset, _as_groups, as_observed
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
+from mlmm.utils import remove_stale_temporaries, temporary_prefix
 
 MANIFEST = "mlmm-dataset.json"
 FORMAT = "mlmm-out-of-core"
@@ -830,10 +831,12 @@ def batches_for(
 class DatasetWriter:
     """Write an out-of-core folder chunk by chunk, atomically.
 
-    Rows are written into ``.NAME.tmp-*`` beside ``path`` (each input an ``.npy`` file
-    written sequentially, so memory stays one chunk however large the data) and the
-    folder is renamed into place by :meth:`close` once all ``n_samples`` rows are in. A
-    writer that fails or is not closed leaves no folder at ``path``.
+    Rows are written into ``.NAME.p<pid>-h<host>.<random>.tmp`` beside ``path`` (each input
+    an ``.npy`` file written sequentially, so memory stays one chunk however large the data)
+    and the folder is renamed into place by :meth:`close` once all ``n_samples`` rows are in.
+    A writer that fails or is not closed leaves no folder at ``path``; the folder of a writer
+    killed (``kill -9``) is removed by the next writer of ``path`` on this host
+    (:func:`mlmm.utils.remove_stale_temporaries`), never that of a live one.
 
     Parameters
     ----------
@@ -879,7 +882,12 @@ class DatasetWriter:
             )
         self.n_samples, self.name, self.written = n_samples, name, 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        remove_stale_temporaries(self.path, folders=True)  # those of writers killed (kill -9)
+        self._tmp = Path(
+            tempfile.mkdtemp(
+                prefix=temporary_prefix(self.path), suffix=".tmp", dir=self.path.parent
+            )
+        )
         (self._tmp / "inputs").mkdir()
         # plain sequential writes (not a writable memory map): written pages go to the
         # kernel's page cache and never count in this process's resident memory
