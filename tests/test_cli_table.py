@@ -253,6 +253,36 @@ def test_auto_on_a_table(monkeypatch, capsys, tmp_path, tables):
     assert "auto" in printed and "accuracy" in printed
 
 
+def test_auto_on_a_table_says_in_the_cli_line_that_it_ignores_epochs(
+    monkeypatch, capsys, tmp_path, tables
+):
+    """`mlmm train --data ... --method auto --epochs 3` skipped train's one-line warning (the
+    --data branch returned before it) and passed --epochs on to the estimator, whose Python
+    warning (a file and line, advice in Python's words: method_params=) was all it said."""
+    import functools
+    import warnings
+
+    import mlmm.tune.auto
+    from mlmm.errors import MlmmError
+
+    @functools.wraps(mlmm.tune.auto.fit_auto)  # its options are checked by its signature
+    def stop_before_training(*args, **kwargs):
+        raise MlmmError("stopped before training")
+
+    monkeypatch.setattr(mlmm.tune.auto, "fit_auto", stop_before_training)
+    args = train_args(tables[0], tmp_path / "auto", "--method", "auto", "--epochs", "3")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert err.splitlines() == [
+        "warning: --epochs 3 is ignored with --method auto: its budget sets the deep members' "
+        "epochs; cap them with --param max_epochs=3",
+        "error: stopped before training",
+    ]
+    assert not [w for w in caught if "max_epochs" in str(w.message)]
+
+
 @pytest.mark.parametrize("labels", ["whole numbers", "booleans"])
 def test_number_and_boolean_labels_map_back_to_the_model_classes(
     monkeypatch, capsys, tmp_path, tables, labels

@@ -251,9 +251,6 @@ def train(
 
     _check_data_options(ctx, ("devices", "dataset_param", "all_subsets"))
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
-    if data is not None:
-        _train_table(ctx)
-        return
     _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
     if method == "auto" and "epochs" in _given_options(ctx):  # as the estimator warns
         typer.echo(
@@ -261,6 +258,9 @@ def train(
             f"deep members' epochs; cap them with --param max_epochs={epochs}",
             err=True,
         )
+    if data is not None:
+        _train_table(ctx)
+        return
     if devices > 1:  # a bad --precision is refused here, not once per started process
         import torch
 
@@ -397,7 +397,9 @@ def _train_table(ctx: typer.Context) -> None:
             "--missing"
         )
     frame, modalities = _read_table_options(ctx)
-    trainer = {"max_epochs": p["epochs"], "batch_size": p["batch_size"], "lr": p["lr"]}
+    trainer = {"batch_size": p["batch_size"], "lr": p["lr"]}
+    if method != "auto":  # auto's budget sets the epochs (train has said so for --epochs)
+        trainer["max_epochs"] = p["epochs"]
     method_params = _parse_params(p["param"])
     if p["params"] is not None:
         from mlmm.tune.study import read_params
