@@ -17,6 +17,7 @@ from mlmm.utils import (
     _host_tag,
     _temporary_stem,
     atomic_write,
+    check_name_length,
     check_output_file,
     derive_seed,
     resolve_device,
@@ -362,3 +363,24 @@ def test_an_output_name_too_long_for_the_file_system_is_one_line_before_the_work
     with atomic_write(fits) as fh:
         fh.write("x")
     assert fits.read_text() == "x"
+
+
+def test_a_name_is_measured_as_its_file_system_counts_and_never_refused_without_a_limit(
+    tmp_path, monkeypatch
+):
+    """Windows' file systems take 255 UTF-16 code units: a name of 132 accented letters (260
+    bytes in UTF-8) was refused there as over 255 bytes; and a file system that tells no
+    limit (pathconf -1, or 0 from some FUSE ones) refused every name."""
+    long = "é" * 128 + ".csv"  # 132 characters, 260 bytes
+    with pytest.raises(MlmmError, match="its name is 260 bytes long"):
+        check_name_length(tmp_path / long, "--out")
+    monkeypatch.setattr("mlmm.utils._NAMES_IN_UTF16", True)
+    monkeypatch.setattr(os, "pathconf", lambda *a: 255)
+    check_name_length(tmp_path / long, "--out")  # 132 characters: taken
+    with pytest.raises(MlmmError, match=r"is 256 characters long.*at most 255 characters"):
+        check_name_length(tmp_path / ("λ" * 252 + ".csv"), "--out")
+    check_name_length(tmp_path / long, "--out", beside=14)
+    monkeypatch.setattr("mlmm.utils._NAMES_IN_UTF16", False)
+    for unknown in (-1, 0):
+        monkeypatch.setattr(os, "pathconf", lambda *a, unknown=unknown: unknown)
+        check_name_length(tmp_path / long, "--out")

@@ -62,6 +62,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 #: Longest file name (bytes) most file systems take (NAME_MAX of ext4, XFS, APFS, NTFS).
 _NAME_MAX = 255
+#: Windows' file systems (NTFS, exFAT, FAT) count a name's UTF-16 code units, not its bytes
+_NAMES_IN_UTF16 = os.name == "nt"
 #: ``.NAME.p<pid>-h<host>.<random>.tmp``: what :func:`atomic_write` writes beside ``NAME``
 _TEMPORARY = ".{stem}.p{pid}-h{host}."
 _TEMPORARY_TAIL = re.compile(r"\.p(\d+)-h([0-9a-f]{8})\.[a-z0-9_]+\.tmp")
@@ -304,7 +306,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_name_length(path: Path, what: str, beside: int = 0) -> None:
-    """Refuse, in one line, a file name longer than the file system of ``path`` takes.
+    """Refuse, in one line, a file name longer than the file system of ``path`` takes (in
+    bytes; on Windows in UTF-16 code units, as its file systems count; no refusal where the
+    file system tells no limit).
 
     ``beside``: how many bytes longer a name mlmm writes beside ``path`` is (a model's
     ``.NAME.tmp-XXXXXXXX`` folder: 14; SQLite's ``NAME-journal``: 8), so that a name that
@@ -320,13 +324,19 @@ def check_name_length(path: Path, what: str, beside: int = 0) -> None:
     longest = _NAME_MAX
     with contextlib.suppress(OSError, ValueError, AttributeError):  # no pathconf on Windows
         longest = os.pathconf(parent, "PC_NAME_MAX")
-    size = len(os.fsencode(Path(path).name))
+    if longest < 1:  # -1: no limit, or none the file system tells (0 from some FUSE ones)
+        return
+    name = Path(path).name
+    if _NAMES_IN_UTF16:
+        size, unit = len(name.encode("utf-16-le")) // 2, "characters"
+    else:
+        size, unit = len(os.fsencode(name)), "bytes"
     if size + beside > longest:
-        companion = f" (mlmm writes a name {beside} bytes longer beside it)" if beside else ""
+        companion = f" (mlmm writes a name {beside} {unit} longer beside it)" if beside else ""
         raise MlmmError(
-            f"cannot write {path}: its name is {size} bytes long, and this file system takes "
-            f"names of {longest} bytes at most{companion}; choose a shorter {what} name (at "
-            f"most {longest - beside} bytes)"
+            f"cannot write {path}: its name is {size} {unit} long, and this file system takes "
+            f"names of {longest} {unit} at most{companion}; choose a shorter {what} name (at "
+            f"most {longest - beside} {unit})"
         )
 
 
