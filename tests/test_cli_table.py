@@ -3,6 +3,7 @@
 import io
 import json
 import re
+import shlex
 import sys
 
 import numpy as np
@@ -235,8 +236,12 @@ def test_tune_on_a_table_then_train_with_its_params(monkeypatch, capsys, tmp_pat
     )  # fmt: skip
     assert code == 0, err
     assert "(120 training samples, 2 fold(s)): 1 trials" in " ".join(printed.split())
-    args = train_args(train, tmp_path / "m", "--method", "late-fusion", "--epochs", "2")
-    code, _, err = run(monkeypatch, capsys, *args, "--params", best, "--quiet")
+    # the train command it suggests carries the table's options: pasted, it trains
+    line = " ".join(printed.split("wrote ", 1)[1].split("\n"))  # a long line may be wrapped
+    suggested = shlex.split(line.split(": ", 1)[1].strip().removesuffix(" ..."))
+    assert suggested[:4] == ["mlmm", "train", "--data", str(train)]
+    args = [*suggested[1:], "--out", tmp_path / "m", "--epochs", "2", "--quiet"]
+    code, _, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
 
 

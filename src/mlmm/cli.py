@@ -610,7 +610,14 @@ def tune_command(
     console.print(f"study {result.study_key} in {store}")
     if params_out is not None:
         path = result.save(params_out)
+        # the data as tuned (train refuses the file for other --dataset-param), to paste
         source = ["--dataset", dataset] if data is None else ["--data", str(data)]
+        names = ["dataset_param"] if data is None else ["target", "modality", "task", "partial"]
+        for name in [*names, "missing"]:
+            if name in _given_options(ctx):
+                value = ctx.params[name]
+                for item in value if isinstance(value, list) else [value]:
+                    source += [_option_name(name), str(item)]
         again = ["mlmm", "train", *source, "--method", method, "--seed", str(seed)]
         console.print(  # quoted to paste (a path with spaces), shown as typed (no markup)
             f"wrote {path}: {shlex.join([*again, '--params', str(path)])} ...",
