@@ -294,11 +294,7 @@ def train(
         method_params = {**tuned_params, **method_params}
         given = _given_options(ctx)
         trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
-    own_cache = method == "auto" and "cache_dir" not in method_params
-    if own_cache:  # finished folds survive an interruption; a rerun resumes from them
-        method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
-    kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
-    _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
+    own_cache = _own_auto_cache(out, method, method_params)
     res = run_experiment(
         dataset,
         method,
@@ -318,14 +314,7 @@ def train(
     console.print(f"device {device}, precision {res.trained.precision}")
     _print_training(console, res.trained)
     _print_tables(console, res.table, all_subsets)
-    if method == "auto":
-        import shutil
-
-        from mlmm.tune.auto import leaderboard
-
-        if own_cache:
-            shutil.rmtree(method_params["cache_dir"], ignore_errors=True)
-        console.print(_table(leaderboard(res.trained), "auto: inner cross-validation leaderboard"))
+    _print_auto(console, method, res.trained, own_cache)
     console.print(
         f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
         f"{res.trained.train_seconds:.1f}s)"
@@ -335,6 +324,32 @@ def train(
             f"trained data-parallel in {process.world_size} processes ({process.backend})"
         )
     distributed.leave()
+
+
+def _own_auto_cache(out: Path, method: str, method_params: dict[str, Any]) -> str | None:
+    """``--method auto`` without a ``cache_dir``: its folds cached beside ``out``, so that
+    finished folds survive an interruption and a rerun resumes from them (said in the
+    interrupt line). Returns that cache folder, train's own (removed once saved), or None."""
+    own_cache = None
+    if method == "auto" and "cache_dir" not in method_params:
+        own_cache = method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
+    kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
+    _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
+    return own_cache
+
+
+def _print_auto(console: Any, method: str, trained: Any, own_cache: str | None) -> None:
+    """After a saved ``--method auto`` model: remove train's own fold cache (``own_cache``)
+    and print the inner cross-validation leaderboard."""
+    if method != "auto":
+        return
+    import shutil
+
+    from mlmm.tune.auto import leaderboard
+
+    if own_cache is not None:
+        shutil.rmtree(own_cache, ignore_errors=True)
+    console.print(_table(leaderboard(trained), "auto: inner cross-validation leaderboard"))
 
 
 def _option_name(name: str) -> str:
@@ -409,11 +424,7 @@ def _train_table(ctx: typer.Context) -> None:
         method_params = {**tuned_params, **method_params}
         given = _given_options(ctx)
         trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
-    own_cache = method == "auto" and "cache_dir" not in method_params
-    if own_cache:  # as train --dataset: finished folds survive an interruption
-        method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
-    kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
-    _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
+    own_cache = _own_auto_cache(out, method, method_params)
     trainer.update(device=p["device"], precision=p["precision"], progress=not p["quiet"])
     trained = fit_table(
         frame,
@@ -439,14 +450,7 @@ def _train_table(ctx: typer.Context) -> None:
         markup=False,
     )
     _print_training(console, trained)
-    if method == "auto":
-        import shutil
-
-        from mlmm.tune.auto import leaderboard
-
-        if own_cache:
-            shutil.rmtree(method_params["cache_dir"], ignore_errors=True)
-        console.print(_table(leaderboard(trained), "auto: inner cross-validation leaderboard"))
+    _print_auto(console, method, trained, own_cache)
     console.print(
         f"saved model to [bold]{path}[/bold] ({trained.n_parameters():,} parameters, "
         f"{trained.train_seconds:.1f}s); score it on a held-out table with: mlmm evaluate "
