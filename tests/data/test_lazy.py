@@ -278,6 +278,17 @@ def test_the_folder_of_a_writer_killed_mid_write_is_removed_by_the_next_writer(t
         alive.wait()
 
 
+def test_a_folder_name_too_long_is_refused_before_the_rows_are_written(tmp_path):
+    """A folder name over 255 bytes was found out at close(), by the rename after every row
+    had been written."""
+    ds = _mixed(20)
+    with pytest.raises(MlmmError, match=r"its name is 256 bytes long.*shorter folder name"):
+        DatasetWriter(tmp_path / ("d" * 256), ds.specs, ds.task, n_samples=20)
+    assert list(tmp_path.iterdir()) == []
+    target = tmp_path / ("d" * 255)  # fits: its temporary folder's name is shortened
+    assert open_dataset(write_dataset(ds, target)).n_samples == 20
+
+
 def test_bad_files_are_one_line_errors(tmp_path):
     ds = _mixed(20)
     _write_npz(ds, tmp_path / "c.npz", compressed=True)

@@ -47,7 +47,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset, _as_groups, as_observed
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
-from mlmm.utils import remove_stale_temporaries, temporary_prefix
+from mlmm.utils import check_name_length, remove_stale_temporaries, temporary_prefix
 
 MANIFEST = "mlmm-dataset.json"
 FORMAT = "mlmm-out-of-core"
@@ -841,7 +841,8 @@ class DatasetWriter:
     Parameters
     ----------
     path : str or Path
-        The folder to create (refused if it exists, unless ``overwrite``).
+        The folder to create (refused if it exists, unless ``overwrite``, or if its name is
+        longer than its file system takes).
     specs, task : ModalitySpec sequence, TaskSpec
     n_samples : int
         Rows the folder will hold.
@@ -875,6 +876,7 @@ class DatasetWriter:
             )
         if not isinstance(n_samples, int) or n_samples < 1:
             raise MlmmError(f"n_samples must be a positive integer, got {n_samples!r}")
+        check_name_length(self.path, "folder")  # before the rows, not at the rename after them
         if self.path.exists() and not (overwrite and (self.path / MANIFEST).exists()):
             raise MlmmError(
                 f"{self.path} exists; choose a new path"
