@@ -3,6 +3,7 @@
 import io
 import json
 import re
+import shlex
 import sys
 import warnings
 
@@ -324,8 +325,12 @@ def test_tune_on_a_table_then_train_with_its_params(monkeypatch, capsys, tmp_pat
     )  # fmt: skip
     assert code == 0, err
     assert "(120 training samples, 2 fold(s)): 1 trials" in " ".join(printed.split())
-    args = train_args(train, tmp_path / "m", "--method", "late-fusion", "--epochs", "2")
-    code, _, err = run(monkeypatch, capsys, *args, "--params", best, "--quiet")
+    # the train command it suggests carries the table's options: pasted, it trains
+    line = " ".join(printed.split("wrote ", 1)[1].split("\n"))  # a long line may be wrapped
+    suggested = shlex.split(line.split(": ", 1)[1].strip().removesuffix(" ..."))
+    assert suggested[:4] == ["mlmm", "train", "--data", str(train)]
+    args = [*suggested[1:], "--out", tmp_path / "m", "--epochs", "2", "--quiet"]
+    code, _, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     # the tuned point is the one trained (code 0 alone held with the file ignored)
     tuned = yaml.safe_load(best.read_text())
@@ -343,15 +348,43 @@ def test_auto_on_a_table(monkeypatch, capsys, tmp_path, tables):
         warnings.simplefilter("always")
         code, printed, err = run(monkeypatch, capsys, *args, "--epochs", "5")
     assert code == 0, err
-    # --epochs is ignored by auto, as its help says, with the one line --dataset prints
-    # (not the estimator's Python warning)
+    # --epochs is ignored by auto, as its help says (was: the estimator's Python warning)
     assert not [w for w in caught if "ignores max_epochs" in str(w.message)]
-    assert "warning: --epochs 5 is ignored with --method auto" in err
     assert "inner cross-validation leaderboard" in printed
     assert not (tmp_path / ".auto.auto-cache").exists()  # its own cache is removed once saved
     code, printed, err = run(monkeypatch, capsys, "evaluate", out, "--data", test)
     assert code == 0, err
     assert "auto" in printed and "accuracy" in printed
+
+
+def test_auto_on_a_table_says_in_the_cli_line_that_it_ignores_epochs(
+    monkeypatch, capsys, tmp_path, tables
+):
+    """`mlmm train --data ... --method auto --epochs 3` skipped train's one-line warning (the
+    --data branch returned before it) and passed --epochs on to the estimator, whose Python
+    warning (a file and line, advice in Python's words: method_params=) was all it said."""
+    import functools
+    import warnings
+
+    import mlmm.tune.auto
+    from mlmm.errors import MlmmError
+
+    @functools.wraps(mlmm.tune.auto.fit_auto)  # its options are checked by its signature
+    def stop_before_training(*args, **kwargs):
+        raise MlmmError("stopped before training")
+
+    monkeypatch.setattr(mlmm.tune.auto, "fit_auto", stop_before_training)
+    args = train_args(tables[0], tmp_path / "auto", "--method", "auto", "--epochs", "3")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert err.splitlines() == [
+        "warning: --epochs 3 is ignored with --method auto: its budget sets the deep members' "
+        "epochs; cap them with --param max_epochs=3",
+        "error: stopped before training",
+    ]
+    assert not [w for w in caught if "max_epochs" in str(w.message)]
 
 
 @pytest.mark.parametrize("labels", ["whole numbers", "booleans"])

@@ -17,6 +17,7 @@ from mlmm.utils import (
     _host_tag,
     _temporary_stem,
     atomic_write,
+    check_name_length,
     check_output_file,
     derive_seed,
     resolve_device,
@@ -208,6 +209,25 @@ def test_temporaries_of_writers_killed_mid_write_are_removed_by_the_next_write(t
     assert left == set(planted.values()) - {planted["live"]}
 
 
+def test_the_writer_tag_tells_apart_machines_cloned_with_one_name_and_machine_id(
+    tmp_path, monkeypatch
+):
+    """Two machines (or containers of one image) of one host name and machine id, in their
+    first PID namespace (whose id is the same on every Linux), had one writer tag: each
+    removed the other's live temporaries on a shared disk as those of writers gone. The boot
+    id (random per machine and boot) tells them apart."""
+    files = []
+    for boot in ("0f3e", "9a1c"):
+        file = tmp_path / f"boot-{boot}"
+        file.write_text(f"{boot}-machine-boot\n")
+        files.append(file)
+    tags = set()
+    for file in files:
+        monkeypatch.setattr("mlmm.utils._HOST_FILES", ("/etc/machine-id", str(file)))
+        tags.add(_host_tag())
+    assert len(tags) == 2
+
+
 def test_a_file_name_too_long_for_a_temporary_beside_it_is_written(tmp_path):
     """A file name of 250 characters (within the 255 file systems allow) could not be written:
     its temporary file's name, the name plus about 15 characters, was too long."""
@@ -343,3 +363,24 @@ def test_an_output_name_too_long_for_the_file_system_is_one_line_before_the_work
     with atomic_write(fits) as fh:
         fh.write("x")
     assert fits.read_text() == "x"
+
+
+def test_a_name_is_measured_as_its_file_system_counts_and_never_refused_without_a_limit(
+    tmp_path, monkeypatch
+):
+    """Windows' file systems take 255 UTF-16 code units: a name of 132 accented letters (260
+    bytes in UTF-8) was refused there as over 255 bytes; and a file system that tells no
+    limit (pathconf -1, or 0 from some FUSE ones) refused every name."""
+    long = "é" * 128 + ".csv"  # 132 characters, 260 bytes
+    with pytest.raises(MlmmError, match="its name is 260 bytes long"):
+        check_name_length(tmp_path / long, "--out")
+    monkeypatch.setattr("mlmm.utils._NAMES_IN_UTF16", True)
+    monkeypatch.setattr(os, "pathconf", lambda *a: 255)
+    check_name_length(tmp_path / long, "--out")  # 132 characters: taken
+    with pytest.raises(MlmmError, match=r"is 256 characters long.*at most 255 characters"):
+        check_name_length(tmp_path / ("λ" * 252 + ".csv"), "--out")
+    check_name_length(tmp_path / long, "--out", beside=14)
+    monkeypatch.setattr("mlmm.utils._NAMES_IN_UTF16", False)
+    for unknown in (-1, 0):
+        monkeypatch.setattr(os, "pathconf", lambda *a, unknown=unknown: unknown)
+        check_name_length(tmp_path / long, "--out")

@@ -251,6 +251,7 @@ def train(
 
     _check_data_options(ctx, ("devices", "dataset_param", "all_subsets"))
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
+    _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
     if method == "auto" and "epochs" in _given_options(ctx):  # as the estimator warns
         typer.echo(
             f"warning: --epochs {epochs} is ignored with --method auto: its budget sets the "
@@ -260,7 +261,6 @@ def train(
     if data is not None:
         _train_table(ctx)
         return
-    _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
     if devices > 1:  # a bad --precision is refused here, not once per started process
         import torch
 
@@ -294,11 +294,7 @@ def train(
         method_params = {**tuned_params, **method_params}
         given = _given_options(ctx)
         trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
-    own_cache = method == "auto" and "cache_dir" not in method_params
-    if own_cache:  # finished folds survive an interruption; a rerun resumes from them
-        method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
-    kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
-    _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
+    own_cache = _own_auto_cache(out, method, method_params)
     res = run_experiment(
         dataset,
         method,
@@ -318,14 +314,7 @@ def train(
     console.print(f"device {device}, precision {res.trained.precision}")
     _print_training(console, res.trained)
     _print_tables(console, res.table, all_subsets)
-    if method == "auto":
-        import shutil
-
-        from mlmm.tune.auto import leaderboard
-
-        if own_cache:
-            shutil.rmtree(method_params["cache_dir"], ignore_errors=True)
-        console.print(_table(leaderboard(res.trained), "auto: inner cross-validation leaderboard"))
+    _print_auto(console, method, res.trained, own_cache)
     console.print(
         f"saved model to [bold]{path}[/bold] ({res.trained.n_parameters():,} parameters, "
         f"{res.trained.train_seconds:.1f}s)"
@@ -335,6 +324,32 @@ def train(
             f"trained data-parallel in {process.world_size} processes ({process.backend})"
         )
     distributed.leave()
+
+
+def _own_auto_cache(out: Path, method: str, method_params: dict[str, Any]) -> str | None:
+    """``--method auto`` without a ``cache_dir``: its folds cached beside ``out``, so that
+    finished folds survive an interruption and a rerun resumes from them (said in the
+    interrupt line). Returns that cache folder, train's own (removed once saved), or None."""
+    own_cache = None
+    if method == "auto" and "cache_dir" not in method_params:
+        own_cache = method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
+    kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
+    _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
+    return own_cache
+
+
+def _print_auto(console: Any, method: str, trained: Any, own_cache: str | None) -> None:
+    """After a saved ``--method auto`` model: remove train's own fold cache (``own_cache``)
+    and print the inner cross-validation leaderboard."""
+    if method != "auto":
+        return
+    import shutil
+
+    from mlmm.tune.auto import leaderboard
+
+    if own_cache is not None:
+        shutil.rmtree(own_cache, ignore_errors=True)
+    console.print(_table(leaderboard(trained), "auto: inner cross-validation leaderboard"))
 
 
 def _option_name(name: str) -> str:
@@ -397,7 +412,9 @@ def _train_table(ctx: typer.Context) -> None:
             "--missing"
         )
     frame, modalities = _read_table_options(ctx)
-    trainer = {"max_epochs": p["epochs"], "batch_size": p["batch_size"], "lr": p["lr"]}
+    trainer = {"batch_size": p["batch_size"], "lr": p["lr"]}
+    if method != "auto":  # auto's budget sets the epochs (train has said so for --epochs)
+        trainer["max_epochs"] = p["epochs"]
     method_params = _parse_params(p["param"])
     if p["params"] is not None:
         from mlmm.tune.study import read_params
@@ -407,14 +424,8 @@ def _train_table(ctx: typer.Context) -> None:
         method_params = {**tuned_params, **method_params}
         given = _given_options(ctx)
         trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
-    own_cache = method == "auto" and "cache_dir" not in method_params
-    if own_cache:  # as train --dataset: finished folds survive an interruption
-        method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
-    kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
-    _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
+    own_cache = _own_auto_cache(out, method, method_params)
     trainer.update(device=p["device"], precision=p["precision"], progress=not p["quiet"])
-    if method == "auto":  # its budget sets the epochs: --epochs is ignored, as with --dataset
-        trainer.pop("max_epochs")
     trained = fit_table(
         frame,
         modalities,
@@ -441,14 +452,7 @@ def _train_table(ctx: typer.Context) -> None:
         markup=False,
     )
     _print_training(console, trained)
-    if method == "auto":
-        import shutil
-
-        from mlmm.tune.auto import leaderboard
-
-        if own_cache:
-            shutil.rmtree(method_params["cache_dir"], ignore_errors=True)
-        console.print(_table(leaderboard(trained), "auto: inner cross-validation leaderboard"))
+    _print_auto(console, method, trained, own_cache)
     console.print(
         f"saved model to [bold]{path}[/bold] ({trained.n_parameters():,} parameters, "
         f"{trained.train_seconds:.1f}s); score it on a held-out table with: mlmm evaluate "
@@ -612,7 +616,14 @@ def tune_command(
     console.print(f"study {result.study_key} in {store}")
     if params_out is not None:
         path = result.save(params_out)
+        # the data as tuned (train refuses the file for other --dataset-param), to paste
         source = ["--dataset", dataset] if data is None else ["--data", str(data)]
+        names = ["dataset_param"] if data is None else ["target", "modality", "task", "partial"]
+        for name in [*names, "missing"]:
+            if name in _given_options(ctx):
+                value = ctx.params[name]
+                for item in value if isinstance(value, list) else [value]:
+                    source += [_option_name(name), str(item)]
         again = ["mlmm", "train", *source, "--method", method, "--seed", str(seed)]
         console.print(  # quoted to paste (a path with spaces), shown as typed (no markup)
             f"wrote {path}: {shlex.join([*again, '--params', str(path)])} ...",

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import socket
 import tempfile
 import unicodedata
@@ -61,6 +62,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 #: Longest file name (bytes) most file systems take (NAME_MAX of ext4, XFS, APFS, NTFS).
 _NAME_MAX = 255
+#: Windows' file systems (NTFS, exFAT, FAT) count a name's UTF-16 code units, not its bytes
+_NAMES_IN_UTF16 = os.name == "nt"
 #: ``.NAME.p<pid>-h<host>.<random>.tmp``: what :func:`atomic_write` writes beside ``NAME``
 _TEMPORARY = ".{stem}.p{pid}-h{host}."
 _TEMPORARY_TAIL = re.compile(r"\.p(\d+)-h([0-9a-f]{8})\.[a-z0-9_]+\.tmp")
@@ -75,16 +78,30 @@ def _temporary_stem(name: str) -> str:
     return f"{start}~{zlib.crc32(name.encode()):08x}"
 
 
+#: Files that tell machines (and boots) apart where the host name does not: machines cloned
+#: from one image share /etc/machine-id, and containers of one image their host name too
+_HOST_FILES = ("/etc/machine-id", "/proc/sys/kernel/random/boot_id")
+
+
 def _host_tag() -> str:
-    """This host (its name, its machine id and PID namespace, where it has them) as 8 hex
+    """This host (its name, machine id, boot id and PID namespace, where it has them) as 8 hex
     digits: a temporary file's writer is judged gone only by a process that sees the same
-    processes under the same ids (not by another machine of the same name on a shared disk)."""
-    namespace = machine = ""
+    processes under the same ids (not by another machine or container of the same name on a
+    shared disk, nor after a reboot, when the process ids start again)."""
+    parts = [socket.gethostname()]
+    for file in _HOST_FILES:
+        with contextlib.suppress(OSError), open(file, "rb") as fh:
+            parts.append(fh.read(64).decode(errors="replace").strip())
     with contextlib.suppress(OSError):
-        namespace = os.readlink("/proc/self/ns/pid")
-    with contextlib.suppress(OSError), open("/etc/machine-id", "rb") as fh:
-        machine = fh.read(64).decode(errors="replace").strip()
-    return f"{zlib.crc32(f'{socket.gethostname()}|{machine}|{namespace}'.encode()):08x}"
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return f"{zlib.crc32('|'.join(parts).encode()):08x}"
+
+
+def temporary_prefix(path: Path) -> str:
+    """The start of the name of a temporary file or folder written for ``path`` (beside it):
+    ``.NAME.p<pid>-h<host>.``; with a random part and ``.tmp`` after it, the next write of
+    ``path`` removes it once its writer is gone (:func:`remove_stale_temporaries`)."""
+    return _TEMPORARY.format(stem=_temporary_stem(path.name), pid=os.getpid(), host=_host_tag())
 
 
 def process_gone(pid: int) -> bool:
@@ -100,20 +117,22 @@ def process_gone(pid: int) -> bool:
     return False
 
 
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
+def remove_stale_temporaries(path: str | Path, folders: bool = False) -> list[Path]:
     """Remove the temporary files that :func:`atomic_write` calls for ``path`` left behind
-    when killed (``kill -9``, a power cut): those whose writer, named in the file name, is a
-    process of this host that no longer exists.
+    when killed (``kill -9``): those whose writer, named in the file name, is a process of
+    this host (and boot) that no longer exists. ``folders``: remove the temporary folders
+    (named by :func:`temporary_prefix`) that a :class:`~mlmm.data.lazy.DatasetWriter` left,
+    instead of files.
 
     A temporary file of a live process (another process writing ``path`` right now, or this
-    one), of another host sharing the folder, or of a version of mlmm that did not name its
-    writer is never removed. Errors (a folder that cannot be listed) are ignored: the files
-    are litter, not data.
+    one), of another host sharing the folder, of a previous boot (a power cut), or of a
+    version of mlmm that did not name its writer is never removed. Errors (a folder that
+    cannot be listed) are ignored: the files are litter, not data.
 
     Returns
     -------
     list of pathlib.Path
-        The files removed.
+        The files (or folders) removed.
     """
     path = Path(path)
     prefix = unicodedata.normalize("NFC", f".{_temporary_stem(path.name)}")
@@ -132,8 +151,9 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
         if match is None or match[2] != host or int(match[1]) == own:
             continue
         with contextlib.suppress(OSError):
-            if entry.is_file(follow_symlinks=False) and process_gone(int(match[1])):
-                os.unlink(entry.path)
+            ours = entry.is_dir if folders else entry.is_file  # a symlink is neither
+            if ours(follow_symlinks=False) and process_gone(int(match[1])):
+                (shutil.rmtree if folders else os.unlink)(entry.path)
                 removed.append(Path(entry.path))
     return removed
 
@@ -153,10 +173,7 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)  # first: on a full disk, the space they hold comes back
-        prefix = _TEMPORARY.format(
-            stem=_temporary_stem(path.name), pid=os.getpid(), host=_host_tag()
-        )
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise _write_error(path, err) from err
     try:
@@ -289,7 +306,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_name_length(path: Path, what: str, beside: int = 0) -> None:
-    """Refuse, in one line, a file name longer than the file system of ``path`` takes.
+    """Refuse, in one line, a file name longer than the file system of ``path`` takes (in
+    bytes; on Windows in UTF-16 code units, as its file systems count; no refusal where the
+    file system tells no limit).
 
     ``beside``: how many bytes longer a name mlmm writes beside ``path`` is (a model's
     ``.NAME.tmp-XXXXXXXX`` folder: 14; SQLite's ``NAME-journal``: 8), so that a name that
@@ -305,13 +324,19 @@ def check_name_length(path: Path, what: str, beside: int = 0) -> None:
     longest = _NAME_MAX
     with contextlib.suppress(OSError, ValueError, AttributeError):  # no pathconf on Windows
         longest = os.pathconf(parent, "PC_NAME_MAX")
-    size = len(os.fsencode(Path(path).name))
+    if longest < 1:  # -1: no limit, or none the file system tells (0 from some FUSE ones)
+        return
+    name = Path(path).name
+    if _NAMES_IN_UTF16:
+        size, unit = len(name.encode("utf-16-le")) // 2, "characters"
+    else:
+        size, unit = len(os.fsencode(name)), "bytes"
     if size + beside > longest:
-        companion = f" (mlmm writes a name {beside} bytes longer beside it)" if beside else ""
+        companion = f" (mlmm writes a name {beside} {unit} longer beside it)" if beside else ""
         raise MlmmError(
-            f"cannot write {path}: its name is {size} bytes long, and this file system takes "
-            f"names of {longest} bytes at most{companion}; choose a shorter {what} name (at "
-            f"most {longest - beside} bytes)"
+            f"cannot write {path}: its name is {size} {unit} long, and this file system takes "
+            f"names of {longest} {unit} at most{companion}; choose a shorter {what} name (at "
+            f"most {longest - beside} {unit})"
         )
 
 

@@ -669,3 +669,13 @@ def test_a_store_path_that_is_a_pipe_or_a_device_is_refused_by_what_it_is(tmp_pa
         with pytest.raises(MlmmError, match=r"is not a regular file \(a pipe, a device or"):
             ResultsStore(path, readonly=readonly)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.db"]
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_store_name_or_folder_over_the_file_systems_limit_is_one_line(tmp_path, readonly):
+    """A --store name (or a folder on its way) over 255 bytes raised a bare OSError (a
+    traceback) from the first look at the path, before the journal-name check."""
+    for path in (tmp_path / ("r" * 300 + ".db"), tmp_path / ("d" * 300) / "r.db"):
+        with pytest.raises(MlmmError, match=r"^cannot use .* as a results store \(File name too"):
+            ResultsStore(path, readonly=readonly)
+    assert list(tmp_path.iterdir()) == []

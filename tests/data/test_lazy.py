@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -234,6 +237,56 @@ def test_writer_is_atomic_and_checks_its_input(tmp_path):
     write_dataset(ds.subset(np.arange(5)), target, overwrite=True)
     assert open_dataset(target).n_samples == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="writers are judged alive by os.kill(pid, 0)")
+def test_the_folder_of_a_writer_killed_mid_write_is_removed_by_the_next_writer(tmp_path):
+    """kill -9 during a DatasetWriter left its hidden .NAME.tmp-* folder (rows of a data set
+    that may be large) beside the output forever; the next writer of that path removes it,
+    and never the folder of a writer still alive."""
+    target = tmp_path / "out"
+    code = (
+        "import sys, time\n"
+        "from mlmm.data.lazy import DatasetWriter\n"
+        "from mlmm.data.specs import ModalitySpec, TaskSpec\n"
+        "spec, task = ModalitySpec('v', 'vector', (5,)), TaskSpec('classification', n_classes=2)\n"
+        f"writer = DatasetWriter({str(target)!r}, [spec], task, n_samples=20)\n"
+        "print('writing', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+    finally:
+        writer.kill()
+        writer.wait()
+    [killed] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert killed.name.startswith(f".out.p{writer.pid}-h") and (killed / "inputs").is_dir()
+    host = killed.name.split("-h")[1][:8]
+    alive = subprocess.Popen(["sleep", "60"])  # a process still writing the data set
+    live = tmp_path / f".out.p{alive.pid}-h{host}.abc123_x.tmp"
+    try:
+        live.mkdir()
+        write_dataset(_mixed(20), target)
+        assert open_dataset(target).n_samples == 20
+        assert not killed.exists() and live.is_dir()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_folder_name_too_long_is_refused_before_the_rows_are_written(tmp_path):
+    """A folder name over 255 bytes was found out at close(), by the rename after every row
+    had been written."""
+    ds = _mixed(20)
+    with pytest.raises(MlmmError, match=r"its name is 256 bytes long.*shorter folder name"):
+        DatasetWriter(tmp_path / ("d" * 256), ds.specs, ds.task, n_samples=20)
+    assert list(tmp_path.iterdir()) == []
+    target = tmp_path / ("d" * 255)  # fits: its temporary folder's name is shortened
+    assert open_dataset(write_dataset(ds, target)).n_samples == 20
 
 
 def test_bad_files_are_one_line_errors(tmp_path):

@@ -186,5 +186,11 @@ def test_the_train_command_it_suggests_can_be_pasted_with_any_path(monkeypatch, 
     code, out, err = run(monkeypatch, capsys, *args)
     assert code in (0, None), err
     line = " ".join(out.split("wrote ", 1)[1].split("\n"))  # a long line may be wrapped
-    suggested = shlex.split(line.split(": ", 1)[1].removesuffix(" ..."))
+    suggested = shlex.split(line.split(": ", 1)[1].strip().removesuffix(" ..."))
     assert suggested[suggested.index("--params") + 1] == str(best) and best.is_file()
+    # with the tuned --dataset-param: without it, train refused the file (tuned on another
+    # split); pasted, it trains
+    assert suggested[2:6] == ["--dataset", "synthetic", "--dataset-param", "n_samples=100"]
+    args = [*suggested[1:], "--out", str(tmp_path / "m"), "--epochs", "1", "--quiet"]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code in (0, None), err

@@ -368,11 +368,18 @@ class ResultsStore:
         self.readonly = readonly
         self.busy_timeout = BUSY_TIMEOUT_SECONDS if busy_timeout is None else busy_timeout
         self.claim_expiry = CLAIM_EXPIRY_SECONDS if claim_expiry is None else claim_expiry
-        if self.path.is_dir():
+        try:
+            is_dir, exists, is_file = (self.path.is_dir(), self.path.exists(), self.path.is_file())
+        except OSError as err:  # a name too long for the file system, a symlink loop...
+            raise MlmmError(
+                f"cannot use {self.path} as a results store ({err.strerror or err}); give "
+                f"another path"
+            ) from None
+        if is_dir:
             raise MlmmError(
                 f"{self.path} is a folder; give the results file, e.g. {self.path}/results.db"
             )
-        if self.path.exists() and not self.path.is_file():  # SQLite said "disk I/O error"
+        if exists and not is_file:  # SQLite said "disk I/O error"
             raise MlmmError(
                 f"{self.path} is not a regular file (a pipe, a device or a socket); give the "
                 f"results file, e.g. results.db"

@@ -47,6 +47,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset, _as_groups, as_observed
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
+from mlmm.utils import check_name_length, remove_stale_temporaries, temporary_prefix
 
 MANIFEST = "mlmm-dataset.json"
 FORMAT = "mlmm-out-of-core"
@@ -830,15 +831,18 @@ def batches_for(
 class DatasetWriter:
     """Write an out-of-core folder chunk by chunk, atomically.
 
-    Rows are written into ``.NAME.tmp-*`` beside ``path`` (each input an ``.npy`` file
-    written sequentially, so memory stays one chunk however large the data) and the
-    folder is renamed into place by :meth:`close` once all ``n_samples`` rows are in. A
-    writer that fails or is not closed leaves no folder at ``path``.
+    Rows are written into ``.NAME.p<pid>-h<host>.<random>.tmp`` beside ``path`` (each input
+    an ``.npy`` file written sequentially, so memory stays one chunk however large the data)
+    and the folder is renamed into place by :meth:`close` once all ``n_samples`` rows are in.
+    A writer that fails or is not closed leaves no folder at ``path``; the folder of a writer
+    killed (``kill -9``) is removed by the next writer of ``path`` on this host
+    (:func:`mlmm.utils.remove_stale_temporaries`), never that of a live one.
 
     Parameters
     ----------
     path : str or Path
-        The folder to create (refused if it exists, unless ``overwrite``).
+        The folder to create (refused if it exists, unless ``overwrite``, or if its name is
+        longer than its file system takes).
     specs, task : ModalitySpec sequence, TaskSpec
     n_samples : int
         Rows the folder will hold.
@@ -872,6 +876,7 @@ class DatasetWriter:
             )
         if not isinstance(n_samples, int) or n_samples < 1:
             raise MlmmError(f"n_samples must be a positive integer, got {n_samples!r}")
+        check_name_length(self.path, "folder")  # before the rows, not at the rename after them
         if self.path.exists() and not (overwrite and (self.path / MANIFEST).exists()):
             raise MlmmError(
                 f"{self.path} exists; choose a new path"
@@ -879,7 +884,12 @@ class DatasetWriter:
             )
         self.n_samples, self.name, self.written = n_samples, name, 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        remove_stale_temporaries(self.path, folders=True)  # those of writers killed (kill -9)
+        self._tmp = Path(
+            tempfile.mkdtemp(
+                prefix=temporary_prefix(self.path), suffix=".tmp", dir=self.path.parent
+            )
+        )
         (self._tmp / "inputs").mkdir()
         # plain sequential writes (not a writable memory map): written pages go to the
         # kernel's page cache and never count in this process's resident memory
