@@ -7,6 +7,7 @@ import pytest
 
 from mlmm.errors import MlmmError
 from mlmm.stream import (
+    EventStream,
     StreamPolicy,
     basicmotions_stream,
     daphnet_stream,
@@ -141,3 +142,16 @@ def test_synthetic_stream_parameters_of_the_wrong_type_are_one_line(params, mess
     # --stream-param duration=abc was "TypeError: '<=' not supported between 'str' and 'int'"
     with pytest.raises(MlmmError, match=message):
         synthetic_stream(**params)
+
+
+@pytest.mark.parametrize("n_readings", [0, 1])
+def test_specs_of_a_sensor_out_for_the_whole_stream_say_so(n_readings):
+    # it said "window 2 s holds no reading of 'b'; lengthen it", which no window fixes
+    t = np.arange(0.0, 20.0, 0.1)
+    stream = EventStream.from_arrays(
+        {"a": (t, np.ones(len(t))), "b": (t[:n_readings], np.ones(n_readings))}, name="log"
+    )
+    with pytest.raises(MlmmError, match=f"sensor 'b' has {n_readings} reading.*too few.*rate="):
+        stream_specs(stream, 2.0)
+    specs = stream_specs(stream, 2.0, rate=10.0)  # the fix it names
+    assert [s.shape for s in specs] == [(20, 1), (20, 1)]

@@ -242,6 +242,12 @@ def stream_specs(
     sensor (see ``StreamPolicy.age_input``)."""
     specs = []
     for sensor, track in stream.tracks.items():
+        if rate is None and track.rate() <= 0:  # it read "lengthen the window", in vain
+            raise MlmmError(
+                f"sensor {sensor!r} has {len(track.times)} reading(s) in stream "
+                f"{stream.name!r}, too few to measure its rate; build the specs from a stream "
+                f"where it reports (two readings or more), or give rate="
+            )
         slots = int(round(window * (rate or track.rate())))
         if slots < 1:
             raise MlmmError(f"window {window:g} s holds no reading of {sensor!r}; lengthen it")
