@@ -321,3 +321,25 @@ def test_respond_calls_the_model_once_per_block_of_steps(model):
 
 def test_on_empty_default_is_hold():
     assert StreamPolicy(window=1.0, step=1.0).on_empty == "hold"
+
+
+def test_replay_over_the_span_before_outages_answers_the_edge_steps_empty(model):
+    # every sensor down for the first 2 s and the last 2 s: the outaged stream starts at 2 and
+    # ends before 8, so a plain replay moved its first step to 3 and answered nothing after 7.75;
+    # over the original span the steps are those of the stream without outages
+    t = np.arange(0, 10.0, 0.25)
+    values = np.ones(len(t))
+    full = EventStream.from_arrays({"a": (t, values), "b": (t, values)})
+    up = (t >= 2) & (t < 8)
+    left = full.with_tracks(
+        {s: type(tr)(tr.times[up], tr.values[up]) for s, tr in full.tracks.items()}
+    )
+    policy = StreamPolicy(window=1.0, step=1.0)
+    clean = replay(model, full, policy).answers
+    result = replay(model, left, policy, start=full.start, end=full.end)
+    answers = result.answers
+    assert answers.time.tolist() == clean.time.tolist() == [float(s) for s in range(1, 10)]
+    assert answers["empty"].tolist() == [True, True] + [False] * 6 + [True]
+    assert result.stats["empty"] == 3
+    assert answers.prediction.tolist()[:2] == [1.0, 1.0]  # the prior before any answer (hold)
+    assert replay(model, left, policy).answers.time.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]

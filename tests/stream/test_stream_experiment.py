@@ -284,3 +284,16 @@ def test_accuracy_on_empty_prior_is_the_replay_under_on_empty_prior():
     assert (held["empty_fraction"] > 0).all()
     np.testing.assert_allclose(held["accuracy_on_empty_prior"], prior["accuracy"])
     assert "accuracy_on_empty_prior" not in prior
+
+
+def test_every_sensor_down_at_the_end_is_scored_not_dropped():
+    # the test part (70-100 s) lost every sensor from 90 s: its last 9 steps were never
+    # answered, so they were neither scored nor counted in empty_fraction (0.0)
+    common = {"train_missing": "none", "epochs": 1, "stream_params": {"duration": 100}}
+    run = run_stream("synthetic", outage="fail:s0@20+fail:s1@20+fail:s2@20", **common)
+    clean = run_stream("synthetic", outage="none", baselines=False, **common)
+    overall = run.table[(run.table.scope == "overall") & (run.table.metric == "accuracy")]
+    n_clean = clean.table[clean.table.scope == "overall"].n.iloc[0]
+    assert (overall.n == n_clean).all()
+    assert run.summary().loc["late-fusion (train none)", "empty_fraction"] == pytest.approx(9 / 28)
+    assert run.steps.groupby("model").time.max().eq(99.0).all()

@@ -284,6 +284,7 @@ def window_dataset(
     start: float | None = None,
     end: float | None = None,
     allow_empty: bool = False,
+    times: np.ndarray | None = None,
 ) -> MultimodalDataset:
     """The windows a :class:`StreamEngine` builds at each step, as a dataset.
 
@@ -304,6 +305,10 @@ def window_dataset(
         crossing the cut.
     allow_empty : bool
         Keep windows with no live modality (dropped by default).
+    times : ndarray, optional
+        The step times ``[S]`` themselves, instead of ``start`` and ``end`` (e.g. the steps of
+        the stream before outages, :func:`step_times`, so that an outage of every sensor at
+        an edge moves no step); each window holds the stream's readings in ``(t - window, t]``.
 
     Returns
     -------
@@ -318,12 +323,16 @@ def window_dataset(
             task = TaskSpec("classification", n, names or None)
         else:
             task = TaskSpec("regression")
-    times = step_times(stream, policy, start, end)
+    if times is not None:
+        times = np.asarray(times, dtype=np.float64)  # [S]
+        cut = stream  # a window reads only (t - window, t]
+    else:
+        times = step_times(stream, policy, start, end)
+        lo = stream.start if start is None else start
+        hi = stream.end + 1 if end is None else end
+        cut = stream.between(lo, hi)
     if not len(times):
         raise MlmmError(f"no whole window of {policy.window:g} s fits in [{start}, {end})")
-    lo = stream.start if start is None else start
-    hi = stream.end + 1 if end is None else end
-    cut = stream.between(lo, hi)
     engine = StreamEngine(_Shapes(specs, task), policy)
     for sensor, track in cut.tracks.items():
         engine.ingest(sensor, track.times, track.values)

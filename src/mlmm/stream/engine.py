@@ -795,6 +795,8 @@ def replay(
     policy: StreamPolicy,
     batch_steps: int = 1,
     engine: StreamEngine | None = None,
+    start: float | None = None,
+    end: float | None = None,
 ) -> StreamResult:
     """Feed a recorded stream through a :class:`StreamEngine` and collect its answers.
 
@@ -817,6 +819,12 @@ def replay(
         answers are the same).
     engine : StreamEngine, optional
         An engine to continue (its buffers and counters); default a new one.
+    start, end : float, optional
+        The span to answer: steps at ``start + window``, then every ``step``, up to ``end``
+        (default: the stream's first and last reading). Give the span of the stream before
+        outages when replaying it after them: an outage of every sensor at the stream's start
+        or end otherwise moves the first step or drops the last ones, which are then neither
+        answered nor scored (with them, they are answered under ``on_empty``).
 
     Returns
     -------
@@ -825,8 +833,11 @@ def replay(
     if batch_steps < 1:
         raise MlmmError(f"batch_steps must be >= 1, got {batch_steps}")
     engine = engine or StreamEngine(model, policy)
-    start, end = stream.start, stream.end
+    start = stream.start if start is None else float(start)
+    end = stream.end if end is None else float(end)
     first = start + policy.window
+    if engine._next_step is None:  # a new timeline: its steps start from ``start``
+        engine._next_step = first
     n_steps = int(np.floor((end - first) / policy.step + 1e-9)) + 1 if end >= first else 0
     chunk = batch_steps * max(1, -(-_CHUNK_STEPS // batch_steps))  # steps per delivery
     bounds = first + (np.arange(0, n_steps, chunk) + chunk - 1) * policy.step
@@ -844,7 +855,7 @@ def replay(
                 )
                 cursors[sensor] = stop
         parts.append(engine.respond(engine.due(), batch_steps))
-    parts.append(engine.respond(engine.due(until=engine.clock), batch_steps))
+    parts.append(engine.respond(engine.due(until=max(engine.clock, end)), batch_steps))
     merged = {k: np.concatenate([p[k][p["keep"]] for p in parts]) for k in parts[0] if k != "keep"}
     names = engine.names
     frame = _frame(merged, names, stream, model.task.is_classification)

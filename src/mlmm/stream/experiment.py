@@ -254,15 +254,16 @@ def run_stream(
         )
     results: dict[str, StreamResult] = {}
     clean: dict[str, float] = {}
+    span = {"start": test.start, "end": test.end}  # the steps of the stream before outages
     for label, trained in models.items():
-        results[label] = replay(trained, left, policy)
+        results[label] = replay(trained, left, policy, **span)
         clean[label] = replay(trained, test, policy, batch_steps=256).score()
     if baselines:
         names = tuple(s.name for s in specs)
         results["hold-last-prediction"] = hold_last_prediction(
             results[f"{method} (train none)"], names
         )
-        results["zero-filled"] = replay(ZeroFilled(complete), left, policy)
+        results["zero-filled"] = replay(ZeroFilled(complete), left, policy, **span)
     rows, steps = [], []
     edges = np.linspace(test.start, test.end, time_bins + 1)
     for label, result in results.items():
@@ -334,7 +335,9 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
             f"use an imputation method, e.g. --method knn-impute"
         )
     started = _time.perf_counter()
-    data = window_dataset(left, specs, policy, task=trained.task, allow_empty=True)
+    data = window_dataset(
+        left, specs, policy, task=trained.task, allow_empty=True, times=step_times(test, policy)
+    )
     times = data.meta["times"]
     rows, steps = [], []
     for j, spec in enumerate(specs):
