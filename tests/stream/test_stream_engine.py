@@ -343,3 +343,20 @@ def test_replay_over_the_span_before_outages_answers_the_edge_steps_empty(model)
     assert result.stats["empty"] == 3
     assert answers.prediction.tolist()[:2] == [1.0, 1.0]  # the prior before any answer (hold)
     assert replay(model, left, policy).answers.time.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+
+
+def test_replay_checks_the_rate_where_push_does(model):
+    # sensor a runs at 8 Hz for 10 s in the middle of 4 Hz: push checks every 32 readings and
+    # saw it; replay delivers a chunk of 256 steps at once and checked only its newest 32
+    # readings, so it counted nothing and on_rate_mismatch="error" raised only under push
+    t = np.concatenate([np.arange(0, 20, 0.25), np.arange(20, 30, 0.125), np.arange(30, 60, 0.25)])
+    stream = EventStream.from_arrays({"a": (t, np.ones(len(t))), "b": (t, np.ones(len(t)))})
+    policy = StreamPolicy(window=1.0, step=1.0)
+    engine = StreamEngine(model, policy)
+    for time, sensor, values in stream.events():
+        engine.push(time, sensor, values)
+    assert engine.stats["rate_mismatch"] > 0
+    assert replay(model, stream, policy).stats["rate_mismatch"] == engine.stats["rate_mismatch"]
+    strict = StreamPolicy(window=1.0, step=1.0, on_rate_mismatch="error")
+    with pytest.raises(MlmmError, match="runs at 8 Hz"):
+        replay(model, stream, strict)

@@ -585,24 +585,40 @@ class StreamEngine:
     def _check_rate(self, j: int, count: int) -> None:
         """Compare the median spacing of the sensor's newest readings with the model's rate
         (a median, so an outage inside the window does not look like a slow sensor). Checked
-        once 32 new readings have arrived since the last check (and at the first 4)."""
+        at the 4th reading and then at every 32nd, on the 32 readings up to it: where
+        ``count`` readings arrived at once (:meth:`ingest`, :func:`replay`'s chunks), at each
+        of them where :meth:`push` would have checked, so both paths count (and raise) alike."""
         rate, buffer = self.rates[j], self._buffers[j]
-        first = self._since_check[j] < 0
-        self._since_check[j] = max(self._since_check[j], 0) + count
-        if rate is None or buffer.n < 4 or (not first and self._since_check[j] < 32):
-            if first:
-                self._since_check[j] = -1
+        if rate is None:
             return
-        self._since_check[j] = 0
-        times, _ = buffer.view()
-        measured = 1.0 / max(float(np.median(np.diff(times[-32:]))), 1e-12)
-        if abs(measured / rate - 1) > self.policy.rate_tolerance:
-            if self.policy.on_rate_mismatch == "error":
-                raise MlmmError(
-                    f"sensor {self.names[j]!r} runs at {measured:.4g} Hz, the model was trained "
-                    f"at {rate:.4g} Hz; resample the feed or use on_rate_mismatch='resample'"
-                )
-            self.stats["rate_mismatch"] += 1
+        since, n_new = self._since_check[j], min(count, buffer.n)
+        before = buffer.n - n_new  # readings held before these arrived
+        if since < 0:  # not checked yet: first at the 4th reading
+            first = max(4, before + 1)
+        else:
+            first = before + max(32 - since, 1)
+        if first > buffer.n:  # no check among these readings
+            self._since_check[j] = -1 if since < 0 else since + count
+            return
+        ends = np.arange(first, buffer.n + 1, 32)  # [K] buffer length at each check
+        self._since_check[j] = int(buffer.n - ends[-1])
+        times = buffer.times[: buffer.n]
+        spacing = np.empty(len(ends))  # [K] median spacing of the 32 readings up to each check
+        short = ends < 32  # the first checks see fewer readings
+        for k in np.flatnonzero(short).tolist():
+            spacing[k] = np.median(np.diff(times[: ends[k]]))
+        if not short.all():
+            lo = max(int(ends[~short][0]) - 32, 0)  # only the readings these checks see
+            gaps = np.lib.stride_tricks.sliding_window_view(np.diff(times[lo:]), 31)  # [., 31]
+            spacing[~short] = np.median(gaps[ends[~short] - 32 - lo], axis=1)
+        measured = 1.0 / np.maximum(spacing, 1e-12)  # [K] Hz
+        off = np.abs(measured / rate - 1) > self.policy.rate_tolerance
+        if off.any() and self.policy.on_rate_mismatch == "error":
+            raise MlmmError(
+                f"sensor {self.names[j]!r} runs at {measured[off][0]:.4g} Hz, the model was "
+                f"trained at {rate:.4g} Hz; resample the feed or use on_rate_mismatch='resample'"
+            )
+        self.stats["rate_mismatch"] += int(off.sum())
 
     def answer(self, times: np.ndarray) -> list[Answer]:
         """Answers for windows ending at ``times`` (one model call for all of them)."""
