@@ -360,3 +360,19 @@ def test_replay_checks_the_rate_where_push_does(model):
     strict = StreamPolicy(window=1.0, step=1.0, on_rate_mismatch="error")
     with pytest.raises(MlmmError, match="runs at 8 Hz"):
         replay(model, stream, strict)
+
+
+def test_replay_over_a_span_with_every_sensor_out_throughout_answers_every_step_empty(model):
+    # fail:a@0+fail:b@0 leaves no reading at all: run_stream crashed (KeyError) once its replay
+    # took the span; every step of the span is answered under on_empty, flagged
+    t = np.arange(0, 5.0, 0.25)
+    full = EventStream.from_arrays({"a": (t, np.ones(len(t))), "b": (t, np.ones(len(t)))})
+    nothing = full.with_tracks({s: tr.between(99.0, 100.0) for s, tr in full.tracks.items()})
+    policy = StreamPolicy(window=1.0, step=1.0)
+    result = replay(model, nothing, policy, start=full.start, end=full.end)
+    assert result.answers.time.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert result.answers["empty"].all() and result.stats["empty"] == 4
+    assert (result.answers.prediction == 1.0).all()  # the prior's class (0.25, 0.75)
+    assert not model.calls
+    engine = StreamEngine(model, policy)  # an empty chunk was a bare reshape ValueError
+    assert engine.push_many("a", np.empty(0), np.empty((0, 1))) == [] and engine.clock == -np.inf

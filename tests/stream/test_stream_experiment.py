@@ -15,6 +15,7 @@ from mlmm.bench.store import ResultsStore
 from mlmm.errors import MlmmError
 from mlmm.stream import EventStream, StreamPolicy, experiment, replay
 from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
+from mlmm.stream.datasets import daphnet_stream, step_times, time_split
 from mlmm.stream.experiment import run_stream
 
 from .conftest import RecordingModel
@@ -67,6 +68,20 @@ def test_daphnet_reconstruction_scores_each_sensor_against_both_baselines():
     # one sensor down: the overall NRMSE and count are that sensor's
     np.testing.assert_allclose(overall.value, by_sensor.value[overall.index])
     assert overall.n.tolist() == by_sensor.n[overall.index].tolist()
+
+
+@pytest.mark.parametrize(
+    "outage", ["fail:trunk@0", "fail:ankle@0+fail:leg@0+fail:trunk@0"], ids=["one", "every"]
+)
+def test_daphnet_with_sensors_out_for_the_whole_test_part_scores_every_step(outage):
+    # a sensor out throughout has no reading to hold (IndexError); every sensor out left no
+    # reading at all to cut the steps from (a bare ValueError in the window assembly)
+    run = run_stream("daphnet", "mean-impute", outage=outage, train_missing="none", epochs=1)
+    sensor = run.table[run.table.scope == "sensor"]
+    n_steps = len(step_times(time_split(daphnet_stream(), 0.7)[1], StreamPolicy(0.5, 0.25)))
+    assert (sensor.n == n_steps).all() and np.isfinite(sensor.value).all()
+    held = sensor[sensor.model == "hold-last-value"].value.to_numpy()
+    assert np.isfinite(held).all() and (held > 0).all()  # the training mean stands in
 
 
 def test_a_bad_training_missingness_fails_before_any_training(monkeypatch):

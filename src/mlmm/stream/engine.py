@@ -376,12 +376,12 @@ class StreamEngine:
     def ingest(self, sensor: str, times: np.ndarray, values: np.ndarray) -> None:
         """Take one sensor's readings ``times [n]``, ``values [n, C]`` without answering."""
         times = np.atleast_1d(np.asarray(times, dtype=np.float64))
-        values = np.asarray(values, dtype=np.float32).reshape(len(times), -1)
         j = self._sensor(sensor)
-        if j is None or not len(times):
+        if j is None or not len(times):  # an empty chunk (a sensor out throughout) is nothing
             if j is None:
                 self.stats["unknown"] += len(times) - 1
             return
+        values = np.asarray(values, dtype=np.float32).reshape(len(times), -1)
         channels = self.specs[j].shape[-1]
         if values.shape[1] != channels:
             raise MlmmError(
@@ -499,8 +499,8 @@ class StreamEngine:
     def due(self, until: float | None = None) -> np.ndarray:
         """The steps whose deadline the clock has passed (or every step <= ``until``), marked
         answered: the caller answers them (:meth:`respond`). ``[S]`` times, maybe empty."""
-        if not np.isfinite(self.clock):
-            return np.empty(0)
+        if not np.isfinite(self.clock) and (until is None or self._next_step is None):
+            return np.empty(0)  # nothing heard yet (replay's span answers up to ``until``)
         if self._next_step is None:
             first = min(b.times[0] for b in self._buffers if b.n)
             self._next_step = float(first) + self.policy.window

@@ -360,7 +360,10 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
         at = times[down]
         truth = truth_track.values[np.searchsorted(truth_track.times, at, side="right") - 1]
         last = np.searchsorted(left_track.times, at, side="right") - 1
-        held = np.where((last >= 0)[:, None], left_track.values[np.clip(last, 0, None)], mean)
+        if len(left_track.times):
+            held = np.where((last >= 0)[:, None], left_track.values[np.clip(last, 0, None)], mean)
+        else:  # out for the whole test part (fail:SENSOR@0): no reading to hold
+            held = np.broadcast_to(mean, truth.shape)
         train_values = train.track(sensor).values
         scale = train_values.std(axis=0)
         estimates = {
