@@ -15,8 +15,9 @@ from mlmm.bench.store import ResultsStore
 from mlmm.errors import MlmmError
 from mlmm.stream import EventStream, StreamPolicy, experiment, replay
 from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
-from mlmm.stream.datasets import daphnet_stream, step_times, time_split
+from mlmm.stream.datasets import daphnet_stream, step_times, synthetic_stream, time_split
 from mlmm.stream.experiment import run_stream
+from mlmm.stream.outages import apply_outages
 
 from .conftest import RecordingModel
 
@@ -43,7 +44,16 @@ def test_synthetic_run_has_every_model_and_scope():
         "zero-filled",
     ]
     assert summary.index.tolist() == models
-    assert set(run.table.scope) == {"overall", "time", "live", "latency"}
+    assert set(run.table.scope) == {"overall", "time", "live", "latency", "outage_length"}
+    # accuracy while s0 (the only sensor with outages) is down, by the length of its outage
+    lengths = run.table[run.table.scope == "outage_length"]
+    assert lengths.key.str.match(r"s0:(0-0\.5s|0\.5-1s|1-2s|2-4s|>=4s)$").all()
+    assert (lengths.metric == "accuracy").all() and lengths.value.between(0, 1).all()
+    test = time_split(synthetic_stream(duration=150), 0.7)[1]
+    _, lost = apply_outages(test, "burst:s0=0.4:len=2s", seed=0)
+    times = run.steps[run.steps.model == models[0]].time.to_numpy()
+    n_down = int(lost.is_down("s0", times).sum())
+    assert n_down > 0 and lengths.groupby("model").n.sum().eq(n_down).all()
     assert (summary["accuracy"].between(0, 1)).all()
     assert run.down["s0"] > 0.2 and run.down["s1"] == 0.0
     assert "s1+s2" in set(run.table[run.table.scope == "live"].key)  # s0 was down sometimes

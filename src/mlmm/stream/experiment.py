@@ -67,7 +67,9 @@ class StreamRun:
         for classification,
         ``nrmse`` for reconstruction), ``time`` (key = the bin's start in stream
         seconds), ``live`` (key = the live sensors, e.g. ``acc+gyro``), ``latency`` (metrics
-        ``p50_ms``, ``p99_ms``), ``sensor`` and ``outage_length`` (reconstruction).
+        ``p50_ms``, ``p99_ms``), ``outage_length`` (key ``sensor:0.5-1s``: the score at the
+        steps where that sensor is down, by the length of its outage in force; accuracy or
+        NRMSE) and ``sensor`` (reconstruction).
     steps : pandas.DataFrame
         One row per answer and model: ``model, time, prediction, truth, live, latency_ms``
         (reconstruction: the sensor, the truth and each estimate).
@@ -288,6 +290,7 @@ def run_stream(
             )
         for live, group in answers.groupby("live", sort=True):
             rows.append((label, "live", live, len(group), "accuracy", group.correct.mean()))
+        rows += _accuracy_by_outage_length(label, answers, test, lost)
         latency = answers["latency_ms"].to_numpy()
         if label in models or label == "zero-filled":
             for q, metric in ((50, "p50_ms"), (99, "p99_ms")):
@@ -306,6 +309,36 @@ def run_stream(
         steps.append(frame)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return StreamRun(table, pd.concat(steps, ignore_index=True), config, down)
+
+
+def _accuracy_by_outage_length(label, answers, test, lost) -> list[tuple]:
+    """Accuracy at the steps where each sensor is down, by the length of its outage in force
+    (keys ``sensor:0-0.5s`` ... ``sensor:>=4s``, as the reconstruction's NRMSE)."""
+    rows = []
+    times = answers["time"].to_numpy()  # [S]
+    for sensor in test.sensors:
+        if not lost.down[sensor].any():
+            continue
+        down = lost.is_down(sensor, times)  # [S]
+        if not down.any():
+            continue
+        lengths = _outage_lengths(lost.down[sensor], test.track(sensor).times, times[down])
+        which = np.searchsorted(OUTAGE_BINS, lengths, side="right") - 1
+        correct = answers["correct"].to_numpy()[down]
+        for b in np.unique(which):
+            key = outage_bin_label(OUTAGE_BINS[b], OUTAGE_BINS[b + 1])
+            sel = which == b
+            rows.append(
+                (
+                    label,
+                    "outage_length",
+                    f"{sensor}:{key}",
+                    int(sel.sum()),
+                    "accuracy",
+                    float(correct[sel].mean()),
+                )
+            )
+    return rows
 
 
 def _with_prior_on_empty(answers: pd.DataFrame, prior: list[float]) -> float:
