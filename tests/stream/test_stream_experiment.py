@@ -322,3 +322,11 @@ def test_every_sensor_down_at_the_end_is_scored_not_dropped():
     assert (overall.n == n_clean).all()
     assert run.summary().loc["late-fusion (train none)", "empty_fraction"] == pytest.approx(9 / 28)
     assert run.steps.groupby("model").time.max().eq(99.0).all()
+
+
+def test_outage_length_runs_to_the_next_delivered_reading_also_at_the_end():
+    # readings 0..4 s, lost at 1, 2 and 4: the first outage lasts 1 -> 3 s, the last one
+    # (still down at the end) one interval, as a one-reading outage elsewhere; it read 0 s
+    down = np.array([False, True, True, False, True])
+    lengths = experiment._outage_lengths(down, np.arange(5.0), np.array([1.0, 2.5, 4.0]))
+    assert lengths.tolist() == [2.0, 2.0, 1.0]

@@ -461,5 +461,9 @@ def _outage_lengths(down: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.n
     idx = np.clip(np.searchsorted(times, at, side="right") - 1, 0, len(times) - 1)
     run = np.searchsorted(starts, idx, side="right") - 1
     start_t = times[starts[run]]
-    end_t = times[np.minimum(ends[run], len(times) - 1)]
+    # ends at the next delivered reading; one still down at the track's end, one reading
+    # interval after its last reading (it measured a one-reading outage there as 0 s)
+    interval = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+    last = ends[run] >= len(times)
+    end_t = np.where(last, times[-1] + interval, times[np.minimum(ends[run], len(times) - 1)])
     return end_t - start_t
