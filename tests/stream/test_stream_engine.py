@@ -7,6 +7,7 @@ import pytest
 
 from mlmm.errors import MlmmError
 from mlmm.stream import EventStream, StreamEngine, StreamPolicy, replay
+from mlmm.stream.datasets import step_times
 
 from .conftest import feed
 
@@ -376,3 +377,23 @@ def test_replay_over_a_span_with_every_sensor_out_throughout_answers_every_step_
     assert not model.calls
     engine = StreamEngine(model, policy)  # an empty chunk was a bare reshape ValueError
     assert engine.push_many("a", np.empty(0), np.empty((0, 1))) == [] and engine.clock == -np.inf
+
+
+def test_step_times_do_not_drift_so_push_and_replay_read_the_same_windows(model):
+    # the next step was the previous one plus step: after many 0.1 s steps its rounding put a
+    # step just before or after a reading at the step's exact time, differently for push (one
+    # step at a time) and replay (a chunk of steps), so their windows and answers differed
+    t = np.arange(0, 30.0, 0.25)
+    values = np.sin(7 * t)  # each reading its own value: a missed one changes the answer
+    stream = EventStream.from_arrays({"a": (t, values), "b": (t, values)})
+    policy = StreamPolicy(window=1.0, step=0.1)
+    engine = StreamEngine(model, policy)
+    answers = []
+    for time, sensor, value in stream.events():
+        answers += engine.push(time, sensor, value)
+    answers += engine.close()
+    result = replay(model, stream, policy)
+    times = np.array([a.time for a in answers])
+    np.testing.assert_array_equal(times, result.answers.time.to_numpy())
+    np.testing.assert_array_equal(times, step_times(stream, policy))  # the training windows'
+    np.testing.assert_array_equal(np.array([a.output for a in answers]), result.outputs)

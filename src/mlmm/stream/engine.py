@@ -360,7 +360,11 @@ class StreamEngine:
         self._held: list[tuple[np.ndarray, float] | None] = [None] * len(self.specs)
         self._since_check = [-1] * len(self.specs)  # readings since the last rate check
         self.clock = -np.inf
-        self._next_step: float | None = None
+        # step k of the timeline is at origin + k * step, computed afresh (not by adding step
+        # to the previous one, whose rounding drifted: push and replay disagreed on whether a
+        # reading at the step's exact time was in its window)
+        self._origin: float | None = None
+        self._k = 0  # the next step's index
         self._answered_until = -np.inf
         self._last_output: np.ndarray | None = None
 
@@ -451,6 +455,14 @@ class StreamEngine:
             return
         self.clock = max(self.clock, t)
 
+    @property
+    def _next_step(self) -> float | None:
+        """The time of the next step to answer (None before the timeline's first step is set)."""
+        return None if self._origin is None else self._origin + self._k * self.policy.step
+
+    def _start_timeline(self, first_step: float) -> None:
+        self._origin, self._k = float(first_step), 0
+
     def _trim(self) -> None:
         if self._next_step is None:
             return
@@ -499,21 +511,21 @@ class StreamEngine:
     def due(self, until: float | None = None) -> np.ndarray:
         """The steps whose deadline the clock has passed (or every step <= ``until``), marked
         answered: the caller answers them (:meth:`respond`). ``[S]`` times, maybe empty."""
-        if not np.isfinite(self.clock) and (until is None or self._next_step is None):
+        if not np.isfinite(self.clock) and (until is None or self._origin is None):
             return np.empty(0)  # nothing heard yet (replay's span answers up to ``until``)
-        if self._next_step is None:
+        if self._origin is None:
             first = min(b.times[0] for b in self._buffers if b.n)
-            self._next_step = float(first) + self.policy.window
+            self._start_timeline(float(first) + self.policy.window)
         steps = []
         while True:
-            t = self._next_step + len(steps) * self.policy.step
+            t = self._origin + (self._k + len(steps)) * self.policy.step
             due = t <= until if until is not None else self.clock > t + self.policy.deadline
             if not due:
                 break
             steps.append(t)
         if not steps:
             return np.empty(0)
-        self._next_step = steps[-1] + self.policy.step
+        self._k += len(steps)
         self._answered_until = steps[-1]
         return np.asarray(steps)
 
@@ -852,8 +864,8 @@ def replay(
     start = stream.start if start is None else float(start)
     end = stream.end if end is None else float(end)
     first = start + policy.window
-    if engine._next_step is None:  # a new timeline: its steps start from ``start``
-        engine._next_step = first
+    if engine._origin is None:  # a new timeline: its steps start from ``start``
+        engine._start_timeline(first)
     n_steps = int(np.floor((end - first) / policy.step + 1e-9)) + 1 if end >= first else 0
     chunk = batch_steps * max(1, -(-_CHUNK_STEPS // batch_steps))  # steps per delivery
     bounds = first + (np.arange(0, n_steps, chunk) + chunk - 1) * policy.step
