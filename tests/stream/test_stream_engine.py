@@ -344,6 +344,7 @@ def test_replay_over_the_span_before_outages_answers_the_edge_steps_empty(model)
     assert result.stats["empty"] == 3
     assert answers.prediction.tolist()[:2] == [1.0, 1.0]  # the prior before any answer (hold)
     assert replay(model, left, policy).answers.time.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+    assert replay(model, full, policy, end=4.5).answers.time.tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_replay_checks_the_rate_where_push_does(model):

@@ -885,6 +885,8 @@ def replay(
         parts.append(engine.respond(engine.due(), batch_steps))
     parts.append(engine.respond(engine.due(until=max(engine.clock, end)), batch_steps))
     merged = {k: np.concatenate([p[k][p["keep"]] for p in parts]) for k in parts[0] if k != "keep"}
+    if (merged["time"] > end).any():  # an ``end`` before the stream's last reading
+        merged = {k: v[merged["time"] <= end] for k, v in merged.items()}
     names = engine.names
     frame = _frame(merged, names, stream, model.task.is_classification)
     outputs = merged["output"] if model.task.is_classification else merged["output"][:, 0]
