@@ -220,6 +220,15 @@ def test_policy_validation():
         StreamPolicy(1.0, 1.0, rate_tolerance=-0.1)
 
 
+def test_a_policy_takes_numpy_seconds_but_not_a_bool():
+    # np.float32(2.0) (a window read from an array) was refused and True taken as 1 s
+    policy = StreamPolicy(np.float32(2.0), np.int64(1))
+    assert (policy.window, policy.step) == (2.0, 1.0) and type(policy.window) is float
+    for flag in (True, np.bool_(True)):
+        with pytest.raises(MlmmError, match="window must be a positive number of seconds"):
+            StreamPolicy(flag, 1.0)
+
+
 def test_a_reading_out_of_order_within_reset_after_is_no_reset(model):
     engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, deadline=0.5))
     for t in (0.0, 0.2, 0.4):

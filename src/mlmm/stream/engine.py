@@ -168,8 +168,13 @@ class StreamPolicy:
     def __post_init__(self) -> None:
         for name in ("window", "step"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            # numpy numbers (a window read from an array) are numbers; True is not a second
+            number = isinstance(value, (int, float, np.integer, np.floating))
+            if isinstance(value, (bool, np.bool_)) or not (
+                number and np.isfinite(value) and value > 0
+            ):
                 raise MlmmError(f"{name} must be a positive number of seconds, got {value!r}")
+            object.__setattr__(self, name, float(value))
         if not (np.isfinite(self.deadline) and self.deadline >= 0):
             raise MlmmError(f"deadline must be >= 0 seconds, got {self.deadline!r}")
         if not 0 < self.min_coverage <= 1:
