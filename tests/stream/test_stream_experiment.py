@@ -322,6 +322,11 @@ def test_every_sensor_down_at_the_end_is_scored_not_dropped():
     assert (overall.n == n_clean).all()
     assert run.summary().loc["late-fusion (train none)", "empty_fraction"] == pytest.approx(9 / 28)
     assert run.steps.groupby("model").time.max().eq(99.0).all()
+    # under on_empty="skip" those steps are not answered, yet they still count as empty
+    outage = "fail:s0@20+fail:s1@20+fail:s2@20"
+    skip = run_stream("synthetic", outage=outage, on_empty="skip", baselines=False, **common)
+    assert skip.summary().loc["late-fusion (train none)", "empty_fraction"] == pytest.approx(9 / 28)
+    assert skip.table[skip.table.scope == "overall"].n.eq(19).all()
 
 
 def test_outage_length_runs_to_the_next_delivered_reading_also_at_the_end():

@@ -275,9 +275,11 @@ def run_stream(
             rows.append((label, "overall", "all", len(answers), "accuracy_no_outage", clean[label]))
             loss = clean[label] - result.score()
             rows.append((label, "overall", "all", len(answers), "loss_vs_no_outage", loss))
-            rows.append(
-                (label, "overall", "all", len(answers), "empty_fraction", answers["empty"].mean())
-            )
+            # of every step, answered or skipped (under on_empty="skip" the answers hold no
+            # empty step, and the fraction read 0 however many were skipped)
+            steps_total = len(answers) + result.stats.get("skipped", 0)
+            empty = result.stats.get("empty", 0) / steps_total if steps_total else float("nan")
+            rows.append((label, "overall", "all", len(answers), "empty_fraction", empty))
             if on_empty == "hold":  # the same replay under on_empty="prior", for comparison
                 prior = _with_prior_on_empty(answers, models[label].prior)
                 rows.append(
