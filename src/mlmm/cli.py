@@ -1300,7 +1300,7 @@ def stream_command(
     for scope, title in (
         ("live", "score per set of live sensors"),
         ("sensor", "NRMSE per sensor while it is down"),
-        ("outage_length", "NRMSE by outage length"),
+        ("outage_length", "score while a sensor is down, by the length of its outage"),
         ("time", "score over time (bin start, stream seconds)"),
     ):
         part = table[table.scope == scope]

@@ -7,6 +7,7 @@ import pytest
 
 from mlmm.errors import MlmmError
 from mlmm.stream import (
+    EventStream,
     StreamPolicy,
     basicmotions_stream,
     daphnet_stream,
@@ -16,6 +17,7 @@ from mlmm.stream import (
     time_split,
     window_dataset,
 )
+from mlmm.stream.datasets import step_times
 
 
 def test_basicmotions_stream_keeps_official_splits_apart_and_is_seeded():
@@ -141,3 +143,31 @@ def test_synthetic_stream_parameters_of_the_wrong_type_are_one_line(params, mess
     # --stream-param duration=abc was "TypeError: '<=' not supported between 'str' and 'int'"
     with pytest.raises(MlmmError, match=message):
         synthetic_stream(**params)
+
+
+@pytest.mark.parametrize("n_readings", [0, 1])
+def test_specs_of_a_sensor_out_for_the_whole_stream_say_so(n_readings):
+    # it said "window 2 s holds no reading of 'b'; lengthen it", which no window fixes
+    t = np.arange(0.0, 20.0, 0.1)
+    stream = EventStream.from_arrays(
+        {"a": (t, np.ones(len(t))), "b": (t[:n_readings], np.ones(n_readings))}, name="log"
+    )
+    with pytest.raises(MlmmError, match=f"sensor 'b' has {n_readings} reading.*too few.*rate="):
+        stream_specs(stream, 2.0)
+    specs = stream_specs(stream, 2.0, rate=10.0)  # the fix it names
+    assert [s.shape for s in specs] == [(20, 1), (20, 1)]
+
+
+def test_window_dataset_at_given_step_times_keeps_the_steps_of_an_edge_outage():
+    # daphnet's reconstruction cut its steps from the outaged stream: every sensor down at
+    # the start moved them all (step_times of the stream before outages keeps them)
+    t = np.arange(0.0, 10.0, 0.25)
+    full = EventStream.from_arrays({"a": (t, np.ones(len(t)))})
+    left = full.between(3.0, 11.0)
+    policy = StreamPolicy(window=1.0, step=1.0)
+    specs = stream_specs(full, 1.0)
+    times = step_times(full, policy)
+    data = window_dataset(left, specs, policy, allow_empty=True, times=times)
+    np.testing.assert_array_equal(data.meta["times"], np.arange(1.0, 10.0))
+    assert data.observed[:, 0].tolist() == [False] * 3 + [True] * 6  # (2, 3] holds only 3.0
+    assert window_dataset(left, specs, policy, allow_empty=True).meta["times"][0] == 4.0

@@ -7,6 +7,7 @@ import pytest
 
 from mlmm.errors import MlmmError
 from mlmm.stream import EventStream, StreamEngine, StreamPolicy, replay
+from mlmm.stream.datasets import step_times
 
 from .conftest import feed
 
@@ -219,6 +220,15 @@ def test_policy_validation():
         StreamPolicy(1.0, 1.0, rate_tolerance=-0.1)
 
 
+def test_a_policy_takes_numpy_seconds_but_not_a_bool():
+    # np.float32(2.0) (a window read from an array) was refused and True taken as 1 s
+    policy = StreamPolicy(np.float32(2.0), np.int64(1))
+    assert (policy.window, policy.step) == (2.0, 1.0) and type(policy.window) is float
+    for flag in (True, np.bool_(True)):
+        with pytest.raises(MlmmError, match="window must be a positive number of seconds"):
+            StreamPolicy(flag, 1.0)
+
+
 def test_a_reading_out_of_order_within_reset_after_is_no_reset(model):
     engine = StreamEngine(model, StreamPolicy(window=1.0, step=1.0, deadline=0.5))
     for t in (0.0, 0.2, 0.4):
@@ -321,3 +331,79 @@ def test_respond_calls_the_model_once_per_block_of_steps(model):
 
 def test_on_empty_default_is_hold():
     assert StreamPolicy(window=1.0, step=1.0).on_empty == "hold"
+
+
+def test_replay_over_the_span_before_outages_answers_the_edge_steps_empty(model):
+    # every sensor down for the first 2 s and the last 2 s: the outaged stream starts at 2 and
+    # ends before 8, so a plain replay moved its first step to 3 and answered nothing after 7.75;
+    # over the original span the steps are those of the stream without outages
+    t = np.arange(0, 10.0, 0.25)
+    values = np.ones(len(t))
+    full = EventStream.from_arrays({"a": (t, values), "b": (t, values)})
+    up = (t >= 2) & (t < 8)
+    left = full.with_tracks(
+        {s: type(tr)(tr.times[up], tr.values[up]) for s, tr in full.tracks.items()}
+    )
+    policy = StreamPolicy(window=1.0, step=1.0)
+    clean = replay(model, full, policy).answers
+    result = replay(model, left, policy, start=full.start, end=full.end)
+    answers = result.answers
+    assert answers.time.tolist() == clean.time.tolist() == [float(s) for s in range(1, 10)]
+    assert answers["empty"].tolist() == [True, True] + [False] * 6 + [True]
+    assert result.stats["empty"] == 3
+    assert answers.prediction.tolist()[:2] == [1.0, 1.0]  # the prior before any answer (hold)
+    assert replay(model, left, policy).answers.time.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+    assert replay(model, full, policy, end=4.5).answers.time.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_replay_checks_the_rate_where_push_does(model):
+    # sensor a runs at 8 Hz for 10 s in the middle of 4 Hz: push checks every 32 readings and
+    # saw it; replay delivers a chunk of 256 steps at once and checked only its newest 32
+    # readings, so it counted nothing and on_rate_mismatch="error" raised only under push
+    t = np.concatenate([np.arange(0, 20, 0.25), np.arange(20, 30, 0.125), np.arange(30, 60, 0.25)])
+    stream = EventStream.from_arrays({"a": (t, np.ones(len(t))), "b": (t, np.ones(len(t)))})
+    policy = StreamPolicy(window=1.0, step=1.0)
+    engine = StreamEngine(model, policy)
+    for time, sensor, values in stream.events():
+        engine.push(time, sensor, values)
+    assert engine.stats["rate_mismatch"] > 0
+    assert replay(model, stream, policy).stats["rate_mismatch"] == engine.stats["rate_mismatch"]
+    strict = StreamPolicy(window=1.0, step=1.0, on_rate_mismatch="error")
+    with pytest.raises(MlmmError, match="runs at 8 Hz"):
+        replay(model, stream, strict)
+
+
+def test_replay_over_a_span_with_every_sensor_out_throughout_answers_every_step_empty(model):
+    # fail:a@0+fail:b@0 leaves no reading at all: run_stream crashed (KeyError) once its replay
+    # took the span; every step of the span is answered under on_empty, flagged
+    t = np.arange(0, 5.0, 0.25)
+    full = EventStream.from_arrays({"a": (t, np.ones(len(t))), "b": (t, np.ones(len(t)))})
+    nothing = full.with_tracks({s: tr.between(99.0, 100.0) for s, tr in full.tracks.items()})
+    policy = StreamPolicy(window=1.0, step=1.0)
+    result = replay(model, nothing, policy, start=full.start, end=full.end)
+    assert result.answers.time.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert result.answers["empty"].all() and result.stats["empty"] == 4
+    assert (result.answers.prediction == 1.0).all()  # the prior's class (0.25, 0.75)
+    assert not model.calls
+    engine = StreamEngine(model, policy)  # an empty chunk was a bare reshape ValueError
+    assert engine.push_many("a", np.empty(0), np.empty((0, 1))) == [] and engine.clock == -np.inf
+
+
+def test_step_times_do_not_drift_so_push_and_replay_read_the_same_windows(model):
+    # the next step was the previous one plus step: after many 0.1 s steps its rounding put a
+    # step just before or after a reading at the step's exact time, differently for push (one
+    # step at a time) and replay (a chunk of steps), so their windows and answers differed
+    t = np.arange(0, 30.0, 0.25)
+    values = np.sin(7 * t)  # each reading its own value: a missed one changes the answer
+    stream = EventStream.from_arrays({"a": (t, values), "b": (t, values)})
+    policy = StreamPolicy(window=1.0, step=0.1)
+    engine = StreamEngine(model, policy)
+    answers = []
+    for time, sensor, value in stream.events():
+        answers += engine.push(time, sensor, value)
+    answers += engine.close()
+    result = replay(model, stream, policy)
+    times = np.array([a.time for a in answers])
+    np.testing.assert_array_equal(times, result.answers.time.to_numpy())
+    np.testing.assert_array_equal(times, step_times(stream, policy))  # the training windows'
+    np.testing.assert_array_equal(np.array([a.output for a in answers]), result.outputs)

@@ -16,6 +16,30 @@ def test_a_track_must_be_sorted_and_shaped():
         Track(np.arange(3.0), np.zeros((2, 1)))
 
 
+@pytest.mark.parametrize(
+    ("times", "message"),
+    [
+        ([0.0, 1.0, 1.0, 2.0], "1 repeated timestamp.*t=1.*np.unique"),
+        ([0.0, np.nan, 2.0], "timestamp nan .*finite seconds"),
+        ([0.0, 1.0, np.inf], "timestamp inf"),
+    ],
+)
+def test_a_track_with_repeated_or_non_finite_timestamps_is_refused(times, message):
+    # a repeated time counted twice in the sensor's rate (a model built for 2x the readings);
+    # a NaN time fell out of the order check and of every window
+    with pytest.raises(MlmmError, match=message):
+        EventStream.from_arrays({"a": (np.array(times), np.zeros(len(times)))})
+
+
+def test_the_truth_track_is_checked_like_a_sensor_track():
+    # an unsorted truth track scored every step against the wrong label, silently
+    sensor = {"a": (np.arange(10.0), np.zeros(10))}
+    with pytest.raises(MlmmError, match="the truth track has timestamps out of order"):
+        EventStream.from_arrays(sensor, truth=(np.array([5.0, 0.0]), np.array([1.0, 0.0])))
+    with pytest.raises(MlmmError, match="the truth track has 1 repeated"):
+        EventStream.from_arrays(sensor, truth=(np.array([0.0, 0.0]), np.array([1.0, 0.0])))
+
+
 def test_a_cut_keeps_the_truth_in_force_at_its_start():
     # regime 1 from t=0, regime 2 from t=10; a cut at 5 must still answer 1 until 10
     stream = EventStream.from_arrays(

@@ -15,7 +15,9 @@ from mlmm.bench.store import ResultsStore
 from mlmm.errors import MlmmError
 from mlmm.stream import EventStream, StreamPolicy, experiment, replay
 from mlmm.stream.baselines import ZeroFilled, hold_last_prediction
+from mlmm.stream.datasets import daphnet_stream, step_times, synthetic_stream, time_split
 from mlmm.stream.experiment import run_stream
+from mlmm.stream.outages import apply_outages
 
 from .conftest import RecordingModel
 
@@ -42,7 +44,16 @@ def test_synthetic_run_has_every_model_and_scope():
         "zero-filled",
     ]
     assert summary.index.tolist() == models
-    assert set(run.table.scope) == {"overall", "time", "live", "latency"}
+    assert set(run.table.scope) == {"overall", "time", "live", "latency", "outage_length"}
+    # accuracy while s0 (the only sensor with outages) is down, by the length of its outage
+    lengths = run.table[run.table.scope == "outage_length"]
+    assert lengths.key.str.match(r"s0:(0-0\.5s|0\.5-1s|1-2s|2-4s|>=4s)$").all()
+    assert (lengths.metric == "accuracy").all() and lengths.value.between(0, 1).all()
+    test = time_split(synthetic_stream(duration=150), 0.7)[1]
+    _, lost = apply_outages(test, "burst:s0=0.4:len=2s", seed=0)
+    times = run.steps[run.steps.model == models[0]].time.to_numpy()
+    n_down = int(lost.is_down("s0", times).sum())
+    assert n_down > 0 and lengths.groupby("model").n.sum().eq(n_down).all()
     assert (summary["accuracy"].between(0, 1)).all()
     assert run.down["s0"] > 0.2 and run.down["s1"] == 0.0
     assert "s1+s2" in set(run.table[run.table.scope == "live"].key)  # s0 was down sometimes
@@ -67,6 +78,20 @@ def test_daphnet_reconstruction_scores_each_sensor_against_both_baselines():
     # one sensor down: the overall NRMSE and count are that sensor's
     np.testing.assert_allclose(overall.value, by_sensor.value[overall.index])
     assert overall.n.tolist() == by_sensor.n[overall.index].tolist()
+
+
+@pytest.mark.parametrize(
+    "outage", ["fail:trunk@0", "fail:ankle@0+fail:leg@0+fail:trunk@0"], ids=["one", "every"]
+)
+def test_daphnet_with_sensors_out_for_the_whole_test_part_scores_every_step(outage):
+    # a sensor out throughout has no reading to hold (IndexError); every sensor out left no
+    # reading at all to cut the steps from (a bare ValueError in the window assembly)
+    run = run_stream("daphnet", "mean-impute", outage=outage, train_missing="none", epochs=1)
+    sensor = run.table[run.table.scope == "sensor"]
+    n_steps = len(step_times(time_split(daphnet_stream(), 0.7)[1], StreamPolicy(0.5, 0.25)))
+    assert (sensor.n == n_steps).all() and np.isfinite(sensor.value).all()
+    held = sensor[sensor.model == "hold-last-value"].value.to_numpy()
+    assert np.isfinite(held).all() and (held > 0).all()  # the training mean stands in
 
 
 def test_a_bad_training_missingness_fails_before_any_training(monkeypatch):
@@ -284,3 +309,29 @@ def test_accuracy_on_empty_prior_is_the_replay_under_on_empty_prior():
     assert (held["empty_fraction"] > 0).all()
     np.testing.assert_allclose(held["accuracy_on_empty_prior"], prior["accuracy"])
     assert "accuracy_on_empty_prior" not in prior
+
+
+def test_every_sensor_down_at_the_end_is_scored_not_dropped():
+    # the test part (70-100 s) lost every sensor from 90 s: its last 9 steps were never
+    # answered, so they were neither scored nor counted in empty_fraction (0.0)
+    common = {"train_missing": "none", "epochs": 1, "stream_params": {"duration": 100}}
+    run = run_stream("synthetic", outage="fail:s0@20+fail:s1@20+fail:s2@20", **common)
+    clean = run_stream("synthetic", outage="none", baselines=False, **common)
+    overall = run.table[(run.table.scope == "overall") & (run.table.metric == "accuracy")]
+    n_clean = clean.table[clean.table.scope == "overall"].n.iloc[0]
+    assert (overall.n == n_clean).all()
+    assert run.summary().loc["late-fusion (train none)", "empty_fraction"] == pytest.approx(9 / 28)
+    assert run.steps.groupby("model").time.max().eq(99.0).all()
+    # under on_empty="skip" those steps are not answered, yet they still count as empty
+    outage = "fail:s0@20+fail:s1@20+fail:s2@20"
+    skip = run_stream("synthetic", outage=outage, on_empty="skip", baselines=False, **common)
+    assert skip.summary().loc["late-fusion (train none)", "empty_fraction"] == pytest.approx(9 / 28)
+    assert skip.table[skip.table.scope == "overall"].n.eq(19).all()
+
+
+def test_outage_length_runs_to_the_next_delivered_reading_also_at_the_end():
+    # readings 0..4 s, lost at 1, 2 and 4: the first outage lasts 1 -> 3 s, the last one
+    # (still down at the end) one interval, as a one-reading outage elsewhere; it read 0 s
+    down = np.array([False, True, True, False, True])
+    lengths = experiment._outage_lengths(down, np.arange(5.0), np.array([1.0, 2.5, 4.0]))
+    assert lengths.tolist() == [2.0, 2.0, 1.0]

@@ -72,6 +72,8 @@ def test_recorded_gaps_from_a_file(tmp_path):
         ("burst:0.3", "burst needs a rate and a mean outage length"),
         ("burst:1.5:len=3", "outage rate must be in"),
         ("burst:0.9:len=2", "too short for outage rate"),
+        ("burst:0.3:len=0s", "len must be > 0 seconds"),  # was: one reading, silently
+        ("burst:0.3:len=-2s", "len must be > 0 seconds"),
         ("fail:a", "fail:SENSOR@SECONDS"),
         ("fail:a@-5", "after the stream's start, >= 0"),  # was: 'a' down throughout
         ("gaps:/nonexistent.csv", "not found"),

@@ -4,7 +4,8 @@
   that while any sensor is out its last answer from a step with every sensor live is repeated.
 * :class:`ZeroFilled` — a model trained on complete windows, told every sensor is present:
   an outage reaches it as zeros (in raw units), the naive way a fixed-input model is kept
-  answering.
+  answering. A step with every sensor down is answered by the engine's ``on_empty`` policy,
+  as for any model (the engine calls no model without a live sensor).
 * The third baseline is no code of its own: any registered method trained under ``burst``
   training missingness on time-ordered windows (:func:`mlmm.stream.experiment.train_on_stream`
   with ``train_missing="burst:..."``).

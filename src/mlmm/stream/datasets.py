@@ -242,6 +242,12 @@ def stream_specs(
     sensor (see ``StreamPolicy.age_input``)."""
     specs = []
     for sensor, track in stream.tracks.items():
+        if rate is None and track.rate() <= 0:  # it read "lengthen the window", in vain
+            raise MlmmError(
+                f"sensor {sensor!r} has {len(track.times)} reading(s) in stream "
+                f"{stream.name!r}, too few to measure its rate; build the specs from a stream "
+                f"where it reports (two readings or more), or give rate="
+            )
         slots = int(round(window * (rate or track.rate())))
         if slots < 1:
             raise MlmmError(f"window {window:g} s holds no reading of {sensor!r}; lengthen it")
@@ -278,6 +284,7 @@ def window_dataset(
     start: float | None = None,
     end: float | None = None,
     allow_empty: bool = False,
+    times: np.ndarray | None = None,
 ) -> MultimodalDataset:
     """The windows a :class:`StreamEngine` builds at each step, as a dataset.
 
@@ -298,6 +305,10 @@ def window_dataset(
         crossing the cut.
     allow_empty : bool
         Keep windows with no live modality (dropped by default).
+    times : ndarray, optional
+        The step times ``[S]`` themselves, instead of ``start`` and ``end`` (e.g. the steps of
+        the stream before outages, :func:`step_times`, so that an outage of every sensor at
+        an edge moves no step); each window holds the stream's readings in ``(t - window, t]``.
 
     Returns
     -------
@@ -312,12 +323,16 @@ def window_dataset(
             task = TaskSpec("classification", n, names or None)
         else:
             task = TaskSpec("regression")
-    times = step_times(stream, policy, start, end)
+    if times is not None:
+        times = np.asarray(times, dtype=np.float64)  # [S]
+        cut = stream  # a window reads only (t - window, t]
+    else:
+        times = step_times(stream, policy, start, end)
+        lo = stream.start if start is None else start
+        hi = stream.end + 1 if end is None else end
+        cut = stream.between(lo, hi)
     if not len(times):
         raise MlmmError(f"no whole window of {policy.window:g} s fits in [{start}, {end})")
-    lo = stream.start if start is None else start
-    hi = stream.end + 1 if end is None else end
-    cut = stream.between(lo, hi)
     engine = StreamEngine(_Shapes(specs, task), policy)
     for sensor, track in cut.tracks.items():
         engine.ingest(sensor, track.times, track.values)

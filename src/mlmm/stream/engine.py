@@ -168,8 +168,13 @@ class StreamPolicy:
     def __post_init__(self) -> None:
         for name in ("window", "step"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            # numpy numbers (a window read from an array) are numbers; True is not a second
+            number = isinstance(value, (int, float, np.integer, np.floating))
+            if isinstance(value, (bool, np.bool_)) or not (
+                number and np.isfinite(value) and value > 0
+            ):
                 raise MlmmError(f"{name} must be a positive number of seconds, got {value!r}")
+            object.__setattr__(self, name, float(value))
         if not (np.isfinite(self.deadline) and self.deadline >= 0):
             raise MlmmError(f"deadline must be >= 0 seconds, got {self.deadline!r}")
         if not 0 < self.min_coverage <= 1:
@@ -360,7 +365,11 @@ class StreamEngine:
         self._held: list[tuple[np.ndarray, float] | None] = [None] * len(self.specs)
         self._since_check = [-1] * len(self.specs)  # readings since the last rate check
         self.clock = -np.inf
-        self._next_step: float | None = None
+        # step k of the timeline is at origin + k * step, computed afresh (not by adding step
+        # to the previous one, whose rounding drifted: push and replay disagreed on whether a
+        # reading at the step's exact time was in its window)
+        self._origin: float | None = None
+        self._k = 0  # the next step's index
         self._answered_until = -np.inf
         self._last_output: np.ndarray | None = None
 
@@ -376,12 +385,12 @@ class StreamEngine:
     def ingest(self, sensor: str, times: np.ndarray, values: np.ndarray) -> None:
         """Take one sensor's readings ``times [n]``, ``values [n, C]`` without answering."""
         times = np.atleast_1d(np.asarray(times, dtype=np.float64))
-        values = np.asarray(values, dtype=np.float32).reshape(len(times), -1)
         j = self._sensor(sensor)
-        if j is None or not len(times):
+        if j is None or not len(times):  # an empty chunk (a sensor out throughout) is nothing
             if j is None:
                 self.stats["unknown"] += len(times) - 1
             return
+        values = np.asarray(values, dtype=np.float32).reshape(len(times), -1)
         channels = self.specs[j].shape[-1]
         if values.shape[1] != channels:
             raise MlmmError(
@@ -451,6 +460,14 @@ class StreamEngine:
             return
         self.clock = max(self.clock, t)
 
+    @property
+    def _next_step(self) -> float | None:
+        """The time of the next step to answer (None before the timeline's first step is set)."""
+        return None if self._origin is None else self._origin + self._k * self.policy.step
+
+    def _start_timeline(self, first_step: float) -> None:
+        self._origin, self._k = float(first_step), 0
+
     def _trim(self) -> None:
         if self._next_step is None:
             return
@@ -499,21 +516,21 @@ class StreamEngine:
     def due(self, until: float | None = None) -> np.ndarray:
         """The steps whose deadline the clock has passed (or every step <= ``until``), marked
         answered: the caller answers them (:meth:`respond`). ``[S]`` times, maybe empty."""
-        if not np.isfinite(self.clock):
-            return np.empty(0)
-        if self._next_step is None:
+        if not np.isfinite(self.clock) and (until is None or self._origin is None):
+            return np.empty(0)  # nothing heard yet (replay's span answers up to ``until``)
+        if self._origin is None:
             first = min(b.times[0] for b in self._buffers if b.n)
-            self._next_step = float(first) + self.policy.window
+            self._start_timeline(float(first) + self.policy.window)
         steps = []
         while True:
-            t = self._next_step + len(steps) * self.policy.step
+            t = self._origin + (self._k + len(steps)) * self.policy.step
             due = t <= until if until is not None else self.clock > t + self.policy.deadline
             if not due:
                 break
             steps.append(t)
         if not steps:
             return np.empty(0)
-        self._next_step = steps[-1] + self.policy.step
+        self._k += len(steps)
         self._answered_until = steps[-1]
         return np.asarray(steps)
 
@@ -585,24 +602,40 @@ class StreamEngine:
     def _check_rate(self, j: int, count: int) -> None:
         """Compare the median spacing of the sensor's newest readings with the model's rate
         (a median, so an outage inside the window does not look like a slow sensor). Checked
-        once 32 new readings have arrived since the last check (and at the first 4)."""
+        at the 4th reading and then at every 32nd, on the 32 readings up to it: where
+        ``count`` readings arrived at once (:meth:`ingest`, :func:`replay`'s chunks), at each
+        of them where :meth:`push` would have checked, so both paths count (and raise) alike."""
         rate, buffer = self.rates[j], self._buffers[j]
-        first = self._since_check[j] < 0
-        self._since_check[j] = max(self._since_check[j], 0) + count
-        if rate is None or buffer.n < 4 or (not first and self._since_check[j] < 32):
-            if first:
-                self._since_check[j] = -1
+        if rate is None:
             return
-        self._since_check[j] = 0
-        times, _ = buffer.view()
-        measured = 1.0 / max(float(np.median(np.diff(times[-32:]))), 1e-12)
-        if abs(measured / rate - 1) > self.policy.rate_tolerance:
-            if self.policy.on_rate_mismatch == "error":
-                raise MlmmError(
-                    f"sensor {self.names[j]!r} runs at {measured:.4g} Hz, the model was trained "
-                    f"at {rate:.4g} Hz; resample the feed or use on_rate_mismatch='resample'"
-                )
-            self.stats["rate_mismatch"] += 1
+        since, n_new = self._since_check[j], min(count, buffer.n)
+        before = buffer.n - n_new  # readings held before these arrived
+        if since < 0:  # not checked yet: first at the 4th reading
+            first = max(4, before + 1)
+        else:
+            first = before + max(32 - since, 1)
+        if first > buffer.n:  # no check among these readings
+            self._since_check[j] = -1 if since < 0 else since + count
+            return
+        ends = np.arange(first, buffer.n + 1, 32)  # [K] buffer length at each check
+        self._since_check[j] = int(buffer.n - ends[-1])
+        times = buffer.times[: buffer.n]
+        spacing = np.empty(len(ends))  # [K] median spacing of the 32 readings up to each check
+        short = ends < 32  # the first checks see fewer readings
+        for k in np.flatnonzero(short).tolist():
+            spacing[k] = np.median(np.diff(times[: ends[k]]))
+        if not short.all():
+            lo = max(int(ends[~short][0]) - 32, 0)  # only the readings these checks see
+            gaps = np.lib.stride_tricks.sliding_window_view(np.diff(times[lo:]), 31)  # [., 31]
+            spacing[~short] = np.median(gaps[ends[~short] - 32 - lo], axis=1)
+        measured = 1.0 / np.maximum(spacing, 1e-12)  # [K] Hz
+        off = np.abs(measured / rate - 1) > self.policy.rate_tolerance
+        if off.any() and self.policy.on_rate_mismatch == "error":
+            raise MlmmError(
+                f"sensor {self.names[j]!r} runs at {measured[off][0]:.4g} Hz, the model was "
+                f"trained at {rate:.4g} Hz; resample the feed or use on_rate_mismatch='resample'"
+            )
+        self.stats["rate_mismatch"] += int(off.sum())
 
     def answer(self, times: np.ndarray) -> list[Answer]:
         """Answers for windows ending at ``times`` (one model call for all of them)."""
@@ -795,6 +828,8 @@ def replay(
     policy: StreamPolicy,
     batch_steps: int = 1,
     engine: StreamEngine | None = None,
+    start: float | None = None,
+    end: float | None = None,
 ) -> StreamResult:
     """Feed a recorded stream through a :class:`StreamEngine` and collect its answers.
 
@@ -817,6 +852,12 @@ def replay(
         answers are the same).
     engine : StreamEngine, optional
         An engine to continue (its buffers and counters); default a new one.
+    start, end : float, optional
+        The span to answer: steps at ``start + window``, then every ``step``, up to ``end``
+        (default: the stream's first and last reading). Give the span of the stream before
+        outages when replaying it after them: an outage of every sensor at the stream's start
+        or end otherwise moves the first step or drops the last ones, which are then neither
+        answered nor scored (with them, they are answered under ``on_empty``).
 
     Returns
     -------
@@ -825,8 +866,11 @@ def replay(
     if batch_steps < 1:
         raise MlmmError(f"batch_steps must be >= 1, got {batch_steps}")
     engine = engine or StreamEngine(model, policy)
-    start, end = stream.start, stream.end
+    start = stream.start if start is None else float(start)
+    end = stream.end if end is None else float(end)
     first = start + policy.window
+    if engine._origin is None:  # a new timeline: its steps start from ``start``
+        engine._start_timeline(first)
     n_steps = int(np.floor((end - first) / policy.step + 1e-9)) + 1 if end >= first else 0
     chunk = batch_steps * max(1, -(-_CHUNK_STEPS // batch_steps))  # steps per delivery
     bounds = first + (np.arange(0, n_steps, chunk) + chunk - 1) * policy.step
@@ -844,8 +888,10 @@ def replay(
                 )
                 cursors[sensor] = stop
         parts.append(engine.respond(engine.due(), batch_steps))
-    parts.append(engine.respond(engine.due(until=engine.clock), batch_steps))
+    parts.append(engine.respond(engine.due(until=max(engine.clock, end)), batch_steps))
     merged = {k: np.concatenate([p[k][p["keep"]] for p in parts]) for k in parts[0] if k != "keep"}
+    if (merged["time"] > end).any():  # an ``end`` before the stream's last reading
+        merged = {k: v[merged["time"] <= end] for k, v in merged.items()}
     names = engine.names
     frame = _frame(merged, names, stream, model.task.is_classification)
     outputs = merged["output"] if model.task.is_classification else merged["output"][:, 0]

@@ -95,12 +95,11 @@ class EventStream:
     def __post_init__(self) -> None:
         if not self.tracks:
             raise MlmmError("a stream needs at least one sensor track")
-        for sensor, track in self.tracks.items():
-            if len(track.times) > 1 and (np.diff(track.times) < 0).any():
-                raise MlmmError(
-                    f"track {sensor!r} has timestamps out of order; sort it (EventStream keeps "
-                    f"each track sorted; unordered feeds go to StreamEngine.push)"
-                )
+        named = [(f"track {sensor!r}", track) for sensor, track in self.tracks.items()]
+        if self.truth is not None:
+            named.append(("the truth track", self.truth))
+        for what, track in named:
+            _check_times(what, track.times)
 
     @classmethod
     def from_arrays(
@@ -187,3 +186,28 @@ class EventStream:
         names = self.sensors
         for i in order:
             yield float(times[i]), names[which[i]], tracks[which[i]].values[rows[i]]
+
+
+def _check_times(what: str, times: np.ndarray) -> None:
+    """One-line errors for a recorded track whose timestamps are not finite, strictly
+    increasing seconds: a NaN time fell out of every comparison, and a repeated time counted
+    twice in the sensor's rate (so the model was built for twice the readings it gets)."""
+    if not np.isfinite(times).all():
+        bad = times[~np.isfinite(times)][0]
+        raise MlmmError(
+            f"{what} has a timestamp {bad} (timestamps are finite seconds); drop or fix those "
+            f"readings"
+        )
+    steps = np.diff(times)  # [n - 1]
+    if (steps < 0).any():
+        raise MlmmError(
+            f"{what} has timestamps out of order; sort it (EventStream keeps each track sorted; "
+            f"unordered feeds go to StreamEngine.push)"
+        )
+    if (steps == 0).any():
+        repeated = times[1:][steps == 0]
+        raise MlmmError(
+            f"{what} has {len(repeated)} repeated timestamp(s) (first at t={repeated[0]:g}); "
+            f"keep one reading per time, e.g. the first with np.unique(times, return_index=True) "
+            f"(StreamEngine.push drops repeats under on_duplicate='drop')"
+        )

@@ -67,7 +67,9 @@ class StreamRun:
         for classification,
         ``nrmse`` for reconstruction), ``time`` (key = the bin's start in stream
         seconds), ``live`` (key = the live sensors, e.g. ``acc+gyro``), ``latency`` (metrics
-        ``p50_ms``, ``p99_ms``), ``sensor`` and ``outage_length`` (reconstruction).
+        ``p50_ms``, ``p99_ms``), ``outage_length`` (key ``sensor:0.5-1s``: the score at the
+        steps where that sensor is down, by the length of its outage in force; accuracy or
+        NRMSE) and ``sensor`` (reconstruction).
     steps : pandas.DataFrame
         One row per answer and model: ``model, time, prediction, truth, live, latency_ms``
         (reconstruction: the sensor, the truth and each estimate).
@@ -254,15 +256,16 @@ def run_stream(
         )
     results: dict[str, StreamResult] = {}
     clean: dict[str, float] = {}
+    span = {"start": test.start, "end": test.end}  # the steps of the stream before outages
     for label, trained in models.items():
-        results[label] = replay(trained, left, policy)
+        results[label] = replay(trained, left, policy, **span)
         clean[label] = replay(trained, test, policy, batch_steps=256).score()
     if baselines:
         names = tuple(s.name for s in specs)
         results["hold-last-prediction"] = hold_last_prediction(
             results[f"{method} (train none)"], names
         )
-        results["zero-filled"] = replay(ZeroFilled(complete), left, policy)
+        results["zero-filled"] = replay(ZeroFilled(complete), left, policy, **span)
     rows, steps = [], []
     edges = np.linspace(test.start, test.end, time_bins + 1)
     for label, result in results.items():
@@ -272,9 +275,11 @@ def run_stream(
             rows.append((label, "overall", "all", len(answers), "accuracy_no_outage", clean[label]))
             loss = clean[label] - result.score()
             rows.append((label, "overall", "all", len(answers), "loss_vs_no_outage", loss))
-            rows.append(
-                (label, "overall", "all", len(answers), "empty_fraction", answers["empty"].mean())
-            )
+            # of every step, answered or skipped (under on_empty="skip" the answers hold no
+            # empty step, and the fraction read 0 however many were skipped)
+            steps_total = len(answers) + result.stats.get("skipped", 0)
+            empty = result.stats.get("empty", 0) / steps_total if steps_total else float("nan")
+            rows.append((label, "overall", "all", len(answers), "empty_fraction", empty))
             if on_empty == "hold":  # the same replay under on_empty="prior", for comparison
                 prior = _with_prior_on_empty(answers, models[label].prior)
                 rows.append(
@@ -287,6 +292,7 @@ def run_stream(
             )
         for live, group in answers.groupby("live", sort=True):
             rows.append((label, "live", live, len(group), "accuracy", group.correct.mean()))
+        rows += _accuracy_by_outage_length(label, answers, test, lost)
         latency = answers["latency_ms"].to_numpy()
         if label in models or label == "zero-filled":
             for q, metric in ((50, "p50_ms"), (99, "p99_ms")):
@@ -305,6 +311,36 @@ def run_stream(
         steps.append(frame)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return StreamRun(table, pd.concat(steps, ignore_index=True), config, down)
+
+
+def _accuracy_by_outage_length(label, answers, test, lost) -> list[tuple]:
+    """Accuracy at the steps where each sensor is down, by the length of its outage in force
+    (keys ``sensor:0-0.5s`` ... ``sensor:>=4s``, as the reconstruction's NRMSE)."""
+    rows = []
+    times = answers["time"].to_numpy()  # [S]
+    for sensor in test.sensors:
+        if not lost.down[sensor].any():
+            continue
+        down = lost.is_down(sensor, times)  # [S]
+        if not down.any():
+            continue
+        lengths = _outage_lengths(lost.down[sensor], test.track(sensor).times, times[down])
+        which = np.searchsorted(OUTAGE_BINS, lengths, side="right") - 1
+        correct = answers["correct"].to_numpy()[down]
+        for b in np.unique(which):
+            key = outage_bin_label(OUTAGE_BINS[b], OUTAGE_BINS[b + 1])
+            sel = which == b
+            rows.append(
+                (
+                    label,
+                    "outage_length",
+                    f"{sensor}:{key}",
+                    int(sel.sum()),
+                    "accuracy",
+                    float(correct[sel].mean()),
+                )
+            )
+    return rows
 
 
 def _with_prior_on_empty(answers: pd.DataFrame, prior: list[float]) -> float:
@@ -334,7 +370,9 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
             f"use an imputation method, e.g. --method knn-impute"
         )
     started = _time.perf_counter()
-    data = window_dataset(left, specs, policy, task=trained.task, allow_empty=True)
+    data = window_dataset(
+        left, specs, policy, task=trained.task, allow_empty=True, times=step_times(test, policy)
+    )
     times = data.meta["times"]
     rows, steps = [], []
     for j, spec in enumerate(specs):
@@ -357,7 +395,10 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
         at = times[down]
         truth = truth_track.values[np.searchsorted(truth_track.times, at, side="right") - 1]
         last = np.searchsorted(left_track.times, at, side="right") - 1
-        held = np.where((last >= 0)[:, None], left_track.values[np.clip(last, 0, None)], mean)
+        if len(left_track.times):
+            held = np.where((last >= 0)[:, None], left_track.values[np.clip(last, 0, None)], mean)
+        else:  # out for the whole test part (fail:SENSOR@0): no reading to hold
+            held = np.broadcast_to(mean, truth.shape)
         train_values = train.track(sensor).values
         scale = train_values.std(axis=0)
         estimates = {
@@ -422,5 +463,9 @@ def _outage_lengths(down: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.n
     idx = np.clip(np.searchsorted(times, at, side="right") - 1, 0, len(times) - 1)
     run = np.searchsorted(starts, idx, side="right") - 1
     start_t = times[starts[run]]
-    end_t = times[np.minimum(ends[run], len(times) - 1)]
+    # ends at the next delivered reading; one still down at the track's end, one reading
+    # interval after its last reading (it measured a one-reading outage there as 0 s)
+    interval = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+    last = ends[run] >= len(times)
+    end_t = np.where(last, times[-1] + interval, times[np.minimum(ends[run], len(times) - 1)])
     return end_t - start_t

@@ -115,6 +115,11 @@ def _parse_burst(part: str, rest: str) -> _Term:
     length_text = length_field[0][4:]
     seconds = length_text.endswith("s")
     length = parse_number(length_text.rstrip("s"), "len", part)
+    if seconds and not length > 0:  # it became one reading, silently
+        raise MlmmError(
+            f"mean outage length len must be > 0 seconds, got {length_text!r} in {part!r}; "
+            f"e.g. len=2s"
+        )
     if "=" in fields[0]:
         rates: dict[str, float] | float = {}
         for item in fields[0].split(","):
