@@ -599,3 +599,18 @@ def test_a_slow_body_that_never_stalls_is_read_whole(monkeypatch):
     asyncio.run(asyncio.wait_for(guard(scope, slow, send), 5))
     assert time.perf_counter() - start > 3 * app_module.BODY_IDLE_SECONDS
     assert seen["body"] == payload
+
+
+def test_an_answer_that_overflows_to_nan_is_a_422_not_a_null_or_the_first_class(client, hemis):
+    """Finite values far outside the training range overflow the model's float32 arithmetic:
+    it answered 200 with ``"probabilities": {"0": null, ...}`` and ``"prediction": 0`` (the
+    argmax of NaN), which the response schema does not allow and no caller can tell apart."""
+    huge = [3e38] * 16
+    assert np.isnan(hemis.predict_raw({"m0": np.array([huge])})).all()  # what the model gives
+    body = {"instances": [{"m1": _vector(0)}, {"m0": huge}]}
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert detail.startswith("instances[1]: the model's answer is NaN or infinite")
+    assert "training data's scale" in detail and "\n" not in detail
+    assert client.post("/predict", json={"instances": body["instances"][:1]}).status_code == 200

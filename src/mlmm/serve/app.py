@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import subset_name
-from mlmm.serve.predict import NO_MODALITY, score_metric
+from mlmm.serve.predict import NO_MODALITY, NOT_FINITE_FIX, not_finite_rows, score_metric
 from mlmm.train.trained import TrainedModel
 
 #: Seconds a request body may stall (nothing received) before the request is answered 408: a
@@ -746,6 +746,11 @@ def create_app(
             raw = await model.answer(arrays, lengths, len(present), micro_batch)
         except MlmmError as err:
             raise _BadInput(f"instances: {err}") from None
+        bad = not_finite_rows(raw)
+        if len(bad):  # argmax would call it the first class; JSON would carry null
+            raise _BadInput(
+                f"instances[{int(bad[0])}]: the model's answer is NaN or infinite: {NOT_FINITE_FIX}"
+            )
         # serialised here in one step: FastAPI would otherwise re-validate the response model
         body = model.response(raw, present).model_dump_json()
         return Response(body, media_type="application/json")
