@@ -702,6 +702,9 @@ def create_app(
             detail = f"body: malformed JSON ({first.get('ctx', {}).get('error', 'decode error')})"
             return JSONResponse({"detail": detail}, status_code=400)
         where = _field(tuple(first.get("loc", ())))
+        if where == "body" and first.get("type") == "missing":  # b"": no JSON at all
+            detail = 'body: empty; send a JSON object: {"instances": [{...}, ...]}'
+            return JSONResponse({"detail": detail}, status_code=400)
         detail = f"{where}: {first.get('msg', 'invalid')}"
         if where == "lengths" and first.get("type") == "extra_forbidden":
             detail = f"lengths: {_NO_LENGTHS_FIELD}"
@@ -711,7 +714,10 @@ def create_app(
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = str(exc.detail)
         if exc.status_code == 400 and not detail.startswith("body"):
-            detail = f"body: cannot be parsed as JSON ({detail}: nested too deeply, or not UTF-8)"
+            detail = (
+                f"body: cannot be parsed as JSON ({detail}: nested too deeply, not UTF-8, or "
+                f"an integer of over 4,300 digits)"
+            )
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(_BadInput)
@@ -719,7 +725,7 @@ def create_app(
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     errors = {
-        400: {"model": ErrorResponse, "description": "Malformed JSON."},
+        400: {"model": ErrorResponse, "description": "Malformed JSON, or an empty body."},
         413: {"model": ErrorResponse, "description": "Body over the size limit."},
         415: {"model": ErrorResponse, "description": "Not application/json."},
         422: {"model": ErrorResponse, "description": "An input the model cannot take."},
