@@ -484,6 +484,8 @@ class TrainedModel:
             specs = [ModalitySpec.from_dict(m.model_dump()) for m in cfg.modalities]
             task = TaskSpec.from_dict(cfg.task.model_dump())
             given, resolved = cfg.hyperparameters, cfg.resolved_hyperparameters
+            if not resolved:  # written before sizes were recorded: read them off the weights
+                resolved = METHODS.get(method).obj.resolved_from_state(dict(given), state)
             needed = _values_needed(method, specs, task, {**given, **resolved}, state)
             if needed is not None and needed > stored:
                 raise ArtifactError(
