@@ -298,7 +298,7 @@ def not_finite_rows(raw: np.ndarray) -> np.ndarray:
     and JSON would carry ``null`` where the schema promises a number, so every deployed path
     refuses them (:data:`NOT_FINITE_FIX` says what to do).
     """
-    return np.flatnonzero(~np.isfinite(raw.reshape(len(raw), -1)).all(axis=1))
+    return np.flatnonzero(~np.isfinite(raw).all(axis=tuple(range(1, raw.ndim))))  # any N
 
 
 #: The end of the one-line error for an answer that is not finite (:func:`not_finite_rows`).
