@@ -326,6 +326,24 @@ def test_serve_refuses_a_micro_batch_wait_without_micro_batching(monkeypatch, ca
     assert code == 2 and err.count("\n") == 1 and "--max-wait-ms is the micro-batch" in err
 
 
+def test_serve_max_instances_bounds_a_request(monkeypatch, capsys, hemis_run):
+    """The per-request sample limit was fixed at 1,024 under `mlmm serve` (create_app only)."""
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    code, _, _ = run(monkeypatch, capsys, "serve", str(hemis_run), "--max-instances", "2")
+    assert code == 0
+    with TestClient(served[0]) as c:
+        three = {"instances": [{"m0": _vector(k)} for k in range(3)]}
+        answer = c.post("/predict", json=three)
+        assert answer.status_code == 422
+        assert "3 samples is over the limit of 2" in answer.json()["detail"]
+        assert c.post("/predict", json={"instances": three["instances"][:2]}).status_code == 200
+    code, out, err = run(monkeypatch, capsys, "serve", str(hemis_run), "--max-instances", "0")
+    assert code == 2 and err.count("\n") == 1 and "max_instances must be an integer >= 1" in err
+
+
 def test_serve_refuses_an_address_in_use_before_announcing_it(monkeypatch, capsys, hemis_run):
     import socket
 
