@@ -1373,6 +1373,9 @@ def serve_command(
         str, typer.Option(help="Samples with no modality: 'error' (422) or 'prior'.")
     ] = "error",
     max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get a 413.")] = 1 << 20,
+    max_instances: Annotated[
+        int, typer.Option(help="Most samples in one request; more get a 422.")
+    ] = 1024,
     micro_batch: Annotated[
         bool, typer.Option(help="Merge concurrent requests into one forward pass.")
     ] = True,
@@ -1404,6 +1407,7 @@ def serve_command(
         models,
         on_empty=on_empty,
         max_body_bytes=max_body_bytes,
+        max_instances=max_instances,
         micro_batch=micro_batch,
         max_wait_ms=max_wait_ms,
     )

@@ -115,3 +115,33 @@ def test_product_rule_never_favours_a_class_absent_from_training():
         )
         probs = model(empty).prediction.exp()[0]
     assert torch.allclose(probs, torch.tensor([0.5, 0.5, 0.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [("late-fusion", {"rule": "sum_logprob"}), ("learned-weight-ensemble", {})],
+)
+def test_an_artifact_saved_before_log_prior_loads_and_predicts_as_it_did(method, params, tmp_path):
+    """Artifacts written before the product rule divided out the training prior have no
+    ``log_prior``: every one of them (late-fusion, learned-weight-ensemble, a scheduler pool
+    holding late-fusion) stopped loading with 'config.json describes a model of 114,832 values
+    but model.safetensors holds 114,828', so `mlmm serve` refused a model that served before."""
+    import json
+
+    from mlmm.train import TrainedModel
+    from mlmm.train.checkpoint import load_artifact, save_artifact
+
+    data = contract_dataset(n_samples=60)
+    model = mlmm.create_method(method, data.specs, data.task, hidden=8, **params)
+    trained = mlmm.Trainer(max_epochs=1, progress=False).fit(model, data)
+    trained.save(tmp_path / "new")
+    config, state = load_artifact(tmp_path / "new")
+    for key in ("format", "format_version", "weights_sha256"):
+        config.pop(key)
+    del state["log_prior"]  # what an earlier mlmm wrote
+    save_artifact(tmp_path / "old", state, json.loads(json.dumps(config)))
+    old = TrainedModel.load(tmp_path / "old")
+    assert torch.allclose(old.model.log_prior, torch.full((3,), -np.log(3.0)))
+    # as it predicted then: the heads' product with nothing divided out
+    trained.model.log_prior.fill_(-np.log(3.0))
+    np.testing.assert_array_equal(old.predict_proba(data), trained.predict_proba(data))

@@ -98,6 +98,8 @@ NaN_BODY = '{"instances": [{"m0": [NaN' + ", 0" * 15 + "]}]}"
         ({"instances": [{"m0": _vector(0)}], "model": "x"}, None, 422, "model: unknown model"),
         ({"instances": [{"m0": _vector(0)}], "on_empty": "x"}, None, 422, "on_empty"),
         ("{not json", None, 400, "body: malformed JSON"),
+        ("", None, 400, "body: empty; send a JSON object"),  # was 422 'Field required'
+        ('{"instances": [{"m0": [' + "9" * 5000 + "]}]}", None, 400, "4,300 digits"),
         ("[" * 20000 + "]" * 20000, None, 400, "body: cannot be parsed"),
         ({"instances": [{"m0": _vector(0)}]}, "text/plain", 415, "content-type"),
         ({"instances": [{"m0": [1.0] * 16}] * 3000}, None, 413, "body: "),
@@ -322,6 +324,24 @@ def test_serve_refuses_a_micro_batch_wait_without_micro_batching(monkeypatch, ca
     args = ["serve", str(hemis_run), "--no-micro-batch", "--max-wait-ms", "5"]
     code, out, err = run(monkeypatch, capsys, *args)
     assert code == 2 and err.count("\n") == 1 and "--max-wait-ms is the micro-batch" in err
+
+
+def test_serve_max_instances_bounds_a_request(monkeypatch, capsys, hemis_run):
+    """The per-request sample limit was fixed at 1,024 under `mlmm serve` (create_app only)."""
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    code, _, _ = run(monkeypatch, capsys, "serve", str(hemis_run), "--max-instances", "2")
+    assert code == 0
+    with TestClient(served[0]) as c:
+        three = {"instances": [{"m0": _vector(k)} for k in range(3)]}
+        answer = c.post("/predict", json=three)
+        assert answer.status_code == 422
+        assert "3 samples is over the limit of 2" in answer.json()["detail"]
+        assert c.post("/predict", json={"instances": three["instances"][:2]}).status_code == 200
+    code, out, err = run(monkeypatch, capsys, "serve", str(hemis_run), "--max-instances", "0")
+    assert code == 2 and err.count("\n") == 1 and "max_instances must be an integer >= 1" in err
 
 
 def test_serve_refuses_an_address_in_use_before_announcing_it(monkeypatch, capsys, hemis_run):
@@ -599,3 +619,18 @@ def test_a_slow_body_that_never_stalls_is_read_whole(monkeypatch):
     asyncio.run(asyncio.wait_for(guard(scope, slow, send), 5))
     assert time.perf_counter() - start > 3 * app_module.BODY_IDLE_SECONDS
     assert seen["body"] == payload
+
+
+def test_an_answer_that_overflows_to_nan_is_a_422_not_a_null_or_the_first_class(client, hemis):
+    """Finite values far outside the training range overflow the model's float32 arithmetic:
+    it answered 200 with ``"probabilities": {"0": null, ...}`` and ``"prediction": 0`` (the
+    argmax of NaN), which the response schema does not allow and no caller can tell apart."""
+    huge = [3e38] * 16
+    assert np.isnan(hemis.predict_raw({"m0": np.array([huge])})).all()  # what the model gives
+    body = {"instances": [{"m1": _vector(0)}, {"m0": huge}]}
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert detail.startswith("instances[1]: the model's answer is NaN or infinite")
+    assert "training data's scale" in detail and "\n" not in detail
+    assert client.post("/predict", json={"instances": body["instances"][:1]}).status_code == 200

@@ -517,3 +517,20 @@ def test_write_table_on_a_full_disk_is_one_line_and_keeps_the_earlier_file(
         f"another path; the earlier file is unchanged"
     )
     assert path.read_bytes() == b"" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_rows_whose_answer_overflows_to_nan_are_one_line_not_the_first_class(
+    monkeypatch, capsys, tmp_path, hemis_run
+):
+    """It wrote ``prediction`` 0 (the argmax of NaN) and empty probabilities for them."""
+    arrays = _samples()
+    arrays["m2"][[2, 4]] = 3e38  # finite, far beyond anything seen in training
+    np.savez(tmp_path / "in.npz", **arrays)
+    code, out, err = run(
+        monkeypatch, capsys, "predict", str(hemis_run), "--input", str(tmp_path / "in.npz")
+    )
+    assert code == 2 and out == ""
+    assert "the model's answer is NaN or infinite in 2 row(s) (first: [2, 4])" in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(MlmmError, match="training data's scale"):
+        predict_table(TrainedModel.load(hemis_run), arrays)

@@ -221,6 +221,18 @@ class MissingModalityModel(nn.Module, abc.ABC):
         """
         return {}
 
+    @classmethod
+    def resolved_from_state(
+        cls, hyperparameters: dict[str, Any], state: dict[str, torch.Tensor]
+    ) -> dict[str, Any]:
+        """For an artifact written before :meth:`resolved_hyperparameters` were recorded: the
+        sizes this method resolved, read from the shapes of its saved weights ``state``
+        (``hyperparameters``: as given), so that a later change of the sizing rule does not
+        stop it loading. :meth:`mlmm.TrainedModel.load` builds from them as from recorded
+        ones. The default reads nothing.
+        """
+        return {}
+
     def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Bring weights saved by an earlier mlmm up to this version, in place.
 

@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import subset_name
-from mlmm.serve.predict import NO_MODALITY, score_metric
+from mlmm.serve.predict import NO_MODALITY, NOT_FINITE_FIX, not_finite_rows, score_metric
 from mlmm.train.trained import TrainedModel
 
 #: Seconds a request body may stall (nothing received) before the request is answered 408: a
@@ -702,6 +702,9 @@ def create_app(
             detail = f"body: malformed JSON ({first.get('ctx', {}).get('error', 'decode error')})"
             return JSONResponse({"detail": detail}, status_code=400)
         where = _field(tuple(first.get("loc", ())))
+        if where == "body" and first.get("type") == "missing":  # b"": no JSON at all
+            detail = 'body: empty; send a JSON object: {"instances": [{...}, ...]}'
+            return JSONResponse({"detail": detail}, status_code=400)
         detail = f"{where}: {first.get('msg', 'invalid')}"
         if where == "lengths" and first.get("type") == "extra_forbidden":
             detail = f"lengths: {_NO_LENGTHS_FIELD}"
@@ -711,7 +714,10 @@ def create_app(
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = str(exc.detail)
         if exc.status_code == 400 and not detail.startswith("body"):
-            detail = f"body: cannot be parsed as JSON ({detail}: nested too deeply, or not UTF-8)"
+            detail = (
+                f"body: cannot be parsed as JSON ({detail}: nested too deeply, not UTF-8, or "
+                f"an integer of over 4,300 digits)"
+            )
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(_BadInput)
@@ -719,7 +725,7 @@ def create_app(
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     errors = {
-        400: {"model": ErrorResponse, "description": "Malformed JSON."},
+        400: {"model": ErrorResponse, "description": "Malformed JSON, or an empty body."},
         413: {"model": ErrorResponse, "description": "Body over the size limit."},
         415: {"model": ErrorResponse, "description": "Not application/json."},
         422: {"model": ErrorResponse, "description": "An input the model cannot take."},
@@ -746,6 +752,11 @@ def create_app(
             raw = await model.answer(arrays, lengths, len(present), micro_batch)
         except MlmmError as err:
             raise _BadInput(f"instances: {err}") from None
+        bad = not_finite_rows(raw)
+        if len(bad):  # argmax would call it the first class; JSON would carry null
+            raise _BadInput(
+                f"instances[{int(bad[0])}]: the model's answer is NaN or infinite: {NOT_FINITE_FIX}"
+            )
         # serialised here in one step: FastAPI would otherwise re-validate the response model
         body = model.response(raw, present).model_dump_json()
         return Response(body, media_type="application/json")

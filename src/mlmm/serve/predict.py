@@ -324,6 +324,24 @@ def _check_present_rows(
         )
 
 
+def not_finite_rows(raw: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``raw`` (``[N, K]`` or ``[N]``) holding NaN or inf.
+
+    Finite inputs far outside the training range (``1e30``) overflow a model's float32
+    arithmetic into NaN; left as they are, ``argmax`` would read such a row as the first class
+    and JSON would carry ``null`` where the schema promises a number, so every deployed path
+    refuses them (:data:`NOT_FINITE_FIX` says what to do).
+    """
+    return np.flatnonzero(~np.isfinite(raw).all(axis=tuple(range(1, raw.ndim))))  # any N
+
+
+#: The end of the one-line error for an answer that is not finite (:func:`not_finite_rows`).
+NOT_FINITE_FIX = (
+    "the input values are too far outside the range the model was trained on for its float32 "
+    "arithmetic; send values on the training data's scale (its units, before any scaling)"
+)
+
+
 def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.DataFrame:
     """One row per sample: prediction, probabilities, modalities used, validation score.
 
@@ -353,6 +371,12 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
     partial = table.get("partial", "error") if isinstance(table, dict) else "error"
     data = trained.as_dataset(X, lengths=lengths, partial=partial)
     raw = trained.predict_raw(data, on_empty=on_empty)
+    bad = not_finite_rows(raw)
+    if len(bad):
+        raise MlmmError(
+            f"the model's answer is NaN or infinite in {len(bad)} row(s) (first: "
+            f"{bad[:5].tolist()}): {NOT_FINITE_FIX}"
+        )
     names = data.modality_names
     patterns = [
         subset_name([n for n, p in zip(names, row, strict=True) if p]) or NO_MODALITY

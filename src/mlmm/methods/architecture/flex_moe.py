@@ -48,7 +48,7 @@ a third. With ``n_experts`` below ``2**M - 1``, pattern ``p``'s expert is ``p mo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -374,6 +374,26 @@ class FlexMoE(MissingModalityModel):
             resolved["n_experts"] = self.expert_count
         if self.expert_hidden is None:
             resolved["expert_hidden"] = self.expert_width
+        return resolved
+
+    @classmethod
+    def resolved_from_state(
+        cls, hyperparameters: dict[str, Any], state: dict[str, torch.Tensor]
+    ) -> dict[str, Any]:
+        """``n_experts`` and ``expert_hidden`` given as None, read from the first block's
+        experts (``blocks.0.moe.experts.I.0.weight``: ``[expert_hidden, embed_dim]``): the
+        sizing rule changed before artifacts recorded them (:meth:`resolved_hyperparameters`)."""
+        prefix = "blocks.0.moe.experts."
+        first = state.get(f"{prefix}0.0.weight")
+        if first is None:  # not weights this version's flex-moe can read: let the load say so
+            return {}
+        resolved: dict[str, Any] = {}
+        if hyperparameters.get("n_experts", 0) is None:
+            resolved["n_experts"] = len(
+                {k[len(prefix) :].split(".", 1)[0] for k in state if k.startswith(prefix)}
+            )
+        if hyperparameters.get("expert_hidden", 0) is None:
+            resolved["expert_hidden"] = int(first.shape[0])
         return resolved
 
     def total_parameters(self) -> int:

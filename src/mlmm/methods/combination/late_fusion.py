@@ -185,6 +185,12 @@ class LateFusion(MissingModalityModel):
             task_loss = self._per_head_loss(outs, present, batch.target)
         return self.output(batch, prediction, task_loss=task_loss, per_modality=outs)
 
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Weights saved before the product rule divided out the training prior (mlmm before
+        ``log_prior``): the uniform prior, which divides out nothing, so they predict as saved."""
+        if self.task.is_classification:
+            state.setdefault(f"{prefix}log_prior", self.log_prior.detach().clone())
+
     def selection_parts(self) -> dict[str, tuple[str, ...]]:
         """With ``selection="per_head"``: each modality's encoder and head, one part."""
         if self.selection == "joint":
