@@ -124,6 +124,22 @@ def test_16_mixed_is_refused_on_the_cpu_with_the_fix():
             trainer(precision="16-mixed", device="auto").fit(model(), data(30, 0))
 
 
+def test_bf16_mixed_on_a_gpu_without_bfloat16_is_one_line(monkeypatch):
+    """A pre-Ampere GPU: torch's autocast raised a RuntimeError inside the first step."""
+    from mlmm.train.trainer import check_precision_device
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(MlmmError) as err:
+        check_precision_device("bf16-mixed", torch.device("cuda:0"))
+    assert "\n" not in str(err.value)
+    assert "needs bfloat16, which the GPU of device 'cuda:0' does not support" in str(err.value)
+    assert "use precision '16-mixed' on this GPU, or '32'" in str(err.value)
+    check_precision_device("16-mixed", torch.device("cuda:0"))  # float16 is the fix
+    check_precision_device("bf16-mixed", torch.device("cpu"))  # the CPU has bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    check_precision_device("bf16-mixed", torch.device("cuda:0"))
+
+
 def test_the_16_mixed_loop_scales_the_loss_and_unscales_before_clipping(monkeypatch):
     # 16-mixed is refused off CUDA; with that check lifted, this torch runs float16 autocast on
     # the CPU, so the gradient-scaler path of the loop is exercised without a GPU

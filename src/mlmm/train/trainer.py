@@ -58,12 +58,19 @@ def check_trainer_params(params: dict[str, Any] | None) -> None:
 
 
 def check_precision_device(precision: str, device: torch.device) -> None:
-    """Refuse ``16-mixed`` off CUDA in one line: float16 autocast and its gradient scaler are
-    for GPUs; on a CPU, ``bf16-mixed`` is the mixed precision that works."""
+    """Refuse, in one line, a precision ``device`` lacks: ``16-mixed`` off CUDA (float16
+    autocast and its gradient scaler are for GPUs; on a CPU, ``bf16-mixed`` is the mixed
+    precision that works), and ``bf16-mixed`` on a GPU without bfloat16 (where autocast
+    would fail inside the first training step)."""
     if precision == "16-mixed" and device.type != "cuda":
         raise MlmmError(
             f"precision '16-mixed' needs a CUDA GPU, got device {str(device)!r}; "
             f"use precision 'bf16-mixed' on the CPU, or device 'cuda'"
+        )
+    if precision == "bf16-mixed" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MlmmError(
+            f"precision 'bf16-mixed' needs bfloat16, which the GPU of device {str(device)!r} "
+            f"does not support; use precision '16-mixed' on this GPU, or '32'"
         )
 
 
