@@ -125,7 +125,7 @@ def test_16_mixed_is_refused_on_the_cpu_with_the_fix():
 
 
 def test_bf16_mixed_on_a_gpu_without_bfloat16_is_one_line(monkeypatch):
-    """A pre-Ampere GPU: torch's autocast raised a RuntimeError inside the first step."""
+    """A GPU without bfloat16: torch's autocast raised a RuntimeError inside the first step."""
     from mlmm.train.trainer import check_precision_device
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
