@@ -74,6 +74,17 @@ def check_precision_device(precision: str, device: torch.device) -> None:
         )
 
 
+def prediction_precision(precision: str, device: torch.device) -> str:
+    """The precision a trained model predicts in on ``device``: its own, or ``"32"`` where
+    the device lacks it (a ``16-mixed`` model moved off CUDA, a ``bf16-mixed`` model on a GPU
+    without bfloat16), since its weights are float32 either way."""
+    if precision == "16-mixed" and device.type != "cuda":
+        return "32"
+    if precision == "bf16-mixed" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The autocast context of ``precision`` on ``device`` (nothing for ``"32"``)."""
     dtype = _AUTOCAST_DTYPES.get(precision)
