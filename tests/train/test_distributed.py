@@ -54,8 +54,9 @@ def test_each_rank_takes_its_slice_of_every_global_batch():
 
 def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
     """2 processes give the final metrics of 1 process with the same global batch: exactly
-    (up to float sums, predictions within 1e-4) without randomness in the forward, and within
-    0.05 accuracy with dropout (seeded per rank, so its draws differ)."""
+    (up to float sums, predictions within 1e-4) without randomness in the forward (a staged
+    frozen-backbone method with LoRA included), and within 0.05 accuracy with dropout (seeded
+    per rank, so its draws differ)."""
     port = free_port()
     env = {
         **os.environ,
@@ -94,6 +95,10 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
     np.testing.assert_allclose(exact["val_loss"], one["val_loss"], atol=1e-5)
     np.testing.assert_allclose(exact["train_loss"], one["train_loss"], atol=1e-5)
     np.testing.assert_allclose(exact["proba"], one["proba"], atol=1e-4)
+    staged, one = rank0["frozen-backbone-prompting"], single["frozen-backbone-prompting"]
+    assert staged["epochs"] == one["epochs"] and staged["best_epoch"] == one["best_epoch"]
+    np.testing.assert_allclose(staged["val_loss"], one["val_loss"], atol=1e-5)
+    np.testing.assert_allclose(staged["proba"], one["proba"], atol=1e-4)
     noisy, one = rank0["hemis"], single["hemis"]
     assert abs(noisy["accuracy"] - one["accuracy"]) <= 0.05
     assert one["accuracy"] > 0.6  # both learned, not two equal failures
