@@ -178,8 +178,9 @@ def test_training_out_of_core_gives_the_in_memory_model(tmp_path, method):
         )
         for parts in ((split.train, split.val), (train, val))
     )
-    assert a.histories[0].best_val_loss == pytest.approx(b.histories[0].best_val_loss, abs=1e-6)
-    np.testing.assert_allclose(a.predict_raw(split.test), b.predict_raw(test), atol=1e-5)
+    # the same batches in the same order give the same model bit for bit
+    assert a.histories[0].best_val_loss == b.histories[0].best_val_loss
+    np.testing.assert_array_equal(a.predict_raw(split.test), b.predict_raw(test))
 
 
 def test_a_method_that_needs_memory_refuses_in_one_line(tmp_path):
