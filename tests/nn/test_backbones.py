@@ -135,3 +135,29 @@ def test_lora_on_an_external_backbone_rejects_unknown_targets_and_black_boxes():
     no_attention = ExternalBackbone("mlp", nn.Linear(6, 3), ModalitySpec("t", "vector", (6,)))
     with pytest.raises(MlmmError, match="no attention projection"):
         no_attention.add_lora(2, 4.0)
+
+
+def test_a_backbone_whose_files_are_missing_offline_is_one_line():
+    """A registered factory that loads a model absent from the local cache (Hugging Face
+    raises OSError offline): a several-line traceback before, one line naming it now."""
+    import mlmm
+
+    name = "test-offline-missing"
+    if name not in BACKBONES:
+
+        @register_backbone(name)
+        def offline(spec):
+            raise OSError(
+                "We couldn't connect to 'https://huggingface.co' to load the files, and "
+                "couldn't find them in the cached files.\nCheck your internet connection."
+            )
+
+    ds = mlmm.load_dataset("synthetic", n_samples=40)
+    first = ds.specs[0].name
+    with pytest.raises(MlmmError) as err:
+        mlmm.create_method("frozen-backbone-prompting", ds.specs, ds.task, backbones={first: name})
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"backbone {name!r} could not be loaded for modality {first!r}" in message
+    assert "couldn't connect to 'https://huggingface.co'" in message
+    assert "load the model from a local folder" in message

@@ -16,8 +16,14 @@ from mlmm.train import distributed
 #: method -> hyperparameters. late-fusion without dropout has no randomness in its forward, so
 #: two processes must match one up to the order of float sums; it also selects each head on its
 #: own validation loss (per-part selection). hemis keeps its dropout and modality dropout
-#: (seeded per rank), so it is compared by its metrics.
-RUNS = {"late-fusion": {"dropout": 0.0}, "hemis": {}}
+#: (seeded per rank), so it is compared by its metrics. frozen-backbone-prompting without
+#: dropout is a staged method (encoders pretrained, then frozen and adapted with prompts and
+#: LoRA) that must also match one process.
+RUNS = {
+    "late-fusion": {"dropout": 0.0},
+    "hemis": {},
+    "frozen-backbone-prompting": {"dropout": 0.0, "modality_dropout": 0.0, "adapter": "both"},
+}
 
 
 def train_all() -> dict[str, dict]:

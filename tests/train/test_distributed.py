@@ -54,8 +54,9 @@ def test_each_rank_takes_its_slice_of_every_global_batch():
 
 def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
     """2 processes give the final metrics of 1 process with the same global batch: exactly
-    (up to float sums, predictions within 1e-4) without randomness in the forward, and within
-    0.05 accuracy with dropout (seeded per rank, so its draws differ)."""
+    (up to float sums, predictions within 1e-4) without randomness in the forward (a staged
+    frozen-backbone method with LoRA included), and within 0.05 accuracy with dropout (seeded
+    per rank, so its draws differ)."""
     port = free_port()
     env = {
         **os.environ,
@@ -94,6 +95,10 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
     np.testing.assert_allclose(exact["val_loss"], one["val_loss"], atol=1e-5)
     np.testing.assert_allclose(exact["train_loss"], one["train_loss"], atol=1e-5)
     np.testing.assert_allclose(exact["proba"], one["proba"], atol=1e-4)
+    staged, one = rank0["frozen-backbone-prompting"], single["frozen-backbone-prompting"]
+    assert staged["epochs"] == one["epochs"] and staged["best_epoch"] == one["best_epoch"]
+    np.testing.assert_allclose(staged["val_loss"], one["val_loss"], atol=1e-5)
+    np.testing.assert_allclose(staged["proba"], one["proba"], atol=1e-4)
     noisy, one = rank0["hemis"], single["hemis"]
     assert abs(noisy["accuracy"] - one["accuracy"]) <= 0.05
     assert one["accuracy"] > 0.6  # both learned, not two equal failures
@@ -262,3 +267,39 @@ def test_a_bad_precision_is_refused_before_any_process_starts(
         "--out", str(tmp_path / "m"), "--devices", "2", "--precision", precision,
     )  # fmt: skip
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+class _OneProcessGroup(distributed.DataParallel):
+    """The data-parallel loop of rank 0 in a group of ``world_size``, without other processes:
+    the collectives return this process's own values."""
+
+    def wrap(self, module):
+        return module
+
+    def sum(self, *values):
+        return list(values)
+
+    def agree(self, flag):
+        return flag
+
+    def same_row(self, row):
+        return row
+
+
+def test_fewer_training_rows_than_two_per_process_is_one_line(monkeypatch):
+    """3 rows over 2 processes: every global batch was skipped, so the model silently kept its
+    initial weights with a train loss of 0.0; it is now refused in one line."""
+    monkeypatch.setattr(distributed, "current", lambda: _OneProcessGroup(0, 2))
+    ds = mlmm.load_dataset("synthetic", n_samples=60)
+    train = ds.subset(np.arange(3))
+    model = mlmm.create_method("late-fusion", ds.specs, ds.task)
+    trainer = mlmm.Trainer(max_epochs=2, batch_size=32, seed=0, progress=False)
+    with pytest.raises(MlmmError) as err:
+        trainer.fit_module(model, mlmm.Standardizer().fit(train).transform(train), None)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "over 2 processes needs at least 4 training rows (two per process), got 3" in message
+    # 4 rows (two per process) train
+    train = ds.subset(np.arange(4))
+    history = trainer.fit_module(model, mlmm.Standardizer().fit(train).transform(train), None)
+    assert history.epochs[-1]["train_loss"] > 0

@@ -124,6 +124,49 @@ def test_16_mixed_is_refused_on_the_cpu_with_the_fix():
             trainer(precision="16-mixed", device="auto").fit(model(), data(30, 0))
 
 
+def test_bf16_mixed_on_a_gpu_without_bfloat16_is_one_line(monkeypatch):
+    """A GPU without bfloat16: torch's autocast raised a RuntimeError inside the first step."""
+    from mlmm.train.trainer import check_precision_device
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(MlmmError) as err:
+        check_precision_device("bf16-mixed", torch.device("cuda:0"))
+    assert "\n" not in str(err.value)
+    assert "needs bfloat16, which the GPU of device 'cuda:0' does not support" in str(err.value)
+    assert "use precision '16-mixed' on this GPU, or '32'" in str(err.value)
+    check_precision_device("16-mixed", torch.device("cuda:0"))  # float16 is the fix
+    check_precision_device("bf16-mixed", torch.device("cpu"))  # the CPU has bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    check_precision_device("bf16-mixed", torch.device("cuda:0"))
+
+
+def test_a_model_predicts_in_float32_where_the_device_lacks_its_precision(monkeypatch):
+    """A bf16-mixed model moved to a GPU without bfloat16 autocast there and failed in torch;
+    it predicts in float32 (its weights are float32), as a 16-mixed model on the CPU does."""
+    from mlmm.train.trainer import prediction_precision
+
+    cuda, cpu = torch.device("cuda:0"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert prediction_precision("bf16-mixed", cuda) == "32"
+    assert prediction_precision("16-mixed", cpu) == "32"
+    assert prediction_precision("16-mixed", cuda) == "16-mixed"
+    assert prediction_precision("bf16-mixed", cpu) == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert prediction_precision("bf16-mixed", cuda) == "bf16-mixed"
+    # the predict path asks it: a bf16-mixed model on such a device predicts as a float32 one
+    import mlmm.train.trained as trained_module
+
+    train, test = data(60, 0), data(30, 1)
+    trained = trainer(precision="bf16-mixed", max_epochs=2).fit(model(), train)
+    asked = []
+    monkeypatch.setattr(
+        trained_module, "prediction_precision", lambda p, d: asked.append(p) or "32"
+    )
+    as_float32 = trained.predict_proba(test)
+    assert asked == ["bf16-mixed"]
+    np.testing.assert_array_equal(as_float32, trained.to("cpu", precision="32").predict_proba(test))
+
+
 def test_the_16_mixed_loop_scales_the_loss_and_unscales_before_clipping(monkeypatch):
     # 16-mixed is refused off CUDA; with that check lifted, this torch runs float16 autocast on
     # the CPU, so the gradient-scaler path of the loop is exercised without a GPU

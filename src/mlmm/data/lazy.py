@@ -567,27 +567,32 @@ class OutOfCoreDataset:
     def read(self, indices: Sequence[int] | np.ndarray, raw: bool = False) -> dict[str, np.ndarray]:
         """Read rows ``indices`` of every modality as float32 ``(k, *shape)`` arrays.
 
-        Absent rows are zero. Unless ``raw``, rows are standardised when this view came from
-        :meth:`Standardizer.transform <mlmm.data.Standardizer.transform>`. Rows are read in
-        storage order (sorted) and returned in the order asked for.
+        Absent rows are zero and are never read from storage (a modality absent from every
+        row asked for is not read at all). Unless ``raw``, rows are standardised when this
+        view came from :meth:`Standardizer.transform <mlmm.data.Standardizer.transform>`. Rows
+        are read in storage order (sorted) and returned in the order asked for.
         """
         idx = np.asarray(indices, dtype=np.int64)
-        rows, inverse = np.unique(self.rows[idx], return_inverse=True)
         observed = self.observed[idx]
         out = {}
         for j, spec in enumerate(self.specs):
-            x = self.source.read(spec.name, rows)[inverse]  # [k, *shape]
             present = observed[:, j]
-            bad = ~np.isfinite(x.reshape(len(x), -1)[present]).all(axis=1)
-            if bad.any():
-                first = self.rows[idx[present][bad]][:5].tolist()
-                raise MlmmError(
-                    f"{self.source.path}: modality {spec.name!r} has NaN or inf in rows {first} "
-                    f"marked present; clean them or mark them absent"
-                )
-            if self.standardizer is not None and not raw:
-                x = self.standardizer.transform_array(spec.name, x, present)
-            x[~present] = 0.0
+            x = np.zeros((len(idx), *spec.shape), dtype=np.float32)  # [k, *shape]
+            if present.any():
+                taken = idx[present]
+                rows, inverse = np.unique(self.rows[taken], return_inverse=True)
+                values = self.source.read(spec.name, rows)[inverse]  # [p, *shape]
+                bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+                if bad.any():
+                    first = self.rows[taken[bad]][:5].tolist()
+                    raise MlmmError(
+                        f"{self.source.path}: modality {spec.name!r} has NaN or inf in rows "
+                        f"{first} marked present; clean them or mark them absent"
+                    )
+                if self.standardizer is not None and not raw:
+                    every = np.ones(len(values), dtype=bool)
+                    values = self.standardizer.transform_array(spec.name, values, every)
+                x[present] = values
             out[spec.name] = x
         return out
 

@@ -323,9 +323,27 @@ class ExternalBackbone(nn.Module):
 
 
 def load_backbone(name: str, spec: ModalitySpec) -> ExternalBackbone:
-    """Build the registered backbone ``name`` for modality ``spec``, frozen."""
+    """Build the registered backbone ``name`` for modality ``spec``, frozen.
+
+    Raises
+    ------
+    MlmmError
+        One line for an unknown name, and for a factory whose files are missing or
+        unreachable (an ``OSError``, as Hugging Face loaders raise offline for a model that
+        is not in their cache).
+    """
     factory = BACKBONES.get(name).obj
-    return ExternalBackbone(name, factory(spec), spec)
+    try:
+        model = factory(spec)
+    except OSError as err:
+        text = str(err).strip()
+        reason = " ".join(text.split())[:200] if text else type(err).__name__
+        raise MlmmError(
+            f"backbone {name!r} could not be loaded for modality {spec.name!r}: its files are "
+            f"missing or unreachable ({reason}); with no network, load the model from a local "
+            "folder (or download it into the Hugging Face cache first)"
+        ) from err
+    return ExternalBackbone(name, model, spec)
 
 
 # ---------------------------------------------------------------------- all-MiniLM-L6-v2

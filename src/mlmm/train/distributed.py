@@ -327,6 +327,17 @@ def check_batch_size(batch_size: int, world_size: int) -> None:
         )
 
 
+def check_train_rows(n_rows: int, world_size: int) -> None:
+    """The training split must give every process at least two rows: with fewer than
+    ``2 * world_size`` every global batch would be skipped and the model never trained."""
+    if world_size > 1 and n_rows < 2 * world_size:
+        raise MlmmError(
+            f"data-parallel training over {world_size} processes needs at least "
+            f"{2 * world_size} training rows (two per process), got {n_rows}; use fewer "
+            "processes (--devices) or train in one process"
+        )
+
+
 def shard_rows(
     order: torch.Tensor, batch_size: int, rank: int, world_size: int
 ) -> Iterator[tuple[torch.Tensor, int]]:

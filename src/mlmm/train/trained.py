@@ -43,6 +43,7 @@ from mlmm.train.trainer import (
     check_precision,
     full_precision,
     predict_batches,
+    prediction_precision,
 )
 
 #: A multilabel prediction turns a label on when its probability is at least this.
@@ -347,10 +348,9 @@ class TrainedModel:
             )
         data = self.standardizer.transform(dataset)
         device = next(self.model.parameters()).device
-        # float16 autocast is for CUDA; a 16-mixed model moved to the CPU predicts in float32
-        precision = (
-            "32" if self.precision == "16-mixed" and device.type != "cuda" else self.precision
-        )
+        # a 16-mixed model moved to the CPU, or a bf16-mixed one on a GPU without bfloat16,
+        # predicts in float32
+        precision = prediction_precision(self.precision, device)
         with autocast(device, precision):
             batches = batches_for(data, device, with_target=False)
             pred = full_precision(predict_batches(self.model, batches)).cpu()

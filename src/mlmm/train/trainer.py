@@ -58,13 +58,31 @@ def check_trainer_params(params: dict[str, Any] | None) -> None:
 
 
 def check_precision_device(precision: str, device: torch.device) -> None:
-    """Refuse ``16-mixed`` off CUDA in one line: float16 autocast and its gradient scaler are
-    for GPUs; on a CPU, ``bf16-mixed`` is the mixed precision that works."""
+    """Refuse, in one line, a precision ``device`` lacks: ``16-mixed`` off CUDA (float16
+    autocast and its gradient scaler are for GPUs; on a CPU, ``bf16-mixed`` is the mixed
+    precision that works), and ``bf16-mixed`` on a GPU without bfloat16 (where autocast
+    would fail inside the first training step)."""
     if precision == "16-mixed" and device.type != "cuda":
         raise MlmmError(
             f"precision '16-mixed' needs a CUDA GPU, got device {str(device)!r}; "
             f"use precision 'bf16-mixed' on the CPU, or device 'cuda'"
         )
+    if precision == "bf16-mixed" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MlmmError(
+            f"precision 'bf16-mixed' needs bfloat16, which the GPU of device {str(device)!r} "
+            f"does not support; use precision '16-mixed' on this GPU, or '32'"
+        )
+
+
+def prediction_precision(precision: str, device: torch.device) -> str:
+    """The precision a trained model predicts in on ``device``: its own, or ``"32"`` where
+    the device lacks it (a ``16-mixed`` model moved off CUDA, a ``bf16-mixed`` model on a GPU
+    without bfloat16), since its weights are float32 either way."""
+    if precision == "16-mixed" and device.type != "cuda":
+        return "32"
+    if precision == "bf16-mixed" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "32"
+    return precision
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -359,6 +377,8 @@ class Trainer:
                 "data-parallel training shards data held in memory, got an out-of-core dataset; "
                 "train it in one process, or load it with dataset.to_memory()"
             )
+        if ddp is not None:  # else every global batch is skipped and nothing trains
+            distributed.check_train_rows(len(train_batch), ddp.world_size)
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise MlmmError(
