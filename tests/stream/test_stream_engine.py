@@ -407,3 +407,14 @@ def test_step_times_do_not_drift_so_push_and_replay_read_the_same_windows(model)
     np.testing.assert_array_equal(times, result.answers.time.to_numpy())
     np.testing.assert_array_equal(times, step_times(stream, policy))  # the training windows'
     np.testing.assert_array_equal(np.array([a.output for a in answers]), result.outputs)
+
+
+def test_replay_up_to_an_end_counts_no_step_after_it(model):
+    # the readings after end were delivered too: the steps they made due (5..8, empty) were
+    # answered and counted in stats["empty"], then dropped from the answers (4 empty, 0 shown)
+    t = np.arange(0, 5.0, 0.25)
+    a = np.append(t, 9.0)
+    stream = EventStream.from_arrays({"a": (a, np.ones(len(a))), "b": (t, np.ones(len(t)))})
+    result = replay(model, stream, StreamPolicy(window=1.0, step=1.0), end=4.5)
+    assert result.answers.time.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert result.stats["empty"] == int(result.answers["empty"].sum()) == 0

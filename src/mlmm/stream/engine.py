@@ -874,7 +874,9 @@ def replay(
     n_steps = int(np.floor((end - first) / policy.step + 1e-9)) + 1 if end >= first else 0
     chunk = batch_steps * max(1, -(-_CHUNK_STEPS // batch_steps))  # steps per delivery
     bounds = first + (np.arange(0, n_steps, chunk) + chunk - 1) * policy.step
-    bounds = np.append(np.minimum(bounds, end) + policy.deadline, np.inf)
+    # the last delivery stops at end's deadline: a reading after it reaches no step of the
+    # span, and steps past ``end`` it made due were answered and counted (stats) though dropped
+    bounds = np.append(np.minimum(bounds, end), end) + policy.deadline
     cursors = dict.fromkeys(stream.sensors, 0)
     parts: list[dict[str, np.ndarray]] = []
     for bound in bounds:
@@ -888,9 +890,9 @@ def replay(
                 )
                 cursors[sensor] = stop
         parts.append(engine.respond(engine.due(), batch_steps))
-    parts.append(engine.respond(engine.due(until=max(engine.clock, end)), batch_steps))
+    parts.append(engine.respond(engine.due(until=end), batch_steps))
     merged = {k: np.concatenate([p[k][p["keep"]] for p in parts]) for k in parts[0] if k != "keep"}
-    if (merged["time"] > end).any():  # an ``end`` before the stream's last reading
+    if (merged["time"] > end).any():  # a continued engine whose clock was past ``end``
         merged = {k: v[merged["time"] <= end] for k, v in merged.items()}
     names = engine.names
     frame = _frame(merged, names, stream, model.task.is_classification)
