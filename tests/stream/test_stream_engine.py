@@ -418,3 +418,21 @@ def test_replay_up_to_an_end_counts_no_step_after_it(model):
     result = replay(model, stream, StreamPolicy(window=1.0, step=1.0), end=4.5)
     assert result.answers.time.tolist() == [1.0, 2.0, 3.0, 4.0]
     assert result.stats["empty"] == int(result.answers["empty"].sum()) == 0
+
+
+def test_push_replay_and_step_times_agree_on_a_last_step_rounded_past_the_end(model):
+    # 2.0 + 14 * 0.1 is 3.4000000000000004 > 3.4: step_times (the training and reconstruction
+    # windows) counted that step with its 1e-9 tolerance, push and replay dropped it
+    t = np.append(np.arange(0, 3.4, 0.25), 3.4)
+    stream = EventStream.from_arrays({"a": (t, np.ones(len(t))), "b": (t, np.ones(len(t)))})
+    policy = StreamPolicy(window=2.0, step=0.1)
+    engine = StreamEngine(model, policy)
+    answers = []
+    for time, sensor, value in stream.events():
+        answers += engine.push(time, sensor, value)
+    answers += engine.close()
+    times = step_times(stream, policy)
+    assert len(times) == 15 and times[-1] > stream.end
+    np.testing.assert_array_equal([a.time for a in answers], times)
+    np.testing.assert_array_equal(replay(model, stream, policy).answers.time, times)
+    np.testing.assert_array_equal(replay(model, stream, policy, end=3.4).answers.time, times)

@@ -522,9 +522,13 @@ class StreamEngine:
             first = min(b.times[0] for b in self._buffers if b.n)
             self._start_timeline(float(first) + self.policy.window)
         steps = []
+        # up to ``until``: the steps :func:`~mlmm.stream.datasets.step_times` counts there (its
+        # 1e-9 step tolerance), so a last step rounded a hair past ``until`` is not dropped
+        last = None if until is None else np.floor((until - self._origin) / self.policy.step + 1e-9)
         while True:
-            t = self._origin + (self._k + len(steps)) * self.policy.step
-            due = t <= until if until is not None else self.clock > t + self.policy.deadline
+            k = self._k + len(steps)
+            t = self._origin + k * self.policy.step
+            due = k <= last if last is not None else self.clock > t + self.policy.deadline
             if not due:
                 break
             steps.append(t)
@@ -892,8 +896,9 @@ def replay(
         parts.append(engine.respond(engine.due(), batch_steps))
     parts.append(engine.respond(engine.due(until=end), batch_steps))
     merged = {k: np.concatenate([p[k][p["keep"]] for p in parts]) for k in parts[0] if k != "keep"}
-    if (merged["time"] > end).any():  # a continued engine whose clock was past ``end``
-        merged = {k: v[merged["time"] <= end] for k, v in merged.items()}
+    past = (merged["time"] - end) / policy.step > 1e-9  # steps after ``end`` (as step_times)
+    if past.any():  # a continued engine whose clock was past ``end``
+        merged = {k: v[~past] for k, v in merged.items()}
     names = engine.names
     frame = _frame(merged, names, stream, model.task.is_classification)
     outputs = merged["output"] if model.task.is_classification else merged["output"][:, 0]
