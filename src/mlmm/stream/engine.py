@@ -514,8 +514,9 @@ class StreamEngine:
         return self.answer(steps) if len(steps) else []
 
     def due(self, until: float | None = None) -> np.ndarray:
-        """The steps whose deadline the clock has passed (or every step <= ``until``), marked
-        answered: the caller answers them (:meth:`respond`). ``[S]`` times, maybe empty."""
+        """The steps whose deadline the clock has passed (or every step <= ``until``, within
+        1e-9 of a step as :func:`~mlmm.stream.datasets.step_times`), marked answered: the
+        caller answers them (:meth:`respond`). ``[S]`` times, maybe empty."""
         if not np.isfinite(self.clock) and (until is None or self._origin is None):
             return np.empty(0)  # nothing heard yet (replay's span answers up to ``until``)
         if self._origin is None:
