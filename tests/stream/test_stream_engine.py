@@ -364,8 +364,7 @@ def test_replay_checks_the_rate_where_push_does(model):
     stream = EventStream.from_arrays({"a": (t, np.ones(len(t))), "b": (t, np.ones(len(t)))})
     policy = StreamPolicy(window=1.0, step=1.0)
     engine = StreamEngine(model, policy)
-    for time, sensor, values in stream.events():
-        engine.push(time, sensor, values)
+    feed(engine, stream.events())
     assert engine.stats["rate_mismatch"] > 0
     assert replay(model, stream, policy).stats["rate_mismatch"] == engine.stats["rate_mismatch"]
     strict = StreamPolicy(window=1.0, step=1.0, on_rate_mismatch="error")
@@ -398,10 +397,7 @@ def test_step_times_do_not_drift_so_push_and_replay_read_the_same_windows(model)
     stream = EventStream.from_arrays({"a": (t, values), "b": (t, values)})
     policy = StreamPolicy(window=1.0, step=0.1)
     engine = StreamEngine(model, policy)
-    answers = []
-    for time, sensor, value in stream.events():
-        answers += engine.push(time, sensor, value)
-    answers += engine.close()
+    answers = feed(engine, stream.events()) + engine.close()
     result = replay(model, stream, policy)
     times = np.array([a.time for a in answers])
     np.testing.assert_array_equal(times, result.answers.time.to_numpy())
@@ -427,10 +423,7 @@ def test_push_replay_and_step_times_agree_on_a_last_step_rounded_past_the_end(mo
     stream = EventStream.from_arrays({"a": (t, np.ones(len(t))), "b": (t, np.ones(len(t)))})
     policy = StreamPolicy(window=2.0, step=0.1)
     engine = StreamEngine(model, policy)
-    answers = []
-    for time, sensor, value in stream.events():
-        answers += engine.push(time, sensor, value)
-    answers += engine.close()
+    answers = feed(engine, stream.events()) + engine.close()
     times = step_times(stream, policy)
     assert len(times) == 15 and times[-1] > stream.end
     np.testing.assert_array_equal([a.time for a in answers], times)
