@@ -862,7 +862,8 @@ def replay(
         (default: the stream's first and last reading). Give the span of the stream before
         outages when replaying it after them: an outage of every sensor at the stream's start
         or end otherwise moves the first step or drops the last ones, which are then neither
-        answered nor scored (with them, they are answered under ``on_empty``).
+        answered nor scored (with them, they are answered under ``on_empty``). Readings after
+        ``end + deadline`` are not delivered (nor counted in ``stats``).
 
     Returns
     -------
