@@ -137,6 +137,10 @@ def test_a_stream_parameter_it_does_not_take_is_one_line():
         ({"mean_dwell": float("nan")}, "mean_dwell must be a number"),
         ({"n_sensors": 2.5}, "n_sensors must be an integer"),
         ({"channels": True}, "channels must be an integer"),
+        # a 0 Hz rate was a ZeroDivisionError, a negative one an empty track
+        ({"rates": (0.0, 10.0, 5.0)}, r"rates must be finite numbers > 0 Hz, got \[0.0, 10.0"),
+        ({"rates": (-5.0, 10.0, 5.0)}, "rates must be finite numbers > 0 Hz"),
+        ({"noise": (1.0, float("nan"), 1.0)}, "noise must be finite numbers >= 0"),
     ],
 )
 def test_synthetic_stream_parameters_of_the_wrong_type_are_one_line(params, message):

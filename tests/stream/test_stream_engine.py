@@ -364,8 +364,7 @@ def test_replay_checks_the_rate_where_push_does(model):
     stream = EventStream.from_arrays({"a": (t, np.ones(len(t))), "b": (t, np.ones(len(t)))})
     policy = StreamPolicy(window=1.0, step=1.0)
     engine = StreamEngine(model, policy)
-    for time, sensor, values in stream.events():
-        engine.push(time, sensor, values)
+    feed(engine, stream.events())
     assert engine.stats["rate_mismatch"] > 0
     assert replay(model, stream, policy).stats["rate_mismatch"] == engine.stats["rate_mismatch"]
     strict = StreamPolicy(window=1.0, step=1.0, on_rate_mismatch="error")
@@ -398,12 +397,35 @@ def test_step_times_do_not_drift_so_push_and_replay_read_the_same_windows(model)
     stream = EventStream.from_arrays({"a": (t, values), "b": (t, values)})
     policy = StreamPolicy(window=1.0, step=0.1)
     engine = StreamEngine(model, policy)
-    answers = []
-    for time, sensor, value in stream.events():
-        answers += engine.push(time, sensor, value)
-    answers += engine.close()
+    answers = feed(engine, stream.events()) + engine.close()
     result = replay(model, stream, policy)
     times = np.array([a.time for a in answers])
     np.testing.assert_array_equal(times, result.answers.time.to_numpy())
     np.testing.assert_array_equal(times, step_times(stream, policy))  # the training windows'
     np.testing.assert_array_equal(np.array([a.output for a in answers]), result.outputs)
+
+
+def test_replay_up_to_an_end_counts_no_step_after_it(model):
+    # the readings after end were delivered too: the steps they made due (5..8, empty) were
+    # answered and counted in stats["empty"], then dropped from the answers (4 empty, 0 shown)
+    t = np.arange(0, 5.0, 0.25)
+    a = np.append(t, 9.0)
+    stream = EventStream.from_arrays({"a": (a, np.ones(len(a))), "b": (t, np.ones(len(t)))})
+    result = replay(model, stream, StreamPolicy(window=1.0, step=1.0), end=4.5)
+    assert result.answers.time.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert result.stats["empty"] == int(result.answers["empty"].sum()) == 0
+
+
+def test_push_replay_and_step_times_agree_on_a_last_step_rounded_past_the_end(model):
+    # 2.0 + 14 * 0.1 is 3.4000000000000004 > 3.4: step_times (the training and reconstruction
+    # windows) counted that step with its 1e-9 tolerance, push and replay dropped it
+    t = np.append(np.arange(0, 3.4, 0.25), 3.4)
+    stream = EventStream.from_arrays({"a": (t, np.ones(len(t))), "b": (t, np.ones(len(t)))})
+    policy = StreamPolicy(window=2.0, step=0.1)
+    engine = StreamEngine(model, policy)
+    answers = feed(engine, stream.events()) + engine.close()
+    times = step_times(stream, policy)
+    assert len(times) == 15 and times[-1] > stream.end
+    np.testing.assert_array_equal([a.time for a in answers], times)
+    np.testing.assert_array_equal(replay(model, stream, policy).answers.time, times)
+    np.testing.assert_array_equal(replay(model, stream, policy, end=3.4).answers.time, times)

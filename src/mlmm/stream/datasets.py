@@ -179,6 +179,18 @@ def synthetic_stream(
     noise = tuple(noise or [1.0 + 0.5 * i for i in range(n_sensors)])
     if len(rates) != n_sensors or len(noise) != n_sensors:
         raise MlmmError(f"give one rate and one noise level per sensor ({n_sensors} sensors)")
+    # a rate of 0 was a ZeroDivisionError, a negative one a sensor without readings (refused
+    # later as "too few readings to measure its rate")
+    for label, values, least in (("rates", rates, "> 0 Hz"), ("noise", noise, ">= 0")):
+        ok = [
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, bool)
+            and np.isfinite(v)
+            and (v > 0 if label == "rates" else v >= 0)
+            for v in values
+        ]
+        if not all(ok):
+            raise MlmmError(f"{label} must be finite numbers {least}, got {list(values)!r}")
     if n_regimes < 2 or duration <= 0 or mean_dwell <= 0:
         raise MlmmError("need n_regimes >= 2, duration > 0 and mean_dwell > 0")
     rng = rng_for(seed, "synthetic-stream")

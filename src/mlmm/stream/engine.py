@@ -514,17 +514,22 @@ class StreamEngine:
         return self.answer(steps) if len(steps) else []
 
     def due(self, until: float | None = None) -> np.ndarray:
-        """The steps whose deadline the clock has passed (or every step <= ``until``), marked
-        answered: the caller answers them (:meth:`respond`). ``[S]`` times, maybe empty."""
+        """The steps whose deadline the clock has passed (or every step <= ``until``, within
+        1e-9 of a step as :func:`~mlmm.stream.datasets.step_times`), marked answered: the
+        caller answers them (:meth:`respond`). ``[S]`` times, maybe empty."""
         if not np.isfinite(self.clock) and (until is None or self._origin is None):
             return np.empty(0)  # nothing heard yet (replay's span answers up to ``until``)
         if self._origin is None:
             first = min(b.times[0] for b in self._buffers if b.n)
             self._start_timeline(float(first) + self.policy.window)
         steps = []
+        # up to ``until``: the steps :func:`~mlmm.stream.datasets.step_times` counts there (its
+        # 1e-9 step tolerance), so a last step rounded a hair past ``until`` is not dropped
+        last = None if until is None else np.floor((until - self._origin) / self.policy.step + 1e-9)
         while True:
-            t = self._origin + (self._k + len(steps)) * self.policy.step
-            due = t <= until if until is not None else self.clock > t + self.policy.deadline
+            k = self._k + len(steps)
+            t = self._origin + k * self.policy.step
+            due = k <= last if last is not None else self.clock > t + self.policy.deadline
             if not due:
                 break
             steps.append(t)
@@ -857,7 +862,8 @@ def replay(
         (default: the stream's first and last reading). Give the span of the stream before
         outages when replaying it after them: an outage of every sensor at the stream's start
         or end otherwise moves the first step or drops the last ones, which are then neither
-        answered nor scored (with them, they are answered under ``on_empty``).
+        answered nor scored (with them, they are answered under ``on_empty``). Readings after
+        ``end + deadline`` are not delivered (nor counted in ``stats``).
 
     Returns
     -------
@@ -874,7 +880,9 @@ def replay(
     n_steps = int(np.floor((end - first) / policy.step + 1e-9)) + 1 if end >= first else 0
     chunk = batch_steps * max(1, -(-_CHUNK_STEPS // batch_steps))  # steps per delivery
     bounds = first + (np.arange(0, n_steps, chunk) + chunk - 1) * policy.step
-    bounds = np.append(np.minimum(bounds, end) + policy.deadline, np.inf)
+    # the last delivery stops at end's deadline: a reading after it reaches no step of the
+    # span, and steps past ``end`` it made due were answered and counted (stats) though dropped
+    bounds = np.append(np.minimum(bounds, end), end) + policy.deadline
     cursors = dict.fromkeys(stream.sensors, 0)
     parts: list[dict[str, np.ndarray]] = []
     for bound in bounds:
@@ -888,10 +896,11 @@ def replay(
                 )
                 cursors[sensor] = stop
         parts.append(engine.respond(engine.due(), batch_steps))
-    parts.append(engine.respond(engine.due(until=max(engine.clock, end)), batch_steps))
+    parts.append(engine.respond(engine.due(until=end), batch_steps))
     merged = {k: np.concatenate([p[k][p["keep"]] for p in parts]) for k in parts[0] if k != "keep"}
-    if (merged["time"] > end).any():  # an ``end`` before the stream's last reading
-        merged = {k: v[merged["time"] <= end] for k, v in merged.items()}
+    past = (merged["time"] - end) / policy.step > 1e-9  # steps after ``end`` (as step_times)
+    if past.any():  # a continued engine whose clock was past ``end``
+        merged = {k: v[~past] for k, v in merged.items()}
     names = engine.names
     frame = _frame(merged, names, stream, model.task.is_classification)
     outputs = merged["output"] if model.task.is_classification else merged["output"][:, 0]

@@ -325,21 +325,22 @@ def _accuracy_by_outage_length(label, answers, test, lost) -> list[tuple]:
         if not down.any():
             continue
         lengths = _outage_lengths(lost.down[sensor], test.track(sensor).times, times[down])
-        which = np.searchsorted(OUTAGE_BINS, lengths, side="right") - 1
-        correct = answers["correct"].to_numpy()[down]
-        for b in np.unique(which):
-            key = outage_bin_label(OUTAGE_BINS[b], OUTAGE_BINS[b + 1])
-            sel = which == b
-            rows.append(
-                (
-                    label,
-                    "outage_length",
-                    f"{sensor}:{key}",
-                    int(sel.sum()),
-                    "accuracy",
-                    float(correct[sel].mean()),
-                )
-            )
+        correct = answers["correct"].to_numpy()[down]  # [D]
+        rows += _outage_length_rows(label, sensor, lengths, correct, "accuracy", np.mean)
+    return rows
+
+
+def _outage_length_rows(label, sensor, lengths, scores, metric, reduce) -> list[tuple]:
+    """Rows ``(label, "outage_length", "sensor:0.5-1s", n, metric, value)``: the per-step
+    ``scores [D]`` of the steps with ``lengths [D]`` in each :data:`OUTAGE_BINS` bin, reduced
+    to one value by ``reduce`` (accuracy: the mean; NRMSE: the root of the mean)."""
+    which = np.searchsorted(OUTAGE_BINS, lengths, side="right") - 1  # [D]
+    rows = []
+    for b in np.unique(which):
+        key = outage_bin_label(OUTAGE_BINS[b], OUTAGE_BINS[b + 1])
+        sel = which == b
+        value = float(reduce(scores[sel]))
+        rows.append((label, "outage_length", f"{sensor}:{key}", int(sel.sum()), metric, value))
     return rows
 
 
@@ -407,23 +408,10 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
             "training-mean": np.broadcast_to(train_values.mean(axis=0), truth.shape),
         }
         lengths = _outage_lengths(lost.down[sensor], truth_track.times, at)
-        which = np.searchsorted(OUTAGE_BINS, lengths, side="right") - 1
         for label, value in estimates.items():
             sq = (((value - truth) / scale) ** 2).mean(axis=1)  # [S] per step, over channels
             rows.append((label, "sensor", sensor, len(sq), "nrmse", float(np.sqrt(sq.mean()))))
-            for b in np.unique(which):
-                key = outage_bin_label(OUTAGE_BINS[b], OUTAGE_BINS[b + 1])
-                sel = which == b
-                rows.append(
-                    (
-                        label,
-                        "outage_length",
-                        f"{sensor}:{key}",
-                        int(sel.sum()),
-                        "nrmse",
-                        float(np.sqrt(sq[sel].mean())),
-                    )
-                )
+            rows += _outage_length_rows(label, sensor, lengths, sq, "nrmse", _root_mean)
             frame = pd.DataFrame(
                 {
                     "model": label,
@@ -454,6 +442,10 @@ def _reconstruction(train, test, left, lost, specs, policy, config):
     table = pd.concat([pd.DataFrame(extra, columns=TABLE_COLUMNS), table], ignore_index=True)
     steps = pd.concat(steps, ignore_index=True) if steps else pd.DataFrame()
     return table, steps
+
+
+def _root_mean(squares: np.ndarray) -> float:
+    return float(np.sqrt(squares.mean()))
 
 
 def _outage_lengths(down: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.ndarray:
