@@ -453,3 +453,116 @@ def test_study_folds_keep_each_group_on_one_side(n_folds):
     # without groups the same folds would mix subjects (so the check above can fail)
     fit, val = study_folds(train, n_folds, seed=1)[0]
     assert set(subjects[fit]) & set(subjects[val])
+
+
+#: A study in a subprocess on a store: each trial's scoring sleeps (``SLOW`` seconds) so that
+#: processes overlap; it waits for the file ``GO`` before tuning and prints the trials it ran.
+SHARED = """
+import sys, time, pathlib, numpy as np, mlmm
+from mlmm.tune import study as study_module
+store, go, slow, n_trials = sys.argv[1], pathlib.Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+score = study_module.validation_loss
+
+def slow_score(trained, data):
+    print("scoring", flush=True)
+    time.sleep(slow)
+    return score(trained, data)
+
+study_module.validation_loss = slow_score
+rng = np.random.default_rng(0)
+y = np.arange(120) % 2
+data = mlmm.from_arrays({"a": y[:, None] + rng.normal(0, 0.7, (120, 3))}, y)
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.05)
+result = study_module.tune(data, "logistic-mean-impute", n_trials=n_trials, folds=2, store=store,
+                           on_trial=lambda record: print("trial", record["number"], flush=True))
+print("best", result.best_trial, result.value, flush=True)
+"""
+
+
+def shared_data():
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 2
+    return mlmm.from_arrays({"a": y[:, None] + rng.normal(0, 0.7, (120, 3))}, y)
+
+
+def start_study(tmp_path, store, slow, n_trials):
+    script = tmp_path / "shared.py"
+    script.write_text(textwrap.dedent(SHARED))
+    args = [sys.executable, str(script), str(store), str(tmp_path / "go"), str(slow), str(n_trials)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_two_processes_share_a_study_and_ask_for_one_processs_trials(tmp_path):
+    store, n_trials = tmp_path / "tune.db", 8  # past the random startup: TPE trials too
+    procs = [start_study(tmp_path, store, 0.15, n_trials) for _ in range(2)]
+    (tmp_path / "go").touch()
+    outputs = [proc.communicate(timeout=300)[0].splitlines() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    ran = [[int(line.split()[1]) for line in out if line.startswith("trial")] for out in outputs]
+    # each trial ran once, by one of them, and both worked
+    assert sorted(ran[0] + ran[1]) == list(range(n_trials))
+    assert ran[0] and ran[1]
+    # whoever finishes reports the same best trial
+    bests = [next(line for line in out if line.startswith("best")) for out in outputs]
+    assert bests[0] == bests[1]
+    # and the study is the one a single process asks for: same points, same scores
+    alone = tune(shared_data(), "logistic-mean-impute", n_trials=n_trials, folds=2)
+    with ResultsStore(store) as db:
+        key = db.studies().study_key[0]
+        shared = db.study_trials(key)
+        assert db.trial_claims(key) == {}  # no claim left behind
+    assert [(t["number"], t["state"], t["params"]) for t in shared] == [
+        (r["number"], r["state"], r["params"]) for r in alone.records
+    ]
+    assert [t["value"] for t in shared] == pytest.approx([r["value"] for r in alone.records])
+    assert bests[0] == f"best {alone.best_trial} {alone.value}"
+
+
+def test_a_killed_processs_claimed_trial_is_run_by_the_next_process(tmp_path):
+    store = tmp_path / "tune.db"
+    proc = start_study(tmp_path, store, 600.0, 2)  # its first trial never ends
+    (tmp_path / "go").touch()
+    try:
+        assert proc.stdout.readline().strip() == "scoring"  # trial 0 claimed and running
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    with ResultsStore(store) as db:
+        key = db.studies().study_key[0]
+        assert db.trial_claims(key) == {0: False}  # held by a dead process: not live
+    ran = []
+    result = tune(
+        shared_data(),
+        "logistic-mean-impute",
+        n_trials=2,
+        folds=2,
+        store=store,
+        on_trial=lambda record: ran.append(record["number"]),
+    )
+    assert ran == [0, 1]
+    assert result.study_key == key
+    with ResultsStore(store) as db:
+        assert db.trial_claims(key) == {}
+
+
+def test_a_single_process_asks_for_the_trials_it_asked_for_before_sharing():
+    # C of each trial of this study before studies were shared between processes (startup
+    # trials 0-4 random, then TPE): one process alone must still ask for exactly these
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 2
+    data = mlmm.from_arrays(
+        {
+            "a": y[:, None] + rng.normal(0, 0.7, (120, 3)),
+            "b": y[:, None] + rng.normal(0, 1.0, (120, 2)),
+        },
+        y,
+    )
+    result = tune(data, "logistic-mean-impute", n_trials=9, folds=2, missing="mcar:0.3")
+    before = [7.114624, 0.403613, 2.475439, 6.099084, 0.069133, 0.001758, 0.002076, 0.031763]
+    assert result.trials.C.tolist() == pytest.approx([*before, 0.021639], rel=1e-5, abs=5e-7)
+    assert result.best_trial == 0

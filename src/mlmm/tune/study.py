@@ -62,6 +62,9 @@ STARTUP_TRIALS = 5
 #: runs before it can be.
 PRUNE_STARTUP_TRIALS = 5
 PRUNE_WARMUP_EPOCHS = 5
+#: Seconds between two looks at the store while every trial left waits on trials another
+#: process on the same study is running.
+WAIT_SECONDS = 0.5
 
 
 @dataclass
@@ -433,47 +436,107 @@ def tune_training_data(
         from mlmm.bench.store import ResultsStore
 
         db = ResultsStore(store)
+    heartbeat = None
     try:
         dataset_name = (context or {}).get("dataset", train.name)
         stored = [] if db is None else db.open_study(key, config, dataset_name, method, run_key)
         dists = {**distributions(method_space), **distributions(trainer_space, TRAINER_PREFIX)}
-        study = optuna.create_study(
-            direction="minimize",
-            pruner=optuna.pruners.MedianPruner(
-                n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS
-            ),
-        )
-        for record in stored:  # finished trials are replayed, never rerun
-            study.add_trial(_frozen_trial(optuna, record, dists))
-        records = list(stored)
+
+        def new_study(history: list[dict[str, Any]]) -> Any:
+            made = optuna.create_study(
+                direction="minimize",
+                pruner=optuna.pruners.MedianPruner(
+                    n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS
+                ),
+            )
+            for record in history:  # finished trials are replayed, never rerun
+                made.add_trial(_frozen_trial(optuna, record, dists))
+            return made
+
+        finished = {record["number"]: record for record in stored}
+        study, replayed = new_study([]), 0  # replayed: trials 0..replayed-1 are in study
         objective = _Objective(
             train, method, fixed, method_space, trainer_space, base_trainer, fold_indices
         )
         start = time.perf_counter()
-        while len(records) < settings.trials:
+        while True:
+            if db is not None:  # what other processes on this study finished or hold now
+                finished.update((r["number"], r) for r in db.study_trials(key))
+                claims = db.trial_claims(key)
+            else:
+                claims = {}
+            todo = [n for n in range(settings.trials) if n not in finished]
+            if not todo:
+                break
             if settings.timeout is not None and time.perf_counter() - start >= settings.timeout:
                 break
-            number = len(records)
-            study.sampler = optuna.samplers.TPESampler(
+            number = _next_trial(todo, finished, claims)
+            if number is None:  # every trial left waits on another process's trials
+                time.sleep(WAIT_SECONDS)
+                continue
+            if db is not None:
+                if heartbeat is None:  # a live owner from its first claim
+                    from mlmm.bench.execute import ClaimHeartbeat
+                    from mlmm.bench.store import HEARTBEAT_SECONDS
+
+                    db.heartbeat()
+                    heartbeat = ClaimHeartbeat(db.path, HEARTBEAT_SECONDS)
+                    heartbeat.start()
+                if not db.claim_trial(key, number):
+                    continue  # another process claimed it first
+            while replayed in finished:  # the finished prefix, in order
+                study.add_trial(_frozen_trial(optuna, finished[replayed], dists))
+                replayed += 1
+            # trial n is asked from trials 0..n-1, as by one process alone; a startup trial
+            # (random, whatever the history) may run before some of them finished
+            asking = (
+                study if replayed == number else new_study([finished[n] for n in range(replayed)])
+            )
+            asking.sampler = optuna.samplers.TPESampler(
                 seed=_seed_int(settings.seed, "sampler", number), n_startup_trials=STARTUP_TRIALS
             )
-            trial = study.ask()
-            record = objective(trial)
+            trial = asking.ask()
+            record = {**objective(trial), "number": number}
             if record["state"] == "complete":
-                study.tell(trial, record["value"])
+                asking.tell(trial, record["value"])
             elif record["state"] == "pruned":
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                asking.tell(trial, state=optuna.trial.TrialState.PRUNED)
             else:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                asking.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if asking is study:
+                replayed += 1
             if db is not None:
                 db.add_trial(key, record)
-            records.append(record)
+            finished[number] = record
             if on_trial is not None:
                 on_trial(record)
+        records = [finished[n] for n in sorted(finished)]
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if db is not None:
-            db.close()
+            try:
+                if heartbeat is not None:
+                    db.release_trials(key)  # interrupted: the next process runs them
+                    db.end_heartbeat()
+            finally:
+                db.close()
     return _result(method, fixed, records, settings, key, train, trainer_space, config)
+
+
+def _next_trial(
+    todo: list[int], finished: Mapping[int, dict[str, Any]], claims: Mapping[int, bool]
+) -> int | None:
+    """The first trial of ``todo`` that this process may run now, or None (wait): one no
+    other live process holds, and either a random startup trial (its point does not depend
+    on the history) or one whose every earlier trial is finished (the TPE sampler reads
+    them all), so that any number of processes ask for the trials one process would."""
+    for number in todo:
+        if claims.get(number, False):
+            continue
+        if number < STARTUP_TRIALS or all(n in finished for n in range(number)):
+            return number
+    return None
 
 
 def _check_before_trials(
