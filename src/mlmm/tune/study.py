@@ -13,6 +13,12 @@ a study killed at any point (``kill -9`` included) resumes from its finished tri
 replayed into the study and never rerun. The sampler is re-seeded from ``(seed, trial
 number)`` before each trial, so a resumed study asks for exactly the trials an uninterrupted
 one would have.
+
+Several processes may run one stored study at once: each trial is claimed in the store before
+it starts (as benchmark runs are: owner, heartbeat, a dead owner's claim taken over), so it
+runs once, and the budget counts everyone's trials. A process starts trial ``n`` only once
+trials ``0..n-1`` are finished, except the random startup trials: the study is then trial for
+trial the one a single process runs (the startup trials run in parallel, later ones in turn).
 """
 
 from __future__ import annotations
