@@ -43,12 +43,18 @@ def test_draws_stay_in_range_and_follow_the_seed():
         (lambda: Int(1.5, 3), "integers"),
         (lambda: Categorical([]), "at least one choice"),
         (lambda: Categorical([[1, 2]]), "None, bool, int, float or str"),
+        (lambda: Categorical(["a", "b", "a"]), "choices must differ"),
     ],
 )
 def test_bad_dimensions_are_refused_with_one_line(build, message):
     with pytest.raises(MlmmError, match=message) as err:
         build()
     assert "\n" not in str(err.value)
+
+
+def test_choices_equal_in_python_but_of_other_types_differ():
+    # 1 == 1.0 == True in Python, but they are three different choices
+    assert Categorical([1, 1.0, True, None]).choices == (1, 1.0, True, None)
 
 
 def test_a_space_naming_an_unknown_parameter_lists_the_methods_parameters():

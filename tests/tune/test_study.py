@@ -240,6 +240,14 @@ def test_bad_budgets_and_spaces_are_one_line_errors():
         TuneSettings(trials=-1)
 
 
+def test_a_trainer_space_for_a_method_without_trainer_stops_before_any_trial(monkeypatch):
+    # the reference family is fitted by scikit-learn: trials would differ in nothing
+    monkeypatch.setattr(study_module, "score_point", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(MlmmError, match="fitted by scikit-learn, with no trainer") as err:
+        tune(shared_data(), "logistic-mean-impute", trainer_space={"lr": Float(1e-3, 1e-2)})
+    assert "trainer.lr" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_an_unknown_trainer_parameter_stops_before_any_trial(monkeypatch):
     # was: every trial failed on Trainer(max_epoch=...), reported only after the whole budget
     spy = Spy(monkeypatch)

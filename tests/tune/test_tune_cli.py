@@ -110,6 +110,10 @@ def test_space_replaces_the_method_and_trainer_spaces(monkeypatch, capsys, tmp_p
         ("dropout={low: 0.1, high: 0.5, log: maybe}", "log must be true or false"),
         ("embed_dim={low: 8, high: 16.5}", "cannot build 'hemis': embed_dim must be an integer"),
         ("hiden=[1, 2]", "names 'hiden', which is not one of its parameters"),
+        # integer bounds for a real would search only its integers (0 and 1 here)
+        ("dropout={low: 0, high: 1}", "integers only, but dropout is a real"),
+        ("trainer.lr={low: 1, high: 2}", "integers only, but lr is a real"),
+        ("depth=[1, 2, 1]", "choices must differ"),
     ],
 )
 def test_a_bad_space_is_one_line_before_any_trial(space, message, monkeypatch, capsys, tmp_path):

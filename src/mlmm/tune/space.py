@@ -153,6 +153,12 @@ class Categorical:
                 raise MlmmError(
                     f"Categorical choices must be None, bool, int, float or str, got {choice!r}"
                 )
+        # by type too: 1, 1.0 and True are equal in Python but different choices
+        if len({(type(c), c) for c in choices}) < len(choices):
+            raise MlmmError(
+                f"Categorical choices must differ, got {list(choices)!r}; give each choice once "
+                f"(a repeated choice is sampled more often)"
+            )
         object.__setattr__(self, "choices", choices)
 
     def suggest(self, trial: Any, name: str) -> Any:
@@ -208,10 +214,18 @@ def method_parameters(cls: type) -> list[str]:
     ]
 
 
-def check_space(method: str, space: Mapping[str, Any], parameters: Sequence[str]) -> None:
+def check_space(
+    method: str,
+    space: Mapping[str, Any],
+    parameters: Sequence[str],
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
     """Raise a one-line :class:`MlmmError` unless every name of ``space`` is one of the
     method's ``parameters`` and every value is a :class:`Float`, :class:`Int` or
-    :class:`Categorical`."""
+    :class:`Categorical`; with ``defaults`` (parameter -> default), an :class:`Int` range
+    for a parameter whose default is a real is refused too (``{low: 1, high: 10}`` written
+    for a real would search only its integers)."""
+    defaults = defaults or {}
     for name, dim in space.items():
         if name not in parameters:
             raise MlmmError(
@@ -222,6 +236,13 @@ def check_space(method: str, space: Mapping[str, Any], parameters: Sequence[str]
             raise MlmmError(
                 f"the search space of method {method!r} gives {name!r} as {dim!r}; use "
                 f"Float(low, high), Int(low, high) or Categorical([...]) from mlmm.tune.space"
+            )
+        if isinstance(dim, Int) and isinstance(defaults.get(name), float):
+            raise MlmmError(
+                f"the search space of method {method!r} gives {name!r} as {dim!r}, integers "
+                f"only, but {name} is a real (default {defaults[name]!r}); write real bounds: "
+                f"{name}={{low: {float(dim.low)!r}, high: {float(dim.high)!r}}} or "
+                f"Float({float(dim.low)!r}, {float(dim.high)!r})"
             )
 
 

@@ -24,6 +24,7 @@ trial the one a single process runs (the startup trials run in parallel, later o
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -38,7 +39,7 @@ import pandas as pd
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.errors import MlmmError
 from mlmm.methods.base import check_range
-from mlmm.methods.registry import METHODS, create_method
+from mlmm.methods.registry import METHODS, create_method, method_hyperparameters
 from mlmm.train.trainer import Trainer, check_trainer_params
 from mlmm.tune.auto import check_every_modality_seen, check_folds_see_every_modality
 from mlmm.tune.space import (
@@ -331,7 +332,6 @@ def tune_run(run: Any) -> TuneResult:
     (and the budget's ``lr``, ``batch_size``) that the spec moved off their defaults are held
     fixed. In memory: the coordinator stores the study with the run."""
     from mlmm.bench.spec import Budget
-    from mlmm.methods.registry import method_hyperparameters
 
     name, train = training_part(
         run.dataset,
@@ -407,11 +407,20 @@ def tune_training_data(
     check_trainer_params(trainer)  # else every trial fails on it, said only at the end
     Trainer(**{**(trainer or {}), "progress": False})  # its values too (max_epochs=0...)
     method_space = dict(cls.search_space if space is None else space)
-    check_space(method, method_space, parameters)
+    check_space(method, method_space, parameters, method_hyperparameters(method))
     method_space = {k: v for k, v in method_space.items() if k not in fixed}
     if trainer_space is None:  # the reference family is fitted by scikit-learn: no trainer
         trainer_space = {} if cls.family == "reference" else TRAINER_SPACE
-    check_space("trainer", trainer_space, list(_trainer_parameters()))
+    if cls.family == "reference" and trainer_space:
+        raise MlmmError(
+            f"method {method!r} is fitted by scikit-learn, with no trainer: a trainer space "
+            f"({', '.join(TRAINER_PREFIX + k for k in trainer_space)}) would change nothing; "
+            f"search only its own hyperparameters ({', '.join(parameters)})"
+        )
+    trainer_defaults = {
+        k: p.default for k, p in inspect.signature(Trainer.__init__).parameters.items()
+    }
+    check_space("trainer", trainer_space, list(_trainer_parameters()), trainer_defaults)
     trainer_space = {k: v for k, v in trainer_space.items() if k not in (trainer or {})}
     if not method_space and not trainer_space:
         raise MlmmError(
