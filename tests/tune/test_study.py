@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -368,6 +369,37 @@ def test_pruning_reports_the_main_stage_and_stops_a_bad_trial():
     assert trial.reported == [(1, 0.7)] and seen == {1: 0.7}
     with pytest.raises(optuna.TrialPruned):
         _pruning_hook(FakeTrial(prune=True), {})("main", {"epoch": 3, "val_loss": 2.0})
+
+
+def test_a_nan_validation_loss_fails_the_trial_at_once(monkeypatch):
+    # a NaN reached Optuna's median rule (a warning, a pruned trial with no value); before
+    # pruning starts the trial trained on for nothing
+    validate = mlmm.Trainer._validate
+
+    def nan_when_hopeless(trainer, module, batch, info):
+        row = validate(trainer, module, batch, info)
+        return {**row, "val_loss": float("nan")} if trainer.lr < 1e-6 else row
+
+    monkeypatch.setattr(mlmm.Trainer, "_validate", nan_when_hopeless)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "All-NaN slice" from the pruner
+        result = small_tune(
+            n_trials=5,
+            method_params={"embed_dim": 8, "dropout": 0.0},
+            trainer_space={"lr": Categorical([3e-3, 1e-7])},
+            trainer={"max_epochs": 3, "patience": 3},
+        )
+    for record in result.records:
+        if record["params"]["trainer.lr"] < 1e-6:
+            assert record["state"] == "failed" and record["intermediate"] == {}
+            assert "validation loss became nan at epoch 1" in record["error"]
+        else:
+            assert record["state"] == "complete"
+    assert (result.trials.state == "failed").any() and result.trainer["lr"] == 3e-3
+    seen = {}  # nothing reported to the trial (None: any call on it would raise)
+    with pytest.raises(MlmmError, match="became inf at epoch 2"):
+        _pruning_hook(None, seen)("main", {"epoch": 2, "val_loss": float("inf")})
+    assert seen == {}
 
 
 def test_a_pruned_trial_is_recorded_as_pruned(monkeypatch):

@@ -730,12 +730,19 @@ def score_point(
 def _pruning_hook(trial: Any, intermediate: dict[int, float]) -> Callable[[str, dict], None]:
     """``Trainer(on_epoch=...)``: report the first fold's validation loss per epoch and prune
     when the median rule says so. Only the shared loop's single stage (``main``) reports:
-    stages of a staged method are not comparable epoch by epoch across trials."""
+    stages of a staged method are not comparable epoch by epoch across trials. A validation
+    loss that is NaN or infinite fails the trial at once (as a non-finite training loss does),
+    whether or not pruning has started: the model is broken, not merely behind."""
 
     def on_epoch(stage: str, row: dict[str, float]) -> None:
         if stage != "main" or "val_loss" not in row:
             return
         step, loss = int(row["epoch"]), float(row["val_loss"])
+        if not math.isfinite(loss):
+            raise MlmmError(
+                f"the validation loss became {loss} at epoch {step}; lower the learning rate "
+                f"(trainer.lr in the space) or check the inputs"
+            )
         intermediate[step] = loss
         trial.report(loss, step)
         if trial.should_prune():
