@@ -15,7 +15,7 @@ import mlmm
 from mlmm.bench.store import APPLICATION_ID, ResultsStore
 from mlmm.errors import MlmmError
 from mlmm.tune import study as study_module
-from mlmm.tune.space import Categorical, Float, Int
+from mlmm.tune.space import Categorical, Float, Int, When
 from mlmm.tune.study import TuneSettings, _pruning_hook, tune
 
 #: A small space and budget: each trial trains 2 folds × 2 epochs of a tiny hemis.
@@ -606,3 +606,27 @@ def test_a_single_process_asks_for_the_trials_it_asked_for_before_sharing():
     before = [7.114624, 0.403613, 2.475439, 6.099084, 0.069133, 0.001758, 0.002076, 0.031763]
     assert result.trials.C.tolist() == pytest.approx([*before, 0.021639], rel=1e-5, abs=5e-7)
     assert result.best_trial == 0
+
+
+def test_a_conditional_hyperparameter_is_tuned_only_where_its_condition_holds(tmp_path):
+    space = {
+        "max_iter": Categorical([50, 200]),
+        "C": When(Float(1e-2, 10.0, log=True), {"max_iter": 200}),
+    }
+    kwargs = dict(n_trials=7, folds=2, space=space, store=tmp_path / "t.db")  # past startup
+    result = tune(shared_data(), "logistic-mean-impute", **kwargs)
+    assert set(result.trials.state) == {"complete"}
+    for record in result.records:
+        assert ("C" in record["params"]) == (record["params"]["max_iter"] == 200)
+    assert {r["params"]["max_iter"] for r in result.records} == {50, 200}
+    assert ("C" in result.params) == (result.params["max_iter"] == 200)
+    # replayed from the store with the trials that lack it, it asks for the same trials
+    extended = tune(shared_data(), "logistic-mean-impute", **{**kwargs, "n_trials": 8})
+    alone = tune(shared_data(), "logistic-mean-impute", **{**kwargs, "n_trials": 8, "store": None})
+    assert [r["params"] for r in extended.records] == [r["params"] for r in alone.records]
+    # a fixed parent switches its conditional dimension on in every trial
+    fixed = tune(
+        shared_data(), "logistic-mean-impute", n_trials=2, folds=2, space=space,
+        method_params={"max_iter": 200},
+    )  # fmt: skip
+    assert all(set(r["params"]) == {"C"} for r in fixed.records)

@@ -192,3 +192,18 @@ def test_the_train_command_it_suggests_can_be_pasted_with_any_path(monkeypatch, 
     line = " ".join(out.split("wrote ", 1)[1].split("\n"))  # a long line may be wrapped
     suggested = shlex.split(line.split(": ", 1)[1].removesuffix(" ..."))
     assert suggested[suggested.index("--params") + 1] == str(best) and best.is_file()
+
+
+def test_a_conditional_space_from_the_command_line(monkeypatch, capsys, tmp_path):
+    args = ["tune", "--dataset", "synthetic", "--dataset-param", "n_samples=100"]
+    args += ["--method", "logistic-mean-impute", "--trials", "4", "--store", str(tmp_path / "t.db")]
+    args += ["--space", "max_iter=[50, 200]"]
+    args += ["--space", "C={low: 0.01, high: 10.0, log: true, when: {max_iter: 200}}"]
+    code, out, err = run(monkeypatch, capsys, *args, "--params-out", str(tmp_path / "best.yaml"))
+    assert code == 0, err
+    saved = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert ("C" in saved["params"]) == (saved["params"]["max_iter"] == 200)
+    # a condition on a parameter the space lists later (or not at all) is one line
+    later = [*args[:-4], *args[-2:], *args[-4:-2]]  # C first, then max_iter
+    code, out, err = run(monkeypatch, capsys, *later)
+    assert code == 2 and err.count("\n") == 1 and "depend on 'max_iter'" in err

@@ -47,6 +47,7 @@ from mlmm.tune.space import (
     TRAINER_SPACE,
     Dimension,
     check_space,
+    corner,
     describe,
     distributions,
     method_parameters,
@@ -567,7 +568,7 @@ def _check_before_trials(
     it at neither corner (a range of reals for an integer). A value wrong only beside some
     sampled ones stays a failed trial."""
     check_every_modality_seen(train)
-    corners = [{key: dim.corners()[end] for key, dim in method_space.items()} for end in (0, -1)]
+    corners = [corner(method_space, end, fixed) for end in (0, -1)]
     for what, points, needed in (
         (f"the fixed hyperparameters {fixed}", [{}, *corners], bool(fixed)),
         (f"the search space {describe(method_space)}", corners, given_space and bool(method_space)),
@@ -668,7 +669,7 @@ class _Objective:
         record: dict[str, Any] = {"number": trial.number, "value": None, "error": None}
         fold_losses: list[float] = []
         try:
-            params = suggest(self.method_space, trial)
+            params = suggest(self.method_space, trial, fixed=self.fixed)
             trainer_params = suggest(self.trainer_space, trial, TRAINER_PREFIX)
             score_point(
                 self.train,
