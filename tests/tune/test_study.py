@@ -539,7 +539,7 @@ def start_study(tmp_path, store, slow, n_trials):
 
 def test_two_processes_share_a_study_and_ask_for_one_processs_trials(tmp_path):
     store, n_trials = tmp_path / "tune.db", 8  # past the random startup: TPE trials too
-    procs = [start_study(tmp_path, store, 0.15, n_trials) for _ in range(2)]
+    procs = [start_study(tmp_path, store, 0.3, n_trials) for _ in range(2)]
     (tmp_path / "go").touch()
     outputs = [proc.communicate(timeout=300)[0].splitlines() for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0]
