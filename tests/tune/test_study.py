@@ -630,3 +630,17 @@ def test_a_conditional_hyperparameter_is_tuned_only_where_its_condition_holds(tm
         method_params={"max_iter": 200},
     )  # fmt: skip
     assert all(set(r["params"]) == {"C"} for r in fixed.records)
+
+
+def test_a_study_interrupted_mid_trial_gives_its_claim_back(monkeypatch, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C (or SIGTERM, mlmm.cli) while a trial trains
+
+    monkeypatch.setattr(study_module, "score_point", interrupted)
+    store = tmp_path / "t.db"
+    with pytest.raises(KeyboardInterrupt):
+        tune(shared_data(), "logistic-mean-impute", n_trials=2, folds=2, store=store)
+    with ResultsStore(store) as db:
+        key = db.studies().study_key[0]
+        assert db.trial_claims(key) == {} and db.study_trials(key) == []
+        assert db._db.execute("SELECT count(*) FROM heartbeats").fetchone()[0] == 0
