@@ -534,7 +534,8 @@ def tune_command(
         typer.Option(
             help="Search this range instead of the method's space, name=[a, b] (choices) or "
             "name={low: 1e-4, high: 1e-2, log: true} (repeatable; trainer.lr... for the "
-            "trainer's space). The names given are the whole space."
+            "trainer's space; add when: {name: value} to search it only where an earlier "
+            "one takes that value). The names given are the whole space."
         ),
     ] = None,
     params_out: Annotated[

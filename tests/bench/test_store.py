@@ -454,6 +454,7 @@ def test_a_store_from_before_specs_streams_and_tuning_gains_them_when_opened(tmp
     raw = sqlite3.connect(path)
     for table in ("specs", "stream_steps", "stream_results", "stream_runs", "tune_trials"):
         raw.execute(f"DROP TABLE {table}")
+    raw.execute("DROP TABLE tune_claims")
     raw.execute("DROP TABLE tune_studies")  # after tune_trials, which refers to it
     raw.commit()
     raw.close()
@@ -466,6 +467,28 @@ def test_a_store_from_before_specs_streams_and_tuning_gains_them_when_opened(tmp
         key = db.start_stream_run({"stream": "x"})
         assert db.specs().name.tolist() == ["test"] and db.stream_runs().run_key.tolist() == [key]
         assert db.studies().n_trials.tolist() == [1]
+        assert db.claim_trial("s", 1) and db.trial_claims("s") == {1: True}
+
+
+def test_a_trial_is_claimed_once_and_a_dead_owners_claim_is_taken_over(store):
+    store.save_study("s", {"a": 1}, "synthetic", "hemis", [])
+    host = socket.gethostname()
+    alive, dead = f"{host}:{os.getppid()}", f"{host}:{2**22 + 7}"  # pids: alive, none
+    now = time.time()
+    store._db.executemany(
+        "INSERT INTO tune_claims (study_key, number, owner, started_at) VALUES (?, ?, ?, ?)",
+        [("s", 0, alive, now), ("s", 1, dead, now)],
+    )
+    assert store.trial_claims("s") == {0: True, 1: False}
+    assert not store.claim_trial("s", 0)  # another live process runs it
+    assert store.claim_trial("s", 1)  # its owner died: taken over
+    assert store.claim_trial("s", 2) and store.claim_trial("s", 2)  # ours, claimed again
+    trial = {"number": 2, "state": "complete", "value": 0.5, "finished_at": 1.0}
+    store.add_trial("s", trial)  # written and its claim ended in one transaction
+    assert not store.claim_trial("s", 2)  # finished: never run again
+    assert store.trial_claims("s") == {0: True, 1: True}
+    store.release_trials("s")  # this process's claims given back, not the others'
+    assert store.trial_claims("s") == {0: True}
 
 
 def test_a_study_is_written_whole_or_not_at_all(store):

@@ -11,7 +11,9 @@ from mlmm.tune.space import (
     Categorical,
     Float,
     Int,
+    When,
     check_space,
+    corner,
     dimension_from_plain,
     draw,
     method_parameters,
@@ -43,12 +45,18 @@ def test_draws_stay_in_range_and_follow_the_seed():
         (lambda: Int(1.5, 3), "integers"),
         (lambda: Categorical([]), "at least one choice"),
         (lambda: Categorical([[1, 2]]), "None, bool, int, float or str"),
+        (lambda: Categorical(["a", "b", "a"]), "choices must differ"),
     ],
 )
 def test_bad_dimensions_are_refused_with_one_line(build, message):
     with pytest.raises(MlmmError, match=message) as err:
         build()
     assert "\n" not in str(err.value)
+
+
+def test_choices_equal_in_python_but_of_other_types_differ():
+    # 1 == 1.0 == True in Python, but they are three different choices
+    assert Categorical([1, 1.0, True, None]).choices == (1, 1.0, True, None)
 
 
 def test_a_space_naming_an_unknown_parameter_lists_the_methods_parameters():
@@ -123,3 +131,53 @@ def test_a_range_that_cannot_be_a_dimension_names_its_search_space(value, match)
     # without a space after the colons) no hint at what was wrong
     with pytest.raises(MlmmError, match=match):
         dimension_from_plain(value, "x")
+
+
+def test_a_conditional_dimension_is_drawn_only_where_its_condition_holds():
+    space = {
+        "fusion": Categorical(["concat", "attention"]),
+        "n_heads": When(Categorical([2, 4]), {"fusion": "attention"}),
+        "width": When(Int(8, 16), {"fusion": ["attention"], "n_heads": 4}),
+    }
+    points = [draw(space, np.random.default_rng(seed)) for seed in range(30)]
+    for point in points:
+        assert ("n_heads" in point) == (point["fusion"] == "attention")
+        assert ("width" in point) == (point.get("n_heads") == 4)
+    assert {len(point) for point in points} == {1, 2, 3}
+    assert corner(space, 0) == {"fusion": "concat"}
+    assert corner(space, -1) == {"fusion": "attention", "n_heads": 4, "width": 16}
+    unfixed = {k: v for k, v in space.items() if k != "fusion"}  # fixed: out of the space
+    assert corner(unfixed, 0, {"fusion": "attention"}) == {"n_heads": 2}
+    assert repr(space["width"]) == (
+        "When(Int(low=8, high=16, log=False), {'fusion': ['attention'], 'n_heads': [4]})"
+    )
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"n_heads": When(Int(2, 4), {"fusion": "attention"})}, "not a dimension before it"),
+        (
+            {
+                "fusion": Categorical(["concat", "attention"]),
+                "n_heads": When(Int(2, 4), {"fusion": "atention"}),
+            },
+            "fusion='atention', which is not one of its choices",
+        ),
+    ],
+)
+def test_a_condition_on_a_later_or_impossible_value_is_one_line(space, message):
+    with pytest.raises(MlmmError, match=message) as err:
+        check_space("m", space, ["fusion", "n_heads"])
+    assert "\n" not in str(err.value)
+
+
+def test_a_conditional_dimension_from_plain_data():
+    assert dimension_from_plain({"low": 2, "high": 8, "when": {"fusion": "attention"}}, "h") == (
+        When(Int(2, 8), {"fusion": "attention"})
+    )
+    assert dimension_from_plain({"choices": [2, 4], "when": {"f": ["a", "b"]}}, "h") == When(
+        Categorical([2, 4]), {"f": ["a", "b"]}
+    )
+    with pytest.raises(MlmmError, match="search space 'h': When needs a condition"):
+        dimension_from_plain({"choices": [2, 4], "when": {}}, "h")

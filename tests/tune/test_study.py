@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import mlmm
 from mlmm.bench.store import APPLICATION_ID, ResultsStore
 from mlmm.errors import MlmmError
 from mlmm.tune import study as study_module
-from mlmm.tune.space import Categorical, Float, Int
+from mlmm.tune.space import Categorical, Float, Int, When
 from mlmm.tune.study import TuneSettings, _pruning_hook, tune
 
 #: A small space and budget: each trial trains 2 folds × 2 epochs of a tiny hemis.
@@ -240,6 +241,14 @@ def test_bad_budgets_and_spaces_are_one_line_errors():
         TuneSettings(trials=-1)
 
 
+def test_a_trainer_space_for_a_method_without_trainer_stops_before_any_trial(monkeypatch):
+    # the reference family is fitted by scikit-learn: trials would differ in nothing
+    monkeypatch.setattr(study_module, "score_point", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(MlmmError, match="fitted by scikit-learn, with no trainer") as err:
+        tune(shared_data(), "logistic-mean-impute", trainer_space={"lr": Float(1e-3, 1e-2)})
+    assert "trainer.lr" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_an_unknown_trainer_parameter_stops_before_any_trial(monkeypatch):
     # was: every trial failed on Trainer(max_epoch=...), reported only after the whole budget
     spy = Spy(monkeypatch)
@@ -362,6 +371,37 @@ def test_pruning_reports_the_main_stage_and_stops_a_bad_trial():
         _pruning_hook(FakeTrial(prune=True), {})("main", {"epoch": 3, "val_loss": 2.0})
 
 
+def test_a_nan_validation_loss_fails_the_trial_at_once(monkeypatch):
+    # a NaN reached Optuna's median rule (a warning, a pruned trial with no value); before
+    # pruning starts the trial trained on for nothing
+    validate = mlmm.Trainer._validate
+
+    def nan_when_hopeless(trainer, module, batch, info):
+        row = validate(trainer, module, batch, info)
+        return {**row, "val_loss": float("nan")} if trainer.lr < 1e-6 else row
+
+    monkeypatch.setattr(mlmm.Trainer, "_validate", nan_when_hopeless)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "All-NaN slice" from the pruner
+        result = small_tune(
+            n_trials=5,
+            method_params={"embed_dim": 8, "dropout": 0.0},
+            trainer_space={"lr": Categorical([3e-3, 1e-7])},
+            trainer={"max_epochs": 3, "patience": 3},
+        )
+    for record in result.records:
+        if record["params"]["trainer.lr"] < 1e-6:
+            assert record["state"] == "failed" and record["intermediate"] == {}
+            assert "validation loss became nan at epoch 1" in record["error"]
+        else:
+            assert record["state"] == "complete"
+    assert (result.trials.state == "failed").any() and result.trainer["lr"] == 3e-3
+    seen = {}  # nothing reported to the trial (None: any call on it would raise)
+    with pytest.raises(MlmmError, match="became inf at epoch 2"):
+        _pruning_hook(None, seen)("main", {"epoch": 2, "val_loss": float("inf")})
+    assert seen == {}
+
+
 def test_a_pruned_trial_is_recorded_as_pruned(monkeypatch):
     monkeypatch.setattr(study_module, "PRUNE_STARTUP_TRIALS", 1)
     monkeypatch.setattr(study_module, "PRUNE_WARMUP_EPOCHS", 0)
@@ -453,3 +493,154 @@ def test_study_folds_keep_each_group_on_one_side(n_folds):
     # without groups the same folds would mix subjects (so the check above can fail)
     fit, val = study_folds(train, n_folds, seed=1)[0]
     assert set(subjects[fit]) & set(subjects[val])
+
+
+#: A study in a subprocess on a store: each trial's scoring sleeps (``SLOW`` seconds) so that
+#: processes overlap; it waits for the file ``GO`` before tuning and prints the trials it ran.
+SHARED = """
+import sys, time, pathlib, numpy as np, mlmm
+from mlmm.tune import study as study_module
+store, go, slow, n_trials = sys.argv[1], pathlib.Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+score = study_module.validation_loss
+
+def slow_score(trained, data):
+    print("scoring", flush=True)
+    time.sleep(slow)
+    return score(trained, data)
+
+study_module.validation_loss = slow_score
+rng = np.random.default_rng(0)
+y = np.arange(120) % 2
+data = mlmm.from_arrays({"a": y[:, None] + rng.normal(0, 0.7, (120, 3))}, y)
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.05)
+result = study_module.tune(data, "logistic-mean-impute", n_trials=n_trials, folds=2, store=store,
+                           on_trial=lambda record: print("trial", record["number"], flush=True))
+print("best", result.best_trial, result.value, flush=True)
+"""
+
+
+def shared_data():
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 2
+    return mlmm.from_arrays({"a": y[:, None] + rng.normal(0, 0.7, (120, 3))}, y)
+
+
+def start_study(tmp_path, store, slow, n_trials):
+    script = tmp_path / "shared.py"
+    script.write_text(textwrap.dedent(SHARED))
+    args = [sys.executable, str(script), str(store), str(tmp_path / "go"), str(slow), str(n_trials)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_two_processes_share_a_study_and_ask_for_one_processs_trials(tmp_path):
+    store, n_trials = tmp_path / "tune.db", 8  # past the random startup: TPE trials too
+    procs = [start_study(tmp_path, store, 0.3, n_trials) for _ in range(2)]
+    (tmp_path / "go").touch()
+    outputs = [proc.communicate(timeout=300)[0].splitlines() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    ran = [[int(line.split()[1]) for line in out if line.startswith("trial")] for out in outputs]
+    # each trial ran once, by one of them, and both worked
+    assert sorted(ran[0] + ran[1]) == list(range(n_trials))
+    assert ran[0] and ran[1]
+    # whoever finishes reports the same best trial
+    bests = [next(line for line in out if line.startswith("best")) for out in outputs]
+    assert bests[0] == bests[1]
+    # and the study is the one a single process asks for: same points, same scores
+    alone = tune(shared_data(), "logistic-mean-impute", n_trials=n_trials, folds=2)
+    with ResultsStore(store) as db:
+        key = db.studies().study_key[0]
+        shared = db.study_trials(key)
+        assert db.trial_claims(key) == {}  # no claim left behind
+    assert [(t["number"], t["state"], t["params"]) for t in shared] == [
+        (r["number"], r["state"], r["params"]) for r in alone.records
+    ]
+    assert [t["value"] for t in shared] == pytest.approx([r["value"] for r in alone.records])
+    assert bests[0] == f"best {alone.best_trial} {alone.value}"
+
+
+def test_a_killed_processs_claimed_trial_is_run_by_the_next_process(tmp_path):
+    store = tmp_path / "tune.db"
+    proc = start_study(tmp_path, store, 600.0, 2)  # its first trial never ends
+    (tmp_path / "go").touch()
+    try:
+        assert proc.stdout.readline().strip() == "scoring"  # trial 0 claimed and running
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    with ResultsStore(store) as db:
+        key = db.studies().study_key[0]
+        assert db.trial_claims(key) == {0: False}  # held by a dead process: not live
+    ran = []
+    result = tune(
+        shared_data(),
+        "logistic-mean-impute",
+        n_trials=2,
+        folds=2,
+        store=store,
+        on_trial=lambda record: ran.append(record["number"]),
+    )
+    assert ran == [0, 1]
+    assert result.study_key == key
+    with ResultsStore(store) as db:
+        assert db.trial_claims(key) == {}
+
+
+def test_a_single_process_asks_for_the_trials_it_asked_for_before_sharing():
+    # C of each trial of this study before studies were shared between processes (startup
+    # trials 0-4 random, then TPE): one process alone must still ask for exactly these
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 2
+    data = mlmm.from_arrays(
+        {
+            "a": y[:, None] + rng.normal(0, 0.7, (120, 3)),
+            "b": y[:, None] + rng.normal(0, 1.0, (120, 2)),
+        },
+        y,
+    )
+    result = tune(data, "logistic-mean-impute", n_trials=9, folds=2, missing="mcar:0.3")
+    before = [7.114624, 0.403613, 2.475439, 6.099084, 0.069133, 0.001758, 0.002076, 0.031763]
+    assert result.trials.C.tolist() == pytest.approx([*before, 0.021639], rel=1e-5, abs=5e-7)
+    assert result.best_trial == 0
+
+
+def test_a_conditional_hyperparameter_is_tuned_only_where_its_condition_holds(tmp_path):
+    space = {
+        "max_iter": Categorical([50, 200]),
+        "C": When(Float(1e-2, 10.0, log=True), {"max_iter": 200}),
+    }
+    kwargs = dict(n_trials=7, folds=2, space=space, store=tmp_path / "t.db")  # past startup
+    result = tune(shared_data(), "logistic-mean-impute", **kwargs)
+    assert set(result.trials.state) == {"complete"}
+    for record in result.records:
+        assert ("C" in record["params"]) == (record["params"]["max_iter"] == 200)
+    assert {r["params"]["max_iter"] for r in result.records} == {50, 200}
+    assert ("C" in result.params) == (result.params["max_iter"] == 200)
+    # replayed from the store with the trials that lack it, it asks for the same trials
+    extended = tune(shared_data(), "logistic-mean-impute", **{**kwargs, "n_trials": 8})
+    alone = tune(shared_data(), "logistic-mean-impute", **{**kwargs, "n_trials": 8, "store": None})
+    assert [r["params"] for r in extended.records] == [r["params"] for r in alone.records]
+    # a fixed parent switches its conditional dimension on in every trial
+    fixed = tune(
+        shared_data(), "logistic-mean-impute", n_trials=2, folds=2, space=space,
+        method_params={"max_iter": 200},
+    )  # fmt: skip
+    assert all(set(r["params"]) == {"C"} for r in fixed.records)
+
+
+def test_a_study_interrupted_mid_trial_gives_its_claim_back(monkeypatch, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C (or SIGTERM, mlmm.cli) while a trial trains
+
+    monkeypatch.setattr(study_module, "score_point", interrupted)
+    store = tmp_path / "t.db"
+    with pytest.raises(KeyboardInterrupt):
+        tune(shared_data(), "logistic-mean-impute", n_trials=2, folds=2, store=store)
+    with ResultsStore(store) as db:
+        key = db.studies().study_key[0]
+        assert db.trial_claims(key) == {} and db.study_trials(key) == []
+        assert db._db.execute("SELECT count(*) FROM heartbeats").fetchone()[0] == 0

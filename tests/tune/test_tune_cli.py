@@ -110,6 +110,10 @@ def test_space_replaces_the_method_and_trainer_spaces(monkeypatch, capsys, tmp_p
         ("dropout={low: 0.1, high: 0.5, log: maybe}", "log must be true or false"),
         ("embed_dim={low: 8, high: 16.5}", "cannot build 'hemis': embed_dim must be an integer"),
         ("hiden=[1, 2]", "names 'hiden', which is not one of its parameters"),
+        # integer bounds for a real would search only its integers (0 and 1 here)
+        ("dropout={low: 0, high: 1}", "integers only, but dropout is a real"),
+        ("trainer.lr={low: 1, high: 2}", "integers only, but lr is a real"),
+        ("depth=[1, 2, 1]", "choices must differ"),
     ],
 )
 def test_a_bad_space_is_one_line_before_any_trial(space, message, monkeypatch, capsys, tmp_path):
@@ -194,3 +198,18 @@ def test_the_train_command_it_suggests_can_be_pasted_with_any_path(monkeypatch, 
     args = [*suggested[1:], "--out", str(tmp_path / "m"), "--epochs", "1", "--quiet"]
     code, _, err = run(monkeypatch, capsys, *args)
     assert code in (0, None), err
+
+
+def test_a_conditional_space_from_the_command_line(monkeypatch, capsys, tmp_path):
+    args = ["tune", "--dataset", "synthetic", "--dataset-param", "n_samples=100"]
+    args += ["--method", "logistic-mean-impute", "--trials", "4", "--store", str(tmp_path / "t.db")]
+    args += ["--space", "max_iter=[50, 200]"]
+    args += ["--space", "C={low: 0.01, high: 10.0, log: true, when: {max_iter: 200}}"]
+    code, out, err = run(monkeypatch, capsys, *args, "--params-out", str(tmp_path / "best.yaml"))
+    assert code == 0, err
+    saved = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert ("C" in saved["params"]) == (saved["params"]["max_iter"] == 200)
+    # a condition on a parameter the space lists later (or not at all) is one line
+    later = [*args[:-4], *args[-2:], *args[-4:-2]]  # C first, then max_iter
+    code, out, err = run(monkeypatch, capsys, *later)
+    assert code == 2 and err.count("\n") == 1 and "depend on 'max_iter'" in err

@@ -213,7 +213,9 @@ CREATE TABLE IF NOT EXISTS stream_steps (
 
 #: Tuning tables (:mod:`mlmm.tune`): one row per study (its configuration as JSON, keyed by the configuration's hash) and one per
 #: finished trial. A trial is written whole when it ends, so a study killed at any point
-#: resumes from its finished trials.
+#: resumes from its finished trials. ``tune_claims`` holds the trials running now, claimed as
+#: runs are (owner ``host:pid``, the owner's heartbeat, a dead owner's claim taken over), so
+#: processes sharing a study run each trial once.
 _TUNING_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tune_studies (
     study_key TEXT PRIMARY KEY,
@@ -234,6 +236,13 @@ CREATE TABLE IF NOT EXISTS tune_trials (
     error TEXT,
     seconds REAL,
     finished_at REAL NOT NULL,
+    PRIMARY KEY (study_key, number)
+);
+CREATE TABLE IF NOT EXISTS tune_claims (
+    study_key TEXT NOT NULL REFERENCES tune_studies(study_key),
+    number INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    started_at REAL NOT NULL,
     PRIMARY KEY (study_key, number)
 );
 """
@@ -1191,10 +1200,64 @@ class ResultsStore:
 
     @_user_errors
     def add_trial(self, study_key: str, trial: dict[str, Any]) -> None:
-        """Write one finished trial (a dict with :data:`TRIAL_FIELDS`) in one transaction; a
-        trial of the same number is replaced."""
+        """Write one finished trial (a dict with :data:`TRIAL_FIELDS`) and end its claim, in
+        one transaction; a trial of the same number is replaced."""
         with self._transaction() as db:
             self._insert_trials(db, study_key, [trial])
+            db.execute(
+                "DELETE FROM tune_claims WHERE study_key = ? AND number = ?",
+                (study_key, trial["number"]),
+            )
+
+    @_user_errors
+    def claim_trial(self, study_key: str, number: int) -> bool:
+        """Claim trial ``number`` of a study for this process if it is neither finished nor
+        held by a live claim of another process (as :meth:`claim`: a claim whose owner died or
+        stopped beating its heartbeat is taken over); True if claimed."""
+        with self._transaction() as db:
+            done = db.execute(
+                "SELECT 1 FROM tune_trials WHERE study_key = ? AND number = ?", (study_key, number)
+            ).fetchone()
+            if done is not None:
+                return False
+            row = db.execute(
+                "SELECT owner, started_at FROM tune_claims WHERE study_key = ? AND number = ?",
+                (study_key, number),
+            ).fetchone()
+            if row is not None and row[0] != this_process():
+                if self._claim_live(row[0], row[1], self._beats()):
+                    return False
+            db.execute(
+                "INSERT OR REPLACE INTO tune_claims (study_key, number, owner, started_at) "
+                "VALUES (?, ?, ?, ?)",
+                (study_key, number, this_process(), time.time()),
+            )
+            return True
+
+    @_user_errors
+    def trial_claims(self, study_key: str) -> dict[int, bool]:
+        """``trial number -> live`` for a study's claimed trials that are not finished: live
+        when held by this process or by another that is alive (see :meth:`claims`)."""
+        if not self._has_table("tune_claims"):
+            return {}
+        rows = self._db.execute(
+            "SELECT c.number, c.owner, c.started_at FROM tune_claims c WHERE c.study_key = ? "
+            "AND NOT EXISTS (SELECT 1 FROM tune_trials t WHERE t.study_key = c.study_key "
+            "AND t.number = c.number) ORDER BY c.number",
+            (study_key,),
+        ).fetchall()
+        beats = self._beats()
+        return {number: self._claim_live(owner, at, beats) for number, owner, at in rows}
+
+    @_user_errors
+    def release_trials(self, study_key: str) -> None:
+        """Give back this process's claims on a study's trials (interrupted: another process
+        runs them)."""
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM tune_claims WHERE study_key = ? AND owner = ?",
+                (study_key, this_process()),
+            )
 
     @_user_errors
     def save_study(

@@ -24,6 +24,7 @@ _EXPORTS = {
     "Float": "mlmm.tune.space",
     "Int": "mlmm.tune.space",
     "Categorical": "mlmm.tune.space",
+    "When": "mlmm.tune.space",
     "TRAINER_SPACE": "mlmm.tune.space",
     "fit_auto": "mlmm.tune.auto",
     "leaderboard": "mlmm.tune.auto",

@@ -153,6 +153,12 @@ class Categorical:
                 raise MlmmError(
                     f"Categorical choices must be None, bool, int, float or str, got {choice!r}"
                 )
+        # by type too: 1, 1.0 and True are equal in Python but different choices
+        if len({(type(c), c) for c in choices}) < len(choices):
+            raise MlmmError(
+                f"Categorical choices must differ, got {list(choices)!r}; give each choice once "
+                f"(a repeated choice is sampled more often)"
+            )
         object.__setattr__(self, "choices", choices)
 
     def suggest(self, trial: Any, name: str) -> Any:
@@ -174,7 +180,83 @@ class Categorical:
         return CategoricalDistribution(self.choices)
 
 
-Dimension = Float | Int | Categorical
+@dataclass(frozen=True)
+class When:
+    """A dimension searched only where earlier ones took given values (a conditional
+    hyperparameter: the number of heads only with attention fusion). Where the condition does
+    not hold the trial leaves the hyperparameter out, so the method keeps its default.
+
+    Parameters
+    ----------
+    dim : Float, Int or Categorical
+        The range searched where the condition holds.
+    condition : dict
+        ``name -> value`` or ``name -> [values]``: dimensions listed *before* this one in the
+        same space, and the value(s) of each that switch this one on (all must hold).
+
+    Examples
+    --------
+    >>> space = {"fusion": Categorical(["concat", "attention"]),
+    ...          "n_heads": When(Categorical([2, 4]), {"fusion": "attention"})}
+    >>> sorted(draw(space, np.random.default_rng(1)))
+    ['fusion', 'n_heads']
+    """
+
+    dim: Float | Int | Categorical
+    condition: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    def __init__(self, dim: Float | Int | Categorical, condition: Mapping[str, Any]) -> None:
+        if not isinstance(dim, (Float, Int, Categorical)):
+            raise MlmmError(
+                f"When needs a Float, Int or Categorical to search, got {dim!r}; nest no When"
+            )
+        if not isinstance(condition, Mapping) or not condition:
+            raise MlmmError(
+                f"When needs a condition {{name: value}} on an earlier dimension, got {condition!r}"
+            )
+        pairs = []
+        for name, values in condition.items():
+            values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+            if not values:
+                raise MlmmError(f"When's condition on {name!r} lists no value; give one or more")
+            pairs.append((str(name), values))
+        object.__setattr__(self, "dim", dim)
+        object.__setattr__(self, "condition", tuple(pairs))
+
+    def holds(self, point: Mapping[str, Any]) -> bool:
+        """Whether ``point`` (the values chosen so far) switches this dimension on."""
+        return all(
+            name in point and any(_same(point[name], v) for v in values)
+            for name, values in self.condition
+        )
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """The value an Optuna ``trial`` suggests for ``name`` (call only where it holds)."""
+        return self.dim.suggest(trial, name)
+
+    def draw(self, rng: np.random.Generator) -> Any:
+        """A value drawn from ``rng`` (call only where the condition holds)."""
+        return self.dim.draw(rng)
+
+    def corners(self) -> list[Any]:
+        """The searched range's corners."""
+        return self.dim.corners()
+
+    def distribution(self) -> Any:
+        """The searched range's ``optuna.distributions`` object."""
+        return self.dim.distribution()
+
+    def __repr__(self) -> str:
+        condition = {name: list(values) for name, values in self.condition}
+        return f"When({self.dim!r}, {condition!r})"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same type (``1``, ``1.0`` and ``True`` are different choices)."""
+    return type(a) is type(b) and a == b
+
+
+Dimension = Float | Int | Categorical | When
 
 
 def _check_bounds(dim: Any, low: float, high: float, log: bool) -> None:
@@ -208,21 +290,60 @@ def method_parameters(cls: type) -> list[str]:
     ]
 
 
-def check_space(method: str, space: Mapping[str, Any], parameters: Sequence[str]) -> None:
+def check_space(
+    method: str,
+    space: Mapping[str, Any],
+    parameters: Sequence[str],
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
     """Raise a one-line :class:`MlmmError` unless every name of ``space`` is one of the
     method's ``parameters`` and every value is a :class:`Float`, :class:`Int` or
-    :class:`Categorical`."""
+    :class:`Categorical`; with ``defaults`` (parameter -> default), an :class:`Int` range
+    for a parameter whose default is a real is refused too (``{low: 1, high: 10}`` written
+    for a real would search only its integers)."""
+    defaults = defaults or {}
     for name, dim in space.items():
         if name not in parameters:
             raise MlmmError(
                 f"the search space of method {method!r} names {name!r}, which is not one of its "
                 f"parameters: {', '.join(parameters)}; remove it or fix its spelling"
             )
-        if not isinstance(dim, (Float, Int, Categorical)):
+        if not isinstance(dim, (Float, Int, Categorical, When)):
             raise MlmmError(
                 f"the search space of method {method!r} gives {name!r} as {dim!r}; use "
                 f"Float(low, high), Int(low, high) or Categorical([...]) from mlmm.tune.space"
             )
+        if isinstance(dim, When):
+            _check_condition(method, space, name, dim)
+            dim = dim.dim
+        if isinstance(dim, Int) and isinstance(defaults.get(name), float):
+            raise MlmmError(
+                f"the search space of method {method!r} gives {name!r} as {dim!r}, integers "
+                f"only, but {name} is a real (default {defaults[name]!r}); write real bounds: "
+                f"{name}={{low: {float(dim.low)!r}, high: {float(dim.high)!r}}} or "
+                f"Float({float(dim.low)!r}, {float(dim.high)!r})"
+            )
+
+
+def _check_condition(method: str, space: Mapping[str, Any], name: str, dim: When) -> None:
+    """A :class:`When` may name only dimensions before it, with values they can take."""
+    before = list(space)[: list(space).index(name)]
+    for parent, values in dim.condition:
+        if parent not in before:
+            raise MlmmError(
+                f"the search space of method {method!r} makes {name!r} depend on {parent!r}, "
+                f"which is not a dimension before it (before it: {', '.join(before) or 'none'}); "
+                f"list {parent!r} first in the space"
+            )
+        given = space[parent].dim if isinstance(space[parent], When) else space[parent]
+        if isinstance(given, Categorical):
+            lacking = [v for v in values if not any(_same(v, c) for c in given.choices)]
+            if lacking:
+                raise MlmmError(
+                    f"the search space of method {method!r} switches {name!r} on at {parent}="
+                    f"{lacking[0]!r}, which is not one of its choices {list(given.choices)!r}; "
+                    f"use one of them"
+                )
 
 
 def dimension_from_plain(value: Any, name: str) -> Dimension:
@@ -239,6 +360,17 @@ def dimension_from_plain(value: Any, name: str) -> Dimension:
     >>> dimension_from_plain(["mean", "cls"], "pooling")
     Categorical(choices=('mean', 'cls'))
     """
+    if isinstance(value, Mapping) and "when" in value:  # a conditional dimension
+        rest = {k: v for k, v in value.items() if k != "when"}
+        if set(rest) == {"choices"}:
+            rest = rest["choices"]
+        try:
+            return When(dimension_from_plain(rest, name), value["when"])
+        except MlmmError as err:
+            message = str(err)
+            if message.startswith("search space"):
+                raise
+            raise MlmmError(f"search space {name!r}: {message}") from None
     try:  # the dimension's own errors (low >= high, no choices) name the search space too
         if isinstance(value, (list, tuple)):
             return Categorical(value)
@@ -262,15 +394,42 @@ def dimension_from_plain(value: Any, name: str) -> Dimension:
     )
 
 
-def suggest(space: Mapping[str, Dimension], trial: Any, prefix: str = "") -> dict[str, Any]:
+def suggest(
+    space: Mapping[str, Dimension],
+    trial: Any,
+    prefix: str = "",
+    fixed: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Every dimension of ``space`` suggested by an Optuna ``trial`` (names given ``prefix``
-    in the study, returned without it)."""
-    return {name: dim.suggest(trial, prefix + name) for name, dim in space.items()}
+    in the study, returned without it), in order; a :class:`When` whose condition does not
+    hold (on the values suggested before it, or ``fixed`` ones) is left out."""
+    point: dict[str, Any] = {}
+    for name, dim in space.items():
+        if not isinstance(dim, When) or dim.holds({**(fixed or {}), **point}):
+            point[name] = dim.suggest(trial, prefix + name)
+    return point
 
 
 def draw(space: Mapping[str, Dimension], rng: np.random.Generator) -> dict[str, Any]:
-    """One point of ``space`` drawn from ``rng`` (no Optuna needed)."""
-    return {name: dim.draw(rng) for name, dim in space.items()}
+    """One point of ``space`` drawn from ``rng`` (no Optuna needed), in order; a
+    :class:`When` whose condition does not hold is left out."""
+    point: dict[str, Any] = {}
+    for name, dim in space.items():
+        if not isinstance(dim, When) or dim.holds(point):
+            point[name] = dim.draw(rng)
+    return point
+
+
+def corner(
+    space: Mapping[str, Dimension], end: int, fixed: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The low (``end=0``) or high (``end=-1``) corner of ``space``: each dimension at that
+    end, a :class:`When` only where its condition holds there (or on ``fixed`` values)."""
+    point: dict[str, Any] = {}
+    for name, dim in space.items():
+        if not isinstance(dim, When) or dim.holds({**(fixed or {}), **point}):
+            point[name] = dim.corners()[end]
+    return point
 
 
 def distributions(space: Mapping[str, Dimension], prefix: str = "") -> dict[str, Any]:

@@ -13,11 +13,18 @@ a study killed at any point (``kill -9`` included) resumes from its finished tri
 replayed into the study and never rerun. The sampler is re-seeded from ``(seed, trial
 number)`` before each trial, so a resumed study asks for exactly the trials an uninterrupted
 one would have.
+
+Several processes may run one stored study at once: each trial is claimed in the store before
+it starts (as benchmark runs are: owner, heartbeat, a dead owner's claim taken over), so it
+runs once, and the budget counts everyone's trials. A process starts trial ``n`` only once
+trials ``0..n-1`` are finished, except the random startup trials: the study is then trial for
+trial the one a single process runs (the startup trials run in parallel, later ones in turn).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -32,7 +39,7 @@ import pandas as pd
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.errors import MlmmError
 from mlmm.methods.base import check_range
-from mlmm.methods.registry import METHODS, create_method
+from mlmm.methods.registry import METHODS, create_method, method_hyperparameters
 from mlmm.train.trainer import Trainer, check_trainer_params
 from mlmm.tune.auto import check_every_modality_seen, check_folds_see_every_modality
 from mlmm.tune.space import (
@@ -40,6 +47,7 @@ from mlmm.tune.space import (
     TRAINER_SPACE,
     Dimension,
     check_space,
+    corner,
     describe,
     distributions,
     method_parameters,
@@ -62,6 +70,9 @@ STARTUP_TRIALS = 5
 #: runs before it can be.
 PRUNE_STARTUP_TRIALS = 5
 PRUNE_WARMUP_EPOCHS = 5
+#: Seconds between two looks at the store while every trial left waits on trials another
+#: process on the same study is running.
+WAIT_SECONDS = 0.5
 
 
 @dataclass
@@ -322,7 +333,6 @@ def tune_run(run: Any) -> TuneResult:
     (and the budget's ``lr``, ``batch_size``) that the spec moved off their defaults are held
     fixed. In memory: the coordinator stores the study with the run."""
     from mlmm.bench.spec import Budget
-    from mlmm.methods.registry import method_hyperparameters
 
     name, train = training_part(
         run.dataset,
@@ -398,11 +408,20 @@ def tune_training_data(
     check_trainer_params(trainer)  # else every trial fails on it, said only at the end
     Trainer(**{**(trainer or {}), "progress": False})  # its values too (max_epochs=0...)
     method_space = dict(cls.search_space if space is None else space)
-    check_space(method, method_space, parameters)
+    check_space(method, method_space, parameters, method_hyperparameters(method))
     method_space = {k: v for k, v in method_space.items() if k not in fixed}
     if trainer_space is None:  # the reference family is fitted by scikit-learn: no trainer
         trainer_space = {} if cls.family == "reference" else TRAINER_SPACE
-    check_space("trainer", trainer_space, list(_trainer_parameters()))
+    if cls.family == "reference" and trainer_space:
+        raise MlmmError(
+            f"method {method!r} is fitted by scikit-learn, with no trainer: a trainer space "
+            f"({', '.join(TRAINER_PREFIX + k for k in trainer_space)}) would change nothing; "
+            f"search only its own hyperparameters ({', '.join(parameters)})"
+        )
+    trainer_defaults = {
+        k: p.default for k, p in inspect.signature(Trainer.__init__).parameters.items()
+    }
+    check_space("trainer", trainer_space, list(_trainer_parameters()), trainer_defaults)
     trainer_space = {k: v for k, v in trainer_space.items() if k not in (trainer or {})}
     if not method_space and not trainer_space:
         raise MlmmError(
@@ -433,47 +452,107 @@ def tune_training_data(
         from mlmm.bench.store import ResultsStore
 
         db = ResultsStore(store)
+    heartbeat = None
     try:
         dataset_name = (context or {}).get("dataset", train.name)
         stored = [] if db is None else db.open_study(key, config, dataset_name, method, run_key)
         dists = {**distributions(method_space), **distributions(trainer_space, TRAINER_PREFIX)}
-        study = optuna.create_study(
-            direction="minimize",
-            pruner=optuna.pruners.MedianPruner(
-                n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS
-            ),
-        )
-        for record in stored:  # finished trials are replayed, never rerun
-            study.add_trial(_frozen_trial(optuna, record, dists))
-        records = list(stored)
+
+        def new_study(history: list[dict[str, Any]]) -> Any:
+            made = optuna.create_study(
+                direction="minimize",
+                pruner=optuna.pruners.MedianPruner(
+                    n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS
+                ),
+            )
+            for record in history:  # finished trials are replayed, never rerun
+                made.add_trial(_frozen_trial(optuna, record, dists))
+            return made
+
+        finished = {record["number"]: record for record in stored}
+        study, replayed = new_study([]), 0  # replayed: trials 0..replayed-1 are in study
         objective = _Objective(
             train, method, fixed, method_space, trainer_space, base_trainer, fold_indices
         )
         start = time.perf_counter()
-        while len(records) < settings.trials:
+        while True:
+            if db is not None:  # what other processes on this study finished or hold now
+                finished.update((r["number"], r) for r in db.study_trials(key))
+                claims = db.trial_claims(key)
+            else:
+                claims = {}
+            todo = [n for n in range(settings.trials) if n not in finished]
+            if not todo:
+                break
             if settings.timeout is not None and time.perf_counter() - start >= settings.timeout:
                 break
-            number = len(records)
-            study.sampler = optuna.samplers.TPESampler(
+            number = _next_trial(todo, finished, claims)
+            if number is None:  # every trial left waits on another process's trials
+                time.sleep(WAIT_SECONDS)
+                continue
+            if db is not None:
+                if heartbeat is None:  # a live owner from its first claim
+                    from mlmm.bench.execute import ClaimHeartbeat
+                    from mlmm.bench.store import HEARTBEAT_SECONDS
+
+                    db.heartbeat()
+                    heartbeat = ClaimHeartbeat(db.path, HEARTBEAT_SECONDS)
+                    heartbeat.start()
+                if not db.claim_trial(key, number):
+                    continue  # another process claimed it first
+            while replayed in finished:  # the finished prefix, in order
+                study.add_trial(_frozen_trial(optuna, finished[replayed], dists))
+                replayed += 1
+            # trial n is asked from trials 0..n-1, as by one process alone; a startup trial
+            # (random, whatever the history) may run before some of them finished
+            asking = (
+                study if replayed == number else new_study([finished[n] for n in range(replayed)])
+            )
+            asking.sampler = optuna.samplers.TPESampler(
                 seed=_seed_int(settings.seed, "sampler", number), n_startup_trials=STARTUP_TRIALS
             )
-            trial = study.ask()
-            record = objective(trial)
+            trial = asking.ask()
+            record = {**objective(trial), "number": number}
             if record["state"] == "complete":
-                study.tell(trial, record["value"])
+                asking.tell(trial, record["value"])
             elif record["state"] == "pruned":
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                asking.tell(trial, state=optuna.trial.TrialState.PRUNED)
             else:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                asking.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if asking is study:
+                replayed += 1
             if db is not None:
                 db.add_trial(key, record)
-            records.append(record)
+            finished[number] = record
             if on_trial is not None:
                 on_trial(record)
+        records = [finished[n] for n in sorted(finished)]
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if db is not None:
-            db.close()
+            try:
+                if heartbeat is not None:
+                    db.release_trials(key)  # interrupted: the next process runs them
+                    db.end_heartbeat()
+            finally:
+                db.close()
     return _result(method, fixed, records, settings, key, train, trainer_space, config)
+
+
+def _next_trial(
+    todo: list[int], finished: Mapping[int, dict[str, Any]], claims: Mapping[int, bool]
+) -> int | None:
+    """The first trial of ``todo`` that this process may run now, or None (wait): one no
+    other live process holds, and either a random startup trial (its point does not depend
+    on the history) or one whose every earlier trial is finished (the TPE sampler reads
+    them all), so that any number of processes ask for the trials one process would."""
+    for number in todo:
+        if claims.get(number, False):
+            continue
+        if number < STARTUP_TRIALS or all(n in finished for n in range(number)):
+            return number
+    return None
 
 
 def _check_before_trials(
@@ -489,7 +568,7 @@ def _check_before_trials(
     it at neither corner (a range of reals for an integer). A value wrong only beside some
     sampled ones stays a failed trial."""
     check_every_modality_seen(train)
-    corners = [{key: dim.corners()[end] for key, dim in method_space.items()} for end in (0, -1)]
+    corners = [corner(method_space, end, fixed) for end in (0, -1)]
     for what, points, needed in (
         (f"the fixed hyperparameters {fixed}", [{}, *corners], bool(fixed)),
         (f"the search space {describe(method_space)}", corners, given_space and bool(method_space)),
@@ -590,7 +669,7 @@ class _Objective:
         record: dict[str, Any] = {"number": trial.number, "value": None, "error": None}
         fold_losses: list[float] = []
         try:
-            params = suggest(self.method_space, trial)
+            params = suggest(self.method_space, trial, fixed=self.fixed)
             trainer_params = suggest(self.trainer_space, trial, TRAINER_PREFIX)
             score_point(
                 self.train,
@@ -652,12 +731,19 @@ def score_point(
 def _pruning_hook(trial: Any, intermediate: dict[int, float]) -> Callable[[str, dict], None]:
     """``Trainer(on_epoch=...)``: report the first fold's validation loss per epoch and prune
     when the median rule says so. Only the shared loop's single stage (``main``) reports:
-    stages of a staged method are not comparable epoch by epoch across trials."""
+    stages of a staged method are not comparable epoch by epoch across trials. A validation
+    loss that is NaN or infinite fails the trial at once (as a non-finite training loss does),
+    whether or not pruning has started: the model is broken, not merely behind."""
 
     def on_epoch(stage: str, row: dict[str, float]) -> None:
         if stage != "main" or "val_loss" not in row:
             return
         step, loss = int(row["epoch"]), float(row["val_loss"])
+        if not math.isfinite(loss):
+            raise MlmmError(
+                f"the validation loss became {loss} at epoch {step}; lower the learning rate "
+                f"(trainer.lr in the space) or check the inputs"
+            )
         intermediate[step] = loss
         trial.report(loss, step)
         if trial.should_prune():
