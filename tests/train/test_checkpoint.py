@@ -847,3 +847,25 @@ def test_a_revision_below_one_is_refused_in_one_line(artifact):
     with pytest.raises(ArtifactError) as err:
         TrainedModel.load(artifact)
     assert_one_line_error(err, "revisions must be integers >= 1")
+
+
+@pytest.mark.parametrize(("fusion", "warns"), [("mean_variance", True), ("concat", False)])
+def test_a_moddrop_from_before_the_variance_fix_warns_only_with_its_mean_variance_fusion(
+    fusion, warns, tmp_path
+):
+    """moddrop's mean_variance fusion is hemis's layer: e70a2f6 changed its answers too."""
+    _, ds = tiny_trained()
+    model = mlmm.create_method("moddrop", ds.specs, ds.task, fusion=fusion, hidden=8)
+    trained = mlmm.Trainer(max_epochs=1, batch_size=8, progress=False).fit(model, ds)
+    path = trained.save(tmp_path / "model")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    assert config.pop("revisions") == {"moddrop": 2}
+    write_config(path, config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        TrainedModel.load(path)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == int(warns)
+    assert all(
+        "moddrop (saved at revision 1, now 2: the mean_variance fusion" in m for m in messages
+    )

@@ -252,22 +252,24 @@ def outdated_revisions(model: Any, recorded: dict[str, int], path: str | Path) -
     saved, or None when it does not.
 
     ``recorded``: ``config.json``'s ``revisions`` (a method absent from it is at revision 1).
-    For each method in ``model`` whose class lists in ``revision_notes`` a revision newer than
-    the recorded one and no newer than its own, the line names the method and what changed,
-    and gives the fix: retrain.
+    For each method in ``model`` whose ``changes_since(recorded revision)`` names a change
+    (its ``revision_notes`` newer than the recorded revision), the line names the method and
+    what changed, and gives the fix: retrain.
     """
-    changes = []
-    for name, now in method_revisions(model).items():
-        was = recorded.get(name, 1)
-        cls = next(type(m) for m in model.modules() if getattr(m, "method_name", "") == name)
-        notes = [note for r, note in sorted(cls.revision_notes.items()) if was < r <= now]
-        if notes:
-            changes.append(f"{name} (saved at revision {was}, now {now}: {'; '.join(notes)})")
+    changes = {}
+    for m in model.modules():
+        name = getattr(m, "method_name", "")
+        if name and hasattr(m, "changes_since") and name not in changes:
+            was = recorded.get(name, 1)
+            notes = m.changes_since(was)
+            if notes:
+                what = "; ".join(notes)
+                changes[name] = f"{name} (saved at revision {was}, now {m.revision}: {what})"
     if not changes:
         return None
     return (
-        f"{path} was saved before a change to {', '.join(changes)}; it loads, but answers "
-        f"differently from when it was saved; retrain it with this mlmm"
+        f"{path} was saved before a change to {', '.join(changes.values())}; it loads, but "
+        f"answers differently from when it was saved; retrain it with this mlmm"
     )
 
 
