@@ -1265,3 +1265,40 @@ def test_a_stop_signal_ignored_by_the_parent_stays_ignored(monkeypatch, capsys):
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
         finally:
             signal.signal(signal.SIGHUP, before)
+
+
+def test_a_warning_is_one_line_on_the_command_line(tmp_path):
+    """A hemis artifact saved before its variance fix warned in Python's two-line form (file,
+    line, category, then the source line of the call)."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import numpy as np
+
+    import mlmm
+    from mlmm.train.checkpoint import load_artifact, save_artifact
+
+    ds = mlmm.load_dataset("synthetic", n_samples=40)
+    model = mlmm.create_method("hemis", ds.specs, ds.task, embed_dim=4, hidden=8)
+    mlmm.Trainer(max_epochs=1, progress=False).fit(model, ds).save(tmp_path / "new")
+    config, state = load_artifact(tmp_path / "new")
+    for key in ("format", "format_version", "weights_sha256", "revisions"):
+        config.pop(key)  # revisions: as an mlmm before them wrote it
+    save_artifact(tmp_path / "old", state, json.loads(json.dumps(config)))
+    np.savez(tmp_path / "in.npz", **{m: ds.inputs[m][:3] for m in ds.modality_names})
+    src = str(Path(mlmm.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": ""}
+    out = tmp_path / "out.csv"
+    command = [sys.executable, "-m", "mlmm.cli", "predict", str(tmp_path / "old")]
+    done = subprocess.run(
+        [*command, "--input", str(tmp_path / "in.npz"), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(f"warning: {tmp_path / 'old'} was saved before a change to hemis")
+    assert done.stderr.count("\n") == 1 and "answers differently" in done.stderr

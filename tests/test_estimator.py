@@ -391,3 +391,21 @@ def test_a_class_with_one_sample_names_its_label_and_the_fix():
     assert "val_size=0" in message
     clf.set_params(val_size=0.0).fit(X, y)  # the fix it names works
     assert list(clf.classes_) == ["u", "v", "w"]
+
+
+def test_rows_whose_answer_overflows_to_nan_are_refused_as_mlmm_predict_refuses_them():
+    """predict gave classes_[0] (the argmax of NaN) for inputs overflowing float32 (3e38)."""
+    X, y = tiny()
+    clf = mlmm.MissingModalityClassifier(method="hemis", max_epochs=2).fit(X, y)
+    big = {k: v[:4].copy() for k, v in X.items()}
+    big["a"][[1, 3]] = 3e38  # finite, far beyond anything seen in training
+    assert np.isnan(clf.trained_.predict_raw({k: v[1:2] for k, v in big.items()})).all()
+    want = r"NaN or infinite in 2 row\(s\) \(first: \[1, 3\]\): the input values .* scale"
+    for answer in (clf.predict, clf.predict_proba):
+        with pytest.raises(MlmmError, match=want) as err:
+            answer(big)
+        assert "\n" not in str(err.value)
+    assert clf.predict({k: v[:1] for k, v in big.items()}).shape == (1,)  # finite rows answer
+    reg = mlmm.MissingModalityRegressor(method="hemis", max_epochs=2).fit(X, y.astype(float))
+    with pytest.raises(MlmmError, match=want):
+        reg.predict(big)

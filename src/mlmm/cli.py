@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -1419,8 +1420,6 @@ def serve_command(
         highlight=False,
     )
     _state["on_interrupt"] = "the server answered its in-flight requests and stopped"
-    import warnings
-
     # a signal before the server starts leaves uvicorn's coroutine unstarted: not news
     warnings.filterwarnings("ignore", "coroutine 'Server.serve' was never awaited", RuntimeWarning)
     try:
@@ -1501,8 +1500,8 @@ def _interrupted() -> None:
 
 
 def main() -> None:
-    """Entry point: one clear line for user errors, tracebacks only with --debug; one line
-    for Ctrl-C, SIGTERM or, where there is one, SIGHUP (exit code 130, 143 or 129)."""
+    """Entry point: one clear line for user errors and for each warning, tracebacks only with
+    --debug; one line for Ctrl-C, SIGTERM or, where there is one, SIGHUP (exit code 130, 143 or 129)."""
     import threading
 
     from mlmm.errors import MlmmError
@@ -1519,6 +1518,9 @@ def main() -> None:
         # only the main thread may set handlers: main() run in another thread keeps Python's
         and threading.current_thread() is threading.main_thread()
     }
+    shown = warnings.formatwarning  # a warning is one line, as the CLI's own: "warning: ..."
+    if not debug:
+        warnings.formatwarning = _one_line_warning
     try:
         app()
     except MlmmError as err:
@@ -1539,8 +1541,14 @@ def main() -> None:
             _interrupted()
         raise
     finally:  # as they were (main() called in a test process, or twice)
+        warnings.formatwarning = shown
         for signum, handler in before.items():
             signal.signal(signum, handler)
+
+
+def _one_line_warning(message: Warning | str, *args: Any, **kwargs: Any) -> str:
+    """``warning: MESSAGE``: no file, line or source line (``--debug`` shows Python's form)."""
+    return f"warning: {message}\n"
 
 
 if __name__ == "__main__":

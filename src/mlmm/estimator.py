@@ -40,6 +40,7 @@ from mlmm.data.specs import TaskSpec
 from mlmm.data.split import split_indices
 from mlmm.errors import MlmmError
 from mlmm.methods.registry import create_method
+from mlmm.serve.predict import check_finite_answer
 from mlmm.train.trained import MULTILABEL_THRESHOLD
 from mlmm.train.trainer import Trainer
 from mlmm.utils import rng_for
@@ -517,7 +518,9 @@ class _MissingModalityEstimator(BaseEstimator):
     def _predict_raw(self, X: Any) -> np.ndarray:
         self._check_fitted()
         data = self.trained_.as_dataset(self._predict_inputs(X), partial=self.partial)
-        return self.trained_.predict_raw(data, on_empty=self.on_empty)
+        raw = self.trained_.predict_raw(data, on_empty=self.on_empty)
+        check_finite_answer(raw)  # argmax would read a NaN row as the first class
+        return raw
 
 
 class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):

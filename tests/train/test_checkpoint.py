@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -800,3 +801,71 @@ def test_an_out_name_too_long_for_the_temporary_folder_is_refused_before_trainin
     assert check_artifact_path(longest) == longest
     save(longest, 1.0)
     assert load_artifact(longest)[0]["scale"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def hemis_artifact(tmp_path_factory) -> tuple[Path, MultimodalDataset]:
+    _, ds = tiny_trained()
+    model = mlmm.create_method("hemis", ds.specs, ds.task, embed_dim=4, hidden=8)
+    trained = mlmm.Trainer(max_epochs=1, batch_size=8, progress=False).fit(model, ds)
+    return trained.save(tmp_path_factory.mktemp("hemis") / "model"), ds
+
+
+def test_an_artifact_at_the_methods_revision_loads_without_a_warning(hemis_artifact):
+    path, _ = hemis_artifact
+    assert json.loads((path / CONFIG_FILE).read_text())["revisions"] == {"hemis": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainedModel.load(path)
+
+
+def test_an_artifact_saved_before_a_revision_that_changed_answers_warns_in_one_line(
+    hemis_artifact, tmp_path
+):
+    """hemis saved before its variance fix (e70a2f6) loaded silently and answered differently."""
+    path = Path(shutil.copytree(hemis_artifact[0], tmp_path / "old"))
+    config = json.loads((path / CONFIG_FILE).read_text())
+    del config["revisions"]  # as every mlmm before revisions wrote it
+    write_config(path, config)
+    with pytest.warns(UserWarning) as caught:
+        loaded = TrainedModel.load(path)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "\n" not in message and caught[0].filename == __file__
+    assert "hemis (saved at revision 1, now 2: the variance over present modalities" in message
+    assert message.endswith("retrain it with this mlmm")
+    np.testing.assert_array_equal(  # it loads, and predicts as the current hemis does
+        loaded.predict_raw(hemis_artifact[1]),
+        TrainedModel.load(hemis_artifact[0]).predict_raw(hemis_artifact[1]),
+    )
+
+
+def test_a_revision_below_one_is_refused_in_one_line(artifact):
+    config = json.loads((artifact / CONFIG_FILE).read_text())
+    config["revisions"] = {"late-fusion": 0}
+    write_config(artifact, config)
+    with pytest.raises(ArtifactError) as err:
+        TrainedModel.load(artifact)
+    assert_one_line_error(err, "revisions must be integers >= 1")
+
+
+@pytest.mark.parametrize(("fusion", "warns"), [("mean_variance", True), ("concat", False)])
+def test_a_moddrop_from_before_the_variance_fix_warns_only_with_its_mean_variance_fusion(
+    fusion, warns, tmp_path
+):
+    """moddrop's mean_variance fusion is hemis's layer: e70a2f6 changed its answers too."""
+    _, ds = tiny_trained()
+    model = mlmm.create_method("moddrop", ds.specs, ds.task, fusion=fusion, hidden=8)
+    trained = mlmm.Trainer(max_epochs=1, batch_size=8, progress=False).fit(model, ds)
+    path = trained.save(tmp_path / "model")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    assert config.pop("revisions") == {"moddrop": 2}
+    write_config(path, config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        TrainedModel.load(path)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == int(warns)
+    assert all(
+        "moddrop (saved at revision 1, now 2: the mean_variance fusion" in m for m in messages
+    )

@@ -92,6 +92,14 @@ class MissingModalityModel(nn.Module, abc.ABC):
     #: and says why in ``data_parallel_reason`` (one line, shown before any process starts).
     supports_data_parallel: ClassVar[bool] = True
     data_parallel_reason: ClassVar[str] = ""
+    #: The revision of the method's maths, recorded in every artifact (``config.json``'s
+    #: ``revisions``; an artifact without it is at 1). Raise it, and say what changed in
+    #: :attr:`revision_notes`, when a fix makes weights saved before it answer differently.
+    revision: ClassVar[int] = 1
+    #: ``revision -> what changed in it`` for each revision that changes the answers of
+    #: artifacts saved before it: loading one warns in one line naming the change and the fix
+    #: (:func:`mlmm.train.artifact_schema.outdated_revisions`, through :meth:`changes_since`).
+    revision_notes: ClassVar[dict[int, str]] = {}
 
     def __init__(self, specs: Sequence[ModalitySpec], task: TaskSpec) -> None:
         super().__init__()
@@ -268,6 +276,14 @@ class MissingModalityModel(nn.Module, abc.ABC):
         has.
         """
         return self
+
+    def changes_since(self, revision: int) -> list[str]:
+        """What changed the answers of this model since weights saved at ``revision``: the
+        :attr:`revision_notes` newer than it. A method whose change touches only some of its
+        configurations overrides it to leave the others out (``moddrop``: its
+        ``mean_variance`` fusion only)."""
+        notes = sorted(self.revision_notes.items())
+        return [note for r, note in notes if revision < r <= self.revision]
 
     def present_mask(self, batch: MultimodalBatch) -> torch.Tensor:
         """``batch.present`` after checking the batch matches this model's modalities."""

@@ -342,6 +342,17 @@ NOT_FINITE_FIX = (
 )
 
 
+def check_finite_answer(raw: np.ndarray) -> None:
+    """Refuse, in one line, an answer ``raw`` (``[N, K]`` or ``[N]``) with a row that is not
+    finite (:func:`not_finite_rows`), naming how many rows and the first ones."""
+    bad = not_finite_rows(raw)
+    if len(bad):
+        raise MlmmError(
+            f"the model's answer is NaN or infinite in {len(bad)} row(s) (first: "
+            f"{bad[:5].tolist()}): {NOT_FINITE_FIX}"
+        )
+
+
 def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.DataFrame:
     """One row per sample: prediction, probabilities, modalities used, validation score.
 
@@ -371,12 +382,7 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
     partial = table.get("partial", "error") if isinstance(table, dict) else "error"
     data = trained.as_dataset(X, lengths=lengths, partial=partial)
     raw = trained.predict_raw(data, on_empty=on_empty)
-    bad = not_finite_rows(raw)
-    if len(bad):
-        raise MlmmError(
-            f"the model's answer is NaN or infinite in {len(bad)} row(s) (first: "
-            f"{bad[:5].tolist()}): {NOT_FINITE_FIX}"
-        )
+    check_finite_answer(raw)
     names = data.modality_names
     patterns = [
         subset_name([n for n, p in zip(names, row, strict=True) if p]) or NO_MODALITY

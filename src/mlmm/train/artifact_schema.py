@@ -132,6 +132,9 @@ class ArtifactConfig(_Strict):
     #: what the method resolved at construction (absent from artifacts written before mlmm
     #: recorded it: those rebuild from ``hyperparameters`` alone)
     resolved_hyperparameters: dict[StrictStr, Any] = Field(default_factory=dict)
+    #: ``method -> revision`` of the method and the methods it holds when saved
+    #: (:func:`method_revisions`; absent from earlier artifacts: every method at 1)
+    revisions: dict[StrictStr, StrictInt] = Field(default_factory=dict)
     modalities: list[ModalityConfig] = Field(min_length=1)
     task: TaskConfig
     preprocessing: PreprocessingConfig
@@ -160,6 +163,8 @@ class ArtifactConfig(_Strict):
             raise ValueError(
                 f"resolved_hyperparameters names {unknown}, which hyperparameters does not"
             )
+        if any(r < 1 for r in self.revisions.values()):
+            raise ValueError(f"revisions must be integers >= 1, got {self.revisions}")
         names = [m.name for m in self.modalities]
         if len(set(names)) != len(names):
             raise ValueError(f"modality names repeat: {names}")
@@ -230,6 +235,42 @@ class ArtifactConfig(_Strict):
         if not np.isfinite(array).all() or (stat == "std" and (array <= 0).any()):
             kind = "positive finite" if stat == "std" else "finite"
             raise ValueError(f"{where} must hold {kind} numbers")
+
+
+def method_revisions(model: Any) -> dict[str, int]:
+    """``method_name -> revision`` of every method in ``model`` (its modules: a scheduler's or
+    an ensemble's members too), as ``config.json`` records them."""
+    return {
+        m.method_name: int(m.revision)
+        for m in model.modules()
+        if getattr(m, "method_name", "") and hasattr(m, "revision")
+    }
+
+
+def outdated_revisions(model: Any, recorded: dict[str, int], path: str | Path) -> str | None:
+    """One line saying that the artifact at ``path`` answers differently from when it was
+    saved, or None when it does not.
+
+    ``recorded``: ``config.json``'s ``revisions`` (a method absent from it is at revision 1).
+    For each method in ``model`` whose ``changes_since(recorded revision)`` names a change
+    (its ``revision_notes`` newer than the recorded revision), the line names the method and
+    what changed, and gives the fix: retrain.
+    """
+    changes = {}
+    for m in model.modules():
+        name = getattr(m, "method_name", "")
+        if name and hasattr(m, "changes_since") and name not in changes:
+            was = recorded.get(name, 1)
+            notes = m.changes_since(was)
+            if notes:
+                what = "; ".join(notes)
+                changes[name] = f"{name} (saved at revision {was}, now {m.revision}: {what})"
+    if not changes:
+        return None
+    return (
+        f"{path} was saved before a change to {', '.join(changes.values())}; it loads, but "
+        f"answers differently from when it was saved; retrain it with this mlmm"
+    )
 
 
 def validate_config(config: dict[str, Any], path: str | Path, stored_values: int) -> ArtifactConfig:

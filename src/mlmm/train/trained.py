@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import ArtifactError, MlmmError
 from mlmm.methods.base import MissingModalityModel, upgrade_weights
 from mlmm.methods.registry import METHODS, create_method
-from mlmm.train.artifact_schema import validate_config
+from mlmm.train.artifact_schema import method_revisions, outdated_revisions, validate_config
 from mlmm.train.card import model_card, validation_by_subset
 from mlmm.train.checkpoint import (
     WEIGHTS_FILE,
@@ -396,6 +397,7 @@ class TrainedModel:
             "class": type(self.model).__qualname__,
             "hyperparameters": self.model.get_hyperparameters(),
             "resolved_hyperparameters": self.model.resolved_hyperparameters(),
+            "revisions": method_revisions(self.model),
             "modalities": [s.to_dict() for s in self.specs],
             "task": self.task.to_dict(),
             "preprocessing": self.standardizer.to_dict(),
@@ -524,6 +526,9 @@ class TrainedModel:
                 f"{extra}, or shapes differ); it was written by an incompatible version, retrain it"
             )
         model.eval()
+        outdated = outdated_revisions(model, cfg.revisions, path)
+        if outdated is not None:  # load -> _from_artifact -> here: point at load's caller
+            warnings.warn(outdated, UserWarning, stacklevel=3)
         histories = [TrainHistory(**h.model_dump()) for h in cfg.histories]
         return cls(
             model,

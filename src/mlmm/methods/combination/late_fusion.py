@@ -187,9 +187,11 @@ class LateFusion(MissingModalityModel):
 
     def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Weights saved before the product rule divided out the training prior (mlmm before
-        ``log_prior``): the uniform prior, which divides out nothing, so they predict as saved."""
+        ``log_prior``): zeros, which divide out nothing, so they predict exactly as saved (a
+        uniform ``-log K`` shifts each row by a constant, which changes the float32
+        log-probabilities in their last bits)."""
         if self.task.is_classification:
-            state.setdefault(f"{prefix}log_prior", self.log_prior.detach().clone())
+            state.setdefault(f"{prefix}log_prior", torch.zeros_like(self.log_prior))
 
     def selection_parts(self) -> dict[str, tuple[str, ...]]:
         """With ``selection="per_head"``: each modality's encoder and head, one part."""

@@ -106,6 +106,11 @@ class ModDrop(MissingModalityModel):
     [0.5, 0.0, 0.0]
     """
 
+    revision = 2
+    revision_notes = {
+        2: "the mean_variance fusion's variance over present modalities divides by |K| - 1, "
+        "not |K| (as HeMIS defines it)",
+    }
     search_space = {
         "fusion": Categorical(["concat", "mean", "mean_variance"]),
         "drop_prob": Float(0.0, 0.7),
@@ -154,6 +159,10 @@ class ModDrop(MissingModalityModel):
             "mean_variance": (MeanVarianceFusion(), 2 * embed_dim),
         }[fusion]
         self.head = MLPHead(width, task.output_dim, hidden, depth, dropout)
+
+    def changes_since(self, revision: int) -> list[str]:
+        """Revision 2 changed the ``mean_variance`` fusion only: other fusions answer as saved."""
+        return super().changes_since(revision) if self.fusion == "mean_variance" else []
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]

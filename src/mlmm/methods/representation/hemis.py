@@ -69,6 +69,11 @@ class HeMIS(MissingModalityModel):
     torch.Size([200, 128])
     """
 
+    revision = 2
+    revision_notes = {
+        2: "the variance over present modalities divides by |K| - 1, not |K| (as the paper "
+        "defines it)",
+    }
     search_space = {
         "embed_dim": Int(16, 128, log=True),
         "hidden": Int(64, 512, log=True),
