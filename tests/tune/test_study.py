@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 import mlmm
-from mlmm.bench.store import APPLICATION_ID, ResultsStore
+from mlmm.bench.store import APPLICATION_ID, ResultsStore, this_process
 from mlmm.errors import MlmmError
 from mlmm.tune import study as study_module
 from mlmm.tune.space import Categorical, Float, Int, When
@@ -588,6 +589,23 @@ def test_a_killed_processs_claimed_trial_is_run_by_the_next_process(tmp_path):
     assert result.study_key == key
     with ResultsStore(store) as db:
         assert db.trial_claims(key) == {}
+
+
+def test_a_claim_left_under_this_processs_own_name_does_not_block_it(tmp_path):
+    # a container restarted with the same host name and pid finds its dead self's claim:
+    # it is this process's name but no trial of this process runs it, so it is run now
+    store = tmp_path / "tune.db"
+    first = tune(shared_data(), "logistic-mean-impute", n_trials=1, folds=2, store=store)
+    with ResultsStore(store) as db:
+        db._db.execute(
+            "INSERT INTO tune_claims (study_key, number, owner, started_at) VALUES (?, ?, ?, ?)",
+            (first.study_key, 1, this_process(), time.time()),
+        )
+        db._db.commit()
+        assert db.trial_claims(first.study_key) == {1: False}
+    kwargs = dict(n_trials=2, folds=2, store=store, timeout=20.0)  # not forever, if it waits
+    result = tune(shared_data(), "logistic-mean-impute", **kwargs)
+    assert result.trials.number.tolist() == [0, 1]
 
 
 def test_a_single_process_asks_for_the_trials_it_asked_for_before_sharing():
