@@ -326,7 +326,9 @@ def check_space(
 
 
 def _check_condition(method: str, space: Mapping[str, Any], name: str, dim: When) -> None:
-    """A :class:`When` may name only dimensions before it, with values they can take."""
+    """A :class:`When` may name only dimensions before it, with values they can take: a
+    :class:`Categorical`'s choices or an :class:`Int`'s integers; a :class:`Float` takes no
+    given value (the condition would never hold)."""
     before = list(space)[: list(space).index(name)]
     for parent, values in dim.condition:
         if parent not in before:
@@ -344,6 +346,26 @@ def _check_condition(method: str, space: Mapping[str, Any], name: str, dim: When
                     f"{lacking[0]!r}, which is not one of its choices {list(given.choices)!r}; "
                     f"use one of them"
                 )
+        elif isinstance(given, Int):
+            lacking = [
+                v
+                for v in values
+                if isinstance(v, bool)
+                or not isinstance(v, (int, np.integer))
+                or not given.low <= v <= given.high
+            ]
+            if lacking:
+                raise MlmmError(
+                    f"the search space of method {method!r} switches {name!r} on at {parent}="
+                    f"{lacking[0]!r}, which {given!r} never takes; use integers from "
+                    f"{given.low} to {given.high}"
+                )
+        else:
+            raise MlmmError(
+                f"the search space of method {method!r} switches {name!r} on at given values "
+                f"of {parent!r}, a range of reals ({given!r}) that takes no given value; "
+                f"condition on a Categorical or Int dimension"
+            )
 
 
 def dimension_from_plain(value: Any, name: str) -> Dimension:
