@@ -648,6 +648,12 @@ def test_a_conditional_hyperparameter_is_tuned_only_where_its_condition_holds(tm
         method_params={"max_iter": 200},
     )  # fmt: skip
     assert all(set(r["params"]) == {"C"} for r in fixed.records)
+    # so it does when the space leaves the fixed parent out (was: "not a dimension before it")
+    alone = tune(
+        shared_data(), "logistic-mean-impute", n_trials=1, folds=2,
+        space={"C": space["C"]}, method_params={"max_iter": 200},
+    )  # fmt: skip
+    assert set(alone.records[0]["params"]) == {"C"}
 
 
 def test_a_study_interrupted_mid_trial_gives_its_claim_back(monkeypatch, tmp_path):

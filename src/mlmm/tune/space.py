@@ -295,12 +295,14 @@ def check_space(
     space: Mapping[str, Any],
     parameters: Sequence[str],
     defaults: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
 ) -> None:
     """Raise a one-line :class:`MlmmError` unless every name of ``space`` is one of the
     method's ``parameters`` and every value is a :class:`Float`, :class:`Int` or
     :class:`Categorical`; with ``defaults`` (parameter -> default), an :class:`Int` range
     for a parameter whose default is a real is refused too (``{low: 1, high: 10}`` written
-    for a real would search only its integers)."""
+    for a real would search only its integers). A :class:`When` may name a ``fixed``
+    hyperparameter (held at one value, so out of the space) as well as earlier dimensions."""
     defaults = defaults or {}
     for name, dim in space.items():
         if name not in parameters:
@@ -314,7 +316,7 @@ def check_space(
                 f"Float(low, high), Int(low, high) or Categorical([...]) from mlmm.tune.space"
             )
         if isinstance(dim, When):
-            _check_condition(method, space, name, dim)
+            _check_condition(method, space, name, dim, fixed or {})
             dim = dim.dim
         if isinstance(dim, Int) and isinstance(defaults.get(name), float):
             raise MlmmError(
@@ -325,12 +327,16 @@ def check_space(
             )
 
 
-def _check_condition(method: str, space: Mapping[str, Any], name: str, dim: When) -> None:
+def _check_condition(
+    method: str, space: Mapping[str, Any], name: str, dim: When, fixed: Mapping[str, Any]
+) -> None:
     """A :class:`When` may name only dimensions before it, with values they can take: a
     :class:`Categorical`'s choices or an :class:`Int`'s integers; a :class:`Float` takes no
     given value (the condition would never hold)."""
     before = list(space)[: list(space).index(name)]
     for parent, values in dim.condition:
+        if parent in fixed and parent not in before:
+            continue  # held at one value: the condition holds in every trial or in none
         if parent not in before:
             raise MlmmError(
                 f"the search space of method {method!r} makes {name!r} depend on {parent!r}, "

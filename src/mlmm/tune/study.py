@@ -408,7 +408,7 @@ def tune_training_data(
     check_trainer_params(trainer)  # else every trial fails on it, said only at the end
     Trainer(**{**(trainer or {}), "progress": False})  # its values too (max_epochs=0...)
     method_space = dict(cls.search_space if space is None else space)
-    check_space(method, method_space, parameters, method_hyperparameters(method))
+    check_space(method, method_space, parameters, method_hyperparameters(method), fixed)
     method_space = {k: v for k, v in method_space.items() if k not in fixed}
     if trainer_space is None:  # the reference family is fitted by scikit-learn: no trainer
         trainer_space = {} if cls.family == "reference" else TRAINER_SPACE
