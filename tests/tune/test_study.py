@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -606,6 +607,26 @@ def test_a_claim_left_under_this_processs_own_name_does_not_block_it(tmp_path):
     kwargs = dict(n_trials=2, folds=2, store=store, timeout=20.0)  # not forever, if it waits
     result = tune(shared_data(), "logistic-mean-impute", **kwargs)
     assert result.trials.number.tolist() == [0, 1]
+
+
+def test_a_process_waiting_on_another_processs_trial_stops_at_its_timeout(tmp_path):
+    store = tmp_path / "tune.db"
+    first = tune(shared_data(), "logistic-mean-impute", n_trials=5, folds=2, store=store)
+    other = f"{socket.gethostname()}:{os.getppid()}"  # alive, and not this process
+    with ResultsStore(store) as db:  # trial 5 (past the random start) runs elsewhere
+        db._db.execute(
+            "INSERT INTO tune_claims (study_key, number, owner, started_at) VALUES (?, ?, ?, ?)",
+            (first.study_key, 5, other, time.time()),
+        )
+        db._db.commit()
+    start = time.perf_counter()
+    kwargs = dict(n_trials=7, folds=2, store=store, timeout=1.0)
+    result = tune(shared_data(), "logistic-mean-impute", **kwargs)
+    # trial 6 waits on trial 5 (TPE reads it): neither runs here, and it stops waiting in time
+    assert result.trials.number.tolist() == [0, 1, 2, 3, 4]
+    assert time.perf_counter() - start < 1.0 + 4 * study_module.WAIT_SECONDS + 5.0
+    with ResultsStore(store) as db:
+        assert db.trial_claims(first.study_key) == {5: True}  # the other's claim untouched
 
 
 def test_a_single_process_asks_for_the_trials_it_asked_for_before_sharing():
