@@ -22,7 +22,7 @@ modules can import it freely.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,8 +198,10 @@ class When:
     --------
     >>> space = {"fusion": Categorical(["concat", "attention"]),
     ...          "n_heads": When(Categorical([2, 4]), {"fusion": "attention"})}
-    >>> sorted(draw(space, np.random.default_rng(1)))
-    ['fusion', 'n_heads']
+    >>> draw(space, np.random.default_rng(0))
+    {'fusion': 'attention', 'n_heads': 4}
+    >>> draw(space, np.random.default_rng(1))
+    {'fusion': 'concat'}
     """
 
     dim: Float | Int | Categorical
@@ -431,21 +433,13 @@ def suggest(
     """Every dimension of ``space`` suggested by an Optuna ``trial`` (names given ``prefix``
     in the study, returned without it), in order; a :class:`When` whose condition does not
     hold (on the values suggested before it, or ``fixed`` ones) is left out."""
-    point: dict[str, Any] = {}
-    for name, dim in space.items():
-        if not isinstance(dim, When) or dim.holds({**(fixed or {}), **point}):
-            point[name] = dim.suggest(trial, prefix + name)
-    return point
+    return _point(space, lambda name, dim: dim.suggest(trial, prefix + name), fixed)
 
 
 def draw(space: Mapping[str, Dimension], rng: np.random.Generator) -> dict[str, Any]:
     """One point of ``space`` drawn from ``rng`` (no Optuna needed), in order; a
     :class:`When` whose condition does not hold is left out."""
-    point: dict[str, Any] = {}
-    for name, dim in space.items():
-        if not isinstance(dim, When) or dim.holds(point):
-            point[name] = dim.draw(rng)
-    return point
+    return _point(space, lambda name, dim: dim.draw(rng))
 
 
 def corner(
@@ -453,10 +447,20 @@ def corner(
 ) -> dict[str, Any]:
     """The low (``end=0``) or high (``end=-1``) corner of ``space``: each dimension at that
     end, a :class:`When` only where its condition holds there (or on ``fixed`` values)."""
+    return _point(space, lambda name, dim: dim.corners()[end], fixed)
+
+
+def _point(
+    space: Mapping[str, Dimension],
+    value: Callable[[str, Dimension], Any],
+    fixed: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``name -> value(name, dim)`` over ``space`` in order, leaving out each :class:`When`
+    whose condition does not hold on the values before it (and ``fixed`` ones)."""
     point: dict[str, Any] = {}
     for name, dim in space.items():
         if not isinstance(dim, When) or dim.holds({**(fixed or {}), **point}):
-            point[name] = dim.corners()[end]
+            point[name] = value(name, dim)
     return point
 
 
