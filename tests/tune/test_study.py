@@ -629,6 +629,15 @@ def test_a_process_waiting_on_another_processs_trial_stops_at_its_timeout(tmp_pa
         assert db.trial_claims(first.study_key) == {5: True}  # the other's claim untouched
 
 
+def test_a_trial_the_pruner_may_stop_waits_for_the_trials_before_it(monkeypatch):
+    done = {0: {}, 1: {}}  # trials 0 and 1 finished, 2 running elsewhere
+    assert study_module._next_trial([3, 4], done, {2: True}) == 3  # random, unpruned: free
+    # with the median rule from 2 trials on, trial 3 is judged against trials 0-2: it waits
+    monkeypatch.setattr(study_module, "PRUNE_STARTUP_TRIALS", 2)
+    assert study_module._next_trial([3, 4], done, {2: True}) is None
+    assert study_module._next_trial([2, 3], done, {}) == 2  # the next in order never waits
+
+
 def test_a_single_process_asks_for_the_trials_it_asked_for_before_sharing():
     # C of each trial of this study before studies were shared between processes (startup
     # trials 0-4 random, then TPE): one process alone must still ask for exactly these

@@ -546,11 +546,13 @@ def _next_trial(
     """The first trial of ``todo`` that this process may run now, or None (wait): one no
     other live process holds, and either a random startup trial (its point does not depend
     on the history) or one whose every earlier trial is finished (the TPE sampler reads
-    them all), so that any number of processes ask for the trials one process would."""
+    them all), so that any number of processes ask for the trials one process would. A
+    trial the pruner may stop (after ``PRUNE_STARTUP_TRIALS``) reads the history too."""
+    free = min(STARTUP_TRIALS, PRUNE_STARTUP_TRIALS)  # neither sampler nor pruner reads back
     for number in todo:
         if claims.get(number, False):
             continue
-        if number < STARTUP_TRIALS or all(n in finished for n in range(number)):
+        if number < free or all(n in finished for n in range(number)):
             return number
     return None
 
