@@ -164,6 +164,18 @@ def test_a_conditional_dimension_is_drawn_only_where_its_condition_holds():
             },
             "fusion='atention', which is not one of its choices",
         ),
+        (  # these never held: the dimension was silently never searched
+            {"fusion": Int(1, 3), "n_heads": When(Int(2, 4), {"fusion": [2, 5]})},
+            r"fusion=5, which Int\(low=1, high=3, log=False\) never takes",
+        ),
+        (
+            {"fusion": Int(1, 3), "n_heads": When(Int(2, 4), {"fusion": 2.0})},
+            "fusion=2.0, which Int",
+        ),
+        (
+            {"fusion": Float(0.0, 1.0), "n_heads": When(Int(2, 4), {"fusion": 0.5})},
+            "a range of reals .* that takes no given value",
+        ),
     ],
 )
 def test_a_condition_on_a_later_or_impossible_value_is_one_line(space, message):

@@ -2,9 +2,11 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import yaml
 
 import mlmm
-from mlmm.bench.store import APPLICATION_ID, ResultsStore
+from mlmm.bench.store import APPLICATION_ID, ResultsStore, this_process
 from mlmm.errors import MlmmError
 from mlmm.tune import study as study_module
 from mlmm.tune.space import Categorical, Float, Int, When
@@ -590,6 +592,52 @@ def test_a_killed_processs_claimed_trial_is_run_by_the_next_process(tmp_path):
         assert db.trial_claims(key) == {}
 
 
+def test_a_claim_left_under_this_processs_own_name_does_not_block_it(tmp_path):
+    # a container restarted with the same host name and pid finds its dead self's claim:
+    # it is this process's name but no trial of this process runs it, so it is run now
+    store = tmp_path / "tune.db"
+    first = tune(shared_data(), "logistic-mean-impute", n_trials=1, folds=2, store=store)
+    with ResultsStore(store) as db:
+        db._db.execute(
+            "INSERT INTO tune_claims (study_key, number, owner, started_at) VALUES (?, ?, ?, ?)",
+            (first.study_key, 1, this_process(), time.time()),
+        )
+        db._db.commit()
+        assert db.trial_claims(first.study_key) == {1: False}
+    kwargs = dict(n_trials=2, folds=2, store=store, timeout=20.0)  # not forever, if it waits
+    result = tune(shared_data(), "logistic-mean-impute", **kwargs)
+    assert result.trials.number.tolist() == [0, 1]
+
+
+def test_a_process_waiting_on_another_processs_trial_stops_at_its_timeout(tmp_path):
+    store = tmp_path / "tune.db"
+    first = tune(shared_data(), "logistic-mean-impute", n_trials=5, folds=2, store=store)
+    other = f"{socket.gethostname()}:{os.getppid()}"  # alive, and not this process
+    with ResultsStore(store) as db:  # trial 5 (past the random start) runs elsewhere
+        db._db.execute(
+            "INSERT INTO tune_claims (study_key, number, owner, started_at) VALUES (?, ?, ?, ?)",
+            (first.study_key, 5, other, time.time()),
+        )
+        db._db.commit()
+    start = time.perf_counter()
+    kwargs = dict(n_trials=7, folds=2, store=store, timeout=1.0)
+    result = tune(shared_data(), "logistic-mean-impute", **kwargs)
+    # trial 6 waits on trial 5 (TPE reads it): neither runs here, and it stops waiting in time
+    assert result.trials.number.tolist() == [0, 1, 2, 3, 4]
+    assert time.perf_counter() - start < 1.0 + 4 * study_module.WAIT_SECONDS + 5.0
+    with ResultsStore(store) as db:
+        assert db.trial_claims(first.study_key) == {5: True}  # the other's claim untouched
+
+
+def test_a_trial_the_pruner_may_stop_waits_for_the_trials_before_it(monkeypatch):
+    done = {0: {}, 1: {}}  # trials 0 and 1 finished, 2 running elsewhere
+    assert study_module._next_trial([3, 4], done, {2: True}) == 3  # random, unpruned: free
+    # with the median rule from 2 trials on, trial 3 is judged against trials 0-2: it waits
+    monkeypatch.setattr(study_module, "PRUNE_STARTUP_TRIALS", 2)
+    assert study_module._next_trial([3, 4], done, {2: True}) is None
+    assert study_module._next_trial([2, 3], done, {}) == 2  # the next in order never waits
+
+
 def test_a_single_process_asks_for_the_trials_it_asked_for_before_sharing():
     # C of each trial of this study before studies were shared between processes (startup
     # trials 0-4 random, then TPE): one process alone must still ask for exactly these
@@ -630,6 +678,12 @@ def test_a_conditional_hyperparameter_is_tuned_only_where_its_condition_holds(tm
         method_params={"max_iter": 200},
     )  # fmt: skip
     assert all(set(r["params"]) == {"C"} for r in fixed.records)
+    # so it does when the space leaves the fixed parent out (was: "not a dimension before it")
+    alone = tune(
+        shared_data(), "logistic-mean-impute", n_trials=1, folds=2,
+        space={"C": space["C"]}, method_params={"max_iter": 200},
+    )  # fmt: skip
+    assert set(alone.records[0]["params"]) == {"C"}
 
 
 def test_a_study_interrupted_mid_trial_gives_its_claim_back(monkeypatch, tmp_path):

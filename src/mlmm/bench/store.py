@@ -1237,7 +1237,10 @@ class ResultsStore:
     @_user_errors
     def trial_claims(self, study_key: str) -> dict[int, bool]:
         """``trial number -> live`` for a study's claimed trials that are not finished: live
-        when held by this process or by another that is alive (see :meth:`claims`)."""
+        when held by another process that is alive (see :meth:`claims`). A claim under this
+        process's own name is not: a study runs its trials one at a time and ends its claim
+        with the trial, so such a claim was left by a dead process of the same ``host:pid``
+        (a restarted container), and waiting on it would wait forever."""
         if not self._has_table("tune_claims"):
             return {}
         rows = self._db.execute(
@@ -1247,7 +1250,10 @@ class ResultsStore:
             (study_key,),
         ).fetchall()
         beats = self._beats()
-        return {number: self._claim_live(owner, at, beats) for number, owner, at in rows}
+        return {
+            number: owner != this_process() and self._claim_live(owner, at, beats)
+            for number, owner, at in rows
+        }
 
     @_user_errors
     def release_trials(self, study_key: str) -> None:

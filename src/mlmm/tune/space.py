@@ -22,7 +22,7 @@ modules can import it freely.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,8 +198,10 @@ class When:
     --------
     >>> space = {"fusion": Categorical(["concat", "attention"]),
     ...          "n_heads": When(Categorical([2, 4]), {"fusion": "attention"})}
-    >>> sorted(draw(space, np.random.default_rng(1)))
-    ['fusion', 'n_heads']
+    >>> draw(space, np.random.default_rng(0))
+    {'fusion': 'attention', 'n_heads': 4}
+    >>> draw(space, np.random.default_rng(1))
+    {'fusion': 'concat'}
     """
 
     dim: Float | Int | Categorical
@@ -295,12 +297,14 @@ def check_space(
     space: Mapping[str, Any],
     parameters: Sequence[str],
     defaults: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
 ) -> None:
     """Raise a one-line :class:`MlmmError` unless every name of ``space`` is one of the
     method's ``parameters`` and every value is a :class:`Float`, :class:`Int` or
     :class:`Categorical`; with ``defaults`` (parameter -> default), an :class:`Int` range
     for a parameter whose default is a real is refused too (``{low: 1, high: 10}`` written
-    for a real would search only its integers)."""
+    for a real would search only its integers). A :class:`When` may name a ``fixed``
+    hyperparameter (held at one value, so out of the space) as well as earlier dimensions."""
     defaults = defaults or {}
     for name, dim in space.items():
         if name not in parameters:
@@ -314,7 +318,7 @@ def check_space(
                 f"Float(low, high), Int(low, high) or Categorical([...]) from mlmm.tune.space"
             )
         if isinstance(dim, When):
-            _check_condition(method, space, name, dim)
+            _check_condition(method, space, name, dim, fixed or {})
             dim = dim.dim
         if isinstance(dim, Int) and isinstance(defaults.get(name), float):
             raise MlmmError(
@@ -325,10 +329,16 @@ def check_space(
             )
 
 
-def _check_condition(method: str, space: Mapping[str, Any], name: str, dim: When) -> None:
-    """A :class:`When` may name only dimensions before it, with values they can take."""
+def _check_condition(
+    method: str, space: Mapping[str, Any], name: str, dim: When, fixed: Mapping[str, Any]
+) -> None:
+    """A :class:`When` may name only dimensions before it, with values they can take: a
+    :class:`Categorical`'s choices or an :class:`Int`'s integers; a :class:`Float` takes no
+    given value (the condition would never hold)."""
     before = list(space)[: list(space).index(name)]
     for parent, values in dim.condition:
+        if parent in fixed and parent not in before:
+            continue  # held at one value: the condition holds in every trial or in none
         if parent not in before:
             raise MlmmError(
                 f"the search space of method {method!r} makes {name!r} depend on {parent!r}, "
@@ -344,6 +354,26 @@ def _check_condition(method: str, space: Mapping[str, Any], name: str, dim: When
                     f"{lacking[0]!r}, which is not one of its choices {list(given.choices)!r}; "
                     f"use one of them"
                 )
+        elif isinstance(given, Int):
+            lacking = [
+                v
+                for v in values
+                if isinstance(v, bool)
+                or not isinstance(v, (int, np.integer))
+                or not given.low <= v <= given.high
+            ]
+            if lacking:
+                raise MlmmError(
+                    f"the search space of method {method!r} switches {name!r} on at {parent}="
+                    f"{lacking[0]!r}, which {given!r} never takes; use integers from "
+                    f"{given.low} to {given.high}"
+                )
+        else:
+            raise MlmmError(
+                f"the search space of method {method!r} switches {name!r} on at given values "
+                f"of {parent!r}, a range of reals ({given!r}) that takes no given value; "
+                f"condition on a Categorical or Int dimension"
+            )
 
 
 def dimension_from_plain(value: Any, name: str) -> Dimension:
@@ -403,21 +433,13 @@ def suggest(
     """Every dimension of ``space`` suggested by an Optuna ``trial`` (names given ``prefix``
     in the study, returned without it), in order; a :class:`When` whose condition does not
     hold (on the values suggested before it, or ``fixed`` ones) is left out."""
-    point: dict[str, Any] = {}
-    for name, dim in space.items():
-        if not isinstance(dim, When) or dim.holds({**(fixed or {}), **point}):
-            point[name] = dim.suggest(trial, prefix + name)
-    return point
+    return _point(space, lambda name, dim: dim.suggest(trial, prefix + name), fixed)
 
 
 def draw(space: Mapping[str, Dimension], rng: np.random.Generator) -> dict[str, Any]:
     """One point of ``space`` drawn from ``rng`` (no Optuna needed), in order; a
     :class:`When` whose condition does not hold is left out."""
-    point: dict[str, Any] = {}
-    for name, dim in space.items():
-        if not isinstance(dim, When) or dim.holds(point):
-            point[name] = dim.draw(rng)
-    return point
+    return _point(space, lambda name, dim: dim.draw(rng))
 
 
 def corner(
@@ -425,10 +447,20 @@ def corner(
 ) -> dict[str, Any]:
     """The low (``end=0``) or high (``end=-1``) corner of ``space``: each dimension at that
     end, a :class:`When` only where its condition holds there (or on ``fixed`` values)."""
+    return _point(space, lambda name, dim: dim.corners()[end], fixed)
+
+
+def _point(
+    space: Mapping[str, Dimension],
+    value: Callable[[str, Dimension], Any],
+    fixed: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``name -> value(name, dim)`` over ``space`` in order, leaving out each :class:`When`
+    whose condition does not hold on the values before it (and ``fixed`` ones)."""
     point: dict[str, Any] = {}
     for name, dim in space.items():
         if not isinstance(dim, When) or dim.holds({**(fixed or {}), **point}):
-            point[name] = dim.corners()[end]
+            point[name] = value(name, dim)
     return point
 
 

@@ -408,7 +408,7 @@ def tune_training_data(
     check_trainer_params(trainer)  # else every trial fails on it, said only at the end
     Trainer(**{**(trainer or {}), "progress": False})  # its values too (max_epochs=0...)
     method_space = dict(cls.search_space if space is None else space)
-    check_space(method, method_space, parameters, method_hyperparameters(method))
+    check_space(method, method_space, parameters, method_hyperparameters(method), fixed)
     method_space = {k: v for k, v in method_space.items() if k not in fixed}
     if trainer_space is None:  # the reference family is fitted by scikit-learn: no trainer
         trainer_space = {} if cls.family == "reference" else TRAINER_SPACE
@@ -546,11 +546,13 @@ def _next_trial(
     """The first trial of ``todo`` that this process may run now, or None (wait): one no
     other live process holds, and either a random startup trial (its point does not depend
     on the history) or one whose every earlier trial is finished (the TPE sampler reads
-    them all), so that any number of processes ask for the trials one process would."""
+    them all), so that any number of processes ask for the trials one process would. A
+    trial the pruner may stop (after ``PRUNE_STARTUP_TRIALS``) reads the history too."""
+    free = min(STARTUP_TRIALS, PRUNE_STARTUP_TRIALS)  # neither sampler nor pruner reads back
     for number in todo:
         if claims.get(number, False):
             continue
-        if number < STARTUP_TRIALS or all(n in finished for n in range(number)):
+        if number < free or all(n in finished for n in range(number)):
             return number
     return None
 
