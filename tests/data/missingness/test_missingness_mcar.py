@@ -163,7 +163,7 @@ def test_zero_rate_removes_nothing(full_data):
             r"keeping at least one modality per sample; lower the rate or add ':allow_empty'",
         ),
         ("mcar:pix=0.9,fou=0.9,kar=0.9", r"per-modality rates .* infeasible .* ':allow_empty'"),
-        ("mcar:pixx=0.5", r"unknown modality 'pixx'\. Did you mean 'pix'\?"),
+        ("mcar:pixx=0.5", r"unknown modality 'pixx' in 'mcar:pixx=0.5'\. Did you mean 'pix'\?"),
     ],
 )
 def test_infeasible_or_unknown_raise(full_data, spec, message):

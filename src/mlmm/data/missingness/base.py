@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
-from mlmm.errors import MlmmError, unknown_name_error
+from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
 from mlmm.registry import Registry
 
 UNITS = ("slots", "samples")
@@ -214,10 +214,13 @@ def as_generator(seed: int | np.random.Generator) -> np.random.Generator:
     raise MlmmError(f"seed must be an int or a numpy Generator, got {seed!r}; pass e.g. seed=0")
 
 
-def column(dataset: MultimodalDataset, name: str) -> int:
-    """Index of modality ``name``; unknown names raise with the closest ones."""
+def column(dataset: MultimodalDataset, name: str, spec: str = "") -> int:
+    """Index of modality ``name``; unknown names raise with the spec and the closest ones."""
     if name not in dataset.modality_names:
-        raise unknown_name_error("modality", name, dataset.modality_names)
+        if not spec:
+            raise unknown_name_error("modality", name, dataset.modality_names)
+        hint = did_you_mean(name, dataset.modality_names)
+        raise MlmmError(f"unknown modality {name!r} in {spec!r}.{hint}")
     return dataset.modality_names.index(name)
 
 
@@ -245,7 +248,10 @@ def parse_number(token: str, what: str, text: str) -> float:
 def check_rate(rate: float, text: str, what: str = "missing rate") -> float:
     """Return ``rate`` if it lies in [0, 1), else raise."""
     if not 0.0 <= rate < 1.0:
-        raise MlmmError(f"{what} must be in [0, 1), got {format_number(rate)} in {text!r}")
+        raise MlmmError(
+            f"{what} must be in [0, 1), got {format_number(rate)} in {text!r}; give a fraction "
+            f"below 1 such as 0.5 (1 would remove every slot)"
+        )
     return float(rate)
 
 

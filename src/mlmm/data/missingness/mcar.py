@@ -78,7 +78,21 @@ class MCAR(MissingnessModel):
 
     def __post_init__(self) -> None:
         if isinstance(self.rate, (Mapping, tuple, list)):
-            pairs = tuple((str(k), float(v)) for k, v in dict(self.rate).items())
+            items = list(self.rate.items() if isinstance(self.rate, Mapping) else self.rate)
+            names = [k for k, _ in items]
+            # the spec string must read back: names are identifiers, each given once
+            bad = [k for k in names if not (isinstance(k, str) and k.isidentifier())]
+            if bad:
+                raise MlmmError(
+                    f"per-modality rates are keyed by modality names (letters, digits, _), "
+                    f"got {bad[0]!r}; e.g. MCAR({{'pix': 0.8, 'fou': 0.2}})"
+                )
+            if len(set(names)) != len(names):
+                twice = next(k for k in names if names.count(k) > 1)
+                raise MlmmError(
+                    f"modality {twice!r} is given twice in per-modality rates; give each once"
+                )
+            pairs = tuple((k, float(v)) for k, v in items)
             object.__setattr__(self, "rate", pairs)
             for name, value in pairs:
                 check_rate(value, self.to_string(), f"missing rate for {name!r}")
@@ -129,7 +143,7 @@ class MCAR(MissingnessModel):
     ) -> np.ndarray:
         target = np.zeros(dataset.n_modalities)
         for name, value in self.rate:
-            target[column(dataset, name)] = value
+            target[column(dataset, name, self.to_string())] = value
         seen = (counts[:, None] * patterns).sum(axis=0)  # observed count per modality
         active = (target > 0) & (seen > 0)
         theta = np.where(active, logit(target), -np.inf)
