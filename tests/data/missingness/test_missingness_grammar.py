@@ -224,3 +224,22 @@ def test_mcar_per_modality_rates_survive_the_round_trip():
     model = MCAR({"pix": 0.8, "fou": 0.2})
     assert parse_missingness(model.to_string()) == model
     assert parse_condition(Condition(model, "none").to_string()).train == model
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: MCAR("half"), r"missing rate must be a number, got 'half'; e\.g\. MCAR\(0\.5\)"),
+        (lambda: MCAR(None), r"missing rate must be a number, got None"),
+        (lambda: MCAR({"pix": "x"}), r"missing rate for 'pix' must be a number, got 'x'"),
+        (lambda: MAR(None), r"missing rate must be a number, got None; e\.g\. MAR\(0\.3\)"),
+        (lambda: MNAR(0.3, strength="x"), r"strength must be a number, got 'x'"),
+        (lambda: Burst(0.3, "x"), r"len must be a number, got 'x'; e\.g\. Burst\(0\.3, 20\)"),
+        (lambda: Burst("x", 20), r"outage rate must be a number, got 'x'"),
+    ],
+)
+def test_constructors_refuse_non_numbers_in_one_line(build, message):
+    # were Python's ValueError / TypeError from float()
+    with pytest.raises(MlmmError, match=message):
+        build()
+    assert MCAR("0.5") == MCAR(0.5) and MNAR(0.3, strength=3) == MNAR(0.3, strength=3.0)

@@ -209,9 +209,19 @@ def as_generator(seed: int | np.random.Generator) -> np.random.Generator:
     """A ``numpy.random.Generator`` from an int seed (or the Generator itself)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
         return np.random.default_rng(int(seed))
-    raise MlmmError(f"seed must be an int or a numpy Generator, got {seed!r}; pass e.g. seed=0")
+    raise MlmmError(
+        f"seed must be a non-negative int or a numpy Generator, got {seed!r}; pass e.g. seed=0"
+    )
+
+
+def as_float(value: Any, what: str, example: str) -> float:
+    """``float(value)``, or a one-line error naming ``what`` and an ``example`` call."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise MlmmError(f"{what} must be a number, got {value!r}; e.g. {example}") from None
 
 
 def column(dataset: MultimodalDataset, name: str, spec: str = "") -> int:
@@ -365,8 +375,13 @@ class FirstPCScore:
 # --------------------------------------------------------------- logistic models (mar, mnar)
 def check_logistic(model: Any) -> None:
     """Validate the fields MAR and MNAR share (rate, strength, unit), normalising numbers."""
-    object.__setattr__(model, "rate", check_rate(float(model.rate), model.to_string()))
-    object.__setattr__(model, "strength", float(model.strength))
+    name = type(model).__name__
+    rate = as_float(model.rate, "missing rate", f"{name}(0.3)")
+    object.__setattr__(model, "rate", rate)
+    object.__setattr__(
+        model, "strength", as_float(model.strength, "strength", f"{name}(0.3, strength=2)")
+    )
+    object.__setattr__(model, "rate", check_rate(rate, model.to_string()))
     if not abs(model.strength) <= MAX_STRENGTH:  # also refuses NaN
         raise MlmmError(
             f"strength must be a number in [-{format_number(MAX_STRENGTH)}, "

@@ -16,6 +16,7 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.missingness.base import (
     MissingnessModel,
+    as_float,
     check_rate,
     check_unit,
     column,
@@ -92,7 +93,8 @@ class MCAR(MissingnessModel):
                 raise MlmmError(
                     f"modality {twice!r} is given twice in per-modality rates; give each once"
                 )
-            pairs = tuple((k, float(v)) for k, v in items)
+            example = "MCAR({'pix': 0.8, 'fou': 0.2})"
+            pairs = tuple((k, as_float(v, f"missing rate for {k!r}", example)) for k, v in items)
             object.__setattr__(self, "rate", pairs)
             for name, value in pairs:
                 check_rate(value, self.to_string(), f"missing rate for {name!r}")
@@ -104,7 +106,9 @@ class MCAR(MissingnessModel):
                     f"{self.to_string()!r}; give one rate for unit=samples"
                 )
         else:
-            object.__setattr__(self, "rate", check_rate(float(self.rate), self.to_string()))
+            rate = as_float(self.rate, "missing rate", "MCAR(0.5)")
+            object.__setattr__(self, "rate", rate)
+            object.__setattr__(self, "rate", check_rate(rate, self.to_string()))
         check_unit(self.unit, self.to_string())
 
     @property
