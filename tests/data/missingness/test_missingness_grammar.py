@@ -243,3 +243,10 @@ def test_constructors_refuse_non_numbers_in_one_line(build, message):
     with pytest.raises(MlmmError, match=message):
         build()
     assert MCAR("0.5") == MCAR(0.5) and MNAR(0.3, strength=3) == MNAR(0.3, strength=3.0)
+
+
+@pytest.mark.parametrize("value", [None, ["none", "mcar:0.3"]])
+def test_split_specs_refuses_a_non_string(value):
+    # was AttributeError: 'NoneType' / 'list' object has no attribute 'split'
+    with pytest.raises(MlmmError, match="one comma-separated string such as 'none,mcar:0.3'"):
+        split_specs(value)
