@@ -138,7 +138,9 @@ def test_fixed_that_empties_samples_raises_or_allows(gappy_data):
 
 
 def test_fixed_unknown_modality(full_data):
-    with pytest.raises(MlmmError, match=r"unknown modality 'kra'\. Did you mean 'kar'\?"):
+    with pytest.raises(
+        MlmmError, match=r"unknown modality 'kra' in 'fixed:-kra'\. Did you mean 'kar'\?"
+    ):
         parse_missingness("fixed:-kra").apply(full_data, seed=0)
 
 

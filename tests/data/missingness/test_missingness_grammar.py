@@ -186,3 +186,67 @@ def test_split_specs_keeps_per_modality_rates_whole():
         "mcar:0.5:allow_empty",
     ]
     assert split_specs("") == [] and split_specs("mnar:0.3") == ["mnar:0.3"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("mcar:1.0", r"got 1 in 'mcar:1\.0'; give a fraction below 1 such as 0\.5"),
+        ("mcar:-0.2", r"got -0\.2 in 'mcar:-0\.2'; give a fraction below 1 such as 0\.5"),
+        ("mcar:pix=1", r"for 'pix' must be in \[0, 1\), got 1 .*; give a fraction below 1"),
+        ("mnar:1", r"; give a fraction below 1 such as 0\.5"),
+        ("burst:1:len=5", r"outage rate|; give a fraction below 1 such as 0\.5"),
+    ],
+)
+def test_out_of_range_rates_name_the_fix(text, message):
+    # was "missing rate must be in [0, 1), got 1 in 'mcar:1.0'" with no fix named
+    with pytest.raises(MlmmError, match=message) as info:
+        parse_missingness(text)
+    assert "\n" not in str(info.value) and "give a fraction below 1" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "rates, message",
+    [
+        ({"pix:x": 0.5}, r"keyed by modality names .*got 'pix:x'"),
+        ({"a,b": 0.5}, r"got 'a,b'"),
+        ((("pix", 0.5), ("pix", 0.2)), r"modality 'pix' is given twice"),
+    ],
+)
+def test_mcar_constructor_refuses_names_the_spec_cannot_carry(rates, message):
+    # the constructor accepted them (duplicates silently kept the last rate), giving a
+    # to_string() that parse_missingness refuses or reads as another model
+    with pytest.raises(MlmmError, match=message):
+        MCAR(rates)
+
+
+def test_mcar_per_modality_rates_survive_the_round_trip():
+    model = MCAR({"pix": 0.8, "fou": 0.2})
+    assert parse_missingness(model.to_string()) == model
+    assert parse_condition(Condition(model, "none").to_string()).train == model
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: MCAR("half"), r"missing rate must be a number, got 'half'; e\.g\. MCAR\(0\.5\)"),
+        (lambda: MCAR(None), r"missing rate must be a number, got None"),
+        (lambda: MCAR({"pix": "x"}), r"missing rate for 'pix' must be a number, got 'x'"),
+        (lambda: MAR(None), r"missing rate must be a number, got None; e\.g\. MAR\(0\.3\)"),
+        (lambda: MNAR(0.3, strength="x"), r"strength must be a number, got 'x'"),
+        (lambda: Burst(0.3, "x"), r"len must be a number, got 'x'; e\.g\. Burst\(0\.3, 20\)"),
+        (lambda: Burst("x", 20), r"outage rate must be a number, got 'x'"),
+    ],
+)
+def test_constructors_refuse_non_numbers_in_one_line(build, message):
+    # were Python's ValueError / TypeError from float()
+    with pytest.raises(MlmmError, match=message):
+        build()
+    assert MCAR("0.5") == MCAR(0.5) and MNAR(0.3, strength=3) == MNAR(0.3, strength=3.0)
+
+
+@pytest.mark.parametrize("value", [None, ["none", "mcar:0.3"]])
+def test_split_specs_refuses_a_non_string(value):
+    # was AttributeError: 'NoneType' / 'list' object has no attribute 'split'
+    with pytest.raises(MlmmError, match="one comma-separated string such as 'none,mcar:0.3'"):
+        split_specs(value)

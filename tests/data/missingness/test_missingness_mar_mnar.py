@@ -73,7 +73,10 @@ def test_mar_driver_missing_rows_keep_a_modality(gappy_data):
             r"infeasible: the maximum is 0.6667 .*the driver 'pix' is never removed; "
             r"lower the rate$",
         ),
-        ("mar:0.3:driver=fuo", r"unknown modality 'fuo'\. Did you mean 'fou'\?"),
+        (
+            "mar:0.3:driver=fuo",
+            r"unknown modality 'fuo' in 'mar:0.3:driver=fuo'\. Did you mean 'fou'\?",
+        ),
     ],
 )
 def test_mar_errors(full_data, spec, message):

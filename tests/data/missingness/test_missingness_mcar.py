@@ -145,9 +145,11 @@ def test_no_global_random_state(full_data):
     assert np.random.random() == before
 
 
-def test_bad_seed_raises(full_data):
-    with pytest.raises(MlmmError, match="seed must be an int or a numpy Generator"):
-        parse_missingness("mcar:0.5").apply(full_data, seed=None)
+@pytest.mark.parametrize("seed", [None, 1.0, True, -1, np.int64(-3)])
+def test_bad_seed_raises(full_data, seed):
+    # a negative int was numpy's "ValueError: expected non-negative integer"
+    with pytest.raises(MlmmError, match="seed must be a non-negative int or a numpy Generator"):
+        parse_missingness("mcar:0.5").apply(full_data, seed=seed)
 
 
 def test_zero_rate_removes_nothing(full_data):
@@ -163,7 +165,7 @@ def test_zero_rate_removes_nothing(full_data):
             r"keeping at least one modality per sample; lower the rate or add ':allow_empty'",
         ),
         ("mcar:pix=0.9,fou=0.9,kar=0.9", r"per-modality rates .* infeasible .* ':allow_empty'"),
-        ("mcar:pixx=0.5", r"unknown modality 'pixx'\. Did you mean 'pix'\?"),
+        ("mcar:pixx=0.5", r"unknown modality 'pixx' in 'mcar:pixx=0.5'\. Did you mean 'pix'\?"),
     ],
 )
 def test_infeasible_or_unknown_raise(full_data, spec, message):

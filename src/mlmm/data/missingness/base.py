@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset
-from mlmm.errors import MlmmError, unknown_name_error
+from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
 from mlmm.registry import Registry
 
 UNITS = ("slots", "samples")
@@ -209,15 +209,28 @@ def as_generator(seed: int | np.random.Generator) -> np.random.Generator:
     """A ``numpy.random.Generator`` from an int seed (or the Generator itself)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
         return np.random.default_rng(int(seed))
-    raise MlmmError(f"seed must be an int or a numpy Generator, got {seed!r}; pass e.g. seed=0")
+    raise MlmmError(
+        f"seed must be a non-negative int or a numpy Generator, got {seed!r}; pass e.g. seed=0"
+    )
 
 
-def column(dataset: MultimodalDataset, name: str) -> int:
-    """Index of modality ``name``; unknown names raise with the closest ones."""
+def as_float(value: Any, what: str, example: str) -> float:
+    """``float(value)``, or a one-line error naming ``what`` and an ``example`` call."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise MlmmError(f"{what} must be a number, got {value!r}; e.g. {example}") from None
+
+
+def column(dataset: MultimodalDataset, name: str, spec: str = "") -> int:
+    """Index of modality ``name``; unknown names raise with the spec and the closest ones."""
     if name not in dataset.modality_names:
-        raise unknown_name_error("modality", name, dataset.modality_names)
+        if not spec:
+            raise unknown_name_error("modality", name, dataset.modality_names)
+        hint = did_you_mean(name, dataset.modality_names)
+        raise MlmmError(f"unknown modality {name!r} in {spec!r}.{hint}")
     return dataset.modality_names.index(name)
 
 
@@ -245,7 +258,10 @@ def parse_number(token: str, what: str, text: str) -> float:
 def check_rate(rate: float, text: str, what: str = "missing rate") -> float:
     """Return ``rate`` if it lies in [0, 1), else raise."""
     if not 0.0 <= rate < 1.0:
-        raise MlmmError(f"{what} must be in [0, 1), got {format_number(rate)} in {text!r}")
+        raise MlmmError(
+            f"{what} must be in [0, 1), got {format_number(rate)} in {text!r}; give a fraction "
+            f"below 1 such as 0.5 (1 would remove every slot)"
+        )
     return float(rate)
 
 
@@ -359,8 +375,13 @@ class FirstPCScore:
 # --------------------------------------------------------------- logistic models (mar, mnar)
 def check_logistic(model: Any) -> None:
     """Validate the fields MAR and MNAR share (rate, strength, unit), normalising numbers."""
-    object.__setattr__(model, "rate", check_rate(float(model.rate), model.to_string()))
-    object.__setattr__(model, "strength", float(model.strength))
+    name = type(model).__name__
+    rate = as_float(model.rate, "missing rate", f"{name}(0.3)")
+    object.__setattr__(model, "rate", rate)
+    object.__setattr__(
+        model, "strength", as_float(model.strength, "strength", f"{name}(0.3, strength=2)")
+    )
+    object.__setattr__(model, "rate", check_rate(rate, model.to_string()))
     if not abs(model.strength) <= MAX_STRENGTH:  # also refuses NaN
         raise MlmmError(
             f"strength must be a number in [-{format_number(MAX_STRENGTH)}, "

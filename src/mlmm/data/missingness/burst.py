@@ -21,6 +21,7 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.missingness.base import (
     MissingnessModel,
+    as_float,
     as_generator,
     check_rate,
     format_number,
@@ -148,8 +149,10 @@ class Burst(MissingnessModel):
     allow_empty: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", check_rate(float(self.rate), self.to_string()))
-        object.__setattr__(self, "length", float(self.length))
+        rate = as_float(self.rate, "outage rate", "Burst(0.3, 20)")
+        object.__setattr__(self, "rate", rate)
+        object.__setattr__(self, "length", as_float(self.length, "len", "Burst(0.3, 20)"))
+        object.__setattr__(self, "rate", check_rate(rate, self.to_string()))
         _check_length(self.rate, self.length, self.to_string())
 
     def removal(self, dataset: MultimodalDataset, rng: np.random.Generator) -> np.ndarray:

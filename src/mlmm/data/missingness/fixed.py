@@ -66,7 +66,7 @@ class Fixed(MissingnessModel):
 
     def removal(self, dataset: MultimodalDataset, rng: np.random.Generator) -> np.ndarray:
         named = np.zeros(dataset.n_modalities, dtype=bool)
-        named[[column(dataset, n) for n in self.names]] = True
+        named[[column(dataset, n, self.to_string()) for n in self.names]] = True
         removed = dataset.observed & (~named if self.keep else named)[None, :]  # [N, M]
         emptied = dataset.observed.any(axis=1) & ~(dataset.observed & ~removed).any(axis=1)
         if emptied.any() and not self.allow_empty:

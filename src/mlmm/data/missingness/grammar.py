@@ -101,6 +101,10 @@ def split_specs(text: str) -> list[str]:
     >>> split_specs("mcar:0.5,none=>mcar:a=0.5,b=0.1")
     ['mcar:0.5', 'none=>mcar:a=0.5,b=0.1']
     """
+    if not isinstance(text, str):
+        raise MlmmError(
+            f"a list of specs is one comma-separated string such as 'none,mcar:0.3', got {text!r}"
+        )
     specs: list[str] = []
     for piece in text.split(","):
         starts_spec = piece.split("=>")[0].split(":")[0].strip().lower() in MISSINGNESS

@@ -81,7 +81,7 @@ class MAR(MissingnessModel):
                 f"got {dataset.n_modalities}; use mcar or mnar instead"
             )
         name = self.driver or dataset.modality_names[0]
-        d = column(dataset, name)
+        d = column(dataset, name, self.to_string())
         z = first_pc_score(dataset.inputs[name], dataset.observed[:, d])  # [N]
         offsets = np.repeat((self.strength * z)[:, None], dataset.n_modalities, axis=1)
         offsets[:, d] = -np.inf

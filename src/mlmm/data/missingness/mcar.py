@@ -16,6 +16,7 @@ import numpy as np
 from mlmm.data.dataset import MultimodalDataset
 from mlmm.data.missingness.base import (
     MissingnessModel,
+    as_float,
     check_rate,
     check_unit,
     column,
@@ -78,7 +79,22 @@ class MCAR(MissingnessModel):
 
     def __post_init__(self) -> None:
         if isinstance(self.rate, (Mapping, tuple, list)):
-            pairs = tuple((str(k), float(v)) for k, v in dict(self.rate).items())
+            items = list(self.rate.items() if isinstance(self.rate, Mapping) else self.rate)
+            names = [k for k, _ in items]
+            # the spec string must read back: names are identifiers, each given once
+            bad = [k for k in names if not (isinstance(k, str) and k.isidentifier())]
+            if bad:
+                raise MlmmError(
+                    f"per-modality rates are keyed by modality names (letters, digits, _), "
+                    f"got {bad[0]!r}; e.g. MCAR({{'pix': 0.8, 'fou': 0.2}})"
+                )
+            if len(set(names)) != len(names):
+                twice = next(k for k in names if names.count(k) > 1)
+                raise MlmmError(
+                    f"modality {twice!r} is given twice in per-modality rates; give each once"
+                )
+            example = "MCAR({'pix': 0.8, 'fou': 0.2})"
+            pairs = tuple((k, as_float(v, f"missing rate for {k!r}", example)) for k, v in items)
             object.__setattr__(self, "rate", pairs)
             for name, value in pairs:
                 check_rate(value, self.to_string(), f"missing rate for {name!r}")
@@ -90,7 +106,9 @@ class MCAR(MissingnessModel):
                     f"{self.to_string()!r}; give one rate for unit=samples"
                 )
         else:
-            object.__setattr__(self, "rate", check_rate(float(self.rate), self.to_string()))
+            rate = as_float(self.rate, "missing rate", "MCAR(0.5)")
+            object.__setattr__(self, "rate", rate)
+            object.__setattr__(self, "rate", check_rate(rate, self.to_string()))
         check_unit(self.unit, self.to_string())
 
     @property
@@ -129,7 +147,7 @@ class MCAR(MissingnessModel):
     ) -> np.ndarray:
         target = np.zeros(dataset.n_modalities)
         for name, value in self.rate:
-            target[column(dataset, name)] = value
+            target[column(dataset, name, self.to_string())] = value
         seen = (counts[:, None] * patterns).sum(axis=0)  # observed count per modality
         active = (target > 0) & (seen > 0)
         theta = np.where(active, logit(target), -np.inf)
