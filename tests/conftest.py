@@ -2,9 +2,16 @@
 
 One intra-op thread: the test models are tiny, and on small shared machines several threads
 per process oversubscribe the cores (tens of times slower), see docs/developer.md.
+
+Default stop-signal handling: a shell that starts pytest in the background without job control
+ignores SIGINT in it, and ``nohup`` ignores SIGHUP; children inherit an ignored signal, and
+``mlmm`` rightly leaves an ignored signal ignored, so the tests of Ctrl-C, SIGTERM and SIGHUP
+would test that instead. The session starts from the defaults (a test that needs a signal
+ignored sets it itself).
 """
 
 import itertools
+import signal
 import sys
 import textwrap
 
@@ -12,6 +19,11 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+if hasattr(signal, "SIGHUP"):
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 _plugin_ids = itertools.count()
 
