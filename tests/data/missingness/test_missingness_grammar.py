@@ -250,3 +250,13 @@ def test_split_specs_refuses_a_non_string(value):
     # was AttributeError: 'NoneType' / 'list' object has no attribute 'split'
     with pytest.raises(MlmmError, match="one comma-separated string such as 'none,mcar:0.3'"):
         split_specs(value)
+
+
+def test_a_non_number_array_is_named_in_one_line(full_data):
+    # the array's repr spans lines; the error must not
+    with pytest.raises(MlmmError, match=r"missing rate must be a number, got array") as info:
+        MCAR(np.array([[0.1, 0.2], [0.3, 0.4]]))
+    assert "\n" not in str(info.value)
+    with pytest.raises(MlmmError, match=r"seed must be a non-negative int") as info:
+        MCAR(0.3).apply(full_data, seed=np.zeros((2, 40)))
+    assert "\n" not in str(info.value)
