@@ -211,6 +211,10 @@ def test_out_of_range_rates_name_the_fix(text, message):
         ({"pix:x": 0.5}, r"keyed by modality names .*got 'pix:x'"),
         ({"a,b": 0.5}, r"got 'a,b'"),
         ((("pix", 0.5), ("pix", 0.2)), r"modality 'pix' is given twice"),
+        # were Python's TypeError / ValueError from unpacking
+        ([0.1, 0.2, 0.3], r"dict of modality name -> rate .*got \[0\.1, 0\.2, 0\.3\]; e\.g\."),
+        (("pix", 0.5), r"dict of modality name -> rate .*got \('pix', 0\.5\)"),
+        ([("pix", 0.5, 1)], r"dict of modality name -> rate"),
     ],
 )
 def test_mcar_constructor_refuses_names_the_spec_cannot_carry(rates, message):
