@@ -211,6 +211,10 @@ def test_out_of_range_rates_name_the_fix(text, message):
         ({"pix:x": 0.5}, r"keyed by modality names .*got 'pix:x'"),
         ({"a,b": 0.5}, r"got 'a,b'"),
         ((("pix", 0.5), ("pix", 0.2)), r"modality 'pix' is given twice"),
+        # were Python's TypeError / ValueError from unpacking
+        ([0.1, 0.2, 0.3], r"dict of modality name -> rate .*got \[0\.1, 0\.2, 0\.3\]; e\.g\."),
+        (("pix", 0.5), r"dict of modality name -> rate .*got \('pix', 0\.5\)"),
+        ([("pix", 0.5, 1)], r"dict of modality name -> rate"),
     ],
 )
 def test_mcar_constructor_refuses_names_the_spec_cannot_carry(rates, message):
@@ -250,3 +254,13 @@ def test_split_specs_refuses_a_non_string(value):
     # was AttributeError: 'NoneType' / 'list' object has no attribute 'split'
     with pytest.raises(MlmmError, match="one comma-separated string such as 'none,mcar:0.3'"):
         split_specs(value)
+
+
+def test_a_non_number_array_is_named_in_one_line(full_data):
+    # the array's repr spans lines; the error must not
+    with pytest.raises(MlmmError, match=r"missing rate must be a number, got array") as info:
+        MCAR(np.array([[0.1, 0.2], [0.3, 0.4]]))
+    assert "\n" not in str(info.value)
+    with pytest.raises(MlmmError, match=r"seed must be a non-negative int") as info:
+        MCAR(0.3).apply(full_data, seed=np.zeros((2, 40)))
+    assert "\n" not in str(info.value)

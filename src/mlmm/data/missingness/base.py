@@ -212,7 +212,8 @@ def as_generator(seed: int | np.random.Generator) -> np.random.Generator:
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
         return np.random.default_rng(int(seed))
     raise MlmmError(
-        f"seed must be a non-negative int or a numpy Generator, got {seed!r}; pass e.g. seed=0"
+        f"seed must be a non-negative int or a numpy Generator, got {' '.join(repr(seed).split())}; "
+        f"pass e.g. seed=0"
     )
 
 
@@ -221,7 +222,8 @@ def as_float(value: Any, what: str, example: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise MlmmError(f"{what} must be a number, got {value!r}; e.g. {example}") from None
+        got = " ".join(repr(value).split())  # one line, also for an array
+        raise MlmmError(f"{what} must be a number, got {got}; e.g. {example}") from None
 
 
 def column(dataset: MultimodalDataset, name: str, spec: str = "") -> int:

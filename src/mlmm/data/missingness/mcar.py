@@ -80,6 +80,13 @@ class MCAR(MissingnessModel):
     def __post_init__(self) -> None:
         if isinstance(self.rate, (Mapping, tuple, list)):
             items = list(self.rate.items() if isinstance(self.rate, Mapping) else self.rate)
+            example = "MCAR({'pix': 0.8, 'fou': 0.2})"
+            if not all(isinstance(i, (tuple, list)) and len(i) == 2 for i in items):
+                got = " ".join(repr(self.rate).split())
+                raise MlmmError(
+                    f"per-modality rates are a dict of modality name -> rate (or name, rate "
+                    f"pairs), got {got}; e.g. {example}"
+                )
             names = [k for k, _ in items]
             # the spec string must read back: names are identifiers, each given once
             bad = [k for k in names if not (isinstance(k, str) and k.isidentifier())]
@@ -93,7 +100,6 @@ class MCAR(MissingnessModel):
                 raise MlmmError(
                     f"modality {twice!r} is given twice in per-modality rates; give each once"
                 )
-            example = "MCAR({'pix': 0.8, 'fou': 0.2})"
             pairs = tuple((k, as_float(v, f"missing rate for {k!r}", example)) for k, v in items)
             object.__setattr__(self, "rate", pairs)
             for name, value in pairs:
