@@ -12,6 +12,7 @@ from mlmm.nn.backbones import (
     ExternalBackbone,
     MissingAwarePrompts,
     TokenTransformer,
+    load_backbone,
     register_backbone,
 )
 from mlmm.train.trainer import reset_parameters
@@ -161,3 +162,28 @@ def test_a_backbone_whose_files_are_missing_offline_is_one_line():
     assert f"backbone {name!r} could not be loaded for modality {first!r}" in message
     assert "couldn't connect to 'https://huggingface.co'" in message
     assert "load the model from a local folder" in message
+
+
+def test_a_corrupt_backbone_file_keeps_its_reason_and_other_errors_pass_through():
+    """An OSError from a damaged local file is one line with the loader's reason (not only
+    "offline"); an error that is not an OSError (a bug, a bad tensor) is not rewritten."""
+    spec = ModalitySpec("t", "vector", (6,))
+    corrupt, broken = "test-corrupt-file", "test-broken-factory"
+    if corrupt not in BACKBONES:
+
+        @register_backbone(corrupt)
+        def damaged(spec):
+            raise OSError("Unable to load weights from checkpoint file '/models/x/model.bin'")
+
+        @register_backbone(broken)
+        def failing(spec):
+            raise RuntimeError("size mismatch for encoder.weight")
+
+    with pytest.raises(MlmmError) as err:
+        load_backbone(corrupt, spec)
+    message = str(err.value)
+    assert "\n" not in message and "unreadable" in message
+    assert "Unable to load weights from checkpoint file '/models/x/model.bin'" in message
+    assert "fix or replace a damaged local file" in message
+    with pytest.raises(RuntimeError, match="size mismatch for encoder.weight"):
+        load_backbone(broken, spec)

@@ -299,6 +299,7 @@ def test_fewer_training_rows_than_two_per_process_is_one_line(monkeypatch):
     message = str(err.value)
     assert "\n" not in message
     assert "over 2 processes needs at least 4 training rows (two per process), got 3" in message
+    assert "in stage 'main'" in message  # a staged method's subset stage is named
     # 4 rows (two per process) train
     train = ds.subset(np.arange(4))
     history = trainer.fit_module(model, mlmm.Standardizer().fit(train).transform(train), None)

@@ -574,26 +574,37 @@ class OutOfCoreDataset:
         """
         idx = np.asarray(indices, dtype=np.int64)
         observed = self.observed[idx]
+        every_row = None  # np.unique of all rows asked for, shared by fully present modalities
         out = {}
         for j, spec in enumerate(self.specs):
             present = observed[:, j]
-            x = np.zeros((len(idx), *spec.shape), dtype=np.float32)  # [k, *shape]
-            if present.any():
+            if present.all():  # the common case: no zero-filled copy, one np.unique per read
+                if every_row is None:
+                    every_row = np.unique(self.rows[idx], return_inverse=True)
+                taken, (rows, inverse) = idx, every_row
+            elif present.any():
                 taken = idx[present]
                 rows, inverse = np.unique(self.rows[taken], return_inverse=True)
-                values = self.source.read(spec.name, rows)[inverse]  # [p, *shape]
-                bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-                if bad.any():
-                    first = self.rows[taken[bad]][:5].tolist()
-                    raise MlmmError(
-                        f"{self.source.path}: modality {spec.name!r} has NaN or inf in rows "
-                        f"{first} marked present; clean them or mark them absent"
-                    )
-                if self.standardizer is not None and not raw:
-                    every = np.ones(len(values), dtype=bool)
-                    values = self.standardizer.transform_array(spec.name, values, every)
+            else:
+                out[spec.name] = np.zeros((len(idx), *spec.shape), dtype=np.float32)
+                continue
+            values = self.source.read(spec.name, rows)[inverse]  # [p, *shape]
+            bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            if bad.any():
+                first = self.rows[taken[bad]][:5].tolist()
+                raise MlmmError(
+                    f"{self.source.path}: modality {spec.name!r} has NaN or inf in rows "
+                    f"{first} marked present; clean them or mark them absent"
+                )
+            if self.standardizer is not None and not raw:
+                every = np.ones(len(values), dtype=bool)
+                values = self.standardizer.transform_array(spec.name, values, every)
+            if len(taken) == len(idx):
+                out[spec.name] = values
+            else:
+                x = np.zeros((len(idx), *spec.shape), dtype=np.float32)  # [k, *shape]
                 x[present] = values
-            out[spec.name] = x
+                out[spec.name] = x
         return out
 
     def chunks(

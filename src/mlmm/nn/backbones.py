@@ -328,9 +328,10 @@ def load_backbone(name: str, spec: ModalitySpec) -> ExternalBackbone:
     Raises
     ------
     MlmmError
-        One line for an unknown name, and for a factory whose files are missing or
-        unreachable (an ``OSError``, as Hugging Face loaders raise offline for a model that
-        is not in their cache).
+        One line for an unknown name, and for a factory whose files are missing, unreachable
+        or unreadable (an ``OSError``, as Hugging Face loaders raise offline for a model that
+        is not in their cache, or for a corrupt local file), with the loader's own reason.
+        Other errors of a factory propagate unchanged.
     """
     factory = BACKBONES.get(name).obj
     try:
@@ -340,8 +341,9 @@ def load_backbone(name: str, spec: ModalitySpec) -> ExternalBackbone:
         reason = " ".join(text.split())[:200] if text else type(err).__name__
         raise MlmmError(
             f"backbone {name!r} could not be loaded for modality {spec.name!r}: its files are "
-            f"missing or unreachable ({reason}); with no network, load the model from a local "
-            "folder (or download it into the Hugging Face cache first)"
+            f"missing, unreachable or unreadable ({reason}); fix or replace a damaged local file, "
+            "or with no network load the model from a local folder (or download it into the "
+            "Hugging Face cache first)"
         ) from err
     return ExternalBackbone(name, model, spec)
 

@@ -327,14 +327,16 @@ def check_batch_size(batch_size: int, world_size: int) -> None:
         )
 
 
-def check_train_rows(n_rows: int, world_size: int) -> None:
-    """The training split must give every process at least two rows: with fewer than
-    ``2 * world_size`` every global batch would be skipped and the model never trained."""
+def check_train_rows(n_rows: int, world_size: int, stage: str = "main") -> None:
+    """The training rows of a stage must give every process at least two rows: with fewer
+    than ``2 * world_size`` every global batch would be skipped and the stage never trained.
+    ``stage`` is named, since a staged method trains some stages on a subset of the split
+    (the samples with a modality subset, the complete samples)."""
     if world_size > 1 and n_rows < 2 * world_size:
         raise MlmmError(
             f"data-parallel training over {world_size} processes needs at least "
-            f"{2 * world_size} training rows (two per process), got {n_rows}; use fewer "
-            "processes (--devices) or train in one process"
+            f"{2 * world_size} training rows (two per process), got {n_rows} in stage "
+            f"{stage!r}; use fewer processes (--devices) or train in one process"
         )
 
 

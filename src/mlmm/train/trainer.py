@@ -378,7 +378,7 @@ class Trainer:
                 "train it in one process, or load it with dataset.to_memory()"
             )
         if ddp is not None:  # else every global batch is skipped and nothing trains
-            distributed.check_train_rows(len(train_batch), ddp.world_size)
+            distributed.check_train_rows(len(train_batch), ddp.world_size, stage)
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise MlmmError(
