@@ -73,3 +73,55 @@ def test_masks_of_every_stream_never_change(pinned_data, spec, stream):
     assert _digest(pinned_data, spec, rng_for(4, *keys)) == PINNED_STREAMS[spec, stream]
     # a numpy int seed (from a sweep array) is the same seed
     assert _digest(pinned_data, spec, rng_for(np.int64(4), *keys)) == PINNED_STREAMS[spec, stream]
+
+
+def _recording_simulate(monkeypatch, *modules) -> list[str]:
+    """Record the digest of every mask ``simulate`` gives inside ``modules``."""
+    seen: list[str] = []
+    for module in modules:
+
+        def record(dataset, spec, seed, _simulate=module.simulate):
+            out = _simulate(dataset, spec, seed)
+            mask = np.ascontiguousarray(out[0].observed)
+            seen.append(hashlib.sha256(mask.tobytes()).hexdigest()[:16])
+            return out
+
+        monkeypatch.setattr(module, "simulate", record)
+    return seen
+
+
+def test_the_masks_of_run_experiment_and_the_estimator_stay_pinned(monkeypatch):
+    """The pins above call ``rng_for`` with the stream names written out; these go through the
+    call sites (the training, validation and test streams of ``run_experiment``, its
+    evaluation, and the estimator's fit), so renaming a stream there is caught too. Digests from
+    the code at 4ab0e04."""
+    import mlmm
+    import mlmm.estimator
+    import mlmm.eval.protocol
+    import mlmm.experiment
+
+    seen = _recording_simulate(monkeypatch, mlmm.experiment, mlmm.eval.protocol)
+    mlmm.run_experiment(
+        "synthetic",
+        "logistic-mean-impute",
+        dataset_params={"n_samples": 300},
+        missing="mcar:0.3",
+        test_missing=["mcar:0.5", "mnar:0.3"],
+        seed=3,
+        subsets=False,
+    )
+    assert sorted(set(seen)) == [
+        "18b480e5eb083d8c",
+        "91b4d5ec73758221",
+        "c8bed0af5473e956",
+        "da4a930bd5618f3d",
+        "f18dd584c8a819ca",
+    ]
+    seen = _recording_simulate(monkeypatch, mlmm.estimator)
+    rng = np.random.default_rng(0)
+    X = {"a": rng.normal(size=(120, 3)), "b": rng.normal(size=(120, 2))}
+    clf = mlmm.MissingModalityClassifier(
+        method="logistic-mean-impute", train_missing="mcar:0.3", random_state=3
+    )
+    clf.fit(X, np.arange(120) % 3)
+    assert seen[:2] == ["6ad8f92eb15f060e", "ae7b150901a6bcf9"]  # training, validation
