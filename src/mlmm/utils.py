@@ -311,9 +311,9 @@ def check_name_length(path: Path, what: str, beside: int = 0) -> None:
     file system tells no limit).
 
     ``beside``: how many bytes longer a name mlmm writes beside ``path`` is (a model's
-    ``.NAME.tmp-XXXXXXXX`` folder: 14; SQLite's ``NAME-journal``: 8), so that a name that
-    fits but whose companion does not is refused before the work, not after it. ``what``
-    names the option in the message (``"--out"``).
+    temporary folder, ``.NAME.tmp-`` and 8 hex digits: 14; SQLite's ``NAME-journal``: 8), so
+    that a name that fits but whose companion does not is refused before the work, not after
+    it. ``what`` names the option in the message (``"--out"``).
     """
     parent = Path(path).parent
     while parent != parent.parent:

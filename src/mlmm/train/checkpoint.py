@@ -378,16 +378,24 @@ def _check_artifact_path(given: Path, overwrite: bool) -> Path:
         if not os.access(target, os.W_OK | os.X_OK):
             raise MlmmError(f"{given} is not writable; choose another --out or fix its permissions")
         return target
-    # a new artifact is written as .NAME.tmp-XXXXXXXX beside it, then renamed
-    check_writable_location(target, "--out", beside=len(".tmp-XXXXXXXX") + 1)
+    # a new artifact is written into a temporary folder beside it, then renamed
+    check_writable_location(
+        target, "--out", beside=len(_temporary_dir(target).name) - len(target.name)
+    )
     return target
+
+
+def _temporary_dir(target: Path) -> Path:
+    """``.NAME.tmp-`` and 8 random hex digits, beside ``target``: a new artifact's folder until
+    it is renamed into place (:func:`_clean_leftovers` removes those of killed saves)."""
+    return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
 
 
 # ---------------------------------------------------------------------- save
 def _save_new(target: Path, files: dict[str, bytes]) -> None:
     """Write a new artifact directory into ``.NAME.tmp-*`` and rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _temporary_dir(target)
     tmp.mkdir()
     try:
         with _locked(tmp, exclusive=True):  # a concurrent save's cleanup leaves it alone
