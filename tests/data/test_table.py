@@ -79,3 +79,12 @@ def test_the_shared_column_checks_speak_of_the_options(modalities, expected):
         check_columns(frame, modalities, "y")
     with pytest.raises(MlmmError, match=r"unknown --target column 'yy'\. Did you mean 'y'"):
         check_columns(frame, {"a": ["a1"]}, "yy")
+
+
+def test_an_unknown_column_of_a_wide_table_is_still_one_short_line():
+    # was: every column of the table after "Choose from:" (thousands on a wide table)
+    frame = pd.DataFrame(np.zeros((2, 500)), columns=[f"c{i:03d}" for i in range(500)])
+    with pytest.raises(MlmmError) as err:
+        check_columns(frame, {"m": ["zzz"]}, None)
+    assert str(err.value).endswith("c019, ... (500 in all).")
+    assert len(str(err.value)) < 250

@@ -28,6 +28,7 @@ _PARTIAL_POLICIES = ("error", "missing", "impute")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # regression targets are float32 tensors
 _MAX_UNSEEN_CLASSES = 10  # integer labels beyond this, and > 2x the labels seen, are not indices
 _KIND_BY_RANK = {1: "vector", 2: "sequence", 3: "image"}  # per-sample rank -> kind
+_SHOWN_COLUMNS = 20  # an unknown column's message lists at most these of a wide table's
 
 
 def from_arrays(
@@ -291,9 +292,8 @@ def check_frame_columns(
     column_names = [str(c) for c in df.columns]
     duplicated = set(df.columns[df.columns.duplicated()])
     if target is not None and target not in df.columns:
-        raise MlmmError(
-            f"unknown {target_words} column {target!r}.{did_you_mean(str(target), column_names)}"
-        )
+        close = did_you_mean(str(target), column_names, _SHOWN_COLUMNS)
+        raise MlmmError(f"unknown {target_words} column {target!r}.{close}")
     if target in duplicated:
         raise MlmmError(
             f"{target_words} column {target!r} appears {int((df.columns == target).sum())} times "
@@ -312,7 +312,7 @@ def check_frame_columns(
             if column not in df.columns:
                 raise MlmmError(
                     f"unknown column {column!r} in {modality_words(modality)}."
-                    f"{did_you_mean(str(column), column_names)}"
+                    f"{did_you_mean(str(column), column_names, _SHOWN_COLUMNS)}"
                 )
             if column in duplicated:
                 raise MlmmError(
