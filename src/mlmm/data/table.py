@@ -133,11 +133,10 @@ def _close_columns(pattern: str, names: Sequence[str], shown: int = 5) -> str:
     import fnmatch
 
     close = [n for n in names if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
-    start = re.split(r"[*?\[]", pattern, maxsplit=1)[0].lower()
-    for length in range(len(start), 0, -1):
-        if close:
-            break
-        close = [n for n in names if n.lower().startswith(start[:length])]
+    start = re.split(r"[*?\[]", pattern, maxsplit=1)[0].lower()  # the part before a wildcard
+    while not close and start:
+        close = [n for n in names if n.lower().startswith(start)]
+        start = start[:-1]
     if not close:
         literal = re.sub(r"[*?\[\]]", "", pattern)
         close = difflib.get_close_matches(literal, names, n=shown, cutoff=0.5)
