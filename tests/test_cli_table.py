@@ -155,6 +155,11 @@ def test_regression_is_inferred_from_fractional_targets(monkeypatch, capsys, tmp
         (["--modality", "c=label"], r"'label' is the --target and also a feature"),
         (["--modality", "c"], r"--modality is written NAME=COL1,COL2"),
         (["--devices", "2"], r"--devices applies to --dataset, not to a table"),
+        # was: accepted and ignored (it times the processes of --devices or torchrun)
+        (["--rendezvous-timeout", "60"], r"--rendezvous-timeout applies to --dataset, not to"),
+        (["--modality", "c=x_*"], r"--modality c=x_\* matches no column of the table"),
+        (["--modality", "c=a*"], r"'a1' is matched by --modality a=a1 and by --modality c=a\*"),
+        (["--modality", "c=l*"], r"--modality c=l\* matches the --target column 'label'"),
         (["--task", "regression"], r"--task regression needs a numeric target"),
         (["--partial", "impute"], r"--partial must be error or missing"),
         (["--missing", "none=>mcar:0.5"], r"sets test conditions, but --data trains on the whole"),
@@ -213,6 +218,36 @@ def test_bad_tables_are_one_line(monkeypatch, capsys, tmp_path, edit, expected):
         assert code == 0, err
         row = frame.b2.notna().idxmax()
         assert pd.read_csv(io.StringIO(printed)).modalities[row] == "a"
+
+
+def test_modality_patterns_are_matched_once_and_recorded(monkeypatch, capsys, tmp_path, tables):
+    train, test = tables
+    out = tmp_path / "model"
+    args = ["train", "--data", train, "--target", "label", "--modality", "a=a*", "--modality"]
+    args += ["b=b[0-9]", "--out", out, "--method", "lda-em", "--quiet"]
+    code, printed, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "modalities (columns): a 2, b 3" in " ".join(printed.split())
+    config = json.loads((out / "config.json").read_text())
+    assert config["columns"] == {"a": ["a1", "a2"], "b": ["b1", "b2", "b3"]}
+    # a new table is read by the recorded names: a column the pattern would match is not used
+    frame = pd.read_csv(test)
+    frame["a3"] = 1.0
+    frame.to_csv(tmp_path / "more.csv", index=False)
+    code, printed, err = run(monkeypatch, capsys, "evaluate", out, "--data", tmp_path / "more.csv")
+    assert code == 2 and "extra 1 column(s) ('a3')" in err  # refused, not read as a's
+
+
+def test_torchrun_does_not_train_a_table_in_each_process(monkeypatch, capsys, tmp_path, tables):
+    # was: each process trained the whole table alone and wrote the same --out
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = run(
+        monkeypatch, capsys, *train_args(tables[0], tmp_path / "m", "--method", "lda-em")
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--data trains in one process, but torchrun started 2" in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_data_and_dataset_are_needed_once(monkeypatch, capsys, tmp_path, tables):

@@ -159,7 +159,8 @@ _DATA_HELP = (
 )
 _TARGET_HELP = "With --data: the column holding the label or value."
 _MODALITY_HELP = (
-    "With --data: NAME=COL1,COL2,... , the columns of one modality (repeat for each modality)."
+    "With --data: NAME=COL1,COL2,... , the columns of one modality (repeat for each modality); "
+    "a column may be a shell-style pattern, e.g. audio='a_*,extra' (quote it)."
 )
 _TASK_HELP = (
     "With --data: classification or regression; default: regression when the target holds "
@@ -250,7 +251,15 @@ def train(
     from mlmm.train import distributed
     from mlmm.train.checkpoint import check_artifact_path
 
-    _check_data_options(ctx, ("devices", "dataset_param", "all_subsets"))
+    _check_data_options(ctx, ("devices", "rendezvous_timeout", "dataset_param", "all_subsets"))
+    if data is not None and distributed.launched_by_torchrun() and os.environ["WORLD_SIZE"] != "1":
+        from mlmm.errors import MlmmError  # each process would train the whole table alone
+
+        raise MlmmError(
+            f"--data trains in one process, but torchrun started {os.environ['WORLD_SIZE']} "
+            "processes; run mlmm train --data without torchrun (data-parallel training takes a "
+            "built-in --dataset)"
+        )
     check_artifact_path(out, overwrite)  # refuse a bad --out before any work, not after it
     _state["on_interrupt"] = f"no model was saved to {out} (train again to get one)"
     if method == "auto" and "epochs" in _given_options(ctx):  # as the estimator warns
@@ -390,11 +399,12 @@ def _check_data_options(ctx: typer.Context, dataset_only: tuple[str, ...] = ()) 
 
 
 def _read_table_options(ctx: typer.Context):
-    """The table of ``--data`` and its ``--modality`` mapping, checked."""
-    from mlmm.data.table import parse_modalities, read_table
+    """The table of ``--data`` and its ``--modality`` mapping (patterns matched), checked."""
+    from mlmm.data.table import parse_modalities, read_table, resolve_modalities
 
-    modalities = parse_modalities(ctx.params["modality"])  # before reading a large file
-    return read_table(ctx.params["data"]), modalities
+    specs = parse_modalities(ctx.params["modality"])  # before reading a large file
+    frame = read_table(ctx.params["data"])
+    return frame, resolve_modalities(frame, specs, ctx.params["target"])
 
 
 def _train_table(ctx: typer.Context) -> None:

@@ -18,12 +18,15 @@ class ArtifactError(MlmmError):
     """A saved model directory is missing, corrupt, truncated or incompatible."""
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """Return ``" Did you mean 'x'?"`` for the closest match, or a list of the choices."""
+def did_you_mean(name: str, choices: Iterable[str], limit: int | None = None) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest match, or a list of the choices (the
+    first ``limit`` of them, when given: a wide table's columns would not fit one line)."""
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     if close:
         return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if limit is not None and len(choices) > limit:
+        return f" Choose from: {', '.join(choices[:limit])}, ... ({len(choices)} in all)."
     return " Choose from: " + ", ".join(choices) + "."
 
 

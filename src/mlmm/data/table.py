@@ -1,6 +1,7 @@
 """A user's own table (CSV or Parquet) for the command line: ``mlmm train --data FILE``.
 
-One row per sample; ``--modality NAME=COL1,COL2`` cuts the feature columns into modalities and
+One row per sample; ``--modality NAME=COL1,COL2`` cuts the feature columns into modalities (a
+column may be a shell-style pattern, ``audio=a_*``, :func:`resolve_modalities`) and
 ``--target COLUMN`` names the label or value. A modality whose columns are all empty (NaN) in a
 row is absent in that row, as for any DataFrame given to the estimators (:mod:`mlmm.data.inputs`):
 training goes through :class:`mlmm.MissingModalityClassifier` / :class:`mlmm.MissingModalityRegressor`,
@@ -11,6 +12,7 @@ so ``mlmm evaluate --data`` and ``mlmm predict`` take a table laid out the same 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +34,7 @@ __all__ = [
     "infer_task",
     "parse_modalities",
     "read_table",
+    "resolve_modalities",
     "table_dataset",
     "table_test_dataset",
 ]
@@ -73,22 +76,25 @@ def read_table(path: str | Path, option: str = "--data") -> pd.DataFrame:
 
 
 def parse_modalities(items: Sequence[str] | None) -> dict[str, list[str]]:
-    """``["img=p1,p2", "txt=w1"]`` (``--modality``, repeatable) → ``{"img": ["p1", "p2"], ...}``.
+    """``["img=p1,p2", "txt=w_*"]`` (``--modality``, repeatable) → ``{"img": ["p1", "p2"],
+    "txt": ["w_*"]}``: the syntax only; :func:`resolve_modalities` matches the columns.
 
     Parameters
     ----------
     items : list of str
-        Each ``NAME=COL1,COL2,...``; spaces around names are dropped.
+        Each ``NAME=SPEC``, SPEC a comma-separated list of column names and shell-style
+        patterns (``a_*``); spaces around names are dropped.
 
     Returns
     -------
     dict of str to list of str
-        Modality name -> its columns, in the order given.
+        Modality name -> its column names and patterns, in the order given.
     """
     if not items:
         raise MlmmError(
-            "--data needs the modalities: give --modality NAME=COL1,COL2 once per modality "
-            "(e.g. --modality vitals=hr,bp --modality lab=hb)"
+            "--data needs the modalities: give --modality NAME=COLUMNS once per modality, "
+            "COLUMNS a comma list of names or patterns (e.g. --modality vitals=hr,bp "
+            "--modality audio='a_*')"
         )
     out: dict[str, list[str]] = {}
     for item in items:
@@ -98,7 +104,7 @@ def parse_modalities(items: Sequence[str] | None) -> dict[str, list[str]]:
         if not sep or not name or not any(cols):
             raise MlmmError(
                 f"--modality is written NAME=COL1,COL2,..., got {item!r} "
-                "(e.g. --modality vitals=hr,bp)"
+                "(e.g. --modality vitals=hr,bp, or --modality audio='a_*' for a pattern)"
             )
         if "" in cols:
             raise MlmmError(
@@ -113,11 +119,101 @@ def parse_modalities(items: Sequence[str] | None) -> dict[str, list[str]]:
     return out
 
 
+def _is_pattern(item: str, names: Sequence[str]) -> bool:
+    """A shell-style pattern, unless the table has a column of exactly that name."""
+    return any(c in item for c in "*?[") and item not in names
+
+
+def _close_columns(pattern: str, names: Sequence[str], shown: int = 5) -> str:
+    """`` (close: 'A_1', 'A_2')`` for a pattern that matched nothing: the columns it matches
+    ignoring case, else those sharing the longest start with it, else those closest to its
+    literal part; a few of the table's columns when none is close (a wide table's full list
+    would not fit one line)."""
+    import difflib
+    import fnmatch
+
+    close = [n for n in names if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
+    start = re.split(r"[*?\[]", pattern, maxsplit=1)[0].lower()  # the part before a wildcard
+    while not close and start:
+        close = [n for n in names if n.lower().startswith(start)]
+        start = start[:-1]
+    if not close:
+        literal = re.sub(r"[*?\[\]]", "", pattern)
+        close = difflib.get_close_matches(literal, names, n=shown, cutoff=0.5)
+    if close:
+        more = f", ... {len(close) - shown} more" if len(close) > shown else ""
+        return f" (close: {', '.join(map(repr, close[:shown]))}{more})"
+    more = f", ... {len(names) - shown} more" if len(names) > shown else ""
+    return f" (the table's columns: {', '.join(map(repr, names[:shown]))}{more})"
+
+
+def resolve_modalities(
+    frame: pd.DataFrame, specs: Mapping[str, Sequence[str]], target: str | None
+) -> dict[str, list[str]]:
+    """Expand the patterns of :func:`parse_modalities` against a table's columns.
+
+    A column name stands for itself; an item holding ``*``, ``?`` or ``[...]`` is a
+    case-sensitive shell-style pattern (:func:`fnmatch.fnmatchcase`; ``a_*``, ``x[0-9]``),
+    replaced by the columns it matches in the table's order. A pattern that matches nothing,
+    matches the target, or matches a column another item also gives, is one line naming the
+    pattern. Plain names are checked by :func:`check_columns`.
+
+    Parameters
+    ----------
+    frame : DataFrame
+    specs : dict of str to list of str
+        Modality name -> its column names and patterns.
+    target : str or None
+
+    Returns
+    -------
+    dict of str to list of str
+        Modality name -> its columns: the items in the order given, a pattern's matches in
+        the table's order. The model records these, so a later table is read by column name.
+    """
+    import fnmatch
+
+    names = [str(c) for c in frame.columns]
+    resolved: dict[str, list[str]] = {}
+    given_by: dict[str, list[str]] = {}  # column -> the NAME=ITEM that gave it
+    for modality, items in specs.items():
+        columns: list[str] = []
+        for item in items:
+            if not _is_pattern(item, names):
+                columns.append(item)
+                given_by.setdefault(item, []).append(f"{modality}={item}")
+                continue
+            matches = [n for n in names if fnmatch.fnmatchcase(n, item)]
+            if not matches:
+                raise MlmmError(
+                    f"--modality {modality}={item} matches no column of the table"
+                    f"{_close_columns(item, names)}; patterns are case-sensitive (*, ?, [0-9])"
+                )
+            if target in matches:
+                raise MlmmError(
+                    f"--modality {modality}={item} matches the --target column {target!r}; "
+                    "narrow the pattern so it leaves the target out"
+                )
+            columns += matches
+            for column in matches:
+                given_by.setdefault(column, []).append(f"{modality}={item}")
+        resolved[modality] = columns
+    for column, sources in given_by.items():
+        if len(sources) > 1 and any(_is_pattern(s.partition("=")[2], names) for s in sources):
+            raise MlmmError(
+                f"column {column!r} is matched by --modality {sources[0]} and by --modality "
+                f"{sources[1]}; give each column to one modality (narrow a pattern)"
+            )
+    return resolved
+
+
 def check_columns(
     frame: pd.DataFrame, modalities: Mapping[str, Sequence[str]], target: str | None
 ) -> None:
     """One-line errors for a table's layout: unknown columns (with close matches), a column in
-    two modalities, the target used as a feature, a feature column that is not numeric.
+    two modalities, the target used as a feature (the checks of
+    :func:`mlmm.data.from_dataframe`, in the options' words), a feature column that is not
+    numeric.
 
     Parameters
     ----------
@@ -128,32 +224,16 @@ def check_columns(
     """
     import pandas as pd
 
-    names = [str(c) for c in frame.columns]
-    if target is not None and target not in names:
-        raise MlmmError(f"unknown --target column {target!r}.{did_you_mean(target, names)}")
-    owner: dict[str, str] = {}
-    for modality, columns in modalities.items():
-        for column in columns:
-            if column not in names:
-                raise MlmmError(
-                    f"unknown column {column!r} in --modality {modality}."
-                    f"{did_you_mean(column, names)}"
-                )
-            if column == target:
-                raise MlmmError(
-                    f"column {column!r} is the --target and also a feature of --modality "
-                    f"{modality}; leave it out of the modality"
-                )
-            if column in owner:
-                where = (
-                    f"twice in --modality {modality}"
-                    if owner[column] == modality
-                    else f"in --modality {owner[column]} and in --modality {modality}"
-                )
-                raise MlmmError(
-                    f"column {column!r} is listed {where}; give each column to one modality"
-                )
-            owner[column] = modality
+    from mlmm.data.datasets.frames import check_frame_columns
+
+    check_frame_columns(
+        frame,
+        modalities,
+        target,
+        target_words="--target",
+        modality_words=lambda modality: f"--modality {modality}",
+    )
+    owner = {column: modality for modality, columns in modalities.items() for column in columns}
     for column, modality in owner.items():
         values = frame[column]
         if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(

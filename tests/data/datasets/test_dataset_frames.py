@@ -357,17 +357,22 @@ def test_dataframe_error_unknown_column_with_suggestion(frame):
 
 
 def test_dataframe_error_column_in_two_modalities(frame):
-    with pytest.raises(MlmmError, match="column 'hr' is used by modalities 'vitals' and 'lab'"):
+    with pytest.raises(
+        MlmmError, match="column 'hr' is listed in modality 'vitals' and in modality 'lab'"
+    ):
         from_dataframe(frame, {"vitals": ["hr", "bp"], "lab": ["hb", "hr"]}, target="y")
 
 
 def test_dataframe_error_column_twice_in_one_modality(frame):
-    with pytest.raises(MlmmError, match="column 'hr' is used twice in modality 'vitals'"):
+    with pytest.raises(MlmmError, match="column 'hr' is listed twice in modality 'vitals'"):
         from_dataframe(frame, {"vitals": ["hr", "hr"]}, target="y")
 
 
 def test_dataframe_error_target_used_as_feature(frame):
-    with pytest.raises(MlmmError, match="column 'y' is the target"):
+    with pytest.raises(
+        MlmmError,
+        match="column 'y' is the target and also a feature of modality 'vitals'; leave it out",
+    ):
         from_dataframe(frame, {"vitals": ["hr", "y"]}, target="y")
 
 

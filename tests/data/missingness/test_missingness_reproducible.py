@@ -125,3 +125,94 @@ def test_the_masks_of_run_experiment_and_the_estimator_stay_pinned(monkeypatch):
     )
     clf.fit(X, np.arange(120) % 3)
     assert seen[:2] == ["6ad8f92eb15f060e", "ae7b150901a6bcf9"]  # training, validation
+
+
+def test_the_masks_of_the_benchmark_check_stay_pinned(monkeypatch):
+    """``check_conditions`` (bench/execute.py) simulates every condition before a benchmark
+    starts, on the streams its runs will draw: the same masks as ``run_experiment``'s above
+    for the same run. Digests from the code at cde5617."""
+    import mlmm.data.missingness
+    from mlmm.bench.execute import check_conditions
+    from mlmm.bench.spec import RunConfig
+
+    seen = _recording_simulate(monkeypatch, mlmm.data.missingness)
+    run = RunConfig(
+        dataset="synthetic",
+        dataset_params={"n_samples": 300},
+        method="logistic-mean-impute",
+        method_params={},
+        train_missing="mcar:0.3",
+        test_missing=("mcar:0.5", "mnar:0.3"),
+        seed=3,
+        budget={},
+        test_size=0.2,
+        val_size=0.1,
+    )
+    check_conditions([run])
+    # training, validation, then each test condition: run_experiment's masks for this run
+    assert seen == ["f18dd584c8a819ca", "91b4d5ec73758221", "da4a930bd5618f3d", "18b480e5eb083d8c"]
+
+
+def test_the_training_mask_of_a_study_stays_pinned(monkeypatch):
+    """A study tunes on ``training_part`` (tune/study.py): run_experiment's training mask for
+    the same split and seed. Digest from the code at cde5617."""
+    import mlmm.tune.study
+
+    seen = _recording_simulate(monkeypatch, mlmm.data.missingness)
+    _, train = mlmm.tune.study.training_part(
+        "synthetic", {"n_samples": 300}, "mcar:0.3", 3, 0.2, 0.1
+    )
+    assert seen == ["f18dd584c8a819ca"]
+    assert (
+        hashlib.sha256(np.ascontiguousarray(train.observed).tobytes()).hexdigest()[:16] == seen[0]
+    )
+
+
+class _Drawn(Exception):
+    """Stops ``mlmm tune --data`` once its mask is drawn."""
+
+
+def test_the_training_mask_of_tune_data_stays_pinned(monkeypatch, tmp_path):
+    """``mlmm tune --data`` (cli.py) masks the whole table before its study. Digest from the
+    code at cde5617."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    import mlmm.tune.study
+    from mlmm.cli import app
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a1", "a2", "b1"])
+    frame["y"] = np.arange(60) % 2
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    studied = []
+
+    def tune_training_data(train, *args, **kwargs):  # the mask is drawn: no study needed
+        studied.append(train)
+        raise _Drawn
+
+    seen = _recording_simulate(monkeypatch, mlmm.data.missingness)
+    monkeypatch.setattr(mlmm.tune.study, "tune_training_data", tune_training_data)
+    args = [
+        "tune",
+        "--data",
+        str(tmp_path / "table.csv"),
+        "--target",
+        "y",
+        "--modality",
+        "a=a1,a2",
+        "--modality",
+        "b=b1",
+        "--method",
+        "logistic-mean-impute",
+        "--missing",
+        "mcar:0.3",
+        "--seed",
+        "3",
+        "--store",
+        str(tmp_path / "tune.db"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, _Drawn), result.output
+    assert seen == ["0087612a91506e73"]
+    assert studied[0].observed.shape == (60, 2)  # a1, a2 | b1

@@ -9,7 +9,7 @@ so it needs an explicit ``partial`` policy: ``"error"`` (default), ``"missing"``
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -28,6 +28,7 @@ _PARTIAL_POLICIES = ("error", "missing", "impute")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # regression targets are float32 tensors
 _MAX_UNSEEN_CLASSES = 10  # integer labels beyond this, and > 2x the labels seen, are not indices
 _KIND_BY_RANK = {1: "vector", 2: "sequence", 3: "image"}  # per-sample rank -> kind
+_SHOWN_COLUMNS = 20  # an unknown column's message lists at most these of a wide table's
 
 
 def from_arrays(
@@ -183,58 +184,13 @@ def from_dataframe(
             "modalities must be a non-empty dict of modality name -> list of columns, "
             f"got {modalities!r}"
         )
-    column_names = [str(c) for c in df.columns]
-    duplicated = set(df.columns[df.columns.duplicated()])
-    if not isinstance(target, Hashable):  # a list would raise TypeError in `in df.columns`
+    if target is None or not isinstance(target, Hashable):  # a list: TypeError in `in df`
         raise MlmmError(
             f"target must name one column, got {target!r}; for several 0/1 label columns "
             "(multilabel) pass their values to from_arrays(inputs, df[columns].to_numpy(), "
             "task='multilabel')"
         )
-    if target not in df.columns:
-        raise MlmmError(
-            f"unknown target column {target!r}.{did_you_mean(str(target), column_names)}"
-        )
-    if target in duplicated:
-        raise MlmmError(
-            f"target column {target!r} appears {int((df.columns == target).sum())} times in the "
-            "DataFrame; rename or drop the duplicates so the target is one column"
-        )
-    owner: dict[Any, str] = {}
-    for modality, columns in modalities.items():
-        if isinstance(columns, str) or not isinstance(columns, Sequence):
-            raise MlmmError(
-                f"the columns of modality {modality!r} must be a list of column names, got "
-                f"{columns!r}; write [{columns!r}] for a single column"
-            )
-        if not columns:
-            raise MlmmError(f"modality {modality!r} has no columns; give it at least one")
-        for column in columns:
-            if column not in df.columns:
-                raise MlmmError(
-                    f"unknown column {column!r} in modality {modality!r}."
-                    f"{did_you_mean(str(column), column_names)}"
-                )
-            if column in duplicated:
-                raise MlmmError(
-                    f"column name {column!r} (modality {modality!r}) appears more than once in "
-                    "the DataFrame; rename the duplicates"
-                )
-            if column == target:
-                raise MlmmError(
-                    f"column {column!r} is the target and cannot also be a feature of modality "
-                    f"{modality!r}"
-                )
-            if column in owner:
-                where = (
-                    f"twice in modality {modality!r}"
-                    if owner[column] == modality
-                    else f"by modalities {owner[column]!r} and {modality!r}"
-                )
-                raise MlmmError(
-                    f"column {column!r} is used {where}; give each column to exactly one modality"
-                )
-            owner[column] = modality
+    check_frame_columns(df, modalities, target)
 
     text = _check_text(text, text_length, modalities)
     arrays: dict[str, np.ndarray] = {}
@@ -303,6 +259,81 @@ def from_dataframe(
         meta,
         keep_ids,
     )
+
+
+def _modality_words(modality: Any) -> str:
+    return f"modality {modality!r}"
+
+
+def check_frame_columns(
+    df: pd.DataFrame,
+    modalities: Mapping[Any, Sequence[Any]],
+    target: Any,
+    *,
+    target_words: str = "target",
+    modality_words: Callable[[Any], str] = _modality_words,
+) -> None:
+    """One-line errors for a DataFrame's layout: an unknown target or feature column (with the
+    closest names), a duplicated column name, a column given twice or to two modalities, the
+    target also a feature. Shared by :func:`from_dataframe` and the command line's ``--data``
+    (:mod:`mlmm.data.table`), which words them after its options.
+
+    Parameters
+    ----------
+    df : DataFrame
+    modalities : dict of modality name to list of column names
+    target : column name or None
+        None when the frame is read without a target.
+    target_words : str
+        How the messages name the target (``"target"``, ``"--target"``).
+    modality_words : callable
+        Modality name -> how the messages name it (``"modality 'lab'"``, ``"--modality lab"``).
+    """
+    column_names = [str(c) for c in df.columns]
+    duplicated = set(df.columns[df.columns.duplicated()])
+    if target is not None and target not in df.columns:
+        close = did_you_mean(str(target), column_names, _SHOWN_COLUMNS)
+        raise MlmmError(f"unknown {target_words} column {target!r}.{close}")
+    if target in duplicated:
+        raise MlmmError(
+            f"{target_words} column {target!r} appears {int((df.columns == target).sum())} times "
+            "in the DataFrame; rename or drop the duplicates so the target is one column"
+        )
+    owner: dict[Any, Any] = {}
+    for modality, columns in modalities.items():
+        if isinstance(columns, str) or not isinstance(columns, Sequence):
+            raise MlmmError(
+                f"the columns of {modality_words(modality)} must be a list of column names, got "
+                f"{columns!r}; write [{columns!r}] for a single column"
+            )
+        if not columns:
+            raise MlmmError(f"{modality_words(modality)} has no columns; give it at least one")
+        for column in columns:
+            if column not in df.columns:
+                raise MlmmError(
+                    f"unknown column {column!r} in {modality_words(modality)}."
+                    f"{did_you_mean(str(column), column_names, _SHOWN_COLUMNS)}"
+                )
+            if column in duplicated:
+                raise MlmmError(
+                    f"column name {column!r} ({modality_words(modality)}) appears more than once "
+                    "in the DataFrame; rename the duplicates"
+                )
+            if column == target:
+                raise MlmmError(
+                    f"column {column!r} is the {target_words} and also a feature of "
+                    f"{modality_words(modality)}; leave it out of the modality"
+                )
+            if column in owner:
+                where = (
+                    f"twice in {modality_words(modality)}"
+                    if owner[column] == modality
+                    else f"in {modality_words(owner[column])} and in {modality_words(modality)}"
+                )
+                raise MlmmError(
+                    f"column {column!r} is listed {where}; give each column to one modality"
+                )
+            owner[column] = modality
 
 
 def _check_text(
