@@ -50,7 +50,7 @@ def _timeeval(path, labels, stamps="datetime", seed=0):
 
 
 def test_uci_file_drops_annotation_zero_and_joins_the_experiment_segments(tmp_path):
-    # 0 = not part of the experiment (sensors being put on, debriefing): dropped, as the
+    # 0 = not part of the experiment (the release README): dropped, as the
     # release's reference code drops it; the two stretches between are TimeEval's E0 and E1
     annotations = [0, 0, 1, 1, 2, 2, 1, 0, 0, 0, 1, 2, 1, 0]
     times, values = _uci(tmp_path / "S01R01.txt", annotations)
