@@ -197,3 +197,19 @@ def test_a_timeeval_file_without_its_header_keeps_its_first_reading(tmp_path):
     _, values = _timeeval(path, [0, 1, 0])
     path.write_text(path.read_text().split("\n", 1)[1])
     np.testing.assert_array_equal(read_daphnet(path).values, values)
+
+
+def test_blank_lines_and_crlf_read_as_the_plain_file_with_the_right_line_numbers(tmp_path):
+    # a plain file takes numpy's fast reader, one with blank lines the cell-by-cell one
+    path = tmp_path / "S01R01.txt"
+    _, values = _uci(path, [0, 1, 1, 2, 1])
+    plain = read_daphnet(path)
+    lines = path.read_text().splitlines()
+    path.write_bytes(("\r\n".join(lines[:2] + ["", "  "] + lines[2:]) + "\r\n\r\n").encode())
+    spaced = read_daphnet(path)
+    for field in ("times", "values", "freeze"):
+        np.testing.assert_array_equal(getattr(plain, field), getattr(spaced, field))
+    assert plain.segments[0]["line"] == 2 and spaced.segments[0]["line"] == 2
+    _replace_line(path, 6, "1046 1 2 3 4 5 6 7 8 9 7")  # the 4th reading, after 2 blank lines
+    with pytest.raises(MlmmError, match=r"S01R01\.txt line 6: label 7 is not one of"):
+        read_daphnet(path)

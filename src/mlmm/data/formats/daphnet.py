@@ -25,7 +25,9 @@ symptom", IEEE Transactions on Information Technology in Biomedicine 14(2):436-4
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,19 +216,33 @@ def _number(file: Path, line: int, cell: str, what: str) -> float:
 def _rows(file: Path, lines: list[tuple[int, list[str]]], start_column: int):
     """``(numbers [n, 11 - start_column], labels [n])`` from the columns ``start_column`` on,
     every row's column count and every cell checked (a bad one named by its line)."""
-    n = len(lines)
-    numbers = np.empty((n, _COLUMNS - start_column), dtype=np.float64)
-    for i, (line, cells) in enumerate(lines):
+    for line, cells in lines:
         if len(cells) != _COLUMNS:
             raise MlmmError(
                 f"{file} line {line} has {len(cells)} columns, expected {_COLUMNS} (time, "
                 f"{len(DAPHNET_CHANNELS)} acceleration channels, label): is it a Daphnet file?"
             )
+    flat = [cell for _, cells in lines for cell in cells[start_column:]]
+    kinds = [
+        "label" if k == _COLUMNS - 1 else ("time" if k == 0 else "value") for k in range(_COLUMNS)
+    ]
+    try:  # every cell at once (a UCI file holds about 1.7 million); a bad one is found below
+        numbers = np.array(flat, dtype=np.float64).reshape(len(lines), _COLUMNS - start_column)
+        suspects = np.flatnonzero(~np.isfinite(numbers).all(axis=1))
+    except ValueError:  # a cell numpy cannot read: cell by cell, the first bad one raises
+        numbers = np.array(
+            [
+                [_number(file, line, cells[k], kinds[k]) for k in range(start_column, _COLUMNS)]
+                for line, cells in lines
+            ],
+            dtype=np.float64,
+        ).reshape(len(lines), _COLUMNS - start_column)
+        suspects = []
+    for i in suspects:  # NaN or inf read as numbers: named by their line
+        line, cells = lines[i]
         for k in range(start_column, _COLUMNS):
-            what = "label" if k == _COLUMNS - 1 else ("time" if k == 0 else "value")
-            numbers[i, k - start_column] = _number(file, line, cells[k], what)
-    labels = numbers[:, -1]
-    return numbers, labels
+            _number(file, line, cells[k], kinds[k])
+    return numbers, numbers[:, -1]
 
 
 def _check_labels(file: Path, line_numbers: np.ndarray, labels: np.ndarray, allowed) -> np.ndarray:
@@ -246,7 +262,7 @@ _LABEL_MEANING = {
 }
 
 
-def _lines(file: Path) -> list[tuple[int, str]]:
+def _text(file: Path) -> str:
     try:
         raw = file.read_bytes()
     except OSError as err:
@@ -257,7 +273,12 @@ def _lines(file: Path) -> list[tuple[int, str]]:
             f"{file} line {line} holds a NUL byte, expected plain text; the file is damaged "
             "or not a Daphnet file: fetch it again"
         )
-    text = raw.decode("utf-8", errors="replace")
+    return raw.decode("utf-8", errors="replace")
+
+
+def _lines(file: Path, text: str | None = None) -> list[tuple[int, str]]:
+    """``(line number, stripped text)`` of the non-blank lines."""
+    text = _text(file) if text is None else text
     out = [(i + 1, s.strip()) for i, s in enumerate(text.splitlines())]
     out = [(i, s) for i, s in out if s]
     if not out:
@@ -265,11 +286,32 @@ def _lines(file: Path) -> list[tuple[int, str]]:
     return out
 
 
+def _plain_table(text: str) -> np.ndarray | None:
+    """The ``[n, 11]`` numbers of a well-formed UCI file with numpy's C reader (a few times
+    faster than checking cell by cell), or None (a blank line, a bad cell or row, NaN), for
+    the checks that name the line."""
+    lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty file: "input contained no data"
+            numbers = np.loadtxt(io.StringIO(text), dtype=np.float64, comments=None, ndmin=2)
+    except ValueError:
+        return None
+    if numbers.shape != (lines, _COLUMNS) or not np.isfinite(numbers).all():
+        return None
+    return numbers
+
+
 def _read_uci(file: Path):
-    lines = [(i, s.split()) for i, s in _lines(file)]
-    numbers, labels = _rows(file, lines, 0)
-    line_numbers = np.array([i for i, _ in lines])
-    labels = _check_labels(file, line_numbers, labels, (0, 1, 2))
+    text = _text(file)
+    numbers = _plain_table(text)
+    if numbers is not None:  # no blank line: row k is line k + 1
+        line_numbers = np.arange(1, len(numbers) + 1)
+    else:
+        lines = [(i, s.split()) for i, s in _lines(file, text)]
+        numbers, _ = _rows(file, lines, 0)
+        line_numbers = np.array([i for i, _ in lines])
+    labels = _check_labels(file, line_numbers, numbers[:, -1], (0, 1, 2))
     return line_numbers, numbers[:, 0], numbers[:, 1:-1], labels
 
 
