@@ -10,8 +10,9 @@ Two layouts of the same recordings (three 3-axis accelerometers at 64 Hz, values
         timestamp (datetime, or an integer sample index), the same 9 channels in the same
         order, is_anomaly (1 = freeze)
 
-Readings annotated 0 are dropped, as the release's reference code (``x_fi.m``) drops them;
-each remaining contiguous stretch is one experiment segment (TimeEval's ``E0``, ``E1``...).
+Readings annotated 0 are dropped, as the release's reference code (``x_fi.m``, ``do_test.m``) does;
+each remaining contiguous stretch is one experiment segment (what TimeEval's ``E0``, ``E1``...
+files appear to be).
 The segments of a file, then of the files of a folder in name order, are joined end to end on
 one clock (each starts one reading interval after the previous one ends), or one is chosen
 with ``segment=``. :func:`read_daphnet` returns the arrays; ``mlmm.stream.daphnet_stream``
@@ -73,7 +74,7 @@ class DaphnetRecording:
         (stream seconds), ``readings``.
     meta : dict
         ``source`` (the path read), ``layout`` (``"uci"`` or ``"timeeval"``), ``dropped`` (the
-        readings annotated 0), ``rate_hz`` (measured: readings per second within segments).
+        readings annotated 0 in the files read), ``rate_hz`` (measured: readings per second within segments).
     """
 
     times: np.ndarray
@@ -92,9 +93,10 @@ def read_daphnet(path: str | os.PathLike, segment: int | None = None) -> Daphnet
         A file ``S<ss>R<rr>.txt`` (UCI release) or ``S<ss>R<rr>E<e>.csv`` (TimeEval), or a
         folder holding such files (all of one layout), read in name order.
     segment : int, optional
-        Keep only this experiment segment (0-based, counted over the files in order), e.g.
-        ``segment=0`` of ``S06R02.txt`` is TimeEval's ``S06R02E0``. None: every segment,
-        joined end to end.
+        Keep only this experiment segment (0-based, counted over the files in order);
+        TimeEval's ``S06R02E0`` looks like ``segment=0`` of ``S06R02.txt`` (inferred from its
+        timestamps: TimeEval's conversion script is not published with it). None: every
+        segment, joined end to end.
 
     Returns
     -------
@@ -110,6 +112,10 @@ def read_daphnet(path: str | os.PathLike, segment: int | None = None) -> Daphnet
     >>> rec.values.shape, rec.meta["dropped"], round(float(rec.times[-1]), 3)
     ((6, 9), 3, 0.075)
     """
+    if segment is not None and (
+        isinstance(segment, bool) or not isinstance(segment, (int, np.integer))
+    ):
+        raise MlmmError(f"segment must be an integer (0-based) or None, got {segment!r}")
     files = _files(path)
     parts = []  # (file, first line, times ms [k], values [k, 9], freeze [k])
     dropped = 0
@@ -134,8 +140,6 @@ def read_daphnet(path: str | os.PathLike, segment: int | None = None) -> Daphnet
             "the experiment'); expected readings annotated 1 or 2: check the file"
         )
     if segment is not None:
-        if isinstance(segment, bool) or not isinstance(segment, (int, np.integer)):
-            raise MlmmError(f"segment must be an integer (0-based) or None, got {segment!r}")
         if not 0 <= segment < len(parts):
             raise MlmmError(
                 f"segment must be in [0, {len(parts)}) ({path} holds {len(parts)} experiment "
