@@ -84,7 +84,7 @@ def test_daphnet_stream_of_your_file_is_the_built_in_one_read_from_it(tmp_path):
 def test_daphnet_freeze_task_has_a_truth_track_and_needs_a_freeze(tmp_path):
     path = _daphnet_csv(tmp_path / "S06R02E0.csv", 300, freeze=range(100, 160))
     stream = daphnet_stream(path, task="freeze")
-    assert stream.meta["class_names"] == ("walk", "freeze")
+    assert stream.meta["class_names"] == ("no-freeze", "freeze")
     times = stream.track("ankle").times
     assert stream.truth_at(times[[99, 100, 159, 160]]).tolist() == [0, 1, 1, 0]
     with pytest.raises(MlmmError, match="task='freeze' needs a recording with a freeze"):

@@ -117,7 +117,8 @@ def daphnet_stream(
     task : {"reconstruction", "freeze"}
         ``reconstruction``: no truth track (predict a sensor's signal while it is down), as
         the built-in excerpt, whose freeze label is 0 throughout. ``freeze``: a truth track
-        of freeze of gait (class 1) against walking (class 0), for recordings with a freeze.
+        of freeze of gait (class 1, ``"freeze"``) against the rest of the experiment (class
+        0, ``"no-freeze"``: standing, walking, turning), for recordings with a freeze.
 
     Examples
     --------
@@ -161,7 +162,7 @@ def daphnet_stream(
                 "10 never freeze); use task='reconstruction' or another recording"
             )
         truth = (times, freeze.astype(np.float64))
-        meta["class_names"] = ("walk", "freeze")
+        meta["class_names"] = ("no-freeze", "freeze")
     tracks = {s: (times, values[:, 3 * j : 3 * j + 3]) for j, s in enumerate(DAPHNET_SENSORS)}
     return EventStream.from_arrays(tracks, truth, name="daphnet", meta=meta)
 
