@@ -1228,7 +1228,11 @@ def store_command(
 @app.command("stream")
 def stream_command(
     dataset: Annotated[
-        str, typer.Argument(help="A built-in stream: basicmotions, synthetic or daphnet.")
+        str,
+        typer.Argument(
+            help="A built-in stream: basicmotions, synthetic or daphnet (your files: "
+            "--stream-param path=)."
+        ),
     ] = "basicmotions",
     method: Annotated[
         str | None,
@@ -1260,7 +1264,10 @@ def stream_command(
     ] = "hold",
     stream_param: Annotated[
         list[str] | None,
-        typer.Option(help="Stream option key=value, e.g. duration=120 (synthetic; repeatable)."),
+        typer.Option(
+            help="Stream option key=value, e.g. duration=120 (synthetic), path=S01R01.txt "
+            "(daphnet: your UCI .txt or TimeEval .csv files; task=freeze); repeatable."
+        ),
     ] = None,
     store: Annotated[
         Path, typer.Option(help="Results store (SQLite) that keeps the scores and steps.")
@@ -1280,8 +1287,10 @@ def stream_command(
     from mlmm.utils import check_output_file
 
     # every output is checked before the replay, so a bad path costs no training
+    stream_params = _parse_params(stream_param, "--stream-param")
+    reconstruction = dataset == "daphnet" and stream_params.get("task") != "freeze"
     if timeline is not None:
-        if dataset == "daphnet":
+        if reconstruction:
             raise MlmmError(
                 "--timeline draws a classification stream's answers against its truth, and "
                 "daphnet scores reconstruction (its NRMSE tables are printed); drop --timeline"
@@ -1289,7 +1298,7 @@ def stream_command(
         check_output_file(timeline, "HTML", inputs=[store], what="--timeline")
     with ResultsStore(store):  # created (or checked) now, not after the work
         pass
-    method = method or ("knn-impute" if dataset == "daphnet" else "late-fusion")
+    method = method or ("knn-impute" if reconstruction else "late-fusion")
     started = time.perf_counter()
     run = run_stream(
         dataset,
@@ -1301,7 +1310,7 @@ def stream_command(
         seed,
         epochs,
         _parse_params(param),
-        _parse_params(stream_param),
+        stream_params,
         on_empty=on_empty,
     )
     console = _console()

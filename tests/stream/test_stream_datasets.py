@@ -52,6 +52,49 @@ def test_daphnet_stream_is_the_shipped_file():
     assert stream.meta["license"] == "CC BY 4.0"
 
 
+def _daphnet_csv(path, rows, freeze=()):
+    """The built-in excerpt's first ``rows`` readings written back as TimeEval CSV."""
+    from mlmm.data.datasets._files import read_npz
+
+    arrays = read_npz("daphnet_s06r02.npz")
+    header = "timestamp," + ",".join(f"c{k}" for k in range(9)) + ",is_anomaly"
+    lines = [header]
+    for k in range(rows):
+        stamp = str(np.datetime64(280_000 + int(arrays["time_ms"][k]), "ms")).replace("T", " ")
+        label = int(k in freeze)
+        lines.append(",".join(map(str, [stamp, *arrays["values"][k].tolist(), label])))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_daphnet_stream_of_your_file_is_the_built_in_one_read_from_it(tmp_path):
+    # the same readings through read_daphnet: the experiments see the same stream
+    path = _daphnet_csv(tmp_path / "S06R02E0.csv", 500)
+    yours, built_in = load_stream("daphnet", path=str(path)), daphnet_stream()
+    assert yours.sensors == built_in.sensors and yours.truth is None
+    for sensor in yours.sensors:
+        np.testing.assert_array_equal(
+            yours.track(sensor).values, built_in.track(sensor).values[:500]
+        )
+        np.testing.assert_allclose(yours.track(sensor).times, built_in.track(sensor).times[:500])
+    assert yours.meta["task"] == "reconstruction" and yours.meta["layout"] == "timeeval"
+    assert str(path) in yours.meta["source"]
+
+
+def test_daphnet_freeze_task_has_a_truth_track_and_needs_a_freeze(tmp_path):
+    path = _daphnet_csv(tmp_path / "S06R02E0.csv", 300, freeze=range(100, 160))
+    stream = daphnet_stream(path, task="freeze")
+    assert stream.meta["class_names"] == ("no-freeze", "freeze")
+    times = stream.track("ankle").times
+    assert stream.truth_at(times[[99, 100, 159, 160]]).tolist() == [0, 1, 1, 0]
+    with pytest.raises(MlmmError, match="task='freeze' needs a recording with a freeze"):
+        daphnet_stream(task="freeze")  # the excerpt's is_anomaly is 0 throughout
+    with pytest.raises(MlmmError, match="unknown daphnet task 'freez'"):
+        daphnet_stream(path, task="freez")
+    with pytest.raises(MlmmError, match="segment must be in"):
+        daphnet_stream(segment=1)
+
+
 def test_daphnet_time_split_windows_never_cross_the_cut():
     stream = daphnet_stream()
     before, after = time_split(stream, 0.7)
@@ -126,7 +169,7 @@ def test_window_dataset_with_hold_and_ages_trains_a_model():
 def test_a_stream_parameter_it_does_not_take_is_one_line():
     with pytest.raises(MlmmError, match="stream 'synthetic' has no parameter 'durration'. Did you"):
         load_stream("synthetic", durration=100)
-    with pytest.raises(MlmmError, match="stream 'daphnet' takes no parameters, got 'duration'"):
+    with pytest.raises(MlmmError, match="stream 'daphnet' has no parameter 'duration'"):
         load_stream("daphnet", duration=100)
 
 

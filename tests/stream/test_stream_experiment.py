@@ -335,3 +335,51 @@ def test_outage_length_runs_to_the_next_delivered_reading_also_at_the_end():
     down = np.array([False, True, True, False, True])
     lengths = experiment._outage_lengths(down, np.arange(5.0), np.array([1.0, 2.5, 4.0]))
     assert lengths.tolist() == [2.0, 2.0, 1.0]
+
+
+def _daphnet_uci_file(path):
+    """The built-in excerpt's first 2,400 readings as a UCI release file: annotation 0 (not
+    part of the experiment) before, between and after two stretches, freezes (2) in each."""
+    from mlmm.data.datasets._files import read_npz
+
+    arrays = read_npz("daphnet_s06r02.npz")
+    annotation = np.ones(2400, dtype=int)
+    annotation[:64] = annotation[1200:1264] = annotation[-50:] = 0
+    annotation[600:800] = annotation[1900:2100] = 2
+    rows = [
+        " ".join(map(str, [5000 + int(t), *v, a]))
+        for t, v, a in zip(
+            arrays["time_ms"][:2400], arrays["values"][:2400], annotation, strict=True
+        )
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("task", ["reconstruction", "freeze"])
+def test_cli_stream_runs_your_daphnet_file_through_the_same_experiment(
+    monkeypatch, capsys, tmp_path, task
+):
+    path, db = _daphnet_uci_file(tmp_path / "S06R02.txt"), tmp_path / "stream.db"
+    argv = ["mlmm", "stream", "daphnet", "--stream-param", f"path={path}", "--epochs", "1"]
+    argv += ["--outage", "fail:trunk@5", "--train-missing", "none", "--store", str(db)]
+    if task == "freeze":  # a classification stream: late-fusion by default, a timeline drawn
+        argv += ["--stream-param", "task=freeze", "--timeline", str(tmp_path / "t.html")]
+    else:
+        argv += ["--method", "mean-impute"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr().out
+    assert exc.value.code in (0, None)
+    with ResultsStore(db) as store:
+        config = json.loads(store.stream_runs().config[0])
+        results = store.stream_results()
+    assert config["stream_params"]["path"] == str(path)
+    if task == "freeze":
+        assert config["method"] == "late-fusion" and "score per set of live sensors" in out
+        assert "accuracy" in set(results.metric) and (tmp_path / "t.html").exists()
+    else:
+        assert "NRMSE per sensor while it is down" in out
+        sensor = results[results.scope == "sensor"]
+        assert set(sensor.key) == {"trunk"} and np.isfinite(sensor.value).all()

@@ -119,11 +119,10 @@ class MultimodalDataset:
                     f"(n_samples, *spec.shape); fix the array or the ModalitySpec"
                 )
             present = observed[:, j]
-            source_finite = np.isfinite(arr.reshape(n, -1)[present]).all(axis=1)
+            source_finite = _finite_rows(arr.reshape(n, -1))[present]
             with np.errstate(over="ignore"):
                 arr = arr.astype(np.float32, copy=True)
-            flat = arr.reshape(n, -1)
-            bad = ~np.isfinite(flat[present]).all(axis=1)
+            bad = ~_finite_rows(arr.reshape(n, -1))[present]
             if (bad & source_finite).any():
                 rows = np.flatnonzero(present)[bad & source_finite]
                 raise MlmmError(
@@ -286,6 +285,16 @@ def as_observed(observed: object, n: int, names: Sequence[str]) -> np.ndarray:
         if not np.isin(mask, (0, 1)).all():
             raise MlmmError("observed must be boolean (True = present)")
     return mask.astype(bool, copy=True)
+
+
+def _finite_rows(flat: np.ndarray, block: int = 1024) -> np.ndarray:
+    """``[N]`` True where a row of ``flat`` ``[N, F]`` is finite throughout, a block of rows
+    at a time: indexing the present rows first copied the whole array (a 3 GB modality
+    held two more copies while the dataset was built)."""
+    finite = np.empty(len(flat), dtype=bool)
+    for start in range(0, len(flat), block):
+        finite[start : start + block] = np.isfinite(flat[start : start + block]).all(axis=1)
+    return finite
 
 
 def _multi_hot(targets: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ each step — the same code — so a model trains on exactly what it will see.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 DAPHNET_SENSORS = ("ankle", "leg", "trunk")
+DAPHNET_TASKS = ("reconstruction", "freeze")
 
 
 def basicmotions_stream(split: str = "train", seed: int = 0) -> EventStream:
@@ -93,12 +95,30 @@ def basicmotions_stream(split: str = "train", seed: int = 0) -> EventStream:
     )
 
 
-def daphnet_stream() -> EventStream:
-    """Daphnet S06R02 as three 3-axis accelerometer sensors (``ankle``, ``leg``, ``trunk``).
+def daphnet_stream(
+    path: str | os.PathLike | None = None,
+    segment: int | None = None,
+    task: str = "reconstruction",
+) -> EventStream:
+    """Daphnet as three 3-axis accelerometer sensors (``ankle``, ``leg``, ``trunk``).
 
-    7,040 readings about 15.6 ms apart (64 Hz, 110 s), values in mg. The source's anomaly
-    label is 0 throughout, so the stream has no truth track: it is a reconstruction stream
-    (predict a sensor's signal while it is down). See ``_files/ATTRIBUTION.md``.
+    Without ``path``: the built-in S06R02 excerpt, 7,040 readings about 15.6 ms apart (64 Hz,
+    110 s), values in mg. With ``path``: your own files, the UCI release's ``S<ss>R<rr>.txt``
+    or TimeEval's ``.csv``, or a folder of them (read by
+    :func:`mlmm.data.formats.daphnet.read_daphnet`: readings annotated 0, "not part of the
+    experiment", are dropped and the experiment segments joined end to end).
+
+    Parameters
+    ----------
+    path : path, optional
+        A Daphnet file or folder; None for the built-in excerpt (see ``_files/ATTRIBUTION.md``).
+    segment : int, optional
+        Keep one experiment segment (0-based; TimeEval's ``E<k>``), None for all.
+    task : {"reconstruction", "freeze"}
+        ``reconstruction``: no truth track (predict a sensor's signal while it is down), as
+        the built-in excerpt, whose freeze label is 0 throughout. ``freeze``: a truth track
+        of freeze of gait (class 1, ``"freeze"``) against the rest of the experiment (class
+        0, ``"no-freeze"``: standing, walking, turning), for recordings with a freeze.
 
     Examples
     --------
@@ -106,21 +126,45 @@ def daphnet_stream() -> EventStream:
     >>> s.sensors, len(s.track("ankle").times), round(s.track("leg").rate())
     (('ankle', 'leg', 'trunk'), 7040, 64)
     """
-    arrays = read_npz("daphnet_s06r02.npz")
-    times = arrays["time_ms"].astype(np.float64) / 1000.0
-    values = arrays["values"].astype(np.float32)  # [7040, 9]
+    if task not in DAPHNET_TASKS:
+        raise unknown_name_error("daphnet task", str(task), DAPHNET_TASKS)
+    meta: dict[str, Any] = {
+        "task": "classification" if task == "freeze" else "reconstruction",
+        "rate_hz": 64.0,
+        "license": "CC BY 4.0",
+        "citation": "Bächlin et al., IEEE TITB 14(2):436-446, 2010",
+    }
+    if path is None:
+        arrays = read_npz("daphnet_s06r02.npz")
+        times = arrays["time_ms"].astype(np.float64) / 1000.0
+        values = arrays["values"].astype(np.float32)  # [7040, 9]
+        freeze = np.zeros(len(times), np.int8)  # the excerpt's is_anomaly: 0 throughout
+        if segment not in (None, 0):
+            raise MlmmError(
+                f"segment must be in [0, 1) (the built-in excerpt is one segment), got {segment!r}"
+            )
+        meta["source"] = (
+            "Daphnet Freezing of Gait (UCI, doi:10.24432/C56K78), S06R02, via aeon 1.6.0"
+        )
+    else:
+        from mlmm.data.formats.daphnet import read_daphnet
+
+        recording = read_daphnet(path, segment=segment)
+        times, values, freeze = recording.times, recording.values, recording.freeze
+        meta.update(recording.meta, segments=recording.segments)
+        meta["source"] = f"{recording.meta['source']} (Daphnet Freezing of Gait, your files)"
+    truth = None
+    if task == "freeze":
+        if not freeze.any():
+            raise MlmmError(
+                f"task='freeze' needs a recording with a freeze of gait, and "
+                f"{'the built-in excerpt' if path is None else path} has none (subjects 4 and "
+                "10 never freeze); use task='reconstruction' or another recording"
+            )
+        truth = (times, freeze.astype(np.float64))
+        meta["class_names"] = ("no-freeze", "freeze")
     tracks = {s: (times, values[:, 3 * j : 3 * j + 3]) for j, s in enumerate(DAPHNET_SENSORS)}
-    return EventStream.from_arrays(
-        tracks,
-        name="daphnet",
-        meta={
-            "task": "reconstruction",
-            "rate_hz": 64.0,
-            "source": "Daphnet Freezing of Gait (UCI, doi:10.24432/C56K78), S06R02, via aeon 1.6.0",
-            "license": "CC BY 4.0",
-            "citation": "Bächlin et al., IEEE TITB 14(2):436-446, 2010",
-        },
-    )
+    return EventStream.from_arrays(tracks, truth, name="daphnet", meta=meta)
 
 
 def synthetic_stream(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
 from mlmm.data.datasets import load_dataset
+from mlmm.data.formats import avmnist as avmnist_module
 from mlmm.data.formats import load_avmnist
 from mlmm.errors import MlmmError
 
@@ -134,3 +137,48 @@ def test_n_valid_zero_loads_every_training_row_as_train(tmp_path):
     ds = load_avmnist(tmp_path, n_valid=0)
     assert ds.meta["official_split"].tolist() == ["train"] * 8 + ["test"] * 4
     assert load_avmnist(tmp_path, split="train", n_valid=0).n_samples == 8
+
+
+def _reference(raw, rows):
+    """The conversion before the preallocated load (and MultiBench's): the float32 rows,
+    divided by 255 in float32."""
+    values = np.array(raw[rows], dtype=np.float32)
+    values /= np.float32(255.0)
+    return values
+
+
+@pytest.mark.parametrize("audio_dtype", [np.float32, np.uint8])
+def test_the_block_wise_load_gives_the_same_bits_as_converting_whole_arrays(tmp_path, audio_dtype):
+    _write(tmp_path, n_train=9, n_test=5)
+    for part in ("train", "test"):
+        path = tmp_path / "audio" / f"{part}_data.npy"
+        np.save(path, np.load(path).astype(audio_dtype))
+    ds = load_avmnist(tmp_path, n_valid=3, flatten_image=True)
+    image = [np.load(tmp_path / "image" / f"{p}_data.npy") for p in ("train", "test")]
+    audio = [np.load(tmp_path / "audio" / f"{p}_data.npy") for p in ("train", "test")]
+    expected_image = np.concatenate([_reference(image[0], slice(0, 9)), _reference(image[1], ...)])
+    expected_audio = np.concatenate([_reference(audio[0], slice(0, 9)), _reference(audio[1], ...)])
+    assert ds.inputs["image"].dtype == ds.inputs["audio"].dtype == np.float32
+    assert ds.inputs["image"].tobytes() == expected_image.tobytes()
+    assert ds.inputs["audio"].tobytes() == expected_audio.reshape(-1, 1, 112, 112).tobytes()
+    valid = load_avmnist(tmp_path, split="valid", n_valid=3)
+    assert valid.inputs["audio"].tobytes() == _reference(audio[0], slice(6, 9)).tobytes()
+    # blocks smaller than the rows (the real files' 60,000 rows cross many 1,024-row blocks)
+    out = np.empty((9, 112 * 112), np.float32)
+    avmnist_module._fill(out, audio[0].reshape(9, -1), block=2)
+    assert out.tobytes() == _reference(audio[0], slice(None)).reshape(9, -1).tobytes()
+
+
+def test_loading_holds_about_two_copies_of_the_audio_not_four(tmp_path):
+    # the parts, their concatenation and the dataset's checks (boolean indexing copied the
+    # whole array twice) peaked at 4.4 copies of the float32 audio; now the loader's array
+    # and the dataset's own copy, plus the image and one block of rows
+    _write(tmp_path, n_train=300, n_test=60)
+    tracemalloc.start()
+    try:
+        ds = load_avmnist(tmp_path, n_valid=30)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    audio_bytes = ds.inputs["audio"].nbytes
+    assert peak < 2.6 * audio_bytes, peak / audio_bytes

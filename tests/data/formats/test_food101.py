@@ -172,6 +172,24 @@ def test_an_unclosed_quote_is_one_line_naming_the_csv(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_a_nul_byte_is_one_line_naming_the_line_not_an_unclosed_quote(tmp_path):
+    # Python 3.10's csv module raised "line contains NUL", reported as "an unclosed quote?";
+    # 3.11+ kept the NUL inside the title silently
+    _write(tmp_path)
+    path = tmp_path / "texts" / "test_titles.csv"
+    lines = path.read_bytes().split(b"\r\n")
+    lines[1] = lines[1].replace(b"pie", b"p\x00ie", 1)
+    path.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(MlmmError, match=r"test_titles\.csv line 2 holds a NUL byte") as err:
+        load_food101(tmp_path, image_size=4)
+    text = str(err.value)
+    assert "re-save it as UTF-8" in text and "unclosed quote" not in text and "\n" not in text
+    # a UTF-16 save (NUL after every ASCII byte) is named at its first line
+    path.write_bytes("tacos_9.jpg,Street tacos,tacos\r\n".encode("utf-16-le"))
+    with pytest.raises(MlmmError, match=r"test_titles\.csv line 1 holds a NUL byte"):
+        load_food101(tmp_path, image_size=4)
+
+
 def test_a_byte_order_mark_is_not_part_of_the_first_file_name(tmp_path):
     # a CSV re-saved as "UTF-8 with BOM" named '\ufeffapple_pie_1.jpg': its image was missing
     _write(tmp_path)

@@ -112,22 +112,28 @@ def load_avmnist(
         "test": ("test", slice(None)),
     }
     chosen = [s for s in SPLITS if split in (None, s)]
-    images, audios, labels, official = [], [], [], []
-    for s in chosen:
+    sizes = [len(arrays[ranges[s][0]][2][ranges[s][1]]) for s in chosen]
+    total = sum(sizes)
+    # one float32 array per modality, filled from the memory maps a block of rows at a time:
+    # the whole load holds one copy of each array, and the dataset its own (it copies)
+    image = np.empty((total, 784), dtype=np.float32)  # [N, 784]
+    audio = np.empty((total, 112, 112), dtype=np.float32)  # [N, 112, 112]
+    labels, official, at = [], [], 0
+    for s, size in zip(chosen, sizes, strict=True):
         part, rows = ranges[s]
-        image, audio, label = arrays[part]
-        for name, array, out in (
-            (f"{image_dir}/{part}_data.npy", image, images),
-            (f"audio/{part}_data.npy", audio, audios),
+        source_image, source_audio, label = arrays[part]
+        for name, source, out in (
+            (f"{image_dir}/{part}_data.npy", source_image, image),
+            (f"audio/{part}_data.npy", source_audio, audio),
         ):
-            values = np.array(array[rows], dtype=np.float32)  # a copy: the map is read-only
-            values /= np.float32(255.0)  # in place: one float32 copy of a 3 GB audio file
-            out.append(_finite(values, folder / name, rows))
+            width = int(np.prod(out.shape[1:]))  # -1 fails for an empty validation part
+            _fill(out[at : at + size].reshape(size, width), source[rows].reshape(size, width))
+            _finite(out[at : at + size], folder / name, rows)
         labels.append(np.asarray(label[rows]))
-        official.append(np.full(len(labels[-1]), s))
-    image = np.concatenate(images)
-    image = image.reshape(len(image), -1) if flatten_image else image.reshape(-1, 1, 28, 28)
-    audio = np.concatenate(audios).reshape(-1, 1, 112, 112)
+        official.append(np.full(size, s))
+        at += size
+    image = image if flatten_image else image.reshape(-1, 1, 28, 28)
+    audio = audio.reshape(-1, 1, 112, 112)
     targets = np.concatenate(labels).astype(np.int64)
     image_spec = (
         ModalitySpec("image", "vector", (784,))
@@ -161,6 +167,15 @@ def _read(path: Path, checksums) -> np.ndarray:
             f"{path} is not a plain .npy array ({numpy_file_reason(err)}); expected a numeric "
             "array saved with numpy.save, not truncated: fetch or write it again"
         ) from None
+
+
+def _fill(out: np.ndarray, source: np.ndarray, block: int = 1024) -> None:
+    """``out[:] = float32(source) / 255`` a block of rows at a time (no full-size temporary);
+    the same float32 operations as converting the whole array at once, so the same bits."""
+    for start in range(0, len(out), block):
+        chunk = out[start : start + block]
+        chunk[...] = source[start : start + block]  # cast to float32 on assignment
+        chunk /= np.float32(255.0)
 
 
 def _finite(values: np.ndarray, path: Path, rows: slice) -> np.ndarray:

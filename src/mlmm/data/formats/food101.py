@@ -196,6 +196,14 @@ def _read_titles(path: Path) -> list[tuple[int, tuple[str, str, str]]]:
     raw = path.read_bytes()
     if raw.startswith(codecs.BOM_UTF8):  # a CSV re-saved by a spreadsheet: not part of a name
         raw = raw[len(codecs.BOM_UTF8) :]
+    nul = raw.find(b"\x00")
+    if nul >= 0:  # Python 3.10's csv module read it as an unclosed quote; 3.11+ kept it silently
+        line = raw[:nul].count(b"\n") + 1
+        raise MlmmError(
+            f"{path} line {line} holds a NUL byte (\\x00), expected UTF-8 text with none; the "
+            "file is damaged or saved as UTF-16: re-save it as UTF-8, or delete the NUL bytes "
+            "(tr -d '\\000' < OLD > NEW)"
+        )
     try:
         text = raw.decode("utf-8")  # the published CSVs are UTF-8: other bytes are an error
     except UnicodeDecodeError as err:
