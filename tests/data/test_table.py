@@ -88,3 +88,16 @@ def test_an_unknown_column_of_a_wide_table_is_still_one_short_line():
         check_columns(frame, {"m": ["zzz"]}, None)
     assert str(err.value).endswith("c019, ... (500 in all).")
     assert len(str(err.value)) < 250
+
+
+def test_evaluate_on_a_wide_table_without_the_target_is_one_short_line():
+    # was: every column of the table after "Choose from:" (the --target check's limit missed it)
+    from types import SimpleNamespace
+
+    from mlmm.data.table import table_test_dataset
+
+    trained = SimpleNamespace(info={"data": {}}, target_column="label")
+    frame = pd.DataFrame(np.zeros((2, 500)), columns=[f"c{i:03d}" for i in range(500)])
+    with pytest.raises(MlmmError, match=r"no target column 'label'") as err:
+        table_test_dataset(trained, frame)
+    assert str(err.value).endswith("c019, ... (500 in all).") and len(str(err.value)) < 300

@@ -555,6 +555,7 @@ def table_test_dataset(
     -------
     MultimodalDataset
     """
+    from mlmm.data.datasets.frames import _SHOWN_COLUMNS
     from mlmm.serve.predict import check_numbers
 
     data_info = trained.info.get("data")
@@ -568,7 +569,7 @@ def table_test_dataset(
     if target not in names:
         raise MlmmError(
             f"the table has no target column {target!r} (the model was trained with --target "
-            f"{target}).{did_you_mean(target, names)}"
+            f"{target}).{did_you_mean(target, names, _SHOWN_COLUMNS)}"
         )
     check_numbers(trained, frame)  # text or booleans: one line, as mlmm predict says it
     partial = partial or data_info.get("partial", "error")
