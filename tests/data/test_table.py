@@ -51,6 +51,9 @@ def test_a_column_named_like_a_pattern_is_that_column():
          r"b=a_1\*; give each column to one modality"),
         (["a=a_*,a_3"], r"column 'a_3' is matched by --modality a=a_\* and by --modality a=a_3"),
         (["a=a_0", "b=a_?"], r"column 'a_0' is matched by --modality a=a_0 and by --modality b"),
+        # was: the two plain items named, not the pattern the message says to narrow
+        (["a=a_0", "b=a_0", "c=a_?"], r"'a_0' is matched by --modality a=a_0 and by --modality "
+         r"c=a_\?; give"),
     ],
 )  # fmt: skip
 def test_bad_patterns_are_one_line(wide, items, expected):
@@ -88,3 +91,27 @@ def test_an_unknown_column_of_a_wide_table_is_still_one_short_line():
         check_columns(frame, {"m": ["zzz"]}, None)
     assert str(err.value).endswith("c019, ... (500 in all).")
     assert len(str(err.value)) < 250
+
+
+def test_evaluate_on_a_wide_table_without_the_target_is_one_short_line():
+    # was: every column of the table after "Choose from:" (the --target check's limit missed it)
+    from types import SimpleNamespace
+
+    from mlmm.data.table import table_test_dataset
+
+    trained = SimpleNamespace(info={"data": {}}, target_column="label")
+    frame = pd.DataFrame(np.zeros((2, 500)), columns=[f"c{i:03d}" for i in range(500)])
+    with pytest.raises(MlmmError, match=r"no target column 'label'") as err:
+        table_test_dataset(trained, frame)
+    assert str(err.value).endswith("c019, ... (500 in all).") and len(str(err.value)) < 300
+
+
+def test_a_duplicated_column_name_is_named_as_such_not_as_matched_twice():
+    # was: "column 'a_1' is matched by --modality a=a_* and by --modality a=a_*"
+    frame = pd.DataFrame(np.zeros((2, 3)), columns=["a_1", "a_1", "y"])
+    got = resolve(frame, "a=a_*")
+    assert got == {"a": ["a_1"]}
+    with pytest.raises(
+        MlmmError, match=r"column name 'a_1' \(--modality a\) appears more than once"
+    ):
+        check_columns(frame, got, "y")

@@ -176,6 +176,7 @@ def resolve_modalities(
     names = [str(c) for c in frame.columns]
     resolved: dict[str, list[str]] = {}
     given_by: dict[str, list[str]] = {}  # column -> the NAME=ITEM that gave it
+    patterns: set[str] = set()  # the NAME=ITEM that are patterns
     for modality, items in specs.items():
         columns: list[str] = []
         for item in items:
@@ -183,7 +184,9 @@ def resolve_modalities(
                 columns.append(item)
                 given_by.setdefault(item, []).append(f"{modality}={item}")
                 continue
-            matches = [n for n in names if fnmatch.fnmatchcase(n, item)]
+            patterns.add(f"{modality}={item}")
+            # a duplicated column name is matched once: check_columns names the duplicate
+            matches = list(dict.fromkeys(n for n in names if fnmatch.fnmatchcase(n, item)))
             if not matches:
                 raise MlmmError(
                     f"--modality {modality}={item} matches no column of the table"
@@ -199,10 +202,13 @@ def resolve_modalities(
                 given_by.setdefault(column, []).append(f"{modality}={item}")
         resolved[modality] = columns
     for column, sources in given_by.items():
-        if len(sources) > 1 and any(_is_pattern(s.partition("=")[2], names) for s in sources):
+        named = [s for s in sources if s in patterns]
+        if len(sources) > 1 and named:
+            # two of them in the order given, one a pattern (the one to narrow)
+            first, second = sources[:2] if set(sources[:2]) & patterns else (sources[0], named[0])
             raise MlmmError(
-                f"column {column!r} is matched by --modality {sources[0]} and by --modality "
-                f"{sources[1]}; give each column to one modality (narrow a pattern)"
+                f"column {column!r} is matched by --modality {first} and by --modality "
+                f"{second}; give each column to one modality (narrow a pattern)"
             )
     return resolved
 
@@ -555,6 +561,7 @@ def table_test_dataset(
     -------
     MultimodalDataset
     """
+    from mlmm.data.datasets.frames import _SHOWN_COLUMNS
     from mlmm.serve.predict import check_numbers
 
     data_info = trained.info.get("data")
@@ -568,7 +575,7 @@ def table_test_dataset(
     if target not in names:
         raise MlmmError(
             f"the table has no target column {target!r} (the model was trained with --target "
-            f"{target}).{did_you_mean(target, names)}"
+            f"{target}).{did_you_mean(target, names, _SHOWN_COLUMNS)}"
         )
     check_numbers(trained, frame)  # text or booleans: one line, as mlmm predict says it
     partial = partial or data_info.get("partial", "error")
