@@ -18,6 +18,9 @@ class ArtifactError(MlmmError):
     """A saved model directory is missing, corrupt, truncated or incompatible."""
 
 
+SHOWN_COLUMNS = 20  # an unknown column's message lists at most these of a wide table's
+
+
 def did_you_mean(name: str, choices: Iterable[str], limit: int | None = None) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest match, or a list of the choices (the
     first ``limit`` of them, when given: a wide table's columns would not fit one line)."""
@@ -30,9 +33,12 @@ def did_you_mean(name: str, choices: Iterable[str], limit: int | None = None) ->
     return " Choose from: " + ", ".join(choices) + "."
 
 
-def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> MlmmError:
-    """Build the error for an unknown dataset, method, modality, metric..."""
-    return MlmmError(f"unknown {kind} {name!r}.{did_you_mean(name, choices)}")
+def unknown_name_error(
+    kind: str, name: str, choices: Iterable[str], limit: int | None = None
+) -> MlmmError:
+    """Build the error for an unknown dataset, method, modality, metric... (``limit``: as in
+    :func:`did_you_mean`)."""
+    return MlmmError(f"unknown {kind} {name!r}.{did_you_mean(name, choices, limit)}")
 
 
 class OutputWriteError(MlmmError, OSError):

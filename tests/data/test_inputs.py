@@ -24,3 +24,16 @@ def test_one_sample_without_its_sample_axis_says_how_to_give_it():
         align_modalities(sample, SHAPES, "fit")
     out = align_modalities({k: v[None] for k, v in sample.items()}, SHAPES, "fit")
     assert out["a"].shape == (1, 3)
+
+
+def test_an_unknown_column_of_a_wide_frame_is_one_short_line():
+    # a 500-column DataFrame listed every column after "Choose from:" (r1's finding)
+    import pandas as pd
+
+    from mlmm.data.inputs import as_sample_arrays
+
+    frame = pd.DataFrame(np.zeros((2, 500)), columns=[f"c{i}" for i in range(500)])
+    with pytest.raises(MlmmError, match=r"\(500 in all\)") as caught:
+        as_sample_arrays(frame, {"a": ["zzz_unknown"]})
+    assert len(str(caught.value)) < 400
+    assert "\n" not in str(caught.value)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from mlmm.errors import MlmmError, unknown_name_error
+from mlmm.errors import SHOWN_COLUMNS, MlmmError, unknown_name_error
 
 
 class MultimodalArray:
@@ -107,7 +107,10 @@ def _split_modalities(X: Any, modalities: Mapping[str, Any] | None) -> tuple[dic
             unknown = [c for c in cols if c not in X.columns]
             if unknown:
                 raise unknown_name_error(
-                    f"column (in modalities[{name!r}])", str(unknown[0]), [str(c) for c in columns]
+                    f"column (in modalities[{name!r}])",
+                    str(unknown[0]),
+                    [str(c) for c in columns],
+                    SHOWN_COLUMNS,
                 )
             arrays[name] = X[list(cols)].to_numpy()
         return arrays, _Layout("table", len(columns), names)

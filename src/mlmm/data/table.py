@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlmm.errors import MlmmError, did_you_mean
+from mlmm.errors import SHOWN_COLUMNS, MlmmError, did_you_mean
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -561,7 +561,6 @@ def table_test_dataset(
     -------
     MultimodalDataset
     """
-    from mlmm.data.datasets.frames import _SHOWN_COLUMNS
     from mlmm.serve.predict import check_numbers
 
     data_info = trained.info.get("data")
@@ -575,7 +574,7 @@ def table_test_dataset(
     if target not in names:
         raise MlmmError(
             f"the table has no target column {target!r} (the model was trained with --target "
-            f"{target}).{did_you_mean(target, names, _SHOWN_COLUMNS)}"
+            f"{target}).{did_you_mean(target, names, SHOWN_COLUMNS)}"
         )
     check_numbers(trained, frame)  # text or booleans: one line, as mlmm predict says it
     partial = partial or data_info.get("partial", "error")

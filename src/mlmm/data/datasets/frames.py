@@ -16,7 +16,7 @@ import numpy as np
 
 from mlmm.data.dataset import MultimodalDataset, as_observed
 from mlmm.data.specs import TASK_KINDS, ModalitySpec, TaskSpec
-from mlmm.errors import MlmmError, did_you_mean, unknown_name_error
+from mlmm.errors import SHOWN_COLUMNS, MlmmError, did_you_mean, unknown_name_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,7 +28,6 @@ _PARTIAL_POLICIES = ("error", "missing", "impute")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # regression targets are float32 tensors
 _MAX_UNSEEN_CLASSES = 10  # integer labels beyond this, and > 2x the labels seen, are not indices
 _KIND_BY_RANK = {1: "vector", 2: "sequence", 3: "image"}  # per-sample rank -> kind
-_SHOWN_COLUMNS = 20  # an unknown column's message lists at most these of a wide table's
 
 
 def from_arrays(
@@ -292,7 +291,7 @@ def check_frame_columns(
     column_names = [str(c) for c in df.columns]
     duplicated = set(df.columns[df.columns.duplicated()])
     if target is not None and target not in df.columns:
-        close = did_you_mean(str(target), column_names, _SHOWN_COLUMNS)
+        close = did_you_mean(str(target), column_names, SHOWN_COLUMNS)
         raise MlmmError(f"unknown {target_words} column {target!r}.{close}")
     if target in duplicated:
         raise MlmmError(
@@ -312,7 +311,7 @@ def check_frame_columns(
             if column not in df.columns:
                 raise MlmmError(
                     f"unknown column {column!r} in {modality_words(modality)}."
-                    f"{did_you_mean(str(column), column_names, _SHOWN_COLUMNS)}"
+                    f"{did_you_mean(str(column), column_names, SHOWN_COLUMNS)}"
                 )
             if column in duplicated:
                 raise MlmmError(
