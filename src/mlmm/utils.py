@@ -129,6 +129,20 @@ def temporary_prefix(path: Path) -> str:
     return _TEMPORARY.format(stem=_temporary_stem(path.name), pid=os.getpid(), host=host_tag())
 
 
+def temporary_writer(path: Path, name: str) -> tuple[int, str] | None:
+    """``(pid, rest)`` when ``name`` is a temporary file or folder written beside ``path`` by
+    process ``pid`` of this host (and boot, and PID namespace): ``.NAME.p<pid>-h<host>.<rest>``
+    (:func:`temporary_prefix`); None for any other name, and for another host's."""
+    prefix = unicodedata.normalize("NFC", f".{_temporary_stem(path.name)}.p")
+    name = unicodedata.normalize("NFC", name)
+    if not name.startswith(prefix):
+        return None
+    match = re.fullmatch(r"(\d+)-h([0-9a-f]{8})\.(.+)", name[len(prefix) :])
+    if match is None or match[2] != host_tag():
+        return None
+    return int(match[1]), match[3]
+
+
 def process_gone(pid: int) -> bool:
     """Whether no process ``pid`` exists on this machine (False when it cannot tell)."""
     if os.name != "posix":  # os.kill(pid, 0) sends Ctrl-C on Windows; never remove there
