@@ -1342,9 +1342,9 @@ class ResultsStore:
         """``trial number -> live`` for a study's claimed trials that are not finished: live
         when held by another process, or another thread of this one, that is alive (see
         :meth:`claims`). A claim under this thread's own name is not: a study runs its trials
-        one at a time and ends its claim with the trial, so such a claim was left by a dead
-        process of the same name (an owner of the older ``host:pid`` form, from a restarted
-        container), and waiting on it would wait forever."""
+        one at a time and ends its claim with the trial, so such a claim was left by an
+        earlier call of this thread stopped on a store error, or by a dead process that had
+        the same name, and waiting on it would wait forever."""
         if not self._has_table("tune_claims"):
             return {}
         rows = self._db.execute(
