@@ -204,7 +204,11 @@ def test_the_heartbeat_is_read_for_every_thread_of_its_process(store):
     # the process's beat, and the claim's exact owner for an older mlmm reading the store
     assert set(beats) == {process, this_process()}
     assert store.claims().seconds_since_beat.iloc[0] < 5
+    # another thread of this process ends: this one still holds a claim, the beat stays
     _in_thread(_with_store(store.path, "end_heartbeat"))
+    assert store._db.execute("SELECT count(*) FROM heartbeats").fetchone()[0] == 2
+    store.release(key)
+    store.end_heartbeat()
     assert store._db.execute("SELECT count(*) FROM heartbeats").fetchone()[0] == 0
 
 

@@ -1004,12 +1004,19 @@ class ResultsStore:
 
     @_user_errors
     def end_heartbeat(self) -> None:
-        """Remove this process's heartbeat (it holds no claims any more)."""
+        """Remove this process's heartbeat once none of its threads holds a claim (another
+        thread of it may still run a study or benchmark on this store)."""
         process = owner_process(this_process())
         threads = f"{process}/t"
+        mine = "substr(owner, 1, ?) = ?"
         with self._transaction() as db:
+            held = [f"SELECT 1 FROM runs WHERE status = 'running' AND {mine}"]
+            if self._has_table("tune_claims", db):
+                held.append(f"SELECT 1 FROM tune_claims WHERE {mine}")
+            if db.execute(" UNION ALL ".join(held), (len(threads), threads) * len(held)).fetchone():
+                return
             db.execute(
-                "DELETE FROM heartbeats WHERE owner = ? OR substr(owner, 1, ?) = ?",
+                f"DELETE FROM heartbeats WHERE owner = ? OR {mine}",
                 (process, len(threads), threads),
             )
 
