@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import re
 import shutil
@@ -88,6 +89,7 @@ _HOST_FILES = ("/etc/machine-id", "/proc/sys/kernel/random/boot_id")
 _IS_MACOS = sys.platform == "darwin"
 
 
+@functools.cache  # the boot time does not change while this process runs
 def _macos_boot_time() -> str | None:
     """The seconds of macOS's ``kern.boottime`` (when this machine booted), or None."""
     try:
