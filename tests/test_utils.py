@@ -14,12 +14,12 @@ import torch
 
 from mlmm.errors import MlmmError
 from mlmm.utils import (
-    _host_tag,
     _temporary_stem,
     atomic_write,
     check_name_length,
     check_output_file,
     derive_seed,
+    host_tag,
     resolve_device,
     rng_for,
     torch_seed_for,
@@ -224,7 +224,7 @@ def test_the_writer_tag_tells_apart_machines_cloned_with_one_name_and_machine_id
     tags = set()
     for file in files:
         monkeypatch.setattr("mlmm.utils._HOST_FILES", ("/etc/machine-id", str(file)))
-        tags.add(_host_tag())
+        tags.add(host_tag())
     assert len(tags) == 2
 
 
@@ -236,7 +236,7 @@ def test_a_file_name_too_long_for_a_temporary_beside_it_is_written(tmp_path):
         fh.write("x")
     assert target.read_text() == "x" and list(tmp_path.iterdir()) == [target]
     other = tmp_path / ("r" * 246 + ".tsv")  # the same start: another temporary name
-    stale = tmp_path / f".{_temporary_stem(target.name)}.p{_reaped()}-h{_host_tag()}.k.tmp"
+    stale = tmp_path / f".{_temporary_stem(target.name)}.p{_reaped()}-h{host_tag()}.k.tmp"
     stale.write_text("x")
     with atomic_write(other) as fh:
         fh.write("y")

@@ -1187,7 +1187,8 @@ def store_command(
         typer.Option(help="Make failed runs pending again (rerun even with --no-retry-failed)."),
     ] = False,
 ) -> None:
-    """Show a results store's runs by status and who holds its claims; release claims."""
+    """Show a results store's runs by status and its claims (runs and tuning trials running
+    now: owner, age, live or stale); release claims."""
     from mlmm.bench.store import ResultsStore
     from mlmm.errors import MlmmError
 
@@ -1202,23 +1203,26 @@ def store_command(
             console.print(f"released {db.release_claims(force=force)} claim(s)")
         if release_failed:
             console.print(f"released {db.release_failed()} failed run(s)")
-        counts, claims = db.counts(), db.claims()
+        counts, claims = db.counts(), db.running_claims()
         expiry = db.claim_expiry
     console.print(_table(counts, f"runs in {store}"))
     if claims.empty:
-        console.print("no claims: no process is running a run of this store")
+        console.print("no claims: no process is running a run or tuning trial of this store")
         return
-    held = (
-        claims.groupby("owner")
-        .agg(runs=("run_key", "size"), seconds_since_beat=("seconds_since_beat", "min"))
-        .reset_index()
-    )
-    live = claims.groupby("owner").live.any()
-    held["state"] = [
-        "live" if live[o] else "stale (taken over by the next benchmark)" for o in held.owner
-    ]
-    console.print(_table(held, f"claims (stale after {expiry:g} s without a heartbeat)"))
-    if live.any():
+    taker = {"run": "the next benchmark", "trial": "the next tune on its study"}
+    seconds = {  # whole seconds; a claim of an older store may have no start time
+        column: ["?" if v != v else f"{v:.0f}" for v in claims[column]]
+        for column in ("age_seconds", "seconds_since_beat")
+    }
+    shown = claims.assign(
+        **seconds,
+        state=[
+            "live" if live else f"stale (taken over by {taker[kind]})"
+            for kind, live in zip(claims.kind, claims.live, strict=True)
+        ],
+    ).drop(columns="live")
+    console.print(_table(shown, f"claims (stale after {expiry:g} s without a heartbeat)"))
+    if claims.live[claims.kind == "run"].any():
         console.print(
             f"live claims are released only with --release-claims --force: mlmm store {store} "
             f"--release-claims --force (if their processes are gone)"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
+import functools
 import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import unicodedata
 import zlib
@@ -81,19 +85,42 @@ def _temporary_stem(name: str) -> str:
 #: Files that tell machines (and boots) apart where the host name does not: machines cloned
 #: from one image share /etc/machine-id, and containers of one image their host name too
 _HOST_FILES = ("/etc/machine-id", "/proc/sys/kernel/random/boot_id")
+#: macOS has neither file nor /proc: its boot time (``kern.boottime``) stands for the boot id
+_IS_MACOS = sys.platform == "darwin"
 
 
-def _host_tag() -> str:
-    """This host (its name, machine id, boot id and PID namespace, where it has them) as 8 hex
-    digits: a temporary file's writer is judged gone only by a process that sees the same
-    processes under the same ids (not by another machine or container of the same name on a
-    shared disk, nor after a reboot, when the process ids start again)."""
+@functools.cache  # the boot time does not change while this process runs
+def _macos_boot_time() -> str | None:
+    """The seconds of macOS's ``kern.boottime`` (when this machine booted), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        when = (ctypes.c_int64 * 2)()  # struct timeval: seconds, then microseconds (padded)
+        size = ctypes.c_size_t(ctypes.sizeof(when))
+        if libc.sysctlbyname(b"kern.boottime", when, ctypes.byref(size), None, 0) != 0:
+            return None
+    except (OSError, AttributeError, TypeError):
+        return None
+    return str(when[0])
+
+
+def host_tag() -> str:
+    """This host (its name, machine id, boot id and PID namespace, where it has them; on
+    macOS its name and boot time) as 8 hex digits.
+
+    A writer or owner is judged gone only by a process that sees the same processes under
+    the same ids: not by another machine or container of the same name on a shared disk, nor
+    after a reboot, when the process ids start again. It names the writer of a temporary file
+    (:func:`temporary_prefix`) and the owner of a results store's claim
+    (:func:`mlmm.bench.store.this_process`).
+    """
     parts = [socket.gethostname()]
     for file in _HOST_FILES:
         with contextlib.suppress(OSError), open(file, "rb") as fh:
             parts.append(fh.read(64).decode(errors="replace").strip())
     with contextlib.suppress(OSError):
         parts.append(os.readlink("/proc/self/ns/pid"))
+    if _IS_MACOS:
+        parts.append(_macos_boot_time() or "")
     return f"{zlib.crc32('|'.join(parts).encode()):08x}"
 
 
@@ -101,7 +128,21 @@ def temporary_prefix(path: Path) -> str:
     """The start of the name of a temporary file or folder written for ``path`` (beside it):
     ``.NAME.p<pid>-h<host>.``; with a random part and ``.tmp`` after it, the next write of
     ``path`` removes it once its writer is gone (:func:`remove_stale_temporaries`)."""
-    return _TEMPORARY.format(stem=_temporary_stem(path.name), pid=os.getpid(), host=_host_tag())
+    return _TEMPORARY.format(stem=_temporary_stem(path.name), pid=os.getpid(), host=host_tag())
+
+
+def temporary_writer(path: Path, name: str) -> tuple[int, str] | None:
+    """``(pid, rest)`` when ``name`` is a temporary file or folder written beside ``path`` by
+    process ``pid`` of this host (and boot, and PID namespace): ``.NAME.p<pid>-h<host>.<rest>``
+    (:func:`temporary_prefix`); None for any other name, and for another host's."""
+    prefix = unicodedata.normalize("NFC", f".{_temporary_stem(path.name)}.p")
+    name = unicodedata.normalize("NFC", name)
+    if not name.startswith(prefix):
+        return None
+    match = re.fullmatch(r"(\d+)-h([0-9a-f]{8})\.(.+)", name[len(prefix) :])
+    if match is None or match[2] != host_tag():
+        return None
+    return int(match[1]), match[3]
 
 
 def process_gone(pid: int) -> bool:
@@ -136,7 +177,7 @@ def remove_stale_temporaries(path: str | Path, folders: bool = False) -> list[Pa
     """
     path = Path(path)
     prefix = unicodedata.normalize("NFC", f".{_temporary_stem(path.name)}")
-    host, own = _host_tag(), os.getpid()
+    host, own = host_tag(), os.getpid()
     removed = []
     try:
         entries = list(os.scandir(path.parent))

@@ -25,8 +25,10 @@ import functools
 import json
 import os
 import random
+import re
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
@@ -214,7 +216,7 @@ CREATE TABLE IF NOT EXISTS stream_steps (
 #: Tuning tables (:mod:`mlmm.tune`): one row per study (its configuration as JSON, keyed by the configuration's hash) and one per
 #: finished trial. A trial is written whole when it ends, so a study killed at any point
 #: resumes from its finished trials. ``tune_claims`` holds the trials running now, claimed as
-#: runs are (owner ``host:pid``, the owner's heartbeat, a dead owner's claim taken over), so
+#: runs are (owner ``host:pid@tag/tTHREAD``, its heartbeat, a dead owner's claim taken over), so
 #: processes sharing a study run each trial once.
 _TUNING_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tune_studies (
@@ -279,19 +281,55 @@ TRIAL_FIELDS = (
 )
 
 
+#: A claim's owner: ``host:pid@tag/tTHREAD`` (this library), or ``host:pid`` (stores written
+#: by mlmm before it named the machine: read as before, by host name and pid)
+_OWNER = re.compile(r"(?P<host>.*):(?P<pid>\d+)(?:@(?P<tag>[0-9a-f]{8})(?:/t(?P<thread>\d+))?)?")
+
+
 def this_process() -> str:
-    """The owner tag of a claim: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """The owner of a claim made by this thread: ``host:pid@tag/tTHREAD``.
+
+    ``tag`` is :func:`mlmm.utils.host_tag` (host name, machine id, boot id and PID namespace),
+    so that two containers of one host name sharing a store never take each other's claims
+    for their own, nor judge each other's processes gone; ``THREAD`` (the thread's native id)
+    tells apart two threads of one process claiming in one store. Its heartbeat is beaten
+    under :func:`owner_process` of it.
+    """
+    from mlmm.utils import host_tag  # as atomic_write: mlmm.utils is not imported with the store
+
+    return f"{socket.gethostname()}:{os.getpid()}@{host_tag()}/t{threading.get_native_id()}"
 
 
-def _pid_gone(owner: str) -> bool:
-    """Whether ``owner`` (``host:pid``) is a process of this host that no longer exists."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host: only its heartbeat tells
-    from mlmm.utils import process_gone  # as atomic_write below: not at import time
+def owner_process(owner: str) -> str:
+    """The process part of a claim's owner (``host:pid@tag``), under which it beats its
+    heartbeat; an owner of the older ``host:pid`` form is returned as it is."""
+    return re.sub(r"/t\d+$", "", owner)
 
-    return process_gone(int(pid))
+
+def _owner_alive(owner: str) -> bool | None:
+    """Whether ``owner``'s process (and thread) runs: True or False where this process can
+    tell, None where only its heartbeat tells (another machine, container or boot, or a live
+    pid that may have been reused since it claimed).
+
+    An owner of the older ``host:pid`` form is judged as before: gone when its host name is
+    this one's and no process ``pid`` exists here.
+    """
+    from mlmm.utils import host_tag, process_gone
+
+    match = _OWNER.fullmatch(owner)
+    if match is None:
+        return None
+    pid = int(match["pid"])
+    if match["tag"] is None:
+        return False if match["host"] == socket.gethostname() and process_gone(pid) else None
+    if match["tag"] != host_tag():
+        return None  # another machine, container or boot: only its heartbeat tells
+    if pid != os.getpid():
+        return False if process_gone(pid) else None
+    if match["thread"] is None:
+        return True
+    # this process (its pid, in this PID namespace and boot): the thread tells
+    return int(match["thread"]) in {t.native_id for t in threading.enumerate()}
 
 
 def _schema_statements() -> list[str]:
@@ -942,19 +980,45 @@ class ResultsStore:
     # ------------------------------------------------------------------ claims
     @_user_errors
     def heartbeat(self) -> None:
-        """Record that this process, and so every claim it holds, is alive now."""
+        """Record that this process, and so every claim it holds, is alive now.
+
+        The beat is written under :func:`owner_process` of :func:`this_process`, and under
+        each owner name of this process's threads that holds claims, which a version of
+        mlmm that reads the beat of a claim's exact owner finds too."""
+        process = owner_process(this_process())
+        now, threads = time.time(), f"{process}/t"
         with self._transaction() as db:
+            upsert = " ON CONFLICT(owner) DO UPDATE SET beat_at = excluded.beat_at"
             db.execute(
-                "INSERT INTO heartbeats (owner, beat_at) VALUES (?, ?) "
-                "ON CONFLICT(owner) DO UPDATE SET beat_at = excluded.beat_at",
-                (this_process(), time.time()),
+                "INSERT INTO heartbeats (owner, beat_at) VALUES (?, ?)" + upsert, (process, now)
             )
+            held = [("runs", "status = 'running' AND ")]
+            if self._has_table("tune_claims", db):
+                held.append(("tune_claims", ""))
+            for table, running in held:
+                db.execute(
+                    f"INSERT INTO heartbeats (owner, beat_at) SELECT DISTINCT owner, ? FROM {table} "
+                    f"WHERE {running}substr(owner, 1, ?) = ?" + upsert,
+                    (now, len(threads), threads),
+                )
 
     @_user_errors
     def end_heartbeat(self) -> None:
-        """Remove this process's heartbeat (it holds no claims any more)."""
+        """Remove this process's heartbeat once none of its threads holds a claim (another
+        thread of it may still run a study or benchmark on this store)."""
+        process = owner_process(this_process())
+        threads = f"{process}/t"
+        mine = "substr(owner, 1, ?) = ?"
         with self._transaction() as db:
-            db.execute("DELETE FROM heartbeats WHERE owner = ?", (this_process(),))
+            held = [f"SELECT 1 FROM runs WHERE status = 'running' AND {mine}"]
+            if self._has_table("tune_claims", db):
+                held.append(f"SELECT 1 FROM tune_claims WHERE {mine}")
+            if db.execute(" UNION ALL ".join(held), (len(threads), threads) * len(held)).fetchone():
+                return
+            db.execute(
+                f"DELETE FROM heartbeats WHERE owner = ? OR {mine}",
+                (process, len(threads), threads),
+            )
 
     def _beats(self) -> dict[str, float]:
         try:
@@ -965,16 +1029,24 @@ class ResultsStore:
             raise
 
     def _claim_live(self, owner: str | None, started_at: float | None, beats: dict) -> bool:
-        """Whether a ``running`` claim still binds: its owner is this process, or it exists
-        and has beaten (or claimed) within ``claim_expiry`` seconds."""
+        """Whether a ``running`` claim still binds: its owner is this thread, or it is a live
+        thread of this process, or it is not known gone (:func:`_owner_alive`) and its
+        process has beaten (or claimed) within ``claim_expiry`` seconds."""
         if not owner:
             return False
         if owner == this_process():
             return True
-        if _pid_gone(owner):
-            return False
-        last = max(beats.get(owner) or 0.0, started_at or 0.0)
-        return time.time() - last <= self.claim_expiry
+        alive = _owner_alive(owner)
+        if alive is not None:
+            return alive
+        return time.time() - self._last_sign(owner, started_at, beats) <= self.claim_expiry
+
+    @staticmethod
+    def _last_sign(owner: str, started_at: float | None, beats: dict) -> float:
+        """When ``owner`` last showed it lives: its process's heartbeat (or, from an older
+        mlmm, the owner's own), or its claim."""
+        beat = max(beats.get(owner_process(owner)) or 0.0, beats.get(owner) or 0.0)
+        return max(beat, started_at or 0.0)
 
     @_user_errors
     def claims(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
@@ -990,13 +1062,51 @@ class ResultsStore:
             {
                 "run_key": key,
                 "owner": owner,
-                "seconds_since_beat": now - max(beats.get(owner) or 0.0, started_at or 0.0),
+                "seconds_since_beat": now - self._last_sign(owner, started_at, beats),
                 "live": self._claim_live(owner, started_at, beats),
             }
             for key, owner, started_at in rows
             if wanted is None or key in wanted
         ]
         return pd.DataFrame(out, columns=["run_key", "owner", "seconds_since_beat", "live"])
+
+    @_user_errors
+    def running_claims(self) -> pd.DataFrame:
+        """Every claim held now, of runs and of tuning trials: ``kind`` (``run`` or
+        ``trial``), ``key`` (the run key, or ``STUDY_KEY#NUMBER``), ``owner``,
+        ``age_seconds`` (since the claim), ``seconds_since_beat`` (since its owner last showed
+        it lives: a heartbeat, or the claim) and ``live`` (False: stale, the next process
+        takes it over)."""
+        rows = [
+            ("run", key, owner, at)
+            for key, owner, at in self._db.execute(
+                "SELECT run_key, owner, started_at FROM runs WHERE status = 'running' "
+                "ORDER BY started_at, rowid"
+            )
+        ]
+        if self._has_table("tune_claims"):
+            rows += [
+                ("trial", f"{study}#{number}", owner, at)
+                for study, number, owner, at in self._db.execute(
+                    "SELECT c.study_key, c.number, c.owner, c.started_at FROM tune_claims c "
+                    "WHERE NOT EXISTS (SELECT 1 FROM tune_trials t WHERE t.study_key = "
+                    "c.study_key AND t.number = c.number) ORDER BY c.started_at, c.number"
+                )
+            ]
+        beats, now = self._beats(), time.time()
+        columns = ["kind", "key", "owner", "age_seconds", "seconds_since_beat", "live"]
+        out = [
+            (
+                kind,
+                key,
+                owner,
+                None if at is None else now - at,
+                now - self._last_sign(owner or "", at, beats),
+                self._claim_live(owner, at, beats),
+            )
+            for kind, key, owner, at in rows
+        ]
+        return pd.DataFrame(out, columns=columns)
 
     @_user_errors
     def release_claims(self, force: bool = False) -> int:
@@ -1237,10 +1347,11 @@ class ResultsStore:
     @_user_errors
     def trial_claims(self, study_key: str) -> dict[int, bool]:
         """``trial number -> live`` for a study's claimed trials that are not finished: live
-        when held by another process that is alive (see :meth:`claims`). A claim under this
-        process's own name is not: a study runs its trials one at a time and ends its claim
-        with the trial, so such a claim was left by a dead process of the same ``host:pid``
-        (a restarted container), and waiting on it would wait forever."""
+        when held by another process, or another thread of this one, that is alive (see
+        :meth:`claims`). A claim under this thread's own name is not: a study runs its trials
+        one at a time and ends its claim with the trial, so such a claim was left by an
+        earlier call of this thread stopped on a store error, or by a dead process that had
+        the same name, and waiting on it would wait forever."""
         if not self._has_table("tune_claims"):
             return {}
         rows = self._db.execute(
@@ -1326,8 +1437,10 @@ class ResultsStore:
         )
         return self._frame(query)[columns]
 
-    def _has_table(self, name: str) -> bool:
-        row = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-        ).fetchone()
+    def _has_table(self, name: str, db: sqlite3.Connection | None = None) -> bool:
+        row = (
+            (db or self._db)
+            .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+            .fetchone()
+        )
         return row is not None

@@ -30,6 +30,7 @@ import abc
 import json
 import mmap
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -47,7 +48,13 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.dataset import MultimodalDataset, _as_groups, as_observed
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
-from mlmm.utils import check_name_length, remove_stale_temporaries, temporary_prefix
+from mlmm.utils import (
+    check_name_length,
+    process_gone,
+    remove_stale_temporaries,
+    temporary_prefix,
+    temporary_writer,
+)
 
 MANIFEST = "mlmm-dataset.json"
 FORMAT = "mlmm-out-of-core"
@@ -679,6 +686,7 @@ def open_dataset(
     >>> lazy = open_dataset(folder)  # doctest: +SKIP
     """
     path = Path(path)
+    finish_interrupted_replace(path)  # a writer killed between its two renames
     if not path.exists():
         raise MlmmError(f"{path}: no such file or folder")
     suffix = path.suffix.lower()
@@ -844,6 +852,80 @@ def batches_for(
 
 
 # ---------------------------------------------------------------------- writing
+#: The end of the name a replaced folder has between :meth:`DatasetWriter.close`'s two renames
+_REPLACED = "replaced"
+
+
+def finish_interrupted_replace(path: str | Path) -> list[Path]:
+    """Resolve what a :class:`DatasetWriter` killed while replacing the folder ``path`` left.
+
+    Replacing renames the existing folder aside (``.NAME.p<pid>-h<host>.replaced``; in older
+    versions of mlmm ``.NAME.old-<pid>``), renames the new, complete folder into place, and
+    removes the one put aside. A writer of this host killed between the steps (a process
+    that no longer exists) leaves the folder put aside, and maybe no folder at ``path``:
+
+    - ``path`` exists: the replacement was done; the folder put aside is removed;
+    - else, the writer's new folder is complete (its manifest written, it opens): it is
+      renamed into place, as the writer would have, and the folder put aside removed;
+    - else the folder put aside is renamed back into place.
+
+    The folders of live writers, and of other hosts, are left alone (an older version's name
+    does not say its host: its pid is judged on this one). Errors are ignored (the next
+    write or open tries again).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The folders put aside that were resolved.
+    """
+    path = Path(path)
+    legacy = re.compile(re.escape(f".{path.name}.old-") + r"(\d+)")
+    try:
+        entries = [(entry.name, entry.path) for entry in os.scandir(path.parent)]
+    except OSError:
+        return []
+    own, resolved = os.getpid(), []
+    for name, entry in entries:
+        writer = temporary_writer(path, name)
+        match = legacy.fullmatch(name)
+        if writer is not None and writer[1] == _REPLACED:
+            pid = writer[0]
+        elif match is not None:
+            pid = int(match[1])
+        else:
+            continue
+        aside = Path(entry)
+        if pid == own or not aside.is_dir() or not process_gone(pid):
+            continue
+        try:
+            if not path.exists():
+                newer = []  # the new folder of the same writer, if it was finished
+                for other_name, other in entries:
+                    theirs = temporary_writer(path, other_name)
+                    if theirs is not None and theirs[0] == pid and theirs[1].endswith(".tmp"):
+                        if _complete_folder(Path(other)):
+                            newer.append(Path(other))
+                os.replace(max(newer, key=os.path.getmtime) if newer else aside, path)
+            if aside.exists():
+                shutil.rmtree(aside)
+        except OSError:
+            continue
+        resolved.append(aside)
+    return resolved
+
+
+def _complete_folder(folder: Path) -> bool:
+    """Whether ``folder``, written by a :class:`DatasetWriter`, holds its whole dataset (its
+    manifest is written last, and it opens)."""
+    if not (folder / MANIFEST).is_file():
+        return False
+    try:
+        _open_npy_folder(folder, None, None, None)
+    except (MlmmError, OSError, ValueError):
+        return False
+    return True
+
+
 class DatasetWriter:
     """Write an out-of-core folder chunk by chunk, atomically.
 
@@ -852,7 +934,9 @@ class DatasetWriter:
     and the folder is renamed into place by :meth:`close` once all ``n_samples`` rows are in.
     A writer that fails or is not closed leaves no folder at ``path``; the folder of a writer
     killed (``kill -9``) is removed by the next writer of ``path`` on this host
-    (:func:`mlmm.utils.remove_stale_temporaries`), never that of a live one.
+    (:func:`mlmm.utils.remove_stale_temporaries`), never that of a live one. One killed while
+    replacing ``path`` (``overwrite``), between its two renames, is finished or undone by the
+    next writer or :func:`open_dataset` of ``path`` (:func:`finish_interrupted_replace`).
 
     Parameters
     ----------
@@ -893,6 +977,7 @@ class DatasetWriter:
         if not isinstance(n_samples, int) or n_samples < 1:
             raise MlmmError(f"n_samples must be a positive integer, got {n_samples!r}")
         check_name_length(self.path, "folder")  # before the rows, not at the rename after them
+        finish_interrupted_replace(self.path)  # a writer killed between its two renames
         if self.path.exists() and not (overwrite and (self.path / MANIFEST).exists()):
             raise MlmmError(
                 f"{self.path} exists; choose a new path"
@@ -994,7 +1079,9 @@ class DatasetWriter:
             (self._tmp / MANIFEST).write_text(json.dumps(meta, indent=1))
             old = None
             if self.path.exists():  # overwrite=True, checked to be an out-of-core folder
-                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+                # named by its writer: a writer killed before the next rename is resolved by
+                # the next write or open (finish_interrupted_replace)
+                old = self.path.with_name(temporary_prefix(self.path) + _REPLACED)
                 os.replace(self.path, old)
             os.replace(self._tmp, self.path)
             if old is not None:

@@ -190,9 +190,16 @@ def verify(path: Path, dataset: str, checksums: Mapping[str, str] | None = None)
 def download(
     url: str, dest: Path, dataset: str, checksums: Mapping[str, str] | None = None
 ) -> Path:
-    """Fetch ``url`` to ``dest`` atomically (a temporary file, verified, then renamed)."""
+    """Fetch ``url`` to ``dest`` atomically (a temporary file, verified, then renamed).
+
+    The temporary file (``.NAME.p<pid>-h<host>.<random>.tmp``) names its writer: one left by
+    a download killed mid-transfer is removed by the next download of ``dest`` on this host
+    once that process is gone (:func:`mlmm.utils.remove_stale_temporaries`)."""
+    from mlmm.utils import remove_stale_temporaries, temporary_prefix
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    remove_stale_temporaries(dest)  # first: a large file's space comes back before this one
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(dest), suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             try:
