@@ -358,6 +358,8 @@ def _timestamps_ms(file: Path, line_numbers: np.ndarray, stamps: list[str]) -> n
                 out[i] = int(stamp) * 1000.0 / DAPHNET_RATE_HZ
             else:
                 moment = np.datetime64(stamp.replace(" ", "T"), "us")
+                if np.isnat(moment):  # "NaT" parses, and its huge negative count read "goes back"
+                    raise ValueError(stamp)
                 out[i] = moment.astype(np.int64) / 1000.0
         except ValueError:
             kind = "an integer index" if as_index else "a datetime such as 1970-01-01 00:04:40.000"
@@ -365,6 +367,14 @@ def _timestamps_ms(file: Path, line_numbers: np.ndarray, stamps: list[str]) -> n
                 f"{file} line {int(line_numbers[i])}: timestamp {stamp[:40]!r} is not {kind} "
                 "(as the first row's); fix that line"
             ) from None
+    if as_index and len(out) > 1:
+        step = float(np.median(np.diff(out))) / (1000.0 / DAPHNET_RATE_HZ)  # in readings
+        if step != 1:  # milliseconds (15 or 16 apart) read as indices: a clock 15.6x too slow
+            raise MlmmError(
+                f"{file}: the integer timestamps step by {step:g} (median), expected a reading "
+                "index stepping by 1 (TimeEval's integer timestamp, read at 64 Hz); if they are "
+                "milliseconds, write them as datetimes such as 1970-01-01 00:04:40.000"
+            )
     return out
 
 
