@@ -157,6 +157,10 @@ def test_a_damaged_uci_file_is_one_line_naming_the_file_and_line(tmp_path, damag
     [
         (lambda p: p.write_text(HEADER + "\n"), r"holds a header and no reading"),
         (lambda p: _replace_line(p, 1, "timestamp,a,b,is_anomaly"), r"line 1 \(the header\) has 4"),
+        (
+            lambda p: _replace_line(p, 1, HEADER.replace("ankle", "x").replace("trunk", "ankle")),
+            r"line 1 \(the header\) names column 8 'ankle_horiz_fwd', expected 'trunk_horiz_fwd'",
+        ),
         (lambda p: _replace_line(p, 3, "yesterday,1,2,3,4,5,6,7,8,9,0"), r"line 3: timestamp"),
         (lambda p: _replace_line(p, 4, "1970-01-01 00:04:40.047,1,2,3,4,5,6,7,8,9,2"), "label 2"),
         (lambda p: _replace_line(p, 4, "1970-01-01 00:04:40.015,1,2,3,4,5,6,7,8,9,0"), "repeats"),

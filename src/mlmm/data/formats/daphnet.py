@@ -333,6 +333,20 @@ def _read_timeeval(file: Path):
                 f"{file} line {lines[0][0]} (the header) has {len(header)} columns, expected "
                 f"{_COLUMNS}: timestamp, {', '.join(DAPHNET_CHANNELS)}, is_anomaly"
             )
+        # the values are read by position: a header naming the channels in another order
+        # would put the trunk's readings under the ankle silently
+        moved = [
+            (name, k)
+            for k, name in enumerate(header[1:-1])
+            if name in DAPHNET_CHANNELS and DAPHNET_CHANNELS[k] != name
+        ]
+        if moved:
+            name, k = moved[0]
+            raise MlmmError(
+                f"{file} line {lines[0][0]} (the header) names column {k + 2} {name!r}, expected "
+                f"{DAPHNET_CHANNELS[k]!r} there (the channels are read in the order timestamp, "
+                f"{', '.join(DAPHNET_CHANNELS)}, is_anomaly): reorder the columns"
+            )
         lines = lines[1:]
         if not lines:
             raise MlmmError(f"{file} holds a header and no reading; expected Daphnet readings")
