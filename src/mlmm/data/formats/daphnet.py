@@ -10,12 +10,13 @@ Two layouts of the same recordings (three 3-axis accelerometers at 64 Hz, values
         timestamp (datetime, or an integer sample index), the same 9 channels in the same
         order, is_anomaly (1 = freeze)
 
-Readings annotated 0 are dropped, as the release's reference code (``x_fi.m``, ``do_test.m``) does;
-each remaining contiguous stretch is one experiment segment (what TimeEval's ``E0``, ``E1``...
-files appear to be).
-The segments of a file, then of the files of a folder in name order, are joined end to end on
-one clock (each starts one reading interval after the previous one ends), or one is chosen
-with ``segment=``. :func:`read_daphnet` returns the arrays; ``mlmm.stream.daphnet_stream``
+Readings annotated 0 are dropped (the release's reference code, ``x_fi.m`` and ``do_test.m``,
+windows the whole recording and drops the frames annotated 0 from its scores); each remaining
+contiguous stretch is one experiment segment (what TimeEval's ``E0``, ``E1``... files appear
+to be). The segments of a file, then of the files of a folder in name order, are joined end
+to end on one clock (each starts one reading interval after the previous one ends: the time
+between them is not kept, and a window over a junction holds readings of both), or one is
+chosen with ``segment=``. :func:`read_daphnet` returns the arrays; ``mlmm.stream.daphnet_stream``
 (``mlmm stream daphnet --stream-param path=FILE``) makes the stream the experiments replay.
 
 Reference: M. Bächlin, M. Plotnik, D. Roggen, I. Maidan, J. M. Hausdorff, N. Giladi,
