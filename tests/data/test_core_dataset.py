@@ -90,6 +90,26 @@ def test_non_finite_in_a_present_row_is_rejected(bad):
         make(inputs=raw)
 
 
+def test_the_block_wise_finiteness_check_sees_every_row_of_every_block():
+    # rows are checked 1,024 at a time: the rows at the block edges and in the last, short
+    # block are caught, and NaN in rows marked absent is still allowed (zero-filled)
+    n = 2100
+    raw, targets = inputs(n), np.zeros(n, dtype=int)
+    observed = np.ones((n, 2), dtype=bool)
+    observed[[5, 1500], 1] = False
+    raw["s"][[5, 1500]] = np.nan
+    ds = make(inputs=raw, targets=targets, observed=observed)
+    assert not ds.inputs["s"][[5, 1500]].any()
+    for row in (1023, 1024, 2047, 2048, 2099):
+        bad = inputs(n)
+        bad["s"][row, 2, 1] = np.inf
+        with pytest.raises(MlmmError, match=rf"'s' has NaN or inf in 1 sample.*\[{row}\]"):
+            make(inputs=bad, targets=targets)
+        bad["s"][row, 2, 1] = 1e39  # finite in float64 only
+        with pytest.raises(MlmmError, match=rf"'s' has values too large .*first: \[{row}\]"):
+            make(inputs=bad, targets=targets)
+
+
 def test_an_inf_row_given_to_predict_is_told_how_to_mark_it_absent():
     import mlmm
     from mlmm.testing import contract_dataset

@@ -113,7 +113,8 @@ def daphnet_stream(
     path : path, optional
         A Daphnet file or folder; None for the built-in excerpt (see ``_files/ATTRIBUTION.md``).
     segment : int, optional
-        Keep one experiment segment (0-based; TimeEval's ``E<k>``), None for all.
+        Keep one experiment segment (0-based, counted over the files in name order; in
+        one UCI file, segment k looks like TimeEval's ``E<k>``), None for all.
     task : {"reconstruction", "freeze"}
         ``reconstruction``: no truth track (predict a sensor's signal while it is down), as
         the built-in excerpt, whose freeze label is 0 throughout. ``freeze``: a truth track

@@ -157,6 +157,10 @@ def test_a_damaged_uci_file_is_one_line_naming_the_file_and_line(tmp_path, damag
     [
         (lambda p: p.write_text(HEADER + "\n"), r"holds a header and no reading"),
         (lambda p: _replace_line(p, 1, "timestamp,a,b,is_anomaly"), r"line 1 \(the header\) has 4"),
+        (
+            lambda p: _replace_line(p, 1, HEADER.replace("ankle", "x").replace("trunk", "ankle")),
+            r"line 1 \(the header\) names column 8 'ankle_horiz_fwd', expected 'trunk_horiz_fwd'",
+        ),
         (lambda p: _replace_line(p, 3, "yesterday,1,2,3,4,5,6,7,8,9,0"), r"line 3: timestamp"),
         (lambda p: _replace_line(p, 4, "1970-01-01 00:04:40.047,1,2,3,4,5,6,7,8,9,2"), "label 2"),
         (lambda p: _replace_line(p, 4, "1970-01-01 00:04:40.015,1,2,3,4,5,6,7,8,9,0"), "repeats"),
@@ -169,6 +173,33 @@ def test_a_damaged_timeeval_file_is_one_line(tmp_path, damage, message):
     with pytest.raises(MlmmError, match=message) as err:
         read_daphnet(path)
     assert "\n" not in str(err.value) and "S06R02E0.csv" in str(err.value)
+
+
+def test_integer_timestamps_in_milliseconds_are_refused_not_read_as_a_slow_clock(tmp_path):
+    # an index at 64 Hz steps by 1; milliseconds (15 or 16 apart) read as one gave times
+    # 15.6x too long and a rate of 4.1 Hz, silently
+    path = tmp_path / "S06R02E0.csv"
+    _timeeval(path, [0, 1, 1, 0, 0])
+    lines = path.read_text().splitlines()
+    ms = [str(280_000 + int(k * 1000 / 64)) for k in range(5)]
+    lines[1:] = [f"{t},{row.split(',', 1)[1]}" for t, row in zip(ms, lines[1:], strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MlmmError, match=r"integer timestamps step by 15\.5 .*datetimes") as err:
+        read_daphnet(path)
+    assert "\n" not in str(err.value) and "S06R02E0.csv" in str(err.value)
+    # an index that skips a lost reading still reads, at 64 Hz
+    skipped = [3, 4, 5, 7, 8]
+    lines[1:] = [f"{k},{row.split(',', 1)[1]}" for k, row in zip(skipped, lines[1:], strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    np.testing.assert_allclose(read_daphnet(path).times, np.array([0, 1, 2, 4, 5]) / 64)
+
+
+def test_a_nat_timestamp_is_named_as_such_not_as_time_going_back(tmp_path):
+    path = tmp_path / "S06R02E0.csv"
+    _timeeval(path, [0, 0, 1, 0, 0])
+    _replace_line(path, 4, "NaT,1,2,3,4,5,6,7,8,9,0")
+    with pytest.raises(MlmmError, match=r"line 4: timestamp 'NaT' is not a datetime"):
+        read_daphnet(path)
 
 
 def test_paths_and_segments_that_do_not_fit_are_one_line(tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlmm.data.dataset import MultimodalDataset
+from mlmm.data.dataset import MultimodalDataset, _finite_rows
 from mlmm.data.datasets.registry import register_dataset
 from mlmm.data.formats._common import (
     NUMPY_FILE_ERRORS,
@@ -182,9 +182,7 @@ def _finite(values: np.ndarray, path: Path, rows: slice) -> np.ndarray:
     """``values`` (rows ``rows`` of ``path``) unless one holds NaN or inf: named by its row in
     the file, not in the loaded data set, whose rows are shifted by the split."""
     flat = values.reshape(len(values), int(np.prod(values.shape[1:])))  # -1 fails for 0 rows
-    bad = np.zeros(len(values), dtype=bool)
-    for start in range(0, len(values), 1024):  # no full-size boolean temporary
-        bad[start : start + 1024] = ~np.isfinite(flat[start : start + 1024]).all(axis=1)
+    bad = ~_finite_rows(flat)  # block by block: no full-size boolean temporary
     if bad.any():
         first = (rows.start or 0) + np.flatnonzero(bad)[:3]
         raise MlmmError(

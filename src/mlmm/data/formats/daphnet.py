@@ -10,12 +10,13 @@ Two layouts of the same recordings (three 3-axis accelerometers at 64 Hz, values
         timestamp (datetime, or an integer sample index), the same 9 channels in the same
         order, is_anomaly (1 = freeze)
 
-Readings annotated 0 are dropped, as the release's reference code (``x_fi.m``, ``do_test.m``) does;
-each remaining contiguous stretch is one experiment segment (what TimeEval's ``E0``, ``E1``...
-files appear to be).
-The segments of a file, then of the files of a folder in name order, are joined end to end on
-one clock (each starts one reading interval after the previous one ends), or one is chosen
-with ``segment=``. :func:`read_daphnet` returns the arrays; ``mlmm.stream.daphnet_stream``
+Readings annotated 0 are dropped (the release's reference code, ``x_fi.m`` and ``do_test.m``,
+windows the whole recording and drops the frames annotated 0 from its scores); each remaining
+contiguous stretch is one experiment segment (what TimeEval's ``E0``, ``E1``... files appear
+to be). The segments of a file, then of the files of a folder in name order, are joined end
+to end on one clock (each starts one reading interval after the previous one ends: the time
+between them is not kept, and a window over a junction holds readings of both), or one is
+chosen with ``segment=``. :func:`read_daphnet` returns the arrays; ``mlmm.stream.daphnet_stream``
 (``mlmm stream daphnet --stream-param path=FILE``) makes the stream the experiments replay.
 
 Reference: M. Bächlin, M. Plotnik, D. Roggen, I. Maidan, J. M. Hausdorff, N. Giladi,
@@ -333,6 +334,20 @@ def _read_timeeval(file: Path):
                 f"{file} line {lines[0][0]} (the header) has {len(header)} columns, expected "
                 f"{_COLUMNS}: timestamp, {', '.join(DAPHNET_CHANNELS)}, is_anomaly"
             )
+        # the values are read by position: a header naming the channels in another order
+        # would put the trunk's readings under the ankle silently
+        moved = [
+            (name, k)
+            for k, name in enumerate(header[1:-1])
+            if name in DAPHNET_CHANNELS and DAPHNET_CHANNELS[k] != name
+        ]
+        if moved:
+            name, k = moved[0]
+            raise MlmmError(
+                f"{file} line {lines[0][0]} (the header) names column {k + 2} {name!r}, expected "
+                f"{DAPHNET_CHANNELS[k]!r} there (the channels are read in the order timestamp, "
+                f"{', '.join(DAPHNET_CHANNELS)}, is_anomaly): reorder the columns"
+            )
         lines = lines[1:]
         if not lines:
             raise MlmmError(f"{file} holds a header and no reading; expected Daphnet readings")
@@ -358,6 +373,8 @@ def _timestamps_ms(file: Path, line_numbers: np.ndarray, stamps: list[str]) -> n
                 out[i] = int(stamp) * 1000.0 / DAPHNET_RATE_HZ
             else:
                 moment = np.datetime64(stamp.replace(" ", "T"), "us")
+                if np.isnat(moment):  # "NaT" parses, and its huge negative count read "goes back"
+                    raise ValueError(stamp)
                 out[i] = moment.astype(np.int64) / 1000.0
         except ValueError:
             kind = "an integer index" if as_index else "a datetime such as 1970-01-01 00:04:40.000"
@@ -365,6 +382,14 @@ def _timestamps_ms(file: Path, line_numbers: np.ndarray, stamps: list[str]) -> n
                 f"{file} line {int(line_numbers[i])}: timestamp {stamp[:40]!r} is not {kind} "
                 "(as the first row's); fix that line"
             ) from None
+    if as_index and len(out) > 1:
+        step = float(np.median(np.diff(out))) / (1000.0 / DAPHNET_RATE_HZ)  # in readings
+        if step != 1:  # milliseconds (15 or 16 apart) read as indices: a clock 15.6x too slow
+            raise MlmmError(
+                f"{file}: the integer timestamps step by {step:g} (median), expected a reading "
+                "index stepping by 1 (TimeEval's integer timestamp, read at 64 Hz); if they are "
+                "milliseconds, write them as datetimes such as 1970-01-01 00:04:40.000"
+            )
     return out
 
 
