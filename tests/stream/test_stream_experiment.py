@@ -383,3 +383,27 @@ def test_cli_stream_runs_your_daphnet_file_through_the_same_experiment(
         assert "NRMSE per sensor while it is down" in out
         sensor = results[results.scope == "sensor"]
         assert set(sensor.key) == {"trunk"} and np.isfinite(sensor.value).all()
+
+
+def test_an_edited_daphnet_file_is_a_new_stream_run_not_the_old_one_replaced(tmp_path):
+    # the run key hashed the path string alone: rerunning on an edited recording at the same
+    # path replaced the stored results of the old one (r2's finding)
+    path = _daphnet_uci_file(tmp_path / "S06R02.txt")
+    keys = []
+    for edit in (False, False, True):
+        if edit:
+            lines = path.read_text().splitlines()
+            first = lines[100].split()
+            lines[100] = " ".join([first[0], str(float(first[1]) + 1000.0), *first[2:]])
+            path.write_text("\n".join(lines) + "\n")
+        run = experiment.run_stream(
+            "daphnet",
+            "mean-impute",
+            "fail:trunk@5",
+            "none",
+            epochs=1,
+            stream_params={"path": str(path)},
+        )
+        with ResultsStore(tmp_path / "s.db") as store:
+            keys.append(store.start_stream_run(run.config))
+    assert keys[0] == keys[1] != keys[2]

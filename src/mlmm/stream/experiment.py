@@ -9,6 +9,7 @@ that the CLI prints and the results store keeps.
 
 from __future__ import annotations
 
+import hashlib
 import time as _time
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,19 @@ MIN_STREAM_STEPS = 10
 TABLE_COLUMNS = ["model", "scope", "key", "n", "metric", "value"]
 #: Outage-length bins (seconds) of the reconstruction scores.
 OUTAGE_BINS = (0.0, 0.5, 1.0, 2.0, 4.0, np.inf)
+
+
+def stream_digest(stream: EventStream) -> str:
+    """A hash of a stream's tracks and truth (names, times, values): what a replay reads."""
+    digest = hashlib.sha256()
+    tracks = {f"track:{name}": track for name, track in stream.tracks.items()}
+    if stream.truth is not None:
+        tracks["truth"] = stream.truth
+    for name, track in sorted(tracks.items()):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(track.times).tobytes())
+        digest.update(np.ascontiguousarray(track.values).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def outage_bin_label(low: float, high: float) -> str:
@@ -237,6 +251,10 @@ def run_stream(
         test = load_stream("basicmotions", split="test", seed=seed, **(stream_params or {}))
     else:
         full = load_stream(stream, **(stream_params or {}))
+        if "path" in config["stream_params"]:
+            # the run's key must change with the file's contents, not only its name: an edited
+            # recording would otherwise replace the stored results of the old one
+            config["data_sha256"] = stream_digest(full)
         train, test = time_split(full, 0.7)
     _check_steps(stream, {"training": train, "test": test}, policy)
     specs = stream_specs(train, policy.window)
