@@ -28,7 +28,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_range
-from mlmm.methods.registry import create_method, register_method
+from mlmm.methods.registry import create_method, member_resolved_from_state, register_method
 from mlmm.utils import torch_seed_for
 
 if TYPE_CHECKING:
@@ -216,6 +216,32 @@ class AutoEnsemble(MissingModalityModel):
             for spec, model in zip(self.member_specs, self.models.values(), strict=True)
         ]
         return {"members": built}
+
+    @classmethod
+    def resolved_from_state(
+        cls, hyperparameters: dict[str, Any], state: dict[str, torch.Tensor]
+    ) -> dict[str, Any]:
+        """For an artifact written before sizes were recorded: ``members`` with each member's
+        sizes read off its weights (``models.mI.*``; the member's own ``resolved_from_state``,
+        a scheduler's reading its experts'), so a later change of a member's sizing rule does
+        not stop it loading. Empty when no member resolved anything."""
+        members = hyperparameters.get("members")
+        try:
+            specs = [
+                _check_member(m, i)
+                for i, m in enumerate(DEFAULT_MEMBERS if members is None else members)
+            ]
+        except (MlmmError, TypeError):  # the load refuses the value in its own words
+            return {}
+        built, changed = [], False
+        for i, spec in enumerate(specs):
+            resolved = member_resolved_from_state(
+                spec["method"], spec["params"], state, f"models.m{i}."
+            )
+            changed = changed or bool(resolved)
+            # named as built (a member's default name lists its params: not the sizes read)
+            built.append({**spec, "params": {**spec["params"], **resolved}})
+        return {"members": built} if changed else {}
 
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
