@@ -193,3 +193,11 @@ def test_variable_length_sequences_in_a_request_file_answer_as_served(
         [[p["probabilities"][str(k)] for k in range(3)] for p in served],
         rtol=1e-6,
     )
+
+
+def test_a_request_on_a_jsonl_line_is_named_as_such(hemis_run, tmp_path, monkeypatch, capsys):
+    source = tmp_path / "requests.jsonl"
+    source.write_text(json.dumps({"instances": [{"m0": _vector(0)}]}) + "\n")
+    code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
+    assert code == 2 and err.count("\n") == 1
+    assert 'line 1: holds a request ({"instances": [...]}); a .jsonl line is one instance' in err

@@ -150,8 +150,16 @@ def read_request(path: str | Path) -> PredictRequest:
         return parse_request(_decode(raw, ""))
     instances = []
     for number, line in enumerate(raw.splitlines(), start=1):
-        if line.strip():
-            instances.append(_decode(line, f"line {number}: "))
+        if not line.strip():
+            continue
+        instance = _decode(line, f"line {number}: ")
+        held = instance.get("instances") if isinstance(instance, dict) else None
+        if isinstance(held, list) and any(isinstance(item, dict) for item in held):
+            raise RequestError(
+                f'line {number}: holds a request ({{"instances": [...]}}); a .jsonl line is one '
+                f'instance ({{"m0": [...], "m1": null}}): write the request as a .json file'
+            )
+        instances.append(instance)
     if not instances:
         raise RequestError(
             'body: empty; write one instance per line: {"m0": [...], "m1": null}', 400
