@@ -1,5 +1,6 @@
 """Artifacts written before sizes were recorded: members held by a scheduler or an
-auto-ensemble are sized from their weights too, not only a top-level method.
+auto-ensemble are sized from their weights too, not only a top-level method (and their
+weights brought up to date, as upgrade_weights does for every module).
 
 Was: "config.json describes a 'scheduler' model of N values but model.safetensors holds M
 ...; another mlmm version sizes this method differently" for any such artifact holding a
@@ -9,6 +10,7 @@ method's resolved_from_state was asked).
 
 import numpy as np
 import pytest
+import torch
 
 from mlmm.methods.registry import create_method
 from mlmm.testing import contract_dataset
@@ -39,13 +41,20 @@ def _change_the_sizing_rule(monkeypatch):
 
 
 def _save_as_before_sizes_were_recorded(trained, path):
-    """The artifact an mlmm that did not record resolved sizes wrote: hyperparameters only."""
+    """The artifact an mlmm that did not record resolved sizes wrote: hyperparameters only,
+    and late-fusion members without ``log_prior`` (their weights then predicted as zeros do)."""
     from mlmm.train.card import model_card
     from mlmm.train.checkpoint import save_artifact
 
+    with torch.no_grad():
+        for name, buffer in trained.model.named_buffers():
+            if name.endswith("log_prior"):
+                buffer.zero_()
+    state = {k: v for k, v in trained.model.state_dict().items() if not k.endswith("log_prior")}
+    assert len(state) < len(trained.model.state_dict())  # a late-fusion member had one
     config = trained.config()
     del config["resolved_hyperparameters"]
-    return save_artifact(path, trained.model.state_dict(), config, card=model_card(config))
+    return save_artifact(path, state, config, card=model_card(config))
 
 
 def _flex_moe(model):
