@@ -4,7 +4,8 @@ One FastAPI app per process, built by :func:`create_app` from already loaded
 :class:`~mlmm.TrainedModel` objects (loaded once, never global): ``POST /predict``,
 ``GET /health``, ``GET /model``, ``GET /metrics`` (Prometheus text format). Every bad input
 is a 4xx whose ``detail`` names the field; a 5xx is a bug. Numbers are strict: a string or
-boolean where a number goes is refused, never converted.
+boolean where a number goes is refused, never converted. The body is read and checked by
+:mod:`mlmm.serve.request`, which ``mlmm predict --input x.json`` uses too.
 
 A model trained on variable-length sequences (``info["variable_length"]``) takes each
 sample's sequence as the list of its valid steps, 1 to the model's maximum: the list's length
