@@ -266,6 +266,16 @@ class AutoEnsemble(MissingModalityModel):
             prediction = (weights[:, None] * values).sum(0).to(outs[0].dtype)  # [B]
         return self.output(batch, prediction)
 
+    def onnx_module(self) -> nn.Module:
+        """A copy whose members are their own ``onnx_module()`` (``flex-moe``'s dense experts,
+        ``lda-em``'s table of pattern maps), so an ensemble exports whenever its members do;
+        traced with the members as they are, it was refused (``lda-em``) or, before the export
+        check drew a second batch, written answering other inputs wrongly (``flex-moe``)."""
+        clone = copy.deepcopy(self)
+        for key, member in self.models.items():
+            clone.models[key] = member.onnx_module()
+        return clone
+
     def leaderboard_frame(self) -> pd.DataFrame:
         """The recorded inner cross-validation leaderboard (or, without one, the members and
         their weights), one row per candidate, best first."""
