@@ -1349,7 +1349,12 @@ def stream_command(
 def predict_command(
     run: Annotated[Path, typer.Argument(help="A model directory written by `mlmm train`.")],
     input: Annotated[
-        Path, typer.Option("--input", help="Samples: .npz (array per modality), .parquet, .csv.")
+        Path,
+        typer.Option(
+            "--input",
+            help="Samples: .npz (array per modality), .parquet, .csv, or a POST /predict body "
+            "(.json; .jsonl: one instance per line).",
+        ),
     ],
     output: Annotated[
         Path | None,
@@ -1367,6 +1372,7 @@ def predict_command(
         read_input,
         write_table,
     )
+    from mlmm.serve.request import PredictRequest, pick_model
     from mlmm.train import TrainedModel
     from mlmm.utils import check_output_file
 
@@ -1374,7 +1380,10 @@ def predict_command(
         kind = OUTPUT_KINDS[check_suffix(output, "--output")]
         check_output_file(output, kind, inputs=[input], what="--output")
     trained = TrainedModel.load(run)
-    table = predict_table(trained, read_input(input), on_empty=on_empty)
+    samples = read_input(input)
+    if isinstance(samples, PredictRequest):  # named as `mlmm serve RUN` would serve it
+        pick_model(samples.model, [Path(run).resolve().name or "model"])
+    table = predict_table(trained, samples, on_empty=on_empty)
     if output is None:
         sys.stdout.write(table.to_csv(index=False))
         return

@@ -440,3 +440,60 @@ def test_a_per_modality_kernel_with_a_gamma_grid_exports_each_views_chosen_width
     np.testing.assert_allclose(got, trained.predict_proba(data), rtol=0, atol=1e-5)
     model.view_gamma = dict.fromkeys(model.view_gamma, 0.5)  # as a graph of one width answers
     assert np.abs(got - trained.predict_proba(data)).max() > 1e-2
+
+
+def _flex_moe():
+    data = mlmm.load_dataset("synthetic", n_samples=120)
+    model = mlmm.create_method("flex-moe", data.specs, data.task, embed_dim=16, hidden=32)
+    return Trainer(max_epochs=1, progress=False, seed=0).fit(model, data)
+
+
+def test_a_flex_moe_graph_answers_any_input_at_any_batch_size(tmp_path):
+    """Was: the traced graph kept only the experts its check inputs had selected (other
+    inputs answered up to 0.016 off in probability) and froze the check's batch size in the
+    router (a batch of more than 22 samples failed in onnxruntime: GatherND, invalid index)."""
+    trained = _flex_moe()
+    export_onnx(trained, tmp_path / "model.onnx")
+    session = onnx_session(tmp_path / "model.onnx")
+    rng = np.random.default_rng(7)
+    for n in (1, 23, 200):
+        raw = {m: rng.normal(size=(n, 16)).astype(np.float32) for m in ("m0", "m1", "m2")}
+        present = rng.random((n, 3)) < 0.6
+        present[~present.any(axis=1), 0] = True
+        given = {m: np.where(present[:, [j]], raw[m], np.nan) for j, m in enumerate(raw)}
+        got = session.run(["probabilities"], {**raw, "present": present})[0]
+        np.testing.assert_allclose(got, trained.predict_proba(given), atol=1e-5)
+
+
+def test_the_export_check_catches_a_choice_the_trace_froze(tmp_path, monkeypatch):
+    """A graph right in every shape but wrong in value on inputs other than those traced
+    (flex-moe's sparse expert loop, traced as it is) is refused, not written."""
+    from mlmm.methods.architecture.flex_moe import FlexMoE
+
+    trained = _flex_moe()
+    monkeypatch.setattr(FlexMoE, "onnx_module", lambda self: self)  # the sparse loop
+    with pytest.raises(MlmmError, match="its traced graph differs from PyTorch by") as err:
+        export_onnx(trained, tmp_path / "model.onnx")
+    assert "\n" not in str(err.value) and not (tmp_path / "model.onnx").exists()
+
+
+def test_an_auto_ensemble_exports_through_its_members_onnx_modules(tmp_path):
+    """Was refused: its flex-moe member traced sparse (0.0096 off), its lda-em member's
+    Cholesky path (onnxruntime has no Unique): each member's onnx_module() is traced now."""
+    data = mlmm.load_dataset("synthetic", n_samples=120)
+    members = [
+        {"method": "flex-moe", "params": {"embed_dim": 16, "hidden": 32}},
+        {"method": "lda-em"},
+    ]
+    model = mlmm.create_method("auto-ensemble", data.specs, data.task, members=members)
+    trained = Trainer(max_epochs=1, progress=False, seed=0).fit(model, data)
+    export_onnx(trained, tmp_path / "model.onnx")
+    session = onnx_session(tmp_path / "model.onnx")
+    rng = np.random.default_rng(3)
+    raw = {m: rng.normal(size=(100, 16)).astype(np.float32) for m in ("m0", "m1", "m2")}
+    present = rng.random((100, 3)) < 0.6
+    present[~present.any(axis=1), 1] = True
+    given = {m: np.where(present[:, [j]], raw[m], np.nan) for j, m in enumerate(raw)}
+    got = session.run(["probabilities"], {**raw, "present": present})[0]
+    np.testing.assert_allclose(got, trained.predict_proba(given), atol=1e-5)
+    assert not trained.model.models["m0"].blocks[0].moe.dense  # the model itself unchanged

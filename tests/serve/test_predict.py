@@ -436,16 +436,6 @@ def test_a_csv_in_another_encoding_than_utf8_is_one_line_naming_its_line(tmp_pat
         read_input(tmp_path / "latin.csv")
 
 
-def test_a_json_input_is_refused_by_its_suffix_in_one_line(
-    hemis_run, tmp_path, monkeypatch, capsys
-):
-    source = tmp_path / "in.json"
-    source.write_text('{"m0": [["1.5"]]}')
-    code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
-    assert code == 2 and err.count("\n") == 1
-    assert "has suffix '.json'; use a .npz (one array per modality), .parquet or .csv" in err
-
-
 def _corrupt_member_header(good, bad):
     """``good`` with the ``)`` closing member m1's header shape dropped (valid CRC-32s)."""
     import zipfile

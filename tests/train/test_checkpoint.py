@@ -77,11 +77,11 @@ def test_round_trip(tmp_path):
         [CARD_FILE, CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE]
     )
     config, state = load_artifact(path)
-    assert config["format"] == "mlmm-artifact" and config["format_version"] == 1
+    assert config["format"] == "mlmm-artifact" and config["format_version"] == 2
     assert config["method"] == "toy" and config["scale"] == 1.0
     assert len(config["weights_sha256"]) == 64
     manifest = json.loads((path / MANIFEST_FILE).read_text())
-    assert manifest["format"] == "mlmm-artifact" and manifest["format_version"] == 1
+    assert manifest["format"] == "mlmm-artifact" and manifest["format_version"] == 2
     assert (
         manifest["sha256"][CONFIG_FILE]
         == hashlib.sha256((path / CONFIG_FILE).read_bytes()).hexdigest()
@@ -451,11 +451,11 @@ def test_wrong_format(tmp_path, content):
 def test_a_newer_format_version(tmp_path, where):
     path = save(tmp_path / "model")
     data = json.loads((path / where).read_text())
-    (path / where).write_text(json.dumps({**data, "format_version": 2}))
+    (path / where).write_text(json.dumps({**data, "format_version": 3}))
     rehash(path)
     with pytest.raises(ArtifactError) as err:
         load_artifact(path)
-    assert_one_line_error(err, "uses artifact format 2", "upgrade mlmm")
+    assert_one_line_error(err, "uses artifact format 3", "upgrade mlmm")
 
 
 @pytest.mark.parametrize("version", ["1", None, 0, 1.0, True, [1]])

@@ -50,6 +50,25 @@ def method_hyperparameters(name: str) -> dict[str, Any]:
     return out
 
 
+def member_resolved_from_state(
+    name: str, params: dict[str, Any], state: dict[str, Any], prefix: str
+) -> dict[str, Any]:
+    """:meth:`~MissingModalityModel.resolved_from_state` of a method held by another (a
+    scheduler's expert, an auto-ensemble's member): ``name`` built from ``params`` (as given,
+    its defaults filled in), whose weights are the entries of ``state`` under ``prefix``.
+
+    A method holding others calls it from its own ``resolved_from_state``, so the sizes an
+    old artifact's members resolved are read off their weights however deep they sit (an
+    auto-ensemble holding a scheduler holding a flex-moe). A method this mlmm lacks reads
+    nothing: the load names it.
+    """
+    if name not in METHODS.names():
+        return {}
+    given = {**method_hyperparameters(name), **params}
+    own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return METHODS.get(name).obj.resolved_from_state(given, own)
+
+
 def create_method(
     name: str, specs: Sequence[ModalitySpec], task: TaskSpec, **params: Any
 ) -> MissingModalityModel:

@@ -65,8 +65,14 @@ class SparseMoE(nn.Module):
     logits are a linear map of the token; the selected experts are the top ``k`` logits, except
     that a forced expert always takes the first slot. The gate values are the softmax of the
     selected experts' logits, so they sum to 1 per token. Each expert runs only on the tokens
-    that selected it.
+    that selected it; with :attr:`dense` set, every expert runs on every token and is weighted
+    by its gate (0 where not selected): the same answer, in a form an ONNX trace keeps whole
+    (the sparse loop's set of experts depends on the data, and a trace would freeze the set
+    its example inputs chose, silently dropping any other expert a later input selects).
     """
+
+    #: Run every expert on every token (see the Notes); set on the copy ONNX export traces.
+    dense: bool = False
 
     def __init__(self, dim: int, n_experts: int, top_k: int, hidden: int, dropout: float) -> None:
         super().__init__()
@@ -92,10 +98,11 @@ class SparseMoE(nn.Module):
         self, logits: torch.Tensor, forced: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Selected experts ``[T, k]`` and their gate values ``[T, k]`` from logits ``[T, E]``."""
-        is_forced = forced >= 0  # [T]
-        ranking = logits.detach().clone()  # the selection is not differentiable
-        rows = torch.arange(len(logits), device=logits.device)
-        ranking[rows[is_forced], forced[is_forced]] = torch.inf  # forced expert ranks first
+        # the forced expert ranks first (-1 matches no expert); a mask, not an index of rows:
+        # traced for ONNX, arange(len(logits)) froze the batch size and larger ones failed
+        experts = torch.arange(logits.shape[1], device=logits.device)  # [E]
+        forced_slot = experts.unsqueeze(0) == forced.unsqueeze(1)  # [T, E]
+        ranking = logits.detach().masked_fill(forced_slot, torch.inf)  # selection: no gradient
         index = torch.topk(ranking, self.top_k, dim=1).indices  # [T, k]
         gates = torch.softmax(logits.gather(1, index), dim=1)  # [T, k]
         return index, gates
@@ -106,6 +113,12 @@ class SparseMoE(nn.Module):
         logits = self.router(x)  # [T, E]
         index, gates = self.route(logits, forced)  # [T, k], [T, k]
         out = torch.zeros_like(x)  # [T, D]
+        if self.dense:
+            # [T, E], 0 where not selected (sized from logits: a traced len() is a constant)
+            weights = torch.zeros_like(logits).scatter(1, index, gates)
+            for e, expert in enumerate(self.experts):
+                out = out + weights[:, e : e + 1] * expert(x).to(out.dtype)  # [T, D]
+            return out, logits, index, gates
         for e in torch.unique(index).tolist():
             token, slot = (index == e).nonzero(as_tuple=True)  # tokens that chose e, and where
             routed = gates[token, slot].unsqueeze(1) * self.experts[e](x[token])  # [t, D]

@@ -4,7 +4,8 @@ One FastAPI app per process, built by :func:`create_app` from already loaded
 :class:`~mlmm.TrainedModel` objects (loaded once, never global): ``POST /predict``,
 ``GET /health``, ``GET /model``, ``GET /metrics`` (Prometheus text format). Every bad input
 is a 4xx whose ``detail`` names the field; a 5xx is a bug. Numbers are strict: a string or
-boolean where a number goes is refused, never converted.
+boolean where a number goes is refused, never converted. The body is read and checked by
+:mod:`mlmm.serve.request`, which ``mlmm predict --input x.json`` uses too.
 
 A model trained on variable-length sequences (``info["variable_length"]``) takes each
 sample's sequence as the list of its valid steps, 1 to the model's maximum: the list's length
@@ -26,8 +27,6 @@ Needs the ``serve`` extra (``pip install 'mlmm[serve]'``: FastAPI and uvicorn).
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import math
 import time
 from collections import Counter
@@ -41,12 +40,20 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import subset_name
 from mlmm.serve.predict import NO_MODALITY, NOT_FINITE_FIX, not_finite_rows, score_metric
+from mlmm.serve.request import (
+    UNPARSABLE_BODY,
+    PredictRequest,
+    RequestError,
+    pick_model,
+    request_arrays,
+    validation_error,
+)
 from mlmm.train.trained import TrainedModel
 
 #: Seconds a request body may stall (nothing received) before the request is answered 408: a
@@ -56,37 +63,9 @@ BODY_IDLE_SECONDS = 10.0
 #: Latency histogram bucket bounds, in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROUTES = ("/predict", "/health", "/model", "/metrics")
-_NO_LENGTHS_FIELD = (
-    "a request has no lengths field: send each variable-length sequence as the list of its "
-    "valid steps only, and its length is the list's"
-)
 
 
 # ---------------------------------------------------------------------- request / response
-class PredictRequest(BaseModel):
-    """``POST /predict``: one sample (a list of one) or a batch, modalities by name."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = Field(
-        None, description="Which served model answers; may be left out when one is served."
-    )
-    instances: list[dict[str, list[Any] | None]] = Field(
-        min_length=1,
-        description="The samples: modality name -> nested list of numbers of the modality's "
-        'shape (GET /model); JSON numbers only (integers included): a string such as "1.5" '
-        "or true/false is refused. A modality left out, or null, is absent in that sample. A "
-        "variable-length sequence (variable_length in GET /model) is the list of its valid "
-        "steps only, 1 to shape[0] of them: its length is the list's.",
-        examples=[[{"m0": [0.1, 0.2], "m1": None}]],
-    )
-    on_empty: Literal["error", "prior"] | None = Field(
-        None,
-        description="A sample with no modality: 'error' refuses it (422), 'prior' answers it "
-        "with the training prior. Default: the server's setting.",
-    )
-
-
 class Prediction(BaseModel):
     """The answer for one sample."""
 
@@ -249,86 +228,6 @@ class _Served:
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None
 
-    # -------------------------------------------------------- input
-    def arrays(
-        self, instances: list[dict[str, list[Any] | None]], on_empty: str
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
-        """Checked per-modality arrays ``[N, *shape]`` (NaN rows absent), ``present [N, M]``
-        and the valid steps ``[N]`` of each variable-length sequence (0 where absent; the
-        steps after them are zero padding)."""
-        n = len(instances)
-        arrays = {
-            m: np.full((n, *shape), np.nan, dtype=np.float32) for m, shape in self.shapes.items()
-        }
-        present = np.zeros((n, len(self.names)), dtype=bool)
-        lengths = {m: np.zeros(n, dtype=np.int64) for m in self.variable}
-        index = {m: j for j, m in enumerate(self.names)}
-        for i, instance in enumerate(instances):
-            for key, value in instance.items():
-                where = f"instances[{i}].{key}"
-                if key not in index:
-                    hint = f"; {_NO_LENGTHS_FIELD}" if key == "lengths" and self.variable else ""
-                    raise _BadInput(
-                        f"{where}: unknown modality {key!r}; this model takes "
-                        f"{list(self.names)}{hint}"
-                    )
-                if value is None:
-                    continue
-                if key in lengths and not 1 <= len(value) <= self.shapes[key][0]:
-                    # counted before any conversion: a long list is refused unread
-                    raise _BadInput(self._steps_error(where, key, len(value)))
-                _refuse_non_numbers(value, where, len(self.shapes[key]))
-                try:
-                    array = np.asarray(value, dtype=np.float64)
-                except (TypeError, ValueError, OverflowError):
-                    dims = [str(d) for d in self.shapes[key]]
-                    if key in lengths:  # any number of steps up to the maximum
-                        dims[0] = f"1..{dims[0]}"
-                    raise _BadInput(
-                        f"{where}: must be a nested list of numbers of shape [{', '.join(dims)}]"
-                    ) from None
-                if key in lengths:
-                    if array.ndim != 2 or array.shape[1:] != self.shapes[key][1:]:
-                        raise _BadInput(self._steps_error(where, key, None, list(array.shape)))
-                elif array.shape != self.shapes[key]:
-                    raise _BadInput(
-                        f"{where}: expected shape {list(self.shapes[key])}, got {list(array.shape)}"
-                    )
-                if not np.isfinite(array).all():
-                    raise _BadInput(
-                        f"{where}: holds NaN or inf; a present modality must be finite (leave "
-                        f"the modality out, or send null, to mark it absent)"
-                    )
-                if np.abs(array).max(initial=0.0) > np.finfo(np.float32).max:
-                    raise _BadInput(f"{where}: holds values beyond float32's range (3.4e38)")
-                if key in lengths:
-                    arrays[key][i] = 0.0  # the padding after the valid steps
-                    lengths[key][i] = len(array)
-                arrays[key][i, : len(array)] = array
-                present[i, index[key]] = True
-        empty = np.flatnonzero(~present.any(axis=1))
-        if len(empty) and on_empty == "error":
-            raise _BadInput(
-                f"instances[{int(empty[0])}]: no modality present; send at least one of "
-                f"{list(self.names)}, or on_empty='prior' for the training prior"
-            )
-        return arrays, present, lengths
-
-    def _steps_error(
-        self, where: str, name: str, steps: int | None, got: list[int] | None = None
-    ) -> str:
-        """One line for a variable-length sequence that is empty, too long or mis-shaped."""
-        most, channels = self.shapes[name]
-        fix = f"send 1 to {most} steps of {channels} numbers each, only the valid ones"
-        if steps == 0:
-            return (
-                f"{where}: 0 steps; a present sequence needs at least 1 ({fix}), or leave the "
-                f"modality out, or send null, to mark it absent"
-            )
-        if steps is not None:
-            return f"{where}: {steps} steps is over this model's maximum of {most}; {fix}"
-        return f"{where}: expected shape [steps, {channels}] with 1 <= steps <= {most}, got {got}"
-
     # -------------------------------------------------------- answering
     async def _forward(
         self, arrays: dict[str, np.ndarray], lengths: dict[str, np.ndarray]
@@ -466,59 +365,6 @@ def _version() -> str:
     return mlmm.__version__
 
 
-def _refuse_non_numbers(value: list[Any], where: str, depth: int) -> None:
-    """Refuse the first string or boolean in the nested list ``value`` (``where`` names it),
-    looking ``depth`` levels down (the modality's rank; deeper lists are a shape error).
-
-    ``np.asarray(..., dtype=float)`` would read ``"1.5"`` as 1.5 and ``true`` as 1.0; a
-    request that sends them has a bug on the caller's side, so it is told, not guessed at.
-    Integers are numbers and stay accepted. The leaves are gathered level by level with
-    ``chain`` and their types read with ``map(type)``, both in C; only a list holding a string
-    or boolean is walked in Python, to name the entry. (A ragged list stops the gathering
-    early; ``np.asarray`` refuses it after this.)
-    """
-    leaves = value
-    for _ in range(depth - 1):
-        if set(map(type, leaves)) != {list}:
-            break
-        leaves = list(itertools.chain.from_iterable(leaves))
-    if not {str, bool} & set(map(type, leaves)):
-        return
-    _name_non_number(value, where, depth)
-
-
-def _name_non_number(value: list[Any], where: str, depth: int) -> None:
-    """The walk of :func:`_refuse_non_numbers` that finds and names the entry."""
-    kinds = set(map(type, value))
-    if list in kinds and depth > 1:
-        for k, item in enumerate(value):
-            if type(item) is list:
-                _name_non_number(item, f"{where}[{k}]", depth - 1)
-            elif type(item) in (str, bool):
-                _refuse_non_number(item, f"{where}[{k}]")
-    elif str in kinds or bool in kinds:
-        k = next(k for k, item in enumerate(value) if type(item) in (str, bool))
-        _refuse_non_number(value[k], f"{where}[{k}]")
-
-
-def _refuse_non_number(item: str | bool, where: str) -> None:
-    if type(item) is bool:
-        got, fix = f"the boolean {str(item).lower()}", "send 1 or 0 for a flag"
-    else:
-        shown = json.dumps(item if len(item) <= 20 else item[:17] + "...")  # one line
-        got, fix = f"the string {shown}", 'send numbers unquoted (1.5, not "1.5")'
-    raise _BadInput(f"{where}: expected a number, got {got}; {fix}")
-
-
-class _BadInput(Exception):
-    """An input the service refuses: a 422 whose detail names the field."""
-
-    def __init__(self, detail: str, status: int = 422) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.status = status
-
-
 # ---------------------------------------------------------------------- body guard
 class _BodyGuard:
     """ASGI middleware: JSON content type and a size bound on request bodies; timing.
@@ -611,14 +457,6 @@ async def _reply(send: Any, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    """``("body", "instances", 0, "m0")`` -> ``instances[0].m0``."""
-    out = ""
-    for part in loc[1:] if loc and loc[0] == "body" else loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
-
-
 # ---------------------------------------------------------------------- the app
 def create_app(
     models: Mapping[str, TrainedModel],
@@ -697,31 +535,18 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        if first.get("type") == "json_invalid":
-            detail = f"body: malformed JSON ({first.get('ctx', {}).get('error', 'decode error')})"
-            return JSONResponse({"detail": detail}, status_code=400)
-        where = _field(tuple(first.get("loc", ())))
-        if where == "body" and first.get("type") == "missing":  # b"": no JSON at all
-            detail = 'body: empty; send a JSON object: {"instances": [{...}, ...]}'
-            return JSONResponse({"detail": detail}, status_code=400)
-        detail = f"{where}: {first.get('msg', 'invalid')}"
-        if where == "lengths" and first.get("type") == "extra_forbidden":
-            detail = f"lengths: {_NO_LENGTHS_FIELD}"
-        return JSONResponse({"detail": detail}, status_code=422)
+        err = validation_error(list(exc.errors()))
+        return JSONResponse({"detail": err.detail}, status_code=err.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = str(exc.detail)
         if exc.status_code == 400 and not detail.startswith("body"):
-            detail = (
-                f"body: cannot be parsed as JSON ({detail}: nested too deeply, not UTF-8, or "
-                f"an integer of over 4,300 digits)"
-            )
+            detail = UNPARSABLE_BODY
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(_BadInput)
-    async def _bad(request: Request, exc: _BadInput) -> JSONResponse:
+    @app.exception_handler(RequestError)
+    async def _bad(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     errors = {
@@ -734,27 +559,22 @@ def create_app(
     @app.post("/predict", response_model=PredictResponse, responses=errors)
     async def predict(request: PredictRequest) -> Response:
         """Predict for one sample (a list of one) or a batch, from any subset of modalities."""
-        if request.model is None:
-            if len(served) > 1:
-                raise _BadInput(f"model: several models are served {sorted(served)}; name one")
-            model = next(iter(served.values()))
-        elif request.model in served:
-            model = served[request.model]
-        else:
-            raise _BadInput(f"model: unknown model {request.model!r}; served: {sorted(served)}")
+        model = served[pick_model(request.model, list(served))]
         if len(request.instances) > max_instances:
-            raise _BadInput(
+            raise RequestError(
                 f"instances: {len(request.instances)} samples is over the limit of "
                 f"{max_instances} per request; split the batch"
             )
-        arrays, present, lengths = model.arrays(request.instances, request.on_empty or on_empty)
+        arrays, present, lengths = request_arrays(
+            model.shapes, model.variable, request.instances, request.on_empty or on_empty
+        )
         try:
             raw = await model.answer(arrays, lengths, len(present), micro_batch)
         except MlmmError as err:
-            raise _BadInput(f"instances: {err}") from None
+            raise RequestError(f"instances: {err}") from None
         bad = not_finite_rows(raw)
         if len(bad):  # argmax would call it the first class; JSON would carry null
-            raise _BadInput(
+            raise RequestError(
                 f"instances[{int(bad[0])}]: the model's answer is NaN or infinite: {NOT_FINITE_FIX}"
             )
         # serialised here in one step: FastAPI would otherwise re-validate the response model

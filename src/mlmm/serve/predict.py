@@ -13,11 +13,15 @@ import pandas as pd
 from mlmm.data.formats._common import NUMPY_FILE_ERRORS, numpy_file_reason
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import subset_name
+from mlmm.serve.request import REQUEST_SUFFIXES, PredictRequest, read_request, request_arrays
 from mlmm.train.trained import MULTILABEL_THRESHOLD, TrainedModel
 from mlmm.utils import atomic_write
 
 #: File types ``mlmm predict`` reads and writes.
 SUFFIXES = (".npz", ".parquet", ".csv")
+#: File types ``mlmm predict --input`` reads: those, and ``POST /predict`` bodies
+#: (:data:`~mlmm.serve.request.REQUEST_SUFFIXES`).
+INPUT_SUFFIXES = SUFFIXES + REQUEST_SUFFIXES
 #: What an existing file of each suffix must look like to be replaced (:func:`check_output_file`).
 OUTPUT_KINDS = {".npz": "NPZ", ".parquet": "Parquet", ".csv": "CSV"}
 #: Subset name of a sample with no modality present.
@@ -29,12 +33,17 @@ LENGTHS_PREFIX = "lengths."
 CSV_SEPARATORS = (",", ";", "\t")
 
 
-def check_suffix(path: Path, what: str) -> str:
+def check_suffix(path: Path, what: str, allowed: tuple[str, ...] = SUFFIXES) -> str:
+    """``path``'s suffix, lower-cased, when it is one of ``allowed`` (``what`` names the
+    option in the one-line refusal)."""
     suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
+    if suffix not in allowed:
+        requests = (
+            " or a .json/.jsonl request (as POST /predict takes)" if ".json" in allowed else ""
+        )
         raise MlmmError(
             f"{what} {str(path)!r} has suffix {suffix or '(none)'!r}; use a .npz (one array per "
-            f"modality), .parquet or .csv file"
+            f"modality), .parquet or .csv file{requests}"
         )
     return suffix
 
@@ -67,8 +76,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
-    """Read samples to predict: ``.npz`` (one array per modality) or a ``.parquet``/``.csv`` table.
+def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame | PredictRequest:
+    """Read samples to predict: ``.npz`` (one array per modality), a ``.parquet``/``.csv``
+    table, or a request as ``POST /predict`` takes it (``.json``, or ``.jsonl``: one instance
+    per line; :func:`mlmm.serve.request.read_request`).
 
     Parameters
     ----------
@@ -78,16 +89,19 @@ def read_input(path: str | Path) -> dict[str, np.ndarray] | pd.DataFrame:
         (:attr:`mlmm.TrainedModel.table_columns`). For a model trained on variable-length
         sequences, ``lengths.NAME`` (an array ``(N,)`` in a ``.npz``, a column in a table)
         holds each row's valid steps of sequence ``NAME`` (see :func:`split_lengths`).
+        A request's instances are checked against the model by :func:`predict_table`.
 
     Returns
     -------
-    dict of str to ndarray, or DataFrame
+    dict of str to ndarray, DataFrame, or PredictRequest
     """
     path = Path(path)
-    suffix = check_suffix(path, "--input")
+    suffix = check_suffix(path, "--input", INPUT_SUFFIXES)
     if not path.is_file():
         raise MlmmError(f"--input {str(path)!r} is not a file; give the samples to predict")
     try:
+        if suffix in REQUEST_SUFFIXES:
+            return read_request(path)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:  # never unpickle user files
                 return {key: data[key] for key in data.files}
@@ -353,18 +367,42 @@ def check_finite_answer(raw: np.ndarray) -> None:
         )
 
 
+def request_input(
+    trained: TrainedModel, request: PredictRequest, on_empty: str = "error"
+) -> tuple[dict[str, np.ndarray], str]:
+    """A ``POST /predict`` request's instances as :func:`predict_table` input, checked as the
+    server checks them (:func:`mlmm.serve.request.request_arrays`, the same one-line errors),
+    and the ``on_empty`` that answers them (the request's, else ``on_empty``).
+
+    Returns
+    -------
+    X : dict of str to ndarray
+        ``[N, *shape]`` per modality (NaN rows absent) and ``lengths.NAME`` per
+        variable-length sequence.
+    on_empty : str
+    """
+    on_empty = request.on_empty or on_empty
+    variable = tuple(trained.info.get("variable_length") or ())
+    arrays, _, lengths = request_arrays(
+        trained.modality_shapes, variable, request.instances, on_empty
+    )
+    return {**arrays, **{LENGTHS_PREFIX + m: steps for m, steps in lengths.items()}}, on_empty
+
+
 def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.DataFrame:
     """One row per sample: prediction, probabilities, modalities used, validation score.
 
     Parameters
     ----------
     trained : TrainedModel
-    X : dict of arrays, DataFrame or MultimodalDataset
+    X : dict of arrays, DataFrame, MultimodalDataset or PredictRequest
         As :meth:`mlmm.TrainedModel.as_dataset` takes it; for a model trained on
         variable-length sequences, a dict or DataFrame carries each sequence's per-row
-        lengths as ``lengths.NAME`` (:func:`split_lengths`).
+        lengths as ``lengths.NAME`` (:func:`split_lengths`). A request
+        (:class:`mlmm.serve.request.PredictRequest`) is read by :func:`request_input`.
     on_empty : {"error", "prior"}
-        Samples with no modality present: refused, or answered with the training prior.
+        Samples with no modality present: refused, or answered with the training prior (a
+        request's own ``on_empty`` takes precedence, as in ``POST /predict``).
 
     Returns
     -------
@@ -376,6 +414,8 @@ def predict_table(trained: TrainedModel, X: Any, on_empty: str = "error") -> pd.
         ``validation_rmse``): the validation score of that presence pattern stored with the
         model, NaN when the model stores none for it.
     """
+    if isinstance(X, PredictRequest):
+        X, on_empty = request_input(trained, X, on_empty)
     check_numbers(trained, X)
     X, lengths = split_lengths(trained, X)
     table = trained.info.get("data")  # mlmm train --data --partial missing: its rule here too

@@ -60,7 +60,13 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 FORMAT = "mlmm-artifact"
-FORMAT_VERSION = 1
+#: The artifact format this mlmm writes; it reads every version up to it (a newer one is
+#: refused: "uses artifact format N, newer than this mlmm reads; upgrade mlmm"). Bumped with
+#: every key ``config.json`` may newly carry: an earlier mlmm's schema forbids unknown keys, so
+#: without the bump it would refuse the artifact as "unknown key ...; retrain or restore the
+#: model", the wrong fix. 1: the first format. 2: ``resolved_hyperparameters`` and
+#: ``revisions`` (first written under 1, which the mlmm before them refused as unknown keys).
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "mlmm-artifact.json"

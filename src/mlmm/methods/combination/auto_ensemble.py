@@ -28,7 +28,7 @@ from mlmm.data.batch import MultimodalBatch
 from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_range
-from mlmm.methods.registry import create_method, register_method
+from mlmm.methods.registry import create_method, member_resolved_from_state, register_method
 from mlmm.utils import torch_seed_for
 
 if TYPE_CHECKING:
@@ -217,6 +217,32 @@ class AutoEnsemble(MissingModalityModel):
         ]
         return {"members": built}
 
+    @classmethod
+    def resolved_from_state(
+        cls, hyperparameters: dict[str, Any], state: dict[str, torch.Tensor]
+    ) -> dict[str, Any]:
+        """For an artifact written before sizes were recorded: ``members`` with each member's
+        sizes read off its weights (``models.mI.*``; the member's own ``resolved_from_state``,
+        a scheduler's reading its experts'), so a later change of a member's sizing rule does
+        not stop it loading. Empty when no member resolved anything."""
+        members = hyperparameters.get("members")
+        try:
+            specs = [
+                _check_member(m, i)
+                for i, m in enumerate(DEFAULT_MEMBERS if members is None else members)
+            ]
+        except (MlmmError, TypeError):  # the load refuses the value in its own words
+            return {}
+        built, changed = [], False
+        for i, spec in enumerate(specs):
+            resolved = member_resolved_from_state(
+                spec["method"], spec["params"], state, f"models.m{i}."
+            )
+            changed = changed or bool(resolved)
+            # named as built (a member's default name lists its params: not the sizes read)
+            built.append({**spec, "params": {**spec["params"], **resolved}})
+        return {"members": built} if changed else {}
+
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> list[TrainHistory]:
@@ -239,6 +265,16 @@ class AutoEnsemble(MissingModalityModel):
             values = torch.stack([o.reshape(-1).double() for o in outs])  # [E, B]
             prediction = (weights[:, None] * values).sum(0).to(outs[0].dtype)  # [B]
         return self.output(batch, prediction)
+
+    def onnx_module(self) -> nn.Module:
+        """A copy whose members are their own ``onnx_module()`` (``flex-moe``'s dense experts,
+        ``lda-em``'s table of pattern maps), so an ensemble exports whenever its members do;
+        traced with the members as they are, it was refused (``lda-em``) or, before the export
+        check drew a second batch, written answering other inputs wrongly (``flex-moe``)."""
+        clone = copy.deepcopy(self)
+        for key, member in self.models.items():
+            clone.models[key] = member.onnx_module()
+        return clone
 
     def leaderboard_frame(self) -> pd.DataFrame:
         """The recorded inner cross-validation leaderboard (or, without one, the members and

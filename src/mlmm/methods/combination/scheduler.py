@@ -39,7 +39,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.errors import MlmmError
 from mlmm.methods.base import MethodOutput, MissingModalityModel
 from mlmm.methods.combination.per_subset import pattern_codes, rows_of, with_subset
-from mlmm.methods.registry import create_method, register_method
+from mlmm.methods.registry import create_method, member_resolved_from_state, register_method
 from mlmm.tune.space import Categorical
 
 if TYPE_CHECKING:
@@ -180,6 +180,29 @@ class Scheduler(MissingModalityModel):
         """``expert_params`` as every expert was built (its defaults and the sizes it resolved
         included), so an artifact rebuilds the same experts whatever their defaults become."""
         return {"expert_params": {n: e.built_hyperparameters() for n, e in self.pool.items()}}
+
+    @classmethod
+    def resolved_from_state(
+        cls, hyperparameters: dict[str, Any], state: dict[str, torch.Tensor]
+    ) -> dict[str, Any]:
+        """For an artifact written before sizes were recorded: ``expert_params`` with each
+        expert's sizes read off its weights (``pool.NAME.*``; the expert's own
+        ``resolved_from_state``), so a later change of an expert's sizing rule does not stop
+        it loading. Empty when no expert resolved anything."""
+        try:
+            names = _expert_names(hyperparameters.get("experts", "late-fusion,hemis"))
+        except MlmmError:  # the load refuses the value in its own words
+            return {}
+        given = hyperparameters.get("expert_params") or {}
+        if not isinstance(given, dict):
+            return {}
+        params = {}
+        for name in names:
+            own = given.get(name) or {}
+            resolved = member_resolved_from_state(name, own, state, f"pool.{name}.")
+            if resolved:
+                params[name] = {**own, **resolved}
+        return {"expert_params": {**given, **params}} if params else {}
 
     # ------------------------------------------------------------------ training
     def fit(
