@@ -167,7 +167,7 @@ def test_bad_joint_settings_are_one_line_errors(kwargs, match):
     assert "\n" not in str(error.value)
 
 
-def test_fusion_joint_is_listed_with_the_method():
+def test_the_default_fusion_is_the_product_rule_as_before():
     model = mlmm.create_method(
         "per-modality-kernel", _views(10).specs, TaskSpec("classification", 3)
     )
