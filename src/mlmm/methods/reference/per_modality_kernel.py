@@ -26,6 +26,25 @@ out-of-fold predictions of the training rows), and ``C="cv"`` chooses each view'
 its own inner cross-validation (the eighth design round of ``method="auto"``, docs/auto.md)
 from ``C_grid`` (the ninth round's option), jointly with the view's RBF width from
 ``gamma_grid`` where one is given (the tenth round's option).
+
+``fusion="joint"`` (the eleventh round's option) trains the views together instead: ONE
+multinomial logistic regression (regression: one ridge) on all training rows, on the
+concatenation of every view's Nyström block (an absent view's block zero) and the presence
+indicators. In kernel terms it is a kernel machine with ``k(x, x') = sum_{m in S(x) & S(x')}
+k_m(x_m, x'_m)``, the sum of the per-view RBF kernels over the views both samples have (a
+positive semi-definite kernel on inputs with missing views: the inner product of the
+zero-filled feature maps), plus a bias per present view; its decision function is additive
+over the present views, but their weights are fitted together, so evidence the views share is
+not counted once per view as the product rule counts it. The closest published construction:
+X. Liu, L. Wang, J. Yin, Y. Dou, J. Zhang, "Absent Multiple Kernel Learning", AAAI 2015,
+doi:10.1609/aaai.v29i1.9545, which classifies each sample in the feature space of its observed
+channels (after G. Chechik, G. Heitz, G. Elidan, P. Abbeel, D. Koller, "Max-margin
+Classification of Data with Absent Features", JMLR 9:1-21, 2008) and compares with zero-filling
+baselines. Ours differs: the feature maps are zero-filled (not the inputs, which an RBF kernel
+would still compare), the view kernels are summed with equal weights (no kernel weights are
+learnt; the fitted per-view coefficients carry the weighting), the loss is the penalised
+multinomial log loss (not a max-min sample margin), and presence indicators let the bias
+depend on which views are present.
 """
 
 from __future__ import annotations
@@ -53,6 +72,8 @@ from mlmm.methods.registry import register_method
 from mlmm.tune.space import Categorical, Float
 
 KERNELS = ("rbf", "linear")
+#: ``"product"``: one model per view, product rule; ``"joint"``: one model over every view.
+FUSIONS = ("product", "joint")
 #: Seeds the landmark draw (a modality with more than ``n_components`` training rows).
 LANDMARK_SEED = 0
 #: The per-view penalties ``C="cv"`` chooses from (unless ``C_grid`` gives others).
@@ -130,6 +151,28 @@ def check_C_grid(C_grid: Any) -> tuple[float, ...]:
 def check_gamma_grid(gamma_grid: Any) -> tuple[float, ...]:
     """``gamma_grid`` as :class:`PerModalityKernel` stores it (:func:`check_grid`)."""
     return check_grid("gamma_grid", gamma_grid, "[0.25, 0.5, 1]")
+
+
+def check_joint(C: Any, evidence_scale: Any, gamma_grid: Any) -> None:
+    """Refuse, in one line each, the options ``fusion="joint"`` has no use for: a per-modality
+    ``C`` mapping, ``evidence_scale`` other than 1.0 and a ``gamma_grid`` (all three belong to
+    the product rule's per-modality models)."""
+    if isinstance(C, Mapping):
+        raise MlmmError(
+            f'fusion="joint" fits one model with one C, got a mapping {dict(C)!r}; give one '
+            f'number or "cv"'
+        )
+    if evidence_scale != 1.0:
+        raise MlmmError(
+            f"evidence_scale scales the product rule, got evidence_scale={evidence_scale!r} with "
+            f'fusion="joint"; leave it at 1.0'
+        )
+    if gamma_grid is not None:
+        raise MlmmError(
+            f"gamma_grid chooses each modality's width for the product rule, got "
+            f'gamma_grid={gamma_grid!r} with fusion="joint"; leave gamma_grid out, or give '
+            f"one gamma"
+        )
 
 
 def nearest_on_log_scale(grid: Sequence[float], target: float) -> float:
@@ -254,6 +297,18 @@ class PerModalityKernel(ClassicalReference):
         Most landmarks per modality (all training rows that have the modality when fewer).
     max_iter : int, default 1000
         Most lbfgs iterations per model (classification).
+    fusion : {"product", "joint"}, default "product"
+        ``"product"``: one model per modality, fused as above. ``"joint"``: one model, fitted on
+        all training rows, on the concatenation of every modality's features (the same maps;
+        an absent modality's block zero) and the ``M`` presence indicators; ``forward`` returns
+        ``b + sum_m [f_m(x_m) @ coef_m.T + intercept_m]`` over the present modalities (the
+        logits, or the prediction for regression), ``intercept_m`` being the presence
+        indicator's coefficients. ``C`` is one number or ``"cv"``: the ``C_grid`` value with the
+        lowest mean held-out loss of the joint model over :data:`CV_FOLDS` stratified folds of
+        all training rows (:func:`cv_folds`; the Nyström maps drawn once from all rows that
+        have each modality; ties go to the smaller ``C``; fewer rows than folds:
+        :func:`fallback_C`). Refuses a per-modality ``C`` mapping, ``gamma_grid`` and
+        ``evidence_scale`` other than 1.0, which belong to the product rule's per-view models.
 
     Attributes
     ----------
@@ -267,6 +322,8 @@ class PerModalityKernel(ClassicalReference):
     log_prior : nn.Parameter
         ``[M + 1, K]``: log class frequencies among the training rows that have each modality,
         and last among all training rows (the product rule's correction).
+    joint_intercept : nn.Parameter
+        ``[K]``: the joint model's bias ``b`` (``fusion="joint"`` only).
     view_C : dict of str to float or None
         The penalty each modality's model was fitted with (``None`` until :meth:`fit` resolves
         ``C="cv"``).
@@ -281,7 +338,8 @@ class PerModalityKernel(ClassicalReference):
         ``C_grid`` value (in its sorted order) for modality ``name`` (with a ``gamma_grid``: at
         the chosen ``gamma``; ``cv_losses["gamma"][name][i]`` holds the list for the ``i``-th
         ``gamma_grid`` value), and ``cv_losses["evidence_scale"]``, the fused log loss of every
-        :data:`EVIDENCE_SCALE_GRID` value (not saved).
+        :data:`EVIDENCE_SCALE_GRID` value; with ``fusion="joint"``, ``cv_losses["C"]`` is the
+        joint model's list (not saved).
 
     References
     ----------
@@ -291,6 +349,10 @@ class PerModalityKernel(ClassicalReference):
     J. Kittler, M. Hatef, R. P. W. Duin, J. Matas. "On combining classifiers." IEEE
     Transactions on Pattern Analysis and Machine Intelligence 20(3), 226-239, 1998.
     doi:10.1109/34.667881.
+
+    X. Liu, L. Wang, J. Yin, Y. Dou, J. Zhang. "Absent Multiple Kernel Learning." Proceedings
+    of the AAAI Conference on Artificial Intelligence 29(1), 2015. doi:10.1609/aaai.v29i1.9545
+    (the closest published form of ``fusion="joint"``; how ours differs: module docstring).
 
     Examples
     --------
@@ -324,9 +386,14 @@ class PerModalityKernel(ClassicalReference):
         evidence_scale: float | str = 1.0,
         C_grid: Sequence[float] | None = None,
         gamma_grid: Sequence[float] | None = None,
+        fusion: str = "product",
     ) -> None:
         super().__init__(specs, task)
         names = [s.name for s in self.specs]
+        if fusion not in FUSIONS:
+            raise MlmmError(f"fusion must be one of {list(FUSIONS)}, got {fusion!r}")
+        if fusion == "joint":
+            check_joint(C, evidence_scale, gamma_grid)
         if C_grid is not None:
             C_grid = check_C_grid(C_grid)
             if not isinstance(C, str):
@@ -401,10 +468,11 @@ class PerModalityKernel(ClassicalReference):
             self.view_gamma = None
         self.C, self.gamma, self.kernel = C, gamma, kernel
         self.C_grid, self.gamma_grid = C_grid, gamma_grid
-        self.evidence_scale = evidence_scale
+        self.evidence_scale, self.fusion = evidence_scale, fusion
         self.cv_losses: dict[str, Any] = {}
         self.n_components, self.max_iter = n_components, max_iter
-        self.n_models = len(self.specs)  # one classifier per modality, reported as a cost
+        # one classifier per modality (or one joint one), reported as a cost
+        self.n_models = 1 if fusion == "joint" else len(self.specs)
         k = task.output_dim
         widths = {s.name: math.prod(s.shape) for s in self.specs}
         features = {n: (n_components if kernel == "rbf" else d) for n, d in widths.items()}
@@ -418,6 +486,8 @@ class PerModalityKernel(ClassicalReference):
         self.coef = nn.ParameterDict({n: frozen(torch.zeros(k, f)) for n, f in features.items()})
         self.intercept = nn.ParameterDict({n: frozen(torch.zeros(k)) for n in widths})
         self.log_prior = frozen(torch.zeros(len(self.specs) + 1, k))
+        if fusion == "joint":  # only then: the product rule's saved models keep their keys
+            self.joint_intercept = frozen(torch.zeros(k))
 
     @property
     def C_grid(self) -> tuple[float, ...] | None:
@@ -455,7 +525,9 @@ class PerModalityKernel(ClassicalReference):
         rebuilds with them, so it predicts as it did when saved."""
         resolved: dict[str, Any] = {}
         if isinstance(self.C, str) and self.view_C is not None:
-            resolved["C"] = dict(self.view_C)
+            # joint: one C for the one model (every view_C entry holds it)
+            joint = self.fusion == "joint"
+            resolved["C"] = self.view_C[self.modalities[0]] if joint else dict(self.view_C)
             if self.C_grid is not None:  # chosen already: the grid goes with "cv" only
                 resolved["C_grid"] = None
         if self.gamma_grid is not None and self.view_gamma is not None:
@@ -472,6 +544,9 @@ class PerModalityKernel(ClassicalReference):
         """Fit every modality's model on the training samples that have the modality (first
         choosing its ``C``, with its ``gamma`` where a ``gamma_grid`` is given, and then
         ``beta`` by inner cross-validation where asked)."""
+        if self.fusion == "joint":
+            self.fit_joint(train, random_state)
+            return
         # a fixed stream, not the trainer's seed: the landmarks are a uniform sample either
         # way, and a model that does not depend on the seed is easier to compare across seeds
         rng = np.random.default_rng(LANDMARK_SEED)
@@ -519,6 +594,64 @@ class PerModalityKernel(ClassicalReference):
             )
         if isinstance(self.evidence_scale, str):
             self.beta = self.choose_beta(phis, present, target, random_state)
+
+    def fit_joint(self, train: MultimodalBatch, random_state: int) -> None:
+        """``fusion="joint"``: draw every modality's Nyström map as the product rule does (the
+        same landmark rows), then fit one model on all training rows' concatenated features
+        and presence indicators (first choosing its ``C`` where asked), and split its
+        coefficients into the per-modality buffers."""
+        rng = np.random.default_rng(LANDMARK_SEED)  # as fit_classical: the same landmarks
+        target = train.target.cpu().numpy()
+        present = train.present.cpu().numpy()  # [N, M]
+        blocks = []
+        for j, name in enumerate(self.modalities):
+            rows = present[:, j]  # [N]
+            if not rows.any():  # the trainer refuses such data already
+                raise MlmmError(f"modality {name!r} is absent from every training sample")
+            x = train.inputs[name].flatten(1)[torch.from_numpy(rows).to(train.present.device)]
+            width = x.shape[1]
+            if self.kernel == "rbf":
+                landmarks, projection = nystroem(
+                    x.double().cpu().numpy(), self.view_gamma[name] / width, self.n_components, rng
+                )
+                self.set_nystroem(name, landmarks, projection)
+                width = len(projection)  # the map's rank: the buffers' other columns are zero
+            phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
+            block = np.zeros((len(target), width))  # [N, F_m], an absent modality's rows zero
+            block[rows] = phi[:, :width]
+            blocks.append(block)
+        design = np.hstack([*blocks, present.astype(np.float64)])  # [N, sum F_m + M]
+        if isinstance(self.C, str):
+            grid = C_GRID if self.C_grid is None else tuple(self.C_grid)
+            folds = cv_folds(target, self.task.is_classification)
+            losses = (
+                [
+                    held_out_loss(design, target, self.task, c, self.max_iter, random_state, folds)
+                    for c in grid
+                ]
+                if folds
+                else []
+            )
+            self.cv_losses["C"] = [float(v) for v in losses]
+            C = grid[int(np.argmin(losses))] if losses else fallback_C(grid)
+            self.view_C = dict.fromkeys(self.modalities, C)
+        C = self.view_C[self.modalities[0]]
+        coef, intercept = fit_linear(design, target, self.task, C, self.max_iter, random_state)
+        start, start_presence = 0, design.shape[1] - len(self.modalities)
+        for j, (name, block) in enumerate(zip(self.modalities, blocks, strict=True)):
+            width = block.shape[1]
+            self.coef[name].zero_()
+            self.coef[name][:, :width] = torch.from_numpy(coef[:, start : start + width])
+            self.intercept[name].copy_(torch.from_numpy(coef[:, start_presence + j]))
+            start += width
+        self.joint_intercept.copy_(torch.from_numpy(intercept))
+        if self.task.is_classification:  # not read by the joint forward; kept as documented
+            for j in range(len(self.modalities)):
+                prior = log_class_frequencies(target[present[:, j]], self.task.n_classes)
+                self.log_prior[j].copy_(torch.from_numpy(prior))
+            self.log_prior[-1].copy_(
+                torch.from_numpy(log_class_frequencies(target, self.task.n_classes))
+            )
 
     def set_nystroem(self, name: str, landmarks: np.ndarray, projection: np.ndarray) -> None:
         """Write modality ``name``'s Nyström map (:func:`nystroem`) into its buffers."""
@@ -635,7 +768,9 @@ class PerModalityKernel(ClassicalReference):
             outputs.append(self.features(name, x) @ self.coef[name].T + self.intercept[name])
         outputs = torch.stack(outputs, dim=1)  # [B, M, K]
         weight = present.to(outputs.dtype).unsqueeze(2)  # [B, M, 1]
-        if not self.task.is_classification:
+        if self.fusion == "joint":  # one model: its terms over the present modalities
+            prediction = self.joint_intercept + (weight * outputs).sum(1)  # [B, K]
+        elif not self.task.is_classification:
             # a sample with nothing present (never one the trainer or TrainedModel passes)
             # gets the mean over every modality, on zero inputs
             use = present | ~present.any(1, keepdim=True)  # [B, M] (a where with True: no ONNX)
