@@ -96,10 +96,10 @@ def test_finished_checkpoint_trains_nothing_and_is_removed(tmp_path, capsys):
     split = _split()
     folder = tmp_path / "ckpt"
     model = mlmm.create_method("hemis", split.train.specs, split.train.task)
-    first = _trainer(folder).fit(model, split.train, split.val)
+    first = _trainer(folder, max_epochs=4).fit(model, split.train, split.val)
     assert (folder / resume.STATE_FILE).is_file()  # kept: the caller removes it once saved
     model = mlmm.create_method("hemis", split.train.specs, split.train.task)
-    trainer = _trainer(folder, stop_after=1)  # would raise if any epoch ran
+    trainer = _trainer(folder, stop_after=1, max_epochs=4)  # would raise if any epoch ran
     again = trainer.fit(model, split.train, split.val)
     assert "training had finished" in capsys.readouterr().err
     _same(first, again, split)
@@ -112,13 +112,13 @@ def test_checkpoint_of_another_run_is_ignored_with_a_warning(tmp_path):
     folder = tmp_path / "ckpt"
     model = mlmm.create_method("hemis", split.train.specs, split.train.task)
     with pytest.raises(_Stop):
-        _trainer(folder, stop_after=3).fit(model, split.train, split.val)
-    reference = _trainer(seed=5).fit(
+        _trainer(folder, stop_after=2, max_epochs=4).fit(model, split.train, split.val)
+    reference = _trainer(seed=5, max_epochs=4).fit(
         mlmm.create_method("hemis", split.train.specs, split.train.task), split.train, split.val
     )
     model = mlmm.create_method("hemis", split.train.specs, split.train.task)
     with pytest.warns(UserWarning, match=r"another run \(different seed, trainer\)") as caught:
-        other = _trainer(folder, seed=5).fit(model, split.train, split.val)
+        other = _trainer(folder, seed=5, max_epochs=4).fit(model, split.train, split.val)
     assert len([w for w in caught if "checkpoint" in str(w.message)]) == 1
     assert "\n" not in str(caught[0].message)
     _same(reference, other, split)  # trained from epoch 1, not from the other run's weights
@@ -130,7 +130,7 @@ def test_corrupt_checkpoint_is_ignored_with_a_warning(tmp_path, damage):
     folder = tmp_path / "ckpt"
     model = mlmm.create_method("hemis", split.train.specs, split.train.task)
     with pytest.raises(_Stop):
-        _trainer(folder, stop_after=3).fit(model, split.train, split.val)
+        _trainer(folder, stop_after=2, max_epochs=4).fit(model, split.train, split.val)
     if damage == "state":
         (folder / resume.STATE_FILE).write_text('{"format": "mlmm-training-check')
         match = "not valid JSON"
@@ -140,12 +140,12 @@ def test_corrupt_checkpoint_is_ignored_with_a_warning(tmp_path, damage):
         data[-5] ^= 0xFF
         tensors.write_bytes(bytes(data))
         match = "does not match its SHA-256"
-    reference = _trainer().fit(
+    reference = _trainer(max_epochs=4).fit(
         mlmm.create_method("hemis", split.train.specs, split.train.task), split.train, split.val
     )
     model = mlmm.create_method("hemis", split.train.specs, split.train.task)
     with pytest.warns(UserWarning, match=match):
-        again = _trainer(folder).fit(model, split.train, split.val)
+        again = _trainer(folder, max_epochs=4).fit(model, split.train, split.val)
     _same(reference, again, split)
 
 
@@ -161,3 +161,81 @@ def test_no_checkpoint_dir_writes_nothing(tmp_path, monkeypatch):
 
 def test_beside_names_the_hidden_folder(tmp_path):
     assert resume.beside(tmp_path / "model", "checkpoint") == tmp_path / ".model.checkpoint"
+
+
+_SLOW_PLUGIN = '''
+import time
+
+from mlmm.methods.registry import register_method
+from mlmm.methods.representation.hemis import HeMIS
+
+
+@register_method("slow-hemis", family="representation", subtype="composition", paper="a test")
+class SlowHemis(HeMIS):
+    """hemis, 20 ms slower per training batch: a run long enough to be killed mid-way."""
+
+    def forward(self, batch):
+        if self.training:
+            time.sleep(0.02)
+        return super().forward(batch)
+'''
+
+
+def test_killed_cli_training_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from mlmm.train.checkpoint import load_artifact
+
+    (tmp_path / "slow_hemis_plugin.py").write_text(_SLOW_PLUGIN)
+    out = tmp_path / "model"
+    command = [
+        sys.executable, "-m", "mlmm", "--plugin", "slow_hemis_plugin", "train",
+        "--dataset", "synthetic", "--dataset-param", "n_samples=120", "--method", "slow-hemis",
+        "--epochs", "20", "--seed", "0", "--quiet", "--out", str(out),
+    ]  # fmt: skip
+    source = str(Path(mlmm.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), source])}
+    folder = resume.beside(out, "checkpoint")
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    epochs_written = 0
+    while epochs_written < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            running = json.loads((folder / resume.STATE_FILE).read_text())["running"]
+            epochs_written = len(running["history"]["epochs"]) if running else 0
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL  # killed mid-training, not finished
+    assert not out.exists() and (folder / resume.STATE_FILE).is_file()
+
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from epoch" in done.stderr and " of 20 " in done.stderr
+    assert not folder.exists()  # removed once the model is saved
+
+    reference = mlmm.run_experiment(
+        "synthetic",
+        "hemis",  # slow-hemis without the sleep: the same weights from the same seed
+        dataset_params={"n_samples": 120},
+        seed=0,
+        trainer={"max_epochs": 20, "progress": False},
+    )
+    config, weights = load_artifact(out)
+    expected = reference.trained.model.state_dict()
+    assert weights.keys() == expected.keys()
+    for key in weights:
+        assert torch.equal(weights[key], expected[key].cpu()), key
+    assert [
+        {k: v for k, v in row.items() if k != "seconds"} for row in config["histories"][0]["epochs"]
+    ] == [
+        {k: v for k, v in row.items() if k != "seconds"}
+        for row in reference.trained.histories[0].epochs
+    ]
