@@ -239,3 +239,15 @@ def test_killed_cli_training_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
         {k: v for k, v in row.items() if k != "seconds"}
         for row in reference.trained.histories[0].epochs
     ]
+
+
+def test_data_parallel_training_ignores_the_checkpoint_dir_with_a_warning(tmp_path, monkeypatch):
+    from mlmm.train import trainer as trainer_module
+
+    split = _split()
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    monkeypatch.setattr(trainer_module.distributed, "current", lambda: object())
+    trainer = _trainer(tmp_path / "ckpt")
+    with pytest.warns(UserWarning, match="data-parallel training does not resume"):
+        assert trainer._open_checkpoint(model, split.train, split.val) is None
+    assert not (tmp_path / "ckpt").exists()
