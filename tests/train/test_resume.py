@@ -124,7 +124,7 @@ def test_checkpoint_of_another_run_is_ignored_with_a_warning(tmp_path):
     _same(reference, other, split)  # trained from epoch 1, not from the other run's weights
 
 
-@pytest.mark.parametrize("damage", ["state", "tensors"])
+@pytest.mark.parametrize("damage", ["state", "edited", "tensors"])
 def test_corrupt_checkpoint_is_ignored_with_a_warning(tmp_path, damage):
     split = _split()
     folder = tmp_path / "ckpt"
@@ -134,6 +134,11 @@ def test_corrupt_checkpoint_is_ignored_with_a_warning(tmp_path, damage):
     if damage == "state":
         (folder / resume.STATE_FILE).write_text('{"format": "mlmm-training-check')
         match = "not valid JSON"
+    elif damage == "edited":  # still JSON, with a wrong value: a hash tells
+        state = json.loads((folder / resume.STATE_FILE).read_text())
+        state["running"]["since_best"] = 99
+        (folder / resume.STATE_FILE).write_text(json.dumps(state))
+        match = "checkpoint.json does not match its SHA-256"
     else:
         (tensors,) = folder.glob("state-*.safetensors")
         data = bytearray(tensors.read_bytes())

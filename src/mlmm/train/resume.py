@@ -9,7 +9,7 @@ from (torch's CPU and CUDA generators, NumPy's and Python's global ones, the shu
 generator). The trainer uses no learning-rate scheduler, so there is none to save.
 
 Layout. A checkpoint directory holds ``checkpoint.json`` (the state that is not a tensor,
-the run's key and the SHA-256 of the tensor file) and one ``state-TOKEN.safetensors``
+the run's key, the SHA-256 of the tensor file and its own) and one ``state-TOKEN.safetensors``
 (every tensor). Both are written with :func:`~mlmm.utils.atomic_write`, the tensor file
 first under a new name, then ``checkpoint.json``, whose rename is the commit point; the
 previous tensor file is removed after it. A process killed at any moment leaves the last
@@ -19,10 +19,10 @@ Use. A checkpoint is used only when its key matches the run: the method, its
 hyperparameters and revisions, the trainer's configuration (seed, epochs, batch size...),
 mlmm's version and a hash of the training and validation data. A checkpoint of another run,
 or one that is corrupt, is ignored with a one-line warning and training starts from epoch 1
-(the next checkpoint replaces it). Training stops nothing to write one: it is written
-between epochs, after at most about 5% of the training time by default
+(the next checkpoint replaces it). A checkpoint is written between epochs, never inside
+one: by default so that writing costs at most about 5% of the training time
 (``checkpoint_every=None``: the next write waits 20 times as long as the last write took),
-or every ``checkpoint_every`` seconds (0: after every epoch).
+or at most every ``checkpoint_every`` seconds (0: after every epoch).
 
 Stages. A method trained in stages (``trainer.fit_module`` called once per stage) resumes
 too: finished stages are not trained again (their histories come back from the
@@ -271,6 +271,8 @@ class TrainingCheckpoint:
             raise CheckpointUnusable(f"{STATE_FILE} is not valid JSON (corrupt)") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise CheckpointUnusable(f"{STATE_FILE} is not an mlmm training checkpoint")
+        if state.pop("sha256", None) != _state_hash(state):
+            raise CheckpointUnusable(f"{STATE_FILE} does not match its SHA-256 (corrupt or edited)")
         if state.get("format_version") != FORMAT_VERSION:
             raise CheckpointUnusable(
                 f"it has format version {state.get('format_version')!r}, this mlmm reads "
@@ -371,7 +373,10 @@ class TrainingCheckpoint:
             "random": states,
             "elapsed": self.total_seconds(),
         }
-        text = json.dumps(state)  # NaN and inf (a history's val_accuracy) round-trip
+        # NaN and inf (a history's val_accuracy) round-trip; the hash makes an edited or
+        # damaged file that is still JSON as unusable as a truncated one
+        state["sha256"] = _state_hash(state)
+        text = json.dumps(state)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.directory / name, "wb") as fh:
@@ -397,6 +402,10 @@ class TrainingCheckpoint:
         self._last_write_seconds = self._last_write_end - start
         self.writes += 1
         self.write_seconds += self._last_write_seconds
+
+
+def _state_hash(state: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
 def optimizer_state(
