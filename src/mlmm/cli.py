@@ -344,8 +344,8 @@ def _own_checkpoint(out: Path, method: str, process: Any) -> str | None:
     if method == "auto" or (process is not None and process.world_size > 1):
         return None
     _state["on_interrupt"] = (
-        f"no model was saved to {out} (the last training checkpoint is kept: the same "
-        f"command resumes from it)"
+        f"no model was saved to {out} (the same command resumes from its last training "
+        f"checkpoint)"
     )
     return str(beside(out, "checkpoint"))
 
