@@ -352,13 +352,16 @@ class TrainingCheckpoint:
         self,
         running: dict[str, Any] | None,
         tensors: dict[str, torch.Tensor],
+        started: float | None = None,
     ) -> None:
         """Write a checkpoint: :attr:`model`'s weights, the running stage (``running`` plus
         its ``tensors``, or None between stages), the finished stages and the random states.
+        ``started``: when the caller began gathering ``running`` and ``tensors``
+        (``time.perf_counter()``), so that the adaptive spacing counts that work too.
 
         A write that fails (a full disk) warns once and training goes on without checkpoints.
         """
-        start = time.perf_counter()
+        start = time.perf_counter() if started is None else started
         states, random_tensors = random_states()
         everything = {**prefixed("model/", self.model.state_dict()), **tensors, **random_tensors}
         blob = save_safetensors(everything)

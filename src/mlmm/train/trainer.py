@@ -642,6 +642,7 @@ class Trainer:
         part_best: dict[str, _PartSelection],
     ) -> None:
         """Write a checkpoint in the middle of a stage, after a finished epoch."""
+        started = time.perf_counter()
         optimizer_saved, tensors = resume.optimizer_state(optimizer)
         if module is not checkpoint.model:  # a part or a wrapper (with its own weights)
             tensors.update(resume.prefixed("stage/", module.state_dict()))
@@ -664,7 +665,7 @@ class Trainer:
             "scaler": scaler.state_dict(),
             "parts": parts,
         }
-        checkpoint.write(running, tensors)
+        checkpoint.write(running, tensors, started)
 
     @torch.no_grad()
     def _validate(
