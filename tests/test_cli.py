@@ -527,7 +527,10 @@ def test_train_with_a_full_disk_is_one_line_and_leaves_nothing(monkeypatch, caps
     code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(tmp_path / "run"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "No space left on device" in err
-    assert list(tmp_path.iterdir()) == []
+    # no partial model; the training checkpoint stays, so a rerun after freeing space
+    # saves at once instead of training again (it is removed once a model is saved)
+    assert [p.name for p in tmp_path.iterdir()] == [".run.checkpoint"]
+    assert (tmp_path / ".run.checkpoint" / "checkpoint.json").is_file()
 
 
 def test_evaluate_refuses_a_directory_as_out_before_evaluating(monkeypatch, capsys, tmp_path):
@@ -1067,9 +1070,10 @@ def test_train_stopped_by_sigterm_is_one_line_and_leaves_nothing(
     code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
     assert code == 128 + signum, err
     assert err.strip() == (
-        f"interrupted by {name}; no model was saved to {out} (train again to get one)"
+        f"interrupted by {name}; no model was saved to {out} (the same command resumes "
+        f"from its last training checkpoint)"
     )
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # stopped before any epoch: no checkpoint yet
     assert signal.getsignal(signum) is before  # main() puts the handlers back
 
 
@@ -1176,7 +1180,8 @@ def test_an_error_writing_to_the_closed_terminal_does_not_hide_the_signal(
     code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
     assert code == 129, err
     assert err.strip() == (
-        f"interrupted by SIGHUP; no model was saved to {out} (train again to get one)"
+        f"interrupted by SIGHUP; no model was saved to {out} (the same command resumes "
+        f"from its last training checkpoint)"
     )
 
 
@@ -1209,7 +1214,8 @@ def test_train_in_a_terminal_that_is_closed_ends_129_with_its_line(tmp_path):
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 129, log.read_text()
     assert log.read_text().strip().splitlines()[-1] == (
-        f"interrupted by SIGHUP; no model was saved to {out} (train again to get one)"
+        f"interrupted by SIGHUP; no model was saved to {out} (the same command resumes "
+        f"from its last training checkpoint)"
     )
 
 

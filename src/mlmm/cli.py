@@ -305,6 +305,9 @@ def train(
         given = _given_options(ctx)
         trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
     own_cache = _own_auto_cache(out, method, method_params)
+    checkpoint = _own_checkpoint(out, method, process)
+    if checkpoint is not None:
+        trainer["checkpoint_dir"] = checkpoint
     res = run_experiment(
         dataset,
         method,
@@ -319,6 +322,10 @@ def train(
         return  # only rank 0 writes the artifact and prints
     path = res.trained.save(out, overwrite=overwrite)
     _state["on_interrupt"] = f"the model was saved to {path}"
+    if checkpoint is not None:
+        from mlmm.train.resume import remove_checkpoint
+
+        remove_checkpoint(checkpoint)  # the model is saved: the checkpoint has served
     console = _console()
     console.print(f"training missingness: {_mask_line(res.train_mask)}")
     console.print(f"device {device}, precision {res.trained.precision}")
@@ -336,13 +343,31 @@ def train(
     distributed.leave()
 
 
+def _own_checkpoint(out: Path, method: str, process: Any) -> str | None:
+    """The training checkpoint folder kept beside ``out`` (``.NAME.checkpoint``), so that a
+    rerun after ``kill -9`` or Ctrl-C resumes from the last written epoch (said in the
+    interrupt line); removed once the model is saved. None for ``--method auto`` (its fold
+    cache resumes it) and for data-parallel training (which restarts from epoch 1)."""
+    from mlmm.train.resume import beside
+
+    if method == "auto" or (process is not None and process.world_size > 1):
+        return None
+    _state["on_interrupt"] = (
+        f"no model was saved to {out} (the same command resumes from its last training "
+        f"checkpoint)"
+    )
+    return str(beside(out, "checkpoint"))
+
+
 def _own_auto_cache(out: Path, method: str, method_params: dict[str, Any]) -> str | None:
     """``--method auto`` without a ``cache_dir``: its folds cached beside ``out``, so that
     finished folds survive an interruption and a rerun resumes from them (said in the
     interrupt line). Returns that cache folder, train's own (removed once saved), or None."""
+    from mlmm.train.resume import beside
+
     own_cache = None
     if method == "auto" and "cache_dir" not in method_params:
-        own_cache = method_params["cache_dir"] = str(out.parent / f".{out.name}.auto-cache")
+        own_cache = method_params["cache_dir"] = str(beside(out, "auto-cache"))
     kept = "finished folds are kept for a rerun" if own_cache else "train again to get one"
     _state["on_interrupt"] = f"no model was saved to {out} ({kept})"
     return own_cache

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from mlmm.data.lazy import batches_for, is_out_of_core
 from mlmm.data.preprocessing import Standardizer
 from mlmm.errors import MlmmError, unknown_name_error
 from mlmm.methods.base import MissingModalityModel, check_range
-from mlmm.train import distributed
+from mlmm.train import distributed, resume
 from mlmm.utils import resolve_device, torch_seed_for
 
 #: Training precisions: ``"32"`` (float32 throughout), ``"bf16-mixed"`` (autocast to bfloat16,
@@ -198,6 +199,20 @@ class Trainer:
         Called as ``on_epoch(stage, row)`` after every epoch of the shared loop, with the
         epoch's row of :attr:`TrainHistory.epochs`. An exception it raises stops training and
         propagates (a tuning study prunes a trial this way). Not part of :meth:`config`.
+    checkpoint_dir : str, Path or None
+        Write training checkpoints to this folder (:mod:`mlmm.train.resume`), so that a
+        :meth:`fit` stopped by anything (``kill -9``, Ctrl-C, an exception) and called again
+        with the same model, data and trainer configuration continues from its last written
+        epoch and ends with the very weights, history and predictions of an uninterrupted
+        run. A checkpoint of another run, or a corrupt one, is ignored with a one-line
+        warning. The checkpoint is kept after :meth:`fit` (a rerun then trains nothing);
+        remove it with :func:`mlmm.train.resume.remove_checkpoint` once the model is saved.
+        Ignored, with a warning, in data-parallel training (which restarts from epoch 1).
+        Not part of :meth:`config`.
+    checkpoint_every : float or None
+        Seconds between checkpoints (written after a finished epoch; 0: after every epoch).
+        None: adaptive, each write waits 20 times as long as the previous one took, so
+        writing costs at most about 5% of the training time.
 
     Examples
     --------
@@ -226,6 +241,8 @@ class Trainer:
         reinitialize: bool = True,
         time_limit: float | None = None,
         on_epoch: Callable[[str, dict[str, float]], None] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: float | None = None,
     ) -> None:
         check_range("max_epochs", max_epochs, 1, integer=True)
         check_range("batch_size", batch_size, 1, integer=True)
@@ -239,6 +256,8 @@ class Trainer:
             check_range("num_threads", num_threads, 1, integer=True)
         if time_limit is not None:
             check_range("time_limit", time_limit, 0, low_inclusive=False)
+        if checkpoint_every is not None:
+            check_range("checkpoint_every", checkpoint_every, 0)
         precision = check_precision(precision)
         if str(device) == "cpu":  # "auto" and "cuda" are checked once resolved, in fit
             check_precision_device(precision, torch.device("cpu"))
@@ -253,8 +272,10 @@ class Trainer:
         )
         self.reinitialize, self.time_limit = reinitialize, time_limit
         self.on_epoch = on_epoch
+        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
         self._deadline: float | None = None
         self._loop_ran = False
+        self._checkpoint: resume.TrainingCheckpoint | None = None
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (stored in artifacts and results)."""
@@ -318,13 +339,17 @@ class Trainer:
         val_s = None if val is None else standardizer.transform(_nonempty(val))
         model.to(device)
         distributed.seed_rank(self.seed)  # in a process group: dropout seeded per rank
-        start = time.perf_counter()
+        checkpoint = self._open_checkpoint(model, train, val)
+        start = time.perf_counter() - (0.0 if checkpoint is None else checkpoint.elapsed)
         self._deadline = None if self.time_limit is None else start + self.time_limit
         self._loop_ran = False
+        self._checkpoint = checkpoint
         try:
             result = model.fit(self, train_s, val_s)
+            if checkpoint is not None and checkpoint.loaded and not checkpoint.announced:
+                resume.say_finished(checkpoint.directory)  # killed after training, before saving
         finally:
-            self._deadline = None
+            self._deadline, self._checkpoint = None, None
         histories = result if isinstance(result, list) else [result]
         model.eval()  # stays on the training device; TrainedModel.to moves it
         prior = _prior(train)
@@ -350,6 +375,44 @@ class Trainer:
             **_table_layout(train),
         )
 
+    def _open_checkpoint(
+        self,
+        model: MissingModalityModel,
+        train: MultimodalDataset,
+        val: MultimodalDataset | None,
+    ) -> resume.TrainingCheckpoint | None:
+        """The run's checkpoint (loaded when one matches), or None without ``checkpoint_dir``
+        and in data-parallel training."""
+        if self.checkpoint_dir is None:
+            return None
+        if distributed.current() is not None:
+            warnings.warn(
+                f"data-parallel training does not resume from checkpoints; checkpoint_dir "
+                f"{str(self.checkpoint_dir)!r} is ignored and training starts from epoch 1",
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
+        key = resume.run_key(model, train, val, self.config())
+        return resume.TrainingCheckpoint.open(
+            self.checkpoint_dir, key, self.checkpoint_every, model
+        )
+
+    def _resumed_stage(
+        self, checkpoint: resume.TrainingCheckpoint, module: MissingModalityModel, stage: str
+    ) -> TrainHistory | None:
+        """A stage the checkpoint holds as finished: the whole model's weights and the random
+        states as written, and the stage's history (None when the stage must be trained)."""
+        done = checkpoint.finished_stage(stage)
+        if done is None:
+            return None
+        checkpoint.stage_index += 1
+        checkpoint.model.load_state_dict(checkpoint.model_state())
+        checkpoint.restore_random()
+        module.eval()
+        self._loop_ran = True
+        return TrainHistory(**done)
+
     def fit_module(
         self,
         module: MissingModalityModel,
@@ -367,6 +430,11 @@ class Trainer:
         ddp = distributed.current()  # None: the one-process loop
         device = resolve_device(self.device)
         check_precision_device(self.precision, device)
+        checkpoint = self._checkpoint
+        if checkpoint is not None:
+            done = self._resumed_stage(checkpoint, module, stage)
+            if done is not None:
+                return done
         self._loop_ran = True
         module.to(device)
         # one whole batch in memory, or mini-batches streamed from disk (mlmm.data.lazy)
@@ -398,12 +466,25 @@ class Trainer:
         part_best = {name: _PartSelection(prefixes) for name, prefixes in parts.items()}
         runner = module if ddp is None else ddp.wrap(module)  # averages gradients over ranks
         start = time.perf_counter()
+        first = 1
+        if checkpoint is not None and checkpoint.loaded:
+            state = self._restore_stage(checkpoint, module, stage, epochs)
+            if state is not None:  # the stage was running: continue after its last epoch
+                epochs, history, best_loss, since_best = state["epochs"], *state["restored"]
+                best_state = state["best_state"]
+                resume.load_optimizer_state(optimizer, state["optimizer"], checkpoint.tensors)
+                scaler.load_state_dict(state["scaler"])
+                generator.set_state(checkpoint.tensors["shuffle"])
+                for i, selection in enumerate(part_best.values()):
+                    selection.restore(state["parts"][i], checkpoint.tensors, f"part/{i}/")
+                first = history.epochs[-1]["epoch"] + 1 if history.epochs else 1
+                start -= history.seconds
         with _progress(
             self.progress and (ddp is None or ddp.is_main),
             epochs,
             f"{module.method_name or type(module).__name__} [{stage}]",
         ) as bar:
-            for epoch in range(1, epochs + 1):
+            for epoch in range(first, epochs + 1):
                 t0 = time.perf_counter()
                 module.train()
                 total, count = 0.0, 0
@@ -477,6 +558,12 @@ class Trainer:
                 if out_of_time:
                     history.time_limited = True
                     break
+                if checkpoint is not None and epoch < epochs and checkpoint.due():
+                    history.seconds = time.perf_counter() - start
+                    self._write_running(
+                        checkpoint, module, stage, epochs, history, best_loss, since_best,
+                        best_state, optimizer, scaler, generator, part_best,
+                    )  # fmt: skip
         if best_state is not None:
             module.load_state_dict(best_state)
             for name, selection in part_best.items():
@@ -490,7 +577,95 @@ class Trainer:
             history.best_epoch = len(history.epochs)
         history.seconds = time.perf_counter() - start
         module.eval()
+        if checkpoint is not None:  # the stage is finished: later stages will skip it
+            checkpoint.stage_index += 1
+            checkpoint.completed.append(history.to_dict())
+            if checkpoint.due():
+                checkpoint.write(None, {})
         return history
+
+    def _restore_stage(
+        self,
+        checkpoint: resume.TrainingCheckpoint,
+        module: MissingModalityModel,
+        stage: str,
+        epochs: int,
+    ) -> dict[str, Any] | None:
+        """At the start of the first stage the checkpoint does not hold as finished: restore
+        the model's weights and the random states as written, and, when this stage was
+        running, return its state (``epochs``, ``restored``: history, best loss, epochs
+        since the best; ``best_state``, ``optimizer``, ``scaler``, ``parts``)."""
+        if checkpoint.announced or checkpoint.stage_index != len(checkpoint.completed):
+            return None
+        checkpoint.announced = True
+        checkpoint.model.load_state_dict(checkpoint.model_state())
+        running = checkpoint.running
+        if running is None:  # written between stages: this one starts from its first epoch
+            checkpoint.restore_random()
+            resume.say_resuming(checkpoint.directory, stage, 0, epochs)
+            return None
+        if running["stage"] != stage:
+            raise MlmmError(
+                f"the training checkpoint in {checkpoint.directory} recorded stage "
+                f"{running['stage']!r} where this run trains stage {stage!r}; remove that "
+                f"folder and train again"
+            )
+        if module is not checkpoint.model:
+            module.load_state_dict(resume.unprefixed("stage/", checkpoint.tensors))
+        checkpoint.restore_random()
+        history = TrainHistory(**running["history"])
+        best = resume.unprefixed("best/", checkpoint.tensors) if running["has_best"] else None
+        epoch = history.epochs[-1]["epoch"] if history.epochs else 0
+        resume.say_resuming(checkpoint.directory, stage, epoch, running["epochs"])
+        return {
+            "epochs": running["epochs"],
+            "restored": (history, running["best_loss"], running["since_best"]),
+            "best_state": best,
+            "optimizer": running["optimizer"],
+            "scaler": running["scaler"],
+            "parts": running["parts"],
+        }
+
+    def _write_running(
+        self,
+        checkpoint: resume.TrainingCheckpoint,
+        module: MissingModalityModel,
+        stage: str,
+        epochs: int,
+        history: TrainHistory,
+        best_loss: float,
+        since_best: int,
+        best_state: dict[str, torch.Tensor] | None,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        generator: torch.Generator,
+        part_best: dict[str, _PartSelection],
+    ) -> None:
+        """Write a checkpoint in the middle of a stage, after a finished epoch."""
+        started = time.perf_counter()
+        optimizer_saved, tensors = resume.optimizer_state(optimizer)
+        if module is not checkpoint.model:  # a part or a wrapper (with its own weights)
+            tensors.update(resume.prefixed("stage/", module.state_dict()))
+        if best_state is not None:
+            tensors.update(resume.prefixed("best/", best_state))
+        parts = []
+        for i, selection in enumerate(part_best.values()):
+            parts.append(selection.saved())
+            if selection.state is not None:
+                tensors.update(resume.prefixed(f"part/{i}/", selection.state))
+        tensors["shuffle"] = generator.get_state()
+        running = {
+            "stage": stage,
+            "epochs": epochs,
+            "history": history.to_dict(),
+            "best_loss": best_loss,
+            "since_best": since_best,
+            "has_best": best_state is not None,
+            "optimizer": optimizer_saved,
+            "scaler": scaler.state_dict(),
+            "parts": parts,
+        }
+        checkpoint.write(running, tensors, started)
 
     @torch.no_grad()
     def _validate(
@@ -545,6 +720,21 @@ class _PartSelection:
             }
         else:
             self.since_best += 1
+
+    def saved(self) -> dict[str, Any]:
+        """The selection's numbers for a training checkpoint (its weights go as tensors)."""
+        return {
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "since_best": self.since_best,
+            "has_state": self.state is not None,
+        }
+
+    def restore(self, saved: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str) -> None:
+        """Set the selection as :meth:`saved` and its weights (``prefix`` in ``tensors``)."""
+        self.best_loss, self.best_epoch = saved["best_loss"], saved["best_epoch"]
+        self.since_best = saved["since_best"]
+        self.state = resume.unprefixed(prefix, tensors) if saved["has_state"] else None
 
 
 @torch.no_grad()
