@@ -1,0 +1,127 @@
+"""The docs point at things that exist: every relative link and ``#anchor`` of README.md,
+docs/*.md and benchmarks/README.md resolves, every documented ``mlmm COMMAND --option``
+is an option of that command, and the contract-suite table lists every check."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks/README.md"]
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation but ``-`` and ``_`` dropped,
+    spaces as ``-``."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    seen: dict[str, int] = {}
+    for match in re.finditer(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", text, flags=re.MULTILINE):
+        slug = _slug(match.group(1))
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")  # a repeated heading gets -1, -2, ...
+    return out | set(re.findall(r'<a (?:name|id)="([^"]+)"', text))
+
+
+def _links(page: Path) -> list[str]:
+    """The targets of ``[text](target)`` outside code blocks and inline code."""
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def test_the_anchor_rule_is_githubs():
+    assert _slug("From the command line: a CSV or Parquet table (`--data`)") == (
+        "from-the-command-line-a-csv-or-parquet-table---data"
+    )
+    assert _slug("Grouped data: several samples per patient or subject") == (
+        "grouped-data-several-samples-per-patient-or-subject"
+    )
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_and_anchors_resolve(page):
+    broken = []
+    for url in _links(page):
+        if re.match(r"[a-z][a-z0-9+.-]*:", url):  # https:, mailto: ...
+            continue
+        path, _, anchor = url.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        if not target.exists():
+            broken.append(f"{url} (no such file)")
+        elif anchor and target.suffix == ".md" and anchor not in _anchors(target):
+            broken.append(f"{url} (no heading with that anchor in {target.name})")
+    assert not broken, f"{page.relative_to(ROOT)}: broken links {broken}"
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """``(page, command line)`` for every ``mlmm ...`` in a bash block or an inline code span."""
+    out = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        lines = []
+        for block in re.findall(r"^```(?:bash|sh|console)\n(.*?)^```", text, re.DOTALL | re.M):
+            lines += block.splitlines()
+        lines += re.findall(r"`(mlmm [^`\n]+)`", FENCE.sub("", text))
+        for line in lines:
+            for part in re.split(r"[;|]|&&|\s#\s", line):
+                found = re.search(r"(?:^|\s)(mlmm\s.*)", part)
+                if found:
+                    out.append((page.name, found.group(1).strip()))
+    return out
+
+
+def test_documented_commands_use_existing_options():
+    import typer.main
+
+    from mlmm import cli
+
+    group = typer.main.get_command(cli.app)
+
+    def options(command) -> set[str]:
+        return {o for p in command.params for o in (*p.opts, *p.secondary_opts)} | {"--help"}
+
+    commands = _documented_commands()
+    assert len(commands) > 20, "the documented commands were not found"
+    wrong = []
+    for page, line in commands:
+        try:
+            words = shlex.split(line)[1:]
+        except ValueError:  # an unbalanced quote in prose: split on spaces
+            words = line.split()[1:]
+        while words and words[0].startswith("-"):  # global options, e.g. --plugin MODULE
+            option = words.pop(0)
+            if option not in options(group):
+                wrong.append(f"{page}: mlmm has no global option {option}: {line}")
+            elif option == "--plugin" and words:
+                words.pop(0)
+        if not words or words[0] in ("...", "COMMAND"):
+            continue
+        command = group.commands.get(words[0])
+        if command is None:
+            wrong.append(f"{page}: no command {words[0]!r}: {line}")
+            continue
+        known = options(command)
+        for word in words[1:]:
+            option = word.split("=")[0]
+            if re.fullmatch(r"--[a-z][a-z0-9-]*", option) and option not in known:
+                wrong.append(f"{page}: mlmm {words[0]} has no option {option}: {line}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_contract_table_lists_every_check():
+    from mlmm.testing import CHECKS
+
+    text = (ROOT / "docs/developer.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^\| `(check_\w+)` \|", text, flags=re.MULTILINE)
+    assert sorted(listed) == sorted(check.__name__ for check in CHECKS)
