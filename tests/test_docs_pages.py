@@ -187,3 +187,25 @@ def test_the_codebase_map_names_every_module():
         and path.name not in codebase_map
     ]
     assert not unnamed, f"docs/developer.md's codebase map does not name {unnamed}"
+
+
+def test_documented_benchmark_scripts_take_their_options():
+    """``python benchmarks/NAME.py --option`` in README.md and docs/*.md: the script exists and
+    declares the option (its argparse ``"--option"``)."""
+    pages = [page for page in PAGES if page.parent.name != "benchmarks"]
+    pattern = re.compile(r"python (?:-m )?(benchmarks/\w+\.py)([^`#|;\n]*)")
+    found = 0
+    wrong = []
+    for page in pages:
+        for script, arguments in pattern.findall(page.read_text(encoding="utf-8")):
+            found += 1
+            path = ROOT / script
+            if not path.is_file():
+                wrong.append(f"{page.name}: no {script}")
+                continue
+            source = path.read_text(encoding="utf-8")
+            for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", arguments):
+                if f'"{option}"' not in source:
+                    wrong.append(f"{page.name}: {script} has no option {option}")
+    assert found > 5, "the documented benchmark commands were not found"
+    assert not wrong, "\n".join(wrong)
