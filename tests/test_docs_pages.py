@@ -209,3 +209,33 @@ def test_documented_benchmark_scripts_take_their_options():
                     wrong.append(f"{page.name}: {script} has no option {option}")
     assert found > 5, "the documented benchmark commands were not found"
     assert not wrong, "\n".join(wrong)
+
+
+def _resolves(name: str) -> bool:
+    """Whether ``mlmm.a.b.c`` names a module or an attribute reachable from one."""
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            if not hasattr(obj, part):
+                return False
+            obj = getattr(obj, part)
+        return True
+    return False
+
+
+def test_documented_mlmm_names_exist():
+    """Every ``mlmm.dotted.name`` the docs quote in code is importable (a rename shows here)."""
+    names = {
+        (page.name, name)
+        for page in PAGES
+        for name in re.findall(r"`(mlmm(?:\.[A-Za-z_]\w*)+)", page.read_text(encoding="utf-8"))
+    }
+    assert len(names) > 50, "the documented names were not found"
+    missing = sorted(f"{page}: {name}" for page, name in names if not _resolves(name))
+    assert not missing, f"documented names that do not exist: {missing}"
