@@ -87,6 +87,7 @@ def test_every_dataset_section_is_a_registered_dataset():
         "deploy.md",
         "tasks.md",
         "missingness.md",
+        "streams.md",
     ],
 )
 def test_python_snippets_run(page, tmp_path):
