@@ -131,6 +131,12 @@ BAD = {
     "empty": "",
     "huge-integer": '{"instances": [{"m0": [' + "9" * 5000 + "]}]}",
     "deep": "[" * 20000 + "]" * 20000,
+    "null": "null",
+    "number": "5",
+    "string-body": '"x"',
+    "true": "true",
+    "instances-null": '{"instances": null}',
+    "instance-null": '{"instances": [null]}',
 }
 
 
