@@ -70,7 +70,14 @@ class PredictRequest(BaseModel):
     _lines: list[int] | None = PrivateAttr(None)
 
 
-_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_KINDS = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def _field(loc: tuple[Any, ...]) -> str:
