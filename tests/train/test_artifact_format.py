@@ -15,8 +15,9 @@ from mlmm.train.trained import TrainedModel
 #: Every key a format-2 config.json may carry (top level, and inside its nested records).
 #: A test failure here means config.json gained (or lost) a key: bump FORMAT_VERSION in
 #: mlmm/train/checkpoint.py, say why in its comment and in docs/deploy.md, keep reading the
-#: previous version, and record the new keys here and in checkpoint.ADDED_KEYS. Without the bump, an mlmm of the current
-#: version refuses the new artifacts as "unknown key (this mlmm does not write it); retrain".
+#: previous version, and record the new keys here and in checkpoint.ADDED_KEYS. Without the
+#: bump, an mlmm of the current version refuses the new artifacts as "unknown key (this mlmm
+#: does not write it); retrain".
 FORMAT_2_KEYS = {
     "class", "classes", "columns", "created_utc", "format", "format_version", "histories",
     "hyperparameters", "info", "library_version", "method", "modalities", "preprocessing",
