@@ -395,7 +395,7 @@ def request_input(
             trained.modality_shapes, variable, request.instances, on_empty
         )
     except RequestError as err:  # a .jsonl's instance is named by its line too
-        raise on_line(err, request._lines) from None
+        raise on_line(err, request.lines) from None
     return {**arrays, **{LENGTHS_PREFIX + m: steps for m, steps in lengths.items()}}, on_empty
 
 

@@ -69,6 +69,11 @@ class PredictRequest(BaseModel):
     #: (:func:`read_request`; :func:`on_line` puts it first in an error naming an instance).
     _lines: list[int] | None = PrivateAttr(None)
 
+    @property
+    def lines(self) -> list[int] | None:
+        """The line of each instance, for a request read from a ``.jsonl`` file; else None."""
+        return self._lines
+
 
 _JSON_KINDS = {
     list: "array",
