@@ -1390,6 +1390,7 @@ def predict_command(
     ] = "error",
 ) -> None:
     """Predict from a file: per row the answer, probabilities, modalities used, their score."""
+    from mlmm.serve.loading import served_name
     from mlmm.serve.predict import (
         OUTPUT_KINDS,
         check_suffix,
@@ -1407,7 +1408,7 @@ def predict_command(
     trained = TrainedModel.load(run)
     samples = read_input(input)
     if isinstance(samples, PredictRequest):  # named as `mlmm serve RUN` would serve it
-        pick_model(samples.model, [Path(run).resolve().name or "model"])
+        pick_model(samples.model, [served_name(run)])
     table = predict_table(trained, samples, on_empty=on_empty)
     if output is None:
         sys.stdout.write(table.to_csv(index=False))

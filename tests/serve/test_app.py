@@ -99,6 +99,8 @@ NaN_BODY = '{"instances": [{"m0": [NaN' + ", 0" * 15 + "]}]}"
         ({"instances": [{"m0": _vector(0)}], "on_empty": "x"}, None, 422, "on_empty"),
         ("{not json", None, 400, "body: malformed JSON"),
         ("", None, 400, "body: empty; send a JSON object"),  # was 422 'Field required'
+        ("[]", None, 422, 'body: expected a JSON object {"instances"'),  # was pydantic's
+        ("null", None, 422, "got a JSON null"),  # was "got a JSON value"
         ('{"instances": [{"m0": [' + "9" * 5000 + "]}]}", None, 400, "4,300 digits"),
         ("[" * 20000 + "]" * 20000, None, 400, "body: cannot be parsed"),
         ({"instances": [{"m0": _vector(0)}]}, "text/plain", 415, "content-type"),

@@ -131,6 +131,12 @@ BAD = {
     "empty": "",
     "huge-integer": '{"instances": [{"m0": [' + "9" * 5000 + "]}]}",
     "deep": "[" * 20000 + "]" * 20000,
+    "null": "null",
+    "number": "5",
+    "string-body": '"x"',
+    "true": "true",
+    "instances-null": '{"instances": null}',
+    "instance-null": '{"instances": [null]}',
 }
 
 
@@ -155,9 +161,26 @@ def test_a_malformed_jsonl_line_is_named_by_its_number(hemis_run, tmp_path, monk
     code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: line 3: body: malformed JSON (Expecting property name")
-    source.write_text(json.dumps({"m0": _vector(0)}) + "\n" + json.dumps({"m0": [1.0]}) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "detail"),
+    [
+        ({"m0": [1.0]}, "instances[1].m0: expected shape [16], got [1]"),  # the model's check
+        ([1.0], "instances[1]: Input should be a valid dictionary"),  # the request's schema
+        ({}, "instances[1]: no modality present"),
+    ],
+)
+def test_a_bad_jsonl_instance_is_named_by_its_line(
+    hemis_run, tmp_path, monkeypatch, capsys, line, detail
+):
+    """Was the server's detail alone ("instances[1].m0: ..."): the instance's index counts
+    neither the blank lines nor from 1, so it named a different line of the file."""
+    source = tmp_path / "bad.jsonl"
+    source.write_text(json.dumps({"m0": _vector(0)}) + "\n\n" + json.dumps(line) + "\n")
     code, _, err = run(monkeypatch, capsys, "predict", str(hemis_run), "--input", str(source))
-    assert err == "error: instances[1].m0: expected shape [16], got [1]\n"
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: line 3: {detail}")
 
 
 def test_another_suffix_is_refused_naming_the_request_files(

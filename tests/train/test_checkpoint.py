@@ -77,11 +77,12 @@ def test_round_trip(tmp_path):
         [CARD_FILE, CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE]
     )
     config, state = load_artifact(path)
-    assert config["format"] == "mlmm-artifact" and config["format_version"] == 2
+    # no key of a later format: written at the first, which every mlmm reads
+    assert config["format"] == "mlmm-artifact" and config["format_version"] == 1
     assert config["method"] == "toy" and config["scale"] == 1.0
     assert len(config["weights_sha256"]) == 64
     manifest = json.loads((path / MANIFEST_FILE).read_text())
-    assert manifest["format"] == "mlmm-artifact" and manifest["format_version"] == 2
+    assert manifest["format"] == "mlmm-artifact" and manifest["format_version"] == 1
     assert (
         manifest["sha256"][CONFIG_FILE]
         == hashlib.sha256((path / CONFIG_FILE).read_bytes()).hexdigest()

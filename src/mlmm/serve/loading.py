@@ -8,6 +8,11 @@ from mlmm.errors import MlmmError
 from mlmm.train.trained import TrainedModel
 
 
+def served_name(run: str | Path) -> str:
+    """The name ``mlmm serve RUN`` serves ``run`` under: its directory's name."""
+    return Path(run).resolve().name or "model"
+
+
 def load_models(run: Path | None, named: list[str] | None) -> dict[str, TrainedModel]:
     """Load ``run`` (named after its directory) and every ``NAME=RUN`` of ``named``.
 
@@ -28,7 +33,7 @@ def load_models(run: Path | None, named: list[str] | None) -> dict[str, TrainedM
     """
     paths: dict[str, Path] = {}
     if run is not None:
-        paths[Path(run).resolve().name or "model"] = Path(run)
+        paths[served_name(run)] = Path(run)
     for item in named or []:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():

@@ -13,7 +13,14 @@ import pandas as pd
 from mlmm.data.formats._common import NUMPY_FILE_ERRORS, numpy_file_reason
 from mlmm.errors import MlmmError
 from mlmm.eval.protocol import subset_name
-from mlmm.serve.request import REQUEST_SUFFIXES, PredictRequest, read_request, request_arrays
+from mlmm.serve.request import (
+    REQUEST_SUFFIXES,
+    PredictRequest,
+    RequestError,
+    on_line,
+    read_request,
+    request_arrays,
+)
 from mlmm.train.trained import MULTILABEL_THRESHOLD, TrainedModel
 from mlmm.utils import atomic_write
 
@@ -371,8 +378,8 @@ def request_input(
     trained: TrainedModel, request: PredictRequest, on_empty: str = "error"
 ) -> tuple[dict[str, np.ndarray], str]:
     """A ``POST /predict`` request's instances as :func:`predict_table` input, checked as the
-    server checks them (:func:`mlmm.serve.request.request_arrays`, the same one-line errors),
-    and the ``on_empty`` that answers them (the request's, else ``on_empty``).
+    server checks them (:func:`mlmm.serve.request.request_arrays`, the same one-line errors,
+    after its line for a ``.jsonl`` file's instance), and the ``on_empty`` that answers them (the request's, else ``on_empty``).
 
     Returns
     -------
@@ -383,9 +390,12 @@ def request_input(
     """
     on_empty = request.on_empty or on_empty
     variable = tuple(trained.info.get("variable_length") or ())
-    arrays, _, lengths = request_arrays(
-        trained.modality_shapes, variable, request.instances, on_empty
-    )
+    try:
+        arrays, _, lengths = request_arrays(
+            trained.modality_shapes, variable, request.instances, on_empty
+        )
+    except RequestError as err:  # a .jsonl's instance is named by its line too
+        raise on_line(err, request.lines) from None
     return {**arrays, **{LENGTHS_PREFIX + m: steps for m, steps in lengths.items()}}, on_empty
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from mlmm.errors import MlmmError
 
@@ -64,9 +65,24 @@ class PredictRequest(BaseModel):
         description="A sample with no modality: 'error' refuses it (422), 'prior' answers it "
         "with the training prior. Default: the server's setting.",
     )
+    #: The line of each instance, for a request read from a ``.jsonl`` file
+    #: (:func:`read_request`; :func:`on_line` puts it first in an error naming an instance).
+    _lines: list[int] | None = PrivateAttr(None)
+
+    @property
+    def lines(self) -> list[int] | None:
+        """The line of each instance, for a request read from a ``.jsonl`` file; else None."""
+        return self._lines
 
 
-_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_KINDS = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -108,6 +124,16 @@ def parse_request(body: Any) -> PredictRequest:
         raise validation_error(err.errors()) from None
 
 
+def on_line(err: RequestError, lines: list[int] | None) -> RequestError:
+    """``err`` with the ``.jsonl`` line of the instance it names put first (``line 7:
+    instances[5].m0: ...``: blank lines are skipped, so the two differ); ``err`` itself when
+    the request was not read from lines (``lines`` None) or names no instance."""
+    named = re.match(r"instances\[(\d+)\]", err.detail)
+    if lines is None or named is None:
+        return err
+    return RequestError(f"line {lines[int(named.group(1))]}: {err.detail}", err.status)
+
+
 def pick_model(requested: str | None, names: list[str]) -> str:
     """The model a request names (``requested``; None: the only one of ``names``)."""
     if requested is None:
@@ -139,8 +165,8 @@ def read_request(path: str | Path) -> PredictRequest:
     Raises
     ------
     RequestError
-        The server's one line for the same body (``.jsonl``: malformed lines are named by
-        their line number).
+        The server's one line for the same body (``.jsonl``: after the number of the line it
+        concerns, ``line 3: ...``).
     """
     path = Path(path)
     raw = path.read_bytes()
@@ -148,7 +174,7 @@ def read_request(path: str | Path) -> PredictRequest:
         if not raw.strip():
             raise RequestError(EMPTY_BODY, 400)
         return parse_request(_decode(raw, ""))
-    instances = []
+    instances, lines = [], []
     for number, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
@@ -160,11 +186,17 @@ def read_request(path: str | Path) -> PredictRequest:
                 f'instance ({{"m0": [...], "m1": null}}): write the request as a .json file'
             )
         instances.append(instance)
+        lines.append(number)
     if not instances:
         raise RequestError(
             'body: empty; write one instance per line: {"m0": [...], "m1": null}', 400
         )
-    return parse_request({"instances": instances})
+    try:
+        request = parse_request({"instances": instances})
+    except RequestError as err:
+        raise on_line(err, lines) from None
+    request._lines = lines
+    return request
 
 
 # ---------------------------------------------------------------------- instances

@@ -42,7 +42,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,24 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 FORMAT = "mlmm-artifact"
-#: The artifact format this mlmm writes; it reads every version up to it (a newer one is
-#: refused: "uses artifact format N, newer than this mlmm reads; upgrade mlmm"). Bumped with
+#: The newest artifact format this mlmm writes; it reads every version up to it (a newer one
+#: is refused: "uses artifact format N, newer than this mlmm reads; upgrade mlmm"). Bumped with
 #: every key ``config.json`` may newly carry: an earlier mlmm's schema forbids unknown keys, so
 #: without the bump it would refuse the artifact as "unknown key ...; retrain or restore the
 #: model", the wrong fix. 1: the first format. 2: ``resolved_hyperparameters`` and
 #: ``revisions`` (first written under 1, which the mlmm before them refused as unknown keys).
+#: An artifact is written at the oldest format that carries it (:func:`written_format`).
 FORMAT_VERSION = 2
+#: The keys each format after the first added to ``config.json``, each with a test of whether
+#: its value says nothing more than leaving the key out does (an artifact without
+#: ``resolved_hyperparameters`` resolved nothing; without ``revisions``, every method is at
+#: revision 1). A new format's keys are added here with the version.
+ADDED_KEYS: dict[int, dict[str, Callable[[Any], bool]]] = {
+    2: {
+        "resolved_hyperparameters": lambda value: value == {},
+        "revisions": lambda value: all(r == 1 for r in value.values()),
+    },
+}
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "mlmm-artifact.json"
@@ -444,6 +455,23 @@ def _save_in_place(target: Path, files: dict[str, bytes], overwrite: bool) -> No
             raise
 
 
+def written_format(config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The oldest format that carries ``config``, and ``config`` as written in it: the keys of
+    newer formats left out where they all say nothing (:data:`ADDED_KEYS`), so an mlmm that
+    reads only that older format loads the artifact, and answers as this one does (a
+    ``late-fusion`` model, say: no size resolved, every revision at 1). A key that says
+    something keeps its format: an older mlmm is told to upgrade, not to retrain.
+    """
+    version = FORMAT_VERSION
+    while version > 1 and all(
+        key not in config or says_nothing(config[key])
+        for key, says_nothing in ADDED_KEYS[version].items()
+    ):
+        config = {k: v for k, v in config.items() if k not in ADDED_KEYS[version]}
+        version -= 1
+    return version, config
+
+
 def artifact_bytes(state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, bytes]:
     """The bytes of an artifact's hashed files: weights, config and manifest (no card).
 
@@ -458,16 +486,17 @@ def artifact_bytes(state_dict: dict[str, torch.Tensor], config: dict[str, Any]) 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     weights = save_safetensors(tensors)
     weights_sha256 = hashlib.sha256(weights).hexdigest()
+    version, config = written_format(config)
     full = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         **config,
         "weights_sha256": weights_sha256,
     }
     config_bytes = json.dumps(full, indent=2, sort_keys=False).encode()
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "sha256": {
             WEIGHTS_FILE: weights_sha256,
             CONFIG_FILE: hashlib.sha256(config_bytes).hexdigest(),

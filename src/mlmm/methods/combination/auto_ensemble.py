@@ -271,7 +271,8 @@ class AutoEnsemble(MissingModalityModel):
         ``lda-em``'s table of pattern maps), so an ensemble exports whenever its members do;
         traced with the members as they are, it was refused (``lda-em``) or, before the export
         check drew a second batch, written answering other inputs wrongly (``flex-moe``)."""
-        clone = copy.deepcopy(self)
+        # the members are not copied here: each one's onnx_module() copies what it changes
+        clone = copy.deepcopy(self, {id(m): m for m in self.models.values()})
         for key, member in self.models.items():
             clone.models[key] = member.onnx_module()
         return clone

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from mlmm.data.dataset import MultimodalDataset
     from mlmm.train.trainer import Trainer, TrainHistory
 
+#: The experts of a scheduler built without ``experts``.
+DEFAULT_EXPERTS = "late-fusion,hemis"
+
 
 def _expert_names(experts: Any) -> tuple[str, ...]:
     """Validate ``experts`` (a comma-separated string or a list of method names)."""
@@ -142,7 +145,7 @@ class Scheduler(MissingModalityModel):
         self,
         specs: list[ModalitySpec],
         task: TaskSpec,
-        experts: str | list[str] = "late-fusion,hemis",
+        experts: str | list[str] = DEFAULT_EXPERTS,
         expert_params: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(specs, task)
@@ -190,7 +193,7 @@ class Scheduler(MissingModalityModel):
         ``resolved_from_state``), so a later change of an expert's sizing rule does not stop
         it loading. Empty when no expert resolved anything."""
         try:
-            names = _expert_names(hyperparameters.get("experts", "late-fusion,hemis"))
+            names = _expert_names(hyperparameters.get("experts", DEFAULT_EXPERTS))
         except MlmmError:  # the load refuses the value in its own words
             return {}
         given = hyperparameters.get("expert_params") or {}
