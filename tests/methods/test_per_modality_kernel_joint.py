@@ -66,8 +66,11 @@ def test_the_joint_model_beats_chance_clearly_on_every_modality_subset():
     assert full > 0.7
 
 
-def test_the_joint_model_is_scikit_learns_on_the_zero_filled_features_and_indicators():
-    data = _views(150, seed=2)
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_joint_model_is_scikit_learns_on_the_centred_zero_filled_features(task):
+    from sklearn.linear_model import Ridge
+
+    data = _views(150, seed=2, task=task)
     model = create_method(
         "per-modality-kernel", data.specs, data.task, C=3.0, fusion="joint", n_components=40
     )
@@ -79,13 +82,37 @@ def test_the_joint_model_is_scikit_learns_on_the_zero_filled_features_and_indica
             x = torch.from_numpy(std.inputs[name].reshape(std.n_samples, -1)).float()
             rank = int((model.projection[name].abs().sum(1) > 0).sum())
             phi = model.features(name, x).double().numpy()[:, :rank]
-            blocks.append(np.where(std.observed[:, [j]], phi, 0.0))  # absent: zero block
+            rows = std.observed[:, j]
+            centred = phi - phi[rows].mean(0)  # on the mean of the rows that have the view
+            blocks.append(np.where(rows[:, None], centred, 0.0))  # absent: zero block
     design = np.hstack([*blocks, std.observed.astype(float)])
+    if task == "regression":  # one ridge, alpha = 1 / (2 C), on the standardised target
+        sk = Ridge(alpha=1.0 / 6.0).fit(design, std.targets)
+        expected = trained.standardizer.inverse_target(sk.predict(design))
+        np.testing.assert_allclose(trained.predict(data).ravel(), expected.ravel(), atol=1e-4)
+        return
     sk = LogisticRegression(C=3.0, max_iter=1000).fit(design, std.targets)
     logits = design @ sk.coef_.T + sk.intercept_
     expected = np.exp(logits - logits.max(1, keepdims=True))
     expected /= expected.sum(1, keepdims=True)
     np.testing.assert_allclose(trained.predict_proba(data), expected, atol=1e-4)
+
+
+def test_a_joint_model_trained_on_complete_rows_still_predicts_from_any_modality_subset():
+    # fitted on complete rows, every presence indicator is constant; an uncentred block's mean
+    # went into the bias, so dropping a modality shifted the logits (35-36 % on b or c alone)
+    train, test = _views(240, seed=0, missing=False), _views(300, seed=1, missing=False)
+    model = create_method(
+        "per-modality-kernel", train.specs, train.task, C=10.0, fusion="joint", n_components=60
+    )
+    trained = Trainer(progress=False).fit(model, train)
+    for size in (1, 2):
+        for subset in itertools.combinations(range(3), size):
+            pattern = np.zeros(3, dtype=bool)
+            pattern[list(subset)] = True
+            part = test.with_presence(np.tile(pattern, (test.n_samples, 1)))
+            accuracy = float((trained.predict(part) == part.targets).mean())
+            assert accuracy > 0.55, (subset, accuracy)  # chance: 1/3
 
 
 def test_a_joint_model_saves_reloads_and_predicts_the_same_and_is_deterministic(tmp_path):
