@@ -194,8 +194,19 @@ def test_bad_joint_settings_are_one_line_errors(kwargs, match):
     assert "\n" not in str(error.value)
 
 
-def test_the_default_fusion_is_the_product_rule_as_before():
-    model = mlmm.create_method(
-        "per-modality-kernel", _views(10).specs, TaskSpec("classification", 3)
-    )
-    assert model.get_hyperparameters()["fusion"] == "product"
+def test_a_product_rule_artifact_written_before_the_fusion_option_loads_as_before(tmp_path):
+    from mlmm.train.card import model_card
+    from mlmm.train.checkpoint import save_artifact
+
+    data = _views(90, seed=7)
+    model = mlmm.create_method("per-modality-kernel", data.specs, data.task, n_components=20)
+    assert model.get_hyperparameters()["fusion"] == "product" and model.n_models == 3
+    # the product rule's weights keep the keys they had before fusion="joint" existed
+    assert not any(key.startswith("joint") for key in model.state_dict())
+    trained = Trainer(progress=False).fit(model, data)
+    config = trained.config()
+    del config["hyperparameters"]["fusion"]  # as mlmm wrote it before the option (cde5617)
+    save_artifact(tmp_path / "old", model.state_dict(), config, card=model_card(config))
+    loaded = TrainedModel.load(tmp_path / "old")
+    assert loaded.model.fusion == "product"
+    np.testing.assert_array_equal(loaded.predict_proba(data), trained.predict_proba(data))
