@@ -567,21 +567,11 @@ class PerModalityKernel(ClassicalReference):
         phis = {}
         for j, name in enumerate(self.modalities):
             rows = present[:, j]  # [N]
-            if not rows.any():  # the trainer refuses such data already
-                raise MlmmError(f"modality {name!r} is absent from every training sample")
-            x = train.inputs[name].flatten(1)[torch.from_numpy(rows).to(train.present.device)]
+            x = self.view_rows(train, j)  # [N_m, D_m]
             if self.gamma_grid is not None:
                 phi = self.choose_gamma_and_C(name, x, target[rows], rng, random_state)
             else:
-                if self.kernel == "rbf":
-                    landmarks, projection = nystroem(
-                        x.double().cpu().numpy(),
-                        self.view_gamma[name] / x.shape[1],
-                        self.n_components,
-                        rng,
-                    )
-                    self.set_nystroem(name, landmarks, projection)
-                phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
+                phi, _ = self.draw_features(name, x, rng)
                 if choose_C:
                     self.view_C[name] = self.choose_C(name, phi, target[rows], random_state)
             coef, intercept = fit_linear(
@@ -613,17 +603,7 @@ class PerModalityKernel(ClassicalReference):
         blocks, means = [], []
         for j, name in enumerate(self.modalities):
             rows = present[:, j]  # [N]
-            if not rows.any():  # the trainer refuses such data already
-                raise MlmmError(f"modality {name!r} is absent from every training sample")
-            x = train.inputs[name].flatten(1)[torch.from_numpy(rows).to(train.present.device)]
-            width = x.shape[1]
-            if self.kernel == "rbf":
-                landmarks, projection = nystroem(
-                    x.double().cpu().numpy(), self.view_gamma[name] / width, self.n_components, rng
-                )
-                self.set_nystroem(name, landmarks, projection)
-                width = len(projection)  # the map's rank: the buffers' other columns are zero
-            phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
+            phi, width = self.draw_features(name, self.view_rows(train, j), rng)
             means.append(phi[:, :width].mean(0))  # [F_m] over the rows that have the modality
             # centred, so an absent modality's zero block is its average features: a modality
             # present in every training row (constant indicator) can still be dropped later
@@ -666,6 +646,30 @@ class PerModalityKernel(ClassicalReference):
             self.log_prior[-1].copy_(
                 torch.from_numpy(log_class_frequencies(target, self.task.n_classes))
             )
+
+    def view_rows(self, train: MultimodalBatch, j: int) -> torch.Tensor:
+        """The flattened inputs ``[N_m, D_m]`` of the training rows that have the ``j``-th
+        modality (one line if none has it)."""
+        name, rows = self.modalities[j], train.present[:, j]  # [N]
+        if not bool(rows.any()):  # the trainer refuses such data already
+            raise MlmmError(f"modality {name!r} is absent from every training sample")
+        return train.inputs[name].flatten(1)[rows]
+
+    def draw_features(
+        self, name: str, x: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[np.ndarray, int]:
+        """Draw modality ``name``'s Nyström map from its training rows ``x`` ``[N_m, D_m]``
+        (rbf: the landmarks from ``rng``, :func:`nystroem`, written into the buffers) and return
+        their features ``[N_m, F]`` with the number of leading columns that are not zero by
+        construction (rbf: the map's rank; linear: ``D_m``)."""
+        width = x.shape[1]
+        if self.kernel == "rbf":
+            landmarks, projection = nystroem(
+                x.double().cpu().numpy(), self.view_gamma[name] / width, self.n_components, rng
+            )
+            self.set_nystroem(name, landmarks, projection)
+            width = len(projection)  # the buffers' other columns are zero
+        return self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy(), width
 
     def set_nystroem(self, name: str, landmarks: np.ndarray, projection: np.ndarray) -> None:
         """Write modality ``name``'s Nyström map (:func:`nystroem`) into its buffers."""
