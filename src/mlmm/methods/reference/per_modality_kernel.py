@@ -29,22 +29,26 @@ from ``C_grid`` (the ninth round's option), jointly with the view's RBF width fr
 
 ``fusion="joint"`` (the eleventh round's option) trains the views together instead: ONE
 multinomial logistic regression (regression: one ridge) on all training rows, on the
-concatenation of every view's Nyström block (an absent view's block zero) and the presence
-indicators. In kernel terms it is a kernel machine with ``k(x, x') = sum_{m in S(x) & S(x')}
-k_m(x_m, x'_m)``, the sum of the per-view RBF kernels over the views both samples have (a
-positive semi-definite kernel on inputs with missing views: the inner product of the
-zero-filled feature maps), plus a bias per present view; its decision function is additive
-over the present views, but their weights are fitted together, so evidence the views share is
-not counted once per view as the product rule counts it. The closest published construction:
-X. Liu, L. Wang, J. Yin, Y. Dou, J. Zhang, "Absent Multiple Kernel Learning", AAAI 2015,
-doi:10.1609/aaai.v29i1.9545, which classifies each sample in the feature space of its observed
-channels (after G. Chechik, G. Heitz, G. Elidan, P. Abbeel, D. Koller, "Max-margin
-Classification of Data with Absent Features", JMLR 9:1-21, 2008) and compares with zero-filling
-baselines. Ours differs: the feature maps are zero-filled (not the inputs, which an RBF kernel
-would still compare), the view kernels are summed with equal weights (no kernel weights are
-learnt; the fitted per-view coefficients carry the weighting), the loss is the penalised
-multinomial log loss (not a max-min sample margin), and presence indicators let the bias
-depend on which views are present.
+concatenation of every view's Nyström block (centred on its mean over the training rows that
+have the view; an absent view's block zero, i.e. its average) and the presence indicators. In
+kernel terms it is a kernel machine with ``k(x, x') = sum_{m in S(x) & S(x')} k_m(x_m, x'_m)``,
+the sum of the per-view centred RBF kernels over the views both samples have (a positive
+semi-definite kernel on inputs with missing views: the inner product of the zero-filled
+centred feature maps), plus a bias per present view; its decision function is additive over
+the present views, but their weights are fitted together, so evidence the views share is not
+counted once per view as the product rule counts it. The centring makes a view that every
+training row had count as its average when it is absent at prediction (without it, its mean
+term went into the bias and dropping it shifted the logits). The closest published
+construction: X. Liu, L. Wang, J. Yin, Y. Dou, J. Zhang, "Absent Multiple Kernel Learning",
+AAAI 2015, doi:10.1609/aaai.v29i1.9545, which classifies each sample in the feature space of
+its observed channels (after G. Chechik, G. Heitz, G. Elidan, P. Abbeel, D. Koller, "Max-margin
+Classification of Data with Absent Features", JMLR 9:1-21, 2008) and compares with zero-, mean-
+and EM-filling of the inputs. As there, a sample's score sums the terms of its observed views
+only (an RBF kernel on zero-filled inputs would still compare the absent view's zeros); ours
+differs in that the view kernels are summed with equal weights (no kernel weights are learnt;
+the fitted per-view coefficients carry the weighting), the loss is the penalised multinomial
+log loss (not a max-min of margins each measured in the sample's own observed views), and
+presence indicators let the bias depend on which views are present.
 """
 
 from __future__ import annotations
@@ -299,16 +303,18 @@ class PerModalityKernel(ClassicalReference):
         Most lbfgs iterations per model (classification).
     fusion : {"product", "joint"}, default "product"
         ``"product"``: one model per modality, fused as above. ``"joint"``: one model, fitted on
-        all training rows, on the concatenation of every modality's features (the same maps;
-        an absent modality's block zero) and the ``M`` presence indicators; ``forward`` returns
+        all training rows, on the concatenation of every modality's features (the same maps,
+        centred on their mean over the training rows that have the modality; an absent
+        modality's block zero) and the ``M`` presence indicators; ``forward`` returns
         ``b + sum_m [f_m(x_m) @ coef_m.T + intercept_m]`` over the present modalities (the
         logits, or the prediction for regression), ``intercept_m`` being the presence
-        indicator's coefficients. ``C`` is one number or ``"cv"``: the ``C_grid`` value with the
-        lowest mean held-out loss of the joint model over :data:`CV_FOLDS` stratified folds of
-        all training rows (:func:`cv_folds`; the Nyström maps drawn once from all rows that
-        have each modality; ties go to the smaller ``C``; fewer rows than folds:
-        :func:`fallback_C`). Refuses a per-modality ``C`` mapping, ``gamma_grid`` and
-        ``evidence_scale`` other than 1.0, which belong to the product rule's per-view models.
+        indicator's coefficients less ``mean_m @ coef_m.T`` (the centring). ``C`` is one number
+        or ``"cv"``: the ``C_grid`` value with the lowest mean held-out loss of the joint model
+        over :data:`CV_FOLDS` stratified folds of all training rows (:func:`cv_folds`; the
+        Nyström maps and their means drawn once from all rows that have each modality; ties go
+        to the smaller ``C``; fewer rows than folds: :func:`fallback_C`). Refuses a
+        per-modality ``C`` mapping, ``gamma_grid`` and ``evidence_scale`` other than 1.0, which
+        belong to the product rule's per-view models.
 
     Attributes
     ----------
@@ -561,21 +567,11 @@ class PerModalityKernel(ClassicalReference):
         phis = {}
         for j, name in enumerate(self.modalities):
             rows = present[:, j]  # [N]
-            if not rows.any():  # the trainer refuses such data already
-                raise MlmmError(f"modality {name!r} is absent from every training sample")
-            x = train.inputs[name].flatten(1)[torch.from_numpy(rows).to(train.present.device)]
+            x = self.view_rows(train, j)  # [N_m, D_m]
             if self.gamma_grid is not None:
                 phi = self.choose_gamma_and_C(name, x, target[rows], rng, random_state)
             else:
-                if self.kernel == "rbf":
-                    landmarks, projection = nystroem(
-                        x.double().cpu().numpy(),
-                        self.view_gamma[name] / x.shape[1],
-                        self.n_components,
-                        rng,
-                    )
-                    self.set_nystroem(name, landmarks, projection)
-                phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
+                phi, _ = self.draw_features(name, x, rng)
                 if choose_C:
                     self.view_C[name] = self.choose_C(name, phi, target[rows], random_state)
             coef, intercept = fit_linear(
@@ -598,27 +594,21 @@ class PerModalityKernel(ClassicalReference):
     def fit_joint(self, train: MultimodalBatch, random_state: int) -> None:
         """``fusion="joint"``: draw every modality's Nyström map as the product rule does (the
         same landmark rows), then fit one model on all training rows' concatenated features
-        and presence indicators (first choosing its ``C`` where asked), and split its
-        coefficients into the per-modality buffers."""
+        (each modality's centred on its rows' mean, zero where absent) and presence indicators
+        (first choosing its ``C`` where asked), and split its coefficients into the
+        per-modality buffers."""
         rng = np.random.default_rng(LANDMARK_SEED)  # as fit_classical: the same landmarks
         target = train.target.cpu().numpy()
         present = train.present.cpu().numpy()  # [N, M]
-        blocks = []
+        blocks, means = [], []
         for j, name in enumerate(self.modalities):
             rows = present[:, j]  # [N]
-            if not rows.any():  # the trainer refuses such data already
-                raise MlmmError(f"modality {name!r} is absent from every training sample")
-            x = train.inputs[name].flatten(1)[torch.from_numpy(rows).to(train.present.device)]
-            width = x.shape[1]
-            if self.kernel == "rbf":
-                landmarks, projection = nystroem(
-                    x.double().cpu().numpy(), self.view_gamma[name] / width, self.n_components, rng
-                )
-                self.set_nystroem(name, landmarks, projection)
-                width = len(projection)  # the map's rank: the buffers' other columns are zero
-            phi = self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy()
+            phi, width = self.draw_features(name, self.view_rows(train, j), rng)
+            means.append(phi[:, :width].mean(0))  # [F_m] over the rows that have the modality
+            # centred, so an absent modality's zero block is its average features: a modality
+            # present in every training row (constant indicator) can still be dropped later
             block = np.zeros((len(target), width))  # [N, F_m], an absent modality's rows zero
-            block[rows] = phi[:, :width]
+            block[rows] = phi[:, :width] - means[-1]
             blocks.append(block)
         design = np.hstack([*blocks, present.astype(np.float64)])  # [N, sum F_m + M]
         if isinstance(self.C, str):
@@ -638,11 +628,15 @@ class PerModalityKernel(ClassicalReference):
         C = self.view_C[self.modalities[0]]
         coef, intercept = fit_linear(design, target, self.task, C, self.max_iter, random_state)
         start, start_presence = 0, design.shape[1] - len(self.modalities)
-        for j, (name, block) in enumerate(zip(self.modalities, blocks, strict=True)):
-            width = block.shape[1]
+        for j, (name, mean) in enumerate(zip(self.modalities, means, strict=True)):
+            width = len(mean)
+            view_coef = coef[:, start : start + width]  # [K, F_m]
             self.coef[name].zero_()
-            self.coef[name][:, :width] = torch.from_numpy(coef[:, start : start + width])
-            self.intercept[name].copy_(torch.from_numpy(coef[:, start_presence + j]))
+            self.coef[name][:, :width] = torch.from_numpy(view_coef)
+            # the centring folded into the bias: (phi - mean) @ w.T + c = phi @ w.T + intercept
+            self.intercept[name].copy_(
+                torch.from_numpy(coef[:, start_presence + j] - view_coef @ mean)
+            )
             start += width
         self.joint_intercept.copy_(torch.from_numpy(intercept))
         if self.task.is_classification:  # not read by the joint forward; kept as documented
@@ -652,6 +646,30 @@ class PerModalityKernel(ClassicalReference):
             self.log_prior[-1].copy_(
                 torch.from_numpy(log_class_frequencies(target, self.task.n_classes))
             )
+
+    def view_rows(self, train: MultimodalBatch, j: int) -> torch.Tensor:
+        """The flattened inputs ``[N_m, D_m]`` of the training rows that have the ``j``-th
+        modality (one line if none has it)."""
+        name, rows = self.modalities[j], train.present[:, j]  # [N]
+        if not bool(rows.any()):  # the trainer refuses such data already
+            raise MlmmError(f"modality {name!r} is absent from every training sample")
+        return train.inputs[name].flatten(1)[rows]
+
+    def draw_features(
+        self, name: str, x: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[np.ndarray, int]:
+        """Draw modality ``name``'s Nyström map from its training rows ``x`` ``[N_m, D_m]``
+        (rbf: the landmarks from ``rng``, :func:`nystroem`, written into the buffers) and return
+        their features ``[N_m, F]`` with the number of leading columns that are not zero by
+        construction (rbf: the map's rank; linear: ``D_m``)."""
+        width = x.shape[1]
+        if self.kernel == "rbf":
+            landmarks, projection = nystroem(
+                x.double().cpu().numpy(), self.view_gamma[name] / width, self.n_components, rng
+            )
+            self.set_nystroem(name, landmarks, projection)
+            width = len(projection)  # the buffers' other columns are zero
+        return self.features(name, x.to(self.coef[name].dtype)).double().cpu().numpy(), width
 
     def set_nystroem(self, name: str, landmarks: np.ndarray, projection: np.ndarray) -> None:
         """Write modality ``name``'s Nyström map (:func:`nystroem`) into its buffers."""
