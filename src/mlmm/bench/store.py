@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import random
 import re
@@ -1074,9 +1075,10 @@ class ResultsStore:
     def running_claims(self) -> pd.DataFrame:
         """Every claim held now, of runs and of tuning trials: ``kind`` (``run`` or
         ``trial``), ``key`` (the run key, or ``STUDY_KEY#NUMBER``), ``owner``,
-        ``age_seconds`` (since the claim), ``seconds_since_beat`` (since its owner last showed
-        it lives: a heartbeat, or the claim) and ``live`` (False: stale, the next process
-        takes it over)."""
+        ``age_seconds`` (since the claim; NaN for a claim without a start time, from an
+        older store), ``seconds_since_beat`` (since its owner last showed it lives: a
+        heartbeat, or the claim) and ``live`` (False: stale, the next process takes it
+        over)."""
         rows = [
             ("run", key, owner, at)
             for key, owner, at in self._db.execute(
@@ -1100,7 +1102,7 @@ class ResultsStore:
                 kind,
                 key,
                 owner,
-                None if at is None else now - at,
+                math.nan if at is None else now - at,  # a float column, whatever the rows
                 now - self._last_sign(owner or "", at, beats),
                 self._claim_live(owner, at, beats),
             )
