@@ -72,3 +72,33 @@ def test_the_store_command_says_when_nothing_is_claimed(monkeypatch, capsys, tmp
     ResultsStore(path).close()
     code, out, _ = run(monkeypatch, capsys, "store", str(path))
     assert code == 0 and "no claims: no process is running a run or tuning trial" in out
+
+
+def test_a_run_claim_without_a_start_time_shows_its_age_as_unknown(monkeypatch, capsys, tmp_path):
+    # runs.started_at may be NULL (an older store, a claim written by hand): shown as "?",
+    # the listing was a TypeError when every claim lacked it
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {}},
+            "methods": {"hemis": {}},
+            "missing": ["mcar:0.5"],
+            "seeds": [0],
+        }
+    )
+    path = tmp_path / "s.db"
+    (key,) = (r.key for r in spec.runs())
+    with ResultsStore(path) as db:
+        db.add_runs("demo", spec.runs())
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute(
+        "UPDATE runs SET status='running', owner='node7:42', started_at=NULL WHERE run_key=?",
+        (key,),
+    )
+    raw.close()
+    with ResultsStore(path, readonly=True) as db:
+        claims = db.running_claims()
+    assert claims.age_seconds.dtype.kind == "f" and claims.age_seconds.isna().all()
+    code, out, err = run(monkeypatch, capsys, "store", str(path))
+    assert code == 0, err
+    (row,) = [line for line in out.splitlines() if key in line and line.count("│") > 3]
+    assert " ? " in row and "stale" in row  # no start, no heartbeat: nothing keeps it

@@ -70,7 +70,8 @@ _NAME_MAX = 255
 _NAMES_IN_UTF16 = os.name == "nt"
 #: ``.NAME.p<pid>-h<host>.<random>.tmp``: what :func:`atomic_write` writes beside ``NAME``
 _TEMPORARY = ".{stem}.p{pid}-h{host}."
-_TEMPORARY_TAIL = re.compile(r"\.p(\d+)-h([0-9a-f]{8})\.[a-z0-9_]+\.tmp")
+#: what follows its writer in the name of a temporary file or folder (``<random>.tmp``)
+_TEMPORARY_REST = re.compile(r"[a-z0-9_]+\.tmp")
 
 
 def _temporary_stem(name: str) -> str:
@@ -134,7 +135,8 @@ def temporary_prefix(path: Path) -> str:
 def temporary_writer(path: Path, name: str) -> tuple[int, str] | None:
     """``(pid, rest)`` when ``name`` is a temporary file or folder written beside ``path`` by
     process ``pid`` of this host (and boot, and PID namespace): ``.NAME.p<pid>-h<host>.<rest>``
-    (:func:`temporary_prefix`); None for any other name, and for another host's."""
+    (:func:`temporary_prefix`); None for any other name, and for another host's. A folder
+    may hand names back decomposed (macOS HFS+): they are compared composed."""
     prefix = unicodedata.normalize("NFC", f".{_temporary_stem(path.name)}.p")
     name = unicodedata.normalize("NFC", name)
     if not name.startswith(prefix):
@@ -176,24 +178,19 @@ def remove_stale_temporaries(path: str | Path, folders: bool = False) -> list[Pa
         The files (or folders) removed.
     """
     path = Path(path)
-    prefix = unicodedata.normalize("NFC", f".{_temporary_stem(path.name)}")
-    host, own = host_tag(), os.getpid()
+    own = os.getpid()
     removed = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
         return removed
     for entry in entries:
-        # a folder may hand names back decomposed (macOS HFS+): compared composed
-        name = unicodedata.normalize("NFC", entry.name)
-        if not name.startswith(prefix):
-            continue
-        match = _TEMPORARY_TAIL.fullmatch(name, len(prefix))
-        if match is None or match[2] != host or int(match[1]) == own:
+        writer = temporary_writer(path, entry.name)
+        if writer is None or writer[0] == own or not _TEMPORARY_REST.fullmatch(writer[1]):
             continue
         with contextlib.suppress(OSError):
             ours = entry.is_dir if folders else entry.is_file  # a symlink is neither
-            if ours(follow_symlinks=False) and process_gone(int(match[1])):
+            if ours(follow_symlinks=False) and process_gone(writer[0]):
                 (shutil.rmtree if folders else os.unlink)(entry.path)
                 removed.append(Path(entry.path))
     return removed

@@ -219,3 +219,71 @@ def test_macos_tells_boots_apart_by_its_boot_time(monkeypatch):
     assert utils.host_tag() == first  # stable while the machine runs
     monkeypatch.setattr(utils, "_macos_boot_time", lambda: "1700086400")
     assert utils.host_tag() != first  # rebooted: its old pids are not this boot's
+
+
+def _left_by_a_live_thread(path, claim, then=None) -> tuple[threading.Thread, threading.Event]:
+    """A thread of this process that claims through ``claim(store)`` under its heartbeat, as
+    a benchmark or study does, ends that work without giving the claim back (the store
+    failed on the way out), calls ``then(store)`` and stays alive (a thread pool's), until
+    the event is set."""
+    from mlmm.bench.execute import ClaimHeartbeat
+
+    ended, done = threading.Event(), threading.Event()
+
+    def work() -> None:
+        with ResultsStore(path) as db:
+            db.heartbeat()
+            with ClaimHeartbeat(path, 60.0):
+                assert claim(db)
+            if then is not None:
+                then(db)
+        ended.set()
+        done.wait(30)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    assert ended.wait(30)
+    return thread, done
+
+
+def test_a_claim_left_by_a_live_thread_whose_work_ended_is_taken_over(store):
+    # the thread lives on, so it was judged to hold its claim: a benchmark in another thread
+    # of this process waited on it forever (the process's own beat kept it live for others)
+    key = SPEC.runs()[0].key
+    thread, done = _left_by_a_live_thread(store.path, lambda db: db.claim(key))
+    try:
+        assert store.claims().live.tolist() == [False]
+        assert store.claim(key)
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_a_trial_claim_left_by_a_live_thread_whose_study_ended_is_taken_over(tmp_path):
+    path = tmp_path / "t.db"
+    with ResultsStore(path) as db:
+        db.open_study("s", STUDY, "synthetic", "hemis", None)
+        thread, done = _left_by_a_live_thread(path, lambda theirs: theirs.claim_trial("s", 0))
+        try:
+            assert db.trial_claims("s") == {0: False}
+            assert db.claim_trial("s", 0)
+        finally:
+            done.set()
+            thread.join()
+
+
+def test_a_thread_that_claims_again_after_its_work_ended_holds_the_new_claim(tmp_path):
+    runs = parse_spec({**SPEC.model_dump(mode="json"), "seeds": [0, 1]}).runs()
+    first, second = (r.key for r in runs)
+    with ResultsStore(tmp_path / "r.db") as db:
+        db.add_runs("test", runs)
+        thread, done = _left_by_a_live_thread(
+            db.path, lambda theirs: theirs.claim(first), lambda theirs: theirs.claim(second)
+        )
+        try:
+            live = dict(zip(db.claims().run_key, db.claims().live, strict=True))
+            assert live == {first: True, second: True}  # claimed anew: it holds its claims again
+        finally:
+            done.set()
+            thread.join()
+        assert not db.claims().live.any()  # its thread is gone

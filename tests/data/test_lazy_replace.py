@@ -125,3 +125,26 @@ def test_a_writer_killed_between_its_two_renames_loses_nothing(tmp_path):
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "data"]
     assert leftovers == []
     shutil.rmtree(path)
+
+
+def test_a_replace_whose_new_folder_cannot_go_in_puts_the_old_one_back(tmp_path, monkeypatch):
+    # the second rename fails (a folder held open on Windows): the old folder stayed aside, so
+    # the path was gone while this process lived (its own aside is never resolved by it)
+    from mlmm.data import lazy
+
+    path = tmp_path / "data"
+    write_dataset(_data(1.0), path)
+    real, renames = os.replace, []
+
+    def replace(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:
+            raise PermissionError(13, "Access is denied")
+        real(src, dst)
+
+    monkeypatch.setattr(lazy.os, "replace", replace)
+    with pytest.raises(MlmmError, match="could not write the dataset"):
+        write_dataset(_data(2.0), path, overwrite=True)
+    monkeypatch.undo()
+    assert _value(path) == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -1038,15 +1038,24 @@ class ClaimHeartbeat:
         self.store, self.interval = Path(store), interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="mlmm-heartbeat", daemon=True)
+        self._claimer: int | None = None  # the native id of the thread that started it
 
     def start(self) -> None:
+        """Start the beats; the calling thread claims from now until :meth:`stop`."""
+        self._claimer = threading.get_native_id()
+        store_module.claiming(self._claimer, True)
         self._thread.start()
 
     def stop(self) -> None:
-        """End the beats (at once; nothing happens if they never started)."""
+        """End the beats (at once; nothing happens if they never started). The claims the
+        claiming thread still holds are stale from now on, though it lives on (a claim the
+        store could not give back), for this process's other threads too."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        if self._claimer is not None:
+            store_module.claiming(self._claimer, False)
+            self._claimer = None
 
     def __enter__(self) -> ClaimHeartbeat:
         self.start()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import random
 import re
@@ -300,6 +301,32 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}@{host_tag()}/t{threading.get_native_id()}"
 
 
+#: This process's threads that claim through a benchmark or study (native id -> how many of
+#: their :class:`~mlmm.bench.execute.ClaimHeartbeat` run; 0: that work ended, and a claim it
+#: left, the store failing on the way out, is stale though the thread lives on, e.g. in a
+#: thread pool). A thread absent (claims made through the API alone) is judged by its life.
+_CLAIMING: dict[int, int] = {}
+_CLAIMING_LOCK = threading.Lock()
+
+
+def claiming(thread: int, begins: bool) -> None:
+    """Record that ``thread`` (a native id of this process) begins or ends a benchmark's or
+    study's claims (:class:`~mlmm.bench.execute.ClaimHeartbeat` calls it)."""
+    with _CLAIMING_LOCK:
+        _CLAIMING[thread] = max(0, _CLAIMING.get(thread, 0) + (1 if begins else -1))
+        if not begins:  # those of threads gone: their claims are stale anyway
+            alive = {t.native_id for t in threading.enumerate()}
+            for other in [t for t, n in _CLAIMING.items() if n == 0 and t not in alive]:
+                del _CLAIMING[other]
+
+
+def _claims_again() -> None:
+    """This thread claimed anew: its claims bind again, whatever work it ended before."""
+    with _CLAIMING_LOCK:
+        if _CLAIMING.get(threading.get_native_id()) == 0:
+            del _CLAIMING[threading.get_native_id()]
+
+
 def owner_process(owner: str) -> str:
     """The process part of a claim's owner (``host:pid@tag``), under which it beats its
     heartbeat; an owner of the older ``host:pid`` form is returned as it is."""
@@ -309,7 +336,8 @@ def owner_process(owner: str) -> str:
 def _owner_alive(owner: str) -> bool | None:
     """Whether ``owner``'s process (and thread) runs: True or False where this process can
     tell, None where only its heartbeat tells (another machine, container or boot, or a live
-    pid that may have been reused since it claimed).
+    pid that may have been reused since it claimed). A thread of this process whose
+    benchmark or study ended (:func:`claiming`) holds nothing, though it lives on.
 
     An owner of the older ``host:pid`` form is judged as before: gone when its host name is
     this one's and no process ``pid`` exists here.
@@ -328,8 +356,12 @@ def _owner_alive(owner: str) -> bool | None:
         return False if process_gone(pid) else None
     if match["thread"] is None:
         return True
-    # this process (its pid, in this PID namespace and boot): the thread tells
-    return int(match["thread"]) in {t.native_id for t in threading.enumerate()}
+    # this process (its pid, in this PID namespace and boot): the thread tells, and whether
+    # the benchmark or study it claimed for has ended
+    thread = int(match["thread"])
+    with _CLAIMING_LOCK:
+        ended = _CLAIMING.get(thread) == 0
+    return not ended and thread in {t.native_id for t in threading.enumerate()}
 
 
 def _schema_statements() -> list[str]:
@@ -751,7 +783,8 @@ class ResultsStore:
                 "started_at = ?, error = NULL, traceback = NULL WHERE run_key = ?",
                 (this_process(), time.time(), key),
             )
-            return True
+        _claims_again()
+        return True
 
     def _holds(self, db: sqlite3.Connection, key: str) -> bool:
         """Whether this process holds the claim of run ``key`` (status ``running``)."""
@@ -1074,9 +1107,10 @@ class ResultsStore:
     def running_claims(self) -> pd.DataFrame:
         """Every claim held now, of runs and of tuning trials: ``kind`` (``run`` or
         ``trial``), ``key`` (the run key, or ``STUDY_KEY#NUMBER``), ``owner``,
-        ``age_seconds`` (since the claim), ``seconds_since_beat`` (since its owner last showed
-        it lives: a heartbeat, or the claim) and ``live`` (False: stale, the next process
-        takes it over)."""
+        ``age_seconds`` (since the claim; NaN for a claim without a start time, from an
+        older store), ``seconds_since_beat`` (since its owner last showed it lives: a
+        heartbeat, or the claim) and ``live`` (False: stale, the next process takes it
+        over)."""
         rows = [
             ("run", key, owner, at)
             for key, owner, at in self._db.execute(
@@ -1100,7 +1134,7 @@ class ResultsStore:
                 kind,
                 key,
                 owner,
-                None if at is None else now - at,
+                math.nan if at is None else now - at,  # a float column, whatever the rows
                 now - self._last_sign(owner or "", at, beats),
                 self._claim_live(owner, at, beats),
             )
@@ -1342,7 +1376,8 @@ class ResultsStore:
                 "VALUES (?, ?, ?, ?)",
                 (study_key, number, this_process(), time.time()),
             )
-            return True
+        _claims_again()
+        return True
 
     @_user_errors
     def trial_claims(self, study_key: str) -> dict[int, bool]:

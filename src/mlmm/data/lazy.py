@@ -27,6 +27,7 @@ Storage formats (:func:`open_dataset` picks one from the path):
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import mmap
 import os
@@ -1063,6 +1064,7 @@ class DatasetWriter:
                 f"{self.path}: {self.written} of {self.n_samples} rows were written; the folder "
                 f"was not created"
             )
+        old = None  # the folder replaced, once put aside
         try:
             for fh in self._inputs.values():
                 fh.flush()
@@ -1077,7 +1079,6 @@ class DatasetWriter:
                 self.specs, self.task, self.name, self.n_samples, grouped=bool(self._groups)
             )
             (self._tmp / MANIFEST).write_text(json.dumps(meta, indent=1))
-            old = None
             if self.path.exists():  # overwrite=True, checked to be an out-of-core folder
                 # named by its writer: a writer killed before the next rename is resolved by
                 # the next write or open (finish_interrupted_replace)
@@ -1088,6 +1089,9 @@ class DatasetWriter:
                 shutil.rmtree(old, ignore_errors=True)
         except OSError as exc:
             self.abort()
+            if old is not None and not self.path.exists():  # the new one could not go in
+                with contextlib.suppress(OSError):  # else the next write or open puts it back
+                    os.replace(old, self.path)
             raise MlmmError(f"{self.path}: could not write the dataset ({exc.strerror})") from None
         return self.path
 
