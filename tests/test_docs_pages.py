@@ -190,9 +190,9 @@ def test_the_codebase_map_names_every_module():
 
 
 def test_documented_benchmark_scripts_take_their_options():
-    """``python benchmarks/NAME.py --option`` in README.md and docs/*.md: the script exists and
+    """``python benchmarks/NAME.py --option`` in README.md, docs/*.md and benchmarks/README.md: the script exists and
     declares the option (its argparse ``"--option"``)."""
-    pages = [page for page in PAGES if page.parent.name != "benchmarks"]
+    pages = PAGES
     pattern = re.compile(r"python (?:-m )?(benchmarks/\w+\.py)([^`#|;\n]*)")
     found = 0
     wrong = []
