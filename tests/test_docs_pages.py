@@ -190,8 +190,8 @@ def test_the_codebase_map_names_every_module():
 
 
 def test_documented_benchmark_scripts_take_their_options():
-    """``python benchmarks/NAME.py --option`` in README.md, docs/*.md and benchmarks/README.md: the script exists and
-    declares the option (its argparse ``"--option"``)."""
+    """``python benchmarks/NAME.py --option`` in README.md, docs/*.md and benchmarks/README.md:
+    the script exists and declares the option (its argparse ``"--option"``)."""
     pages = PAGES
     pattern = re.compile(r"python (?:-m )?(benchmarks/\w+\.py)([^`#|;\n]*)")
     found = 0
