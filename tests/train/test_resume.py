@@ -6,6 +6,7 @@ ignored with one warning."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import pytest
@@ -256,3 +257,56 @@ def test_data_parallel_training_ignores_the_checkpoint_dir_with_a_warning(tmp_pa
     with pytest.warns(UserWarning, match="data-parallel training does not resume"):
         assert trainer._open_checkpoint(model, split.train, split.val) is None
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_second_training_on_the_same_folder_is_refused_in_one_line(tmp_path):
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    running = resume.TrainingCheckpoint.open(folder, {"a": "b"}, None, model)  # "another run"
+    try:
+        with pytest.raises(mlmm.MlmmError, match="in use by another training") as caught:
+            _trainer(folder, max_epochs=2).fit(model, split.train, split.val)
+        assert "\n" not in str(caught.value)
+        assert list(folder.iterdir()) == []  # the refused training wrote nothing
+    finally:
+        running.close()
+    assert not folder.exists()  # made by the first, which wrote nothing: removed
+    _trainer(folder, max_epochs=2).fit(model, split.train, split.val)  # free again
+    assert (folder / resume.STATE_FILE).is_file()
+
+
+def test_a_write_killed_midway_leaves_the_last_checkpoint_and_is_cleaned_up(tmp_path):
+    import subprocess
+    import sys
+
+    from mlmm.utils import temporary_prefix
+
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with pytest.raises(_Stop):
+        _trainer(folder, stop_after=3, max_epochs=6).fit(model, split.train, split.val)
+    # killed in the next write: its tensor file renamed in place, checkpoint.json not yet;
+    # an earlier kill, inside the tensor file's write, left its temporary file
+    (written,) = folder.glob("state-*.safetensors")
+    orphan = folder / "state-0123456789abcdef.safetensors"
+    orphan.write_bytes(b"a tensor file whose checkpoint.json was never written")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process that is gone
+    killed = temporary_prefix(folder / "state-fedcba9876543210.safetensors")
+    killed = killed.replace(f".p{os.getpid()}-", f".p{child.pid}-", 1)
+    stray = folder / f"{killed}x1y2z3.tmp"
+    stray.write_bytes(b"half a tensor file")
+
+    reference = _trainer(max_epochs=6).fit(
+        mlmm.create_method("hemis", split.train.specs, split.train.task), split.train, split.val
+    )
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the last complete checkpoint is used, no warning
+        resumed = _trainer(folder, max_epochs=6).fit(model, split.train, split.val)
+    _same(reference, resumed, split)
+    left = sorted(p.name for p in folder.iterdir())
+    assert len(left) == 2 and resume.STATE_FILE in left  # one tensor file: the last one
+    assert not orphan.exists() and not stray.exists() and not written.exists()

@@ -207,7 +207,9 @@ class Trainer:
         run. A checkpoint of another run, or a corrupt one, is ignored with a one-line
         warning. The checkpoint is kept after :meth:`fit` (a rerun then trains nothing);
         remove it with :func:`mlmm.train.resume.remove_checkpoint` once the model is saved.
-        Ignored, with a warning, in data-parallel training (which restarts from epoch 1).
+        Two trainings cannot use one folder at the same time: the second's :meth:`fit`
+        raises. Ignored, with a warning, in data-parallel training (which restarts from
+        epoch 1).
         Not part of :meth:`config`.
     checkpoint_every : float or None
         Seconds between checkpoints (written after a finished epoch; 0: after every epoch).
@@ -350,6 +352,8 @@ class Trainer:
                 resume.say_finished(checkpoint.directory)  # killed after training, before saving
         finally:
             self._deadline, self._checkpoint = None, None
+            if checkpoint is not None:
+                checkpoint.close()
         histories = result if isinstance(result, list) else [result]
         model.eval()  # stays on the training device; TrainedModel.to moves it
         prior = _prior(train)
