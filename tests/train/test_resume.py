@@ -310,3 +310,25 @@ def test_a_write_killed_midway_leaves_the_last_checkpoint_and_is_cleaned_up(tmp_
     left = sorted(p.name for p in folder.iterdir())
     assert len(left) == 2 and resume.STATE_FILE in left  # one tensor file: the last one
     assert not orphan.exists() and not stray.exists() and not written.exists()
+
+
+def test_the_key_holds_the_device_trained_on_not_the_one_asked_for(tmp_path, monkeypatch):
+    from mlmm.train import trainer as trainer_module
+
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with pytest.raises(_Stop):
+        _trainer(folder, stop_after=2, max_epochs=4, device="auto").fit(
+            model, split.train, split.val
+        )
+    other = "cpu" if torch.cuda.is_available() else "cuda"
+    plain = _trainer(folder, max_epochs=4, device="auto")
+    key = resume.run_key(model, split.train, split.val, {**plain.config(), "device": other})
+    monkeypatch.setattr(  # "auto" is another device on the machine that resumes
+        trainer_module, "resolve_device", lambda device: torch.device(other)
+    )
+    with pytest.warns(UserWarning, match=r"another run \(different trainer\)"):
+        checkpoint = plain._open_checkpoint(model, split.train, split.val)
+    checkpoint.close()
+    assert checkpoint.key == key and not checkpoint.loaded

@@ -397,7 +397,10 @@ class Trainer:
                 stacklevel=3,
             )
             return None
-        key = resume.run_key(model, train, val, self.config())
+        # the device trained on, not the one asked for: "auto" is a GPU on one machine and
+        # the CPU on another, where resuming would not give the uninterrupted run's weights
+        config = {**self.config(), "device": str(resolve_device(self.device))}
+        key = resume.run_key(model, train, val, config)
         return resume.TrainingCheckpoint.open(
             self.checkpoint_dir, key, self.checkpoint_every, model
         )
