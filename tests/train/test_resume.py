@@ -118,7 +118,7 @@ def test_checkpoint_of_another_run_is_ignored_with_a_warning(tmp_path):
         mlmm.create_method("hemis", split.train.specs, split.train.task), split.train, split.val
     )
     model = mlmm.create_method("hemis", split.train.specs, split.train.task)
-    with pytest.warns(UserWarning, match=r"another run \(different seed, trainer\)") as caught:
+    with pytest.warns(UserWarning, match=r"another run \(different seed\)") as caught:
         other = _trainer(folder, seed=5, max_epochs=4).fit(model, split.train, split.val)
     assert len([w for w in caught if "checkpoint" in str(w.message)]) == 1
     assert "\n" not in str(caught[0].message)
@@ -328,7 +328,20 @@ def test_the_key_holds_the_device_trained_on_not_the_one_asked_for(tmp_path, mon
     monkeypatch.setattr(  # "auto" is another device on the machine that resumes
         trainer_module, "resolve_device", lambda device: torch.device(other)
     )
-    with pytest.warns(UserWarning, match=r"another run \(different trainer\)"):
+    with pytest.warns(UserWarning, match=r"another run \(different device\)"):
         checkpoint = plain._open_checkpoint(model, split.train, split.val)
     checkpoint.close()
     assert checkpoint.key == key and not checkpoint.loaded
+
+
+def test_a_rerun_with_other_epochs_starts_again_and_says_why(tmp_path):
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with pytest.raises(_Stop):
+        _trainer(folder, stop_after=2, max_epochs=4).fit(model, split.train, split.val)
+    longer = _trainer(folder, max_epochs=6)  # mlmm train --epochs 6 after --epochs 4
+    with pytest.warns(UserWarning, match=r"another run \(different max_epochs\); training starts"):
+        checkpoint = longer._open_checkpoint(model, split.train, split.val)
+    checkpoint.close()
+    assert not checkpoint.loaded and checkpoint.running is None

@@ -118,14 +118,19 @@ def run_key(model: Any, train: Any, val: Any, trainer_config: dict[str, Any]) ->
         text = json.dumps(value, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    trainer = {k: v for k, v in trainer_config.items() if k != "progress"}
+    # one entry per trainer option, so that the warning names the one that changed
+    # ("different max_epochs" for a rerun with another --epochs)
+    trainer = {
+        k: json.dumps(v, sort_keys=True, default=repr)
+        for k, v in sorted(trainer_config.items())
+        if k != "progress"
+    }
     return {
         "library_version": mlmm.__version__,
         "method": f"{model.method_name or ''}:{type(model).__qualname__}",
         "hyperparameters": digest(model.get_hyperparameters()),
         "revisions": digest(method_revisions(model)),
-        "trainer": digest(trainer),
-        "seed": str(trainer_config.get("seed")),
+        **trainer,
         "training data": dataset_fingerprint(train),
         "validation data": dataset_fingerprint(val),
     }
