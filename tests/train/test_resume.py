@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import mlmm
+from mlmm.methods.representation.hemis import HeMIS
 from mlmm.train import resume
 
 
@@ -345,3 +346,33 @@ def test_a_rerun_with_other_epochs_starts_again_and_says_why(tmp_path):
         checkpoint = longer._open_checkpoint(model, split.train, split.val)
     checkpoint.close()
     assert not checkpoint.loaded and checkpoint.running is None
+
+
+class _RandomBetweenStages(HeMIS):
+    """hemis in two stages, re-drawing its last layer between them (as a method that builds
+    a new head for its second stage would): resuming between the stages must keep that draw."""
+
+    def fit(self, trainer, train, val):
+        first = trainer.fit_module(self, train, val, stage="first", max_epochs=3)
+        with torch.no_grad():  # from the global generator, as a new layer's initialisation
+            torch.nn.init.normal_(list(self.parameters())[-1], std=0.1)
+        return [first, trainer.fit_module(self, train, val, stage="second")]
+
+
+def test_resumed_between_stages_keeps_what_ran_between_them(tmp_path, capsys):
+    split = _split()
+
+    def model():
+        return _RandomBetweenStages(split.train.specs, split.train.task, dropout=0.3)
+
+    reference = _trainer().fit(model(), split.train, split.val)
+    first_epochs = len(reference.histories[0].epochs)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(_Stop):  # stopped in the second stage's first epoch, before its write
+        _trainer(folder, stop_after=first_epochs + 1).fit(model(), split.train, split.val)
+    state = json.loads((folder / resume.STATE_FILE).read_text())
+    assert state["running"] is None and len(state["completed"]) == 1  # written between stages
+    capsys.readouterr()
+    resumed = _trainer(folder).fit(model(), split.train, split.val)
+    assert "resuming at the start of stage 'second'" in capsys.readouterr().err
+    _same(reference, resumed, split)

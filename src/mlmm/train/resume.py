@@ -509,8 +509,9 @@ def load_optimizer_state(
 def say_resuming(directory: Path, stage: str, epoch: int, epochs: int) -> None:
     """The one line a resumed training prints (on standard error)."""
     where = "" if stage == "main" else f" of stage {stage!r}"
+    start = f"at the start{where}" if epoch == 0 else f"from epoch {epoch} of {epochs}{where}"
     print(
-        f"resuming from epoch {epoch} of {epochs}{where} (training checkpoint in {directory})",
+        f"resuming {start} (training checkpoint in {directory})",
         file=sys.stderr,
         flush=True,
     )

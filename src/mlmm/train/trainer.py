@@ -598,19 +598,20 @@ class Trainer:
         stage: str,
         epochs: int,
     ) -> dict[str, Any] | None:
-        """At the start of the first stage the checkpoint does not hold as finished: restore
-        the model's weights and the random states as written, and, when this stage was
-        running, return its state (``epochs``, ``restored``: history, best loss, epochs
-        since the best; ``best_state``, ``optimizer``, ``scaler``, ``parts``)."""
+        """At the start of the first stage the checkpoint does not hold as finished: when
+        this stage was running, restore the model's weights and the random states as
+        written, and return the stage's state (``epochs``, ``restored``: history, best loss,
+        epochs since the best; ``best_state``, ``optimizer``, ``scaler``, ``parts``)."""
         if checkpoint.announced or checkpoint.stage_index != len(checkpoint.completed):
             return None
         checkpoint.announced = True
-        checkpoint.model.load_state_dict(checkpoint.model_state())
         running = checkpoint.running
         if running is None:  # written between stages: this one starts from its first epoch
-            checkpoint.restore_random()
+            # the skipped stage before it restored the weights and random states as written;
+            # what the method did since, between the stages (a new layer drawn), stands
             resume.say_resuming(checkpoint.directory, stage, 0, epochs)
             return None
+        checkpoint.model.load_state_dict(checkpoint.model_state())
         if running["stage"] != stage:
             raise MlmmError(
                 f"the training checkpoint in {checkpoint.directory} recorded stage "
