@@ -376,3 +376,17 @@ def test_resumed_between_stages_keeps_what_ran_between_them(tmp_path, capsys):
     resumed = _trainer(folder).fit(model(), split.train, split.val)
     assert "resuming at the start of stage 'second'" in capsys.readouterr().err
     _same(reference, resumed, split)
+
+
+def test_a_refused_checkpoint_frees_its_folder(tmp_path):
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with pytest.raises(_Stop):
+        _trainer(folder, stop_after=2, max_epochs=4).fit(model, split.train, split.val)
+    (folder / resume.STATE_FILE).write_text("[" * 100_000)  # past the recursion limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the caller's filter makes the warning an exception
+        with pytest.raises(UserWarning, match="not valid JSON"):
+            resume.TrainingCheckpoint.open(folder, {}, None, model)
+    resume.TrainingCheckpoint.open(folder, {}, None, model).close()  # not locked any more

@@ -263,16 +263,20 @@ class TrainingCheckpoint:
         if not (checkpoint.directory / STATE_FILE).exists():
             return checkpoint
         try:
-            checkpoint._load()
-        except CheckpointUnusable as reason:
-            warnings.warn(
-                f"ignoring the training checkpoint in {checkpoint.directory}: {reason}; "
-                f"training starts from epoch 1 (the next checkpoint replaces it)",
-                UserWarning,
-                stacklevel=3,
-            )
-            checkpoint.completed, checkpoint.running, checkpoint.random = [], None, None
-            checkpoint.tensors, checkpoint.elapsed = {}, 0.0
+            try:
+                checkpoint._load()
+            except CheckpointUnusable as reason:
+                checkpoint.completed, checkpoint.running, checkpoint.random = [], None, None
+                checkpoint.tensors, checkpoint.elapsed = {}, 0.0
+                warnings.warn(
+                    f"ignoring the training checkpoint in {checkpoint.directory}: {reason}; "
+                    f"training starts from epoch 1 (the next checkpoint replaces it)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        except BaseException:  # a warning made an error, an interrupt: the folder is free
+            checkpoint.close()
+            raise
         return checkpoint
 
     def _hold(self) -> None:
@@ -322,7 +326,7 @@ class TrainingCheckpoint:
             raise CheckpointUnusable(f"{STATE_FILE} is larger than {MAX_STATE_BYTES:,} bytes")
         try:
             state = json.loads(data)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise CheckpointUnusable(f"{STATE_FILE} is not valid JSON (corrupt)") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise CheckpointUnusable(f"{STATE_FILE} is not an mlmm training checkpoint")
