@@ -533,6 +533,24 @@ def test_train_with_a_full_disk_is_one_line_and_leaves_nothing(monkeypatch, caps
     assert (tmp_path / ".run.checkpoint" / "checkpoint.json").is_file()
 
 
+def test_train_while_another_trains_to_the_same_out_is_one_line(monkeypatch, capsys, tmp_path):
+    # was: both wrote .run.checkpoint, each deleting the other's tensor files
+    import mlmm
+    from mlmm.train import resume
+
+    out = tmp_path / "run"
+    data = mlmm.load_dataset("synthetic", n_samples=20)
+    model = mlmm.create_method("late-fusion", data.specs, data.task)
+    other = resume.TrainingCheckpoint.open(resume.beside(out, "checkpoint"), {}, None, model)
+    try:
+        code, _, err = run(monkeypatch, capsys, *TRAIN_QUICK, "--out", str(out))
+    finally:
+        other.close()
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is in use by another training" in err and "another --out" in err
+    assert not out.exists()
+
+
 def test_evaluate_refuses_a_directory_as_out_before_evaluating(monkeypatch, capsys, tmp_path):
     """Issue 11 item 13: evaluate --out DIR gave a traceback after the whole evaluation."""
     import mlmm.train

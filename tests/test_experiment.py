@@ -149,6 +149,15 @@ def test_an_unknown_trainer_parameter_is_one_line_with_the_closest_name():
         mlmm.run_experiment("synthetic", "zero-impute", trainer={"max_epoch": 2})
 
 
+def test_auto_refuses_a_checkpoint_dir_it_would_ignore(tmp_path):
+    from mlmm.errors import MlmmError
+
+    # was ignored: fit_auto's members train with trainers of their own, and nothing resumed
+    with pytest.raises(MlmmError, match="resumes from its fold cache.*cache_dir") as caught:
+        mlmm.run_experiment("synthetic", "auto", trainer={"checkpoint_dir": tmp_path / "c"})
+    assert "\n" not in str(caught.value) and not (tmp_path / "c").exists()
+
+
 def test_synthetic_multilabel_gets_its_exact_reference_and_a_monte_carlo_one_under_mnar():
     res = mlmm.run_experiment(
         "synthetic-multilabel", "late-fusion",

@@ -201,6 +201,12 @@ def run_experiment(
         from mlmm.tune.auto import check_auto_options
 
         check_auto_options(method_params)
+        if trainer.checkpoint_dir is not None:  # its members train with trainers of their own
+            raise MlmmError(
+                f"method 'auto' trains many members and resumes from its fold cache, not from "
+                f"a training checkpoint, got checkpoint_dir={str(trainer.checkpoint_dir)!r}; "
+                f"drop it and pass method_params={{'cache_dir': ...}}"
+            )
     name, data = resolve_dataset(dataset, dataset_params)
     condition = parse_condition(missing)
     split, split_info = make_split(data, split, seed, test_size, val_size)

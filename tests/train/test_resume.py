@@ -6,12 +6,14 @@ ignored with one warning."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import pytest
 import torch
 
 import mlmm
+from mlmm.methods.representation.hemis import HeMIS
 from mlmm.train import resume
 
 
@@ -117,7 +119,7 @@ def test_checkpoint_of_another_run_is_ignored_with_a_warning(tmp_path):
         mlmm.create_method("hemis", split.train.specs, split.train.task), split.train, split.val
     )
     model = mlmm.create_method("hemis", split.train.specs, split.train.task)
-    with pytest.warns(UserWarning, match=r"another run \(different seed, trainer\)") as caught:
+    with pytest.warns(UserWarning, match=r"another run \(different seed\)") as caught:
         other = _trainer(folder, seed=5, max_epochs=4).fit(model, split.train, split.val)
     assert len([w for w in caught if "checkpoint" in str(w.message)]) == 1
     assert "\n" not in str(caught[0].message)
@@ -256,3 +258,135 @@ def test_data_parallel_training_ignores_the_checkpoint_dir_with_a_warning(tmp_pa
     with pytest.warns(UserWarning, match="data-parallel training does not resume"):
         assert trainer._open_checkpoint(model, split.train, split.val) is None
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_second_training_on_the_same_folder_is_refused_in_one_line(tmp_path):
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    running = resume.TrainingCheckpoint.open(folder, {"a": "b"}, None, model)  # "another run"
+    try:
+        with pytest.raises(mlmm.MlmmError, match="in use by another training") as caught:
+            _trainer(folder, max_epochs=2).fit(model, split.train, split.val)
+        assert "\n" not in str(caught.value)
+        assert list(folder.iterdir()) == []  # the refused training wrote nothing
+    finally:
+        running.close()
+    assert not folder.exists()  # made by the first, which wrote nothing: removed
+    _trainer(folder, max_epochs=2).fit(model, split.train, split.val)  # free again
+    assert (folder / resume.STATE_FILE).is_file()
+
+
+def test_a_write_killed_midway_leaves_the_last_checkpoint_and_is_cleaned_up(tmp_path):
+    import subprocess
+    import sys
+
+    from mlmm.utils import temporary_prefix
+
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with pytest.raises(_Stop):
+        _trainer(folder, stop_after=3, max_epochs=6).fit(model, split.train, split.val)
+    # killed in the next write: its tensor file renamed in place, checkpoint.json not yet;
+    # an earlier kill, inside the tensor file's write, left its temporary file
+    (written,) = folder.glob("state-*.safetensors")
+    orphan = folder / "state-0123456789abcdef.safetensors"
+    orphan.write_bytes(b"a tensor file whose checkpoint.json was never written")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process that is gone
+    killed = temporary_prefix(folder / "state-fedcba9876543210.safetensors")
+    killed = killed.replace(f".p{os.getpid()}-", f".p{child.pid}-", 1)
+    stray = folder / f"{killed}x1y2z3.tmp"
+    stray.write_bytes(b"half a tensor file")
+
+    reference = _trainer(max_epochs=6).fit(
+        mlmm.create_method("hemis", split.train.specs, split.train.task), split.train, split.val
+    )
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the last complete checkpoint is used, no warning
+        resumed = _trainer(folder, max_epochs=6).fit(model, split.train, split.val)
+    _same(reference, resumed, split)
+    left = sorted(p.name for p in folder.iterdir())
+    assert len(left) == 2 and resume.STATE_FILE in left  # one tensor file: the last one
+    assert not orphan.exists() and not stray.exists() and not written.exists()
+
+
+def test_the_key_holds_the_device_trained_on_not_the_one_asked_for(tmp_path, monkeypatch):
+    from mlmm.train import trainer as trainer_module
+
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with pytest.raises(_Stop):
+        _trainer(folder, stop_after=2, max_epochs=4, device="auto").fit(
+            model, split.train, split.val
+        )
+    other = "cpu" if torch.cuda.is_available() else "cuda"
+    plain = _trainer(folder, max_epochs=4, device="auto")
+    key = resume.run_key(model, split.train, split.val, {**plain.config(), "device": other})
+    monkeypatch.setattr(  # "auto" is another device on the machine that resumes
+        trainer_module, "resolve_device", lambda device: torch.device(other)
+    )
+    with pytest.warns(UserWarning, match=r"another run \(different device\)"):
+        checkpoint = plain._open_checkpoint(model, split.train, split.val)
+    checkpoint.close()
+    assert checkpoint.key == key and not checkpoint.loaded
+
+
+def test_a_rerun_with_other_epochs_starts_again_and_says_why(tmp_path):
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with pytest.raises(_Stop):
+        _trainer(folder, stop_after=2, max_epochs=4).fit(model, split.train, split.val)
+    longer = _trainer(folder, max_epochs=6)  # mlmm train --epochs 6 after --epochs 4
+    with pytest.warns(UserWarning, match=r"another run \(different max_epochs\); training starts"):
+        checkpoint = longer._open_checkpoint(model, split.train, split.val)
+    checkpoint.close()
+    assert not checkpoint.loaded and checkpoint.running is None
+
+
+class _RandomBetweenStages(HeMIS):
+    """hemis in two stages, re-drawing its last layer between them (as a method that builds
+    a new head for its second stage would): resuming between the stages must keep that draw."""
+
+    def fit(self, trainer, train, val):
+        first = trainer.fit_module(self, train, val, stage="first", max_epochs=3)
+        with torch.no_grad():  # from the global generator, as a new layer's initialisation
+            torch.nn.init.normal_(list(self.parameters())[-1], std=0.1)
+        return [first, trainer.fit_module(self, train, val, stage="second")]
+
+
+def test_resumed_between_stages_keeps_what_ran_between_them(tmp_path, capsys):
+    split = _split()
+
+    def model():
+        return _RandomBetweenStages(split.train.specs, split.train.task, dropout=0.3)
+
+    reference = _trainer().fit(model(), split.train, split.val)
+    first_epochs = len(reference.histories[0].epochs)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(_Stop):  # stopped in the second stage's first epoch, before its write
+        _trainer(folder, stop_after=first_epochs + 1).fit(model(), split.train, split.val)
+    state = json.loads((folder / resume.STATE_FILE).read_text())
+    assert state["running"] is None and len(state["completed"]) == 1  # written between stages
+    capsys.readouterr()
+    resumed = _trainer(folder).fit(model(), split.train, split.val)
+    assert "resuming at the start of stage 'second'" in capsys.readouterr().err
+    _same(reference, resumed, split)
+
+
+def test_a_refused_checkpoint_frees_its_folder(tmp_path):
+    split = _split()
+    folder = tmp_path / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    with pytest.raises(_Stop):
+        _trainer(folder, stop_after=2, max_epochs=4).fit(model, split.train, split.val)
+    (folder / resume.STATE_FILE).write_text("[" * 100_000)  # past the recursion limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the caller's filter makes the warning an exception
+        with pytest.raises(UserWarning, match="not valid JSON"):
+            resume.TrainingCheckpoint.open(folder, {}, None, model)
+    resume.TrainingCheckpoint.open(folder, {}, None, model).close()  # not locked any more

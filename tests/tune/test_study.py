@@ -267,6 +267,8 @@ def test_an_unknown_trainer_parameter_stops_before_any_trial(monkeypatch):
         ({"trainer": {"max_epochs": 0}}, "^max_epochs must be in"),
         ({"method_params": {"embed_dim": "abc"}}, "fixed hyperparameters .* embed_dim must be"),
         ({"method_params": {"embed_dim": -3}}, "fixed hyperparameters .* embed_dim must be in"),
+        # every trial and fold would overwrite one folder's checkpoint (each with a warning)
+        ({"trainer": {"checkpoint_dir": "ckpt"}}, "cannot share one checkpoint folder"),
     ],
 )
 def test_a_value_every_trial_would_fail_on_stops_before_any_trial(kwargs, match, monkeypatch):

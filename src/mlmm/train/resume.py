@@ -12,8 +12,11 @@ Layout. A checkpoint directory holds ``checkpoint.json`` (the state that is not 
 the run's key, the SHA-256 of the tensor file and its own) and one ``state-TOKEN.safetensors``
 (every tensor). Both are written with :func:`~mlmm.utils.atomic_write`, the tensor file
 first under a new name, then ``checkpoint.json``, whose rename is the commit point; the
-previous tensor file is removed after it. A process killed at any moment leaves the last
-complete checkpoint. Nothing is pickled.
+previous tensor file is removed after it (and the temporary files of writes killed midway,
+by the next write). A process killed at any moment leaves the last complete checkpoint.
+Nothing is pickled. A training holds a lock on its folder while it runs (POSIX ``flock``,
+released by the system when the process dies): a second training on the same folder at the
+same time (the same ``mlmm train --out`` started twice) is refused in one line.
 
 Use. A checkpoint is used only when its key matches the run: the method, its
 hyperparameters and revisions, the trainer's configuration (seed, epochs, batch size...),
@@ -38,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import re
 import sys
@@ -53,12 +57,19 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from mlmm.errors import MlmmError
-from mlmm.utils import atomic_write
+from mlmm.utils import atomic_write, remove_stale_temporaries
+
+try:  # POSIX; elsewhere two trainings writing one folder at once are not kept apart
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "mlmm-training-checkpoint"
 FORMAT_VERSION = 1
 STATE_FILE = "checkpoint.json"
 _TENSOR_FILE = re.compile(r"^state-[0-9a-f]{16}\.safetensors$")
+#: atomic_write's temporary file of a tensor file (``.state-TOKEN.safetensors.p<pid>-...tmp``)
+_TENSOR_TEMPORARY = re.compile(r"^\.(state-[0-9a-f]{16}\.safetensors)\.p")
 #: Largest ``checkpoint.json`` a load reads (the histories of long runs included).
 MAX_STATE_BYTES = 256 << 20
 #: With ``checkpoint_every=None``: wait this many times the last write's duration before the
@@ -107,14 +118,19 @@ def run_key(model: Any, train: Any, val: Any, trainer_config: dict[str, Any]) ->
         text = json.dumps(value, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    trainer = {k: v for k, v in trainer_config.items() if k != "progress"}
+    # one entry per trainer option, so that the warning names the one that changed
+    # ("different max_epochs" for a rerun with another --epochs)
+    trainer = {
+        k: json.dumps(v, sort_keys=True, default=repr)
+        for k, v in sorted(trainer_config.items())
+        if k != "progress"
+    }
     return {
         "library_version": mlmm.__version__,
         "method": f"{model.method_name or ''}:{type(model).__qualname__}",
         "hyperparameters": digest(model.get_hyperparameters()),
         "revisions": digest(method_revisions(model)),
-        "trainer": digest(trainer),
-        "seed": str(trainer_config.get("seed")),
+        **trainer,
         "training data": dataset_fingerprint(train),
         "validation data": dataset_fingerprint(val),
     }
@@ -228,6 +244,8 @@ class TrainingCheckpoint:
         self._last_write_end = time.perf_counter()
         self._last_write_seconds = 0.0
         self._failed = False
+        self._lock: int | None = None  # the folder's descriptor, locked while training
+        self._made_folder = False
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -241,20 +259,61 @@ class TrainingCheckpoint:
         """The checkpoint of ``directory`` when it matches ``key``; otherwise an empty one
         (after a one-line warning when a checkpoint was there but cannot be used)."""
         checkpoint = cls(directory, key, every, model)
+        checkpoint._hold()
         if not (checkpoint.directory / STATE_FILE).exists():
             return checkpoint
         try:
-            checkpoint._load()
-        except CheckpointUnusable as reason:
-            warnings.warn(
-                f"ignoring the training checkpoint in {checkpoint.directory}: {reason}; "
-                f"training starts from epoch 1 (the next checkpoint replaces it)",
-                UserWarning,
-                stacklevel=3,
-            )
-            checkpoint.completed, checkpoint.running, checkpoint.random = [], None, None
-            checkpoint.tensors, checkpoint.elapsed = {}, 0.0
+            try:
+                checkpoint._load()
+            except CheckpointUnusable as reason:
+                checkpoint.completed, checkpoint.running, checkpoint.random = [], None, None
+                checkpoint.tensors, checkpoint.elapsed = {}, 0.0
+                warnings.warn(
+                    f"ignoring the training checkpoint in {checkpoint.directory}: {reason}; "
+                    f"training starts from epoch 1 (the next checkpoint replaces it)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        except BaseException:  # a warning made an error, an interrupt: the folder is free
+            checkpoint.close()
+            raise
         return checkpoint
+
+    def _hold(self) -> None:
+        """Lock the folder for this training until :meth:`close` (or the process's end), or
+        raise: two trainings writing one folder at once (the same ``mlmm train --out`` run
+        twice) would each delete the other's tensor files and resume from either's."""
+        if fcntl is None:  # pragma: no cover
+            return
+        try:
+            self._made_folder = not self.directory.exists()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return  # not a folder we can open: the first write says why, in one warning
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MlmmError(
+                f"the training checkpoint folder {self.directory} is in use by another training "
+                f"running now (the same mlmm train --out started twice?); wait for it to end, or "
+                f"train to another --out (checkpoint_dir)"
+            ) from None
+        except OSError:  # a file system without locks: unlocked, as before
+            os.close(fd)
+            return
+        self._lock = fd
+
+    def close(self) -> None:
+        """Unlock the folder (the checkpoint stays), and remove the folder when this training
+        made it and wrote nothing to it."""
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
+        if self._made_folder:
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()  # only when empty
 
     def _load(self) -> None:
         state_path = self.directory / STATE_FILE
@@ -267,7 +326,7 @@ class TrainingCheckpoint:
             raise CheckpointUnusable(f"{STATE_FILE} is larger than {MAX_STATE_BYTES:,} bytes")
         try:
             state = json.loads(data)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise CheckpointUnusable(f"{STATE_FILE} is not valid JSON (corrupt)") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise CheckpointUnusable(f"{STATE_FILE} is not an mlmm training checkpoint")
@@ -401,6 +460,9 @@ class TrainingCheckpoint:
             if _TENSOR_FILE.match(entry.name) and entry.name != name:
                 with contextlib.suppress(OSError):
                     entry.unlink()
+            stray = _TENSOR_TEMPORARY.match(entry.name)
+            if stray:  # a tensor file's half-written temporary, of a writer killed mid-write
+                remove_stale_temporaries(self.directory / stray[1])
         self._last_write_end = time.perf_counter()
         self._last_write_seconds = self._last_write_end - start
         self.writes += 1
@@ -451,8 +513,9 @@ def load_optimizer_state(
 def say_resuming(directory: Path, stage: str, epoch: int, epochs: int) -> None:
     """The one line a resumed training prints (on standard error)."""
     where = "" if stage == "main" else f" of stage {stage!r}"
+    start = f"at the start{where}" if epoch == 0 else f"from epoch {epoch} of {epochs}{where}"
     print(
-        f"resuming from epoch {epoch} of {epochs}{where} (training checkpoint in {directory})",
+        f"resuming {start} (training checkpoint in {directory})",
         file=sys.stderr,
         flush=True,
     )

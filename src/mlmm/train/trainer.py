@@ -207,7 +207,9 @@ class Trainer:
         run. A checkpoint of another run, or a corrupt one, is ignored with a one-line
         warning. The checkpoint is kept after :meth:`fit` (a rerun then trains nothing);
         remove it with :func:`mlmm.train.resume.remove_checkpoint` once the model is saved.
-        Ignored, with a warning, in data-parallel training (which restarts from epoch 1).
+        Two trainings cannot use one folder at the same time: the second's :meth:`fit`
+        raises. Ignored, with a warning, in data-parallel training (which restarts from
+        epoch 1).
         Not part of :meth:`config`.
     checkpoint_every : float or None
         Seconds between checkpoints (written after a finished epoch; 0: after every epoch).
@@ -350,6 +352,8 @@ class Trainer:
                 resume.say_finished(checkpoint.directory)  # killed after training, before saving
         finally:
             self._deadline, self._checkpoint = None, None
+            if checkpoint is not None:
+                checkpoint.close()
         histories = result if isinstance(result, list) else [result]
         model.eval()  # stays on the training device; TrainedModel.to moves it
         prior = _prior(train)
@@ -393,7 +397,10 @@ class Trainer:
                 stacklevel=3,
             )
             return None
-        key = resume.run_key(model, train, val, self.config())
+        # the device trained on, not the one asked for: "auto" is a GPU on one machine and
+        # the CPU on another, where resuming would not give the uninterrupted run's weights
+        config = {**self.config(), "device": str(resolve_device(self.device))}
+        key = resume.run_key(model, train, val, config)
         return resume.TrainingCheckpoint.open(
             self.checkpoint_dir, key, self.checkpoint_every, model
         )
@@ -591,19 +598,20 @@ class Trainer:
         stage: str,
         epochs: int,
     ) -> dict[str, Any] | None:
-        """At the start of the first stage the checkpoint does not hold as finished: restore
-        the model's weights and the random states as written, and, when this stage was
-        running, return its state (``epochs``, ``restored``: history, best loss, epochs
-        since the best; ``best_state``, ``optimizer``, ``scaler``, ``parts``)."""
+        """At the start of the first stage the checkpoint does not hold as finished: when
+        this stage was running, restore the model's weights and the random states as
+        written, and return the stage's state (``epochs``, ``restored``: history, best loss,
+        epochs since the best; ``best_state``, ``optimizer``, ``scaler``, ``parts``)."""
         if checkpoint.announced or checkpoint.stage_index != len(checkpoint.completed):
             return None
         checkpoint.announced = True
-        checkpoint.model.load_state_dict(checkpoint.model_state())
         running = checkpoint.running
         if running is None:  # written between stages: this one starts from its first epoch
-            checkpoint.restore_random()
+            # the skipped stage before it restored the weights and random states as written;
+            # what the method did since, between the stages (a new layer drawn), stands
             resume.say_resuming(checkpoint.directory, stage, 0, epochs)
             return None
+        checkpoint.model.load_state_dict(checkpoint.model_state())
         if running["stage"] != stage:
             raise MlmmError(
                 f"the training checkpoint in {checkpoint.directory} recorded stage "

@@ -406,6 +406,12 @@ def tune_training_data(
                 f"method {method!r} has no hyperparameter {key!r}; accepted: {', '.join(parameters)}"
             )
     check_trainer_params(trainer)  # else every trial fails on it, said only at the end
+    if (trainer or {}).get("checkpoint_dir") is not None:  # every trial's every fold in one
+        raise MlmmError(
+            f"a study trains a model per trial and fold, which cannot share one checkpoint "
+            f"folder, got checkpoint_dir={str(trainer['checkpoint_dir'])!r} in the trainer "
+            f"options; drop it (a study resumes from its store, trial by trial)"
+        )
     Trainer(**{**(trainer or {}), "progress": False})  # its values too (max_epochs=0...)
     method_space = dict(cls.search_space if space is None else space)
     check_space(method, method_space, parameters, method_hyperparameters(method), fixed)
