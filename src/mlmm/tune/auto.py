@@ -704,20 +704,11 @@ def _folds(data: MultimodalDataset, k: int, seed: int) -> list[tuple[np.ndarray,
 
 
 def _fingerprint(data: MultimodalDataset) -> str:
-    """A hash of everything training reads: specs, task, inputs, presence and targets."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps([s.to_dict() for s in data.specs], sort_keys=True).encode())
-    digest.update(json.dumps(data.task.to_dict(), sort_keys=True).encode())
-    for name in data.modality_names:
-        digest.update(np.ascontiguousarray(data.inputs[name]).tobytes())
-    digest.update(np.ascontiguousarray(data.observed).tobytes())
-    digest.update(np.ascontiguousarray(data.targets).tobytes())
-    # the folds follow the groups, and encoders the lengths: both change what is trained
-    if data.groups is not None:
-        digest.update(b"groups" + np.asarray(data.groups).astype(str).tobytes())
-    for name, steps in sorted((data.lengths or {}).items()):
-        digest.update(f"lengths:{name}".encode() + np.ascontiguousarray(steps).tobytes())
-    return digest.hexdigest()
+    """A hash of everything training reads: specs, task, inputs, presence and targets (the
+    training checkpoints' :func:`~mlmm.train.resume.dataset_fingerprint`)."""
+    from mlmm.train.resume import dataset_fingerprint
+
+    return dataset_fingerprint(data)
 
 
 def _best_epoch(histories: list[TrainHistory]) -> int | None:
