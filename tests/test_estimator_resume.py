@@ -143,6 +143,13 @@ def test_checkpoint_dir_must_be_a_path(tmp_path):
         _classifier(checkpoint_dir=3).fit(X, y)
 
 
+def test_checkpoint_dir_refuses_a_seed_drawn_at_each_fit(tmp_path):
+    X, y = _data(40)
+    with pytest.raises(MlmmError, match="checkpoint_dir needs a fixed random_state, got None"):
+        _classifier(random_state=None, checkpoint_dir=tmp_path).fit(X, y)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_remove_fit_checkpoints_leaves_other_files(tmp_path):
     (tmp_path / "fit-0123456789abcdef").mkdir()
     (tmp_path / "fit-0123456789abcdef" / "checkpoint.json").write_text("{}")

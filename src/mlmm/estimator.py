@@ -507,6 +507,11 @@ class _MissingModalityEstimator(BaseEstimator):
                 "its folds resume from its fold cache; pass method_params={'cache_dir': FOLDER} "
                 "instead"
             )
+        if self.random_state is None and self.seed is None:
+            raise MlmmError(
+                "checkpoint_dir needs a fixed random_state, got None: each fit would draw "
+                "another seed and never resume a checkpoint; pass random_state=0 (or any int)"
+            )
         skipped = ("checkpoint_dir", "verbose", "random_state", "seed")  # seed: resolved below
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in skipped}
         run = {"estimator": type(self).__name__, "params": params, "seed": seed}
@@ -637,10 +642,10 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         of ``cross_val_score`` or ``GridSearchCV`` sharing the folder each resume their own
         fit; it is kept after ``fit`` (the same fit again loads its finished weights instead
         of training), so delete the folder, or call
-        :func:`mlmm.estimator.remove_fit_checkpoints`, once the models are kept. It resumes
-        with an int ``random_state`` (a drawn seed differs on each fit). ``method="auto"``
-        refuses it: give it ``method_params={"cache_dir": FOLDER}``, from which its folds
-        resume.
+        :func:`mlmm.estimator.remove_fit_checkpoints`, once the models are kept. Refused with
+        ``random_state=None`` (each fit would draw another seed, and never resume) and with
+        ``method="auto"``: give it ``method_params={"cache_dir": FOLDER}``, from which its
+        folds resume.
     seed : int, optional
         Deprecated alias of ``random_state`` (a ``FutureWarning``); it wins when given.
 
