@@ -449,3 +449,115 @@ def test_number_and_boolean_labels_map_back_to_the_model_classes(
     assert set(predicted.astype(str)) <= (
         {"1", "2"} if labels == "whole numbers" else {"True", "False"}
     )
+
+
+_SLOW_PLUGIN = '''
+import time
+
+from mlmm.methods.registry import register_method
+from mlmm.methods.representation.hemis import HeMIS
+
+
+@register_method("slow-hemis", family="representation", subtype="composition", paper="a test")
+class SlowHemis(HeMIS):
+    """hemis, 50 ms slower per training batch: a run long enough to be stopped mid-way."""
+
+    def forward(self, batch):
+        if self.training:
+            time.sleep(0.05)
+        return super().forward(batch)
+'''
+
+
+def test_killed_train_on_a_table_resumes_and_ends_as_an_uninterrupted_one(tmp_path, tables):
+    """kill -9 mid-training, then the same command: it resumes from the checkpoint kept beside
+    --out, removes it once saved, and saves the model an uninterrupted training gives."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import torch
+
+    import mlmm
+    from mlmm.data.table import fit_table
+    from mlmm.train import resume
+    from mlmm.train.checkpoint import load_artifact
+
+    (tmp_path / "slow_hemis_plugin.py").write_text(_SLOW_PLUGIN)
+    out = tmp_path / "model"
+    command = [
+        sys.executable, "-m", "mlmm", "--plugin", "slow_hemis_plugin",
+        *map(str, train_args(tables[0], out)), "--method", "slow-hemis", "--epochs", "30",
+        "--seed", "0", "--quiet",
+    ]  # fmt: skip
+    source = str(Path(mlmm.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), source])}
+    folder = resume.beside(out, "checkpoint")
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    deadline, written = time.monotonic() + 300, 0
+    # the first checkpoint follows epoch 1, the next ones wait 20 times as long as a write took
+    while written < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        try:
+            [state] = folder.glob(f"fit-*/{resume.STATE_FILE}")  # the estimator's fit folder
+            running = json.loads(state.read_text())["running"]
+            written = len(running["history"]["epochs"]) if running else 0
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL  # killed mid-training, not finished
+    assert not out.exists() and len(list(folder.glob(f"fit-*/{resume.STATE_FILE}"))) == 1
+
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming from epoch {written} of 30 " in done.stderr
+    assert not folder.exists()  # removed once the model is saved
+
+    modalities = {"a": ["a1", "a2"], "b": ["b1", "b2", "b3"]}
+    reference = fit_table(  # slow-hemis without the sleep: the same weights from the same seed
+        read_table(tables[0]), modalities, "label", "hemis", seed=0,
+        trainer={"max_epochs": 30, "progress": False},
+    )  # fmt: skip
+    config, weights = load_artifact(out)
+    expected = reference.model.state_dict()
+    assert weights.keys() == expected.keys()
+    for key in weights:
+        assert torch.equal(weights[key], expected[key].cpu()), key
+    assert [
+        {k: v for k, v in row.items() if k != "seconds"} for row in config["histories"][0]["epochs"]
+    ] == [{k: v for k, v in row.items() if k != "seconds"} for row in reference.histories[0].epochs]
+
+
+def test_interrupted_train_on_a_table_keeps_its_checkpoint(monkeypatch, capsys, tmp_path, tables):
+    """SIGTERM (Ctrl-C stops the same way) after epoch 3: one line saying the same command
+    resumes, the checkpoint kept beside --out; the same command resumes, then removes it."""
+    import functools
+    import signal
+
+    from mlmm import estimator
+    from mlmm.train import resume
+    from mlmm.train.trainer import Trainer
+
+    def on_epoch(stage, row):
+        if row["epoch"] == 3:
+            cli._stop(signal.SIGTERM, None)  # what the CLI's SIGTERM handler does
+
+    made = functools.partial(Trainer, checkpoint_every=0, on_epoch=on_epoch)
+    monkeypatch.setattr(estimator, "Trainer", made)
+    out = tmp_path / "model"
+    args = [*train_args(tables[0], out), "--method", "hemis", "--epochs", "6", "--quiet"]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 128 + signal.SIGTERM
+    assert err.startswith("interrupted by SIGTERM; no model was saved")
+    assert "resumes from its last training checkpoint" in err
+    folder = resume.beside(out, "checkpoint")
+    assert len(list(folder.glob(f"fit-*/{resume.STATE_FILE}"))) == 1 and not out.exists()
+
+    monkeypatch.setattr(estimator, "Trainer", Trainer)
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "resuming from epoch 2 of 6" in err  # epoch 3 stopped before its checkpoint
+    assert out.is_dir() and not folder.exists()

@@ -353,8 +353,7 @@ def _own_checkpoint(out: Path, method: str, process: Any) -> str | None:
     if method == "auto" or (process is not None and process.world_size > 1):
         return None
     _state["on_interrupt"] = (
-        f"no model was saved to {out} (the same command resumes from its last training "
-        f"checkpoint)"
+        f"no model was saved to {out} (the same command resumes from its last training checkpoint)"
     )
     return str(beside(out, "checkpoint"))
 
@@ -461,6 +460,9 @@ def _train_table(ctx: typer.Context) -> None:
         given = _given_options(ctx)
         trainer.update({k: v for k, v in tuned_trainer.items() if k not in given})
     own_cache = _own_auto_cache(out, method, method_params)
+    checkpoint = _own_checkpoint(out, method, None)
+    if checkpoint is not None:
+        trainer["checkpoint_dir"] = checkpoint
     trainer.update(device=p["device"], precision=p["precision"], progress=not p["quiet"])
     trained = fit_table(
         frame,
@@ -477,6 +479,10 @@ def _train_table(ctx: typer.Context) -> None:
     )
     path = trained.save(out, overwrite=p["overwrite"])
     _state["on_interrupt"] = f"the model was saved to {path}"
+    if checkpoint is not None:
+        from mlmm.estimator import remove_fit_checkpoints
+
+        remove_fit_checkpoints(checkpoint)  # the model is saved: the checkpoint has served
     console = _console()
     info = trained.info["data"]
     counts = ", ".join(f"{m} {len(c)}" for m, c in modalities.items())

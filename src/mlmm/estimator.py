@@ -15,8 +15,12 @@ The estimators follow scikit-learn's conventions (``random_state``, ``n_features
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
+import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +58,8 @@ _ON_EMPTY = ("error", "prior")
 #: The estimator's parameters that method="auto" does not use (its budget sets them).
 _AUTO_IGNORES = ("max_epochs", "weight_decay", "patience", "val_size")
 _PARTIAL = ("error", "missing")
+#: One fit's checkpoint folder under ``checkpoint_dir``: ``fit-`` and 16 hex digits of its key.
+_FIT_FOLDER = re.compile(r"^fit-[0-9a-f]{16}$")
 
 
 def _nan_rows(arrays: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -260,6 +266,27 @@ def expected_failed_checks(estimator: Any) -> dict[str, str]:
     }
 
 
+def remove_fit_checkpoints(checkpoint_dir: str | Path) -> None:
+    """Remove the training checkpoints the estimators kept under ``checkpoint_dir`` (one
+    ``fit-*`` folder per fit), and ``checkpoint_dir`` itself once it is empty; other files and
+    folders are left. Nothing happens when there is none.
+
+    Parameters
+    ----------
+    checkpoint_dir : str or Path
+        The estimator's ``checkpoint_dir``.
+    """
+    from mlmm.train.resume import remove_checkpoint
+
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if _FIT_FOLDER.match(entry.name) and entry.is_dir():
+            remove_checkpoint(entry)
+    remove_checkpoint(folder)  # removes the folder when nothing else is in it
+
+
 class _MissingModalityEstimator(BaseEstimator):
     _task_kind = ""
 
@@ -281,6 +308,7 @@ class _MissingModalityEstimator(BaseEstimator):
         verbose: bool = False,
         on_empty: str = "error",
         partial: str = "error",
+        checkpoint_dir: str | Path | None = None,
         seed: int | None = None,
     ) -> None:
         self.method = method
@@ -299,6 +327,7 @@ class _MissingModalityEstimator(BaseEstimator):
         self.verbose = verbose
         self.on_empty = on_empty
         self.partial = partial
+        self.checkpoint_dir = checkpoint_dir
         self.seed = seed
 
     def __sklearn_tags__(self):
@@ -422,6 +451,7 @@ class _MissingModalityEstimator(BaseEstimator):
             allow_empty=self.on_empty == "prior",
         )
         condition = parse_condition(self.train_missing)
+        checkpoint = self._checkpoint_folder(data, seed)
         if self.method == "auto":
             return self._fit_auto(data, condition, seed)
         idx = _validation_split(data, self.val_size, seed)
@@ -440,6 +470,7 @@ class _MissingModalityEstimator(BaseEstimator):
             precision=self.precision,
             seed=seed,
             progress=self.verbose,
+            checkpoint_dir=checkpoint,
         )
         self.trained_ = trainer.fit(model, train, val, info={"estimator": type(self).__name__})
         if val is not None:
@@ -455,6 +486,38 @@ class _MissingModalityEstimator(BaseEstimator):
         self.modality_names_ = data.modality_names
         self.n_modalities_in_ = data.n_modalities
         return self
+
+    def _checkpoint_folder(self, data: MultimodalDataset, seed: int) -> Path | None:
+        """This fit's own training-checkpoint folder under ``checkpoint_dir``: ``fit-`` and a
+        hash of the estimator's parameters, the seed and the data, so that the fits of a
+        cross-validation or a grid search (clones sharing ``checkpoint_dir``) each resume their
+        own checkpoint instead of overwriting one another's. None without ``checkpoint_dir``."""
+        from mlmm.train.resume import dataset_fingerprint
+
+        if self.checkpoint_dir is None:
+            return None
+        if not isinstance(self.checkpoint_dir, (str, Path)) or not str(self.checkpoint_dir):
+            raise MlmmError(
+                f"checkpoint_dir must be a folder path (str or Path) or None, got "
+                f"{self.checkpoint_dir!r}; pass a path"
+            )
+        if self.method == "auto":
+            raise MlmmError(
+                f"method='auto' does not take checkpoint_dir (got {str(self.checkpoint_dir)!r}): "
+                "its folds resume from its fold cache; pass method_params={'cache_dir': FOLDER} "
+                "instead"
+            )
+        if self.random_state is None and self.seed is None:
+            raise MlmmError(
+                "checkpoint_dir needs a fixed random_state, got None: each fit would draw "
+                "another seed and never resume a checkpoint; pass random_state=0 (or any int)"
+            )
+        skipped = ("checkpoint_dir", "verbose", "random_state", "seed")  # seed: resolved below
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in skipped}
+        run = {"estimator": type(self).__name__, "params": params, "seed": seed}
+        digest = hashlib.sha256(json.dumps(run, sort_keys=True, default=repr).encode())
+        digest.update(dataset_fingerprint(data).encode())
+        return Path(self.checkpoint_dir) / f"fit-{digest.hexdigest()[:16]}"
 
     def _record_table_columns(self) -> None:
         """Give ``trained_`` the DataFrame layout of fit: each modality's columns, and the
@@ -570,6 +633,19 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
     partial : {"error", "missing"}, default "error"
         A modality row that is only partly NaN: ``"error"`` refuses it; ``"missing"`` treats
         the modality as absent in that row. Impute before ``fit`` for anything else.
+    checkpoint_dir : str, Path or None, default None
+        Keep training checkpoints under this folder (:class:`mlmm.Trainer`'s
+        ``checkpoint_dir``), so that a ``fit`` stopped by anything (``kill -9``, Ctrl-C, an
+        exception) and called again with the same data and parameters resumes from its last
+        written epoch and ends with the model of an uninterrupted fit. Each fit keeps its own
+        subfolder ``fit-HASH``, named by the parameters, the seed and the data, so the clones
+        of ``cross_val_score`` or ``GridSearchCV`` sharing the folder each resume their own
+        fit; it is kept after ``fit`` (the same fit again loads its finished weights instead
+        of training), so delete the folder, or call
+        :func:`mlmm.estimator.remove_fit_checkpoints`, once the models are kept. Refused with
+        ``random_state=None`` (each fit would draw another seed, and never resume) and with
+        ``method="auto"``: give it ``method_params={"cache_dir": FOLDER}``, from which its
+        folds resume.
     seed : int, optional
         Deprecated alias of ``random_state`` (a ``FutureWarning``); it wins when given.
 

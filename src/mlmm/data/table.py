@@ -417,7 +417,7 @@ def fit_table(
         counted absent in it.
     trainer : dict, optional
         ``max_epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``device``, ``precision``,
-        ``progress``.
+        ``progress``, ``checkpoint_dir`` (the estimator's: the training resumes from it).
     source : str
         Where the table came from (the file name), recorded in ``info["data"]``.
 
