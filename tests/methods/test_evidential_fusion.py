@@ -103,3 +103,26 @@ def test_edl_loss_is_the_adjusted_cross_entropy_plus_the_kl_to_the_uniform_diric
     kl = kl_divergence(Dirichlet(tilde), Dirichlet(torch.ones_like(tilde)))
     torch.testing.assert_close(_edl_loss(alpha, target, 0.3), ace + 0.3 * kl)
     torch.testing.assert_close(_edl_loss(alpha, target, 0.0), ace)
+
+
+def test_kl_annealing_counts_the_epochs_the_training_loop_runs(monkeypatch):
+    """Was: an epoch was floor(n / batch_size) steps, but the loop's last batch may be short:
+    with 100 samples in batches of 64 (2 steps an epoch) the KL weight reached epoch 2's in
+    epoch 1's second step."""
+    from mlmm.methods.combination import evidential_fusion
+
+    data = contract_dataset(n_samples=100)
+    model = create_method("evidential-fusion", data.specs, data.task, annealing_epochs=4)
+    weights = []
+    edl_loss = evidential_fusion._edl_loss
+
+    def recording(alpha, target, kl_weight):
+        if model.training:
+            weights.append(kl_weight)
+        return edl_loss(alpha, target, kl_weight)
+
+    monkeypatch.setattr(evidential_fusion, "_edl_loss", recording)
+    mlmm.Trainer(max_epochs=2, batch_size=64, seed=0, progress=False).fit(model, data)
+    per_step = weights[:: len(data.specs) + 1]  # each step: one loss per modality, one fused
+    assert per_step == [0.25, 0.25, 0.5, 0.5]
+    assert model.changes_since(1)  # weights saved before warn on load

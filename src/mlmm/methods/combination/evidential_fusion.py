@@ -15,7 +15,7 @@ is the vacuous one (b = 0, u = 1), the identity of the rule.
 Deliberate differences: encoders are those of each modality's kind with a one-layer head
 (TMC uses fully connected views on pre-extracted features); each modality's loss is averaged
 over the rows where it is present; the annealing counts optimiser steps, converted to epochs
-from the training-set size. The paper is classification only; for regression each modality
+from the training-set size (``ceil(n / batch_size)`` steps an epoch). The paper is classification only; for regression each modality
 outputs a Normal-Inverse-Gamma opinion, combined by the NIG summation of MoNIG (H. Ma, Z. Han,
 C. Zhang, H. Fu, J. T. Zhou, Q. Hu, "Trustworthy Multimodal Regression with Mixture of
 Normal-inverse Gamma Distributions", NeurIPS 2021, arXiv:2111.08456), trained with the NIG
@@ -192,6 +192,12 @@ class EvidentialFusion(MissingModalityModel):
     #: multilabel is refused: Dirichlet evidence is over exclusive classes
     supported_tasks = ("classification", "regression")
 
+    revision = 2
+    revision_notes = {
+        2: "the KL annealing counts an epoch as ceil(n / batch_size) steps, the batches the "
+        "training loop makes (floor before: it annealed too fast, twice as fast when "
+        "n < 2 * batch_size)",
+    }
     search_space = {
         "embed_dim": Int(16, 128, log=True),
         "hidden": Int(64, 512, log=True),
@@ -234,11 +240,16 @@ class EvidentialFusion(MissingModalityModel):
         """A fresh training starts its KL annealing again."""
         self.train_steps = 0
 
+    def changes_since(self, revision: int) -> list[str]:
+        """Revision 2 changed the KL annealing, which only classification has."""
+        return super().changes_since(revision) if self.task.is_classification else []
+
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> TrainHistory:
         """The shared loop, after telling the annealing how many steps make an epoch."""
-        self.steps_per_epoch = max(1, train.n_samples // trainer.batch_size)
+        # the loop's last batch of an epoch may be short: ceil, as the batches it makes
+        self.steps_per_epoch = max(1, math.ceil(train.n_samples / trainer.batch_size))
         self.train_steps = 0
         return trainer.fit_module(self, train, val)
 
