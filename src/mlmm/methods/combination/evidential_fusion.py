@@ -233,12 +233,19 @@ class EvidentialFusion(MissingModalityModel):
                 for s in self.specs
             }
         )
-        # training progress for the KL annealing; not needed to predict, so not saved
-        self.steps_per_epoch, self.train_steps = 1, 0
+        self.steps_per_epoch = 1  # set by fit from the training-set size
+        # training progress for the KL annealing: a buffer, so a training checkpoint keeps it
+        # and a resumed training anneals on from where it stopped (not needed to predict)
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
     def reset_parameters(self) -> None:
         """A fresh training starts its KL annealing again."""
-        self.train_steps = 0
+        self.train_steps.zero_()
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Weights saved before the step count was a buffer: none taken (it does not change
+        predictions)."""
+        state.setdefault(f"{prefix}train_steps", torch.zeros_like(self.train_steps))
 
     def changes_since(self, revision: int) -> list[str]:
         """Revision 2 changed the KL annealing, which only classification has."""
@@ -250,7 +257,7 @@ class EvidentialFusion(MissingModalityModel):
         """The shared loop, after telling the annealing how many steps make an epoch."""
         # the loop's last batch of an epoch may be short: ceil, as the batches it makes
         self.steps_per_epoch = max(1, math.ceil(train.n_samples / trainer.batch_size))
-        self.train_steps = 0
+        self.train_steps.zero_()  # a resumed training loads its count from the checkpoint
         return trainer.fit_module(self, train, val)
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
@@ -281,8 +288,8 @@ class EvidentialFusion(MissingModalityModel):
         task_loss = None
         if batch.target is not None:
             if self.training:
-                self.train_steps += 1
-            epoch = (self.train_steps - 1) // self.steps_per_epoch + 1
+                self.train_steps.add_(1)
+            epoch = (int(self.train_steps) - 1) // self.steps_per_epoch + 1
             kl_weight = min(1.0, epoch / self.annealing_epochs)
             per_row = torch.stack(
                 [
