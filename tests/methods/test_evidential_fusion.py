@@ -8,6 +8,7 @@ import mlmm
 from mlmm.data.batch import MultimodalBatch
 from mlmm.errors import MlmmError
 from mlmm.methods import create_method
+from mlmm.methods.base import upgrade_weights
 from mlmm.methods.combination.evidential_fusion import ds_combine, nig_combine
 from mlmm.testing import contract_dataset
 
@@ -103,3 +104,68 @@ def test_edl_loss_is_the_adjusted_cross_entropy_plus_the_kl_to_the_uniform_diric
     kl = kl_divergence(Dirichlet(tilde), Dirichlet(torch.ones_like(tilde)))
     torch.testing.assert_close(_edl_loss(alpha, target, 0.3), ace + 0.3 * kl)
     torch.testing.assert_close(_edl_loss(alpha, target, 0.0), ace)
+
+
+def test_kl_annealing_counts_the_epochs_the_training_loop_runs(monkeypatch):
+    """Was: an epoch was floor(n / batch_size) steps, but the loop's last batch may be short:
+    with 100 samples in batches of 64 (2 steps an epoch) the KL weight reached epoch 2's in
+    epoch 1's second step."""
+    from mlmm.methods.combination import evidential_fusion
+
+    data = contract_dataset(n_samples=100)
+    model = create_method("evidential-fusion", data.specs, data.task, annealing_epochs=4)
+    weights = []
+    edl_loss = evidential_fusion._edl_loss
+
+    def recording(alpha, target, kl_weight):
+        if model.training:
+            weights.append(kl_weight)
+        return edl_loss(alpha, target, kl_weight)
+
+    monkeypatch.setattr(evidential_fusion, "_edl_loss", recording)
+    mlmm.Trainer(max_epochs=2, batch_size=64, seed=0, progress=False).fit(model, data)
+    per_step = weights[:: len(data.specs) + 1]  # each step: one loss per modality, one fused
+    assert per_step == [0.25, 0.25, 0.5, 0.5]
+    assert model.changes_since(1)  # weights saved before warn on load
+
+
+def test_resumed_training_keeps_its_kl_annealing(tmp_path):
+    """Was: the annealing's step count was not in the checkpoint, so a resumed training
+    annealed again from epoch 1 and ended elsewhere than an uninterrupted one."""
+
+    class Stop(Exception):
+        pass
+
+    def trainer(folder=None, stop_after=None):
+        seen = []
+
+        def on_epoch(stage, row):
+            seen.append(row["epoch"])
+            if len(seen) == stop_after:
+                raise Stop
+
+        return mlmm.Trainer(
+            max_epochs=4, batch_size=32, seed=0, progress=False, checkpoint_dir=folder,
+            checkpoint_every=0, on_epoch=on_epoch,
+        )  # fmt: skip
+
+    data = contract_dataset(n_samples=96)
+    test = MultimodalBatch.from_dataset(contract_dataset(n_samples=30, seed=1))
+
+    def model():
+        return create_method("evidential-fusion", data.specs, data.task, annealing_epochs=4)
+
+    reference = trainer().fit(model(), data)
+    with pytest.raises(Stop):
+        trainer(tmp_path, stop_after=2).fit(model(), data)
+    resumed = trainer(tmp_path).fit(model(), data)
+    with torch.no_grad():
+        expected = reference.model.eval()(test).prediction
+        assert torch.equal(resumed.model.eval()(test).prediction, expected)
+    # weights saved before the count was a buffer load, and predict as they did
+    state = {k: v for k, v in reference.model.state_dict().items() if k != "train_steps"}
+    fresh = model()
+    upgrade_weights(fresh, state)
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(test).prediction, expected)

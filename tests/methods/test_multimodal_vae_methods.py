@@ -125,3 +125,31 @@ def test_invalid_hyperparameters_are_refused(name, param, value):
     data = contract_dataset()
     with pytest.raises(MlmmError, match=param):
         mlmm.create_method(name, data.specs, data.task, **{param: value})
+
+
+def padded_batch(noise: float) -> mlmm.MultimodalBatch:
+    """:func:`masked_batch` with variable-length ``s`` (2 to 12 steps); ``noise`` in the padding."""
+    batch = masked_batch()
+    steps = torch.arange(batch.inputs["s"].shape[0]) % 11 + 2  # [B]
+    padded = torch.arange(12)[None, :] >= steps[:, None]  # [B, T]
+    fill = noise * torch.randn(batch.inputs["s"].shape, generator=torch.Generator().manual_seed(0))
+    inputs = dict(batch.inputs, s=torch.where(padded[..., None], fill, batch.inputs["s"]))
+    return mlmm.MultimodalBatch(inputs, batch.present, batch.modalities, batch.target, {"s": steps})
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_padding_is_neither_encoded_nor_reconstructed_by_the_elbo_or_impute(name):
+    data = contract_dataset()
+    torch.manual_seed(0)
+    model = mlmm.create_method(name, data.specs, data.task).train()
+    losses = []
+    for noise in (0.0, 10.0):
+        torch.manual_seed(1)  # same modality dropout, subsets and latent samples
+        losses.append(model(padded_batch(noise)).aux_losses)
+    for key in ("reconstruction", "kl"):
+        assert torch.allclose(losses[0][key], losses[1][key])
+    model.eval()
+    clean, noisy = model.impute(padded_batch(0.0)), model.impute(padded_batch(10.0))
+    absent = ~padded_batch(0.0).present[:, 0]  # rows whose "a" is generated, from s among others
+    assert torch.allclose(clean["a"][absent], noisy["a"][absent], atol=1e-5)
+    assert "padded" in model.changes_since(1)[0]  # weights saved before warn on load

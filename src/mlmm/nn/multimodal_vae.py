@@ -117,12 +117,14 @@ def reconstruction_error(
     inputs: dict[str, torch.Tensor],
     mask: torch.Tensor,
     modalities: Sequence[str],
+    lengths: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Gaussian negative log-likelihood (unit variance, constants dropped) of the masked modalities.
 
     ``0.5 * sum over modalities in mask of sum over features (reconstruction - input)**2``,
     i.e. a squared error on standardised inputs. Modalities outside ``mask`` (absent, or not
-    in the term's subset) contribute exactly 0, whatever their rows hold.
+    in the term's subset) contribute exactly 0, whatever their rows hold; so do the padded
+    steps of a variable-length sequence (``lengths``): padding is not data.
 
     Parameters
     ----------
@@ -131,6 +133,8 @@ def reconstruction_error(
     mask : Tensor of bool, shape [B, K, M] or [B, M] (matching ``reconstructions``)
     modalities : sequence of str
         Column order of ``mask``.
+    lengths : dict of str to Tensor, each [B], optional
+        Valid steps of each variable-length sequence modality (``batch.lengths``).
 
     Returns
     -------
@@ -138,10 +142,18 @@ def reconstruction_error(
     """
     total = torch.zeros(mask.shape[:-1], device=mask.device)
     for j, name in enumerate(modalities):
-        target = inputs[name].flatten(1)  # [B, F]
-        if reconstructions[name].dim() == 3:
-            target = target.unsqueeze(1)  # [B, 1, F]
-        error = 0.5 * (reconstructions[name] - target).pow(2).sum(dim=-1)  # [B, K] or [B]
+        x = inputs[name]  # [B, *shape]
+        single = reconstructions[name].dim() == 2
+        recon = reconstructions[name].unsqueeze(1) if single else reconstructions[name]
+        squared = (recon - x.flatten(1).unsqueeze(1)).pow(2)  # [B, K, F]
+        steps = None if lengths is None else lengths.get(name)
+        if steps is not None:  # [B]: x is [B, T, C] and its steps from ``steps`` on are padding
+            valid = torch.arange(x.shape[1], device=x.device)[None, :] < steps[:, None]  # [B, T]
+            valid = valid.repeat_interleave(math.prod(x.shape[2:]), dim=1)  # [B, F]
+            squared = torch.where(valid.unsqueeze(1), squared, 0.0)
+        error = 0.5 * squared.sum(dim=-1)  # [B, K]
+        if single:
+            error = error.squeeze(1)  # [B]
         total = total + torch.where(mask[..., j], error, 0.0)
     return total
 

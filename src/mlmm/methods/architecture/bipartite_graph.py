@@ -1,10 +1,11 @@
 """Bipartite graph: samples and modalities are nodes, a present modality is an edge carrying its
 encoded input, and message passing gives the sample representations (MUSE-style).
 
-Paper: Z. Wu, A. Dai, H. Cui, C. Yang, H. Meng, P. Huang, "Multimodal Patient Representation
-Learning with Missing Modalities and Labels" (MUSE), ICLR 2024, openreview Je5SHCKpPa (code:
-zzachw/MUSE); its layer follows GRAPE: J. You, X. Ma, D. Ding, M. Kochenderfer, J. Leskovec,
-"Handling Missing Data with Graph Representation Learning", NeurIPS 2020, arXiv:2010.16418.
+Paper: Z. Wu, A. Dadu, N. Tustison, B. Avants, M. Nalls, J. Sun, F. Faghri, "Multimodal
+Patient Representation Learning with Missing Modalities and Labels" (MUSE), ICLR 2024,
+openreview Je5SHCKpPa (code: zzachw/MUSE); its layer follows GRAPE: J. You, X. Ma, D. Ding,
+M. Kochenderfer, J. Leskovec, "Handling Missing Data with Graph Representation Learning",
+NeurIPS 2020, arXiv:2010.16418.
 
 Each batch is a bipartite graph: its samples on one side, the ``M`` modality nodes on the other,
 an edge ``(i, m)`` only where modality ``m`` is present in sample ``i``, with the modality's
@@ -90,8 +91,8 @@ class BipartiteGraph(MissingModalityModel):
 
     References
     ----------
-    Z. Wu, A. Dai, H. Cui, C. Yang, H. Meng, P. Huang. "Multimodal Patient Representation
-    Learning with Missing Modalities and Labels." ICLR 2024.
+    Z. Wu, A. Dadu, N. Tustison, B. Avants, M. Nalls, J. Sun, F. Faghri. "Multimodal Patient
+    Representation Learning with Missing Modalities and Labels." ICLR 2024.
     https://openreview.net/forum?id=Je5SHCKpPa
 
     J. You, X. Ma, D. Ding, M. Kochenderfer, J. Leskovec. "Handling Missing Data with Graph

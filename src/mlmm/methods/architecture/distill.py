@@ -1,7 +1,7 @@
 """Distillation: a teacher that sees every available modality teaches a student that sees fewer.
 
 Papers: logit distillation with temperature from G. Hinton, O. Vinyals, J. Dean, "Distilling
-the Knowledge in a Neural Network", NIPS Deep Learning Workshop 2015, arXiv:1503.02531; the
+the Knowledge in a Neural Network", NIPS 2014 Deep Learning Workshop, arXiv:1503.02531; the
 missing-modality setting from M. Hu, M. Maillard, Y. Zhang, T. Ciceri, G. La Barbera,
 I. Bloch, P. Gori, "Knowledge Distillation from Multi-modal to Mono-modal Segmentation
 Networks" (KD-Net), MICCAI 2020, doi:10.1007/978-3-030-59710-8_75, arXiv:2106.09564; feature
@@ -181,8 +181,8 @@ class Distill(MissingModalityModel):
 
     References
     ----------
-    G. Hinton, O. Vinyals, J. Dean. "Distilling the Knowledge in a Neural Network." NIPS Deep
-    Learning Workshop 2015. arXiv:1503.02531.
+    G. Hinton, O. Vinyals, J. Dean. "Distilling the Knowledge in a Neural Network." NIPS 2014
+    Deep Learning Workshop. arXiv:1503.02531, 2015.
 
     M. Hu, M. Maillard, Y. Zhang, T. Ciceri, G. La Barbera, I. Bloch, P. Gori. "Knowledge
     Distillation from Multi-modal to Mono-modal Segmentation Networks." MICCAI 2020.

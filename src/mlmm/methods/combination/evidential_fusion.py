@@ -15,7 +15,7 @@ is the vacuous one (b = 0, u = 1), the identity of the rule.
 Deliberate differences: encoders are those of each modality's kind with a one-layer head
 (TMC uses fully connected views on pre-extracted features); each modality's loss is averaged
 over the rows where it is present; the annealing counts optimiser steps, converted to epochs
-from the training-set size. The paper is classification only; for regression each modality
+from the training-set size (``ceil(n / batch_size)`` steps an epoch). The paper is classification only; for regression each modality
 outputs a Normal-Inverse-Gamma opinion, combined by the NIG summation of MoNIG (H. Ma, Z. Han,
 C. Zhang, H. Fu, J. T. Zhou, Q. Hu, "Trustworthy Multimodal Regression with Mixture of
 Normal-inverse Gamma Distributions", NeurIPS 2021, arXiv:2111.08456), trained with the NIG
@@ -192,6 +192,12 @@ class EvidentialFusion(MissingModalityModel):
     #: multilabel is refused: Dirichlet evidence is over exclusive classes
     supported_tasks = ("classification", "regression")
 
+    revision = 2
+    revision_notes = {
+        2: "the KL annealing counts an epoch as ceil(n / batch_size) steps, the batches the "
+        "training loop makes (floor before: it annealed too fast, twice as fast when "
+        "n < 2 * batch_size)",
+    }
     search_space = {
         "embed_dim": Int(16, 128, log=True),
         "hidden": Int(64, 512, log=True),
@@ -227,19 +233,31 @@ class EvidentialFusion(MissingModalityModel):
                 for s in self.specs
             }
         )
-        # training progress for the KL annealing; not needed to predict, so not saved
-        self.steps_per_epoch, self.train_steps = 1, 0
+        self.steps_per_epoch = 1  # set by fit from the training-set size
+        # training progress for the KL annealing: a buffer, so a training checkpoint keeps it
+        # and a resumed training anneals on from where it stopped (not needed to predict)
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
     def reset_parameters(self) -> None:
         """A fresh training starts its KL annealing again."""
-        self.train_steps = 0
+        self.train_steps.zero_()
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Weights saved before the step count was a buffer: none taken (it does not change
+        predictions)."""
+        state.setdefault(f"{prefix}train_steps", torch.zeros_like(self.train_steps))
+
+    def changes_since(self, revision: int) -> list[str]:
+        """Revision 2 changed the KL annealing, which only classification has."""
+        return super().changes_since(revision) if self.task.is_classification else []
 
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> TrainHistory:
         """The shared loop, after telling the annealing how many steps make an epoch."""
-        self.steps_per_epoch = max(1, train.n_samples // trainer.batch_size)
-        self.train_steps = 0
+        # the loop's last batch of an epoch may be short: ceil, as the batches it makes
+        self.steps_per_epoch = max(1, math.ceil(train.n_samples / trainer.batch_size))
+        self.train_steps.zero_()  # a resumed training loads its count from the checkpoint
         return trainer.fit_module(self, train, val)
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
@@ -270,8 +288,8 @@ class EvidentialFusion(MissingModalityModel):
         task_loss = None
         if batch.target is not None:
             if self.training:
-                self.train_steps += 1
-            epoch = (self.train_steps - 1) // self.steps_per_epoch + 1
+                self.train_steps.add_(1)
+            epoch = (int(self.train_steps) - 1) // self.steps_per_epoch + 1
             kl_weight = min(1.0, epoch / self.annealing_epochs)
             per_row = torch.stack(
                 [

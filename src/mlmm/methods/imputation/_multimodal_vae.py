@@ -29,6 +29,11 @@ class MultimodalVAEImputer(MissingModalityModel):
     """
 
     imputes = True
+    revision = 2
+    revision_notes = {
+        2: "on variable-length sequences only: impute() and the training ELBO skip the padded "
+        "steps (encoded and reconstructed before; predictions were already unaffected)",
+    }
 
     def __init__(
         self,
@@ -56,14 +61,19 @@ class MultimodalVAEImputer(MissingModalityModel):
 
     @abc.abstractmethod
     def elbo_losses(
-        self, inputs: dict[str, torch.Tensor], present: torch.Tensor
+        self,
+        inputs: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        lengths: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``{"reconstruction": ..., "kl": ...}``: the negative ELBO per input feature."""
+        """``{"reconstruction": ..., "kl": ...}``: the negative ELBO per input feature; the
+        padded steps of variable-length sequences (``lengths``) are neither encoded nor
+        reconstructed."""
 
     def forward(self, batch: MultimodalBatch) -> MethodOutput:
         present = self.present_mask(batch)  # [B, M]
         # the ELBO needs random draws: training only, so prediction stays deterministic
-        aux = self.elbo_losses(batch.inputs, present) if self.training else {}
+        aux = self.elbo_losses(batch.inputs, present, batch.lengths) if self.training else {}
         seen = present
         if self.training and self.modality_dropout > 0:
             seen = modality_dropout(present, self.modality_dropout)  # [B, M]
@@ -76,5 +86,5 @@ class MultimodalVAEImputer(MissingModalityModel):
     def impute(self, batch: MultimodalBatch) -> dict[str, torch.Tensor]:
         """Present rows unchanged; absent rows decoded from the mean of the product of the
         present modalities' experts and the prior."""
-        completed, _ = self.vae.complete(batch.inputs, self.present_mask(batch))
+        completed, _ = self.vae.complete(batch.inputs, self.present_mask(batch), batch.lengths)
         return completed

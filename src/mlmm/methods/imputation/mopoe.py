@@ -151,14 +151,17 @@ class MoPoE(MultimodalVAEImputer):
         return subsets, subsets.any(dim=-1)
 
     def elbo_losses(
-        self, inputs: dict[str, torch.Tensor], present: torch.Tensor
+        self,
+        inputs: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        lengths: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The negative generalised ELBO per input feature: reconstruction and ``beta`` * KL.
 
         Reconstruction: every present modality from one sample of the mixture (a component
         drawn uniformly per sample). KL: the mean over the components of their KL to the prior.
         """
-        mu, logvar = self.vae.encode(inputs, present)  # [B, M, D] each
+        mu, logvar = self.vae.encode(inputs, present, lengths)  # [B, M, D] each
         subsets, valid = self.mixture_components(present)  # [B, K, M], [B, K]
         sub_mu, sub_logvar = product_of_experts(mu, logvar, subsets)  # [B, K, D]
         kl = torch.where(valid, gaussian_kl(sub_mu, sub_logvar), 0.0).sum(dim=-1)  # [B]
@@ -167,6 +170,8 @@ class MoPoE(MultimodalVAEImputer):
         score = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, -1.0)
         pick = score.argmax(dim=-1)[:, None, None].expand(-1, 1, self.latent_dim)  # [B, 1, D]
         z = reparameterize(sub_mu.gather(1, pick)[:, 0], sub_logvar.gather(1, pick)[:, 0])
-        recon = reconstruction_error(self.vae.decode(z), inputs, present, self.modalities)  # [B]
+        recon = reconstruction_error(
+            self.vae.decode(z), inputs, present, self.modalities, lengths
+        )  # [B]
         scale = self.elbo_weight / (self.vae.n_features * len(present))
         return {"reconstruction": recon.sum() * scale, "kl": self.beta * kl.sum() * scale}

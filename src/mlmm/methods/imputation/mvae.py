@@ -133,7 +133,10 @@ class MVAE(MultimodalVAEImputer):
         self.n_random_subsets = n_random_subsets
 
     def elbo_losses(
-        self, inputs: dict[str, torch.Tensor], present: torch.Tensor
+        self,
+        inputs: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        lengths: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The sub-sampled negative ELBO, per input feature: reconstruction and ``beta`` * KL.
 
@@ -143,7 +146,7 @@ class MVAE(MultimodalVAEImputer):
         modality absent) counts nothing.
         """
         n_modalities = len(self.modalities)
-        mu, logvar = self.vae.encode(inputs, present)  # [B, M, D] each
+        mu, logvar = self.vae.encode(inputs, present, lengths)  # [B, M, D] each
         alone = torch.eye(n_modalities, dtype=torch.bool, device=present.device)  # [M, M]
         sets = [present.unsqueeze(1), present.unsqueeze(1) & alone.unsqueeze(0)]
         if self.n_random_subsets > 0:
@@ -151,7 +154,9 @@ class MVAE(MultimodalVAEImputer):
         sets = torch.cat(sets, dim=1)  # [B, K, M], K = 1 + M + n_random_subsets
         set_mu, set_logvar = product_of_experts(mu, logvar, sets)  # [B, K, D]
         z = reparameterize(set_mu, set_logvar)  # [B, K, D]
-        recon = reconstruction_error(self.vae.decode(z), inputs, sets, self.modalities)  # [B, K]
+        recon = reconstruction_error(
+            self.vae.decode(z), inputs, sets, self.modalities, lengths
+        )  # [B, K]
         kl = torch.where(sets.any(dim=-1), gaussian_kl(set_mu, set_logvar), 0.0)  # [B, K]
         scale = self.elbo_weight / (self.vae.n_features * len(present))
         return {"reconstruction": recon.sum() * scale, "kl": self.beta * kl.sum() * scale}
