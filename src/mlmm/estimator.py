@@ -32,6 +32,7 @@ from mlmm.data.datasets.frames import from_arrays
 from mlmm.data.inputs import (  # noqa: F401 - MultimodalArray is public here too
     _PLAIN_MODALITY,
     MultimodalArray,
+    _shown,
     align_modalities,
     as_sample_arrays,
 )
@@ -103,6 +104,52 @@ def _check_rows(
             f"{len(empty)} sample(s) have no modality present (first: {empty[:5].tolist()}); "
             f"drop them, or set on_empty='prior' to have them {answer}"
         )
+
+
+def _check_feature_names(fitted: np.ndarray | None, layout: Any, estimator: str) -> None:
+    """scikit-learn's rule for a table's column names at prediction: a warning when only one
+    of fit and predict had names, a one-line error saying what differs when both had them."""
+    given = layout.feature_names
+    if fitted is None and given is not None:
+        warnings.warn(
+            f"X has feature names, but {estimator} was fitted without feature names",
+            UserWarning,
+            stacklevel=4,  # predict -> _predict_raw -> _predict_inputs -> here
+        )
+    elif fitted is not None and given is None:
+        warnings.warn(
+            f"X does not have valid feature names, but {estimator} was fitted with feature names",
+            UserWarning,
+            stacklevel=4,
+        )
+    elif fitted is not None and not np.array_equal(given, fitted):
+        unseen = [c for c in given if c not in set(fitted)]
+        missing = [c for c in fitted if c not in set(given)]
+        if unseen or missing:
+            differs = "; ".join(
+                f"{what}: {_shown([str(c) for c in names])}"
+                for what, names in (
+                    ("Feature names unseen at fit time", unseen),
+                    ("Feature names seen at fit time, yet now missing", missing),
+                )
+                if names
+            )
+        else:
+            differs = "Feature names must be in the same order as they were in fit"
+        raise MlmmError(
+            f"The feature names should match those that were passed during fit. {differs}; "
+            "pass the columns of fit, in their order"
+        )
+
+
+def _trains_multilabel(method: Any) -> bool:
+    """Whether ``method`` (a registered name) trains for a multilabel task; False for "auto"
+    and for names that are not registered (``fit`` says what is wrong with those)."""
+    from mlmm.methods.registry import METHODS
+
+    if method not in METHODS.names():
+        return False
+    return "multilabel" in METHODS.get(method).obj.supported_tasks
 
 
 def _check_options(estimator: Any) -> None:
@@ -372,21 +419,12 @@ class _MissingModalityEstimator(BaseEstimator):
         """Per-modality arrays for prediction, checked against what ``fit`` saw."""
         arrays, layout = as_sample_arrays(X, self.modalities)
         name = type(self).__name__
+        if layout.kind == "table":  # names first, as scikit-learn: they say which column differs
+            _check_feature_names(getattr(self, "feature_names_in_", None), layout, name)
         if layout.kind == "table" and layout.n_features != self.n_features_in_:
             raise MlmmError(
                 f"X has {layout.n_features} features, but {name} is expecting "
                 f"{self.n_features_in_} features as input; pass the columns used in fit"
-            )
-        fitted_names = getattr(self, "feature_names_in_", None)
-        if (
-            fitted_names is not None
-            and layout.feature_names is not None
-            and not np.array_equal(layout.feature_names, fitted_names)
-        ):
-            raise MlmmError(
-                f"The feature names should match those that were passed during fit: X has "
-                f"columns {layout.feature_names[:5].tolist()}..., fit saw "
-                f"{fitted_names[:5].tolist()}...; pass the columns of fit, in their order"
             )
         if layout.kind != self.input_kind_:
             given = "a dict of modalities" if layout.kind == "dict" else "a table"
@@ -599,6 +637,12 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
     >>> clf.predict(X).shape
     (200,)
     """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # a 0/1 label matrix y is a multilabel task, for the methods that train for one
+        tags.classifier_tags.multi_label = _trains_multilabel(self.method)
+        return tags
 
     def fit(self, X: Any, y: Any) -> MissingModalityClassifier:
         """Fit on ``X`` (per-modality arrays, NaN rows = missing) and labels ``y``.
