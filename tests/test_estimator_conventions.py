@@ -9,7 +9,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import BaggingClassifier
 from sklearn.model_selection import cross_val_score
+from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import get_tags
@@ -122,3 +124,19 @@ def test_sample_weight_is_refused_by_the_signature_so_meta_estimators_resample()
     with pytest.raises(TypeError, match="sample_weight"):
         fast().fit(X, y, sample_weight=np.ones(len(y)))
     assert fast().fit(X, y).score(X, y, sample_weight=np.ones(len(y))) > 0.8  # scored, weighted
+    bagged = BaggingClassifier(fast(), n_estimators=2, random_state=0).fit(X.to_numpy(), y)
+    assert bagged.score(X.to_numpy(), y) > 0.8
+
+
+def test_several_targets_are_refused_with_the_scikit_learn_wrapper_that_fits_them():
+    # was: "y must be 1-D ..." with no way forward
+    X, y = frame()
+    regressor = mlmm.MissingModalityRegressor(method="per-modality-logistic", max_epochs=2)
+    targets = np.c_[y, -2.0 * y]
+    with pytest.raises(MlmmError, match=r"got shape \(60, 2\); .*MultiOutputRegressor$"):
+        clone(regressor).fit(X, targets)
+    assert MultiOutputRegressor(regressor).fit(X, targets).predict(X).shape == (60, 2)
+    labels = np.c_[y, 2 * y]  # multiclass-multioutput: not a 0/1 label matrix
+    with pytest.raises(MlmmError, match=r"as 1-D y, or wrap .*MultiOutputClassifier$"):
+        fast().fit(X, labels)
+    assert MultiOutputClassifier(fast()).fit(X, labels).score(X, labels) > 0.8

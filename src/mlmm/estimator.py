@@ -196,7 +196,13 @@ def _as_1d_target(y: Any, what: str, name: str) -> np.ndarray:
         )
         y = y.ravel()
     if y.ndim != 1:
-        raise MlmmError(f"y must be 1-D with one value per sample, got shape {y.shape}")
+        several = (
+            "; for several targets, wrap the estimator in sklearn.multioutput."
+            f"MultiOutput{'Classifier' if 'Classifier' in name else 'Regressor'}"
+            if y.ndim == 2
+            else ""
+        )
+        raise MlmmError(f"y must be 1-D with one value per sample, got shape {y.shape}{several}")
     return y
 
 
@@ -675,7 +681,8 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         if target_type != "multilabel-indicator":
             raise MlmmError(
                 f"a 2-D y must be a 0/1 label-indicator matrix (multilabel), got a "
-                f"{target_type!r} target of shape {y.shape}; pass one label per sample as 1-D y"
+                f"{target_type!r} target of shape {y.shape}; pass one label per sample as 1-D y, "
+                "or wrap the estimator in sklearn.multioutput.MultiOutputClassifier"
             )
         _check_n_samples(len(y))
         names = [str(c) for c in columns] if columns is not None else []
