@@ -114,13 +114,13 @@ def _check_feature_names(fitted: np.ndarray | None, layout: Any, estimator: str)
         warnings.warn(
             f"X has feature names, but {estimator} was fitted without feature names",
             UserWarning,
-            stacklevel=4,  # predict -> _predict_raw -> _predict_inputs -> here
+            stacklevel=5,  # the caller of predict_proba (or of the regressor's predict)
         )
     elif fitted is not None and given is None:
         warnings.warn(
             f"X does not have valid feature names, but {estimator} was fitted with feature names",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     elif fitted is not None and not np.array_equal(given, fitted):
         unseen = [c for c in given if c not in set(fitted)]
