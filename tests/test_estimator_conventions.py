@@ -140,3 +140,15 @@ def test_several_targets_are_refused_with_the_scikit_learn_wrapper_that_fits_the
     with pytest.raises(MlmmError, match=r"as 1-D y, or wrap .*MultiOutputClassifier$"):
         fast().fit(X, labels)
     assert MultiOutputClassifier(fast()).fit(X, labels).score(X, labels) > 0.8
+
+
+def test_set_params_on_a_fitted_estimator_takes_effect_at_the_next_fit_only():
+    # was: predict cut the table with the new modalities, silently swapping the columns
+    X, y = frame()
+    table = X.to_numpy()[:, :4]
+    clf = fast(modalities={"a": [0, 1], "b": [2, 3]}).fit(table, y)
+    before = clf.predict_proba(table)
+    clf.set_params(modalities={"a": [0, 2], "b": [1, 3]})  # the same shapes: no error
+    np.testing.assert_array_equal(clf.predict_proba(table), before)
+    assert clf.modalities_ == {"a": [0, 1], "b": [2, 3]}
+    assert not np.allclose(clf.fit(table, y).predict_proba(table), before)  # refit: the new cut

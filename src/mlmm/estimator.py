@@ -15,6 +15,7 @@ The estimators follow scikit-learn's conventions (``random_state``, ``n_features
 
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from typing import Any
@@ -412,6 +413,8 @@ class _MissingModalityEstimator(BaseEstimator):
         arrays, layout = as_sample_arrays(X, self.modalities)
         single = layout.kind == "table" and self.modalities is None
         _check_rows(arrays, self.partial, self.on_empty, single, "fit")
+        # prediction cuts tables as fit did, even after set_params(modalities=...) without a refit
+        self.modalities_ = copy.deepcopy(self.modalities)
         self.n_features_in_ = layout.n_features
         if layout.feature_names is not None:
             self.feature_names_in_ = layout.feature_names
@@ -423,7 +426,8 @@ class _MissingModalityEstimator(BaseEstimator):
 
     def _predict_inputs(self, X: Any) -> dict[str, np.ndarray]:
         """Per-modality arrays for prediction, checked against what ``fit`` saw."""
-        arrays, layout = as_sample_arrays(X, self.modalities)
+        modalities = getattr(self, "modalities_", self.modalities)  # pickled before it existed
+        arrays, layout = as_sample_arrays(X, modalities)
         name = type(self).__name__
         if layout.kind == "table":  # names first, as scikit-learn: they say which column differs
             _check_feature_names(getattr(self, "feature_names_in_", None), layout, name)
@@ -440,7 +444,7 @@ class _MissingModalityEstimator(BaseEstimator):
                 "predict with X in the form used in fit"
             )
         out = align_modalities(arrays, self.modality_shapes_, "fit")
-        _check_rows(out, self.partial, self.on_empty, self.modalities is None, "predict")
+        _check_rows(out, self.partial, self.on_empty, modalities is None, "predict")
         return out
 
     def _check_fitted(self) -> None:
@@ -626,6 +630,9 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         Columns of the table seen in ``fit`` (for a dict: features over all modalities).
     feature_names_in_ : ndarray of str
         Column names, when ``fit`` saw a DataFrame with string column names.
+    modalities_ : dict of str to list or None
+        The ``modalities`` mapping of ``fit``: prediction cuts a table with it, so
+        ``set_params(modalities=...)`` takes effect at the next ``fit``.
     modality_shapes_ : dict of str to tuple
         Per-sample shape of each modality, in the order of ``fit``. At prediction, dict keys
         may come in any order, and an omitted key is that modality absent for every sample.
