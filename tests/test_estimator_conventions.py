@@ -152,3 +152,14 @@ def test_set_params_on_a_fitted_estimator_takes_effect_at_the_next_fit_only():
     np.testing.assert_array_equal(clf.predict_proba(table), before)
     assert clf.modalities_ == {"a": [0, 1], "b": [2, 3]}
     assert not np.allclose(clf.fit(table, y).predict_proba(table), before)  # refit: the new cut
+
+
+def test_column_names_that_mix_text_and_numbers_are_refused_as_scikit_learn_refuses_them():
+    # was: taken without feature_names_in_, so a reordered frame at predict went unnoticed
+    X, y = frame()
+    mixed = X.set_axis(["p", 1, "r", "s", "t"], axis=1)
+    with pytest.raises(MlmmError, match=r"mix text and other types \(int, str\); .*astype\(str\)"):
+        fast().fit(mixed, y)
+    clf = fast().fit(mixed.set_axis(mixed.columns.astype(str), axis=1), y)
+    assert clf.feature_names_in_.tolist() == ["p", "1", "r", "s", "t"]
+    assert fast().fit(X.set_axis(range(5), axis=1), y).n_features_in_ == 5  # no text: no names

@@ -143,6 +143,20 @@ def _check_feature_names(fitted: np.ndarray | None, layout: Any, estimator: str)
         )
 
 
+def _check_column_name_types(X: Any) -> None:
+    """A DataFrame's column names are all text (checked at prediction) or none are, as
+    scikit-learn requires: with a mix, ``feature_names_in_`` could not be set nor checked."""
+    if not (hasattr(X, "iloc") and hasattr(X, "columns")):
+        return
+    text = [isinstance(c, str) for c in X.columns]
+    if any(text) and not all(text):
+        kinds = sorted({type(c).__name__ for c in X.columns})
+        raise MlmmError(
+            f"X's column names mix text and other types ({', '.join(kinds)}); make them all text "
+            "(X.columns = X.columns.astype(str)) so that prediction checks them, or all not text"
+        )
+
+
 def _trains_multilabel(method: Any) -> bool:
     """Whether ``method`` (a registered name) trains for a multilabel task; False for "auto"
     and for names that are not registered (``fit`` says what is wrong with those)."""
@@ -410,6 +424,7 @@ class _MissingModalityEstimator(BaseEstimator):
     # ---------------------------------------------------------------- input
     def _fit_inputs(self, X: Any) -> dict[str, np.ndarray]:
         """Per-modality arrays for ``fit``; records the layout checked at prediction."""
+        _check_column_name_types(X)
         arrays, layout = as_sample_arrays(X, self.modalities)
         single = layout.kind == "table" and self.modalities is None
         _check_rows(arrays, self.partial, self.on_empty, single, "fit")
