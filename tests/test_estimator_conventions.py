@@ -48,6 +48,9 @@ def test_a_table_without_the_names_of_fit_warns_as_scikit_learn_does():
         warnings.simplefilter("error")
         named.predict(X)  # the names of fit: no warning
         unnamed.predict(X.to_numpy())
+        modal = fast().fit({"a": X.to_numpy()[:, :3], "b": X.to_numpy()[:, 3:]}, y)
+        with pytest.raises(MlmmError, match="X is a table, but .* fitted on a dict"):
+            modal.predict(X)  # the form of X is wrong: that error alone, no name warning
 
 
 @pytest.mark.parametrize(

@@ -448,7 +448,7 @@ class _MissingModalityEstimator(BaseEstimator):
         modalities = getattr(self, "modalities_", self.modalities)  # pickled before it existed
         arrays, layout = as_sample_arrays(X, modalities)
         name = type(self).__name__
-        if layout.kind == "table":  # names first, as scikit-learn: they say which column differs
+        if layout.kind == self.input_kind_ == "table":  # names first, as scikit-learn does
             _check_feature_names(getattr(self, "feature_names_in_", None), layout, name)
         if layout.kind == "table" and layout.n_features != self.n_features_in_:
             raise MlmmError(
