@@ -15,7 +15,6 @@ The estimators follow scikit-learn's conventions (``random_state``, ``n_features
 
 from __future__ import annotations
 
-import copy
 import inspect
 import warnings
 from typing import Any
@@ -428,6 +427,8 @@ class _MissingModalityEstimator(BaseEstimator):
     # ---------------------------------------------------------------- input
     def _fit_inputs(self, X: Any) -> dict[str, np.ndarray]:
         """Per-modality arrays for ``fit``; records the layout checked at prediction."""
+        import copy
+
         _check_column_name_types(X)
         arrays, layout = as_sample_arrays(X, self.modalities)
         single = layout.kind == "table" and self.modalities is None
