@@ -36,6 +36,7 @@ from mlmm.data.datasets.frames import from_arrays
 from mlmm.data.inputs import (  # noqa: F401 - MultimodalArray is public here too
     _PLAIN_MODALITY,
     MultimodalArray,
+    _shown,
     align_modalities,
     as_sample_arrays,
 )
@@ -111,6 +112,66 @@ def _check_rows(
         )
 
 
+def _check_feature_names(fitted: np.ndarray | None, layout: Any, estimator: str) -> None:
+    """scikit-learn's rule for a table's column names at prediction: a warning when only one
+    of fit and predict had names, a one-line error saying what differs when both had them."""
+    given = layout.feature_names
+    if fitted is None and given is not None:
+        warnings.warn(
+            f"X has feature names, but {estimator} was fitted without feature names",
+            UserWarning,
+            stacklevel=5,  # the caller of predict_proba (or of the regressor's predict)
+        )
+    elif fitted is not None and given is None:
+        warnings.warn(
+            f"X does not have valid feature names, but {estimator} was fitted with feature names",
+            UserWarning,
+            stacklevel=5,
+        )
+    elif fitted is not None and not np.array_equal(given, fitted):
+        unseen = [c for c in given if c not in set(fitted)]
+        missing = [c for c in fitted if c not in set(given)]
+        if unseen or missing:
+            differs = "; ".join(
+                f"{what}: {_shown([str(c) for c in names])}"
+                for what, names in (
+                    ("Feature names unseen at fit time", unseen),
+                    ("Feature names seen at fit time, yet now missing", missing),
+                )
+                if names
+            )
+        else:
+            differs = "Feature names must be in the same order as they were in fit"
+        raise MlmmError(
+            f"The feature names should match those that were passed during fit. {differs}; "
+            "pass the columns of fit, in their order"
+        )
+
+
+def _check_column_name_types(X: Any) -> None:
+    """A DataFrame's column names are all text (checked at prediction) or none are, as
+    scikit-learn requires: with a mix, ``feature_names_in_`` could not be set nor checked."""
+    if not (hasattr(X, "iloc") and hasattr(X, "columns")):
+        return
+    text = [isinstance(c, str) for c in X.columns]
+    if any(text) and not all(text):
+        kinds = sorted({type(c).__name__ for c in X.columns})
+        raise MlmmError(
+            f"X's column names mix text and other types ({', '.join(kinds)}); make them all text "
+            "(X.columns = X.columns.astype(str)) so that prediction checks them, or all not text"
+        )
+
+
+def _trains_multilabel(method: Any) -> bool:
+    """Whether ``method`` (a registered name) trains for a multilabel task; False for "auto"
+    and for names that are not registered (``fit`` says what is wrong with those)."""
+    from mlmm.methods.registry import METHODS
+
+    if method not in METHODS.names():
+        return False
+    return "multilabel" in METHODS.get(method).obj.supported_tasks
+
+
 def _check_options(estimator: Any) -> None:
     """Validate the options the estimator itself interprets (the trainer checks the rest)."""
     for name, choices in (("on_empty", _ON_EMPTY), ("partial", _PARTIAL)):
@@ -155,7 +216,13 @@ def _as_1d_target(y: Any, what: str, name: str) -> np.ndarray:
         )
         y = y.ravel()
     if y.ndim != 1:
-        raise MlmmError(f"y must be 1-D with one value per sample, got shape {y.shape}")
+        several = (
+            "; for several targets, wrap the estimator in sklearn.multioutput."
+            f"MultiOutput{'Classifier' if 'Classifier' in name else 'Regressor'}"
+            if y.ndim == 2
+            else ""
+        )
+        raise MlmmError(f"y must be 1-D with one value per sample, got shape {y.shape}{several}")
     return y
 
 
@@ -247,7 +314,11 @@ def expected_failed_checks(estimator: Any) -> dict[str, str]:
     ``parametrize_with_checks(..., expected_failed_checks=expected_failed_checks)``
     (scikit-learn >= 1.6 has no tag for them). Whether they fail depends on the method and
     the machine's float32 rounding (``logistic-mean-impute`` passes both here, ``hemis`` fails
-    subset invariance), so they are listed for every method. Every other check passes.
+    subset invariance), so they are listed for every method. Every other check passes, for
+    every registered method (the multilabel checks too, for the methods that train for a
+    multilabel task), given epochs enough to learn: ``check_regressors_train`` asks for an
+    R^2 above 0.5, which ``max_epochs=2`` leaves ``mopoe``, ``mvae``, ``poe-fusion`` and
+    ``missing-aware-prompts`` short of (``max_epochs=30`` passes).
 
     Parameters
     ----------
@@ -385,9 +456,14 @@ class _MissingModalityEstimator(BaseEstimator):
     # ---------------------------------------------------------------- input
     def _fit_inputs(self, X: Any) -> dict[str, np.ndarray]:
         """Per-modality arrays for ``fit``; records the layout checked at prediction."""
+        import copy
+
+        _check_column_name_types(X)
         arrays, layout = as_sample_arrays(X, self.modalities)
         single = layout.kind == "table" and self.modalities is None
         _check_rows(arrays, self.partial, self.on_empty, single, "fit")
+        # prediction cuts tables as fit did, even after set_params(modalities=...) without a refit
+        self.modalities_ = copy.deepcopy(self.modalities)
         self.n_features_in_ = layout.n_features
         if layout.feature_names is not None:
             self.feature_names_in_ = layout.feature_names
@@ -399,23 +475,15 @@ class _MissingModalityEstimator(BaseEstimator):
 
     def _predict_inputs(self, X: Any) -> dict[str, np.ndarray]:
         """Per-modality arrays for prediction, checked against what ``fit`` saw."""
-        arrays, layout = as_sample_arrays(X, self.modalities)
+        modalities = getattr(self, "modalities_", self.modalities)  # pickled before it existed
+        arrays, layout = as_sample_arrays(X, modalities)
         name = type(self).__name__
+        if layout.kind == self.input_kind_ == "table":  # names first, as scikit-learn does
+            _check_feature_names(getattr(self, "feature_names_in_", None), layout, name)
         if layout.kind == "table" and layout.n_features != self.n_features_in_:
             raise MlmmError(
                 f"X has {layout.n_features} features, but {name} is expecting "
                 f"{self.n_features_in_} features as input; pass the columns used in fit"
-            )
-        fitted_names = getattr(self, "feature_names_in_", None)
-        if (
-            fitted_names is not None
-            and layout.feature_names is not None
-            and not np.array_equal(layout.feature_names, fitted_names)
-        ):
-            raise MlmmError(
-                f"The feature names should match those that were passed during fit: X has "
-                f"columns {layout.feature_names[:5].tolist()}..., fit saw "
-                f"{fitted_names[:5].tolist()}...; pass the columns of fit, in their order"
             )
         if layout.kind != self.input_kind_:
             given = "a dict of modalities" if layout.kind == "dict" else "a table"
@@ -425,7 +493,7 @@ class _MissingModalityEstimator(BaseEstimator):
                 "predict with X in the form used in fit"
             )
         out = align_modalities(arrays, self.modality_shapes_, "fit")
-        _check_rows(out, self.partial, self.on_empty, self.modalities is None, "predict")
+        _check_rows(out, self.partial, self.on_empty, modalities is None, "predict")
         return out
 
     def _check_fitted(self) -> None:
@@ -658,6 +726,9 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         Columns of the table seen in ``fit`` (for a dict: features over all modalities).
     feature_names_in_ : ndarray of str
         Column names, when ``fit`` saw a DataFrame with string column names.
+    modalities_ : dict of str to list or None
+        The ``modalities`` mapping of ``fit``: prediction cuts a table with it, so
+        ``set_params(modalities=...)`` takes effect at the next ``fit``.
     modality_shapes_ : dict of str to tuple
         Per-sample shape of each modality, in the order of ``fit``. At prediction, dict keys
         may come in any order, and an omitted key is that modality absent for every sample.
@@ -675,6 +746,12 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
     >>> clf.predict(X).shape
     (200,)
     """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # a 0/1 label matrix y is a multilabel task, for the methods that train for one
+        tags.classifier_tags.multi_label = _trains_multilabel(self.method)
+        return tags
 
     def fit(self, X: Any, y: Any) -> MissingModalityClassifier:
         """Fit on ``X`` (per-modality arrays, NaN rows = missing) and labels ``y``.
@@ -707,7 +784,8 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         if target_type != "multilabel-indicator":
             raise MlmmError(
                 f"a 2-D y must be a 0/1 label-indicator matrix (multilabel), got a "
-                f"{target_type!r} target of shape {y.shape}; pass one label per sample as 1-D y"
+                f"{target_type!r} target of shape {y.shape}; pass one label per sample as 1-D y, "
+                "or wrap the estimator in sklearn.multioutput.MultiOutputClassifier"
             )
         _check_n_samples(len(y))
         names = [str(c) for c in columns] if columns is not None else []
