@@ -93,6 +93,13 @@ def dataset_fingerprint(data: Any) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([s.to_dict() for s in data.specs], sort_keys=True).encode())
     digest.update(json.dumps(data.task.to_dict(), sort_keys=True).encode())
+    hash_arrays(digest, data)
+    return digest.hexdigest()
+
+
+def hash_arrays(digest: Any, data: Any) -> None:
+    """Feed ``data``'s inputs, presence, targets, groups and lengths to ``digest`` (a hashlib
+    object), in the order every data hash of mlmm uses (an out-of-core dataset in chunks)."""
     if getattr(data, "out_of_core", False):
         for _, inputs in data.chunks():
             for spec in data.specs:
@@ -102,11 +109,12 @@ def dataset_fingerprint(data: Any) -> str:
             digest.update(np.ascontiguousarray(data.inputs[spec.name]).tobytes())
     digest.update(np.ascontiguousarray(data.observed).tobytes())
     digest.update(np.ascontiguousarray(data.targets).tobytes())
+    # the folds follow the groups, and encoders the lengths: both change what is trained (data
+    # without them hash as before, so stored studies and caches still resume)
     if data.groups is not None:
         digest.update(b"groups" + np.asarray(data.groups).astype(str).tobytes())
     for name, steps in sorted((data.lengths or {}).items()):
         digest.update(f"lengths:{name}".encode() + np.ascontiguousarray(steps).tobytes())
-    return digest.hexdigest()
 
 
 def run_key(model: Any, train: Any, val: Any, trainer_config: dict[str, Any]) -> dict[str, str]:

@@ -886,17 +886,10 @@ def _frozen_trial(optuna: Any, record: dict[str, Any], dists: dict[str, Any]) ->
 def _fingerprint(data: MultimodalDataset) -> str:
     """A hash of the training data (inputs, presence, targets, groups, lengths): a study
     resumes only on the very same data."""
+    from mlmm.train.resume import hash_arrays
+
     digest = hashlib.sha256()
-    for spec in data.specs:
-        digest.update(np.ascontiguousarray(data.inputs[spec.name]).tobytes())
-    digest.update(np.ascontiguousarray(data.observed).tobytes())
-    digest.update(np.ascontiguousarray(data.targets).tobytes())
-    # the folds follow the groups, and encoders the lengths: both change what a trial scores
-    # (data without them hash as before, so their stored studies still resume)
-    if data.groups is not None:
-        digest.update(b"groups" + np.asarray(data.groups).astype(str).tobytes())
-    for name, steps in sorted((data.lengths or {}).items()):
-        digest.update(f"lengths:{name}".encode() + np.ascontiguousarray(steps).tobytes())
+    hash_arrays(digest, data)
     return digest.hexdigest()[:16]
 
 
