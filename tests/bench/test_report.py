@@ -232,6 +232,28 @@ def test_one_seed_gets_a_wilson_interval_for_accuracy_and_says_when_there_is_non
     assert "0.700 #1" in text  # RMSE of hemis, without brackets
 
 
+def test_an_earlier_configuration_of_a_run_is_left_out_and_counted(tmp_path):
+    # the spec changed between runs: the store keeps the earlier run of (synthetic, hemis,
+    # none, seed 0) and a failed earlier one of late-fusion; the report averaged the old score
+    # with the new under "2 seed(s)" and listed the old failure
+    runs, results = fake_tables()
+    old = [
+        _run("hemis-0-old", "synthetic", "hemis", 0),
+        _run("lf-0-old", "synthetic", "late-fusion", 0, status="failed", error="old boom"),
+    ]
+    old_results = [
+        _result("hemis-0-old", "synthetic", "hemis", 0, c, r, "overall", "all", "accuracy", 0.1)
+        for c, r in [("none", 0.0), ("mcar:0.5", 0.5)]
+    ]
+    runs = pd.concat([pd.DataFrame(old), runs], ignore_index=True)  # planned first
+    results = pd.concat([pd.DataFrame(old_results), results], ignore_index=True)
+    text = write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8")
+    page = Page(text)
+    assert "hemis representation 71.0 [" in squash(page.sections["leaderboard"])
+    assert "old boom" not in page.sections["failures"]
+    assert "2 run(s) left out: a later run of the same dataset" in squash(text)
+
+
 def test_a_training_condition_whose_runs_all_failed_is_a_failed_column(tmp_path):
     runs, results = fake_tables()
     failed = _run("lf-mar", "synthetic", "late-fusion", 0, status="failed", error="boom")

@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlmm.bench.tables import bayes_gap_metric, format_value, one_reference_copy, table_metrics
+from mlmm.bench.tables import (
+    bayes_gap_metric,
+    format_value,
+    one_reference_copy,
+    superseded_keys,
+    table_metrics,
+)
 from mlmm.errors import MlmmError
 from mlmm.eval.metrics import LOWER_IS_BETTER, PERCENT_METRICS
 from mlmm.utils import atomic_write
@@ -155,6 +161,10 @@ def write_report(
         Also rank and plot the runs whose training the time limit cut short (column
         ``time_limited`` of ``runs``); by default they are only listed, in their own section.
 
+    A run that a later run of the same (dataset, method, training condition, seed) replaced
+    (:func:`mlmm.bench.tables.superseded_keys`: the spec changed between runs) is left out,
+    and the page says how many.
+
     Returns
     -------
     pathlib.Path
@@ -164,6 +174,12 @@ def write_report(
     specs = specs if specs is not None else pd.DataFrame(columns=["name", "spec", "command"])
     if metrics is None:
         metrics = _spec_metrics(specs)
+    # an earlier configuration of a (dataset, method, training condition, seed) that a later
+    # run replaced (the spec changed between runs) is not averaged with it
+    superseded = superseded_keys(runs) | superseded_keys(results)
+    n_superseded = len(superseded & set(runs.run_key))
+    runs = runs[~runs.run_key.isin(superseded)]
+    results = results[~results.run_key.isin(superseded)]
     limited = _time_limited_keys(runs)
     if not include_time_limited:
         results = results[~results.run_key.isin(limited)]
@@ -200,6 +216,7 @@ def write_report(
 <header>
 <h1>{_e(title)}</h1>
 {_header(runs)}
+{_superseded_note(n_superseded)}
 <nav>{nav}</nav>
 </header>
 {body}
@@ -379,6 +396,16 @@ def _header(runs: pd.DataFrame) -> str:
     }
     pairs = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items.items())
     return f'<dl class="meta">{pairs}</dl>'
+
+
+def _superseded_note(n: int) -> str:
+    if not n:
+        return ""
+    return _note(
+        f"{n} run(s) left out: a later run of the same dataset, method, training condition and "
+        "seed replaced each (its configuration changed between runs: hyperparameters, budget, "
+        "dataset parameters or test conditions). mlmm export writes every stored row."
+    )
 
 
 def _overall(results: pd.DataFrame) -> pd.DataFrame:

@@ -93,6 +93,46 @@ def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([results[~ref], reference.drop_duplicates(key)], ignore_index=True)
 
 
+#: The columns that make two runs one cell of the tables: a later run of a cell replaces an
+#: earlier one (:func:`superseded_keys`).
+RUN_CELL = ("dataset", "method", "train_condition", "seed")
+
+
+def superseded_keys(frame: pd.DataFrame) -> set[str]:
+    """Keys of the runs that a later run of the same (dataset, method, training condition,
+    seed) replaces: an earlier configuration of it, left in the store when the spec changed
+    between runs (hyperparameters, budget, dataset parameters, test conditions). Averaging
+    both would mix two configurations under one seed count.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Runs (:meth:`~mlmm.bench.ResultsStore.runs`: only finished and failed runs count) or
+        tidy results (:meth:`~mlmm.bench.ResultsStore.table`, whose ``run_method`` names the
+        run of each Bayes-optimal row). "Later" is by ``finished_at`` where the frame has it,
+        else by position: the store lists runs in the order they were first planned.
+
+    Returns
+    -------
+    set of str
+    """
+    if frame.empty or "run_key" not in frame.columns:
+        return set()
+    runs = frame
+    if "run_method" in runs.columns:  # the run's method, also on its Bayes-optimal rows
+        runs = runs.assign(method=runs.run_method)
+    else:
+        runs = runs[runs.method != "bayes-optimal"]
+    if "status" in runs.columns:
+        runs = runs[runs.status.isin(["done", "failed"])]
+    runs = runs.drop_duplicates("run_key")
+    runs = runs.assign(_order=np.arange(len(runs)))
+    order = ["finished_at", "_order"] if "finished_at" in runs.columns else ["_order"]
+    runs = runs.sort_values(order, kind="stable", na_position="first")
+    latest = runs.drop_duplicates(list(RUN_CELL), keep="last")
+    return set(runs.run_key) - set(latest.run_key)
+
+
 def without_time_limited(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of runs that no time limit cut short (column ``time_limited`` of
     :meth:`~mlmm.bench.ResultsStore.table`; rows without it are kept)."""
@@ -121,6 +161,10 @@ def comparison_table(
         Also show the runs whose training the time limit cut short (they depend on the
         machine's load), marked in a ``time_limited`` column; left out by default.
 
+    A run that a later run of the same (dataset, method, training condition, seed) replaced
+    (:func:`superseded_keys`: the spec changed between runs) is left out, so one cell never
+    averages two configurations.
+
     Returns
     -------
     pandas.DataFrame
@@ -132,6 +176,9 @@ def comparison_table(
         training time and the number of seeds. Computed only from the tidy results table.
     """
     ids = ["dataset", "train_condition", "condition", "method"]
+    superseded = superseded_keys(results)
+    if superseded:
+        results = results[~results.run_key.isin(superseded)]
     if not include_time_limited:
         results = without_time_limited(results)
     results = one_reference_copy(results)
