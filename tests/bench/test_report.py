@@ -254,6 +254,22 @@ def test_an_earlier_configuration_of_a_run_is_left_out_and_counted(tmp_path):
     assert "2 run(s) left out: a later run of the same dataset" in squash(text)
 
 
+def test_time_limited_runs_included_on_request_are_marked_in_their_cells(tmp_path):
+    runs, results = fake_tables()
+    runs = runs.assign(time_limited=(runs.run_key == "hemis-0").astype(int))
+    text = squash(
+        Page(
+            write_report(runs, results, tmp_path / "r.html", include_time_limited=True).read_text(
+                encoding="utf-8"
+            )
+        ).sections["leaderboard"]
+    )
+    hemis = text[text.index("hemis representation") :]
+    assert hemis.count("1 of 2 time-limited") == 2  # both test conditions of synthetic
+    assert "late-fusion combination" in text
+    assert "time-limited" not in text[text.index("late-fusion combination") :].split("hemis")[0]
+
+
 def test_a_training_condition_whose_runs_all_failed_is_a_failed_column(tmp_path):
     runs, results = fake_tables()
     failed = _run("lf-mar", "synthetic", "late-fusion", 0, status="failed", error="boom")

@@ -78,7 +78,7 @@ table { border-collapse: collapse; margin: .5em 0 1em; font-variant-numeric: tab
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; white-space: nowrap; }
 td.empty { background: #fbeaea; color: #a33; text-align: center; }
-.failed { color: #a33; font-weight: 600; } .tie { color: #a60; }
+.failed { color: #a33; font-weight: 600; } .tie { color: #a60; } .cut { color: #a60; }
 details { margin: .3em 0 1em; } summary { cursor: pointer; color: #335; }
 pre.spec { background: #f7f7f7; padding: .6em; overflow-x: auto; max-width: 60em; }
 .best { font-weight: 700; } .rank { color: #888; font-size: 85%; } .muted { color: #999; }
@@ -187,7 +187,7 @@ def write_report(
     families = dict(zip(runs.method, runs.family, strict=True)) | {BAYES: "Bayes-optimal"}
     colors = _colors(sorted(set(results.method) | set(runs.method)))
     sections = [
-        ("leaderboard", "Leaderboard", _leaderboard(results, families, runs, metrics)),
+        ("leaderboard", "Leaderboard", _leaderboard(results, families, runs, metrics, limited)),
         ("robustness", "Robustness to test missingness", _robustness(results, colors, metrics)),
         ("subsets", "Scores per modality subset", _subsets(results, metrics)),
         ("bayes-gap", "Gap to the Bayes-optimal reference", _bayes_gap(results, families)),
@@ -417,6 +417,7 @@ def _leaderboard(
     families: dict[str, str],
     runs: pd.DataFrame,
     metrics: Sequence[str] | None = None,
+    limited: set[str] | None = None,
 ) -> str:
     overall = _overall(results)
     overall = overall[overall.method != BAYES]
@@ -436,7 +437,8 @@ def _leaderboard(
             "method missing a column is marked with how many it has, and sorted after "
             "those with the same mean rank and more columns). A seed whose score is "
             "undefined (NaN, e.g. a diverged model) is left out of the mean and the cell says "
-            "so. Failed runs are shown as failed cells."
+            "so. Failed runs are shown as failed cells; runs a time limit cut short, when included, "
+            "are counted in their cells (1 of 2 time-limited)."
         )
     ]
     datasets = sorted(set(overall.dataset) | set(failed.dataset))
@@ -448,7 +450,7 @@ def _leaderboard(
             setting=lambda x: "train " + x.train_condition.astype(str) + " → test " + x.condition
         )
         dataset_failed = failed[failed.dataset == dataset]
-        parts.append(_ranking(d, metric, dataset, families, dataset_failed))
+        parts.append(_ranking(d, metric, dataset, families, dataset_failed, limited or set()))
     return "\n".join(parts)
 
 
@@ -458,8 +460,10 @@ def _ranking(
     dataset: str,
     families: dict[str, str],
     failed: pd.DataFrame,
+    limited: set[str] = frozenset(),
 ) -> str:
-    """One dataset's leaderboard on ``metric``: one column per (training, test) condition."""
+    """One dataset's leaderboard on ``metric``: one column per (training, test) condition;
+    a cell with runs of ``limited`` (time-limited, shown when asked) says how many."""
     lower = metric in LOWER_IS_BETTER
     stats = (
         d.groupby(["setting", "method"]).value.mean().unstack("setting")
@@ -540,6 +544,11 @@ def _ranking(
             if undefined:
                 text += f" ({len(cell) - undefined} of {len(cell)} seeds; {undefined} undefined)"
             mark = ' <span class="tie" title="within noise of the best">≈</span>' if tie else ""
+            n_cut = int(cell.run_key[cell.run_key.isin(limited)].nunique())
+            if n_cut:  # included on request: their scores depend on the machine's load
+                mark += (
+                    f' <span class="cut">{n_cut} of {cell.run_key.nunique()} time-limited</span>'
+                )
             text = f'{text} <span class="rank">#{rank}</span>{mark}{failed_mark}'
             row[setting] = _Html(f'<span class="best">{text}</span>' if rank == 1 else text)
         mean_rank = mean_ranks[method]
