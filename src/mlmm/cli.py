@@ -1163,6 +1163,8 @@ def report_command(
     )
     with ResultsStore(store, readonly=True) as db:
         runs, table, specs = db.runs(), db.table(), db.specs()
+        # a store of tuning studies or stream replays only: the report has no run to show
+        held = {"tuning study(ies)": len(db.studies()), "stream run(s)": len(db.stream_runs())}
     html = write_report(
         runs,
         table,
@@ -1171,6 +1173,12 @@ def report_command(
         specs=specs,
         include_time_limited=include_time_limited,
     )
+    if runs.empty:
+        what = ", ".join(f"{n} {name}" for name, n in held.items() if n) or "nothing"
+        _console().print(
+            f"note: {store} holds no benchmark run ({what}), so the report is empty; it shows "
+            f"the runs of mlmm bench SPEC --store {store}"
+        )
     _console().print(f"report: {html}")
 
 

@@ -487,3 +487,22 @@ def test_efficiency_shows_device_and_precision_and_a_dash_where_unknown(tmp_path
     assert "cpu 32" in late
     regression = efficiency.split("toy-regression late-fusion")[1].split("toy-regression")[0]
     assert regression.endswith("— —")  # its runs recorded neither
+
+
+def test_mlmm_report_on_a_store_of_studies_only_says_why_it_is_empty(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from mlmm import cli
+    from mlmm.bench.store import ResultsStore
+
+    store = tmp_path / "tune.db"
+    with ResultsStore(store) as db:
+        db.open_study("s1", {"method": "hemis"}, "synthetic", "hemis")
+    monkeypatch.setattr(sys, "argv", ["mlmm", "report", str(store)])
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main()
+    assert exit_code.value.code in (0, None)
+    out = " ".join(capsys.readouterr().out.split())
+    # it wrote an empty page and said nothing about why
+    assert "holds no benchmark run (1 tuning study(ies)), so the report is empty" in out
+    assert (tmp_path / "tune.html").exists()
