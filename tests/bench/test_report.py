@@ -270,6 +270,17 @@ def test_time_limited_runs_included_on_request_are_marked_in_their_cells(tmp_pat
     assert "time-limited" not in text[text.index("late-fusion combination") :].split("hemis")[0]
 
 
+def test_a_test_condition_a_finished_run_could_not_score_is_named_in_failures(tmp_path):
+    runs, results = fake_tables()
+    errors = '{"mar:0.5": "missing rate 0.5 in \'mar:0.5\' is infeasible"}'
+    runs = runs.assign(condition_errors=[errors] + [None] * (len(runs) - 1))
+    page = Page(write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8"))
+    text = squash(page.sections["failures"])
+    # the terminal said so; the report only showed an empty cell
+    assert "1 test condition(s) of finished runs could not be scored" in text
+    assert "late-fusion 0 none mar:0.5 late-fusion-0" in text and "is infeasible" in text
+
+
 def test_a_training_condition_whose_runs_all_failed_is_a_failed_column(tmp_path):
     runs, results = fake_tables()
     failed = _run("lf-mar", "synthetic", "late-fusion", 0, status="failed", error="boom")

@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import html
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -1011,7 +1012,45 @@ def _failures(runs: pd.DataFrame) -> str:
         parts.append(_table(rows))
     if unfinished:
         parts.append(_note(f"{unfinished} run(s) had not finished when this report was written."))
+    parts.append(_unscored_conditions(runs))
     return "\n".join(parts)
+
+
+def _unscored_conditions(runs: pd.DataFrame) -> str:
+    """The test conditions finished runs could not score (column ``condition_errors``, JSON
+    ``{condition: error}``): their cells are empty in the tables above, and this says why."""
+    if "condition_errors" not in runs.columns:
+        return ""
+    done = runs[(runs.status == "done") & runs.condition_errors.notna()]
+    rows = []
+    for r in done.itertuples(index=False):
+        try:
+            errors = json.loads(r.condition_errors)
+        except (TypeError, ValueError):
+            errors = {"?": str(r.condition_errors)}
+        for condition, error in (errors if isinstance(errors, dict) else {}).items():
+            rows.append(
+                {
+                    "dataset": r.dataset,
+                    "method": r.method,
+                    "seed": r.seed,
+                    "train condition": r.train_condition,
+                    "test condition": condition,
+                    "run": r.run_key,
+                    "error": _Html(f'<pre class="error">{_e(error)}</pre>'),
+                }
+            )
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            _note(
+                f"{len(rows)} test condition(s) of finished runs could not be scored (their "
+                "other conditions were): their cells above are empty."
+            ),
+            _table(rows),
+        ]
+    )
 
 
 def _reproduce(specs: pd.DataFrame) -> str:
