@@ -253,6 +253,14 @@ def test_an_earlier_configuration_of_a_run_is_left_out_and_counted(tmp_path):
     assert "old boom" not in page.sections["failures"]
     assert "2 run(s) left out: a later run of the same dataset" in squash(text)
 
+    # the earlier configuration run again finishes last: it is the one shown, and the cell
+    # is not emptied by the results' order disagreeing with the finish times
+    runs = runs.assign(finished_at=[9.0, 9.0] + [1.0] * (len(runs) - 2))
+    page = Page(write_report(runs, results, tmp_path / "r2.html").read_text(encoding="utf-8"))
+    text = squash(page.sections["leaderboard"])
+    assert "hemis representation 41.0 [" in text  # (10.0 + 72.0) / 2: hemis-0 left out
+    assert "old boom" in page.sections["failures"]
+
 
 def test_time_limited_runs_included_on_request_are_marked_in_their_cells(tmp_path):
     runs, results = fake_tables()

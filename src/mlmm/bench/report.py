@@ -177,8 +177,9 @@ def write_report(
         metrics = _spec_metrics(specs)
     # an earlier configuration of a (dataset, method, training condition, seed) that a later
     # run replaced (the spec changed between runs) is not averaged with it
-    superseded = superseded_keys(runs) | superseded_keys(results)
-    n_superseded = len(superseded & set(runs.run_key))
+    # (by the runs' finish times where they have them: the results know only their order)
+    superseded = superseded_keys(runs)
+    n_superseded = len(superseded)
     runs = runs[~runs.run_key.isin(superseded)]
     results = results[~results.run_key.isin(superseded)]
     limited = _time_limited_keys(runs)
