@@ -324,6 +324,33 @@ def test_robustness_panels_are_per_training_condition_and_test_mechanism():
     }  # fmt: skip
 
 
+def test_no_trained_as_tested_panel_holds_the_bayes_reference_alone():
+    from mlmm.bench.report import _robustness_panels
+
+    # no model was trained under its test condition: each 'trained as tested' panel (mcar,
+    # fixed) drew only the Bayes reference over every test condition of the spec
+    rows = [
+        ("mcar:0.4", "none", 0.0), ("mcar:0.4", "mcar:0.3", 0.3), ("mcar:0.4", "mcar:0.6", 0.6),
+        ("mcar:0.4", "fixed:+a", 0.5), ("none", "mcar:0.4", 0.4), ("none", "mar:0.3", 0.3),
+    ]  # fmt: skip
+    d = pd.DataFrame(
+        [
+            dict(method=m, train_condition=t, condition=c, slot_rate=r, value=0.8, seed=0)
+            for t, c, r in rows
+            for m in ("hemis", "bayes-optimal")
+        ]
+    )
+    panels = _robustness_panels(d)
+    assert set(panels) == {"trained on mcar:0.4, tested mcar", "trained on mcar:0.4, tested fixed"}
+    # a model trained as tested gets its panel, with the reference at its conditions only
+    d = pd.concat(
+        [d, d[d.condition == "mcar:0.4"].assign(train_condition="mcar:0.4")], ignore_index=True
+    )
+    d = pd.concat([d, d[d.condition == "none"].assign(train_condition="none")], ignore_index=True)
+    panel = _robustness_panels(d)["trained as tested (mcar)"]
+    assert set(panel.condition) == {"none", "mcar:0.4"}
+
+
 def test_many_subsets_are_summarised_with_the_full_table_folded_away(tmp_path):
     from itertools import combinations
 

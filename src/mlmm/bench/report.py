@@ -620,13 +620,18 @@ def _robustness_panels(d: pd.DataFrame) -> dict[str, pd.DataFrame]:
             candidates[f"trained on {trained_on}, tested {mech}"] = g[
                 g.mechanism.isin([mech, "none"])
             ]
-    matched = d[(d.trained_on == d.condition) | (d.method == BAYES)]
+    # the Bayes reference only where a model was trained as tested: a panel of it alone
+    # (every test condition of the spec) has no model to compare with it
+    trained_as_tested = (d.trained_on == d.condition) & (d.method != BAYES)
+    tested = set(d.condition[trained_as_tested])
+    matched = d[trained_as_tested | ((d.method == BAYES) & d.condition.isin(tested))]
     for mech in sorted(set(matched.mechanism) - {"none"}):
         candidates[f"trained as tested ({mech})"] = matched[matched.mechanism.isin([mech, "none"])]
     return {
         name: g
         for name, g in candidates.items()
-        if g.groupby("condition").slot_rate.mean().round(3).nunique() >= 2
+        if (g.method != BAYES).any()
+        and g.groupby("condition").slot_rate.mean().round(3).nunique() >= 2
     }
 
 
