@@ -112,3 +112,15 @@ def test_an_earlier_configuration_of_a_run_is_not_averaged_with_the_later_one():
          for r in _rows("syn", meth, 0, {"accuracy": 0.5})]
     )  # fmt: skip
     assert superseded_keys(other) == set()
+
+
+def test_each_dataset_keeps_its_rows_together_with_its_bayes_reference():
+    rows = []
+    for dataset in ("syn", "other"):
+        rows += [dict(r, run_key=f"{dataset}-m") for r in _rows(dataset, "m", 0, {"accuracy": 0.7})]
+    rows += [dict(r, run_key="syn-m") for r in _rows("syn", "bayes-optimal", 0, {"accuracy": 0.9})]
+    table = comparison_table(pd.DataFrame(rows))
+    # the reference of 'syn' was printed last, below the rows of 'other'
+    assert list(zip(table.dataset, table.method, strict=True)) == [
+        ("syn", "m"), ("syn", "bayes-optimal"), ("other", "m")
+    ]  # fmt: skip

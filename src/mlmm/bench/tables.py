@@ -235,6 +235,12 @@ def comparison_table(
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    # each dataset's rows together, each training condition's within them: the Bayes rows
+    # (appended by one_reference_copy) came after every dataset's
+    order = {c: {v: i for i, v in enumerate(pd.unique(table[c]))} for c in ids[:2]}
+    table = table.sort_values(
+        ids[:2], key=lambda column: column.map(order[column.name]), kind="stable"
+    ).reset_index(drop=True)
     # the metric columns first; datasets of different tasks share one table, and a metric of
     # the other task has no value ("-")
     metric_columns = list(dict.fromkeys(m for ms in shown.values() for m in ms))
