@@ -236,8 +236,15 @@ def test_a_hyperparameter_out_of_range_stops_the_benchmark_before_any_run(
     message = str(err.value)
     assert "'hemis'" in message and "hidden" in message and "\n" not in message
     assert calls == []  # nothing trained, nothing recorded as failed
+    # nor left pending: a corrected spec has other keys and never ran them, so the report
+    # counted them as unfinished forever
+    assert not (tmp_path / "r.db").exists()
+    with ResultsStore(tmp_path / "r.db") as db:  # a store of another spec's runs
+        db.add_runs("tiny", load_spec(tiny_spec_file).runs())
+    with pytest.raises(MlmmError, match="'hemis'"):
+        run_benchmark(parse_spec(data), tmp_path / "r.db", threads=1)
     with ResultsStore(tmp_path / "r.db") as db:
-        assert set(db.status().values()) == {"pending"}
+        assert set(db.runs().method) == {"late-fusion", "zero-impute"}
 
 
 def test_kill_9_mid_benchmark_then_rerun_gives_the_same_rows(tmp_path, tiny_spec_file):

@@ -28,7 +28,7 @@ import sysconfig
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as connection_wait
 from pathlib import Path
@@ -291,6 +291,20 @@ def _load_once(run: RunConfig, datasets: dict[str, Any]) -> Any:
         except MlmmError as err:  # not the split's fault, as the callers' errors would say
             raise MlmmError(f"dataset {run.dataset!r} cannot be loaded: {err}") from None
     return datasets[key]
+
+
+def _left_to_do(
+    store: str | Path, runs: Sequence[RunConfig], retry_failed: bool, rerun: Collection[str]
+) -> list[RunConfig]:
+    """The runs a benchmark will run, read from the store without writing to it (all of
+    them when it does not exist yet): those not done, failed ones only with ``retry_failed``,
+    and every run of a method in ``rerun``."""
+    if not Path(store).is_file():
+        return list(runs)
+    with ResultsStore(store, readonly=True) as db:
+        status = db.status([r.key for r in runs])
+    finished = {"done"} if retry_failed else {"done", "failed"}
+    return [r for r in runs if r.method in rerun or status.get(r.key) not in finished]
 
 
 def check_models(runs: Sequence[RunConfig], datasets: dict[str, Any] | None = None) -> None:
@@ -1197,6 +1211,9 @@ def run_benchmark(
     datasets: dict[str, Any] = {}  # loaded once for both checks
     # an infeasible condition stops here, before the store has runs
     check_conditions(runs, datasets)
+    # and so does a model that cannot be built: its runs were left pending in the store, and
+    # a corrected spec (other keys) never ran them, so reports counted them as unfinished
+    check_models(_left_to_do(store, runs, retry_failed, rerun), datasets)
     db = ResultsStore(store)
     try:
         db.add_runs(spec.name, runs)
@@ -1220,7 +1237,6 @@ def run_benchmark(
         if chosen:  # no workers for runs already in the store
             progress.jobs = jobs = min(jobs, max(1, len(todo)))
         event("plan", None, progress)
-        check_models(todo, datasets)  # a hyperparameter out of range stops everything, in one line
     except BaseException:
         db.close()
         raise
