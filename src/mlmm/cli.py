@@ -1075,7 +1075,7 @@ def _run_bench(
     if not table.empty:
         console.print(
             _table(
-                comparison_table(table, suite.metrics, include_time_limited),
+                comparison_table(table, suite.metrics, include_time_limited, runs=run_rows),
                 "comparison (mean ± std over seeds, accuracy-type metrics in %; rates = fraction "
                 "of missing (sample, modality) slots unless the spec says unit=samples)",
             )

@@ -124,3 +124,20 @@ def test_each_dataset_keeps_its_rows_together_with_its_bayes_reference():
     assert list(zip(table.dataset, table.method, strict=True)) == [
         ("syn", "m"), ("syn", "bayes-optimal"), ("other", "m")
     ]  # fmt: skip
+
+
+def test_failed_seeds_are_counted_beside_the_finished_ones():
+    rows = []
+    for seed in (0, 1):
+        rows += [dict(r, run_key=f"m{seed}") for r in _rows("syn", "m", seed, {"accuracy": 0.7})]
+    rows += [dict(r, run_key="n0") for r in _rows("syn", "n", 0, {"accuracy": 0.6})]
+    runs = pd.DataFrame(
+        [dict(run_key=k, dataset="syn", method=m, train_condition="mcar:0.5", seed=s, status=st)
+         for k, m, s, st in [("m0", "m", 0, "done"), ("m1", "m", 1, "done"),
+                             ("n0", "n", 0, "done"), ("n1", "n", 1, "failed")]]
+    )  # fmt: skip
+    table = comparison_table(pd.DataFrame(rows), runs=runs).set_index("method")
+    # 'n' read "60.0, seeds 1" beside 'm' with 2, its failed seed only in a line below
+    assert (table.loc["n", "seeds"], table.loc["n", "failed"]) == (1, 1)
+    assert table.loc["m", "failed"] == 0
+    assert "failed" not in comparison_table(pd.DataFrame(rows), runs=runs.iloc[:3]).columns

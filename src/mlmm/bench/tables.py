@@ -145,6 +145,7 @@ def comparison_table(
     results: pd.DataFrame,
     metrics: Sequence[str] | None = None,
     include_time_limited: bool = False,
+    runs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Mean ± std over seeds per (dataset, train condition, test condition, method).
 
@@ -160,6 +161,9 @@ def comparison_table(
     include_time_limited : bool
         Also show the runs whose training the time limit cut short (they depend on the
         machine's load), marked in a ``time_limited`` column; left out by default.
+    runs : pandas.DataFrame, optional
+        The runs (:meth:`mlmm.bench.ResultsStore.runs`): when some failed, a ``failed``
+        column counts the failed seeds of each row beside ``seeds``, the finished ones.
 
     A run that a later run of the same (dataset, method, training condition, seed) replaced
     (:func:`superseded_keys`: the spec changed between runs) is left out, so one cell never
@@ -182,6 +186,10 @@ def comparison_table(
     if not include_time_limited:
         results = without_time_limited(results)
     results = one_reference_copy(results)
+    failed = None  # failed seeds per (dataset, training condition, method)
+    if runs is not None and (runs.status == "failed").any():
+        failed_runs = runs[(runs.status == "failed") & ~runs.run_key.isin(superseded_keys(runs))]
+        failed = failed_runs.groupby(["dataset", "train_condition", "method"]).size()
     overall = results[results.scope == "overall"]
     shown = {d: table_metrics(g, metrics) for d, g in results.groupby("dataset", sort=False)}
     available = {d: set(g.metric) for d, g in overall.groupby("dataset", sort=False)}
@@ -231,6 +239,8 @@ def comparison_table(
             # marked: how many of the seeds' runs the time limit cut short
             cut = g.groupby("seed")["time_limited"].first().fillna(0).astype(int)
             row["time_limited"] = int(cut.sum())
+        if failed is not None:
+            row["failed"] = int(failed.get((key[0], key[1], key[3]), 0))
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
