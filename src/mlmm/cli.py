@@ -1000,6 +1000,7 @@ def _run_bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mlmm.bench.execute import run_benchmark
+    from mlmm.bench.report import studies_table
     from mlmm.bench.store import ResultsStore
     from mlmm.bench.tables import comparison_table
 
@@ -1068,6 +1069,7 @@ def _run_bench(
     keys = [r.key for r in runs]
     with ResultsStore(path) as db:
         table, run_rows, specs = db.table(keys), db.runs(keys), db.specs()
+        studies = studies_table(db) if report else None
     console.print(
         f"{outcome.ran} run(s) ran, {outcome.skipped} already in the store, "
         f"{outcome.failed} failed, in {_duration(outcome.seconds)}"
@@ -1095,6 +1097,7 @@ def _run_bench(
             metrics=suite.metrics,
             specs=specs[specs.name == suite.name],
             include_time_limited=include_time_limited,
+            studies=studies,
         )
         console.print(f"report: {html}")
 
@@ -1151,7 +1154,7 @@ def report_command(
     ] = False,
 ) -> None:
     """Write the self-contained HTML report of a results store."""
-    from mlmm.bench.report import write_report
+    from mlmm.bench.report import studies_table, write_report
     from mlmm.bench.store import ResultsStore
     from mlmm.errors import MlmmError
     from mlmm.utils import check_output_file
@@ -1164,7 +1167,8 @@ def report_command(
     with ResultsStore(store, readonly=True) as db:
         runs, table, specs = db.runs(), db.table(), db.specs()
         # a store of tuning studies or stream replays only: the report has no run to show
-        held = {"tuning study(ies)": len(db.studies()), "stream run(s)": len(db.stream_runs())}
+        studies = studies_table(db)
+        held = {"tuning study(ies)": len(studies), "stream run(s)": len(db.stream_runs())}
     html = write_report(
         runs,
         table,
@@ -1172,6 +1176,7 @@ def report_command(
         title=store.stem,
         specs=specs,
         include_time_limited=include_time_limited,
+        studies=studies,
     )
     if runs.empty:
         what = ", ".join(f"{n} {name}" for name, n in held.items() if n) or "nothing"

@@ -22,6 +22,7 @@ SECTIONS = (
     "taxonomy",
     "failures",
     "time-limited",
+    "tuning",
     "reproduce",
 )
 FAMILIES = {"late-fusion": ("combination", "ensemble"), "hemis": ("representation", "composition")}
@@ -287,6 +288,27 @@ def test_a_test_condition_a_finished_run_could_not_score_is_named_in_failures(tm
     # the terminal said so; the report only showed an empty cell
     assert "1 test condition(s) of finished runs could not be scored" in text
     assert "late-fusion 0 none mar:0.5 late-fusion-0" in text and "is infeasible" in text
+
+
+def test_tuned_runs_show_their_trials_and_the_point_they_trained_with(tmp_path):
+    runs, results = fake_tables()
+    page = Page(write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert "none: every run trained with the hyperparameters its spec gave" in squash(
+        page.sections["tuning"]
+    )
+    studies = pd.DataFrame(
+        [dict(study_key="s", run_key="hemis-1", n_trials=5, n_failed=1, best_trial=3,
+              best_value=0.41234, best_params={"dropout": 0.123456, "hidden": 64})]
+    )  # fmt: skip
+    page = Page(
+        write_report(runs, results, tmp_path / "t.html", studies=studies).read_text(
+            encoding="utf-8"
+        )
+    )
+    text = squash(page.sections["tuning"])
+    # the report said nothing of tuning: defaults and tuned points read alike
+    assert "1 run(s) tuned their hyperparameters first" in text
+    assert "synthetic hemis 1 none 5 (1 failed) 3 0.4123 dropout=0.123, hidden=64" in text
 
 
 def test_a_training_condition_whose_runs_all_failed_is_a_failed_column(tmp_path):

@@ -1,7 +1,7 @@
 """The benchmark report: one self-contained HTML page built only from the runs and results tables.
 
 Sections (stable ids): ``leaderboard``, ``robustness``, ``subsets``, ``bayes-gap``, ``efficiency``,
-``taxonomy``, ``failures``, ``time-limited``, ``reproduce``. Headings name the metric shown and its direction; the
+``taxonomy``, ``failures``, ``time-limited``, ``tuning``, ``reproduce``. Headings name the metric shown and its direction; the
 first metric of the spec's ``metrics:`` that the results hold is the primary one (else accuracy
 for classification, micro-F1 for multilabel, RMSE for regression; a multilabel leaderboard ranks
 by micro-F1 or macro AUROC only). CSS is inline and plots are PNG data URIs drawn with matplotlib's Agg
@@ -17,6 +17,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,9 @@ from mlmm.bench.tables import (
 from mlmm.errors import MlmmError
 from mlmm.eval.metrics import LOWER_IS_BETTER, PERCENT_METRICS
 from mlmm.utils import atomic_write
+
+if TYPE_CHECKING:
+    from mlmm.bench.store import ResultsStore
 
 RUN_COLUMNS = (
     "run_key", "dataset", "method", "family", "subtype", "seed", "train_condition", "status",
@@ -135,6 +139,7 @@ def write_report(
     metrics: Sequence[str] | None = None,
     specs: pd.DataFrame | None = None,
     include_time_limited: bool = False,
+    studies: pd.DataFrame | None = None,
 ) -> Path:
     """Write the benchmark report as one self-contained HTML file and return its path.
 
@@ -161,6 +166,9 @@ def write_report(
     include_time_limited : bool
         Also rank and plot the runs whose training the time limit cut short (column
         ``time_limited`` of ``runs``); by default they are only listed, in their own section.
+    studies : pandas.DataFrame, optional
+        The tuning studies of the runs (:func:`studies_table`): the "tuning" section shows,
+        per tuned run, its trials and the best point it trained with.
 
     A run that a later run of the same (dataset, method, training condition, seed) replaced
     (:func:`mlmm.bench.tables.superseded_keys`: the spec changed between runs) is left out,
@@ -197,6 +205,7 @@ def write_report(
         ("taxonomy", "Taxonomy coverage", _taxonomy(runs)),
         ("failures", "Failures", _failures(runs)),
         ("time-limited", "Time-limited runs", _time_limited(runs, include_time_limited)),
+        ("tuning", "Tuning", _tuning(runs, studies)),
         ("reproduce", "Reproduce", _reproduce(specs)),
     ]
     nav = " ".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
@@ -546,7 +555,7 @@ def _ranking(
             if undefined:
                 text += f" ({len(cell) - undefined} of {len(cell)} seeds; {undefined} undefined)"
             mark = ' <span class="tie" title="within noise of the best">≈</span>' if tie else ""
-            n_cut = int(cell.run_key[cell.run_key.isin(limited)].nunique())
+            n_cut = int(cell.run_key[cell.run_key.isin(limited)].nunique()) if limited else 0
             if n_cut:  # included on request: their scores depend on the machine's load
                 mark += (
                     f' <span class="cut">{n_cut} of {cell.run_key.nunique()} time-limited</span>'
@@ -1056,6 +1065,58 @@ def _unscored_conditions(runs: pd.DataFrame) -> str:
             ),
             _table(rows),
         ]
+    )
+
+
+def studies_table(db: ResultsStore) -> pd.DataFrame:
+    """:meth:`~mlmm.bench.ResultsStore.studies` with the best trial's point (``best_params``,
+    a dict; None for a study without a finished trial), for :func:`write_report`."""
+    studies = db.studies()
+    best = []
+    for row in studies.itertuples(index=False):
+        trials = {t["number"]: t for t in db.study_trials(row.study_key)}
+        trial = None if pd.isna(row.best_trial) else trials.get(int(row.best_trial))
+        best.append(None if trial is None else trial["params"])
+    return studies.assign(best_params=best)
+
+
+def _tuning(runs: pd.DataFrame, studies: pd.DataFrame | None) -> str:
+    """The runs that tuned first (a spec's ``tune:`` block): trials, best validation loss and
+    the point they trained with."""
+    if studies is None or studies.empty or "run_key" not in studies.columns:
+        return "<p>none: every run trained with the hyperparameters its spec gave</p>"
+    tuned = runs.merge(studies, on="run_key", how="inner", suffixes=("", "_study"))
+    if tuned.empty:
+        return "<p>none: every run trained with the hyperparameters its spec gave</p>"
+
+    def point(params: object) -> str:
+        if not isinstance(params, dict):
+            return "–"
+        return ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        )
+
+    rows = [
+        {
+            "dataset": r.dataset,
+            "method": r.method,
+            "seed": r.seed,
+            "train condition": r.train_condition,
+            "trials": f"{int(r.n_trials)}" + (f" ({int(r.n_failed)} failed)" if r.n_failed else ""),
+            "best trial": "–" if pd.isna(r.best_trial) else int(r.best_trial),
+            "best validation loss": _number(r.best_value, ".4f"),
+            "best point (trained with)": point(r.best_params),
+        }
+        for r in tuned.itertuples(index=False)
+    ]
+    return (
+        _note(
+            f"{len(rows)} run(s) tuned their hyperparameters first (the spec's tune: block), "
+            "scored on validation data carved from their own training split, never on the "
+            "test split, then trained with the best point."
+        )
+        + "\n"
+        + _table(rows, numeric=("best validation loss",))
     )
 
 
