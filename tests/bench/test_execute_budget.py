@@ -116,6 +116,22 @@ def test_an_infeasible_condition_stops_the_benchmark_before_the_store_gets_runs(
     assert calls == [] and not (tmp_path / "r.db").exists()
 
 
+def test_every_infeasible_condition_is_named_at_once():
+    # they came one per attempt: fix mcar:0.75, rerun, learn of mcar:0.8, rerun...
+    bad = spec(
+        datasets={"synthetic": {"n_samples": 240}},
+        missing=[{"train": "mcar:0.7", "test": ["none", "mcar:0.75", "mcar:0.8"]}],
+    )
+    with pytest.raises(MlmmError) as err:
+        execute.check_conditions(bad.runs())
+    message = str(err.value)
+    assert message.startswith("training condition 'mcar:0.7' cannot run on dataset 'synthetic'")
+    assert message.endswith(
+        "(infeasible too: test mcar:0.75 on synthetic, test mcar:0.8 on synthetic)"
+    )
+    assert "\n" not in message
+
+
 def test_the_built_in_suites_are_feasible_and_have_no_time_limit():
     from mlmm.bench.spec import load_suite
 

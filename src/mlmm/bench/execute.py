@@ -355,6 +355,10 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
 
     datasets = {} if datasets is None else datasets
     checked: set[str] = set()
+    # every infeasible condition, so a spec is fixed in one pass: the first in full, the
+    # others named (per dataset and condition, not per seed)
+    first: str | None = None
+    others: dict[str, None] = {}
     for run in runs:
         split_key = json.dumps(
             [_dataset_key(run), run.seed, run.test_size, run.val_size, run.split]
@@ -389,11 +393,23 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
                         f"test: [{spec!r}])"
                     )
             except MlmmError as err:
-                raise MlmmError(
-                    f"{role} condition {spec!r} cannot run on dataset {run.dataset!r} "
-                    f"(seed {run.seed}, {part} part): {err}; or limit its missing entry to "
-                    f"other datasets (datasets: [...])"
-                ) from None
+                if first is None:
+                    first = (
+                        f"{role} condition {spec!r} cannot run on dataset {run.dataset!r} "
+                        f"(seed {run.seed}, {part} part): {err}; or limit its missing entry "
+                        f"to other datasets (datasets: [...])"
+                    )
+                    first_name = f"{role} {spec} on {run.dataset}"
+                name = f"{role} {spec} on {run.dataset}"
+                if name != first_name:
+                    others[name] = None
+    if first is not None:
+        also = ""
+        if others:
+            names = list(others)
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            also = f" (infeasible too: {', '.join(names[:5])}{more})"
+        raise MlmmError(first + also)
 
 
 def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
