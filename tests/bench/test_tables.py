@@ -103,9 +103,10 @@ def test_an_earlier_configuration_of_a_run_is_not_averaged_with_the_later_one():
     runs = pd.DataFrame(
         [dict(run_key=k, dataset="syn", method="m", train_condition="mcar:0.5", seed=s,
               status="done", finished_at=t)
-         for k, s, t in [("old0", 0, 5.0), ("new0", 0, 2.0), ("x", 1, 1.0)]]
+         for k, s, t in [("old0", 0, 5.0), ("new0", 0, 2.0), ("old1", 1, 5.0), ("new1", 1, 2.0)]]
     )  # fmt: skip
-    assert superseded_keys(runs) == {"new0"}
+    assert superseded_keys(runs) == {"new0", "new1"}
+    assert comparison_table(results, runs=runs).iloc[0].accuracy == "50.0 ± 0.0"
     # another method, seed or training condition is not a later run of the cell
     other = pd.DataFrame(
         [dict(r, run_key=k, run_method=meth) for k, meth in [("a", "m"), ("b", "n")]

@@ -163,7 +163,8 @@ def comparison_table(
         machine's load), marked in a ``time_limited`` column; left out by default.
     runs : pandas.DataFrame, optional
         The runs (:meth:`mlmm.bench.ResultsStore.runs`): when some failed, a ``failed``
-        column counts the failed seeds of each row beside ``seeds``, the finished ones.
+        column counts the failed seeds of each row beside ``seeds``, the finished ones; their
+        finish times tell which of two configurations of a run is the later one.
 
     A run that a later run of the same (dataset, method, training condition, seed) replaced
     (:func:`superseded_keys`: the spec changed between runs) is left out, so one cell never
@@ -180,7 +181,8 @@ def comparison_table(
         training time and the number of seeds. Computed only from the tidy results table.
     """
     ids = ["dataset", "train_condition", "condition", "method"]
-    superseded = superseded_keys(results)
+    # by the runs' finish times when given (the results know only their order)
+    superseded = superseded_keys(results if runs is None else runs)
     if superseded:
         results = results[~results.run_key.isin(superseded)]
     if not include_time_limited:
@@ -188,7 +190,7 @@ def comparison_table(
     results = one_reference_copy(results)
     failed = None  # failed seeds per (dataset, training condition, method)
     if runs is not None and (runs.status == "failed").any():
-        failed_runs = runs[(runs.status == "failed") & ~runs.run_key.isin(superseded_keys(runs))]
+        failed_runs = runs[(runs.status == "failed") & ~runs.run_key.isin(superseded)]
         failed = failed_runs.groupby(["dataset", "train_condition", "method"]).size()
     overall = results[results.scope == "overall"]
     shown = {d: table_metrics(g, metrics) for d, g in results.groupby("dataset", sort=False)}
