@@ -247,6 +247,23 @@ def test_a_hyperparameter_out_of_range_stops_the_benchmark_before_any_run(
         assert set(db.runs().method) == {"late-fusion", "zero-impute"}
 
 
+def test_the_runs_left_to_do_are_read_without_writing_even_from_an_empty_file(
+    tmp_path, tiny_spec_file
+):
+    runs = load_spec(tiny_spec_file).runs()
+    empty = tmp_path / "empty.db"
+    empty.touch()  # a store path made by mktemp: the benchmark takes it as a new store
+    assert execute._left_to_do(empty, runs, True, ()) == runs
+    assert empty.stat().st_size == 0
+    with ResultsStore(tmp_path / "r.db") as db:
+        db.add_runs("tiny", runs)
+        assert db.claim(runs[0].key)
+        db.fail(runs[0].key, {"error": "boom"})
+    assert execute._left_to_do(tmp_path / "r.db", runs, True, ()) == runs
+    assert execute._left_to_do(tmp_path / "r.db", runs, False, ()) == runs[1:]
+    assert execute._left_to_do(tmp_path / "r.db", runs, False, ("late-fusion",)) == runs
+
+
 def test_kill_9_mid_benchmark_then_rerun_gives_the_same_rows(tmp_path, tiny_spec_file):
     reference = tmp_path / "reference.db"
     assert bench_process(tiny_spec_file, reference).wait(timeout=600) == 0

@@ -299,7 +299,7 @@ def _left_to_do(
     """The runs a benchmark will run, read from the store without writing to it (all of
     them when it does not exist yet): those not done, failed ones only with ``retry_failed``,
     and every run of a method in ``rerun``."""
-    if not Path(store).is_file():
+    if not Path(store).is_file() or Path(store).stat().st_size == 0:  # (mktemp's empty file)
         return list(runs)
     with ResultsStore(store, readonly=True) as db:
         status = db.status([r.key for r in runs])
