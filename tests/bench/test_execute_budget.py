@@ -39,10 +39,11 @@ def rows(path) -> pd.DataFrame:
 
 
 def test_same_rows_beside_a_cpu_burning_process(tmp_path):
-    run_benchmark(spec(), tmp_path / "idle.db", threads=1)
+    run_benchmark(spec(), tmp_path / "idle.db", threads=1)  # one job, in this process
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        run_benchmark(spec(), tmp_path / "busy.db", threads=1)
+        # and two jobs, in worker processes pinned to one thread each: the same rows
+        run_benchmark(spec(), tmp_path / "busy.db", jobs=2, threads=1)
     finally:
         burner.kill()
         burner.wait()
@@ -51,6 +52,7 @@ def test_same_rows_beside_a_cpu_burning_process(tmp_path):
     pd.testing.assert_frame_equal(busy, idle)
     with ResultsStore(tmp_path / "busy.db") as db:
         assert set(db.runs().time_limited) == {0}
+        assert set(db.runs().threads) == {1}  # the pinning is recorded with each run
 
 
 def test_a_time_limited_run_is_stored_marked_and_left_out(tmp_path, monkeypatch, capsys):
