@@ -1050,6 +1050,8 @@ def _run_bench(
                 )
             if kind in ("done", "failed"):
                 tag = "[red]failed[/red]" if kind == "failed" else "done"
+                if kind == "done" and progress.last_time_limited:
+                    tag = "done ([yellow]time-limited[/yellow])"
                 bar.console.print(f"{finished}/{progress.total} {run.label()}: {tag}")
 
         outcome = run_benchmark(

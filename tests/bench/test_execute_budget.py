@@ -88,6 +88,7 @@ def test_a_time_limited_run_is_stored_marked_and_left_out(tmp_path, monkeypatch,
         "missing: [{train: 'mcar:0.5', test: [none, 'mcar:0.5']}]\nseeds: [0]\n"
         "budget: {max_epochs: 10000, patience: 10000, time_limit: 0.05}\n"
     )
+    store = tmp_path / "cli.db"  # runs it again: its progress lines mark the run too
     argv = ["mlmm", "bench", str(path), "--store", str(store), "--threads", "1", "--no-report"]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_code:
@@ -95,6 +96,9 @@ def test_a_time_limited_run_is_stored_marked_and_left_out(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert exit_code.value.code in (0, None)
     assert "time-limited synthetic late-fusion mcar:0.5 seed=0" in " ".join(out.split())
+    # the progress line said "done", as for any other run
+    assert "synthetic late-fusion mcar:0.5 seed=0: done (time-limited)" in out
+    assert "logistic-mean-impute mcar:0.5 seed=0: done\n" in out
 
 
 @pytest.mark.parametrize(

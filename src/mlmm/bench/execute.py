@@ -1134,6 +1134,8 @@ class Progress:
     threads: int = 1
     retried: int = 0
     last_error: str | None = None
+    #: whether the time limit cut short the training of the run of the last "done" event
+    last_time_limited: bool = False
 
     def eta_seconds(self) -> float | None:
         """Time left: mean duration of this session's runs × runs left / parallel slots."""
@@ -1337,6 +1339,7 @@ def run_benchmark(
                 if not kept:  # no longer held here: another process took the run over
                     kind = "skipped"
                 setattr(progress, kind, getattr(progress, kind) + 1)
+                progress.last_time_limited = kind == "done" and bool(outcome.get("time_limited"))
                 event(kind, run, progress)
     except BaseException:
         for run, _ in in_flight.values():
