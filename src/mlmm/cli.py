@@ -1006,6 +1006,7 @@ def _run_bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mlmm.bench.execute import run_benchmark
+    from mlmm.bench.report import studies_table
     from mlmm.bench.store import ResultsStore
     from mlmm.bench.tables import comparison_table
 
@@ -1055,6 +1056,8 @@ def _run_bench(
                 )
             if kind in ("done", "failed"):
                 tag = "[red]failed[/red]" if kind == "failed" else "done"
+                if kind == "done" and progress.last_time_limited:
+                    tag = "done ([yellow]time-limited[/yellow])"
                 bar.console.print(f"{finished}/{progress.total} {run.label()}: {tag}")
 
         outcome = run_benchmark(
@@ -1074,6 +1077,7 @@ def _run_bench(
     keys = [r.key for r in runs]
     with ResultsStore(path) as db:
         table, run_rows, specs = db.table(keys), db.runs(keys), db.specs()
+        studies = studies_table(db) if report else None
     console.print(
         f"{outcome.ran} run(s) ran, {outcome.skipped} already in the store, "
         f"{outcome.failed} failed, in {_duration(outcome.seconds)}"
@@ -1081,7 +1085,7 @@ def _run_bench(
     if not table.empty:
         console.print(
             _table(
-                comparison_table(table, suite.metrics, include_time_limited),
+                comparison_table(table, suite.metrics, include_time_limited, runs=run_rows),
                 "comparison (mean ± std over seeds, accuracy-type metrics in %; rates = fraction "
                 "of missing (sample, modality) slots unless the spec says unit=samples)",
             )
@@ -1101,6 +1105,7 @@ def _run_bench(
             metrics=suite.metrics,
             specs=specs[specs.name == suite.name],
             include_time_limited=include_time_limited,
+            studies=studies,
         )
         console.print(f"report: {html}")
 
@@ -1157,7 +1162,7 @@ def report_command(
     ] = False,
 ) -> None:
     """Write the self-contained HTML report of a results store."""
-    from mlmm.bench.report import write_report
+    from mlmm.bench.report import studies_table, write_report
     from mlmm.bench.store import ResultsStore
     from mlmm.errors import MlmmError
     from mlmm.utils import check_output_file
@@ -1169,6 +1174,9 @@ def report_command(
     )
     with ResultsStore(store, readonly=True) as db:
         runs, table, specs = db.runs(), db.table(), db.specs()
+        # a store of tuning studies or stream replays only: the report has no run to show
+        studies = studies_table(db)
+        held = {"tuning study(ies)": len(studies), "stream run(s)": len(db.stream_runs())}
     html = write_report(
         runs,
         table,
@@ -1176,7 +1184,14 @@ def report_command(
         title=store.stem,
         specs=specs,
         include_time_limited=include_time_limited,
+        studies=studies,
     )
+    if runs.empty:
+        what = ", ".join(f"{n} {name}" for name, n in held.items() if n) or "nothing"
+        _console().print(
+            f"note: {store} holds no benchmark run ({what}), so the report is empty; it shows "
+            f"the runs of mlmm bench SPEC --store {store}"
+        )
     _console().print(f"report: {html}")
 
 

@@ -236,8 +236,32 @@ def test_a_hyperparameter_out_of_range_stops_the_benchmark_before_any_run(
     message = str(err.value)
     assert "'hemis'" in message and "hidden" in message and "\n" not in message
     assert calls == []  # nothing trained, nothing recorded as failed
+    # nor left pending: a corrected spec has other keys and never ran them, so the report
+    # counted them as unfinished forever
+    assert not (tmp_path / "r.db").exists()
+    with ResultsStore(tmp_path / "r.db") as db:  # a store of another spec's runs
+        db.add_runs("tiny", load_spec(tiny_spec_file).runs())
+    with pytest.raises(MlmmError, match="'hemis'"):
+        run_benchmark(parse_spec(data), tmp_path / "r.db", threads=1)
     with ResultsStore(tmp_path / "r.db") as db:
-        assert set(db.status().values()) == {"pending"}
+        assert set(db.runs().method) == {"late-fusion", "zero-impute"}
+
+
+def test_the_runs_left_to_do_are_read_without_writing_even_from_an_empty_file(
+    tmp_path, tiny_spec_file
+):
+    runs = load_spec(tiny_spec_file).runs()
+    empty = tmp_path / "empty.db"
+    empty.touch()  # a store path made by mktemp: the benchmark takes it as a new store
+    assert execute._left_to_do(empty, runs, True, ()) == runs
+    assert empty.stat().st_size == 0
+    with ResultsStore(tmp_path / "r.db") as db:
+        db.add_runs("tiny", runs)
+        assert db.claim(runs[0].key)
+        db.fail(runs[0].key, {"error": "boom"})
+    assert execute._left_to_do(tmp_path / "r.db", runs, True, ()) == runs
+    assert execute._left_to_do(tmp_path / "r.db", runs, False, ()) == runs[1:]
+    assert execute._left_to_do(tmp_path / "r.db", runs, False, ("late-fusion",)) == runs
 
 
 def test_kill_9_mid_benchmark_then_rerun_gives_the_same_rows(tmp_path, tiny_spec_file):

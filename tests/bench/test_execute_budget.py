@@ -39,10 +39,11 @@ def rows(path) -> pd.DataFrame:
 
 
 def test_same_rows_beside_a_cpu_burning_process(tmp_path):
-    run_benchmark(spec(), tmp_path / "idle.db", threads=1)
+    run_benchmark(spec(), tmp_path / "idle.db", threads=1)  # one job, in this process
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        run_benchmark(spec(), tmp_path / "busy.db", threads=1)
+        # and two jobs, in worker processes pinned to one thread each: the same rows
+        run_benchmark(spec(), tmp_path / "busy.db", jobs=2, threads=1)
     finally:
         burner.kill()
         burner.wait()
@@ -51,6 +52,7 @@ def test_same_rows_beside_a_cpu_burning_process(tmp_path):
     pd.testing.assert_frame_equal(busy, idle)
     with ResultsStore(tmp_path / "busy.db") as db:
         assert set(db.runs().time_limited) == {0}
+        assert set(db.runs().threads) == {1}  # the pinning is recorded with each run
 
 
 def test_a_time_limited_run_is_stored_marked_and_left_out(tmp_path, monkeypatch, capsys):
@@ -86,6 +88,7 @@ def test_a_time_limited_run_is_stored_marked_and_left_out(tmp_path, monkeypatch,
         "missing: [{train: 'mcar:0.5', test: [none, 'mcar:0.5']}]\nseeds: [0]\n"
         "budget: {max_epochs: 10000, patience: 10000, time_limit: 0.05}\n"
     )
+    store = tmp_path / "cli.db"  # runs it again: its progress lines mark the run too
     argv = ["mlmm", "bench", str(path), "--store", str(store), "--threads", "1", "--no-report"]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_code:
@@ -93,6 +96,9 @@ def test_a_time_limited_run_is_stored_marked_and_left_out(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert exit_code.value.code in (0, None)
     assert "time-limited synthetic late-fusion mcar:0.5 seed=0" in " ".join(out.split())
+    # the progress line said "done", as for any other run
+    assert "synthetic late-fusion mcar:0.5 seed=0: done (time-limited)" in out
+    assert "logistic-mean-impute mcar:0.5 seed=0: done\n" in out
 
 
 @pytest.mark.parametrize(
@@ -114,6 +120,22 @@ def test_an_infeasible_condition_stops_the_benchmark_before_the_store_gets_runs(
     assert f"'{phrase}'" in message and f"'{dataset}'" in message and "infeasible" in message
     assert "\n" not in message
     assert calls == [] and not (tmp_path / "r.db").exists()
+
+
+def test_every_infeasible_condition_is_named_at_once():
+    # they came one per attempt: fix mcar:0.75, rerun, learn of mcar:0.8, rerun...
+    bad = spec(
+        datasets={"synthetic": {"n_samples": 240}},
+        missing=[{"train": "mcar:0.7", "test": ["none", "mcar:0.75", "mcar:0.8"]}],
+    )
+    with pytest.raises(MlmmError) as err:
+        execute.check_conditions(bad.runs())
+    message = str(err.value)
+    assert message.startswith("training condition 'mcar:0.7' cannot run on dataset 'synthetic'")
+    assert message.endswith(
+        "(infeasible too: test mcar:0.75 on synthetic, test mcar:0.8 on synthetic)"
+    )
+    assert "\n" not in message
 
 
 def test_the_built_in_suites_are_feasible_and_have_no_time_limit():

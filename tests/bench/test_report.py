@@ -22,6 +22,7 @@ SECTIONS = (
     "taxonomy",
     "failures",
     "time-limited",
+    "tuning",
     "reproduce",
 )
 FAMILIES = {"late-fusion": ("combination", "ensemble"), "hemis": ("representation", "composition")}
@@ -232,6 +233,84 @@ def test_one_seed_gets_a_wilson_interval_for_accuracy_and_says_when_there_is_non
     assert "0.700 #1" in text  # RMSE of hemis, without brackets
 
 
+def test_an_earlier_configuration_of_a_run_is_left_out_and_counted(tmp_path):
+    # the spec changed between runs: the store keeps the earlier run of (synthetic, hemis,
+    # none, seed 0) and a failed earlier one of late-fusion; the report averaged the old score
+    # with the new under "2 seed(s)" and listed the old failure
+    runs, results = fake_tables()
+    old = [
+        _run("hemis-0-old", "synthetic", "hemis", 0),
+        _run("lf-0-old", "synthetic", "late-fusion", 0, status="failed", error="old boom"),
+    ]
+    old_results = [
+        _result("hemis-0-old", "synthetic", "hemis", 0, c, r, "overall", "all", "accuracy", 0.1)
+        for c, r in [("none", 0.0), ("mcar:0.5", 0.5)]
+    ]
+    runs = pd.concat([pd.DataFrame(old), runs], ignore_index=True)  # planned first
+    results = pd.concat([pd.DataFrame(old_results), results], ignore_index=True)
+    text = write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8")
+    page = Page(text)
+    assert "hemis representation 71.0 [" in squash(page.sections["leaderboard"])
+    assert "old boom" not in page.sections["failures"]
+    assert "2 run(s) left out: a later run of the same dataset" in squash(text)
+
+    # the earlier configuration run again finishes last: it is the one shown, and the cell
+    # is not emptied by the results' order disagreeing with the finish times
+    runs = runs.assign(finished_at=[9.0, 9.0] + [1.0] * (len(runs) - 2))
+    page = Page(write_report(runs, results, tmp_path / "r2.html").read_text(encoding="utf-8"))
+    text = squash(page.sections["leaderboard"])
+    assert "hemis representation 41.0 [" in text  # (10.0 + 72.0) / 2: hemis-0 left out
+    assert "old boom" in page.sections["failures"]
+
+
+def test_time_limited_runs_included_on_request_are_marked_in_their_cells(tmp_path):
+    runs, results = fake_tables()
+    runs = runs.assign(time_limited=(runs.run_key == "hemis-0").astype(int))
+    text = squash(
+        Page(
+            write_report(runs, results, tmp_path / "r.html", include_time_limited=True).read_text(
+                encoding="utf-8"
+            )
+        ).sections["leaderboard"]
+    )
+    hemis = text[text.index("hemis representation") :]
+    assert hemis.count("1 of 2 time-limited") == 2  # both test conditions of synthetic
+    assert "late-fusion combination" in text
+    assert "time-limited" not in text[text.index("late-fusion combination") :].split("hemis")[0]
+
+
+def test_a_test_condition_a_finished_run_could_not_score_is_named_in_failures(tmp_path):
+    runs, results = fake_tables()
+    errors = '{"mar:0.5": "missing rate 0.5 in \'mar:0.5\' is infeasible"}'
+    runs = runs.assign(condition_errors=[errors] + [None] * (len(runs) - 1))
+    page = Page(write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8"))
+    text = squash(page.sections["failures"])
+    # the terminal said so; the report only showed an empty cell
+    assert "1 test condition(s) of finished runs could not be scored" in text
+    assert "late-fusion 0 none mar:0.5 late-fusion-0" in text and "is infeasible" in text
+
+
+def test_tuned_runs_show_their_trials_and_the_point_they_trained_with(tmp_path):
+    runs, results = fake_tables()
+    page = Page(write_report(runs, results, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert "none: every run trained with the hyperparameters its spec gave" in squash(
+        page.sections["tuning"]
+    )
+    studies = pd.DataFrame(
+        [dict(study_key="s", run_key="hemis-1", n_trials=5, n_failed=1, best_trial=3,
+              best_value=0.41234, best_params={"dropout": 0.123456, "hidden": 64})]
+    )  # fmt: skip
+    page = Page(
+        write_report(runs, results, tmp_path / "t.html", studies=studies).read_text(
+            encoding="utf-8"
+        )
+    )
+    text = squash(page.sections["tuning"])
+    # the report said nothing of tuning: defaults and tuned points read alike
+    assert "1 run(s) tuned their hyperparameters first" in text
+    assert "synthetic hemis 1 none 5 (1 failed) 3 0.4123 dropout=0.123, hidden=64" in text
+
+
 def test_a_training_condition_whose_runs_all_failed_is_a_failed_column(tmp_path):
     runs, results = fake_tables()
     failed = _run("lf-mar", "synthetic", "late-fusion", 0, status="failed", error="boom")
@@ -265,6 +344,33 @@ def test_robustness_panels_are_per_training_condition_and_test_mechanism():
     assert set(panels["trained on mcar:0.5, tested fixed"].condition) == {
         "none", "fixed:-a", "fixed:-a-b"
     }  # fmt: skip
+
+
+def test_no_trained_as_tested_panel_holds_the_bayes_reference_alone():
+    from mlmm.bench.report import _robustness_panels
+
+    # no model was trained under its test condition: each 'trained as tested' panel (mcar,
+    # fixed) drew only the Bayes reference over every test condition of the spec
+    rows = [
+        ("mcar:0.4", "none", 0.0), ("mcar:0.4", "mcar:0.3", 0.3), ("mcar:0.4", "mcar:0.6", 0.6),
+        ("mcar:0.4", "fixed:+a", 0.5), ("none", "mcar:0.4", 0.4), ("none", "mar:0.3", 0.3),
+    ]  # fmt: skip
+    d = pd.DataFrame(
+        [
+            dict(method=m, train_condition=t, condition=c, slot_rate=r, value=0.8, seed=0)
+            for t, c, r in rows
+            for m in ("hemis", "bayes-optimal")
+        ]
+    )
+    panels = _robustness_panels(d)
+    assert set(panels) == {"trained on mcar:0.4, tested mcar", "trained on mcar:0.4, tested fixed"}
+    # a model trained as tested gets its panel, with the reference at its conditions only
+    d = pd.concat(
+        [d, d[d.condition == "mcar:0.4"].assign(train_condition="mcar:0.4")], ignore_index=True
+    )
+    d = pd.concat([d, d[d.condition == "none"].assign(train_condition="none")], ignore_index=True)
+    panel = _robustness_panels(d)["trained as tested (mcar)"]
+    assert set(panel.condition) == {"none", "mcar:0.4"}
 
 
 def test_many_subsets_are_summarised_with_the_full_table_folded_away(tmp_path):
@@ -449,3 +555,22 @@ def test_efficiency_shows_device_and_precision_and_a_dash_where_unknown(tmp_path
     assert "cpu 32" in late
     regression = efficiency.split("toy-regression late-fusion")[1].split("toy-regression")[0]
     assert regression.endswith("— —")  # its runs recorded neither
+
+
+def test_mlmm_report_on_a_store_of_studies_only_says_why_it_is_empty(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from mlmm import cli
+    from mlmm.bench.store import ResultsStore
+
+    store = tmp_path / "tune.db"
+    with ResultsStore(store) as db:
+        db.open_study("s1", {"method": "hemis"}, "synthetic", "hemis")
+    monkeypatch.setattr(sys, "argv", ["mlmm", "report", str(store)])
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main()
+    assert exit_code.value.code in (0, None)
+    out = " ".join(capsys.readouterr().out.split())
+    # it wrote an empty page and said nothing about why
+    assert "holds no benchmark run (1 tuning study(ies)), so the report is empty" in out
+    assert (tmp_path / "tune.html").exists()

@@ -83,3 +83,62 @@ def test_a_subset_undefined_on_a_seed_is_its_worst_and_the_gap_counts_the_seed()
     # seed 0's worst was b (90.0) with a skipped: the worst read 63.3, not the 50.0 of a
     assert row.worst_subset == "50.0 ± 0.0 (2 of 3) (a)"
     assert row.gap_to_bayes == "10.0 ± 0.0 (2 of 3)"  # read "10.0 ± 0.0" beside seeds = 3
+
+
+def test_an_earlier_configuration_of_a_run_is_not_averaged_with_the_later_one():
+    # the spec was edited between two runs (max_epochs 2 -> 3): the store holds both runs of
+    # each seed; the table counted 2 seeds but averaged 4 values of two configurations
+    from mlmm.bench.tables import superseded_keys
+
+    rows = []
+    for key, seed, acc in [("old0", 0, 0.5), ("old1", 1, 0.5), ("new0", 0, 0.8), ("new1", 1, 0.9)]:
+        rows += [
+            dict(r, run_key=key, run_method="m") for r in _rows("syn", "m", seed, {"accuracy": acc})
+        ]
+    results = pd.DataFrame(rows)
+    assert superseded_keys(results) == {"old0", "old1"}
+    row = comparison_table(results).iloc[0]
+    assert (row.accuracy, row.seeds) == ("85.0 ± 7.1", 2)
+    # by finish time where the runs say it: the old configuration finished last wins
+    runs = pd.DataFrame(
+        [dict(run_key=k, dataset="syn", method="m", train_condition="mcar:0.5", seed=s,
+              status="done", finished_at=t)
+         for k, s, t in [("old0", 0, 5.0), ("new0", 0, 2.0), ("old1", 1, 5.0), ("new1", 1, 2.0)]]
+    )  # fmt: skip
+    assert superseded_keys(runs) == {"new0", "new1"}
+    assert comparison_table(results, runs=runs).iloc[0].accuracy == "50.0 ± 0.0"
+    # another method, seed or training condition is not a later run of the cell
+    other = pd.DataFrame(
+        [dict(r, run_key=k, run_method=meth) for k, meth in [("a", "m"), ("b", "n")]
+         for r in _rows("syn", meth, 0, {"accuracy": 0.5})]
+    )  # fmt: skip
+    assert superseded_keys(other) == set()
+
+
+def test_each_dataset_keeps_its_rows_together_with_its_bayes_reference():
+    rows = []
+    for dataset in ("syn", "other"):
+        rows += [dict(r, run_key=f"{dataset}-m") for r in _rows(dataset, "m", 0, {"accuracy": 0.7})]
+    rows += [dict(r, run_key="syn-m") for r in _rows("syn", "bayes-optimal", 0, {"accuracy": 0.9})]
+    table = comparison_table(pd.DataFrame(rows))
+    # the reference of 'syn' was printed last, below the rows of 'other'
+    assert list(zip(table.dataset, table.method, strict=True)) == [
+        ("syn", "m"), ("syn", "bayes-optimal"), ("other", "m")
+    ]  # fmt: skip
+
+
+def test_failed_seeds_are_counted_beside_the_finished_ones():
+    rows = []
+    for seed in (0, 1):
+        rows += [dict(r, run_key=f"m{seed}") for r in _rows("syn", "m", seed, {"accuracy": 0.7})]
+    rows += [dict(r, run_key="n0") for r in _rows("syn", "n", 0, {"accuracy": 0.6})]
+    runs = pd.DataFrame(
+        [dict(run_key=k, dataset="syn", method=m, train_condition="mcar:0.5", seed=s, status=st)
+         for k, m, s, st in [("m0", "m", 0, "done"), ("m1", "m", 1, "done"),
+                             ("n0", "n", 0, "done"), ("n1", "n", 1, "failed")]]
+    )  # fmt: skip
+    table = comparison_table(pd.DataFrame(rows), runs=runs).set_index("method")
+    # 'n' read "60.0, seeds 1" beside 'm' with 2, its failed seed only in a line below
+    assert (table.loc["n", "seeds"], table.loc["n", "failed"]) == (1, 1)
+    assert table.loc["m", "failed"] == 0
+    assert "failed" not in comparison_table(pd.DataFrame(rows), runs=runs.iloc[:3]).columns

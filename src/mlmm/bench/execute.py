@@ -28,7 +28,7 @@ import sysconfig
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as connection_wait
 from pathlib import Path
@@ -293,6 +293,20 @@ def _load_once(run: RunConfig, datasets: dict[str, Any]) -> Any:
     return datasets[key]
 
 
+def _left_to_do(
+    store: str | Path, runs: Sequence[RunConfig], retry_failed: bool, rerun: Collection[str]
+) -> list[RunConfig]:
+    """The runs a benchmark will run, read from the store without writing to it (all of
+    them when it does not exist yet): those not done, failed ones only with ``retry_failed``,
+    and every run of a method in ``rerun``."""
+    if not Path(store).is_file() or Path(store).stat().st_size == 0:  # (mktemp's empty file)
+        return list(runs)
+    with ResultsStore(store, readonly=True) as db:
+        status = db.status([r.key for r in runs])
+    finished = {"done"} if retry_failed else {"done", "failed"}
+    return [r for r in runs if r.method in rerun or status.get(r.key) not in finished]
+
+
 def check_models(runs: Sequence[RunConfig], datasets: dict[str, Any] | None = None) -> None:
     """Build every model of ``runs`` once, on its dataset's modalities, before any run starts.
 
@@ -341,6 +355,10 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
 
     datasets = {} if datasets is None else datasets
     checked: set[str] = set()
+    # every infeasible condition, so a spec is fixed in one pass: the first in full, the
+    # others named (per dataset and condition, not per seed)
+    first: str | None = None
+    others: dict[str, None] = {}
     for run in runs:
         split_key = json.dumps(
             [_dataset_key(run), run.seed, run.test_size, run.val_size, run.split]
@@ -375,11 +393,23 @@ def check_conditions(runs: Sequence[RunConfig], datasets: dict[str, Any] | None 
                         f"test: [{spec!r}])"
                     )
             except MlmmError as err:
-                raise MlmmError(
-                    f"{role} condition {spec!r} cannot run on dataset {run.dataset!r} "
-                    f"(seed {run.seed}, {part} part): {err}; or limit its missing entry to "
-                    f"other datasets (datasets: [...])"
-                ) from None
+                if first is None:
+                    first = (
+                        f"{role} condition {spec!r} cannot run on dataset {run.dataset!r} "
+                        f"(seed {run.seed}, {part} part): {err}; or limit its missing entry "
+                        f"to other datasets (datasets: [...])"
+                    )
+                    first_name = f"{role} {spec} on {run.dataset}"
+                name = f"{role} {spec} on {run.dataset}"
+                if name != first_name:
+                    others[name] = None
+    if first is not None:
+        also = ""
+        if others:
+            names = list(others)
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            also = f" (infeasible too: {', '.join(names[:5])}{more})"
+        raise MlmmError(first + also)
 
 
 def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
@@ -1104,6 +1134,8 @@ class Progress:
     threads: int = 1
     retried: int = 0
     last_error: str | None = None
+    #: whether the time limit cut short the training of the run of the last "done" event
+    last_time_limited: bool = False
 
     def eta_seconds(self) -> float | None:
         """Time left: mean duration of this session's runs × runs left / parallel slots."""
@@ -1197,6 +1229,9 @@ def run_benchmark(
     datasets: dict[str, Any] = {}  # loaded once for both checks
     # an infeasible condition stops here, before the store has runs
     check_conditions(runs, datasets)
+    # and so does a model that cannot be built: its runs were left pending in the store, and
+    # a corrected spec (other keys) never ran them, so reports counted them as unfinished
+    check_models(_left_to_do(store, runs, retry_failed, rerun), datasets)
     db = ResultsStore(store)
     try:
         db.add_runs(spec.name, runs)
@@ -1220,7 +1255,6 @@ def run_benchmark(
         if chosen:  # no workers for runs already in the store
             progress.jobs = jobs = min(jobs, max(1, len(todo)))
         event("plan", None, progress)
-        check_models(todo, datasets)  # a hyperparameter out of range stops everything, in one line
     except BaseException:
         db.close()
         raise
@@ -1305,6 +1339,7 @@ def run_benchmark(
                 if not kept:  # no longer held here: another process took the run over
                     kind = "skipped"
                 setattr(progress, kind, getattr(progress, kind) + 1)
+                progress.last_time_limited = kind == "done" and bool(outcome.get("time_limited"))
                 event(kind, run, progress)
     except BaseException:
         for run, _ in in_flight.values():

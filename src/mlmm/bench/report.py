@@ -1,7 +1,7 @@
 """The benchmark report: one self-contained HTML page built only from the runs and results tables.
 
 Sections (stable ids): ``leaderboard``, ``robustness``, ``subsets``, ``bayes-gap``, ``efficiency``,
-``taxonomy``, ``failures``, ``time-limited``, ``reproduce``. Headings name the metric shown and its direction; the
+``taxonomy``, ``failures``, ``time-limited``, ``tuning``, ``reproduce``. Headings name the metric shown and its direction; the
 first metric of the spec's ``metrics:`` that the results hold is the primary one (else accuracy
 for classification, micro-F1 for multilabel, RMSE for regression; a multilabel leaderboard ranks
 by micro-F1 or macro AUROC only). CSS is inline and plots are PNG data URIs drawn with matplotlib's Agg
@@ -14,16 +14,27 @@ import base64
 import datetime as dt
 import html
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from mlmm.bench.tables import bayes_gap_metric, format_value, one_reference_copy, table_metrics
+from mlmm.bench.tables import (
+    bayes_gap_metric,
+    format_value,
+    one_reference_copy,
+    superseded_keys,
+    table_metrics,
+)
 from mlmm.errors import MlmmError
 from mlmm.eval.metrics import LOWER_IS_BETTER, PERCENT_METRICS
 from mlmm.utils import atomic_write
+
+if TYPE_CHECKING:
+    from mlmm.bench.store import ResultsStore
 
 RUN_COLUMNS = (
     "run_key", "dataset", "method", "family", "subtype", "seed", "train_condition", "status",
@@ -72,7 +83,7 @@ table { border-collapse: collapse; margin: .5em 0 1em; font-variant-numeric: tab
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; white-space: nowrap; }
 td.empty { background: #fbeaea; color: #a33; text-align: center; }
-.failed { color: #a33; font-weight: 600; } .tie { color: #a60; }
+.failed { color: #a33; font-weight: 600; } .tie { color: #a60; } .cut { color: #a60; }
 details { margin: .3em 0 1em; } summary { cursor: pointer; color: #335; }
 pre.spec { background: #f7f7f7; padding: .6em; overflow-x: auto; max-width: 60em; }
 .best { font-weight: 700; } .rank { color: #888; font-size: 85%; } .muted { color: #999; }
@@ -128,6 +139,7 @@ def write_report(
     metrics: Sequence[str] | None = None,
     specs: pd.DataFrame | None = None,
     include_time_limited: bool = False,
+    studies: pd.DataFrame | None = None,
 ) -> Path:
     """Write the benchmark report as one self-contained HTML file and return its path.
 
@@ -154,6 +166,13 @@ def write_report(
     include_time_limited : bool
         Also rank and plot the runs whose training the time limit cut short (column
         ``time_limited`` of ``runs``); by default they are only listed, in their own section.
+    studies : pandas.DataFrame, optional
+        The tuning studies of the runs (:func:`studies_table`): the "tuning" section shows,
+        per tuned run, its trials and the best point it trained with.
+
+    A run that a later run of the same (dataset, method, training condition, seed) replaced
+    (:func:`mlmm.bench.tables.superseded_keys`: the spec changed between runs) is left out,
+    and the page says how many.
 
     Returns
     -------
@@ -164,6 +183,13 @@ def write_report(
     specs = specs if specs is not None else pd.DataFrame(columns=["name", "spec", "command"])
     if metrics is None:
         metrics = _spec_metrics(specs)
+    # an earlier configuration of a (dataset, method, training condition, seed) that a later
+    # run replaced (the spec changed between runs) is not averaged with it
+    # (by the runs' finish times where they have them: the results know only their order)
+    superseded = superseded_keys(runs)
+    n_superseded = len(superseded)
+    runs = runs[~runs.run_key.isin(superseded)]
+    results = results[~results.run_key.isin(superseded)]
     limited = _time_limited_keys(runs)
     if not include_time_limited:
         results = results[~results.run_key.isin(limited)]
@@ -171,7 +197,7 @@ def write_report(
     families = dict(zip(runs.method, runs.family, strict=True)) | {BAYES: "Bayes-optimal"}
     colors = _colors(sorted(set(results.method) | set(runs.method)))
     sections = [
-        ("leaderboard", "Leaderboard", _leaderboard(results, families, runs, metrics)),
+        ("leaderboard", "Leaderboard", _leaderboard(results, families, runs, metrics, limited)),
         ("robustness", "Robustness to test missingness", _robustness(results, colors, metrics)),
         ("subsets", "Scores per modality subset", _subsets(results, metrics)),
         ("bayes-gap", "Gap to the Bayes-optimal reference", _bayes_gap(results, families)),
@@ -179,6 +205,7 @@ def write_report(
         ("taxonomy", "Taxonomy coverage", _taxonomy(runs)),
         ("failures", "Failures", _failures(runs)),
         ("time-limited", "Time-limited runs", _time_limited(runs, include_time_limited)),
+        ("tuning", "Tuning", _tuning(runs, studies)),
         ("reproduce", "Reproduce", _reproduce(specs)),
     ]
     nav = " ".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
@@ -200,6 +227,7 @@ def write_report(
 <header>
 <h1>{_e(title)}</h1>
 {_header(runs)}
+{_superseded_note(n_superseded)}
 <nav>{nav}</nav>
 </header>
 {body}
@@ -381,6 +409,16 @@ def _header(runs: pd.DataFrame) -> str:
     return f'<dl class="meta">{pairs}</dl>'
 
 
+def _superseded_note(n: int) -> str:
+    if not n:
+        return ""
+    return _note(
+        f"{n} run(s) left out: a later run of the same dataset, method, training condition and "
+        "seed replaced each (its configuration changed between runs: hyperparameters, budget, "
+        "dataset parameters or test conditions). mlmm export writes every stored row."
+    )
+
+
 def _overall(results: pd.DataFrame) -> pd.DataFrame:
     return results[results.scope == "overall"]
 
@@ -390,6 +428,7 @@ def _leaderboard(
     families: dict[str, str],
     runs: pd.DataFrame,
     metrics: Sequence[str] | None = None,
+    limited: set[str] | None = None,
 ) -> str:
     overall = _overall(results)
     overall = overall[overall.method != BAYES]
@@ -409,7 +448,8 @@ def _leaderboard(
             "method missing a column is marked with how many it has, and sorted after "
             "those with the same mean rank and more columns). A seed whose score is "
             "undefined (NaN, e.g. a diverged model) is left out of the mean and the cell says "
-            "so. Failed runs are shown as failed cells."
+            "so. Failed runs are shown as failed cells; runs a time limit cut short, when included, "
+            "are counted in their cells (1 of 2 time-limited)."
         )
     ]
     datasets = sorted(set(overall.dataset) | set(failed.dataset))
@@ -421,7 +461,7 @@ def _leaderboard(
             setting=lambda x: "train " + x.train_condition.astype(str) + " → test " + x.condition
         )
         dataset_failed = failed[failed.dataset == dataset]
-        parts.append(_ranking(d, metric, dataset, families, dataset_failed))
+        parts.append(_ranking(d, metric, dataset, families, dataset_failed, limited or set()))
     return "\n".join(parts)
 
 
@@ -431,8 +471,10 @@ def _ranking(
     dataset: str,
     families: dict[str, str],
     failed: pd.DataFrame,
+    limited: set[str] = frozenset(),
 ) -> str:
-    """One dataset's leaderboard on ``metric``: one column per (training, test) condition."""
+    """One dataset's leaderboard on ``metric``: one column per (training, test) condition;
+    a cell with runs of ``limited`` (time-limited, shown when asked) says how many."""
     lower = metric in LOWER_IS_BETTER
     stats = (
         d.groupby(["setting", "method"]).value.mean().unstack("setting")
@@ -513,6 +555,11 @@ def _ranking(
             if undefined:
                 text += f" ({len(cell) - undefined} of {len(cell)} seeds; {undefined} undefined)"
             mark = ' <span class="tie" title="within noise of the best">≈</span>' if tie else ""
+            n_cut = int(cell.run_key[cell.run_key.isin(limited)].nunique()) if limited else 0
+            if n_cut:  # included on request: their scores depend on the machine's load
+                mark += (
+                    f' <span class="cut">{n_cut} of {cell.run_key.nunique()} time-limited</span>'
+                )
             text = f'{text} <span class="rank">#{rank}</span>{mark}{failed_mark}'
             row[setting] = _Html(f'<span class="best">{text}</span>' if rank == 1 else text)
         mean_rank = mean_ranks[method]
@@ -582,13 +629,18 @@ def _robustness_panels(d: pd.DataFrame) -> dict[str, pd.DataFrame]:
             candidates[f"trained on {trained_on}, tested {mech}"] = g[
                 g.mechanism.isin([mech, "none"])
             ]
-    matched = d[(d.trained_on == d.condition) | (d.method == BAYES)]
+    # the Bayes reference only where a model was trained as tested: a panel of it alone
+    # (every test condition of the spec) has no model to compare with it
+    trained_as_tested = (d.trained_on == d.condition) & (d.method != BAYES)
+    tested = set(d.condition[trained_as_tested])
+    matched = d[trained_as_tested | ((d.method == BAYES) & d.condition.isin(tested))]
     for mech in sorted(set(matched.mechanism) - {"none"}):
         candidates[f"trained as tested ({mech})"] = matched[matched.mechanism.isin([mech, "none"])]
     return {
         name: g
         for name, g in candidates.items()
-        if g.groupby("condition").slot_rate.mean().round(3).nunique() >= 2
+        if (g.method != BAYES).any()
+        and g.groupby("condition").slot_rate.mean().round(3).nunique() >= 2
     }
 
 
@@ -975,7 +1027,97 @@ def _failures(runs: pd.DataFrame) -> str:
         parts.append(_table(rows))
     if unfinished:
         parts.append(_note(f"{unfinished} run(s) had not finished when this report was written."))
+    parts.append(_unscored_conditions(runs))
     return "\n".join(parts)
+
+
+def _unscored_conditions(runs: pd.DataFrame) -> str:
+    """The test conditions finished runs could not score (column ``condition_errors``, JSON
+    ``{condition: error}``): their cells are empty in the tables above, and this says why."""
+    if "condition_errors" not in runs.columns:
+        return ""
+    done = runs[(runs.status == "done") & runs.condition_errors.notna()]
+    rows = []
+    for r in done.itertuples(index=False):
+        try:
+            errors = json.loads(r.condition_errors)
+        except (TypeError, ValueError):
+            errors = {"?": str(r.condition_errors)}
+        for condition, error in (errors if isinstance(errors, dict) else {}).items():
+            rows.append(
+                {
+                    "dataset": r.dataset,
+                    "method": r.method,
+                    "seed": r.seed,
+                    "train condition": r.train_condition,
+                    "test condition": condition,
+                    "run": r.run_key,
+                    "error": _Html(f'<pre class="error">{_e(error)}</pre>'),
+                }
+            )
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            _note(
+                f"{len(rows)} test condition(s) of finished runs could not be scored (their "
+                "other conditions were): their cells above are empty."
+            ),
+            _table(rows),
+        ]
+    )
+
+
+def studies_table(db: ResultsStore) -> pd.DataFrame:
+    """:meth:`~mlmm.bench.ResultsStore.studies` with the best trial's point (``best_params``,
+    a dict; None for a study without a finished trial), for :func:`write_report`."""
+    studies = db.studies()
+    best = []
+    for row in studies.itertuples(index=False):
+        trials = {t["number"]: t for t in db.study_trials(row.study_key)}
+        trial = None if pd.isna(row.best_trial) else trials.get(int(row.best_trial))
+        best.append(None if trial is None else trial["params"])
+    return studies.assign(best_params=best)
+
+
+def _tuning(runs: pd.DataFrame, studies: pd.DataFrame | None) -> str:
+    """The runs that tuned first (a spec's ``tune:`` block): trials, best validation loss and
+    the point they trained with."""
+    if studies is None or studies.empty or "run_key" not in studies.columns:
+        return "<p>none: every run trained with the hyperparameters its spec gave</p>"
+    tuned = runs.merge(studies, on="run_key", how="inner", suffixes=("", "_study"))
+    if tuned.empty:
+        return "<p>none: every run trained with the hyperparameters its spec gave</p>"
+
+    def point(params: object) -> str:
+        if not isinstance(params, dict):
+            return "–"
+        return ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        )
+
+    rows = [
+        {
+            "dataset": r.dataset,
+            "method": r.method,
+            "seed": r.seed,
+            "train condition": r.train_condition,
+            "trials": f"{int(r.n_trials)}" + (f" ({int(r.n_failed)} failed)" if r.n_failed else ""),
+            "best trial": "–" if pd.isna(r.best_trial) else int(r.best_trial),
+            "best validation loss": _number(r.best_value, ".4f"),
+            "best point (trained with)": point(r.best_params),
+        }
+        for r in tuned.itertuples(index=False)
+    ]
+    return (
+        _note(
+            f"{len(rows)} run(s) tuned their hyperparameters first (the spec's tune: block), "
+            "scored on validation data carved from their own training split, never on the "
+            "test split, then trained with the best point."
+        )
+        + "\n"
+        + _table(rows, numeric=("best validation loss",))
+    )
 
 
 def _reproduce(specs: pd.DataFrame) -> str:

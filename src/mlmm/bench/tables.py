@@ -93,6 +93,46 @@ def one_reference_copy(results: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([results[~ref], reference.drop_duplicates(key)], ignore_index=True)
 
 
+#: The columns that make two runs one cell of the tables: a later run of a cell replaces an
+#: earlier one (:func:`superseded_keys`).
+RUN_CELL = ("dataset", "method", "train_condition", "seed")
+
+
+def superseded_keys(frame: pd.DataFrame) -> set[str]:
+    """Keys of the runs that a later run of the same (dataset, method, training condition,
+    seed) replaces: an earlier configuration of it, left in the store when the spec changed
+    between runs (hyperparameters, budget, dataset parameters, test conditions). Averaging
+    both would mix two configurations under one seed count.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Runs (:meth:`~mlmm.bench.ResultsStore.runs`: only finished and failed runs count) or
+        tidy results (:meth:`~mlmm.bench.ResultsStore.table`, whose ``run_method`` names the
+        run of each Bayes-optimal row). "Later" is by ``finished_at`` where the frame has it,
+        else by position: the store lists runs in the order they were first planned.
+
+    Returns
+    -------
+    set of str
+    """
+    if frame.empty or "run_key" not in frame.columns:
+        return set()
+    runs = frame
+    if "run_method" in runs.columns:  # the run's method, also on its Bayes-optimal rows
+        runs = runs.assign(method=runs.run_method)
+    else:
+        runs = runs[runs.method != "bayes-optimal"]
+    if "status" in runs.columns:
+        runs = runs[runs.status.isin(["done", "failed"])]
+    runs = runs.drop_duplicates("run_key")
+    runs = runs.assign(_order=np.arange(len(runs)))
+    order = ["finished_at", "_order"] if "finished_at" in runs.columns else ["_order"]
+    runs = runs.sort_values(order, kind="stable", na_position="first")
+    latest = runs.drop_duplicates(list(RUN_CELL), keep="last")
+    return set(runs.run_key) - set(latest.run_key)
+
+
 def without_time_limited(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of runs that no time limit cut short (column ``time_limited`` of
     :meth:`~mlmm.bench.ResultsStore.table`; rows without it are kept)."""
@@ -105,6 +145,7 @@ def comparison_table(
     results: pd.DataFrame,
     metrics: Sequence[str] | None = None,
     include_time_limited: bool = False,
+    runs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Mean ± std over seeds per (dataset, train condition, test condition, method).
 
@@ -120,6 +161,14 @@ def comparison_table(
     include_time_limited : bool
         Also show the runs whose training the time limit cut short (they depend on the
         machine's load), marked in a ``time_limited`` column; left out by default.
+    runs : pandas.DataFrame, optional
+        The runs (:meth:`mlmm.bench.ResultsStore.runs`): when some failed, a ``failed``
+        column counts the failed seeds of each row beside ``seeds``, the finished ones; their
+        finish times tell which of two configurations of a run is the later one.
+
+    A run that a later run of the same (dataset, method, training condition, seed) replaced
+    (:func:`superseded_keys`: the spec changed between runs) is left out, so one cell never
+    averages two configurations.
 
     Returns
     -------
@@ -132,9 +181,17 @@ def comparison_table(
         training time and the number of seeds. Computed only from the tidy results table.
     """
     ids = ["dataset", "train_condition", "condition", "method"]
+    # by the runs' finish times when given (the results know only their order)
+    superseded = superseded_keys(results if runs is None else runs)
+    if superseded:
+        results = results[~results.run_key.isin(superseded)]
     if not include_time_limited:
         results = without_time_limited(results)
     results = one_reference_copy(results)
+    failed = None  # failed seeds per (dataset, training condition, method)
+    if runs is not None and (runs.status == "failed").any():
+        failed_runs = runs[(runs.status == "failed") & ~runs.run_key.isin(superseded)]
+        failed = failed_runs.groupby(["dataset", "train_condition", "method"]).size()
     overall = results[results.scope == "overall"]
     shown = {d: table_metrics(g, metrics) for d, g in results.groupby("dataset", sort=False)}
     available = {d: set(g.metric) for d, g in overall.groupby("dataset", sort=False)}
@@ -184,10 +241,18 @@ def comparison_table(
             # marked: how many of the seeds' runs the time limit cut short
             cut = g.groupby("seed")["time_limited"].first().fillna(0).astype(int)
             row["time_limited"] = int(cut.sum())
+        if failed is not None:
+            row["failed"] = int(failed.get((key[0], key[1], key[3]), 0))
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    # each dataset's rows together, each training condition's within them: the Bayes rows
+    # (appended by one_reference_copy) came after every dataset's
+    order = {c: {v: i for i, v in enumerate(pd.unique(table[c]))} for c in ids[:2]}
+    table = table.sort_values(
+        ids[:2], key=lambda column: column.map(order[column.name]), kind="stable"
+    ).reset_index(drop=True)
     # the metric columns first; datasets of different tasks share one table, and a metric of
     # the other task has no value ("-")
     metric_columns = list(dict.fromkeys(m for ms in shown.values() for m in ms))
