@@ -141,8 +141,10 @@ def test_resumed_training_keeps_its_kl_annealing(tmp_path):
     class Stop(Exception):
         pass
 
+    seen = []  # the epochs each training ran, in order
+
     def trainer(folder=None, stop_after=None):
-        seen = []
+        seen.clear()
 
         def on_epoch(stage, row):
             seen.append(row["epoch"])
@@ -164,6 +166,7 @@ def test_resumed_training_keeps_its_kl_annealing(tmp_path):
     with pytest.raises(Stop):
         trainer(tmp_path, stop_after=2).fit(model(), data)
     resumed = trainer(tmp_path).fit(model(), data)
+    assert seen[0] > 1  # it resumed (a training from epoch 1 would match without the count)
     with torch.no_grad():
         expected = reference.model.eval()(test).prediction
         assert torch.equal(resumed.model.eval()(test).prediction, expected)
