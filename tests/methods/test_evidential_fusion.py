@@ -177,3 +177,17 @@ def test_resumed_training_keeps_its_kl_annealing(tmp_path):
     fresh.load_state_dict(state)
     with torch.no_grad():
         assert torch.equal(fresh.eval()(test).prediction, expected)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_data_parallel_annealing_counts_the_global_batches_each_process_steps_on(
+    monkeypatch, world_size
+):
+    """Data-parallel, the loop skips a trailing global batch of fewer than two rows a process."""
+    from mlmm.methods.combination.evidential_fusion import _loop_steps
+    from mlmm.train import distributed
+
+    monkeypatch.setattr(distributed, "current", lambda: distributed.DataParallel(0, world_size))
+    for n in range(2 * world_size, 200):
+        steps = len(list(distributed.shard_rows(torch.arange(n), 16, 0, world_size)))
+        assert _loop_steps(n, 16) == steps, n
