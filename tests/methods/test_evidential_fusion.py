@@ -106,13 +106,18 @@ def test_edl_loss_is_the_adjusted_cross_entropy_plus_the_kl_to_the_uniform_diric
     torch.testing.assert_close(_edl_loss(alpha, target, 0.0), ace)
 
 
-def test_kl_annealing_counts_the_epochs_the_training_loop_runs(monkeypatch):
+@pytest.mark.parametrize(
+    ("n_samples", "expected"),
+    [(100, [0.25, 0.25, 0.5, 0.5]), (65, [0.25, 0.5]), (129, [0.25, 0.25, 0.5, 0.5])],
+)
+def test_kl_annealing_counts_the_epochs_the_training_loop_runs(monkeypatch, n_samples, expected):
     """Was: an epoch was floor(n / batch_size) steps, but the loop's last batch may be short:
     with 100 samples in batches of 64 (2 steps an epoch) the KL weight reached epoch 2's in
-    epoch 1's second step."""
+    epoch 1's second step. Then ceil(n / batch_size), but the loop skips a lone trailing
+    row: with 65 or 129 samples epoch 2 kept epoch 1's weight."""
     from mlmm.methods.combination import evidential_fusion
 
-    data = contract_dataset(n_samples=100)
+    data = contract_dataset(n_samples=n_samples)
     model = create_method("evidential-fusion", data.specs, data.task, annealing_epochs=4)
     weights = []
     edl_loss = evidential_fusion._edl_loss
@@ -125,8 +130,8 @@ def test_kl_annealing_counts_the_epochs_the_training_loop_runs(monkeypatch):
     monkeypatch.setattr(evidential_fusion, "_edl_loss", recording)
     mlmm.Trainer(max_epochs=2, batch_size=64, seed=0, progress=False).fit(model, data)
     per_step = weights[:: len(data.specs) + 1]  # each step: one loss per modality, one fused
-    assert per_step == [0.25, 0.25, 0.5, 0.5]
-    assert model.changes_since(1)  # weights saved before warn on load
+    assert per_step == expected
+    assert model.changes_since(1) == []  # a training fix: weights saved before answer as they did
 
 
 def test_resumed_training_keeps_its_kl_annealing(tmp_path):
@@ -136,8 +141,10 @@ def test_resumed_training_keeps_its_kl_annealing(tmp_path):
     class Stop(Exception):
         pass
 
+    seen = []  # the epochs each training ran, in order
+
     def trainer(folder=None, stop_after=None):
-        seen = []
+        seen.clear()
 
         def on_epoch(stage, row):
             seen.append(row["epoch"])
@@ -159,6 +166,7 @@ def test_resumed_training_keeps_its_kl_annealing(tmp_path):
     with pytest.raises(Stop):
         trainer(tmp_path, stop_after=2).fit(model(), data)
     resumed = trainer(tmp_path).fit(model(), data)
+    assert seen[0] > 1  # it resumed (a training from epoch 1 would match without the count)
     with torch.no_grad():
         expected = reference.model.eval()(test).prediction
         assert torch.equal(resumed.model.eval()(test).prediction, expected)
@@ -169,3 +177,17 @@ def test_resumed_training_keeps_its_kl_annealing(tmp_path):
     fresh.load_state_dict(state)
     with torch.no_grad():
         assert torch.equal(fresh.eval()(test).prediction, expected)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_data_parallel_annealing_counts_the_global_batches_each_process_steps_on(
+    monkeypatch, world_size
+):
+    """Data-parallel, the loop skips a trailing global batch of fewer than two rows a process."""
+    from mlmm.methods.combination.evidential_fusion import _loop_steps
+    from mlmm.train import distributed
+
+    monkeypatch.setattr(distributed, "current", lambda: distributed.DataParallel(0, world_size))
+    for n in range(2 * world_size, 200):
+        steps = len(list(distributed.shard_rows(torch.arange(n), 16, 0, world_size)))
+        assert _loop_steps(n, 16) == steps, n

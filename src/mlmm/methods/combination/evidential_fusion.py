@@ -15,11 +15,13 @@ is the vacuous one (b = 0, u = 1), the identity of the rule.
 Deliberate differences: encoders are those of each modality's kind with a one-layer head
 (TMC uses fully connected views on pre-extracted features); each modality's loss is averaged
 over the rows where it is present; the annealing counts optimiser steps, converted to epochs
-from the training-set size (``ceil(n / batch_size)`` steps an epoch). The paper is classification only; for regression each modality
-outputs a Normal-Inverse-Gamma opinion, combined by the NIG summation of MoNIG (H. Ma, Z. Han,
-C. Zhang, H. Fu, J. T. Zhou, Q. Hu, "Trustworthy Multimodal Regression with Mixture of
-Normal-inverse Gamma Distributions", NeurIPS 2021, arXiv:2111.08456), trained with the NIG
-negative log-likelihood plus its evidence regulariser (Amini et al., NeurIPS 2020).
+from the training-set size and the batches the training loop makes of it, so the KL weight
+is the paper's ``min(1, epoch / annealing_epochs)``, constant within an epoch. The paper is
+classification only; for regression each modality outputs a Normal-Inverse-Gamma opinion,
+combined by the NIG summation of MoNIG (H. Ma, Z. Han, C. Zhang, H. Fu, J. T. Zhou, Q. Hu,
+"Trustworthy Multimodal Regression with Mixture of Normal-inverse Gamma Distributions",
+NeurIPS 2021, arXiv:2111.08456), trained with the NIG negative log-likelihood plus its
+evidence regulariser (Amini et al., NeurIPS 2020).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from mlmm.data.specs import ModalitySpec, TaskSpec
 from mlmm.methods.base import MethodOutput, MissingModalityModel, check_common, check_range
 from mlmm.methods.registry import register_method
 from mlmm.nn import build_encoder, encode_modality
+from mlmm.train import distributed
 from mlmm.tune.space import Float, Int
 
 if TYPE_CHECKING:
@@ -131,6 +134,22 @@ def _nig_loss(nig: tuple[torch.Tensor, ...], target: torch.Tensor, coef: float) 
     return nll + coef * (target - mu).abs() * (2.0 * nu + alpha)
 
 
+def _loop_steps(n_samples: int, batch_size: int) -> int:
+    """The optimiser steps one epoch of :meth:`Trainer.fit_module` takes on ``n_samples`` rows.
+
+    The loop's batches are ``ceil(n / batch_size)``, less a trailing batch it skips: a lone
+    row (in one process, when there are two rows or more), or a global batch with fewer than
+    two rows for each of ``world_size`` processes (data-parallel).
+    """
+    ddp = distributed.current()
+    full, rest = divmod(n_samples, batch_size)
+    if ddp is None:
+        kept = rest >= 2 or (rest == 1 and n_samples < 2)
+    else:
+        kept = rest >= 2 * ddp.world_size
+    return max(1, full + int(kept))
+
+
 @register_method(
     "evidential-fusion",
     family="combination",
@@ -194,9 +213,8 @@ class EvidentialFusion(MissingModalityModel):
 
     revision = 2
     revision_notes = {
-        2: "the KL annealing counts an epoch as ceil(n / batch_size) steps, the batches the "
-        "training loop makes (floor before: it annealed too fast, twice as fast when "
-        "n < 2 * batch_size)",
+        2: "the KL annealing counts an epoch as the batches the training loop makes (floor(n / "
+        "batch_size) before: it annealed too fast, twice as fast when n < 2 * batch_size)",
     }
     search_space = {
         "embed_dim": Int(16, 128, log=True),
@@ -248,15 +266,16 @@ class EvidentialFusion(MissingModalityModel):
         state.setdefault(f"{prefix}train_steps", torch.zeros_like(self.train_steps))
 
     def changes_since(self, revision: int) -> list[str]:
-        """Revision 2 changed the KL annealing, which only classification has."""
-        return super().changes_since(revision) if self.task.is_classification else []
+        """None: revision 2 changed training only (the KL annealing), so weights saved before
+        it load and answer as they did; the revision keeps a checkpoint written before it from
+        being resumed under the new annealing."""
+        return []
 
     def fit(
         self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None
     ) -> TrainHistory:
         """The shared loop, after telling the annealing how many steps make an epoch."""
-        # the loop's last batch of an epoch may be short: ceil, as the batches it makes
-        self.steps_per_epoch = max(1, math.ceil(train.n_samples / trainer.batch_size))
+        self.steps_per_epoch = _loop_steps(train.n_samples, trainer.batch_size)
         self.train_steps.zero_()  # a resumed training loads its count from the checkpoint
         return trainer.fit_module(self, train, val)
 

@@ -31,8 +31,8 @@ class MultimodalVAEImputer(MissingModalityModel):
     imputes = True
     revision = 2
     revision_notes = {
-        2: "on variable-length sequences only: impute() and the training ELBO skip the padded "
-        "steps (encoded and reconstructed before; predictions were already unaffected)",
+        2: "on variable-length sequences only: impute() no longer encodes the padded steps "
+        "(predict() was already unaffected; the training ELBO skips them too)",
     }
 
     def __init__(
@@ -58,6 +58,12 @@ class MultimodalVAEImputer(MissingModalityModel):
         self.classifier = InputLevelHead(
             self.specs, task.output_dim, hidden, depth, dropout, latent_dim
         )
+
+    def changes_since(self, revision: int) -> list[str]:
+        """Revision 2 changed :meth:`impute` on variable-length sequences only: a model without
+        a sequence modality answers as it did."""
+        has_sequence = any(s.kind == "sequence" for s in self.specs)
+        return super().changes_since(revision) if has_sequence else []
 
     @abc.abstractmethod
     def elbo_losses(
