@@ -346,3 +346,11 @@ def test_val_accuracy_counts_correct_rows_when_scores_are_finite():
     for row in trained.histories[0].epochs:
         correct = row["val_accuracy"] * 20  # a count of the 20 validation rows
         assert 0 <= correct <= 20 and correct == pytest.approx(round(correct))
+
+
+def test_a_batch_size_of_one_is_refused_not_a_training_that_trains_nothing():
+    # every one-row batch was skipped as a lone trailing row: batch_size=1 trained nothing and
+    # reported a training loss of 0 (r8's finding)
+    with pytest.raises(MlmmError, match=r"batch_size must be at least 2, got 1.*use 2 or more"):
+        Trainer(batch_size=1)
+    Trainer(batch_size=2)  # the smallest batch that trains

@@ -87,7 +87,7 @@ class Budget(BaseModel):
         None, gt=0, description="Seconds of training per run (all stages); None: no limit."
     )
     patience: int = Field(20, ge=1, description="Early-stopping patience in epochs.")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=2)  # the training loop skips one-row batches
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
     device: str = Field(
         "cpu", description="'cpu', 'cuda', 'cuda:N' or 'auto'; checked where the run trains."

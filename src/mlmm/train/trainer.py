@@ -158,6 +158,7 @@ class Trainer:
     ----------
     max_epochs : int, default 200
     batch_size : int, default 64
+        At least 2: the loop skips a one-row batch (a lone trailing row of an epoch).
     lr : float, default 1e-3
         AdamW learning rate.
     weight_decay : float, default 1e-4
@@ -248,6 +249,11 @@ class Trainer:
     ) -> None:
         check_range("max_epochs", max_epochs, 1, integer=True)
         check_range("batch_size", batch_size, 1, integer=True)
+        if batch_size == 1:  # every one-row batch would be skipped as a lone trailing row
+            raise MlmmError(
+                "batch_size must be at least 2, got 1: the training loop skips one-row batches "
+                "(batch normalisation and a noisy step), so nothing would train; use 2 or more"
+            )
         check_range("lr", lr, 0, low_inclusive=False)
         check_range("weight_decay", weight_decay, 0)
         check_range("patience", patience, 1, integer=True)
