@@ -157,3 +157,12 @@ def test_remove_fit_checkpoints_leaves_other_files(tmp_path):
     estimator_module.remove_fit_checkpoints(tmp_path)
     assert list(tmp_path.iterdir()) == [tmp_path / "notes.txt"]
     estimator_module.remove_fit_checkpoints(tmp_path / "absent")  # nothing to do
+
+
+def test_remove_fit_checkpoints_leaves_a_checkpoint_it_did_not_write(tmp_path):
+    # was: the folder's own checkpoint files went too (a Trainer's checkpoint_dir given the
+    # same folder, or `mlmm train --dataset`'s .NAME.checkpoint beside the same --out)
+    (tmp_path / "fit-0123456789abcdef").mkdir()
+    (tmp_path / "checkpoint.json").write_text("{}")
+    estimator_module.remove_fit_checkpoints(tmp_path)
+    assert list(tmp_path.iterdir()) == [tmp_path / "checkpoint.json"]

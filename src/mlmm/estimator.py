@@ -15,6 +15,7 @@ The estimators follow scikit-learn's conventions (``random_state``, ``n_features
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -355,7 +356,8 @@ def remove_fit_checkpoints(checkpoint_dir: str | Path) -> None:
     for entry in folder.iterdir():
         if _FIT_FOLDER.match(entry.name) and entry.is_dir():
             remove_checkpoint(entry)
-    remove_checkpoint(folder)  # removes the folder when nothing else is in it
+    with contextlib.suppress(OSError):  # not empty: what else is there is not ours
+        folder.rmdir()
 
 
 class _MissingModalityEstimator(BaseEstimator):
