@@ -557,15 +557,10 @@ class _MissingModalityEstimator(BaseEstimator):
         self.n_modalities_in_ = data.n_modalities
         return self
 
-    def _checkpoint_folder(self, data: MultimodalDataset, seed: int) -> Path | None:
-        """This fit's own training-checkpoint folder under ``checkpoint_dir``: ``fit-`` and a
-        hash of the estimator's parameters, the seed and the data, so that the fits of a
-        cross-validation or a grid search (clones sharing ``checkpoint_dir``) each resume their
-        own checkpoint instead of overwriting one another's. None without ``checkpoint_dir``."""
-        from mlmm.train.resume import dataset_fingerprint
-
+    def _check_checkpoint_dir(self) -> None:
+        """Refuse a ``checkpoint_dir`` that is not a path, or that could never be resumed."""
         if self.checkpoint_dir is None:
-            return None
+            return
         if not isinstance(self.checkpoint_dir, (str, Path)) or not str(self.checkpoint_dir):
             raise MlmmError(
                 f"checkpoint_dir must be a folder path (str or Path) or None, got "
@@ -582,6 +577,16 @@ class _MissingModalityEstimator(BaseEstimator):
                 "checkpoint_dir needs a fixed random_state, got None: each fit would draw "
                 "another seed and never resume a checkpoint; pass random_state=0 (or any int)"
             )
+
+    def _checkpoint_folder(self, data: MultimodalDataset, seed: int) -> Path | None:
+        """This fit's own training-checkpoint folder under ``checkpoint_dir``: ``fit-`` and a
+        hash of the estimator's parameters, the seed and the data, so that the fits of a
+        cross-validation or a grid search (clones sharing ``checkpoint_dir``) each resume their
+        own checkpoint instead of overwriting one another's. None without ``checkpoint_dir``."""
+        from mlmm.train.resume import dataset_fingerprint
+
+        if self.checkpoint_dir is None:
+            return None
         skipped = ("checkpoint_dir", "verbose", "random_state", "seed")  # seed: resolved below
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in skipped}
         run = {"estimator": type(self).__name__, "params": params, "seed": seed}
@@ -762,6 +767,7 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         multilabel task: ``classes_`` is then ``0..L-1`` (or a DataFrame's column names),
         ``predict`` returns the 0/1 matrix and ``predict_proba`` each label's probability.
         """
+        self._check_checkpoint_dir()  # before fit records anything of X or y
         try:
             shape = np.asarray(y).shape if y is not None else ()  # array-likes without ndim too
         except ValueError:  # ragged, e.g. a list of label sets
@@ -828,6 +834,7 @@ class MissingModalityRegressor(RegressorMixin, _MissingModalityEstimator):
 
     def fit(self, X: Any, y: Any) -> MissingModalityRegressor:
         """Fit on ``X`` (per-modality arrays, NaN rows = missing) and real targets ``y``."""
+        self._check_checkpoint_dir()  # before fit records anything of X
         y = _as_1d_target(y, "one value per sample", type(self).__name__)
         if y.dtype.kind == "c":
             raise MlmmError("Complex data not supported: y holds complex numbers; pass real ones")
