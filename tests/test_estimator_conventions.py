@@ -166,3 +166,16 @@ def test_column_names_that_mix_text_and_numbers_are_refused_as_scikit_learn_refu
     clf = fast().fit(mixed.set_axis(mixed.columns.astype(str), axis=1), y)
     assert clf.feature_names_in_.tolist() == ["p", "1", "r", "s", "t"]
     assert fast().fit(X.set_axis(range(5), axis=1), y).n_features_in_ == 5  # no text: no names
+
+
+def test_the_column_name_warning_points_at_the_line_that_predicts():
+    # was: the classifier's predict warned from inside mlmm/estimator.py, which Python's
+    # default filter then showed once for every line of the user's code
+    X, y = frame()
+    classifier = fast().fit(X, y)
+    regressor = mlmm.MissingModalityRegressor(method="per-modality-logistic", max_epochs=2)
+    regressor.fit(X, y.astype(float))
+    for predict in (classifier.predict, classifier.predict_proba, regressor.predict):
+        with pytest.warns(UserWarning, match="X does not have valid feature names") as caught:
+            predict(X.to_numpy())
+        assert [w.filename for w in caught] == [__file__], predict

@@ -809,10 +809,10 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (values of ``classes_``), or for a multilabel fit the 0/1 label
         matrix ``[N, n_labels]`` (a label is on at probability >= 0.5)."""
-        self._check_fitted()
+        proba = self._predict_raw(X)  # as predict_proba: a column-name warning names the caller
         if self.trained_.task.is_multilabel:
-            return (self.predict_proba(X) >= MULTILABEL_THRESHOLD).astype(np.int64)
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+            return (proba >= MULTILABEL_THRESHOLD).astype(np.int64)
+        return self.classes_[proba.argmax(axis=1)]
 
 
 class MissingModalityRegressor(RegressorMixin, _MissingModalityEstimator):
