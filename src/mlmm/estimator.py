@@ -434,13 +434,17 @@ class _MissingModalityEstimator(BaseEstimator):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Rebuild from :meth:`__getstate__`'s state: the model from its artifact bytes, checked
         as a saved artifact is, on the device it was pickled from (the CPU when that is a GPU
-        this machine lacks: none, or fewer) and predicting in the same precision."""
+        this machine lacks: none, or fewer) and predicting in the same precision. A parameter
+        the pickle lacks (added to mlmm since) takes its default, so get_params and clone work."""
         import torch
 
         from mlmm.train.trained import TrainedModel
 
         state = dict(state)
         carried = state.pop("trained_", None)
+        for name, param in inspect.signature(_MissingModalityEstimator.__init__).parameters.items():
+            if name != "self":  # a parameter added since the pickle was written: its default
+                state.setdefault(name, param.default)
         super().__setstate__(state)
         if carried is None:
             return
