@@ -179,3 +179,18 @@ def test_the_column_name_warning_points_at_the_line_that_predicts():
         with pytest.warns(UserWarning, match="X does not have valid feature names") as caught:
             predict(X.to_numpy())
         assert [w.filename for w in caught] == [__file__], predict
+
+
+def test_other_column_names_of_a_wide_table_are_told_at_once():
+    # was: the names of fit made into a set once per column: 7.7 s for 10,000 columns
+    import time
+    from types import SimpleNamespace
+
+    from mlmm.estimator import _check_feature_names
+
+    fitted = np.asarray([f"c{i}" for i in range(10_000)], dtype=object)
+    shifted = SimpleNamespace(feature_names=np.asarray([f"c{i}" for i in range(1, 10_001)]))
+    start = time.perf_counter()
+    with pytest.raises(MlmmError, match=r"unseen at fit time: 1 column\(s\) \('c10000'\)"):
+        _check_feature_names(fitted, shifted, "MissingModalityClassifier")
+    assert time.perf_counter() - start < 1.0

@@ -130,8 +130,9 @@ def _check_feature_names(fitted: np.ndarray | None, layout: Any, estimator: str)
             stacklevel=5,
         )
     elif fitted is not None and not np.array_equal(given, fitted):
-        unseen = [c for c in given if c not in set(fitted)]
-        missing = [c for c in fitted if c not in set(given)]
+        seen, now = set(fitted), set(given)  # once: a wide table has thousands of columns
+        unseen = [c for c in given if c not in seen]
+        missing = [c for c in fitted if c not in now]
         if unseen or missing:
             differs = "; ".join(
                 f"{what}: {_shown([str(c) for c in names])}"
