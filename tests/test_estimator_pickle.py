@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
 import mlmm
@@ -99,6 +100,23 @@ def test_an_estimator_pickled_with_its_model_object_still_unpickles():
     copy = mlmm.MissingModalityClassifier.__new__(mlmm.MissingModalityClassifier)
     copy.__setstate__(old_state)
     np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
+
+
+def test_an_estimator_pickled_before_checkpoint_dir_and_modalities_still_works():
+    # was: predict worked, but get_params, repr and clone raised AttributeError on the
+    # parameter the pickle lacked (checkpoint_dir)
+    X, y = tiny()
+    table = np.hstack([X["a"], np.nan_to_num(X["b"])])
+    cut = {"a": [0, 1, 2, 3], "b": [4, 5, 6]}
+    clf = mlmm.MissingModalityClassifier(method="logistic-mean-impute", modalities=cut)
+    clf.fit(table, y)
+    state = clf.__getstate__()
+    del state["checkpoint_dir"], state["modalities_"]  # neither existed then
+    old = mlmm.MissingModalityClassifier.__new__(mlmm.MissingModalityClassifier)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.predict_proba(table), clf.predict_proba(table))
+    assert old.get_params() == clf.get_params() and "checkpoint_dir" not in repr(old)
+    assert clone(old).fit(table, y).predict(table).shape == y.shape
 
 
 @pytest.mark.parametrize(("gpus", "device"), [(0, "cuda:0"), (0, "cuda"), (1, "cuda:1")])

@@ -157,3 +157,26 @@ def test_remove_fit_checkpoints_leaves_other_files(tmp_path):
     estimator_module.remove_fit_checkpoints(tmp_path)
     assert list(tmp_path.iterdir()) == [tmp_path / "notes.txt"]
     estimator_module.remove_fit_checkpoints(tmp_path / "absent")  # nothing to do
+
+
+def test_remove_fit_checkpoints_leaves_a_checkpoint_it_did_not_write(tmp_path):
+    # was: the folder's own checkpoint files went too (a Trainer's checkpoint_dir given the
+    # same folder, or `mlmm train --dataset`'s .NAME.checkpoint beside the same --out)
+    (tmp_path / "fit-0123456789abcdef").mkdir()
+    (tmp_path / "checkpoint.json").write_text("{}")
+    estimator_module.remove_fit_checkpoints(tmp_path)
+    assert list(tmp_path.iterdir()) == [tmp_path / "checkpoint.json"]
+
+
+@pytest.mark.parametrize("refused", [{"random_state": None}, {"method": "auto"}])
+def test_a_refused_checkpoint_dir_leaves_a_fitted_estimator_as_it_was(tmp_path, refused):
+    # was: refused after fit had recorded the new X's layout (and the classifier the new
+    # labels) beside the old model, so predicting on the data of the model failed or misread
+    X, y = _data(40)
+    clf = _classifier(max_epochs=1).fit(X, y)
+    before = clf.predict_proba(X)
+    other = mlmm.MultimodalArray({"a": X["a"][:, :2], "c": X["b"]})
+    with pytest.raises(MlmmError, match="checkpoint_dir"):
+        clf.set_params(checkpoint_dir=tmp_path, **refused).fit(other, np.where(y, "yes", "no"))
+    assert clf.n_features_in_ == 5 and clf.classes_.tolist() == [0, 1]
+    np.testing.assert_array_equal(clf.predict_proba(X), before)

@@ -15,6 +15,7 @@ The estimators follow scikit-learn's conventions (``random_state``, ``n_features
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -129,8 +130,9 @@ def _check_feature_names(fitted: np.ndarray | None, layout: Any, estimator: str)
             stacklevel=5,
         )
     elif fitted is not None and not np.array_equal(given, fitted):
-        unseen = [c for c in given if c not in set(fitted)]
-        missing = [c for c in fitted if c not in set(given)]
+        seen, now = set(fitted), set(given)  # once: a wide table has thousands of columns
+        unseen = [c for c in given if c not in seen]
+        missing = [c for c in fitted if c not in now]
         if unseen or missing:
             differs = "; ".join(
                 f"{what}: {_shown([str(c) for c in names])}"
@@ -355,7 +357,8 @@ def remove_fit_checkpoints(checkpoint_dir: str | Path) -> None:
     for entry in folder.iterdir():
         if _FIT_FOLDER.match(entry.name) and entry.is_dir():
             remove_checkpoint(entry)
-    remove_checkpoint(folder)  # removes the folder when nothing else is in it
+    with contextlib.suppress(OSError):  # not empty: what else is there is not ours
+        folder.rmdir()
 
 
 class _MissingModalityEstimator(BaseEstimator):
@@ -432,13 +435,17 @@ class _MissingModalityEstimator(BaseEstimator):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Rebuild from :meth:`__getstate__`'s state: the model from its artifact bytes, checked
         as a saved artifact is, on the device it was pickled from (the CPU when that is a GPU
-        this machine lacks: none, or fewer) and predicting in the same precision."""
+        this machine lacks: none, or fewer) and predicting in the same precision. A parameter
+        the pickle lacks (added to mlmm since) takes its default, so get_params and clone work."""
         import torch
 
         from mlmm.train.trained import TrainedModel
 
         state = dict(state)
         carried = state.pop("trained_", None)
+        for name, param in inspect.signature(_MissingModalityEstimator.__init__).parameters.items():
+            if name != "self":  # a parameter added since the pickle was written: its default
+                state.setdefault(name, param.default)
         super().__setstate__(state)
         if carried is None:
             return
@@ -555,15 +562,10 @@ class _MissingModalityEstimator(BaseEstimator):
         self.n_modalities_in_ = data.n_modalities
         return self
 
-    def _checkpoint_folder(self, data: MultimodalDataset, seed: int) -> Path | None:
-        """This fit's own training-checkpoint folder under ``checkpoint_dir``: ``fit-`` and a
-        hash of the estimator's parameters, the seed and the data, so that the fits of a
-        cross-validation or a grid search (clones sharing ``checkpoint_dir``) each resume their
-        own checkpoint instead of overwriting one another's. None without ``checkpoint_dir``."""
-        from mlmm.train.resume import dataset_fingerprint
-
+    def _check_checkpoint_dir(self) -> None:
+        """Refuse a ``checkpoint_dir`` that is not a path, or that could never be resumed."""
         if self.checkpoint_dir is None:
-            return None
+            return
         if not isinstance(self.checkpoint_dir, (str, Path)) or not str(self.checkpoint_dir):
             raise MlmmError(
                 f"checkpoint_dir must be a folder path (str or Path) or None, got "
@@ -580,6 +582,16 @@ class _MissingModalityEstimator(BaseEstimator):
                 "checkpoint_dir needs a fixed random_state, got None: each fit would draw "
                 "another seed and never resume a checkpoint; pass random_state=0 (or any int)"
             )
+
+    def _checkpoint_folder(self, data: MultimodalDataset, seed: int) -> Path | None:
+        """This fit's own training-checkpoint folder under ``checkpoint_dir``: ``fit-`` and a
+        hash of the estimator's parameters, the seed and the data, so that the fits of a
+        cross-validation or a grid search (clones sharing ``checkpoint_dir``) each resume their
+        own checkpoint instead of overwriting one another's. None without ``checkpoint_dir``."""
+        from mlmm.train.resume import dataset_fingerprint
+
+        if self.checkpoint_dir is None:
+            return None
         skipped = ("checkpoint_dir", "verbose", "random_state", "seed")  # seed: resolved below
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in skipped}
         run = {"estimator": type(self).__name__, "params": params, "seed": seed}
@@ -760,6 +772,7 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
         multilabel task: ``classes_`` is then ``0..L-1`` (or a DataFrame's column names),
         ``predict`` returns the 0/1 matrix and ``predict_proba`` each label's probability.
         """
+        self._check_checkpoint_dir()  # before fit records anything of X or y
         try:
             shape = np.asarray(y).shape if y is not None else ()  # array-likes without ndim too
         except ValueError:  # ragged, e.g. a list of label sets
@@ -801,10 +814,10 @@ class MissingModalityClassifier(ClassifierMixin, _MissingModalityEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (values of ``classes_``), or for a multilabel fit the 0/1 label
         matrix ``[N, n_labels]`` (a label is on at probability >= 0.5)."""
-        self._check_fitted()
+        proba = self._predict_raw(X)  # as predict_proba: a column-name warning names the caller
         if self.trained_.task.is_multilabel:
-            return (self.predict_proba(X) >= MULTILABEL_THRESHOLD).astype(np.int64)
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+            return (proba >= MULTILABEL_THRESHOLD).astype(np.int64)
+        return self.classes_[proba.argmax(axis=1)]
 
 
 class MissingModalityRegressor(RegressorMixin, _MissingModalityEstimator):
@@ -826,6 +839,7 @@ class MissingModalityRegressor(RegressorMixin, _MissingModalityEstimator):
 
     def fit(self, X: Any, y: Any) -> MissingModalityRegressor:
         """Fit on ``X`` (per-modality arrays, NaN rows = missing) and real targets ``y``."""
+        self._check_checkpoint_dir()  # before fit records anything of X
         y = _as_1d_target(y, "one value per sample", type(self).__name__)
         if y.dtype.kind == "c":
             raise MlmmError("Complex data not supported: y holds complex numbers; pass real ones")
