@@ -264,6 +264,22 @@ def test_the_runs_left_to_do_are_read_without_writing_even_from_an_empty_file(
     assert execute._left_to_do(tmp_path / "r.db", runs, False, ("late-fusion",)) == runs
 
 
+def test_a_blank_sqlite_file_is_still_taken_as_a_new_store(tmp_path, tiny_spec_file):
+    # the read before the build check refused it ("not an mlmm results store"), though the
+    # store opened to write takes a SQLite file without tables as a new store
+    import sqlite3
+    from contextlib import closing
+
+    runs = load_spec(tiny_spec_file).runs()
+    blank = tmp_path / "blank.db"
+    with closing(sqlite3.connect(blank)) as raw:
+        raw.execute("PRAGMA journal_mode=WAL")  # writes the header: a non-empty file
+    assert blank.stat().st_size > 0
+    assert execute._left_to_do(blank, runs, True, ()) == runs
+    with ResultsStore(blank) as db:
+        assert db.runs().empty
+
+
 def test_kill_9_mid_benchmark_then_rerun_gives_the_same_rows(tmp_path, tiny_spec_file):
     reference = tmp_path / "reference.db"
     assert bench_process(tiny_spec_file, reference).wait(timeout=600) == 0

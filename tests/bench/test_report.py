@@ -311,6 +311,36 @@ def test_tuned_runs_show_their_trials_and_the_point_they_trained_with(tmp_path):
     assert "synthetic hemis 1 none 5 (1 failed) 3 0.4123 dropout=0.123, hidden=64" in text
 
 
+def test_studies_table_reads_the_best_point_from_a_store(tmp_path):
+    # the tuning section was only tested on a hand-made table: the point read back from the
+    # store's trials (the lowest validation loss among complete ones) was never checked
+    from mlmm.bench.report import studies_table
+    from mlmm.bench.store import ResultsStore
+
+    def trial(number, state, value, params):
+        return dict(number=number, state=state, value=value, params=params, intermediate={},
+                    attrs={}, error=None, seconds=1.0, finished_at=1.0)  # fmt: skip
+
+    runs, results = fake_tables()
+    with ResultsStore(tmp_path / "s.db") as db:
+        db.open_study("s1", {"method": "hemis"}, "synthetic", "hemis", run_key="hemis-0")
+        db.open_study("s2", {"method": "hemis"}, "synthetic", "hemis", run_key="hemis-1")
+        db.add_trial("s1", trial(0, "complete", 0.5, {"hidden": 32}))
+        db.add_trial("s1", trial(1, "complete", 0.25, {"hidden": 64}))
+        db.add_trial("s1", trial(2, "failed", None, {"hidden": 128}))
+        studies = studies_table(db).set_index("study_key")
+    assert studies.loc["s1", "best_params"] == {"hidden": 64}
+    assert studies.loc["s2", "best_params"] is None  # no finished trial
+    page = Page(
+        write_report(runs, results, tmp_path / "r.html", studies=studies.reset_index()).read_text(
+            encoding="utf-8"
+        )
+    )
+    text = squash(page.sections["tuning"])
+    assert "synthetic hemis 0 none 3 (1 failed) 1 0.2500 hidden=64" in text
+    assert "synthetic hemis 1 none 0 – – –" in text
+
+
 def test_a_training_condition_whose_runs_all_failed_is_a_failed_column(tmp_path):
     runs, results = fake_tables()
     failed = _run("lf-mar", "synthetic", "late-fusion", 0, status="failed", error="boom")

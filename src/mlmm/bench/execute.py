@@ -298,11 +298,16 @@ def _left_to_do(
 ) -> list[RunConfig]:
     """The runs a benchmark will run, read from the store without writing to it (all of
     them when it does not exist yet): those not done, failed ones only with ``retry_failed``,
-    and every run of a method in ``rerun``."""
+    and every run of a method in ``rerun``. A file the reader refuses (a blank SQLite file,
+    which the benchmark takes as a new store, or one it refuses too) counts as holding none:
+    opening it to write says what is wrong with it."""
     if not Path(store).is_file() or Path(store).stat().st_size == 0:  # (mktemp's empty file)
         return list(runs)
-    with ResultsStore(store, readonly=True) as db:
-        status = db.status([r.key for r in runs])
+    try:
+        with ResultsStore(store, readonly=True) as db:
+            status = db.status([r.key for r in runs])
+    except MlmmError:
+        return list(runs)
     finished = {"done"} if retry_failed else {"done", "failed"}
     return [r for r in runs if r.method in rerun or status.get(r.key) not in finished]
 

@@ -414,8 +414,9 @@ def _superseded_note(n: int) -> str:
         return ""
     return _note(
         f"{n} run(s) left out: a later run of the same dataset, method, training condition and "
-        "seed replaced each (its configuration changed between runs: hyperparameters, budget, "
-        "dataset parameters or test conditions). mlmm export writes every stored row."
+        "seed replaced each (its configuration changed between runs, or another spec ran "
+        "into this store: hyperparameters, budget, dataset parameters or test conditions). "
+        "mlmm export writes every stored row."
     )
 
 
