@@ -216,3 +216,97 @@ def test_the_training_mask_of_tune_data_stays_pinned(monkeypatch, tmp_path):
     assert isinstance(result.exception, _Drawn), result.output
     assert seen == ["0087612a91506e73"]
     assert studied[0].observed.shape == (60, 2)  # a1, a2 | b1
+
+
+def test_the_training_mask_of_the_auto_estimator_stays_pinned(monkeypatch):
+    """``method="auto"`` masks all of the fit data (no validation split) before
+    ``fit_auto``, which is stopped once the mask is drawn. Digest from the code at 494529f."""
+    import mlmm
+    import mlmm.estimator
+    import mlmm.tune.auto
+
+    given = []
+
+    def fit_auto(train, **kwargs):  # the mask is drawn: no portfolio needed
+        given.append(train)
+        raise _Drawn
+
+    seen = _recording_simulate(monkeypatch, mlmm.estimator)
+    monkeypatch.setattr(mlmm.tune.auto, "fit_auto", fit_auto)
+    rng = np.random.default_rng(0)
+    X = {"a": rng.normal(size=(120, 3)), "b": rng.normal(size=(120, 2))}
+    clf = mlmm.MissingModalityClassifier(method="auto", train_missing="mcar:0.3", random_state=3)
+    with pytest.raises(_Drawn):
+        clf.fit(X, np.arange(120) % 3)
+    assert seen == ["9e90a160b59584e4"]
+    mask = np.ascontiguousarray(given[0].observed)
+    assert mask.shape == (120, 2) and not mask.all()  # every row: nothing held out, some masked
+    assert hashlib.sha256(mask.tobytes()).hexdigest()[:16] == seen[0]
+
+
+def test_the_imputation_mask_of_run_experiment_stays_pinned(monkeypatch):
+    """``imputation_scores`` (eval/imputation.py) hides its own seeded mask on the test part;
+    pinned through ``run_experiment``, which passes it the run's seed (one epoch: the mask
+    does not depend on the model). Digest from the code at 494529f."""
+    import mlmm
+    import mlmm.eval.imputation
+
+    seen = _recording_simulate(monkeypatch, mlmm.eval.imputation)
+    result = mlmm.run_experiment(
+        "synthetic",
+        "mean-impute",
+        dataset_params={"n_samples": 300},
+        missing="mcar:0.3",
+        seed=3,
+        subsets=False,
+        trainer={"max_epochs": 1},
+    )
+    assert seen == ["a6d96a7a3782273c"]
+    assert list(result.table[result.table.scope == "imputation"].condition.unique()) == ["mcar:0.5"]
+
+
+def test_the_masks_of_a_stream_run_stay_pinned(monkeypatch):
+    """``run_stream`` (stream/experiment.py) draws the test outages (``apply_outages``, one
+    stream per term and sensor) and the training missingness of its windows
+    (``train_on_stream``); stopped once both are drawn: the complete-data model is not
+    trained and the masked one stops at its creation. Digests from the code at 494529f."""
+    import mlmm
+    import mlmm.stream.experiment as experiment
+
+    seen = _recording_simulate(monkeypatch, experiment)
+    outages = []
+    apply_outages, train_on_stream = experiment.apply_outages, experiment.train_on_stream
+
+    def record_outages(stream, spec, seed):
+        left, lost = apply_outages(stream, spec, seed)
+        outages.append(lost.down)
+        return left, lost
+
+    def train(stream, method, policy, specs, train_missing, *args):
+        if train_missing == "none":  # no mask drawn for it: not trained
+            return None
+        return train_on_stream(stream, method, policy, specs, train_missing, *args)
+
+    def create_method(*args, **kwargs):  # the training mask is drawn: no training needed
+        raise _Drawn
+
+    monkeypatch.setattr(experiment, "apply_outages", record_outages)
+    monkeypatch.setattr(experiment, "train_on_stream", train)
+    monkeypatch.setattr(mlmm, "create_method", create_method)
+    with pytest.raises(_Drawn):
+        experiment.run_stream(
+            "synthetic",
+            "late-fusion",
+            outage="burst:0.3:len=2s",
+            train_missing="burst:0.3:len=2",
+            seed=3,
+            stream_params={"duration": 60.0},
+        )
+    assert seen == ["8bdb341c4f634078"]
+    (down,) = outages
+    assert all(0 < d.mean() < 1 for d in down.values())  # each sensor loses some readings
+    assert {s: hashlib.sha256(d.tobytes()).hexdigest()[:16] for s, d in down.items()} == {
+        "s0": "89630be8d6236647",
+        "s1": "9cdf48ca2a1f0dd6",
+        "s2": "158d25f5574ca809",
+    }
