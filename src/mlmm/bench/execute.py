@@ -18,6 +18,7 @@ touched (:func:`check_executor`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -436,6 +437,8 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     from mlmm.registry import load_plugins
 
     pin_threads(threads)
+    config = dict(config)
+    checkpoint = config.pop("checkpoint_dir", None)  # the coordinator's, not the run's key
     run = RunConfig.from_dict(config)
     base = {"threads": threads, "machine": platform.node(), "version": mlmm.__version__}
     start = time.perf_counter()
@@ -449,6 +452,8 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
 
             tuning = tune_run(run)
             method_params, trainer = tuning.params, {**trainer, **tuning.trainer}
+        if checkpoint is not None:
+            trainer["checkpoint_dir"] = checkpoint
         res = run_experiment(
             run.dataset,
             run.method,
@@ -491,6 +496,41 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
         "precision": trained.precision,
         "active_parameters": active_parameters(trained.model, trained.n_parameters()),
     }
+
+
+def run_checkpoint_dir(store: str | Path, run_key: str) -> Path:
+    """The training checkpoint folder of run ``run_key`` of ``store``:
+    ``.NAME.checkpoints/RUN_KEY`` beside the store file (absolute, the same in every worker)."""
+    from mlmm.train.resume import beside
+
+    return beside(Path(store).absolute(), "checkpoints") / run_key
+
+
+def run_payload(run: RunConfig, store: str | Path, executor: str) -> dict[str, Any]:
+    """What a worker receives for ``run``: its configuration and, on the local executors, the
+    training checkpoint folder it trains with (:func:`run_checkpoint_dir`), so that a run
+    killed mid-training resumes from its last written epoch. None on Ray (its workers may be
+    on other machines: a lost Ray attempt trains again from epoch 1) nor for ``auto`` (its
+    members train with trainers of their own)."""
+    config = run.to_dict()
+    if executor == "local" and run.method != "auto":
+        config["checkpoint_dir"] = str(run_checkpoint_dir(store, run.key))
+    return config
+
+
+def end_checkpoint(store: str | Path, run_key: str, outcome: dict[str, Any]) -> None:
+    """Remove the training checkpoint of a run recorded done or failed, unless its worker
+    died (``WorkerDied``: killed, out of memory), whose retry resumes from it; a run failed
+    by an error or its ``RunTimeout`` is retried from epoch 1. The checkpoints' folder goes
+    too once it is empty."""
+    from mlmm.train.resume import remove_checkpoint
+
+    if outcome["status"] == "failed" and str(outcome.get("error", "")).startswith("WorkerDied"):
+        return
+    folder = run_checkpoint_dir(store, run_key)
+    remove_checkpoint(folder)
+    with contextlib.suppress(OSError):  # other runs' checkpoints are still there
+        folder.parent.rmdir()
 
 
 def killed_before(db: ResultsStore, keys: Sequence[str]) -> bool:
@@ -1294,7 +1334,8 @@ def run_benchmark(
                 if len(in_flight) >= pool.slots:
                     waiting.append(run)
                 elif db.claim(run.key, retry_failed):
-                    in_flight[pool.submit(run.to_dict())] = (run, time.perf_counter())
+                    payload = run_payload(run, store, executor)
+                    in_flight[pool.submit(payload)] = (run, time.perf_counter())
                     progress.running = len(in_flight)
                     event("start", run, progress)
                 elif db.status([run.key])[run.key] in ("done", "failed"):
@@ -1318,7 +1359,8 @@ def run_benchmark(
                 if outcome["status"] == "lost" and tries < max_attempts:
                     if db.retry(run.key, outcome["error"]):  # the same claim, a new attempt
                         attempts[run.key] = tries + 1
-                        in_flight[pool.submit(run.to_dict())] = (run, time.perf_counter())
+                        payload = run_payload(run, store, executor)
+                        in_flight[pool.submit(payload)] = (run, time.perf_counter())
                         del in_flight[handle]
                         progress.retried += 1
                         progress.last_error = outcome["error"]
@@ -1338,6 +1380,8 @@ def run_benchmark(
                             f"each of its {tries} attempt(s); --max-attempts {max_attempts})"
                         )
                     kept = db.fail(run.key, outcome, lost=lost)
+                if kept:  # a run taken over by another process is its to finish
+                    end_checkpoint(store, run.key, outcome)
                 del in_flight[handle]  # only once recorded: a failed write releases the run
                 progress.running = len(in_flight)
                 kind = "done" if outcome["status"] == "done" else "failed"
