@@ -109,3 +109,47 @@ def test_a_killed_benchmark_run_resumes_from_its_checkpoint_and_stores_the_same_
     )
     run_benchmark(reference, tmp_path / "reference.db", jobs=1, threads=1)
     assert _values(store) == _values(tmp_path / "reference.db")
+
+
+def _auto_and_hemis_runs():
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 120}},
+            "methods": {"hemis": {}, "auto": {}},
+            "missing": ["none"],
+            "seeds": [0],
+        }
+    )
+    return {run.method: run for run in spec.runs()}
+
+
+def test_only_local_runs_of_trained_methods_get_a_checkpoint_folder(tmp_path):
+    runs = _auto_and_hemis_runs()
+    store = tmp_path / "r.db"
+    payload = execute.run_payload(runs["hemis"], store, "local")
+    assert payload.pop("checkpoint_dir") == str(
+        execute.run_checkpoint_dir(store, runs["hemis"].key)
+    )
+    assert payload == runs["hemis"].to_dict()  # the run's key is that of its configuration
+    assert "checkpoint_dir" not in execute.run_payload(runs["hemis"], store, "ray")
+    assert "checkpoint_dir" not in execute.run_payload(runs["auto"], store, "local")
+
+
+def _write_checkpoint(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / resume.STATE_FILE).write_text("{}")
+
+
+def test_a_recorded_run_removes_its_checkpoint_unless_its_worker_died(tmp_path):
+    store, key = tmp_path / "r.db", "0123456789abcdef"
+    folder = execute.run_checkpoint_dir(store, key)
+    _write_checkpoint(folder)
+    died = {"status": "failed", "error": "WorkerDied: the worker process running this run died"}
+    execute.end_checkpoint(store, key, died)
+    assert (folder / resume.STATE_FILE).is_file()  # its retry resumes from it
+    other = execute.run_checkpoint_dir(store, "fedcba9876543210")
+    _write_checkpoint(other)
+    execute.end_checkpoint(store, key, {"status": "failed", "error": "ValueError: bad"})
+    assert not folder.exists() and other.is_dir()  # the folder of checkpoints stays for other
+    execute.end_checkpoint(store, "fedcba9876543210", {"status": "done"})
+    assert not other.exists() and not other.parent.exists()
