@@ -153,3 +153,27 @@ def test_a_recorded_run_removes_its_checkpoint_unless_its_worker_died(tmp_path):
     assert not folder.exists() and other.is_dir()  # the folder of checkpoints stays for other
     execute.end_checkpoint(store, "fedcba9876543210", {"status": "done"})
     assert not other.exists() and not other.parent.exists()
+
+
+def test_rerun_trains_anew_instead_of_resuming_a_checkpoint_left_behind(
+    tmp_path, monkeypatch, capfd
+):
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 120}},
+            "methods": {"zero-impute": {}},
+            "missing": ["none"],
+            "seeds": [0],
+            "budget": {"max_epochs": 2},
+        }
+    )
+    store = tmp_path / "r.db"
+    # a checkpoint left behind, as by a run killed before it was recorded
+    monkeypatch.setattr(execute, "end_checkpoint", lambda *args: None)
+    run_benchmark(spec, store, jobs=1, threads=1)
+    (run,) = spec.runs()
+    assert (execute.run_checkpoint_dir(store, run.key) / resume.STATE_FILE).is_file()
+    capfd.readouterr()
+    # --rerun (to retake timings, or after a change the key cannot see) trains from epoch 1
+    run_benchmark(spec, store, jobs=1, threads=1, rerun=["zero-impute"])
+    assert "resuming" not in capfd.readouterr().err

@@ -521,12 +521,17 @@ def run_payload(run: RunConfig, store: str | Path, executor: str) -> dict[str, A
 def end_checkpoint(store: str | Path, run_key: str, outcome: dict[str, Any]) -> None:
     """Remove the training checkpoint of a run recorded done or failed, unless its worker
     died (``WorkerDied``: killed, out of memory), whose retry resumes from it; a run failed
-    by an error or its ``RunTimeout`` is retried from epoch 1. The checkpoints' folder goes
-    too once it is empty."""
-    from mlmm.train.resume import remove_checkpoint
-
+    by an error or its ``RunTimeout`` is retried from epoch 1."""
     if outcome["status"] == "failed" and str(outcome.get("error", "")).startswith("WorkerDied"):
         return
+    remove_run_checkpoint(store, run_key)
+
+
+def remove_run_checkpoint(store: str | Path, run_key: str) -> None:
+    """Remove run ``run_key``'s training checkpoint (:func:`run_checkpoint_dir`), and the
+    checkpoints' folder once it is empty; nothing happens when there is none."""
+    from mlmm.train.resume import remove_checkpoint
+
     folder = run_checkpoint_dir(store, run_key)
     remove_checkpoint(folder)
     with contextlib.suppress(OSError):  # other runs' checkpoints are still there
@@ -1282,7 +1287,13 @@ def run_benchmark(
         db.add_runs(spec.name, runs)
         db.save_spec(spec.name, spec_yaml(spec), command)
         if rerun:
-            db.reset(r.key for r in runs if r.method in rerun)
+            again = [r.key for r in runs if r.method in rerun]
+            claims = db.claims(again)
+            held = set(claims.run_key[claims.live])  # reset leaves them to their live process
+            db.reset(again)
+            for key in again:  # trained anew: not resumed from a checkpoint of a killed run
+                if key not in held:
+                    remove_run_checkpoint(store, key)
         # claims this process left behind (an earlier call stopped by a store error): nothing
         # of this process runs them now, yet a claim of its own never expires for it
         claims = db.claims(by_key)
