@@ -13,7 +13,8 @@ attempt recorded in the store (:meth:`~mlmm.bench.ResultsStore.attempts`); worke
 their coordinator; a pool worker still running one run past its wall-clock cap
 (:func:`run_time_cap`) is killed and replaced, and the run recorded failed; the coordinator beats a heartbeat for its claims (:class:`ClaimHeartbeat`)
 and reports runs it waits for; an executor that cannot run is refused before the store is
-touched (:func:`check_executor`).
+touched (:func:`check_executor`). A local run killed mid-training resumes from its training
+checkpoint (:func:`run_payload`); a Ray run trains again from epoch 1.
 """
 
 from __future__ import annotations
