@@ -510,7 +510,7 @@ def run_checkpoint_dir(store: str | Path, run_key: str) -> Path:
 def run_payload(run: RunConfig, store: str | Path, executor: str) -> dict[str, Any]:
     """What a worker receives for ``run``: its configuration and, on the local executors, the
     training checkpoint folder it trains with (:func:`run_checkpoint_dir`), so that a run
-    killed mid-training resumes from its last written epoch. None on Ray (its workers may be
+    killed mid-training resumes from its last written epoch. Not on Ray (its workers may be
     on other machines: a lost Ray attempt trains again from epoch 1) nor for ``auto`` (its
     members train with trainers of their own)."""
     config = run.to_dict()
