@@ -13,11 +13,13 @@ attempt recorded in the store (:meth:`~mlmm.bench.ResultsStore.attempts`); worke
 their coordinator; a pool worker still running one run past its wall-clock cap
 (:func:`run_time_cap`) is killed and replaced, and the run recorded failed; the coordinator beats a heartbeat for its claims (:class:`ClaimHeartbeat`)
 and reports runs it waits for; an executor that cannot run is refused before the store is
-touched (:func:`check_executor`).
+touched (:func:`check_executor`). A local run killed mid-training resumes from its training
+checkpoint (:func:`run_payload`); a Ray run trains again from epoch 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -436,6 +438,8 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
     from mlmm.registry import load_plugins
 
     pin_threads(threads)
+    config = dict(config)
+    checkpoint = config.pop("checkpoint_dir", None)  # the coordinator's, not the run's key
     run = RunConfig.from_dict(config)
     base = {"threads": threads, "machine": platform.node(), "version": mlmm.__version__}
     start = time.perf_counter()
@@ -449,6 +453,8 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
 
             tuning = tune_run(run)
             method_params, trainer = tuning.params, {**trainer, **tuning.trainer}
+        if checkpoint is not None:
+            trainer["checkpoint_dir"] = checkpoint
         res = run_experiment(
             run.dataset,
             run.method,
@@ -491,6 +497,46 @@ def execute_run(config: dict[str, Any], threads: int) -> dict[str, Any]:
         "precision": trained.precision,
         "active_parameters": active_parameters(trained.model, trained.n_parameters()),
     }
+
+
+def run_checkpoint_dir(store: str | Path, run_key: str) -> Path:
+    """The training checkpoint folder of run ``run_key`` of ``store``:
+    ``.NAME.checkpoints/RUN_KEY`` beside the store file (absolute, the same in every worker)."""
+    from mlmm.train.resume import beside
+
+    return beside(Path(store).absolute(), "checkpoints") / run_key
+
+
+def run_payload(run: RunConfig, store: str | Path, executor: str) -> dict[str, Any]:
+    """What a worker receives for ``run``: its configuration and, on the local executors, the
+    training checkpoint folder it trains with (:func:`run_checkpoint_dir`), so that a run
+    killed mid-training resumes from its last written epoch. Not on Ray (its workers may be
+    on other machines: a lost Ray attempt trains again from epoch 1) nor for ``auto`` (its
+    members train with trainers of their own)."""
+    config = run.to_dict()
+    if executor == "local" and run.method != "auto":
+        config["checkpoint_dir"] = str(run_checkpoint_dir(store, run.key))
+    return config
+
+
+def end_checkpoint(store: str | Path, run_key: str, outcome: dict[str, Any]) -> None:
+    """Remove the training checkpoint of a run recorded done or failed, unless its worker
+    died (``WorkerDied``: killed, out of memory), whose retry resumes from it; a run failed
+    by an error or its ``RunTimeout`` is retried from epoch 1."""
+    if outcome["status"] == "failed" and str(outcome.get("error", "")).startswith("WorkerDied"):
+        return
+    remove_run_checkpoint(store, run_key)
+
+
+def remove_run_checkpoint(store: str | Path, run_key: str) -> None:
+    """Remove run ``run_key``'s training checkpoint (:func:`run_checkpoint_dir`), and the
+    checkpoints' folder once it is empty; nothing happens when there is none."""
+    from mlmm.train.resume import remove_checkpoint
+
+    folder = run_checkpoint_dir(store, run_key)
+    remove_checkpoint(folder)
+    with contextlib.suppress(OSError):  # other runs' checkpoints are still there
+        folder.parent.rmdir()
 
 
 def killed_before(db: ResultsStore, keys: Sequence[str]) -> bool:
@@ -1242,7 +1288,13 @@ def run_benchmark(
         db.add_runs(spec.name, runs)
         db.save_spec(spec.name, spec_yaml(spec), command)
         if rerun:
-            db.reset(r.key for r in runs if r.method in rerun)
+            again = [r.key for r in runs if r.method in rerun]
+            claims = db.claims(again)
+            held = set(claims.run_key[claims.live])  # reset leaves them to their live process
+            db.reset(again)
+            for key in again:  # trained anew: not resumed from a checkpoint of a killed run
+                if key not in held:
+                    remove_run_checkpoint(store, key)
         # claims this process left behind (an earlier call stopped by a store error): nothing
         # of this process runs them now, yet a claim of its own never expires for it
         claims = db.claims(by_key)
@@ -1294,7 +1346,8 @@ def run_benchmark(
                 if len(in_flight) >= pool.slots:
                     waiting.append(run)
                 elif db.claim(run.key, retry_failed):
-                    in_flight[pool.submit(run.to_dict())] = (run, time.perf_counter())
+                    payload = run_payload(run, store, executor)
+                    in_flight[pool.submit(payload)] = (run, time.perf_counter())
                     progress.running = len(in_flight)
                     event("start", run, progress)
                 elif db.status([run.key])[run.key] in ("done", "failed"):
@@ -1318,7 +1371,8 @@ def run_benchmark(
                 if outcome["status"] == "lost" and tries < max_attempts:
                     if db.retry(run.key, outcome["error"]):  # the same claim, a new attempt
                         attempts[run.key] = tries + 1
-                        in_flight[pool.submit(run.to_dict())] = (run, time.perf_counter())
+                        payload = run_payload(run, store, executor)
+                        in_flight[pool.submit(payload)] = (run, time.perf_counter())
                         del in_flight[handle]
                         progress.retried += 1
                         progress.last_error = outcome["error"]
@@ -1338,6 +1392,8 @@ def run_benchmark(
                             f"each of its {tries} attempt(s); --max-attempts {max_attempts})"
                         )
                     kept = db.fail(run.key, outcome, lost=lost)
+                if kept:  # a run taken over by another process is its to finish
+                    end_checkpoint(store, run.key, outcome)
                 del in_flight[handle]  # only once recorded: a failed write releases the run
                 progress.running = len(in_flight)
                 kind = "done" if outcome["status"] == "done" else "failed"

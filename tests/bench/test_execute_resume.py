@@ -1,0 +1,179 @@
+"""A benchmark run killed mid-training resumes from its last written epoch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlmm
+from mlmm.bench import execute
+from mlmm.bench.execute import run_benchmark
+from mlmm.bench.spec import load_spec, parse_spec
+from mlmm.bench.store import ResultsStore
+from mlmm.train import resume
+
+_SLOW_PLUGIN = '''
+import time
+
+from mlmm.methods.registry import register_method
+from mlmm.methods.representation.hemis import HeMIS
+
+
+@register_method("slow-hemis", family="representation", subtype="composition", paper="a test")
+class SlowHemis(HeMIS):
+    """hemis, 20 ms slower per training batch: a run long enough to be killed mid-way."""
+
+    def forward(self, batch):
+        if self.training:
+            time.sleep(0.02)
+        return super().forward(batch)
+'''
+
+_SPEC = """\
+name: slow
+plugins: [slow_hemis_bench_plugin]
+datasets:
+  synthetic: {{n_samples: 120}}
+methods:
+  {method}: {{}}
+missing:
+  - train: none
+    test: [none, mcar:0.5]
+seeds: [0]
+budget: {{max_epochs: 20}}
+"""
+
+VALUES = ["condition", "scope", "subset", "metric", "value"]
+
+
+def _values(store: Path) -> list:
+    with ResultsStore(store) as db:
+        table = db.results()
+    return table[VALUES].sort_values(VALUES[:4]).to_dict(orient="records")
+
+
+def test_a_killed_benchmark_run_resumes_from_its_checkpoint_and_stores_the_same_rows(tmp_path):
+    (tmp_path / "slow_hemis_bench_plugin.py").write_text(_SLOW_PLUGIN)
+    spec_file = tmp_path / "slow.yaml"
+    spec_file.write_text(_SPEC.format(method="slow-hemis"))
+    store = tmp_path / "results.db"
+    command = [
+        sys.executable, "-m", "mlmm", "--plugin", "slow_hemis_bench_plugin", "bench",
+        str(spec_file), "--store", str(store), "--jobs", "1", "--threads", "1", "--no-report",
+    ]  # fmt: skip
+    source = str(Path(mlmm.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), source])}
+    (run,) = load_spec(spec_file, allow_plugins=True).runs()
+    folder = execute.run_checkpoint_dir(store, run.key)
+    assert folder == tmp_path / ".results.db.checkpoints" / run.key
+
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    epochs_written = 0
+    while epochs_written < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            running = json.loads((folder / resume.STATE_FILE).read_text())["running"]
+            epochs_written = len(running["history"]["epochs"]) if running else 0
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL  # killed mid-training, not finished
+    assert (folder / resume.STATE_FILE).is_file()
+
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # the retry (its lost attempt taken over) resumed, not trained again from epoch 1
+    assert "resuming from epoch" in done.stderr and " of 20 " in done.stderr, done.stderr
+    assert not folder.exists() and not folder.parent.exists()
+    with ResultsStore(store) as db:
+        runs = db.runs()
+        attempts = db.attempts()
+    assert runs.status.tolist() == ["done"] and runs.epochs.tolist() == [20]
+    assert "lost" in attempts.outcome.tolist()
+
+    # slow-hemis without the sleep: the same weights, hence the same rows, from the same seed
+    reference = parse_spec(
+        {
+            "name": "reference",
+            "datasets": {"synthetic": {"n_samples": 120}},
+            "methods": {"hemis": {}},
+            "missing": [{"train": "none", "test": ["none", "mcar:0.5"]}],
+            "seeds": [0],
+            "budget": {"max_epochs": 20},
+        }
+    )
+    run_benchmark(reference, tmp_path / "reference.db", jobs=1, threads=1)
+    assert _values(store) == _values(tmp_path / "reference.db")
+
+
+def _auto_and_hemis_runs():
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 120}},
+            "methods": {"hemis": {}, "auto": {}},
+            "missing": ["none"],
+            "seeds": [0],
+        }
+    )
+    return {run.method: run for run in spec.runs()}
+
+
+def test_only_local_runs_of_trained_methods_get_a_checkpoint_folder(tmp_path):
+    runs = _auto_and_hemis_runs()
+    store = tmp_path / "r.db"
+    payload = execute.run_payload(runs["hemis"], store, "local")
+    assert payload.pop("checkpoint_dir") == str(
+        execute.run_checkpoint_dir(store, runs["hemis"].key)
+    )
+    assert payload == runs["hemis"].to_dict()  # the run's key is that of its configuration
+    assert "checkpoint_dir" not in execute.run_payload(runs["hemis"], store, "ray")
+    assert "checkpoint_dir" not in execute.run_payload(runs["auto"], store, "local")
+
+
+def _write_checkpoint(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / resume.STATE_FILE).write_text("{}")
+
+
+def test_a_recorded_run_removes_its_checkpoint_unless_its_worker_died(tmp_path):
+    store, key = tmp_path / "r.db", "0123456789abcdef"
+    folder = execute.run_checkpoint_dir(store, key)
+    _write_checkpoint(folder)
+    died = {"status": "failed", "error": "WorkerDied: the worker process running this run died"}
+    execute.end_checkpoint(store, key, died)
+    assert (folder / resume.STATE_FILE).is_file()  # its retry resumes from it
+    other = execute.run_checkpoint_dir(store, "fedcba9876543210")
+    _write_checkpoint(other)
+    execute.end_checkpoint(store, key, {"status": "failed", "error": "ValueError: bad"})
+    assert not folder.exists() and other.is_dir()  # the folder of checkpoints stays for other
+    execute.end_checkpoint(store, "fedcba9876543210", {"status": "done"})
+    assert not other.exists() and not other.parent.exists()
+
+
+def test_rerun_trains_anew_instead_of_resuming_a_checkpoint_left_behind(
+    tmp_path, monkeypatch, capfd
+):
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 120}},
+            "methods": {"zero-impute": {}},
+            "missing": ["none"],
+            "seeds": [0],
+            "budget": {"max_epochs": 2},
+        }
+    )
+    store = tmp_path / "r.db"
+    # a checkpoint left behind, as by a run killed before it was recorded
+    monkeypatch.setattr(execute, "end_checkpoint", lambda *args: None)
+    run_benchmark(spec, store, jobs=1, threads=1)
+    (run,) = spec.runs()
+    assert (execute.run_checkpoint_dir(store, run.key) / resume.STATE_FILE).is_file()
+    capfd.readouterr()
+    # --rerun (to retake timings, or after a change the key cannot see) trains from epoch 1
+    run_benchmark(spec, store, jobs=1, threads=1, rerun=["zero-impute"])
+    assert "resuming" not in capfd.readouterr().err
