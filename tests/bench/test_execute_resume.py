@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 import mlmm
 from mlmm.bench import execute
 from mlmm.bench.execute import run_benchmark
@@ -177,3 +179,19 @@ def test_rerun_trains_anew_instead_of_resuming_a_checkpoint_left_behind(
     # --rerun (to retake timings, or after a change the key cannot see) trains from epoch 1
     run_benchmark(spec, store, jobs=1, threads=1, rerun=["zero-impute"])
     assert "resuming" not in capfd.readouterr().err
+
+
+def test_removal_leaves_a_checkpoint_a_live_training_holds(tmp_path):
+    # a run taken over while the process whose claim expired still trains into its folder:
+    # the new owner's end (or --rerun) must not delete the files that training writes
+    store, key = tmp_path / "r.db", "0123456789abcdef"
+    folder = execute.run_checkpoint_dir(store, key)
+    _write_checkpoint(folder)
+    training = resume.TrainingCheckpoint.open(folder, {}, None, torch.nn.Linear(1, 1))
+    try:
+        execute.end_checkpoint(store, key, {"status": "failed", "error": "MlmmError: in use"})
+        assert (folder / resume.STATE_FILE).is_file()
+    finally:
+        training.close()
+    execute.remove_run_checkpoint(store, key)  # released: removed, with the folder above it
+    assert not folder.exists() and not folder.parent.exists()
