@@ -137,6 +137,16 @@ def test_only_local_runs_of_trained_methods_get_a_checkpoint_folder(tmp_path):
     assert "checkpoint_dir" not in execute.run_payload(runs["auto"], store, "local")
 
 
+def test_a_relative_store_gives_workers_an_absolute_checkpoint_folder(tmp_path, monkeypatch):
+    # a pool worker (or a later run from another folder) must find the same checkpoint
+    monkeypatch.chdir(tmp_path)
+    run = _auto_and_hemis_runs()["hemis"]
+    folder = execute.run_payload(run, "r.db", "local")["checkpoint_dir"]
+    assert folder == str(tmp_path / ".r.db.checkpoints" / run.key)
+    other = execute.run_checkpoint_dir(tmp_path / "sub" / "r.db", run.key)
+    assert other != Path(folder)  # a store of the same name elsewhere keeps its own
+
+
 def _write_checkpoint(folder: Path) -> None:
     folder.mkdir(parents=True)
     (folder / resume.STATE_FILE).write_text("{}")
