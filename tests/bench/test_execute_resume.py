@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -205,3 +206,39 @@ def test_removal_leaves_a_checkpoint_a_live_training_holds(tmp_path):
         training.close()
     execute.remove_run_checkpoint(store, key)  # released: removed, with the folder above it
     assert not folder.exists() and not folder.parent.exists()
+
+
+def test_a_tuned_run_gives_the_checkpoint_to_its_final_training_only(tmp_path, monkeypatch):
+    # the trials (each another configuration) must not share the run's folder
+    import mlmm.experiment
+    import mlmm.tune.study
+
+    seen = {}
+
+    def tune(run):
+        seen["tuned"] = dict(run.budget)
+        return SimpleNamespace(params={}, trainer={"lr": 0.01})
+
+    def experiment(*args, trainer, **kwargs):
+        seen["trained"] = trainer
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(mlmm.tune.study, "tune_run", tune)
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", experiment)
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 120}},
+            "methods": {"hemis": {}},
+            "missing": ["none"],
+            "seeds": [0],
+            "budget": {"max_epochs": 2},
+            "tune": {"trials": 1, "seed": 100},
+        }
+    )
+    (run,) = spec.runs()
+    store = tmp_path / "r.db"
+    outcome = execute.execute_run(execute.run_payload(run, store, "local"), threads=1)
+    assert outcome["error"] == "RuntimeError: stop here"
+    assert "checkpoint_dir" not in seen["tuned"]
+    assert seen["trained"]["lr"] == 0.01  # the study's choice, with the folder
+    assert seen["trained"]["checkpoint_dir"] == str(execute.run_checkpoint_dir(store, run.key))
