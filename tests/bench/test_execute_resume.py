@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import torch
 
 import mlmm
 from mlmm.bench import execute
@@ -135,6 +138,16 @@ def test_only_local_runs_of_trained_methods_get_a_checkpoint_folder(tmp_path):
     assert "checkpoint_dir" not in execute.run_payload(runs["auto"], store, "local")
 
 
+def test_a_relative_store_gives_workers_an_absolute_checkpoint_folder(tmp_path, monkeypatch):
+    # a pool worker (or a later run from another folder) must find the same checkpoint
+    monkeypatch.chdir(tmp_path)
+    run = _auto_and_hemis_runs()["hemis"]
+    folder = execute.run_payload(run, "r.db", "local")["checkpoint_dir"]
+    assert folder == str(tmp_path / ".r.db.checkpoints" / run.key)
+    other = execute.run_checkpoint_dir(tmp_path / "sub" / "r.db", run.key)
+    assert other != Path(folder)  # a store of the same name elsewhere keeps its own
+
+
 def _write_checkpoint(folder: Path) -> None:
     folder.mkdir(parents=True)
     (folder / resume.STATE_FILE).write_text("{}")
@@ -177,3 +190,55 @@ def test_rerun_trains_anew_instead_of_resuming_a_checkpoint_left_behind(
     # --rerun (to retake timings, or after a change the key cannot see) trains from epoch 1
     run_benchmark(spec, store, jobs=1, threads=1, rerun=["zero-impute"])
     assert "resuming" not in capfd.readouterr().err
+
+
+def test_removal_leaves_a_checkpoint_a_live_training_holds(tmp_path):
+    # a run taken over while the process whose claim expired still trains into its folder:
+    # the new owner's end (or --rerun) must not delete the files that training writes
+    store, key = tmp_path / "r.db", "0123456789abcdef"
+    folder = execute.run_checkpoint_dir(store, key)
+    _write_checkpoint(folder)
+    training = resume.TrainingCheckpoint.open(folder, {}, None, torch.nn.Linear(1, 1))
+    try:
+        execute.end_checkpoint(store, key, {"status": "failed", "error": "MlmmError: in use"})
+        assert (folder / resume.STATE_FILE).is_file()
+    finally:
+        training.close()
+    execute.remove_run_checkpoint(store, key)  # released: removed, with the folder above it
+    assert not folder.exists() and not folder.parent.exists()
+
+
+def test_a_tuned_run_gives_the_checkpoint_to_its_final_training_only(tmp_path, monkeypatch):
+    # the trials (each another configuration) must not share the run's folder
+    import mlmm.experiment
+    import mlmm.tune.study
+
+    seen = {}
+
+    def tune(run):
+        seen["tuned"] = dict(run.budget)
+        return SimpleNamespace(params={}, trainer={"lr": 0.01})
+
+    def experiment(*args, trainer, **kwargs):
+        seen["trained"] = trainer
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(mlmm.tune.study, "tune_run", tune)
+    monkeypatch.setattr(mlmm.experiment, "run_experiment", experiment)
+    spec = parse_spec(
+        {
+            "datasets": {"synthetic": {"n_samples": 120}},
+            "methods": {"hemis": {}},
+            "missing": ["none"],
+            "seeds": [0],
+            "budget": {"max_epochs": 2},
+            "tune": {"trials": 1, "seed": 100},
+        }
+    )
+    (run,) = spec.runs()
+    store = tmp_path / "r.db"
+    outcome = execute.execute_run(execute.run_payload(run, store, "local"), threads=1)
+    assert outcome["error"] == "RuntimeError: stop here"
+    assert "checkpoint_dir" not in seen["tuned"]
+    assert seen["trained"]["lr"] == 0.01  # the study's choice, with the folder
+    assert seen["trained"]["checkpoint_dir"] == str(execute.run_checkpoint_dir(store, run.key))

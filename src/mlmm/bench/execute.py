@@ -530,11 +530,29 @@ def end_checkpoint(store: str | Path, run_key: str, outcome: dict[str, Any]) -> 
 
 def remove_run_checkpoint(store: str | Path, run_key: str) -> None:
     """Remove run ``run_key``'s training checkpoint (:func:`run_checkpoint_dir`), and the
-    checkpoints' folder once it is empty; nothing happens when there is none."""
-    from mlmm.train.resume import remove_checkpoint
+    checkpoints' folder once it is empty; nothing happens when there is none. A folder a
+    training of a live process holds (its lock, :class:`~mlmm.train.resume.TrainingCheckpoint`:
+    the run taken over from a claim that expired while its process trained on) is left to it;
+    the folder is locked while its files are removed, so no training starts in it meanwhile."""
+    from mlmm.train.resume import fcntl, remove_checkpoint
 
     folder = run_checkpoint_dir(store, run_key)
-    remove_checkpoint(folder)
+    try:
+        fd: int | None = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        fd = None  # no checkpoint: nothing to remove
+    try:
+        if fd is not None and fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a live training writes into it: its checkpoint is not ours to remove
+            except OSError:  # a file system without locks
+                pass
+        remove_checkpoint(folder)
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
     with contextlib.suppress(OSError):  # other runs' checkpoints are still there
         folder.parent.rmdir()
 
