@@ -277,6 +277,35 @@ def test_a_second_training_on_the_same_folder_is_refused_in_one_line(tmp_path):
     assert (folder / resume.STATE_FILE).is_file()
 
 
+def test_the_folder_is_locked_even_if_its_empty_parent_vanishes_meanwhile(tmp_path, monkeypatch):
+    # a finished bench run removes the empty `.STORE.checkpoints` parent; a training creating its
+    # own folder in that instant ran without its lock (r10's finding): the lock is retried
+    import os
+
+    split = _split()
+    folder = tmp_path / "parent" / "ckpt"
+    model = mlmm.create_method("hemis", split.train.specs, split.train.task)
+    real_open, calls = os.open, []
+
+    def vanishing_open(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:  # the parent is removed between mkdir and open
+            (tmp_path / "parent" / "ckpt").rmdir()
+            (tmp_path / "parent").rmdir()
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(resume.os, "open", vanishing_open)
+    running = resume.TrainingCheckpoint.open(folder, {"a": "b"}, None, model)
+    monkeypatch.setattr(resume.os, "open", real_open)
+    try:
+        assert len(calls) == 2 and folder.is_dir()
+        with pytest.raises(mlmm.MlmmError, match="in use by another training"):
+            _trainer(folder, max_epochs=2).fit(model, split.train, split.val)
+    finally:
+        running.close()
+
+
 def test_a_write_killed_midway_leaves_the_last_checkpoint_and_is_cleaned_up(tmp_path):
     import subprocess
     import sys

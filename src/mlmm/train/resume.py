@@ -293,12 +293,17 @@ class TrainingCheckpoint:
         twice) would each delete the other's tensor files and resume from either's."""
         if fcntl is None:  # pragma: no cover
             return
-        try:
-            self._made_folder = not self.directory.exists()
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except OSError:
-            return  # not a folder we can open: the first write says why, in one warning
+        self._made_folder = not self.directory.exists()
+        for attempt in range(3):
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+                break
+            except FileNotFoundError:  # an empty parent removed meanwhile (a finished bench run)
+                if attempt == 2:
+                    return
+            except OSError:
+                return  # not a folder we can open: the first write says why, in one warning
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
