@@ -55,3 +55,34 @@ def plugin_module(tmp_path, monkeypatch):
     monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
     yield name
     sys.modules.pop(name, None)
+
+
+_SLOW_HEMIS = """\
+import time
+
+from mlmm.methods.registry import register_method
+from mlmm.methods.representation.hemis import HeMIS
+
+
+@register_method("slow-hemis", family="representation", subtype="composition", paper="a test")
+class SlowHemis(HeMIS):
+    \"\"\"hemis, {delay} s slower per training batch: a run long enough to be killed mid-way.\"\"\"
+
+    def forward(self, batch):
+        if self.training:
+            time.sleep({delay})
+        return super().forward(batch)
+"""
+
+
+@pytest.fixture
+def slow_hemis_plugin(tmp_path):
+    """Write a plugin module into ``tmp_path`` registering ``slow-hemis`` (hemis, ``delay``
+    seconds slower per training batch, the same weights) for a subprocess to load with
+    ``--plugin``; call it with ``delay`` and ``name``, it returns the module name."""
+
+    def write(delay: float = 0.02, name: str = "slow_hemis_plugin") -> str:
+        (tmp_path / f"{name}.py").write_text(_SLOW_HEMIS.format(delay=delay))
+        return name
+
+    return write

@@ -451,25 +451,9 @@ def test_number_and_boolean_labels_map_back_to_the_model_classes(
     )
 
 
-_SLOW_PLUGIN = '''
-import time
-
-from mlmm.methods.registry import register_method
-from mlmm.methods.representation.hemis import HeMIS
-
-
-@register_method("slow-hemis", family="representation", subtype="composition", paper="a test")
-class SlowHemis(HeMIS):
-    """hemis, 50 ms slower per training batch: a run long enough to be stopped mid-way."""
-
-    def forward(self, batch):
-        if self.training:
-            time.sleep(0.05)
-        return super().forward(batch)
-'''
-
-
-def test_killed_train_on_a_table_resumes_and_ends_as_an_uninterrupted_one(tmp_path, tables):
+def test_killed_train_on_a_table_resumes_and_ends_as_an_uninterrupted_one(
+    tmp_path, tables, slow_hemis_plugin
+):
     """kill -9 mid-training, then the same command: it resumes from the checkpoint kept beside
     --out, removes it once saved, and saves the model an uninterrupted training gives."""
     import os
@@ -485,7 +469,7 @@ def test_killed_train_on_a_table_resumes_and_ends_as_an_uninterrupted_one(tmp_pa
     from mlmm.train import resume
     from mlmm.train.checkpoint import load_artifact
 
-    (tmp_path / "slow_hemis_plugin.py").write_text(_SLOW_PLUGIN)
+    slow_hemis_plugin(0.05)
     out = tmp_path / "model"
     command = [
         sys.executable, "-m", "mlmm", "--plugin", "slow_hemis_plugin",

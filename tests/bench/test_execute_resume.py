@@ -18,23 +18,6 @@ from mlmm.bench.spec import load_spec, parse_spec
 from mlmm.bench.store import ResultsStore
 from mlmm.train import resume
 
-_SLOW_PLUGIN = '''
-import time
-
-from mlmm.methods.registry import register_method
-from mlmm.methods.representation.hemis import HeMIS
-
-
-@register_method("slow-hemis", family="representation", subtype="composition", paper="a test")
-class SlowHemis(HeMIS):
-    """hemis, 20 ms slower per training batch: a run long enough to be killed mid-way."""
-
-    def forward(self, batch):
-        if self.training:
-            time.sleep(0.02)
-        return super().forward(batch)
-'''
-
 _SPEC = """\
 name: slow
 plugins: [slow_hemis_bench_plugin]
@@ -58,8 +41,10 @@ def _values(store: Path) -> list:
     return table[VALUES].sort_values(VALUES[:4]).to_dict(orient="records")
 
 
-def test_a_killed_benchmark_run_resumes_from_its_checkpoint_and_stores_the_same_rows(tmp_path):
-    (tmp_path / "slow_hemis_bench_plugin.py").write_text(_SLOW_PLUGIN)
+def test_a_killed_benchmark_run_resumes_from_its_checkpoint_and_stores_the_same_rows(
+    tmp_path, slow_hemis_plugin
+):
+    slow_hemis_plugin(0.02, "slow_hemis_bench_plugin")
     spec_file = tmp_path / "slow.yaml"
     spec_file.write_text(_SPEC.format(method="slow-hemis"))
     store = tmp_path / "results.db"

@@ -170,25 +170,7 @@ def test_beside_names_the_hidden_folder(tmp_path):
     assert resume.beside(tmp_path / "model", "checkpoint") == tmp_path / ".model.checkpoint"
 
 
-_SLOW_PLUGIN = '''
-import time
-
-from mlmm.methods.registry import register_method
-from mlmm.methods.representation.hemis import HeMIS
-
-
-@register_method("slow-hemis", family="representation", subtype="composition", paper="a test")
-class SlowHemis(HeMIS):
-    """hemis, 20 ms slower per training batch: a run long enough to be killed mid-way."""
-
-    def forward(self, batch):
-        if self.training:
-            time.sleep(0.02)
-        return super().forward(batch)
-'''
-
-
-def test_killed_cli_training_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+def test_killed_cli_training_resumes_and_ends_as_an_uninterrupted_one(tmp_path, slow_hemis_plugin):
     import os
     import signal
     import subprocess
@@ -198,7 +180,7 @@ def test_killed_cli_training_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
 
     from mlmm.train.checkpoint import load_artifact
 
-    (tmp_path / "slow_hemis_plugin.py").write_text(_SLOW_PLUGIN)
+    slow_hemis_plugin(0.02)
     out = tmp_path / "model"
     command = [
         sys.executable, "-m", "mlmm", "--plugin", "slow_hemis_plugin", "train",
