@@ -76,13 +76,22 @@ class SlowHemis(HeMIS):
 
 
 @pytest.fixture
-def slow_hemis_plugin(tmp_path):
+def slow_hemis_plugin(tmp_path, monkeypatch):
     """Write a plugin module into ``tmp_path`` registering ``slow-hemis`` (hemis, ``delay``
     seconds slower per training batch, the same weights) for a subprocess to load with
-    ``--plugin``; call it with ``delay`` and ``name``, it returns the module name."""
+    ``--plugin``; call it with ``delay`` and ``name``, it returns the module name. Should the
+    test import it too (a spec's ``plugins:`` read in-process), the registration is undone
+    after the test, so the registry-driven tests never see it."""
+    from mlmm.methods import METHODS
+
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    names = []
 
     def write(delay: float = 0.02, name: str = "slow_hemis_plugin") -> str:
         (tmp_path / f"{name}.py").write_text(_SLOW_HEMIS.format(delay=delay))
+        names.append(name)
         return name
 
-    return write
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)
