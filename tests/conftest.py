@@ -95,3 +95,33 @@ def slow_hemis_plugin(tmp_path, monkeypatch):
     yield write
     for name in names:
         sys.modules.pop(name, None)
+
+
+def kill_mid_training(command, cwd, env, folder, pattern, epochs, timeout=120.0, poll=0.05):
+    """Start ``command`` (an ``mlmm`` subprocess that trains with a checkpoint), SIGKILL it once
+    the checkpoint ``folder.glob(pattern)`` holds ``epochs`` written epochs (or at ``timeout``),
+    assert it was killed mid-training, not finished, and return the epochs written."""
+    import json
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE)
+    deadline, written = time.monotonic() + timeout, 0
+    while written < epochs and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(poll)
+        try:
+            [state] = folder.glob(pattern)
+            running = json.loads(state.read_text())["running"]
+            written = len(running["history"]["epochs"]) if running else 0
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL  # killed mid-training, not finished
+    return written
+
+
+@pytest.fixture
+def killed_mid_training():
+    """:func:`kill_mid_training`, for the kill-and-resume tests."""
+    return kill_mid_training

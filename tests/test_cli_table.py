@@ -452,14 +452,12 @@ def test_number_and_boolean_labels_map_back_to_the_model_classes(
 
 
 def test_killed_train_on_a_table_resumes_and_ends_as_an_uninterrupted_one(
-    tmp_path, tables, slow_hemis_plugin
+    tmp_path, tables, slow_hemis_plugin, killed_mid_training
 ):
     """kill -9 mid-training, then the same command: it resumes from the checkpoint kept beside
     --out, removes it once saved, and saves the model an uninterrupted training gives."""
     import os
-    import signal
     import subprocess
-    import time
     from pathlib import Path
 
     import torch
@@ -479,20 +477,12 @@ def test_killed_train_on_a_table_resumes_and_ends_as_an_uninterrupted_one(
     source = str(Path(mlmm.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), source])}
     folder = resume.beside(out, "checkpoint")
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
-    deadline, written = time.monotonic() + 300, 0
-    # the first checkpoint follows epoch 1, the next ones wait 20 times as long as a write took
-    while written < 2 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-        try:
-            [state] = folder.glob(f"fit-*/{resume.STATE_FILE}")  # the estimator's fit folder
-            running = json.loads(state.read_text())["running"]
-            written = len(running["history"]["epochs"]) if running else 0
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL  # killed mid-training, not finished
+    # the first checkpoint follows epoch 1, the next ones wait 20 times as long as a write took;
+    # the estimator writes into its fit folder
+    pattern = f"fit-*/{resume.STATE_FILE}"
+    written = killed_mid_training(
+        command, tmp_path, env, folder, pattern, epochs=2, timeout=300, poll=0.02
+    )
     assert not out.exists() and len(list(folder.glob(f"fit-*/{resume.STATE_FILE}"))) == 1
 
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)

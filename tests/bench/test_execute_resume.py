@@ -1,11 +1,8 @@
 """A benchmark run killed mid-training resumes from its last written epoch."""
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,7 +39,7 @@ def _values(store: Path) -> list:
 
 
 def test_a_killed_benchmark_run_resumes_from_its_checkpoint_and_stores_the_same_rows(
-    tmp_path, slow_hemis_plugin
+    tmp_path, slow_hemis_plugin, killed_mid_training
 ):
     slow_hemis_plugin(0.02, "slow_hemis_bench_plugin")
     spec_file = tmp_path / "slow.yaml"
@@ -58,19 +55,7 @@ def test_a_killed_benchmark_run_resumes_from_its_checkpoint_and_stores_the_same_
     folder = execute.run_checkpoint_dir(store, run.key)
     assert folder == tmp_path / ".results.db.checkpoints" / run.key
 
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    epochs_written = 0
-    while epochs_written < 3 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-        try:
-            running = json.loads((folder / resume.STATE_FILE).read_text())["running"]
-            epochs_written = len(running["history"]["epochs"]) if running else 0
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL  # killed mid-training, not finished
+    killed_mid_training(command, tmp_path, env, folder, resume.STATE_FILE, epochs=3)
     assert (folder / resume.STATE_FILE).is_file()
 
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -170,12 +170,12 @@ def test_beside_names_the_hidden_folder(tmp_path):
     assert resume.beside(tmp_path / "model", "checkpoint") == tmp_path / ".model.checkpoint"
 
 
-def test_killed_cli_training_resumes_and_ends_as_an_uninterrupted_one(tmp_path, slow_hemis_plugin):
+def test_killed_cli_training_resumes_and_ends_as_an_uninterrupted_one(
+    tmp_path, slow_hemis_plugin, killed_mid_training
+):
     import os
-    import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     from mlmm.train.checkpoint import load_artifact
@@ -190,19 +190,7 @@ def test_killed_cli_training_resumes_and_ends_as_an_uninterrupted_one(tmp_path, 
     source = str(Path(mlmm.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), source])}
     folder = resume.beside(out, "checkpoint")
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    epochs_written = 0
-    while epochs_written < 3 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-        try:
-            running = json.loads((folder / resume.STATE_FILE).read_text())["running"]
-            epochs_written = len(running["history"]["epochs"]) if running else 0
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL  # killed mid-training, not finished
+    killed_mid_training(command, tmp_path, env, folder, resume.STATE_FILE, epochs=3)
     assert not out.exists() and (folder / resume.STATE_FILE).is_file()
 
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
